@@ -1,0 +1,72 @@
+//! The extension's one error enum. Every variant carries a stable SQLSTATE.
+//!
+//! pgrx can only raise SQLSTATEs from PostgreSQL's own list, so Rust code never
+//! raises these itself: the `#[pg_extern]` layer hands `(sqlstate, message, hint)`
+//! to the PL/pgSQL API (`sql/api.sql`), which raises them with `RAISE ... USING
+//! ERRCODE`. The same codes are raised directly by PL/pgSQL for errors found in
+//! SQL (an unknown payment, a reused idempotency key). `README.md` has the table.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Error {
+    #[error("unknown currency \"{0}\": expected an active ISO 4217 code such as USD, EUR or JPY")]
+    UnknownCurrency(String),
+    #[error("amount {amount} has more decimal places than {currency} allows ({exponent})")]
+    ExcessPrecision { amount: String, currency: &'static str, exponent: u32 },
+    #[error("amount must be greater than zero, got {0}")]
+    NotPositive(String),
+    #[error("amount {amount} {currency} exceeds the maximum of {max} {currency}")]
+    TooLarge { amount: String, currency: &'static str, max: String },
+    #[error("amount \"{0}\" is not a finite decimal number")]
+    NotANumber(String),
+}
+
+impl Error {
+    /// The SQLSTATE raised for this error; class `PM` is the extension's own.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::ExcessPrecision { .. } => "PM101",
+            Error::NotPositive(_) => "PM102",
+            Error::UnknownCurrency(_) => "PM103",
+            Error::TooLarge { .. } => "PM104",
+            Error::NotANumber(_) => "PM105",
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::ExcessPrecision { currency, exponent, .. } => Some(format!(
+                "{currency} amounts are given in major units with at most {exponent} decimal place(s); round before calling"
+            )),
+            Error::UnknownCurrency(_) => Some("SELECT * FROM payments.currencies() lists the accepted codes".into()),
+            _ => None,
+        }
+    }
+
+    /// `{sqlstate, message, hint}` as the PL/pgSQL layer raises it.
+    pub fn to_report(&self) -> Vec<Option<String>> {
+        vec![Some(self.sqlstate().to_string()), Some(self.to_string()), self.hint()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_a_distinct_pm_sqlstate() {
+        let all = [
+            Error::UnknownCurrency("XYZ".into()),
+            Error::ExcessPrecision { amount: "1.001".into(), currency: "USD", exponent: 2 },
+            Error::NotPositive("0".into()),
+            Error::TooLarge { amount: "1e13".into(), currency: "USD", max: "1".into() },
+            Error::NotANumber("NaN".into()),
+        ];
+        let mut codes: Vec<_> = all.iter().map(Error::sqlstate).collect();
+        assert!(codes.iter().all(|c| c.len() == 5 && c.starts_with("PM")));
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+}

@@ -1,0 +1,48 @@
+//! Sortable unique ids: `<prefix>_` + 26 characters of lower-case Crockford
+//! base32 over 48 bits of Unix milliseconds and 80 random bits (ULID layout),
+//! so ids sort by creation time under the "C" collation.
+
+const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+pub fn encode(millis: u64, random: [u8; 10]) -> String {
+    let mut value: u128 = u128::from(millis & 0xFFFF_FFFF_FFFF) << 80;
+    for (i, b) in random.iter().enumerate() {
+        value |= u128::from(*b) << (72 - 8 * i);
+    }
+    // 26 base32 digits hold 130 bits; the top two are always zero.
+    (0..26).rev().map(|i| ALPHABET[((value >> (5 * i)) & 31) as usize] as char).collect()
+}
+
+pub fn new_id(prefix: &str, millis: u64) -> Result<String, getrandom::Error> {
+    let mut random = [0u8; 10];
+    getrandom::getrandom(&mut random)?;
+    Ok(format!("{prefix}_{}", encode(millis, random)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_have_a_fixed_shape() {
+        let a = encode(1_700_000_000_000, [0xff; 10]);
+        let b = encode(1_700_000_000_001, [0x00; 10]);
+        assert!(a < b);
+        assert_eq!(a.len(), 26);
+        assert!(a.bytes().all(|c| ALPHABET.contains(&c)));
+    }
+
+    #[test]
+    fn random_part_is_fully_encoded() {
+        assert_eq!(encode(0, [0; 10]), "00000000000000000000000000");
+        assert_eq!(encode(0, [0xff; 10]), "0000000000zzzzzzzzzzzzzzzz");
+        assert_eq!(encode(0xFFFF_FFFF_FFFF, [0; 10]), "7zzzzzzzzz0000000000000000");
+    }
+
+    #[test]
+    fn new_ids_are_unique() {
+        let ids: std::collections::HashSet<_> = (0..1000).map(|_| new_id("pay", 1).unwrap()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| id.starts_with("pay_") && id.len() == 30));
+    }
+}

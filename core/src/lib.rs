@@ -1,0 +1,9 @@
+//! Pure payment logic, free of PostgreSQL: the extension (`payments_ext`) wraps
+//! it for SQL, and its unit tests run in milliseconds with `cargo test`.
+
+pub mod canonical;
+pub mod currency;
+pub mod error;
+pub mod id;
+pub mod money;
+pub mod state;

@@ -1,0 +1,238 @@
+//! The payment state machine: one table of allowed edges, shared by every
+//! caller. Statuses follow Stripe's PaymentIntent lifecycle plus `failed`.
+
+/// A payment status, in lifecycle order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    RequiresPaymentMethod,
+    RequiresConfirmation,
+    RequiresAction,
+    Processing,
+    RequiresCapture,
+    Succeeded,
+    Canceled,
+    Failed,
+}
+
+use Status::*;
+
+pub const ALL: [Status; 8] =
+    [RequiresPaymentMethod, RequiresConfirmation, RequiresAction, Processing, RequiresCapture, Succeeded, Canceled, Failed];
+
+/// The allowed edges. Everything not listed is refused; terminal states have none.
+/// A decline is final (`failed`, with `last_error`): a retry is a new payment.
+const EDGES: &[(Status, &[Status])] = &[
+    (
+        RequiresPaymentMethod,
+        &[RequiresConfirmation, RequiresAction, Processing, RequiresCapture, Succeeded, Canceled, Failed],
+    ),
+    (RequiresConfirmation, &[RequiresAction, Processing, RequiresCapture, Succeeded, Canceled, Failed]),
+    (RequiresAction, &[Processing, RequiresCapture, Succeeded, Canceled, Failed]),
+    // Stripe cannot cancel a payment while it is processing.
+    (Processing, &[RequiresCapture, Succeeded, Failed]),
+    (RequiresCapture, &[Succeeded, Canceled, Failed]),
+];
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequiresPaymentMethod => "requires_payment_method",
+            RequiresConfirmation => "requires_confirmation",
+            RequiresAction => "requires_action",
+            Processing => "processing",
+            RequiresCapture => "requires_capture",
+            Succeeded => "succeeded",
+            Canceled => "canceled",
+            Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Succeeded | Canceled | Failed)
+    }
+
+    /// Position in the lifecycle; all terminal states share the last rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            RequiresPaymentMethod => 0,
+            RequiresConfirmation => 1,
+            RequiresAction => 2,
+            Processing => 3,
+            RequiresCapture => 4,
+            Succeeded | Canceled | Failed => 5,
+        }
+    }
+
+    pub fn successors(self) -> &'static [Status] {
+        EDGES.iter().find(|(from, _)| *from == self).map_or(&[], |(_, to)| to)
+    }
+
+    pub fn can_move_to(self, to: Status) -> bool {
+        self.successors().contains(&to)
+    }
+}
+
+/// Who asked for a transition. Provider and webhook reports may arrive late or
+/// out of order; API, admin and system calls are commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Api,
+    Provider,
+    Webhook,
+    Admin,
+    System,
+}
+
+impl Source {
+    pub fn parse(s: &str) -> Option<Source> {
+        Some(match s {
+            "api" => Source::Api,
+            "provider" => Source::Provider,
+            "webhook" => Source::Webhook,
+            "admin" => Source::Admin,
+            "system" => Source::System,
+            _ => return None,
+        })
+    }
+
+    fn is_report(self) -> bool {
+        matches!(self, Source::Provider | Source::Webhook)
+    }
+}
+
+/// What a requested transition does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Move to the new status and record the event.
+    Apply,
+    /// Already in that status: nothing changes, nothing is recorded.
+    Noop,
+    /// A late report (provider or webhook) that would move the payment
+    /// backwards or out of a terminal state: recorded as ignored, not applied.
+    IgnoreStale,
+    /// A command asking for an edge the table does not have.
+    Forbidden,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Apply => "apply",
+            Decision::Noop => "noop",
+            Decision::IgnoreStale => "ignore",
+            Decision::Forbidden => "forbidden",
+        }
+    }
+}
+
+pub fn decide(from: Status, to: Status, source: Source) -> Decision {
+    if from == to {
+        Decision::Noop
+    } else if from.can_move_to(to) {
+        Decision::Apply
+    } else if source.is_report() {
+        Decision::IgnoreStale
+    } else {
+        Decision::Forbidden
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for st in ALL {
+            assert_eq!(Status::parse(st.as_str()), Some(st));
+        }
+        assert_eq!(Status::parse("paid"), None);
+        assert_eq!(Status::parse("Succeeded"), None);
+    }
+
+    #[test]
+    fn every_edge_of_the_table_is_allowed_and_every_other_pair_is_not() {
+        let expected: &[(Status, Status)] = &[
+            (RequiresPaymentMethod, RequiresConfirmation),
+            (RequiresPaymentMethod, RequiresAction),
+            (RequiresPaymentMethod, Processing),
+            (RequiresPaymentMethod, RequiresCapture),
+            (RequiresPaymentMethod, Succeeded),
+            (RequiresPaymentMethod, Canceled),
+            (RequiresPaymentMethod, Failed),
+            (RequiresConfirmation, RequiresAction),
+            (RequiresConfirmation, Processing),
+            (RequiresConfirmation, RequiresCapture),
+            (RequiresConfirmation, Succeeded),
+            (RequiresConfirmation, Canceled),
+            (RequiresConfirmation, Failed),
+            (RequiresAction, Processing),
+            (RequiresAction, RequiresCapture),
+            (RequiresAction, Succeeded),
+            (RequiresAction, Canceled),
+            (RequiresAction, Failed),
+            (Processing, RequiresCapture),
+            (Processing, Succeeded),
+            (Processing, Failed),
+            (RequiresCapture, Succeeded),
+            (RequiresCapture, Canceled),
+            (RequiresCapture, Failed),
+        ];
+        for from in ALL {
+            for to in ALL {
+                let allowed = expected.contains(&(from, to));
+                assert_eq!(from.can_move_to(to), allowed, "{} -> {}", from.as_str(), to.as_str());
+                let api = decide(from, to, Source::Api);
+                let want = if from == to {
+                    Decision::Noop
+                } else if allowed {
+                    Decision::Apply
+                } else {
+                    Decision::Forbidden
+                };
+                assert_eq!(api, want, "{} -> {}", from.as_str(), to.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn edges_only_move_forward_in_the_lifecycle() {
+        for from in ALL {
+            for to in from.successors() {
+                assert!(to.rank() > from.rank(), "{} -> {}", from.as_str(), to.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_states_are_never_left() {
+        for from in ALL.into_iter().filter(|s| s.is_terminal()) {
+            assert!(from.successors().is_empty());
+            for to in ALL.into_iter().filter(|t| *t != from) {
+                assert_eq!(decide(from, to, Source::Admin), Decision::Forbidden);
+                assert_eq!(decide(from, to, Source::Webhook), Decision::IgnoreStale);
+            }
+        }
+    }
+
+    #[test]
+    fn late_reports_are_ignored_while_late_commands_are_forbidden() {
+        assert_eq!(decide(Processing, RequiresAction, Source::Webhook), Decision::IgnoreStale);
+        assert_eq!(decide(Succeeded, Processing, Source::Provider), Decision::IgnoreStale);
+        assert_eq!(decide(Processing, RequiresAction, Source::Api), Decision::Forbidden);
+        assert_eq!(decide(Processing, RequiresAction, Source::System), Decision::Forbidden);
+    }
+
+    #[test]
+    fn same_status_is_a_noop_for_every_source() {
+        for st in ALL {
+            for src in ["api", "provider", "webhook", "admin", "system"] {
+                assert_eq!(decide(st, st, Source::parse(src).unwrap()), Decision::Noop);
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The `payments` extension. This file is the table of contents of what Rust
+//! adds to SQL: thin `#[pg_extern]` wrappers over the pure logic in `payments-core`.
+//! The SQL API itself (`create_payment`, `transition`, …) is PL/pgSQL in
+//! `sql/api.sql`, which calls these for money, state decisions and hashes.
+
+use pgrx::prelude::*;
+
+use payments_core::{canonical, currency, id, money, state};
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+pgrx::pg_module_magic!();
+
+// Hand-written SQL, in load order. Rust functions are created first (they
+// live in the extension's schema, `payments`); roles and grants come last.
+extension_sql_file!("../../sql/schema.sql", name = "schema", requires = [to_major]);
+extension_sql_file!(
+    "../../sql/api.sql",
+    name = "api",
+    requires = [
+        "schema",
+        to_minor_or_null,
+        money_error,
+        currencies,
+        statuses,
+        allowed_transitions,
+        transition_decision,
+        new_id,
+        event_hash,
+        request_fingerprint
+    ]
+);
+extension_sql_file!("../../sql/views.sql", name = "views", requires = ["api"]);
+extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
+
+// ---- money -----------------------------------------------------------------
+
+/// Minor units of `amount` in `currency`, or NULL when the pair is invalid
+/// (`payments.to_minor` then asks `_money_error` why and raises it).
+#[pg_extern(immutable, parallel_safe, name = "_to_minor")]
+fn to_minor_or_null(amount: AnyNumeric, currency: &str) -> Option<i64> {
+    money::to_minor(&amount.to_string(), currency).ok().map(|(minor, _)| minor)
+}
+
+/// `{sqlstate, message, hint}` for an invalid amount/currency pair, NULL if valid.
+#[pg_extern(immutable, parallel_safe, name = "_money_error")]
+fn money_error(amount: AnyNumeric, currency: &str) -> Option<Vec<Option<String>>> {
+    money::to_minor(&amount.to_string(), currency).err().map(|e| e.to_report())
+}
+
+/// Minor units rendered in major units at the currency's scale; NULL for an unknown currency.
+#[pg_extern(immutable, parallel_safe)]
+fn to_major(amount_minor: i64, currency: &str) -> Option<AnyNumeric> {
+    let text = money::to_major(amount_minor, currency).ok()?;
+    Some(text.parse().expect("a rendered Decimal is valid numeric input"))
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn currencies() -> TableIterator<'static, (name!(code, &'static str), name!(exponent, i32))> {
+    TableIterator::new(currency::all().map(|c| (c.code, c.exponent as i32)))
+}
+
+// ---- state machine -----------------------------------------------------------
+
+#[pg_extern(immutable, parallel_safe)]
+fn statuses() -> TableIterator<'static, (name!(status, &'static str), name!(rank, i32), name!(terminal, bool))> {
+    TableIterator::new(state::ALL.into_iter().map(|s| (s.as_str(), i32::from(s.rank()), s.is_terminal())))
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn allowed_transitions() -> TableIterator<'static, (name!(from_status, &'static str), name!(to_status, &'static str))> {
+    TableIterator::new(
+        state::ALL.into_iter().flat_map(|from| from.successors().iter().map(move |to| (from.as_str(), to.as_str()))),
+    )
+}
+
+/// `apply`, `noop`, `ignore` or `forbidden`; NULL when a status or the source is not a known name.
+#[pg_extern(immutable, parallel_safe, name = "_transition_decision")]
+fn transition_decision(from_status: &str, to_status: &str, source: &str) -> Option<&'static str> {
+    let (from, to, source) =
+        (state::Status::parse(from_status)?, state::Status::parse(to_status)?, state::Source::parse(source)?);
+    Some(state::decide(from, to, source).as_str())
+}
+
+// ---- ids and hashes ----------------------------------------------------------
+
+#[pg_extern(volatile, parallel_safe, name = "_new_id")]
+fn new_id(prefix: &str) -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    id::new_id(prefix, millis).unwrap_or_else(|e| error!("no randomness available for a new id: {e}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(immutable, parallel_safe, name = "_event_hash")]
+fn event_hash(
+    prev_hash: Option<&[u8]>,
+    payment_id: &str,
+    seq: i64,
+    from_status: Option<&str>,
+    to_status: &str,
+    applied: bool,
+    source: &str,
+    reason: Option<&str>,
+    data: &str,
+    created_at_micros: i64,
+) -> Vec<u8> {
+    let event = canonical::Event {
+        payment_id,
+        seq,
+        from_status,
+        to_status,
+        applied,
+        source,
+        reason,
+        data,
+        created_at_micros,
+    };
+    canonical::event_hash(prev_hash, &event).to_vec()
+}
+
+#[pg_extern(immutable, parallel_safe, name = "_request_fingerprint")]
+fn request_fingerprint(
+    customer_id: &str,
+    amount_minor: i64,
+    currency: &str,
+    payment_method: Option<&str>,
+    description: Option<&str>,
+    metadata: &str,
+    capture_method: &str,
+) -> Vec<u8> {
+    let request = canonical::PaymentRequest {
+        customer_id,
+        amount_minor,
+        currency,
+        payment_method,
+        description,
+        metadata,
+        capture_method,
+    };
+    canonical::request_fingerprint(&request).to_vec()
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The project's local PostgreSQL 15 cluster: a data directory under .run/,
+# listening on 127.0.0.1 only, run as the postgres user (the server refuses root).
+#
+#   cluster.sh start            initdb if needed; start, or restart if the installed extension is newer
+#   cluster.sh stop
+#   cluster.sh createdb NAME    (re)create database NAME with the extension; --keep keeps an existing one
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=/usr/lib/postgresql/15/bin
+RUN_DIR=$ROOT/.run
+PGDATA=$RUN_DIR/pgdata
+PGPORT=${PGPORT:-54315}
+LOG=$RUN_DIR/postgres.log
+
+as_postgres() {
+  # The machine exports RUST_BACKTRACE=1; a server started with it appends
+  # Rust backtraces to error DETAIL.
+  if [ "$(id -u)" = 0 ]; then
+    env -u RUST_BACKTRACE runuser -u postgres -- "$@"
+  else
+    env -u RUST_BACKTRACE "$@"
+  fi
+}
+
+psql_cmd() { "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGPORT" -U postgres "$@"; }
+
+start() {
+  mkdir -p "$RUN_DIR"
+  [ "$(id -u)" = 0 ] && chown postgres "$RUN_DIR"
+  if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    as_postgres "$BIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  local so
+  so=$("$BIN/pg_config" --pkglibdir)/payments.so
+  if as_postgres "$BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
+    # A rebuilt extension library is only safe to load in fresh server processes.
+    if [ -f "$so" ] && [ "$so" -nt "$PGDATA/postmaster.pid" ]; then
+      as_postgres "$BIN/pg_ctl" -D "$PGDATA" -w -m fast restart -l "$LOG" >/dev/null
+    fi
+  else
+    as_postgres "$BIN/pg_ctl" -D "$PGDATA" -w -l "$LOG" \
+      -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k $RUN_DIR" start >/dev/null
+  fi
+}
+
+stop() {
+  if [ -f "$PGDATA/PG_VERSION" ]; then
+    as_postgres "$BIN/pg_ctl" -D "$PGDATA" -w -m fast stop >/dev/null 2>&1 || true
+  fi
+}
+
+createdb() {
+  local name=$1 keep=${2:-}
+  if [ "$keep" != "--keep" ]; then
+    psql_cmd -d postgres -c "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)"
+  fi
+  if [ -z "$(psql_cmd -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
+    psql_cmd -d postgres -c "CREATE DATABASE \"$name\""
+  fi
+  psql_cmd -d "$name" -c "CREATE EXTENSION IF NOT EXISTS payments"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  createdb) createdb "$2" "${3:-}" ;;
+  *) echo "usage: $0 start|stop|createdb NAME [--keep]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs every system package and cargo tool the project needs on a fresh
+# Debian 12 machine. Idempotent: a second run only checks and returns.
+set -euo pipefail
+
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PGRX_VERSION=0.18.1
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pkg-config)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [[ "$(cargo pgrx --version 2>/dev/null)" != "cargo-pgrx $PGRX_VERSION" ]]; then
+  echo "setup: installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"
+  cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+fi
+
+# Point pgrx at Debian's PostgreSQL 15; it must never download its own.
+if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+  cargo pgrx init --pg15 "$PG_CONFIG"
+fi

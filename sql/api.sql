@@ -1,0 +1,337 @@
+-- payments: the SQL API. Every function that changes data is SECURITY DEFINER
+-- (callers hold no table privileges), pins search_path and qualifies every name.
+-- Errors carry SQLSTATEs of class PM; README.md lists them.
+
+-- ---------------------------------------------------------------------------
+-- Money
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments.to_minor(amount numeric, currency text) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    minor bigint := payments._to_minor(amount, currency);
+    err text[];
+BEGIN
+    IF minor IS NULL THEN
+        IF amount IS NULL OR currency IS NULL THEN
+            RAISE EXCEPTION 'amount and currency are required' USING ERRCODE = 'PM100';
+        END IF;
+        err := payments._money_error(amount, currency);
+        RAISE EXCEPTION USING ERRCODE = err[1], MESSAGE = err[2], HINT = coalesce(err[3], '');
+    END IF;
+    RETURN minor;
+END
+$$;
+COMMENT ON FUNCTION payments.to_minor(numeric, text) IS
+    'Exact minor units of a major-unit amount: to_minor(49.99, ''usd'') = 4999. Excess precision (PM101), zero or negative (PM102), an unknown currency (PM103) and amounts above 999,999,999,999 minor units (PM104) are errors, never rounded.';
+COMMENT ON FUNCTION payments.to_major(bigint, text) IS
+    'Minor units as a major-unit numeric at the currency''s scale: to_major(4999, ''USD'') = 49.99. NULL for an unknown currency.';
+COMMENT ON FUNCTION payments.currencies() IS 'The accepted ISO 4217 currencies and their minor-unit exponents.';
+COMMENT ON FUNCTION payments._to_minor(numeric, text) IS 'Internal: minor units, or NULL when invalid (to_minor raises the reason).';
+COMMENT ON FUNCTION payments._money_error(numeric, text) IS 'Internal: {sqlstate, message, hint} of an invalid amount, NULL when valid.';
+
+-- ---------------------------------------------------------------------------
+-- State machine and audit trail (internal)
+-- ---------------------------------------------------------------------------
+COMMENT ON FUNCTION payments.statuses() IS 'Every payment status with its lifecycle rank and whether it is final.';
+COMMENT ON FUNCTION payments.allowed_transitions() IS 'The state machine: every allowed (from_status, to_status) edge. Anything else is refused.';
+COMMENT ON FUNCTION payments._transition_decision(text, text, text) IS
+    'Internal: apply | noop | ignore | forbidden for a requested transition; NULL for an unknown status or source.';
+COMMENT ON FUNCTION payments._new_id(text) IS 'Internal: a new time-sortable id with the given prefix.';
+COMMENT ON FUNCTION payments._event_hash(bytea, text, bigint, text, text, boolean, text, text, text, bigint) IS
+    'Internal: sha256(prev_hash ‖ canonical event), the audit trail''s chain link.';
+COMMENT ON FUNCTION payments._request_fingerprint(text, bigint, text, text, text, text, text) IS
+    'Internal: sha256 of the canonical create_payment parameters an idempotency key binds.';
+
+CREATE FUNCTION payments._epoch_micros(ts timestamptz) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+RETURN (extract(epoch FROM ts) * 1000000)::bigint;
+COMMENT ON FUNCTION payments._epoch_micros(timestamptz) IS 'Internal: a timestamp as exact Unix microseconds, as event hashes encode it.';
+
+CREATE FUNCTION payments._append_event(p_payment_id text, p_from text, p_to text, p_applied boolean,
+                                       p_source text, p_reason text, p_data jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_seq  bigint;
+    v_prev bytea;
+    v_now  timestamptz := now();
+BEGIN
+    -- Callers hold the payment's row lock, so the chain head cannot move under us.
+    SELECT e.seq, e.hash INTO v_seq, v_prev
+    FROM payments.payment_events e WHERE e.payment_id = p_payment_id ORDER BY e.seq DESC LIMIT 1;
+    v_seq := coalesce(v_seq, 0) + 1;
+    INSERT INTO payments.payment_events
+        (payment_id, seq, from_status, to_status, applied, source, reason, data, created_at, prev_hash, hash)
+    VALUES (p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason, p_data, v_now, v_prev,
+            payments._event_hash(v_prev, p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason,
+                                 p_data::text, payments._epoch_micros(v_now)));
+END
+$$;
+COMMENT ON FUNCTION payments._append_event(text, text, text, boolean, text, text, jsonb) IS
+    'Internal: appends one event to a payment''s hash-chained history. The caller must hold the payment''s row lock.';
+
+CREATE FUNCTION payments._transition(p_payment_id text, p_to text, p_source text, p_reason text,
+                                     p_data jsonb, p_last_error jsonb) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_from     text;
+    v_decision text;
+BEGIN
+    SELECT p.status INTO v_from FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', p_payment_id USING ERRCODE = 'PM204';
+    END IF;
+    v_decision := payments._transition_decision(v_from, p_to, p_source);
+    CASE v_decision
+    WHEN 'noop' THEN
+        RETURN 'noop';
+    WHEN 'apply' THEN
+        UPDATE payments.payments p
+        SET status = p_to, updated_at = now(), last_error = coalesce(p_last_error, p.last_error)
+        WHERE p.id = p_payment_id;
+        PERFORM payments._append_event(p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
+        RETURN 'applied';
+    WHEN 'ignore' THEN
+        PERFORM payments._append_event(p_payment_id, v_from, p_to, false, p_source,
+                                       coalesce(p_reason, 'stale: ' || v_from || ' does not move to ' || p_to), p_data);
+        RETURN 'ignored';
+    WHEN 'forbidden' THEN
+        RAISE EXCEPTION 'payment % cannot move from % to %', p_payment_id, v_from, p_to
+            USING ERRCODE = 'PM202', HINT = 'SELECT * FROM payments.allowed_transitions() shows the state machine';
+    ELSE
+        RAISE EXCEPTION 'unknown status % or source %', quote_nullable(p_to), quote_nullable(p_source)
+            USING ERRCODE = 'PM100',
+                  HINT = 'statuses: SELECT status FROM payments.statuses(); sources: api, provider, webhook, admin, system';
+    END CASE;
+END
+$$;
+COMMENT ON FUNCTION payments._transition(text, text, text, text, jsonb, jsonb) IS
+    'Internal: locks the payment, asks the state machine, and applies, ignores or refuses the move. Returns applied | noop | ignored.';
+
+CREATE FUNCTION payments._result(p_payment_id text, p_outcome text) RETURNS SETOF payments.payment_result
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT d.*, p_outcome FROM payments.payment_details d WHERE d.id = p_payment_id;
+END;
+COMMENT ON FUNCTION payments._result(text, text) IS 'Internal: a payment as a payment_result row with the call''s outcome.';
+
+-- ---------------------------------------------------------------------------
+-- Payments
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments.create_payment(
+    idempotency_key text,
+    customer_id     text,
+    amount          numeric,
+    currency        text,
+    payment_method  text DEFAULT NULL,
+    description     text DEFAULT NULL,
+    metadata        jsonb DEFAULT '{}',
+    capture_method  text DEFAULT 'automatic'
+) RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_minor    bigint;
+    v_currency text := upper(currency);
+    v_metadata jsonb := coalesce(metadata, '{}');
+    v_capture  text := coalesce(capture_method, 'automatic');
+    v_fp       bytea;
+    v_id       text := payments._new_id('pay');
+    v_status   text;
+    v_claimed  payments.idempotency_keys%ROWTYPE;
+BEGIN
+    IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    IF jsonb_typeof(v_metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'PM100';
+    END IF;
+    IF v_capture NOT IN ('automatic', 'manual') THEN
+        RAISE EXCEPTION 'capture_method must be automatic or manual, not %', quote_literal(v_capture) USING ERRCODE = 'PM100';
+    END IF;
+    v_minor := payments.to_minor(amount, currency);
+    v_fp := payments._request_fingerprint(customer_id, v_minor, v_currency, payment_method, description,
+                                          v_metadata::text, v_capture);
+
+    -- Claim the key first. A concurrent call with the same key blocks here
+    -- until this transaction ends, then finds the key and replays.
+    INSERT INTO payments.idempotency_keys (key, fingerprint, payment_id)
+    VALUES (idempotency_key, v_fp, v_id)
+    ON CONFLICT (key) DO NOTHING;
+
+    IF FOUND THEN
+        v_status := CASE WHEN payment_method IS NULL THEN 'requires_payment_method' ELSE 'requires_confirmation' END;
+        INSERT INTO payments.payments
+            (id, customer_id, amount_minor, currency, status, capture_method, payment_method, description, metadata)
+        VALUES (v_id, customer_id, v_minor, v_currency, v_status, v_capture, payment_method, description, v_metadata);
+        PERFORM payments._append_event(v_id, NULL, v_status, true, 'api', 'created',
+                                       jsonb_build_object('idempotency_key', idempotency_key));
+        RETURN QUERY SELECT * FROM payments._result(v_id, 'created');
+        RETURN;
+    END IF;
+
+    SELECT * INTO v_claimed FROM payments.idempotency_keys k WHERE k.key = idempotency_key;
+    IF NOT FOUND THEN
+        -- Only under REPEATABLE READ or SERIALIZABLE: the key was committed
+        -- after this transaction's snapshot was taken.
+        RAISE EXCEPTION 'idempotency key % was claimed by a concurrent transaction', quote_literal(idempotency_key)
+            USING ERRCODE = '40001', HINT = 'retry the transaction';
+    END IF;
+    IF v_claimed.fingerprint <> v_fp THEN
+        RAISE EXCEPTION 'idempotency key % was already used with different parameters', quote_literal(idempotency_key)
+            USING ERRCODE = 'PM201', DETAIL = 'the key belongs to payment ' || v_claimed.payment_id,
+                  HINT = 'use a new key for a new payment, or repeat the original parameters to replay it';
+    END IF;
+    RETURN QUERY SELECT * FROM payments._result(v_claimed.payment_id, 'replayed');
+END
+$$;
+COMMENT ON FUNCTION payments.create_payment(text, text, numeric, text, text, text, jsonb, text) IS
+    'Creates a payment, idempotently. The same key with the same parameters returns the same payment (outcome replayed) and writes nothing; with other parameters it is an error (PM201). Concurrent calls with one key make exactly one payment. Runs inside the caller''s transaction: a rollback leaves no payment, key or event.';
+
+CREATE FUNCTION payments.get_payment(id text) RETURNS SETOF payments.payment_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM payments.payment_details d WHERE d.id = get_payment.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', get_payment.id USING ERRCODE = 'PM204';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments.get_payment(text) IS 'One payment by id; PM204 when there is none.';
+
+CREATE FUNCTION payments.list_payments(customer_id text DEFAULT NULL, status text DEFAULT NULL,
+                                       lim int DEFAULT 50, starting_after text DEFAULT NULL)
+RETURNS SETOF payments.payment_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- Plan each call for its own arguments, so an absent filter costs nothing and a present one uses its index.
+SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
+    END IF;
+    IF list_payments.status IS NOT NULL
+       AND NOT EXISTS (SELECT FROM payments.statuses() s WHERE s.status = list_payments.status) THEN
+        RAISE EXCEPTION 'unknown status %', quote_literal(list_payments.status) USING ERRCODE = 'PM100';
+    END IF;
+    RETURN QUERY
+    SELECT * FROM payments.payment_details d
+    WHERE (list_payments.customer_id IS NULL OR d.customer_id = list_payments.customer_id)
+      AND (list_payments.status IS NULL OR d.status = list_payments.status)
+      AND (starting_after IS NULL OR d.id < starting_after COLLATE "C")
+    ORDER BY d.id DESC
+    LIMIT lim;
+END
+$$;
+COMMENT ON FUNCTION payments.list_payments(text, text, int, text) IS
+    'Payments newest first, optionally for one customer and/or status. Keyset pagination: pass the last id of a page as starting_after to get the next. lim is 1 to 100.';
+
+CREATE FUNCTION payments.transition(payment_id text, to_status text, source text,
+                                    reason text DEFAULT NULL, data jsonb DEFAULT '{}')
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_outcome text := payments._transition(transition.payment_id, to_status, source, reason,
+                                           coalesce(data, '{}'), data -> 'last_error');
+BEGIN
+    RETURN QUERY SELECT * FROM payments._result(transition.payment_id, v_outcome);
+END
+$$;
+COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
+    'The only way a status changes. source is api | provider | webhook | admin | system. A move the state machine forbids is an error (PM202) for api, admin and system; for provider and webhook reports it is recorded as ignored and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
+
+CREATE FUNCTION payments.record_provider_result(payment_id text, provider text, provider_payment_id text,
+                                                status text, response jsonb)
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_linked   payments.payments%ROWTYPE;
+    -- A PaymentIntent's client_secret lets a browser confirm it; it never enters the history.
+    v_response jsonb := coalesce(response, '{}') - 'client_secret';
+    v_outcome  text;
+BEGIN
+    IF provider IS NULL OR provider = '' THEN
+        RAISE EXCEPTION 'provider is required' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT * INTO v_linked FROM payments.payments p WHERE p.id = record_provider_result.payment_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', record_provider_result.payment_id USING ERRCODE = 'PM204';
+    END IF;
+    IF record_provider_result.provider_payment_id IS NOT NULL THEN
+        IF v_linked.provider_payment_id IS NULL THEN
+            IF EXISTS (SELECT FROM payments.payments p
+                       WHERE p.provider = record_provider_result.provider
+                         AND p.provider_payment_id = record_provider_result.provider_payment_id) THEN
+                RAISE EXCEPTION '% payment % is already linked to another payment', provider,
+                    record_provider_result.provider_payment_id USING ERRCODE = 'PM203';
+            END IF;
+            UPDATE payments.payments p
+            SET provider = record_provider_result.provider,
+                provider_payment_id = record_provider_result.provider_payment_id,
+                updated_at = now()
+            WHERE p.id = record_provider_result.payment_id;
+        ELSIF (v_linked.provider, v_linked.provider_payment_id)
+              IS DISTINCT FROM (record_provider_result.provider, record_provider_result.provider_payment_id) THEN
+            RAISE EXCEPTION 'payment % is linked to % payment %, not %', v_linked.id, v_linked.provider,
+                v_linked.provider_payment_id, record_provider_result.provider_payment_id USING ERRCODE = 'PM203';
+        END IF;
+    END IF;
+    v_outcome := payments._transition(
+        record_provider_result.payment_id, status, 'provider', NULL,
+        jsonb_build_object('provider', provider, 'provider_payment_id', record_provider_result.provider_payment_id,
+                           'response', v_response),
+        coalesce(v_response -> 'last_payment_error', v_response -> 'error'));
+    RETURN QUERY SELECT * FROM payments._result(record_provider_result.payment_id, v_outcome);
+END
+$$;
+COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, jsonb) IS
+    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere) and moves the status as a provider report (late reports are ignored, not errors). The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
+
+CREATE FUNCTION payments.purge_idempotency_keys(older_than interval) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_deleted bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '24 hours' THEN
+        RAISE EXCEPTION 'idempotency keys are kept at least 24 hours; older_than was %', older_than
+            USING ERRCODE = 'PM100';
+    END IF;
+    DELETE FROM payments.idempotency_keys k WHERE k.created_at < now() - older_than;
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    RETURN v_deleted;
+END
+$$;
+COMMENT ON FUNCTION payments.purge_idempotency_keys(interval) IS
+    'Deletes idempotency keys older than older_than (at least 24 hours) and returns how many. A purged key can be used again for a new payment.';
+
+CREATE FUNCTION payments.verify_event_chain(payment_id text DEFAULT NULL)
+RETURNS TABLE (payment_id text, seq bigint, problem text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH events AS (
+        SELECT e.*,
+               lag(e.seq) OVER w AS prior_seq,
+               lag(e.hash) OVER w AS prior_hash
+        FROM payments.payment_events e
+        WHERE verify_event_chain.payment_id IS NULL OR e.payment_id = verify_event_chain.payment_id
+        WINDOW w AS (PARTITION BY e.payment_id ORDER BY e.seq)
+    ), problems AS (
+        SELECT ev.payment_id, ev.seq,
+               CASE
+                   WHEN ev.seq <> coalesce(ev.prior_seq, 0) + 1 THEN 'events missing before this one'
+                   WHEN ev.prev_hash IS DISTINCT FROM ev.prior_hash THEN 'prev_hash does not match the previous event'
+                   WHEN ev.hash <> payments._event_hash(ev.prev_hash, ev.payment_id, ev.seq, ev.from_status,
+                                                        ev.to_status, ev.applied, ev.source, ev.reason,
+                                                        ev.data::text, payments._epoch_micros(ev.created_at))
+                       THEN 'hash does not match the event'
+               END AS problem
+        FROM events ev
+    )
+    SELECT DISTINCT ON (pr.payment_id) pr.payment_id, pr.seq, pr.problem
+    FROM problems pr
+    WHERE pr.problem IS NOT NULL
+    ORDER BY pr.payment_id, pr.seq;
+END;
+COMMENT ON FUNCTION payments.verify_event_chain(text) IS
+    'Recomputes the hash chain of one payment''s history (or of every payment''s when payment_id is NULL) and returns, per broken chain, the first event that does not match. No rows: the history is intact.';

@@ -1,0 +1,43 @@
+-- payments: roles and privileges. Runs last in the extension script.
+--   payments_admin   everything, including purging keys and reading the tables
+--   payments_gateway the API functions only; no direct table access
+--   payments_reader  the views and read-only functions; nothing that writes
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['payments_admin', 'payments_gateway', 'payments_reader'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON ALL TABLES IN SCHEMA payments FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA payments FROM PUBLIC;
+GRANT USAGE ON SCHEMA payments TO payments_admin, payments_gateway, payments_reader;
+
+-- Pure functions: no data, no side effects.
+GRANT EXECUTE ON FUNCTION
+    payments.to_minor(numeric, text), payments._to_minor(numeric, text), payments._money_error(numeric, text),
+    payments.to_major(bigint, text), payments.currencies(), payments.statuses(), payments.allowed_transitions()
+TO payments_admin, payments_gateway, payments_reader;
+
+-- Reading.
+GRANT EXECUTE ON FUNCTION
+    payments.get_payment(text), payments.list_payments(text, text, int, text), payments.verify_event_chain(text)
+TO payments_admin, payments_gateway, payments_reader;
+GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments
+TO payments_admin, payments_gateway, payments_reader;
+
+-- Writing, only through the API.
+GRANT EXECUTE ON FUNCTION
+    payments.create_payment(text, text, numeric, text, text, text, jsonb, text),
+    payments.transition(text, text, text, text, jsonb),
+    payments.record_provider_result(text, text, text, text, jsonb)
+TO payments_admin, payments_gateway;
+
+-- Administration.
+GRANT EXECUTE ON FUNCTION payments.purge_idempotency_keys(interval) TO payments_admin;
+GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

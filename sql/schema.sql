@@ -1,0 +1,140 @@
+-- payments: tables, the append-only guard, and the row shapes the API returns.
+-- Loaded into the extension script after the Rust functions it uses.
+
+-- ---------------------------------------------------------------------------
+-- Payments
+-- ---------------------------------------------------------------------------
+CREATE TABLE payments.payments (
+    id                  text COLLATE "C" PRIMARY KEY,
+    customer_id         text NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
+    amount_minor        bigint NOT NULL CHECK (amount_minor > 0),
+    currency            text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    status              text NOT NULL,
+    capture_method      text NOT NULL CHECK (capture_method IN ('automatic', 'manual')),
+    provider            text,
+    provider_payment_id text,
+    payment_method      text,
+    description         text,
+    metadata            jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    last_error          jsonb,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    CHECK ((provider_payment_id IS NULL) OR (provider IS NOT NULL))
+);
+CREATE UNIQUE INDEX payments_provider_payment_id_key
+    ON payments.payments (provider, provider_payment_id) WHERE provider_payment_id IS NOT NULL;
+CREATE INDEX payments_customer_id_idx ON payments.payments (customer_id, id DESC);
+CREATE INDEX payments_status_idx ON payments.payments (status, id DESC);
+
+COMMENT ON TABLE payments.payments IS
+    'One row per payment. Written only by the payments.* API functions; status changes only through payments.transition and the state machine.';
+COMMENT ON COLUMN payments.payments.id IS 'pay_ + 26-character time-sortable id (ULID layout, lower-case Crockford base32).';
+COMMENT ON COLUMN payments.payments.customer_id IS 'The application''s own customer reference.';
+COMMENT ON COLUMN payments.payments.amount_minor IS 'Amount in the currency''s minor unit (cents for USD, yen for JPY, fils for KWD). Never a float.';
+COMMENT ON COLUMN payments.payments.currency IS 'ISO 4217 code, upper case; SELECT * FROM payments.currencies() lists them.';
+COMMENT ON COLUMN payments.payments.status IS 'Lifecycle status; SELECT * FROM payments.allowed_transitions() shows the state machine.';
+COMMENT ON COLUMN payments.payments.capture_method IS 'automatic: funds are captured on authorisation; manual: the payment waits in requires_capture.';
+COMMENT ON COLUMN payments.payments.provider IS 'The payment provider that holds this payment (stripe, sandbox, …), once known.';
+COMMENT ON COLUMN payments.payments.provider_payment_id IS 'The provider''s id for this payment (a Stripe PaymentIntent id); unique per provider.';
+COMMENT ON COLUMN payments.payments.last_error IS 'The provider''s error for the last failed attempt (a decline, an authentication failure), as JSON.';
+
+-- ---------------------------------------------------------------------------
+-- Audit trail
+-- ---------------------------------------------------------------------------
+CREATE TABLE payments.payment_events (
+    payment_id  text COLLATE "C" NOT NULL REFERENCES payments.payments (id),
+    seq         bigint NOT NULL CHECK (seq > 0),
+    from_status text,
+    to_status   text NOT NULL,
+    applied     boolean NOT NULL,
+    source      text NOT NULL CHECK (source IN ('api', 'provider', 'webhook', 'admin', 'system')),
+    reason      text,
+    data        jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    prev_hash   bytea,
+    hash        bytea NOT NULL,
+    PRIMARY KEY (payment_id, seq)
+);
+COMMENT ON TABLE payments.payment_events IS
+    'Append-only history of every payment: its creation and every transition asked of it, in order. UPDATE, DELETE and TRUNCATE are refused by trigger. payments.verify_event_chain() checks the hashes.';
+COMMENT ON COLUMN payments.payment_events.seq IS 'Position in this payment''s history, from 1, without gaps.';
+COMMENT ON COLUMN payments.payment_events.from_status IS 'Status before the event; NULL for the creation.';
+COMMENT ON COLUMN payments.payment_events.to_status IS 'Status the event asked for.';
+COMMENT ON COLUMN payments.payment_events.applied IS 'false when a late provider or webhook report was recorded but ignored (it would have moved the payment backwards or out of a final state).';
+COMMENT ON COLUMN payments.payment_events.source IS 'Who asked: api, provider (a provider API response), webhook, admin or system.';
+COMMENT ON COLUMN payments.payment_events.prev_hash IS 'hash of the previous event of the same payment; NULL for the first.';
+COMMENT ON COLUMN payments.payment_events.hash IS 'sha256(prev_hash ‖ canonical encoding of this event), computed by payments._event_hash.';
+
+-- ---------------------------------------------------------------------------
+-- Idempotency keys
+-- ---------------------------------------------------------------------------
+CREATE TABLE payments.idempotency_keys (
+    key         text COLLATE "C" PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 255),
+    fingerprint bytea NOT NULL,
+    payment_id  text COLLATE "C" NOT NULL REFERENCES payments.payments (id) DEFERRABLE INITIALLY DEFERRED,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX idempotency_keys_created_at_idx ON payments.idempotency_keys (created_at);
+COMMENT ON TABLE payments.idempotency_keys IS
+    'Idempotency keys of create_payment calls. A key is claimed before its payment is written (hence the deferred foreign key), so a concurrent call with the same key waits and then replays. Kept at least 24 hours; payments.purge_idempotency_keys removes older ones.';
+COMMENT ON COLUMN payments.idempotency_keys.fingerprint IS 'sha256 of the canonical call parameters; a replay with different parameters is refused (SQLSTATE PM201).';
+
+-- pg_dump keeps the rows of extension tables only when told to.
+SELECT pg_catalog.pg_extension_config_dump('payments.payments', '');
+SELECT pg_catalog.pg_extension_config_dump('payments.payment_events', '');
+SELECT pg_catalog.pg_extension_config_dump('payments.idempotency_keys', '');
+
+-- ---------------------------------------------------------------------------
+-- Append-only guard
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments._refuse_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION '% on %.% is not allowed: its rows are permanent history', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'PM205';
+END
+$$;
+COMMENT ON FUNCTION payments._refuse_change() IS
+    'Trigger function that refuses a change to append-only history, whoever asks (SQLSTATE PM205).';
+
+CREATE TRIGGER payment_events_append_only BEFORE UPDATE OR DELETE ON payments.payment_events
+    FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+CREATE TRIGGER payment_events_no_truncate BEFORE TRUNCATE ON payments.payment_events
+    FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
+CREATE TRIGGER payments_never_deleted BEFORE DELETE ON payments.payments
+    FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+CREATE TRIGGER payments_no_truncate BEFORE TRUNCATE ON payments.payments
+    FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
+
+-- ---------------------------------------------------------------------------
+-- Row shapes returned by the API
+-- ---------------------------------------------------------------------------
+CREATE VIEW payments.payment_details AS
+SELECT p.id, p.customer_id, payments.to_major(p.amount_minor, p.currency) AS amount, p.amount_minor, p.currency,
+       p.status, p.capture_method, p.provider, p.provider_payment_id, p.payment_method, p.description,
+       p.metadata, p.last_error, p.created_at, p.updated_at
+FROM payments.payments p;
+COMMENT ON VIEW payments.payment_details IS
+    'Every payment with its amount in major units (amount) beside the stored minor units. What get_payment and list_payments return; readable by payments_reader.';
+
+-- payment_details' columns plus what the call did; keep the two in step.
+CREATE TYPE payments.payment_result AS (
+    id                  text,
+    customer_id         text,
+    amount              numeric,
+    amount_minor        bigint,
+    currency            text,
+    status              text,
+    capture_method      text,
+    provider            text,
+    provider_payment_id text,
+    payment_method      text,
+    description         text,
+    metadata            jsonb,
+    last_error          jsonb,
+    created_at          timestamptz,
+    updated_at          timestamptz,
+    outcome             text
+);
+COMMENT ON TYPE payments.payment_result IS
+    'A payment as a mutating call leaves it, plus outcome: created | replayed (create_payment), applied | noop | ignored (transition, record_provider_result).';

@@ -1,0 +1,25 @@
+-- payments: read-only views for BI tools and agents (role payments_reader).
+-- They run with their owner's rights, so readers need no table privileges,
+-- and they show no secrets.
+
+CREATE VIEW payments.payment_history AS
+SELECT e.payment_id, e.seq, e.from_status, e.to_status, e.applied, e.source, e.reason, e.data, e.created_at,
+       encode(e.hash, 'hex') AS hash
+FROM payments.payment_events e;
+COMMENT ON VIEW payments.payment_history IS
+    'Every payment''s history in order (payment_id, seq). applied = false marks a late report that was recorded but ignored.';
+
+CREATE VIEW payments.customer_payments AS
+SELECT p.customer_id,
+       p.currency,
+       count(*) FILTER (WHERE p.status = 'succeeded') AS succeeded_count,
+       -- sum of minor units times one minor unit: exact, at the currency's scale.
+       coalesce(sum(p.amount_minor) FILTER (WHERE p.status = 'succeeded'), 0)
+           * payments.to_major(1, p.currency) AS succeeded_amount,
+       max(p.updated_at) FILTER (WHERE p.status = 'succeeded') AS last_succeeded_at,
+       count(*) FILTER (WHERE p.status NOT IN ('succeeded', 'canceled', 'failed')) AS open_count,
+       count(*) FILTER (WHERE p.status = 'failed') AS failed_count
+FROM payments.payments p
+GROUP BY p.customer_id, p.currency;
+COMMENT ON VIEW payments.customer_payments IS
+    'Per customer and currency: how many payments succeeded and for how much, when the last one did, and how many are open or failed. Answers "has this customer paid?".';

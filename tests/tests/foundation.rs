@@ -1,0 +1,166 @@
+//! The foundation's promises, checked against a real cluster over the wire.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::future::join_all;
+use payments_e2e::{connect, sqlstate, unique};
+
+const CREATE: &str = "SELECT id, outcome, amount::text, status, created_at::text
+                      FROM payments.create_payment($1, $2, $3::text::numeric, 'USD')";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_retries_of_the_same_keys_make_exactly_one_payment_per_key() {
+    let prefix = unique("conc");
+    let keys: Vec<String> = (0..100).map(|i| format!("{prefix}-{i}")).collect();
+
+    let workers = (0..32).map(|w| {
+        let keys = keys.clone();
+        tokio::spawn(async move {
+            let db = connect().await;
+            let create = db.prepare(CREATE).await.unwrap();
+            let mut seen = Vec::new();
+            // Each connection walks the keys from a different start, so every
+            // key is raced by several connections at once.
+            for i in 0..keys.len() {
+                let key = &keys[(i + w * 3) % keys.len()];
+                let row = db.query_one(&create, &[key, &"cust_conc", &"10.00"]).await.unwrap();
+                let shape: (String, String, String, String) = (row.get(0), row.get(2), row.get(3), row.get(4));
+                seen.push((key.clone(), row.get::<_, String>(1), shape));
+            }
+            seen
+        })
+    });
+    let results: Vec<_> = join_all(workers).await.into_iter().flat_map(|r| r.unwrap()).collect();
+    assert_eq!(results.len(), 32 * 100);
+
+    let mut rows_per_key: HashMap<&str, HashSet<&(String, String, String, String)>> = HashMap::new();
+    let mut created = 0;
+    for (key, outcome, shape) in &results {
+        rows_per_key.entry(key).or_default().insert(shape);
+        match outcome.as_str() {
+            "created" => created += 1,
+            "replayed" => {}
+            other => panic!("unexpected outcome {other}"),
+        }
+    }
+    assert_eq!(created, 100, "exactly one call per key creates");
+    assert!(rows_per_key.values().all(|rows| rows.len() == 1), "every replay returns the identical row");
+
+    let db = connect().await;
+    let pattern = format!("{prefix}-%");
+    let counts = db
+        .query_one(
+            "SELECT count(DISTINCT p.id), count(e.*)
+             FROM payments.idempotency_keys k
+             JOIN payments.payments p ON p.id = k.payment_id
+             JOIN payments.payment_events e ON e.payment_id = p.id
+             WHERE k.key LIKE $1",
+            &[&pattern],
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts.get::<_, i64>(0), 100, "payments");
+    assert_eq!(counts.get::<_, i64>(1), 100, "one creation event each, nothing for replays");
+}
+
+#[tokio::test]
+async fn a_key_reused_with_another_amount_is_refused_and_named() {
+    let db = connect().await;
+    let key = unique("reuse");
+    db.query_one(CREATE, &[&key, &"cust_1", &"49.99"]).await.unwrap();
+    let err = db.query_one(CREATE, &[&key, &"cust_1", &"50.00"]).await.unwrap_err();
+    let db_err = err.as_db_error().expect("a database error");
+    assert_eq!(db_err.code().code(), "PM201");
+    assert!(db_err.message().contains(&key), "{}", db_err.message());
+}
+
+#[tokio::test]
+async fn the_event_chain_verifies_and_finds_a_tampered_event() {
+    let db = connect().await;
+    let id: String = db.query_one(CREATE, &[&unique("chain"), &"cust_chain", &"5"]).await.unwrap().get(0);
+    for (to, source) in [("requires_confirmation", "api"), ("processing", "provider"), ("succeeded", "webhook")] {
+        db.execute("SELECT payments.transition($1, $2, $3)", &[&id, &to, &source]).await.unwrap();
+    }
+    let broken = db.query("SELECT * FROM payments.verify_event_chain($1)", &[&id]).await.unwrap();
+    assert!(broken.is_empty(), "an untouched history verifies");
+
+    // As a superuser, with triggers off, rewrite one event's reason.
+    db.batch_execute("SET session_replication_role = replica").await.unwrap();
+    db.execute("UPDATE payments.payment_events SET reason = 'forged' WHERE payment_id = $1 AND seq = 3", &[&id])
+        .await
+        .unwrap();
+    db.batch_execute("SET session_replication_role = origin").await.unwrap();
+
+    let broken = db.query("SELECT seq, problem FROM payments.verify_event_chain($1)", &[&id]).await.unwrap();
+    assert_eq!(broken.len(), 1);
+    assert_eq!(broken[0].get::<_, i64>(0), 3);
+    assert_eq!(broken[0].get::<_, String>(1), "hash does not match the event");
+}
+
+#[tokio::test]
+async fn history_refuses_changes_even_from_its_owner() {
+    let db = connect().await;
+    let id: String = db.query_one(CREATE, &[&unique("owner"), &"cust_owner", &"5"]).await.unwrap().get(0);
+    let update = db.execute("UPDATE payments.payment_events SET reason = 'x' WHERE payment_id = $1", &[&id]).await;
+    assert_eq!(sqlstate(update), "PM205");
+    let delete = db.execute("DELETE FROM payments.payment_events WHERE payment_id = $1", &[&id]).await;
+    assert_eq!(sqlstate(delete), "PM205");
+}
+
+#[tokio::test]
+async fn the_reader_role_can_read_but_never_write() {
+    let db = connect().await;
+    let id: String = db.query_one(CREATE, &[&unique("reader"), &"cust_reader", &"5"]).await.unwrap().get(0);
+    db.batch_execute("SET ROLE payments_reader").await.unwrap();
+
+    let row = db.query_one("SELECT status FROM payments.payment_details WHERE id = $1", &[&id]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "requires_payment_method");
+    let got = db.query_one("SELECT id FROM payments.get_payment($1)", &[&id]).await.unwrap();
+    assert_eq!(got.get::<_, String>(0), id);
+
+    let denied = [
+        db.execute(
+            "INSERT INTO payments.payments (id, customer_id, amount_minor, currency, status, capture_method)
+             VALUES ('pay_x', 'c', 1, 'USD', 'succeeded', 'automatic')",
+            &[],
+        )
+        .await,
+        db.execute("UPDATE payments.payments SET status = 'succeeded' WHERE id = $1", &[&id]).await,
+        db.execute("SELECT payments.create_payment('reader-key', 'c', 1, 'USD')", &[]).await,
+        db.execute("SELECT payments.transition($1, 'succeeded', 'api')", &[&id]).await,
+        db.execute("SELECT payments.record_provider_result($1, 'sandbox', 'pi_r', 'succeeded', '{}')", &[&id]).await,
+        db.execute("SELECT payments.purge_idempotency_keys('2 days')", &[]).await,
+        db.execute("SELECT * FROM payments.idempotency_keys", &[]).await,
+    ];
+    for result in denied {
+        assert_eq!(sqlstate(result), "42501");
+    }
+    db.batch_execute("RESET ROLE").await.unwrap();
+    let status: String = db.query_one("SELECT status FROM payments.payments WHERE id = $1", &[&id]).await.unwrap().get(0);
+    assert_eq!(status, "requires_payment_method");
+}
+
+/// The README's pattern: a payment in the same transaction as the app's own rows.
+#[tokio::test]
+async fn create_payment_lives_and_dies_with_the_callers_transaction() {
+    let mut db = connect().await;
+    let count = "SELECT (SELECT count(*) FROM payments.idempotency_keys WHERE key = $1)
+                      + (SELECT count(*) FROM payments.payments p JOIN payments.idempotency_keys k
+                           ON k.payment_id = p.id WHERE k.key = $1)
+                      + (SELECT count(*) FROM payments.payment_events e JOIN payments.idempotency_keys k
+                           ON k.payment_id = e.payment_id WHERE k.key = $1)";
+
+    let rolled_back = unique("txn-rollback");
+    let tx = db.transaction().await.unwrap();
+    let id: String = tx.query_one(CREATE, &[&rolled_back, &"cust_txn", &"7.50"]).await.unwrap().get(0);
+    tx.rollback().await.unwrap();
+    assert_eq!(db.query_one(count, &[&rolled_back]).await.unwrap().get::<_, i64>(0), 0);
+    let gone = db.query("SELECT 1 FROM payments.payments WHERE id = $1", &[&id]).await.unwrap();
+    assert!(gone.is_empty());
+
+    let committed = unique("txn-commit");
+    let tx = db.transaction().await.unwrap();
+    tx.query_one(CREATE, &[&committed, &"cust_txn", &"7.50"]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(db.query_one(count, &[&committed]).await.unwrap().get::<_, i64>(0), 3, "key, payment and event");
+}
