@@ -241,12 +241,46 @@ $$;
 COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
     'The only way a status changes. source is api | provider | webhook | admin | system. A move the state machine forbids is an error (PM202) for api, admin and system; for provider and webhook reports it is recorded as ignored and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
 
+CREATE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('payments/' || p_provider || '/' || p_provider_payment_id, 0));
+COMMENT ON FUNCTION payments._lock_provider_payment(text, text) IS
+    'Internal: serialises everything about one provider payment id (linking it, matching webhooks to it) for the rest of the transaction. Taken before any payment row lock, so lock order is always the same.';
+
+CREATE FUNCTION payments._link_provider(p_payment_id text, p_provider text, p_provider_payment_id text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_linked payments.payments%ROWTYPE;
+BEGIN
+    SELECT * INTO v_linked FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', p_payment_id USING ERRCODE = 'PM204';
+    END IF;
+    IF v_linked.provider_payment_id IS NULL THEN
+        IF EXISTS (SELECT FROM payments.payments p
+                   WHERE p.provider = p_provider AND p.provider_payment_id = p_provider_payment_id) THEN
+            RAISE EXCEPTION '% payment % is already linked to another payment', p_provider, p_provider_payment_id
+                USING ERRCODE = 'PM203';
+        END IF;
+        UPDATE payments.payments p
+        SET provider = p_provider, provider_payment_id = p_provider_payment_id, updated_at = now()
+        WHERE p.id = p_payment_id;
+        -- Webhooks that arrived before the link can now be applied.
+        PERFORM payments._apply_pending_webhooks(p_payment_id, p_provider, p_provider_payment_id);
+    ELSIF (v_linked.provider, v_linked.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
+        RAISE EXCEPTION 'payment % is linked to % payment %, not %', p_payment_id, v_linked.provider,
+            v_linked.provider_payment_id, p_provider_payment_id USING ERRCODE = 'PM203';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._link_provider(text, text, text) IS
+    'Internal: links a payment to its provider payment id once (PM203 if either side is linked elsewhere), then applies webhooks that were waiting for that id. The caller holds _lock_provider_payment.';
+
 CREATE FUNCTION payments.record_provider_result(payment_id text, provider text, provider_payment_id text,
                                                 status text, response jsonb)
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_linked   payments.payments%ROWTYPE;
     -- A PaymentIntent's client_secret lets a browser confirm it; it never enters the history.
     v_response jsonb := coalesce(response, '{}') - 'client_secret';
     v_outcome  text;
@@ -254,28 +288,10 @@ BEGIN
     IF provider IS NULL OR provider = '' THEN
         RAISE EXCEPTION 'provider is required' USING ERRCODE = 'PM100';
     END IF;
-    SELECT * INTO v_linked FROM payments.payments p WHERE p.id = record_provider_result.payment_id FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % not found', record_provider_result.payment_id USING ERRCODE = 'PM204';
-    END IF;
     IF record_provider_result.provider_payment_id IS NOT NULL THEN
-        IF v_linked.provider_payment_id IS NULL THEN
-            IF EXISTS (SELECT FROM payments.payments p
-                       WHERE p.provider = record_provider_result.provider
-                         AND p.provider_payment_id = record_provider_result.provider_payment_id) THEN
-                RAISE EXCEPTION '% payment % is already linked to another payment', provider,
-                    record_provider_result.provider_payment_id USING ERRCODE = 'PM203';
-            END IF;
-            UPDATE payments.payments p
-            SET provider = record_provider_result.provider,
-                provider_payment_id = record_provider_result.provider_payment_id,
-                updated_at = now()
-            WHERE p.id = record_provider_result.payment_id;
-        ELSIF (v_linked.provider, v_linked.provider_payment_id)
-              IS DISTINCT FROM (record_provider_result.provider, record_provider_result.provider_payment_id) THEN
-            RAISE EXCEPTION 'payment % is linked to % payment %, not %', v_linked.id, v_linked.provider,
-                v_linked.provider_payment_id, record_provider_result.provider_payment_id USING ERRCODE = 'PM203';
-        END IF;
+        PERFORM payments._lock_provider_payment(provider, record_provider_result.provider_payment_id);
+        PERFORM payments._link_provider(record_provider_result.payment_id, provider,
+                                        record_provider_result.provider_payment_id);
     END IF;
     v_outcome := payments._transition(
         record_provider_result.payment_id, status, 'provider', NULL,
@@ -286,7 +302,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, jsonb) IS
-    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere) and moves the status as a provider report (late reports are ignored, not errors). The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
+    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (late reports are ignored, not errors). The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
 
 CREATE FUNCTION payments.purge_idempotency_keys(older_than interval) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -21,23 +21,31 @@ GRANT USAGE ON SCHEMA payments TO payments_admin, payments_gateway, payments_rea
 -- Pure functions: no data, no side effects.
 GRANT EXECUTE ON FUNCTION
     payments.to_minor(numeric, text), payments._to_minor(numeric, text), payments._money_error(numeric, text),
-    payments.to_major(bigint, text), payments.currencies(), payments.statuses(), payments.allowed_transitions()
+    payments.to_major(bigint, text), payments.currencies(), payments.statuses(), payments.allowed_transitions(),
+    payments.verify_webhook_signature(text, text, jsonb, bytea, interval, timestamptz),
+    payments.webhook_signature_failure(text, text, jsonb, bytea, interval, timestamptz),
+    payments._webhook_signature_failure(text, text, jsonb, bytea, bigint, bigint)
 TO payments_admin, payments_gateway, payments_reader;
 
 -- Reading.
 GRANT EXECUTE ON FUNCTION
     payments.get_payment(text), payments.list_payments(text, text, int, text), payments.verify_event_chain(text)
 TO payments_admin, payments_gateway, payments_reader;
-GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments
+GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log
 TO payments_admin, payments_gateway, payments_reader;
 
 -- Writing, only through the API.
 GRANT EXECUTE ON FUNCTION
     payments.create_payment(text, text, numeric, text, text, text, jsonb, text),
     payments.transition(text, text, text, text, jsonb),
-    payments.record_provider_result(text, text, text, text, jsonb)
+    payments.record_provider_result(text, text, text, text, jsonb),
+    payments.ingest_webhook(text, jsonb, bytea)
 TO payments_admin, payments_gateway;
 
 -- Administration.
-GRANT EXECUTE ON FUNCTION payments.purge_idempotency_keys(interval) TO payments_admin;
+GRANT EXECUTE ON FUNCTION
+    payments.purge_idempotency_keys(interval),
+    payments.add_webhook_secret(text, text, text, timestamptz),
+    payments.retire_webhook_secret(text)
+TO payments_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

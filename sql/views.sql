@@ -23,3 +23,12 @@ FROM payments.payments p
 GROUP BY p.customer_id, p.currency;
 COMMENT ON VIEW payments.customer_payments IS
     'Per customer and currency: how many payments succeeded and for how much, when the last one did, and how many are open or failed. Answers "has this customer paid?".';
+
+CREATE VIEW payments.webhook_log AS
+SELECT w.id, w.provider, w.event_id, w.event_type, w.event_created, w.provider_payment_id, w.payment_id, w.result,
+       EXISTS (SELECT FROM payments.webhook_pending wp
+               WHERE wp.provider = w.provider AND wp.event_id = w.event_id) AS still_pending,
+       w.received_at
+FROM payments.webhook_events w;
+COMMENT ON VIEW payments.webhook_log IS
+    'Received webhooks without their bodies, headers or secrets: what arrived, what it matched and what was done. still_pending: waiting for its payment to be linked.';

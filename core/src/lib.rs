@@ -7,3 +7,4 @@ pub mod error;
 pub mod id;
 pub mod money;
 pub mod state;
+pub mod webhook;

@@ -5,7 +5,7 @@
 
 use pgrx::prelude::*;
 
-use payments_core::{canonical, currency, id, money, state};
+use payments_core::{canonical, currency, id, money, state, webhook};
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
@@ -31,7 +31,12 @@ extension_sql_file!(
         request_fingerprint
     ]
 );
-extension_sql_file!("../../sql/views.sql", name = "views", requires = ["api"]);
+extension_sql_file!(
+    "../../sql/webhooks.sql",
+    name = "webhooks",
+    requires = ["api", webhook_signature_failure, webhook_secret_failure, stripe_event_status, is_json_object]
+);
+extension_sql_file!("../../sql/views.sql", name = "views", requires = ["webhooks"]);
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------
@@ -141,6 +146,61 @@ fn request_fingerprint(
         capture_method,
     };
     canonical::request_fingerprint(&request).to_vec()
+}
+
+// ---- webhooks ------------------------------------------------------------------
+
+/// NULL when the message verifies, else why not: `missing_header`,
+/// `malformed_header`, `no_matching_signature`, `timestamp_too_old`,
+/// `timestamp_in_future`, `unknown_scheme` or `invalid_secret`.
+#[pg_extern(immutable, parallel_safe, name = "_webhook_signature_failure")]
+fn webhook_signature_failure(
+    scheme: &str,
+    secret: &str,
+    headers: pgrx::JsonB,
+    body: &[u8],
+    tolerance_secs: i64,
+    at_unix: i64,
+) -> Option<&'static str> {
+    let Some(scheme) = webhook::Scheme::parse(scheme) else {
+        return Some(webhook::Failure::UnknownScheme.as_str());
+    };
+    // Header values must be strings; anything else cannot carry a signature.
+    let pairs: Vec<(String, String)> = match headers.0 {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .filter_map(|(name, value)| match value {
+                serde_json::Value::String(v) => Some((name, v)),
+                _ => None,
+            })
+            .collect(),
+        _ => return Some(webhook::Failure::MalformedHeader.as_str()),
+    };
+    let message = webhook::Message { headers: &pairs, body };
+    webhook::verify(scheme, secret, &message, tolerance_secs, at_unix).err().map(webhook::Failure::as_str)
+}
+
+/// NULL when `secret` is usable with `scheme`, else the reason.
+#[pg_extern(immutable, parallel_safe, name = "_webhook_secret_failure")]
+fn webhook_secret_failure(scheme: &str, secret: &str) -> Option<&'static str> {
+    match webhook::Scheme::parse(scheme) {
+        None => Some(webhook::Failure::UnknownScheme.as_str()),
+        Some(s) => webhook::check_secret(s, secret).err().map(webhook::Failure::as_str),
+    }
+}
+
+/// The payment status a Stripe event type reports; NULL when it reports none.
+#[pg_extern(immutable, parallel_safe, name = "_stripe_event_status")]
+fn stripe_event_status(event_type: &str) -> Option<&'static str> {
+    webhook::events::stripe_payment_status(event_type).map(state::Status::as_str)
+}
+
+/// Whether `body` is UTF-8 JSON whose top level is an object, checked
+/// without converting it (no number ever passes through a float).
+#[pg_extern(immutable, parallel_safe, name = "_is_json_object")]
+fn is_json_object(body: &[u8]) -> bool {
+    body.trim_ascii_start().first() == Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
 /// Required by `cargo pgrx test`.

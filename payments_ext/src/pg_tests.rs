@@ -5,18 +5,30 @@
 mod tests {
     use pgrx::prelude::*;
 
-    /// Runs `sql` and returns `SQLSTATE: message` of the error it raised, or
-    /// `ok`. Errors are caught in PL/pgSQL so the test transaction survives.
-    fn outcome(sql: &str) -> String {
-        if Spi::get_one::<bool>("SELECT to_regprocedure('pg_temp.outcome(text)') IS NULL").unwrap() == Some(true) {
+    /// Runs `sql` and returns `ok:<first column as text>`, or `SQLSTATE: message`
+    /// of the error it raised. Errors are caught in PL/pgSQL so the test
+    /// transaction survives.
+    fn attempt(sql: &str) -> String {
+        if Spi::get_one::<bool>("SELECT to_regprocedure('pg_temp.attempt(text)') IS NULL").unwrap() == Some(true) {
             Spi::run(
-                "CREATE FUNCTION pg_temp.outcome(q text) RETURNS text LANGUAGE plpgsql AS $$
-                 BEGIN EXECUTE q; RETURN 'ok';
+                "CREATE FUNCTION pg_temp.attempt(q text) RETURNS text LANGUAGE plpgsql AS $$
+                 DECLARE r text;
+                 BEGIN EXECUTE q INTO r; RETURN 'ok:' || coalesce(r, '');
                  EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$",
             )
             .unwrap();
         }
-        Spi::get_one_with_args::<String>("SELECT pg_temp.outcome($1)", &[sql.into()]).unwrap().unwrap()
+        Spi::get_one_with_args::<String>("SELECT pg_temp.attempt($1)", &[sql.into()]).unwrap().unwrap()
+    }
+
+    /// `ok`, or `SQLSTATE: message`.
+    fn outcome(sql: &str) -> String {
+        let result = attempt(sql);
+        if result.starts_with("ok:") {
+            "ok".into()
+        } else {
+            result
+        }
     }
 
     fn sqlstate(sql: &str) -> String {
@@ -260,7 +272,7 @@ mod tests {
     #[pg_test]
     fn roles_see_only_what_they_should() {
         create("g1", "1");
-        outcome("SELECT 1"); // the helper must exist before the role switch
+        attempt("SELECT 1"); // the helper must exist before the role switch
         Spi::run("SET LOCAL ROLE payments_reader").unwrap();
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.payment_details"), 1);
         assert_eq!(sqlstate("SELECT count(*) FROM payments.payments"), "42501");
@@ -278,5 +290,190 @@ mod tests {
     fn state_machine_is_visible_in_sql() {
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.allowed_transitions()"), 24);
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.statuses() WHERE terminal"), 3);
+    }
+
+    // ---- webhooks --------------------------------------------------------------
+
+    const STRIPE_SECRET: &str = "whsec_test_secret";
+
+    fn now_unix() -> i64 {
+        one::<i64>("SELECT floor(extract(epoch FROM now()))::bigint")
+    }
+
+    /// A Stripe event for payment intent `pi`, signed at `t` with `secret`.
+    fn stripe_event(id: &str, event_type: &str, pi: &str, payment_id: Option<&str>, secret: &str, t: i64) -> (String, String) {
+        let metadata = payment_id.map_or(String::from("{}"), |p| format!(r#"{{"payment_id":"{p}"}}"#));
+        let body = format!(
+            r#"{{"id":"{id}","object":"event","type":"{event_type}","created":{t},"data":{{"object":{{"id":"{pi}","object":"payment_intent","amount":1.10,"metadata":{metadata}}}}}}}"#
+        );
+        let sig = payments_core::webhook::stripe::sign(secret, t, body.as_bytes());
+        (body, sig)
+    }
+
+    fn ingest(body: &str, sig: &str) -> String {
+        result_or_sqlstate(&format!(
+            "SELECT payments.ingest_webhook('stripe', jsonb_build_object('stripe-signature', {}), convert_to({}, 'UTF8'))",
+            quote(sig),
+            quote(body)
+        ))
+    }
+
+    /// The `result` of the jsonb `sql` returns, or the SQLSTATE it raised.
+    fn result_or_sqlstate(sql: &str) -> String {
+        let result = attempt(&format!("SELECT ({sql}) ->> 'result'"));
+        match result.strip_prefix("ok:") {
+            Some(value) => value.to_string(),
+            None => result.chars().take(5).collect(),
+        }
+    }
+
+    fn quote(s: &str) -> String {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+
+    fn add_secret(secret: &str) -> String {
+        one::<String>(&format!("SELECT payments.add_webhook_secret('stripe', 'stripe', {})", quote(secret)))
+    }
+
+    #[pg_test]
+    fn verify_webhook_signature_passes_published_vectors_and_names_failures() {
+        let stripe_headers = r#"'{"Stripe-Signature": "t=1492774577,v1=88a022085c6bdb887b02cb26ff76dd681234d9675c0f22844059f55552a8883a"}'"#;
+        let stripe_body = r#"convert_to('{"id":"evt_test_webhook","object":"event"}', 'UTF8')"#;
+        let at = "to_timestamp(1492774577)";
+        assert!(one::<bool>(&format!(
+            "SELECT payments.verify_webhook_signature('stripe', 'whsec_test_secret', {stripe_headers}, {stripe_body}, at => {at})"
+        )));
+        let standard_headers = r#"'{"webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek", "webhook-timestamp": "1614265330", "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="}'"#;
+        assert!(one::<bool>(&format!(
+            "SELECT payments.verify_webhook_signature('standard', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', {standard_headers},
+                 convert_to('{{\"test\": 2432232314}}', 'UTF8'), at => to_timestamp(1614265330))"
+        )));
+        let failure = |secret: &str, at: &str| {
+            Spi::get_one::<String>(&format!(
+                "SELECT payments.webhook_signature_failure('stripe', '{secret}', {stripe_headers}, {stripe_body}, at => {at})"
+            ))
+            .unwrap()
+        };
+        assert_eq!(failure("whsec_test_secret", at), None);
+        assert_eq!(failure("whsec_wrong", at).as_deref(), Some("no_matching_signature"));
+        assert_eq!(failure("whsec_test_secret", "to_timestamp(1492774577 + 301)").as_deref(), Some("timestamp_too_old"));
+        assert_eq!(failure("whsec_test_secret", "to_timestamp(1492774577 - 301)").as_deref(), Some("timestamp_in_future"));
+        assert_eq!(
+            one::<String>("SELECT payments.webhook_signature_failure('stripe', 's', '{}', '\\x00')"),
+            "missing_header"
+        );
+        assert_eq!(
+            one::<String>("SELECT payments.webhook_signature_failure('svix', 's', '{}', '\\x00')"),
+            "unknown_scheme"
+        );
+    }
+
+    #[pg_test]
+    fn ingest_applies_dedupes_and_never_moves_backwards() {
+        add_secret(STRIPE_SECRET);
+        let id = create("w1", "10");
+        one::<String>(&format!("SELECT outcome FROM payments.record_provider_result('{id}', 'stripe', 'pi_w1', 'requires_confirmation', '{{}}')"));
+        let t = now_unix();
+        let (b1, s1) = stripe_event("evt_1", "payment_intent.processing", "pi_w1", None, STRIPE_SECRET, t);
+        let (b2, s2) = stripe_event("evt_2", "payment_intent.succeeded", "pi_w1", None, STRIPE_SECRET, t + 1);
+        let (b3, s3) = stripe_event("evt_3", "payment_intent.requires_action", "pi_w1", None, STRIPE_SECRET, t - 5);
+        let (b4, s4) = stripe_event("evt_4", "customer.created", "cus_1", None, STRIPE_SECRET, t);
+        assert_eq!(ingest(&b2, &s2), "applied");
+        assert_eq!(ingest(&b2, &s2), "duplicate");
+        assert_eq!(ingest(&b1, &s1), "stale");
+        assert_eq!(ingest(&b3, &s3), "stale");
+        assert_eq!(ingest(&b4, &s4), "ignored");
+        assert_eq!(one::<String>(&format!("SELECT status FROM payments.payments WHERE id = '{id}'")), "succeeded");
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_events"), 4);
+        assert_eq!(
+            one::<String>("SELECT string_agg(result, ',' ORDER BY event_id) FROM payments.webhook_events"),
+            "stale,applied,stale,ignored"
+        );
+        // The exact bytes are kept, numbers and all.
+        assert_eq!(one::<String>("SELECT convert_from(body, 'UTF8') FROM payments.webhook_events WHERE event_id = 'evt_2'"), b2);
+        assert_eq!(sqlstate("UPDATE payments.webhook_events SET result = 'applied'"), "PM205");
+    }
+
+    #[pg_test]
+    fn ingest_refuses_forged_old_and_unparseable_events() {
+        let t = now_unix();
+        let (body, sig) = stripe_event("evt_f", "payment_intent.succeeded", "pi_f", None, STRIPE_SECRET, t);
+        assert_eq!(ingest(&body, &sig), "PM303", "no secret configured yet");
+        add_secret(STRIPE_SECRET);
+        let (forged, forged_sig) = stripe_event("evt_f", "payment_intent.succeeded", "pi_f", None, "whsec_attacker", t);
+        assert_eq!(ingest(&forged, &forged_sig), "PM301");
+        assert_eq!(ingest(&body.replace("pi_f", "pi_g"), &sig), "PM301", "body changed after signing");
+        let (old, old_sig) = stripe_event("evt_o", "payment_intent.succeeded", "pi_f", None, STRIPE_SECRET, t - 600);
+        assert_eq!(ingest(&old, &old_sig), "PM302");
+        let (future, future_sig) = stripe_event("evt_u", "payment_intent.succeeded", "pi_f", None, STRIPE_SECRET, t + 600);
+        assert_eq!(ingest(&future, &future_sig), "PM302");
+        assert_eq!(ingest(&body, "t=1"), "PM301");
+        let not_json = "not json";
+        assert_eq!(ingest(not_json, &payments_core::webhook::stripe::sign(STRIPE_SECRET, t, not_json.as_bytes())), "PM304");
+        let no_id = r#"{"type":"x"}"#;
+        assert_eq!(ingest(no_id, &payments_core::webhook::stripe::sign(STRIPE_SECRET, t, no_id.as_bytes())), "PM304");
+        Spi::run("SET LOCAL payments.webhook_tolerance = '1 hour'").unwrap();
+        assert_eq!(ingest(&old, &old_sig), "pending_match");
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_events"), 1, "only the verified event is stored");
+    }
+
+    #[pg_test]
+    fn early_events_wait_for_the_link_then_apply_in_order() {
+        add_secret(STRIPE_SECRET);
+        let id = create("w2", "10");
+        let t = now_unix();
+        let (b1, s1) = stripe_event("evt_a", "payment_intent.requires_action", "pi_w2", None, STRIPE_SECRET, t);
+        let (b2, s2) = stripe_event("evt_b", "payment_intent.succeeded", "pi_w2", None, STRIPE_SECRET, t + 1);
+        assert_eq!(ingest(&b2, &s2), "pending_match");
+        assert_eq!(ingest(&b1, &s1), "pending_match");
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_log WHERE still_pending"), 2);
+        let r = one::<String>(&format!(
+            "SELECT status FROM payments.record_provider_result('{id}', 'stripe', 'pi_w2', 'requires_confirmation', '{{}}')"
+        ));
+        assert_eq!(r, "succeeded");
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_pending"), 0);
+        let history = one::<String>(&format!(
+            "SELECT string_agg(to_status || ':' || applied, ' ' ORDER BY seq) FROM payments.payment_events WHERE payment_id = '{id}'"
+        ));
+        assert_eq!(history, "requires_payment_method:true requires_action:true succeeded:true requires_confirmation:false");
+    }
+
+    #[pg_test]
+    fn metadata_payment_id_matches_and_links() {
+        add_secret(STRIPE_SECRET);
+        let id = create("w3", "10");
+        let (b, s) = stripe_event("evt_m", "payment_intent.payment_failed", "pi_w3", Some(&id), STRIPE_SECRET, now_unix());
+        assert_eq!(ingest(&b, &s), "applied");
+        assert_eq!(
+            one::<String>(&format!("SELECT status || ' ' || provider_payment_id FROM payments.payments WHERE id = '{id}'")),
+            "failed pi_w3"
+        );
+    }
+
+    #[pg_test]
+    fn secrets_rotate_and_stay_private() {
+        let old = add_secret("whsec_old");
+        add_secret("whsec_new");
+        let t = now_unix();
+        let (b1, s1) = stripe_event("evt_r1", "customer.created", "cus", None, "whsec_old", t);
+        let (b2, s2) = stripe_event("evt_r2", "customer.created", "cus", None, "whsec_new", t);
+        assert_eq!(ingest(&b1, &s1), "ignored");
+        assert_eq!(ingest(&b2, &s2), "ignored");
+        assert!(one::<bool>(&format!("SELECT payments.retire_webhook_secret('{old}')")));
+        assert!(!one::<bool>(&format!("SELECT payments.retire_webhook_secret('{old}')")));
+        let (b3, s3) = stripe_event("evt_r3", "customer.created", "cus", None, "whsec_old", t);
+        assert_eq!(ingest(&b3, &s3), "PM301");
+        let e = outcome("SELECT payments.add_webhook_secret('p', 'standard', 'whsec_!!not-base64')");
+        assert!(e.starts_with("PM100") && !e.contains("not-base64"), "{e}");
+        assert_eq!(sqlstate("SELECT payments.add_webhook_secret('p', 'hmac', 'x')"), "PM100");
+
+        attempt("SELECT 1");
+        for role in ["payments_gateway", "payments_reader"] {
+            Spi::run(&format!("SET LOCAL ROLE {role}")).unwrap();
+            assert_eq!(sqlstate("SELECT secret FROM payments.webhook_secrets"), "42501", "{role}");
+            assert_eq!(sqlstate("SELECT payments.add_webhook_secret('p', 'stripe', 'x')"), "42501", "{role}");
+            assert_eq!(sqlstate("SELECT * FROM payments.webhook_log"), "ok", "{role}");
+            Spi::run("RESET ROLE").unwrap();
+        }
     }
 }
