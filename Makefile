@@ -40,6 +40,7 @@ e2e:
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(E2E_DB)
 	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
+	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
 		cargo test --package payments-e2e -- --test-threads=1
 
 stop:

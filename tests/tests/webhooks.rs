@@ -1,0 +1,253 @@
+//! Webhooks end to end: independent signature oracles, and shuffled,
+//! duplicated, forged and replayed delivery converging to the in-order result.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use payments_core::state::Status;
+use payments_core::webhook::{events::stripe_payment_status, stripe};
+use payments_e2e::{connect, unique};
+use serde_json::{json, Value};
+
+/// A small deterministic PRNG (xorshift64*), so a failing shuffle can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+#[tokio::test]
+async fn signatures_from_the_official_python_packages_verify_and_one_byte_changes_do_not() {
+    let python = std::env::var("PAYMENTS_PYTHON").expect("PAYMENTS_PYTHON is set by `make test`");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/oracles/sign_webhooks.py");
+    let output = Command::new(python).args([script, "60", "20261124"]).output().expect("run the oracle");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let vectors: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(vectors.len(), 60);
+
+    let db = connect().await;
+    let verify = db
+        .prepare(
+            "SELECT payments.webhook_signature_failure($1, $2, $3, $4, at => to_timestamp($5::bigint))",
+        )
+        .await
+        .unwrap();
+    let mut rng = Rng(0x5eed);
+    for v in &vectors {
+        let scheme = v["scheme"].as_str().unwrap();
+        let secret = v["secret"].as_str().unwrap();
+        let headers = v["headers"].clone();
+        let body = v["body"].as_str().unwrap().as_bytes().to_vec();
+        let t = v["timestamp"].as_i64().unwrap();
+        let failure = |headers: Value, body: Vec<u8>| {
+            let (db, verify) = (&db, &verify);
+            async move {
+                db.query_one(verify, &[&scheme, &secret, &headers, &body, &t])
+                    .await
+                    .unwrap()
+                    .get::<_, Option<String>>(0)
+            }
+        };
+        assert_eq!(failure(headers.clone(), body.clone()).await, None, "{scheme} vector must verify: {v}");
+
+        if !body.is_empty() {
+            let mut changed = body.clone();
+            let i = rng.below(changed.len());
+            changed[i] ^= 1 << rng.below(8);
+            assert_eq!(failure(headers.clone(), changed).await.as_deref(), Some("no_matching_signature"));
+        }
+
+        let (sig_header, ts_header) = match scheme {
+            "stripe" => ("Stripe-Signature", "Stripe-Signature"),
+            _ => ("webhook-signature", "webhook-timestamp"),
+        };
+        let ts_text = headers[ts_header].as_str().unwrap();
+        let moved = ts_text.replacen(&t.to_string(), &(t + 1).to_string(), 1);
+        let mut ts_changed = headers.clone();
+        ts_changed[ts_header] = json!(moved);
+        assert_ne!(failure(ts_changed, body.clone()).await, None, "a moved timestamp must not verify");
+
+        let sig = headers[sig_header].as_str().unwrap();
+        // Change one character of the signature itself (the last one), keeping its encoding valid.
+        let mut chars: Vec<char> = sig.chars().collect();
+        let last = chars.len() - if scheme == "standard" && sig.ends_with('=') { 2 } else { 1 };
+        chars[last] = if chars[last] == 'a' { 'b' } else { 'a' };
+        let mut sig_changed = headers.clone();
+        sig_changed[sig_header] = json!(chars.into_iter().collect::<String>());
+        assert_ne!(failure(sig_changed, body).await, None, "a changed signature must not verify");
+    }
+}
+
+/// One payment's event stream, as the provider would send it, oldest first.
+const STREAMS: [&[&str]; 6] = [
+    &["payment_intent.processing", "payment_intent.succeeded"],
+    &["payment_intent.requires_action", "payment_intent.processing", "payment_intent.succeeded"],
+    &["payment_intent.requires_action", "payment_intent.payment_failed"],
+    &["payment_intent.amount_capturable_updated", "payment_intent.succeeded"],
+    &["payment_intent.amount_capturable_updated", "payment_intent.canceled"],
+    &["payment_intent.payment_failed"],
+];
+
+struct Delivery {
+    body: String,
+    signature: String,
+    expect: Result<(), &'static str>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_delivery_does() {
+    let db = connect().await;
+    let run = unique("wh");
+    let provider = format!("stripe-{run}");
+    let secret = format!("whsec_{run}");
+    db.execute("SELECT payments.add_webhook_secret($1, 'stripe', $2)", &[&provider, &secret]).await.unwrap();
+    let now: i64 = db.query_one("SELECT floor(extract(epoch FROM now()))::bigint", &[]).await.unwrap().get(0);
+
+    let mut rng = Rng(0xC0FFEE);
+    let mut deliveries = Vec::new();
+    let mut payments = Vec::new(); // (payment id, provider id, linked late, expected status)
+    for i in 0..200usize {
+        let id: String = db
+            .query_one(
+                "SELECT id FROM payments.create_payment($1, 'cust_wh', 10, 'USD', payment_method => 'pm_card_visa')",
+                &[&format!("{run}-{i}")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let pi = format!("pi_{run}_{i}");
+        // A quarter are linked only after their events arrive (the early-webhook race);
+        // a quarter are matched through metadata.payment_id; the rest are linked first.
+        let late = i % 4 == 0;
+        let by_metadata = i % 4 == 1;
+        if !late && !by_metadata {
+            db.execute(
+                "SELECT payments.record_provider_result($1, $2, $3, 'requires_confirmation', '{}')",
+                &[&id, &provider, &pi],
+            )
+            .await
+            .unwrap();
+        }
+        let metadata = if by_metadata { json!({ "payment_id": id }) } else { json!({}) };
+        let event = |event_id: String, event_type: &str, created: i64| {
+            json!({
+                "id": event_id, "object": "event", "type": event_type, "created": created,
+                "data": { "object": { "id": pi, "object": "payment_intent", "amount": 1000, "metadata": metadata } }
+            })
+            .to_string()
+        };
+
+        let stream = STREAMS[i % STREAMS.len()];
+        let mut expected = Status::RequiresConfirmation;
+        for (n, event_type) in stream.iter().enumerate() {
+            let to = stripe_payment_status(event_type).unwrap();
+            if expected.can_move_to(to) {
+                expected = to;
+            }
+            let body = event(format!("evt_{run}_{i}_{n}"), event_type, now - 100 + n as i64);
+            let signature = stripe::sign(&secret, now, body.as_bytes());
+            if rng.below(4) == 0 {
+                deliveries.push(Delivery { body: body.clone(), signature: signature.clone(), expect: Ok(()) });
+            }
+            deliveries.push(Delivery { body, signature, expect: Ok(()) });
+        }
+        if i % 5 == 0 {
+            let body = event(format!("evt_{run}_{i}_forged"), "payment_intent.canceled", now);
+            let signature = stripe::sign("whsec_attacker", now, body.as_bytes());
+            deliveries.push(Delivery { body, signature, expect: Err("PM301") });
+        }
+        if i % 7 == 0 {
+            let body = event(format!("evt_{run}_{i}_old"), "payment_intent.payment_failed", now - 3600);
+            let signature = stripe::sign(&secret, now - 3600, body.as_bytes());
+            deliveries.push(Delivery { body, signature, expect: Err("PM302") });
+        }
+        payments.push((id, pi, late, expected));
+    }
+    rng.shuffle(&mut deliveries);
+
+    // Eight connections deliver at once, as concurrent webhook requests would.
+    let deliveries = Arc::new(deliveries);
+    let workers = (0..8).map(|w| {
+        let (deliveries, provider) = (deliveries.clone(), provider.clone());
+        tokio::spawn(async move {
+            let db = connect().await;
+            let ingest = db
+                .prepare("SELECT payments.ingest_webhook($1, jsonb_build_object('Stripe-Signature', $2::text), $3)")
+                .await
+                .unwrap();
+            for d in deliveries.iter().skip(w).step_by(8) {
+                let got = db.query_one(&ingest, &[&provider, &d.signature, &d.body.as_bytes()]).await;
+                match (&d.expect, got) {
+                    (Ok(()), Ok(_)) => {}
+                    (Err(code), Err(e)) => assert_eq!(e.code().unwrap().code(), *code, "{}", d.body),
+                    (want, got) => panic!("{}: wanted {want:?}, got {got:?}", d.body),
+                }
+            }
+        })
+    });
+    for w in join_all(workers).await {
+        w.unwrap();
+    }
+
+    for (id, pi, late, _) in &payments {
+        if *late {
+            db.execute(
+                "SELECT payments.record_provider_result($1, $2, $3, 'requires_confirmation', '{}')",
+                &[id, &provider, pi],
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    let statuses: HashMap<String, String> = db
+        .query("SELECT id, status FROM payments.payments WHERE customer_id = 'cust_wh' AND id = ANY($1)", &[
+            &payments.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+        ])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (id, _, _, expected) in &payments {
+        assert_eq!(statuses[id], expected.as_str(), "payment {id}");
+    }
+
+    let stored = db
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE event_id LIKE '%forged' OR event_id LIKE '%old'),
+                    (SELECT count(*) FROM payments.webhook_pending WHERE provider = $1)
+             FROM payments.webhook_events WHERE provider = $1",
+            &[&provider],
+        )
+        .await
+        .unwrap();
+    let distinct_valid: usize = (0..200).map(|i| STREAMS[i % STREAMS.len()].len()).sum();
+    assert_eq!(stored.get::<_, i64>(0) as usize, distinct_valid, "each verified event stored exactly once");
+    assert_eq!(stored.get::<_, i64>(1), 0, "no forged or replayed event is stored");
+    assert_eq!(stored.get::<_, i64>(2), 0, "every early event was applied once its payment was linked");
+
+    let ids: Vec<String> = payments.iter().map(|p| p.0.clone()).collect();
+    let broken = db
+        .query("SELECT v.* FROM unnest($1::text[]) id, payments.verify_event_chain(id) v", &[&ids])
+        .await
+        .unwrap();
+    assert!(broken.is_empty(), "every history verifies");
+}
