@@ -1,20 +1,23 @@
 # The two commands of README.md. Both install what is missing first.
-#   make run   local cluster + extension (+ gateway and sandbox once they exist)
+#   make run   local cluster + extension + gateway + embedded Stripe sandbox
 #   make test  every test suite
 SHELL := /bin/bash
 PG_CONFIG := /usr/lib/postgresql/15/bin/pg_config
 PGPORT ?= 54315
 DB ?= payments
+GATEWAY_PORT ?= 8080
 E2E_DB := payments_e2e
-export PGPORT
+export PGPORT DB GATEWAY_PORT
 # A server started with RUST_BACKTRACE set appends backtraces to error DETAIL.
 unexport RUST_BACKTRACE
 
 .PHONY: run test setup install install-debug db stop unit pgrx-test e2e
 
 run: setup install
+	cargo build --release --package payments-gateway
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(DB) --keep
+	@scripts/run-gateway.sh
 	@scripts/run-banner.sh
 
 test: setup unit pgrx-test install-debug e2e
@@ -30,18 +33,21 @@ install-debug:
 	cargo pgrx install --pg-config $(PG_CONFIG) --package payments
 
 unit:
-	cargo test --package payments-core
+	cargo test --package payments-core --package payments-gateway
 
 pgrx-test:
 	@mkdir -p .run && chown postgres .run
 	cd payments_ext && cargo pgrx test pg15 --runas postgres --pgdata $(CURDIR)/.run/pgrx-test
 
 e2e:
+	cargo build --package payments-gateway
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(E2E_DB)
 	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
 	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
+	PAYMENTS_GATEWAY_BIN=$(CURDIR)/target/debug/payments-gateway \
 		cargo test --package payments-e2e -- --test-threads=1
 
 stop:
+	@if [ -s .run/gateway.pid ]; then kill $$(cat .run/gateway.pid) 2>/dev/null || true; rm -f .run/gateway.pid; fi
 	@scripts/cluster.sh stop

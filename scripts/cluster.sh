@@ -53,6 +53,15 @@ stop() {
 
 createdb() {
   local name=$1 keep=${2:-}
+  # Within one unreleased version there is no upgrade script, so a kept
+  # database whose extension script has changed since is made anew.
+  local script marker=$RUN_DIR/$name.extension-sha256 sha
+  script=$("$BIN/pg_config" --sharedir)/extension/payments--$(sed -n "s/^version = \"\(.*\)\"/\1/p" "$ROOT/payments_ext/Cargo.toml" | head -1).sql
+  sha=$(sha256sum "$script" | cut -d' ' -f1)
+  if [ "$keep" = "--keep" ] && [ -f "$marker" ] && [ "$(cat "$marker")" != "$sha" ]; then
+    echo "cluster: the extension's SQL changed within its version; recreating database $name"
+    keep=
+  fi
   if [ "$keep" != "--keep" ]; then
     psql_cmd -d postgres -c "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)"
   fi
@@ -60,6 +69,7 @@ createdb() {
     psql_cmd -d postgres -c "CREATE DATABASE \"$name\""
   fi
   psql_cmd -d "$name" -c "CREATE EXTENSION IF NOT EXISTS payments"
+  echo "$sha" > "$marker"
 }
 
 case "${1:-}" in

@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
 # What `make run` prints once everything is up.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PGPORT=${PGPORT:-54315}
 DB=${DB:-payments}
+GATEWAY_PORT=${GATEWAY_PORT:-8080}
+KEY=$(cat "$ROOT/.run/demo-api-key")
+URL=http://127.0.0.1:$GATEWAY_PORT
 cat <<MSG
 
 payments is running.
-  PostgreSQL 15 (local cluster, data in .run/pgdata, log in .run/postgres.log):
-    postgresql://postgres@127.0.0.1:$PGPORT/$DB
+  PostgreSQL 15   postgresql://postgres@127.0.0.1:$PGPORT/$DB   (data .run/pgdata, log .run/postgres.log)
+  Gateway         $URL   (embedded Stripe sandbox at $URL/sandbox, log .run/gateway.log)
+  Demo API key    $KEY   (also in .run/demo-api-key)
 
-  Try it:
-    psql "postgresql://postgres@127.0.0.1:$PGPORT/$DB"
-    SELECT * FROM payments.create_payment('k1', 'cust_1', 49.99, 'USD');   -- created
-    SELECT * FROM payments.create_payment('k1', 'cust_1', 49.99, 'USD');   -- replayed, same id
-    SELECT * FROM payments.list_payments('cust_1');
-    SELECT * FROM payments.payment_history ORDER BY payment_id, seq;
+Create a payment (the sandbox charges pm_card_visa; try pm_card_chargeDeclined,
+pm_card_authenticationRequired, or pm_usBankAccount, which settles by webhook):
+  curl -s $URL/v1/payments -H "Authorization: Bearer $KEY" -H "Idempotency-Key: demo-\$(date +%s)" \\
+       -H 'Content-Type: application/json' \\
+       -d '{"customer_id": "cust_1", "amount": "49.99", "currency": "USD", "payment_method": "pm_usBankAccount"}'
 
-  Stop the cluster with: make stop
+Fetch it (succeeded once the sandbox's webhook has arrived, about half a second later):
+  curl -s $URL/v1/payments/<id> -H "Authorization: Bearer $KEY"
+  curl -s $URL/v1/payments/<id>/events -H "Authorization: Bearer $KEY"
+
+The same row and its history in SQL:
+  psql "postgresql://postgres@127.0.0.1:$PGPORT/$DB" -c "SELECT id, amount, status FROM payments.payment_details" \\
+       -c "SELECT payment_id, seq, from_status, to_status, source FROM payments.payment_history ORDER BY payment_id, seq"
+  SELECT * FROM payments.create_payment('k1', 'cust_1', 49.99, 'USD');   -- SQL directly; a second call replays
+
+API description: $URL/openapi.json   Metrics: $URL/metrics   Stop everything: make stop
 MSG

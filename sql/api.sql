@@ -12,10 +12,14 @@ DECLARE
     err text[];
 BEGIN
     IF minor IS NULL THEN
-        IF amount IS NULL OR currency IS NULL THEN
-            RAISE EXCEPTION 'amount and currency are required' USING ERRCODE = 'PM100';
+        IF currency IS NULL THEN
+            RAISE EXCEPTION 'currency is required' USING ERRCODE = 'PM100';
         END IF;
-        err := payments._money_error(amount, currency);
+        -- The currency is judged first, so a bad one is named even without an amount.
+        err := payments._money_error(coalesce(amount, 1), currency);
+        IF err IS NULL THEN
+            RAISE EXCEPTION 'amount is required' USING ERRCODE = 'PM100';
+        END IF;
         RAISE EXCEPTION USING ERRCODE = err[1], MESSAGE = err[2], HINT = coalesce(err[3], '');
     END IF;
     RETURN minor;

@@ -39,13 +39,21 @@ GRANT EXECUTE ON FUNCTION
     payments.create_payment(text, text, numeric, text, text, text, jsonb, text),
     payments.transition(text, text, text, text, jsonb),
     payments.record_provider_result(text, text, text, text, jsonb),
-    payments.ingest_webhook(text, jsonb, bytea)
+    payments.ingest_webhook(text, jsonb, bytea),
+    payments.claim_provider_work(int, interval),
+    payments.record_provider_error(text, jsonb)
+TO payments_admin, payments_gateway;
+
+-- The gateway checks keys and reads histories.
+GRANT EXECUTE ON FUNCTION payments.authenticate_api_key(text), payments.list_payment_events(text)
 TO payments_admin, payments_gateway;
 
 -- Administration.
 GRANT EXECUTE ON FUNCTION
     payments.purge_idempotency_keys(interval),
     payments.add_webhook_secret(text, text, text, timestamptz),
-    payments.retire_webhook_secret(text)
+    payments.retire_webhook_secret(text),
+    payments.create_api_key(text, text[]),
+    payments.revoke_api_key(text)
 TO payments_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

@@ -19,6 +19,20 @@ pub fn new_id(prefix: &str, millis: u64) -> Result<String, getrandom::Error> {
     Ok(format!("{prefix}_{}", encode(millis, random)))
 }
 
+/// A secret token (an API key): `<prefix>_` + 32 base32 characters of 160 random bits.
+pub fn new_token(prefix: &str) -> Result<String, getrandom::Error> {
+    let mut random = [0u8; 20];
+    getrandom::getrandom(&mut random)?;
+    let bits = random.iter().flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1));
+    let mut out = format!("{prefix}_");
+    let bits: Vec<u8> = bits.collect();
+    for chunk in bits.chunks(5) {
+        let v = chunk.iter().fold(0usize, |acc, b| (acc << 1) | usize::from(*b));
+        out.push(ALPHABET[v] as char);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +51,15 @@ mod tests {
         assert_eq!(encode(0, [0; 10]), "00000000000000000000000000");
         assert_eq!(encode(0, [0xff; 10]), "0000000000zzzzzzzzzzzzzzzz");
         assert_eq!(encode(0xFFFF_FFFF_FFFF, [0; 10]), "7zzzzzzzzz0000000000000000");
+    }
+
+    #[test]
+    fn tokens_are_long_random_and_distinct() {
+        let a = new_token("sk").unwrap();
+        let b = new_token("sk").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 3 + 32);
+        assert!(a[3..].bytes().all(|c| ALPHABET.contains(&c)));
     }
 
     #[test]

@@ -37,6 +37,7 @@ extension_sql_file!(
     requires = ["api", webhook_signature_failure, webhook_secret_failure, stripe_event_status, is_json_object]
 );
 extension_sql_file!("../../sql/views.sql", name = "views", requires = ["webhooks"]);
+extension_sql_file!("../../sql/gateway.sql", name = "gateway", requires = ["views", new_token]);
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------
@@ -96,6 +97,12 @@ fn new_id(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     id::new_id(prefix, millis).unwrap_or_else(|e| error!("no randomness available for a new id: {e}"))
+}
+
+/// A secret token: `<prefix>_` and 160 random bits.
+#[pg_extern(volatile, parallel_safe, name = "_new_token")]
+fn new_token(prefix: &str) -> String {
+    id::new_token(prefix).unwrap_or_else(|e| error!("no randomness available for a new token: {e}"))
 }
 
 #[allow(clippy::too_many_arguments)]

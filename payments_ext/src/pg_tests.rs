@@ -476,4 +476,50 @@ mod tests {
             Spi::run("RESET ROLE").unwrap();
         }
     }
+
+    // ---- gateway support ---------------------------------------------------------
+
+    #[pg_test]
+    fn api_keys_are_shown_once_stored_hashed_and_revocable() {
+        let created = one::<String>("SELECT id || ' ' || api_key FROM payments.create_api_key('app', ARRAY['payments:read'])");
+        let (id, key) = created.split_once(' ').unwrap();
+        assert!(key.starts_with("sk_pay_"));
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.api_keys WHERE key_hash = sha256(convert_to('{key}', 'UTF8'))")), 1);
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.api_keys WHERE key_hash::text LIKE '%{key}%'")), 0);
+        assert_eq!(one::<String>(&format!("SELECT array_to_string(scopes, ',') FROM payments.authenticate_api_key('{key}')")), "payments:read");
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.authenticate_api_key('sk_pay_wrong')"), 0);
+        assert!(one::<bool>(&format!("SELECT payments.revoke_api_key('{id}')")));
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.authenticate_api_key('{key}')")), 0);
+        assert_eq!(sqlstate("SELECT payments.create_api_key('x', ARRAY['payments:admin'])"), "PM100");
+        assert_eq!(sqlstate("SELECT payments.create_api_key('', ARRAY['payments:read'])"), "PM100");
+    }
+
+    #[pg_test]
+    fn provider_work_is_claimed_once_old_enough_and_errors_keep_it_waiting() {
+        let waiting = one::<String>("SELECT id FROM payments.create_payment('c1', 'c', 1, 'USD', payment_method => 'pm_card_visa')");
+        create("c2", "1"); // no payment method: nothing to do at the provider
+        let linked = one::<String>("SELECT id FROM payments.create_payment('c3', 'c', 1, 'USD', payment_method => 'pm_card_visa')");
+        one::<String>(&format!("SELECT status FROM payments.record_provider_result('{linked}', 'sandbox', 'pi_c3', 'processing', '{{}}')"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.claim_provider_work(10, '1 hour')"), 0, "too recent");
+        // Everything here shares the test transaction's now(); a negative age includes it.
+        let claimed = one::<String>(
+            "SELECT string_agg(kind || ':' || status, ',' ORDER BY kind) FROM payments.claim_provider_work(10, '-1 second')",
+        );
+        assert_eq!(claimed, "create:requires_confirmation,refresh:processing");
+        Spi::run(&format!("SELECT payments.record_provider_error('{waiting}', '{{\"type\": \"provider_unavailable\"}}')")).unwrap();
+        assert_eq!(one::<String>(&format!("SELECT status || ' ' || (last_error->>'type') FROM payments.payments WHERE id = '{waiting}'")),
+                   "requires_confirmation provider_unavailable");
+        assert_eq!(sqlstate("SELECT payments.record_provider_error('pay_none', '{}')"), "PM204");
+    }
+
+    #[pg_test]
+    fn payment_events_are_listed_in_order() {
+        let id = create("e1", "1");
+        one::<String>(&format!("SELECT outcome FROM payments.transition('{id}', 'canceled', 'api')"));
+        assert_eq!(
+            one::<String>(&format!("SELECT string_agg(to_status, ',' ORDER BY seq) FROM payments.list_payment_events('{id}')")),
+            "requires_payment_method,canceled"
+        );
+        assert_eq!(sqlstate("SELECT payments.list_payment_events('pay_none')"), "PM204");
+    }
 }

@@ -34,3 +34,78 @@ pub fn sqlstate<T: std::fmt::Debug>(result: Result<T, Error>) -> String {
         Err(e) => e.code().map(|c| c.code().to_string()).unwrap_or_else(|| panic!("not a database error: {e}")),
     }
 }
+
+/// A gateway process on a random port, killed when dropped.
+pub struct Gateway {
+    pub url: String,
+    child: tokio::process::Child,
+}
+
+impl Gateway {
+    /// Starts `payments-gateway <args…>` and waits for its "listening on" line.
+    pub async fn spawn(args: &[&str], env: &[(&str, String)]) -> Gateway {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let bin = std::env::var("PAYMENTS_GATEWAY_BIN").expect("PAYMENTS_GATEWAY_BIN is set by `make test`");
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(args).stdout(std::process::Stdio::piped()).kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start payments-gateway");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("the gateway printed its address in time")
+            .unwrap()
+            .expect("the gateway exited before listening");
+        let url = line.strip_prefix("listening on ").unwrap().split(' ').next().unwrap().to_string();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Gateway { url, child }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The connection string for a login role in payments_gateway, as a gateway uses.
+pub async fn gateway_database_url() -> String {
+    let db = connect().await;
+    db.batch_execute(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments_e2e_gateway') THEN
+             CREATE ROLE payments_e2e_gateway LOGIN IN ROLE payments_gateway;
+           END IF;
+         END $$",
+    )
+    .await
+    .unwrap();
+    let base = database_url();
+    let without_user: Vec<&str> = base.split_whitespace().filter(|kv| !kv.starts_with("user=")).collect();
+    format!("{} user=payments_e2e_gateway", without_user.join(" "))
+}
+
+/// A new API key with the given scopes.
+pub async fn api_key(scopes: &[&str]) -> (String, String) {
+    let db = connect().await;
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    let row = db.query_one("SELECT id, api_key FROM payments.create_api_key('e2e', $1)", &[&scopes]).await.unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Registers a webhook secret for `provider` and returns it.
+pub async fn webhook_secret(provider: &str) -> String {
+    let secret = format!("whsec_{}", unique("e2e"));
+    connect()
+        .await
+        .execute("SELECT payments.add_webhook_secret($1, 'stripe', $2)", &[&provider, &secret])
+        .await
+        .unwrap();
+    secret
+}

@@ -1,4 +1,4 @@
-//! What a Stripe event type means for a payment's status.
+//! What Stripe's event types and PaymentIntent statuses mean for a payment.
 
 use crate::state::Status;
 
@@ -17,9 +17,29 @@ pub fn stripe_payment_status(event_type: &str) -> Option<Status> {
     })
 }
 
+/// Our status for a PaymentIntent status. Stripe leaves a declined intent in
+/// `requires_payment_method` with `last_payment_error`; here a decline is final
+/// (`failed`). Without an error that status reports nothing (`None`).
+pub fn payment_intent_status(status: &str, has_last_payment_error: bool) -> Option<Status> {
+    match status {
+        "requires_payment_method" if has_last_payment_error => Some(Status::Failed),
+        "requires_payment_method" => None,
+        other => Status::parse(other).filter(|s| *s != Status::Failed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payment_intent_statuses_map_one_to_one_and_a_decline_fails() {
+        assert_eq!(payment_intent_status("succeeded", false), Some(Status::Succeeded));
+        assert_eq!(payment_intent_status("requires_capture", false), Some(Status::RequiresCapture));
+        assert_eq!(payment_intent_status("requires_payment_method", true), Some(Status::Failed));
+        assert_eq!(payment_intent_status("requires_payment_method", false), None);
+        assert_eq!(payment_intent_status("failed", false), None, "not a Stripe status");
+    }
 
     #[test]
     fn payment_intent_events_map_to_statuses_and_others_to_none() {

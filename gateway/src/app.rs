@@ -1,0 +1,98 @@
+//! Application state and the router with its middleware.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::error_body;
+use crate::provider::stripe::Stripe;
+use crate::routes;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub stripe: Stripe,
+    /// Name payments and webhooks are recorded under (`stripe`, `sandbox`, …).
+    pub provider: Arc<str>,
+    pub metrics: PrometheusHandle,
+}
+
+pub struct Limits {
+    pub body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+pub fn router(state: AppState, limits: Limits) -> Router {
+    Router::new()
+        .route("/v1/payments", post(routes::payments::create).get(routes::payments::list))
+        .route("/v1/payments/{id}", get(routes::payments::get))
+        .route("/v1/payments/{id}/events", get(routes::payments::events))
+        .route("/v1/webhooks/{provider}", post(routes::webhooks::receive))
+        .route("/healthz", get(routes::ops::healthz))
+        .route("/readyz", get(routes::ops::readyz))
+        .route("/metrics", get(routes::ops::metrics))
+        .route("/openapi.json", get(routes::ops::openapi))
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Requests by route and status, and their latency.
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed());
+    response
+}
+
+/// Framework answers without a JSON body (413, 408, 404, 405, extractor
+/// rejections) get one in the API's error shape.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (kind, code) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request_error", "body_too_large"),
+        StatusCode::REQUEST_TIMEOUT => ("api_error", "request_timeout"),
+        StatusCode::NOT_FOUND => ("invalid_request_error", "route_missing"),
+        StatusCode::METHOD_NOT_ALLOWED => ("invalid_request_error", "method_not_allowed"),
+        s if s.is_client_error() => ("invalid_request_error", "request_invalid"),
+        _ => ("api_error", "internal_error"),
+    };
+    let message = match axum::body::to_bytes(response.into_body(), 4096).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    error_body(status, kind, code, &message, None)
+}

@@ -1,0 +1,68 @@
+//! The connection pool and every SQL statement the gateway sends. Each HTTP
+//! call is one statement around one extension function; JSON is rendered by
+//! PostgreSQL and passed through untouched, so no amount is ever parsed here.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+/// A payment_result or payment_details row `r` as the API's JSON object: the
+/// amount as a decimal string (exact), everything else as stored.
+macro_rules! payment_json {
+    ($r:literal) => {
+        concat!(
+            "(to_jsonb(", $r, ") - 'outcome' || jsonb_build_object('object', 'payment', 'amount', ", $r, ".amount::text))::text"
+        )
+    };
+}
+
+pub const AUTHENTICATE: &str = "SELECT key_id, scopes FROM payments.authenticate_api_key($1)";
+
+pub const CREATE_PAYMENT: &str = concat!(
+    "SELECT ",
+    payment_json!("r"),
+    ", r.outcome, r.id, r.customer_id, r.amount_minor, r.currency, r.payment_method, r.capture_method, r.description
+     FROM payments.create_payment($1, $2, coalesce($3::text::numeric, payments.to_major($4, $5)), $5, $6, $7,
+                                  coalesce($8::text::jsonb, '{}'), coalesce($9, 'automatic')) r"
+);
+
+pub const RECORD_PROVIDER_RESULT: &str = concat!(
+    "SELECT ",
+    payment_json!("r"),
+    " FROM payments.record_provider_result($1, $2, $3, $4, $5::text::jsonb) r"
+);
+
+pub const RECORD_PROVIDER_ERROR: &str = "SELECT payments.record_provider_error($1, $2::text::jsonb)";
+
+pub const GET_PAYMENT: &str = concat!("SELECT ", payment_json!("d"), " FROM payments.get_payment($1) d");
+
+pub const LIST_PAYMENTS: &str = concat!(
+    "WITH page AS (SELECT * FROM payments.list_payments($1, $2, $3, $4))
+     SELECT coalesce(jsonb_agg(",
+    payment_json!("page"),
+    "::jsonb ORDER BY page.id DESC), '[]')::text,
+            count(*) > 0 AND EXISTS (SELECT FROM payments.list_payments($1, $2, 1, (SELECT min(id) FROM page)))
+     FROM page"
+);
+
+pub const LIST_EVENTS: &str =
+    "SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.seq), '[]')::text FROM payments.list_payment_events($1) h";
+
+pub const INGEST_WEBHOOK: &str = "SELECT payments.ingest_webhook($1, $2::text::jsonb, $3)::text";
+
+pub const CLAIM_PROVIDER_WORK: &str = "SELECT payment_id, kind, customer_id, amount_minor, currency, payment_method,
+        capture_method, description, provider_payment_id, status
+     FROM payments.claim_provider_work($1, make_interval(secs => $2::bigint))";
+
+pub fn pool(database_url: &str, size: usize, wait: Duration) -> Result<Pool, Box<dyn std::error::Error>> {
+    let config = tokio_postgres::Config::from_str(database_url)?;
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Ok(Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}

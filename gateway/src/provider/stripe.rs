@@ -1,0 +1,143 @@
+//! The Stripe connector: Stripe's real HTTP API (form-encoded bodies, Bearer
+//! secret key, Idempotency-Key, Stripe-Version), used unchanged against the
+//! sandbox.
+
+use std::time::Duration;
+
+use payments_core::webhook::events::payment_intent_status;
+use serde_json::Value;
+
+use super::{Answer, Charge, ProviderError};
+
+pub const STRIPE_VERSION: &str = "2024-06-20";
+
+#[derive(Clone)]
+pub struct Stripe {
+    http: reqwest::Client,
+    base: String,
+    secret_key: String,
+}
+
+impl Stripe {
+    pub fn new(base: &str, secret_key: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("payments-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a TLS backend is compiled in");
+        Stripe { http, base: base.trim_end_matches('/').to_string(), secret_key: secret_key.to_string() }
+    }
+
+    /// Creates and confirms a PaymentIntent. The payment id is the idempotency
+    /// key, so a retry after a timeout can never charge twice.
+    pub async fn create_payment_intent(&self, c: &Charge) -> Result<Answer, ProviderError> {
+        let mut form = vec![
+            ("amount", c.amount_minor.to_string()),
+            ("currency", c.currency.to_ascii_lowercase()),
+            ("payment_method", c.payment_method.clone()),
+            ("confirm", "true".into()),
+            ("capture_method", c.capture_method.clone()),
+            ("metadata[payment_id]", c.payment_id.clone()),
+            ("metadata[customer_id]", c.customer_id.clone()),
+        ];
+        if let Some(d) = &c.description {
+            form.push(("description", d.clone()));
+        }
+        let request = self.http.post(format!("{}/v1/payment_intents", self.base)).form(&form);
+        self.send(request.header("Idempotency-Key", &c.payment_id), "create").await
+    }
+
+    pub async fn retrieve_payment_intent(&self, id: &str) -> Result<Answer, ProviderError> {
+        self.send(self.http.get(format!("{}/v1/payment_intents/{id}", self.base)), "retrieve").await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder, operation: &'static str) -> Result<Answer, ProviderError> {
+        let started = std::time::Instant::now();
+        let result = request
+            .bearer_auth(&self.secret_key)
+            .header("Stripe-Version", STRIPE_VERSION)
+            .send()
+            .await;
+        let outcome = match result {
+            Err(e) => Err(ProviderError::Unavailable(e.without_url().to_string())),
+            Ok(resp) => {
+                let status = resp.status();
+                match resp.text().await {
+                    Err(e) => Err(ProviderError::Unavailable(e.without_url().to_string())),
+                    Ok(body) => interpret(status.as_u16(), body),
+                }
+            }
+        };
+        let label = if outcome.is_ok() { "answered" } else { "unavailable" };
+        metrics::counter!("provider_calls_total", "operation" => operation, "outcome" => label).increment(1);
+        metrics::histogram!("provider_call_duration_seconds", "operation" => operation)
+            .record(started.elapsed());
+        outcome
+    }
+}
+
+/// Turns Stripe's answer into ours: a PaymentIntent, a card error carrying
+/// one (a decline), or a request error (the payment can never go through).
+fn interpret(http_status: u16, body: String) -> Result<Answer, ProviderError> {
+    let parsed: Value = serde_json::from_str(&body)
+        .map_err(|_| ProviderError::Unavailable(format!("HTTP {http_status} with a body that is not JSON")))?;
+    if (200..300).contains(&http_status) {
+        return Ok(from_intent(&parsed, body.clone()));
+    }
+    let error = &parsed["error"];
+    if http_status == 429 || http_status >= 500 || http_status == 401 || error["type"] == "idempotency_error" {
+        return Err(ProviderError::Unavailable(format!(
+            "HTTP {http_status}: {}",
+            error["message"].as_str().unwrap_or("no message")
+        )));
+    }
+    match error.get("payment_intent") {
+        // A card error carries the PaymentIntent, with last_payment_error set.
+        Some(intent) if intent.is_object() => Ok(from_intent(intent, intent.to_string())),
+        // Any other refusal: no PaymentIntent exists and none will; the payment fails.
+        _ => Ok(Answer { provider_payment_id: None, status: "failed", raw: body }),
+    }
+}
+
+fn from_intent(intent: &Value, raw: String) -> Answer {
+    let has_error = intent.get("last_payment_error").is_some_and(|e| !e.is_null());
+    let status = intent["status"].as_str().and_then(|s| payment_intent_status(s, has_error));
+    Answer {
+        provider_payment_id: intent["id"].as_str().map(str::to_string),
+        // Empty: the provider reports nothing new (record it without moving the status).
+        status: status.map_or("", |s| s.as_str()),
+        raw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decline_carries_its_payment_intent_and_fails_the_payment() {
+        let body = r#"{"error":{"type":"card_error","code":"card_declined","decline_code":"generic_decline",
+            "payment_intent":{"id":"pi_1","object":"payment_intent","status":"requires_payment_method",
+            "last_payment_error":{"code":"card_declined"}}}}"#;
+        let a = interpret(402, body.into()).unwrap();
+        assert_eq!(a.provider_payment_id.as_deref(), Some("pi_1"));
+        assert_eq!(a.status, "failed");
+    }
+
+    #[test]
+    fn outages_are_retryable_and_request_errors_are_final() {
+        assert!(interpret(500, r#"{"error":{"type":"api_error"}}"#.into()).is_err());
+        assert!(interpret(429, r#"{"error":{"type":"rate_limit_error"}}"#.into()).is_err());
+        assert!(interpret(200, "<html>".into()).is_err());
+        let a = interpret(400, r#"{"error":{"type":"invalid_request_error","param":"payment_method"}}"#.into()).unwrap();
+        assert_eq!((a.provider_payment_id, a.status), (None, "failed"));
+    }
+
+    #[test]
+    fn statuses_map_one_to_one() {
+        let a = interpret(200, r#"{"id":"pi_2","status":"requires_action"}"#.into()).unwrap();
+        assert_eq!(a.status, "requires_action");
+        let a = interpret(200, r#"{"id":"pi_2","status":"requires_payment_method","last_payment_error":null}"#.into()).unwrap();
+        assert_eq!(a.status, "");
+    }
+}

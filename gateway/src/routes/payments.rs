@@ -1,0 +1,199 @@
+//! `/v1/payments`: create (with the provider call), fetch, list, history.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app::AppState;
+use crate::auth::{Caller, READ, WRITE};
+use crate::db;
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::provider::{self, Charge};
+
+/// A new payment. Give `amount` (major units, a decimal string or a JSON
+/// number, read exactly) or `amount_minor` (integer minor units), not both.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayment {
+    pub customer_id: String,
+    #[schema(value_type = Option<String>, example = "49.99")]
+    pub amount: Option<Box<RawValue>>,
+    #[schema(example = 4999)]
+    pub amount_minor: Option<i64>,
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// A payment method for the provider, e.g. `pm_card_visa`. Without one the
+    /// payment waits in `requires_payment_method`.
+    pub payment_method: Option<String>,
+    pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Box<RawValue>>,
+    /// `automatic` (default) or `manual`.
+    pub capture_method: Option<String>,
+}
+
+/// The amount's exact text: a JSON string's content or a JSON number's
+/// literal, never through a float. PostgreSQL's `numeric` input reads it.
+fn amount_text(raw: &RawValue) -> Result<String, ApiError> {
+    let text = raw.get();
+    // RawValue holds valid JSON, so a leading digit or minus sign means a number.
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text).map_err(|_| not_an_amount()),
+        Some(b'-' | b'0'..=b'9') => Ok(text.to_string()),
+        _ => Err(not_an_amount()),
+    }
+}
+
+fn not_an_amount() -> ApiError {
+    ApiError::invalid("parameter_invalid", "amount must be a decimal string or a number", Some("amount"))
+}
+
+#[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = CreatePayment,
+    params(("Idempotency-Key" = String, Header, description = "Required. Retries with the same key and body return the same payment.")),
+    responses(
+        (status = 201, description = "Created; the provider has been called", body = crate::openapi::Payment),
+        (status = 200, description = "Replay of an earlier call (header Idempotent-Replayed: true)", body = crate::openapi::Payment),
+        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody),
+        (status = 403, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreatePayment>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|k| k.to_str().ok())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::invalid("idempotency_key_missing", "the Idempotency-Key header is required", Some("Idempotency-Key")))?;
+    let amount = match (&body.amount, body.amount_minor) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("parameter_invalid", "give amount or amount_minor, not both", Some("amount")))
+        }
+        (Some(raw), None) => Some(amount_text(raw)?),
+        (None, _) => None,
+    };
+    let metadata = body.metadata.as_ref().map(|m| m.get().to_string());
+
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::CREATE_PAYMENT).await?;
+    let row = db
+        .query_one(&stmt, &[
+            &key, &body.customer_id, &amount, &body.amount_minor, &body.currency, &body.payment_method,
+            &body.description, &metadata, &body.capture_method,
+        ])
+        .await?;
+    let mut payment: String = row.get(0);
+    let outcome: &str = row.get(1);
+    if outcome == "replayed" {
+        let mut response = json_response(StatusCode::OK, payment);
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(response);
+    }
+    if let Some(payment_method) = row.get::<_, Option<String>>(6) {
+        let charge = Charge {
+            payment_id: row.get(2),
+            customer_id: row.get(3),
+            amount_minor: row.get(4),
+            currency: row.get(5),
+            payment_method,
+            capture_method: row.get(7),
+            description: row.get(8),
+        };
+        let answer = state.stripe.create_payment_intent(&charge).await;
+        if let Some(recorded) =
+            provider::record(&db, &state.provider, &charge.payment_id, "requires_confirmation", answer).await?
+        {
+            payment = recorded;
+        } else {
+            let stmt = db.prepare_cached(db::GET_PAYMENT).await?;
+            payment = db.query_one(&stmt, &[&charge.payment_id]).await?.get(0);
+        }
+    }
+    Ok(json_response(StatusCode::CREATED, payment))
+}
+
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments",
+    params(("id" = String, Path, description = "pay_…")),
+    responses((status = 200, body = crate::openapi::Payment), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::GET_PAYMENT).await?;
+    let payment: String = db.query_one(&stmt, &[&id]).await?.get(0);
+    Ok(json_response(StatusCode::OK, payment))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    pub customer_id: Option<String>,
+    pub status: Option<String>,
+    /// 1 to 100, default 10.
+    pub limit: Option<i32>,
+    /// The last id of the previous page.
+    pub starting_after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/payments", tag = "payments", params(ListQuery),
+    responses((status = 200, body = crate::openapi::PaymentList), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::LIST_PAYMENTS).await?;
+    let row = db.query_one(&stmt, &[&q.customer_id, &q.status, &q.limit.unwrap_or(10), &q.starting_after]).await?;
+    let data: String = row.get(0);
+    let has_more: bool = row.get(1);
+    let body = format!(r#"{{"object":"list","url":"/v1/payments","has_more":{has_more},"data":{data}}}"#);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+#[utoipa::path(get, path = "/v1/payments/{id}/events", tag = "payments",
+    params(("id" = String, Path, description = "pay_…")),
+    responses((status = 200, body = crate::openapi::EventList), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn events(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::LIST_EVENTS).await?;
+    let data: String = db.query_one(&stmt, &[&id]).await?.get(0);
+    Ok(json_response(StatusCode::OK, format!(r#"{{"object":"list","data":{data}}}"#)))
+}
+
+/// A JSON document rendered by PostgreSQL, sent as is.
+pub fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn amounts_are_read_as_written() {
+        assert_eq!(amount_text(&raw("49.99")).unwrap(), "49.99");
+        assert_eq!(amount_text(&raw("\"49.990\"")).unwrap(), "49.990");
+        assert_eq!(amount_text(&raw("0.1")).unwrap(), "0.1");
+        assert_eq!(amount_text(&raw("12345678901234567.89")).unwrap(), "12345678901234567.89");
+        assert_eq!(amount_text(&raw("9007199254740993.01")).unwrap(), "9007199254740993.01");
+        for bad in ["true", "null", "[1]", "{}"] {
+            assert!(amount_text(&raw(bad)).is_err(), "{bad}");
+        }
+    }
+}

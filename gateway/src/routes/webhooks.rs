@@ -1,0 +1,47 @@
+//! `POST /v1/webhooks/{provider}`: the raw body bytes and the headers go to
+//! `payments.ingest_webhook`, which verifies and applies them.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Map, Value};
+
+use crate::app::AppState;
+use crate::db;
+use crate::error::ApiError;
+use crate::routes::payments::json_response;
+
+#[utoipa::path(post, path = "/v1/webhooks/{provider}", tag = "webhooks",
+    params(("provider" = String, Path, description = "The provider name the secret was added under")),
+    request_body(content = String, description = "The provider's event, verified as the exact bytes received"),
+    responses((status = 200, description = "applied, duplicate, stale, ignored or pending_match", body = crate::openapi::WebhookResult),
+              (status = 400, description = "bad signature, stale timestamp or not an event", body = crate::openapi::ErrorBody)))]
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // Repeated headers are joined with ", " as HTTP allows; non-UTF-8 values cannot carry a signature.
+    let mut map = Map::new();
+    for (name, value) in &headers {
+        if let Ok(v) = value.to_str() {
+            match map.get_mut(name.as_str()) {
+                Some(Value::String(existing)) => {
+                    existing.push_str(", ");
+                    existing.push_str(v);
+                }
+                _ => {
+                    map.insert(name.as_str().to_string(), Value::String(v.to_string()));
+                }
+            }
+        }
+    }
+    let headers_json = Value::Object(map).to_string();
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::INGEST_WEBHOOK).await?;
+    let result: String = db.query_one(&stmt, &[&provider, &headers_json, &body.as_ref()]).await?.get(0);
+    metrics::counter!("webhooks_received_total", "provider" => provider).increment(1);
+    Ok(json_response(StatusCode::OK, result))
+}

@@ -1,0 +1,310 @@
+//! The sandbox's objects: PaymentIntents and refunds, and how test payment
+//! methods behave. Pure state changes; HTTP, idempotency and webhook delivery
+//! live in `mod.rs` and `delivery.rs`.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+/// A Stripe-shaped answer: HTTP status, body, and the events it caused.
+pub struct Outcome {
+    pub status: u16,
+    pub body: Value,
+    pub events: Vec<(&'static str, Value)>,
+    /// Whether money moved (a charge), for the per-idempotency-key count.
+    pub charged: bool,
+}
+
+impl Outcome {
+    fn ok(body: Value, events: Vec<(&'static str, Value)>) -> Self {
+        Outcome { status: 200, body, events, charged: false }
+    }
+}
+
+pub fn error(status: u16, kind: &str, code: &str, message: &str, param: Option<&str>) -> Outcome {
+    let mut e = json!({ "type": kind, "code": code, "message": message });
+    if let Some(p) = param {
+        e["param"] = json!(p);
+    }
+    Outcome { status, body: json!({ "error": e }), events: vec![], charged: false }
+}
+
+#[derive(Default)]
+pub struct Objects {
+    pub intents: HashMap<String, Value>,
+    pub refunds: HashMap<String, Value>,
+}
+
+pub type Params = HashMap<String, String>;
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn new_id(prefix: &str) -> String {
+    payments_core::id::new_token(prefix).expect("the OS has randomness")
+}
+
+fn metadata(params: &Params) -> Value {
+    let map: serde_json::Map<String, Value> = params
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("metadata[")?.strip_suffix(']')?.to_string(), json!(v))))
+        .collect();
+    Value::Object(map)
+}
+
+impl Objects {
+    pub fn create_intent(&mut self, params: &Params) -> Outcome {
+        let Some(amount) = params.get("amount").and_then(|a| a.parse::<i64>().ok()).filter(|a| *a > 0) else {
+            return error(400, "invalid_request_error", "parameter_missing", "Missing required param: amount.", Some("amount"));
+        };
+        let Some(currency) = params.get("currency").filter(|c| c.len() == 3) else {
+            return error(400, "invalid_request_error", "parameter_missing", "Missing required param: currency.", Some("currency"));
+        };
+        let capture_method = params.get("capture_method").map_or("automatic", String::as_str);
+        if !["automatic", "automatic_async", "manual"].contains(&capture_method) {
+            return error(400, "invalid_request_error", "parameter_invalid", "Invalid capture_method.", Some("capture_method"));
+        }
+        let id = new_id("pi");
+        let intent = json!({
+            "id": id, "object": "payment_intent", "amount": amount, "amount_capturable": 0, "amount_received": 0,
+            "currency": currency.to_ascii_lowercase(), "status": "requires_payment_method",
+            "capture_method": capture_method, "confirmation_method": "automatic",
+            "client_secret": format!("{id}_secret_{}", new_id("s")), "created": now(), "livemode": false,
+            "metadata": metadata(params), "payment_method": params.get("payment_method"),
+            "description": params.get("description"), "customer": params.get("customer"),
+            "last_payment_error": null, "next_action": null, "cancellation_reason": null,
+            "latest_charge": null,
+        });
+        self.intents.insert(id.clone(), intent);
+        let mut events = vec![];
+        if params.get("payment_method").is_some() {
+            self.intents.get_mut(&id).unwrap()["status"] = json!("requires_confirmation");
+        }
+        if params.get("confirm").is_some_and(|c| c == "true") {
+            return self.confirm(&id, params);
+        }
+        events.push(("payment_intent.created", self.intents[&id].clone()));
+        Outcome::ok(self.intents[&id].clone(), events)
+    }
+
+    pub fn retrieve(&self, id: &str) -> Outcome {
+        match self.intents.get(id) {
+            Some(pi) => Outcome::ok(pi.clone(), vec![]),
+            None => missing("payment_intent", id),
+        }
+    }
+
+    /// Confirms with the intent's (or the given) payment method. Test methods:
+    /// pm_card_visa and other pm_card_* succeed, pm_card_chargeDeclined is
+    /// declined, pm_card_authenticationRequired needs 3-D Secure, and
+    /// pm_usBankAccount is asynchronous (processing, then succeeded).
+    pub fn confirm(&mut self, id: &str, params: &Params) -> Outcome {
+        let Some(pi) = self.intents.get_mut(id) else { return missing("payment_intent", id) };
+        if let Some(pm) = params.get("payment_method") {
+            pi["payment_method"] = json!(pm);
+        }
+        let status = pi["status"].as_str().unwrap_or_default().to_string();
+        if !["requires_payment_method", "requires_confirmation"].contains(&status.as_str()) {
+            return unexpected_state(pi, "confirm");
+        }
+        let Some(pm) = pi["payment_method"].as_str().map(str::to_string) else {
+            return error(400, "invalid_request_error", "payment_intent_unexpected_state",
+                "You cannot confirm this PaymentIntent because it's missing a payment method.", Some("payment_method"));
+        };
+        let amount = pi["amount"].clone();
+        let manual = pi["capture_method"] == "manual";
+        match pm.as_str() {
+            "pm_card_chargeDeclined" => {
+                pi["status"] = json!("requires_payment_method");
+                pi["last_payment_error"] = json!({
+                    "type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
+                    "message": "Your card was declined.", "payment_method": { "id": pm }
+                });
+                let intent = pi.clone();
+                let mut o = error(402, "card_error", "card_declined", "Your card was declined.", None);
+                o.body["error"]["decline_code"] = json!("generic_decline");
+                o.body["error"]["payment_intent"] = intent.clone();
+                o.events = vec![("payment_intent.payment_failed", intent)];
+                o
+            }
+            "pm_card_authenticationRequired" => {
+                pi["status"] = json!("requires_action");
+                pi["next_action"] = json!({ "type": "use_stripe_sdk", "use_stripe_sdk": {} });
+                Outcome::ok(pi.clone(), vec![("payment_intent.requires_action", pi.clone())])
+            }
+            "pm_usBankAccount" => {
+                pi["status"] = json!("processing");
+                let mut o = Outcome::ok(pi.clone(), vec![("payment_intent.processing", pi.clone())]);
+                o.charged = true;
+                o
+            }
+            pm if pm.starts_with("pm_card_") => {
+                let mut o = if manual {
+                    pi["status"] = json!("requires_capture");
+                    pi["amount_capturable"] = amount;
+                    Outcome::ok(pi.clone(), vec![("payment_intent.amount_capturable_updated", pi.clone())])
+                } else {
+                    pi["status"] = json!("succeeded");
+                    pi["amount_received"] = amount;
+                    pi["latest_charge"] = json!(new_id("ch"));
+                    Outcome::ok(pi.clone(), vec![("payment_intent.succeeded", pi.clone())])
+                };
+                o.charged = true;
+                o
+            }
+            other => error(400, "invalid_request_error", "resource_missing",
+                &format!("No such PaymentMethod: '{other}'"), Some("payment_method")),
+        }
+    }
+
+    /// Finishes an asynchronous payment (the end of pm_usBankAccount's processing).
+    pub fn settle(&mut self, id: &str) -> Option<(&'static str, Value)> {
+        let pi = self.intents.get_mut(id)?;
+        if pi["status"] != "processing" {
+            return None;
+        }
+        pi["status"] = json!("succeeded");
+        pi["amount_received"] = pi["amount"].clone();
+        Some(("payment_intent.succeeded", pi.clone()))
+    }
+
+    pub fn capture(&mut self, id: &str) -> Outcome {
+        let Some(pi) = self.intents.get_mut(id) else { return missing("payment_intent", id) };
+        if pi["status"] != "requires_capture" {
+            return unexpected_state(pi, "capture");
+        }
+        pi["status"] = json!("succeeded");
+        pi["amount_received"] = pi["amount"].clone();
+        pi["amount_capturable"] = json!(0);
+        Outcome::ok(pi.clone(), vec![("payment_intent.succeeded", pi.clone())])
+    }
+
+    pub fn cancel(&mut self, id: &str) -> Outcome {
+        let Some(pi) = self.intents.get_mut(id) else { return missing("payment_intent", id) };
+        let cancelable = ["requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"];
+        if !cancelable.contains(&pi["status"].as_str().unwrap_or_default()) {
+            return unexpected_state(pi, "cancel");
+        }
+        pi["status"] = json!("canceled");
+        pi["cancellation_reason"] = json!("requested_by_customer");
+        Outcome::ok(pi.clone(), vec![("payment_intent.canceled", pi.clone())])
+    }
+
+    pub fn create_refund(&mut self, params: &Params) -> Outcome {
+        let Some(pi_id) = params.get("payment_intent") else {
+            return error(400, "invalid_request_error", "parameter_missing", "Missing required param: payment_intent.", Some("payment_intent"));
+        };
+        let Some(pi) = self.intents.get(pi_id) else { return missing("payment_intent", pi_id) };
+        if pi["status"] != "succeeded" {
+            return error(400, "invalid_request_error", "charge_not_refundable", "This PaymentIntent has not succeeded.", Some("payment_intent"));
+        }
+        let received = pi["amount_received"].as_i64().unwrap_or(0);
+        let refunded: i64 = self
+            .refunds
+            .values()
+            .filter(|r| r["payment_intent"] == pi_id.as_str())
+            .map(|r| r["amount"].as_i64().unwrap_or(0))
+            .sum();
+        let amount = match params.get("amount") {
+            Some(a) => match a.parse::<i64>() {
+                Ok(a) if a > 0 => a,
+                _ => return error(400, "invalid_request_error", "parameter_invalid", "Invalid amount.", Some("amount")),
+            },
+            None => received - refunded,
+        };
+        if amount <= 0 || amount > received - refunded {
+            return error(400, "invalid_request_error", "amount_too_large",
+                "Refund amount is greater than the unrefunded amount.", Some("amount"));
+        }
+        let refund = json!({
+            "id": new_id("re"), "object": "refund", "amount": amount, "currency": pi["currency"],
+            "payment_intent": pi_id, "status": "succeeded", "created": now(), "metadata": metadata(params),
+        });
+        self.refunds.insert(refund["id"].as_str().unwrap().to_string(), refund.clone());
+        Outcome::ok(refund.clone(), vec![("refund.created", refund)])
+    }
+
+    pub fn retrieve_refund(&self, id: &str) -> Outcome {
+        match self.refunds.get(id) {
+            Some(r) => Outcome::ok(r.clone(), vec![]),
+            None => missing("refund", id),
+        }
+    }
+}
+
+fn missing(object: &str, id: &str) -> Outcome {
+    error(404, "invalid_request_error", "resource_missing", &format!("No such {object}: '{id}'"), Some("id"))
+}
+
+fn unexpected_state(pi: &Value, action: &str) -> Outcome {
+    let mut o = error(400, "invalid_request_error", "payment_intent_unexpected_state",
+        &format!("You cannot {action} this PaymentIntent because it has a status of {}.", pi["status"].as_str().unwrap_or("?")),
+        None);
+    o.body["error"]["payment_intent"] = pi.clone();
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn create(o: &mut Objects, pm: &str, capture: &str) -> Outcome {
+        o.create_intent(&params(&[
+            ("amount", "1000"), ("currency", "usd"), ("payment_method", pm), ("confirm", "true"),
+            ("capture_method", capture), ("metadata[payment_id]", "pay_1"),
+        ]))
+    }
+
+    #[test]
+    fn test_cards_behave_like_stripes() {
+        let mut o = Objects::default();
+        let ok = create(&mut o, "pm_card_visa", "automatic");
+        assert_eq!((ok.status, ok.body["status"].as_str(), ok.charged), (200, Some("succeeded"), true));
+        assert_eq!(ok.body["metadata"]["payment_id"], "pay_1");
+        assert_eq!(ok.events[0].0, "payment_intent.succeeded");
+
+        let declined = create(&mut o, "pm_card_chargeDeclined", "automatic");
+        assert_eq!(declined.status, 402);
+        assert_eq!(declined.body["error"]["payment_intent"]["last_payment_error"]["code"], "card_declined");
+        assert!(!declined.charged);
+
+        let sca = create(&mut o, "pm_card_authenticationRequired", "automatic");
+        assert_eq!(sca.body["status"], "requires_action");
+
+        let manual = create(&mut o, "pm_card_visa", "manual");
+        assert_eq!(manual.body["status"], "requires_capture");
+        let id = manual.body["id"].as_str().unwrap().to_string();
+        assert_eq!(o.capture(&id).body["status"], "succeeded");
+        assert_eq!(o.capture(&id).status, 400);
+
+        let slow = create(&mut o, "pm_usBankAccount", "automatic");
+        let id = slow.body["id"].as_str().unwrap().to_string();
+        assert_eq!(slow.body["status"], "processing");
+        assert_eq!(o.settle(&id).unwrap().1["status"], "succeeded");
+        assert!(o.settle(&id).is_none());
+    }
+
+    #[test]
+    fn refunds_never_exceed_what_was_received() {
+        let mut o = Objects::default();
+        let pi = create(&mut o, "pm_card_visa", "automatic").body["id"].as_str().unwrap().to_string();
+        let r = o.create_refund(&params(&[("payment_intent", &pi), ("amount", "600")]));
+        assert_eq!(r.status, 200);
+        assert_eq!(o.create_refund(&params(&[("payment_intent", &pi), ("amount", "500")])).status, 400);
+        assert_eq!(o.create_refund(&params(&[("payment_intent", &pi)])).body["amount"], 400);
+        assert_eq!(o.retrieve_refund(r.body["id"].as_str().unwrap()).status, 200);
+    }
+
+    #[test]
+    fn bad_requests_get_stripe_errors() {
+        let mut o = Objects::default();
+        assert_eq!(o.create_intent(&params(&[("currency", "usd")])).body["error"]["param"], "amount");
+        assert_eq!(create(&mut o, "card_bogus", "automatic").body["error"]["code"], "resource_missing");
+        assert_eq!(o.retrieve("pi_nope").status, 404);
+    }
+}

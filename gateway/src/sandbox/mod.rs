@@ -1,0 +1,229 @@
+//! A Stripe-compatible sandbox: PaymentIntents and refunds in Stripe's form
+//! encoding, id formats, idempotency semantics and error shapes, with webhooks
+//! delivered asynchronously and signed with `Stripe-Signature`. The gateway's
+//! Stripe connector and the official Stripe SDKs talk to it unchanged.
+
+mod delivery;
+mod intents;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::config::SandboxKnobs;
+pub use delivery::WebhookTarget;
+use intents::{Objects, Outcome, Params};
+
+pub struct Sandbox {
+    objects: Mutex<Objects>,
+    idempotency: Mutex<HashMap<String, Stored>>,
+    /// Charges made per idempotency key (or per intent without one): proves no double charge.
+    charges: Mutex<HashMap<String, u32>>,
+    knobs: RwLock<SandboxKnobs>,
+    delivery: delivery::Delivery,
+    rng: Mutex<u64>,
+}
+
+struct Stored {
+    fingerprint: String,
+    status: u16,
+    body: serde_json::Value,
+}
+
+impl Sandbox {
+    pub fn new(knobs: SandboxKnobs, webhooks: Option<WebhookTarget>) -> Arc<Self> {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        Arc::new(Sandbox {
+            objects: Mutex::default(),
+            idempotency: Mutex::default(),
+            charges: Mutex::default(),
+            knobs: RwLock::new(knobs),
+            delivery: delivery::Delivery::new(webhooks),
+            rng: Mutex::new(seed | 1),
+        })
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/payment_intents", post(create_intent))
+            .route("/v1/payment_intents/{id}", get(retrieve_intent))
+            .route("/v1/payment_intents/{id}/{action}", post(act_on_intent))
+            .route("/v1/refunds", post(create_refund))
+            .route("/v1/refunds/{id}", get(retrieve_refund))
+            .route("/_sandbox/charges", get(charges))
+            .route("/_sandbox/config", get(get_config).post(set_config))
+            .with_state(self)
+    }
+
+    fn knobs(&self) -> SandboxKnobs {
+        self.knobs.read().expect("knobs lock").clone()
+    }
+
+    /// A number below `n`, from a xorshift generator (test behaviour only).
+    fn roll(&self, n: u64) -> u64 {
+        let mut s = self.rng.lock().expect("rng lock");
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        if n == 0 { 0 } else { *s % n }
+    }
+
+    /// Everything every API call goes through: auth, latency and error knobs,
+    /// idempotency, then `op` on the objects, then webhooks.
+    async fn call(
+        self: &Arc<Self>,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+        op: impl FnOnce(&mut Objects, &Params) -> Outcome,
+    ) -> Response {
+        let authorized = headers
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .is_some_and(|k| k.starts_with("sk_test_"));
+        if !authorized {
+            return respond(intents::error(401, "invalid_request_error", "api_key_invalid",
+                "Invalid API Key provided: use a test key, sk_test_…", None), false);
+        }
+        let knobs = self.knobs();
+        if knobs.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(knobs.latency_ms)).await;
+        }
+        if self.roll(100) < u64::from(knobs.error_percent) {
+            return respond(intents::error(500, "api_error", "sandbox_injected_error",
+                "An error occurred with our connection to Stripe (injected by the sandbox).", None), false);
+        }
+        let params: Params = match serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) {
+            Ok(pairs) => pairs.into_iter().collect(),
+            Err(_) => return respond(intents::error(400, "invalid_request_error", "parameter_invalid",
+                "The request body is not form-encoded.", None), false),
+        };
+        let key = (*method == Method::POST)
+            .then(|| headers.get("idempotency-key").and_then(|k| k.to_str().ok()))
+            .flatten()
+            .map(|k| format!("{}:{k}", uri.path()));
+        let mut sorted: Vec<_> = params.iter().collect();
+        sorted.sort();
+        let fingerprint = format!("{sorted:?}");
+
+        let outcome = {
+            // One lock for the key table while the call runs, so concurrent
+            // retries with one key see a single result.
+            let mut idempotency = self.idempotency.lock().expect("idempotency lock");
+            if let Some(stored) = key.as_ref().and_then(|k| idempotency.get(k)) {
+                if stored.fingerprint != fingerprint {
+                    return respond(intents::error(400, "idempotency_error", "idempotency_key_in_use",
+                        "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                        None), false);
+                }
+                return respond(Outcome { status: stored.status, body: stored.body.clone(), events: vec![], charged: false }, true);
+            }
+            let outcome = op(&mut self.objects.lock().expect("objects lock"), &params);
+            if let Some(k) = &key {
+                idempotency.insert(k.clone(), Stored { fingerprint, status: outcome.status, body: outcome.body.clone() });
+            }
+            outcome
+        };
+        if outcome.charged {
+            let counted = headers.get("idempotency-key").and_then(|k| k.to_str().ok()).map(str::to_string)
+                .unwrap_or_else(|| outcome.body["id"].as_str().unwrap_or_default().to_string());
+            *self.charges.lock().expect("charges lock").entry(counted).or_default() += 1;
+        }
+        let idempotency_key = headers.get("idempotency-key").and_then(|k| k.to_str().ok()).map(str::to_string);
+        for (kind, object) in &outcome.events {
+            self.deliver(kind, object.clone(), idempotency_key.clone(), &knobs);
+        }
+        if outcome.body["status"] == "processing" {
+            self.settle_later(outcome.body["id"].as_str().unwrap_or_default().to_string(), knobs.async_delay_ms);
+        }
+        respond(outcome, false)
+    }
+
+    fn deliver(self: &Arc<Self>, kind: &'static str, object: serde_json::Value, key: Option<String>, knobs: &SandboxKnobs) {
+        let copies = if self.roll(100) < u64::from(knobs.webhook_duplicate_percent) { 2 } else { 1 };
+        let event = delivery::event(kind, object, key);
+        for _ in 0..copies {
+            let delay = knobs.webhook_delay_ms + self.roll(knobs.webhook_jitter_ms + 1);
+            self.delivery.send(event.clone(), Duration::from_millis(delay));
+        }
+    }
+
+    fn settle_later(self: &Arc<Self>, id: String, after_ms: u64) {
+        let sandbox = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            let settled = sandbox.objects.lock().expect("objects lock").settle(&id);
+            if let Some((kind, object)) = settled {
+                sandbox.deliver(kind, object, None, &sandbox.knobs());
+            }
+        });
+    }
+}
+
+fn respond(outcome: Outcome, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(outcome.body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert("request-id", HeaderValue::from_str(&intents::new_id("req")).expect("ids are ASCII"));
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+type Sb = State<Arc<Sandbox>>;
+
+async fn create_intent(State(sb): Sb, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    sb.call(&method, &uri, &headers, &body, |o, p| o.create_intent(p)).await
+}
+
+async fn retrieve_intent(State(sb): Sb, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    sb.call(&method, &uri, &headers, b"", |o, _| o.retrieve(&id)).await
+}
+
+async fn act_on_intent(
+    State(sb): Sb,
+    Path((id, action)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sb.call(&method, &uri, &headers, &body, |o, p| match action.as_str() {
+        "confirm" => o.confirm(&id, p),
+        "capture" => o.capture(&id),
+        "cancel" => o.cancel(&id),
+        other => intents::error(404, "invalid_request_error", "resource_missing", &format!("Unrecognized request URL: {other}"), None),
+    })
+    .await
+}
+
+async fn create_refund(State(sb): Sb, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    sb.call(&method, &uri, &headers, &body, |o, p| o.create_refund(p)).await
+}
+
+async fn retrieve_refund(State(sb): Sb, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    sb.call(&method, &uri, &headers, b"", |o, _| o.retrieve_refund(&id)).await
+}
+
+async fn charges(State(sb): Sb) -> Json<HashMap<String, u32>> {
+    Json(sb.charges.lock().expect("charges lock").clone())
+}
+
+async fn get_config(State(sb): Sb) -> Json<SandboxKnobs> {
+    Json(sb.knobs())
+}
+
+async fn set_config(State(sb): Sb, Json(knobs): Json<SandboxKnobs>) -> Json<SandboxKnobs> {
+    *sb.knobs.write().expect("knobs lock") = knobs.clone();
+    Json(knobs)
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make run`'s gateway: a login role in payments_gateway, a demo API key, the
+# embedded sandbox's webhook secret, and the gateway itself in the background
+# (restarted so a rebuilt binary takes over). State lives in .run/.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUN_DIR=$ROOT/.run
+PGPORT=${PGPORT:-54315}
+DB=${DB:-payments}
+GATEWAY_PORT=${GATEWAY_PORT:-8080}
+BIN=${GATEWAY_BIN:-$ROOT/target/release/payments-gateway}
+SUPERUSER="host=127.0.0.1 port=$PGPORT user=postgres dbname=$DB"
+
+sql() { /usr/lib/postgresql/15/bin/psql -X -q -tA -v ON_ERROR_STOP=1 "$SUPERUSER" "$@"; }
+
+sql -c "DO \$\$ BEGIN
+          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments_app') THEN
+            CREATE ROLE payments_app LOGIN IN ROLE payments_gateway;
+          END IF;
+        END \$\$"
+
+# The sandbox signs webhooks with this secret; the database verifies them with it.
+if [ ! -s "$RUN_DIR/sandbox-webhook-secret" ] \
+   || [ -z "$(sql -c "SELECT 1 FROM payments.webhook_secrets WHERE provider = 'sandbox' AND retired_at IS NULL
+                       AND secret = '$(cat "$RUN_DIR/sandbox-webhook-secret")'")" ]; then
+  echo "whsec_$(head -c 24 /dev/urandom | base64 | tr -d '/+=')" > "$RUN_DIR/sandbox-webhook-secret"
+  sql -c "SELECT payments.add_webhook_secret('sandbox', 'stripe', '$(cat "$RUN_DIR/sandbox-webhook-secret")')" >/dev/null
+fi
+
+# A demo key with both scopes, kept while it still authenticates.
+if [ ! -s "$RUN_DIR/demo-api-key" ] \
+   || [ -z "$(sql -c "SELECT 1 FROM payments.authenticate_api_key('$(cat "$RUN_DIR/demo-api-key")')")" ]; then
+  sql -c "SELECT api_key FROM payments.create_api_key('make run demo', ARRAY['payments:read', 'payments:write'])" \
+    > "$RUN_DIR/demo-api-key"
+fi
+
+if [ -s "$RUN_DIR/gateway.pid" ] && kill -0 "$(cat "$RUN_DIR/gateway.pid")" 2>/dev/null; then
+  kill "$(cat "$RUN_DIR/gateway.pid")"
+  while kill -0 "$(cat "$RUN_DIR/gateway.pid")" 2>/dev/null; do sleep 0.1; done
+fi
+DATABASE_URL="host=127.0.0.1 port=$PGPORT user=payments_app dbname=$DB" \
+SANDBOX_WEBHOOK_SECRET=$(cat "$RUN_DIR/sandbox-webhook-secret") \
+  nohup "$BIN" serve --listen "127.0.0.1:$GATEWAY_PORT" > "$RUN_DIR/gateway.log" 2>&1 &
+echo $! > "$RUN_DIR/gateway.pid"
+for _ in $(seq 50); do
+  curl -fsS "http://127.0.0.1:$GATEWAY_PORT/readyz" >/dev/null 2>&1 && exit 0
+  sleep 0.1
+done
+echo "the gateway did not become ready; see $RUN_DIR/gateway.log" >&2
+exit 1

@@ -1,0 +1,112 @@
+-- payments: what the HTTP gateway needs: API keys, and claiming work for the
+-- provider reconciler. The gateway holds no payment state; this is where it lives.
+
+-- ---------------------------------------------------------------------------
+-- API keys
+-- ---------------------------------------------------------------------------
+CREATE TABLE payments.api_keys (
+    id         text COLLATE "C" PRIMARY KEY,
+    name       text NOT NULL CHECK (name <> ''),
+    key_hash   bytea NOT NULL UNIQUE,
+    scopes     text[] NOT NULL
+               CHECK (cardinality(scopes) > 0 AND scopes <@ ARRAY['payments:read', 'payments:write']),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz
+);
+COMMENT ON TABLE payments.api_keys IS
+    'Gateway API keys. Only the sha256 of a key is stored; the key itself is shown once, by create_api_key.';
+COMMENT ON COLUMN payments.api_keys.scopes IS 'payments:read (GET routes), payments:write (POST routes).';
+SELECT pg_catalog.pg_extension_config_dump('payments.api_keys', '');
+
+CREATE FUNCTION payments.create_api_key(name text, scopes text[]) RETURNS TABLE (id text, api_key text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_id  text := payments._new_id('key');
+    v_key text := payments._new_token('sk_pay');
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'name is required' USING ERRCODE = 'PM100';
+    END IF;
+    IF scopes IS NULL OR cardinality(scopes) = 0 OR NOT scopes <@ ARRAY['payments:read', 'payments:write'] THEN
+        RAISE EXCEPTION 'scopes must be a non-empty subset of {payments:read, payments:write}' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.api_keys (id, name, key_hash, scopes)
+    VALUES (v_id, name, sha256(convert_to(v_key, 'UTF8')), scopes);
+    RETURN QUERY SELECT v_id, v_key;
+END
+$$;
+COMMENT ON FUNCTION payments.create_api_key(text, text[]) IS
+    'Creates a gateway API key with the given scopes and returns it. The key is shown only this once; only its sha256 is kept.';
+
+CREATE FUNCTION payments.authenticate_api_key(api_key text) RETURNS TABLE (key_id text, scopes text[])
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT k.id, k.scopes FROM payments.api_keys k
+    WHERE k.key_hash = sha256(convert_to(authenticate_api_key.api_key, 'UTF8')) AND k.revoked_at IS NULL;
+END;
+COMMENT ON FUNCTION payments.authenticate_api_key(text) IS
+    'The key id and scopes of a valid, unrevoked API key; no row otherwise. The lookup is by hash, so no key is compared as text.';
+
+CREATE FUNCTION payments.revoke_api_key(id text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE payments.api_keys k SET revoked_at = now() WHERE k.id = revoke_api_key.id AND k.revoked_at IS NULL;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION payments.revoke_api_key(text) IS 'Revokes an API key at once. false if it was unknown or already revoked.';
+
+-- ---------------------------------------------------------------------------
+-- Reading a payment's history over HTTP
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments.list_payment_events(payment_id text) RETURNS SETOF payments.payment_history
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM payments.payments p WHERE p.id = list_payment_events.payment_id) THEN
+        RAISE EXCEPTION 'payment % not found', list_payment_events.payment_id USING ERRCODE = 'PM204';
+    END IF;
+    RETURN QUERY SELECT * FROM payments.payment_history h WHERE h.payment_id = list_payment_events.payment_id ORDER BY h.seq;
+END
+$$;
+COMMENT ON FUNCTION payments.list_payment_events(text) IS 'A payment''s history in order; PM204 when the payment does not exist.';
+
+-- ---------------------------------------------------------------------------
+-- Provider work for the reconciler
+-- ---------------------------------------------------------------------------
+CREATE INDEX payments_awaiting_provider_idx ON payments.payments (updated_at)
+    WHERE status IN ('requires_confirmation', 'processing');
+
+CREATE FUNCTION payments.claim_provider_work(lim int DEFAULT 10, min_age interval DEFAULT '10 seconds')
+RETURNS TABLE (payment_id text, kind text, customer_id text, amount_minor bigint, currency text,
+               payment_method text, capture_method text, description text, provider text, provider_payment_id text,
+               status text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
+    SELECT p.id,
+           CASE WHEN p.provider_payment_id IS NULL THEN 'create' ELSE 'refresh' END,
+           p.customer_id, p.amount_minor, p.currency, p.payment_method, p.capture_method, p.description,
+           p.provider, p.provider_payment_id, p.status
+    FROM payments.payments p
+    WHERE p.status IN ('requires_confirmation', 'processing')
+      AND p.updated_at < now() - min_age
+      AND (p.provider_payment_id IS NOT NULL OR p.payment_method IS NOT NULL)
+    ORDER BY p.updated_at
+    LIMIT lim
+    FOR UPDATE OF p SKIP LOCKED;
+END
+$$;
+COMMENT ON FUNCTION payments.claim_provider_work(int, interval) IS
+    'Payments whose provider state is unknown, untouched for min_age: create (the provider call never completed: retry it with the same idempotency key) or refresh (retrieve the provider''s object). Rows stay locked (FOR UPDATE SKIP LOCKED) until the caller''s transaction ends, so gateway replicas share the work and a killed one''s work is picked up again.';
+
+CREATE FUNCTION payments.record_provider_error(payment_id text, error jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE payments.payments p SET last_error = error, updated_at = now() WHERE p.id = record_provider_error.payment_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', record_provider_error.payment_id USING ERRCODE = 'PM204';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments.record_provider_error(text, jsonb) IS
+    'Notes that a provider call failed (timeout, outage) without changing the status: the payment keeps awaiting the provider, and the reconciler tries again after min_age.';

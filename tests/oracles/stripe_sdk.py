@@ -1,0 +1,35 @@
+"""The official Stripe Python SDK against the sandbox (api_base). Prints JSON."""
+
+import json
+import sys
+import uuid
+
+import stripe
+
+stripe.api_key = "sk_test_sdk"
+stripe.api_base = sys.argv[1]
+stripe.max_network_retries = 0
+
+key = str(uuid.uuid4())
+pi = stripe.PaymentIntent.create(
+    amount=2000, currency="usd", payment_method="pm_card_visa", confirm=True,
+    metadata={"order": "42"}, idempotency_key=key,
+)
+again = stripe.PaymentIntent.create(
+    amount=2000, currency="usd", payment_method="pm_card_visa", confirm=True,
+    metadata={"order": "42"}, idempotency_key=key,
+)
+retrieved = stripe.PaymentIntent.retrieve(pi.id)
+try:
+    stripe.PaymentIntent.create(amount=500, currency="usd", payment_method="pm_card_chargeDeclined", confirm=True)
+    declined = None
+except stripe.CardError as e:
+    declined = e.code
+refund = stripe.Refund.create(payment_intent=pi.id, amount=500)
+print(json.dumps({
+    "created": pi.status,
+    "retrieved": retrieved.status,
+    "replayed_same_id": again.id == pi.id,
+    "declined_code": declined,
+    "refund": stripe.Refund.retrieve(refund.id).status,
+}))
