@@ -11,7 +11,7 @@ export PGPORT DB GATEWAY_PORT
 # A server started with RUST_BACKTRACE set appends backtraces to error DETAIL.
 unexport RUST_BACKTRACE
 
-.PHONY: run test setup install install-debug db stop unit pgrx-test e2e
+.PHONY: run test setup install install-debug db stop unit pgrx-test e2e bench bench-smoke
 
 run: setup install
 	cargo build --release --package payments-gateway
@@ -20,8 +20,20 @@ run: setup install
 	@scripts/run-gateway.sh
 	@scripts/run-banner.sh
 
-test: setup unit pgrx-test install-debug e2e
+test: setup unit pgrx-test install-debug e2e bench-smoke
 	@echo "make test: all suites passed"
+
+# The full benchmark (about half an hour; not part of make test). See bench/README.md.
+bench: setup install
+	cargo build --release --package payments-gateway
+	@scripts/cluster.sh start
+	python3 bench/bench.py
+
+# Seconds: proves the benchmark harness still works, against the debug builds.
+bench-smoke:
+	cargo build --package payments-gateway
+	@scripts/cluster.sh start
+	python3 bench/bench.py --smoke --out $(CURDIR)/.run/bench-smoke --gateway-bin $(CURDIR)/target/debug/payments-gateway
 
 setup:
 	@scripts/setup.sh

@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""make bench: the SQL functions beside a bare INSERT, the gateway beside the
+same work in SQL, and growth to 10M payments, in one run on one cluster.
+
+Results are ratios first (this machine is shared and noisy; absolute numbers
+drift). Writes bench/results/<stamp>.{md,json} and bench/results/latest.md.
+
+usage: bench.py [--smoke] [--out DIR]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PG_BIN = "/usr/lib/postgresql/15/bin"
+PORT = os.environ.get("PGPORT", "54315")
+DB = "payments_bench"
+SECRET = "whsec_bench"
+
+
+def psql(sql, db=DB):
+    out = subprocess.run(
+        [f"{PG_BIN}/psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", PORT,
+         "-U", "postgres", "-d", db, "-c", sql],
+        capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"bench: psql failed: {out.stderr.strip()}\n{sql}")
+    return out.stdout.strip()
+
+
+def pgbench(script, clients, seconds, log_latencies=False):
+    """Runs one pgbench script; returns tps, mean latency and (with a log) p50/p99 in ms."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp, "script.sql")
+        path.write_text(script)
+        os.chmod(tmp, 0o755)
+        cmd = [f"{PG_BIN}/pgbench", "-n", "-M", "prepared", "-h", "127.0.0.1", "-p", PORT, "-U", "postgres",
+               "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), "-f", str(path), DB]
+        if log_latencies:
+            cmd += ["-l", f"--log-prefix={tmp}/log"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp).stdout
+        result = {
+            "tps": float(re.search(r"tps = ([\d.]+) \(without initial", out).group(1)),
+            "latency_ms": float(re.search(r"latency average = ([\d.]+) ms", out).group(1)),
+            "failed": int((re.search(r"number of failed transactions: (\d+)", out) or [0, 0])[1]),
+        }
+        if log_latencies:
+            lat = sorted(int(line.split()[2]) for f in pathlib.Path(tmp).glob("log.*") for line in f.open())
+            result["p50_ms"] = lat[len(lat) // 2] / 1000
+            result["p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000
+        return result
+
+
+SETUP = f"""
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE SCHEMA IF NOT EXISTS bench;
+CREATE TABLE IF NOT EXISTS bench.bare_payments (LIKE payments.payments INCLUDING ALL);
+CREATE TABLE IF NOT EXISTS bench.events (n bigint PRIMARY KEY, headers jsonb NOT NULL, body bytea NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS bench.event_seq;
+CREATE TABLE IF NOT EXISTS bench.verify_sample AS
+    SELECT 'whsec_bench'::text AS secret, 1700000000::bigint AS t, convert_to(repeat('x', 600), 'UTF8') AS body;
+ALTER TABLE bench.verify_sample ADD COLUMN IF NOT EXISTS sig text;
+ALTER TABLE bench.verify_sample ADD COLUMN IF NOT EXISTS headers jsonb;
+UPDATE bench.verify_sample SET
+    sig = encode(hmac(convert_to(t || '.', 'UTF8') || body, convert_to(secret, 'UTF8'), 'sha256'), 'hex'),
+    headers = jsonb_build_object('Stripe-Signature',
+        't=' || t || ',v1=' || encode(hmac(convert_to(t || '.', 'UTF8') || body, convert_to(secret, 'UTF8'), 'sha256'), 'hex'));
+SELECT payments.add_webhook_secret('bench', 'stripe', '{SECRET}')
+WHERE NOT EXISTS (SELECT FROM payments.webhook_secrets WHERE provider = 'bench');
+SELECT count(*) FROM generate_series(1, 10000) g,
+    LATERAL payments.create_payment('replay-' || g, 'cust_replay', 10.00, 'USD');
+"""
+
+SCRIPTS = {
+    "a": ("bare INSERT into a payments-shaped table",
+          "\\set c random(1, 10000)\n"
+          "INSERT INTO bench.bare_payments (id, customer_id, amount_minor, currency, status, capture_method) "
+          "VALUES ('pay_' || gen_random_uuid(), 'cust_' || :c, 4999, 'USD', 'requires_payment_method', 'automatic');\n"),
+    "b": ("payments.create_payment, fresh keys",
+          "\\set c random(1, 10000)\n"
+          "SELECT id FROM payments.create_payment(gen_random_uuid()::text, 'cust_' || :c, 49.99, 'USD');\n"),
+    "c": ("payments.create_payment, replays",
+          "\\set i random(1, 10000)\n"
+          "SELECT id FROM payments.create_payment('replay-' || :i, 'cust_replay', 10.00, 'USD');\n"),
+    "d": ("payments.ingest_webhook, fresh signed events to succeeded",
+          "SELECT payments.ingest_webhook('bench', e.headers, e.body) FROM bench.events e "
+          "WHERE e.n = nextval('bench.event_seq');\n"),
+    "e": ("payments.verify_webhook_signature ×100",
+          "SELECT count(*) FROM generate_series(1, 100) g, bench.verify_sample s "
+          "WHERE payments.verify_webhook_signature('stripe', s.secret, s.headers, s.body, '100 years', to_timestamp(s.t));\n"),
+    "e_pgcrypto": ("the same HMAC with pgcrypto in SQL ×100",
+          "SELECT count(*) FROM generate_series(1, 100) g, bench.verify_sample s "
+          "WHERE encode(hmac(convert_to(s.t || '.', 'UTF8') || s.body, convert_to(s.secret, 'UTF8'), 'sha256'), 'hex') = s.sig;\n"),
+    "f": ("create_payment + record_provider_result (the gateway's SQL)",
+          "\\set c random(1, 10000)\n"
+          "SELECT id AS pid FROM payments.create_payment(gen_random_uuid()::text, 'cust_' || :c, 49.99, 'USD', 'pm_card_visa') \\gset\n"
+          "SELECT status FROM payments.record_provider_result(:pid, 'bench', 'pi_' || :pid, 'succeeded', "
+          "'{\"object\": \"payment_intent\", \"status\": \"succeeded\"}');\n"),
+}
+
+
+def prepare_events(count):
+    """`count` linked payments and, for each, a freshly signed payment_intent.succeeded event."""
+    start = int(psql("SELECT coalesce(max(n), 0) FROM bench.events")) + 1
+    end = start + count - 1
+    psql(f"""
+        SELECT count(*)
+        FROM generate_series({start}, {end}) g,
+             LATERAL payments.create_payment('ingest-' || g, 'cust_ingest', 10, 'USD', 'pm_card_visa') p,
+             LATERAL payments.record_provider_result(p.id, 'bench', 'pi_ingest_' || g, 'requires_confirmation', '{{}}') r;
+        INSERT INTO bench.events (n, headers, body)
+        SELECT g, jsonb_build_object('Stripe-Signature',
+                   't=' || t || ',v1=' || encode(hmac(convert_to(t || '.', 'UTF8') || b, '{SECRET}', 'sha256'), 'hex')), b
+        FROM generate_series({start}, {end}) g,
+             LATERAL (SELECT floor(extract(epoch FROM now()))::bigint AS t) ts,
+             LATERAL (SELECT convert_to(jsonb_build_object('id', 'evt_bench_' || g, 'object', 'event',
+                 'type', 'payment_intent.succeeded', 'created', t,
+                 'data', jsonb_build_object('object', jsonb_build_object('id', 'pi_ingest_' || g,
+                     'object', 'payment_intent', 'status', 'succeeded')))::text, 'UTF8') AS b) body;
+        SELECT setval('bench.event_seq', {start}, false);
+    """)
+
+
+def preload(size):
+    """Grows payments.payments (with creation events) to `size` rows, without the API."""
+    have = int(psql("SELECT count(*) FROM payments.payments"))
+    step = 1_000_000
+    while have < size:
+        n = min(step, size - have)
+        psql(f"""
+            WITH p AS (
+                INSERT INTO payments.payments (id, customer_id, amount_minor, currency, status, capture_method)
+                SELECT payments._new_id('pay'), 'cust_' || (g % 100000), 1000 + g % 5000, 'USD',
+                       'requires_payment_method', 'automatic'
+                FROM generate_series({have + 1}, {have + n}) g
+                RETURNING id, status, created_at)
+            INSERT INTO payments.payment_events
+                (payment_id, seq, from_status, to_status, applied, source, reason, data, created_at, prev_hash, hash)
+            SELECT p.id, 1, NULL, p.status, true, 'api', 'created', '{{}}', p.created_at, NULL,
+                   payments._event_hash(NULL, p.id, 1, NULL, p.status, true, 'api', 'created', '{{}}',
+                                        payments._epoch_micros(p.created_at))
+            FROM p;
+        """)
+        have += n
+    psql("VACUUM ANALYZE payments.payments")
+    psql("VACUUM ANALYZE payments.payment_events")
+    percent = min(100.0, 20_000 * 100.0 / size)
+    psql("DROP TABLE IF EXISTS bench.sample_ids; CREATE TABLE bench.sample_ids AS "
+         f"SELECT row_number() OVER () AS n, id, customer_id FROM payments.payments TABLESAMPLE BERNOULLI ({percent}) "
+         "LIMIT 10000; CREATE UNIQUE INDEX ON bench.sample_ids (n);")
+    return int(psql("SELECT count(*) FROM bench.sample_ids"))
+
+
+def wrk(url, seconds, connections, lua=None, headers=()):
+    cmd = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(lua or "")
+    if lua:
+        cmd += ["-s", f.name]
+    out = subprocess.run(cmd + [url], check=True, capture_output=True, text=True).stdout
+    os.unlink(f.name)
+
+    def ms(label):
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": ms("50"),
+            "p99_ms": ms("99"), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def gateway_bench(seconds, connections, binary):
+    key = psql("SELECT api_key FROM payments.create_api_key('bench', ARRAY['payments:read', 'payments:write'])")
+    env = dict(os.environ, DATABASE_URL=f"host=127.0.0.1 port={PORT} user=postgres dbname={DB}",
+               GATEWAY_POOL_SIZE=str(connections), GATEWAY_POOL_WAIT_MS="2000", RUST_LOG="warn",
+               RECONCILE_INTERVAL_MS="3600000")
+    env.pop("SANDBOX_WEBHOOK_SECRET", None)
+    proc = subprocess.Popen([str(binary), "serve", "--listen", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[2]
+        run = f"{time.time_ns():x}"
+        lua = f"""
+wrk.method = "POST"
+wrk.body = '{{"customer_id": "cust_gw", "amount": "49.99", "currency": "USD", "payment_method": "pm_card_visa"}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function init(args) counter = 0 end
+function request()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = "{run}-" .. tid .. "-" .. counter
+  return wrk.format()
+end
+"""
+        post = wrk(f"{url}/v1/payments", seconds, connections, lua=lua)
+        payment = psql("SELECT id FROM payments.payments WHERE customer_id = 'cust_gw' LIMIT 1")
+        get = wrk(f"{url}/v1/payments/{payment}", seconds, connections, headers=[f"Authorization: Bearer {key}"])
+        rss_kib = int(re.search(r"VmHWM:\s+(\d+)", pathlib.Path(f"/proc/{proc.pid}/status").read_text()).group(1))
+        return {"post": post, "get": get, "peak_rss_mib": round(rss_kib / 1024, 1)}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="seconds, tiny sizes: proves the harness works")
+    ap.add_argument("--out", default=str(ROOT / "bench/results"))
+    ap.add_argument("--gateway-bin", default=str(ROOT / "target/release/payments-gateway"))
+    args = ap.parse_args()
+    seconds = 1 if args.smoke else 10
+    clients = [1, 4] if args.smoke else [1, 8, 32]
+    sizes = [2_000, 5_000] if args.smoke else [100_000, 1_000_000, 10_000_000]
+    mid = clients[-1] if args.smoke else 8
+
+    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")
+    psql(f"CREATE DATABASE {DB}", db="postgres")
+    psql("CREATE EXTENSION payments")
+    psql(f"ALTER DATABASE {DB} SET payments.webhook_tolerance = '1 day'")
+    psql(SETUP)
+
+    results = {"sql": {}, "machine": {
+        "cores": os.cpu_count(), "postgres": psql("SHOW server_version"),
+        "settings": dict(line.split("|") for line in psql(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', "
+            "'max_wal_size', 'wal_level', 'checkpoint_timeout', 'work_mem') ORDER BY name").splitlines()),
+        "smoke": args.smoke, "seconds_per_run": seconds,
+    }}
+    for c in clients:
+        row = {}
+        for name in ["a", "b", "c", "e", "e_pgcrypto", "f"]:
+            row[name] = pgbench(SCRIPTS[name][1], c, seconds)
+        prepare_events(int(row["b"]["tps"] * seconds * 1.5) + 100)
+        row["d"] = pgbench(SCRIPTS["d"][1], c, seconds)
+        applied = psql("SELECT count(*) FROM payments.webhook_events WHERE result = 'applied'")
+        row["d"]["applied_total"] = int(applied)
+        results["sql"][c] = row
+        print(f"clients={c}: " + ", ".join(f"{k}={v['tps']:.0f} tps" for k, v in row.items()), flush=True)
+
+    results["gateway"] = gateway_bench(seconds, mid, args.gateway_bin)
+    results["gateway"]["connections"] = mid
+    print(f"gateway: {results['gateway']}", flush=True)
+
+    results["growth"] = {}
+    for size in sizes:
+        t0 = time.time()
+        samples = preload(size)
+        load_s = time.time() - t0
+        get = "\\set n random(1, %d)\nSELECT * FROM payments.get_payment((SELECT id FROM bench.sample_ids WHERE n = :n));\n" % samples
+        lst = ("\\set n random(1, %d)\nSELECT * FROM payments.list_payments("
+               "(SELECT customer_id FROM bench.sample_ids WHERE n = :n), NULL, 50);\n" % samples)
+        results["growth"][size] = {
+            "preload_seconds": round(load_s, 1),
+            "create_tps": pgbench(SCRIPTS["b"][1], mid, seconds)["tps"],
+            "get": pgbench(get, mid, seconds, log_latencies=True),
+            "list": pgbench(lst, mid, seconds, log_latencies=True),
+        }
+        print(f"growth {size}: {results['growth'][size]}", flush=True)
+
+    write(results, pathlib.Path(args.out))
+
+
+def ratio(x, y):
+    return x / y if y else float("nan")
+
+
+def write(r, out):
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    lines = [f"# make bench — {stamp}", "",
+             f"{r['machine']['cores']} cores, PostgreSQL {r['machine']['postgres']}, "
+             f"settings {r['machine']['settings']}, {r['machine']['seconds_per_run']} s per run"
+             + (" (SMOKE: numbers mean nothing)" if r["machine"]["smoke"] else ""), "",
+             "## SQL level (pgbench, transactions per second)", "",
+             "| clients | (a) bare INSERT | (b) create_payment | b/a | (c) replay | c/a | (d) ingest_webhook | d/a | (e) verify/s | pgcrypto HMAC/s | e/pgcrypto | (f) create+record |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c, row in r["sql"].items():
+        a = row["a"]["tps"]
+        lines.append(
+            f"| {c} | {a:.0f} | {row['b']['tps']:.0f} | {ratio(row['b']['tps'], a):.2f} | {row['c']['tps']:.0f} | "
+            f"{ratio(row['c']['tps'], a):.2f} | {row['d']['tps']:.0f} | {ratio(row['d']['tps'], a):.2f} | "
+            f"{row['e']['tps'] * 100:.0f} | {row['e_pgcrypto']['tps'] * 100:.0f} | "
+            f"{ratio(row['e']['tps'], row['e_pgcrypto']['tps']):.2f} | {row['f']['tps']:.0f} |")
+    g = r["gateway"]
+    f_same = r["sql"].get(g["connections"], list(r["sql"].values())[-1])["f"]["tps"]
+    lines += ["", f"## Gateway (wrk, {g['connections']} connections, embedded sandbox, no added latency)", "",
+              "| route | req/s | p50 ms | p99 ms | non-2xx | ratio |", "|---|---|---|---|---|---|",
+              f"| POST /v1/payments | {g['post']['rps']:.0f} | {g['post']['p50_ms']:.2f} | {g['post']['p99_ms']:.2f} | "
+              f"{g['post']['non_2xx']} | {ratio(g['post']['rps'], f_same):.2f} of (f) |",
+              f"| GET /v1/payments/{{id}} | {g['get']['rps']:.0f} | {g['get']['p50_ms']:.2f} | {g['get']['p99_ms']:.2f} | "
+              f"{g['get']['non_2xx']} | |", "", f"Gateway peak RSS: {g['peak_rss_mib']} MiB", "",
+              "## Growth", "",
+              "| payments | preload s | (b) tps | get p50 ms | get p99 ms | list p50 ms | list p99 ms |",
+              "|---|---|---|---|---|---|---|"]
+    for size, row in r["growth"].items():
+        lines.append(f"| {size:,} | {row['preload_seconds']} | {row['create_tps']:.0f} | {row['get']['p50_ms']:.2f} | "
+                     f"{row['get']['p99_ms']:.2f} | {row['list']['p50_ms']:.2f} | {row['list']['p99_ms']:.2f} |")
+    sizes = list(r["growth"])
+    first, last = r["growth"][sizes[0]], r["growth"][sizes[-1]]
+    lines += ["", f"p99 at {sizes[-1]:,} vs {sizes[0]:,}: get {ratio(last['get']['p99_ms'], first['get']['p99_ms']):.2f}×, "
+                  f"list {ratio(last['list']['p99_ms'], first['list']['p99_ms']):.2f}×", ""]
+    text = "\n".join(lines)
+    (out / f"{stamp}.md").write_text(text)
+    (out / f"{stamp}.json").write_text(json.dumps(r, indent=2, default=str))
+    (out / "latest.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
