@@ -93,7 +93,7 @@ SCRIPTS = {
           "SELECT id FROM payments.create_payment('replay-' || :i, 'cust_replay', 10.00, 'USD');\n"),
     "d": ("payments.ingest_webhook, fresh signed events to succeeded",
           "SELECT payments.ingest_webhook('bench', e.headers, e.body) FROM bench.events e "
-          "WHERE e.n = nextval('bench.event_seq');\n"),
+          "WHERE e.n = (SELECT nextval('bench.event_seq'));\n"),
     "e": ("payments.verify_webhook_signature ×100",
           "SELECT count(*) FROM generate_series(1, 100) g, bench.verify_sample s "
           "WHERE payments.verify_webhook_signature('stripe', s.secret, s.headers, s.body, '100 years', to_timestamp(s.t));\n"),
@@ -110,24 +110,26 @@ SCRIPTS = {
 
 def prepare_events(count):
     """`count` linked payments and, for each, a freshly signed payment_intent.succeeded event."""
-    start = int(psql("SELECT coalesce(max(n), 0) FROM bench.events")) + 1
-    end = start + count - 1
-    psql(f"""
-        SELECT count(*)
-        FROM generate_series({start}, {end}) g,
-             LATERAL payments.create_payment('ingest-' || g, 'cust_ingest', 10, 'USD', 'pm_card_visa') p,
-             LATERAL payments.record_provider_result(p.id, 'bench', 'pi_ingest_' || g, 'requires_confirmation', '{{}}') r;
-        INSERT INTO bench.events (n, headers, body)
-        SELECT g, jsonb_build_object('Stripe-Signature',
-                   't=' || t || ',v1=' || encode(hmac(convert_to(t || '.', 'UTF8') || b, '{SECRET}', 'sha256'), 'hex')), b
-        FROM generate_series({start}, {end}) g,
-             LATERAL (SELECT floor(extract(epoch FROM now()))::bigint AS t) ts,
-             LATERAL (SELECT convert_to(jsonb_build_object('id', 'evt_bench_' || g, 'object', 'event',
-                 'type', 'payment_intent.succeeded', 'created', t,
-                 'data', jsonb_build_object('object', jsonb_build_object('id', 'pi_ingest_' || g,
-                     'object', 'payment_intent', 'status', 'succeeded')))::text, 'UTF8') AS b) body;
-        SELECT setval('bench.event_seq', {start}, false);
-    """)
+    first = int(psql("SELECT coalesce(max(n), 0) FROM bench.events")) + 1
+    # Batches: each link takes an advisory lock, held to the end of its transaction.
+    for start in range(first, first + count, 2000):
+        end = min(start + 1999, first + count - 1)
+        psql(f"""
+            SELECT count(*)
+            FROM generate_series({start}, {end}) g,
+                 LATERAL payments.create_payment('ingest-' || g, 'cust_ingest', 10, 'USD', 'pm_card_visa') p,
+                 LATERAL payments.record_provider_result(p.id, 'bench', 'pi_ingest_' || g, 'requires_confirmation', '{{}}') r;
+            INSERT INTO bench.events (n, headers, body)
+            SELECT g, jsonb_build_object('Stripe-Signature',
+                       't=' || t || ',v1=' || encode(hmac(convert_to(t || '.', 'UTF8') || b, '{SECRET}', 'sha256'), 'hex')), b
+            FROM generate_series({start}, {end}) g,
+                 LATERAL (SELECT floor(extract(epoch FROM now()))::bigint AS t) ts,
+                 LATERAL (SELECT convert_to(jsonb_build_object('id', 'evt_bench_' || g, 'object', 'event',
+                     'type', 'payment_intent.succeeded', 'created', t,
+                     'data', jsonb_build_object('object', jsonb_build_object('id', 'pi_ingest_' || g,
+                         'object', 'payment_intent', 'status', 'succeeded')))::text, 'UTF8') AS b) body;
+        """)
+    psql(f"SELECT setval('bench.event_seq', {first}, false)")
 
 
 def preload(size):

@@ -6,7 +6,7 @@
 -- Money
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION payments.to_minor(amount numeric, currency text) RETURNS bigint
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
     minor bigint := payments._to_minor(amount, currency);
     err text[];
@@ -47,22 +47,25 @@ COMMENT ON FUNCTION payments._request_fingerprint(text, bigint, text, text, text
     'Internal: sha256 of the canonical create_payment parameters an idempotency key binds.';
 
 CREATE FUNCTION payments._epoch_micros(ts timestamptz) RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE PARALLEL SAFE
 RETURN (extract(epoch FROM ts) * 1000000)::bigint;
 COMMENT ON FUNCTION payments._epoch_micros(timestamptz) IS 'Internal: a timestamp as exact Unix microseconds, as event hashes encode it.';
 
 CREATE FUNCTION payments._append_event(p_payment_id text, p_from text, p_to text, p_applied boolean,
                                        p_source text, p_reason text, p_data jsonb) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
-    v_seq  bigint;
+    v_seq  bigint := 0;
     v_prev bytea;
     v_now  timestamptz := now();
 BEGIN
-    -- Callers hold the payment's row lock, so the chain head cannot move under us.
-    SELECT e.seq, e.hash INTO v_seq, v_prev
-    FROM payments.payment_events e WHERE e.payment_id = p_payment_id ORDER BY e.seq DESC LIMIT 1;
-    v_seq := coalesce(v_seq, 0) + 1;
+    -- A creation (no from status) starts the chain; otherwise the caller holds
+    -- the payment's row lock, so the chain head cannot move under us.
+    IF p_from IS NOT NULL THEN
+        SELECT e.seq, e.hash INTO v_seq, v_prev
+        FROM payments.payment_events e WHERE e.payment_id = p_payment_id ORDER BY e.seq DESC LIMIT 1;
+    END IF;
+    v_seq := v_seq + 1;
     INSERT INTO payments.payment_events
         (payment_id, seq, from_status, to_status, applied, source, reason, data, created_at, prev_hash, hash)
     VALUES (p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason, p_data, v_now, v_prev,
@@ -75,7 +78,7 @@ COMMENT ON FUNCTION payments._append_event(text, text, text, boolean, text, text
 
 CREATE FUNCTION payments._transition(p_payment_id text, p_to text, p_source text, p_reason text,
                                      p_data jsonb, p_last_error jsonb) RETURNS text
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     v_from     text;
     v_decision text;
@@ -112,7 +115,7 @@ COMMENT ON FUNCTION payments._transition(text, text, text, text, jsonb, jsonb) I
     'Internal: locks the payment, asks the state machine, and applies, ignores or refuses the move. Returns applied | noop | ignored.';
 
 CREATE FUNCTION payments._result(p_payment_id text, p_outcome text) RETURNS SETOF payments.payment_result
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT d.*, p_outcome FROM payments.payment_details d WHERE d.id = p_payment_id;
 END;
@@ -154,7 +157,10 @@ BEGIN
     IF v_capture NOT IN ('automatic', 'manual') THEN
         RAISE EXCEPTION 'capture_method must be automatic or manual, not %', quote_literal(v_capture) USING ERRCODE = 'PM100';
     END IF;
-    v_minor := payments.to_minor(amount, currency);
+    v_minor := payments._to_minor(amount, currency);
+    IF v_minor IS NULL THEN
+        PERFORM payments.to_minor(amount, currency);  -- raises the precise error
+    END IF;
     v_fp := payments._request_fingerprint(customer_id, v_minor, v_currency, payment_method, description,
                                           v_metadata::text, v_capture);
 
@@ -207,10 +213,7 @@ COMMENT ON FUNCTION payments.get_payment(text) IS 'One payment by id; PM204 when
 CREATE FUNCTION payments.list_payments(customer_id text DEFAULT NULL, status text DEFAULT NULL,
                                        lim int DEFAULT 50, starting_after text DEFAULT NULL)
 RETURNS SETOF payments.payment_details
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
--- Plan each call for its own arguments, so an absent filter costs nothing and a present one uses its index.
-SET plan_cache_mode = force_custom_plan AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
         RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
@@ -219,13 +222,29 @@ BEGIN
        AND NOT EXISTS (SELECT FROM payments.statuses() s WHERE s.status = list_payments.status) THEN
         RAISE EXCEPTION 'unknown status %', quote_literal(list_payments.status) USING ERRCODE = 'PM100';
     END IF;
-    RETURN QUERY
-    SELECT * FROM payments.payment_details d
-    WHERE (list_payments.customer_id IS NULL OR d.customer_id = list_payments.customer_id)
-      AND (list_payments.status IS NULL OR d.status = list_payments.status)
-      AND (starting_after IS NULL OR d.id < starting_after COLLATE "C")
-    ORDER BY d.id DESC
-    LIMIT lim;
+    -- Each filter shape orders by the columns of its index, so the newest
+    -- page is an index range scan whatever the customer's or status's size.
+    IF list_payments.customer_id IS NOT NULL THEN
+        RETURN QUERY
+        SELECT * FROM payments.payment_details d
+        WHERE d.customer_id = list_payments.customer_id
+          AND (list_payments.status IS NULL OR d.status = list_payments.status)
+          AND (starting_after IS NULL OR d.id < starting_after)
+        ORDER BY d.customer_id, d.id DESC
+        LIMIT lim;
+    ELSIF list_payments.status IS NOT NULL THEN
+        RETURN QUERY
+        SELECT * FROM payments.payment_details d
+        WHERE d.status = list_payments.status AND (starting_after IS NULL OR d.id < starting_after)
+        ORDER BY d.status, d.id DESC
+        LIMIT lim;
+    ELSE
+        RETURN QUERY
+        SELECT * FROM payments.payment_details d
+        WHERE starting_after IS NULL OR d.id < starting_after
+        ORDER BY d.id DESC
+        LIMIT lim;
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION payments.list_payments(text, text, int, text) IS
@@ -246,13 +265,13 @@ COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
     'The only way a status changes. source is api | provider | webhook | admin | system. A move the state machine forbids is an error (PM202) for api, admin and system; for provider and webhook reports it is recorded as ignored and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
 
 CREATE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text) RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
+LANGUAGE sql
 RETURN pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('payments/' || p_provider || '/' || p_provider_payment_id, 0));
 COMMENT ON FUNCTION payments._lock_provider_payment(text, text) IS
     'Internal: serialises everything about one provider payment id (linking it, matching webhooks to it) for the rest of the transaction. Taken before any payment row lock, so lock order is always the same.';
 
 CREATE FUNCTION payments._link_provider(p_payment_id text, p_provider text, p_provider_payment_id text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     v_linked payments.payments%ROWTYPE;
 BEGIN

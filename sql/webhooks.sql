@@ -4,27 +4,10 @@
 -- ---------------------------------------------------------------------------
 -- Signature verification (pure; any SQL client)
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION payments.webhook_signature_failure(scheme text, secret text, headers jsonb, body bytea,
-                                                   tolerance interval DEFAULT '5 minutes',
-                                                   at timestamptz DEFAULT now())
-RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-RETURN payments._webhook_signature_failure(scheme, secret, headers, body,
-                                           extract(epoch FROM tolerance)::bigint,
-                                           floor(extract(epoch FROM at))::bigint);
 COMMENT ON FUNCTION payments.webhook_signature_failure(text, text, jsonb, bytea, interval, timestamptz) IS
     'Why a webhook does not verify, or NULL when it does: missing_header | malformed_header | no_matching_signature | timestamp_too_old | timestamp_in_future | unknown_scheme | invalid_secret. Schemes: stripe (Stripe-Signature), standard (Standard Webhooks 1.0). Header names match in any case; signatures are compared in constant time; the signature is checked before the timestamp.';
-
-CREATE FUNCTION payments.verify_webhook_signature(scheme text, secret text, headers jsonb, body bytea,
-                                                  tolerance interval DEFAULT '5 minutes',
-                                                  at timestamptz DEFAULT now())
-RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-RETURN payments.webhook_signature_failure(scheme, secret, headers, body, tolerance, at) IS NULL;
 COMMENT ON FUNCTION payments.verify_webhook_signature(text, text, jsonb, bytea, interval, timestamptz) IS
     'true when body (the exact bytes received) carries a valid signature by secret under scheme, timestamped within tolerance of at in either direction. payments.webhook_signature_failure tells why not.';
-COMMENT ON FUNCTION payments._webhook_signature_failure(text, text, jsonb, bytea, bigint, bigint) IS
-    'Internal: webhook_signature_failure with the tolerance and time in Unix seconds.';
 COMMENT ON FUNCTION payments._webhook_secret_failure(text, text) IS 'Internal: why a secret cannot be used with a scheme, or NULL.';
 COMMENT ON FUNCTION payments._stripe_event_status(text) IS 'Internal: the payment status a Stripe event type reports, or NULL.';
 COMMENT ON FUNCTION payments._is_json_object(bytea) IS 'Internal: whether bytes are UTF-8 JSON with an object at the top.';
@@ -133,7 +116,7 @@ SELECT pg_catalog.pg_extension_config_dump('payments.webhook_pending', '');
 
 CREATE FUNCTION payments._apply_pending_webhooks(p_payment_id text, p_provider text, p_provider_payment_id text)
 RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     w payments.webhook_pending%ROWTYPE;
 BEGIN

@@ -34,7 +34,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/webhooks.sql",
     name = "webhooks",
-    requires = ["api", webhook_signature_failure, webhook_secret_failure, stripe_event_status, is_json_object]
+    requires = ["api", webhook_signature_failure, verify_webhook_signature, webhook_secret_failure, stripe_event_status, is_json_object]
 );
 extension_sql_file!("../../sql/views.sql", name = "views", requires = ["webhooks"]);
 extension_sql_file!("../../sql/gateway.sql", name = "gateway", requires = ["views", new_token]);
@@ -157,17 +157,17 @@ fn request_fingerprint(
 
 // ---- webhooks ------------------------------------------------------------------
 
-/// NULL when the message verifies, else why not: `missing_header`,
+/// Why a webhook does not verify, or NULL when it does: `missing_header`,
 /// `malformed_header`, `no_matching_signature`, `timestamp_too_old`,
 /// `timestamp_in_future`, `unknown_scheme` or `invalid_secret`.
-#[pg_extern(immutable, parallel_safe, name = "_webhook_signature_failure")]
+#[pg_extern(stable, parallel_safe)]
 fn webhook_signature_failure(
     scheme: &str,
     secret: &str,
     headers: pgrx::JsonB,
     body: &[u8],
-    tolerance_secs: i64,
-    at_unix: i64,
+    tolerance: default!(Interval, "'5 minutes'"),
+    at: default!(TimestampWithTimeZone, "now()"),
 ) -> Option<&'static str> {
     let Some(scheme) = webhook::Scheme::parse(scheme) else {
         return Some(webhook::Failure::UnknownScheme.as_str());
@@ -183,8 +183,29 @@ fn webhook_signature_failure(
             .collect(),
         _ => return Some(webhook::Failure::MalformedHeader.as_str()),
     };
+    let tolerance_secs = i64::try_from(tolerance.as_micros() / 1_000_000).unwrap_or(i64::MAX);
     let message = webhook::Message { headers: &pairs, body };
-    webhook::verify(scheme, secret, &message, tolerance_secs, at_unix).err().map(webhook::Failure::as_str)
+    webhook::verify(scheme, secret, &message, tolerance_secs, unix_seconds(at)).err().map(webhook::Failure::as_str)
+}
+
+/// true when `body` carries a valid signature by `secret` under `scheme`,
+/// timestamped within `tolerance` of `at` in either direction.
+#[pg_extern(stable, parallel_safe)]
+fn verify_webhook_signature(
+    scheme: &str,
+    secret: &str,
+    headers: pgrx::JsonB,
+    body: &[u8],
+    tolerance: default!(Interval, "'5 minutes'"),
+    at: default!(TimestampWithTimeZone, "now()"),
+) -> bool {
+    webhook_signature_failure(scheme, secret, headers, body, tolerance, at).is_none()
+}
+
+/// Seconds since 1970 (floored) of a PostgreSQL timestamp (microseconds since 2000).
+fn unix_seconds(at: TimestampWithTimeZone) -> i64 {
+    const UNIX_TO_PG_EPOCH_MICROS: i64 = 946_684_800 * 1_000_000;
+    at.into_inner().saturating_add(UNIX_TO_PG_EPOCH_MICROS).div_euclid(1_000_000)
 }
 
 /// NULL when `secret` is usable with `scheme`, else the reason.
