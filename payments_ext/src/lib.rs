@@ -7,6 +7,9 @@ use pgrx::prelude::*;
 
 use payments_core::{canonical, currency, id, money, state, webhook};
 
+mod headers;
+use headers::Headers;
+
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
 
@@ -164,7 +167,7 @@ fn request_fingerprint(
 fn webhook_signature_failure(
     scheme: &str,
     secret: &str,
-    headers: pgrx::JsonB,
+    headers: Headers,
     body: &[u8],
     tolerance: default!(Interval, "'5 minutes'"),
     at: default!(TimestampWithTimeZone, "now()"),
@@ -172,16 +175,8 @@ fn webhook_signature_failure(
     let Some(scheme) = webhook::Scheme::parse(scheme) else {
         return Some(webhook::Failure::UnknownScheme.as_str());
     };
-    // Header values must be strings; anything else cannot carry a signature.
-    let pairs: Vec<(String, String)> = match headers.0 {
-        serde_json::Value::Object(map) => map
-            .into_iter()
-            .filter_map(|(name, value)| match value {
-                serde_json::Value::String(v) => Some((name, v)),
-                _ => None,
-            })
-            .collect(),
-        _ => return Some(webhook::Failure::MalformedHeader.as_str()),
+    let Headers(Some(pairs)) = headers else {
+        return Some(webhook::Failure::MalformedHeader.as_str());
     };
     let tolerance_secs = i64::try_from(tolerance.as_micros() / 1_000_000).unwrap_or(i64::MAX);
     let message = webhook::Message { headers: &pairs, body };
@@ -194,7 +189,7 @@ fn webhook_signature_failure(
 fn verify_webhook_signature(
     scheme: &str,
     secret: &str,
-    headers: pgrx::JsonB,
+    headers: Headers,
     body: &[u8],
     tolerance: default!(Interval, "'5 minutes'"),
     at: default!(TimestampWithTimeZone, "now()"),

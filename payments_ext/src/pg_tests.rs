@@ -366,6 +366,23 @@ mod tests {
             one::<String>("SELECT payments.webhook_signature_failure('svix', 's', '{}', '\\x00')"),
             "unknown_scheme"
         );
+        // Headers are a jsonb object read in its binary form: names in any case,
+        // non-string values (which cannot carry a signature) beside them ignored.
+        let v1 = "88a022085c6bdb887b02cb26ff76dd681234d9675c0f22844059f55552a8883a";
+        let mixed = format!(
+            r#"'{{"x-count": 3, "x-nested": {{"stripe-signature": "t=1,v1=00"}}, "x-none": null, "STRIPE-signature": "t=1492774577,v1={v1}"}}'"#
+        );
+        assert!(one::<bool>(&format!(
+            "SELECT payments.verify_webhook_signature('stripe', 'whsec_test_secret', {mixed}, {stripe_body}, at => {at})"
+        )));
+        for not_an_object in ["'[]'", "'\"t=1492774577\"'", "'null'"] {
+            assert_eq!(
+                one::<String>(&format!(
+                    "SELECT payments.webhook_signature_failure('stripe', 'whsec_test_secret', {not_an_object}, {stripe_body}, at => {at})"
+                )),
+                "malformed_header"
+            );
+        }
     }
 
     #[pg_test]
