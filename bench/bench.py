@@ -80,6 +80,16 @@ SELECT count(*) FROM generate_series(1, 10000) g,
     LATERAL payments.create_payment('replay-' || g, 'cust_replay', 10.00, 'USD');
 """
 
+# How the gateway renders a payment (gateway/src/db.rs, payment_json!).
+PAYMENT_JSON = "(to_jsonb({r}) - 'outcome' || jsonb_build_object('object', 'payment', 'amount', {r}.amount::text))::text"
+PAYMENT_INTENT = json.dumps({
+    "id": "pi_zddzkq3z9k82ja5n185f206tx4wpb5w6", "amount": 4999, "object": "payment_intent", "status": "succeeded",
+    "created": 1795625289, "currency": "usd", "customer": None, "livemode": False,
+    "metadata": {"payment_id": "pay_01m89sq1vzezwym27nazh3v2dd", "customer_id": "cust_1"}, "description": None,
+    "next_action": None, "latest_charge": "ch_ty7r8h1scrybzmpkqnm3j1j9srzhd622", "capture_method": "automatic",
+    "payment_method": "pm_card_visa", "amount_received": 4999, "amount_capturable": 0, "last_payment_error": None,
+    "cancellation_reason": None, "confirmation_method": "automatic"})
+
 SCRIPTS = {
     "a": ("bare INSERT into a payments-shaped table",
           "\\set c random(1, 10000)\n"
@@ -100,11 +110,15 @@ SCRIPTS = {
     "e_pgcrypto": ("the same HMAC with pgcrypto in SQL ×100",
           "SELECT count(*) FROM bench.verify_sample s "
           "WHERE encode(hmac(convert_to(s.t || '.', 'UTF8') || s.body, convert_to(s.secret, 'UTF8'), 'sha256'), 'hex') = s.sig;\n"),
-    "f": ("create_payment + record_provider_result (the gateway's SQL)",
+    # The gateway's two statements (gateway/src/db.rs: CREATE_PAYMENT, RECORD_PROVIDER_RESULT), each
+    # rendering the payment as JSON, with a PaymentIntent of the size the sandbox answers.
+    "f": ("create_payment + record_provider_result, as the gateway issues them",
           "\\set c random(1, 10000)\n"
-          "SELECT id AS pid FROM payments.create_payment(gen_random_uuid()::text, 'cust_' || :c, 49.99, 'USD', 'pm_card_visa') \\gset\n"
-          "SELECT status FROM payments.record_provider_result(:pid, 'bench', 'pi_' || :pid, 'succeeded', "
-          "'{\"object\": \"payment_intent\", \"status\": \"succeeded\"}');\n"),
+          f"SELECT {PAYMENT_JSON.format(r='r')} AS body, r.id AS pid FROM payments.create_payment(gen_random_uuid()::text, "
+          "'cust_' || :c, coalesce('49.99'::text::numeric, payments.to_major(NULL, 'USD')), 'USD', 'pm_card_visa', NULL, "
+          "coalesce(NULL::text::jsonb, '{}'), coalesce(NULL, 'automatic')) r \\gset\n"
+          f"SELECT {PAYMENT_JSON.format(r='r')} FROM payments.record_provider_result(:pid, 'bench', 'pi_' || :pid, "
+          f"'succeeded', '{PAYMENT_INTENT}'::text::jsonb) r;\n"),
 }
 
 
@@ -133,15 +147,17 @@ def prepare_events(count):
 
 
 def preload(size):
-    """Grows payments.payments (with creation events) to `size` rows, without the API."""
-    have = int(psql("SELECT count(*) FROM payments.payments"))
+    """Preloads payments (with creation events) until `size` of them exist, without the API.
+    Preloaded customers have 60 payments each, so a list call returns a full
+    page of 50 at every size and only the table's size changes between sizes."""
+    have = int(psql("SELECT count(*) FROM payments.payments WHERE customer_id LIKE 'cust\\_p%'"))
     step = 1_000_000
     while have < size:
         n = min(step, size - have)
         psql(f"""
             WITH p AS (
                 INSERT INTO payments.payments (id, customer_id, amount_minor, currency, status, capture_method)
-                SELECT payments._new_id('pay'), 'cust_' || (g % 100000), 1000 + g % 5000, 'USD',
+                SELECT payments._new_id('pay'), 'cust_p' || (g / 60), 1000 + g % 5000, 'USD',
                        'requires_payment_method', 'automatic'
                 FROM generate_series({have + 1}, {have + n}) g
                 RETURNING id, status, created_at)
@@ -155,11 +171,12 @@ def preload(size):
         have += n
     psql("VACUUM ANALYZE payments.payments")
     psql("VACUUM ANALYZE payments.payment_events")
+    rows = int(psql("SELECT count(*) FROM payments.payments"))
     percent = min(100.0, 20_000 * 100.0 / size)
     psql("DROP TABLE IF EXISTS bench.sample_ids; CREATE TABLE bench.sample_ids AS "
          f"SELECT row_number() OVER () AS n, id, customer_id FROM payments.payments TABLESAMPLE BERNOULLI ({percent}) "
-         "LIMIT 10000; CREATE UNIQUE INDEX ON bench.sample_ids (n);")
-    return int(psql("SELECT count(*) FROM bench.sample_ids"))
+         "WHERE customer_id LIKE 'cust\\_p%' LIMIT 10000; CREATE UNIQUE INDEX ON bench.sample_ids (n);")
+    return int(psql("SELECT count(*) FROM bench.sample_ids")), rows
 
 
 def wrk(url, seconds, connections, lua=None, headers=()):
@@ -182,15 +199,25 @@ def wrk(url, seconds, connections, lua=None, headers=()):
             "p99_ms": ms("99"), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
+def spawn(binary, args, env):
+    """Starts a gateway-binary subcommand on a free port; returns the process and its base URL."""
+    proc = subprocess.Popen([str(binary), *args, "--listen", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().split()[2]
+
+
 def gateway_bench(seconds, connections, binary):
+    """wrk against the gateway; the sandbox runs as its own process, as Stripe
+    would be remote, so the peak RSS measured is the gateway's alone."""
     key = psql("SELECT api_key FROM payments.create_api_key('bench', ARRAY['payments:read', 'payments:write'])")
-    env = dict(os.environ, DATABASE_URL=f"host=127.0.0.1 port={PORT} user=postgres dbname={DB}",
-               GATEWAY_POOL_SIZE=str(connections), GATEWAY_POOL_WAIT_MS="2000", RUST_LOG="warn",
-               RECONCILE_INTERVAL_MS="3600000")
-    env.pop("SANDBOX_WEBHOOK_SECRET", None)
-    proc = subprocess.Popen([str(binary), "serve", "--listen", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env["RUST_LOG"] = "warn"
+    sandbox, sandbox_url = spawn(binary, ["sandbox"], env)
+    proc = None
     try:
-        url = proc.stdout.readline().split()[2]
+        proc, url = spawn(binary, ["serve"], dict(
+            env, DATABASE_URL=f"host=127.0.0.1 port={PORT} user=postgres dbname={DB}",
+            GATEWAY_POOL_SIZE=str(connections), GATEWAY_POOL_WAIT_MS="2000", RECONCILE_INTERVAL_MS="3600000",
+            STRIPE_SECRET_KEY="sk_test_bench", STRIPE_API_BASE=sandbox_url, PAYMENTS_PROVIDER="bench"))
         run = f"{time.time_ns():x}"
         lua = f"""
 wrk.method = "POST"
@@ -212,8 +239,10 @@ end
         rss_kib = int(re.search(r"VmHWM:\s+(\d+)", pathlib.Path(f"/proc/{proc.pid}/status").read_text()).group(1))
         return {"post": post, "get": get, "peak_rss_mib": round(rss_kib / 1024, 1)}
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        for p in (proc, sandbox):
+            if p:
+                p.send_signal(signal.SIGINT)
+                p.wait(timeout=10)
 
 
 def main():
@@ -258,12 +287,13 @@ def main():
     results["growth"] = {}
     for size in sizes:
         t0 = time.time()
-        samples = preload(size)
+        samples, rows = preload(size)
         load_s = time.time() - t0
         get = "\\set n random(1, %d)\nSELECT * FROM payments.get_payment((SELECT id FROM bench.sample_ids WHERE n = :n));\n" % samples
         lst = ("\\set n random(1, %d)\nSELECT * FROM payments.list_payments("
                "(SELECT customer_id FROM bench.sample_ids WHERE n = :n), NULL, 50);\n" % samples)
         results["growth"][size] = {
+            "payments": rows,
             "preload_seconds": round(load_s, 1),
             "create_tps": pgbench(SCRIPTS["b"][1], mid, seconds)["tps"],
             "get": pgbench(get, mid, seconds, log_latencies=True),
@@ -297,7 +327,7 @@ def write(r, out):
             f"{ratio(row['e']['tps'], row['e_pgcrypto']['tps']):.2f} | {row['f']['tps']:.0f} |")
     g = r["gateway"]
     f_same = r["sql"].get(g["connections"], list(r["sql"].values())[-1])["f"]["tps"]
-    lines += ["", f"## Gateway (wrk, {g['connections']} connections, embedded sandbox, no added latency)", "",
+    lines += ["", f"## Gateway (wrk, {g['connections']} connections, sandbox in its own process, no added latency)", "",
               "| route | req/s | p50 ms | p99 ms | non-2xx | ratio |", "|---|---|---|---|---|---|",
               f"| POST /v1/payments | {g['post']['rps']:.0f} | {g['post']['p50_ms']:.2f} | {g['post']['p99_ms']:.2f} | "
               f"{g['post']['non_2xx']} | {ratio(g['post']['rps'], f_same):.2f} of (f) |",
@@ -307,7 +337,7 @@ def write(r, out):
               "| payments | preload s | (b) tps | get p50 ms | get p99 ms | list p50 ms | list p99 ms |",
               "|---|---|---|---|---|---|---|"]
     for size, row in r["growth"].items():
-        lines.append(f"| {size:,} | {row['preload_seconds']} | {row['create_tps']:.0f} | {row['get']['p50_ms']:.2f} | "
+        lines.append(f"| {row['payments']:,} | {row['preload_seconds']} | {row['create_tps']:.0f} | {row['get']['p50_ms']:.2f} | "
                      f"{row['get']['p99_ms']:.2f} | {row['list']['p50_ms']:.2f} | {row['list']['p99_ms']:.2f} |")
     sizes = list(r["growth"])
     first, last = r["growth"][sizes[0]], r["growth"][sizes[-1]]

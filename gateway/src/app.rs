@@ -15,6 +15,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::KeyCache;
 use crate::error::error_body;
 use crate::provider::stripe::Stripe;
 use crate::routes;
@@ -26,6 +27,8 @@ pub struct AppState {
     /// Name payments and webhooks are recorded under (`stripe`, `sandbox`, …).
     pub provider: Arc<str>,
     pub metrics: PrometheusHandle,
+    /// API keys verified recently (see `auth::KeyCache`).
+    pub keys: Arc<KeyCache>,
 }
 
 pub struct Limits {

@@ -1,9 +1,16 @@
 //! `Authorization: Bearer <key>`: the key is checked by the extension
 //! (`payments.authenticate_api_key`, a lookup by sha256); scopes gate routes.
+//! A verified key is trusted for `GATEWAY_AUTH_CACHE_MS` before the database
+//! is asked again, which saves one round trip on almost every request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -12,7 +19,39 @@ pub const READ: &str = "payments:read";
 pub const WRITE: &str = "payments:write";
 
 pub struct Caller {
-    scopes: Vec<String>,
+    scopes: Arc<[String]>,
+}
+
+/// Recently verified keys, by sha256 of the key (the key itself is not kept).
+/// Unknown and revoked keys are never cached: each such request asks the database.
+pub struct KeyCache {
+    ttl: Duration,
+    verified: Mutex<HashMap<[u8; 32], (Instant, Arc<[String]>)>>,
+}
+
+impl KeyCache {
+    /// Bounds memory under a flood of distinct valid keys; a full cache starts over.
+    const CAPACITY: usize = 10_000;
+
+    pub fn new(ttl: Duration) -> Self {
+        KeyCache { ttl, verified: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, digest: &[u8; 32]) -> Option<Arc<[String]>> {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        verified.get(digest).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, scopes)| scopes.clone())
+    }
+
+    fn put(&self, digest: [u8; 32], scopes: Arc<[String]>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= Self::CAPACITY {
+            verified.clear();
+        }
+        verified.insert(digest, (Instant::now(), scopes));
+    }
 }
 
 impl Caller {
@@ -40,9 +79,15 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthenticated("Authorization must be: Bearer <api key>"))?;
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        if let Some(scopes) = state.keys.get(&digest) {
+            return Ok(Caller { scopes });
+        }
         let db = state.pool.get().await?;
         let stmt = db.prepare_cached(crate::db::AUTHENTICATE).await?;
         let row = db.query_opt(&stmt, &[&key]).await?.ok_or(ApiError::Unauthenticated("unknown or revoked API key"))?;
-        Ok(Caller { scopes: row.get(1) })
+        let scopes: Arc<[String]> = row.get::<_, Vec<String>>(1).into();
+        state.keys.put(digest, scopes.clone());
+        Ok(Caller { scopes })
     }
 }

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// How long a request waits for a free connection before answering 503.
     #[arg(long, env = "GATEWAY_POOL_WAIT_MS", default_value_t = 100)]
     pub pool_wait_ms: u64,
+    /// How long a verified API key is trusted before the database is asked
+    /// again: a revoked key stops working within this time. 0 asks every time.
+    #[arg(long, env = "GATEWAY_AUTH_CACHE_MS", default_value_t = 1000)]
+    pub auth_cache_ms: u64,
     /// Requests taking longer are answered 408.
     #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT_MS", default_value_t = 15_000)]
     pub request_timeout_ms: u64,

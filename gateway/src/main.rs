@@ -56,7 +56,8 @@ async fn serve(args: ServeArgs) -> Fallible {
         Some(key) => provider::stripe::Stripe::new(&args.stripe_api_base, key, provider_timeout),
         None => provider::stripe::Stripe::new(&format!("http://{addr}/sandbox"), "sk_test_sandbox", provider_timeout),
     };
-    let state = app::AppState { pool, stripe, provider: provider.clone(), metrics };
+    let keys = Arc::new(auth::KeyCache::new(Duration::from_millis(args.auth_cache_ms)));
+    let state = app::AppState { pool, stripe, provider: provider.clone(), metrics, keys };
     let limits = app::Limits {
         body_bytes: args.body_limit_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),

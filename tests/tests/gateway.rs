@@ -152,7 +152,7 @@ async fn amounts_are_exact_and_bad_input_is_a_clear_400() {
 
 #[tokio::test]
 async fn keys_and_scopes_guard_every_route() {
-    let s = embedded(&[]).await;
+    let s = embedded(&[("GATEWAY_AUTH_CACHE_MS", "300".to_string())]).await;
     let url = format!("{}/v1/payments", s.gateway.url);
     let none = s.http.get(&url).send().await.unwrap();
     assert_eq!(error_code(none).await.0, StatusCode::UNAUTHORIZED);
@@ -165,7 +165,9 @@ async fn keys_and_scopes_guard_every_route() {
     let write = s.http.post(&url).bearer_auth(&read_only).header("Idempotency-Key", unique("ro")).json(&visa("c", "pm_card_visa")).send().await.unwrap();
     assert_eq!(error_code(write).await, (StatusCode::FORBIDDEN, "scope_missing".into()));
 
+    // A revoked key stops working once the gateway's cache of verified keys expires.
     connect().await.execute("SELECT payments.revoke_api_key($1)", &[&read_id]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let revoked = s.http.get(&url).bearer_auth(&read_only).send().await.unwrap();
     assert_eq!(error_code(revoked).await.0, StatusCode::UNAUTHORIZED);
 }

@@ -106,7 +106,10 @@ pub async fn create(
             capture_method: row.get(7),
             description: row.get(8),
         };
+        // The provider may take seconds: no pooled connection waits on it.
+        drop(db);
         let answer = state.stripe.create_payment_intent(&charge).await;
+        let db = state.pool.get().await?;
         if let Some(recorded) =
             provider::record(&db, &state.provider, &charge.payment_id, "requires_confirmation", answer).await?
         {
