@@ -91,3 +91,40 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller { scopes })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scopes() -> Arc<[String]> {
+        vec![READ.to_string()].into()
+    }
+
+    #[test]
+    fn a_verified_key_is_trusted_only_for_the_ttl() {
+        let cache = KeyCache::new(Duration::from_millis(50));
+        cache.put([1; 32], scopes());
+        assert_eq!(cache.get(&[1; 32]).as_deref(), Some(&[READ.to_string()][..]));
+        assert!(cache.get(&[2; 32]).is_none());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(cache.get(&[1; 32]).is_none(), "an expired entry must send the request to the database");
+    }
+
+    #[test]
+    fn a_zero_ttl_never_caches() {
+        let cache = KeyCache::new(Duration::ZERO);
+        cache.put([1; 32], scopes());
+        assert!(cache.get(&[1; 32]).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_starts_over_instead_of_growing() {
+        let cache = KeyCache::new(Duration::from_secs(60));
+        for i in 0..=KeyCache::CAPACITY {
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            cache.put(digest, scopes());
+        }
+        assert_eq!(cache.verified.lock().unwrap().len(), 1);
+    }
+}
