@@ -23,7 +23,7 @@ run: setup install
 test: setup unit pgrx-test install-debug e2e bench-smoke
 	@echo "make test: all suites passed"
 
-# The full benchmark (about half an hour; not part of make test). See bench/README.md.
+# The full benchmark (about 15 minutes; not part of make test). See bench/README.md.
 bench: setup install
 	cargo build --release --package payments-gateway
 	@scripts/cluster.sh start

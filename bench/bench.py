@@ -122,6 +122,14 @@ SCRIPTS = {
 }
 
 
+def median_run(script, clients, seconds, runs=3):
+    """The run with the median p99 of `runs`: one run's p99 of sub-millisecond
+    reads moves with whatever else the machine is doing."""
+    results = sorted((pgbench(script, clients, seconds, log_latencies=True) for _ in range(runs)),
+                     key=lambda r: r["p99_ms"])
+    return dict(results[len(results) // 2], p99_ms_runs=[r["p99_ms"] for r in results])
+
+
 def prepare_events(count):
     """`count` linked payments and, for each, a freshly signed payment_intent.succeeded event."""
     first = int(psql("SELECT coalesce(max(n), 0) FROM bench.events")) + 1
@@ -171,6 +179,8 @@ def preload(size):
         have += n
     psql("VACUUM ANALYZE payments.payments")
     psql("VACUUM ANALYZE payments.payment_events")
+    # Write out the load's dirty pages now, so no checkpoint runs during the measurements.
+    psql("CHECKPOINT")
     rows = int(psql("SELECT count(*) FROM payments.payments"))
     percent = min(100.0, 20_000 * 100.0 / size)
     psql("DROP TABLE IF EXISTS bench.sample_ids; CREATE TABLE bench.sample_ids AS "
@@ -303,8 +313,8 @@ def main():
             "payments": rows,
             "preload_seconds": round(load_s, 1),
             "create_tps": pgbench(SCRIPTS["b"][1], mid, seconds)["tps"],
-            "get": pgbench(get, mid, seconds, log_latencies=True),
-            "list": pgbench(lst, mid, seconds, log_latencies=True),
+            "get": median_run(get, mid, seconds),
+            "list": median_run(lst, mid, seconds),
         }
         print(f"growth {size}: {results['growth'][size]}", flush=True)
 
@@ -341,14 +351,15 @@ def write(r, out):
               f"| GET /v1/payments/{{id}} | {g['get']['rps']:.0f} | {g['get']['p50_ms']:.2f} | {g['get']['p99_ms']:.2f} | "
               f"{g['get']['non_2xx']} | |", "", f"Gateway peak RSS: {g['peak_rss_mib']} MiB", "",
               "## Growth", "",
-              "| payments | preload s | (b) tps | get p50 ms | get p99 ms | list p50 ms | list p99 ms |",
+              "| payments | preload s | (b) tps | get p50 ms | get p99 ms¹ | list p50 ms | list p99 ms¹ |",
               "|---|---|---|---|---|---|---|"]
     for size, row in r["growth"].items():
         lines.append(f"| {row['payments']:,} | {row['preload_seconds']} | {row['create_tps']:.0f} | {row['get']['p50_ms']:.2f} | "
                      f"{row['get']['p99_ms']:.2f} | {row['list']['p50_ms']:.2f} | {row['list']['p99_ms']:.2f} |")
     sizes = list(r["growth"])
     first, last = r["growth"][sizes[0]], r["growth"][sizes[-1]]
-    lines += ["", f"p99 at {sizes[-1]:,} vs {sizes[0]:,}: get {ratio(last['get']['p99_ms'], first['get']['p99_ms']):.2f}×, "
+    lines += ["", f"¹ of three {r['machine']['seconds_per_run']} s runs, the one with the median p99", "",
+              f"p99 at {sizes[-1]:,} vs {sizes[0]:,}: get {ratio(last['get']['p99_ms'], first['get']['p99_ms']):.2f}×, "
                   f"list {ratio(last['list']['p99_ms'], first['list']['p99_ms']):.2f}×", ""]
     text = "\n".join(lines)
     (out / f"{stamp}.md").write_text(text)
