@@ -7,6 +7,8 @@ PGPORT ?= 54315
 DB ?= payments
 GATEWAY_PORT ?= 8080
 E2E_DB := payments_e2e
+# Where cargo builds (CARGO_TARGET_DIR lets several checkouts share one).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 export PGPORT DB GATEWAY_PORT
 # A server started with RUST_BACKTRACE set appends backtraces to error DETAIL.
 unexport RUST_BACKTRACE
@@ -17,7 +19,7 @@ run: setup install
 	cargo build --release --package payments-gateway
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(DB) --keep
-	@scripts/run-gateway.sh
+	@GATEWAY_BIN=$(TARGET_DIR)/release/payments-gateway scripts/run-gateway.sh
 	@scripts/run-banner.sh
 
 test: setup unit pgrx-test install-debug e2e bench-smoke
@@ -27,13 +29,13 @@ test: setup unit pgrx-test install-debug e2e bench-smoke
 bench: setup install
 	cargo build --release --package payments-gateway
 	@scripts/cluster.sh start
-	python3 bench/bench.py
+	python3 bench/bench.py --gateway-bin $(TARGET_DIR)/release/payments-gateway
 
 # Seconds: proves the benchmark harness still works, against the debug builds.
 bench-smoke:
 	cargo build --package payments-gateway
 	@scripts/cluster.sh start
-	python3 bench/bench.py --smoke --out $(CURDIR)/.run/bench-smoke --gateway-bin $(CURDIR)/target/debug/payments-gateway
+	python3 bench/bench.py --smoke --out $(CURDIR)/.run/bench-smoke --gateway-bin $(TARGET_DIR)/debug/payments-gateway
 
 setup:
 	@scripts/setup.sh
@@ -57,7 +59,7 @@ e2e:
 	@scripts/cluster.sh createdb $(E2E_DB)
 	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
 	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
-	PAYMENTS_GATEWAY_BIN=$(CURDIR)/target/debug/payments-gateway \
+	PAYMENTS_GATEWAY_BIN=$(TARGET_DIR)/debug/payments-gateway \
 		cargo test --package payments-e2e -- --test-threads=1
 
 stop:
