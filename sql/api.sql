@@ -157,10 +157,7 @@ BEGIN
     IF v_capture NOT IN ('automatic', 'manual') THEN
         RAISE EXCEPTION 'capture_method must be automatic or manual, not %', quote_literal(v_capture) USING ERRCODE = 'PM100';
     END IF;
-    v_minor := payments._to_minor(amount, currency);
-    IF v_minor IS NULL THEN
-        PERFORM payments.to_minor(amount, currency);  -- raises the precise error
-    END IF;
+    v_minor := payments.to_minor(amount, currency);
     v_fp := payments._request_fingerprint(customer_id, v_minor, v_currency, payment_method, description,
                                           v_metadata::text, v_capture);
 
