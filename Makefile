@@ -13,7 +13,7 @@ export PGPORT DB GATEWAY_PORT
 # A server started with RUST_BACKTRACE set appends backtraces to error DETAIL.
 unexport RUST_BACKTRACE
 
-.PHONY: run test setup install install-debug db stop unit pgrx-test e2e bench bench-smoke
+.PHONY: run test setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e bench bench-smoke
 
 run: setup install
 	cargo build --release --package payments-gateway
@@ -22,7 +22,7 @@ run: setup install
 	@GATEWAY_BIN=$(TARGET_DIR)/release/payments-gateway scripts/run-gateway.sh
 	@scripts/run-banner.sh
 
-test: setup unit pgrx-test install-debug e2e bench-smoke
+test: setup lint unit pgrx-test upgrade-test install-debug e2e bench-smoke
 	@echo "make test: all suites passed"
 
 # The full benchmark (about 15 minutes; not part of make test). See bench/README.md.
@@ -40,18 +40,42 @@ bench-smoke:
 setup:
 	@scripts/setup.sh
 
+# `cargo pgrx install` writes the current version's script and copies the
+# upgrade scripts (payments_ext/sql -> sql/releases); install-releases adds the
+# frozen install scripts of released versions (CREATE EXTENSION … VERSION).
 install:
 	cargo pgrx install --release --pg-config $(PG_CONFIG) --package payments
+	@$(MAKE) --no-print-directory install-releases
 
 install-debug:
 	cargo pgrx install --pg-config $(PG_CONFIG) --package payments
+	@$(MAKE) --no-print-directory install-releases
+
+install-releases:
+	@install -m 644 sql/releases/payments--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
+
+# The lint gate: formatting and clippy with warnings as errors.
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 unit:
-	cargo test --package payments-core --package payments-gateway
+	cargo test --package payments-core --package payments-gateway --package payments-sandbox
 
 pgrx-test:
 	@mkdir -p .run && chown postgres .run
 	cd payments_ext && cargo pgrx test pg15 --runas postgres --pgdata $(CURDIR)/.run/pgrx-test
+
+# 0.1.0 + data -> ALTER EXTENSION UPDATE == a fresh install, data intact, and
+# the #[pg_test] suite passes on it; needs the pg_test build (reinstalled
+# without it by install-debug afterwards).
+upgrade-test:
+	cargo pgrx install --test --pg-config $(PG_CONFIG) --package payments --features pg_test
+	@$(MAKE) --no-print-directory install-releases
+	@scripts/cluster.sh start
+	@scripts/cluster.sh createdb $(E2E_DB)
+	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
+		cargo test --package payments-e2e --test upgrade -- --ignored --test-threads=1
 
 e2e:
 	cargo build --package payments-gateway

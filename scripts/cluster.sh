@@ -4,7 +4,8 @@
 #
 #   cluster.sh start            initdb if needed; start, or restart if the installed extension is newer
 #   cluster.sh stop
-#   cluster.sh createdb NAME    (re)create database NAME with the extension; --keep keeps an existing one
+#   cluster.sh createdb NAME    (re)create database NAME with the extension; --keep keeps an
+#                               existing one and upgrades its extension (ALTER EXTENSION UPDATE)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,23 +54,20 @@ stop() {
 
 createdb() {
   local name=$1 keep=${2:-}
-  # Within one unreleased version there is no upgrade script, so a kept
-  # database whose extension script has changed since is made anew.
-  local script marker=$RUN_DIR/$name.extension-sha256 sha
-  script=$("$BIN/pg_config" --sharedir)/extension/payments--$(sed -n "s/^version = \"\(.*\)\"/\1/p" "$ROOT/payments_ext/Cargo.toml" | head -1).sql
-  sha=$(sha256sum "$script" | cut -d' ' -f1)
-  if [ "$keep" = "--keep" ] && [ -f "$marker" ] && [ "$(cat "$marker")" != "$sha" ]; then
-    echo "cluster: the extension's SQL changed within its version; recreating database $name"
-    keep=
-  fi
   if [ "$keep" != "--keep" ]; then
     psql_cmd -d postgres -c "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)"
   fi
   if [ -z "$(psql_cmd -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
     psql_cmd -d postgres -c "CREATE DATABASE \"$name\""
   fi
-  psql_cmd -d "$name" -c "CREATE EXTENSION IF NOT EXISTS payments"
-  echo "$sha" > "$marker"
+  # A kept database is upgraded in place, its payments with it.
+  local before after
+  before=$(psql_cmd -d "$name" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'payments'")
+  psql_cmd -d "$name" -c "CREATE EXTENSION IF NOT EXISTS payments" -c "ALTER EXTENSION payments UPDATE"
+  after=$(psql_cmd -d "$name" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'payments'")
+  if [ -n "$before" ] && [ "$before" != "$after" ]; then
+    echo "cluster: upgraded the payments extension in database $name from $before to $after"
+  fi
 }
 
 case "${1:-}" in

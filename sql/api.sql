@@ -39,7 +39,12 @@ COMMENT ON FUNCTION payments._money_error(numeric, text) IS 'Internal: {sqlstate
 COMMENT ON FUNCTION payments.statuses() IS 'Every payment status with its lifecycle rank and whether it is final.';
 COMMENT ON FUNCTION payments.allowed_transitions() IS 'The state machine: every allowed (from_status, to_status) edge. Anything else is refused.';
 COMMENT ON FUNCTION payments._transition_decision(text, text, text) IS
-    'Internal: apply | noop | ignore | forbidden for a requested transition; NULL for an unknown status or source.';
+    'Internal: apply | noop | ignore (the report is stale) | forbidden for a requested transition; NULL for an unknown status or source. These words never change: released scripts depend on them.';
+COMMENT ON FUNCTION payments._initial_status(boolean) IS 'Internal: the status a new payment starts in, with or without a payment method.';
+COMMENT ON FUNCTION payments.allowed_values() IS
+    'Every closed set of values the extension stores or answers with (kind: status, source, capture_method, webhook_scheme, api_key_scope, outcome, webhook_result), from the same Rust table the CHECK constraints use.';
+COMMENT ON FUNCTION payments._is_allowed(text, text) IS 'Internal: whether a value belongs to a kind of allowed_values(); used by CHECK constraints.';
+COMMENT ON FUNCTION payments._all_allowed(text, text[]) IS 'Internal: whether every element of an array belongs to a kind of allowed_values().';
 COMMENT ON FUNCTION payments._new_id(text) IS 'Internal: a new time-sortable id with the given prefix.';
 COMMENT ON FUNCTION payments._event_hash(bytea, text, bigint, text, text, boolean, text, text, text, bigint) IS
     'Internal: sha256(prev_hash ‖ canonical event), the audit trail''s chain link.';
@@ -100,19 +105,19 @@ BEGIN
     WHEN 'ignore' THEN
         PERFORM payments._append_event(p_payment_id, v_from, p_to, false, p_source,
                                        coalesce(p_reason, 'stale: ' || v_from || ' does not move to ' || p_to), p_data);
-        RETURN 'ignored';
+        RETURN 'stale';
     WHEN 'forbidden' THEN
         RAISE EXCEPTION 'payment % cannot move from % to %', p_payment_id, v_from, p_to
             USING ERRCODE = 'PM202', HINT = 'SELECT * FROM payments.allowed_transitions() shows the state machine';
     ELSE
         RAISE EXCEPTION 'unknown status % or source %', quote_nullable(p_to), quote_nullable(p_source)
             USING ERRCODE = 'PM100',
-                  HINT = 'statuses: SELECT status FROM payments.statuses(); sources: api, provider, webhook, admin, system';
+                  HINT = 'SELECT * FROM payments.allowed_values() WHERE kind IN (''status'', ''source'')';
     END CASE;
 END
 $$;
 COMMENT ON FUNCTION payments._transition(text, text, text, text, jsonb, jsonb) IS
-    'Internal: locks the payment, asks the state machine, and applies, ignores or refuses the move. Returns applied | noop | ignored.';
+    'Internal: locks the payment, asks the state machine, and applies, records as stale or refuses the move. Returns applied | noop | stale.';
 
 CREATE FUNCTION payments._result(p_payment_id text, p_outcome text) RETURNS SETOF payments.payment_result
 LANGUAGE sql STABLE
@@ -154,7 +159,7 @@ BEGIN
     IF jsonb_typeof(v_metadata) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'PM100';
     END IF;
-    IF v_capture NOT IN ('automatic', 'manual') THEN
+    IF NOT payments._is_allowed('capture_method', v_capture) THEN
         RAISE EXCEPTION 'capture_method must be automatic or manual, not %', quote_literal(v_capture) USING ERRCODE = 'PM100';
     END IF;
     v_minor := payments.to_minor(amount, currency);
@@ -168,7 +173,7 @@ BEGIN
     ON CONFLICT (key) DO NOTHING;
 
     IF FOUND THEN
-        v_status := CASE WHEN payment_method IS NULL THEN 'requires_payment_method' ELSE 'requires_confirmation' END;
+        v_status := payments._initial_status(payment_method IS NOT NULL);
         INSERT INTO payments.payments
             (id, customer_id, amount_minor, currency, status, capture_method, payment_method, description, metadata)
         VALUES (v_id, customer_id, v_minor, v_currency, v_status, v_capture, payment_method, description, v_metadata);
@@ -208,15 +213,14 @@ $$;
 COMMENT ON FUNCTION payments.get_payment(text) IS 'One payment by id; PM204 when there is none.';
 
 CREATE FUNCTION payments.list_payments(customer_id text DEFAULT NULL, status text DEFAULT NULL,
-                                       lim int DEFAULT 50, starting_after text DEFAULT NULL)
+                                       lim int DEFAULT 10, starting_after text DEFAULT NULL)
 RETURNS SETOF payments.payment_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
         RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
     END IF;
-    IF list_payments.status IS NOT NULL
-       AND NOT EXISTS (SELECT FROM payments.statuses() s WHERE s.status = list_payments.status) THEN
+    IF list_payments.status IS NOT NULL AND NOT payments._is_allowed('status', list_payments.status) THEN
         RAISE EXCEPTION 'unknown status %', quote_literal(list_payments.status) USING ERRCODE = 'PM100';
     END IF;
     -- Each filter shape orders by the columns of its index, so the newest
@@ -245,7 +249,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.list_payments(text, text, int, text) IS
-    'Payments newest first, optionally for one customer and/or status. Keyset pagination: pass the last id of a page as starting_after to get the next. lim is 1 to 100.';
+    'Payments newest first, optionally for one customer and/or status. Keyset pagination: pass the last id of a page as starting_after to get the next. lim is 1 to 100, default 10 (as over HTTP).';
 
 CREATE FUNCTION payments.transition(payment_id text, to_status text, source text,
                                     reason text DEFAULT NULL, data jsonb DEFAULT '{}')
@@ -259,7 +263,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
-    'The only way a status changes. source is api | provider | webhook | admin | system. A move the state machine forbids is an error (PM202) for api, admin and system; for provider and webhook reports it is recorded as ignored and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
+    'The only way a status changes. source is api | provider | webhook | admin | system. A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
 
 CREATE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text) RETURNS void
 LANGUAGE sql
@@ -322,7 +326,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, jsonb) IS
-    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (late reports are ignored, not errors). The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
+    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (a late report is stale, not an error). The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
 
 CREATE FUNCTION payments.purge_idempotency_keys(older_than interval) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

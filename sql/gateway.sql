@@ -9,7 +9,7 @@ CREATE TABLE payments.api_keys (
     name       text NOT NULL CHECK (name <> ''),
     key_hash   bytea NOT NULL UNIQUE,
     scopes     text[] NOT NULL
-               CHECK (cardinality(scopes) > 0 AND scopes <@ ARRAY['payments:read', 'payments:write']),
+               CHECK (cardinality(scopes) > 0 AND payments._all_allowed('api_key_scope', scopes)),
     created_at timestamptz NOT NULL DEFAULT now(),
     revoked_at timestamptz
 );
@@ -27,8 +27,10 @@ BEGIN
     IF name IS NULL OR name = '' THEN
         RAISE EXCEPTION 'name is required' USING ERRCODE = 'PM100';
     END IF;
-    IF scopes IS NULL OR cardinality(scopes) = 0 OR NOT scopes <@ ARRAY['payments:read', 'payments:write'] THEN
-        RAISE EXCEPTION 'scopes must be a non-empty subset of {payments:read, payments:write}' USING ERRCODE = 'PM100';
+    IF scopes IS NULL OR cardinality(scopes) = 0 OR NOT payments._all_allowed('api_key_scope', scopes) THEN
+        RAISE EXCEPTION 'scopes must be a non-empty subset of {%}',
+            (SELECT string_agg(v.value, ', ') FROM payments.allowed_values() v WHERE v.kind = 'api_key_scope')
+            USING ERRCODE = 'PM100';
     END IF;
     INSERT INTO payments.api_keys (id, name, key_hash, scopes)
     VALUES (v_id, name, sha256(convert_to(v_key, 'UTF8')), scopes);

@@ -9,8 +9,8 @@ CREATE TABLE payments.payments (
     customer_id         text NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
     amount_minor        bigint NOT NULL CHECK (amount_minor > 0),
     currency            text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
-    status              text NOT NULL,
-    capture_method      text NOT NULL CHECK (capture_method IN ('automatic', 'manual')),
+    status              text NOT NULL CHECK (payments._is_allowed('status', status)),
+    capture_method      text NOT NULL CHECK (payments._is_allowed('capture_method', capture_method)),
     provider            text,
     provider_payment_id text,
     payment_method      text,
@@ -32,7 +32,7 @@ COMMENT ON COLUMN payments.payments.id IS 'pay_ + 26-character time-sortable id 
 COMMENT ON COLUMN payments.payments.customer_id IS 'The application''s own customer reference.';
 COMMENT ON COLUMN payments.payments.amount_minor IS 'Amount in the currency''s minor unit (cents for USD, yen for JPY, fils for KWD). Never a float.';
 COMMENT ON COLUMN payments.payments.currency IS 'ISO 4217 code, upper case; SELECT * FROM payments.currencies() lists them.';
-COMMENT ON COLUMN payments.payments.status IS 'Lifecycle status; SELECT * FROM payments.allowed_transitions() shows the state machine.';
+COMMENT ON COLUMN payments.payments.status IS 'Lifecycle status (SELECT * FROM payments.statuses()); SELECT * FROM payments.allowed_transitions() shows the state machine.';
 COMMENT ON COLUMN payments.payments.capture_method IS 'automatic: funds are captured on authorisation; manual: the payment waits in requires_capture.';
 COMMENT ON COLUMN payments.payments.provider IS 'The payment provider that holds this payment (stripe, sandbox, …), once known.';
 COMMENT ON COLUMN payments.payments.provider_payment_id IS 'The provider''s id for this payment (a Stripe PaymentIntent id); unique per provider.';
@@ -47,7 +47,7 @@ CREATE TABLE payments.payment_events (
     from_status text,
     to_status   text NOT NULL,
     applied     boolean NOT NULL,
-    source      text NOT NULL CHECK (source IN ('api', 'provider', 'webhook', 'admin', 'system')),
+    source      text NOT NULL CHECK (payments._is_allowed('source', source)),
     reason      text,
     data        jsonb NOT NULL DEFAULT '{}',
     created_at  timestamptz NOT NULL DEFAULT now(),
@@ -60,7 +60,7 @@ COMMENT ON TABLE payments.payment_events IS
 COMMENT ON COLUMN payments.payment_events.seq IS 'Position in this payment''s history, from 1, without gaps.';
 COMMENT ON COLUMN payments.payment_events.from_status IS 'Status before the event; NULL for the creation.';
 COMMENT ON COLUMN payments.payment_events.to_status IS 'Status the event asked for.';
-COMMENT ON COLUMN payments.payment_events.applied IS 'false when a late provider or webhook report was recorded but ignored (it would have moved the payment backwards or out of a final state).';
+COMMENT ON COLUMN payments.payment_events.applied IS 'false for a stale report: a provider or webhook report recorded but not applied (it would have moved the payment backwards or out of a final state).';
 COMMENT ON COLUMN payments.payment_events.source IS 'Who asked: api, provider (a provider API response), webhook, admin or system.';
 COMMENT ON COLUMN payments.payment_events.prev_hash IS 'hash of the previous event of the same payment; NULL for the first.';
 COMMENT ON COLUMN payments.payment_events.hash IS 'sha256(prev_hash ‖ canonical encoding of this event), computed by payments._event_hash.';
@@ -137,4 +137,4 @@ CREATE TYPE payments.payment_result AS (
     outcome             text
 );
 COMMENT ON TYPE payments.payment_result IS
-    'A payment as a mutating call leaves it, plus outcome: created | replayed (create_payment), applied | noop | ignored (transition, record_provider_result).';
+    'A payment as a mutating call leaves it, plus outcome: created | replayed (create_payment), applied | noop | stale (transition, record_provider_result).';

@@ -18,7 +18,7 @@ COMMENT ON FUNCTION payments._is_json_object(bytea) IS 'Internal: whether bytes 
 CREATE TABLE payments.webhook_secrets (
     id         text COLLATE "C" PRIMARY KEY,
     provider   text NOT NULL CHECK (provider <> ''),
-    scheme     text NOT NULL CHECK (scheme IN ('stripe', 'standard')),
+    scheme     text NOT NULL CHECK (payments._is_allowed('webhook_scheme', scheme)),
     secret     text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz,
@@ -78,7 +78,7 @@ CREATE TABLE payments.webhook_events (
     event_created       timestamptz,
     provider_payment_id text,
     payment_id          text COLLATE "C" REFERENCES payments.payments (id),
-    result              text NOT NULL CHECK (result IN ('applied', 'stale', 'ignored', 'pending_match')),
+    result              text NOT NULL CHECK (payments._is_allowed('webhook_result', result)),
     secret_id           text COLLATE "C" NOT NULL REFERENCES payments.webhook_secrets (id),
     headers             jsonb NOT NULL,
     body                bytea NOT NULL,
@@ -89,7 +89,7 @@ CREATE INDEX webhook_events_payment_id_idx ON payments.webhook_events (payment_i
 COMMENT ON TABLE payments.webhook_events IS
     'Every verified webhook, once per (provider, event_id), with the exact body and headers received, the secret that verified it and what ingest_webhook did with it. Append-only. Unverified bodies are never stored.';
 COMMENT ON COLUMN payments.webhook_events.result IS
-    'applied: it moved the payment; stale: older than the payment''s state, recorded only; ignored: an event type that moves no payment; pending_match: no payment had its provider id yet (see webhook_pending).';
+    'applied: it moved the payment; noop: the payment already had the status it reports; stale: older than the payment''s state, recorded only; ignored: an event type that moves no payment; pending_match: no payment had its provider id yet (see webhook_pending). Rows stored by version 0.1.0 say stale for noop too.';
 COMMENT ON COLUMN payments.webhook_events.payment_id IS 'The payment it matched when received; NULL for ignored and pending_match events.';
 SELECT pg_catalog.pg_extension_config_dump('payments.webhook_events', '');
 
@@ -136,116 +136,132 @@ $$;
 COMMENT ON FUNCTION payments._apply_pending_webhooks(text, text, text) IS
     'Internal: applies, oldest first, the webhooks that waited for a provider payment id, as webhook reports.';
 
+-- ingest_webhook, step by step. Each step is internal; only ingest_webhook is granted.
+
+CREATE FUNCTION payments._verify_webhook(p_provider text, p_headers jsonb, p_body bytea) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_tolerance interval := coalesce(nullif(current_setting('payments.webhook_tolerance', true), ''), '5 minutes')::interval;
+    v_secret    record;
+    v_failures  text[] := '{}';
+BEGIN
+    -- Rotation: several secrets may be active; the newest is tried first.
+    FOR v_secret IN
+        SELECT s.id, s.scheme, s.secret FROM payments.webhook_secrets s
+        WHERE s.provider = p_provider AND s.retired_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > now())
+        ORDER BY s.created_at DESC
+    LOOP
+        v_failures := v_failures || payments.webhook_signature_failure(v_secret.scheme, v_secret.secret, p_headers,
+                                                                       p_body, v_tolerance, now());
+        IF v_failures[cardinality(v_failures)] IS NULL THEN
+            RETURN v_secret.id;
+        END IF;
+    END LOOP;
+    IF cardinality(v_failures) = 0 THEN
+        RAISE EXCEPTION 'no active webhook secret for provider %', p_provider USING ERRCODE = 'PM303',
+            HINT = 'add one with payments.add_webhook_secret';
+    ELSIF v_failures && ARRAY['timestamp_too_old', 'timestamp_in_future'] THEN
+        RAISE EXCEPTION 'webhook timestamp is outside the tolerance of %', v_tolerance USING ERRCODE = 'PM302';
+    END IF;
+    RAISE EXCEPTION 'webhook signature verification failed: %', v_failures[1] USING ERRCODE = 'PM301';
+END
+$$;
+COMMENT ON FUNCTION payments._verify_webhook(text, jsonb, bytea) IS
+    'Internal, step 1 of ingest_webhook: the id of the active secret that verifies the exact bytes, or PM301 (signature), PM302 (timestamp outside payments.webhook_tolerance), PM303 (no active secret).';
+
+CREATE FUNCTION payments._parse_stripe_event(p_body bytea, OUT event_id text, OUT event_type text,
+                                             OUT event_created timestamptz, OUT object jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_event jsonb;
+BEGIN
+    IF NOT payments._is_json_object(p_body) THEN
+        RAISE EXCEPTION 'webhook body is not a JSON object' USING ERRCODE = 'PM304';
+    END IF;
+    v_event := convert_from(p_body, 'UTF8')::jsonb;
+    IF jsonb_typeof(v_event -> 'id') IS DISTINCT FROM 'string' OR jsonb_typeof(v_event -> 'type') IS DISTINCT FROM 'string' THEN
+        RAISE EXCEPTION 'webhook event has no id or type' USING ERRCODE = 'PM304';
+    END IF;
+    event_id := v_event ->> 'id';
+    event_type := v_event ->> 'type';
+    IF (v_event ->> 'created') ~ '^[0-9]{1,12}$' THEN
+        event_created := timestamptz 'epoch' + (v_event ->> 'created')::bigint * interval '1 second';
+    END IF;
+    object := v_event -> 'data' -> 'object';
+END
+$$;
+COMMENT ON FUNCTION payments._parse_stripe_event(bytea) IS
+    'Internal, step 2 of ingest_webhook: a verified body as Stripe''s event shape (id, type, created, data.object); PM304 when it is not one.';
+
+CREATE FUNCTION payments._apply_webhook(p_provider text, p_event_id text, p_event_type text,
+                                        p_event_created timestamptz, p_object jsonb,
+                                        OUT payment_id text, OUT result text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_to   text := payments._stripe_event_status(p_event_type);
+    v_ppid text := p_object ->> 'id';
+    v_hint text := p_object -> 'metadata' ->> 'payment_id';
+BEGIN
+    IF v_to IS NULL OR v_ppid IS NULL THEN
+        result := 'ignored';
+        RETURN;
+    END IF;
+    PERFORM payments._lock_provider_payment(p_provider, v_ppid);
+    SELECT p.id INTO payment_id FROM payments.payments p
+    WHERE p.provider = p_provider AND p.provider_payment_id = v_ppid;
+    IF payment_id IS NULL AND v_hint IS NOT NULL
+       AND EXISTS (SELECT FROM payments.payments p WHERE p.id = v_hint AND p.provider_payment_id IS NULL) THEN
+        -- Our own id in metadata: link the provider id now.
+        PERFORM payments._link_provider(v_hint, p_provider, v_ppid);
+        payment_id := v_hint;
+    END IF;
+    IF payment_id IS NULL THEN
+        result := 'pending_match';
+    ELSE
+        result := payments._transition(payment_id, v_to, 'webhook', p_event_type,
+                                       jsonb_build_object('webhook_event_id', p_event_id, 'event_created', p_event_created),
+                                       p_object -> 'last_payment_error');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb) IS
+    'Internal, step 4 of ingest_webhook: matches the event''s object to a payment (by provider id, or by metadata.payment_id, which links it) and applies its status as a webhook report. result: applied | noop | stale | ignored | pending_match.';
+
 CREATE FUNCTION payments.ingest_webhook(provider text, headers jsonb, body bytea) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_tolerance  interval := coalesce(nullif(current_setting('payments.webhook_tolerance', true), ''), '5 minutes')::interval;
-    v_secret     record;
-    v_secret_id  text;
-    v_failures   text[] := '{}';
-    v_event      jsonb;
-    v_object     jsonb;
-    v_event_id   text;
-    v_type       text;
-    v_created    timestamptz;
-    v_ppid       text;
-    v_hint       text;
-    v_to         text;
-    v_payment_id text;
-    v_result     text;
+    v_secret_id text;
+    v_event     record;
+    v_applied   record;
 BEGIN
     IF provider IS NULL OR headers IS NULL OR body IS NULL THEN
         RAISE EXCEPTION 'provider, headers and body are required' USING ERRCODE = 'PM100';
     END IF;
-
-    -- 1. Verify the exact bytes against each active secret (rotation: several may be).
-    FOR v_secret IN
-        SELECT s.id, s.scheme, s.secret FROM payments.webhook_secrets s
-        WHERE s.provider = ingest_webhook.provider AND s.retired_at IS NULL
-          AND (s.expires_at IS NULL OR s.expires_at > now())
-        ORDER BY s.created_at DESC
-    LOOP
-        v_failures := v_failures || payments.webhook_signature_failure(v_secret.scheme, v_secret.secret, headers, body,
-                                                                       v_tolerance, now());
-        IF v_failures[cardinality(v_failures)] IS NULL THEN
-            v_secret_id := v_secret.id;
-            EXIT;
-        END IF;
-    END LOOP;
-    IF v_secret_id IS NULL THEN
-        IF cardinality(v_failures) = 0 THEN
-            RAISE EXCEPTION 'no active webhook secret for provider %', provider USING ERRCODE = 'PM303',
-                HINT = 'add one with payments.add_webhook_secret';
-        ELSIF v_failures && ARRAY['timestamp_too_old', 'timestamp_in_future'] THEN
-            RAISE EXCEPTION 'webhook timestamp is outside the tolerance of %', v_tolerance USING ERRCODE = 'PM302';
-        END IF;
-        RAISE EXCEPTION 'webhook signature verification failed: %', v_failures[1] USING ERRCODE = 'PM301';
-    END IF;
-
-    -- 2. Parse Stripe's event shape.
-    IF NOT payments._is_json_object(body) THEN
-        RAISE EXCEPTION 'webhook body is not a JSON object' USING ERRCODE = 'PM304';
-    END IF;
-    v_event := convert_from(body, 'UTF8')::jsonb;
-    v_event_id := v_event ->> 'id';
-    v_type := v_event ->> 'type';
-    IF v_event_id IS NULL OR v_type IS NULL OR jsonb_typeof(v_event -> 'id') <> 'string' THEN
-        RAISE EXCEPTION 'webhook event has no id or type' USING ERRCODE = 'PM304';
-    END IF;
-    IF (v_event ->> 'created') ~ '^[0-9]{1,12}$' THEN
-        v_created := timestamptz 'epoch' + (v_event ->> 'created')::bigint * interval '1 second';
-    END IF;
-    v_object := v_event -> 'data' -> 'object';
+    v_secret_id := payments._verify_webhook(provider, headers, body);
+    v_event := payments._parse_stripe_event(body);
 
     -- 3. Once per (provider, event id), even under concurrent deliveries.
-    PERFORM pg_advisory_xact_lock(hashtextextended('payments-webhook/' || provider || '/' || v_event_id, 0));
-    SELECT w.payment_id INTO v_payment_id FROM payments.webhook_events w
-    WHERE w.provider = ingest_webhook.provider AND w.event_id = v_event_id;
-    IF FOUND THEN
-        RETURN jsonb_build_object('result', 'duplicate', 'event_id', v_event_id, 'payment_id', v_payment_id,
-                                  'status', (SELECT p.status FROM payments.payments p WHERE p.id = v_payment_id));
-    END IF;
-
-    -- 4. Match and apply.
-    v_to := payments._stripe_event_status(v_type);
-    v_ppid := v_object ->> 'id';
-    v_hint := v_object -> 'metadata' ->> 'payment_id';
-    IF v_to IS NULL OR v_ppid IS NULL THEN
-        v_result := 'ignored';
-    ELSE
-        PERFORM payments._lock_provider_payment(provider, v_ppid);
-        SELECT p.id INTO v_payment_id FROM payments.payments p
-        WHERE p.provider = ingest_webhook.provider AND p.provider_payment_id = v_ppid;
-        IF NOT FOUND AND v_hint IS NOT NULL
-           AND EXISTS (SELECT FROM payments.payments p WHERE p.id = v_hint AND p.provider_payment_id IS NULL) THEN
-            -- Our own id in metadata: link the provider id now.
-            PERFORM payments._link_provider(v_hint, provider, v_ppid);
-            v_payment_id := v_hint;
-        END IF;
-        IF v_payment_id IS NULL THEN
-            v_result := 'pending_match';
-        ELSE
-            v_result := CASE payments._transition(
-                                v_payment_id, v_to, 'webhook', v_type,
-                                jsonb_build_object('webhook_event_id', v_event_id, 'event_created', v_created),
-                                v_object -> 'last_payment_error')
-                        WHEN 'applied' THEN 'applied' ELSE 'stale' END;
+    PERFORM pg_advisory_xact_lock(hashtextextended('payments-webhook/' || provider || '/' || v_event.event_id, 0));
+    SELECT w.payment_id, 'duplicate' AS result INTO v_applied FROM payments.webhook_events w
+    WHERE w.provider = ingest_webhook.provider AND w.event_id = v_event.event_id;
+    IF NOT FOUND THEN
+        v_applied := payments._apply_webhook(provider, v_event.event_id, v_event.event_type, v_event.event_created,
+                                             v_event.object);
+        -- 5. Store it, append-only; an unmatched one also waits for its payment.
+        INSERT INTO payments.webhook_events (id, provider, event_id, event_type, event_created, provider_payment_id,
+                                             payment_id, result, secret_id, headers, body)
+        VALUES (payments._new_id('whe'), provider, v_event.event_id, v_event.event_type, v_event.event_created,
+                v_event.object ->> 'id', v_applied.payment_id, v_applied.result, v_secret_id, headers, body);
+        IF v_applied.result = 'pending_match' THEN
+            INSERT INTO payments.webhook_pending (provider, event_id, provider_payment_id, event_type, event_created,
+                                                  to_status, last_error)
+            VALUES (provider, v_event.event_id, v_event.object ->> 'id', v_event.event_type, v_event.event_created,
+                    payments._stripe_event_status(v_event.event_type), v_event.object -> 'last_payment_error');
         END IF;
     END IF;
-
-    INSERT INTO payments.webhook_events (id, provider, event_id, event_type, event_created, provider_payment_id,
-                                         payment_id, result, secret_id, headers, body)
-    VALUES (payments._new_id('whe'), provider, v_event_id, v_type, v_created, v_ppid,
-            v_payment_id, v_result, v_secret_id, headers, body);
-    IF v_result = 'pending_match' THEN
-        INSERT INTO payments.webhook_pending (provider, event_id, provider_payment_id, event_type, event_created,
-                                              to_status, last_error)
-        VALUES (provider, v_event_id, v_ppid, v_type, v_created, v_to, v_object -> 'last_payment_error');
-    END IF;
-
-    RETURN jsonb_build_object('result', v_result, 'event_id', v_event_id, 'payment_id', v_payment_id,
-                              'status', (SELECT p.status FROM payments.payments p WHERE p.id = v_payment_id));
+    RETURN jsonb_build_object('result', v_applied.result, 'event_id', v_event.event_id, 'payment_id', v_applied.payment_id,
+                              'status', (SELECT p.status FROM payments.payments p WHERE p.id = v_applied.payment_id));
 END
 $$;
 COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS
-    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | duplicate | stale | ignored | pending_match, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state; one for a payment not yet linked waits in webhook_pending.';
+    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';

@@ -6,5 +6,7 @@ pub mod currency;
 pub mod error;
 pub mod id;
 pub mod money;
+pub mod sqlstate;
 pub mod state;
+pub mod vocabulary;
 pub mod webhook;

@@ -42,8 +42,8 @@ pub fn to_minor(amount: &str, currency: &str) -> Result<(i64, Currency), Error> 
     if int.len() > 18 {
         return Err(too_large());
     }
-    let exact = Decimal::from_str(&format!("{}.{}", if int.is_empty() { "0" } else { int }, frac))
-        .map_err(|_| too_large())?;
+    let exact =
+        Decimal::from_str(&format!("{}.{}", if int.is_empty() { "0" } else { int }, frac)).map_err(|_| too_large())?;
     let minor = exact
         .checked_mul(Decimal::from(10i64.pow(cur.exponent)))
         .and_then(|d| i64::try_from(d).ok())

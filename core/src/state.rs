@@ -16,8 +16,16 @@ pub enum Status {
 
 use Status::*;
 
-pub const ALL: [Status; 8] =
-    [RequiresPaymentMethod, RequiresConfirmation, RequiresAction, Processing, RequiresCapture, Succeeded, Canceled, Failed];
+pub const ALL: [Status; 8] = [
+    RequiresPaymentMethod,
+    RequiresConfirmation,
+    RequiresAction,
+    Processing,
+    RequiresCapture,
+    Succeeded,
+    Canceled,
+    Failed,
+];
 
 /// The allowed edges. Everything not listed is refused; terminal states have none.
 /// A decline is final (`failed`, with `last_error`): a retry is a new payment.
@@ -88,15 +96,20 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: [Source; 5] = [Source::Api, Source::Provider, Source::Webhook, Source::Admin, Source::System];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Provider => "provider",
+            Source::Webhook => "webhook",
+            Source::Admin => "admin",
+            Source::System => "system",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Source> {
-        Some(match s {
-            "api" => Source::Api,
-            "provider" => Source::Provider,
-            "webhook" => Source::Webhook,
-            "admin" => Source::Admin,
-            "system" => Source::System,
-            _ => return None,
-        })
+        Source::ALL.into_iter().find(|src| src.as_str() == s)
     }
 
     fn is_report(self) -> bool {
@@ -112,20 +125,44 @@ pub enum Decision {
     /// Already in that status: nothing changes, nothing is recorded.
     Noop,
     /// A late report (provider or webhook) that would move the payment
-    /// backwards or out of a terminal state: recorded as ignored, not applied.
-    IgnoreStale,
+    /// backwards or out of a terminal state: recorded, not applied.
+    Stale,
     /// A command asking for an edge the table does not have.
     Forbidden,
 }
 
 impl Decision {
+    /// The word `payments._transition_decision` answers. Released install
+    /// scripts run against the current library until `ALTER EXTENSION UPDATE`,
+    /// so these words never change (tests/tests/upgrade.rs writes through
+    /// 0.1.0's SQL to prove it): `ignore` is how 0.1.0 said stale.
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Apply => "apply",
             Decision::Noop => "noop",
-            Decision::IgnoreStale => "ignore",
+            Decision::Stale => "ignore",
             Decision::Forbidden => "forbidden",
         }
+    }
+
+    /// The `outcome` a transition reports; None for a refused one.
+    pub fn outcome(self) -> Option<&'static str> {
+        match self {
+            Decision::Apply => Some("applied"),
+            Decision::Noop => Some("noop"),
+            Decision::Stale => Some("stale"),
+            Decision::Forbidden => None,
+        }
+    }
+}
+
+/// The status a new payment starts in: it waits for a payment method, or,
+/// with one, for the provider to confirm it.
+pub fn initial_status(has_payment_method: bool) -> Status {
+    if has_payment_method {
+        RequiresConfirmation
+    } else {
+        RequiresPaymentMethod
     }
 }
 
@@ -135,7 +172,7 @@ pub fn decide(from: Status, to: Status, source: Source) -> Decision {
     } else if from.can_move_to(to) {
         Decision::Apply
     } else if source.is_report() {
-        Decision::IgnoreStale
+        Decision::Stale
     } else {
         Decision::Forbidden
     }
@@ -214,15 +251,15 @@ mod tests {
             assert!(from.successors().is_empty());
             for to in ALL.into_iter().filter(|t| *t != from) {
                 assert_eq!(decide(from, to, Source::Admin), Decision::Forbidden);
-                assert_eq!(decide(from, to, Source::Webhook), Decision::IgnoreStale);
+                assert_eq!(decide(from, to, Source::Webhook), Decision::Stale);
             }
         }
     }
 
     #[test]
-    fn late_reports_are_ignored_while_late_commands_are_forbidden() {
-        assert_eq!(decide(Processing, RequiresAction, Source::Webhook), Decision::IgnoreStale);
-        assert_eq!(decide(Succeeded, Processing, Source::Provider), Decision::IgnoreStale);
+    fn late_reports_are_stale_while_late_commands_are_forbidden() {
+        assert_eq!(decide(Processing, RequiresAction, Source::Webhook), Decision::Stale);
+        assert_eq!(decide(Succeeded, Processing, Source::Provider), Decision::Stale);
         assert_eq!(decide(Processing, RequiresAction, Source::Api), Decision::Forbidden);
         assert_eq!(decide(Processing, RequiresAction, Source::System), Decision::Forbidden);
     }
@@ -230,9 +267,17 @@ mod tests {
     #[test]
     fn same_status_is_a_noop_for_every_source() {
         for st in ALL {
-            for src in ["api", "provider", "webhook", "admin", "system"] {
-                assert_eq!(decide(st, st, Source::parse(src).unwrap()), Decision::Noop);
+            for src in Source::ALL {
+                assert_eq!(Source::parse(src.as_str()), Some(src));
+                assert_eq!(decide(st, st, src), Decision::Noop);
             }
         }
+    }
+
+    #[test]
+    fn a_payment_method_decides_the_initial_status() {
+        assert_eq!(initial_status(false), RequiresPaymentMethod);
+        assert_eq!(initial_status(true), RequiresConfirmation);
+        assert!(!initial_status(true).is_terminal());
     }
 }

@@ -17,15 +17,15 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::KeyCache;
 use crate::error::error_body;
-use crate::provider::stripe::Stripe;
+use crate::provider::Provider;
 use crate::routes;
 
+/// What every handler can reach. No payment state: that lives in PostgreSQL.
 #[derive(Clone)]
 pub struct AppState {
     pub pool: Pool,
-    pub stripe: Stripe,
-    /// Name payments and webhooks are recorded under (`stripe`, `sandbox`, …).
-    pub provider: Arc<str>,
+    /// The payment provider (Stripe, or the sandbox through the same connector).
+    pub provider: Arc<dyn Provider>,
     pub metrics: PrometheusHandle,
     /// API keys verified recently (see `auth::KeyCache`).
     pub keys: Arc<KeyCache>,
@@ -58,10 +58,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
 
 /// Requests by route and status, and their latency.
 async fn record_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
@@ -78,10 +76,8 @@ async fn record_metrics(request: Request, next: Next) -> Response {
 async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if is_json || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }

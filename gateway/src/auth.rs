@@ -15,8 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::app::AppState;
 use crate::error::ApiError;
 
-pub const READ: &str = "payments:read";
-pub const WRITE: &str = "payments:write";
+pub use payments_core::vocabulary::{SCOPE_READ as READ, SCOPE_WRITE as WRITE};
 
 pub struct Caller {
     scopes: Arc<[String]>,
@@ -24,10 +23,17 @@ pub struct Caller {
 
 /// Recently verified keys, by sha256 of the key (the key itself is not kept).
 /// Unknown and revoked keys are never cached: each such request asks the database.
+///
+/// Hand-rolled rather than `moka`: a bounded TTL map read under one mutex is
+/// all this needs, and moka would add its own eviction threads and a dozen
+/// crates to the request path for it.
 pub struct KeyCache {
     ttl: Duration,
-    verified: Mutex<HashMap<[u8; 32], (Instant, Arc<[String]>)>>,
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
+
+/// When a key was verified, and its scopes.
+type Verified = (Instant, Arc<[String]>);
 
 impl KeyCache {
     /// Bounds memory under a flood of distinct valid keys; a full cache starts over.

@@ -59,7 +59,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RECONCILE_MIN_AGE_MS", default_value_t = 10_000)]
     pub reconcile_min_age_ms: u64,
     #[command(flatten)]
-    pub sandbox: SandboxKnobs,
+    pub sandbox: payments_sandbox::Knobs,
     /// Secret the embedded sandbox signs its webhooks with (register it with payments.add_webhook_secret).
     #[arg(long, env = "SANDBOX_WEBHOOK_SECRET", hide_env_values = true)]
     pub sandbox_webhook_secret: Option<String>,
@@ -75,42 +75,5 @@ pub struct SandboxArgs {
     #[arg(long, env = "SANDBOX_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
     #[command(flatten)]
-    pub knobs: SandboxKnobs,
-}
-
-/// Sandbox behaviour for tests; also settable at run time with POST /_sandbox/config.
-#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(default)]
-pub struct SandboxKnobs {
-    /// Added latency on every API call, in milliseconds.
-    #[arg(long = "sandbox-latency-ms", env = "SANDBOX_LATENCY_MS", default_value_t = 0)]
-    pub latency_ms: u64,
-    /// Share of API calls answered with a 500 api_error, in percent.
-    #[arg(long = "sandbox-error-percent", env = "SANDBOX_ERROR_PERCENT", default_value_t = 0)]
-    pub error_percent: u8,
-    /// Delay before each webhook delivery, in milliseconds.
-    #[arg(long = "sandbox-webhook-delay-ms", env = "SANDBOX_WEBHOOK_DELAY_MS", default_value_t = 0)]
-    pub webhook_delay_ms: u64,
-    /// Random extra delay per delivery, up to this many milliseconds: reorders webhooks.
-    #[arg(long = "sandbox-webhook-jitter-ms", env = "SANDBOX_WEBHOOK_JITTER_MS", default_value_t = 0)]
-    pub webhook_jitter_ms: u64,
-    /// Share of webhooks delivered twice, in percent.
-    #[arg(long = "sandbox-webhook-duplicate-percent", env = "SANDBOX_WEBHOOK_DUPLICATE_PERCENT", default_value_t = 0)]
-    pub webhook_duplicate_percent: u8,
-    /// How long an asynchronous payment method stays in processing, in milliseconds.
-    #[arg(long = "sandbox-async-delay-ms", env = "SANDBOX_ASYNC_DELAY_MS", default_value_t = 500)]
-    pub async_delay_ms: u64,
-}
-
-impl Default for SandboxKnobs {
-    fn default() -> Self {
-        SandboxKnobs {
-            latency_ms: 0,
-            error_percent: 0,
-            webhook_delay_ms: 0,
-            webhook_jitter_ms: 0,
-            webhook_duplicate_percent: 0,
-            async_delay_ms: 500,
-        }
-    }
+    pub knobs: payments_sandbox::Knobs,
 }

@@ -8,55 +8,68 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-/// A payment_result or payment_details row `r` as the API's JSON object: the
-/// amount as a decimal string (exact), everything else as stored.
+/// A payment_result or payment_details row `r` as the API's JSON object (column
+/// `payment`): the amount as a decimal string (exact), everything else as stored.
 macro_rules! payment_json {
     ($r:literal) => {
         concat!(
-            "(to_jsonb(", $r, ") - 'outcome' || jsonb_build_object('object', 'payment', 'amount', ", $r, ".amount::text))::text"
+            "(to_jsonb(",
+            $r,
+            ") - 'outcome' || jsonb_build_object('object', 'payment', 'amount', ",
+            $r,
+            ".amount::text))::text AS payment"
+        )
+    };
+}
+
+/// `list_payments` with the given arguments as one JSON page, plus whether more follow.
+macro_rules! list_payments {
+    ($args:literal) => {
+        concat!(
+            "WITH page AS (SELECT * FROM payments.list_payments(", $args, "))
+             SELECT coalesce(jsonb_agg(rendered.payment::jsonb ORDER BY rendered.id DESC), '[]')::text AS data,
+                    count(*) > 0 AND EXISTS (SELECT FROM payments.list_payments($1, $2, 1, (SELECT min(id) FROM page)))
+                        AS has_more
+             FROM (SELECT p.id, ", payment_json!("p"), " FROM page p) rendered"
         )
     };
 }
 
 pub const AUTHENTICATE: &str = "SELECT key_id, scopes FROM payments.authenticate_api_key($1)";
 
+/// The new (or replayed) payment as JSON, its outcome, and the columns a charge needs.
 pub const CREATE_PAYMENT: &str = concat!(
     "SELECT ",
     payment_json!("r"),
-    ", r.outcome, r.id, r.customer_id, r.amount_minor, r.currency, r.payment_method, r.capture_method, r.description
+    ", r.outcome, r.id, r.customer_id, r.amount_minor, r.currency, r.payment_method, r.capture_method,
+            r.description, r.status
      FROM payments.create_payment($1, $2, coalesce($3::text::numeric, payments.to_major($4, $5)), $5, $6, $7,
                                   coalesce($8::text::jsonb, '{}'), coalesce($9, 'automatic')) r"
 );
 
-pub const RECORD_PROVIDER_RESULT: &str = concat!(
-    "SELECT ",
-    payment_json!("r"),
-    " FROM payments.record_provider_result($1, $2, $3, $4, $5::text::jsonb) r"
-);
+pub const RECORD_PROVIDER_RESULT: &str =
+    concat!("SELECT ", payment_json!("r"), " FROM payments.record_provider_result($1, $2, $3, $4, $5::text::jsonb) r");
 
 pub const RECORD_PROVIDER_ERROR: &str = "SELECT payments.record_provider_error($1, $2::text::jsonb)";
 
 pub const GET_PAYMENT: &str = concat!("SELECT ", payment_json!("d"), " FROM payments.get_payment($1) d");
 
-pub const LIST_PAYMENTS: &str = concat!(
-    "WITH page AS (SELECT * FROM payments.list_payments($1, $2, $3, $4))
-     SELECT coalesce(jsonb_agg(",
-    payment_json!("page"),
-    "::jsonb ORDER BY page.id DESC), '[]')::text,
-            count(*) > 0 AND EXISTS (SELECT FROM payments.list_payments($1, $2, 1, (SELECT min(id) FROM page)))
-     FROM page"
-);
+/// A page of the SQL function's default size (no `limit` in the request).
+pub const LIST_PAYMENTS: &str = list_payments!("customer_id => $1, status => $2, starting_after => $3");
+/// A page of `$4` payments.
+pub const LIST_PAYMENTS_LIMIT: &str = list_payments!("$1, $2, $4, $3");
 
 pub const LIST_EVENTS: &str =
-    "SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.seq), '[]')::text FROM payments.list_payment_events($1) h";
+    "SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.seq), '[]')::text AS data FROM payments.list_payment_events($1) h";
 
-pub const INGEST_WEBHOOK: &str = "SELECT payments.ingest_webhook($1, $2::text::jsonb, $3)::text";
+pub const INGEST_WEBHOOK: &str =
+    "SELECT r::text AS answer, r ->> 'result' AS result FROM payments.ingest_webhook($1, $2::text::jsonb, $3) r";
 
-pub const CLAIM_PROVIDER_WORK: &str = "SELECT payment_id, kind, customer_id, amount_minor, currency, payment_method,
-        capture_method, description, provider_payment_id, status
-     FROM payments.claim_provider_work($1, make_interval(secs => $2::bigint))";
+pub const CLAIM_PROVIDER_WORK: &str = "SELECT payment_id AS id, kind, customer_id, amount_minor, currency,
+        payment_method, capture_method, description, provider_payment_id, status
+     FROM payments.claim_provider_work($1, $2::bigint * interval '1 millisecond')";
 
-pub fn pool(database_url: &str, size: usize, wait: Duration) -> Result<Pool, Box<dyn std::error::Error>> {
+pub fn pool(database_url: &str, size: usize, wait: Duration) -> Result<Pool, Box<dyn std::error::Error + Send + Sync>> {
     let config = tokio_postgres::Config::from_str(database_url)?;
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)

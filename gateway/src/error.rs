@@ -1,9 +1,12 @@
-//! The gateway's one error type, and the one place SQLSTATEs become HTTP.
+//! The gateway's one error type, and the one place SQLSTATEs become HTTP: the
+//! answers come from `payments_core::sqlstate::REGISTRY`, the same table the
+//! README and the SQL files are checked against.
 //! Bodies follow Stripe's shape: `{"error": {"type", "code", "message", "param"}}`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use payments_core::sqlstate;
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +23,9 @@ pub enum ApiError {
     PoolExhausted,
     #[error("the database is unreachable")]
     DatabaseDown,
+    /// A broken promise between the gateway and the extension (logged, never shown).
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Database(#[from] tokio_postgres::Error),
 }
@@ -27,6 +33,23 @@ pub enum ApiError {
 impl ApiError {
     pub fn invalid(code: &'static str, message: impl Into<String>, param: Option<&'static str>) -> Self {
         ApiError::Invalid { code, message: message.into(), param }
+    }
+
+    /// The `error.code` this error is answered with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { code, .. } => code,
+            ApiError::Unauthenticated(_) => "api_key_invalid",
+            ApiError::BodyTooLarge => "body_too_large",
+            ApiError::Forbidden(_) => "scope_missing",
+            ApiError::PoolExhausted => "database_busy",
+            ApiError::DatabaseDown => "database_unavailable",
+            ApiError::Internal(_) => sqlstate::INTERNAL.name,
+            ApiError::Database(e) => match e.as_db_error() {
+                Some(db) => sqlstate::lookup(db.code().code()).name,
+                None => "database_unavailable",
+            },
+        }
     }
 }
 
@@ -42,35 +65,11 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     }
 }
 
-/// SQLSTATE → (HTTP status, error type, error code, param).
-pub fn map_sqlstate(sqlstate: &str) -> (StatusCode, &'static str, &'static str, Option<&'static str>) {
-    use StatusCode as S;
-    const INVALID: &str = "invalid_request_error";
-    match sqlstate {
-        "PM100" => (S::BAD_REQUEST, INVALID, "parameter_invalid", None),
-        "PM101" => (S::BAD_REQUEST, INVALID, "amount_too_precise", Some("amount")),
-        "PM102" => (S::BAD_REQUEST, INVALID, "amount_not_positive", Some("amount")),
-        "PM103" => (S::BAD_REQUEST, INVALID, "currency_unknown", Some("currency")),
-        "PM104" => (S::BAD_REQUEST, INVALID, "amount_too_large", Some("amount")),
-        "PM105" => (S::BAD_REQUEST, INVALID, "amount_invalid", Some("amount")),
-        "22P02" => (S::BAD_REQUEST, INVALID, "parameter_invalid", None),
-        "PM201" => (S::CONFLICT, "idempotency_error", "idempotency_key_reused", Some("Idempotency-Key")),
-        "PM202" => (S::CONFLICT, INVALID, "transition_not_allowed", Some("status")),
-        "PM203" => (S::CONFLICT, INVALID, "provider_payment_conflict", None),
-        "PM204" => (S::NOT_FOUND, INVALID, "resource_missing", Some("id")),
-        "PM205" => (S::CONFLICT, INVALID, "history_append_only", None),
-        "PM301" => (S::BAD_REQUEST, INVALID, "webhook_signature_invalid", None),
-        "PM302" => (S::BAD_REQUEST, INVALID, "webhook_timestamp_outside_tolerance", None),
-        "PM303" => (S::SERVICE_UNAVAILABLE, "api_error", "webhook_secret_missing", None),
-        "PM304" => (S::BAD_REQUEST, INVALID, "webhook_event_invalid", None),
-        "40001" | "40P01" => (S::CONFLICT, "api_error", "concurrent_update_retry", None),
-        "42501" => (S::FORBIDDEN, "permission_error", "database_permission_denied", None),
-        "57014" => (S::GATEWAY_TIMEOUT, "api_error", "database_timeout", None),
-        s if s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") => {
-            (S::SERVICE_UNAVAILABLE, "api_error", "database_unavailable", None)
-        }
-        _ => (S::INTERNAL_SERVER_ERROR, "api_error", "internal_error", None),
-    }
+/// SQLSTATE → (HTTP status, error type, error code, param), from the registry.
+pub fn map_sqlstate(code: &str) -> (StatusCode, &'static str, &'static str, Option<&'static str>) {
+    let c = sqlstate::lookup(code);
+    let status = StatusCode::from_u16(c.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, c.kind.as_str(), c.name, c.param)
 }
 
 pub fn error_body(status: StatusCode, kind: &str, code: &str, message: &str, param: Option<&str>) -> Response {
@@ -81,20 +80,22 @@ pub fn error_body(status: StatusCode, kind: &str, code: &str, message: &str, par
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         use StatusCode as S;
+        let code = self.code();
         match &self {
-            ApiError::Invalid { code, message, param } => {
+            ApiError::Invalid { message, param, .. } => {
                 error_body(S::BAD_REQUEST, "invalid_request_error", code, message, *param)
             }
             ApiError::BodyTooLarge => {
-                error_body(S::PAYLOAD_TOO_LARGE, "invalid_request_error", "body_too_large", &self.to_string(), None)
+                error_body(S::PAYLOAD_TOO_LARGE, "invalid_request_error", code, &self.to_string(), None)
             }
-            ApiError::Unauthenticated(msg) => error_body(S::UNAUTHORIZED, "authentication_error", "api_key_invalid", msg, None),
-            ApiError::Forbidden(_) => {
-                error_body(S::FORBIDDEN, "permission_error", "scope_missing", &self.to_string(), None)
+            ApiError::Unauthenticated(msg) => error_body(S::UNAUTHORIZED, "authentication_error", code, msg, None),
+            ApiError::Forbidden(_) => error_body(S::FORBIDDEN, "permission_error", code, &self.to_string(), None),
+            ApiError::PoolExhausted | ApiError::DatabaseDown => {
+                error_body(S::SERVICE_UNAVAILABLE, "api_error", code, &self.to_string(), None)
             }
-            ApiError::PoolExhausted => error_body(S::SERVICE_UNAVAILABLE, "api_error", "database_busy", &self.to_string(), None),
-            ApiError::DatabaseDown => {
-                error_body(S::SERVICE_UNAVAILABLE, "api_error", "database_unavailable", &self.to_string(), None)
+            ApiError::Internal(why) => {
+                tracing::error!(error = %why, "internal error");
+                error_body(S::INTERNAL_SERVER_ERROR, "api_error", code, "internal error", None)
             }
             ApiError::Database(e) => match e.as_db_error() {
                 Some(db) => {
@@ -109,7 +110,7 @@ impl IntoResponse for ApiError {
                 }
                 None => {
                     tracing::warn!(error = %e, "database connection error");
-                    error_body(S::SERVICE_UNAVAILABLE, "api_error", "database_unavailable", "the database is unreachable", None)
+                    error_body(S::SERVICE_UNAVAILABLE, "api_error", code, "the database is unreachable", None)
                 }
             },
         }
@@ -121,14 +122,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_documented_sqlstate_has_its_status() {
-        for (code, status) in [
-            ("PM100", 400), ("PM101", 400), ("PM102", 400), ("PM103", 400), ("PM104", 400), ("PM105", 400),
-            ("PM201", 409), ("PM202", 409), ("PM203", 409), ("PM204", 404), ("PM205", 409),
-            ("PM301", 400), ("PM302", 400), ("PM303", 503), ("PM304", 400),
-            ("40001", 409), ("42501", 403), ("57014", 504), ("08006", 503), ("53300", 503), ("XX000", 500),
-        ] {
+    fn every_registered_sqlstate_gets_its_status_type_and_code() {
+        for c in sqlstate::REGISTRY {
+            let (status, kind, code, param) = map_sqlstate(c.sqlstate);
+            assert_eq!(status.as_u16(), c.http_status, "{}", c.sqlstate);
+            assert_eq!((kind, code, param), (c.kind.as_str(), c.name, c.param), "{}", c.sqlstate);
+        }
+    }
+
+    #[test]
+    fn unregistered_codes_are_500_and_connection_classes_503() {
+        for (code, status) in [("XX000", 500), ("PM999", 500), ("08006", 503), ("53300", 503), ("57P01", 503)] {
             assert_eq!(map_sqlstate(code).0.as_u16(), status, "{code}");
         }
+        assert_eq!(
+            map_sqlstate("PM204"),
+            (StatusCode::NOT_FOUND, "invalid_request_error", "resource_missing", Some("id"))
+        );
     }
 }

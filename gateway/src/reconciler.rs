@@ -30,28 +30,17 @@ pub async fn reconcile_once(state: &AppState, min_age: Duration) -> Result<usize
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
     let claim = tx.prepare_cached(db::CLAIM_PROVIDER_WORK).await?;
-    let rows = tx.query(&claim, &[&BATCH, &(min_age.as_secs() as i64)]).await?;
+    let min_age_ms = i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX);
+    let rows = tx.query(&claim, &[&BATCH, &min_age_ms]).await?;
     for row in &rows {
-        let payment_id: String = row.get(0);
-        let kind: &str = row.get(1);
-        let answer = if kind == "create" {
-            let charge = Charge {
-                payment_id: payment_id.clone(),
-                customer_id: row.get(2),
-                amount_minor: row.get(3),
-                currency: row.get(4),
-                payment_method: row.get(5),
-                capture_method: row.get(6),
-                description: row.get(7),
-            };
-            state.stripe.create_payment_intent(&charge).await
-        } else {
-            let provider_payment_id: String = row.get(8);
-            state.stripe.retrieve_payment_intent(&provider_payment_id).await
+        let payment_id: String = row.try_get("id")?;
+        let kind: &str = row.try_get("kind")?;
+        let answer = match (kind, Charge::from_row(row)?) {
+            ("create", Some(charge)) => state.provider.create_payment(&charge).await,
+            _ => state.provider.retrieve_payment(row.try_get("provider_payment_id")?).await,
         };
-        let status: String = row.get(9);
         metrics::counter!("reconciler_payments_total", "kind" => kind.to_string()).increment(1);
-        provider::record(&tx, &state.provider, &payment_id, &status, answer).await?;
+        provider::record(&tx, state.provider.name(), &payment_id, provider::status_of(row)?, answer).await?;
     }
     tx.commit().await?;
     Ok(rows.len())

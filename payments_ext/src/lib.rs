@@ -5,7 +5,7 @@
 
 use pgrx::prelude::*;
 
-use payments_core::{canonical, currency, id, money, state, webhook};
+use payments_core::{canonical, currency, id, money, state, vocabulary, webhook};
 
 mod headers;
 use headers::Headers;
@@ -17,7 +17,7 @@ pgrx::pg_module_magic!();
 
 // Hand-written SQL, in load order. Rust functions are created first (they
 // live in the extension's schema, `payments`); roles and grants come last.
-extension_sql_file!("../../sql/schema.sql", name = "schema", requires = [to_major]);
+extension_sql_file!("../../sql/schema.sql", name = "schema", requires = [to_major, is_allowed, all_allowed]);
 extension_sql_file!(
     "../../sql/api.sql",
     name = "api",
@@ -29,6 +29,8 @@ extension_sql_file!(
         statuses,
         allowed_transitions,
         transition_decision,
+        initial_status,
+        allowed_values,
         new_id,
         event_hash,
         request_fingerprint
@@ -37,7 +39,14 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/webhooks.sql",
     name = "webhooks",
-    requires = ["api", webhook_signature_failure, verify_webhook_signature, webhook_secret_failure, stripe_event_status, is_json_object]
+    requires = [
+        "api",
+        webhook_signature_failure,
+        verify_webhook_signature,
+        webhook_secret_failure,
+        stripe_event_status,
+        is_json_object
+    ]
 );
 extension_sql_file!("../../sql/views.sql", name = "views", requires = ["webhooks"]);
 extension_sql_file!("../../sql/gateway.sql", name = "gateway", requires = ["views", new_token]);
@@ -84,7 +93,8 @@ fn allowed_transitions() -> TableIterator<'static, (name!(from_status, &'static 
     )
 }
 
-/// `apply`, `noop`, `ignore` or `forbidden`; NULL when a status or the source is not a known name.
+/// `apply`, `noop`, `ignore` (a stale report) or `forbidden`; NULL when a status or the source is not a
+/// known name. Frozen words: see `state::Decision::as_str`.
 #[pg_extern(immutable, parallel_safe, name = "_transition_decision")]
 fn transition_decision(from_status: &str, to_status: &str, source: &str) -> Option<&'static str> {
     let (from, to, source) =
@@ -92,13 +102,36 @@ fn transition_decision(from_status: &str, to_status: &str, source: &str) -> Opti
     Some(state::decide(from, to, source).as_str())
 }
 
+/// The status a new payment starts in.
+#[pg_extern(immutable, parallel_safe, name = "_initial_status")]
+fn initial_status(has_payment_method: bool) -> &'static str {
+    state::initial_status(has_payment_method).as_str()
+}
+
+// ---- allowed values (one registry: payments_core::vocabulary) ----------------
+
+#[pg_extern(immutable, parallel_safe)]
+fn allowed_values() -> TableIterator<'static, (name!(kind, &'static str), name!(value, &'static str))> {
+    TableIterator::new(vocabulary::KINDS.into_iter().flat_map(|k| k.values().into_iter().map(move |v| (k.as_str(), v))))
+}
+
+/// Whether `value` is one of the allowed values of `kind`; what CHECK constraints use.
+#[pg_extern(immutable, parallel_safe, name = "_is_allowed")]
+fn is_allowed(kind: &str, value: &str) -> bool {
+    vocabulary::Kind::parse(kind).is_some_and(|k| k.allows(value))
+}
+
+/// Whether every element of `values` is an allowed value of `kind` (NULL elements are not).
+#[pg_extern(immutable, parallel_safe, name = "_all_allowed")]
+fn all_allowed(kind: &str, values: Vec<Option<String>>) -> bool {
+    vocabulary::Kind::parse(kind).is_some_and(|k| values.iter().all(|v| v.as_deref().is_some_and(|v| k.allows(v))))
+}
+
 // ---- ids and hashes ----------------------------------------------------------
 
 #[pg_extern(volatile, parallel_safe, name = "_new_id")]
 fn new_id(prefix: &str) -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     id::new_id(prefix, millis).unwrap_or_else(|e| error!("no randomness available for a new id: {e}"))
 }
 
@@ -122,17 +155,8 @@ fn event_hash(
     data: &str,
     created_at_micros: i64,
 ) -> Vec<u8> {
-    let event = canonical::Event {
-        payment_id,
-        seq,
-        from_status,
-        to_status,
-        applied,
-        source,
-        reason,
-        data,
-        created_at_micros,
-    };
+    let event =
+        canonical::Event { payment_id, seq, from_status, to_status, applied, source, reason, data, created_at_micros };
     canonical::event_hash(prev_hash, &event).to_vec()
 }
 
@@ -222,8 +246,7 @@ fn stripe_event_status(event_type: &str) -> Option<&'static str> {
 /// without converting it (no number ever passes through a float).
 #[pg_extern(immutable, parallel_safe, name = "_is_json_object")]
 fn is_json_object(body: &[u8]) -> bool {
-    body.trim_ascii_start().first() == Some(&b'{')
-        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    body.trim_ascii_start().first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
 /// Required by `cargo pgrx test`.

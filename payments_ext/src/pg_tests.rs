@@ -67,14 +67,18 @@ mod tests {
 
     #[pg_test]
     fn create_payment_creates_then_replays() {
-        let first = one::<String>("SELECT outcome || ' ' || id FROM payments.create_payment('k1', 'cust_1', 49.99, 'usd')");
+        let first =
+            one::<String>("SELECT outcome || ' ' || id FROM payments.create_payment('k1', 'cust_1', 49.99, 'usd')");
         let (outcome1, id) = first.split_once(' ').unwrap();
         assert_eq!(outcome1, "created");
         assert!(id.starts_with("pay_") && id.len() == 30, "{id}");
-        let again = one::<String>("SELECT outcome || ' ' || id FROM payments.create_payment('k1', 'cust_1', 49.990, 'USD')");
+        let again =
+            one::<String>("SELECT outcome || ' ' || id FROM payments.create_payment('k1', 'cust_1', 49.990, 'USD')");
         assert_eq!(again, format!("replayed {id}"));
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payments"), 1);
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payment_events"), 1);
+        // The suite also runs on an upgraded database holding other rows
+        // (tests/tests/upgrade.rs), so counts are of this test's own rows.
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payments WHERE customer_id = 'cust_1'"), 1);
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.payment_events WHERE payment_id = '{id}'")), 1);
         assert_eq!(
             one::<String>(&format!("SELECT status || ' ' || amount || ' ' || amount_minor || ' ' || currency FROM payments.get_payment('{id}')")),
             "requires_payment_method 49.99 4999 USD"
@@ -91,7 +95,10 @@ mod tests {
         let e = outcome("SELECT payments.create_payment('k1', 'cust_1', 50.00, 'USD')");
         assert!(e.starts_with("PM201: idempotency key 'k1' was already used with different parameters"), "{e}");
         assert_eq!(sqlstate("SELECT payments.create_payment('k1', 'cust_2', 49.99, 'USD')"), "PM201");
-        assert_eq!(sqlstate("SELECT payments.create_payment('k1', 'cust_1', 49.99, 'USD', metadata => '{\"a\":1}')"), "PM201");
+        assert_eq!(
+            sqlstate("SELECT payments.create_payment('k1', 'cust_1', 49.99, 'USD', metadata => '{\"a\":1}')"),
+            "PM201"
+        );
         assert_eq!(sqlstate(&format!("SELECT payments.create_payment('{}', 'c', 1, 'USD')", "k".repeat(256))), "PM100");
         assert_eq!(sqlstate(&format!("SELECT payments.create_payment('{}', 'c', 1, 'USD')", "k".repeat(255))), "ok");
         assert_eq!(sqlstate("SELECT payments.create_payment('', 'c', 1, 'USD')"), "PM100");
@@ -101,8 +108,8 @@ mod tests {
         assert_eq!(sqlstate("SELECT payments.create_payment('k9', 'c', 0.001, 'USD')"), "PM101");
         assert_eq!(sqlstate("SELECT payments.create_payment('k9', 'c', 1, 'usdx')"), "PM103");
         // Nothing of the failed calls was written.
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.idempotency_keys"), 2);
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payments"), 2);
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.idempotency_keys WHERE key IN ('k9', '')"), 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payments WHERE customer_id = 'c'"), 1);
     }
 
     #[pg_test]
@@ -117,13 +124,13 @@ mod tests {
         assert_eq!(step("requires_confirmation", "api"), "noop requires_confirmation");
         assert_eq!(step("processing", "provider"), "applied processing");
         // A late report is recorded but changes nothing; a late command is an error.
-        assert_eq!(step("requires_action", "webhook"), "ignored processing");
+        assert_eq!(step("requires_action", "webhook"), "stale processing");
         let e = outcome(&format!("SELECT payments.transition('{id}', 'requires_action', 'api')"));
         assert!(e.starts_with(&format!("PM202: payment {id} cannot move from processing to requires_action")), "{e}");
         assert_eq!(sqlstate(&format!("SELECT payments.transition('{id}', 'canceled', 'admin')")), "PM202");
         assert_eq!(step("succeeded", "webhook"), "applied succeeded");
         // Terminal: never left.
-        assert_eq!(step("failed", "provider"), "ignored succeeded");
+        assert_eq!(step("failed", "provider"), "stale succeeded");
         assert_eq!(sqlstate(&format!("SELECT payments.transition('{id}', 'canceled', 'api')")), "PM202");
 
         assert_eq!(sqlstate(&format!("SELECT payments.transition('{id}', 'paid', 'api')")), "PM100");
@@ -148,7 +155,10 @@ mod tests {
         one::<String>(&format!(
             "SELECT status FROM payments.transition('{id}', 'failed', 'api', 'declined', '{{\"last_error\": {{\"code\": \"card_declined\"}}}}')"
         ));
-        assert_eq!(one::<String>(&format!("SELECT last_error->>'code' FROM payments.payments WHERE id = '{id}'")), "card_declined");
+        assert_eq!(
+            one::<String>(&format!("SELECT last_error->>'code' FROM payments.payments WHERE id = '{id}'")),
+            "card_declined"
+        );
     }
 
     #[pg_test]
@@ -159,22 +169,23 @@ mod tests {
                  '{id}', 'sandbox', 'pi_1', 'requires_action', '{{\"id\": \"pi_1\", \"client_secret\": \"pi_1_secret_x\"}}')"
         ));
         assert_eq!(r, "applied requires_action pi_1");
-        assert_eq!(
-            one::<i64>("SELECT count(*) FROM payments.payment_events WHERE data::text LIKE '%secret%'"),
-            0
-        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payment_events WHERE data::text LIKE '%secret%'"), 0);
         // Same link again: fine. Another provider id for this payment, or this provider id for another payment: PM203.
         let r = one::<String>(&format!(
             "SELECT outcome FROM payments.record_provider_result('{id}', 'sandbox', 'pi_1', 'succeeded', '{{}}')"
         ));
         assert_eq!(r, "applied");
         assert_eq!(
-            sqlstate(&format!("SELECT payments.record_provider_result('{id}', 'sandbox', 'pi_2', 'succeeded', '{{}}')")),
+            sqlstate(&format!(
+                "SELECT payments.record_provider_result('{id}', 'sandbox', 'pi_2', 'succeeded', '{{}}')"
+            )),
             "PM203"
         );
         let other = create("r2", "1");
         assert_eq!(
-            sqlstate(&format!("SELECT payments.record_provider_result('{other}', 'sandbox', 'pi_1', 'processing', '{{}}')")),
+            sqlstate(&format!(
+                "SELECT payments.record_provider_result('{other}', 'sandbox', 'pi_1', 'processing', '{{}}')"
+            )),
             "PM203"
         );
         let declined = create("r3", "1");
@@ -183,11 +194,19 @@ mod tests {
                  '{{\"last_payment_error\": {{\"code\": \"card_declined\", \"decline_code\": \"generic_decline\"}}}}')"
         ));
         assert_eq!(
-            one::<String>(&format!("SELECT last_error->>'decline_code' FROM payments.payments WHERE id = '{declined}'")),
+            one::<String>(&format!(
+                "SELECT last_error->>'decline_code' FROM payments.payments WHERE id = '{declined}'"
+            )),
             "generic_decline"
         );
-        assert_eq!(sqlstate("SELECT payments.record_provider_result('pay_x', 'sandbox', 'pi_9', 'succeeded', '{}')"), "PM204");
-        assert_eq!(sqlstate(&format!("SELECT payments.record_provider_result('{id}', '', NULL, 'succeeded', '{{}}')")), "PM100");
+        assert_eq!(
+            sqlstate("SELECT payments.record_provider_result('pay_x', 'sandbox', 'pi_9', 'succeeded', '{}')"),
+            "PM204"
+        );
+        assert_eq!(
+            sqlstate(&format!("SELECT payments.record_provider_result('{id}', '', NULL, 'succeeded', '{{}}')")),
+            "PM100"
+        );
     }
 
     #[pg_test]
@@ -206,8 +225,19 @@ mod tests {
         assert_eq!(page("NULL"), newest_first[..2].join(","));
         assert_eq!(page(&format!("'{}'", newest_first[1])), newest_first[2..4].join(","));
         assert_eq!(page(&format!("'{}'", newest_first[3])), newest_first[4]);
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.list_payments(status => 'requires_payment_method')"), 6);
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.list_payments(status => 'succeeded')"), 0);
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM payments.list_payments(status => 'requires_payment_method', lim => 100)
+                 WHERE customer_id IN ('cust_1', 'cust_2')"
+            ),
+            6
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.list_payments('cust_1', 'succeeded')"), 0);
+        // A page is 10 payments unless asked otherwise (the gateway's default too).
+        for i in 0..12 {
+            one::<String>(&format!("SELECT id FROM payments.create_payment('page{i}', 'cust_page', 1, 'USD')"));
+        }
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.list_payments('cust_page')"), 10);
         assert_eq!(sqlstate("SELECT payments.list_payments(lim => 0)"), "PM100");
         assert_eq!(sqlstate("SELECT payments.list_payments(lim => 101)"), "PM100");
         assert_eq!(sqlstate("SELECT payments.list_payments(status => 'paid')"), "PM100");
@@ -218,13 +248,10 @@ mod tests {
         let id = create("h1", "1");
         one::<String>(&format!("SELECT outcome FROM payments.transition('{id}', 'succeeded', 'api')"));
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.verify_event_chain()"), 0);
-        assert_eq!(
-            one::<bool>(&format!(
-                "SELECT e2.prev_hash = e1.hash FROM payments.payment_events e1 JOIN payments.payment_events e2
-                 USING (payment_id) WHERE payment_id = '{id}' AND e1.seq = 1 AND e2.seq = 2"
-            )),
-            true
-        );
+        assert!(one::<bool>(&format!(
+            "SELECT e2.prev_hash = e1.hash FROM payments.payment_events e1 JOIN payments.payment_events e2
+             USING (payment_id) WHERE payment_id = '{id}' AND e1.seq = 1 AND e2.seq = 2"
+        )));
         let e = outcome(&format!("UPDATE payments.payment_events SET reason = 'x' WHERE payment_id = '{id}'"));
         assert!(e.starts_with("PM205: UPDATE on payments.payment_events is not allowed"), "{e}");
         assert_eq!(sqlstate("DELETE FROM payments.payment_events"), "PM205");
@@ -233,7 +260,10 @@ mod tests {
 
         // Tamper the way only a superuser can: with triggers off.
         Spi::run("SET LOCAL session_replication_role = replica").unwrap();
-        Spi::run(&format!("UPDATE payments.payment_events SET to_status = 'failed' WHERE payment_id = '{id}' AND seq = 2")).unwrap();
+        Spi::run(&format!(
+            "UPDATE payments.payment_events SET to_status = 'failed' WHERE payment_id = '{id}' AND seq = 2"
+        ))
+        .unwrap();
         Spi::run("SET LOCAL session_replication_role = origin").unwrap();
         assert_eq!(
             one::<String>("SELECT payment_id || ' ' || seq || ' ' || problem FROM payments.verify_event_chain()"),
@@ -248,7 +278,8 @@ mod tests {
         create("p1", "1");
         assert_eq!(sqlstate("SELECT payments.purge_idempotency_keys('1 hour')"), "PM100");
         assert_eq!(one::<i64>("SELECT payments.purge_idempotency_keys('24 hours')"), 0);
-        Spi::run("UPDATE payments.idempotency_keys SET created_at = now() - interval '2 days'").unwrap();
+        Spi::run("UPDATE payments.idempotency_keys SET created_at = now() - interval '2 days' WHERE key = 'p1'")
+            .unwrap();
         assert_eq!(one::<i64>("SELECT payments.purge_idempotency_keys('24 hours')"), 1);
         // The key is free again: a new call makes a new payment.
         assert_eq!(one::<String>("SELECT outcome FROM payments.create_payment('p1', 'cust_1', 1, 'usd')"), "created");
@@ -274,7 +305,7 @@ mod tests {
         create("g1", "1");
         attempt("SELECT 1"); // the helper must exist before the role switch
         Spi::run("SET LOCAL ROLE payments_reader").unwrap();
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payment_details"), 1);
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payment_details WHERE customer_id = 'cust_1'"), 1);
         assert_eq!(sqlstate("SELECT count(*) FROM payments.payments"), "42501");
         assert_eq!(sqlstate("SELECT payments.create_payment('g2', 'c', 1, 'USD')"), "42501");
         Spi::run("RESET ROLE").unwrap();
@@ -282,7 +313,10 @@ mod tests {
         assert_eq!(sqlstate("SELECT payments.create_payment('g2', 'c', 1, 'USD')"), "ok");
         assert_eq!(sqlstate("INSERT INTO payments.idempotency_keys VALUES ('x', '\\x00', 'pay_x')"), "42501");
         assert_eq!(sqlstate("SELECT payments.purge_idempotency_keys('1 day')"), "42501");
-        assert_eq!(sqlstate("SELECT payments._append_event('pay_x', NULL, 'failed', true, 'api', NULL, '{}')"), "42501");
+        assert_eq!(
+            sqlstate("SELECT payments._append_event('pay_x', NULL, 'failed', true, 'api', NULL, '{}')"),
+            "42501"
+        );
         Spi::run("RESET ROLE").unwrap();
     }
 
@@ -290,6 +324,36 @@ mod tests {
     fn state_machine_is_visible_in_sql() {
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.allowed_transitions()"), 24);
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.statuses() WHERE terminal"), 3);
+    }
+
+    #[pg_test]
+    fn allowed_values_come_from_one_registry_and_bind_the_tables() {
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(value, ',' ORDER BY value) FROM payments.allowed_values() WHERE kind = 'source'"
+            ),
+            "admin,api,provider,system,webhook"
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM payments.allowed_values() v JOIN payments.statuses() s ON s.status = v.value
+                 WHERE v.kind = 'status'"
+            ),
+            one::<i64>("SELECT count(*) FROM payments.statuses()")
+        );
+        assert_eq!(
+            one::<String>("SELECT status FROM payments.create_payment('av1', 'cust_av', 1, 'USD')"),
+            one::<String>("SELECT payments._initial_status(false)")
+        );
+        // The tables refuse a value outside the registry even from their owner.
+        assert_eq!(sqlstate("UPDATE payments.payments SET status = 'paid' WHERE customer_id = 'cust_av'"), "23514");
+        one::<String>("SELECT api_key FROM payments.create_api_key('av', ARRAY['payments:read'])");
+        assert_eq!(
+            sqlstate("UPDATE payments.api_keys SET scopes = ARRAY['payments:read', 'admin'] WHERE name = 'av'"),
+            "23514"
+        );
+        assert!(!one::<bool>("SELECT payments._is_allowed('no_such_kind', 'api')"));
+        assert!(!one::<bool>("SELECT payments._all_allowed('api_key_scope', ARRAY['payments:read', NULL])"));
     }
 
     // ---- webhooks --------------------------------------------------------------
@@ -301,7 +365,14 @@ mod tests {
     }
 
     /// A Stripe event for payment intent `pi`, signed at `t` with `secret`.
-    fn stripe_event(id: &str, event_type: &str, pi: &str, payment_id: Option<&str>, secret: &str, t: i64) -> (String, String) {
+    fn stripe_event(
+        id: &str,
+        event_type: &str,
+        pi: &str,
+        payment_id: Option<&str>,
+        secret: &str,
+        t: i64,
+    ) -> (String, String) {
         let metadata = payment_id.map_or(String::from("{}"), |p| format!(r#"{{"payment_id":"{p}"}}"#));
         let body = format!(
             r#"{{"id":"{id}","object":"event","type":"{event_type}","created":{t},"data":{{"object":{{"id":"{pi}","object":"payment_intent","amount":1.10,"metadata":{metadata}}}}}}}"#
@@ -356,8 +427,14 @@ mod tests {
         };
         assert_eq!(failure("whsec_test_secret", at), None);
         assert_eq!(failure("whsec_wrong", at).as_deref(), Some("no_matching_signature"));
-        assert_eq!(failure("whsec_test_secret", "to_timestamp(1492774577 + 301)").as_deref(), Some("timestamp_too_old"));
-        assert_eq!(failure("whsec_test_secret", "to_timestamp(1492774577 - 301)").as_deref(), Some("timestamp_in_future"));
+        assert_eq!(
+            failure("whsec_test_secret", "to_timestamp(1492774577 + 301)").as_deref(),
+            Some("timestamp_too_old")
+        );
+        assert_eq!(
+            failure("whsec_test_secret", "to_timestamp(1492774577 - 301)").as_deref(),
+            Some("timestamp_in_future")
+        );
         assert_eq!(
             one::<String>("SELECT payments.webhook_signature_failure('stripe', 's', '{}', '\\x00')"),
             "missing_header"
@@ -395,19 +472,27 @@ mod tests {
         let (b2, s2) = stripe_event("evt_2", "payment_intent.succeeded", "pi_w1", None, STRIPE_SECRET, t + 1);
         let (b3, s3) = stripe_event("evt_3", "payment_intent.requires_action", "pi_w1", None, STRIPE_SECRET, t - 5);
         let (b4, s4) = stripe_event("evt_4", "customer.created", "cus_1", None, STRIPE_SECRET, t);
+        let (b5, s5) = stripe_event("evt_5", "payment_intent.succeeded", "pi_w1", None, STRIPE_SECRET, t + 2);
         assert_eq!(ingest(&b2, &s2), "applied");
         assert_eq!(ingest(&b2, &s2), "duplicate");
         assert_eq!(ingest(&b1, &s1), "stale");
         assert_eq!(ingest(&b3, &s3), "stale");
         assert_eq!(ingest(&b4, &s4), "ignored");
+        // Another event confirming the status it already has: a noop, not stale.
+        assert_eq!(ingest(&b5, &s5), "noop");
         assert_eq!(one::<String>(&format!("SELECT status FROM payments.payments WHERE id = '{id}'")), "succeeded");
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_events"), 4);
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_events WHERE provider = 'stripe'"), 5);
         assert_eq!(
-            one::<String>("SELECT string_agg(result, ',' ORDER BY event_id) FROM payments.webhook_events"),
-            "stale,applied,stale,ignored"
+            one::<String>(
+                "SELECT string_agg(result, ',' ORDER BY event_id) FROM payments.webhook_events WHERE provider = 'stripe'"
+            ),
+            "stale,applied,stale,ignored,noop"
         );
         // The exact bytes are kept, numbers and all.
-        assert_eq!(one::<String>("SELECT convert_from(body, 'UTF8') FROM payments.webhook_events WHERE event_id = 'evt_2'"), b2);
+        assert_eq!(
+            one::<String>("SELECT convert_from(body, 'UTF8') FROM payments.webhook_events WHERE event_id = 'evt_2'"),
+            b2
+        );
         assert_eq!(sqlstate("UPDATE payments.webhook_events SET result = 'applied'"), "PM205");
     }
 
@@ -422,16 +507,24 @@ mod tests {
         assert_eq!(ingest(&body.replace("pi_f", "pi_g"), &sig), "PM301", "body changed after signing");
         let (old, old_sig) = stripe_event("evt_o", "payment_intent.succeeded", "pi_f", None, STRIPE_SECRET, t - 600);
         assert_eq!(ingest(&old, &old_sig), "PM302");
-        let (future, future_sig) = stripe_event("evt_u", "payment_intent.succeeded", "pi_f", None, STRIPE_SECRET, t + 600);
+        let (future, future_sig) =
+            stripe_event("evt_u", "payment_intent.succeeded", "pi_f", None, STRIPE_SECRET, t + 600);
         assert_eq!(ingest(&future, &future_sig), "PM302");
         assert_eq!(ingest(&body, "t=1"), "PM301");
         let not_json = "not json";
-        assert_eq!(ingest(not_json, &payments_core::webhook::stripe::sign(STRIPE_SECRET, t, not_json.as_bytes())), "PM304");
+        assert_eq!(
+            ingest(not_json, &payments_core::webhook::stripe::sign(STRIPE_SECRET, t, not_json.as_bytes())),
+            "PM304"
+        );
         let no_id = r#"{"type":"x"}"#;
         assert_eq!(ingest(no_id, &payments_core::webhook::stripe::sign(STRIPE_SECRET, t, no_id.as_bytes())), "PM304");
         Spi::run("SET LOCAL payments.webhook_tolerance = '1 hour'").unwrap();
         assert_eq!(ingest(&old, &old_sig), "pending_match");
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_events"), 1, "only the verified event is stored");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM payments.webhook_events WHERE provider = 'stripe'"),
+            1,
+            "only the verified event is stored"
+        );
     }
 
     #[pg_test]
@@ -443,26 +536,35 @@ mod tests {
         let (b2, s2) = stripe_event("evt_b", "payment_intent.succeeded", "pi_w2", None, STRIPE_SECRET, t + 1);
         assert_eq!(ingest(&b2, &s2), "pending_match");
         assert_eq!(ingest(&b1, &s1), "pending_match");
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_log WHERE still_pending"), 2);
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM payments.webhook_log WHERE still_pending AND provider = 'stripe'"),
+            2
+        );
         let r = one::<String>(&format!(
             "SELECT status FROM payments.record_provider_result('{id}', 'stripe', 'pi_w2', 'requires_confirmation', '{{}}')"
         ));
         assert_eq!(r, "succeeded");
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_pending"), 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_pending WHERE provider = 'stripe'"), 0);
         let history = one::<String>(&format!(
             "SELECT string_agg(to_status || ':' || applied, ' ' ORDER BY seq) FROM payments.payment_events WHERE payment_id = '{id}'"
         ));
-        assert_eq!(history, "requires_payment_method:true requires_action:true succeeded:true requires_confirmation:false");
+        assert_eq!(
+            history,
+            "requires_payment_method:true requires_action:true succeeded:true requires_confirmation:false"
+        );
     }
 
     #[pg_test]
     fn metadata_payment_id_matches_and_links() {
         add_secret(STRIPE_SECRET);
         let id = create("w3", "10");
-        let (b, s) = stripe_event("evt_m", "payment_intent.payment_failed", "pi_w3", Some(&id), STRIPE_SECRET, now_unix());
+        let (b, s) =
+            stripe_event("evt_m", "payment_intent.payment_failed", "pi_w3", Some(&id), STRIPE_SECRET, now_unix());
         assert_eq!(ingest(&b, &s), "applied");
         assert_eq!(
-            one::<String>(&format!("SELECT status || ' ' || provider_payment_id FROM payments.payments WHERE id = '{id}'")),
+            one::<String>(&format!(
+                "SELECT status || ' ' || provider_payment_id FROM payments.payments WHERE id = '{id}'"
+            )),
             "failed pi_w3"
         );
     }
@@ -498,12 +600,28 @@ mod tests {
 
     #[pg_test]
     fn api_keys_are_shown_once_stored_hashed_and_revocable() {
-        let created = one::<String>("SELECT id || ' ' || api_key FROM payments.create_api_key('app', ARRAY['payments:read'])");
+        let created =
+            one::<String>("SELECT id || ' ' || api_key FROM payments.create_api_key('app', ARRAY['payments:read'])");
         let (id, key) = created.split_once(' ').unwrap();
         assert!(key.starts_with("sk_pay_"));
-        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.api_keys WHERE key_hash = sha256(convert_to('{key}', 'UTF8'))")), 1);
-        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.api_keys WHERE key_hash::text LIKE '%{key}%'")), 0);
-        assert_eq!(one::<String>(&format!("SELECT array_to_string(scopes, ',') FROM payments.authenticate_api_key('{key}')")), "payments:read");
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM payments.api_keys WHERE key_hash = sha256(convert_to('{key}', 'UTF8'))"
+            )),
+            1
+        );
+        // The key itself is nowhere in its row: not as the hash's bytes, not in any column.
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM payments.api_keys a
+                 WHERE position(convert_to('{key}', 'UTF8') IN a.key_hash) > 0 OR to_jsonb(a)::text LIKE '%{key}%'"
+            )),
+            0
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT array_to_string(scopes, ',') FROM payments.authenticate_api_key('{key}')")),
+            "payments:read"
+        );
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.authenticate_api_key('sk_pay_wrong')"), 0);
         assert!(one::<bool>(&format!("SELECT payments.revoke_api_key('{id}')")));
         assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.authenticate_api_key('{key}')")), 0);
@@ -513,19 +631,32 @@ mod tests {
 
     #[pg_test]
     fn provider_work_is_claimed_once_old_enough_and_errors_keep_it_waiting() {
-        let waiting = one::<String>("SELECT id FROM payments.create_payment('c1', 'c', 1, 'USD', payment_method => 'pm_card_visa')");
+        let waiting = one::<String>(
+            "SELECT id FROM payments.create_payment('c1', 'c', 1, 'USD', payment_method => 'pm_card_visa')",
+        );
         create("c2", "1"); // no payment method: nothing to do at the provider
-        let linked = one::<String>("SELECT id FROM payments.create_payment('c3', 'c', 1, 'USD', payment_method => 'pm_card_visa')");
-        one::<String>(&format!("SELECT status FROM payments.record_provider_result('{linked}', 'sandbox', 'pi_c3', 'processing', '{{}}')"));
+        let linked = one::<String>(
+            "SELECT id FROM payments.create_payment('c3', 'c', 1, 'USD', payment_method => 'pm_card_visa')",
+        );
+        one::<String>(&format!(
+            "SELECT status FROM payments.record_provider_result('{linked}', 'sandbox', 'pi_c3', 'processing', '{{}}')"
+        ));
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.claim_provider_work(10, '1 hour')"), 0, "too recent");
         // Everything here shares the test transaction's now(); a negative age includes it.
         let claimed = one::<String>(
             "SELECT string_agg(kind || ':' || status, ',' ORDER BY kind) FROM payments.claim_provider_work(10, '-1 second')",
         );
         assert_eq!(claimed, "create:requires_confirmation,refresh:processing");
-        Spi::run(&format!("SELECT payments.record_provider_error('{waiting}', '{{\"type\": \"provider_unavailable\"}}')")).unwrap();
-        assert_eq!(one::<String>(&format!("SELECT status || ' ' || (last_error->>'type') FROM payments.payments WHERE id = '{waiting}'")),
-                   "requires_confirmation provider_unavailable");
+        Spi::run(&format!(
+            "SELECT payments.record_provider_error('{waiting}', '{{\"type\": \"provider_unavailable\"}}')"
+        ))
+        .unwrap();
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || (last_error->>'type') FROM payments.payments WHERE id = '{waiting}'"
+            )),
+            "requires_confirmation provider_unavailable"
+        );
         assert_eq!(sqlstate("SELECT payments.record_provider_error('pay_none', '{}')"), "PM204");
     }
 
@@ -534,7 +665,9 @@ mod tests {
         let id = create("e1", "1");
         one::<String>(&format!("SELECT outcome FROM payments.transition('{id}', 'canceled', 'api')"));
         assert_eq!(
-            one::<String>(&format!("SELECT string_agg(to_status, ',' ORDER BY seq) FROM payments.list_payment_events('{id}')")),
+            one::<String>(&format!(
+                "SELECT string_agg(to_status, ',' ORDER BY seq) FROM payments.list_payment_events('{id}')"
+            )),
             "requires_payment_method,canceled"
         );
         assert_eq!(sqlstate("SELECT payments.list_payment_events('pay_none')"), "PM204");

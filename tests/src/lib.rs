@@ -12,13 +12,32 @@ pub fn database_url() -> String {
 }
 
 pub async fn connect() -> Client {
-    let (client, connection) = tokio_postgres::connect(&database_url(), NoTls).await.expect("connect to the test cluster");
+    connect_to(&database_url()).await
+}
+
+pub async fn connect_to(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect to the test cluster");
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             eprintln!("connection error: {e}");
         }
     });
     client
+}
+
+/// The test cluster's connection string with another database name.
+pub fn database_url_for(dbname: &str) -> String {
+    let base = database_url();
+    let others: Vec<&str> = base.split_whitespace().filter(|kv| !kv.starts_with("dbname=")).collect();
+    format!("{} dbname={dbname}", others.join(" "))
+}
+
+/// Drops `name` if it exists and creates it empty (no extension).
+pub async fn recreate_database(name: &str) {
+    let db = connect().await;
+    // Each its own statement: neither may run inside a transaction block.
+    db.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await.expect("drop a test database");
+    db.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.expect("create a test database");
 }
 
 /// A prefix no earlier run used, so tests never see each other's rows.

@@ -136,7 +136,8 @@ async fn the_reader_role_can_read_but_never_write() {
         assert_eq!(sqlstate(result), "42501");
     }
     db.batch_execute("RESET ROLE").await.unwrap();
-    let status: String = db.query_one("SELECT status FROM payments.payments WHERE id = $1", &[&id]).await.unwrap().get(0);
+    let status: String =
+        db.query_one("SELECT status FROM payments.payments WHERE id = $1", &[&id]).await.unwrap().get(0);
     assert_eq!(status, "requires_payment_method");
 }
 

@@ -44,9 +44,7 @@ async fn signatures_from_the_official_python_packages_verify_and_one_byte_change
 
     let db = connect().await;
     let verify = db
-        .prepare(
-            "SELECT payments.webhook_signature_failure($1, $2, $3, $4, at => to_timestamp($5::bigint))",
-        )
+        .prepare("SELECT payments.webhook_signature_failure($1, $2, $3, $4, at => to_timestamp($5::bigint))")
         .await
         .unwrap();
     let mut rng = Rng(0x5eed);
@@ -218,9 +216,10 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
     }
 
     let statuses: HashMap<String, String> = db
-        .query("SELECT id, status FROM payments.payments WHERE customer_id = 'cust_wh' AND id = ANY($1)", &[
-            &payments.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
-        ])
+        .query(
+            "SELECT id, status FROM payments.payments WHERE customer_id = 'cust_wh' AND id = ANY($1)",
+            &[&payments.iter().map(|p| p.0.clone()).collect::<Vec<_>>()],
+        )
         .await
         .unwrap()
         .into_iter()
@@ -245,9 +244,7 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
     assert_eq!(stored.get::<_, i64>(2), 0, "every early event was applied once its payment was linked");
 
     let ids: Vec<String> = payments.iter().map(|p| p.0.clone()).collect();
-    let broken = db
-        .query("SELECT v.* FROM unnest($1::text[]) id, payments.verify_event_chain(id) v", &[&ids])
-        .await
-        .unwrap();
+    let broken =
+        db.query("SELECT v.* FROM unnest($1::text[]) id, payments.verify_event_chain(id) v", &[&ids]).await.unwrap();
     assert!(broken.is_empty(), "every history verifies");
 }

@@ -57,12 +57,17 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    pub fn parse(name: &str) -> Option<Scheme> {
-        match name {
-            "stripe" => Some(Scheme::Stripe),
-            "standard" => Some(Scheme::Standard),
-            _ => None,
+    pub const ALL: [Scheme; 2] = [Scheme::Stripe, Scheme::Standard];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Stripe => "stripe",
+            Scheme::Standard => "standard",
         }
+    }
+
+    pub fn parse(name: &str) -> Option<Scheme> {
+        Scheme::ALL.into_iter().find(|s| s.as_str() == name)
     }
 }
 

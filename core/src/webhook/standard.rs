@@ -77,10 +77,7 @@ mod tests {
         assert_eq!(check(ID, T, PUBLISHED, SECRET, &body), Err(Failure::NoMatchingSignature));
         assert_eq!(check("msg_other", T, PUBLISHED, SECRET, BODY), Err(Failure::NoMatchingSignature));
         assert_eq!(check(ID, "1614265331", PUBLISHED, SECRET, BODY), Err(Failure::NoMatchingSignature));
-        assert_eq!(
-            check(ID, T, PUBLISHED, "whsec_bm90IHRoZSBzYW1lIGtleQ==", BODY),
-            Err(Failure::NoMatchingSignature)
-        );
+        assert_eq!(check(ID, T, PUBLISHED, "whsec_bm90IHRoZSBzYW1lIGtleQ==", BODY), Err(Failure::NoMatchingSignature));
     }
 
     #[test]

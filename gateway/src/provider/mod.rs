@@ -2,16 +2,33 @@
 //! the row exists first, then the provider call (idempotent on the payment id),
 //! then `record_provider_result`. A call that fails leaves the payment awaiting
 //! the provider; the reconciler finishes it.
+//!
+//! Routes and the reconciler see only the `Provider` trait; `stripe.rs` is its
+//! production implementation (and talks to the sandbox unchanged).
 
 pub mod stripe;
 
 use deadpool_postgres::GenericClient;
+use payments_core::state::Status;
 use serde_json::json;
+use tokio_postgres::Row;
 
 use crate::db;
 use crate::error::ApiError;
 
+/// A payment provider.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// The name payments and webhook secrets are recorded under (`stripe`, `sandbox`, …).
+    fn name(&self) -> &str;
+    /// Creates and confirms the provider's payment, idempotently on our payment id.
+    async fn create_payment(&self, charge: &Charge) -> Result<Answer, ProviderError>;
+    /// The provider's current view of one of its payments.
+    async fn retrieve_payment(&self, provider_payment_id: &str) -> Result<Answer, ProviderError>;
+}
+
 /// What the gateway needs of a payment to charge it.
+#[derive(Debug)]
 pub struct Charge {
     pub payment_id: String,
     pub customer_id: String,
@@ -22,12 +39,38 @@ pub struct Charge {
     pub description: Option<String>,
 }
 
+impl Charge {
+    /// From a row with the columns of `payments.payments` (by name); None
+    /// when the payment has no payment method, so there is nothing to charge.
+    pub fn from_row(row: &Row) -> Result<Option<Charge>, ApiError> {
+        let Some(payment_method) = row.try_get::<_, Option<String>>("payment_method")? else {
+            return Ok(None);
+        };
+        Ok(Some(Charge {
+            payment_id: row.try_get("id")?,
+            customer_id: row.try_get("customer_id")?,
+            amount_minor: row.try_get("amount_minor")?,
+            currency: row.try_get("currency")?,
+            payment_method,
+            capture_method: row.try_get("capture_method")?,
+            description: row.try_get("description")?,
+        }))
+    }
+}
+
+/// A status column as the state machine's type.
+pub fn status_of(row: &Row) -> Result<Status, ApiError> {
+    let name: &str = row.try_get("status")?;
+    Status::parse(name).ok_or_else(|| ApiError::Internal(format!("the database returned an unknown status {name:?}")))
+}
+
 /// The provider's answer about one payment.
+#[derive(Debug)]
 pub struct Answer {
     /// The provider's payment id; None when the provider refused before creating one.
     pub provider_payment_id: Option<String>,
-    /// Our status for it.
-    pub status: &'static str,
+    /// Our status for it; None when the provider reports nothing new.
+    pub status: Option<Status>,
     /// The provider's object (or error) as received, JSON text.
     pub raw: String,
 }
@@ -44,18 +87,17 @@ pub async fn record(
     db: &impl GenericClient,
     provider: &str,
     payment_id: &str,
-    current_status: &str,
+    current_status: Status,
     answer: Result<Answer, ProviderError>,
 ) -> Result<Option<String>, ApiError> {
     match answer {
         Ok(a) => {
             let stmt = db.prepare_cached(db::RECORD_PROVIDER_RESULT).await?;
-            let status = if a.status.is_empty() { current_status } else { a.status };
+            let status = a.status.unwrap_or(current_status).as_str();
             let row = db.query_one(&stmt, &[&payment_id, &provider, &a.provider_payment_id, &status, &a.raw]).await?;
-            Ok(Some(row.get(0)))
+            Ok(Some(row.try_get("payment")?))
         }
         Err(ProviderError::Unavailable(why)) => {
-            metrics::counter!("provider_calls_total", "outcome" => "unavailable").increment(1);
             tracing::warn!(payment_id, error = %why, "provider call failed; the reconciler will retry");
             let stmt = db.prepare_cached(db::RECORD_PROVIDER_ERROR).await?;
             let error = json!({ "type": "provider_unavailable", "message": why }).to_string();

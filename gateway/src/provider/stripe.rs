@@ -4,33 +4,47 @@
 
 use std::time::Duration;
 
+use payments_core::state::Status;
 use payments_core::webhook::events::payment_intent_status;
 use serde_json::Value;
 
-use super::{Answer, Charge, ProviderError};
+use super::{Answer, Charge, Provider, ProviderError};
 
 pub const STRIPE_VERSION: &str = "2024-06-20";
 
-#[derive(Clone)]
 pub struct Stripe {
+    /// The provider name payments are recorded under (`stripe`, or `sandbox` when pointed at it).
+    name: String,
     http: reqwest::Client,
     base: String,
     secret_key: String,
 }
 
 impl Stripe {
-    pub fn new(base: &str, secret_key: &str, timeout: Duration) -> Self {
+    pub fn new(name: &str, base: &str, secret_key: &str, timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("payments-gateway/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a TLS backend is compiled in");
-        Stripe { http, base: base.trim_end_matches('/').to_string(), secret_key: secret_key.to_string() }
+        Stripe {
+            name: name.to_string(),
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            secret_key: secret_key.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Stripe {
+    fn name(&self) -> &str {
+        &self.name
     }
 
     /// Creates and confirms a PaymentIntent. The payment id is the idempotency
     /// key, so a retry after a timeout can never charge twice.
-    pub async fn create_payment_intent(&self, c: &Charge) -> Result<Answer, ProviderError> {
+    async fn create_payment(&self, c: &Charge) -> Result<Answer, ProviderError> {
         let mut form = vec![
             ("amount", c.amount_minor.to_string()),
             ("currency", c.currency.to_ascii_lowercase()),
@@ -47,17 +61,15 @@ impl Stripe {
         self.send(request.header("Idempotency-Key", &c.payment_id), "create").await
     }
 
-    pub async fn retrieve_payment_intent(&self, id: &str) -> Result<Answer, ProviderError> {
+    async fn retrieve_payment(&self, id: &str) -> Result<Answer, ProviderError> {
         self.send(self.http.get(format!("{}/v1/payment_intents/{id}", self.base)), "retrieve").await
     }
+}
 
+impl Stripe {
     async fn send(&self, request: reqwest::RequestBuilder, operation: &'static str) -> Result<Answer, ProviderError> {
         let started = std::time::Instant::now();
-        let result = request
-            .bearer_auth(&self.secret_key)
-            .header("Stripe-Version", STRIPE_VERSION)
-            .send()
-            .await;
+        let result = request.bearer_auth(&self.secret_key).header("Stripe-Version", STRIPE_VERSION).send().await;
         let outcome = match result {
             Err(e) => Err(ProviderError::Unavailable(e.without_url().to_string())),
             Ok(resp) => {
@@ -70,8 +82,7 @@ impl Stripe {
         };
         let label = if outcome.is_ok() { "answered" } else { "unavailable" };
         metrics::counter!("provider_calls_total", "operation" => operation, "outcome" => label).increment(1);
-        metrics::histogram!("provider_call_duration_seconds", "operation" => operation)
-            .record(started.elapsed());
+        metrics::histogram!("provider_call_duration_seconds", "operation" => operation).record(started.elapsed());
         outcome
     }
 }
@@ -95,17 +106,16 @@ fn interpret(http_status: u16, body: String) -> Result<Answer, ProviderError> {
         // A card error carries the PaymentIntent, with last_payment_error set.
         Some(intent) if intent.is_object() => Ok(from_intent(intent, intent.to_string())),
         // Any other refusal: no PaymentIntent exists and none will; the payment fails.
-        _ => Ok(Answer { provider_payment_id: None, status: "failed", raw: body }),
+        _ => Ok(Answer { provider_payment_id: None, status: Some(Status::Failed), raw: body }),
     }
 }
 
 fn from_intent(intent: &Value, raw: String) -> Answer {
     let has_error = intent.get("last_payment_error").is_some_and(|e| !e.is_null());
-    let status = intent["status"].as_str().and_then(|s| payment_intent_status(s, has_error));
     Answer {
         provider_payment_id: intent["id"].as_str().map(str::to_string),
-        // Empty: the provider reports nothing new (record it without moving the status).
-        status: status.map_or("", |s| s.as_str()),
+        // None: the provider reports nothing new (recorded without moving the status).
+        status: intent["status"].as_str().and_then(|s| payment_intent_status(s, has_error)),
         raw,
     }
 }
@@ -121,7 +131,7 @@ mod tests {
             "last_payment_error":{"code":"card_declined"}}}}"#;
         let a = interpret(402, body.into()).unwrap();
         assert_eq!(a.provider_payment_id.as_deref(), Some("pi_1"));
-        assert_eq!(a.status, "failed");
+        assert_eq!(a.status, Some(Status::Failed));
     }
 
     #[test]
@@ -129,15 +139,17 @@ mod tests {
         assert!(interpret(500, r#"{"error":{"type":"api_error"}}"#.into()).is_err());
         assert!(interpret(429, r#"{"error":{"type":"rate_limit_error"}}"#.into()).is_err());
         assert!(interpret(200, "<html>".into()).is_err());
-        let a = interpret(400, r#"{"error":{"type":"invalid_request_error","param":"payment_method"}}"#.into()).unwrap();
-        assert_eq!((a.provider_payment_id, a.status), (None, "failed"));
+        let a =
+            interpret(400, r#"{"error":{"type":"invalid_request_error","param":"payment_method"}}"#.into()).unwrap();
+        assert_eq!((a.provider_payment_id, a.status), (None, Some(Status::Failed)));
     }
 
     #[test]
     fn statuses_map_one_to_one() {
         let a = interpret(200, r#"{"id":"pi_2","status":"requires_action"}"#.into()).unwrap();
-        assert_eq!(a.status, "requires_action");
-        let a = interpret(200, r#"{"id":"pi_2","status":"requires_payment_method","last_payment_error":null}"#.into()).unwrap();
-        assert_eq!(a.status, "");
+        assert_eq!(a.status, Some(Status::RequiresAction));
+        let a = interpret(200, r#"{"id":"pi_2","status":"requires_payment_method","last_payment_error":null}"#.into())
+            .unwrap();
+        assert_eq!(a.status, None);
     }
 }

@@ -67,11 +67,14 @@ pub async fn create(
     JsonBody(body): JsonBody<CreatePayment>,
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|k| k.to_str().ok())
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| ApiError::invalid("idempotency_key_missing", "the Idempotency-Key header is required", Some("Idempotency-Key")))?;
+    let key =
+        headers.get("idempotency-key").and_then(|k| k.to_str().ok()).filter(|k| !k.is_empty()).ok_or_else(|| {
+            ApiError::invalid(
+                "idempotency_key_missing",
+                "the Idempotency-Key header is required",
+                Some("Idempotency-Key"),
+            )
+        })?;
     let amount = match (&body.amount, body.amount_minor) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid("parameter_invalid", "give amount or amount_minor, not both", Some("amount")))
@@ -84,39 +87,39 @@ pub async fn create(
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::CREATE_PAYMENT).await?;
     let row = db
-        .query_one(&stmt, &[
-            &key, &body.customer_id, &amount, &body.amount_minor, &body.currency, &body.payment_method,
-            &body.description, &metadata, &body.capture_method,
-        ])
+        .query_one(
+            &stmt,
+            &[
+                &key,
+                &body.customer_id,
+                &amount,
+                &body.amount_minor,
+                &body.currency,
+                &body.payment_method,
+                &body.description,
+                &metadata,
+                &body.capture_method,
+            ],
+        )
         .await?;
-    let mut payment: String = row.get(0);
-    let outcome: &str = row.get(1);
-    if outcome == "replayed" {
+    let mut payment: String = row.try_get("payment")?;
+    if row.try_get::<_, &str>("outcome")? == "replayed" {
         let mut response = json_response(StatusCode::OK, payment);
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
         return Ok(response);
     }
-    if let Some(payment_method) = row.get::<_, Option<String>>(6) {
-        let charge = Charge {
-            payment_id: row.get(2),
-            customer_id: row.get(3),
-            amount_minor: row.get(4),
-            currency: row.get(5),
-            payment_method,
-            capture_method: row.get(7),
-            description: row.get(8),
-        };
+    if let Some(charge) = Charge::from_row(&row)? {
+        let status = provider::status_of(&row)?;
         // The provider may take seconds: no pooled connection waits on it.
         drop(db);
-        let answer = state.stripe.create_payment_intent(&charge).await;
+        let answer = state.provider.create_payment(&charge).await;
         let db = state.pool.get().await?;
-        if let Some(recorded) =
-            provider::record(&db, &state.provider, &charge.payment_id, "requires_confirmation", answer).await?
+        if let Some(recorded) = provider::record(&db, state.provider.name(), &charge.payment_id, status, answer).await?
         {
             payment = recorded;
         } else {
             let stmt = db.prepare_cached(db::GET_PAYMENT).await?;
-            payment = db.query_one(&stmt, &[&charge.payment_id]).await?.get(0);
+            payment = db.query_one(&stmt, &[&charge.payment_id]).await?.try_get("payment")?;
         }
     }
     Ok(json_response(StatusCode::CREATED, payment))
@@ -130,7 +133,7 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     caller.require(READ)?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::GET_PAYMENT).await?;
-    let payment: String = db.query_one(&stmt, &[&id]).await?.get(0);
+    let payment: String = db.query_one(&stmt, &[&id]).await?.try_get("payment")?;
     Ok(json_response(StatusCode::OK, payment))
 }
 
@@ -139,7 +142,7 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
 pub struct ListQuery {
     pub customer_id: Option<String>,
     pub status: Option<String>,
-    /// 1 to 100, default 10.
+    /// 1 to 100; default 10 (`payments.list_payments`' default).
     pub limit: Option<i32>,
     /// The last id of the previous page.
     pub starting_after: Option<String>,
@@ -155,10 +158,18 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
     let db = state.pool.get().await?;
-    let stmt = db.prepare_cached(db::LIST_PAYMENTS).await?;
-    let row = db.query_one(&stmt, &[&q.customer_id, &q.status, &q.limit.unwrap_or(10), &q.starting_after]).await?;
-    let data: String = row.get(0);
-    let has_more: bool = row.get(1);
+    let row = match q.limit {
+        None => {
+            let stmt = db.prepare_cached(db::LIST_PAYMENTS).await?;
+            db.query_one(&stmt, &[&q.customer_id, &q.status, &q.starting_after]).await?
+        }
+        Some(limit) => {
+            let stmt = db.prepare_cached(db::LIST_PAYMENTS_LIMIT).await?;
+            db.query_one(&stmt, &[&q.customer_id, &q.status, &q.starting_after, &limit]).await?
+        }
+    };
+    let data: String = row.try_get("data")?;
+    let has_more: bool = row.try_get("has_more")?;
     let body = format!(r#"{{"object":"list","url":"/v1/payments","has_more":{has_more},"data":{data}}}"#);
     Ok(json_response(StatusCode::OK, body))
 }
@@ -167,11 +178,15 @@ pub async fn list(
     params(("id" = String, Path, description = "pay_…")),
     responses((status = 200, body = crate::openapi::EventList), (status = 404, body = crate::openapi::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn events(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     caller.require(READ)?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::LIST_EVENTS).await?;
-    let data: String = db.query_one(&stmt, &[&id]).await?.get(0);
+    let data: String = db.query_one(&stmt, &[&id]).await?.try_get("data")?;
     Ok(json_response(StatusCode::OK, format!(r#"{{"object":"list","data":{data}}}"#)))
 }
 

@@ -15,7 +15,7 @@ use crate::routes::payments::json_response;
 #[utoipa::path(post, path = "/v1/webhooks/{provider}", tag = "webhooks",
     params(("provider" = String, Path, description = "The provider name the secret was added under")),
     request_body(content = String, description = "The provider's event, verified as the exact bytes received"),
-    responses((status = 200, description = "applied, duplicate, stale, ignored or pending_match", body = crate::openapi::WebhookResult),
+    responses((status = 200, description = "applied, noop, stale, ignored, pending_match or duplicate", body = crate::openapi::WebhookResult),
               (status = 400, description = "bad signature, stale timestamp or not an event", body = crate::openapi::ErrorBody)))]
 pub async fn receive(
     State(state): State<AppState>,
@@ -39,9 +39,20 @@ pub async fn receive(
         }
     }
     let headers_json = Value::Object(map).to_string();
+    let ingested = ingest(&state, &provider, &headers_json, &body).await;
+    // Every delivery is counted, refused ones under the error code they got.
+    let result = match &ingested {
+        Ok((_, result)) => result.clone(),
+        Err(e) => format!("refused:{}", e.code()),
+    };
+    metrics::counter!("webhooks_received_total", "provider" => provider, "result" => result).increment(1);
+    ingested.map(|(answer, _)| json_response(StatusCode::OK, answer))
+}
+
+/// `ingest_webhook`'s answer (JSON text) and its `result`.
+async fn ingest(state: &AppState, provider: &str, headers: &str, body: &[u8]) -> Result<(String, String), ApiError> {
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::INGEST_WEBHOOK).await?;
-    let result: String = db.query_one(&stmt, &[&provider, &headers_json, &body.as_ref()]).await?.get(0);
-    metrics::counter!("webhooks_received_total", "provider" => provider).increment(1);
-    Ok(json_response(StatusCode::OK, result))
+    let row = db.query_one(&stmt, &[&provider, &headers, &body]).await?;
+    Ok((row.try_get("answer")?, row.try_get("result")?))
 }

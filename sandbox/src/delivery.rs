@@ -21,7 +21,7 @@ const ATTEMPTS: u32 = 8;
 
 pub fn event(kind: &str, object: Value, idempotency_key: Option<String>) -> Value {
     json!({
-        "id": super::intents::new_id("evt"), "object": "event", "api_version": crate::provider::stripe::STRIPE_VERSION,
+        "id": super::intents::new_id("evt"), "object": "event", "api_version": crate::API_VERSION,
         "created": unix_now(), "type": kind, "livemode": false, "pending_webhooks": 1,
         "data": { "object": object },
         "request": { "id": null, "idempotency_key": idempotency_key },

@@ -5,6 +5,7 @@
 
 mod delivery;
 mod intents;
+mod knobs;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,8 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::config::SandboxKnobs;
 pub use delivery::WebhookTarget;
+pub use knobs::Knobs;
+
+/// The Stripe API version the sandbox answers as (and stamps on its events).
+pub const API_VERSION: &str = "2024-06-20";
 use intents::{Objects, Outcome, Params};
 
 pub struct Sandbox {
@@ -26,9 +30,10 @@ pub struct Sandbox {
     idempotency: Mutex<HashMap<String, Stored>>,
     /// Charges made per idempotency key (or per intent without one): proves no double charge.
     charges: Mutex<HashMap<String, u32>>,
-    knobs: RwLock<SandboxKnobs>,
+    knobs: RwLock<Knobs>,
     delivery: delivery::Delivery,
-    rng: Mutex<u64>,
+    /// Seeded randomness for the error, duplicate and jitter knobs.
+    rng: Mutex<fastrand::Rng>,
 }
 
 struct Stored {
@@ -38,15 +43,14 @@ struct Stored {
 }
 
 impl Sandbox {
-    pub fn new(knobs: SandboxKnobs, webhooks: Option<WebhookTarget>) -> Arc<Self> {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    pub fn new(knobs: Knobs, webhooks: Option<WebhookTarget>) -> Arc<Self> {
         Arc::new(Sandbox {
             objects: Mutex::default(),
             idempotency: Mutex::default(),
             charges: Mutex::default(),
             knobs: RwLock::new(knobs),
             delivery: delivery::Delivery::new(webhooks),
-            rng: Mutex::new(seed | 1),
+            rng: Mutex::new(fastrand::Rng::new()),
         })
     }
 
@@ -62,17 +66,17 @@ impl Sandbox {
             .with_state(self)
     }
 
-    fn knobs(&self) -> SandboxKnobs {
+    fn knobs(&self) -> Knobs {
         self.knobs.read().expect("knobs lock").clone()
     }
 
-    /// A number below `n`, from a xorshift generator (test behaviour only).
+    /// A number below `n` (test behaviour only).
     fn roll(&self, n: u64) -> u64 {
-        let mut s = self.rng.lock().expect("rng lock");
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        if n == 0 { 0 } else { *s % n }
+        if n == 0 {
+            0
+        } else {
+            self.rng.lock().expect("rng lock").u64(..n)
+        }
     }
 
     /// Everything every API call goes through: auth, latency and error knobs,
@@ -91,21 +95,47 @@ impl Sandbox {
             .and_then(|h| h.strip_prefix("Bearer "))
             .is_some_and(|k| k.starts_with("sk_test_"));
         if !authorized {
-            return respond(intents::error(401, "invalid_request_error", "api_key_invalid",
-                "Invalid API Key provided: use a test key, sk_test_…", None), false);
+            return respond(
+                intents::error(
+                    401,
+                    "invalid_request_error",
+                    "api_key_invalid",
+                    "Invalid API Key provided: use a test key, sk_test_…",
+                    None,
+                ),
+                false,
+            );
         }
         let knobs = self.knobs();
         if knobs.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(knobs.latency_ms)).await;
         }
         if self.roll(100) < u64::from(knobs.error_percent) {
-            return respond(intents::error(500, "api_error", "sandbox_injected_error",
-                "An error occurred with our connection to Stripe (injected by the sandbox).", None), false);
+            return respond(
+                intents::error(
+                    500,
+                    "api_error",
+                    "sandbox_injected_error",
+                    "An error occurred with our connection to Stripe (injected by the sandbox).",
+                    None,
+                ),
+                false,
+            );
         }
         let params: Params = match serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) {
             Ok(pairs) => pairs.into_iter().collect(),
-            Err(_) => return respond(intents::error(400, "invalid_request_error", "parameter_invalid",
-                "The request body is not form-encoded.", None), false),
+            Err(_) => {
+                return respond(
+                    intents::error(
+                        400,
+                        "invalid_request_error",
+                        "parameter_invalid",
+                        "The request body is not form-encoded.",
+                        None,
+                    ),
+                    false,
+                )
+            }
         };
         let key = (*method == Method::POST)
             .then(|| headers.get("idempotency-key").and_then(|k| k.to_str().ok()))
@@ -125,16 +155,23 @@ impl Sandbox {
                         "Keys for idempotent requests can only be used with the same parameters they were first used with.",
                         None), false);
                 }
-                return respond(Outcome { status: stored.status, body: stored.body.clone(), events: vec![], charged: false }, true);
+                return respond(
+                    Outcome { status: stored.status, body: stored.body.clone(), events: vec![], charged: false },
+                    true,
+                );
             }
             let outcome = op(&mut self.objects.lock().expect("objects lock"), &params);
             if let Some(k) = &key {
-                idempotency.insert(k.clone(), Stored { fingerprint, status: outcome.status, body: outcome.body.clone() });
+                idempotency
+                    .insert(k.clone(), Stored { fingerprint, status: outcome.status, body: outcome.body.clone() });
             }
             outcome
         };
         if outcome.charged {
-            let counted = headers.get("idempotency-key").and_then(|k| k.to_str().ok()).map(str::to_string)
+            let counted = headers
+                .get("idempotency-key")
+                .and_then(|k| k.to_str().ok())
+                .map(str::to_string)
                 .unwrap_or_else(|| outcome.body["id"].as_str().unwrap_or_default().to_string());
             *self.charges.lock().expect("charges lock").entry(counted).or_default() += 1;
         }
@@ -148,7 +185,7 @@ impl Sandbox {
         respond(outcome, false)
     }
 
-    fn deliver(self: &Arc<Self>, kind: &'static str, object: serde_json::Value, key: Option<String>, knobs: &SandboxKnobs) {
+    fn deliver(self: &Arc<Self>, kind: &'static str, object: serde_json::Value, key: Option<String>, knobs: &Knobs) {
         let copies = if self.roll(100) < u64::from(knobs.webhook_duplicate_percent) { 2 } else { 1 };
         let event = delivery::event(kind, object, key);
         for _ in 0..copies {
@@ -186,7 +223,13 @@ async fn create_intent(State(sb): Sb, method: Method, uri: Uri, headers: HeaderM
     sb.call(&method, &uri, &headers, &body, |o, p| o.create_intent(p)).await
 }
 
-async fn retrieve_intent(State(sb): Sb, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn retrieve_intent(
+    State(sb): Sb,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     sb.call(&method, &uri, &headers, b"", |o, _| o.retrieve(&id)).await
 }
 
@@ -202,7 +245,13 @@ async fn act_on_intent(
         "confirm" => o.confirm(&id, p),
         "capture" => o.capture(&id),
         "cancel" => o.cancel(&id),
-        other => intents::error(404, "invalid_request_error", "resource_missing", &format!("Unrecognized request URL: {other}"), None),
+        other => intents::error(
+            404,
+            "invalid_request_error",
+            "resource_missing",
+            &format!("Unrecognized request URL: {other}"),
+            None,
+        ),
     })
     .await
 }
@@ -211,7 +260,13 @@ async fn create_refund(State(sb): Sb, method: Method, uri: Uri, headers: HeaderM
     sb.call(&method, &uri, &headers, &body, |o, p| o.create_refund(p)).await
 }
 
-async fn retrieve_refund(State(sb): Sb, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn retrieve_refund(
+    State(sb): Sb,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     sb.call(&method, &uri, &headers, b"", |o, _| o.retrieve_refund(&id)).await
 }
 
@@ -219,11 +274,11 @@ async fn charges(State(sb): Sb) -> Json<HashMap<String, u32>> {
     Json(sb.charges.lock().expect("charges lock").clone())
 }
 
-async fn get_config(State(sb): Sb) -> Json<SandboxKnobs> {
+async fn get_config(State(sb): Sb) -> Json<Knobs> {
     Json(sb.knobs())
 }
 
-async fn set_config(State(sb): Sb, Json(knobs): Json<SandboxKnobs>) -> Json<SandboxKnobs> {
+async fn set_config(State(sb): Sb, Json(knobs): Json<Knobs>) -> Json<Knobs> {
     *sb.knobs.write().expect("knobs lock") = knobs.clone();
     Json(knobs)
 }

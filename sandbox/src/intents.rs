@@ -56,14 +56,32 @@ fn metadata(params: &Params) -> Value {
 impl Objects {
     pub fn create_intent(&mut self, params: &Params) -> Outcome {
         let Some(amount) = params.get("amount").and_then(|a| a.parse::<i64>().ok()).filter(|a| *a > 0) else {
-            return error(400, "invalid_request_error", "parameter_missing", "Missing required param: amount.", Some("amount"));
+            return error(
+                400,
+                "invalid_request_error",
+                "parameter_missing",
+                "Missing required param: amount.",
+                Some("amount"),
+            );
         };
         let Some(currency) = params.get("currency").filter(|c| c.len() == 3) else {
-            return error(400, "invalid_request_error", "parameter_missing", "Missing required param: currency.", Some("currency"));
+            return error(
+                400,
+                "invalid_request_error",
+                "parameter_missing",
+                "Missing required param: currency.",
+                Some("currency"),
+            );
         };
         let capture_method = params.get("capture_method").map_or("automatic", String::as_str);
         if !["automatic", "automatic_async", "manual"].contains(&capture_method) {
-            return error(400, "invalid_request_error", "parameter_invalid", "Invalid capture_method.", Some("capture_method"));
+            return error(
+                400,
+                "invalid_request_error",
+                "parameter_invalid",
+                "Invalid capture_method.",
+                Some("capture_method"),
+            );
         }
         let id = new_id("pi");
         let intent = json!({
@@ -109,8 +127,13 @@ impl Objects {
             return unexpected_state(pi, "confirm");
         }
         let Some(pm) = pi["payment_method"].as_str().map(str::to_string) else {
-            return error(400, "invalid_request_error", "payment_intent_unexpected_state",
-                "You cannot confirm this PaymentIntent because it's missing a payment method.", Some("payment_method"));
+            return error(
+                400,
+                "invalid_request_error",
+                "payment_intent_unexpected_state",
+                "You cannot confirm this PaymentIntent because it's missing a payment method.",
+                Some("payment_method"),
+            );
         };
         let amount = pi["amount"].clone();
         let manual = pi["capture_method"] == "manual";
@@ -153,8 +176,13 @@ impl Objects {
                 o.charged = true;
                 o
             }
-            other => error(400, "invalid_request_error", "resource_missing",
-                &format!("No such PaymentMethod: '{other}'"), Some("payment_method")),
+            other => error(
+                400,
+                "invalid_request_error",
+                "resource_missing",
+                &format!("No such PaymentMethod: '{other}'"),
+                Some("payment_method"),
+            ),
         }
     }
 
@@ -193,11 +221,23 @@ impl Objects {
 
     pub fn create_refund(&mut self, params: &Params) -> Outcome {
         let Some(pi_id) = params.get("payment_intent") else {
-            return error(400, "invalid_request_error", "parameter_missing", "Missing required param: payment_intent.", Some("payment_intent"));
+            return error(
+                400,
+                "invalid_request_error",
+                "parameter_missing",
+                "Missing required param: payment_intent.",
+                Some("payment_intent"),
+            );
         };
         let Some(pi) = self.intents.get(pi_id) else { return missing("payment_intent", pi_id) };
         if pi["status"] != "succeeded" {
-            return error(400, "invalid_request_error", "charge_not_refundable", "This PaymentIntent has not succeeded.", Some("payment_intent"));
+            return error(
+                400,
+                "invalid_request_error",
+                "charge_not_refundable",
+                "This PaymentIntent has not succeeded.",
+                Some("payment_intent"),
+            );
         }
         let received = pi["amount_received"].as_i64().unwrap_or(0);
         let refunded: i64 = self
@@ -209,13 +249,20 @@ impl Objects {
         let amount = match params.get("amount") {
             Some(a) => match a.parse::<i64>() {
                 Ok(a) if a > 0 => a,
-                _ => return error(400, "invalid_request_error", "parameter_invalid", "Invalid amount.", Some("amount")),
+                _ => {
+                    return error(400, "invalid_request_error", "parameter_invalid", "Invalid amount.", Some("amount"))
+                }
             },
             None => received - refunded,
         };
         if amount <= 0 || amount > received - refunded {
-            return error(400, "invalid_request_error", "amount_too_large",
-                "Refund amount is greater than the unrefunded amount.", Some("amount"));
+            return error(
+                400,
+                "invalid_request_error",
+                "amount_too_large",
+                "Refund amount is greater than the unrefunded amount.",
+                Some("amount"),
+            );
         }
         let refund = json!({
             "id": new_id("re"), "object": "refund", "amount": amount, "currency": pi["currency"],
@@ -238,9 +285,16 @@ fn missing(object: &str, id: &str) -> Outcome {
 }
 
 fn unexpected_state(pi: &Value, action: &str) -> Outcome {
-    let mut o = error(400, "invalid_request_error", "payment_intent_unexpected_state",
-        &format!("You cannot {action} this PaymentIntent because it has a status of {}.", pi["status"].as_str().unwrap_or("?")),
-        None);
+    let mut o = error(
+        400,
+        "invalid_request_error",
+        "payment_intent_unexpected_state",
+        &format!(
+            "You cannot {action} this PaymentIntent because it has a status of {}.",
+            pi["status"].as_str().unwrap_or("?")
+        ),
+        None,
+    );
     o.body["error"]["payment_intent"] = pi.clone();
     o
 }
@@ -255,8 +309,12 @@ mod tests {
 
     fn create(o: &mut Objects, pm: &str, capture: &str) -> Outcome {
         o.create_intent(&params(&[
-            ("amount", "1000"), ("currency", "usd"), ("payment_method", pm), ("confirm", "true"),
-            ("capture_method", capture), ("metadata[payment_id]", "pay_1"),
+            ("amount", "1000"),
+            ("currency", "usd"),
+            ("payment_method", pm),
+            ("confirm", "true"),
+            ("capture_method", capture),
+            ("metadata[payment_id]", "pay_1"),
         ]))
     }
 

@@ -1,0 +1,149 @@
+//! Every SQLSTATE a client can get from the extension or the gateway, in one
+//! table: the code, the gateway's error code and HTTP status, and what it
+//! means. The gateway maps errors from it, and tests check `sql/*.sql`, the
+//! core error enum and README.md's table against it, so none can drift.
+
+/// One documented SQLSTATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Code {
+    /// The five-character SQLSTATE (class `PM` is the extension's own).
+    pub sqlstate: &'static str,
+    /// The gateway's `error.code`.
+    pub name: &'static str,
+    /// The gateway's HTTP status.
+    pub http_status: u16,
+    /// The gateway's `error.type` (Stripe's error types).
+    pub kind: ErrorKind,
+    /// The request parameter the error is about, when there is one.
+    pub param: Option<&'static str>,
+    /// What it means, as README.md's table says it.
+    pub meaning: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Idempotency,
+    Permission,
+    Api,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request_error",
+            Self::Idempotency => "idempotency_error",
+            Self::Permission => "permission_error",
+            Self::Api => "api_error",
+        }
+    }
+}
+
+use ErrorKind::*;
+
+const fn code(
+    sqlstate: &'static str,
+    name: &'static str,
+    http_status: u16,
+    kind: ErrorKind,
+    param: Option<&'static str>,
+    meaning: &'static str,
+) -> Code {
+    Code { sqlstate, name, http_status, kind, param, meaning }
+}
+
+/// Every code, in README order. PostgreSQL's own codes follow the extension's.
+pub const REGISTRY: &[Code] = &[
+    code("PM100", "parameter_invalid", 400, InvalidRequest, None,
+         "invalid argument (key length, customer id, metadata not an object, capture method, unknown status or source, `lim` out of range, purge under 24 h)"),
+    code("PM101", "amount_too_precise", 400, InvalidRequest, Some("amount"),
+         "amount has more decimal places than the currency allows"),
+    code("PM102", "amount_not_positive", 400, InvalidRequest, Some("amount"), "amount is zero or negative"),
+    code("PM103", "currency_unknown", 400, InvalidRequest, Some("currency"), "unknown currency"),
+    code("PM104", "amount_too_large", 400, InvalidRequest, Some("amount"), "amount above the maximum"),
+    code("PM105", "amount_invalid", 400, InvalidRequest, Some("amount"),
+         "amount is not a finite number (NaN, Infinity)"),
+    code("PM201", "idempotency_key_reused", 409, Idempotency, Some("Idempotency-Key"),
+         "idempotency key already used with different parameters"),
+    code("PM202", "transition_not_allowed", 409, InvalidRequest, Some("status"),
+         "transition not allowed by the state machine"),
+    code("PM203", "provider_payment_conflict", 409, InvalidRequest, None,
+         "provider payment id already linked elsewhere"),
+    code("PM204", "resource_missing", 404, InvalidRequest, Some("id"), "payment not found"),
+    code("PM205", "history_append_only", 409, InvalidRequest, None, "append-only history: change refused"),
+    code("PM301", "webhook_signature_invalid", 400, InvalidRequest, None,
+         "webhook signature does not verify (or its header is missing or malformed)"),
+    code("PM302", "webhook_timestamp_outside_tolerance", 400, InvalidRequest, None,
+         "webhook timestamp outside the tolerance (too old or in the future)"),
+    code("PM303", "webhook_secret_missing", 503, Api, None, "no active webhook secret for the provider"),
+    code("PM304", "webhook_event_invalid", 400, InvalidRequest, None,
+         "verified webhook body is not a Stripe event (`id`, `type`)"),
+    code("40001", "concurrent_update_retry", 409, Api, None,
+         "idempotency key claimed by a concurrent transaction under REPEATABLE READ/SERIALIZABLE: retry"),
+    code("40P01", "concurrent_update_retry", 409, Api, None, "deadlock detected: retry"),
+    code("42501", "database_permission_denied", 403, Permission, None, "the role lacks the privilege"),
+    code("22P02", "parameter_invalid", 400, InvalidRequest, None,
+         "a value that is not valid input for its type (e.g. an amount that is not a number)"),
+    code("57014", "database_timeout", 504, Api, None, "statement timeout"),
+];
+
+/// Whole SQLSTATE classes the gateway answers alike: the database is
+/// unreachable or out of resources.
+pub const UNAVAILABLE_CLASSES: &[&str] = &["08", "53", "57P"];
+
+/// The answer for a SQLSTATE that is neither registered nor in an unavailable class.
+pub const INTERNAL: Code = code("XX000", "internal_error", 500, Api, None, "an unexpected error");
+
+const UNAVAILABLE: Code =
+    code("08000", "database_unavailable", 503, Api, None, "database unreachable or out of resources");
+
+/// How a SQLSTATE is answered.
+pub fn lookup(sqlstate: &str) -> &'static Code {
+    if let Some(c) = REGISTRY.iter().find(|c| c.sqlstate == sqlstate) {
+        c
+    } else if UNAVAILABLE_CLASSES.iter().any(|class| sqlstate.starts_with(class)) {
+        &UNAVAILABLE
+    } else {
+        &INTERNAL
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for c in REGISTRY {
+            assert!(seen.insert(c.sqlstate), "{} twice", c.sqlstate);
+            assert_eq!(c.sqlstate.len(), 5);
+            assert!(c.sqlstate.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+            assert!((400..600).contains(&c.http_status));
+        }
+    }
+
+    #[test]
+    fn every_error_of_the_money_enum_is_registered() {
+        use crate::error::Error;
+        for e in [
+            Error::UnknownCurrency("XYZ".into()),
+            Error::ExcessPrecision { amount: "1.001".into(), currency: "USD", exponent: 2 },
+            Error::NotPositive("0".into()),
+            Error::TooLarge { amount: "1".into(), currency: "USD", max: "1".into() },
+            Error::NotANumber("NaN".into()),
+        ] {
+            assert_ne!(lookup(e.sqlstate()), &INTERNAL, "{}", e.sqlstate());
+        }
+    }
+
+    #[test]
+    fn unknown_codes_are_internal_and_connection_classes_unavailable() {
+        assert_eq!(lookup("XX000").http_status, 500);
+        assert_eq!(lookup("PM999").http_status, 500);
+        assert_eq!(lookup("08006").http_status, 503);
+        assert_eq!(lookup("53300").http_status, 503);
+        assert_eq!(lookup("57P01").http_status, 503);
+        assert_eq!(lookup("57014").http_status, 504);
+    }
+}

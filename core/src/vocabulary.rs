@@ -1,0 +1,115 @@
+//! Every closed set of words the extension stores or answers with, in one
+//! place. SQL reads them from here (`payments.allowed_values()`, and CHECK
+//! constraints through `payments._is_allowed`), and so does the gateway.
+//!
+//! One word, one idea: `noop` is a report of the status a payment already has;
+//! `stale` is a report older than the payment's state (recorded, not applied);
+//! `ignored` is a webhook whose event type moves no payment.
+
+use crate::state::{self, Source, Status};
+use crate::webhook::Scheme;
+
+/// A set of allowed values, by its SQL name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `payments.payments.status`.
+    Status,
+    /// `payments.payment_events.source`: who asked for a transition.
+    Source,
+    /// `payments.payments.capture_method`.
+    CaptureMethod,
+    /// `payments.webhook_secrets.scheme`.
+    WebhookScheme,
+    /// `payments.api_keys.scopes`.
+    ApiKeyScope,
+    /// `payment_result.outcome`: what a mutating call did.
+    Outcome,
+    /// `payments.webhook_events.result`: what ingest_webhook did with an event.
+    WebhookResult,
+}
+
+pub const KINDS: [Kind; 7] = [
+    Kind::Status,
+    Kind::Source,
+    Kind::CaptureMethod,
+    Kind::WebhookScheme,
+    Kind::ApiKeyScope,
+    Kind::Outcome,
+    Kind::WebhookResult,
+];
+
+pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
+/// The scope of GET routes.
+pub const SCOPE_READ: &str = "payments:read";
+/// The scope of POST routes.
+pub const SCOPE_WRITE: &str = "payments:write";
+pub const API_KEY_SCOPES: [&str; 2] = [SCOPE_READ, SCOPE_WRITE];
+/// `created` and `replayed` come from create_payment; the rest are transition decisions.
+pub const OUTCOMES: [&str; 5] = ["created", "replayed", "applied", "noop", "stale"];
+/// `duplicate` is answered for a repeat delivery but never stored (the first one is).
+pub const WEBHOOK_RESULTS: [&str; 5] = ["applied", "noop", "stale", "ignored", "pending_match"];
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Status => "status",
+            Kind::Source => "source",
+            Kind::CaptureMethod => "capture_method",
+            Kind::WebhookScheme => "webhook_scheme",
+            Kind::ApiKeyScope => "api_key_scope",
+            Kind::Outcome => "outcome",
+            Kind::WebhookResult => "webhook_result",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        KINDS.into_iter().find(|k| k.as_str() == name)
+    }
+
+    pub fn values(self) -> Vec<&'static str> {
+        match self {
+            Kind::Status => state::ALL.iter().map(|s| s.as_str()).collect(),
+            Kind::Source => Source::ALL.iter().map(|s| s.as_str()).collect(),
+            Kind::CaptureMethod => CAPTURE_METHODS.to_vec(),
+            Kind::WebhookScheme => Scheme::ALL.iter().map(|s| s.as_str()).collect(),
+            Kind::ApiKeyScope => API_KEY_SCOPES.to_vec(),
+            Kind::Outcome => OUTCOMES.to_vec(),
+            Kind::WebhookResult => WEBHOOK_RESULTS.to_vec(),
+        }
+    }
+
+    pub fn allows(self, value: &str) -> bool {
+        match self {
+            Kind::Status => Status::parse(value).is_some(),
+            Kind::Source => Source::parse(value).is_some(),
+            Kind::WebhookScheme => Scheme::parse(value).is_some(),
+            _ => self.values().contains(&value),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_every_set_is_non_empty() {
+        for k in KINDS {
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+            assert!(!k.values().is_empty());
+            for v in k.values() {
+                assert!(k.allows(v), "{} {v}", k.as_str());
+            }
+            assert!(!k.allows(""));
+            assert!(!k.allows("unknown"));
+        }
+    }
+
+    #[test]
+    fn transition_decisions_are_outcomes() {
+        for d in [state::Decision::Apply, state::Decision::Noop, state::Decision::Stale] {
+            assert!(Kind::Outcome.allows(d.outcome().unwrap()));
+        }
+        assert_eq!(state::Decision::Forbidden.outcome(), None);
+    }
+}

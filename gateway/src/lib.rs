@@ -1,0 +1,20 @@
+//! payments-gateway: a thin HTTP front for the `payments` PostgreSQL
+//! extension. Every call becomes one extension function call; the gateway
+//! adds authentication, the provider calls and HTTP conventions, and holds no
+//! payment state.
+//!
+//! `startup::Application` builds the whole service (tests start it in
+//! process on port 0); `main.rs` only parses the command line.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod provider;
+pub mod reconciler;
+pub mod routes;
+pub mod startup;

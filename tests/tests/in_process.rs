@@ -1,0 +1,193 @@
+//! The gateway started in this test process (`startup::Application` on port
+//! 0), as zero2prod and axum's testing example do: no binary, no output to
+//! parse. gateway.rs keeps the end-to-end tests that spawn the real binary.
+
+use std::time::Duration;
+
+use clap::Parser;
+use payments_e2e::{api_key, gateway_database_url, unique, webhook_secret};
+use payments_gateway::config::{Cli, Command};
+use payments_gateway::startup::Application;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+struct App {
+    url: String,
+    provider: String,
+    http: Client,
+}
+
+/// A gateway with the embedded sandbox, its own provider name and webhook secret.
+async fn spawn_app(flags: &[&str]) -> App {
+    let provider = unique("inproc");
+    let secret = webhook_secret(&provider).await;
+    let database_url = gateway_database_url().await;
+    let mut args = vec!["payments-gateway", "serve", "--listen", "127.0.0.1:0", "--database-url", &database_url];
+    args.extend(["--provider", &provider, "--sandbox-webhook-secret", &secret]);
+    args.extend(flags);
+    let Command::Serve(serve) = Cli::try_parse_from(args).expect("valid flags").command else {
+        unreachable!("the serve subcommand")
+    };
+    let app = Application::build(serve).await.expect("the gateway builds");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until(std::future::pending()));
+    App { url, provider, http: Client::new() }
+}
+
+impl App {
+    async fn send(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> reqwest::Response {
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.header("Idempotency-Key", unique("inproc")).json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        self.send(Method::GET, "/metrics", None, None).await.text().await.unwrap()
+    }
+}
+
+fn payment(customer: &str, pm: Option<&str>) -> Value {
+    json!({ "customer_id": customer, "amount": "12.50", "currency": "EUR", "payment_method": pm })
+}
+
+#[tokio::test]
+async fn keys_and_scopes_guard_every_route() {
+    let app = spawn_app(&["--auth-cache-ms", "300"]).await;
+    let (_, both) = api_key(&["payments:read", "payments:write"]).await;
+    let created: Value =
+        app.send(Method::POST, "/v1/payments", Some(&both), Some(payment("c", None))).await.json().await.unwrap();
+    let id = created["id"].as_str().unwrap();
+    let (read_id, read) = api_key(&["payments:read"]).await;
+    let (_, write) = api_key(&["payments:write"]).await;
+
+    let routes = [
+        (Method::GET, "/v1/payments".to_string(), "payments:read"),
+        (Method::GET, format!("/v1/payments/{id}"), "payments:read"),
+        (Method::GET, format!("/v1/payments/{id}/events"), "payments:read"),
+        (Method::POST, "/v1/payments".to_string(), "payments:write"),
+    ];
+    for (method, path, scope) in &routes {
+        let body = (*method == Method::POST).then(|| payment("c", None));
+        let none = app.send(method.clone(), path, None, body.clone()).await;
+        assert_eq!(none.status(), StatusCode::UNAUTHORIZED, "{method} {path} without a key");
+        let unknown = app.send(method.clone(), path, Some("sk_pay_nope"), body.clone()).await;
+        assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED, "{method} {path} with an unknown key");
+        for (key, key_scope) in [(&read, "payments:read"), (&write, "payments:write")] {
+            let r = app.send(method.clone(), path, Some(key), body.clone()).await;
+            if key_scope == *scope {
+                assert!(r.status().is_success(), "{method} {path} with {key_scope}: {}", r.status());
+            } else {
+                assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path} with {key_scope}");
+            }
+        }
+    }
+    // The webhook route takes no key: its signature is the credential.
+    let unsigned = app.send(Method::POST, &format!("/v1/webhooks/{}", app.provider), None, Some(json!({}))).await;
+    assert_eq!(unsigned.status(), StatusCode::BAD_REQUEST);
+
+    // A revoked key stops working once the gateway's cache of verified keys expires.
+    payments_e2e::connect().await.execute("SELECT payments.revoke_api_key($1)", &[&read_id]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let revoked = app.send(Method::GET, "/v1/payments", Some(&read), None).await;
+    assert_eq!(revoked.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_page_has_ten_payments_unless_asked_otherwise() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let customer = unique("cust_default_page");
+    for _ in 0..12 {
+        let r = app.send(Method::POST, "/v1/payments", Some(&key), Some(payment(&customer, None))).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let page: Value = app
+        .send(Method::GET, &format!("/v1/payments?customer_id={customer}"), Some(&key), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["data"].as_array().unwrap().len(), 10, "the SQL function's default page size");
+    assert_eq!(page["has_more"], true);
+    let all: Value = app
+        .send(Method::GET, &format!("/v1/payments?customer_id={customer}&limit=100"), Some(&key), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["data"].as_array().unwrap().len(), 12);
+    assert_eq!(all["has_more"], false);
+}
+
+#[tokio::test]
+async fn metrics_count_every_webhook_and_each_failed_provider_call_once() {
+    let app = spawn_app(&["--sandbox-error-percent", "100"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let r = app.send(Method::POST, "/v1/payments", Some(&key), Some(payment("c", Some("pm_card_visa")))).await;
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["last_error"]["type"], "provider_unavailable", "{p}");
+    let forged = app.send(Method::POST, &format!("/v1/webhooks/{}", app.provider), None, Some(json!({}))).await;
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+
+    let metrics = app.metrics().await;
+    let provider = app.provider.as_str();
+    assert!(
+        metrics.contains(&format!(
+            "webhooks_received_total{{provider=\"{provider}\",result=\"refused:webhook_signature_invalid\"}} 1"
+        )),
+        "a refused webhook is counted:\n{metrics}"
+    );
+    let failed_calls: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("provider_calls_total{") && l.contains("outcome=\"unavailable\""))
+        .collect();
+    assert!(
+        !failed_calls.is_empty() && failed_calls.iter().all(|l| l.contains("operation=\"")),
+        "a failed call is counted once, with its operation: {failed_calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_reconciler_waits_min_age_even_below_a_second() {
+    // A payment whose provider call failed is left alone for RECONCILE_MIN_AGE_MS
+    // (900 ms, not rounded down to 0 s), then finished with the same idempotency key.
+    let app = spawn_app(&[
+        "--sandbox-error-percent",
+        "100",
+        "--reconcile-interval-ms",
+        "50",
+        "--reconcile-min-age-ms",
+        "900",
+    ])
+    .await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let p: Value = app
+        .send(Method::POST, "/v1/payments", Some(&key), Some(payment("c", Some("pm_card_visa"))))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = p["id"].as_str().unwrap().to_string();
+    assert_eq!(p["status"], "requires_confirmation");
+    let healthy = app.http.post(format!("{}/sandbox/_sandbox/config", app.url)).json(&json!({})).send().await.unwrap();
+    assert!(healthy.status().is_success());
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let early: Value =
+        app.send(Method::GET, &format!("/v1/payments/{id}"), Some(&key), None).await.json().await.unwrap();
+    assert_eq!(early["status"], "requires_confirmation", "not taken over before min age: {early}");
+    for _ in 0..100 {
+        let now: Value =
+            app.send(Method::GET, &format!("/v1/payments/{id}"), Some(&key), None).await.json().await.unwrap();
+        if now["status"] == "succeeded" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the reconciler never finished {id}");
+}

@@ -1,0 +1,178 @@
+//! Upgrades in place: a database made with the oldest supported release
+//! (0.1.0, `sql/releases/payments--0.1.0.sql`) and holding data written
+//! through it is taken to the current version with `ALTER EXTENSION payments
+//! UPDATE`, and then
+//!  (a) its `payments` schema equals a fresh install's (tests/sql/catalog.sql),
+//!  (b) the old data is intact and its hash chains verify,
+//!  (c) the in-database test suite (the `#[pg_test]`s) passes against it.
+//!
+//! Installing 0.1.0 with the current shared library also proves that every
+//! Rust function the old script references still exists. `make upgrade-test`
+//! installs the `pg_test` build first, which (c) needs; hence `#[ignore]` here.
+
+use payments_core::webhook::stripe;
+use payments_e2e::{connect_to, database_url_for, recreate_database};
+use tokio_postgres::Client;
+
+const OLDEST: &str = "0.1.0";
+const CATALOG: &str = include_str!("../sql/catalog.sql");
+
+/// Every row of every table the old version wrote, as text, in a stable order.
+const DATA: &str = "SELECT 'payments' AS t, array_agg(to_jsonb(p) ORDER BY p.id)::text FROM payments.payments p
+    UNION ALL SELECT 'events', array_agg(to_jsonb(e) ORDER BY e.payment_id, e.seq)::text FROM payments.payment_events e
+    UNION ALL SELECT 'keys', array_agg(to_jsonb(k) ORDER BY k.key)::text FROM payments.idempotency_keys k
+    UNION ALL SELECT 'webhooks', array_agg(to_jsonb(w) ORDER BY w.event_id)::text FROM payments.webhook_events w
+    UNION ALL SELECT 'pending', array_agg(to_jsonb(w) ORDER BY w.event_id)::text FROM payments.webhook_pending w
+    UNION ALL SELECT 'secrets', array_agg(to_jsonb(s) ORDER BY s.id)::text FROM payments.webhook_secrets s
+    UNION ALL SELECT 'api_keys', array_agg(to_jsonb(a) ORDER BY a.id)::text FROM payments.api_keys a";
+
+async fn catalog(db: &Client) -> Vec<String> {
+    db.query(CATALOG, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+async fn data(db: &Client) -> Vec<(String, Option<String>)> {
+    db.query(DATA, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+async fn extension_version(db: &Client) -> String {
+    db.query_one("SELECT extversion FROM pg_extension WHERE extname = 'payments'", &[]).await.unwrap().get(0)
+}
+
+/// Payments in several states, their events, idempotency keys, webhooks
+/// (applied, duplicate, stale, ignored and one still pending) and an API key,
+/// all through the old version's functions.
+async fn write_through_old_version(db: &Client) {
+    let secret = "whsec_upgrade_test";
+    db.batch_execute(&format!(
+        "SELECT payments.add_webhook_secret('upgrade', 'stripe', '{secret}');
+         SELECT payments.create_api_key('upgrade', ARRAY['payments:read']);
+         SELECT payments.create_payment('up-1', 'cust_up', 10.00, 'USD');
+         SELECT payments.create_payment('up-2', 'cust_up', 20.00, 'EUR', 'pm_card_visa', 'two', '{{\"n\": 2}}');
+         SELECT payments.create_payment('up-3', 'cust_up', 30, 'JPY', 'pm_card_chargeDeclined');
+         SELECT payments.create_payment('up-4', 'cust_up', 4.000, 'KWD');
+         SELECT payments.create_payment('up-5', 'cust_up2', 5.00, 'USD', 'pm_card_authenticationRequired',
+                                        capture_method => 'manual');
+         SELECT payments.create_payment('up-6', 'cust_up2', 6.00, 'USD', 'pm_usBankAccount');
+         SELECT payments.record_provider_result(id, 'upgrade', 'pi_up_2', 'succeeded', '{{\"client_secret\": \"x\"}}')
+           FROM payments.idempotency_keys k JOIN payments.payments p ON p.id = k.payment_id WHERE k.key = 'up-2';
+         SELECT payments.record_provider_result(id, 'upgrade', 'pi_up_3', 'failed',
+                                                '{{\"last_payment_error\": {{\"code\": \"card_declined\"}}}}')
+           FROM payments.idempotency_keys k JOIN payments.payments p ON p.id = k.payment_id WHERE k.key = 'up-3';
+         SELECT payments.transition(payment_id, 'canceled', 'api', 'customer left')
+           FROM payments.idempotency_keys WHERE key = 'up-4';
+         SELECT payments.record_provider_result(id, 'upgrade', 'pi_up_5', 'requires_action', '{{}}')
+           FROM payments.idempotency_keys k JOIN payments.payments p ON p.id = k.payment_id WHERE k.key = 'up-5';
+         SELECT payments.record_provider_result(id, 'upgrade', 'pi_up_6', 'requires_action', '{{}}')
+           FROM payments.idempotency_keys k JOIN payments.payments p ON p.id = k.payment_id WHERE k.key = 'up-6';"
+    ))
+    .await
+    .unwrap();
+    let t: i64 = db.query_one("SELECT floor(extract(epoch FROM now()))::bigint", &[]).await.unwrap().get(0);
+    let events = [
+        ("evt_up_1", "payment_intent.succeeded", "pi_up_6", t),
+        ("evt_up_1", "payment_intent.succeeded", "pi_up_6", t),
+        ("evt_up_2", "payment_intent.processing", "pi_up_6", t - 10),
+        ("evt_up_3", "customer.created", "cus_up", t),
+        ("evt_up_4", "payment_intent.succeeded", "pi_up_unknown", t),
+    ];
+    let mut results = Vec::new();
+    for (id, kind, pi, t) in events {
+        let body = format!(
+            r#"{{"id":"{id}","object":"event","type":"{kind}","created":{t},"data":{{"object":{{"id":"{pi}","object":"payment_intent","amount":600}}}}}}"#
+        );
+        let headers = serde_json::json!({ "stripe-signature": stripe::sign(secret, t, body.as_bytes()) });
+        let row = db
+            .query_one("SELECT payments.ingest_webhook('upgrade', $1, $2) ->> 'result'", &[&headers, &body.as_bytes()])
+            .await
+            .unwrap();
+        results.push(row.get::<_, String>(0));
+    }
+    assert_eq!(results, ["applied", "duplicate", "stale", "ignored", "pending_match"], "0.1.0's own behaviour");
+}
+
+/// The `#[pg_test]` functions of the installed `pg_test` build, as a fresh
+/// install creates them in schema `tests`, recreated in `db` and run there,
+/// each in a transaction that is rolled back (as `cargo pgrx test` runs them).
+async fn run_pg_tests(fresh: &Client, db: &mut Client) -> usize {
+    let definitions: Vec<(String, String)> = fresh
+        .query(
+            "SELECT p.proname::text, pg_get_functiondef(p.oid) FROM pg_proc p
+             JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'tests' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(definitions.len() > 10, "the pg_test build is not installed: run `make upgrade-test`");
+    db.batch_execute("CREATE SCHEMA tests").await.unwrap();
+    for (_, definition) in &definitions {
+        db.batch_execute(definition).await.unwrap();
+    }
+    let mut failures = Vec::new();
+    for (name, _) in &definitions {
+        let tx = db.transaction().await.unwrap();
+        if let Err(e) = tx.batch_execute(&format!("SELECT tests.\"{name}\"()")).await {
+            failures.push(format!("{name}: {}", e.as_db_error().map_or(e.to_string(), |d| d.message().to_string())));
+        }
+        tx.rollback().await.unwrap();
+    }
+    assert!(failures.is_empty(), "in-database tests failed on the upgraded database:\n{}", failures.join("\n"));
+    db.batch_execute("DROP SCHEMA tests CASCADE").await.unwrap();
+    definitions.len()
+}
+
+#[tokio::test]
+#[ignore = "needs the pg_test build installed; `make upgrade-test` (part of `make test`) runs it"]
+async fn an_upgraded_database_equals_a_fresh_install_keeps_its_data_and_passes_the_suite() {
+    recreate_database("payments_upgrade_old").await;
+    recreate_database("payments_upgrade_fresh").await;
+    let mut old = connect_to(&database_url_for("payments_upgrade_old")).await;
+    let fresh = connect_to(&database_url_for("payments_upgrade_fresh")).await;
+
+    old.batch_execute(&format!("CREATE EXTENSION payments VERSION '{OLDEST}'")).await.unwrap();
+    assert_eq!(extension_version(&old).await, OLDEST);
+    write_through_old_version(&old).await;
+    let before = data(&old).await;
+    assert!(before.iter().all(|(_, rows)| rows.is_some()), "every table holds data: {before:?}");
+
+    old.batch_execute("ALTER EXTENSION payments UPDATE").await.unwrap();
+    fresh.batch_execute("CREATE EXTENSION payments").await.unwrap();
+    let current = extension_version(&fresh).await;
+    assert_ne!(current, OLDEST);
+    assert_eq!(extension_version(&old).await, current);
+
+    // (a) The same schema, line by line.
+    let (upgraded, installed) = (catalog(&old).await, catalog(&fresh).await);
+    let only_upgraded: Vec<_> = upgraded.iter().filter(|l| !installed.contains(l)).collect();
+    let only_fresh: Vec<_> = installed.iter().filter(|l| !upgraded.contains(l)).collect();
+    assert!(
+        only_upgraded.is_empty() && only_fresh.is_empty(),
+        "the upgraded schema differs from a fresh install\n--- only after the upgrade:\n{}\n--- only in a fresh install:\n{}",
+        only_upgraded.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"),
+        only_fresh.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"),
+    );
+    assert!(upgraded.len() > 200, "the catalog dump sees the schema ({} lines)", upgraded.len());
+
+    // (b) The data as it was, and every hash chain intact.
+    assert_eq!(data(&old).await, before);
+    let broken = old.query("SELECT payment_id, problem FROM payments.verify_event_chain()", &[]).await.unwrap();
+    assert!(broken.is_empty(), "{} broken chains after the upgrade", broken.len());
+
+    // The upgraded database keeps working on its old rows.
+    let applied: String = old
+        .query_one(
+            "SELECT outcome FROM payments.transition(
+               (SELECT payment_id FROM payments.idempotency_keys WHERE key = 'up-1'), 'canceled', 'api')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, "applied");
+
+    // (c) The in-database suite, against the upgraded database with its data.
+    let ran = run_pg_tests(&fresh, &mut old).await;
+    assert!(ran > 10);
+}
