@@ -63,7 +63,8 @@ createdb() {
   # A kept database is upgraded in place, its payments with it.
   local before after
   before=$(psql_cmd -d "$name" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'payments'")
-  psql_cmd -d "$name" -c "CREATE EXTENSION IF NOT EXISTS payments" -c "ALTER EXTENSION payments UPDATE"
+  psql_cmd -d "$name" -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS payments" \
+    -c "ALTER EXTENSION payments UPDATE"
   after=$(psql_cmd -d "$name" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'payments'")
   if [ -n "$before" ] && [ "$before" != "$after" ]; then
     echo "cluster: upgraded the payments extension in database $name from $before to $after"

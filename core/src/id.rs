@@ -1,16 +1,14 @@
-//! Sortable unique ids: `<prefix>_` + 26 characters of lower-case Crockford
-//! base32 over 48 bits of Unix milliseconds and 80 random bits (ULID layout),
-//! so ids sort by creation time under the "C" collation.
+//! Sortable unique ids: `<prefix>_` + a ULID (48 bits of Unix milliseconds,
+//! 80 random bits) in lower-case Crockford base32, so ids sort by creation
+//! time under the "C" collation. The `ulid` crate encodes; the randomness is
+//! the OS's.
 
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
 pub fn encode(millis: u64, random: [u8; 10]) -> String {
-    let mut value: u128 = u128::from(millis & 0xFFFF_FFFF_FFFF) << 80;
-    for (i, b) in random.iter().enumerate() {
-        value |= u128::from(*b) << (72 - 8 * i);
-    }
-    // 26 base32 digits hold 130 bits; the top two are always zero.
-    (0..26).rev().map(|i| ALPHABET[((value >> (5 * i)) & 31) as usize] as char).collect()
+    let mut bits = [0u8; 16];
+    bits[6..].copy_from_slice(&random);
+    ulid::Ulid::from_parts(millis, u128::from_be_bytes(bits)).to_string().to_ascii_lowercase()
 }
 
 pub fn new_id(prefix: &str, millis: u64) -> Result<String, getrandom::Error> {
@@ -19,7 +17,8 @@ pub fn new_id(prefix: &str, millis: u64) -> Result<String, getrandom::Error> {
     Ok(format!("{prefix}_{}", encode(millis, random)))
 }
 
-/// A secret token (an API key): `<prefix>_` + 32 base32 characters of 160 random bits.
+/// A secret token (an API key): `<prefix>_` + 32 base32 characters of 160
+/// random bits (ULID's alphabet; a ULID holds only 80 random bits).
 pub fn new_token(prefix: &str) -> Result<String, getrandom::Error> {
     let mut random = [0u8; 20];
     getrandom::getrandom(&mut random)?;
