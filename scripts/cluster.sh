@@ -69,6 +69,16 @@ createdb() {
   if [ -n "$before" ] && [ "$before" != "$after" ]; then
     echo "cluster: upgraded the payments extension in database $name from $before to $after"
   fi
+  # Within one unreleased version ALTER EXTENSION UPDATE has nothing to do, so
+  # say when the database was made by another build of the same version.
+  local marker=$RUN_DIR/$name.extension-sha256 sha
+  sha=$(cat "$("$BIN/pg_config" --sharedir)/extension/payments--$after.sql" "$ROOT"/sql/releases/*.sql | sha256sum | cut -d' ' -f1)
+  if [ "$before" = "$after" ] && [ -f "$marker" ] && [ "$(cat "$marker")" != "$sha" ]; then
+    echo "cluster: database $name has version $after from an earlier build whose SQL differs from the installed one;" >&2
+    echo "         its data is kept. Recreate it (scripts/cluster.sh createdb $name drops it) to see the new SQL." >&2
+  else
+    echo "$sha" > "$marker"
+  fi
 }
 
 case "${1:-}" in

@@ -160,7 +160,9 @@ BEGIN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'PM100';
     END IF;
     IF NOT payments._is_allowed('capture_method', v_capture) THEN
-        RAISE EXCEPTION 'capture_method must be automatic or manual, not %', quote_literal(v_capture) USING ERRCODE = 'PM100';
+        RAISE EXCEPTION 'capture_method must be one of %, not %',
+            (SELECT string_agg(v.value, ', ') FROM payments.allowed_values() v WHERE v.kind = 'capture_method'),
+            quote_literal(v_capture) USING ERRCODE = 'PM100';
     END IF;
     v_minor := payments.to_minor(amount, currency);
     v_fp := payments._request_fingerprint(customer_id, v_minor, v_currency, payment_method, description,

@@ -7,7 +7,7 @@ SELECT e.payment_id, e.seq, e.from_status, e.to_status, e.applied, e.source, e.r
        encode(e.hash, 'hex') AS hash
 FROM payments.payment_events e;
 COMMENT ON VIEW payments.payment_history IS
-    'Every payment''s history in order (payment_id, seq). applied = false marks a late report that was recorded but ignored.';
+    'Every payment''s history in order (payment_id, seq). applied = false marks a stale report: recorded, not applied.';
 
 CREATE VIEW payments.customer_payments AS
 SELECT p.customer_id,
@@ -17,9 +17,10 @@ SELECT p.customer_id,
        coalesce(sum(p.amount_minor) FILTER (WHERE p.status = 'succeeded'), 0)
            * payments.to_major(1, p.currency) AS succeeded_amount,
        max(p.updated_at) FILTER (WHERE p.status = 'succeeded') AS last_succeeded_at,
-       count(*) FILTER (WHERE p.status NOT IN ('succeeded', 'canceled', 'failed')) AS open_count,
+       count(*) FILTER (WHERE NOT s.terminal) AS open_count,
        count(*) FILTER (WHERE p.status = 'failed') AS failed_count
 FROM payments.payments p
+JOIN payments.statuses() s ON s.status = p.status
 GROUP BY p.customer_id, p.currency;
 COMMENT ON VIEW payments.customer_payments IS
     'Per customer and currency: how many payments succeeded and for how much, when the last one did, and how many are open or failed. Answers "has this customer paid?".';

@@ -1,5 +1,6 @@
 //! Pure payment logic, free of PostgreSQL: the extension (`payments_ext`) wraps
 //! it for SQL, and its unit tests run in milliseconds with `cargo test`.
+#![forbid(unsafe_code)]
 
 pub mod canonical;
 pub mod currency;

@@ -124,8 +124,9 @@ pub enum Decision {
     Apply,
     /// Already in that status: nothing changes, nothing is recorded.
     Noop,
-    /// A late report (provider or webhook) that would move the payment
-    /// backwards or out of a terminal state: recorded, not applied.
+    /// A provider or webhook report the state machine has no edge for from
+    /// the current status: it is older than the payment's state (it would move
+    /// it backwards) or contradicts a final one. Recorded, not applied.
     Stale,
     /// A command asking for an edge the table does not have.
     Forbidden,

@@ -92,7 +92,7 @@ impl FromRequestParts<AppState> for Caller {
         let db = state.pool.get().await?;
         let stmt = db.prepare_cached(crate::db::AUTHENTICATE).await?;
         let row = db.query_opt(&stmt, &[&key]).await?.ok_or(ApiError::Unauthenticated("unknown or revoked API key"))?;
-        let scopes: Arc<[String]> = row.get::<_, Vec<String>>(1).into();
+        let scopes: Arc<[String]> = row.try_get::<_, Vec<String>>("scopes")?.into();
         state.keys.put(digest, scopes.clone());
         Ok(Caller { scopes })
     }

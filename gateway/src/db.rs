@@ -44,7 +44,7 @@ pub const CREATE_PAYMENT: &str = concat!(
     ", r.outcome, r.id, r.customer_id, r.amount_minor, r.currency, r.payment_method, r.capture_method,
             r.description, r.status
      FROM payments.create_payment($1, $2, coalesce($3::text::numeric, payments.to_major($4, $5)), $5, $6, $7,
-                                  coalesce($8::text::jsonb, '{}'), coalesce($9, 'automatic')) r"
+                                  $8::text::jsonb, $9) r"
 );
 
 pub const RECORD_PROVIDER_RESULT: &str =

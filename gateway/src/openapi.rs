@@ -79,7 +79,7 @@ pub struct Event {
     seq: i64,
     from_status: Option<String>,
     to_status: String,
-    /// false: a late report recorded but ignored.
+    /// false: a stale report, recorded but not applied.
     applied: bool,
     source: String,
     reason: Option<String>,
@@ -115,7 +115,7 @@ pub struct ErrorDetail {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct WebhookResult {
-    /// applied | duplicate | stale | ignored | pending_match
+    /// applied | noop | stale | ignored | pending_match | duplicate
     result: String,
     event_id: String,
     payment_id: Option<String>,

@@ -1,6 +1,6 @@
 //! The reconciler: finishes payments whose provider call never completed
 //! (retrying it with the same idempotency key) and refreshes those whose
-//! provider state is stale. Work is claimed with FOR UPDATE SKIP LOCKED inside
+//! provider state is unknown. Work is claimed with FOR UPDATE SKIP LOCKED inside
 //! one transaction, so replicas share it and a killed gateway's work returns.
 
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! the router and the reconciler, from the `serve` arguments.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -101,10 +101,10 @@ fn sandbox_router(args: &ServeArgs, addr: SocketAddr, provider: &str) -> Router 
 /// global recorder, so every application in a process (tests start several)
 /// shares it.
 fn metrics_handle() -> Fallible<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut handle = HANDLE.lock().unwrap_or_else(|e| e.into_inner());
+    if handle.is_none() {
+        *handle = Some(metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?);
     }
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(handle.clone().expect("installed above"))
 }

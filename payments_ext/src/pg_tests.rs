@@ -643,9 +643,10 @@ mod tests {
         ));
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.claim_provider_work(10, '1 hour')"), 0, "too recent");
         // Everything here shares the test transaction's now(); a negative age includes it.
-        let claimed = one::<String>(
-            "SELECT string_agg(kind || ':' || status, ',' ORDER BY kind) FROM payments.claim_provider_work(10, '-1 second')",
-        );
+        let claimed = one::<String>(&format!(
+            "SELECT string_agg(kind || ':' || status, ',' ORDER BY kind) FROM payments.claim_provider_work(100, '-1 second')
+             WHERE payment_id IN ('{waiting}', '{linked}')"
+        ));
         assert_eq!(claimed, "create:requires_confirmation,refresh:processing");
         Spi::run(&format!(
             "SELECT payments.record_provider_error('{waiting}', '{{\"type\": \"provider_unavailable\"}}')"

@@ -2,6 +2,7 @@
 //! encoding, id formats, idempotency semantics and error shapes, with webhooks
 //! delivered asynchronously and signed with `Stripe-Signature`. The gateway's
 //! Stripe connector and the official Stripe SDKs talk to it unchanged.
+#![forbid(unsafe_code)]
 
 mod delivery;
 mod intents;
@@ -32,7 +33,7 @@ pub struct Sandbox {
     charges: Mutex<HashMap<String, u32>>,
     knobs: RwLock<Knobs>,
     delivery: delivery::Delivery,
-    /// Seeded randomness for the error, duplicate and jitter knobs.
+    /// Randomness for the error, duplicate and jitter knobs.
     rng: Mutex<fastrand::Rng>,
 }
 

@@ -6,6 +6,7 @@
 -- payments.status); "stale" is the one word for a late report recorded but
 -- not applied (transition outcome `ignored` becomes `stale`, and a webhook that
 -- confirms the status a payment already has is `noop`, not `stale`);
+-- customer_payments counts open payments by statuses().terminal;
 -- list_payments pages 10 rows by default, as over HTTP; ingest_webhook is split
 -- into named steps.
 
@@ -74,6 +75,25 @@ COMMENT ON TYPE payments.payment_result IS
     'A payment as a mutating call leaves it, plus outcome: created | replayed (create_payment), applied | noop | stale (transition, record_provider_result).';
 COMMENT ON COLUMN payments.webhook_events.result IS
     'applied: it moved the payment; noop: the payment already had the status it reports; stale: older than the payment''s state, recorded only; ignored: an event type that moves no payment; pending_match: no payment had its provider id yet (see webhook_pending). Rows stored by version 0.1.0 say stale for noop too.';
+
+-- ---------------------------------------------------------------------------
+-- Views: open payments are those in a status the state machine calls non-final
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE VIEW payments.customer_payments AS
+SELECT p.customer_id,
+       p.currency,
+       count(*) FILTER (WHERE p.status = 'succeeded') AS succeeded_count,
+       -- sum of minor units times one minor unit: exact, at the currency's scale.
+       coalesce(sum(p.amount_minor) FILTER (WHERE p.status = 'succeeded'), 0)
+           * payments.to_major(1, p.currency) AS succeeded_amount,
+       max(p.updated_at) FILTER (WHERE p.status = 'succeeded') AS last_succeeded_at,
+       count(*) FILTER (WHERE NOT s.terminal) AS open_count,
+       count(*) FILTER (WHERE p.status = 'failed') AS failed_count
+FROM payments.payments p
+JOIN payments.statuses() s ON s.status = p.status
+GROUP BY p.customer_id, p.currency;
+COMMENT ON VIEW payments.payment_history IS
+    'Every payment''s history in order (payment_id, seq). applied = false marks a stale report: recorded, not applied.';
 
 -- ---------------------------------------------------------------------------
 -- Functions whose body changed
@@ -147,7 +167,9 @@ BEGIN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'PM100';
     END IF;
     IF NOT payments._is_allowed('capture_method', v_capture) THEN
-        RAISE EXCEPTION 'capture_method must be automatic or manual, not %', quote_literal(v_capture) USING ERRCODE = 'PM100';
+        RAISE EXCEPTION 'capture_method must be one of %, not %',
+            (SELECT string_agg(v.value, ', ') FROM payments.allowed_values() v WHERE v.kind = 'capture_method'),
+            quote_literal(v_capture) USING ERRCODE = 'PM100';
     END IF;
     v_minor := payments.to_minor(amount, currency);
     v_fp := payments._request_fingerprint(customer_id, v_minor, v_currency, payment_method, description,

@@ -38,7 +38,9 @@ async fn extension_version(db: &Client) -> String {
     db.query_one("SELECT extversion FROM pg_extension WHERE extname = 'payments'", &[]).await.unwrap().get(0)
 }
 
-/// Payments in several states, their events, idempotency keys, webhooks
+/// Payments in every state a payment can rest in (up-9 waits in
+/// requires_confirmation and up-7 in processing: work for the reconciler),
+/// their events, idempotency keys, webhooks
 /// (applied, duplicate, stale, ignored and one still pending) and an API key,
 /// all through the old version's functions.
 async fn write_through_old_version(db: &Client) {
@@ -53,6 +55,9 @@ async fn write_through_old_version(db: &Client) {
          SELECT payments.create_payment('up-5', 'cust_up2', 5.00, 'USD', 'pm_card_authenticationRequired',
                                         capture_method => 'manual');
          SELECT payments.create_payment('up-6', 'cust_up2', 6.00, 'USD', 'pm_usBankAccount');
+         SELECT payments.create_payment('up-7', 'cust_up2', 7.00, 'USD', 'pm_usBankAccount');
+         SELECT payments.create_payment('up-8', 'cust_up2', 8.00, 'USD', 'pm_card_visa', capture_method => 'manual');
+         SELECT payments.create_payment('up-9', 'cust_up2', 9.00, 'USD', 'pm_card_visa');
          SELECT payments.record_provider_result(id, 'upgrade', 'pi_up_2', 'succeeded', '{{\"client_secret\": \"x\"}}')
            FROM payments.idempotency_keys k JOIN payments.payments p ON p.id = k.payment_id WHERE k.key = 'up-2';
          SELECT payments.record_provider_result(id, 'upgrade', 'pi_up_3', 'failed',
@@ -63,7 +68,11 @@ async fn write_through_old_version(db: &Client) {
          SELECT payments.record_provider_result(id, 'upgrade', 'pi_up_5', 'requires_action', '{{}}')
            FROM payments.idempotency_keys k JOIN payments.payments p ON p.id = k.payment_id WHERE k.key = 'up-5';
          SELECT payments.record_provider_result(id, 'upgrade', 'pi_up_6', 'requires_action', '{{}}')
-           FROM payments.idempotency_keys k JOIN payments.payments p ON p.id = k.payment_id WHERE k.key = 'up-6';"
+           FROM payments.idempotency_keys k JOIN payments.payments p ON p.id = k.payment_id WHERE k.key = 'up-6';
+         SELECT payments.record_provider_result(id, 'upgrade', 'pi_up_7', 'processing', '{{}}')
+           FROM payments.idempotency_keys k JOIN payments.payments p ON p.id = k.payment_id WHERE k.key = 'up-7';
+         SELECT payments.record_provider_result(id, 'upgrade', 'pi_up_8', 'requires_capture', '{{}}')
+           FROM payments.idempotency_keys k JOIN payments.payments p ON p.id = k.payment_id WHERE k.key = 'up-8';"
     ))
     .await
     .unwrap();
