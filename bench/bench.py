@@ -116,7 +116,7 @@ SCRIPTS = {
           "\\set c random(1, 10000)\n"
           f"SELECT {PAYMENT_JSON.format(r='r')} AS body, r.id AS pid FROM payments.create_payment(gen_random_uuid()::text, "
           "'cust_' || :c, coalesce('49.99'::text::numeric, payments.to_major(NULL, 'USD')), 'USD', 'pm_card_visa', NULL, "
-          "coalesce(NULL::text::jsonb, '{}'), coalesce(NULL, 'automatic')) r \\gset\n"
+          "NULL::text::jsonb, NULL) r \\gset\n"
           f"SELECT {PAYMENT_JSON.format(r='r')} FROM payments.record_provider_result(:pid, 'bench', 'pi_' || :pid, "
           f"'succeeded', '{PAYMENT_INTENT}'::text::jsonb) r;\n"),
 }
@@ -140,7 +140,8 @@ def prepare_events(count):
             SELECT count(*)
             FROM generate_series({start}, {end}) g,
                  LATERAL payments.create_payment('ingest-' || g, 'cust_ingest', 10, 'USD', 'pm_card_visa') p,
-                 LATERAL payments.record_provider_result(p.id, 'bench', 'pi_ingest_' || g, 'requires_confirmation', '{{}}') r;
+                 LATERAL payments.record_provider_result(p.id, 'bench', 'pi_ingest_' || g, 'requires_confirmation',
+                                                        '{{"amount": 1000, "currency": "usd"}}') r;
             INSERT INTO bench.events (n, headers, body)
             SELECT g, jsonb_build_object('Stripe-Signature',
                        't=' || t || ',v1=' || encode(hmac(convert_to(t || '.', 'UTF8') || b, '{SECRET}', 'sha256'), 'hex')), b
@@ -149,7 +150,8 @@ def prepare_events(count):
                  LATERAL (SELECT convert_to(jsonb_build_object('id', 'evt_bench_' || g, 'object', 'event',
                      'type', 'payment_intent.succeeded', 'created', t,
                      'data', jsonb_build_object('object', jsonb_build_object('id', 'pi_ingest_' || g,
-                         'object', 'payment_intent', 'status', 'succeeded')))::text, 'UTF8') AS b) body;
+                         'object', 'payment_intent', 'status', 'succeeded', 'amount', 1000, 'currency', 'usd',
+                         'amount_received', 1000, 'amount_capturable', 0)))::text, 'UTF8') AS b) body;
         """)
     psql(f"SELECT setval('bench.event_seq', {first}, false)")
 

@@ -302,6 +302,75 @@ $$;
 COMMENT ON FUNCTION payments._link_provider(text, text, text) IS
     'Internal: links a payment to its provider payment id once (PM203 if either side is linked elsewhere), then applies webhooks that were waiting for that id. The caller holds _lock_provider_payment.';
 
+CREATE FUNCTION payments._evidence_problem_for(p_payment_id text, p_to text, p_object jsonb) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_payment payments.payments%ROWTYPE;
+BEGIN
+    SELECT * INTO v_payment FROM payments.payments p WHERE p.id = p_payment_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', left(p_payment_id, 100) USING ERRCODE = 'PM204';
+    END IF;
+    RETURN payments._evidence_problem(v_payment.amount_minor, v_payment.currency, p_to,
+                                      p_object ->> 'amount', p_object ->> 'currency',
+                                      p_object ->> 'amount_received', p_object ->> 'amount_capturable');
+END
+$$;
+COMMENT ON FUNCTION payments._evidence_problem_for(text, text, jsonb) IS
+    'Internal: why a provider object is no evidence for moving the payment to a status (an anomaly kind), or NULL. PM204 for an unknown payment.';
+COMMENT ON FUNCTION payments._evidence_problem(bigint, text, text, text, text, text, text) IS
+    'Internal: the anomaly kind when the money fields of a provider object (amount, currency, and amount_received for succeeded or amount_capturable for requires_capture) differ from the payment''s; NULL when they match.';
+
+CREATE FUNCTION payments._record_anomaly(p_payment_id text, p_kind text, p_source text, p_provider text,
+                                         p_provider_payment_id text, p_observed jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_payment payments.payments%ROWTYPE;
+BEGIN
+    SELECT * INTO v_payment FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
+    INSERT INTO payments.anomalies (id, payment_id, customer_id, kind, source, provider, provider_payment_id, observed)
+    VALUES (payments._new_id('anm'), p_payment_id, v_payment.customer_id, p_kind, p_source, p_provider,
+            p_provider_payment_id, p_observed);
+    -- In the history without moving the status.
+    PERFORM payments._append_event(p_payment_id, v_payment.status, v_payment.status, false, p_source, 'anomaly: ' || p_kind,
+                                   jsonb_build_object('provider', p_provider, 'provider_payment_id', p_provider_payment_id,
+                                                      'observed', p_observed));
+END
+$$;
+COMMENT ON FUNCTION payments._record_anomaly(text, text, text, text, text, jsonb) IS
+    'Internal: records that a provider object was no evidence for a payment: a row in payments.anomalies and an unapplied event in the payment''s history.';
+
+CREATE FUNCTION payments._observed(p_object jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN jsonb_strip_nulls(jsonb_build_object(
+    'amount', p_object -> 'amount', 'currency', p_object -> 'currency', 'amount_received', p_object -> 'amount_received',
+    'amount_capturable', p_object -> 'amount_capturable', 'status', p_object -> 'status'));
+COMMENT ON FUNCTION payments._observed(jsonb) IS 'Internal: the money fields and status of a provider object, as an anomaly keeps them.';
+
+CREATE FUNCTION payments.resolve_anomaly(id text, resolution text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_anomaly payments.anomalies%ROWTYPE;
+BEGIN
+    IF resolution IS NULL OR length(resolution) NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'resolution must be 1 to 1000 characters' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT * INTO v_anomaly FROM payments.anomalies a WHERE a.id = resolve_anomaly.id AND a.resolved_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM 1 FROM payments.payments p WHERE p.id = v_anomaly.payment_id FOR UPDATE;
+    UPDATE payments.anomalies a SET resolved_at = now(), resolution = resolve_anomaly.resolution
+    WHERE a.id = v_anomaly.id;
+    PERFORM payments._append_event(p.id, p.status, p.status, false, 'admin', 'anomaly resolved: ' || v_anomaly.kind,
+                                   jsonb_build_object('anomaly_id', v_anomaly.id, 'resolution', resolve_anomaly.resolution))
+    FROM payments.payments p WHERE p.id = v_anomaly.payment_id;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION payments.resolve_anomaly(text, text) IS
+    'Closes an open anomaly with an operator''s note (1 to 1000 characters), recorded in the payment''s history. false when it is unknown or already closed. Admin only.';
+
 CREATE FUNCTION payments.record_provider_result(payment_id text, provider text, provider_payment_id text,
                                                 status text, response jsonb)
 RETURNS SETOF payments.payment_result
@@ -310,9 +379,20 @@ DECLARE
     -- A PaymentIntent's client_secret lets a browser confirm it; it never enters the history.
     v_response jsonb := coalesce(response, '{}') - 'client_secret';
     v_outcome  text;
+    v_problem  text;
 BEGIN
     IF provider IS NULL OR provider = '' THEN
         RAISE EXCEPTION 'provider is required' USING ERRCODE = 'PM100';
+    END IF;
+    -- A provider object moves a payment or is linked to it only when it asks for the same money.
+    IF record_provider_result.provider_payment_id IS NOT NULL OR status IN ('succeeded', 'requires_capture') THEN
+        v_problem := payments._evidence_problem_for(record_provider_result.payment_id, status, v_response);
+        IF v_problem IS NOT NULL THEN
+            PERFORM payments._record_anomaly(record_provider_result.payment_id, v_problem, 'provider', provider,
+                                             record_provider_result.provider_payment_id, payments._observed(v_response));
+            RETURN QUERY SELECT * FROM payments._result(record_provider_result.payment_id, 'mismatch');
+            RETURN;
+        END IF;
     END IF;
     IF record_provider_result.provider_payment_id IS NOT NULL THEN
         PERFORM payments._lock_provider_payment(provider, record_provider_result.provider_payment_id);
@@ -328,7 +408,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, jsonb) IS
-    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (a late report is stale, not an error). The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
+    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (a late report is stale, not an error). The response is the provider''s object: unless its amount and currency (and amount_received for succeeded, amount_capturable for requires_capture) equal the payment''s, nothing is linked or applied, an anomaly is recorded and the outcome is mismatch. The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
 
 CREATE FUNCTION payments.purge_idempotency_keys(older_than interval) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

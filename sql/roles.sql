@@ -31,7 +31,8 @@ TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION
     payments.get_payment(text), payments.list_payments(text, text, int, text), payments.verify_event_chain(text)
 TO payments_admin, payments_gateway, payments_reader;
-GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log
+GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,
+    payments.open_anomalies
 TO payments_admin, payments_gateway, payments_reader;
 
 -- Writing, only through the API.
@@ -54,6 +55,7 @@ GRANT EXECUTE ON FUNCTION
     payments.add_webhook_secret(text, text, text, timestamptz),
     payments.retire_webhook_secret(text),
     payments.create_api_key(text, text[]),
-    payments.revoke_api_key(text)
+    payments.revoke_api_key(text),
+    payments.resolve_anomaly(text, text)
 TO payments_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

@@ -60,7 +60,7 @@ COMMENT ON TABLE payments.payment_events IS
 COMMENT ON COLUMN payments.payment_events.seq IS 'Position in this payment''s history, from 1, without gaps.';
 COMMENT ON COLUMN payments.payment_events.from_status IS 'Status before the event; NULL for the creation.';
 COMMENT ON COLUMN payments.payment_events.to_status IS 'Status the event asked for.';
-COMMENT ON COLUMN payments.payment_events.applied IS 'false for a stale report: a provider or webhook report recorded but not applied (it would have moved the payment backwards or out of a final state).';
+COMMENT ON COLUMN payments.payment_events.applied IS 'false for a report recorded but not applied: a stale one (it would have moved the payment backwards or out of a final state), or an anomaly (reason ''anomaly: <kind>'', see payments.anomalies).';
 COMMENT ON COLUMN payments.payment_events.source IS 'Who asked: api, provider (a provider API response), webhook, admin or system.';
 COMMENT ON COLUMN payments.payment_events.prev_hash IS 'hash of the previous event of the same payment; NULL for the first.';
 COMMENT ON COLUMN payments.payment_events.hash IS 'sha256(prev_hash ‖ canonical encoding of this event), computed by payments._event_hash.';
@@ -79,10 +79,37 @@ COMMENT ON TABLE payments.idempotency_keys IS
     'Idempotency keys of create_payment calls. A key is claimed before its payment is written (hence the deferred foreign key), so a concurrent call with the same key waits and then replays. Kept at least 24 hours; payments.purge_idempotency_keys removes older ones.';
 COMMENT ON COLUMN payments.idempotency_keys.fingerprint IS 'sha256 of the canonical call parameters; a replay with different parameters is refused (SQLSTATE PM201).';
 
+-- ---------------------------------------------------------------------------
+-- Anomalies: provider objects that were no evidence for the payment they named
+-- ---------------------------------------------------------------------------
+CREATE TABLE payments.anomalies (
+    id                  text COLLATE "C" PRIMARY KEY,
+    payment_id          text COLLATE "C" NOT NULL REFERENCES payments.payments (id),
+    customer_id         text NOT NULL,
+    kind                text NOT NULL CHECK (payments._is_allowed('anomaly_kind', kind)),
+    source              text NOT NULL CHECK (payments._is_allowed('source', source)),
+    provider            text NOT NULL,
+    provider_payment_id text,
+    observed            jsonb NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    resolved_at         timestamptz,
+    resolution          text CHECK (length(resolution) BETWEEN 1 AND 1000),
+    CHECK ((resolved_at IS NULL) = (resolution IS NULL))
+);
+CREATE INDEX anomalies_open_idx ON payments.anomalies (created_at) WHERE resolved_at IS NULL;
+CREATE INDEX anomalies_payment_id_idx ON payments.anomalies (payment_id);
+COMMENT ON TABLE payments.anomalies IS
+    'A provider object (an API answer or a webhook) that named a payment but asked for other money, or was another object than the one the payment is linked to. It was not applied: the payment kept its status and link, and its history has an event with reason ''anomaly: <kind>''. Operators read payments.open_anomalies and close one with payments.resolve_anomaly.';
+COMMENT ON COLUMN payments.anomalies.kind IS 'amount_mismatch | currency_mismatch | amount_received_mismatch | amount_capturable_mismatch | provider_payment_mismatch (SELECT * FROM payments.allowed_values() WHERE kind = ''anomaly_kind'').';
+COMMENT ON COLUMN payments.anomalies.source IS 'provider (an API answer recorded by record_provider_result) or webhook.';
+COMMENT ON COLUMN payments.anomalies.observed IS 'The object''s money fields and status as received (amount, currency, amount_received, amount_capturable, status), and the webhook event id when a webhook brought it.';
+COMMENT ON COLUMN payments.anomalies.resolved_at IS 'When an operator closed it (resolve_anomaly); NULL while open.';
+
 -- pg_dump keeps the rows of extension tables only when told to.
 SELECT pg_catalog.pg_extension_config_dump('payments.payments', '');
 SELECT pg_catalog.pg_extension_config_dump('payments.payment_events', '');
 SELECT pg_catalog.pg_extension_config_dump('payments.idempotency_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('payments.anomalies', '');
 
 -- ---------------------------------------------------------------------------
 -- Append-only guard
@@ -137,4 +164,4 @@ CREATE TYPE payments.payment_result AS (
     outcome             text
 );
 COMMENT ON TYPE payments.payment_result IS
-    'A payment as a mutating call leaves it, plus outcome: created | replayed (create_payment), applied | noop | stale (transition, record_provider_result).';
+    'A payment as a mutating call leaves it, plus outcome: created | replayed (create_payment), applied | noop | stale (transition, record_provider_result), mismatch (record_provider_result: the provider''s object asked for other money; an anomaly was recorded, nothing applied).';

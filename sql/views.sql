@@ -25,6 +25,16 @@ GROUP BY p.customer_id, p.currency;
 COMMENT ON VIEW payments.customer_payments IS
     'Per customer and currency: how many payments succeeded and for how much, when the last one did, and how many are open or failed. Answers "has this customer paid?".';
 
+CREATE VIEW payments.open_anomalies AS
+SELECT a.id, a.payment_id, a.customer_id, a.kind, a.source, a.provider, a.provider_payment_id,
+       p.amount_minor AS expected_amount_minor, p.currency AS expected_currency, p.provider_payment_id AS linked_provider_payment_id,
+       a.observed, p.status AS payment_status, a.created_at
+FROM payments.anomalies a
+JOIN payments.payments p ON p.id = a.payment_id
+WHERE a.resolved_at IS NULL;
+COMMENT ON VIEW payments.open_anomalies IS
+    'Provider objects that named a payment but were not applied (other money, or another object than the linked one), not yet resolved: what the payment expected beside what was observed. Close one with payments.resolve_anomaly.';
+
 CREATE VIEW payments.webhook_log AS
 SELECT w.id, w.provider, w.event_id, w.event_type, w.event_created, w.provider_payment_id, w.payment_id, w.result,
        EXISTS (SELECT FROM payments.webhook_pending wp

@@ -89,7 +89,7 @@ CREATE INDEX webhook_events_payment_id_idx ON payments.webhook_events (payment_i
 COMMENT ON TABLE payments.webhook_events IS
     'Every verified webhook, once per (provider, event_id), with the exact body and headers received, the secret that verified it and what ingest_webhook did with it. Append-only. Unverified bodies are never stored.';
 COMMENT ON COLUMN payments.webhook_events.result IS
-    'applied: it moved the payment; noop: the payment already had the status it reports; stale: older than the payment''s state, recorded only; ignored: an event type that moves no payment; pending_match: no payment had its provider id yet (see webhook_pending). Rows stored by version 0.1.0 say stale for noop too.';
+    'applied: it moved the payment; noop: the payment already had the status it reports; stale: older than the payment''s state, recorded only; ignored: an event type that moves no payment; pending_match: no payment had its provider id yet (see webhook_pending); mismatch: its object asked for other money than the payment it named, or was another object than the payment''s (see anomalies). Rows stored by version 0.1.0 say stale for noop too.';
 COMMENT ON COLUMN payments.webhook_events.payment_id IS 'The payment it matched when received; NULL for ignored and pending_match events.';
 SELECT pg_catalog.pg_extension_config_dump('payments.webhook_events', '');
 
@@ -118,23 +118,33 @@ CREATE FUNCTION payments._apply_pending_webhooks(p_payment_id text, p_provider t
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    w payments.webhook_pending%ROWTYPE;
+    w         record;
+    v_object  jsonb;
+    v_problem text;
 BEGIN
     FOR w IN
-        SELECT * FROM payments.webhook_pending wp
+        SELECT wp.*, we.body FROM payments.webhook_pending wp
+        JOIN payments.webhook_events we ON we.provider = wp.provider AND we.event_id = wp.event_id
         WHERE wp.provider = p_provider AND wp.provider_payment_id = p_provider_payment_id
         ORDER BY wp.event_created, wp.event_id
     LOOP
-        PERFORM payments._transition(p_payment_id, w.to_status, 'webhook', w.event_type,
-                                     jsonb_build_object('webhook_event_id', w.event_id, 'event_created', w.event_created,
-                                                        'arrived_before_link', true),
-                                     w.last_error);
+        v_object := convert_from(w.body, 'UTF8')::jsonb -> 'data' -> 'object';
+        v_problem := payments._evidence_problem_for(p_payment_id, w.to_status, v_object);
+        IF v_problem IS NOT NULL THEN
+            PERFORM payments._record_anomaly(p_payment_id, v_problem, 'webhook', p_provider, p_provider_payment_id,
+                                             payments._observed(v_object) || jsonb_build_object('webhook_event_id', w.event_id));
+        ELSE
+            PERFORM payments._transition(p_payment_id, w.to_status, 'webhook', w.event_type,
+                                         jsonb_build_object('webhook_event_id', w.event_id, 'event_created', w.event_created,
+                                                            'arrived_before_link', true),
+                                         w.last_error);
+        END IF;
         DELETE FROM payments.webhook_pending wp WHERE wp.provider = w.provider AND wp.event_id = w.event_id;
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION payments._apply_pending_webhooks(text, text, text) IS
-    'Internal: applies, oldest first, the webhooks that waited for a provider payment id, as webhook reports.';
+    'Internal: applies, oldest first, the webhooks that waited for a provider payment id, as webhook reports; one whose object asks for other money is recorded as an anomaly instead.';
 
 -- ingest_webhook, step by step. Each step is internal; only ingest_webhook is granted.
 
@@ -198,9 +208,11 @@ CREATE FUNCTION payments._apply_webhook(p_provider text, p_event_id text, p_even
                                         OUT payment_id text, OUT result text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_to   text := payments._stripe_event_status(p_event_type);
-    v_ppid text := p_object ->> 'id';
-    v_hint text := p_object -> 'metadata' ->> 'payment_id';
+    v_to      text := payments._stripe_event_status(p_event_type);
+    v_ppid    text := p_object ->> 'id';
+    v_hint    text := p_object -> 'metadata' ->> 'payment_id';
+    v_linked  text;
+    v_problem text;
 BEGIN
     IF v_to IS NULL OR v_ppid IS NULL THEN
         result := 'ignored';
@@ -209,14 +221,27 @@ BEGIN
     PERFORM payments._lock_provider_payment(p_provider, v_ppid);
     SELECT p.id INTO payment_id FROM payments.payments p
     WHERE p.provider = p_provider AND p.provider_payment_id = v_ppid;
-    IF payment_id IS NULL AND v_hint IS NOT NULL
-       AND EXISTS (SELECT FROM payments.payments p WHERE p.id = v_hint AND p.provider_payment_id IS NULL) THEN
-        -- Our own id in metadata: link the provider id now.
-        PERFORM payments._link_provider(v_hint, p_provider, v_ppid);
-        payment_id := v_hint;
+    IF payment_id IS NOT NULL THEN
+        v_problem := payments._evidence_problem_for(payment_id, v_to, p_object);
+    ELSIF v_hint IS NOT NULL THEN
+        -- Our own id in metadata: the object may be linked to that payment, if
+        -- it is not linked to another and asks for the same money.
+        SELECT p.id, p.provider_payment_id INTO payment_id, v_linked FROM payments.payments p WHERE p.id = v_hint;
+        IF v_linked IS NOT NULL THEN
+            v_problem := 'provider_payment_mismatch';
+        ELSIF payment_id IS NOT NULL THEN
+            v_problem := payments._evidence_problem_for(payment_id, v_to, p_object);
+            IF v_problem IS NULL THEN
+                PERFORM payments._link_provider(payment_id, p_provider, v_ppid);
+            END IF;
+        END IF;
     END IF;
     IF payment_id IS NULL THEN
         result := 'pending_match';
+    ELSIF v_problem IS NOT NULL THEN
+        PERFORM payments._record_anomaly(payment_id, v_problem, 'webhook', p_provider, v_ppid,
+                                         payments._observed(p_object) || jsonb_build_object('webhook_event_id', p_event_id));
+        result := 'mismatch';
     ELSE
         result := payments._transition(payment_id, v_to, 'webhook', p_event_type,
                                        jsonb_build_object('webhook_event_id', p_event_id, 'event_created', p_event_created),
@@ -225,7 +250,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb) IS
-    'Internal, step 4 of ingest_webhook: matches the event''s object to a payment (by provider id, or by metadata.payment_id, which links it) and applies its status as a webhook report. result: applied | noop | stale | ignored | pending_match.';
+    'Internal, step 4 of ingest_webhook: matches the event''s object to a payment (by provider id, or by metadata.payment_id, which links it) and applies its status as a webhook report. An object asking for other money than the payment, or another object than the one the payment is linked to, is an anomaly (result mismatch), never applied. result: applied | noop | stale | ignored | pending_match | mismatch.';
 
 CREATE FUNCTION payments.ingest_webhook(provider text, headers jsonb, body bytea) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -264,4 +289,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS
-    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';
+    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';

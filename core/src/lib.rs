@@ -5,6 +5,7 @@
 pub mod canonical;
 pub mod currency;
 pub mod error;
+pub mod evidence;
 pub mod id;
 pub mod money;
 pub mod sqlstate;

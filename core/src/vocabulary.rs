@@ -6,6 +6,7 @@
 //! `stale` is a report older than the payment's state (recorded, not applied);
 //! `ignored` is a webhook whose event type moves no payment.
 
+use crate::evidence;
 use crate::state::{self, Source, Status};
 use crate::webhook::Scheme;
 
@@ -26,9 +27,11 @@ pub enum Kind {
     Outcome,
     /// `payments.webhook_events.result`: what ingest_webhook did with an event.
     WebhookResult,
+    /// `payments.anomalies.kind`: why a provider object was not evidence for a payment.
+    AnomalyKind,
 }
 
-pub const KINDS: [Kind; 7] = [
+pub const KINDS: [Kind; 8] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -36,6 +39,7 @@ pub const KINDS: [Kind; 7] = [
     Kind::ApiKeyScope,
     Kind::Outcome,
     Kind::WebhookResult,
+    Kind::AnomalyKind,
 ];
 
 pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
@@ -44,10 +48,12 @@ pub const SCOPE_READ: &str = "payments:read";
 /// The scope of POST routes.
 pub const SCOPE_WRITE: &str = "payments:write";
 pub const API_KEY_SCOPES: [&str; 2] = [SCOPE_READ, SCOPE_WRITE];
-/// `created` and `replayed` come from create_payment; the rest are transition decisions.
-pub const OUTCOMES: [&str; 5] = ["created", "replayed", "applied", "noop", "stale"];
+/// `created` and `replayed` come from create_payment; `applied`, `noop` and
+/// `stale` are transition decisions; `mismatch`: the provider's object was not
+/// evidence for the payment (an anomaly was recorded, nothing applied).
+pub const OUTCOMES: [&str; 6] = ["created", "replayed", "applied", "noop", "stale", "mismatch"];
 /// `duplicate` is answered for a repeat delivery but never stored (the first one is).
-pub const WEBHOOK_RESULTS: [&str; 5] = ["applied", "noop", "stale", "ignored", "pending_match"];
+pub const WEBHOOK_RESULTS: [&str; 6] = ["applied", "noop", "stale", "ignored", "pending_match", "mismatch"];
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
@@ -59,6 +65,7 @@ impl Kind {
             Kind::ApiKeyScope => "api_key_scope",
             Kind::Outcome => "outcome",
             Kind::WebhookResult => "webhook_result",
+            Kind::AnomalyKind => "anomaly_kind",
         }
     }
 
@@ -75,6 +82,7 @@ impl Kind {
             Kind::ApiKeyScope => API_KEY_SCOPES.to_vec(),
             Kind::Outcome => OUTCOMES.to_vec(),
             Kind::WebhookResult => WEBHOOK_RESULTS.to_vec(),
+            Kind::AnomalyKind => evidence::ALL.iter().map(|a| a.as_str()).collect(),
         }
     }
 

@@ -47,8 +47,11 @@ pub const CREATE_PAYMENT: &str = concat!(
                                   $8::text::jsonb, $9) r"
 );
 
-pub const RECORD_PROVIDER_RESULT: &str =
-    concat!("SELECT ", payment_json!("r"), " FROM payments.record_provider_result($1, $2, $3, $4, $5::text::jsonb) r");
+pub const RECORD_PROVIDER_RESULT: &str = concat!(
+    "SELECT ",
+    payment_json!("r"),
+    ", r.outcome FROM payments.record_provider_result($1, $2, $3, $4, $5::text::jsonb) r"
+);
 
 pub const RECORD_PROVIDER_ERROR: &str = "SELECT payments.record_provider_error($1, $2::text::jsonb)";
 

@@ -5,7 +5,7 @@
 
 use pgrx::prelude::*;
 
-use payments_core::{canonical, currency, id, money, state, vocabulary, webhook};
+use payments_core::{canonical, currency, evidence, id, money, state, vocabulary, webhook};
 
 mod headers;
 use headers::Headers;
@@ -31,6 +31,7 @@ extension_sql_file!(
         transition_decision,
         initial_status,
         allowed_values,
+        evidence_problem,
         new_id,
         event_hash,
         request_fingerprint
@@ -106,6 +107,26 @@ fn transition_decision(from_status: &str, to_status: &str, source: &str) -> Opti
 #[pg_extern(immutable, parallel_safe, name = "_initial_status")]
 fn initial_status(has_payment_method: bool) -> &'static str {
     state::initial_status(has_payment_method).as_str()
+}
+
+/// Why a provider object (its money fields as JSON text) is no evidence for
+/// moving a payment of `expected_amount` `expected_currency` to `to_status`:
+/// an anomaly kind, or NULL when it is evidence.
+#[pg_extern(immutable, parallel_safe, name = "_evidence_problem")]
+fn evidence_problem(
+    expected_amount: i64,
+    expected_currency: &str,
+    to_status: &str,
+    amount: Option<&str>,
+    currency: Option<&str>,
+    amount_received: Option<&str>,
+    amount_capturable: Option<&str>,
+) -> Option<&'static str> {
+    let expected = evidence::Expected { amount_minor: expected_amount, currency: expected_currency };
+    let observed = evidence::Observed { amount, currency, amount_received, amount_capturable };
+    // An unknown status is refused later by the state machine; the money is checked all the same.
+    let to = state::Status::parse(to_status).unwrap_or(state::Status::RequiresPaymentMethod);
+    evidence::check(&expected, to, &observed).map(evidence::Anomaly::as_str)
 }
 
 // ---- allowed values (one registry: payments_core::vocabulary) ----------------

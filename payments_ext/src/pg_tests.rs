@@ -43,6 +43,14 @@ mod tests {
         one(&format!("SELECT id FROM payments.create_payment('{key}', 'cust_1', {amount}, 'usd')"))
     }
 
+    /// A USD PaymentIntent `pi` for `amount_minor`, received and capturable in
+    /// full: evidence for a payment of that amount. `extra` adds fields.
+    fn intent(pi: &str, amount_minor: i64, extra: &str) -> String {
+        format!(
+            r#"{{"id":"{pi}","object":"payment_intent","amount":{amount_minor},"currency":"usd","amount_received":{amount_minor},"amount_capturable":{amount_minor}{extra}}}"#
+        )
+    }
+
     #[pg_test]
     fn money_functions_convert_exactly_and_reject_bad_amounts() {
         assert_eq!(one::<i64>("SELECT payments.to_minor(49.99, 'usd')"), 4999);
@@ -166,32 +174,36 @@ mod tests {
         let id = create("r1", "12.34");
         let r = one::<String>(&format!(
             "SELECT outcome || ' ' || status || ' ' || provider_payment_id FROM payments.record_provider_result(
-                 '{id}', 'sandbox', 'pi_1', 'requires_action', '{{\"id\": \"pi_1\", \"client_secret\": \"pi_1_secret_x\"}}')"
+                 '{id}', 'sandbox', 'pi_1', 'requires_action', '{}')",
+            intent("pi_1", 1234, r#","client_secret":"pi_1_secret_x""#)
         ));
         assert_eq!(r, "applied requires_action pi_1");
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.payment_events WHERE data::text LIKE '%secret%'"), 0);
         // Same link again: fine. Another provider id for this payment, or this provider id for another payment: PM203.
         let r = one::<String>(&format!(
-            "SELECT outcome FROM payments.record_provider_result('{id}', 'sandbox', 'pi_1', 'succeeded', '{{}}')"
+            "SELECT outcome FROM payments.record_provider_result('{id}', 'sandbox', 'pi_1', 'succeeded', '{}')",
+            intent("pi_1", 1234, "")
         ));
         assert_eq!(r, "applied");
         assert_eq!(
             sqlstate(&format!(
-                "SELECT payments.record_provider_result('{id}', 'sandbox', 'pi_2', 'succeeded', '{{}}')"
+                "SELECT payments.record_provider_result('{id}', 'sandbox', 'pi_2', 'succeeded', '{}')",
+                intent("pi_2", 1234, "")
             )),
             "PM203"
         );
         let other = create("r2", "1");
         assert_eq!(
             sqlstate(&format!(
-                "SELECT payments.record_provider_result('{other}', 'sandbox', 'pi_1', 'processing', '{{}}')"
+                "SELECT payments.record_provider_result('{other}', 'sandbox', 'pi_1', 'processing', '{}')",
+                intent("pi_1", 100, "")
             )),
             "PM203"
         );
         let declined = create("r3", "1");
         one::<String>(&format!(
-            "SELECT status FROM payments.record_provider_result('{declined}', 'sandbox', 'pi_3', 'failed',
-                 '{{\"last_payment_error\": {{\"code\": \"card_declined\", \"decline_code\": \"generic_decline\"}}}}')"
+            "SELECT status FROM payments.record_provider_result('{declined}', 'sandbox', 'pi_3', 'failed', '{}')",
+            intent("pi_3", 100, r#","last_payment_error":{"code":"card_declined","decline_code":"generic_decline"}"#)
         ));
         assert_eq!(
             one::<String>(&format!(
@@ -364,7 +376,7 @@ mod tests {
         one::<i64>("SELECT floor(extract(epoch FROM now()))::bigint")
     }
 
-    /// A Stripe event for payment intent `pi`, signed at `t` with `secret`.
+    /// A Stripe event for payment intent `pi` (10.00 USD), signed at `t` with `secret`.
     fn stripe_event(
         id: &str,
         event_type: &str,
@@ -374,8 +386,13 @@ mod tests {
         t: i64,
     ) -> (String, String) {
         let metadata = payment_id.map_or(String::from("{}"), |p| format!(r#"{{"payment_id":"{p}"}}"#));
+        signed_event(id, event_type, &intent(pi, 1000, &format!(r#","metadata":{metadata}"#)), secret, t)
+    }
+
+    /// An event of `event_type` carrying `object`, signed at `t` with `secret`.
+    fn signed_event(id: &str, event_type: &str, object: &str, secret: &str, t: i64) -> (String, String) {
         let body = format!(
-            r#"{{"id":"{id}","object":"event","type":"{event_type}","created":{t},"data":{{"object":{{"id":"{pi}","object":"payment_intent","amount":1.10,"metadata":{metadata}}}}}}}"#
+            r#"{{"id":"{id}","object":"event","type":"{event_type}","created":{t},"data":{{"object":{object}}}}}"#
         );
         let sig = payments_core::webhook::stripe::sign(secret, t, body.as_bytes());
         (body, sig)
@@ -466,7 +483,10 @@ mod tests {
     fn ingest_applies_dedupes_and_never_moves_backwards() {
         add_secret(STRIPE_SECRET);
         let id = create("w1", "10");
-        one::<String>(&format!("SELECT outcome FROM payments.record_provider_result('{id}', 'stripe', 'pi_w1', 'requires_confirmation', '{{}}')"));
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_provider_result('{id}', 'stripe', 'pi_w1', 'requires_confirmation', '{}')",
+            intent("pi_w1", 1000, "")
+        ));
         let t = now_unix();
         let (b1, s1) = stripe_event("evt_1", "payment_intent.processing", "pi_w1", None, STRIPE_SECRET, t);
         let (b2, s2) = stripe_event("evt_2", "payment_intent.succeeded", "pi_w1", None, STRIPE_SECRET, t + 1);
@@ -541,7 +561,8 @@ mod tests {
             2
         );
         let r = one::<String>(&format!(
-            "SELECT status FROM payments.record_provider_result('{id}', 'stripe', 'pi_w2', 'requires_confirmation', '{{}}')"
+            "SELECT status FROM payments.record_provider_result('{id}', 'stripe', 'pi_w2', 'requires_confirmation', '{}')",
+            intent("pi_w2", 1000, "")
         ));
         assert_eq!(r, "succeeded");
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_pending WHERE provider = 'stripe'"), 0);
@@ -552,6 +573,103 @@ mod tests {
             history,
             "requires_payment_method:true requires_action:true succeeded:true requires_confirmation:false"
         );
+    }
+
+    #[pg_test]
+    fn a_payment_moves_only_on_evidence_for_its_money() {
+        add_secret(STRIPE_SECRET);
+        let t = now_unix();
+        let anomalies = |id: &str| {
+            one::<String>(&format!(
+                "SELECT coalesce(string_agg(kind || ':' || source, ',' ORDER BY kind), '-')
+                 FROM payments.open_anomalies WHERE payment_id = '{id}'"
+            ))
+        };
+        let state = |id: &str| {
+            one::<String>(&format!(
+                "SELECT status || ' ' || coalesce(provider_payment_id, '-') FROM payments.payments WHERE id = '{id}'"
+            ))
+        };
+
+        // The attack: a cent-sized intent names a 1000.00 USD payment in its metadata.
+        let big = one::<String>("SELECT id FROM payments.create_payment('ev1', 'cust_ev', 1000.00, 'USD')");
+        let cent = intent("pi_cent", 1, &format!(r#","metadata":{{"payment_id":"{big}"}}"#));
+        let (b, sig) = signed_event("evt_cent", "payment_intent.succeeded", &cent, STRIPE_SECRET, t);
+        assert_eq!(ingest(&b, &sig), "mismatch");
+        assert_eq!(state(&big), "requires_payment_method -", "neither applied nor linked");
+        assert_eq!(anomalies(&big), "amount_mismatch:webhook");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT from_status || '>' || to_status || ' ' || applied || ' ' || reason || ' ' || (data->'observed'->>'amount')
+                 FROM payments.payment_events WHERE payment_id = '{big}' ORDER BY seq DESC LIMIT 1"
+            )),
+            "requires_payment_method>requires_payment_method false anomaly: amount_mismatch 1"
+        );
+        // The same through the API answer path.
+        let r = one::<String>(&format!(
+            "SELECT outcome || ' ' || status FROM payments.record_provider_result('{big}', 'stripe', 'pi_cent', 'succeeded', '{}')",
+            intent("pi_cent", 1, "")
+        ));
+        assert_eq!(r, "mismatch requires_payment_method");
+
+        // Another currency, and a success without evidence at all.
+        let eur = one::<String>(
+            "SELECT id FROM payments.create_payment('ev2', 'cust_ev', 10, 'EUR', payment_method => 'pm_card_visa')",
+        );
+        let r = one::<String>(&format!(
+            "SELECT outcome FROM payments.record_provider_result('{eur}', 'stripe', 'pi_usd', 'succeeded', '{}')",
+            intent("pi_usd", 1000, "")
+        ));
+        assert_eq!(r, "mismatch");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT outcome FROM payments.record_provider_result('{eur}', 'stripe', NULL, 'succeeded', '{{}}')"
+            )),
+            "mismatch"
+        );
+        assert_eq!(state(&eur), "requires_confirmation -");
+        assert_eq!(anomalies(&eur), "currency_mismatch:provider,currency_mismatch:provider");
+
+        // Linked honestly, then a success that received less, and a second intent naming it.
+        let p = create("ev3", "10");
+        let r = one::<String>(&format!(
+            "SELECT outcome FROM payments.record_provider_result('{p}', 'stripe', 'pi_ev3', 'processing', '{}')",
+            intent("pi_ev3", 1000, "")
+        ));
+        assert_eq!(r, "applied");
+        let short = intent("pi_ev3", 1000, "").replace(r#""amount_received":1000"#, r#""amount_received":500"#);
+        let (b, sig) = signed_event("evt_short", "payment_intent.succeeded", &short, STRIPE_SECRET, t);
+        assert_eq!(ingest(&b, &sig), "mismatch");
+        let second = intent("pi_ev3_again", 1000, &format!(r#","metadata":{{"payment_id":"{p}"}}"#));
+        let (b, sig) = signed_event("evt_again", "payment_intent.succeeded", &second, STRIPE_SECRET, t);
+        assert_eq!(ingest(&b, &sig), "mismatch");
+        assert_eq!(state(&p), "processing pi_ev3");
+        assert_eq!(anomalies(&p), "amount_received_mismatch:webhook,provider_payment_mismatch:webhook");
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(result, ',' ORDER BY event_id) FROM payments.webhook_events
+                 WHERE event_id IN ('evt_cent', 'evt_short', 'evt_again')"
+            ),
+            "mismatch,mismatch,mismatch"
+        );
+
+        // The happy path still moves it; an operator closes the anomalies, in the history too.
+        let (b, sig) = stripe_event("evt_ok", "payment_intent.succeeded", "pi_ev3", None, STRIPE_SECRET, t);
+        assert_eq!(ingest(&b, &sig), "applied");
+        let first = one::<String>(&format!(
+            "SELECT id FROM payments.anomalies WHERE payment_id = '{p}' AND kind = 'amount_received_mismatch'"
+        ));
+        assert!(one::<bool>(&format!("SELECT payments.resolve_anomaly('{first}', 'customer paid the rest by wire')")));
+        assert!(!one::<bool>(&format!("SELECT payments.resolve_anomaly('{first}', 'again')")));
+        assert_eq!(sqlstate(&format!("SELECT payments.resolve_anomaly('{first}', '')")), "PM100");
+        assert_eq!(anomalies(&p), "provider_payment_mismatch:webhook");
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM payments.payment_events WHERE payment_id = '{p}' AND reason = 'anomaly resolved: amount_received_mismatch'"
+            )),
+            1
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.verify_event_chain()"), 0);
     }
 
     #[pg_test]
@@ -639,7 +757,8 @@ mod tests {
             "SELECT id FROM payments.create_payment('c3', 'c', 1, 'USD', payment_method => 'pm_card_visa')",
         );
         one::<String>(&format!(
-            "SELECT status FROM payments.record_provider_result('{linked}', 'sandbox', 'pi_c3', 'processing', '{{}}')"
+            "SELECT status FROM payments.record_provider_result('{linked}', 'sandbox', 'pi_c3', 'processing', '{}')",
+            intent("pi_c3", 100, "")
         ));
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.claim_provider_work(10, '1 hour')"), 0, "too recent");
         // Everything here shares the test transaction's now(); a negative age includes it.

@@ -7,7 +7,8 @@
 -- not applied (transition outcome `ignored` becomes `stale`, and a webhook that
 -- confirms the status a payment already has is `noop`, not `stale`);
 -- customer_payments counts open payments by statuses().terminal;
--- list_payments pages 10 rows by default, as over HTTP; ingest_webhook is split
+-- list_payments pages 10 rows by default, as over HTTP; provider objects
+-- must match the payment's money or become anomalies (payments.anomalies); ingest_webhook is split
 -- into named steps.
 
 -- ---------------------------------------------------------------------------
@@ -70,11 +71,11 @@ ALTER TABLE payments.api_keys
     ADD CONSTRAINT api_keys_scopes_check CHECK (cardinality(scopes) > 0 AND payments._all_allowed('api_key_scope', scopes));
 
 COMMENT ON COLUMN payments.payments.status IS 'Lifecycle status (SELECT * FROM payments.statuses()); SELECT * FROM payments.allowed_transitions() shows the state machine.';
-COMMENT ON COLUMN payments.payment_events.applied IS 'false for a stale report: a provider or webhook report recorded but not applied (it would have moved the payment backwards or out of a final state).';
+COMMENT ON COLUMN payments.payment_events.applied IS 'false for a report recorded but not applied: a stale one (it would have moved the payment backwards or out of a final state), or an anomaly (reason ''anomaly: <kind>'', see payments.anomalies).';
 COMMENT ON TYPE payments.payment_result IS
-    'A payment as a mutating call leaves it, plus outcome: created | replayed (create_payment), applied | noop | stale (transition, record_provider_result).';
+    'A payment as a mutating call leaves it, plus outcome: created | replayed (create_payment), applied | noop | stale (transition, record_provider_result), mismatch (record_provider_result: the provider''s object asked for other money; an anomaly was recorded, nothing applied).';
 COMMENT ON COLUMN payments.webhook_events.result IS
-    'applied: it moved the payment; noop: the payment already had the status it reports; stale: older than the payment''s state, recorded only; ignored: an event type that moves no payment; pending_match: no payment had its provider id yet (see webhook_pending). Rows stored by version 0.1.0 say stale for noop too.';
+    'applied: it moved the payment; noop: the payment already had the status it reports; stale: older than the payment''s state, recorded only; ignored: an event type that moves no payment; pending_match: no payment had its provider id yet (see webhook_pending); mismatch: its object asked for other money than the payment it named, or was another object than the payment''s (see anomalies). Rows stored by version 0.1.0 say stale for noop too.';
 
 -- ---------------------------------------------------------------------------
 -- Views: open payments are those in a status the state machine calls non-final
@@ -308,12 +309,12 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS
-    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';
+    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';
 
 COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
     'The only way a status changes. source is api | provider | webhook | admin | system. A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
 COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, jsonb) IS
-    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (a late report is stale, not an error). The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
+    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (a late report is stale, not an error). The response is the provider''s object: unless its amount and currency (and amount_received for succeeded, amount_capturable for requires_capture) equal the payment''s, nothing is linked or applied, an anomaly is recorded and the outcome is mismatch. The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
 
 -- ---------------------------------------------------------------------------
 -- ingest_webhook's steps (internal)
@@ -378,9 +379,11 @@ CREATE FUNCTION payments._apply_webhook(p_provider text, p_event_id text, p_even
                                         OUT payment_id text, OUT result text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_to   text := payments._stripe_event_status(p_event_type);
-    v_ppid text := p_object ->> 'id';
-    v_hint text := p_object -> 'metadata' ->> 'payment_id';
+    v_to      text := payments._stripe_event_status(p_event_type);
+    v_ppid    text := p_object ->> 'id';
+    v_hint    text := p_object -> 'metadata' ->> 'payment_id';
+    v_linked  text;
+    v_problem text;
 BEGIN
     IF v_to IS NULL OR v_ppid IS NULL THEN
         result := 'ignored';
@@ -389,14 +392,27 @@ BEGIN
     PERFORM payments._lock_provider_payment(p_provider, v_ppid);
     SELECT p.id INTO payment_id FROM payments.payments p
     WHERE p.provider = p_provider AND p.provider_payment_id = v_ppid;
-    IF payment_id IS NULL AND v_hint IS NOT NULL
-       AND EXISTS (SELECT FROM payments.payments p WHERE p.id = v_hint AND p.provider_payment_id IS NULL) THEN
-        -- Our own id in metadata: link the provider id now.
-        PERFORM payments._link_provider(v_hint, p_provider, v_ppid);
-        payment_id := v_hint;
+    IF payment_id IS NOT NULL THEN
+        v_problem := payments._evidence_problem_for(payment_id, v_to, p_object);
+    ELSIF v_hint IS NOT NULL THEN
+        -- Our own id in metadata: the object may be linked to that payment, if
+        -- it is not linked to another and asks for the same money.
+        SELECT p.id, p.provider_payment_id INTO payment_id, v_linked FROM payments.payments p WHERE p.id = v_hint;
+        IF v_linked IS NOT NULL THEN
+            v_problem := 'provider_payment_mismatch';
+        ELSIF payment_id IS NOT NULL THEN
+            v_problem := payments._evidence_problem_for(payment_id, v_to, p_object);
+            IF v_problem IS NULL THEN
+                PERFORM payments._link_provider(payment_id, p_provider, v_ppid);
+            END IF;
+        END IF;
     END IF;
     IF payment_id IS NULL THEN
         result := 'pending_match';
+    ELSIF v_problem IS NOT NULL THEN
+        PERFORM payments._record_anomaly(payment_id, v_problem, 'webhook', p_provider, v_ppid,
+                                         payments._observed(p_object) || jsonb_build_object('webhook_event_id', p_event_id));
+        result := 'mismatch';
     ELSE
         result := payments._transition(payment_id, v_to, 'webhook', p_event_type,
                                        jsonb_build_object('webhook_event_id', p_event_id, 'event_created', p_event_created),
@@ -405,7 +421,200 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb) IS
-    'Internal, step 4 of ingest_webhook: matches the event''s object to a payment (by provider id, or by metadata.payment_id, which links it) and applies its status as a webhook report. result: applied | noop | stale | ignored | pending_match.';
+    'Internal, step 4 of ingest_webhook: matches the event''s object to a payment (by provider id, or by metadata.payment_id, which links it) and applies its status as a webhook report. An object asking for other money than the payment, or another object than the one the payment is linked to, is an anomaly (result mismatch), never applied. result: applied | noop | stale | ignored | pending_match | mismatch.';
+
+
+-- ---------------------------------------------------------------------------
+-- Evidence: a provider object moves or links a payment only when it asks for
+-- the same money; anything else is an anomaly
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments."_evidence_problem"(
+	"expected_amount" bigint, /* i64 */
+	"expected_currency" TEXT, /* & str */
+	"to_status" TEXT, /* & str */
+	"amount" TEXT, /* Option < & str > */
+	"currency" TEXT, /* Option < & str > */
+	"amount_received" TEXT, /* Option < & str > */
+	"amount_capturable" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < & '_ str > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'evidence_problem_wrapper';
+COMMENT ON FUNCTION payments._evidence_problem(bigint, text, text, text, text, text, text) IS
+    'Internal: the anomaly kind when the money fields of a provider object (amount, currency, and amount_received for succeeded or amount_capturable for requires_capture) differ from the payment''s; NULL when they match.';
+
+-- ---------------------------------------------------------------------------
+-- Anomalies: provider objects that were no evidence for the payment they named
+-- ---------------------------------------------------------------------------
+CREATE TABLE payments.anomalies (
+    id                  text COLLATE "C" PRIMARY KEY,
+    payment_id          text COLLATE "C" NOT NULL REFERENCES payments.payments (id),
+    customer_id         text NOT NULL,
+    kind                text NOT NULL CHECK (payments._is_allowed('anomaly_kind', kind)),
+    source              text NOT NULL CHECK (payments._is_allowed('source', source)),
+    provider            text NOT NULL,
+    provider_payment_id text,
+    observed            jsonb NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    resolved_at         timestamptz,
+    resolution          text CHECK (length(resolution) BETWEEN 1 AND 1000),
+    CHECK ((resolved_at IS NULL) = (resolution IS NULL))
+);
+CREATE INDEX anomalies_open_idx ON payments.anomalies (created_at) WHERE resolved_at IS NULL;
+CREATE INDEX anomalies_payment_id_idx ON payments.anomalies (payment_id);
+COMMENT ON TABLE payments.anomalies IS
+    'A provider object (an API answer or a webhook) that named a payment but asked for other money, or was another object than the one the payment is linked to. It was not applied: the payment kept its status and link, and its history has an event with reason ''anomaly: <kind>''. Operators read payments.open_anomalies and close one with payments.resolve_anomaly.';
+COMMENT ON COLUMN payments.anomalies.kind IS 'amount_mismatch | currency_mismatch | amount_received_mismatch | amount_capturable_mismatch | provider_payment_mismatch (SELECT * FROM payments.allowed_values() WHERE kind = ''anomaly_kind'').';
+COMMENT ON COLUMN payments.anomalies.source IS 'provider (an API answer recorded by record_provider_result) or webhook.';
+COMMENT ON COLUMN payments.anomalies.observed IS 'The object''s money fields and status as received (amount, currency, amount_received, amount_capturable, status), and the webhook event id when a webhook brought it.';
+COMMENT ON COLUMN payments.anomalies.resolved_at IS 'When an operator closed it (resolve_anomaly); NULL while open.';
+
+SELECT pg_catalog.pg_extension_config_dump('payments.anomalies', '');
+
+CREATE FUNCTION payments._evidence_problem_for(p_payment_id text, p_to text, p_object jsonb) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_payment payments.payments%ROWTYPE;
+BEGIN
+    SELECT * INTO v_payment FROM payments.payments p WHERE p.id = p_payment_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', left(p_payment_id, 100) USING ERRCODE = 'PM204';
+    END IF;
+    RETURN payments._evidence_problem(v_payment.amount_minor, v_payment.currency, p_to,
+                                      p_object ->> 'amount', p_object ->> 'currency',
+                                      p_object ->> 'amount_received', p_object ->> 'amount_capturable');
+END
+$$;
+COMMENT ON FUNCTION payments._evidence_problem_for(text, text, jsonb) IS
+    'Internal: why a provider object is no evidence for moving the payment to a status (an anomaly kind), or NULL. PM204 for an unknown payment.';
+
+CREATE FUNCTION payments._record_anomaly(p_payment_id text, p_kind text, p_source text, p_provider text,
+                                         p_provider_payment_id text, p_observed jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_payment payments.payments%ROWTYPE;
+BEGIN
+    SELECT * INTO v_payment FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
+    INSERT INTO payments.anomalies (id, payment_id, customer_id, kind, source, provider, provider_payment_id, observed)
+    VALUES (payments._new_id('anm'), p_payment_id, v_payment.customer_id, p_kind, p_source, p_provider,
+            p_provider_payment_id, p_observed);
+    -- In the history without moving the status.
+    PERFORM payments._append_event(p_payment_id, v_payment.status, v_payment.status, false, p_source, 'anomaly: ' || p_kind,
+                                   jsonb_build_object('provider', p_provider, 'provider_payment_id', p_provider_payment_id,
+                                                      'observed', p_observed));
+END
+$$;
+COMMENT ON FUNCTION payments._record_anomaly(text, text, text, text, text, jsonb) IS
+    'Internal: records that a provider object was no evidence for a payment: a row in payments.anomalies and an unapplied event in the payment''s history.';
+
+CREATE FUNCTION payments._observed(p_object jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN jsonb_strip_nulls(jsonb_build_object(
+    'amount', p_object -> 'amount', 'currency', p_object -> 'currency', 'amount_received', p_object -> 'amount_received',
+    'amount_capturable', p_object -> 'amount_capturable', 'status', p_object -> 'status'));
+COMMENT ON FUNCTION payments._observed(jsonb) IS 'Internal: the money fields and status of a provider object, as an anomaly keeps them.';
+
+CREATE FUNCTION payments.resolve_anomaly(id text, resolution text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_anomaly payments.anomalies%ROWTYPE;
+BEGIN
+    IF resolution IS NULL OR length(resolution) NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'resolution must be 1 to 1000 characters' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT * INTO v_anomaly FROM payments.anomalies a WHERE a.id = resolve_anomaly.id AND a.resolved_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM 1 FROM payments.payments p WHERE p.id = v_anomaly.payment_id FOR UPDATE;
+    UPDATE payments.anomalies a SET resolved_at = now(), resolution = resolve_anomaly.resolution
+    WHERE a.id = v_anomaly.id;
+    PERFORM payments._append_event(p.id, p.status, p.status, false, 'admin', 'anomaly resolved: ' || v_anomaly.kind,
+                                   jsonb_build_object('anomaly_id', v_anomaly.id, 'resolution', resolve_anomaly.resolution))
+    FROM payments.payments p WHERE p.id = v_anomaly.payment_id;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION payments.resolve_anomaly(text, text) IS
+    'Closes an open anomaly with an operator''s note (1 to 1000 characters), recorded in the payment''s history. false when it is unknown or already closed. Admin only.';
+
+CREATE OR REPLACE FUNCTION payments.record_provider_result(payment_id text, provider text, provider_payment_id text,
+                                                status text, response jsonb)
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- A PaymentIntent's client_secret lets a browser confirm it; it never enters the history.
+    v_response jsonb := coalesce(response, '{}') - 'client_secret';
+    v_outcome  text;
+    v_problem  text;
+BEGIN
+    IF provider IS NULL OR provider = '' THEN
+        RAISE EXCEPTION 'provider is required' USING ERRCODE = 'PM100';
+    END IF;
+    -- A provider object moves a payment or is linked to it only when it asks for the same money.
+    IF record_provider_result.provider_payment_id IS NOT NULL OR status IN ('succeeded', 'requires_capture') THEN
+        v_problem := payments._evidence_problem_for(record_provider_result.payment_id, status, v_response);
+        IF v_problem IS NOT NULL THEN
+            PERFORM payments._record_anomaly(record_provider_result.payment_id, v_problem, 'provider', provider,
+                                             record_provider_result.provider_payment_id, payments._observed(v_response));
+            RETURN QUERY SELECT * FROM payments._result(record_provider_result.payment_id, 'mismatch');
+            RETURN;
+        END IF;
+    END IF;
+    IF record_provider_result.provider_payment_id IS NOT NULL THEN
+        PERFORM payments._lock_provider_payment(provider, record_provider_result.provider_payment_id);
+        PERFORM payments._link_provider(record_provider_result.payment_id, provider,
+                                        record_provider_result.provider_payment_id);
+    END IF;
+    v_outcome := payments._transition(
+        record_provider_result.payment_id, status, 'provider', NULL,
+        jsonb_build_object('provider', provider, 'provider_payment_id', record_provider_result.provider_payment_id,
+                           'response', v_response),
+        coalesce(v_response -> 'last_payment_error', v_response -> 'error'));
+    RETURN QUERY SELECT * FROM payments._result(record_provider_result.payment_id, v_outcome);
+END
+$$;
+CREATE OR REPLACE FUNCTION payments._apply_pending_webhooks(p_payment_id text, p_provider text, p_provider_payment_id text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    w         record;
+    v_object  jsonb;
+    v_problem text;
+BEGIN
+    FOR w IN
+        SELECT wp.*, we.body FROM payments.webhook_pending wp
+        JOIN payments.webhook_events we ON we.provider = wp.provider AND we.event_id = wp.event_id
+        WHERE wp.provider = p_provider AND wp.provider_payment_id = p_provider_payment_id
+        ORDER BY wp.event_created, wp.event_id
+    LOOP
+        v_object := convert_from(w.body, 'UTF8')::jsonb -> 'data' -> 'object';
+        v_problem := payments._evidence_problem_for(p_payment_id, w.to_status, v_object);
+        IF v_problem IS NOT NULL THEN
+            PERFORM payments._record_anomaly(p_payment_id, v_problem, 'webhook', p_provider, p_provider_payment_id,
+                                             payments._observed(v_object) || jsonb_build_object('webhook_event_id', w.event_id));
+        ELSE
+            PERFORM payments._transition(p_payment_id, w.to_status, 'webhook', w.event_type,
+                                         jsonb_build_object('webhook_event_id', w.event_id, 'event_created', w.event_created,
+                                                            'arrived_before_link', true),
+                                         w.last_error);
+        END IF;
+        DELETE FROM payments.webhook_pending wp WHERE wp.provider = w.provider AND wp.event_id = w.event_id;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments._apply_pending_webhooks(text, text, text) IS
+    'Internal: applies, oldest first, the webhooks that waited for a provider payment id, as webhook reports; one whose object asks for other money is recorded as an anomaly instead.';
+
+CREATE VIEW payments.open_anomalies AS
+SELECT a.id, a.payment_id, a.customer_id, a.kind, a.source, a.provider, a.provider_payment_id,
+       p.amount_minor AS expected_amount_minor, p.currency AS expected_currency, p.provider_payment_id AS linked_provider_payment_id,
+       a.observed, p.status AS payment_status, a.created_at
+FROM payments.anomalies a
+JOIN payments.payments p ON p.id = a.payment_id
+WHERE a.resolved_at IS NULL;
+COMMENT ON VIEW payments.open_anomalies IS
+    'Provider objects that named a payment but were not applied (other money, or another object than the linked one), not yet resolved: what the payment expected beside what was observed. Close one with payments.resolve_anomaly.';
 
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions (as sql/roles.sql grants them)
@@ -413,8 +622,15 @@ COMMENT ON FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb
 REVOKE ALL ON FUNCTION
     payments._initial_status(boolean), payments.allowed_values(), payments._is_allowed(text, text),
     payments._all_allowed(text, text[]), payments._verify_webhook(text, jsonb, bytea),
-    payments._parse_stripe_event(bytea), payments._apply_webhook(text, text, text, timestamptz, jsonb)
+    payments._parse_stripe_event(bytea), payments._apply_webhook(text, text, text, timestamptz, jsonb),
+    payments._evidence_problem(bigint, text, text, text, text, text, text),
+    payments._evidence_problem_for(text, text, jsonb), payments._observed(jsonb),
+    payments._record_anomaly(text, text, text, text, text, jsonb), payments.resolve_anomaly(text, text)
 FROM PUBLIC;
+REVOKE ALL ON payments.anomalies, payments.open_anomalies FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     payments.allowed_values(), payments._is_allowed(text, text), payments._all_allowed(text, text[])
 TO payments_admin, payments_gateway, payments_reader;
+GRANT EXECUTE ON FUNCTION payments.resolve_anomaly(text, text) TO payments_admin;
+GRANT SELECT ON payments.open_anomalies TO payments_admin, payments_gateway, payments_reader;
+GRANT SELECT ON payments.anomalies TO payments_admin;

@@ -196,3 +196,66 @@ async fn the_reconciler_waits_min_age_even_below_a_second() {
     }
     panic!("the reconciler never finished {id}");
 }
+
+#[tokio::test]
+async fn a_cent_at_the_provider_cannot_pay_a_thousand_dollars() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let big: Value = app
+        .send(
+            Method::POST,
+            "/v1/payments",
+            Some(&key),
+            Some(json!({"customer_id": "c", "amount": "1000.00", "currency": "USD"})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = big["id"].as_str().unwrap();
+    // Anyone with the provider account creates a 0.01 USD intent that names our payment.
+    let form = [
+        ("amount", "1"),
+        ("currency", "usd"),
+        ("payment_method", "pm_card_visa"),
+        ("confirm", "true"),
+        ("metadata[payment_id]", id),
+    ];
+    let intent = app
+        .http
+        .post(format!("{}/sandbox/v1/payment_intents", app.url))
+        .bearer_auth(sandbox_key(&app).await)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(intent.status(), StatusCode::OK);
+
+    // Its signed payment_intent.succeeded webhook arrives and is recorded as an anomaly.
+    let db = payments_e2e::connect().await;
+    let mut anomaly = None;
+    for _ in 0..100 {
+        anomaly = db
+            .query_opt("SELECT kind, observed ->> 'amount' FROM payments.open_anomalies WHERE payment_id = $1", &[&id])
+            .await
+            .unwrap()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)));
+        if anomaly.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(anomaly, Some(("amount_mismatch".to_string(), "1".to_string())));
+    let after: Value =
+        app.send(Method::GET, &format!("/v1/payments/{id}"), Some(&key), None).await.json().await.unwrap();
+    assert_eq!(
+        (after["status"].as_str(), after["provider_payment_id"].as_str()),
+        (Some("requires_payment_method"), None)
+    );
+    assert!(app.metrics().await.contains("payment_anomalies_total{source=\"webhook\"}"));
+}
+
+/// A key the sandbox accepts.
+async fn sandbox_key(_app: &App) -> String {
+    "sk_test_anyone".to_string()
+}

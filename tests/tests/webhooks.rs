@@ -82,6 +82,11 @@ const STREAMS: [&[&str]; 6] = [
     &["payment_intent.payment_failed"],
 ];
 
+/// The 10.00 USD PaymentIntent `pi` as the provider answers it: evidence for the test's payments.
+fn intent(pi: &str) -> Value {
+    json!({ "id": pi, "object": "payment_intent", "amount": 1000, "currency": "usd" })
+}
+
 struct Delivery {
     body: String,
     signature: String,
@@ -116,8 +121,8 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
         let by_metadata = i % 4 == 1;
         if !late && !by_metadata {
             db.execute(
-                "SELECT payments.record_provider_result($1, $2, $3, 'requires_confirmation', '{}')",
-                &[&id, &provider, &pi],
+                "SELECT payments.record_provider_result($1, $2, $3, 'requires_confirmation', $4)",
+                &[&id, &provider, &pi, &intent(&pi)],
             )
             .await
             .unwrap();
@@ -126,7 +131,9 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
         let event = |event_id: String, event_type: &str, created: i64| {
             json!({
                 "id": event_id, "object": "event", "type": event_type, "created": created,
-                "data": { "object": { "id": pi, "object": "payment_intent", "amount": 1000, "metadata": metadata } }
+                "data": { "object": {
+                    "id": pi, "object": "payment_intent", "amount": 1000, "currency": "usd",
+                    "amount_received": 1000, "amount_capturable": 1000, "metadata": metadata } }
             })
             .to_string()
         };
@@ -186,8 +193,8 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
     for (id, pi, late, _) in &payments {
         if *late {
             db.execute(
-                "SELECT payments.record_provider_result($1, $2, $3, 'requires_confirmation', '{}')",
-                &[id, &provider, pi],
+                "SELECT payments.record_provider_result($1, $2, $3, 'requires_confirmation', $4)",
+                &[id, &provider, pi, &intent(pi)],
             )
             .await
             .unwrap();

@@ -95,6 +95,11 @@ pub async fn record(
             let stmt = db.prepare_cached(db::RECORD_PROVIDER_RESULT).await?;
             let status = a.status.unwrap_or(current_status).as_str();
             let row = db.query_one(&stmt, &[&payment_id, &provider, &a.provider_payment_id, &status, &a.raw]).await?;
+            if row.try_get::<_, &str>("outcome")? == "mismatch" {
+                // The provider answered about other money than the payment's: recorded as an anomaly.
+                metrics::counter!("payment_anomalies_total", "source" => "provider").increment(1);
+                tracing::warn!(payment_id, "the provider's answer does not match the payment; anomaly recorded");
+            }
             Ok(Some(row.try_get("payment")?))
         }
         Err(ProviderError::Unavailable(why)) => {

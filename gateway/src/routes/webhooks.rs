@@ -43,6 +43,9 @@ pub async fn receive(
     // Every delivery is counted, refused ones under the error code they got.
     // The path is anyone's to choose, so a refused one is labelled with it only
     // when it names this gateway's provider: labels stay bounded.
+    if matches!(&ingested, Ok((_, result)) if result == "mismatch") {
+        metrics::counter!("payment_anomalies_total", "source" => "webhook").increment(1);
+    }
     let (provider, result) = match &ingested {
         Ok((_, result)) => (provider, result.clone()),
         Err(e) if provider == state.provider.name() => (provider, format!("refused:{}", e.code())),
