@@ -56,6 +56,33 @@ LANGUAGE sql STABLE PARALLEL SAFE
 RETURN (extract(epoch FROM ts) * 1000000)::bigint;
 COMMENT ON FUNCTION payments._epoch_micros(timestamptz) IS 'Internal: a timestamp as exact Unix microseconds, as event hashes encode it.';
 
+CREATE FUNCTION payments._shown(p_input text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN length(p_input) <= 100 THEN p_input ELSE left(p_input, 100) || '…' END;
+COMMENT ON FUNCTION payments._shown(text) IS
+    'Internal: caller input as an error message quotes it, at most 100 characters, so no message (or log line) grows with the input.';
+
+CREATE FUNCTION payments._invoker() RETURNS name
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role')::name END;
+COMMENT ON FUNCTION payments._invoker() IS
+    'Internal: the role that called, seen from inside a SECURITY DEFINER function (SET ROLE''s role, else the session''s).';
+
+CREATE FUNCTION payments._metadata_problem(p_metadata jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN jsonb_typeof(p_metadata) IS DISTINCT FROM 'object' THEN 'metadata must be a JSON object'
+    WHEN (SELECT count(*) FROM jsonb_object_keys(p_metadata)) > 50 THEN 'metadata has more than 50 keys'
+    WHEN EXISTS (SELECT FROM jsonb_each(p_metadata) e WHERE length(e.key) NOT BETWEEN 1 AND 40)
+        THEN 'metadata keys must be 1 to 40 characters'
+    WHEN EXISTS (SELECT FROM jsonb_each(p_metadata) e WHERE jsonb_typeof(e.value) IN ('object', 'array'))
+        THEN 'metadata values must be strings, numbers, booleans or null, not objects or arrays'
+    WHEN EXISTS (SELECT FROM jsonb_each(p_metadata) e WHERE length(e.value #>> '{}') > 500)
+        THEN 'metadata values must be at most 500 characters'
+END;
+COMMENT ON FUNCTION payments._metadata_problem(jsonb) IS
+    'Internal: why metadata breaks Stripe''s limits (a flat object of at most 50 keys of 1 to 40 characters, scalar values of at most 500 characters), or NULL.';
+
 CREATE FUNCTION payments._append_event(p_payment_id text, p_from text, p_to text, p_applied boolean,
                                        p_source text, p_reason text, p_data jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -90,7 +117,7 @@ DECLARE
 BEGIN
     SELECT p.status INTO v_from FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % not found', p_payment_id USING ERRCODE = 'PM204';
+        RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
     END IF;
     v_decision := payments._transition_decision(v_from, p_to, p_source);
     CASE v_decision
@@ -110,7 +137,8 @@ BEGIN
         RAISE EXCEPTION 'payment % cannot move from % to %', p_payment_id, v_from, p_to
             USING ERRCODE = 'PM202', HINT = 'SELECT * FROM payments.allowed_transitions() shows the state machine';
     ELSE
-        RAISE EXCEPTION 'unknown status % or source %', quote_nullable(p_to), quote_nullable(p_source)
+        RAISE EXCEPTION 'unknown status % or source %', quote_nullable(payments._shown(p_to)),
+            quote_nullable(payments._shown(p_source))
             USING ERRCODE = 'PM100',
                   HINT = 'SELECT * FROM payments.allowed_values() WHERE kind IN (''status'', ''source'')';
     END CASE;
@@ -156,13 +184,16 @@ BEGIN
     IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
     END IF;
-    IF jsonb_typeof(v_metadata) <> 'object' THEN
-        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'PM100';
+    IF length(payment_method) > 255 OR length(description) > 1000 THEN
+        RAISE EXCEPTION 'payment_method is at most 255 characters, description at most 1000' USING ERRCODE = 'PM100';
+    END IF;
+    IF payments._metadata_problem(v_metadata) IS NOT NULL THEN
+        RAISE EXCEPTION '%', payments._metadata_problem(v_metadata) USING ERRCODE = 'PM100';
     END IF;
     IF NOT payments._is_allowed('capture_method', v_capture) THEN
         RAISE EXCEPTION 'capture_method must be one of %, not %',
             (SELECT string_agg(v.value, ', ') FROM payments.allowed_values() v WHERE v.kind = 'capture_method'),
-            quote_literal(v_capture) USING ERRCODE = 'PM100';
+            quote_literal(payments._shown(v_capture)) USING ERRCODE = 'PM100';
     END IF;
     v_minor := payments.to_minor(amount, currency);
     v_fp := payments._request_fingerprint(customer_id, v_minor, v_currency, payment_method, description,
@@ -208,7 +239,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 BEGIN
     RETURN QUERY SELECT * FROM payments.payment_details d WHERE d.id = get_payment.id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % not found', get_payment.id USING ERRCODE = 'PM204';
+        RAISE EXCEPTION 'payment % not found', payments._shown(get_payment.id) USING ERRCODE = 'PM204';
     END IF;
 END
 $$;
@@ -223,7 +254,7 @@ BEGIN
         RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
     END IF;
     IF list_payments.status IS NOT NULL AND NOT payments._is_allowed('status', list_payments.status) THEN
-        RAISE EXCEPTION 'unknown status %', quote_literal(list_payments.status) USING ERRCODE = 'PM100';
+        RAISE EXCEPTION 'unknown status %', quote_literal(payments._shown(list_payments.status)) USING ERRCODE = 'PM100';
     END IF;
     -- Each filter shape orders by the columns of its index, so the newest
     -- page is an index range scan whatever the customer's or status's size.
@@ -258,14 +289,19 @@ CREATE FUNCTION payments.transition(payment_id text, to_status text, source text
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_outcome text := payments._transition(transition.payment_id, to_status, source, reason,
-                                           coalesce(data, '{}'), data -> 'last_error');
+    v_outcome text;
 BEGIN
+    -- The history says who asked: admin and system moves are payments_admin's to make.
+    IF source IN ('admin', 'system') AND NOT pg_has_role(payments._invoker(), 'payments_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'only members of payments_admin may record source %', source USING ERRCODE = '42501';
+    END IF;
+    v_outcome := payments._transition(transition.payment_id, to_status, source, reason, coalesce(data, '{}'),
+                                      data -> 'last_error');
     RETURN QUERY SELECT * FROM payments._result(transition.payment_id, v_outcome);
 END
 $$;
 COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
-    'The only way a status changes. source is api | provider | webhook | admin | system. A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
+    'The only way a status changes. source is api | provider | webhook | admin | system; admin and system only for members of payments_admin (42501 otherwise). A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
 
 CREATE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text) RETURNS void
 LANGUAGE sql
@@ -280,12 +316,13 @@ DECLARE
 BEGIN
     SELECT * INTO v_linked FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % not found', p_payment_id USING ERRCODE = 'PM204';
+        RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
     END IF;
     IF v_linked.provider_payment_id IS NULL THEN
         IF EXISTS (SELECT FROM payments.payments p
                    WHERE p.provider = p_provider AND p.provider_payment_id = p_provider_payment_id) THEN
-            RAISE EXCEPTION '% payment % is already linked to another payment', p_provider, p_provider_payment_id
+            RAISE EXCEPTION '% payment % is already linked to another payment', payments._shown(p_provider),
+                payments._shown(p_provider_payment_id)
                 USING ERRCODE = 'PM203';
         END IF;
         UPDATE payments.payments p
@@ -295,7 +332,7 @@ BEGIN
         PERFORM payments._apply_pending_webhooks(p_payment_id, p_provider, p_provider_payment_id);
     ELSIF (v_linked.provider, v_linked.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
         RAISE EXCEPTION 'payment % is linked to % payment %, not %', p_payment_id, v_linked.provider,
-            v_linked.provider_payment_id, p_provider_payment_id USING ERRCODE = 'PM203';
+            v_linked.provider_payment_id, payments._shown(p_provider_payment_id) USING ERRCODE = 'PM203';
     END IF;
 END
 $$;
@@ -309,7 +346,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_payment FROM payments.payments p WHERE p.id = p_payment_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % not found', left(p_payment_id, 100) USING ERRCODE = 'PM204';
+        RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
     END IF;
     RETURN payments._evidence_problem(v_payment.amount_minor, v_payment.currency, p_to,
                                       p_object ->> 'amount', p_object ->> 'currency',
@@ -381,8 +418,9 @@ DECLARE
     v_outcome  text;
     v_problem  text;
 BEGIN
-    IF provider IS NULL OR provider = '' THEN
-        RAISE EXCEPTION 'provider is required' USING ERRCODE = 'PM100';
+    IF provider IS NULL OR length(provider) NOT BETWEEN 1 AND 255 OR length(record_provider_result.provider_payment_id) > 255 THEN
+        RAISE EXCEPTION 'provider (1 to 255 characters) is required; a provider payment id is at most 255'
+            USING ERRCODE = 'PM100';
     END IF;
     -- A provider object moves a payment or is linked to it only when it asks for the same money.
     IF record_provider_result.provider_payment_id IS NOT NULL OR status IN ('succeeded', 'requires_capture') THEN

@@ -65,7 +65,7 @@ CREATE FUNCTION payments.list_payment_events(payment_id text) RETURNS SETOF paym
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT EXISTS (SELECT FROM payments.payments p WHERE p.id = list_payment_events.payment_id) THEN
-        RAISE EXCEPTION 'payment % not found', list_payment_events.payment_id USING ERRCODE = 'PM204';
+        RAISE EXCEPTION 'payment % not found', payments._shown(list_payment_events.payment_id) USING ERRCODE = 'PM204';
     END IF;
     RETURN QUERY SELECT * FROM payments.payment_history h WHERE h.payment_id = list_payment_events.payment_id ORDER BY h.seq;
 END
@@ -103,12 +103,17 @@ COMMENT ON FUNCTION payments.claim_provider_work(int, interval) IS
 
 CREATE FUNCTION payments.record_provider_error(payment_id text, error jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_status text;
 BEGIN
-    UPDATE payments.payments p SET last_error = error, updated_at = now() WHERE p.id = record_provider_error.payment_id;
+    SELECT p.status INTO v_status FROM payments.payments p WHERE p.id = record_provider_error.payment_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % not found', record_provider_error.payment_id USING ERRCODE = 'PM204';
+        RAISE EXCEPTION 'payment % not found', payments._shown(record_provider_error.payment_id) USING ERRCODE = 'PM204';
     END IF;
+    UPDATE payments.payments p SET last_error = error, updated_at = now() WHERE p.id = record_provider_error.payment_id;
+    PERFORM payments._append_event(record_provider_error.payment_id, v_status, v_status, false, 'provider',
+                                   'provider call failed', jsonb_build_object('last_error', error));
 END
 $$;
 COMMENT ON FUNCTION payments.record_provider_error(text, jsonb) IS
-    'Notes that a provider call failed (timeout, outage) without changing the status: the payment keeps awaiting the provider, and the reconciler tries again after min_age.';
+    'Notes that a provider call failed (timeout, outage) without changing the status: last_error is set and the history gets an unapplied event; the payment keeps awaiting the provider, and the reconciler tries again after min_age.';

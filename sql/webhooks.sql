@@ -68,6 +68,43 @@ COMMENT ON FUNCTION payments.retire_webhook_secret(text) IS
     'Stops a secret from verifying anything. Returns false if it was unknown or already retired.';
 
 -- ---------------------------------------------------------------------------
+-- Settings only an administrator changes
+-- ---------------------------------------------------------------------------
+-- At most one row; none means the defaults (so pg_dump never dumps a row
+-- that CREATE EXTENSION also makes).
+CREATE TABLE payments.settings (
+    singleton         boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    webhook_tolerance interval NOT NULL CHECK (webhook_tolerance BETWEEN interval '1 second' AND interval '1 hour'),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE payments.settings IS
+    'The extension''s settings, changed only by payments_admin through payments.set_webhook_tolerance. No row: the defaults.';
+COMMENT ON COLUMN payments.settings.webhook_tolerance IS
+    'How far a webhook''s signed timestamp may be from now, either way (default 5 minutes, at most 1 hour).';
+SELECT pg_catalog.pg_extension_config_dump('payments.settings', '');
+
+CREATE FUNCTION payments.webhook_tolerance() RETURNS interval
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT coalesce((SELECT s.webhook_tolerance FROM payments.settings s), interval '5 minutes');
+END;
+COMMENT ON FUNCTION payments.webhook_tolerance() IS 'The webhook timestamp tolerance in force (default 5 minutes).';
+
+CREATE FUNCTION payments.set_webhook_tolerance(tolerance interval) RETURNS interval
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tolerance IS NULL OR tolerance NOT BETWEEN interval '1 second' AND interval '1 hour' THEN
+        RAISE EXCEPTION 'the webhook tolerance must be between 1 second and 1 hour' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.settings (webhook_tolerance) VALUES (tolerance)
+    ON CONFLICT (singleton) DO UPDATE SET webhook_tolerance = excluded.webhook_tolerance, updated_at = now();
+    RETURN tolerance;
+END
+$$;
+COMMENT ON FUNCTION payments.set_webhook_tolerance(interval) IS
+    'Sets how far a webhook''s timestamp may be from now (1 second to 1 hour; default 5 minutes). Admin only: a wider window lets old, replayed events in.';
+
+-- ---------------------------------------------------------------------------
 -- Received events
 -- ---------------------------------------------------------------------------
 CREATE TABLE payments.webhook_events (
@@ -151,7 +188,7 @@ COMMENT ON FUNCTION payments._apply_pending_webhooks(text, text, text) IS
 CREATE FUNCTION payments._verify_webhook(p_provider text, p_headers jsonb, p_body bytea) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_tolerance interval := coalesce(nullif(current_setting('payments.webhook_tolerance', true), ''), '5 minutes')::interval;
+    v_tolerance interval := payments.webhook_tolerance();
     v_secret    record;
     v_failures  text[] := '{}';
 BEGIN
@@ -168,7 +205,8 @@ BEGIN
         END IF;
     END LOOP;
     IF cardinality(v_failures) = 0 THEN
-        RAISE EXCEPTION 'no active webhook secret for provider %', p_provider USING ERRCODE = 'PM303',
+        -- Anyone can name a provider in a webhook URL: the name is not echoed.
+        RAISE EXCEPTION 'no active webhook secret for this provider' USING ERRCODE = 'PM303',
             HINT = 'add one with payments.add_webhook_secret';
     ELSIF v_failures && ARRAY['timestamp_too_old', 'timestamp_in_future'] THEN
         RAISE EXCEPTION 'webhook timestamp is outside the tolerance of %', v_tolerance USING ERRCODE = 'PM302';
@@ -177,7 +215,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._verify_webhook(text, jsonb, bytea) IS
-    'Internal, step 1 of ingest_webhook: the id of the active secret that verifies the exact bytes, or PM301 (signature), PM302 (timestamp outside payments.webhook_tolerance), PM303 (no active secret).';
+    'Internal, step 1 of ingest_webhook: the id of the active secret that verifies the exact bytes, or PM301 (signature), PM302 (timestamp outside payments.webhook_tolerance()), PM303 (no active secret).';
 
 CREATE FUNCTION payments._parse_stripe_event(p_body bytea, OUT event_id text, OUT event_type text,
                                              OUT event_created timestamptz, OUT object jsonb)
@@ -191,6 +229,11 @@ BEGIN
     v_event := convert_from(p_body, 'UTF8')::jsonb;
     IF jsonb_typeof(v_event -> 'id') IS DISTINCT FROM 'string' OR jsonb_typeof(v_event -> 'type') IS DISTINCT FROM 'string' THEN
         RAISE EXCEPTION 'webhook event has no id or type' USING ERRCODE = 'PM304';
+    END IF;
+    -- Stripe's ids are short; a long one could not be indexed (and is no event of theirs).
+    IF length(v_event ->> 'id') > 255 OR length(v_event ->> 'type') > 255
+       OR length(v_event -> 'data' -> 'object' ->> 'id') > 255 THEN
+        RAISE EXCEPTION 'webhook event id, type or object id longer than 255 characters' USING ERRCODE = 'PM304';
     END IF;
     event_id := v_event ->> 'id';
     event_type := v_event ->> 'type';
@@ -289,4 +332,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS
-    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';
+    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance() (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';

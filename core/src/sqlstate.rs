@@ -75,7 +75,8 @@ pub const REGISTRY: &[Code] = &[
          "webhook signature does not verify (or its header is missing or malformed)"),
     code("PM302", "webhook_timestamp_outside_tolerance", 400, InvalidRequest, None,
          "webhook timestamp outside the tolerance (too old or in the future)"),
-    code("PM303", "webhook_secret_missing", 503, Api, None, "no active webhook secret for the provider"),
+    code("PM303", "webhook_provider_unknown", 404, InvalidRequest, None,
+         "no active webhook secret for the provider named in the URL (not echoed)"),
     code("PM304", "webhook_event_invalid", 400, InvalidRequest, None,
          "verified webhook body is not a Stripe event (`id`, `type`)"),
     code("40001", "concurrent_update_retry", 409, Api, None,
@@ -84,6 +85,13 @@ pub const REGISTRY: &[Code] = &[
     code("42501", "database_permission_denied", 403, Permission, None, "the role lacks the privilege"),
     code("22P02", "parameter_invalid", 400, InvalidRequest, None,
          "a value that is not valid input for its type (e.g. an amount that is not a number)"),
+    code("22021", "parameter_invalid", 400, InvalidRequest, None,
+         "text that PostgreSQL cannot store, such as a NUL character"),
+    code("22P05", "parameter_invalid", 400, InvalidRequest, None,
+         "JSON that PostgreSQL cannot store, such as \\u0000 in a string"),
+    code("22003", "parameter_invalid", 400, InvalidRequest, None, "a number out of range, such as an amount of 1e131072"),
+    code("54000", "parameter_invalid", 400, InvalidRequest, None, "a value too large to store or index"),
+    code("54001", "parameter_invalid", 400, InvalidRequest, None, "input nested too deeply"),
     code("57014", "database_timeout", 504, Api, None, "statement timeout"),
 ];
 

@@ -333,6 +333,33 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_history_says_who_asked_and_every_provider_failure() {
+        let id = create("pv1", "1");
+        attempt("SELECT 1");
+        Spi::run("SET LOCAL ROLE payments_gateway").unwrap();
+        for source in ["admin", "system"] {
+            assert_eq!(sqlstate(&format!("SELECT payments.transition('{id}', 'canceled', '{source}')")), "42501");
+        }
+        assert_eq!(
+            sqlstate(&format!("SELECT payments.record_provider_error('{id}', '{{\"type\": \"timeout\"}}')")),
+            "ok"
+        );
+        assert_eq!(sqlstate(&format!("SELECT payments.transition('{id}', 'canceled', 'api')")), "ok");
+        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(source || ':' || to_status || ':' || applied || ':' || coalesce(reason, '-'), ' ' ORDER BY seq)
+                 FROM payments.payment_events WHERE payment_id = '{id}' AND seq > 1"
+            )),
+            "provider:requires_payment_method:false:provider call failed api:canceled:true:-"
+        );
+        let other = create("pv2", "1");
+        Spi::run("SET LOCAL ROLE payments_admin").unwrap();
+        assert_eq!(sqlstate(&format!("SELECT payments.transition('{other}', 'canceled', 'admin')")), "ok");
+        Spi::run("RESET ROLE").unwrap();
+    }
+
+    #[pg_test]
     fn state_machine_is_visible_in_sql() {
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.allowed_transitions()"), 24);
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.statuses() WHERE terminal"), 3);
@@ -538,7 +565,15 @@ mod tests {
         );
         let no_id = r#"{"type":"x"}"#;
         assert_eq!(ingest(no_id, &payments_core::webhook::stripe::sign(STRIPE_SECRET, t, no_id.as_bytes())), "PM304");
-        Spi::run("SET LOCAL payments.webhook_tolerance = '1 hour'").unwrap();
+        // A session cannot widen the window; only payments_admin can, and only so far.
+        Spi::run("SET LOCAL payments.webhook_tolerance = '100 years'").unwrap();
+        assert_eq!(ingest(&old, &old_sig), "PM302");
+        assert_eq!(sqlstate("SELECT payments.set_webhook_tolerance('100 years')"), "PM100");
+        attempt("SELECT 1");
+        Spi::run("SET LOCAL ROLE payments_gateway").unwrap();
+        assert_eq!(sqlstate("SELECT payments.set_webhook_tolerance('1 hour')"), "42501");
+        Spi::run("RESET ROLE").unwrap();
+        one::<pgrx::datum::Interval>("SELECT payments.set_webhook_tolerance('1 hour')");
         assert_eq!(ingest(&old, &old_sig), "pending_match");
         assert_eq!(
             one::<i64>("SELECT count(*) FROM payments.webhook_events WHERE provider = 'stripe'"),
@@ -670,6 +705,49 @@ mod tests {
             1
         );
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.verify_event_chain()"), 0);
+    }
+
+    #[pg_test]
+    fn bad_input_is_refused_with_short_messages() {
+        let create_with =
+            |args: &str| sqlstate(&format!("SELECT payments.create_payment('bi', 'c', 1, 'USD', {args})"));
+        let many_keys: String =
+            format!("'{{{}}}'", (0..51).map(|i| format!(r#""k{i}": 1"#)).collect::<Vec<_>>().join(", "));
+        for args in [
+            r#"metadata => '{"a": {"b": 1}}'"#.to_string(),
+            r#"metadata => '{"a": [1]}'"#.to_string(),
+            format!("metadata => {many_keys}"),
+            format!(r#"metadata => '{{"{}": 1}}'"#, "k".repeat(41)),
+            format!(r#"metadata => '{{"k": "{}"}}'"#, "v".repeat(501)),
+            format!("payment_method => '{}'", "p".repeat(256)),
+            format!("description => '{}'", "d".repeat(1001)),
+        ] {
+            assert_eq!(create_with(&args), "PM100", "{}", &args[..args.len().min(60)]);
+        }
+        assert_eq!(create_with(r#"metadata => '{"order": 42, "note": "ok", "gift": true, "x": null}'"#), "ok");
+
+        let long = "x".repeat(5000);
+        for sql in [
+            format!("SELECT payments.get_payment('{long}')"),
+            format!("SELECT payments.list_payments(status => '{long}')"),
+            format!("SELECT payments.transition('{long}', 'canceled', 'api')"),
+            "SELECT payments.to_minor('1e131071'::numeric, 'USD')".to_string(),
+        ] {
+            let e = outcome(&sql);
+            assert!(e.len() < 300, "a {}-byte message for {}", e.len(), &sql[..40]);
+        }
+
+        add_secret(STRIPE_SECRET);
+        let t = now_unix();
+        let (b, sig) =
+            signed_event(&"e".repeat(4800), "payment_intent.succeeded", &intent("pi_x", 1, ""), STRIPE_SECRET, t);
+        assert_eq!(ingest(&b, &sig), "PM304");
+        let e = outcome(&format!(
+            "SELECT payments.ingest_webhook('made-up-{long}', jsonb_build_object('stripe-signature', {}), convert_to({}, 'UTF8'))",
+            quote(&sig),
+            quote(&b)
+        ));
+        assert!(e.starts_with("PM303") && !e.contains("made-up"), "{}", &e[..e.len().min(200)]);
     }
 
     #[pg_test]

@@ -8,7 +8,9 @@
 -- confirms the status a payment already has is `noop`, not `stale`);
 -- customer_payments counts open payments by statuses().terminal;
 -- list_payments pages 10 rows by default, as over HTTP; provider objects
--- must match the payment's money or become anomalies (payments.anomalies); ingest_webhook is split
+-- must match the payment's money or become anomalies (payments.anomalies);
+-- input limits and short error messages; admin/system sources only for
+-- payments_admin; the webhook tolerance is an admin setting (payments.settings); ingest_webhook is split
 -- into named steps.
 
 -- ---------------------------------------------------------------------------
@@ -108,7 +110,7 @@ DECLARE
 BEGIN
     SELECT p.status INTO v_from FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % not found', p_payment_id USING ERRCODE = 'PM204';
+        RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
     END IF;
     v_decision := payments._transition_decision(v_from, p_to, p_source);
     CASE v_decision
@@ -128,7 +130,8 @@ BEGIN
         RAISE EXCEPTION 'payment % cannot move from % to %', p_payment_id, v_from, p_to
             USING ERRCODE = 'PM202', HINT = 'SELECT * FROM payments.allowed_transitions() shows the state machine';
     ELSE
-        RAISE EXCEPTION 'unknown status % or source %', quote_nullable(p_to), quote_nullable(p_source)
+        RAISE EXCEPTION 'unknown status % or source %', quote_nullable(payments._shown(p_to)),
+            quote_nullable(payments._shown(p_source))
             USING ERRCODE = 'PM100',
                   HINT = 'SELECT * FROM payments.allowed_values() WHERE kind IN (''status'', ''source'')';
     END CASE;
@@ -164,13 +167,16 @@ BEGIN
     IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
     END IF;
-    IF jsonb_typeof(v_metadata) <> 'object' THEN
-        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'PM100';
+    IF length(payment_method) > 255 OR length(description) > 1000 THEN
+        RAISE EXCEPTION 'payment_method is at most 255 characters, description at most 1000' USING ERRCODE = 'PM100';
+    END IF;
+    IF payments._metadata_problem(v_metadata) IS NOT NULL THEN
+        RAISE EXCEPTION '%', payments._metadata_problem(v_metadata) USING ERRCODE = 'PM100';
     END IF;
     IF NOT payments._is_allowed('capture_method', v_capture) THEN
         RAISE EXCEPTION 'capture_method must be one of %, not %',
             (SELECT string_agg(v.value, ', ') FROM payments.allowed_values() v WHERE v.kind = 'capture_method'),
-            quote_literal(v_capture) USING ERRCODE = 'PM100';
+            quote_literal(payments._shown(v_capture)) USING ERRCODE = 'PM100';
     END IF;
     v_minor := payments.to_minor(amount, currency);
     v_fp := payments._request_fingerprint(customer_id, v_minor, v_currency, payment_method, description,
@@ -220,7 +226,7 @@ BEGIN
         RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
     END IF;
     IF list_payments.status IS NOT NULL AND NOT payments._is_allowed('status', list_payments.status) THEN
-        RAISE EXCEPTION 'unknown status %', quote_literal(list_payments.status) USING ERRCODE = 'PM100';
+        RAISE EXCEPTION 'unknown status %', quote_literal(payments._shown(list_payments.status)) USING ERRCODE = 'PM100';
     END IF;
     -- Each filter shape orders by the columns of its index, so the newest
     -- page is an index range scan whatever the customer's or status's size.
@@ -309,10 +315,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS
-    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';
+    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance() (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';
 
-COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
-    'The only way a status changes. source is api | provider | webhook | admin | system. A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
 COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, jsonb) IS
     'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (a late report is stale, not an error). The response is the provider''s object: unless its amount and currency (and amount_received for succeeded, amount_capturable for requires_capture) equal the payment''s, nothing is linked or applied, an anomaly is recorded and the outcome is mismatch. The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
 
@@ -322,7 +326,7 @@ COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, json
 CREATE FUNCTION payments._verify_webhook(p_provider text, p_headers jsonb, p_body bytea) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_tolerance interval := coalesce(nullif(current_setting('payments.webhook_tolerance', true), ''), '5 minutes')::interval;
+    v_tolerance interval := payments.webhook_tolerance();
     v_secret    record;
     v_failures  text[] := '{}';
 BEGIN
@@ -339,7 +343,8 @@ BEGIN
         END IF;
     END LOOP;
     IF cardinality(v_failures) = 0 THEN
-        RAISE EXCEPTION 'no active webhook secret for provider %', p_provider USING ERRCODE = 'PM303',
+        -- Anyone can name a provider in a webhook URL: the name is not echoed.
+        RAISE EXCEPTION 'no active webhook secret for this provider' USING ERRCODE = 'PM303',
             HINT = 'add one with payments.add_webhook_secret';
     ELSIF v_failures && ARRAY['timestamp_too_old', 'timestamp_in_future'] THEN
         RAISE EXCEPTION 'webhook timestamp is outside the tolerance of %', v_tolerance USING ERRCODE = 'PM302';
@@ -348,7 +353,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._verify_webhook(text, jsonb, bytea) IS
-    'Internal, step 1 of ingest_webhook: the id of the active secret that verifies the exact bytes, or PM301 (signature), PM302 (timestamp outside payments.webhook_tolerance), PM303 (no active secret).';
+    'Internal, step 1 of ingest_webhook: the id of the active secret that verifies the exact bytes, or PM301 (signature), PM302 (timestamp outside payments.webhook_tolerance()), PM303 (no active secret).';
 
 CREATE FUNCTION payments._parse_stripe_event(p_body bytea, OUT event_id text, OUT event_type text,
                                              OUT event_created timestamptz, OUT object jsonb)
@@ -362,6 +367,11 @@ BEGIN
     v_event := convert_from(p_body, 'UTF8')::jsonb;
     IF jsonb_typeof(v_event -> 'id') IS DISTINCT FROM 'string' OR jsonb_typeof(v_event -> 'type') IS DISTINCT FROM 'string' THEN
         RAISE EXCEPTION 'webhook event has no id or type' USING ERRCODE = 'PM304';
+    END IF;
+    -- Stripe's ids are short; a long one could not be indexed (and is no event of theirs).
+    IF length(v_event ->> 'id') > 255 OR length(v_event ->> 'type') > 255
+       OR length(v_event -> 'data' -> 'object' ->> 'id') > 255 THEN
+        RAISE EXCEPTION 'webhook event id, type or object id longer than 255 characters' USING ERRCODE = 'PM304';
     END IF;
     event_id := v_event ->> 'id';
     event_type := v_event ->> 'type';
@@ -478,7 +488,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_payment FROM payments.payments p WHERE p.id = p_payment_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % not found', left(p_payment_id, 100) USING ERRCODE = 'PM204';
+        RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
     END IF;
     RETURN payments._evidence_problem(v_payment.amount_minor, v_payment.currency, p_to,
                                       p_object ->> 'amount', p_object ->> 'currency',
@@ -548,8 +558,9 @@ DECLARE
     v_outcome  text;
     v_problem  text;
 BEGIN
-    IF provider IS NULL OR provider = '' THEN
-        RAISE EXCEPTION 'provider is required' USING ERRCODE = 'PM100';
+    IF provider IS NULL OR length(provider) NOT BETWEEN 1 AND 255 OR length(record_provider_result.provider_payment_id) > 255 THEN
+        RAISE EXCEPTION 'provider (1 to 255 characters) is required; a provider payment id is at most 255'
+            USING ERRCODE = 'PM100';
     END IF;
     -- A provider object moves a payment or is linked to it only when it asks for the same money.
     IF record_provider_result.provider_payment_id IS NOT NULL OR status IN ('succeeded', 'requires_capture') THEN
@@ -617,6 +628,158 @@ COMMENT ON VIEW payments.open_anomalies IS
     'Provider objects that named a payment but were not applied (other money, or another object than the linked one), not yet resolved: what the payment expected beside what was observed. Close one with payments.resolve_anomaly.';
 
 -- ---------------------------------------------------------------------------
+-- Input limits, provenance, settings only an administrator changes
+-- ---------------------------------------------------------------------------
+-- At most one row; none means the defaults (so pg_dump never dumps a row
+-- that CREATE EXTENSION also makes).
+CREATE TABLE payments.settings (
+    singleton         boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    webhook_tolerance interval NOT NULL CHECK (webhook_tolerance BETWEEN interval '1 second' AND interval '1 hour'),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE payments.settings IS
+    'The extension''s settings, changed only by payments_admin through payments.set_webhook_tolerance. No row: the defaults.';
+COMMENT ON COLUMN payments.settings.webhook_tolerance IS
+    'How far a webhook''s signed timestamp may be from now, either way (default 5 minutes, at most 1 hour).';
+SELECT pg_catalog.pg_extension_config_dump('payments.settings', '');
+
+CREATE FUNCTION payments._shown(p_input text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN length(p_input) <= 100 THEN p_input ELSE left(p_input, 100) || '…' END;
+COMMENT ON FUNCTION payments._shown(text) IS
+    'Internal: caller input as an error message quotes it, at most 100 characters, so no message (or log line) grows with the input.';
+
+CREATE FUNCTION payments._invoker() RETURNS name
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role')::name END;
+COMMENT ON FUNCTION payments._invoker() IS
+    'Internal: the role that called, seen from inside a SECURITY DEFINER function (SET ROLE''s role, else the session''s).';
+
+CREATE FUNCTION payments._metadata_problem(p_metadata jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN jsonb_typeof(p_metadata) IS DISTINCT FROM 'object' THEN 'metadata must be a JSON object'
+    WHEN (SELECT count(*) FROM jsonb_object_keys(p_metadata)) > 50 THEN 'metadata has more than 50 keys'
+    WHEN EXISTS (SELECT FROM jsonb_each(p_metadata) e WHERE length(e.key) NOT BETWEEN 1 AND 40)
+        THEN 'metadata keys must be 1 to 40 characters'
+    WHEN EXISTS (SELECT FROM jsonb_each(p_metadata) e WHERE jsonb_typeof(e.value) IN ('object', 'array'))
+        THEN 'metadata values must be strings, numbers, booleans or null, not objects or arrays'
+    WHEN EXISTS (SELECT FROM jsonb_each(p_metadata) e WHERE length(e.value #>> '{}') > 500)
+        THEN 'metadata values must be at most 500 characters'
+END;
+COMMENT ON FUNCTION payments._metadata_problem(jsonb) IS
+    'Internal: why metadata breaks Stripe''s limits (a flat object of at most 50 keys of 1 to 40 characters, scalar values of at most 500 characters), or NULL.';
+
+CREATE FUNCTION payments.webhook_tolerance() RETURNS interval
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT coalesce((SELECT s.webhook_tolerance FROM payments.settings s), interval '5 minutes');
+END;
+COMMENT ON FUNCTION payments.webhook_tolerance() IS 'The webhook timestamp tolerance in force (default 5 minutes).';
+
+CREATE FUNCTION payments.set_webhook_tolerance(tolerance interval) RETURNS interval
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tolerance IS NULL OR tolerance NOT BETWEEN interval '1 second' AND interval '1 hour' THEN
+        RAISE EXCEPTION 'the webhook tolerance must be between 1 second and 1 hour' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.settings (webhook_tolerance) VALUES (tolerance)
+    ON CONFLICT (singleton) DO UPDATE SET webhook_tolerance = excluded.webhook_tolerance, updated_at = now();
+    RETURN tolerance;
+END
+$$;
+COMMENT ON FUNCTION payments.set_webhook_tolerance(interval) IS
+    'Sets how far a webhook''s timestamp may be from now (1 second to 1 hour; default 5 minutes). Admin only: a wider window lets old, replayed events in.';
+
+CREATE OR REPLACE FUNCTION payments.transition(payment_id text, to_status text, source text,
+                                    reason text DEFAULT NULL, data jsonb DEFAULT '{}')
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_outcome text;
+BEGIN
+    -- The history says who asked: admin and system moves are payments_admin's to make.
+    IF source IN ('admin', 'system') AND NOT pg_has_role(payments._invoker(), 'payments_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'only members of payments_admin may record source %', source USING ERRCODE = '42501';
+    END IF;
+    v_outcome := payments._transition(transition.payment_id, to_status, source, reason, coalesce(data, '{}'),
+                                      data -> 'last_error');
+    RETURN QUERY SELECT * FROM payments._result(transition.payment_id, v_outcome);
+END
+$$;
+COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
+    'The only way a status changes. source is api | provider | webhook | admin | system; admin and system only for members of payments_admin (42501 otherwise). A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
+
+CREATE OR REPLACE FUNCTION payments.get_payment(id text) RETURNS SETOF payments.payment_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM payments.payment_details d WHERE d.id = get_payment.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', payments._shown(get_payment.id) USING ERRCODE = 'PM204';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments.get_payment(text) IS 'One payment by id; PM204 when there is none.';
+
+CREATE OR REPLACE FUNCTION payments._link_provider(p_payment_id text, p_provider text, p_provider_payment_id text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_linked payments.payments%ROWTYPE;
+BEGIN
+    SELECT * INTO v_linked FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
+    END IF;
+    IF v_linked.provider_payment_id IS NULL THEN
+        IF EXISTS (SELECT FROM payments.payments p
+                   WHERE p.provider = p_provider AND p.provider_payment_id = p_provider_payment_id) THEN
+            RAISE EXCEPTION '% payment % is already linked to another payment', payments._shown(p_provider),
+                payments._shown(p_provider_payment_id)
+                USING ERRCODE = 'PM203';
+        END IF;
+        UPDATE payments.payments p
+        SET provider = p_provider, provider_payment_id = p_provider_payment_id, updated_at = now()
+        WHERE p.id = p_payment_id;
+        -- Webhooks that arrived before the link can now be applied.
+        PERFORM payments._apply_pending_webhooks(p_payment_id, p_provider, p_provider_payment_id);
+    ELSIF (v_linked.provider, v_linked.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
+        RAISE EXCEPTION 'payment % is linked to % payment %, not %', p_payment_id, v_linked.provider,
+            v_linked.provider_payment_id, payments._shown(p_provider_payment_id) USING ERRCODE = 'PM203';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._link_provider(text, text, text) IS
+    'Internal: links a payment to its provider payment id once (PM203 if either side is linked elsewhere), then applies webhooks that were waiting for that id. The caller holds _lock_provider_payment.';
+
+CREATE OR REPLACE FUNCTION payments.list_payment_events(payment_id text) RETURNS SETOF payments.payment_history
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM payments.payments p WHERE p.id = list_payment_events.payment_id) THEN
+        RAISE EXCEPTION 'payment % not found', payments._shown(list_payment_events.payment_id) USING ERRCODE = 'PM204';
+    END IF;
+    RETURN QUERY SELECT * FROM payments.payment_history h WHERE h.payment_id = list_payment_events.payment_id ORDER BY h.seq;
+END
+$$;
+COMMENT ON FUNCTION payments.list_payment_events(text) IS 'A payment''s history in order; PM204 when the payment does not exist.';
+
+CREATE OR REPLACE FUNCTION payments.record_provider_error(payment_id text, error jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_status text;
+BEGIN
+    SELECT p.status INTO v_status FROM payments.payments p WHERE p.id = record_provider_error.payment_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', payments._shown(record_provider_error.payment_id) USING ERRCODE = 'PM204';
+    END IF;
+    UPDATE payments.payments p SET last_error = error, updated_at = now() WHERE p.id = record_provider_error.payment_id;
+    PERFORM payments._append_event(record_provider_error.payment_id, v_status, v_status, false, 'provider',
+                                   'provider call failed', jsonb_build_object('last_error', error));
+END
+$$;
+COMMENT ON FUNCTION payments.record_provider_error(text, jsonb) IS
+    'Notes that a provider call failed (timeout, outage) without changing the status: last_error is set and the history gets an unapplied event; the payment keeps awaiting the provider, and the reconciler tries again after min_age.';
+
+-- ---------------------------------------------------------------------------
 -- Privileges of the new functions (as sql/roles.sql grants them)
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION
@@ -625,12 +788,16 @@ REVOKE ALL ON FUNCTION
     payments._parse_stripe_event(bytea), payments._apply_webhook(text, text, text, timestamptz, jsonb),
     payments._evidence_problem(bigint, text, text, text, text, text, text),
     payments._evidence_problem_for(text, text, jsonb), payments._observed(jsonb),
-    payments._record_anomaly(text, text, text, text, text, jsonb), payments.resolve_anomaly(text, text)
+    payments._record_anomaly(text, text, text, text, text, jsonb), payments.resolve_anomaly(text, text),
+    payments._shown(text), payments._invoker(), payments._metadata_problem(jsonb), payments.webhook_tolerance(),
+    payments.set_webhook_tolerance(interval)
 FROM PUBLIC;
-REVOKE ALL ON payments.anomalies, payments.open_anomalies FROM PUBLIC;
+REVOKE ALL ON payments.anomalies, payments.open_anomalies, payments.settings FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     payments.allowed_values(), payments._is_allowed(text, text), payments._all_allowed(text, text[])
 TO payments_admin, payments_gateway, payments_reader;
-GRANT EXECUTE ON FUNCTION payments.resolve_anomaly(text, text) TO payments_admin;
+GRANT EXECUTE ON FUNCTION payments.resolve_anomaly(text, text), payments.set_webhook_tolerance(interval)
+TO payments_admin;
+GRANT EXECUTE ON FUNCTION payments.webhook_tolerance() TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.open_anomalies TO payments_admin, payments_gateway, payments_reader;
-GRANT SELECT ON payments.anomalies TO payments_admin;
+GRANT SELECT ON payments.anomalies, payments.settings TO payments_admin;

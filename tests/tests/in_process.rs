@@ -135,7 +135,7 @@ async fn metrics_count_every_webhook_and_each_failed_provider_call_once() {
     assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
     let stranger = unique("made-up-provider");
     let elsewhere = app.send(Method::POST, &format!("/v1/webhooks/{stranger}"), None, Some(json!({}))).await;
-    assert_eq!(elsewhere.status(), StatusCode::SERVICE_UNAVAILABLE, "no secret for that provider");
+    assert_eq!(elsewhere.status(), StatusCode::NOT_FOUND, "no secret for that provider");
 
     let metrics = app.metrics().await;
     let provider = app.provider.as_str();
@@ -146,7 +146,7 @@ async fn metrics_count_every_webhook_and_each_failed_provider_call_once() {
         "a refused webhook is counted:\n{metrics}"
     );
     assert!(!metrics.contains(&stranger), "a name from the path is no label unless it is the gateway's provider");
-    assert!(metrics.contains("webhooks_received_total{provider=\"other\",result=\"refused:webhook_secret_missing\"}"));
+    assert!(metrics.contains("webhooks_received_total{provider=\"other\",result=\"refused:webhook_provider_unknown\"}"));
     let failed_calls: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("provider_calls_total{") && l.contains("outcome=\"unavailable\""))
