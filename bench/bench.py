@@ -223,13 +223,13 @@ def gateway_bench(seconds, connections, binary):
     key = psql("SELECT api_key FROM payments.create_api_key('bench', ARRAY['payments:read', 'payments:write'])")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
     env["RUST_LOG"] = "warn"
-    sandbox, sandbox_url = spawn(binary, ["sandbox"], env)
+    sandbox, sandbox_url = spawn(binary, ["sandbox"], dict(env, SANDBOX_API_KEY="sk_test_bench"))
     proc = None
     try:
         proc, url = spawn(binary, ["serve"], dict(
             env, DATABASE_URL=f"host=127.0.0.1 port={PORT} user=postgres dbname={DB}",
             GATEWAY_POOL_SIZE=str(connections), GATEWAY_POOL_WAIT_MS="2000", RECONCILE_INTERVAL_MS="3600000",
-            STRIPE_SECRET_KEY="sk_test_bench", STRIPE_API_BASE=sandbox_url, PAYMENTS_PROVIDER="bench"))
+            STRIPE_SECRET_KEY="sk_test_bench", STRIPE_API_BASE=sandbox_url, PAYMENTS_PROVIDER_NAME="bench"))
         run = f"{time.time_ns():x}"
         lua = f"""
 wrk.method = "POST"

@@ -12,6 +12,7 @@ payments is running.
   PostgreSQL 15   postgresql://postgres@127.0.0.1:$PGPORT/$DB   (data .run/pgdata, log .run/postgres.log)
   Gateway         $URL   (embedded Stripe sandbox at $URL/sandbox, log .run/gateway.log)
   Demo API key    $KEY   (also in .run/demo-api-key)
+  Sandbox API key $(cat "$ROOT/.run/sandbox-api-key")   (the only key the sandbox accepts; .run/sandbox-api-key)
 
 Create a payment (the sandbox charges pm_card_visa; try pm_card_chargeDeclined,
 pm_card_authenticationRequired, or pm_usBankAccount, which settles by webhook):

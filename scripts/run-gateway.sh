@@ -20,6 +20,15 @@ sql -c "DO \$\$ BEGIN
           END IF;
         END \$\$"
 
+# Keys and secrets below are readable by their owner only.
+umask 077
+chmod 600 "$RUN_DIR"/demo-api-key "$RUN_DIR"/sandbox-webhook-secret "$RUN_DIR"/sandbox-api-key 2>/dev/null || true
+
+# The embedded sandbox answers only to this key (make run's provider is the sandbox).
+if [ ! -s "$RUN_DIR/sandbox-api-key" ]; then
+  echo "sk_test_$(head -c 20 /dev/urandom | base64 | tr -d '/+=')" > "$RUN_DIR/sandbox-api-key"
+fi
+
 # The sandbox signs webhooks with this secret; the database verifies them with it.
 if [ ! -s "$RUN_DIR/sandbox-webhook-secret" ] \
    || [ -z "$(sql -c "SELECT 1 FROM payments.webhook_secrets WHERE provider = 'sandbox' AND retired_at IS NULL
@@ -40,6 +49,8 @@ if [ -s "$RUN_DIR/gateway.pid" ] && kill -0 "$(cat "$RUN_DIR/gateway.pid")" 2>/d
   while kill -0 "$(cat "$RUN_DIR/gateway.pid")" 2>/dev/null; do sleep 0.1; done
 fi
 DATABASE_URL="host=127.0.0.1 port=$PGPORT user=payments_app dbname=$DB" \
+PAYMENTS_PROVIDER=sandbox \
+SANDBOX_API_KEY=$(cat "$RUN_DIR/sandbox-api-key") \
 SANDBOX_WEBHOOK_SECRET=$(cat "$RUN_DIR/sandbox-webhook-secret") \
   nohup "$BIN" serve --listen "127.0.0.1:$GATEWAY_PORT" > "$RUN_DIR/gateway.log" 2>&1 &
 echo $! > "$RUN_DIR/gateway.pid"

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(name = "payments-gateway", version, about = "HTTP gateway over the payments PostgreSQL extension")]
@@ -42,14 +42,22 @@ pub struct ServeArgs {
     /// Larger request bodies are answered 413.
     #[arg(long, env = "GATEWAY_BODY_LIMIT_BYTES", default_value_t = 256 * 1024)]
     pub body_limit_bytes: usize,
-    /// Stripe secret key. Without one, the embedded sandbox is the provider.
+    /// Stripe secret key: Stripe is the provider. Required unless `--provider sandbox`.
     #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
     pub stripe_secret_key: Option<String>,
     #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com")]
     pub stripe_api_base: String,
-    /// Name under which payments and webhook secrets are recorded; default `stripe`, or `sandbox` when embedded.
-    #[arg(long, env = "PAYMENTS_PROVIDER")]
-    pub provider: Option<String>,
+    /// `stripe` (with STRIPE_SECRET_KEY), or `sandbox`: the embedded development
+    /// sandbox at /sandbox, where no money moves. Never chosen implicitly.
+    #[arg(long, env = "PAYMENTS_PROVIDER", value_enum)]
+    pub provider: Option<ProviderKind>,
+    /// Name under which payments and webhook secrets are recorded (the webhook
+    /// route is /v1/webhooks/<name>); default: the provider's kind.
+    #[arg(long, env = "PAYMENTS_PROVIDER_NAME")]
+    pub provider_name: Option<String>,
+    /// The one key the embedded sandbox accepts; generated (and logged) when unset.
+    #[arg(long, env = "SANDBOX_API_KEY", hide_env_values = true)]
+    pub sandbox_api_key: Option<String>,
     #[arg(long, env = "PROVIDER_TIMEOUT_MS", default_value_t = 10_000)]
     pub provider_timeout_ms: u64,
     /// How often the reconciler looks for payments whose provider state is unknown.
@@ -74,6 +82,67 @@ pub struct SandboxArgs {
     pub webhook_url: Option<String>,
     #[arg(long, env = "SANDBOX_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// The one key the sandbox accepts; generated (and logged) when unset.
+    #[arg(long, env = "SANDBOX_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     #[command(flatten)]
     pub knobs: payments_sandbox::Knobs,
+}
+
+/// Which payment provider the gateway talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderKind {
+    Stripe,
+    /// The embedded Stripe-compatible sandbox: development and tests only.
+    Sandbox,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Stripe => "stripe",
+            ProviderKind::Sandbox => "sandbox",
+        }
+    }
+}
+
+/// The provider a `serve` configuration asks for, or why it asks for none:
+/// the sandbox only when named, Stripe only with a non-empty key.
+pub fn provider_kind(args: &ServeArgs) -> Result<ProviderKind, String> {
+    match (args.provider, args.stripe_secret_key.as_deref()) {
+        (_, Some(key)) if key.trim().is_empty() => Err("STRIPE_SECRET_KEY is set but empty".into()),
+        (Some(ProviderKind::Sandbox), Some(_)) => {
+            Err("PAYMENTS_PROVIDER=sandbox and STRIPE_SECRET_KEY exclude each other: choose one".into())
+        }
+        (Some(ProviderKind::Sandbox), None) => Ok(ProviderKind::Sandbox),
+        (_, Some(_)) => Ok(ProviderKind::Stripe),
+        (_, None) => Err("no payment provider: set STRIPE_SECRET_KEY for Stripe, or PAYMENTS_PROVIDER=sandbox \
+                          (--provider sandbox) for the development sandbox"
+            .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(flags: &[&str]) -> ServeArgs {
+        let mut argv = vec!["payments-gateway", "serve", "--database-url", "host=x"];
+        argv.extend(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => args,
+            Command::Sandbox(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_sandbox_runs_only_when_asked_for_and_stripe_only_with_a_key() {
+        assert_eq!(provider_kind(&serve(&["--provider", "sandbox"])), Ok(ProviderKind::Sandbox));
+        assert_eq!(provider_kind(&serve(&["--stripe-secret-key", "sk_live_x"])), Ok(ProviderKind::Stripe));
+        let none = provider_kind(&serve(&[])).unwrap_err();
+        assert!(none.contains("STRIPE_SECRET_KEY") && none.contains("PAYMENTS_PROVIDER=sandbox"), "{none}");
+        assert!(provider_kind(&serve(&["--stripe-secret-key", ""])).unwrap_err().contains("empty"));
+        assert!(provider_kind(&serve(&["--provider", "stripe"])).is_err());
+        assert!(provider_kind(&serve(&["--provider", "sandbox", "--stripe-secret-key", "sk_x"])).is_err());
+    }
 }

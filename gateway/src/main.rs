@@ -37,8 +37,10 @@ async fn sandbox(args: SandboxArgs) -> Fallible {
         (Some(url), Some(secret)) => Some(payments_sandbox::WebhookTarget { url, secret }),
         _ => None,
     };
+    let key = args.api_key.unwrap_or_else(payments_sandbox::new_api_key);
+    tracing::warn!(sandbox_api_key = %key, "the sandbox accepts only this key; development only, no money moves");
     println!("listening on http://{} (sandbox)", listener.local_addr()?);
-    let router = payments_sandbox::Sandbox::new(args.knobs, target).router();
+    let router = payments_sandbox::Sandbox::new(args.knobs, target, key).router();
     axum::serve(listener, router).with_graceful_shutdown(shutdown()).await?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::app::{self, AppState, Limits};
 use crate::auth::KeyCache;
-use crate::config::ServeArgs;
+use crate::config::{self, ProviderKind, ServeArgs};
 use crate::provider::stripe::Stripe;
 use crate::{db, reconciler};
 
@@ -23,23 +23,34 @@ pub struct Application {
     router: Router,
     state: AppState,
     args: ServeArgs,
-    embedded: bool,
+    kind: ProviderKind,
 }
 
 impl Application {
     /// Binds `args.listen` (port 0 picks a free port) and wires everything.
-    /// With a Stripe key the provider is Stripe; without one, the embedded
-    /// sandbox mounted at `/sandbox`.
+    /// The provider is Stripe (with `STRIPE_SECRET_KEY`) or, only when asked
+    /// for with `--provider sandbox`, the embedded sandbox at `/sandbox`; with
+    /// neither, building fails and says so.
     pub async fn build(args: ServeArgs) -> Fallible<Application> {
+        let kind = config::provider_kind(&args)?;
         let listener = TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
         let pool = db::pool(&args.database_url, args.pool_size, Duration::from_millis(args.pool_wait_ms))?;
         let provider_timeout = Duration::from_millis(args.provider_timeout_ms);
-        let embedded = args.stripe_secret_key.is_none();
-        let name = args.provider.clone().unwrap_or_else(|| if embedded { "sandbox" } else { "stripe" }.to_string());
-        let stripe = match &args.stripe_secret_key {
-            Some(key) => Stripe::new(&name, &args.stripe_api_base, key, provider_timeout),
-            None => Stripe::new(&name, &format!("http://{addr}/sandbox"), "sk_test_sandbox", provider_timeout),
+        let name = args.provider_name.clone().unwrap_or_else(|| kind.as_str().to_string());
+        let mut args = args;
+        let stripe = match kind {
+            ProviderKind::Stripe => {
+                let key = args.stripe_secret_key.as_deref().unwrap_or_default();
+                tracing::info!(provider = %name, api = %args.stripe_api_base, "provider: Stripe");
+                Stripe::new(&name, &args.stripe_api_base, key, provider_timeout)
+            }
+            ProviderKind::Sandbox => {
+                let key = args.sandbox_api_key.get_or_insert_with(payments_sandbox::new_api_key).clone();
+                tracing::warn!(provider = %name, sandbox_api_key = %key,
+                    "provider: the embedded sandbox at /sandbox; development only, no money moves");
+                Stripe::new(&name, &format!("http://{addr}/sandbox"), &key, provider_timeout)
+            }
         };
         let state = AppState {
             pool,
@@ -52,10 +63,10 @@ impl Application {
             request_timeout: Duration::from_millis(args.request_timeout_ms),
         };
         let mut router = app::router(state.clone(), limits);
-        if embedded {
+        if kind == ProviderKind::Sandbox {
             router = router.nest_service("/sandbox", sandbox_router(&args, addr, state.provider.name()));
         }
-        Ok(Application { listener, router, state, args, embedded })
+        Ok(Application { listener, router, state, args, kind })
     }
 
     pub fn port(&self) -> u16 {
@@ -78,7 +89,7 @@ impl Application {
             "listening on http://{} (provider: {}{})",
             self.listener.local_addr()?,
             self.state.provider.name(),
-            if self.embedded { ", embedded sandbox" } else { "" }
+            if self.kind == ProviderKind::Sandbox { ", embedded sandbox" } else { "" }
         );
         let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
         reconciler.abort();
@@ -94,7 +105,8 @@ fn sandbox_router(args: &ServeArgs, addr: SocketAddr, provider: &str) -> Router 
     if target.is_none() {
         tracing::warn!("no SANDBOX_WEBHOOK_SECRET: the sandbox will not deliver webhooks");
     }
-    payments_sandbox::Sandbox::new(args.sandbox.clone(), target).router()
+    let key = args.sandbox_api_key.clone().unwrap_or_default();
+    payments_sandbox::Sandbox::new(args.sandbox.clone(), target, key).router()
 }
 
 /// The process's Prometheus recorder: the `metrics` macros write to one

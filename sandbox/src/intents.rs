@@ -6,6 +6,11 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
+use crate::bounded::Bounded;
+
+/// How many intents (and refunds) the sandbox keeps; older ones are forgotten.
+pub const MAX_OBJECTS: usize = 10_000;
+
 /// A Stripe-shaped answer: HTTP status, body, and the events it caused.
 pub struct Outcome {
     pub status: u16,
@@ -29,10 +34,15 @@ pub fn error(status: u16, kind: &str, code: &str, message: &str, param: Option<&
     Outcome { status, body: json!({ "error": e }), events: vec![], charged: false }
 }
 
-#[derive(Default)]
 pub struct Objects {
-    pub intents: HashMap<String, Value>,
-    pub refunds: HashMap<String, Value>,
+    pub intents: Bounded<Value>,
+    pub refunds: Bounded<Value>,
+}
+
+impl Default for Objects {
+    fn default() -> Self {
+        Objects { intents: Bounded::new(MAX_OBJECTS), refunds: Bounded::new(MAX_OBJECTS) }
+    }
 }
 
 pub type Params = HashMap<String, String>;
@@ -45,12 +55,25 @@ pub fn new_id(prefix: &str) -> String {
     payments_core::id::new_token(prefix).expect("the OS has randomness")
 }
 
-fn metadata(params: &Params) -> Value {
+/// `metadata[key]=value` parameters, within Stripe's limits (50 keys of at
+/// most 40 characters, values of at most 500), or Stripe's error.
+fn metadata(params: &Params) -> Result<Value, Outcome> {
     let map: serde_json::Map<String, Value> = params
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix("metadata[")?.strip_suffix(']')?.to_string(), json!(v))))
         .collect();
-    Value::Object(map)
+    let too_long =
+        map.iter().any(|(k, v)| k.chars().count() > 40 || v.as_str().is_some_and(|v| v.chars().count() > 500));
+    if map.len() > 50 || too_long {
+        return Err(error(
+            400,
+            "invalid_request_error",
+            "parameter_invalid",
+            "Metadata can have up to 50 keys, each up to 40 characters long, with values up to 500 characters long.",
+            Some("metadata"),
+        ));
+    }
+    Ok(Value::Object(map))
 }
 
 impl Objects {
@@ -83,13 +106,17 @@ impl Objects {
                 Some("capture_method"),
             );
         }
+        let metadata = match metadata(params) {
+            Ok(m) => m,
+            Err(e) => return e,
+        };
         let id = new_id("pi");
         let intent = json!({
             "id": id, "object": "payment_intent", "amount": amount, "amount_capturable": 0, "amount_received": 0,
             "currency": currency.to_ascii_lowercase(), "status": "requires_payment_method",
             "capture_method": capture_method, "confirmation_method": "automatic",
             "client_secret": format!("{id}_secret_{}", new_id("s")), "created": now(), "livemode": false,
-            "metadata": metadata(params), "payment_method": params.get("payment_method"),
+            "metadata": metadata, "payment_method": params.get("payment_method"),
             "description": params.get("description"), "customer": params.get("customer"),
             "last_payment_error": null, "next_action": null, "cancellation_reason": null,
             "latest_charge": null,
@@ -102,8 +129,9 @@ impl Objects {
         if params.get("confirm").is_some_and(|c| c == "true") {
             return self.confirm(&id, params);
         }
-        events.push(("payment_intent.created", self.intents[&id].clone()));
-        Outcome::ok(self.intents[&id].clone(), events)
+        let created = self.intents.get(&id).expect("just inserted").clone();
+        events.push(("payment_intent.created", created.clone()));
+        Outcome::ok(created, events)
     }
 
     pub fn retrieve(&self, id: &str) -> Outcome {
@@ -242,7 +270,8 @@ impl Objects {
         let received = pi["amount_received"].as_i64().unwrap_or(0);
         let refunded: i64 = self
             .refunds
-            .values()
+            .iter()
+            .map(|(_, r)| r)
             .filter(|r| r["payment_intent"] == pi_id.as_str())
             .map(|r| r["amount"].as_i64().unwrap_or(0))
             .sum();
@@ -264,9 +293,13 @@ impl Objects {
                 Some("amount"),
             );
         }
+        let metadata = match metadata(params) {
+            Ok(m) => m,
+            Err(e) => return e,
+        };
         let refund = json!({
             "id": new_id("re"), "object": "refund", "amount": amount, "currency": pi["currency"],
-            "payment_intent": pi_id, "status": "succeeded", "created": now(), "metadata": metadata(params),
+            "payment_intent": pi_id, "status": "succeeded", "created": now(), "metadata": metadata,
         });
         self.refunds.insert(refund["id"].as_str().unwrap().to_string(), refund.clone());
         Outcome::ok(refund.clone(), vec![("refund.created", refund)])

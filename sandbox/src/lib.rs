@@ -4,6 +4,7 @@
 //! Stripe connector and the official Stripe SDKs talk to it unchanged.
 #![forbid(unsafe_code)]
 
+mod bounded;
 mod delivery;
 mod intents;
 mod knobs;
@@ -19,18 +20,30 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use subtle::ConstantTimeEq;
+
 pub use delivery::WebhookTarget;
 pub use knobs::Knobs;
 
 /// The Stripe API version the sandbox answers as (and stamps on its events).
 pub const API_VERSION: &str = "2024-06-20";
-use intents::{Objects, Outcome, Params};
+/// A fresh secret key for a sandbox: `sk_test_` and 160 random bits.
+pub fn new_api_key() -> String {
+    payments_core::id::new_token("sk_test").expect("the OS has randomness")
+}
+
+/// The largest request body the sandbox reads (Stripe refuses large requests too).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+use bounded::Bounded;
+use intents::{Objects, Outcome, Params, MAX_OBJECTS};
 
 pub struct Sandbox {
+    /// The one secret key the sandbox accepts, as Stripe accepts only an account's own keys.
+    api_key: String,
     objects: Mutex<Objects>,
-    idempotency: Mutex<HashMap<String, Stored>>,
+    idempotency: Mutex<Bounded<Stored>>,
     /// Charges made per idempotency key (or per intent without one): proves no double charge.
-    charges: Mutex<HashMap<String, u32>>,
+    charges: Mutex<Bounded<u32>>,
     knobs: RwLock<Knobs>,
     delivery: delivery::Delivery,
     /// Randomness for the error, duplicate and jitter knobs.
@@ -44,11 +57,13 @@ struct Stored {
 }
 
 impl Sandbox {
-    pub fn new(knobs: Knobs, webhooks: Option<WebhookTarget>) -> Arc<Self> {
+    /// A sandbox that accepts only `api_key`.
+    pub fn new(knobs: Knobs, webhooks: Option<WebhookTarget>, api_key: String) -> Arc<Self> {
         Arc::new(Sandbox {
+            api_key,
             objects: Mutex::default(),
-            idempotency: Mutex::default(),
-            charges: Mutex::default(),
+            idempotency: Mutex::new(Bounded::new(MAX_OBJECTS)),
+            charges: Mutex::new(Bounded::new(MAX_OBJECTS)),
             knobs: RwLock::new(knobs),
             delivery: delivery::Delivery::new(webhooks),
             rng: Mutex::new(fastrand::Rng::new()),
@@ -64,7 +79,14 @@ impl Sandbox {
             .route("/v1/refunds/{id}", get(retrieve_refund))
             .route("/_sandbox/charges", get(charges))
             .route("/_sandbox/config", get(get_config).post(set_config))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), require_api_key))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self)
+    }
+
+    fn accepts(&self, headers: &HeaderMap) -> bool {
+        let given = headers.get("authorization").and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+        given.is_some_and(|k| bool::from(k.as_bytes().ct_eq(self.api_key.as_bytes())))
     }
 
     fn knobs(&self) -> Knobs {
@@ -90,23 +112,6 @@ impl Sandbox {
         body: &[u8],
         op: impl FnOnce(&mut Objects, &Params) -> Outcome,
     ) -> Response {
-        let authorized = headers
-            .get("authorization")
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .is_some_and(|k| k.starts_with("sk_test_"));
-        if !authorized {
-            return respond(
-                intents::error(
-                    401,
-                    "invalid_request_error",
-                    "api_key_invalid",
-                    "Invalid API Key provided: use a test key, sk_test_…",
-                    None,
-                ),
-                false,
-            );
-        }
         let knobs = self.knobs();
         if knobs.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(knobs.latency_ms)).await;
@@ -174,7 +179,11 @@ impl Sandbox {
                 .and_then(|k| k.to_str().ok())
                 .map(str::to_string)
                 .unwrap_or_else(|| outcome.body["id"].as_str().unwrap_or_default().to_string());
-            *self.charges.lock().expect("charges lock").entry(counted).or_default() += 1;
+            let mut charges = self.charges.lock().expect("charges lock");
+            match charges.get_mut(&counted) {
+                Some(n) => *n += 1,
+                None => charges.insert(counted, 1),
+            }
         }
         let idempotency_key = headers.get("idempotency-key").and_then(|k| k.to_str().ok()).map(str::to_string);
         for (kind, object) in &outcome.events {
@@ -272,7 +281,25 @@ async fn retrieve_refund(
 }
 
 async fn charges(State(sb): Sb) -> Json<HashMap<String, u32>> {
-    Json(sb.charges.lock().expect("charges lock").clone())
+    Json(sb.charges.lock().expect("charges lock").iter().map(|(k, n)| (k.clone(), *n)).collect())
+}
+
+/// Every route, control endpoints included, answers only to the sandbox's key,
+/// with Stripe's 401 otherwise.
+async fn require_api_key(State(sb): Sb, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if sb.accepts(request.headers()) {
+        return next.run(request).await;
+    }
+    respond(
+        intents::error(
+            401,
+            "invalid_request_error",
+            "api_key_invalid",
+            "Invalid API Key provided. The sandbox accepts only its own key (SANDBOX_API_KEY).",
+            None,
+        ),
+        false,
+    )
 }
 
 async fn get_config(State(sb): Sb) -> Json<Knobs> {

@@ -6,8 +6,8 @@ import uuid
 
 import stripe
 
-stripe.api_key = "sk_test_sdk"
 stripe.api_base = sys.argv[1]
+stripe.api_key = sys.argv[2]
 stripe.max_network_retries = 0
 
 key = str(uuid.uuid4())

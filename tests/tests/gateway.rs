@@ -13,13 +13,18 @@ struct Setup {
     http: Client,
 }
 
+/// The key the tests' sandboxes accept.
+const SANDBOX_KEY: &str = "sk_test_e2e";
+
 /// A gateway with the embedded sandbox under its own provider name and webhook secret.
 async fn embedded(extra_env: &[(&str, String)]) -> Setup {
     let provider = unique("sandbox");
     let secret = webhook_secret(&provider).await;
     let mut env = vec![
         ("DATABASE_URL", gateway_database_url().await),
-        ("PAYMENTS_PROVIDER", provider),
+        ("PAYMENTS_PROVIDER", "sandbox".to_string()),
+        ("PAYMENTS_PROVIDER_NAME", provider),
+        ("SANDBOX_API_KEY", SANDBOX_KEY.to_string()),
         ("SANDBOX_WEBHOOK_SECRET", secret),
         ("SANDBOX_ASYNC_DELAY_MS", "200".to_string()),
     ];
@@ -137,7 +142,16 @@ async fn idempotent_replays_and_mismatches() {
     assert_eq!(error_code(no_key).await, (StatusCode::BAD_REQUEST, "idempotency_key_missing".into()));
 
     // The sandbox charged once for the payment, whatever the retries.
-    let charges: Value = s.get("/sandbox/_sandbox/charges").await.json().await.unwrap();
+    let charges: Value = s
+        .http
+        .get(format!("{}/sandbox/_sandbox/charges", s.gateway.url))
+        .bearer_auth(SANDBOX_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(charges[first["id"].as_str().unwrap()], 1);
 }
 
@@ -237,8 +251,8 @@ async fn provider_outage_then_recovery_converges_with_one_charge_even_across_a_r
     let sandbox_port = free_port();
     let env = vec![
         ("DATABASE_URL", gateway_database_url().await),
-        ("PAYMENTS_PROVIDER", provider.clone()),
-        ("STRIPE_SECRET_KEY", "sk_test_e2e".to_string()),
+        ("PAYMENTS_PROVIDER_NAME", provider.clone()),
+        ("STRIPE_SECRET_KEY", SANDBOX_KEY.to_string()),
         ("STRIPE_API_BASE", format!("http://127.0.0.1:{sandbox_port}")),
         ("PROVIDER_TIMEOUT_MS", "2000".to_string()),
         ("RECONCILE_INTERVAL_MS", "200".to_string()),
@@ -269,14 +283,23 @@ async fn provider_outage_then_recovery_converges_with_one_charge_even_across_a_r
         &[
             ("SANDBOX_WEBHOOK_URL", format!("{}/v1/webhooks/{provider}", second.url)),
             ("SANDBOX_WEBHOOK_SECRET", secret),
+            ("SANDBOX_API_KEY", SANDBOX_KEY.to_string()),
         ],
     )
     .await;
     let s = Setup { gateway: second, key, http };
     let done = s.wait_for(&id, |p| p["status"] == "succeeded").await;
     assert!(done["provider_payment_id"].as_str().unwrap().starts_with("pi_"));
-    let charges: Value =
-        s.http.get(format!("{}/_sandbox/charges", sandbox.url)).send().await.unwrap().json().await.unwrap();
+    let charges: Value = s
+        .http
+        .get(format!("{}/_sandbox/charges", sandbox.url))
+        .bearer_auth(SANDBOX_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(charges[&id], 1, "exactly one provider-side charge: {charges}");
 }
 
@@ -354,7 +377,7 @@ async fn the_official_stripe_python_sdk_works_against_the_sandbox() {
     let python = std::env::var("PAYMENTS_PYTHON").expect("PAYMENTS_PYTHON is set by `make test`");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/oracles/stripe_sdk.py");
     let out = tokio::process::Command::new(python)
-        .args([script, &format!("{}/sandbox", s.gateway.url)])
+        .args([script, &format!("{}/sandbox", s.gateway.url), SANDBOX_KEY])
         .output()
         .await
         .unwrap();
@@ -365,4 +388,30 @@ async fn the_official_stripe_python_sdk_works_against_the_sandbox() {
     assert_eq!(result["replayed_same_id"], true);
     assert_eq!(result["declined_code"], "card_declined");
     assert_eq!(result["refund"], "succeeded");
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_an_explicit_provider() {
+    let bin = std::env::var("PAYMENTS_GATEWAY_BIN").unwrap();
+    let database_url = gateway_database_url().await;
+    for (env, expected) in [
+        (vec![], vec!["STRIPE_SECRET_KEY", "PAYMENTS_PROVIDER=sandbox"]),
+        (vec![("STRIPE_SECRET_KEY", "")], vec!["empty"]),
+        (vec![("STRIPE_SECRET_KEY", "sk_test_x"), ("PAYMENTS_PROVIDER", "sandbox")], vec!["exclude"]),
+    ] {
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).env("DATABASE_URL", &database_url).kill_on_drop(true);
+        for var in ["STRIPE_SECRET_KEY", "PAYMENTS_PROVIDER", "SANDBOX_API_KEY"] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(20), cmd.output()).await.unwrap().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env:?} must not start");
+        for word in expected {
+            assert!(stderr.contains(word), "{env:?}: {stderr}");
+        }
+    }
 }

@@ -11,6 +11,9 @@ use payments_gateway::startup::Application;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 
+/// The key the embedded sandbox accepts in these tests.
+const SANDBOX_KEY: &str = "sk_test_in_process";
+
 struct App {
     url: String,
     provider: String,
@@ -23,7 +26,8 @@ async fn spawn_app(flags: &[&str]) -> App {
     let secret = webhook_secret(&provider).await;
     let database_url = gateway_database_url().await;
     let mut args = vec!["payments-gateway", "serve", "--listen", "127.0.0.1:0", "--database-url", &database_url];
-    args.extend(["--provider", &provider, "--sandbox-webhook-secret", &secret]);
+    args.extend(["--provider", "sandbox", "--provider-name", &provider, "--sandbox-webhook-secret", &secret]);
+    args.extend(["--sandbox-api-key", SANDBOX_KEY]);
     args.extend(flags);
     let Command::Serve(serve) = Cli::try_parse_from(args).expect("valid flags").command else {
         unreachable!("the serve subcommand")
@@ -179,7 +183,14 @@ async fn the_reconciler_waits_min_age_even_below_a_second() {
         .unwrap();
     let id = p["id"].as_str().unwrap().to_string();
     assert_eq!(p["status"], "requires_confirmation");
-    let healthy = app.http.post(format!("{}/sandbox/_sandbox/config", app.url)).json(&json!({})).send().await.unwrap();
+    let healthy = app
+        .http
+        .post(format!("{}/sandbox/_sandbox/config", app.url))
+        .bearer_auth(SANDBOX_KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert!(healthy.status().is_success());
 
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -224,7 +235,7 @@ async fn a_cent_at_the_provider_cannot_pay_a_thousand_dollars() {
     let intent = app
         .http
         .post(format!("{}/sandbox/v1/payment_intents", app.url))
-        .bearer_auth(sandbox_key(&app).await)
+        .bearer_auth(SANDBOX_KEY)
         .form(&form)
         .send()
         .await
@@ -255,7 +266,47 @@ async fn a_cent_at_the_provider_cannot_pay_a_thousand_dollars() {
     assert!(app.metrics().await.contains("payment_anomalies_total{source=\"webhook\"}"));
 }
 
-/// A key the sandbox accepts.
-async fn sandbox_key(_app: &App) -> String {
-    "sk_test_anyone".to_string()
+#[tokio::test]
+async fn the_sandbox_answers_only_to_its_key_and_within_stripe_limits() {
+    let app = spawn_app(&[]).await;
+    let sandbox = |path: &str| format!("{}/sandbox{path}", app.url);
+    for (method, path) in [
+        (Method::POST, "/v1/payment_intents"),
+        (Method::GET, "/v1/payment_intents/pi_x"),
+        (Method::GET, "/_sandbox/charges"),
+        (Method::GET, "/_sandbox/config"),
+        (Method::POST, "/_sandbox/config"),
+    ] {
+        for key in [None, Some("sk_test_other"), Some("sk_live_x")] {
+            let mut request = app.http.request(method.clone(), sandbox(path));
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path} with {key:?}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["type"], "invalid_request_error", "Stripe's error shape");
+        }
+    }
+    // Stripe's metadata limits and a bounded body.
+    let create = |form: Vec<(String, String)>| {
+        app.http.post(sandbox("/v1/payment_intents")).bearer_auth(SANDBOX_KEY).form(&form).send()
+    };
+    let base = || vec![("amount".to_string(), "100".to_string()), ("currency".to_string(), "usd".to_string())];
+    let mut too_many = base();
+    too_many.extend((0..51).map(|i| (format!("metadata[k{i}]"), "v".to_string())));
+    let mut long_value = base();
+    long_value.push(("metadata[k]".to_string(), "v".repeat(501)));
+    let mut long_key = base();
+    long_key.push((format!("metadata[{}]", "k".repeat(41)), "v".to_string()));
+    for form in [too_many, long_value, long_key] {
+        let r = create(form).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["param"], "metadata");
+    }
+    let mut huge = base();
+    huge.push(("description".to_string(), "d".repeat(1_500_000)));
+    assert_eq!(create(huge).await.unwrap().status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(create(base()).await.unwrap().status(), StatusCode::OK);
 }
