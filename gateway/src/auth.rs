@@ -74,17 +74,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthenticated("missing Authorization: Bearer <api key>"))?;
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or(ApiError::Unauthenticated("Authorization must be: Bearer <api key>"))?;
+        let key = bearer_key(&parts.headers)?;
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         if let Some(scopes) = state.keys.get(&digest) {
             return Ok(Caller { scopes });
@@ -98,9 +88,44 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The key of the one `Authorization: Bearer <key>` header (the scheme in any case).
+fn bearer_key(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let mut all = headers.get_all(AUTHORIZATION).iter();
+    let header = all.next().ok_or(ApiError::Unauthenticated("missing Authorization: Bearer <api key>"))?;
+    if all.next().is_some() {
+        return Err(ApiError::Unauthenticated("send one Authorization header"));
+    }
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
+        .filter(|k| !k.is_empty())
+        .ok_or(ApiError::Unauthenticated("Authorization must be: Bearer <api key>"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_bearer_header_in_any_case() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let with = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        assert_eq!(bearer_key(&with(&["Bearer sk_1"])).unwrap(), "sk_1");
+        assert_eq!(bearer_key(&with(&["bearer sk_1"])).unwrap(), "sk_1");
+        assert_eq!(bearer_key(&with(&["BEARER  sk_1 "])).unwrap(), "sk_1");
+        for bad in [&[][..], &["Basic abc"], &["Bearer"], &["Bearer "], &["Bearer sk_1", "Bearer sk_2"]] {
+            assert!(bearer_key(&with(bad)).is_err(), "{bad:?}");
+        }
+    }
 
     fn scopes() -> Arc<[String]> {
         vec![READ.to_string()].into()

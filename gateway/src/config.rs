@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// again: a revoked key stops working within this time. 0 asks every time.
     #[arg(long, env = "GATEWAY_AUTH_CACHE_MS", default_value_t = 1000)]
     pub auth_cache_ms: u64,
+    /// A connection that has not sent its request headers within this time is closed.
+    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
     /// Requests taking longer are answered 408.
     #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT_MS", default_value_t = 15_000)]
     pub request_timeout_ms: u64,

@@ -17,4 +17,5 @@ pub mod openapi;
 pub mod provider;
 pub mod reconciler;
 pub mod routes;
+pub mod serve;
 pub mod startup;

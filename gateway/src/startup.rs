@@ -91,7 +91,8 @@ impl Application {
             self.state.provider.name(),
             if self.kind == ProviderKind::Sandbox { ", embedded sandbox" } else { "" }
         );
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        let header_timeout = Duration::from_millis(self.args.header_read_timeout_ms);
+        let served = crate::serve::serve(self.listener, self.router, header_timeout, shutdown).await;
         reconciler.abort();
         Ok(served?)
     }

@@ -17,6 +17,8 @@ const SANDBOX_KEY: &str = "sk_test_in_process";
 struct App {
     url: String,
     provider: String,
+    /// The secret the provider's webhooks are signed with.
+    secret: String,
     http: Client,
 }
 
@@ -35,7 +37,7 @@ async fn spawn_app(flags: &[&str]) -> App {
     let app = Application::build(serve).await.expect("the gateway builds");
     let url = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(std::future::pending()));
-    App { url, provider, http: Client::new() }
+    App { url, provider, secret, http: Client::new() }
 }
 
 impl App {
@@ -309,4 +311,205 @@ async fn the_sandbox_answers_only_to_its_key_and_within_stripe_limits() {
     huge.push(("description".to_string(), "d".repeat(1_500_000)));
     assert_eq!(create(huge).await.unwrap().status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(create(base()).await.unwrap().status(), StatusCode::OK);
+}
+
+/// The error code of a 4xx answer with the API's JSON error body; fails on anything else.
+async fn client_error(r: reqwest::Response, what: &str) -> (u16, String) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert!((400..500).contains(&status), "{what}: {status} {}", &text[..text.len().min(300)]);
+    assert!(text.len() < 2048, "{what}: a {}-byte error body", text.len());
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
+    (status, body["error"]["code"].as_str().unwrap_or_else(|| panic!("{what}: no error.code: {text}")).to_string())
+}
+
+/// Every input observed to reach a 5xx (or an unbounded answer) before.
+#[tokio::test]
+async fn each_observed_bad_input_is_a_short_4xx() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let post = |body: String| {
+        app.http
+            .post(format!("{}/v1/payments", app.url))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", unique("bad"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    let nested = |depth: usize| format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+    let bodies = [
+        r#"{"customer_id": "c\u0000", "amount": "1", "currency": "USD"}"#.to_string(),
+        r#"{"customer_id": "c", "amount": "1", "currency": "US\u0000"}"#.to_string(),
+        r#"{"customer_id": "c", "amount": "1", "currency": "USD", "description": "\u0000"}"#.to_string(),
+        r#"{"customer_id": "c", "amount": "1", "currency": "USD", "payment_method": "pm\u0000"}"#.to_string(),
+        r#"{"customer_id": "c", "amount": "1", "currency": "USD", "metadata": {"k\u0000": "v"}}"#.to_string(),
+        r#"{"customer_id": "c", "amount": "1", "currency": "USD", "metadata": {"k": "v\u0000"}}"#.to_string(),
+        r#"{"customer_id": "c", "amount": "1e131072", "currency": "USD"}"#.to_string(),
+        r#"{"customer_id": "c", "amount": 1e200000, "currency": "USD"}"#.to_string(),
+        r#"{"customer_id": "c", "amount": "1e131071", "currency": "USD"}"#.to_string(),
+        r#"{"customer_id": "c", "amount": "1", "currency": "USD", "metadata": {"n": 1e200000}}"#.to_string(),
+        format!(r#"{{"customer_id": "c", "amount": "1", "currency": "USD", "metadata": {}}}"#, nested(50_000)),
+        format!(r#"{{"customer_id": "c", "amount": "1", "currency": "USD", "metadata": {}}}"#, nested(10_000)),
+        format!(r#"{{"customer_id": "c", "amount": "1", "currency": "USD", "metadata": {}}}"#, nested(3)),
+    ];
+    for body in bodies {
+        let what = body.chars().take(90).collect::<String>();
+        client_error(post(body).await.unwrap(), &what).await;
+    }
+    for path in
+        ["/v1/payments/%00", "/v1/payments?customer_id=%00", "/v1/payments?status=%00", "/v1/payments/%00/events"]
+    {
+        client_error(app.send(Method::GET, path, Some(&key), None).await, path).await;
+    }
+
+    // Webhooks need no key: NUL in the provider, an unknown provider (not echoed), huge ids.
+    let hook = |provider: &str, body: &str, signature: Option<String>| {
+        let mut r = app.http.post(format!("{}/v1/webhooks/{provider}", app.url)).body(body.to_string());
+        if let Some(sig) = signature {
+            r = r.header("Stripe-Signature", sig);
+        }
+        r.send()
+    };
+    client_error(hook("%00", "{}", None).await.unwrap(), "NUL provider").await;
+    let stranger = "no-such-provider-4711";
+    let r = hook(stranger, "{}", None).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(!r.text().await.unwrap().contains(stranger), "the name is not echoed");
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let long = "x".repeat(4800);
+    for (event_id, object_id) in [(long.as_str(), "pi_1"), ("evt_1", long.as_str())] {
+        let body = format!(
+            r#"{{"id":"{event_id}","object":"event","type":"payment_intent.succeeded","created":{t},"data":{{"object":{{"id":"{object_id}","amount":1,"currency":"usd"}}}}}}"#
+        );
+        let sig = payments_core::webhook::stripe::sign(&app.secret, t, body.as_bytes());
+        let (status, code) = client_error(hook(&app.provider, &body, Some(sig)).await.unwrap(), "long id").await;
+        assert_eq!((status, code.as_str()), (400, "webhook_event_invalid"));
+    }
+
+    // Headers: the scheme in any case, one Authorization, a printable Idempotency-Key.
+    let lower = app.http.get(format!("{}/v1/payments", app.url)).header("Authorization", format!("bearer {key}"));
+    assert_eq!(lower.send().await.unwrap().status(), StatusCode::OK);
+    let two = app
+        .http
+        .get(format!("{}/v1/payments", app.url))
+        .header("Authorization", format!("Bearer {key}"))
+        .header("Authorization", format!("Bearer {key}"));
+    assert_eq!(client_error(two.send().await.unwrap(), "two keys").await.0, 401);
+    let non_ascii = app
+        .http
+        .post(format!("{}/v1/payments", app.url))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", reqwest::header::HeaderValue::from_bytes("schlüssel".as_bytes()).unwrap())
+        .json(&payment("c", None));
+    let (status, code) = client_error(non_ascii.send().await.unwrap(), "non-ASCII key").await;
+    assert_eq!((status, code.as_str()), (400, "idempotency_key_invalid"));
+}
+
+#[tokio::test]
+async fn invented_methods_share_one_metrics_label() {
+    let app = spawn_app(&[]).await;
+    for i in 0..20 {
+        let method = Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        let r = app.send(method, "/v1/payments", None, None).await;
+        assert!(r.status().is_client_error());
+    }
+    let metrics = app.metrics().await;
+    assert!(!metrics.contains("INVENTED"), "request methods are not labels");
+    assert!(metrics.contains("method=\"other\""));
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(&["--header-read-timeout-ms", "300"]).await;
+    let mut stream = tokio::net::TcpStream::connect(app.url.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(b"GET /v1/payments HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    let mut buf = Vec::new();
+    // The server closes it (hyper answers 408 first); without the timeout this read would wait for ever.
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the connection is still open after 10 s");
+}
+
+/// A few thousand generated requests, of every shape a client could send: none is answered 5xx.
+#[tokio::test]
+async fn generated_requests_never_get_a_server_error() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let mut rng = fastrand::Rng::with_seed(0x5eed_f00d);
+    let strings = ["", "c", "USD", "usd", "JPY", "KWD", "\u{0}", "é", "😀", "pm_card_visa", "automatic", "manual", "x"];
+    let numbers = ["0", "-1", "1", "1.5", "49.99", "1e3", "1e131072", "1e200000", "0.001", "99999999999999999999"];
+    let value = |rng: &mut fastrand::Rng, depth: usize| -> Value {
+        fn gen(rng: &mut fastrand::Rng, depth: usize, strings: &[&str], numbers: &[&str]) -> Value {
+            match rng.u8(..8) {
+                0 => Value::Null,
+                1 => Value::Bool(rng.bool()),
+                2 | 3 => Value::String(if rng.u8(..10) == 0 {
+                    "s".repeat(rng.usize(..3000))
+                } else {
+                    strings[rng.usize(..strings.len())].to_string()
+                }),
+                4 => serde_json::from_str(numbers[rng.usize(..numbers.len())]).unwrap_or(Value::Null),
+                5 => Value::String(numbers[rng.usize(..numbers.len())].to_string()),
+                6 if depth < 4 => {
+                    Value::Array((0..rng.usize(..4)).map(|_| gen(rng, depth + 1, strings, numbers)).collect())
+                }
+                _ if depth < 4 => Value::Object(
+                    (0..rng.usize(..5)).map(|i| (format!("k{i}"), gen(rng, depth + 1, strings, numbers))).collect(),
+                ),
+                _ => Value::Null,
+            }
+        }
+        gen(rng, depth, &strings, &numbers)
+    };
+    let fields = [
+        "customer_id",
+        "amount",
+        "amount_minor",
+        "currency",
+        "payment_method",
+        "description",
+        "metadata",
+        "capture_method",
+    ];
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..2500 {
+        let request = match i % 5 {
+            0..=2 => {
+                let mut body = serde_json::Map::new();
+                for f in fields {
+                    if rng.u8(..4) != 0 {
+                        body.insert(f.to_string(), value(&mut rng, 1));
+                    }
+                }
+                if rng.u8(..3) == 0 {
+                    body.insert("customer_id".into(), json!("c"));
+                    body.insert("currency".into(), json!("usd"));
+                    body.insert("amount".into(), json!("1.00"));
+                }
+                let text = if rng.u8(..20) == 0 { "{not json".to_string() } else { Value::Object(body).to_string() };
+                app.http
+                    .post(format!("{}/v1/payments", app.url))
+                    .bearer_auth(&key)
+                    .header("Idempotency-Key", format!("fuzz-{i}-{}", rng.u32(..)))
+                    .header("Content-Type", "application/json")
+                    .body(text)
+            }
+            3 => {
+                let segment = value(&mut rng, 3).to_string();
+                let path =
+                    format!("/v1/payments/{}", segment.replace('/', "%2F").replace('#', "%23").replace('?', "%3F"));
+                app.http.get(format!("{}{path}", app.url)).bearer_auth(&key)
+            }
+            _ => app
+                .http
+                .post(format!("{}/v1/webhooks/{}", app.url, if rng.bool() { app.provider.as_str() } else { "other" }))
+                .header("Stripe-Signature", format!("t={},v1={}", rng.u32(..), "ab".repeat(rng.usize(..40))))
+                .body(value(&mut rng, 0).to_string()),
+        };
+        let status = request.send().await.unwrap().status().as_u16();
+        *statuses.entry(status).or_insert(0u32) += 1;
+    }
+    assert!(statuses.keys().all(|s| *s < 500), "answers by status: {statuses:?}");
+    assert!(statuses.keys().any(|s| *s == 201), "some generated payments were valid: {statuses:?}");
 }

@@ -36,6 +36,23 @@ pub struct CreatePayment {
     pub capture_method: Option<String>,
 }
 
+/// The one `Idempotency-Key` header: printable ASCII (HTTP allows other
+/// bytes, which could not be echoed back exactly), 1 to 255 characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let param = Some("Idempotency-Key");
+    let mut all = headers.get_all("idempotency-key").iter();
+    let Some(value) = all.next() else {
+        return Err(ApiError::invalid("idempotency_key_missing", "the Idempotency-Key header is required", param));
+    };
+    value.to_str().ok().filter(|k| all.next().is_none() && (1..=255).contains(&k.len())).ok_or_else(|| {
+        ApiError::invalid(
+            "idempotency_key_invalid",
+            "send one Idempotency-Key of 1 to 255 printable ASCII characters",
+            param,
+        )
+    })
+}
+
 /// The amount's exact text: a JSON string's content or a JSON number's
 /// literal, never through a float. PostgreSQL's `numeric` input reads it.
 fn amount_text(raw: &RawValue) -> Result<String, ApiError> {
@@ -67,14 +84,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreatePayment>,
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
-    let key =
-        headers.get("idempotency-key").and_then(|k| k.to_str().ok()).filter(|k| !k.is_empty()).ok_or_else(|| {
-            ApiError::invalid(
-                "idempotency_key_missing",
-                "the Idempotency-Key header is required",
-                Some("Idempotency-Key"),
-            )
-        })?;
+    let key = idempotency_key(&headers)?;
     let amount = match (&body.amount, body.amount_minor) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid("parameter_invalid", "give amount or amount_minor, not both", Some("amount")))
