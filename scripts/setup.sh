@@ -28,10 +28,12 @@ if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; t
   cargo pgrx init --pg15 "$PG_CONFIG"
 fi
 
-# Python oracles for the tests: the official Stripe and Standard Webhooks packages.
+# Python oracles for the tests: the official Stripe and Standard Webhooks packages;
 VENV="$(cd "$(dirname "$0")/.." && pwd)/.run/venv"
-if ! "$VENV/bin/python" -c "import stripe, standardwebhooks" 2>/dev/null; then
+# schemathesis checks the gateway against its OpenAPI document.
+if ! "$VENV/bin/python" -c "import stripe, standardwebhooks, schemathesis" 2>/dev/null; then
   mkdir -p "$(dirname "$VENV")"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check stripe==16.1.0 standardwebhooks==1.1.0
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check stripe==16.1.0 standardwebhooks==1.1.0 \
+    schemathesis==4.32.5
 fi

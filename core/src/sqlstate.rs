@@ -55,7 +55,7 @@ const fn code(
 /// Every code, in README order. PostgreSQL's own codes follow the extension's.
 pub const REGISTRY: &[Code] = &[
     code("PM100", "parameter_invalid", 400, InvalidRequest, None,
-         "invalid argument (key length, customer id, metadata not an object, capture method, unknown status or source, `lim` out of range, purge under 24 h)"),
+         "invalid argument (a text too long or empty, metadata beyond Stripe's limits, capture method, unknown status or source, `lim` out of range, purge under 24 h, tolerance out of bounds)"),
     code("PM101", "amount_too_precise", 400, InvalidRequest, Some("amount"),
          "amount has more decimal places than the currency allows"),
     code("PM102", "amount_not_positive", 400, InvalidRequest, Some("amount"), "amount is zero or negative"),

@@ -17,9 +17,54 @@ use utoipa::{Modify, OpenApi, ToSchema};
     ),
     components(schemas(Payment, PaymentList, Event, EventList, ErrorBody, ErrorDetail, WebhookResult,
                        crate::routes::payments::CreatePayment)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;
+
+/// The answers any route can give besides its own, in the error body shape:
+/// from the middleware (408, 413), the pool (503), the database (504, 409 for
+/// a write that must be retried), authentication (401, 403) on keyed routes,
+/// and 400/404 for input the route's own list does not name.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [(&mut item.get, false), (&mut item.post, true)];
+            for (operation, writes) in operations {
+                let Some(op) = operation else { continue };
+                let keyed = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut common = vec![
+                    ("400", "invalid input"),
+                    ("404", "not found"),
+                    ("408", "the request took longer than GATEWAY_REQUEST_TIMEOUT_MS"),
+                    ("413", "the body is larger than GATEWAY_BODY_LIMIT_BYTES"),
+                    ("503", "no database connection became free in time, or the database is down"),
+                    ("504", "a database statement timed out"),
+                ];
+                if keyed {
+                    common.extend([("401", "missing, unknown or revoked API key"), ("403", "the key lacks the scope")]);
+                }
+                if writes {
+                    common.push(("409", "a conflict, or a concurrent write to retry"));
+                }
+                for (status, description) in common {
+                    op.responses.responses.entry(status.to_string()).or_insert_with(|| error(description).into());
+                }
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 

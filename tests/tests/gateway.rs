@@ -415,3 +415,31 @@ async fn serve_refuses_to_start_without_an_explicit_provider() {
         }
     }
 }
+
+/// schemathesis (PyPI) generates requests from /openapi.json and checks every
+/// answer against it: no server error, only documented statuses, content
+/// types and response schemas.
+#[tokio::test]
+async fn the_api_answers_as_its_openapi_document_says() {
+    let s = embedded(&[]).await;
+    let python = std::env::var("PAYMENTS_PYTHON").expect("PAYMENTS_PYTHON is set by `make test`");
+    let schemathesis = std::path::Path::new(&python).with_file_name("schemathesis");
+    let workdir = std::env::temp_dir().join(unique("schemathesis"));
+    std::fs::create_dir_all(&workdir).unwrap();
+    let out = tokio::process::Command::new(schemathesis)
+        .current_dir(&workdir)
+        .args(["run", &format!("{}/openapi.json", s.gateway.url)])
+        .args(["-H", &format!("Authorization: Bearer {}", s.key)])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        ])
+        .args(["--max-examples", "25", "--workers", "1", "--seed", "20261126"])
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("run schemathesis");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "schemathesis found failures:\n{report}");
+    assert!(report.contains("passed"), "{report}");
+}

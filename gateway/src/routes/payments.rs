@@ -20,9 +20,11 @@ use crate::provider::{self, Charge};
 #[serde(deny_unknown_fields)]
 pub struct CreatePayment {
     pub customer_id: String,
-    #[schema(value_type = Option<String>, example = "49.99")]
+    /// Major units, exact: a decimal string (`"49.99"`) or a JSON number. Not with `amount_minor`.
+    #[schema(schema_with = amount_schema)]
     pub amount: Option<Box<RawValue>>,
-    #[schema(example = 4999)]
+    /// Integer minor units (`4999`). Not with `amount`.
+    #[schema(example = 4999, minimum = 1)]
     pub amount_minor: Option<i64>,
     #[schema(example = "USD")]
     pub currency: String,
@@ -51,6 +53,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
             param,
         )
     })
+}
+
+/// `amount` in the OpenAPI document: a decimal string or a number.
+fn amount_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String).examples(["49.99"]))
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .build(),
+    )
 }
 
 /// The amount's exact text: a JSON string's content or a JSON number's
@@ -153,6 +166,7 @@ pub struct ListQuery {
     pub customer_id: Option<String>,
     pub status: Option<String>,
     /// 1 to 100; default 10 (`payments.list_payments`' default).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i32>,
     /// The last id of the previous page.
     pub starting_after: Option<String>,
