@@ -473,6 +473,7 @@ async fn generated_requests_never_get_a_server_error() {
         "capture_method",
     ];
     let mut statuses = std::collections::BTreeMap::new();
+    let run = unique("fuzz");
     for i in 0..2500 {
         let request = match i % 5 {
             0..=2 => {
@@ -491,7 +492,7 @@ async fn generated_requests_never_get_a_server_error() {
                 app.http
                     .post(format!("{}/v1/payments", app.url))
                     .bearer_auth(&key)
-                    .header("Idempotency-Key", format!("fuzz-{i}-{}", rng.u32(..)))
+                    .header("Idempotency-Key", format!("{run}-{i}"))
                     .header("Content-Type", "application/json")
                     .body(text)
             }
@@ -507,9 +508,15 @@ async fn generated_requests_never_get_a_server_error() {
                 .header("Stripe-Signature", format!("t={},v1={}", rng.u32(..), "ab".repeat(rng.usize(..40))))
                 .body(value(&mut rng, 0).to_string()),
         };
-        let status = request.send().await.unwrap().status().as_u16();
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap();
+        if status >= 400 {
+            assert!(body.len() < 2048, "a {}-byte error answer: {}", body.len(), String::from_utf8_lossy(&body[..300]));
+        }
         *statuses.entry(status).or_insert(0u32) += 1;
     }
+    println!("2,500 generated requests, answers by status: {statuses:?}");
     assert!(statuses.keys().all(|s| *s < 500), "answers by status: {statuses:?}");
     assert!(statuses.keys().any(|s| *s == 201), "some generated payments were valid: {statuses:?}");
 }
