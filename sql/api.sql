@@ -124,8 +124,10 @@ BEGIN
     WHEN 'noop' THEN
         RETURN 'noop';
     WHEN 'apply' THEN
+        -- A new status starts the reconciler's count afresh.
         UPDATE payments.payments p
-        SET status = p_to, updated_at = now(), last_error = coalesce(p_last_error, p.last_error)
+        SET status = p_to, updated_at = now(), last_error = coalesce(p_last_error, p.last_error),
+            reconcile_after = NULL, reconcile_attempts = 0
         WHERE p.id = p_payment_id;
         PERFORM payments._append_event(p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
         RETURN 'applied';

@@ -78,28 +78,52 @@ COMMENT ON FUNCTION payments.list_payment_events(text) IS 'A payment''s history 
 CREATE INDEX payments_awaiting_provider_idx ON payments.payments (updated_at)
     WHERE status IN ('requires_confirmation', 'processing');
 
-CREATE FUNCTION payments.claim_provider_work(lim int DEFAULT 10, min_age interval DEFAULT '10 seconds')
+CREATE FUNCTION payments.claim_provider_work(lim int DEFAULT 10, min_age interval DEFAULT '10 seconds',
+                                             lease interval DEFAULT '30 seconds', max_backoff interval DEFAULT '1 hour')
 RETURNS TABLE (payment_id text, kind text, customer_id text, amount_minor bigint, currency text,
                payment_method text, capture_method text, description text, provider text, provider_payment_id text,
-               status text)
+               status text, attempt integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR min_age IS NULL OR lease IS NULL OR lease <= interval '0'
+       OR max_backoff IS NULL OR max_backoff < lease THEN
+        RAISE EXCEPTION 'lim is 1 to 1000; min_age, a positive lease and max_backoff (at least the lease) are required'
+            USING ERRCODE = 'PM100';
+    END IF;
+    -- Claim and stamp the lease in one statement (as pgmq's read sets a visibility
+    -- timeout): the row locks last only as long as this statement, never across
+    -- the provider calls the caller makes next.
     RETURN QUERY
-    SELECT p.id,
-           CASE WHEN p.provider_payment_id IS NULL THEN 'create' ELSE 'refresh' END,
-           p.customer_id, p.amount_minor, p.currency, p.payment_method, p.capture_method, p.description,
-           p.provider, p.provider_payment_id, p.status
-    FROM payments.payments p
-    WHERE p.status IN ('requires_confirmation', 'processing')
-      AND p.updated_at < now() - min_age
-      AND (p.provider_payment_id IS NOT NULL OR p.payment_method IS NOT NULL)
-    ORDER BY p.updated_at
-    LIMIT lim
-    FOR UPDATE OF p SKIP LOCKED;
+    WITH due AS (
+        SELECT p.id
+        FROM payments.payments p
+        WHERE p.status IN ('requires_confirmation', 'processing')
+          AND p.updated_at < now() - min_age
+          AND (p.reconcile_after IS NULL OR p.reconcile_after <= now())
+          AND (p.provider_payment_id IS NOT NULL OR p.payment_method IS NOT NULL)
+        ORDER BY coalesce(p.reconcile_after, p.updated_at)
+        LIMIT lim
+        FOR UPDATE OF p SKIP LOCKED
+    ), claimed AS (
+        UPDATE payments.payments p
+        SET reconcile_attempts = p.reconcile_attempts + 1,
+            -- Each attempt waits longer (twice the last, from min_age), at least the lease, at most max_backoff.
+            reconcile_after = now() + least(max_backoff,
+                                            greatest(lease, min_age * power(2, least(p.reconcile_attempts, 20))))
+        FROM due
+        WHERE p.id = due.id
+        RETURNING p.*
+    )
+    SELECT c.id,
+           CASE WHEN c.provider_payment_id IS NULL THEN 'create' ELSE 'refresh' END,
+           c.customer_id, c.amount_minor, c.currency, c.payment_method, c.capture_method, c.description,
+           c.provider, c.provider_payment_id, c.status, c.reconcile_attempts
+    FROM claimed c
+    ORDER BY coalesce(c.reconcile_after, c.updated_at);
 END
 $$;
-COMMENT ON FUNCTION payments.claim_provider_work(int, interval) IS
-    'Payments whose provider state is unknown, untouched for min_age: create (the provider call never completed: retry it with the same idempotency key) or refresh (retrieve the provider''s object). Rows stay locked (FOR UPDATE SKIP LOCKED) until the caller''s transaction ends, so gateway replicas share the work and a killed one''s work is picked up again.';
+COMMENT ON FUNCTION payments.claim_provider_work(int, interval, interval, interval) IS
+    'Claims up to lim payments whose provider state is unknown, untouched for min_age and not leased: create (the provider call never completed: retry it with the same idempotency key) or refresh (retrieve the provider''s object). The claim is a lease, not a lock: it is stamped in reconcile_after and committed at once, so the caller calls the provider with no transaction open and records each answer on its own. A lease lasts at least lease and grows with each attempt (doubling from min_age, at most max_backoff), so a payment that keeps failing waits longer and never holds up the others; a status change clears it. Gateway replicas share the work; a killed one''s payments come back when their lease ends.';
 
 CREATE FUNCTION payments.record_provider_error(payment_id text, error jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

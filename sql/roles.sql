@@ -41,7 +41,7 @@ GRANT EXECUTE ON FUNCTION
     payments.transition(text, text, text, text, jsonb),
     payments.record_provider_result(text, text, text, text, jsonb),
     payments.ingest_webhook(text, jsonb, bytea),
-    payments.claim_provider_work(int, interval),
+    payments.claim_provider_work(int, interval, interval, interval),
     payments.record_provider_error(text, jsonb)
 TO payments_admin, payments_gateway;
 

@@ -19,6 +19,8 @@ CREATE TABLE payments.payments (
     last_error          jsonb,
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
+    reconcile_after     timestamptz,
+    reconcile_attempts  integer NOT NULL DEFAULT 0 CHECK (reconcile_attempts >= 0),
     CHECK ((provider_payment_id IS NULL) OR (provider IS NOT NULL))
 );
 CREATE UNIQUE INDEX payments_provider_payment_id_key
@@ -36,6 +38,9 @@ COMMENT ON COLUMN payments.payments.status IS 'Lifecycle status (SELECT * FROM p
 COMMENT ON COLUMN payments.payments.capture_method IS 'automatic: funds are captured on authorisation; manual: the payment waits in requires_capture.';
 COMMENT ON COLUMN payments.payments.provider IS 'The payment provider that holds this payment (stripe, sandbox, …), once known.';
 COMMENT ON COLUMN payments.payments.provider_payment_id IS 'The provider''s id for this payment (a Stripe PaymentIntent id); unique per provider.';
+COMMENT ON COLUMN payments.payments.reconcile_after IS
+    'The reconciler''s lease: claim_provider_work sets it and leaves the payment alone until then (the claim''s lease, growing with each attempt); a status change clears it.';
+COMMENT ON COLUMN payments.payments.reconcile_attempts IS 'How often the reconciler has claimed the payment since its status last changed.';
 COMMENT ON COLUMN payments.payments.last_error IS 'The provider''s error for the last failed attempt (a decline, an authentication failure), as JSON.';
 
 -- ---------------------------------------------------------------------------

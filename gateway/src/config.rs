@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// How long a payment must be untouched before the reconciler takes it over.
     #[arg(long, env = "RECONCILE_MIN_AGE_MS", default_value_t = 10_000)]
     pub reconcile_min_age_ms: u64,
+    /// How long a claimed payment is left to this gateway before another may
+    /// take it (never less than PROVIDER_TIMEOUT_MS); grows with each attempt.
+    #[arg(long, env = "RECONCILE_LEASE_MS", default_value_t = 30_000)]
+    pub reconcile_lease_ms: u64,
     #[command(flatten)]
     pub sandbox: payments_sandbox::Knobs,
     /// Secret the embedded sandbox signs its webhooks with (register it with payments.add_webhook_secret).

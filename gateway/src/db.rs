@@ -70,7 +70,7 @@ pub const INGEST_WEBHOOK: &str =
 
 pub const CLAIM_PROVIDER_WORK: &str = "SELECT payment_id AS id, kind, customer_id, amount_minor, currency,
         payment_method, capture_method, description, provider_payment_id, status
-     FROM payments.claim_provider_work($1, $2::bigint * interval '1 millisecond')";
+     FROM payments.claim_provider_work($1, $2::bigint * interval '1 millisecond', $3::bigint * interval '1 millisecond')";
 
 pub fn pool(database_url: &str, size: usize, wait: Duration) -> Result<Pool, Box<dyn std::error::Error + Send + Sync>> {
     let config = tokio_postgres::Config::from_str(database_url)?;

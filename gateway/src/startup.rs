@@ -79,11 +79,12 @@ impl Application {
 
     /// Serves until `shutdown` completes, with the reconciler running beside.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Fallible {
-        let reconciler = tokio::spawn(reconciler::run(
-            self.state.clone(),
-            Duration::from_millis(self.args.reconcile_interval_ms),
-            Duration::from_millis(self.args.reconcile_min_age_ms),
-        ));
+        let pace = reconciler::Pace {
+            interval: Duration::from_millis(self.args.reconcile_interval_ms),
+            min_age: Duration::from_millis(self.args.reconcile_min_age_ms),
+            lease: Duration::from_millis(self.args.reconcile_lease_ms.max(self.args.provider_timeout_ms)),
+        };
+        let reconciler = tokio::spawn(reconciler::run(self.state.clone(), pace));
         // Tests and scripts read this line to find the port.
         println!(
             "listening on http://{} (provider: {}{})",

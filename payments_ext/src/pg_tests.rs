@@ -856,6 +856,47 @@ mod tests {
             "requires_confirmation provider_unavailable"
         );
         assert_eq!(sqlstate("SELECT payments.record_provider_error('pay_none', '{}')"), "PM204");
+
+        // A claim is a lease: claimed again only after it ends, longer with each attempt; a status change ends it.
+        let again = format!(
+            "SELECT count(*) FROM payments.claim_provider_work(100, '-1 second') WHERE payment_id IN ('{waiting}', '{linked}')"
+        );
+        assert_eq!(one::<i64>(&again), 0, "leased");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT reconcile_attempts || ' ' || (reconcile_after - now() = interval '30 seconds')
+                 FROM payments.payments WHERE id = '{waiting}'"
+            )),
+            "1 true"
+        );
+        Spi::run(&format!(
+            "UPDATE payments.payments SET reconcile_after = now(), updated_at = now() - interval '1 hour' WHERE id = '{waiting}'"
+        ))
+        .unwrap();
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT kind || ':' || attempt FROM payments.claim_provider_work(100, '1 minute', '1 second')
+                 WHERE payment_id = '{waiting}'"
+            )),
+            "create:2"
+        );
+        assert!(
+            one::<bool>(&format!(
+                "SELECT reconcile_after - now() = interval '2 minutes' FROM payments.payments WHERE id = '{waiting}'"
+            )),
+            "the second lease is min_age doubled"
+        );
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_provider_result('{linked}', 'sandbox', 'pi_c3', 'succeeded', '{}')",
+            intent("pi_c3", 100, "")
+        ));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT reconcile_attempts || ' ' || (reconcile_after IS NULL) FROM payments.payments WHERE id = '{linked}'"
+            )),
+            "0 true"
+        );
+        assert_eq!(sqlstate("SELECT payments.claim_provider_work(0)"), "PM100");
     }
 
     #[pg_test]

@@ -10,7 +10,8 @@
 -- list_payments pages 10 rows by default, as over HTTP; provider objects
 -- must match the payment's money or become anomalies (payments.anomalies);
 -- input limits and short error messages; admin/system sources only for
--- payments_admin; the webhook tolerance is an admin setting (payments.settings); ingest_webhook is split
+-- payments_admin; the webhook tolerance is an admin setting (payments.settings);
+-- the reconciler claims with leases (reconcile_after) instead of held locks; ingest_webhook is split
 -- into named steps.
 
 -- ---------------------------------------------------------------------------
@@ -117,8 +118,10 @@ BEGIN
     WHEN 'noop' THEN
         RETURN 'noop';
     WHEN 'apply' THEN
+        -- A new status starts the reconciler's count afresh.
         UPDATE payments.payments p
-        SET status = p_to, updated_at = now(), last_error = coalesce(p_last_error, p.last_error)
+        SET status = p_to, updated_at = now(), last_error = coalesce(p_last_error, p.last_error),
+            reconcile_after = NULL, reconcile_attempts = 0
         WHERE p.id = p_payment_id;
         PERFORM payments._append_event(p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
         RETURN 'applied';
@@ -778,6 +781,66 @@ END
 $$;
 COMMENT ON FUNCTION payments.record_provider_error(text, jsonb) IS
     'Notes that a provider call failed (timeout, outage) without changing the status: last_error is set and the history gets an unapplied event; the payment keeps awaiting the provider, and the reconciler tries again after min_age.';
+
+-- ---------------------------------------------------------------------------
+-- The reconciler leases payments instead of holding their row locks
+-- ---------------------------------------------------------------------------
+ALTER TABLE payments.payments
+    ADD COLUMN reconcile_after timestamptz,
+    ADD COLUMN reconcile_attempts integer NOT NULL DEFAULT 0 CHECK (reconcile_attempts >= 0);
+COMMENT ON COLUMN payments.payments.reconcile_after IS
+    'The reconciler''s lease: claim_provider_work sets it and leaves the payment alone until then (the claim''s lease, growing with each attempt); a status change clears it.';
+COMMENT ON COLUMN payments.payments.reconcile_attempts IS 'How often the reconciler has claimed the payment since its status last changed.';
+DROP FUNCTION payments.claim_provider_work(int, interval);
+CREATE FUNCTION payments.claim_provider_work(lim int DEFAULT 10, min_age interval DEFAULT '10 seconds',
+                                             lease interval DEFAULT '30 seconds', max_backoff interval DEFAULT '1 hour')
+RETURNS TABLE (payment_id text, kind text, customer_id text, amount_minor bigint, currency text,
+               payment_method text, capture_method text, description text, provider text, provider_payment_id text,
+               status text, attempt integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR min_age IS NULL OR lease IS NULL OR lease <= interval '0'
+       OR max_backoff IS NULL OR max_backoff < lease THEN
+        RAISE EXCEPTION 'lim is 1 to 1000; min_age, a positive lease and max_backoff (at least the lease) are required'
+            USING ERRCODE = 'PM100';
+    END IF;
+    -- Claim and stamp the lease in one statement (as pgmq's read sets a visibility
+    -- timeout): the row locks last only as long as this statement, never across
+    -- the provider calls the caller makes next.
+    RETURN QUERY
+    WITH due AS (
+        SELECT p.id
+        FROM payments.payments p
+        WHERE p.status IN ('requires_confirmation', 'processing')
+          AND p.updated_at < now() - min_age
+          AND (p.reconcile_after IS NULL OR p.reconcile_after <= now())
+          AND (p.provider_payment_id IS NOT NULL OR p.payment_method IS NOT NULL)
+        ORDER BY coalesce(p.reconcile_after, p.updated_at)
+        LIMIT lim
+        FOR UPDATE OF p SKIP LOCKED
+    ), claimed AS (
+        UPDATE payments.payments p
+        SET reconcile_attempts = p.reconcile_attempts + 1,
+            -- Each attempt waits longer (twice the last, from min_age), at least the lease, at most max_backoff.
+            reconcile_after = now() + least(max_backoff,
+                                            greatest(lease, min_age * power(2, least(p.reconcile_attempts, 20))))
+        FROM due
+        WHERE p.id = due.id
+        RETURNING p.*
+    )
+    SELECT c.id,
+           CASE WHEN c.provider_payment_id IS NULL THEN 'create' ELSE 'refresh' END,
+           c.customer_id, c.amount_minor, c.currency, c.payment_method, c.capture_method, c.description,
+           c.provider, c.provider_payment_id, c.status, c.reconcile_attempts
+    FROM claimed c
+    ORDER BY coalesce(c.reconcile_after, c.updated_at);
+END
+$$;
+COMMENT ON FUNCTION payments.claim_provider_work(int, interval, interval, interval) IS
+    'Claims up to lim payments whose provider state is unknown, untouched for min_age and not leased: create (the provider call never completed: retry it with the same idempotency key) or refresh (retrieve the provider''s object). The claim is a lease, not a lock: it is stamped in reconcile_after and committed at once, so the caller calls the provider with no transaction open and records each answer on its own. A lease lasts at least lease and grows with each attempt (doubling from min_age, at most max_backoff), so a payment that keeps failing waits longer and never holds up the others; a status change clears it. Gateway replicas share the work; a killed one''s payments come back when their lease ends.';
+
+REVOKE ALL ON FUNCTION payments.claim_provider_work(int, interval, interval, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION payments.claim_provider_work(int, interval, interval, interval) TO payments_admin, payments_gateway;
 
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions (as sql/roles.sql grants them)

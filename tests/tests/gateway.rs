@@ -257,6 +257,7 @@ async fn provider_outage_then_recovery_converges_with_one_charge_even_across_a_r
         ("PROVIDER_TIMEOUT_MS", "2000".to_string()),
         ("RECONCILE_INTERVAL_MS", "200".to_string()),
         ("RECONCILE_MIN_AGE_MS", "1000".to_string()),
+        ("RECONCILE_LEASE_MS", "2000".to_string()),
     ];
     let first = Gateway::spawn(&["serve", "--listen", "127.0.0.1:0"], &env).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
