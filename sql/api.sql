@@ -1,6 +1,10 @@
 -- payments: the SQL API. Every function that changes data is SECURITY DEFINER
 -- (callers hold no table privileges), pins search_path and qualifies every name.
 -- Errors carry SQLSTATEs of class PM; README.md lists them.
+--
+-- Lock order, for every path that changes a payment (README, "Concurrency"):
+-- the webhook event's advisory lock, then the provider payment's advisory lock
+-- (_lock_provider_payment), then the payment row (FOR UPDATE), then its history.
 
 -- ---------------------------------------------------------------------------
 -- Money
@@ -297,13 +301,21 @@ BEGIN
     IF source IN ('admin', 'system') AND NOT pg_has_role(payments._invoker(), 'payments_admin', 'MEMBER') THEN
         RAISE EXCEPTION 'only members of payments_admin may record source %', source USING ERRCODE = '42501';
     END IF;
+    -- Money is shown moving only by the provider's evidence (record_provider_result,
+    -- ingest_webhook check it); by hand, only an administrator may say so.
+    IF (source IN ('provider', 'webhook') OR to_status IN ('processing', 'requires_capture', 'succeeded'))
+       AND NOT pg_has_role(payments._invoker(), 'payments_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'only members of payments_admin may move a payment to % as %', payments._shown(to_status),
+            payments._shown(source) USING ERRCODE = '42501',
+            HINT = 'provider answers go through record_provider_result and webhooks through ingest_webhook, which check the money';
+    END IF;
     v_outcome := payments._transition(transition.payment_id, to_status, source, reason, coalesce(data, '{}'),
                                       data -> 'last_error');
     RETURN QUERY SELECT * FROM payments._result(transition.payment_id, v_outcome);
 END
 $$;
 COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
-    'The only way a status changes. source is api | provider | webhook | admin | system; admin and system only for members of payments_admin (42501 otherwise). A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
+    'The only way a status changes. source is api | provider | webhook | admin | system; admin and system, provider and webhook reports, and moves to processing, requires_capture or succeeded only for members of payments_admin (42501 otherwise): anyone else shows money moving only with the provider''s evidence, through record_provider_result or ingest_webhook. A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
 
 CREATE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text) RETURNS void
 LANGUAGE sql
@@ -367,6 +379,13 @@ DECLARE
     v_payment payments.payments%ROWTYPE;
 BEGIN
     SELECT * INTO v_payment FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
+    -- The same evidence seen again (a retried call, a redelivered event) is one anomaly.
+    IF EXISTS (SELECT 1 FROM payments.anomalies a
+               WHERE a.payment_id = p_payment_id AND a.kind = p_kind AND a.resolved_at IS NULL
+                 AND a.provider = p_provider AND a.provider_payment_id IS NOT DISTINCT FROM p_provider_payment_id
+                 AND a.observed - 'webhook_event_id' = p_observed - 'webhook_event_id') THEN
+        RETURN;
+    END IF;
     INSERT INTO payments.anomalies (id, payment_id, customer_id, kind, source, provider, provider_payment_id, observed)
     VALUES (payments._new_id('anm'), p_payment_id, v_payment.customer_id, p_kind, p_source, p_provider,
             p_provider_payment_id, p_observed);
@@ -377,7 +396,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._record_anomaly(text, text, text, text, text, jsonb) IS
-    'Internal: records that a provider object was no evidence for a payment: a row in payments.anomalies and an unapplied event in the payment''s history.';
+    'Internal: records that a provider object was no evidence for a payment: a row in payments.anomalies and an unapplied event in the payment''s history, once per open anomaly (the same evidence again adds nothing).';
 
 CREATE FUNCTION payments._observed(p_object jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -427,6 +446,14 @@ BEGIN
     -- A provider object moves a payment or is linked to it only when it asks for the same money.
     IF record_provider_result.provider_payment_id IS NOT NULL OR status IN ('succeeded', 'requires_capture') THEN
         v_problem := payments._evidence_problem_for(record_provider_result.payment_id, status, v_response);
+        -- Another object than the one the payment is linked to is no evidence either.
+        IF v_problem IS NULL AND EXISTS (
+            SELECT 1 FROM payments.payments p
+            WHERE p.id = record_provider_result.payment_id AND p.provider_payment_id IS NOT NULL
+              AND (p.provider, p.provider_payment_id)
+                  IS DISTINCT FROM (record_provider_result.provider, record_provider_result.provider_payment_id)) THEN
+            v_problem := 'provider_payment_mismatch';
+        END IF;
         IF v_problem IS NOT NULL THEN
             PERFORM payments._record_anomaly(record_provider_result.payment_id, v_problem, 'provider', provider,
                                              record_provider_result.provider_payment_id, payments._observed(v_response));

@@ -116,6 +116,9 @@ impl ProviderKind {
 /// The provider a `serve` configuration asks for, or why it asks for none:
 /// the sandbox only when named, Stripe only with a non-empty key.
 pub fn provider_kind(args: &ServeArgs) -> Result<ProviderKind, String> {
+    if args.sandbox_api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        return Err("SANDBOX_API_KEY is set but empty".into());
+    }
     match (args.provider, args.stripe_secret_key.as_deref()) {
         (_, Some(key)) if key.trim().is_empty() => Err("STRIPE_SECRET_KEY is set but empty".into()),
         (Some(ProviderKind::Sandbox), Some(_)) => {
@@ -151,5 +154,8 @@ mod tests {
         assert!(provider_kind(&serve(&["--stripe-secret-key", ""])).unwrap_err().contains("empty"));
         assert!(provider_kind(&serve(&["--provider", "stripe"])).is_err());
         assert!(provider_kind(&serve(&["--provider", "sandbox", "--stripe-secret-key", "sk_x"])).is_err());
+        assert!(provider_kind(&serve(&["--provider", "sandbox", "--sandbox-api-key", " "]))
+            .unwrap_err()
+            .contains("empty"));
     }
 }

@@ -104,8 +104,9 @@ impl IntoResponse for ApiError {
                         tracing::error!(sqlstate = db.code().code(), error = %db, "unexpected database error");
                         error_body(status, kind, code, "internal error", None)
                     } else {
-                        // PM messages are written for users and never carry secrets.
-                        error_body(status, kind, code, db.message(), param)
+                        // PM messages are written for users and never carry secrets; PostgreSQL's
+                        // own (22P02 and the like) quote the input, so they are cut short.
+                        error_body(status, kind, code, &crate::extract::shortened(db.message().to_string()), param)
                     }
                 }
                 None => {

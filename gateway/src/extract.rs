@@ -23,7 +23,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
 /// A parser's message quotes the offending input (serde: `invalid type: string
 /// "…"`); keep at most 200 characters of it, so no answer grows with the input.
-fn shortened(message: String) -> String {
+pub fn shortened(message: String) -> String {
     match message.char_indices().nth(200) {
         None => message,
         Some((cut, _)) => format!("{}…", &message[..cut]),

@@ -37,6 +37,9 @@ async fn sandbox(args: SandboxArgs) -> Fallible {
         (Some(url), Some(secret)) => Some(payments_sandbox::WebhookTarget { url, secret }),
         _ => None,
     };
+    if args.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        return Err("SANDBOX_API_KEY is set but empty".into());
+    }
     let key = args.api_key.unwrap_or_else(payments_sandbox::new_api_key);
     tracing::warn!(sandbox_api_key = %key, "the sandbox accepts only this key; development only, no money moves");
     println!("listening on http://{} (sandbox)", listener.local_addr()?);

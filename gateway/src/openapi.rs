@@ -160,7 +160,7 @@ pub struct ErrorDetail {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct WebhookResult {
-    /// applied | noop | stale | ignored | pending_match | duplicate
+    /// applied | noop | stale | ignored | pending_match | mismatch | duplicate
     result: String,
     event_id: String,
     payment_id: Option<String>,

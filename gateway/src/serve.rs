@@ -1,4 +1,4 @@
-//! Accepting connections: axum's router on hyper's HTTP/1 and HTTP/2 server,
+//! Accepting connections: axum's router on hyper's HTTP/1 server,
 //! with what `axum::serve` does not offer: a deadline for a client to finish
 //! sending its request headers (a slow-headers client holds a connection and a
 //! task until then), and graceful shutdown of every open connection.
@@ -20,7 +20,9 @@ pub async fn serve(
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only: no wait to detect the protocol, and the header deadline runs
+    // from the first byte the connection owes us.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

@@ -179,18 +179,26 @@ mod tests {
         ));
         assert_eq!(r, "applied requires_action pi_1");
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.payment_events WHERE data::text LIKE '%secret%'"), 0);
-        // Same link again: fine. Another provider id for this payment, or this provider id for another payment: PM203.
+        // Same link again: fine. Another provider id for this payment: an anomaly, applied nowhere
+        // (recorded once however often it comes). This provider id for another payment: PM203.
         let r = one::<String>(&format!(
-            "SELECT outcome FROM payments.record_provider_result('{id}', 'sandbox', 'pi_1', 'succeeded', '{}')",
+            "SELECT outcome FROM payments.record_provider_result('{id}', 'sandbox', 'pi_1', 'processing', '{}')",
             intent("pi_1", 1234, "")
         ));
         assert_eq!(r, "applied");
-        assert_eq!(
-            sqlstate(&format!(
-                "SELECT payments.record_provider_result('{id}', 'sandbox', 'pi_2', 'succeeded', '{}')",
+        for _ in 0..2 {
+            let r = one::<String>(&format!(
+                "SELECT outcome || ' ' || status || ' ' || provider_payment_id
+                 FROM payments.record_provider_result('{id}', 'sandbox', 'pi_2', 'succeeded', '{}')",
                 intent("pi_2", 1234, "")
+            ));
+            assert_eq!(r, "mismatch processing pi_1");
+        }
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(kind, ',') FROM payments.open_anomalies WHERE payment_id = '{id}'"
             )),
-            "PM203"
+            "provider_payment_mismatch"
         );
         let other = create("r2", "1");
         assert_eq!(
@@ -337,8 +345,12 @@ mod tests {
         let id = create("pv1", "1");
         attempt("SELECT 1");
         Spi::run("SET LOCAL ROLE payments_gateway").unwrap();
-        for source in ["admin", "system"] {
+        for source in ["admin", "system", "provider", "webhook"] {
             assert_eq!(sqlstate(&format!("SELECT payments.transition('{id}', 'canceled', '{source}')")), "42501");
+        }
+        // Money shown moving by hand: only an administrator may.
+        for to in ["succeeded", "requires_capture", "processing"] {
+            assert_eq!(sqlstate(&format!("SELECT payments.transition('{id}', '{to}', 'api')")), "42501", "{to}");
         }
         assert_eq!(
             sqlstate(&format!("SELECT payments.record_provider_error('{id}', '{{\"type\": \"timeout\"}}')")),

@@ -8,8 +8,10 @@ use serde_json::{json, Value};
 
 use crate::bounded::Bounded;
 
-/// How many intents (and refunds) the sandbox keeps; older ones are forgotten.
-pub const MAX_OBJECTS: usize = 10_000;
+/// How many intents (and refunds, and stored idempotent answers) the sandbox
+/// keeps; older ones are forgotten. With Stripe's field limits an object is at
+/// most about 30 KB, so the sandbox stays under about 200 MB.
+pub const MAX_OBJECTS: usize = 2_000;
 
 /// A Stripe-shaped answer: HTTP status, body, and the events it caused.
 pub struct Outcome {
@@ -110,6 +112,15 @@ impl Objects {
             Ok(m) => m,
             Err(e) => return e,
         };
+        if params.get("description").is_some_and(|d| d.chars().count() > 1000) {
+            return error(
+                400,
+                "invalid_request_error",
+                "parameter_invalid",
+                "Invalid string: description must be at most 1000 characters.",
+                Some("description"),
+            );
+        }
         let id = new_id("pi");
         let intent = json!({
             "id": id, "object": "payment_intent", "amount": amount, "amount_capturable": 0, "amount_received": 0,

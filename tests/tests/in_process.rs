@@ -524,20 +524,11 @@ async fn generated_requests_never_get_a_server_error() {
 /// A payment linked to a real sandbox intent that stays `processing` (bank
 /// debit): its id and provider id.
 async fn processing_payment(app: &App, db: &tokio_postgres::Client, customer: &str) -> (String, String) {
-    let id: String = db
-        .query_one(
-            "SELECT id FROM payments.create_payment($1, $2, 10, 'USD', payment_method => 'pm_usBankAccount')",
-            &[&unique("proc"), &customer],
-        )
-        .await
-        .unwrap()
-        .get(0);
     let form = [("amount", "1000"), ("currency", "usd"), ("payment_method", "pm_usBankAccount"), ("confirm", "true")];
     let intent: Value = app
         .http
         .post(format!("{}/sandbox/v1/payment_intents", app.url))
         .bearer_auth(SANDBOX_KEY)
-        .header("Idempotency-Key", id.clone())
         .form(&form)
         .send()
         .await
@@ -546,12 +537,23 @@ async fn processing_payment(app: &App, db: &tokio_postgres::Client, customer: &s
         .await
         .unwrap();
     let pi = intent["id"].as_str().unwrap().to_string();
+    // Created and linked in one transaction: the reconciler never sees it unlinked.
+    db.batch_execute("BEGIN").await.unwrap();
+    let id: String = db
+        .query_one(
+            "SELECT id FROM payments.create_payment($1, $2, 10, 'USD', payment_method => 'pm_usBankAccount')",
+            &[&unique("proc"), &customer],
+        )
+        .await
+        .unwrap()
+        .get(0);
     db.execute(
         "SELECT payments.record_provider_result($1, $2, $3, 'processing', $4)",
         &[&id, &app.provider, &pi, &intent],
     )
     .await
     .unwrap();
+    db.batch_execute("COMMIT").await.unwrap();
     (id, pi)
 }
 

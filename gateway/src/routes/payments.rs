@@ -70,6 +70,15 @@ fn amount_schema() -> utoipa::openapi::schema::Schema {
 /// literal, never through a float. PostgreSQL's `numeric` input reads it.
 fn amount_text(raw: &RawValue) -> Result<String, ApiError> {
     let text = raw.get();
+    // No valid amount is this long (12 digits, a point, zeros): refuse before the
+    // database would parse, and quote, all of it.
+    if text.len() > 64 {
+        return Err(ApiError::invalid(
+            "amount_invalid",
+            "amount is not a decimal of at most 64 characters",
+            Some("amount"),
+        ));
+    }
     // RawValue holds valid JSON, so a leading digit or minus sign means a number.
     match text.as_bytes().first() {
         Some(b'"') => serde_json::from_str::<String>(text).map_err(|_| not_an_amount()),

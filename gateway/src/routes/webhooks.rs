@@ -15,7 +15,7 @@ use crate::routes::payments::json_response;
 #[utoipa::path(post, path = "/v1/webhooks/{provider}", tag = "webhooks",
     params(("provider" = String, Path, description = "The provider name the secret was added under")),
     request_body(content = String, description = "The provider's event, verified as the exact bytes received"),
-    responses((status = 200, description = "applied, noop, stale, ignored, pending_match or duplicate", body = crate::openapi::WebhookResult),
+    responses((status = 200, description = "applied, noop, stale, ignored, pending_match, mismatch or duplicate", body = crate::openapi::WebhookResult),
               (status = 400, description = "bad signature, timestamp outside the tolerance, or not an event", body = crate::openapi::ErrorBody)))]
 pub async fn receive(
     State(state): State<AppState>,
