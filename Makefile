@@ -13,7 +13,7 @@ export PGPORT DB GATEWAY_PORT
 # A server started with RUST_BACKTRACE set appends backtraces to error DETAIL.
 unexport RUST_BACKTRACE
 
-.PHONY: run test setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e bench bench-smoke
+.PHONY: run test setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e reliability bench bench-smoke
 
 run: setup install
 	cargo build --release --package payments-gateway
@@ -77,14 +77,32 @@ upgrade-test:
 	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
 		cargo test --package payments-e2e --test upgrade -- --ignored --test-threads=1
 
+# Every end-to-end suite, the reliability cases in their quick form; their table last.
 e2e:
 	cargo build --package payments-gateway
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(E2E_DB)
+	@rm -f .run/reliability.tsv
 	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
 	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
 	PAYMENTS_GATEWAY_BIN=$(TARGET_DIR)/debug/payments-gateway \
+	PAYMENTS_RELIABILITY_REPORT=$(CURDIR)/.run/reliability.tsv \
 		cargo test --package payments-e2e -- --test-threads=1
+	@scripts/reliability-table.sh .run/reliability.tsv
+
+# The long form (under 30 minutes): more kills, keys, payments and fuzzing runs.
+reliability: setup install-debug
+	cargo build --package payments-gateway
+	@scripts/cluster.sh start
+	@scripts/cluster.sh createdb $(E2E_DB)
+	@rm -f .run/reliability.tsv
+	RELIABILITY=long \
+	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
+	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
+	PAYMENTS_GATEWAY_BIN=$(TARGET_DIR)/debug/payments-gateway \
+	PAYMENTS_RELIABILITY_REPORT=$(CURDIR)/.run/reliability.tsv \
+		cargo test --package payments-e2e --test reliability --test webhooks --test in_process -- --test-threads=1
+	@scripts/reliability-table.sh .run/reliability.tsv
 
 stop:
 	@if [ -s .run/gateway.pid ]; then kill $$(cat .run/gateway.pid) 2>/dev/null || true; rm -f .run/gateway.pid; fi

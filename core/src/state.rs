@@ -275,6 +275,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any sequence of requests from any sources: a payment never leaves a
+        /// final status and never moves back in its lifecycle.
+        #[test]
+        fn random_sequences_never_leave_a_final_state_or_move_backwards(
+            steps in proptest::collection::vec((0..ALL.len(), 0..Source::ALL.len()), 0..40)
+        ) {
+            let mut status = RequiresPaymentMethod;
+            for (to, source) in steps {
+                let (to, source) = (ALL[to], Source::ALL[source]);
+                let before = status;
+                if decide(status, to, source) == Decision::Apply {
+                    status = to;
+                }
+                proptest::prop_assert!(status.rank() >= before.rank());
+                proptest::prop_assert!(!before.is_terminal() || status == before);
+            }
+        }
+    }
+
     #[test]
     fn a_payment_method_decides_the_initial_status() {
         assert_eq!(initial_status(false), RequiresPaymentMethod);

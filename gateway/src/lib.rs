@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod fault;
 pub mod openapi;
 pub mod provider;
 pub mod reconciler;

@@ -128,3 +128,28 @@ pub async fn webhook_secret(provider: &str) -> String {
         .unwrap();
     secret
 }
+
+/// Whether the long form of the reliability suite runs (`make reliability`
+/// sets `RELIABILITY=long`); `make test` runs the quick form.
+pub fn long_form() -> bool {
+    std::env::var("RELIABILITY").is_ok_and(|v| v == "long")
+}
+
+/// `quick` in `make test`, `long` in `make reliability`.
+pub fn sized(quick: usize, long: usize) -> usize {
+    if long_form() {
+        long
+    } else {
+        quick
+    }
+}
+
+/// Adds a row to the reliability table (`$PAYMENTS_RELIABILITY_REPORT`, one
+/// tab-separated line per case: case, trials, failures, figure). A test
+/// reports before it asserts, so a failing case still shows in the table.
+pub fn report(case: &str, trials: usize, failures: usize, figure: &str) {
+    use std::io::Write;
+    let Ok(path) = std::env::var("PAYMENTS_RELIABILITY_REPORT") else { return };
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the report");
+    writeln!(file, "{case}\t{trials}\t{failures}\t{figure}").expect("write the report");
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 use payments_core::state::Status;
 use payments_core::webhook::{events::stripe_payment_status, stripe};
-use payments_e2e::{connect, unique};
+use payments_e2e::{connect, report, sized, unique};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -105,7 +105,9 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
     let mut rng = fastrand::Rng::with_seed(0xC0FFEE);
     let mut deliveries = Vec::new();
     let mut payments = Vec::new(); // (payment id, provider id, linked late, expected status)
-    for i in 0..200usize {
+    let count = sized(200, 1000);
+    let mut mismatched = 0;
+    for i in 0..count {
         let id: String = db
             .query_one(
                 "SELECT id FROM payments.create_payment($1, 'cust_wh', 10, 'USD', payment_method => 'pm_card_visa')",
@@ -128,15 +130,16 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
             .unwrap();
         }
         let metadata = if by_metadata { json!({ "payment_id": id }) } else { json!({}) };
-        let event = |event_id: String, event_type: &str, created: i64| {
+        let event_for = |event_id: String, event_type: &str, created: i64, amount: i64| {
             json!({
                 "id": event_id, "object": "event", "type": event_type, "created": created,
                 "data": { "object": {
-                    "id": pi, "object": "payment_intent", "amount": 1000, "currency": "usd",
-                    "amount_received": 1000, "amount_capturable": 1000, "metadata": metadata } }
+                    "id": pi, "object": "payment_intent", "amount": amount, "currency": "usd",
+                    "amount_received": amount, "amount_capturable": amount, "metadata": metadata } }
             })
             .to_string()
         };
+        let event = |event_id: String, event_type: &str, created: i64| event_for(event_id, event_type, created, 1000);
 
         let stream = STREAMS[i % STREAMS.len()];
         let mut expected = Status::RequiresConfirmation;
@@ -161,6 +164,18 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
             let body = event(format!("evt_{run}_{i}_old"), "payment_intent.payment_failed", now - 3600);
             let signature = stripe::sign(&secret, now - 3600, body.as_bytes());
             deliveries.push(Delivery { body, signature, expect: Err("PM302") });
+        }
+        if i % 11 == 0 {
+            let body = event(format!("evt_{run}_{i}_garbled"), "payment_intent.succeeded", now);
+            let signature = format!("t={now},v1={}", "0".repeat(64));
+            deliveries.push(Delivery { body, signature, expect: Err("PM301") });
+        }
+        if i % 6 == 0 {
+            // A correctly signed event about other money: recorded as an anomaly, never applied.
+            mismatched += 1;
+            let body = event_for(format!("evt_{run}_{i}_mismatch"), "payment_intent.succeeded", now - 50, 1);
+            let signature = stripe::sign(&secret, now, body.as_bytes());
+            deliveries.push(Delivery { body, signature, expect: Ok(()) });
         }
         payments.push((id, pi, late, expected));
     }
@@ -211,25 +226,38 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
         .into_iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    let wrong = payments.iter().filter(|(id, _, _, expected)| statuses[id] != expected.as_str()).count();
+    let ids: Vec<String> = payments.iter().map(|p| p.0.clone()).collect();
+    let anomalies: i64 = db
+        .query_one("SELECT count(*) FROM payments.anomalies WHERE payment_id = ANY($1)", &[&ids])
+        .await
+        .unwrap()
+        .get(0);
+    report(
+        "webhook chaos: shuffled, duplicated, forged, garbled, replayed, mismatched",
+        count,
+        wrong + (anomalies as usize).abs_diff(mismatched),
+        &format!("{} deliveries; {wrong} payments off their in-order status; {anomalies} of {mismatched} mismatches held as anomalies", deliveries.len()),
+    );
     for (id, _, _, expected) in &payments {
         assert_eq!(statuses[id], expected.as_str(), "payment {id}");
     }
+    assert_eq!(anomalies as usize, mismatched, "every mismatched event is an anomaly, none applied");
 
     let stored = db
         .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE event_id LIKE '%forged' OR event_id LIKE '%old'),
+            "SELECT count(*), count(*) FILTER (WHERE event_id LIKE '%forged' OR event_id LIKE '%old' OR event_id LIKE '%garbled'),
                     (SELECT count(*) FROM payments.webhook_pending WHERE provider = $1)
              FROM payments.webhook_events WHERE provider = $1",
             &[&provider],
         )
         .await
         .unwrap();
-    let distinct_valid: usize = (0..200).map(|i| STREAMS[i % STREAMS.len()].len()).sum();
+    let distinct_valid: usize = (0..count).map(|i| STREAMS[i % STREAMS.len()].len()).sum::<usize>() + mismatched;
     assert_eq!(stored.get::<_, i64>(0) as usize, distinct_valid, "each verified event stored exactly once");
     assert_eq!(stored.get::<_, i64>(1), 0, "no forged or replayed event is stored");
     assert_eq!(stored.get::<_, i64>(2), 0, "every early event was applied once its payment was linked");
 
-    let ids: Vec<String> = payments.iter().map(|p| p.0.clone()).collect();
     let broken =
         db.query("SELECT v.* FROM unnest($1::text[]) id, payments.verify_event_chain(id) v", &[&ids]).await.unwrap();
     assert!(broken.is_empty(), "every history verifies");

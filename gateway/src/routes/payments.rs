@@ -144,7 +144,9 @@ pub async fn create(
         let status = provider::status_of(&row)?;
         // The provider may take seconds: no pooled connection waits on it.
         drop(db);
+        crate::fault::point("before_provider_call");
         let answer = state.provider.create_payment(&charge).await;
+        crate::fault::point("after_provider_answer");
         let db = state.pool.get().await?;
         if let Some(recorded) = provider::record(&db, state.provider.name(), &charge.payment_id, status, answer).await?
         {
