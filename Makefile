@@ -13,7 +13,7 @@ export PGPORT DB GATEWAY_PORT
 # A server started with RUST_BACKTRACE set appends backtraces to error DETAIL.
 unexport RUST_BACKTRACE
 
-.PHONY: run test setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e reliability bench bench-smoke
+.PHONY: run test setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e reliability reliability-reset fuzz-quick bench bench-smoke
 
 run: setup install
 	cargo build --release --package payments-gateway
@@ -22,7 +22,7 @@ run: setup install
 	@GATEWAY_BIN=$(TARGET_DIR)/release/payments-gateway scripts/run-gateway.sh
 	@scripts/run-banner.sh
 
-test: setup lint unit pgrx-test upgrade-test install-debug e2e bench-smoke
+test: setup lint unit pgrx-test upgrade-test install-debug reliability-reset fuzz-quick e2e bench-smoke
 	@echo "make test: all suites passed"
 
 # The full benchmark (about 15 minutes; not part of make test). See bench/README.md.
@@ -57,6 +57,7 @@ install-releases:
 # The lint gate: formatting and clippy with warnings as errors.
 lint:
 	cargo fmt --all --check
+	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 unit:
@@ -77,12 +78,18 @@ upgrade-test:
 	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
 		cargo test --package payments-e2e --test upgrade -- --ignored --test-threads=1
 
-# Every end-to-end suite, the reliability cases in their quick form; their table last.
+# The reliability table's rows: fuzzing first, then the end-to-end cases.
+reliability-reset:
+	@mkdir -p .run && rm -f .run/reliability.tsv
+
+fuzz-quick:
+	scripts/fuzz.sh 200000 $(CURDIR)/.run/reliability.tsv
+
+# Every end-to-end suite, the reliability cases in their quick form; the table last.
 e2e:
 	cargo build --package payments-gateway
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(E2E_DB)
-	@rm -f .run/reliability.tsv
 	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
 	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
 	PAYMENTS_GATEWAY_BIN=$(TARGET_DIR)/debug/payments-gateway \
@@ -91,11 +98,11 @@ e2e:
 	@scripts/reliability-table.sh .run/reliability.tsv
 
 # The long form (under 30 minutes): more kills, keys, payments and fuzzing runs.
-reliability: setup install-debug
+reliability: setup install-debug reliability-reset
+	scripts/fuzz.sh 10000000 $(CURDIR)/.run/reliability.tsv
 	cargo build --package payments-gateway
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(E2E_DB)
-	@rm -f .run/reliability.tsv
 	RELIABILITY=long \
 	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
 	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \

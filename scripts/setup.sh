@@ -23,6 +23,12 @@ if [[ "$(cargo pgrx --version 2>/dev/null)" != "cargo-pgrx $PGRX_VERSION" ]]; th
   cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
 fi
 
+# cargo fuzz runs the libFuzzer targets in fuzz/ (make test: a bounded run).
+if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz 0.13.2" ]]; then
+  echo "setup: installing cargo-fuzz 0.13.2"
+  cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+
 # Point pgrx at Debian's PostgreSQL 15; it must never download its own.
 if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
   cargo pgrx init --pg15 "$PG_CONFIG"
