@@ -13,7 +13,7 @@ export PGPORT DB GATEWAY_PORT
 # A server started with RUST_BACKTRACE set appends backtraces to error DETAIL.
 unexport RUST_BACKTRACE
 
-.PHONY: run test setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e reliability reliability-reset fuzz-quick bench bench-smoke
+.PHONY: run test setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e reliability fuzz-quick bench bench-smoke
 
 run: setup install
 	cargo build --release --package payments-gateway
@@ -22,7 +22,7 @@ run: setup install
 	@GATEWAY_BIN=$(TARGET_DIR)/release/payments-gateway scripts/run-gateway.sh
 	@scripts/run-banner.sh
 
-test: setup lint unit pgrx-test upgrade-test install-debug reliability-reset fuzz-quick e2e bench-smoke
+test: setup lint unit pgrx-test upgrade-test install-debug fuzz-quick e2e bench-smoke
 	@echo "make test: all suites passed"
 
 # The full benchmark (about 15 minutes; not part of make test). See bench/README.md.
@@ -78,38 +78,36 @@ upgrade-test:
 	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
 		cargo test --package payments-e2e --test upgrade -- --ignored --test-threads=1
 
-# The reliability table's rows: fuzzing first, then the end-to-end cases.
-reliability-reset:
-	@mkdir -p .run && rm -f .run/reliability.tsv
-
+# The reliability table: cargo fuzz's rows (.run/fuzz.tsv) and the end-to-end
+# cases' (.run/reliability.tsv), printed even when a case failed.
 fuzz-quick:
-	scripts/fuzz.sh 200000 $(CURDIR)/.run/reliability.tsv
+	@mkdir -p .run && rm -f .run/fuzz.tsv
+	scripts/fuzz.sh 200000 $(CURDIR)/.run/fuzz.tsv
+
+E2E_ENV = PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
+	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
+	PAYMENTS_GATEWAY_BIN=$(TARGET_DIR)/debug/payments-gateway \
+	PAYMENTS_RELIABILITY_REPORT=$(CURDIR)/.run/reliability.tsv
 
 # Every end-to-end suite, the reliability cases in their quick form; the table last.
 e2e:
 	cargo build --package payments-gateway
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(E2E_DB)
-	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
-	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
-	PAYMENTS_GATEWAY_BIN=$(TARGET_DIR)/debug/payments-gateway \
-	PAYMENTS_RELIABILITY_REPORT=$(CURDIR)/.run/reliability.tsv \
-		cargo test --package payments-e2e -- --test-threads=1
-	@scripts/reliability-table.sh .run/reliability.tsv
+	@rm -f .run/reliability.tsv
+	@$(E2E_ENV) cargo test --package payments-e2e -- --test-threads=1; status=$$?; \
+		scripts/reliability-table.sh .run/fuzz.tsv .run/reliability.tsv && exit $$status
 
-# The long form (under 30 minutes): more kills, keys, payments and fuzzing runs.
-reliability: setup install-debug reliability-reset
-	scripts/fuzz.sh 10000000 $(CURDIR)/.run/reliability.tsv
+# The long form (about 15 minutes): 10 million runs per fuzz target, more kills, keys, payments.
+reliability: setup install-debug
+	@mkdir -p .run && rm -f .run/fuzz.tsv .run/reliability.tsv
+	scripts/fuzz.sh 10000000 $(CURDIR)/.run/fuzz.tsv
 	cargo build --package payments-gateway
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(E2E_DB)
-	RELIABILITY=long \
-	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
-	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
-	PAYMENTS_GATEWAY_BIN=$(TARGET_DIR)/debug/payments-gateway \
-	PAYMENTS_RELIABILITY_REPORT=$(CURDIR)/.run/reliability.tsv \
-		cargo test --package payments-e2e --test reliability --test webhooks --test in_process -- --test-threads=1
-	@scripts/reliability-table.sh .run/reliability.tsv
+	@RELIABILITY=long $(E2E_ENV) cargo test --package payments-e2e --test reliability --test webhooks \
+		--test in_process -- --test-threads=1; status=$$?; \
+		scripts/reliability-table.sh .run/fuzz.tsv .run/reliability.tsv && exit $$status
 
 stop:
 	@if [ -s .run/gateway.pid ]; then kill $$(cat .run/gateway.pid) 2>/dev/null || true; rm -f .run/gateway.pid; fi

@@ -8,8 +8,10 @@ REPORT=$2
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/fuzz"
 cd "$ROOT/fuzz"
+targets=$(cargo fuzz list)
+[ -n "$targets" ] || { echo "fuzz: no targets" >&2; exit 1; }
 status=0
-for target in $(cargo fuzz list); do
+for target in $targets; do
   mkdir -p "corpus/$target"
   started=$(date +%s)
   if out=$(cargo fuzz run --sanitizer none -O "$target" -- -runs="$RUNS" 2>&1); then failed=0; else failed=1; status=1; fi

@@ -70,7 +70,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RECONCILE_MIN_AGE_MS", default_value_t = 10_000)]
     pub reconcile_min_age_ms: u64,
     /// How long a claimed payment is left to this gateway before another may
-    /// take it (never less than PROVIDER_TIMEOUT_MS); grows with each attempt.
+    /// take it (never less than twice PROVIDER_TIMEOUT_MS); grows with each attempt.
     #[arg(long, env = "RECONCILE_LEASE_MS", default_value_t = 30_000)]
     pub reconcile_lease_ms: u64,
     #[command(flatten)]

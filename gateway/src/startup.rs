@@ -82,7 +82,8 @@ impl Application {
         let pace = reconciler::Pace {
             interval: Duration::from_millis(self.args.reconcile_interval_ms),
             min_age: Duration::from_millis(self.args.reconcile_min_age_ms),
-            lease: Duration::from_millis(self.args.reconcile_lease_ms.max(self.args.provider_timeout_ms)),
+            // A lease outlives the provider call it covers, with as long again to record the answer.
+            lease: Duration::from_millis(self.args.reconcile_lease_ms.max(2 * self.args.provider_timeout_ms)),
         };
         let reconciler = tokio::spawn(reconciler::run(self.state.clone(), pace));
         // Tests and scripts read this line to find the port.

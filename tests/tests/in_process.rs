@@ -596,7 +596,7 @@ async fn a_webhook_is_not_held_up_by_a_slow_provider_call() {
     ])
     .await;
     let db = payments_e2e::connect().await;
-    let (id, pi) = processing_payment(&app, &db, "cust_slow").await;
+    // The provider is slow before the payment exists, so the reconciler's first call is slow too.
     let slow = app
         .http
         .post(format!("{}/sandbox/_sandbox/config", app.url))
@@ -606,6 +606,7 @@ async fn a_webhook_is_not_held_up_by_a_slow_provider_call() {
         .await
         .unwrap();
     assert!(slow.status().is_success());
+    let (id, pi) = processing_payment(&app, &db, "cust_slow").await;
     // Wait until the reconciler has claimed it (and is waiting on the provider).
     let mut claimed = false;
     for _ in 0..100 {
@@ -646,7 +647,7 @@ async fn webhooks_the_reconciler_and_the_api_share_payments_without_deadlock_or_
             "--reconcile-lease-ms",
             "1",
             "--provider-timeout-ms",
-            "1000",
+            "200",
             "--sandbox-latency-ms",
             "2",
             "--sandbox-async-delay-ms",
@@ -662,6 +663,30 @@ async fn webhooks_the_reconciler_and_the_api_share_payments_without_deadlock_or_
     }
     let payments = std::sync::Arc::new(payments);
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    // SQL writers lock the same rows as commands do: a cancel the state machine
+    // refuses (PM202, after taking the row lock) and a provider failure (row lock, history).
+    let sql_writer = {
+        let payments = payments.clone();
+        tokio::spawn(async move {
+            let db = payments_e2e::connect().await;
+            let mut rng = fastrand::Rng::with_seed(99);
+            let mut codes: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
+            for _ in 0..300 {
+                let (id, _) = &payments[rng.usize(..payments.len())];
+                let result = if rng.bool() {
+                    db.execute("SELECT payments.transition($1, 'canceled', 'api')", &[id]).await
+                } else {
+                    db.execute("SELECT payments.record_provider_error($1, '{\"type\": \"timeout\"}')", &[id]).await
+                };
+                let code = match result {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => e.code().map_or("?".to_string(), |c| c.code().to_string()),
+                };
+                *codes.entry(code).or_default() += 1;
+            }
+            codes
+        })
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..4u64 {
         let (app, payments, key) = (app.clone(), payments.clone(), key.clone());
@@ -693,10 +718,12 @@ async fn webhooks_the_reconciler_and_the_api_share_payments_without_deadlock_or_
             *answers.entry(s.as_u16()).or_insert(0u32) += 1;
         }
     }
-    let rounds: u32 = answers.values().sum();
-    println!("{rounds} webhook and API calls beside the reconciler, answers by status: {answers:?}");
+    let sql_codes = sql_writer.await.unwrap();
+    let rounds: u32 = answers.values().sum::<u32>() + sql_codes.values().sum::<u32>();
+    println!("{rounds} webhook, HTTP and SQL calls beside the reconciler: {answers:?}, SQL {sql_codes:?}");
     let not_200: u32 = answers.iter().filter(|(s, _)| **s != 200).map(|(_, n)| n).sum();
-    assert_eq!(answers.keys().copied().collect::<Vec<_>>(), vec![200], "every call answered 200: {answers:?}");
+    let unexpected_sql: u32 =
+        sql_codes.iter().filter(|(c, _)| !["ok", "PM202"].contains(&c.as_str())).map(|(_, n)| n).sum();
 
     let ids: Vec<String> = payments.iter().map(|(id, _)| id.clone()).collect();
     let row = db
@@ -719,16 +746,20 @@ async fn webhooks_the_reconciler_and_the_api_share_payments_without_deadlock_or_
         .unwrap();
     let (broken, attempts, lost, invented, duplicated): (i64, i32, i64, i64, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let deadlocks = sql_codes.get("40P01").copied().unwrap_or(0) + answers.get(&409).copied().unwrap_or(0);
     payments_e2e::report(
-        "webhooks, the reconciler and the API on the same payments",
+        "webhooks, the reconciler, HTTP reads and SQL writes on the same payments",
         rounds as usize,
-        not_200 as usize + (broken + lost + invented + duplicated) as usize,
+        (not_200 + unexpected_sql) as usize + (broken + lost + invented + duplicated) as usize,
         &format!(
-            "{not_200} answers other than 200 (deadlock: 409), {broken} broken chains, {lost} lost, \
-             {invented} invented, {duplicated} duplicated events; {attempts} reconciler claims of one payment"
+            "{deadlocks} deadlocks (40P01, or 409 over HTTP), {not_200} HTTP answers other than 200, \
+             {unexpected_sql} SQL errors other than PM202; {broken} broken chains, {lost} lost, {invented} invented, \
+             {duplicated} duplicated events; {attempts} reconciler claims of one payment"
         ),
     );
     assert!(rounds >= 1000);
+    assert_eq!(answers.keys().copied().collect::<Vec<_>>(), vec![200], "every call answered 200: {answers:?}");
+    assert_eq!(unexpected_sql, 0, "SQL writers: {sql_codes:?}");
     assert_eq!(broken, 0, "every chain intact");
     assert!(attempts > 1, "the reconciler worked the same payments meanwhile");
     assert_eq!(lost, 0, "every applied or stale webhook is in its payment's history");
