@@ -315,9 +315,19 @@ impl Cluster {
     fn kill_postmaster(&self) {
         let pid = std::fs::read_to_string(self.data.join("postmaster.pid")).unwrap();
         let pid = pid.lines().next().unwrap().trim().to_string();
-        let children = std::process::Command::new("pgrep").args(["-P", &pid]).output().unwrap();
-        let children: Vec<String> = String::from_utf8_lossy(&children.stdout).lines().map(str::to_string).collect();
-        std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
+        // Its children, from /proc (field 4 of /proc/N/stat is the parent's pid).
+        let children: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|n| {
+                std::fs::read_to_string(format!("/proc/{n}/stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)) == Some(pid.as_str())
+                })
+            })
+            .collect();
+        // The shell's own kill: no procps needed.
+        std::process::Command::new("sh").args(["-c", &format!("kill -9 {pid}")]).status().unwrap();
         for child in children {
             while std::path::Path::new(&format!("/proc/{child}")).exists() {
                 std::thread::sleep(Duration::from_millis(20));
