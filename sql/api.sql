@@ -297,13 +297,11 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_outcome text;
 BEGIN
-    -- The history says who asked: admin and system moves are payments_admin's to make.
-    IF source IN ('admin', 'system') AND NOT pg_has_role(payments._invoker(), 'payments_admin', 'MEMBER') THEN
-        RAISE EXCEPTION 'only members of payments_admin may record source %', source USING ERRCODE = '42501';
-    END IF;
-    -- Money is shown moving only by the provider's evidence (record_provider_result,
-    -- ingest_webhook check it); by hand, only an administrator may say so.
-    IF (source IN ('provider', 'webhook') OR to_status IN ('processing', 'requires_capture', 'succeeded'))
+    -- The history says who asked, and money is shown moving only by the provider's
+    -- evidence (record_provider_result and ingest_webhook check it): admin, system,
+    -- provider and webhook moves, and moves that say money moved, are payments_admin's.
+    IF (source IN ('admin', 'system', 'provider', 'webhook')
+        OR to_status IN ('processing', 'requires_capture', 'succeeded'))
        AND NOT pg_has_role(payments._invoker(), 'payments_admin', 'MEMBER') THEN
         RAISE EXCEPTION 'only members of payments_admin may move a payment to % as %', payments._shown(to_status),
             payments._shown(source) USING ERRCODE = '42501',
@@ -353,7 +351,8 @@ $$;
 COMMENT ON FUNCTION payments._link_provider(text, text, text) IS
     'Internal: links a payment to its provider payment id once (PM203 if either side is linked elsewhere), then applies webhooks that were waiting for that id. The caller holds _lock_provider_payment.';
 
-CREATE FUNCTION payments._evidence_problem_for(p_payment_id text, p_to text, p_object jsonb) RETURNS text
+CREATE FUNCTION payments._evidence_problem_for(p_payment_id text, p_to text, p_object jsonb, p_provider text,
+                                               p_provider_payment_id text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_payment payments.payments%ROWTYPE;
@@ -362,13 +361,18 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
     END IF;
+    -- Another object than the one the payment is linked to is no evidence, whatever its money.
+    IF v_payment.provider_payment_id IS NOT NULL
+       AND (v_payment.provider, v_payment.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
+        RETURN 'provider_payment_mismatch';
+    END IF;
     RETURN payments._evidence_problem(v_payment.amount_minor, v_payment.currency, p_to,
                                       p_object ->> 'amount', p_object ->> 'currency',
                                       p_object ->> 'amount_received', p_object ->> 'amount_capturable');
 END
 $$;
-COMMENT ON FUNCTION payments._evidence_problem_for(text, text, jsonb) IS
-    'Internal: why a provider object is no evidence for moving the payment to a status (an anomaly kind), or NULL. PM204 for an unknown payment.';
+COMMENT ON FUNCTION payments._evidence_problem_for(text, text, jsonb, text, text) IS
+    'Internal: why a provider object (the given provider''s object id) is no evidence for moving the payment to a status: another object than the one the payment is linked to, or other money (an anomaly kind); NULL when it is evidence. PM204 for an unknown payment.';
 COMMENT ON FUNCTION payments._evidence_problem(bigint, text, text, text, text, text, text) IS
     'Internal: the anomaly kind when the money fields of a provider object (amount, currency, and amount_received for succeeded or amount_capturable for requires_capture) differ from the payment''s; NULL when they match.';
 
@@ -445,15 +449,8 @@ BEGIN
     END IF;
     -- A provider object moves a payment or is linked to it only when it asks for the same money.
     IF record_provider_result.provider_payment_id IS NOT NULL OR status IN ('succeeded', 'requires_capture') THEN
-        v_problem := payments._evidence_problem_for(record_provider_result.payment_id, status, v_response);
-        -- Another object than the one the payment is linked to is no evidence either.
-        IF v_problem IS NULL AND EXISTS (
-            SELECT 1 FROM payments.payments p
-            WHERE p.id = record_provider_result.payment_id AND p.provider_payment_id IS NOT NULL
-              AND (p.provider, p.provider_payment_id)
-                  IS DISTINCT FROM (record_provider_result.provider, record_provider_result.provider_payment_id)) THEN
-            v_problem := 'provider_payment_mismatch';
-        END IF;
+        v_problem := payments._evidence_problem_for(record_provider_result.payment_id, status, v_response, provider,
+                                                    record_provider_result.provider_payment_id);
         IF v_problem IS NOT NULL THEN
             PERFORM payments._record_anomaly(record_provider_result.payment_id, v_problem, 'provider', provider,
                                              record_provider_result.provider_payment_id, payments._observed(v_response));

@@ -166,7 +166,8 @@ BEGIN
         ORDER BY wp.event_created, wp.event_id
     LOOP
         v_object := convert_from(w.body, 'UTF8')::jsonb -> 'data' -> 'object';
-        v_problem := payments._evidence_problem_for(p_payment_id, w.to_status, v_object);
+        v_problem := payments._evidence_problem_for(p_payment_id, w.to_status, v_object, p_provider,
+                                                    p_provider_payment_id);
         IF v_problem IS NOT NULL THEN
             PERFORM payments._record_anomaly(p_payment_id, v_problem, 'webhook', p_provider, p_provider_payment_id,
                                              payments._observed(v_object) || jsonb_build_object('webhook_event_id', w.event_id));
@@ -254,7 +255,7 @@ DECLARE
     v_to      text := payments._stripe_event_status(p_event_type);
     v_ppid    text := p_object ->> 'id';
     v_hint    text := p_object -> 'metadata' ->> 'payment_id';
-    v_linked  text;
+    v_by_hint boolean := false;
     v_problem text;
 BEGIN
     IF v_to IS NULL OR v_ppid IS NULL THEN
@@ -264,19 +265,15 @@ BEGIN
     PERFORM payments._lock_provider_payment(p_provider, v_ppid);
     SELECT p.id INTO payment_id FROM payments.payments p
     WHERE p.provider = p_provider AND p.provider_payment_id = v_ppid;
+    IF payment_id IS NULL AND v_hint IS NOT NULL THEN
+        -- Our own id in metadata: the object is linked to that payment if it is evidence for it.
+        SELECT p.id INTO payment_id FROM payments.payments p WHERE p.id = v_hint;
+        v_by_hint := true;
+    END IF;
     IF payment_id IS NOT NULL THEN
-        v_problem := payments._evidence_problem_for(payment_id, v_to, p_object);
-    ELSIF v_hint IS NOT NULL THEN
-        -- Our own id in metadata: the object may be linked to that payment, if
-        -- it is not linked to another and asks for the same money.
-        SELECT p.id, p.provider_payment_id INTO payment_id, v_linked FROM payments.payments p WHERE p.id = v_hint;
-        IF v_linked IS NOT NULL THEN
-            v_problem := 'provider_payment_mismatch';
-        ELSIF payment_id IS NOT NULL THEN
-            v_problem := payments._evidence_problem_for(payment_id, v_to, p_object);
-            IF v_problem IS NULL THEN
-                PERFORM payments._link_provider(payment_id, p_provider, v_ppid);
-            END IF;
+        v_problem := payments._evidence_problem_for(payment_id, v_to, p_object, p_provider, v_ppid);
+        IF v_problem IS NULL AND v_by_hint THEN
+            PERFORM payments._link_provider(payment_id, p_provider, v_ppid);
         END IF;
     END IF;
     IF payment_id IS NULL THEN

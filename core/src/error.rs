@@ -50,9 +50,27 @@ impl Error {
     }
 }
 
+/// Caller input as a message quotes it: whole up to `max` characters, else its
+/// start and its length, so no message (or log line) grows with the input; a
+/// numeric such as 1e131071 is 131,072 digits long. The SQL layer's
+/// `payments._shown` does the same.
+pub fn shown(input: &str, max: usize) -> String {
+    match input.char_indices().nth(max) {
+        None => input.to_string(),
+        Some((cut, _)) => format!("{}… ({} characters)", &input[..cut], input.chars().count()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_input_is_quoted_by_its_start_and_length() {
+        assert_eq!(shown("49.999", 40), "49.999");
+        let cut = shown(&"é".repeat(5000), 200);
+        assert!(cut.starts_with(&"é".repeat(200)) && cut.ends_with("… (5000 characters)"), "{cut}");
+    }
 
     #[test]
     fn every_variant_has_a_distinct_pm_sqlstate() {

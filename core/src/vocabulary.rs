@@ -86,12 +86,17 @@ impl Kind {
         }
     }
 
+    /// What CHECK constraints ask on every insert: no allocation.
     pub fn allows(self, value: &str) -> bool {
         match self {
             Kind::Status => Status::parse(value).is_some(),
             Kind::Source => Source::parse(value).is_some(),
+            Kind::CaptureMethod => CAPTURE_METHODS.contains(&value),
             Kind::WebhookScheme => Scheme::parse(value).is_some(),
-            _ => self.values().contains(&value),
+            Kind::ApiKeyScope => API_KEY_SCOPES.contains(&value),
+            Kind::Outcome => OUTCOMES.contains(&value),
+            Kind::WebhookResult => WEBHOOK_RESULTS.contains(&value),
+            Kind::AnomalyKind => evidence::ALL.iter().any(|a| a.as_str() == value),
         }
     }
 }

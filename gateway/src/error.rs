@@ -72,6 +72,9 @@ pub fn map_sqlstate(code: &str) -> (StatusCode, &'static str, &'static str, Opti
     (status, c.kind.as_str(), c.name, c.param)
 }
 
+/// How much of a parser's or PostgreSQL's message (which quote input) an answer carries.
+pub const QUOTED: usize = 200;
+
 pub fn error_body(status: StatusCode, kind: &str, code: &str, message: &str, param: Option<&str>) -> Response {
     let body = json!({ "error": { "type": kind, "code": code, "message": message, "param": param } });
     (status, Json(body)).into_response()
@@ -106,7 +109,7 @@ impl IntoResponse for ApiError {
                     } else {
                         // PM messages are written for users and never carry secrets; PostgreSQL's
                         // own (22P02 and the like) quote the input, so they are cut short.
-                        error_body(status, kind, code, &crate::extract::shortened(db.message().to_string()), param)
+                        error_body(status, kind, code, &payments_core::error::shown(db.message(), QUOTED), param)
                     }
                 }
                 None => {

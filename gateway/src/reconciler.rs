@@ -9,7 +9,6 @@
 //! payment whose recording fails never holds up the others (its lease grows
 //! with each attempt).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -28,7 +27,7 @@ pub struct Pace {
     pub interval: Duration,
     /// How long a payment must be untouched before it is taken over.
     pub min_age: Duration,
-    /// How long a claim keeps other replicas away (at least the provider timeout).
+    /// How long a claim keeps other replicas away (at least twice the provider timeout).
     pub lease: Duration,
 }
 
@@ -62,18 +61,13 @@ pub async fn reconcile_once(state: &AppState, pace: Pace) -> Result<usize, ApiEr
     for row in rows {
         let state = state.clone();
         work.spawn(async move {
-            let payment_id: String = row.try_get("id")?;
             if let Err(e) = finish(&state, &row).await {
+                let payment_id = row.try_get::<_, &str>("id").unwrap_or_default();
                 tracing::warn!(payment_id, error = %e, "reconciling a payment failed; it is retried after its lease");
             }
-            Ok::<_, ApiError>(())
         });
     }
-    while let Some(done) = work.join_next().await {
-        if let Ok(Err(e)) = done {
-            tracing::warn!(error = %e, "a claimed row could not be read");
-        }
-    }
+    while work.join_next().await.is_some() {}
     Ok(claimed)
 }
 
@@ -82,7 +76,7 @@ pub async fn reconcile_once(state: &AppState, pace: Pace) -> Result<usize, ApiEr
 async fn finish(state: &AppState, row: &tokio_postgres::Row) -> Result<(), ApiError> {
     let payment_id: String = row.try_get("id")?;
     let kind: &str = row.try_get("kind")?;
-    let provider: &Arc<dyn provider::Provider> = &state.provider;
+    let provider = &state.provider;
     let answer = match (kind, Charge::from_row(row)?) {
         ("create", Some(charge)) => provider.create_payment(&charge).await,
         _ => provider.retrieve_payment(row.try_get("provider_payment_id")?).await,

@@ -31,14 +31,13 @@ impl Application {
     /// The provider is Stripe (with `STRIPE_SECRET_KEY`) or, only when asked
     /// for with `--provider sandbox`, the embedded sandbox at `/sandbox`; with
     /// neither, building fails and says so.
-    pub async fn build(args: ServeArgs) -> Fallible<Application> {
+    pub async fn build(mut args: ServeArgs) -> Fallible<Application> {
         let kind = config::provider_kind(&args)?;
         let listener = TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
         let pool = db::pool(&args.database_url, args.pool_size, Duration::from_millis(args.pool_wait_ms))?;
         let provider_timeout = Duration::from_millis(args.provider_timeout_ms);
         let name = args.provider_name.clone().unwrap_or_else(|| kind.as_str().to_string());
-        let mut args = args;
         let stripe = match kind {
             ProviderKind::Stripe => {
                 let key = args.stripe_secret_key.as_deref().unwrap_or_default();

@@ -227,6 +227,13 @@ mod tests {
             sqlstate(&format!("SELECT payments.record_provider_result('{id}', '', NULL, 'succeeded', '{{}}')")),
             "PM100"
         );
+        let long = "p".repeat(256);
+        assert_eq!(
+            sqlstate(&format!(
+                "SELECT payments.record_provider_result('{id}', 'sandbox', '{long}', 'succeeded', '{{}}')"
+            )),
+            "PM100"
+        );
     }
 
     #[pg_test]

@@ -395,7 +395,7 @@ DECLARE
     v_to      text := payments._stripe_event_status(p_event_type);
     v_ppid    text := p_object ->> 'id';
     v_hint    text := p_object -> 'metadata' ->> 'payment_id';
-    v_linked  text;
+    v_by_hint boolean := false;
     v_problem text;
 BEGIN
     IF v_to IS NULL OR v_ppid IS NULL THEN
@@ -405,19 +405,15 @@ BEGIN
     PERFORM payments._lock_provider_payment(p_provider, v_ppid);
     SELECT p.id INTO payment_id FROM payments.payments p
     WHERE p.provider = p_provider AND p.provider_payment_id = v_ppid;
+    IF payment_id IS NULL AND v_hint IS NOT NULL THEN
+        -- Our own id in metadata: the object is linked to that payment if it is evidence for it.
+        SELECT p.id INTO payment_id FROM payments.payments p WHERE p.id = v_hint;
+        v_by_hint := true;
+    END IF;
     IF payment_id IS NOT NULL THEN
-        v_problem := payments._evidence_problem_for(payment_id, v_to, p_object);
-    ELSIF v_hint IS NOT NULL THEN
-        -- Our own id in metadata: the object may be linked to that payment, if
-        -- it is not linked to another and asks for the same money.
-        SELECT p.id, p.provider_payment_id INTO payment_id, v_linked FROM payments.payments p WHERE p.id = v_hint;
-        IF v_linked IS NOT NULL THEN
-            v_problem := 'provider_payment_mismatch';
-        ELSIF payment_id IS NOT NULL THEN
-            v_problem := payments._evidence_problem_for(payment_id, v_to, p_object);
-            IF v_problem IS NULL THEN
-                PERFORM payments._link_provider(payment_id, p_provider, v_ppid);
-            END IF;
+        v_problem := payments._evidence_problem_for(payment_id, v_to, p_object, p_provider, v_ppid);
+        IF v_problem IS NULL AND v_by_hint THEN
+            PERFORM payments._link_provider(payment_id, p_provider, v_ppid);
         END IF;
     END IF;
     IF payment_id IS NULL THEN
@@ -484,7 +480,8 @@ COMMENT ON COLUMN payments.anomalies.resolved_at IS 'When an operator closed it 
 
 SELECT pg_catalog.pg_extension_config_dump('payments.anomalies', '');
 
-CREATE FUNCTION payments._evidence_problem_for(p_payment_id text, p_to text, p_object jsonb) RETURNS text
+CREATE FUNCTION payments._evidence_problem_for(p_payment_id text, p_to text, p_object jsonb, p_provider text,
+                                               p_provider_payment_id text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_payment payments.payments%ROWTYPE;
@@ -493,13 +490,18 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
     END IF;
+    -- Another object than the one the payment is linked to is no evidence, whatever its money.
+    IF v_payment.provider_payment_id IS NOT NULL
+       AND (v_payment.provider, v_payment.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
+        RETURN 'provider_payment_mismatch';
+    END IF;
     RETURN payments._evidence_problem(v_payment.amount_minor, v_payment.currency, p_to,
                                       p_object ->> 'amount', p_object ->> 'currency',
                                       p_object ->> 'amount_received', p_object ->> 'amount_capturable');
 END
 $$;
-COMMENT ON FUNCTION payments._evidence_problem_for(text, text, jsonb) IS
-    'Internal: why a provider object is no evidence for moving the payment to a status (an anomaly kind), or NULL. PM204 for an unknown payment.';
+COMMENT ON FUNCTION payments._evidence_problem_for(text, text, jsonb, text, text) IS
+    'Internal: why a provider object (the given provider''s object id) is no evidence for moving the payment to a status: another object than the one the payment is linked to, or other money (an anomaly kind); NULL when it is evidence. PM204 for an unknown payment.';
 
 CREATE FUNCTION payments._record_anomaly(p_payment_id text, p_kind text, p_source text, p_provider text,
                                          p_provider_payment_id text, p_observed jsonb) RETURNS void
@@ -574,15 +576,8 @@ BEGIN
     END IF;
     -- A provider object moves a payment or is linked to it only when it asks for the same money.
     IF record_provider_result.provider_payment_id IS NOT NULL OR status IN ('succeeded', 'requires_capture') THEN
-        v_problem := payments._evidence_problem_for(record_provider_result.payment_id, status, v_response);
-        -- Another object than the one the payment is linked to is no evidence either.
-        IF v_problem IS NULL AND EXISTS (
-            SELECT 1 FROM payments.payments p
-            WHERE p.id = record_provider_result.payment_id AND p.provider_payment_id IS NOT NULL
-              AND (p.provider, p.provider_payment_id)
-                  IS DISTINCT FROM (record_provider_result.provider, record_provider_result.provider_payment_id)) THEN
-            v_problem := 'provider_payment_mismatch';
-        END IF;
+        v_problem := payments._evidence_problem_for(record_provider_result.payment_id, status, v_response, provider,
+                                                    record_provider_result.provider_payment_id);
         IF v_problem IS NOT NULL THEN
             PERFORM payments._record_anomaly(record_provider_result.payment_id, v_problem, 'provider', provider,
                                              record_provider_result.provider_payment_id, payments._observed(v_response));
@@ -618,7 +613,8 @@ BEGIN
         ORDER BY wp.event_created, wp.event_id
     LOOP
         v_object := convert_from(w.body, 'UTF8')::jsonb -> 'data' -> 'object';
-        v_problem := payments._evidence_problem_for(p_payment_id, w.to_status, v_object);
+        v_problem := payments._evidence_problem_for(p_payment_id, w.to_status, v_object, p_provider,
+                                                    p_provider_payment_id);
         IF v_problem IS NOT NULL THEN
             PERFORM payments._record_anomaly(p_payment_id, v_problem, 'webhook', p_provider, p_provider_payment_id,
                                              payments._observed(v_object) || jsonb_build_object('webhook_event_id', w.event_id));
@@ -716,13 +712,11 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_outcome text;
 BEGIN
-    -- The history says who asked: admin and system moves are payments_admin's to make.
-    IF source IN ('admin', 'system') AND NOT pg_has_role(payments._invoker(), 'payments_admin', 'MEMBER') THEN
-        RAISE EXCEPTION 'only members of payments_admin may record source %', source USING ERRCODE = '42501';
-    END IF;
-    -- Money is shown moving only by the provider's evidence (record_provider_result,
-    -- ingest_webhook check it); by hand, only an administrator may say so.
-    IF (source IN ('provider', 'webhook') OR to_status IN ('processing', 'requires_capture', 'succeeded'))
+    -- The history says who asked, and money is shown moving only by the provider's
+    -- evidence (record_provider_result and ingest_webhook check it): admin, system,
+    -- provider and webhook moves, and moves that say money moved, are payments_admin's.
+    IF (source IN ('admin', 'system', 'provider', 'webhook')
+        OR to_status IN ('processing', 'requires_capture', 'succeeded'))
        AND NOT pg_has_role(payments._invoker(), 'payments_admin', 'MEMBER') THEN
         RAISE EXCEPTION 'only members of payments_admin may move a payment to % as %', payments._shown(to_status),
             payments._shown(source) USING ERRCODE = '42501',
@@ -873,7 +867,7 @@ REVOKE ALL ON FUNCTION
     payments._all_allowed(text, text[]), payments._verify_webhook(text, jsonb, bytea),
     payments._parse_stripe_event(bytea), payments._apply_webhook(text, text, text, timestamptz, jsonb),
     payments._evidence_problem(bigint, text, text, text, text, text, text),
-    payments._evidence_problem_for(text, text, jsonb), payments._observed(jsonb),
+    payments._evidence_problem_for(text, text, jsonb, text, text), payments._observed(jsonb),
     payments._record_anomaly(text, text, text, text, text, jsonb), payments.resolve_anomaly(text, text),
     payments._shown(text), payments._invoker(), payments._metadata_problem(jsonb), payments.webhook_tolerance(),
     payments.set_webhook_tolerance(interval)

@@ -153,3 +153,17 @@ pub fn report(case: &str, trials: usize, failures: usize, figure: &str) {
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the report");
     writeln!(file, "{case}\t{trials}\t{failures}\t{figure}").expect("write the report");
 }
+
+/// The sandbox's charge count per idempotency key (`GET …/_sandbox/charges`);
+/// `base` is the sandbox's URL (`…/sandbox` when embedded).
+pub async fn sandbox_charges(base: &str, key: &str) -> std::collections::HashMap<String, u32> {
+    reqwest::Client::new()
+        .get(format!("{base}/_sandbox/charges"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("the sandbox answers")
+        .json()
+        .await
+        .expect("charges as JSON")
+}

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use payments_e2e::{api_key, connect, free_port, gateway_database_url, unique, webhook_secret, Gateway};
+use payments_e2e::{
+    api_key, connect, free_port, gateway_database_url, sandbox_charges, unique, webhook_secret, Gateway,
+};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -142,16 +144,7 @@ async fn idempotent_replays_and_mismatches() {
     assert_eq!(error_code(no_key).await, (StatusCode::BAD_REQUEST, "idempotency_key_missing".into()));
 
     // The sandbox charged once for the payment, whatever the retries.
-    let charges: Value = s
-        .http
-        .get(format!("{}/sandbox/_sandbox/charges", s.gateway.url))
-        .bearer_auth(SANDBOX_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let charges = sandbox_charges(&format!("{}/sandbox", s.gateway.url), SANDBOX_KEY).await;
     assert_eq!(charges[first["id"].as_str().unwrap()], 1);
 }
 
@@ -291,17 +284,8 @@ async fn provider_outage_then_recovery_converges_with_one_charge_even_across_a_r
     let s = Setup { gateway: second, key, http };
     let done = s.wait_for(&id, |p| p["status"] == "succeeded").await;
     assert!(done["provider_payment_id"].as_str().unwrap().starts_with("pi_"));
-    let charges: Value = s
-        .http
-        .get(format!("{}/_sandbox/charges", sandbox.url))
-        .bearer_auth(SANDBOX_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(charges[&id], 1, "exactly one provider-side charge: {charges}");
+    let charges = sandbox_charges(&sandbox.url, SANDBOX_KEY).await;
+    assert_eq!(charges[&id], 1, "exactly one provider-side charge: {charges:?}");
 }
 
 #[tokio::test]

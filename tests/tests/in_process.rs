@@ -348,6 +348,7 @@ async fn each_observed_bad_input_is_a_short_4xx() {
         r#"{"customer_id": "c", "amount": "1e131072", "currency": "USD"}"#.to_string(),
         r#"{"customer_id": "c", "amount": 1e200000, "currency": "USD"}"#.to_string(),
         r#"{"customer_id": "c", "amount": "1e131071", "currency": "USD"}"#.to_string(),
+        format!(r#"{{"customer_id": "c", "amount": "{}", "currency": "USD"}}"#, "9".repeat(100_000)),
         r#"{"customer_id": "c", "amount": "1", "currency": "USD", "metadata": {"n": 1e200000}}"#.to_string(),
         format!(r#"{{"customer_id": "c", "amount": "1", "currency": "USD", "metadata": {}}}"#, nested(50_000)),
         format!(r#"{{"customer_id": "c", "amount": "1", "currency": "USD", "metadata": {}}}"#, nested(10_000)),

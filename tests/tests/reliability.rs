@@ -548,15 +548,7 @@ async fn gateway_crashes_around_the_provider_call_never_charge_twice() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let charges: HashMap<String, u32> = http
-        .get(format!("{}/_sandbox/charges", sandbox.url))
-        .bearer_auth(sandbox_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let charges = payments_e2e::sandbox_charges(&sandbox.url, sandbox_key).await;
     let unfinished = statuses.iter().filter(|(_, s)| s != "succeeded").count();
     let wrong_charges = statuses.iter().filter(|(id, _)| charges.get(id).copied() != Some(1)).count();
     // The sandbox serves this test alone: no charge under any other key either.
