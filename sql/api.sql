@@ -2,9 +2,13 @@
 -- (callers hold no table privileges), pins search_path and qualifies every name.
 -- Errors carry SQLSTATEs of class PM; README.md lists them.
 --
+-- Every query names the customer of the rows it touches: on Citus
+-- (payments.distribute()) that routes it to the one node holding them.
+--
 -- Lock order, for every path that changes a payment (README, "Concurrency"):
--- the webhook event's advisory lock, then the provider payment's advisory lock
--- (_lock_provider_payment), then the payment row (FOR UPDATE), then its history.
+-- the provider payment's row (_lock_provider_payment), then the payment row
+-- (FOR UPDATE), then its history. Locks are row locks, taken where the rows
+-- live, so they serialise on every node of a Citus cluster alike.
 
 -- ---------------------------------------------------------------------------
 -- Money
@@ -87,8 +91,23 @@ END;
 COMMENT ON FUNCTION payments._metadata_problem(jsonb) IS
     'Internal: why metadata breaks Stripe''s limits (a flat object of at most 50 keys of 1 to 40 characters, scalar values of at most 500 characters), or NULL.';
 
-CREATE FUNCTION payments._append_event(p_payment_id text, p_from text, p_to text, p_applied boolean,
-                                       p_source text, p_reason text, p_data jsonb) RETURNS void
+CREATE FUNCTION payments._customer_of(p_payment_id text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_customer text;
+BEGIN
+    SELECT r.customer_id INTO v_customer FROM payments.payment_customers r WHERE r.payment_id = p_payment_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
+    END IF;
+    RETURN v_customer;
+END
+$$;
+COMMENT ON FUNCTION payments._customer_of(text) IS
+    'Internal: the customer a payment id belongs to (payment_customers), or PM204 for an unknown payment.';
+
+CREATE FUNCTION payments._append_event(p_customer_id text, p_payment_id text, p_from text, p_to text,
+                                       p_applied boolean, p_source text, p_reason text, p_data jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_seq  bigint := 0;
@@ -99,27 +118,29 @@ BEGIN
     -- the payment's row lock, so the chain head cannot move under us.
     IF p_from IS NOT NULL THEN
         SELECT e.seq, e.hash INTO v_seq, v_prev
-        FROM payments.payment_events e WHERE e.payment_id = p_payment_id ORDER BY e.seq DESC LIMIT 1;
+        FROM payments.payment_events e WHERE e.customer_id = p_customer_id AND e.payment_id = p_payment_id
+        ORDER BY e.seq DESC LIMIT 1;
     END IF;
     v_seq := v_seq + 1;
     INSERT INTO payments.payment_events
-        (payment_id, seq, from_status, to_status, applied, source, reason, data, created_at, prev_hash, hash)
-    VALUES (p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason, p_data, v_now, v_prev,
+        (customer_id, payment_id, seq, from_status, to_status, applied, source, reason, data, created_at, prev_hash, hash)
+    VALUES (p_customer_id, p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason, p_data, v_now, v_prev,
             payments._event_hash(v_prev, p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason,
                                  p_data::text, payments._epoch_micros(v_now)));
 END
 $$;
-COMMENT ON FUNCTION payments._append_event(text, text, text, boolean, text, text, jsonb) IS
+COMMENT ON FUNCTION payments._append_event(text, text, text, text, boolean, text, text, jsonb) IS
     'Internal: appends one event to a payment''s hash-chained history. The caller must hold the payment''s row lock.';
 
-CREATE FUNCTION payments._transition(p_payment_id text, p_to text, p_source text, p_reason text,
+CREATE FUNCTION payments._transition(p_customer_id text, p_payment_id text, p_to text, p_source text, p_reason text,
                                      p_data jsonb, p_last_error jsonb) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_from     text;
     v_decision text;
 BEGIN
-    SELECT p.status INTO v_from FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
+    SELECT p.status INTO v_from FROM payments.payments p
+    WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
     END IF;
@@ -132,11 +153,11 @@ BEGIN
         UPDATE payments.payments p
         SET status = p_to, updated_at = now(), last_error = coalesce(p_last_error, p.last_error),
             reconcile_after = NULL, reconcile_attempts = 0
-        WHERE p.id = p_payment_id;
-        PERFORM payments._append_event(p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
+        WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
+        PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
         RETURN 'applied';
     WHEN 'ignore' THEN
-        PERFORM payments._append_event(p_payment_id, v_from, p_to, false, p_source,
+        PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, false, p_source,
                                        coalesce(p_reason, 'stale: ' || v_from || ' does not move to ' || p_to), p_data);
         RETURN 'stale';
     WHEN 'forbidden' THEN
@@ -150,15 +171,19 @@ BEGIN
     END CASE;
 END
 $$;
-COMMENT ON FUNCTION payments._transition(text, text, text, text, jsonb, jsonb) IS
+COMMENT ON FUNCTION payments._transition(text, text, text, text, text, jsonb, jsonb) IS
     'Internal: locks the payment, asks the state machine, and applies, records as stale or refuses the move. Returns applied | noop | stale.';
 
-CREATE FUNCTION payments._result(p_payment_id text, p_outcome text) RETURNS SETOF payments.payment_result
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT d.*, p_outcome FROM payments.payment_details d WHERE d.id = p_payment_id;
-END;
-COMMENT ON FUNCTION payments._result(text, text) IS 'Internal: a payment as a payment_result row with the call''s outcome.';
+-- PL/pgSQL, not LANGUAGE sql: Citus cannot plan parameterised SQL functions over its tables.
+CREATE FUNCTION payments._result(p_customer_id text, p_payment_id text, p_outcome text)
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN QUERY SELECT d.*, p_outcome FROM payments.payment_details d
+    WHERE d.customer_id = p_customer_id AND d.id = p_payment_id;
+END
+$$;
+COMMENT ON FUNCTION payments._result(text, text, text) IS 'Internal: a payment as a payment_result row with the call''s outcome.';
 
 -- ---------------------------------------------------------------------------
 -- Payments
@@ -207,22 +232,24 @@ BEGIN
 
     -- Claim the key first. A concurrent call with the same key blocks here
     -- until this transaction ends, then finds the key and replays.
-    INSERT INTO payments.idempotency_keys (key, fingerprint, payment_id)
-    VALUES (idempotency_key, v_fp, v_id)
-    ON CONFLICT (key) DO NOTHING;
+    INSERT INTO payments.idempotency_keys (customer_id, key, fingerprint, payment_id)
+    VALUES (customer_id, idempotency_key, v_fp, v_id)
+    ON CONFLICT (customer_id, key) DO NOTHING;
 
     IF FOUND THEN
         v_status := payments._initial_status(payment_method IS NOT NULL);
         INSERT INTO payments.payments
             (id, customer_id, amount_minor, currency, status, capture_method, payment_method, description, metadata)
         VALUES (v_id, customer_id, v_minor, v_currency, v_status, v_capture, payment_method, description, v_metadata);
-        PERFORM payments._append_event(v_id, NULL, v_status, true, 'api', 'created',
+        INSERT INTO payments.payment_customers (payment_id, customer_id) VALUES (v_id, customer_id);
+        PERFORM payments._append_event(customer_id, v_id, NULL, v_status, true, 'api', 'created',
                                        jsonb_build_object('idempotency_key', idempotency_key));
-        RETURN QUERY SELECT * FROM payments._result(v_id, 'created');
+        RETURN QUERY SELECT * FROM payments._result(customer_id, v_id, 'created');
         RETURN;
     END IF;
 
-    SELECT * INTO v_claimed FROM payments.idempotency_keys k WHERE k.key = idempotency_key;
+    SELECT * INTO v_claimed FROM payments.idempotency_keys k
+    WHERE k.customer_id = create_payment.customer_id AND k.key = idempotency_key;
     IF NOT FOUND THEN
         -- Only under REPEATABLE READ or SERIALIZABLE: the key was committed
         -- after this transaction's snapshot was taken.
@@ -234,19 +261,18 @@ BEGIN
             USING ERRCODE = 'PM201', DETAIL = 'the key belongs to payment ' || v_claimed.payment_id,
                   HINT = 'use a new key for a new payment, or repeat the original parameters to replay it';
     END IF;
-    RETURN QUERY SELECT * FROM payments._result(v_claimed.payment_id, 'replayed');
+    RETURN QUERY SELECT * FROM payments._result(customer_id, v_claimed.payment_id, 'replayed');
 END
 $$;
 COMMENT ON FUNCTION payments.create_payment(text, text, numeric, text, text, text, jsonb, text) IS
-    'Creates a payment, idempotently. The same key with the same parameters returns the same payment (outcome replayed) and writes nothing; with other parameters it is an error (PM201). Concurrent calls with one key make exactly one payment. Runs inside the caller''s transaction: a rollback leaves no payment, key or event.';
+    'Creates a payment, idempotently. Keys are per customer. The same key with the same parameters returns the same payment (outcome replayed) and writes nothing; with other parameters it is an error (PM201). Concurrent calls with one key make exactly one payment. Runs inside the caller''s transaction: a rollback leaves no payment, key or event.';
 
 CREATE FUNCTION payments.get_payment(id text) RETURNS SETOF payments.payment_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text := payments._customer_of(get_payment.id);
 BEGIN
-    RETURN QUERY SELECT * FROM payments.payment_details d WHERE d.id = get_payment.id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % not found', payments._shown(get_payment.id) USING ERRCODE = 'PM204';
-    END IF;
+    RETURN QUERY SELECT * FROM payments.payment_details d WHERE d.customer_id = v_customer AND d.id = get_payment.id;
 END
 $$;
 COMMENT ON FUNCTION payments.get_payment(text) IS 'One payment by id; PM204 when there is none.';
@@ -295,7 +321,8 @@ CREATE FUNCTION payments.transition(payment_id text, to_status text, source text
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_outcome text;
+    v_customer text := payments._customer_of(transition.payment_id);
+    v_outcome  text;
 BEGIN
     -- The history says who asked, and money is shown moving only by the provider's
     -- evidence (record_provider_result and ingest_webhook check it): admin, system,
@@ -307,57 +334,72 @@ BEGIN
             payments._shown(source) USING ERRCODE = '42501',
             HINT = 'provider answers go through record_provider_result and webhooks through ingest_webhook, which check the money';
     END IF;
-    v_outcome := payments._transition(transition.payment_id, to_status, source, reason, coalesce(data, '{}'),
-                                      data -> 'last_error');
-    RETURN QUERY SELECT * FROM payments._result(transition.payment_id, v_outcome);
+    v_outcome := payments._transition(v_customer, transition.payment_id, to_status, source, reason,
+                                      coalesce(data, '{}'), data -> 'last_error');
+    RETURN QUERY SELECT * FROM payments._result(v_customer, transition.payment_id, v_outcome);
 END
 $$;
 COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
     'The only way a status changes. source is api | provider | webhook | admin | system; admin and system, provider and webhook reports, and moves to processing, requires_capture or succeeded only for members of payments_admin (42501 otherwise): anyone else shows money moving only with the provider''s evidence, through record_provider_result or ingest_webhook. A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
 
-CREATE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text) RETURNS void
-LANGUAGE sql
-RETURN pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('payments/' || p_provider || '/' || p_provider_payment_id, 0));
+CREATE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text,
+                                                OUT payment_id text, OUT customer_id text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- A row lock, not an advisory lock: it is taken on the node that holds the
+    -- row, so it serialises callers on every node of a Citus cluster.
+    INSERT INTO payments.provider_payments (provider, provider_payment_id)
+    VALUES (p_provider, p_provider_payment_id)
+    ON CONFLICT (provider_payment_id, provider) DO NOTHING;
+    SELECT pp.payment_id, pp.customer_id INTO payment_id, customer_id FROM payments.provider_payments pp
+    WHERE pp.provider_payment_id = p_provider_payment_id AND pp.provider = p_provider FOR UPDATE;
+END
+$$;
 COMMENT ON FUNCTION payments._lock_provider_payment(text, text) IS
-    'Internal: serialises everything about one provider payment id (linking it, matching webhooks to it) for the rest of the transaction. Taken before any payment row lock, so lock order is always the same.';
+    'Internal: locks one provider payment id''s provider_payments row (made if new) for the rest of the transaction, serialising everything about it (linking it, matching webhooks to it), and returns the payment it is linked to, if any. Taken before any payment row lock, so lock order is always the same.';
 
-CREATE FUNCTION payments._link_provider(p_payment_id text, p_provider text, p_provider_payment_id text) RETURNS void
+CREATE FUNCTION payments._link_provider(p_customer_id text, p_payment_id text, p_provider text,
+                                        p_provider_payment_id text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_linked payments.payments%ROWTYPE;
 BEGIN
-    SELECT * INTO v_linked FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
+    SELECT * INTO v_linked FROM payments.payments p
+    WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
     END IF;
     IF v_linked.provider_payment_id IS NULL THEN
-        IF EXISTS (SELECT FROM payments.payments p
-                   WHERE p.provider = p_provider AND p.provider_payment_id = p_provider_payment_id) THEN
+        -- The caller holds this row's lock (_lock_provider_payment).
+        UPDATE payments.provider_payments pp
+        SET payment_id = p_payment_id, customer_id = p_customer_id, linked_at = now()
+        WHERE pp.provider_payment_id = p_provider_payment_id AND pp.provider = p_provider AND pp.payment_id IS NULL;
+        IF NOT FOUND THEN
             RAISE EXCEPTION '% payment % is already linked to another payment', payments._shown(p_provider),
                 payments._shown(p_provider_payment_id)
                 USING ERRCODE = 'PM203';
         END IF;
         UPDATE payments.payments p
         SET provider = p_provider, provider_payment_id = p_provider_payment_id, updated_at = now()
-        WHERE p.id = p_payment_id;
+        WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
         -- Webhooks that arrived before the link can now be applied.
-        PERFORM payments._apply_pending_webhooks(p_payment_id, p_provider, p_provider_payment_id);
+        PERFORM payments._apply_pending_webhooks(p_customer_id, p_payment_id, p_provider, p_provider_payment_id);
     ELSIF (v_linked.provider, v_linked.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
         RAISE EXCEPTION 'payment % is linked to % payment %, not %', p_payment_id, v_linked.provider,
             v_linked.provider_payment_id, payments._shown(p_provider_payment_id) USING ERRCODE = 'PM203';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION payments._link_provider(text, text, text) IS
+COMMENT ON FUNCTION payments._link_provider(text, text, text, text) IS
     'Internal: links a payment to its provider payment id once (PM203 if either side is linked elsewhere), then applies webhooks that were waiting for that id. The caller holds _lock_provider_payment.';
 
-CREATE FUNCTION payments._evidence_problem_for(p_payment_id text, p_to text, p_object jsonb, p_provider text,
-                                               p_provider_payment_id text) RETURNS text
+CREATE FUNCTION payments._evidence_problem_for(p_customer_id text, p_payment_id text, p_to text, p_object jsonb,
+                                               p_provider text, p_provider_payment_id text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_payment payments.payments%ROWTYPE;
 BEGIN
-    SELECT * INTO v_payment FROM payments.payments p WHERE p.id = p_payment_id;
+    SELECT * INTO v_payment FROM payments.payments p WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
     END IF;
@@ -371,35 +413,36 @@ BEGIN
                                       p_object ->> 'amount_received', p_object ->> 'amount_capturable');
 END
 $$;
-COMMENT ON FUNCTION payments._evidence_problem_for(text, text, jsonb, text, text) IS
+COMMENT ON FUNCTION payments._evidence_problem_for(text, text, text, jsonb, text, text) IS
     'Internal: why a provider object (the given provider''s object id) is no evidence for moving the payment to a status: another object than the one the payment is linked to, or other money (an anomaly kind); NULL when it is evidence. PM204 for an unknown payment.';
 COMMENT ON FUNCTION payments._evidence_problem(bigint, text, text, text, text, text, text) IS
     'Internal: the anomaly kind when the money fields of a provider object (amount, currency, and amount_received for succeeded or amount_capturable for requires_capture) differ from the payment''s; NULL when they match.';
 
-CREATE FUNCTION payments._record_anomaly(p_payment_id text, p_kind text, p_source text, p_provider text,
-                                         p_provider_payment_id text, p_observed jsonb) RETURNS void
+CREATE FUNCTION payments._record_anomaly(p_customer_id text, p_payment_id text, p_kind text, p_source text,
+                                         p_provider text, p_provider_payment_id text, p_observed jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_payment payments.payments%ROWTYPE;
 BEGIN
-    SELECT * INTO v_payment FROM payments.payments p WHERE p.id = p_payment_id FOR UPDATE;
+    SELECT * INTO v_payment FROM payments.payments p
+    WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
     -- The same evidence seen again (a retried call, a redelivered event) is one anomaly.
     IF EXISTS (SELECT 1 FROM payments.anomalies a
-               WHERE a.payment_id = p_payment_id AND a.kind = p_kind AND a.resolved_at IS NULL
+               WHERE a.customer_id = p_customer_id AND a.payment_id = p_payment_id AND a.kind = p_kind AND a.resolved_at IS NULL
                  AND a.provider = p_provider AND a.provider_payment_id IS NOT DISTINCT FROM p_provider_payment_id
                  AND a.observed - 'webhook_event_id' = p_observed - 'webhook_event_id') THEN
         RETURN;
     END IF;
     INSERT INTO payments.anomalies (id, payment_id, customer_id, kind, source, provider, provider_payment_id, observed)
-    VALUES (payments._new_id('anm'), p_payment_id, v_payment.customer_id, p_kind, p_source, p_provider,
+    VALUES (payments._new_id('anm'), p_payment_id, p_customer_id, p_kind, p_source, p_provider,
             p_provider_payment_id, p_observed);
     -- In the history without moving the status.
-    PERFORM payments._append_event(p_payment_id, v_payment.status, v_payment.status, false, p_source, 'anomaly: ' || p_kind,
+    PERFORM payments._append_event(p_customer_id, p_payment_id, v_payment.status, v_payment.status, false, p_source, 'anomaly: ' || p_kind,
                                    jsonb_build_object('provider', p_provider, 'provider_payment_id', p_provider_payment_id,
                                                       'observed', p_observed));
 END
 $$;
-COMMENT ON FUNCTION payments._record_anomaly(text, text, text, text, text, jsonb) IS
+COMMENT ON FUNCTION payments._record_anomaly(text, text, text, text, text, text, jsonb) IS
     'Internal: records that a provider object was no evidence for a payment: a row in payments.anomalies and an unapplied event in the payment''s history, once per open anomaly (the same evidence again adds nothing).';
 
 CREATE FUNCTION payments._observed(p_object jsonb) RETURNS jsonb
@@ -413,6 +456,7 @@ CREATE FUNCTION payments.resolve_anomaly(id text, resolution text) RETURNS boole
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_anomaly payments.anomalies%ROWTYPE;
+    v_status  text;
 BEGIN
     IF resolution IS NULL OR length(resolution) NOT BETWEEN 1 AND 1000 THEN
         RAISE EXCEPTION 'resolution must be 1 to 1000 characters' USING ERRCODE = 'PM100';
@@ -421,12 +465,16 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    PERFORM 1 FROM payments.payments p WHERE p.id = v_anomaly.payment_id FOR UPDATE;
+    SELECT p.status INTO v_status FROM payments.payments p
+    WHERE p.customer_id = v_anomaly.customer_id AND p.id = v_anomaly.payment_id FOR UPDATE;
     UPDATE payments.anomalies a SET resolved_at = now(), resolution = resolve_anomaly.resolution
-    WHERE a.id = v_anomaly.id;
-    PERFORM payments._append_event(p.id, p.status, p.status, false, 'admin', 'anomaly resolved: ' || v_anomaly.kind,
-                                   jsonb_build_object('anomaly_id', v_anomaly.id, 'resolution', resolve_anomaly.resolution))
-    FROM payments.payments p WHERE p.id = v_anomaly.payment_id;
+    WHERE a.customer_id = v_anomaly.customer_id AND a.id = v_anomaly.id AND a.resolved_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN false;  -- a concurrent call closed it first
+    END IF;
+    PERFORM payments._append_event(v_anomaly.customer_id, v_anomaly.payment_id, v_status, v_status, false, 'admin',
+                                   'anomaly resolved: ' || v_anomaly.kind,
+                                   jsonb_build_object('anomaly_id', v_anomaly.id, 'resolution', resolve_anomaly.resolution));
     RETURN true;
 END
 $$;
@@ -440,6 +488,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     -- A PaymentIntent's client_secret lets a browser confirm it; it never enters the history.
     v_response jsonb := coalesce(response, '{}') - 'client_secret';
+    v_customer text;
     v_outcome  text;
     v_problem  text;
 BEGIN
@@ -447,28 +496,30 @@ BEGIN
         RAISE EXCEPTION 'provider (1 to 255 characters) is required; a provider payment id is at most 255'
             USING ERRCODE = 'PM100';
     END IF;
+    v_customer := payments._customer_of(record_provider_result.payment_id);
     -- A provider object moves a payment or is linked to it only when it asks for the same money.
     IF record_provider_result.provider_payment_id IS NOT NULL OR status IN ('succeeded', 'requires_capture') THEN
-        v_problem := payments._evidence_problem_for(record_provider_result.payment_id, status, v_response, provider,
-                                                    record_provider_result.provider_payment_id);
+        v_problem := payments._evidence_problem_for(v_customer, record_provider_result.payment_id, status, v_response,
+                                                    provider, record_provider_result.provider_payment_id);
         IF v_problem IS NOT NULL THEN
-            PERFORM payments._record_anomaly(record_provider_result.payment_id, v_problem, 'provider', provider,
-                                             record_provider_result.provider_payment_id, payments._observed(v_response));
-            RETURN QUERY SELECT * FROM payments._result(record_provider_result.payment_id, 'mismatch');
+            PERFORM payments._record_anomaly(v_customer, record_provider_result.payment_id, v_problem, 'provider',
+                                             provider, record_provider_result.provider_payment_id,
+                                             payments._observed(v_response));
+            RETURN QUERY SELECT * FROM payments._result(v_customer, record_provider_result.payment_id, 'mismatch');
             RETURN;
         END IF;
     END IF;
     IF record_provider_result.provider_payment_id IS NOT NULL THEN
         PERFORM payments._lock_provider_payment(provider, record_provider_result.provider_payment_id);
-        PERFORM payments._link_provider(record_provider_result.payment_id, provider,
+        PERFORM payments._link_provider(v_customer, record_provider_result.payment_id, provider,
                                         record_provider_result.provider_payment_id);
     END IF;
     v_outcome := payments._transition(
-        record_provider_result.payment_id, status, 'provider', NULL,
+        v_customer, record_provider_result.payment_id, status, 'provider', NULL,
         jsonb_build_object('provider', provider, 'provider_payment_id', record_provider_result.provider_payment_id,
                            'response', v_response),
         coalesce(v_response -> 'last_payment_error', v_response -> 'error'));
-    RETURN QUERY SELECT * FROM payments._result(record_provider_result.payment_id, v_outcome);
+    RETURN QUERY SELECT * FROM payments._result(v_customer, record_provider_result.payment_id, v_outcome);
 END
 $$;
 COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, jsonb) IS
@@ -493,17 +544,28 @@ COMMENT ON FUNCTION payments.purge_idempotency_keys(interval) IS
 
 CREATE FUNCTION payments.verify_event_chain(payment_id text DEFAULT NULL)
 RETURNS TABLE (payment_id text, seq bigint, problem text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_payment_id text := $1;  -- the argument; payment_id also names an output column
+    v_customer   text;
+BEGIN
+    IF v_payment_id IS NOT NULL THEN
+        SELECT r.customer_id INTO v_customer FROM payments.payment_customers r WHERE r.payment_id = v_payment_id;
+        IF NOT FOUND THEN
+            RETURN;  -- no payment, no history to break
+        END IF;
+    END IF;
+    -- Windows partitioned by the customer too, so Citus checks each shard where it lives.
+    RETURN QUERY
     WITH events AS (
         SELECT e.*,
                lag(e.seq) OVER w AS prior_seq,
                lag(e.hash) OVER w AS prior_hash
         FROM payments.payment_events e
-        WHERE verify_event_chain.payment_id IS NULL OR e.payment_id = verify_event_chain.payment_id
-        WINDOW w AS (PARTITION BY e.payment_id ORDER BY e.seq)
+        WHERE v_payment_id IS NULL OR (e.customer_id = v_customer AND e.payment_id = v_payment_id)
+        WINDOW w AS (PARTITION BY e.customer_id, e.payment_id ORDER BY e.seq)
     ), problems AS (
-        SELECT ev.payment_id, ev.seq,
+        SELECT ev.customer_id, ev.payment_id, ev.seq,
                CASE
                    WHEN ev.seq <> coalesce(ev.prior_seq, 0) + 1 THEN 'events missing before this one'
                    WHEN ev.prev_hash IS DISTINCT FROM ev.prior_hash THEN 'prev_hash does not match the previous event'
@@ -513,11 +575,14 @@ BEGIN ATOMIC
                        THEN 'hash does not match the event'
                END AS problem
         FROM events ev
+    ), firsts AS (
+        SELECT DISTINCT ON (pr.customer_id, pr.payment_id) pr.payment_id, pr.seq, pr.problem
+        FROM problems pr
+        WHERE pr.problem IS NOT NULL
+        ORDER BY pr.customer_id, pr.payment_id, pr.seq
     )
-    SELECT DISTINCT ON (pr.payment_id) pr.payment_id, pr.seq, pr.problem
-    FROM problems pr
-    WHERE pr.problem IS NOT NULL
-    ORDER BY pr.payment_id, pr.seq;
-END;
+    SELECT f.payment_id, f.seq, f.problem FROM firsts f ORDER BY f.payment_id;
+END
+$$;
 COMMENT ON FUNCTION payments.verify_event_chain(text) IS
     'Recomputes the hash chain of one payment''s history (or of every payment''s when payment_id is NULL) and returns, per broken chain, the first event that does not match. No rows: the history is intact.';

@@ -41,11 +41,12 @@ COMMENT ON FUNCTION payments.create_api_key(text, text[]) IS
     'Creates a gateway API key with the given scopes and returns it. The key is shown only this once; only its sha256 is kept.';
 
 CREATE FUNCTION payments.authenticate_api_key(api_key text) RETURNS TABLE (key_id text, scopes text[])
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    SELECT k.id, k.scopes FROM payments.api_keys k
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT k.id, k.scopes FROM payments.api_keys k
     WHERE k.key_hash = sha256(convert_to(authenticate_api_key.api_key, 'UTF8')) AND k.revoked_at IS NULL;
-END;
+END
+$$;
 COMMENT ON FUNCTION payments.authenticate_api_key(text) IS
     'The key id and scopes of a valid, unrevoked API key; no row otherwise. The lookup is by hash, so no key is compared as text.';
 
@@ -63,11 +64,11 @@ COMMENT ON FUNCTION payments.revoke_api_key(text) IS 'Revokes an API key at once
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION payments.list_payment_events(payment_id text) RETURNS SETOF payments.payment_history
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text := payments._customer_of(list_payment_events.payment_id);
 BEGIN
-    IF NOT EXISTS (SELECT FROM payments.payments p WHERE p.id = list_payment_events.payment_id) THEN
-        RAISE EXCEPTION 'payment % not found', payments._shown(list_payment_events.payment_id) USING ERRCODE = 'PM204';
-    END IF;
-    RETURN QUERY SELECT * FROM payments.payment_history h WHERE h.payment_id = list_payment_events.payment_id ORDER BY h.seq;
+    RETURN QUERY SELECT * FROM payments.payment_history h
+    WHERE h.customer_id = v_customer AND h.payment_id = list_payment_events.payment_id ORDER BY h.seq;
 END
 $$;
 COMMENT ON FUNCTION payments.list_payment_events(text) IS 'A payment''s history in order; PM204 when the payment does not exist.';
@@ -84,18 +85,21 @@ RETURNS TABLE (payment_id text, kind text, customer_id text, amount_minor bigint
                payment_method text, capture_method text, description text, provider text, provider_payment_id text,
                status text, attempt integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_due record;
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR min_age IS NULL OR lease IS NULL OR lease <= interval '0'
        OR max_backoff IS NULL OR max_backoff < lease THEN
         RAISE EXCEPTION 'lim is 1 to 1000; min_age, a positive lease and max_backoff (at least the lease) are required'
             USING ERRCODE = 'PM100';
     END IF;
-    -- Claim and stamp the lease in one statement (as pgmq's read sets a visibility
-    -- timeout): the row locks last only as long as this statement, never across
-    -- the provider calls the caller makes next.
-    RETURN QUERY
-    WITH due AS (
-        SELECT p.id
+    -- Candidates first, without locks (on Citus one query over every shard);
+    -- then each is claimed where it lives: locked unless another claimer holds
+    -- it (SKIP LOCKED), re-checked, and stamped with its lease. The row lock
+    -- lasts until this call commits, never across the provider calls the
+    -- caller makes next (as pgmq's read sets a visibility timeout).
+    FOR v_due IN
+        SELECT p.customer_id, p.id
         FROM payments.payments p
         WHERE p.status IN ('requires_confirmation', 'processing')
           AND p.updated_at < now() - min_age
@@ -103,23 +107,25 @@ BEGIN
           AND (p.provider_payment_id IS NOT NULL OR p.payment_method IS NOT NULL)
         ORDER BY coalesce(p.reconcile_after, p.updated_at)
         LIMIT lim
-        FOR UPDATE OF p SKIP LOCKED
-    ), claimed AS (
+    LOOP
+        PERFORM 1 FROM payments.payments p
+        WHERE p.customer_id = v_due.customer_id AND p.id = v_due.id
+          AND p.status IN ('requires_confirmation', 'processing')
+          AND (p.reconcile_after IS NULL OR p.reconcile_after <= now())
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        RETURN QUERY
         UPDATE payments.payments p
         SET reconcile_attempts = p.reconcile_attempts + 1,
             -- Each attempt waits longer (twice the last, from min_age), at least the lease, at most max_backoff.
             reconcile_after = now() + least(max_backoff,
                                             greatest(lease, min_age * power(2, least(p.reconcile_attempts, 20))))
-        FROM due
-        WHERE p.id = due.id
-        RETURNING p.*
-    )
-    SELECT c.id,
-           CASE WHEN c.provider_payment_id IS NULL THEN 'create' ELSE 'refresh' END,
-           c.customer_id, c.amount_minor, c.currency, c.payment_method, c.capture_method, c.description,
-           c.provider, c.provider_payment_id, c.status, c.reconcile_attempts
-    FROM claimed c
-    ORDER BY coalesce(c.reconcile_after, c.updated_at);
+        WHERE p.customer_id = v_due.customer_id AND p.id = v_due.id
+        RETURNING p.id,
+                  CASE WHEN p.provider_payment_id IS NULL THEN 'create' ELSE 'refresh' END,
+                  p.customer_id, p.amount_minor, p.currency, p.payment_method, p.capture_method, p.description,
+                  p.provider, p.provider_payment_id, p.status, p.reconcile_attempts;
+    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION payments.claim_provider_work(int, interval, interval, interval) IS
@@ -128,14 +134,14 @@ COMMENT ON FUNCTION payments.claim_provider_work(int, interval, interval, interv
 CREATE FUNCTION payments.record_provider_error(payment_id text, error jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_status text;
+    v_customer text := payments._customer_of(record_provider_error.payment_id);
+    v_status   text;
 BEGIN
-    SELECT p.status INTO v_status FROM payments.payments p WHERE p.id = record_provider_error.payment_id FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % not found', payments._shown(record_provider_error.payment_id) USING ERRCODE = 'PM204';
-    END IF;
-    UPDATE payments.payments p SET last_error = error, updated_at = now() WHERE p.id = record_provider_error.payment_id;
-    PERFORM payments._append_event(record_provider_error.payment_id, v_status, v_status, false, 'provider',
+    SELECT p.status INTO v_status FROM payments.payments p
+    WHERE p.customer_id = v_customer AND p.id = record_provider_error.payment_id FOR UPDATE;
+    UPDATE payments.payments p SET last_error = error, updated_at = now()
+    WHERE p.customer_id = v_customer AND p.id = record_provider_error.payment_id;
+    PERFORM payments._append_event(v_customer, record_provider_error.payment_id, v_status, v_status, false, 'provider',
                                    'provider call failed', jsonb_build_object('last_error', error));
 END
 $$;

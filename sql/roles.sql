@@ -57,7 +57,8 @@ GRANT EXECUTE ON FUNCTION
     payments.create_api_key(text, text[]),
     payments.revoke_api_key(text),
     payments.resolve_anomaly(text, text),
-    payments.set_webhook_tolerance(interval)
+    payments.set_webhook_tolerance(interval),
+    payments.distribute(int)
 TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments.webhook_tolerance() TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

@@ -5,7 +5,7 @@
 -- Payments
 -- ---------------------------------------------------------------------------
 CREATE TABLE payments.payments (
-    id                  text COLLATE "C" PRIMARY KEY,
+    id                  text COLLATE "C" NOT NULL,
     customer_id         text NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
     amount_minor        bigint NOT NULL CHECK (amount_minor > 0),
     currency            text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
@@ -21,15 +21,14 @@ CREATE TABLE payments.payments (
     updated_at          timestamptz NOT NULL DEFAULT now(),
     reconcile_after     timestamptz,
     reconcile_attempts  integer NOT NULL DEFAULT 0 CHECK (reconcile_attempts >= 0),
-    CHECK ((provider_payment_id IS NULL) OR (provider IS NOT NULL))
+    CHECK ((provider_payment_id IS NULL) OR (provider IS NOT NULL)),
+    -- The customer first: on Citus every customer's rows live together (payments.distribute()).
+    PRIMARY KEY (customer_id, id)
 );
-CREATE UNIQUE INDEX payments_provider_payment_id_key
-    ON payments.payments (provider, provider_payment_id) WHERE provider_payment_id IS NOT NULL;
-CREATE INDEX payments_customer_id_idx ON payments.payments (customer_id, id DESC);
 CREATE INDEX payments_status_idx ON payments.payments (status, id DESC);
 
 COMMENT ON TABLE payments.payments IS
-    'One row per payment. Written only by the payments.* API functions; status changes only through payments.transition and the state machine.';
+    'One row per payment. Written only by the payments.* API functions; status changes only through payments.transition and the state machine. Keyed by (customer_id, id), the distribution column first; payment_customers finds a payment''s customer by id.';
 COMMENT ON COLUMN payments.payments.id IS 'pay_ + 26-character time-sortable id (ULID layout, lower-case Crockford base32).';
 COMMENT ON COLUMN payments.payments.customer_id IS 'The application''s own customer reference.';
 COMMENT ON COLUMN payments.payments.amount_minor IS 'Amount in the currency''s minor unit (cents for USD, yen for JPY, fils for KWD). Never a float.';
@@ -37,17 +36,41 @@ COMMENT ON COLUMN payments.payments.currency IS 'ISO 4217 code, upper case; SELE
 COMMENT ON COLUMN payments.payments.status IS 'Lifecycle status (SELECT * FROM payments.statuses()); SELECT * FROM payments.allowed_transitions() shows the state machine.';
 COMMENT ON COLUMN payments.payments.capture_method IS 'automatic: funds are captured on authorisation; manual: the payment waits in requires_capture.';
 COMMENT ON COLUMN payments.payments.provider IS 'The payment provider that holds this payment (stripe, sandbox, …), once known.';
-COMMENT ON COLUMN payments.payments.provider_payment_id IS 'The provider''s id for this payment (a Stripe PaymentIntent id); unique per provider.';
+COMMENT ON COLUMN payments.payments.provider_payment_id IS 'The provider''s id for this payment (a Stripe PaymentIntent id); unique per provider (payments.provider_payments enforces it).';
 COMMENT ON COLUMN payments.payments.reconcile_after IS
     'The reconciler''s lease: claim_provider_work sets it and leaves the payment alone until then (the claim''s lease, growing with each attempt); a status change clears it.';
 COMMENT ON COLUMN payments.payments.reconcile_attempts IS 'How often the reconciler has claimed the payment since its status last changed.';
 COMMENT ON COLUMN payments.payments.last_error IS 'The provider''s error for the last failed attempt (a decline, an authentication failure), as JSON.';
 
 -- ---------------------------------------------------------------------------
+-- Routing: what finds a customer's rows from an id that is not the customer's
+-- ---------------------------------------------------------------------------
+CREATE TABLE payments.payment_customers (
+    payment_id  text COLLATE "C" PRIMARY KEY,
+    customer_id text NOT NULL
+);
+COMMENT ON TABLE payments.payment_customers IS
+    'Which customer each payment belongs to, so calls that name only a payment id (get_payment, transition, record_provider_result, …) find its rows by (customer_id, id). On Citus it is distributed by payment_id: one shard answers.';
+
+CREATE TABLE payments.provider_payments (
+    provider            text NOT NULL,
+    provider_payment_id text NOT NULL,
+    payment_id          text COLLATE "C",
+    customer_id         text,
+    first_seen_at       timestamptz NOT NULL DEFAULT now(),
+    linked_at           timestamptz,
+    PRIMARY KEY (provider_payment_id, provider),
+    CHECK ((payment_id IS NULL) = (customer_id IS NULL) AND (payment_id IS NULL) = (linked_at IS NULL))
+);
+COMMENT ON TABLE payments.provider_payments IS
+    'Every provider payment id the extension has heard of (from a provider answer or a webhook) and the payment it is linked to, once: the primary key makes a provider id belong to one payment only. Its row is also the lock that serialises everything about that provider id (linking it, applying its webhooks). On Citus it is distributed by provider_payment_id, with webhook_pending beside it.';
+COMMENT ON COLUMN payments.provider_payments.payment_id IS 'The linked payment; NULL while only a webhook has named this provider id.';
+
+-- ---------------------------------------------------------------------------
 -- Audit trail
 -- ---------------------------------------------------------------------------
 CREATE TABLE payments.payment_events (
-    payment_id  text COLLATE "C" NOT NULL REFERENCES payments.payments (id),
+    payment_id  text COLLATE "C" NOT NULL,
     seq         bigint NOT NULL CHECK (seq > 0),
     from_status text,
     to_status   text NOT NULL,
@@ -58,7 +81,9 @@ CREATE TABLE payments.payment_events (
     created_at  timestamptz NOT NULL DEFAULT now(),
     prev_hash   bytea,
     hash        bytea NOT NULL,
-    PRIMARY KEY (payment_id, seq)
+    customer_id text NOT NULL,
+    PRIMARY KEY (customer_id, payment_id, seq),
+    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id)
 );
 COMMENT ON TABLE payments.payment_events IS
     'Append-only history of every payment: its creation and every transition asked of it, in order. UPDATE, DELETE and TRUNCATE are refused by trigger. payments.verify_event_chain() checks the hashes.';
@@ -68,28 +93,32 @@ COMMENT ON COLUMN payments.payment_events.to_status IS 'Status the event asked f
 COMMENT ON COLUMN payments.payment_events.applied IS 'false for a report recorded but not applied: a stale one (it would have moved the payment backwards or out of a final state), or an anomaly (reason ''anomaly: <kind>'', see payments.anomalies).';
 COMMENT ON COLUMN payments.payment_events.source IS 'Who asked: api, provider (a provider API response), webhook, admin or system.';
 COMMENT ON COLUMN payments.payment_events.prev_hash IS 'hash of the previous event of the same payment; NULL for the first.';
+COMMENT ON COLUMN payments.payment_events.customer_id IS 'The payment''s customer: history lives beside its payment (not part of the hash).';
 COMMENT ON COLUMN payments.payment_events.hash IS 'sha256(prev_hash ‖ canonical encoding of this event), computed by payments._event_hash.';
 
 -- ---------------------------------------------------------------------------
 -- Idempotency keys
 -- ---------------------------------------------------------------------------
 CREATE TABLE payments.idempotency_keys (
-    key         text COLLATE "C" PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 255),
+    key         text COLLATE "C" NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
     fingerprint bytea NOT NULL,
-    payment_id  text COLLATE "C" NOT NULL REFERENCES payments.payments (id) DEFERRABLE INITIALLY DEFERRED,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    payment_id  text COLLATE "C" NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    customer_id text NOT NULL,
+    PRIMARY KEY (customer_id, key),
+    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id) DEFERRABLE INITIALLY DEFERRED
 );
 CREATE INDEX idempotency_keys_created_at_idx ON payments.idempotency_keys (created_at);
 COMMENT ON TABLE payments.idempotency_keys IS
-    'Idempotency keys of create_payment calls. A key is claimed before its payment is written (hence the deferred foreign key), so a concurrent call with the same key waits and then replays. Kept at least 24 hours; payments.purge_idempotency_keys removes older ones.';
+    'Idempotency keys of create_payment calls, per customer (as Stripe keeps them per account): the same key for two customers is two payments. A key is claimed before its payment is written (hence the deferred foreign key), so a concurrent call with the same key waits and then replays. Kept at least 24 hours; payments.purge_idempotency_keys removes older ones.';
 COMMENT ON COLUMN payments.idempotency_keys.fingerprint IS 'sha256 of the canonical call parameters; a replay with different parameters is refused (SQLSTATE PM201).';
 
 -- ---------------------------------------------------------------------------
 -- Anomalies: provider objects that were no evidence for the payment they named
 -- ---------------------------------------------------------------------------
 CREATE TABLE payments.anomalies (
-    id                  text COLLATE "C" PRIMARY KEY,
-    payment_id          text COLLATE "C" NOT NULL REFERENCES payments.payments (id),
+    id                  text COLLATE "C" NOT NULL,
+    payment_id          text COLLATE "C" NOT NULL,
     customer_id         text NOT NULL,
     kind                text NOT NULL CHECK (payments._is_allowed('anomaly_kind', kind)),
     source              text NOT NULL CHECK (payments._is_allowed('source', source)),
@@ -99,10 +128,12 @@ CREATE TABLE payments.anomalies (
     created_at          timestamptz NOT NULL DEFAULT now(),
     resolved_at         timestamptz,
     resolution          text CHECK (length(resolution) BETWEEN 1 AND 1000),
-    CHECK ((resolved_at IS NULL) = (resolution IS NULL))
+    CHECK ((resolved_at IS NULL) = (resolution IS NULL)),
+    PRIMARY KEY (customer_id, id),
+    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id)
 );
 CREATE INDEX anomalies_open_idx ON payments.anomalies (created_at) WHERE resolved_at IS NULL;
-CREATE INDEX anomalies_payment_id_idx ON payments.anomalies (payment_id);
+CREATE INDEX anomalies_payment_id_idx ON payments.anomalies (customer_id, payment_id);
 COMMENT ON TABLE payments.anomalies IS
     'A provider object (an API answer or a webhook) that named a payment but asked for other money, or was another object than the one the payment is linked to. It was not applied: the payment kept its status and link, and its history has an event with reason ''anomaly: <kind>''. Operators read payments.open_anomalies and close one with payments.resolve_anomaly.';
 COMMENT ON COLUMN payments.anomalies.kind IS 'amount_mismatch | currency_mismatch | amount_received_mismatch | amount_capturable_mismatch | provider_payment_mismatch (SELECT * FROM payments.allowed_values() WHERE kind = ''anomaly_kind'').';
@@ -115,6 +146,8 @@ SELECT pg_catalog.pg_extension_config_dump('payments.payments', '');
 SELECT pg_catalog.pg_extension_config_dump('payments.payment_events', '');
 SELECT pg_catalog.pg_extension_config_dump('payments.idempotency_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('payments.anomalies', '');
+SELECT pg_catalog.pg_extension_config_dump('payments.payment_customers', '');
+SELECT pg_catalog.pg_extension_config_dump('payments.provider_payments', '');
 
 -- ---------------------------------------------------------------------------
 -- Append-only guard

@@ -4,7 +4,7 @@
 
 CREATE VIEW payments.payment_history AS
 SELECT e.payment_id, e.seq, e.from_status, e.to_status, e.applied, e.source, e.reason, e.data, e.created_at,
-       encode(e.hash, 'hex') AS hash
+       encode(e.hash, 'hex') AS hash, e.customer_id
 FROM payments.payment_events e;
 COMMENT ON VIEW payments.payment_history IS
     'Every payment''s history in order (payment_id, seq). applied = false marks a stale report: recorded, not applied.';
@@ -30,16 +30,18 @@ SELECT a.id, a.payment_id, a.customer_id, a.kind, a.source, a.provider, a.provid
        p.amount_minor AS expected_amount_minor, p.currency AS expected_currency, p.provider_payment_id AS linked_provider_payment_id,
        a.observed, p.status AS payment_status, a.created_at
 FROM payments.anomalies a
-JOIN payments.payments p ON p.id = a.payment_id
+JOIN payments.payments p ON p.customer_id = a.customer_id AND p.id = a.payment_id
 WHERE a.resolved_at IS NULL;
 COMMENT ON VIEW payments.open_anomalies IS
     'Provider objects that named a payment but were not applied (other money, or another object than the linked one), not yet resolved: what the payment expected beside what was observed. Close one with payments.resolve_anomaly.';
 
 CREATE VIEW payments.webhook_log AS
 SELECT w.id, w.provider, w.event_id, w.event_type, w.event_created, w.provider_payment_id, w.payment_id, w.result,
-       EXISTS (SELECT FROM payments.webhook_pending wp
-               WHERE wp.provider = w.provider AND wp.event_id = w.event_id) AS still_pending,
+       wp.event_id IS NOT NULL AS still_pending,
        w.received_at
-FROM payments.webhook_events w;
+FROM payments.webhook_events w
+-- A join, not EXISTS: Citus plans it (the pending ids first, then each shard of the log).
+LEFT JOIN (SELECT p.provider, p.event_id FROM payments.webhook_pending p) wp
+       ON wp.provider = w.provider AND wp.event_id = w.event_id;
 COMMENT ON VIEW payments.webhook_log IS
     'Received webhooks without their bodies, headers or secrets: what arrived, what it matched and what was done. still_pending: waiting for its payment to be linked.';

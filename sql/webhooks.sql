@@ -84,10 +84,11 @@ COMMENT ON COLUMN payments.settings.webhook_tolerance IS
 SELECT pg_catalog.pg_extension_config_dump('payments.settings', '');
 
 CREATE FUNCTION payments.webhook_tolerance() RETURNS interval
-LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    SELECT coalesce((SELECT s.webhook_tolerance FROM payments.settings s), interval '5 minutes');
-END;
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN coalesce((SELECT s.webhook_tolerance FROM payments.settings s), interval '5 minutes');
+END
+$$;
 COMMENT ON FUNCTION payments.webhook_tolerance() IS 'The webhook timestamp tolerance in force (default 5 minutes).';
 
 CREATE FUNCTION payments.set_webhook_tolerance(tolerance interval) RETURNS interval
@@ -108,26 +109,30 @@ COMMENT ON FUNCTION payments.set_webhook_tolerance(interval) IS
 -- Received events
 -- ---------------------------------------------------------------------------
 CREATE TABLE payments.webhook_events (
-    id                  text COLLATE "C" PRIMARY KEY,
+    id                  text COLLATE "C" NOT NULL,
     provider            text NOT NULL,
     event_id            text NOT NULL,
     event_type          text NOT NULL,
     event_created       timestamptz,
     provider_payment_id text,
-    payment_id          text COLLATE "C" REFERENCES payments.payments (id),
+    payment_id          text COLLATE "C",
     result              text NOT NULL CHECK (payments._is_allowed('webhook_result', result)),
     secret_id           text COLLATE "C" NOT NULL REFERENCES payments.webhook_secrets (id),
     headers             jsonb NOT NULL,
     body                bytea NOT NULL,
     received_at         timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (provider, event_id)
+    customer_id         text,
+    -- The event id first: on Citus the log is distributed by it, so the dedupe is one shard's.
+    PRIMARY KEY (event_id, provider),
+    CHECK ((payment_id IS NULL) = (customer_id IS NULL))
 );
-CREATE INDEX webhook_events_payment_id_idx ON payments.webhook_events (payment_id) WHERE payment_id IS NOT NULL;
+CREATE INDEX webhook_events_payment_id_idx ON payments.webhook_events (customer_id, payment_id) WHERE payment_id IS NOT NULL;
 COMMENT ON TABLE payments.webhook_events IS
-    'Every verified webhook, once per (provider, event_id), with the exact body and headers received, the secret that verified it and what ingest_webhook did with it. Append-only. Unverified bodies are never stored.';
+    'Every verified webhook, once per (provider, event_id), with the exact body and headers received, the secret that verified it and what ingest_webhook did with it. Append-only. Unverified bodies are never stored. What an event did to its payment is in that payment''s history (payment_events, beside the payment), naming the event id.';
 COMMENT ON COLUMN payments.webhook_events.result IS
     'applied: it moved the payment; noop: the payment already had the status it reports; stale: older than the payment''s state, recorded only; ignored: an event type that moves no payment; pending_match: no payment had its provider id yet (see webhook_pending); mismatch: its object asked for other money than the payment it named, or was another object than the payment''s (see anomalies). Rows stored by version 0.1.0 say stale for noop too.';
 COMMENT ON COLUMN payments.webhook_events.payment_id IS 'The payment it matched when received; NULL for ignored and pending_match events.';
+COMMENT ON COLUMN payments.webhook_events.customer_id IS 'The matched payment''s customer; NULL when no payment matched.';
 SELECT pg_catalog.pg_extension_config_dump('payments.webhook_events', '');
 
 CREATE TRIGGER webhook_events_append_only BEFORE UPDATE OR DELETE ON payments.webhook_events
@@ -143,45 +148,46 @@ CREATE TABLE payments.webhook_pending (
     event_created       timestamptz,
     to_status           text NOT NULL,
     last_error          jsonb,
-    PRIMARY KEY (provider, event_id),
-    FOREIGN KEY (provider, event_id) REFERENCES payments.webhook_events (provider, event_id)
+    object              jsonb NOT NULL,
+    -- Beside its provider_payments row (on Citus, the same shard).
+    PRIMARY KEY (provider_payment_id, provider, event_id),
+    FOREIGN KEY (provider_payment_id, provider) REFERENCES payments.provider_payments (provider_payment_id, provider)
 );
-CREATE INDEX webhook_pending_match_idx ON payments.webhook_pending (provider, provider_payment_id);
 COMMENT ON TABLE payments.webhook_pending IS
     'Verified events that arrived before their payment was linked to its provider id (the webhook beat the API response). record_provider_result applies them, in event order, when the id is linked, and removes them from here.';
+COMMENT ON COLUMN payments.webhook_pending.object IS 'The event''s data.object as received (webhook_events keeps the exact body): the evidence checked when it is applied.';
 SELECT pg_catalog.pg_extension_config_dump('payments.webhook_pending', '');
 
-CREATE FUNCTION payments._apply_pending_webhooks(p_payment_id text, p_provider text, p_provider_payment_id text)
-RETURNS void
+CREATE FUNCTION payments._apply_pending_webhooks(p_customer_id text, p_payment_id text, p_provider text,
+                                                 p_provider_payment_id text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     w         record;
-    v_object  jsonb;
     v_problem text;
 BEGIN
     FOR w IN
-        SELECT wp.*, we.body FROM payments.webhook_pending wp
-        JOIN payments.webhook_events we ON we.provider = wp.provider AND we.event_id = wp.event_id
-        WHERE wp.provider = p_provider AND wp.provider_payment_id = p_provider_payment_id
+        SELECT wp.* FROM payments.webhook_pending wp
+        WHERE wp.provider_payment_id = p_provider_payment_id AND wp.provider = p_provider
         ORDER BY wp.event_created, wp.event_id
     LOOP
-        v_object := convert_from(w.body, 'UTF8')::jsonb -> 'data' -> 'object';
-        v_problem := payments._evidence_problem_for(p_payment_id, w.to_status, v_object, p_provider,
+        v_problem := payments._evidence_problem_for(p_customer_id, p_payment_id, w.to_status, w.object, p_provider,
                                                     p_provider_payment_id);
         IF v_problem IS NOT NULL THEN
-            PERFORM payments._record_anomaly(p_payment_id, v_problem, 'webhook', p_provider, p_provider_payment_id,
-                                             payments._observed(v_object) || jsonb_build_object('webhook_event_id', w.event_id));
+            PERFORM payments._record_anomaly(p_customer_id, p_payment_id, v_problem, 'webhook', p_provider,
+                                             p_provider_payment_id,
+                                             payments._observed(w.object) || jsonb_build_object('webhook_event_id', w.event_id));
         ELSE
-            PERFORM payments._transition(p_payment_id, w.to_status, 'webhook', w.event_type,
+            PERFORM payments._transition(p_customer_id, p_payment_id, w.to_status, 'webhook', w.event_type,
                                          jsonb_build_object('webhook_event_id', w.event_id, 'event_created', w.event_created,
                                                             'arrived_before_link', true),
                                          w.last_error);
         END IF;
-        DELETE FROM payments.webhook_pending wp WHERE wp.provider = w.provider AND wp.event_id = w.event_id;
+        DELETE FROM payments.webhook_pending wp
+        WHERE wp.provider_payment_id = p_provider_payment_id AND wp.provider = w.provider AND wp.event_id = w.event_id;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION payments._apply_pending_webhooks(text, text, text) IS
+COMMENT ON FUNCTION payments._apply_pending_webhooks(text, text, text, text) IS
     'Internal: applies, oldest first, the webhooks that waited for a provider payment id, as webhook reports; one whose object asks for other money is recorded as an anomaly instead.';
 
 -- ingest_webhook, step by step. Each step is internal; only ingest_webhook is granted.
@@ -249,41 +255,45 @@ COMMENT ON FUNCTION payments._parse_stripe_event(bytea) IS
 
 CREATE FUNCTION payments._apply_webhook(p_provider text, p_event_id text, p_event_type text,
                                         p_event_created timestamptz, p_object jsonb,
-                                        OUT payment_id text, OUT result text)
+                                        OUT customer_id text, OUT payment_id text, OUT result text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_to      text := payments._stripe_event_status(p_event_type);
     v_ppid    text := p_object ->> 'id';
     v_hint    text := p_object -> 'metadata' ->> 'payment_id';
     v_by_hint boolean := false;
+    v_linked  record;
     v_problem text;
 BEGIN
+    -- The caller holds the provider id's lock (_lock_provider_payment) whenever v_to and v_ppid are set.
     IF v_to IS NULL OR v_ppid IS NULL THEN
         result := 'ignored';
         RETURN;
     END IF;
-    PERFORM payments._lock_provider_payment(p_provider, v_ppid);
-    SELECT p.id INTO payment_id FROM payments.payments p
-    WHERE p.provider = p_provider AND p.provider_payment_id = v_ppid;
+    SELECT pp.payment_id, pp.customer_id INTO v_linked FROM payments.provider_payments pp
+    WHERE pp.provider_payment_id = v_ppid AND pp.provider = p_provider;
+    payment_id := v_linked.payment_id;
+    customer_id := v_linked.customer_id;
     IF payment_id IS NULL AND v_hint IS NOT NULL THEN
         -- Our own id in metadata: the object is linked to that payment if it is evidence for it.
-        SELECT p.id INTO payment_id FROM payments.payments p WHERE p.id = v_hint;
+        SELECT r.payment_id, r.customer_id INTO payment_id, customer_id FROM payments.payment_customers r
+        WHERE r.payment_id = v_hint;
         v_by_hint := true;
     END IF;
     IF payment_id IS NOT NULL THEN
-        v_problem := payments._evidence_problem_for(payment_id, v_to, p_object, p_provider, v_ppid);
+        v_problem := payments._evidence_problem_for(customer_id, payment_id, v_to, p_object, p_provider, v_ppid);
         IF v_problem IS NULL AND v_by_hint THEN
-            PERFORM payments._link_provider(payment_id, p_provider, v_ppid);
+            PERFORM payments._link_provider(customer_id, payment_id, p_provider, v_ppid);
         END IF;
     END IF;
     IF payment_id IS NULL THEN
         result := 'pending_match';
     ELSIF v_problem IS NOT NULL THEN
-        PERFORM payments._record_anomaly(payment_id, v_problem, 'webhook', p_provider, v_ppid,
+        PERFORM payments._record_anomaly(customer_id, payment_id, v_problem, 'webhook', p_provider, v_ppid,
                                          payments._observed(p_object) || jsonb_build_object('webhook_event_id', p_event_id));
         result := 'mismatch';
     ELSE
-        result := payments._transition(payment_id, v_to, 'webhook', p_event_type,
+        result := payments._transition(customer_id, payment_id, v_to, 'webhook', p_event_type,
                                        jsonb_build_object('webhook_event_id', p_event_id, 'event_created', p_event_created),
                                        p_object -> 'last_payment_error');
     END IF;
@@ -297,7 +307,9 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_secret_id text;
     v_event     record;
+    v_ppid      text;
     v_applied   record;
+    v_status    text;
 BEGIN
     IF provider IS NULL OR headers IS NULL OR body IS NULL THEN
         RAISE EXCEPTION 'provider, headers and body are required' USING ERRCODE = 'PM100';
@@ -305,27 +317,49 @@ BEGIN
     v_secret_id := payments._verify_webhook(provider, headers, body);
     v_event := payments._parse_stripe_event(body);
 
-    -- 3. Once per (provider, event id), even under concurrent deliveries.
-    PERFORM pg_advisory_xact_lock(hashtextextended('payments-webhook/' || provider || '/' || v_event.event_id, 0));
-    SELECT w.payment_id, 'duplicate' AS result INTO v_applied FROM payments.webhook_events w
-    WHERE w.provider = ingest_webhook.provider AND w.event_id = v_event.event_id;
+    -- 3. Once per (provider, event id), even under concurrent deliveries. An
+    -- event that moves a payment is serialised by its provider id's row lock
+    -- (a redelivery names the same object); any other one changes nothing but
+    -- its own row, whose primary key keeps it single.
+    IF payments._stripe_event_status(v_event.event_type) IS NOT NULL THEN
+        v_ppid := v_event.object ->> 'id';
+    END IF;
+    IF v_ppid IS NOT NULL THEN
+        PERFORM payments._lock_provider_payment(provider, v_ppid);
+    END IF;
+    SELECT w.customer_id, w.payment_id, 'duplicate' AS result INTO v_applied FROM payments.webhook_events w
+    WHERE w.event_id = v_event.event_id AND w.provider = ingest_webhook.provider;
     IF NOT FOUND THEN
         v_applied := payments._apply_webhook(provider, v_event.event_id, v_event.event_type, v_event.event_created,
                                              v_event.object);
         -- 5. Store it, append-only; an unmatched one also waits for its payment.
         INSERT INTO payments.webhook_events (id, provider, event_id, event_type, event_created, provider_payment_id,
-                                             payment_id, result, secret_id, headers, body)
+                                             customer_id, payment_id, result, secret_id, headers, body)
         VALUES (payments._new_id('whe'), provider, v_event.event_id, v_event.event_type, v_event.event_created,
-                v_event.object ->> 'id', v_applied.payment_id, v_applied.result, v_secret_id, headers, body);
-        IF v_applied.result = 'pending_match' THEN
+                v_event.object ->> 'id', v_applied.customer_id, v_applied.payment_id, v_applied.result, v_secret_id,
+                headers, body)
+        ON CONFLICT (event_id, provider) DO NOTHING;
+        IF NOT FOUND THEN
+            IF v_applied.result <> 'ignored' THEN
+                -- The same event id for another object: undo, and let the retry see the stored event.
+                RAISE EXCEPTION 'webhook event % was stored by a concurrent delivery', payments._shown(v_event.event_id)
+                    USING ERRCODE = '40001', HINT = 'retry the delivery';
+            END IF;
+            v_applied.result := 'duplicate';
+        ELSIF v_applied.result = 'pending_match' THEN
             INSERT INTO payments.webhook_pending (provider, event_id, provider_payment_id, event_type, event_created,
-                                                  to_status, last_error)
-            VALUES (provider, v_event.event_id, v_event.object ->> 'id', v_event.event_type, v_event.event_created,
-                    payments._stripe_event_status(v_event.event_type), v_event.object -> 'last_payment_error');
+                                                  to_status, last_error, object)
+            VALUES (provider, v_event.event_id, v_ppid, v_event.event_type, v_event.event_created,
+                    payments._stripe_event_status(v_event.event_type), v_event.object -> 'last_payment_error',
+                    v_event.object);
         END IF;
     END IF;
+    IF v_applied.payment_id IS NOT NULL THEN
+        SELECT p.status INTO v_status FROM payments.payments p
+        WHERE p.customer_id = v_applied.customer_id AND p.id = v_applied.payment_id;
+    END IF;
     RETURN jsonb_build_object('result', v_applied.result, 'event_id', v_event.event_id, 'payment_id', v_applied.payment_id,
-                              'status', (SELECT p.status FROM payments.payments p WHERE p.id = v_applied.payment_id));
+                              'status', v_status);
 END
 $$;
 COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# A 3-node Citus cluster on loopback for the scale-out suite: a coordinator and
+# two workers, each a data directory under .run/citus/, run as postgres.
+#
+#   citus.sh install          build and install Citus from ../shared/citus/ unless installed
+#   citus.sh start            install if needed; initdb, start the nodes, register the workers
+#   citus.sh stop
+#   citus.sh createdb NAME    (re)create NAME on every node with citus and payments, then
+#                             run payments.distribute() on the coordinator
+#
+# Ports: CITUS_PORT (coordinator, default 54340), +1 and +2 for the workers.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=/usr/lib/postgresql/15/bin
+PG_CONFIG=$BIN/pg_config
+CITUS_VERSION=12.1.12
+CITUS_SRC=${CITUS_SRC:-$ROOT/../shared/citus}
+RUN_DIR=$ROOT/.run/citus
+PORT=${CITUS_PORT:-54340}
+PORTS=("$PORT" "$((PORT + 1))" "$((PORT + 2))")
+NAMES=(coordinator worker1 worker2)
+BUILD_PACKAGES=(libcurl4-openssl-dev liblz4-dev libzstd-dev libkrb5-dev libpam0g-dev libselinux1-dev
+  libxslt1-dev libreadline-dev autoconf flex bison make gcc)
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then
+    env -u RUST_BACKTRACE runuser -u postgres -- "$@"
+  else
+    env -u RUST_BACKTRACE "$@"
+  fi
+}
+
+psql_on() {
+  local port=$1
+  shift
+  "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"
+}
+
+install() {
+  local control
+  control=$("$PG_CONFIG" --sharedir)/extension/citus.control
+  if [ -f "$control" ] && grep -q "default_version = '12.1" "$control"; then
+    return
+  fi
+  local missing=()
+  for p in "${BUILD_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "citus: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  echo "citus: building Citus $CITUS_VERSION from $CITUS_SRC (about two minutes)"
+  (cd "$CITUS_SRC" && sha256sum -c --quiet SHA256SUMS)
+  local build
+  build=$(mktemp -d)
+  tar xzf "$CITUS_SRC/citus-$CITUS_VERSION.tar.gz" -C "$build"
+  (
+    cd "$build/citus-$CITUS_VERSION"
+    ./configure PG_CONFIG="$PG_CONFIG" >"$build/configure.log" 2>&1
+    make -j"$(nproc)" >"$build/make.log" 2>&1
+    make install >"$build/install.log" 2>&1
+  ) || { echo "citus: build failed; logs in $build" >&2; exit 1; }
+  rm -rf "$build"
+}
+
+start() {
+  install
+  mkdir -p "$RUN_DIR"
+  [ "$(id -u)" = 0 ] && chown postgres "$RUN_DIR" "$ROOT/.run"
+  local so
+  so=$("$PG_CONFIG" --pkglibdir)/payments.so
+  for i in 0 1 2; do
+    local dir=$RUN_DIR/${NAMES[$i]}
+    if [ ! -f "$dir/PG_VERSION" ]; then
+      as_postgres "$BIN/initdb" -D "$dir" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+      cat >>"$dir/postgresql.conf" <<EOF
+shared_preload_libraries = 'citus'
+listen_addresses = '127.0.0.1'
+port = ${PORTS[$i]}
+unix_socket_directories = '$RUN_DIR'
+max_connections = 300
+max_prepared_transactions = 200
+citus.enable_statistics_collection = off
+EOF
+    fi
+    if as_postgres "$BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+      if [ -f "$so" ] && [ "$so" -nt "$dir/postmaster.pid" ]; then
+        as_postgres "$BIN/pg_ctl" -D "$dir" -w -m fast restart -l "$dir.log" >/dev/null
+      fi
+    else
+      as_postgres "$BIN/pg_ctl" -D "$dir" -w -l "$dir.log" start >/dev/null
+    fi
+  done
+}
+
+stop() {
+  for name in "${NAMES[@]}"; do
+    if [ -f "$RUN_DIR/$name/PG_VERSION" ]; then
+      as_postgres "$BIN/pg_ctl" -D "$RUN_DIR/$name" -w -m fast stop >/dev/null 2>&1 || true
+    fi
+  done
+}
+
+createdb() {
+  local name=$1
+  # Workers first: the coordinator's CREATE EXTENSION payments reaches registered workers itself.
+  for port in "${PORTS[2]}" "${PORTS[1]}" "${PORTS[0]}"; do
+    psql_on "$port" -d postgres -c "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" -c "CREATE DATABASE \"$name\""
+    psql_on "$port" -d "$name" -c "SET client_min_messages = warning" -c "CREATE EXTENSION citus"
+  done
+  psql_on "${PORTS[0]}" -d "$name" -c "SET client_min_messages = warning" \
+    -c "SELECT citus_set_coordinator_host('127.0.0.1', ${PORTS[0]})" \
+    -c "SELECT citus_add_node('127.0.0.1', ${PORTS[1]})" \
+    -c "SELECT citus_add_node('127.0.0.1', ${PORTS[2]})" \
+    -c "CREATE EXTENSION payments" \
+    -c "SELECT payments.distribute()"
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  createdb) createdb "$2" ;;
+  *) echo "usage: $0 install|start|stop|createdb NAME" >&2; exit 2 ;;
+esac

@@ -1,0 +1,79 @@
+-- payments: scaling out on Citus. The schema is already shaped for it (every
+-- customer's rows keyed by customer_id first); payments.distribute() hands the
+-- tables to Citus and tells it which functions to run where their rows live.
+
+CREATE FUNCTION payments.distribute(shard_count int DEFAULT 32)
+RETURNS TABLE (object text, distributed_by text, action text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Each table, its distribution column (NULL: a reference table, a copy on
+    -- every node) and the table it lives beside ('none': a group of its own).
+    -- Order matters: a table comes after those its foreign keys reference.
+    v_tables CONSTANT text[][] := ARRAY[
+        ['payments.webhook_secrets',   NULL,                  NULL],
+        ['payments.api_keys',          NULL,                  NULL],
+        ['payments.settings',          NULL,                  NULL],
+        ['payments.payments',          'customer_id',         'none'],
+        ['payments.payment_events',    'customer_id',         'payments.payments'],
+        ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
+        ['payments.anomalies',         'customer_id',         'payments.payments'],
+        ['payments.payment_customers', 'payment_id',          'none'],
+        ['payments.provider_payments', 'provider_payment_id', 'none'],
+        ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
+        ['payments.webhook_events',    'event_id',            'none']];
+    -- Each function called with the distribution value of the table it runs beside.
+    v_functions CONSTANT text[][] := ARRAY[
+        ['payments.create_payment(text, text, numeric, text, text, text, jsonb, text)', 'customer_id', 'payments.payments'],
+        ['payments.get_payment(text)',                            'id',         'payments.payment_customers'],
+        ['payments.transition(text, text, text, text, jsonb)',    'payment_id', 'payments.payment_customers'],
+        ['payments.record_provider_result(text, text, text, text, jsonb)', 'payment_id', 'payments.payment_customers'],
+        ['payments.record_provider_error(text, jsonb)',           'payment_id', 'payments.payment_customers'],
+        ['payments.list_payment_events(text)',                    'payment_id', 'payments.payment_customers']];
+    v_row text[];
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'citus') THEN
+        RAISE EXCEPTION 'Citus is not installed in this database' USING ERRCODE = 'PM401',
+            HINT = 'add citus to shared_preload_libraries on every node, CREATE EXTENSION citus, add the workers, then call payments.distribute() on the coordinator';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'payments.distribute() runs on the Citus coordinator' USING ERRCODE = 'PM401';
+    END IF;
+    IF shard_count IS NULL OR shard_count NOT BETWEEN 1 AND 1024 THEN
+        RAISE EXCEPTION 'shard_count must be between 1 and 1024' USING ERRCODE = 'PM100';
+    END IF;
+    -- The append-only triggers must reach every shard.
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+
+    FOREACH v_row SLICE 1 IN ARRAY v_tables LOOP
+        object := v_row[1];
+        distributed_by := v_row[2];
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d WHERE d.logicalrelid = v_row[1]::regclass) THEN
+            action := 'already distributed';
+        ELSIF v_row[2] IS NULL THEN
+            PERFORM pg_catalog.create_reference_table(v_row[1]::regclass);
+            action := 'reference table';
+        ELSE
+            PERFORM pg_catalog.create_distributed_table(v_row[1]::regclass, v_row[2], colocate_with => v_row[3],
+                                                        shard_count => distribute.shard_count);
+            action := 'distributed';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+
+    FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
+        object := v_row[1];
+        distributed_by := v_row[2];
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_dist_object o
+                   WHERE o.classid = 'pg_catalog.pg_proc'::regclass AND o.objid = v_row[1]::regprocedure
+                     AND o.distribution_argument_index IS NOT NULL) THEN
+            action := 'already delegated';
+        ELSE
+            PERFORM pg_catalog.create_distributed_function(v_row[1]::regprocedure, v_row[2], colocate_with => v_row[3]);
+            action := 'delegated';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments.distribute(int) IS
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys and anomalies distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Returns what it did per object. PM401 without Citus or off the coordinator.';
