@@ -234,7 +234,7 @@ BEGIN
     -- until this transaction ends, then finds the key and replays.
     INSERT INTO payments.idempotency_keys (customer_id, key, fingerprint, payment_id)
     VALUES (customer_id, idempotency_key, v_fp, v_id)
-    ON CONFLICT (customer_id, key) DO NOTHING;
+    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
 
     IF FOUND THEN
         v_status := payments._initial_status(payment_method IS NOT NULL);
@@ -350,7 +350,7 @@ BEGIN
     -- row, so it serialises callers on every node of a Citus cluster.
     INSERT INTO payments.provider_payments (provider, provider_payment_id)
     VALUES (p_provider, p_provider_payment_id)
-    ON CONFLICT (provider_payment_id, provider) DO NOTHING;
+    ON CONFLICT ON CONSTRAINT provider_payments_pkey DO NOTHING;
     SELECT pp.payment_id, pp.customer_id INTO payment_id, customer_id FROM payments.provider_payments pp
     WHERE pp.provider_payment_id = p_provider_payment_id AND pp.provider = p_provider FOR UPDATE;
 END
@@ -542,15 +542,16 @@ $$;
 COMMENT ON FUNCTION payments.purge_idempotency_keys(interval) IS
     'Deletes idempotency keys older than older_than (at least 24 hours) and returns how many. A purged key can be used again for a new payment.';
 
-CREATE FUNCTION payments.verify_event_chain(payment_id text DEFAULT NULL)
-RETURNS TABLE (payment_id text, seq bigint, problem text)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- PL/pgSQL (Citus cannot plan parameterised SQL functions over its tables);
+-- verify_event_chain wraps it because its argument and a result column share a name.
+CREATE FUNCTION payments._verify_event_chain(p_payment_id text)
+RETURNS TABLE (broken_payment_id text, first_bad_seq bigint, problem text)
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_payment_id text := $1;  -- the argument; payment_id also names an output column
-    v_customer   text;
+    v_customer text;
 BEGIN
-    IF v_payment_id IS NOT NULL THEN
-        SELECT r.customer_id INTO v_customer FROM payments.payment_customers r WHERE r.payment_id = v_payment_id;
+    IF p_payment_id IS NOT NULL THEN
+        SELECT r.customer_id INTO v_customer FROM payments.payment_customers r WHERE r.payment_id = p_payment_id;
         IF NOT FOUND THEN
             RETURN;  -- no payment, no history to break
         END IF;
@@ -562,7 +563,7 @@ BEGIN
                lag(e.seq) OVER w AS prior_seq,
                lag(e.hash) OVER w AS prior_hash
         FROM payments.payment_events e
-        WHERE v_payment_id IS NULL OR (e.customer_id = v_customer AND e.payment_id = v_payment_id)
+        WHERE p_payment_id IS NULL OR (e.customer_id = v_customer AND e.payment_id = p_payment_id)
         WINDOW w AS (PARTITION BY e.customer_id, e.payment_id ORDER BY e.seq)
     ), problems AS (
         SELECT ev.customer_id, ev.payment_id, ev.seq,
@@ -584,5 +585,13 @@ BEGIN
     SELECT f.payment_id, f.seq, f.problem FROM firsts f ORDER BY f.payment_id;
 END
 $$;
+COMMENT ON FUNCTION payments._verify_event_chain(text) IS 'Internal: what verify_event_chain returns.';
+
+CREATE FUNCTION payments.verify_event_chain(payment_id text DEFAULT NULL)
+RETURNS TABLE (payment_id text, seq bigint, problem text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT * FROM payments._verify_event_chain(verify_event_chain.payment_id);
+END;
 COMMENT ON FUNCTION payments.verify_event_chain(text) IS
     'Recomputes the hash chain of one payment''s history (or of every payment''s when payment_id is NULL) and returns, per broken chain, the first event that does not match. No rows: the history is intact.';

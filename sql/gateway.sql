@@ -86,7 +86,8 @@ RETURNS TABLE (payment_id text, kind text, customer_id text, amount_minor bigint
                status text, attempt integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_due record;
+    v_due      record;
+    v_attempts integer;
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR min_age IS NULL OR lease IS NULL OR lease <= interval '0'
        OR max_backoff IS NULL OR max_backoff < lease THEN
@@ -108,7 +109,7 @@ BEGIN
         ORDER BY coalesce(p.reconcile_after, p.updated_at)
         LIMIT lim
     LOOP
-        PERFORM 1 FROM payments.payments p
+        SELECT p.reconcile_attempts INTO v_attempts FROM payments.payments p
         WHERE p.customer_id = v_due.customer_id AND p.id = v_due.id
           AND p.status IN ('requires_confirmation', 'processing')
           AND (p.reconcile_after IS NULL OR p.reconcile_after <= now())
@@ -116,10 +117,9 @@ BEGIN
         CONTINUE WHEN NOT FOUND;
         RETURN QUERY
         UPDATE payments.payments p
-        SET reconcile_attempts = p.reconcile_attempts + 1,
+        SET reconcile_attempts = v_attempts + 1,
             -- Each attempt waits longer (twice the last, from min_age), at least the lease, at most max_backoff.
-            reconcile_after = now() + least(max_backoff,
-                                            greatest(lease, min_age * power(2, least(p.reconcile_attempts, 20))))
+            reconcile_after = now() + least(max_backoff, greatest(lease, min_age * power(2, least(v_attempts, 20))))
         WHERE p.customer_id = v_due.customer_id AND p.id = v_due.id
         RETURNING p.id,
                   CASE WHEN p.provider_payment_id IS NULL THEN 'create' ELSE 'refresh' END,

@@ -30,6 +30,7 @@ DECLARE
         ['payments.record_provider_error(text, jsonb)',           'payment_id', 'payments.payment_customers'],
         ['payments.list_payment_events(text)',                    'payment_id', 'payments.payment_customers']];
     v_row text[];
+    v_fks text[][];
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'citus') THEN
         RAISE EXCEPTION 'Citus is not installed in this database' USING ERRCODE = 'PM401',
@@ -43,6 +44,24 @@ BEGIN
     END IF;
     -- The append-only triggers must reach every shard.
     PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    -- Keys to reference tables need one connection per node within the transaction.
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+
+    -- Citus accepts a foreign key only between tables it already manages (and
+    -- would otherwise convert every table of the key graph, which the
+    -- extension's views forbid): set the keys aside, distribute, put them back.
+    SELECT array_agg(ARRAY[c.conrelid::regclass::text, c.conname::text, pg_catalog.pg_get_constraintdef(c.oid)])
+    INTO v_fks
+    FROM pg_catalog.pg_constraint c
+    WHERE c.contype = 'f' AND c.connamespace = 'payments'::regnamespace
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d WHERE d.logicalrelid = c.conrelid);
+    FOR i IN 1 .. coalesce(array_length(v_fks, 1), 0) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', v_fks[i][1], v_fks[i][2]);
+        -- The workers' copies of the extension's tables become Citus's shell
+        -- tables as they are; putting a key back reaches them too.
+        PERFORM pg_catalog.run_command_on_workers(
+            pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_fks[i][1], v_fks[i][2]));
+    END LOOP;
 
     FOREACH v_row SLICE 1 IN ARRAY v_tables LOOP
         object := v_row[1];
@@ -52,12 +71,18 @@ BEGIN
         ELSIF v_row[2] IS NULL THEN
             PERFORM pg_catalog.create_reference_table(v_row[1]::regclass);
             action := 'reference table';
-        ELSE
-            PERFORM pg_catalog.create_distributed_table(v_row[1]::regclass, v_row[2], colocate_with => v_row[3],
+        ELSIF v_row[3] = 'none' THEN
+            PERFORM pg_catalog.create_distributed_table(v_row[1]::regclass, v_row[2], colocate_with => 'none',
                                                         shard_count => distribute.shard_count);
             action := 'distributed';
+        ELSE
+            PERFORM pg_catalog.create_distributed_table(v_row[1]::regclass, v_row[2], colocate_with => v_row[3]);
+            action := 'distributed beside ' || v_row[3];
         END IF;
         RETURN NEXT;
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(v_fks, 1), 0) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_fks[i][1], v_fks[i][2], v_fks[i][3]);
     END LOOP;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP

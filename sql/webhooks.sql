@@ -338,7 +338,7 @@ BEGIN
         VALUES (payments._new_id('whe'), provider, v_event.event_id, v_event.event_type, v_event.event_created,
                 v_event.object ->> 'id', v_applied.customer_id, v_applied.payment_id, v_applied.result, v_secret_id,
                 headers, body)
-        ON CONFLICT (event_id, provider) DO NOTHING;
+        ON CONFLICT ON CONSTRAINT webhook_events_pkey DO NOTHING;
         IF NOT FOUND THEN
             IF v_applied.result <> 'ignored' THEN
                 -- The same event id for another object: undo, and let the retry see the stored event.

@@ -102,7 +102,10 @@ mod tests {
         create("k1", "49.99");
         let e = outcome("SELECT payments.create_payment('k1', 'cust_1', 50.00, 'USD')");
         assert!(e.starts_with("PM201: idempotency key 'k1' was already used with different parameters"), "{e}");
-        assert_eq!(sqlstate("SELECT payments.create_payment('k1', 'cust_2', 49.99, 'USD')"), "PM201");
+        // Keys are per customer (as Stripe's are per account): another customer's k1 is another payment.
+        let other = one::<String>("SELECT outcome || ' ' || id FROM payments.create_payment('k1', 'cust_2', 49.99, 'USD')");
+        assert!(other.starts_with("created pay_"), "{other}");
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.idempotency_keys WHERE key = 'k1'"), 2);
         assert_eq!(
             sqlstate("SELECT payments.create_payment('k1', 'cust_1', 49.99, 'USD', metadata => '{\"a\":1}')"),
             "PM201"
@@ -341,10 +344,34 @@ mod tests {
         assert_eq!(sqlstate("INSERT INTO payments.idempotency_keys VALUES ('x', '\\x00', 'pay_x')"), "42501");
         assert_eq!(sqlstate("SELECT payments.purge_idempotency_keys('1 day')"), "42501");
         assert_eq!(
-            sqlstate("SELECT payments._append_event('pay_x', NULL, 'failed', true, 'api', NULL, '{}')"),
+            sqlstate("SELECT payments._append_event('c', 'pay_x', NULL, 'failed', true, 'api', NULL, '{}')"),
             "42501"
         );
         Spi::run("RESET ROLE").unwrap();
+    }
+
+    #[pg_test]
+    fn distribute_refuses_clearly_without_citus_and_is_the_admins() {
+        let e = outcome("SELECT payments.distribute()");
+        assert!(e.starts_with("PM401: Citus is not installed in this database"), "{e}");
+        attempt("SELECT 1");
+        Spi::run("SET LOCAL ROLE payments_gateway").unwrap();
+        assert_eq!(sqlstate("SELECT payments.distribute()"), "42501");
+    }
+
+    #[pg_test]
+    fn a_payment_is_found_by_id_through_its_customer_route() {
+        let id = create("rt1", "1");
+        assert_eq!(
+            one::<String>(&format!("SELECT customer_id FROM payments.payment_customers WHERE payment_id = '{id}'")),
+            "cust_1"
+        );
+        assert_eq!(one::<String>(&format!("SELECT customer_id FROM payments.get_payment('{id}')")), "cust_1");
+        assert_eq!(sqlstate("SELECT payments.get_payment('pay_unknown')"), "PM204");
+        // Routes are written only by create_payment, in its transaction.
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payment_customers r
+                                WHERE NOT EXISTS (SELECT 1 FROM payments.payments p
+                                                  WHERE p.id = r.payment_id AND p.customer_id = r.customer_id)"), 0);
     }
 
     #[pg_test]

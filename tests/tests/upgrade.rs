@@ -35,9 +35,15 @@ async fn data(db: &Client) -> Vec<(String, Option<serde_json::Value>)> {
 }
 
 /// `after` holds every row of `before` with the same values; columns an upgrade
-/// added may only hold their defaults (NULL, 0).
+/// added may only hold their defaults (NULL, 0) or what they derive from the
+/// row: `customer_id` its payment's customer, `object` (a waiting webhook's)
+/// the provider object it names.
 fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Option<serde_json::Value>)]) {
     assert_eq!(before.len(), after.len());
+    let payments = before.iter().find(|(t, _)| t == "payments").and_then(|(_, rows)| rows.as_ref()).unwrap();
+    let customer_of = |payment_id: Option<&serde_json::Value>| {
+        payments.as_array().unwrap().iter().find(|p| Some(&p["id"]) == payment_id).map(|p| p["customer_id"].clone())
+    };
     for ((table, old), (_, new)) in before.iter().zip(after) {
         let (old, new) = (old.as_ref().and_then(|v| v.as_array()), new.as_ref().and_then(|v| v.as_array()));
         let (old, new) = (old.expect("rows before"), new.expect("rows after"));
@@ -47,6 +53,14 @@ fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Opti
             for (column, value) in n {
                 match o.get(column) {
                     Some(was) => assert_eq!(was, value, "{table}.{column}"),
+                    None if column == "customer_id" => assert_eq!(
+                        Some(value),
+                        customer_of(o.get("payment_id")).as_ref().or(Some(&serde_json::Value::Null)),
+                        "{table}.customer_id, added, is its payment's customer"
+                    ),
+                    None if column == "object" => {
+                        assert_eq!(value["id"], o["provider_payment_id"], "{table}.object, added, names its provider id")
+                    }
                     None => assert!(value.is_null() || value == 0, "{table}.{column}, added, holds {value}"),
                 }
             }
@@ -189,6 +203,22 @@ async fn an_upgraded_database_equals_a_fresh_install_keeps_its_data_and_passes_t
     intact(&before, &data(&old).await);
     let broken = old.query("SELECT payment_id, problem FROM payments.verify_event_chain()", &[]).await.unwrap();
     assert!(broken.is_empty(), "{} broken chains after the upgrade", broken.len());
+    // Every payment found by its id, every linked provider id (and the one only a webhook named) held once.
+    let unrouted: i64 = old
+        .query_one(
+            "SELECT (SELECT count(*) FROM payments.payments p WHERE NOT EXISTS (SELECT 1 FROM payments.payment_customers r
+                       WHERE r.payment_id = p.id AND r.customer_id = p.customer_id))
+                  + (SELECT count(*) FROM payments.payments p WHERE p.provider_payment_id IS NOT NULL
+                       AND NOT EXISTS (SELECT 1 FROM payments.provider_payments pp WHERE pp.provider = p.provider
+                         AND pp.provider_payment_id = p.provider_payment_id AND pp.payment_id = p.id))
+                  + (SELECT count(*) FROM payments.payments) - (SELECT count(*) FROM payments.payment_customers)
+                  + 7 - (SELECT count(*) FROM payments.provider_payments)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unrouted, 0, "routing rows for the upgraded payments: 6 linked provider ids and 1 waiting");
 
     // The upgraded database keeps working on its old rows.
     let applied: String = old

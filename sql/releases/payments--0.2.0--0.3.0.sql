@@ -1,0 +1,980 @@
+-- payments 0.2.0 → 0.3.0. Run by ALTER EXTENSION payments UPDATE; tested by
+-- tests/tests/upgrade.rs (the upgraded catalog must equal a fresh install's).
+--
+-- What changes: the schema is keyed by customer so it can be distributed on
+-- Citus (payments.distribute()): every customer's payments, history,
+-- idempotency keys and anomalies have keys that start with customer_id;
+-- payment_customers finds a payment's customer from its id; provider_payments
+-- holds each provider payment id once (the uniqueness payments' own index kept)
+-- and its row is the lock that serialises a provider id (advisory locks
+-- serialise one node only); webhook_events is keyed by event id and
+-- webhook_pending by provider payment id, with the object it waits to apply.
+-- Idempotency keys are per customer. Functions Citus cannot plan are PL/pgSQL.
+-- Every row is kept; histories keep their hashes (customer_id is not hashed).
+
+-- ---------------------------------------------------------------------------
+-- Routing tables, filled from the rows already there
+-- ---------------------------------------------------------------------------
+CREATE TABLE payments.payment_customers (
+    payment_id  text COLLATE "C" PRIMARY KEY,
+    customer_id text NOT NULL
+);
+COMMENT ON TABLE payments.payment_customers IS
+    'Which customer each payment belongs to, so calls that name only a payment id (get_payment, transition, record_provider_result, …) find its rows by (customer_id, id). On Citus it is distributed by payment_id: one shard answers.';
+
+CREATE TABLE payments.provider_payments (
+    provider            text NOT NULL,
+    provider_payment_id text NOT NULL,
+    payment_id          text COLLATE "C",
+    customer_id         text,
+    first_seen_at       timestamptz NOT NULL DEFAULT now(),
+    linked_at           timestamptz,
+    PRIMARY KEY (provider_payment_id, provider),
+    CHECK ((payment_id IS NULL) = (customer_id IS NULL) AND (payment_id IS NULL) = (linked_at IS NULL))
+);
+COMMENT ON TABLE payments.provider_payments IS
+    'Every provider payment id the extension has heard of (from a provider answer or a webhook) and the payment it is linked to, once: the primary key makes a provider id belong to one payment only. Its row is also the lock that serialises everything about that provider id (linking it, applying its webhooks). On Citus it is distributed by provider_payment_id, with webhook_pending beside it.';
+COMMENT ON COLUMN payments.provider_payments.payment_id IS 'The linked payment; NULL while only a webhook has named this provider id.';
+
+SELECT pg_catalog.pg_extension_config_dump('payments.payment_customers', '');
+SELECT pg_catalog.pg_extension_config_dump('payments.provider_payments', '');
+
+INSERT INTO payments.payment_customers (payment_id, customer_id)
+SELECT p.id, p.customer_id FROM payments.payments p;
+INSERT INTO payments.provider_payments (provider, provider_payment_id, payment_id, customer_id, first_seen_at, linked_at)
+SELECT p.provider, p.provider_payment_id, p.id, p.customer_id, p.updated_at, p.updated_at
+FROM payments.payments p WHERE p.provider_payment_id IS NOT NULL;
+-- Provider ids only a waiting webhook has named.
+INSERT INTO payments.provider_payments (provider, provider_payment_id, first_seen_at)
+SELECT DISTINCT ON (wp.provider_payment_id, wp.provider) wp.provider, wp.provider_payment_id, we.received_at
+FROM payments.webhook_pending wp
+JOIN payments.webhook_events we ON we.provider = wp.provider AND we.event_id = wp.event_id
+ORDER BY wp.provider_payment_id, wp.provider, we.received_at
+ON CONFLICT ON CONSTRAINT provider_payments_pkey DO NOTHING;
+
+-- ---------------------------------------------------------------------------
+-- Keys that start with the customer
+-- ---------------------------------------------------------------------------
+ALTER TABLE payments.payment_events DROP CONSTRAINT payment_events_payment_id_fkey;
+ALTER TABLE payments.idempotency_keys DROP CONSTRAINT idempotency_keys_payment_id_fkey;
+ALTER TABLE payments.anomalies DROP CONSTRAINT anomalies_payment_id_fkey;
+ALTER TABLE payments.webhook_events DROP CONSTRAINT webhook_events_payment_id_fkey;
+ALTER TABLE payments.webhook_pending DROP CONSTRAINT webhook_pending_provider_event_id_fkey;
+
+ALTER TABLE payments.payments DROP CONSTRAINT payments_pkey;
+ALTER TABLE payments.payments ADD PRIMARY KEY (customer_id, id);
+DROP INDEX payments.payments_provider_payment_id_key;  -- provider_payments' primary key now
+DROP INDEX payments.payments_customer_id_idx;          -- the primary key's prefix now
+
+-- History is append-only: its guard steps aside for this one backfill.
+ALTER TABLE payments.payment_events ADD COLUMN customer_id text;
+ALTER TABLE payments.payment_events DISABLE TRIGGER payment_events_append_only;
+UPDATE payments.payment_events e SET customer_id = p.customer_id FROM payments.payments p WHERE p.id = e.payment_id;
+ALTER TABLE payments.payment_events ENABLE TRIGGER payment_events_append_only;
+ALTER TABLE payments.payment_events ALTER COLUMN customer_id SET NOT NULL;
+ALTER TABLE payments.payment_events DROP CONSTRAINT payment_events_pkey;
+ALTER TABLE payments.payment_events ADD PRIMARY KEY (customer_id, payment_id, seq);
+ALTER TABLE payments.payment_events
+    ADD FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id);
+
+ALTER TABLE payments.idempotency_keys ADD COLUMN customer_id text;
+UPDATE payments.idempotency_keys k SET customer_id = p.customer_id FROM payments.payments p WHERE p.id = k.payment_id;
+ALTER TABLE payments.idempotency_keys ALTER COLUMN customer_id SET NOT NULL;
+ALTER TABLE payments.idempotency_keys DROP CONSTRAINT idempotency_keys_pkey;
+ALTER TABLE payments.idempotency_keys ADD PRIMARY KEY (customer_id, key);
+ALTER TABLE payments.idempotency_keys
+    ADD FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id) DEFERRABLE INITIALLY DEFERRED;
+
+ALTER TABLE payments.anomalies DROP CONSTRAINT anomalies_pkey;
+ALTER TABLE payments.anomalies ADD PRIMARY KEY (customer_id, id);
+ALTER TABLE payments.anomalies ADD FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id);
+DROP INDEX payments.anomalies_payment_id_idx;
+CREATE INDEX anomalies_payment_id_idx ON payments.anomalies (customer_id, payment_id);
+
+-- ---------------------------------------------------------------------------
+-- Webhooks: the log keyed by event id, waiting events by provider payment id
+-- ---------------------------------------------------------------------------
+ALTER TABLE payments.webhook_events ADD COLUMN customer_id text;
+ALTER TABLE payments.webhook_events DISABLE TRIGGER webhook_events_append_only;
+UPDATE payments.webhook_events w SET customer_id = p.customer_id FROM payments.payments p WHERE p.id = w.payment_id;
+ALTER TABLE payments.webhook_events ENABLE TRIGGER webhook_events_append_only;
+ALTER TABLE payments.webhook_events ADD CHECK ((payment_id IS NULL) = (customer_id IS NULL));
+ALTER TABLE payments.webhook_events DROP CONSTRAINT webhook_events_pkey;
+ALTER TABLE payments.webhook_events DROP CONSTRAINT webhook_events_provider_event_id_key;
+ALTER TABLE payments.webhook_events ADD PRIMARY KEY (event_id, provider);
+DROP INDEX payments.webhook_events_payment_id_idx;
+CREATE INDEX webhook_events_payment_id_idx ON payments.webhook_events (customer_id, payment_id) WHERE payment_id IS NOT NULL;
+
+ALTER TABLE payments.webhook_pending ADD COLUMN object jsonb;
+UPDATE payments.webhook_pending wp SET object = convert_from(we.body, 'UTF8')::jsonb -> 'data' -> 'object'
+FROM payments.webhook_events we WHERE we.provider = wp.provider AND we.event_id = wp.event_id;
+ALTER TABLE payments.webhook_pending ALTER COLUMN object SET NOT NULL;
+ALTER TABLE payments.webhook_pending DROP CONSTRAINT webhook_pending_pkey;
+ALTER TABLE payments.webhook_pending ADD PRIMARY KEY (provider_payment_id, provider, event_id);
+ALTER TABLE payments.webhook_pending
+    ADD FOREIGN KEY (provider_payment_id, provider) REFERENCES payments.provider_payments (provider_payment_id, provider);
+DROP INDEX payments.webhook_pending_match_idx;  -- the primary key's prefix now
+
+-- ---------------------------------------------------------------------------
+-- Comments that changed
+-- ---------------------------------------------------------------------------
+COMMENT ON TABLE payments.payments IS
+    'One row per payment. Written only by the payments.* API functions; status changes only through payments.transition and the state machine. Keyed by (customer_id, id), the distribution column first; payment_customers finds a payment''s customer by id.';
+COMMENT ON COLUMN payments.payments.provider_payment_id IS 'The provider''s id for this payment (a Stripe PaymentIntent id); unique per provider (payments.provider_payments enforces it).';
+COMMENT ON COLUMN payments.payment_events.customer_id IS 'The payment''s customer: history lives beside its payment (not part of the hash).';
+COMMENT ON TABLE payments.idempotency_keys IS
+    'Idempotency keys of create_payment calls, per customer (as Stripe keeps them per account): the same key for two customers is two payments. A key is claimed before its payment is written (hence the deferred foreign key), so a concurrent call with the same key waits and then replays. Kept at least 24 hours; payments.purge_idempotency_keys removes older ones.';
+COMMENT ON TABLE payments.webhook_events IS
+    'Every verified webhook, once per (provider, event_id), with the exact body and headers received, the secret that verified it and what ingest_webhook did with it. Append-only. Unverified bodies are never stored. What an event did to its payment is in that payment''s history (payment_events, beside the payment), naming the event id.';
+COMMENT ON COLUMN payments.webhook_events.customer_id IS 'The matched payment''s customer; NULL when no payment matched.';
+COMMENT ON COLUMN payments.webhook_pending.object IS 'The event''s data.object as received (webhook_events keeps the exact body): the evidence checked when it is applied.';
+
+-- ---------------------------------------------------------------------------
+-- Functions: every query names its customer; row locks instead of advisory
+-- locks; PL/pgSQL where Citus cannot plan SQL functions
+-- ---------------------------------------------------------------------------
+DROP FUNCTION payments._append_event(text, text, text, boolean, text, text, jsonb);
+DROP FUNCTION payments._transition(text, text, text, text, jsonb, jsonb);
+DROP FUNCTION payments._result(text, text);
+DROP FUNCTION payments._lock_provider_payment(text, text);
+DROP FUNCTION payments._link_provider(text, text, text);
+DROP FUNCTION payments._evidence_problem_for(text, text, jsonb, text, text);
+DROP FUNCTION payments._record_anomaly(text, text, text, text, text, jsonb);
+DROP FUNCTION payments._apply_pending_webhooks(text, text, text);
+DROP FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb);
+
+CREATE FUNCTION payments._customer_of(p_payment_id text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_customer text;
+BEGIN
+    SELECT r.customer_id INTO v_customer FROM payments.payment_customers r WHERE r.payment_id = p_payment_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
+    END IF;
+    RETURN v_customer;
+END
+$$;
+COMMENT ON FUNCTION payments._customer_of(text) IS
+    'Internal: the customer a payment id belongs to (payment_customers), or PM204 for an unknown payment.';
+
+CREATE FUNCTION payments._append_event(p_customer_id text, p_payment_id text, p_from text, p_to text,
+                                       p_applied boolean, p_source text, p_reason text, p_data jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_seq  bigint := 0;
+    v_prev bytea;
+    v_now  timestamptz := now();
+BEGIN
+    -- A creation (no from status) starts the chain; otherwise the caller holds
+    -- the payment's row lock, so the chain head cannot move under us.
+    IF p_from IS NOT NULL THEN
+        SELECT e.seq, e.hash INTO v_seq, v_prev
+        FROM payments.payment_events e WHERE e.customer_id = p_customer_id AND e.payment_id = p_payment_id
+        ORDER BY e.seq DESC LIMIT 1;
+    END IF;
+    v_seq := v_seq + 1;
+    INSERT INTO payments.payment_events
+        (customer_id, payment_id, seq, from_status, to_status, applied, source, reason, data, created_at, prev_hash, hash)
+    VALUES (p_customer_id, p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason, p_data, v_now, v_prev,
+            payments._event_hash(v_prev, p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason,
+                                 p_data::text, payments._epoch_micros(v_now)));
+END
+$$;
+COMMENT ON FUNCTION payments._append_event(text, text, text, text, boolean, text, text, jsonb) IS
+    'Internal: appends one event to a payment''s hash-chained history. The caller must hold the payment''s row lock.';
+
+CREATE FUNCTION payments._transition(p_customer_id text, p_payment_id text, p_to text, p_source text, p_reason text,
+                                     p_data jsonb, p_last_error jsonb) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_from     text;
+    v_decision text;
+BEGIN
+    SELECT p.status INTO v_from FROM payments.payments p
+    WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
+    END IF;
+    v_decision := payments._transition_decision(v_from, p_to, p_source);
+    CASE v_decision
+    WHEN 'noop' THEN
+        RETURN 'noop';
+    WHEN 'apply' THEN
+        -- A new status starts the reconciler's count afresh.
+        UPDATE payments.payments p
+        SET status = p_to, updated_at = now(), last_error = coalesce(p_last_error, p.last_error),
+            reconcile_after = NULL, reconcile_attempts = 0
+        WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
+        PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
+        RETURN 'applied';
+    WHEN 'ignore' THEN
+        PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, false, p_source,
+                                       coalesce(p_reason, 'stale: ' || v_from || ' does not move to ' || p_to), p_data);
+        RETURN 'stale';
+    WHEN 'forbidden' THEN
+        RAISE EXCEPTION 'payment % cannot move from % to %', p_payment_id, v_from, p_to
+            USING ERRCODE = 'PM202', HINT = 'SELECT * FROM payments.allowed_transitions() shows the state machine';
+    ELSE
+        RAISE EXCEPTION 'unknown status % or source %', quote_nullable(payments._shown(p_to)),
+            quote_nullable(payments._shown(p_source))
+            USING ERRCODE = 'PM100',
+                  HINT = 'SELECT * FROM payments.allowed_values() WHERE kind IN (''status'', ''source'')';
+    END CASE;
+END
+$$;
+COMMENT ON FUNCTION payments._transition(text, text, text, text, text, jsonb, jsonb) IS
+    'Internal: locks the payment, asks the state machine, and applies, records as stale or refuses the move. Returns applied | noop | stale.';
+
+-- PL/pgSQL, not LANGUAGE sql: Citus cannot plan parameterised SQL functions over its tables.
+CREATE FUNCTION payments._result(p_customer_id text, p_payment_id text, p_outcome text)
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN QUERY SELECT d.*, p_outcome FROM payments.payment_details d
+    WHERE d.customer_id = p_customer_id AND d.id = p_payment_id;
+END
+$$;
+COMMENT ON FUNCTION payments._result(text, text, text) IS 'Internal: a payment as a payment_result row with the call''s outcome.';
+
+-- ---------------------------------------------------------------------------
+-- Payments
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION payments.create_payment(
+    idempotency_key text,
+    customer_id     text,
+    amount          numeric,
+    currency        text,
+    payment_method  text DEFAULT NULL,
+    description     text DEFAULT NULL,
+    metadata        jsonb DEFAULT '{}',
+    capture_method  text DEFAULT 'automatic'
+) RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_minor    bigint;
+    v_currency text := upper(currency);
+    v_metadata jsonb := coalesce(metadata, '{}');
+    v_capture  text := coalesce(capture_method, 'automatic');
+    v_fp       bytea;
+    v_id       text := payments._new_id('pay');
+    v_status   text;
+    v_claimed  payments.idempotency_keys%ROWTYPE;
+BEGIN
+    IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    IF length(payment_method) > 255 OR length(description) > 1000 THEN
+        RAISE EXCEPTION 'payment_method is at most 255 characters, description at most 1000' USING ERRCODE = 'PM100';
+    END IF;
+    IF payments._metadata_problem(v_metadata) IS NOT NULL THEN
+        RAISE EXCEPTION '%', payments._metadata_problem(v_metadata) USING ERRCODE = 'PM100';
+    END IF;
+    IF NOT payments._is_allowed('capture_method', v_capture) THEN
+        RAISE EXCEPTION 'capture_method must be one of %, not %',
+            (SELECT string_agg(v.value, ', ') FROM payments.allowed_values() v WHERE v.kind = 'capture_method'),
+            quote_literal(payments._shown(v_capture)) USING ERRCODE = 'PM100';
+    END IF;
+    v_minor := payments.to_minor(amount, currency);
+    v_fp := payments._request_fingerprint(customer_id, v_minor, v_currency, payment_method, description,
+                                          v_metadata::text, v_capture);
+
+    -- Claim the key first. A concurrent call with the same key blocks here
+    -- until this transaction ends, then finds the key and replays.
+    INSERT INTO payments.idempotency_keys (customer_id, key, fingerprint, payment_id)
+    VALUES (customer_id, idempotency_key, v_fp, v_id)
+    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
+
+    IF FOUND THEN
+        v_status := payments._initial_status(payment_method IS NOT NULL);
+        INSERT INTO payments.payments
+            (id, customer_id, amount_minor, currency, status, capture_method, payment_method, description, metadata)
+        VALUES (v_id, customer_id, v_minor, v_currency, v_status, v_capture, payment_method, description, v_metadata);
+        INSERT INTO payments.payment_customers (payment_id, customer_id) VALUES (v_id, customer_id);
+        PERFORM payments._append_event(customer_id, v_id, NULL, v_status, true, 'api', 'created',
+                                       jsonb_build_object('idempotency_key', idempotency_key));
+        RETURN QUERY SELECT * FROM payments._result(customer_id, v_id, 'created');
+        RETURN;
+    END IF;
+
+    SELECT * INTO v_claimed FROM payments.idempotency_keys k
+    WHERE k.customer_id = create_payment.customer_id AND k.key = idempotency_key;
+    IF NOT FOUND THEN
+        -- Only under REPEATABLE READ or SERIALIZABLE: the key was committed
+        -- after this transaction's snapshot was taken.
+        RAISE EXCEPTION 'idempotency key % was claimed by a concurrent transaction', quote_literal(idempotency_key)
+            USING ERRCODE = '40001', HINT = 'retry the transaction';
+    END IF;
+    IF v_claimed.fingerprint <> v_fp THEN
+        RAISE EXCEPTION 'idempotency key % was already used with different parameters', quote_literal(idempotency_key)
+            USING ERRCODE = 'PM201', DETAIL = 'the key belongs to payment ' || v_claimed.payment_id,
+                  HINT = 'use a new key for a new payment, or repeat the original parameters to replay it';
+    END IF;
+    RETURN QUERY SELECT * FROM payments._result(customer_id, v_claimed.payment_id, 'replayed');
+END
+$$;
+COMMENT ON FUNCTION payments.create_payment(text, text, numeric, text, text, text, jsonb, text) IS
+    'Creates a payment, idempotently. Keys are per customer. The same key with the same parameters returns the same payment (outcome replayed) and writes nothing; with other parameters it is an error (PM201). Concurrent calls with one key make exactly one payment. Runs inside the caller''s transaction: a rollback leaves no payment, key or event.';
+
+CREATE OR REPLACE FUNCTION payments.get_payment(id text) RETURNS SETOF payments.payment_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text := payments._customer_of(get_payment.id);
+BEGIN
+    RETURN QUERY SELECT * FROM payments.payment_details d WHERE d.customer_id = v_customer AND d.id = get_payment.id;
+END
+$$;
+COMMENT ON FUNCTION payments.get_payment(text) IS 'One payment by id; PM204 when there is none.';
+
+CREATE OR REPLACE FUNCTION payments.transition(payment_id text, to_status text, source text,
+                                    reason text DEFAULT NULL, data jsonb DEFAULT '{}')
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text := payments._customer_of(transition.payment_id);
+    v_outcome  text;
+BEGIN
+    -- The history says who asked, and money is shown moving only by the provider's
+    -- evidence (record_provider_result and ingest_webhook check it): admin, system,
+    -- provider and webhook moves, and moves that say money moved, are payments_admin's.
+    IF (source IN ('admin', 'system', 'provider', 'webhook')
+        OR to_status IN ('processing', 'requires_capture', 'succeeded'))
+       AND NOT pg_has_role(payments._invoker(), 'payments_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'only members of payments_admin may move a payment to % as %', payments._shown(to_status),
+            payments._shown(source) USING ERRCODE = '42501',
+            HINT = 'provider answers go through record_provider_result and webhooks through ingest_webhook, which check the money';
+    END IF;
+    v_outcome := payments._transition(v_customer, transition.payment_id, to_status, source, reason,
+                                      coalesce(data, '{}'), data -> 'last_error');
+    RETURN QUERY SELECT * FROM payments._result(v_customer, transition.payment_id, v_outcome);
+END
+$$;
+COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
+    'The only way a status changes. source is api | provider | webhook | admin | system; admin and system, provider and webhook reports, and moves to processing, requires_capture or succeeded only for members of payments_admin (42501 otherwise): anyone else shows money moving only with the provider''s evidence, through record_provider_result or ingest_webhook. A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
+
+CREATE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text,
+                                                OUT payment_id text, OUT customer_id text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- A row lock, not an advisory lock: it is taken on the node that holds the
+    -- row, so it serialises callers on every node of a Citus cluster.
+    INSERT INTO payments.provider_payments (provider, provider_payment_id)
+    VALUES (p_provider, p_provider_payment_id)
+    ON CONFLICT ON CONSTRAINT provider_payments_pkey DO NOTHING;
+    SELECT pp.payment_id, pp.customer_id INTO payment_id, customer_id FROM payments.provider_payments pp
+    WHERE pp.provider_payment_id = p_provider_payment_id AND pp.provider = p_provider FOR UPDATE;
+END
+$$;
+COMMENT ON FUNCTION payments._lock_provider_payment(text, text) IS
+    'Internal: locks one provider payment id''s provider_payments row (made if new) for the rest of the transaction, serialising everything about it (linking it, matching webhooks to it), and returns the payment it is linked to, if any. Taken before any payment row lock, so lock order is always the same.';
+
+CREATE FUNCTION payments._link_provider(p_customer_id text, p_payment_id text, p_provider text,
+                                        p_provider_payment_id text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_linked payments.payments%ROWTYPE;
+BEGIN
+    SELECT * INTO v_linked FROM payments.payments p
+    WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
+    END IF;
+    IF v_linked.provider_payment_id IS NULL THEN
+        -- The caller holds this row's lock (_lock_provider_payment).
+        UPDATE payments.provider_payments pp
+        SET payment_id = p_payment_id, customer_id = p_customer_id, linked_at = now()
+        WHERE pp.provider_payment_id = p_provider_payment_id AND pp.provider = p_provider AND pp.payment_id IS NULL;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION '% payment % is already linked to another payment', payments._shown(p_provider),
+                payments._shown(p_provider_payment_id)
+                USING ERRCODE = 'PM203';
+        END IF;
+        UPDATE payments.payments p
+        SET provider = p_provider, provider_payment_id = p_provider_payment_id, updated_at = now()
+        WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
+        -- Webhooks that arrived before the link can now be applied.
+        PERFORM payments._apply_pending_webhooks(p_customer_id, p_payment_id, p_provider, p_provider_payment_id);
+    ELSIF (v_linked.provider, v_linked.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
+        RAISE EXCEPTION 'payment % is linked to % payment %, not %', p_payment_id, v_linked.provider,
+            v_linked.provider_payment_id, payments._shown(p_provider_payment_id) USING ERRCODE = 'PM203';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._link_provider(text, text, text, text) IS
+    'Internal: links a payment to its provider payment id once (PM203 if either side is linked elsewhere), then applies webhooks that were waiting for that id. The caller holds _lock_provider_payment.';
+
+CREATE FUNCTION payments._evidence_problem_for(p_customer_id text, p_payment_id text, p_to text, p_object jsonb,
+                                               p_provider text, p_provider_payment_id text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_payment payments.payments%ROWTYPE;
+BEGIN
+    SELECT * INTO v_payment FROM payments.payments p WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
+    END IF;
+    -- Another object than the one the payment is linked to is no evidence, whatever its money.
+    IF v_payment.provider_payment_id IS NOT NULL
+       AND (v_payment.provider, v_payment.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
+        RETURN 'provider_payment_mismatch';
+    END IF;
+    RETURN payments._evidence_problem(v_payment.amount_minor, v_payment.currency, p_to,
+                                      p_object ->> 'amount', p_object ->> 'currency',
+                                      p_object ->> 'amount_received', p_object ->> 'amount_capturable');
+END
+$$;
+COMMENT ON FUNCTION payments._evidence_problem_for(text, text, text, jsonb, text, text) IS
+    'Internal: why a provider object (the given provider''s object id) is no evidence for moving the payment to a status: another object than the one the payment is linked to, or other money (an anomaly kind); NULL when it is evidence. PM204 for an unknown payment.';
+
+CREATE FUNCTION payments._record_anomaly(p_customer_id text, p_payment_id text, p_kind text, p_source text,
+                                         p_provider text, p_provider_payment_id text, p_observed jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_payment payments.payments%ROWTYPE;
+BEGIN
+    SELECT * INTO v_payment FROM payments.payments p
+    WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
+    -- The same evidence seen again (a retried call, a redelivered event) is one anomaly.
+    IF EXISTS (SELECT 1 FROM payments.anomalies a
+               WHERE a.customer_id = p_customer_id AND a.payment_id = p_payment_id AND a.kind = p_kind AND a.resolved_at IS NULL
+                 AND a.provider = p_provider AND a.provider_payment_id IS NOT DISTINCT FROM p_provider_payment_id
+                 AND a.observed - 'webhook_event_id' = p_observed - 'webhook_event_id') THEN
+        RETURN;
+    END IF;
+    INSERT INTO payments.anomalies (id, payment_id, customer_id, kind, source, provider, provider_payment_id, observed)
+    VALUES (payments._new_id('anm'), p_payment_id, p_customer_id, p_kind, p_source, p_provider,
+            p_provider_payment_id, p_observed);
+    -- In the history without moving the status.
+    PERFORM payments._append_event(p_customer_id, p_payment_id, v_payment.status, v_payment.status, false, p_source, 'anomaly: ' || p_kind,
+                                   jsonb_build_object('provider', p_provider, 'provider_payment_id', p_provider_payment_id,
+                                                      'observed', p_observed));
+END
+$$;
+COMMENT ON FUNCTION payments._record_anomaly(text, text, text, text, text, text, jsonb) IS
+    'Internal: records that a provider object was no evidence for a payment: a row in payments.anomalies and an unapplied event in the payment''s history, once per open anomaly (the same evidence again adds nothing).';
+
+CREATE OR REPLACE FUNCTION payments.resolve_anomaly(id text, resolution text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_anomaly payments.anomalies%ROWTYPE;
+    v_status  text;
+BEGIN
+    IF resolution IS NULL OR length(resolution) NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'resolution must be 1 to 1000 characters' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT * INTO v_anomaly FROM payments.anomalies a WHERE a.id = resolve_anomaly.id AND a.resolved_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT p.status INTO v_status FROM payments.payments p
+    WHERE p.customer_id = v_anomaly.customer_id AND p.id = v_anomaly.payment_id FOR UPDATE;
+    UPDATE payments.anomalies a SET resolved_at = now(), resolution = resolve_anomaly.resolution
+    WHERE a.customer_id = v_anomaly.customer_id AND a.id = v_anomaly.id AND a.resolved_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN false;  -- a concurrent call closed it first
+    END IF;
+    PERFORM payments._append_event(v_anomaly.customer_id, v_anomaly.payment_id, v_status, v_status, false, 'admin',
+                                   'anomaly resolved: ' || v_anomaly.kind,
+                                   jsonb_build_object('anomaly_id', v_anomaly.id, 'resolution', resolve_anomaly.resolution));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION payments.resolve_anomaly(text, text) IS
+    'Closes an open anomaly with an operator''s note (1 to 1000 characters), recorded in the payment''s history. false when it is unknown or already closed. Admin only.';
+
+CREATE OR REPLACE FUNCTION payments.record_provider_result(payment_id text, provider text, provider_payment_id text,
+                                                status text, response jsonb)
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- A PaymentIntent's client_secret lets a browser confirm it; it never enters the history.
+    v_response jsonb := coalesce(response, '{}') - 'client_secret';
+    v_customer text;
+    v_outcome  text;
+    v_problem  text;
+BEGIN
+    IF provider IS NULL OR length(provider) NOT BETWEEN 1 AND 255 OR length(record_provider_result.provider_payment_id) > 255 THEN
+        RAISE EXCEPTION 'provider (1 to 255 characters) is required; a provider payment id is at most 255'
+            USING ERRCODE = 'PM100';
+    END IF;
+    v_customer := payments._customer_of(record_provider_result.payment_id);
+    -- A provider object moves a payment or is linked to it only when it asks for the same money.
+    IF record_provider_result.provider_payment_id IS NOT NULL OR status IN ('succeeded', 'requires_capture') THEN
+        v_problem := payments._evidence_problem_for(v_customer, record_provider_result.payment_id, status, v_response,
+                                                    provider, record_provider_result.provider_payment_id);
+        IF v_problem IS NOT NULL THEN
+            PERFORM payments._record_anomaly(v_customer, record_provider_result.payment_id, v_problem, 'provider',
+                                             provider, record_provider_result.provider_payment_id,
+                                             payments._observed(v_response));
+            RETURN QUERY SELECT * FROM payments._result(v_customer, record_provider_result.payment_id, 'mismatch');
+            RETURN;
+        END IF;
+    END IF;
+    IF record_provider_result.provider_payment_id IS NOT NULL THEN
+        PERFORM payments._lock_provider_payment(provider, record_provider_result.provider_payment_id);
+        PERFORM payments._link_provider(v_customer, record_provider_result.payment_id, provider,
+                                        record_provider_result.provider_payment_id);
+    END IF;
+    v_outcome := payments._transition(
+        v_customer, record_provider_result.payment_id, status, 'provider', NULL,
+        jsonb_build_object('provider', provider, 'provider_payment_id', record_provider_result.provider_payment_id,
+                           'response', v_response),
+        coalesce(v_response -> 'last_payment_error', v_response -> 'error'));
+    RETURN QUERY SELECT * FROM payments._result(v_customer, record_provider_result.payment_id, v_outcome);
+END
+$$;
+COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, jsonb) IS
+    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (a late report is stale, not an error). The response is the provider''s object: unless its amount and currency (and amount_received for succeeded, amount_capturable for requires_capture) equal the payment''s, nothing is linked or applied, an anomaly is recorded and the outcome is mismatch. The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
+
+-- PL/pgSQL (Citus cannot plan parameterised SQL functions over its tables);
+-- verify_event_chain wraps it because its argument and a result column share a name.
+CREATE FUNCTION payments._verify_event_chain(p_payment_id text)
+RETURNS TABLE (broken_payment_id text, first_bad_seq bigint, problem text)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_customer text;
+BEGIN
+    IF p_payment_id IS NOT NULL THEN
+        SELECT r.customer_id INTO v_customer FROM payments.payment_customers r WHERE r.payment_id = p_payment_id;
+        IF NOT FOUND THEN
+            RETURN;  -- no payment, no history to break
+        END IF;
+    END IF;
+    -- Windows partitioned by the customer too, so Citus checks each shard where it lives.
+    RETURN QUERY
+    WITH events AS (
+        SELECT e.*,
+               lag(e.seq) OVER w AS prior_seq,
+               lag(e.hash) OVER w AS prior_hash
+        FROM payments.payment_events e
+        WHERE p_payment_id IS NULL OR (e.customer_id = v_customer AND e.payment_id = p_payment_id)
+        WINDOW w AS (PARTITION BY e.customer_id, e.payment_id ORDER BY e.seq)
+    ), problems AS (
+        SELECT ev.customer_id, ev.payment_id, ev.seq,
+               CASE
+                   WHEN ev.seq <> coalesce(ev.prior_seq, 0) + 1 THEN 'events missing before this one'
+                   WHEN ev.prev_hash IS DISTINCT FROM ev.prior_hash THEN 'prev_hash does not match the previous event'
+                   WHEN ev.hash <> payments._event_hash(ev.prev_hash, ev.payment_id, ev.seq, ev.from_status,
+                                                        ev.to_status, ev.applied, ev.source, ev.reason,
+                                                        ev.data::text, payments._epoch_micros(ev.created_at))
+                       THEN 'hash does not match the event'
+               END AS problem
+        FROM events ev
+    ), firsts AS (
+        SELECT DISTINCT ON (pr.customer_id, pr.payment_id) pr.payment_id, pr.seq, pr.problem
+        FROM problems pr
+        WHERE pr.problem IS NOT NULL
+        ORDER BY pr.customer_id, pr.payment_id, pr.seq
+    )
+    SELECT f.payment_id, f.seq, f.problem FROM firsts f ORDER BY f.payment_id;
+END
+$$;
+COMMENT ON FUNCTION payments._verify_event_chain(text) IS 'Internal: what verify_event_chain returns.';
+
+CREATE OR REPLACE FUNCTION payments.verify_event_chain(payment_id text DEFAULT NULL)
+RETURNS TABLE (payment_id text, seq bigint, problem text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT * FROM payments._verify_event_chain(verify_event_chain.payment_id);
+END;
+COMMENT ON FUNCTION payments.verify_event_chain(text) IS
+    'Recomputes the hash chain of one payment''s history (or of every payment''s when payment_id is NULL) and returns, per broken chain, the first event that does not match. No rows: the history is intact.';
+
+CREATE OR REPLACE FUNCTION payments.webhook_tolerance() RETURNS interval
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN coalesce((SELECT s.webhook_tolerance FROM payments.settings s), interval '5 minutes');
+END
+$$;
+COMMENT ON FUNCTION payments.webhook_tolerance() IS 'The webhook timestamp tolerance in force (default 5 minutes).';
+
+CREATE FUNCTION payments._apply_pending_webhooks(p_customer_id text, p_payment_id text, p_provider text,
+                                                 p_provider_payment_id text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    w         record;
+    v_problem text;
+BEGIN
+    FOR w IN
+        SELECT wp.* FROM payments.webhook_pending wp
+        WHERE wp.provider_payment_id = p_provider_payment_id AND wp.provider = p_provider
+        ORDER BY wp.event_created, wp.event_id
+    LOOP
+        v_problem := payments._evidence_problem_for(p_customer_id, p_payment_id, w.to_status, w.object, p_provider,
+                                                    p_provider_payment_id);
+        IF v_problem IS NOT NULL THEN
+            PERFORM payments._record_anomaly(p_customer_id, p_payment_id, v_problem, 'webhook', p_provider,
+                                             p_provider_payment_id,
+                                             payments._observed(w.object) || jsonb_build_object('webhook_event_id', w.event_id));
+        ELSE
+            PERFORM payments._transition(p_customer_id, p_payment_id, w.to_status, 'webhook', w.event_type,
+                                         jsonb_build_object('webhook_event_id', w.event_id, 'event_created', w.event_created,
+                                                            'arrived_before_link', true),
+                                         w.last_error);
+        END IF;
+        DELETE FROM payments.webhook_pending wp
+        WHERE wp.provider_payment_id = p_provider_payment_id AND wp.provider = w.provider AND wp.event_id = w.event_id;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments._apply_pending_webhooks(text, text, text, text) IS
+    'Internal: applies, oldest first, the webhooks that waited for a provider payment id, as webhook reports; one whose object asks for other money is recorded as an anomaly instead.';
+
+CREATE FUNCTION payments._apply_webhook(p_provider text, p_event_id text, p_event_type text,
+                                        p_event_created timestamptz, p_object jsonb,
+                                        OUT customer_id text, OUT payment_id text, OUT result text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_to      text := payments._stripe_event_status(p_event_type);
+    v_ppid    text := p_object ->> 'id';
+    v_hint    text := p_object -> 'metadata' ->> 'payment_id';
+    v_by_hint boolean := false;
+    v_linked  record;
+    v_problem text;
+BEGIN
+    -- The caller holds the provider id's lock (_lock_provider_payment) whenever v_to and v_ppid are set.
+    IF v_to IS NULL OR v_ppid IS NULL THEN
+        result := 'ignored';
+        RETURN;
+    END IF;
+    SELECT pp.payment_id, pp.customer_id INTO v_linked FROM payments.provider_payments pp
+    WHERE pp.provider_payment_id = v_ppid AND pp.provider = p_provider;
+    payment_id := v_linked.payment_id;
+    customer_id := v_linked.customer_id;
+    IF payment_id IS NULL AND v_hint IS NOT NULL THEN
+        -- Our own id in metadata: the object is linked to that payment if it is evidence for it.
+        SELECT r.payment_id, r.customer_id INTO payment_id, customer_id FROM payments.payment_customers r
+        WHERE r.payment_id = v_hint;
+        v_by_hint := true;
+    END IF;
+    IF payment_id IS NOT NULL THEN
+        v_problem := payments._evidence_problem_for(customer_id, payment_id, v_to, p_object, p_provider, v_ppid);
+        IF v_problem IS NULL AND v_by_hint THEN
+            PERFORM payments._link_provider(customer_id, payment_id, p_provider, v_ppid);
+        END IF;
+    END IF;
+    IF payment_id IS NULL THEN
+        result := 'pending_match';
+    ELSIF v_problem IS NOT NULL THEN
+        PERFORM payments._record_anomaly(customer_id, payment_id, v_problem, 'webhook', p_provider, v_ppid,
+                                         payments._observed(p_object) || jsonb_build_object('webhook_event_id', p_event_id));
+        result := 'mismatch';
+    ELSE
+        result := payments._transition(customer_id, payment_id, v_to, 'webhook', p_event_type,
+                                       jsonb_build_object('webhook_event_id', p_event_id, 'event_created', p_event_created),
+                                       p_object -> 'last_payment_error');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb) IS
+    'Internal, step 4 of ingest_webhook: matches the event''s object to a payment (by provider id, or by metadata.payment_id, which links it) and applies its status as a webhook report. An object asking for other money than the payment, or another object than the one the payment is linked to, is an anomaly (result mismatch), never applied. result: applied | noop | stale | ignored | pending_match | mismatch.';
+
+CREATE OR REPLACE FUNCTION payments.ingest_webhook(provider text, headers jsonb, body bytea) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_secret_id text;
+    v_event     record;
+    v_ppid      text;
+    v_applied   record;
+    v_status    text;
+BEGIN
+    IF provider IS NULL OR headers IS NULL OR body IS NULL THEN
+        RAISE EXCEPTION 'provider, headers and body are required' USING ERRCODE = 'PM100';
+    END IF;
+    v_secret_id := payments._verify_webhook(provider, headers, body);
+    v_event := payments._parse_stripe_event(body);
+
+    -- 3. Once per (provider, event id), even under concurrent deliveries. An
+    -- event that moves a payment is serialised by its provider id's row lock
+    -- (a redelivery names the same object); any other one changes nothing but
+    -- its own row, whose primary key keeps it single.
+    IF payments._stripe_event_status(v_event.event_type) IS NOT NULL THEN
+        v_ppid := v_event.object ->> 'id';
+    END IF;
+    IF v_ppid IS NOT NULL THEN
+        PERFORM payments._lock_provider_payment(provider, v_ppid);
+    END IF;
+    SELECT w.customer_id, w.payment_id, 'duplicate' AS result INTO v_applied FROM payments.webhook_events w
+    WHERE w.event_id = v_event.event_id AND w.provider = ingest_webhook.provider;
+    IF NOT FOUND THEN
+        v_applied := payments._apply_webhook(provider, v_event.event_id, v_event.event_type, v_event.event_created,
+                                             v_event.object);
+        -- 5. Store it, append-only; an unmatched one also waits for its payment.
+        INSERT INTO payments.webhook_events (id, provider, event_id, event_type, event_created, provider_payment_id,
+                                             customer_id, payment_id, result, secret_id, headers, body)
+        VALUES (payments._new_id('whe'), provider, v_event.event_id, v_event.event_type, v_event.event_created,
+                v_event.object ->> 'id', v_applied.customer_id, v_applied.payment_id, v_applied.result, v_secret_id,
+                headers, body)
+        ON CONFLICT ON CONSTRAINT webhook_events_pkey DO NOTHING;
+        IF NOT FOUND THEN
+            IF v_applied.result <> 'ignored' THEN
+                -- The same event id for another object: undo, and let the retry see the stored event.
+                RAISE EXCEPTION 'webhook event % was stored by a concurrent delivery', payments._shown(v_event.event_id)
+                    USING ERRCODE = '40001', HINT = 'retry the delivery';
+            END IF;
+            v_applied.result := 'duplicate';
+        ELSIF v_applied.result = 'pending_match' THEN
+            INSERT INTO payments.webhook_pending (provider, event_id, provider_payment_id, event_type, event_created,
+                                                  to_status, last_error, object)
+            VALUES (provider, v_event.event_id, v_ppid, v_event.event_type, v_event.event_created,
+                    payments._stripe_event_status(v_event.event_type), v_event.object -> 'last_payment_error',
+                    v_event.object);
+        END IF;
+    END IF;
+    IF v_applied.payment_id IS NOT NULL THEN
+        SELECT p.status INTO v_status FROM payments.payments p
+        WHERE p.customer_id = v_applied.customer_id AND p.id = v_applied.payment_id;
+    END IF;
+    RETURN jsonb_build_object('result', v_applied.result, 'event_id', v_event.event_id, 'payment_id', v_applied.payment_id,
+                              'status', v_status);
+END
+$$;
+COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS
+    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance() (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';
+
+CREATE OR REPLACE FUNCTION payments.authenticate_api_key(api_key text) RETURNS TABLE (key_id text, scopes text[])
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT k.id, k.scopes FROM payments.api_keys k
+    WHERE k.key_hash = sha256(convert_to(authenticate_api_key.api_key, 'UTF8')) AND k.revoked_at IS NULL;
+END
+$$;
+COMMENT ON FUNCTION payments.authenticate_api_key(text) IS
+    'The key id and scopes of a valid, unrevoked API key; no row otherwise. The lookup is by hash, so no key is compared as text.';
+
+-- ---------------------------------------------------------------------------
+-- Reading a payment's history over HTTP
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION payments.list_payment_events(payment_id text) RETURNS SETOF payments.payment_history
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text := payments._customer_of(list_payment_events.payment_id);
+BEGIN
+    RETURN QUERY SELECT * FROM payments.payment_history h
+    WHERE h.customer_id = v_customer AND h.payment_id = list_payment_events.payment_id ORDER BY h.seq;
+END
+$$;
+COMMENT ON FUNCTION payments.list_payment_events(text) IS 'A payment''s history in order; PM204 when the payment does not exist.';
+
+CREATE OR REPLACE FUNCTION payments.claim_provider_work(lim int DEFAULT 10, min_age interval DEFAULT '10 seconds',
+                                             lease interval DEFAULT '30 seconds', max_backoff interval DEFAULT '1 hour')
+RETURNS TABLE (payment_id text, kind text, customer_id text, amount_minor bigint, currency text,
+               payment_method text, capture_method text, description text, provider text, provider_payment_id text,
+               status text, attempt integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_due      record;
+    v_attempts integer;
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR min_age IS NULL OR lease IS NULL OR lease <= interval '0'
+       OR max_backoff IS NULL OR max_backoff < lease THEN
+        RAISE EXCEPTION 'lim is 1 to 1000; min_age, a positive lease and max_backoff (at least the lease) are required'
+            USING ERRCODE = 'PM100';
+    END IF;
+    -- Candidates first, without locks (on Citus one query over every shard);
+    -- then each is claimed where it lives: locked unless another claimer holds
+    -- it (SKIP LOCKED), re-checked, and stamped with its lease. The row lock
+    -- lasts until this call commits, never across the provider calls the
+    -- caller makes next (as pgmq's read sets a visibility timeout).
+    FOR v_due IN
+        SELECT p.customer_id, p.id
+        FROM payments.payments p
+        WHERE p.status IN ('requires_confirmation', 'processing')
+          AND p.updated_at < now() - min_age
+          AND (p.reconcile_after IS NULL OR p.reconcile_after <= now())
+          AND (p.provider_payment_id IS NOT NULL OR p.payment_method IS NOT NULL)
+        ORDER BY coalesce(p.reconcile_after, p.updated_at)
+        LIMIT lim
+    LOOP
+        SELECT p.reconcile_attempts INTO v_attempts FROM payments.payments p
+        WHERE p.customer_id = v_due.customer_id AND p.id = v_due.id
+          AND p.status IN ('requires_confirmation', 'processing')
+          AND (p.reconcile_after IS NULL OR p.reconcile_after <= now())
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        RETURN QUERY
+        UPDATE payments.payments p
+        SET reconcile_attempts = v_attempts + 1,
+            -- Each attempt waits longer (twice the last, from min_age), at least the lease, at most max_backoff.
+            reconcile_after = now() + least(max_backoff, greatest(lease, min_age * power(2, least(v_attempts, 20))))
+        WHERE p.customer_id = v_due.customer_id AND p.id = v_due.id
+        RETURNING p.id,
+                  CASE WHEN p.provider_payment_id IS NULL THEN 'create' ELSE 'refresh' END,
+                  p.customer_id, p.amount_minor, p.currency, p.payment_method, p.capture_method, p.description,
+                  p.provider, p.provider_payment_id, p.status, p.reconcile_attempts;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments.claim_provider_work(int, interval, interval, interval) IS
+    'Claims up to lim payments whose provider state is unknown, untouched for min_age and not leased: create (the provider call never completed: retry it with the same idempotency key) or refresh (retrieve the provider''s object). The claim is a lease, not a lock: it is stamped in reconcile_after and committed at once, so the caller calls the provider with no transaction open and records each answer on its own. A lease lasts at least lease and grows with each attempt (doubling from min_age, at most max_backoff), so a payment that keeps failing waits longer and never holds up the others; a status change clears it. Gateway replicas share the work; a killed one''s payments come back when their lease ends.';
+
+CREATE OR REPLACE FUNCTION payments.record_provider_error(payment_id text, error jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text := payments._customer_of(record_provider_error.payment_id);
+    v_status   text;
+BEGIN
+    SELECT p.status INTO v_status FROM payments.payments p
+    WHERE p.customer_id = v_customer AND p.id = record_provider_error.payment_id FOR UPDATE;
+    UPDATE payments.payments p SET last_error = error, updated_at = now()
+    WHERE p.customer_id = v_customer AND p.id = record_provider_error.payment_id;
+    PERFORM payments._append_event(v_customer, record_provider_error.payment_id, v_status, v_status, false, 'provider',
+                                   'provider call failed', jsonb_build_object('last_error', error));
+END
+$$;
+COMMENT ON FUNCTION payments.record_provider_error(text, jsonb) IS
+    'Notes that a provider call failed (timeout, outage) without changing the status: last_error is set and the history gets an unapplied event; the payment keeps awaiting the provider, and the reconciler tries again after min_age.';
+
+-- ---------------------------------------------------------------------------
+-- Views
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE VIEW payments.payment_history AS
+SELECT e.payment_id, e.seq, e.from_status, e.to_status, e.applied, e.source, e.reason, e.data, e.created_at,
+       encode(e.hash, 'hex') AS hash, e.customer_id
+FROM payments.payment_events e;
+COMMENT ON VIEW payments.payment_history IS
+    'Every payment''s history in order (payment_id, seq). applied = false marks a stale report: recorded, not applied.';
+
+CREATE OR REPLACE VIEW payments.open_anomalies AS
+SELECT a.id, a.payment_id, a.customer_id, a.kind, a.source, a.provider, a.provider_payment_id,
+       p.amount_minor AS expected_amount_minor, p.currency AS expected_currency, p.provider_payment_id AS linked_provider_payment_id,
+       a.observed, p.status AS payment_status, a.created_at
+FROM payments.anomalies a
+JOIN payments.payments p ON p.customer_id = a.customer_id AND p.id = a.payment_id
+WHERE a.resolved_at IS NULL;
+COMMENT ON VIEW payments.open_anomalies IS
+    'Provider objects that named a payment but were not applied (other money, or another object than the linked one), not yet resolved: what the payment expected beside what was observed. Close one with payments.resolve_anomaly.';
+
+CREATE OR REPLACE VIEW payments.webhook_log AS
+SELECT w.id, w.provider, w.event_id, w.event_type, w.event_created, w.provider_payment_id, w.payment_id, w.result,
+       wp.event_id IS NOT NULL AS still_pending,
+       w.received_at
+FROM payments.webhook_events w
+-- A join, not EXISTS: Citus plans it (the pending ids first, then each shard of the log).
+LEFT JOIN (SELECT p.provider, p.event_id FROM payments.webhook_pending p) wp
+       ON wp.provider = w.provider AND wp.event_id = w.event_id;
+COMMENT ON VIEW payments.webhook_log IS
+    'Received webhooks without their bodies, headers or secrets: what arrived, what it matched and what was done. still_pending: waiting for its payment to be linked.';
+
+-- ---------------------------------------------------------------------------
+-- Scaling out
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments.distribute(shard_count int DEFAULT 32)
+RETURNS TABLE (object text, distributed_by text, action text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Each table, its distribution column (NULL: a reference table, a copy on
+    -- every node) and the table it lives beside ('none': a group of its own).
+    -- Order matters: a table comes after those its foreign keys reference.
+    v_tables CONSTANT text[][] := ARRAY[
+        ['payments.webhook_secrets',   NULL,                  NULL],
+        ['payments.api_keys',          NULL,                  NULL],
+        ['payments.settings',          NULL,                  NULL],
+        ['payments.payments',          'customer_id',         'none'],
+        ['payments.payment_events',    'customer_id',         'payments.payments'],
+        ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
+        ['payments.anomalies',         'customer_id',         'payments.payments'],
+        ['payments.payment_customers', 'payment_id',          'none'],
+        ['payments.provider_payments', 'provider_payment_id', 'none'],
+        ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
+        ['payments.webhook_events',    'event_id',            'none']];
+    -- Each function called with the distribution value of the table it runs beside.
+    v_functions CONSTANT text[][] := ARRAY[
+        ['payments.create_payment(text, text, numeric, text, text, text, jsonb, text)', 'customer_id', 'payments.payments'],
+        ['payments.get_payment(text)',                            'id',         'payments.payment_customers'],
+        ['payments.transition(text, text, text, text, jsonb)',    'payment_id', 'payments.payment_customers'],
+        ['payments.record_provider_result(text, text, text, text, jsonb)', 'payment_id', 'payments.payment_customers'],
+        ['payments.record_provider_error(text, jsonb)',           'payment_id', 'payments.payment_customers'],
+        ['payments.list_payment_events(text)',                    'payment_id', 'payments.payment_customers']];
+    v_row text[];
+    v_fks text[][];
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'citus') THEN
+        RAISE EXCEPTION 'Citus is not installed in this database' USING ERRCODE = 'PM401',
+            HINT = 'add citus to shared_preload_libraries on every node, CREATE EXTENSION citus, add the workers, then call payments.distribute() on the coordinator';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'payments.distribute() runs on the Citus coordinator' USING ERRCODE = 'PM401';
+    END IF;
+    IF shard_count IS NULL OR shard_count NOT BETWEEN 1 AND 1024 THEN
+        RAISE EXCEPTION 'shard_count must be between 1 and 1024' USING ERRCODE = 'PM100';
+    END IF;
+    -- The append-only triggers must reach every shard.
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    -- Keys to reference tables need one connection per node within the transaction.
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+
+    -- Citus accepts a foreign key only between tables it already manages (and
+    -- would otherwise convert every table of the key graph, which the
+    -- extension's views forbid): set the keys aside, distribute, put them back.
+    SELECT array_agg(ARRAY[c.conrelid::regclass::text, c.conname::text, pg_catalog.pg_get_constraintdef(c.oid)])
+    INTO v_fks
+    FROM pg_catalog.pg_constraint c
+    WHERE c.contype = 'f' AND c.connamespace = 'payments'::regnamespace
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d WHERE d.logicalrelid = c.conrelid);
+    FOR i IN 1 .. coalesce(array_length(v_fks, 1), 0) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', v_fks[i][1], v_fks[i][2]);
+        -- The workers' copies of the extension's tables become Citus's shell
+        -- tables as they are; putting a key back reaches them too.
+        PERFORM pg_catalog.run_command_on_workers(
+            pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_fks[i][1], v_fks[i][2]));
+    END LOOP;
+
+    FOREACH v_row SLICE 1 IN ARRAY v_tables LOOP
+        object := v_row[1];
+        distributed_by := v_row[2];
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d WHERE d.logicalrelid = v_row[1]::regclass) THEN
+            action := 'already distributed';
+        ELSIF v_row[2] IS NULL THEN
+            PERFORM pg_catalog.create_reference_table(v_row[1]::regclass);
+            action := 'reference table';
+        ELSIF v_row[3] = 'none' THEN
+            PERFORM pg_catalog.create_distributed_table(v_row[1]::regclass, v_row[2], colocate_with => 'none',
+                                                        shard_count => distribute.shard_count);
+            action := 'distributed';
+        ELSE
+            PERFORM pg_catalog.create_distributed_table(v_row[1]::regclass, v_row[2], colocate_with => v_row[3]);
+            action := 'distributed beside ' || v_row[3];
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(v_fks, 1), 0) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_fks[i][1], v_fks[i][2], v_fks[i][3]);
+    END LOOP;
+
+    FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
+        object := v_row[1];
+        distributed_by := v_row[2];
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_dist_object o
+                   WHERE o.classid = 'pg_catalog.pg_proc'::regclass AND o.objid = v_row[1]::regprocedure
+                     AND o.distribution_argument_index IS NOT NULL) THEN
+            action := 'already delegated';
+        ELSE
+            PERFORM pg_catalog.create_distributed_function(v_row[1]::regprocedure, v_row[2], colocate_with => v_row[3]);
+            action := 'delegated';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments.distribute(int) IS
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys and anomalies distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Returns what it did per object. PM401 without Citus or off the coordinator.';
+
+-- ---------------------------------------------------------------------------
+-- Privileges of the new functions and tables (as sql/roles.sql grants them)
+-- ---------------------------------------------------------------------------
+REVOKE ALL ON FUNCTION
+    payments._customer_of(text), payments._append_event(text, text, text, text, boolean, text, text, jsonb),
+    payments._transition(text, text, text, text, text, jsonb, jsonb), payments._result(text, text, text),
+    payments._lock_provider_payment(text, text), payments._link_provider(text, text, text, text),
+    payments._evidence_problem_for(text, text, text, jsonb, text, text),
+    payments._record_anomaly(text, text, text, text, text, text, jsonb), payments._verify_event_chain(text),
+    payments._apply_pending_webhooks(text, text, text, text), payments._apply_webhook(text, text, text, timestamptz, jsonb),
+    payments.distribute(int)
+FROM PUBLIC;
+REVOKE ALL ON payments.payment_customers, payments.provider_payments FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION payments.distribute(int) TO payments_admin;
+GRANT SELECT ON payments.payment_customers, payments.provider_payments TO payments_admin;
