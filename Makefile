@@ -13,7 +13,7 @@ export PGPORT DB GATEWAY_PORT
 # A server started with RUST_BACKTRACE set appends backtraces to error DETAIL.
 unexport RUST_BACKTRACE
 
-.PHONY: run test setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e reliability fuzz-quick bench bench-smoke
+.PHONY: run test setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e scale-test reliability fuzz-quick bench bench-smoke
 
 run: setup install
 	cargo build --release --package payments-gateway
@@ -22,7 +22,7 @@ run: setup install
 	@GATEWAY_BIN=$(TARGET_DIR)/release/payments-gateway scripts/run-gateway.sh
 	@scripts/run-banner.sh
 
-test: setup lint unit pgrx-test upgrade-test install-debug fuzz-quick e2e bench-smoke
+test: setup lint unit pgrx-test upgrade-test install-debug fuzz-quick e2e scale-test bench-smoke
 	@echo "make test: all suites passed"
 
 # The full benchmark (about 15 minutes; not part of make test). See bench/README.md.
@@ -98,6 +98,23 @@ e2e:
 	@$(E2E_ENV) cargo test --package payments-e2e -- --test-threads=1; status=$$?; \
 		scripts/reliability-table.sh .run/fuzz.tsv .run/reliability.tsv && exit $$status
 
+# The end-to-end suites again, on a 3-node Citus cluster (coordinator and two
+# workers on loopback; Citus built from ../shared/citus/ if missing) after
+# payments.distribute(), plus the checks only a cluster can answer.
+CITUS_PORT ?= 54340
+SCALE_DB := payments_scale
+SCALE_ENV = PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(CITUS_PORT) user=postgres dbname=$(SCALE_DB)" \
+	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
+	PAYMENTS_GATEWAY_BIN=$(TARGET_DIR)/debug/payments-gateway \
+	PAYMENTS_RELIABILITY_REPORT=$(CURDIR)/.run/scale-reliability.tsv
+SCALE_SUITES ?= --test foundation --test webhooks --test gateway --test in_process --test reliability
+scale-test:
+	cargo build --package payments-gateway
+	@CITUS_PORT=$(CITUS_PORT) scripts/citus.sh start
+	@CITUS_PORT=$(CITUS_PORT) scripts/citus.sh createdb $(SCALE_DB) >/dev/null
+	$(SCALE_ENV) cargo test --package payments-e2e --test scale_out -- --ignored --test-threads=1
+	$(SCALE_ENV) cargo test --package payments-e2e $(SCALE_SUITES) -- --test-threads=1
+
 # The long form (about 15 minutes): 10 million runs per fuzz target, more kills, keys, payments.
 reliability: setup install-debug
 	@mkdir -p .run && rm -f .run/fuzz.tsv .run/reliability.tsv
@@ -112,3 +129,4 @@ reliability: setup install-debug
 stop:
 	@if [ -s .run/gateway.pid ]; then kill $$(cat .run/gateway.pid) 2>/dev/null || true; rm -f .run/gateway.pid; fi
 	@scripts/cluster.sh stop
+	@scripts/citus.sh stop

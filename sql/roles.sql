@@ -34,6 +34,7 @@ TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,
     payments.open_anomalies
 TO payments_admin, payments_gateway, payments_reader;
+GRANT EXECUTE ON FUNCTION payments._webhook_log() TO payments_admin, payments_gateway, payments_reader;
 
 -- Writing, only through the API.
 GRANT EXECUTE ON FUNCTION

@@ -84,6 +84,12 @@ BEGIN
     FOR i IN 1 .. coalesce(array_length(v_fks, 1), 0) LOOP
         EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_fks[i][1], v_fks[i][2], v_fks[i][3]);
     END LOOP;
+    -- On one node a view reads with its owner's rights; on Citus its query
+    -- reaches the shards as the reader. So the roles that read the views may
+    -- read the tables behind them, which hold no secrets, keys or webhook
+    -- bodies (webhook_log reads through a function with its owner's rights).
+    GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies
+        TO payments_reader, payments_gateway;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
         object := v_row[1];
@@ -101,4 +107,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys and anomalies distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys and anomalies distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies: no secrets, idempotency keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';

@@ -35,13 +35,28 @@ WHERE a.resolved_at IS NULL;
 COMMENT ON VIEW payments.open_anomalies IS
     'Provider objects that named a payment but were not applied (other money, or another object than the linked one), not yet resolved: what the payment expected beside what was observed. Close one with payments.resolve_anomaly.';
 
+-- Through a function with its owner's rights: the log's bodies and headers
+-- stay unreadable to readers on Citus too, where a view's query reaches the
+-- shards with the reader's own rights.
+CREATE FUNCTION payments._webhook_log()
+RETURNS TABLE (id text, provider text, event_id text, event_type text, event_created timestamptz,
+               provider_payment_id text, payment_id text, result text, still_pending boolean, received_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
+    SELECT w.id, w.provider, w.event_id, w.event_type, w.event_created, w.provider_payment_id, w.payment_id, w.result,
+           wp.event_id IS NOT NULL, w.received_at
+    FROM payments.webhook_events w
+    -- A join, not EXISTS: Citus plans it (the pending ids first, then each shard of the log).
+    LEFT JOIN (SELECT p.provider, p.event_id FROM payments.webhook_pending p) wp
+           ON wp.provider = w.provider AND wp.event_id = w.event_id;
+END
+$$;
+COMMENT ON FUNCTION payments._webhook_log() IS 'Internal: the rows of payments.webhook_log.';
+
 CREATE VIEW payments.webhook_log AS
-SELECT w.id, w.provider, w.event_id, w.event_type, w.event_created, w.provider_payment_id, w.payment_id, w.result,
-       wp.event_id IS NOT NULL AS still_pending,
-       w.received_at
-FROM payments.webhook_events w
--- A join, not EXISTS: Citus plans it (the pending ids first, then each shard of the log).
-LEFT JOIN (SELECT p.provider, p.event_id FROM payments.webhook_pending p) wp
-       ON wp.provider = w.provider AND wp.event_id = w.event_id;
+SELECT l.id, l.provider, l.event_id, l.event_type, l.event_created, l.provider_payment_id, l.payment_id, l.result,
+       l.still_pending, l.received_at
+FROM payments._webhook_log() l;
 COMMENT ON VIEW payments.webhook_log IS
     'Received webhooks without their bodies, headers or secrets: what arrived, what it matched and what was done. still_pending: waiting for its payment to be linked.';

@@ -106,6 +106,10 @@ impl IntoResponse for ApiError {
                     if status == S::INTERNAL_SERVER_ERROR {
                         tracing::error!(sqlstate = db.code().code(), error = %db, "unexpected database error");
                         error_body(status, kind, code, "internal error", None)
+                    } else if status == S::SERVICE_UNAVAILABLE {
+                        // Out of connections or resources: the operator's to see, not the client's.
+                        tracing::warn!(sqlstate = db.code().code(), error = %db, "database unavailable");
+                        error_body(status, kind, code, "the database is unavailable", None)
                     } else {
                         // PM messages are written for users and never carry secrets; PostgreSQL's
                         // own (22P02 and the like) quote the input, so they are cut short.

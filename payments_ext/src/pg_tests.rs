@@ -103,7 +103,8 @@ mod tests {
         let e = outcome("SELECT payments.create_payment('k1', 'cust_1', 50.00, 'USD')");
         assert!(e.starts_with("PM201: idempotency key 'k1' was already used with different parameters"), "{e}");
         // Keys are per customer (as Stripe's are per account): another customer's k1 is another payment.
-        let other = one::<String>("SELECT outcome || ' ' || id FROM payments.create_payment('k1', 'cust_2', 49.99, 'USD')");
+        let other =
+            one::<String>("SELECT outcome || ' ' || id FROM payments.create_payment('k1', 'cust_2', 49.99, 'USD')");
         assert!(other.starts_with("created pay_"), "{other}");
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.idempotency_keys WHERE key = 'k1'"), 2);
         assert_eq!(
@@ -369,9 +370,14 @@ mod tests {
         assert_eq!(one::<String>(&format!("SELECT customer_id FROM payments.get_payment('{id}')")), "cust_1");
         assert_eq!(sqlstate("SELECT payments.get_payment('pay_unknown')"), "PM204");
         // Routes are written only by create_payment, in its transaction.
-        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payment_customers r
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM payments.payment_customers r
                                 WHERE NOT EXISTS (SELECT 1 FROM payments.payments p
-                                                  WHERE p.id = r.payment_id AND p.customer_id = r.customer_id)"), 0);
+                                                  WHERE p.id = r.payment_id AND p.customer_id = r.customer_id)"
+            ),
+            0
+        );
     }
 
     #[pg_test]

@@ -848,14 +848,31 @@ WHERE a.resolved_at IS NULL;
 COMMENT ON VIEW payments.open_anomalies IS
     'Provider objects that named a payment but were not applied (other money, or another object than the linked one), not yet resolved: what the payment expected beside what was observed. Close one with payments.resolve_anomaly.';
 
-CREATE OR REPLACE VIEW payments.webhook_log AS
-SELECT w.id, w.provider, w.event_id, w.event_type, w.event_created, w.provider_payment_id, w.payment_id, w.result,
-       wp.event_id IS NOT NULL AS still_pending,
-       w.received_at
-FROM payments.webhook_events w
--- A join, not EXISTS: Citus plans it (the pending ids first, then each shard of the log).
-LEFT JOIN (SELECT p.provider, p.event_id FROM payments.webhook_pending p) wp
-       ON wp.provider = w.provider AND wp.event_id = w.event_id;
+-- Through a function with its owner's rights: the log's bodies and headers
+-- stay unreadable to readers on Citus too, where a view's query reaches the
+-- shards with the reader's own rights.
+CREATE FUNCTION payments._webhook_log()
+RETURNS TABLE (id text, provider text, event_id text, event_type text, event_created timestamptz,
+               provider_payment_id text, payment_id text, result text, still_pending boolean, received_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
+    SELECT w.id, w.provider, w.event_id, w.event_type, w.event_created, w.provider_payment_id, w.payment_id, w.result,
+           wp.event_id IS NOT NULL, w.received_at
+    FROM payments.webhook_events w
+    -- A join, not EXISTS: Citus plans it (the pending ids first, then each shard of the log).
+    LEFT JOIN (SELECT p.provider, p.event_id FROM payments.webhook_pending p) wp
+           ON wp.provider = w.provider AND wp.event_id = w.event_id;
+END
+$$;
+COMMENT ON FUNCTION payments._webhook_log() IS 'Internal: the rows of payments.webhook_log.';
+
+-- Its columns now come from a function (their collation with them): made anew.
+DROP VIEW payments.webhook_log;
+CREATE VIEW payments.webhook_log AS
+SELECT l.id, l.provider, l.event_id, l.event_type, l.event_created, l.provider_payment_id, l.payment_id, l.result,
+       l.still_pending, l.received_at
+FROM payments._webhook_log() l;
 COMMENT ON VIEW payments.webhook_log IS
     'Received webhooks without their bodies, headers or secrets: what arrived, what it matched and what was done. still_pending: waiting for its payment to be linked.';
 
@@ -944,6 +961,12 @@ BEGIN
     FOR i IN 1 .. coalesce(array_length(v_fks, 1), 0) LOOP
         EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_fks[i][1], v_fks[i][2], v_fks[i][3]);
     END LOOP;
+    -- On one node a view reads with its owner's rights; on Citus its query
+    -- reaches the shards as the reader. So the roles that read the views may
+    -- read the tables behind them, which hold no secrets, keys or webhook
+    -- bodies (webhook_log reads through a function with its owner's rights).
+    GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies
+        TO payments_reader, payments_gateway;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
         object := v_row[1];
@@ -961,7 +984,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys and anomalies distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys and anomalies distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies: no secrets, idempotency keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
 
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions and tables (as sql/roles.sql grants them)
@@ -973,8 +996,11 @@ REVOKE ALL ON FUNCTION
     payments._evidence_problem_for(text, text, text, jsonb, text, text),
     payments._record_anomaly(text, text, text, text, text, text, jsonb), payments._verify_event_chain(text),
     payments._apply_pending_webhooks(text, text, text, text), payments._apply_webhook(text, text, text, timestamptz, jsonb),
-    payments.distribute(int)
+    payments.distribute(int), payments._webhook_log()
 FROM PUBLIC;
 REVOKE ALL ON payments.payment_customers, payments.provider_payments FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION payments.distribute(int) TO payments_admin;
+GRANT EXECUTE ON FUNCTION payments._webhook_log() TO payments_admin, payments_gateway, payments_reader;
+REVOKE ALL ON payments.webhook_log FROM PUBLIC;
+GRANT SELECT ON payments.webhook_log TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_customers, payments.provider_payments TO payments_admin;

@@ -52,8 +52,8 @@ async fn concurrent_retries_of_the_same_keys_make_exactly_one_payment_per_key() 
         .query_one(
             "SELECT count(DISTINCT p.id), count(e.*)
              FROM payments.idempotency_keys k
-             JOIN payments.payments p ON p.id = k.payment_id
-             JOIN payments.payment_events e ON e.payment_id = p.id
+             JOIN payments.payments p ON p.customer_id = k.customer_id AND p.id = k.payment_id
+             JOIN payments.payment_events e ON e.customer_id = p.customer_id AND e.payment_id = p.id
              WHERE k.key LIKE $1",
             &[&pattern],
         )
@@ -84,12 +84,20 @@ async fn the_event_chain_verifies_and_finds_a_tampered_event() {
     let broken = db.query("SELECT * FROM payments.verify_event_chain($1)", &[&id]).await.unwrap();
     assert!(broken.is_empty(), "an untouched history verifies");
 
-    // As a superuser, with triggers off, rewrite one event's reason.
-    db.batch_execute("SET session_replication_role = replica").await.unwrap();
-    db.execute("UPDATE payments.payment_events SET reason = 'forged' WHERE payment_id = $1 AND seq = 3", &[&id])
-        .await
-        .unwrap();
-    db.batch_execute("SET session_replication_role = origin").await.unwrap();
+    // As a superuser, with triggers off, rewrite one event's reason (on Citus
+    // the SET LOCAL reaches the node holding the row).
+    db.batch_execute(
+        "BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL session_replication_role = replica",
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE payments.payment_events SET reason = 'forged' WHERE customer_id = 'cust_chain' AND payment_id = $1 AND seq = 3",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    db.batch_execute("COMMIT").await.unwrap();
 
     let broken = db.query("SELECT seq, problem FROM payments.verify_event_chain($1)", &[&id]).await.unwrap();
     assert_eq!(broken.len(), 1);
@@ -111,7 +119,17 @@ async fn history_refuses_changes_even_from_its_owner() {
 async fn the_reader_role_can_read_but_never_write() {
     let db = connect().await;
     let id: String = db.query_one(CREATE, &[&unique("reader"), &"cust_reader", &"5"]).await.unwrap().get(0);
-    db.batch_execute("SET ROLE payments_reader").await.unwrap();
+    // A login role in payments_reader, as BI tools connect (on Citus the
+    // coordinator reaches the workers as the current role, which must log in).
+    db.batch_execute(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments_e2e_reader') THEN
+             CREATE ROLE payments_e2e_reader LOGIN IN ROLE payments_reader;
+           END IF;
+         END $$; SET ROLE payments_e2e_reader",
+    )
+    .await
+    .unwrap();
 
     let row = db.query_one("SELECT status FROM payments.payment_details WHERE id = $1", &[&id]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "requires_payment_method");
@@ -147,9 +165,9 @@ async fn create_payment_lives_and_dies_with_the_callers_transaction() {
     let mut db = connect().await;
     let count = "SELECT (SELECT count(*) FROM payments.idempotency_keys WHERE key = $1)
                       + (SELECT count(*) FROM payments.payments p JOIN payments.idempotency_keys k
-                           ON k.payment_id = p.id WHERE k.key = $1)
+                           ON k.customer_id = p.customer_id AND k.payment_id = p.id WHERE k.key = $1)
                       + (SELECT count(*) FROM payments.payment_events e JOIN payments.idempotency_keys k
-                           ON k.payment_id = e.payment_id WHERE k.key = $1)";
+                           ON k.customer_id = e.customer_id AND k.payment_id = e.payment_id WHERE k.key = $1)";
 
     let rolled_back = unique("txn-rollback");
     let tx = db.transaction().await.unwrap();

@@ -59,7 +59,10 @@ fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Opti
                         "{table}.customer_id, added, is its payment's customer"
                     ),
                     None if column == "object" => {
-                        assert_eq!(value["id"], o["provider_payment_id"], "{table}.object, added, names its provider id")
+                        assert_eq!(
+                            value["id"], o["provider_payment_id"],
+                            "{table}.object, added, names its provider id"
+                        )
                     }
                     None => assert!(value.is_null() || value == 0, "{table}.{column}, added, holds {value}"),
                 }

@@ -246,8 +246,7 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
 
     let stored = db
         .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE event_id LIKE '%forged' OR event_id LIKE '%old' OR event_id LIKE '%garbled'),
-                    (SELECT count(*) FROM payments.webhook_pending WHERE provider = $1)
+            "SELECT count(*), count(*) FILTER (WHERE event_id LIKE '%forged' OR event_id LIKE '%old' OR event_id LIKE '%garbled')
              FROM payments.webhook_events WHERE provider = $1",
             &[&provider],
         )
@@ -256,7 +255,12 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
     let distinct_valid: usize = (0..count).map(|i| STREAMS[i % STREAMS.len()].len()).sum::<usize>() + mismatched;
     assert_eq!(stored.get::<_, i64>(0) as usize, distinct_valid, "each verified event stored exactly once");
     assert_eq!(stored.get::<_, i64>(1), 0, "no forged or replayed event is stored");
-    assert_eq!(stored.get::<_, i64>(2), 0, "every early event was applied once its payment was linked");
+    let waiting: i64 = db
+        .query_one("SELECT count(*) FROM payments.webhook_pending WHERE provider = $1", &[&provider])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 0, "every early event was applied once its payment was linked");
 
     let broken =
         db.query("SELECT v.* FROM unnest($1::text[]) id, payments.verify_event_chain(id) v", &[&ids]).await.unwrap();
