@@ -6,6 +6,8 @@ PG_CONFIG := /usr/lib/postgresql/15/bin/pg_config
 PGPORT ?= 54315
 DB ?= payments
 GATEWAY_PORT ?= 8080
+# The scale-out cluster's coordinator; its two workers listen on the next two ports.
+CITUS_PORT ?= 54340
 E2E_DB := payments_e2e
 # Where cargo builds (CARGO_TARGET_DIR lets several checkouts share one).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -29,13 +31,16 @@ test: setup lint unit pgrx-test upgrade-test install-debug fuzz-quick e2e scale-
 bench: setup install
 	cargo build --release --package payments-gateway
 	@scripts/cluster.sh start
-	python3 bench/bench.py --gateway-bin $(TARGET_DIR)/release/payments-gateway
+	@CITUS_PORT=$(CITUS_PORT) scripts/citus.sh start
+	python3 bench/bench.py --gateway-bin $(TARGET_DIR)/release/payments-gateway --citus-port $(CITUS_PORT)
 
 # Seconds: proves the benchmark harness still works, against the debug builds.
 bench-smoke:
 	cargo build --package payments-gateway
 	@scripts/cluster.sh start
-	python3 bench/bench.py --smoke --out $(CURDIR)/.run/bench-smoke --gateway-bin $(TARGET_DIR)/debug/payments-gateway
+	@CITUS_PORT=$(CITUS_PORT) scripts/citus.sh start
+	python3 bench/bench.py --smoke --out $(CURDIR)/.run/bench-smoke --gateway-bin $(TARGET_DIR)/debug/payments-gateway \
+		--citus-port $(CITUS_PORT)
 
 setup:
 	@scripts/setup.sh
@@ -101,7 +106,6 @@ e2e:
 # The end-to-end suites again, on a 3-node Citus cluster (coordinator and two
 # workers on loopback; Citus built from ../shared/citus/ if missing) after
 # payments.distribute(), plus the checks only a cluster can answer.
-CITUS_PORT ?= 54340
 SCALE_DB := payments_scale
 SCALE_ENV = PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(CITUS_PORT) user=postgres dbname=$(SCALE_DB)" \
 	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \

@@ -29,7 +29,7 @@ SECRET = "whsec_bench"
 
 def psql(sql, db=DB):
     out = subprocess.run(
-        [f"{PG_BIN}/psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", PORT,
+        [f"{PG_BIN}/psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(PORT),
          "-U", "postgres", "-d", db, "-c", sql],
         capture_output=True, text=True)
     if out.returncode != 0:
@@ -43,7 +43,7 @@ def pgbench(script, clients, seconds, log_latencies=False):
         path = pathlib.Path(tmp, "script.sql")
         path.write_text(script)
         os.chmod(tmp, 0o755)
-        cmd = [f"{PG_BIN}/pgbench", "-n", "-M", "prepared", "-h", "127.0.0.1", "-p", PORT, "-U", "postgres",
+        cmd = [f"{PG_BIN}/pgbench", "-n", "-M", "prepared", "-h", "127.0.0.1", "-p", str(PORT), "-U", "postgres",
                "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), "-f", str(path), DB]
         if log_latencies:
             cmd += ["-l", f"--log-prefix={tmp}/log"]
@@ -133,7 +133,7 @@ def median_run(script, clients, seconds, runs=3):
 def prepare_events(count):
     """`count` linked payments and, for each, a freshly signed payment_intent.succeeded event."""
     first = int(psql("SELECT coalesce(max(n), 0) FROM bench.events")) + 1
-    # Batches: each link takes an advisory lock, held to the end of its transaction.
+    # Batches: each link locks its provider id's row to the end of its transaction.
     for start in range(first, first + count, 2000):
         end = min(start + 1999, first + count - 1)
         psql(f"""
@@ -170,10 +170,13 @@ def preload(size):
                 SELECT payments._new_id('pay'), 'cust_p' || (g / 60), 1000 + g % 5000, 'USD',
                        'requires_payment_method', 'automatic'
                 FROM generate_series({have + 1}, {have + n}) g
-                RETURNING id, status, created_at)
+                RETURNING id, customer_id, status, created_at),
+            routes AS (
+                INSERT INTO payments.payment_customers (payment_id, customer_id) SELECT p.id, p.customer_id FROM p)
             INSERT INTO payments.payment_events
-                (payment_id, seq, from_status, to_status, applied, source, reason, data, created_at, prev_hash, hash)
-            SELECT p.id, 1, NULL, p.status, true, 'api', 'created', '{{}}', p.created_at, NULL,
+                (customer_id, payment_id, seq, from_status, to_status, applied, source, reason, data, created_at,
+                 prev_hash, hash)
+            SELECT p.customer_id, p.id, 1, NULL, p.status, true, 'api', 'created', '{{}}', p.created_at, NULL,
                    payments._event_hash(NULL, p.id, 1, NULL, p.status, true, 'api', 'created', '{{}}',
                                         payments._epoch_micros(p.created_at))
             FROM p;
@@ -181,6 +184,7 @@ def preload(size):
         have += n
     psql("VACUUM ANALYZE payments.payments")
     psql("VACUUM ANALYZE payments.payment_events")
+    psql("VACUUM ANALYZE payments.payment_customers")
     # Write out the load's dirty pages now, so no checkpoint runs during the measurements.
     psql("CHECKPOINT")
     rows = int(psql("SELECT count(*) FROM payments.payments"))
@@ -264,11 +268,30 @@ def fresh_database():
     psql(f"ALTER DATABASE {DB} SET payments.webhook_tolerance = '1 day'")
 
 
+def scale_out(seconds, clients, citus_port):
+    """The SQL workloads again on the 3-node loopback Citus cluster (scripts/citus.sh), after
+    payments.distribute(), with the bare table distributed beside the payments."""
+    global PORT
+    single_port, PORT = PORT, citus_port
+    try:
+        subprocess.run([str(ROOT / "scripts/citus.sh"), "createdb", DB], check=True, capture_output=True,
+                       env=dict(os.environ, CITUS_PORT=str(citus_port)))
+        psql(SETUP)
+        psql("SELECT create_distributed_table('bench.bare_payments', 'customer_id', colocate_with => 'payments.payments')")
+        row = {name: pgbench(SCRIPTS[name][1], clients, seconds) for name in ["a", "b", "c", "f"]}
+        prepare_events(int(row["b"]["tps"] * seconds * 1.5) + 100)
+        row["d"] = pgbench(SCRIPTS["d"][1], clients, seconds)
+        return {"clients": clients, "sql": row}
+    finally:
+        PORT = single_port
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="seconds, tiny sizes: proves the harness works")
     ap.add_argument("--out", default=str(ROOT / "bench/results"))
     ap.add_argument("--gateway-bin", default=str(ROOT / "target/release/payments-gateway"))
+    ap.add_argument("--citus-port", type=int, help="also run the SQL workloads on the Citus cluster at this port")
     args = ap.parse_args()
     seconds = 1 if args.smoke else 10
     clients = [1, 4] if args.smoke else [1, 8, 32]
@@ -295,6 +318,10 @@ def main():
         row["d"]["applied_total"] = int(applied)
         results["sql"][c] = row
         print(f"clients={c}: " + ", ".join(f"{k}={v['tps']:.0f} tps" for k, v in row.items()), flush=True)
+
+    if args.citus_port:
+        results["scale_out"] = scale_out(seconds, mid, args.citus_port)
+        print(f"scale-out: {results['scale_out']}", flush=True)
 
     results["gateway"] = gateway_bench(seconds, mid, args.gateway_bin)
     results["gateway"]["connections"] = mid
@@ -327,6 +354,23 @@ def ratio(x, y):
     return x / y if y else float("nan")
 
 
+def scale_out_lines(r):
+    if "scale_out" not in r:
+        return []
+    c, citus = r["scale_out"]["clients"], r["scale_out"]["sql"]
+    single = r["sql"].get(c, list(r["sql"].values())[-1])
+    lines = [f"## Scale-out (pgbench, {c} clients): a 3-node Citus cluster on this machine's loopback beside one node", "",
+             "The three nodes share this machine's cores with each other and with pgbench: the ratios show what "
+             "distribution costs per call, not what more machines add.", "",
+             "| workload | one node tps | Citus tps | Citus / one node | per (a) on one node | per (a) on Citus |",
+             "|---|---|---|---|---|---|"]
+    for name in ["a", "b", "c", "d", "f"]:
+        s, d = single[name]["tps"], citus[name]["tps"]
+        lines.append(f"| ({name}) {SCRIPTS[name][0]} | {s:.0f} | {d:.0f} | {ratio(d, s):.2f} | "
+                     f"{ratio(s, single['a']['tps']):.2f} | {ratio(d, citus['a']['tps']):.2f} |")
+    return lines + [""]
+
+
 def write(r, out):
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -352,6 +396,7 @@ def write(r, out):
               f"{g['post']['non_2xx']} | {ratio(g['post']['rps'], f_same):.2f} of (f) |",
               f"| GET /v1/payments/{{id}} | {g['get']['rps']:.0f} | {g['get']['p50_ms']:.2f} | {g['get']['p99_ms']:.2f} | "
               f"{g['get']['non_2xx']} | |", "", f"Gateway peak RSS: {g['peak_rss_mib']} MiB", "",
+              *scale_out_lines(r),
               "## Growth", "",
               "| payments | preload s | (b) tps | get p50 ms | get p99 ms¹ | list p50 ms | list p99 ms¹ |",
               "|---|---|---|---|---|---|---|"]
