@@ -6,10 +6,10 @@
 -- ---------------------------------------------------------------------------
 CREATE TABLE payments.payments (
     id                  text COLLATE "C" NOT NULL,
-    customer_id         text NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
+    customer_id         text COLLATE "C" NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
     amount_minor        bigint NOT NULL CHECK (amount_minor > 0),
     currency            text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
-    status              text NOT NULL CHECK (payments._is_allowed('status', status)),
+    status              text COLLATE "C" NOT NULL CHECK (payments._is_allowed('status', status)),
     capture_method      text NOT NULL CHECK (payments._is_allowed('capture_method', capture_method)),
     provider            text,
     provider_payment_id text,
@@ -45,18 +45,21 @@ COMMENT ON COLUMN payments.payments.last_error IS 'The provider''s error for the
 -- ---------------------------------------------------------------------------
 -- Routing: what finds a customer's rows from an id that is not the customer's
 -- ---------------------------------------------------------------------------
+-- Ids are COLLATE "C" throughout: a PL/pgSQL function called with one
+-- "C" argument compares all its text in "C", and an index serves only
+-- comparisons in its own collation.
 CREATE TABLE payments.payment_customers (
     payment_id  text COLLATE "C" PRIMARY KEY,
-    customer_id text NOT NULL
+    customer_id text COLLATE "C" NOT NULL
 );
 COMMENT ON TABLE payments.payment_customers IS
     'Which customer each payment belongs to, so calls that name only a payment id (get_payment, transition, record_provider_result, …) find its rows by (customer_id, id). On Citus it is distributed by payment_id: one shard answers.';
 
 CREATE TABLE payments.provider_payments (
-    provider            text NOT NULL,
-    provider_payment_id text NOT NULL,
+    provider            text COLLATE "C" NOT NULL,
+    provider_payment_id text COLLATE "C" NOT NULL,
     payment_id          text COLLATE "C",
-    customer_id         text,
+    customer_id         text COLLATE "C",
     first_seen_at       timestamptz NOT NULL DEFAULT now(),
     linked_at           timestamptz,
     PRIMARY KEY (provider_payment_id, provider),
@@ -81,7 +84,7 @@ CREATE TABLE payments.payment_events (
     created_at  timestamptz NOT NULL DEFAULT now(),
     prev_hash   bytea,
     hash        bytea NOT NULL,
-    customer_id text NOT NULL,
+    customer_id text COLLATE "C" NOT NULL,
     PRIMARY KEY (customer_id, payment_id, seq),
     FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id)
 );
@@ -104,7 +107,7 @@ CREATE TABLE payments.idempotency_keys (
     fingerprint bytea NOT NULL,
     payment_id  text COLLATE "C" NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    customer_id text NOT NULL,
+    customer_id text COLLATE "C" NOT NULL,
     PRIMARY KEY (customer_id, key),
     FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id) DEFERRABLE INITIALLY DEFERRED
 );
@@ -119,7 +122,7 @@ COMMENT ON COLUMN payments.idempotency_keys.fingerprint IS 'sha256 of the canoni
 CREATE TABLE payments.anomalies (
     id                  text COLLATE "C" NOT NULL,
     payment_id          text COLLATE "C" NOT NULL,
-    customer_id         text NOT NULL,
+    customer_id         text COLLATE "C" NOT NULL,
     kind                text NOT NULL CHECK (payments._is_allowed('anomaly_kind', kind)),
     source              text NOT NULL CHECK (payments._is_allowed('source', source)),
     provider            text NOT NULL,

@@ -110,8 +110,8 @@ COMMENT ON FUNCTION payments.set_webhook_tolerance(interval) IS
 -- ---------------------------------------------------------------------------
 CREATE TABLE payments.webhook_events (
     id                  text COLLATE "C" NOT NULL,
-    provider            text NOT NULL,
-    event_id            text NOT NULL,
+    provider            text COLLATE "C" NOT NULL,
+    event_id            text COLLATE "C" NOT NULL,
     event_type          text NOT NULL,
     event_created       timestamptz,
     provider_payment_id text,
@@ -121,7 +121,7 @@ CREATE TABLE payments.webhook_events (
     headers             jsonb NOT NULL,
     body                bytea NOT NULL,
     received_at         timestamptz NOT NULL DEFAULT now(),
-    customer_id         text,
+    customer_id         text COLLATE "C",
     -- The event id first: on Citus the log is distributed by it, so the dedupe is one shard's.
     PRIMARY KEY (event_id, provider),
     CHECK ((payment_id IS NULL) = (customer_id IS NULL))
@@ -141,9 +141,9 @@ CREATE TRIGGER webhook_events_no_truncate BEFORE TRUNCATE ON payments.webhook_ev
     FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
 
 CREATE TABLE payments.webhook_pending (
-    provider            text NOT NULL,
-    event_id            text NOT NULL,
-    provider_payment_id text NOT NULL,
+    provider            text COLLATE "C" NOT NULL,
+    event_id            text COLLATE "C" NOT NULL,
+    provider_payment_id text COLLATE "C" NOT NULL,
     event_type          text NOT NULL,
     event_created       timestamptz,
     to_status           text NOT NULL,

@@ -15,18 +15,21 @@
 -- ---------------------------------------------------------------------------
 -- Routing tables, filled from the rows already there
 -- ---------------------------------------------------------------------------
+-- Ids are COLLATE "C" throughout: a PL/pgSQL function called with one
+-- "C" argument compares all its text in "C", and an index serves only
+-- comparisons in its own collation.
 CREATE TABLE payments.payment_customers (
     payment_id  text COLLATE "C" PRIMARY KEY,
-    customer_id text NOT NULL
+    customer_id text COLLATE "C" NOT NULL
 );
 COMMENT ON TABLE payments.payment_customers IS
     'Which customer each payment belongs to, so calls that name only a payment id (get_payment, transition, record_provider_result, …) find its rows by (customer_id, id). On Citus it is distributed by payment_id: one shard answers.';
 
 CREATE TABLE payments.provider_payments (
-    provider            text NOT NULL,
-    provider_payment_id text NOT NULL,
+    provider            text COLLATE "C" NOT NULL,
+    provider_payment_id text COLLATE "C" NOT NULL,
     payment_id          text COLLATE "C",
-    customer_id         text,
+    customer_id         text COLLATE "C",
     first_seen_at       timestamptz NOT NULL DEFAULT now(),
     linked_at           timestamptz,
     PRIMARY KEY (provider_payment_id, provider),
@@ -61,13 +64,31 @@ ALTER TABLE payments.anomalies DROP CONSTRAINT anomalies_payment_id_fkey;
 ALTER TABLE payments.webhook_events DROP CONSTRAINT webhook_events_payment_id_fkey;
 ALTER TABLE payments.webhook_pending DROP CONSTRAINT webhook_pending_provider_event_id_fkey;
 
+-- Ids compare in "C" (see sql/schema.sql). The views over these columns, and
+-- the functions that return payment_details rows, are made anew below.
+DROP VIEW payments.open_anomalies;
+DROP VIEW payments.customer_payments;
+DROP VIEW payments.webhook_log;
+DROP FUNCTION payments._result(text, text);
+DROP FUNCTION payments.get_payment(text);
+DROP FUNCTION payments.list_payments(text, text, int, text);
+DROP VIEW payments.payment_details;
+ALTER TABLE payments.payments
+    ALTER COLUMN customer_id TYPE text COLLATE "C", ALTER COLUMN status TYPE text COLLATE "C";
+ALTER TABLE payments.anomalies ALTER COLUMN customer_id TYPE text COLLATE "C";
+ALTER TABLE payments.webhook_events
+    ALTER COLUMN provider TYPE text COLLATE "C", ALTER COLUMN event_id TYPE text COLLATE "C";
+ALTER TABLE payments.webhook_pending
+    ALTER COLUMN provider TYPE text COLLATE "C", ALTER COLUMN event_id TYPE text COLLATE "C",
+    ALTER COLUMN provider_payment_id TYPE text COLLATE "C";
+
 ALTER TABLE payments.payments DROP CONSTRAINT payments_pkey;
 ALTER TABLE payments.payments ADD PRIMARY KEY (customer_id, id);
 DROP INDEX payments.payments_provider_payment_id_key;  -- provider_payments' primary key now
 DROP INDEX payments.payments_customer_id_idx;          -- the primary key's prefix now
 
 -- History is append-only: its guard steps aside for this one backfill.
-ALTER TABLE payments.payment_events ADD COLUMN customer_id text;
+ALTER TABLE payments.payment_events ADD COLUMN customer_id text COLLATE "C";
 ALTER TABLE payments.payment_events DISABLE TRIGGER payment_events_append_only;
 UPDATE payments.payment_events e SET customer_id = p.customer_id FROM payments.payments p WHERE p.id = e.payment_id;
 ALTER TABLE payments.payment_events ENABLE TRIGGER payment_events_append_only;
@@ -77,7 +98,7 @@ ALTER TABLE payments.payment_events ADD PRIMARY KEY (customer_id, payment_id, se
 ALTER TABLE payments.payment_events
     ADD FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id);
 
-ALTER TABLE payments.idempotency_keys ADD COLUMN customer_id text;
+ALTER TABLE payments.idempotency_keys ADD COLUMN customer_id text COLLATE "C";
 UPDATE payments.idempotency_keys k SET customer_id = p.customer_id FROM payments.payments p WHERE p.id = k.payment_id;
 ALTER TABLE payments.idempotency_keys ALTER COLUMN customer_id SET NOT NULL;
 ALTER TABLE payments.idempotency_keys DROP CONSTRAINT idempotency_keys_pkey;
@@ -94,7 +115,7 @@ CREATE INDEX anomalies_payment_id_idx ON payments.anomalies (customer_id, paymen
 -- ---------------------------------------------------------------------------
 -- Webhooks: the log keyed by event id, waiting events by provider payment id
 -- ---------------------------------------------------------------------------
-ALTER TABLE payments.webhook_events ADD COLUMN customer_id text;
+ALTER TABLE payments.webhook_events ADD COLUMN customer_id text COLLATE "C";
 ALTER TABLE payments.webhook_events DISABLE TRIGGER webhook_events_append_only;
 UPDATE payments.webhook_events w SET customer_id = p.customer_id FROM payments.payments p WHERE p.id = w.payment_id;
 ALTER TABLE payments.webhook_events ENABLE TRIGGER webhook_events_append_only;
@@ -130,12 +151,23 @@ COMMENT ON COLUMN payments.webhook_events.customer_id IS 'The matched payment''s
 COMMENT ON COLUMN payments.webhook_pending.object IS 'The event''s data.object as received (webhook_events keeps the exact body): the evidence checked when it is applied.';
 
 -- ---------------------------------------------------------------------------
+-- Row shapes returned by the API
+-- ---------------------------------------------------------------------------
+CREATE VIEW payments.payment_details AS
+SELECT p.id, p.customer_id, payments.to_major(p.amount_minor, p.currency) AS amount, p.amount_minor, p.currency,
+       p.status, p.capture_method, p.provider, p.provider_payment_id, p.payment_method, p.description,
+       p.metadata, p.last_error, p.created_at, p.updated_at
+FROM payments.payments p;
+COMMENT ON VIEW payments.payment_details IS
+    'Every payment with its amount in major units (amount) beside the stored minor units. What get_payment and list_payments return; readable by payments_reader.';
+
+
+-- ---------------------------------------------------------------------------
 -- Functions: every query names its customer; row locks instead of advisory
 -- locks; PL/pgSQL where Citus cannot plan SQL functions
 -- ---------------------------------------------------------------------------
 DROP FUNCTION payments._append_event(text, text, text, boolean, text, text, jsonb);
 DROP FUNCTION payments._transition(text, text, text, text, jsonb, jsonb);
-DROP FUNCTION payments._result(text, text);
 DROP FUNCTION payments._lock_provider_payment(text, text);
 DROP FUNCTION payments._link_provider(text, text, text);
 DROP FUNCTION payments._evidence_problem_for(text, text, jsonb, text, text);
@@ -319,7 +351,7 @@ $$;
 COMMENT ON FUNCTION payments.create_payment(text, text, numeric, text, text, text, jsonb, text) IS
     'Creates a payment, idempotently. Keys are per customer. The same key with the same parameters returns the same payment (outcome replayed) and writes nothing; with other parameters it is an error (PM201). Concurrent calls with one key make exactly one payment. Runs inside the caller''s transaction: a rollback leaves no payment, key or event.';
 
-CREATE OR REPLACE FUNCTION payments.get_payment(id text) RETURNS SETOF payments.payment_details
+CREATE FUNCTION payments.get_payment(id text) RETURNS SETOF payments.payment_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_customer text := payments._customer_of(get_payment.id);
@@ -328,6 +360,45 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.get_payment(text) IS 'One payment by id; PM204 when there is none.';
+
+CREATE FUNCTION payments.list_payments(customer_id text DEFAULT NULL, status text DEFAULT NULL,
+                                       lim int DEFAULT 10, starting_after text DEFAULT NULL)
+RETURNS SETOF payments.payment_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
+    END IF;
+    IF list_payments.status IS NOT NULL AND NOT payments._is_allowed('status', list_payments.status) THEN
+        RAISE EXCEPTION 'unknown status %', quote_literal(payments._shown(list_payments.status)) USING ERRCODE = 'PM100';
+    END IF;
+    -- Each filter shape orders by the columns of its index, so the newest
+    -- page is an index range scan whatever the customer's or status's size.
+    IF list_payments.customer_id IS NOT NULL THEN
+        RETURN QUERY
+        SELECT * FROM payments.payment_details d
+        WHERE d.customer_id = list_payments.customer_id
+          AND (list_payments.status IS NULL OR d.status = list_payments.status)
+          AND (starting_after IS NULL OR d.id < starting_after)
+        ORDER BY d.customer_id, d.id DESC
+        LIMIT lim;
+    ELSIF list_payments.status IS NOT NULL THEN
+        RETURN QUERY
+        SELECT * FROM payments.payment_details d
+        WHERE d.status = list_payments.status AND (starting_after IS NULL OR d.id < starting_after)
+        ORDER BY d.status, d.id DESC
+        LIMIT lim;
+    ELSE
+        RETURN QUERY
+        SELECT * FROM payments.payment_details d
+        WHERE starting_after IS NULL OR d.id < starting_after
+        ORDER BY d.id DESC
+        LIMIT lim;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments.list_payments(text, text, int, text) IS
+    'Payments newest first, optionally for one customer and/or status. Keyset pagination: pass the last id of a page as starting_after to get the next. lim is 1 to 100, default 10 (as over HTTP).';
 
 CREATE OR REPLACE FUNCTION payments.transition(payment_id text, to_status text, source text,
                                     reason text DEFAULT NULL, data jsonb DEFAULT '{}')
@@ -838,7 +909,23 @@ FROM payments.payment_events e;
 COMMENT ON VIEW payments.payment_history IS
     'Every payment''s history in order (payment_id, seq). applied = false marks a stale report: recorded, not applied.';
 
-CREATE OR REPLACE VIEW payments.open_anomalies AS
+CREATE VIEW payments.customer_payments AS
+SELECT p.customer_id,
+       p.currency,
+       count(*) FILTER (WHERE p.status = 'succeeded') AS succeeded_count,
+       -- sum of minor units times one minor unit: exact, at the currency's scale.
+       coalesce(sum(p.amount_minor) FILTER (WHERE p.status = 'succeeded'), 0)
+           * payments.to_major(1, p.currency) AS succeeded_amount,
+       max(p.updated_at) FILTER (WHERE p.status = 'succeeded') AS last_succeeded_at,
+       count(*) FILTER (WHERE NOT s.terminal) AS open_count,
+       count(*) FILTER (WHERE p.status = 'failed') AS failed_count
+FROM payments.payments p
+JOIN payments.statuses() s ON s.status = p.status
+GROUP BY p.customer_id, p.currency;
+COMMENT ON VIEW payments.customer_payments IS
+    'Per customer and currency: how many payments succeeded and for how much, when the last one did, and how many are open or failed. Answers "has this customer paid?".';
+
+CREATE VIEW payments.open_anomalies AS
 SELECT a.id, a.payment_id, a.customer_id, a.kind, a.source, a.provider, a.provider_payment_id,
        p.amount_minor AS expected_amount_minor, p.currency AS expected_currency, p.provider_payment_id AS linked_provider_payment_id,
        a.observed, p.status AS payment_status, a.created_at
@@ -867,8 +954,6 @@ END
 $$;
 COMMENT ON FUNCTION payments._webhook_log() IS 'Internal: the rows of payments.webhook_log.';
 
--- Its columns now come from a function (their collation with them): made anew.
-DROP VIEW payments.webhook_log;
 CREATE VIEW payments.webhook_log AS
 SELECT l.id, l.provider, l.event_id, l.event_type, l.event_created, l.provider_payment_id, l.payment_id, l.result,
        l.still_pending, l.received_at
@@ -1001,6 +1086,12 @@ FROM PUBLIC;
 REVOKE ALL ON payments.payment_customers, payments.provider_payments FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION payments.distribute(int) TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments._webhook_log() TO payments_admin, payments_gateway, payments_reader;
-REVOKE ALL ON payments.webhook_log FROM PUBLIC;
-GRANT SELECT ON payments.webhook_log TO payments_admin, payments_gateway, payments_reader;
+-- Made anew above.
+REVOKE ALL ON FUNCTION payments.get_payment(text), payments.list_payments(text, text, int, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION payments.get_payment(text), payments.list_payments(text, text, int, text)
+TO payments_admin, payments_gateway, payments_reader;
+REVOKE ALL ON payments.payment_details, payments.customer_payments, payments.open_anomalies, payments.webhook_log
+FROM PUBLIC;
+GRANT SELECT ON payments.payment_details, payments.customer_payments, payments.open_anomalies, payments.webhook_log
+TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_customers, payments.provider_payments TO payments_admin;
