@@ -138,6 +138,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_from     text;
     v_decision text;
+    v_captured bigint;
 BEGIN
     SELECT p.status INTO v_from FROM payments.payments p
     WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
@@ -149,10 +150,14 @@ BEGIN
     WHEN 'noop' THEN
         RETURN 'noop';
     WHEN 'apply' THEN
+        IF p_to = 'succeeded' THEN
+            v_captured := payments._capture_amount(p_customer_id, p_payment_id);
+        END IF;
         -- A new status starts the reconciler's count afresh.
         UPDATE payments.payments p
         SET status = p_to, updated_at = now(), last_error = coalesce(p_last_error, p.last_error),
-            reconcile_after = NULL, reconcile_attempts = 0
+            reconcile_after = NULL, reconcile_attempts = 0,
+            amount_captured_minor = CASE WHEN p_to = 'succeeded' THEN coalesce(v_captured, p.amount_minor) END
         WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
         PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
         RETURN 'applied';
@@ -393,11 +398,27 @@ $$;
 COMMENT ON FUNCTION payments._link_provider(text, text, text, text) IS
     'Internal: links a payment to its provider payment id once (PM203 if either side is linked elsewhere), then applies webhooks that were waiting for that id. The caller holds _lock_provider_payment.';
 
+CREATE FUNCTION payments._capture_amount(p_customer_id text, p_payment_id text) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_amount bigint;
+BEGIN
+    SELECT c.amount_minor INTO v_amount FROM payments.provider_commands c
+    WHERE c.customer_id = p_customer_id AND c.payment_id = p_payment_id AND c.kind = 'capture'
+      AND c.status IN ('pending', 'succeeded')
+    ORDER BY c.created_at DESC LIMIT 1;
+    RETURN v_amount;
+END
+$$;
+COMMENT ON FUNCTION payments._capture_amount(text, text) IS
+    'Internal: the minor units capture_payment asked the provider to capture for a payment (the latest capture pending or done), or NULL when none was asked (a payment captured automatically, in full).';
+
 CREATE FUNCTION payments._evidence_problem_for(p_customer_id text, p_payment_id text, p_to text, p_object jsonb,
                                                p_provider text, p_provider_payment_id text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_payment payments.payments%ROWTYPE;
+    v_payment  payments.payments%ROWTYPE;
+    v_captured bigint;
 BEGIN
     SELECT * INTO v_payment FROM payments.payments p WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
     IF NOT FOUND THEN
@@ -407,6 +428,14 @@ BEGIN
     IF v_payment.provider_payment_id IS NOT NULL
        AND (v_payment.provider, v_payment.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
         RETURN 'provider_payment_mismatch';
+    END IF;
+    v_captured := CASE WHEN p_to = 'succeeded' THEN payments._capture_amount(p_customer_id, p_payment_id) END;
+    IF v_captured IS NOT NULL AND v_captured <> v_payment.amount_minor THEN
+        -- A partial capture: the authorization's money, and what was captured received.
+        RETURN coalesce(payments._evidence_problem(v_payment.amount_minor, v_payment.currency, 'processing',
+                                                   p_object ->> 'amount', p_object ->> 'currency', NULL, NULL),
+                        CASE WHEN (p_object ->> 'amount_received') IS DISTINCT FROM v_captured::text
+                             THEN 'amount_received_mismatch' END);
     END IF;
     RETURN payments._evidence_problem(v_payment.amount_minor, v_payment.currency, p_to,
                                       p_object ->> 'amount', p_object ->> 'currency',

@@ -43,7 +43,12 @@ GRANT EXECUTE ON FUNCTION
     payments.record_provider_result(text, text, text, text, jsonb),
     payments.ingest_webhook(text, jsonb, bytea),
     payments.claim_provider_work(int, interval, interval, interval),
-    payments.record_provider_error(text, jsonb)
+    payments.record_provider_error(text, jsonb),
+    payments.capture_payment(text, numeric),
+    payments.cancel_payment(text, text),
+    payments.cancel_expired_authorizations(interval, timestamptz, text),
+    payments.claim_provider_commands(int, interval, text, text),
+    payments.record_command_result(text, boolean, text, jsonb)
 TO payments_admin, payments_gateway;
 
 -- The gateway checks keys and reads histories.

@@ -17,6 +17,7 @@ DECLARE
         ['payments.payment_events',    'customer_id',         'payments.payments'],
         ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
         ['payments.anomalies',         'customer_id',         'payments.payments'],
+        ['payments.provider_commands', 'customer_id',         'payments.payments'],
         ['payments.payment_customers', 'payment_id',          'none'],
         ['payments.provider_payments', 'provider_payment_id', 'none'],
         ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
@@ -28,7 +29,9 @@ DECLARE
         ['payments.transition(text, text, text, text, jsonb)',    'payment_id', 'payments.payment_customers'],
         ['payments.record_provider_result(text, text, text, text, jsonb)', 'payment_id', 'payments.payment_customers'],
         ['payments.record_provider_error(text, jsonb)',           'payment_id', 'payments.payment_customers'],
-        ['payments.list_payment_events(text)',                    'payment_id', 'payments.payment_customers']];
+        ['payments.list_payment_events(text)',                    'payment_id', 'payments.payment_customers'],
+        ['payments.capture_payment(text, numeric)',               'payment_id', 'payments.payment_customers'],
+        ['payments.cancel_payment(text, text)',                   'payment_id', 'payments.payment_customers']];
     v_row text[];
     v_fks text[][];
 BEGIN
@@ -107,4 +110,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys and anomalies distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies: no secrets, idempotency keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies and provider commands distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies: no secrets, idempotency keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';

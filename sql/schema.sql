@@ -21,6 +21,8 @@ CREATE TABLE payments.payments (
     updated_at          timestamptz NOT NULL DEFAULT now(),
     reconcile_after     timestamptz,
     reconcile_attempts  integer NOT NULL DEFAULT 0 CHECK (reconcile_attempts >= 0),
+    amount_captured_minor bigint CHECK (amount_captured_minor > 0),
+    cancellation_reason text CHECK (payments._is_allowed('cancellation_reason', cancellation_reason)),
     CHECK ((provider_payment_id IS NULL) OR (provider IS NOT NULL)),
     -- The customer first: on Citus every customer's rows live together (payments.distribute()).
     PRIMARY KEY (customer_id, id)
@@ -40,6 +42,9 @@ COMMENT ON COLUMN payments.payments.provider_payment_id IS 'The provider''s id f
 COMMENT ON COLUMN payments.payments.reconcile_after IS
     'The reconciler''s lease: claim_provider_work sets it and leaves the payment alone until then (the claim''s lease, growing with each attempt); a status change clears it.';
 COMMENT ON COLUMN payments.payments.reconcile_attempts IS 'How often the reconciler has claimed the payment since its status last changed.';
+COMMENT ON COLUMN payments.payments.amount_captured_minor IS
+    'What the provider captured, in minor units, once the payment succeeded: the amount, or less after a partial capture of a manual payment (capture_payment).';
+COMMENT ON COLUMN payments.payments.cancellation_reason IS 'Why it was canceled (cancel_payment): duplicate, fraudulent, requested_by_customer, abandoned, or automatic (an authorization left uncaptured).';
 COMMENT ON COLUMN payments.payments.last_error IS 'The provider''s error for the last failed attempt (a decline, an authentication failure), as JSON.';
 
 -- ---------------------------------------------------------------------------
@@ -180,7 +185,9 @@ CREATE TRIGGER payments_no_truncate BEFORE TRUNCATE ON payments.payments
 CREATE VIEW payments.payment_details AS
 SELECT p.id, p.customer_id, payments.to_major(p.amount_minor, p.currency) AS amount, p.amount_minor, p.currency,
        p.status, p.capture_method, p.provider, p.provider_payment_id, p.payment_method, p.description,
-       p.metadata, p.last_error, p.created_at, p.updated_at
+       p.metadata, p.last_error, p.created_at, p.updated_at,
+       payments.to_major(p.amount_captured_minor, p.currency) AS amount_captured, p.amount_captured_minor,
+       p.cancellation_reason
 FROM payments.payments p;
 COMMENT ON VIEW payments.payment_details IS
     'Every payment with its amount in major units (amount) beside the stored minor units. What get_payment and list_payments return; readable by payments_reader.';
@@ -202,7 +209,10 @@ CREATE TYPE payments.payment_result AS (
     last_error          jsonb,
     created_at          timestamptz,
     updated_at          timestamptz,
+    amount_captured     numeric,
+    amount_captured_minor bigint,
+    cancellation_reason text,
     outcome             text
 );
 COMMENT ON TYPE payments.payment_result IS
-    'A payment as a mutating call leaves it, plus outcome: created | replayed (create_payment), applied | noop | stale (transition, record_provider_result), mismatch (record_provider_result: the provider''s object asked for other money; an anomaly was recorded, nothing applied).';
+    'A payment as a mutating call leaves it, plus outcome: created | replayed (create_payment), applied | noop | stale (transition, record_provider_result), mismatch (record_provider_result: the provider''s object asked for other money; an anomaly was recorded, nothing applied), queued (capture_payment, cancel_payment: the provider call waits for the gateway).';

@@ -29,9 +29,15 @@ pub enum Kind {
     WebhookResult,
     /// `payments.anomalies.kind`: why a provider object was not evidence for a payment.
     AnomalyKind,
+    /// `payments.provider_commands.kind`: what the gateway is asked to tell the provider.
+    CommandKind,
+    /// `payments.provider_commands.status`.
+    CommandStatus,
+    /// `payments.payments.cancellation_reason`, as Stripe names them.
+    CancellationReason,
 }
 
-pub const KINDS: [Kind; 8] = [
+pub const KINDS: [Kind; 11] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -40,6 +46,9 @@ pub const KINDS: [Kind; 8] = [
     Kind::Outcome,
     Kind::WebhookResult,
     Kind::AnomalyKind,
+    Kind::CommandKind,
+    Kind::CommandStatus,
+    Kind::CancellationReason,
 ];
 
 pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
@@ -50,8 +59,15 @@ pub const SCOPE_WRITE: &str = "payments:write";
 pub const API_KEY_SCOPES: [&str; 2] = [SCOPE_READ, SCOPE_WRITE];
 /// `created` and `replayed` come from create_payment; `applied`, `noop` and
 /// `stale` are transition decisions; `mismatch`: the provider's object was not
-/// evidence for the payment (an anomaly was recorded, nothing applied).
-pub const OUTCOMES: [&str; 6] = ["created", "replayed", "applied", "noop", "stale", "mismatch"];
+/// evidence for the payment (an anomaly was recorded, nothing applied);
+/// `queued`: a provider command (capture, cancel) waits for the gateway.
+pub const OUTCOMES: [&str; 7] = ["created", "replayed", "applied", "noop", "stale", "mismatch", "queued"];
+pub const COMMAND_KINDS: [&str; 2] = ["capture", "cancel"];
+/// `pending` until the provider answered: `succeeded` (it did it) or `failed` (it refused).
+pub const COMMAND_STATUSES: [&str; 3] = ["pending", "succeeded", "failed"];
+/// Stripe's cancellation reasons; `automatic` only the extension gives (an authorization left uncaptured).
+pub const CANCELLATION_REASONS: [&str; 5] =
+    ["duplicate", "fraudulent", "requested_by_customer", "abandoned", "automatic"];
 /// `duplicate` is answered for a repeat delivery but never stored (the first one is).
 pub const WEBHOOK_RESULTS: [&str; 6] = ["applied", "noop", "stale", "ignored", "pending_match", "mismatch"];
 
@@ -66,6 +82,9 @@ impl Kind {
             Kind::Outcome => "outcome",
             Kind::WebhookResult => "webhook_result",
             Kind::AnomalyKind => "anomaly_kind",
+            Kind::CommandKind => "command_kind",
+            Kind::CommandStatus => "command_status",
+            Kind::CancellationReason => "cancellation_reason",
         }
     }
 
@@ -83,6 +102,9 @@ impl Kind {
             Kind::Outcome => OUTCOMES.to_vec(),
             Kind::WebhookResult => WEBHOOK_RESULTS.to_vec(),
             Kind::AnomalyKind => evidence::ALL.iter().map(|a| a.as_str()).collect(),
+            Kind::CommandKind => COMMAND_KINDS.to_vec(),
+            Kind::CommandStatus => COMMAND_STATUSES.to_vec(),
+            Kind::CancellationReason => CANCELLATION_REASONS.to_vec(),
         }
     }
 
@@ -97,6 +119,9 @@ impl Kind {
             Kind::Outcome => OUTCOMES.contains(&value),
             Kind::WebhookResult => WEBHOOK_RESULTS.contains(&value),
             Kind::AnomalyKind => evidence::ALL.iter().any(|a| a.as_str() == value),
+            Kind::CommandKind => COMMAND_KINDS.contains(&value),
+            Kind::CommandStatus => COMMAND_STATUSES.contains(&value),
+            Kind::CancellationReason => CANCELLATION_REASONS.contains(&value),
         }
     }
 }

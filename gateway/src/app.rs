@@ -29,6 +29,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// API keys verified recently (see `auth::KeyCache`).
     pub keys: Arc<KeyCache>,
+    /// How long a claimed provider command is left to this gateway.
+    pub command_lease: Duration,
 }
 
 pub struct Limits {
@@ -41,6 +43,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/payments", post(routes::payments::create).get(routes::payments::list))
         .route("/v1/payments/{id}", get(routes::payments::get))
         .route("/v1/payments/{id}/events", get(routes::payments::events))
+        .route("/v1/payments/{id}/capture", post(routes::payments::capture))
+        .route("/v1/payments/{id}/cancel", post(routes::payments::cancel))
         .route("/v1/webhooks/{provider}", post(routes::webhooks::receive))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

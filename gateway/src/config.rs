@@ -73,6 +73,14 @@ pub struct ServeArgs {
     /// take it (never less than twice PROVIDER_TIMEOUT_MS); grows with each attempt.
     #[arg(long, env = "RECONCILE_LEASE_MS", default_value_t = 30_000)]
     pub reconcile_lease_ms: u64,
+    /// How often queued provider commands (capture, cancel) are looked for, besides
+    /// the wake-up their NOTIFY gives.
+    #[arg(long, env = "COMMAND_INTERVAL_MS", default_value_t = 1_000)]
+    pub command_interval_ms: u64,
+    /// How long an authorization may wait for its capture before it is canceled
+    /// (reason `automatic`; Stripe's window is 7 days).
+    #[arg(long, env = "CAPTURE_WINDOW_MS", default_value_t = 7 * 24 * 3_600_000)]
+    pub capture_window_ms: u64,
     #[command(flatten)]
     pub sandbox: payments_sandbox::Knobs,
     /// Secret the embedded sandbox signs its webhooks with (register it with payments.add_webhook_secret).

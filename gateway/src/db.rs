@@ -9,7 +9,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 /// A payment_result or payment_details row `r` as the API's JSON object (column
-/// `payment`): the amount as a decimal string (exact), everything else as stored.
+/// `payment`): the amounts as decimal strings (exact), everything else as stored.
 macro_rules! payment_json {
     ($r:literal) => {
         concat!(
@@ -17,7 +17,9 @@ macro_rules! payment_json {
             $r,
             ") - 'outcome' || jsonb_build_object('object', 'payment', 'amount', ",
             $r,
-            ".amount::text))::text AS payment"
+            ".amount::text, 'amount_captured', ",
+            $r,
+            ".amount_captured::text))::text AS payment"
         )
     };
 }
@@ -54,6 +56,23 @@ pub const RECORD_PROVIDER_RESULT: &str = concat!(
 );
 
 pub const RECORD_PROVIDER_ERROR: &str = "SELECT payments.record_provider_error($1, $2::text::jsonb)";
+
+pub const CAPTURE_PAYMENT: &str =
+    concat!("SELECT ", payment_json!("r"), " FROM payments.capture_payment($1, $2::text::numeric) r");
+
+pub const CANCEL_PAYMENT: &str = concat!("SELECT ", payment_json!("r"), " FROM payments.cancel_payment($1, $2) r");
+
+/// Leases queued provider commands of provider `$4`: `$1` at most, `$2` ms, of payment `$3` only when given.
+pub const CLAIM_PROVIDER_COMMANDS: &str = "SELECT command_id, kind, payment_id, provider, provider_payment_id,
+        amount_minor, reason
+     FROM payments.claim_provider_commands($1, $2::bigint * interval '1 millisecond', $3, $4)";
+
+pub const RECORD_COMMAND_RESULT: &str =
+    concat!("SELECT ", payment_json!("r"), " FROM payments.record_command_result($1, $2, $3, $4::text::jsonb) r");
+
+/// Queues a cancel for every authorization of provider `$2` older than `$1` ms.
+pub const CANCEL_EXPIRED_AUTHORIZATIONS: &str =
+    "SELECT payments.cancel_expired_authorizations($1::bigint * interval '1 millisecond', provider => $2)";
 
 pub const GET_PAYMENT: &str = concat!("SELECT ", payment_json!("d"), " FROM payments.get_payment($1) d");
 

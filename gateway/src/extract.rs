@@ -23,3 +23,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         }
     }
 }
+
+/// A JSON body that may be left out (an empty body is `T::default()`), as
+/// Stripe's capture and cancel take one.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::BodyTooLarge)
+            }
+            Err(rejection) => {
+                return Err(ApiError::invalid("body_invalid", shown(&rejection.body_text(), QUOTED), None))
+            }
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OptionalJsonBody)
+            .map_err(|e| ApiError::invalid("body_invalid", shown(&e.to_string(), QUOTED), None))
+    }
+}

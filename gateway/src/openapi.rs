@@ -13,10 +13,13 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::routes::payments::get,
         crate::routes::payments::list,
         crate::routes::payments::events,
+        crate::routes::payments::capture,
+        crate::routes::payments::cancel,
         crate::routes::webhooks::receive,
     ),
     components(schemas(Payment, PaymentList, Event, EventList, ErrorBody, ErrorDetail, WebhookResult,
-                       crate::routes::payments::CreatePayment)),
+                       crate::routes::payments::CreatePayment, crate::routes::payments::CapturePayment,
+                       crate::routes::payments::CancelPayment)),
     modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;
@@ -105,6 +108,11 @@ pub struct Payment {
     last_error: (),
     created_at: String,
     updated_at: String,
+    /// What was captured once succeeded, major units as a decimal string: the amount, or less after a partial capture.
+    amount_captured: Option<String>,
+    amount_captured_minor: Option<i64>,
+    /// Why it was canceled: duplicate | fraudulent | requested_by_customer | abandoned | automatic
+    cancellation_reason: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -132,6 +140,7 @@ pub struct Event {
     data: (),
     created_at: String,
     hash: String,
+    customer_id: String,
 }
 
 #[derive(ToSchema)]

@@ -13,7 +13,7 @@ use crate::app::{self, AppState, Limits};
 use crate::auth::KeyCache;
 use crate::config::{self, ProviderKind, ServeArgs};
 use crate::provider::stripe::Stripe;
-use crate::{db, reconciler};
+use crate::{commands, db, reconciler};
 
 pub type Fallible<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -56,6 +56,8 @@ impl Application {
             provider: Arc::new(stripe),
             metrics: metrics_handle()?,
             keys: Arc::new(KeyCache::new(Duration::from_millis(args.auth_cache_ms))),
+            // As the reconciler's: the call it covers, with as long again to record the answer.
+            command_lease: Duration::from_millis(args.reconcile_lease_ms.max(2 * args.provider_timeout_ms)),
         };
         let limits = Limits {
             body_bytes: args.body_limit_bytes,
@@ -76,7 +78,7 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, with the reconciler running beside.
+    /// Serves until `shutdown` completes, with the reconciler and the provider-command outbox running beside.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Fallible {
         let pace = reconciler::Pace {
             interval: Duration::from_millis(self.args.reconcile_interval_ms),
@@ -85,6 +87,12 @@ impl Application {
             lease: Duration::from_millis(self.args.reconcile_lease_ms.max(2 * self.args.provider_timeout_ms)),
         };
         let reconciler = tokio::spawn(reconciler::run(self.state.clone(), pace));
+        let outbox = commands::Pace {
+            interval: Duration::from_millis(self.args.command_interval_ms),
+            lease: self.state.command_lease,
+            capture_window: Duration::from_millis(self.args.capture_window_ms),
+        };
+        let commands = tokio::spawn(commands::run(self.state.clone(), outbox, self.args.database_url.clone()));
         // Tests and scripts read this line to find the port.
         println!(
             "listening on http://{} (provider: {}{})",
@@ -95,6 +103,7 @@ impl Application {
         let header_timeout = Duration::from_millis(self.args.header_read_timeout_ms);
         let served = crate::serve::serve(self.listener, self.router, header_timeout, shutdown).await;
         reconciler.abort();
+        commands.abort();
         Ok(served?)
     }
 }

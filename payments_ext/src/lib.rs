@@ -51,7 +51,8 @@ extension_sql_file!(
 );
 extension_sql_file!("../../sql/views.sql", name = "views", requires = ["webhooks"]);
 extension_sql_file!("../../sql/gateway.sql", name = "gateway", requires = ["views", new_token]);
-extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["gateway"]);
+extension_sql_file!("../../sql/lifecycle.sql", name = "lifecycle", requires = ["gateway"]);
+extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["lifecycle"]);
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------

@@ -963,4 +963,179 @@ mod tests {
         );
         assert_eq!(sqlstate("SELECT payments.list_payment_events('pay_none')"), "PM204");
     }
+
+    /// A manual-capture payment of `amount` USD that the provider authorized (`pi_<key>`), in requires_capture.
+    fn authorized(key: &str, amount: &str) -> String {
+        let id = one::<String>(&format!(
+            "SELECT id FROM payments.create_payment('{key}', 'cust_1', {amount}, 'usd', 'pm_card_visa',
+                                                    capture_method => 'manual')"
+        ));
+        let minor = one::<i64>(&format!("SELECT amount_minor FROM payments.payments WHERE id = '{id}'"));
+        let status = one::<String>(&format!(
+            "SELECT status FROM payments.record_provider_result('{id}', 'sandbox', 'pi_{key}', 'requires_capture', '{}')",
+            intent(&format!("pi_{key}"), minor, "")
+        ));
+        assert_eq!(status, "requires_capture");
+        id
+    }
+
+    /// Claims the payment's queued command: (command id, kind, amount_minor or reason).
+    fn claim(id: &str) -> (String, String, String) {
+        let row = one::<String>(&format!(
+            "SELECT command_id || ' ' || kind || ' ' || coalesce(amount_minor::text, reason, '-')
+             FROM payments.claim_provider_commands(10, '30 seconds', '{id}')"
+        ));
+        let parts: Vec<&str> = row.split(' ').collect();
+        (parts[0].to_string(), parts[1].to_string(), parts[2].to_string())
+    }
+
+    #[pg_test]
+    fn capture_queues_a_command_and_the_providers_answer_captures_part() {
+        let id = authorized("cap1", "49.99");
+        assert_eq!(sqlstate(&format!("SELECT payments.capture_payment('{id}', 50.00)")), "PM207");
+        assert_eq!(sqlstate(&format!("SELECT payments.capture_payment('{id}', 0.001)")), "PM101");
+        let queued = format!("SELECT outcome || ' ' || status FROM payments.capture_payment('{id}', 30.00)");
+        assert_eq!(one::<String>(&queued), "queued requires_capture");
+        assert_eq!(one::<String>(&queued), "queued requires_capture", "the same capture again is the same command");
+        // One command at a time per payment.
+        assert_eq!(sqlstate(&format!("SELECT payments.capture_payment('{id}')")), "PM208");
+        assert_eq!(sqlstate(&format!("SELECT payments.cancel_payment('{id}')")), "PM208");
+
+        let (command, kind, amount) = claim(&id);
+        assert_eq!((kind.as_str(), amount.as_str()), ("capture", "3000"));
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM payments.claim_provider_commands(10, '30 seconds', '{id}')")),
+            0,
+            "leased: not claimed twice"
+        );
+        let captured = r#"{"id":"pi_cap1","object":"payment_intent","status":"succeeded","amount":4999,"currency":"usd","amount_received":3000,"amount_capturable":0}"#;
+        let record = format!(
+            "SELECT outcome || ' ' || status || ' ' || amount_captured || ' ' || amount_captured_minor
+                              FROM payments.record_command_result('{command}', true, 'succeeded', '{captured}')"
+        );
+        assert_eq!(one::<String>(&record), "applied succeeded 30.00 3000");
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM payments.provider_commands WHERE id = '{command}'")),
+            "succeeded"
+        );
+        assert_eq!(one::<String>(&record), "noop succeeded 30.00 3000", "a repeated answer changes nothing");
+        // The receipt of 3000 was evidence, and the request is in the history.
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.anomalies WHERE payment_id = '{id}'")), 0);
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM payments.payment_events WHERE payment_id = '{id}' AND reason = 'capture requested'"
+            )),
+            1
+        );
+        assert_eq!(sqlstate("SELECT payments.record_command_result('cmd_none', true, 'succeeded', '{}')"), "PM204");
+    }
+
+    #[pg_test]
+    fn capture_needs_an_authorization_and_other_money_received_is_an_anomaly() {
+        let unpaid = create("cap2", "10");
+        assert_eq!(sqlstate(&format!("SELECT payments.capture_payment('{unpaid}')")), "PM206");
+        assert_eq!(sqlstate("SELECT payments.capture_payment('pay_none')"), "PM204");
+        let id = authorized("cap3", "10.00");
+        one::<String>(&format!("SELECT outcome FROM payments.capture_payment('{id}')"));
+        let (command, _, amount) = claim(&id);
+        assert_eq!(amount, "1000", "no amount: all of it");
+        let wrong = r#"{"id":"pi_cap3","object":"payment_intent","status":"succeeded","amount":1000,"currency":"usd","amount_received":2000,"amount_capturable":0}"#;
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT outcome || ' ' || status FROM payments.record_command_result('{command}', true, 'succeeded', '{wrong}')"
+            )),
+            "mismatch requires_capture"
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT kind FROM payments.anomalies WHERE payment_id = '{id}'")),
+            "amount_received_mismatch"
+        );
+    }
+
+    #[pg_test]
+    fn an_unreachable_provider_keeps_the_command_and_a_refusal_ends_it() {
+        let id = authorized("cap4", "5");
+        one::<String>(&format!("SELECT outcome FROM payments.capture_payment('{id}', 2)"));
+        let (command, _, _) = claim(&id);
+        let down = format!(
+            "SELECT outcome || ' ' || status FROM payments.record_command_result('{command}', false, NULL,
+                            '{{\"type\": \"provider_unavailable\"}}')"
+        );
+        assert_eq!(one::<String>(&down), "queued requires_capture");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || attempts FROM payments.provider_commands WHERE id = '{command}'"
+            )),
+            "pending 1"
+        );
+        let refused = format!(
+            "SELECT outcome || ' ' || status FROM payments.record_command_result('{command}', true, NULL,
+                               '{{\"error\": {{\"code\": \"amount_too_large\"}}}}')"
+        );
+        assert_eq!(one::<String>(&refused), "noop requires_capture");
+        assert_eq!(
+            one::<String>(&format!("SELECT status || ' ' || (last_error ->> 'code') FROM payments.provider_commands WHERE id = '{command}'")),
+            "failed amount_too_large"
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(reason, ',' ORDER BY seq) FROM payments.payment_events WHERE payment_id = '{id}' AND NOT applied"
+            )),
+            "capture requested,capture call failed,capture refused"
+        );
+        // Refused, it no longer blocks another command.
+        assert_eq!(one::<String>(&format!("SELECT outcome FROM payments.cancel_payment('{id}')")), "queued");
+    }
+
+    #[pg_test]
+    fn cancel_is_immediate_before_the_provider_queued_after_and_refused_when_final() {
+        let unpaid = create("can1", "3");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT outcome || ' ' || status || ' ' || cancellation_reason FROM payments.cancel_payment('{unpaid}', 'abandoned')"
+            )),
+            "applied canceled abandoned"
+        );
+        assert_eq!(sqlstate(&format!("SELECT payments.cancel_payment('{unpaid}')")), "PM206");
+        let in_flight =
+            one::<String>("SELECT id FROM payments.create_payment('can2', 'cust_1', 3, 'usd', 'pm_card_visa')");
+        assert_eq!(sqlstate(&format!("SELECT payments.cancel_payment('{in_flight}')")), "PM209");
+        assert_eq!(sqlstate(&format!("SELECT payments.cancel_payment('{in_flight}', 'automatic')")), "PM100");
+        assert_eq!(sqlstate(&format!("SELECT payments.cancel_payment('{in_flight}', 'bored')")), "PM100");
+
+        let id = authorized("can3", "7");
+        assert_eq!(
+            one::<String>(&format!("SELECT outcome FROM payments.cancel_payment('{id}', 'duplicate')")),
+            "queued"
+        );
+        let (command, kind, reason) = claim(&id);
+        assert_eq!((kind.as_str(), reason.as_str()), ("cancel", "duplicate"));
+        let canceled = r#"{"id":"pi_can3","object":"payment_intent","status":"canceled","amount":700,"currency":"usd","amount_received":0,"amount_capturable":0,"cancellation_reason":"duplicate"}"#;
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || cancellation_reason FROM payments.record_command_result('{command}', true, 'canceled', '{canceled}')"
+            )),
+            "canceled duplicate"
+        );
+    }
+
+    #[pg_test]
+    fn authorizations_left_uncaptured_are_canceled_once() {
+        let id = authorized("exp1", "4");
+        let due = "SELECT payments.cancel_expired_authorizations('7 days', now() + interval '8 days')";
+        assert!(one::<i32>(due) >= 1);
+        let pending = format!(
+            "SELECT count(*) FROM payments.provider_commands WHERE payment_id = '{id}' AND kind = 'cancel' AND reason = 'automatic'"
+        );
+        assert_eq!(one::<i64>(&pending), 1);
+        one::<i32>(due);
+        assert_eq!(one::<i64>(&pending), 1, "queued once however often it runs");
+        let fresh = authorized("exp2", "4");
+        assert_eq!(one::<i32>("SELECT payments.cancel_expired_authorizations('7 days', now())"), 0);
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM payments.provider_commands WHERE payment_id = '{fresh}'")),
+            0
+        );
+        assert_eq!(sqlstate("SELECT payments.cancel_expired_authorizations('500 milliseconds')"), "PM100");
+    }
 }

@@ -236,25 +236,51 @@ impl Objects {
         Some(("payment_intent.succeeded", pi.clone()))
     }
 
-    pub fn capture(&mut self, id: &str) -> Outcome {
+    /// Captures all of the authorization, or `amount_to_capture` of it (the rest is released).
+    pub fn capture(&mut self, id: &str, params: &Params) -> Outcome {
         let Some(pi) = self.intents.get_mut(id) else { return missing("payment_intent", id) };
         if pi["status"] != "requires_capture" {
             return unexpected_state(pi, "capture");
         }
+        let capturable = pi["amount_capturable"].as_i64().unwrap_or(0);
+        let amount = match params.get("amount_to_capture").map(|a| a.parse::<i64>()) {
+            None => capturable,
+            Some(Ok(a)) if (1..=capturable).contains(&a) => a,
+            Some(_) => {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    "amount_too_large",
+                    "The amount to capture must be a positive integer no greater than the amount capturable.",
+                    Some("amount_to_capture"),
+                )
+            }
+        };
         pi["status"] = json!("succeeded");
-        pi["amount_received"] = pi["amount"].clone();
+        pi["amount_received"] = json!(amount);
         pi["amount_capturable"] = json!(0);
         Outcome::ok(pi.clone(), vec![("payment_intent.succeeded", pi.clone())])
     }
 
-    pub fn cancel(&mut self, id: &str) -> Outcome {
+    pub fn cancel(&mut self, id: &str, params: &Params) -> Outcome {
         let Some(pi) = self.intents.get_mut(id) else { return missing("payment_intent", id) };
         let cancelable = ["requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"];
         if !cancelable.contains(&pi["status"].as_str().unwrap_or_default()) {
             return unexpected_state(pi, "cancel");
         }
+        let reason = params.get("cancellation_reason").map_or("requested_by_customer", String::as_str);
+        if !["duplicate", "fraudulent", "requested_by_customer", "abandoned", "automatic"].contains(&reason) {
+            return error(
+                400,
+                "invalid_request_error",
+                "parameter_invalid_string",
+                "Invalid cancellation_reason.",
+                Some("cancellation_reason"),
+            );
+        }
         pi["status"] = json!("canceled");
-        pi["cancellation_reason"] = json!("requested_by_customer");
+        pi["cancellation_reason"] = json!(reason);
+        pi["amount_capturable"] = json!(0);
         Outcome::ok(pi.clone(), vec![("payment_intent.canceled", pi.clone())])
     }
 
@@ -381,8 +407,8 @@ mod tests {
         let manual = create(&mut o, "pm_card_visa", "manual");
         assert_eq!(manual.body["status"], "requires_capture");
         let id = manual.body["id"].as_str().unwrap().to_string();
-        assert_eq!(o.capture(&id).body["status"], "succeeded");
-        assert_eq!(o.capture(&id).status, 400);
+        assert_eq!(o.capture(&id, &params(&[])).body["status"], "succeeded");
+        assert_eq!(o.capture(&id, &params(&[])).status, 400);
 
         let slow = create(&mut o, "pm_usBankAccount", "automatic");
         let id = slow.body["id"].as_str().unwrap().to_string();

@@ -253,8 +253,8 @@ async fn act_on_intent(
 ) -> Response {
     sb.call(&method, &uri, &headers, &body, |o, p| match action.as_str() {
         "confirm" => o.confirm(&id, p),
-        "capture" => o.capture(&id),
-        "cancel" => o.cancel(&id),
+        "capture" => o.capture(&id, p),
+        "cancel" => o.cancel(&id, p),
         other => intents::error(
             404,
             "invalid_request_error",

@@ -26,7 +26,16 @@ try:
 except stripe.CardError as e:
     declined = e.code
 refund = stripe.Refund.create(payment_intent=pi.id, amount=500)
+held = stripe.PaymentIntent.create(amount=4999, currency="usd", payment_method="pm_card_visa", confirm=True,
+                                   capture_method="manual")
+captured = stripe.PaymentIntent.capture(held.id, amount_to_capture=3000)
+kept = stripe.PaymentIntent.create(amount=1000, currency="usd", payment_method="pm_card_visa", confirm=True,
+                                   capture_method="manual")
+canceled = stripe.PaymentIntent.cancel(kept.id, cancellation_reason="abandoned")
 print(json.dumps({
+    "held": held.status,
+    "partial_capture": [captured.status, captured.amount_received, captured.amount_capturable],
+    "canceled": [canceled.status, canceled.cancellation_reason],
     "created": pi.status,
     "retrieved": retrieved.status,
     "replayed_same_id": again.id == pi.id,

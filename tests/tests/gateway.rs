@@ -373,6 +373,9 @@ async fn the_official_stripe_python_sdk_works_against_the_sandbox() {
     assert_eq!(result["replayed_same_id"], true);
     assert_eq!(result["declined_code"], "card_declined");
     assert_eq!(result["refund"], "succeeded");
+    assert_eq!(result["held"], "requires_capture");
+    assert_eq!(result["partial_capture"], json!(["succeeded", 3000, 0]), "amount_to_capture is honoured");
+    assert_eq!(result["canceled"], json!(["canceled", "abandoned"]));
 }
 
 #[tokio::test]

@@ -796,3 +796,105 @@ async fn webhooks_the_reconciler_and_the_api_share_payments_without_deadlock_or_
     assert_eq!(invented, 0, "every webhook event in a history was received");
     assert_eq!(duplicated, 0, "no webhook event twice in a history");
 }
+
+/// A manual-capture payment the sandbox authorized, created over HTTP.
+async fn authorized_payment(app: &App, key: &str, amount: &str) -> Value {
+    let body = json!({ "customer_id": unique("cust_cap"), "amount": amount, "currency": "USD",
+                       "payment_method": "pm_card_visa", "capture_method": "manual" });
+    let created: Value = app.send(Method::POST, "/v1/payments", Some(key), Some(body)).await.json().await.unwrap();
+    assert_eq!(created["status"], "requires_capture", "{created}");
+    created
+}
+
+#[tokio::test]
+async fn partial_capture_and_cancel_through_http_reach_the_provider() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let held_for_capture = authorized_payment(&app, &key, "49.99").await;
+    let capture = format!("/v1/payments/{}/capture", held_for_capture["id"].as_str().unwrap());
+
+    let too_much = app.send(Method::POST, &capture, Some(&key), Some(json!({ "amount": "50.00" }))).await;
+    assert_eq!(too_much.status(), StatusCode::BAD_REQUEST);
+    let error: Value = too_much.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "amount_too_large", "{error}");
+
+    let captured: Value =
+        app.send(Method::POST, &capture, Some(&key), Some(json!({ "amount": "30.00" }))).await.json().await.unwrap();
+    assert_eq!(captured["status"], "succeeded", "{captured}");
+    assert_eq!(captured["amount"], "49.99");
+    assert_eq!(captured["amount_captured"], "30.00");
+    assert_eq!(captured["amount_captured_minor"], 3000);
+    // The provider captured 30.00 and released the rest.
+    let intent: Value = app
+        .http
+        .get(format!("{}/sandbox/v1/payment_intents/{}", app.url, captured["provider_payment_id"].as_str().unwrap()))
+        .bearer_auth(SANDBOX_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((intent["amount_received"].as_i64(), intent["amount_capturable"].as_i64()), (Some(3000), Some(0)));
+    let again = app.send(Method::POST, &capture, Some(&key), None).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT, "nothing left to capture");
+
+    let held = authorized_payment(&app, &key, "20.00").await;
+    let cancel = format!("/v1/payments/{}/cancel", held["id"].as_str().unwrap());
+    let canceled: Value = app
+        .send(Method::POST, &cancel, Some(&key), Some(json!({ "reason": "requested_by_customer" })))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (canceled["status"].as_str(), canceled["cancellation_reason"].as_str()),
+        (Some("canceled"), Some("requested_by_customer")),
+        "{canceled}"
+    );
+    assert_eq!(app.send(Method::POST, &cancel, Some(&key), None).await.status(), StatusCode::CONFLICT, "final");
+
+    // Never at the provider: canceled at once, with no body at all.
+    let unpaid: Value =
+        app.send(Method::POST, "/v1/payments", Some(&key), Some(payment("c", None))).await.json().await.unwrap();
+    let r = app
+        .send(Method::POST, &format!("/v1/payments/{}/cancel", unpaid["id"].as_str().unwrap()), Some(&key), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "canceled");
+    // Every step is in the history, in order.
+    let events: Value = app
+        .send(
+            Method::GET,
+            &format!("/v1/payments/{}/events", held_for_capture["id"].as_str().unwrap()),
+            Some(&key),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reasons: Vec<&str> = events["data"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert!(reasons.contains(&"capture requested"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn an_authorization_past_the_capture_window_is_canceled_by_the_worker() {
+    let app = spawn_app(&["--capture-window-ms", "1000", "--command-interval-ms", "100"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let payment = authorized_payment(&app, &key, "5.00").await;
+    let path = format!("/v1/payments/{}", payment["id"].as_str().unwrap());
+    let mut seen = Value::Null;
+    for _ in 0..200 {
+        seen = app.send(Method::GET, &path, Some(&key), None).await.json().await.unwrap();
+        if seen["status"] == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (seen["status"].as_str(), seen["cancellation_reason"].as_str()),
+        (Some("canceled"), Some("automatic")),
+        "{seen}"
+    );
+}

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use payments_e2e::{connect, connect_to, database_url, sqlstate, unique};
 
-const CUSTOMER_TABLES: [&str; 4] = ["payments", "payment_events", "idempotency_keys", "anomalies"];
+const CUSTOMER_TABLES: [&str; 5] = ["payments", "payment_events", "idempotency_keys", "anomalies", "provider_commands"];
 
 #[tokio::test]
 #[ignore = "needs the Citus cluster; `make scale-test` (part of `make test`) runs it"]
@@ -68,7 +68,7 @@ async fn distribute_gave_every_table_its_place_and_is_idempotent() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(delegated, 6, "create_payment by customer and the five calls naming a payment id");
+    assert_eq!(delegated, 8, "create_payment by customer and the seven calls naming a payment id");
 }
 
 #[tokio::test]

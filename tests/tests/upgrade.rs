@@ -37,7 +37,7 @@ async fn data(db: &Client) -> Vec<(String, Option<serde_json::Value>)> {
 /// `after` holds every row of `before` with the same values; columns an upgrade
 /// added may only hold their defaults (NULL, 0) or what they derive from the
 /// row: `customer_id` its payment's customer, `object` (a waiting webhook's)
-/// the provider object it names.
+/// the provider object it names, `amount_captured_minor` a success's amount.
 fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Option<serde_json::Value>)]) {
     assert_eq!(before.len(), after.len());
     let payments = before.iter().find(|(t, _)| t == "payments").and_then(|(_, rows)| rows.as_ref()).unwrap();
@@ -58,6 +58,14 @@ fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Opti
                         customer_of(o.get("payment_id")).as_ref().or(Some(&serde_json::Value::Null)),
                         "{table}.customer_id, added, is its payment's customer"
                     ),
+                    None if column == "amount_captured_minor" => {
+                        let captured = if o["status"] == "succeeded" {
+                            o["amount_minor"].clone()
+                        } else {
+                            serde_json::Value::Null
+                        };
+                        assert_eq!(value, &captured, "{table}.amount_captured_minor, added, is what a success captured")
+                    }
                     None if column == "object" => {
                         assert_eq!(
                             value["id"], o["provider_payment_id"],

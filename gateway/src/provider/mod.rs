@@ -25,6 +25,20 @@ pub trait Provider: Send + Sync {
     async fn create_payment(&self, charge: &Charge) -> Result<Answer, ProviderError>;
     /// The provider's current view of one of its payments.
     async fn retrieve_payment(&self, provider_payment_id: &str) -> Result<Answer, ProviderError>;
+    /// Captures `amount_minor` of an authorized payment (the rest is released), idempotently on `key`.
+    async fn capture_payment(
+        &self,
+        provider_payment_id: &str,
+        amount_minor: i64,
+        key: &str,
+    ) -> Result<CommandAnswer, ProviderError>;
+    /// Cancels a payment, idempotently on `key`.
+    async fn cancel_payment(
+        &self,
+        provider_payment_id: &str,
+        reason: Option<&str>,
+        key: &str,
+    ) -> Result<CommandAnswer, ProviderError>;
 }
 
 /// What the gateway needs of a payment to charge it.
@@ -73,6 +87,15 @@ pub struct Answer {
     pub status: Option<Status>,
     /// The provider's object (or error) as received, JSON text.
     pub raw: String,
+}
+
+/// The provider's answer to a command (capture, cancel) about one of its payments.
+#[derive(Debug)]
+pub enum CommandAnswer {
+    /// It answered with the payment's object (JSON text), in `status` (ours).
+    Object { status: Status, raw: String },
+    /// It refused (the payment is in another state, the amount is wrong): its error, JSON text.
+    Refused { raw: String },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use payments_core::state::Status;
 use payments_core::webhook::events::payment_intent_status;
 use serde_json::Value;
 
-use super::{Answer, Charge, Provider, ProviderError};
+use super::{Answer, Charge, CommandAnswer, Provider, ProviderError};
 
 pub const STRIPE_VERSION: &str = "2024-06-20";
 
@@ -64,10 +64,40 @@ impl Provider for Stripe {
     async fn retrieve_payment(&self, id: &str) -> Result<Answer, ProviderError> {
         self.send(self.http.get(format!("{}/v1/payment_intents/{id}", self.base)), "retrieve").await
     }
+
+    async fn capture_payment(&self, id: &str, amount_minor: i64, key: &str) -> Result<CommandAnswer, ProviderError> {
+        let form = [("amount_to_capture", amount_minor.to_string())];
+        let request = self.http.post(format!("{}/v1/payment_intents/{id}/capture", self.base)).form(&form);
+        self.command(request.header("Idempotency-Key", key), "capture").await
+    }
+
+    async fn cancel_payment(&self, id: &str, reason: Option<&str>, key: &str) -> Result<CommandAnswer, ProviderError> {
+        let form: Vec<(&str, &str)> = reason.map(|r| ("cancellation_reason", r)).into_iter().collect();
+        let request = self.http.post(format!("{}/v1/payment_intents/{id}/cancel", self.base)).form(&form);
+        self.command(request.header("Idempotency-Key", key), "cancel").await
+    }
 }
 
 impl Stripe {
     async fn send(&self, request: reqwest::RequestBuilder, operation: &'static str) -> Result<Answer, ProviderError> {
+        self.call(request, operation, interpret).await
+    }
+
+    async fn command(
+        &self,
+        request: reqwest::RequestBuilder,
+        operation: &'static str,
+    ) -> Result<CommandAnswer, ProviderError> {
+        self.call(request, operation, interpret_command).await
+    }
+
+    /// One HTTP call with its metrics; `interpret` reads the status and body.
+    async fn call<T>(
+        &self,
+        request: reqwest::RequestBuilder,
+        operation: &'static str,
+        interpret: fn(u16, String) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
         let started = std::time::Instant::now();
         let result = request.bearer_auth(&self.secret_key).header("Stripe-Version", STRIPE_VERSION).send().await;
         let outcome = match result {
@@ -87,6 +117,19 @@ impl Stripe {
     }
 }
 
+/// Whether an answer means "try again later": an outage, a rate limit, our own
+/// configuration, or a concurrent request with the same idempotency key.
+fn retryable(http_status: u16, error: &Value) -> Option<ProviderError> {
+    (http_status == 429 || http_status >= 500 || http_status == 401 || error["type"] == "idempotency_error").then(
+        || {
+            ProviderError::Unavailable(format!(
+                "HTTP {http_status}: {}",
+                error["message"].as_str().unwrap_or("no message")
+            ))
+        },
+    )
+}
+
 /// Turns Stripe's answer into ours: a PaymentIntent, a card error carrying
 /// one (a decline), or a request error (the payment can never go through).
 fn interpret(http_status: u16, body: String) -> Result<Answer, ProviderError> {
@@ -96,17 +139,29 @@ fn interpret(http_status: u16, body: String) -> Result<Answer, ProviderError> {
         return Ok(from_intent(&parsed, body.clone()));
     }
     let error = &parsed["error"];
-    if http_status == 429 || http_status >= 500 || http_status == 401 || error["type"] == "idempotency_error" {
-        return Err(ProviderError::Unavailable(format!(
-            "HTTP {http_status}: {}",
-            error["message"].as_str().unwrap_or("no message")
-        )));
+    if let Some(e) = retryable(http_status, error) {
+        return Err(e);
     }
     match error.get("payment_intent") {
         // A card error carries the PaymentIntent, with last_payment_error set.
         Some(intent) if intent.is_object() => Ok(from_intent(intent, intent.to_string())),
         // Any other refusal: no PaymentIntent exists and none will; the payment fails.
         _ => Ok(Answer { provider_payment_id: None, status: Some(Status::Failed), raw: body }),
+    }
+}
+
+/// A command's answer: the PaymentIntent it left, or the provider's refusal.
+fn interpret_command(http_status: u16, body: String) -> Result<CommandAnswer, ProviderError> {
+    let parsed: Value = serde_json::from_str(&body)
+        .map_err(|_| ProviderError::Unavailable(format!("HTTP {http_status} with a body that is not JSON")))?;
+    if let Some(e) = retryable(http_status, &parsed["error"]) {
+        return Err(e);
+    }
+    match from_intent(&parsed, body.clone()) {
+        Answer { status: Some(status), raw, .. } if (200..300).contains(&http_status) => {
+            Ok(CommandAnswer::Object { status, raw })
+        }
+        _ => Ok(CommandAnswer::Refused { raw: body }),
     }
 }
 
@@ -142,6 +197,16 @@ mod tests {
         let a =
             interpret(400, r#"{"error":{"type":"invalid_request_error","param":"payment_method"}}"#.into()).unwrap();
         assert_eq!((a.provider_payment_id, a.status), (None, Some(Status::Failed)));
+    }
+
+    #[test]
+    fn a_command_is_done_refused_or_retried() {
+        let done = interpret_command(200, r#"{"id":"pi_3","status":"succeeded","amount_received":3000}"#.into());
+        assert!(matches!(done, Ok(CommandAnswer::Object { status: Status::Succeeded, .. })));
+        let refused =
+            interpret_command(400, r#"{"error":{"type":"invalid_request_error","code":"amount_too_large"}}"#.into());
+        assert!(matches!(refused, Ok(CommandAnswer::Refused { .. })));
+        assert!(interpret_command(503, r#"{"error":{"type":"api_error"}}"#.into()).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::app::AppState;
 use crate::auth::{Caller, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, OptionalJsonBody};
 use crate::provider::{self, Charge};
 
 /// A new payment. Give `amount` (major units, a decimal string or a JSON
@@ -223,6 +223,78 @@ pub async fn events(
     let stmt = db.prepare_cached(db::LIST_EVENTS).await?;
     let data: String = db.query_one(&stmt, &[&id]).await?.try_get("data")?;
     Ok(json_response(StatusCode::OK, format!(r#"{{"object":"list","data":{data}}}"#)))
+}
+
+/// A capture of an authorized payment: all of it, or `amount` (major units) of it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapturePayment {
+    /// Major units, exact: a decimal string or a JSON number; at most the authorized amount.
+    #[schema(schema_with = amount_schema)]
+    pub amount: Option<Box<RawValue>>,
+}
+
+/// A cancel, with Stripe's reason.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelPayment {
+    /// `duplicate`, `fraudulent`, `requested_by_customer` or `abandoned`.
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/payments/{id}/capture", tag = "payments", request_body = CapturePayment,
+    params(("id" = String, Path, description = "pay_…")),
+    responses(
+        (status = 200, description = "Captured, or queued if the provider did not answer (status still requires_capture)", body = crate::openapi::Payment),
+        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody),
+        (status = 403, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody),
+        (status = 409, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn capture(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<CapturePayment>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let amount = match body.amount {
+        Some(raw) => Some(amount_text(&raw)?),
+        None => None,
+    };
+    command(&state, &id, db::CAPTURE_PAYMENT, &amount).await
+}
+
+#[utoipa::path(post, path = "/v1/payments/{id}/cancel", tag = "payments", request_body = CancelPayment,
+    params(("id" = String, Path, description = "pay_…")),
+    responses(
+        (status = 200, description = "Canceled, or queued if the provider did not answer", body = crate::openapi::Payment),
+        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody),
+        (status = 403, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody),
+        (status = 409, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<CancelPayment>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let reason = body.reason;
+    command(&state, &id, db::CANCEL_PAYMENT, &reason).await
+}
+
+/// Queues the command through its SQL function, then carries it out at once so
+/// the answer carries the provider's; unanswered, it stays queued for the worker.
+async fn command(state: &AppState, id: &str, statement: &str, argument: &Option<String>) -> Result<Response, ApiError> {
+    let mut payment: String = {
+        let db = state.pool.get().await?;
+        let stmt = db.prepare_cached(statement).await?;
+        db.query_one(&stmt, &[&id, argument]).await?.try_get("payment")?
+    };
+    if let Some(done) = crate::commands::run_due(state, Some(id), state.command_lease).await?.pop() {
+        payment = done;
+    }
+    Ok(json_response(StatusCode::OK, payment))
 }
 
 /// A JSON document rendered by PostgreSQL, sent as is.

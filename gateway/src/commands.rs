@@ -1,0 +1,161 @@
+//! The provider-command outbox: the captures and cancels SQL queued
+//! (`payments.provider_commands`), carried out at the provider.
+//!
+//! As the reconciler does, it leases instead of locking: `claim_provider_commands`
+//! stamps a lease and commits, the provider is called with no transaction open
+//! (idempotently on the command id, so a retry after a crash never captures
+//! twice), and `record_command_result` records the answer. It runs when a
+//! command is queued (LISTEN payments_provider_commands; on Citus the NOTIFY of
+//! a delegated call stays on its worker, so also), on a timer, and at once for
+//! the command an HTTP route just queued. The same timer queues the cancel of
+//! every authorization older than the capture window.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::app::AppState;
+use crate::db;
+use crate::error::ApiError;
+use crate::provider::{CommandAnswer, ProviderError};
+
+const BATCH: i32 = 20;
+const CHANNEL: &str = "payments_provider_commands";
+
+/// How the outbox paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// How often it looks for commands without a wake-up.
+    pub interval: Duration,
+    /// How long a claimed command is left to this gateway (at least twice the provider timeout).
+    pub lease: Duration,
+    /// How long an authorization may wait for its capture.
+    pub capture_window: Duration,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub async fn run(state: AppState, pace: Pace, database_url: String) {
+    let wake = Arc::new(Notify::new());
+    tokio::spawn(listen(database_url, wake.clone()));
+    let mut tick = tokio::time::interval(pace.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = queue_expired_cancels(&state, pace).await {
+                    tracing::warn!(error = %e, "queuing the cancels of expired authorizations failed");
+                }
+            }
+            _ = wake.notified() => {}
+        }
+        match run_due(&state, None, pace.lease).await {
+            Ok(done) if done.is_empty() => {}
+            Ok(done) => tracing::info!(commands = done.len(), "provider commands carried out"),
+            Err(e) => tracing::warn!(error = %e, "provider command pass failed"),
+        }
+    }
+}
+
+async fn queue_expired_cancels(state: &AppState, pace: Pace) -> Result<(), ApiError> {
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::CANCEL_EXPIRED_AUTHORIZATIONS).await?;
+    let provider = state.provider.name();
+    let queued: i32 = db.query_one(&stmt, &[&millis(pace.capture_window), &provider]).await?.try_get(0)?;
+    if queued > 0 {
+        tracing::info!(payments = queued, "authorizations past the capture window: cancels queued");
+    }
+    Ok(())
+}
+
+/// Wakes the runner on every NOTIFY of the channel; reconnects after a failure.
+async fn listen(database_url: String, wake: Arc<Notify>) {
+    loop {
+        match tokio_postgres::connect(&database_url, NoTls).await {
+            Ok((client, mut connection)) => {
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+                let wake = wake.clone();
+                tokio::spawn(async move {
+                    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = done_tx.send(());
+                });
+                if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_ok() {
+                    let _ = done_rx.await;
+                }
+                drop(client);
+            }
+            Err(e) => tracing::warn!(error = %e, "LISTEN connection failed; polling only until it is back"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Claims due commands (of one payment when given) and carries each out on its
+/// own; returns the payments as each answer left them (JSON).
+pub async fn run_due(state: &AppState, payment_id: Option<&str>, lease: Duration) -> Result<Vec<String>, ApiError> {
+    let rows = {
+        let db = state.pool.get().await?;
+        let claim = db.prepare_cached(db::CLAIM_PROVIDER_COMMANDS).await?;
+        db.query(&claim, &[&BATCH, &millis(lease), &payment_id, &state.provider.name()]).await?
+    };
+    let mut work = JoinSet::new();
+    for row in rows {
+        let state = state.clone();
+        work.spawn(async move {
+            let result = carry_out(&state, &row).await;
+            if let Err(e) = &result {
+                let command_id = row.try_get::<_, &str>("command_id").unwrap_or_default();
+                tracing::warn!(command_id, error = %e, "a provider command failed; it is retried after its lease");
+            }
+            result
+        });
+    }
+    let mut payments = Vec::new();
+    while let Some(done) = work.join_next().await {
+        if let Ok(Ok(payment)) = done {
+            payments.push(payment);
+        }
+    }
+    Ok(payments)
+}
+
+/// The provider call of one claimed command, then its answer recorded (no
+/// connection is held during the call).
+async fn carry_out(state: &AppState, row: &tokio_postgres::Row) -> Result<String, ApiError> {
+    let command_id: String = row.try_get("command_id")?;
+    let kind: String = row.try_get("kind")?;
+    let provider_payment_id: String = row.try_get("provider_payment_id")?;
+    let answer = match kind.as_str() {
+        "capture" => {
+            state.provider.capture_payment(&provider_payment_id, row.try_get("amount_minor")?, &command_id).await
+        }
+        _ => state.provider.cancel_payment(&provider_payment_id, row.try_get("reason")?, &command_id).await,
+    };
+    let (answered, status, response) = match answer {
+        Ok(CommandAnswer::Object { status, raw }) => (true, Some(status.as_str()), raw),
+        Ok(CommandAnswer::Refused { raw }) => (true, None, raw),
+        Err(ProviderError::Unavailable(why)) => {
+            (false, None, json!({ "type": "provider_unavailable", "message": why }).to_string())
+        }
+    };
+    metrics::counter!("provider_commands_total", "kind" => kind.clone(),
+        "outcome" => if !answered { "unavailable" } else if status.is_some() { "answered" } else { "refused" })
+    .increment(1);
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::RECORD_COMMAND_RESULT).await?;
+    Ok(db.query_one(&stmt, &[&command_id, &answered, &status, &response]).await?.try_get("payment")?)
+}

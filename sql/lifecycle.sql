@@ -1,0 +1,273 @@
+-- payments: capture and cancel. SQL decides, the gateway carries the provider
+-- call out: each command validates, records the intent in the payment's
+-- history and queues the provider call in payments.provider_commands (a
+-- transactional outbox: it exists only if the caller's transaction commits).
+-- The gateway claims queued commands with leases, as the reconciler claims
+-- payments, calls the provider and records the answer through record_command_result.
+
+CREATE TABLE payments.provider_commands (
+    id            text COLLATE "C" NOT NULL,
+    customer_id   text COLLATE "C" NOT NULL,
+    payment_id    text COLLATE "C" NOT NULL,
+    kind          text NOT NULL CHECK (payments._is_allowed('command_kind', kind)),
+    amount_minor  bigint CHECK (amount_minor > 0),
+    reason        text CHECK (payments._is_allowed('cancellation_reason', reason)),
+    status        text COLLATE "C" NOT NULL DEFAULT 'pending' CHECK (payments._is_allowed('command_status', status)),
+    attempts      integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    run_after     timestamptz NOT NULL DEFAULT now(),
+    last_error    jsonb,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at   timestamptz,
+    PRIMARY KEY (customer_id, id),
+    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id),
+    CHECK ((status = 'pending') = (finished_at IS NULL)),
+    CHECK ((kind = 'capture') = (amount_minor IS NOT NULL))
+);
+-- One outstanding command per payment: a capture and a cancel never race at the provider.
+CREATE UNIQUE INDEX provider_commands_one_pending_idx ON payments.provider_commands (customer_id, payment_id)
+    WHERE status = 'pending';
+CREATE INDEX provider_commands_due_idx ON payments.provider_commands (run_after) WHERE status = 'pending';
+CREATE INDEX provider_commands_payment_idx ON payments.provider_commands (customer_id, payment_id);
+COMMENT ON TABLE payments.provider_commands IS
+    'The provider calls that capture_payment and cancel_payment queued (a transactional outbox): pending until the gateway has the provider''s answer, then succeeded or failed. At most one pending per payment. Beside its payment (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.provider_commands.amount_minor IS 'capture: the minor units to capture (the rest of the authorization is released).';
+COMMENT ON COLUMN payments.provider_commands.reason IS 'cancel: Stripe''s cancellation_reason; automatic when the authorization was left uncaptured.';
+COMMENT ON COLUMN payments.provider_commands.run_after IS 'The gateway''s lease: not claimed again before this time (it grows with each attempt).';
+COMMENT ON COLUMN payments.provider_commands.last_error IS 'Why the last attempt did not finish it (the provider unreachable, or its refusal).';
+SELECT pg_catalog.pg_extension_config_dump('payments.provider_commands', '');
+
+CREATE FUNCTION payments._queue_command(p_payment payments.payments, p_kind text, p_amount_minor bigint,
+                                        p_reason text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_pending payments.provider_commands%ROWTYPE;
+    v_id      text := payments._new_id('cmd');
+BEGIN
+    -- The caller holds the payment's row lock, so no other command is queued meanwhile.
+    SELECT * INTO v_pending FROM payments.provider_commands c
+    WHERE c.customer_id = p_payment.customer_id AND c.payment_id = p_payment.id AND c.status = 'pending';
+    IF FOUND THEN
+        IF (v_pending.kind, v_pending.amount_minor, v_pending.reason) IS NOT DISTINCT FROM (p_kind, p_amount_minor, p_reason) THEN
+            RETURN;  -- the same command asked again: it is already queued
+        END IF;
+        RAISE EXCEPTION 'payment % has a % pending at the provider', p_payment.id, v_pending.kind
+            USING ERRCODE = 'PM208', HINT = 'wait for it to finish (the payment''s history shows it)';
+    END IF;
+    INSERT INTO payments.provider_commands (id, customer_id, payment_id, kind, amount_minor, reason)
+    VALUES (v_id, p_payment.customer_id, p_payment.id, p_kind, p_amount_minor, p_reason);
+    PERFORM payments._append_event(p_payment.customer_id, p_payment.id, p_payment.status, p_payment.status, false,
+                                   'api', p_kind || ' requested',
+                                   jsonb_strip_nulls(jsonb_build_object('command_id', v_id, 'amount_minor', p_amount_minor,
+                                                                        'reason', p_reason)));
+    -- Wakes the gateway's worker at commit (it also polls).
+    PERFORM pg_catalog.pg_notify('payments_provider_commands', p_payment.customer_id || '/' || v_id);
+END
+$$;
+COMMENT ON FUNCTION payments._queue_command(payments.payments, text, bigint, text) IS
+    'Internal: queues one provider command for a payment whose row the caller has locked, notes the request in its history and wakes the gateway (NOTIFY payments_provider_commands). The same command again is a no-op; another one while one is pending is PM208.';
+
+CREATE FUNCTION payments.capture_payment(payment_id text, amount numeric DEFAULT NULL)
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text := payments._customer_of(capture_payment.payment_id);
+    v_payment  payments.payments%ROWTYPE;
+    v_minor    bigint;
+BEGIN
+    SELECT * INTO v_payment FROM payments.payments p
+    WHERE p.customer_id = v_customer AND p.id = capture_payment.payment_id FOR UPDATE;
+    IF v_payment.status <> 'requires_capture' THEN
+        RAISE EXCEPTION 'payment % is %, not requires_capture: there is nothing to capture', v_payment.id,
+            v_payment.status USING ERRCODE = 'PM206';
+    END IF;
+    v_minor := CASE WHEN amount IS NULL THEN v_payment.amount_minor ELSE payments.to_minor(amount, v_payment.currency) END;
+    IF v_minor > v_payment.amount_minor THEN
+        RAISE EXCEPTION 'cannot capture % %: payment % authorized %', amount, v_payment.currency, v_payment.id,
+            payments.to_major(v_payment.amount_minor, v_payment.currency) USING ERRCODE = 'PM207';
+    END IF;
+    PERFORM payments._queue_command(v_payment, 'capture', v_minor, NULL);
+    RETURN QUERY SELECT * FROM payments._result(v_customer, v_payment.id, 'queued');
+END
+$$;
+COMMENT ON FUNCTION payments.capture_payment(text, numeric) IS
+    'Captures an authorized (requires_capture) payment, in full or amount of it (the rest of the authorization is released): queues the capture for the provider and returns the payment with outcome queued; it becomes succeeded, with amount_captured, when the provider confirms. More than authorized: PM207; another status: PM206; another command pending: PM208. Runs in the caller''s transaction: a rollback queues nothing.';
+
+CREATE FUNCTION payments.cancel_payment(payment_id text, reason text DEFAULT NULL)
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text := payments._customer_of(cancel_payment.payment_id);
+    v_payment  payments.payments%ROWTYPE;
+    v_outcome  text;
+BEGIN
+    IF reason IS NOT NULL AND (reason = 'automatic' OR NOT payments._is_allowed('cancellation_reason', reason)) THEN
+        RAISE EXCEPTION 'reason must be duplicate, fraudulent, requested_by_customer or abandoned, not %',
+            quote_literal(payments._shown(reason)) USING ERRCODE = 'PM100';
+    END IF;
+    SELECT * INTO v_payment FROM payments.payments p
+    WHERE p.customer_id = v_customer AND p.id = cancel_payment.payment_id FOR UPDATE;
+    -- Stripe cancels a payment in these statuses only (not while processing).
+    IF v_payment.status NOT IN ('requires_payment_method', 'requires_confirmation', 'requires_action', 'requires_capture') THEN
+        RAISE EXCEPTION 'payment % is % and cannot be canceled', v_payment.id, v_payment.status USING ERRCODE = 'PM206';
+    END IF;
+    IF v_payment.provider_payment_id IS NOT NULL THEN
+        PERFORM payments._queue_command(v_payment, 'cancel', NULL, reason);
+        RETURN QUERY SELECT * FROM payments._result(v_customer, v_payment.id, 'queued');
+        RETURN;
+    END IF;
+    IF v_payment.payment_method IS NOT NULL THEN
+        -- The provider may be creating it right now (the gateway or its reconciler):
+        -- canceling here could cancel a payment the provider then charges.
+        RAISE EXCEPTION 'payment % is being created at the provider; cancel it once it has a provider id', v_payment.id
+            USING ERRCODE = 'PM209';
+    END IF;
+    -- Never sent to a provider: canceled here and now.
+    UPDATE payments.payments p SET cancellation_reason = cancel_payment.reason
+    WHERE p.customer_id = v_customer AND p.id = v_payment.id;
+    v_outcome := payments._transition(v_customer, v_payment.id, 'canceled', 'api', coalesce(reason, 'canceled'), '{}', NULL);
+    RETURN QUERY SELECT * FROM payments._result(v_customer, v_payment.id, v_outcome);
+END
+$$;
+COMMENT ON FUNCTION payments.cancel_payment(text, text) IS
+    'Cancels a payment in requires_payment_method, requires_confirmation, requires_action or requires_capture (PM206 otherwise; final afterwards). One the provider holds is canceled there first: the cancel is queued (outcome queued) and the payment becomes canceled when the provider confirms; one never sent to a provider is canceled at once (outcome applied). A payment the provider may be creating right now (a payment method, no provider id yet): PM209. reason: duplicate, fraudulent, requested_by_customer or abandoned.';
+
+CREATE FUNCTION payments.cancel_expired_authorizations(older_than interval DEFAULT '7 days', at timestamptz DEFAULT now(),
+                                                       provider text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_due     record;
+    v_payment payments.payments%ROWTYPE;
+    v_queued  integer := 0;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '1 second' OR at IS NULL THEN
+        RAISE EXCEPTION 'older_than (at least 1 second) and at are required' USING ERRCODE = 'PM100';
+    END IF;
+    FOR v_due IN
+        SELECT p.customer_id, p.id FROM payments.payments p
+        WHERE p.status = 'requires_capture' AND p.updated_at < at - older_than
+          AND (cancel_expired_authorizations.provider IS NULL OR p.provider = cancel_expired_authorizations.provider)
+        ORDER BY p.updated_at LIMIT 1000
+    LOOP
+        -- Each where it lives, skipping one another call holds; re-checked under the lock.
+        SELECT * INTO v_payment FROM payments.payments p
+        WHERE p.customer_id = v_due.customer_id AND p.id = v_due.id AND p.status = 'requires_capture'
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM payments.provider_commands c
+                              WHERE c.customer_id = v_due.customer_id AND c.payment_id = v_due.id
+                                AND c.status = 'pending');
+        PERFORM payments._queue_command(v_payment, 'cancel', NULL, 'automatic');
+        v_queued := v_queued + 1;
+    END LOOP;
+    RETURN v_queued;
+END
+$$;
+COMMENT ON FUNCTION payments.cancel_expired_authorizations(interval, timestamptz, text) IS
+    'Queues a cancel (reason automatic) for every authorization (of one provider, when given) left uncaptured longer than older_than (default 7 days, Stripe''s window; at least 1 second) at time at, and returns how many (at most 1000 per call). The gateway calls it on a timer for its provider; safe to call twice or from two places at once.';
+
+CREATE FUNCTION payments.claim_provider_commands(lim int DEFAULT 10, lease interval DEFAULT '30 seconds',
+                                                 only_payment_id text DEFAULT NULL, only_provider text DEFAULT NULL)
+RETURNS TABLE (command_id text, kind text, payment_id text, customer_id text, provider text, provider_payment_id text,
+               amount_minor bigint, currency text, reason text, attempt integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_only_customer text;
+    v_due      record;
+    v_attempts integer;
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR lease IS NULL OR lease <= interval '0' THEN
+        RAISE EXCEPTION 'lim is 1 to 1000 and the lease positive' USING ERRCODE = 'PM100';
+    END IF;
+    IF only_payment_id IS NOT NULL THEN
+        v_only_customer := payments._customer_of(only_payment_id);
+    END IF;
+    -- As claim_provider_work: candidates without locks, then each claimed where it lives.
+    FOR v_due IN
+        SELECT c.customer_id, c.id FROM payments.provider_commands c
+        JOIN payments.payments p ON p.customer_id = c.customer_id AND p.id = c.payment_id
+        WHERE c.status = 'pending' AND c.run_after <= now()
+          AND (only_payment_id IS NULL OR (c.customer_id = v_only_customer AND c.payment_id = only_payment_id))
+          AND (only_provider IS NULL OR p.provider = only_provider)
+        ORDER BY c.run_after LIMIT lim
+    LOOP
+        SELECT c.attempts INTO v_attempts FROM payments.provider_commands c
+        WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id AND c.status = 'pending' AND c.run_after <= now()
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        UPDATE payments.provider_commands c
+        SET attempts = v_attempts + 1,
+            -- Each attempt waits longer: the lease, doubled per attempt, at most an hour.
+            run_after = now() + least(interval '1 hour', lease * power(2, least(v_attempts, 12)))
+        WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id;
+        RETURN QUERY
+        SELECT c.id, c.kind, c.payment_id, c.customer_id, p.provider, p.provider_payment_id, c.amount_minor,
+               p.currency, c.reason, c.attempts
+        FROM payments.provider_commands c
+        JOIN payments.payments p ON p.customer_id = c.customer_id AND p.id = c.payment_id
+        WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments.claim_provider_commands(int, interval, text, text) IS
+    'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease.';
+
+CREATE FUNCTION payments.record_command_result(command_id text, answered boolean, status text, response jsonb)
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_command  payments.provider_commands%ROWTYPE;
+    v_payment  payments.payments%ROWTYPE;
+    v_response jsonb := coalesce(response, '{}') - 'client_secret';
+BEGIN
+    SELECT * INTO v_command FROM payments.provider_commands c WHERE c.id = record_command_result.command_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'provider command % not found', payments._shown(record_command_result.command_id)
+            USING ERRCODE = 'PM204';
+    END IF;
+    SELECT * INTO v_payment FROM payments.payments p
+    WHERE p.customer_id = v_command.customer_id AND p.id = v_command.payment_id FOR UPDATE;
+    SELECT * INTO v_command FROM payments.provider_commands c
+    WHERE c.customer_id = v_command.customer_id AND c.id = v_command.id FOR UPDATE;
+    IF v_command.status <> 'pending' THEN
+        -- A retry of an answer already recorded.
+        RETURN QUERY SELECT * FROM payments._result(v_payment.customer_id, v_payment.id, 'noop');
+        RETURN;
+    END IF;
+    IF NOT answered THEN
+        -- The provider was unreachable: the lease brings the command back.
+        UPDATE payments.provider_commands c SET last_error = v_response
+        WHERE c.customer_id = v_command.customer_id AND c.id = v_command.id;
+        PERFORM payments._append_event(v_payment.customer_id, v_payment.id, v_payment.status, v_payment.status, false,
+                                       'provider', v_command.kind || ' call failed',
+                                       jsonb_build_object('command_id', v_command.id, 'last_error', v_response));
+        RETURN QUERY SELECT * FROM payments._result(v_payment.customer_id, v_payment.id, 'queued');
+        RETURN;
+    END IF;
+    -- The provider did it (its object now has the command's status) or refused.
+    UPDATE payments.provider_commands c
+    SET status = CASE WHEN record_command_result.status = CASE v_command.kind WHEN 'capture' THEN 'succeeded'
+                                                                              ELSE 'canceled' END
+                      THEN 'succeeded' ELSE 'failed' END,
+        finished_at = now(),
+        last_error = CASE WHEN v_response ? 'error' THEN v_response -> 'error' END
+    WHERE c.customer_id = v_command.customer_id AND c.id = v_command.id;
+    IF v_command.kind = 'cancel' AND record_command_result.status = 'canceled' THEN
+        UPDATE payments.payments p SET cancellation_reason = v_command.reason
+        WHERE p.customer_id = v_payment.customer_id AND p.id = v_payment.id;
+    END IF;
+    IF v_response ? 'error' THEN
+        PERFORM payments._append_event(v_payment.customer_id, v_payment.id, v_payment.status, v_payment.status, false,
+                                       'provider', v_command.kind || ' refused',
+                                       jsonb_build_object('command_id', v_command.id, 'error', v_response -> 'error'));
+        RETURN QUERY SELECT * FROM payments._result(v_payment.customer_id, v_payment.id, 'noop');
+        RETURN;
+    END IF;
+    -- The provider's object, checked and applied as any provider answer is.
+    RETURN QUERY SELECT * FROM payments.record_provider_result(v_payment.id, v_payment.provider,
+                                                               v_payment.provider_payment_id, record_command_result.status,
+                                                               v_response);
+END
+$$;
+COMMENT ON FUNCTION payments.record_command_result(text, boolean, text, jsonb) IS
+    'Records the provider''s answer to a queued command. answered = false: the provider was unreachable (response: the error); the command stays pending and comes back after its lease. Otherwise response is the provider''s object (a PaymentIntent, applied through record_provider_result with status, its money checked as always) or its refusal ({"error": …}, recorded; the command failed). A repeat of a recorded answer changes nothing.';
