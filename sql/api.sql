@@ -139,6 +139,7 @@ DECLARE
     v_from     text;
     v_decision text;
     v_captured bigint;
+    v_reason   text;
 BEGIN
     SELECT p.status INTO v_from FROM payments.payments p
     WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
@@ -150,14 +151,18 @@ BEGIN
     WHEN 'noop' THEN
         RETURN 'noop';
     WHEN 'apply' THEN
+        -- What a capture or cancel asked for shows once the provider has done it, whoever reports it.
         IF p_to = 'succeeded' THEN
-            v_captured := payments._capture_amount(p_customer_id, p_payment_id);
+            v_captured := (payments._requested_command(p_customer_id, p_payment_id, 'capture')).amount_minor;
+        ELSIF p_to = 'canceled' THEN
+            v_reason := (payments._requested_command(p_customer_id, p_payment_id, 'cancel')).reason;
         END IF;
         -- A new status starts the reconciler's count afresh.
         UPDATE payments.payments p
         SET status = p_to, updated_at = now(), last_error = coalesce(p_last_error, p.last_error),
             reconcile_after = NULL, reconcile_attempts = 0,
-            amount_captured_minor = CASE WHEN p_to = 'succeeded' THEN coalesce(v_captured, p.amount_minor) END
+            amount_captured_minor = CASE WHEN p_to = 'succeeded' THEN coalesce(v_captured, p.amount_minor) END,
+            cancellation_reason = CASE WHEN p_to = 'canceled' THEN coalesce(p.cancellation_reason, v_reason) END
         WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
         PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
         RETURN 'applied';
@@ -398,21 +403,6 @@ $$;
 COMMENT ON FUNCTION payments._link_provider(text, text, text, text) IS
     'Internal: links a payment to its provider payment id once (PM203 if either side is linked elsewhere), then applies webhooks that were waiting for that id. The caller holds _lock_provider_payment.';
 
-CREATE FUNCTION payments._capture_amount(p_customer_id text, p_payment_id text) RETURNS bigint
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v_amount bigint;
-BEGIN
-    SELECT c.amount_minor INTO v_amount FROM payments.provider_commands c
-    WHERE c.customer_id = p_customer_id AND c.payment_id = p_payment_id AND c.kind = 'capture'
-      AND c.status IN ('pending', 'succeeded')
-    ORDER BY c.created_at DESC LIMIT 1;
-    RETURN v_amount;
-END
-$$;
-COMMENT ON FUNCTION payments._capture_amount(text, text) IS
-    'Internal: the minor units capture_payment asked the provider to capture for a payment (the latest capture pending or done), or NULL when none was asked (a payment captured automatically, in full).';
-
 CREATE FUNCTION payments._evidence_problem_for(p_customer_id text, p_payment_id text, p_to text, p_object jsonb,
                                                p_provider text, p_provider_payment_id text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
@@ -429,7 +419,9 @@ BEGIN
        AND (v_payment.provider, v_payment.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
         RETURN 'provider_payment_mismatch';
     END IF;
-    v_captured := CASE WHEN p_to = 'succeeded' THEN payments._capture_amount(p_customer_id, p_payment_id) END;
+    IF p_to = 'succeeded' THEN
+        v_captured := (payments._requested_command(p_customer_id, p_payment_id, 'capture')).amount_minor;
+    END IF;
     IF v_captured IS NOT NULL AND v_captured <> v_payment.amount_minor THEN
         -- A partial capture: the authorization's money, and what was captured received.
         RETURN coalesce(payments._evidence_problem(v_payment.amount_minor, v_payment.currency, 'processing',

@@ -36,6 +36,22 @@ COMMENT ON COLUMN payments.provider_commands.run_after IS 'The gateway''s lease:
 COMMENT ON COLUMN payments.provider_commands.last_error IS 'Why the last attempt did not finish it (the provider unreachable, or its refusal).';
 SELECT pg_catalog.pg_extension_config_dump('payments.provider_commands', '');
 
+CREATE FUNCTION payments._requested_command(p_customer_id text, p_payment_id text, p_kind text)
+RETURNS payments.provider_commands
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_command payments.provider_commands%ROWTYPE;
+BEGIN
+    SELECT * INTO v_command FROM payments.provider_commands c
+    WHERE c.customer_id = p_customer_id AND c.payment_id = p_payment_id AND c.kind = p_kind
+      AND c.status IN ('pending', 'succeeded')
+    ORDER BY c.created_at DESC LIMIT 1;
+    RETURN v_command;
+END
+$$;
+COMMENT ON FUNCTION payments._requested_command(text, text, text) IS
+    'Internal: the latest capture or cancel asked of the provider for a payment, pending or done (all NULL when none): what a report of succeeded or canceled is checked against and records (the amount captured, the cancellation reason).';
+
 CREATE FUNCTION payments._queue_command(p_payment payments.payments, p_kind text, p_amount_minor bigint,
                                         p_reason text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -252,10 +268,6 @@ BEGIN
         finished_at = now(),
         last_error = CASE WHEN v_response ? 'error' THEN v_response -> 'error' END
     WHERE c.customer_id = v_command.customer_id AND c.id = v_command.id;
-    IF v_command.kind = 'cancel' AND record_command_result.status = 'canceled' THEN
-        UPDATE payments.payments p SET cancellation_reason = v_command.reason
-        WHERE p.customer_id = v_payment.customer_id AND p.id = v_payment.id;
-    END IF;
     IF v_response ? 'error' THEN
         PERFORM payments._append_event(v_payment.customer_id, v_payment.id, v_payment.status, v_payment.status, false,
                                        'provider', v_command.kind || ' refused',

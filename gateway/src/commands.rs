@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::GenericClient;
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -56,7 +57,7 @@ pub async fn run(state: AppState, pace: Pace, database_url: String) {
             }
             _ = wake.notified() => {}
         }
-        match run_due(&state, None, pace.lease).await {
+        match run_due(&state, pace.lease).await {
             Ok(done) if done.is_empty() => {}
             Ok(done) => tracing::info!(commands = done.len(), "provider commands carried out"),
             Err(e) => tracing::warn!(error = %e, "provider command pass failed"),
@@ -104,14 +105,31 @@ async fn listen(database_url: String, wake: Arc<Notify>) {
     }
 }
 
-/// Claims due commands (of one payment when given) and carries each out on its
+/// Claims due commands of this gateway's provider and carries each out on its
 /// own; returns the payments as each answer left them (JSON).
-pub async fn run_due(state: &AppState, payment_id: Option<&str>, lease: Duration) -> Result<Vec<String>, ApiError> {
+pub async fn run_due(state: &AppState, lease: Duration) -> Result<Vec<String>, ApiError> {
     let rows = {
         let db = state.pool.get().await?;
-        let claim = db.prepare_cached(db::CLAIM_PROVIDER_COMMANDS).await?;
-        db.query(&claim, &[&BATCH, &millis(lease), &payment_id, &state.provider.name()]).await?
+        claim(state, &db, None, lease).await?
     };
+    Ok(carry_out_all(state, rows).await)
+}
+
+/// Leases due commands (of one payment when given) on `db`: inside the
+/// caller's transaction when it has one, as a route queues and claims its own
+/// command in one, so the worker its NOTIFY wakes never races it.
+pub async fn claim(
+    state: &AppState,
+    db: &impl GenericClient,
+    payment_id: Option<&str>,
+    lease: Duration,
+) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+    let stmt = db.prepare_cached(db::CLAIM_PROVIDER_COMMANDS).await?;
+    Ok(db.query(&stmt, &[&BATCH, &millis(lease), &payment_id, &state.provider.name()]).await?)
+}
+
+/// Carries out claimed commands concurrently; returns the payments as the answers left them.
+pub async fn carry_out_all(state: &AppState, rows: Vec<tokio_postgres::Row>) -> Vec<String> {
     let mut work = JoinSet::new();
     for row in rows {
         let state = state.clone();
@@ -130,7 +148,7 @@ pub async fn run_due(state: &AppState, payment_id: Option<&str>, lease: Duration
             payments.push(payment);
         }
     }
-    Ok(payments)
+    payments
 }
 
 /// The provider call of one claimed command, then its answer recorded (no

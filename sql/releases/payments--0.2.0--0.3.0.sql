@@ -151,6 +151,9 @@ DROP INDEX payments.webhook_pending_match_idx;  -- the primary key's prefix now
 COMMENT ON TABLE payments.payments IS
     'One row per payment. Written only by the payments.* API functions; status changes only through payments.transition and the state machine. Keyed by (customer_id, id), the distribution column first; payment_customers finds a payment''s customer by id.';
 COMMENT ON COLUMN payments.payments.provider_payment_id IS 'The provider''s id for this payment (a Stripe PaymentIntent id); unique per provider (payments.provider_payments enforces it).';
+COMMENT ON COLUMN payments.payments.amount_captured_minor IS
+    'What the provider captured, in minor units, once the payment succeeded: the amount, or less after a partial capture of a manual payment (capture_payment).';
+COMMENT ON COLUMN payments.payments.cancellation_reason IS 'Why it was canceled (cancel_payment): duplicate, fraudulent, requested_by_customer, abandoned, or automatic (an authorization left uncaptured).';
 COMMENT ON COLUMN payments.payment_events.customer_id IS 'The payment''s customer: history lives beside its payment (not part of the hash).';
 COMMENT ON TABLE payments.idempotency_keys IS
     'Idempotency keys of create_payment calls, per customer (as Stripe keeps them per account): the same key for two customers is two payments. A key is claimed before its payment is written (hence the deferred foreign key), so a concurrent call with the same key waits and then replays. Kept at least 24 hours; payments.purge_idempotency_keys removes older ones.';
@@ -210,21 +213,6 @@ DROP FUNCTION payments._record_anomaly(text, text, text, text, text, jsonb);
 DROP FUNCTION payments._apply_pending_webhooks(text, text, text);
 DROP FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb);
 
-CREATE FUNCTION payments._capture_amount(p_customer_id text, p_payment_id text) RETURNS bigint
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v_amount bigint;
-BEGIN
-    SELECT c.amount_minor INTO v_amount FROM payments.provider_commands c
-    WHERE c.customer_id = p_customer_id AND c.payment_id = p_payment_id AND c.kind = 'capture'
-      AND c.status IN ('pending', 'succeeded')
-    ORDER BY c.created_at DESC LIMIT 1;
-    RETURN v_amount;
-END
-$$;
-COMMENT ON FUNCTION payments._capture_amount(text, text) IS
-    'Internal: the minor units capture_payment asked the provider to capture for a payment (the latest capture pending or done), or NULL when none was asked (a payment captured automatically, in full).';
-
 CREATE FUNCTION payments._customer_of(p_payment_id text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -273,6 +261,7 @@ DECLARE
     v_from     text;
     v_decision text;
     v_captured bigint;
+    v_reason   text;
 BEGIN
     SELECT p.status INTO v_from FROM payments.payments p
     WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
@@ -284,14 +273,18 @@ BEGIN
     WHEN 'noop' THEN
         RETURN 'noop';
     WHEN 'apply' THEN
+        -- What a capture or cancel asked for shows once the provider has done it, whoever reports it.
         IF p_to = 'succeeded' THEN
-            v_captured := payments._capture_amount(p_customer_id, p_payment_id);
+            v_captured := (payments._requested_command(p_customer_id, p_payment_id, 'capture')).amount_minor;
+        ELSIF p_to = 'canceled' THEN
+            v_reason := (payments._requested_command(p_customer_id, p_payment_id, 'cancel')).reason;
         END IF;
         -- A new status starts the reconciler's count afresh.
         UPDATE payments.payments p
         SET status = p_to, updated_at = now(), last_error = coalesce(p_last_error, p.last_error),
             reconcile_after = NULL, reconcile_attempts = 0,
-            amount_captured_minor = CASE WHEN p_to = 'succeeded' THEN coalesce(v_captured, p.amount_minor) END
+            amount_captured_minor = CASE WHEN p_to = 'succeeded' THEN coalesce(v_captured, p.amount_minor) END,
+            cancellation_reason = CASE WHEN p_to = 'canceled' THEN coalesce(p.cancellation_reason, v_reason) END
         WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
         PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
         RETURN 'applied';
@@ -548,7 +541,9 @@ BEGIN
        AND (v_payment.provider, v_payment.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
         RETURN 'provider_payment_mismatch';
     END IF;
-    v_captured := CASE WHEN p_to = 'succeeded' THEN payments._capture_amount(p_customer_id, p_payment_id) END;
+    IF p_to = 'succeeded' THEN
+        v_captured := (payments._requested_command(p_customer_id, p_payment_id, 'capture')).amount_minor;
+    END IF;
     IF v_captured IS NOT NULL AND v_captured <> v_payment.amount_minor THEN
         -- A partial capture: the authorization's money, and what was captured received.
         RETURN coalesce(payments._evidence_problem(v_payment.amount_minor, v_payment.currency, 'processing',
@@ -1066,6 +1061,22 @@ COMMENT ON COLUMN payments.provider_commands.run_after IS 'The gateway''s lease:
 COMMENT ON COLUMN payments.provider_commands.last_error IS 'Why the last attempt did not finish it (the provider unreachable, or its refusal).';
 SELECT pg_catalog.pg_extension_config_dump('payments.provider_commands', '');
 
+CREATE FUNCTION payments._requested_command(p_customer_id text, p_payment_id text, p_kind text)
+RETURNS payments.provider_commands
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_command payments.provider_commands%ROWTYPE;
+BEGIN
+    SELECT * INTO v_command FROM payments.provider_commands c
+    WHERE c.customer_id = p_customer_id AND c.payment_id = p_payment_id AND c.kind = p_kind
+      AND c.status IN ('pending', 'succeeded')
+    ORDER BY c.created_at DESC LIMIT 1;
+    RETURN v_command;
+END
+$$;
+COMMENT ON FUNCTION payments._requested_command(text, text, text) IS
+    'Internal: the latest capture or cancel asked of the provider for a payment, pending or done (all NULL when none): what a report of succeeded or canceled is checked against and records (the amount captured, the cancellation reason).';
+
 CREATE FUNCTION payments._queue_command(p_payment payments.payments, p_kind text, p_amount_minor bigint,
                                         p_reason text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -1282,10 +1293,6 @@ BEGIN
         finished_at = now(),
         last_error = CASE WHEN v_response ? 'error' THEN v_response -> 'error' END
     WHERE c.customer_id = v_command.customer_id AND c.id = v_command.id;
-    IF v_command.kind = 'cancel' AND record_command_result.status = 'canceled' THEN
-        UPDATE payments.payments p SET cancellation_reason = v_command.reason
-        WHERE p.customer_id = v_payment.customer_id AND p.id = v_payment.id;
-    END IF;
     IF v_response ? 'error' THEN
         PERFORM payments._append_event(v_payment.customer_id, v_payment.id, v_payment.status, v_payment.status, false,
                                        'provider', v_command.kind || ' refused',
@@ -1425,7 +1432,7 @@ REVOKE ALL ON FUNCTION
     payments._evidence_problem_for(text, text, text, jsonb, text, text),
     payments._record_anomaly(text, text, text, text, text, text, jsonb), payments._verify_event_chain(text),
     payments._apply_pending_webhooks(text, text, text, text), payments._apply_webhook(text, text, text, timestamptz, jsonb),
-    payments.distribute(int), payments._webhook_log(), payments._capture_amount(text, text),
+    payments.distribute(int), payments._webhook_log(), payments._requested_command(text, text, text),
     payments._queue_command(payments.payments, text, bigint, text), payments.capture_payment(text, numeric),
     payments.cancel_payment(text, text), payments.cancel_expired_authorizations(interval, timestamptz, text),
     payments.claim_provider_commands(int, interval, text, text), payments.record_command_result(text, boolean, text, jsonb),

@@ -283,15 +283,20 @@ pub async fn cancel(
     command(&state, &id, db::CANCEL_PAYMENT, &reason).await
 }
 
-/// Queues the command through its SQL function, then carries it out at once so
-/// the answer carries the provider's; unanswered, it stays queued for the worker.
+/// Queues the command through its SQL function and claims it in the same
+/// transaction, then carries it out at once so the answer carries the
+/// provider's; unanswered, it stays queued for the worker.
 async fn command(state: &AppState, id: &str, statement: &str, argument: &Option<String>) -> Result<Response, ApiError> {
-    let mut payment: String = {
-        let db = state.pool.get().await?;
-        let stmt = db.prepare_cached(statement).await?;
-        db.query_one(&stmt, &[&id, argument]).await?.try_get("payment")?
+    let (mut payment, claimed) = {
+        let mut db = state.pool.get().await?;
+        let tx = db.transaction().await?;
+        let stmt = tx.prepare_cached(statement).await?;
+        let payment: String = tx.query_one(&stmt, &[&id, argument]).await?.try_get("payment")?;
+        let claimed = crate::commands::claim(state, &tx, Some(id), state.command_lease).await?;
+        tx.commit().await?;
+        (payment, claimed)
     };
-    if let Some(done) = crate::commands::run_due(state, Some(id), state.command_lease).await?.pop() {
+    if let Some(done) = crate::commands::carry_out_all(state, claimed).await.pop() {
         payment = done;
     }
     Ok(json_response(StatusCode::OK, payment))
