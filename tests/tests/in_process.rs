@@ -53,6 +53,19 @@ impl App {
         request.send().await.unwrap()
     }
 
+    /// The payment once it reaches `status` (polled for up to 20 s), or as last seen.
+    async fn payment_once(&self, key: &str, id: &str, status: &str) -> Value {
+        let mut seen = Value::Null;
+        for _ in 0..200 {
+            seen = self.send(Method::GET, &format!("/v1/payments/{id}"), Some(key), None).await.json().await.unwrap();
+            if seen["status"] == status {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    }
+
     async fn metrics(&self) -> String {
         self.send(Method::GET, "/metrics", None, None).await.text().await.unwrap()
     }
@@ -883,18 +896,72 @@ async fn an_authorization_past_the_capture_window_is_canceled_by_the_worker() {
     let app = spawn_app(&["--capture-window-ms", "1000", "--command-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let payment = authorized_payment(&app, &key, "5.00").await;
-    let path = format!("/v1/payments/{}", payment["id"].as_str().unwrap());
-    let mut seen = Value::Null;
-    for _ in 0..200 {
-        seen = app.send(Method::GET, &path, Some(&key), None).await.json().await.unwrap();
-        if seen["status"] == "canceled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = app.payment_once(&key, payment["id"].as_str().unwrap(), "canceled").await;
     assert_eq!(
         (seen["status"].as_str(), seen["cancellation_reason"].as_str()),
         (Some("canceled"), Some("automatic")),
+        "{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_captures_of_one_payment_capture_once() {
+    let app = std::sync::Arc::new(spawn_app(&[]).await);
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let held = authorized_payment(&app, &key, "10.00").await;
+    let id = held["id"].as_str().unwrap().to_string();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (app, key, id) = (app.clone(), key.clone(), id.clone());
+        clients.spawn(async move {
+            app.send(Method::POST, &format!("/v1/payments/{id}/capture"), Some(&key), None).await.status()
+        });
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    while let Some(status) = clients.join_next().await {
+        *answers.entry(status.unwrap().as_u16()).or_insert(0) += 1;
+    }
+    // 200 (captured, or the same capture already queued), or 409 once it succeeded: never a second capture.
+    assert!(answers.keys().all(|s| [200, 409].contains(s)), "{answers:?}");
+    let db = payments_e2e::connect().await;
+    let commands: i64 = db
+        .query_one("SELECT count(*) FROM payments.provider_commands WHERE payment_id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(commands, 1, "one capture queued for 16 requests {answers:?}");
+    let done = app.payment_once(&key, &id, "succeeded").await;
+    assert_eq!(done["amount_captured_minor"], 1000, "{done}");
+}
+
+#[tokio::test]
+async fn a_capture_the_provider_cannot_take_now_is_finished_by_the_worker() {
+    let app =
+        spawn_app(&["--command-interval-ms", "100", "--provider-timeout-ms", "200", "--reconcile-lease-ms", "400"])
+            .await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let held = authorized_payment(&app, &key, "8.00").await;
+    let knobs = |error_percent: u8| {
+        app.http
+            .post(format!("{}/sandbox/_sandbox/config", app.url))
+            .bearer_auth(SANDBOX_KEY)
+            .json(&json!({ "error_percent": error_percent }))
+            .send()
+    };
+    assert!(knobs(100).await.unwrap().status().is_success());
+    let path = format!("/v1/payments/{}", held["id"].as_str().unwrap());
+    let queued: Value = app
+        .send(Method::POST, &format!("{path}/capture"), Some(&key), Some(json!({ "amount": 5 })))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queued["status"], "requires_capture", "the provider is down: still authorized, the capture queued");
+    assert!(knobs(0).await.unwrap().status().is_success());
+    let seen = app.payment_once(&key, held["id"].as_str().unwrap(), "succeeded").await;
+    assert_eq!(
+        (seen["status"].as_str(), seen["amount_captured"].as_str()),
+        (Some("succeeded"), Some("5.00")),
         "{seen}"
     );
 }
