@@ -24,6 +24,13 @@ Fetch it (succeeded once the sandbox's webhook has arrived, about half a second 
   curl -s $URL/v1/payments/<id> -H "Authorization: Bearer $KEY"
   curl -s $URL/v1/payments/<id>/events -H "Authorization: Bearer $KEY"
 
+Authorize, then capture part of it (the rest is released) or cancel it:
+  curl -s $URL/v1/payments -H "Authorization: Bearer $KEY" -H "Idempotency-Key: hold-\$(date +%s)" \\
+       -H 'Content-Type: application/json' \\
+       -d '{"customer_id": "cust_1", "amount": "80.00", "currency": "USD", "payment_method": "pm_card_visa", "capture_method": "manual"}'
+  curl -s $URL/v1/payments/<id>/capture -H "Authorization: Bearer $KEY" -d '{"amount": "50.00"}'
+  curl -s -X POST $URL/v1/payments/<id>/cancel -H "Authorization: Bearer $KEY"
+
 The same row and its history in SQL:
   psql "postgresql://postgres@127.0.0.1:$PGPORT/$DB" -c "SELECT id, amount, status FROM payments.payment_details" \\
        -c "SELECT payment_id, seq, from_status, to_status, source FROM payments.payment_history ORDER BY payment_id, seq"

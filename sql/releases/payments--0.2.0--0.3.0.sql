@@ -11,6 +11,8 @@
 -- webhook_pending by provider payment id, with the object it waits to apply.
 -- Idempotency keys are per customer. Functions Citus cannot plan are PL/pgSQL.
 -- Every row is kept; histories keep their hashes (customer_id is not hashed).
+-- Functions are dropped IF EXISTS so a database made by a development build of
+-- 0.2.0 upgrades too; the upgrade test proves none is left behind.
 
 -- ---------------------------------------------------------------------------
 -- Routing tables, filled from the rows already there
@@ -69,14 +71,14 @@ ALTER TABLE payments.webhook_pending DROP CONSTRAINT webhook_pending_provider_ev
 DROP VIEW payments.open_anomalies;
 DROP VIEW payments.customer_payments;
 DROP VIEW payments.webhook_log;
-DROP FUNCTION payments._result(text, text);
-DROP FUNCTION payments.get_payment(text);
-DROP FUNCTION payments.list_payments(text, text, int, text);
+DROP FUNCTION IF EXISTS payments._result(text, text);
+DROP FUNCTION IF EXISTS payments.get_payment(text);
+DROP FUNCTION IF EXISTS payments.list_payments(text, text, int, text);
 DROP VIEW payments.payment_details;
 -- payment_result gains the payment's new columns: the functions returning it are made anew below.
-DROP FUNCTION payments.create_payment(text, text, numeric, text, text, text, jsonb, text);
-DROP FUNCTION payments.transition(text, text, text, text, jsonb);
-DROP FUNCTION payments.record_provider_result(text, text, text, text, jsonb);
+DROP FUNCTION IF EXISTS payments.create_payment(text, text, numeric, text, text, text, jsonb, text);
+DROP FUNCTION IF EXISTS payments.transition(text, text, text, text, jsonb);
+DROP FUNCTION IF EXISTS payments.record_provider_result(text, text, text, text, jsonb);
 DROP TYPE payments.payment_result;
 ALTER TABLE payments.payments
     ADD COLUMN amount_captured_minor bigint CHECK (amount_captured_minor > 0),
@@ -204,14 +206,14 @@ COMMENT ON TYPE payments.payment_result IS
 -- Functions: every query names its customer; row locks instead of advisory
 -- locks; PL/pgSQL where Citus cannot plan SQL functions
 -- ---------------------------------------------------------------------------
-DROP FUNCTION payments._append_event(text, text, text, boolean, text, text, jsonb);
-DROP FUNCTION payments._transition(text, text, text, text, jsonb, jsonb);
-DROP FUNCTION payments._lock_provider_payment(text, text);
-DROP FUNCTION payments._link_provider(text, text, text);
-DROP FUNCTION payments._evidence_problem_for(text, text, jsonb, text, text);
-DROP FUNCTION payments._record_anomaly(text, text, text, text, text, jsonb);
-DROP FUNCTION payments._apply_pending_webhooks(text, text, text);
-DROP FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb);
+DROP FUNCTION IF EXISTS payments._append_event(text, text, text, boolean, text, text, jsonb);
+DROP FUNCTION IF EXISTS payments._transition(text, text, text, text, jsonb, jsonb);
+DROP FUNCTION IF EXISTS payments._lock_provider_payment(text, text);
+DROP FUNCTION IF EXISTS payments._link_provider(text, text, text);
+DROP FUNCTION IF EXISTS payments._evidence_problem_for(text, text, jsonb, text, text);
+DROP FUNCTION IF EXISTS payments._record_anomaly(text, text, text, text, text, jsonb);
+DROP FUNCTION IF EXISTS payments._apply_pending_webhooks(text, text, text);
+DROP FUNCTION IF EXISTS payments._apply_webhook(text, text, text, timestamptz, jsonb);
 
 CREATE FUNCTION payments._customer_of(p_payment_id text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
