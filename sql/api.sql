@@ -344,13 +344,22 @@ BEGIN
             payments._shown(source) USING ERRCODE = '42501',
             HINT = 'provider answers go through record_provider_result and webhooks through ingest_webhook, which check the money';
     END IF;
+    -- A payment the provider may hold is canceled there first (cancel_payment), or a
+    -- capture queued meanwhile could charge a payment shown canceled.
+    IF to_status = 'canceled' AND NOT pg_has_role(payments._invoker(), 'payments_admin', 'MEMBER')
+       AND EXISTS (SELECT 1 FROM payments.payments p
+                   WHERE p.customer_id = v_customer AND p.id = transition.payment_id
+                     AND (p.provider_payment_id IS NOT NULL OR p.payment_method IS NOT NULL)) THEN
+        RAISE EXCEPTION 'payment % may be held by its provider: cancel it with payments.cancel_payment',
+            transition.payment_id USING ERRCODE = '42501';
+    END IF;
     v_outcome := payments._transition(v_customer, transition.payment_id, to_status, source, reason,
                                       coalesce(data, '{}'), data -> 'last_error');
     RETURN QUERY SELECT * FROM payments._result(v_customer, transition.payment_id, v_outcome);
 END
 $$;
 COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
-    'The only way a status changes. source is api | provider | webhook | admin | system; admin and system, provider and webhook reports, and moves to processing, requires_capture or succeeded only for members of payments_admin (42501 otherwise): anyone else shows money moving only with the provider''s evidence, through record_provider_result or ingest_webhook. A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
+    'The only way a status changes. source is api | provider | webhook | admin | system; admin and system, provider and webhook reports, and moves to processing, requires_capture or succeeded only for members of payments_admin (42501 otherwise): anyone else shows money moving only with the provider''s evidence, through record_provider_result or ingest_webhook. Canceling a payment the provider may hold (a provider id or a payment method) is payments.cancel_payment''s, for everyone but payments_admin (42501). A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
 
 CREATE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text,
                                                 OUT payment_id text, OUT customer_id text)

@@ -48,7 +48,7 @@ GRANT EXECUTE ON FUNCTION
     payments.cancel_payment(text, text),
     payments.cancel_expired_authorizations(interval, timestamptz, text),
     payments.claim_provider_commands(int, interval, text, text),
-    payments.record_command_result(text, boolean, text, jsonb)
+    payments.record_command_result(text, boolean, text, jsonb, text)
 TO payments_admin, payments_gateway;
 
 -- The gateway checks keys and reads histories.

@@ -27,6 +27,7 @@ use crate::provider::{CommandAnswer, ProviderError};
 
 const BATCH: i32 = 20;
 const CHANNEL: &str = "payments_provider_commands";
+const EXPIRY_CHECK: Duration = Duration::from_secs(60);
 
 /// How the outbox paces itself.
 #[derive(Debug, Clone, Copy)]
@@ -48,18 +49,23 @@ pub async fn run(state: AppState, pace: Pace, database_url: String) {
     tokio::spawn(listen(database_url, wake.clone()));
     let mut tick = tokio::time::interval(pace.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expiry_checked: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = queue_expired_cancels(&state, pace).await {
-                    tracing::warn!(error = %e, "queuing the cancels of expired authorizations failed");
+                // The search for expired authorizations reads every shard: at most once a minute.
+                if expiry_checked.is_none_or(|t| t.elapsed() >= EXPIRY_CHECK.min(pace.capture_window)) {
+                    expiry_checked = Some(std::time::Instant::now());
+                    if let Err(e) = queue_expired_cancels(&state, pace).await {
+                        tracing::warn!(error = %e, "queuing the cancels of expired authorizations failed");
+                    }
                 }
             }
             _ = wake.notified() => {}
         }
         match run_due(&state, pace.lease).await {
-            Ok(done) if done.is_empty() => {}
-            Ok(done) => tracing::info!(commands = done.len(), "provider commands carried out"),
+            Ok(0) => {}
+            Ok(done) => tracing::info!(commands = done, "provider commands carried out"),
             Err(e) => tracing::warn!(error = %e, "provider command pass failed"),
         }
     }
@@ -106,13 +112,13 @@ async fn listen(database_url: String, wake: Arc<Notify>) {
 }
 
 /// Claims due commands of this gateway's provider and carries each out on its
-/// own; returns the payments as each answer left them (JSON).
-pub async fn run_due(state: &AppState, lease: Duration) -> Result<Vec<String>, ApiError> {
+/// own; returns how many were recorded (failures are logged and retried after their lease).
+pub async fn run_due(state: &AppState, lease: Duration) -> Result<usize, ApiError> {
     let rows = {
         let db = state.pool.get().await?;
         claim(state, &db, None, lease).await?
     };
-    Ok(carry_out_all(state, rows).await)
+    Ok(carry_out_all(state, rows).await.iter().filter(|r| r.is_ok()).count())
 }
 
 /// Leases due commands (of one payment when given) on `db`: inside the
@@ -128,8 +134,9 @@ pub async fn claim(
     Ok(db.query(&stmt, &[&BATCH, &millis(lease), &payment_id, &state.provider.name()]).await?)
 }
 
-/// Carries out claimed commands concurrently; returns the payments as the answers left them.
-pub async fn carry_out_all(state: &AppState, rows: Vec<tokio_postgres::Row>) -> Vec<String> {
+/// Carries out claimed commands concurrently; returns, per command, the payment as
+/// the answer left it (JSON) or why it could not be recorded.
+pub async fn carry_out_all(state: &AppState, rows: Vec<tokio_postgres::Row>) -> Vec<Result<String, ApiError>> {
     let mut work = JoinSet::new();
     for row in rows {
         let state = state.clone();
@@ -142,13 +149,11 @@ pub async fn carry_out_all(state: &AppState, rows: Vec<tokio_postgres::Row>) -> 
             result
         });
     }
-    let mut payments = Vec::new();
+    let mut results = Vec::new();
     while let Some(done) = work.join_next().await {
-        if let Ok(Ok(payment)) = done {
-            payments.push(payment);
-        }
+        results.push(done.unwrap_or_else(|e| Err(ApiError::Internal(format!("a provider command task failed: {e}")))));
     }
-    payments
+    results
 }
 
 /// The provider call of one claimed command, then its answer recorded (no
@@ -161,7 +166,12 @@ async fn carry_out(state: &AppState, row: &tokio_postgres::Row) -> Result<String
         "capture" => {
             state.provider.capture_payment(&provider_payment_id, row.try_get("amount_minor")?, &command_id).await
         }
-        _ => state.provider.cancel_payment(&provider_payment_id, row.try_get("reason")?, &command_id).await,
+        _ => {
+            // `automatic` is the extension's own word (an expired authorization): Stripe sets it
+            // itself and refuses it from callers, so such a cancel carries no reason.
+            let reason = row.try_get::<_, Option<&str>>("reason")?.filter(|r| *r != "automatic");
+            state.provider.cancel_payment(&provider_payment_id, reason, &command_id).await
+        }
     };
     let (answered, status, response) = match answer {
         Ok(CommandAnswer::Object { status, raw }) => (true, Some(status.as_str()), raw),
@@ -175,5 +185,6 @@ async fn carry_out(state: &AppState, row: &tokio_postgres::Row) -> Result<String
     .increment(1);
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::RECORD_COMMAND_RESULT).await?;
-    Ok(db.query_one(&stmt, &[&command_id, &answered, &status, &response]).await?.try_get("payment")?)
+    let customer_id: &str = row.try_get("customer_id")?;
+    Ok(db.query_one(&stmt, &[&command_id, &answered, &status, &response, &customer_id]).await?.try_get("payment")?)
 }

@@ -63,12 +63,13 @@ pub const CAPTURE_PAYMENT: &str =
 pub const CANCEL_PAYMENT: &str = concat!("SELECT ", payment_json!("r"), " FROM payments.cancel_payment($1, $2) r");
 
 /// Leases queued provider commands of provider `$4`: `$1` at most, `$2` ms, of payment `$3` only when given.
-pub const CLAIM_PROVIDER_COMMANDS: &str = "SELECT command_id, kind, payment_id, provider, provider_payment_id,
+pub const CLAIM_PROVIDER_COMMANDS: &str =
+    "SELECT command_id, kind, payment_id, customer_id, provider, provider_payment_id,
         amount_minor, reason
      FROM payments.claim_provider_commands($1, $2::bigint * interval '1 millisecond', $3, $4)";
 
 pub const RECORD_COMMAND_RESULT: &str =
-    concat!("SELECT ", payment_json!("r"), " FROM payments.record_command_result($1, $2, $3, $4::text::jsonb) r");
+    concat!("SELECT ", payment_json!("r"), " FROM payments.record_command_result($1, $2, $3, $4::text::jsonb, $5) r");
 
 /// Queues a cancel for every authorization of provider `$2` older than `$1` ms.
 pub const CANCEL_EXPIRED_AUTHORIZATIONS: &str =

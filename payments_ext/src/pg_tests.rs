@@ -1100,6 +1100,11 @@ mod tests {
         let in_flight =
             one::<String>("SELECT id FROM payments.create_payment('can2', 'cust_1', 3, 'usd', 'pm_card_visa')");
         assert_eq!(sqlstate(&format!("SELECT payments.cancel_payment('{in_flight}')")), "PM209");
+        // Nor around cancel_payment's checks: only an administrator may cancel it by transition.
+        attempt("SELECT 1");
+        Spi::run("SET LOCAL ROLE payments_gateway").unwrap();
+        assert_eq!(sqlstate(&format!("SELECT payments.transition('{in_flight}', 'canceled', 'api')")), "42501");
+        Spi::run("RESET ROLE").unwrap();
         assert_eq!(sqlstate(&format!("SELECT payments.cancel_payment('{in_flight}', 'automatic')")), "PM100");
         assert_eq!(sqlstate(&format!("SELECT payments.cancel_payment('{in_flight}', 'bored')")), "PM100");
 
@@ -1137,5 +1142,40 @@ mod tests {
             0
         );
         assert_eq!(sqlstate("SELECT payments.cancel_expired_authorizations('500 milliseconds')"), "PM100");
+
+        // Refused, an automatic cancel is not queued again: it waits for an operator.
+        let (command, _, reason) = claim(&id);
+        assert_eq!(reason, "automatic");
+        let refusal = r#"{"error":{"code":"payment_intent_unexpected_state","payment_intent":{"id":"pi_exp1","client_secret":"pi_exp1_secret_x"}}}"#;
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_command_result('{command}', true, NULL, '{refusal}')"
+        ));
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT last_error::text LIKE '%secret%' FROM payments.provider_commands WHERE id = '{command}'"
+            )),
+            false,
+            "no client_secret is kept, also not inside a refusal"
+        );
+        one::<i32>(due);
+        assert_eq!(one::<i64>(&pending), 1, "one automatic cancel, refused, and no second");
+    }
+
+    #[pg_test]
+    fn a_command_whose_payment_moved_on_is_not_carried_out() {
+        let id = authorized("mov1", "6");
+        one::<String>(&format!("SELECT outcome FROM payments.capture_payment('{id}')"));
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.transition('{id}', 'canceled', 'admin', 'voided by hand')"
+        ));
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM payments.claim_provider_commands(10, '30 seconds', '{id}')")),
+            0
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM payments.provider_commands WHERE payment_id = '{id}'")),
+            "failed"
+        );
+        assert_eq!(sqlstate("SELECT payments.record_command_result('x', NULL, NULL, '{}')"), "PM100");
     }
 }

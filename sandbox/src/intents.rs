@@ -269,7 +269,8 @@ impl Objects {
             return unexpected_state(pi, "cancel");
         }
         let reason = params.get("cancellation_reason").map_or("requested_by_customer", String::as_str);
-        if !["duplicate", "fraudulent", "requested_by_customer", "abandoned", "automatic"].contains(&reason) {
+        // Stripe sets `automatic` itself (an expired authorization) and refuses it from callers.
+        if !["duplicate", "fraudulent", "requested_by_customer", "abandoned"].contains(&reason) {
             return error(
                 400,
                 "invalid_request_error",

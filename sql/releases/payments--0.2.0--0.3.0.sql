@@ -468,13 +468,22 @@ BEGIN
             payments._shown(source) USING ERRCODE = '42501',
             HINT = 'provider answers go through record_provider_result and webhooks through ingest_webhook, which check the money';
     END IF;
+    -- A payment the provider may hold is canceled there first (cancel_payment), or a
+    -- capture queued meanwhile could charge a payment shown canceled.
+    IF to_status = 'canceled' AND NOT pg_has_role(payments._invoker(), 'payments_admin', 'MEMBER')
+       AND EXISTS (SELECT 1 FROM payments.payments p
+                   WHERE p.customer_id = v_customer AND p.id = transition.payment_id
+                     AND (p.provider_payment_id IS NOT NULL OR p.payment_method IS NOT NULL)) THEN
+        RAISE EXCEPTION 'payment % may be held by its provider: cancel it with payments.cancel_payment',
+            transition.payment_id USING ERRCODE = '42501';
+    END IF;
     v_outcome := payments._transition(v_customer, transition.payment_id, to_status, source, reason,
                                       coalesce(data, '{}'), data -> 'last_error');
     RETURN QUERY SELECT * FROM payments._result(v_customer, transition.payment_id, v_outcome);
 END
 $$;
 COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
-    'The only way a status changes. source is api | provider | webhook | admin | system; admin and system, provider and webhook reports, and moves to processing, requires_capture or succeeded only for members of payments_admin (42501 otherwise): anyone else shows money moving only with the provider''s evidence, through record_provider_result or ingest_webhook. A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
+    'The only way a status changes. source is api | provider | webhook | admin | system; admin and system, provider and webhook reports, and moves to processing, requires_capture or succeeded only for members of payments_admin (42501 otherwise): anyone else shows money moving only with the provider''s evidence, through record_provider_result or ingest_webhook. Canceling a payment the provider may hold (a provider id or a payment method) is payments.cancel_payment''s, for everyone but payments_admin (42501). A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
 
 CREATE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text,
                                                 OUT payment_id text, OUT customer_id text)
@@ -1197,9 +1206,11 @@ BEGIN
         WHERE p.customer_id = v_due.customer_id AND p.id = v_due.id AND p.status = 'requires_capture'
         FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
+        -- Not while another command is pending, and once only: a refused automatic
+        -- cancel is left to an operator (it shows in provider_commands), never retried in a loop.
         CONTINUE WHEN EXISTS (SELECT 1 FROM payments.provider_commands c
                               WHERE c.customer_id = v_due.customer_id AND c.payment_id = v_due.id
-                                AND c.status = 'pending');
+                                AND (c.status = 'pending' OR (c.kind = 'cancel' AND c.reason = 'automatic')));
         PERFORM payments._queue_command(v_payment, 'cancel', NULL, 'automatic');
         v_queued := v_queued + 1;
     END LOOP;
@@ -1207,7 +1218,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.cancel_expired_authorizations(interval, timestamptz, text) IS
-    'Queues a cancel (reason automatic) for every authorization (of one provider, when given) left uncaptured longer than older_than (default 7 days, Stripe''s window; at least 1 second) at time at, and returns how many (at most 1000 per call). The gateway calls it on a timer for its provider; safe to call twice or from two places at once.';
+    'Queues a cancel (reason automatic) for every authorization (of one provider, when given) left uncaptured longer than older_than (default 7 days, Stripe''s window; at least 1 second) at time at, and returns how many (at most 1000 per call). A payment gets one automatic cancel: if the provider refuses it, it waits for an operator. The gateway calls it on a timer for its provider; safe to call twice or from two places at once.';
 
 CREATE FUNCTION payments.claim_provider_commands(lim int DEFAULT 10, lease interval DEFAULT '30 seconds',
                                                  only_payment_id text DEFAULT NULL, only_provider text DEFAULT NULL)
@@ -1216,8 +1227,11 @@ RETURNS TABLE (command_id text, kind text, payment_id text, customer_id text, pr
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_only_customer text;
-    v_due      record;
-    v_attempts integer;
+    v_due        record;
+    v_attempts   integer;
+    v_kind       text;
+    v_payment_id text;
+    v_status     text;
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR lease IS NULL OR lease <= interval '0' THEN
         RAISE EXCEPTION 'lim is 1 to 1000 and the lease positive' USING ERRCODE = 'PM100';
@@ -1234,10 +1248,21 @@ BEGIN
           AND (only_provider IS NULL OR p.provider = only_provider)
         ORDER BY c.run_after LIMIT lim
     LOOP
-        SELECT c.attempts INTO v_attempts FROM payments.provider_commands c
+        SELECT c.attempts, c.kind, c.payment_id INTO v_attempts, v_kind, v_payment_id FROM payments.provider_commands c
         WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id AND c.status = 'pending' AND c.run_after <= now()
         FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
+        -- A payment that moved on meanwhile (a webhook, an administrator) is not asked about again.
+        SELECT p.status INTO v_status FROM payments.payments p
+        WHERE p.customer_id = v_due.customer_id AND p.id = v_payment_id;
+        IF v_status NOT IN ('requires_capture', 'requires_payment_method', 'requires_confirmation', 'requires_action')
+           OR (v_kind = 'capture' AND v_status <> 'requires_capture') THEN
+            UPDATE payments.provider_commands c
+            SET status = 'failed', finished_at = now(),
+                last_error = jsonb_build_object('message', 'the payment is ' || v_status || ': nothing to ' || v_kind)
+            WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id;
+            CONTINUE;
+        END IF;
         UPDATE payments.provider_commands c
         SET attempts = v_attempts + 1,
             -- Each attempt waits longer: the lease, doubled per attempt, at most an hour.
@@ -1253,21 +1278,35 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.claim_provider_commands(int, interval, text, text) IS
-    'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease.';
+    'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease. A command whose payment has moved on (a webhook or an administrator finished it) fails instead of being claimed.';
 
-CREATE FUNCTION payments.record_command_result(command_id text, answered boolean, status text, response jsonb)
+CREATE FUNCTION payments.record_command_result(command_id text, answered boolean, status text, response jsonb,
+                                               customer_id text DEFAULT NULL)
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_command  payments.provider_commands%ROWTYPE;
     v_payment  payments.payments%ROWTYPE;
-    v_response jsonb := coalesce(response, '{}') - 'client_secret';
+    -- A PaymentIntent's client_secret lets a browser confirm it: never kept, also not inside a refusal.
+    v_response jsonb := coalesce(response, '{}') - 'client_secret' #- '{error,payment_intent,client_secret}';
+    v_refused  boolean;
 BEGIN
-    SELECT * INTO v_command FROM payments.provider_commands c WHERE c.id = record_command_result.command_id;
+    IF answered IS NULL THEN
+        RAISE EXCEPTION 'answered is required' USING ERRCODE = 'PM100';
+    END IF;
+    -- The claim returned the customer: with it, one shard answers on Citus.
+    SELECT * INTO v_command FROM payments.provider_commands c
+    WHERE c.id = record_command_result.command_id
+      AND (record_command_result.customer_id IS NULL OR c.customer_id = record_command_result.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'provider command % not found', payments._shown(record_command_result.command_id)
             USING ERRCODE = 'PM204';
     END IF;
+    SELECT * INTO v_payment FROM payments.payments p
+    WHERE p.customer_id = v_command.customer_id AND p.id = v_command.payment_id;
+    -- Lock order: the provider id's row, then the payment's, then the command's (a webhook
+    -- bringing the same news takes the first two in this order too).
+    PERFORM payments._lock_provider_payment(v_payment.provider, v_payment.provider_payment_id);
     SELECT * INTO v_payment FROM payments.payments p
     WHERE p.customer_id = v_command.customer_id AND p.id = v_command.payment_id FOR UPDATE;
     SELECT * INTO v_command FROM payments.provider_commands c
@@ -1287,18 +1326,21 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._result(v_payment.customer_id, v_payment.id, 'queued');
         RETURN;
     END IF;
-    -- The provider did it (its object now has the command's status) or refused.
+    -- The provider did it (its object now has the command's status) or refused (an error, or
+    -- an object in a status that is no answer).
+    v_refused := v_response ? 'error' OR record_command_result.status IS NULL;
     UPDATE payments.provider_commands c
-    SET status = CASE WHEN record_command_result.status = CASE v_command.kind WHEN 'capture' THEN 'succeeded'
-                                                                              ELSE 'canceled' END
+    SET status = CASE WHEN NOT v_refused AND record_command_result.status = CASE v_command.kind WHEN 'capture' THEN 'succeeded'
+                                                                                               ELSE 'canceled' END
                       THEN 'succeeded' ELSE 'failed' END,
         finished_at = now(),
-        last_error = CASE WHEN v_response ? 'error' THEN v_response -> 'error' END
+        last_error = CASE WHEN v_refused THEN coalesce(v_response -> 'error', v_response) END
     WHERE c.customer_id = v_command.customer_id AND c.id = v_command.id;
-    IF v_response ? 'error' THEN
+    IF v_refused THEN
         PERFORM payments._append_event(v_payment.customer_id, v_payment.id, v_payment.status, v_payment.status, false,
                                        'provider', v_command.kind || ' refused',
-                                       jsonb_build_object('command_id', v_command.id, 'error', v_response -> 'error'));
+                                       jsonb_build_object('command_id', v_command.id,
+                                                          'error', coalesce(v_response -> 'error', v_response)));
         RETURN QUERY SELECT * FROM payments._result(v_payment.customer_id, v_payment.id, 'noop');
         RETURN;
     END IF;
@@ -1308,8 +1350,8 @@ BEGIN
                                                                v_response);
 END
 $$;
-COMMENT ON FUNCTION payments.record_command_result(text, boolean, text, jsonb) IS
-    'Records the provider''s answer to a queued command. answered = false: the provider was unreachable (response: the error); the command stays pending and comes back after its lease. Otherwise response is the provider''s object (a PaymentIntent, applied through record_provider_result with status, its money checked as always) or its refusal ({"error": …}, recorded; the command failed). A repeat of a recorded answer changes nothing.';
+COMMENT ON FUNCTION payments.record_command_result(text, boolean, text, jsonb, text) IS
+    'Records the provider''s answer to a queued command (customer_id, as the claim returned it, finds it on one shard). answered = false: the provider was unreachable (response: the error); the command stays pending and comes back after its lease. Otherwise response is the provider''s object (a PaymentIntent, applied through record_provider_result with status, its money checked as always) or its refusal ({"error": …}, or an object with no status that answers the command: recorded, the command failed). A client_secret is never kept. A repeat of a recorded answer changes nothing.';
 
 -- ---------------------------------------------------------------------------
 -- Scaling out
@@ -1437,7 +1479,7 @@ REVOKE ALL ON FUNCTION
     payments.distribute(int), payments._webhook_log(), payments._requested_command(text, text, text),
     payments._queue_command(payments.payments, text, bigint, text), payments.capture_payment(text, numeric),
     payments.cancel_payment(text, text), payments.cancel_expired_authorizations(interval, timestamptz, text),
-    payments.claim_provider_commands(int, interval, text, text), payments.record_command_result(text, boolean, text, jsonb),
+    payments.claim_provider_commands(int, interval, text, text), payments.record_command_result(text, boolean, text, jsonb, text),
     payments.create_payment(text, text, numeric, text, text, text, jsonb, text),
     payments.transition(text, text, text, text, jsonb), payments.record_provider_result(text, text, text, text, jsonb)
 FROM PUBLIC;
@@ -1451,7 +1493,7 @@ GRANT EXECUTE ON FUNCTION
     payments.cancel_payment(text, text),
     payments.cancel_expired_authorizations(interval, timestamptz, text),
     payments.claim_provider_commands(int, interval, text, text),
-    payments.record_command_result(text, boolean, text, jsonb)
+    payments.record_command_result(text, boolean, text, jsonb, text)
 TO payments_admin, payments_gateway;
 REVOKE ALL ON payments.payment_customers, payments.provider_payments FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION payments.distribute(int) TO payments_admin;

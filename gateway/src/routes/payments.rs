@@ -296,8 +296,9 @@ async fn command(state: &AppState, id: &str, statement: &str, argument: &Option<
         tx.commit().await?;
         (payment, claimed)
     };
+    // Its one command: an answer that could not be recorded is the caller's to know.
     if let Some(done) = crate::commands::carry_out_all(state, claimed).await.pop() {
-        payment = done;
+        payment = done?;
     }
     Ok(json_response(StatusCode::OK, payment))
 }
