@@ -15,7 +15,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=/usr/lib/postgresql/15/bin
 PG_CONFIG=$BIN/pg_config
 CITUS_VERSION=12.1.12
-CITUS_SRC=${CITUS_SRC:-$ROOT/../shared/citus}
+# The source ships beside the repository (../shared/citus/); CITUS_SRC overrides.
+CITUS_SRC=${CITUS_SRC:-}
+if [ -z "$CITUS_SRC" ]; then
+  for dir in "$ROOT/../shared/citus" /work/shared/citus; do
+    if [ -f "$dir/citus-12.1.12.tar.gz" ]; then CITUS_SRC=$dir; break; fi
+  done
+fi
 RUN_DIR=$ROOT/.run/citus
 PORT=${CITUS_PORT:-54340}
 PORTS=("$PORT" "$((PORT + 1))" "$((PORT + 2))")
@@ -52,6 +58,10 @@ install() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if [ ! -f "$CITUS_SRC/citus-$CITUS_VERSION.tar.gz" ]; then
+    echo "citus: citus-$CITUS_VERSION.tar.gz not found in ../shared/citus/ (set CITUS_SRC to its folder)" >&2
+    exit 1
   fi
   echo "citus: building Citus $CITUS_VERSION from $CITUS_SRC (about two minutes)"
   (cd "$CITUS_SRC" && sha256sum -c --quiet SHA256SUMS)
