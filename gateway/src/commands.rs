@@ -166,12 +166,14 @@ async fn carry_out(state: &AppState, row: &tokio_postgres::Row) -> Result<String
         "capture" => {
             state.provider.capture_payment(&provider_payment_id, row.try_get("amount_minor")?, &command_id).await
         }
-        _ => {
+        "cancel" => {
             // `automatic` is the extension's own word (an expired authorization): Stripe sets it
             // itself and refuses it from callers, so such a cancel carries no reason.
             let reason = row.try_get::<_, Option<&str>>("reason")?.filter(|r| *r != "automatic");
             state.provider.cancel_payment(&provider_payment_id, reason, &command_id).await
         }
+        // A kind a newer extension queues is left to a gateway that knows it (its lease brings it back).
+        other => return Err(ApiError::Internal(format!("provider command of unknown kind {other:?}"))),
     };
     let (answered, status, response) = match answer {
         Ok(CommandAnswer::Object { status, raw }) => (true, Some(status.as_str()), raw),
