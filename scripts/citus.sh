@@ -49,16 +49,7 @@ install() {
   if [ -f "$control" ] && grep -q "default_version = '12.1" "$control"; then
     return
   fi
-  local missing=()
-  for p in "${BUILD_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if ((${#missing[@]})); then
-    echo "citus: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  "$ROOT/scripts/apt-ensure.sh" "${BUILD_PACKAGES[@]}"
   if [ ! -f "$CITUS_SRC/citus-$CITUS_VERSION.tar.gz" ]; then
     echo "citus: citus-$CITUS_VERSION.tar.gz not found in ../shared/citus/ (set CITUS_SRC to its folder)" >&2
     exit 1

@@ -106,6 +106,19 @@ $$;
 COMMENT ON FUNCTION payments._customer_of(text) IS
     'Internal: the customer a payment id belongs to (payment_customers), or PM204 for an unknown payment.';
 
+CREATE FUNCTION payments._locked_payment(p_payment_id text) RETURNS payments.payments
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_customer text := payments._customer_of(p_payment_id);
+    v_payment  payments.payments%ROWTYPE;
+BEGIN
+    SELECT * INTO v_payment FROM payments.payments p WHERE p.customer_id = v_customer AND p.id = p_payment_id FOR UPDATE;
+    RETURN v_payment;
+END
+$$;
+COMMENT ON FUNCTION payments._locked_payment(text) IS
+    'Internal: a payment by id, its row locked for the rest of the transaction (found through its route); PM204 for an unknown payment.';
+
 CREATE FUNCTION payments._append_event(p_customer_id text, p_payment_id text, p_from text, p_to text,
                                        p_applied boolean, p_source text, p_reason text, p_data jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -137,11 +150,12 @@ CREATE FUNCTION payments._transition(p_customer_id text, p_payment_id text, p_to
 LANGUAGE plpgsql AS $$
 DECLARE
     v_from     text;
+    v_capture  text;
     v_decision text;
     v_captured bigint;
     v_reason   text;
 BEGIN
-    SELECT p.status INTO v_from FROM payments.payments p
+    SELECT p.status, p.capture_method INTO v_from, v_capture FROM payments.payments p
     WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
@@ -152,7 +166,7 @@ BEGIN
         RETURN 'noop';
     WHEN 'apply' THEN
         -- What a capture or cancel asked for shows once the provider has done it, whoever reports it.
-        IF p_to = 'succeeded' THEN
+        IF p_to = 'succeeded' AND v_capture = 'manual' THEN
             v_captured := (payments._requested_command(p_customer_id, p_payment_id, 'capture')).amount_minor;
         ELSIF p_to = 'canceled' THEN
             v_reason := (payments._requested_command(p_customer_id, p_payment_id, 'cancel')).reason;
@@ -428,7 +442,8 @@ BEGIN
        AND (v_payment.provider, v_payment.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
         RETURN 'provider_payment_mismatch';
     END IF;
-    IF p_to = 'succeeded' THEN
+    -- Only a manual payment is captured by command (and perhaps in part).
+    IF p_to = 'succeeded' AND v_payment.capture_method = 'manual' THEN
         v_captured := (payments._requested_command(p_customer_id, p_payment_id, 'capture')).amount_minor;
     END IF;
     IF v_captured IS NOT NULL AND v_captured <> v_payment.amount_minor THEN

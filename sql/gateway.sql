@@ -134,15 +134,12 @@ COMMENT ON FUNCTION payments.claim_provider_work(int, interval, interval, interv
 CREATE FUNCTION payments.record_provider_error(payment_id text, error jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_customer text := payments._customer_of(record_provider_error.payment_id);
-    v_status   text;
+    v_payment payments.payments := payments._locked_payment(record_provider_error.payment_id);
 BEGIN
-    SELECT p.status INTO v_status FROM payments.payments p
-    WHERE p.customer_id = v_customer AND p.id = record_provider_error.payment_id FOR UPDATE;
     UPDATE payments.payments p SET last_error = error, updated_at = now()
-    WHERE p.customer_id = v_customer AND p.id = record_provider_error.payment_id;
-    PERFORM payments._append_event(v_customer, record_provider_error.payment_id, v_status, v_status, false, 'provider',
-                                   'provider call failed', jsonb_build_object('last_error', error));
+    WHERE p.customer_id = v_payment.customer_id AND p.id = v_payment.id;
+    PERFORM payments._append_event(v_payment.customer_id, v_payment.id, v_payment.status, v_payment.status, false,
+                                   'provider', 'provider call failed', jsonb_build_object('last_error', error));
 END
 $$;
 COMMENT ON FUNCTION payments.record_provider_error(text, jsonb) IS

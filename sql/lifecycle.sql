@@ -86,12 +86,9 @@ CREATE FUNCTION payments.capture_payment(payment_id text, amount numeric DEFAULT
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_customer text := payments._customer_of(capture_payment.payment_id);
-    v_payment  payments.payments%ROWTYPE;
-    v_minor    bigint;
+    v_payment payments.payments := payments._locked_payment(capture_payment.payment_id);
+    v_minor   bigint;
 BEGIN
-    SELECT * INTO v_payment FROM payments.payments p
-    WHERE p.customer_id = v_customer AND p.id = capture_payment.payment_id FOR UPDATE;
     IF v_payment.status <> 'requires_capture' THEN
         RAISE EXCEPTION 'payment % is %, not requires_capture: there is nothing to capture', v_payment.id,
             v_payment.status USING ERRCODE = 'PM206';
@@ -102,7 +99,7 @@ BEGIN
             payments.to_major(v_payment.amount_minor, v_payment.currency) USING ERRCODE = 'PM207';
     END IF;
     PERFORM payments._queue_command(v_payment, 'capture', v_minor, NULL);
-    RETURN QUERY SELECT * FROM payments._result(v_customer, v_payment.id, 'queued');
+    RETURN QUERY SELECT * FROM payments._result(v_payment.customer_id, v_payment.id, 'queued');
 END
 $$;
 COMMENT ON FUNCTION payments.capture_payment(text, numeric) IS
@@ -112,16 +109,16 @@ CREATE FUNCTION payments.cancel_payment(payment_id text, reason text DEFAULT NUL
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_customer text := payments._customer_of(cancel_payment.payment_id);
     v_payment  payments.payments%ROWTYPE;
+    v_customer text;
     v_outcome  text;
 BEGIN
     IF reason IS NOT NULL AND (reason = 'automatic' OR NOT payments._is_allowed('cancellation_reason', reason)) THEN
         RAISE EXCEPTION 'reason must be duplicate, fraudulent, requested_by_customer or abandoned, not %',
             quote_literal(payments._shown(reason)) USING ERRCODE = 'PM100';
     END IF;
-    SELECT * INTO v_payment FROM payments.payments p
-    WHERE p.customer_id = v_customer AND p.id = cancel_payment.payment_id FOR UPDATE;
+    v_payment := payments._locked_payment(cancel_payment.payment_id);
+    v_customer := v_payment.customer_id;
     -- Stripe cancels a payment in these statuses only (not while processing).
     IF v_payment.status NOT IN ('requires_payment_method', 'requires_confirmation', 'requires_action', 'requires_capture') THEN
         RAISE EXCEPTION 'payment % is % and cannot be canceled', v_payment.id, v_payment.status USING ERRCODE = 'PM206';

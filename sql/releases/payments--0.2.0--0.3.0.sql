@@ -230,6 +230,19 @@ $$;
 COMMENT ON FUNCTION payments._customer_of(text) IS
     'Internal: the customer a payment id belongs to (payment_customers), or PM204 for an unknown payment.';
 
+CREATE FUNCTION payments._locked_payment(p_payment_id text) RETURNS payments.payments
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_customer text := payments._customer_of(p_payment_id);
+    v_payment  payments.payments%ROWTYPE;
+BEGIN
+    SELECT * INTO v_payment FROM payments.payments p WHERE p.customer_id = v_customer AND p.id = p_payment_id FOR UPDATE;
+    RETURN v_payment;
+END
+$$;
+COMMENT ON FUNCTION payments._locked_payment(text) IS
+    'Internal: a payment by id, its row locked for the rest of the transaction (found through its route); PM204 for an unknown payment.';
+
 CREATE FUNCTION payments._append_event(p_customer_id text, p_payment_id text, p_from text, p_to text,
                                        p_applied boolean, p_source text, p_reason text, p_data jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -261,11 +274,12 @@ CREATE FUNCTION payments._transition(p_customer_id text, p_payment_id text, p_to
 LANGUAGE plpgsql AS $$
 DECLARE
     v_from     text;
+    v_capture  text;
     v_decision text;
     v_captured bigint;
     v_reason   text;
 BEGIN
-    SELECT p.status INTO v_from FROM payments.payments p
+    SELECT p.status, p.capture_method INTO v_from, v_capture FROM payments.payments p
     WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
@@ -276,7 +290,7 @@ BEGIN
         RETURN 'noop';
     WHEN 'apply' THEN
         -- What a capture or cancel asked for shows once the provider has done it, whoever reports it.
-        IF p_to = 'succeeded' THEN
+        IF p_to = 'succeeded' AND v_capture = 'manual' THEN
             v_captured := (payments._requested_command(p_customer_id, p_payment_id, 'capture')).amount_minor;
         ELSIF p_to = 'canceled' THEN
             v_reason := (payments._requested_command(p_customer_id, p_payment_id, 'cancel')).reason;
@@ -552,7 +566,8 @@ BEGIN
        AND (v_payment.provider, v_payment.provider_payment_id) IS DISTINCT FROM (p_provider, p_provider_payment_id) THEN
         RETURN 'provider_payment_mismatch';
     END IF;
-    IF p_to = 'succeeded' THEN
+    -- Only a manual payment is captured by command (and perhaps in part).
+    IF p_to = 'succeeded' AND v_payment.capture_method = 'manual' THEN
         v_captured := (payments._requested_command(p_customer_id, p_payment_id, 'capture')).amount_minor;
     END IF;
     IF v_captured IS NOT NULL AND v_captured <> v_payment.amount_minor THEN
@@ -955,15 +970,12 @@ COMMENT ON FUNCTION payments.claim_provider_work(int, interval, interval, interv
 CREATE OR REPLACE FUNCTION payments.record_provider_error(payment_id text, error jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_customer text := payments._customer_of(record_provider_error.payment_id);
-    v_status   text;
+    v_payment payments.payments := payments._locked_payment(record_provider_error.payment_id);
 BEGIN
-    SELECT p.status INTO v_status FROM payments.payments p
-    WHERE p.customer_id = v_customer AND p.id = record_provider_error.payment_id FOR UPDATE;
     UPDATE payments.payments p SET last_error = error, updated_at = now()
-    WHERE p.customer_id = v_customer AND p.id = record_provider_error.payment_id;
-    PERFORM payments._append_event(v_customer, record_provider_error.payment_id, v_status, v_status, false, 'provider',
-                                   'provider call failed', jsonb_build_object('last_error', error));
+    WHERE p.customer_id = v_payment.customer_id AND p.id = v_payment.id;
+    PERFORM payments._append_event(v_payment.customer_id, v_payment.id, v_payment.status, v_payment.status, false,
+                                   'provider', 'provider call failed', jsonb_build_object('last_error', error));
 END
 $$;
 COMMENT ON FUNCTION payments.record_provider_error(text, jsonb) IS
@@ -1122,12 +1134,9 @@ CREATE FUNCTION payments.capture_payment(payment_id text, amount numeric DEFAULT
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_customer text := payments._customer_of(capture_payment.payment_id);
-    v_payment  payments.payments%ROWTYPE;
-    v_minor    bigint;
+    v_payment payments.payments := payments._locked_payment(capture_payment.payment_id);
+    v_minor   bigint;
 BEGIN
-    SELECT * INTO v_payment FROM payments.payments p
-    WHERE p.customer_id = v_customer AND p.id = capture_payment.payment_id FOR UPDATE;
     IF v_payment.status <> 'requires_capture' THEN
         RAISE EXCEPTION 'payment % is %, not requires_capture: there is nothing to capture', v_payment.id,
             v_payment.status USING ERRCODE = 'PM206';
@@ -1138,7 +1147,7 @@ BEGIN
             payments.to_major(v_payment.amount_minor, v_payment.currency) USING ERRCODE = 'PM207';
     END IF;
     PERFORM payments._queue_command(v_payment, 'capture', v_minor, NULL);
-    RETURN QUERY SELECT * FROM payments._result(v_customer, v_payment.id, 'queued');
+    RETURN QUERY SELECT * FROM payments._result(v_payment.customer_id, v_payment.id, 'queued');
 END
 $$;
 COMMENT ON FUNCTION payments.capture_payment(text, numeric) IS
@@ -1148,16 +1157,16 @@ CREATE FUNCTION payments.cancel_payment(payment_id text, reason text DEFAULT NUL
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_customer text := payments._customer_of(cancel_payment.payment_id);
     v_payment  payments.payments%ROWTYPE;
+    v_customer text;
     v_outcome  text;
 BEGIN
     IF reason IS NOT NULL AND (reason = 'automatic' OR NOT payments._is_allowed('cancellation_reason', reason)) THEN
         RAISE EXCEPTION 'reason must be duplicate, fraudulent, requested_by_customer or abandoned, not %',
             quote_literal(payments._shown(reason)) USING ERRCODE = 'PM100';
     END IF;
-    SELECT * INTO v_payment FROM payments.payments p
-    WHERE p.customer_id = v_customer AND p.id = cancel_payment.payment_id FOR UPDATE;
+    v_payment := payments._locked_payment(cancel_payment.payment_id);
+    v_customer := v_payment.customer_id;
     -- Stripe cancels a payment in these statuses only (not while processing).
     IF v_payment.status NOT IN ('requires_payment_method', 'requires_confirmation', 'requires_action', 'requires_capture') THEN
         RAISE EXCEPTION 'payment % is % and cannot be canceled', v_payment.id, v_payment.status USING ERRCODE = 'PM206';
@@ -1470,7 +1479,7 @@ COMMENT ON FUNCTION payments.distribute(int) IS
 -- Privileges of the new functions and tables (as sql/roles.sql grants them)
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION
-    payments._customer_of(text), payments._append_event(text, text, text, text, boolean, text, text, jsonb),
+    payments._customer_of(text), payments._locked_payment(text), payments._append_event(text, text, text, text, boolean, text, text, jsonb),
     payments._transition(text, text, text, text, text, jsonb, jsonb), payments._result(text, text, text),
     payments._lock_provider_payment(text, text), payments._link_provider(text, text, text, text),
     payments._evidence_problem_for(text, text, text, jsonb, text, text),

@@ -826,6 +826,9 @@ async fn partial_capture_and_cancel_through_http_reach_the_provider() {
     let held_for_capture = authorized_payment(&app, &key, "49.99").await;
     let capture = format!("/v1/payments/{}/capture", held_for_capture["id"].as_str().unwrap());
 
+    let garbled =
+        app.http.post(format!("{}{capture}", app.url)).bearer_auth(&key).body("{\"amount\":").send().await.unwrap();
+    assert_eq!(garbled.status(), StatusCode::BAD_REQUEST, "a body that is not JSON is a 400, not a capture");
     let too_much = app.send(Method::POST, &capture, Some(&key), Some(json!({ "amount": "50.00" }))).await;
     assert_eq!(too_much.status(), StatusCode::BAD_REQUEST);
     let error: Value = too_much.json().await.unwrap();

@@ -56,6 +56,7 @@ async fn distribute_gave_every_table_its_place_and_is_idempotent() {
     assert!(CUSTOMER_TABLES.iter().all(|t| group(t) == group("payments")));
     assert_eq!(group("webhook_pending"), group("provider_payments"));
 
+    assert_eq!(sqlstate(db.query("SELECT * FROM payments.distribute(0)", &[]).await), "PM100");
     let again: Vec<String> =
         db.query("SELECT action FROM payments.distribute()", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert!(again.iter().all(|a| a.starts_with("already")), "a second call changes nothing: {again:?}");
