@@ -1,4 +1,4 @@
--- payments: capture and cancel. SQL decides, the gateway carries the provider
+-- payments: capture and cancel (and the outbox refunds use too). SQL decides, the gateway carries the provider
 -- call out: each command validates, records the intent in the payment's
 -- history and queues the provider call in payments.provider_commands (a
 -- transactional outbox: it exists only if the caller's transaction commits).
@@ -18,19 +18,23 @@ CREATE TABLE payments.provider_commands (
     last_error    jsonb,
     created_at    timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz,
+    refund_id     text COLLATE "C",
     PRIMARY KEY (customer_id, id),
     FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id),
     CHECK ((status = 'pending') = (finished_at IS NULL)),
-    CHECK ((kind = 'capture') = (amount_minor IS NOT NULL))
+    CHECK ((kind IN ('capture', 'refund')) = (amount_minor IS NOT NULL)),
+    CHECK ((kind = 'refund') = (refund_id IS NOT NULL))
 );
--- One outstanding command per payment: a capture and a cancel never race at the provider.
+-- One outstanding capture or cancel per payment: the two never race at the provider.
+-- Refunds of a payment may be pending together (create_refund keeps their sum in bounds).
 CREATE UNIQUE INDEX provider_commands_one_pending_idx ON payments.provider_commands (customer_id, payment_id)
-    WHERE status = 'pending';
+    WHERE status = 'pending' AND kind <> 'refund';
 CREATE INDEX provider_commands_due_idx ON payments.provider_commands (run_after) WHERE status = 'pending';
 CREATE INDEX provider_commands_payment_idx ON payments.provider_commands (customer_id, payment_id);
 COMMENT ON TABLE payments.provider_commands IS
-    'The provider calls that capture_payment and cancel_payment queued (a transactional outbox): pending until the gateway has the provider''s answer, then succeeded or failed. At most one pending per payment. Beside its payment (on Citus, by customer_id).';
-COMMENT ON COLUMN payments.provider_commands.amount_minor IS 'capture: the minor units to capture (the rest of the authorization is released).';
+    'The provider calls that capture_payment, cancel_payment and create_refund queued (a transactional outbox): pending until the gateway has the provider''s answer, then succeeded or failed. At most one capture or cancel pending per payment. Beside its payment (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.provider_commands.amount_minor IS 'capture: the minor units to capture (the rest of the authorization is released); refund: the minor units to refund.';
+COMMENT ON COLUMN payments.provider_commands.refund_id IS 'refund: the refund (payments.refunds) the call creates at the provider.';
 COMMENT ON COLUMN payments.provider_commands.reason IS 'cancel: Stripe''s cancellation_reason; automatic when the authorization was left uncaptured.';
 COMMENT ON COLUMN payments.provider_commands.run_after IS 'The gateway''s lease: not claimed again before this time (it grows with each attempt).';
 COMMENT ON COLUMN payments.provider_commands.last_error IS 'Why the last attempt did not finish it (the provider unreachable, or its refusal).';
@@ -53,7 +57,7 @@ COMMENT ON FUNCTION payments._requested_command(text, text, text) IS
     'Internal: the latest capture or cancel asked of the provider for a payment, pending or done (all NULL when none): what a report of succeeded or canceled is checked against and records (the amount captured, the cancellation reason).';
 
 CREATE FUNCTION payments._queue_command(p_payment payments.payments, p_kind text, p_amount_minor bigint,
-                                        p_reason text) RETURNS void
+                                        p_reason text, p_refund_id text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_pending payments.provider_commands%ROWTYPE;
@@ -61,26 +65,27 @@ DECLARE
 BEGIN
     -- The caller holds the payment's row lock, so no other command is queued meanwhile.
     SELECT * INTO v_pending FROM payments.provider_commands c
-    WHERE c.customer_id = p_payment.customer_id AND c.payment_id = p_payment.id AND c.status = 'pending';
-    IF FOUND THEN
+    WHERE c.customer_id = p_payment.customer_id AND c.payment_id = p_payment.id AND c.status = 'pending'
+      AND c.kind <> 'refund';
+    IF FOUND AND p_kind <> 'refund' THEN
         IF (v_pending.kind, v_pending.amount_minor, v_pending.reason) IS NOT DISTINCT FROM (p_kind, p_amount_minor, p_reason) THEN
             RETURN;  -- the same command asked again: it is already queued
         END IF;
         RAISE EXCEPTION 'payment % has a % pending at the provider', p_payment.id, v_pending.kind
             USING ERRCODE = 'PM208', HINT = 'wait for it to finish (the payment''s history shows it)';
     END IF;
-    INSERT INTO payments.provider_commands (id, customer_id, payment_id, kind, amount_minor, reason)
-    VALUES (v_id, p_payment.customer_id, p_payment.id, p_kind, p_amount_minor, p_reason);
+    INSERT INTO payments.provider_commands (id, customer_id, payment_id, kind, amount_minor, reason, refund_id)
+    VALUES (v_id, p_payment.customer_id, p_payment.id, p_kind, p_amount_minor, p_reason, p_refund_id);
     PERFORM payments._append_event(p_payment.customer_id, p_payment.id, p_payment.status, p_payment.status, false,
                                    'api', p_kind || ' requested',
                                    jsonb_strip_nulls(jsonb_build_object('command_id', v_id, 'amount_minor', p_amount_minor,
-                                                                        'reason', p_reason)));
+                                                                        'reason', p_reason, 'refund_id', p_refund_id)));
     -- Wakes the gateway's worker at commit (it also polls).
     PERFORM pg_catalog.pg_notify('payments_provider_commands', p_payment.customer_id || '/' || v_id);
 END
 $$;
-COMMENT ON FUNCTION payments._queue_command(payments.payments, text, bigint, text) IS
-    'Internal: queues one provider command for a payment whose row the caller has locked, notes the request in its history and wakes the gateway (NOTIFY payments_provider_commands). The same command again is a no-op; another one while one is pending is PM208.';
+COMMENT ON FUNCTION payments._queue_command(payments.payments, text, bigint, text, text) IS
+    'Internal: queues one provider command for a payment whose row the caller has locked, notes the request in its history and wakes the gateway (NOTIFY payments_provider_commands). A capture or cancel asked again is a no-op; another one while one is pending is PM208. Refunds (p_refund_id) queue side by side.';
 
 CREATE FUNCTION payments.capture_payment(payment_id text, amount numeric DEFAULT NULL)
 RETURNS SETOF payments.payment_result
@@ -184,7 +189,7 @@ COMMENT ON FUNCTION payments.cancel_expired_authorizations(interval, timestamptz
 CREATE FUNCTION payments.claim_provider_commands(lim int DEFAULT 10, lease interval DEFAULT '30 seconds',
                                                  only_payment_id text DEFAULT NULL, only_provider text DEFAULT NULL)
 RETURNS TABLE (command_id text, kind text, payment_id text, customer_id text, provider text, provider_payment_id text,
-               amount_minor bigint, currency text, reason text, attempt integer)
+               amount_minor bigint, currency text, reason text, attempt integer, refund_id text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_only_customer text;
@@ -192,6 +197,7 @@ DECLARE
     v_attempts   integer;
     v_kind       text;
     v_payment_id text;
+    v_refund_id  text;
     v_status     text;
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR lease IS NULL OR lease <= interval '0' THEN
@@ -209,15 +215,23 @@ BEGIN
           AND (only_provider IS NULL OR p.provider = only_provider)
         ORDER BY c.run_after LIMIT lim
     LOOP
-        SELECT c.attempts, c.kind, c.payment_id INTO v_attempts, v_kind, v_payment_id FROM payments.provider_commands c
+        SELECT c.attempts, c.kind, c.payment_id, c.refund_id INTO v_attempts, v_kind, v_payment_id, v_refund_id
+        FROM payments.provider_commands c
         WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id AND c.status = 'pending' AND c.run_after <= now()
         FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
-        -- A payment that moved on meanwhile (a webhook, an administrator) is not asked about again.
-        SELECT p.status INTO v_status FROM payments.payments p
-        WHERE p.customer_id = v_due.customer_id AND p.id = v_payment_id;
-        IF v_status NOT IN ('requires_capture', 'requires_payment_method', 'requires_confirmation', 'requires_action')
-           OR (v_kind = 'capture' AND v_status <> 'requires_capture') THEN
+        -- A payment (or refund) that moved on meanwhile (a webhook, an administrator) is not asked about again.
+        IF v_kind = 'refund' THEN
+            SELECT r.status INTO v_status FROM payments.refunds r
+            WHERE r.customer_id = v_due.customer_id AND r.id = v_refund_id;
+        ELSE
+            SELECT p.status INTO v_status FROM payments.payments p
+            WHERE p.customer_id = v_due.customer_id AND p.id = v_payment_id;
+        END IF;
+        IF (CASE v_kind WHEN 'refund' THEN v_status <> 'pending'
+                        WHEN 'capture' THEN v_status <> 'requires_capture'
+                        ELSE v_status NOT IN ('requires_capture', 'requires_payment_method', 'requires_confirmation',
+                                              'requires_action') END) THEN
             UPDATE payments.provider_commands c
             SET status = 'failed', finished_at = now(),
                 last_error = jsonb_build_object('message', 'the payment is ' || v_status || ': nothing to ' || v_kind)
@@ -231,15 +245,16 @@ BEGIN
         WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id;
         RETURN QUERY
         SELECT c.id, c.kind, c.payment_id, c.customer_id, p.provider, p.provider_payment_id, c.amount_minor,
-               p.currency, c.reason, c.attempts
+               p.currency, coalesce(c.reason, r.reason), c.attempts, c.refund_id
         FROM payments.provider_commands c
         JOIN payments.payments p ON p.customer_id = c.customer_id AND p.id = c.payment_id
+        LEFT JOIN payments.refunds r ON r.customer_id = c.customer_id AND r.id = c.refund_id
         WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id;
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION payments.claim_provider_commands(int, interval, text, text) IS
-    'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease. A command whose payment has moved on (a webhook or an administrator finished it) fails instead of being claimed.';
+    'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease. A command whose payment (or refund) has moved on (a webhook or an administrator finished it) fails instead of being claimed. refund_id and the refund''s reason come with a refund.';
 
 CREATE FUNCTION payments.record_command_result(command_id text, answered boolean, status text, response jsonb,
                                                customer_id text DEFAULT NULL)
@@ -274,6 +289,11 @@ BEGIN
     WHERE c.customer_id = v_command.customer_id AND c.id = v_command.id FOR UPDATE;
     IF v_command.status <> 'pending' THEN
         -- A retry of an answer already recorded.
+        RETURN QUERY SELECT * FROM payments._result(v_payment.customer_id, v_payment.id, 'noop');
+        RETURN;
+    END IF;
+    IF answered AND v_command.kind = 'refund' THEN
+        PERFORM payments._record_refund_answer(v_command, v_payment, v_response);
         RETURN QUERY SELECT * FROM payments._result(v_payment.customer_id, v_payment.id, 'noop');
         RETURN;
     END IF;
@@ -312,4 +332,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.record_command_result(text, boolean, text, jsonb, text) IS
-    'Records the provider''s answer to a queued command (customer_id, as the claim returned it, finds it on one shard). answered = false: the provider was unreachable (response: the error); the command stays pending and comes back after its lease. Otherwise response is the provider''s object (a PaymentIntent, applied through record_provider_result with status, its money checked as always) or its refusal ({"error": …}, or an object with no status that answers the command: recorded, the command failed). A client_secret is never kept. A repeat of a recorded answer changes nothing.';
+    'Records the provider''s answer to a queued command (customer_id, as the claim returned it, finds it on one shard). answered = false: the provider was unreachable (response: the error); the command stays pending and comes back after its lease. Otherwise response is the provider''s object (a PaymentIntent, applied through record_provider_result with status, its money checked as always; for a refund command the Refund, applied to the refund, status unused) or its refusal ({"error": …}, or an object with no status that answers the command: recorded, the command failed). A client_secret is never kept. A repeat of a recorded answer changes nothing.';

@@ -29,10 +29,13 @@ TO payments_admin, payments_gateway, payments_reader;
 
 -- Reading.
 GRANT EXECUTE ON FUNCTION
-    payments.get_payment(text), payments.list_payments(text, text, int, text), payments.verify_event_chain(text)
+    payments.get_payment(text), payments.list_payments(text, text, int, text), payments.verify_event_chain(text),
+    payments.get_refund(text), payments.list_refunds(text, int, text),
+    payments.get_dispute(text), payments.list_disputes(text, text, int, text)
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,
-    payments.open_anomalies
+    payments.open_anomalies, payments.refund_details, payments.dispute_details, payments.customer_balances,
+    payments.balance_by_currency
 TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION payments._webhook_log() TO payments_admin, payments_gateway, payments_reader;
 
@@ -48,7 +51,8 @@ GRANT EXECUTE ON FUNCTION
     payments.cancel_payment(text, text),
     payments.cancel_expired_authorizations(interval, timestamptz, text),
     payments.claim_provider_commands(int, interval, text, text),
-    payments.record_command_result(text, boolean, text, jsonb, text)
+    payments.record_command_result(text, boolean, text, jsonb, text),
+    payments.create_refund(text, text, numeric, text)
 TO payments_admin, payments_gateway;
 
 -- The gateway checks keys and reads histories.

@@ -18,6 +18,8 @@ DECLARE
         ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
         ['payments.anomalies',         'customer_id',         'payments.payments'],
         ['payments.provider_commands', 'customer_id',         'payments.payments'],
+        ['payments.refunds',           'customer_id',         'payments.payments'],
+        ['payments.disputes',          'customer_id',         'payments.payments'],
         ['payments.payment_customers', 'payment_id',          'none'],
         ['payments.provider_payments', 'provider_payment_id', 'none'],
         ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
@@ -31,7 +33,8 @@ DECLARE
         ['payments.record_provider_error(text, jsonb)',           'payment_id', 'payments.payment_customers'],
         ['payments.list_payment_events(text)',                    'payment_id', 'payments.payment_customers'],
         ['payments.capture_payment(text, numeric)',               'payment_id', 'payments.payment_customers'],
-        ['payments.cancel_payment(text, text)',                   'payment_id', 'payments.payment_customers']];
+        ['payments.cancel_payment(text, text)',                   'payment_id', 'payments.payment_customers'],
+        ['payments.create_refund(text, text, numeric, text)',     'payment_id', 'payments.payment_customers']];
     v_row text[];
     v_fks text[][];
 BEGIN
@@ -91,7 +94,7 @@ BEGIN
     -- reaches the shards as the reader. So the roles that read the views may
     -- read the tables behind them, which hold no secrets, keys or webhook
     -- bodies (webhook_log reads through a function with its owner's rights).
-    GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies
+    GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.refunds, payments.disputes
         TO payments_reader, payments_gateway;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
@@ -110,4 +113,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies and provider commands distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies: no secrets, idempotency keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds and disputes distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';

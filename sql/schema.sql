@@ -23,6 +23,8 @@ CREATE TABLE payments.payments (
     reconcile_attempts  integer NOT NULL DEFAULT 0 CHECK (reconcile_attempts >= 0),
     amount_captured_minor bigint CHECK (amount_captured_minor > 0),
     cancellation_reason text CHECK (payments._is_allowed('cancellation_reason', cancellation_reason)),
+    amount_refunded_minor bigint NOT NULL DEFAULT 0 CHECK (amount_refunded_minor >= 0),
+    amount_disputed_minor bigint NOT NULL DEFAULT 0 CHECK (amount_disputed_minor >= 0),
     CHECK ((provider_payment_id IS NULL) OR (provider IS NOT NULL)),
     -- The customer first: on Citus every customer's rows live together (payments.distribute()).
     PRIMARY KEY (customer_id, id)
@@ -45,6 +47,8 @@ COMMENT ON COLUMN payments.payments.reconcile_attempts IS 'How often the reconci
 COMMENT ON COLUMN payments.payments.amount_captured_minor IS
     'What the provider captured, in minor units, once the payment succeeded: the amount, or less after a partial capture of a manual payment (capture_payment).';
 COMMENT ON COLUMN payments.payments.cancellation_reason IS 'Why it was canceled (cancel_payment): duplicate, fraudulent, requested_by_customer, abandoned, or automatic (an authorization left uncaptured).';
+COMMENT ON COLUMN payments.payments.amount_refunded_minor IS 'What succeeded refunds gave back, in minor units (payments.refunds; kept by the refund functions).';
+COMMENT ON COLUMN payments.payments.amount_disputed_minor IS 'What its disputes withhold (open or lost), in minor units (payments.disputes; kept by the webhook that moves them).';
 COMMENT ON COLUMN payments.payments.last_error IS 'The provider''s error for the last failed attempt (a decline, an authentication failure), as JSON.';
 
 -- ---------------------------------------------------------------------------
@@ -187,10 +191,15 @@ SELECT p.id, p.customer_id, payments.to_major(p.amount_minor, p.currency) AS amo
        p.status, p.capture_method, p.provider, p.provider_payment_id, p.payment_method, p.description,
        p.metadata, p.last_error, p.created_at, p.updated_at,
        payments.to_major(p.amount_captured_minor, p.currency) AS amount_captured, p.amount_captured_minor,
-       p.cancellation_reason
+       p.cancellation_reason,
+       payments.to_major(p.amount_refunded_minor, p.currency) AS amount_refunded, p.amount_refunded_minor,
+       CASE WHEN p.amount_refunded_minor = 0 THEN 'none'
+            WHEN p.amount_refunded_minor < p.amount_captured_minor THEN 'partial' ELSE 'full' END AS refund_status,
+       p.amount_disputed_minor > 0 AS disputed,
+       payments.to_major(p.amount_disputed_minor, p.currency) AS amount_disputed, p.amount_disputed_minor
 FROM payments.payments p;
 COMMENT ON VIEW payments.payment_details IS
-    'Every payment with its amount in major units (amount) beside the stored minor units. What get_payment and list_payments return; readable by payments_reader.';
+    'Every payment with its amounts in major units (amount, amount_captured, amount_refunded, amount_disputed) beside the stored minor units; refund_status: none, partial or full (of what was captured); disputed: a dispute withholds money. What get_payment and list_payments return; readable by payments_reader.';
 
 -- payment_details' columns plus what the call did; keep the two in step.
 CREATE TYPE payments.payment_result AS (
@@ -212,6 +221,12 @@ CREATE TYPE payments.payment_result AS (
     amount_captured     numeric,
     amount_captured_minor bigint,
     cancellation_reason text,
+    amount_refunded     numeric,
+    amount_refunded_minor bigint,
+    refund_status       text,
+    disputed            boolean,
+    amount_disputed     numeric,
+    amount_disputed_minor bigint,
     outcome             text
 );
 COMMENT ON TYPE payments.payment_result IS

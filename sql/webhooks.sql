@@ -310,6 +310,7 @@ DECLARE
     v_ppid      text;
     v_applied   record;
     v_status    text;
+    v_subject   text;
 BEGIN
     IF provider IS NULL OR headers IS NULL OR body IS NULL THEN
         RAISE EXCEPTION 'provider, headers and body are required' USING ERRCODE = 'PM100';
@@ -318,11 +319,14 @@ BEGIN
     v_event := payments._parse_stripe_event(body);
 
     -- 3. Once per (provider, event id), even under concurrent deliveries. An
-    -- event that moves a payment is serialised by its provider id's row lock
-    -- (a redelivery names the same object); any other one changes nothing but
-    -- its own row, whose primary key keeps it single.
-    IF payments._stripe_event_status(v_event.event_type) IS NOT NULL THEN
-        v_ppid := v_event.object ->> 'id';
+    -- event that moves money is serialised by its provider payment id's row
+    -- lock (a redelivery names the same object); any other one changes nothing
+    -- but its own row, whose primary key keeps it single.
+    v_subject := payments._stripe_event_subject(v_event.event_type);
+    v_ppid := CASE WHEN v_subject = 'payment' THEN v_event.object ->> 'id'
+                   WHEN v_subject IS NOT NULL THEN v_event.object ->> 'payment_intent' END;
+    IF length(v_ppid) > 255 THEN
+        RAISE EXCEPTION 'webhook event''s payment_intent is longer than 255 characters' USING ERRCODE = 'PM304';
     END IF;
     IF v_ppid IS NOT NULL THEN
         PERFORM payments._lock_provider_payment(provider, v_ppid);
@@ -330,13 +334,17 @@ BEGIN
     SELECT w.customer_id, w.payment_id, 'duplicate' AS result INTO v_applied FROM payments.webhook_events w
     WHERE w.event_id = v_event.event_id AND w.provider = ingest_webhook.provider;
     IF NOT FOUND THEN
-        v_applied := payments._apply_webhook(provider, v_event.event_id, v_event.event_type, v_event.event_created,
-                                             v_event.object);
+        IF v_subject = 'payment' OR v_ppid IS NULL THEN
+            v_applied := payments._apply_webhook(provider, v_event.event_id, v_event.event_type, v_event.event_created,
+                                                 v_event.object);
+        ELSE
+            v_applied := payments._apply_money_webhook(provider, v_event.event_id, v_subject, v_ppid, v_event.object);
+        END IF;
         -- 5. Store it, append-only; an unmatched one also waits for its payment.
         INSERT INTO payments.webhook_events (id, provider, event_id, event_type, event_created, provider_payment_id,
                                              customer_id, payment_id, result, secret_id, headers, body)
         VALUES (payments._new_id('whe'), provider, v_event.event_id, v_event.event_type, v_event.event_created,
-                v_event.object ->> 'id', v_applied.customer_id, v_applied.payment_id, v_applied.result, v_secret_id,
+                coalesce(v_ppid, v_event.object ->> 'id'), v_applied.customer_id, v_applied.payment_id, v_applied.result, v_secret_id,
                 headers, body)
         ON CONFLICT ON CONSTRAINT webhook_events_pkey DO NOTHING;
         IF NOT FOUND THEN
@@ -362,5 +370,51 @@ BEGIN
                               'status', v_status);
 END
 $$;
+CREATE FUNCTION payments._apply_money_webhook(p_provider text, p_event_id text, p_subject text, p_ppid text,
+                                              p_object jsonb, OUT customer_id text, OUT payment_id text, OUT result text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_payment payments.payments%ROWTYPE;
+    v_one     text;
+BEGIN
+    -- The caller holds the provider payment id's lock; the payment's row lock comes next.
+    SELECT pp.payment_id, pp.customer_id INTO payment_id, customer_id FROM payments.provider_payments pp
+    WHERE pp.provider_payment_id = p_ppid AND pp.provider = p_provider;
+    IF payment_id IS NULL THEN
+        -- About a payment that is not ours (or not linked): kept in the log, moves nothing.
+        customer_id := NULL;
+        result := 'ignored';
+        RETURN;
+    END IF;
+    SELECT * INTO v_payment FROM payments.payments p
+    WHERE p.customer_id = _apply_money_webhook.customer_id AND p.id = _apply_money_webhook.payment_id FOR UPDATE;
+    IF p_subject = 'refund' THEN
+        result := payments._apply_refund_object(v_payment, NULL, p_object, 'webhook', p_event_id);
+    ELSIF p_subject = 'dispute' THEN
+        result := payments._apply_dispute_object(v_payment, p_object, 'webhook', p_event_id);
+    ELSE
+        -- A Charge: each refund it lists (the strongest outcome answers for the event).
+        result := 'ignored';
+        FOR v_one IN
+            SELECT payments._apply_refund_object(v_payment, NULL, r.value || jsonb_build_object('payment_intent', p_ppid),
+                                                 'webhook', p_event_id)
+            FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_object -> 'refunds' -> 'data') = 'array'
+                                           THEN p_object -> 'refunds' -> 'data' ELSE '[]' END) r
+        LOOP
+            result := CASE WHEN 'mismatch' IN (result, v_one) THEN 'mismatch'
+                           WHEN 'applied' IN (result, v_one) THEN 'applied'
+                           WHEN 'stale' IN (result, v_one) THEN 'stale'
+                           WHEN 'noop' IN (result, v_one) THEN 'noop' ELSE 'ignored' END;
+        END LOOP;
+    END IF;
+    IF result = 'ignored' THEN
+        customer_id := NULL;
+        payment_id := NULL;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._apply_money_webhook(text, text, text, text, jsonb) IS
+    'Internal, step 4 of ingest_webhook for refund, charge and dispute events: finds the payment linked to the object''s payment_intent and applies the Refund (or each refund a Charge lists) or the Dispute to it. result: applied | noop | stale | ignored | mismatch.';
+
 COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS
-    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance() (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';
+    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance() (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending. Refund events (refund.created, refund.updated, refund.failed, charge.refund.updated, charge.refunded) move the payment''s refunds, charge.dispute.* events its disputes, each checked against them as payments are.';

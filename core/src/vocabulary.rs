@@ -7,6 +7,7 @@
 //! `ignored` is a webhook whose event type moves no payment.
 
 use crate::evidence;
+use crate::lifecycle;
 use crate::state::{self, Source, Status};
 use crate::webhook::Scheme;
 
@@ -35,9 +36,15 @@ pub enum Kind {
     CommandStatus,
     /// `payments.payments.cancellation_reason`, as Stripe names them.
     CancellationReason,
+    /// `payments.refunds.status`.
+    RefundStatus,
+    /// `payments.refunds.reason`, as Stripe names them.
+    RefundReason,
+    /// `payments.disputes.status`, Stripe's.
+    DisputeStatus,
 }
 
-pub const KINDS: [Kind; 11] = [
+pub const KINDS: [Kind; 14] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -49,6 +56,9 @@ pub const KINDS: [Kind; 11] = [
     Kind::CommandKind,
     Kind::CommandStatus,
     Kind::CancellationReason,
+    Kind::RefundStatus,
+    Kind::RefundReason,
+    Kind::DisputeStatus,
 ];
 
 pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
@@ -60,14 +70,16 @@ pub const API_KEY_SCOPES: [&str; 2] = [SCOPE_READ, SCOPE_WRITE];
 /// `created` and `replayed` come from create_payment; `applied`, `noop` and
 /// `stale` are transition decisions; `mismatch`: the provider's object was not
 /// evidence for the payment (an anomaly was recorded, nothing applied);
-/// `queued`: a provider command (capture, cancel) waits for the gateway.
+/// `queued`: a provider command (capture, cancel, refund) waits for the gateway.
 pub const OUTCOMES: [&str; 7] = ["created", "replayed", "applied", "noop", "stale", "mismatch", "queued"];
-pub const COMMAND_KINDS: [&str; 2] = ["capture", "cancel"];
+pub const COMMAND_KINDS: [&str; 3] = ["capture", "cancel", "refund"];
 /// `pending` until the provider answered: `succeeded` (it did it) or `failed` (it refused).
 pub const COMMAND_STATUSES: [&str; 3] = ["pending", "succeeded", "failed"];
 /// Stripe's cancellation reasons; `automatic` only the extension gives (an authorization left uncaptured).
 pub const CANCELLATION_REASONS: [&str; 5] =
     ["duplicate", "fraudulent", "requested_by_customer", "abandoned", "automatic"];
+/// Stripe's refund reasons (`expired_uncaptured_charge` only Stripe gives).
+pub const REFUND_REASONS: [&str; 4] = ["duplicate", "fraudulent", "requested_by_customer", "expired_uncaptured_charge"];
 /// `duplicate` is answered for a repeat delivery but never stored (the first one is).
 pub const WEBHOOK_RESULTS: [&str; 6] = ["applied", "noop", "stale", "ignored", "pending_match", "mismatch"];
 
@@ -85,6 +97,9 @@ impl Kind {
             Kind::CommandKind => "command_kind",
             Kind::CommandStatus => "command_status",
             Kind::CancellationReason => "cancellation_reason",
+            Kind::RefundStatus => "refund_status",
+            Kind::RefundReason => "refund_reason",
+            Kind::DisputeStatus => "dispute_status",
         }
     }
 
@@ -105,6 +120,9 @@ impl Kind {
             Kind::CommandKind => COMMAND_KINDS.to_vec(),
             Kind::CommandStatus => COMMAND_STATUSES.to_vec(),
             Kind::CancellationReason => CANCELLATION_REASONS.to_vec(),
+            Kind::RefundStatus => lifecycle::REFUND.statuses.to_vec(),
+            Kind::RefundReason => REFUND_REASONS.to_vec(),
+            Kind::DisputeStatus => lifecycle::DISPUTE.statuses.to_vec(),
         }
     }
 
@@ -122,6 +140,9 @@ impl Kind {
             Kind::CommandKind => COMMAND_KINDS.contains(&value),
             Kind::CommandStatus => COMMAND_STATUSES.contains(&value),
             Kind::CancellationReason => CANCELLATION_REASONS.contains(&value),
+            Kind::RefundStatus => lifecycle::REFUND.is_status(value),
+            Kind::RefundReason => REFUND_REASONS.contains(&value),
+            Kind::DisputeStatus => lifecycle::DISPUTE.is_status(value),
         }
     }
 }

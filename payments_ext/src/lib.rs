@@ -5,7 +5,7 @@
 
 use pgrx::prelude::*;
 
-use payments_core::{canonical, currency, evidence, id, money, state, vocabulary, webhook};
+use payments_core::{canonical, currency, evidence, id, lifecycle, money, state, vocabulary, webhook};
 
 mod headers;
 use headers::Headers;
@@ -46,13 +46,21 @@ extension_sql_file!(
         verify_webhook_signature,
         webhook_secret_failure,
         stripe_event_status,
+        stripe_event_subject,
         is_json_object
     ]
 );
 extension_sql_file!("../../sql/views.sql", name = "views", requires = ["webhooks"]);
 extension_sql_file!("../../sql/gateway.sql", name = "gateway", requires = ["views", new_token]);
 extension_sql_file!("../../sql/lifecycle.sql", name = "lifecycle", requires = ["gateway"]);
-extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["lifecycle"]);
+extension_sql_file!(
+    "../../sql/refunds.sql",
+    name = "refunds",
+    requires = ["lifecycle", refund_decision, stripe_refund_status]
+);
+extension_sql_file!("../../sql/disputes.sql", name = "disputes", requires = ["refunds", dispute_decision, dispute_withholds]);
+extension_sql_file!("../../sql/balances.sql", name = "balances", requires = ["disputes"]);
+extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["balances"]);
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------
@@ -263,6 +271,38 @@ fn webhook_secret_failure(scheme: &str, secret: &str) -> Option<&'static str> {
 #[pg_extern(immutable, parallel_safe, name = "_stripe_event_status")]
 fn stripe_event_status(event_type: &str) -> Option<&'static str> {
     webhook::events::stripe_payment_status(event_type).map(state::Status::as_str)
+}
+
+/// What a Stripe event's object is when it moves money: payment, refund, charge or dispute; NULL otherwise.
+#[pg_extern(immutable, parallel_safe, name = "_stripe_event_subject")]
+fn stripe_event_subject(event_type: &str) -> Option<&'static str> {
+    webhook::events::stripe_subject(event_type)
+}
+
+// ---- refunds and disputes (payments_core::lifecycle) ------------------------
+
+/// `applied`, `noop` or `stale` for a refund reported in `to_status`; NULL for an unknown status.
+#[pg_extern(immutable, parallel_safe, name = "_refund_decision")]
+fn refund_decision(from_status: &str, to_status: &str) -> Option<&'static str> {
+    lifecycle::REFUND.decide(from_status, to_status).map(lifecycle::Move::as_str)
+}
+
+/// Our refund status for a Stripe refund status; NULL for one we do not know.
+#[pg_extern(immutable, parallel_safe, name = "_stripe_refund_status")]
+fn stripe_refund_status(status: &str) -> Option<&'static str> {
+    lifecycle::refund_status(status)
+}
+
+/// `applied`, `noop` or `stale` for a dispute reported in `to_status`; NULL for an unknown status.
+#[pg_extern(immutable, parallel_safe, name = "_dispute_decision")]
+fn dispute_decision(from_status: &str, to_status: &str) -> Option<&'static str> {
+    lifecycle::DISPUTE.decide(from_status, to_status).map(lifecycle::Move::as_str)
+}
+
+/// Whether a dispute in this status withholds its amount from the merchant.
+#[pg_extern(immutable, parallel_safe, name = "_dispute_withholds")]
+fn dispute_withholds(status: &str) -> bool {
+    lifecycle::dispute_withholds(status)
 }
 
 /// Whether `body` is UTF-8 JSON whose top level is an object, checked

@@ -3,8 +3,7 @@
 use crate::state::Status;
 
 /// The status a `payment_intent.*` event reports, or `None` for event types
-/// that do not move a payment (they are stored as `ignored`). Refund events are
-/// stored too and will be applied by the refunds feature.
+/// that do not move a payment (see `stripe_subject` for the others).
 pub fn stripe_payment_status(event_type: &str) -> Option<Status> {
     Some(match event_type {
         "payment_intent.processing" => Status::Processing,
@@ -15,6 +14,25 @@ pub fn stripe_payment_status(event_type: &str) -> Option<Status> {
         "payment_intent.canceled" => Status::Canceled,
         _ => return None,
     })
+}
+
+/// What an event's `data.object` is, for the events that move money: `payment`
+/// (a PaymentIntent), `refund` (a Refund), `charge` (a Charge listing its
+/// refunds) or `dispute` (a Dispute). None: stored as `ignored`.
+pub fn stripe_subject(event_type: &str) -> Option<&'static str> {
+    if stripe_payment_status(event_type).is_some() {
+        return Some("payment");
+    }
+    match event_type {
+        "refund.created" | "refund.updated" | "refund.failed" | "charge.refund.updated" => Some("refund"),
+        "charge.refunded" => Some("charge"),
+        "charge.dispute.created"
+        | "charge.dispute.updated"
+        | "charge.dispute.closed"
+        | "charge.dispute.funds_withdrawn"
+        | "charge.dispute.funds_reinstated" => Some("dispute"),
+        _ => None,
+    }
 }
 
 /// Our status for a PaymentIntent status. Stripe leaves a declined intent in
@@ -48,6 +66,18 @@ mod tests {
         assert_eq!(stripe_payment_status("payment_intent.amount_capturable_updated"), Some(Status::RequiresCapture));
         for other in ["payment_intent.created", "charge.refunded", "refund.created", "customer.created", ""] {
             assert_eq!(stripe_payment_status(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn money_events_name_their_object_and_others_none() {
+        assert_eq!(stripe_subject("payment_intent.succeeded"), Some("payment"));
+        assert_eq!(stripe_subject("refund.failed"), Some("refund"));
+        assert_eq!(stripe_subject("charge.refund.updated"), Some("refund"));
+        assert_eq!(stripe_subject("charge.refunded"), Some("charge"));
+        assert_eq!(stripe_subject("charge.dispute.closed"), Some("dispute"));
+        for other in ["payment_intent.created", "charge.succeeded", "customer.created", ""] {
+            assert_eq!(stripe_subject(other), None, "{other}");
         }
     }
 }

@@ -1,0 +1,146 @@
+//! The state machines of what happens to money after a payment succeeded:
+//! refunds and disputes. Each is a table of allowed edges, as the payment's
+//! (`state.rs`); their moves come only from the provider (its answer or a
+//! webhook), so a move the table lacks is a late report: recorded, not applied.
+
+/// A status set and its allowed edges; everything not listed is stale.
+pub struct Machine {
+    pub name: &'static str,
+    pub statuses: &'static [&'static str],
+    edges: &'static [(&'static str, &'static [&'static str])],
+}
+
+/// What a reported status does to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    Apply,
+    /// Already in that status.
+    Noop,
+    /// No edge from the current status: recorded, not applied.
+    Stale,
+}
+
+impl Move {
+    /// The outcome word (`payments.allowed_values()`, kind `outcome`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Move::Apply => "applied",
+            Move::Noop => "noop",
+            Move::Stale => "stale",
+        }
+    }
+}
+
+impl Machine {
+    pub fn is_status(&self, s: &str) -> bool {
+        self.statuses.contains(&s)
+    }
+
+    /// None when either status is not one of this machine's.
+    pub fn decide(&self, from: &str, to: &str) -> Option<Move> {
+        if !self.is_status(from) || !self.is_status(to) {
+            return None;
+        }
+        Some(if from == to {
+            Move::Noop
+        } else if self.edges.iter().any(|(f, tos)| *f == from && tos.contains(&to)) {
+            Move::Apply
+        } else {
+            Move::Stale
+        })
+    }
+
+    pub fn edges(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        self.edges.iter().flat_map(|(from, tos)| tos.iter().map(move |to| (*from, *to)))
+    }
+}
+
+/// Stripe's refund lifecycle. `requires_action` is Stripe's word for a refund
+/// waiting on the customer (some payment methods); it is pending here. A
+/// refund can fail after it succeeded (the bank returned it): Stripe reports
+/// `refund.failed` then, and the money is the merchant's again.
+pub const REFUND: Machine = Machine {
+    name: "refund_status",
+    statuses: &["pending", "succeeded", "failed", "canceled"],
+    edges: &[("pending", &["succeeded", "failed", "canceled"]), ("succeeded", &["failed"])],
+};
+
+/// Our refund status for Stripe's.
+pub fn refund_status(stripe: &str) -> Option<&'static str> {
+    match stripe {
+        "requires_action" => Some("pending"),
+        other => REFUND.statuses.iter().copied().find(|s| *s == other),
+    }
+}
+
+/// Stripe's dispute lifecycle. `warning_*` are inquiries (no money withheld
+/// yet); `needs_response` and `under_review` hold the disputed amount, `lost`
+/// keeps it, `won` returns it.
+pub const DISPUTE: Machine = Machine {
+    name: "dispute_status",
+    statuses: &[
+        "warning_needs_response",
+        "warning_under_review",
+        "warning_closed",
+        "needs_response",
+        "under_review",
+        "won",
+        "lost",
+    ],
+    edges: &[
+        ("warning_needs_response", &["warning_under_review", "warning_closed", "needs_response", "under_review"]),
+        ("warning_under_review", &["warning_closed", "needs_response", "under_review"]),
+        ("needs_response", &["under_review", "won", "lost"]),
+        ("under_review", &["won", "lost"]),
+    ],
+};
+
+/// Whether a dispute in this status withholds its amount from the merchant.
+pub fn dispute_withholds(status: &str) -> bool {
+    matches!(status, "needs_response" | "under_review" | "lost")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refund_settles_once_and_may_fail_after_succeeding() {
+        assert_eq!(REFUND.decide("pending", "succeeded"), Some(Move::Apply));
+        assert_eq!(REFUND.decide("succeeded", "failed"), Some(Move::Apply));
+        assert_eq!(REFUND.decide("succeeded", "succeeded"), Some(Move::Noop));
+        assert_eq!(REFUND.decide("succeeded", "pending"), Some(Move::Stale), "a late pending report");
+        assert_eq!(REFUND.decide("failed", "succeeded"), Some(Move::Stale), "failed is final");
+        assert_eq!(REFUND.decide("canceled", "succeeded"), Some(Move::Stale));
+        assert_eq!(REFUND.decide("pending", "refunded"), None);
+    }
+
+    #[test]
+    fn stripe_refund_statuses_map_and_requires_action_is_pending() {
+        assert_eq!(refund_status("requires_action"), Some("pending"));
+        assert_eq!(refund_status("succeeded"), Some("succeeded"));
+        assert_eq!(refund_status("unknown"), None);
+    }
+
+    #[test]
+    fn a_dispute_closes_once_and_only_open_or_lost_ones_withhold() {
+        assert_eq!(DISPUTE.decide("needs_response", "under_review"), Some(Move::Apply));
+        assert_eq!(DISPUTE.decide("under_review", "won"), Some(Move::Apply));
+        assert_eq!(DISPUTE.decide("won", "lost"), Some(Move::Stale));
+        assert_eq!(DISPUTE.decide("under_review", "needs_response"), Some(Move::Stale));
+        let withholding: Vec<_> = DISPUTE.statuses.iter().filter(|s| dispute_withholds(s)).collect();
+        assert_eq!(withholding, [&"needs_response", &"under_review", &"lost"]);
+    }
+
+    #[test]
+    fn every_edge_names_known_statuses_and_final_ones_have_none() {
+        for m in [&REFUND, &DISPUTE] {
+            for (from, to) in m.edges() {
+                assert!(m.is_status(from) && m.is_status(to), "{} {from} {to}", m.name);
+            }
+        }
+        for done in ["failed", "canceled"] {
+            assert!(REFUND.edges().all(|(from, _)| from != done));
+        }
+    }
+}

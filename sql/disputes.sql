@@ -1,0 +1,150 @@
+-- payments: disputes (chargebacks). They start at the customer's bank, so
+-- only the provider's webhooks create and move them; each is checked against
+-- its payment (provider object, currency, no more than was captured).
+
+CREATE TABLE payments.disputes (
+    id                  text COLLATE "C" NOT NULL,
+    customer_id         text COLLATE "C" NOT NULL,
+    payment_id          text COLLATE "C" NOT NULL,
+    provider            text COLLATE "C" NOT NULL,
+    provider_dispute_id text COLLATE "C" NOT NULL CHECK (length(provider_dispute_id) <= 255),
+    amount_minor        bigint NOT NULL CHECK (amount_minor > 0),
+    currency            text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    status              text COLLATE "C" NOT NULL CHECK (payments._is_allowed('dispute_status', status)),
+    reason              text CHECK (length(reason) <= 255),
+    evidence_due_by     timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id),
+    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id)
+);
+CREATE UNIQUE INDEX disputes_provider_dispute_idx ON payments.disputes (customer_id, provider, provider_dispute_id);
+CREATE INDEX disputes_payment_idx ON payments.disputes (customer_id, payment_id);
+-- get_dispute by id alone, as get_refund.
+CREATE INDEX disputes_id_idx ON payments.disputes (id);
+COMMENT ON TABLE payments.disputes IS
+    'Disputes (chargebacks and inquiries) of payments, created and moved only by the provider''s charge.dispute.* webhooks. Beside their payment (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.disputes.id IS 'dsp_ + 26-character time-sortable id.';
+COMMENT ON COLUMN payments.disputes.provider_dispute_id IS 'The provider''s dispute id (dp_… or du_…).';
+COMMENT ON COLUMN payments.disputes.amount_minor IS 'The disputed amount in the currency''s minor unit.';
+COMMENT ON COLUMN payments.disputes.status IS
+    'Stripe''s dispute status: warning_needs_response, warning_under_review, warning_closed (an inquiry, no money withheld), needs_response, under_review (the amount is withheld), won (returned), lost (kept by the bank).';
+COMMENT ON COLUMN payments.disputes.reason IS 'The bank''s reason as the provider gives it (fraudulent, product_not_received, …).';
+COMMENT ON COLUMN payments.disputes.evidence_due_by IS 'When the evidence must reach the provider.';
+SELECT pg_catalog.pg_extension_config_dump('payments.disputes', '');
+
+CREATE VIEW payments.dispute_details AS
+SELECT d.id, d.customer_id, d.payment_id, payments.to_major(d.amount_minor, d.currency) AS amount, d.amount_minor,
+       d.currency, d.status, d.reason, d.evidence_due_by, d.provider, d.provider_dispute_id, d.created_at, d.updated_at
+FROM payments.disputes d;
+COMMENT ON VIEW payments.dispute_details IS
+    'Every dispute with its amount in major units beside the minor units. What get_dispute and list_disputes return; readable by payments_reader.';
+
+CREATE FUNCTION payments.get_dispute(id text) RETURNS SETOF payments.dispute_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM payments.dispute_details d WHERE d.id = get_dispute.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'dispute % not found', payments._shown(get_dispute.id) USING ERRCODE = 'PM204';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments.get_dispute(text) IS 'One dispute by id; PM204 when there is none.';
+
+CREATE FUNCTION payments.list_disputes(payment_id text DEFAULT NULL, status text DEFAULT NULL, lim int DEFAULT 10,
+                                       starting_after text DEFAULT NULL)
+RETURNS SETOF payments.dispute_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text;
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
+    END IF;
+    IF list_disputes.status IS NOT NULL AND NOT payments._is_allowed('dispute_status', list_disputes.status) THEN
+        RAISE EXCEPTION 'unknown dispute status %', quote_literal(payments._shown(list_disputes.status))
+            USING ERRCODE = 'PM100', HINT = 'SELECT * FROM payments.allowed_values() WHERE kind = ''dispute_status''';
+    END IF;
+    IF list_disputes.payment_id IS NOT NULL THEN
+        v_customer := payments._customer_of(list_disputes.payment_id);
+    END IF;
+    RETURN QUERY SELECT * FROM payments.dispute_details d
+    WHERE (list_disputes.payment_id IS NULL OR (d.customer_id = v_customer AND d.payment_id = list_disputes.payment_id))
+      AND (list_disputes.status IS NULL OR d.status = list_disputes.status)
+      AND (starting_after IS NULL OR d.id < starting_after)
+    ORDER BY d.id DESC LIMIT lim;
+END
+$$;
+COMMENT ON FUNCTION payments.list_disputes(text, text, int, text) IS
+    'Disputes newest first (of one payment, in one status, when given), lim (1 to 100) at a time; starting_after: the last id of the previous page.';
+
+CREATE FUNCTION payments._apply_dispute_object(p_payment payments.payments, p_object jsonb, p_source text,
+                                               p_event_id text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_dispute  payments.disputes%ROWTYPE;
+    v_to       text := p_object ->> 'status';
+    v_did      text := p_object ->> 'id';
+    v_observed jsonb := jsonb_strip_nulls(jsonb_build_object(
+        'dispute', v_did, 'amount', p_object -> 'amount', 'currency', p_object -> 'currency',
+        'payment_intent', p_object -> 'payment_intent', 'status', p_object -> 'status', 'webhook_event_id', p_event_id));
+    v_problem  text;
+    v_decision text;
+    v_withheld bigint;
+BEGIN
+    -- The caller holds the payment's row lock.
+    IF v_did IS NULL OR length(v_did) > 255 OR NOT coalesce(payments._is_allowed('dispute_status', v_to), false) THEN
+        RETURN 'ignored';
+    END IF;
+    SELECT * INTO v_dispute FROM payments.disputes d
+    WHERE d.customer_id = p_payment.customer_id AND d.provider = p_payment.provider AND d.provider_dispute_id = v_did;
+    IF (p_object ->> 'payment_intent') IS DISTINCT FROM p_payment.provider_payment_id
+       OR (FOUND AND v_dispute.payment_id <> p_payment.id) THEN
+        v_problem := 'provider_payment_mismatch';
+    ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
+        v_problem := 'currency_mismatch';
+    ELSIF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$' OR (p_object ->> 'amount')::bigint > p_payment.amount_captured_minor
+          OR (FOUND AND (p_object ->> 'amount')::bigint <> v_dispute.amount_minor) THEN
+        v_problem := 'amount_mismatch';
+    END IF;
+    IF v_problem IS NOT NULL THEN
+        PERFORM payments._record_anomaly(p_payment.customer_id, p_payment.id, v_problem, p_source, p_payment.provider,
+                                         p_object ->> 'payment_intent', v_observed);
+        RETURN 'mismatch';
+    END IF;
+    IF v_dispute.id IS NULL THEN
+        INSERT INTO payments.disputes (id, customer_id, payment_id, provider, provider_dispute_id, amount_minor, currency,
+                                       status, reason, evidence_due_by)
+        VALUES (payments._new_id('dsp'), p_payment.customer_id, p_payment.id, p_payment.provider, v_did,
+                (p_object ->> 'amount')::bigint, p_payment.currency, v_to, left(p_object ->> 'reason', 255),
+                CASE WHEN (p_object -> 'evidence_details' ->> 'due_by') ~ '^[0-9]{1,12}$'
+                     THEN timestamptz 'epoch' + (p_object -> 'evidence_details' ->> 'due_by')::bigint * interval '1 second' END)
+        RETURNING * INTO v_dispute;
+        v_decision := 'applied';
+    ELSE
+        v_decision := payments._dispute_decision(v_dispute.status, v_to);
+        IF v_decision = 'applied' THEN
+            UPDATE payments.disputes d SET status = v_to, updated_at = now()
+            WHERE d.customer_id = v_dispute.customer_id AND d.id = v_dispute.id;
+        END IF;
+    END IF;
+    IF v_decision = 'applied' THEN
+        -- What the payment shows as disputed: the amounts its disputes withhold.
+        SELECT coalesce(sum(d.amount_minor), 0) INTO v_withheld FROM payments.disputes d
+        WHERE d.customer_id = p_payment.customer_id AND d.payment_id = p_payment.id AND payments._dispute_withholds(d.status);
+        UPDATE payments.payments p SET amount_disputed_minor = v_withheld, updated_at = now()
+        WHERE p.customer_id = p_payment.customer_id AND p.id = p_payment.id;
+    END IF;
+    IF v_decision <> 'noop' THEN
+        PERFORM payments._payment_note(p_payment, v_decision = 'applied', p_source,
+                                      CASE v_decision WHEN 'applied' THEN 'dispute ' || v_to
+                                           ELSE 'stale: dispute ' || v_dispute.status || ' does not move to ' || v_to END,
+                                      jsonb_build_object('dispute_id', v_dispute.id, 'provider_dispute_id', v_did,
+                                                         'amount_minor', v_dispute.amount_minor,
+                                                         'reason', v_dispute.reason, 'webhook_event_id', p_event_id));
+    END IF;
+    RETURN v_decision;
+END
+$$;
+COMMENT ON FUNCTION payments._apply_dispute_object(payments.payments, jsonb, text, text) IS
+    'Internal: applies a provider Dispute object to its payment: creates the dispute the first time, then moves it under its state machine; keeps the payment''s amount_disputed (what open and lost disputes withhold) and notes each step in its history. Another payment''s dispute, another currency, or more than was captured is an anomaly (mismatch). Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';

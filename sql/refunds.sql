@@ -1,0 +1,333 @@
+-- payments: refunds. create_refund validates and records a pending refund and
+-- queues its provider call in the outbox (sql/lifecycle.sql), in the caller's
+-- transaction; the provider's answer and its webhooks move the refund, each
+-- checked against it (its provider object, amount and currency) as payments are.
+-- A payment's refunds never add up to more than it captured: create_refund
+-- holds the payment's row lock while it sums them.
+
+CREATE TABLE payments.refunds (
+    id                 text COLLATE "C" NOT NULL,
+    customer_id        text COLLATE "C" NOT NULL,
+    payment_id         text COLLATE "C" NOT NULL,
+    amount_minor       bigint NOT NULL CHECK (amount_minor > 0),
+    currency           text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    status             text COLLATE "C" NOT NULL CHECK (payments._is_allowed('refund_status', status)),
+    reason             text CHECK (payments._is_allowed('refund_reason', reason)),
+    idempotency_key    text COLLATE "C" CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    fingerprint        bytea,
+    provider           text COLLATE "C" NOT NULL,
+    provider_refund_id text COLLATE "C" CHECK (length(provider_refund_id) <= 255),
+    failure_reason     text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id),
+    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id),
+    CONSTRAINT refunds_idempotency_key UNIQUE (customer_id, idempotency_key),
+    CHECK ((idempotency_key IS NULL) = (fingerprint IS NULL))
+);
+CREATE UNIQUE INDEX refunds_provider_refund_idx ON payments.refunds (customer_id, provider, provider_refund_id);
+CREATE INDEX refunds_payment_idx ON payments.refunds (customer_id, payment_id);
+-- get_refund by id alone: one index probe here, one per shard on Citus (refunds are rare next to payments).
+CREATE INDEX refunds_id_idx ON payments.refunds (id);
+COMMENT ON TABLE payments.refunds IS
+    'Refunds of succeeded payments, from create_refund (with its idempotency key) or made at the provider directly and learnt from its webhooks. Beside their payment (on Citus, by customer_id). The sum of a payment''s pending and succeeded refunds never exceeds what it captured.';
+COMMENT ON COLUMN payments.refunds.id IS 'rfd_ + 26-character time-sortable id.';
+COMMENT ON COLUMN payments.refunds.amount_minor IS 'The refunded amount in the currency''s minor unit.';
+COMMENT ON COLUMN payments.refunds.currency IS 'The payment''s currency.';
+COMMENT ON COLUMN payments.refunds.status IS 'pending until the provider settles it: succeeded, failed or canceled. A succeeded refund can still fail (the bank returned it).';
+COMMENT ON COLUMN payments.refunds.reason IS 'Stripe''s refund reason: duplicate, fraudulent, requested_by_customer (expired_uncaptured_charge only from the provider).';
+COMMENT ON COLUMN payments.refunds.idempotency_key IS 'The create_refund key, per customer; NULL for a refund made at the provider directly.';
+COMMENT ON COLUMN payments.refunds.fingerprint IS 'sha256 of the call''s parameters (payment, amount, reason); a replay with other parameters is refused (PM201).';
+COMMENT ON COLUMN payments.refunds.provider_refund_id IS 'The provider''s refund id (re_…), once it answered.';
+COMMENT ON COLUMN payments.refunds.failure_reason IS 'Why the provider could not refund (its failure_reason, or its refusal''s message).';
+SELECT pg_catalog.pg_extension_config_dump('payments.refunds', '');
+
+CREATE VIEW payments.refund_details AS
+SELECT r.id, r.customer_id, r.payment_id, payments.to_major(r.amount_minor, r.currency) AS amount, r.amount_minor,
+       r.currency, r.status, r.reason, r.provider, r.provider_refund_id, r.failure_reason, r.created_at, r.updated_at
+FROM payments.refunds r;
+COMMENT ON VIEW payments.refund_details IS
+    'Every refund with its amount in major units beside the minor units, without its idempotency fingerprint. What get_refund and list_refunds return; readable by payments_reader.';
+
+-- refund_details' columns plus what the call did; keep the two in step.
+CREATE TYPE payments.refund_result AS (
+    id                 text,
+    customer_id        text,
+    payment_id         text,
+    amount             numeric,
+    amount_minor       bigint,
+    currency           text,
+    status             text,
+    reason             text,
+    provider           text,
+    provider_refund_id text,
+    failure_reason     text,
+    created_at         timestamptz,
+    updated_at         timestamptz,
+    outcome            text
+);
+COMMENT ON TYPE payments.refund_result IS
+    'A refund as create_refund leaves it, plus outcome: created (a new refund, its provider call queued) or replayed (the same idempotency key and parameters again).';
+
+CREATE FUNCTION payments._refund_result(p_customer_id text, p_refund_id text, p_outcome text)
+RETURNS SETOF payments.refund_result
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN QUERY SELECT d.*, p_outcome FROM payments.refund_details d
+    WHERE d.customer_id = p_customer_id AND d.id = p_refund_id;
+END
+$$;
+COMMENT ON FUNCTION payments._refund_result(text, text, text) IS 'Internal: a refund as a refund_result row with the call''s outcome.';
+
+CREATE FUNCTION payments.create_refund(idempotency_key text, payment_id text, amount numeric DEFAULT NULL,
+                                       reason text DEFAULT NULL)
+RETURNS SETOF payments.refund_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_payment  payments.payments%ROWTYPE;
+    v_minor    bigint;
+    v_fp       bytea;
+    v_existing payments.refunds%ROWTYPE;
+    v_left     bigint;
+    v_id       text := payments._new_id('rfd');
+BEGIN
+    IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    IF reason IS NOT NULL AND (reason = 'expired_uncaptured_charge' OR NOT payments._is_allowed('refund_reason', reason)) THEN
+        RAISE EXCEPTION 'reason must be duplicate, fraudulent or requested_by_customer, not %',
+            quote_literal(payments._shown(reason)) USING ERRCODE = 'PM100';
+    END IF;
+    -- The payment's row lock serialises its refunds: the sum below cannot change under us.
+    v_payment := payments._locked_payment(create_refund.payment_id);
+    IF amount IS NOT NULL THEN
+        v_minor := payments.to_minor(amount, v_payment.currency);
+    END IF;
+    v_fp := sha256(convert_to(jsonb_build_array(v_payment.id, v_minor, reason)::text, 'UTF8'));
+    -- A replay answers as the first call did, whatever happened since.
+    SELECT * INTO v_existing FROM payments.refunds r
+    WHERE r.customer_id = v_payment.customer_id AND r.idempotency_key = create_refund.idempotency_key;
+    IF FOUND THEN
+        RETURN QUERY SELECT * FROM payments._replayed_refund(v_existing, v_fp);
+        RETURN;
+    END IF;
+    IF v_payment.status <> 'succeeded' OR v_payment.provider_payment_id IS NULL THEN
+        RAISE EXCEPTION 'payment % is % %: only a payment the provider captured can be refunded', v_payment.id,
+            v_payment.status, CASE WHEN v_payment.provider_payment_id IS NULL THEN 'without a provider payment' ELSE '' END
+            USING ERRCODE = 'PM206';
+    END IF;
+    SELECT v_payment.amount_captured_minor - coalesce(sum(r.amount_minor), 0) INTO v_left FROM payments.refunds r
+    WHERE r.customer_id = v_payment.customer_id AND r.payment_id = v_payment.id AND r.status IN ('pending', 'succeeded');
+    v_minor := coalesce(v_minor, v_left);
+    IF v_minor > v_left OR v_minor <= 0 THEN
+        RAISE EXCEPTION 'cannot refund % %: % is left to refund of payment %',
+            payments.to_major(v_minor, v_payment.currency), v_payment.currency,
+            payments.to_major(greatest(v_left, 0), v_payment.currency), v_payment.id
+            USING ERRCODE = 'PM207', HINT = 'pending and succeeded refunds count against what was captured';
+    END IF;
+    INSERT INTO payments.refunds (id, customer_id, payment_id, amount_minor, currency, status, reason, idempotency_key,
+                                  fingerprint, provider)
+    VALUES (v_id, v_payment.customer_id, v_payment.id, v_minor, v_payment.currency, 'pending', reason, idempotency_key,
+            v_fp, v_payment.provider)
+    ON CONFLICT ON CONSTRAINT refunds_idempotency_key DO NOTHING;
+    IF NOT FOUND THEN
+        -- The key was taken meanwhile for another payment of this customer (whose lock we do not hold).
+        SELECT * INTO v_existing FROM payments.refunds r
+        WHERE r.customer_id = v_payment.customer_id AND r.idempotency_key = create_refund.idempotency_key;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'idempotency key % was claimed by a concurrent transaction', quote_literal(idempotency_key)
+                USING ERRCODE = '40001', HINT = 'retry the transaction';
+        END IF;
+        RETURN QUERY SELECT * FROM payments._replayed_refund(v_existing, v_fp);
+        RETURN;
+    END IF;
+    PERFORM payments._queue_command(v_payment, 'refund', v_minor, NULL, v_id);
+    RETURN QUERY SELECT * FROM payments._refund_result(v_payment.customer_id, v_id, 'created');
+END
+$$;
+COMMENT ON FUNCTION payments.create_refund(text, text, numeric, text) IS
+    'Refunds a succeeded payment, in full or amount of it (default: all that is left), idempotently: the same key (per customer) with the same parameters returns the same refund (outcome replayed), with others PM201. Records a pending refund and queues its provider call (outcome created); it becomes succeeded, failed or canceled as the provider answers and reports. Pending and succeeded refunds never add up to more than was captured, also under concurrent calls (PM207 otherwise); a payment that is not succeeded at a provider: PM206. reason: duplicate, fraudulent or requested_by_customer. Runs in the caller''s transaction: a rollback refunds nothing.';
+
+CREATE FUNCTION payments._replayed_refund(p_refund payments.refunds, p_fingerprint bytea)
+RETURNS SETOF payments.refund_result
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_refund.fingerprint <> p_fingerprint THEN
+        RAISE EXCEPTION 'idempotency key % was already used with different parameters', quote_literal(p_refund.idempotency_key)
+            USING ERRCODE = 'PM201', DETAIL = 'the key belongs to refund ' || p_refund.id,
+                  HINT = 'use a new key for a new refund, or repeat the original parameters to replay it';
+    END IF;
+    RETURN QUERY SELECT * FROM payments._refund_result(p_refund.customer_id, p_refund.id, 'replayed');
+END
+$$;
+COMMENT ON FUNCTION payments._replayed_refund(payments.refunds, bytea) IS
+    'Internal: a create_refund replay: the refund the key made, or PM201 when the parameters differ.';
+
+CREATE FUNCTION payments.get_refund(id text) RETURNS SETOF payments.refund_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM payments.refund_details d WHERE d.id = get_refund.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'refund % not found', payments._shown(get_refund.id) USING ERRCODE = 'PM204';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments.get_refund(text) IS 'One refund by id; PM204 when there is none.';
+
+CREATE FUNCTION payments.list_refunds(payment_id text DEFAULT NULL, lim int DEFAULT 10, starting_after text DEFAULT NULL)
+RETURNS SETOF payments.refund_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text;
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
+    END IF;
+    IF list_refunds.payment_id IS NOT NULL THEN
+        v_customer := payments._customer_of(list_refunds.payment_id);
+    END IF;
+    RETURN QUERY SELECT * FROM payments.refund_details d
+    WHERE (list_refunds.payment_id IS NULL OR (d.customer_id = v_customer AND d.payment_id = list_refunds.payment_id))
+      AND (starting_after IS NULL OR d.id < starting_after)
+    ORDER BY d.id DESC LIMIT lim;
+END
+$$;
+COMMENT ON FUNCTION payments.list_refunds(text, int, text) IS
+    'Refunds newest first (of one payment when payment_id is given; PM204 for an unknown payment), lim (1 to 100) at a time; starting_after: the last id of the previous page.';
+
+-- ---------------------------------------------------------------------------
+-- What the provider says about a refund
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments._payment_note(p_payment payments.payments, p_applied boolean, p_source text, p_reason text,
+                                      p_data jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- In the payment's hash chain; its status does not move (applied: the refund's did).
+    PERFORM payments._append_event(p_payment.customer_id, p_payment.id, p_payment.status, p_payment.status, p_applied,
+                                   p_source, p_reason, jsonb_strip_nulls(p_data));
+END
+$$;
+COMMENT ON FUNCTION payments._payment_note(payments.payments, boolean, text, text, jsonb) IS
+    'Internal: a refund''s or dispute''s step in its payment''s history (the payment''s status unchanged; applied: the refund or dispute moved). The caller holds the payment''s row lock.';
+
+CREATE FUNCTION payments._apply_refund_object(p_payment payments.payments, p_refund_id text, p_object jsonb,
+                                              p_source text, p_event_id text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_refund   payments.refunds%ROWTYPE;
+    v_to       text := payments._stripe_refund_status(p_object ->> 'status');
+    v_rid      text := p_object ->> 'id';
+    v_observed jsonb := jsonb_strip_nulls(jsonb_build_object(
+        'refund', v_rid, 'amount', p_object -> 'amount', 'currency', p_object -> 'currency',
+        'payment_intent', p_object -> 'payment_intent', 'status', p_object -> 'status', 'webhook_event_id', p_event_id));
+    v_problem  text;
+    v_decision text;
+    v_left     bigint;
+BEGIN
+    -- The caller holds the payment's row lock.
+    IF v_to IS NULL OR v_rid IS NULL OR length(v_rid) > 255 THEN
+        RETURN 'ignored';
+    END IF;
+    SELECT * INTO v_refund FROM payments.refunds r
+    WHERE r.customer_id = p_payment.customer_id
+      AND ((p_refund_id IS NOT NULL AND r.id = p_refund_id)
+           OR (p_refund_id IS NULL AND r.provider = p_payment.provider AND r.provider_refund_id = v_rid));
+    IF NOT FOUND AND p_refund_id IS NULL THEN
+        -- Our id in metadata: a webhook that beat the provider's answer.
+        SELECT * INTO v_refund FROM payments.refunds r
+        WHERE r.customer_id = p_payment.customer_id AND r.id = p_object -> 'metadata' ->> 'refund_id'
+          AND r.payment_id = p_payment.id;
+    END IF;
+    -- Evidence: a refund of this payment's provider object, for the refund's money.
+    IF (p_object ->> 'payment_intent') IS DISTINCT FROM p_payment.provider_payment_id
+       OR (v_refund.provider_refund_id IS NOT NULL AND v_refund.provider_refund_id <> v_rid) THEN
+        v_problem := 'provider_payment_mismatch';
+    ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
+        v_problem := 'currency_mismatch';
+    ELSIF v_refund.id IS NOT NULL AND (p_object ->> 'amount') IS DISTINCT FROM v_refund.amount_minor::text THEN
+        v_problem := 'amount_mismatch';
+    ELSIF v_refund.id IS NULL THEN
+        -- Made at the provider directly: taken in only if it fits in what is left to refund.
+        SELECT p_payment.amount_captured_minor - coalesce(sum(r.amount_minor), 0) INTO v_left FROM payments.refunds r
+        WHERE r.customer_id = p_payment.customer_id AND r.payment_id = p_payment.id AND r.status IN ('pending', 'succeeded');
+        IF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$' OR (p_object ->> 'amount')::bigint > v_left THEN
+            v_problem := 'amount_mismatch';
+        END IF;
+    END IF;
+    IF v_problem IS NOT NULL THEN
+        PERFORM payments._record_anomaly(p_payment.customer_id, p_payment.id, v_problem, p_source, p_payment.provider,
+                                         p_object ->> 'payment_intent', v_observed);
+        RETURN 'mismatch';
+    END IF;
+    IF v_refund.id IS NULL THEN
+        INSERT INTO payments.refunds (id, customer_id, payment_id, amount_minor, currency, status, reason, provider,
+                                      provider_refund_id, failure_reason)
+        VALUES (payments._new_id('rfd'), p_payment.customer_id, p_payment.id, (p_object ->> 'amount')::bigint,
+                p_payment.currency, 'pending',
+                CASE WHEN payments._is_allowed('refund_reason', p_object ->> 'reason') THEN p_object ->> 'reason' END,
+                p_payment.provider, v_rid, NULL)
+        RETURNING * INTO v_refund;
+        PERFORM payments._payment_note(p_payment, true, p_source, 'refund made at the provider',
+                                      jsonb_build_object('refund_id', v_refund.id, 'provider_refund_id', v_rid,
+                                                         'amount_minor', v_refund.amount_minor,
+                                                         'webhook_event_id', p_event_id));
+    ELSIF v_refund.provider_refund_id IS NULL THEN
+        UPDATE payments.refunds r SET provider_refund_id = v_rid, updated_at = now()
+        WHERE r.customer_id = v_refund.customer_id AND r.id = v_refund.id;
+    END IF;
+    v_decision := payments._refund_decision(v_refund.status, v_to);
+    IF v_decision = 'applied' THEN
+        UPDATE payments.refunds r
+        SET status = v_to, updated_at = now(),
+            failure_reason = CASE WHEN v_to = 'failed' THEN coalesce(p_object ->> 'failure_reason', 'unknown') END
+        WHERE r.customer_id = v_refund.customer_id AND r.id = v_refund.id;
+        -- What the payment shows as refunded: succeeded refunds only.
+        UPDATE payments.payments p
+        SET amount_refunded_minor = p.amount_refunded_minor
+                + CASE WHEN v_to = 'succeeded' THEN v_refund.amount_minor
+                       WHEN v_refund.status = 'succeeded' THEN -v_refund.amount_minor ELSE 0 END,
+            updated_at = now()
+        WHERE p.customer_id = p_payment.customer_id AND p.id = p_payment.id;
+    END IF;
+    IF v_decision <> 'noop' THEN
+        PERFORM payments._payment_note(p_payment, v_decision = 'applied', p_source,
+                                      CASE v_decision WHEN 'applied' THEN 'refund ' || v_to
+                                           ELSE 'stale: refund ' || v_refund.status || ' does not move to ' || v_to END,
+                                      jsonb_build_object('refund_id', v_refund.id, 'provider_refund_id', v_rid,
+                                                         'amount_minor', v_refund.amount_minor,
+                                                         'failure_reason', p_object ->> 'failure_reason',
+                                                         'webhook_event_id', p_event_id));
+    END IF;
+    RETURN v_decision;
+END
+$$;
+COMMENT ON FUNCTION payments._apply_refund_object(payments.payments, text, jsonb, text, text) IS
+    'Internal: applies a provider Refund object to the refund it is about (p_refund_id, else its provider id, else metadata.refund_id; one made at the provider directly is taken in if it fits in what is left to refund). Another payment''s refund, another currency or amount is an anomaly (mismatch), never applied. Moves the refund under its state machine, keeps the payment''s amount_refunded and notes each step in its history. Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';
+
+CREATE FUNCTION payments._record_refund_answer(p_command payments.provider_commands, p_payment payments.payments,
+                                               p_response jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_refused boolean := p_response ? 'error' OR (p_response ->> 'object') IS DISTINCT FROM 'refund';
+    v_outcome text;
+BEGIN
+    -- The caller holds the payment's and the command's row locks.
+    IF v_refused THEN
+        UPDATE payments.refunds r
+        SET status = 'failed', updated_at = now(),
+            failure_reason = left(coalesce(p_response -> 'error' ->> 'message', 'refused by the provider'), 1000)
+        WHERE r.customer_id = p_command.customer_id AND r.id = p_command.refund_id AND r.status = 'pending';
+        PERFORM payments._payment_note(p_payment, true, 'provider', 'refund refused',
+                                      jsonb_build_object('refund_id', p_command.refund_id, 'command_id', p_command.id,
+                                                         'error', coalesce(p_response -> 'error', p_response)));
+    ELSE
+        v_outcome := payments._apply_refund_object(p_payment, p_command.refund_id, p_response, 'provider', NULL);
+    END IF;
+    UPDATE payments.provider_commands c
+    SET status = CASE WHEN v_refused OR v_outcome = 'mismatch' THEN 'failed' ELSE 'succeeded' END, finished_at = now(),
+        last_error = CASE WHEN v_refused THEN coalesce(p_response -> 'error', p_response) END
+    WHERE c.customer_id = p_command.customer_id AND c.id = p_command.id;
+END
+$$;
+COMMENT ON FUNCTION payments._record_refund_answer(payments.provider_commands, payments.payments, jsonb) IS
+    'Internal: record_command_result for a refund command: the provider''s Refund object is applied to the refund (its money checked); a refusal fails the refund with the provider''s message.';
