@@ -1,4 +1,4 @@
-//! The provider-command outbox: the captures and cancels SQL queued
+//! The provider-command outbox: the captures, cancels and refunds SQL queued
 //! (`payments.provider_commands`), carried out at the provider.
 //!
 //! As the reconciler does, it leases instead of locking: `claim_provider_commands`
@@ -23,7 +23,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use crate::app::AppState;
 use crate::db;
 use crate::error::ApiError;
-use crate::provider::{CommandAnswer, ProviderError};
+use crate::provider::{CommandAnswer, ProviderError, RefundRequest};
 
 const BATCH: i32 = 20;
 const CHANNEL: &str = "payments_provider_commands";
@@ -172,11 +172,21 @@ async fn carry_out(state: &AppState, row: &tokio_postgres::Row) -> Result<String
             let reason = row.try_get::<_, Option<&str>>("reason")?.filter(|r| *r != "automatic");
             state.provider.cancel_payment(&provider_payment_id, reason, &command_id).await
         }
+        "refund" => {
+            let refund = RefundRequest {
+                provider_payment_id: &provider_payment_id,
+                amount_minor: row.try_get("amount_minor")?,
+                reason: row.try_get("reason")?,
+                refund_id: row.try_get("refund_id")?,
+                key: &command_id,
+            };
+            state.provider.create_refund(&refund).await
+        }
         // A kind a newer extension queues is left to a gateway that knows it (its lease brings it back).
         other => return Err(ApiError::Internal(format!("provider command of unknown kind {other:?}"))),
     };
     let (answered, status, response) = match answer {
-        Ok(CommandAnswer::Object { status, raw }) => (true, Some(status.as_str()), raw),
+        Ok(CommandAnswer::Object { status, raw }) => (true, Some(status), raw),
         Ok(CommandAnswer::Refused { raw }) => (true, None, raw),
         Err(ProviderError::Unavailable(why)) => {
             (false, None, json!({ "type": "provider_unavailable", "message": why }).to_string())

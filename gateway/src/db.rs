@@ -19,7 +19,11 @@ macro_rules! payment_json {
             $r,
             ".amount::text, 'amount_captured', ",
             $r,
-            ".amount_captured::text))::text AS payment"
+            ".amount_captured::text, 'amount_refunded', ",
+            $r,
+            ".amount_refunded::text, 'amount_disputed', ",
+            $r,
+            ".amount_disputed::text))::text AS payment"
         )
     };
 }
@@ -65,7 +69,7 @@ pub const CANCEL_PAYMENT: &str = concat!("SELECT ", payment_json!("r"), " FROM p
 /// Leases queued provider commands of provider `$4`: `$1` at most, `$2` ms, of payment `$3` only when given.
 pub const CLAIM_PROVIDER_COMMANDS: &str =
     "SELECT command_id, kind, payment_id, customer_id, provider, provider_payment_id,
-        amount_minor, reason
+        amount_minor, reason, refund_id
      FROM payments.claim_provider_commands($1, $2::bigint * interval '1 millisecond', $3, $4)";
 
 pub const RECORD_COMMAND_RESULT: &str =
@@ -74,6 +78,51 @@ pub const RECORD_COMMAND_RESULT: &str =
 /// Queues a cancel for every authorization of provider `$2` older than `$1` ms.
 pub const CANCEL_EXPIRED_AUTHORIZATIONS: &str =
     "SELECT payments.cancel_expired_authorizations($1::bigint * interval '1 millisecond', provider => $2)";
+
+/// A refund_details (or refund_result) row `r` as the API's JSON object: the amount as a decimal string.
+macro_rules! refund_json {
+    ($r:literal) => {
+        concat!("(to_jsonb(", $r, ") - 'outcome' || jsonb_build_object('object', 'refund', 'amount', ", $r, ".amount::text))")
+    };
+}
+
+/// A dispute_details row `d` as the API's JSON object: the amount as a decimal string.
+macro_rules! dispute_json {
+    ($r:literal) => {
+        concat!("(to_jsonb(", $r, ") || jsonb_build_object('object', 'dispute', 'amount', ", $r, ".amount::text))")
+    };
+}
+
+/// The refund as JSON and whether it was a replay.
+pub const CREATE_REFUND: &str = concat!(
+    "SELECT ",
+    refund_json!("r"),
+    "::text AS refund, r.outcome, r.payment_id FROM payments.create_refund($1, $2, $3::text::numeric, $4) r"
+);
+
+pub const GET_REFUND: &str = concat!("SELECT ", refund_json!("r"), "::text AS refund FROM payments.get_refund($1) r");
+
+/// A page of `$2` refunds (of payment `$1` when given) after `$3`, plus whether more follow.
+pub const LIST_REFUNDS: &str = concat!(
+    "WITH page AS (SELECT * FROM payments.list_refunds($1, $2, $3))
+     SELECT coalesce(jsonb_agg(",
+    refund_json!("p"),
+    " ORDER BY p.id DESC), '[]')::text AS data,
+            count(*) > 0 AND EXISTS (SELECT FROM payments.list_refunds($1, 1, (SELECT min(id) FROM page))) AS has_more
+     FROM page p"
+);
+
+pub const GET_DISPUTE: &str = concat!("SELECT ", dispute_json!("d"), "::text AS dispute FROM payments.get_dispute($1) d");
+
+/// A page of `$3` disputes (of payment `$1`, in status `$2`, when given) after `$4`, plus whether more follow.
+pub const LIST_DISPUTES: &str = concat!(
+    "WITH page AS (SELECT * FROM payments.list_disputes($1, $2, $3, $4))
+     SELECT coalesce(jsonb_agg(",
+    dispute_json!("p"),
+    " ORDER BY p.id DESC), '[]')::text AS data,
+            count(*) > 0 AND EXISTS (SELECT FROM payments.list_disputes($1, $2, 1, (SELECT min(id) FROM page))) AS has_more
+     FROM page p"
+);
 
 pub const GET_PAYMENT: &str = concat!("SELECT ", payment_json!("d"), " FROM payments.get_payment($1) d");
 

@@ -15,11 +15,17 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::routes::payments::events,
         crate::routes::payments::capture,
         crate::routes::payments::cancel,
+        crate::routes::refunds::create,
+        crate::routes::refunds::get,
+        crate::routes::refunds::list,
+        crate::routes::disputes::get,
+        crate::routes::disputes::list,
         crate::routes::webhooks::receive,
     ),
-    components(schemas(Payment, PaymentList, Event, EventList, ErrorBody, ErrorDetail, WebhookResult,
-                       crate::routes::payments::CreatePayment, crate::routes::payments::CapturePayment,
-                       crate::routes::payments::CancelPayment)),
+    components(schemas(Payment, PaymentList, Event, EventList, Refund, RefundList, Dispute, DisputeList, ErrorBody,
+                       ErrorDetail, WebhookResult, crate::routes::payments::CreatePayment,
+                       crate::routes::payments::CapturePayment, crate::routes::payments::CancelPayment,
+                       crate::routes::refunds::CreateRefund)),
     modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;
@@ -113,6 +119,85 @@ pub struct Payment {
     amount_captured_minor: Option<i64>,
     /// Why it was canceled: duplicate | fraudulent | requested_by_customer | abandoned | automatic
     cancellation_reason: Option<String>,
+    /// What succeeded refunds gave back, major units as a decimal string.
+    amount_refunded: String,
+    amount_refunded_minor: i64,
+    /// none | partial | full (of what was captured)
+    refund_status: String,
+    /// Whether a dispute withholds money (open or lost).
+    disputed: bool,
+    /// What disputes withhold, major units as a decimal string.
+    amount_disputed: String,
+    amount_disputed_minor: i64,
+}
+
+/// A refund of a payment.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Refund {
+    /// `refund`
+    object: String,
+    /// rfd_…
+    id: String,
+    customer_id: String,
+    payment_id: String,
+    /// Major units, exact, as a decimal string.
+    amount: String,
+    amount_minor: i64,
+    currency: String,
+    /// pending | succeeded | failed | canceled
+    status: String,
+    /// duplicate | fraudulent | requested_by_customer | expired_uncaptured_charge
+    reason: Option<String>,
+    provider: String,
+    /// The provider's refund id (re_…), once it answered.
+    provider_refund_id: Option<String>,
+    failure_reason: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RefundList {
+    object: String,
+    url: String,
+    has_more: bool,
+    data: Vec<Refund>,
+}
+
+/// A dispute (chargeback or inquiry) of a payment, from the provider's webhooks.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Dispute {
+    /// `dispute`
+    object: String,
+    /// dsp_…
+    id: String,
+    customer_id: String,
+    payment_id: String,
+    /// Major units, exact, as a decimal string.
+    amount: String,
+    amount_minor: i64,
+    currency: String,
+    /// warning_needs_response | warning_under_review | warning_closed | needs_response | under_review | won | lost
+    status: String,
+    reason: Option<String>,
+    evidence_due_by: Option<String>,
+    provider: String,
+    /// The provider's dispute id (dp_…).
+    provider_dispute_id: String,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DisputeList {
+    object: String,
+    url: String,
+    has_more: bool,
+    data: Vec<Dispute>,
 }
 
 #[derive(ToSchema)]

@@ -1,5 +1,5 @@
-//! The sandbox's objects: PaymentIntents and refunds, and how test payment
-//! methods behave. Pure state changes; HTTP, idempotency and webhook delivery
+//! The sandbox's objects: PaymentIntents, refunds and disputes, and how test
+//! payment methods behave. Pure state changes; HTTP, idempotency and webhook delivery
 //! live in `mod.rs` and `delivery.rs`.
 
 use std::collections::HashMap;
@@ -39,13 +39,23 @@ pub fn error(status: u16, kind: &str, code: &str, message: &str, param: Option<&
 pub struct Objects {
     pub intents: Bounded<Value>,
     pub refunds: Bounded<Value>,
+    pub disputes: Bounded<Value>,
 }
 
 impl Default for Objects {
     fn default() -> Self {
-        Objects { intents: Bounded::new(MAX_OBJECTS), refunds: Bounded::new(MAX_OBJECTS) }
+        Objects {
+            intents: Bounded::new(MAX_OBJECTS),
+            refunds: Bounded::new(MAX_OBJECTS),
+            disputes: Bounded::new(MAX_OBJECTS),
+        }
     }
 }
+
+/// Stripe's test payment method whose refunds succeed, then fail (card 4000 0000 0000 5126).
+pub const REFUND_FAILS: &str = "pm_card_refundFail";
+/// Stripe's test payment method whose payment is disputed after it succeeds (card 4000 0000 0000 0259).
+pub const DISPUTED: &str = "pm_card_createDispute";
 
 pub type Params = HashMap<String, String>;
 
@@ -259,6 +269,7 @@ impl Objects {
         pi["status"] = json!("succeeded");
         pi["amount_received"] = json!(amount);
         pi["amount_capturable"] = json!(0);
+        pi["latest_charge"] = json!(new_id("ch"));
         Outcome::ok(pi.clone(), vec![("payment_intent.succeeded", pi.clone())])
     }
 
@@ -307,10 +318,8 @@ impl Objects {
         }
         let received = pi["amount_received"].as_i64().unwrap_or(0);
         let refunded: i64 = self
-            .refunds
-            .iter()
-            .map(|(_, r)| r)
-            .filter(|r| r["payment_intent"] == pi_id.as_str())
+            .refunds_of(pi_id)
+            .filter(|r| r["status"] == "pending" || r["status"] == "succeeded")
             .map(|r| r["amount"].as_i64().unwrap_or(0))
             .sum();
         let amount = match params.get("amount") {
@@ -335,9 +344,16 @@ impl Objects {
             Ok(m) => m,
             Err(e) => return e,
         };
+        let reason = params.get("reason").map(String::as_str);
+        if reason.is_some_and(|r| !["duplicate", "fraudulent", "requested_by_customer"].contains(&r)) {
+            return error(400, "invalid_request_error", "parameter_invalid_string", "Invalid reason.", Some("reason"));
+        }
+        // Settled later (settle_refund); a refundFail card's refund succeeds first, as on Stripe.
+        let status = if pi["payment_method"] == REFUND_FAILS { "succeeded" } else { "pending" };
         let refund = json!({
             "id": new_id("re"), "object": "refund", "amount": amount, "currency": pi["currency"],
-            "payment_intent": pi_id, "status": "succeeded", "created": now(), "metadata": metadata,
+            "payment_intent": pi_id, "charge": pi["latest_charge"], "status": status, "reason": reason,
+            "failure_reason": null, "created": now(), "metadata": metadata,
         });
         self.refunds.insert(refund["id"].as_str().unwrap().to_string(), refund.clone());
         Outcome::ok(refund.clone(), vec![("refund.created", refund)])
@@ -348,6 +364,102 @@ impl Objects {
             Some(r) => Outcome::ok(r.clone(), vec![]),
             None => missing("refund", id),
         }
+    }
+
+    fn refunds_of<'a>(&'a self, pi_id: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.refunds.iter().map(|(_, r)| r).filter(move |r| r["payment_intent"] == pi_id)
+    }
+
+    /// The intent's charge as Stripe shows it in charge.* events, with its refunds listed.
+    fn charge(&self, pi: &Value) -> Value {
+        let pi_id = pi["id"].as_str().unwrap_or_default();
+        let refunds: Vec<Value> = self.refunds_of(pi_id).cloned().collect();
+        let refunded: i64 =
+            refunds.iter().filter(|r| r["status"] == "succeeded").map(|r| r["amount"].as_i64().unwrap_or(0)).sum();
+        json!({
+            "id": pi["latest_charge"], "object": "charge", "amount": pi["amount_received"], "currency": pi["currency"],
+            "payment_intent": pi_id, "amount_refunded": refunded, "refunded": refunded == pi["amount_received"],
+            "refunds": { "object": "list", "data": refunds, "has_more": false },
+        })
+    }
+
+    /// The bank's answer to a refund, some time after it was made: a pending
+    /// refund succeeds; a refundFail card's succeeded refund fails.
+    pub fn settle_refund(&mut self, id: &str) -> Vec<(&'static str, Value)> {
+        let Some(refund) = self.refunds.get(id).cloned() else { return vec![] };
+        let pi = self.intents.get(refund["payment_intent"].as_str().unwrap_or_default()).cloned().unwrap_or_default();
+        let fails = pi["payment_method"] == REFUND_FAILS;
+        let (status, kind) = match refund["status"].as_str() {
+            Some("pending") if !fails => ("succeeded", "refund.updated"),
+            Some("pending" | "succeeded") if fails => ("failed", "refund.failed"),
+            _ => return vec![],
+        };
+        let r = self.refunds.get_mut(id).expect("read above");
+        r["status"] = json!(status);
+        if status == "failed" {
+            r["failure_reason"] = json!("expired_or_canceled_card");
+        }
+        let refund = r.clone();
+        let mut events = vec![(kind, refund)];
+        if status == "succeeded" {
+            events.push(("charge.refunded", self.charge(&pi)));
+        }
+        events
+    }
+
+    /// A disputed card's chargeback, some time after the payment succeeded.
+    pub fn open_dispute(&mut self, pi_id: &str) -> Vec<(&'static str, Value)> {
+        let Some(pi) = self.intents.get(pi_id) else { return vec![] };
+        let dispute = json!({
+            "id": new_id("dp"), "object": "dispute", "amount": pi["amount_received"], "currency": pi["currency"],
+            "charge": pi["latest_charge"], "payment_intent": pi_id, "reason": "fraudulent", "status": "needs_response",
+            "evidence": { "uncategorized_text": null }, "evidence_details": { "due_by": now() + 7 * 86_400 },
+            "created": now(), "livemode": false,
+        });
+        self.disputes.insert(dispute["id"].as_str().unwrap().to_string(), dispute.clone());
+        vec![("charge.dispute.created", dispute)]
+    }
+
+    pub fn retrieve_dispute(&self, id: &str) -> Outcome {
+        match self.disputes.get(id) {
+            Some(d) => Outcome::ok(d.clone(), vec![]),
+            None => missing("dispute", id),
+        }
+    }
+
+    /// Submits evidence (Stripe's test texts `winning_evidence` and `losing_evidence` decide the outcome).
+    pub fn update_dispute(&mut self, id: &str, params: &Params) -> Outcome {
+        let Some(d) = self.disputes.get_mut(id) else { return missing("dispute", id) };
+        if d["status"] != "needs_response" {
+            return error(400, "invalid_request_error", "dispute_already_submitted",
+                "This dispute is already under review or closed.", None);
+        }
+        if let Some(text) = params.get("evidence[uncategorized_text]") {
+            d["evidence"]["uncategorized_text"] = json!(text);
+        }
+        d["status"] = json!("under_review");
+        Outcome::ok(d.clone(), vec![("charge.dispute.updated", d.clone())])
+    }
+
+    /// Accepts a dispute: it is lost.
+    pub fn close_dispute(&mut self, id: &str) -> Outcome {
+        let Some(d) = self.disputes.get_mut(id) else { return missing("dispute", id) };
+        if !["needs_response", "under_review"].contains(&d["status"].as_str().unwrap_or_default()) {
+            return error(400, "invalid_request_error", "dispute_already_closed", "This dispute is already closed.", None);
+        }
+        d["status"] = json!("lost");
+        Outcome::ok(d.clone(), vec![("charge.dispute.closed", d.clone())])
+    }
+
+    /// The bank's decision on a dispute under review.
+    pub fn decide_dispute(&mut self, id: &str) -> Vec<(&'static str, Value)> {
+        let Some(d) = self.disputes.get_mut(id) else { return vec![] };
+        if d["status"] != "under_review" {
+            return vec![];
+        }
+        let won = d["evidence"]["uncategorized_text"] == "winning_evidence";
+        d["status"] = json!(if won { "won" } else { "lost" });
+        vec![("charge.dispute.closed", d.clone())]
     }
 }
 
@@ -427,6 +539,41 @@ mod tests {
         assert_eq!(o.create_refund(&params(&[("payment_intent", &pi), ("amount", "500")])).status, 400);
         assert_eq!(o.create_refund(&params(&[("payment_intent", &pi)])).body["amount"], 400);
         assert_eq!(o.retrieve_refund(r.body["id"].as_str().unwrap()).status, 200);
+    }
+
+    #[test]
+    fn refunds_settle_later_and_a_refund_fail_card_fails_after_succeeding() {
+        let mut o = Objects::default();
+        let pi = create(&mut o, "pm_card_visa", "automatic").body["id"].as_str().unwrap().to_string();
+        let r = o.create_refund(&params(&[("payment_intent", &pi), ("amount", "600")]));
+        assert_eq!(r.body["status"], "pending");
+        let settled = o.settle_refund(r.body["id"].as_str().unwrap());
+        assert_eq!(settled.iter().map(|e| e.0).collect::<Vec<_>>(), ["refund.updated", "charge.refunded"]);
+        assert_eq!(settled[1].1["amount_refunded"], 600);
+        assert!(o.settle_refund(r.body["id"].as_str().unwrap()).is_empty(), "settled once");
+
+        let pi = create(&mut o, REFUND_FAILS, "automatic").body["id"].as_str().unwrap().to_string();
+        let r = o.create_refund(&params(&[("payment_intent", &pi)]));
+        assert_eq!(r.body["status"], "succeeded");
+        let failed = o.settle_refund(r.body["id"].as_str().unwrap());
+        assert_eq!((failed[0].0, &failed[0].1["status"]), ("refund.failed", &json!("failed")));
+        // A failed refund gives its amount back to refund.
+        assert_eq!(o.create_refund(&params(&[("payment_intent", &pi)])).body["amount"], 1000);
+    }
+
+    #[test]
+    fn a_disputed_card_is_won_or_lost_by_its_evidence() {
+        let mut o = Objects::default();
+        for (text, end) in [("winning_evidence", "won"), ("losing_evidence", "lost")] {
+            let pi = create(&mut o, DISPUTED, "automatic").body["id"].as_str().unwrap().to_string();
+            let opened = o.open_dispute(&pi);
+            assert_eq!((opened[0].0, &opened[0].1["status"]), ("charge.dispute.created", &json!("needs_response")));
+            let id = opened[0].1["id"].as_str().unwrap().to_string();
+            let updated = o.update_dispute(&id, &params(&[("evidence[uncategorized_text]", text)]));
+            assert_eq!(updated.body["status"], "under_review");
+            assert_eq!(o.decide_dispute(&id)[0].1["status"], end);
+            assert_eq!(o.close_dispute(&id).status, 400, "closed once");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! A Stripe-compatible sandbox: PaymentIntents and refunds in Stripe's form
+//! A Stripe-compatible sandbox: PaymentIntents, refunds and disputes in Stripe's form
 //! encoding, id formats, idempotency semantics and error shapes, with webhooks
 //! delivered asynchronously and signed with `Stripe-Signature`. The gateway's
 //! Stripe connector and the official Stripe SDKs talk to it unchanged.
@@ -77,6 +77,8 @@ impl Sandbox {
             .route("/v1/payment_intents/{id}/{action}", post(act_on_intent))
             .route("/v1/refunds", post(create_refund))
             .route("/v1/refunds/{id}", get(retrieve_refund))
+            .route("/v1/disputes/{id}", get(retrieve_dispute).post(update_dispute))
+            .route("/v1/disputes/{id}/close", post(close_dispute))
             .route("/_sandbox/charges", get(charges))
             .route("/_sandbox/config", get(get_config).post(set_config))
             .layer(axum::middleware::from_fn_with_state(self.clone(), require_api_key))
@@ -188,11 +190,29 @@ impl Sandbox {
         let idempotency_key = headers.get("idempotency-key").and_then(|k| k.to_str().ok()).map(str::to_string);
         for (kind, object) in &outcome.events {
             self.deliver(kind, object.clone(), idempotency_key.clone(), &knobs);
+            self.follow_up(kind, object, knobs.async_delay_ms);
         }
         if outcome.body["status"] == "processing" {
-            self.settle_later(outcome.body["id"].as_str().unwrap_or_default().to_string(), knobs.async_delay_ms);
+            let id = outcome.body["id"].as_str().unwrap_or_default().to_string();
+            self.later(knobs.async_delay_ms, move |o| o.settle(&id).into_iter().collect());
         }
         respond(outcome, false)
+    }
+
+    /// What the bank does some time after an event: settles a refund, opens
+    /// a disputed card's dispute, decides a dispute under review.
+    fn follow_up(self: &Arc<Self>, kind: &str, object: &serde_json::Value, after_ms: u64) {
+        let id = object["id"].as_str().unwrap_or_default().to_string();
+        match kind {
+            "refund.created" => self.later(after_ms, move |o| o.settle_refund(&id)),
+            "payment_intent.succeeded" if object["payment_method"] == intents::DISPUTED => {
+                self.later(after_ms, move |o| o.open_dispute(&id))
+            }
+            "charge.dispute.updated" if object["status"] == "under_review" => {
+                self.later(after_ms, move |o| o.decide_dispute(&id))
+            }
+            _ => {}
+        }
     }
 
     fn deliver(self: &Arc<Self>, kind: &'static str, object: serde_json::Value, key: Option<String>, knobs: &Knobs) {
@@ -204,13 +224,20 @@ impl Sandbox {
         }
     }
 
-    fn settle_later(self: &Arc<Self>, id: String, after_ms: u64) {
+    /// Runs `change` on the objects after `after_ms` and delivers the events it made (and their follow-ups).
+    fn later(
+        self: &Arc<Self>,
+        after_ms: u64,
+        change: impl FnOnce(&mut Objects) -> Vec<(&'static str, serde_json::Value)> + Send + 'static,
+    ) {
         let sandbox = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(after_ms)).await;
-            let settled = sandbox.objects.lock().expect("objects lock").settle(&id);
-            if let Some((kind, object)) = settled {
-                sandbox.deliver(kind, object, None, &sandbox.knobs());
+            let events = change(&mut sandbox.objects.lock().expect("objects lock"));
+            let knobs = sandbox.knobs();
+            for (kind, object) in events {
+                sandbox.deliver(kind, object.clone(), None, &knobs);
+                sandbox.follow_up(kind, &object, knobs.async_delay_ms);
             }
         });
     }
@@ -278,6 +305,38 @@ async fn retrieve_refund(
     headers: HeaderMap,
 ) -> Response {
     sb.call(&method, &uri, &headers, b"", |o, _| o.retrieve_refund(&id)).await
+}
+
+async fn retrieve_dispute(
+    State(sb): Sb,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    sb.call(&method, &uri, &headers, b"", |o, _| o.retrieve_dispute(&id)).await
+}
+
+async fn update_dispute(
+    State(sb): Sb,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sb.call(&method, &uri, &headers, &body, |o, p| o.update_dispute(&id, p)).await
+}
+
+async fn close_dispute(
+    State(sb): Sb,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sb.call(&method, &uri, &headers, &body, |o, _| o.close_dispute(&id)).await
 }
 
 async fn charges(State(sb): Sb) -> Json<HashMap<String, u32>> {

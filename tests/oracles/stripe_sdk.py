@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 import uuid
 
 import stripe
@@ -25,7 +26,18 @@ try:
     declined = None
 except stripe.CardError as e:
     declined = e.code
-refund = stripe.Refund.create(payment_intent=pi.id, amount=500)
+refund = stripe.Refund.create(payment_intent=pi.id, amount=500, reason="requested_by_customer")
+settled = refund
+for _ in range(100):  # the sandbox settles refunds asynchronously, as the banks behind Stripe do
+    settled = stripe.Refund.retrieve(refund.id)
+    if settled.status != "pending":
+        break
+    time.sleep(0.1)
+try:
+    stripe.Refund.create(payment_intent=pi.id, amount=1600)
+    too_much = None
+except stripe.InvalidRequestError as e:
+    too_much = e.code
 held = stripe.PaymentIntent.create(amount=4999, currency="usd", payment_method="pm_card_visa", confirm=True,
                                    capture_method="manual")
 captured = stripe.PaymentIntent.capture(held.id, amount_to_capture=3000)
@@ -40,5 +52,6 @@ print(json.dumps({
     "retrieved": retrieved.status,
     "replayed_same_id": again.id == pi.id,
     "declined_code": declined,
-    "refund": stripe.Refund.retrieve(refund.id).status,
+    "refund": [refund.status, refund.reason, settled.status],
+    "refund_too_much": too_much,
 }))

@@ -970,3 +970,176 @@ async fn a_capture_the_provider_cannot_take_now_is_finished_by_the_worker() {
         "{seen}"
     );
 }
+
+// ---- refunds and disputes ----------------------------------------------------
+
+impl App {
+    /// A POST with the given Idempotency-Key.
+    async fn post_with_key(&self, path: &str, key: &str, idempotency_key: &str, body: Value) -> reqwest::Response {
+        let request = self.http.post(format!("{}{path}", self.url)).bearer_auth(key);
+        request.header("Idempotency-Key", idempotency_key).json(&body).send().await.unwrap()
+    }
+
+    async fn get_json(&self, key: &str, path: &str) -> Value {
+        self.send(Method::GET, path, Some(key), None).await.json().await.unwrap()
+    }
+
+    /// GET `path` until `done` holds (for up to 20 s); the last answer.
+    async fn get_until(&self, key: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut seen = Value::Null;
+        for _ in 0..200 {
+            seen = self.get_json(key, path).await;
+            if done(&seen) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    }
+
+    /// The sandbox's own API, as an operator in Stripe's dashboard would use it.
+    async fn sandbox_post(&self, path: &str, form: &[(&str, &str)]) -> Value {
+        let r = self.http.post(format!("{}/sandbox{path}", self.url)).bearer_auth(SANDBOX_KEY).form(form).send();
+        r.await.unwrap().json().await.unwrap()
+    }
+}
+
+/// A succeeded 10.00 USD payment paid with `pm`.
+async fn paid(app: &App, key: &str, pm: &str) -> Value {
+    let body = json!({ "customer_id": unique("cust_rf"), "amount": "10.00", "currency": "USD", "payment_method": pm });
+    let created: Value = app.send(Method::POST, "/v1/payments", Some(key), Some(body)).await.json().await.unwrap();
+    assert_eq!(created["status"], "succeeded", "{created}");
+    created
+}
+
+fn refunds_of(payment: &Value) -> String {
+    format!("/v1/refunds?payment={}&limit=100", payment["id"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn partial_refunds_settle_by_webhook_and_never_exceed_the_capture() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let payment = paid(&app, &key, "pm_card_visa").await;
+    let id = payment["id"].as_str().unwrap();
+    let first_key = unique("rf");
+    let mut refunds = vec![];
+    for (amount, idem) in [("2.00", first_key.clone()), ("3.00", unique("rf")), ("4.00", unique("rf"))] {
+        let r = app.post_with_key("/v1/refunds", &key, &idem, json!({ "payment": id, "amount": amount })).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let refund: Value = r.json().await.unwrap();
+        assert_eq!((refund["amount"].as_str(), refund["status"].as_str()), (Some(amount), Some("pending")), "{refund}");
+        refunds.push(refund);
+    }
+    // Only 1.00 is left: 2.00 more is refused; a replay answers as the first time; the same key for other money is refused.
+    let too_much = app.post_with_key("/v1/refunds", &key, &unique("rf"), json!({ "payment": id, "amount": "2.00" })).await;
+    let (status, body) = (too_much.status(), too_much.json::<Value>().await.unwrap());
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("amount_too_large")), "{body}");
+    let replay = app.post_with_key("/v1/refunds", &key, &first_key, json!({ "payment": id, "amount": "2.00" })).await;
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.json::<Value>().await.unwrap()["id"], refunds[0]["id"]);
+    let reused = app.post_with_key("/v1/refunds", &key, &first_key, json!({ "payment": id, "amount": "1.00" })).await;
+    assert_eq!(reused.status(), StatusCode::CONFLICT);
+
+    // The sandbox settles each refund later and says so by webhook.
+    let settled = app
+        .get_until(&key, &refunds_of(&payment), |l| {
+            l["data"].as_array().is_some_and(|d| d.len() == 3 && d.iter().all(|r| r["status"] == "succeeded"))
+        })
+        .await;
+    assert!(settled["data"].as_array().unwrap().iter().all(|r| r["provider_refund_id"].as_str().is_some()), "{settled}");
+    let seen = app.get_json(&key, &format!("/v1/payments/{id}")).await;
+    assert_eq!((seen["amount_refunded"].as_str(), seen["refund_status"].as_str()), (Some("9.00"), Some("partial")));
+
+    // The rest, without an amount: the payment is then fully refunded.
+    let rest: Value = app.send(Method::POST, "/v1/refunds", Some(&key), Some(json!({ "payment": id }))).await.json().await.unwrap();
+    assert_eq!(rest["amount"], "1.00", "{rest}");
+    let done = app.get_until(&key, &format!("/v1/payments/{id}"), |p| p["refund_status"] == "full").await;
+    assert_eq!(done["amount_refunded_minor"], 1000, "{done}");
+    let one: Value = app.get_json(&key, &format!("/v1/refunds/{}", rest["id"].as_str().unwrap())).await;
+    assert_eq!(one["status"], "succeeded");
+
+    // Each step is in the payment's hash chain, which still verifies.
+    let events = app.get_json(&key, &format!("/v1/payments/{id}/events")).await;
+    let reasons: Vec<&str> = events["data"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert_eq!(reasons.iter().filter(|r| **r == "refund succeeded").count(), 4, "{reasons:?}");
+    let db = payments_e2e::connect().await;
+    let problems: i64 =
+        db.query_one("SELECT count(*) FROM payments.verify_event_chain($1)", &[&id]).await.unwrap().get(0);
+    assert_eq!(problems, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_refunds_of_one_payment_never_exceed_it() {
+    let app = std::sync::Arc::new(spawn_app(&["--pool-size", "48"]).await);
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let payment = paid(&app, &key, "pm_card_visa").await;
+    let id = payment["id"].as_str().unwrap().to_string();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (app, key, id) = (app.clone(), key.clone(), id.clone());
+        clients.spawn(async move {
+            let body = json!({ "payment": id, "amount": "1.00" });
+            app.send(Method::POST, "/v1/refunds", Some(&key), Some(body)).await.status().as_u16()
+        });
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    while let Some(status) = clients.join_next().await {
+        *answers.entry(status.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(answers, [(201, 10), (400, 22)].into(), "ten refunds of 1.00 fit in 10.00, the rest are refused");
+    let done = app.get_until(&key, &format!("/v1/payments/{id}"), |p| p["refund_status"] == "full").await;
+    assert_eq!(done["amount_refunded_minor"], 1000, "{done}");
+}
+
+#[tokio::test]
+async fn a_refund_the_bank_returns_fails_after_it_succeeded() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let payment = paid(&app, &key, "pm_card_refundFail").await;
+    let id = payment["id"].as_str().unwrap();
+    let r: Value = app.send(Method::POST, "/v1/refunds", Some(&key), Some(json!({ "payment": id }))).await.json().await.unwrap();
+    let path = format!("/v1/refunds/{}", r["id"].as_str().unwrap());
+    let failed = app.get_until(&key, &path, |r| r["status"] == "failed").await;
+    assert_eq!(failed["failure_reason"], "expired_or_canceled_card", "{failed}");
+    let seen = app.get_json(&key, &format!("/v1/payments/{id}")).await;
+    assert_eq!((seen["amount_refunded"].as_str(), seen["refund_status"].as_str()), (Some("0.00"), Some("none")));
+    // The money is the merchant's again: it can be refunded once more.
+    let again = app.send(Method::POST, "/v1/refunds", Some(&key), Some(json!({ "payment": id }))).await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn disputes_are_opened_won_and_lost_by_the_providers_webhooks() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read"]).await;
+    let (_, writer) = api_key(&["payments:read", "payments:write"]).await;
+    for (evidence, outcome, still_disputed) in [("winning_evidence", "won", false), ("losing_evidence", "lost", true)] {
+        let payment = paid(&app, &writer, "pm_card_createDispute").await;
+        let id = payment["id"].as_str().unwrap();
+        let list = format!("/v1/disputes?payment={id}");
+        let opened = app.get_until(&key, &list, |l| l["data"][0]["status"] == "needs_response").await;
+        let dispute = &opened["data"][0];
+        assert_eq!((dispute["amount"].as_str(), dispute["reason"].as_str()), (Some("10.00"), Some("fraudulent")));
+        let seen = app.get_json(&key, &format!("/v1/payments/{id}")).await;
+        assert_eq!((seen["disputed"].as_bool(), seen["amount_disputed"].as_str()), (Some(true), Some("10.00")), "{seen}");
+        // The merchant answers at the provider; the bank decides.
+        let provider_id = dispute["provider_dispute_id"].as_str().unwrap();
+        app.sandbox_post(&format!("/v1/disputes/{provider_id}"), &[("evidence[uncategorized_text]", evidence)]).await;
+        let path = format!("/v1/disputes/{}", dispute["id"].as_str().unwrap());
+        let closed = app.get_until(&key, &path, |d| d["status"] == outcome).await;
+        assert_eq!(closed["status"], outcome, "{closed}");
+        let seen = app.get_json(&key, &format!("/v1/payments/{id}")).await;
+        assert_eq!(seen["disputed"], still_disputed, "{seen}");
+        let events = app.get_json(&key, &format!("/v1/payments/{id}/events")).await;
+        let reasons: Vec<&str> = events["data"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str()).collect();
+        for step in ["dispute needs_response", "dispute under_review", &format!("dispute {outcome}")] {
+            assert!(reasons.contains(&step), "{step} in {reasons:?}");
+        }
+    }
+    let filtered = app.get_json(&key, "/v1/disputes?status=won&limit=100").await;
+    assert!(filtered["data"].as_array().unwrap().iter().all(|d| d["status"] == "won"));
+    let unknown = app.send(Method::GET, "/v1/disputes/dsp_nope", Some(&key), None).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}

@@ -39,6 +39,20 @@ pub trait Provider: Send + Sync {
         reason: Option<&str>,
         key: &str,
     ) -> Result<CommandAnswer, ProviderError>;
+    /// Refunds part or all of a captured payment, idempotently on its `key`.
+    async fn create_refund(&self, refund: &RefundRequest<'_>) -> Result<CommandAnswer, ProviderError>;
+}
+
+/// What the provider needs to make one refund.
+#[derive(Debug)]
+pub struct RefundRequest<'a> {
+    pub provider_payment_id: &'a str,
+    pub amount_minor: i64,
+    pub reason: Option<&'a str>,
+    /// Ours (payments.refunds), sent as metadata.
+    pub refund_id: &'a str,
+    /// The idempotency key: the command's id.
+    pub key: &'a str,
 }
 
 /// What the gateway needs of a payment to charge it.
@@ -89,11 +103,12 @@ pub struct Answer {
     pub raw: String,
 }
 
-/// The provider's answer to a command (capture, cancel) about one of its payments.
+/// The provider's answer to a command (capture, cancel, refund) about one of its payments.
 #[derive(Debug)]
 pub enum CommandAnswer {
-    /// It answered with the payment's object (JSON text), in `status` (ours).
-    Object { status: Status, raw: String },
+    /// It answered with its object (JSON text: the PaymentIntent, or the Refund), in `status`
+    /// (our payment status, or our refund status).
+    Object { status: &'static str, raw: String },
     /// It refused (the payment is in another state, the amount is wrong): its error, JSON text.
     Refused { raw: String },
 }

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use payments_core::state::Status;
+use payments_core::lifecycle::refund_status;
 use payments_core::webhook::events::payment_intent_status;
 use serde_json::Value;
 
-use super::{Answer, Charge, CommandAnswer, Provider, ProviderError};
+use super::{Answer, Charge, CommandAnswer, Provider, ProviderError, RefundRequest};
 
 pub const STRIPE_VERSION: &str = "2024-06-20";
 
@@ -75,6 +76,20 @@ impl Provider for Stripe {
         let form: Vec<(&str, &str)> = reason.map(|r| ("cancellation_reason", r)).into_iter().collect();
         let request = self.http.post(format!("{}/v1/payment_intents/{id}/cancel", self.base)).form(&form);
         self.command(request.header("Idempotency-Key", key), "cancel").await
+    }
+
+    /// Our refund id rides in metadata, so a webhook that beats this answer still finds its refund.
+    async fn create_refund(&self, r: &RefundRequest<'_>) -> Result<CommandAnswer, ProviderError> {
+        let mut form = vec![
+            ("payment_intent", r.provider_payment_id.to_string()),
+            ("amount", r.amount_minor.to_string()),
+            ("metadata[refund_id]", r.refund_id.to_string()),
+        ];
+        if let Some(reason) = r.reason {
+            form.push(("reason", reason.to_string()));
+        }
+        let request = self.http.post(format!("{}/v1/refunds", self.base)).form(&form);
+        self.call(request.header("Idempotency-Key", r.key), "refund", interpret_refund).await
     }
 }
 
@@ -159,7 +174,23 @@ fn interpret_command(http_status: u16, body: String) -> Result<CommandAnswer, Pr
     }
     match from_intent(&parsed, body.clone()) {
         Answer { status: Some(status), raw, .. } if (200..300).contains(&http_status) => {
-            Ok(CommandAnswer::Object { status, raw })
+            Ok(CommandAnswer::Object { status: status.as_str(), raw })
+        }
+        _ => Ok(CommandAnswer::Refused { raw: body }),
+    }
+}
+
+/// A refund's answer: the Refund it made (in our refund status), or the provider's refusal.
+fn interpret_refund(http_status: u16, body: String) -> Result<CommandAnswer, ProviderError> {
+    let parsed: Value = serde_json::from_str(&body)
+        .map_err(|_| ProviderError::Unavailable(format!("HTTP {http_status} with a body that is not JSON")))?;
+    if let Some(e) = retryable(http_status, &parsed["error"]) {
+        return Err(e);
+    }
+    let status = parsed["status"].as_str().and_then(refund_status);
+    match status {
+        Some(status) if (200..300).contains(&http_status) && parsed["object"] == "refund" => {
+            Ok(CommandAnswer::Object { status, raw: body })
         }
         _ => Ok(CommandAnswer::Refused { raw: body }),
     }
@@ -202,11 +233,22 @@ mod tests {
     #[test]
     fn a_command_is_done_refused_or_retried() {
         let done = interpret_command(200, r#"{"id":"pi_3","status":"succeeded","amount_received":3000}"#.into());
-        assert!(matches!(done, Ok(CommandAnswer::Object { status: Status::Succeeded, .. })));
+        assert!(matches!(done, Ok(CommandAnswer::Object { status: "succeeded", .. })));
         let refused =
             interpret_command(400, r#"{"error":{"type":"invalid_request_error","code":"amount_too_large"}}"#.into());
         assert!(matches!(refused, Ok(CommandAnswer::Refused { .. })));
         assert!(interpret_command(503, r#"{"error":{"type":"api_error"}}"#.into()).is_err());
+    }
+
+    #[test]
+    fn a_refund_is_made_refused_or_retried() {
+        let made = interpret_refund(200, r#"{"id":"re_1","object":"refund","status":"requires_action"}"#.into());
+        assert!(matches!(made, Ok(CommandAnswer::Object { status: "pending", .. })));
+        let refused = interpret_refund(400, r#"{"error":{"type":"invalid_request_error","code":"amount_too_large"}}"#.into());
+        assert!(matches!(refused, Ok(CommandAnswer::Refused { .. })));
+        let not_a_refund = interpret_refund(200, r#"{"id":"pi_1","object":"payment_intent","status":"succeeded"}"#.into());
+        assert!(matches!(not_a_refund, Ok(CommandAnswer::Refused { .. })));
+        assert!(interpret_refund(500, r#"{"error":{"type":"api_error"}}"#.into()).is_err());
     }
 
     #[test]

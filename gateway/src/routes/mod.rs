@@ -1,5 +1,7 @@
 //! HTTP handlers, one file per resource. Each forwards into one extension function.
 
+pub mod disputes;
 pub mod ops;
 pub mod payments;
+pub mod refunds;
 pub mod webhooks;

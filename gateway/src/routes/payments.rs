@@ -40,7 +40,7 @@ pub struct CreatePayment {
 
 /// The one `Idempotency-Key` header: printable ASCII (HTTP allows other
 /// bytes, which could not be echoed back exactly), 1 to 255 characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
     let param = Some("Idempotency-Key");
     let mut all = headers.get_all("idempotency-key").iter();
     let Some(value) = all.next() else {
@@ -56,7 +56,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// `amount` in the OpenAPI document: a decimal string or a number.
-fn amount_schema() -> utoipa::openapi::schema::Schema {
+pub(crate) fn amount_schema() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
     Schema::OneOf(
         OneOfBuilder::new()
@@ -68,7 +68,7 @@ fn amount_schema() -> utoipa::openapi::schema::Schema {
 
 /// The amount's exact text: a JSON string's content or a JSON number's
 /// literal, never through a float. PostgreSQL's `numeric` input reads it.
-fn amount_text(raw: &RawValue) -> Result<String, ApiError> {
+pub(crate) fn amount_text(raw: &RawValue) -> Result<String, ApiError> {
     let text = raw.get();
     // No valid amount is this long (12 digits, a point, zeros): refuse before the
     // database would parse, and quote, all of it.

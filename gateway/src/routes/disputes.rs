@@ -1,0 +1,55 @@
+//! `/v1/disputes`: read only. Disputes come from the provider's webhooks.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::app::AppState;
+use crate::auth::{Caller, READ};
+use crate::db;
+use crate::error::ApiError;
+use crate::routes::payments::json_response;
+use crate::routes::refunds::list_body;
+
+#[utoipa::path(get, path = "/v1/disputes/{id}", tag = "disputes",
+    params(("id" = String, Path, description = "dsp_…")),
+    responses((status = 200, body = crate::openapi::Dispute), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::GET_DISPUTE).await?;
+    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get("dispute")?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this payment's disputes.
+    pub payment: Option<String>,
+    /// Only disputes in this status (needs_response, under_review, won, lost, warning_…).
+    pub status: Option<String>,
+    /// 1 to 100; default 10.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i32>,
+    /// The last id of the previous page.
+    pub starting_after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/disputes", tag = "disputes", params(ListQuery),
+    responses((status = 200, body = crate::openapi::DisputeList), (status = 400, body = crate::openapi::ErrorBody),
+        (status = 404, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::LIST_DISPUTES).await?;
+    let row = db.query_one(&stmt, &[&q.payment, &q.status, &q.limit.unwrap_or(10), &q.starting_after]).await?;
+    Ok(json_response(StatusCode::OK, list_body("/v1/disputes", &row)?))
+}

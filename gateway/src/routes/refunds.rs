@@ -1,0 +1,129 @@
+//! `/v1/refunds`: create (queued in SQL, then carried out at once), fetch, list.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app::AppState;
+use crate::auth::{Caller, READ, WRITE};
+use crate::db;
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::routes::payments::{amount_schema, amount_text, idempotency_key, json_response};
+
+/// A refund of a succeeded payment: all that is left of it, or `amount`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefund {
+    /// The payment (`pay_…`).
+    pub payment: String,
+    /// Major units, exact: a decimal string or a JSON number. Default: all that is left to refund.
+    #[schema(schema_with = amount_schema)]
+    pub amount: Option<Box<RawValue>>,
+    /// `duplicate`, `fraudulent` or `requested_by_customer`.
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/refunds", tag = "refunds", request_body = CreateRefund,
+    params(("Idempotency-Key" = String, Header, description = "Required. Retries with the same key and body return the same refund.")),
+    responses(
+        (status = 201, description = "Created; the provider has been asked (status pending until it settles)", body = crate::openapi::Refund),
+        (status = 200, description = "Replay of an earlier call (header Idempotent-Replayed: true)", body = crate::openapi::Refund),
+        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody),
+        (status = 403, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody),
+        (status = 409, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateRefund>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let key = idempotency_key(&headers)?;
+    let amount = body.amount.as_deref().map(amount_text).transpose()?;
+    // Queued and claimed in one transaction, as a capture is (routes/payments.rs).
+    let (refund, replayed, claimed) = {
+        let mut db = state.pool.get().await?;
+        let tx = db.transaction().await?;
+        let stmt = tx.prepare_cached(db::CREATE_REFUND).await?;
+        let row = tx.query_one(&stmt, &[&key, &body.payment, &amount, &body.reason]).await?;
+        let refund: String = row.try_get("refund")?;
+        let replayed = row.try_get::<_, &str>("outcome")? == "replayed";
+        let claimed = if replayed {
+            vec![]
+        } else {
+            crate::commands::claim(&state, &tx, Some(&body.payment), state.command_lease).await?
+        };
+        tx.commit().await?;
+        (refund, replayed, claimed)
+    };
+    if replayed {
+        let mut response = json_response(StatusCode::OK, refund);
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(response);
+    }
+    if claimed.is_empty() {
+        return Ok(json_response(StatusCode::CREATED, refund));
+    }
+    // Each claimed command is recorded or left to its lease; the refund then shows the provider's answer.
+    crate::commands::carry_out_all(&state, claimed).await;
+    let id = serde_json::from_str::<serde_json::Value>(&refund)
+        .ok()
+        .and_then(|r| r["id"].as_str().map(str::to_string))
+        .ok_or_else(|| ApiError::Internal("a refund without an id".into()))?;
+    Ok(json_response(StatusCode::CREATED, fetch(&state, &id).await?))
+}
+
+async fn fetch(state: &AppState, id: &str) -> Result<String, ApiError> {
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::GET_REFUND).await?;
+    Ok(db.query_one(&stmt, &[&id]).await?.try_get("refund")?)
+}
+
+#[utoipa::path(get, path = "/v1/refunds/{id}", tag = "refunds",
+    params(("id" = String, Path, description = "rfd_…")),
+    responses((status = 200, body = crate::openapi::Refund), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    Ok(json_response(StatusCode::OK, fetch(&state, &id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this payment's refunds.
+    pub payment: Option<String>,
+    /// 1 to 100; default 10.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i32>,
+    /// The last id of the previous page.
+    pub starting_after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/refunds", tag = "refunds", params(ListQuery),
+    responses((status = 200, body = crate::openapi::RefundList), (status = 400, body = crate::openapi::ErrorBody),
+        (status = 404, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::LIST_REFUNDS).await?;
+    let row = db.query_one(&stmt, &[&q.payment, &q.limit.unwrap_or(10), &q.starting_after]).await?;
+    Ok(json_response(StatusCode::OK, list_body("/v1/refunds", &row)?))
+}
+
+/// A page as Stripe shapes lists.
+pub(crate) fn list_body(url: &str, row: &tokio_postgres::Row) -> Result<String, ApiError> {
+    let data: &str = row.try_get("data")?;
+    let has_more: bool = row.try_get("has_more")?;
+    Ok(format!(r#"{{"object":"list","url":"{url}","has_more":{has_more},"data":{data}}}"#))
+}
