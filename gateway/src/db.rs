@@ -82,7 +82,13 @@ pub const CANCEL_EXPIRED_AUTHORIZATIONS: &str =
 /// A refund_details (or refund_result) row `r` as the API's JSON object: the amount as a decimal string.
 macro_rules! refund_json {
     ($r:literal) => {
-        concat!("(to_jsonb(", $r, ") - 'outcome' || jsonb_build_object('object', 'refund', 'amount', ", $r, ".amount::text))")
+        concat!(
+            "(to_jsonb(",
+            $r,
+            ") - 'outcome' || jsonb_build_object('object', 'refund', 'amount', ",
+            $r,
+            ".amount::text))"
+        )
     };
 }
 
@@ -112,7 +118,8 @@ pub const LIST_REFUNDS: &str = concat!(
      FROM page p"
 );
 
-pub const GET_DISPUTE: &str = concat!("SELECT ", dispute_json!("d"), "::text AS dispute FROM payments.get_dispute($1) d");
+pub const GET_DISPUTE: &str =
+    concat!("SELECT ", dispute_json!("d"), "::text AS dispute FROM payments.get_dispute($1) d");
 
 /// A page of `$3` disputes (of payment `$1`, in status `$2`, when given) after `$4`, plus whether more follow.
 pub const LIST_DISPUTES: &str = concat!(

@@ -58,7 +58,11 @@ extension_sql_file!(
     name = "refunds",
     requires = ["lifecycle", refund_decision, stripe_refund_status]
 );
-extension_sql_file!("../../sql/disputes.sql", name = "disputes", requires = ["refunds", dispute_decision, dispute_withholds]);
+extension_sql_file!(
+    "../../sql/disputes.sql",
+    name = "disputes",
+    requires = ["refunds", dispute_decision, dispute_withholds]
+);
 extension_sql_file!("../../sql/balances.sql", name = "balances", requires = ["disputes"]);
 extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["balances"]);
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);

@@ -1177,4 +1177,280 @@ mod tests {
         );
         assert_eq!(sqlstate("SELECT payments.record_command_result('x', NULL, NULL, '{}')"), "PM100");
     }
+
+    // ---- refunds, disputes and balances ---------------------------------------
+
+    /// A 10.00 USD payment of `customer` the provider captured as `pi`, provider `stripe`.
+    fn paid(key: &str, customer: &str, pi: &str) -> String {
+        let id = one::<String>(&format!(
+            "SELECT id FROM payments.create_payment('{key}', '{customer}', 10, 'usd', 'pm_card_visa')"
+        ));
+        let status = one::<String>(&format!(
+            "SELECT status FROM payments.record_provider_result('{id}', 'stripe', '{pi}', 'succeeded', '{}')",
+            intent(pi, 1000, "")
+        ));
+        assert_eq!(status, "succeeded");
+        id
+    }
+
+    /// A Stripe Refund object.
+    fn refund_object(re: &str, pi: &str, amount: i64, status: &str, extra: &str) -> String {
+        format!(
+            r#"{{"id":"{re}","object":"refund","amount":{amount},"currency":"usd","payment_intent":"{pi}","status":"{status}"{extra}}}"#
+        )
+    }
+
+    fn refund_command(refund_id: &str) -> String {
+        one::<String>(&format!("SELECT id FROM payments.provider_commands WHERE refund_id = '{refund_id}'"))
+    }
+
+    fn refunded(id: &str) -> String {
+        one::<String>(&format!("SELECT amount_refunded || ' ' || refund_status FROM payments.get_payment('{id}')"))
+    }
+
+    #[pg_test]
+    fn create_refund_refunds_part_then_the_rest_and_replays() {
+        let unpaid = create("rf0", "10");
+        let id = paid("rf1", "cust_rf", "pi_rf1");
+        assert_eq!(sqlstate("SELECT payments.create_refund('k', 'pay_none')"), "PM204");
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('k', '{unpaid}')")), "PM206");
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('', '{id}')")), "PM100");
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('k', '{id}', reason => 'automatic')")), "PM100");
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('k', '{id}', 1.001)")), "PM101");
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('k', '{id}', -1)")), "PM102");
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('k', '{id}', 10.01)")), "PM207");
+
+        let first = format!("SELECT id || ' ' || outcome || ' ' || status || ' ' || amount FROM payments.create_refund('k1', '{id}', 3, 'requested_by_customer')");
+        let made = one::<String>(&first);
+        let refund = made.split(' ').next().unwrap().to_string();
+        assert_eq!(made, format!("{refund} created pending 3.00"));
+        assert_eq!(one::<String>(&first), format!("{refund} replayed pending 3.00"));
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('k1', '{id}', 4)")), "PM201");
+        let rest = one::<String>(&format!("SELECT id || ' ' || amount FROM payments.create_refund('k2', '{id}')"));
+        assert!(rest.ends_with(" 7.00"), "the rest: {rest}");
+        let rest = rest.split(' ').next().unwrap().to_string();
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('k3', '{id}', 0.01)")), "PM207", "nothing left");
+
+        // Both wait as commands: the provider's Refund settles the first.
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM payments.claim_provider_commands(10, '30 seconds', '{id}')")),
+            2
+        );
+        let answer = refund_object("re_1", "pi_rf1", 300, "succeeded", "");
+        let record = format!(
+            "SELECT outcome FROM payments.record_command_result('{}', true, 'succeeded', '{answer}')",
+            refund_command(&refund)
+        );
+        assert_eq!(one::<String>(&record), "noop", "the payment's status does not move");
+        assert_eq!(
+            one::<String>(&format!("SELECT status || ' ' || provider_refund_id FROM payments.get_refund('{refund}')")),
+            "succeeded re_1"
+        );
+        assert_eq!(refunded(&id), "3.00 partial");
+        assert_eq!(one::<String>(&record), "noop", "a repeated answer changes nothing");
+        assert_eq!(refunded(&id), "3.00 partial");
+
+        // The provider refuses the rest: that refund fails and its amount is free again.
+        let refusal = r#"{"error":{"type":"invalid_request_error","message":"Charge has been disputed."}}"#;
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_command_result('{}', true, NULL, '{refusal}')",
+            refund_command(&rest)
+        ));
+        assert_eq!(
+            one::<String>(&format!("SELECT status || ': ' || failure_reason FROM payments.get_refund('{rest}')")),
+            "failed: Charge has been disputed."
+        );
+        let again = one::<String>(&format!("SELECT id FROM payments.create_refund('k4', '{id}', 7)"));
+        // An answer about other money is an anomaly, not a refund.
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_command_result('{}', true, 'succeeded', '{}')",
+            refund_command(&again),
+            refund_object("re_2", "pi_rf1", 900, "succeeded", "")
+        ));
+        assert_eq!(one::<String>(&format!("SELECT status FROM payments.get_refund('{again}')")), "pending");
+        assert_eq!(
+            one::<String>(&format!("SELECT kind FROM payments.anomalies WHERE payment_id = '{id}'")),
+            "amount_mismatch"
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(status, ',' ORDER BY status) FROM payments.list_refunds('{id}', 100)"
+            )),
+            "failed,pending,succeeded"
+        );
+        assert_eq!(sqlstate("SELECT payments.get_refund('rfd_none')"), "PM204");
+        assert_eq!(sqlstate(&format!("SELECT payments.list_refunds('{id}', 0)")), "PM100");
+        assert_eq!(sqlstate("SELECT payments.list_refunds('pay_none')"), "PM204");
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM payments.verify_event_chain('{id}')")),
+            0,
+            "the refunds' steps keep the chain intact"
+        );
+    }
+
+    #[pg_test]
+    fn refund_webhooks_settle_refunds_and_take_in_refunds_made_at_the_provider() {
+        add_secret(STRIPE_SECRET);
+        let id = paid("rw1", "cust_rw", "pi_rw1");
+        let refund = one::<String>(&format!("SELECT id FROM payments.create_refund('k1', '{id}', 4)"));
+        let t = now_unix();
+        let ours = format!(r#","metadata":{{"refund_id":"{refund}"}}"#);
+        // Before the provider's answer: found by our id in metadata.
+        let (b, s) = signed_event(
+            "evt_r1",
+            "refund.updated",
+            &refund_object("re_a", "pi_rw1", 400, "succeeded", &ours),
+            STRIPE_SECRET,
+            t,
+        );
+        assert_eq!(ingest(&b, &s), "applied");
+        assert_eq!(refunded(&id), "4.00 partial");
+        // The answer, late and still pending: stale; the command is done all the same.
+        let command = refund_command(&refund);
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_command_result('{command}', true, 'pending', '{}')",
+            refund_object("re_a", "pi_rw1", 400, "pending", "")
+        ));
+        assert_eq!(one::<String>(&format!("SELECT status FROM payments.get_refund('{refund}')")), "succeeded");
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM payments.provider_commands WHERE id = '{command}'")),
+            "succeeded"
+        );
+        // The bank returns it: failed, and the payment shows nothing refunded.
+        let failed = refund_object("re_a", "pi_rw1", 400, "failed", r#","failure_reason":"lost_or_stolen_card""#);
+        let (b, s) = signed_event("evt_r2", "refund.failed", &failed, STRIPE_SECRET, t + 1);
+        assert_eq!(ingest(&b, &s), "applied");
+        assert_eq!(refunded(&id), "0.00 none");
+        assert_eq!(
+            one::<String>(&format!("SELECT failure_reason FROM payments.get_refund('{refund}')")),
+            "lost_or_stolen_card"
+        );
+        // A refund made in the provider's dashboard arrives in a Charge's list and is taken in.
+        let charge = format!(
+            r#"{{"id":"ch_1","object":"charge","payment_intent":"pi_rw1","amount":1000,"currency":"usd","refunds":{{"object":"list","data":[{}]}}}}"#,
+            refund_object("re_b", "pi_rw1", 200, "succeeded", "")
+        );
+        let (b, s) = signed_event("evt_r3", "charge.refunded", &charge, STRIPE_SECRET, t + 2);
+        assert_eq!(ingest(&b, &s), "applied");
+        assert_eq!(refunded(&id), "2.00 partial");
+        assert_eq!(
+            one::<String>(&format!("SELECT idempotency_key IS NULL || ' ' || provider_refund_id FROM payments.refunds WHERE payment_id = '{id}' AND provider_refund_id = 're_b'")),
+            "true re_b"
+        );
+        // More than is left, or another currency: anomalies, never refunds.
+        let (b, s) = signed_event(
+            "evt_r4",
+            "refund.created",
+            &refund_object("re_c", "pi_rw1", 900, "succeeded", ""),
+            STRIPE_SECRET,
+            t + 3,
+        );
+        assert_eq!(ingest(&b, &s), "mismatch");
+        let yen = refund_object("re_d", "pi_rw1", 100, "succeeded", "").replace("usd", "jpy");
+        let (b, s) = signed_event("evt_r5", "refund.created", &yen, STRIPE_SECRET, t + 4);
+        assert_eq!(ingest(&b, &s), "mismatch");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(kind, ',' ORDER BY created_at) FROM payments.anomalies WHERE payment_id = '{id}'"
+            )),
+            "amount_mismatch,currency_mismatch"
+        );
+        assert_eq!(refunded(&id), "2.00 partial");
+        // About a payment that is not ours: kept in the log, moves nothing.
+        let (b, s) = signed_event(
+            "evt_r6",
+            "refund.created",
+            &refund_object("re_e", "pi_unknown", 100, "succeeded", ""),
+            STRIPE_SECRET,
+            t,
+        );
+        assert_eq!(ingest(&b, &s), "ignored");
+        assert_eq!(ingest(&b, &s), "duplicate");
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.verify_event_chain('{id}')")), 0);
+    }
+
+    fn dispute_object(dp: &str, pi: &str, amount: i64, status: &str) -> String {
+        format!(
+            r#"{{"id":"{dp}","object":"dispute","amount":{amount},"currency":"usd","payment_intent":"{pi}","status":"{status}","reason":"fraudulent","evidence_details":{{"due_by":1900000000}}}}"#
+        )
+    }
+
+    #[pg_test]
+    fn dispute_webhooks_open_move_and_close_disputes() {
+        add_secret(STRIPE_SECRET);
+        let id = paid("dw1", "cust_dw", "pi_dw1");
+        let t = now_unix();
+        let disputed = |dp: &str, ty: &str, status: &str, amount: i64, at: i64| {
+            let (b, s) = signed_event(
+                &format!("evt_{dp}_{status}_{at}"),
+                ty,
+                &dispute_object(dp, "pi_dw1", amount, status),
+                STRIPE_SECRET,
+                at,
+            );
+            ingest(&b, &s)
+        };
+        let shown =
+            || one::<String>(&format!("SELECT disputed || ' ' || amount_disputed FROM payments.get_payment('{id}')"));
+        assert_eq!(disputed("dp_1", "charge.dispute.created", "needs_response", 1000, t), "applied");
+        assert_eq!(shown(), "true 10.00");
+        let dispute = one::<String>(&format!("SELECT id FROM payments.list_disputes('{id}')"));
+        assert_eq!(
+            one::<String>(&format!("SELECT status || ' ' || amount || ' ' || reason || ' ' || evidence_due_by FROM payments.get_dispute('{dispute}')")),
+            "needs_response 10.00 fraudulent 2030-03-17 17:46:40+00"
+        );
+        assert_eq!(disputed("dp_1", "charge.dispute.updated", "under_review", 1000, t + 1), "applied");
+        assert_eq!(disputed("dp_1", "charge.dispute.closed", "won", 1000, t + 2), "applied");
+        assert_eq!(shown(), "false 0.00");
+        // Late news of an earlier step is stale; a dispute for more than was captured is an anomaly.
+        assert_eq!(disputed("dp_1", "charge.dispute.updated", "needs_response", 1000, t - 1), "stale");
+        assert_eq!(disputed("dp_2", "charge.dispute.created", "needs_response", 5000, t), "mismatch");
+        assert_eq!(disputed("dp_3", "charge.dispute.created", "lost", 400, t), "applied");
+        assert_eq!(shown(), "true 4.00");
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.list_disputes(status => 'won')")), 1);
+        assert_eq!(sqlstate("SELECT payments.get_dispute('dsp_none')"), "PM204");
+        assert_eq!(sqlstate("SELECT payments.list_disputes(status => 'open')"), "PM100");
+        assert_eq!(sqlstate("SELECT payments.list_disputes(lim => 101)"), "PM100");
+        assert_eq!(
+            one::<String>(&format!("SELECT string_agg(reason, ',' ORDER BY seq) FROM payments.payment_events WHERE payment_id = '{id}' AND reason LIKE '%dispute%'")),
+            "dispute needs_response,dispute under_review,dispute won,stale: dispute won does not move to needs_response,dispute lost"
+        );
+    }
+
+    #[pg_test]
+    fn balances_add_up_captures_refunds_and_disputes_per_currency_and_customer() {
+        add_secret(STRIPE_SECRET);
+        let a = paid("bl1", "cust_bl", "pi_bl1");
+        paid("bl2", "cust_bl", "pi_bl2");
+        let refund = one::<String>(&format!("SELECT id FROM payments.create_refund('k1', '{a}', 2.50)"));
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_command_result('{}', true, 'succeeded', '{}')",
+            refund_command(&refund),
+            refund_object("re_bl", "pi_bl1", 250, "succeeded", "")
+        ));
+        let (b, s) = signed_event(
+            "evt_bl",
+            "charge.dispute.created",
+            &dispute_object("dp_bl", "pi_bl2", 1000, "needs_response"),
+            STRIPE_SECRET,
+            now_unix(),
+        );
+        assert_eq!(ingest(&b, &s), "applied");
+        let expected = "2 20.00 2.50 10.00 7.50 750";
+        assert_eq!(
+            one::<String>("SELECT captured_count || ' ' || gross_captured || ' ' || refunded || ' ' || disputed || ' ' || net || ' ' || net_minor FROM payments.customer_balances WHERE customer_id = 'cust_bl'"),
+            expected
+        );
+        assert_eq!(
+            one::<String>("SELECT captured_count || ' ' || gross_captured || ' ' || refunded || ' ' || disputed || ' ' || net || ' ' || net_minor FROM payments.balance_by_currency WHERE currency = 'USD'"),
+            expected
+        );
+        attempt("SELECT 1");
+        Spi::run("SET LOCAL ROLE payments_reader").unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.refund_details"), 1);
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.dispute_details"), 1);
+        assert_eq!(sqlstate("SELECT count(*) FROM payments.refunds"), "42501", "idempotency fingerprints stay private");
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('k2', '{a}')")), "42501");
+        Spi::run("RESET ROLE").unwrap();
+    }
 }

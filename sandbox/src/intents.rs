@@ -431,8 +431,13 @@ impl Objects {
     pub fn update_dispute(&mut self, id: &str, params: &Params) -> Outcome {
         let Some(d) = self.disputes.get_mut(id) else { return missing("dispute", id) };
         if d["status"] != "needs_response" {
-            return error(400, "invalid_request_error", "dispute_already_submitted",
-                "This dispute is already under review or closed.", None);
+            return error(
+                400,
+                "invalid_request_error",
+                "dispute_already_submitted",
+                "This dispute is already under review or closed.",
+                None,
+            );
         }
         if let Some(text) = params.get("evidence[uncategorized_text]") {
             d["evidence"]["uncategorized_text"] = json!(text);
@@ -445,7 +450,13 @@ impl Objects {
     pub fn close_dispute(&mut self, id: &str) -> Outcome {
         let Some(d) = self.disputes.get_mut(id) else { return missing("dispute", id) };
         if !["needs_response", "under_review"].contains(&d["status"].as_str().unwrap_or_default()) {
-            return error(400, "invalid_request_error", "dispute_already_closed", "This dispute is already closed.", None);
+            return error(
+                400,
+                "invalid_request_error",
+                "dispute_already_closed",
+                "This dispute is already closed.",
+                None,
+            );
         }
         d["status"] = json!("lost");
         Outcome::ok(d.clone(), vec![("charge.dispute.closed", d.clone())])

@@ -183,3 +183,85 @@ async fn create_payment_lives_and_dies_with_the_callers_transaction() {
     tx.commit().await.unwrap();
     assert_eq!(db.query_one(count, &[&committed]).await.unwrap().get::<_, i64>(0), 3, "key, payment and event");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_connections_refunding_one_payment_never_refund_more_than_it_captured() {
+    let db = connect().await;
+    let customer = unique("cust_rfc");
+    let id: String = db
+        .query_one(
+            "SELECT id FROM payments.create_payment($1, $2, 10, 'USD', 'pm_card_visa')",
+            &[&unique("k"), &customer],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let pi = unique("pi_rfc");
+    let intent = format!(
+        r#"{{"id":"{pi}","object":"payment_intent","amount":1000,"currency":"usd","amount_received":1000,"amount_capturable":0}}"#
+    );
+    db.execute(
+        "SELECT payments.record_provider_result($1, 'sandbox', $2, 'succeeded', $3::text::jsonb)",
+        &[&id, &pi, &intent],
+    )
+    .await
+    .unwrap();
+    // Each connection asks for 0.70 (a different key each): 14 fit in 10.00, and at most that.
+    let workers = (0..32).map(|_| {
+        let id = id.clone();
+        tokio::spawn(async move {
+            let db = connect().await;
+            let r =
+                db.query_one("SELECT outcome FROM payments.create_refund($1, $2, 0.70)", &[&unique("rk"), &id]).await;
+            r.map(|row| row.get::<_, String>(0)).map_err(|e| e.code().map(|c| c.code().to_string()))
+        })
+    });
+    let answers: Vec<_> = join_all(workers).await.into_iter().map(|r| r.unwrap()).collect();
+    let created = answers.iter().filter(|a| a.as_deref() == Ok("created")).count();
+    let refused = answers.iter().filter(|a| a.as_ref().err() == Some(&Some("PM207".to_string()))).count();
+    assert_eq!((created, refused), (14, 18), "{answers:?}");
+    let total: i64 = db
+        .query_one(
+            "SELECT sum(amount_minor)::bigint FROM payments.refunds WHERE customer_id = $1 AND payment_id = $2",
+            &[&customer, &id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 980);
+}
+
+#[tokio::test]
+async fn create_refund_lives_and_dies_with_the_callers_transaction() {
+    let mut db = connect().await;
+    let customer = unique("cust_rft");
+    let id: String = db
+        .query_one(
+            "SELECT id FROM payments.create_payment($1, $2, 5, 'USD', 'pm_card_visa')",
+            &[&unique("k"), &customer],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let pi = unique("pi_rft");
+    let intent = format!(
+        r#"{{"id":"{pi}","object":"payment_intent","amount":500,"currency":"usd","amount_received":500,"amount_capturable":0}}"#
+    );
+    db.execute(
+        "SELECT payments.record_provider_result($1, 'sandbox', $2, 'succeeded', $3::text::jsonb)",
+        &[&id, &pi, &intent],
+    )
+    .await
+    .unwrap();
+    // An app refunds and marks its order returned in one transaction; the second step fails.
+    let tx = db.transaction().await.unwrap();
+    tx.execute("SELECT payments.create_refund($1, $2)", &[&unique("rk"), &id]).await.unwrap();
+    assert_eq!(sqlstate(tx.execute("SELECT 1/0", &[]).await), "22012");
+    drop(tx);
+    let mut counts = vec![];
+    for table in ["refunds", "provider_commands"] {
+        let sql = format!("SELECT count(*) FROM payments.{table} WHERE customer_id = $1 AND payment_id = $2");
+        counts.push(db.query_one(&sql, &[&customer, &id]).await.unwrap().get::<_, i64>(0));
+    }
+    assert_eq!(counts, [0, 0], "no refund and no provider call survive the rollback");
+}

@@ -1032,7 +1032,8 @@ async fn partial_refunds_settle_by_webhook_and_never_exceed_the_capture() {
         refunds.push(refund);
     }
     // Only 1.00 is left: 2.00 more is refused; a replay answers as the first time; the same key for other money is refused.
-    let too_much = app.post_with_key("/v1/refunds", &key, &unique("rf"), json!({ "payment": id, "amount": "2.00" })).await;
+    let too_much =
+        app.post_with_key("/v1/refunds", &key, &unique("rf"), json!({ "payment": id, "amount": "2.00" })).await;
     let (status, body) = (too_much.status(), too_much.json::<Value>().await.unwrap());
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("amount_too_large")), "{body}");
     let replay = app.post_with_key("/v1/refunds", &key, &first_key, json!({ "payment": id, "amount": "2.00" })).await;
@@ -1048,12 +1049,16 @@ async fn partial_refunds_settle_by_webhook_and_never_exceed_the_capture() {
             l["data"].as_array().is_some_and(|d| d.len() == 3 && d.iter().all(|r| r["status"] == "succeeded"))
         })
         .await;
-    assert!(settled["data"].as_array().unwrap().iter().all(|r| r["provider_refund_id"].as_str().is_some()), "{settled}");
+    assert!(
+        settled["data"].as_array().unwrap().iter().all(|r| r["provider_refund_id"].as_str().is_some()),
+        "{settled}"
+    );
     let seen = app.get_json(&key, &format!("/v1/payments/{id}")).await;
     assert_eq!((seen["amount_refunded"].as_str(), seen["refund_status"].as_str()), (Some("9.00"), Some("partial")));
 
     // The rest, without an amount: the payment is then fully refunded.
-    let rest: Value = app.send(Method::POST, "/v1/refunds", Some(&key), Some(json!({ "payment": id }))).await.json().await.unwrap();
+    let rest: Value =
+        app.send(Method::POST, "/v1/refunds", Some(&key), Some(json!({ "payment": id }))).await.json().await.unwrap();
     assert_eq!(rest["amount"], "1.00", "{rest}");
     let done = app.get_until(&key, &format!("/v1/payments/{id}"), |p| p["refund_status"] == "full").await;
     assert_eq!(done["amount_refunded_minor"], 1000, "{done}");
@@ -1099,7 +1104,8 @@ async fn a_refund_the_bank_returns_fails_after_it_succeeded() {
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let payment = paid(&app, &key, "pm_card_refundFail").await;
     let id = payment["id"].as_str().unwrap();
-    let r: Value = app.send(Method::POST, "/v1/refunds", Some(&key), Some(json!({ "payment": id }))).await.json().await.unwrap();
+    let r: Value =
+        app.send(Method::POST, "/v1/refunds", Some(&key), Some(json!({ "payment": id }))).await.json().await.unwrap();
     let path = format!("/v1/refunds/{}", r["id"].as_str().unwrap());
     let failed = app.get_until(&key, &path, |r| r["status"] == "failed").await;
     assert_eq!(failed["failure_reason"], "expired_or_canceled_card", "{failed}");
@@ -1123,7 +1129,11 @@ async fn disputes_are_opened_won_and_lost_by_the_providers_webhooks() {
         let dispute = &opened["data"][0];
         assert_eq!((dispute["amount"].as_str(), dispute["reason"].as_str()), (Some("10.00"), Some("fraudulent")));
         let seen = app.get_json(&key, &format!("/v1/payments/{id}")).await;
-        assert_eq!((seen["disputed"].as_bool(), seen["amount_disputed"].as_str()), (Some(true), Some("10.00")), "{seen}");
+        assert_eq!(
+            (seen["disputed"].as_bool(), seen["amount_disputed"].as_str()),
+            (Some(true), Some("10.00")),
+            "{seen}"
+        );
         // The merchant answers at the provider; the bank decides.
         let provider_id = dispute["provider_dispute_id"].as_str().unwrap();
         app.sandbox_post(&format!("/v1/disputes/{provider_id}"), &[("evidence[uncategorized_text]", evidence)]).await;
@@ -1133,7 +1143,8 @@ async fn disputes_are_opened_won_and_lost_by_the_providers_webhooks() {
         let seen = app.get_json(&key, &format!("/v1/payments/{id}")).await;
         assert_eq!(seen["disputed"], still_disputed, "{seen}");
         let events = app.get_json(&key, &format!("/v1/payments/{id}/events")).await;
-        let reasons: Vec<&str> = events["data"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str()).collect();
+        let reasons: Vec<&str> =
+            events["data"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str()).collect();
         for step in ["dispute needs_response", "dispute under_review", &format!("dispute {outcome}")] {
             assert!(reasons.contains(&step), "{step} in {reasons:?}");
         }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use payments_core::state::Status;
 use payments_core::lifecycle::refund_status;
+use payments_core::state::Status;
 use payments_core::webhook::events::payment_intent_status;
 use serde_json::Value;
 
@@ -244,9 +244,11 @@ mod tests {
     fn a_refund_is_made_refused_or_retried() {
         let made = interpret_refund(200, r#"{"id":"re_1","object":"refund","status":"requires_action"}"#.into());
         assert!(matches!(made, Ok(CommandAnswer::Object { status: "pending", .. })));
-        let refused = interpret_refund(400, r#"{"error":{"type":"invalid_request_error","code":"amount_too_large"}}"#.into());
+        let refused =
+            interpret_refund(400, r#"{"error":{"type":"invalid_request_error","code":"amount_too_large"}}"#.into());
         assert!(matches!(refused, Ok(CommandAnswer::Refused { .. })));
-        let not_a_refund = interpret_refund(200, r#"{"id":"pi_1","object":"payment_intent","status":"succeeded"}"#.into());
+        let not_a_refund =
+            interpret_refund(200, r#"{"id":"pi_1","object":"payment_intent","status":"succeeded"}"#.into());
         assert!(matches!(not_a_refund, Ok(CommandAnswer::Refused { .. })));
         assert!(interpret_refund(500, r#"{"error":{"type":"api_error"}}"#.into()).is_err());
     }
