@@ -31,7 +31,8 @@ TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION
     payments.get_payment(text), payments.list_payments(text, text, int, text), payments.verify_event_chain(text),
     payments.get_refund(text), payments.list_refunds(text, int, text),
-    payments.get_dispute(text), payments.list_disputes(text, text, int, text)
+    payments.get_dispute(text), payments.list_disputes(text, text, int, text),
+    payments.reconciliation_report(timestamptz, timestamptz, text)
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,
     payments.open_anomalies, payments.refund_details, payments.dispute_details, payments.customer_balances,
@@ -52,7 +53,9 @@ GRANT EXECUTE ON FUNCTION
     payments.cancel_expired_authorizations(interval, timestamptz, text),
     payments.claim_provider_commands(int, interval, text, text),
     payments.record_command_result(text, boolean, text, jsonb, text),
-    payments.create_refund(text, text, numeric, text)
+    payments.create_refund(text, text, numeric, text),
+    payments.record_provider_snapshot(text, jsonb),
+    payments.reconcile(timestamptz, timestamptz, text, boolean)
 TO payments_admin, payments_gateway;
 
 -- The gateway checks keys and reads histories.

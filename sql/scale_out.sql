@@ -13,6 +13,7 @@ DECLARE
         ['payments.webhook_secrets',   NULL,                  NULL],
         ['payments.api_keys',          NULL,                  NULL],
         ['payments.settings',          NULL,                  NULL],
+        ['payments.reconciliation_runs', NULL,                NULL],
         ['payments.payments',          'customer_id',         'none'],
         ['payments.payment_events',    'customer_id',         'payments.payments'],
         ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
@@ -23,6 +24,7 @@ DECLARE
         ['payments.payment_customers', 'payment_id',          'none'],
         ['payments.provider_payments', 'provider_payment_id', 'none'],
         ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
+        ['payments.provider_snapshots', 'provider_payment_id', 'payments.provider_payments'],
         ['payments.webhook_events',    'event_id',            'none']];
     -- Each function called with the distribution value of the table it runs beside.
     v_functions CONSTANT text[][] := ARRAY[
@@ -113,4 +115,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds and disputes distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds and disputes distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings and reconciliation runs as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';

@@ -302,6 +302,52 @@ $$;
 COMMENT ON FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb) IS
     'Internal, step 4 of ingest_webhook: matches the event''s object to a payment (by provider id, or by metadata.payment_id, which links it) and applies its status as a webhook report. An object asking for other money than the payment, or another object than the one the payment is linked to, is an anomaly (result mismatch), never applied. result: applied | noop | stale | ignored | pending_match | mismatch.';
 
+CREATE FUNCTION payments._apply_money_webhook(p_provider text, p_event_id text, p_subject text, p_ppid text,
+                                              p_object jsonb, OUT customer_id text, OUT payment_id text, OUT result text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_payment payments.payments%ROWTYPE;
+    v_one     text;
+BEGIN
+    -- The caller holds the provider payment id's lock; the payment's row lock comes next.
+    SELECT pp.payment_id, pp.customer_id INTO payment_id, customer_id FROM payments.provider_payments pp
+    WHERE pp.provider_payment_id = p_ppid AND pp.provider = p_provider;
+    IF payment_id IS NULL THEN
+        -- About a payment that is not ours (or not linked): kept in the log, moves nothing.
+        customer_id := NULL;
+        result := 'ignored';
+        RETURN;
+    END IF;
+    SELECT * INTO v_payment FROM payments.payments p
+    WHERE p.customer_id = _apply_money_webhook.customer_id AND p.id = _apply_money_webhook.payment_id FOR UPDATE;
+    IF p_subject = 'refund' THEN
+        result := payments._apply_refund_object(v_payment, NULL, p_object, 'webhook', p_event_id);
+    ELSIF p_subject = 'dispute' THEN
+        result := payments._apply_dispute_object(v_payment, p_object, 'webhook', p_event_id);
+    ELSE
+        -- A Charge: each refund it lists (the strongest outcome answers for the event).
+        result := 'ignored';
+        FOR v_one IN
+            SELECT payments._apply_refund_object(v_payment, NULL, r.value || jsonb_build_object('payment_intent', p_ppid),
+                                                 'webhook', p_event_id)
+            FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_object -> 'refunds' -> 'data') = 'array'
+                                           THEN p_object -> 'refunds' -> 'data' ELSE '[]' END) r
+        LOOP
+            result := CASE WHEN 'mismatch' IN (result, v_one) THEN 'mismatch'
+                           WHEN 'applied' IN (result, v_one) THEN 'applied'
+                           WHEN 'stale' IN (result, v_one) THEN 'stale'
+                           WHEN 'noop' IN (result, v_one) THEN 'noop' ELSE 'ignored' END;
+        END LOOP;
+    END IF;
+    IF result = 'ignored' THEN
+        customer_id := NULL;
+        payment_id := NULL;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._apply_money_webhook(text, text, text, text, jsonb) IS
+    'Internal, step 4 of ingest_webhook for refund, charge and dispute events: finds the payment linked to the object''s payment_intent and applies the Refund (or each refund a Charge lists) or the Dispute to it. result: applied | noop | stale | ignored | mismatch.';
+
 CREATE FUNCTION payments.ingest_webhook(provider text, headers jsonb, body bytea) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -370,51 +416,5 @@ BEGIN
                               'status', v_status);
 END
 $$;
-CREATE FUNCTION payments._apply_money_webhook(p_provider text, p_event_id text, p_subject text, p_ppid text,
-                                              p_object jsonb, OUT customer_id text, OUT payment_id text, OUT result text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_payment payments.payments%ROWTYPE;
-    v_one     text;
-BEGIN
-    -- The caller holds the provider payment id's lock; the payment's row lock comes next.
-    SELECT pp.payment_id, pp.customer_id INTO payment_id, customer_id FROM payments.provider_payments pp
-    WHERE pp.provider_payment_id = p_ppid AND pp.provider = p_provider;
-    IF payment_id IS NULL THEN
-        -- About a payment that is not ours (or not linked): kept in the log, moves nothing.
-        customer_id := NULL;
-        result := 'ignored';
-        RETURN;
-    END IF;
-    SELECT * INTO v_payment FROM payments.payments p
-    WHERE p.customer_id = _apply_money_webhook.customer_id AND p.id = _apply_money_webhook.payment_id FOR UPDATE;
-    IF p_subject = 'refund' THEN
-        result := payments._apply_refund_object(v_payment, NULL, p_object, 'webhook', p_event_id);
-    ELSIF p_subject = 'dispute' THEN
-        result := payments._apply_dispute_object(v_payment, p_object, 'webhook', p_event_id);
-    ELSE
-        -- A Charge: each refund it lists (the strongest outcome answers for the event).
-        result := 'ignored';
-        FOR v_one IN
-            SELECT payments._apply_refund_object(v_payment, NULL, r.value || jsonb_build_object('payment_intent', p_ppid),
-                                                 'webhook', p_event_id)
-            FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_object -> 'refunds' -> 'data') = 'array'
-                                           THEN p_object -> 'refunds' -> 'data' ELSE '[]' END) r
-        LOOP
-            result := CASE WHEN 'mismatch' IN (result, v_one) THEN 'mismatch'
-                           WHEN 'applied' IN (result, v_one) THEN 'applied'
-                           WHEN 'stale' IN (result, v_one) THEN 'stale'
-                           WHEN 'noop' IN (result, v_one) THEN 'noop' ELSE 'ignored' END;
-        END LOOP;
-    END IF;
-    IF result = 'ignored' THEN
-        customer_id := NULL;
-        payment_id := NULL;
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION payments._apply_money_webhook(text, text, text, text, jsonb) IS
-    'Internal, step 4 of ingest_webhook for refund, charge and dispute events: finds the payment linked to the object''s payment_intent and applies the Refund (or each refund a Charge lists) or the Dispute to it. result: applied | noop | stale | ignored | mismatch.';
-
 COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS
     'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance() (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending. Refund events (refund.created, refund.updated, refund.failed, charge.refund.updated, charge.refunded) move the payment''s refunds, charge.dispute.* events its disputes, each checked against them as payments are.';

@@ -48,6 +48,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/refunds", post(routes::refunds::create).get(routes::refunds::list))
         .route("/v1/refunds/{id}", get(routes::refunds::get))
         .route("/v1/disputes", get(routes::disputes::list))
+        .route("/v1/reconciliations", post(routes::reconciliations::create))
         .route("/v1/disputes/{id}", get(routes::disputes::get))
         .route("/v1/webhooks/{provider}", post(routes::webhooks::receive))
         .route("/healthz", get(routes::ops::healthz))

@@ -17,6 +17,35 @@ pub enum Command {
     Serve(ServeArgs),
     /// Serve only the Stripe-compatible sandbox.
     Sandbox(SandboxArgs),
+    /// Compare the provider's objects of a time window with ours and print every disagreement (JSON).
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// PostgreSQL connection string for a role in payments_gateway.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Start of the window (inclusive), any PostgreSQL timestamptz: 2026-11-01T00:00:00Z.
+    #[arg(long)]
+    pub from: String,
+    /// End of the window (exclusive).
+    #[arg(long)]
+    pub to: String,
+    /// Refresh what the provider's objects settle (a missed success, another status), recorded as provider answers.
+    #[arg(long)]
+    pub repair: bool,
+    /// The Stripe (or sandbox) secret key.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: String,
+    /// Stripe's API, or a sandbox's (http://127.0.0.1:8080/sandbox).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com")]
+    pub stripe_api_base: String,
+    /// The provider name the payments were recorded under.
+    #[arg(long, env = "PAYMENTS_PROVIDER_NAME", default_value = "stripe")]
+    pub provider_name: String,
+    #[arg(long, env = "PROVIDER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub provider_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -149,7 +178,7 @@ mod tests {
         argv.extend(flags);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Serve(args) => args,
-            Command::Sandbox(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 

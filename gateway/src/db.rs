@@ -131,6 +131,16 @@ pub const LIST_DISPUTES: &str = concat!(
      FROM page p"
 );
 
+/// A reconciliation window's bounds as Unix seconds (`to` rounded up), for the provider's list filters.
+pub const RECONCILIATION_WINDOW: &str = "SELECT extract(epoch FROM $1::text::timestamptz)::bigint AS from_unix,
+        ceil(extract(epoch FROM $2::text::timestamptz))::bigint AS to_unix";
+
+pub const RECORD_PROVIDER_SNAPSHOT: &str = "SELECT payments.record_provider_snapshot($1, $2::text::jsonb)";
+
+/// The run over `[$1, $2)` of provider `$3` (repairing when `$4`), with `$5` objects fetched, as the API's JSON.
+pub const RECONCILE: &str = "SELECT (jsonb_build_object('object', 'reconciliation', 'fetched', $5::int)
+        || payments.reconcile($1::text::timestamptz, $2::text::timestamptz, $3, $4))::text AS report";
+
 pub const GET_PAYMENT: &str = concat!("SELECT ", payment_json!("d"), " FROM payments.get_payment($1) d");
 
 /// A page of the SQL function's default size (no `limit` in the request).

@@ -23,6 +23,9 @@ pub enum ApiError {
     PoolExhausted,
     #[error("the database is unreachable")]
     DatabaseDown,
+    /// The provider could not be asked (an outage, a rate limit, a bad key): nothing was recorded.
+    #[error("the payment provider did not answer: {0}")]
+    ProviderUnavailable(String),
     /// A broken promise between the gateway and the extension (logged, never shown).
     #[error("{0}")]
     Internal(String),
@@ -44,6 +47,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "scope_missing",
             ApiError::PoolExhausted => "database_busy",
             ApiError::DatabaseDown => "database_unavailable",
+            ApiError::ProviderUnavailable(_) => "provider_unavailable",
             ApiError::Internal(_) => sqlstate::INTERNAL.name,
             ApiError::Database(e) => match e.as_db_error() {
                 Some(db) => sqlstate::lookup(db.code().code()).name,
@@ -95,6 +99,16 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => error_body(S::FORBIDDEN, "permission_error", code, &self.to_string(), None),
             ApiError::PoolExhausted | ApiError::DatabaseDown => {
                 error_body(S::SERVICE_UNAVAILABLE, "api_error", code, &self.to_string(), None)
+            }
+            ApiError::ProviderUnavailable(why) => {
+                tracing::warn!(error = %why, "provider unavailable");
+                error_body(
+                    S::BAD_GATEWAY,
+                    "api_error",
+                    code,
+                    "the payment provider did not answer; try again later",
+                    None,
+                )
             }
             ApiError::Internal(why) => {
                 tracing::error!(error = %why, "internal error");

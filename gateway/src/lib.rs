@@ -18,6 +18,7 @@ pub mod fault;
 pub mod openapi;
 pub mod provider;
 pub mod reconciler;
+pub mod reconciliation;
 pub mod routes;
 pub mod serve;
 pub mod startup;

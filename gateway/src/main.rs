@@ -1,8 +1,10 @@
-//! The `payments-gateway` binary: `serve` (the HTTP API) or `sandbox` (only
-//! the Stripe-compatible sandbox). Everything else is in the library.
+//! The `payments-gateway` binary: `serve` (the HTTP API), `sandbox` (only
+//! the Stripe-compatible sandbox) or `reconcile` (a report against the
+//! provider). Everything else is in the library.
 
 use clap::Parser;
-use payments_gateway::config::{Cli, Command, SandboxArgs};
+use payments_gateway::config::{Cli, Command, ReconcileArgs, SandboxArgs};
+use payments_gateway::provider::stripe::Stripe;
 use payments_gateway::startup::{Application, Fallible};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -24,6 +26,7 @@ async fn main() {
             Err(e) => Err(e),
         },
         Command::Sandbox(args) => sandbox(args).await,
+        Command::Reconcile(args) => reconcile(args).await,
     };
     if let Err(e) = result {
         eprintln!("payments-gateway: {e}");
@@ -45,6 +48,17 @@ async fn sandbox(args: SandboxArgs) -> Fallible {
     println!("listening on http://{} (sandbox)", listener.local_addr()?);
     let router = payments_sandbox::Sandbox::new(args.knobs, target, key).router();
     axum::serve(listener, router).with_graceful_shutdown(shutdown()).await?;
+    Ok(())
+}
+
+async fn reconcile(args: ReconcileArgs) -> Fallible {
+    let pool = payments_gateway::db::pool(&args.database_url, 2, std::time::Duration::from_secs(5))?;
+    let timeout = std::time::Duration::from_millis(args.provider_timeout_ms);
+    let provider = Stripe::new(&args.provider_name, &args.stripe_api_base, &args.stripe_secret_key, timeout);
+    let report = payments_gateway::reconciliation::run(&pool, &provider, &args.from, &args.to, args.repair)
+        .await
+        .map_err(|e| format!("reconcile: {}", e.code()))?;
+    println!("{report}");
     Ok(())
 }
 

@@ -20,12 +20,14 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::routes::refunds::list,
         crate::routes::disputes::get,
         crate::routes::disputes::list,
+        crate::routes::reconciliations::create,
         crate::routes::webhooks::receive,
     ),
     components(schemas(Payment, PaymentList, Event, EventList, Refund, RefundList, Dispute, DisputeList, ErrorBody,
                        ErrorDetail, WebhookResult, crate::routes::payments::CreatePayment,
                        crate::routes::payments::CapturePayment, crate::routes::payments::CancelPayment,
-                       crate::routes::refunds::CreateRefund)),
+                       crate::routes::refunds::CreateRefund, crate::routes::reconciliations::CreateReconciliation,
+                       Reconciliation, Disagreement)),
     modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;
@@ -189,6 +191,44 @@ pub struct Dispute {
     provider_dispute_id: String,
     created_at: String,
     updated_at: String,
+}
+
+/// A reconciliation run: the provider's objects of a window against ours.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Reconciliation {
+    /// `reconciliation`
+    object: String,
+    /// rec_…
+    id: String,
+    provider: String,
+    from: String,
+    to: String,
+    repair: bool,
+    /// How many provider objects were pulled.
+    fetched: i32,
+    /// How many disagreements were repaired from the provider's objects.
+    repaired: i32,
+    disagreements: Vec<Disagreement>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Disagreement {
+    /// missed_success | status_differs | amount_differs | currency_differs | unknown_to_us | unknown_to_provider
+    kind: String,
+    /// payment_intent | refund
+    object_type: String,
+    provider_object_id: String,
+    payment_id: Option<String>,
+    refund_id: Option<String>,
+    /// Our status, amount_minor and currency.
+    #[schema(value_type = Option<Object>)]
+    ours: (),
+    /// The provider's status (in our words), amount_minor and currency.
+    #[schema(value_type = Option<Object>)]
+    theirs: (),
+    repaired: bool,
 }
 
 #[derive(ToSchema)]

@@ -64,7 +64,12 @@ extension_sql_file!(
     requires = ["refunds", dispute_decision, dispute_withholds]
 );
 extension_sql_file!("../../sql/balances.sql", name = "balances", requires = ["disputes"]);
-extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["balances"]);
+extension_sql_file!(
+    "../../sql/reconciliation.sql",
+    name = "reconciliation",
+    requires = ["balances", stripe_intent_status]
+);
+extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["reconciliation"]);
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------
@@ -307,6 +312,12 @@ fn dispute_decision(from_status: &str, to_status: &str) -> Option<&'static str> 
 #[pg_extern(immutable, parallel_safe, name = "_dispute_withholds")]
 fn dispute_withholds(status: &str) -> bool {
     lifecycle::dispute_withholds(status)
+}
+
+/// Our payment status for a Stripe PaymentIntent status (a decline, with its error, is failed); NULL when it reports none.
+#[pg_extern(immutable, parallel_safe, name = "_stripe_intent_status")]
+fn stripe_intent_status(status: &str, has_last_payment_error: bool) -> Option<&'static str> {
+    webhook::events::payment_intent_status(status, has_last_payment_error).map(state::Status::as_str)
 }
 
 /// Whether `body` is UTF-8 JSON whose top level is an object, checked

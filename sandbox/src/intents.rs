@@ -366,6 +366,50 @@ impl Objects {
         }
     }
 
+    /// A page of intents or refunds (Stripe's list: newest first; `created[gte|gt|lte|lt]`,
+    /// `limit` 1 to 100, default 10, `starting_after`).
+    pub fn list(&self, refunds: bool, params: &Params) -> Outcome {
+        let bound = |key: &str| params.get(key).and_then(|v| v.parse::<i64>().ok());
+        let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
+            None => 10,
+            Some(Ok(l)) if (1..=100).contains(&l) => l,
+            Some(_) => {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    "parameter_invalid_integer",
+                    "Invalid limit.",
+                    Some("limit"),
+                )
+            }
+        };
+        let store = if refunds { &self.refunds } else { &self.intents };
+        let mut all: Vec<&Value> = store
+            .iter()
+            .map(|(_, o)| o)
+            .filter(|o| {
+                let c = o["created"].as_i64().unwrap_or(0);
+                bound("created[gte]").is_none_or(|b| c >= b)
+                    && bound("created[gt]").is_none_or(|b| c > b)
+                    && bound("created[lte]").is_none_or(|b| c <= b)
+                    && bound("created[lt]").is_none_or(|b| c < b)
+            })
+            .collect();
+        let key = |o: &&Value| (o["created"].as_i64().unwrap_or(0), o["id"].as_str().unwrap_or_default().to_string());
+        all.sort_by_key(|o| std::cmp::Reverse(key(o)));
+        let start = match params.get("starting_after") {
+            None => 0,
+            Some(after) => match all.iter().position(|o| o["id"] == after.as_str()) {
+                Some(i) => i + 1,
+                None => return missing(if refunds { "refund" } else { "payment_intent" }, after),
+            },
+        };
+        let page: Vec<Value> = all.iter().skip(start).take(limit).map(|o| (*o).clone()).collect();
+        let has_more = start + page.len() < all.len();
+        let url = if refunds { "/v1/refunds" } else { "/v1/payment_intents" };
+        Outcome::ok(json!({ "object": "list", "url": url, "has_more": has_more, "data": page }), vec![])
+    }
+
     fn refunds_of<'a>(&'a self, pi_id: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
         self.refunds.iter().map(|(_, r)| r).filter(move |r| r["payment_intent"] == pi_id)
     }
@@ -585,6 +629,24 @@ mod tests {
             assert_eq!(o.decide_dispute(&id)[0].1["status"], end);
             assert_eq!(o.close_dispute(&id).status, 400, "closed once");
         }
+    }
+
+    #[test]
+    fn lists_page_newest_first_within_the_created_window() {
+        let mut o = Objects::default();
+        for _ in 0..3 {
+            create(&mut o, "pm_card_visa", "automatic");
+        }
+        let now = now();
+        let window = [("created[gte]", (now - 60).to_string()), ("created[lt]", (now + 60).to_string())];
+        let first = o.list(false, &params(&[(window[0].0, &window[0].1), (window[1].0, &window[1].1), ("limit", "2")]));
+        assert_eq!((first.body["data"].as_array().unwrap().len(), &first.body["has_more"]), (2, &json!(true)));
+        let after = first.body["data"][1]["id"].as_str().unwrap().to_string();
+        let rest = o.list(false, &params(&[("limit", "2"), ("starting_after", &after)]));
+        assert_eq!((rest.body["data"].as_array().unwrap().len(), &rest.body["has_more"]), (1, &json!(false)));
+        let later = (now + 60).to_string();
+        assert_eq!(o.list(false, &params(&[("created[gte]", &later)])).body["data"], json!([]));
+        assert_eq!(o.list(true, &params(&[("limit", "0")])).status, 400);
     }
 
     #[test]

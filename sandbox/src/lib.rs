@@ -72,10 +72,10 @@ impl Sandbox {
 
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
-            .route("/v1/payment_intents", post(create_intent))
+            .route("/v1/payment_intents", post(create_intent).get(list_intents))
             .route("/v1/payment_intents/{id}", get(retrieve_intent))
             .route("/v1/payment_intents/{id}/{action}", post(act_on_intent))
-            .route("/v1/refunds", post(create_refund))
+            .route("/v1/refunds", post(create_refund).get(list_refunds))
             .route("/v1/refunds/{id}", get(retrieve_refund))
             .route("/v1/disputes/{id}", get(retrieve_dispute).post(update_dispute))
             .route("/v1/disputes/{id}/close", post(close_dispute))
@@ -258,6 +258,23 @@ type Sb = State<Arc<Sandbox>>;
 
 async fn create_intent(State(sb): Sb, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     sb.call(&method, &uri, &headers, &body, |o, p| o.create_intent(p)).await
+}
+
+async fn list_intents(State(sb): Sb, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let query = query_params(&uri);
+    sb.call(&method, &uri, &headers, b"", move |o, _| o.list(false, &query)).await
+}
+
+async fn list_refunds(State(sb): Sb, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let query = query_params(&uri);
+    sb.call(&method, &uri, &headers, b"", move |o, _| o.list(true, &query)).await
+}
+
+/// A GET's parameters, from its query string (`created[gte]=…&limit=…`).
+fn query_params(uri: &Uri) -> intents::Params {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(uri.query().unwrap_or_default())
+        .map(|pairs| pairs.into_iter().collect())
+        .unwrap_or_default()
 }
 
 async fn retrieve_intent(

@@ -82,7 +82,9 @@ DROP FUNCTION IF EXISTS payments.record_provider_result(text, text, text, text, 
 DROP TYPE payments.payment_result;
 ALTER TABLE payments.payments
     ADD COLUMN amount_captured_minor bigint CHECK (amount_captured_minor > 0),
-    ADD COLUMN cancellation_reason text CHECK (payments._is_allowed('cancellation_reason', cancellation_reason));
+    ADD COLUMN cancellation_reason text CHECK (payments._is_allowed('cancellation_reason', cancellation_reason)),
+    ADD COLUMN amount_refunded_minor bigint NOT NULL DEFAULT 0 CHECK (amount_refunded_minor >= 0),
+    ADD COLUMN amount_disputed_minor bigint NOT NULL DEFAULT 0 CHECK (amount_disputed_minor >= 0);
 UPDATE payments.payments p SET amount_captured_minor = p.amount_minor WHERE p.status = 'succeeded';
 ALTER TABLE payments.payments
     ALTER COLUMN customer_id TYPE text COLLATE "C", ALTER COLUMN status TYPE text COLLATE "C";
@@ -150,6 +152,8 @@ DROP INDEX payments.webhook_pending_match_idx;  -- the primary key's prefix now
 -- ---------------------------------------------------------------------------
 -- Comments that changed
 -- ---------------------------------------------------------------------------
+COMMENT ON COLUMN payments.payments.amount_refunded_minor IS 'What succeeded refunds gave back, in minor units (payments.refunds; kept by the refund functions).';
+COMMENT ON COLUMN payments.payments.amount_disputed_minor IS 'What its disputes withhold (open or lost), in minor units (payments.disputes; kept by the webhook that moves them).';
 COMMENT ON TABLE payments.payments IS
     'One row per payment. Written only by the payments.* API functions; status changes only through payments.transition and the state machine. Keyed by (customer_id, id), the distribution column first; payment_customers finds a payment''s customer by id.';
 COMMENT ON COLUMN payments.payments.provider_payment_id IS 'The provider''s id for this payment (a Stripe PaymentIntent id); unique per provider (payments.provider_payments enforces it).';
@@ -172,10 +176,15 @@ SELECT p.id, p.customer_id, payments.to_major(p.amount_minor, p.currency) AS amo
        p.status, p.capture_method, p.provider, p.provider_payment_id, p.payment_method, p.description,
        p.metadata, p.last_error, p.created_at, p.updated_at,
        payments.to_major(p.amount_captured_minor, p.currency) AS amount_captured, p.amount_captured_minor,
-       p.cancellation_reason
+       p.cancellation_reason,
+       payments.to_major(p.amount_refunded_minor, p.currency) AS amount_refunded, p.amount_refunded_minor,
+       CASE WHEN p.amount_refunded_minor = 0 THEN 'none'
+            WHEN p.amount_refunded_minor < p.amount_captured_minor THEN 'partial' ELSE 'full' END AS refund_status,
+       p.amount_disputed_minor > 0 AS disputed,
+       payments.to_major(p.amount_disputed_minor, p.currency) AS amount_disputed, p.amount_disputed_minor
 FROM payments.payments p;
 COMMENT ON VIEW payments.payment_details IS
-    'Every payment with its amount in major units (amount) beside the stored minor units. What get_payment and list_payments return; readable by payments_reader.';
+    'Every payment with its amounts in major units (amount, amount_captured, amount_refunded, amount_disputed) beside the stored minor units; refund_status: none, partial or full (of what was captured); disputed: a dispute withholds money. What get_payment and list_payments return; readable by payments_reader.';
 
 -- payment_details' columns plus what the call did; keep the two in step.
 CREATE TYPE payments.payment_result AS (
@@ -197,6 +206,12 @@ CREATE TYPE payments.payment_result AS (
     amount_captured     numeric,
     amount_captured_minor bigint,
     cancellation_reason text,
+    amount_refunded     numeric,
+    amount_refunded_minor bigint,
+    refund_status       text,
+    disputed            boolean,
+    amount_disputed     numeric,
+    amount_disputed_minor bigint,
     outcome             text
 );
 COMMENT ON TYPE payments.payment_result IS
@@ -828,6 +843,52 @@ $$;
 COMMENT ON FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb) IS
     'Internal, step 4 of ingest_webhook: matches the event''s object to a payment (by provider id, or by metadata.payment_id, which links it) and applies its status as a webhook report. An object asking for other money than the payment, or another object than the one the payment is linked to, is an anomaly (result mismatch), never applied. result: applied | noop | stale | ignored | pending_match | mismatch.';
 
+CREATE FUNCTION payments._apply_money_webhook(p_provider text, p_event_id text, p_subject text, p_ppid text,
+                                              p_object jsonb, OUT customer_id text, OUT payment_id text, OUT result text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_payment payments.payments%ROWTYPE;
+    v_one     text;
+BEGIN
+    -- The caller holds the provider payment id's lock; the payment's row lock comes next.
+    SELECT pp.payment_id, pp.customer_id INTO payment_id, customer_id FROM payments.provider_payments pp
+    WHERE pp.provider_payment_id = p_ppid AND pp.provider = p_provider;
+    IF payment_id IS NULL THEN
+        -- About a payment that is not ours (or not linked): kept in the log, moves nothing.
+        customer_id := NULL;
+        result := 'ignored';
+        RETURN;
+    END IF;
+    SELECT * INTO v_payment FROM payments.payments p
+    WHERE p.customer_id = _apply_money_webhook.customer_id AND p.id = _apply_money_webhook.payment_id FOR UPDATE;
+    IF p_subject = 'refund' THEN
+        result := payments._apply_refund_object(v_payment, NULL, p_object, 'webhook', p_event_id);
+    ELSIF p_subject = 'dispute' THEN
+        result := payments._apply_dispute_object(v_payment, p_object, 'webhook', p_event_id);
+    ELSE
+        -- A Charge: each refund it lists (the strongest outcome answers for the event).
+        result := 'ignored';
+        FOR v_one IN
+            SELECT payments._apply_refund_object(v_payment, NULL, r.value || jsonb_build_object('payment_intent', p_ppid),
+                                                 'webhook', p_event_id)
+            FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_object -> 'refunds' -> 'data') = 'array'
+                                           THEN p_object -> 'refunds' -> 'data' ELSE '[]' END) r
+        LOOP
+            result := CASE WHEN 'mismatch' IN (result, v_one) THEN 'mismatch'
+                           WHEN 'applied' IN (result, v_one) THEN 'applied'
+                           WHEN 'stale' IN (result, v_one) THEN 'stale'
+                           WHEN 'noop' IN (result, v_one) THEN 'noop' ELSE 'ignored' END;
+        END LOOP;
+    END IF;
+    IF result = 'ignored' THEN
+        customer_id := NULL;
+        payment_id := NULL;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._apply_money_webhook(text, text, text, text, jsonb) IS
+    'Internal, step 4 of ingest_webhook for refund, charge and dispute events: finds the payment linked to the object''s payment_intent and applies the Refund (or each refund a Charge lists) or the Dispute to it. result: applied | noop | stale | ignored | mismatch.';
+
 CREATE OR REPLACE FUNCTION payments.ingest_webhook(provider text, headers jsonb, body bytea) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -836,6 +897,7 @@ DECLARE
     v_ppid      text;
     v_applied   record;
     v_status    text;
+    v_subject   text;
 BEGIN
     IF provider IS NULL OR headers IS NULL OR body IS NULL THEN
         RAISE EXCEPTION 'provider, headers and body are required' USING ERRCODE = 'PM100';
@@ -844,11 +906,14 @@ BEGIN
     v_event := payments._parse_stripe_event(body);
 
     -- 3. Once per (provider, event id), even under concurrent deliveries. An
-    -- event that moves a payment is serialised by its provider id's row lock
-    -- (a redelivery names the same object); any other one changes nothing but
-    -- its own row, whose primary key keeps it single.
-    IF payments._stripe_event_status(v_event.event_type) IS NOT NULL THEN
-        v_ppid := v_event.object ->> 'id';
+    -- event that moves money is serialised by its provider payment id's row
+    -- lock (a redelivery names the same object); any other one changes nothing
+    -- but its own row, whose primary key keeps it single.
+    v_subject := payments._stripe_event_subject(v_event.event_type);
+    v_ppid := CASE WHEN v_subject = 'payment' THEN v_event.object ->> 'id'
+                   WHEN v_subject IS NOT NULL THEN v_event.object ->> 'payment_intent' END;
+    IF length(v_ppid) > 255 THEN
+        RAISE EXCEPTION 'webhook event''s payment_intent is longer than 255 characters' USING ERRCODE = 'PM304';
     END IF;
     IF v_ppid IS NOT NULL THEN
         PERFORM payments._lock_provider_payment(provider, v_ppid);
@@ -856,13 +921,17 @@ BEGIN
     SELECT w.customer_id, w.payment_id, 'duplicate' AS result INTO v_applied FROM payments.webhook_events w
     WHERE w.event_id = v_event.event_id AND w.provider = ingest_webhook.provider;
     IF NOT FOUND THEN
-        v_applied := payments._apply_webhook(provider, v_event.event_id, v_event.event_type, v_event.event_created,
-                                             v_event.object);
+        IF v_subject = 'payment' OR v_ppid IS NULL THEN
+            v_applied := payments._apply_webhook(provider, v_event.event_id, v_event.event_type, v_event.event_created,
+                                                 v_event.object);
+        ELSE
+            v_applied := payments._apply_money_webhook(provider, v_event.event_id, v_subject, v_ppid, v_event.object);
+        END IF;
         -- 5. Store it, append-only; an unmatched one also waits for its payment.
         INSERT INTO payments.webhook_events (id, provider, event_id, event_type, event_created, provider_payment_id,
                                              customer_id, payment_id, result, secret_id, headers, body)
         VALUES (payments._new_id('whe'), provider, v_event.event_id, v_event.event_type, v_event.event_created,
-                v_event.object ->> 'id', v_applied.customer_id, v_applied.payment_id, v_applied.result, v_secret_id,
+                coalesce(v_ppid, v_event.object ->> 'id'), v_applied.customer_id, v_applied.payment_id, v_applied.result, v_secret_id,
                 headers, body)
         ON CONFLICT ON CONSTRAINT webhook_events_pkey DO NOTHING;
         IF NOT FOUND THEN
@@ -889,7 +958,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS
-    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance() (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending.';
+    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance() (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending. Refund events (refund.created, refund.updated, refund.failed, charge.refund.updated, charge.refunded) move the payment''s refunds, charge.dispute.* events its disputes, each checked against them as payments are.';
 
 CREATE OR REPLACE FUNCTION payments.authenticate_api_key(api_key text) RETURNS TABLE (key_id text, scopes text[])
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -1046,7 +1115,7 @@ COMMENT ON VIEW payments.webhook_log IS
 -- ---------------------------------------------------------------------------
 -- Capture and cancel (sql/lifecycle.sql)
 -- ---------------------------------------------------------------------------
--- payments: capture and cancel. SQL decides, the gateway carries the provider
+-- payments: capture and cancel (and the outbox refunds use too). SQL decides, the gateway carries the provider
 -- call out: each command validates, records the intent in the payment's
 -- history and queues the provider call in payments.provider_commands (a
 -- transactional outbox: it exists only if the caller's transaction commits).
@@ -1066,19 +1135,23 @@ CREATE TABLE payments.provider_commands (
     last_error    jsonb,
     created_at    timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz,
+    refund_id     text COLLATE "C",
     PRIMARY KEY (customer_id, id),
     FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id),
     CHECK ((status = 'pending') = (finished_at IS NULL)),
-    CHECK ((kind = 'capture') = (amount_minor IS NOT NULL))
+    CHECK ((kind IN ('capture', 'refund')) = (amount_minor IS NOT NULL)),
+    CHECK ((kind = 'refund') = (refund_id IS NOT NULL))
 );
--- One outstanding command per payment: a capture and a cancel never race at the provider.
+-- One outstanding capture or cancel per payment: the two never race at the provider.
+-- Refunds of a payment may be pending together (create_refund keeps their sum in bounds).
 CREATE UNIQUE INDEX provider_commands_one_pending_idx ON payments.provider_commands (customer_id, payment_id)
-    WHERE status = 'pending';
+    WHERE status = 'pending' AND kind <> 'refund';
 CREATE INDEX provider_commands_due_idx ON payments.provider_commands (run_after) WHERE status = 'pending';
 CREATE INDEX provider_commands_payment_idx ON payments.provider_commands (customer_id, payment_id);
 COMMENT ON TABLE payments.provider_commands IS
-    'The provider calls that capture_payment and cancel_payment queued (a transactional outbox): pending until the gateway has the provider''s answer, then succeeded or failed. At most one pending per payment. Beside its payment (on Citus, by customer_id).';
-COMMENT ON COLUMN payments.provider_commands.amount_minor IS 'capture: the minor units to capture (the rest of the authorization is released).';
+    'The provider calls that capture_payment, cancel_payment and create_refund queued (a transactional outbox): pending until the gateway has the provider''s answer, then succeeded or failed. At most one capture or cancel pending per payment. Beside its payment (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.provider_commands.amount_minor IS 'capture: the minor units to capture (the rest of the authorization is released); refund: the minor units to refund.';
+COMMENT ON COLUMN payments.provider_commands.refund_id IS 'refund: the refund (payments.refunds) the call creates at the provider.';
 COMMENT ON COLUMN payments.provider_commands.reason IS 'cancel: Stripe''s cancellation_reason; automatic when the authorization was left uncaptured.';
 COMMENT ON COLUMN payments.provider_commands.run_after IS 'The gateway''s lease: not claimed again before this time (it grows with each attempt).';
 COMMENT ON COLUMN payments.provider_commands.last_error IS 'Why the last attempt did not finish it (the provider unreachable, or its refusal).';
@@ -1101,7 +1174,7 @@ COMMENT ON FUNCTION payments._requested_command(text, text, text) IS
     'Internal: the latest capture or cancel asked of the provider for a payment, pending or done (all NULL when none): what a report of succeeded or canceled is checked against and records (the amount captured, the cancellation reason).';
 
 CREATE FUNCTION payments._queue_command(p_payment payments.payments, p_kind text, p_amount_minor bigint,
-                                        p_reason text) RETURNS void
+                                        p_reason text, p_refund_id text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_pending payments.provider_commands%ROWTYPE;
@@ -1109,26 +1182,27 @@ DECLARE
 BEGIN
     -- The caller holds the payment's row lock, so no other command is queued meanwhile.
     SELECT * INTO v_pending FROM payments.provider_commands c
-    WHERE c.customer_id = p_payment.customer_id AND c.payment_id = p_payment.id AND c.status = 'pending';
-    IF FOUND THEN
+    WHERE c.customer_id = p_payment.customer_id AND c.payment_id = p_payment.id AND c.status = 'pending'
+      AND c.kind <> 'refund';
+    IF FOUND AND p_kind <> 'refund' THEN
         IF (v_pending.kind, v_pending.amount_minor, v_pending.reason) IS NOT DISTINCT FROM (p_kind, p_amount_minor, p_reason) THEN
             RETURN;  -- the same command asked again: it is already queued
         END IF;
         RAISE EXCEPTION 'payment % has a % pending at the provider', p_payment.id, v_pending.kind
             USING ERRCODE = 'PM208', HINT = 'wait for it to finish (the payment''s history shows it)';
     END IF;
-    INSERT INTO payments.provider_commands (id, customer_id, payment_id, kind, amount_minor, reason)
-    VALUES (v_id, p_payment.customer_id, p_payment.id, p_kind, p_amount_minor, p_reason);
+    INSERT INTO payments.provider_commands (id, customer_id, payment_id, kind, amount_minor, reason, refund_id)
+    VALUES (v_id, p_payment.customer_id, p_payment.id, p_kind, p_amount_minor, p_reason, p_refund_id);
     PERFORM payments._append_event(p_payment.customer_id, p_payment.id, p_payment.status, p_payment.status, false,
                                    'api', p_kind || ' requested',
                                    jsonb_strip_nulls(jsonb_build_object('command_id', v_id, 'amount_minor', p_amount_minor,
-                                                                        'reason', p_reason)));
+                                                                        'reason', p_reason, 'refund_id', p_refund_id)));
     -- Wakes the gateway's worker at commit (it also polls).
     PERFORM pg_catalog.pg_notify('payments_provider_commands', p_payment.customer_id || '/' || v_id);
 END
 $$;
-COMMENT ON FUNCTION payments._queue_command(payments.payments, text, bigint, text) IS
-    'Internal: queues one provider command for a payment whose row the caller has locked, notes the request in its history and wakes the gateway (NOTIFY payments_provider_commands). The same command again is a no-op; another one while one is pending is PM208.';
+COMMENT ON FUNCTION payments._queue_command(payments.payments, text, bigint, text, text) IS
+    'Internal: queues one provider command for a payment whose row the caller has locked, notes the request in its history and wakes the gateway (NOTIFY payments_provider_commands). A capture or cancel asked again is a no-op; another one while one is pending is PM208. Refunds (p_refund_id) queue side by side.';
 
 CREATE FUNCTION payments.capture_payment(payment_id text, amount numeric DEFAULT NULL)
 RETURNS SETOF payments.payment_result
@@ -1232,7 +1306,7 @@ COMMENT ON FUNCTION payments.cancel_expired_authorizations(interval, timestamptz
 CREATE FUNCTION payments.claim_provider_commands(lim int DEFAULT 10, lease interval DEFAULT '30 seconds',
                                                  only_payment_id text DEFAULT NULL, only_provider text DEFAULT NULL)
 RETURNS TABLE (command_id text, kind text, payment_id text, customer_id text, provider text, provider_payment_id text,
-               amount_minor bigint, currency text, reason text, attempt integer)
+               amount_minor bigint, currency text, reason text, attempt integer, refund_id text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_only_customer text;
@@ -1240,6 +1314,7 @@ DECLARE
     v_attempts   integer;
     v_kind       text;
     v_payment_id text;
+    v_refund_id  text;
     v_status     text;
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR lease IS NULL OR lease <= interval '0' THEN
@@ -1257,15 +1332,23 @@ BEGIN
           AND (only_provider IS NULL OR p.provider = only_provider)
         ORDER BY c.run_after LIMIT lim
     LOOP
-        SELECT c.attempts, c.kind, c.payment_id INTO v_attempts, v_kind, v_payment_id FROM payments.provider_commands c
+        SELECT c.attempts, c.kind, c.payment_id, c.refund_id INTO v_attempts, v_kind, v_payment_id, v_refund_id
+        FROM payments.provider_commands c
         WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id AND c.status = 'pending' AND c.run_after <= now()
         FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
-        -- A payment that moved on meanwhile (a webhook, an administrator) is not asked about again.
-        SELECT p.status INTO v_status FROM payments.payments p
-        WHERE p.customer_id = v_due.customer_id AND p.id = v_payment_id;
-        IF v_status NOT IN ('requires_capture', 'requires_payment_method', 'requires_confirmation', 'requires_action')
-           OR (v_kind = 'capture' AND v_status <> 'requires_capture') THEN
+        -- A payment (or refund) that moved on meanwhile (a webhook, an administrator) is not asked about again.
+        IF v_kind = 'refund' THEN
+            SELECT r.status INTO v_status FROM payments.refunds r
+            WHERE r.customer_id = v_due.customer_id AND r.id = v_refund_id;
+        ELSE
+            SELECT p.status INTO v_status FROM payments.payments p
+            WHERE p.customer_id = v_due.customer_id AND p.id = v_payment_id;
+        END IF;
+        IF (CASE v_kind WHEN 'refund' THEN v_status <> 'pending'
+                        WHEN 'capture' THEN v_status <> 'requires_capture'
+                        ELSE v_status NOT IN ('requires_capture', 'requires_payment_method', 'requires_confirmation',
+                                              'requires_action') END) THEN
             UPDATE payments.provider_commands c
             SET status = 'failed', finished_at = now(),
                 last_error = jsonb_build_object('message', 'the payment is ' || v_status || ': nothing to ' || v_kind)
@@ -1279,15 +1362,16 @@ BEGIN
         WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id;
         RETURN QUERY
         SELECT c.id, c.kind, c.payment_id, c.customer_id, p.provider, p.provider_payment_id, c.amount_minor,
-               p.currency, c.reason, c.attempts
+               p.currency, coalesce(c.reason, r.reason), c.attempts, c.refund_id
         FROM payments.provider_commands c
         JOIN payments.payments p ON p.customer_id = c.customer_id AND p.id = c.payment_id
+        LEFT JOIN payments.refunds r ON r.customer_id = c.customer_id AND r.id = c.refund_id
         WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id;
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION payments.claim_provider_commands(int, interval, text, text) IS
-    'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease. A command whose payment has moved on (a webhook or an administrator finished it) fails instead of being claimed.';
+    'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease. A command whose payment (or refund) has moved on (a webhook or an administrator finished it) fails instead of being claimed. refund_id and the refund''s reason come with a refund.';
 
 CREATE FUNCTION payments.record_command_result(command_id text, answered boolean, status text, response jsonb,
                                                customer_id text DEFAULT NULL)
@@ -1322,6 +1406,11 @@ BEGIN
     WHERE c.customer_id = v_command.customer_id AND c.id = v_command.id FOR UPDATE;
     IF v_command.status <> 'pending' THEN
         -- A retry of an answer already recorded.
+        RETURN QUERY SELECT * FROM payments._result(v_payment.customer_id, v_payment.id, 'noop');
+        RETURN;
+    END IF;
+    IF answered AND v_command.kind = 'refund' THEN
+        PERFORM payments._record_refund_answer(v_command, v_payment, v_response);
         RETURN QUERY SELECT * FROM payments._result(v_payment.customer_id, v_payment.id, 'noop');
         RETURN;
     END IF;
@@ -1360,7 +1449,595 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.record_command_result(text, boolean, text, jsonb, text) IS
-    'Records the provider''s answer to a queued command (customer_id, as the claim returned it, finds it on one shard). answered = false: the provider was unreachable (response: the error); the command stays pending and comes back after its lease. Otherwise response is the provider''s object (a PaymentIntent, applied through record_provider_result with status, its money checked as always) or its refusal ({"error": …}, or an object with no status that answers the command: recorded, the command failed). A client_secret is never kept. A repeat of a recorded answer changes nothing.';
+    'Records the provider''s answer to a queued command (customer_id, as the claim returned it, finds it on one shard). answered = false: the provider was unreachable (response: the error); the command stays pending and comes back after its lease. Otherwise response is the provider''s object (a PaymentIntent, applied through record_provider_result with status, its money checked as always; for a refund command the Refund, applied to the refund, status unused) or its refusal ({"error": …}, or an object with no status that answers the command: recorded, the command failed). A client_secret is never kept. A repeat of a recorded answer changes nothing.';
+
+-- ---------------------------------------------------------------------------
+-- New Rust functions (payments_ext/src/lib.rs): refunds', disputes' and events' words
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments."_stripe_event_subject"(
+	"event_type" TEXT /* & str */
+) RETURNS TEXT /* Option < & '_ str > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'stripe_event_subject_wrapper';
+CREATE FUNCTION payments."_refund_decision"(
+	"from_status" TEXT, /* & str */
+	"to_status" TEXT /* & str */
+) RETURNS TEXT /* Option < & '_ str > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'refund_decision_wrapper';
+CREATE FUNCTION payments."_stripe_refund_status"(
+	"status" TEXT /* & str */
+) RETURNS TEXT /* Option < & '_ str > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'stripe_refund_status_wrapper';
+CREATE FUNCTION payments."_dispute_decision"(
+	"from_status" TEXT, /* & str */
+	"to_status" TEXT /* & str */
+) RETURNS TEXT /* Option < & '_ str > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'dispute_decision_wrapper';
+CREATE FUNCTION payments."_dispute_withholds"(
+	"status" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'dispute_withholds_wrapper';
+
+-- ---------------------------------------------------------------------------
+-- Refunds (sql/refunds.sql)
+-- ---------------------------------------------------------------------------
+-- payments: refunds. create_refund validates and records a pending refund and
+-- queues its provider call in the outbox (sql/lifecycle.sql), in the caller's
+-- transaction; the provider's answer and its webhooks move the refund, each
+-- checked against it (its provider object, amount and currency) as payments are.
+-- A payment's refunds never add up to more than it captured: create_refund
+-- holds the payment's row lock while it sums them.
+
+CREATE TABLE payments.refunds (
+    id                 text COLLATE "C" NOT NULL,
+    customer_id        text COLLATE "C" NOT NULL,
+    payment_id         text COLLATE "C" NOT NULL,
+    amount_minor       bigint NOT NULL CHECK (amount_minor > 0),
+    currency           text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    status             text COLLATE "C" NOT NULL CHECK (payments._is_allowed('refund_status', status)),
+    reason             text CHECK (payments._is_allowed('refund_reason', reason)),
+    idempotency_key    text COLLATE "C" CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    fingerprint        bytea,
+    provider           text COLLATE "C" NOT NULL,
+    provider_refund_id text COLLATE "C" CHECK (length(provider_refund_id) <= 255),
+    failure_reason     text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id),
+    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id),
+    CONSTRAINT refunds_idempotency_key UNIQUE (customer_id, idempotency_key),
+    CHECK ((idempotency_key IS NULL) = (fingerprint IS NULL))
+);
+CREATE UNIQUE INDEX refunds_provider_refund_idx ON payments.refunds (customer_id, provider, provider_refund_id);
+CREATE INDEX refunds_payment_idx ON payments.refunds (customer_id, payment_id);
+-- get_refund by id alone: one index probe here, one per shard on Citus (refunds are rare next to payments).
+CREATE INDEX refunds_id_idx ON payments.refunds (id);
+COMMENT ON TABLE payments.refunds IS
+    'Refunds of succeeded payments, from create_refund (with its idempotency key) or made at the provider directly and learnt from its webhooks. Beside their payment (on Citus, by customer_id). The sum of a payment''s pending and succeeded refunds never exceeds what it captured.';
+COMMENT ON COLUMN payments.refunds.id IS 'rfd_ + 26-character time-sortable id.';
+COMMENT ON COLUMN payments.refunds.amount_minor IS 'The refunded amount in the currency''s minor unit.';
+COMMENT ON COLUMN payments.refunds.currency IS 'The payment''s currency.';
+COMMENT ON COLUMN payments.refunds.status IS 'pending until the provider settles it: succeeded, failed or canceled. A succeeded refund can still fail (the bank returned it).';
+COMMENT ON COLUMN payments.refunds.reason IS 'Stripe''s refund reason: duplicate, fraudulent, requested_by_customer (expired_uncaptured_charge only from the provider).';
+COMMENT ON COLUMN payments.refunds.idempotency_key IS 'The create_refund key, per customer; NULL for a refund made at the provider directly.';
+COMMENT ON COLUMN payments.refunds.fingerprint IS 'sha256 of the call''s parameters (payment, amount, reason); a replay with other parameters is refused (PM201).';
+COMMENT ON COLUMN payments.refunds.provider_refund_id IS 'The provider''s refund id (re_…), once it answered.';
+COMMENT ON COLUMN payments.refunds.failure_reason IS 'Why the provider could not refund (its failure_reason, or its refusal''s message).';
+SELECT pg_catalog.pg_extension_config_dump('payments.refunds', '');
+
+CREATE VIEW payments.refund_details AS
+SELECT r.id, r.customer_id, r.payment_id, payments.to_major(r.amount_minor, r.currency) AS amount, r.amount_minor,
+       r.currency, r.status, r.reason, r.provider, r.provider_refund_id, r.failure_reason, r.created_at, r.updated_at
+FROM payments.refunds r;
+COMMENT ON VIEW payments.refund_details IS
+    'Every refund with its amount in major units beside the minor units, without its idempotency fingerprint. What get_refund and list_refunds return; readable by payments_reader.';
+
+-- refund_details' columns plus what the call did; keep the two in step.
+CREATE TYPE payments.refund_result AS (
+    id                 text,
+    customer_id        text,
+    payment_id         text,
+    amount             numeric,
+    amount_minor       bigint,
+    currency           text,
+    status             text,
+    reason             text,
+    provider           text,
+    provider_refund_id text,
+    failure_reason     text,
+    created_at         timestamptz,
+    updated_at         timestamptz,
+    outcome            text
+);
+COMMENT ON TYPE payments.refund_result IS
+    'A refund as create_refund leaves it, plus outcome: created (a new refund, its provider call queued) or replayed (the same idempotency key and parameters again).';
+
+CREATE FUNCTION payments._refund_result(p_customer_id text, p_refund_id text, p_outcome text)
+RETURNS SETOF payments.refund_result
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN QUERY SELECT d.*, p_outcome FROM payments.refund_details d
+    WHERE d.customer_id = p_customer_id AND d.id = p_refund_id;
+END
+$$;
+COMMENT ON FUNCTION payments._refund_result(text, text, text) IS 'Internal: a refund as a refund_result row with the call''s outcome.';
+
+CREATE FUNCTION payments.create_refund(idempotency_key text, payment_id text, amount numeric DEFAULT NULL,
+                                       reason text DEFAULT NULL)
+RETURNS SETOF payments.refund_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_payment  payments.payments%ROWTYPE;
+    v_minor    bigint;
+    v_fp       bytea;
+    v_existing payments.refunds%ROWTYPE;
+    v_left     bigint;
+    v_id       text := payments._new_id('rfd');
+BEGIN
+    IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    IF reason IS NOT NULL AND (reason = 'expired_uncaptured_charge' OR NOT payments._is_allowed('refund_reason', reason)) THEN
+        RAISE EXCEPTION 'reason must be duplicate, fraudulent or requested_by_customer, not %',
+            quote_literal(payments._shown(reason)) USING ERRCODE = 'PM100';
+    END IF;
+    -- The payment's row lock serialises its refunds: the sum below cannot change under us.
+    v_payment := payments._locked_payment(create_refund.payment_id);
+    IF amount IS NOT NULL THEN
+        v_minor := payments.to_minor(amount, v_payment.currency);
+    END IF;
+    v_fp := sha256(convert_to(jsonb_build_array(v_payment.id, v_minor, reason)::text, 'UTF8'));
+    -- A replay answers as the first call did, whatever happened since.
+    SELECT * INTO v_existing FROM payments.refunds r
+    WHERE r.customer_id = v_payment.customer_id AND r.idempotency_key = create_refund.idempotency_key;
+    IF FOUND THEN
+        RETURN QUERY SELECT * FROM payments._replayed_refund(v_existing, v_fp);
+        RETURN;
+    END IF;
+    IF v_payment.status <> 'succeeded' OR v_payment.provider_payment_id IS NULL THEN
+        RAISE EXCEPTION 'payment % is % %: only a payment the provider captured can be refunded', v_payment.id,
+            v_payment.status, CASE WHEN v_payment.provider_payment_id IS NULL THEN 'without a provider payment' ELSE '' END
+            USING ERRCODE = 'PM206';
+    END IF;
+    SELECT v_payment.amount_captured_minor - coalesce(sum(r.amount_minor), 0) INTO v_left FROM payments.refunds r
+    WHERE r.customer_id = v_payment.customer_id AND r.payment_id = v_payment.id AND r.status IN ('pending', 'succeeded');
+    v_minor := coalesce(v_minor, v_left);
+    IF v_minor > v_left OR v_minor <= 0 THEN
+        RAISE EXCEPTION 'cannot refund % %: % is left to refund of payment %',
+            payments.to_major(v_minor, v_payment.currency), v_payment.currency,
+            payments.to_major(greatest(v_left, 0), v_payment.currency), v_payment.id
+            USING ERRCODE = 'PM207', HINT = 'pending and succeeded refunds count against what was captured';
+    END IF;
+    INSERT INTO payments.refunds (id, customer_id, payment_id, amount_minor, currency, status, reason, idempotency_key,
+                                  fingerprint, provider)
+    VALUES (v_id, v_payment.customer_id, v_payment.id, v_minor, v_payment.currency, 'pending', reason, idempotency_key,
+            v_fp, v_payment.provider)
+    ON CONFLICT ON CONSTRAINT refunds_idempotency_key DO NOTHING;
+    IF NOT FOUND THEN
+        -- The key was taken meanwhile for another payment of this customer (whose lock we do not hold).
+        SELECT * INTO v_existing FROM payments.refunds r
+        WHERE r.customer_id = v_payment.customer_id AND r.idempotency_key = create_refund.idempotency_key;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'idempotency key % was claimed by a concurrent transaction', quote_literal(idempotency_key)
+                USING ERRCODE = '40001', HINT = 'retry the transaction';
+        END IF;
+        RETURN QUERY SELECT * FROM payments._replayed_refund(v_existing, v_fp);
+        RETURN;
+    END IF;
+    PERFORM payments._queue_command(v_payment, 'refund', v_minor, NULL, v_id);
+    RETURN QUERY SELECT * FROM payments._refund_result(v_payment.customer_id, v_id, 'created');
+END
+$$;
+COMMENT ON FUNCTION payments.create_refund(text, text, numeric, text) IS
+    'Refunds a succeeded payment, in full or amount of it (default: all that is left), idempotently: the same key (per customer) with the same parameters returns the same refund (outcome replayed), with others PM201. Records a pending refund and queues its provider call (outcome created); it becomes succeeded, failed or canceled as the provider answers and reports. Pending and succeeded refunds never add up to more than was captured, also under concurrent calls (PM207 otherwise); a payment that is not succeeded at a provider: PM206. reason: duplicate, fraudulent or requested_by_customer. Runs in the caller''s transaction: a rollback refunds nothing.';
+
+CREATE FUNCTION payments._replayed_refund(p_refund payments.refunds, p_fingerprint bytea)
+RETURNS SETOF payments.refund_result
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_refund.fingerprint <> p_fingerprint THEN
+        RAISE EXCEPTION 'idempotency key % was already used with different parameters', quote_literal(p_refund.idempotency_key)
+            USING ERRCODE = 'PM201', DETAIL = 'the key belongs to refund ' || p_refund.id,
+                  HINT = 'use a new key for a new refund, or repeat the original parameters to replay it';
+    END IF;
+    RETURN QUERY SELECT * FROM payments._refund_result(p_refund.customer_id, p_refund.id, 'replayed');
+END
+$$;
+COMMENT ON FUNCTION payments._replayed_refund(payments.refunds, bytea) IS
+    'Internal: a create_refund replay: the refund the key made, or PM201 when the parameters differ.';
+
+CREATE FUNCTION payments.get_refund(id text) RETURNS SETOF payments.refund_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM payments.refund_details d WHERE d.id = get_refund.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'refund % not found', payments._shown(get_refund.id) USING ERRCODE = 'PM204';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments.get_refund(text) IS 'One refund by id; PM204 when there is none.';
+
+CREATE FUNCTION payments.list_refunds(payment_id text DEFAULT NULL, lim int DEFAULT 10, starting_after text DEFAULT NULL)
+RETURNS SETOF payments.refund_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text;
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
+    END IF;
+    IF list_refunds.payment_id IS NOT NULL THEN
+        v_customer := payments._customer_of(list_refunds.payment_id);
+    END IF;
+    RETURN QUERY SELECT * FROM payments.refund_details d
+    WHERE (list_refunds.payment_id IS NULL OR (d.customer_id = v_customer AND d.payment_id = list_refunds.payment_id))
+      AND (starting_after IS NULL OR d.id < starting_after)
+    ORDER BY d.id DESC LIMIT lim;
+END
+$$;
+COMMENT ON FUNCTION payments.list_refunds(text, int, text) IS
+    'Refunds newest first (of one payment when payment_id is given; PM204 for an unknown payment), lim (1 to 100) at a time; starting_after: the last id of the previous page.';
+
+-- ---------------------------------------------------------------------------
+-- What the provider says about a refund
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments._payment_note(p_payment payments.payments, p_applied boolean, p_source text, p_reason text,
+                                      p_data jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- In the payment's hash chain; its status does not move (applied: the refund's did).
+    PERFORM payments._append_event(p_payment.customer_id, p_payment.id, p_payment.status, p_payment.status, p_applied,
+                                   p_source, p_reason, jsonb_strip_nulls(p_data));
+END
+$$;
+COMMENT ON FUNCTION payments._payment_note(payments.payments, boolean, text, text, jsonb) IS
+    'Internal: a refund''s or dispute''s step in its payment''s history (the payment''s status unchanged; applied: the refund or dispute moved). The caller holds the payment''s row lock.';
+
+CREATE FUNCTION payments._apply_refund_object(p_payment payments.payments, p_refund_id text, p_object jsonb,
+                                              p_source text, p_event_id text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_refund   payments.refunds%ROWTYPE;
+    v_to       text := payments._stripe_refund_status(p_object ->> 'status');
+    v_rid      text := p_object ->> 'id';
+    v_observed jsonb := jsonb_strip_nulls(jsonb_build_object(
+        'refund', v_rid, 'amount', p_object -> 'amount', 'currency', p_object -> 'currency',
+        'payment_intent', p_object -> 'payment_intent', 'status', p_object -> 'status', 'webhook_event_id', p_event_id));
+    v_problem  text;
+    v_decision text;
+    v_left     bigint;
+BEGIN
+    -- The caller holds the payment's row lock.
+    IF v_to IS NULL OR v_rid IS NULL OR length(v_rid) > 255 THEN
+        RETURN 'ignored';
+    END IF;
+    SELECT * INTO v_refund FROM payments.refunds r
+    WHERE r.customer_id = p_payment.customer_id
+      AND ((p_refund_id IS NOT NULL AND r.id = p_refund_id)
+           OR (p_refund_id IS NULL AND r.provider = p_payment.provider AND r.provider_refund_id = v_rid));
+    IF NOT FOUND AND p_refund_id IS NULL THEN
+        -- Our id in metadata: a webhook that beat the provider's answer.
+        SELECT * INTO v_refund FROM payments.refunds r
+        WHERE r.customer_id = p_payment.customer_id AND r.id = p_object -> 'metadata' ->> 'refund_id'
+          AND r.payment_id = p_payment.id;
+    END IF;
+    -- Evidence: a refund of this payment's provider object, for the refund's money.
+    IF (p_object ->> 'payment_intent') IS DISTINCT FROM p_payment.provider_payment_id
+       OR (v_refund.provider_refund_id IS NOT NULL AND v_refund.provider_refund_id <> v_rid) THEN
+        v_problem := 'provider_payment_mismatch';
+    ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
+        v_problem := 'currency_mismatch';
+    ELSIF v_refund.id IS NOT NULL AND (p_object ->> 'amount') IS DISTINCT FROM v_refund.amount_minor::text THEN
+        v_problem := 'amount_mismatch';
+    ELSIF v_refund.id IS NULL THEN
+        -- Made at the provider directly: taken in only if it fits in what is left to refund.
+        SELECT p_payment.amount_captured_minor - coalesce(sum(r.amount_minor), 0) INTO v_left FROM payments.refunds r
+        WHERE r.customer_id = p_payment.customer_id AND r.payment_id = p_payment.id AND r.status IN ('pending', 'succeeded');
+        IF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$' OR (p_object ->> 'amount')::bigint > v_left THEN
+            v_problem := 'amount_mismatch';
+        END IF;
+    END IF;
+    IF v_problem IS NOT NULL THEN
+        PERFORM payments._record_anomaly(p_payment.customer_id, p_payment.id, v_problem, p_source, p_payment.provider,
+                                         p_object ->> 'payment_intent', v_observed);
+        RETURN 'mismatch';
+    END IF;
+    IF v_refund.id IS NULL THEN
+        INSERT INTO payments.refunds (id, customer_id, payment_id, amount_minor, currency, status, reason, provider,
+                                      provider_refund_id, failure_reason)
+        VALUES (payments._new_id('rfd'), p_payment.customer_id, p_payment.id, (p_object ->> 'amount')::bigint,
+                p_payment.currency, 'pending',
+                CASE WHEN payments._is_allowed('refund_reason', p_object ->> 'reason') THEN p_object ->> 'reason' END,
+                p_payment.provider, v_rid, NULL)
+        RETURNING * INTO v_refund;
+        PERFORM payments._payment_note(p_payment, true, p_source, 'refund made at the provider',
+                                      jsonb_build_object('refund_id', v_refund.id, 'provider_refund_id', v_rid,
+                                                         'amount_minor', v_refund.amount_minor,
+                                                         'webhook_event_id', p_event_id));
+    ELSIF v_refund.provider_refund_id IS NULL THEN
+        UPDATE payments.refunds r SET provider_refund_id = v_rid, updated_at = now()
+        WHERE r.customer_id = v_refund.customer_id AND r.id = v_refund.id;
+    END IF;
+    v_decision := payments._refund_decision(v_refund.status, v_to);
+    IF v_decision = 'applied' THEN
+        UPDATE payments.refunds r
+        SET status = v_to, updated_at = now(),
+            failure_reason = CASE WHEN v_to = 'failed' THEN coalesce(p_object ->> 'failure_reason', 'unknown') END
+        WHERE r.customer_id = v_refund.customer_id AND r.id = v_refund.id;
+        -- What the payment shows as refunded: succeeded refunds only.
+        UPDATE payments.payments p
+        SET amount_refunded_minor = p.amount_refunded_minor
+                + CASE WHEN v_to = 'succeeded' THEN v_refund.amount_minor
+                       WHEN v_refund.status = 'succeeded' THEN -v_refund.amount_minor ELSE 0 END,
+            updated_at = now()
+        WHERE p.customer_id = p_payment.customer_id AND p.id = p_payment.id;
+    END IF;
+    IF v_decision <> 'noop' THEN
+        PERFORM payments._payment_note(p_payment, v_decision = 'applied', p_source,
+                                      CASE v_decision WHEN 'applied' THEN 'refund ' || v_to
+                                           ELSE 'stale: refund ' || v_refund.status || ' does not move to ' || v_to END,
+                                      jsonb_build_object('refund_id', v_refund.id, 'provider_refund_id', v_rid,
+                                                         'amount_minor', v_refund.amount_minor,
+                                                         'failure_reason', p_object ->> 'failure_reason',
+                                                         'webhook_event_id', p_event_id));
+    END IF;
+    RETURN v_decision;
+END
+$$;
+COMMENT ON FUNCTION payments._apply_refund_object(payments.payments, text, jsonb, text, text) IS
+    'Internal: applies a provider Refund object to the refund it is about (p_refund_id, else its provider id, else metadata.refund_id; one made at the provider directly is taken in if it fits in what is left to refund). Another payment''s refund, another currency or amount is an anomaly (mismatch), never applied. Moves the refund under its state machine, keeps the payment''s amount_refunded and notes each step in its history. Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';
+
+CREATE FUNCTION payments._record_refund_answer(p_command payments.provider_commands, p_payment payments.payments,
+                                               p_response jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_refused boolean := p_response ? 'error' OR (p_response ->> 'object') IS DISTINCT FROM 'refund';
+    v_outcome text;
+BEGIN
+    -- The caller holds the payment's and the command's row locks.
+    IF v_refused THEN
+        UPDATE payments.refunds r
+        SET status = 'failed', updated_at = now(),
+            failure_reason = left(coalesce(p_response -> 'error' ->> 'message', 'refused by the provider'), 1000)
+        WHERE r.customer_id = p_command.customer_id AND r.id = p_command.refund_id AND r.status = 'pending';
+        PERFORM payments._payment_note(p_payment, true, 'provider', 'refund refused',
+                                      jsonb_build_object('refund_id', p_command.refund_id, 'command_id', p_command.id,
+                                                         'error', coalesce(p_response -> 'error', p_response)));
+    ELSE
+        v_outcome := payments._apply_refund_object(p_payment, p_command.refund_id, p_response, 'provider', NULL);
+    END IF;
+    UPDATE payments.provider_commands c
+    SET status = CASE WHEN v_refused OR v_outcome = 'mismatch' THEN 'failed' ELSE 'succeeded' END, finished_at = now(),
+        last_error = CASE WHEN v_refused THEN coalesce(p_response -> 'error', p_response) END
+    WHERE c.customer_id = p_command.customer_id AND c.id = p_command.id;
+END
+$$;
+COMMENT ON FUNCTION payments._record_refund_answer(payments.provider_commands, payments.payments, jsonb) IS
+    'Internal: record_command_result for a refund command: the provider''s Refund object is applied to the refund (its money checked); a refusal fails the refund with the provider''s message.';
+
+-- ---------------------------------------------------------------------------
+-- Disputes (sql/disputes.sql)
+-- ---------------------------------------------------------------------------
+-- payments: disputes (chargebacks). They start at the customer's bank, so
+-- only the provider's webhooks create and move them; each is checked against
+-- its payment (provider object, currency, no more than was captured).
+
+CREATE TABLE payments.disputes (
+    id                  text COLLATE "C" NOT NULL,
+    customer_id         text COLLATE "C" NOT NULL,
+    payment_id          text COLLATE "C" NOT NULL,
+    provider            text COLLATE "C" NOT NULL,
+    provider_dispute_id text COLLATE "C" NOT NULL CHECK (length(provider_dispute_id) <= 255),
+    amount_minor        bigint NOT NULL CHECK (amount_minor > 0),
+    currency            text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    status              text COLLATE "C" NOT NULL CHECK (payments._is_allowed('dispute_status', status)),
+    reason              text CHECK (length(reason) <= 255),
+    evidence_due_by     timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id),
+    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id)
+);
+CREATE UNIQUE INDEX disputes_provider_dispute_idx ON payments.disputes (customer_id, provider, provider_dispute_id);
+CREATE INDEX disputes_payment_idx ON payments.disputes (customer_id, payment_id);
+-- get_dispute by id alone, as get_refund.
+CREATE INDEX disputes_id_idx ON payments.disputes (id);
+COMMENT ON TABLE payments.disputes IS
+    'Disputes (chargebacks and inquiries) of payments, created and moved only by the provider''s charge.dispute.* webhooks. Beside their payment (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.disputes.id IS 'dsp_ + 26-character time-sortable id.';
+COMMENT ON COLUMN payments.disputes.provider_dispute_id IS 'The provider''s dispute id (dp_… or du_…).';
+COMMENT ON COLUMN payments.disputes.amount_minor IS 'The disputed amount in the currency''s minor unit.';
+COMMENT ON COLUMN payments.disputes.status IS
+    'Stripe''s dispute status: warning_needs_response, warning_under_review, warning_closed (an inquiry, no money withheld), needs_response, under_review (the amount is withheld), won (returned), lost (kept by the bank).';
+COMMENT ON COLUMN payments.disputes.reason IS 'The bank''s reason as the provider gives it (fraudulent, product_not_received, …).';
+COMMENT ON COLUMN payments.disputes.evidence_due_by IS 'When the evidence must reach the provider.';
+SELECT pg_catalog.pg_extension_config_dump('payments.disputes', '');
+
+CREATE VIEW payments.dispute_details AS
+SELECT d.id, d.customer_id, d.payment_id, payments.to_major(d.amount_minor, d.currency) AS amount, d.amount_minor,
+       d.currency, d.status, d.reason, d.evidence_due_by, d.provider, d.provider_dispute_id, d.created_at, d.updated_at
+FROM payments.disputes d;
+COMMENT ON VIEW payments.dispute_details IS
+    'Every dispute with its amount in major units beside the minor units. What get_dispute and list_disputes return; readable by payments_reader.';
+
+CREATE FUNCTION payments.get_dispute(id text) RETURNS SETOF payments.dispute_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM payments.dispute_details d WHERE d.id = get_dispute.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'dispute % not found', payments._shown(get_dispute.id) USING ERRCODE = 'PM204';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments.get_dispute(text) IS 'One dispute by id; PM204 when there is none.';
+
+CREATE FUNCTION payments.list_disputes(payment_id text DEFAULT NULL, status text DEFAULT NULL, lim int DEFAULT 10,
+                                       starting_after text DEFAULT NULL)
+RETURNS SETOF payments.dispute_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text;
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
+    END IF;
+    IF list_disputes.status IS NOT NULL AND NOT payments._is_allowed('dispute_status', list_disputes.status) THEN
+        RAISE EXCEPTION 'unknown dispute status %', quote_literal(payments._shown(list_disputes.status))
+            USING ERRCODE = 'PM100', HINT = 'SELECT * FROM payments.allowed_values() WHERE kind = ''dispute_status''';
+    END IF;
+    IF list_disputes.payment_id IS NOT NULL THEN
+        v_customer := payments._customer_of(list_disputes.payment_id);
+    END IF;
+    RETURN QUERY SELECT * FROM payments.dispute_details d
+    WHERE (list_disputes.payment_id IS NULL OR (d.customer_id = v_customer AND d.payment_id = list_disputes.payment_id))
+      AND (list_disputes.status IS NULL OR d.status = list_disputes.status)
+      AND (starting_after IS NULL OR d.id < starting_after)
+    ORDER BY d.id DESC LIMIT lim;
+END
+$$;
+COMMENT ON FUNCTION payments.list_disputes(text, text, int, text) IS
+    'Disputes newest first (of one payment, in one status, when given), lim (1 to 100) at a time; starting_after: the last id of the previous page.';
+
+CREATE FUNCTION payments._apply_dispute_object(p_payment payments.payments, p_object jsonb, p_source text,
+                                               p_event_id text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_dispute  payments.disputes%ROWTYPE;
+    v_to       text := p_object ->> 'status';
+    v_did      text := p_object ->> 'id';
+    v_observed jsonb := jsonb_strip_nulls(jsonb_build_object(
+        'dispute', v_did, 'amount', p_object -> 'amount', 'currency', p_object -> 'currency',
+        'payment_intent', p_object -> 'payment_intent', 'status', p_object -> 'status', 'webhook_event_id', p_event_id));
+    v_problem  text;
+    v_decision text;
+    v_withheld bigint;
+BEGIN
+    -- The caller holds the payment's row lock.
+    IF v_did IS NULL OR length(v_did) > 255 OR NOT coalesce(payments._is_allowed('dispute_status', v_to), false) THEN
+        RETURN 'ignored';
+    END IF;
+    SELECT * INTO v_dispute FROM payments.disputes d
+    WHERE d.customer_id = p_payment.customer_id AND d.provider = p_payment.provider AND d.provider_dispute_id = v_did;
+    IF (p_object ->> 'payment_intent') IS DISTINCT FROM p_payment.provider_payment_id
+       OR (FOUND AND v_dispute.payment_id <> p_payment.id) THEN
+        v_problem := 'provider_payment_mismatch';
+    ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
+        v_problem := 'currency_mismatch';
+    ELSIF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$' OR (p_object ->> 'amount')::bigint > p_payment.amount_captured_minor
+          OR (FOUND AND (p_object ->> 'amount')::bigint <> v_dispute.amount_minor) THEN
+        v_problem := 'amount_mismatch';
+    END IF;
+    IF v_problem IS NOT NULL THEN
+        PERFORM payments._record_anomaly(p_payment.customer_id, p_payment.id, v_problem, p_source, p_payment.provider,
+                                         p_object ->> 'payment_intent', v_observed);
+        RETURN 'mismatch';
+    END IF;
+    IF v_dispute.id IS NULL THEN
+        INSERT INTO payments.disputes (id, customer_id, payment_id, provider, provider_dispute_id, amount_minor, currency,
+                                       status, reason, evidence_due_by)
+        VALUES (payments._new_id('dsp'), p_payment.customer_id, p_payment.id, p_payment.provider, v_did,
+                (p_object ->> 'amount')::bigint, p_payment.currency, v_to, left(p_object ->> 'reason', 255),
+                CASE WHEN (p_object -> 'evidence_details' ->> 'due_by') ~ '^[0-9]{1,12}$'
+                     THEN timestamptz 'epoch' + (p_object -> 'evidence_details' ->> 'due_by')::bigint * interval '1 second' END)
+        RETURNING * INTO v_dispute;
+        v_decision := 'applied';
+    ELSE
+        v_decision := payments._dispute_decision(v_dispute.status, v_to);
+        IF v_decision = 'applied' THEN
+            UPDATE payments.disputes d SET status = v_to, updated_at = now()
+            WHERE d.customer_id = v_dispute.customer_id AND d.id = v_dispute.id;
+        END IF;
+    END IF;
+    IF v_decision = 'applied' THEN
+        -- What the payment shows as disputed: the amounts its disputes withhold.
+        SELECT coalesce(sum(d.amount_minor), 0) INTO v_withheld FROM payments.disputes d
+        WHERE d.customer_id = p_payment.customer_id AND d.payment_id = p_payment.id AND payments._dispute_withholds(d.status);
+        UPDATE payments.payments p SET amount_disputed_minor = v_withheld, updated_at = now()
+        WHERE p.customer_id = p_payment.customer_id AND p.id = p_payment.id;
+    END IF;
+    IF v_decision <> 'noop' THEN
+        PERFORM payments._payment_note(p_payment, v_decision = 'applied', p_source,
+                                      CASE v_decision WHEN 'applied' THEN 'dispute ' || v_to
+                                           ELSE 'stale: dispute ' || v_dispute.status || ' does not move to ' || v_to END,
+                                      jsonb_build_object('dispute_id', v_dispute.id, 'provider_dispute_id', v_did,
+                                                         'amount_minor', v_dispute.amount_minor,
+                                                         'reason', v_dispute.reason, 'webhook_event_id', p_event_id));
+    END IF;
+    RETURN v_decision;
+END
+$$;
+COMMENT ON FUNCTION payments._apply_dispute_object(payments.payments, jsonb, text, text) IS
+    'Internal: applies a provider Dispute object to its payment: creates the dispute the first time, then moves it under its state machine; keeps the payment''s amount_disputed (what open and lost disputes withhold) and notes each step in its history. Another payment''s dispute, another currency, or more than was captured is an anomaly (mismatch). Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';
+
+-- ---------------------------------------------------------------------------
+-- Balances (sql/balances.sql)
+-- ---------------------------------------------------------------------------
+-- payments: where the money stands, per currency and per customer. Read from
+-- the payments' own running totals (captured, refunded, disputed), so a
+-- dashboard's query is one scan, also on Citus.
+
+CREATE VIEW payments.customer_balances AS
+SELECT p.customer_id,
+       p.currency,
+       count(*) FILTER (WHERE p.amount_captured_minor IS NOT NULL) AS captured_count,
+       -- sums of minor units times one minor unit: exact, at the currency's scale.
+       coalesce(sum(p.amount_captured_minor), 0) * payments.to_major(1, p.currency) AS gross_captured,
+       sum(p.amount_refunded_minor) * payments.to_major(1, p.currency) AS refunded,
+       sum(p.amount_disputed_minor) * payments.to_major(1, p.currency) AS disputed,
+       (coalesce(sum(p.amount_captured_minor), 0) - sum(p.amount_refunded_minor) - sum(p.amount_disputed_minor))
+           * payments.to_major(1, p.currency) AS net,
+       coalesce(sum(p.amount_captured_minor), 0) AS gross_captured_minor,
+       sum(p.amount_refunded_minor) AS refunded_minor,
+       sum(p.amount_disputed_minor) AS disputed_minor,
+       coalesce(sum(p.amount_captured_minor), 0) - sum(p.amount_refunded_minor) - sum(p.amount_disputed_minor) AS net_minor
+FROM payments.payments p
+WHERE p.amount_captured_minor IS NOT NULL
+GROUP BY p.customer_id, p.currency;
+COMMENT ON VIEW payments.customer_balances IS
+    'Per customer and currency: what their payments captured, what was refunded to them and what their disputes withhold, and the net the merchant keeps. Major units beside minor units; readable by payments_reader.';
+COMMENT ON COLUMN payments.customer_balances.captured_count IS 'How many of the customer''s payments captured money (succeeded).';
+COMMENT ON COLUMN payments.customer_balances.gross_captured IS 'Captured by succeeded payments, in major units (a partial capture counts what was captured).';
+COMMENT ON COLUMN payments.customer_balances.refunded IS 'Refunded by succeeded refunds, in major units (a refund that later failed is not counted).';
+COMMENT ON COLUMN payments.customer_balances.disputed IS 'Withheld by disputes that are open (needs_response, under_review) or lost, in major units.';
+COMMENT ON COLUMN payments.customer_balances.net IS 'gross_captured - refunded - disputed, in major units.';
+COMMENT ON COLUMN payments.customer_balances.gross_captured_minor IS 'gross_captured in minor units.';
+COMMENT ON COLUMN payments.customer_balances.refunded_minor IS 'refunded in minor units.';
+COMMENT ON COLUMN payments.customer_balances.disputed_minor IS 'disputed in minor units.';
+COMMENT ON COLUMN payments.customer_balances.net_minor IS 'net in minor units.';
+
+CREATE VIEW payments.balance_by_currency AS
+SELECT b.currency,
+       sum(b.captured_count) AS captured_count,
+       sum(b.gross_captured) AS gross_captured,
+       sum(b.refunded) AS refunded,
+       sum(b.disputed) AS disputed,
+       sum(b.net) AS net,
+       sum(b.gross_captured_minor) AS gross_captured_minor,
+       sum(b.refunded_minor) AS refunded_minor,
+       sum(b.disputed_minor) AS disputed_minor,
+       sum(b.net_minor) AS net_minor
+FROM payments.customer_balances b
+GROUP BY b.currency;
+COMMENT ON VIEW payments.balance_by_currency IS
+    'Per currency, over all customers: captured, refunded, withheld by disputes, and net. Major units beside minor units; readable by payments_reader.';
+COMMENT ON COLUMN payments.balance_by_currency.captured_count IS 'How many payments captured money (succeeded).';
+COMMENT ON COLUMN payments.balance_by_currency.gross_captured IS 'Captured by succeeded payments, in major units.';
+COMMENT ON COLUMN payments.balance_by_currency.refunded IS 'Refunded by succeeded refunds, in major units.';
+COMMENT ON COLUMN payments.balance_by_currency.disputed IS 'Withheld by open or lost disputes, in major units.';
+COMMENT ON COLUMN payments.balance_by_currency.net IS 'gross_captured - refunded - disputed, in major units.';
+COMMENT ON COLUMN payments.balance_by_currency.gross_captured_minor IS 'gross_captured in minor units.';
+COMMENT ON COLUMN payments.balance_by_currency.refunded_minor IS 'refunded in minor units.';
+COMMENT ON COLUMN payments.balance_by_currency.disputed_minor IS 'disputed in minor units.';
+COMMENT ON COLUMN payments.balance_by_currency.net_minor IS 'net in minor units.';
 
 -- ---------------------------------------------------------------------------
 -- Scaling out
@@ -1381,6 +2058,8 @@ DECLARE
         ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
         ['payments.anomalies',         'customer_id',         'payments.payments'],
         ['payments.provider_commands', 'customer_id',         'payments.payments'],
+        ['payments.refunds',           'customer_id',         'payments.payments'],
+        ['payments.disputes',          'customer_id',         'payments.payments'],
         ['payments.payment_customers', 'payment_id',          'none'],
         ['payments.provider_payments', 'provider_payment_id', 'none'],
         ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
@@ -1394,7 +2073,8 @@ DECLARE
         ['payments.record_provider_error(text, jsonb)',           'payment_id', 'payments.payment_customers'],
         ['payments.list_payment_events(text)',                    'payment_id', 'payments.payment_customers'],
         ['payments.capture_payment(text, numeric)',               'payment_id', 'payments.payment_customers'],
-        ['payments.cancel_payment(text, text)',                   'payment_id', 'payments.payment_customers']];
+        ['payments.cancel_payment(text, text)',                   'payment_id', 'payments.payment_customers'],
+        ['payments.create_refund(text, text, numeric, text)',     'payment_id', 'payments.payment_customers']];
     v_row text[];
     v_fks text[][];
 BEGIN
@@ -1454,7 +2134,7 @@ BEGIN
     -- reaches the shards as the reader. So the roles that read the views may
     -- read the tables behind them, which hold no secrets, keys or webhook
     -- bodies (webhook_log reads through a function with its owner's rights).
-    GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies
+    GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.refunds, payments.disputes
         TO payments_reader, payments_gateway;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
@@ -1473,7 +2153,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies and provider commands distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies: no secrets, idempotency keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds and disputes distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
 
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions and tables (as sql/roles.sql grants them)
@@ -1486,14 +2166,31 @@ REVOKE ALL ON FUNCTION
     payments._record_anomaly(text, text, text, text, text, text, jsonb), payments._verify_event_chain(text),
     payments._apply_pending_webhooks(text, text, text, text), payments._apply_webhook(text, text, text, timestamptz, jsonb),
     payments.distribute(int), payments._webhook_log(), payments._requested_command(text, text, text),
-    payments._queue_command(payments.payments, text, bigint, text), payments.capture_payment(text, numeric),
+    payments._queue_command(payments.payments, text, bigint, text, text), payments.capture_payment(text, numeric),
     payments.cancel_payment(text, text), payments.cancel_expired_authorizations(interval, timestamptz, text),
     payments.claim_provider_commands(int, interval, text, text), payments.record_command_result(text, boolean, text, jsonb, text),
     payments.create_payment(text, text, numeric, text, text, text, jsonb, text),
-    payments.transition(text, text, text, text, jsonb), payments.record_provider_result(text, text, text, text, jsonb)
+    payments.transition(text, text, text, text, jsonb), payments.record_provider_result(text, text, text, text, jsonb),
+    payments._stripe_event_subject(text), payments._refund_decision(text, text), payments._stripe_refund_status(text),
+    payments._dispute_decision(text, text), payments._dispute_withholds(text),
+    payments._apply_money_webhook(text, text, text, text, jsonb), payments._refund_result(text, text, text),
+    payments.create_refund(text, text, numeric, text), payments._replayed_refund(payments.refunds, bytea),
+    payments.get_refund(text), payments.list_refunds(text, int, text),
+    payments._payment_note(payments.payments, boolean, text, text, jsonb),
+    payments._apply_refund_object(payments.payments, text, jsonb, text, text),
+    payments._record_refund_answer(payments.provider_commands, payments.payments, jsonb),
+    payments.get_dispute(text), payments.list_disputes(text, text, int, text),
+    payments._apply_dispute_object(payments.payments, jsonb, text, text)
 FROM PUBLIC;
-REVOKE ALL ON payments.provider_commands FROM PUBLIC;
-GRANT SELECT ON payments.provider_commands TO payments_admin;
+REVOKE ALL ON payments.provider_commands, payments.refunds, payments.disputes, payments.refund_details,
+    payments.dispute_details, payments.customer_balances, payments.balance_by_currency FROM PUBLIC;
+GRANT SELECT ON payments.provider_commands, payments.refunds, payments.disputes TO payments_admin;
+GRANT SELECT ON payments.refund_details, payments.dispute_details, payments.customer_balances, payments.balance_by_currency
+TO payments_admin, payments_gateway, payments_reader;
+GRANT EXECUTE ON FUNCTION
+    payments.get_refund(text), payments.list_refunds(text, int, text),
+    payments.get_dispute(text), payments.list_disputes(text, text, int, text)
+TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION
     payments.create_payment(text, text, numeric, text, text, text, jsonb, text),
     payments.transition(text, text, text, text, jsonb),
@@ -1502,7 +2199,8 @@ GRANT EXECUTE ON FUNCTION
     payments.cancel_payment(text, text),
     payments.cancel_expired_authorizations(interval, timestamptz, text),
     payments.claim_provider_commands(int, interval, text, text),
-    payments.record_command_result(text, boolean, text, jsonb, text)
+    payments.record_command_result(text, boolean, text, jsonb, text),
+    payments.create_refund(text, text, numeric, text)
 TO payments_admin, payments_gateway;
 REVOKE ALL ON payments.payment_customers, payments.provider_payments FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION payments.distribute(int) TO payments_admin;

@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 
 use payments_e2e::{connect, connect_to, database_url, sqlstate, unique};
 
-const CUSTOMER_TABLES: [&str; 5] = ["payments", "payment_events", "idempotency_keys", "anomalies", "provider_commands"];
+const CUSTOMER_TABLES: [&str; 7] =
+    ["payments", "payment_events", "idempotency_keys", "anomalies", "provider_commands", "refunds", "disputes"];
 
 #[tokio::test]
 #[ignore = "needs the Citus cluster; `make scale-test` (part of `make test`) runs it"]
@@ -69,7 +70,7 @@ async fn distribute_gave_every_table_its_place_and_is_idempotent() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(delegated, 8, "create_payment by customer and the seven calls naming a payment id");
+    assert_eq!(delegated, 9, "create_payment by customer and the eight calls naming a payment id");
 }
 
 #[tokio::test]

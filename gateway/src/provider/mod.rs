@@ -41,6 +41,29 @@ pub trait Provider: Send + Sync {
     ) -> Result<CommandAnswer, ProviderError>;
     /// Refunds part or all of a captured payment, idempotently on its `key`.
     async fn create_refund(&self, refund: &RefundRequest<'_>) -> Result<CommandAnswer, ProviderError>;
+    /// One page of the provider's objects of a kind created in `[from, to)` (Unix seconds), newest first.
+    async fn list_objects(
+        &self,
+        kind: ObjectKind,
+        from: i64,
+        to: i64,
+        starting_after: Option<&str>,
+    ) -> Result<ObjectPage, ProviderError>;
+}
+
+/// The provider objects reconciliation compares with ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    PaymentIntents,
+    Refunds,
+}
+
+/// One page of a list: the objects as received (a JSON array's text), and where the next starts.
+#[derive(Debug)]
+pub struct ObjectPage {
+    pub objects: String,
+    /// The last object's id when more follow.
+    pub next_after: Option<String>,
 }
 
 /// What the provider needs to make one refund.

@@ -9,7 +9,7 @@ use payments_core::state::Status;
 use payments_core::webhook::events::payment_intent_status;
 use serde_json::Value;
 
-use super::{Answer, Charge, CommandAnswer, Provider, ProviderError, RefundRequest};
+use super::{Answer, Charge, CommandAnswer, ObjectKind, ObjectPage, Provider, ProviderError, RefundRequest};
 
 pub const STRIPE_VERSION: &str = "2024-06-20";
 
@@ -90,6 +90,26 @@ impl Provider for Stripe {
         }
         let request = self.http.post(format!("{}/v1/refunds", self.base)).form(&form);
         self.call(request.header("Idempotency-Key", r.key), "refund", interpret_refund).await
+    }
+
+    async fn list_objects(
+        &self,
+        kind: ObjectKind,
+        from: i64,
+        to: i64,
+        starting_after: Option<&str>,
+    ) -> Result<ObjectPage, ProviderError> {
+        let path = match kind {
+            ObjectKind::PaymentIntents => "payment_intents",
+            ObjectKind::Refunds => "refunds",
+        };
+        let mut query =
+            vec![("created[gte]", from.to_string()), ("created[lt]", to.to_string()), ("limit", "100".to_string())];
+        if let Some(after) = starting_after {
+            query.push(("starting_after", after.to_string()));
+        }
+        let request = self.http.get(format!("{}/v1/{path}", self.base)).query(&query);
+        self.call(request, "list", interpret_page).await
     }
 }
 
@@ -196,6 +216,23 @@ fn interpret_refund(http_status: u16, body: String) -> Result<CommandAnswer, Pro
     }
 }
 
+/// A list page: its objects as received, and the last id when more follow.
+fn interpret_page(http_status: u16, body: String) -> Result<ObjectPage, ProviderError> {
+    let parsed: Value = serde_json::from_str(&body)
+        .map_err(|_| ProviderError::Unavailable(format!("HTTP {http_status} with a body that is not JSON")))?;
+    let data = parsed["data"].as_array().filter(|_| (200..300).contains(&http_status)).ok_or_else(|| {
+        let why = parsed["error"]["message"].as_str().unwrap_or("not a list");
+        ProviderError::Unavailable(format!("HTTP {http_status}: {why}"))
+    })?;
+    let next_after = if parsed["has_more"] == true {
+        let last = data.last().and_then(|o| o["id"].as_str()).map(str::to_string);
+        Some(last.ok_or_else(|| ProviderError::Unavailable("has_more on a page without objects".into()))?)
+    } else {
+        None
+    };
+    Ok(ObjectPage { objects: parsed["data"].to_string(), next_after })
+}
+
 fn from_intent(intent: &Value, raw: String) -> Answer {
     let has_error = intent.get("last_payment_error").is_some_and(|e| !e.is_null());
     Answer {
@@ -251,6 +288,18 @@ mod tests {
             interpret_refund(200, r#"{"id":"pi_1","object":"payment_intent","status":"succeeded"}"#.into());
         assert!(matches!(not_a_refund, Ok(CommandAnswer::Refused { .. })));
         assert!(interpret_refund(500, r#"{"error":{"type":"api_error"}}"#.into()).is_err());
+    }
+
+    #[test]
+    fn a_page_says_where_the_next_starts() {
+        let page =
+            interpret_page(200, r#"{"object":"list","data":[{"id":"pi_1"},{"id":"pi_2"}],"has_more":true}"#.into())
+                .unwrap();
+        assert_eq!(page.next_after.as_deref(), Some("pi_2"));
+        assert_eq!(page.objects, r#"[{"id":"pi_1"},{"id":"pi_2"}]"#);
+        let last = interpret_page(200, r#"{"object":"list","data":[],"has_more":false}"#.into()).unwrap();
+        assert_eq!((last.next_after, last.objects.as_str()), (None, "[]"));
+        assert!(interpret_page(401, r#"{"error":{"message":"Invalid API Key"}}"#.into()).is_err());
     }
 
     #[test]

@@ -3,5 +3,6 @@
 pub mod disputes;
 pub mod ops;
 pub mod payments;
+pub mod reconciliations;
 pub mod refunds;
 pub mod webhooks;

@@ -1,0 +1,42 @@
+//! `/v1/reconciliations`: the provider's objects of a window against ours.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::auth::{Caller, WRITE};
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::routes::payments::json_response;
+
+/// A window `[from, to)` to reconcile.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReconciliation {
+    /// Start (inclusive), RFC 3339: `2026-11-01T00:00:00Z`.
+    pub from: String,
+    /// End (exclusive).
+    pub to: String,
+    /// Refresh what the provider's objects settle (a missed success, another status). Default false.
+    pub repair: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/v1/reconciliations", tag = "reconciliations", request_body = CreateReconciliation,
+    responses(
+        (status = 201, description = "The run, with every disagreement found", body = crate::openapi::Reconciliation),
+        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody),
+        (status = 403, body = crate::openapi::ErrorBody), (status = 502, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateReconciliation>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let repair = body.repair.unwrap_or(false);
+    let report = crate::reconciliation::run(&state.pool, state.provider.as_ref(), &body.from, &body.to, repair).await?;
+    Ok(json_response(StatusCode::CREATED, report))
+}
