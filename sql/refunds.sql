@@ -223,6 +223,7 @@ DECLARE
     v_problem  text;
     v_decision text;
     v_left     bigint;
+    v_taken_in boolean := false;
 BEGIN
     -- The caller holds the payment's row lock.
     IF v_to IS NULL OR v_rid IS NULL OR length(v_rid) > 255 THEN
@@ -267,6 +268,7 @@ BEGIN
                 CASE WHEN payments._is_allowed('refund_reason', p_object ->> 'reason') THEN p_object ->> 'reason' END,
                 p_payment.provider, v_rid, NULL)
         RETURNING * INTO v_refund;
+        v_taken_in := true;
         PERFORM payments._payment_note(p_payment, true, p_source, 'refund made at the provider',
                                       jsonb_build_object('refund_id', v_refund.id, 'provider_refund_id', v_rid,
                                                          'amount_minor', v_refund.amount_minor,
@@ -298,7 +300,8 @@ BEGIN
                                                          'failure_reason', p_object ->> 'failure_reason',
                                                          'webhook_event_id', p_event_id));
     END IF;
-    RETURN v_decision;
+    -- A refund taken in is news even while it is still pending.
+    RETURN CASE WHEN v_taken_in AND v_decision = 'noop' THEN 'applied' ELSE v_decision END;
 END
 $$;
 COMMENT ON FUNCTION payments._apply_refund_object(payments.payments, text, jsonb, text, text) IS

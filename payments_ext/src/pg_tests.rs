@@ -1407,7 +1407,7 @@ mod tests {
         assert_eq!(disputed("dp_2", "charge.dispute.created", "needs_response", 5000, t), "mismatch");
         assert_eq!(disputed("dp_3", "charge.dispute.created", "lost", 400, t), "applied");
         assert_eq!(shown(), "true 4.00");
-        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.list_disputes(status => 'won')")), 1);
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.list_disputes(status => 'won')"), 1);
         assert_eq!(sqlstate("SELECT payments.get_dispute('dsp_none')"), "PM204");
         assert_eq!(sqlstate("SELECT payments.list_disputes(status => 'open')"), "PM100");
         assert_eq!(sqlstate("SELECT payments.list_disputes(lim => 101)"), "PM100");
@@ -1453,5 +1453,47 @@ mod tests {
         assert_eq!(sqlstate("SELECT count(*) FROM payments.refunds"), "42501", "idempotency fingerprints stay private");
         assert_eq!(sqlstate(&format!("SELECT payments.create_refund('k2', '{a}')")), "42501");
         Spi::run("RESET ROLE").unwrap();
+    }
+
+    #[pg_test]
+    fn a_reconciliation_report_names_each_disagreement_and_repair_settles_statuses() {
+        let missed = paid("rc1", "cust_rc", "pi_rc1");
+        // Ours still processing at the provider's success: a missed webhook.
+        Spi::run(&format!(
+            "UPDATE payments.payments SET status = 'processing', amount_captured_minor = NULL WHERE id = '{missed}'"
+        ))
+        .unwrap();
+        let t = now_unix();
+        let objects = format!(
+            r#"[{},{},{}]"#,
+            intent("pi_rc1", 1000, &format!(r#","status":"succeeded","created":{t}"#)),
+            intent("pi_rc_other", 500, &format!(r#","status":"succeeded","created":{t}"#)),
+            refund_object("re_rc", "pi_rc1", 100, "succeeded", &format!(r#","created":{t}"#))
+        );
+        assert_eq!(one::<i32>(&format!("SELECT payments.record_provider_snapshot('stripe', '{objects}')")), 3);
+        assert_eq!(
+            one::<i32>(&format!("SELECT payments.record_provider_snapshot('stripe', '{objects}')")),
+            3,
+            "replaced"
+        );
+        let report = "SELECT string_agg(kind || ':' || provider_object_id, ',' ORDER BY kind, provider_object_id)
+                      FROM payments.reconciliation_report(now() - interval '1 hour', now() + interval '1 hour', 'stripe')";
+        assert_eq!(one::<String>(report), "missed_success:pi_rc1,unknown_to_us:pi_rc_other,unknown_to_us:re_rc");
+        let run = one::<pgrx::JsonB>(
+            "SELECT payments.reconcile(now() - interval '1 hour', now() + interval '1 hour', 'stripe', true)",
+        );
+        assert_eq!(run.0["repaired"], 2, "{}", run.0);
+        assert_eq!(refunded(&missed), "1.00 partial");
+        assert_eq!(one::<String>(report), "unknown_to_us:pi_rc_other");
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.reconciliation_runs WHERE provider = 'stripe'"), 1);
+        assert_eq!(sqlstate("UPDATE payments.reconciliation_runs SET repaired = 0"), "PM205");
+        // Bad windows and objects are refused.
+        assert_eq!(sqlstate("SELECT * FROM payments.reconciliation_report(now(), now())"), "PM100");
+        assert_eq!(sqlstate("SELECT payments.record_provider_snapshot('stripe', '{}')"), "PM100");
+        assert_eq!(
+            sqlstate(r#"SELECT payments.record_provider_snapshot('stripe', '[{"object":"refund","id":"re_1"}]')"#),
+            "PM100"
+        );
+        assert_eq!(sqlstate("SELECT payments.reconcile(now(), now() + interval '1 day', NULL)"), "PM100");
     }
 }

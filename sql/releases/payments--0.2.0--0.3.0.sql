@@ -1452,7 +1452,7 @@ COMMENT ON FUNCTION payments.record_command_result(text, boolean, text, jsonb, t
     'Records the provider''s answer to a queued command (customer_id, as the claim returned it, finds it on one shard). answered = false: the provider was unreachable (response: the error); the command stays pending and comes back after its lease. Otherwise response is the provider''s object (a PaymentIntent, applied through record_provider_result with status, its money checked as always; for a refund command the Refund, applied to the refund, status unused) or its refusal ({"error": …}, or an object with no status that answers the command: recorded, the command failed). A client_secret is never kept. A repeat of a recorded answer changes nothing.';
 
 -- ---------------------------------------------------------------------------
--- New Rust functions (payments_ext/src/lib.rs): refunds', disputes' and events' words
+-- New Rust functions (payments_ext/src/lib.rs): the words of refunds, disputes and events
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION payments."_stripe_event_subject"(
 	"event_type" TEXT /* & str */
@@ -1460,6 +1460,13 @@ CREATE FUNCTION payments."_stripe_event_subject"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'stripe_event_subject_wrapper';
+CREATE FUNCTION payments."_stripe_intent_status"(
+	"status" TEXT, /* & str */
+	"has_last_payment_error" bool /* bool */
+) RETURNS TEXT /* Option < & '_ str > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'stripe_intent_status_wrapper';
 CREATE FUNCTION payments."_refund_decision"(
 	"from_status" TEXT, /* & str */
 	"to_status" TEXT /* & str */
@@ -1715,6 +1722,7 @@ DECLARE
     v_problem  text;
     v_decision text;
     v_left     bigint;
+    v_taken_in boolean := false;
 BEGIN
     -- The caller holds the payment's row lock.
     IF v_to IS NULL OR v_rid IS NULL OR length(v_rid) > 255 THEN
@@ -1759,6 +1767,7 @@ BEGIN
                 CASE WHEN payments._is_allowed('refund_reason', p_object ->> 'reason') THEN p_object ->> 'reason' END,
                 p_payment.provider, v_rid, NULL)
         RETURNING * INTO v_refund;
+        v_taken_in := true;
         PERFORM payments._payment_note(p_payment, true, p_source, 'refund made at the provider',
                                       jsonb_build_object('refund_id', v_refund.id, 'provider_refund_id', v_rid,
                                                          'amount_minor', v_refund.amount_minor,
@@ -1790,7 +1799,8 @@ BEGIN
                                                          'failure_reason', p_object ->> 'failure_reason',
                                                          'webhook_event_id', p_event_id));
     END IF;
-    RETURN v_decision;
+    -- A refund taken in is news even while it is still pending.
+    RETURN CASE WHEN v_taken_in AND v_decision = 'noop' THEN 'applied' ELSE v_decision END;
 END
 $$;
 COMMENT ON FUNCTION payments._apply_refund_object(payments.payments, text, jsonb, text, text) IS
@@ -2040,6 +2050,264 @@ COMMENT ON COLUMN payments.balance_by_currency.disputed_minor IS 'disputed in mi
 COMMENT ON COLUMN payments.balance_by_currency.net_minor IS 'net in minor units.';
 
 -- ---------------------------------------------------------------------------
+-- Reconciliation (sql/reconciliation.sql)
+-- ---------------------------------------------------------------------------
+-- payments: reconciliation against the provider. The gateway pulls the
+-- provider's objects of a time window (PaymentIntents and refunds, through
+-- its list endpoints) into provider_snapshots; reconciliation_report lists
+-- every disagreement between them and our rows; reconcile runs it, optionally
+-- repairs what the provider's objects can repair, and records each run.
+
+CREATE TABLE payments.provider_snapshots (
+    provider            text COLLATE "C" NOT NULL,
+    provider_payment_id text COLLATE "C" NOT NULL,
+    object_type         text COLLATE "C" NOT NULL CHECK (object_type IN ('payment_intent', 'refund')),
+    object_id           text COLLATE "C" NOT NULL CHECK (length(object_id) <= 255),
+    status              text,
+    amount_minor        bigint,
+    currency            text,
+    created             timestamptz NOT NULL,
+    object              jsonb NOT NULL,
+    fetched_at          timestamptz NOT NULL DEFAULT now(),
+    -- By provider payment id: on Citus beside provider_payments, which finds our payment.
+    CONSTRAINT provider_snapshots_pkey PRIMARY KEY (provider_payment_id, provider, object_type, object_id)
+);
+CREATE INDEX provider_snapshots_created_idx ON payments.provider_snapshots (provider, created);
+COMMENT ON TABLE payments.provider_snapshots IS
+    'The provider''s objects (PaymentIntents and refunds) as its list endpoints last showed them, pulled by the gateway for reconciliation (payments-gateway reconcile, POST /v1/reconciliations). A later pull replaces an object''s row.';
+COMMENT ON COLUMN payments.provider_snapshots.provider_payment_id IS 'The PaymentIntent: the object itself, or the one a refund refunds.';
+COMMENT ON COLUMN payments.provider_snapshots.status IS 'Our word for the object''s status (a payment status, or a refund status); NULL when it reports none.';
+COMMENT ON COLUMN payments.provider_snapshots.created IS 'When the provider created the object: what the window of a report is about.';
+COMMENT ON COLUMN payments.provider_snapshots.object IS 'The object as the provider returned it (a PaymentIntent''s client_secret removed).';
+SELECT pg_catalog.pg_extension_config_dump('payments.provider_snapshots', '');
+
+CREATE TABLE payments.reconciliation_runs (
+    id            text COLLATE "C" PRIMARY KEY,
+    provider      text NOT NULL,
+    window_from   timestamptz NOT NULL,
+    window_to     timestamptz NOT NULL,
+    repair        boolean NOT NULL,
+    disagreements jsonb NOT NULL,
+    repaired      integer NOT NULL CHECK (repaired >= 0),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    CHECK (window_from < window_to)
+);
+COMMENT ON TABLE payments.reconciliation_runs IS
+    'Every reconcile run: its window, what it found (the report as JSON) and how many disagreements it repaired from the provider''s objects. Append-only.';
+SELECT pg_catalog.pg_extension_config_dump('payments.reconciliation_runs', '');
+CREATE TRIGGER reconciliation_runs_append_only BEFORE UPDATE OR DELETE ON payments.reconciliation_runs
+    FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+
+CREATE FUNCTION payments.record_provider_snapshot(provider text, objects jsonb) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_object jsonb;
+    v_type   text;
+    v_ppid   text;
+    v_kept   integer := 0;
+BEGIN
+    IF provider IS NULL OR length(provider) NOT BETWEEN 1 AND 255 OR jsonb_typeof(objects) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'provider (1 to 255 characters) and objects (a JSON array) are required' USING ERRCODE = 'PM100';
+    END IF;
+    FOR v_object IN SELECT value FROM jsonb_array_elements(objects) LOOP
+        v_type := v_object ->> 'object';
+        v_ppid := CASE v_type WHEN 'payment_intent' THEN v_object ->> 'id' WHEN 'refund' THEN v_object ->> 'payment_intent' END;
+        IF v_ppid IS NULL OR length(v_ppid) > 255 OR (v_object ->> 'created') !~ '^[0-9]{1,12}$' THEN
+            RAISE EXCEPTION 'not a PaymentIntent or refund with an id, a payment_intent and a created time'
+                USING ERRCODE = 'PM100';
+        END IF;
+        INSERT INTO payments.provider_snapshots AS s (provider, provider_payment_id, object_type, object_id, status,
+                                                      amount_minor, currency, created, object)
+        VALUES (record_provider_snapshot.provider, v_ppid, v_type, v_object ->> 'id',
+                CASE v_type WHEN 'refund' THEN payments._stripe_refund_status(v_object ->> 'status')
+                     ELSE payments._stripe_intent_status(v_object ->> 'status',
+                                                         coalesce(jsonb_typeof(v_object -> 'last_payment_error') = 'object', false)) END,
+                CASE WHEN (v_object ->> 'amount') ~ '^[0-9]{1,18}$' THEN (v_object ->> 'amount')::bigint END,
+                upper(v_object ->> 'currency'),
+                timestamptz 'epoch' + (v_object ->> 'created')::bigint * interval '1 second',
+                v_object - 'client_secret')
+        ON CONFLICT ON CONSTRAINT provider_snapshots_pkey DO UPDATE
+        SET status = excluded.status, amount_minor = excluded.amount_minor, currency = excluded.currency,
+            created = excluded.created, object = excluded.object, fetched_at = now();
+        v_kept := v_kept + 1;
+    END LOOP;
+    RETURN v_kept;
+END
+$$;
+COMMENT ON FUNCTION payments.record_provider_snapshot(text, jsonb) IS
+    'Keeps the provider''s objects (a JSON array of PaymentIntents and refunds, as its list endpoints return them) in provider_snapshots, replacing earlier copies; returns how many. The gateway calls it page by page.';
+
+CREATE FUNCTION payments.reconciliation_report("from" timestamptz, "to" timestamptz, only_provider text DEFAULT NULL)
+RETURNS TABLE (kind text, provider text, object_type text, provider_object_id text, payment_id text, refund_id text,
+               ours jsonb, theirs jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_snap    record;
+    v_link    record;
+    v_payment payments.payments%ROWTYPE;
+    v_refund  payments.refunds%ROWTYPE;
+    v_ours    record;
+BEGIN
+    IF "from" IS NULL OR "to" IS NULL OR "from" >= "to" THEN
+        RAISE EXCEPTION 'from must be before to' USING ERRCODE = 'PM100';
+    END IF;
+    -- The provider's objects of the window, each against our row. One lookup per
+    -- object, each on its own shard on Citus.
+    FOR v_snap IN
+        SELECT s.* FROM payments.provider_snapshots s
+        WHERE s.created >= "from" AND s.created < "to"
+          AND (only_provider IS NULL OR s.provider = only_provider)
+        ORDER BY s.created, s.object_id
+    LOOP
+        provider := v_snap.provider;
+        object_type := v_snap.object_type;
+        provider_object_id := v_snap.object_id;
+        theirs := jsonb_build_object('status', v_snap.status, 'amount_minor', v_snap.amount_minor,
+                                     'currency', v_snap.currency);
+        SELECT pp.payment_id, pp.customer_id INTO v_link FROM payments.provider_payments pp
+        WHERE pp.provider_payment_id = v_snap.provider_payment_id AND pp.provider = v_snap.provider;
+        v_payment := NULL;
+        IF v_link.payment_id IS NOT NULL THEN
+            SELECT * INTO v_payment FROM payments.payments p
+            WHERE p.customer_id = v_link.customer_id AND p.id = v_link.payment_id;
+        END IF;
+        payment_id := v_payment.id;
+        refund_id := NULL;
+        IF v_snap.object_type = 'payment_intent' THEN
+            ours := CASE WHEN v_payment.id IS NOT NULL THEN
+                        jsonb_build_object('status', v_payment.status, 'amount_minor', v_payment.amount_minor,
+                                           'currency', v_payment.currency) END;
+            kind := CASE
+                WHEN v_payment.id IS NULL THEN 'unknown_to_us'
+                WHEN v_snap.currency IS DISTINCT FROM v_payment.currency THEN 'currency_differs'
+                WHEN v_snap.amount_minor IS DISTINCT FROM v_payment.amount_minor THEN 'amount_differs'
+                WHEN v_snap.status = 'succeeded' AND v_payment.status <> 'succeeded' THEN 'missed_success'
+                WHEN v_snap.status IS NOT NULL AND v_snap.status <> v_payment.status THEN 'status_differs' END;
+        ELSE
+            v_refund := NULL;
+            IF v_payment.id IS NOT NULL THEN
+                SELECT * INTO v_refund FROM payments.refunds r
+                WHERE r.customer_id = v_payment.customer_id AND r.provider = v_snap.provider
+                  AND r.provider_refund_id = v_snap.object_id;
+            END IF;
+            refund_id := v_refund.id;
+            ours := CASE WHEN v_refund.id IS NOT NULL THEN
+                        jsonb_build_object('status', v_refund.status, 'amount_minor', v_refund.amount_minor,
+                                           'currency', v_refund.currency) END;
+            kind := CASE
+                WHEN v_refund.id IS NULL THEN 'unknown_to_us'
+                WHEN v_snap.currency IS DISTINCT FROM v_refund.currency THEN 'currency_differs'
+                WHEN v_snap.amount_minor IS DISTINCT FROM v_refund.amount_minor THEN 'amount_differs'
+                WHEN v_snap.status = 'succeeded' AND v_refund.status <> 'succeeded' THEN 'missed_success'
+                WHEN v_snap.status IS NOT NULL AND v_snap.status <> v_refund.status THEN 'status_differs' END;
+        END IF;
+        IF kind IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    -- Our rows of the window the provider does not know.
+    theirs := NULL;
+    FOR v_ours IN
+        SELECT p.id, p.customer_id, p.provider, p.provider_payment_id, p.status, p.amount_minor, p.currency
+        FROM payments.payments p
+        WHERE p.created_at >= "from" AND p.created_at < "to" AND p.provider_payment_id IS NOT NULL
+          AND (only_provider IS NULL OR p.provider = only_provider)
+        ORDER BY p.created_at, p.id
+    LOOP
+        PERFORM FROM payments.provider_snapshots s
+        WHERE s.provider_payment_id = v_ours.provider_payment_id AND s.provider = v_ours.provider
+          AND s.object_type = 'payment_intent';
+        CONTINUE WHEN FOUND;
+        kind := 'unknown_to_provider';
+        provider := v_ours.provider;
+        object_type := 'payment_intent';
+        provider_object_id := v_ours.provider_payment_id;
+        payment_id := v_ours.id;
+        refund_id := NULL;
+        ours := jsonb_build_object('status', v_ours.status, 'amount_minor', v_ours.amount_minor, 'currency', v_ours.currency);
+        RETURN NEXT;
+    END LOOP;
+    FOR v_ours IN
+        SELECT r.id, r.payment_id, r.provider, r.provider_refund_id, r.status, r.amount_minor, r.currency,
+               p.provider_payment_id
+        FROM payments.refunds r
+        JOIN payments.payments p ON p.customer_id = r.customer_id AND p.id = r.payment_id
+        WHERE r.created_at >= "from" AND r.created_at < "to" AND r.provider_refund_id IS NOT NULL
+          AND (only_provider IS NULL OR r.provider = only_provider)
+        ORDER BY r.created_at, r.id
+    LOOP
+        PERFORM FROM payments.provider_snapshots s
+        WHERE s.provider_payment_id = v_ours.provider_payment_id AND s.provider = v_ours.provider
+          AND s.object_type = 'refund' AND s.object_id = v_ours.provider_refund_id;
+        CONTINUE WHEN FOUND;
+        kind := 'unknown_to_provider';
+        provider := v_ours.provider;
+        object_type := 'refund';
+        provider_object_id := v_ours.provider_refund_id;
+        payment_id := v_ours.payment_id;
+        refund_id := v_ours.id;
+        ours := jsonb_build_object('status', v_ours.status, 'amount_minor', v_ours.amount_minor, 'currency', v_ours.currency);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments.reconciliation_report(timestamptz, timestamptz, text) IS
+    'Every disagreement between the provider''s objects created in [from, to) (as provider_snapshots last saw them) and our rows created then (of only_provider when given): missed_success (the provider succeeded, we did not: a missed webhook), status_differs, amount_differs, currency_differs, unknown_to_us (a provider object we have no row for), unknown_to_provider (a row of ours linked to an object the provider did not list). ours and theirs show status, amount_minor and currency. Pull the window first (payments-gateway reconcile does).';
+
+CREATE FUNCTION payments.reconcile("from" timestamptz, "to" timestamptz, provider text, repair boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_id       text := payments._new_id('rec');
+    v_row      record;
+    v_repaired_one boolean;
+    v_snap     payments.provider_snapshots%ROWTYPE;
+    v_payment  payments.payments%ROWTYPE;
+    v_outcome  text;
+    v_found    jsonb := '[]';
+    v_repaired integer := 0;
+BEGIN
+    IF reconcile.provider IS NULL OR repair IS NULL THEN
+        RAISE EXCEPTION 'provider and repair are required' USING ERRCODE = 'PM100';
+    END IF;
+    FOR v_row IN SELECT * FROM payments.reconciliation_report("from", "to", reconcile.provider) LOOP
+        v_repaired_one := false;
+        -- What the provider's own object settles: the status of a payment or refund we
+        -- have, or a refund of one of our payments made at the provider directly.
+        IF repair AND (v_row.kind IN ('missed_success', 'status_differs')
+                       OR (v_row.kind = 'unknown_to_us' AND v_row.object_type = 'refund' AND v_row.payment_id IS NOT NULL)) THEN
+            IF v_row.object_type = 'payment_intent' THEN
+                SELECT s.* INTO v_snap FROM payments.provider_snapshots s
+                WHERE s.provider_payment_id = v_row.provider_object_id AND s.provider = reconcile.provider
+                  AND s.object_type = 'payment_intent' AND s.object_id = v_row.provider_object_id;
+                SELECT r.outcome INTO v_outcome
+                FROM payments.record_provider_result(v_row.payment_id, reconcile.provider, v_row.provider_object_id,
+                                                     v_snap.status, v_snap.object) r;
+            ELSE
+                v_payment := payments._locked_payment(v_row.payment_id);
+                SELECT s.* INTO v_snap FROM payments.provider_snapshots s
+                WHERE s.provider_payment_id = v_payment.provider_payment_id AND s.provider = reconcile.provider
+                  AND s.object_type = 'refund' AND s.object_id = v_row.provider_object_id;
+                v_outcome := payments._apply_refund_object(v_payment, v_row.refund_id, v_snap.object, 'provider', NULL);
+            END IF;
+            v_repaired_one := v_outcome = 'applied';
+            v_repaired := v_repaired + v_repaired_one::int;
+        END IF;
+        v_found := v_found || jsonb_build_object('kind', v_row.kind, 'object_type', v_row.object_type,
+                                                 'provider_object_id', v_row.provider_object_id,
+                                                 'payment_id', v_row.payment_id, 'refund_id', v_row.refund_id,
+                                                 'ours', v_row.ours, 'theirs', v_row.theirs, 'repaired', v_repaired_one);
+    END LOOP;
+    INSERT INTO payments.reconciliation_runs (id, provider, window_from, window_to, repair, disagreements, repaired)
+    VALUES (v_id, reconcile.provider, "from", "to", repair, v_found, v_repaired);
+    RETURN jsonb_build_object('id', v_id, 'provider', reconcile.provider, 'from', "from", 'to', "to", 'repair', repair,
+                              'repaired', v_repaired, 'disagreements', v_found);
+END
+$$;
+COMMENT ON FUNCTION payments.reconcile(timestamptz, timestamptz, text, boolean) IS
+    'Runs reconciliation_report for one provider, records the run in reconciliation_runs and returns it: {"id", "provider", "from", "to", "repair", "repaired", "disagreements": [{"kind", "object_type", "provider_object_id", "payment_id", "refund_id", "ours", "theirs", "repaired"}]}. With repair, a payment or refund whose status the provider''s object settles (missed_success, status_differs) is refreshed from that object, and a refund of one of our payments made at the provider directly (unknown_to_us) is taken in, through the same checks as any provider answer (its money must match; a final status never moves back): repaired says whether it moved. Amount and currency disagreements and unknown objects are left to an operator.';
+
+-- ---------------------------------------------------------------------------
 -- Scaling out
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION payments.distribute(shard_count int DEFAULT 32)
@@ -2053,6 +2321,7 @@ DECLARE
         ['payments.webhook_secrets',   NULL,                  NULL],
         ['payments.api_keys',          NULL,                  NULL],
         ['payments.settings',          NULL,                  NULL],
+        ['payments.reconciliation_runs', NULL,                NULL],
         ['payments.payments',          'customer_id',         'none'],
         ['payments.payment_events',    'customer_id',         'payments.payments'],
         ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
@@ -2063,6 +2332,7 @@ DECLARE
         ['payments.payment_customers', 'payment_id',          'none'],
         ['payments.provider_payments', 'provider_payment_id', 'none'],
         ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
+        ['payments.provider_snapshots', 'provider_payment_id', 'payments.provider_payments'],
         ['payments.webhook_events',    'event_id',            'none']];
     -- Each function called with the distribution value of the table it runs beside.
     v_functions CONSTANT text[][] := ARRAY[
@@ -2153,7 +2423,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds and disputes distributed by customer_id and co-located; payment_customers by payment id, provider_payments and webhook_pending by provider payment id, webhook_events by event id; secrets, API keys and settings as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds and disputes distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings and reconciliation runs as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
 
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions and tables (as sql/roles.sql grants them)
@@ -2172,6 +2442,8 @@ REVOKE ALL ON FUNCTION
     payments.create_payment(text, text, numeric, text, text, text, jsonb, text),
     payments.transition(text, text, text, text, jsonb), payments.record_provider_result(text, text, text, text, jsonb),
     payments._stripe_event_subject(text), payments._refund_decision(text, text), payments._stripe_refund_status(text),
+    payments._stripe_intent_status(text, boolean), payments.record_provider_snapshot(text, jsonb),
+    payments.reconciliation_report(timestamptz, timestamptz, text), payments.reconcile(timestamptz, timestamptz, text, boolean),
     payments._dispute_decision(text, text), payments._dispute_withholds(text),
     payments._apply_money_webhook(text, text, text, text, jsonb), payments._refund_result(text, text, text),
     payments.create_refund(text, text, numeric, text), payments._replayed_refund(payments.refunds, bytea),
@@ -2183,13 +2455,16 @@ REVOKE ALL ON FUNCTION
     payments._apply_dispute_object(payments.payments, jsonb, text, text)
 FROM PUBLIC;
 REVOKE ALL ON payments.provider_commands, payments.refunds, payments.disputes, payments.refund_details,
-    payments.dispute_details, payments.customer_balances, payments.balance_by_currency FROM PUBLIC;
-GRANT SELECT ON payments.provider_commands, payments.refunds, payments.disputes TO payments_admin;
+    payments.dispute_details, payments.customer_balances, payments.balance_by_currency, payments.provider_snapshots,
+    payments.reconciliation_runs FROM PUBLIC;
+GRANT SELECT ON payments.provider_commands, payments.refunds, payments.disputes, payments.provider_snapshots,
+    payments.reconciliation_runs TO payments_admin;
 GRANT SELECT ON payments.refund_details, payments.dispute_details, payments.customer_balances, payments.balance_by_currency
 TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION
     payments.get_refund(text), payments.list_refunds(text, int, text),
-    payments.get_dispute(text), payments.list_disputes(text, text, int, text)
+    payments.get_dispute(text), payments.list_disputes(text, text, int, text),
+    payments.reconciliation_report(timestamptz, timestamptz, text)
 TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION
     payments.create_payment(text, text, numeric, text, text, text, jsonb, text),
@@ -2200,7 +2475,9 @@ GRANT EXECUTE ON FUNCTION
     payments.cancel_expired_authorizations(interval, timestamptz, text),
     payments.claim_provider_commands(int, interval, text, text),
     payments.record_command_result(text, boolean, text, jsonb, text),
-    payments.create_refund(text, text, numeric, text)
+    payments.create_refund(text, text, numeric, text),
+    payments.record_provider_snapshot(text, jsonb),
+    payments.reconcile(timestamptz, timestamptz, text, boolean)
 TO payments_admin, payments_gateway;
 REVOKE ALL ON payments.payment_customers, payments.provider_payments FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION payments.distribute(int) TO payments_admin;

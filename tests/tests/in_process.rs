@@ -1154,3 +1154,147 @@ async fn disputes_are_opened_won_and_lost_by_the_providers_webhooks() {
     let unknown = app.send(Method::GET, "/v1/disputes/dsp_nope", Some(&key), None).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
+
+// ---- reconciliation ----------------------------------------------------------
+
+impl App {
+    /// A PaymentIntent made at the sandbox directly (form parameters as Stripe takes them).
+    async fn sandbox_intent(&self, form: &[(&str, &str)]) -> Value {
+        let intent = self.sandbox_post("/v1/payment_intents", form).await;
+        assert!(intent["id"].as_str().is_some(), "{intent}");
+        intent
+    }
+}
+
+/// Links a payment of ours (10.00 USD, no payment method: the reconciler leaves it alone) to
+/// `pi` as the provider reported it in `status`, with `object` as its evidence.
+async fn linked(db: &tokio_postgres::Client, provider: &str, pi: &str, status: &str, object: Value) -> String {
+    let id: String = db
+        .query_one("SELECT id FROM payments.create_payment($1, $2, 10, 'USD')", &[&unique("k"), &unique("cust_rec")])
+        .await
+        .unwrap()
+        .get(0);
+    let stmt = "SELECT outcome FROM payments.record_provider_result($1, $2, $3, $4, $5::text::jsonb)";
+    let outcome: String =
+        db.query_one(stmt, &[&id, &provider, &pi, &status, &object.to_string()]).await.unwrap().get(0);
+    assert_eq!(outcome, "applied", "{object}");
+    id
+}
+
+fn kinds_of(report: &Value) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = report["disagreements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["kind"].as_str().unwrap().to_string(), d["provider_object_id"].as_str().unwrap().to_string()))
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn a_reconciliation_finds_each_planted_disagreement_and_repairs_what_the_provider_settles() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let p = app.provider.as_str();
+    // A refund settled by the provider whose webhook we never got.
+    let refunded = paid(&app, &key, "pm_card_visa").await;
+    // From here on no webhook arrives (the sandbox holds them for ten minutes): only the report can tell.
+    let quiet = app.http.post(format!("{}/sandbox/_sandbox/config", app.url)).bearer_auth(SANDBOX_KEY);
+    quiet.json(&json!({ "webhook_delay_ms": 600_000 })).send().await.unwrap();
+    let refund: Value = app
+        .send(Method::POST, "/v1/refunds", Some(&key), Some(json!({ "payment": refunded["id"], "amount": "1.00" })))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refund["status"], "pending", "{refund}");
+    let visa = [("amount", "1000"), ("currency", "usd"), ("payment_method", "pm_card_visa"), ("confirm", "true")];
+    // 1. The provider took the money; we never heard: missed_success.
+    let missed = app.sandbox_intent(&visa).await;
+    let missed_pi = missed["id"].as_str().unwrap();
+    let mut asked = missed.clone();
+    asked["status"] = json!("requires_confirmation");
+    let missed_id = linked(&db, p, missed_pi, "requires_confirmation", asked).await;
+    // ... and a refund made in the provider's dashboard: unknown to us.
+    let outside = app.sandbox_post("/v1/refunds", &[("payment_intent", missed_pi), ("amount", "300")]).await;
+    // 2. Canceled at the provider, still authorized here: status_differs.
+    let mut manual = visa.to_vec();
+    manual.push(("capture_method", "manual"));
+    let held = app.sandbox_intent(&manual).await;
+    let held_pi = held["id"].as_str().unwrap();
+    let held_id = linked(&db, p, held_pi, "requires_capture", held.clone()).await;
+    app.sandbox_post(&format!("/v1/payment_intents/{held_pi}/cancel"), &[]).await;
+    // 3 and 4. Other money than the provider's: amount_differs, currency_differs (planted by hand).
+    let mut tampered = vec![];
+    for column in ["amount_minor = 900", "currency = 'EUR'"] {
+        let intent = app.sandbox_intent(&visa).await;
+        let id = linked(&db, p, intent["id"].as_str().unwrap(), "succeeded", intent.clone()).await;
+        db.execute(&format!("UPDATE payments.payments SET {column} WHERE id = $1"), &[&id]).await.unwrap();
+        tampered.push(intent["id"].as_str().unwrap().to_string());
+    }
+    // 5. A payment at the provider we have no row for.
+    let stranger = app.sandbox_intent(&visa).await;
+    // 6. A payment of ours the provider never saw.
+    let ghost_pi = unique("pi_ghost");
+    let ghost = json!({ "id": ghost_pi, "object": "payment_intent", "amount": 1000, "currency": "usd" });
+    linked(&db, p, &ghost_pi, "requires_confirmation", ghost).await;
+    // The sandbox settles the refund we asked for.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let window = json!({ "from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z" });
+    let r = app.send(Method::POST, "/v1/reconciliations", Some(&key), Some(window.clone())).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let report: Value = r.json().await.unwrap();
+    let refund_pid = refund["provider_refund_id"].as_str().unwrap().to_string();
+    let mut expected = vec![
+        ("missed_success".to_string(), missed_pi.to_string()),
+        ("missed_success".to_string(), refund_pid.clone()),
+        ("unknown_to_us".to_string(), outside["id"].as_str().unwrap().to_string()),
+        ("status_differs".to_string(), held_pi.to_string()),
+        ("amount_differs".to_string(), tampered[0].clone()),
+        ("currency_differs".to_string(), tampered[1].clone()),
+        ("unknown_to_us".to_string(), stranger["id"].as_str().unwrap().to_string()),
+        ("unknown_to_provider".to_string(), ghost_pi.clone()),
+    ];
+    expected.sort();
+    assert_eq!(kinds_of(&report), expected, "{report}");
+    assert!(report["fetched"].as_i64().unwrap() >= 8, "{report}");
+
+    // The same from the command line, which prints the report.
+    let cli = tokio::process::Command::new(std::env::var("PAYMENTS_GATEWAY_BIN").unwrap())
+        .args(["reconcile", "--from", "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z", "--provider-name", p])
+        .args(["--stripe-api-base", &format!("{}/sandbox", app.url), "--stripe-secret-key", SANDBOX_KEY])
+        .env("DATABASE_URL", gateway_database_url().await)
+        .output()
+        .await
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert_eq!(kinds_of(&serde_json::from_slice(&cli.stdout).unwrap()), expected);
+
+    // Repair: what the provider's objects settle is refreshed (and recorded); the rest stays for an operator.
+    let mut repair = window.clone();
+    repair["repair"] = json!(true);
+    let repaired: Value =
+        app.send(Method::POST, "/v1/reconciliations", Some(&key), Some(repair)).await.json().await.unwrap();
+    assert_eq!(repaired["repaired"], 4, "{repaired}");
+    assert_eq!(app.get_json(&key, &format!("/v1/payments/{missed_id}")).await["status"], "succeeded");
+    assert_eq!(app.get_json(&key, &format!("/v1/payments/{held_id}")).await["status"], "canceled");
+    let seen = app.get_json(&key, &format!("/v1/payments/{missed_id}")).await;
+    assert_eq!(seen["amount_refunded"], "3.00", "the dashboard's refund is taken in: {seen}");
+    let after: Value =
+        app.send(Method::POST, "/v1/reconciliations", Some(&key), Some(window)).await.json().await.unwrap();
+    let left: Vec<String> = kinds_of(&after).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(left, ["amount_differs", "currency_differs", "unknown_to_provider", "unknown_to_us"], "{after}");
+    let runs: i64 = db
+        .query_one("SELECT count(*) FROM payments.reconciliation_runs WHERE provider = $1", &[&p])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 4);
+    let bad = app
+        .send(Method::POST, "/v1/reconciliations", Some(&key), Some(json!({ "from": "yesterday-ish", "to": "now" })))
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}

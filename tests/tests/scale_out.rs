@@ -38,8 +38,9 @@ async fn distribute_gave_every_table_its_place_and_is_idempotent() {
     expect("payment_customers", "h", "payment_id");
     expect("provider_payments", "h", "provider_payment_id");
     expect("webhook_pending", "h", "provider_payment_id");
+    expect("provider_snapshots", "h", "provider_payment_id");
     expect("webhook_events", "h", "event_id");
-    for table in ["webhook_secrets", "api_keys", "settings"] {
+    for table in ["webhook_secrets", "api_keys", "settings", "reconciliation_runs"] {
         expect(table, "n", "");
     }
     // Every table of the schema has its place: none is left as a per-node copy.
