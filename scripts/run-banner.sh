@@ -31,6 +31,15 @@ Authorize, then capture part of it (the rest is released) or cancel it:
   curl -s $URL/v1/payments/<id>/capture -H "Authorization: Bearer $KEY" -d '{"amount": "50.00"}'
   curl -s -X POST $URL/v1/payments/<id>/cancel -H "Authorization: Bearer $KEY"
 
+Refund part of a succeeded payment (settled by the sandbox's webhook shortly after), list its refunds,
+see where the money stands, and reconcile today against the provider:
+  curl -s $URL/v1/refunds -H "Authorization: Bearer $KEY" -H "Idempotency-Key: refund-\$(date +%s)" \\
+       -H 'Content-Type: application/json' -d '{"payment": "<id>", "amount": "10.00"}'
+  curl -s "$URL/v1/refunds?payment=<id>" -H "Authorization: Bearer $KEY"
+  psql "postgresql://postgres@127.0.0.1:$PGPORT/$DB" -c "SELECT * FROM payments.balance_by_currency"
+  curl -s $URL/v1/reconciliations -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+       -d "{\"from\": \"\$(date -u +%F)T00:00:00Z\", \"to\": \"\$(date -u -d tomorrow +%F)T00:00:00Z\"}"
+
 The same row and its history in SQL:
   psql "postgresql://postgres@127.0.0.1:$PGPORT/$DB" -c "SELECT id, amount, status FROM payments.payment_details" \\
        -c "SELECT payment_id, seq, from_status, to_status, source FROM payments.payment_history ORDER BY payment_id, seq"

@@ -184,28 +184,24 @@ async fn create_payment_lives_and_dies_with_the_callers_transaction() {
     assert_eq!(db.query_one(count, &[&committed]).await.unwrap().get::<_, i64>(0), 3, "key, payment and event");
 }
 
+/// A payment of `amount_minor` cents the provider captured in full: (customer, payment id).
+async fn captured(db: &tokio_postgres::Client, amount_minor: i64) -> (String, String) {
+    let customer = unique("cust_rf");
+    let create = "SELECT id FROM payments.create_payment($1, $2, payments.to_major($3, 'USD'), 'USD', 'pm_card_visa')";
+    let id: String = db.query_one(create, &[&unique("k"), &customer, &amount_minor]).await.unwrap().get(0);
+    let pi = unique("pi_rf");
+    let intent = format!(
+        r#"{{"id":"{pi}","object":"payment_intent","amount":{amount_minor},"currency":"usd","amount_received":{amount_minor},"amount_capturable":0}}"#
+    );
+    let record = "SELECT payments.record_provider_result($1, 'sandbox', $2, 'succeeded', $3::text::jsonb)";
+    db.execute(record, &[&id, &pi, &intent]).await.unwrap();
+    (customer, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_connections_refunding_one_payment_never_refund_more_than_it_captured() {
     let db = connect().await;
-    let customer = unique("cust_rfc");
-    let id: String = db
-        .query_one(
-            "SELECT id FROM payments.create_payment($1, $2, 10, 'USD', 'pm_card_visa')",
-            &[&unique("k"), &customer],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let pi = unique("pi_rfc");
-    let intent = format!(
-        r#"{{"id":"{pi}","object":"payment_intent","amount":1000,"currency":"usd","amount_received":1000,"amount_capturable":0}}"#
-    );
-    db.execute(
-        "SELECT payments.record_provider_result($1, 'sandbox', $2, 'succeeded', $3::text::jsonb)",
-        &[&id, &pi, &intent],
-    )
-    .await
-    .unwrap();
+    let (customer, id) = captured(&db, 1000).await;
     // Each connection asks for 0.70 (a different key each): 14 fit in 10.00, and at most that.
     let workers = (0..32).map(|_| {
         let id = id.clone();
@@ -234,25 +230,7 @@ async fn thirty_two_connections_refunding_one_payment_never_refund_more_than_it_
 #[tokio::test]
 async fn create_refund_lives_and_dies_with_the_callers_transaction() {
     let mut db = connect().await;
-    let customer = unique("cust_rft");
-    let id: String = db
-        .query_one(
-            "SELECT id FROM payments.create_payment($1, $2, 5, 'USD', 'pm_card_visa')",
-            &[&unique("k"), &customer],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let pi = unique("pi_rft");
-    let intent = format!(
-        r#"{{"id":"{pi}","object":"payment_intent","amount":500,"currency":"usd","amount_received":500,"amount_capturable":0}}"#
-    );
-    db.execute(
-        "SELECT payments.record_provider_result($1, 'sandbox', $2, 'succeeded', $3::text::jsonb)",
-        &[&id, &pi, &intent],
-    )
-    .await
-    .unwrap();
+    let (customer, id) = captured(&db, 500).await;
     // An app refunds and marks its order returned in one transaction; the second step fails.
     let tx = db.transaction().await.unwrap();
     tx.execute("SELECT payments.create_refund($1, $2)", &[&unique("rk"), &id]).await.unwrap();
