@@ -103,7 +103,8 @@ BEGIN
         v_problem := 'provider_payment_mismatch';
     ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
         v_problem := 'currency_mismatch';
-    ELSIF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$' OR (p_object ->> 'amount')::bigint > p_payment.amount_captured_minor
+    ELSIF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$'
+          OR (p_object ->> 'amount')::bigint > coalesce(p_payment.amount_captured_minor, 0)
           OR (FOUND AND (p_object ->> 'amount')::bigint <> v_dispute.amount_minor) THEN
         v_problem := 'amount_mismatch';
     END IF;

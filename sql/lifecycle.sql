@@ -222,7 +222,9 @@ BEGIN
         CONTINUE WHEN NOT FOUND;
         -- A payment (or refund) that moved on meanwhile (a webhook, an administrator) is not asked about again.
         IF v_kind = 'refund' THEN
-            SELECT r.status INTO v_status FROM payments.refunds r
+            -- One the provider already reported (a webhook linked its id) is not asked for again.
+            SELECT CASE WHEN r.provider_refund_id IS NULL THEN r.status ELSE 'made' END INTO v_status
+            FROM payments.refunds r
             WHERE r.customer_id = v_due.customer_id AND r.id = v_refund_id;
         ELSE
             SELECT p.status INTO v_status FROM payments.payments p
@@ -233,8 +235,10 @@ BEGIN
                         ELSE v_status NOT IN ('requires_capture', 'requires_payment_method', 'requires_confirmation',
                                               'requires_action') END) THEN
             UPDATE payments.provider_commands c
-            SET status = 'failed', finished_at = now(),
-                last_error = jsonb_build_object('message', 'the payment is ' || v_status || ': nothing to ' || v_kind)
+            SET status = CASE WHEN v_status = 'made' THEN 'succeeded' ELSE 'failed' END, finished_at = now(),
+                last_error = CASE WHEN v_status <> 'made' THEN jsonb_build_object('message',
+                    CASE v_kind WHEN 'refund' THEN 'the refund is ' ELSE 'the payment is ' END || v_status
+                    || ': nothing to ' || v_kind) END
             WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id;
             CONTINUE;
         END IF;
@@ -254,7 +258,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.claim_provider_commands(int, interval, text, text) IS
-    'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease. A command whose payment (or refund) has moved on (a webhook or an administrator finished it) fails instead of being claimed. refund_id and the refund''s reason come with a refund.';
+    'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease. A command whose payment (or refund) has moved on (a webhook or an administrator finished it) fails instead of being claimed; a refund the provider already reported (its id linked by a webhook) is done without asking again. refund_id and the refund''s reason come with a refund.';
 
 CREATE FUNCTION payments.record_command_result(command_id text, answered boolean, status text, response jsonb,
                                                customer_id text DEFAULT NULL)

@@ -58,10 +58,10 @@ BEGIN
     FOR v_object IN SELECT value FROM jsonb_array_elements(objects) LOOP
         v_type := v_object ->> 'object';
         v_ppid := CASE v_type WHEN 'payment_intent' THEN v_object ->> 'id' WHEN 'refund' THEN v_object ->> 'payment_intent' END;
-        IF v_ppid IS NULL OR length(v_ppid) > 255 OR (v_object ->> 'created') !~ '^[0-9]{1,12}$' THEN
-            RAISE EXCEPTION 'not a PaymentIntent or refund with an id, a payment_intent and a created time'
-                USING ERRCODE = 'PM100';
-        END IF;
+        -- Objects that cannot be ours are passed over: a refund of a bare charge (no
+        -- payment_intent), another object type, one without an id or a created time.
+        CONTINUE WHEN v_ppid IS NULL OR length(v_ppid) > 255 OR length(v_object ->> 'id') > 255
+                      OR v_object ->> 'id' IS NULL OR (v_object ->> 'created') !~ '^[0-9]{1,12}$';
         INSERT INTO payments.provider_snapshots AS s (provider, provider_payment_id, object_type, object_id, status,
                                                       amount_minor, currency, created, object)
         VALUES (record_provider_snapshot.provider, v_ppid, v_type, v_object ->> 'id',
@@ -72,16 +72,17 @@ BEGIN
                 upper(v_object ->> 'currency'),
                 timestamptz 'epoch' + (v_object ->> 'created')::bigint * interval '1 second',
                 v_object - 'client_secret')
+        -- excluded.fetched_at, not now(): Citus allows only immutable functions in DO UPDATE SET.
         ON CONFLICT ON CONSTRAINT provider_snapshots_pkey DO UPDATE
         SET status = excluded.status, amount_minor = excluded.amount_minor, currency = excluded.currency,
-            created = excluded.created, object = excluded.object, fetched_at = now();
+            created = excluded.created, object = excluded.object, fetched_at = excluded.fetched_at;
         v_kept := v_kept + 1;
     END LOOP;
     RETURN v_kept;
 END
 $$;
 COMMENT ON FUNCTION payments.record_provider_snapshot(text, jsonb) IS
-    'Keeps the provider''s objects (a JSON array of PaymentIntents and refunds, as its list endpoints return them) in provider_snapshots, replacing earlier copies; returns how many. The gateway calls it page by page.';
+    'Keeps the provider''s objects (a JSON array of PaymentIntents and refunds, as its list endpoints return them) in provider_snapshots, replacing earlier copies; returns how many it kept (objects that cannot be ours, such as a refund of a charge without a PaymentIntent, are passed over). The gateway calls it page by page.';
 
 CREATE FUNCTION payments.reconciliation_report("from" timestamptz, "to" timestamptz, only_provider text DEFAULT NULL)
 RETURNS TABLE (kind text, provider text, object_type text, provider_object_id text, payment_id text, refund_id text,
@@ -230,6 +231,11 @@ BEGIN
                 FROM payments.record_provider_result(v_row.payment_id, reconcile.provider, v_row.provider_object_id,
                                                      v_snap.status, v_snap.object) r;
             ELSE
+                -- Lock order as everywhere: the provider id's row, then the payment's.
+                SELECT p.* INTO v_payment FROM payments.payments p
+                JOIN payments.payment_customers r ON r.customer_id = p.customer_id AND r.payment_id = p.id
+                WHERE p.id = v_row.payment_id;
+                PERFORM payments._lock_provider_payment(v_payment.provider, v_payment.provider_payment_id);
                 v_payment := payments._locked_payment(v_row.payment_id);
                 SELECT s.* INTO v_snap FROM payments.provider_snapshots s
                 WHERE s.provider_payment_id = v_payment.provider_payment_id AND s.provider = reconcile.provider

@@ -125,6 +125,9 @@ BEGIN
             payments.to_major(greatest(v_left, 0), v_payment.currency), v_payment.id
             USING ERRCODE = 'PM207', HINT = 'pending and succeeded refunds count against what was captured';
     END IF;
+    -- A write, not only a lock: a concurrent REPEATABLE READ or SERIALIZABLE refund of this
+    -- payment, whose snapshot predates ours, then fails (40001) instead of summing without us.
+    UPDATE payments.payments p SET updated_at = now() WHERE p.customer_id = v_payment.customer_id AND p.id = v_payment.id;
     INSERT INTO payments.refunds (id, customer_id, payment_id, amount_minor, currency, status, reason, idempotency_key,
                                   fingerprint, provider)
     VALUES (v_id, v_payment.customer_id, v_payment.id, v_minor, v_payment.currency, 'pending', reason, idempotency_key,
@@ -248,10 +251,13 @@ BEGIN
     ELSIF v_refund.id IS NOT NULL AND (p_object ->> 'amount') IS DISTINCT FROM v_refund.amount_minor::text THEN
         v_problem := 'amount_mismatch';
     ELSIF v_refund.id IS NULL THEN
-        -- Made at the provider directly: taken in only if it fits in what is left to refund.
-        SELECT p_payment.amount_captured_minor - coalesce(sum(r.amount_minor), 0) INTO v_left FROM payments.refunds r
+        -- Made at the provider directly: taken in only if it fits in what is left to refund
+        -- (nothing is, before the payment succeeded here); a failed or canceled one holds nothing.
+        SELECT coalesce(p_payment.amount_captured_minor, 0) - coalesce(sum(r.amount_minor), 0) INTO v_left
+        FROM payments.refunds r
         WHERE r.customer_id = p_payment.customer_id AND r.payment_id = p_payment.id AND r.status IN ('pending', 'succeeded');
-        IF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$' OR (p_object ->> 'amount')::bigint > v_left THEN
+        IF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$'
+           OR (v_to IN ('pending', 'succeeded') AND (p_object ->> 'amount')::bigint > v_left) THEN
             v_problem := 'amount_mismatch';
         END IF;
     END IF;

@@ -1305,8 +1305,12 @@ mod tests {
         );
         assert_eq!(ingest(&b, &s), "applied");
         assert_eq!(refunded(&id), "4.00 partial");
-        // The answer, late and still pending: stale; the command is done all the same.
+        // The provider made it: its command is done without asking again, and a late answer changes nothing.
         let command = refund_command(&refund);
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM payments.claim_provider_commands(10, '30 seconds', '{id}')")),
+            0
+        );
         one::<String>(&format!(
             "SELECT outcome FROM payments.record_command_result('{command}', true, 'pending', '{}')",
             refund_object("re_a", "pi_rw1", 400, "pending", "")
@@ -1491,8 +1495,11 @@ mod tests {
         assert_eq!(sqlstate("SELECT * FROM payments.reconciliation_report(now(), now())"), "PM100");
         assert_eq!(sqlstate("SELECT payments.record_provider_snapshot('stripe', '{}')"), "PM100");
         assert_eq!(
-            sqlstate(r#"SELECT payments.record_provider_snapshot('stripe', '[{"object":"refund","id":"re_1"}]')"#),
-            "PM100"
+            one::<i32>(
+                r#"SELECT payments.record_provider_snapshot('stripe', '[{"object":"refund","id":"re_1","created":1}]')"#
+            ),
+            0,
+            "a refund of a charge without a PaymentIntent cannot be ours"
         );
         assert_eq!(sqlstate("SELECT payments.reconcile(now(), now() + interval '1 day', NULL)"), "PM100");
     }

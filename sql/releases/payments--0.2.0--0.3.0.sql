@@ -1339,7 +1339,9 @@ BEGIN
         CONTINUE WHEN NOT FOUND;
         -- A payment (or refund) that moved on meanwhile (a webhook, an administrator) is not asked about again.
         IF v_kind = 'refund' THEN
-            SELECT r.status INTO v_status FROM payments.refunds r
+            -- One the provider already reported (a webhook linked its id) is not asked for again.
+            SELECT CASE WHEN r.provider_refund_id IS NULL THEN r.status ELSE 'made' END INTO v_status
+            FROM payments.refunds r
             WHERE r.customer_id = v_due.customer_id AND r.id = v_refund_id;
         ELSE
             SELECT p.status INTO v_status FROM payments.payments p
@@ -1350,8 +1352,10 @@ BEGIN
                         ELSE v_status NOT IN ('requires_capture', 'requires_payment_method', 'requires_confirmation',
                                               'requires_action') END) THEN
             UPDATE payments.provider_commands c
-            SET status = 'failed', finished_at = now(),
-                last_error = jsonb_build_object('message', 'the payment is ' || v_status || ': nothing to ' || v_kind)
+            SET status = CASE WHEN v_status = 'made' THEN 'succeeded' ELSE 'failed' END, finished_at = now(),
+                last_error = CASE WHEN v_status <> 'made' THEN jsonb_build_object('message',
+                    CASE v_kind WHEN 'refund' THEN 'the refund is ' ELSE 'the payment is ' END || v_status
+                    || ': nothing to ' || v_kind) END
             WHERE c.customer_id = v_due.customer_id AND c.id = v_due.id;
             CONTINUE;
         END IF;
@@ -1371,7 +1375,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.claim_provider_commands(int, interval, text, text) IS
-    'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease. A command whose payment (or refund) has moved on (a webhook or an administrator finished it) fails instead of being claimed. refund_id and the refund''s reason come with a refund.';
+    'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease. A command whose payment (or refund) has moved on (a webhook or an administrator finished it) fails instead of being claimed; a refund the provider already reported (its id linked by a webhook) is done without asking again. refund_id and the refund''s reason come with a refund.';
 
 CREATE FUNCTION payments.record_command_result(command_id text, answered boolean, status text, response jsonb,
                                                customer_id text DEFAULT NULL)
@@ -1624,6 +1628,9 @@ BEGIN
             payments.to_major(greatest(v_left, 0), v_payment.currency), v_payment.id
             USING ERRCODE = 'PM207', HINT = 'pending and succeeded refunds count against what was captured';
     END IF;
+    -- A write, not only a lock: a concurrent REPEATABLE READ or SERIALIZABLE refund of this
+    -- payment, whose snapshot predates ours, then fails (40001) instead of summing without us.
+    UPDATE payments.payments p SET updated_at = now() WHERE p.customer_id = v_payment.customer_id AND p.id = v_payment.id;
     INSERT INTO payments.refunds (id, customer_id, payment_id, amount_minor, currency, status, reason, idempotency_key,
                                   fingerprint, provider)
     VALUES (v_id, v_payment.customer_id, v_payment.id, v_minor, v_payment.currency, 'pending', reason, idempotency_key,
@@ -1747,10 +1754,13 @@ BEGIN
     ELSIF v_refund.id IS NOT NULL AND (p_object ->> 'amount') IS DISTINCT FROM v_refund.amount_minor::text THEN
         v_problem := 'amount_mismatch';
     ELSIF v_refund.id IS NULL THEN
-        -- Made at the provider directly: taken in only if it fits in what is left to refund.
-        SELECT p_payment.amount_captured_minor - coalesce(sum(r.amount_minor), 0) INTO v_left FROM payments.refunds r
+        -- Made at the provider directly: taken in only if it fits in what is left to refund
+        -- (nothing is, before the payment succeeded here); a failed or canceled one holds nothing.
+        SELECT coalesce(p_payment.amount_captured_minor, 0) - coalesce(sum(r.amount_minor), 0) INTO v_left
+        FROM payments.refunds r
         WHERE r.customer_id = p_payment.customer_id AND r.payment_id = p_payment.id AND r.status IN ('pending', 'succeeded');
-        IF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$' OR (p_object ->> 'amount')::bigint > v_left THEN
+        IF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$'
+           OR (v_to IN ('pending', 'succeeded') AND (p_object ->> 'amount')::bigint > v_left) THEN
             v_problem := 'amount_mismatch';
         END IF;
     END IF;
@@ -1942,7 +1952,8 @@ BEGIN
         v_problem := 'provider_payment_mismatch';
     ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
         v_problem := 'currency_mismatch';
-    ELSIF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$' OR (p_object ->> 'amount')::bigint > p_payment.amount_captured_minor
+    ELSIF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$'
+          OR (p_object ->> 'amount')::bigint > coalesce(p_payment.amount_captured_minor, 0)
           OR (FOUND AND (p_object ->> 'amount')::bigint <> v_dispute.amount_minor) THEN
         v_problem := 'amount_mismatch';
     END IF;
@@ -2112,10 +2123,10 @@ BEGIN
     FOR v_object IN SELECT value FROM jsonb_array_elements(objects) LOOP
         v_type := v_object ->> 'object';
         v_ppid := CASE v_type WHEN 'payment_intent' THEN v_object ->> 'id' WHEN 'refund' THEN v_object ->> 'payment_intent' END;
-        IF v_ppid IS NULL OR length(v_ppid) > 255 OR (v_object ->> 'created') !~ '^[0-9]{1,12}$' THEN
-            RAISE EXCEPTION 'not a PaymentIntent or refund with an id, a payment_intent and a created time'
-                USING ERRCODE = 'PM100';
-        END IF;
+        -- Objects that cannot be ours are passed over: a refund of a bare charge (no
+        -- payment_intent), another object type, one without an id or a created time.
+        CONTINUE WHEN v_ppid IS NULL OR length(v_ppid) > 255 OR length(v_object ->> 'id') > 255
+                      OR v_object ->> 'id' IS NULL OR (v_object ->> 'created') !~ '^[0-9]{1,12}$';
         INSERT INTO payments.provider_snapshots AS s (provider, provider_payment_id, object_type, object_id, status,
                                                       amount_minor, currency, created, object)
         VALUES (record_provider_snapshot.provider, v_ppid, v_type, v_object ->> 'id',
@@ -2126,16 +2137,17 @@ BEGIN
                 upper(v_object ->> 'currency'),
                 timestamptz 'epoch' + (v_object ->> 'created')::bigint * interval '1 second',
                 v_object - 'client_secret')
+        -- excluded.fetched_at, not now(): Citus allows only immutable functions in DO UPDATE SET.
         ON CONFLICT ON CONSTRAINT provider_snapshots_pkey DO UPDATE
         SET status = excluded.status, amount_minor = excluded.amount_minor, currency = excluded.currency,
-            created = excluded.created, object = excluded.object, fetched_at = now();
+            created = excluded.created, object = excluded.object, fetched_at = excluded.fetched_at;
         v_kept := v_kept + 1;
     END LOOP;
     RETURN v_kept;
 END
 $$;
 COMMENT ON FUNCTION payments.record_provider_snapshot(text, jsonb) IS
-    'Keeps the provider''s objects (a JSON array of PaymentIntents and refunds, as its list endpoints return them) in provider_snapshots, replacing earlier copies; returns how many. The gateway calls it page by page.';
+    'Keeps the provider''s objects (a JSON array of PaymentIntents and refunds, as its list endpoints return them) in provider_snapshots, replacing earlier copies; returns how many it kept (objects that cannot be ours, such as a refund of a charge without a PaymentIntent, are passed over). The gateway calls it page by page.';
 
 CREATE FUNCTION payments.reconciliation_report("from" timestamptz, "to" timestamptz, only_provider text DEFAULT NULL)
 RETURNS TABLE (kind text, provider text, object_type text, provider_object_id text, payment_id text, refund_id text,
@@ -2284,6 +2296,11 @@ BEGIN
                 FROM payments.record_provider_result(v_row.payment_id, reconcile.provider, v_row.provider_object_id,
                                                      v_snap.status, v_snap.object) r;
             ELSE
+                -- Lock order as everywhere: the provider id's row, then the payment's.
+                SELECT p.* INTO v_payment FROM payments.payments p
+                JOIN payments.payment_customers r ON r.customer_id = p.customer_id AND r.payment_id = p.id
+                WHERE p.id = v_row.payment_id;
+                PERFORM payments._lock_provider_payment(v_payment.provider, v_payment.provider_payment_id);
                 v_payment := payments._locked_payment(v_row.payment_id);
                 SELECT s.* INTO v_snap FROM payments.provider_snapshots s
                 WHERE s.provider_payment_id = v_payment.provider_payment_id AND s.provider = reconcile.provider
@@ -2404,7 +2421,11 @@ BEGIN
     -- reaches the shards as the reader. So the roles that read the views may
     -- read the tables behind them, which hold no secrets, keys or webhook
     -- bodies (webhook_log reads through a function with its owner's rights).
-    GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.refunds, payments.disputes
+    GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.disputes
+        TO payments_reader, payments_gateway;
+    -- Not a refund's idempotency key or fingerprint.
+    GRANT SELECT (id, customer_id, payment_id, amount_minor, currency, status, reason, provider, provider_refund_id,
+                  failure_reason, created_at, updated_at) ON payments.refunds
         TO payments_reader, payments_gateway;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
