@@ -47,10 +47,13 @@ CREATE TRIGGER reconciliation_runs_append_only BEFORE UPDATE OR DELETE ON paymen
 CREATE FUNCTION payments.record_provider_snapshot(provider text, objects jsonb) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_object jsonb;
-    v_type   text;
-    v_ppid   text;
-    v_kept   integer := 0;
+    v_object  jsonb;
+    v_type    text;
+    v_ppid    text;
+    v_status  text;
+    v_amount  bigint;
+    v_created timestamptz;
+    v_kept    integer := 0;
 BEGIN
     IF provider IS NULL OR length(provider) NOT BETWEEN 1 AND 255 OR jsonb_typeof(objects) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'provider (1 to 255 characters) and objects (a JSON array) are required' USING ERRCODE = 'PM100';
@@ -62,16 +65,17 @@ BEGIN
         -- payment_intent), another object type, one without an id or a created time.
         CONTINUE WHEN v_ppid IS NULL OR length(v_ppid) > 255 OR length(v_object ->> 'id') > 255
                       OR v_object ->> 'id' IS NULL OR (v_object ->> 'created') !~ '^[0-9]{1,12}$';
+        -- Computed here, not in the INSERT: Citus sends its expressions to a worker, and
+        -- deparsed there the status expression fails (text = boolean).
+        v_status := CASE v_type WHEN 'refund' THEN payments._stripe_refund_status(v_object ->> 'status')
+                        ELSE payments._stripe_intent_status(v_object ->> 'status',
+                                                            jsonb_typeof(v_object -> 'last_payment_error') IS NOT DISTINCT FROM 'object') END;
+        v_amount := CASE WHEN (v_object ->> 'amount') ~ '^[0-9]{1,18}$' THEN (v_object ->> 'amount')::bigint END;
+        v_created := timestamptz 'epoch' + (v_object ->> 'created')::bigint * interval '1 second';
         INSERT INTO payments.provider_snapshots AS s (provider, provider_payment_id, object_type, object_id, status,
                                                       amount_minor, currency, created, object)
-        VALUES (record_provider_snapshot.provider, v_ppid, v_type, v_object ->> 'id',
-                CASE v_type WHEN 'refund' THEN payments._stripe_refund_status(v_object ->> 'status')
-                     ELSE payments._stripe_intent_status(v_object ->> 'status',
-                                                         coalesce(jsonb_typeof(v_object -> 'last_payment_error') = 'object', false)) END,
-                CASE WHEN (v_object ->> 'amount') ~ '^[0-9]{1,18}$' THEN (v_object ->> 'amount')::bigint END,
-                upper(v_object ->> 'currency'),
-                timestamptz 'epoch' + (v_object ->> 'created')::bigint * interval '1 second',
-                v_object - 'client_secret')
+        VALUES (record_provider_snapshot.provider, v_ppid, v_type, v_object ->> 'id', v_status, v_amount,
+                upper(v_object ->> 'currency'), v_created, v_object - 'client_secret')
         -- excluded.fetched_at, not now(): Citus allows only immutable functions in DO UPDATE SET.
         ON CONFLICT ON CONSTRAINT provider_snapshots_pkey DO UPDATE
         SET status = excluded.status, amount_minor = excluded.amount_minor, currency = excluded.currency,
@@ -210,6 +214,7 @@ DECLARE
     v_repaired_one boolean;
     v_snap     payments.provider_snapshots%ROWTYPE;
     v_payment  payments.payments%ROWTYPE;
+    v_customer text;
     v_outcome  text;
     v_found    jsonb := '[]';
     v_repaired integer := 0;
@@ -232,9 +237,9 @@ BEGIN
                                                      v_snap.status, v_snap.object) r;
             ELSE
                 -- Lock order as everywhere: the provider id's row, then the payment's.
+                v_customer := payments._customer_of(v_row.payment_id);
                 SELECT p.* INTO v_payment FROM payments.payments p
-                JOIN payments.payment_customers r ON r.customer_id = p.customer_id AND r.payment_id = p.id
-                WHERE p.id = v_row.payment_id;
+                WHERE p.customer_id = v_customer AND p.id = v_row.payment_id;
                 PERFORM payments._lock_provider_payment(v_payment.provider, v_payment.provider_payment_id);
                 v_payment := payments._locked_payment(v_row.payment_id);
                 SELECT s.* INTO v_snap FROM payments.provider_snapshots s

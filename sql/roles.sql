@@ -32,8 +32,10 @@ GRANT EXECUTE ON FUNCTION
     payments.get_payment(text), payments.list_payments(text, text, int, text), payments.verify_event_chain(text),
     payments.get_refund(text), payments.list_refunds(text, int, text),
     payments.get_dispute(text), payments.list_disputes(text, text, int, text),
-    payments.reconciliation_report(timestamptz, timestamptz, text)
+    payments.reconciliation_report(timestamptz, timestamptz, text),
+    payments.usage_summary(text, text, timestamptz, timestamptz)
 TO payments_admin, payments_gateway, payments_reader;
+GRANT SELECT ON payments.meters, payments.usage_log TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,
     payments.open_anomalies, payments.refund_details, payments.dispute_details, payments.customer_balances,
     payments.balance_by_currency
@@ -55,7 +57,9 @@ GRANT EXECUTE ON FUNCTION
     payments.record_command_result(text, boolean, text, jsonb, text),
     payments.create_refund(text, text, numeric, text),
     payments.record_provider_snapshot(text, jsonb),
-    payments.reconcile(timestamptz, timestamptz, text, boolean)
+    payments.reconcile(timestamptz, timestamptz, text, boolean),
+    payments.record_usage(text, text, text, numeric, timestamptz, jsonb),
+    payments.record_usage_batch(jsonb)
 TO payments_admin, payments_gateway;
 
 -- The gateway checks keys and reads histories.
@@ -71,7 +75,8 @@ GRANT EXECUTE ON FUNCTION
     payments.revoke_api_key(text),
     payments.resolve_anomaly(text, text),
     payments.set_webhook_tolerance(interval),
-    payments.distribute(int)
+    payments.distribute(int),
+    payments.create_meter(text, text, text, text)
 TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments.webhook_tolerance() TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

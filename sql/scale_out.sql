@@ -14,6 +14,7 @@ DECLARE
         ['payments.api_keys',          NULL,                  NULL],
         ['payments.settings',          NULL,                  NULL],
         ['payments.reconciliation_runs', NULL,                NULL],
+        ['payments.meters',            NULL,                  NULL],
         ['payments.payments',          'customer_id',         'none'],
         ['payments.payment_events',    'customer_id',         'payments.payments'],
         ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
@@ -21,6 +22,7 @@ DECLARE
         ['payments.provider_commands', 'customer_id',         'payments.payments'],
         ['payments.refunds',           'customer_id',         'payments.payments'],
         ['payments.disputes',          'customer_id',         'payments.payments'],
+        ['payments.usage_events',      'customer_id',         'payments.payments'],
         ['payments.payment_customers', 'payment_id',          'none'],
         ['payments.provider_payments', 'provider_payment_id', 'none'],
         ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
@@ -36,7 +38,8 @@ DECLARE
         ['payments.list_payment_events(text)',                    'payment_id', 'payments.payment_customers'],
         ['payments.capture_payment(text, numeric)',               'payment_id', 'payments.payment_customers'],
         ['payments.cancel_payment(text, text)',                   'payment_id', 'payments.payment_customers'],
-        ['payments.create_refund(text, text, numeric, text)',     'payment_id', 'payments.payment_customers']];
+        ['payments.create_refund(text, text, numeric, text)',     'payment_id', 'payments.payment_customers'],
+        ['payments.record_usage(text, text, text, numeric, timestamptz, jsonb)', 'customer_id', 'payments.payments']];
     v_row text[];
     v_fks text[][];
 BEGIN
@@ -98,8 +101,8 @@ BEGIN
     -- bodies (webhook_log reads through a function with its owner's rights).
     -- (Citus has no column grants: readers see a refund's idempotency key and its
     -- fingerprint too, a client's retry token and a hash of the call, no secret.)
-    GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.refunds, payments.disputes
-        TO payments_reader, payments_gateway;
+    GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.refunds, payments.disputes,
+        payments.usage_events TO payments_reader, payments_gateway;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
         object := v_row[1];
@@ -117,4 +120,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds and disputes distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings and reconciliation runs as reference tables. create_payment runs on the node of its customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes and usage events distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs and meters as reference tables. create_payment and record_usage run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';

@@ -42,9 +42,11 @@ pub enum Kind {
     RefundReason,
     /// `payments.disputes.status`, Stripe's.
     DisputeStatus,
+    /// `payments.meters.aggregation`: how a meter's usage events add up.
+    MeterAggregation,
 }
 
-pub const KINDS: [Kind; 14] = [
+pub const KINDS: [Kind; 15] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -59,6 +61,7 @@ pub const KINDS: [Kind; 14] = [
     Kind::RefundStatus,
     Kind::RefundReason,
     Kind::DisputeStatus,
+    Kind::MeterAggregation,
 ];
 
 pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
@@ -80,6 +83,8 @@ pub const CANCELLATION_REASONS: [&str; 5] =
     ["duplicate", "fraudulent", "requested_by_customer", "abandoned", "automatic"];
 /// Stripe's refund reasons (`expired_uncaptured_charge` only Stripe gives).
 pub const REFUND_REASONS: [&str; 4] = ["duplicate", "fraudulent", "requested_by_customer", "expired_uncaptured_charge"];
+/// Stripe's and Lago's meter aggregations.
+pub const METER_AGGREGATIONS: [&str; 5] = ["sum", "count", "count_unique", "max", "last"];
 /// `duplicate` is answered for a repeat delivery but never stored (the first one is).
 pub const WEBHOOK_RESULTS: [&str; 6] = ["applied", "noop", "stale", "ignored", "pending_match", "mismatch"];
 
@@ -100,6 +105,7 @@ impl Kind {
             Kind::RefundStatus => "refund_status",
             Kind::RefundReason => "refund_reason",
             Kind::DisputeStatus => "dispute_status",
+            Kind::MeterAggregation => "meter_aggregation",
         }
     }
 
@@ -123,6 +129,7 @@ impl Kind {
             Kind::RefundStatus => lifecycle::REFUND.statuses.to_vec(),
             Kind::RefundReason => REFUND_REASONS.to_vec(),
             Kind::DisputeStatus => lifecycle::DISPUTE.statuses.to_vec(),
+            Kind::MeterAggregation => METER_AGGREGATIONS.to_vec(),
         }
     }
 
@@ -143,6 +150,7 @@ impl Kind {
             Kind::RefundStatus => lifecycle::REFUND.is_status(value),
             Kind::RefundReason => REFUND_REASONS.contains(&value),
             Kind::DisputeStatus => lifecycle::DISPUTE.is_status(value),
+            Kind::MeterAggregation => METER_AGGREGATIONS.contains(&value),
         }
     }
 }

@@ -49,6 +49,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/refunds/{id}", get(routes::refunds::get))
         .route("/v1/disputes", get(routes::disputes::list))
         .route("/v1/reconciliations", post(routes::reconciliations::create))
+        .route("/v1/usage", post(routes::usage::record))
+        .route("/v1/customers/{id}/usage", get(routes::usage::summary))
         .route("/v1/disputes/{id}", get(routes::disputes::get))
         .route("/v1/webhooks/{provider}", post(routes::webhooks::receive))
         .route("/healthz", get(routes::ops::healthz))

@@ -141,6 +141,19 @@ pub const RECORD_PROVIDER_SNAPSHOT: &str = "SELECT payments.record_provider_snap
 pub const RECONCILE: &str = "SELECT (jsonb_build_object('object', 'reconciliation', 'fetched', $5::int)
         || payments.reconcile($1::text::timestamptz, $2::text::timestamptz, $3, $4))::text AS report";
 
+/// One usage event: the event as JSON (`id`, `outcome`).
+pub const RECORD_USAGE: &str = "SELECT jsonb_build_object('object', 'usage_event', 'id', r.id, 'outcome', r.outcome)::text
+        AS event, r.outcome
+     FROM payments.record_usage($1, $2, $3, $4::text::numeric, $5::text::timestamptz, coalesce($6::text::jsonb, '{}')) r";
+
+pub const RECORD_USAGE_BATCH: &str = "SELECT payments.record_usage_batch($1::text::jsonb)::text";
+
+/// A customer's usage on a meter over a window, as JSON (the value a decimal string).
+pub const USAGE_SUMMARY: &str = "SELECT jsonb_build_object('object', 'usage_summary', 'customer_id', $1::text,
+        'meter', $2::text, 'aggregation', s.aggregation, 'value', s.value::text, 'event_count', s.event_count,
+        'from', $3::text::timestamptz, 'to', $4::text::timestamptz)::text
+     FROM payments.usage_summary($1, $2, $3::text::timestamptz, $4::text::timestamptz) s";
+
 pub const GET_PAYMENT: &str = concat!("SELECT ", payment_json!("d"), " FROM payments.get_payment($1) d");
 
 /// A page of the SQL function's default size (no `limit` in the request).

@@ -21,13 +21,15 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::routes::disputes::get,
         crate::routes::disputes::list,
         crate::routes::reconciliations::create,
+        crate::routes::usage::record,
+        crate::routes::usage::summary,
         crate::routes::webhooks::receive,
     ),
     components(schemas(Payment, PaymentList, Event, EventList, Refund, RefundList, Dispute, DisputeList, ErrorBody,
                        ErrorDetail, WebhookResult, crate::routes::payments::CreatePayment,
                        crate::routes::payments::CapturePayment, crate::routes::payments::CancelPayment,
                        crate::routes::refunds::CreateRefund, crate::routes::reconciliations::CreateReconciliation,
-                       Reconciliation, Disagreement)),
+                       Reconciliation, Disagreement, crate::routes::usage::RecordUsage)),
     modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;

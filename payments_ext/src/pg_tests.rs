@@ -1503,4 +1503,94 @@ mod tests {
         );
         assert_eq!(sqlstate("SELECT payments.reconcile(now(), now() + interval '1 day', NULL)"), "PM100");
     }
+
+    #[pg_test]
+    fn usage_counts_each_key_once_and_adds_up_by_the_meters_aggregation() {
+        for (code, aggregation, property) in [
+            ("calls", "sum", "NULL"),
+            ("runs", "count", "NULL"),
+            ("users", "count_unique", "'user_id'"),
+            ("peak", "max", "NULL"),
+            ("seats", "last", "NULL"),
+        ] {
+            one::<String>(&format!("SELECT code FROM payments.create_meter('{code}', '{aggregation}', {property})"));
+        }
+        assert_eq!(
+            one::<String>("SELECT aggregation FROM payments.create_meter('calls', 'sum')"),
+            "sum",
+            "again: the same"
+        );
+        assert_eq!(sqlstate("SELECT payments.create_meter('calls', 'max')"), "PM201");
+        assert_eq!(sqlstate("SELECT payments.create_meter('Bad Code', 'sum')"), "PM100");
+        assert_eq!(sqlstate("SELECT payments.create_meter('x', 'median')"), "PM100");
+        assert_eq!(sqlstate("SELECT payments.create_meter('y', 'count_unique')"), "PM100");
+
+        let record = |key: &str, meter: &str, quantity: &str, extra: &str| {
+            attempt(&format!(
+                "SELECT outcome FROM payments.record_usage('{key}', 'cust_u', '{meter}', {quantity}{extra})"
+            ))
+        };
+        assert_eq!(record("k1", "calls", "2.5", ""), "ok:created");
+        assert_eq!(record("k1", "calls", "2.5", ""), "ok:replayed", "a retry counts once");
+        assert!(record("k1", "calls", "3", "").starts_with("PM201"), "the key with another event");
+        assert_eq!(record("k2", "calls", "4", ", now() - interval '1 day'"), "ok:created");
+        assert!(record("k3", "calls", "1", ", now() + interval '1 hour'").starts_with("PM100"));
+        assert!(record("k3", "calls", "1", ", now() - interval '36 days'").starts_with("PM100"));
+        assert!(record("k3", "calls", "-1", "").starts_with("PM100"));
+        assert!(record("k3", "nope", "1", "").starts_with("PM204"));
+        assert!(record("k3", "users", "1", "").starts_with("PM100"), "count_unique needs its property");
+        for (i, user) in ["a", "b", "a"].iter().enumerate() {
+            let props = format!(r#", properties => '{{"user_id": "{user}"}}'"#);
+            assert_eq!(record(&format!("u{i}"), "users", "1", &props), "ok:created");
+            assert_eq!(record(&format!("r{i}"), "runs", "7", ""), "ok:created");
+            assert_eq!(record(&format!("p{i}"), "peak", &(i * 10 + 5).to_string(), ""), "ok:created");
+            assert_eq!(
+                record(&format!("s{i}"), "seats", &(3 - i).to_string(), &format!(", now() - interval '{i} minutes'")),
+                "ok:created"
+            );
+        }
+        let summary = |meter: &str| {
+            one::<String>(&format!(
+                "SELECT value || ' ' || event_count FROM payments.usage_summary('cust_u', '{meter}', now() - interval '2 days', now() + interval '1 minute')"
+            ))
+        };
+        assert_eq!(summary("calls"), "6.5 2");
+        assert_eq!(summary("runs"), "3 3");
+        assert_eq!(summary("users"), "2 3");
+        assert_eq!(summary("peak"), "25 3");
+        assert_eq!(summary("seats"), "3 3", "the latest event's quantity");
+        assert_eq!(
+            sqlstate("SELECT * FROM payments.usage_summary('cust_u', 'nope', now(), now() + interval '1 day')"),
+            "PM204"
+        );
+        assert_eq!(sqlstate("SELECT * FROM payments.usage_summary('cust_u', 'calls', now(), now())"), "PM100");
+
+        let batch = one::<pgrx::JsonB>(
+            r#"SELECT payments.record_usage_batch('[{"idempotency_key":"k1","customer_id":"cust_u","meter":"calls","quantity":2.5},
+                                                   {"idempotency_key":"k9","customer_id":"cust_u","meter":"calls","quantity":"1"},
+                                                   {"idempotency_key":"k8","customer_id":"cust_u","meter":"calls","quantity":"x"},
+                                                   {"idempotency_key":"k7","customer_id":"cust_u","meter":"nope","quantity":1}]')"#,
+        );
+        let results: Vec<String> = batch
+            .0
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r["outcome"]
+                    .as_str()
+                    .map_or_else(|| r["error"]["sqlstate"].as_str().unwrap().to_string(), str::to_string)
+            })
+            .collect();
+        assert_eq!(results, ["replayed", "created", "22P02", "PM204"]);
+        assert_eq!(summary("calls"), "7.5 3");
+        assert_eq!(sqlstate("SELECT payments.record_usage_batch('[]')"), "PM100");
+        assert_eq!(sqlstate("UPDATE payments.usage_events SET quantity = 0"), "PM205");
+        attempt("SELECT 1");
+        Spi::run("SET LOCAL ROLE payments_reader").unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.usage_log WHERE customer_id = 'cust_u'"), 15);
+        assert_eq!(sqlstate("SELECT count(*) FROM payments.usage_events"), "42501");
+        assert_eq!(sqlstate("SELECT payments.record_usage('k', 'c', 'calls', 1)"), "42501");
+        Spi::run("RESET ROLE").unwrap();
+    }
 }

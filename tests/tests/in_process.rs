@@ -1298,3 +1298,56 @@ async fn a_reconciliation_finds_each_planted_disagreement_and_repairs_what_the_p
         .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
+
+// ---- usage metering ------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_retried_concurrently_or_in_a_batch_counts_once() {
+    let app = std::sync::Arc::new(spawn_app(&["--pool-size", "24"]).await);
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let meter = unique("tokens").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
+    let customer = unique("cust_use");
+    // An agent retries one event 16 times at once: one event.
+    let idem = unique("use");
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (app, key, idem, body) = (
+            app.clone(),
+            key.clone(),
+            idem.clone(),
+            json!({ "customer_id": customer, "meter": meter, "quantity": "1.5" }),
+        );
+        clients.spawn(async move { app.post_with_key("/v1/usage", &key, &idem, body).await.status().as_u16() });
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    while let Some(status) = clients.join_next().await {
+        *answers.entry(status.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(answers, [(200, 15), (201, 1)].into(), "one created, the others replayed");
+    let other =
+        app.post_with_key("/v1/usage", &key, &idem, json!({ "customer_id": customer, "meter": meter, "quantity": 2 }));
+    assert_eq!(other.await.status(), StatusCode::CONFLICT, "the key with another quantity");
+    // A batch repeating the first key and itself: each result reported, each event once.
+    let event =
+        |k: &str, q: &str| json!({ "idempotency_key": k, "customer_id": customer, "meter": meter, "quantity": q });
+    let body = json!({ "events": [event(&idem, "1.5"), event("b-1", "10"), event("b-1", "10"), event("b-2", "-1")] });
+    let r = app.send(Method::POST, "/v1/usage", Some(&key), Some(body)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let batch: Value = r.json().await.unwrap();
+    let outcomes: Vec<&str> = batch["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().or(r["error"]["sqlstate"].as_str()).unwrap())
+        .collect();
+    assert_eq!(outcomes, ["replayed", "created", "replayed", "PM100"], "{batch}");
+    let path =
+        format!("/v1/customers/{customer}/usage?meter={meter}&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z");
+    let summary = app.get_json(&key, &path).await;
+    assert_eq!((summary["value"].as_str(), summary["event_count"].as_i64()), (Some("11.5"), Some(2)), "{summary}");
+    let missing =
+        app.send(Method::POST, "/v1/usage", Some(&key), Some(json!({ "customer_id": customer, "meter": meter }))).await;
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+}

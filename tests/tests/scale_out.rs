@@ -9,8 +9,16 @@ use std::collections::{HashMap, HashSet};
 
 use payments_e2e::{connect, connect_to, database_url, sqlstate, unique};
 
-const CUSTOMER_TABLES: [&str; 7] =
-    ["payments", "payment_events", "idempotency_keys", "anomalies", "provider_commands", "refunds", "disputes"];
+const CUSTOMER_TABLES: [&str; 8] = [
+    "payments",
+    "payment_events",
+    "idempotency_keys",
+    "anomalies",
+    "provider_commands",
+    "refunds",
+    "disputes",
+    "usage_events",
+];
 
 #[tokio::test]
 #[ignore = "needs the Citus cluster; `make scale-test` (part of `make test`) runs it"]
@@ -40,7 +48,7 @@ async fn distribute_gave_every_table_its_place_and_is_idempotent() {
     expect("webhook_pending", "h", "provider_payment_id");
     expect("provider_snapshots", "h", "provider_payment_id");
     expect("webhook_events", "h", "event_id");
-    for table in ["webhook_secrets", "api_keys", "settings", "reconciliation_runs"] {
+    for table in ["webhook_secrets", "api_keys", "settings", "reconciliation_runs", "meters"] {
         expect(table, "n", "");
     }
     // Every table of the schema has its place: none is left as a per-node copy.
@@ -71,7 +79,7 @@ async fn distribute_gave_every_table_its_place_and_is_idempotent() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(delegated, 9, "create_payment by customer and the eight calls naming a payment id");
+    assert_eq!(delegated, 10, "create_payment and record_usage by customer and the eight calls naming a payment id");
 }
 
 #[tokio::test]

@@ -5,4 +5,5 @@ pub mod ops;
 pub mod payments;
 pub mod reconciliations;
 pub mod refunds;
+pub mod usage;
 pub mod webhooks;

@@ -69,26 +69,29 @@ pub(crate) fn amount_schema() -> utoipa::openapi::schema::Schema {
 /// The amount's exact text: a JSON string's content or a JSON number's
 /// literal, never through a float. PostgreSQL's `numeric` input reads it.
 pub(crate) fn amount_text(raw: &RawValue) -> Result<String, ApiError> {
+    decimal_text(raw, "amount")
+}
+
+/// A decimal parameter's exact text (as `amount_text`), errors naming `param`.
+pub(crate) fn decimal_text(raw: &RawValue, param: &'static str) -> Result<String, ApiError> {
     let text = raw.get();
+    let not_a_decimal =
+        || ApiError::invalid("parameter_invalid", format!("{param} must be a decimal string or a number"), Some(param));
     // No valid amount is this long (12 digits, a point, zeros): refuse before the
     // database would parse, and quote, all of it.
     if text.len() > 64 {
         return Err(ApiError::invalid(
             "amount_invalid",
-            "amount is not a decimal of at most 64 characters",
-            Some("amount"),
+            format!("{param} is not a decimal of at most 64 characters"),
+            Some(param),
         ));
     }
     // RawValue holds valid JSON, so a leading digit or minus sign means a number.
     match text.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(text).map_err(|_| not_an_amount()),
+        Some(b'"') => serde_json::from_str::<String>(text).map_err(|_| not_a_decimal()),
         Some(b'-' | b'0'..=b'9') => Ok(text.to_string()),
-        _ => Err(not_an_amount()),
+        _ => Err(not_a_decimal()),
     }
-}
-
-fn not_an_amount() -> ApiError {
-    ApiError::invalid("parameter_invalid", "amount must be a decimal string or a number", Some("amount"))
 }
 
 #[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = CreatePayment,

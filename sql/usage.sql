@@ -1,0 +1,238 @@
+-- payments: usage metering. Meters say how a customer's usage events add up
+-- (sum, count, count of unique values of a property, max, last); record_usage
+-- keeps each event once per idempotency key, so an agent's retry is never
+-- counted twice; usage_summary answers "how much this period".
+-- Timestamps follow Stripe's meter events: at most 35 days old, at most 5
+-- minutes ahead.
+
+CREATE TABLE payments.meters (
+    code            text COLLATE "C" PRIMARY KEY CHECK (code ~ '^[a-z][a-z0-9_.-]{0,63}$'),
+    name            text CHECK (length(name) BETWEEN 1 AND 255),
+    aggregation     text NOT NULL CHECK (payments._is_allowed('meter_aggregation', aggregation)),
+    unique_property text CHECK (length(unique_property) BETWEEN 1 AND 40),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CHECK ((aggregation = 'count_unique') = (unique_property IS NOT NULL))
+);
+COMMENT ON TABLE payments.meters IS
+    'What is metered and how its events add up over a period. Made by payments_admin with create_meter; on Citus a reference table (a copy on every node).';
+COMMENT ON COLUMN payments.meters.code IS 'The meter''s code, as record_usage names it: lower case letters, digits, _ . - (at most 64).';
+COMMENT ON COLUMN payments.meters.aggregation IS 'sum (of quantities), count (of events), count_unique (distinct values of unique_property), max (of quantities) or last (the latest event''s quantity).';
+COMMENT ON COLUMN payments.meters.unique_property IS 'count_unique: the property of each event whose distinct values are counted (e.g. user_id for active users).';
+SELECT pg_catalog.pg_extension_config_dump('payments.meters', '');
+
+CREATE TABLE payments.usage_events (
+    id              text COLLATE "C" NOT NULL,
+    customer_id     text COLLATE "C" NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
+    meter           text COLLATE "C" NOT NULL REFERENCES payments.meters (code),
+    quantity        numeric NOT NULL CHECK (quantity >= 0 AND quantity < 1e15),
+    occurred_at     timestamptz NOT NULL,
+    properties      jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(properties) = 'object'),
+    idempotency_key text COLLATE "C" NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    fingerprint     bytea NOT NULL,
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT usage_events_idempotency_key UNIQUE (customer_id, idempotency_key)
+);
+CREATE INDEX usage_events_meter_idx ON payments.usage_events (customer_id, meter, occurred_at);
+COMMENT ON TABLE payments.usage_events IS
+    'Every usage event recorded with record_usage, once per (customer, idempotency key). Append-only. On Citus beside the customer''s payments.';
+COMMENT ON COLUMN payments.usage_events.id IS 'use_ + 26-character time-sortable id.';
+COMMENT ON COLUMN payments.usage_events.quantity IS 'How much was used (exact numeric, 0 up to 10^15; count meters count events whatever it is).';
+COMMENT ON COLUMN payments.usage_events.occurred_at IS 'When the usage happened (the period it counts in), at most 35 days before it was recorded and 5 minutes after.';
+COMMENT ON COLUMN payments.usage_events.properties IS 'The event''s own dimensions (a flat object: at most 50 keys of 1 to 40 characters, scalar values of at most 500 characters).';
+COMMENT ON COLUMN payments.usage_events.fingerprint IS 'sha256 of the event''s meter, quantity, given time and properties: the same key with another event is refused (PM201).';
+SELECT pg_catalog.pg_extension_config_dump('payments.usage_events', '');
+CREATE TRIGGER usage_events_append_only BEFORE UPDATE OR DELETE ON payments.usage_events
+    FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+CREATE TRIGGER usage_events_no_truncate BEFORE TRUNCATE ON payments.usage_events
+    FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
+
+CREATE FUNCTION payments.create_meter(code text, aggregation text, unique_property text DEFAULT NULL,
+                                      name text DEFAULT NULL) RETURNS SETOF payments.meters
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_meter payments.meters%ROWTYPE;
+BEGIN
+    IF code IS NULL OR code !~ '^[a-z][a-z0-9_.-]{0,63}$' THEN
+        RAISE EXCEPTION 'a meter code is 1 to 64 lower case letters, digits, _ . - starting with a letter, not %',
+            quote_nullable(payments._shown(code)) USING ERRCODE = 'PM100';
+    END IF;
+    IF aggregation IS NULL OR NOT payments._is_allowed('meter_aggregation', aggregation) THEN
+        RAISE EXCEPTION 'aggregation must be sum, count, count_unique, max or last, not %',
+            quote_nullable(payments._shown(aggregation)) USING ERRCODE = 'PM100';
+    END IF;
+    IF (aggregation = 'count_unique') <> (unique_property IS NOT NULL) OR length(unique_property) NOT BETWEEN 1 AND 40
+       OR length(name) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'count_unique needs a unique_property (1 to 40 characters), the other aggregations none; a name is 1 to 255 characters'
+            USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.meters AS m (code, name, aggregation, unique_property)
+    VALUES (create_meter.code, create_meter.name, create_meter.aggregation, create_meter.unique_property)
+    ON CONFLICT ON CONSTRAINT meters_pkey DO NOTHING;
+    SELECT * INTO v_meter FROM payments.meters m WHERE m.code = create_meter.code;
+    -- Asked again the same way: the same meter; another way: refused (events already count by it).
+    IF (v_meter.aggregation, v_meter.unique_property, v_meter.name)
+       IS DISTINCT FROM (create_meter.aggregation, create_meter.unique_property, create_meter.name) THEN
+        RAISE EXCEPTION 'meter % exists with another definition', v_meter.code USING ERRCODE = 'PM201',
+            HINT = 'a meter''s definition never changes: make a meter with a new code';
+    END IF;
+    RETURN NEXT v_meter;
+END
+$$;
+COMMENT ON FUNCTION payments.create_meter(text, text, text, text) IS
+    'Makes a meter (admin): its code, aggregation (sum, count, count_unique with the unique_property, max, last) and name. The same call again returns it; another definition for an existing code is PM201.';
+
+CREATE FUNCTION payments._usage_event_problem(p_meter payments.meters, p_quantity numeric, p_occurred_at timestamptz,
+                                              p_properties jsonb, p_at timestamptz) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_quantity IS NULL OR p_quantity = 'NaN' OR p_quantity < 0 OR p_quantity >= 1e15 THEN
+        RETURN 'quantity must be a number from 0 to 10^15';
+    ELSIF p_occurred_at IS NULL OR p_occurred_at > p_at + interval '5 minutes' THEN
+        RETURN 'occurred_at is more than 5 minutes in the future';
+    ELSIF p_occurred_at < p_at - interval '35 days' THEN
+        RETURN 'occurred_at is more than 35 days in the past';
+    ELSIF payments._metadata_problem(coalesce(p_properties, '{}')) IS NOT NULL THEN
+        RETURN replace(payments._metadata_problem(p_properties), 'metadata', 'properties');
+    ELSIF p_meter.aggregation = 'count_unique'
+          AND coalesce(jsonb_typeof(p_properties -> p_meter.unique_property), 'null') NOT IN ('string', 'number') THEN
+        RETURN 'meter ' || p_meter.code || ' counts distinct values of property ' || p_meter.unique_property
+               || ': the event has none';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION payments._usage_event_problem(payments.meters, numeric, timestamptz, jsonb, timestamptz) IS
+    'Internal: why a usage event cannot be recorded at time p_at (its quantity, time or properties), or NULL.';
+
+CREATE FUNCTION payments.record_usage(idempotency_key text, customer_id text, meter text, quantity numeric,
+                                      occurred_at timestamptz DEFAULT NULL, properties jsonb DEFAULT '{}')
+RETURNS TABLE (id text, outcome text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_meter    payments.meters%ROWTYPE;
+    v_at       timestamptz := coalesce(occurred_at, now());
+    v_props    jsonb := coalesce(properties, '{}');
+    v_problem  text;
+    v_fp       bytea;
+    v_existing record;
+BEGIN
+    IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255
+       OR customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'idempotency_key and customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT * INTO v_meter FROM payments.meters m WHERE m.code = record_usage.meter;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'meter % not found', quote_nullable(payments._shown(record_usage.meter)) USING ERRCODE = 'PM204';
+    END IF;
+    v_problem := payments._usage_event_problem(v_meter, quantity, v_at, v_props, now());
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION '%', v_problem USING ERRCODE = 'PM100';
+    END IF;
+    -- The time only when the caller gave it: a retry without one is the same event.
+    v_fp := sha256(convert_to(jsonb_build_array(v_meter.code, quantity, payments._epoch_micros(occurred_at), v_props)::text,
+                              'UTF8'));
+    id := payments._new_id('use');
+    INSERT INTO payments.usage_events AS u (id, customer_id, meter, quantity, occurred_at, properties, idempotency_key,
+                                            fingerprint)
+    VALUES (record_usage.id, record_usage.customer_id, v_meter.code, quantity, v_at, v_props,
+            record_usage.idempotency_key, v_fp)
+    ON CONFLICT ON CONSTRAINT usage_events_idempotency_key DO NOTHING;
+    IF FOUND THEN
+        outcome := 'created';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- The key was used: the same event again changes nothing.
+    SELECT u.id, u.fingerprint INTO v_existing FROM payments.usage_events u
+    WHERE u.customer_id = record_usage.customer_id AND u.idempotency_key = record_usage.idempotency_key;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'idempotency key % was claimed by a concurrent transaction', quote_literal(idempotency_key)
+            USING ERRCODE = '40001', HINT = 'retry the transaction';
+    ELSIF v_existing.fingerprint <> v_fp THEN
+        RAISE EXCEPTION 'idempotency key % was already used for another usage event', quote_literal(idempotency_key)
+            USING ERRCODE = 'PM201', DETAIL = 'the key belongs to usage event ' || v_existing.id;
+    END IF;
+    id := v_existing.id;
+    outcome := 'replayed';
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION payments.record_usage(text, text, text, numeric, timestamptz, jsonb) IS
+    'Records one usage event of a customer on a meter, once per (customer, idempotency_key): the same event again is replayed (outcome replayed) and counts once; the key with another event is PM201. quantity: 0 to 10^15, exact; occurred_at (default: now, and then not part of what a replay must repeat) at most 35 days ago and 5 minutes ahead (as Stripe''s meter events); properties a flat object (count_unique meters need their property). Unknown meter PM204; bad input PM100. In the caller''s transaction.';
+
+CREATE FUNCTION payments.record_usage_batch(events jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_event  jsonb;
+    v_index  integer := 0;
+    v_one    record;
+    v_result jsonb := '[]';
+    v_state  text;
+    v_msg    text;
+BEGIN
+    IF jsonb_typeof(events) IS DISTINCT FROM 'array' OR jsonb_array_length(events) NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'events must be a JSON array of 1 to 1000 usage events' USING ERRCODE = 'PM100';
+    END IF;
+    FOR v_event IN SELECT value FROM jsonb_array_elements(events) LOOP
+        BEGIN
+            IF jsonb_typeof(v_event) IS DISTINCT FROM 'object' OR jsonb_typeof(v_event -> 'quantity') NOT IN ('number', 'string')
+               OR (v_event ? 'occurred_at' AND jsonb_typeof(v_event -> 'occurred_at') <> 'string') THEN
+                RAISE EXCEPTION 'each event is an object with idempotency_key, customer_id, meter, quantity and optionally occurred_at (text) and properties'
+                    USING ERRCODE = 'PM100';
+            END IF;
+            SELECT * INTO v_one FROM payments.record_usage(
+                v_event ->> 'idempotency_key', v_event ->> 'customer_id', v_event ->> 'meter',
+                (v_event ->> 'quantity')::numeric, (v_event ->> 'occurred_at')::timestamptz,
+                coalesce(v_event -> 'properties', '{}'));
+            v_result := v_result || jsonb_build_object('index', v_index, 'id', v_one.id, 'outcome', v_one.outcome);
+        EXCEPTION WHEN OTHERS THEN
+            -- One bad event is reported with its SQLSTATE; the others are recorded.
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+            v_result := v_result || jsonb_build_object('index', v_index, 'error',
+                                                       jsonb_build_object('sqlstate', v_state, 'message', left(v_msg, 200)));
+        END;
+        v_index := v_index + 1;
+    END LOOP;
+    RETURN v_result;
+END
+$$;
+COMMENT ON FUNCTION payments.record_usage_batch(jsonb) IS
+    'record_usage for up to 1000 events at once ([{"idempotency_key", "customer_id", "meter", "quantity", "occurred_at"?, "properties"?}]): returns one result per event, in order: {"index", "id", "outcome"} or {"index", "error": {"sqlstate", "message"}}; a bad event does not stop the others.';
+
+CREATE FUNCTION payments.usage_summary(customer_id text, meter text, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (value numeric, event_count bigint, aggregation text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_meter payments.meters%ROWTYPE;
+BEGIN
+    SELECT * INTO v_meter FROM payments.meters m WHERE m.code = usage_summary.meter;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'meter % not found', quote_nullable(payments._shown(usage_summary.meter)) USING ERRCODE = 'PM204';
+    END IF;
+    IF "from" IS NULL OR "to" IS NULL OR "from" >= "to" THEN
+        RAISE EXCEPTION 'from must be before to' USING ERRCODE = 'PM100';
+    END IF;
+    aggregation := v_meter.aggregation;
+    SELECT CASE v_meter.aggregation
+               WHEN 'sum' THEN coalesce(sum(u.quantity), 0)
+               WHEN 'count' THEN count(*)
+               WHEN 'count_unique' THEN count(DISTINCT u.properties ->> v_meter.unique_property)
+               WHEN 'max' THEN coalesce(max(u.quantity), 0)
+               ELSE coalesce((array_agg(u.quantity ORDER BY u.occurred_at DESC, u.id DESC))[1], 0) END,
+           count(*)
+    INTO value, event_count
+    FROM payments.usage_events u
+    WHERE u.customer_id = usage_summary.customer_id AND u.meter = v_meter.code
+      AND u.occurred_at >= "from" AND u.occurred_at < "to";
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION payments.usage_summary(text, text, timestamptz, timestamptz) IS
+    'A customer''s usage on a meter over [from, to), by the meter''s aggregation: value (sum, count, distinct count, max or the latest quantity; 0 when none), event_count and the aggregation. Unknown meter PM204.';
+
+CREATE VIEW payments.usage_log AS
+SELECT u.id, u.customer_id, u.meter, u.quantity, u.occurred_at, u.properties, u.recorded_at
+FROM payments.usage_events u;
+COMMENT ON VIEW payments.usage_log IS
+    'Every recorded usage event without its idempotency fingerprint; readable by payments_reader.';
