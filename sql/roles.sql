@@ -33,9 +33,12 @@ GRANT EXECUTE ON FUNCTION
     payments.get_refund(text), payments.list_refunds(text, int, text),
     payments.get_dispute(text), payments.list_disputes(text, text, int, text),
     payments.reconciliation_report(timestamptz, timestamptz, text),
-    payments.usage_summary(text, text, timestamptz, timestamptz)
+    payments.usage_summary(text, text, timestamptz, timestamptz),
+    payments.get_subscription(text), payments.has_active_subscription(text, text, timestamptz),
+    payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz)
 TO payments_admin, payments_gateway, payments_reader;
-GRANT SELECT ON payments.meters, payments.usage_log TO payments_admin, payments_gateway, payments_reader;
+GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details
+TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,
     payments.open_anomalies, payments.refund_details, payments.dispute_details, payments.customer_balances,
     payments.balance_by_currency
@@ -59,7 +62,11 @@ GRANT EXECUTE ON FUNCTION
     payments.record_provider_snapshot(text, jsonb),
     payments.reconcile(timestamptz, timestamptz, text, boolean),
     payments.record_usage(text, text, text, numeric, timestamptz, jsonb),
-    payments.record_usage_batch(jsonb)
+    payments.record_usage_batch(jsonb),
+    payments.create_subscription(text, text, text, text, integer, timestamptz),
+    payments.cancel_subscription(text, boolean, timestamptz),
+    payments.pause_subscription(text), payments.resume_subscription(text, timestamptz),
+    payments.consume(text, text, numeric, text, timestamptz)
 TO payments_admin, payments_gateway;
 
 -- The gateway checks keys and reads histories.
@@ -76,7 +83,9 @@ GRANT EXECUTE ON FUNCTION
     payments.resolve_anomaly(text, text),
     payments.set_webhook_tolerance(interval),
     payments.distribute(int),
-    payments.create_meter(text, text, text, text)
+    payments.create_meter(text, text, text, text),
+    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text),
+    payments.archive_plan(text)
 TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments.webhook_tolerance() TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

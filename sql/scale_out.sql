@@ -15,6 +15,7 @@ DECLARE
         ['payments.settings',          NULL,                  NULL],
         ['payments.reconciliation_runs', NULL,                NULL],
         ['payments.meters',            NULL,                  NULL],
+        ['payments.plans',             NULL,                  NULL],
         ['payments.payments',          'customer_id',         'none'],
         ['payments.payment_events',    'customer_id',         'payments.payments'],
         ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
@@ -23,6 +24,10 @@ DECLARE
         ['payments.refunds',           'customer_id',         'payments.payments'],
         ['payments.disputes',          'customer_id',         'payments.payments'],
         ['payments.usage_events',      'customer_id',         'payments.payments'],
+        ['payments.subscriptions',     'customer_id',         'payments.payments'],
+        ['payments.subscription_events', 'customer_id',       'payments.payments'],
+        ['payments.feature_usage',     'customer_id',         'payments.payments'],
+        ['payments.consumptions',      'customer_id',         'payments.payments'],
         ['payments.payment_customers', 'payment_id',          'none'],
         ['payments.provider_payments', 'provider_payment_id', 'none'],
         ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
@@ -39,7 +44,9 @@ DECLARE
         ['payments.capture_payment(text, numeric)',               'payment_id', 'payments.payment_customers'],
         ['payments.cancel_payment(text, text)',                   'payment_id', 'payments.payment_customers'],
         ['payments.create_refund(text, text, numeric, text)',     'payment_id', 'payments.payment_customers'],
-        ['payments.record_usage(text, text, text, numeric, timestamptz, jsonb)', 'customer_id', 'payments.payments']];
+        ['payments.record_usage(text, text, text, numeric, timestamptz, jsonb)', 'customer_id', 'payments.payments'],
+        ['payments.consume(text, text, numeric, text, timestamptz)', 'customer_id', 'payments.payments'],
+        ['payments.create_subscription(text, text, text, text, integer, timestamptz)', 'customer_id', 'payments.payments']];
     v_row text[];
     v_fks text[][];
 BEGIN
@@ -102,7 +109,7 @@ BEGIN
     -- (Citus has no column grants: readers see a refund's idempotency key and its
     -- fingerprint too, a client's retry token and a hash of the call, no secret.)
     GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.refunds, payments.disputes,
-        payments.usage_events TO payments_reader, payments_gateway;
+        payments.usage_events, payments.subscriptions TO payments_reader, payments_gateway;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
         object := v_row[1];
@@ -120,4 +127,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes and usage events distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs and meters as reference tables. create_payment and record_usage run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events, subscriptions (with their history, feature usage and consumptions) distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters and plans as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';

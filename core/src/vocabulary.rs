@@ -44,9 +44,13 @@ pub enum Kind {
     DisputeStatus,
     /// `payments.meters.aggregation`: how a meter's usage events add up.
     MeterAggregation,
+    /// `payments.subscriptions.status`, Stripe's.
+    SubscriptionStatus,
+    /// `payments.plans.billing_interval`.
+    BillingInterval,
 }
 
-pub const KINDS: [Kind; 15] = [
+pub const KINDS: [Kind; 17] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -62,6 +66,8 @@ pub const KINDS: [Kind; 15] = [
     Kind::RefundReason,
     Kind::DisputeStatus,
     Kind::MeterAggregation,
+    Kind::SubscriptionStatus,
+    Kind::BillingInterval,
 ];
 
 pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
@@ -85,6 +91,10 @@ pub const CANCELLATION_REASONS: [&str; 5] =
 pub const REFUND_REASONS: [&str; 4] = ["duplicate", "fraudulent", "requested_by_customer", "expired_uncaptured_charge"];
 /// Stripe's and Lago's meter aggregations.
 pub const METER_AGGREGATIONS: [&str; 5] = ["sum", "count", "count_unique", "max", "last"];
+/// Stripe's subscription statuses.
+pub const SUBSCRIPTION_STATUSES: [&str; 7] =
+    ["trialing", "active", "past_due", "unpaid", "canceled", "incomplete", "paused"];
+pub const BILLING_INTERVALS: [&str; 4] = ["day", "week", "month", "year"];
 /// `duplicate` is answered for a repeat delivery but never stored (the first one is).
 pub const WEBHOOK_RESULTS: [&str; 6] = ["applied", "noop", "stale", "ignored", "pending_match", "mismatch"];
 
@@ -106,6 +116,8 @@ impl Kind {
             Kind::RefundReason => "refund_reason",
             Kind::DisputeStatus => "dispute_status",
             Kind::MeterAggregation => "meter_aggregation",
+            Kind::SubscriptionStatus => "subscription_status",
+            Kind::BillingInterval => "billing_interval",
         }
     }
 
@@ -130,6 +142,8 @@ impl Kind {
             Kind::RefundReason => REFUND_REASONS.to_vec(),
             Kind::DisputeStatus => lifecycle::DISPUTE.statuses.to_vec(),
             Kind::MeterAggregation => METER_AGGREGATIONS.to_vec(),
+            Kind::SubscriptionStatus => SUBSCRIPTION_STATUSES.to_vec(),
+            Kind::BillingInterval => BILLING_INTERVALS.to_vec(),
         }
     }
 
@@ -151,6 +165,8 @@ impl Kind {
             Kind::RefundReason => REFUND_REASONS.contains(&value),
             Kind::DisputeStatus => lifecycle::DISPUTE.is_status(value),
             Kind::MeterAggregation => METER_AGGREGATIONS.contains(&value),
+            Kind::SubscriptionStatus => SUBSCRIPTION_STATUSES.contains(&value),
+            Kind::BillingInterval => BILLING_INTERVALS.contains(&value),
         }
     }
 }

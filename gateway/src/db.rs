@@ -154,6 +154,38 @@ pub const USAGE_SUMMARY: &str = "SELECT jsonb_build_object('object', 'usage_summ
         'from', $3::text::timestamptz, 'to', $4::text::timestamptz)::text
      FROM payments.usage_summary($1, $2, $3::text::timestamptz, $4::text::timestamptz) s";
 
+/// A subscription_result or subscription_details row `s` as the API's JSON object.
+macro_rules! subscription_json {
+    ($s:literal) => {
+        concat!(
+            "(to_jsonb(",
+            $s,
+            ") - 'outcome' || jsonb_build_object('object', 'subscription'))::text AS subscription"
+        )
+    };
+}
+
+pub const CREATE_SUBSCRIPTION: &str =
+    concat!("SELECT ", subscription_json!("s"), ", s.outcome FROM payments.create_subscription($1, $2, $3, $4, $5) s");
+
+pub const GET_SUBSCRIPTION: &str = concat!("SELECT ", subscription_json!("s"), " FROM payments.get_subscription($1) s");
+
+pub const CANCEL_SUBSCRIPTION: &str =
+    concat!("SELECT ", subscription_json!("s"), " FROM payments.cancel_subscription($1, $2) s");
+
+/// The customer's entitlements now as one JSON object (numbers as exact decimal strings).
+pub const ENTITLEMENTS: &str = "SELECT jsonb_build_object('object', 'entitlements', 'customer_id', $1::text,
+        'active', payments.has_active_subscription($1),
+        'data', coalesce((SELECT jsonb_agg(jsonb_build_object('feature', e.feature, 'limit', e.\"limit\"::text,
+                    'used', e.used::text, 'remaining', e.remaining::text, 'subscription_id', e.subscription_id,
+                    'plan', e.plan, 'period_start', e.period_start, 'period_end', e.period_end))
+                  FROM payments.entitlements($1) e), '[]'))::text";
+
+/// One consume call's answer as JSON.
+pub const CONSUME: &str = "SELECT jsonb_build_object('object', 'consumption', 'allowed', c.allowed,
+        'remaining', c.remaining::text, 'outcome', c.outcome, 'reason', c.reason, 'subscription_id', c.subscription_id)::text
+     FROM payments.consume($1, $2, $3::text::numeric, $4) c";
+
 pub const GET_PAYMENT: &str = concat!("SELECT ", payment_json!("d"), " FROM payments.get_payment($1) d");
 
 /// A page of the SQL function's default size (no `limit` in the request).

@@ -23,13 +23,20 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::routes::reconciliations::create,
         crate::routes::usage::record,
         crate::routes::usage::summary,
+        crate::routes::subscriptions::create,
+        crate::routes::subscriptions::get,
+        crate::routes::subscriptions::cancel,
+        crate::routes::customers::entitlements,
+        crate::routes::customers::consume,
         crate::routes::webhooks::receive,
     ),
     components(schemas(Payment, PaymentList, Event, EventList, Refund, RefundList, Dispute, DisputeList, ErrorBody,
                        ErrorDetail, WebhookResult, crate::routes::payments::CreatePayment,
                        crate::routes::payments::CapturePayment, crate::routes::payments::CancelPayment,
                        crate::routes::refunds::CreateRefund, crate::routes::reconciliations::CreateReconciliation,
-                       Reconciliation, Disagreement, crate::routes::usage::RecordUsage)),
+                       Reconciliation, Disagreement, crate::routes::usage::RecordUsage, Subscription,
+                       crate::routes::subscriptions::CreateSubscription,
+                       crate::routes::subscriptions::CancelSubscription, crate::routes::customers::Consume)),
     modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;
@@ -191,6 +198,28 @@ pub struct Dispute {
     provider: String,
     /// The provider's dispute id (dp_…).
     provider_dispute_id: String,
+    created_at: String,
+    updated_at: String,
+}
+
+/// A customer's subscription to a plan.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Subscription {
+    /// `subscription`
+    object: String,
+    /// sub_…
+    id: String,
+    customer_id: String,
+    plan: String,
+    /// trialing | active | past_due | unpaid | canceled | incomplete | paused
+    status: String,
+    payment_method: Option<String>,
+    current_period_start: String,
+    current_period_end: String,
+    trial_end: Option<String>,
+    cancel_at_period_end: bool,
+    canceled_at: Option<String>,
     created_at: String,
     updated_at: String,
 }

@@ -1593,4 +1593,119 @@ mod tests {
         assert_eq!(sqlstate("SELECT payments.record_usage('k', 'c', 'calls', 1)"), "42501");
         Spi::run("RESET ROLE").unwrap();
     }
+
+    #[pg_test]
+    fn plans_and_subscriptions_grant_features_and_consume_never_passes_a_limit() {
+        let plan = "SELECT code FROM payments.create_plan('pro', 'usd', 49.99, 'month', features => '{\"calls\": 10, \"export\": null}')";
+        assert_eq!(one::<String>(plan), "pro");
+        assert_eq!(one::<String>(plan), "pro", "the same plan again");
+        assert_eq!(sqlstate("SELECT payments.create_plan('pro', 'usd', 59, 'month')"), "PM201");
+        assert_eq!(sqlstate("SELECT payments.create_plan('x', 'usd', 1, 'fortnight')"), "PM100");
+        assert_eq!(sqlstate("SELECT payments.create_plan('x', 'usd', 1.001, 'month')"), "PM101");
+        assert_eq!(
+            sqlstate("SELECT payments.create_plan('x', 'usd', 1, 'month', features => '{\"calls\": -1}')"),
+            "PM100"
+        );
+        one::<String>("SELECT code FROM payments.create_plan('free', 'usd', 0, 'month', features => '{\"calls\": 2}')");
+        one::<String>("SELECT code FROM payments.create_plan('old', 'usd', 0, 'year')");
+        assert!(one::<bool>("SELECT payments.archive_plan('old')"));
+        assert_eq!(sqlstate("SELECT payments.create_subscription('k0', 'cust_s', 'old')"), "PM206");
+        assert_eq!(sqlstate("SELECT payments.create_subscription('k0', 'cust_s', 'nope')"), "PM204");
+
+        let t0 = "'2026-01-31 12:00+00'::timestamptz";
+        let create = format!("SELECT id || ' ' || status || ' ' || outcome || ' ' || current_period_end FROM payments.create_subscription('k1', 'cust_s', 'pro', 'pm_card_visa', trial_days => 14, at => {t0})");
+        let made = one::<String>(&create);
+        let sub = made.split(' ').next().unwrap().to_string();
+        assert_eq!(made, format!("{sub} trialing created 2026-02-14 12:00:00+00"));
+        assert!(one::<String>(&create).contains("replayed"), "a retry is the same subscription");
+        assert_eq!(sqlstate("SELECT payments.create_subscription('k1', 'cust_s', 'free')"), "PM201");
+        let paid = format!("SELECT status || ' ' || current_period_end FROM payments.create_subscription('k2', 'cust_p', 'pro', at => {t0}, trial_days => 0)");
+        assert_eq!(one::<String>(&paid), "incomplete 2026-02-28 12:00:00+00", "a month after January 31");
+        assert_eq!(one::<String>("SELECT status FROM payments.create_subscription('k3', 'cust_f', 'free')"), "active");
+
+        let active = |customer: &str, at: &str| {
+            one::<bool>(&format!("SELECT payments.has_active_subscription('{customer}', at => {at})"))
+        };
+        assert!(active("cust_s", t0));
+        assert!(!active("cust_s", "'2026-03-01'::timestamptz"), "the trial is over");
+        assert!(!active("cust_p", t0), "incomplete grants nothing");
+        assert!(active("cust_f", "now()"));
+        assert!(!one::<bool>("SELECT payments.has_active_subscription('cust_s', 'free', now())"));
+
+        let consume = |request: &str, quantity: &str| {
+            one::<String>(&format!(
+                "SELECT allowed || ' ' || coalesce(remaining::text, '-') || ' ' || outcome || coalesce(' ' || reason, '')
+                 FROM payments.consume('cust_s', 'calls', {quantity}, '{request}', {t0})"
+            ))
+        };
+        assert_eq!(consume("r1", "4"), "true 6 consumed");
+        assert_eq!(consume("r1", "4"), "true 6 replayed", "a retry counts nothing");
+        assert_eq!(consume("r2", "7"), "false 6 refused limit_exceeded");
+        assert_eq!(consume("r2", "1"), "false 6 replayed limit_exceeded", "the first answer, whatever is asked");
+        assert_eq!(consume("r3", "6"), "true 0 consumed");
+        assert_eq!(
+            one::<String>(&format!("SELECT allowed || ' ' || coalesce(remaining::text, '-') FROM payments.consume('cust_s', 'export', 1000, 'r4', {t0})")),
+            "true -",
+            "null: unlimited"
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT outcome || ' ' || reason FROM payments.consume('cust_s', 'video', 1, 'r5', {t0})"
+            )),
+            "refused no_entitlement"
+        );
+        assert_eq!(
+            one::<String>("SELECT outcome || ' ' || reason FROM payments.consume('cust_p', 'calls', 1, 'r1')"),
+            "refused no_entitlement",
+            "incomplete grants nothing"
+        );
+        assert_eq!(sqlstate("SELECT payments.consume('cust_s', 'calls', 0, 'r6')"), "PM100");
+        assert_eq!(
+            one::<String>(&format!("SELECT string_agg(feature || ':' || coalesce(\"limit\"::text, '-') || ':' || used || ':' || coalesce(remaining::text, '-'), ',') FROM payments.entitlements('cust_s', {t0})")),
+            "calls:10:10:0,export:-:1000:-"
+        );
+
+        // Paused grants nothing; resumed in the trial, trialing again; canceled at period end, usable until then.
+        assert_eq!(one::<String>(&format!("SELECT status FROM payments.pause_subscription('{sub}')")), "paused");
+        assert_eq!(one::<String>(&format!("SELECT outcome FROM payments.pause_subscription('{sub}')")), "noop");
+        assert!(!active("cust_s", t0));
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM payments.resume_subscription('{sub}', {t0})")),
+            "trialing"
+        );
+        assert_eq!(sqlstate(&format!("SELECT payments.resume_subscription('{sub}')")), "PM206");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || cancel_at_period_end FROM payments.cancel_subscription('{sub}')"
+            )),
+            "trialing true"
+        );
+        assert!(active("cust_s", t0));
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{sub}', at_period_end => false)")),
+            "canceled"
+        );
+        assert!(!active("cust_s", t0));
+        assert_eq!(sqlstate("SELECT payments.cancel_subscription('sub_none')"), "PM204");
+        assert_eq!(
+            one::<String>(&format!("SELECT string_agg(reason, ',' ORDER BY seq) FROM payments.subscription_events WHERE subscription_id = '{sub}'")),
+            "created,paused,resumed,cancel at period end,canceled"
+        );
+        assert_eq!(sqlstate("DELETE FROM payments.consumptions"), "PM205");
+    }
+
+    #[pg_test]
+    fn customer_has_paid_counts_succeeded_payments_not_refunded_in_full() {
+        assert!(!one::<bool>("SELECT payments.customer_has_paid('cust_hp')"));
+        let id = paid("hp1", "cust_hp", "pi_hp1");
+        assert!(one::<bool>("SELECT payments.customer_has_paid('cust_hp')"));
+        assert!(!one::<bool>("SELECT payments.customer_has_paid('cust_hp', now() + interval '1 day')"));
+        let refund = one::<String>(&format!("SELECT id FROM payments.create_refund('k', '{id}')"));
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_command_result('{}', true, 'succeeded', '{}')",
+            refund_command(&refund),
+            refund_object("re_hp", "pi_hp1", 1000, "succeeded", "")
+        ));
+        assert!(!one::<bool>("SELECT payments.customer_has_paid('cust_hp')"), "refunded in full");
+    }
 }

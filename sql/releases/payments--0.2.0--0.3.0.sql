@@ -2572,6 +2572,577 @@ COMMENT ON VIEW payments.usage_log IS
     'Every recorded usage event without its idempotency fingerprint; readable by payments_reader.';
 
 -- ---------------------------------------------------------------------------
+-- Plans, subscriptions and quotas (sql/subscriptions.sql)
+-- ---------------------------------------------------------------------------
+-- payments: plans, subscriptions, and the question agents ask before they act:
+-- "may this customer use one more unit?". consume answers it in one
+-- statement, never past a limit however many agents ask at once (each
+-- subscription's row lock serialises its consumption), and answers a
+-- retried request_id as it answered the first time.
+-- Renewals, invoices and dunning (run_billing) build on these tables.
+
+CREATE TABLE payments.plans (
+    code             text COLLATE "C" PRIMARY KEY CHECK (code ~ '^[a-z][a-z0-9_.-]{0,63}$'),
+    name             text CHECK (length(name) BETWEEN 1 AND 255),
+    currency         text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    amount_minor     bigint NOT NULL CHECK (amount_minor >= 0),
+    billing_interval text NOT NULL CHECK (payments._is_allowed('billing_interval', billing_interval)),
+    interval_count   integer NOT NULL DEFAULT 1 CHECK (interval_count BETWEEN 1 AND 365),
+    trial_days       integer NOT NULL DEFAULT 0 CHECK (trial_days BETWEEN 0 AND 730),
+    features         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(features) = 'object'),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    archived_at      timestamptz
+);
+COMMENT ON TABLE payments.plans IS
+    'What a subscription buys: a recurring price per interval, a trial, and the features it grants with their limits per period. Made by payments_admin with create_plan; archived plans take no new subscriptions, existing ones keep them. On Citus a reference table.';
+COMMENT ON COLUMN payments.plans.amount_minor IS 'The recurring price per period in the currency''s minor unit (0: a free plan).';
+COMMENT ON COLUMN payments.plans.billing_interval IS 'day, week, month or year; a period is interval_count of them.';
+COMMENT ON COLUMN payments.plans.trial_days IS 'Days of trial a new subscription gets unless create_subscription says otherwise.';
+COMMENT ON COLUMN payments.plans.features IS 'Each feature the plan grants and its limit per period: {"api_calls": 1000, "seats": 5, "export": null} (null: unlimited).';
+SELECT pg_catalog.pg_extension_config_dump('payments.plans', '');
+
+CREATE TABLE payments.subscriptions (
+    id                   text COLLATE "C" NOT NULL,
+    customer_id          text COLLATE "C" NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
+    plan                 text COLLATE "C" NOT NULL REFERENCES payments.plans (code),
+    status               text COLLATE "C" NOT NULL CHECK (payments._is_allowed('subscription_status', status)),
+    payment_method       text CHECK (length(payment_method) <= 255),
+    current_period_start timestamptz NOT NULL,
+    current_period_end   timestamptz NOT NULL,
+    trial_end            timestamptz,
+    cancel_at_period_end boolean NOT NULL DEFAULT false,
+    canceled_at          timestamptz,
+    idempotency_key      text COLLATE "C" NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    fingerprint          bytea NOT NULL,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT subscriptions_idempotency_key UNIQUE (customer_id, idempotency_key),
+    CHECK (current_period_start < current_period_end)
+);
+-- get_subscription by id alone, as get_refund.
+CREATE INDEX subscriptions_id_idx ON payments.subscriptions (id);
+COMMENT ON TABLE payments.subscriptions IS
+    'Customers'' subscriptions to plans, with Stripe''s statuses. Beside the customer''s payments (on Citus, by customer_id). Every change is in subscription_events.';
+COMMENT ON COLUMN payments.subscriptions.id IS 'sub_ + 26-character time-sortable id.';
+COMMENT ON COLUMN payments.subscriptions.status IS
+    'trialing, active, past_due, unpaid, canceled, incomplete (a paid plan without trial, until its first period is paid), paused.';
+COMMENT ON COLUMN payments.subscriptions.current_period_start IS 'Start of the period limits and usage count in.';
+COMMENT ON COLUMN payments.subscriptions.cancel_at_period_end IS 'It ends when the current period does (cancel_subscription with at_period_end).';
+SELECT pg_catalog.pg_extension_config_dump('payments.subscriptions', '');
+
+CREATE TABLE payments.subscription_events (
+    customer_id     text COLLATE "C" NOT NULL,
+    subscription_id text COLLATE "C" NOT NULL,
+    seq             bigint NOT NULL CHECK (seq > 0),
+    from_status     text,
+    to_status       text NOT NULL,
+    reason          text NOT NULL,
+    data            jsonb NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, subscription_id, seq),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+);
+COMMENT ON TABLE payments.subscription_events IS
+    'Append-only history of every subscription: its creation and every change, in order.';
+SELECT pg_catalog.pg_extension_config_dump('payments.subscription_events', '');
+CREATE TRIGGER subscription_events_append_only BEFORE UPDATE OR DELETE ON payments.subscription_events
+    FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+CREATE TRIGGER subscription_events_no_truncate BEFORE TRUNCATE ON payments.subscription_events
+    FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
+
+CREATE TABLE payments.feature_usage (
+    customer_id     text COLLATE "C" NOT NULL,
+    subscription_id text COLLATE "C" NOT NULL,
+    feature         text COLLATE "C" NOT NULL,
+    period_start    timestamptz NOT NULL,
+    used            numeric NOT NULL CHECK (used >= 0),
+    PRIMARY KEY (customer_id, subscription_id, feature, period_start),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+);
+COMMENT ON TABLE payments.feature_usage IS
+    'How much of each feature a subscription consumed in each period: the running total consume checks and raises.';
+
+CREATE TABLE payments.consumptions (
+    customer_id     text COLLATE "C" NOT NULL,
+    request_id      text COLLATE "C" NOT NULL CHECK (length(request_id) BETWEEN 1 AND 255),
+    feature         text COLLATE "C" NOT NULL,
+    quantity        numeric NOT NULL,
+    subscription_id text COLLATE "C",
+    allowed         boolean NOT NULL,
+    remaining       numeric,
+    reason          text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, request_id)
+);
+COMMENT ON TABLE payments.consumptions IS
+    'Every consume call''s answer, once per (customer, request_id), allowed or refused: a retried request gets the same answer and consumes nothing more. Append-only.';
+COMMENT ON COLUMN payments.consumptions.remaining IS 'What was left of the limit after this call (NULL: unlimited).';
+COMMENT ON COLUMN payments.consumptions.reason IS 'Why it was refused: no_entitlement (no active subscription grants the feature) or limit_exceeded.';
+SELECT pg_catalog.pg_extension_config_dump('payments.consumptions', '');
+CREATE TRIGGER consumptions_append_only BEFORE UPDATE OR DELETE ON payments.consumptions
+    FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+
+-- ---------------------------------------------------------------------------
+-- Plans
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
+                                     interval_count integer DEFAULT 1, trial_days integer DEFAULT 0,
+                                     features jsonb DEFAULT '{}', name text DEFAULT NULL) RETURNS SETOF payments.plans
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_plan     payments.plans%ROWTYPE;
+    v_currency text := upper(currency);
+    v_minor    bigint;
+    v_features jsonb := coalesce(features, '{}');
+BEGIN
+    IF code IS NULL OR code !~ '^[a-z][a-z0-9_.-]{0,63}$' THEN
+        RAISE EXCEPTION 'a plan code is 1 to 64 lower case letters, digits, _ . - starting with a letter, not %',
+            quote_nullable(payments._shown(code)) USING ERRCODE = 'PM100';
+    END IF;
+    IF billing_interval IS NULL OR NOT payments._is_allowed('billing_interval', billing_interval)
+       OR interval_count IS NULL OR interval_count NOT BETWEEN 1 AND 365
+       OR trial_days IS NULL OR trial_days NOT BETWEEN 0 AND 730 OR length(name) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'billing_interval is day, week, month or year, interval_count 1 to 365, trial_days 0 to 730, a name 1 to 255 characters'
+            USING ERRCODE = 'PM100';
+    END IF;
+    IF jsonb_typeof(v_features) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_each(v_features) f
+                  WHERE f.key !~ '^[a-z][a-z0-9_.-]{0,63}$'
+                     OR NOT (jsonb_typeof(f.value) = 'null'
+                             OR (jsonb_typeof(f.value) = 'number' AND (f.value::text)::numeric >= 0))) THEN
+        RAISE EXCEPTION 'features is an object of feature codes to limits (a number from 0, or null for unlimited)'
+            USING ERRCODE = 'PM100';
+    END IF;
+    -- A free plan is a price of 0; anything else is money, checked as money.
+    v_minor := CASE WHEN amount = 0 THEN 0 ELSE payments.to_minor(amount, v_currency) END;
+    IF payments.to_major(0, v_currency) IS NULL THEN
+        PERFORM payments.to_minor(1, v_currency);  -- raises the unknown currency
+    END IF;
+    INSERT INTO payments.plans AS p (code, name, currency, amount_minor, billing_interval, interval_count, trial_days,
+                                     features)
+    VALUES (create_plan.code, create_plan.name, v_currency, v_minor, create_plan.billing_interval,
+            create_plan.interval_count, create_plan.trial_days, v_features)
+    ON CONFLICT ON CONSTRAINT plans_pkey DO NOTHING;
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_plan.code;
+    IF (v_plan.name, v_plan.currency, v_plan.amount_minor, v_plan.billing_interval, v_plan.interval_count,
+        v_plan.trial_days, v_plan.features)
+       IS DISTINCT FROM (create_plan.name, v_currency, v_minor, create_plan.billing_interval, create_plan.interval_count,
+                         create_plan.trial_days, v_features) THEN
+        RAISE EXCEPTION 'plan % exists with another definition', v_plan.code USING ERRCODE = 'PM201',
+            HINT = 'a plan never changes under its subscriptions: make a plan with a new code and change_plan to it';
+    END IF;
+    RETURN NEXT v_plan;
+END
+$$;
+COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text) IS
+    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}) and name. The same call again returns it; another definition for its code PM201.';
+
+CREATE FUNCTION payments.archive_plan(code text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE payments.plans p SET archived_at = now() WHERE p.code = archive_plan.code AND p.archived_at IS NULL;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION payments.archive_plan(text) IS
+    'Stops a plan taking new subscriptions (admin); its subscriptions keep it. false when unknown or already archived.';
+
+-- ---------------------------------------------------------------------------
+-- Subscriptions
+-- ---------------------------------------------------------------------------
+CREATE VIEW payments.subscription_details AS
+SELECT s.id, s.customer_id, s.plan, s.status, s.payment_method, s.current_period_start, s.current_period_end,
+       s.trial_end, s.cancel_at_period_end, s.canceled_at, s.created_at, s.updated_at
+FROM payments.subscriptions s;
+COMMENT ON VIEW payments.subscription_details IS
+    'Every subscription without its idempotency fingerprint. What get_subscription returns; readable by payments_reader.';
+
+CREATE TYPE payments.subscription_result AS (
+    id                   text,
+    customer_id          text,
+    plan                 text,
+    status               text,
+    payment_method       text,
+    current_period_start timestamptz,
+    current_period_end   timestamptz,
+    trial_end            timestamptz,
+    cancel_at_period_end boolean,
+    canceled_at          timestamptz,
+    created_at           timestamptz,
+    updated_at           timestamptz,
+    outcome              text
+);
+COMMENT ON TYPE payments.subscription_result IS
+    'A subscription as a call leaves it, plus outcome: created | replayed (create_subscription), applied | noop (cancel, pause, resume).';
+
+CREATE FUNCTION payments._subscription_result(p_customer_id text, p_id text, p_outcome text)
+RETURNS SETOF payments.subscription_result
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN QUERY SELECT d.*, p_outcome FROM payments.subscription_details d
+    WHERE d.customer_id = p_customer_id AND d.id = p_id;
+END
+$$;
+COMMENT ON FUNCTION payments._subscription_result(text, text, text) IS 'Internal: a subscription as a subscription_result row.';
+
+CREATE FUNCTION payments._period_end(p_plan payments.plans, p_start timestamptz) RETURNS timestamptz
+LANGUAGE sql STABLE
+RETURN p_start + p_plan.interval_count * CASE p_plan.billing_interval WHEN 'day' THEN interval '1 day'
+                                                                     WHEN 'week' THEN interval '7 days'
+                                                                     WHEN 'month' THEN interval '1 month'
+                                                                     ELSE interval '1 year' END;
+COMMENT ON FUNCTION payments._period_end(payments.plans, timestamptz) IS
+    'Internal: the end of a plan''s period that starts at p_start (a month after January 31 is the end of February, as Stripe bills).';
+
+CREATE FUNCTION payments._subscription_event(p_sub payments.subscriptions, p_from text, p_reason text, p_data jsonb)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_seq bigint;
+BEGIN
+    -- The caller holds the subscription's row lock (or just made it).
+    SELECT coalesce(max(e.seq), 0) + 1 INTO v_seq FROM payments.subscription_events e
+    WHERE e.customer_id = p_sub.customer_id AND e.subscription_id = p_sub.id;
+    INSERT INTO payments.subscription_events (customer_id, subscription_id, seq, from_status, to_status, reason, data)
+    VALUES (p_sub.customer_id, p_sub.id, v_seq, p_from, p_sub.status, p_reason, p_data);
+END
+$$;
+COMMENT ON FUNCTION payments._subscription_event(payments.subscriptions, text, text, jsonb) IS
+    'Internal: appends a step to a subscription''s history. The caller holds its row lock.';
+
+CREATE FUNCTION payments.create_subscription(idempotency_key text, customer_id text, plan text,
+                                             payment_method text DEFAULT NULL, trial_days integer DEFAULT NULL,
+                                             at timestamptz DEFAULT now())
+RETURNS SETOF payments.subscription_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_plan     payments.plans%ROWTYPE;
+    v_trial    integer;
+    v_fp       bytea;
+    v_sub      payments.subscriptions%ROWTYPE;
+    v_existing payments.subscriptions%ROWTYPE;
+BEGIN
+    IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255
+       OR customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 OR length(payment_method) > 255
+       OR at IS NULL THEN
+        RAISE EXCEPTION 'idempotency_key and customer_id must be 1 to 255 characters, a payment method at most 255, at given'
+            USING ERRCODE = 'PM100';
+    END IF;
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_subscription.plan;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'plan % not found', quote_nullable(payments._shown(create_subscription.plan)) USING ERRCODE = 'PM204';
+    END IF;
+    v_trial := coalesce(trial_days, v_plan.trial_days);
+    IF v_trial NOT BETWEEN 0 AND 730 THEN
+        RAISE EXCEPTION 'trial_days must be 0 to 730' USING ERRCODE = 'PM100';
+    END IF;
+    -- The parameters, not the time: a retry later is the same subscription.
+    v_fp := sha256(convert_to(jsonb_build_array(v_plan.code, payment_method, trial_days)::text, 'UTF8'));
+    SELECT * INTO v_existing FROM payments.subscriptions s
+    WHERE s.customer_id = create_subscription.customer_id AND s.idempotency_key = create_subscription.idempotency_key;
+    IF NOT FOUND THEN
+        IF v_plan.archived_at IS NOT NULL THEN
+            RAISE EXCEPTION 'plan % is archived and takes no new subscriptions', v_plan.code USING ERRCODE = 'PM206';
+        END IF;
+        v_sub.id := payments._new_id('sub');
+        v_sub.customer_id := customer_id;
+        v_sub.plan := v_plan.code;
+        v_sub.payment_method := payment_method;
+        v_sub.current_period_start := at;
+        -- A trial is its own first period; a free plan is active at once; a paid one waits
+        -- for its first period to be paid (incomplete, as on Stripe).
+        IF v_trial > 0 THEN
+            v_sub.status := 'trialing';
+            v_sub.trial_end := at + v_trial * interval '1 day';
+            v_sub.current_period_end := v_sub.trial_end;
+        ELSE
+            v_sub.status := CASE WHEN v_plan.amount_minor = 0 THEN 'active' ELSE 'incomplete' END;
+            v_sub.current_period_end := payments._period_end(v_plan, at);
+        END IF;
+        INSERT INTO payments.subscriptions (id, customer_id, plan, status, payment_method, current_period_start,
+                                            current_period_end, trial_end, idempotency_key, fingerprint)
+        VALUES (v_sub.id, v_sub.customer_id, v_sub.plan, v_sub.status, v_sub.payment_method, v_sub.current_period_start,
+                v_sub.current_period_end, v_sub.trial_end, create_subscription.idempotency_key, v_fp)
+        ON CONFLICT ON CONSTRAINT subscriptions_idempotency_key DO NOTHING;
+        IF FOUND THEN
+            PERFORM payments._subscription_event(v_sub, NULL, 'created',
+                                                 jsonb_build_object('idempotency_key', idempotency_key, 'trial_days', v_trial));
+            RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'created');
+            RETURN;
+        END IF;
+        SELECT * INTO v_existing FROM payments.subscriptions s
+        WHERE s.customer_id = create_subscription.customer_id AND s.idempotency_key = create_subscription.idempotency_key;
+    END IF;
+    IF v_existing.fingerprint IS DISTINCT FROM v_fp THEN
+        RAISE EXCEPTION 'idempotency key % was already used with different parameters', quote_literal(idempotency_key)
+            USING ERRCODE = 'PM201', DETAIL = 'the key belongs to subscription ' || v_existing.id;
+    END IF;
+    RETURN QUERY SELECT * FROM payments._subscription_result(v_existing.customer_id, v_existing.id, 'replayed');
+END
+$$;
+COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz) IS
+    'Subscribes a customer to a plan at time at, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid. Unknown plan PM204; an archived one PM206.';
+
+CREATE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM payments.subscription_details d WHERE d.id = get_subscription.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % not found', payments._shown(get_subscription.id) USING ERRCODE = 'PM204';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments.get_subscription(text) IS 'One subscription by id; PM204 when there is none.';
+
+CREATE FUNCTION payments._locked_subscription(p_id text) RETURNS payments.subscriptions
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_customer text;
+    v_sub      payments.subscriptions%ROWTYPE;
+BEGIN
+    SELECT s.customer_id INTO v_customer FROM payments.subscriptions s WHERE s.id = p_id;
+    SELECT * INTO v_sub FROM payments.subscriptions s WHERE s.customer_id = v_customer AND s.id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % not found', payments._shown(p_id) USING ERRCODE = 'PM204';
+    END IF;
+    RETURN v_sub;
+END
+$$;
+COMMENT ON FUNCTION payments._locked_subscription(text) IS
+    'Internal: a subscription by id, its row locked for the rest of the transaction; PM204 when unknown.';
+
+CREATE FUNCTION payments._set_subscription(p_sub payments.subscriptions, p_from text, p_reason text, p_data jsonb)
+RETURNS SETOF payments.subscription_result
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE payments.subscriptions s
+    SET status = p_sub.status, cancel_at_period_end = p_sub.cancel_at_period_end, canceled_at = p_sub.canceled_at,
+        updated_at = now()
+    WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
+    PERFORM payments._subscription_event(p_sub, p_from, p_reason, p_data);
+    RETURN QUERY SELECT * FROM payments._subscription_result(p_sub.customer_id, p_sub.id, 'applied');
+END
+$$;
+COMMENT ON FUNCTION payments._set_subscription(payments.subscriptions, text, text, jsonb) IS
+    'Internal: stores a locked subscription''s new status and cancel fields and notes the step in its history.';
+
+CREATE FUNCTION payments.cancel_subscription(id text, at_period_end boolean DEFAULT true, at timestamptz DEFAULT now())
+RETURNS SETOF payments.subscription_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_sub  payments.subscriptions%ROWTYPE := payments._locked_subscription(cancel_subscription.id);
+    v_from text := v_sub.status;
+BEGIN
+    IF at_period_end IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION 'at_period_end and at are required' USING ERRCODE = 'PM100';
+    END IF;
+    IF v_sub.status = 'canceled' OR (at_period_end AND v_sub.cancel_at_period_end) THEN
+        RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
+        RETURN;
+    END IF;
+    IF at_period_end AND v_sub.status IN ('trialing', 'active', 'past_due') THEN
+        v_sub.cancel_at_period_end := true;
+    ELSE
+        v_sub.status := 'canceled';
+        v_sub.canceled_at := at;
+    END IF;
+    RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, v_from,
+        CASE WHEN v_sub.status = 'canceled' THEN 'canceled' ELSE 'cancel at period end' END,
+        jsonb_build_object('at', at));
+END
+$$;
+COMMENT ON FUNCTION payments.cancel_subscription(text, boolean, timestamptz) IS
+    'Cancels a subscription: at the end of its period (default; it stays usable until then), or at once (at_period_end false, and always for one that is not trialing, active or past_due). Canceling again is a noop. PM204 when unknown.';
+
+CREATE FUNCTION payments.pause_subscription(id text) RETURNS SETOF payments.subscription_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_sub  payments.subscriptions%ROWTYPE := payments._locked_subscription(pause_subscription.id);
+    v_from text := v_sub.status;
+BEGIN
+    IF v_sub.status = 'paused' THEN
+        RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
+        RETURN;
+    ELSIF v_sub.status NOT IN ('trialing', 'active') THEN
+        RAISE EXCEPTION 'subscription % is % and cannot be paused', v_sub.id, v_sub.status USING ERRCODE = 'PM206';
+    END IF;
+    v_sub.status := 'paused';
+    RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, v_from, 'paused', '{}');
+END
+$$;
+COMMENT ON FUNCTION payments.pause_subscription(text) IS
+    'Pauses a trialing or active subscription (PM206 otherwise): it grants nothing until resumed. Pausing again is a noop.';
+
+CREATE FUNCTION payments.resume_subscription(id text, at timestamptz DEFAULT now()) RETURNS SETOF payments.subscription_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_sub  payments.subscriptions%ROWTYPE := payments._locked_subscription(resume_subscription.id);
+BEGIN
+    IF v_sub.status <> 'paused' THEN
+        RAISE EXCEPTION 'subscription % is %, not paused', v_sub.id, v_sub.status USING ERRCODE = 'PM206';
+    END IF;
+    v_sub.status := CASE WHEN v_sub.trial_end > at THEN 'trialing' ELSE 'active' END;
+    RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, 'paused', 'resumed', jsonb_build_object('at', at));
+END
+$$;
+COMMENT ON FUNCTION payments.resume_subscription(text, timestamptz) IS
+    'Resumes a paused subscription (PM206 otherwise): trialing while its trial lasts, active after.';
+
+-- ---------------------------------------------------------------------------
+-- What a customer may do now
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments.has_active_subscription(customer_id text, plan text DEFAULT NULL, at timestamptz DEFAULT now())
+RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN EXISTS (
+        SELECT 1 FROM payments.subscriptions s
+        WHERE s.customer_id = has_active_subscription.customer_id
+          AND (has_active_subscription.plan IS NULL OR s.plan = has_active_subscription.plan)
+          AND s.status IN ('trialing', 'active')
+          AND NOT (s.cancel_at_period_end AND at >= s.current_period_end)
+          AND NOT (s.status = 'trialing' AND at >= s.trial_end));
+END
+$$;
+COMMENT ON FUNCTION payments.has_active_subscription(text, text, timestamptz) IS
+    'Whether the customer has a trialing (within its trial) or active subscription (of plan, when given) at time at; one canceled at period end counts until the period ends.';
+
+CREATE FUNCTION payments.customer_has_paid(customer_id text, since timestamptz DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN EXISTS (
+        SELECT 1 FROM payments.payments p
+        WHERE p.customer_id = customer_has_paid.customer_id AND p.status = 'succeeded'
+          AND p.amount_captured_minor > p.amount_refunded_minor
+          AND (since IS NULL OR p.created_at >= since));
+END
+$$;
+COMMENT ON FUNCTION payments.customer_has_paid(text, timestamptz) IS
+    'Whether the customer has a succeeded payment (created since since, when given) that was not refunded in full.';
+
+CREATE FUNCTION payments.entitlements(customer_id text, at timestamptz DEFAULT now())
+RETURNS TABLE (feature text, "limit" numeric, used numeric, remaining numeric, subscription_id text, plan text,
+               period_start timestamptz, period_end timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_sub     record;
+    v_feature record;
+BEGIN
+    FOR v_sub IN
+        SELECT s.id, s.plan, s.current_period_start, s.current_period_end FROM payments.subscriptions s
+        WHERE s.customer_id = entitlements.customer_id AND s.status IN ('trialing', 'active')
+          AND NOT (s.cancel_at_period_end AND at >= s.current_period_end)
+          AND NOT (s.status = 'trialing' AND at >= s.trial_end)
+        ORDER BY s.created_at, s.id
+    LOOP
+        -- One feature at a time, each count read where it lives (Citus plans no lateral join here).
+        FOR v_feature IN SELECT f.key, f.value FROM payments.plans p CROSS JOIN jsonb_each(p.features) f
+                         WHERE p.code = v_sub.plan ORDER BY f.key LOOP
+            SELECT fu.used INTO used FROM payments.feature_usage fu
+            WHERE fu.customer_id = entitlements.customer_id AND fu.subscription_id = v_sub.id
+              AND fu.feature = v_feature.key AND fu.period_start = v_sub.current_period_start;
+            feature := v_feature.key;
+            "limit" := CASE WHEN jsonb_typeof(v_feature.value) = 'number' THEN (v_feature.value::text)::numeric END;
+            used := coalesce(used, 0);
+            remaining := "limit" - used;
+            subscription_id := v_sub.id;
+            plan := v_sub.plan;
+            period_start := v_sub.current_period_start;
+            period_end := v_sub.current_period_end;
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments.entitlements(text, timestamptz) IS
+    'Each feature the customer may use at time at, per active or trialing subscription: its limit this period (NULL: unlimited), what was used and what is left.';
+
+CREATE FUNCTION payments.consume(customer_id text, feature text, quantity numeric, request_id text,
+                                 at timestamptz DEFAULT now())
+RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_candidate record;
+    v_grant  jsonb;
+    v_sub    payments.subscriptions%ROWTYPE;
+    v_limit  numeric;
+    v_used   numeric;
+    v_answer payments.consumptions%ROWTYPE;
+BEGIN
+    IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 OR request_id IS NULL
+       OR length(request_id) NOT BETWEEN 1 AND 255 OR feature IS NULL OR length(feature) NOT BETWEEN 1 AND 64
+       OR quantity IS NULL OR quantity = 'NaN' OR quantity <= 0 OR quantity >= 1e15 OR at IS NULL THEN
+        RAISE EXCEPTION 'customer_id and request_id are 1 to 255 characters, feature 1 to 64, quantity above 0 and below 10^15'
+            USING ERRCODE = 'PM100';
+    END IF;
+    -- The first subscription that grants the feature now, locked: every consume of it
+    -- waits here, so the check and the count below are one step for all of them.
+    FOR v_candidate IN
+        SELECT s.id, s.plan FROM payments.subscriptions s
+        WHERE s.customer_id = consume.customer_id AND s.status IN ('trialing', 'active')
+        ORDER BY s.created_at, s.id
+    LOOP
+        SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_candidate.plan;
+        CONTINUE WHEN v_grant IS NULL;
+        SELECT * INTO v_sub FROM payments.subscriptions s
+        WHERE s.customer_id = consume.customer_id AND s.id = v_candidate.id AND s.status IN ('trialing', 'active')
+          AND NOT (s.cancel_at_period_end AND at >= s.current_period_end)
+          AND NOT (s.status = 'trialing' AND at >= s.trial_end)
+        FOR UPDATE;
+        EXIT WHEN FOUND;
+    END LOOP;
+    -- A retried request: its first answer, nothing consumed.
+    SELECT * INTO v_answer FROM payments.consumptions c
+    WHERE c.customer_id = consume.customer_id AND c.request_id = consume.request_id;
+    IF FOUND THEN
+        RETURN QUERY SELECT v_answer.allowed, v_answer.remaining, 'replayed'::text, v_answer.reason, v_answer.subscription_id;
+        RETURN;
+    END IF;
+    v_answer.customer_id := customer_id;
+    v_answer.request_id := request_id;
+    v_answer.feature := feature;
+    v_answer.quantity := quantity;
+    v_answer.subscription_id := v_sub.id;
+    IF v_sub.id IS NULL THEN
+        v_answer.allowed := false;
+        v_answer.reason := 'no_entitlement';
+    ELSE
+        SELECT (p.features ->> consume.feature)::numeric INTO v_limit FROM payments.plans p WHERE p.code = v_sub.plan;
+        SELECT fu.used INTO v_used FROM payments.feature_usage fu
+        WHERE fu.customer_id = v_sub.customer_id AND fu.subscription_id = v_sub.id AND fu.feature = consume.feature
+          AND fu.period_start = v_sub.current_period_start;
+        v_used := coalesce(v_used, 0);
+        v_answer.allowed := v_limit IS NULL OR v_used + quantity <= v_limit;
+        IF v_answer.allowed THEN
+            INSERT INTO payments.feature_usage AS fu (customer_id, subscription_id, feature, period_start, used)
+            VALUES (v_sub.customer_id, v_sub.id, feature, v_sub.current_period_start, quantity)
+            ON CONFLICT ON CONSTRAINT feature_usage_pkey DO UPDATE SET used = fu.used + excluded.used;
+            v_answer.remaining := v_limit - v_used - quantity;
+        ELSE
+            v_answer.remaining := v_limit - v_used;
+            v_answer.reason := 'limit_exceeded';
+        END IF;
+    END IF;
+    -- Without a subscription to lock, two calls with one request id meet here.
+    INSERT INTO payments.consumptions (customer_id, request_id, feature, quantity, subscription_id, allowed, remaining,
+                                       reason)
+    VALUES (v_answer.customer_id, v_answer.request_id, v_answer.feature, v_answer.quantity, v_answer.subscription_id,
+            v_answer.allowed, v_answer.remaining, v_answer.reason)
+    ON CONFLICT ON CONSTRAINT consumptions_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT c.allowed, c.remaining, 'replayed'::text, c.reason, c.subscription_id
+        FROM payments.consumptions c WHERE c.customer_id = consume.customer_id AND c.request_id = consume.request_id;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT v_answer.allowed, v_answer.remaining,
+                        CASE WHEN v_answer.allowed THEN 'consumed' ELSE 'refused' END, v_answer.reason, v_answer.subscription_id;
+END
+$$;
+COMMENT ON FUNCTION payments.consume(text, text, numeric, text, timestamptz) IS
+    'In one statement: checks that an active or trialing subscription of the customer grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit (the subscription''s row lock serialises them). A repeated request_id returns the first answer (outcome replayed) and counts nothing.';
+
+-- ---------------------------------------------------------------------------
 -- Scaling out
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION payments.distribute(shard_count int DEFAULT 32)
@@ -2587,6 +3158,7 @@ DECLARE
         ['payments.settings',          NULL,                  NULL],
         ['payments.reconciliation_runs', NULL,                NULL],
         ['payments.meters',            NULL,                  NULL],
+        ['payments.plans',             NULL,                  NULL],
         ['payments.payments',          'customer_id',         'none'],
         ['payments.payment_events',    'customer_id',         'payments.payments'],
         ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
@@ -2595,6 +3167,10 @@ DECLARE
         ['payments.refunds',           'customer_id',         'payments.payments'],
         ['payments.disputes',          'customer_id',         'payments.payments'],
         ['payments.usage_events',      'customer_id',         'payments.payments'],
+        ['payments.subscriptions',     'customer_id',         'payments.payments'],
+        ['payments.subscription_events', 'customer_id',       'payments.payments'],
+        ['payments.feature_usage',     'customer_id',         'payments.payments'],
+        ['payments.consumptions',      'customer_id',         'payments.payments'],
         ['payments.payment_customers', 'payment_id',          'none'],
         ['payments.provider_payments', 'provider_payment_id', 'none'],
         ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
@@ -2611,7 +3187,9 @@ DECLARE
         ['payments.capture_payment(text, numeric)',               'payment_id', 'payments.payment_customers'],
         ['payments.cancel_payment(text, text)',                   'payment_id', 'payments.payment_customers'],
         ['payments.create_refund(text, text, numeric, text)',     'payment_id', 'payments.payment_customers'],
-        ['payments.record_usage(text, text, text, numeric, timestamptz, jsonb)', 'customer_id', 'payments.payments']];
+        ['payments.record_usage(text, text, text, numeric, timestamptz, jsonb)', 'customer_id', 'payments.payments'],
+        ['payments.consume(text, text, numeric, text, timestamptz)', 'customer_id', 'payments.payments'],
+        ['payments.create_subscription(text, text, text, text, integer, timestamptz)', 'customer_id', 'payments.payments']];
     v_row text[];
     v_fks text[][];
 BEGIN
@@ -2674,7 +3252,7 @@ BEGIN
     -- (Citus has no column grants: readers see a refund's idempotency key and its
     -- fingerprint too, a client's retry token and a hash of the call, no secret.)
     GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.refunds, payments.disputes,
-        payments.usage_events TO payments_reader, payments_gateway;
+        payments.usage_events, payments.subscriptions TO payments_reader, payments_gateway;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
         object := v_row[1];
@@ -2692,7 +3270,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes and usage events distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs and meters as reference tables. create_payment and record_usage run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events, subscriptions (with their history, feature usage and consumptions) distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters and plans as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
 
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions and tables (as sql/roles.sql grants them)
@@ -2717,6 +3295,15 @@ REVOKE ALL ON FUNCTION
     payments._usage_event_problem(payments.meters, numeric, timestamptz, jsonb, timestamptz),
     payments.record_usage(text, text, text, numeric, timestamptz, jsonb), payments.record_usage_batch(jsonb),
     payments.usage_summary(text, text, timestamptz, timestamptz),
+    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text), payments.archive_plan(text),
+    payments._subscription_result(text, text, text), payments._period_end(payments.plans, timestamptz),
+    payments._subscription_event(payments.subscriptions, text, text, jsonb),
+    payments.create_subscription(text, text, text, text, integer, timestamptz), payments.get_subscription(text),
+    payments._locked_subscription(text), payments._set_subscription(payments.subscriptions, text, text, jsonb),
+    payments.cancel_subscription(text, boolean, timestamptz), payments.pause_subscription(text),
+    payments.resume_subscription(text, timestamptz), payments.has_active_subscription(text, text, timestamptz),
+    payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz),
+    payments.consume(text, text, numeric, text, timestamptz),
     payments._dispute_decision(text, text), payments._dispute_withholds(text),
     payments._apply_money_webhook(text, text, text, text, jsonb), payments._refund_result(text, text, text),
     payments.create_refund(text, text, numeric, text), payments._replayed_refund(payments.refunds, bytea),
@@ -2729,18 +3316,26 @@ REVOKE ALL ON FUNCTION
 FROM PUBLIC;
 REVOKE ALL ON payments.provider_commands, payments.refunds, payments.disputes, payments.refund_details,
     payments.dispute_details, payments.customer_balances, payments.balance_by_currency, payments.provider_snapshots,
-    payments.reconciliation_runs, payments.meters, payments.usage_events, payments.usage_log FROM PUBLIC;
+    payments.reconciliation_runs, payments.meters, payments.usage_events, payments.usage_log, payments.plans,
+    payments.subscriptions, payments.subscription_events, payments.feature_usage, payments.consumptions,
+    payments.subscription_details FROM PUBLIC;
 GRANT SELECT ON payments.provider_commands, payments.refunds, payments.disputes, payments.provider_snapshots,
-    payments.reconciliation_runs, payments.usage_events TO payments_admin;
-GRANT SELECT ON payments.meters, payments.usage_log TO payments_admin, payments_gateway, payments_reader;
-GRANT EXECUTE ON FUNCTION payments.create_meter(text, text, text, text) TO payments_admin;
+    payments.reconciliation_runs, payments.usage_events, payments.subscriptions, payments.subscription_events,
+    payments.feature_usage, payments.consumptions TO payments_admin;
+GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details
+TO payments_admin, payments_gateway, payments_reader;
+GRANT EXECUTE ON FUNCTION payments.create_meter(text, text, text, text),
+    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text), payments.archive_plan(text)
+TO payments_admin;
 GRANT SELECT ON payments.refund_details, payments.dispute_details, payments.customer_balances, payments.balance_by_currency
 TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION
     payments.get_refund(text), payments.list_refunds(text, int, text),
     payments.get_dispute(text), payments.list_disputes(text, text, int, text),
     payments.reconciliation_report(timestamptz, timestamptz, text),
-    payments.usage_summary(text, text, timestamptz, timestamptz)
+    payments.usage_summary(text, text, timestamptz, timestamptz),
+    payments.get_subscription(text), payments.has_active_subscription(text, text, timestamptz),
+    payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz)
 TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION
     payments.create_payment(text, text, numeric, text, text, text, jsonb, text),
@@ -2755,7 +3350,11 @@ GRANT EXECUTE ON FUNCTION
     payments.record_provider_snapshot(text, jsonb),
     payments.reconcile(timestamptz, timestamptz, text, boolean),
     payments.record_usage(text, text, text, numeric, timestamptz, jsonb),
-    payments.record_usage_batch(jsonb)
+    payments.record_usage_batch(jsonb),
+    payments.create_subscription(text, text, text, text, integer, timestamptz),
+    payments.cancel_subscription(text, boolean, timestamptz),
+    payments.pause_subscription(text), payments.resume_subscription(text, timestamptz),
+    payments.consume(text, text, numeric, text, timestamptz)
 TO payments_admin, payments_gateway;
 REVOKE ALL ON payments.payment_customers, payments.provider_payments FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION payments.distribute(int) TO payments_admin;

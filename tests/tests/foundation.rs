@@ -243,3 +243,44 @@ async fn create_refund_lives_and_dies_with_the_callers_transaction() {
     }
     assert_eq!(counts, [0, 0], "no refund and no provider call survive the rollback");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_agents_consuming_at_once_never_pass_the_limit() {
+    let db = connect().await;
+    let plan = unique("quota").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 100}')", &[&plan])
+        .await
+        .unwrap();
+    let customer = unique("cust_q");
+    db.execute("SELECT payments.create_subscription($1, $2, $3)", &[&unique("k"), &customer, &plan]).await.unwrap();
+    // 64 connections each ask for 3 calls, twice (an agent's retry with the same request id).
+    let workers = (0..64).map(|i| {
+        let customer = customer.clone();
+        tokio::spawn(async move {
+            let db = connect().await;
+            let request = format!("req-{i}");
+            let mut answers = vec![];
+            for _ in 0..2 {
+                let row = db
+                    .query_one(
+                        "SELECT allowed, outcome FROM payments.consume($1, 'calls', 3, $2)",
+                        &[&customer, &request],
+                    )
+                    .await
+                    .unwrap();
+                answers.push((row.get::<_, bool>(0), row.get::<_, String>(1)));
+            }
+            answers
+        })
+    });
+    let answers: Vec<_> = join_all(workers).await.into_iter().map(|r| r.unwrap()).collect();
+    let allowed = answers.iter().filter(|a| a[0] == (true, "consumed".to_string())).count();
+    assert_eq!(allowed, 33, "33 × 3 = 99 of 100 calls; the 34th would pass the limit");
+    assert!(answers.iter().all(|a| a[1].1 == "replayed" && a[1].0 == a[0].0), "a retry answers as the first time");
+    let used: String = db
+        .query_one("SELECT used::text FROM payments.entitlements($1) WHERE feature = 'calls'", &[&customer])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(used, "99");
+}

@@ -1351,3 +1351,69 @@ async fn usage_retried_concurrently_or_in_a_batch_counts_once() {
         app.send(Method::POST, "/v1/usage", Some(&key), Some(json!({ "customer_id": customer, "meter": meter }))).await;
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
 }
+
+// ---- subscriptions and quotas --------------------------------------------------
+
+#[tokio::test]
+async fn an_agent_checks_its_entitlements_and_consumes_within_them_over_http() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let plan = unique("starter").to_lowercase().replace('-', "_");
+    db.execute(
+        "SELECT payments.create_plan($1, 'EUR', 0, 'month', features => '{\"calls\": 5, \"seats\": null}')",
+        &[&plan],
+    )
+    .await
+    .unwrap();
+    let customer = unique("cust_agent");
+    let idem = unique("sub");
+    let body = json!({ "customer_id": customer, "plan": plan });
+    let r = app.post_with_key("/v1/subscriptions", &key, &idem, body.clone()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let sub: Value = r.json().await.unwrap();
+    assert_eq!((sub["object"].as_str(), sub["status"].as_str()), (Some("subscription"), Some("active")), "{sub}");
+    let again = app.post_with_key("/v1/subscriptions", &key, &idem, body).await;
+    assert_eq!((again.status(), again.headers()["idempotent-replayed"].to_str().unwrap()), (StatusCode::OK, "true"));
+
+    let entitled = app.get_json(&key, &format!("/v1/customers/{customer}/entitlements")).await;
+    assert_eq!(entitled["active"], true, "{entitled}");
+    let calls = entitled["data"].as_array().unwrap().iter().find(|e| e["feature"] == "calls").unwrap().clone();
+    assert_eq!((calls["limit"].as_str(), calls["remaining"].as_str()), (Some("5"), Some("5")), "{entitled}");
+
+    let consume_path = format!("/v1/customers/{customer}/consume");
+    let consume = |quantity: &str, request: &str| {
+        let body = json!({ "feature": "calls", "quantity": quantity, "request_id": request });
+        app.send(Method::POST, &consume_path, Some(&key), Some(body))
+    };
+    let first: Value = consume("3", "r1").await.json().await.unwrap();
+    assert_eq!(
+        (first["allowed"].as_bool(), first["remaining"].as_str(), first["outcome"].as_str()),
+        (Some(true), Some("2"), Some("consumed"))
+    );
+    let retry: Value = consume("3", "r1").await.json().await.unwrap();
+    assert_eq!((retry["remaining"].as_str(), retry["outcome"].as_str()), (Some("2"), Some("replayed")), "{retry}");
+    let over: Value = consume("3", "r2").await.json().await.unwrap();
+    assert_eq!((over["allowed"].as_bool(), over["reason"].as_str()), (Some(false), Some("limit_exceeded")), "{over}");
+    assert_eq!(consume("0", "r3").await.status(), StatusCode::BAD_REQUEST);
+
+    let id = sub["id"].as_str().unwrap();
+    let canceled: Value = app
+        .send(
+            Method::POST,
+            &format!("/v1/subscriptions/{id}/cancel"),
+            Some(&key),
+            Some(json!({ "at_period_end": false })),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    assert_eq!(app.get_json(&key, &format!("/v1/subscriptions/{id}")).await["status"], "canceled");
+    let after: Value = consume("1", "r4").await.json().await.unwrap();
+    assert_eq!(after["reason"], "no_entitlement");
+    assert_eq!(app.get_json(&key, &format!("/v1/customers/{customer}/entitlements")).await["active"], false);
+    let unknown = app.send(Method::GET, "/v1/subscriptions/sub_nope", Some(&key), None).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use payments_e2e::{connect, connect_to, database_url, sqlstate, unique};
 
-const CUSTOMER_TABLES: [&str; 8] = [
+const CUSTOMER_TABLES: [&str; 12] = [
     "payments",
     "payment_events",
     "idempotency_keys",
@@ -18,6 +18,10 @@ const CUSTOMER_TABLES: [&str; 8] = [
     "refunds",
     "disputes",
     "usage_events",
+    "subscriptions",
+    "subscription_events",
+    "feature_usage",
+    "consumptions",
 ];
 
 #[tokio::test]
@@ -48,7 +52,7 @@ async fn distribute_gave_every_table_its_place_and_is_idempotent() {
     expect("webhook_pending", "h", "provider_payment_id");
     expect("provider_snapshots", "h", "provider_payment_id");
     expect("webhook_events", "h", "event_id");
-    for table in ["webhook_secrets", "api_keys", "settings", "reconciliation_runs", "meters"] {
+    for table in ["webhook_secrets", "api_keys", "settings", "reconciliation_runs", "meters", "plans"] {
         expect(table, "n", "");
     }
     // Every table of the schema has its place: none is left as a per-node copy.
@@ -79,7 +83,7 @@ async fn distribute_gave_every_table_its_place_and_is_idempotent() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(delegated, 10, "create_payment and record_usage by customer and the eight calls naming a payment id");
+    assert_eq!(delegated, 12, "four calls by customer and the eight calls naming a payment id");
 }
 
 #[tokio::test]

@@ -1,9 +1,11 @@
 //! HTTP handlers, one file per resource. Each forwards into one extension function.
 
+pub mod customers;
 pub mod disputes;
 pub mod ops;
 pub mod payments;
 pub mod reconciliations;
 pub mod refunds;
+pub mod subscriptions;
 pub mod usage;
 pub mod webhooks;

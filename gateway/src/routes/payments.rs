@@ -139,9 +139,7 @@ pub async fn create(
         .await?;
     let mut payment: String = row.try_get("payment")?;
     if row.try_get::<_, &str>("outcome")? == "replayed" {
-        let mut response = json_response(StatusCode::OK, payment);
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-        return Ok(response);
+        return Ok(created_or_replayed(payment, true));
     }
     if let Some(charge) = Charge::from_row(&row)? {
         let status = provider::status_of(&row)?;
@@ -304,6 +302,17 @@ async fn command(state: &AppState, id: &str, statement: &str, argument: &Option<
         payment = done?;
     }
     Ok(json_response(StatusCode::OK, payment))
+}
+
+/// The answer to an idempotent create: 201 with the new object, or 200 with
+/// `Idempotent-Replayed: true` when the key replayed an earlier call.
+pub fn created_or_replayed(body: String, replayed: bool) -> Response {
+    if !replayed {
+        return json_response(StatusCode::CREATED, body);
+    }
+    let mut response = json_response(StatusCode::OK, body);
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
 }
 
 /// A JSON document rendered by PostgreSQL, sent as is.

@@ -1,7 +1,7 @@
 //! `/v1/refunds`: create (queued in SQL, then carried out at once), fetch, list.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -12,7 +12,7 @@ use crate::auth::{Caller, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::payments::{amount_schema, amount_text, idempotency_key, json_response};
+use crate::routes::payments::{amount_schema, amount_text, created_or_replayed, idempotency_key, json_response};
 
 /// A refund of a succeeded payment: all that is left of it, or `amount`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -61,13 +61,8 @@ pub async fn create(
         tx.commit().await?;
         (refund, replayed, claimed)
     };
-    if replayed {
-        let mut response = json_response(StatusCode::OK, refund);
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-        return Ok(response);
-    }
-    if claimed.is_empty() {
-        return Ok(json_response(StatusCode::CREATED, refund));
+    if replayed || claimed.is_empty() {
+        return Ok(created_or_replayed(refund, replayed));
     }
     // Each claimed command is recorded or left to its lease; the refund then shows the provider's answer.
     crate::commands::carry_out_all(&state, claimed).await;
@@ -75,7 +70,7 @@ pub async fn create(
         .ok()
         .and_then(|r| r["id"].as_str().map(str::to_string))
         .ok_or_else(|| ApiError::Internal("a refund without an id".into()))?;
-    Ok(json_response(StatusCode::CREATED, fetch(&state, &id).await?))
+    Ok(created_or_replayed(fetch(&state, &id).await?, false))
 }
 
 async fn fetch(state: &AppState, id: &str) -> Result<String, ApiError> {

@@ -1,7 +1,7 @@
 //! `/v1/usage` and `/v1/customers/{id}/usage`: metered usage in, sums out.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -12,7 +12,7 @@ use crate::auth::{Caller, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::payments::{amount_schema, decimal_text, idempotency_key, json_response};
+use crate::routes::payments::{amount_schema, created_or_replayed, decimal_text, idempotency_key, json_response};
 
 /// One usage event (with the `Idempotency-Key` header), or a batch of them (`events`, each with its own key).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -75,13 +75,7 @@ pub async fn record(
             ],
         )
         .await?;
-    let replayed = row.try_get::<_, &str>("outcome")? == "replayed";
-    let mut response =
-        json_response(if replayed { StatusCode::OK } else { StatusCode::CREATED }, row.try_get("event")?);
-    if replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(created_or_replayed(row.try_get("event")?, row.try_get::<_, &str>("outcome")? == "replayed"))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

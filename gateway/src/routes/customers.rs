@@ -1,0 +1,58 @@
+//! `/v1/customers/{id}/…`: what a customer may do now, and consuming it.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::auth::{Caller, READ, WRITE};
+use crate::db;
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::routes::payments::{amount_schema, decimal_text, json_response};
+
+#[utoipa::path(get, path = "/v1/customers/{id}/entitlements", tag = "customers", params(("id" = String, Path)),
+    responses((status = 200, description = "`{customer_id, active, data: [{feature, limit, used, remaining, subscription_id, plan, period_start, period_end}]}`; numbers as decimal strings, limit and remaining null when unlimited")),
+    security(("bearer" = [])))]
+pub async fn entitlements(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::ENTITLEMENTS).await?;
+    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&customer]).await?.try_get(0)?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Consume {
+    pub feature: String,
+    /// Exact: a decimal string or a JSON number, above 0.
+    #[schema(schema_with = amount_schema)]
+    pub quantity: Box<RawValue>,
+    /// The caller's id for this request: a retry with it gets the first answer and consumes nothing.
+    pub request_id: String,
+}
+
+#[utoipa::path(post, path = "/v1/customers/{id}/consume", tag = "customers", request_body = Consume, params(("id" = String, Path)),
+    responses((status = 200, description = "`{allowed, remaining, outcome: consumed | refused | replayed, reason}` (a refusal is an answer, not an error)"),
+        (status = 400, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn consume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+    JsonBody(body): JsonBody<Consume>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let quantity = decimal_text(&body.quantity, "quantity")?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::CONSUME).await?;
+    let row = db.query_one(&stmt, &[&customer, &body.feature, &quantity, &body.request_id]).await?;
+    Ok(json_response(StatusCode::OK, row.try_get(0)?))
+}

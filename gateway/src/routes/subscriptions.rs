@@ -1,0 +1,81 @@
+//! `/v1/subscriptions`: subscribe a customer to a plan, fetch, cancel.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::auth::{Caller, READ, WRITE};
+use crate::db;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, OptionalJsonBody};
+use crate::routes::payments::{created_or_replayed, idempotency_key, json_response};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscription {
+    pub customer_id: String,
+    /// The plan's code.
+    pub plan: String,
+    pub payment_method: Option<String>,
+    /// Default: the plan's trial.
+    pub trial_days: Option<i32>,
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = CreateSubscription,
+    params(("Idempotency-Key" = String, Header, description = "Required. A retry returns the same subscription.")),
+    responses((status = 201, description = "Created (trialing, active for a free plan, incomplete for a paid one)", body = crate::openapi::Subscription),
+        (status = 200, description = "Replay (Idempotent-Replayed: true)", body = crate::openapi::Subscription),
+        (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody),
+        (status = 409, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateSubscription>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let key = idempotency_key(&headers)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::CREATE_SUBSCRIPTION).await?;
+    let row =
+        db.query_one(&stmt, &[&key, &body.customer_id, &body.plan, &body.payment_method, &body.trial_days]).await?;
+    Ok(created_or_replayed(row.try_get("subscription")?, row.try_get::<_, &str>("outcome")? == "replayed"))
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "sub_…")),
+    responses((status = 200, body = crate::openapi::Subscription), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::GET_SUBSCRIPTION).await?;
+    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get("subscription")?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelSubscription {
+    /// Default true: usable until the period ends.
+    pub at_period_end: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/cancel", tag = "subscriptions", request_body = CancelSubscription,
+    params(("id" = String, Path, description = "sub_…")),
+    responses((status = 200, body = crate::openapi::Subscription), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<CancelSubscription>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::CANCEL_SUBSCRIPTION).await?;
+    let at_period_end = body.at_period_end.unwrap_or(true);
+    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id, &at_period_end]).await?.try_get("subscription")?))
+}
