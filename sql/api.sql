@@ -154,8 +154,9 @@ DECLARE
     v_decision text;
     v_captured bigint;
     v_reason   text;
+    v_invoice  boolean;
 BEGIN
-    SELECT p.status, p.capture_method INTO v_from, v_capture FROM payments.payments p
+    SELECT p.status, p.capture_method, p.metadata ? 'invoice_id' INTO v_from, v_capture, v_invoice FROM payments.payments p
     WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
@@ -179,6 +180,10 @@ BEGIN
             cancellation_reason = CASE WHEN p_to = 'canceled' THEN coalesce(p.cancellation_reason, v_reason) END
         WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
         PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
+        -- An invoice's payment settles its invoice (and subscription) in the same transaction.
+        IF v_invoice AND p_to IN ('succeeded', 'failed') THEN
+            PERFORM payments._invoice_payment_settled(p_customer_id, p_payment_id, p_to);
+        END IF;
         RETURN 'applied';
     WHEN 'ignore' THEN
         PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, false, p_source,

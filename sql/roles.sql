@@ -35,9 +35,11 @@ GRANT EXECUTE ON FUNCTION
     payments.reconciliation_report(timestamptz, timestamptz, text),
     payments.usage_summary(text, text, timestamptz, timestamptz),
     payments.get_subscription(text), payments.has_active_subscription(text, text, timestamptz),
-    payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz)
+    payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz),
+    payments.get_invoice(text), payments.list_invoice_lines(text)
 TO payments_admin, payments_gateway, payments_reader;
-GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details
+GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details,
+    payments.invoice_details
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,
     payments.open_anomalies, payments.refund_details, payments.dispute_details, payments.customer_balances,
@@ -66,7 +68,9 @@ GRANT EXECUTE ON FUNCTION
     payments.create_subscription(text, text, text, text, integer, timestamptz),
     payments.cancel_subscription(text, boolean, timestamptz),
     payments.pause_subscription(text), payments.resume_subscription(text, timestamptz),
-    payments.consume(text, text, numeric, text, timestamptz)
+    payments.consume(text, text, numeric, text, timestamptz),
+    payments.run_billing(timestamptz),
+    payments.set_subscription_payment_method(text, text)
 TO payments_admin, payments_gateway;
 
 -- The gateway checks keys and reads histories.
@@ -85,7 +89,8 @@ GRANT EXECUTE ON FUNCTION
     payments.distribute(int),
     payments.create_meter(text, text, text, text),
     payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text),
-    payments.archive_plan(text)
+    payments.archive_plan(text),
+    payments.set_dunning(integer[], text)
 TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments.webhook_tolerance() TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

@@ -33,6 +33,8 @@ CREATE TABLE payments.subscriptions (
     payment_method       text CHECK (length(payment_method) <= 255),
     current_period_start timestamptz NOT NULL,
     current_period_end   timestamptz NOT NULL,
+    billing_anchor       timestamptz NOT NULL,
+    period_number        integer NOT NULL CHECK (period_number >= 0),
     trial_end            timestamptz,
     cancel_at_period_end boolean NOT NULL DEFAULT false,
     canceled_at          timestamptz,
@@ -52,6 +54,8 @@ COMMENT ON COLUMN payments.subscriptions.id IS 'sub_ + 26-character time-sortabl
 COMMENT ON COLUMN payments.subscriptions.status IS
     'trialing, active, past_due, unpaid, canceled, incomplete (a paid plan without trial, until its first period is paid), paused.';
 COMMENT ON COLUMN payments.subscriptions.current_period_start IS 'Start of the period limits and usage count in.';
+COMMENT ON COLUMN payments.subscriptions.billing_anchor IS 'Where paid periods are counted from (the start, or the end of the trial): period n ends n intervals after it, so a subscription begun on January 31 renews on the last day of each month.';
+COMMENT ON COLUMN payments.subscriptions.period_number IS 'Which paid period is current (0: the trial).';
 COMMENT ON COLUMN payments.subscriptions.cancel_at_period_end IS 'It ends when the current period does (cancel_subscription with at_period_end).';
 SELECT pg_catalog.pg_extension_config_dump('payments.subscriptions', '');
 
@@ -210,14 +214,14 @@ END
 $$;
 COMMENT ON FUNCTION payments._subscription_result(text, text, text) IS 'Internal: a subscription as a subscription_result row.';
 
-CREATE FUNCTION payments._period_end(p_plan payments.plans, p_start timestamptz) RETURNS timestamptz
+CREATE FUNCTION payments._period_end(p_plan payments.plans, p_anchor timestamptz, p_number integer) RETURNS timestamptz
 LANGUAGE sql STABLE
-RETURN p_start + p_plan.interval_count * CASE p_plan.billing_interval WHEN 'day' THEN interval '1 day'
+RETURN p_anchor + p_number * p_plan.interval_count * CASE p_plan.billing_interval WHEN 'day' THEN interval '1 day'
                                                                      WHEN 'week' THEN interval '7 days'
                                                                      WHEN 'month' THEN interval '1 month'
                                                                      ELSE interval '1 year' END;
-COMMENT ON FUNCTION payments._period_end(payments.plans, timestamptz) IS
-    'Internal: the end of a plan''s period that starts at p_start (a month after January 31 is the end of February, as Stripe bills).';
+COMMENT ON FUNCTION payments._period_end(payments.plans, timestamptz, integer) IS
+    'Internal: the end of a plan''s p_number-th period counted from p_anchor (from January 31: February 28 or 29, then March 31, as Stripe bills).';
 
 CREATE FUNCTION payments._subscription_event(p_sub payments.subscriptions, p_from text, p_reason text, p_data jsonb)
 RETURNS void
@@ -280,18 +284,28 @@ BEGIN
             v_sub.status := 'trialing';
             v_sub.trial_end := at + v_trial * interval '1 day';
             v_sub.current_period_end := v_sub.trial_end;
+            v_sub.billing_anchor := v_sub.trial_end;
+            v_sub.period_number := 0;
         ELSE
             v_sub.status := CASE WHEN v_plan.amount_minor = 0 THEN 'active' ELSE 'incomplete' END;
-            v_sub.current_period_end := payments._period_end(v_plan, at);
+            v_sub.billing_anchor := at;
+            v_sub.period_number := 1;
+            v_sub.current_period_end := payments._period_end(v_plan, at, 1);
         END IF;
         INSERT INTO payments.subscriptions (id, customer_id, plan, status, payment_method, current_period_start,
-                                            current_period_end, trial_end, idempotency_key, fingerprint)
+                                            current_period_end, billing_anchor, period_number, trial_end,
+                                            idempotency_key, fingerprint)
         VALUES (v_sub.id, v_sub.customer_id, v_sub.plan, v_sub.status, v_sub.payment_method, v_sub.current_period_start,
-                v_sub.current_period_end, v_sub.trial_end, create_subscription.idempotency_key, v_fp)
+                v_sub.current_period_end, v_sub.billing_anchor, v_sub.period_number, v_sub.trial_end,
+                create_subscription.idempotency_key, v_fp)
         ON CONFLICT ON CONSTRAINT subscriptions_idempotency_key DO NOTHING;
         IF FOUND THEN
             PERFORM payments._subscription_event(v_sub, NULL, 'created',
                                                  jsonb_build_object('idempotency_key', idempotency_key, 'trial_days', v_trial));
+            IF v_sub.status = 'incomplete' THEN
+                -- The first period is invoiced and charged at once; paid, it makes the subscription active.
+                PERFORM payments._invoice_period(v_sub, v_plan);
+            END IF;
             RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'created');
             RETURN;
         END IF;

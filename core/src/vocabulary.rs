@@ -48,9 +48,11 @@ pub enum Kind {
     SubscriptionStatus,
     /// `payments.plans.billing_interval`.
     BillingInterval,
+    /// `payments.invoices.status`, Stripe's.
+    InvoiceStatus,
 }
 
-pub const KINDS: [Kind; 17] = [
+pub const KINDS: [Kind; 18] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -68,6 +70,7 @@ pub const KINDS: [Kind; 17] = [
     Kind::MeterAggregation,
     Kind::SubscriptionStatus,
     Kind::BillingInterval,
+    Kind::InvoiceStatus,
 ];
 
 pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
@@ -95,6 +98,8 @@ pub const METER_AGGREGATIONS: [&str; 5] = ["sum", "count", "count_unique", "max"
 pub const SUBSCRIPTION_STATUSES: [&str; 7] =
     ["trialing", "active", "past_due", "unpaid", "canceled", "incomplete", "paused"];
 pub const BILLING_INTERVALS: [&str; 4] = ["day", "week", "month", "year"];
+/// Stripe's invoice statuses (`draft` for invoices not yet finalized).
+pub const INVOICE_STATUSES: [&str; 5] = ["draft", "open", "paid", "void", "uncollectible"];
 /// `duplicate` is answered for a repeat delivery but never stored (the first one is).
 pub const WEBHOOK_RESULTS: [&str; 6] = ["applied", "noop", "stale", "ignored", "pending_match", "mismatch"];
 
@@ -118,6 +123,7 @@ impl Kind {
             Kind::MeterAggregation => "meter_aggregation",
             Kind::SubscriptionStatus => "subscription_status",
             Kind::BillingInterval => "billing_interval",
+            Kind::InvoiceStatus => "invoice_status",
         }
     }
 
@@ -144,6 +150,7 @@ impl Kind {
             Kind::MeterAggregation => METER_AGGREGATIONS.to_vec(),
             Kind::SubscriptionStatus => SUBSCRIPTION_STATUSES.to_vec(),
             Kind::BillingInterval => BILLING_INTERVALS.to_vec(),
+            Kind::InvoiceStatus => INVOICE_STATUSES.to_vec(),
         }
     }
 
@@ -167,6 +174,7 @@ impl Kind {
             Kind::MeterAggregation => METER_AGGREGATIONS.contains(&value),
             Kind::SubscriptionStatus => SUBSCRIPTION_STATUSES.contains(&value),
             Kind::BillingInterval => BILLING_INTERVALS.contains(&value),
+            Kind::InvoiceStatus => INVOICE_STATUSES.contains(&value),
         }
     }
 }

@@ -56,6 +56,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/subscriptions", post(routes::subscriptions::create))
         .route("/v1/subscriptions/{id}", get(routes::subscriptions::get))
         .route("/v1/subscriptions/{id}/cancel", post(routes::subscriptions::cancel))
+        .route("/v1/invoices/{id}", get(routes::subscriptions::invoice))
         .route("/v1/disputes/{id}", get(routes::disputes::get))
         .route("/v1/webhooks/{provider}", post(routes::webhooks::receive))
         .route("/healthz", get(routes::ops::healthz))

@@ -106,6 +106,9 @@ pub struct ServeArgs {
     /// the wake-up their NOTIFY gives.
     #[arg(long, env = "COMMAND_INTERVAL_MS", default_value_t = 1_000)]
     pub command_interval_ms: u64,
+    /// How often run_billing does what is due (renewals, invoices, dunning retries).
+    #[arg(long, env = "BILLING_INTERVAL_MS", default_value_t = 60_000)]
+    pub billing_interval_ms: u64,
     /// How long an authorization may wait for its capture before it is canceled
     /// (reason `automatic`; Stripe's window is 7 days).
     #[arg(long, env = "CAPTURE_WINDOW_MS", default_value_t = 7 * 24 * 3_600_000)]

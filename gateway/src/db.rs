@@ -186,6 +186,15 @@ pub const CONSUME: &str = "SELECT jsonb_build_object('object', 'consumption', 'a
         'remaining', c.remaining::text, 'outcome', c.outcome, 'reason', c.reason, 'subscription_id', c.subscription_id)::text
      FROM payments.consume($1, $2, $3::text::numeric, $4) c";
 
+pub const RUN_BILLING: &str = "SELECT payments.run_billing()::text";
+
+/// An invoice with its lines, as the API's JSON object (the total a decimal string).
+pub const GET_INVOICE: &str = "SELECT (to_jsonb(i) || jsonb_build_object('object', 'invoice', 'total', i.total::text,
+        'lines', (SELECT coalesce(jsonb_agg(to_jsonb(l) || jsonb_build_object('amount', l.amount::text)
+                                            ORDER BY l.line_number), '[]')
+                  FROM payments.list_invoice_lines($1) l)))::text
+     FROM payments.get_invoice($1) i";
+
 pub const GET_PAYMENT: &str = concat!("SELECT ", payment_json!("d"), " FROM payments.get_payment($1) d");
 
 /// A page of the SQL function's default size (no `limit` in the request).

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod commands;
 pub mod config;
 pub mod db;

@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::routes::subscriptions::create,
         crate::routes::subscriptions::get,
         crate::routes::subscriptions::cancel,
+        crate::routes::subscriptions::invoice,
         crate::routes::customers::entitlements,
         crate::routes::customers::consume,
         crate::routes::webhooks::receive,

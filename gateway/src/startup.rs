@@ -13,7 +13,7 @@ use crate::app::{self, AppState, Limits};
 use crate::auth::KeyCache;
 use crate::config::{self, ProviderKind, ServeArgs};
 use crate::provider::stripe::Stripe;
-use crate::{commands, db, reconciler};
+use crate::{billing, commands, db, reconciler};
 
 pub type Fallible<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -78,7 +78,7 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, with the reconciler and the provider-command outbox running beside.
+    /// Serves until `shutdown` completes, with the reconciler, the provider-command outbox and billing running beside.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Fallible {
         let pace = reconciler::Pace {
             interval: Duration::from_millis(self.args.reconcile_interval_ms),
@@ -93,6 +93,8 @@ impl Application {
             capture_window: Duration::from_millis(self.args.capture_window_ms),
         };
         let commands = tokio::spawn(commands::run(self.state.clone(), outbox, self.args.database_url.clone()));
+        let billing =
+            tokio::spawn(billing::run(self.state.clone(), Duration::from_millis(self.args.billing_interval_ms)));
         // Tests and scripts read this line to find the port.
         println!(
             "listening on http://{} (provider: {}{})",
@@ -104,6 +106,7 @@ impl Application {
         let served = crate::serve::serve(self.listener, self.router, header_timeout, shutdown).await;
         reconciler.abort();
         commands.abort();
+        billing.abort();
         Ok(served?)
     }
 }

@@ -71,7 +71,8 @@ extension_sql_file!(
 );
 extension_sql_file!("../../sql/usage.sql", name = "usage", requires = ["reconciliation"]);
 extension_sql_file!("../../sql/subscriptions.sql", name = "subscriptions", requires = ["usage"]);
-extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["subscriptions"]);
+extension_sql_file!("../../sql/billing.sql", name = "billing", requires = ["subscriptions"]);
+extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["billing"]);
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------

@@ -1708,4 +1708,131 @@ mod tests {
         ));
         assert!(!one::<bool>("SELECT payments.customer_has_paid('cust_hp')"), "refunded in full");
     }
+
+    /// The invoice of a subscription's period: (id, status, number, payment id).
+    fn invoice_of(sub: &str, period: i32) -> (String, String, String, String) {
+        let row = one::<String>(&format!(
+            "SELECT id || ' ' || status || ' ' || number || ' ' || coalesce(payment_id, '-') FROM payments.invoices
+             WHERE subscription_id = '{sub}' AND period_number = {period}"
+        ));
+        let p: Vec<&str> = row.split(' ').collect();
+        (p[0].into(), p[1].into(), p[2].into(), p[3].into())
+    }
+
+    /// What the provider answers for an invoice's payment (the reconciler records it so).
+    fn settle(payment: &str, pi: &str, amount_minor: i64, status: &str) {
+        let object = if status == "succeeded" {
+            intent(pi, amount_minor, "")
+        } else {
+            intent(
+                pi,
+                amount_minor,
+                r#","status":"requires_payment_method","last_payment_error":{"code":"card_declined"}"#,
+            )
+        };
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_provider_result('{payment}', 'stripe', '{pi}', '{status}', '{object}')"
+        ));
+    }
+
+    fn sub_status(sub: &str) -> String {
+        one::<String>(&format!("SELECT status || ' ' || period_number FROM payments.subscriptions WHERE id = '{sub}'"))
+    }
+
+    #[pg_test]
+    fn run_billing_renews_invoices_and_dunning_ends_unpaid_or_recovers() {
+        one::<String>("SELECT code FROM payments.create_plan('team', 'usd', 20, 'month', trial_days => 7)");
+        // The trial began eight days ago: it ended yesterday.
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('k1', 'cust_b', 'team', 'pm_card_visa', at => now() - interval '8 days')",
+        );
+        assert_eq!(sub_status(&sub), "trialing 0");
+        assert_eq!(one::<pgrx::JsonB>("SELECT payments.run_billing(now() - interval '2 days')").0["renewed"], 0);
+        let run = one::<pgrx::JsonB>("SELECT payments.run_billing(now())");
+        assert_eq!(run.0["renewed"], 1);
+        assert_eq!(one::<pgrx::JsonB>("SELECT payments.run_billing(now())").0["renewed"], 0, "twice: once");
+        assert_eq!(sub_status(&sub), "active 1");
+        let (inv1, status, number1, pay1) = invoice_of(&sub, 1);
+        assert_eq!(status, "open");
+        assert_eq!(
+            one::<String>(&format!("SELECT amount || ' ' || payment_method || ' ' || (metadata ->> 'invoice_id') FROM payments.payment_details WHERE id = '{pay1}'")),
+            format!("20.00 pm_card_visa {inv1}")
+        );
+        settle(&pay1, "pi_b1", 2000, "succeeded");
+        assert_eq!(invoice_of(&sub, 1).1, "paid");
+        // Periods count from the end of the trial; each is invoiced once, with the next number.
+        assert!(one::<bool>(&format!(
+            "SELECT current_period_end = trial_end + interval '1 month' FROM payments.subscriptions WHERE id = '{sub}'"
+        )));
+        one::<pgrx::JsonB>(&format!(
+            "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = '{sub}'))"
+        ));
+        let (_, _, number2, pay2) = invoice_of(&sub, 2);
+        let n = |number: &str| number.split('-').nth(1).unwrap().parse::<i64>().unwrap();
+        assert_eq!(n(&number2), n(&number1) + 1, "{number1} then {number2}");
+
+        // Dunning: the renewal fails; past_due; retried after 1, 3 and 5 days; then unpaid.
+        settle(&pay2, "pi_b2", 2000, "failed");
+        assert_eq!(sub_status(&sub), "past_due 2");
+        let mut last = pay2.clone();
+        for (i, days) in [1, 3, 5].iter().enumerate() {
+            assert_eq!(one::<pgrx::JsonB>("SELECT payments.run_billing(now())").0["retried"], 0, "not yet due");
+            let retried = one::<pgrx::JsonB>(&format!("SELECT payments.run_billing(now() + interval '{days} days')"));
+            assert_eq!(retried.0["retried"], 1, "retry {i} after {days} days");
+            let (_, _, _, pay) = invoice_of(&sub, 2);
+            assert_ne!(pay, last, "a new payment per attempt");
+            settle(&pay, &format!("pi_b2_{i}"), 2000, "failed");
+            last = pay;
+        }
+        assert_eq!(sub_status(&sub), "unpaid 2");
+        assert_eq!(
+            one::<i32>(&format!(
+                "SELECT attempt_count FROM payments.invoices WHERE subscription_id = '{sub}' AND period_number = 2"
+            )),
+            4
+        );
+        assert!(!one::<bool>("SELECT payments.has_active_subscription('cust_b')"));
+        // A new card: the invoice is retried at once, paid, and the subscription active again.
+        one::<String>(&format!(
+            "SELECT status FROM payments.set_subscription_payment_method('{sub}', 'pm_card_mastercard')"
+        ));
+        assert_eq!(
+            one::<pgrx::JsonB>("SELECT payments.run_billing(now())").0["retried"],
+            1,
+            "retried with the new card"
+        );
+        let (_, _, _, pay) = invoice_of(&sub, 2);
+        settle(&pay, "pi_b2_ok", 2000, "succeeded");
+        assert_eq!(invoice_of(&sub, 2).1, "paid");
+        assert_eq!(sub_status(&sub), "active 2");
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM payments.get_invoice('{}')", invoice_of(&sub, 2).0)),
+            "paid"
+        );
+        assert_eq!(sqlstate("SELECT payments.get_invoice('inv_none')"), "PM204");
+        assert_eq!(sqlstate("SELECT payments.set_dunning('{0}')"), "PM100");
+        // Canceled at period end: ends at the next run after it, without an invoice.
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{sub}')"));
+        let ended = one::<pgrx::JsonB>("SELECT payments.run_billing(now() + interval '100 days')");
+        assert_eq!((ended.0["ended"].as_i64(), ended.0["renewed"].as_i64()), (Some(1), Some(0)));
+        assert_eq!(sub_status(&sub).split(' ').next(), Some("canceled"));
+    }
+
+    #[pg_test]
+    fn a_paid_plan_without_trial_is_incomplete_until_its_first_invoice_is_paid() {
+        one::<String>("SELECT code FROM payments.create_plan('solo', 'usd', 5, 'week')");
+        one::<String>("SELECT payments.set_dunning('{1}', 'canceled')::text");
+        let sub = one::<String>("SELECT id FROM payments.create_subscription('k1', 'cust_i', 'solo', 'pm_card_visa')");
+        assert_eq!(sub_status(&sub), "incomplete 1");
+        let (_, status, _, pay) = invoice_of(&sub, 1);
+        assert_eq!(status, "open");
+        settle(&pay, "pi_i1", 500, "succeeded");
+        assert_eq!(sub_status(&sub), "active 1");
+        // Without a payment method, an attempt fails at once; set_dunning('{1}', 'canceled') ends it after one retry.
+        let bare = one::<String>("SELECT id FROM payments.create_subscription('k2', 'cust_j', 'solo')");
+        assert_eq!(sub_status(&bare), "incomplete 1");
+        one::<pgrx::JsonB>("SELECT payments.run_billing(now() + interval '1 day')");
+        assert_eq!(sub_status(&bare), "canceled 1");
+        assert_eq!(invoice_of(&bare, 1).1, "uncollectible");
+    }
 }

@@ -284,3 +284,82 @@ async fn sixty_four_agents_consuming_at_once_never_pass_the_limit() {
         .get(0);
     assert_eq!(used, "99");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_concurrent_billing_runs_renew_and_charge_once() {
+    let db = connect().await;
+    let plan = unique("renew").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 9, 'month', trial_days => 1)", &[&plan]).await.unwrap();
+    let customer = unique("cust_rn");
+    let sub: String = db
+        .query_one(
+            "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_visa', at => now() - interval '2 days')",
+            &[&unique("k"), &customer, &plan],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let runs = (0..10).map(|_| {
+        tokio::spawn(async move {
+            let db = connect().await;
+            db.execute("SELECT payments.run_billing(now())", &[]).await.unwrap();
+        })
+    });
+    join_all(runs).await.into_iter().for_each(|r| r.unwrap());
+    let invoices: i64 = db
+        .query_one(
+            "SELECT count(*) FROM payments.invoices WHERE customer_id = $1 AND subscription_id = $2",
+            &[&customer, &sub],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let payments: i64 = db
+        .query_one("SELECT count(*) FROM payments.payments WHERE customer_id = $1", &[&customer])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((invoices, payments), (1, 1), "one invoice, one payment for the period");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invoices_finalized_concurrently_get_gapless_numbers() {
+    let db = connect().await;
+    let plan = unique("numbered").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 3, 'week')", &[&plan]).await.unwrap();
+    // 24 connections subscribe at once (each paid subscription finalizes its first invoice), some rolling back.
+    let workers = (0..24).map(|i| {
+        let plan = plan.clone();
+        tokio::spawn(async move {
+            let mut db = connect().await;
+            let tx = db.transaction().await.unwrap();
+            let customer = unique("cust_num");
+            let create = "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_visa')";
+            let sub: String = tx.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get(0);
+            let number: String = tx
+                .query_one(
+                    "SELECT number FROM payments.invoices WHERE customer_id = $1 AND subscription_id = $2",
+                    &[&customer, &sub],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if i % 4 == 0 {
+                tx.rollback().await.unwrap();
+                None
+            } else {
+                tx.commit().await.unwrap();
+                Some(number)
+            }
+        })
+    });
+    let mut kept: Vec<i64> = join_all(workers)
+        .await
+        .into_iter()
+        .filter_map(|r| r.unwrap())
+        .map(|n| n.split('-').nth(1).unwrap().parse().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 18);
+    assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "no gap and no repeat: {kept:?}");
+}

@@ -1417,3 +1417,77 @@ async fn an_agent_checks_its_entitlements_and_consumes_within_them_over_http() {
     let unknown = app.send(Method::GET, "/v1/subscriptions/sub_nope", Some(&key), None).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
+
+// ---- renewals and dunning ------------------------------------------------------
+
+#[tokio::test]
+async fn subscriptions_renew_through_the_provider_and_a_declined_card_goes_through_dunning() {
+    // The reconciler charges each invoice's payment as soon as run_billing makes it.
+    let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let plan = unique("monthly").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 15, 'month', trial_days => 1)", &[&plan]).await.unwrap();
+    let subscribe = |pm: &'static str| {
+        let (db, plan) = (&db, plan.clone());
+        async move {
+            let create = "SELECT id FROM payments.create_subscription($1, $2, $3, $4, at => now() - interval '2 days')";
+            db.query_one(create, &[&unique("k"), &unique("cust_bill"), &plan, &pm]).await.unwrap().get::<_, String>(0)
+        }
+    };
+    let invoice_of = |sub: String, period: i32| {
+        let db = &db;
+        async move {
+            let sql = "SELECT id FROM payments.invoices WHERE subscription_id = $1 AND period_number = $2";
+            db.query_one(sql, &[&sub, &period]).await.unwrap().get::<_, String>(0)
+        }
+    };
+    let run_billing_at_period_end = |sub: String| {
+        let db = &db;
+        async move {
+            let sql =
+                "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
+            db.execute(sql, &[&sub]).await.unwrap();
+        }
+    };
+    // Three periods, the clock moved to each period's end; each invoice paid at the provider.
+    let sub = subscribe("pm_card_visa").await;
+    for period in 1..=3 {
+        run_billing_at_period_end(sub.clone()).await;
+        let invoice = invoice_of(sub.clone(), period).await;
+        let paid = app.get_until(&key, &format!("/v1/invoices/{invoice}"), |i| i["status"] == "paid").await;
+        assert_eq!((paid["status"].as_str(), paid["total"].as_str()), (Some("paid"), Some("15.00")), "{paid}");
+        assert_eq!(paid["lines"][0]["kind"], "recurring");
+        let seen = app.get_json(&key, &format!("/v1/subscriptions/{sub}")).await;
+        assert_eq!(seen["status"], "active", "period {period}: {seen}");
+    }
+
+    // A declined card: past_due, three retries on the schedule, then unpaid; a new card recovers it.
+    let declined = subscribe("pm_card_chargeDeclined").await;
+    run_billing_at_period_end(declined.clone()).await;
+    let path = format!("/v1/subscriptions/{declined}");
+    let past_due = app.get_until(&key, &path, |s| s["status"] == "past_due").await;
+    assert_eq!(past_due["status"], "past_due", "{past_due}");
+    let attempts = |sub: String| {
+        let db = &db;
+        async move {
+            let sql = "SELECT attempt_count FROM payments.invoices WHERE subscription_id = $1 AND period_number = 1";
+            db.query_one(sql, &[&sub]).await.unwrap().get::<_, i32>(0)
+        }
+    };
+    for (retry, days) in [1, 3, 5].iter().enumerate() {
+        db.execute(&format!("SELECT payments.run_billing(now() + interval '{days} days')"), &[]).await.unwrap();
+        for _ in 0..100 {
+            if attempts(declined.clone()).await == retry as i32 + 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(attempts(declined.clone()).await, retry as i32 + 2, "retry {retry} failed at the provider");
+    }
+    assert_eq!(app.get_json(&key, &path).await["status"], "unpaid");
+    db.execute("SELECT payments.set_subscription_payment_method($1, 'pm_card_visa')", &[&declined]).await.unwrap();
+    db.execute("SELECT payments.run_billing(now())", &[]).await.unwrap();
+    let recovered = app.get_until(&key, &path, |s| s["status"] == "active").await;
+    assert_eq!(recovered["status"], "active", "{recovered}");
+}

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use payments_e2e::{connect, connect_to, database_url, sqlstate, unique};
 
-const CUSTOMER_TABLES: [&str; 12] = [
+const CUSTOMER_TABLES: [&str; 14] = [
     "payments",
     "payment_events",
     "idempotency_keys",
@@ -22,6 +22,8 @@ const CUSTOMER_TABLES: [&str; 12] = [
     "subscription_events",
     "feature_usage",
     "consumptions",
+    "invoices",
+    "invoice_lines",
 ];
 
 #[tokio::test]
@@ -52,7 +54,16 @@ async fn distribute_gave_every_table_its_place_and_is_idempotent() {
     expect("webhook_pending", "h", "provider_payment_id");
     expect("provider_snapshots", "h", "provider_payment_id");
     expect("webhook_events", "h", "event_id");
-    for table in ["webhook_secrets", "api_keys", "settings", "reconciliation_runs", "meters", "plans"] {
+    for table in [
+        "webhook_secrets",
+        "api_keys",
+        "settings",
+        "reconciliation_runs",
+        "meters",
+        "plans",
+        "billing_settings",
+        "invoice_numbers",
+    ] {
         expect(table, "n", "");
     }
     // Every table of the schema has its place: none is left as a per-node copy.

@@ -56,6 +56,20 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get("subscription")?))
 }
 
+#[utoipa::path(get, path = "/v1/invoices/{id}", tag = "subscriptions", params(("id" = String, Path, description = "inv_…")),
+    responses((status = 200, description = "The invoice with its lines (`total` a decimal string)"), (status = 404, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn invoice(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::GET_INVOICE).await?;
+    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get(0)?))
+}
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelSubscription {

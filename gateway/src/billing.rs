@@ -1,0 +1,30 @@
+//! The billing timer: `payments.run_billing` every `BILLING_INTERVAL_MS`, so
+//! renewals, invoices and dunning retries happen without anyone calling. The
+//! invoices' payments it creates are charged by the reconciler like any
+//! payment created in SQL. Safe with several gateways: the function claims
+//! its rows with SKIP LOCKED and invoices each period once.
+
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::db;
+use crate::error::ApiError;
+
+pub async fn run(state: AppState, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match run_once(&state).await {
+            Ok(done) if done != r#"{"ended": 0, "retried": 0, "renewed": 0}"# => tracing::info!(%done, "billing run"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "billing run failed; the next tick tries again"),
+        }
+    }
+}
+
+async fn run_once(state: &AppState) -> Result<String, ApiError> {
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::RUN_BILLING).await?;
+    Ok(db.query_one(&stmt, &[]).await?.try_get(0)?)
+}

@@ -1,0 +1,350 @@
+-- payments: invoices, renewals and dunning. run_billing does everything due
+-- at a time `at` (tests move the clock by passing it): ends subscriptions
+-- canceled at period end, renews the others into their next period with an
+-- invoice, and retries unpaid invoices on the dunning schedule. An invoice is
+-- charged through an ordinary payment (create_payment, which the gateway's
+-- reconciler carries to the provider) whose idempotency key derives from the
+-- subscription, the period and the attempt: a retried or concurrent run never
+-- charges twice. The payment's outcome settles the invoice and the
+-- subscription (_invoice_payment_settled, called by the payment's transition).
+
+CREATE TABLE payments.billing_settings (
+    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    retry_days    integer[] NOT NULL CHECK (cardinality(retry_days) BETWEEN 0 AND 10 AND 0 < ALL (retry_days)),
+    final_status  text NOT NULL CHECK (final_status IN ('unpaid', 'canceled')),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE payments.billing_settings IS
+    'How unpaid renewals are retried (payments_admin, set_dunning). No row: the defaults (retries after 1, 3 and 5 days, then unpaid).';
+COMMENT ON COLUMN payments.billing_settings.retry_days IS 'Days after each failed attempt before the next: {1,3,5} retries three times.';
+COMMENT ON COLUMN payments.billing_settings.final_status IS 'What a subscription becomes when the last retry fails: unpaid or canceled.';
+SELECT pg_catalog.pg_extension_config_dump('payments.billing_settings', '');
+
+CREATE TABLE payments.invoice_numbers (
+    year integer PRIMARY KEY,
+    last bigint NOT NULL CHECK (last >= 0)
+);
+COMMENT ON TABLE payments.invoice_numbers IS
+    'The last invoice number given out each year. Its row is locked by the finalizing transaction, so numbers are gapless and never repeat (a rollback gives its number back).';
+SELECT pg_catalog.pg_extension_config_dump('payments.invoice_numbers', '');
+
+CREATE TABLE payments.invoices (
+    id              text COLLATE "C" NOT NULL,
+    customer_id     text COLLATE "C" NOT NULL,
+    subscription_id text COLLATE "C" NOT NULL,
+    period_number   integer NOT NULL,
+    number          text NOT NULL,
+    status          text COLLATE "C" NOT NULL CHECK (payments._is_allowed('invoice_status', status)),
+    currency        text COLLATE "C" NOT NULL,
+    total_minor     bigint NOT NULL CHECK (total_minor >= 0),
+    period_start    timestamptz NOT NULL,
+    period_end      timestamptz NOT NULL,
+    payment_id      text COLLATE "C",
+    attempt_count   integer NOT NULL DEFAULT 0 CHECK (attempt_count >= 0),
+    next_attempt_at timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    paid_at         timestamptz,
+    PRIMARY KEY (customer_id, id),
+    -- One invoice per subscription period: what makes renewals idempotent.
+    CONSTRAINT invoices_period UNIQUE (customer_id, subscription_id, period_number),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+);
+CREATE INDEX invoices_id_idx ON payments.invoices (id);
+CREATE INDEX invoices_retry_idx ON payments.invoices (next_attempt_at) WHERE status = 'open';
+COMMENT ON TABLE payments.invoices IS
+    'Invoices of subscription periods: open (finalized, numbered, charged), then paid, or left open for dunning; uncollectible when the subscription is canceled for it. Beside the customer (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique per year in the order invoices were finalized.';
+COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt.';
+COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';
+SELECT pg_catalog.pg_extension_config_dump('payments.invoices', '');
+
+CREATE TABLE payments.invoice_lines (
+    customer_id  text COLLATE "C" NOT NULL,
+    invoice_id   text COLLATE "C" NOT NULL,
+    line_number  integer NOT NULL CHECK (line_number > 0),
+    kind         text NOT NULL CHECK (kind IN ('recurring', 'usage', 'proration', 'credit')),
+    description  text NOT NULL,
+    quantity     numeric NOT NULL,
+    amount_minor bigint NOT NULL,
+    PRIMARY KEY (customer_id, invoice_id, line_number),
+    FOREIGN KEY (customer_id, invoice_id) REFERENCES payments.invoices (customer_id, id)
+);
+COMMENT ON TABLE payments.invoice_lines IS 'What an invoice charges for, line by line (the recurring fee of its period, for now).';
+SELECT pg_catalog.pg_extension_config_dump('payments.invoice_lines', '');
+
+CREATE FUNCTION payments.set_dunning(retry_days integer[], final_status text DEFAULT 'unpaid') RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF retry_days IS NULL OR cardinality(retry_days) > 10 OR NOT (0 < ALL (retry_days))
+       OR final_status IS NULL OR final_status NOT IN ('unpaid', 'canceled') THEN
+        RAISE EXCEPTION 'retry_days: up to 10 positive day counts; final_status: unpaid or canceled' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.billing_settings (retry_days, final_status) VALUES (retry_days, final_status)
+    ON CONFLICT (singleton) DO UPDATE SET retry_days = excluded.retry_days, final_status = excluded.final_status,
+                                          updated_at = excluded.updated_at;
+END
+$$;
+COMMENT ON FUNCTION payments.set_dunning(integer[], text) IS
+    'Sets the dunning schedule (admin): days between the retries of an unpaid renewal (default {1,3,5}) and what the subscription becomes after the last one fails (unpaid, the default, or canceled).';
+
+CREATE FUNCTION payments._next_invoice_number(p_at timestamptz) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_year integer := extract(year FROM p_at AT TIME ZONE 'UTC')::integer;
+    v_last bigint;
+BEGIN
+    INSERT INTO payments.invoice_numbers (year, last) VALUES (v_year, 0) ON CONFLICT (year) DO NOTHING;
+    UPDATE payments.invoice_numbers n SET last = n.last + 1 WHERE n.year = v_year RETURNING n.last INTO v_last;
+    RETURN v_year || '-' || lpad(v_last::text, 6, '0');
+END
+$$;
+COMMENT ON FUNCTION payments._next_invoice_number(timestamptz) IS
+    'Internal: the next invoice number of the year (UTC) of p_at; the counter''s row stays locked until the caller''s transaction ends.';
+
+CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id      text := payments._new_id('inv');
+    v_invoice payments.invoices%ROWTYPE;
+BEGIN
+    -- The caller holds the subscription's row lock; the period's invoice is made once.
+    SELECT * INTO v_invoice FROM payments.invoices i
+    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.period_number = p_sub.period_number;
+    IF FOUND THEN
+        RETURN v_invoice.id;
+    END IF;
+    INSERT INTO payments.invoices (id, customer_id, subscription_id, period_number, number, status, currency,
+                                   total_minor, period_start, period_end)
+    VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, payments._next_invoice_number(p_sub.current_period_start),
+            'open', p_plan.currency, p_plan.amount_minor, p_sub.current_period_start, p_sub.current_period_end)
+    RETURNING * INTO v_invoice;
+    INSERT INTO payments.invoice_lines (customer_id, invoice_id, line_number, kind, description, quantity, amount_minor)
+    VALUES (p_sub.customer_id, v_id, 1, 'recurring', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number,
+            1, p_plan.amount_minor);
+    PERFORM payments._charge_invoice(v_invoice, p_sub);
+    RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans) IS
+    'Internal: the invoice of a subscription''s current period, made, numbered and charged once (a free plan''s is paid at once). The caller holds the subscription''s row lock.';
+
+CREATE FUNCTION payments._charge_invoice(p_invoice payments.invoices, p_sub payments.subscriptions) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_attempt integer := p_invoice.attempt_count + 1;
+    v_payment text;
+BEGIN
+    IF p_invoice.total_minor = 0 THEN
+        UPDATE payments.invoices i SET status = 'paid', paid_at = now()
+        WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id;
+        RETURN;
+    END IF;
+    -- One payment per attempt, its key derived from the subscription, period and attempt.
+    SELECT p.id INTO v_payment FROM payments.create_payment(
+        'invoice:' || p_sub.id || ':' || p_invoice.period_number || ':' || v_attempt, p_invoice.customer_id,
+        payments.to_major(p_invoice.total_minor, p_invoice.currency), p_invoice.currency, p_sub.payment_method,
+        'Invoice ' || p_invoice.number, jsonb_build_object('invoice_id', p_invoice.id, 'subscription_id', p_sub.id)) p;
+    UPDATE payments.invoices i SET payment_id = v_payment, next_attempt_at = NULL
+    WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id;
+    IF p_sub.payment_method IS NULL THEN
+        -- Nothing to charge: a failed attempt at once.
+        PERFORM payments._invoice_payment_settled(p_invoice.customer_id, v_payment, 'failed');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._charge_invoice(payments.invoices, payments.subscriptions) IS
+    'Internal: the next attempt at an invoice: a payment for its total (key invoice:<subscription>:<period>:<attempt>, metadata invoice_id) that the gateway charges; without a payment method, a failed attempt.';
+
+CREATE FUNCTION payments._invoice_payment_settled(p_customer_id text, p_payment_id text, p_status text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_invoice  payments.invoices%ROWTYPE;
+    v_sub      payments.subscriptions%ROWTYPE;
+    v_from     text;
+    v_settings record;
+BEGIN
+    SELECT * INTO v_invoice FROM payments.invoices i
+    WHERE i.customer_id = p_customer_id AND i.payment_id = p_payment_id AND i.status = 'open' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;  -- an earlier attempt's payment, or an invoice already settled
+    END IF;
+    SELECT * INTO v_sub FROM payments.subscriptions s
+    WHERE s.customer_id = p_customer_id AND s.id = v_invoice.subscription_id FOR UPDATE;
+    v_from := v_sub.status;
+    IF p_status = 'succeeded' THEN
+        UPDATE payments.invoices i SET status = 'paid', paid_at = now(), next_attempt_at = NULL
+        WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id;
+        IF v_sub.status IN ('incomplete', 'past_due', 'unpaid') THEN
+            v_sub.status := 'active';
+        END IF;
+    ELSE
+        SELECT coalesce((SELECT b.retry_days FROM payments.billing_settings b), '{1,3,5}') AS retry_days,
+               coalesce((SELECT b.final_status FROM payments.billing_settings b), 'unpaid') AS final_status
+        INTO v_settings;
+        UPDATE payments.invoices i
+        SET attempt_count = v_invoice.attempt_count + 1,
+            next_attempt_at = now() + v_settings.retry_days[v_invoice.attempt_count + 1] * interval '1 day',
+            status = CASE WHEN v_invoice.attempt_count + 1 > cardinality(v_settings.retry_days)
+                               AND v_settings.final_status = 'canceled' THEN 'uncollectible' ELSE 'open' END
+        WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id;
+        IF v_invoice.attempt_count + 1 > cardinality(v_settings.retry_days) THEN
+            v_sub.status := CASE WHEN v_sub.status = 'incomplete' THEN 'canceled' ELSE v_settings.final_status END;
+            v_sub.canceled_at := CASE WHEN v_sub.status = 'canceled' THEN now() END;
+        ELSIF v_sub.status IN ('active', 'trialing') THEN
+            v_sub.status := 'past_due';
+        END IF;
+    END IF;
+    IF v_sub.status IS DISTINCT FROM v_from THEN
+        PERFORM payments._set_subscription(v_sub, v_from, 'invoice ' || v_invoice.number || ' ' || p_status,
+                                           jsonb_build_object('invoice_id', v_invoice.id, 'payment_id', p_payment_id));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._invoice_payment_settled(text, text, text) IS
+    'Internal: an invoice payment reached succeeded or failed: the invoice is paid (and an incomplete, past_due or unpaid subscription active again), or its failed attempt is counted and the next scheduled (the subscription past_due; after the last, unpaid or canceled as set_dunning says).';
+
+CREATE FUNCTION payments.run_billing(at timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_due      record;
+    v_sub      payments.subscriptions%ROWTYPE;
+    v_plan     payments.plans%ROWTYPE;
+    v_invoice  payments.invoices%ROWTYPE;
+    v_from     text;
+    v_renewed  integer := 0;
+    v_ended    integer := 0;
+    v_retried  integer := 0;
+BEGIN
+    IF at IS NULL THEN
+        RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';
+    END IF;
+    -- 1. Periods that ended: canceled at their end, or renewed (possibly several periods
+    -- behind: each pass of the loop moves a subscription one period on).
+    FOR v_due IN
+        SELECT s.customer_id, s.id FROM payments.subscriptions s
+        WHERE s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= at
+        ORDER BY s.current_period_end LIMIT 1000
+    LOOP
+        LOOP
+            SELECT * INTO v_sub FROM payments.subscriptions s
+            WHERE s.customer_id = v_due.customer_id AND s.id = v_due.id
+              AND s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= at
+            FOR UPDATE SKIP LOCKED;
+            EXIT WHEN NOT FOUND;
+            v_from := v_sub.status;
+            IF v_sub.cancel_at_period_end THEN
+                v_sub.status := 'canceled';
+                v_sub.canceled_at := v_sub.current_period_end;
+                PERFORM payments._set_subscription(v_sub, v_from, 'canceled at period end', '{}');
+                v_ended := v_ended + 1;
+                EXIT;
+            END IF;
+            SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+            v_sub.period_number := v_sub.period_number + 1;
+            v_sub.current_period_start := v_sub.current_period_end;
+            v_sub.current_period_end := payments._period_end(v_plan, v_sub.billing_anchor, v_sub.period_number);
+            v_sub.status := CASE WHEN v_sub.status = 'trialing' THEN 'active' ELSE v_sub.status END;
+            UPDATE payments.subscriptions s
+            SET period_number = v_sub.period_number, current_period_start = v_sub.current_period_start,
+                current_period_end = v_sub.current_period_end, status = v_sub.status, updated_at = now()
+            WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+            PERFORM payments._subscription_event(v_sub, v_from, 'renewed',
+                                                 jsonb_build_object('period_number', v_sub.period_number,
+                                                                    'period_start', v_sub.current_period_start));
+            PERFORM payments._invoice_period(v_sub, v_plan);
+            v_renewed := v_renewed + 1;
+        END LOOP;
+    END LOOP;
+    -- 2. Dunning: failed invoices whose retry is due.
+    FOR v_due IN
+        SELECT i.customer_id, i.id FROM payments.invoices i
+        WHERE i.status = 'open' AND i.next_attempt_at <= at ORDER BY i.next_attempt_at LIMIT 1000
+    LOOP
+        SELECT * INTO v_invoice FROM payments.invoices i
+        WHERE i.customer_id = v_due.customer_id AND i.id = v_due.id AND i.status = 'open' AND i.next_attempt_at <= at
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        SELECT * INTO v_sub FROM payments.subscriptions s
+        WHERE s.customer_id = v_invoice.customer_id AND s.id = v_invoice.subscription_id;
+        PERFORM payments._charge_invoice(v_invoice, v_sub);
+        v_retried := v_retried + 1;
+    END LOOP;
+    RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'retried', v_retried);
+END
+$$;
+COMMENT ON FUNCTION payments.run_billing(timestamptz) IS
+    'Does everything billing has due at time at: subscriptions canceled at period end end; trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by subscription, period and attempt; failed invoices are retried on the dunning schedule (set_dunning). Returns {"renewed", "ended", "retried"}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
+
+CREATE FUNCTION payments.set_subscription_payment_method(id text, payment_method text)
+RETURNS SETOF payments.subscription_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text;
+    v_sub      payments.subscriptions%ROWTYPE;
+    v_invoice  payments.invoices%ROWTYPE;
+    v_status   text;
+BEGIN
+    IF payment_method IS NULL OR length(payment_method) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'payment_method must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    -- Lock order as an invoice payment's outcome takes it: the open invoices, then the subscription.
+    SELECT s.customer_id INTO v_customer FROM payments.subscriptions s WHERE s.id = set_subscription_payment_method.id;
+    PERFORM 1 FROM payments.invoices i
+    WHERE i.customer_id = v_customer AND i.subscription_id = set_subscription_payment_method.id AND i.status = 'open'
+    FOR UPDATE;
+    v_sub := payments._locked_subscription(set_subscription_payment_method.id);
+    UPDATE payments.subscriptions s SET payment_method = set_subscription_payment_method.payment_method, updated_at = now()
+    WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+    -- An unpaid invoice is retried at the next run: one waiting for its retry, or one whose
+    -- retries ran out (its last payment failed); never one whose payment is still under way.
+    FOR v_invoice IN
+        SELECT i.* FROM payments.invoices i
+        WHERE i.customer_id = v_sub.customer_id AND i.subscription_id = v_sub.id AND i.status = 'open'
+    LOOP
+        SELECT p.status INTO v_status FROM payments.payments p
+        WHERE p.customer_id = v_invoice.customer_id AND p.id = v_invoice.payment_id;
+        CONTINUE WHEN v_invoice.next_attempt_at IS NULL AND v_status IS DISTINCT FROM 'failed';
+        UPDATE payments.invoices i SET next_attempt_at = now()
+        WHERE i.customer_id = v_invoice.customer_id AND i.id = v_invoice.id;
+    END LOOP;
+    PERFORM payments._subscription_event(v_sub, v_sub.status, 'payment method changed', '{}');
+    RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
+END
+$$;
+COMMENT ON FUNCTION payments.set_subscription_payment_method(text, text) IS
+    'Sets the payment method a subscription''s invoices are charged with; an open invoice waiting for its retry is retried at the next run_billing.';
+
+CREATE VIEW payments.invoice_details AS
+SELECT i.id, i.customer_id, i.subscription_id, i.number, i.status, payments.to_major(i.total_minor, i.currency) AS total,
+       i.total_minor, i.currency, i.period_start, i.period_end, i.payment_id, i.attempt_count, i.next_attempt_at,
+       i.created_at, i.paid_at
+FROM payments.invoices i;
+COMMENT ON VIEW payments.invoice_details IS 'Every invoice with its total in major units; readable by payments_reader.';
+
+CREATE FUNCTION payments.get_invoice(id text) RETURNS SETOF payments.invoice_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM payments.invoice_details d WHERE d.id = get_invoice.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'invoice % not found', payments._shown(get_invoice.id) USING ERRCODE = 'PM204';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments.get_invoice(text) IS 'One invoice by id; PM204 when there is none.';
+
+CREATE FUNCTION payments.list_invoice_lines(invoice_id text)
+RETURNS TABLE (line_number integer, kind text, description text, quantity numeric, amount numeric, amount_minor bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_invoice payments.invoice_details%ROWTYPE;
+BEGIN
+    SELECT * INTO v_invoice FROM payments.get_invoice(list_invoice_lines.invoice_id);
+    RETURN QUERY
+    SELECT l.line_number, l.kind, l.description, l.quantity, payments.to_major(l.amount_minor, v_invoice.currency),
+           l.amount_minor
+    FROM payments.invoice_lines l
+    WHERE l.customer_id = v_invoice.customer_id AND l.invoice_id = v_invoice.id
+    ORDER BY l.line_number;
+END
+$$;
+COMMENT ON FUNCTION payments.list_invoice_lines(text) IS 'An invoice''s lines in order, amounts in major and minor units; PM204 for an unknown invoice.';
