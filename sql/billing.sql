@@ -348,3 +348,46 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.list_invoice_lines(text) IS 'An invoice''s lines in order, amounts in major and minor units; PM204 for an unknown invoice.';
+
+-- ---------------------------------------------------------------------------
+-- Receipts
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments.receipt(payment_id text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_payment payments.payment_details%ROWTYPE;
+    v_refunds jsonb;
+    v_invoice payments.invoice_details%ROWTYPE;
+    v_paid_at timestamptz;
+BEGIN
+    SELECT * INTO v_payment FROM payments.get_payment(receipt.payment_id);
+    IF v_payment.status <> 'succeeded' THEN
+        RAISE EXCEPTION 'payment % is %: a receipt is for a payment that succeeded', v_payment.id, v_payment.status
+            USING ERRCODE = 'PM206';
+    END IF;
+    -- When it succeeded: its history says (updated_at moves with refunds).
+    SELECT e.created_at INTO v_paid_at FROM payments.payment_events e
+    WHERE e.customer_id = v_payment.customer_id AND e.payment_id = v_payment.id AND e.applied
+      AND e.to_status = 'succeeded' AND e.from_status IS DISTINCT FROM 'succeeded'
+    ORDER BY e.seq LIMIT 1;
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'amount', r.amount::text, 'status', r.status,
+                                                 'created_at', r.created_at) ORDER BY r.created_at, r.id), '[]')
+    INTO v_refunds FROM payments.refund_details r
+    WHERE r.customer_id = v_payment.customer_id AND r.payment_id = v_payment.id AND r.status = 'succeeded';
+    IF v_payment.metadata ? 'invoice_id' THEN
+        SELECT * INTO v_invoice FROM payments.invoice_details i
+        WHERE i.customer_id = v_payment.customer_id AND i.id = v_payment.metadata ->> 'invoice_id';
+    END IF;
+    RETURN jsonb_build_object(
+        'object', 'receipt', 'payment_id', v_payment.id, 'customer_id', v_payment.customer_id,
+        'amount', v_payment.amount_captured::text, 'amount_minor', v_payment.amount_captured_minor,
+        'currency', v_payment.currency, 'amount_refunded', v_payment.amount_refunded::text,
+        'paid_at', v_paid_at, 'description', v_payment.description,
+        'payment_method', v_payment.payment_method, 'provider', v_payment.provider,
+        'provider_payment_id', v_payment.provider_payment_id, 'refunds', v_refunds,
+        'invoice', CASE WHEN v_invoice.id IS NOT NULL THEN
+                        jsonb_build_object('id', v_invoice.id, 'number', v_invoice.number) END);
+END
+$$;
+COMMENT ON FUNCTION payments.receipt(text) IS
+    'A succeeded payment''s receipt as JSON: what was captured (amounts as exact decimal strings), when, how, the succeeded refunds, and its invoice when it paid one. PM204 for an unknown payment, PM206 for one that did not succeed.';

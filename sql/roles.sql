@@ -36,7 +36,7 @@ GRANT EXECUTE ON FUNCTION
     payments.usage_summary(text, text, timestamptz, timestamptz),
     payments.get_subscription(text), payments.has_active_subscription(text, text, timestamptz),
     payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz),
-    payments.get_invoice(text), payments.list_invoice_lines(text)
+    payments.get_invoice(text), payments.list_invoice_lines(text), payments.receipt(text)
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details,
     payments.invoice_details

@@ -57,6 +57,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/subscriptions/{id}", get(routes::subscriptions::get))
         .route("/v1/subscriptions/{id}/cancel", post(routes::subscriptions::cancel))
         .route("/v1/invoices/{id}", get(routes::subscriptions::invoice))
+        .route("/v1/payments/{id}/receipt", get(routes::subscriptions::receipt))
+        .route("/v1/payments/{id}/receipt.html", get(routes::subscriptions::receipt_html))
         .route("/v1/disputes/{id}", get(routes::disputes::get))
         .route("/v1/webhooks/{provider}", post(routes::webhooks::receive))
         .route("/healthz", get(routes::ops::healthz))

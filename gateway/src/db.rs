@@ -186,6 +186,8 @@ pub const CONSUME: &str = "SELECT jsonb_build_object('object', 'consumption', 'a
         'remaining', c.remaining::text, 'outcome', c.outcome, 'reason', c.reason, 'subscription_id', c.subscription_id)::text
      FROM payments.consume($1, $2, $3::text::numeric, $4) c";
 
+pub const RECEIPT: &str = "SELECT payments.receipt($1)::text";
+
 pub const RUN_BILLING: &str = "SELECT payments.run_billing()::text";
 
 /// An invoice with its lines, as the API's JSON object (the total a decimal string).

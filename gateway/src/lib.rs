@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod provider;
 pub mod reconciler;
 pub mod reconciliation;
+pub mod render;
 pub mod routes;
 pub mod serve;
 pub mod startup;

@@ -27,6 +27,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::routes::subscriptions::get,
         crate::routes::subscriptions::cancel,
         crate::routes::subscriptions::invoice,
+        crate::routes::subscriptions::receipt,
+        crate::routes::subscriptions::receipt_html,
         crate::routes::customers::entitlements,
         crate::routes::customers::consume,
         crate::routes::webhooks::receive,

@@ -1835,4 +1835,36 @@ mod tests {
         assert_eq!(sub_status(&bare), "canceled 1");
         assert_eq!(invoice_of(&bare, 1).1, "uncollectible");
     }
+
+    #[pg_test]
+    fn a_receipt_shows_what_was_paid_refunded_and_invoiced() {
+        let id = paid("rc1", "cust_rc", "pi_rcpt");
+        let refund = one::<String>(&format!("SELECT id FROM payments.create_refund('k', '{id}', 2.5)"));
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_command_result('{}', true, 'succeeded', '{}')",
+            refund_command(&refund),
+            refund_object("re_rc", "pi_rcpt", 250, "succeeded", "")
+        ));
+        let r = one::<pgrx::JsonB>(&format!("SELECT payments.receipt('{id}')")).0;
+        assert_eq!(
+            (r["amount"].as_str(), r["currency"].as_str(), r["amount_refunded"].as_str()),
+            (Some("10.00"), Some("USD"), Some("2.50"))
+        );
+        assert_eq!(r["refunds"][0]["amount"], "2.50");
+        assert!(r["paid_at"].is_string() && r["invoice"].is_null(), "{r}");
+        let unpaid = create("rc2", "3");
+        assert_eq!(sqlstate(&format!("SELECT payments.receipt('{unpaid}')")), "PM206");
+        assert_eq!(sqlstate("SELECT payments.receipt('pay_none')"), "PM204");
+        // An invoice's payment names its invoice.
+        one::<String>("SELECT code FROM payments.create_plan('rcpt', 'usd', 7, 'month')");
+        let sub = one::<String>("SELECT id FROM payments.create_subscription('k9', 'cust_rc', 'rcpt', 'pm_card_visa')");
+        let (_, _, number, pay) = invoice_of(&sub, 1);
+        settle(&pay, "pi_rc_inv", 700, "succeeded");
+        let r = one::<pgrx::JsonB>(&format!("SELECT payments.receipt('{pay}')")).0;
+        assert_eq!(r["invoice"]["number"], number.as_str());
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM payments.list_invoice_lines('{}')", invoice_of(&sub, 1).0)),
+            1
+        );
+    }
 }

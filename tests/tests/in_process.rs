@@ -1460,6 +1460,19 @@ async fn subscriptions_renew_through_the_provider_and_a_declined_card_goes_throu
         assert_eq!(paid["lines"][0]["kind"], "recurring");
         let seen = app.get_json(&key, &format!("/v1/subscriptions/{sub}")).await;
         assert_eq!(seen["status"], "active", "period {period}: {seen}");
+        // Printable: the invoice, and the receipt of the payment that paid it.
+        let page = app.send(Method::GET, &format!("/v1/invoices/{invoice}.html"), Some(&key), None).await;
+        assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+        let page = page.text().await.unwrap();
+        assert!(page.contains(paid["number"].as_str().unwrap()) && page.contains("$15.00"), "{page}");
+        let payment = paid["payment_id"].as_str().unwrap();
+        let receipt = app.send(Method::GET, &format!("/v1/payments/{payment}/receipt.html"), Some(&key), None).await;
+        let receipt = receipt.text().await.unwrap();
+        assert!(
+            receipt.contains("Receipt")
+                && receipt.contains("$15.00")
+                && receipt.contains(paid["number"].as_str().unwrap())
+        );
     }
 
     // A declined card: past_due, three retries on the schedule, then unpaid; a new card recovers it.

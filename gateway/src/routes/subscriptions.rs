@@ -56,8 +56,10 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get("subscription")?))
 }
 
-#[utoipa::path(get, path = "/v1/invoices/{id}", tag = "subscriptions", params(("id" = String, Path, description = "inv_…")),
-    responses((status = 200, description = "The invoice with its lines (`total` a decimal string)"), (status = 404, body = crate::openapi::ErrorBody)),
+#[utoipa::path(get, path = "/v1/invoices/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "inv_…, or inv_….html for the printable page")),
+    responses((status = 200, description = "The invoice with its lines (`total` a decimal string), or its printable HTML"),
+        (status = 404, body = crate::openapi::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn invoice(
     State(state): State<AppState>,
@@ -65,9 +67,61 @@ pub async fn invoice(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
+    let (id, html) = match id.strip_suffix(".html") {
+        Some(id) => (id.to_string(), true),
+        None => (id, false),
+    };
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::GET_INVOICE).await?;
-    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get(0)?))
+    let invoice: String = db.query_one(&stmt, &[&id]).await?.try_get(0)?;
+    if !html {
+        return Ok(json_response(StatusCode::OK, invoice));
+    }
+    Ok(html_response(crate::render::invoice_html(&parsed(&invoice)?)))
+}
+
+#[utoipa::path(get, path = "/v1/payments/{id}/receipt", tag = "payments",
+    params(("id" = String, Path, description = "pay_…")),
+    responses((status = 200, description = "The receipt of a succeeded payment (`payments.receipt`)"),
+        (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn receipt(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    Ok(json_response(StatusCode::OK, fetch_receipt(&state, &id).await?))
+}
+
+#[utoipa::path(get, path = "/v1/payments/{id}/receipt.html", tag = "payments",
+    params(("id" = String, Path, description = "pay_…")),
+    responses((status = 200, description = "The receipt as a printable page", content_type = "text/html"),
+        (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn receipt_html(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    Ok(html_response(crate::render::receipt_html(&parsed(&fetch_receipt(&state, &id).await?)?)))
+}
+
+async fn fetch_receipt(state: &AppState, id: &str) -> Result<String, ApiError> {
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::RECEIPT).await?;
+    Ok(db.query_one(&stmt, &[&id]).await?.try_get(0)?)
+}
+
+/// JSON PostgreSQL rendered, read to render HTML from (amounts stay strings).
+fn parsed(json: &str) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_str(json).map_err(|e| ApiError::Internal(format!("the database rendered invalid JSON: {e}")))
+}
+
+fn html_response(page: String) -> Response {
+    use axum::response::IntoResponse;
+    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
