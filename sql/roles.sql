@@ -70,7 +70,8 @@ GRANT EXECUTE ON FUNCTION
     payments.pause_subscription(text), payments.resume_subscription(text, timestamptz),
     payments.consume(text, text, numeric, text, timestamptz),
     payments.run_billing(timestamptz),
-    payments.set_subscription_payment_method(text, text)
+    payments.set_subscription_payment_method(text, text),
+    payments.change_plan(text, text, boolean, timestamptz)
 TO payments_admin, payments_gateway;
 
 -- The gateway checks keys and reads histories.
@@ -90,7 +91,7 @@ GRANT EXECUTE ON FUNCTION
     payments.create_meter(text, text, text, text),
     payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text),
     payments.archive_plan(text),
-    payments.set_dunning(integer[], text)
+    payments.set_dunning(integer[], text, interval)
 TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments.webhook_tolerance() TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

@@ -38,6 +38,9 @@ CREATE TABLE payments.subscriptions (
     trial_end            timestamptz,
     cancel_at_period_end boolean NOT NULL DEFAULT false,
     canceled_at          timestamptz,
+    past_due_since       timestamptz,
+    pending_plan         text COLLATE "C" REFERENCES payments.plans (code),
+    credit_minor         bigint NOT NULL DEFAULT 0 CHECK (credit_minor >= 0),
     idempotency_key      text COLLATE "C" NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     fingerprint          bytea NOT NULL,
     created_at           timestamptz NOT NULL DEFAULT now(),
@@ -56,6 +59,9 @@ COMMENT ON COLUMN payments.subscriptions.status IS
 COMMENT ON COLUMN payments.subscriptions.current_period_start IS 'Start of the period limits and usage count in.';
 COMMENT ON COLUMN payments.subscriptions.billing_anchor IS 'Where paid periods are counted from (the start, or the end of the trial): period n ends n intervals after it, so a subscription begun on January 31 renews on the last day of each month.';
 COMMENT ON COLUMN payments.subscriptions.period_number IS 'Which paid period is current (0: the trial).';
+COMMENT ON COLUMN payments.subscriptions.past_due_since IS 'When its renewal first failed; past_due grants its features for the grace period after it (set_dunning).';
+COMMENT ON COLUMN payments.subscriptions.pending_plan IS 'The plan it moves to when the current period ends (change_plan without proration).';
+COMMENT ON COLUMN payments.subscriptions.credit_minor IS 'What a downgrade left to the customer, in minor units: taken off the next invoices.';
 COMMENT ON COLUMN payments.subscriptions.cancel_at_period_end IS 'It ends when the current period does (cancel_subscription with at_period_end).';
 SELECT pg_catalog.pg_extension_config_dump('payments.subscriptions', '');
 
@@ -356,6 +362,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE payments.subscriptions s
     SET status = p_sub.status, cancel_at_period_end = p_sub.cancel_at_period_end, canceled_at = p_sub.canceled_at,
+        past_due_since = CASE WHEN p_sub.status = 'past_due' THEN coalesce(s.past_due_since, now()) END,
         updated_at = now()
     WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
     PERFORM payments._subscription_event(p_sub, p_from, p_reason, p_data);
@@ -430,21 +437,42 @@ COMMENT ON FUNCTION payments.resume_subscription(text, timestamptz) IS
 -- ---------------------------------------------------------------------------
 -- What a customer may do now
 -- ---------------------------------------------------------------------------
+CREATE FUNCTION payments._grants_now(p_sub payments.subscriptions, p_at timestamptz) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN CASE p_sub.status
+               WHEN 'active' THEN true
+               WHEN 'trialing' THEN p_at < p_sub.trial_end
+               WHEN 'past_due' THEN p_at < p_sub.past_due_since
+                                          + coalesce((SELECT b.past_due_grace FROM payments.billing_settings b),
+                                                     interval '3 days')
+               ELSE false END
+           AND NOT (p_sub.cancel_at_period_end AND p_at >= p_sub.current_period_end);
+END
+$$;
+COMMENT ON FUNCTION payments._grants_now(payments.subscriptions, timestamptz) IS
+    'Internal: whether a subscription grants its plan at time p_at: active; trialing within its trial; past_due within the grace period (set_dunning, default 3 days); and not past the end of a period it is canceled at.';
+
 CREATE FUNCTION payments.has_active_subscription(customer_id text, plan text DEFAULT NULL, at timestamptz DEFAULT now())
 RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_sub payments.subscriptions%ROWTYPE;
 BEGIN
-    RETURN EXISTS (
-        SELECT 1 FROM payments.subscriptions s
-        WHERE s.customer_id = has_active_subscription.customer_id
+    FOR v_sub IN
+        SELECT * FROM payments.subscriptions s
+        WHERE s.customer_id = has_active_subscription.customer_id AND s.status IN ('trialing', 'active', 'past_due')
           AND (has_active_subscription.plan IS NULL OR s.plan = has_active_subscription.plan)
-          AND s.status IN ('trialing', 'active')
-          AND NOT (s.cancel_at_period_end AND at >= s.current_period_end)
-          AND NOT (s.status = 'trialing' AND at >= s.trial_end));
+    LOOP
+        IF payments._grants_now(v_sub, at) THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
 END
 $$;
 COMMENT ON FUNCTION payments.has_active_subscription(text, text, timestamptz) IS
-    'Whether the customer has a trialing (within its trial) or active subscription (of plan, when given) at time at; one canceled at period end counts until the period ends.';
+    'Whether the customer has a subscription (of plan, when given) that grants its plan at time at: active, trialing within its trial, or past_due within the grace period (set_dunning); one canceled at period end counts until the period ends.';
 
 CREATE FUNCTION payments.customer_has_paid(customer_id text, since timestamptz DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -464,16 +492,15 @@ RETURNS TABLE (feature text, "limit" numeric, used numeric, remaining numeric, s
                period_start timestamptz, period_end timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_sub     record;
+    v_sub     payments.subscriptions%ROWTYPE;
     v_feature record;
 BEGIN
     FOR v_sub IN
-        SELECT s.id, s.plan, s.current_period_start, s.current_period_end FROM payments.subscriptions s
-        WHERE s.customer_id = entitlements.customer_id AND s.status IN ('trialing', 'active')
-          AND NOT (s.cancel_at_period_end AND at >= s.current_period_end)
-          AND NOT (s.status = 'trialing' AND at >= s.trial_end)
+        SELECT * FROM payments.subscriptions s
+        WHERE s.customer_id = entitlements.customer_id AND s.status IN ('trialing', 'active', 'past_due')
         ORDER BY s.created_at, s.id
     LOOP
+        CONTINUE WHEN NOT payments._grants_now(v_sub, at);
         -- One feature at a time, each count read where it lives (Citus plans no lateral join here).
         FOR v_feature IN SELECT f.key, f.value FROM payments.plans p CROSS JOIN jsonb_each(p.features) f
                          WHERE p.code = v_sub.plan ORDER BY f.key LOOP
@@ -494,7 +521,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.entitlements(text, timestamptz) IS
-    'Each feature the customer may use at time at, per active or trialing subscription: its limit this period (NULL: unlimited), what was used and what is left.';
+    'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit this period (NULL: unlimited), what was used and what is left.';
 
 CREATE FUNCTION payments.consume(customer_id text, feature text, quantity numeric, request_id text,
                                  at timestamptz DEFAULT now())
@@ -518,17 +545,15 @@ BEGIN
     -- waits here, so the check and the count below are one step for all of them.
     FOR v_candidate IN
         SELECT s.id, s.plan FROM payments.subscriptions s
-        WHERE s.customer_id = consume.customer_id AND s.status IN ('trialing', 'active')
+        WHERE s.customer_id = consume.customer_id AND s.status IN ('trialing', 'active', 'past_due')
         ORDER BY s.created_at, s.id
     LOOP
         SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_candidate.plan;
         CONTINUE WHEN v_grant IS NULL;
         SELECT * INTO v_sub FROM payments.subscriptions s
-        WHERE s.customer_id = consume.customer_id AND s.id = v_candidate.id AND s.status IN ('trialing', 'active')
-          AND NOT (s.cancel_at_period_end AND at >= s.current_period_end)
-          AND NOT (s.status = 'trialing' AND at >= s.trial_end)
-        FOR UPDATE;
-        EXIT WHEN FOUND;
+        WHERE s.customer_id = consume.customer_id AND s.id = v_candidate.id FOR UPDATE;
+        EXIT WHEN payments._grants_now(v_sub, at);
+        v_sub := NULL;
     END LOOP;
     -- A retried request: its first answer, nothing consumed.
     SELECT * INTO v_answer FROM payments.consumptions c
@@ -578,4 +603,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.consume(text, text, numeric, text, timestamptz) IS
-    'In one statement: checks that an active or trialing subscription of the customer grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit (the subscription''s row lock serialises them). A repeated request_id returns the first answer (outcome replayed) and counts nothing.';
+    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit (the subscription''s row lock serialises them). A repeated request_id returns the first answer (outcome replayed) and counts nothing.';

@@ -11,7 +11,9 @@ use crate::db;
 use crate::error::ApiError;
 
 pub async fn run(state: AppState, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
+    // The first run one interval after start, not at once: a starting gateway has enough to do
+    // (its reconciler and outbox look at every shard too).
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

@@ -1867,4 +1867,83 @@ mod tests {
             1
         );
     }
+
+    #[pg_test]
+    fn plans_change_with_proration_now_or_at_period_end_and_past_due_has_a_grace_period() {
+        one::<String>(
+            "SELECT code FROM payments.create_plan('basic', 'usd', 10, 'month', features => '{\"calls\": 5}')",
+        );
+        one::<String>(
+            "SELECT code FROM payments.create_plan('plus', 'usd', 30, 'month', features => '{\"calls\": 50}')",
+        );
+        one::<String>("SELECT code FROM payments.create_plan('euro', 'eur', 30, 'month')");
+        // Half-way through its first month.
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('k1', 'cust_cp', 'basic', 'pm_card_visa',
+                                                         at => date_trunc('day', now()) - interval '15 days')",
+        );
+        let (_, _, _, first) = invoice_of(&sub, 1);
+        settle(&first, "pi_cp1", 1000, "succeeded");
+        let half = "(SELECT current_period_start + (current_period_end - current_period_start) / 2 FROM payments.subscriptions WHERE id = '";
+        // Upgrade now: 15.00 for the rest of the month at plus, less 5.00 unused at basic: 10.00 charged at once.
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT plan || ' ' || outcome FROM payments.change_plan('{sub}', 'plus', at => {half}{sub}'))"
+            )),
+            "plus applied"
+        );
+        let proration = one::<String>(&format!(
+            "SELECT total || ' ' || (SELECT string_agg(l.kind || ':' || l.amount_minor, ',' ORDER BY l.line_number)
+                                     FROM payments.invoice_lines l WHERE l.customer_id = i.customer_id AND l.invoice_id = i.id)
+             FROM payments.invoice_details i WHERE subscription_id = '{sub}' AND i.id IN
+                  (SELECT id FROM payments.invoices WHERE kind = 'proration')"
+        ));
+        assert_eq!(proration, "10.00 credit:-500,proration:1500");
+        assert_eq!(
+            one::<String>("SELECT \"limit\"::text FROM payments.entitlements('cust_cp') WHERE feature = 'calls'"),
+            "50",
+            "the new limits apply at once"
+        );
+        // Downgrade now: the difference is a credit, taken off the next invoice.
+        one::<String>(&format!("SELECT plan FROM payments.change_plan('{sub}', 'basic', at => {half}{sub}'))"));
+        assert_eq!(one::<i64>(&format!("SELECT credit_minor FROM payments.subscriptions WHERE id = '{sub}'")), 1000);
+        one::<pgrx::JsonB>(&format!(
+            "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = '{sub}'))"
+        ));
+        assert_eq!(
+            one::<String>(&format!("SELECT total::text FROM payments.invoice_details WHERE subscription_id = '{sub}' AND id = (SELECT id FROM payments.invoices WHERE subscription_id = '{sub}' AND period_number = 2 AND kind = 'period')")),
+            "0.00",
+            "10.00 of credit pays the 10.00 month"
+        );
+        // At period end: nothing now, the new plan with the next period.
+        one::<String>(&format!("SELECT plan FROM payments.change_plan('{sub}', 'plus', prorate => false)"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT plan || ' ' || pending_plan FROM payments.subscriptions WHERE id = '{sub}'"
+            )),
+            "basic plus"
+        );
+        one::<pgrx::JsonB>(&format!(
+            "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = '{sub}'))"
+        ));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT plan || ' ' || period_number FROM payments.subscriptions WHERE id = '{sub}'"
+            )),
+            "plus 3"
+        );
+        assert_eq!(sqlstate(&format!("SELECT payments.change_plan('{sub}', 'euro')")), "PM100");
+        assert_eq!(sqlstate(&format!("SELECT payments.change_plan('{sub}', 'nope')")), "PM204");
+        assert_eq!(one::<String>(&format!("SELECT outcome FROM payments.change_plan('{sub}', 'plus')")), "noop");
+
+        // A failed renewal: past_due still grants the plan for the grace period, then not.
+        let (_, _, _, third) = invoice_of(&sub, 3);
+        settle(&third, "pi_cp3", 3000, "failed");
+        assert_eq!(sub_status(&sub), "past_due 3");
+        assert!(one::<bool>("SELECT payments.has_active_subscription('cust_cp')"));
+        assert!(!one::<bool>("SELECT payments.has_active_subscription('cust_cp', at => now() + interval '4 days')"));
+        one::<String>("SELECT payments.set_dunning('{1,3,5}', 'unpaid', '7 days')::text");
+        assert!(one::<bool>("SELECT payments.has_active_subscription('cust_cp', at => now() + interval '4 days')"));
+        assert_eq!(sqlstate("SELECT payments.set_dunning('{1}', 'unpaid', '90 days')"), "PM100");
+    }
 }

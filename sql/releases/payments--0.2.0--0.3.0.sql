@@ -2619,6 +2619,9 @@ CREATE TABLE payments.subscriptions (
     trial_end            timestamptz,
     cancel_at_period_end boolean NOT NULL DEFAULT false,
     canceled_at          timestamptz,
+    past_due_since       timestamptz,
+    pending_plan         text COLLATE "C" REFERENCES payments.plans (code),
+    credit_minor         bigint NOT NULL DEFAULT 0 CHECK (credit_minor >= 0),
     idempotency_key      text COLLATE "C" NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     fingerprint          bytea NOT NULL,
     created_at           timestamptz NOT NULL DEFAULT now(),
@@ -2637,6 +2640,9 @@ COMMENT ON COLUMN payments.subscriptions.status IS
 COMMENT ON COLUMN payments.subscriptions.current_period_start IS 'Start of the period limits and usage count in.';
 COMMENT ON COLUMN payments.subscriptions.billing_anchor IS 'Where paid periods are counted from (the start, or the end of the trial): period n ends n intervals after it, so a subscription begun on January 31 renews on the last day of each month.';
 COMMENT ON COLUMN payments.subscriptions.period_number IS 'Which paid period is current (0: the trial).';
+COMMENT ON COLUMN payments.subscriptions.past_due_since IS 'When its renewal first failed; past_due grants its features for the grace period after it (set_dunning).';
+COMMENT ON COLUMN payments.subscriptions.pending_plan IS 'The plan it moves to when the current period ends (change_plan without proration).';
+COMMENT ON COLUMN payments.subscriptions.credit_minor IS 'What a downgrade left to the customer, in minor units: taken off the next invoices.';
 COMMENT ON COLUMN payments.subscriptions.cancel_at_period_end IS 'It ends when the current period does (cancel_subscription with at_period_end).';
 SELECT pg_catalog.pg_extension_config_dump('payments.subscriptions', '');
 
@@ -2937,6 +2943,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE payments.subscriptions s
     SET status = p_sub.status, cancel_at_period_end = p_sub.cancel_at_period_end, canceled_at = p_sub.canceled_at,
+        past_due_since = CASE WHEN p_sub.status = 'past_due' THEN coalesce(s.past_due_since, now()) END,
         updated_at = now()
     WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
     PERFORM payments._subscription_event(p_sub, p_from, p_reason, p_data);
@@ -3011,21 +3018,42 @@ COMMENT ON FUNCTION payments.resume_subscription(text, timestamptz) IS
 -- ---------------------------------------------------------------------------
 -- What a customer may do now
 -- ---------------------------------------------------------------------------
+CREATE FUNCTION payments._grants_now(p_sub payments.subscriptions, p_at timestamptz) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN CASE p_sub.status
+               WHEN 'active' THEN true
+               WHEN 'trialing' THEN p_at < p_sub.trial_end
+               WHEN 'past_due' THEN p_at < p_sub.past_due_since
+                                          + coalesce((SELECT b.past_due_grace FROM payments.billing_settings b),
+                                                     interval '3 days')
+               ELSE false END
+           AND NOT (p_sub.cancel_at_period_end AND p_at >= p_sub.current_period_end);
+END
+$$;
+COMMENT ON FUNCTION payments._grants_now(payments.subscriptions, timestamptz) IS
+    'Internal: whether a subscription grants its plan at time p_at: active; trialing within its trial; past_due within the grace period (set_dunning, default 3 days); and not past the end of a period it is canceled at.';
+
 CREATE FUNCTION payments.has_active_subscription(customer_id text, plan text DEFAULT NULL, at timestamptz DEFAULT now())
 RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_sub payments.subscriptions%ROWTYPE;
 BEGIN
-    RETURN EXISTS (
-        SELECT 1 FROM payments.subscriptions s
-        WHERE s.customer_id = has_active_subscription.customer_id
+    FOR v_sub IN
+        SELECT * FROM payments.subscriptions s
+        WHERE s.customer_id = has_active_subscription.customer_id AND s.status IN ('trialing', 'active', 'past_due')
           AND (has_active_subscription.plan IS NULL OR s.plan = has_active_subscription.plan)
-          AND s.status IN ('trialing', 'active')
-          AND NOT (s.cancel_at_period_end AND at >= s.current_period_end)
-          AND NOT (s.status = 'trialing' AND at >= s.trial_end));
+    LOOP
+        IF payments._grants_now(v_sub, at) THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
 END
 $$;
 COMMENT ON FUNCTION payments.has_active_subscription(text, text, timestamptz) IS
-    'Whether the customer has a trialing (within its trial) or active subscription (of plan, when given) at time at; one canceled at period end counts until the period ends.';
+    'Whether the customer has a subscription (of plan, when given) that grants its plan at time at: active, trialing within its trial, or past_due within the grace period (set_dunning); one canceled at period end counts until the period ends.';
 
 CREATE FUNCTION payments.customer_has_paid(customer_id text, since timestamptz DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -3045,16 +3073,15 @@ RETURNS TABLE (feature text, "limit" numeric, used numeric, remaining numeric, s
                period_start timestamptz, period_end timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_sub     record;
+    v_sub     payments.subscriptions%ROWTYPE;
     v_feature record;
 BEGIN
     FOR v_sub IN
-        SELECT s.id, s.plan, s.current_period_start, s.current_period_end FROM payments.subscriptions s
-        WHERE s.customer_id = entitlements.customer_id AND s.status IN ('trialing', 'active')
-          AND NOT (s.cancel_at_period_end AND at >= s.current_period_end)
-          AND NOT (s.status = 'trialing' AND at >= s.trial_end)
+        SELECT * FROM payments.subscriptions s
+        WHERE s.customer_id = entitlements.customer_id AND s.status IN ('trialing', 'active', 'past_due')
         ORDER BY s.created_at, s.id
     LOOP
+        CONTINUE WHEN NOT payments._grants_now(v_sub, at);
         -- One feature at a time, each count read where it lives (Citus plans no lateral join here).
         FOR v_feature IN SELECT f.key, f.value FROM payments.plans p CROSS JOIN jsonb_each(p.features) f
                          WHERE p.code = v_sub.plan ORDER BY f.key LOOP
@@ -3075,7 +3102,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.entitlements(text, timestamptz) IS
-    'Each feature the customer may use at time at, per active or trialing subscription: its limit this period (NULL: unlimited), what was used and what is left.';
+    'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit this period (NULL: unlimited), what was used and what is left.';
 
 CREATE FUNCTION payments.consume(customer_id text, feature text, quantity numeric, request_id text,
                                  at timestamptz DEFAULT now())
@@ -3099,17 +3126,15 @@ BEGIN
     -- waits here, so the check and the count below are one step for all of them.
     FOR v_candidate IN
         SELECT s.id, s.plan FROM payments.subscriptions s
-        WHERE s.customer_id = consume.customer_id AND s.status IN ('trialing', 'active')
+        WHERE s.customer_id = consume.customer_id AND s.status IN ('trialing', 'active', 'past_due')
         ORDER BY s.created_at, s.id
     LOOP
         SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_candidate.plan;
         CONTINUE WHEN v_grant IS NULL;
         SELECT * INTO v_sub FROM payments.subscriptions s
-        WHERE s.customer_id = consume.customer_id AND s.id = v_candidate.id AND s.status IN ('trialing', 'active')
-          AND NOT (s.cancel_at_period_end AND at >= s.current_period_end)
-          AND NOT (s.status = 'trialing' AND at >= s.trial_end)
-        FOR UPDATE;
-        EXIT WHEN FOUND;
+        WHERE s.customer_id = consume.customer_id AND s.id = v_candidate.id FOR UPDATE;
+        EXIT WHEN payments._grants_now(v_sub, at);
+        v_sub := NULL;
     END LOOP;
     -- A retried request: its first answer, nothing consumed.
     SELECT * INTO v_answer FROM payments.consumptions c
@@ -3159,7 +3184,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.consume(text, text, numeric, text, timestamptz) IS
-    'In one statement: checks that an active or trialing subscription of the customer grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit (the subscription''s row lock serialises them). A repeated request_id returns the first answer (outcome replayed) and counts nothing.';
+    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit (the subscription''s row lock serialises them). A repeated request_id returns the first answer (outcome replayed) and counts nothing.';
 
 -- ---------------------------------------------------------------------------
 -- Invoices, renewals and dunning (sql/billing.sql)
@@ -3178,10 +3203,12 @@ CREATE TABLE payments.billing_settings (
     singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     retry_days    integer[] NOT NULL CHECK (cardinality(retry_days) BETWEEN 0 AND 10 AND 0 < ALL (retry_days)),
     final_status  text NOT NULL CHECK (final_status IN ('unpaid', 'canceled')),
-    updated_at    timestamptz NOT NULL DEFAULT now()
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    past_due_grace interval NOT NULL CHECK (past_due_grace BETWEEN interval '0' AND interval '60 days')
 );
 COMMENT ON TABLE payments.billing_settings IS
-    'How unpaid renewals are retried (payments_admin, set_dunning). No row: the defaults (retries after 1, 3 and 5 days, then unpaid).';
+    'How unpaid renewals are retried (payments_admin, set_dunning). No row: the defaults (retries after 1, 3 and 5 days, then unpaid; past_due grants its plan for 3 days).';
+COMMENT ON COLUMN payments.billing_settings.past_due_grace IS 'How long a past_due subscription still grants its plan (has_active_subscription, entitlements, consume).';
 COMMENT ON COLUMN payments.billing_settings.retry_days IS 'Days after each failed attempt before the next: {1,3,5} retries three times.';
 COMMENT ON COLUMN payments.billing_settings.final_status IS 'What a subscription becomes when the last retry fails: unpaid or canceled.';
 SELECT pg_catalog.pg_extension_config_dump('payments.billing_settings', '');
@@ -3199,6 +3226,7 @@ CREATE TABLE payments.invoices (
     customer_id     text COLLATE "C" NOT NULL,
     subscription_id text COLLATE "C" NOT NULL,
     period_number   integer NOT NULL,
+    kind            text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'proration')),
     number          text NOT NULL,
     status          text COLLATE "C" NOT NULL CHECK (payments._is_allowed('invoice_status', status)),
     currency        text COLLATE "C" NOT NULL,
@@ -3211,14 +3239,16 @@ CREATE TABLE payments.invoices (
     created_at      timestamptz NOT NULL DEFAULT now(),
     paid_at         timestamptz,
     PRIMARY KEY (customer_id, id),
-    -- One invoice per subscription period: what makes renewals idempotent.
-    CONSTRAINT invoices_period UNIQUE (customer_id, subscription_id, period_number),
     FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
 );
+-- One period invoice per subscription period: what makes renewals idempotent.
+CREATE UNIQUE INDEX invoices_period_idx ON payments.invoices (customer_id, subscription_id, period_number)
+    WHERE kind = 'period';
 CREATE INDEX invoices_id_idx ON payments.invoices (id);
 CREATE INDEX invoices_retry_idx ON payments.invoices (next_attempt_at) WHERE status = 'open';
 COMMENT ON TABLE payments.invoices IS
     'Invoices of subscription periods: open (finalized, numbered, charged), then paid, or left open for dunning; uncollectible when the subscription is canceled for it. Beside the customer (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.invoices.kind IS 'period: a period''s recurring fee (one per period); proration: a plan changed within a period.';
 COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique per year in the order invoices were finalized.';
 COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt.';
 COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';
@@ -3238,20 +3268,24 @@ CREATE TABLE payments.invoice_lines (
 COMMENT ON TABLE payments.invoice_lines IS 'What an invoice charges for, line by line (the recurring fee of its period, for now).';
 SELECT pg_catalog.pg_extension_config_dump('payments.invoice_lines', '');
 
-CREATE FUNCTION payments.set_dunning(retry_days integer[], final_status text DEFAULT 'unpaid') RETURNS void
+CREATE FUNCTION payments.set_dunning(retry_days integer[], final_status text DEFAULT 'unpaid',
+                                     past_due_grace interval DEFAULT '3 days') RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF retry_days IS NULL OR cardinality(retry_days) > 10 OR NOT (0 < ALL (retry_days))
-       OR final_status IS NULL OR final_status NOT IN ('unpaid', 'canceled') THEN
-        RAISE EXCEPTION 'retry_days: up to 10 positive day counts; final_status: unpaid or canceled' USING ERRCODE = 'PM100';
+       OR final_status IS NULL OR final_status NOT IN ('unpaid', 'canceled')
+       OR past_due_grace IS NULL OR past_due_grace NOT BETWEEN interval '0' AND interval '60 days' THEN
+        RAISE EXCEPTION 'retry_days: up to 10 positive day counts; final_status: unpaid or canceled; past_due_grace: 0 to 60 days'
+            USING ERRCODE = 'PM100';
     END IF;
-    INSERT INTO payments.billing_settings (retry_days, final_status) VALUES (retry_days, final_status)
+    INSERT INTO payments.billing_settings (retry_days, final_status, past_due_grace)
+    VALUES (retry_days, final_status, past_due_grace)
     ON CONFLICT (singleton) DO UPDATE SET retry_days = excluded.retry_days, final_status = excluded.final_status,
-                                          updated_at = excluded.updated_at;
+                                          past_due_grace = excluded.past_due_grace, updated_at = excluded.updated_at;
 END
 $$;
-COMMENT ON FUNCTION payments.set_dunning(integer[], text) IS
-    'Sets the dunning schedule (admin): days between the retries of an unpaid renewal (default {1,3,5}) and what the subscription becomes after the last one fails (unpaid, the default, or canceled).';
+COMMENT ON FUNCTION payments.set_dunning(integer[], text, interval) IS
+    'Sets dunning (admin): days between the retries of an unpaid renewal (default {1,3,5}), what the subscription becomes after the last one fails (unpaid, the default, or canceled), and how long past_due still grants the plan (default 3 days).';
 
 CREATE FUNCTION payments._next_invoice_number(p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -3270,29 +3304,59 @@ COMMENT ON FUNCTION payments._next_invoice_number(timestamptz) IS
 CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_id      text := payments._new_id('inv');
     v_invoice payments.invoices%ROWTYPE;
+    v_credit  bigint;
 BEGIN
     -- The caller holds the subscription's row lock; the period's invoice is made once.
     SELECT * INTO v_invoice FROM payments.invoices i
-    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.period_number = p_sub.period_number;
+    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.period_number = p_sub.period_number
+      AND i.kind = 'period';
     IF FOUND THEN
         RETURN v_invoice.id;
     END IF;
-    INSERT INTO payments.invoices (id, customer_id, subscription_id, period_number, number, status, currency,
+    -- What a downgrade left is taken off, up to the fee.
+    v_credit := least(coalesce(p_sub.credit_minor, 0), p_plan.amount_minor);
+    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, jsonb_build_array(
+        jsonb_build_object('kind', 'recurring', 'amount_minor', p_plan.amount_minor,
+                           'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number))
+        || CASE WHEN v_credit > 0 THEN jsonb_build_array(jsonb_build_object(
+               'kind', 'credit', 'amount_minor', -v_credit, 'description', 'credit from a plan change')) ELSE '[]' END,
+        v_credit);
+END
+$$;
+COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans) IS
+    'Internal: the invoice of a subscription''s current period, made, numbered and charged once (a free plan''s is paid at once), less the subscription''s credit. The caller holds the subscription''s row lock.';
+
+CREATE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
+                                        p_credit_used bigint) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id      text := payments._new_id('inv');
+    v_invoice payments.invoices%ROWTYPE;
+    v_line    record;
+    v_total   bigint;
+BEGIN
+    SELECT greatest(sum((l ->> 'amount_minor')::bigint), 0) INTO v_total FROM jsonb_array_elements(p_lines) l;
+    INSERT INTO payments.invoices (id, customer_id, subscription_id, period_number, kind, number, status, currency,
                                    total_minor, period_start, period_end)
-    VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, payments._next_invoice_number(p_sub.current_period_start),
-            'open', p_plan.currency, p_plan.amount_minor, p_sub.current_period_start, p_sub.current_period_end)
+    VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, p_kind, payments._next_invoice_number(now()), 'open',
+            p_currency, v_total, p_sub.current_period_start, p_sub.current_period_end)
     RETURNING * INTO v_invoice;
-    INSERT INTO payments.invoice_lines (customer_id, invoice_id, line_number, kind, description, quantity, amount_minor)
-    VALUES (p_sub.customer_id, v_id, 1, 'recurring', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number,
-            1, p_plan.amount_minor);
+    FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(p_lines) WITH ORDINALITY l LOOP
+        INSERT INTO payments.invoice_lines (customer_id, invoice_id, line_number, kind, description, quantity, amount_minor)
+        VALUES (p_sub.customer_id, v_id, v_line.ordinality, v_line.value ->> 'kind', v_line.value ->> 'description', 1,
+                (v_line.value ->> 'amount_minor')::bigint);
+    END LOOP;
+    IF p_credit_used > 0 THEN
+        UPDATE payments.subscriptions s SET credit_minor = s.credit_minor - p_credit_used
+        WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
+    END IF;
     PERFORM payments._charge_invoice(v_invoice, p_sub);
     RETURN v_id;
 END
 $$;
-COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans) IS
-    'Internal: the invoice of a subscription''s current period, made, numbered and charged once (a free plan''s is paid at once). The caller holds the subscription''s row lock.';
+COMMENT ON FUNCTION payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint) IS
+    'Internal: makes, numbers and charges an invoice of lines ([{kind, description, amount_minor}]; the total is their sum, at least 0) for a subscription whose row the caller has locked, using p_credit_used of its credit.';
 
 CREATE FUNCTION payments._charge_invoice(p_invoice payments.invoices, p_sub payments.subscriptions) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -3305,9 +3369,11 @@ BEGIN
         WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id;
         RETURN;
     END IF;
-    -- One payment per attempt, its key derived from the subscription, period and attempt.
+    -- One payment per attempt, its key derived from the subscription, period and attempt
+    -- (a proration's from its invoice).
     SELECT p.id INTO v_payment FROM payments.create_payment(
-        'invoice:' || p_sub.id || ':' || p_invoice.period_number || ':' || v_attempt, p_invoice.customer_id,
+        CASE p_invoice.kind WHEN 'period' THEN 'invoice:' || p_sub.id || ':' || p_invoice.period_number
+                            ELSE 'invoice:' || p_invoice.id END || ':' || v_attempt, p_invoice.customer_id,
         payments.to_major(p_invoice.total_minor, p_invoice.currency), p_invoice.currency, p_sub.payment_method,
         'Invoice ' || p_invoice.number, jsonb_build_object('invoice_id', p_invoice.id, 'subscription_id', p_sub.id)) p;
     UPDATE payments.invoices i SET payment_id = v_payment, next_attempt_at = NULL
@@ -3405,6 +3471,8 @@ BEGIN
                 v_ended := v_ended + 1;
                 EXIT;
             END IF;
+            -- A plan change asked for at period end starts with the new period.
+            v_sub.plan := coalesce(v_sub.pending_plan, v_sub.plan);
             SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
             v_sub.period_number := v_sub.period_number + 1;
             v_sub.current_period_start := v_sub.current_period_end;
@@ -3412,10 +3480,11 @@ BEGIN
             v_sub.status := CASE WHEN v_sub.status = 'trialing' THEN 'active' ELSE v_sub.status END;
             UPDATE payments.subscriptions s
             SET period_number = v_sub.period_number, current_period_start = v_sub.current_period_start,
-                current_period_end = v_sub.current_period_end, status = v_sub.status, updated_at = now()
+                current_period_end = v_sub.current_period_end, status = v_sub.status, plan = v_sub.plan,
+                pending_plan = NULL, updated_at = now()
             WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
             PERFORM payments._subscription_event(v_sub, v_from, 'renewed',
-                                                 jsonb_build_object('period_number', v_sub.period_number,
+                                                 jsonb_build_object('period_number', v_sub.period_number, 'plan', v_sub.plan,
                                                                     'period_start', v_sub.current_period_start));
             PERFORM payments._invoice_period(v_sub, v_plan);
             v_renewed := v_renewed + 1;
@@ -3557,6 +3626,78 @@ END
 $$;
 COMMENT ON FUNCTION payments.receipt(text) IS
     'A succeeded payment''s receipt as JSON: what was captured (amounts as exact decimal strings), when, how, the succeeded refunds, and its invoice when it paid one. PM204 for an unknown payment, PM206 for one that did not succeed.';
+
+-- ---------------------------------------------------------------------------
+-- Plan changes
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments.change_plan(id text, plan text, prorate boolean DEFAULT true, at timestamptz DEFAULT now())
+RETURNS SETOF payments.subscription_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_sub      payments.subscriptions%ROWTYPE := payments._locked_subscription(change_plan.id);
+    v_old      payments.plans%ROWTYPE;
+    v_new      payments.plans%ROWTYPE;
+    v_left     numeric;
+    v_credit   bigint;
+    v_charge   bigint;
+BEGIN
+    IF prorate IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION 'prorate and at are required' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT * INTO v_new FROM payments.plans p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'plan % not found', quote_nullable(payments._shown(change_plan.plan)) USING ERRCODE = 'PM204';
+    END IF;
+    SELECT * INTO v_old FROM payments.plans p WHERE p.code = v_sub.plan;
+    IF v_sub.status NOT IN ('trialing', 'active', 'past_due') OR v_new.archived_at IS NOT NULL THEN
+        RAISE EXCEPTION 'subscription % is % (or plan % is archived): its plan cannot change', v_sub.id, v_sub.status,
+            v_new.code USING ERRCODE = 'PM206';
+    END IF;
+    IF v_new.currency <> v_old.currency THEN
+        RAISE EXCEPTION 'plan % is in %, the subscription in %: a plan change keeps the currency', v_new.code,
+            v_new.currency, v_old.currency USING ERRCODE = 'PM100';
+    END IF;
+    IF v_new.code = v_sub.plan AND v_sub.pending_plan IS NULL THEN
+        RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
+        RETURN;
+    END IF;
+    IF NOT prorate THEN
+        UPDATE payments.subscriptions s
+        SET pending_plan = CASE WHEN v_new.code = s.plan THEN NULL ELSE v_new.code END, updated_at = now()
+        WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+        PERFORM payments._subscription_event(v_sub, v_sub.status, 'plan change at period end',
+                                             jsonb_build_object('from', v_old.code, 'to', v_new.code));
+        RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
+        RETURN;
+    END IF;
+    UPDATE payments.subscriptions s SET plan = v_new.code, pending_plan = NULL, updated_at = now()
+    WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+    PERFORM payments._subscription_event(v_sub, v_sub.status, 'plan changed',
+                                         jsonb_build_object('from', v_old.code, 'to', v_new.code, 'at', at));
+    -- A trial has nothing to prorate. Otherwise the unused share of the period is credited at
+    -- the old price and charged at the new one, each rounded to a minor unit, as Stripe does.
+    IF v_sub.status <> 'trialing' AND at < v_sub.current_period_end THEN
+        v_left := greatest(0, least(1, extract(epoch FROM v_sub.current_period_end - greatest(at, v_sub.current_period_start))
+                                       / extract(epoch FROM v_sub.current_period_end - v_sub.current_period_start)));
+        v_credit := round(v_old.amount_minor * v_left);
+        v_charge := round(v_new.amount_minor * v_left);
+        IF v_charge > v_credit THEN
+            PERFORM payments._issue_invoice(v_sub, 'proration', v_new.currency, jsonb_build_array(
+                jsonb_build_object('kind', 'credit', 'amount_minor', -v_credit,
+                                   'description', 'unused time on ' || coalesce(v_old.name, v_old.code)),
+                jsonb_build_object('kind', 'proration', 'amount_minor', v_charge,
+                                   'description', 'remaining time on ' || coalesce(v_new.name, v_new.code))), 0);
+        ELSIF v_credit > v_charge THEN
+            -- A downgrade: what is left over is taken off the next invoices.
+            UPDATE payments.subscriptions s SET credit_minor = s.credit_minor + (v_credit - v_charge)
+            WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+        END IF;
+    END IF;
+    RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
+END
+$$;
+COMMENT ON FUNCTION payments.change_plan(text, text, boolean, timestamptz) IS
+    'Moves a trialing, active or past_due subscription to another plan in the same currency (PM206 for another status or an archived plan; PM100 for another currency). prorate (default): at once, the unused share of the period credited at the old price and charged at the new one (rounded to minor units) — an upgrade is invoiced and charged now, a downgrade''s difference is taken off the next invoices; the new plan''s limits apply at once. Without prorate: at the end of the period. The same plan again is a noop.';
 
 -- ---------------------------------------------------------------------------
 -- Scaling out
@@ -3717,7 +3858,10 @@ REVOKE ALL ON FUNCTION
     payments.usage_summary(text, text, timestamptz, timestamptz),
     payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text), payments.archive_plan(text),
     payments._subscription_result(text, text, text), payments._period_end(payments.plans, timestamptz, integer),
-    payments.set_dunning(integer[], text), payments._next_invoice_number(timestamptz),
+    payments.set_dunning(integer[], text, interval), payments._next_invoice_number(timestamptz),
+    payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint),
+    payments.change_plan(text, text, boolean, timestamptz),
+    payments._grants_now(payments.subscriptions, timestamptz),
     payments._invoice_period(payments.subscriptions, payments.plans),
     payments._charge_invoice(payments.invoices, payments.subscriptions),
     payments._invoice_payment_settled(text, text, text), payments.run_billing(timestamptz),
@@ -3755,7 +3899,7 @@ GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.su
 TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION payments.create_meter(text, text, text, text),
     payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text), payments.archive_plan(text),
-    payments.set_dunning(integer[], text)
+    payments.set_dunning(integer[], text, interval)
 TO payments_admin;
 GRANT SELECT ON payments.refund_details, payments.dispute_details, payments.customer_balances, payments.balance_by_currency
 TO payments_admin, payments_gateway, payments_reader;
@@ -3787,7 +3931,8 @@ GRANT EXECUTE ON FUNCTION
     payments.pause_subscription(text), payments.resume_subscription(text, timestamptz),
     payments.consume(text, text, numeric, text, timestamptz),
     payments.run_billing(timestamptz),
-    payments.set_subscription_payment_method(text, text)
+    payments.set_subscription_payment_method(text, text),
+    payments.change_plan(text, text, boolean, timestamptz)
 TO payments_admin, payments_gateway;
 REVOKE ALL ON payments.payment_customers, payments.provider_payments FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION payments.distribute(int) TO payments_admin;
