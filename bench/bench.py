@@ -78,6 +78,11 @@ SELECT payments.add_webhook_secret('bench', 'stripe', '{SECRET}')
 WHERE NOT EXISTS (SELECT FROM payments.webhook_secrets WHERE provider = 'bench');
 SELECT count(*) FROM generate_series(1, 10000) g,
     LATERAL payments.create_payment('replay-' || g, 'cust_replay', 10.00, 'USD');
+-- Billing: a meter, and 10,000 customers on a free plan whose feature has no limit (consume always counts).
+SELECT code FROM payments.create_meter('bench_calls', 'sum');
+SELECT code FROM payments.create_plan('bench', 'USD', 0, 'month', features => '{{"calls": null}}');
+SELECT count(*) FROM generate_series(1, 10000) g,
+    LATERAL payments.create_subscription('bench-sub-' || g, 'cust_' || g, 'bench');
 """
 
 # How the gateway renders a payment (gateway/src/db.rs, payment_json!).
@@ -110,6 +115,12 @@ SCRIPTS = {
     "e_pgcrypto": ("the same HMAC with pgcrypto in SQL ×100",
           "SELECT count(*) FROM bench.verify_sample s "
           "WHERE encode(hmac(convert_to(s.t || '.', 'UTF8') || s.body, convert_to(s.secret, 'UTF8'), 'sha256'), 'hex') = s.sig;\n"),
+    "g": ("payments.record_usage, fresh keys",
+          "\\set c random(1, 10000)\n"
+          "SELECT id FROM payments.record_usage(gen_random_uuid()::text, 'cust_' || :c, 'bench_calls', 1);\n"),
+    "h": ("payments.consume, fresh request ids",
+          "\\set c random(1, 10000)\n"
+          "SELECT allowed FROM payments.consume('cust_' || :c, 'calls', 1, gen_random_uuid()::text);\n"),
     # The gateway's two statements (gateway/src/db.rs: CREATE_PAYMENT, RECORD_PROVIDER_RESULT), each
     # rendering the payment as JSON, with a PaymentIntent of the size the sandbox answers.
     "f": ("create_payment + record_provider_result, as the gateway issues them",
@@ -310,7 +321,7 @@ def main():
     }}
     for c in clients:
         row = {}
-        for name in ["a", "b", "c", "e", "e_pgcrypto", "f"]:
+        for name in ["a", "b", "c", "e", "e_pgcrypto", "f", "g", "h"]:
             row[name] = pgbench(SCRIPTS[name][1], c, seconds)
         prepare_events(int(row["b"]["tps"] * seconds * 1.5) + 100)
         row["d"] = pgbench(SCRIPTS["d"][1], c, seconds)
@@ -388,6 +399,12 @@ def write(r, out):
             f"{ratio(row['c']['tps'], a):.2f} | {row['d']['tps']:.0f} | {ratio(row['d']['tps'], a):.2f} | "
             f"{row['e']['tps'] * 100:.0f} | {row['e_pgcrypto']['tps'] * 100:.0f} | "
             f"{ratio(row['e']['tps'], row['e_pgcrypto']['tps']):.2f} | {row['f']['tps']:.0f} |")
+    lines += ["", "## Billing paths (pgbench, transactions per second)", "",
+              "| clients | (a) bare INSERT | (g) record_usage | g/a | (h) consume | h/a |", "|---|---|---|---|---|---|"]
+    for c, row in r["sql"].items():
+        a = row["a"]["tps"]
+        lines.append(f"| {c} | {a:.0f} | {row['g']['tps']:.0f} | {ratio(row['g']['tps'], a):.2f} | "
+                     f"{row['h']['tps']:.0f} | {ratio(row['h']['tps'], a):.2f} |")
     g = r["gateway"]
     f_same = r["sql"].get(g["connections"], list(r["sql"].values())[-1])["f"]["tps"]
     lines += ["", f"## Gateway (wrk, {g['connections']} connections, sandbox in its own process, no added latency)", "",

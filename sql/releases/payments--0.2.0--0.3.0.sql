@@ -2940,10 +2940,13 @@ COMMENT ON FUNCTION payments._locked_subscription(text) IS
 CREATE FUNCTION payments._set_subscription(p_sub payments.subscriptions, p_from text, p_reason text, p_data jsonb)
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql AS $$
+DECLARE
+    -- A value, not now() in the CASE: Citus allows only immutable functions there.
+    v_now timestamptz := now();
 BEGIN
     UPDATE payments.subscriptions s
     SET status = p_sub.status, cancel_at_period_end = p_sub.cancel_at_period_end, canceled_at = p_sub.canceled_at,
-        past_due_since = CASE WHEN p_sub.status = 'past_due' THEN coalesce(s.past_due_since, now()) END,
+        past_due_since = CASE WHEN p_sub.status = 'past_due' THEN coalesce(s.past_due_since, v_now) END,
         updated_at = now()
     WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
     PERFORM payments._subscription_event(p_sub, p_from, p_reason, p_data);
