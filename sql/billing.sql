@@ -110,11 +110,17 @@ $$;
 COMMENT ON FUNCTION payments._next_invoice_number(timestamptz) IS
     'Internal: the next invoice number of the year (UTC) of p_at; the counter''s row stays locked until the caller''s transaction ends.';
 
-CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans) RETURNS text
+CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans,
+                                         p_usage_plan payments.plans DEFAULT NULL, p_usage_from timestamptz DEFAULT NULL,
+                                         p_usage_to timestamptz DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_invoice payments.invoices%ROWTYPE;
-    v_credit  bigint;
+    v_invoice  payments.invoices%ROWTYPE;
+    v_credit   bigint;
+    v_lines    jsonb;
+    v_metered  jsonb;
+    v_quantity numeric;
+    v_total    bigint;
 BEGIN
     -- The caller holds the subscription's row lock; the period's invoice is made once.
     SELECT * INTO v_invoice FROM payments.invoices i
@@ -123,18 +129,32 @@ BEGIN
     IF FOUND THEN
         RETURN v_invoice.id;
     END IF;
-    -- What a downgrade left is taken off, up to the fee.
-    v_credit := least(coalesce(p_sub.credit_minor, 0), p_plan.amount_minor);
-    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, jsonb_build_array(
-        jsonb_build_object('kind', 'recurring', 'amount_minor', p_plan.amount_minor,
-                           'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number))
-        || CASE WHEN v_credit > 0 THEN jsonb_build_array(jsonb_build_object(
-               'kind', 'credit', 'amount_minor', -v_credit, 'description', 'credit from a plan change')) ELSE '[]' END,
-        v_credit);
+    v_lines := jsonb_build_array(jsonb_build_object(
+        'kind', 'recurring', 'amount_minor', p_plan.amount_minor, 'quantity', 1,
+        'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number));
+    -- The usage of the period that just closed, in arrears, each meter priced by the plan.
+    IF p_usage_from IS NOT NULL THEN
+        FOR v_metered IN SELECT value FROM jsonb_array_elements(p_usage_plan.metered) LOOP
+            SELECT u.value INTO v_quantity
+            FROM payments.usage_summary(p_sub.customer_id, v_metered ->> 'meter', p_usage_from, p_usage_to) u;
+            v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+                'kind', 'usage', 'quantity', v_quantity,
+                'amount_minor', payments._usage_price(v_quantity::text, (v_metered -> 'price')::text),
+                'description', (v_metered ->> 'meter') || ', ' || p_usage_from::date || ' to ' || p_usage_to::date));
+        END LOOP;
+    END IF;
+    -- What a downgrade left is taken off, up to the total.
+    SELECT sum((l ->> 'amount_minor')::bigint) INTO v_total FROM jsonb_array_elements(v_lines) l;
+    v_credit := least(coalesce(p_sub.credit_minor, 0), v_total);
+    IF v_credit > 0 THEN
+        v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+            'kind', 'credit', 'amount_minor', -v_credit, 'quantity', 1, 'description', 'credit from a plan change'));
+    END IF;
+    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, v_lines, v_credit);
 END
 $$;
-COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans) IS
-    'Internal: the invoice of a subscription''s current period, made, numbered and charged once (a free plan''s is paid at once), less the subscription''s credit. The caller holds the subscription''s row lock.';
+COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz) IS
+    'Internal: the invoice of a subscription''s current period, made, numbered and charged once (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears, less the subscription''s credit. The caller holds the subscription''s row lock.';
 
 CREATE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
                                         p_credit_used bigint) RETURNS text
@@ -153,8 +173,8 @@ BEGIN
     RETURNING * INTO v_invoice;
     FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(p_lines) WITH ORDINALITY l LOOP
         INSERT INTO payments.invoice_lines (customer_id, invoice_id, line_number, kind, description, quantity, amount_minor)
-        VALUES (p_sub.customer_id, v_id, v_line.ordinality, v_line.value ->> 'kind', v_line.value ->> 'description', 1,
-                (v_line.value ->> 'amount_minor')::bigint);
+        VALUES (p_sub.customer_id, v_id, v_line.ordinality, v_line.value ->> 'kind', v_line.value ->> 'description',
+                coalesce((v_line.value ->> 'quantity')::numeric, 1), (v_line.value ->> 'amount_minor')::bigint);
     END LOOP;
     IF p_credit_used > 0 THEN
         UPDATE payments.subscriptions s SET credit_minor = s.credit_minor - p_credit_used
@@ -250,6 +270,8 @@ DECLARE
     v_due      record;
     v_sub      payments.subscriptions%ROWTYPE;
     v_plan     payments.plans%ROWTYPE;
+    v_used_plan payments.plans%ROWTYPE;
+    v_used_from timestamptz;
     v_invoice  payments.invoices%ROWTYPE;
     v_from     text;
     v_renewed  integer := 0;
@@ -280,6 +302,10 @@ BEGIN
                 v_ended := v_ended + 1;
                 EXIT;
             END IF;
+            -- The closed period's usage is billed at the plan it was used under.
+            SELECT * INTO v_used_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+            -- (A trial's usage is not billed.)
+            v_used_from := CASE WHEN v_sub.period_number > 0 THEN v_sub.current_period_start END;
             -- A plan change asked for at period end starts with the new period.
             v_sub.plan := coalesce(v_sub.pending_plan, v_sub.plan);
             SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
@@ -295,7 +321,7 @@ BEGIN
             PERFORM payments._subscription_event(v_sub, v_from, 'renewed',
                                                  jsonb_build_object('period_number', v_sub.period_number, 'plan', v_sub.plan,
                                                                     'period_start', v_sub.current_period_start));
-            PERFORM payments._invoice_period(v_sub, v_plan);
+            PERFORM payments._invoice_period(v_sub, v_plan, v_used_plan, v_used_from, v_sub.current_period_start);
             v_renewed := v_renewed + 1;
         END LOOP;
     END LOOP;

@@ -89,7 +89,7 @@ GRANT EXECUTE ON FUNCTION
     payments.set_webhook_tolerance(interval),
     payments.distribute(int),
     payments.create_meter(text, text, text, text),
-    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text),
+    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb),
     payments.archive_plan(text),
     payments.set_dunning(integer[], text, interval)
 TO payments_admin;

@@ -15,13 +15,16 @@ CREATE TABLE payments.plans (
     trial_days       integer NOT NULL DEFAULT 0 CHECK (trial_days BETWEEN 0 AND 730),
     features         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(features) = 'object'),
     created_at       timestamptz NOT NULL DEFAULT now(),
-    archived_at      timestamptz
+    archived_at      timestamptz,
+    metered          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(metered) = 'array')
 );
 COMMENT ON TABLE payments.plans IS
     'What a subscription buys: a recurring price per interval, a trial, and the features it grants with their limits per period. Made by payments_admin with create_plan; archived plans take no new subscriptions, existing ones keep them. On Citus a reference table.';
 COMMENT ON COLUMN payments.plans.amount_minor IS 'The recurring price per period in the currency''s minor unit (0: a free plan).';
 COMMENT ON COLUMN payments.plans.billing_interval IS 'day, week, month or year; a period is interval_count of them.';
 COMMENT ON COLUMN payments.plans.trial_days IS 'Days of trial a new subscription gets unless create_subscription says otherwise.';
+COMMENT ON COLUMN payments.plans.metered IS
+    'The usage it bills in arrears, each closed period: [{"meter": "tokens", "price": {"mode": "graduated", "tiers": [{"up_to": 1000, "unit_amount_minor": 0}, {"up_to": null, "unit_amount_minor": "0.1"}]}}] (modes per_unit, graduated, volume; amounts in minor units, fractions allowed; each line rounded once to a minor unit).';
 COMMENT ON COLUMN payments.plans.features IS 'Each feature the plan grants and its limit per period: {"api_calls": 1000, "seats": 5, "export": null} (null: unlimited).';
 SELECT pg_catalog.pg_extension_config_dump('payments.plans', '');
 
@@ -122,13 +125,16 @@ CREATE TRIGGER consumptions_append_only BEFORE UPDATE OR DELETE ON payments.cons
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
                                      interval_count integer DEFAULT 1, trial_days integer DEFAULT 0,
-                                     features jsonb DEFAULT '{}', name text DEFAULT NULL) RETURNS SETOF payments.plans
+                                     features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]')
+RETURNS SETOF payments.plans
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_plan     payments.plans%ROWTYPE;
     v_currency text := upper(currency);
     v_minor    bigint;
     v_features jsonb := coalesce(features, '{}');
+    v_metered  jsonb := coalesce(metered, '[]');
+    v_problem  text;
 BEGIN
     IF code IS NULL OR code !~ '^[a-z][a-z0-9_.-]{0,63}$' THEN
         RAISE EXCEPTION 'a plan code is 1 to 64 lower case letters, digits, _ . - starting with a letter, not %',
@@ -148,29 +154,44 @@ BEGIN
         RAISE EXCEPTION 'features is an object of feature codes to limits (a number from 0, or null for unlimited)'
             USING ERRCODE = 'PM100';
     END IF;
+    IF jsonb_typeof(v_metered) <> 'array' THEN
+        RAISE EXCEPTION 'metered is an array of {"meter", "price"}' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT coalesce(
+               CASE WHEN NOT EXISTS (SELECT 1 FROM payments.meters m WHERE m.code = e.value ->> 'meter')
+                    THEN 'unknown meter ' || quote_nullable(e.value ->> 'meter') END,
+               payments._price_problem((e.value -> 'price')::text))
+    INTO v_problem
+    FROM jsonb_array_elements(v_metered) e
+    WHERE NOT EXISTS (SELECT 1 FROM payments.meters m WHERE m.code = e.value ->> 'meter')
+       OR payments._price_problem((e.value -> 'price')::text) IS NOT NULL
+    LIMIT 1;
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'metered price: %', v_problem USING ERRCODE = 'PM100';
+    END IF;
     -- A free plan is a price of 0; anything else is money, checked as money.
     v_minor := CASE WHEN amount = 0 THEN 0 ELSE payments.to_minor(amount, v_currency) END;
     IF payments.to_major(0, v_currency) IS NULL THEN
         PERFORM payments.to_minor(1, v_currency);  -- raises the unknown currency
     END IF;
     INSERT INTO payments.plans AS p (code, name, currency, amount_minor, billing_interval, interval_count, trial_days,
-                                     features)
+                                     features, metered)
     VALUES (create_plan.code, create_plan.name, v_currency, v_minor, create_plan.billing_interval,
-            create_plan.interval_count, create_plan.trial_days, v_features)
+            create_plan.interval_count, create_plan.trial_days, v_features, v_metered)
     ON CONFLICT ON CONSTRAINT plans_pkey DO NOTHING;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_plan.code;
     IF (v_plan.name, v_plan.currency, v_plan.amount_minor, v_plan.billing_interval, v_plan.interval_count,
-        v_plan.trial_days, v_plan.features)
+        v_plan.trial_days, v_plan.features, v_plan.metered)
        IS DISTINCT FROM (create_plan.name, v_currency, v_minor, create_plan.billing_interval, create_plan.interval_count,
-                         create_plan.trial_days, v_features) THEN
+                         create_plan.trial_days, v_features, v_metered) THEN
         RAISE EXCEPTION 'plan % exists with another definition', v_plan.code USING ERRCODE = 'PM201',
             HINT = 'a plan never changes under its subscriptions: make a plan with a new code and change_plan to it';
     END IF;
     RETURN NEXT v_plan;
 END
 $$;
-COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text) IS
-    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}) and name. The same call again returns it; another definition for its code PM201.';
+COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb) IS
+    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, and metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]). The same call again returns it; another definition for its code PM201.';
 
 CREATE FUNCTION payments.archive_plan(code text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

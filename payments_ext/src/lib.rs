@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 use payments_core::{canonical, currency, evidence, id, lifecycle, money, state, vocabulary, webhook};
 
 mod headers;
+mod price;
 use headers::Headers;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -71,7 +72,11 @@ extension_sql_file!(
 );
 extension_sql_file!("../../sql/usage.sql", name = "usage", requires = ["reconciliation"]);
 extension_sql_file!("../../sql/subscriptions.sql", name = "subscriptions", requires = ["usage"]);
-extension_sql_file!("../../sql/billing.sql", name = "billing", requires = ["subscriptions"]);
+extension_sql_file!(
+    "../../sql/billing.sql",
+    name = "billing",
+    requires = ["subscriptions", price_problem, usage_price]
+);
 extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["billing"]);
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
 
@@ -321,6 +326,25 @@ fn dispute_withholds(status: &str) -> bool {
 #[pg_extern(immutable, parallel_safe, name = "_stripe_intent_status")]
 fn stripe_intent_status(status: &str, has_last_payment_error: bool) -> Option<&'static str> {
     webhook::events::payment_intent_status(status, has_last_payment_error).map(state::Status::as_str)
+}
+
+// ---- usage prices (payments_core::pricing) -----------------------------------
+
+/// Why a usage price (its JSON text) is not one, or NULL when it is.
+#[pg_extern(immutable, parallel_safe, name = "_price_problem")]
+fn price_problem(price: &str) -> Option<String> {
+    match price::parse(price) {
+        Err(why) => Some(why.to_string()),
+        Ok((mode, tiers)) => payments_core::pricing::check(mode, &tiers).err().map(|e| e.to_string()),
+    }
+}
+
+/// What `quantity` (numeric text) costs under a usage price, in whole minor units; NULL when either is invalid.
+#[pg_extern(immutable, parallel_safe, name = "_usage_price")]
+fn usage_price(quantity: &str, price: &str) -> Option<i64> {
+    let quantity = <rust_decimal::Decimal as std::str::FromStr>::from_str(quantity).ok()?;
+    let (mode, tiers) = price::parse(price).ok()?;
+    payments_core::pricing::price(quantity, mode, &tiers).ok()
 }
 
 /// Whether `body` is UTF-8 JSON whose top level is an object, checked

@@ -1946,4 +1946,52 @@ mod tests {
         assert!(one::<bool>("SELECT payments.has_active_subscription('cust_cp', at => now() + interval '4 days')"));
         assert_eq!(sqlstate("SELECT payments.set_dunning('{1}', 'unpaid', '90 days')"), "PM100");
     }
+
+    #[pg_test]
+    fn a_renewal_bills_the_closed_periods_usage_at_the_plans_tiers() {
+        one::<String>("SELECT code FROM payments.create_meter('tok', 'sum')");
+        let tiers = r#"[{"meter": "tok", "price": {"mode": "graduated", "tiers": [{"up_to": 1000, "unit_amount_minor": 0}, {"up_to": null, "unit_amount_minor": "0.1", "flat_amount_minor": 200}]}}]"#;
+        one::<String>(&format!(
+            "SELECT code FROM payments.create_plan('api', 'usd', 10, 'month', metered => '{tiers}')"
+        ));
+        assert_eq!(
+            sqlstate(
+                r#"SELECT payments.create_plan('x', 'usd', 1, 'month', metered => '[{"meter": "nope", "price": {"mode": "per_unit", "tiers": [{"unit_amount_minor": 1}]}}]')"#
+            ),
+            "PM100"
+        );
+        assert_eq!(
+            sqlstate(
+                r#"SELECT payments.create_plan('y', 'usd', 1, 'month', metered => '[{"meter": "tok", "price": {"mode": "volume", "tiers": [{"up_to": 5, "unit_amount_minor": 1}]}}]')"#
+            ),
+            "PM100"
+        );
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('k1', 'cust_use', 'api', 'pm_card_visa', at => now() - interval '10 days')",
+        );
+        let (_, _, _, first) = invoice_of(&sub, 1);
+        settle(&first, "pi_use1", 1000, "succeeded");
+        one::<String>(
+            "SELECT outcome FROM payments.record_usage('u1', 'cust_use', 'tok', 3000, now() - interval '1 day')",
+        );
+        one::<String>(
+            "SELECT outcome FROM payments.record_usage('u2', 'cust_use', 'tok', 345, now() - interval '2 days')",
+        );
+        one::<pgrx::JsonB>(&format!(
+            "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = '{sub}'))"
+        ));
+        let (invoice, _, _, _) = invoice_of(&sub, 2);
+        // 10.00 for the new month in advance; 3345 tokens of the closed one: 1000 free, 2345 × 0.1¢ + 2.00 = 4.345 → 4.35.
+        assert_eq!(
+            one::<String>(&format!("SELECT string_agg(kind || ':' || quantity || ':' || amount_minor, ',' ORDER BY line_number) FROM payments.list_invoice_lines('{invoice}')")),
+            "recurring:1:1000,usage:3345:435"
+        );
+        assert_eq!(one::<String>(&format!("SELECT total::text FROM payments.get_invoice('{invoice}')")), "14.35");
+        assert_eq!(
+            one::<i64>(
+                r#"SELECT payments._usage_price('12', '{"mode": "volume", "tiers": [{"up_to": 5, "unit_amount_minor": 500}, {"up_to": 10, "unit_amount_minor": 400}, {"up_to": null, "unit_amount_minor": 300}]}')"#
+            ),
+            3600
+        );
+    }
 }

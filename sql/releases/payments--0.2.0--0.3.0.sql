@@ -1502,6 +1502,19 @@ CREATE FUNCTION payments."_dispute_withholds"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'dispute_withholds_wrapper';
+CREATE FUNCTION payments."_price_problem"(
+	"price" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'price_problem_wrapper';
+CREATE FUNCTION payments."_usage_price"(
+	"quantity" TEXT, /* & str */
+	"price" TEXT /* & str */
+) RETURNS bigint /* Option < i64 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'usage_price_wrapper';
 
 -- ---------------------------------------------------------------------------
 -- Refunds (sql/refunds.sql)
@@ -2596,13 +2609,16 @@ CREATE TABLE payments.plans (
     trial_days       integer NOT NULL DEFAULT 0 CHECK (trial_days BETWEEN 0 AND 730),
     features         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(features) = 'object'),
     created_at       timestamptz NOT NULL DEFAULT now(),
-    archived_at      timestamptz
+    archived_at      timestamptz,
+    metered          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(metered) = 'array')
 );
 COMMENT ON TABLE payments.plans IS
     'What a subscription buys: a recurring price per interval, a trial, and the features it grants with their limits per period. Made by payments_admin with create_plan; archived plans take no new subscriptions, existing ones keep them. On Citus a reference table.';
 COMMENT ON COLUMN payments.plans.amount_minor IS 'The recurring price per period in the currency''s minor unit (0: a free plan).';
 COMMENT ON COLUMN payments.plans.billing_interval IS 'day, week, month or year; a period is interval_count of them.';
 COMMENT ON COLUMN payments.plans.trial_days IS 'Days of trial a new subscription gets unless create_subscription says otherwise.';
+COMMENT ON COLUMN payments.plans.metered IS
+    'The usage it bills in arrears, each closed period: [{"meter": "tokens", "price": {"mode": "graduated", "tiers": [{"up_to": 1000, "unit_amount_minor": 0}, {"up_to": null, "unit_amount_minor": "0.1"}]}}] (modes per_unit, graduated, volume; amounts in minor units, fractions allowed; each line rounded once to a minor unit).';
 COMMENT ON COLUMN payments.plans.features IS 'Each feature the plan grants and its limit per period: {"api_calls": 1000, "seats": 5, "export": null} (null: unlimited).';
 SELECT pg_catalog.pg_extension_config_dump('payments.plans', '');
 
@@ -2703,13 +2719,16 @@ CREATE TRIGGER consumptions_append_only BEFORE UPDATE OR DELETE ON payments.cons
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
                                      interval_count integer DEFAULT 1, trial_days integer DEFAULT 0,
-                                     features jsonb DEFAULT '{}', name text DEFAULT NULL) RETURNS SETOF payments.plans
+                                     features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]')
+RETURNS SETOF payments.plans
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_plan     payments.plans%ROWTYPE;
     v_currency text := upper(currency);
     v_minor    bigint;
     v_features jsonb := coalesce(features, '{}');
+    v_metered  jsonb := coalesce(metered, '[]');
+    v_problem  text;
 BEGIN
     IF code IS NULL OR code !~ '^[a-z][a-z0-9_.-]{0,63}$' THEN
         RAISE EXCEPTION 'a plan code is 1 to 64 lower case letters, digits, _ . - starting with a letter, not %',
@@ -2729,29 +2748,44 @@ BEGIN
         RAISE EXCEPTION 'features is an object of feature codes to limits (a number from 0, or null for unlimited)'
             USING ERRCODE = 'PM100';
     END IF;
+    IF jsonb_typeof(v_metered) <> 'array' THEN
+        RAISE EXCEPTION 'metered is an array of {"meter", "price"}' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT coalesce(
+               CASE WHEN NOT EXISTS (SELECT 1 FROM payments.meters m WHERE m.code = e.value ->> 'meter')
+                    THEN 'unknown meter ' || quote_nullable(e.value ->> 'meter') END,
+               payments._price_problem((e.value -> 'price')::text))
+    INTO v_problem
+    FROM jsonb_array_elements(v_metered) e
+    WHERE NOT EXISTS (SELECT 1 FROM payments.meters m WHERE m.code = e.value ->> 'meter')
+       OR payments._price_problem((e.value -> 'price')::text) IS NOT NULL
+    LIMIT 1;
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'metered price: %', v_problem USING ERRCODE = 'PM100';
+    END IF;
     -- A free plan is a price of 0; anything else is money, checked as money.
     v_minor := CASE WHEN amount = 0 THEN 0 ELSE payments.to_minor(amount, v_currency) END;
     IF payments.to_major(0, v_currency) IS NULL THEN
         PERFORM payments.to_minor(1, v_currency);  -- raises the unknown currency
     END IF;
     INSERT INTO payments.plans AS p (code, name, currency, amount_minor, billing_interval, interval_count, trial_days,
-                                     features)
+                                     features, metered)
     VALUES (create_plan.code, create_plan.name, v_currency, v_minor, create_plan.billing_interval,
-            create_plan.interval_count, create_plan.trial_days, v_features)
+            create_plan.interval_count, create_plan.trial_days, v_features, v_metered)
     ON CONFLICT ON CONSTRAINT plans_pkey DO NOTHING;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_plan.code;
     IF (v_plan.name, v_plan.currency, v_plan.amount_minor, v_plan.billing_interval, v_plan.interval_count,
-        v_plan.trial_days, v_plan.features)
+        v_plan.trial_days, v_plan.features, v_plan.metered)
        IS DISTINCT FROM (create_plan.name, v_currency, v_minor, create_plan.billing_interval, create_plan.interval_count,
-                         create_plan.trial_days, v_features) THEN
+                         create_plan.trial_days, v_features, v_metered) THEN
         RAISE EXCEPTION 'plan % exists with another definition', v_plan.code USING ERRCODE = 'PM201',
             HINT = 'a plan never changes under its subscriptions: make a plan with a new code and change_plan to it';
     END IF;
     RETURN NEXT v_plan;
 END
 $$;
-COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text) IS
-    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}) and name. The same call again returns it; another definition for its code PM201.';
+COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb) IS
+    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, and metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]). The same call again returns it; another definition for its code PM201.';
 
 CREATE FUNCTION payments.archive_plan(code text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -3304,11 +3338,17 @@ $$;
 COMMENT ON FUNCTION payments._next_invoice_number(timestamptz) IS
     'Internal: the next invoice number of the year (UTC) of p_at; the counter''s row stays locked until the caller''s transaction ends.';
 
-CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans) RETURNS text
+CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans,
+                                         p_usage_plan payments.plans DEFAULT NULL, p_usage_from timestamptz DEFAULT NULL,
+                                         p_usage_to timestamptz DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_invoice payments.invoices%ROWTYPE;
-    v_credit  bigint;
+    v_invoice  payments.invoices%ROWTYPE;
+    v_credit   bigint;
+    v_lines    jsonb;
+    v_metered  jsonb;
+    v_quantity numeric;
+    v_total    bigint;
 BEGIN
     -- The caller holds the subscription's row lock; the period's invoice is made once.
     SELECT * INTO v_invoice FROM payments.invoices i
@@ -3317,18 +3357,32 @@ BEGIN
     IF FOUND THEN
         RETURN v_invoice.id;
     END IF;
-    -- What a downgrade left is taken off, up to the fee.
-    v_credit := least(coalesce(p_sub.credit_minor, 0), p_plan.amount_minor);
-    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, jsonb_build_array(
-        jsonb_build_object('kind', 'recurring', 'amount_minor', p_plan.amount_minor,
-                           'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number))
-        || CASE WHEN v_credit > 0 THEN jsonb_build_array(jsonb_build_object(
-               'kind', 'credit', 'amount_minor', -v_credit, 'description', 'credit from a plan change')) ELSE '[]' END,
-        v_credit);
+    v_lines := jsonb_build_array(jsonb_build_object(
+        'kind', 'recurring', 'amount_minor', p_plan.amount_minor, 'quantity', 1,
+        'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number));
+    -- The usage of the period that just closed, in arrears, each meter priced by the plan.
+    IF p_usage_from IS NOT NULL THEN
+        FOR v_metered IN SELECT value FROM jsonb_array_elements(p_usage_plan.metered) LOOP
+            SELECT u.value INTO v_quantity
+            FROM payments.usage_summary(p_sub.customer_id, v_metered ->> 'meter', p_usage_from, p_usage_to) u;
+            v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+                'kind', 'usage', 'quantity', v_quantity,
+                'amount_minor', payments._usage_price(v_quantity::text, (v_metered -> 'price')::text),
+                'description', (v_metered ->> 'meter') || ', ' || p_usage_from::date || ' to ' || p_usage_to::date));
+        END LOOP;
+    END IF;
+    -- What a downgrade left is taken off, up to the total.
+    SELECT sum((l ->> 'amount_minor')::bigint) INTO v_total FROM jsonb_array_elements(v_lines) l;
+    v_credit := least(coalesce(p_sub.credit_minor, 0), v_total);
+    IF v_credit > 0 THEN
+        v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+            'kind', 'credit', 'amount_minor', -v_credit, 'quantity', 1, 'description', 'credit from a plan change'));
+    END IF;
+    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, v_lines, v_credit);
 END
 $$;
-COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans) IS
-    'Internal: the invoice of a subscription''s current period, made, numbered and charged once (a free plan''s is paid at once), less the subscription''s credit. The caller holds the subscription''s row lock.';
+COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz) IS
+    'Internal: the invoice of a subscription''s current period, made, numbered and charged once (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears, less the subscription''s credit. The caller holds the subscription''s row lock.';
 
 CREATE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
                                         p_credit_used bigint) RETURNS text
@@ -3347,8 +3401,8 @@ BEGIN
     RETURNING * INTO v_invoice;
     FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(p_lines) WITH ORDINALITY l LOOP
         INSERT INTO payments.invoice_lines (customer_id, invoice_id, line_number, kind, description, quantity, amount_minor)
-        VALUES (p_sub.customer_id, v_id, v_line.ordinality, v_line.value ->> 'kind', v_line.value ->> 'description', 1,
-                (v_line.value ->> 'amount_minor')::bigint);
+        VALUES (p_sub.customer_id, v_id, v_line.ordinality, v_line.value ->> 'kind', v_line.value ->> 'description',
+                coalesce((v_line.value ->> 'quantity')::numeric, 1), (v_line.value ->> 'amount_minor')::bigint);
     END LOOP;
     IF p_credit_used > 0 THEN
         UPDATE payments.subscriptions s SET credit_minor = s.credit_minor - p_credit_used
@@ -3444,6 +3498,8 @@ DECLARE
     v_due      record;
     v_sub      payments.subscriptions%ROWTYPE;
     v_plan     payments.plans%ROWTYPE;
+    v_used_plan payments.plans%ROWTYPE;
+    v_used_from timestamptz;
     v_invoice  payments.invoices%ROWTYPE;
     v_from     text;
     v_renewed  integer := 0;
@@ -3474,6 +3530,10 @@ BEGIN
                 v_ended := v_ended + 1;
                 EXIT;
             END IF;
+            -- The closed period's usage is billed at the plan it was used under.
+            SELECT * INTO v_used_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+            -- (A trial's usage is not billed.)
+            v_used_from := CASE WHEN v_sub.period_number > 0 THEN v_sub.current_period_start END;
             -- A plan change asked for at period end starts with the new period.
             v_sub.plan := coalesce(v_sub.pending_plan, v_sub.plan);
             SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
@@ -3489,7 +3549,7 @@ BEGIN
             PERFORM payments._subscription_event(v_sub, v_from, 'renewed',
                                                  jsonb_build_object('period_number', v_sub.period_number, 'plan', v_sub.plan,
                                                                     'period_start', v_sub.current_period_start));
-            PERFORM payments._invoice_period(v_sub, v_plan);
+            PERFORM payments._invoice_period(v_sub, v_plan, v_used_plan, v_used_from, v_sub.current_period_start);
             v_renewed := v_renewed + 1;
         END LOOP;
     END LOOP;
@@ -3854,18 +3914,19 @@ REVOKE ALL ON FUNCTION
     payments.transition(text, text, text, text, jsonb), payments.record_provider_result(text, text, text, text, jsonb),
     payments._stripe_event_subject(text), payments._refund_decision(text, text), payments._stripe_refund_status(text),
     payments._stripe_intent_status(text, boolean), payments.record_provider_snapshot(text, jsonb),
+    payments._price_problem(text), payments._usage_price(text, text),
     payments.reconciliation_report(timestamptz, timestamptz, text), payments.reconcile(timestamptz, timestamptz, text, boolean),
     payments.create_meter(text, text, text, text),
     payments._usage_event_problem(payments.meters, numeric, timestamptz, jsonb, timestamptz),
     payments.record_usage(text, text, text, numeric, timestamptz, jsonb), payments.record_usage_batch(jsonb),
     payments.usage_summary(text, text, timestamptz, timestamptz),
-    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text), payments.archive_plan(text),
+    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb), payments.archive_plan(text),
     payments._subscription_result(text, text, text), payments._period_end(payments.plans, timestamptz, integer),
     payments.set_dunning(integer[], text, interval), payments._next_invoice_number(timestamptz),
     payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint),
     payments.change_plan(text, text, boolean, timestamptz),
     payments._grants_now(payments.subscriptions, timestamptz),
-    payments._invoice_period(payments.subscriptions, payments.plans),
+    payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz),
     payments._charge_invoice(payments.invoices, payments.subscriptions),
     payments._invoice_payment_settled(text, text, text), payments.run_billing(timestamptz),
     payments.set_subscription_payment_method(text, text), payments.get_invoice(text),
@@ -3901,7 +3962,7 @@ GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.su
     payments.invoice_details
 TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION payments.create_meter(text, text, text, text),
-    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text), payments.archive_plan(text),
+    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb), payments.archive_plan(text),
     payments.set_dunning(integer[], text, interval)
 TO payments_admin;
 GRANT SELECT ON payments.refund_details, payments.dispute_details, payments.customer_balances, payments.balance_by_currency
