@@ -34,7 +34,8 @@ GRANT EXECUTE ON FUNCTION
     payments.get_dispute(text), payments.list_disputes(text, text, int, text),
     payments.reconciliation_report(timestamptz, timestamptz, text),
     payments.usage_summary(text, text, timestamptz, timestamptz),
-    payments.get_subscription(text), payments.has_active_subscription(text, text, timestamptz),
+    payments.get_subscription(text), payments.list_subscriptions(text, text, int, text),
+    payments.has_active_subscription(text, text, timestamptz),
     payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz),
     payments.get_invoice(text), payments.list_invoice_lines(text), payments.receipt(text)
 TO payments_admin, payments_gateway, payments_reader;

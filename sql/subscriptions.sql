@@ -360,6 +360,28 @@ END
 $$;
 COMMENT ON FUNCTION payments.get_subscription(text) IS 'One subscription by id; PM204 when there is none.';
 
+CREATE FUNCTION payments.list_subscriptions(customer_id text DEFAULT NULL, status text DEFAULT NULL, lim int DEFAULT 10,
+                                            starting_after text DEFAULT NULL)
+RETURNS SETOF payments.subscription_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
+    END IF;
+    IF list_subscriptions.status IS NOT NULL AND NOT payments._is_allowed('subscription_status', list_subscriptions.status) THEN
+        RAISE EXCEPTION 'unknown subscription status %', quote_literal(payments._shown(list_subscriptions.status))
+            USING ERRCODE = 'PM100', HINT = 'SELECT * FROM payments.allowed_values() WHERE kind = ''subscription_status''';
+    END IF;
+    RETURN QUERY SELECT * FROM payments.subscription_details d
+    WHERE (list_subscriptions.customer_id IS NULL OR d.customer_id = list_subscriptions.customer_id)
+      AND (list_subscriptions.status IS NULL OR d.status = list_subscriptions.status)
+      AND (starting_after IS NULL OR d.id < starting_after)
+    ORDER BY d.id DESC LIMIT lim;
+END
+$$;
+COMMENT ON FUNCTION payments.list_subscriptions(text, text, int, text) IS
+    'Subscriptions newest first (of one customer, in one status, when given), lim (1 to 100) at a time; starting_after: the last id of the previous page.';
+
 CREATE FUNCTION payments._locked_subscription(p_id text) RETURNS payments.subscriptions
 LANGUAGE plpgsql AS $$
 DECLARE

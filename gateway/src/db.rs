@@ -170,6 +170,22 @@ pub const CREATE_SUBSCRIPTION: &str =
 
 pub const GET_SUBSCRIPTION: &str = concat!("SELECT ", subscription_json!("s"), " FROM payments.get_subscription($1) s");
 
+/// A page of `$3` subscriptions (of customer `$1`, in status `$2`, when given) after `$4`, plus whether more follow.
+pub const LIST_SUBSCRIPTIONS: &str = "WITH page AS (SELECT * FROM payments.list_subscriptions($1, $2, $3, $4))
+     SELECT coalesce(jsonb_agg(to_jsonb(p) || jsonb_build_object('object', 'subscription') ORDER BY p.id DESC), '[]')::text
+                AS data,
+            count(*) > 0 AND EXISTS (SELECT FROM payments.list_subscriptions($1, $2, 1, (SELECT min(id) FROM page)))
+                AS has_more
+     FROM page p";
+
+pub const CHANGE_PLAN: &str = concat!("SELECT ", subscription_json!("s"), " FROM payments.change_plan($1, $2, $3) s");
+
+pub const PAUSE_SUBSCRIPTION: &str =
+    concat!("SELECT ", subscription_json!("s"), " FROM payments.pause_subscription($1) s");
+
+pub const RESUME_SUBSCRIPTION: &str =
+    concat!("SELECT ", subscription_json!("s"), " FROM payments.resume_subscription($1) s");
+
 pub const CANCEL_SUBSCRIPTION: &str =
     concat!("SELECT ", subscription_json!("s"), " FROM payments.cancel_subscription($1, $2) s");
 

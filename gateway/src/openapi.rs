@@ -26,6 +26,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::routes::subscriptions::create,
         crate::routes::subscriptions::get,
         crate::routes::subscriptions::cancel,
+        crate::routes::subscriptions::list,
+        crate::routes::subscriptions::change_plan,
+        crate::routes::subscriptions::pause,
+        crate::routes::subscriptions::resume,
         crate::routes::subscriptions::invoice,
         crate::routes::subscriptions::receipt,
         crate::routes::subscriptions::receipt_html,
@@ -39,7 +43,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
                        crate::routes::refunds::CreateRefund, crate::routes::reconciliations::CreateReconciliation,
                        Reconciliation, Disagreement, crate::routes::usage::RecordUsage, Subscription,
                        crate::routes::subscriptions::CreateSubscription,
-                       crate::routes::subscriptions::CancelSubscription, crate::routes::customers::Consume)),
+                       crate::routes::subscriptions::CancelSubscription, crate::routes::subscriptions::ChangePlan,
+                       crate::routes::customers::Consume)),
     modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;

@@ -1994,4 +1994,28 @@ mod tests {
             3600
         );
     }
+
+    #[pg_test]
+    fn subscriptions_are_listed_newest_first_by_customer_and_status() {
+        one::<String>("SELECT code FROM payments.create_plan('lst', 'usd', 0, 'month')");
+        let first = one::<String>("SELECT id FROM payments.create_subscription('k1', 'cust_ls', 'lst')");
+        let second = one::<String>("SELECT id FROM payments.create_subscription('k2', 'cust_ls', 'lst')");
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{first}', false)"));
+        assert_eq!(
+            one::<String>("SELECT string_agg(id, ',') FROM payments.list_subscriptions('cust_ls')"),
+            format!("{second},{first}")
+        );
+        assert_eq!(
+            one::<String>("SELECT string_agg(id, ',') FROM payments.list_subscriptions('cust_ls', 'canceled')"),
+            first
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(id, ',') FROM payments.list_subscriptions('cust_ls', starting_after => '{second}')"
+            )),
+            first
+        );
+        assert_eq!(sqlstate("SELECT payments.list_subscriptions(status => 'gone')"), "PM100");
+        assert_eq!(sqlstate("SELECT payments.list_subscriptions(lim => 0)"), "PM100");
+    }
 }

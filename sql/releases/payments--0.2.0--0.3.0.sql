@@ -2954,6 +2954,28 @@ END
 $$;
 COMMENT ON FUNCTION payments.get_subscription(text) IS 'One subscription by id; PM204 when there is none.';
 
+CREATE FUNCTION payments.list_subscriptions(customer_id text DEFAULT NULL, status text DEFAULT NULL, lim int DEFAULT 10,
+                                            starting_after text DEFAULT NULL)
+RETURNS SETOF payments.subscription_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
+    END IF;
+    IF list_subscriptions.status IS NOT NULL AND NOT payments._is_allowed('subscription_status', list_subscriptions.status) THEN
+        RAISE EXCEPTION 'unknown subscription status %', quote_literal(payments._shown(list_subscriptions.status))
+            USING ERRCODE = 'PM100', HINT = 'SELECT * FROM payments.allowed_values() WHERE kind = ''subscription_status''';
+    END IF;
+    RETURN QUERY SELECT * FROM payments.subscription_details d
+    WHERE (list_subscriptions.customer_id IS NULL OR d.customer_id = list_subscriptions.customer_id)
+      AND (list_subscriptions.status IS NULL OR d.status = list_subscriptions.status)
+      AND (starting_after IS NULL OR d.id < starting_after)
+    ORDER BY d.id DESC LIMIT lim;
+END
+$$;
+COMMENT ON FUNCTION payments.list_subscriptions(text, text, int, text) IS
+    'Subscriptions newest first (of one customer, in one status, when given), lim (1 to 100) at a time; starting_after: the last id of the previous page.';
+
 CREATE FUNCTION payments._locked_subscription(p_id text) RETURNS payments.subscriptions
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -3933,6 +3955,7 @@ REVOKE ALL ON FUNCTION
     payments.list_invoice_lines(text), payments.receipt(text),
     payments._subscription_event(payments.subscriptions, text, text, jsonb),
     payments.create_subscription(text, text, text, text, integer, timestamptz), payments.get_subscription(text),
+    payments.list_subscriptions(text, text, int, text),
     payments._locked_subscription(text), payments._set_subscription(payments.subscriptions, text, text, jsonb),
     payments.cancel_subscription(text, boolean, timestamptz), payments.pause_subscription(text),
     payments.resume_subscription(text, timestamptz), payments.has_active_subscription(text, text, timestamptz),
@@ -3972,7 +3995,8 @@ GRANT EXECUTE ON FUNCTION
     payments.get_dispute(text), payments.list_disputes(text, text, int, text),
     payments.reconciliation_report(timestamptz, timestamptz, text),
     payments.usage_summary(text, text, timestamptz, timestamptz),
-    payments.get_subscription(text), payments.has_active_subscription(text, text, timestamptz),
+    payments.get_subscription(text), payments.list_subscriptions(text, text, int, text),
+    payments.has_active_subscription(text, text, timestamptz),
     payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz),
     payments.get_invoice(text), payments.list_invoice_lines(text), payments.receipt(text)
 TO payments_admin, payments_gateway, payments_reader;

@@ -1398,6 +1398,29 @@ async fn an_agent_checks_its_entitlements_and_consumes_within_them_over_http() {
     assert_eq!(consume("0", "r3").await.status(), StatusCode::BAD_REQUEST);
 
     let id = sub["id"].as_str().unwrap();
+    // Paused, it grants nothing; resumed, it does again; moved to a bigger plan at once, its limits grow.
+    let paused: Value =
+        app.send(Method::POST, &format!("/v1/subscriptions/{id}/pause"), Some(&key), None).await.json().await.unwrap();
+    assert_eq!(paused["status"], "paused", "{paused}");
+    assert_eq!(app.get_json(&key, &format!("/v1/customers/{customer}/entitlements")).await["active"], false);
+    let resumed: Value =
+        app.send(Method::POST, &format!("/v1/subscriptions/{id}/resume"), Some(&key), None).await.json().await.unwrap();
+    assert_eq!(resumed["status"], "active", "{resumed}");
+    let bigger = format!("{plan}_big");
+    db.execute("SELECT payments.create_plan($1, 'EUR', 0, 'month', features => '{\"calls\": 50}')", &[&bigger])
+        .await
+        .unwrap();
+    let moved: Value = app
+        .send(Method::POST, &format!("/v1/subscriptions/{id}/change_plan"), Some(&key), Some(json!({ "plan": bigger })))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(moved["plan"], bigger.as_str(), "{moved}");
+    let more: Value = consume("3", "r5").await.json().await.unwrap();
+    assert_eq!((more["allowed"].as_bool(), more["remaining"].as_str()), (Some(true), Some("44")), "{more}");
+    let listed = app.get_json(&key, &format!("/v1/subscriptions?customer_id={customer}")).await;
+    assert_eq!(listed["data"][0]["id"], id, "{listed}");
     let canceled: Value = app
         .send(
             Method::POST,

@@ -1,10 +1,10 @@
 //! `/v1/subscriptions`: subscribe a customer to a plan, fetch, cancel.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::auth::{Caller, READ, WRITE};
@@ -146,4 +146,91 @@ pub async fn cancel(
     let stmt = db.prepare_cached(db::CANCEL_SUBSCRIPTION).await?;
     let at_period_end = body.at_period_end.unwrap_or(true);
     Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id, &at_period_end]).await?.try_get("subscription")?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    pub customer_id: Option<String>,
+    /// trialing | active | past_due | unpaid | canceled | incomplete | paused
+    pub status: Option<String>,
+    /// 1 to 100; default 10.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i32>,
+    /// The last id of the previous page.
+    pub starting_after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions", params(ListQuery),
+    responses((status = 200, description = "A page of subscriptions, newest first"), (status = 400, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::LIST_SUBSCRIPTIONS).await?;
+    let row = db.query_one(&stmt, &[&q.customer_id, &q.status, &q.limit.unwrap_or(10), &q.starting_after]).await?;
+    Ok(json_response(StatusCode::OK, crate::routes::refunds::list_body("/v1/subscriptions", &row)?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePlan {
+    /// The new plan's code (same currency).
+    pub plan: String,
+    /// Default true: at once, prorated (an upgrade is invoiced and charged now); false: from the next period.
+    pub prorate: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/change_plan", tag = "subscriptions", request_body = ChangePlan,
+    params(("id" = String, Path, description = "sub_…")),
+    responses((status = 200, body = crate::openapi::Subscription), (status = 400, body = crate::openapi::ErrorBody),
+        (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn change_plan(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ChangePlan>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::CHANGE_PLAN).await?;
+    let prorate = body.prorate.unwrap_or(true);
+    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id, &body.plan, &prorate]).await?.try_get("subscription")?))
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/pause", tag = "subscriptions", params(("id" = String, Path, description = "sub_…")),
+    responses((status = 200, body = crate::openapi::Subscription), (status = 404, body = crate::openapi::ErrorBody),
+        (status = 409, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    one_step(&state, caller, &id, db::PAUSE_SUBSCRIPTION).await
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/resume", tag = "subscriptions", params(("id" = String, Path, description = "sub_…")),
+    responses((status = 200, body = crate::openapi::Subscription), (status = 404, body = crate::openapi::ErrorBody),
+        (status = 409, body = crate::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    one_step(&state, caller, &id, db::RESUME_SUBSCRIPTION).await
+}
+
+/// A subscription call that takes only its id.
+async fn one_step(state: &AppState, caller: Caller, id: &str, statement: &str) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(statement).await?;
+    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get("subscription")?))
 }
