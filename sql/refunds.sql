@@ -79,6 +79,19 @@ END
 $$;
 COMMENT ON FUNCTION payments._refund_result(text, text, text) IS 'Internal: a refund as a refund_result row with the call''s outcome.';
 
+CREATE FUNCTION payments._refundable_minor(p_payment payments.payments) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_held bigint;
+BEGIN
+    SELECT coalesce(sum(r.amount_minor), 0) INTO v_held FROM payments.refunds r
+    WHERE r.customer_id = p_payment.customer_id AND r.payment_id = p_payment.id AND r.status IN ('pending', 'succeeded');
+    RETURN coalesce(p_payment.amount_captured_minor, 0) - v_held;
+END
+$$;
+COMMENT ON FUNCTION payments._refundable_minor(payments.payments) IS
+    'Internal: what is left to refund of a payment, in minor units: what it captured (nothing before it succeeded) less its pending and succeeded refunds. Read under the payment''s row lock, it cannot change until the caller commits.';
+
 CREATE FUNCTION payments.create_refund(idempotency_key text, payment_id text, amount numeric DEFAULT NULL,
                                        reason text DEFAULT NULL)
 RETURNS SETOF payments.refund_result
@@ -116,8 +129,7 @@ BEGIN
             v_payment.status, CASE WHEN v_payment.provider_payment_id IS NULL THEN 'without a provider payment' ELSE '' END
             USING ERRCODE = 'PM206';
     END IF;
-    SELECT v_payment.amount_captured_minor - coalesce(sum(r.amount_minor), 0) INTO v_left FROM payments.refunds r
-    WHERE r.customer_id = v_payment.customer_id AND r.payment_id = v_payment.id AND r.status IN ('pending', 'succeeded');
+    v_left := payments._refundable_minor(v_payment);
     v_minor := coalesce(v_minor, v_left);
     IF v_minor > v_left OR v_minor <= 0 THEN
         RAISE EXCEPTION 'cannot refund % %: % is left to refund of payment %',
@@ -253,9 +265,7 @@ BEGIN
     ELSIF v_refund.id IS NULL THEN
         -- Made at the provider directly: taken in only if it fits in what is left to refund
         -- (nothing is, before the payment succeeded here); a failed or canceled one holds nothing.
-        SELECT coalesce(p_payment.amount_captured_minor, 0) - coalesce(sum(r.amount_minor), 0) INTO v_left
-        FROM payments.refunds r
-        WHERE r.customer_id = p_payment.customer_id AND r.payment_id = p_payment.id AND r.status IN ('pending', 'succeeded');
+        v_left := payments._refundable_minor(p_payment);
         IF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$'
            OR (v_to IN ('pending', 'succeeded') AND (p_object ->> 'amount')::bigint > v_left) THEN
             v_problem := 'amount_mismatch';

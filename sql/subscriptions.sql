@@ -598,7 +598,11 @@ BEGIN
         CONTINUE WHEN v_grant IS NULL;
         SELECT * INTO v_sub FROM payments.subscriptions s
         WHERE s.customer_id = consume.customer_id AND s.id = v_candidate.id FOR UPDATE;
-        EXIT WHEN payments._grants_now(v_sub, at);
+        IF v_sub.plan IS DISTINCT FROM v_candidate.plan THEN
+            -- Its plan changed while we looked: the locked plan's grant is the one that counts.
+            SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_sub.plan;
+        END IF;
+        EXIT WHEN v_grant IS NOT NULL AND payments._grants_now(v_sub, at);
         v_sub := NULL;
     END LOOP;
     -- A retried request: its first answer, nothing consumed.
@@ -617,7 +621,8 @@ BEGIN
         v_answer.allowed := false;
         v_answer.reason := 'no_entitlement';
     ELSE
-        SELECT (p.features ->> consume.feature)::numeric INTO v_limit FROM payments.plans p WHERE p.code = v_sub.plan;
+        -- The locked subscription's grant is the limit (JSON null: unlimited).
+        v_limit := CASE WHEN jsonb_typeof(v_grant) = 'number' THEN (v_grant::text)::numeric END;
         SELECT fu.used INTO v_used FROM payments.feature_usage fu
         WHERE fu.customer_id = v_sub.customer_id AND fu.subscription_id = v_sub.id AND fu.feature = consume.feature
           AND fu.period_start = v_sub.current_period_start;

@@ -1600,6 +1600,19 @@ END
 $$;
 COMMENT ON FUNCTION payments._refund_result(text, text, text) IS 'Internal: a refund as a refund_result row with the call''s outcome.';
 
+CREATE FUNCTION payments._refundable_minor(p_payment payments.payments) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_held bigint;
+BEGIN
+    SELECT coalesce(sum(r.amount_minor), 0) INTO v_held FROM payments.refunds r
+    WHERE r.customer_id = p_payment.customer_id AND r.payment_id = p_payment.id AND r.status IN ('pending', 'succeeded');
+    RETURN coalesce(p_payment.amount_captured_minor, 0) - v_held;
+END
+$$;
+COMMENT ON FUNCTION payments._refundable_minor(payments.payments) IS
+    'Internal: what is left to refund of a payment, in minor units: what it captured (nothing before it succeeded) less its pending and succeeded refunds. Read under the payment''s row lock, it cannot change until the caller commits.';
+
 CREATE FUNCTION payments.create_refund(idempotency_key text, payment_id text, amount numeric DEFAULT NULL,
                                        reason text DEFAULT NULL)
 RETURNS SETOF payments.refund_result
@@ -1637,8 +1650,7 @@ BEGIN
             v_payment.status, CASE WHEN v_payment.provider_payment_id IS NULL THEN 'without a provider payment' ELSE '' END
             USING ERRCODE = 'PM206';
     END IF;
-    SELECT v_payment.amount_captured_minor - coalesce(sum(r.amount_minor), 0) INTO v_left FROM payments.refunds r
-    WHERE r.customer_id = v_payment.customer_id AND r.payment_id = v_payment.id AND r.status IN ('pending', 'succeeded');
+    v_left := payments._refundable_minor(v_payment);
     v_minor := coalesce(v_minor, v_left);
     IF v_minor > v_left OR v_minor <= 0 THEN
         RAISE EXCEPTION 'cannot refund % %: % is left to refund of payment %',
@@ -1774,9 +1786,7 @@ BEGIN
     ELSIF v_refund.id IS NULL THEN
         -- Made at the provider directly: taken in only if it fits in what is left to refund
         -- (nothing is, before the payment succeeded here); a failed or canceled one holds nothing.
-        SELECT coalesce(p_payment.amount_captured_minor, 0) - coalesce(sum(r.amount_minor), 0) INTO v_left
-        FROM payments.refunds r
-        WHERE r.customer_id = p_payment.customer_id AND r.payment_id = p_payment.id AND r.status IN ('pending', 'succeeded');
+        v_left := payments._refundable_minor(p_payment);
         IF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$'
            OR (v_to IN ('pending', 'succeeded') AND (p_object ->> 'amount')::bigint > v_left) THEN
             v_problem := 'amount_mismatch';
@@ -3192,7 +3202,11 @@ BEGIN
         CONTINUE WHEN v_grant IS NULL;
         SELECT * INTO v_sub FROM payments.subscriptions s
         WHERE s.customer_id = consume.customer_id AND s.id = v_candidate.id FOR UPDATE;
-        EXIT WHEN payments._grants_now(v_sub, at);
+        IF v_sub.plan IS DISTINCT FROM v_candidate.plan THEN
+            -- Its plan changed while we looked: the locked plan's grant is the one that counts.
+            SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_sub.plan;
+        END IF;
+        EXIT WHEN v_grant IS NOT NULL AND payments._grants_now(v_sub, at);
         v_sub := NULL;
     END LOOP;
     -- A retried request: its first answer, nothing consumed.
@@ -3211,7 +3225,8 @@ BEGIN
         v_answer.allowed := false;
         v_answer.reason := 'no_entitlement';
     ELSE
-        SELECT (p.features ->> consume.feature)::numeric INTO v_limit FROM payments.plans p WHERE p.code = v_sub.plan;
+        -- The locked subscription's grant is the limit (JSON null: unlimited).
+        v_limit := CASE WHEN jsonb_typeof(v_grant) = 'number' THEN (v_grant::text)::numeric END;
         SELECT fu.used INTO v_used FROM payments.feature_usage fu
         WHERE fu.customer_id = v_sub.customer_id AND fu.subscription_id = v_sub.id AND fu.feature = consume.feature
           AND fu.period_start = v_sub.current_period_start;
@@ -3964,6 +3979,7 @@ REVOKE ALL ON FUNCTION
     payments._dispute_decision(text, text), payments._dispute_withholds(text),
     payments._apply_money_webhook(text, text, text, text, jsonb), payments._refund_result(text, text, text),
     payments.create_refund(text, text, numeric, text), payments._replayed_refund(payments.refunds, bytea),
+    payments._refundable_minor(payments.payments),
     payments.get_refund(text), payments.list_refunds(text, int, text),
     payments._payment_note(payments.payments, boolean, text, text, jsonb),
     payments._apply_refund_object(payments.payments, text, jsonb, text, text),

@@ -10,8 +10,7 @@ use crate::app::AppState;
 use crate::auth::{Caller, READ};
 use crate::db;
 use crate::error::ApiError;
-use crate::routes::payments::json_response;
-use crate::routes::refunds::list_body;
+use crate::routes::payments::{json_response, list_body};
 
 #[utoipa::path(get, path = "/v1/disputes/{id}", tag = "disputes",
     params(("id" = String, Path, description = "dsp_…")),

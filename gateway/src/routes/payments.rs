@@ -204,10 +204,7 @@ pub async fn list(
             db.query_one(&stmt, &[&q.customer_id, &q.status, &q.starting_after, &limit]).await?
         }
     };
-    let data: String = row.try_get("data")?;
-    let has_more: bool = row.try_get("has_more")?;
-    let body = format!(r#"{{"object":"list","url":"/v1/payments","has_more":{has_more},"data":{data}}}"#);
-    Ok(json_response(StatusCode::OK, body))
+    Ok(json_response(StatusCode::OK, list_body("/v1/payments", &row)?))
 }
 
 #[utoipa::path(get, path = "/v1/payments/{id}/events", tag = "payments",
@@ -313,6 +310,13 @@ pub fn created_or_replayed(body: String, replayed: bool) -> Response {
     let mut response = json_response(StatusCode::OK, body);
     response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
+}
+
+/// A page as Stripe shapes lists, from a row with `data` (a JSON array) and `has_more`.
+pub(crate) fn list_body(url: &str, row: &tokio_postgres::Row) -> Result<String, ApiError> {
+    let data: &str = row.try_get("data")?;
+    let has_more: bool = row.try_get("has_more")?;
+    Ok(format!(r#"{{"object":"list","url":"{url}","has_more":{has_more},"data":{data}}}"#))
 }
 
 /// A JSON document rendered by PostgreSQL, sent as is.

@@ -12,7 +12,9 @@ use crate::auth::{Caller, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::payments::{amount_schema, amount_text, created_or_replayed, idempotency_key, json_response};
+use crate::routes::payments::{
+    amount_schema, amount_text, created_or_replayed, idempotency_key, json_response, list_body,
+};
 
 /// A refund of a succeeded payment: all that is left of it, or `amount`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -114,11 +116,4 @@ pub async fn list(
     let stmt = db.prepare_cached(db::LIST_REFUNDS).await?;
     let row = db.query_one(&stmt, &[&q.payment, &q.limit.unwrap_or(10), &q.starting_after]).await?;
     Ok(json_response(StatusCode::OK, list_body("/v1/refunds", &row)?))
-}
-
-/// A page as Stripe shapes lists.
-pub(crate) fn list_body(url: &str, row: &tokio_postgres::Row) -> Result<String, ApiError> {
-    let data: &str = row.try_get("data")?;
-    let has_more: bool = row.try_get("has_more")?;
-    Ok(format!(r#"{{"object":"list","url":"{url}","has_more":{has_more},"data":{data}}}"#))
 }

@@ -173,7 +173,7 @@ pub async fn list(
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::LIST_SUBSCRIPTIONS).await?;
     let row = db.query_one(&stmt, &[&q.customer_id, &q.status, &q.limit.unwrap_or(10), &q.starting_after]).await?;
-    Ok(json_response(StatusCode::OK, crate::routes::refunds::list_body("/v1/subscriptions", &row)?))
+    Ok(json_response(StatusCode::OK, crate::routes::payments::list_body("/v1/subscriptions", &row)?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
