@@ -140,6 +140,10 @@ BEGIN
     VALUES (p_customer_id, p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason, p_data, v_now, v_prev,
             payments._event_hash(v_prev, p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason,
                                  p_data::text, payments._epoch_micros(v_now)));
+    -- Apps are told of a creation and of each status change (not of notes).
+    IF p_applied AND p_from IS DISTINCT FROM p_to THEN
+        PERFORM payments._emit(p_customer_id, 'payment', p_payment_id, p_to, p_from, p_from IS NULL);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION payments._append_event(text, text, text, text, boolean, text, text, jsonb) IS

@@ -35,7 +35,7 @@ CREATE TABLE payments.invoices (
     customer_id     text COLLATE "C" NOT NULL,
     subscription_id text COLLATE "C" NOT NULL,
     period_number   integer NOT NULL,
-    kind            text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'proration')),
+    kind            text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'proration', 'threshold')),
     number          text NOT NULL,
     status          text COLLATE "C" NOT NULL CHECK (payments._is_allowed('invoice_status', status)),
     currency        text COLLATE "C" NOT NULL,
@@ -57,7 +57,7 @@ CREATE INDEX invoices_id_idx ON payments.invoices (id);
 CREATE INDEX invoices_retry_idx ON payments.invoices (next_attempt_at) WHERE status = 'open';
 COMMENT ON TABLE payments.invoices IS
     'Invoices of subscription periods: open (finalized, numbered, charged), then paid, or left open for dunning; uncollectible when the subscription is canceled for it. Beside the customer (on Citus, by customer_id).';
-COMMENT ON COLUMN payments.invoices.kind IS 'period: a period''s recurring fee (one per period); proration: a plan changed within a period.';
+COMMENT ON COLUMN payments.invoices.kind IS 'period: a period''s recurring fee (one per period) and the usage of the period before; proration: a plan changed within a period; threshold: usage that reached the plan''s usage threshold within a period (period_number is that period).';
 COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique per year in the order invoices were finalized.';
 COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt.';
 COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';
@@ -110,6 +110,39 @@ $$;
 COMMENT ON FUNCTION payments._next_invoice_number(timestamptz) IS
     'Internal: the next invoice number of the year (UTC) of p_at; the counter''s row stays locked until the caller''s transaction ends.';
 
+CREATE FUNCTION payments._usage_lines(p_sub payments.subscriptions, p_plan payments.plans, p_from timestamptz,
+                                      p_to timestamptz, p_period_number integer) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_lines    jsonb := '[]';
+    v_metered  jsonb;
+    v_quantity numeric;
+    v_invoiced bigint;
+    v_numbers  text;
+BEGIN
+    FOR v_metered IN SELECT value FROM jsonb_array_elements(p_plan.metered) LOOP
+        SELECT u.value INTO v_quantity
+        FROM payments.usage_summary(p_sub.customer_id, v_metered ->> 'meter', p_from, p_to) u;
+        v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+            'kind', 'usage', 'quantity', v_quantity,
+            'amount_minor', payments._usage_price(v_quantity::text, (v_metered -> 'price')::text),
+            'description', (v_metered ->> 'meter') || ', ' || p_from::date || ' to ' || p_to::date));
+    END LOOP;
+    SELECT sum(i.total_minor), string_agg(i.number, ', ' ORDER BY i.number) INTO v_invoiced, v_numbers
+    FROM payments.invoices i
+    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.period_number = p_period_number
+      AND i.kind = 'threshold';
+    IF v_invoiced > 0 THEN
+        v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+            'kind', 'credit', 'quantity', 1, 'amount_minor', -v_invoiced,
+            'description', 'usage invoiced at its threshold (' || v_numbers || ')'));
+    END IF;
+    RETURN v_lines;
+END
+$$;
+COMMENT ON FUNCTION payments._usage_lines(payments.subscriptions, payments.plans, timestamptz, timestamptz, integer) IS
+    'Internal: the invoice lines of a subscription''s usage in [p_from, p_to), each meter priced by p_plan, less what threshold invoices of period p_period_number already billed.';
+
 CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans,
                                          p_usage_plan payments.plans DEFAULT NULL, p_usage_from timestamptz DEFAULT NULL,
                                          p_usage_to timestamptz DEFAULT NULL) RETURNS text
@@ -118,8 +151,6 @@ DECLARE
     v_invoice  payments.invoices%ROWTYPE;
     v_credit   bigint;
     v_lines    jsonb;
-    v_metered  jsonb;
-    v_quantity numeric;
     v_total    bigint;
 BEGIN
     -- The caller holds the subscription's row lock; the period's invoice is made once.
@@ -132,16 +163,9 @@ BEGIN
     v_lines := jsonb_build_array(jsonb_build_object(
         'kind', 'recurring', 'amount_minor', p_plan.amount_minor, 'quantity', 1,
         'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number));
-    -- The usage of the period that just closed, in arrears, each meter priced by the plan.
+    -- The usage of the period that just closed, in arrears, less what its thresholds invoiced.
     IF p_usage_from IS NOT NULL THEN
-        FOR v_metered IN SELECT value FROM jsonb_array_elements(p_usage_plan.metered) LOOP
-            SELECT u.value INTO v_quantity
-            FROM payments.usage_summary(p_sub.customer_id, v_metered ->> 'meter', p_usage_from, p_usage_to) u;
-            v_lines := v_lines || jsonb_build_array(jsonb_build_object(
-                'kind', 'usage', 'quantity', v_quantity,
-                'amount_minor', payments._usage_price(v_quantity::text, (v_metered -> 'price')::text),
-                'description', (v_metered ->> 'meter') || ', ' || p_usage_from::date || ' to ' || p_usage_to::date));
-        END LOOP;
+        v_lines := v_lines || payments._usage_lines(p_sub, p_usage_plan, p_usage_from, p_usage_to, p_sub.period_number - 1);
     END IF;
     -- What a downgrade left is taken off, up to the total.
     SELECT sum((l ->> 'amount_minor')::bigint) INTO v_total FROM jsonb_array_elements(v_lines) l;
@@ -155,6 +179,20 @@ END
 $$;
 COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz) IS
     'Internal: the invoice of a subscription''s current period, made, numbered and charged once (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears, less the subscription''s credit. The caller holds the subscription''s row lock.';
+
+CREATE FUNCTION payments._invoice_event(p_invoice payments.invoices, p_previous text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM payments._emit(p_invoice.customer_id, 'invoice', p_invoice.id, p_invoice.status, p_previous,
+                           p_previous IS NULL,
+                           jsonb_build_object('subscription_id', p_invoice.subscription_id, 'number', p_invoice.number,
+                                              'kind', p_invoice.kind, 'total_minor', p_invoice.total_minor,
+                                              'currency', p_invoice.currency, 'payment_id', p_invoice.payment_id,
+                                              'attempt_count', p_invoice.attempt_count));
+END
+$$;
+COMMENT ON FUNCTION payments._invoice_event(payments.invoices, text) IS
+    'Internal: tells apps an invoice was issued (p_previous NULL), changed status, or had an attempt fail (invoice.updated). The caller holds its subscription''s or its own row lock.';
 
 CREATE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
                                         p_credit_used bigint) RETURNS text
@@ -171,6 +209,7 @@ BEGIN
     VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, p_kind, payments._next_invoice_number(now()), 'open',
             p_currency, v_total, p_sub.current_period_start, p_sub.current_period_end)
     RETURNING * INTO v_invoice;
+    PERFORM payments._invoice_event(v_invoice, NULL);
     FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(p_lines) WITH ORDINALITY l LOOP
         INSERT INTO payments.invoice_lines (customer_id, invoice_id, line_number, kind, description, quantity, amount_minor)
         VALUES (p_sub.customer_id, v_id, v_line.ordinality, v_line.value ->> 'kind', v_line.value ->> 'description',
@@ -192,10 +231,13 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_attempt integer := p_invoice.attempt_count + 1;
     v_payment text;
+    v_paid    payments.invoices%ROWTYPE;
 BEGIN
     IF p_invoice.total_minor = 0 THEN
         UPDATE payments.invoices i SET status = 'paid', paid_at = now()
-        WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id;
+        WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id
+        RETURNING * INTO v_paid;
+        PERFORM payments._invoice_event(v_paid, p_invoice.status);
         RETURN;
     END IF;
     -- One payment per attempt, its key derived from the subscription, period and attempt
@@ -220,6 +262,7 @@ CREATE FUNCTION payments._invoice_payment_settled(p_customer_id text, p_payment_
 LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice  payments.invoices%ROWTYPE;
+    v_settled  payments.invoices%ROWTYPE;
     v_sub      payments.subscriptions%ROWTYPE;
     v_from     text;
     v_settings record;
@@ -234,7 +277,8 @@ BEGIN
     v_from := v_sub.status;
     IF p_status = 'succeeded' THEN
         UPDATE payments.invoices i SET status = 'paid', paid_at = now(), next_attempt_at = NULL
-        WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id;
+        WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id
+        RETURNING * INTO v_settled;
         IF v_sub.status IN ('incomplete', 'past_due', 'unpaid') THEN
             v_sub.status := 'active';
         END IF;
@@ -247,7 +291,8 @@ BEGIN
             next_attempt_at = now() + v_settings.retry_days[v_invoice.attempt_count + 1] * interval '1 day',
             status = CASE WHEN v_invoice.attempt_count + 1 > cardinality(v_settings.retry_days)
                                AND v_settings.final_status = 'canceled' THEN 'uncollectible' ELSE 'open' END
-        WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id;
+        WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id
+        RETURNING * INTO v_settled;
         IF v_invoice.attempt_count + 1 > cardinality(v_settings.retry_days) THEN
             v_sub.status := CASE WHEN v_sub.status = 'incomplete' THEN 'canceled' ELSE v_settings.final_status END;
             v_sub.canceled_at := CASE WHEN v_sub.status = 'canceled' THEN now() END;
@@ -255,6 +300,7 @@ BEGIN
             v_sub.status := 'past_due';
         END IF;
     END IF;
+    PERFORM payments._invoice_event(v_settled, v_invoice.status);
     IF v_sub.status IS DISTINCT FROM v_from THEN
         PERFORM payments._set_subscription(v_sub, v_from, 'invoice ' || v_invoice.number || ' ' || p_status,
                                            jsonb_build_object('invoice_id', v_invoice.id, 'payment_id', p_payment_id));
@@ -277,6 +323,8 @@ DECLARE
     v_renewed  integer := 0;
     v_ended    integer := 0;
     v_retried  integer := 0;
+    v_thresholds integer := 0;
+    v_lines    jsonb;
 BEGIN
     IF at IS NULL THEN
         RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';
@@ -339,11 +387,31 @@ BEGIN
         PERFORM payments._charge_invoice(v_invoice, v_sub);
         v_retried := v_retried + 1;
     END LOOP;
-    RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'retried', v_retried);
+    -- 3. Threshold billing: usage of the open period that reached its plan's threshold
+    -- beyond what the period invoiced, invoiced now (under the subscription's lock: once).
+    FOR v_due IN
+        SELECT s.customer_id, s.id FROM payments.subscriptions s JOIN payments.plans p ON p.code = s.plan
+        WHERE p.usage_threshold_minor IS NOT NULL AND s.status IN ('active', 'past_due') AND s.period_number > 0
+          AND s.current_period_start < at AND s.current_period_end > at
+        ORDER BY s.customer_id, s.id LIMIT 1000
+    LOOP
+        SELECT * INTO v_sub FROM payments.subscriptions s
+        WHERE s.customer_id = v_due.customer_id AND s.id = v_due.id AND s.status IN ('active', 'past_due')
+          AND s.current_period_start < at AND s.current_period_end > at
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+        v_lines := payments._usage_lines(v_sub, v_plan, v_sub.current_period_start, at, v_sub.period_number);
+        IF (SELECT sum((l ->> 'amount_minor')::bigint) FROM jsonb_array_elements(v_lines) l) >= v_plan.usage_threshold_minor THEN
+            PERFORM payments._issue_invoice(v_sub, 'threshold', v_plan.currency, v_lines, 0);
+            v_thresholds := v_thresholds + 1;
+        END IF;
+    END LOOP;
+    RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'retried', v_retried, 'thresholds', v_thresholds);
 END
 $$;
 COMMENT ON FUNCTION payments.run_billing(timestamptz) IS
-    'Does everything billing has due at time at: subscriptions canceled at period end end; trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by subscription, period and attempt; failed invoices are retried on the dunning schedule (set_dunning). Returns {"renewed", "ended", "retried"}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
+    'Does everything billing has due at time at: subscriptions canceled at period end end; trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by subscription, period and attempt; failed invoices are retried on the dunning schedule (set_dunning); usage that reached its plan''s usage threshold within the open period is invoiced at once (the period''s end invoices the rest). Returns {"renewed", "ended", "retried", "thresholds"}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
 
 CREATE FUNCTION payments.set_subscription_payment_method(id text, payment_method text)
 RETURNS SETOF payments.subscription_result

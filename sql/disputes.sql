@@ -78,6 +78,17 @@ $$;
 COMMENT ON FUNCTION payments.list_disputes(text, text, int, text) IS
     'Disputes newest first (of one payment, in one status, when given), lim (1 to 100) at a time; starting_after: the last id of the previous page.';
 
+CREATE FUNCTION payments._dispute_event(p_dispute payments.disputes, p_status text, p_previous text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM payments._emit(p_dispute.customer_id, 'dispute', p_dispute.id, p_status, p_previous, p_previous IS NULL,
+                           jsonb_build_object('payment_id', p_dispute.payment_id, 'amount_minor', p_dispute.amount_minor,
+                                              'currency', p_dispute.currency, 'reason', p_dispute.reason));
+END
+$$;
+COMMENT ON FUNCTION payments._dispute_event(payments.disputes, text, text) IS
+    'Internal: tells apps a dispute was opened (p_previous NULL) or moved to p_status. The caller holds its payment''s row lock.';
+
 CREATE FUNCTION payments._apply_dispute_object(p_payment payments.payments, p_object jsonb, p_source text,
                                                p_event_id text) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -122,11 +133,13 @@ BEGIN
                      THEN timestamptz 'epoch' + (p_object -> 'evidence_details' ->> 'due_by')::bigint * interval '1 second' END)
         RETURNING * INTO v_dispute;
         v_decision := 'applied';
+        PERFORM payments._dispute_event(v_dispute, v_to, NULL);
     ELSE
         v_decision := payments._dispute_decision(v_dispute.status, v_to);
         IF v_decision = 'applied' THEN
             UPDATE payments.disputes d SET status = v_to, updated_at = now()
             WHERE d.customer_id = v_dispute.customer_id AND d.id = v_dispute.id;
+            PERFORM payments._dispute_event(v_dispute, v_to, v_dispute.status);
         END IF;
     END IF;
     IF v_decision = 'applied' THEN

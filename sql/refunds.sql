@@ -156,6 +156,9 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._replayed_refund(v_existing, v_fp);
         RETURN;
     END IF;
+    PERFORM payments._emit(v_payment.customer_id, 'refund', v_id, 'pending', NULL, true,
+                           jsonb_build_object('payment_id', v_payment.id, 'amount_minor', v_minor,
+                                              'currency', v_payment.currency));
     PERFORM payments._queue_command(v_payment, 'refund', v_minor, NULL, v_id);
     RETURN QUERY SELECT * FROM payments._refund_result(v_payment.customer_id, v_id, 'created');
 END
@@ -225,6 +228,17 @@ $$;
 COMMENT ON FUNCTION payments._payment_note(payments.payments, boolean, text, text, jsonb) IS
     'Internal: a refund''s or dispute''s step in its payment''s history (the payment''s status unchanged; applied: the refund or dispute moved). The caller holds the payment''s row lock.';
 
+CREATE FUNCTION payments._refund_event(p_refund payments.refunds, p_status text, p_previous text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM payments._emit(p_refund.customer_id, 'refund', p_refund.id, p_status, p_previous, p_previous IS NULL,
+                           jsonb_build_object('payment_id', p_refund.payment_id, 'amount_minor', p_refund.amount_minor,
+                                              'currency', p_refund.currency));
+END
+$$;
+COMMENT ON FUNCTION payments._refund_event(payments.refunds, text, text) IS
+    'Internal: tells apps a refund was made (p_previous NULL) or moved to p_status. The caller holds its payment''s row lock.';
+
 CREATE FUNCTION payments._apply_refund_object(p_payment payments.payments, p_refund_id text, p_object jsonb,
                                               p_source text, p_event_id text) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -285,6 +299,7 @@ BEGIN
                 p_payment.provider, v_rid, NULL)
         RETURNING * INTO v_refund;
         v_taken_in := true;
+        PERFORM payments._refund_event(v_refund, 'pending', NULL);
         PERFORM payments._payment_note(p_payment, true, p_source, 'refund made at the provider',
                                       jsonb_build_object('refund_id', v_refund.id, 'provider_refund_id', v_rid,
                                                          'amount_minor', v_refund.amount_minor,
@@ -299,6 +314,7 @@ BEGIN
         SET status = v_to, updated_at = now(),
             failure_reason = CASE WHEN v_to = 'failed' THEN coalesce(p_object ->> 'failure_reason', 'unknown') END
         WHERE r.customer_id = v_refund.customer_id AND r.id = v_refund.id;
+        PERFORM payments._refund_event(v_refund, v_to, v_refund.status);
         -- What the payment shows as refunded: succeeded refunds only.
         UPDATE payments.payments p
         SET amount_refunded_minor = p.amount_refunded_minor
@@ -329,13 +345,18 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_refused boolean := p_response ? 'error' OR (p_response ->> 'object') IS DISTINCT FROM 'refund';
     v_outcome text;
+    v_refund  payments.refunds%ROWTYPE;
 BEGIN
     -- The caller holds the payment's and the command's row locks.
     IF v_refused THEN
         UPDATE payments.refunds r
         SET status = 'failed', updated_at = now(),
             failure_reason = left(coalesce(p_response -> 'error' ->> 'message', 'refused by the provider'), 1000)
-        WHERE r.customer_id = p_command.customer_id AND r.id = p_command.refund_id AND r.status = 'pending';
+        WHERE r.customer_id = p_command.customer_id AND r.id = p_command.refund_id AND r.status = 'pending'
+        RETURNING * INTO v_refund;
+        IF FOUND THEN
+            PERFORM payments._refund_event(v_refund, 'failed', 'pending');
+        END IF;
         PERFORM payments._payment_note(p_payment, true, 'provider', 'refund refused',
                                       jsonb_build_object('refund_id', p_command.refund_id, 'command_id', p_command.id,
                                                          'error', coalesce(p_response -> 'error', p_response)));

@@ -37,10 +37,12 @@ GRANT EXECUTE ON FUNCTION
     payments.get_subscription(text), payments.list_subscriptions(text, text, int, text),
     payments.has_active_subscription(text, text, timestamptz),
     payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz),
-    payments.get_invoice(text), payments.list_invoice_lines(text), payments.receipt(text)
+    payments.get_invoice(text), payments.list_invoice_lines(text), payments.receipt(text),
+    payments.webhook_retries()
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details,
-    payments.invoice_details
+    payments.invoice_details, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoints,
+    payments.webhook_delivery_attempts
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,
     payments.open_anomalies, payments.refund_details, payments.dispute_details, payments.customer_balances,
@@ -72,7 +74,10 @@ GRANT EXECUTE ON FUNCTION
     payments.consume(text, text, numeric, text, timestamptz),
     payments.run_billing(timestamptz),
     payments.set_subscription_payment_method(text, text),
-    payments.change_plan(text, text, boolean, timestamptz)
+    payments.change_plan(text, text, boolean, timestamptz),
+    payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text),
+    payments.claim_webhook_deliveries(int, interval),
+    payments.record_webhook_delivery(text, text, text, integer, integer, text, integer)
 TO payments_admin, payments_gateway;
 
 -- The gateway checks keys and reads histories.
@@ -90,9 +95,10 @@ GRANT EXECUTE ON FUNCTION
     payments.set_webhook_tolerance(interval),
     payments.distribute(int),
     payments.create_meter(text, text, text, text),
-    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb),
+    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric),
     payments.archive_plan(text),
-    payments.set_dunning(integer[], text, interval)
+    payments.set_dunning(integer[], text, interval),
+    payments.set_webhook_retries(interval[])
 TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments.webhook_tolerance() TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

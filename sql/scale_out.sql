@@ -18,6 +18,8 @@ DECLARE
         ['payments.plans',             NULL,                  NULL],
         ['payments.billing_settings',  NULL,                  NULL],
         ['payments.invoice_numbers',   NULL,                  NULL],
+        ['payments.webhook_endpoints', NULL,                  NULL],
+        ['payments.webhook_endpoint_secrets', NULL,           NULL],
         ['payments.payments',          'customer_id',         'none'],
         ['payments.payment_events',    'customer_id',         'payments.payments'],
         ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
@@ -32,6 +34,9 @@ DECLARE
         ['payments.consumptions',      'customer_id',         'payments.payments'],
         ['payments.invoices',          'customer_id',         'payments.payments'],
         ['payments.invoice_lines',     'customer_id',         'payments.payments'],
+        ['payments.outbox_events',     'customer_id',         'payments.payments'],
+        ['payments.webhook_deliveries', 'customer_id',        'payments.payments'],
+        ['payments.webhook_delivery_attempts', 'customer_id', 'payments.payments'],
         ['payments.payment_customers', 'payment_id',          'none'],
         ['payments.provider_payments', 'provider_payment_id', 'none'],
         ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
@@ -113,7 +118,8 @@ BEGIN
     -- (Citus has no column grants: readers see a refund's idempotency key and its
     -- fingerprint too, a client's retry token and a hash of the call, no secret.)
     GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.refunds, payments.disputes,
-        payments.usage_events, payments.subscriptions, payments.invoices TO payments_reader, payments_gateway;
+        payments.usage_events, payments.subscriptions, payments.invoices, payments.outbox_events,
+        payments.webhook_deliveries TO payments_reader, payments_gateway;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
         object := v_row[1];
@@ -131,4 +137,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events, subscriptions (with their history, feature usage and consumptions) and invoices distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings and invoice numbers as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events, subscriptions (with their history, feature usage and consumptions), invoices, outbox events and their webhook deliveries distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers and webhook endpoints (with their secrets) as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices, outbox_events, webhook_deliveries: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';

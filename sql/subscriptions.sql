@@ -16,7 +16,8 @@ CREATE TABLE payments.plans (
     features         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(features) = 'object'),
     created_at       timestamptz NOT NULL DEFAULT now(),
     archived_at      timestamptz,
-    metered          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(metered) = 'array')
+    metered          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(metered) = 'array'),
+    usage_threshold_minor bigint CHECK (usage_threshold_minor > 0)
 );
 COMMENT ON TABLE payments.plans IS
     'What a subscription buys: a recurring price per interval, a trial, and the features it grants with their limits per period. Made by payments_admin with create_plan; archived plans take no new subscriptions, existing ones keep them. On Citus a reference table.';
@@ -25,6 +26,8 @@ COMMENT ON COLUMN payments.plans.billing_interval IS 'day, week, month or year; 
 COMMENT ON COLUMN payments.plans.trial_days IS 'Days of trial a new subscription gets unless create_subscription says otherwise.';
 COMMENT ON COLUMN payments.plans.metered IS
     'The usage it bills in arrears, each closed period: [{"meter": "tokens", "price": {"mode": "graduated", "tiers": [{"up_to": 1000, "unit_amount_minor": 0}, {"up_to": null, "unit_amount_minor": "0.1"}]}}] (modes per_unit, graduated, volume; amounts in minor units, fractions allowed; each line rounded once to a minor unit).';
+COMMENT ON COLUMN payments.plans.usage_threshold_minor IS
+    'Threshold billing: when a period''s metered usage, priced, reaches this many minor units beyond what the period has invoiced, run_billing invoices it at once (NULL: usage waits for the period''s end).';
 COMMENT ON COLUMN payments.plans.features IS 'Each feature the plan grants and its limit per period: {"api_calls": 1000, "seats": 5, "export": null} (null: unlimited).';
 SELECT pg_catalog.pg_extension_config_dump('payments.plans', '');
 
@@ -125,13 +128,15 @@ CREATE TRIGGER consumptions_append_only BEFORE UPDATE OR DELETE ON payments.cons
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
                                      interval_count integer DEFAULT 1, trial_days integer DEFAULT 0,
-                                     features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]')
+                                     features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]',
+                                     usage_threshold numeric DEFAULT NULL)
 RETURNS SETOF payments.plans
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_plan     payments.plans%ROWTYPE;
     v_currency text := upper(currency);
     v_minor    bigint;
+    v_threshold bigint;
     v_features jsonb := coalesce(features, '{}');
     v_metered  jsonb := coalesce(metered, '[]');
     v_problem  text;
@@ -174,24 +179,28 @@ BEGIN
     IF payments.to_major(0, v_currency) IS NULL THEN
         PERFORM payments.to_minor(1, v_currency);  -- raises the unknown currency
     END IF;
+    v_threshold := CASE WHEN usage_threshold IS NOT NULL THEN payments.to_minor(usage_threshold, v_currency) END;
+    IF v_threshold <= 0 OR (v_threshold IS NOT NULL AND jsonb_array_length(v_metered) = 0) THEN
+        RAISE EXCEPTION 'usage_threshold is a positive amount, for a plan with metered prices' USING ERRCODE = 'PM100';
+    END IF;
     INSERT INTO payments.plans AS p (code, name, currency, amount_minor, billing_interval, interval_count, trial_days,
-                                     features, metered)
+                                     features, metered, usage_threshold_minor)
     VALUES (create_plan.code, create_plan.name, v_currency, v_minor, create_plan.billing_interval,
-            create_plan.interval_count, create_plan.trial_days, v_features, v_metered)
+            create_plan.interval_count, create_plan.trial_days, v_features, v_metered, v_threshold)
     ON CONFLICT ON CONSTRAINT plans_pkey DO NOTHING;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_plan.code;
     IF (v_plan.name, v_plan.currency, v_plan.amount_minor, v_plan.billing_interval, v_plan.interval_count,
-        v_plan.trial_days, v_plan.features, v_plan.metered)
+        v_plan.trial_days, v_plan.features, v_plan.metered, v_plan.usage_threshold_minor)
        IS DISTINCT FROM (create_plan.name, v_currency, v_minor, create_plan.billing_interval, create_plan.interval_count,
-                         create_plan.trial_days, v_features, v_metered) THEN
+                         create_plan.trial_days, v_features, v_metered, v_threshold) THEN
         RAISE EXCEPTION 'plan % exists with another definition', v_plan.code USING ERRCODE = 'PM201',
             HINT = 'a plan never changes under its subscriptions: make a plan with a new code and change_plan to it';
     END IF;
     RETURN NEXT v_plan;
 END
 $$;
-COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb) IS
-    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, and metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]). The same call again returns it; another definition for its code PM201.';
+COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric) IS
+    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]), and usage_threshold (major units: usage is invoiced as soon as it reaches this much within a period). The same call again returns it; another definition for its code PM201.';
 
 CREATE FUNCTION payments.archive_plan(code text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -261,6 +270,8 @@ BEGIN
     WHERE e.customer_id = p_sub.customer_id AND e.subscription_id = p_sub.id;
     INSERT INTO payments.subscription_events (customer_id, subscription_id, seq, from_status, to_status, reason, data)
     VALUES (p_sub.customer_id, p_sub.id, v_seq, p_from, p_sub.status, p_reason, p_data);
+    PERFORM payments._emit(p_sub.customer_id, 'subscription', p_sub.id, p_sub.status, p_from, p_from IS NULL,
+                           jsonb_build_object('plan', p_sub.plan, 'reason', p_reason));
 END
 $$;
 COMMENT ON FUNCTION payments._subscription_event(payments.subscriptions, text, text, jsonb) IS

@@ -75,12 +75,15 @@ COMMENT ON FUNCTION payments.retire_webhook_secret(text) IS
 CREATE TABLE payments.settings (
     singleton         boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     webhook_tolerance interval NOT NULL CHECK (webhook_tolerance BETWEEN interval '1 second' AND interval '1 hour'),
-    updated_at        timestamptz NOT NULL DEFAULT now()
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    webhook_retries   interval[]
 );
 COMMENT ON TABLE payments.settings IS
-    'The extension''s settings, changed only by payments_admin through payments.set_webhook_tolerance. No row: the defaults.';
+    'The extension''s settings, changed only by payments_admin through payments.set_webhook_tolerance and payments.set_webhook_retries. No row: the defaults.';
 COMMENT ON COLUMN payments.settings.webhook_tolerance IS
     'How far a webhook''s signed timestamp may be from now, either way (default 5 minutes, at most 1 hour).';
+COMMENT ON COLUMN payments.settings.webhook_retries IS
+    'The waits between failed attempts to deliver an event to an endpoint (NULL: the default, payments.webhook_retries()).';
 SELECT pg_catalog.pg_extension_config_dump('payments.settings', '');
 
 CREATE FUNCTION payments.webhook_tolerance() RETURNS interval

@@ -77,7 +77,8 @@ extension_sql_file!(
     name = "billing",
     requires = ["subscriptions", price_problem, usage_price]
 );
-extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["billing"]);
+extension_sql_file!("../../sql/events.sql", name = "events", requires = ["billing", new_webhook_secret]);
+extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["events"]);
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------
@@ -187,6 +188,12 @@ fn new_id(prefix: &str) -> String {
 #[pg_extern(volatile, parallel_safe, name = "_new_token")]
 fn new_token(prefix: &str) -> String {
     id::new_token(prefix).unwrap_or_else(|e| error!("no randomness available for a new token: {e}"))
+}
+
+/// A Standard Webhooks signing secret for an endpoint events are delivered to.
+#[pg_extern(volatile, parallel_safe, name = "_new_webhook_secret")]
+fn new_webhook_secret() -> String {
+    webhook::standard::new_secret().unwrap_or_else(|e| error!("no randomness available for a new secret: {e}"))
 }
 
 #[allow(clippy::too_many_arguments)]

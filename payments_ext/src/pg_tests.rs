@@ -2018,4 +2018,169 @@ mod tests {
         assert_eq!(sqlstate("SELECT payments.list_subscriptions(status => 'gone')"), "PM100");
         assert_eq!(sqlstate("SELECT payments.list_subscriptions(lim => 0)"), "PM100");
     }
+
+    /// The types of an object's events in order, comma-separated.
+    fn event_types(object_id: &str) -> String {
+        one(&format!(
+            "SELECT string_agg(type, ',' ORDER BY seq) FROM payments.outbox_events WHERE object_id = '{object_id}'"
+        ))
+    }
+
+    #[pg_test]
+    fn every_state_change_is_an_event_delivered_in_order_per_object_and_retried() {
+        assert_eq!(sqlstate("SELECT payments.add_webhook_endpoint('ftp://example.com/hook')"), "PM100");
+        assert_eq!(
+            sqlstate("SELECT payments.add_webhook_endpoint('https://app.example/hook', '{payments.*}')"),
+            "PM100"
+        );
+        assert_eq!(sqlstate("SELECT payments.add_webhook_endpoint('https://app.example/ho ok')"), "PM100");
+        let all =
+            one::<String>("SELECT id || ' ' || secret FROM payments.add_webhook_endpoint('https://app.example/all')");
+        let (all, secret) = all.split_once(' ').unwrap();
+        assert!(secret.starts_with("whsec_"), "{secret}");
+        one::<String>("SELECT id FROM payments.add_webhook_endpoint('https://app.example/refunds', '{refund.*}')");
+
+        let payment = create("k_evt", "12.00");
+        settle(&payment, "pi_evt", 1200, "succeeded");
+        assert_eq!(event_types(&payment), "payment.created,payment.succeeded");
+        // Only the endpoint for every event has deliveries, one per event.
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(DISTINCT endpoint_id, ',') || ' ' || count(*) FROM payments.webhook_deliveries"
+            ),
+            format!("{all} 2")
+        );
+        // The first event of the object is claimed; the second waits for it.
+        let claim = "SELECT string_agg(event_id || ' ' || attempt || ' ' || (body::jsonb ->> 'type') || ' ' || (secret = '{secret}')::text, ';') FROM payments.claim_webhook_deliveries(10)";
+        let claim = claim.replace("{secret}", secret);
+        let first = one::<String>(&claim);
+        let parts: Vec<&str> = first.split(' ').collect();
+        assert_eq!(parts[1..].join(" "), "1 payment.created true", "{first}");
+        assert_eq!(Spi::get_one::<String>(&claim).unwrap(), None, "leased, and the next waits behind it");
+        let record = |event: &str, attempt: i32, code: &str| {
+            one::<String>(&format!(
+                "SELECT payments.record_webhook_delivery(customer_id, event_id, endpoint_id, {attempt}, {code}, 'answered {code}', 5) FROM payments.webhook_deliveries WHERE event_id = '{event}'"
+            ))
+        };
+        assert_eq!(record(parts[0], 1, "500"), "pending");
+        assert!(one::<bool>(&format!(
+            "SELECT next_attempt_at > now() + interval '4 seconds' FROM payments.webhook_deliveries WHERE event_id = '{}'",
+            parts[0]
+        )));
+        // Its retry (the wait over) succeeds; then the next event of the object is due.
+        Spi::run(&format!(
+            "UPDATE payments.webhook_deliveries SET next_attempt_at = now() WHERE event_id = '{}'",
+            parts[0]
+        ))
+        .unwrap();
+        assert!(one::<String>(&claim).starts_with(&format!("{} 2 ", parts[0])));
+        assert_eq!(record(parts[0], 2, "204"), "delivered");
+        let second = one::<String>(&claim);
+        assert!(second.ends_with(" 1 payment.succeeded true"), "{second}");
+        let second = second.split(' ').next().unwrap().to_string();
+        // No retries left: the first failure fails it.
+        assert_eq!(sqlstate("SELECT payments.set_webhook_retries('{0 seconds}')"), "PM100");
+        one::<Vec<pgrx::datum::Interval>>("SELECT payments.set_webhook_retries('{}')");
+        assert_eq!(record(&second, 1, "NULL"), "failed");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(coalesce(status_code::text, '-') || ':' || error, ',' ORDER BY status_code NULLS FIRST) FROM payments.webhook_delivery_attempts WHERE event_id IN ('{}', '{second}')",
+                parts[0]
+            )),
+            "-:answered NULL,204:answered 204,500:answered 500"
+        );
+        assert_eq!(
+            one::<String>("SELECT string_agg(status, ',' ORDER BY status) FROM payments.webhook_delivery_log"),
+            "delivered,failed"
+        );
+
+        // Refunds, subscriptions and invoices tell their changes too; the refunds endpoint hears refunds only.
+        let refund = one::<String>(&format!("SELECT id FROM payments.create_refund('r_evt', '{payment}', 2)"));
+        assert_eq!(event_types(&refund), "refund.created");
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM payments.webhook_deliveries d JOIN payments.webhook_endpoints w ON w.id = d.endpoint_id WHERE d.object_id = '{refund}'"
+            )),
+            2
+        );
+        one::<String>("SELECT code FROM payments.create_plan('evt_paid', 'usd', 5, 'month')");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('s_evt', 'cust_evt', 'evt_paid', 'pm_card_visa')",
+        );
+        let (invoice, _, _, invoice_payment) = invoice_of(&sub, 1);
+        settle(&invoice_payment, "pi_evt_inv", 500, "succeeded");
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{sub}', false)"));
+        assert_eq!(event_types(&sub), "subscription.created,subscription.active,subscription.canceled");
+        assert_eq!(event_types(&invoice), "invoice.created,invoice.paid");
+
+        // History stays; the secret is no reader's.
+        assert_ne!(outcome("UPDATE payments.outbox_events SET type = 'x'"), "ok");
+        assert!(!one::<bool>(
+            "SELECT has_table_privilege('payments_reader', 'payments.webhook_endpoint_secrets', 'SELECT')"
+        ));
+        assert!(one::<bool>(
+            "SELECT has_table_privilege('payments_reader', 'payments.webhook_delivery_log', 'SELECT')"
+        ));
+        assert_eq!(sqlstate("SELECT payments.record_webhook_delivery('c', 'evt_x', 'we_x', 1, 200)"), "PM404");
+        assert_eq!(sqlstate("SELECT payments.record_webhook_delivery('c', 'evt_x', 'we_x', 1, 99)"), "PM100");
+        assert_eq!(sqlstate("SELECT payments.claim_webhook_deliveries(0)"), "PM100");
+        assert!(one::<bool>(&format!("SELECT payments.remove_webhook_endpoint('{all}')")));
+        assert!(!one::<bool>(&format!("SELECT payments.remove_webhook_endpoint('{all}')")));
+    }
+
+    #[pg_test]
+    fn usage_reaching_the_threshold_is_invoiced_once_and_the_period_end_bills_the_rest() {
+        one::<String>("SELECT code FROM payments.create_meter('thr', 'sum')");
+        let per_unit = r#"[{"meter": "thr", "price": {"mode": "per_unit", "tiers": [{"unit_amount_minor": 1}]}}]"#;
+        assert_eq!(sqlstate("SELECT payments.create_plan('thr0', 'usd', 10, 'month', usage_threshold => 5)"), "PM100");
+        assert_eq!(
+            sqlstate(&format!(
+                "SELECT payments.create_plan('thr1', 'usd', 10, 'month', metered => '{per_unit}', usage_threshold => 0)"
+            )),
+            "PM102"
+        );
+        assert_eq!(
+            sqlstate(&format!(
+                "SELECT payments.create_plan('thr1', 'usd', 10, 'month', metered => '{per_unit}', usage_threshold => 0.001)"
+            )),
+            "PM101",
+            "money, checked as money"
+        );
+        one::<String>(&format!(
+            "SELECT code FROM payments.create_plan('thr', 'usd', 10, 'month', metered => '{per_unit}', usage_threshold => 5)"
+        ));
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('k_thr', 'cust_thr', 'thr', 'pm_card_visa', at => now() - interval '10 days')",
+        );
+        let (first, _, _, payment) = invoice_of(&sub, 1);
+        settle(&payment, "pi_thr1", 1000, "succeeded");
+        let usage = |key: &str, quantity: i32| {
+            one::<String>(&format!(
+                "SELECT outcome FROM payments.record_usage('{key}', 'cust_thr', 'thr', {quantity}, now() - interval '1 hour')"
+            ));
+        };
+        let thresholds = || one::<i32>("SELECT (payments.run_billing(now()) ->> 'thresholds')::int");
+        usage("u1", 300);
+        assert_eq!(thresholds(), 0, "3.00 is below the 5.00 threshold");
+        usage("u2", 250);
+        assert_eq!(thresholds(), 1);
+        assert_eq!(thresholds(), 0, "invoiced once");
+        let threshold_invoices = format!(
+            "SELECT string_agg(total_minor::text || ' ' || period_number, ',') FROM payments.invoices WHERE subscription_id = '{sub}' AND kind = 'threshold'"
+        );
+        assert_eq!(one::<String>(&threshold_invoices), "550 1");
+        usage("u3", 100);
+        assert_eq!(thresholds(), 0, "1.00 beyond what was invoiced");
+        one::<pgrx::JsonB>(&format!(
+            "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = '{sub}'))"
+        ));
+        let renewal = one::<String>(&format!(
+            "SELECT id FROM payments.invoices WHERE subscription_id = '{sub}' AND kind = 'period' AND period_number = 2"
+        ));
+        assert_ne!(renewal, first);
+        assert_eq!(
+            one::<String>(&format!("SELECT string_agg(kind || ':' || amount_minor, ',' ORDER BY line_number) FROM payments.list_invoice_lines('{renewal}')")),
+            "recurring:1000,usage:650,credit:-550"
+        );
+    }
 }

@@ -279,6 +279,10 @@ BEGIN
     VALUES (p_customer_id, p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason, p_data, v_now, v_prev,
             payments._event_hash(v_prev, p_payment_id, v_seq, p_from, p_to, p_applied, p_source, p_reason,
                                  p_data::text, payments._epoch_micros(v_now)));
+    -- Apps are told of a creation and of each status change (not of notes).
+    IF p_applied AND p_from IS DISTINCT FROM p_to THEN
+        PERFORM payments._emit(p_customer_id, 'payment', p_payment_id, p_to, p_from, p_from IS NULL);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION payments._append_event(text, text, text, text, boolean, text, text, jsonb) IS
@@ -1677,6 +1681,9 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._replayed_refund(v_existing, v_fp);
         RETURN;
     END IF;
+    PERFORM payments._emit(v_payment.customer_id, 'refund', v_id, 'pending', NULL, true,
+                           jsonb_build_object('payment_id', v_payment.id, 'amount_minor', v_minor,
+                                              'currency', v_payment.currency));
     PERFORM payments._queue_command(v_payment, 'refund', v_minor, NULL, v_id);
     RETURN QUERY SELECT * FROM payments._refund_result(v_payment.customer_id, v_id, 'created');
 END
@@ -1806,6 +1813,7 @@ BEGIN
                 p_payment.provider, v_rid, NULL)
         RETURNING * INTO v_refund;
         v_taken_in := true;
+        PERFORM payments._refund_event(v_refund, 'pending', NULL);
         PERFORM payments._payment_note(p_payment, true, p_source, 'refund made at the provider',
                                       jsonb_build_object('refund_id', v_refund.id, 'provider_refund_id', v_rid,
                                                          'amount_minor', v_refund.amount_minor,
@@ -1820,6 +1828,7 @@ BEGIN
         SET status = v_to, updated_at = now(),
             failure_reason = CASE WHEN v_to = 'failed' THEN coalesce(p_object ->> 'failure_reason', 'unknown') END
         WHERE r.customer_id = v_refund.customer_id AND r.id = v_refund.id;
+        PERFORM payments._refund_event(v_refund, v_to, v_refund.status);
         -- What the payment shows as refunded: succeeded refunds only.
         UPDATE payments.payments p
         SET amount_refunded_minor = p.amount_refunded_minor
@@ -1850,13 +1859,18 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_refused boolean := p_response ? 'error' OR (p_response ->> 'object') IS DISTINCT FROM 'refund';
     v_outcome text;
+    v_refund  payments.refunds%ROWTYPE;
 BEGIN
     -- The caller holds the payment's and the command's row locks.
     IF v_refused THEN
         UPDATE payments.refunds r
         SET status = 'failed', updated_at = now(),
             failure_reason = left(coalesce(p_response -> 'error' ->> 'message', 'refused by the provider'), 1000)
-        WHERE r.customer_id = p_command.customer_id AND r.id = p_command.refund_id AND r.status = 'pending';
+        WHERE r.customer_id = p_command.customer_id AND r.id = p_command.refund_id AND r.status = 'pending'
+        RETURNING * INTO v_refund;
+        IF FOUND THEN
+            PERFORM payments._refund_event(v_refund, 'failed', 'pending');
+        END IF;
         PERFORM payments._payment_note(p_payment, true, 'provider', 'refund refused',
                                       jsonb_build_object('refund_id', p_command.refund_id, 'command_id', p_command.id,
                                                          'error', coalesce(p_response -> 'error', p_response)));
@@ -1999,11 +2013,13 @@ BEGIN
                      THEN timestamptz 'epoch' + (p_object -> 'evidence_details' ->> 'due_by')::bigint * interval '1 second' END)
         RETURNING * INTO v_dispute;
         v_decision := 'applied';
+        PERFORM payments._dispute_event(v_dispute, v_to, NULL);
     ELSE
         v_decision := payments._dispute_decision(v_dispute.status, v_to);
         IF v_decision = 'applied' THEN
             UPDATE payments.disputes d SET status = v_to, updated_at = now()
             WHERE d.customer_id = v_dispute.customer_id AND d.id = v_dispute.id;
+            PERFORM payments._dispute_event(v_dispute, v_to, v_dispute.status);
         END IF;
     END IF;
     IF v_decision = 'applied' THEN
@@ -2620,7 +2636,8 @@ CREATE TABLE payments.plans (
     features         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(features) = 'object'),
     created_at       timestamptz NOT NULL DEFAULT now(),
     archived_at      timestamptz,
-    metered          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(metered) = 'array')
+    metered          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(metered) = 'array'),
+    usage_threshold_minor bigint CHECK (usage_threshold_minor > 0)
 );
 COMMENT ON TABLE payments.plans IS
     'What a subscription buys: a recurring price per interval, a trial, and the features it grants with their limits per period. Made by payments_admin with create_plan; archived plans take no new subscriptions, existing ones keep them. On Citus a reference table.';
@@ -2629,6 +2646,8 @@ COMMENT ON COLUMN payments.plans.billing_interval IS 'day, week, month or year; 
 COMMENT ON COLUMN payments.plans.trial_days IS 'Days of trial a new subscription gets unless create_subscription says otherwise.';
 COMMENT ON COLUMN payments.plans.metered IS
     'The usage it bills in arrears, each closed period: [{"meter": "tokens", "price": {"mode": "graduated", "tiers": [{"up_to": 1000, "unit_amount_minor": 0}, {"up_to": null, "unit_amount_minor": "0.1"}]}}] (modes per_unit, graduated, volume; amounts in minor units, fractions allowed; each line rounded once to a minor unit).';
+COMMENT ON COLUMN payments.plans.usage_threshold_minor IS
+    'Threshold billing: when a period''s metered usage, priced, reaches this many minor units beyond what the period has invoiced, run_billing invoices it at once (NULL: usage waits for the period''s end).';
 COMMENT ON COLUMN payments.plans.features IS 'Each feature the plan grants and its limit per period: {"api_calls": 1000, "seats": 5, "export": null} (null: unlimited).';
 SELECT pg_catalog.pg_extension_config_dump('payments.plans', '');
 
@@ -2729,13 +2748,15 @@ CREATE TRIGGER consumptions_append_only BEFORE UPDATE OR DELETE ON payments.cons
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
                                      interval_count integer DEFAULT 1, trial_days integer DEFAULT 0,
-                                     features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]')
+                                     features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]',
+                                     usage_threshold numeric DEFAULT NULL)
 RETURNS SETOF payments.plans
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_plan     payments.plans%ROWTYPE;
     v_currency text := upper(currency);
     v_minor    bigint;
+    v_threshold bigint;
     v_features jsonb := coalesce(features, '{}');
     v_metered  jsonb := coalesce(metered, '[]');
     v_problem  text;
@@ -2778,24 +2799,28 @@ BEGIN
     IF payments.to_major(0, v_currency) IS NULL THEN
         PERFORM payments.to_minor(1, v_currency);  -- raises the unknown currency
     END IF;
+    v_threshold := CASE WHEN usage_threshold IS NOT NULL THEN payments.to_minor(usage_threshold, v_currency) END;
+    IF v_threshold <= 0 OR (v_threshold IS NOT NULL AND jsonb_array_length(v_metered) = 0) THEN
+        RAISE EXCEPTION 'usage_threshold is a positive amount, for a plan with metered prices' USING ERRCODE = 'PM100';
+    END IF;
     INSERT INTO payments.plans AS p (code, name, currency, amount_minor, billing_interval, interval_count, trial_days,
-                                     features, metered)
+                                     features, metered, usage_threshold_minor)
     VALUES (create_plan.code, create_plan.name, v_currency, v_minor, create_plan.billing_interval,
-            create_plan.interval_count, create_plan.trial_days, v_features, v_metered)
+            create_plan.interval_count, create_plan.trial_days, v_features, v_metered, v_threshold)
     ON CONFLICT ON CONSTRAINT plans_pkey DO NOTHING;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_plan.code;
     IF (v_plan.name, v_plan.currency, v_plan.amount_minor, v_plan.billing_interval, v_plan.interval_count,
-        v_plan.trial_days, v_plan.features, v_plan.metered)
+        v_plan.trial_days, v_plan.features, v_plan.metered, v_plan.usage_threshold_minor)
        IS DISTINCT FROM (create_plan.name, v_currency, v_minor, create_plan.billing_interval, create_plan.interval_count,
-                         create_plan.trial_days, v_features, v_metered) THEN
+                         create_plan.trial_days, v_features, v_metered, v_threshold) THEN
         RAISE EXCEPTION 'plan % exists with another definition', v_plan.code USING ERRCODE = 'PM201',
             HINT = 'a plan never changes under its subscriptions: make a plan with a new code and change_plan to it';
     END IF;
     RETURN NEXT v_plan;
 END
 $$;
-COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb) IS
-    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, and metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]). The same call again returns it; another definition for its code PM201.';
+COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric) IS
+    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]), and usage_threshold (major units: usage is invoiced as soon as it reaches this much within a period). The same call again returns it; another definition for its code PM201.';
 
 CREATE FUNCTION payments.archive_plan(code text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -2865,6 +2890,8 @@ BEGIN
     WHERE e.customer_id = p_sub.customer_id AND e.subscription_id = p_sub.id;
     INSERT INTO payments.subscription_events (customer_id, subscription_id, seq, from_status, to_status, reason, data)
     VALUES (p_sub.customer_id, p_sub.id, v_seq, p_from, p_sub.status, p_reason, p_data);
+    PERFORM payments._emit(p_sub.customer_id, 'subscription', p_sub.id, p_sub.status, p_from, p_from IS NULL,
+                           jsonb_build_object('plan', p_sub.plan, 'reason', p_reason));
 END
 $$;
 COMMENT ON FUNCTION payments._subscription_event(payments.subscriptions, text, text, jsonb) IS
@@ -3300,7 +3327,7 @@ CREATE TABLE payments.invoices (
     customer_id     text COLLATE "C" NOT NULL,
     subscription_id text COLLATE "C" NOT NULL,
     period_number   integer NOT NULL,
-    kind            text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'proration')),
+    kind            text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'proration', 'threshold')),
     number          text NOT NULL,
     status          text COLLATE "C" NOT NULL CHECK (payments._is_allowed('invoice_status', status)),
     currency        text COLLATE "C" NOT NULL,
@@ -3322,7 +3349,7 @@ CREATE INDEX invoices_id_idx ON payments.invoices (id);
 CREATE INDEX invoices_retry_idx ON payments.invoices (next_attempt_at) WHERE status = 'open';
 COMMENT ON TABLE payments.invoices IS
     'Invoices of subscription periods: open (finalized, numbered, charged), then paid, or left open for dunning; uncollectible when the subscription is canceled for it. Beside the customer (on Citus, by customer_id).';
-COMMENT ON COLUMN payments.invoices.kind IS 'period: a period''s recurring fee (one per period); proration: a plan changed within a period.';
+COMMENT ON COLUMN payments.invoices.kind IS 'period: a period''s recurring fee (one per period) and the usage of the period before; proration: a plan changed within a period; threshold: usage that reached the plan''s usage threshold within a period (period_number is that period).';
 COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique per year in the order invoices were finalized.';
 COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt.';
 COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';
@@ -3383,8 +3410,6 @@ DECLARE
     v_invoice  payments.invoices%ROWTYPE;
     v_credit   bigint;
     v_lines    jsonb;
-    v_metered  jsonb;
-    v_quantity numeric;
     v_total    bigint;
 BEGIN
     -- The caller holds the subscription's row lock; the period's invoice is made once.
@@ -3397,16 +3422,9 @@ BEGIN
     v_lines := jsonb_build_array(jsonb_build_object(
         'kind', 'recurring', 'amount_minor', p_plan.amount_minor, 'quantity', 1,
         'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number));
-    -- The usage of the period that just closed, in arrears, each meter priced by the plan.
+    -- The usage of the period that just closed, in arrears, less what its thresholds invoiced.
     IF p_usage_from IS NOT NULL THEN
-        FOR v_metered IN SELECT value FROM jsonb_array_elements(p_usage_plan.metered) LOOP
-            SELECT u.value INTO v_quantity
-            FROM payments.usage_summary(p_sub.customer_id, v_metered ->> 'meter', p_usage_from, p_usage_to) u;
-            v_lines := v_lines || jsonb_build_array(jsonb_build_object(
-                'kind', 'usage', 'quantity', v_quantity,
-                'amount_minor', payments._usage_price(v_quantity::text, (v_metered -> 'price')::text),
-                'description', (v_metered ->> 'meter') || ', ' || p_usage_from::date || ' to ' || p_usage_to::date));
-        END LOOP;
+        v_lines := v_lines || payments._usage_lines(p_sub, p_usage_plan, p_usage_from, p_usage_to, p_sub.period_number - 1);
     END IF;
     -- What a downgrade left is taken off, up to the total.
     SELECT sum((l ->> 'amount_minor')::bigint) INTO v_total FROM jsonb_array_elements(v_lines) l;
@@ -3436,6 +3454,7 @@ BEGIN
     VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, p_kind, payments._next_invoice_number(now()), 'open',
             p_currency, v_total, p_sub.current_period_start, p_sub.current_period_end)
     RETURNING * INTO v_invoice;
+    PERFORM payments._invoice_event(v_invoice, NULL);
     FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(p_lines) WITH ORDINALITY l LOOP
         INSERT INTO payments.invoice_lines (customer_id, invoice_id, line_number, kind, description, quantity, amount_minor)
         VALUES (p_sub.customer_id, v_id, v_line.ordinality, v_line.value ->> 'kind', v_line.value ->> 'description',
@@ -3457,10 +3476,13 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_attempt integer := p_invoice.attempt_count + 1;
     v_payment text;
+    v_paid    payments.invoices%ROWTYPE;
 BEGIN
     IF p_invoice.total_minor = 0 THEN
         UPDATE payments.invoices i SET status = 'paid', paid_at = now()
-        WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id;
+        WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id
+        RETURNING * INTO v_paid;
+        PERFORM payments._invoice_event(v_paid, p_invoice.status);
         RETURN;
     END IF;
     -- One payment per attempt, its key derived from the subscription, period and attempt
@@ -3485,6 +3507,7 @@ CREATE FUNCTION payments._invoice_payment_settled(p_customer_id text, p_payment_
 LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice  payments.invoices%ROWTYPE;
+    v_settled  payments.invoices%ROWTYPE;
     v_sub      payments.subscriptions%ROWTYPE;
     v_from     text;
     v_settings record;
@@ -3499,7 +3522,8 @@ BEGIN
     v_from := v_sub.status;
     IF p_status = 'succeeded' THEN
         UPDATE payments.invoices i SET status = 'paid', paid_at = now(), next_attempt_at = NULL
-        WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id;
+        WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id
+        RETURNING * INTO v_settled;
         IF v_sub.status IN ('incomplete', 'past_due', 'unpaid') THEN
             v_sub.status := 'active';
         END IF;
@@ -3512,7 +3536,8 @@ BEGIN
             next_attempt_at = now() + v_settings.retry_days[v_invoice.attempt_count + 1] * interval '1 day',
             status = CASE WHEN v_invoice.attempt_count + 1 > cardinality(v_settings.retry_days)
                                AND v_settings.final_status = 'canceled' THEN 'uncollectible' ELSE 'open' END
-        WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id;
+        WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id
+        RETURNING * INTO v_settled;
         IF v_invoice.attempt_count + 1 > cardinality(v_settings.retry_days) THEN
             v_sub.status := CASE WHEN v_sub.status = 'incomplete' THEN 'canceled' ELSE v_settings.final_status END;
             v_sub.canceled_at := CASE WHEN v_sub.status = 'canceled' THEN now() END;
@@ -3520,6 +3545,7 @@ BEGIN
             v_sub.status := 'past_due';
         END IF;
     END IF;
+    PERFORM payments._invoice_event(v_settled, v_invoice.status);
     IF v_sub.status IS DISTINCT FROM v_from THEN
         PERFORM payments._set_subscription(v_sub, v_from, 'invoice ' || v_invoice.number || ' ' || p_status,
                                            jsonb_build_object('invoice_id', v_invoice.id, 'payment_id', p_payment_id));
@@ -3542,6 +3568,8 @@ DECLARE
     v_renewed  integer := 0;
     v_ended    integer := 0;
     v_retried  integer := 0;
+    v_thresholds integer := 0;
+    v_lines    jsonb;
 BEGIN
     IF at IS NULL THEN
         RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';
@@ -3604,11 +3632,31 @@ BEGIN
         PERFORM payments._charge_invoice(v_invoice, v_sub);
         v_retried := v_retried + 1;
     END LOOP;
-    RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'retried', v_retried);
+    -- 3. Threshold billing: usage of the open period that reached its plan's threshold
+    -- beyond what the period invoiced, invoiced now (under the subscription's lock: once).
+    FOR v_due IN
+        SELECT s.customer_id, s.id FROM payments.subscriptions s JOIN payments.plans p ON p.code = s.plan
+        WHERE p.usage_threshold_minor IS NOT NULL AND s.status IN ('active', 'past_due') AND s.period_number > 0
+          AND s.current_period_start < at AND s.current_period_end > at
+        ORDER BY s.customer_id, s.id LIMIT 1000
+    LOOP
+        SELECT * INTO v_sub FROM payments.subscriptions s
+        WHERE s.customer_id = v_due.customer_id AND s.id = v_due.id AND s.status IN ('active', 'past_due')
+          AND s.current_period_start < at AND s.current_period_end > at
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+        v_lines := payments._usage_lines(v_sub, v_plan, v_sub.current_period_start, at, v_sub.period_number);
+        IF (SELECT sum((l ->> 'amount_minor')::bigint) FROM jsonb_array_elements(v_lines) l) >= v_plan.usage_threshold_minor THEN
+            PERFORM payments._issue_invoice(v_sub, 'threshold', v_plan.currency, v_lines, 0);
+            v_thresholds := v_thresholds + 1;
+        END IF;
+    END LOOP;
+    RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'retried', v_retried, 'thresholds', v_thresholds);
 END
 $$;
 COMMENT ON FUNCTION payments.run_billing(timestamptz) IS
-    'Does everything billing has due at time at: subscriptions canceled at period end end; trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by subscription, period and attempt; failed invoices are retried on the dunning schedule (set_dunning). Returns {"renewed", "ended", "retried"}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
+    'Does everything billing has due at time at: subscriptions canceled at period end end; trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by subscription, period and attempt; failed invoices are retried on the dunning schedule (set_dunning); usage that reached its plan''s usage threshold within the open period is invoiced at once (the period''s end invoices the rest). Returns {"renewed", "ended", "retried", "thresholds"}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
 
 CREATE FUNCTION payments.set_subscription_payment_method(id text, payment_method text)
 RETURNS SETOF payments.subscription_result
@@ -3818,6 +3866,8 @@ DECLARE
         ['payments.plans',             NULL,                  NULL],
         ['payments.billing_settings',  NULL,                  NULL],
         ['payments.invoice_numbers',   NULL,                  NULL],
+        ['payments.webhook_endpoints', NULL,                  NULL],
+        ['payments.webhook_endpoint_secrets', NULL,           NULL],
         ['payments.payments',          'customer_id',         'none'],
         ['payments.payment_events',    'customer_id',         'payments.payments'],
         ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
@@ -3832,6 +3882,9 @@ DECLARE
         ['payments.consumptions',      'customer_id',         'payments.payments'],
         ['payments.invoices',          'customer_id',         'payments.payments'],
         ['payments.invoice_lines',     'customer_id',         'payments.payments'],
+        ['payments.outbox_events',     'customer_id',         'payments.payments'],
+        ['payments.webhook_deliveries', 'customer_id',        'payments.payments'],
+        ['payments.webhook_delivery_attempts', 'customer_id', 'payments.payments'],
         ['payments.payment_customers', 'payment_id',          'none'],
         ['payments.provider_payments', 'provider_payment_id', 'none'],
         ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
@@ -3913,7 +3966,8 @@ BEGIN
     -- (Citus has no column grants: readers see a refund's idempotency key and its
     -- fingerprint too, a client's retry token and a hash of the call, no secret.)
     GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.refunds, payments.disputes,
-        payments.usage_events, payments.subscriptions, payments.invoices TO payments_reader, payments_gateway;
+        payments.usage_events, payments.subscriptions, payments.invoices, payments.outbox_events,
+        payments.webhook_deliveries TO payments_reader, payments_gateway;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
         object := v_row[1];
@@ -3931,7 +3985,394 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events, subscriptions (with their history, feature usage and consumptions) and invoices distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings and invoice numbers as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events, subscriptions (with their history, feature usage and consumptions), invoices, outbox events and their webhook deliveries distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers and webhook endpoints (with their secrets) as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices, outbox_events, webhook_deliveries: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+
+-- ---------------------------------------------------------------------------
+-- Events out to apps (sql/events.sql), threshold billing
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payments."_new_webhook_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'new_webhook_secret_wrapper';
+ALTER TABLE payments.settings ADD COLUMN webhook_retries interval[];
+COMMENT ON TABLE payments.settings IS
+    'The extension''s settings, changed only by payments_admin through payments.set_webhook_tolerance and payments.set_webhook_retries. No row: the defaults.';
+COMMENT ON COLUMN payments.settings.webhook_retries IS
+    'The waits between failed attempts to deliver an event to an endpoint (NULL: the default, payments.webhook_retries()).';
+
+CREATE FUNCTION payments._refund_event(p_refund payments.refunds, p_status text, p_previous text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM payments._emit(p_refund.customer_id, 'refund', p_refund.id, p_status, p_previous, p_previous IS NULL,
+                           jsonb_build_object('payment_id', p_refund.payment_id, 'amount_minor', p_refund.amount_minor,
+                                              'currency', p_refund.currency));
+END
+$$;
+COMMENT ON FUNCTION payments._refund_event(payments.refunds, text, text) IS
+    'Internal: tells apps a refund was made (p_previous NULL) or moved to p_status. The caller holds its payment''s row lock.';
+
+
+CREATE FUNCTION payments._dispute_event(p_dispute payments.disputes, p_status text, p_previous text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM payments._emit(p_dispute.customer_id, 'dispute', p_dispute.id, p_status, p_previous, p_previous IS NULL,
+                           jsonb_build_object('payment_id', p_dispute.payment_id, 'amount_minor', p_dispute.amount_minor,
+                                              'currency', p_dispute.currency, 'reason', p_dispute.reason));
+END
+$$;
+COMMENT ON FUNCTION payments._dispute_event(payments.disputes, text, text) IS
+    'Internal: tells apps a dispute was opened (p_previous NULL) or moved to p_status. The caller holds its payment''s row lock.';
+
+
+CREATE FUNCTION payments._invoice_event(p_invoice payments.invoices, p_previous text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM payments._emit(p_invoice.customer_id, 'invoice', p_invoice.id, p_invoice.status, p_previous,
+                           p_previous IS NULL,
+                           jsonb_build_object('subscription_id', p_invoice.subscription_id, 'number', p_invoice.number,
+                                              'kind', p_invoice.kind, 'total_minor', p_invoice.total_minor,
+                                              'currency', p_invoice.currency, 'payment_id', p_invoice.payment_id,
+                                              'attempt_count', p_invoice.attempt_count));
+END
+$$;
+COMMENT ON FUNCTION payments._invoice_event(payments.invoices, text) IS
+    'Internal: tells apps an invoice was issued (p_previous NULL), changed status, or had an attempt fail (invoice.updated). The caller holds its subscription''s or its own row lock.';
+
+
+CREATE FUNCTION payments._usage_lines(p_sub payments.subscriptions, p_plan payments.plans, p_from timestamptz,
+                                      p_to timestamptz, p_period_number integer) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_lines    jsonb := '[]';
+    v_metered  jsonb;
+    v_quantity numeric;
+    v_invoiced bigint;
+    v_numbers  text;
+BEGIN
+    FOR v_metered IN SELECT value FROM jsonb_array_elements(p_plan.metered) LOOP
+        SELECT u.value INTO v_quantity
+        FROM payments.usage_summary(p_sub.customer_id, v_metered ->> 'meter', p_from, p_to) u;
+        v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+            'kind', 'usage', 'quantity', v_quantity,
+            'amount_minor', payments._usage_price(v_quantity::text, (v_metered -> 'price')::text),
+            'description', (v_metered ->> 'meter') || ', ' || p_from::date || ' to ' || p_to::date));
+    END LOOP;
+    SELECT sum(i.total_minor), string_agg(i.number, ', ' ORDER BY i.number) INTO v_invoiced, v_numbers
+    FROM payments.invoices i
+    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.period_number = p_period_number
+      AND i.kind = 'threshold';
+    IF v_invoiced > 0 THEN
+        v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+            'kind', 'credit', 'quantity', 1, 'amount_minor', -v_invoiced,
+            'description', 'usage invoiced at its threshold (' || v_numbers || ')'));
+    END IF;
+    RETURN v_lines;
+END
+$$;
+COMMENT ON FUNCTION payments._usage_lines(payments.subscriptions, payments.plans, timestamptz, timestamptz, integer) IS
+    'Internal: the invoice lines of a subscription''s usage in [p_from, p_to), each meter priced by p_plan, less what threshold invoices of period p_period_number already billed.';
+
+
+-- payments: events out to apps. Every state change of a payment, refund,
+-- dispute, subscription or invoice is written to the outbox (outbox_events)
+-- in the transaction that makes it and announced with NOTIFY payments_events;
+-- the gateway delivers each event to the endpoints registered for its type,
+-- signed with the Standard Webhooks scheme (the one ingest_webhook verifies),
+-- retried with backoff, in order per object. Deliveries and every attempt
+-- are kept (webhook_delivery_log).
+
+CREATE TABLE payments.outbox_events (
+    customer_id text COLLATE "C" NOT NULL,
+    id          text COLLATE "C" NOT NULL,
+    object      text COLLATE "C" NOT NULL CHECK (object IN ('payment', 'refund', 'dispute', 'subscription', 'invoice')),
+    object_id   text COLLATE "C" NOT NULL,
+    seq         bigint NOT NULL CHECK (seq > 0),
+    type        text COLLATE "C" NOT NULL,
+    status      text COLLATE "C" NOT NULL,
+    data        jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT outbox_events_object_seq UNIQUE (customer_id, object_id, seq)
+);
+COMMENT ON TABLE payments.outbox_events IS
+    'Every state change of a payment, refund, dispute, subscription or invoice, written in the transaction that made it: what apps are told (webhook endpoints, NOTIFY payments_events). Append-only; beside the customer (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.outbox_events.id IS 'evt_ + 26-character time-sortable id; the webhook-id of its deliveries.';
+COMMENT ON COLUMN payments.outbox_events.seq IS 'The object''s changes counted from 1: deliveries to an endpoint follow it.';
+COMMENT ON COLUMN payments.outbox_events.type IS
+    '<object>.created, <object>.<new status> (payment.succeeded, invoice.paid, subscription.past_due), or <object>.updated for a change that keeps the status (a renewal, a failed invoice attempt).';
+COMMENT ON COLUMN payments.outbox_events.data IS 'What the event says: object, id, customer_id, status, previous_status and a few fields of the object (get it for the rest).';
+CREATE TRIGGER outbox_events_append_only BEFORE UPDATE OR DELETE ON payments.outbox_events
+    FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+CREATE TRIGGER outbox_events_no_truncate BEFORE TRUNCATE ON payments.outbox_events
+    FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
+SELECT pg_catalog.pg_extension_config_dump('payments.outbox_events', '');
+
+CREATE TABLE payments.webhook_endpoints (
+    id          text COLLATE "C" PRIMARY KEY,
+    url         text NOT NULL,
+    event_types text[] NOT NULL,
+    description text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    disabled_at timestamptz
+);
+COMMENT ON TABLE payments.webhook_endpoints IS
+    'Where apps want events delivered (add_webhook_endpoint; remove_webhook_endpoint disables one and keeps its log). Holds no secret (webhook_endpoint_secrets does), so readers may see it. On Citus a reference table.';
+COMMENT ON COLUMN payments.webhook_endpoints.event_types IS 'Types it receives: payment.succeeded, invoice.* (every invoice event), * or {} (every event).';
+SELECT pg_catalog.pg_extension_config_dump('payments.webhook_endpoints', '');
+
+CREATE TABLE payments.webhook_endpoint_secrets (
+    endpoint_id text COLLATE "C" PRIMARY KEY REFERENCES payments.webhook_endpoints (id),
+    secret      text NOT NULL
+);
+COMMENT ON TABLE payments.webhook_endpoint_secrets IS
+    'Each endpoint''s Standard Webhooks signing secret (whsec_…), shown once by add_webhook_endpoint and read only by claim_webhook_deliveries; no role selects it. On Citus a reference table.';
+SELECT pg_catalog.pg_extension_config_dump('payments.webhook_endpoint_secrets', '');
+
+CREATE TABLE payments.webhook_deliveries (
+    customer_id      text COLLATE "C" NOT NULL,
+    event_id         text COLLATE "C" NOT NULL,
+    endpoint_id      text COLLATE "C" NOT NULL,
+    object_id        text COLLATE "C" NOT NULL,
+    seq              bigint NOT NULL,
+    status           text COLLATE "C" NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    last_status_code integer,
+    last_error       text,
+    delivered_at     timestamptz,
+    PRIMARY KEY (customer_id, event_id, endpoint_id),
+    FOREIGN KEY (customer_id, event_id) REFERENCES payments.outbox_events (customer_id, id)
+);
+-- The next delivery of each object to each endpoint, and the due ones.
+CREATE INDEX webhook_deliveries_order_idx ON payments.webhook_deliveries (customer_id, endpoint_id, object_id, seq)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_due_idx ON payments.webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+COMMENT ON TABLE payments.webhook_deliveries IS
+    'One event to one endpoint: pending until the endpoint answers 2xx (delivered) or the retries run out (failed). An object''s later events wait for its earlier ones. Beside the customer (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.webhook_deliveries.next_attempt_at IS 'When it is due: now when made, the lease''s end while an attempt is in flight, then the retry schedule (set_webhook_retries).';
+SELECT pg_catalog.pg_extension_config_dump('payments.webhook_deliveries', '');
+
+CREATE TABLE payments.webhook_delivery_attempts (
+    customer_id  text COLLATE "C" NOT NULL,
+    event_id     text COLLATE "C" NOT NULL,
+    endpoint_id  text COLLATE "C" NOT NULL,
+    attempt      integer NOT NULL CHECK (attempt > 0),
+    attempted_at timestamptz NOT NULL DEFAULT now(),
+    status_code  integer CHECK (status_code BETWEEN 100 AND 599),
+    error        text,
+    duration_ms  integer CHECK (duration_ms >= 0),
+    PRIMARY KEY (customer_id, event_id, endpoint_id, attempt),
+    FOREIGN KEY (customer_id, event_id, endpoint_id) REFERENCES payments.webhook_deliveries (customer_id, event_id, endpoint_id)
+);
+COMMENT ON TABLE payments.webhook_delivery_attempts IS
+    'Every delivery attempt and how the endpoint answered (a status code, or why there was none). Append-only; beside the customer.';
+CREATE TRIGGER webhook_delivery_attempts_append_only BEFORE UPDATE OR DELETE ON payments.webhook_delivery_attempts
+    FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+CREATE TRIGGER webhook_delivery_attempts_no_truncate BEFORE TRUNCATE ON payments.webhook_delivery_attempts
+    FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
+SELECT pg_catalog.pg_extension_config_dump('payments.webhook_delivery_attempts', '');
+
+CREATE FUNCTION payments._emit(p_customer_id text, p_object text, p_object_id text, p_status text, p_previous text,
+                               p_created boolean DEFAULT false, p_data jsonb DEFAULT '{}') RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id       text := payments._new_id('evt');
+    v_type     text := p_object || '.' || CASE WHEN p_created THEN 'created'
+                                               WHEN p_status IS DISTINCT FROM p_previous THEN p_status
+                                               ELSE 'updated' END;
+    v_seq      bigint;
+    v_endpoint record;
+BEGIN
+    -- The caller holds the object's row lock (or just made it): seq follows its changes.
+    SELECT e.seq INTO v_seq FROM payments.outbox_events e
+    WHERE e.customer_id = p_customer_id AND e.object_id = p_object_id ORDER BY e.seq DESC LIMIT 1;
+    v_seq := coalesce(v_seq, 0) + 1;
+    INSERT INTO payments.outbox_events (customer_id, id, object, object_id, seq, type, status, data)
+    VALUES (p_customer_id, v_id, p_object, p_object_id, v_seq, v_type, p_status,
+            jsonb_build_object('object', p_object, 'id', p_object_id, 'customer_id', p_customer_id,
+                               'status', p_status, 'previous_status', p_previous) || p_data);
+    FOR v_endpoint IN
+        SELECT w.id FROM payments.webhook_endpoints w
+        WHERE w.disabled_at IS NULL
+          AND (w.event_types = '{}' OR v_type = ANY (w.event_types) OR (p_object || '.*') = ANY (w.event_types)
+               OR '*' = ANY (w.event_types))
+    LOOP
+        INSERT INTO payments.webhook_deliveries (customer_id, event_id, endpoint_id, object_id, seq)
+        VALUES (p_customer_id, v_id, v_endpoint.id, p_object_id, v_seq);
+    END LOOP;
+    PERFORM pg_catalog.pg_notify('payments_events', jsonb_build_object(
+        'type', v_type, 'id', p_object_id, 'status', p_status, 'event_id', v_id, 'customer_id', p_customer_id)::text);
+END
+$$;
+COMMENT ON FUNCTION payments._emit(text, text, text, text, text, boolean, jsonb) IS
+    'Internal: writes a state change to the outbox with a delivery to each endpoint that wants its type, and NOTIFYs payments_events ({"type", "id", "status", "event_id", "customer_id"}). The caller holds the object''s row lock.';
+
+CREATE FUNCTION payments.add_webhook_endpoint(url text, event_types text[] DEFAULT '{}', description text DEFAULT NULL)
+RETURNS TABLE (id text, secret text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_id     text := payments._new_id('we');
+    v_secret text := payments._new_webhook_secret();
+BEGIN
+    IF url IS NULL OR length(url) > 2048 OR url !~ '^https?://[^/?#[:space:]]+[^[:space:]]*$' THEN
+        RAISE EXCEPTION 'url must be an http or https URL of at most 2048 characters, without spaces'
+            USING ERRCODE = 'PM100';
+    END IF;
+    IF event_types IS NULL OR cardinality(event_types) > 100 OR array_position(event_types, NULL) IS NOT NULL
+       OR NOT (true = ALL (SELECT t ~ '^(\*|(payment|refund|dispute|subscription|invoice)\.(\*|[a-z_]{1,64}))$'
+                           FROM unnest(event_types) t)) THEN
+        RAISE EXCEPTION 'event_types: up to 100 of <object>.<event>, <object>.* or * (objects: payment, refund, dispute, subscription, invoice)'
+            USING ERRCODE = 'PM100';
+    END IF;
+    IF length(description) > 255 THEN
+        RAISE EXCEPTION 'description must be at most 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.webhook_endpoints (id, url, event_types, description)
+    VALUES (v_id, url, event_types, description);
+    INSERT INTO payments.webhook_endpoint_secrets (endpoint_id, secret) VALUES (v_id, v_secret);
+    RETURN QUERY SELECT v_id, v_secret;
+END
+$$;
+COMMENT ON FUNCTION payments.add_webhook_endpoint(text, text[], text) IS
+    'Registers an endpoint for the events whose types it names (payment.succeeded, invoice.*, * or {}: all) from now on. Returns its id and its Standard Webhooks signing secret (whsec_…), shown this once. PM100 for a URL that is not http(s) or unknown type patterns.';
+
+CREATE FUNCTION payments.remove_webhook_endpoint(id text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE payments.webhook_endpoints w SET disabled_at = now()
+    WHERE w.id = remove_webhook_endpoint.id AND w.disabled_at IS NULL;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION payments.remove_webhook_endpoint(text) IS
+    'Disables an endpoint: no new deliveries, none retried; its log stays. False when there is no such enabled endpoint.';
+
+CREATE FUNCTION payments.webhook_retries() RETURNS interval[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN coalesce((SELECT s.webhook_retries FROM payments.settings s),
+                    '{5 seconds, 5 minutes, 30 minutes, 2 hours, 5 hours, 10 hours, 10 hours}'::interval[]);
+END
+$$;
+COMMENT ON FUNCTION payments.webhook_retries() IS
+    'The waits between failed delivery attempts in force (default, as Svix: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then the delivery fails).';
+
+CREATE FUNCTION payments.set_webhook_retries(retries interval[]) RETURNS interval[]
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF retries IS NULL OR cardinality(retries) > 20 OR array_position(retries, NULL) IS NOT NULL
+       OR NOT (interval '0' < ALL (retries)) OR NOT (interval '7 days' >= ALL (retries)) THEN
+        RAISE EXCEPTION 'retries: up to 20 waits, each more than 0 and at most 7 days' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.settings (webhook_tolerance, webhook_retries) VALUES (payments.webhook_tolerance(), retries)
+    ON CONFLICT (singleton) DO UPDATE SET webhook_retries = excluded.webhook_retries, updated_at = now();
+    RETURN retries;
+END
+$$;
+COMMENT ON FUNCTION payments.set_webhook_retries(interval[]) IS
+    'Sets the waits between failed delivery attempts (admin); after the last one fails the delivery is failed. PM100 outside 1 to 20 waits of up to 7 days.';
+
+CREATE FUNCTION payments.claim_webhook_deliveries(lim int DEFAULT 20, lease interval DEFAULT '30 seconds')
+RETURNS TABLE (customer_id text, event_id text, endpoint_id text, url text, secret text, body text, attempt integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_due      record;
+    v_attempts integer;
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR lease IS NULL OR lease <= interval '0' THEN
+        RAISE EXCEPTION 'lim is 1 to 1000 and the lease positive' USING ERRCODE = 'PM100';
+    END IF;
+    -- As claim_provider_commands: candidates without locks (the first pending
+    -- delivery of each object to each endpoint, if due), then each claimed where it lives.
+    FOR v_due IN
+        SELECT h.customer_id, h.event_id, h.endpoint_id
+        FROM (SELECT DISTINCT ON (d.customer_id, d.endpoint_id, d.object_id)
+                     d.customer_id, d.event_id, d.endpoint_id, d.next_attempt_at
+              FROM payments.webhook_deliveries d
+              WHERE d.status = 'pending'
+              ORDER BY d.customer_id, d.endpoint_id, d.object_id, d.seq) h
+        JOIN payments.webhook_endpoints w ON w.id = h.endpoint_id
+        WHERE h.next_attempt_at <= now() AND w.disabled_at IS NULL
+        ORDER BY h.next_attempt_at LIMIT lim
+    LOOP
+        SELECT d.attempts INTO v_attempts FROM payments.webhook_deliveries d
+        WHERE d.customer_id = v_due.customer_id AND d.event_id = v_due.event_id AND d.endpoint_id = v_due.endpoint_id
+          AND d.status = 'pending' AND d.next_attempt_at <= now()
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        UPDATE payments.webhook_deliveries d SET attempts = v_attempts + 1, next_attempt_at = now() + lease
+        WHERE d.customer_id = v_due.customer_id AND d.event_id = v_due.event_id AND d.endpoint_id = v_due.endpoint_id;
+        RETURN QUERY
+        SELECT e.customer_id, e.id, w.id, w.url, s.secret,
+               jsonb_build_object('type', e.type, 'timestamp',
+                                  to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                                  'data', e.data)::text,
+               v_attempts + 1
+        FROM payments.outbox_events e, payments.webhook_endpoints w
+        JOIN payments.webhook_endpoint_secrets s ON s.endpoint_id = w.id
+        WHERE e.customer_id = v_due.customer_id AND e.id = v_due.event_id AND w.id = v_due.endpoint_id;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments.claim_webhook_deliveries(int, interval) IS
+    'For the gateway: leases up to lim due deliveries (the earliest pending event of each object for each enabled endpoint) for lease, and returns what to send: the endpoint''s URL and secret, the body ({"type", "timestamp", "data"}; the event id is the webhook-id) and the attempt number. Safe from several gateways (SKIP LOCKED); a lease that ends unanswered makes the delivery due again.';
+
+CREATE FUNCTION payments.record_webhook_delivery(customer_id text, event_id text, endpoint_id text, attempt integer,
+                                                 status_code integer, error text DEFAULT NULL,
+                                                 duration_ms integer DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_delivery payments.webhook_deliveries%ROWTYPE;
+    v_retries  interval[] := payments.webhook_retries();
+    v_ok       boolean := status_code BETWEEN 200 AND 299;
+BEGIN
+    IF attempt IS NULL OR attempt < 1 OR (status_code IS NOT NULL AND status_code NOT BETWEEN 100 AND 599)
+       OR (status_code IS NULL AND error IS NULL) OR duration_ms < 0 THEN
+        RAISE EXCEPTION 'an attempt number, and a status code (100 to 599) or an error' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT * INTO v_delivery FROM payments.webhook_deliveries d
+    WHERE d.customer_id = record_webhook_delivery.customer_id AND d.event_id = record_webhook_delivery.event_id
+      AND d.endpoint_id = record_webhook_delivery.endpoint_id
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no delivery of event % to endpoint %', event_id, endpoint_id USING ERRCODE = 'PM404';
+    END IF;
+    INSERT INTO payments.webhook_delivery_attempts (customer_id, event_id, endpoint_id, attempt, status_code, error,
+                                                    duration_ms)
+    VALUES (v_delivery.customer_id, v_delivery.event_id, v_delivery.endpoint_id, attempt, status_code,
+            left(error, 1000), duration_ms)
+    ON CONFLICT DO NOTHING;
+    -- A late answer to an attempt whose lease ran out still counts when it was a success.
+    IF v_delivery.status = 'pending' AND (v_ok OR attempt = v_delivery.attempts) THEN
+        UPDATE payments.webhook_deliveries d
+        SET status = CASE WHEN v_ok THEN 'delivered' WHEN attempt > cardinality(v_retries) THEN 'failed' ELSE 'pending' END,
+            delivered_at = CASE WHEN v_ok THEN now() END,
+            next_attempt_at = CASE WHEN v_ok OR attempt > cardinality(v_retries) THEN d.next_attempt_at
+                                   ELSE now() + v_retries[attempt] END,
+            last_status_code = status_code, last_error = left(error, 1000)
+        WHERE d.customer_id = v_delivery.customer_id AND d.event_id = v_delivery.event_id
+          AND d.endpoint_id = v_delivery.endpoint_id
+        RETURNING d.status INTO v_delivery.status;
+    END IF;
+    RETURN v_delivery.status;
+END
+$$;
+COMMENT ON FUNCTION payments.record_webhook_delivery(text, text, text, integer, integer, text, integer) IS
+    'For the gateway: how an endpoint answered an attempt (a status code, or the error when there was no answer). 2xx: delivered; otherwise retried after the next wait of webhook_retries(), failed after the last. Every attempt is logged. Returns the delivery''s status; PM404 for an unknown delivery.';
+
+CREATE VIEW payments.event_log AS
+SELECT e.id, e.customer_id, e.type, e.object, e.object_id, e.status, e.data, e.created_at
+FROM payments.outbox_events e;
+COMMENT ON VIEW payments.event_log IS 'Every event told to apps, newest last by id; readable by payments_reader.';
+
+CREATE VIEW payments.webhook_delivery_log AS
+SELECT d.event_id, e.type, e.object_id, d.customer_id, d.endpoint_id, w.url, d.status, d.attempts,
+       d.next_attempt_at, d.delivered_at, d.last_status_code, d.last_error, e.created_at
+FROM payments.webhook_deliveries d
+JOIN payments.outbox_events e ON e.customer_id = d.customer_id AND e.id = d.event_id
+JOIN payments.webhook_endpoints w ON w.id = d.endpoint_id;
+COMMENT ON VIEW payments.webhook_delivery_log IS
+    'Each event''s delivery to each endpoint: status (pending, delivered, failed), attempts, the last answer; every attempt is in webhook_delivery_attempts. Readable by payments_reader (no secrets).';
 
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions and tables (as sql/roles.sql grants them)
@@ -3957,7 +4398,7 @@ REVOKE ALL ON FUNCTION
     payments._usage_event_problem(payments.meters, numeric, timestamptz, jsonb, timestamptz),
     payments.record_usage(text, text, text, numeric, timestamptz, jsonb), payments.record_usage_batch(jsonb),
     payments.usage_summary(text, text, timestamptz, timestamptz),
-    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb), payments.archive_plan(text),
+    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric), payments.archive_plan(text),
     payments._subscription_result(text, text, text), payments._period_end(payments.plans, timestamptz, integer),
     payments.set_dunning(integer[], text, interval), payments._next_invoice_number(timestamptz),
     payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint),
@@ -4001,7 +4442,7 @@ GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.su
     payments.invoice_details
 TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION payments.create_meter(text, text, text, text),
-    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb), payments.archive_plan(text),
+    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric), payments.archive_plan(text),
     payments.set_dunning(integer[], text, interval)
 TO payments_admin;
 GRANT SELECT ON payments.refund_details, payments.dispute_details, payments.customer_balances, payments.balance_by_currency
@@ -4050,3 +4491,30 @@ FROM PUBLIC;
 GRANT SELECT ON payments.payment_details, payments.customer_payments, payments.open_anomalies, payments.webhook_log
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_customers, payments.provider_payments TO payments_admin;
+-- Events out to apps, threshold billing.
+REVOKE ALL ON FUNCTION
+    payments._new_webhook_secret(), payments._emit(text, text, text, text, text, boolean, jsonb),
+    payments._refund_event(payments.refunds, text, text), payments._dispute_event(payments.disputes, text, text),
+    payments._invoice_event(payments.invoices, text),
+    payments._usage_lines(payments.subscriptions, payments.plans, timestamptz, timestamptz, integer),
+    payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text),
+    payments.webhook_retries(), payments.set_webhook_retries(interval[]),
+    payments.claim_webhook_deliveries(int, interval),
+    payments.record_webhook_delivery(text, text, text, integer, integer, text, integer)
+FROM PUBLIC;
+REVOKE ALL ON payments.outbox_events, payments.webhook_endpoints, payments.webhook_endpoint_secrets,
+    payments.webhook_deliveries, payments.webhook_delivery_attempts, payments.event_log, payments.webhook_delivery_log
+FROM PUBLIC;
+GRANT SELECT ON payments.outbox_events, payments.webhook_endpoints, payments.webhook_endpoint_secrets,
+    payments.webhook_deliveries, payments.webhook_delivery_attempts, payments.event_log, payments.webhook_delivery_log
+TO payments_admin;
+GRANT SELECT ON payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoints,
+    payments.webhook_delivery_attempts
+TO payments_gateway, payments_reader;
+GRANT EXECUTE ON FUNCTION payments.webhook_retries() TO payments_admin, payments_gateway, payments_reader;
+GRANT EXECUTE ON FUNCTION
+    payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text),
+    payments.claim_webhook_deliveries(int, interval),
+    payments.record_webhook_delivery(text, text, text, integer, integer, text, integer)
+TO payments_admin, payments_gateway;
+GRANT EXECUTE ON FUNCTION payments.set_webhook_retries(interval[]) TO payments_admin;

@@ -39,6 +39,14 @@ pub fn verify_signature(secret: &str, msg: &Message) -> Result<i64, Failure> {
     }
 }
 
+/// A new signing secret for an endpoint the extension delivers to:
+/// `whsec_` and 24 random bytes in base64, as Standard Webhooks libraries expect.
+pub fn new_secret() -> Result<String, getrandom::Error> {
+    let mut random = [0u8; 24];
+    getrandom::getrandom(&mut random)?;
+    Ok(format!("whsec_{}", B64.encode(random)))
+}
+
 /// A `webhook-signature` header value for the message.
 pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, Failure> {
     let mac = hmac_sha256(&key(secret)?, &[id.as_bytes(), b".", timestamp.to_string().as_bytes(), b".", body]);
@@ -85,6 +93,16 @@ mod tests {
         let other = "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
         assert_eq!(check(ID, T, &format!("{other} v2,xyz {PUBLISHED}"), SECRET, BODY), Ok(1614265330));
         assert_eq!(check(ID, T, other, SECRET, BODY), Err(Failure::NoMatchingSignature));
+    }
+
+    #[test]
+    fn new_secrets_are_random_keys_that_sign() {
+        let (a, b) = (new_secret().unwrap(), new_secret().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(key(&a).unwrap().len(), 24);
+        let signature = sign(&a, ID, 1614265330, BODY).unwrap();
+        assert_eq!(check(ID, T, &signature, &a, BODY), Ok(1614265330));
+        assert_eq!(check(ID, T, &signature, &b, BODY), Err(Failure::NoMatchingSignature));
     }
 
     #[test]

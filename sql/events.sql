@@ -1,0 +1,300 @@
+-- payments: events out to apps. Every state change of a payment, refund,
+-- dispute, subscription or invoice is written to the outbox (outbox_events)
+-- in the transaction that makes it and announced with NOTIFY payments_events;
+-- the gateway delivers each event to the endpoints registered for its type,
+-- signed with the Standard Webhooks scheme (the one ingest_webhook verifies),
+-- retried with backoff, in order per object. Deliveries and every attempt
+-- are kept (webhook_delivery_log).
+
+CREATE TABLE payments.outbox_events (
+    customer_id text COLLATE "C" NOT NULL,
+    id          text COLLATE "C" NOT NULL,
+    object      text COLLATE "C" NOT NULL CHECK (object IN ('payment', 'refund', 'dispute', 'subscription', 'invoice')),
+    object_id   text COLLATE "C" NOT NULL,
+    seq         bigint NOT NULL CHECK (seq > 0),
+    type        text COLLATE "C" NOT NULL,
+    status      text COLLATE "C" NOT NULL,
+    data        jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT outbox_events_object_seq UNIQUE (customer_id, object_id, seq)
+);
+COMMENT ON TABLE payments.outbox_events IS
+    'Every state change of a payment, refund, dispute, subscription or invoice, written in the transaction that made it: what apps are told (webhook endpoints, NOTIFY payments_events). Append-only; beside the customer (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.outbox_events.id IS 'evt_ + 26-character time-sortable id; the webhook-id of its deliveries.';
+COMMENT ON COLUMN payments.outbox_events.seq IS 'The object''s changes counted from 1: deliveries to an endpoint follow it.';
+COMMENT ON COLUMN payments.outbox_events.type IS
+    '<object>.created, <object>.<new status> (payment.succeeded, invoice.paid, subscription.past_due), or <object>.updated for a change that keeps the status (a renewal, a failed invoice attempt).';
+COMMENT ON COLUMN payments.outbox_events.data IS 'What the event says: object, id, customer_id, status, previous_status and a few fields of the object (get it for the rest).';
+CREATE TRIGGER outbox_events_append_only BEFORE UPDATE OR DELETE ON payments.outbox_events
+    FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+CREATE TRIGGER outbox_events_no_truncate BEFORE TRUNCATE ON payments.outbox_events
+    FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
+SELECT pg_catalog.pg_extension_config_dump('payments.outbox_events', '');
+
+CREATE TABLE payments.webhook_endpoints (
+    id          text COLLATE "C" PRIMARY KEY,
+    url         text NOT NULL,
+    event_types text[] NOT NULL,
+    description text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    disabled_at timestamptz
+);
+COMMENT ON TABLE payments.webhook_endpoints IS
+    'Where apps want events delivered (add_webhook_endpoint; remove_webhook_endpoint disables one and keeps its log). Holds no secret (webhook_endpoint_secrets does), so readers may see it. On Citus a reference table.';
+COMMENT ON COLUMN payments.webhook_endpoints.event_types IS 'Types it receives: payment.succeeded, invoice.* (every invoice event), * or {} (every event).';
+SELECT pg_catalog.pg_extension_config_dump('payments.webhook_endpoints', '');
+
+CREATE TABLE payments.webhook_endpoint_secrets (
+    endpoint_id text COLLATE "C" PRIMARY KEY REFERENCES payments.webhook_endpoints (id),
+    secret      text NOT NULL
+);
+COMMENT ON TABLE payments.webhook_endpoint_secrets IS
+    'Each endpoint''s Standard Webhooks signing secret (whsec_…), shown once by add_webhook_endpoint and read only by claim_webhook_deliveries; no role selects it. On Citus a reference table.';
+SELECT pg_catalog.pg_extension_config_dump('payments.webhook_endpoint_secrets', '');
+
+CREATE TABLE payments.webhook_deliveries (
+    customer_id      text COLLATE "C" NOT NULL,
+    event_id         text COLLATE "C" NOT NULL,
+    endpoint_id      text COLLATE "C" NOT NULL,
+    object_id        text COLLATE "C" NOT NULL,
+    seq              bigint NOT NULL,
+    status           text COLLATE "C" NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    last_status_code integer,
+    last_error       text,
+    delivered_at     timestamptz,
+    PRIMARY KEY (customer_id, event_id, endpoint_id),
+    FOREIGN KEY (customer_id, event_id) REFERENCES payments.outbox_events (customer_id, id)
+);
+-- The next delivery of each object to each endpoint, and the due ones.
+CREATE INDEX webhook_deliveries_order_idx ON payments.webhook_deliveries (customer_id, endpoint_id, object_id, seq)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_due_idx ON payments.webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+COMMENT ON TABLE payments.webhook_deliveries IS
+    'One event to one endpoint: pending until the endpoint answers 2xx (delivered) or the retries run out (failed). An object''s later events wait for its earlier ones. Beside the customer (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.webhook_deliveries.next_attempt_at IS 'When it is due: now when made, the lease''s end while an attempt is in flight, then the retry schedule (set_webhook_retries).';
+SELECT pg_catalog.pg_extension_config_dump('payments.webhook_deliveries', '');
+
+CREATE TABLE payments.webhook_delivery_attempts (
+    customer_id  text COLLATE "C" NOT NULL,
+    event_id     text COLLATE "C" NOT NULL,
+    endpoint_id  text COLLATE "C" NOT NULL,
+    attempt      integer NOT NULL CHECK (attempt > 0),
+    attempted_at timestamptz NOT NULL DEFAULT now(),
+    status_code  integer CHECK (status_code BETWEEN 100 AND 599),
+    error        text,
+    duration_ms  integer CHECK (duration_ms >= 0),
+    PRIMARY KEY (customer_id, event_id, endpoint_id, attempt),
+    FOREIGN KEY (customer_id, event_id, endpoint_id) REFERENCES payments.webhook_deliveries (customer_id, event_id, endpoint_id)
+);
+COMMENT ON TABLE payments.webhook_delivery_attempts IS
+    'Every delivery attempt and how the endpoint answered (a status code, or why there was none). Append-only; beside the customer.';
+CREATE TRIGGER webhook_delivery_attempts_append_only BEFORE UPDATE OR DELETE ON payments.webhook_delivery_attempts
+    FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+CREATE TRIGGER webhook_delivery_attempts_no_truncate BEFORE TRUNCATE ON payments.webhook_delivery_attempts
+    FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
+SELECT pg_catalog.pg_extension_config_dump('payments.webhook_delivery_attempts', '');
+
+CREATE FUNCTION payments._emit(p_customer_id text, p_object text, p_object_id text, p_status text, p_previous text,
+                               p_created boolean DEFAULT false, p_data jsonb DEFAULT '{}') RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id       text := payments._new_id('evt');
+    v_type     text := p_object || '.' || CASE WHEN p_created THEN 'created'
+                                               WHEN p_status IS DISTINCT FROM p_previous THEN p_status
+                                               ELSE 'updated' END;
+    v_seq      bigint;
+    v_endpoint record;
+BEGIN
+    -- The caller holds the object's row lock (or just made it): seq follows its changes.
+    SELECT e.seq INTO v_seq FROM payments.outbox_events e
+    WHERE e.customer_id = p_customer_id AND e.object_id = p_object_id ORDER BY e.seq DESC LIMIT 1;
+    v_seq := coalesce(v_seq, 0) + 1;
+    INSERT INTO payments.outbox_events (customer_id, id, object, object_id, seq, type, status, data)
+    VALUES (p_customer_id, v_id, p_object, p_object_id, v_seq, v_type, p_status,
+            jsonb_build_object('object', p_object, 'id', p_object_id, 'customer_id', p_customer_id,
+                               'status', p_status, 'previous_status', p_previous) || p_data);
+    FOR v_endpoint IN
+        SELECT w.id FROM payments.webhook_endpoints w
+        WHERE w.disabled_at IS NULL
+          AND (w.event_types = '{}' OR v_type = ANY (w.event_types) OR (p_object || '.*') = ANY (w.event_types)
+               OR '*' = ANY (w.event_types))
+    LOOP
+        INSERT INTO payments.webhook_deliveries (customer_id, event_id, endpoint_id, object_id, seq)
+        VALUES (p_customer_id, v_id, v_endpoint.id, p_object_id, v_seq);
+    END LOOP;
+    PERFORM pg_catalog.pg_notify('payments_events', jsonb_build_object(
+        'type', v_type, 'id', p_object_id, 'status', p_status, 'event_id', v_id, 'customer_id', p_customer_id)::text);
+END
+$$;
+COMMENT ON FUNCTION payments._emit(text, text, text, text, text, boolean, jsonb) IS
+    'Internal: writes a state change to the outbox with a delivery to each endpoint that wants its type, and NOTIFYs payments_events ({"type", "id", "status", "event_id", "customer_id"}). The caller holds the object''s row lock.';
+
+CREATE FUNCTION payments.add_webhook_endpoint(url text, event_types text[] DEFAULT '{}', description text DEFAULT NULL)
+RETURNS TABLE (id text, secret text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_id     text := payments._new_id('we');
+    v_secret text := payments._new_webhook_secret();
+BEGIN
+    IF url IS NULL OR length(url) > 2048 OR url !~ '^https?://[^/?#[:space:]]+[^[:space:]]*$' THEN
+        RAISE EXCEPTION 'url must be an http or https URL of at most 2048 characters, without spaces'
+            USING ERRCODE = 'PM100';
+    END IF;
+    IF event_types IS NULL OR cardinality(event_types) > 100 OR array_position(event_types, NULL) IS NOT NULL
+       OR NOT (true = ALL (SELECT t ~ '^(\*|(payment|refund|dispute|subscription|invoice)\.(\*|[a-z_]{1,64}))$'
+                           FROM unnest(event_types) t)) THEN
+        RAISE EXCEPTION 'event_types: up to 100 of <object>.<event>, <object>.* or * (objects: payment, refund, dispute, subscription, invoice)'
+            USING ERRCODE = 'PM100';
+    END IF;
+    IF length(description) > 255 THEN
+        RAISE EXCEPTION 'description must be at most 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.webhook_endpoints (id, url, event_types, description)
+    VALUES (v_id, url, event_types, description);
+    INSERT INTO payments.webhook_endpoint_secrets (endpoint_id, secret) VALUES (v_id, v_secret);
+    RETURN QUERY SELECT v_id, v_secret;
+END
+$$;
+COMMENT ON FUNCTION payments.add_webhook_endpoint(text, text[], text) IS
+    'Registers an endpoint for the events whose types it names (payment.succeeded, invoice.*, * or {}: all) from now on. Returns its id and its Standard Webhooks signing secret (whsec_…), shown this once. PM100 for a URL that is not http(s) or unknown type patterns.';
+
+CREATE FUNCTION payments.remove_webhook_endpoint(id text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE payments.webhook_endpoints w SET disabled_at = now()
+    WHERE w.id = remove_webhook_endpoint.id AND w.disabled_at IS NULL;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION payments.remove_webhook_endpoint(text) IS
+    'Disables an endpoint: no new deliveries, none retried; its log stays. False when there is no such enabled endpoint.';
+
+CREATE FUNCTION payments.webhook_retries() RETURNS interval[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN coalesce((SELECT s.webhook_retries FROM payments.settings s),
+                    '{5 seconds, 5 minutes, 30 minutes, 2 hours, 5 hours, 10 hours, 10 hours}'::interval[]);
+END
+$$;
+COMMENT ON FUNCTION payments.webhook_retries() IS
+    'The waits between failed delivery attempts in force (default, as Svix: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then the delivery fails).';
+
+CREATE FUNCTION payments.set_webhook_retries(retries interval[]) RETURNS interval[]
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF retries IS NULL OR cardinality(retries) > 20 OR array_position(retries, NULL) IS NOT NULL
+       OR NOT (interval '0' < ALL (retries)) OR NOT (interval '7 days' >= ALL (retries)) THEN
+        RAISE EXCEPTION 'retries: up to 20 waits, each more than 0 and at most 7 days' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.settings (webhook_tolerance, webhook_retries) VALUES (payments.webhook_tolerance(), retries)
+    ON CONFLICT (singleton) DO UPDATE SET webhook_retries = excluded.webhook_retries, updated_at = now();
+    RETURN retries;
+END
+$$;
+COMMENT ON FUNCTION payments.set_webhook_retries(interval[]) IS
+    'Sets the waits between failed delivery attempts (admin); after the last one fails the delivery is failed. PM100 outside 1 to 20 waits of up to 7 days.';
+
+CREATE FUNCTION payments.claim_webhook_deliveries(lim int DEFAULT 20, lease interval DEFAULT '30 seconds')
+RETURNS TABLE (customer_id text, event_id text, endpoint_id text, url text, secret text, body text, attempt integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_due      record;
+    v_attempts integer;
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR lease IS NULL OR lease <= interval '0' THEN
+        RAISE EXCEPTION 'lim is 1 to 1000 and the lease positive' USING ERRCODE = 'PM100';
+    END IF;
+    -- As claim_provider_commands: candidates without locks (the first pending
+    -- delivery of each object to each endpoint, if due), then each claimed where it lives.
+    FOR v_due IN
+        SELECT h.customer_id, h.event_id, h.endpoint_id
+        FROM (SELECT DISTINCT ON (d.customer_id, d.endpoint_id, d.object_id)
+                     d.customer_id, d.event_id, d.endpoint_id, d.next_attempt_at
+              FROM payments.webhook_deliveries d
+              WHERE d.status = 'pending'
+              ORDER BY d.customer_id, d.endpoint_id, d.object_id, d.seq) h
+        JOIN payments.webhook_endpoints w ON w.id = h.endpoint_id
+        WHERE h.next_attempt_at <= now() AND w.disabled_at IS NULL
+        ORDER BY h.next_attempt_at LIMIT lim
+    LOOP
+        SELECT d.attempts INTO v_attempts FROM payments.webhook_deliveries d
+        WHERE d.customer_id = v_due.customer_id AND d.event_id = v_due.event_id AND d.endpoint_id = v_due.endpoint_id
+          AND d.status = 'pending' AND d.next_attempt_at <= now()
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        UPDATE payments.webhook_deliveries d SET attempts = v_attempts + 1, next_attempt_at = now() + lease
+        WHERE d.customer_id = v_due.customer_id AND d.event_id = v_due.event_id AND d.endpoint_id = v_due.endpoint_id;
+        RETURN QUERY
+        SELECT e.customer_id, e.id, w.id, w.url, s.secret,
+               jsonb_build_object('type', e.type, 'timestamp',
+                                  to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                                  'data', e.data)::text,
+               v_attempts + 1
+        FROM payments.outbox_events e, payments.webhook_endpoints w
+        JOIN payments.webhook_endpoint_secrets s ON s.endpoint_id = w.id
+        WHERE e.customer_id = v_due.customer_id AND e.id = v_due.event_id AND w.id = v_due.endpoint_id;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments.claim_webhook_deliveries(int, interval) IS
+    'For the gateway: leases up to lim due deliveries (the earliest pending event of each object for each enabled endpoint) for lease, and returns what to send: the endpoint''s URL and secret, the body ({"type", "timestamp", "data"}; the event id is the webhook-id) and the attempt number. Safe from several gateways (SKIP LOCKED); a lease that ends unanswered makes the delivery due again.';
+
+CREATE FUNCTION payments.record_webhook_delivery(customer_id text, event_id text, endpoint_id text, attempt integer,
+                                                 status_code integer, error text DEFAULT NULL,
+                                                 duration_ms integer DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_delivery payments.webhook_deliveries%ROWTYPE;
+    v_retries  interval[] := payments.webhook_retries();
+    v_ok       boolean := status_code BETWEEN 200 AND 299;
+BEGIN
+    IF attempt IS NULL OR attempt < 1 OR (status_code IS NOT NULL AND status_code NOT BETWEEN 100 AND 599)
+       OR (status_code IS NULL AND error IS NULL) OR duration_ms < 0 THEN
+        RAISE EXCEPTION 'an attempt number, and a status code (100 to 599) or an error' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT * INTO v_delivery FROM payments.webhook_deliveries d
+    WHERE d.customer_id = record_webhook_delivery.customer_id AND d.event_id = record_webhook_delivery.event_id
+      AND d.endpoint_id = record_webhook_delivery.endpoint_id
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no delivery of event % to endpoint %', event_id, endpoint_id USING ERRCODE = 'PM404';
+    END IF;
+    INSERT INTO payments.webhook_delivery_attempts (customer_id, event_id, endpoint_id, attempt, status_code, error,
+                                                    duration_ms)
+    VALUES (v_delivery.customer_id, v_delivery.event_id, v_delivery.endpoint_id, attempt, status_code,
+            left(error, 1000), duration_ms)
+    ON CONFLICT DO NOTHING;
+    -- A late answer to an attempt whose lease ran out still counts when it was a success.
+    IF v_delivery.status = 'pending' AND (v_ok OR attempt = v_delivery.attempts) THEN
+        UPDATE payments.webhook_deliveries d
+        SET status = CASE WHEN v_ok THEN 'delivered' WHEN attempt > cardinality(v_retries) THEN 'failed' ELSE 'pending' END,
+            delivered_at = CASE WHEN v_ok THEN now() END,
+            next_attempt_at = CASE WHEN v_ok OR attempt > cardinality(v_retries) THEN d.next_attempt_at
+                                   ELSE now() + v_retries[attempt] END,
+            last_status_code = status_code, last_error = left(error, 1000)
+        WHERE d.customer_id = v_delivery.customer_id AND d.event_id = v_delivery.event_id
+          AND d.endpoint_id = v_delivery.endpoint_id
+        RETURNING d.status INTO v_delivery.status;
+    END IF;
+    RETURN v_delivery.status;
+END
+$$;
+COMMENT ON FUNCTION payments.record_webhook_delivery(text, text, text, integer, integer, text, integer) IS
+    'For the gateway: how an endpoint answered an attempt (a status code, or the error when there was no answer). 2xx: delivered; otherwise retried after the next wait of webhook_retries(), failed after the last. Every attempt is logged. Returns the delivery''s status; PM404 for an unknown delivery.';
+
+CREATE VIEW payments.event_log AS
+SELECT e.id, e.customer_id, e.type, e.object, e.object_id, e.status, e.data, e.created_at
+FROM payments.outbox_events e;
+COMMENT ON VIEW payments.event_log IS 'Every event told to apps, newest last by id; readable by payments_reader.';
+
+CREATE VIEW payments.webhook_delivery_log AS
+SELECT d.event_id, e.type, e.object_id, d.customer_id, d.endpoint_id, w.url, d.status, d.attempts,
+       d.next_attempt_at, d.delivered_at, d.last_status_code, d.last_error, e.created_at
+FROM payments.webhook_deliveries d
+JOIN payments.outbox_events e ON e.customer_id = d.customer_id AND e.id = d.event_id
+JOIN payments.webhook_endpoints w ON w.id = d.endpoint_id;
+COMMENT ON VIEW payments.webhook_delivery_log IS
+    'Each event''s delivery to each endpoint: status (pending, delivered, failed), attempts, the last answer; every attempt is in webhook_delivery_attempts. Readable by payments_reader (no secrets).';
