@@ -166,11 +166,14 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN
     UPDATE payments.webhook_endpoints w SET disabled_at = now()
     WHERE w.id = remove_webhook_endpoint.id AND w.disabled_at IS NULL;
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM payments.webhook_endpoints w WHERE w.id = remove_webhook_endpoint.id) THEN
+        RAISE EXCEPTION 'no webhook endpoint %', payments._shown(id) USING ERRCODE = 'PM204';
+    END IF;
     RETURN FOUND;
 END
 $$;
 COMMENT ON FUNCTION payments.remove_webhook_endpoint(text) IS
-    'Disables an endpoint: no new deliveries, none retried; its log stays. False when there is no such enabled endpoint.';
+    'Disables an endpoint: no new deliveries, none retried; its log stays. False when it was removed already; PM204 for an unknown id.';
 
 CREATE FUNCTION payments.webhook_retries() RETURNS interval[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -260,7 +263,7 @@ BEGIN
       AND d.endpoint_id = record_webhook_delivery.endpoint_id
     FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'no delivery of event % to endpoint %', event_id, endpoint_id USING ERRCODE = 'PM404';
+        RAISE EXCEPTION 'no delivery of event % to endpoint %', event_id, endpoint_id USING ERRCODE = 'PM204';
     END IF;
     INSERT INTO payments.webhook_delivery_attempts (customer_id, event_id, endpoint_id, attempt, status_code, error,
                                                     duration_ms)
@@ -283,7 +286,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.record_webhook_delivery(text, text, text, integer, integer, text, integer) IS
-    'For the gateway: how an endpoint answered an attempt (a status code, or the error when there was no answer). 2xx: delivered; otherwise retried after the next wait of webhook_retries(), failed after the last. Every attempt is logged. Returns the delivery''s status; PM404 for an unknown delivery.';
+    'For the gateway: how an endpoint answered an attempt (a status code, or the error when there was no answer). 2xx: delivered; otherwise retried after the next wait of webhook_retries(), failed after the last. Every attempt is logged. Returns the delivery''s status; PM204 for an unknown delivery.';
 
 CREATE VIEW payments.event_log AS
 SELECT e.id, e.customer_id, e.type, e.object, e.object_id, e.status, e.data, e.created_at

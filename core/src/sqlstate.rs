@@ -69,7 +69,7 @@ pub const REGISTRY: &[Code] = &[
          "transition not allowed by the state machine"),
     code("PM203", "provider_payment_conflict", 409, InvalidRequest, None,
          "provider payment id already linked elsewhere"),
-    code("PM204", "resource_missing", 404, InvalidRequest, Some("id"), "payment, refund, dispute (or provider command) not found"),
+    code("PM204", "resource_missing", 404, InvalidRequest, Some("id"), "payment, refund, dispute, subscription, invoice, webhook endpoint or delivery (or provider command) not found"),
     code("PM205", "history_append_only", 409, InvalidRequest, None, "append-only history: change refused"),
     code("PM206", "payment_unexpected_state", 409, InvalidRequest, None,
          "the payment's status does not allow the command (capture: requires_capture; cancel: not processing or final; refund: succeeded at a provider)"),

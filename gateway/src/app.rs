@@ -7,7 +7,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -64,6 +64,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/payments/{id}/receipt.html", get(routes::subscriptions::receipt_html))
         .route("/v1/disputes/{id}", get(routes::disputes::get))
         .route("/v1/webhooks/{provider}", post(routes::webhooks::receive))
+        .route("/v1/webhook_endpoints", post(routes::webhook_endpoints::create).get(routes::webhook_endpoints::list))
+        .route("/v1/webhook_endpoints/{id}", delete(routes::webhook_endpoints::delete))
+        .route("/v1/plans", get(routes::plans::list))
+        .route("/v1/plans/{code}", get(routes::plans::get))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))

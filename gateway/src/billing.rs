@@ -18,15 +18,33 @@ pub async fn run(state: AppState, interval: Duration) {
     loop {
         tick.tick().await;
         match run_once(&state).await {
-            Ok(done) if done != r#"{"ended": 0, "retried": 0, "renewed": 0}"# => tracing::info!(%done, "billing run"),
+            Ok(done) if did_something(&done) => tracing::info!(%done, "billing run"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "billing run failed; the next tick tries again"),
         }
     }
 }
 
+/// Whether a run's counts (`{"renewed": 0, …}`) are not all zero.
+fn did_something(done: &str) -> bool {
+    serde_json::from_str::<std::collections::BTreeMap<String, i64>>(done)
+        .map_or(true, |counts| counts.values().any(|n| *n != 0))
+}
+
 async fn run_once(state: &AppState) -> Result<String, ApiError> {
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::RUN_BILLING).await?;
     Ok(db.query_one(&stmt, &[]).await?.try_get(0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_something;
+
+    #[test]
+    fn a_run_that_did_nothing_is_not_logged() {
+        assert!(!did_something(r#"{"ended": 0, "renewed": 0, "retried": 0, "thresholds": 0}"#));
+        assert!(did_something(r#"{"ended": 0, "renewed": 2, "retried": 0, "thresholds": 0}"#));
+        assert!(did_something("not json"));
+    }
 }

@@ -14,11 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
-use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
-use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::app::AppState;
 use crate::db;
@@ -46,7 +44,7 @@ fn millis(d: Duration) -> i64 {
 
 pub async fn run(state: AppState, pace: Pace, database_url: String) {
     let wake = Arc::new(Notify::new());
-    tokio::spawn(listen(database_url, wake.clone()));
+    tokio::spawn(crate::listen::listen(database_url, CHANNEL, wake.clone()));
     let mut tick = tokio::time::interval(pace.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut expiry_checked: Option<std::time::Instant> = None;
@@ -80,35 +78,6 @@ async fn queue_expired_cancels(state: &AppState, pace: Pace) -> Result<(), ApiEr
         tracing::info!(payments = queued, "authorizations past the capture window: cancels queued");
     }
     Ok(())
-}
-
-/// Wakes the runner on every NOTIFY of the channel; reconnects after a failure.
-async fn listen(database_url: String, wake: Arc<Notify>) {
-    loop {
-        match tokio_postgres::connect(&database_url, NoTls).await {
-            Ok((client, mut connection)) => {
-                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-                let wake = wake.clone();
-                tokio::spawn(async move {
-                    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    while let Some(message) = messages.next().await {
-                        match message {
-                            Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
-                    }
-                    let _ = done_tx.send(());
-                });
-                if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_ok() {
-                    let _ = done_rx.await;
-                }
-                drop(client);
-            }
-            Err(e) => tracing::warn!(error = %e, "LISTEN connection failed; polling only until it is back"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 /// Claims due commands of this gateway's provider and carries each out on its

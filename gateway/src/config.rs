@@ -106,6 +106,13 @@ pub struct ServeArgs {
     /// the wake-up their NOTIFY gives.
     #[arg(long, env = "COMMAND_INTERVAL_MS", default_value_t = 1_000)]
     pub command_interval_ms: u64,
+    /// How often events due to webhook endpoints are looked for, besides the
+    /// wake-up their NOTIFY payments_events gives.
+    #[arg(long, env = "DELIVERY_INTERVAL_MS", default_value_t = 1_000)]
+    pub delivery_interval_ms: u64,
+    /// How long a webhook endpoint has to answer a delivery.
+    #[arg(long, env = "DELIVERY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub delivery_timeout_ms: u64,
     /// How often run_billing does what is due (renewals, invoices, dunning retries).
     #[arg(long, env = "BILLING_INTERVAL_MS", default_value_t = 60_000)]
     pub billing_interval_ms: u64,

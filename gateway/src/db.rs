@@ -230,6 +230,33 @@ pub const CLAIM_PROVIDER_WORK: &str = "SELECT payment_id AS id, kind, customer_i
         payment_method, capture_method, description, provider_payment_id, status
      FROM payments.claim_provider_work($1, $2::bigint * interval '1 millisecond', $3::bigint * interval '1 millisecond')";
 
+/// Due webhook deliveries, leased for `$2` milliseconds.
+pub const CLAIM_WEBHOOK_DELIVERIES: &str = "SELECT customer_id, event_id, endpoint_id, url, secret, body, attempt
+     FROM payments.claim_webhook_deliveries($1, $2::bigint * interval '1 millisecond')";
+
+pub const RECORD_WEBHOOK_DELIVERY: &str = "SELECT payments.record_webhook_delivery($1, $2, $3, $4, $5, $6, $7)";
+
+/// A new endpoint as the API's JSON object, with its secret (shown this once).
+pub const ADD_WEBHOOK_ENDPOINT: &str =
+    "SELECT jsonb_build_object('object', 'webhook_endpoint', 'id', a.id, 'url', $1::text,
+        'event_types', coalesce($2::text[], '{}'), 'description', $3::text, 'enabled', true, 'secret', a.secret)::text
+     FROM payments.add_webhook_endpoint($1, coalesce($2::text[], '{}'), $3) a";
+
+/// Every endpoint, newest first, as one JSON array.
+pub const LIST_WEBHOOK_ENDPOINTS: &str = "SELECT coalesce(jsonb_agg(jsonb_build_object('object', 'webhook_endpoint',
+        'id', w.id, 'url', w.url, 'event_types', w.event_types, 'description', w.description,
+        'enabled', w.disabled_at IS NULL, 'created_at', w.created_at) ORDER BY w.id DESC), '[]')::text
+     FROM payments.webhook_endpoints w";
+
+pub const REMOVE_WEBHOOK_ENDPOINT: &str = "SELECT payments.remove_webhook_endpoint($1)";
+
+/// Plans as the API's JSON objects (amounts as exact decimal strings), one or all.
+pub const LIST_PLANS: &str = "SELECT coalesce(jsonb_agg(to_jsonb(p) || jsonb_build_object('object', 'plan',
+                              'amount', payments.to_major(p.amount_minor, p.currency)::text,
+                              'usage_threshold', payments.to_major(p.usage_threshold_minor, p.currency)::text,
+                              'active', p.archived_at IS NULL) ORDER BY p.code), '[]')::text
+     FROM payments.plans p WHERE $1::text IS NULL OR p.code = $1";
+
 pub fn pool(database_url: &str, size: usize, wait: Duration) -> Result<Pool, Box<dyn std::error::Error + Send + Sync>> {
     let config = tokio_postgres::Config::from_str(database_url)?;
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });

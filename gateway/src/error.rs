@@ -19,6 +19,9 @@ pub enum ApiError {
     BodyTooLarge,
     #[error("this API key lacks the {0} scope")]
     Forbidden(&'static str),
+    /// A lookup the gateway answers from a view found nothing: answered as PM204.
+    #[error("no such {0}")]
+    NotFound(&'static str),
     #[error("the database is busy: no connection became free in time")]
     PoolExhausted,
     #[error("the database is unreachable")]
@@ -45,6 +48,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => "api_key_invalid",
             ApiError::BodyTooLarge => "body_too_large",
             ApiError::Forbidden(_) => "scope_missing",
+            ApiError::NotFound(_) => sqlstate::lookup(NOT_FOUND).name,
             ApiError::PoolExhausted => "database_busy",
             ApiError::DatabaseDown => "database_unavailable",
             ApiError::ProviderUnavailable(_) => "provider_unavailable",
@@ -76,6 +80,9 @@ pub fn map_sqlstate(code: &str) -> (StatusCode, &'static str, &'static str, Opti
     (status, c.kind.as_str(), c.name, c.param)
 }
 
+/// The extension's "not found", which lookups made here answer with too.
+const NOT_FOUND: &str = "PM204";
+
 /// How much of a parser's or PostgreSQL's message (which quote input) an answer carries.
 pub const QUOTED: usize = 200;
 
@@ -97,6 +104,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unauthenticated(msg) => error_body(S::UNAUTHORIZED, "authentication_error", code, msg, None),
             ApiError::Forbidden(_) => error_body(S::FORBIDDEN, "permission_error", code, &self.to_string(), None),
+            ApiError::NotFound(_) => {
+                let (status, kind, code, param) = map_sqlstate(NOT_FOUND);
+                error_body(status, kind, code, &self.to_string(), param)
+            }
             ApiError::PoolExhausted | ApiError::DatabaseDown => {
                 error_body(S::SERVICE_UNAVAILABLE, "api_error", code, &self.to_string(), None)
             }

@@ -36,6 +36,11 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::routes::customers::entitlements,
         crate::routes::customers::consume,
         crate::routes::webhooks::receive,
+        crate::routes::webhook_endpoints::create,
+        crate::routes::webhook_endpoints::list,
+        crate::routes::webhook_endpoints::delete,
+        crate::routes::plans::list,
+        crate::routes::plans::get,
     ),
     components(schemas(Payment, PaymentList, Event, EventList, Refund, RefundList, Dispute, DisputeList, ErrorBody,
                        ErrorDetail, WebhookResult, crate::routes::payments::CreatePayment,
@@ -44,7 +49,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
                        Reconciliation, Disagreement, crate::routes::usage::RecordUsage, Subscription,
                        crate::routes::subscriptions::CreateSubscription,
                        crate::routes::subscriptions::CancelSubscription, crate::routes::subscriptions::ChangePlan,
-                       crate::routes::customers::Consume)),
+                       crate::routes::customers::Consume, WebhookEndpoint, WebhookEndpointList,
+                       DeletedWebhookEndpoint, crate::routes::webhook_endpoints::CreateWebhookEndpoint, Plan,
+                       PlanList)),
     modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;
@@ -68,7 +75,7 @@ impl Modify for CommonErrors {
                 .build()
         };
         for item in openapi.paths.paths.values_mut() {
-            let operations = [(&mut item.get, false), (&mut item.post, true)];
+            let operations = [(&mut item.get, false), (&mut item.post, true), (&mut item.delete, true)];
             for (operation, writes) in operations {
                 let Some(op) = operation else { continue };
                 let keyed = op.security.as_ref().is_some_and(|s| !s.is_empty());
@@ -338,4 +345,81 @@ pub struct WebhookResult {
     event_id: String,
     payment_id: Option<String>,
     status: Option<String>,
+}
+
+/// Where events are delivered, signed with the Standard Webhooks scheme.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WebhookEndpoint {
+    /// `webhook_endpoint`
+    object: String,
+    /// we_…
+    id: String,
+    url: String,
+    /// payment.succeeded, invoice.* or *; empty: every event.
+    event_types: Vec<String>,
+    description: Option<String>,
+    /// false once deleted.
+    enabled: bool,
+    /// Only when created: the signing secret (whsec_…), shown once.
+    secret: Option<String>,
+    /// In lists.
+    created_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WebhookEndpointList {
+    object: String,
+    url: String,
+    has_more: bool,
+    data: Vec<WebhookEndpoint>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeletedWebhookEndpoint {
+    object: String,
+    id: String,
+    deleted: bool,
+}
+
+/// What a subscription buys.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Plan {
+    /// `plan`
+    object: String,
+    code: String,
+    name: Option<String>,
+    currency: String,
+    /// The recurring price per period, major units, exact, as a decimal string.
+    amount: String,
+    amount_minor: i64,
+    /// day | week | month | year
+    billing_interval: String,
+    interval_count: i32,
+    trial_days: i32,
+    /// Each feature and its limit per period (null: unlimited).
+    #[schema(value_type = Object)]
+    features: (),
+    /// The usage it bills in arrears: [{"meter", "price"}].
+    #[schema(value_type = Vec<Object>)]
+    metered: (),
+    /// Usage is invoiced as soon as it reaches this much within a period (major units).
+    usage_threshold: Option<String>,
+    usage_threshold_minor: Option<i64>,
+    /// false once archived (existing subscriptions keep it).
+    active: bool,
+    created_at: String,
+    archived_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PlanList {
+    object: String,
+    url: String,
+    has_more: bool,
+    data: Vec<Plan>,
 }

@@ -13,7 +13,7 @@ use crate::app::{self, AppState, Limits};
 use crate::auth::KeyCache;
 use crate::config::{self, ProviderKind, ServeArgs};
 use crate::provider::stripe::Stripe;
-use crate::{billing, commands, db, reconciler};
+use crate::{billing, commands, db, deliveries, reconciler};
 
 pub type Fallible<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -78,7 +78,8 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, with the reconciler, the provider-command outbox and billing running beside.
+    /// Serves until `shutdown` completes, with the reconciler, the provider-command outbox, billing and
+    /// webhook deliveries running beside.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Fallible {
         let pace = reconciler::Pace {
             interval: Duration::from_millis(self.args.reconcile_interval_ms),
@@ -95,6 +96,11 @@ impl Application {
         let commands = tokio::spawn(commands::run(self.state.clone(), outbox, self.args.database_url.clone()));
         let billing =
             tokio::spawn(billing::run(self.state.clone(), Duration::from_millis(self.args.billing_interval_ms)));
+        let delivery = deliveries::Pace {
+            interval: Duration::from_millis(self.args.delivery_interval_ms),
+            timeout: Duration::from_millis(self.args.delivery_timeout_ms),
+        };
+        let deliveries = tokio::spawn(deliveries::run(self.state.clone(), delivery, self.args.database_url.clone()));
         // Tests and scripts read this line to find the port.
         println!(
             "listening on http://{} (provider: {}{})",
@@ -107,6 +113,7 @@ impl Application {
         reconciler.abort();
         commands.abort();
         billing.abort();
+        deliveries.abort();
         Ok(served?)
     }
 }

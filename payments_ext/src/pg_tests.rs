@@ -2121,7 +2121,8 @@ mod tests {
         assert!(one::<bool>(
             "SELECT has_table_privilege('payments_reader', 'payments.webhook_delivery_log', 'SELECT')"
         ));
-        assert_eq!(sqlstate("SELECT payments.record_webhook_delivery('c', 'evt_x', 'we_x', 1, 200)"), "PM404");
+        assert_eq!(sqlstate("SELECT payments.record_webhook_delivery('c', 'evt_x', 'we_x', 1, 200)"), "PM204");
+        assert_eq!(sqlstate("SELECT payments.remove_webhook_endpoint('we_x')"), "PM204");
         assert_eq!(sqlstate("SELECT payments.record_webhook_delivery('c', 'evt_x', 'we_x', 1, 99)"), "PM100");
         assert_eq!(sqlstate("SELECT payments.claim_webhook_deliveries(0)"), "PM100");
         assert!(one::<bool>(&format!("SELECT payments.remove_webhook_endpoint('{all}')")));

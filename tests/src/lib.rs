@@ -129,6 +129,19 @@ pub async fn webhook_secret(provider: &str) -> String {
     secret
 }
 
+/// Disables every enabled webhook endpoint: the tests share one database, and an
+/// endpoint left behind would be sent every later test's events.
+pub async fn remove_webhook_endpoints() {
+    connect()
+        .await
+        .execute(
+            "SELECT payments.remove_webhook_endpoint(id) FROM payments.webhook_endpoints WHERE disabled_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+}
+
 /// Whether the long form of the reliability suite runs (`make reliability`
 /// sets `RELIABILITY=long`); `make test` runs the quick form.
 pub fn long_form() -> bool {

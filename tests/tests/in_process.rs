@@ -1527,3 +1527,261 @@ async fn subscriptions_renew_through_the_provider_and_a_declined_card_goes_throu
     let recovered = app.get_until(&key, &path, |s| s["status"] == "active").await;
     assert_eq!(recovered["status"], "active", "{recovered}");
 }
+
+// ---- events out to apps ------------------------------------------------------
+
+/// What an app's webhook endpoint received: each request's headers and body, in order.
+#[derive(Clone, Default)]
+struct Receiver {
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(Value, String, bool)>>>,
+    /// How many requests to refuse (500) before answering 204.
+    failures_left: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Receiver {
+    /// Listens on a free port; returns the receiver and its URL.
+    async fn start(failures: usize) -> (Receiver, String) {
+        let receiver = Receiver::default();
+        receiver.failures_left.store(failures, std::sync::atomic::Ordering::SeqCst);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks/payments", listener.local_addr().unwrap());
+        let state = receiver.clone();
+        let router = axum::Router::new().route(
+            "/hooks/payments",
+            axum::routing::post(|headers: axum::http::HeaderMap, body: String| async move {
+                let failing = state
+                    .failures_left
+                    .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
+                        n.checked_sub(1)
+                    })
+                    .is_ok();
+                let headers: serde_json::Map<String, Value> = headers
+                    .iter()
+                    .filter(|(name, _)| name.as_str().starts_with("webhook-"))
+                    .map(|(name, value)| (name.to_string(), json!(value.to_str().unwrap())))
+                    .collect();
+                state.requests.lock().unwrap().push((Value::Object(headers), body, !failing));
+                if failing {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (receiver, url)
+    }
+
+    /// The requests answered 204, in the order they came.
+    fn accepted(&self) -> Vec<(Value, String)> {
+        let requests = self.requests.lock().unwrap();
+        requests.iter().filter(|(_, _, ok)| *ok).map(|(h, b, _)| (h.clone(), b.clone())).collect()
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_that_fails_and_recovers_receives_every_event_in_order_verified_by_standardwebhooks() {
+    let db = payments_e2e::connect().await;
+    // This test's endpoint is the only one enabled; failed attempts come back after a second.
+    db.execute(
+        "SELECT payments.remove_webhook_endpoint(id) FROM payments.webhook_endpoints WHERE disabled_at IS NULL",
+        &[],
+    )
+    .await
+    .unwrap();
+    db.execute("SELECT payments.set_webhook_retries('{1 second, 1 second, 1 second, 1 second, 1 second}')", &[])
+        .await
+        .unwrap();
+    let app = spawn_app(&["--delivery-interval-ms", "100"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let (receiver, url) = Receiver::start(3).await;
+    let created = app
+        .send(
+            Method::POST,
+            "/v1/webhook_endpoints",
+            Some(&key),
+            Some(json!({ "url": url, "event_types": ["payment.*", "refund.*"] })),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let endpoint: Value = created.json().await.unwrap();
+    let secret = endpoint["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{endpoint}");
+    let listed = app.get_json(&key, "/v1/webhook_endpoints").await;
+    let mine = listed["data"].as_array().unwrap().iter().find(|e| e["id"] == endpoint["id"]).unwrap().clone();
+    assert!(mine.get("secret").is_none() && mine["enabled"] == true, "{mine}");
+    let refused =
+        app.send(Method::POST, "/v1/webhook_endpoints", Some(&key), Some(json!({ "url": "gopher://x" }))).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+
+    // NOTIFY payments_events announces each change as it commits.
+    let (listener, mut connection) =
+        tokio_postgres::connect(&payments_e2e::database_url(), tokio_postgres::NoTls).await.unwrap();
+    let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = notes_tx.send(n.payload().to_string());
+            }
+        }
+    });
+    listener.batch_execute("LISTEN payments_events").await.unwrap();
+
+    let payment = paid(&app, &key, "pm_card_visa").await;
+    let payment_id = payment["id"].as_str().unwrap();
+    let refund = app
+        .send(Method::POST, "/v1/refunds", Some(&key), Some(json!({ "payment": payment_id, "amount": "4.00" })))
+        .await;
+    let refund: Value = refund.json().await.unwrap();
+    let refund_id = refund["id"].as_str().unwrap();
+    app.get_until(&key, &format!("/v1/refunds/{refund_id}"), |r| r["status"] == "succeeded").await;
+    let note = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let note: Value = serde_json::from_str(&notes.recv().await.unwrap()).unwrap();
+            if note["id"] == payment_id && note["type"] == "payment.succeeded" {
+                return note;
+            }
+        }
+    })
+    .await
+    .expect("NOTIFY payments_events for the payment");
+    assert_eq!(note["status"], "succeeded");
+
+    // Every event of the two objects is delivered once the endpoint recovers.
+    let outbox =
+        "SELECT id, object_id, seq FROM payments.outbox_events WHERE object_id = ANY($1) ORDER BY object_id, seq";
+    let expected: Vec<(String, String, i64)> = db
+        .query(outbox, &[&vec![payment_id, refund_id]])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(expected.iter().any(|(_, o, _)| o == refund_id) && expected.len() >= 4, "{expected:?}");
+    for _ in 0..300 {
+        let got: HashSet<String> =
+            receiver.accepted().iter().map(|(h, _)| h["webhook-id"].as_str().unwrap().to_string()).collect();
+        if expected.iter().all(|(id, _, _)| got.contains(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let accepted = receiver.accepted();
+    let ids: Vec<&str> = accepted.iter().map(|(h, _)| h["webhook-id"].as_str().unwrap()).collect();
+    for (id, _, _) in &expected {
+        assert!(ids.contains(&id.as_str()), "event {id} never delivered; delivered: {ids:?}");
+    }
+    assert!(receiver.requests.lock().unwrap().len() > accepted.len(), "three attempts were refused");
+    // Each object's events arrived in their order.
+    for object in [payment_id, refund_id] {
+        let want: Vec<&str> = expected.iter().filter(|(_, o, _)| o == object).map(|(id, _, _)| id.as_str()).collect();
+        let mut got: Vec<&str> = ids.iter().copied().filter(|id| want.contains(id)).collect();
+        got.dedup();
+        assert_eq!(got, want, "events of {object} out of order");
+    }
+
+    // The official package verifies every delivery; the payload names the object and its status.
+    let python = std::env::var("PAYMENTS_PYTHON").expect("PAYMENTS_PYTHON is set by `make test`");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/oracles/verify_standard_webhooks.py");
+    let deliveries: Vec<Value> = accepted.iter().map(|(h, b)| json!({ "headers": h, "body": b })).collect();
+    let mut oracle = tokio::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = json!({ "secret": secret, "deliveries": deliveries }).to_string();
+    tokio::io::AsyncWriteExt::write_all(&mut oracle.stdin.take().unwrap(), input.as_bytes()).await.unwrap();
+    let out = oracle.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "standardwebhooks refused a delivery: {}", String::from_utf8_lossy(&out.stderr));
+    let verified: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verified.len(), accepted.len());
+    let succeeded = verified.iter().find(|p| p["type"] == "payment.succeeded" && p["data"]["id"] == payment_id);
+    assert_eq!(succeeded.map(|p| p["data"]["status"].clone()), Some(json!("succeeded")), "{verified:?}");
+    assert!(verified.iter().any(|p| p["type"] == "refund.succeeded" && p["data"]["payment_id"] == payment_id));
+
+    // The delivery log shows each delivered, with the refused attempts logged.
+    let log = "SELECT count(*) FILTER (WHERE status = 'delivered'), sum(attempts) FROM payments.webhook_delivery_log
+               WHERE endpoint_id = $1";
+    let row = db.query_one(log, &[&endpoint["id"].as_str().unwrap()]).await.unwrap();
+    let (delivered, attempts): (i64, i64) = (row.get(0), row.get(1));
+    assert!(delivered as usize >= expected.len() && attempts >= delivered + 3, "{delivered} delivered in {attempts}");
+    let removed = app
+        .send(Method::DELETE, &format!("/v1/webhook_endpoints/{}", endpoint["id"].as_str().unwrap()), Some(&key), None)
+        .await;
+    assert_eq!(removed.status(), StatusCode::OK);
+    let unknown = app.send(Method::DELETE, "/v1/webhook_endpoints/we_nope", Some(&key), None).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn plans_are_listed_and_fetched_over_http() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read"]).await;
+    let db = payments_e2e::connect().await;
+    let code = unique("plan").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'EUR', 9.90, 'month', features => '{\"seats\": 3}')", &[&code])
+        .await
+        .unwrap();
+    let plan = app.get_json(&key, &format!("/v1/plans/{code}")).await;
+    assert_eq!(
+        (plan["object"].as_str(), plan["amount"].as_str(), plan["amount_minor"].as_i64(), plan["active"].as_bool()),
+        (Some("plan"), Some("9.90"), Some(990), Some(true)),
+        "{plan}"
+    );
+    assert_eq!(plan["features"]["seats"], 3);
+    let all = app.get_json(&key, "/v1/plans").await;
+    assert!(all["data"].as_array().unwrap().iter().any(|p| p["code"] == code.as_str()), "{all}");
+    let missing = app.send(Method::GET, "/v1/plans/no_such_plan", Some(&key), None).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_past_the_threshold_is_invoiced_once_under_ten_concurrent_runs_and_paid_at_the_provider() {
+    let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let meter = unique("calls").to_lowercase().replace('-', "_");
+    let plan = unique("thr").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
+    let metered = json!([{ "meter": meter, "price": { "mode": "per_unit", "tiers": [{ "unit_amount_minor": 2 }] } }]);
+    db.execute(
+        "SELECT payments.create_plan($1, 'USD', 5, 'month', metered => $2::text::jsonb, usage_threshold => 10)",
+        &[&plan, &metered.to_string()],
+    )
+    .await
+    .unwrap();
+    let customer = unique("cust_thr");
+    let create =
+        "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_visa', at => now() - interval '3 days')";
+    let sub: String = db.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get(0);
+    app.get_until(&key, &format!("/v1/subscriptions/{sub}"), |s| s["status"] == "active").await;
+    // 600 calls at 2¢: 12.00, past the 10.00 threshold.
+    let usage = json!({ "customer_id": customer, "meter": meter, "quantity": "600" });
+    assert_eq!(app.send(Method::POST, "/v1/usage", Some(&key), Some(usage)).await.status(), StatusCode::CREATED);
+    let runs = (0..10).map(|_| {
+        tokio::spawn(async move {
+            let db = payments_e2e::connect().await;
+            db.execute("SELECT payments.run_billing(now())", &[]).await.unwrap();
+        })
+    });
+    futures::future::join_all(runs).await.into_iter().for_each(|r| r.unwrap());
+    let threshold = "SELECT id, total_minor FROM payments.invoices WHERE subscription_id = $1 AND kind = 'threshold'";
+    let rows = db.query(threshold, &[&sub]).await.unwrap();
+    assert_eq!(rows.len(), 1, "one threshold invoice");
+    let (invoice, total): (String, i64) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!(total, 1200);
+    let paid = app.get_until(&key, &format!("/v1/invoices/{invoice}"), |i| i["status"] == "paid").await;
+    assert_eq!((paid["status"].as_str(), paid["total"].as_str()), (Some("paid"), Some("12.00")), "{paid}");
+    let charges: i64 = db
+        .query_one(
+            "SELECT count(*) FROM payments.payments WHERE customer_id = $1 AND metadata ->> 'invoice_id' = $2",
+            &[&customer, &invoice],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(charges, 1, "charged once");
+}

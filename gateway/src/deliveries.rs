@@ -1,0 +1,157 @@
+//! Events out to apps: the extension writes every state change to its outbox
+//! with one delivery per registered endpoint (`payments.add_webhook_endpoint`);
+//! this worker sends them, signed with the Standard Webhooks scheme
+//! (`webhook-id` is the event id, so a receiver can drop repeats).
+//!
+//! As the provider-command outbox does, it leases instead of locking:
+//! `claim_webhook_deliveries` leases the first pending event of each object for
+//! each endpoint and commits, the POST is made with no transaction open, and
+//! `record_webhook_delivery` records the answer (2xx delivered; otherwise the
+//! retry schedule, `payments.set_webhook_retries`). An object's next event is
+//! claimed only once the one before it is delivered or failed, so an endpoint
+//! sees each object's changes in order. It runs on NOTIFY payments_events and
+//! on a timer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use payments_core::webhook::standard;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::app::AppState;
+use crate::db;
+use crate::error::ApiError;
+
+const BATCH: i32 = 50;
+const CHANNEL: &str = "payments_events";
+
+/// How the worker paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// How often it looks for due deliveries without a wake-up.
+    pub interval: Duration,
+    /// How long an endpoint has to answer.
+    pub timeout: Duration,
+}
+
+impl Pace {
+    /// How long a claimed delivery is left to this gateway: the POST, with as long again to record it.
+    fn lease(self) -> Duration {
+        2 * self.timeout + Duration::from_secs(1)
+    }
+}
+
+pub async fn run(state: AppState, pace: Pace, database_url: String) {
+    let wake = Arc::new(Notify::new());
+    tokio::spawn(crate::listen::listen(database_url, CHANNEL, wake.clone()));
+    let http = match reqwest::Client::builder()
+        .timeout(pace.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("payments-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(http) => http,
+        Err(e) => return tracing::error!(error = %e, "no HTTP client: events are not delivered"),
+    };
+    let mut tick = tokio::time::interval(pace.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wake.notified() => {}
+        }
+        // A full batch suggests more are due: go on until a batch comes back short.
+        loop {
+            match deliver_due(&state, &http, pace).await {
+                Ok(claimed) if claimed == BATCH as usize => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook delivery pass failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Claims due deliveries and sends them concurrently; returns how many were claimed.
+async fn deliver_due(state: &AppState, http: &reqwest::Client, pace: Pace) -> Result<usize, ApiError> {
+    let rows = {
+        let db = state.pool.get().await?;
+        let stmt = db.prepare_cached(db::CLAIM_WEBHOOK_DELIVERIES).await?;
+        let lease = i64::try_from(pace.lease().as_millis()).unwrap_or(i64::MAX);
+        db.query(&stmt, &[&BATCH, &lease]).await?
+    };
+    let claimed = rows.len();
+    let mut work = JoinSet::new();
+    for row in rows {
+        let (state, http) = (state.clone(), http.clone());
+        work.spawn(async move { deliver(&state, &http, &row).await });
+    }
+    while let Some(done) = work.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "a webhook delivery was not recorded; it is retried after its lease")
+            }
+            Err(e) => tracing::warn!(error = %e, "a webhook delivery task failed"),
+        }
+    }
+    Ok(claimed)
+}
+
+/// One signed POST, then its answer recorded.
+async fn deliver(state: &AppState, http: &reqwest::Client, row: &tokio_postgres::Row) -> Result<(), ApiError> {
+    let event_id: &str = row.try_get("event_id")?;
+    let body: String = row.try_get("body")?;
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let signature = standard::sign(row.try_get("secret")?, event_id, timestamp, body.as_bytes())
+        .map_err(|_| ApiError::Internal("an endpoint's secret is not a Standard Webhooks secret".into()))?;
+    let started = Instant::now();
+    let answer = http
+        .post(row.try_get::<_, &str>("url")?)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("webhook-id", event_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await;
+    let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
+    // The URL stays out of the error: apps put tokens in them.
+    let (status_code, error) = match answer {
+        Ok(response) => (Some(i32::from(response.status().as_u16())), None),
+        Err(e) => (None, Some(describe(&e))),
+    };
+    let outcome = match status_code {
+        Some(200..=299) => "delivered",
+        Some(_) => "refused",
+        None => "unreachable",
+    };
+    metrics::counter!("webhook_deliveries_total", "outcome" => outcome).increment(1);
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::RECORD_WEBHOOK_DELIVERY).await?;
+    let customer_id: &str = row.try_get("customer_id")?;
+    let endpoint_id: &str = row.try_get("endpoint_id")?;
+    let attempt: i32 = row.try_get("attempt")?;
+    db.query_one(&stmt, &[&customer_id, &event_id, &endpoint_id, &attempt, &status_code, &error, &duration_ms]).await?;
+    Ok(())
+}
+
+/// Why an endpoint gave no answer, without its URL.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_redirect() {
+        "redirected"
+    } else {
+        "request failed"
+    };
+    let source = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
+    format!("{kind}{source}")
+}
