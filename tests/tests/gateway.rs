@@ -431,13 +431,7 @@ async fn the_api_answers_as_its_openapi_document_says() {
         .await
         .expect("run schemathesis");
     // The endpoints it registered (random URLs) would be sent every later test's events.
-    let db = payments_e2e::connect().await;
-    db.execute(
-        "SELECT payments.remove_webhook_endpoint(id) FROM payments.webhook_endpoints WHERE disabled_at IS NULL",
-        &[],
-    )
-    .await
-    .unwrap();
+    payments_e2e::remove_webhook_endpoints().await;
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "schemathesis found failures:\n{report}");
     assert!(report.contains("passed"), "{report}");

@@ -1583,12 +1583,7 @@ impl Receiver {
 async fn an_endpoint_that_fails_and_recovers_receives_every_event_in_order_verified_by_standardwebhooks() {
     let db = payments_e2e::connect().await;
     // This test's endpoint is the only one enabled; failed attempts come back after a second.
-    db.execute(
-        "SELECT payments.remove_webhook_endpoint(id) FROM payments.webhook_endpoints WHERE disabled_at IS NULL",
-        &[],
-    )
-    .await
-    .unwrap();
+    payments_e2e::remove_webhook_endpoints().await;
     db.execute("SELECT payments.set_webhook_retries('{1 second, 1 second, 1 second, 1 second, 1 second}')", &[])
         .await
         .unwrap();
