@@ -324,6 +324,7 @@ DECLARE
     v_ended    integer := 0;
     v_retried  integer := 0;
     v_thresholds integer := 0;
+    v_threshold_plans text[];
     v_lines    jsonb;
 BEGIN
     IF at IS NULL THEN
@@ -389,9 +390,12 @@ BEGIN
     END LOOP;
     -- 3. Threshold billing: usage of the open period that reached its plan's threshold
     -- beyond what the period invoiced, invoiced now (under the subscription's lock: once).
+    -- The plans first: on Citus, joining the reference table to every shard after this
+    -- transaction's writes is refused.
+    SELECT array_agg(p.code) INTO v_threshold_plans FROM payments.plans p WHERE p.usage_threshold_minor IS NOT NULL;
     FOR v_due IN
-        SELECT s.customer_id, s.id FROM payments.subscriptions s JOIN payments.plans p ON p.code = s.plan
-        WHERE p.usage_threshold_minor IS NOT NULL AND s.status IN ('active', 'past_due') AND s.period_number > 0
+        SELECT s.customer_id, s.id FROM payments.subscriptions s
+        WHERE s.plan = ANY (v_threshold_plans) AND s.status IN ('active', 'past_due') AND s.period_number > 0
           AND s.current_period_start < at AND s.current_period_end > at
         ORDER BY s.customer_id, s.id LIMIT 1000
     LOOP

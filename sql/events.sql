@@ -193,7 +193,7 @@ BEGIN
         RAISE EXCEPTION 'retries: up to 20 waits, each more than 0 and at most 7 days' USING ERRCODE = 'PM100';
     END IF;
     INSERT INTO payments.settings (webhook_tolerance, webhook_retries) VALUES (payments.webhook_tolerance(), retries)
-    ON CONFLICT (singleton) DO UPDATE SET webhook_retries = excluded.webhook_retries, updated_at = now();
+    ON CONFLICT (singleton) DO UPDATE SET webhook_retries = excluded.webhook_retries, updated_at = excluded.updated_at;
     RETURN retries;
 END
 $$;
@@ -253,6 +253,7 @@ DECLARE
     v_delivery payments.webhook_deliveries%ROWTYPE;
     v_retries  interval[] := payments.webhook_retries();
     v_ok       boolean := status_code BETWEEN 200 AND 299;
+    v_status   text;
 BEGIN
     IF attempt IS NULL OR attempt < 1 OR (status_code IS NOT NULL AND status_code NOT BETWEEN 100 AND 599)
        OR (status_code IS NULL AND error IS NULL) OR duration_ms < 0 THEN
@@ -272,11 +273,15 @@ BEGIN
     ON CONFLICT DO NOTHING;
     -- A late answer to an attempt whose lease ran out still counts when it was a success.
     IF v_delivery.status = 'pending' AND (v_ok OR attempt = v_delivery.attempts) THEN
+        -- Decided here, not in the UPDATE: Citus allows only immutable expressions in its CASEs.
+        v_status := CASE WHEN v_ok THEN 'delivered' WHEN attempt > cardinality(v_retries) THEN 'failed' ELSE 'pending' END;
+        IF v_status = 'pending' THEN
+            v_delivery.next_attempt_at := now() + v_retries[attempt];
+        ELSIF v_ok THEN
+            v_delivery.delivered_at := now();
+        END IF;
         UPDATE payments.webhook_deliveries d
-        SET status = CASE WHEN v_ok THEN 'delivered' WHEN attempt > cardinality(v_retries) THEN 'failed' ELSE 'pending' END,
-            delivered_at = CASE WHEN v_ok THEN now() END,
-            next_attempt_at = CASE WHEN v_ok OR attempt > cardinality(v_retries) THEN d.next_attempt_at
-                                   ELSE now() + v_retries[attempt] END,
+        SET status = v_status, delivered_at = v_delivery.delivered_at, next_attempt_at = v_delivery.next_attempt_at,
             last_status_code = status_code, last_error = left(error, 1000)
         WHERE d.customer_id = v_delivery.customer_id AND d.event_id = v_delivery.event_id
           AND d.endpoint_id = v_delivery.endpoint_id

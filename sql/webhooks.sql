@@ -101,7 +101,7 @@ BEGIN
         RAISE EXCEPTION 'the webhook tolerance must be between 1 second and 1 hour' USING ERRCODE = 'PM100';
     END IF;
     INSERT INTO payments.settings (webhook_tolerance) VALUES (tolerance)
-    ON CONFLICT (singleton) DO UPDATE SET webhook_tolerance = excluded.webhook_tolerance, updated_at = now();
+    ON CONFLICT (singleton) DO UPDATE SET webhook_tolerance = excluded.webhook_tolerance, updated_at = excluded.updated_at;
     RETURN tolerance;
 END
 $$;

@@ -3569,6 +3569,7 @@ DECLARE
     v_ended    integer := 0;
     v_retried  integer := 0;
     v_thresholds integer := 0;
+    v_threshold_plans text[];
     v_lines    jsonb;
 BEGIN
     IF at IS NULL THEN
@@ -3634,9 +3635,12 @@ BEGIN
     END LOOP;
     -- 3. Threshold billing: usage of the open period that reached its plan's threshold
     -- beyond what the period invoiced, invoiced now (under the subscription's lock: once).
+    -- The plans first: on Citus, joining the reference table to every shard after this
+    -- transaction's writes is refused.
+    SELECT array_agg(p.code) INTO v_threshold_plans FROM payments.plans p WHERE p.usage_threshold_minor IS NOT NULL;
     FOR v_due IN
-        SELECT s.customer_id, s.id FROM payments.subscriptions s JOIN payments.plans p ON p.code = s.plan
-        WHERE p.usage_threshold_minor IS NOT NULL AND s.status IN ('active', 'past_due') AND s.period_number > 0
+        SELECT s.customer_id, s.id FROM payments.subscriptions s
+        WHERE s.plan = ANY (v_threshold_plans) AND s.status IN ('active', 'past_due') AND s.period_number > 0
           AND s.current_period_start < at AND s.current_period_end > at
         ORDER BY s.customer_id, s.id LIMIT 1000
     LOOP
@@ -3995,6 +3999,20 @@ STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'new_webhook_secret_wrapper';
 ALTER TABLE payments.settings ADD COLUMN webhook_retries interval[];
+-- On Citus a DO UPDATE may not call now(): the row's own default stamps it.
+CREATE OR REPLACE FUNCTION payments.set_webhook_tolerance(tolerance interval) RETURNS interval
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tolerance IS NULL OR tolerance NOT BETWEEN interval '1 second' AND interval '1 hour' THEN
+        RAISE EXCEPTION 'the webhook tolerance must be between 1 second and 1 hour' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.settings (webhook_tolerance) VALUES (tolerance)
+    ON CONFLICT (singleton) DO UPDATE SET webhook_tolerance = excluded.webhook_tolerance, updated_at = excluded.updated_at;
+    RETURN tolerance;
+END
+$$;
+COMMENT ON FUNCTION payments.set_webhook_tolerance(interval) IS
+    'Sets how far a webhook''s timestamp may be from now (1 second to 1 hour; default 5 minutes). Admin only: a wider window lets old, replayed events in.';
 COMMENT ON TABLE payments.settings IS
     'The extension''s settings, changed only by payments_admin through payments.set_webhook_tolerance and payments.set_webhook_retries. No row: the defaults.';
 COMMENT ON COLUMN payments.settings.webhook_retries IS
@@ -4268,7 +4286,7 @@ BEGIN
         RAISE EXCEPTION 'retries: up to 20 waits, each more than 0 and at most 7 days' USING ERRCODE = 'PM100';
     END IF;
     INSERT INTO payments.settings (webhook_tolerance, webhook_retries) VALUES (payments.webhook_tolerance(), retries)
-    ON CONFLICT (singleton) DO UPDATE SET webhook_retries = excluded.webhook_retries, updated_at = now();
+    ON CONFLICT (singleton) DO UPDATE SET webhook_retries = excluded.webhook_retries, updated_at = excluded.updated_at;
     RETURN retries;
 END
 $$;
@@ -4328,6 +4346,7 @@ DECLARE
     v_delivery payments.webhook_deliveries%ROWTYPE;
     v_retries  interval[] := payments.webhook_retries();
     v_ok       boolean := status_code BETWEEN 200 AND 299;
+    v_status   text;
 BEGIN
     IF attempt IS NULL OR attempt < 1 OR (status_code IS NOT NULL AND status_code NOT BETWEEN 100 AND 599)
        OR (status_code IS NULL AND error IS NULL) OR duration_ms < 0 THEN
@@ -4347,11 +4366,15 @@ BEGIN
     ON CONFLICT DO NOTHING;
     -- A late answer to an attempt whose lease ran out still counts when it was a success.
     IF v_delivery.status = 'pending' AND (v_ok OR attempt = v_delivery.attempts) THEN
+        -- Decided here, not in the UPDATE: Citus allows only immutable expressions in its CASEs.
+        v_status := CASE WHEN v_ok THEN 'delivered' WHEN attempt > cardinality(v_retries) THEN 'failed' ELSE 'pending' END;
+        IF v_status = 'pending' THEN
+            v_delivery.next_attempt_at := now() + v_retries[attempt];
+        ELSIF v_ok THEN
+            v_delivery.delivered_at := now();
+        END IF;
         UPDATE payments.webhook_deliveries d
-        SET status = CASE WHEN v_ok THEN 'delivered' WHEN attempt > cardinality(v_retries) THEN 'failed' ELSE 'pending' END,
-            delivered_at = CASE WHEN v_ok THEN now() END,
-            next_attempt_at = CASE WHEN v_ok OR attempt > cardinality(v_retries) THEN d.next_attempt_at
-                                   ELSE now() + v_retries[attempt] END,
+        SET status = v_status, delivered_at = v_delivery.delivered_at, next_attempt_at = v_delivery.next_attempt_at,
             last_status_code = status_code, last_error = left(error, 1000)
         WHERE d.customer_id = v_delivery.customer_id AND d.event_id = v_delivery.event_id
           AND d.endpoint_id = v_delivery.endpoint_id

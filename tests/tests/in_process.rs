@@ -1579,6 +1579,26 @@ impl Receiver {
     }
 }
 
+/// The connection string of every node of the test database: its own, or on Citus each active node's.
+async fn node_urls(db: &tokio_postgres::Client) -> Vec<String> {
+    let citus = "SELECT count(*) > 0 FROM pg_extension WHERE extname = 'citus'";
+    if !db.query_one(citus, &[]).await.unwrap().get::<_, bool>(0) {
+        return vec![payments_e2e::database_url()];
+    }
+    let nodes = "SELECT nodename, nodeport, current_database()::text FROM pg_dist_node WHERE isactive";
+    let rows = db.query(nodes, &[]).await.unwrap();
+    rows.iter()
+        .map(|r| {
+            format!(
+                "host={} port={} user=postgres dbname={}",
+                r.get::<_, String>(0),
+                r.get::<_, i32>(1),
+                r.get::<_, String>(2)
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn an_endpoint_that_fails_and_recovers_receives_every_event_in_order_verified_by_standardwebhooks() {
     let db = payments_e2e::connect().await;
@@ -1609,19 +1629,24 @@ async fn an_endpoint_that_fails_and_recovers_receives_every_event_in_order_verif
         app.send(Method::POST, "/v1/webhook_endpoints", Some(&key), Some(json!({ "url": "gopher://x" }))).await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
 
-    // NOTIFY payments_events announces each change as it commits.
-    let (listener, mut connection) =
-        tokio_postgres::connect(&payments_e2e::database_url(), tokio_postgres::NoTls).await.unwrap();
+    // NOTIFY payments_events announces each change as it commits, on the node that ran it
+    // (on Citus a delegated call runs on a worker: a client listens on every node).
     let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = futures::StreamExt::next(&mut messages).await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = message {
-                let _ = notes_tx.send(n.payload().to_string());
+    let mut listeners = Vec::new();
+    for url in node_urls(&db).await {
+        let (listener, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        let notes_tx = notes_tx.clone();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = futures::StreamExt::next(&mut messages).await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    let _ = notes_tx.send(n.payload().to_string());
+                }
             }
-        }
-    });
-    listener.batch_execute("LISTEN payments_events").await.unwrap();
+        });
+        listener.batch_execute("LISTEN payments_events").await.unwrap();
+        listeners.push(listener);
+    }
 
     let payment = paid(&app, &key, "pm_card_visa").await;
     let payment_id = payment["id"].as_str().unwrap();
