@@ -27,10 +27,13 @@ fi
 
 # Python oracles for the tests: the official Stripe and Standard Webhooks packages;
 VENV="$(cd "$(dirname "$0")/.." && pwd)/.run/venv"
-# schemathesis checks the gateway against its OpenAPI document.
-if ! "$VENV/bin/python" -c "import stripe, standardwebhooks, schemathesis" 2>/dev/null; then
+# schemathesis checks the gateway against its OpenAPI document; the peer service
+# make bench measures the gateway against (../shared/peer/seed_fastapi) runs on
+# FastAPI, uvicorn, SQLAlchemy and psycopg.
+if ! "$VENV/bin/python" -c "import stripe, standardwebhooks, schemathesis, fastapi, uvicorn, sqlalchemy, psycopg" \
+    2>/dev/null; then
   mkdir -p "$(dirname "$VENV")"
-  python3 -m venv "$VENV"
+  [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check stripe==16.1.0 standardwebhooks==1.1.0 \
-    schemathesis==4.32.5
+    schemathesis==4.32.5 fastapi==0.165.0 uvicorn==0.55.0 SQLAlchemy==2.1.9 "psycopg[binary]==3.3.9"
 fi

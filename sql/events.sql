@@ -109,8 +109,10 @@ DECLARE
     v_endpoint record;
 BEGIN
     -- The caller holds the object's row lock (or just made it): seq follows its changes.
-    SELECT e.seq INTO v_seq FROM payments.outbox_events e
-    WHERE e.customer_id = p_customer_id AND e.object_id = p_object_id ORDER BY e.seq DESC LIMIT 1;
+    IF NOT p_created THEN
+        SELECT e.seq INTO v_seq FROM payments.outbox_events e
+        WHERE e.customer_id = p_customer_id AND e.object_id = p_object_id ORDER BY e.seq DESC LIMIT 1;
+    END IF;
     v_seq := coalesce(v_seq, 0) + 1;
     INSERT INTO payments.outbox_events (customer_id, id, object, object_id, seq, type, status, data)
     VALUES (p_customer_id, v_id, p_object, p_object_id, v_seq, v_type, p_status,
@@ -125,12 +127,37 @@ BEGIN
         INSERT INTO payments.webhook_deliveries (customer_id, event_id, endpoint_id, object_id, seq)
         VALUES (p_customer_id, v_id, v_endpoint.id, p_object_id, v_seq);
     END LOOP;
-    PERFORM pg_catalog.pg_notify('payments_events', jsonb_build_object(
-        'type', v_type, 'id', p_object_id, 'status', p_status, 'event_id', v_id, 'customer_id', p_customer_id)::text);
+    IF payments._notifying() THEN
+        PERFORM pg_catalog.pg_notify('payments_events', jsonb_build_object(
+            'type', v_type, 'id', p_object_id, 'status', p_status, 'event_id', v_id, 'customer_id', p_customer_id)::text);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION payments._emit(text, text, text, text, text, boolean, jsonb) IS
-    'Internal: writes a state change to the outbox with a delivery to each endpoint that wants its type, and NOTIFYs payments_events ({"type", "id", "status", "event_id", "customer_id"}). The caller holds the object''s row lock.';
+    'Internal: writes a state change to the outbox with a delivery to each endpoint that wants its type, and, when notifications are on (set_event_notifications), NOTIFYs payments_events ({"type", "id", "status", "event_id", "customer_id"}). The caller holds the object''s row lock.';
+
+CREATE FUNCTION payments._notifying() RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN coalesce((SELECT s.notify_events FROM payments.settings s), false);
+END
+$$;
+COMMENT ON FUNCTION payments._notifying() IS
+    'Internal: whether changes are announced with NOTIFY (payments.set_event_notifications; default off).';
+
+CREATE FUNCTION payments.set_event_notifications(enabled boolean) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF enabled IS NULL THEN
+        RAISE EXCEPTION 'enabled must be true or false' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.settings (webhook_tolerance, notify_events) VALUES (payments.webhook_tolerance(), enabled)
+    ON CONFLICT (singleton) DO UPDATE SET notify_events = excluded.notify_events, updated_at = excluded.updated_at;
+    RETURN enabled;
+END
+$$;
+COMMENT ON FUNCTION payments.set_event_notifications(boolean) IS
+    'Turns NOTIFY payments_events (every state change, for clients that LISTEN) and NOTIFY payments_provider_commands (instant gateway wake-ups) on or off (admin; default off). PostgreSQL makes transactions that NOTIFY commit one at a time, so with it on every payment, refund and webhook waits for the others'' commits; off, the gateway finds work by polling (DELIVERY_INTERVAL_MS, COMMAND_INTERVAL_MS).';
 
 CREATE FUNCTION payments.add_webhook_endpoint(url text, event_types text[] DEFAULT '{}', description text DEFAULT NULL)
 RETURNS TABLE (id text, secret text)

@@ -80,12 +80,14 @@ BEGIN
                                    'api', p_kind || ' requested',
                                    jsonb_strip_nulls(jsonb_build_object('command_id', v_id, 'amount_minor', p_amount_minor,
                                                                         'reason', p_reason, 'refund_id', p_refund_id)));
-    -- Wakes the gateway's worker at commit (it also polls).
-    PERFORM pg_catalog.pg_notify('payments_provider_commands', p_payment.customer_id || '/' || v_id);
+    -- Wakes the gateway's worker at commit when notifications are on (it also polls).
+    IF payments._notifying() THEN
+        PERFORM pg_catalog.pg_notify('payments_provider_commands', p_payment.customer_id || '/' || v_id);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION payments._queue_command(payments.payments, text, bigint, text, text) IS
-    'Internal: queues one provider command for a payment whose row the caller has locked, notes the request in its history and wakes the gateway (NOTIFY payments_provider_commands). A capture or cancel asked again is a no-op; another one while one is pending is PM208. Refunds (p_refund_id) queue side by side.';
+    'Internal: queues one provider command for a payment whose row the caller has locked, notes the request in its history and, when notifications are on (set_event_notifications), wakes the gateway (NOTIFY payments_provider_commands). A capture or cancel asked again is a no-op; another one while one is pending is PM208. Refunds (p_refund_id) queue side by side.';
 
 CREATE FUNCTION payments.capture_payment(payment_id text, amount numeric DEFAULT NULL)
 RETURNS SETOF payments.payment_result

@@ -98,7 +98,8 @@ GRANT EXECUTE ON FUNCTION
     payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric),
     payments.archive_plan(text),
     payments.set_dunning(integer[], text, interval),
-    payments.set_webhook_retries(interval[])
+    payments.set_webhook_retries(interval[]),
+    payments.set_event_notifications(boolean)
 TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments.webhook_tolerance() TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

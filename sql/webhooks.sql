@@ -76,10 +76,13 @@ CREATE TABLE payments.settings (
     singleton         boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     webhook_tolerance interval NOT NULL CHECK (webhook_tolerance BETWEEN interval '1 second' AND interval '1 hour'),
     updated_at        timestamptz NOT NULL DEFAULT now(),
-    webhook_retries   interval[]
+    webhook_retries   interval[],
+    notify_events     boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE payments.settings IS
-    'The extension''s settings, changed only by payments_admin through payments.set_webhook_tolerance and payments.set_webhook_retries. No row: the defaults.';
+    'The extension''s settings, changed only by payments_admin through payments.set_webhook_tolerance, payments.set_webhook_retries and payments.set_event_notifications. No row: the defaults.';
+COMMENT ON COLUMN payments.settings.notify_events IS
+    'Whether state changes are announced with NOTIFY payments_events and queued provider commands with NOTIFY payments_provider_commands (default off: a NOTIFY makes commits wait for each other; the gateway polls).';
 COMMENT ON COLUMN payments.settings.webhook_tolerance IS
     'How far a webhook''s signed timestamp may be from now, either way (default 5 minutes, at most 1 hour).';
 COMMENT ON COLUMN payments.settings.webhook_retries IS

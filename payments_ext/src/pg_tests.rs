@@ -2184,4 +2184,47 @@ mod tests {
             "recurring:1000,usage:650,credit:-550"
         );
     }
+
+    #[pg_test]
+    fn metadata_problems_are_named_first_by_count_then_keys_nesting_and_length() {
+        let problem = |metadata: &str| {
+            Spi::get_one::<String>(&format!("SELECT payments._metadata_problem('{metadata}')")).unwrap()
+        };
+        assert_eq!(problem("{}"), None);
+        assert_eq!(problem(r#"{"order": 42, "note": "ok", "gift": true, "x": null}"#), None);
+        assert_eq!(problem("[1]").as_deref(), Some("metadata must be a JSON object"));
+        let many = format!("{{{}}}", (0..51).map(|i| format!(r#""k{i}": {{}}"#)).collect::<Vec<_>>().join(", "));
+        assert_eq!(problem(&many).as_deref(), Some("metadata has more than 50 keys"));
+        assert_eq!(
+            problem(&format!(r#"{{"a": [1], "{}": 1}}"#, "k".repeat(41))).as_deref(),
+            Some("metadata keys must be 1 to 40 characters")
+        );
+        assert_eq!(
+            problem(&format!(r#"{{"a": "{}", "b": {{}}}}"#, "v".repeat(501))).as_deref(),
+            Some("metadata values must be strings, numbers, booleans or null, not objects or arrays")
+        );
+        assert_eq!(
+            problem(&format!(r#"{{"a": "{}"}}"#, "é".repeat(501))).as_deref(),
+            Some("metadata values must be at most 500 characters")
+        );
+        assert_eq!(problem(&format!(r#"{{"a": "{}"}}"#, "é".repeat(500))), None, "characters, not bytes");
+    }
+
+    #[pg_test]
+    fn event_notifications_are_an_administrators_switch() {
+        assert_eq!(sqlstate("SELECT payments.set_event_notifications(NULL)"), "PM100");
+        Spi::run("SELECT payments.set_webhook_tolerance('2 minutes')").unwrap();
+        assert!(one::<bool>("SELECT payments.set_event_notifications(true)"));
+        assert!(one::<bool>("SELECT payments._notifying()"));
+        assert!(!one::<bool>("SELECT payments.set_event_notifications(false)"));
+        assert!(!one::<bool>("SELECT payments._notifying()"));
+        assert_eq!(
+            one::<String>("SELECT payments.webhook_tolerance()::text"),
+            "00:02:00",
+            "the other settings are kept"
+        );
+        assert!(!one::<bool>(
+            "SELECT has_function_privilege('payments_gateway', 'payments.set_event_notifications(boolean)', 'EXECUTE')"
+        ));
+    }
 }

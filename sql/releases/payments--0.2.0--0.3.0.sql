@@ -1206,12 +1206,14 @@ BEGIN
                                    'api', p_kind || ' requested',
                                    jsonb_strip_nulls(jsonb_build_object('command_id', v_id, 'amount_minor', p_amount_minor,
                                                                         'reason', p_reason, 'refund_id', p_refund_id)));
-    -- Wakes the gateway's worker at commit (it also polls).
-    PERFORM pg_catalog.pg_notify('payments_provider_commands', p_payment.customer_id || '/' || v_id);
+    -- Wakes the gateway's worker at commit when notifications are on (it also polls).
+    IF payments._notifying() THEN
+        PERFORM pg_catalog.pg_notify('payments_provider_commands', p_payment.customer_id || '/' || v_id);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION payments._queue_command(payments.payments, text, bigint, text, text) IS
-    'Internal: queues one provider command for a payment whose row the caller has locked, notes the request in its history and wakes the gateway (NOTIFY payments_provider_commands). A capture or cancel asked again is a no-op; another one while one is pending is PM208. Refunds (p_refund_id) queue side by side.';
+    'Internal: queues one provider command for a payment whose row the caller has locked, notes the request in its history and, when notifications are on (set_event_notifications), wakes the gateway (NOTIFY payments_provider_commands). A capture or cancel asked again is a no-op; another one while one is pending is PM208. Refunds (p_refund_id) queue side by side.';
 
 CREATE FUNCTION payments.capture_payment(payment_id text, amount numeric DEFAULT NULL)
 RETURNS SETOF payments.payment_result
@@ -3999,6 +4001,7 @@ STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'new_webhook_secret_wrapper';
 ALTER TABLE payments.settings ADD COLUMN webhook_retries interval[];
+ALTER TABLE payments.settings ADD COLUMN notify_events boolean NOT NULL DEFAULT false;
 -- On Citus a DO UPDATE may not call now(): the row's own default stamps it.
 CREATE OR REPLACE FUNCTION payments.set_webhook_tolerance(tolerance interval) RETURNS interval
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -4014,7 +4017,9 @@ $$;
 COMMENT ON FUNCTION payments.set_webhook_tolerance(interval) IS
     'Sets how far a webhook''s timestamp may be from now (1 second to 1 hour; default 5 minutes). Admin only: a wider window lets old, replayed events in.';
 COMMENT ON TABLE payments.settings IS
-    'The extension''s settings, changed only by payments_admin through payments.set_webhook_tolerance and payments.set_webhook_retries. No row: the defaults.';
+    'The extension''s settings, changed only by payments_admin through payments.set_webhook_tolerance, payments.set_webhook_retries and payments.set_event_notifications. No row: the defaults.';
+COMMENT ON COLUMN payments.settings.notify_events IS
+    'Whether state changes are announced with NOTIFY payments_events and queued provider commands with NOTIFY payments_provider_commands (default off: a NOTIFY makes commits wait for each other; the gateway polls).';
 COMMENT ON COLUMN payments.settings.webhook_retries IS
     'The waits between failed attempts to deliver an event to an endpoint (NULL: the default, payments.webhook_retries()).';
 
@@ -4202,8 +4207,10 @@ DECLARE
     v_endpoint record;
 BEGIN
     -- The caller holds the object's row lock (or just made it): seq follows its changes.
-    SELECT e.seq INTO v_seq FROM payments.outbox_events e
-    WHERE e.customer_id = p_customer_id AND e.object_id = p_object_id ORDER BY e.seq DESC LIMIT 1;
+    IF NOT p_created THEN
+        SELECT e.seq INTO v_seq FROM payments.outbox_events e
+        WHERE e.customer_id = p_customer_id AND e.object_id = p_object_id ORDER BY e.seq DESC LIMIT 1;
+    END IF;
     v_seq := coalesce(v_seq, 0) + 1;
     INSERT INTO payments.outbox_events (customer_id, id, object, object_id, seq, type, status, data)
     VALUES (p_customer_id, v_id, p_object, p_object_id, v_seq, v_type, p_status,
@@ -4218,12 +4225,37 @@ BEGIN
         INSERT INTO payments.webhook_deliveries (customer_id, event_id, endpoint_id, object_id, seq)
         VALUES (p_customer_id, v_id, v_endpoint.id, p_object_id, v_seq);
     END LOOP;
-    PERFORM pg_catalog.pg_notify('payments_events', jsonb_build_object(
-        'type', v_type, 'id', p_object_id, 'status', p_status, 'event_id', v_id, 'customer_id', p_customer_id)::text);
+    IF payments._notifying() THEN
+        PERFORM pg_catalog.pg_notify('payments_events', jsonb_build_object(
+            'type', v_type, 'id', p_object_id, 'status', p_status, 'event_id', v_id, 'customer_id', p_customer_id)::text);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION payments._emit(text, text, text, text, text, boolean, jsonb) IS
-    'Internal: writes a state change to the outbox with a delivery to each endpoint that wants its type, and NOTIFYs payments_events ({"type", "id", "status", "event_id", "customer_id"}). The caller holds the object''s row lock.';
+    'Internal: writes a state change to the outbox with a delivery to each endpoint that wants its type, and, when notifications are on (set_event_notifications), NOTIFYs payments_events ({"type", "id", "status", "event_id", "customer_id"}). The caller holds the object''s row lock.';
+
+CREATE FUNCTION payments._notifying() RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN coalesce((SELECT s.notify_events FROM payments.settings s), false);
+END
+$$;
+COMMENT ON FUNCTION payments._notifying() IS
+    'Internal: whether changes are announced with NOTIFY (payments.set_event_notifications; default off).';
+
+CREATE FUNCTION payments.set_event_notifications(enabled boolean) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF enabled IS NULL THEN
+        RAISE EXCEPTION 'enabled must be true or false' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.settings (webhook_tolerance, notify_events) VALUES (payments.webhook_tolerance(), enabled)
+    ON CONFLICT (singleton) DO UPDATE SET notify_events = excluded.notify_events, updated_at = excluded.updated_at;
+    RETURN enabled;
+END
+$$;
+COMMENT ON FUNCTION payments.set_event_notifications(boolean) IS
+    'Turns NOTIFY payments_events (every state change, for clients that LISTEN) and NOTIFY payments_provider_commands (instant gateway wake-ups) on or off (admin; default off). PostgreSQL makes transactions that NOTIFY commit one at a time, so with it on every payment, refund and webhook waits for the others'' commits; off, the gateway finds work by polling (DELIVERY_INTERVAL_MS, COMMAND_INTERVAL_MS).';
 
 CREATE FUNCTION payments.add_webhook_endpoint(url text, event_types text[] DEFAULT '{}', description text DEFAULT NULL)
 RETURNS TABLE (id text, secret text)
@@ -4544,3 +4576,38 @@ GRANT EXECUTE ON FUNCTION
     payments.record_webhook_delivery(text, text, text, integer, integer, text, integer)
 TO payments_admin, payments_gateway;
 GRANT EXECUTE ON FUNCTION payments.set_webhook_retries(interval[]) TO payments_admin;
+REVOKE ALL ON FUNCTION payments._notifying(), payments.set_event_notifications(boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION payments.set_event_notifications(boolean) TO payments_admin;
+
+-- The metadata check as PL/pgSQL (its query planned once per session, not per call).
+CREATE OR REPLACE FUNCTION payments._metadata_problem(p_metadata jsonb) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    v_keys     integer := 0;
+    v_bad_key  boolean := false;
+    v_nested   boolean := false;
+    v_too_long boolean := false;
+    v_entry    record;
+BEGIN
+    -- PL/pgSQL, not one SQL expression: a SQL function with subqueries is planned
+    -- anew on every call (180 µs of create_payment's time), this one's query once.
+    IF jsonb_typeof(p_metadata) IS DISTINCT FROM 'object' THEN
+        RETURN 'metadata must be a JSON object';
+    END IF;
+    IF p_metadata = '{}' THEN
+        RETURN NULL;  -- most calls: no query at all
+    END IF;
+    FOR v_entry IN SELECT e.key, e.value FROM pg_catalog.jsonb_each(p_metadata) e LOOP
+        v_keys := v_keys + 1;
+        v_bad_key := v_bad_key OR length(v_entry.key) NOT BETWEEN 1 AND 40;
+        v_nested := v_nested OR jsonb_typeof(v_entry.value) IN ('object', 'array');
+        v_too_long := v_too_long OR coalesce(length(v_entry.value #>> '{}') > 500, false);
+    END LOOP;
+    RETURN CASE
+        WHEN v_keys > 50 THEN 'metadata has more than 50 keys'
+        WHEN v_bad_key THEN 'metadata keys must be 1 to 40 characters'
+        WHEN v_nested THEN 'metadata values must be strings, numbers, booleans or null, not objects or arrays'
+        WHEN v_too_long THEN 'metadata values must be at most 500 characters'
+    END;
+END
+$$;

@@ -1630,7 +1630,8 @@ async fn an_endpoint_that_fails_and_recovers_receives_every_event_in_order_verif
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
 
     // NOTIFY payments_events announces each change as it commits, on the node that ran it
-    // (on Citus a delegated call runs on a worker: a client listens on every node).
+    // (on Citus a delegated call runs on a worker: a client listens on every node), once
+    // an administrator turned notifications on (they make commits wait for each other).
     let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
     let mut listeners = Vec::new();
     for url in node_urls(&db).await {
@@ -1647,6 +1648,13 @@ async fn an_endpoint_that_fails_and_recovers_receives_every_event_in_order_verif
         listener.batch_execute("LISTEN payments_events").await.unwrap();
         listeners.push(listener);
     }
+    db.execute("SELECT payments.set_event_notifications(false)", &[]).await.unwrap();
+    let quiet: String = db
+        .query_one("SELECT id FROM payments.create_payment($1, 'cust_quiet', 1, 'USD')", &[&unique("quiet")])
+        .await
+        .unwrap()
+        .get(0);
+    db.execute("SELECT payments.set_event_notifications(true)", &[]).await.unwrap();
 
     let payment = paid(&app, &key, "pm_card_visa").await;
     let payment_id = payment["id"].as_str().unwrap();
@@ -1659,6 +1667,8 @@ async fn an_endpoint_that_fails_and_recovers_receives_every_event_in_order_verif
     let note = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let note: Value = serde_json::from_str(&notes.recv().await.unwrap()).unwrap();
+            // Notes come in commit order: one for the payment made while they were off would be here first.
+            assert_ne!(note["id"], quiet.as_str(), "a NOTIFY while notifications were off");
             if note["id"] == payment_id && note["type"] == "payment.succeeded" {
                 return note;
             }
