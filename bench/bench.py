@@ -87,8 +87,16 @@ SELECT count(*) FROM generate_series(1, 10000) g,
 CREATE TABLE IF NOT EXISTS bench.hand_keys (LIKE payments.idempotency_keys INCLUDING ALL);
 CREATE TABLE IF NOT EXISTS bench.hand_payments (LIKE payments.payments INCLUDING ALL);
 CREATE TABLE IF NOT EXISTS bench.hand_events (LIKE payments.payment_events INCLUDING ALL);
--- 1,000 succeeded payments of 1,000,000.00 to refund a cent at a time.
-SELECT count(*) FROM generate_series(1, 1000) g,
+-- Billing: a meter, and 10,000 customers on a free plan whose feature has no limit (consume always counts).
+SELECT code FROM payments.create_meter('bench_calls', 'sum');
+SELECT code FROM payments.create_plan('bench', 'USD', 0, 'month', features => '{{"calls": null}}');
+SELECT count(*) FROM generate_series(1, 10000) g,
+    LATERAL payments.create_subscription('bench-sub-' || g, 'cust_' || g, 'bench');
+"""
+
+# Succeeded payments of 1,000,000.00 to refund a cent at a time (a few refunds each per run): (j).
+REFUNDABLE = """
+SELECT count(*) FROM generate_series(1, {count}) g,
     LATERAL payments.create_payment('refundable-' || g, 'cust_' || g, 1000000, 'USD', 'pm_card_visa') p,
     LATERAL payments.record_provider_result(p.id, 'bench', 'pi_refundable_' || g, 'succeeded',
         jsonb_build_object('id', 'pi_refundable_' || g, 'object', 'payment_intent', 'amount', 100000000,
@@ -97,11 +105,6 @@ CREATE TABLE IF NOT EXISTS bench.refundable AS
     SELECT row_number() OVER (ORDER BY p.id) AS n, p.id FROM payments.payments p WHERE p.status = 'succeeded'
       AND p.amount_minor = 100000000;
 CREATE UNIQUE INDEX IF NOT EXISTS refundable_n ON bench.refundable (n);
--- Billing: a meter, and 10,000 customers on a free plan whose feature has no limit (consume always counts).
-SELECT code FROM payments.create_meter('bench_calls', 'sum');
-SELECT code FROM payments.create_plan('bench', 'USD', 0, 'month', features => '{{"calls": null}}');
-SELECT count(*) FROM generate_series(1, 10000) g,
-    LATERAL payments.create_subscription('bench-sub-' || g, 'cust_' || g, 'bench');
 """
 
 # How the gateway renders a payment (gateway/src/db.rs, payment_json!).
@@ -150,8 +153,8 @@ SCRIPTS = {
           "VALUES ('pay_' || :n, 'cust_' || :c, 4999, 'USD', 'requires_payment_method', 'automatic');\n"
           "INSERT INTO bench.hand_events (customer_id, payment_id, seq, to_status, applied, source, hash) "
           "VALUES ('cust_' || :c, 'pay_' || :n, 1, 'requires_payment_method', true, 'api', '\\x00');\nCOMMIT;\n"),
-    "j": ("payments.create_refund, a cent of one of 1,000 payments",
-          "\\set n random(1, 1000)\n"
+    "j": ("payments.create_refund, a cent of one of the refundable payments",
+          "\\set n random(1, :refundable)\n"
           "SELECT id FROM payments.create_refund(gen_random_uuid()::text, "
           "(SELECT id FROM bench.refundable WHERE n = :n), 0.01);\n"),
     # The gateway's statement for a payment without a provider call (db.rs: CREATE_PAYMENT).
@@ -470,6 +473,9 @@ def main():
 
     fresh_database()
     psql(SETUP)
+    refundable = 1_000 if args.smoke else 10_000
+    psql(REFUNDABLE.format(count=refundable))
+    SCRIPTS["j"] = (SCRIPTS["j"][0], SCRIPTS["j"][1].replace(":refundable", str(refundable)))
 
     results = {"sql": {}, "machine": {
         "cores": os.cpu_count(), "postgres": psql("SHOW server_version"),
