@@ -200,7 +200,7 @@ def prepare_events(count):
                        't=' || t || ',v1=' || encode(hmac(convert_to(t || '.', 'UTF8') || b, '{SECRET}', 'sha256'), 'hex')), b
             FROM generate_series({start}, {end}) g,
                  LATERAL (SELECT floor(extract(epoch FROM now()))::bigint AS t) ts,
-                 LATERAL (SELECT convert_to(jsonb_build_object('id', 'evt_bench_' || g, 'object', 'event',
+                 LATERAL (SELECT convert_to(jsonb_build_object('id', 'evt_' || md5('bench' || g), 'object', 'event',
                      'type', 'payment_intent.succeeded', 'created', t,
                      'data', jsonb_build_object('object', jsonb_build_object('id', 'pi_ingest_' || g,
                          'object', 'payment_intent', 'status', 'succeeded', 'amount', 1000, 'currency', 'usd',

@@ -123,7 +123,7 @@ CREATE TABLE payments.webhook_events (
     provider_payment_id text,
     payment_id          text COLLATE "C",
     result              text NOT NULL CHECK (payments._is_allowed('webhook_result', result)),
-    secret_id           text COLLATE "C" NOT NULL REFERENCES payments.webhook_secrets (id),
+    secret_id           text COLLATE "C" NOT NULL,
     headers             jsonb NOT NULL,
     body                bytea NOT NULL,
     received_at         timestamptz NOT NULL DEFAULT now(),
@@ -137,6 +137,8 @@ COMMENT ON TABLE payments.webhook_events IS
     'Every verified webhook, once per (provider, event_id), with the exact body and headers received, the secret that verified it and what ingest_webhook did with it. Append-only. Unverified bodies are never stored. What an event did to its payment is in that payment''s history (payment_events, beside the payment), naming the event id.';
 COMMENT ON COLUMN payments.webhook_events.result IS
     'applied: it moved the payment; noop: the payment already had the status it reports; stale: older than the payment''s state, recorded only; ignored: an event type that moves no payment; pending_match: no payment had its provider id yet (see webhook_pending); mismatch: its object asked for other money than the payment it named, or was another object than the payment''s (see anomalies). Rows stored by version 0.1.0 say stale for noop too.';
+COMMENT ON COLUMN payments.webhook_events.secret_id IS
+    'The secret that verified it (payments.webhook_secrets; secrets are retired, never deleted). No foreign key: checking one locks the provider''s shared secret row in every ingesting transaction, and concurrent lockers of one row cost a MultiXact each.';
 COMMENT ON COLUMN payments.webhook_events.payment_id IS 'The payment it matched when received; NULL for ignored and pending_match events.';
 COMMENT ON COLUMN payments.webhook_events.customer_id IS 'The matched payment''s customer; NULL when no payment matched.';
 SELECT pg_catalog.pg_extension_config_dump('payments.webhook_events', '');
