@@ -1,6 +1,7 @@
 -- payments: events out to apps. Every state change of a payment, refund,
 -- dispute, subscription or invoice is written to the outbox (outbox_events)
--- in the transaction that makes it and announced with NOTIFY payments_events;
+-- in the transaction that makes it (and announced with NOTIFY payments_events
+-- when an administrator turned notifications on);
 -- the gateway delivers each event to the endpoints registered for its type,
 -- signed with the Standard Webhooks scheme (the one ingest_webhook verifies),
 -- retried with backoff, in order per object. Deliveries and every attempt
@@ -20,7 +21,7 @@ CREATE TABLE payments.outbox_events (
     CONSTRAINT outbox_events_object_seq UNIQUE (customer_id, object_id, seq)
 );
 COMMENT ON TABLE payments.outbox_events IS
-    'Every state change of a payment, refund, dispute, subscription or invoice, written in the transaction that made it: what apps are told (webhook endpoints, NOTIFY payments_events). Append-only; beside the customer (on Citus, by customer_id).';
+    'Every state change of a payment, refund, dispute, subscription or invoice, written in the transaction that made it: what apps are told (webhook endpoints; NOTIFY payments_events when set_event_notifications is on). Append-only; beside the customer (on Citus, by customer_id).';
 COMMENT ON COLUMN payments.outbox_events.id IS 'evt_ + 26-character time-sortable id; the webhook-id of its deliveries.';
 COMMENT ON COLUMN payments.outbox_events.seq IS 'The object''s changes counted from 1: deliveries to an endpoint follow it.';
 COMMENT ON COLUMN payments.outbox_events.type IS

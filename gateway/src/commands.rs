@@ -4,10 +4,11 @@
 //! As the reconciler does, it leases instead of locking: `claim_provider_commands`
 //! stamps a lease and commits, the provider is called with no transaction open
 //! (idempotently on the command id, so a retry after a crash never captures
-//! twice), and `record_command_result` records the answer. It runs when a
-//! command is queued (LISTEN payments_provider_commands; on Citus the NOTIFY of
-//! a delegated call stays on its worker, so also), on a timer, and at once for
-//! the command an HTTP route just queued. The same timer queues the cancel of
+//! twice), and `record_command_result` records the answer. It runs on a timer,
+//! at once for the command an HTTP route just queued, and, when notifications
+//! are on (`payments.set_event_notifications`), when a command is queued
+//! (LISTEN payments_provider_commands; on Citus the NOTIFY of a delegated call
+//! stays on its worker, so the timer remains). The same timer queues the cancel of
 //! every authorization older than the capture window.
 
 use std::sync::Arc;

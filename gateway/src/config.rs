@@ -102,12 +102,12 @@ pub struct ServeArgs {
     /// take it (never less than twice PROVIDER_TIMEOUT_MS); grows with each attempt.
     #[arg(long, env = "RECONCILE_LEASE_MS", default_value_t = 30_000)]
     pub reconcile_lease_ms: u64,
-    /// How often queued provider commands (capture, cancel) are looked for, besides
-    /// the wake-up their NOTIFY gives.
+    /// How often queued provider commands (capture, cancel, refund) are looked for
+    /// (with payments.set_event_notifications(true), a NOTIFY also wakes the worker).
     #[arg(long, env = "COMMAND_INTERVAL_MS", default_value_t = 1_000)]
     pub command_interval_ms: u64,
-    /// How often events due to webhook endpoints are looked for, besides the
-    /// wake-up their NOTIFY payments_events gives.
+    /// How often events due to webhook endpoints are looked for (with
+    /// payments.set_event_notifications(true), NOTIFY payments_events also wakes the worker).
     #[arg(long, env = "DELIVERY_INTERVAL_MS", default_value_t = 1_000)]
     pub delivery_interval_ms: u64,
     /// How long a webhook endpoint has to answer a delivery.

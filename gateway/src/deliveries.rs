@@ -9,8 +9,8 @@
 //! `record_webhook_delivery` records the answer (2xx delivered; otherwise the
 //! retry schedule, `payments.set_webhook_retries`). An object's next event is
 //! claimed only once the one before it is delivered or failed, so an endpoint
-//! sees each object's changes in order. It runs on NOTIFY payments_events and
-//! on a timer.
+//! sees each object's changes in order. It runs on a timer and, when
+//! notifications are on (`payments.set_event_notifications`), on NOTIFY payments_events.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
