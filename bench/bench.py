@@ -83,7 +83,7 @@ SELECT payments.add_webhook_secret('bench', 'stripe', '{SECRET}')
 WHERE NOT EXISTS (SELECT FROM payments.webhook_secrets WHERE provider = 'bench');
 SELECT count(*) FROM generate_series(1, 10000) g,
     LATERAL payments.create_payment('replay-' || g, 'cust_replay', 10.00, 'USD');
--- "By hand": the three rows create_payment writes, as a client would write them itself.
+-- "By hand": three of the rows create_payment writes (key, payment, first event), as a client would write them.
 CREATE TABLE IF NOT EXISTS bench.hand_keys (LIKE payments.idempotency_keys INCLUDING ALL);
 CREATE TABLE IF NOT EXISTS bench.hand_payments (LIKE payments.payments INCLUDING ALL);
 CREATE TABLE IF NOT EXISTS bench.hand_events (LIKE payments.payment_events INCLUDING ALL);
@@ -95,8 +95,9 @@ SELECT count(*) FROM generate_series(1, 10000) g,
 """
 
 # Succeeded payments of 1,000,000.00 to refund a cent at a time (a few refunds each per run): (j).
-REFUNDABLE = """
-SELECT count(*) FROM generate_series(1, {count}) g,
+REFUNDABLE_PAYMENTS = 10_000
+REFUNDABLE = f"""
+SELECT count(*) FROM generate_series(1, {REFUNDABLE_PAYMENTS}) g,
     LATERAL payments.create_payment('refundable-' || g, 'cust_' || g, 1000000, 'USD', 'pm_card_visa') p,
     LATERAL payments.record_provider_result(p.id, 'bench', 'pi_refundable_' || g, 'succeeded',
         jsonb_build_object('id', 'pi_refundable_' || g, 'object', 'payment_intent', 'amount', 100000000,
@@ -153,8 +154,8 @@ SCRIPTS = {
           "VALUES ('pay_' || :n, 'cust_' || :c, 4999, 'USD', 'requires_payment_method', 'automatic');\n"
           "INSERT INTO bench.hand_events (customer_id, payment_id, seq, to_status, applied, source, hash) "
           "VALUES ('cust_' || :c, 'pay_' || :n, 1, 'requires_payment_method', true, 'api', '\\x00');\nCOMMIT;\n"),
-    "j": ("payments.create_refund, a cent of one of the refundable payments",
-          "\\set n random(1, :refundable)\n"
+    "j": (f"payments.create_refund, a cent of one of {REFUNDABLE_PAYMENTS:,} payments",
+          f"\\set n random(1, {REFUNDABLE_PAYMENTS})\n"
           "SELECT id FROM payments.create_refund(gen_random_uuid()::text, "
           "(SELECT id FROM bench.refundable WHERE n = :n), 0.01);\n"),
     # The gateway's statement for a payment without a provider call (db.rs: CREATE_PAYMENT).
@@ -209,8 +210,13 @@ def prepare_events(count):
     psql(f"SELECT setval('bench.event_seq', {first}, false)")
 
 
-def run_d(clients, seconds):
-    """(d), refusing a run that ran out of prepared events (its empty selects would count as webhooks)."""
+def run_d(clients, seconds, ceiling_tps, profiled=False):
+    """(d) with events for `ceiling_tps` webhooks a second (what it cannot exceed), refusing a run
+    that ran out of them anyway (its empty selects would count as webhooks). `profiled`: the
+    function statistics start after the events are made."""
+    prepare_events(int(ceiling_tps * seconds * 1.2) + 100)
+    if profiled:
+        psql("SELECT pg_stat_reset()")
     result = pgbench(SCRIPTS["d"][1], clients, seconds)
     if psql("SELECT last_value > (SELECT max(n) FROM bench.events) FROM bench.event_seq") == "t":
         raise SystemExit("bench: (d) ran out of prepared webhook events; prepare more")
@@ -427,8 +433,7 @@ def scale_out(seconds, clients, citus_port):
         psql(SETUP)
         psql("SELECT create_distributed_table('bench.bare_payments', 'customer_id', colocate_with => 'payments.payments')")
         row = {name: pgbench(SCRIPTS[name][1], clients, seconds) for name in ["a", "b", "c", "f"]}
-        prepare_events(int(row["a"]["tps"] * seconds * 1.2) + 100)
-        row["d"] = run_d(clients, seconds)
+        row["d"] = run_d(clients, seconds, row["a"]["tps"])
         return {"clients": clients, "sql": row}
     finally:
         PORT = single_port
@@ -446,10 +451,11 @@ def profile(seconds, clients):
     out = {}
     try:
         for name in PROFILED:
-            if name == "d":
-                prepare_events(int(out["b"]["tps"] * seconds * 4) + 100)
-            psql("SELECT pg_stat_reset()")
-            run = run_d(clients, seconds) if name == "d" else pgbench(SCRIPTS[name][1], clients, seconds)
+            if name == "d":  # no (a) here: a few times (b)'s pace bounds it
+                run = run_d(clients, seconds, 4 * out["b"]["tps"], profiled=True)
+            else:
+                psql("SELECT pg_stat_reset()")
+                run = pgbench(SCRIPTS[name][1], clients, seconds)
             time.sleep(1.5)  # backends report their counts when they exit
             txns = max(1, round(run["tps"] * seconds))
             rows = psql(f"""SELECT funcname, calls, round(self_time::numeric * 1000 / {txns}, 1),
@@ -487,9 +493,7 @@ def main():
 
     fresh_database()
     psql(SETUP)
-    refundable = 1_000 if args.smoke else 10_000
-    psql(REFUNDABLE.format(count=refundable))
-    SCRIPTS["j"] = (SCRIPTS["j"][0], SCRIPTS["j"][1].replace(":refundable", str(refundable)))
+    psql(REFUNDABLE)
 
     results = {"sql": {}, "machine": {
         "cores": os.cpu_count(), "postgres": psql("SHOW server_version"),
@@ -506,9 +510,7 @@ def main():
             row = {}
             for name in ["a", "b", "c", "e", "e_pgcrypto", "f", "g", "h", "i", "j", "k"]:
                 row[name] = pgbench(SCRIPTS[name][1], c, seconds)
-            # (d) never outruns the bare INSERT, so that many events are enough.
-            prepare_events(int(row["a"]["tps"] * seconds * 1.2) + 100)
-            row["d"] = run_d(c, seconds)
+            row["d"] = run_d(c, seconds, row["a"]["tps"])  # never faster than the bare INSERT
             applied = psql("SELECT count(*) FROM payments.webhook_events WHERE result = 'applied'")
             row["d"]["applied_total"] = int(applied)
             results["sql"][c] = row
@@ -540,21 +542,21 @@ def main():
             fresh_database()
             psql("CREATE SCHEMA bench; SELECT payments.create_meter('bench_calls', 'sum'); "
                  "SELECT payments.create_plan('bench', 'USD', 0, 'month')")
-        for size in sizes if "growth" in parts else []:
-            t0 = time.time()
-            samples, rows = preload(size)
-            load_s = time.time() - t0
-            get = "\\set n random(1, %d)\nSELECT * FROM payments.get_payment((SELECT id FROM bench.sample_ids WHERE n = :n));\n" % samples
-            lst = ("\\set n random(1, %d)\nSELECT * FROM payments.list_payments("
-                   "(SELECT customer_id FROM bench.sample_ids WHERE n = :n), NULL, 50);\n" % samples)
-            results["growth"][size] = {
-                "payments": rows,
-                "preload_seconds": round(load_s, 1),
-                "create_tps": pgbench(SCRIPTS["b"][1], mid, seconds)["tps"],
-                "get": median_run(get, mid, seconds),
-                "list": median_run(lst, mid, seconds),
-            }
-            print(f"growth {size}: {results['growth'][size]}", flush=True)
+            for size in sizes:
+                t0 = time.time()
+                samples, rows = preload(size)
+                load_s = time.time() - t0
+                get = "\\set n random(1, %d)\nSELECT * FROM payments.get_payment((SELECT id FROM bench.sample_ids WHERE n = :n));\n" % samples
+                lst = ("\\set n random(1, %d)\nSELECT * FROM payments.list_payments("
+                       "(SELECT customer_id FROM bench.sample_ids WHERE n = :n), NULL, 50);\n" % samples)
+                results["growth"][size] = {
+                    "payments": rows,
+                    "preload_seconds": round(load_s, 1),
+                    "create_tps": pgbench(SCRIPTS["b"][1], mid, seconds)["tps"],
+                    "get": median_run(get, mid, seconds),
+                    "list": median_run(lst, mid, seconds),
+                }
+                print(f"growth {size}: {results['growth'][size]}", flush=True)
     finally:
         write(results, pathlib.Path(args.out))
 

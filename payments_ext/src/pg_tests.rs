@@ -2227,4 +2227,19 @@ mod tests {
             "SELECT has_function_privilege('payments_gateway', 'payments.set_event_notifications(boolean)', 'EXECUTE')"
         ));
     }
+
+    #[pg_test]
+    fn meters_and_webhook_secrets_outlive_the_events_that_name_them() {
+        // Usage and webhook events name them without a foreign key: no role may delete one.
+        for table in ["payments.meters", "payments.webhook_secrets"] {
+            for role in ["payments_admin", "payments_gateway", "payments_reader"] {
+                for privilege in ["DELETE", "TRUNCATE"] {
+                    assert!(
+                        !one::<bool>(&format!("SELECT has_table_privilege('{role}', '{table}', '{privilege}')")),
+                        "{role} may {privilege} {table}"
+                    );
+                }
+            }
+        }
+    }
 }
