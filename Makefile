@@ -92,7 +92,8 @@ fuzz-quick:
 E2E_ENV = PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
 	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
 	PAYMENTS_GATEWAY_BIN=$(TARGET_DIR)/debug/payments-gateway \
-	PAYMENTS_RELIABILITY_REPORT=$(CURDIR)/.run/reliability.tsv
+	PAYMENTS_RELIABILITY_REPORT=$(CURDIR)/.run/reliability.tsv \
+	PAYMENTS_SCREENSHOTS=$(CURDIR)/.run/screenshots
 
 # Every end-to-end suite, the reliability cases in their quick form; the table last.
 e2e:

@@ -14,6 +14,12 @@ payments is running.
   Demo API key    $KEY   (also in .run/demo-api-key)
   Sandbox API key $(cat "$ROOT/.run/sandbox-api-key")   (the only key the sandbox accepts; .run/sandbox-api-key)
 
+  Dashboard       $URL/dashboard
+    sign in as    operator@localhost.test   password $(cat "$ROOT/.run/dashboard-password")   (.run/dashboard-password)
+  MCP             $URL/mcp (streamable HTTP, Authorization: Bearer <API key>), or over stdio:
+                  DATABASE_URL="host=127.0.0.1 port=$PGPORT user=payments_app dbname=$DB" PAYMENTS_API_KEY=$KEY \\
+                    target/release/payments-gateway mcp
+
 Create a payment (the sandbox charges pm_card_visa; try pm_card_chargeDeclined,
 pm_card_authenticationRequired, or pm_usBankAccount, which settles by webhook):
   curl -s $URL/v1/payments -H "Authorization: Bearer $KEY" -H "Idempotency-Key: demo-\$(date +%s)" \\

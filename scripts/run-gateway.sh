@@ -22,7 +22,8 @@ sql -c "DO \$\$ BEGIN
 
 # Keys and secrets below are readable by their owner only.
 umask 077
-chmod 600 "$RUN_DIR"/demo-api-key "$RUN_DIR"/sandbox-webhook-secret "$RUN_DIR"/sandbox-api-key 2>/dev/null || true
+chmod 600 "$RUN_DIR"/demo-api-key "$RUN_DIR"/sandbox-webhook-secret "$RUN_DIR"/sandbox-api-key \
+  "$RUN_DIR"/dashboard-password 2>/dev/null || true
 
 # The embedded sandbox answers only to this key (make run's provider is the sandbox).
 if [ ! -s "$RUN_DIR/sandbox-api-key" ]; then
@@ -42,6 +43,18 @@ if [ ! -s "$RUN_DIR/demo-api-key" ] \
    || [ -z "$(sql -c "SELECT 1 FROM payments.authenticate_api_key('$(cat "$RUN_DIR/demo-api-key")')")" ]; then
   sql -c "SELECT api_key FROM payments.create_api_key('make run demo', ARRAY['payments:read', 'payments:write'])" \
     > "$RUN_DIR/demo-api-key"
+fi
+
+# A dashboard operator for the demo; its password is kept while it still signs in, else reset.
+DASHBOARD_EMAIL=operator@localhost.test
+if [ -z "$(sql -c "SELECT 1 FROM payments.dashboard_users WHERE email = '$DASHBOARD_EMAIL'")" ]; then
+  sql -c "SELECT generated_password FROM payments.create_dashboard_user('$DASHBOARD_EMAIL', 'operator')" \
+    > "$RUN_DIR/dashboard-password"
+elif [ ! -s "$RUN_DIR/dashboard-password" ] \
+   || ! sql -c "SELECT payments.dashboard_sign_out(session_token)
+                FROM payments.dashboard_sign_in('$DASHBOARD_EMAIL', '$(cat "$RUN_DIR/dashboard-password")')" \
+        >/dev/null 2>&1; then
+  sql -c "SELECT payments.reset_dashboard_password('$DASHBOARD_EMAIL')" > "$RUN_DIR/dashboard-password"
 fi
 
 if [ -s "$RUN_DIR/gateway.pid" ] && kill -0 "$(cat "$RUN_DIR/gateway.pid")" 2>/dev/null; then

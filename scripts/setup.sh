@@ -5,7 +5,8 @@ set -euo pipefail
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PGRX_VERSION=0.18.1
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pkg-config curl wrk)
+# chromium: the dashboard's browser test drives Debian's Chromium with Playwright.
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pkg-config curl wrk chromium)
 
 "$(dirname "$0")/apt-ensure.sh" "${APT_PACKAGES[@]}"
 
@@ -29,11 +30,14 @@ fi
 VENV="$(cd "$(dirname "$0")/.." && pwd)/.run/venv"
 # schemathesis checks the gateway against its OpenAPI document; the peer service
 # make bench measures the gateway against (../shared/peer/seed_fastapi) runs on
-# FastAPI, uvicorn, SQLAlchemy and psycopg.
-if ! "$VENV/bin/python" -c "import stripe, standardwebhooks, schemathesis, fastapi, uvicorn, sqlalchemy, psycopg" \
-    2>/dev/null; then
+# FastAPI, uvicorn, SQLAlchemy and psycopg; Playwright drives the dashboard's
+# browser test (with the system Chromium: it never downloads a browser) and the
+# official MCP SDK is the client of the MCP test.
+if ! "$VENV/bin/python" -c "import stripe, standardwebhooks, schemathesis, fastapi, uvicorn, sqlalchemy, psycopg, \
+    playwright, mcp" 2>/dev/null; then
   mkdir -p "$(dirname "$VENV")"
   [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check stripe==16.1.0 standardwebhooks==1.1.0 \
-    schemathesis==4.32.5 fastapi==0.165.0 uvicorn==0.55.0 SQLAlchemy==2.1.9 "psycopg[binary]==3.3.9"
+    schemathesis==4.32.5 fastapi==0.165.0 uvicorn==0.55.0 SQLAlchemy==2.1.9 "psycopg[binary]==3.3.9" \
+    playwright==1.65.3 mcp==1.30.0
 fi

@@ -80,8 +80,10 @@ GRANT EXECUTE ON FUNCTION
     payments.record_webhook_delivery(text, text, text, integer, integer, text, integer)
 TO payments_admin, payments_gateway;
 
--- The gateway checks keys and reads histories.
-GRANT EXECUTE ON FUNCTION payments.authenticate_api_key(text), payments.list_payment_events(text)
+-- The gateway checks keys and dashboard sessions, and reads histories.
+GRANT EXECUTE ON FUNCTION payments.authenticate_api_key(text), payments.list_payment_events(text),
+    payments.dashboard_sign_in(text, text, interval), payments.dashboard_session(text),
+    payments.dashboard_sign_out(text)
 TO payments_admin, payments_gateway;
 
 -- Administration.
@@ -99,7 +101,9 @@ GRANT EXECUTE ON FUNCTION
     payments.archive_plan(text),
     payments.set_dunning(integer[], text, interval),
     payments.set_webhook_retries(interval[]),
-    payments.set_event_notifications(boolean)
+    payments.set_event_notifications(boolean),
+    payments.create_dashboard_user(text, text, text), payments.reset_dashboard_password(text, text),
+    payments.disable_dashboard_user(text)
 TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments.webhook_tolerance() TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;

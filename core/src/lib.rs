@@ -9,6 +9,7 @@ pub mod evidence;
 pub mod id;
 pub mod lifecycle;
 pub mod money;
+pub mod password;
 pub mod pricing;
 pub mod sqlstate;
 pub mod state;

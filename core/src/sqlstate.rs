@@ -23,6 +23,7 @@ pub struct Code {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     InvalidRequest,
+    Authentication,
     Idempotency,
     Permission,
     Api,
@@ -32,6 +33,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "invalid_request_error",
+            Self::Authentication => "authentication_error",
             Self::Idempotency => "idempotency_error",
             Self::Permission => "permission_error",
             Self::Api => "api_error",
@@ -63,6 +65,8 @@ pub const REGISTRY: &[Code] = &[
     code("PM104", "amount_too_large", 400, InvalidRequest, Some("amount"), "amount above the maximum"),
     code("PM105", "amount_invalid", 400, InvalidRequest, Some("amount"),
          "amount is not a finite number (NaN, Infinity)"),
+    code("PM110", "sign_in_failed", 401, Authentication, None,
+         "dashboard sign-in refused: wrong email or password, or a disabled user (one answer for each)"),
     code("PM201", "idempotency_key_reused", 409, Idempotency, Some("Idempotency-Key"),
          "idempotency key already used with different parameters (create_payment, create_refund)"),
     code("PM202", "transition_not_allowed", 409, InvalidRequest, Some("status"),

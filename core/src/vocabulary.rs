@@ -50,9 +50,11 @@ pub enum Kind {
     BillingInterval,
     /// `payments.invoices.status`, Stripe's.
     InvoiceStatus,
+    /// `payments.dashboard_users.role`: what a person signed in to the dashboard may do.
+    DashboardRole,
 }
 
-pub const KINDS: [Kind; 18] = [
+pub const KINDS: [Kind; 19] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -71,6 +73,7 @@ pub const KINDS: [Kind; 18] = [
     Kind::SubscriptionStatus,
     Kind::BillingInterval,
     Kind::InvoiceStatus,
+    Kind::DashboardRole,
 ];
 
 pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
@@ -101,6 +104,10 @@ pub const BILLING_INTERVALS: [&str; 4] = ["day", "week", "month", "year"];
 /// Stripe's invoice statuses (`draft` for invoices not yet finalized).
 pub const INVOICE_STATUSES: [&str; 5] = ["draft", "open", "paid", "void", "uncollectible"];
 /// `duplicate` is answered for a repeat delivery but never stored (the first one is).
+/// A viewer reads every page; an operator may also refund, capture and cancel.
+pub const DASHBOARD_VIEWER: &str = "viewer";
+pub const DASHBOARD_OPERATOR: &str = "operator";
+pub const DASHBOARD_ROLES: [&str; 2] = [DASHBOARD_VIEWER, DASHBOARD_OPERATOR];
 pub const WEBHOOK_RESULTS: [&str; 6] = ["applied", "noop", "stale", "ignored", "pending_match", "mismatch"];
 
 impl Kind {
@@ -124,6 +131,7 @@ impl Kind {
             Kind::SubscriptionStatus => "subscription_status",
             Kind::BillingInterval => "billing_interval",
             Kind::InvoiceStatus => "invoice_status",
+            Kind::DashboardRole => "dashboard_role",
         }
     }
 
@@ -151,6 +159,7 @@ impl Kind {
             Kind::SubscriptionStatus => SUBSCRIPTION_STATUSES.to_vec(),
             Kind::BillingInterval => BILLING_INTERVALS.to_vec(),
             Kind::InvoiceStatus => INVOICE_STATUSES.to_vec(),
+            Kind::DashboardRole => DASHBOARD_ROLES.to_vec(),
         }
     }
 
@@ -175,6 +184,7 @@ impl Kind {
             Kind::SubscriptionStatus => SUBSCRIPTION_STATUSES.contains(&value),
             Kind::BillingInterval => BILLING_INTERVALS.contains(&value),
             Kind::InvoiceStatus => INVOICE_STATUSES.contains(&value),
+            Kind::DashboardRole => DASHBOARD_ROLES.contains(&value),
         }
     }
 }

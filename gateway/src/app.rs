@@ -36,6 +36,8 @@ pub struct AppState {
 pub struct Limits {
     pub body_bytes: usize,
     pub request_timeout: Duration,
+    /// Host headers /mcp answers.
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 pub fn router(state: AppState, limits: Limits) -> Router {
@@ -75,6 +77,9 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
         .layer(middleware::from_fn(json_errors))
+        // HTML pages and the MCP endpoint answer in their own formats, not the API's JSON errors.
+        .merge(crate::dashboard::router(limits.request_timeout))
+        .merge(crate::mcp::http::router(state.clone(), limits.mcp_allowed_hosts))
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
@@ -17,6 +18,7 @@ use crate::error::ApiError;
 
 pub use payments_core::vocabulary::{SCOPE_READ as READ, SCOPE_WRITE as WRITE};
 
+#[derive(Clone)]
 pub struct Caller {
     scopes: Arc<[String]>,
 }
@@ -70,21 +72,27 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The caller `key` belongs to, from `cache` or the database; 401 for an unknown or revoked key.
+    pub async fn verify(pool: &Pool, cache: &KeyCache, key: &str) -> Result<Caller, ApiError> {
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        if let Some(scopes) = cache.get(&digest) {
+            return Ok(Caller { scopes });
+        }
+        let db = pool.get().await?;
+        let stmt = db.prepare_cached(crate::db::AUTHENTICATE).await?;
+        let row = db.query_opt(&stmt, &[&key]).await?.ok_or(ApiError::Unauthenticated("unknown or revoked API key"))?;
+        let scopes: Arc<[String]> = row.try_get::<_, Vec<String>>("scopes")?.into();
+        cache.put(digest, scopes.clone());
+        Ok(Caller { scopes })
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let key = bearer_key(&parts.headers)?;
-        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        if let Some(scopes) = state.keys.get(&digest) {
-            return Ok(Caller { scopes });
-        }
-        let db = state.pool.get().await?;
-        let stmt = db.prepare_cached(crate::db::AUTHENTICATE).await?;
-        let row = db.query_opt(&stmt, &[&key]).await?.ok_or(ApiError::Unauthenticated("unknown or revoked API key"))?;
-        let scopes: Arc<[String]> = row.try_get::<_, Vec<String>>("scopes")?.into();
-        state.keys.put(digest, scopes.clone());
-        Ok(Caller { scopes })
+        Caller::verify(&state.pool, &state.keys, bearer_key(&parts.headers)?).await
     }
 }
 

@@ -19,6 +19,18 @@ pub enum Command {
     Sandbox(SandboxArgs),
     /// Compare the provider's objects of a time window with ours and print every disagreement (JSON).
     Reconcile(ReconcileArgs),
+    /// Serve the MCP tools over stdin/stdout, for an agent that starts this as a subprocess.
+    Mcp(McpArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct McpArgs {
+    /// PostgreSQL connection string for a role in payments_gateway.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// A gateway API key (payments.create_api_key): its scopes decide which tools may be called.
+    #[arg(long, env = "PAYMENTS_API_KEY", hide_env_values = true)]
+    pub api_key: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -120,6 +132,10 @@ pub struct ServeArgs {
     /// (reason `automatic`; Stripe's window is 7 days).
     #[arg(long, env = "CAPTURE_WINDOW_MS", default_value_t = 7 * 24 * 3_600_000)]
     pub capture_window_ms: u64,
+    /// Host headers /mcp answers, comma-separated (a defence against DNS rebinding):
+    /// add the name clients reach the gateway by.
+    #[arg(long, env = "MCP_ALLOWED_HOSTS", value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
+    pub mcp_allowed_hosts: Vec<String>,
     #[command(flatten)]
     pub sandbox: payments_sandbox::Knobs,
     /// Secret the embedded sandbox signs its webhooks with (register it with payments.add_webhook_secret).

@@ -61,6 +61,16 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The SQLSTATE of an error the database answered with.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            ApiError::Database(e) => e.as_db_error().map(|db| db.code().code()),
+            _ => None,
+        }
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
@@ -91,62 +101,72 @@ pub fn error_body(status: StatusCode, kind: &str, code: &str, message: &str, par
     (status, Json(body)).into_response()
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+/// What a client is told about an error: its HTTP status, error type, code,
+/// a message that carries no secret or internal detail, and the parameter.
+pub struct Answer {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub message: String,
+    pub param: Option<&'static str>,
+}
+
+impl ApiError {
+    /// How this error is answered (over HTTP, and by the MCP tools); logs what the client is not told.
+    pub fn answer(&self) -> Answer {
         use StatusCode as S;
         let code = self.code();
-        match &self {
-            ApiError::Invalid { message, param, .. } => {
-                error_body(S::BAD_REQUEST, "invalid_request_error", code, message, *param)
-            }
-            ApiError::BodyTooLarge => {
-                error_body(S::PAYLOAD_TOO_LARGE, "invalid_request_error", code, &self.to_string(), None)
-            }
-            ApiError::Unauthenticated(msg) => error_body(S::UNAUTHORIZED, "authentication_error", code, msg, None),
-            ApiError::Forbidden(_) => error_body(S::FORBIDDEN, "permission_error", code, &self.to_string(), None),
+        let answer = |status, kind, message: &str, param| Answer { status, kind, code, message: message.into(), param };
+        match self {
+            ApiError::Invalid { message, param, .. } => answer(S::BAD_REQUEST, "invalid_request_error", message, *param),
+            ApiError::BodyTooLarge => answer(S::PAYLOAD_TOO_LARGE, "invalid_request_error", &self.to_string(), None),
+            ApiError::Unauthenticated(msg) => answer(S::UNAUTHORIZED, "authentication_error", msg, None),
+            ApiError::Forbidden(_) => answer(S::FORBIDDEN, "permission_error", &self.to_string(), None),
             ApiError::NotFound(_) => {
                 let (status, kind, code, param) = map_sqlstate(NOT_FOUND);
-                error_body(status, kind, code, &self.to_string(), param)
+                Answer { status, kind, code, message: self.to_string(), param }
             }
             ApiError::PoolExhausted | ApiError::DatabaseDown => {
-                error_body(S::SERVICE_UNAVAILABLE, "api_error", code, &self.to_string(), None)
+                answer(S::SERVICE_UNAVAILABLE, "api_error", &self.to_string(), None)
             }
             ApiError::ProviderUnavailable(why) => {
                 tracing::warn!(error = %why, "provider unavailable");
-                error_body(
-                    S::BAD_GATEWAY,
-                    "api_error",
-                    code,
-                    "the payment provider did not answer; try again later",
-                    None,
-                )
+                answer(S::BAD_GATEWAY, "api_error", "the payment provider did not answer; try again later", None)
             }
             ApiError::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
-                error_body(S::INTERNAL_SERVER_ERROR, "api_error", code, "internal error", None)
+                answer(S::INTERNAL_SERVER_ERROR, "api_error", "internal error", None)
             }
             ApiError::Database(e) => match e.as_db_error() {
                 Some(db) => {
                     let (status, kind, code, param) = map_sqlstate(db.code().code());
-                    if status == S::INTERNAL_SERVER_ERROR {
+                    let message = if status == S::INTERNAL_SERVER_ERROR {
                         tracing::error!(sqlstate = db.code().code(), error = %db, "unexpected database error");
-                        error_body(status, kind, code, "internal error", None)
+                        "internal error".to_string()
                     } else if status == S::SERVICE_UNAVAILABLE {
                         // Out of connections or resources: the operator's to see, not the client's.
                         tracing::warn!(sqlstate = db.code().code(), error = %db, "database unavailable");
-                        error_body(status, kind, code, "the database is unavailable", None)
+                        "the database is unavailable".to_string()
                     } else {
                         // PM messages are written for users and never carry secrets; PostgreSQL's
                         // own (22P02 and the like) quote the input, so they are cut short.
-                        error_body(status, kind, code, &payments_core::error::shown(db.message(), QUOTED), param)
-                    }
+                        payments_core::error::shown(db.message(), QUOTED)
+                    };
+                    Answer { status, kind, code, message, param }
                 }
                 None => {
                     tracing::warn!(error = %e, "database connection error");
-                    error_body(S::SERVICE_UNAVAILABLE, "api_error", code, "the database is unreachable", None)
+                    answer(S::SERVICE_UNAVAILABLE, "api_error", "the database is unreachable", None)
                 }
             },
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let a = self.answer();
+        error_body(a.status, a.kind, a.code, &a.message, a.param)
     }
 }
 

@@ -1,6 +1,6 @@
-//! The `payments-gateway` binary: `serve` (the HTTP API), `sandbox` (only
-//! the Stripe-compatible sandbox) or `reconcile` (a report against the
-//! provider). Everything else is in the library.
+//! The `payments-gateway` binary: `serve` (the HTTP API, the dashboard and
+//! /mcp), `sandbox` (only the Stripe-compatible sandbox), `reconcile` (a
+//! report against the provider) or `mcp` (the MCP server over stdio). Everything else is in the library.
 
 use clap::Parser;
 use payments_gateway::config::{Cli, Command, ReconcileArgs, SandboxArgs};
@@ -27,6 +27,7 @@ async fn main() {
         },
         Command::Sandbox(args) => sandbox(args).await,
         Command::Reconcile(args) => reconcile(args).await,
+        Command::Mcp(args) => payments_gateway::mcp::stdio::run(args).await,
     };
     if let Err(e) = result {
         eprintln!("payments-gateway: {e}");

@@ -62,6 +62,7 @@ impl Application {
         let limits = Limits {
             body_bytes: args.body_limit_bytes,
             request_timeout: Duration::from_millis(args.request_timeout_ms),
+            mcp_allowed_hosts: args.mcp_allowed_hosts.clone(),
         };
         let mut router = app::router(state.clone(), limits);
         if kind == ProviderKind::Sandbox {

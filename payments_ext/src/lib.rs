@@ -78,7 +78,12 @@ extension_sql_file!(
     requires = ["subscriptions", price_problem, usage_price]
 );
 extension_sql_file!("../../sql/events.sql", name = "events", requires = ["billing", new_webhook_secret]);
-extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["events"]);
+extension_sql_file!(
+    "../../sql/dashboard.sql",
+    name = "dashboard",
+    requires = ["events", password_problem, password_hash, password_matches]
+);
+extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["dashboard"]);
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------
@@ -336,6 +341,25 @@ fn stripe_intent_status(status: &str, has_last_payment_error: bool) -> Option<&'
 }
 
 // ---- usage prices (payments_core::pricing) -----------------------------------
+
+/// Why a dashboard password cannot be set, or NULL.
+#[pg_extern(immutable, parallel_safe, name = "_password_problem")]
+fn password_problem(password: &str) -> Option<String> {
+    payments_core::password::problem(password)
+}
+
+/// A salted Argon2id hash (PHC string) of a dashboard password.
+#[pg_extern(volatile, parallel_safe, name = "_password_hash")]
+fn password_hash(password: &str) -> String {
+    payments_core::password::hash(password).unwrap_or_else(|e| error!("cannot hash a password: {e}"))
+}
+
+/// Whether a password is the one the hash was made from; with no hash, a
+/// decoy is checked so that an unknown user takes as long as a wrong password.
+#[pg_extern(immutable, parallel_safe, name = "_password_matches")]
+fn password_matches(hash: Option<&str>, password: &str) -> bool {
+    payments_core::password::matches(hash, password)
+}
 
 /// Why a usage price (its JSON text) is not one, or NULL when it is.
 #[pg_extern(immutable, parallel_safe, name = "_price_problem")]

@@ -2242,4 +2242,90 @@ mod tests {
             }
         }
     }
+
+    #[pg_test]
+    fn dashboard_users_sign_in_with_argon2_and_sessions_end() {
+        let generated = one::<String>(
+            "SELECT generated_password FROM payments.create_dashboard_user(' Ops@Example.com ', 'operator')",
+        );
+        assert!(generated.starts_with("pw_") && generated.len() > 30, "{generated}");
+        let stored = one::<String>("SELECT password_hash FROM payments.dashboard_users WHERE email = 'ops@example.com'");
+        assert!(stored.starts_with("$argon2id$") && !stored.contains(&generated), "only a hash is kept");
+        assert_eq!(sqlstate("SELECT payments.create_dashboard_user('ops@example.com', 'viewer')"), "PM100", "email taken");
+        assert_eq!(sqlstate("SELECT payments.create_dashboard_user('v@example.com', 'admin')"), "PM100");
+        assert_eq!(sqlstate("SELECT payments.create_dashboard_user('not an email', 'viewer')"), "PM100");
+        assert_eq!(sqlstate("SELECT payments.create_dashboard_user('v@example.com', 'viewer', 'short')"), "PM100");
+        assert!(
+            one::<bool>(
+                "SELECT generated_password IS NULL
+                 FROM payments.create_dashboard_user('v@example.com', 'viewer', 'a long chosen password')"
+            ),
+            "a chosen password is not echoed"
+        );
+
+        let sign_in = |email: &str, password: &str| {
+            attempt(&format!(
+                "SELECT session_token || ' ' || csrf_token || ' ' || user_role FROM payments.dashboard_sign_in('{email}', '{password}')"
+            ))
+        };
+        assert!(sign_in("v@example.com", "a long chosen password wrong").starts_with("PM110"));
+        assert!(sign_in("nobody@example.com", "a long chosen password").starts_with("PM110"), "no hint which part was wrong");
+        let ok = sign_in("OPS@example.com", &generated);
+        let fields: Vec<&str> = ok.trim_start_matches("ok:").split(' ').collect();
+        assert_eq!(fields.len(), 3, "{ok}");
+        assert_eq!(fields[2], "operator");
+        let (token, csrf) = (fields[0], fields[1]);
+        assert_eq!(
+            one::<String>(&format!("SELECT user_email || ' ' || csrf_token FROM payments.dashboard_session('{token}')")),
+            format!("ops@example.com {csrf}")
+        );
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM payments.dashboard_sessions WHERE token_hash = sha256(convert_to('{token}', 'UTF8'))"
+            )),
+            1,
+            "the session is kept by the sha256 of its token"
+        );
+
+        // A password reset or a disabled user ends the sessions at once.
+        let reset = one::<String>("SELECT payments.reset_dashboard_password('ops@example.com')");
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.dashboard_session('{token}')")), 0);
+        assert!(sign_in("ops@example.com", &generated).starts_with("PM110"), "the old password is gone");
+        let again = sign_in("ops@example.com", &reset);
+        let token = again.trim_start_matches("ok:").split(' ').next().unwrap().to_string();
+        assert!(one::<bool>("SELECT payments.disable_dashboard_user('ops@example.com')"));
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.dashboard_session('{token}')")), 0);
+        assert!(sign_in("ops@example.com", &reset).starts_with("PM110"), "a disabled user cannot sign in");
+        assert_eq!(sqlstate("SELECT payments.reset_dashboard_password('nobody@example.com')"), "PM204");
+
+        // Sign-out ends one session.
+        let viewer = sign_in("v@example.com", "a long chosen password");
+        let token = viewer.trim_start_matches("ok:").split(' ').next().unwrap().to_string();
+        assert!(one::<bool>(&format!("SELECT payments.dashboard_sign_out('{token}')")));
+        assert!(!one::<bool>(&format!("SELECT payments.dashboard_sign_out('{token}')")));
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.dashboard_session('{token}')")), 0);
+    }
+
+    #[pg_test]
+    fn only_admins_manage_dashboard_users_and_no_reader_sees_a_hash() {
+        for (function, role, allowed) in [
+            ("payments.create_dashboard_user(text, text, text)", "payments_gateway", false),
+            ("payments.create_dashboard_user(text, text, text)", "payments_admin", true),
+            ("payments.reset_dashboard_password(text, text)", "payments_gateway", false),
+            ("payments.dashboard_sign_in(text, text, interval)", "payments_gateway", true),
+            ("payments.dashboard_sign_in(text, text, interval)", "payments_reader", false),
+            ("payments.dashboard_session(text)", "payments_gateway", true),
+        ] {
+            assert_eq!(
+                one::<bool>(&format!("SELECT has_function_privilege('{role}', '{function}', 'EXECUTE')")),
+                allowed,
+                "{role} {function}"
+            );
+        }
+        for role in ["payments_gateway", "payments_reader"] {
+            for table in ["payments.dashboard_users", "payments.dashboard_sessions"] {
+                assert!(!one::<bool>(&format!("SELECT has_table_privilege('{role}', '{table}', 'SELECT')")), "{role} {table}");
+            }
+        }
+    }
 }

@@ -88,6 +88,26 @@ impl Gateway {
     }
 }
 
+/// The key the tests' embedded sandboxes accept.
+pub const SANDBOX_KEY: &str = "sk_test_e2e";
+
+/// A gateway with the embedded sandbox under its own provider name and
+/// webhook secret (so the sandbox's webhooks come back signed), plus `extra_env`.
+pub async fn sandbox_gateway(extra_env: &[(&str, String)]) -> Gateway {
+    let provider = unique("sandbox");
+    let secret = webhook_secret(&provider).await;
+    let mut env = vec![
+        ("DATABASE_URL", gateway_database_url().await),
+        ("PAYMENTS_PROVIDER", "sandbox".to_string()),
+        ("PAYMENTS_PROVIDER_NAME", provider),
+        ("SANDBOX_API_KEY", SANDBOX_KEY.to_string()),
+        ("SANDBOX_WEBHOOK_SECRET", secret),
+        ("SANDBOX_ASYNC_DELAY_MS", "200".to_string()),
+    ];
+    env.extend(extra_env.iter().cloned());
+    Gateway::spawn(&["serve", "--listen", "127.0.0.1:0"], &env).await
+}
+
 /// A free TCP port on 127.0.0.1 (free when this returns).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

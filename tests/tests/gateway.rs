@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use payments_e2e::{
-    api_key, connect, free_port, gateway_database_url, sandbox_charges, unique, webhook_secret, Gateway,
-};
+use payments_e2e::{api_key, connect, free_port, gateway_database_url, sandbox_charges, unique, Gateway};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -16,22 +14,11 @@ struct Setup {
 }
 
 /// The key the tests' sandboxes accept.
-const SANDBOX_KEY: &str = "sk_test_e2e";
+const SANDBOX_KEY: &str = payments_e2e::SANDBOX_KEY;
 
 /// A gateway with the embedded sandbox under its own provider name and webhook secret.
 async fn embedded(extra_env: &[(&str, String)]) -> Setup {
-    let provider = unique("sandbox");
-    let secret = webhook_secret(&provider).await;
-    let mut env = vec![
-        ("DATABASE_URL", gateway_database_url().await),
-        ("PAYMENTS_PROVIDER", "sandbox".to_string()),
-        ("PAYMENTS_PROVIDER_NAME", provider),
-        ("SANDBOX_API_KEY", SANDBOX_KEY.to_string()),
-        ("SANDBOX_WEBHOOK_SECRET", secret),
-        ("SANDBOX_ASYNC_DELAY_MS", "200".to_string()),
-    ];
-    env.extend(extra_env.iter().cloned());
-    let gateway = Gateway::spawn(&["serve", "--listen", "127.0.0.1:0"], &env).await;
+    let gateway = payments_e2e::sandbox_gateway(extra_env).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     Setup { gateway, key, http: Client::new() }
 }

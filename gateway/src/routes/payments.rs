@@ -259,7 +259,7 @@ pub async fn capture(
         Some(raw) => Some(amount_text(&raw)?),
         None => None,
     };
-    command(&state, &id, db::CAPTURE_PAYMENT, &amount).await
+    Ok(json_response(StatusCode::OK, command(&state, &id, db::CAPTURE_PAYMENT, &amount).await?))
 }
 
 #[utoipa::path(post, path = "/v1/payments/{id}/cancel", tag = "payments", request_body = CancelPayment,
@@ -278,13 +278,19 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
     let reason = body.reason;
-    command(&state, &id, db::CANCEL_PAYMENT, &reason).await
+    Ok(json_response(StatusCode::OK, command(&state, &id, db::CANCEL_PAYMENT, &reason).await?))
 }
 
 /// Queues the command through its SQL function and claims it in the same
 /// transaction, then carries it out at once so the answer carries the
 /// provider's; unanswered, it stays queued for the worker.
-async fn command(state: &AppState, id: &str, statement: &str, argument: &Option<String>) -> Result<Response, ApiError> {
+/// A capture or cancel, carried out at once (the API's and the dashboard's): the payment as JSON.
+pub(crate) async fn command(
+    state: &AppState,
+    id: &str,
+    statement: &str,
+    argument: &Option<String>,
+) -> Result<String, ApiError> {
     let (mut payment, claimed) = {
         let mut db = state.pool.get().await?;
         let tx = db.transaction().await?;
@@ -298,7 +304,7 @@ async fn command(state: &AppState, id: &str, statement: &str, argument: &Option<
     if let Some(done) = crate::commands::carry_out_all(state, claimed).await.pop() {
         payment = done?;
     }
-    Ok(json_response(StatusCode::OK, payment))
+    Ok(payment)
 }
 
 /// The answer to an idempotent create: 201 with the new object, or 200 with

@@ -47,32 +47,42 @@ pub async fn create(
     caller.require(WRITE)?;
     let key = idempotency_key(&headers)?;
     let amount = body.amount.as_deref().map(amount_text).transpose()?;
+    let (refund, replayed) = request(&state, key, &body.payment, amount, body.reason).await?;
+    Ok(created_or_replayed(refund, replayed))
+}
+
+/// Records a refund and carries out its provider call at once (the API's and
+/// the dashboard's): the refund as JSON, and whether the key replayed an earlier one.
+pub(crate) async fn request(
+    state: &AppState,
+    key: &str,
+    payment: &str,
+    amount: Option<String>,
+    reason: Option<String>,
+) -> Result<(String, bool), ApiError> {
     // Queued and claimed in one transaction, as a capture is (routes/payments.rs).
     let (refund, replayed, claimed) = {
         let mut db = state.pool.get().await?;
         let tx = db.transaction().await?;
         let stmt = tx.prepare_cached(db::CREATE_REFUND).await?;
-        let row = tx.query_one(&stmt, &[&key, &body.payment, &amount, &body.reason]).await?;
+        let row = tx.query_one(&stmt, &[&key, &payment, &amount, &reason]).await?;
         let refund: String = row.try_get("refund")?;
         let replayed = row.try_get::<_, &str>("outcome")? == "replayed";
-        let claimed = if replayed {
-            vec![]
-        } else {
-            crate::commands::claim(&state, &tx, Some(&body.payment), state.command_lease).await?
-        };
+        let claimed =
+            if replayed { vec![] } else { crate::commands::claim(state, &tx, Some(payment), state.command_lease).await? };
         tx.commit().await?;
         (refund, replayed, claimed)
     };
     if replayed || claimed.is_empty() {
-        return Ok(created_or_replayed(refund, replayed));
+        return Ok((refund, replayed));
     }
     // Each claimed command is recorded or left to its lease; the refund then shows the provider's answer.
-    crate::commands::carry_out_all(&state, claimed).await;
+    crate::commands::carry_out_all(state, claimed).await;
     let id = serde_json::from_str::<serde_json::Value>(&refund)
         .ok()
         .and_then(|r| r["id"].as_str().map(str::to_string))
         .ok_or_else(|| ApiError::Internal("a refund without an id".into()))?;
-    Ok(created_or_replayed(fetch(&state, &id).await?, false))
+    Ok((fetch(state, &id).await?, false))
 }
 
 async fn fetch(state: &AppState, id: &str) -> Result<String, ApiError> {

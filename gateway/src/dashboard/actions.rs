@@ -1,0 +1,218 @@
+//! What operators do from a payment's page: refund, capture, cancel. Each is
+//! the API's own call (`routes::refunds::request`, `routes::payments::command`)
+//! behind a role check and the session's form token. A refund form carries an
+//! idempotency key made when the page was drawn, so a double-click, a resent
+//! form or a reload refunds once.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::layout::{col, error_page, message_page, table, text, url, Cell};
+use super::session::Session;
+use crate::app::AppState;
+use crate::db;
+use crate::error::ApiError;
+
+/// Statuses a payment can be canceled from (the state machine's edges to `canceled`).
+const CANCELABLE: [&str; 4] = ["requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"];
+
+#[derive(Deserialize)]
+pub struct RefundForm {
+    csrf: String,
+    idempotency_key: String,
+    amount: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CaptureForm {
+    csrf: String,
+    amount: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CancelForm {
+    csrf: String,
+    reason: Option<String>,
+}
+
+/// An operator with this session's form, or the page that says why not.
+fn allowed(session: &Session, csrf: &str) -> Result<(), Response> {
+    if !session.is_operator() {
+        return Err(message_page(
+            StatusCode::FORBIDDEN,
+            "Operators only",
+            "Your role may read the dashboard but not refund, capture or cancel.",
+        ));
+    }
+    session.check_form(csrf)
+}
+
+fn blank_is_none(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// Back to the payment's page, saying what happened; a refusal by the
+/// extension (its SQLSTATE) is said there too, anything else is an error page.
+fn back(id: &str, result: Result<(), ApiError>, done: &str) -> Response {
+    let page = format!("/dashboard/payments/{}", url(id));
+    match result {
+        Ok(()) => {
+            tracing::info!(payment = %id, action = done, "dashboard action");
+            Redirect::to(&format!("{page}?done={done}")).into_response()
+        }
+        Err(e) => match e.sqlstate() {
+            Some(code) if !code.starts_with("08") && !code.starts_with("53") => {
+                Redirect::to(&format!("{page}?error={code}")).into_response()
+            }
+            _ => error_page(e),
+        },
+    }
+}
+
+pub async fn refund(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<RefundForm>,
+) -> Response {
+    if let Err(refused) = allowed(&session, &form.csrf) {
+        return refused;
+    }
+    let result = crate::routes::refunds::request(
+        &state,
+        &form.idempotency_key,
+        &id,
+        blank_is_none(form.amount),
+        blank_is_none(form.reason),
+    )
+    .await;
+    back(&id, result.map(|_| ()), "refund")
+}
+
+pub async fn capture(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<CaptureForm>,
+) -> Response {
+    if let Err(refused) = allowed(&session, &form.csrf) {
+        return refused;
+    }
+    let result = crate::routes::payments::command(&state, &id, db::CAPTURE_PAYMENT, &blank_is_none(form.amount)).await;
+    back(&id, result.map(|_| ()), "capture")
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<CancelForm>,
+) -> Response {
+    if let Err(refused) = allowed(&session, &form.csrf) {
+        return refused;
+    }
+    let result = crate::routes::payments::command(&state, &id, db::CANCEL_PAYMENT, &blank_is_none(form.reason)).await;
+    back(&id, result.map(|_| ()), "cancel")
+}
+
+/// A payment's page: its amounts and balance, the operator's forms, its
+/// history with the chain's verdict, refunds, disputes and open anomalies.
+pub fn payment_body(d: &Value, session: &Session, notice: &Option<(bool, String)>) -> Markup {
+    let p = &d["payment"];
+    let id = text(&p["id"]);
+    let status = text(&p["status"]);
+    let problems: Vec<String> = d["chain_problems"].as_array().map_or(vec![], |a| a.iter().map(text).collect());
+    let action = |verb: &str| format!("/dashboard/payments/{}/{verb}", url(&id));
+    let key = payments_core::id::new_token("dash").unwrap_or_default();
+    html! {
+        h1 { "Payment " code { (id) } " " span class=(format!("status s-{status}")) { (status) } }
+        @if let Some((ok, said)) = notice {
+            p class=(if *ok { "notice ok" } else { "notice error" }) role=(if *ok { "status" } else { "alert" }) { (said) }
+        }
+        dl.facts {
+            dt { "Customer" } dd { a href=(format!("/dashboard/customers/{}", url(&text(&p["customer_id"])))) { (text(&p["customer_id"])) } }
+            dt { "Amount" } dd { (text(&p["amount_shown"])) }
+            dt { "Captured" } dd.balance-captured { (text(&p["captured_shown"])) }
+            dt { "Refunded" } dd.balance-refunded { (text(&p["refunded_shown"])) }
+            dt { "Disputed" } dd { (text(&p["disputed_shown"])) }
+            dt { "Net" } dd.balance-net { (text(&p["net_shown"])) }
+            dt { "Capture" } dd { (text(&p["capture_method"])) }
+            dt { "Provider" } dd { (text(&p["provider"])) " " code { (text(&p["provider_payment_id"])) } }
+            dt { "Created" } dd { (text(&p["created_at"])) }
+            @if !p["description"].is_null() { dt { "Description" } dd { (text(&p["description"])) } }
+            @if !p["last_error"].is_null() { dt { "Last provider error" } dd { code { (p["last_error"].to_string()) } } }
+        }
+        @if session.is_operator() {
+            section.actions aria-labelledby="actions-title" {
+                h2 #actions-title { "Actions" }
+                @if status == "succeeded" && p["refundable"] == true {
+                    form method="post" action=(action("refund")) {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        input type="hidden" name="idempotency_key" value=(key);
+                        label for="refund-amount" { "Refund amount (" (text(&p["currency"])) "; empty: all that is left)" }
+                        input #refund-amount name="amount" inputmode="decimal" pattern="[0-9]+([.][0-9]+)?" maxlength="40";
+                        label for="refund-reason" { "Reason" }
+                        select #refund-reason name="reason" {
+                            option value="" { "none given" }
+                            option value="requested_by_customer" { "requested by customer" }
+                            option value="duplicate" { "duplicate" }
+                            option value="fraudulent" { "fraudulent" }
+                        }
+                        button type="submit" { "Refund" }
+                    }
+                }
+                @if status == "requires_capture" {
+                    form method="post" action=(action("capture")) {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        label for="capture-amount" { "Capture amount (empty: all of it)" }
+                        input #capture-amount name="amount" inputmode="decimal" pattern="[0-9]+([.][0-9]+)?" maxlength="40";
+                        button type="submit" { "Capture" }
+                    }
+                }
+                @if CANCELABLE.contains(&status.as_str()) {
+                    form method="post" action=(action("cancel")) {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        label for="cancel-reason" { "Reason" }
+                        select #cancel-reason name="reason" {
+                            option value="requested_by_customer" { "requested by customer" }
+                            option value="duplicate" { "duplicate" }
+                            option value="fraudulent" { "fraudulent" }
+                            option value="abandoned" { "abandoned" }
+                        }
+                        button.danger type="submit" { "Cancel payment" }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="timeline-title" {
+            h2 #timeline-title { "Timeline" }
+            @if problems.is_empty() {
+                p.chain.verified { "✓ Chain verified: every event's hash links to the one before it." }
+            } @else {
+                p.chain.broken role="alert" { "✗ Chain broken: " (problems.join("; ")) }
+            }
+            (table("Every event of this payment, in order", &[col("seq", "#", Cell::Text), col("at", "When (UTC)", Cell::Text),
+                col("from_status", "From", Cell::Status), col("to_status", "To", Cell::Status),
+                col("applied", "Applied", Cell::Text), col("source", "Source", Cell::Text),
+                col("reason", "Reason", Cell::Text), col("hash", "Hash", Cell::Text)], d["events"].as_array().map_or(&[], |a| a), "No events."))
+        }
+        h2 { "Refunds" }
+        (table("Refunds of this payment", &[col("id", "Refund", Cell::Text), col("amount", "Amount", Cell::Text),
+            col("status", "Status", Cell::Status), col("reason", "Reason", Cell::Text), col("created", "Created (UTC)", Cell::Text)],
+            d["refunds"].as_array().map_or(&[], |a| a), "No refunds."))
+        h2 { "Disputes" }
+        (table("Disputes of this payment", &[col("id", "Dispute", Cell::Text), col("amount", "Amount", Cell::Text),
+            col("status", "Status", Cell::Status), col("reason", "Reason", Cell::Text)],
+            d["disputes"].as_array().map_or(&[], |a| a), "No disputes."))
+        h2 { "Open anomalies" }
+        (table("Provider objects that named this payment and were not applied", &[col("kind", "Kind", Cell::Status),
+            col("source", "Source", Cell::Text), col("observed", "Observed", Cell::Text), col("created", "Seen (UTC)", Cell::Text)],
+            d["anomalies"].as_array().map_or(&[], |a| a), "None."))
+    }
+}

@@ -1,0 +1,184 @@
+//! The SQL the dashboard sends: the extension's functions and views, as every
+//! client reads them. Each statement answers one JSON document (rendered by
+//! PostgreSQL; amounts come as exact decimal strings with their currency).
+
+pub const SIGN_IN: &str = "SELECT session_token FROM payments.dashboard_sign_in($1, $2, $3::text::interval)";
+pub const SESSION: &str = "SELECT user_email, user_role, csrf_token FROM payments.dashboard_session($1)";
+pub const SIGN_OUT: &str = "SELECT payments.dashboard_sign_out($1)";
+
+/// An amount column `$m` (minor units) of currency column `$c` as "12.34 USD".
+macro_rules! money {
+    ($m:literal, $c:literal) => {
+        concat!("payments.to_major(", $m, ", ", $c, ")::text || ' ' || ", $c)
+    };
+}
+
+/// The overview over the last `$1` days (UTC): every day, succeeded volume by day and currency,
+/// succeeded and failed payments by day, refunds and disputes opened by day, subscriptions by
+/// status, monthly recurring revenue now and by day (by start, trial end and cancel dates).
+pub const OVERVIEW: &str = "
+WITH bounds AS (SELECT (now() AT TIME ZONE 'UTC')::date - ($1::int - 1) AS first_day),
+days AS (SELECT d::date AS day FROM bounds, generate_series(bounds.first_day, (now() AT TIME ZONE 'UTC')::date, '1 day') d),
+since AS (SELECT first_day::timestamp AT TIME ZONE 'UTC' AS at FROM bounds),
+recent AS (
+    SELECT to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, p.currency, p.status, p.amount_minor
+    FROM payments.payment_details p, since WHERE p.created_at >= since.at),
+-- What a subscription brings in a month, from its plan's price and interval.
+monthly AS (
+    SELECT s.status, s.created_at, s.canceled_at, s.trial_end, pl.currency,
+           round(pl.amount_minor * CASE pl.billing_interval WHEN 'day' THEN 365 / 12.0 WHEN 'week' THEN 52 / 12.0
+                                                            WHEN 'month' THEN 1 ELSE 1 / 12.0 END
+                 / pl.interval_count)::bigint AS minor
+    FROM payments.subscription_details s JOIN payments.plans pl ON pl.code = s.plan)
+SELECT jsonb_build_object(
+    'days', (SELECT jsonb_agg(to_char(day, 'YYYY-MM-DD') ORDER BY day) FROM days),
+    'volume', (SELECT coalesce(jsonb_agg(v), '[]') FROM (
+        SELECT day, currency, sum(amount_minor) AS minor FROM recent WHERE status = 'succeeded' GROUP BY 1, 2) v),
+    'outcomes', (SELECT coalesce(jsonb_agg(o), '[]') FROM (
+        SELECT day, count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+               count(*) FILTER (WHERE status = 'failed') AS failed FROM recent GROUP BY 1) o),
+    'refunds', (SELECT coalesce(jsonb_agg(r), '[]') FROM (
+        SELECT to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*) AS n
+        FROM payments.refund_details r, since WHERE r.created_at >= since.at GROUP BY 1) r),
+    'disputes', (SELECT coalesce(jsonb_agg(d), '[]') FROM (
+        SELECT to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*) AS n
+        FROM payments.dispute_details d, since WHERE d.created_at >= since.at GROUP BY 1) d),
+    'subscriptions', (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM (
+        SELECT status, count(*) AS n FROM payments.subscription_details GROUP BY 1) s),
+    'mrr', (SELECT coalesce(jsonb_agg(m), '[]') FROM (
+        SELECT currency, sum(minor) AS minor FROM monthly WHERE status IN ('active', 'past_due') GROUP BY 1) m),
+    'mrr_days', (SELECT coalesce(jsonb_agg(m), '[]') FROM (
+        SELECT to_char(days.day, 'YYYY-MM-DD') AS day, monthly.currency, sum(monthly.minor) AS minor,
+               count(*) AS active
+        FROM days JOIN monthly
+          ON monthly.created_at < (days.day + 1)::timestamp AT TIME ZONE 'UTC'
+         AND (monthly.canceled_at IS NULL OR monthly.canceled_at >= (days.day + 1)::timestamp AT TIME ZONE 'UTC')
+         AND (monthly.trial_end IS NULL OR monthly.trial_end < (days.day + 1)::timestamp AT TIME ZONE 'UTC')
+         AND monthly.status NOT IN ('incomplete', 'trialing')
+        GROUP BY 1, 2) m)
+)::text";
+
+/// Payments newest first, 51 at most (the 51st says an older page exists), filtered by
+/// customer `$1`, status `$2`, first day `$3`, last day `$4` (UTC dates), older than id `$5`.
+pub const PAYMENTS: &str = concat!("
+SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.id DESC), '[]')::text FROM (
+    SELECT p.id, p.customer_id, ", money!("p.amount_minor", "p.currency"), " AS amount, p.status, p.refund_status,
+           p.disputed, to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS created
+    FROM payments.payment_details p
+    WHERE ($1::text IS NULL OR p.customer_id = $1) AND ($2::text IS NULL OR p.status = $2)
+      AND ($3::text IS NULL OR p.created_at >= $3::text::date::timestamp AT TIME ZONE 'UTC')
+      AND ($4::text IS NULL OR p.created_at < ($4::text::date + 1)::timestamp AT TIME ZONE 'UTC')
+      AND ($5::text IS NULL OR p.id < $5)
+    ORDER BY p.id DESC LIMIT 51) r");
+
+pub const STATUSES: &str = "SELECT status FROM payments.statuses() ORDER BY rank";
+
+/// One payment with everything its page shows: amounts, its history with the chain's
+/// verdict, refunds, disputes and open anomalies.
+pub const PAYMENT: &str = concat!("
+SELECT jsonb_build_object(
+    'payment', to_jsonb(p) || jsonb_build_object(
+        'amount_shown', ", money!("p.amount_minor", "p.currency"), ",
+        'captured_shown', ", money!("coalesce(p.amount_captured_minor, 0)", "p.currency"), ",
+        'refunded_shown', ", money!("p.amount_refunded_minor", "p.currency"), ",
+        'disputed_shown', ", money!("p.amount_disputed_minor", "p.currency"), ",
+        'net_shown', ", money!("coalesce(p.amount_captured_minor, 0) - p.amount_refunded_minor - p.amount_disputed_minor", "p.currency"), ",
+        'refundable', coalesce(p.amount_captured_minor, 0) - p.amount_refunded_minor > 0),
+    'events', (SELECT coalesce(jsonb_agg(jsonb_build_object('seq', h.seq, 'from_status', h.from_status,
+                   'to_status', h.to_status, 'applied', h.applied, 'source', h.source, 'reason', h.reason,
+                   'at', to_char(h.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+                   'hash', left(h.hash, 12)) ORDER BY h.seq), '[]')
+               FROM payments.list_payment_events(p.id) h),
+    'chain_problems', (SELECT coalesce(jsonb_agg(v.problem), '[]') FROM payments.verify_event_chain(p.id) v),
+    'refunds', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'amount', ", money!("r.amount_minor", "r.currency"), ",
+                   'status', r.status, 'reason', r.reason,
+                   'created', to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY r.id), '[]')
+                FROM payments.list_refunds(p.id, 100) r),
+    'disputes', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', d.id, 'amount', ", money!("d.amount_minor", "d.currency"), ",
+                   'status', d.status, 'reason', d.reason) ORDER BY d.id), '[]')
+                 FROM payments.list_disputes(p.id, NULL, 100) d),
+    'anomalies', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', a.id, 'kind', a.kind, 'source', a.source,
+                   'observed', a.observed::text,
+                   'created', to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY a.id), '[]')
+                  FROM payments.open_anomalies a WHERE a.customer_id = p.customer_id AND a.payment_id = p.id)
+)::text
+FROM payments.get_payment($1) p");
+
+/// Refunds and disputes, newest first.
+pub const REFUNDS_AND_DISPUTES: &str = concat!("
+SELECT jsonb_build_object(
+    'refunds', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'payment_id', r.payment_id,
+                   'customer_id', r.customer_id, 'amount', ", money!("r.amount_minor", "r.currency"), ",
+                   'status', r.status, 'reason', r.reason,
+                   'created', to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY r.id DESC), '[]')
+                FROM payments.list_refunds(NULL, 100) r),
+    'disputes', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', d.id, 'payment_id', d.payment_id,
+                   'customer_id', d.customer_id, 'amount', ", money!("d.amount_minor", "d.currency"), ",
+                   'status', d.status, 'reason', d.reason,
+                   'evidence_due_by', to_char(d.evidence_due_by AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+                   'created', to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY d.id DESC), '[]')
+                 FROM payments.list_disputes(NULL, NULL, 100) d)
+)::text");
+
+/// Subscriptions of status `$1` (all when NULL), newest first, with their plan's price.
+pub const SUBSCRIPTIONS: &str = concat!("
+SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'customer_id', s.customer_id, 'plan', s.plan,
+           'price', ", money!("pl.amount_minor", "pl.currency"), " || ' / ' || pl.interval_count || ' ' || pl.billing_interval,
+           'status', s.status, 'cancel_at_period_end', s.cancel_at_period_end,
+           'period_end', to_char(s.current_period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD')) ORDER BY s.id DESC), '[]')::text
+FROM payments.list_subscriptions(NULL, $1, 100) s JOIN payments.plans pl ON pl.code = s.plan");
+
+/// A customer: balances by currency, subscriptions, what each feature has left, usage of every
+/// meter this period (the current subscription period, else the calendar month), latest payments.
+pub const CUSTOMER: &str = concat!("
+WITH period AS (
+    SELECT coalesce((SELECT max(s.current_period_start) FROM payments.list_subscriptions($1, NULL, 100) s
+                     WHERE s.status IN ('active', 'trialing', 'past_due')),
+                    date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS start)
+SELECT jsonb_build_object(
+    'has_paid', payments.customer_has_paid($1),
+    'active', payments.has_active_subscription($1),
+    'period_start', (SELECT to_char(start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM period),
+    'balances', (SELECT coalesce(jsonb_agg(jsonb_build_object('currency', b.currency,
+                    'gross', ", money!("b.gross_captured_minor", "b.currency"), ",
+                    'refunded', ", money!("b.refunded_minor", "b.currency"), ",
+                    'disputed', ", money!("b.disputed_minor", "b.currency"), ",
+                    'net', ", money!("b.net_minor", "b.currency"), ") ORDER BY b.currency), '[]')
+                 FROM payments.customer_balances b WHERE b.customer_id = $1),
+    'subscriptions', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'plan', s.plan, 'status', s.status,
+                    'period_end', to_char(s.current_period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD')) ORDER BY s.id DESC), '[]')
+                 FROM payments.list_subscriptions($1, NULL, 100) s),
+    'entitlements', (SELECT coalesce(jsonb_agg(jsonb_build_object('feature', e.feature, 'plan', e.plan,
+                    'limit', coalesce(e.\"limit\"::text, 'unlimited'), 'used', e.used::text,
+                    'remaining', coalesce(e.remaining::text, 'unlimited')) ORDER BY e.feature), '[]')
+                 FROM payments.entitlements($1) e),
+    'usage', (SELECT coalesce(jsonb_agg(jsonb_build_object('meter', m.code, 'aggregation', u.aggregation,
+                    'value', u.value::text, 'events', u.event_count) ORDER BY m.code), '[]')
+              FROM payments.meters m, period, payments.usage_summary($1, m.code, period.start, now()) u),
+    'payments', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', p.id, 'amount', ", money!("p.amount_minor", "p.currency"), ",
+                    'status', p.status, 'created', to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'))
+                    ORDER BY p.id DESC), '[]')
+                 FROM payments.list_payments($1, NULL, 20) p)
+)::text");
+
+/// The latest webhooks received from the provider and delivered to apps' endpoints.
+pub const WEBHOOKS: &str = "
+SELECT jsonb_build_object(
+    'received', (SELECT coalesce(jsonb_agg(w ORDER BY w.received DESC), '[]') FROM (
+        SELECT l.provider, l.event_id, l.event_type, l.payment_id, l.result, l.still_pending,
+               to_char(l.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS received
+        FROM payments.webhook_log l ORDER BY l.received_at DESC LIMIT 50) w),
+    'delivered', (SELECT coalesce(jsonb_agg(d ORDER BY d.created DESC), '[]') FROM (
+        SELECT l.event_id, l.type, l.object_id, l.url, l.status, l.attempts, l.last_status_code, l.last_error,
+               to_char(l.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS created
+        FROM payments.webhook_delivery_log l ORDER BY l.created_at DESC LIMIT 50) d)
+)::text";
+
+/// Open anomalies, newest first: what each payment expected beside what was observed.
+pub const ANOMALIES: &str = concat!("
+SELECT coalesce(jsonb_agg(jsonb_build_object('id', a.id, 'payment_id', a.payment_id, 'customer_id', a.customer_id,
+           'kind', a.kind, 'source', a.source, 'provider', a.provider,
+           'expected', ", money!("a.expected_amount_minor", "a.expected_currency"), ",
+           'observed', a.observed::text, 'created', to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'))
+           ORDER BY a.created_at DESC), '[]')::text
+FROM (SELECT * FROM payments.open_anomalies ORDER BY created_at DESC LIMIT 100) a");

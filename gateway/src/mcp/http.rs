@@ -1,0 +1,41 @@
+//! `/mcp`: the MCP server over streamable HTTP, stateless (every request
+//! stands alone, so any gateway replica can answer it) with JSON answers.
+//! The API key is checked before the request reaches the server, and its
+//! scopes travel in the request's extensions to the tools.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+use super::PaymentsMcp;
+use crate::app::AppState;
+use crate::auth::Caller;
+
+/// `allowed_hosts`: the Host headers answered (a defence against DNS rebinding).
+pub fn router(state: AppState, allowed_hosts: Vec<String>) -> Router<AppState> {
+    let pool = state.pool.clone();
+    let config = StreamableHttpServerConfig::default()
+        .with_stateful_mode(false)
+        .with_json_response(true)
+        .with_allowed_hosts(allowed_hosts);
+    let service: StreamableHttpService<PaymentsMcp, LocalSessionManager> =
+        StreamableHttpService::new(move || Ok(PaymentsMcp::new(pool.clone(), None)), Arc::default(), config);
+    Router::new().nest_service("/mcp", service).layer(middleware::from_fn_with_state(state, authenticate))
+}
+
+/// 401 (the API's JSON error) without a valid key; otherwise the caller rides along.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match Caller::from_request_parts(&mut parts, &state).await {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(e) => e.into_response(),
+    }
+}

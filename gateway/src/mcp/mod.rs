@@ -1,0 +1,269 @@
+//! The MCP server: tools for agents over the same extension functions the
+//! HTTP API calls (`db.rs`), and the SQL API reference as a resource. Served
+//! over stdio (`payments-gateway mcp`, `stdio.rs`) and streamable HTTP at
+//! `/mcp` (`http.rs`); both authenticate an API key, and its scopes decide
+//! what may be called: reads need `payments:read`, `consume` and
+//! `record_usage` need `payments:write`.
+
+pub mod http;
+pub mod stdio;
+
+use deadpool_postgres::Pool;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    AnnotateAble, CallToolResult, Content, ListResourcesResult, PaginatedRequestParams, RawResource,
+    ReadResourceRequestParams, ReadResourceResult, ResourceContents, ServerCapabilities, ServerInfo,
+};
+use rmcp::service::RequestContext;
+use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
+use serde::Deserialize;
+use tokio_postgres::types::ToSql;
+
+use crate::auth::{Caller, READ, WRITE};
+use crate::db;
+use crate::error::ApiError;
+
+/// The SQL API reference: every public function of schema `payments` with
+/// its arguments, result and the comment that documents it, and every view.
+const SQL_API_URI: &str = "payments://sql-api";
+
+#[derive(Clone)]
+pub struct PaymentsMcp {
+    pool: Pool,
+    /// stdio: the key given at start. HTTP: none; each request's key is in its parts.
+    caller: Option<Caller>,
+    tool_router: ToolRouter<Self>,
+}
+
+/// A decimal given as a string ("1.5") or a JSON number; passed on as text, never through a float.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum Decimal {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl Decimal {
+    fn text(&self) -> String {
+        match self {
+            Decimal::Text(t) => t.clone(),
+            Decimal::Number(n) => n.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct CustomerArgs {
+    /// The customer's id, as the app names it.
+    pub customer_id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct PaymentArgs {
+    /// The payment's id (pay_…).
+    pub payment_id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ListPaymentsArgs {
+    /// Only this customer's payments.
+    pub customer_id: Option<String>,
+    /// Only payments in this status (succeeded, failed, requires_capture, …).
+    pub status: Option<String>,
+    /// How many, 1 to 100 (default 10), newest first.
+    pub limit: Option<i32>,
+    /// The last payment id of the previous page, for the next one.
+    pub starting_after: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct UsageSummaryArgs {
+    pub customer_id: String,
+    /// The meter's code.
+    pub meter: String,
+    /// Start of the window (inclusive), RFC 3339.
+    pub from: String,
+    /// End of the window (exclusive), RFC 3339.
+    pub to: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ConsumeArgs {
+    pub customer_id: String,
+    /// The feature of the customer's plan.
+    pub feature: String,
+    /// How much, above 0.
+    pub quantity: Decimal,
+    /// Your id for this request: a retry with it gets the first answer and consumes nothing more.
+    pub request_id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RecordUsageArgs {
+    pub customer_id: String,
+    /// The meter's code.
+    pub meter: String,
+    /// 0 to 10^15.
+    pub quantity: Decimal,
+    /// Your id for this event: a retry with it records nothing more.
+    pub request_id: String,
+    /// When it happened (RFC 3339; default now): at most 35 days ago and 5 minutes ahead.
+    pub occurred_at: Option<String>,
+}
+
+/// Who calls: the stdio key, or the key the HTTP layer put into the request's parts.
+fn caller(fixed: &Option<Caller>, ctx: &RequestContext<RoleServer>) -> Result<Caller, ApiError> {
+    fixed
+        .clone()
+        .or_else(|| ctx.extensions.get::<axum::http::request::Parts>()?.extensions.get::<Caller>().cloned())
+        .ok_or(ApiError::Unauthenticated("missing Authorization: Bearer <api key>"))
+}
+
+/// A tool's answer: the JSON document, or the error as the API would answer it.
+fn answer(result: Result<String, ApiError>) -> CallToolResult {
+    match result {
+        Ok(json) => CallToolResult::success(vec![Content::text(json)]),
+        Err(e) => {
+            let a = e.answer();
+            let body = serde_json::json!({ "error": { "type": a.kind, "code": a.code, "message": a.message, "param": a.param } });
+            CallToolResult::error(vec![Content::text(body.to_string())])
+        }
+    }
+}
+
+impl PaymentsMcp {
+    pub fn new(pool: Pool, caller: Option<Caller>) -> Self {
+        PaymentsMcp { pool, caller, tool_router: Self::tool_router() }
+    }
+
+    /// The one row `sql` answers, rendered by `render`, for a caller with `scope`.
+    async fn run(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        scope: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        render: fn(&tokio_postgres::Row) -> Result<String, ApiError>,
+    ) -> CallToolResult {
+        answer(
+            async {
+                caller(&self.caller, ctx)?.require(scope)?;
+                let db = self.pool.get().await?;
+                let stmt = db.prepare_cached(sql).await?;
+                render(&db.query_one(&stmt, params).await?)
+            }
+            .await,
+        )
+    }
+}
+
+/// The JSON document in a row's first column.
+fn first(row: &tokio_postgres::Row) -> Result<String, ApiError> {
+    Ok(row.try_get(0)?)
+}
+
+#[tool_router]
+impl PaymentsMcp {
+    #[tool(description = "Whether a customer has paid, whether a plan is active, and each feature's limit, use and what is left this period. Read-only.")]
+    async fn customer_status(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<CustomerArgs>) -> CallToolResult {
+        self.run(&ctx, READ, CUSTOMER_STATUS, &[&a.customer_id], first).await
+    }
+
+    #[tool(description = "One payment by id: amount (exact decimal string), currency, status, amounts captured, refunded and disputed. Read-only.")]
+    async fn get_payment(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<PaymentArgs>) -> CallToolResult {
+        self.run(&ctx, READ, db::GET_PAYMENT, &[&a.payment_id], first).await
+    }
+
+    #[tool(description = "Payments newest first, optionally of one customer and one status; has_more and starting_after page through. Read-only.")]
+    async fn list_payments(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<ListPaymentsArgs>) -> CallToolResult {
+        let limit = a.limit.unwrap_or(10);
+        let params: [&(dyn ToSql + Sync); 4] = [&a.customer_id, &a.status, &a.starting_after, &limit];
+        self.run(&ctx, READ, db::LIST_PAYMENTS_LIMIT, &params, |row| crate::routes::payments::list_body("/v1/payments", row))
+            .await
+    }
+
+    #[tool(description = "A customer's usage of one meter over a window, aggregated as the meter says (sum, count, max, …). Read-only.")]
+    async fn usage_summary(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<UsageSummaryArgs>) -> CallToolResult {
+        self.run(&ctx, READ, db::USAGE_SUMMARY, &[&a.customer_id, &a.meter, &a.from, &a.to], first).await
+    }
+
+    #[tool(description = "Uses `quantity` of a feature of the customer's plan if the limit allows: allowed, remaining, outcome (consumed, refused, replayed). Idempotent with request_id. Needs the payments:write scope.")]
+    async fn consume(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<ConsumeArgs>) -> CallToolResult {
+        let quantity = a.quantity.text();
+        self.run(&ctx, WRITE, db::CONSUME, &[&a.customer_id, &a.feature, &quantity, &a.request_id], first).await
+    }
+
+    #[tool(description = "Records one usage event on a meter, billed at renewal: {id, outcome: created | replayed}. Idempotent with request_id (a retry never bills twice). Needs the payments:write scope.")]
+    async fn record_usage(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<RecordUsageArgs>) -> CallToolResult {
+        let quantity = a.quantity.text();
+        let none: Option<String> = None;
+        let params: [&(dyn ToSql + Sync); 6] = [&a.request_id, &a.customer_id, &a.meter, &quantity, &a.occurred_at, &none];
+        self.run(&ctx, WRITE, db::RECORD_USAGE, &params, first).await
+    }
+}
+
+/// A customer's status for an agent: has paid, active subscriptions, entitlements.
+const CUSTOMER_STATUS: &str = "SELECT jsonb_build_object('customer_id', $1::text,
+        'has_paid', payments.customer_has_paid($1), 'active_subscription', payments.has_active_subscription($1),
+        'subscriptions', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'plan', s.plan, 'status', s.status,
+                              'current_period_end', s.current_period_end, 'cancel_at_period_end', s.cancel_at_period_end)
+                              ORDER BY s.id DESC), '[]')
+                          FROM payments.list_subscriptions($1, NULL, 100) s
+                          WHERE s.status IN ('trialing', 'active', 'past_due', 'paused')),
+        'entitlements', coalesce((SELECT jsonb_agg(jsonb_build_object('feature', e.feature, 'limit', e.\"limit\"::text,
+                    'used', e.used::text, 'remaining', e.remaining::text, 'plan', e.plan, 'period_end', e.period_end))
+                  FROM payments.entitlements($1) e), '[]'))::text AS status";
+
+/// Every function a client may call and every view, with the comments that document them.
+const SQL_API: &str = "SELECT string_agg(entry, E'\\n\\n' ORDER BY kind, name) FROM (
+    SELECT 1 AS kind, p.proname AS name,
+           '## payments.' || p.proname || '(' || pg_catalog.pg_get_function_arguments(p.oid) || ')' || E'\\n' ||
+           'returns ' || pg_catalog.pg_get_function_result(p.oid) || E'\\n\\n' ||
+           coalesce(pg_catalog.obj_description(p.oid, 'pg_proc'), '') AS entry
+    FROM pg_catalog.pg_proc p
+    WHERE p.pronamespace = 'payments'::regnamespace AND p.proname !~ '^_'
+    UNION ALL
+    SELECT 2, c.relname, '## view payments.' || c.relname || E'\\n\\n' || coalesce(pg_catalog.obj_description(c.oid, 'pg_class'), '')
+    FROM pg_catalog.pg_class c WHERE c.relnamespace = 'payments'::regnamespace AND c.relkind = 'v') entries";
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for PaymentsMcp {
+    fn get_info(&self) -> ServerInfo {
+        ServerInfo::new(ServerCapabilities::builder().enable_tools().enable_resources().build()).with_instructions(
+            "Payments kept in PostgreSQL: ask whether a customer has paid and what their plan allows \
+             (customer_status), look up payments, read usage; with a write key, consume a feature or record usage. \
+             Amounts are exact decimal strings. The SQL API reference is the resource payments://sql-api.",
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let mut resource = RawResource::new(SQL_API_URI, "payments SQL API reference");
+        resource.description = Some("Every function and view of schema payments, with its documentation".into());
+        resource.mime_type = Some("text/markdown".into());
+        Ok(ListResourcesResult::with_all_items(vec![resource.no_annotation()]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResult, ErrorData> {
+        if request.uri != SQL_API_URI {
+            return Err(ErrorData::resource_not_found(format!("no resource {}", request.uri), None));
+        }
+        let text = async {
+            caller(&self.caller, &ctx)?.require(READ)?;
+            let db = self.pool.get().await?;
+            let text: Option<String> = db.query_one(SQL_API, &[]).await?.try_get(0)?;
+            Ok::<_, ApiError>(format!("# payments SQL API (schema payments)\n\n{}", text.unwrap_or_default()))
+        }
+        .await
+        .map_err(|e| ErrorData::invalid_request(e.answer().message, None))?;
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, SQL_API_URI).with_mime_type("text/markdown")]))
+    }
+}

@@ -1,0 +1,140 @@
+"""The dashboard in Debian's Chromium, driven by Playwright (tests/tests/dashboard.rs runs it).
+
+Arguments: gateway URL, a payment id (succeeded, 25.00 USD), its customer, an
+operator's email and password, a viewer's email and password, and the folder
+for screenshots. Prints a JSON report as its last line; any failed check exits non-zero.
+"""
+import json
+import os
+import re
+import sys
+import time
+
+from playwright.sync_api import expect, sync_playwright
+
+base, payment, customer, op_email, op_password, viewer_email, viewer_password, shots = sys.argv[1:9]
+os.makedirs(shots, exist_ok=True)
+report = {}
+
+# As root, without a network: no sandbox, and nothing that phones home.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def shot(page, name):
+    page.screenshot(path=os.path.join(shots, f"{name}.png"), full_page=True)
+
+
+def sign_in(page, email, password):
+    """With the keyboard only: the email field has the focus, Tab to the password, Enter sends."""
+    expect(page.get_by_label("Email")).to_be_focused()
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
+    page.keyboard.type(password)
+    page.keyboard.press("Enter")
+
+
+def csrf(page):
+    return page.locator("form.sign-out input[name=csrf]").get_attribute("value")
+
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15000)
+
+    # Not signed in: the sign-in page, which brings you back afterwards.
+    page.goto(f"{base}/dashboard/payments/{payment}")
+    assert "/dashboard/sign-in" in page.url, page.url
+    sign_in(page, op_email, "not the password at all")
+    expect(page.get_by_role("alert")).to_contain_text("Email or password is wrong")
+    page.get_by_label("Email").focus()
+    page.get_by_label("Email").fill("")
+    sign_in(page, op_email, op_password)
+    page.wait_for_url(re.compile(f"/dashboard/payments/{payment}$"))
+
+    # The payment made through the API, its balance and its verified history.
+    expect(page.get_by_role("heading", level=1)).to_contain_text(payment)
+    expect(page.locator("dd.balance-captured")).to_have_text("25.00 USD")
+    expect(page.locator("dd.balance-refunded")).to_have_text("0.00 USD")
+    expect(page.get_by_text("Chain verified")).to_be_visible()
+    events_before = page.locator("section[aria-labelledby=timeline-title] tbody tr").count()
+    assert events_before >= 2, events_before
+
+    # The skip link comes first for keyboard users.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+
+    # A form from elsewhere (a wrong token) is refused.
+    forged = page.request.post(f"{base}/dashboard/payments/{payment}/refund",
+                               form={"csrf": "csrf_forged", "idempotency_key": "k1", "amount": "1.00"}, max_redirects=0)
+    report["forged_form_status"] = forged.status
+
+    # Refund 10.00 with a double-click, then send the same form again: one refund.
+    page.get_by_label(re.compile("Refund amount")).fill("10.00")
+    form = page.locator("form[action$='/refund']")
+    fields = {name: form.locator(f"input[name={name}]").get_attribute("value") for name in ("csrf", "idempotency_key")}
+    form.get_by_role("button", name="Refund").dblclick()
+    page.wait_for_url(re.compile(r"done=refund"))
+    expect(page.get_by_role("status")).to_contain_text("Refund requested")
+    again = page.request.post(f"{base}/dashboard/payments/{payment}/refund",
+                              form={**fields, "amount": "10.00", "reason": ""}, max_redirects=0)
+    assert again.status == 303 and "done=refund" in again.headers["location"], (again.status, again.headers)
+
+    # The provider settles the refund by webhook: the balance changes, the history grows.
+    deadline = time.time() + 20
+    while True:
+        page.goto(f"{base}/dashboard/payments/{payment}")
+        refunded = page.locator("dd.balance-refunded").inner_text()
+        if refunded == "10.00 USD" or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    report["refunded_shown"] = refunded
+    report["net_shown"] = page.locator("dd.balance-net").inner_text()
+    refund_rows = page.locator("table:has(caption:text('Refunds of this payment')) tbody tr")
+    expect(refund_rows).to_have_count(1)
+    expect(refund_rows.first).to_contain_text("10.00 USD")
+    expect(page.get_by_text("Chain verified")).to_be_visible()
+    assert page.locator("section[aria-labelledby=timeline-title] tbody tr").count() > events_before
+    shot(page, "payment")
+
+    # Every other page, with a screenshot for review.
+    for name, path, heading in [
+        ("overview", "/dashboard", "Overview"),
+        ("payments", f"/dashboard/payments?customer={customer}", "Payments"),
+        ("refunds", "/dashboard/refunds", "Refunds and disputes"),
+        ("subscriptions", "/dashboard/subscriptions", "Subscriptions"),
+        ("customer", f"/dashboard/customers/{customer}", "Customer"),
+        ("webhooks", "/dashboard/webhooks", "Webhooks"),
+        ("anomalies", "/dashboard/anomalies", "Anomalies"),
+    ]:
+        page.goto(base + path)
+        expect(page.get_by_role("heading", level=1)).to_contain_text(heading)
+        shot(page, name)
+    page.goto(f"{base}/dashboard/payments?customer={customer}")
+    expect(page.get_by_role("link", name=payment)).to_be_visible()
+    page.goto(f"{base}/dashboard/customers/{customer}")
+    expect(page.locator("table:has(caption:text('Captured, refunded')) tbody")).to_contain_text("15.00 USD")
+    page.goto(f"{base}/dashboard")
+    expect(page.locator("figure.chart svg").first).to_be_visible()
+
+    # Sign out: the session is over, its pages send you to sign in.
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile("/dashboard/sign-in"))
+    page.goto(f"{base}/dashboard")
+    assert "/dashboard/sign-in" in page.url, page.url
+
+    # A viewer reads the payment but has no refund form, and a hand-made refund is refused.
+    page.goto(f"{base}/dashboard/sign-in?next=/dashboard/payments/{payment}")
+    sign_in(page, viewer_email, viewer_password)
+    page.wait_for_url(re.compile(f"/dashboard/payments/{payment}$"))
+    expect(page.get_by_role("button", name="Refund")).to_have_count(0)
+    refused = page.request.post(f"{base}/dashboard/payments/{payment}/refund",
+                                form={"csrf": csrf(page), "idempotency_key": "viewer-try", "amount": "1.00"},
+                                max_redirects=0)
+    report["viewer_refund_status"] = refused.status
+    browser.close()
+
+print(json.dumps(report))
