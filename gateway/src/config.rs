@@ -14,7 +14,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (and the embedded sandbox when no Stripe key is set).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Serve only the Stripe-compatible sandbox.
     Sandbox(SandboxArgs),
     /// Compare the provider's objects of a time window with ours and print every disagreement (JSON).
@@ -203,7 +203,7 @@ mod tests {
         let mut argv = vec!["payments-gateway", "serve", "--database-url", "host=x"];
         argv.extend(flags);
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             _ => unreachable!(),
         }
     }

@@ -118,7 +118,9 @@ impl ApiError {
         let code = self.code();
         let answer = |status, kind, message: &str, param| Answer { status, kind, code, message: message.into(), param };
         match self {
-            ApiError::Invalid { message, param, .. } => answer(S::BAD_REQUEST, "invalid_request_error", message, *param),
+            ApiError::Invalid { message, param, .. } => {
+                answer(S::BAD_REQUEST, "invalid_request_error", message, *param)
+            }
             ApiError::BodyTooLarge => answer(S::PAYLOAD_TOO_LARGE, "invalid_request_error", &self.to_string(), None),
             ApiError::Unauthenticated(msg) => answer(S::UNAUTHORIZED, "authentication_error", msg, None),
             ApiError::Forbidden(_) => answer(S::FORBIDDEN, "permission_error", &self.to_string(), None),

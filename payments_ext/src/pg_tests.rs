@@ -2249,9 +2249,14 @@ mod tests {
             "SELECT generated_password FROM payments.create_dashboard_user(' Ops@Example.com ', 'operator')",
         );
         assert!(generated.starts_with("pw_") && generated.len() > 30, "{generated}");
-        let stored = one::<String>("SELECT password_hash FROM payments.dashboard_users WHERE email = 'ops@example.com'");
+        let stored =
+            one::<String>("SELECT password_hash FROM payments.dashboard_users WHERE email = 'ops@example.com'");
         assert!(stored.starts_with("$argon2id$") && !stored.contains(&generated), "only a hash is kept");
-        assert_eq!(sqlstate("SELECT payments.create_dashboard_user('ops@example.com', 'viewer')"), "PM100", "email taken");
+        assert_eq!(
+            sqlstate("SELECT payments.create_dashboard_user('ops@example.com', 'viewer')"),
+            "PM100",
+            "email taken"
+        );
         assert_eq!(sqlstate("SELECT payments.create_dashboard_user('v@example.com', 'admin')"), "PM100");
         assert_eq!(sqlstate("SELECT payments.create_dashboard_user('not an email', 'viewer')"), "PM100");
         assert_eq!(sqlstate("SELECT payments.create_dashboard_user('v@example.com', 'viewer', 'short')"), "PM100");
@@ -2269,14 +2274,19 @@ mod tests {
             ))
         };
         assert!(sign_in("v@example.com", "a long chosen password wrong").starts_with("PM110"));
-        assert!(sign_in("nobody@example.com", "a long chosen password").starts_with("PM110"), "no hint which part was wrong");
+        assert!(
+            sign_in("nobody@example.com", "a long chosen password").starts_with("PM110"),
+            "no hint which part was wrong"
+        );
         let ok = sign_in("OPS@example.com", &generated);
         let fields: Vec<&str> = ok.trim_start_matches("ok:").split(' ').collect();
         assert_eq!(fields.len(), 3, "{ok}");
         assert_eq!(fields[2], "operator");
         let (token, csrf) = (fields[0], fields[1]);
         assert_eq!(
-            one::<String>(&format!("SELECT user_email || ' ' || csrf_token FROM payments.dashboard_session('{token}')")),
+            one::<String>(&format!(
+                "SELECT user_email || ' ' || csrf_token FROM payments.dashboard_session('{token}')"
+            )),
             format!("ops@example.com {csrf}")
         );
         assert_eq!(
@@ -2324,7 +2334,10 @@ mod tests {
         }
         for role in ["payments_gateway", "payments_reader"] {
             for table in ["payments.dashboard_users", "payments.dashboard_sessions"] {
-                assert!(!one::<bool>(&format!("SELECT has_table_privilege('{role}', '{table}', 'SELECT')")), "{role} {table}");
+                assert!(
+                    !one::<bool>(&format!("SELECT has_table_privilege('{role}', '{table}', 'SELECT')")),
+                    "{role} {table}"
+                );
             }
         }
     }

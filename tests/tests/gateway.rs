@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use payments_e2e::{api_key, connect, free_port, gateway_database_url, sandbox_charges, unique, Gateway};
+use payments_e2e::{
+    api_key, connect, free_port, gateway_database_url, sandbox_charges, unique, webhook_secret, Gateway,
+};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 

@@ -35,7 +35,7 @@ async fn spawn_app(flags: &[&str]) -> App {
     let Command::Serve(serve) = Cli::try_parse_from(args).expect("valid flags").command else {
         unreachable!("the serve subcommand")
     };
-    let app = Application::build(serve).await.expect("the gateway builds");
+    let app = Application::build(*serve).await.expect("the gateway builds");
     let url = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(std::future::pending()));
     App { url, provider, secret, http: Client::new() }

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
     let db = connect().await;
-    let (plan, meter, customer) = (unique("mcp_plan").to_lowercase(), unique("mcp_meter").to_lowercase(), unique("cus_mcp"));
+    let (plan, meter, customer) =
+        (unique("mcp_plan").to_lowercase(), unique("mcp_meter").to_lowercase(), unique("cus_mcp"));
     db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
     db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 10}')", &[&plan])
         .await

@@ -19,7 +19,8 @@ use crate::db;
 use crate::error::ApiError;
 
 /// Statuses a payment can be canceled from (the state machine's edges to `canceled`).
-const CANCELABLE: [&str; 4] = ["requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"];
+const CANCELABLE: [&str; 4] =
+    ["requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"];
 
 #[derive(Deserialize)]
 pub struct RefundForm {
@@ -41,16 +42,16 @@ pub struct CancelForm {
     reason: Option<String>,
 }
 
-/// An operator with this session's form, or the page that says why not.
-fn allowed(session: &Session, csrf: &str) -> Result<(), Response> {
+/// The page that says why an action is refused: not an operator, or not this session's form.
+fn refusal(session: &Session, csrf: &str) -> Option<Response> {
     if !session.is_operator() {
-        return Err(message_page(
+        return Some(message_page(
             StatusCode::FORBIDDEN,
             "Operators only",
             "Your role may read the dashboard but not refund, capture or cancel.",
         ));
     }
-    session.check_form(csrf)
+    session.form_refusal(csrf)
 }
 
 fn blank_is_none(v: Option<String>) -> Option<String> {
@@ -81,7 +82,7 @@ pub async fn refund(
     Path(id): Path<String>,
     Form(form): Form<RefundForm>,
 ) -> Response {
-    if let Err(refused) = allowed(&session, &form.csrf) {
+    if let Some(refused) = refusal(&session, &form.csrf) {
         return refused;
     }
     let result = crate::routes::refunds::request(
@@ -101,7 +102,7 @@ pub async fn capture(
     Path(id): Path<String>,
     Form(form): Form<CaptureForm>,
 ) -> Response {
-    if let Err(refused) = allowed(&session, &form.csrf) {
+    if let Some(refused) = refusal(&session, &form.csrf) {
         return refused;
     }
     let result = crate::routes::payments::command(&state, &id, db::CAPTURE_PAYMENT, &blank_is_none(form.amount)).await;
@@ -114,7 +115,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<CancelForm>,
 ) -> Response {
-    if let Err(refused) = allowed(&session, &form.csrf) {
+    if let Some(refused) = refusal(&session, &form.csrf) {
         return refused;
     }
     let result = crate::routes::payments::command(&state, &id, db::CANCEL_PAYMENT, &blank_is_none(form.reason)).await;

@@ -54,7 +54,10 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Html<String
 
 /// A page that only says something (not found, not allowed).
 pub fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
-    (status, page(title, None, html! { h1 { (title) } p { (text) } p { a href="/dashboard" { "Back to the dashboard" } } }))
+    (
+        status,
+        page(title, None, html! { h1 { (title) } p { (text) } p { a href="/dashboard" { "Back to the dashboard" } } }),
+    )
         .into_response()
 }
 
@@ -114,7 +117,9 @@ fn cell(kind: Cell, value: &Value) -> Markup {
         Cell::Text => html! { (text) },
         Cell::Payment => html! { a href=(format!("/dashboard/payments/{}", url(&text))) { code { (text) } } },
         Cell::Customer => html! { a href=(format!("/dashboard/customers/{}", url(&text))) { (text) } },
-        Cell::Status => html! { span class=(format!("status s-{}", text.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))) { (text) } },
+        Cell::Status => {
+            html! { span class=(format!("status s-{}", text.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))) { (text) } }
+        }
     }
 }
 
@@ -130,10 +135,13 @@ pub fn text(value: &Value) -> String {
 
 /// A path segment, percent-encoded.
 pub fn url(segment: &str) -> String {
-    segment.bytes().map(|b| match b {
-        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-        _ => format!("%{b:02X}"),
-    }).collect()
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -143,14 +151,21 @@ mod tests {
 
     #[test]
     fn tables_escape_and_link_and_say_when_empty() {
-        let columns = [col("id", "Payment", Cell::Payment), col("customer_id", "Customer", Cell::Customer),
-            col("status", "Status", Cell::Status), col("note", "Note", Cell::Text)];
+        let columns = [
+            col("id", "Payment", Cell::Payment),
+            col("customer_id", "Customer", Cell::Customer),
+            col("status", "Status", Cell::Status),
+            col("note", "Note", Cell::Text),
+        ];
         let rows = [json!({"id": "pay_1", "customer_id": "cus/<x>", "status": "succeeded", "note": "<script>"})];
         let html = table("Payments", &columns, &rows, "none").into_string();
         assert!(html.contains(r#"<a href="/dashboard/payments/pay_1"><code>pay_1</code></a>"#), "{html}");
         assert!(html.contains(r#"href="/dashboard/customers/cus%2F%3Cx%3E""#), "{html}");
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"), "{html}");
         assert!(html.contains(r#"<th scope="col">Payment</th>"#), "{html}");
-        assert_eq!(table("Payments", &columns, &[], "No payments.").into_string(), r#"<p class="empty">No payments.</p>"#);
+        assert_eq!(
+            table("Payments", &columns, &[], "No payments.").into_string(),
+            r#"<p class="empty">No payments.</p>"#
+        );
     }
 }

@@ -60,7 +60,8 @@ fn int(v: &Value) -> i64 {
 
 /// Minor units of `currency` as "12.34 USD".
 fn money(minor: i64, currency: &str) -> String {
-    payments_core::money::to_major(minor, currency).map_or_else(|_| format!("{minor} (minor) {currency}"), |m| format!("{m} {currency}"))
+    payments_core::money::to_major(minor, currency)
+        .map_or_else(|_| format!("{minor} (minor) {currency}"), |m| format!("{m} {currency}"))
 }
 
 fn currencies(rows: &[Value]) -> Vec<String> {
@@ -76,8 +77,15 @@ fn overview_body(o: &Value) -> Markup {
         rows_.iter().filter(|r| r["currency"] == currency).cloned().collect()
     };
     let outcomes = rows(&o["outcomes"]);
-    let (succeeded, failed) = outcomes.iter().fold((0, 0), |(s, f), r| (s + int(&r["succeeded"]), f + int(&r["failed"])));
-    let rate = |s: i64, f: i64| if s + f == 0 { "—".to_string() } else { format!("{:.1} %", 100.0 * s as f64 / (s + f) as f64) };
+    let (succeeded, failed) =
+        outcomes.iter().fold((0, 0), |(s, f), r| (s + int(&r["succeeded"]), f + int(&r["failed"])));
+    let rate = |s: i64, f: i64| {
+        if s + f == 0 {
+            "—".to_string()
+        } else {
+            format!("{:.1} %", 100.0 * s as f64 / (s + f) as f64)
+        }
+    };
     let subs = &o["subscriptions"];
     let mrr = rows(&o["mrr"]);
     let refunds = daily(&days, rows(&o["refunds"]), |r| int(&r["n"]));
@@ -143,9 +151,7 @@ pub async fn payments(State(state): State<AppState>, session: Session, Query(f):
     }
     let (customer, status, to, before) = (given(&f.customer), given(&f.status), given(&f.to), given(&f.before));
     // Unfiltered, the list starts 30 days back: a window the created_at index serves at any size.
-    let from = given(&f.from).or_else(|| {
-        customer.is_none().then(|| days_ago(OVERVIEW_DAYS - 1))
-    });
+    let from = given(&f.from).or_else(|| customer.is_none().then(|| days_ago(OVERVIEW_DAYS - 1)));
     let body = async {
         let list = document(&state, queries::PAYMENTS, &[&customer, &status, &from, &to, &before]).await?;
         let db = state.pool.get().await?;
@@ -280,7 +286,11 @@ pub struct SubscriptionFilter {
     status: Option<String>,
 }
 
-pub async fn subscriptions(State(state): State<AppState>, session: Session, Query(f): Query<SubscriptionFilter>) -> Response {
+pub async fn subscriptions(
+    State(state): State<AppState>,
+    session: Session,
+    Query(f): Query<SubscriptionFilter>,
+) -> Response {
     let status = given(&f.status);
     let body = async {
         let d = document(&state, queries::SUBSCRIPTIONS, &[&status]).await?;
@@ -407,7 +417,7 @@ mod tests {
         let n = |done: Option<&str>, error: Option<&str>| {
             notice_text(&Notice { done: done.map(str::to_string), error: error.map(str::to_string) })
         };
-        assert_eq!(n(Some("refund"), None).unwrap().0, true);
+        assert!(n(Some("refund"), None).unwrap().0);
         assert_eq!(n(Some("<script>"), None), None);
         assert!(n(None, Some("PM207")).unwrap().1.starts_with("Capture above"));
         assert_eq!(n(None, Some("<b>hi</b>")).unwrap().1, "The action failed.");

@@ -6,10 +6,10 @@ pub const SIGN_IN: &str = "SELECT session_token FROM payments.dashboard_sign_in(
 pub const SESSION: &str = "SELECT user_email, user_role, csrf_token FROM payments.dashboard_session($1)";
 pub const SIGN_OUT: &str = "SELECT payments.dashboard_sign_out($1)";
 
-/// An amount column `$m` (minor units) of currency column `$c` as "12.34 USD".
+/// An amount `$m` (minor units; sums are numeric) of currency column `$c` as "12.34 USD".
 macro_rules! money {
     ($m:literal, $c:literal) => {
-        concat!("payments.to_major(", $m, ", ", $c, ")::text || ' ' || ", $c)
+        concat!("payments.to_major((", $m, ")::bigint, ", $c, ")::text || ' ' || ", $c)
     };
 }
 
@@ -60,29 +60,44 @@ SELECT jsonb_build_object(
 
 /// Payments newest first, 51 at most (the 51st says an older page exists), filtered by
 /// customer `$1`, status `$2`, first day `$3`, last day `$4` (UTC dates), older than id `$5`.
-pub const PAYMENTS: &str = concat!("
+pub const PAYMENTS: &str = concat!(
+    "
 SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.id DESC), '[]')::text FROM (
-    SELECT p.id, p.customer_id, ", money!("p.amount_minor", "p.currency"), " AS amount, p.status, p.refund_status,
+    SELECT p.id, p.customer_id, ",
+    money!("p.amount_minor", "p.currency"),
+    " AS amount, p.status, p.refund_status,
            p.disputed, to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS created
     FROM payments.payment_details p
     WHERE ($1::text IS NULL OR p.customer_id = $1) AND ($2::text IS NULL OR p.status = $2)
       AND ($3::text IS NULL OR p.created_at >= $3::text::date::timestamp AT TIME ZONE 'UTC')
       AND ($4::text IS NULL OR p.created_at < ($4::text::date + 1)::timestamp AT TIME ZONE 'UTC')
       AND ($5::text IS NULL OR p.id < $5)
-    ORDER BY p.id DESC LIMIT 51) r");
+    ORDER BY p.id DESC LIMIT 51) r"
+);
 
 pub const STATUSES: &str = "SELECT status FROM payments.statuses() ORDER BY rank";
 
 /// One payment with everything its page shows: amounts, its history with the chain's
 /// verdict, refunds, disputes and open anomalies.
-pub const PAYMENT: &str = concat!("
+pub const PAYMENT: &str = concat!(
+    "
 SELECT jsonb_build_object(
     'payment', to_jsonb(p) || jsonb_build_object(
-        'amount_shown', ", money!("p.amount_minor", "p.currency"), ",
-        'captured_shown', ", money!("coalesce(p.amount_captured_minor, 0)", "p.currency"), ",
-        'refunded_shown', ", money!("p.amount_refunded_minor", "p.currency"), ",
-        'disputed_shown', ", money!("p.amount_disputed_minor", "p.currency"), ",
-        'net_shown', ", money!("coalesce(p.amount_captured_minor, 0) - p.amount_refunded_minor - p.amount_disputed_minor", "p.currency"), ",
+        'amount_shown', ",
+    money!("p.amount_minor", "p.currency"),
+    ",
+        'captured_shown', ",
+    money!("coalesce(p.amount_captured_minor, 0)", "p.currency"),
+    ",
+        'refunded_shown', ",
+    money!("p.amount_refunded_minor", "p.currency"),
+    ",
+        'disputed_shown', ",
+    money!("p.amount_disputed_minor", "p.currency"),
+    ",
+        'net_shown', ",
+    money!("coalesce(p.amount_captured_minor, 0) - p.amount_refunded_minor - p.amount_disputed_minor", "p.currency"),
+    ",
         'refundable', coalesce(p.amount_captured_minor, 0) - p.amount_refunded_minor > 0),
     'events', (SELECT coalesce(jsonb_agg(jsonb_build_object('seq', h.seq, 'from_status', h.from_status,
                    'to_status', h.to_status, 'applied', h.applied, 'source', h.source, 'reason', h.reason,
@@ -90,11 +105,15 @@ SELECT jsonb_build_object(
                    'hash', left(h.hash, 12)) ORDER BY h.seq), '[]')
                FROM payments.list_payment_events(p.id) h),
     'chain_problems', (SELECT coalesce(jsonb_agg(v.problem), '[]') FROM payments.verify_event_chain(p.id) v),
-    'refunds', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'amount', ", money!("r.amount_minor", "r.currency"), ",
+    'refunds', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'amount', ",
+    money!("r.amount_minor", "r.currency"),
+    ",
                    'status', r.status, 'reason', r.reason,
                    'created', to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY r.id), '[]')
                 FROM payments.list_refunds(p.id, 100) r),
-    'disputes', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', d.id, 'amount', ", money!("d.amount_minor", "d.currency"), ",
+    'disputes', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', d.id, 'amount', ",
+    money!("d.amount_minor", "d.currency"),
+    ",
                    'status', d.status, 'reason', d.reason) ORDER BY d.id), '[]')
                  FROM payments.list_disputes(p.id, NULL, 100) d),
     'anomalies', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', a.id, 'kind', a.kind, 'source', a.source,
@@ -102,23 +121,30 @@ SELECT jsonb_build_object(
                    'created', to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY a.id), '[]')
                   FROM payments.open_anomalies a WHERE a.customer_id = p.customer_id AND a.payment_id = p.id)
 )::text
-FROM payments.get_payment($1) p");
+FROM payments.get_payment($1) p"
+);
 
 /// Refunds and disputes, newest first.
-pub const REFUNDS_AND_DISPUTES: &str = concat!("
+pub const REFUNDS_AND_DISPUTES: &str = concat!(
+    "
 SELECT jsonb_build_object(
     'refunds', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'payment_id', r.payment_id,
-                   'customer_id', r.customer_id, 'amount', ", money!("r.amount_minor", "r.currency"), ",
+                   'customer_id', r.customer_id, 'amount', ",
+    money!("r.amount_minor", "r.currency"),
+    ",
                    'status', r.status, 'reason', r.reason,
                    'created', to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY r.id DESC), '[]')
                 FROM payments.list_refunds(NULL, 100) r),
     'disputes', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', d.id, 'payment_id', d.payment_id,
-                   'customer_id', d.customer_id, 'amount', ", money!("d.amount_minor", "d.currency"), ",
+                   'customer_id', d.customer_id, 'amount', ",
+    money!("d.amount_minor", "d.currency"),
+    ",
                    'status', d.status, 'reason', d.reason,
                    'evidence_due_by', to_char(d.evidence_due_by AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
                    'created', to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY d.id DESC), '[]')
                  FROM payments.list_disputes(NULL, NULL, 100) d)
-)::text");
+)::text"
+);
 
 /// Subscriptions of status `$1` (all when NULL), newest first, with their plan's price.
 pub const SUBSCRIPTIONS: &str = concat!("
@@ -175,10 +201,14 @@ SELECT jsonb_build_object(
 )::text";
 
 /// Open anomalies, newest first: what each payment expected beside what was observed.
-pub const ANOMALIES: &str = concat!("
+pub const ANOMALIES: &str = concat!(
+    "
 SELECT coalesce(jsonb_agg(jsonb_build_object('id', a.id, 'payment_id', a.payment_id, 'customer_id', a.customer_id,
            'kind', a.kind, 'source', a.source, 'provider', a.provider,
-           'expected', ", money!("a.expected_amount_minor", "a.expected_currency"), ",
+           'expected', ",
+    money!("a.expected_amount_minor", "a.expected_currency"),
+    ",
            'observed', a.observed::text, 'created', to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'))
            ORDER BY a.created_at DESC), '[]')::text
-FROM (SELECT * FROM payments.open_anomalies ORDER BY created_at DESC LIMIT 100) a");
+FROM (SELECT * FROM payments.open_anomalies ORDER BY created_at DESC LIMIT 100) a"
+);

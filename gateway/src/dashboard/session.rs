@@ -36,12 +36,12 @@ impl Session {
         self.role == payments_core::vocabulary::DASHBOARD_OPERATOR
     }
 
-    /// A form's token must be this session's: another site cannot know it.
-    pub fn check_form(&self, token: &str) -> Result<(), Response> {
+    /// Why a form is refused, if it is: its token must be this session's, which another site cannot know.
+    pub fn form_refusal(&self, token: &str) -> Option<Response> {
         if bool::from(self.csrf.as_bytes().ct_eq(token.as_bytes())) {
-            Ok(())
+            None
         } else {
-            Err(layout::message_page(
+            Some(layout::message_page(
                 StatusCode::FORBIDDEN,
                 "Form expired",
                 "This form does not belong to your session. Go back, reload the page and try again.",
@@ -131,8 +131,13 @@ pub struct SignOut {
     csrf: String,
 }
 
-pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap, session: Session, Form(form): Form<SignOut>) -> Response {
-    if let Err(refused) = session.check_form(&form.csrf) {
+pub async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    session: Session,
+    Form(form): Form<SignOut>,
+) -> Response {
+    if let Some(refused) = session.form_refusal(&form.csrf) {
         return refused;
     }
     let ended = async {
@@ -190,7 +195,8 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// A cookie scripts cannot read and other sites never send; Secure when the
 /// request reached us over TLS (a proxy in front says so in X-Forwarded-Proto).
 fn set_cookie(headers: &HeaderMap, name: &str, value: &str, path: &str, max_age: Option<u32>) -> HeaderValue {
-    let tls = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let tls =
+        headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"));
     let mut c = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict");
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={age}"));
@@ -208,7 +214,14 @@ mod tests {
     #[test]
     fn next_stays_on_the_dashboard() {
         assert_eq!(safe_next(Some("/dashboard/payments?status=failed")), "/dashboard/payments?status=failed");
-        for bad in [None, Some("https://evil.example"), Some("//evil.example"), Some("/dashboard//evil"), Some("/v1/payments"), Some("/dashboard\\x")] {
+        for bad in [
+            None,
+            Some("https://evil.example"),
+            Some("//evil.example"),
+            Some("/dashboard//evil"),
+            Some("/v1/payments"),
+            Some("/dashboard\\x"),
+        ] {
             assert_eq!(safe_next(bad), "/dashboard", "{bad:?}");
         }
     }

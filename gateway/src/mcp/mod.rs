@@ -165,40 +165,75 @@ fn first(row: &tokio_postgres::Row) -> Result<String, ApiError> {
 
 #[tool_router]
 impl PaymentsMcp {
-    #[tool(description = "Whether a customer has paid, whether a plan is active, and each feature's limit, use and what is left this period. Read-only.")]
-    async fn customer_status(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<CustomerArgs>) -> CallToolResult {
+    #[tool(
+        description = "Whether a customer has paid, whether a plan is active, and each feature's limit, use and what is left this period. Read-only."
+    )]
+    async fn customer_status(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<CustomerArgs>,
+    ) -> CallToolResult {
         self.run(&ctx, READ, CUSTOMER_STATUS, &[&a.customer_id], first).await
     }
 
-    #[tool(description = "One payment by id: amount (exact decimal string), currency, status, amounts captured, refunded and disputed. Read-only.")]
-    async fn get_payment(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<PaymentArgs>) -> CallToolResult {
+    #[tool(
+        description = "One payment by id: amount (exact decimal string), currency, status, amounts captured, refunded and disputed. Read-only."
+    )]
+    async fn get_payment(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<PaymentArgs>,
+    ) -> CallToolResult {
         self.run(&ctx, READ, db::GET_PAYMENT, &[&a.payment_id], first).await
     }
 
-    #[tool(description = "Payments newest first, optionally of one customer and one status; has_more and starting_after page through. Read-only.")]
-    async fn list_payments(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<ListPaymentsArgs>) -> CallToolResult {
+    #[tool(
+        description = "Payments newest first, optionally of one customer and one status; has_more and starting_after page through. Read-only."
+    )]
+    async fn list_payments(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<ListPaymentsArgs>,
+    ) -> CallToolResult {
         let limit = a.limit.unwrap_or(10);
         let params: [&(dyn ToSql + Sync); 4] = [&a.customer_id, &a.status, &a.starting_after, &limit];
-        self.run(&ctx, READ, db::LIST_PAYMENTS_LIMIT, &params, |row| crate::routes::payments::list_body("/v1/payments", row))
-            .await
+        self.run(&ctx, READ, db::LIST_PAYMENTS_LIMIT, &params, |row| {
+            crate::routes::payments::list_body("/v1/payments", row)
+        })
+        .await
     }
 
-    #[tool(description = "A customer's usage of one meter over a window, aggregated as the meter says (sum, count, max, …). Read-only.")]
-    async fn usage_summary(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<UsageSummaryArgs>) -> CallToolResult {
+    #[tool(
+        description = "A customer's usage of one meter over a window, aggregated as the meter says (sum, count, max, …). Read-only."
+    )]
+    async fn usage_summary(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<UsageSummaryArgs>,
+    ) -> CallToolResult {
         self.run(&ctx, READ, db::USAGE_SUMMARY, &[&a.customer_id, &a.meter, &a.from, &a.to], first).await
     }
 
-    #[tool(description = "Uses `quantity` of a feature of the customer's plan if the limit allows: allowed, remaining, outcome (consumed, refused, replayed). Idempotent with request_id. Needs the payments:write scope.")]
+    #[tool(
+        description = "Uses `quantity` of a feature of the customer's plan if the limit allows: allowed, remaining, outcome (consumed, refused, replayed). Idempotent with request_id. Needs the payments:write scope."
+    )]
     async fn consume(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<ConsumeArgs>) -> CallToolResult {
         let quantity = a.quantity.text();
         self.run(&ctx, WRITE, db::CONSUME, &[&a.customer_id, &a.feature, &quantity, &a.request_id], first).await
     }
 
-    #[tool(description = "Records one usage event on a meter, billed at renewal: {id, outcome: created | replayed}. Idempotent with request_id (a retry never bills twice). Needs the payments:write scope.")]
-    async fn record_usage(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<RecordUsageArgs>) -> CallToolResult {
+    #[tool(
+        description = "Records one usage event on a meter, billed at renewal: {id, outcome: created | replayed}. Idempotent with request_id (a retry never bills twice). Needs the payments:write scope."
+    )]
+    async fn record_usage(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<RecordUsageArgs>,
+    ) -> CallToolResult {
         let quantity = a.quantity.text();
         let none: Option<String> = None;
-        let params: [&(dyn ToSql + Sync); 6] = [&a.request_id, &a.customer_id, &a.meter, &quantity, &a.occurred_at, &none];
+        let params: [&(dyn ToSql + Sync); 6] =
+            [&a.request_id, &a.customer_id, &a.meter, &quantity, &a.occurred_at, &none];
         self.run(&ctx, WRITE, db::RECORD_USAGE, &params, first).await
     }
 }

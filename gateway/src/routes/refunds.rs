@@ -68,8 +68,11 @@ pub(crate) async fn request(
         let row = tx.query_one(&stmt, &[&key, &payment, &amount, &reason]).await?;
         let refund: String = row.try_get("refund")?;
         let replayed = row.try_get::<_, &str>("outcome")? == "replayed";
-        let claimed =
-            if replayed { vec![] } else { crate::commands::claim(state, &tx, Some(payment), state.command_lease).await? };
+        let claimed = if replayed {
+            vec![]
+        } else {
+            crate::commands::claim(state, &tx, Some(payment), state.command_lease).await?
+        };
         tx.commit().await?;
         (refund, replayed, claimed)
     };
