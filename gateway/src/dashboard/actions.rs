@@ -145,7 +145,7 @@ pub fn payment_body(d: &Value, session: &Session, notice: &Option<(bool, String)
             dt { "Net" } dd.balance-net { (text(&p["net_shown"])) }
             dt { "Capture" } dd { (text(&p["capture_method"])) }
             dt { "Provider" } dd { (text(&p["provider"])) " " code { (text(&p["provider_payment_id"])) } }
-            dt { "Created" } dd { (text(&p["created_at"])) }
+            dt { "Created" } dd { (text(&p["created_shown"])) }
             @if !p["description"].is_null() { dt { "Description" } dd { (text(&p["description"])) } }
             @if !p["last_error"].is_null() { dt { "Last provider error" } dd { code { (p["last_error"].to_string()) } } }
         }

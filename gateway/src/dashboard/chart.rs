@@ -17,7 +17,8 @@ pub struct Bar {
 /// A bar chart of `bars`, each bar's tooltip `label: shown(value)`; the
 /// largest bar fills the height. An empty series draws an empty frame.
 pub fn bars(title: &str, bars: &[Bar], shown: impl Fn(i64) -> String) -> Markup {
-    let max = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1) as f64;
+    let highest = bars.iter().map(|b| b.value).max().unwrap_or(0);
+    let max = highest.max(1) as f64;
     let slot = WIDTH / bars.len().max(1) as f64;
     let summary = match (bars.first(), bars.last()) {
         (Some(first), Some(last)) => format!(
@@ -25,13 +26,13 @@ pub fn bars(title: &str, bars: &[Bar], shown: impl Fn(i64) -> String) -> Markup 
             bars.len(),
             first.label,
             last.label,
-            shown(bars.iter().map(|b| b.value).max().unwrap_or(0))
+            shown(highest)
         ),
         _ => format!("{title}: no data"),
     };
     html! {
         figure.chart {
-            figcaption { (title) }
+            figcaption { (title) @if highest > 0 { span.peak { "highest " (shown(highest)) } } }
             svg viewBox=(format!("0 0 {WIDTH} {}", HEIGHT + AXIS)) role="img" aria-label=(summary)
                 xmlns="http://www.w3.org/2000/svg" {
                 line.axis x1="0" y1=(HEIGHT) x2=(WIDTH) y2=(HEIGHT) {}
@@ -72,6 +73,7 @@ mod tests {
         assert!(svg.contains(r#"height="0.0""#), "a zero day draws no bar: {svg}");
         assert!(svg.contains("<title>d1: 50 USD</title>"), "{svg}");
         assert!(svg.contains(r#"aria-label="Volume: 3 bars from d0 to d2, highest 100 USD""#), "{svg}");
+        assert!(svg.contains(r#"<span class="peak">highest 100 USD</span>"#), "the scale is said: {svg}");
     }
 
     #[test]
