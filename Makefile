@@ -112,7 +112,8 @@ SCALE_ENV = PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(CITUS_PORT) user=p
 	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
 	PAYMENTS_GATEWAY_BIN=$(TARGET_DIR)/debug/payments-gateway \
 	PAYMENTS_RELIABILITY_REPORT=$(CURDIR)/.run/scale-reliability.tsv
-SCALE_SUITES ?= --test foundation --test webhooks --test gateway --test in_process --test reliability
+SCALE_SUITES ?= --test foundation --test webhooks --test gateway --test in_process --test reliability --test dashboard \
+	--test mcp
 scale-test:
 	cargo build --package payments-gateway
 	@CITUS_PORT=$(CITUS_PORT) scripts/citus.sh start

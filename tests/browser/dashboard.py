@@ -1,8 +1,9 @@
 """The dashboard in Debian's Chromium, driven by Playwright (tests/tests/dashboard.rs runs it).
 
 Arguments: gateway URL, a payment id (succeeded, 25.00 USD), its customer, an
-operator's email and password, a viewer's email and password, and the folder
-for screenshots. Prints a JSON report as its last line; any failed check exits non-zero.
+operator's email and password, a viewer's email and password, the folder for
+screenshots, and two authorized payments of the customer (20.00 USD each): one
+to capture in part, one to cancel. Prints a JSON report as its last line; any failed check exits non-zero.
 """
 import json
 import os
@@ -12,7 +13,8 @@ import time
 
 from playwright.sync_api import expect, sync_playwright
 
-base, payment, customer, op_email, op_password, viewer_email, viewer_password, shots = sys.argv[1:9]
+base, payment, customer, op_email, op_password, viewer_email, viewer_password, shots, to_capture, to_cancel = \
+    sys.argv[1:11]
 os.makedirs(shots, exist_ok=True)
 report = {}
 
@@ -33,6 +35,13 @@ def sign_in(page, email, password):
     expect(page.get_by_label("Password")).to_be_focused()
     page.keyboard.type(password)
     page.keyboard.press("Enter")
+
+
+def every_field_is_labelled(page):
+    """Each visible input and select has a label a screen reader announces."""
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('input:not([type=hidden]), select')]
+        .filter(e => e.labels.length === 0 && !e.getAttribute('aria-label')).map(e => e.name)""")
+    assert not unlabelled, (page.url, unlabelled)
 
 
 def csrf(page):
@@ -112,6 +121,7 @@ with sync_playwright() as p:
     ]:
         page.goto(base + path)
         expect(page.get_by_role("heading", level=1)).to_contain_text(heading)
+        every_field_is_labelled(page)
         shot(page, name)
     page.goto(f"{base}/dashboard/payments?customer={customer}")
     expect(page.get_by_role("link", name=payment)).to_be_visible()
@@ -119,6 +129,26 @@ with sync_playwright() as p:
     expect(page.locator("table:has(caption:text('Captured, refunded')) tbody")).to_contain_text("15.00 USD")
     page.goto(f"{base}/dashboard")
     expect(page.locator("figure.chart svg").first).to_be_visible()
+
+    # Capture part of an authorization; cancel another.
+    page.goto(f"{base}/dashboard/payments/{to_capture}")
+    every_field_is_labelled(page)
+    page.get_by_label(re.compile("Capture amount")).fill("15.00")
+    page.get_by_role("button", name="Capture").click()
+    page.wait_for_url(re.compile(r"done=capture"))
+    expect(page.locator("h1 .status")).to_have_text("succeeded")
+    expect(page.locator("dd.balance-captured")).to_have_text("15.00 USD")
+    page.goto(f"{base}/dashboard/payments/{to_cancel}")
+    page.get_by_label("Reason").select_option("abandoned")
+    page.get_by_role("button", name="Cancel payment").click()
+    page.wait_for_url(re.compile(r"done=cancel"))
+    expect(page.locator("h1 .status")).to_have_text("canceled")
+    # Cancelling it again is refused in the extension's words, on the page.
+    again = page.request.post(f"{base}/dashboard/payments/{to_cancel}/cancel", form={"csrf": csrf(page)},
+                              max_redirects=0)
+    assert again.status == 303 and "error=PM" in again.headers["location"], (again.status, again.headers)
+    page.goto(base + again.headers["location"])
+    expect(page.get_by_role("alert")).to_be_visible()
 
     # Sign out: the session is over, its pages send you to sign in.
     page.get_by_role("button", name="Sign out").click()

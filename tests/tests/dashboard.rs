@@ -25,19 +25,29 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     let gateway = payments_e2e::sandbox_gateway(&[]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let customer = unique("cus_dash");
-    let payment: Value = reqwest::Client::new()
-        .post(format!("{}/v1/payments", gateway.url))
-        .bearer_auth(&key)
-        .header("Idempotency-Key", unique("dash"))
-        .json(&json!({"customer_id": customer, "amount": "25.00", "currency": "usd", "payment_method": "pm_card_visa"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(payment["status"], "succeeded", "{payment}");
-    let id = payment["id"].as_str().unwrap();
+    let pay = |capture_method: &'static str| {
+        let (url, key, customer) = (gateway.url.clone(), key.clone(), customer.clone());
+        async move {
+            let body = json!({"customer_id": customer, "amount": if capture_method == "automatic" { "25.00" } else { "20.00" },
+                "currency": "usd", "payment_method": "pm_card_visa", "capture_method": capture_method});
+            let p: Value = reqwest::Client::new()
+                .post(format!("{url}/v1/payments"))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", unique("dash"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let expected = if capture_method == "automatic" { "succeeded" } else { "requires_capture" };
+            assert_eq!(p["status"], expected, "{p}");
+            p["id"].as_str().unwrap().to_string()
+        }
+    };
+    let id = &pay("automatic").await;
+    let (to_capture, to_cancel) = (pay("manual").await, pay("manual").await);
     let (operator, operator_password) = dashboard_user("operator").await;
     let (viewer, viewer_password) = dashboard_user("viewer").await;
 
@@ -47,6 +57,7 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/dashboard.py");
     let run = tokio::process::Command::new(python)
         .args([script, &gateway.url, id, &customer, &operator, &operator_password, &viewer, &viewer_password, &shots])
+        .args([&to_capture, &to_cancel])
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(240), run).await.expect("the browser test ends").unwrap();
@@ -68,6 +79,18 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(refunds, [(1000, "succeeded".to_string())]);
+    let state = |id: String| {
+        let db = &db;
+        async move {
+            let r = db
+                .query_one("SELECT status, amount_captured_minor FROM payments.payment_details WHERE id = $1", &[&id])
+                .await
+                .unwrap();
+            (r.get::<_, String>(0), r.get::<_, Option<i64>>(1))
+        }
+    };
+    assert_eq!(state(to_capture).await, ("succeeded".to_string(), Some(1500)), "captured 15.00 of 20.00");
+    assert_eq!(state(to_cancel).await.0, "canceled");
     for page in ["overview", "payments", "payment", "refunds", "subscriptions", "customer", "webhooks", "anomalies"] {
         let shot = std::path::Path::new(&shots).join(format!("{page}.png"));
         assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "no screenshot {}", shot.display());

@@ -21,13 +21,9 @@ pub fn bars(title: &str, bars: &[Bar], shown: impl Fn(i64) -> String) -> Markup 
     let max = highest.max(1) as f64;
     let slot = WIDTH / bars.len().max(1) as f64;
     let summary = match (bars.first(), bars.last()) {
-        (Some(first), Some(last)) => format!(
-            "{title}: {} bars from {} to {}, highest {}",
-            bars.len(),
-            first.label,
-            last.label,
-            shown(highest)
-        ),
+        (Some(first), Some(last)) => {
+            format!("{title}: {} bars from {} to {}, highest {}", bars.len(), first.label, last.label, shown(highest))
+        }
         _ => format!("{title}: no data"),
     };
     html! {

@@ -322,6 +322,7 @@ pub async fn subscriptions(
 pub async fn customer(State(state): State<AppState>, session: Session, Path(id): Path<String>) -> Response {
     let body = async {
         let d = document(&state, queries::CUSTOMER, &[&id]).await?;
+        let balances = document(&state, queries::CUSTOMER_BALANCES, &[&id]).await?;
         Ok(html! {
             h1 { "Customer " code { (id) } }
             dl.facts {
@@ -332,7 +333,7 @@ pub async fn customer(State(state): State<AppState>, session: Session, Path(id):
             h2 { "Balance" }
             (table("Captured, refunded, disputed and net, by currency", &[col("currency", "Currency", Cell::Text),
                 col("gross", "Captured", Cell::Text), col("refunded", "Refunded", Cell::Text),
-                col("disputed", "Disputed", Cell::Text), col("net", "Net", Cell::Text)], rows(&d["balances"]), "Nothing captured yet."))
+                col("disputed", "Disputed", Cell::Text), col("net", "Net", Cell::Text)], rows(&balances), "Nothing captured yet."))
             h2 { "Subscriptions" }
             (table("Subscriptions", &[col("id", "Subscription", Cell::Text), col("plan", "Plan", Cell::Text),
                 col("status", "Status", Cell::Status), col("period_end", "Period ends", Cell::Text)],

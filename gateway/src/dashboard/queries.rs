@@ -78,7 +78,8 @@ SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.id DESC), '[]')::text FROM (
 pub const STATUSES: &str = "SELECT status FROM payments.statuses() ORDER BY rank";
 
 /// One payment with everything its page shows: amounts, its history with the chain's
-/// verdict, refunds, disputes and open anomalies.
+/// verdict, refunds, disputes and open anomalies. The subqueries name the payment by `$1`,
+/// not by the outer row: Citus plans no correlated subquery beside a function in FROM.
 pub const PAYMENT: &str = concat!(
     "
 SELECT jsonb_build_object(
@@ -103,23 +104,24 @@ SELECT jsonb_build_object(
                    'to_status', h.to_status, 'applied', h.applied, 'source', h.source, 'reason', h.reason,
                    'at', to_char(h.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
                    'hash', left(h.hash, 12)) ORDER BY h.seq), '[]')
-               FROM payments.list_payment_events(p.id) h),
-    'chain_problems', (SELECT coalesce(jsonb_agg(v.problem), '[]') FROM payments.verify_event_chain(p.id) v),
+               FROM payments.list_payment_events($1) h),
+    'chain_problems', (SELECT coalesce(jsonb_agg(v.problem), '[]') FROM payments.verify_event_chain($1) v),
     'refunds', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'amount', ",
     money!("r.amount_minor", "r.currency"),
     ",
                    'status', r.status, 'reason', r.reason,
                    'created', to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY r.id), '[]')
-                FROM payments.list_refunds(p.id, 100) r),
+                FROM payments.list_refunds($1, 100) r),
     'disputes', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', d.id, 'amount', ",
     money!("d.amount_minor", "d.currency"),
     ",
                    'status', d.status, 'reason', d.reason) ORDER BY d.id), '[]')
-                 FROM payments.list_disputes(p.id, NULL, 100) d),
+                 FROM payments.list_disputes($1, NULL, 100) d),
     'anomalies', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', a.id, 'kind', a.kind, 'source', a.source,
                    'observed', a.observed::text,
                    'created', to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY a.id), '[]')
-                  FROM payments.open_anomalies a WHERE a.customer_id = p.customer_id AND a.payment_id = p.id)
+                  FROM payments.open_anomalies a
+                  WHERE a.customer_id = (SELECT g.customer_id FROM payments.get_payment($1) g) AND a.payment_id = $1)
 )::text
 FROM payments.get_payment($1) p"
 );
@@ -154,8 +156,29 @@ SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'customer_id', s.custom
            'period_end', to_char(s.current_period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD')) ORDER BY s.id DESC), '[]')::text
 FROM payments.list_subscriptions(NULL, $1, 100) s JOIN payments.plans pl ON pl.code = s.plan");
 
-/// A customer: balances by currency, subscriptions, what each feature has left, usage of every
-/// meter this period (the current subscription period, else the calendar month), latest payments.
+/// A customer's balances by currency. A statement of its own: on Citus a query that reads
+/// one customer's shard is sent to that shard whole, and the functions of `CUSTOMER` must
+/// run on the coordinator.
+pub const CUSTOMER_BALANCES: &str = concat!(
+    "
+SELECT coalesce(jsonb_agg(jsonb_build_object('currency', b.currency,
+           'gross', ",
+    money!("b.gross_captured_minor", "b.currency"),
+    ",
+           'refunded', ",
+    money!("b.refunded_minor", "b.currency"),
+    ",
+           'disputed', ",
+    money!("b.disputed_minor", "b.currency"),
+    ",
+           'net', ",
+    money!("b.net_minor", "b.currency"),
+    ") ORDER BY b.currency), '[]')::text
+FROM payments.customer_balances b WHERE b.customer_id = $1"
+);
+
+/// A customer: subscriptions, what each feature has left, usage of every meter this period
+/// (the current subscription period, else the calendar month), latest payments.
 pub const CUSTOMER: &str = concat!("
 WITH period AS (
     SELECT coalesce((SELECT max(s.current_period_start) FROM payments.list_subscriptions($1, NULL, 100) s
@@ -165,12 +188,6 @@ SELECT jsonb_build_object(
     'has_paid', payments.customer_has_paid($1),
     'active', payments.has_active_subscription($1),
     'period_start', (SELECT to_char(start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM period),
-    'balances', (SELECT coalesce(jsonb_agg(jsonb_build_object('currency', b.currency,
-                    'gross', ", money!("b.gross_captured_minor", "b.currency"), ",
-                    'refunded', ", money!("b.refunded_minor", "b.currency"), ",
-                    'disputed', ", money!("b.disputed_minor", "b.currency"), ",
-                    'net', ", money!("b.net_minor", "b.currency"), ") ORDER BY b.currency), '[]')
-                 FROM payments.customer_balances b WHERE b.customer_id = $1),
     'subscriptions', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'plan', s.plan, 'status', s.status,
                     'period_end', to_char(s.current_period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD')) ORDER BY s.id DESC), '[]')
                  FROM payments.list_subscriptions($1, NULL, 100) s),
