@@ -79,7 +79,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .layer(middleware::from_fn(json_errors))
         // HTML pages and the MCP endpoint answer in their own formats, not the API's JSON errors.
         .merge(crate::dashboard::router(limits.request_timeout))
-        .merge(crate::mcp::http::router(state.clone(), limits.mcp_allowed_hosts))
+        .merge(crate::mcp::http::router(state.clone(), &limits))
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())

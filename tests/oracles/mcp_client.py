@@ -53,6 +53,9 @@ async def writer(session):
                                                         "quantity": "3", "request_id": "agent-req-1"}))
     assert first["allowed"] is True and retry["outcome"] == "replayed", (first, retry)
     report["remaining_after"] = retry["remaining"]
+    floated = await session.call_tool("consume", {"customer_id": customer, "feature": "calls",
+                                                  "quantity": 1.5, "request_id": "agent-req-float"})
+    assert floated.isError and payload(floated)["error"]["code"] == "parameter_invalid", floated
 
     recorded = payload(await session.call_tool("record_usage", {"customer_id": customer, "meter": meter,
                                                                "quantity": 7, "request_id": "agent-use-1"}))

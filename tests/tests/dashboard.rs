@@ -21,6 +21,25 @@ async fn dashboard_user(role: &str) -> (String, String) {
 }
 
 #[tokio::test]
+async fn unknown_pages_are_html_and_unknown_api_routes_stay_json() {
+    let gateway = payments_e2e::sandbox_gateway(&[]).await;
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{}/dashboard/nowhere", gateway.url)).send().await.unwrap();
+    assert_eq!(page.status(), 404);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    let api = http.get(format!("{}/v1/nowhere", gateway.url)).send().await.unwrap();
+    assert_eq!(api.status(), 404);
+    let body: Value = api.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "route_missing");
+    // Signed out, a page sends you to sign in and back.
+    let redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = redirect.get(format!("{}/dashboard/refunds", gateway.url)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/dashboard/sign-in?next=%2Fdashboard%2Frefunds");
+}
+
+#[tokio::test]
 async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     let gateway = payments_e2e::sandbox_gateway(&[]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;

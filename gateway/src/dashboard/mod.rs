@@ -50,10 +50,15 @@ pub fn router(request_timeout: Duration) -> Router<AppState> {
         .route("/dashboard/webhooks", get(pages::webhooks))
         .route("/dashboard/anomalies", get(pages::anomalies))
         .route("/dashboard/style.css", get(style))
-        .fallback(|| async { layout::message_page(StatusCode::NOT_FOUND, "Not found", "There is no such page.") })
+        // Not a fallback: the API's unknown routes keep their JSON 404.
+        .route("/dashboard/{*rest}", get(not_found))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .layer(middleware::from_fn(security_headers))
+}
+
+async fn not_found() -> Response {
+    layout::message_page(StatusCode::NOT_FOUND, "Not found", "There is no such page.")
 }
 
 async fn style() -> Response {

@@ -6,26 +6,35 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
 use super::PaymentsMcp;
-use crate::app::AppState;
+use crate::app::{AppState, Limits};
 use crate::auth::Caller;
 
-/// `allowed_hosts`: the Host headers answered (a defence against DNS rebinding).
-pub fn router(state: AppState, allowed_hosts: Vec<String>) -> Router<AppState> {
+/// `/mcp` within the API's limits on body size and time; it answers only the Host
+/// headers in `limits.mcp_allowed_hosts` (a defence against DNS rebinding).
+pub fn router(state: AppState, limits: &Limits) -> Router<AppState> {
     let pool = state.pool.clone();
     let config = StreamableHttpServerConfig::default()
         .with_stateful_mode(false)
         .with_json_response(true)
-        .with_allowed_hosts(allowed_hosts);
+        .with_allowed_hosts(limits.mcp_allowed_hosts.clone());
     let service: StreamableHttpService<PaymentsMcp, LocalSessionManager> =
         StreamableHttpService::new(move || Ok(PaymentsMcp::new(pool.clone(), None)), Arc::default(), config);
-    Router::new().nest_service("/mcp", service).layer(middleware::from_fn_with_state(state, authenticate))
+    Router::new()
+        .nest_service("/mcp", service)
+        .layer(middleware::from_fn_with_state(state, authenticate))
+        .layer(RequestBodyLimitLayer::new(limits.body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
 }
 
 /// 401 (the API's JSON error) without a valid key; otherwise the caller rides along.

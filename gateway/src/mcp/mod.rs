@@ -36,7 +36,9 @@ pub struct PaymentsMcp {
     tool_router: ToolRouter<Self>,
 }
 
-/// A decimal given as a string ("1.5") or a JSON number; passed on as text, never through a float.
+/// A decimal as a string ("1.5"), or a whole JSON number. The SDK has parsed
+/// arguments before they reach us, so a fractional JSON number has been a float
+/// already: it is refused rather than passed on inexact.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Decimal {
@@ -45,10 +47,15 @@ pub enum Decimal {
 }
 
 impl Decimal {
-    fn text(&self) -> String {
+    fn text(&self) -> Result<String, ApiError> {
         match self {
-            Decimal::Text(t) => t.clone(),
-            Decimal::Number(n) => n.to_string(),
+            Decimal::Text(t) => Ok(t.clone()),
+            Decimal::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+            Decimal::Number(_) => Err(ApiError::invalid(
+                "parameter_invalid",
+                "send a fractional quantity as a decimal string, e.g. \"1.5\": a JSON number with a fraction is a float",
+                Some("quantity"),
+            )),
         }
     }
 }
@@ -93,7 +100,7 @@ pub struct ConsumeArgs {
     pub customer_id: String,
     /// The feature of the customer's plan.
     pub feature: String,
-    /// How much, above 0.
+    /// How much, above 0: a decimal string ("2.5") or a whole number.
     pub quantity: Decimal,
     /// Your id for this request: a retry with it gets the first answer and consumes nothing more.
     pub request_id: String,
@@ -104,7 +111,7 @@ pub struct RecordUsageArgs {
     pub customer_id: String,
     /// The meter's code.
     pub meter: String,
-    /// 0 to 10^15.
+    /// 0 to 10^15: a decimal string ("2.5") or a whole number.
     pub quantity: Decimal,
     /// Your id for this event: a retry with it records nothing more.
     pub request_id: String,
@@ -218,7 +225,10 @@ impl PaymentsMcp {
         description = "Uses `quantity` of a feature of the customer's plan if the limit allows: allowed, remaining, outcome (consumed, refused, replayed). Idempotent with request_id. Needs the payments:write scope."
     )]
     async fn consume(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<ConsumeArgs>) -> CallToolResult {
-        let quantity = a.quantity.text();
+        let quantity = match a.quantity.text() {
+            Ok(q) => q,
+            Err(e) => return answer(Err(e)),
+        };
         self.run(&ctx, WRITE, db::CONSUME, &[&a.customer_id, &a.feature, &quantity, &a.request_id], first).await
     }
 
@@ -230,7 +240,10 @@ impl PaymentsMcp {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<RecordUsageArgs>,
     ) -> CallToolResult {
-        let quantity = a.quantity.text();
+        let quantity = match a.quantity.text() {
+            Ok(q) => q,
+            Err(e) => return answer(Err(e)),
+        };
         let none: Option<String> = None;
         let params: [&(dyn ToSql + Sync); 6] =
             [&a.request_id, &a.customer_id, &a.meter, &quantity, &a.occurred_at, &none];
@@ -300,5 +313,18 @@ impl ServerHandler for PaymentsMcp {
         .await
         .map_err(|e| ErrorData::invalid_request(e.answer().message, None))?;
         Ok(ReadResourceResult::new(vec![ResourceContents::text(text, SQL_API_URI).with_mime_type("text/markdown")]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_are_exact_or_refused() {
+        let parse = |json: &str| serde_json::from_str::<Decimal>(json).unwrap().text().map_err(|e| e.code());
+        assert_eq!(parse(r#""0.000000000000000001""#), Ok("0.000000000000000001".to_string()));
+        assert_eq!(parse("7"), Ok("7".to_string()));
+        assert_eq!(parse("1.5"), Err("parameter_invalid"), "a float never becomes a quantity");
     }
 }
