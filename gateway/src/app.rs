@@ -80,6 +80,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         // HTML pages and the MCP endpoint answer in their own formats, not the API's JSON errors.
         .merge(crate::dashboard::router(limits.request_timeout))
         .merge(crate::mcp::http::router(state.clone(), &limits))
+        // Set after the merges, so no merged router's layers (the dashboard's, /mcp's key check) reach it.
+        .fallback(|| async {
+            error_body(StatusCode::NOT_FOUND, "invalid_request_error", "route_missing", "no such route", None)
+        })
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -57,6 +57,8 @@ with sync_playwright() as p:
     # Not signed in: the sign-in page, which brings you back afterwards.
     page.goto(f"{base}/dashboard/payments/{payment}")
     assert "/dashboard/sign-in" in page.url, page.url
+    every_field_is_labelled(page)
+    shot(page, "sign-in")
     sign_in(page, op_email, "not the password at all")
     expect(page.get_by_role("alert")).to_contain_text("Email or password is wrong")
     page.get_by_label("Email").focus()

@@ -110,7 +110,9 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     };
     assert_eq!(state(to_capture).await, ("succeeded".to_string(), Some(1500)), "captured 15.00 of 20.00");
     assert_eq!(state(to_cancel).await.0, "canceled");
-    for page in ["overview", "payments", "payment", "refunds", "subscriptions", "customer", "webhooks", "anomalies"] {
+    for page in
+        ["sign-in", "overview", "payments", "payment", "refunds", "subscriptions", "customer", "webhooks", "anomalies"]
+    {
         let shot = std::path::Path::new(&shots).join(format!("{page}.png"));
         assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "no screenshot {}", shot.display());
     }

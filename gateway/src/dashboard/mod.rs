@@ -52,9 +52,9 @@ pub fn router(request_timeout: Duration) -> Router<AppState> {
         .route("/dashboard/style.css", get(style))
         // Not a fallback: the API's unknown routes keep their JSON 404.
         .route("/dashboard/{*rest}", get(not_found))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
-        .layer(middleware::from_fn(security_headers))
+        .route_layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .route_layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .route_layer(middleware::from_fn(security_headers))
 }
 
 async fn not_found() -> Response {

@@ -32,9 +32,9 @@ pub fn router(state: AppState, limits: &Limits) -> Router<AppState> {
         StreamableHttpService::new(move || Ok(PaymentsMcp::new(pool.clone(), None)), Arc::default(), config);
     Router::new()
         .nest_service("/mcp", service)
-        .layer(middleware::from_fn_with_state(state, authenticate))
-        .layer(RequestBodyLimitLayer::new(limits.body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .route_layer(middleware::from_fn_with_state(state, authenticate))
+        .route_layer(RequestBodyLimitLayer::new(limits.body_bytes))
+        .route_layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
 }
 
 /// 401 (the API's JSON error) without a valid key; otherwise the caller rides along.
