@@ -108,6 +108,22 @@ pub async fn sandbox_gateway(extra_env: &[(&str, String)]) -> Gateway {
     Gateway::spawn(&["serve", "--listen", "127.0.0.1:0"], &env).await
 }
 
+/// Runs a Python script of this crate (`tests/<script>`) with make setup's
+/// venv (`PAYMENTS_PYTHON`) and `args`; it must succeed within `seconds`
+/// and print a JSON report as its last line, which is returned.
+pub async fn python_report(script: &str, args: &[&str], seconds: u64) -> serde_json::Value {
+    let python = std::env::var("PAYMENTS_PYTHON").expect("PAYMENTS_PYTHON is set by `make test`");
+    let path = format!("{}/{script}", env!("CARGO_MANIFEST_DIR"));
+    let run = tokio::process::Command::new(python).arg(&path).args(args).kill_on_drop(true).output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(seconds), run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} took more than {seconds} s"))
+        .expect("start python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| panic!("{script}: no JSON report"))
+}
+
 /// A free TCP port on 127.0.0.1 (free when this returns).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -3,9 +3,7 @@
 //! sandbox. Screenshots of every page land in `PAYMENTS_SCREENSHOTS`
 //! (`make test`: .run/screenshots).
 
-use std::time::Duration;
-
-use payments_e2e::{api_key, connect, unique};
+use payments_e2e::{api_key, connect, python_report, unique};
 use serde_json::{json, Value};
 
 /// A dashboard user with a chosen password, made as an administrator would.
@@ -70,19 +68,11 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     let (operator, operator_password) = dashboard_user("operator").await;
     let (viewer, viewer_password) = dashboard_user("viewer").await;
 
-    let python = std::env::var("PAYMENTS_PYTHON").expect("PAYMENTS_PYTHON is set by `make test`");
     let shots = std::env::var("PAYMENTS_SCREENSHOTS")
         .unwrap_or_else(|_| std::env::temp_dir().join(unique("screenshots")).display().to_string());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/dashboard.py");
-    let run = tokio::process::Command::new(python)
-        .args([script, &gateway.url, id, &customer, &operator, &operator_password, &viewer, &viewer_password, &shots])
-        .args([&to_capture, &to_cancel])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(240), run).await.expect("the browser test ends").unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "browser test failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the script's JSON report");
+    let args = [&gateway.url, id, &customer, &operator, &operator_password, &viewer, &viewer_password, &shots];
+    let args: Vec<&str> = args.iter().map(|a| a.as_str()).chain([to_capture.as_str(), to_cancel.as_str()]).collect();
+    let report = python_report("browser/dashboard.py", &args, 240).await;
     assert_eq!(report["refunded_shown"], "10.00 USD");
     assert_eq!(report["net_shown"], "15.00 USD");
     assert_eq!(report["viewer_refund_status"], 403);

@@ -2,9 +2,7 @@
 //! (`oracles/mcp_client.py`): over streamable HTTP at /mcp with a read-only
 //! and a read-write key, and over stdio (`payments-gateway mcp`).
 
-use std::time::Duration;
-
-use payments_e2e::{api_key, connect, gateway_database_url, unique};
+use payments_e2e::{api_key, connect, gateway_database_url, python_report, unique};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -34,18 +32,10 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
         .unwrap();
     assert_eq!(payment["status"], "succeeded", "{payment}");
 
-    let python = std::env::var("PAYMENTS_PYTHON").expect("PAYMENTS_PYTHON is set by `make test`");
-    let bin = std::env::var("PAYMENTS_GATEWAY_BIN").unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/oracles/mcp_client.py");
-    let run = tokio::process::Command::new(python)
-        .args([script, &format!("{}/mcp", gateway.url), &read_key, &write_key, &bin, &gateway_database_url().await])
-        .args([&customer, payment["id"].as_str().unwrap(), &meter])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the MCP client ends").unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "MCP client failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the client's JSON report");
+    let (bin, database_url) = (std::env::var("PAYMENTS_GATEWAY_BIN").unwrap(), gateway_database_url().await);
+    let mcp = format!("{}/mcp", gateway.url);
+    let args = [&mcp, &read_key, &write_key, &bin, &database_url, &customer, payment["id"].as_str().unwrap(), &meter];
+    let report = python_report("oracles/mcp_client.py", &args, 120).await;
     assert_eq!(report["remaining_before"], "10");
     assert_eq!(report["remaining_after"], "7", "consumed once though asked twice");
     assert_eq!(report["usage_value"], "7", "recorded once though sent twice");
