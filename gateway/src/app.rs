@@ -31,6 +31,8 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     /// How long a claimed provider command is left to this gateway.
     pub command_lease: Duration,
+    /// Dashboard sign-ins: how many run at once, emails with too many wrong passwords.
+    pub sign_ins: Arc<crate::dashboard::throttle::SignInThrottle>,
 }
 
 pub struct Limits {

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::app::{self, AppState, Limits};
 use crate::auth::KeyCache;
 use crate::config::{self, ProviderKind, ServeArgs};
+use crate::dashboard::throttle::SignInThrottle;
 use crate::provider::stripe::Stripe;
 use crate::{billing, commands, db, deliveries, reconciler};
 
@@ -58,6 +59,7 @@ impl Application {
             keys: Arc::new(KeyCache::new(Duration::from_millis(args.auth_cache_ms))),
             // As the reconciler's: the call it covers, with as long again to record the answer.
             command_lease: Duration::from_millis(args.reconcile_lease_ms.max(2 * args.provider_timeout_ms)),
+            sign_ins: Arc::new(SignInThrottle::new(SignInThrottle::WINDOW)),
         };
         let limits = Limits {
             body_bytes: args.body_limit_bytes,

@@ -117,6 +117,7 @@ with sync_playwright() as p:
         ("payments", f"/dashboard/payments?customer={customer}", "Payments"),
         ("refunds", "/dashboard/refunds", "Refunds and disputes"),
         ("subscriptions", "/dashboard/subscriptions", "Subscriptions"),
+        ("customers", "/dashboard/customers", "Customers"),
         ("customer", f"/dashboard/customers/{customer}", "Customer"),
         ("webhooks", "/dashboard/webhooks", "Webhooks"),
         ("anomalies", "/dashboard/anomalies", "Anomalies"),
@@ -127,7 +128,10 @@ with sync_playwright() as p:
         shot(page, name)
     page.goto(f"{base}/dashboard/payments?customer={customer}")
     expect(page.get_by_role("link", name=payment)).to_be_visible()
-    page.goto(f"{base}/dashboard/customers/{customer}")
+    page.goto(f"{base}/dashboard/customers")
+    page.get_by_label("Customer id").fill(customer)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(f"/dashboard/customers/{customer}$"))
     expect(page.locator("table:has(caption:text('Captured, refunded')) tbody")).to_contain_text("15.00 USD")
     page.goto(f"{base}/dashboard")
     expect(page.locator("figure.chart svg").first).to_be_visible()

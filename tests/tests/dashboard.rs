@@ -38,6 +38,29 @@ async fn unknown_pages_are_html_and_unknown_api_routes_stay_json() {
 }
 
 #[tokio::test]
+async fn five_wrong_passwords_lock_the_email_for_a_while() {
+    let gateway = payments_e2e::sandbox_gateway(&[]).await;
+    let (email, password) = dashboard_user("viewer").await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in = |password: String| {
+        let (http, url, email) = (http.clone(), gateway.url.clone(), email.clone());
+        async move {
+            let page = http.get(format!("{url}/dashboard/sign-in")).send().await.unwrap();
+            let cookie = page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+            let html = page.text().await.unwrap();
+            let token = html.split(r#"name="csrf" value=""#).nth(1).unwrap().split('"').next().unwrap().to_string();
+            let form = [("csrf", token.as_str()), ("email", email.as_str()), ("password", password.as_str())];
+            let r = http.post(format!("{url}/dashboard/sign-in")).header("cookie", cookie).form(&form).send().await;
+            r.unwrap().status().as_u16()
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(sign_in("not the password".to_string()).await, 401);
+    }
+    assert_eq!(sign_in(password).await, 429, "even the right password waits out the window");
+}
+
+#[tokio::test]
 async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     let gateway = payments_e2e::sandbox_gateway(&[]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;

@@ -16,7 +16,7 @@ use super::layout::{col, error_page, message_page, table, text, url, Cell};
 use super::session::Session;
 use crate::app::AppState;
 use crate::db;
-use crate::error::ApiError;
+use crate::error::{map_sqlstate, ApiError};
 
 /// Statuses a payment can be canceled from (the state machine's edges to `canceled`).
 const CANCELABLE: [&str; 4] =
@@ -58,17 +58,32 @@ fn blank_is_none(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// An amount typed into a form: blank is none; the API's bound on its length.
+fn amount(v: Option<String>) -> Result<Option<String>, ApiError> {
+    match blank_is_none(v) {
+        Some(a) if a.len() > MAX_AMOUNT_CHARS => {
+            Err(ApiError::invalid("parameter_invalid", "an amount has at most 64 characters", Some("amount")))
+        }
+        a => Ok(a),
+    }
+}
+
+/// As the API's JSON amounts (`routes::payments::decimal_text`).
+const MAX_AMOUNT_CHARS: usize = 64;
+
 /// Back to the payment's page, saying what happened; a refusal by the
-/// extension (its SQLSTATE) is said there too, anything else is an error page.
-fn back(id: &str, result: Result<(), ApiError>, done: &str) -> Response {
+/// extension (a SQLSTATE answered with a 4xx) is said there too, anything
+/// else is an error page (and logged).
+fn back(session: &Session, id: &str, result: Result<(), ApiError>, done: &str) -> Response {
     let page = format!("/dashboard/payments/{}", url(id));
     match result {
         Ok(()) => {
-            tracing::info!(payment = %id, action = done, "dashboard action");
+            tracing::info!(payment = %id, action = done, by = %session.email, "dashboard action");
             Redirect::to(&format!("{page}?done={done}")).into_response()
         }
         Err(e) => match e.sqlstate() {
-            Some(code) if !code.starts_with("08") && !code.starts_with("53") => {
+            Some(code) if map_sqlstate(code).0.is_client_error() => {
+                tracing::info!(payment = %id, action = done, by = %session.email, sqlstate = code, "dashboard action refused");
                 Redirect::to(&format!("{page}?error={code}")).into_response()
             }
             _ => error_page(e),
@@ -85,15 +100,14 @@ pub async fn refund(
     if let Some(refused) = refusal(&session, &form.csrf) {
         return refused;
     }
-    let result = crate::routes::refunds::request(
-        &state,
-        &form.idempotency_key,
-        &id,
-        blank_is_none(form.amount),
-        blank_is_none(form.reason),
-    )
-    .await;
-    back(&id, result.map(|_| ()), "refund")
+    let result = match amount(form.amount) {
+        Ok(amount) => {
+            let reason = blank_is_none(form.reason);
+            crate::routes::refunds::request(&state, &form.idempotency_key, &id, amount, reason).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    back(&session, &id, result, "refund")
 }
 
 pub async fn capture(
@@ -105,8 +119,11 @@ pub async fn capture(
     if let Some(refused) = refusal(&session, &form.csrf) {
         return refused;
     }
-    let result = crate::routes::payments::command(&state, &id, db::CAPTURE_PAYMENT, &blank_is_none(form.amount)).await;
-    back(&id, result.map(|_| ()), "capture")
+    let result = match amount(form.amount) {
+        Ok(amount) => crate::routes::payments::command(&state, &id, db::CAPTURE_PAYMENT, &amount).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    back(&session, &id, result, "capture")
 }
 
 pub async fn cancel(
@@ -119,7 +136,7 @@ pub async fn cancel(
         return refused;
     }
     let result = crate::routes::payments::command(&state, &id, db::CANCEL_PAYMENT, &blank_is_none(form.reason)).await;
-    back(&id, result.map(|_| ()), "cancel")
+    back(&session, &id, result.map(|_| ()), "cancel")
 }
 
 /// A payment's page: its amounts and balance, the operator's forms, its

@@ -9,11 +9,12 @@ use serde_json::Value;
 use super::session::Session;
 use crate::error::ApiError;
 
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 7] = [
     ("/dashboard", "Overview"),
     ("/dashboard/payments", "Payments"),
     ("/dashboard/refunds", "Refunds & disputes"),
     ("/dashboard/subscriptions", "Subscriptions"),
+    ("/dashboard/customers", "Customers"),
     ("/dashboard/webhooks", "Webhooks"),
     ("/dashboard/anomalies", "Anomalies"),
 ];

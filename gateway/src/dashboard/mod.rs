@@ -5,6 +5,7 @@
 //! are SVG drawn here, and the one stylesheet is embedded in the binary.
 //!
 //! - `session.rs`  sign-in, sign-out, the session cookie, form tokens (CSRF)
+//! - `throttle.rs` how many sign-ins run at once, and emails with too many wrong passwords
 //! - `pages.rs`    the pages that read
 //! - `actions.rs`  what operators do: refund, capture, cancel
 //! - `layout.rs`   the page around each page, tables, error pages
@@ -17,6 +18,7 @@ mod layout;
 mod pages;
 mod queries;
 mod session;
+pub mod throttle;
 
 use std::time::Duration;
 
@@ -46,6 +48,7 @@ pub fn router(request_timeout: Duration) -> Router<AppState> {
         .route("/dashboard/payments/{id}/cancel", post(actions::cancel))
         .route("/dashboard/refunds", get(pages::refunds_and_disputes))
         .route("/dashboard/subscriptions", get(pages::subscriptions))
+        .route("/dashboard/customers", get(pages::customers))
         .route("/dashboard/customers/{id}", get(pages::customer))
         .route("/dashboard/webhooks", get(pages::webhooks))
         .route("/dashboard/anomalies", get(pages::anomalies))

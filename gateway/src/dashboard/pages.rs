@@ -1,5 +1,5 @@
 //! The pages that read: overview, payments, a payment, refunds and disputes,
-//! subscriptions, a customer, webhooks, anomalies.
+//! subscriptions, customers and a customer, webhooks, anomalies.
 
 use std::collections::HashMap;
 
@@ -121,7 +121,7 @@ fn overview_body(o: &Value) -> Markup {
             }), |v| format!("{v} %")))
             (chart::bars("Refunds per day", &refunds, |v| v.to_string()))
             (chart::bars("Disputes opened per day", &disputes, |v| v.to_string()))
-            (chart::bars("Active subscriptions per day", &active, |v| v.to_string()))
+            (chart::bars("Paying subscriptions per day (active or past due)", &active, |v| v.to_string()))
             @for c in currencies(rows(&o["mrr_days"])) {
                 (chart::bars(&format!("MRR per day, {c}"), &daily(&days, &in_currency(rows(&o["mrr_days"]), &c), |r| int(&r["minor"])), |v| money(v, &c)))
             }
@@ -317,6 +317,33 @@ pub async fn subscriptions(
     }
     .await;
     respond(body, "Subscriptions", &session)
+}
+
+#[derive(Deserialize, Default)]
+pub struct CustomerSearch {
+    q: Option<String>,
+}
+
+pub async fn customers(State(state): State<AppState>, session: Session, Query(f): Query<CustomerSearch>) -> Response {
+    if let Some(q) = given(&f.q) {
+        return Redirect::to(&format!("/dashboard/customers/{}", url(&q))).into_response();
+    }
+    let body = async {
+        let d = document(&state, queries::CUSTOMERS, &[&OVERVIEW_DAYS]).await?;
+        Ok(html! {
+            h1 { "Customers" }
+            form.filters method="get" action="/dashboard/customers" role="search" {
+                div { label for="q" { "Customer id" } input #q name="q" type="search" maxlength="255"; }
+                button type="submit" { "Open" }
+            }
+            (table(&format!("Customers with payments in the last {OVERVIEW_DAYS} days, most recent first (100 at most)"), &[
+                col("customer_id", "Customer", Cell::Customer), col("payments", "Payments", Cell::Text),
+                col("succeeded", "Succeeded", Cell::Text), col("failed", "Failed", Cell::Text),
+                col("last_payment", "Last payment (UTC)", Cell::Text)], rows(&d), "No payments in this window."))
+        })
+    }
+    .await;
+    respond(body, "Customers", &session)
 }
 
 pub async fn customer(State(state): State<AppState>, session: Session, Path(id): Path<String>) -> Response {

@@ -15,7 +15,9 @@ macro_rules! money {
 
 /// The overview over the last `$1` days (UTC): every day, succeeded volume by day and currency,
 /// succeeded and failed payments by day, refunds and disputes opened by day, subscriptions by
-/// status, monthly recurring revenue now and by day (by start, trial end and cancel dates).
+/// status, monthly recurring revenue now and by day. Paying subscriptions are those active or past
+/// due (MRR's own rule); a day's are those paying now, or canceled since, that had started and
+/// left their trial by then (the history of pauses is not kept, so a paused one is left out).
 pub const OVERVIEW: &str = "
 WITH bounds AS (SELECT (now() AT TIME ZONE 'UTC')::date - ($1::int - 1) AS first_day),
 days AS (SELECT d::date AS day FROM bounds, generate_series(bounds.first_day, (now() AT TIME ZONE 'UTC')::date, '1 day') d),
@@ -54,7 +56,7 @@ SELECT jsonb_build_object(
           ON monthly.created_at < (days.day + 1)::timestamp AT TIME ZONE 'UTC'
          AND (monthly.canceled_at IS NULL OR monthly.canceled_at >= (days.day + 1)::timestamp AT TIME ZONE 'UTC')
          AND (monthly.trial_end IS NULL OR monthly.trial_end < (days.day + 1)::timestamp AT TIME ZONE 'UTC')
-         AND monthly.status NOT IN ('incomplete', 'trialing')
+         AND monthly.status IN ('active', 'past_due', 'canceled')
         GROUP BY 1, 2) m)
 )::text";
 
@@ -130,6 +132,17 @@ SELECT jsonb_build_object(
 )::text
 FROM payments.get_payment($1) p"
 );
+
+/// Customers with payments in the last `$1` days (UTC), most recently active first: their
+/// payments, succeeded and failed, and their newest subscription's plan and status.
+pub const CUSTOMERS: &str = "
+SELECT coalesce(jsonb_agg(c ORDER BY c.last_payment DESC), '[]')::text FROM (
+    SELECT r.customer_id, count(*) AS payments, count(*) FILTER (WHERE r.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE r.status = 'failed') AS failed,
+           to_char(max(r.created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS last_payment
+    FROM payments.payment_details r
+    WHERE r.created_at >= ((now() AT TIME ZONE 'UTC')::date - ($1::int - 1))::timestamp AT TIME ZONE 'UTC'
+    GROUP BY r.customer_id ORDER BY max(r.created_at) DESC LIMIT 100) c";
 
 /// Refunds and disputes, newest first.
 pub const REFUNDS_AND_DISPUTES: &str = concat!(

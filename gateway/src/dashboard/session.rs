@@ -56,7 +56,7 @@ impl FromRequestParts<AppState> for Session {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let back = || {
-            let next = parts.uri.path_and_query().map_or("/dashboard", |p| p.as_str());
+            let next = return_to(&parts.method, parts.uri.path_and_query().map_or("/dashboard", |p| p.as_str()));
             let query = serde_urlencoded::to_string([("next", next)]).unwrap_or_default();
             Redirect::to(&format!("/dashboard/sign-in?{query}")).into_response()
         };
@@ -101,14 +101,26 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(for
             "The sign-in form expired. Open the sign-in page again.",
         );
     }
+    let email = form.email.trim().to_lowercase();
+    let refuse = |status, why| form_page(status, &expected, form.next.as_deref(), Some(why));
+    if state.sign_ins.locked(&email) {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many wrong passwords for this email: try again in 15 minutes.",
+        );
+    }
+    let Some(_slot) = state.sign_ins.check() else {
+        return refuse(StatusCode::TOO_MANY_REQUESTS, "Too many sign-ins at this moment: try again shortly.");
+    };
     let signed_in = async {
         let db = state.pool.get().await?;
         let stmt = db.prepare_cached(queries::SIGN_IN).await?;
-        Ok::<_, ApiError>(db.query_one(&stmt, &[&form.email, &form.password, &SESSION_TTL]).await?)
+        Ok::<_, ApiError>(db.query_one(&stmt, &[&email, &form.password, &SESSION_TTL]).await?)
     }
     .await;
     match signed_in {
         Ok(row) => {
+            state.sign_ins.succeeded(&email);
             let token: String = row.get("session_token");
             let cookie = set_cookie(&headers, SESSION_COOKIE, &token, "/dashboard", None);
             let clear = set_cookie(&headers, SIGN_IN_COOKIE, "", "/dashboard/sign-in", Some(0));
@@ -119,8 +131,9 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(for
             response
         }
         Err(e) if e.code() == "sign_in_failed" => {
+            state.sign_ins.failed(&email);
             tracing::info!("dashboard sign-in refused");
-            form_page(StatusCode::UNAUTHORIZED, &expected, form.next.as_deref(), Some("Email or password is wrong."))
+            refuse(StatusCode::UNAUTHORIZED, "Email or password is wrong.")
         }
         Err(e) => error_page(e),
     }
@@ -171,11 +184,32 @@ fn form_page(status: StatusCode, token: &str, next: Option<&str>, problem: Optio
     (status, layout::page("Sign in", None, body)).into_response()
 }
 
-/// Where to go after signing in: a dashboard path, never another site.
+/// Where to go after signing in: a dashboard path (printable ASCII, so it
+/// makes a valid Location header), never another site.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with("/dashboard") && !n.contains("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with("/dashboard")
+                && !n.contains("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n
+        }
         _ => "/dashboard",
+    }
+}
+
+/// Where a signed-out request comes back to after signing in: the page
+/// itself, or for a form (a POST, which a redirect cannot repeat) the payment
+/// it was about, else the overview.
+fn return_to<'a>(method: &axum::http::Method, path: &'a str) -> &'a str {
+    if method == axum::http::Method::GET {
+        return path;
+    }
+    match path.strip_prefix("/dashboard/payments/").and_then(|rest| rest.split_once('/')) {
+        Some((id, _)) => &path[.."/dashboard/payments/".len() + id.len()],
+        None => "/dashboard",
     }
 }
 
@@ -212,6 +246,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_signed_out_form_comes_back_to_its_payment() {
+        use axum::http::Method;
+        assert_eq!(return_to(&Method::GET, "/dashboard/refunds?x=1"), "/dashboard/refunds?x=1");
+        assert_eq!(return_to(&Method::POST, "/dashboard/payments/pay_1/refund"), "/dashboard/payments/pay_1");
+        assert_eq!(return_to(&Method::POST, "/dashboard/sign-out"), "/dashboard");
+    }
+
+    #[test]
     fn next_stays_on_the_dashboard() {
         assert_eq!(safe_next(Some("/dashboard/payments?status=failed")), "/dashboard/payments?status=failed");
         for bad in [
@@ -221,6 +263,7 @@ mod tests {
             Some("/dashboard//evil"),
             Some("/v1/payments"),
             Some("/dashboard\\x"),
+            Some("/dashboard\n"),
         ] {
             assert_eq!(safe_next(bad), "/dashboard", "{bad:?}");
         }
