@@ -50,10 +50,12 @@ DASHBOARD_EMAIL=operator@localhost.test
 if [ -z "$(sql -c "SELECT 1 FROM payments.dashboard_users WHERE email = '$DASHBOARD_EMAIL'")" ]; then
   sql -c "SELECT generated_password FROM payments.create_dashboard_user('$DASHBOARD_EMAIL', 'operator')" \
     > "$RUN_DIR/dashboard-password"
-elif [ ! -s "$RUN_DIR/dashboard-password" ] \
-   || ! sql -c "SELECT payments.dashboard_sign_out(session_token)
-                FROM payments.dashboard_sign_in('$DASHBOARD_EMAIL', '$(cat "$RUN_DIR/dashboard-password")')" \
-        >/dev/null 2>&1; then
+# (The password goes to psql on stdin, not on its command line, which ps shows.)
+elif [ ! -s "$RUN_DIR/dashboard-password" ] || ! sql >/dev/null 2>&1 <<SQL
+SELECT payments.dashboard_sign_out(session_token)
+FROM payments.dashboard_sign_in('$DASHBOARD_EMAIL', '$(cat "$RUN_DIR/dashboard-password")');
+SQL
+then
   sql -c "SELECT payments.reset_dashboard_password('$DASHBOARD_EMAIL')" > "$RUN_DIR/dashboard-password"
 fi
 
