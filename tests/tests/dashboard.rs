@@ -103,14 +103,20 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
 
     // The double-click and the resent form made one refund, of 10.00.
     let db = connect().await;
-    let refunds: Vec<(i64, String)> = db
-        .query("SELECT amount_minor, status FROM payments.refund_details WHERE payment_id = $1", &[&id])
+    let refunds: Vec<(i64, String, String)> = db
+        .query(
+            "SELECT r.amount_minor, r.status, r.idempotency_key ~ ('^dashboard:' || u.id || ':dash_')
+                    AND u.email = $2 AS by_operator
+             FROM payments.refunds r, payments.dashboard_users u
+             WHERE r.payment_id = $1 AND r.idempotency_key LIKE 'dashboard:' || u.id || ':%'",
+            &[&id, &operator],
+        )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), r.get(1), if r.get::<_, bool>(2) { "operator" } else { "someone else" }.to_string()))
         .collect();
-    assert_eq!(refunds, [(1000, "succeeded".to_string())]);
+    assert_eq!(refunds, [(1000, "succeeded".to_string(), "operator".to_string())], "one refund, and who asked");
     let state = |id: String| {
         let db = &db;
         async move {

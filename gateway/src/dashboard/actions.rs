@@ -2,7 +2,7 @@
 //! the API's own call (`routes::refunds::request`, `routes::payments::command`)
 //! behind a role check and the session's form token. A refund form carries an
 //! idempotency key made when the page was drawn, so a double-click, a resent
-//! form or a reload refunds once.
+//! form or a reload refunds once; the key stored names the dashboard user.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -103,7 +103,9 @@ pub async fn refund(
     let result = match amount(form.amount) {
         Ok(amount) => {
             let reason = blank_is_none(form.reason);
-            crate::routes::refunds::request(&state, &form.idempotency_key, &id, amount, reason).await.map(|_| ())
+            // The refund row keeps who asked: its key names the dashboard user.
+            let key = format!("dashboard:{}:{}", session.user_id, form.idempotency_key);
+            crate::routes::refunds::request(&state, &key, &id, amount, reason).await.map(|_| ())
         }
         Err(e) => Err(e),
     };

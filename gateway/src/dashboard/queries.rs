@@ -3,7 +3,7 @@
 //! PostgreSQL; amounts come as exact decimal strings with their currency).
 
 pub const SIGN_IN: &str = "SELECT session_token FROM payments.dashboard_sign_in($1, $2, $3::text::interval)";
-pub const SESSION: &str = "SELECT user_email, user_role, csrf_token FROM payments.dashboard_session($1)";
+pub const SESSION: &str = "SELECT user_id, user_email, user_role, csrf_token FROM payments.dashboard_session($1)";
 pub const SIGN_OUT: &str = "SELECT payments.dashboard_sign_out($1)";
 
 /// An amount `$m` (minor units; sums are numeric) of currency column `$c` as "12.34 USD".

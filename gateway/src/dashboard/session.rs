@@ -24,6 +24,7 @@ const SESSION_TTL: &str = "12 hours";
 
 /// The person signed in, as the extension knows them now.
 pub struct Session {
+    pub user_id: String,
     pub email: String,
     pub role: String,
     /// The token every form of this session carries.
@@ -65,7 +66,13 @@ impl FromRequestParts<AppState> for Session {
         let stmt = db.prepare_cached(queries::SESSION).await.map_err(|e| error_page(e.into()))?;
         let row = db.query_opt(&stmt, &[&token]).await.map_err(|e| error_page(e.into()))?;
         let Some(row) = row else { return Err(back()) };
-        Ok(Session { email: row.get("user_email"), role: row.get("user_role"), csrf: row.get("csrf_token"), token })
+        Ok(Session {
+            user_id: row.get("user_id"),
+            email: row.get("user_email"),
+            role: row.get("user_role"),
+            csrf: row.get("csrf_token"),
+            token,
+        })
     }
 }
 
