@@ -128,6 +128,11 @@ with sync_playwright() as p:
         shot(page, name)
     page.goto(f"{base}/dashboard/payments?customer={customer}")
     expect(page.get_by_role("link", name=payment)).to_be_visible()
+    # A payment that does not exist, and a date that is not one: error pages with the API's statuses.
+    assert page.goto(f"{base}/dashboard/payments/pay_missing").status == 404
+    expect(page.get_by_role("heading", level=1)).to_have_text("Not Found")
+    assert page.goto(f"{base}/dashboard/payments?from=2026-13-45").status == 400
+    expect(page.get_by_role("heading", level=1)).to_have_text("Bad Request")
     page.goto(f"{base}/dashboard/customers")
     page.get_by_label("Customer id").fill(customer)
     page.keyboard.press("Enter")

@@ -61,28 +61,57 @@ SELECT jsonb_build_object(
 )::text";
 
 /// Payments newest first, 51 at most (the 51st says an older page exists), filtered by
-/// customer `$1`, status `$2`, first day `$3`, last day `$4` (UTC dates), older than id `$5`.
-/// The page is chosen from plain columns first and shown after: a window of a month holds tens
-/// of thousands of payments, and formatting each before the sort cost most of the time.
+/// customer `$1`, status `$2`, first day `$3`, last day `$4` (UTC dates), older than id `$5`;
+/// without a first day, `$6` days back (when given). Answers `{from, rows}`: the first day
+/// applied, and the page. The page is chosen from plain columns first and shown after: a window
+/// of a month holds tens of thousands of payments, and formatting each before the sort cost
+/// most of the time.
 pub const PAYMENTS: &str = concat!(
     "
-SELECT coalesce(jsonb_agg(jsonb_build_object('id', p.id, 'customer_id', p.customer_id,
+SELECT jsonb_build_object(
+    'from', coalesce($3::text::date, (now() AT TIME ZONE 'UTC')::date - ($6::int - 1)),
+    'rows', coalesce(jsonb_agg(jsonb_build_object('id', p.id, 'customer_id', p.customer_id,
            'amount', ",
     money!("p.amount_minor", "p.currency"),
     ", 'status', p.status, 'refund_status', p.refund_status,
            'disputed', p.disputed, 'created', to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'))
-           ORDER BY p.id DESC), '[]')::text
+           ORDER BY p.id DESC), '[]'))::text
 FROM (
     SELECT p.id, p.customer_id, p.amount_minor, p.currency, p.status, p.refund_status, p.disputed, p.created_at
     FROM payments.payment_details p
     WHERE ($1::text IS NULL OR p.customer_id = $1) AND ($2::text IS NULL OR p.status = $2)
       AND ($3::text IS NULL OR p.created_at >= $3::text::date::timestamp AT TIME ZONE 'UTC')
+      AND ($3::text IS NOT NULL OR $6::int IS NULL
+           OR p.created_at >= ((now() AT TIME ZONE 'UTC')::date - ($6::int - 1))::timestamp AT TIME ZONE 'UTC')
       AND ($4::text IS NULL OR p.created_at < ($4::text::date + 1)::timestamp AT TIME ZONE 'UTC')
       AND ($5::text IS NULL OR p.id < $5)
     ORDER BY p.id DESC LIMIT 51) p"
 );
 
-pub const STATUSES: &str = "SELECT status FROM payments.statuses() ORDER BY rank";
+/// A refund (a refund_details row aliased `r`) as the dashboard shows it.
+macro_rules! refund_json {
+    () => {
+        concat!(
+            "jsonb_build_object('id', r.id, 'payment_id', r.payment_id, 'customer_id', r.customer_id, 'amount', ",
+            money!("r.amount_minor", "r.currency"),
+            ", 'status', r.status, 'reason', r.reason,
+               'created', to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'))"
+        )
+    };
+}
+
+/// A dispute (a dispute_details row aliased `d`) as the dashboard shows it.
+macro_rules! dispute_json {
+    () => {
+        concat!(
+            "jsonb_build_object('id', d.id, 'payment_id', d.payment_id, 'customer_id', d.customer_id, 'amount', ",
+            money!("d.amount_minor", "d.currency"),
+            ", 'status', d.status, 'reason', d.reason,
+               'evidence_due_by', to_char(d.evidence_due_by AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+               'created', to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'))"
+        )
+    };
+}
 
 /// One payment with everything its page shows: amounts, its history with the chain's
 /// verdict, refunds, disputes and open anomalies. The subqueries name the payment by `$1`,
@@ -113,17 +142,12 @@ SELECT jsonb_build_object(
                    'hash', left(h.hash, 12)) ORDER BY h.seq), '[]')
                FROM payments.list_payment_events($1) h),
     'chain_problems', (SELECT coalesce(jsonb_agg(v.problem), '[]') FROM payments.verify_event_chain($1) v),
-    'refunds', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'amount', ",
-    money!("r.amount_minor", "r.currency"),
-    ",
-                   'status', r.status, 'reason', r.reason,
-                   'created', to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY r.id), '[]')
-                FROM payments.list_refunds($1, 100) r),
-    'disputes', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', d.id, 'amount', ",
-    money!("d.amount_minor", "d.currency"),
-    ",
-                   'status', d.status, 'reason', d.reason) ORDER BY d.id), '[]')
-                 FROM payments.list_disputes($1, NULL, 100) d),
+    'refunds', (SELECT coalesce(jsonb_agg(",
+    refund_json!(),
+    " ORDER BY r.id), '[]') FROM payments.list_refunds($1, 100) r),
+    'disputes', (SELECT coalesce(jsonb_agg(",
+    dispute_json!(),
+    " ORDER BY d.id), '[]') FROM payments.list_disputes($1, NULL, 100) d),
     'anomalies', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', a.id, 'kind', a.kind, 'source', a.source,
                    'observed', a.observed::text,
                    'created', to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY a.id), '[]')
@@ -148,21 +172,12 @@ SELECT coalesce(jsonb_agg(c ORDER BY c.last_payment DESC), '[]')::text FROM (
 pub const REFUNDS_AND_DISPUTES: &str = concat!(
     "
 SELECT jsonb_build_object(
-    'refunds', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'payment_id', r.payment_id,
-                   'customer_id', r.customer_id, 'amount', ",
-    money!("r.amount_minor", "r.currency"),
-    ",
-                   'status', r.status, 'reason', r.reason,
-                   'created', to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY r.id DESC), '[]')
-                FROM payments.list_refunds(NULL, 100) r),
-    'disputes', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', d.id, 'payment_id', d.payment_id,
-                   'customer_id', d.customer_id, 'amount', ",
-    money!("d.amount_minor", "d.currency"),
-    ",
-                   'status', d.status, 'reason', d.reason,
-                   'evidence_due_by', to_char(d.evidence_due_by AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
-                   'created', to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')) ORDER BY d.id DESC), '[]')
-                 FROM payments.list_disputes(NULL, NULL, 100) d)
+    'refunds', (SELECT coalesce(jsonb_agg(",
+    refund_json!(),
+    " ORDER BY r.id DESC), '[]') FROM payments.list_refunds(NULL, 100) r),
+    'disputes', (SELECT coalesce(jsonb_agg(",
+    dispute_json!(),
+    " ORDER BY d.id DESC), '[]') FROM payments.list_disputes(NULL, NULL, 100) d)
 )::text"
 );
 

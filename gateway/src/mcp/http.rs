@@ -23,13 +23,14 @@ use crate::auth::Caller;
 /// `/mcp` within the API's limits on body size and time; it answers only the Host
 /// headers in `limits.mcp_allowed_hosts` (a defence against DNS rebinding).
 pub fn router(state: AppState, limits: &Limits) -> Router<AppState> {
-    let pool = state.pool.clone();
+    // One server, its tool router built once; each request gets a clone (stateless mode).
+    let server = PaymentsMcp::new(state.pool.clone(), None);
     let config = StreamableHttpServerConfig::default()
         .with_stateful_mode(false)
         .with_json_response(true)
         .with_allowed_hosts(limits.mcp_allowed_hosts.clone());
     let service: StreamableHttpService<PaymentsMcp, LocalSessionManager> =
-        StreamableHttpService::new(move || Ok(PaymentsMcp::new(pool.clone(), None)), Arc::default(), config);
+        StreamableHttpService::new(move || Ok(server.clone()), Arc::default(), config);
     Router::new()
         .nest_service("/mcp", service)
         .route_layer(middleware::from_fn_with_state(state, authenticate))
