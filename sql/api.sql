@@ -204,7 +204,8 @@ BEGIN
         WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
         PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
         -- An invoice's payment settles its invoice (and subscription) in the same transaction.
-        IF v_invoice AND p_to IN ('succeeded', 'failed') THEN
+        -- (A renewal waiting on the customer is dunned as a failure until it is paid.)
+        IF v_invoice AND p_to IN ('succeeded', 'failed', 'requires_action') THEN
             PERFORM payments._invoice_payment_settled(p_customer_id, p_payment_id, p_to);
         END IF;
         RETURN 'applied';

@@ -35,7 +35,7 @@ CREATE TABLE payments.invoices (
     customer_id     text COLLATE "C" NOT NULL,
     subscription_id text COLLATE "C" NOT NULL,
     period_number   integer NOT NULL,
-    kind            text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'proration', 'threshold')),
+    kind            text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'proration', 'threshold', 'final')),
     number          text NOT NULL,
     status          text COLLATE "C" NOT NULL CHECK (payments._is_allowed('invoice_status', status)),
     currency        text COLLATE "C" NOT NULL,
@@ -44,7 +44,10 @@ CREATE TABLE payments.invoices (
     period_end      timestamptz NOT NULL,
     payment_id      text COLLATE "C",
     attempt_count   integer NOT NULL DEFAULT 0 CHECK (attempt_count >= 0),
+    attempted_at    timestamptz,
     next_attempt_at timestamptz,
+    usage_from      timestamptz,
+    usage_to        timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     paid_at         timestamptz,
     PRIMARY KEY (customer_id, id),
@@ -56,8 +59,11 @@ CREATE UNIQUE INDEX invoices_period_idx ON payments.invoices (customer_id, subsc
 CREATE INDEX invoices_id_idx ON payments.invoices (id);
 CREATE INDEX invoices_retry_idx ON payments.invoices (next_attempt_at) WHERE status = 'open';
 COMMENT ON TABLE payments.invoices IS
-    'Invoices of subscription periods: open (finalized, numbered, charged), then paid, or left open for dunning; uncollectible when the subscription is canceled for it. Beside the customer (on Citus, by customer_id).';
-COMMENT ON COLUMN payments.invoices.kind IS 'period: a period''s recurring fee (one per period) and the usage of the period before; proration: a plan changed within a period; threshold: usage that reached the plan''s usage threshold within a period (period_number is that period).';
+    'Invoices of subscription periods: open (finalized, numbered, charged), then paid, or left open for dunning; uncollectible when its subscription is canceled (collection stops) or its last attempt failed, void when it should never be paid (an incomplete subscription expired, or a plan change netted it). Beside the customer (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.invoices.kind IS 'period: a period''s recurring fee (one per period) and the usage not yet invoiced before it; proration: a plan changed within a period (with the usage under the old plan); threshold: usage that reached the plan''s usage threshold within a period (period_number is that period); final: the usage not yet invoiced when the subscription ended (one attempt).';
+COMMENT ON COLUMN payments.invoices.attempted_at IS 'The time (run_billing''s at) of the latest attempt: the next retry is counted from it.';
+COMMENT ON COLUMN payments.invoices.usage_from IS 'The usage it bills: [usage_from, usage_to), NULL when none.';
+COMMENT ON COLUMN payments.invoices.usage_to IS 'The end (exclusive) of the usage it bills.';
 COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique per year in the order invoices were finalized.';
 COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt.';
 COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';
@@ -111,7 +117,7 @@ COMMENT ON FUNCTION payments._next_invoice_number(timestamptz) IS
     'Internal: the next invoice number of the year (UTC) of p_at; the counter''s row stays locked until the caller''s transaction ends.';
 
 CREATE FUNCTION payments._usage_lines(p_sub payments.subscriptions, p_plan payments.plans, p_from timestamptz,
-                                      p_to timestamptz, p_period_number integer) RETURNS jsonb
+                                      p_to timestamptz) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     v_lines    jsonb := '[]';
@@ -126,12 +132,14 @@ BEGIN
         v_lines := v_lines || jsonb_build_array(jsonb_build_object(
             'kind', 'usage', 'quantity', v_quantity,
             'amount_minor', payments._usage_price(v_quantity::text, (v_metered -> 'price')::text),
-            'description', (v_metered ->> 'meter') || ', ' || p_from::date || ' to ' || p_to::date));
+            'description', (v_metered ->> 'meter') || ', ' || (p_from AT TIME ZONE 'UTC')::date || ' to '
+                           || (p_to AT TIME ZONE 'UTC')::date));
     END LOOP;
+    -- Threshold invoices of the same stretch of usage billed part of it already.
     SELECT sum(i.total_minor), string_agg(i.number, ', ' ORDER BY i.number) INTO v_invoiced, v_numbers
     FROM payments.invoices i
-    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.period_number = p_period_number
-      AND i.kind = 'threshold';
+    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.kind = 'threshold'
+      AND i.usage_from = p_from;
     IF v_invoiced > 0 THEN
         v_lines := v_lines || jsonb_build_array(jsonb_build_object(
             'kind', 'credit', 'quantity', 1, 'amount_minor', -v_invoiced,
@@ -140,18 +148,22 @@ BEGIN
     RETURN v_lines;
 END
 $$;
-COMMENT ON FUNCTION payments._usage_lines(payments.subscriptions, payments.plans, timestamptz, timestamptz, integer) IS
-    'Internal: the invoice lines of a subscription''s usage in [p_from, p_to), each meter priced by p_plan, less what threshold invoices of period p_period_number already billed.';
+COMMENT ON FUNCTION payments._usage_lines(payments.subscriptions, payments.plans, timestamptz, timestamptz) IS
+    'Internal: the invoice lines of a subscription''s usage in [p_from, p_to), each meter priced by p_plan (the plan it was used under), less what threshold invoices of the same stretch (usage_from = p_from) already billed.';
 
-CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans,
-                                         p_usage_plan payments.plans DEFAULT NULL, p_usage_from timestamptz DEFAULT NULL,
-                                         p_usage_to timestamptz DEFAULT NULL) RETURNS text
+CREATE FUNCTION payments._lines_total(p_lines jsonb) RETURNS bigint
+LANGUAGE sql IMMUTABLE
+RETURN (SELECT coalesce(sum((l ->> 'amount_minor')::bigint), 0) FROM jsonb_array_elements(p_lines) l);
+COMMENT ON FUNCTION payments._lines_total(jsonb) IS 'Internal: the sum of invoice lines'' amount_minor.';
+
+CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans, p_usage_plan payments.plans,
+                                         p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz)
+RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice  payments.invoices%ROWTYPE;
     v_credit   bigint;
     v_lines    jsonb;
-    v_total    bigint;
 BEGIN
     -- The caller holds the subscription's row lock; the period's invoice is made once.
     SELECT * INTO v_invoice FROM payments.invoices i
@@ -163,22 +175,42 @@ BEGIN
     v_lines := jsonb_build_array(jsonb_build_object(
         'kind', 'recurring', 'amount_minor', p_plan.amount_minor, 'quantity', 1,
         'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number));
-    -- The usage of the period that just closed, in arrears, less what its thresholds invoiced.
-    IF p_usage_from IS NOT NULL THEN
-        v_lines := v_lines || payments._usage_lines(p_sub, p_usage_plan, p_usage_from, p_usage_to, p_sub.period_number - 1);
+    -- The usage not invoiced yet, in arrears, at the plan it was used under.
+    IF p_usage_from < p_usage_to THEN
+        v_lines := v_lines || payments._usage_lines(p_sub, p_usage_plan, p_usage_from, p_usage_to);
     END IF;
     -- What a downgrade left is taken off, up to the total.
-    SELECT sum((l ->> 'amount_minor')::bigint) INTO v_total FROM jsonb_array_elements(v_lines) l;
-    v_credit := least(coalesce(p_sub.credit_minor, 0), v_total);
+    v_credit := least(coalesce(p_sub.credit_minor, 0), payments._lines_total(v_lines));
     IF v_credit > 0 THEN
         v_lines := v_lines || jsonb_build_array(jsonb_build_object(
             'kind', 'credit', 'amount_minor', -v_credit, 'quantity', 1, 'description', 'credit from a plan change'));
     END IF;
-    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, v_lines, v_credit);
+    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, v_lines, v_credit,
+                                   CASE WHEN p_usage_from < p_usage_to THEN p_usage_from END,
+                                   CASE WHEN p_usage_from < p_usage_to THEN p_usage_to END, p_at);
 END
 $$;
-COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz) IS
-    'Internal: the invoice of a subscription''s current period, made, numbered and charged once (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears, less the subscription''s credit. The caller holds the subscription''s row lock.';
+COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz, timestamptz) IS
+    'Internal: the invoice of a subscription''s current period, made, numbered and charged once at time p_at (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears, less the subscription''s credit. The caller holds the subscription''s row lock.';
+
+CREATE FUNCTION payments._invoice_usage(p_sub payments.subscriptions, p_plan payments.plans, p_kind text,
+                                        p_from timestamptz, p_to timestamptz, p_at timestamptz) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_lines jsonb;
+BEGIN
+    IF NOT p_from < p_to THEN
+        RETURN NULL;
+    END IF;
+    v_lines := payments._usage_lines(p_sub, p_plan, p_from, p_to);
+    IF payments._lines_total(v_lines) <= 0 THEN
+        RETURN NULL;
+    END IF;
+    RETURN payments._issue_invoice(p_sub, p_kind, p_plan.currency, v_lines, 0, p_from, p_to, p_at);
+END
+$$;
+COMMENT ON FUNCTION payments._invoice_usage(payments.subscriptions, payments.plans, text, timestamptz, timestamptz, timestamptz) IS
+    'Internal: invoices (kind threshold or final) a subscription''s usage of [p_from, p_to) at p_plan''s prices, when it comes to more than nothing; returns the invoice id or NULL.';
 
 CREATE FUNCTION payments._invoice_event(p_invoice payments.invoices, p_previous text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -195,19 +227,19 @@ COMMENT ON FUNCTION payments._invoice_event(payments.invoices, text) IS
     'Internal: tells apps an invoice was issued (p_previous NULL), changed status, or had an attempt fail (invoice.updated). The caller holds its subscription''s or its own row lock.';
 
 CREATE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
-                                        p_credit_used bigint) RETURNS text
+                                        p_credit_used bigint, p_usage_from timestamptz, p_usage_to timestamptz,
+                                        p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id      text := payments._new_id('inv');
     v_invoice payments.invoices%ROWTYPE;
     v_line    record;
-    v_total   bigint;
 BEGIN
-    SELECT greatest(sum((l ->> 'amount_minor')::bigint), 0) INTO v_total FROM jsonb_array_elements(p_lines) l;
     INSERT INTO payments.invoices (id, customer_id, subscription_id, period_number, kind, number, status, currency,
-                                   total_minor, period_start, period_end)
+                                   total_minor, period_start, period_end, usage_from, usage_to)
     VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, p_kind, payments._next_invoice_number(now()), 'open',
-            p_currency, v_total, p_sub.current_period_start, p_sub.current_period_end)
+            p_currency, greatest(payments._lines_total(p_lines), 0), p_sub.current_period_start, p_sub.current_period_end,
+            p_usage_from, p_usage_to)
     RETURNING * INTO v_invoice;
     PERFORM payments._invoice_event(v_invoice, NULL);
     FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(p_lines) WITH ORDINALITY l LOOP
@@ -219,14 +251,33 @@ BEGIN
         UPDATE payments.subscriptions s SET credit_minor = s.credit_minor - p_credit_used
         WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
     END IF;
-    PERFORM payments._charge_invoice(v_invoice, p_sub);
+    PERFORM payments._charge_invoice(v_invoice, p_sub, p_at);
     RETURN v_id;
 END
 $$;
-COMMENT ON FUNCTION payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint) IS
-    'Internal: makes, numbers and charges an invoice of lines ([{kind, description, amount_minor}]; the total is their sum, at least 0) for a subscription whose row the caller has locked, using p_credit_used of its credit.';
+COMMENT ON FUNCTION payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint, timestamptz, timestamptz, timestamptz) IS
+    'Internal: makes, numbers and charges at time p_at an invoice of lines ([{kind, description, amount_minor}]; the total is their sum, at least 0) for a subscription whose row the caller has locked, using p_credit_used of its credit; p_usage_from and p_usage_to: the usage it bills.';
 
-CREATE FUNCTION payments._charge_invoice(p_invoice payments.invoices, p_sub payments.subscriptions) RETURNS void
+CREATE FUNCTION payments._abandon_payment(p_customer_id text, p_payment_id text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_status text;
+BEGIN
+    SELECT p.status INTO v_status FROM payments.payments p WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
+    IF v_status IN ('requires_payment_method', 'requires_confirmation', 'requires_action') THEN
+        BEGIN
+            PERFORM payments.cancel_payment(p_payment_id, 'abandoned');
+        EXCEPTION WHEN SQLSTATE 'PM206' OR SQLSTATE 'PM208' OR SQLSTATE 'PM209' THEN
+            NULL;  -- it moved on, or the provider has not answered yet: its outcome settles nothing now
+        END;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._abandon_payment(text, text) IS
+    'Internal: cancels an invoice attempt''s payment that still waits on the customer (3-D Secure) or a payment method, so it cannot be paid beside the next attempt or for an invoice no longer collected.';
+
+CREATE FUNCTION payments._charge_invoice(p_invoice payments.invoices, p_sub payments.subscriptions, p_at timestamptz)
+RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_attempt integer := p_invoice.attempt_count + 1;
@@ -240,25 +291,30 @@ BEGIN
         PERFORM payments._invoice_event(v_paid, p_invoice.status);
         RETURN;
     END IF;
-    -- One payment per attempt, its key derived from the subscription, period and attempt
-    -- (a proration's from its invoice).
+    -- The previous attempt, if it still waits on the customer, gives way to this one.
+    IF p_invoice.payment_id IS NOT NULL THEN
+        PERFORM payments._abandon_payment(p_invoice.customer_id, p_invoice.payment_id);
+    END IF;
+    -- One payment per attempt, keyed by the invoice (its id is random and exists only in this
+    -- transaction, so no API caller can claim the key first) and the attempt.
     SELECT p.id INTO v_payment FROM payments.create_payment(
-        CASE p_invoice.kind WHEN 'period' THEN 'invoice:' || p_sub.id || ':' || p_invoice.period_number
-                            ELSE 'invoice:' || p_invoice.id END || ':' || v_attempt, p_invoice.customer_id,
+        'invoice:' || p_invoice.id || ':' || v_attempt, p_invoice.customer_id,
         payments.to_major(p_invoice.total_minor, p_invoice.currency), p_invoice.currency, p_sub.payment_method,
         'Invoice ' || p_invoice.number, jsonb_build_object('invoice_id', p_invoice.id, 'subscription_id', p_sub.id)) p;
-    UPDATE payments.invoices i SET payment_id = v_payment, next_attempt_at = NULL
+    UPDATE payments.invoices i
+    SET payment_id = v_payment, attempt_count = v_attempt, attempted_at = p_at, next_attempt_at = NULL
     WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id;
     IF p_sub.payment_method IS NULL THEN
         -- Nothing to charge: a failed attempt at once.
-        PERFORM payments._invoice_payment_settled(p_invoice.customer_id, v_payment, 'failed');
+        PERFORM payments._invoice_payment_settled(p_invoice.customer_id, v_payment, 'failed', p_at);
     END IF;
 END
 $$;
-COMMENT ON FUNCTION payments._charge_invoice(payments.invoices, payments.subscriptions) IS
-    'Internal: the next attempt at an invoice: a payment for its total (key invoice:<subscription>:<period>:<attempt>, metadata invoice_id) that the gateway charges; without a payment method, a failed attempt.';
+COMMENT ON FUNCTION payments._charge_invoice(payments.invoices, payments.subscriptions, timestamptz) IS
+    'Internal: the next attempt at an invoice, at time p_at: a payment for its total (key invoice:<invoice>:<attempt>, metadata invoice_id) that the gateway charges; without a payment method, a failed attempt. A previous attempt still waiting on the customer is canceled first.';
 
-CREATE FUNCTION payments._invoice_payment_settled(p_customer_id text, p_payment_id text, p_status text) RETURNS void
+CREATE FUNCTION payments._invoice_payment_settled(p_customer_id text, p_payment_id text, p_status text,
+                                                  p_at timestamptz DEFAULT now()) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice  payments.invoices%ROWTYPE;
@@ -266,9 +322,13 @@ DECLARE
     v_sub      payments.subscriptions%ROWTYPE;
     v_from     text;
     v_settings record;
+    v_failed_at timestamptz;
+    v_last     boolean;
 BEGIN
+    -- Money received settles an uncollectible invoice too; a failure only an open one.
     SELECT * INTO v_invoice FROM payments.invoices i
-    WHERE i.customer_id = p_customer_id AND i.payment_id = p_payment_id AND i.status = 'open' FOR UPDATE;
+    WHERE i.customer_id = p_customer_id AND i.payment_id = p_payment_id
+      AND (i.status = 'open' OR (p_status = 'succeeded' AND i.status = 'uncollectible')) FOR UPDATE;
     IF NOT FOUND THEN
         RETURN;  -- an earlier attempt's payment, or an invoice already settled
     END IF;
@@ -279,25 +339,51 @@ BEGIN
         UPDATE payments.invoices i SET status = 'paid', paid_at = now(), next_attempt_at = NULL
         WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id
         RETURNING * INTO v_settled;
-        IF v_sub.status IN ('incomplete', 'past_due', 'unpaid') THEN
+        -- Active again only when nothing else is left unpaid (Stripe: past_due means the latest
+        -- invoice failed): paying an older invoice does not clear a newer failure.
+        IF v_sub.status IN ('incomplete', 'past_due', 'unpaid')
+           AND NOT EXISTS (SELECT 1 FROM payments.invoices i
+                           WHERE i.customer_id = p_customer_id AND i.subscription_id = v_sub.id AND i.status = 'open'
+                             AND i.kind <> 'final') THEN
             v_sub.status := 'active';
         END IF;
     ELSE
+        -- failed, or requires_action: a renewal waiting on the customer is dunned as a failure
+        -- (its payment stays payable until the next attempt replaces it).
         SELECT coalesce((SELECT b.retry_days FROM payments.billing_settings b), '{1,3,5}') AS retry_days,
                coalesce((SELECT b.final_status FROM payments.billing_settings b), 'unpaid') AS final_status
         INTO v_settings;
+        v_failed_at := greatest(p_at, v_invoice.attempted_at);
+        v_last := v_invoice.kind = 'final' OR v_invoice.attempt_count > cardinality(v_settings.retry_days)
+                  OR v_sub.status IN ('canceled', 'incomplete_expired');
         UPDATE payments.invoices i
-        SET attempt_count = v_invoice.attempt_count + 1,
-            next_attempt_at = now() + v_settings.retry_days[v_invoice.attempt_count + 1] * interval '1 day',
-            status = CASE WHEN v_invoice.attempt_count + 1 > cardinality(v_settings.retry_days)
-                               AND v_settings.final_status = 'canceled' THEN 'uncollectible' ELSE 'open' END
+        SET next_attempt_at = CASE WHEN NOT v_last THEN payments._utc_add(
+                                  coalesce(v_invoice.attempted_at, v_failed_at),
+                                  v_settings.retry_days[v_invoice.attempt_count] * interval '1 day') END,
+            -- (An incomplete subscription's first invoice is voided when it expires, below.)
+            status = CASE WHEN v_invoice.kind = 'final'
+                               OR (v_last AND v_settings.final_status = 'canceled' AND v_sub.status <> 'incomplete')
+                          THEN 'uncollectible' ELSE 'open' END
         WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id
         RETURNING * INTO v_settled;
-        IF v_invoice.attempt_count + 1 > cardinality(v_settings.retry_days) THEN
-            v_sub.status := CASE WHEN v_sub.status = 'incomplete' THEN 'canceled' ELSE v_settings.final_status END;
-            v_sub.canceled_at := CASE WHEN v_sub.status = 'canceled' THEN now() END;
+        IF v_invoice.kind = 'final' OR v_sub.status NOT IN ('trialing', 'active', 'past_due', 'unpaid', 'incomplete') THEN
+            NULL;  -- an ended subscription's last invoice: nothing more to decide
+        ELSIF v_last AND v_sub.status = 'incomplete' THEN
+            PERFORM payments._invoice_event(v_settled, v_invoice.status);
+            PERFORM payments._end_subscription(v_sub, 'incomplete_expired', v_failed_at,
+                                               'invoice ' || v_invoice.number || ' ' || p_status, p_at);
+            RETURN;
+        ELSIF v_last THEN
+            v_sub.status := v_settings.final_status;
+            IF v_sub.status = 'canceled' THEN
+                PERFORM payments._invoice_event(v_settled, v_invoice.status);
+                PERFORM payments._end_subscription(v_sub, 'canceled', v_failed_at,
+                                                   'invoice ' || v_invoice.number || ' ' || p_status, p_at);
+                RETURN;
+            END IF;
         ELSIF v_sub.status IN ('active', 'trialing') THEN
             v_sub.status := 'past_due';
+            v_sub.past_due_since := v_failed_at;
         END IF;
     END IF;
     PERFORM payments._invoice_event(v_settled, v_invoice.status);
@@ -307,115 +393,298 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION payments._invoice_payment_settled(text, text, text) IS
-    'Internal: an invoice payment reached succeeded or failed: the invoice is paid (and an incomplete, past_due or unpaid subscription active again), or its failed attempt is counted and the next scheduled (the subscription past_due; after the last, unpaid or canceled as set_dunning says).';
+COMMENT ON FUNCTION payments._invoice_payment_settled(text, text, text, timestamptz) IS
+    'Internal: an invoice payment reached succeeded, failed or requires_action (at p_at, the time of the news; retries count from the attempt''s own time): the invoice is paid (and an incomplete, past_due or unpaid subscription active again once nothing else is left open), or its failed attempt is counted and the next scheduled (the subscription past_due; after the last, unpaid or canceled as set_dunning says, and an incomplete one incomplete_expired). A final invoice gets one attempt.';
+
+CREATE FUNCTION payments._stop_collection(p_sub payments.subscriptions, p_status text, p_period integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_invoice payments.invoices%ROWTYPE;
+    v_stopped payments.invoices%ROWTYPE;
+BEGIN
+    FOR v_invoice IN
+        SELECT * FROM payments.invoices i
+        WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status = 'open'
+          AND (p_period IS NULL OR (i.period_number = p_period AND i.kind IN ('period', 'proration')))
+        ORDER BY i.id FOR UPDATE
+    LOOP
+        IF v_invoice.payment_id IS NOT NULL THEN
+            PERFORM payments._abandon_payment(v_invoice.customer_id, v_invoice.payment_id);
+        END IF;
+        UPDATE payments.invoices i SET status = p_status, next_attempt_at = NULL
+        WHERE i.customer_id = v_invoice.customer_id AND i.id = v_invoice.id
+        RETURNING * INTO v_stopped;
+        PERFORM payments._invoice_event(v_stopped, v_invoice.status);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments._stop_collection(payments.subscriptions, text, integer) IS
+    'Internal: stops collecting a subscription''s open invoices (Stripe stops automatic collection on cancellation), or with p_period only the period and proration invoices of that period (a plan change netted them): each becomes p_status (uncollectible, or void when nothing should ever be paid), without a retry, and a payment still waiting on the customer is canceled. A charge already under way that succeeds still pays an uncollectible invoice.';
+
+CREATE FUNCTION payments._end_subscription(p_sub payments.subscriptions, p_status text, p_ended_at timestamptz,
+                                           p_reason text, p_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sub  payments.subscriptions%ROWTYPE := p_sub;
+    v_plan payments.plans%ROWTYPE;
+BEGIN
+    PERFORM payments._stop_collection(p_sub, CASE WHEN p_status = 'incomplete_expired' THEN 'void' ELSE 'uncollectible' END);
+    v_sub.status := p_status;
+    v_sub.canceled_at := p_ended_at;
+    PERFORM payments._set_subscription(v_sub, p_sub.status, p_reason, jsonb_build_object('at', p_ended_at));
+    -- The usage not invoiced yet, in arrears, once (Stripe and Lago invoice it on termination;
+    -- a trial's usage is not billed).
+    IF p_status = 'canceled' AND p_sub.period_number > 0 THEN
+        SELECT * INTO v_plan FROM payments.plans p WHERE p.code = p_sub.plan;
+        PERFORM payments._invoice_usage(v_sub, v_plan, 'final', p_sub.usage_from, p_ended_at, p_at);
+    END IF;
+    UPDATE payments.subscriptions s SET usage_from = greatest(s.usage_from, p_ended_at)
+    WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
+    PERFORM payments._release_meters(v_sub, NULL);
+END
+$$;
+COMMENT ON FUNCTION payments._end_subscription(payments.subscriptions, text, timestamptz, text, timestamptz) IS
+    'Internal: ends a locked subscription at p_ended_at as canceled or incomplete_expired: its open invoices are no longer collected (void for incomplete_expired), the usage not invoiced yet is invoiced once (final), and its meters are free for another subscription.';
+
+CREATE FUNCTION payments._next_period(p_sub payments.subscriptions, p_start timestamptz, p_new_anchor boolean,
+                                      p_reason text, p_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sub       payments.subscriptions%ROWTYPE := p_sub;
+    v_used_plan payments.plans%ROWTYPE;
+    v_plan      payments.plans%ROWTYPE;
+BEGIN
+    SELECT * INTO v_used_plan FROM payments.plans p WHERE p.code = p_sub.plan;
+    -- A plan change asked for at period end starts with the new period.
+    v_sub.plan := coalesce(p_sub.pending_plan, p_sub.plan);
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+    -- Another billing interval starts a new anchor (as a resume does): never anchor + n x new interval.
+    IF p_new_anchor OR NOT payments._same_cycle(v_used_plan, v_plan) THEN
+        v_sub.billing_anchor := p_start;
+        v_sub.anchor_period := p_sub.period_number;
+    END IF;
+    v_sub.period_number := p_sub.period_number + 1;
+    v_sub.current_period_start := p_start;
+    v_sub.current_period_end := payments._period_end(v_plan, v_sub.billing_anchor, v_sub.period_number - v_sub.anchor_period);
+    v_sub.status := CASE WHEN p_sub.status IN ('trialing', 'paused') THEN 'active' ELSE p_sub.status END;
+    v_sub.usage_from := p_start;
+    v_sub.pending_plan := NULL;
+    UPDATE payments.subscriptions s
+    SET period_number = v_sub.period_number, current_period_start = v_sub.current_period_start,
+        current_period_end = v_sub.current_period_end, status = v_sub.status, plan = v_sub.plan,
+        billing_anchor = v_sub.billing_anchor, anchor_period = v_sub.anchor_period, usage_from = v_sub.usage_from,
+        pending_plan = NULL, updated_at = now()
+    WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+    PERFORM payments._subscription_event(v_sub, p_sub.status, p_reason,
+                                         jsonb_build_object('period_number', v_sub.period_number, 'plan', v_sub.plan,
+                                                            'period_start', v_sub.current_period_start, 'at', p_at));
+    -- The usage not invoiced yet (none of a trial's) is billed in arrears at the plan it was used under.
+    PERFORM payments._invoice_period(v_sub, v_plan, v_used_plan,
+                                     CASE WHEN p_sub.period_number > 0 THEN p_sub.usage_from END, p_start, p_at);
+    PERFORM payments._release_meters(v_sub, v_plan);
+    PERFORM payments._claim_meters(v_sub, v_plan);
+END
+$$;
+COMMENT ON FUNCTION payments._next_period(payments.subscriptions, timestamptz, boolean, text, timestamptz) IS
+    'Internal: moves a locked subscription into its next period, starting at p_start (its period''s end for a renewal; the time of a resume or of a change of billing interval, which start a new anchor), on its pending plan if one was asked for, and invoices it at p_at with the usage not yet invoiced.';
+
+CREATE FUNCTION payments._credit_unused(p_sub payments.subscriptions, p_credit bigint, p_description text,
+                                        p_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_unpaid  bigint;
+    v_numbers text;
+    v_currency text;
+BEGIN
+    -- A credit can only come from money that was paid: what this period still owes is netted first.
+    SELECT sum(i.total_minor), string_agg(i.number, ', ' ORDER BY i.number), min(i.currency)
+    INTO v_unpaid, v_numbers, v_currency
+    FROM payments.invoices i
+    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status = 'open'
+      AND i.period_number = p_sub.period_number AND i.kind IN ('period', 'proration');
+    IF v_unpaid > 0 THEN
+        -- The netted invoices are void; what is still owed after the credit is invoiced anew.
+        PERFORM payments._stop_collection(p_sub, 'void', p_sub.period_number);
+        IF v_unpaid > p_credit THEN
+            PERFORM payments._issue_invoice(p_sub, 'proration', v_currency, jsonb_build_array(
+                jsonb_build_object('kind', 'proration', 'amount_minor', v_unpaid,
+                                   'description', 'unpaid invoices ' || v_numbers || ', replaced'),
+                jsonb_build_object('kind', 'credit', 'amount_minor', -p_credit, 'description', p_description)),
+                0, NULL, NULL, p_at);
+        END IF;
+    END IF;
+    IF p_credit > coalesce(v_unpaid, 0) THEN
+        UPDATE payments.subscriptions s SET credit_minor = s.credit_minor + (p_credit - coalesce(v_unpaid, 0))
+        WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._credit_unused(payments.subscriptions, bigint, text, timestamptz) IS
+    'Internal: credits a locked subscription p_credit minor units for time it paid for and will not use, netted first against what its current period still owes (those invoices are void and the rest, if any, invoiced anew); only what is left is kept as credit for its next invoices.';
+
+CREATE FUNCTION payments._bill_subscription(p_customer_id text, p_id text, p_at timestamptz) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sub     payments.subscriptions%ROWTYPE;
+    v_plan    payments.plans%ROWTYPE;
+    v_renewed integer := 0;
+    v_ended   integer := 0;
+    v_expired integer := 0;
+BEGIN
+    LOOP
+        SELECT * INTO v_sub FROM payments.subscriptions s
+        WHERE s.customer_id = p_customer_id AND s.id = p_id
+          AND ((s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= p_at)
+               OR (s.status = 'incomplete' AND s.current_period_start <= p_at - interval '23 hours'))
+        FOR UPDATE SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
+        IF v_sub.status = 'incomplete' THEN
+            -- Its first invoice was not paid within 23 hours (as Stripe's): nothing was delivered.
+            PERFORM payments._end_subscription(v_sub, 'incomplete_expired', v_sub.current_period_start + interval '23 hours',
+                                               'first invoice not paid within 23 hours', p_at);
+            v_expired := v_expired + 1;
+            EXIT;
+        ELSIF v_sub.cancel_at_period_end THEN
+            PERFORM payments._end_subscription(v_sub, 'canceled', v_sub.current_period_end, 'canceled at period end', p_at);
+            v_ended := v_ended + 1;
+            EXIT;
+        END IF;
+        -- Possibly several periods behind: each pass moves it one period on.
+        PERFORM payments._next_period(v_sub, v_sub.current_period_end, false, 'renewed', p_at);
+        v_renewed := v_renewed + 1;
+    END LOOP;
+    -- Usage that reached its plan's threshold within the open period, invoiced now.
+    SELECT * INTO v_sub FROM payments.subscriptions s
+    WHERE s.customer_id = p_customer_id AND s.id = p_id AND s.status IN ('active', 'past_due') AND s.period_number > 0
+      AND s.current_period_start < p_at AND s.current_period_end > p_at
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+        IF v_plan.usage_threshold_minor IS NOT NULL
+           AND payments._lines_total(payments._usage_lines(v_sub, v_plan, v_sub.usage_from, p_at))
+               >= v_plan.usage_threshold_minor THEN
+            PERFORM payments._invoice_usage(v_sub, v_plan, 'threshold', v_sub.usage_from, p_at, p_at);
+            RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'expired', v_expired, 'thresholds', 1);
+        END IF;
+    END IF;
+    RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'expired', v_expired, 'thresholds', 0);
+END
+$$;
+COMMENT ON FUNCTION payments._bill_subscription(text, text, timestamptz) IS
+    'Internal: what run_billing has due at p_at for one subscription: ends it (canceled at period end, or incomplete for 23 hours), or renews it into each period that ended, then invoices usage that reached its plan''s threshold. Claims its row with SKIP LOCKED. Returns {"renewed", "ended", "expired", "thresholds"}.';
+
+CREATE FUNCTION payments._billing_outcome(p_customer_id text, p_id text, p_error jsonb, p_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sub payments.subscriptions%ROWTYPE;
+BEGIN
+    SELECT * INTO v_sub FROM payments.subscriptions s WHERE s.customer_id = p_customer_id AND s.id = p_id;
+    IF p_error IS NULL THEN
+        IF v_sub.billing_error IS NOT NULL THEN
+            UPDATE payments.subscriptions s SET billing_error = NULL
+            WHERE s.customer_id = p_customer_id AND s.id = p_id;
+            PERFORM payments._subscription_event(v_sub, v_sub.status, 'billing recovered', '{}');
+        END IF;
+        RETURN;
+    END IF;
+    UPDATE payments.subscriptions s
+    SET billing_error = p_error || jsonb_build_object(
+            'first_at', CASE WHEN s.billing_error ->> 'sqlstate' = p_error ->> 'sqlstate'
+                             THEN s.billing_error -> 'first_at' ELSE to_jsonb(p_at) END,
+            'last_at', p_at, 'attempts', coalesce((s.billing_error ->> 'attempts')::integer, 0) + 1)
+    WHERE s.customer_id = p_customer_id AND s.id = p_id;
+    -- History and apps hear of a new failure once, not at every run.
+    IF v_sub.billing_error ->> 'sqlstate' IS DISTINCT FROM p_error ->> 'sqlstate' THEN
+        PERFORM payments._subscription_event(v_sub, v_sub.status, 'billing failed', p_error);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._billing_outcome(text, text, jsonb, timestamptz) IS
+    'Internal: records on a subscription that billing failed at p_at (p_error: {"sqlstate", "message"}; its history and apps hear of a new failure once) or, p_error NULL, that it succeeded again.';
 
 CREATE FUNCTION payments.run_billing(at timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_due      record;
-    v_sub      payments.subscriptions%ROWTYPE;
-    v_plan     payments.plans%ROWTYPE;
-    v_used_plan payments.plans%ROWTYPE;
-    v_used_from timestamptz;
-    v_invoice  payments.invoices%ROWTYPE;
-    v_from     text;
-    v_renewed  integer := 0;
-    v_ended    integer := 0;
-    v_retried  integer := 0;
-    v_thresholds integer := 0;
+    v_due     record;
+    v_invoice payments.invoices%ROWTYPE;
+    v_sub     payments.subscriptions%ROWTYPE;
+    v_done    jsonb;
+    v_counts  jsonb := '{"renewed": 0, "ended": 0, "expired": 0, "retried": 0, "thresholds": 0}';
+    v_failed  jsonb[] := '{}';
+    v_error   jsonb;
+    v_state   text;
+    v_msg     text;
+    v_sub_id  text;
     v_threshold_plans text[];
-    v_lines    jsonb;
 BEGIN
-    IF at IS NULL THEN
-        RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at is required (a finite time)' USING ERRCODE = 'PM100';
     END IF;
-    -- 1. Periods that ended: canceled at their end, or renewed (possibly several periods
-    -- behind: each pass of the loop moves a subscription one period on).
-    FOR v_due IN
-        SELECT s.customer_id, s.id FROM payments.subscriptions s
-        WHERE s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= at
-        ORDER BY s.current_period_end LIMIT 1000
-    LOOP
-        LOOP
-            SELECT * INTO v_sub FROM payments.subscriptions s
-            WHERE s.customer_id = v_due.customer_id AND s.id = v_due.id
-              AND s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= at
-            FOR UPDATE SKIP LOCKED;
-            EXIT WHEN NOT FOUND;
-            v_from := v_sub.status;
-            IF v_sub.cancel_at_period_end THEN
-                v_sub.status := 'canceled';
-                v_sub.canceled_at := v_sub.current_period_end;
-                PERFORM payments._set_subscription(v_sub, v_from, 'canceled at period end', '{}');
-                v_ended := v_ended + 1;
-                EXIT;
-            END IF;
-            -- The closed period's usage is billed at the plan it was used under.
-            SELECT * INTO v_used_plan FROM payments.plans p WHERE p.code = v_sub.plan;
-            -- (A trial's usage is not billed.)
-            v_used_from := CASE WHEN v_sub.period_number > 0 THEN v_sub.current_period_start END;
-            -- A plan change asked for at period end starts with the new period.
-            v_sub.plan := coalesce(v_sub.pending_plan, v_sub.plan);
-            SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
-            v_sub.period_number := v_sub.period_number + 1;
-            v_sub.current_period_start := v_sub.current_period_end;
-            v_sub.current_period_end := payments._period_end(v_plan, v_sub.billing_anchor, v_sub.period_number);
-            v_sub.status := CASE WHEN v_sub.status = 'trialing' THEN 'active' ELSE v_sub.status END;
-            UPDATE payments.subscriptions s
-            SET period_number = v_sub.period_number, current_period_start = v_sub.current_period_start,
-                current_period_end = v_sub.current_period_end, status = v_sub.status, plan = v_sub.plan,
-                pending_plan = NULL, updated_at = now()
-            WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
-            PERFORM payments._subscription_event(v_sub, v_from, 'renewed',
-                                                 jsonb_build_object('period_number', v_sub.period_number, 'plan', v_sub.plan,
-                                                                    'period_start', v_sub.current_period_start));
-            PERFORM payments._invoice_period(v_sub, v_plan, v_used_plan, v_used_from, v_sub.current_period_start);
-            v_renewed := v_renewed + 1;
-        END LOOP;
-    END LOOP;
-    -- 2. Dunning: failed invoices whose retry is due.
-    FOR v_due IN
-        SELECT i.customer_id, i.id FROM payments.invoices i
-        WHERE i.status = 'open' AND i.next_attempt_at <= at ORDER BY i.next_attempt_at LIMIT 1000
-    LOOP
-        SELECT * INTO v_invoice FROM payments.invoices i
-        WHERE i.customer_id = v_due.customer_id AND i.id = v_due.id AND i.status = 'open' AND i.next_attempt_at <= at
-        FOR UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
-        SELECT * INTO v_sub FROM payments.subscriptions s
-        WHERE s.customer_id = v_invoice.customer_id AND s.id = v_invoice.subscription_id;
-        PERFORM payments._charge_invoice(v_invoice, v_sub);
-        v_retried := v_retried + 1;
-    END LOOP;
-    -- 3. Threshold billing: usage of the open period that reached its plan's threshold
-    -- beyond what the period invoiced, invoiced now (under the subscription's lock: once).
     -- The plans first: on Citus, joining the reference table to every shard after this
     -- transaction's writes is refused.
     SELECT array_agg(p.code) INTO v_threshold_plans FROM payments.plans p WHERE p.usage_threshold_minor IS NOT NULL;
+    -- Each subscription in a savepoint of its own: one that fails (its usage cannot be priced,
+    -- its payment refused) is recorded on it and the others go on. Those that failed last go last.
     FOR v_due IN
-        SELECT s.customer_id, s.id FROM payments.subscriptions s
-        WHERE s.plan = ANY (v_threshold_plans) AND s.status IN ('active', 'past_due') AND s.period_number > 0
-          AND s.current_period_start < at AND s.current_period_end > at
-        ORDER BY s.customer_id, s.id LIMIT 1000
+        SELECT s.customer_id, s.id, 'subscription' AS unit, s.billing_error IS NOT NULL AS failing
+        FROM payments.subscriptions s
+        WHERE (s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= at)
+           OR (s.status = 'incomplete' AND s.current_period_start <= at - interval '23 hours')
+           OR (s.plan = ANY (v_threshold_plans) AND s.status IN ('active', 'past_due') AND s.period_number > 0
+               AND s.current_period_start < at AND s.current_period_end > at)
+        UNION ALL
+        -- Dunning: failed invoices whose retry is due.
+        SELECT i.customer_id, i.id, 'invoice', false FROM payments.invoices i
+        WHERE i.status = 'open' AND i.next_attempt_at <= at
+        ORDER BY 4, 1, 2 LIMIT 2000
     LOOP
-        SELECT * INTO v_sub FROM payments.subscriptions s
-        WHERE s.customer_id = v_due.customer_id AND s.id = v_due.id AND s.status IN ('active', 'past_due')
-          AND s.current_period_start < at AND s.current_period_end > at
-        FOR UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
-        SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
-        v_lines := payments._usage_lines(v_sub, v_plan, v_sub.current_period_start, at, v_sub.period_number);
-        IF (SELECT sum((l ->> 'amount_minor')::bigint) FROM jsonb_array_elements(v_lines) l) >= v_plan.usage_threshold_minor THEN
-            PERFORM payments._issue_invoice(v_sub, 'threshold', v_plan.currency, v_lines, 0);
-            v_thresholds := v_thresholds + 1;
-        END IF;
+        BEGIN
+            IF v_due.unit = 'subscription' THEN
+                v_done := payments._bill_subscription(v_due.customer_id, v_due.id, at);
+                PERFORM payments._billing_outcome(v_due.customer_id, v_due.id, NULL, at);
+            ELSE
+                SELECT * INTO v_invoice FROM payments.invoices i
+                WHERE i.customer_id = v_due.customer_id AND i.id = v_due.id AND i.status = 'open'
+                  AND i.next_attempt_at <= at
+                FOR UPDATE SKIP LOCKED;
+                CONTINUE WHEN NOT FOUND;
+                SELECT * INTO v_sub FROM payments.subscriptions s
+                WHERE s.customer_id = v_invoice.customer_id AND s.id = v_invoice.subscription_id;
+                -- A canceled or expired subscription is never charged.
+                CONTINUE WHEN v_sub.status NOT IN ('trialing', 'active', 'past_due', 'unpaid', 'incomplete');
+                PERFORM payments._charge_invoice(v_invoice, v_sub, at);
+                v_done := '{"retried": 1}';
+            END IF;
+            SELECT jsonb_object_agg(c.key, c.value::integer + coalesce((v_done ->> c.key)::integer, 0)) INTO v_counts
+            FROM jsonb_each_text(v_counts) c;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+            v_error := jsonb_build_object('sqlstate', v_state, 'message', left(v_msg, 300));
+            v_sub_id := v_due.id;
+            IF v_due.unit = 'invoice' THEN
+                SELECT i.subscription_id INTO v_sub_id FROM payments.invoices i
+                WHERE i.customer_id = v_due.customer_id AND i.id = v_due.id;
+            END IF;
+            PERFORM payments._billing_outcome(v_due.customer_id, v_sub_id, v_error, at);
+            v_failed := v_failed || (v_error || jsonb_build_object('subscription_id', v_sub_id));
+        END;
     END LOOP;
-    RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'retried', v_retried, 'thresholds', v_thresholds);
+    RETURN v_counts || jsonb_build_object('failed', to_jsonb(v_failed));
 END
 $$;
 COMMENT ON FUNCTION payments.run_billing(timestamptz) IS
-    'Does everything billing has due at time at: subscriptions canceled at period end end; trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by subscription, period and attempt; failed invoices are retried on the dunning schedule (set_dunning); usage that reached its plan''s usage threshold within the open period is invoiced at once (the period''s end invoices the rest). Returns {"renewed", "ended", "retried", "thresholds"}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
+    'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new): subscriptions canceled at period end end (their usage invoiced), incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once. Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"renewed", "ended", "expired", "retried", "thresholds", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
+
+CREATE VIEW payments.billing_failures AS
+SELECT s.customer_id, s.id AS subscription_id, s.status, s.billing_error ->> 'sqlstate' AS sqlstate,
+       s.billing_error ->> 'message' AS message, (s.billing_error ->> 'first_at')::timestamptz AS first_failed_at,
+       (s.billing_error ->> 'last_at')::timestamptz AS last_failed_at, (s.billing_error ->> 'attempts')::integer AS attempts
+FROM payments.subscriptions s
+WHERE s.billing_error IS NOT NULL;
+COMMENT ON VIEW payments.billing_failures IS
+    'Subscriptions run_billing could not bill at its last try, with the SQLSTATE and message, when it first and last failed and how often: each is retried at every run, the others are billed meanwhile. Readable by payments_reader.';
 
 CREATE FUNCTION payments.set_subscription_payment_method(id text, payment_method text)
 RETURNS SETOF payments.subscription_result
@@ -435,6 +704,10 @@ BEGIN
     WHERE i.customer_id = v_customer AND i.subscription_id = set_subscription_payment_method.id AND i.status = 'open'
     FOR UPDATE;
     v_sub := payments._locked_subscription(set_subscription_payment_method.id);
+    IF v_sub.status IN ('canceled', 'incomplete_expired') THEN
+        RAISE EXCEPTION 'subscription % is %: nothing of it is charged any more', v_sub.id, v_sub.status
+            USING ERRCODE = 'PM206';
+    END IF;
     UPDATE payments.subscriptions s SET payment_method = set_subscription_payment_method.payment_method, updated_at = now()
     WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
     -- An unpaid invoice is retried at the next run: one waiting for its retry, or one whose
@@ -446,7 +719,7 @@ BEGIN
         SELECT p.status INTO v_status FROM payments.payments p
         WHERE p.customer_id = v_invoice.customer_id AND p.id = v_invoice.payment_id;
         CONTINUE WHEN v_invoice.next_attempt_at IS NULL AND v_status IS DISTINCT FROM 'failed';
-        UPDATE payments.invoices i SET next_attempt_at = now()
+        UPDATE payments.invoices i SET next_attempt_at = least(i.next_attempt_at, i.attempted_at)
         WHERE i.customer_id = v_invoice.customer_id AND i.id = v_invoice.id;
     END LOOP;
     PERFORM payments._subscription_event(v_sub, v_sub.status, 'payment method changed', '{}');
@@ -454,7 +727,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.set_subscription_payment_method(text, text) IS
-    'Sets the payment method a subscription''s invoices are charged with; an open invoice waiting for its retry is retried at the next run_billing.';
+    'Sets the payment method a subscription''s invoices are charged with; an open invoice waiting for its retry is retried at the next run_billing. PM206 for a canceled or expired subscription (nothing of it is charged any more).';
 
 CREATE VIEW payments.invoice_details AS
 SELECT i.id, i.customer_id, i.subscription_id, i.number, i.status, payments.to_major(i.total_minor, i.currency) AS total,
@@ -516,9 +789,11 @@ BEGIN
                                                  'created_at', r.created_at) ORDER BY r.created_at, r.id), '[]')
     INTO v_refunds FROM payments.refund_details r
     WHERE r.customer_id = v_payment.customer_id AND r.payment_id = v_payment.id AND r.status = 'succeeded';
+    -- Only the invoice's own payment names it (any payment's metadata can say invoice_id).
     IF v_payment.metadata ? 'invoice_id' THEN
         SELECT * INTO v_invoice FROM payments.invoice_details i
-        WHERE i.customer_id = v_payment.customer_id AND i.id = v_payment.metadata ->> 'invoice_id';
+        WHERE i.customer_id = v_payment.customer_id AND i.id = v_payment.metadata ->> 'invoice_id'
+          AND i.payment_id = v_payment.id;
     END IF;
     RETURN jsonb_build_object(
         'object', 'receipt', 'payment_id', v_payment.id, 'customer_id', v_payment.customer_id,
@@ -547,6 +822,7 @@ DECLARE
     v_left     numeric;
     v_credit   bigint;
     v_charge   bigint;
+    v_lines    jsonb := '[]';
 BEGIN
     IF prorate IS NULL OR at IS NULL THEN
         RAISE EXCEPTION 'prorate and at are required' USING ERRCODE = 'PM100';
@@ -568,6 +844,8 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
         RETURN;
     END IF;
+    -- Its meters are this subscription's from now on (PM206 when another subscription bills one).
+    PERFORM payments._claim_meters(v_sub, v_new);
     IF NOT prorate THEN
         UPDATE payments.subscriptions s
         SET pending_plan = CASE WHEN v_new.code = s.plan THEN NULL ELSE v_new.code END, updated_at = now()
@@ -577,31 +855,55 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
         RETURN;
     END IF;
-    UPDATE payments.subscriptions s SET plan = v_new.code, pending_plan = NULL, updated_at = now()
-    WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
-    PERFORM payments._subscription_event(v_sub, v_sub.status, 'plan changed',
-                                         jsonb_build_object('from', v_old.code, 'to', v_new.code, 'at', at));
-    -- A trial has nothing to prorate. Otherwise the unused share of the period is credited at
-    -- the old price and charged at the new one, each rounded to a minor unit, as Stripe does.
+    -- The unused share of the period is credited at the old price and charged at the new
+    -- one, each rounded to a minor unit, as Stripe does (a trial has nothing to prorate).
     IF v_sub.status <> 'trialing' AND at < v_sub.current_period_end THEN
         v_left := greatest(0, least(1, extract(epoch FROM v_sub.current_period_end - greatest(at, v_sub.current_period_start))
                                        / extract(epoch FROM v_sub.current_period_end - v_sub.current_period_start)));
         v_credit := round(v_old.amount_minor * v_left);
         v_charge := round(v_new.amount_minor * v_left);
+        IF NOT payments._same_cycle(v_old, v_new) THEN
+            -- Another billing interval: a new period, anchored now, at the new price; the unused
+            -- time is credited (netted against what the period still owes) and taken off it.
+            v_sub.pending_plan := v_new.code;
+            PERFORM payments._credit_unused(v_sub, v_credit, 'unused time on ' || coalesce(v_old.name, v_old.code), at);
+            SELECT s.credit_minor INTO v_sub.credit_minor FROM payments.subscriptions s
+            WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+            PERFORM payments._next_period(v_sub, at, true, 'plan changed', at);
+            RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
+            RETURN;
+        END IF;
+        -- The usage so far is billed now, at the plan it was used under.
+        IF v_sub.period_number > 0 AND v_sub.usage_from < at THEN
+            v_lines := payments._usage_lines(v_sub, v_old, v_sub.usage_from, at);
+        END IF;
         IF v_charge > v_credit THEN
-            PERFORM payments._issue_invoice(v_sub, 'proration', v_new.currency, jsonb_build_array(
+            v_lines := v_lines || jsonb_build_array(
                 jsonb_build_object('kind', 'credit', 'amount_minor', -v_credit,
                                    'description', 'unused time on ' || coalesce(v_old.name, v_old.code)),
                 jsonb_build_object('kind', 'proration', 'amount_minor', v_charge,
-                                   'description', 'remaining time on ' || coalesce(v_new.name, v_new.code))), 0);
+                                   'description', 'remaining time on ' || coalesce(v_new.name, v_new.code)));
         ELSIF v_credit > v_charge THEN
-            -- A downgrade: what is left over is taken off the next invoices.
-            UPDATE payments.subscriptions s SET credit_minor = s.credit_minor + (v_credit - v_charge)
-            WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+            -- A downgrade: what is left over, once netted against what is still owed, is taken
+            -- off the next invoices.
+            PERFORM payments._credit_unused(v_sub, v_credit - v_charge,
+                                            'unused time on ' || coalesce(v_old.name, v_old.code), at);
+        END IF;
+        IF payments._lines_total(v_lines) > 0 THEN
+            PERFORM payments._issue_invoice(v_sub, 'proration', v_new.currency, v_lines, 0,
+                                            CASE WHEN v_sub.usage_from < at THEN v_sub.usage_from END,
+                                            CASE WHEN v_sub.usage_from < at THEN at END, at);
         END IF;
     END IF;
+    UPDATE payments.subscriptions s
+    SET plan = v_new.code, pending_plan = NULL, usage_from = greatest(s.usage_from, at), updated_at = now()
+    WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+    v_sub.plan := v_new.code;
+    PERFORM payments._subscription_event(v_sub, v_sub.status, 'plan changed',
+                                         jsonb_build_object('from', v_old.code, 'to', v_new.code, 'at', at));
+    PERFORM payments._release_meters(v_sub, v_new);
     RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
 END
 $$;
 COMMENT ON FUNCTION payments.change_plan(text, text, boolean, timestamptz) IS
-    'Moves a trialing, active or past_due subscription to another plan in the same currency (PM206 for another status or an archived plan; PM100 for another currency). prorate (default): at once, the unused share of the period credited at the old price and charged at the new one (rounded to minor units) — an upgrade is invoiced and charged now, a downgrade''s difference is taken off the next invoices; the new plan''s limits apply at once. Without prorate: at the end of the period. The same plan again is a noop.';
+    'Moves a trialing, active or past_due subscription to another plan in the same currency (PM206 for another status, an archived plan, or a plan pricing a meter another subscription of the customer bills; PM100 for another currency). prorate (default): at once, the unused share of the period credited at the old price and charged at the new one (rounded to minor units), and the usage so far invoiced at the old plan''s prices — an upgrade is invoiced and charged now, a downgrade''s difference is netted against what the period still owes and the rest taken off the next invoices; a plan with another billing interval starts a new period (and anchor) at at, invoiced at once less the unused time; the new plan''s limits apply at once. Without prorate: at the end of the period. The same plan again is a noop.';

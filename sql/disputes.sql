@@ -102,6 +102,7 @@ DECLARE
     v_problem  text;
     v_decision text;
     v_withheld bigint;
+    v_others   bigint;
 BEGIN
     -- The caller holds the payment's row lock.
     IF v_did IS NULL OR length(v_did) > 255 OR NOT coalesce(payments._is_allowed('dispute_status', v_to), false) THEN
@@ -109,14 +110,18 @@ BEGIN
     END IF;
     SELECT * INTO v_dispute FROM payments.disputes d
     WHERE d.customer_id = p_payment.customer_id AND d.provider = p_payment.provider AND d.provider_dispute_id = v_did;
+    -- What the payment's other disputes hold (all but those the merchant won or that closed as inquiries).
+    SELECT coalesce(sum(d.amount_minor), 0) INTO v_others FROM payments.disputes d
+    WHERE d.customer_id = p_payment.customer_id AND d.payment_id = p_payment.id AND d.provider_dispute_id <> v_did
+      AND d.status NOT IN ('won', 'warning_closed');
     IF (p_object ->> 'payment_intent') IS DISTINCT FROM p_payment.provider_payment_id
-       OR (FOUND AND v_dispute.payment_id <> p_payment.id) THEN
+       OR (v_dispute.id IS NOT NULL AND v_dispute.payment_id <> p_payment.id) THEN
         v_problem := 'provider_payment_mismatch';
     ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
         v_problem := 'currency_mismatch';
     ELSIF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$'
-          OR (p_object ->> 'amount')::bigint > coalesce(p_payment.amount_captured_minor, 0)
-          OR (FOUND AND (p_object ->> 'amount')::bigint <> v_dispute.amount_minor) THEN
+          OR (p_object ->> 'amount')::bigint + v_others > coalesce(p_payment.amount_captured_minor, 0)
+          OR (v_dispute.id IS NOT NULL AND (p_object ->> 'amount')::bigint <> v_dispute.amount_minor) THEN
         v_problem := 'amount_mismatch';
     END IF;
     IF v_problem IS NOT NULL THEN
@@ -161,4 +166,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._apply_dispute_object(payments.payments, jsonb, text, text) IS
-    'Internal: applies a provider Dispute object to its payment: creates the dispute the first time, then moves it under its state machine; keeps the payment''s amount_disputed (what open and lost disputes withhold) and notes each step in its history. Another payment''s dispute, another currency, or more than was captured is an anomaly (mismatch). Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';
+    'Internal: applies a provider Dispute object to its payment: creates the dispute the first time, then moves it under its state machine; keeps the payment''s amount_disputed (what open and lost disputes withhold) and notes each step in its history. Another payment''s dispute, another currency, or more than was captured (with the payment''s other disputes not won) is an anomaly (mismatch). Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';

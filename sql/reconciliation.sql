@@ -88,6 +88,23 @@ $$;
 COMMENT ON FUNCTION payments.record_provider_snapshot(text, jsonb) IS
     'Keeps the provider''s objects (a JSON array of PaymentIntents and refunds, as its list endpoints return them) in provider_snapshots, replacing earlier copies; returns how many it kept (objects that cannot be ours, such as a refund of a charge without a PaymentIntent, are passed over). The gateway calls it page by page.';
 
+CREATE FUNCTION payments.reconciliation_window("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (from_unix bigint, to_unix bigint)
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF "from" IS NULL OR "to" IS NULL OR NOT isfinite("from") OR NOT isfinite("to") OR "from" >= "to"
+       OR "to" - "from" > interval '92 days' THEN
+        RAISE EXCEPTION 'from must be before to, both finite and at most 92 days apart' USING ERRCODE = 'PM100',
+            HINT = 'reconcile a long history a window at a time';
+    END IF;
+    from_unix := floor(extract(epoch FROM "from"))::bigint;
+    to_unix := ceil(extract(epoch FROM "to"))::bigint;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION payments.reconciliation_window(timestamptz, timestamptz) IS
+    'The window [from, to) a reconciliation covers, as Unix seconds for the provider''s list calls: both finite, from before to, at most 92 days apart (a run''s work is bounded); PM100 otherwise.';
+
 CREATE FUNCTION payments.reconciliation_report("from" timestamptz, "to" timestamptz, only_provider text DEFAULT NULL)
 RETURNS TABLE (kind text, provider text, object_type text, provider_object_id text, payment_id text, refund_id text,
                ours jsonb, theirs jsonb)
@@ -99,9 +116,7 @@ DECLARE
     v_refund  payments.refunds%ROWTYPE;
     v_ours    record;
 BEGIN
-    IF "from" IS NULL OR "to" IS NULL OR "from" >= "to" THEN
-        RAISE EXCEPTION 'from must be before to' USING ERRCODE = 'PM100';
-    END IF;
+    PERFORM payments.reconciliation_window("from", "to");
     -- The provider's objects of the window, each against our row. One lookup per
     -- object, each on its own shard on Citus.
     FOR v_snap IN
@@ -216,7 +231,7 @@ DECLARE
     v_payment  payments.payments%ROWTYPE;
     v_customer text;
     v_outcome  text;
-    v_found    jsonb := '[]';
+    v_found    jsonb[] := '{}';
     v_repaired integer := 0;
 BEGIN
     IF reconcile.provider IS NULL OR repair IS NULL THEN
@@ -250,15 +265,16 @@ BEGIN
             v_repaired_one := v_outcome = 'applied';
             v_repaired := v_repaired + v_repaired_one::int;
         END IF;
+        -- An array appended in place (a jsonb array would be copied at each step: quadratic).
         v_found := v_found || jsonb_build_object('kind', v_row.kind, 'object_type', v_row.object_type,
                                                  'provider_object_id', v_row.provider_object_id,
                                                  'payment_id', v_row.payment_id, 'refund_id', v_row.refund_id,
                                                  'ours', v_row.ours, 'theirs', v_row.theirs, 'repaired', v_repaired_one);
     END LOOP;
     INSERT INTO payments.reconciliation_runs (id, provider, window_from, window_to, repair, disagreements, repaired)
-    VALUES (v_id, reconcile.provider, "from", "to", repair, v_found, v_repaired);
+    VALUES (v_id, reconcile.provider, "from", "to", repair, to_jsonb(v_found), v_repaired);
     RETURN jsonb_build_object('id', v_id, 'provider', reconcile.provider, 'from', "from", 'to', "to", 'repair', repair,
-                              'repaired', v_repaired, 'disagreements', v_found);
+                              'repaired', v_repaired, 'disagreements', to_jsonb(v_found));
 END
 $$;
 COMMENT ON FUNCTION payments.reconcile(timestamptz, timestamptz, text, boolean) IS

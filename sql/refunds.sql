@@ -86,11 +86,11 @@ DECLARE
 BEGIN
     SELECT coalesce(sum(r.amount_minor), 0) INTO v_held FROM payments.refunds r
     WHERE r.customer_id = p_payment.customer_id AND r.payment_id = p_payment.id AND r.status IN ('pending', 'succeeded');
-    RETURN coalesce(p_payment.amount_captured_minor, 0) - v_held;
+    RETURN coalesce(p_payment.amount_captured_minor, 0) - v_held - p_payment.amount_disputed_minor;
 END
 $$;
 COMMENT ON FUNCTION payments._refundable_minor(payments.payments) IS
-    'Internal: what is left to refund of a payment, in minor units: what it captured (nothing before it succeeded) less its pending and succeeded refunds. Read under the payment''s row lock, it cannot change until the caller commits.';
+    'Internal: what is left to refund of a payment, in minor units: what it captured (nothing before it succeeded) less its pending and succeeded refunds and what its disputes withhold (open or lost: that money went back through the bank). Read under the payment''s row lock, it cannot change until the caller commits.';
 
 CREATE FUNCTION payments.create_refund(idempotency_key text, payment_id text, amount numeric DEFAULT NULL,
                                        reason text DEFAULT NULL)
@@ -128,6 +128,14 @@ BEGIN
         RAISE EXCEPTION 'payment % is % %: only a payment the provider captured can be refunded', v_payment.id,
             v_payment.status, CASE WHEN v_payment.provider_payment_id IS NULL THEN 'without a provider payment' ELSE '' END
             USING ERRCODE = 'PM206';
+    END IF;
+    -- Stripe refuses refunds of a disputed charge while its funds are withheld: the bank returns them.
+    IF v_payment.amount_disputed_minor > 0 AND EXISTS (
+           SELECT 1 FROM payments.disputes d
+           WHERE d.customer_id = v_payment.customer_id AND d.payment_id = v_payment.id
+             AND d.status IN ('needs_response', 'under_review')) THEN
+        RAISE EXCEPTION 'payment % has an open dispute: it cannot be refunded while the dispute withholds its funds',
+            v_payment.id USING ERRCODE = 'PM206', HINT = 'the dispute''s outcome returns the money (lost) or lets it be refunded (won)';
     END IF;
     v_left := payments._refundable_minor(v_payment);
     v_minor := coalesce(v_minor, v_left);
@@ -268,8 +276,10 @@ BEGIN
         WHERE r.customer_id = p_payment.customer_id AND r.id = p_object -> 'metadata' ->> 'refund_id'
           AND r.payment_id = p_payment.id;
     END IF;
-    -- Evidence: a refund of this payment's provider object, for the refund's money.
+    -- Evidence: a refund of this payment's provider object, for the refund's money; a refund
+    -- of ours names its own payment's object (another payment's refund is never moved here).
     IF (p_object ->> 'payment_intent') IS DISTINCT FROM p_payment.provider_payment_id
+       OR (v_refund.id IS NOT NULL AND v_refund.payment_id <> p_payment.id)
        OR (v_refund.provider_refund_id IS NOT NULL AND v_refund.provider_refund_id <> v_rid) THEN
         v_problem := 'provider_payment_mismatch';
     ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN

@@ -33,6 +33,7 @@ GRANT EXECUTE ON FUNCTION
     payments.get_refund(text), payments.list_refunds(text, int, text),
     payments.get_dispute(text), payments.list_disputes(text, text, int, text),
     payments.reconciliation_report(timestamptz, timestamptz, text),
+    payments.reconciliation_window(timestamptz, timestamptz),
     payments.usage_summary(text, text, timestamptz, timestamptz),
     payments.get_subscription(text), payments.list_subscriptions(text, text, int, text),
     payments.has_active_subscription(text, text, timestamptz),
@@ -41,7 +42,7 @@ GRANT EXECUTE ON FUNCTION
     payments.webhook_retries()
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details,
-    payments.invoice_details, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoints,
+    payments.invoice_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoints,
     payments.webhook_delivery_attempts
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,

@@ -30,6 +30,8 @@ CREATE TABLE payments.payments (
     PRIMARY KEY (customer_id, id)
 );
 CREATE INDEX payments_status_idx ON payments.payments (status, id DESC);
+-- The unfiltered list (newest first) reads a page of this index, never sorting the table.
+CREATE INDEX payments_id_idx ON payments.payments (id DESC);
 
 COMMENT ON TABLE payments.payments IS
     'One row per payment. Written only by the payments.* API functions; status changes only through payments.transition and the state machine. Keyed by (customer_id, id), the distribution column first; payment_customers finds a payment''s customer by id.';

@@ -47,6 +47,9 @@ CREATE TABLE payments.subscriptions (
     past_due_since       timestamptz,
     pending_plan         text COLLATE "C" REFERENCES payments.plans (code),
     credit_minor         bigint NOT NULL DEFAULT 0 CHECK (credit_minor >= 0),
+    anchor_period        integer NOT NULL DEFAULT 0 CHECK (anchor_period >= 0),
+    usage_from           timestamptz NOT NULL,
+    billing_error        jsonb,
     idempotency_key      text COLLATE "C" NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     fingerprint          bytea NOT NULL,
     created_at           timestamptz NOT NULL DEFAULT now(),
@@ -63,7 +66,10 @@ COMMENT ON COLUMN payments.subscriptions.id IS 'sub_ + 26-character time-sortabl
 COMMENT ON COLUMN payments.subscriptions.status IS
     'trialing, active, past_due, unpaid, canceled, incomplete (a paid plan without trial, until its first period is paid), paused.';
 COMMENT ON COLUMN payments.subscriptions.current_period_start IS 'Start of the period limits and usage count in.';
-COMMENT ON COLUMN payments.subscriptions.billing_anchor IS 'Where paid periods are counted from (the start, or the end of the trial): period n ends n intervals after it, so a subscription begun on January 31 renews on the last day of each month.';
+COMMENT ON COLUMN payments.subscriptions.billing_anchor IS 'The instant paid periods are counted from (the start, the end of the trial, a resume, or a change of billing interval): period n ends n - anchor_period intervals after it, counted in UTC whatever the session''s TimeZone, so a subscription begun on January 31 renews on the last day of each month.';
+COMMENT ON COLUMN payments.subscriptions.anchor_period IS 'The period number just before billing_anchor: the anchor''s first period is anchor_period + 1.';
+COMMENT ON COLUMN payments.subscriptions.usage_from IS 'Metered usage from this instant on is not invoiced yet (the start of the period, or of the last plan change within it).';
+COMMENT ON COLUMN payments.subscriptions.billing_error IS 'Why run_billing last failed for this subscription ({"sqlstate", "message", "first_at", "last_at", "attempts"}), NULL once it succeeds again: one subscription''s failure never stops the others (payments.billing_failures).';
 COMMENT ON COLUMN payments.subscriptions.period_number IS 'Which paid period is current (0: the trial).';
 COMMENT ON COLUMN payments.subscriptions.past_due_since IS 'When its renewal first failed; past_due grants its features for the grace period after it (set_dunning).';
 COMMENT ON COLUMN payments.subscriptions.pending_plan IS 'The plan it moves to when the current period ends (change_plan without proration).';
@@ -122,6 +128,17 @@ COMMENT ON COLUMN payments.consumptions.reason IS 'Why it was refused: no_entitl
 SELECT pg_catalog.pg_extension_config_dump('payments.consumptions', '');
 CREATE TRIGGER consumptions_append_only BEFORE UPDATE OR DELETE ON payments.consumptions
     FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+
+CREATE TABLE payments.meter_claims (
+    customer_id     text COLLATE "C" NOT NULL,
+    meter           text COLLATE "C" NOT NULL,
+    subscription_id text COLLATE "C" NOT NULL,
+    PRIMARY KEY (customer_id, meter),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+);
+COMMENT ON TABLE payments.meter_claims IS
+    'Which subscription of a customer bills each meter''s usage: one, so an event is never billed twice. Claimed when a subscription (or a plan change) starts pricing the meter, released when it stops or ends; a second live subscription pricing the meter is refused (PM206).';
+SELECT pg_catalog.pg_extension_config_dump('payments.meter_claims', '');
 
 -- ---------------------------------------------------------------------------
 -- Plans
@@ -250,14 +267,69 @@ END
 $$;
 COMMENT ON FUNCTION payments._subscription_result(text, text, text) IS 'Internal: a subscription as a subscription_result row.';
 
+CREATE FUNCTION payments._utc_add(p_at timestamptz, p_span interval) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ((p_at AT TIME ZONE 'UTC') + p_span) AT TIME ZONE 'UTC';
+COMMENT ON FUNCTION payments._utc_add(timestamptz, interval) IS
+    'Internal: p_at plus p_span counted on the UTC calendar. timestamptz + interval counts days and months in the session''s TimeZone (a day across a DST change is 23 or 25 hours; January 31 + 1 month is February 28 in UTC but March 1 in Los Angeles at 04:00Z); billing must not depend on who calls it.';
+
 CREATE FUNCTION payments._period_end(p_plan payments.plans, p_anchor timestamptz, p_number integer) RETURNS timestamptz
-LANGUAGE sql STABLE
-RETURN p_anchor + p_number * p_plan.interval_count * CASE p_plan.billing_interval WHEN 'day' THEN interval '1 day'
-                                                                     WHEN 'week' THEN interval '7 days'
-                                                                     WHEN 'month' THEN interval '1 month'
-                                                                     ELSE interval '1 year' END;
+LANGUAGE sql IMMUTABLE
+RETURN payments._utc_add(p_anchor, p_number * p_plan.interval_count
+                                   * CASE p_plan.billing_interval WHEN 'day' THEN interval '1 day'
+                                                                  WHEN 'week' THEN interval '7 days'
+                                                                  WHEN 'month' THEN interval '1 month'
+                                                                  ELSE interval '1 year' END);
 COMMENT ON FUNCTION payments._period_end(payments.plans, timestamptz, integer) IS
-    'Internal: the end of a plan''s p_number-th period counted from p_anchor (from January 31: February 28 or 29, then March 31, as Stripe bills).';
+    'Internal: the end of a plan''s p_number-th period counted from p_anchor on the UTC calendar (from January 31: February 28 or 29, then March 31, as Stripe bills).';
+
+CREATE FUNCTION payments._same_cycle(p_a payments.plans, p_b payments.plans) RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN (p_a.billing_interval, p_a.interval_count) = (p_b.billing_interval, p_b.interval_count);
+COMMENT ON FUNCTION payments._same_cycle(payments.plans, payments.plans) IS
+    'Internal: whether two plans bill over the same interval; a change between plans that do not resets the billing anchor (as Stripe''s).';
+
+CREATE FUNCTION payments._period_at(p_sub payments.subscriptions, p_at timestamptz, OUT period_start timestamptz,
+                                    OUT period_end timestamptz, OUT plan text)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_old    payments.plans%ROWTYPE;
+    v_plan   payments.plans%ROWTYPE;
+    v_anchor timestamptz := p_sub.billing_anchor;
+    v_base   integer := p_sub.anchor_period;
+    v_n      integer := p_sub.period_number + 1;
+BEGIN
+    period_start := p_sub.current_period_start;
+    period_end := p_sub.current_period_end;
+    plan := p_sub.plan;
+    -- Only a renewing subscription goes on past its period's end (a trial, a cancel at
+    -- period end and a pause stop there).
+    IF p_at < p_sub.current_period_end OR p_sub.status NOT IN ('active', 'past_due') OR p_sub.cancel_at_period_end THEN
+        RETURN;
+    END IF;
+    plan := coalesce(p_sub.pending_plan, p_sub.plan);
+    SELECT * INTO v_old FROM payments.plans p WHERE p.code = p_sub.plan;
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = plan;
+    IF NOT payments._same_cycle(v_old, v_plan) THEN
+        v_anchor := p_sub.current_period_end;
+        v_base := p_sub.period_number;
+    END IF;
+    -- Far behind: jump to a period no later than p_at's (no period is more than 1 % longer
+    -- than the first from 1970: 31 days a month, 365 a year), then step.
+    v_n := greatest(v_n, v_base + floor(extract(epoch FROM p_at - v_anchor)
+                                         / (extract(epoch FROM payments._period_end(v_plan, timestamptz 'epoch', 1)
+                                                               - timestamptz 'epoch') * 1.01))::integer);
+    period_end := payments._period_end(v_plan, v_anchor, v_n - 1 - v_base);
+    LOOP
+        period_start := period_end;
+        period_end := payments._period_end(v_plan, v_anchor, v_n - v_base);
+        EXIT WHEN p_at < period_end;
+        v_n := v_n + 1;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments._period_at(payments.subscriptions, timestamptz) IS
+    'Internal: the period time p_at falls in and the plan it bills, from the subscription alone: its current period, or for an active or past_due one whose period ended before run_billing renewed it, the period run_billing will make (so quotas start afresh at the period''s start whether the billing timer ran or not).';
 
 CREATE FUNCTION payments._subscription_event(p_sub payments.subscriptions, p_from text, p_reason text, p_data jsonb)
 RETURNS void
@@ -276,6 +348,41 @@ END
 $$;
 COMMENT ON FUNCTION payments._subscription_event(payments.subscriptions, text, text, jsonb) IS
     'Internal: appends a step to a subscription''s history. The caller holds its row lock.';
+
+CREATE FUNCTION payments._claim_meters(p_sub payments.subscriptions, p_plan payments.plans) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_meter text;
+    v_owner text;
+BEGIN
+    FOR v_meter IN SELECT DISTINCT m.value ->> 'meter' FROM jsonb_array_elements(p_plan.metered) m LOOP
+        -- A concurrent claim of the same meter waits here for the other transaction.
+        INSERT INTO payments.meter_claims (customer_id, meter, subscription_id)
+        VALUES (p_sub.customer_id, v_meter, p_sub.id)
+        ON CONFLICT ON CONSTRAINT meter_claims_pkey DO NOTHING;
+        SELECT c.subscription_id INTO v_owner FROM payments.meter_claims c
+        WHERE c.customer_id = p_sub.customer_id AND c.meter = v_meter;
+        IF v_owner <> p_sub.id THEN
+            RAISE EXCEPTION 'meter % of customer % is already billed by subscription %', v_meter,
+                payments._shown(p_sub.customer_id), v_owner USING ERRCODE = 'PM206',
+                HINT = 'a meter''s usage is billed by one subscription of a customer: end that one, or change its plan';
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments._claim_meters(payments.subscriptions, payments.plans) IS
+    'Internal: makes a subscription the one that bills the usage of each meter p_plan prices; PM206 when another subscription of the customer already does.';
+
+CREATE FUNCTION payments._release_meters(p_sub payments.subscriptions, p_keep payments.plans) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM payments.meter_claims c
+    WHERE c.customer_id = p_sub.customer_id AND c.subscription_id = p_sub.id
+      AND NOT coalesce(p_keep.metered @> jsonb_build_array(jsonb_build_object('meter', c.meter)), false);
+END
+$$;
+COMMENT ON FUNCTION payments._release_meters(payments.subscriptions, payments.plans) IS
+    'Internal: gives up a subscription''s claims on the meters p_keep does not price (NULL: all), once their usage is invoiced.';
 
 CREATE FUNCTION payments.create_subscription(idempotency_key text, customer_id text, plan text,
                                              payment_method text DEFAULT NULL, trial_days integer DEFAULT NULL,
@@ -320,7 +427,7 @@ BEGIN
         -- for its first period to be paid (incomplete, as on Stripe).
         IF v_trial > 0 THEN
             v_sub.status := 'trialing';
-            v_sub.trial_end := at + v_trial * interval '1 day';
+            v_sub.trial_end := payments._utc_add(at, v_trial * interval '1 day');
             v_sub.current_period_end := v_sub.trial_end;
             v_sub.billing_anchor := v_sub.trial_end;
             v_sub.period_number := 0;
@@ -330,19 +437,21 @@ BEGIN
             v_sub.period_number := 1;
             v_sub.current_period_end := payments._period_end(v_plan, at, 1);
         END IF;
+        v_sub.usage_from := at;
         INSERT INTO payments.subscriptions (id, customer_id, plan, status, payment_method, current_period_start,
-                                            current_period_end, billing_anchor, period_number, trial_end,
+                                            current_period_end, billing_anchor, period_number, trial_end, usage_from,
                                             idempotency_key, fingerprint)
         VALUES (v_sub.id, v_sub.customer_id, v_sub.plan, v_sub.status, v_sub.payment_method, v_sub.current_period_start,
-                v_sub.current_period_end, v_sub.billing_anchor, v_sub.period_number, v_sub.trial_end,
+                v_sub.current_period_end, v_sub.billing_anchor, v_sub.period_number, v_sub.trial_end, v_sub.usage_from,
                 create_subscription.idempotency_key, v_fp)
         ON CONFLICT ON CONSTRAINT subscriptions_idempotency_key DO NOTHING;
         IF FOUND THEN
+            PERFORM payments._claim_meters(v_sub, v_plan);
             PERFORM payments._subscription_event(v_sub, NULL, 'created',
                                                  jsonb_build_object('idempotency_key', idempotency_key, 'trial_days', v_trial));
             IF v_sub.status = 'incomplete' THEN
                 -- The first period is invoiced and charged at once; paid, it makes the subscription active.
-                PERFORM payments._invoice_period(v_sub, v_plan);
+                PERFORM payments._invoice_period(v_sub, v_plan, v_plan, NULL, NULL, at);
             END IF;
             RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'created');
             RETURN;
@@ -358,7 +467,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz) IS
-    'Subscribes a customer to a plan at time at, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid. Unknown plan PM204; an archived one PM206.';
+    'Subscribes a customer to a plan at time at, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid (incomplete_expired, its invoice void, if that does not happen within 23 hours). Unknown plan PM204; an archived one PM206; a plan pricing a meter that another live subscription of the customer already bills PM206.';
 
 CREATE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -419,7 +528,7 @@ DECLARE
 BEGIN
     UPDATE payments.subscriptions s
     SET status = p_sub.status, cancel_at_period_end = p_sub.cancel_at_period_end, canceled_at = p_sub.canceled_at,
-        past_due_since = CASE WHEN p_sub.status = 'past_due' THEN coalesce(s.past_due_since, v_now) END,
+        past_due_since = CASE WHEN p_sub.status = 'past_due' THEN coalesce(s.past_due_since, p_sub.past_due_since, v_now) END,
         updated_at = now()
     WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
     PERFORM payments._subscription_event(p_sub, p_from, p_reason, p_data);
@@ -427,7 +536,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._set_subscription(payments.subscriptions, text, text, jsonb) IS
-    'Internal: stores a locked subscription''s new status and cancel fields and notes the step in its history.';
+    'Internal: stores a locked subscription''s new status and cancel fields and notes the step in its history. past_due_since is kept from the first failure on (the caller sets it to the time of the failed attempt).';
 
 CREATE FUNCTION payments.cancel_subscription(id text, at_period_end boolean DEFAULT true, at timestamptz DEFAULT now())
 RETURNS SETOF payments.subscription_result
@@ -439,23 +548,22 @@ BEGIN
     IF at_period_end IS NULL OR at IS NULL THEN
         RAISE EXCEPTION 'at_period_end and at are required' USING ERRCODE = 'PM100';
     END IF;
-    IF v_sub.status = 'canceled' OR (at_period_end AND v_sub.cancel_at_period_end) THEN
+    IF v_sub.status IN ('canceled', 'incomplete_expired') OR (at_period_end AND v_sub.cancel_at_period_end) THEN
         RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
         RETURN;
     END IF;
     IF at_period_end AND v_sub.status IN ('trialing', 'active', 'past_due') THEN
         v_sub.cancel_at_period_end := true;
-    ELSE
-        v_sub.status := 'canceled';
-        v_sub.canceled_at := at;
+        RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, v_from, 'cancel at period end',
+                                                              jsonb_build_object('at', at));
+        RETURN;
     END IF;
-    RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, v_from,
-        CASE WHEN v_sub.status = 'canceled' THEN 'canceled' ELSE 'cancel at period end' END,
-        jsonb_build_object('at', at));
+    PERFORM payments._end_subscription(v_sub, 'canceled', at, 'canceled', at);
+    RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
 END
 $$;
 COMMENT ON FUNCTION payments.cancel_subscription(text, boolean, timestamptz) IS
-    'Cancels a subscription: at the end of its period (default; it stays usable until then), or at once (at_period_end false, and always for one that is not trialing, active or past_due). Canceling again is a noop. PM204 when unknown.';
+    'Cancels a subscription: at the end of its period (default; it stays usable until then), or at once (at_period_end false, and always for one that is not trialing, active or past_due). Either way its usage not yet invoiced is invoiced once (a final invoice, one attempt), and its open invoices are no longer collected (uncollectible; a payment waiting on the customer is canceled), as on Stripe. Canceling again is a noop. PM204 when unknown.';
 
 CREATE FUNCTION payments.pause_subscription(id text) RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -481,15 +589,29 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_sub  payments.subscriptions%ROWTYPE := payments._locked_subscription(resume_subscription.id);
 BEGIN
+    IF at IS NULL THEN
+        RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';
+    END IF;
     IF v_sub.status <> 'paused' THEN
         RAISE EXCEPTION 'subscription % is %, not paused', v_sub.id, v_sub.status USING ERRCODE = 'PM206';
     END IF;
-    v_sub.status := CASE WHEN v_sub.trial_end > at THEN 'trialing' ELSE 'active' END;
-    RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, 'paused', 'resumed', jsonb_build_object('at', at));
+    IF at < v_sub.current_period_end THEN
+        -- Within the period it was paused in: it goes on as it was.
+        v_sub.status := CASE WHEN v_sub.period_number = 0 THEN 'trialing' ELSE 'active' END;
+        RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, 'paused', 'resumed', jsonb_build_object('at', at));
+    ELSIF v_sub.cancel_at_period_end THEN
+        PERFORM payments._end_subscription(v_sub, 'canceled', v_sub.current_period_end, 'canceled at period end', at);
+        RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
+    ELSE
+        -- The periods that passed while it was paused are not billed: a new period starts now
+        -- (Stripe: a paused subscription does not advance; on resume the anchor is now).
+        PERFORM payments._next_period(v_sub, at, true, 'resumed', at);
+        RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION payments.resume_subscription(text, timestamptz) IS
-    'Resumes a paused subscription (PM206 otherwise): trialing while its trial lasts, active after.';
+    'Resumes a paused subscription at time at (PM206 otherwise). Within the period it was paused in, it goes on (trialing while its trial lasts); after, the periods that passed are not billed: a new period starts at at, its anchor, and is invoiced (a trial paused and resumed after its end starts its first paid period then). One canceled at period end whose period passed ends instead.';
 
 -- ---------------------------------------------------------------------------
 -- What a customer may do now
@@ -550,35 +672,40 @@ RETURNS TABLE (feature text, "limit" numeric, used numeric, remaining numeric, s
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_sub     payments.subscriptions%ROWTYPE;
+    v_period  record;
     v_feature record;
 BEGIN
+    IF at IS NULL THEN
+        RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';
+    END IF;
     FOR v_sub IN
         SELECT * FROM payments.subscriptions s
         WHERE s.customer_id = entitlements.customer_id AND s.status IN ('trialing', 'active', 'past_due')
         ORDER BY s.created_at, s.id
     LOOP
         CONTINUE WHEN NOT payments._grants_now(v_sub, at);
+        v_period := payments._period_at(v_sub, at);
         -- One feature at a time, each count read where it lives (Citus plans no lateral join here).
         FOR v_feature IN SELECT f.key, f.value FROM payments.plans p CROSS JOIN jsonb_each(p.features) f
-                         WHERE p.code = v_sub.plan ORDER BY f.key LOOP
+                         WHERE p.code = v_period.plan ORDER BY f.key LOOP
             SELECT fu.used INTO used FROM payments.feature_usage fu
             WHERE fu.customer_id = entitlements.customer_id AND fu.subscription_id = v_sub.id
-              AND fu.feature = v_feature.key AND fu.period_start = v_sub.current_period_start;
+              AND fu.feature = v_feature.key AND fu.period_start = v_period.period_start;
             feature := v_feature.key;
             "limit" := CASE WHEN jsonb_typeof(v_feature.value) = 'number' THEN (v_feature.value::text)::numeric END;
             used := coalesce(used, 0);
             remaining := "limit" - used;
             subscription_id := v_sub.id;
-            plan := v_sub.plan;
-            period_start := v_sub.current_period_start;
-            period_end := v_sub.current_period_end;
+            plan := v_period.plan;
+            period_start := v_period.period_start;
+            period_end := v_period.period_end;
             RETURN NEXT;
         END LOOP;
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION payments.entitlements(text, timestamptz) IS
-    'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit this period (NULL: unlimited), what was used and what is left.';
+    'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit in the period at falls in (NULL: unlimited), what was used and what is left. The period follows from at and the subscription alone: a new period''s quota starts at its start, whether run_billing has renewed it yet or not.';
 
 CREATE FUNCTION payments.consume(customer_id text, feature text, quantity numeric, request_id text,
                                  at timestamptz DEFAULT now())
@@ -588,6 +715,7 @@ DECLARE
     v_candidate record;
     v_grant  jsonb;
     v_sub    payments.subscriptions%ROWTYPE;
+    v_period record;
     v_limit  numeric;
     v_used   numeric;
     v_answer payments.consumptions%ROWTYPE;
@@ -609,18 +737,19 @@ BEGIN
         CONTINUE WHEN v_grant IS NULL;
         SELECT * INTO v_sub FROM payments.subscriptions s
         WHERE s.customer_id = consume.customer_id AND s.id = v_candidate.id FOR UPDATE;
-        IF v_sub.plan IS DISTINCT FROM v_candidate.plan THEN
-            -- Its plan changed while we looked: the locked plan's grant is the one that counts.
-            SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_sub.plan;
+        -- The period at falls in, and the plan it bills (the locked row's: it may have changed).
+        v_period := payments._period_at(v_sub, at);
+        IF v_period.plan IS DISTINCT FROM v_candidate.plan THEN
+            SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_period.plan;
         END IF;
         EXIT WHEN v_grant IS NOT NULL AND payments._grants_now(v_sub, at);
         v_sub := NULL;
     END LOOP;
-    -- A retried request: its first answer, nothing consumed.
+    -- A retried request: its first answer, nothing consumed; the same id for another request is refused.
     SELECT * INTO v_answer FROM payments.consumptions c
     WHERE c.customer_id = consume.customer_id AND c.request_id = consume.request_id;
     IF FOUND THEN
-        RETURN QUERY SELECT v_answer.allowed, v_answer.remaining, 'replayed'::text, v_answer.reason, v_answer.subscription_id;
+        RETURN QUERY SELECT * FROM payments._replayed_consumption(v_answer, feature, quantity);
         RETURN;
     END IF;
     v_answer.customer_id := customer_id;
@@ -636,12 +765,12 @@ BEGIN
         v_limit := CASE WHEN jsonb_typeof(v_grant) = 'number' THEN (v_grant::text)::numeric END;
         SELECT fu.used INTO v_used FROM payments.feature_usage fu
         WHERE fu.customer_id = v_sub.customer_id AND fu.subscription_id = v_sub.id AND fu.feature = consume.feature
-          AND fu.period_start = v_sub.current_period_start;
+          AND fu.period_start = v_period.period_start;
         v_used := coalesce(v_used, 0);
         v_answer.allowed := v_limit IS NULL OR v_used + quantity <= v_limit;
         IF v_answer.allowed THEN
             INSERT INTO payments.feature_usage AS fu (customer_id, subscription_id, feature, period_start, used)
-            VALUES (v_sub.customer_id, v_sub.id, feature, v_sub.current_period_start, quantity)
+            VALUES (v_sub.customer_id, v_sub.id, feature, v_period.period_start, quantity)
             ON CONFLICT ON CONSTRAINT feature_usage_pkey DO UPDATE SET used = fu.used + excluded.used;
             v_answer.remaining := v_limit - v_used - quantity;
         ELSE
@@ -656,8 +785,9 @@ BEGIN
             v_answer.allowed, v_answer.remaining, v_answer.reason)
     ON CONFLICT ON CONSTRAINT consumptions_pkey DO NOTHING;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT c.allowed, c.remaining, 'replayed'::text, c.reason, c.subscription_id
-        FROM payments.consumptions c WHERE c.customer_id = consume.customer_id AND c.request_id = consume.request_id;
+        SELECT * INTO v_answer FROM payments.consumptions c
+        WHERE c.customer_id = consume.customer_id AND c.request_id = consume.request_id;
+        RETURN QUERY SELECT * FROM payments._replayed_consumption(v_answer, feature, quantity);
         RETURN;
     END IF;
     RETURN QUERY SELECT v_answer.allowed, v_answer.remaining,
@@ -665,4 +795,18 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.consume(text, text, numeric, text, timestamptz) IS
-    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit (the subscription''s row lock serialises them). A repeated request_id returns the first answer (outcome replayed) and counts nothing.';
+    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit (the subscription''s row lock serialises them). The period counted in is the one at falls in (a new period''s quota starts at its start, renewed by run_billing or not). A repeated request_id returns the first answer (outcome replayed) and counts nothing; the same request_id with another feature or quantity is PM201.';
+
+CREATE FUNCTION payments._replayed_consumption(p_answer payments.consumptions, p_feature text, p_quantity numeric)
+RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF (p_answer.feature, p_answer.quantity) IS DISTINCT FROM (p_feature, p_quantity) THEN
+        RAISE EXCEPTION 'request_id % was already used for another request', quote_literal(p_answer.request_id)
+            USING ERRCODE = 'PM201', DETAIL = 'it consumed ' || p_answer.quantity || ' of ' || p_answer.feature;
+    END IF;
+    RETURN QUERY SELECT p_answer.allowed, p_answer.remaining, 'replayed'::text, p_answer.reason, p_answer.subscription_id;
+END
+$$;
+COMMENT ON FUNCTION payments._replayed_consumption(payments.consumptions, text, numeric) IS
+    'Internal: the first answer to a consume request_id asked again, or PM201 when the request differs (another feature or quantity).';

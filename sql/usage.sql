@@ -118,6 +118,8 @@ DECLARE
     v_problem  text;
     v_fp       bytea;
     v_existing record;
+    v_plan     text;
+    v_price    jsonb;
 BEGIN
     IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255
        OR customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
@@ -130,6 +132,20 @@ BEGIN
     v_problem := payments._usage_event_problem(v_meter, quantity, v_at, v_props, now());
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION '%', v_problem USING ERRCODE = 'PM100';
+    END IF;
+    -- Usage that no payment could ever charge is refused now, not when it is billed: priced
+    -- alone at the plan of the subscription that bills the meter, it must fit in one payment.
+    SELECT s.plan INTO v_plan FROM payments.meter_claims c
+    JOIN payments.subscriptions s ON s.customer_id = c.customer_id AND s.id = c.subscription_id
+    WHERE c.customer_id = record_usage.customer_id AND c.meter = v_meter.code;
+    IF v_plan IS NOT NULL THEN
+        SELECT m.value -> 'price' INTO v_price
+        FROM payments.plans pl CROSS JOIN jsonb_array_elements(pl.metered) m
+        WHERE pl.code = v_plan AND m.value ->> 'meter' = v_meter.code LIMIT 1;
+        IF v_price IS NOT NULL AND coalesce(payments._usage_price(quantity::text, v_price::text) > 999999999999, true) THEN
+            RAISE EXCEPTION 'quantity % of meter % prices above what one invoice can charge (plan %)', quantity,
+                v_meter.code, v_plan USING ERRCODE = 'PM104';
+        END IF;
     END IF;
     -- The time only when the caller gave it: a retry without one is the same event.
     v_fp := sha256(convert_to(jsonb_build_array(v_meter.code, quantity, payments._epoch_micros(occurred_at), v_props)::text,
@@ -161,7 +177,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.record_usage(text, text, text, numeric, timestamptz, jsonb) IS
-    'Records one usage event of a customer on a meter, once per (customer, idempotency_key): the same event again is replayed (outcome replayed) and counts once; the key with another event is PM201. quantity: 0 to 10^15, exact; occurred_at (default: now, and then not part of what a replay must repeat) at most 35 days ago and 5 minutes ahead (as Stripe''s meter events); properties a flat object (count_unique meters need their property). Unknown meter PM204; bad input PM100. In the caller''s transaction.';
+    'Records one usage event of a customer on a meter, once per (customer, idempotency_key): the same event again is replayed (outcome replayed) and counts once; the key with another event is PM201. quantity: 0 to 10^15, exact; occurred_at (default: now, and then not part of what a replay must repeat) at most 35 days ago and 5 minutes ahead (as Stripe''s meter events); properties a flat object (count_unique meters need their property). Unknown meter PM204; bad input PM100; a quantity that, priced alone at the plan of the subscription billing the meter, is more than one payment can charge PM104. In the caller''s transaction.';
 
 CREATE FUNCTION payments.record_usage_batch(events jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

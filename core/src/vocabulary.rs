@@ -97,12 +97,21 @@ pub const CANCELLATION_REASONS: [&str; 5] =
 pub const REFUND_REASONS: [&str; 4] = ["duplicate", "fraudulent", "requested_by_customer", "expired_uncaptured_charge"];
 /// Stripe's and Lago's meter aggregations.
 pub const METER_AGGREGATIONS: [&str; 5] = ["sum", "count", "count_unique", "max", "last"];
-/// Stripe's subscription statuses.
-pub const SUBSCRIPTION_STATUSES: [&str; 7] =
-    ["trialing", "active", "past_due", "unpaid", "canceled", "incomplete", "paused"];
+/// Stripe's subscription statuses (`incomplete_expired`: its first invoice was never paid).
+pub const SUBSCRIPTION_STATUSES: [&str; 8] =
+    ["trialing", "active", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired", "paused"];
 pub const BILLING_INTERVALS: [&str; 4] = ["day", "week", "month", "year"];
 /// Stripe's invoice statuses (`draft` for invoices not yet finalized).
 pub const INVOICE_STATUSES: [&str; 5] = ["draft", "open", "paid", "void", "uncollectible"];
+/// Idempotency keys the extension and the gateway make for themselves (an
+/// invoice's attempts, a dashboard operator's refunds): an API caller may not
+/// send one, so it can never claim a key before the product uses it.
+pub const RESERVED_KEY_PREFIXES: [&str; 2] = ["invoice:", "dashboard:"];
+
+/// The reserved prefix `key` starts with, if any.
+pub fn reserved_key_prefix(key: &str) -> Option<&'static str> {
+    RESERVED_KEY_PREFIXES.into_iter().find(|prefix| key.starts_with(prefix))
+}
 /// `duplicate` is answered for a repeat delivery but never stored (the first one is).
 /// A viewer reads every page; an operator may also refund, capture and cancel.
 pub const DASHBOARD_VIEWER: &str = "viewer";
@@ -212,5 +221,12 @@ mod tests {
             assert!(Kind::Outcome.allows(d.outcome().unwrap()));
         }
         assert_eq!(state::Decision::Forbidden.outcome(), None);
+    }
+
+    #[test]
+    fn keys_the_product_makes_are_reserved() {
+        assert_eq!(super::reserved_key_prefix("invoice:inv_1:1"), Some("invoice:"));
+        assert_eq!(super::reserved_key_prefix("dashboard:7:abc"), Some("dashboard:"));
+        assert_eq!(super::reserved_key_prefix("order-invoice:1"), None);
     }
 }

@@ -18,33 +18,53 @@ pub async fn run(state: AppState, interval: Duration) {
     loop {
         tick.tick().await;
         match run_once(&state).await {
-            Ok(done) if did_something(&done) => tracing::info!(%done, "billing run"),
-            Ok(_) => {}
+            Ok(done) => log_run(&done),
             Err(e) => tracing::warn!(error = %e, "billing run failed; the next tick tries again"),
         }
     }
 }
 
-/// Whether a run's counts (`{"renewed": 0, …}`) are not all zero.
-fn did_something(done: &str) -> bool {
-    serde_json::from_str::<std::collections::BTreeMap<String, i64>>(done)
-        .map_or(true, |counts| counts.values().any(|n| *n != 0))
+/// Logs what a run did (nothing when it did nothing), and each subscription it
+/// could not bill with its SQLSTATE: the others were billed, this one is
+/// retried at every tick and listed in `payments.billing_failures`.
+fn log_run(done: &serde_json::Value) {
+    for failed in done["failed"].as_array().into_iter().flatten() {
+        tracing::error!(
+            subscription_id = failed["subscription_id"].as_str().unwrap_or("?"),
+            sqlstate = failed["sqlstate"].as_str().unwrap_or("?"),
+            message = failed["message"].as_str().unwrap_or(""),
+            "billing a subscription failed; the others were billed"
+        );
+    }
+    if did_something(done) {
+        tracing::info!(%done, "billing run");
+    }
 }
 
-async fn run_once(state: &AppState) -> Result<String, ApiError> {
+/// Whether a run's counts (`{"renewed": 0, …, "failed": []}`) are not all zero.
+fn did_something(done: &serde_json::Value) -> bool {
+    done.as_object().is_none_or(|counts| {
+        counts.values().any(|v| v.as_i64().is_some_and(|n| n != 0) || v.as_array().is_some_and(|a| !a.is_empty()))
+    })
+}
+
+async fn run_once(state: &AppState) -> Result<serde_json::Value, ApiError> {
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::RUN_BILLING).await?;
-    Ok(db.query_one(&stmt, &[]).await?.try_get(0)?)
+    let done: String = db.query_one(&stmt, &[]).await?.try_get(0)?;
+    Ok(serde_json::from_str(&done).unwrap_or(serde_json::Value::Null))
 }
 
 #[cfg(test)]
 mod tests {
     use super::did_something;
+    use serde_json::json;
 
     #[test]
     fn a_run_that_did_nothing_is_not_logged() {
-        assert!(!did_something(r#"{"ended": 0, "renewed": 0, "retried": 0, "thresholds": 0}"#));
-        assert!(did_something(r#"{"ended": 0, "renewed": 2, "retried": 0, "thresholds": 0}"#));
-        assert!(did_something("not json"));
+        assert!(!did_something(&json!({"ended": 0, "renewed": 0, "retried": 0, "thresholds": 0, "failed": []})));
+        assert!(did_something(&json!({"ended": 0, "renewed": 2, "retried": 0, "thresholds": 0, "failed": []})));
+        assert!(did_something(&json!({"renewed": 0, "failed": [{"subscription_id": "sub_1"}]})));
+        assert!(did_something(&json!("not an object")));
     }
 }

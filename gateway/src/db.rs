@@ -132,8 +132,8 @@ pub const LIST_DISPUTES: &str = concat!(
 );
 
 /// A reconciliation window's bounds as Unix seconds (`to` rounded up), for the provider's list filters.
-pub const RECONCILIATION_WINDOW: &str = "SELECT extract(epoch FROM $1::text::timestamptz)::bigint AS from_unix,
-        ceil(extract(epoch FROM $2::text::timestamptz))::bigint AS to_unix";
+pub const RECONCILIATION_WINDOW: &str =
+    "SELECT from_unix, to_unix FROM payments.reconciliation_window($1::text::timestamptz, $2::text::timestamptz)";
 
 pub const RECORD_PROVIDER_SNAPSHOT: &str = "SELECT payments.record_provider_snapshot($1, $2::text::jsonb)";
 
@@ -266,4 +266,32 @@ pub fn pool(database_url: &str, size: usize, wait: Duration) -> Result<Pool, Box
         .create_timeout(Some(Duration::from_secs(5)))
         .runtime(Runtime::Tokio1)
         .build()?)
+}
+
+/// Cancels the statement a connection is running if dropped before `done`:
+/// a request that times out (its future dropped) stops its SQL on the server
+/// too, instead of leaving it to finish and commit after the client was told 408.
+pub struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl CancelOnDrop {
+    pub fn new(client: &tokio_postgres::Client) -> Self {
+        CancelOnDrop(Some(client.cancel_token()))
+    }
+
+    /// The statement finished: nothing to cancel.
+    pub fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.0.take() {
+            tokio::spawn(async move {
+                if let Err(e) = token.cancel_query(NoTls).await {
+                    tracing::warn!(error = %e, "canceling an abandoned statement failed");
+                }
+            });
+        }
+    }
 }

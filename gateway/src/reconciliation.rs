@@ -22,9 +22,6 @@ pub async fn run(pool: &Pool, provider: &dyn Provider, from: &str, to: &str, rep
         let row = db.query_one(&stmt, &[&from, &to]).await?;
         (row.try_get::<_, i64>("from_unix")?, row.try_get::<_, i64>("to_unix")?)
     };
-    if from_unix >= to_unix {
-        return Err(ApiError::invalid("parameter_invalid", "from must be before to", Some("from")));
-    }
     let mut fetched = 0;
     for kind in [ObjectKind::PaymentIntents, ObjectKind::Refunds] {
         let mut after: Option<String> = None;
@@ -44,6 +41,8 @@ pub async fn run(pool: &Pool, provider: &dyn Provider, from: &str, to: &str, rep
     }
     let db = pool.get().await?;
     let stmt = db.prepare_cached(db::RECONCILE).await?;
+    let cancel = db::CancelOnDrop::new(&db);
     let row = db.query_one(&stmt, &[&from, &to, &provider.name(), &repair, &fetched]).await?;
+    cancel.done();
     Ok(row.try_get("report")?)
 }

@@ -1641,7 +1641,12 @@ mod tests {
         assert_eq!(consume("r1", "4"), "true 6 consumed");
         assert_eq!(consume("r1", "4"), "true 6 replayed", "a retry counts nothing");
         assert_eq!(consume("r2", "7"), "false 6 refused limit_exceeded");
-        assert_eq!(consume("r2", "1"), "false 6 replayed limit_exceeded", "the first answer, whatever is asked");
+        assert_eq!(consume("r2", "7"), "false 6 replayed limit_exceeded", "the first answer");
+        assert_eq!(
+            sqlstate(&format!("SELECT payments.consume('cust_s', 'calls', 1, 'r2', {t0})")),
+            "PM201",
+            "the same request id for another request"
+        );
         assert_eq!(consume("r3", "6"), "true 0 consumed");
         assert_eq!(
             one::<String>(&format!("SELECT allowed || ' ' || coalesce(remaining::text, '-') FROM payments.consume('cust_s', 'export', 1000, 'r4', {t0})")),
@@ -1713,7 +1718,7 @@ mod tests {
     fn invoice_of(sub: &str, period: i32) -> (String, String, String, String) {
         let row = one::<String>(&format!(
             "SELECT id || ' ' || status || ' ' || number || ' ' || coalesce(payment_id, '-') FROM payments.invoices
-             WHERE subscription_id = '{sub}' AND period_number = {period}"
+             WHERE subscription_id = '{sub}' AND period_number = {period} AND kind = 'period'"
         ));
         let p: Vec<&str> = row.split(' ').collect();
         (p[0].into(), p[1].into(), p[2].into(), p[3].into())
@@ -1764,20 +1769,24 @@ mod tests {
         assert!(one::<bool>(&format!(
             "SELECT current_period_end = trial_end + interval '1 month' FROM payments.subscriptions WHERE id = '{sub}'"
         )));
-        one::<pgrx::JsonB>(&format!(
-            "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = '{sub}'))"
-        ));
+        let renewed_at =
+            one::<String>(&format!("SELECT current_period_end::text FROM payments.subscriptions WHERE id = '{sub}'"));
+        one::<pgrx::JsonB>(&format!("SELECT payments.run_billing('{renewed_at}')"));
         let (_, _, number2, pay2) = invoice_of(&sub, 2);
         let n = |number: &str| number.split('-').nth(1).unwrap().parse::<i64>().unwrap();
         assert_eq!(n(&number2), n(&number1) + 1, "{number1} then {number2}");
 
-        // Dunning: the renewal fails; past_due; retried after 1, 3 and 5 days; then unpaid.
+        // Dunning: the renewal fails; past_due; retried 1, 3 and 5 days after each attempt; then unpaid.
         settle(&pay2, "pi_b2", 2000, "failed");
         assert_eq!(sub_status(&sub), "past_due 2");
         let mut last = pay2.clone();
-        for (i, days) in [1, 3, 5].iter().enumerate() {
-            assert_eq!(one::<pgrx::JsonB>("SELECT payments.run_billing(now())").0["retried"], 0, "not yet due");
-            let retried = one::<pgrx::JsonB>(&format!("SELECT payments.run_billing(now() + interval '{days} days')"));
+        let at = |days: i32, minus: &str| {
+            format!("'{renewed_at}'::timestamptz + interval '{days} days' - interval '{minus}'")
+        };
+        for (i, days) in [1, 4, 9].iter().enumerate() {
+            let early = one::<pgrx::JsonB>(&format!("SELECT payments.run_billing({})", at(*days, "1 minute")));
+            assert_eq!(early.0["retried"], 0, "not yet due");
+            let retried = one::<pgrx::JsonB>(&format!("SELECT payments.run_billing({})", at(*days, "0")));
             assert_eq!(retried.0["retried"], 1, "retry {i} after {days} days");
             let (_, _, _, pay) = invoice_of(&sub, 2);
             assert_ne!(pay, last, "a new payment per attempt");
@@ -1792,12 +1801,12 @@ mod tests {
             4
         );
         assert!(!one::<bool>("SELECT payments.has_active_subscription('cust_b')"));
-        // A new card: the invoice is retried at once, paid, and the subscription active again.
+        // A new card: the invoice is retried at the next run, paid, and the subscription active again.
         one::<String>(&format!(
             "SELECT status FROM payments.set_subscription_payment_method('{sub}', 'pm_card_mastercard')"
         ));
         assert_eq!(
-            one::<pgrx::JsonB>("SELECT payments.run_billing(now())").0["retried"],
+            one::<pgrx::JsonB>(&format!("SELECT payments.run_billing({})", at(9, "0"))).0["retried"],
             1,
             "retried with the new card"
         );
@@ -1832,8 +1841,8 @@ mod tests {
         let bare = one::<String>("SELECT id FROM payments.create_subscription('k2', 'cust_j', 'solo')");
         assert_eq!(sub_status(&bare), "incomplete 1");
         one::<pgrx::JsonB>("SELECT payments.run_billing(now() + interval '1 day')");
-        assert_eq!(sub_status(&bare), "canceled 1");
-        assert_eq!(invoice_of(&bare, 1).1, "uncollectible");
+        assert_eq!(sub_status(&bare), "incomplete_expired 1", "its first invoice never paid: nothing was delivered");
+        assert_eq!(invoice_of(&bare, 1).1, "void");
     }
 
     #[pg_test]
@@ -1904,7 +1913,11 @@ mod tests {
             "50",
             "the new limits apply at once"
         );
-        // Downgrade now: the difference is a credit, taken off the next invoice.
+        // The upgrade is paid; downgrade now: the difference is a credit, taken off the next invoice.
+        let upgrade = one::<String>(&format!(
+            "SELECT payment_id FROM payments.invoices WHERE subscription_id = '{sub}' AND kind = 'proration'"
+        ));
+        settle(&upgrade, "pi_cp2", 1000, "succeeded");
         one::<String>(&format!("SELECT plan FROM payments.change_plan('{sub}', 'basic', at => {half}{sub}'))"));
         assert_eq!(one::<i64>(&format!("SELECT credit_minor FROM payments.subscriptions WHERE id = '{sub}'")), 1000);
         one::<pgrx::JsonB>(&format!(
@@ -1923,9 +1936,9 @@ mod tests {
             )),
             "basic plus"
         );
-        one::<pgrx::JsonB>(&format!(
-            "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = '{sub}'))"
-        ));
+        let renewed =
+            one::<String>(&format!("SELECT current_period_end::text FROM payments.subscriptions WHERE id = '{sub}'"));
+        one::<pgrx::JsonB>(&format!("SELECT payments.run_billing('{renewed}')"));
         assert_eq!(
             one::<String>(&format!(
                 "SELECT plan || ' ' || period_number FROM payments.subscriptions WHERE id = '{sub}'"
@@ -1940,10 +1953,14 @@ mod tests {
         let (_, _, _, third) = invoice_of(&sub, 3);
         settle(&third, "pi_cp3", 3000, "failed");
         assert_eq!(sub_status(&sub), "past_due 3");
-        assert!(one::<bool>("SELECT payments.has_active_subscription('cust_cp')"));
-        assert!(!one::<bool>("SELECT payments.has_active_subscription('cust_cp', at => now() + interval '4 days')"));
+        assert!(one::<bool>(&format!("SELECT payments.has_active_subscription('cust_cp', at => '{renewed}')")));
+        assert!(!one::<bool>(&format!(
+            "SELECT payments.has_active_subscription('cust_cp', at => '{renewed}'::timestamptz + interval '4 days')"
+        )));
         one::<String>("SELECT payments.set_dunning('{1,3,5}', 'unpaid', '7 days')::text");
-        assert!(one::<bool>("SELECT payments.has_active_subscription('cust_cp', at => now() + interval '4 days')"));
+        assert!(one::<bool>(&format!(
+            "SELECT payments.has_active_subscription('cust_cp', at => '{renewed}'::timestamptz + interval '4 days')"
+        )));
         assert_eq!(sqlstate("SELECT payments.set_dunning('{1}', 'unpaid', '90 days')"), "PM100");
     }
 
@@ -2340,5 +2357,506 @@ mod tests {
                 );
             }
         }
+    }
+
+    // -----------------------------------------------------------------------
+    // Billing you can trust: each test below failed on the code before it.
+    // -----------------------------------------------------------------------
+
+    fn run_billing(at: &str) -> pgrx::JsonB {
+        one::<pgrx::JsonB>(&format!("SELECT payments.run_billing('{at}')"))
+    }
+
+    fn sub_field(sub: &str, expr: &str) -> String {
+        one::<String>(&format!("SELECT ({expr})::text FROM payments.subscriptions WHERE id = '{sub}'"))
+    }
+
+    /// A PaymentIntent waiting for 3-D Secure.
+    fn requires_action(payment: &str, pi: &str, amount_minor: i64) {
+        let object = format!(
+            r#"{{"id":"{pi}","object":"payment_intent","amount":{amount_minor},"currency":"usd","amount_received":0,"amount_capturable":0,"status":"requires_action"}}"#
+        );
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_provider_result('{payment}', 'stripe', '{pi}', 'requires_action', '{object}')"
+        ));
+    }
+
+    #[pg_test]
+    fn periods_and_trials_are_counted_in_utc_whatever_the_session_time_zone() {
+        one::<String>("SELECT code FROM payments.create_plan('tz', 'usd', 0, 'month')");
+        one::<String>("SELECT code FROM payments.create_plan('tz_trial', 'usd', 0, 'month', trial_days => 30)");
+        Spi::run("SET TimeZone = 'America/Los_Angeles'").unwrap();
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('tz1', 'cust_tz', 'tz', at => '2027-01-31T04:00Z')",
+        );
+        let utc =
+            |sub: &str, col: &str| sub_field(sub, &format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')"));
+        assert_eq!(utc(&sub, "current_period_end"), "2027-02-28 04:00");
+        // Across the March DST change: the renewal keeps its hour.
+        run_billing("2027-03-01T00:00Z");
+        run_billing("2027-04-01T00:00Z");
+        assert_eq!(utc(&sub, "current_period_end"), "2027-04-30 04:00", "period 3 ends on April 30 at 04:00Z");
+        let trial = one::<String>(
+            "SELECT id FROM payments.create_subscription('tz2', 'cust_tz2', 'tz_trial', at => '2027-03-01T12:00Z')",
+        );
+        assert_eq!(utc(&trial, "trial_end"), "2027-03-31 12:00", "30 days of 24 hours");
+        Spi::run("RESET TimeZone").unwrap();
+    }
+
+    #[pg_test]
+    fn a_change_of_billing_interval_starts_a_new_anchor() {
+        one::<String>("SELECT code FROM payments.create_plan('m', 'usd', 0, 'month')");
+        one::<String>("SELECT code FROM payments.create_plan('y', 'usd', 0, 'year')");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('ia1', 'cust_ia', 'm', at => '2027-01-01T00:00Z')",
+        );
+        run_billing("2027-03-01T00:00Z");
+        one::<String>(&format!(
+            "SELECT status FROM payments.change_plan('{sub}', 'y', prorate => false, at => '2027-03-15T00:00Z')"
+        ));
+        run_billing("2027-04-01T00:00Z");
+        assert_eq!(
+            sub_field(&sub, "plan || ' ' || current_period_start || ' ' || current_period_end"),
+            "y 2027-04-01 00:00:00+00 2028-04-01 00:00:00+00",
+            "a year from the change, not anchor + 4 years"
+        );
+        // Prorated: the new period starts at the change.
+        let now = one::<String>(
+            "SELECT id FROM payments.create_subscription('ia2', 'cust_ia2', 'm', at => '2027-01-01T00:00Z')",
+        );
+        one::<String>(&format!("SELECT status FROM payments.change_plan('{now}', 'y', at => '2027-01-10T00:00Z')"));
+        assert_eq!(
+            sub_field(&now, "plan || ' ' || current_period_start || ' ' || current_period_end || ' ' || period_number"),
+            "y 2027-01-10 00:00:00+00 2028-01-10 00:00:00+00 2"
+        );
+    }
+
+    #[pg_test]
+    fn dunning_and_grace_follow_at_and_a_second_run_at_the_same_time_does_nothing() {
+        one::<String>("SELECT code FROM payments.create_plan('dn', 'usd', 20, 'month', trial_days => 7)");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('dn1', 'cust_dn', 'dn', at => '2027-06-01T00:00Z')",
+        );
+        let first = run_billing("2027-06-08T00:00Z");
+        assert_eq!((first.0["renewed"].as_i64(), first.0["retried"].as_i64()), (Some(1), Some(0)));
+        for _ in 0..2 {
+            let again = run_billing("2027-06-08T00:00Z");
+            assert_eq!((again.0["renewed"].as_i64(), again.0["retried"].as_i64()), (Some(0), Some(0)), "{}", again.0);
+        }
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT attempt_count || ' ' || next_attempt_at FROM payments.invoices WHERE subscription_id = '{sub}'"
+            )),
+            "1 2027-06-09 00:00:00+00"
+        );
+        assert_eq!(sub_field(&sub, "status || ' ' || past_due_since"), "past_due 2027-06-08 00:00:00+00");
+        assert!(one::<bool>("SELECT payments.has_active_subscription('cust_dn', at => '2027-06-10T23:00Z')"));
+        assert!(
+            !one::<bool>("SELECT payments.has_active_subscription('cust_dn', at => '2027-06-11T00:00Z')"),
+            "grace from at"
+        );
+        assert_eq!(run_billing("2027-06-09T00:00Z").0["retried"], 1);
+    }
+
+    #[pg_test]
+    fn a_new_periods_quota_starts_at_its_start_without_run_billing() {
+        one::<String>("SELECT code FROM payments.create_plan('qt', 'usd', 0, 'month', features => '{\"calls\": 5}')");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('qt1', 'cust_qt', 'qt', at => '2027-08-01T00:00Z')",
+        );
+        let consume = |n: i32, at: &str| {
+            one::<String>(&format!(
+                "SELECT outcome FROM payments.consume('cust_qt', 'calls', {n}, 'r{n}{at}', at => '{at}')"
+            ))
+        };
+        assert_eq!(consume(5, "2027-08-10T00:00Z"), "consumed");
+        assert_eq!(consume(1, "2027-08-31T23:00Z"), "refused");
+        assert_eq!(consume(1, "2027-09-01T00:05Z"), "consumed", "September's quota, though run_billing did not run");
+        assert_eq!(
+            one::<String>(
+                "SELECT remaining || ' ' || period_start FROM payments.entitlements('cust_qt', '2027-09-01T00:06Z')"
+            ),
+            "4 2027-09-01 00:00:00+00"
+        );
+        run_billing("2027-09-01T00:10Z");
+        assert_eq!(sub_field(&sub, "current_period_start"), "2027-09-01 00:00:00+00");
+        assert_eq!(
+            one::<String>("SELECT remaining::text FROM payments.entitlements('cust_qt', '2027-09-02T00:00Z')"),
+            "4",
+            "what was used before the renewal counts in its period"
+        );
+        // Far ahead (a timer stopped for years): still the period at falls in.
+        assert_eq!(
+            one::<String>(
+                "SELECT period_start || ' ' || period_end FROM payments.entitlements('cust_qt', '2031-05-20T00:00Z')"
+            ),
+            "2031-05-01 00:00:00+00 2031-06-01 00:00:00+00"
+        );
+    }
+
+    #[pg_test]
+    fn canceling_stops_collecting_its_open_invoices() {
+        one::<String>("SELECT code FROM payments.create_plan('cn', 'usd', 20, 'month', trial_days => 7)");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('cn1', 'cust_cn', 'cn', at => '2027-06-01T00:00Z')",
+        );
+        run_billing("2027-06-08T00:00Z");
+        assert_eq!(sub_status(&sub), "past_due 1");
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{sub}', false, '2027-06-08T12:00Z')"));
+        let (_, status, _, _) = invoice_of(&sub, 1);
+        assert_eq!(status, "uncollectible");
+        assert_eq!(run_billing("2027-06-12T00:00Z").0["retried"], 0, "no retry after the cancel");
+        assert_eq!(
+            sqlstate(&format!("SELECT payments.set_subscription_payment_method('{sub}', 'pm_card_visa')")),
+            "PM206",
+            "a new card charges nothing"
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payments WHERE customer_id = 'cust_cn'"), 1);
+    }
+
+    #[pg_test]
+    fn an_incomplete_subscription_expires_after_23_hours_and_its_invoice_is_void() {
+        one::<String>("SELECT code FROM payments.create_plan('ic', 'usd', 5, 'month')");
+        one::<String>("SELECT payments.set_dunning('{1,3,5}')::text");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('ic1', 'cust_ic', 'ic', 'pm_card_visa', at => '2027-06-01T00:00Z')",
+        );
+        let (_, _, _, pay) = invoice_of(&sub, 1);
+        settle(&pay, "pi_ic1", 500, "failed");
+        assert_eq!(run_billing("2027-06-01T22:59Z").0["expired"], 0);
+        assert_eq!(sub_status(&sub), "incomplete 1");
+        assert_eq!(run_billing("2027-06-01T23:00Z").0["expired"], 1);
+        assert_eq!(sub_status(&sub), "incomplete_expired 1");
+        assert_eq!(invoice_of(&sub, 1).1, "void");
+        assert_eq!(
+            sqlstate(&format!("SELECT payments.set_subscription_payment_method('{sub}', 'pm_card_mastercard')")),
+            "PM206"
+        );
+        assert_eq!(run_billing("2027-06-03T00:00Z").0["retried"], 0);
+        assert!(!one::<bool>("SELECT payments.has_active_subscription('cust_ic', at => '2027-06-02T00:00Z')"));
+    }
+
+    #[pg_test]
+    fn a_renewal_waiting_on_3_d_secure_is_past_due_and_dunned() {
+        one::<String>("SELECT code FROM payments.create_plan('tds', 'usd', 1000, 'month', trial_days => 7)");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('tds1', 'cust_tds', 'tds', 'pm_card_authenticationRequired', at => '2027-06-01T00:00Z')",
+        );
+        run_billing("2027-06-08T00:00Z");
+        let (_, _, _, pay) = invoice_of(&sub, 1);
+        requires_action(&pay, "pi_tds1", 100000);
+        assert_eq!(sub_status(&sub), "past_due 1");
+        assert!(!one::<bool>("SELECT payments.has_active_subscription('cust_tds', at => '2027-06-11T00:00Z')"));
+        assert_eq!(run_billing("2027-06-09T00:00Z").0["retried"], 1, "retried on the dunning schedule");
+        let (_, _, _, retry) = invoice_of(&sub, 1);
+        assert_ne!(retry, pay);
+        assert_eq!(
+            one::<String>(&format!("SELECT kind FROM payments.provider_commands WHERE payment_id = '{pay}'")),
+            "cancel",
+            "the attempt waiting on the customer is canceled, so it cannot be paid beside the retry"
+        );
+    }
+
+    #[pg_test]
+    fn paying_an_older_invoice_leaves_the_subscription_past_due_while_the_latest_failed() {
+        one::<String>("SELECT code FROM payments.create_plan('old', 'usd', 20, 'month', trial_days => 7)");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('ol1', 'cust_ol', 'old', 'pm_card_visa', at => '2027-06-01T00:00Z')",
+        );
+        run_billing("2027-06-08T00:00Z");
+        let (_, _, _, pay1) = invoice_of(&sub, 1);
+        settle(&pay1, "pi_ol1", 2000, "failed");
+        run_billing("2027-07-08T00:00Z");
+        let (_, _, _, pay2) = invoice_of(&sub, 2);
+        settle(&pay2, "pi_ol2", 2000, "failed");
+        // The first invoice's retry is paid; the latest is still unpaid.
+        let (_, _, _, retry1) = invoice_of(&sub, 1);
+        settle(&retry1, "pi_ol1b", 2000, "succeeded");
+        assert_eq!(invoice_of(&sub, 1).1, "paid");
+        assert_eq!(sub_status(&sub), "past_due 2");
+        assert!(!one::<bool>("SELECT payments.has_active_subscription('cust_ol', at => '2027-07-20T00:00Z')"));
+    }
+
+    #[pg_test]
+    fn resuming_starts_a_new_period_and_bills_none_of_the_paused_ones() {
+        one::<String>("SELECT code FROM payments.create_plan('pz', 'usd', 10, 'month', trial_days => 14)");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('pz1', 'cust_pz', 'pz', 'pm_card_visa', at => '2026-12-01T00:00Z')",
+        );
+        run_billing("2026-12-15T00:00Z");
+        let (_, _, _, pay) = invoice_of(&sub, 1);
+        settle(&pay, "pi_pz1", 1000, "succeeded");
+        one::<String>(&format!("SELECT status FROM payments.pause_subscription('{sub}')"));
+        one::<String>(&format!("SELECT status FROM payments.resume_subscription('{sub}', '2027-04-15T00:00Z')"));
+        assert_eq!(
+            sub_field(
+                &sub,
+                "status || ' ' || period_number || ' ' || current_period_start || ' ' || current_period_end"
+            ),
+            "active 2 2027-04-15 00:00:00+00 2027-05-15 00:00:00+00"
+        );
+        assert_eq!(run_billing("2027-04-20T00:00Z").0["renewed"], 0);
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.invoices WHERE subscription_id = '{sub}'")), 2);
+        // Paused in its trial, resumed after it: billed from the resume, not the trial's end.
+        let trial = one::<String>(
+            "SELECT id FROM payments.create_subscription('pz2', 'cust_pz2', 'pz', 'pm_card_visa', at => '2027-01-01T00:00Z')",
+        );
+        one::<String>(&format!("SELECT status FROM payments.pause_subscription('{trial}')"));
+        one::<String>(&format!("SELECT status FROM payments.resume_subscription('{trial}', '2027-03-01T00:00Z')"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT count(*) || ' ' || min(period_start) FROM payments.invoices WHERE subscription_id = '{trial}'"
+            )),
+            "1 2027-03-01 00:00:00+00"
+        );
+    }
+
+    #[pg_test]
+    fn a_meters_usage_is_billed_by_one_subscription_of_a_customer() {
+        one::<String>("SELECT code FROM payments.create_meter('tok', 'sum')");
+        let metered = r#"'[{"meter": "tok", "price": {"mode": "per_unit", "tiers": [{"up_to": null, "unit_amount_minor": 1}]}}]'"#;
+        one::<String>(&format!("SELECT code FROM payments.create_plan('ma', 'usd', 0, 'month', metered => {metered})"));
+        one::<String>(&format!("SELECT code FROM payments.create_plan('mb', 'usd', 0, 'month', metered => {metered})"));
+        one::<String>("SELECT code FROM payments.create_plan('mc', 'usd', 0, 'month')");
+        let a = one::<String>("SELECT id FROM payments.create_subscription('mt1', 'cust_mt', 'ma')");
+        assert_eq!(sqlstate("SELECT payments.create_subscription('mt2', 'cust_mt', 'mb')"), "PM206");
+        let c = one::<String>("SELECT id FROM payments.create_subscription('mt3', 'cust_mt', 'mc')");
+        assert_eq!(sqlstate(&format!("SELECT payments.change_plan('{c}', 'mb')")), "PM206");
+        // Another customer is not concerned; once the first ends, the meter is free.
+        one::<String>("SELECT id FROM payments.create_subscription('mt4', 'cust_mt_other', 'mb')");
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{a}', false)"));
+        one::<String>("SELECT id FROM payments.create_subscription('mt2', 'cust_mt', 'mb')");
+    }
+
+    #[pg_test]
+    fn usage_is_priced_at_the_plan_it_was_used_under_and_invoiced_when_a_subscription_ends() {
+        one::<String>("SELECT code FROM payments.create_meter('units', 'sum')");
+        let plan = |code: &str, cents: i32| {
+            let metered = format!(
+                r#"'[{{"meter": "units", "price": {{"mode": "per_unit", "tiers": [{{"up_to": null, "unit_amount_minor": {cents}}}]}}}}]'"#
+            );
+            one::<String>(&format!(
+                "SELECT code FROM payments.create_plan('{code}', 'usd', 0, 'month', metered => {metered})"
+            ))
+        };
+        plan("cheap", 1);
+        plan("dear", 10);
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('up1', 'cust_up', 'cheap', 'pm_card_visa', at => now() - interval '10 days')",
+        );
+        let record = |key: &str, ago: &str| {
+            one::<String>(&format!(
+                "SELECT outcome FROM payments.record_usage('{key}', 'cust_up', 'units', 100, now() - interval '{ago}')"
+            ))
+        };
+        record("u1", "5 days");
+        one::<String>(&format!(
+            "SELECT status FROM payments.change_plan('{sub}', 'dear', at => now() - interval '3 days')"
+        ));
+        record("u2", "1 day");
+        let usage_billed = |kind: &str| {
+            one::<String>(&format!(
+                "SELECT coalesce(sum(l.amount_minor), 0)::text FROM payments.invoice_lines l JOIN payments.invoices i
+                 ON i.customer_id = l.customer_id AND i.id = l.invoice_id
+                 WHERE i.subscription_id = '{sub}' AND i.kind = '{kind}' AND l.kind = 'usage'"
+            ))
+        };
+        assert_eq!(usage_billed("proration"), "100", "100 units at 1 cent, on the change");
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{sub}', false)"));
+        assert_eq!(usage_billed("final"), "1000", "100 units at 10 cents, when it ended");
+        // Canceled at period end: the last period's usage is invoiced when it ends.
+        one::<String>("SELECT code FROM payments.create_plan('pe', 'usd', 0, 'week', metered => '[{\"meter\": \"units\", \"price\": {\"mode\": \"per_unit\", \"tiers\": [{\"up_to\": null, \"unit_amount_minor\": 3}]}}]')");
+        let pe = one::<String>(
+            "SELECT id FROM payments.create_subscription('pe1', 'cust_pe', 'pe', 'pm_card_visa', at => now() - interval '6 days')",
+        );
+        one::<String>(
+            "SELECT outcome FROM payments.record_usage('p1', 'cust_pe', 'units', 100, now() - interval '2 days')",
+        );
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{pe}')"));
+        assert_eq!(run_billing(&one::<String>("SELECT (now() + interval '2 days')::text")).0["ended"], 1);
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT total_minor::text FROM payments.invoices WHERE subscription_id = '{pe}' AND kind = 'final'"
+            )),
+            "300"
+        );
+    }
+
+    #[pg_test]
+    fn a_downgrade_credits_only_what_was_paid() {
+        one::<String>("SELECT code FROM payments.create_plan('lo', 'usd', 10, 'month')");
+        one::<String>("SELECT code FROM payments.create_plan('hi', 'usd', 1000, 'month')");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('dg1', 'cust_dg', 'lo', 'pm_card_visa', at => '2027-01-01T00:00Z')",
+        );
+        let (_, _, _, pay) = invoice_of(&sub, 1);
+        settle(&pay, "pi_dg1", 1000, "succeeded");
+        one::<String>(&format!("SELECT status FROM payments.change_plan('{sub}', 'hi', at => '2027-01-16T12:00Z')"));
+        let proration = one::<String>(&format!(
+            "SELECT id FROM payments.invoices WHERE subscription_id = '{sub}' AND kind = 'proration'"
+        ));
+        let upgrade_pay = one::<String>(&format!("SELECT payment_id FROM payments.invoices WHERE id = '{proration}'"));
+        settle(&upgrade_pay, "pi_dg2", 49500, "failed");
+        one::<String>(&format!("SELECT status FROM payments.change_plan('{sub}', 'lo', at => '2027-01-16T12:00Z')"));
+        assert_eq!(sub_field(&sub, "credit_minor"), "0", "no credit for the upgrade that was never paid");
+        assert_eq!(one::<String>(&format!("SELECT status FROM payments.invoices WHERE id = '{proration}'")), "void");
+    }
+
+    #[pg_test]
+    fn one_subscription_that_cannot_be_billed_does_not_stop_the_others() {
+        one::<String>("SELECT code FROM payments.create_meter('big', 'sum')");
+        one::<String>("SELECT code FROM payments.create_plan('bg', 'usd', 1, 'week', metered => '[{\"meter\": \"big\", \"price\": {\"mode\": \"per_unit\", \"tiers\": [{\"up_to\": null, \"unit_amount_minor\": 1}]}}]')");
+        one::<String>("SELECT code FROM payments.create_plan('fine', 'usd', 1, 'week')");
+        let bad = one::<String>(
+            "SELECT id FROM payments.create_subscription('bg1', 'cust_bg', 'bg', 'pm_card_visa', at => now() - interval '6 days')",
+        );
+        let good = one::<String>(
+            "SELECT id FROM payments.create_subscription('bg2', 'cust_ok', 'fine', 'pm_card_visa', at => now() - interval '6 days')",
+        );
+        for (sub, pi) in [(&bad, "pi_bg1"), (&good, "pi_ok1")] {
+            let (_, _, _, pay) = invoice_of(sub, 1);
+            settle(&pay, pi, 100, "succeeded");
+        }
+        // One event no payment could charge is refused when recorded...
+        assert_eq!(
+            sqlstate("SELECT payments.record_usage('b0', 'cust_bg', 'big', 999999999999999, now() - interval '1 day')"),
+            "PM104"
+        );
+        // ...and a sum of chargeable ones that together cannot be fails only its own subscription.
+        one::<String>("SELECT outcome FROM payments.record_usage('b1', 'cust_bg', 'big', 900000000000, now() - interval '2 days')");
+        one::<String>(
+            "SELECT outcome FROM payments.record_usage('b2', 'cust_bg', 'big', 900000000000, now() - interval '1 day')",
+        );
+        let at = one::<String>("SELECT (now() + interval '2 days')::text");
+        let run = run_billing(&at);
+        assert_eq!(run.0["renewed"], 1, "{}", run.0);
+        assert_eq!(run.0["failed"][0]["subscription_id"], bad.as_str());
+        assert_eq!(run.0["failed"][0]["sqlstate"], "PM104");
+        assert_eq!(sub_status(&good), "active 2");
+        assert_eq!(sub_status(&bad), "active 1", "rolled back to where it was");
+        run_billing(&at);
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT sqlstate || ' ' || attempts FROM payments.billing_failures WHERE subscription_id = '{bad}'"
+            )),
+            "PM104 2"
+        );
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM payments.subscription_events WHERE subscription_id = '{bad}' AND reason = 'billing failed'"
+            )),
+            1,
+            "its history hears of it once"
+        );
+    }
+
+    #[pg_test]
+    fn an_invoice_key_cannot_be_claimed_before_its_invoice_exists() {
+        one::<String>("SELECT code FROM payments.create_plan('pk', 'usd', 7, 'week')");
+        let sub = one::<String>("SELECT id FROM payments.create_subscription('pk1', 'cust_pk', 'pk', 'pm_card_visa')");
+        let (_, _, _, pay) = invoice_of(&sub, 1);
+        settle(&pay, "pi_pk1", 700, "succeeded");
+        // A caller claims what the key of the next renewal used to be.
+        one::<String>(&format!("SELECT id FROM payments.create_payment('invoice:{sub}:2:1', 'cust_pk', 0.01, 'usd')"));
+        run_billing(&one::<String>("SELECT (now() + interval '8 days')::text"));
+        let (invoice, _, _, renewal) = invoice_of(&sub, 2);
+        assert_eq!(
+            one::<String>(&format!("SELECT amount || ' ' || (metadata ->> 'invoice_id') FROM payments.payment_details WHERE id = '{renewal}'")),
+            format!("7.00 {invoice}")
+        );
+    }
+
+    #[pg_test]
+    fn a_refund_moves_only_on_evidence_naming_its_own_payment() {
+        add_secret(STRIPE_SECRET);
+        let p1 = paid("rf1", "cust_rf", "pi_rf1");
+        let p2 = paid("rf2", "cust_rf", "pi_rf2");
+        let r1 = one::<String>(&format!("SELECT id FROM payments.create_refund('k1', '{p1}')"));
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_command_result('{}', true, 'succeeded', '{}')",
+            refund_command(&r1),
+            refund_object("re_rf1", "pi_rf1", 1000, "succeeded", "")
+        ));
+        let r2 = one::<String>(&format!("SELECT id FROM payments.create_refund('k2', '{p2}')"));
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_command_result('{}', true, 'succeeded', '{}')",
+            refund_command(&r2),
+            refund_object("re_rf2", "pi_rf2", 1000, "succeeded", "")
+        ));
+        // Signed, but R1's refund with P2's PaymentIntent.
+        let forged = refund_object("re_rf1", "pi_rf2", 1000, "failed", r#","failure_reason":"unknown""#);
+        let (b, s) = signed_event("evt_rf", "refund.failed", &forged, STRIPE_SECRET, now_unix());
+        assert_eq!(ingest(&b, &s), "mismatch");
+        assert_eq!(refunded(&p1), "10.00 full");
+        assert_eq!(refunded(&p2), "10.00 full");
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('k3', '{p1}')")), "PM207");
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.anomalies WHERE payment_id = '{p2}'")), 1);
+    }
+
+    #[pg_test]
+    fn disputes_never_exceed_what_was_captured_and_block_refunds_while_open() {
+        add_secret(STRIPE_SECRET);
+        let id = paid("ds1", "cust_ds", "pi_ds1");
+        let t = now_unix();
+        let dispute = |dp: &str, status: &str, at: i64| {
+            let (b, s) = signed_event(
+                &format!("evt_{dp}_{status}"),
+                "charge.dispute.created",
+                &dispute_object(dp, "pi_ds1", 1000, status),
+                STRIPE_SECRET,
+                at,
+            );
+            ingest(&b, &s)
+        };
+        assert_eq!(dispute("dp_a", "needs_response", t), "applied");
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('k1', '{id}')")), "PM206", "funds withheld");
+        assert_eq!(dispute("dp_b", "needs_response", t + 1), "mismatch");
+        assert_eq!(dispute("dp_c", "needs_response", t + 2), "mismatch");
+        assert_eq!(one::<String>(&format!("SELECT amount_disputed::text FROM payments.get_payment('{id}')")), "10.00");
+    }
+
+    #[pg_test]
+    fn a_receipt_names_only_the_invoice_its_payment_paid() {
+        one::<String>("SELECT code FROM payments.create_plan('rcp', 'usd', 7, 'month')");
+        let sub =
+            one::<String>("SELECT id FROM payments.create_subscription('rcp1', 'cust_rcp', 'rcp', 'pm_card_visa')");
+        let (invoice, _, _, _) = invoice_of(&sub, 1);
+        let other = one::<String>(&format!(
+            "SELECT id FROM payments.create_payment('rcp2', 'cust_rcp', 10, 'usd', 'pm_card_visa', metadata => '{{\"invoice_id\": \"{invoice}\"}}')"
+        ));
+        one::<String>(&format!(
+            "SELECT status FROM payments.record_provider_result('{other}', 'stripe', 'pi_rcp2', 'succeeded', '{}')",
+            intent("pi_rcp2", 1000, "")
+        ));
+        assert!(one::<pgrx::JsonB>(&format!("SELECT payments.receipt('{other}')")).0["invoice"].is_null());
+    }
+
+    #[pg_test]
+    fn a_consume_request_id_reused_for_another_request_is_refused() {
+        one::<String>("SELECT code FROM payments.create_plan('cr', 'usd', 0, 'month', features => '{\"calls\": 10, \"seats\": 2}')");
+        one::<String>("SELECT id FROM payments.create_subscription('cr1', 'cust_cr', 'cr')");
+        assert_eq!(one::<String>("SELECT outcome FROM payments.consume('cust_cr', 'calls', 2, 'req1')"), "consumed");
+        assert_eq!(one::<String>("SELECT outcome FROM payments.consume('cust_cr', 'calls', 2.0, 'req1')"), "replayed");
+        assert_eq!(sqlstate("SELECT payments.consume('cust_cr', 'calls', 3, 'req1')"), "PM201");
+        assert_eq!(sqlstate("SELECT payments.consume('cust_cr', 'nothing', 2, 'req1')"), "PM201");
+    }
+
+    #[pg_test]
+    fn reconciliation_windows_are_bounded_and_the_unfiltered_list_reads_an_index() {
+        for (from, to) in [("-infinity", "2027-01-01"), ("2027-01-01", "infinity"), ("2027-01-01", "2027-06-01")] {
+            assert_eq!(sqlstate(&format!("SELECT payments.reconciliation_window('{from}', '{to}')")), "PM100");
+            assert_eq!(sqlstate(&format!("SELECT payments.reconcile('{from}', '{to}', 'stripe')")), "PM100");
+        }
+        assert_eq!(
+            one::<String>(
+                "SELECT from_unix || ' ' || to_unix FROM payments.reconciliation_window('2027-01-01Z', '2027-01-02Z')"
+            ),
+            "1798761600 1798848000"
+        );
+        Spi::run("SET LOCAL enable_sort = off").unwrap();
+        let plan = one::<pgrx::Json>(
+            "EXPLAIN (FORMAT JSON) SELECT * FROM payments.payment_details d ORDER BY d.id DESC LIMIT 10",
+        );
+        assert!(!plan.0.to_string().contains("\"Sort\""), "{}", plan.0);
     }
 }

@@ -324,7 +324,8 @@ BEGIN
         WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
         PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
         -- An invoice's payment settles its invoice (and subscription) in the same transaction.
-        IF v_invoice AND p_to IN ('succeeded', 'failed') THEN
+        -- (A renewal waiting on the customer is dunned as a failure until it is paid.)
+        IF v_invoice AND p_to IN ('succeeded', 'failed', 'requires_action') THEN
             PERFORM payments._invoice_payment_settled(p_customer_id, p_payment_id, p_to);
         END IF;
         RETURN 'applied';
@@ -1613,11 +1614,11 @@ DECLARE
 BEGIN
     SELECT coalesce(sum(r.amount_minor), 0) INTO v_held FROM payments.refunds r
     WHERE r.customer_id = p_payment.customer_id AND r.payment_id = p_payment.id AND r.status IN ('pending', 'succeeded');
-    RETURN coalesce(p_payment.amount_captured_minor, 0) - v_held;
+    RETURN coalesce(p_payment.amount_captured_minor, 0) - v_held - p_payment.amount_disputed_minor;
 END
 $$;
 COMMENT ON FUNCTION payments._refundable_minor(payments.payments) IS
-    'Internal: what is left to refund of a payment, in minor units: what it captured (nothing before it succeeded) less its pending and succeeded refunds. Read under the payment''s row lock, it cannot change until the caller commits.';
+    'Internal: what is left to refund of a payment, in minor units: what it captured (nothing before it succeeded) less its pending and succeeded refunds and what its disputes withhold (open or lost: that money went back through the bank). Read under the payment''s row lock, it cannot change until the caller commits.';
 
 CREATE FUNCTION payments.create_refund(idempotency_key text, payment_id text, amount numeric DEFAULT NULL,
                                        reason text DEFAULT NULL)
@@ -1655,6 +1656,14 @@ BEGIN
         RAISE EXCEPTION 'payment % is % %: only a payment the provider captured can be refunded', v_payment.id,
             v_payment.status, CASE WHEN v_payment.provider_payment_id IS NULL THEN 'without a provider payment' ELSE '' END
             USING ERRCODE = 'PM206';
+    END IF;
+    -- Stripe refuses refunds of a disputed charge while its funds are withheld: the bank returns them.
+    IF v_payment.amount_disputed_minor > 0 AND EXISTS (
+           SELECT 1 FROM payments.disputes d
+           WHERE d.customer_id = v_payment.customer_id AND d.payment_id = v_payment.id
+             AND d.status IN ('needs_response', 'under_review')) THEN
+        RAISE EXCEPTION 'payment % has an open dispute: it cannot be refunded while the dispute withholds its funds',
+            v_payment.id USING ERRCODE = 'PM206', HINT = 'the dispute''s outcome returns the money (lost) or lets it be refunded (won)';
     END IF;
     v_left := payments._refundable_minor(v_payment);
     v_minor := coalesce(v_minor, v_left);
@@ -1784,8 +1793,10 @@ BEGIN
         WHERE r.customer_id = p_payment.customer_id AND r.id = p_object -> 'metadata' ->> 'refund_id'
           AND r.payment_id = p_payment.id;
     END IF;
-    -- Evidence: a refund of this payment's provider object, for the refund's money.
+    -- Evidence: a refund of this payment's provider object, for the refund's money; a refund
+    -- of ours names its own payment's object (another payment's refund is never moved here).
     IF (p_object ->> 'payment_intent') IS DISTINCT FROM p_payment.provider_payment_id
+       OR (v_refund.id IS NOT NULL AND v_refund.payment_id <> p_payment.id)
        OR (v_refund.provider_refund_id IS NOT NULL AND v_refund.provider_refund_id <> v_rid) THEN
         v_problem := 'provider_payment_mismatch';
     ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
@@ -1984,6 +1995,7 @@ DECLARE
     v_problem  text;
     v_decision text;
     v_withheld bigint;
+    v_others   bigint;
 BEGIN
     -- The caller holds the payment's row lock.
     IF v_did IS NULL OR length(v_did) > 255 OR NOT coalesce(payments._is_allowed('dispute_status', v_to), false) THEN
@@ -1991,14 +2003,18 @@ BEGIN
     END IF;
     SELECT * INTO v_dispute FROM payments.disputes d
     WHERE d.customer_id = p_payment.customer_id AND d.provider = p_payment.provider AND d.provider_dispute_id = v_did;
+    -- What the payment's other disputes hold (all but those the merchant won or that closed as inquiries).
+    SELECT coalesce(sum(d.amount_minor), 0) INTO v_others FROM payments.disputes d
+    WHERE d.customer_id = p_payment.customer_id AND d.payment_id = p_payment.id AND d.provider_dispute_id <> v_did
+      AND d.status NOT IN ('won', 'warning_closed');
     IF (p_object ->> 'payment_intent') IS DISTINCT FROM p_payment.provider_payment_id
-       OR (FOUND AND v_dispute.payment_id <> p_payment.id) THEN
+       OR (v_dispute.id IS NOT NULL AND v_dispute.payment_id <> p_payment.id) THEN
         v_problem := 'provider_payment_mismatch';
     ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
         v_problem := 'currency_mismatch';
     ELSIF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$'
-          OR (p_object ->> 'amount')::bigint > coalesce(p_payment.amount_captured_minor, 0)
-          OR (FOUND AND (p_object ->> 'amount')::bigint <> v_dispute.amount_minor) THEN
+          OR (p_object ->> 'amount')::bigint + v_others > coalesce(p_payment.amount_captured_minor, 0)
+          OR (v_dispute.id IS NOT NULL AND (p_object ->> 'amount')::bigint <> v_dispute.amount_minor) THEN
         v_problem := 'amount_mismatch';
     END IF;
     IF v_problem IS NOT NULL THEN
@@ -2043,7 +2059,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._apply_dispute_object(payments.payments, jsonb, text, text) IS
-    'Internal: applies a provider Dispute object to its payment: creates the dispute the first time, then moves it under its state machine; keeps the payment''s amount_disputed (what open and lost disputes withhold) and notes each step in its history. Another payment''s dispute, another currency, or more than was captured is an anomaly (mismatch). Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';
+    'Internal: applies a provider Dispute object to its payment: creates the dispute the first time, then moves it under its state machine; keeps the payment''s amount_disputed (what open and lost disputes withhold) and notes each step in its history. Another payment''s dispute, another currency, or more than was captured (with the payment''s other disputes not won) is an anomaly (mismatch). Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';
 
 -- ---------------------------------------------------------------------------
 -- Balances (sql/balances.sql)
@@ -2210,9 +2226,7 @@ DECLARE
     v_refund  payments.refunds%ROWTYPE;
     v_ours    record;
 BEGIN
-    IF "from" IS NULL OR "to" IS NULL OR "from" >= "to" THEN
-        RAISE EXCEPTION 'from must be before to' USING ERRCODE = 'PM100';
-    END IF;
+    PERFORM payments.reconciliation_window("from", "to");
     -- The provider's objects of the window, each against our row. One lookup per
     -- object, each on its own shard on Citus.
     FOR v_snap IN
@@ -2327,7 +2341,7 @@ DECLARE
     v_payment  payments.payments%ROWTYPE;
     v_customer text;
     v_outcome  text;
-    v_found    jsonb := '[]';
+    v_found    jsonb[] := '{}';
     v_repaired integer := 0;
 BEGIN
     IF reconcile.provider IS NULL OR repair IS NULL THEN
@@ -2361,15 +2375,16 @@ BEGIN
             v_repaired_one := v_outcome = 'applied';
             v_repaired := v_repaired + v_repaired_one::int;
         END IF;
+        -- An array appended in place (a jsonb array would be copied at each step: quadratic).
         v_found := v_found || jsonb_build_object('kind', v_row.kind, 'object_type', v_row.object_type,
                                                  'provider_object_id', v_row.provider_object_id,
                                                  'payment_id', v_row.payment_id, 'refund_id', v_row.refund_id,
                                                  'ours', v_row.ours, 'theirs', v_row.theirs, 'repaired', v_repaired_one);
     END LOOP;
     INSERT INTO payments.reconciliation_runs (id, provider, window_from, window_to, repair, disagreements, repaired)
-    VALUES (v_id, reconcile.provider, "from", "to", repair, v_found, v_repaired);
+    VALUES (v_id, reconcile.provider, "from", "to", repair, to_jsonb(v_found), v_repaired);
     RETURN jsonb_build_object('id', v_id, 'provider', reconcile.provider, 'from', "from", 'to', "to", 'repair', repair,
-                              'repaired', v_repaired, 'disagreements', v_found);
+                              'repaired', v_repaired, 'disagreements', to_jsonb(v_found));
 END
 $$;
 COMMENT ON FUNCTION payments.reconcile(timestamptz, timestamptz, text, boolean) IS
@@ -2498,6 +2513,8 @@ DECLARE
     v_problem  text;
     v_fp       bytea;
     v_existing record;
+    v_plan     text;
+    v_price    jsonb;
 BEGIN
     IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255
        OR customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
@@ -2510,6 +2527,20 @@ BEGIN
     v_problem := payments._usage_event_problem(v_meter, quantity, v_at, v_props, now());
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION '%', v_problem USING ERRCODE = 'PM100';
+    END IF;
+    -- Usage that no payment could ever charge is refused now, not when it is billed: priced
+    -- alone at the plan of the subscription that bills the meter, it must fit in one payment.
+    SELECT s.plan INTO v_plan FROM payments.meter_claims c
+    JOIN payments.subscriptions s ON s.customer_id = c.customer_id AND s.id = c.subscription_id
+    WHERE c.customer_id = record_usage.customer_id AND c.meter = v_meter.code;
+    IF v_plan IS NOT NULL THEN
+        SELECT m.value -> 'price' INTO v_price
+        FROM payments.plans pl CROSS JOIN jsonb_array_elements(pl.metered) m
+        WHERE pl.code = v_plan AND m.value ->> 'meter' = v_meter.code LIMIT 1;
+        IF v_price IS NOT NULL AND coalesce(payments._usage_price(quantity::text, v_price::text) > 999999999999, true) THEN
+            RAISE EXCEPTION 'quantity % of meter % prices above what one invoice can charge (plan %)', quantity,
+                v_meter.code, v_plan USING ERRCODE = 'PM104';
+        END IF;
     END IF;
     -- The time only when the caller gave it: a retry without one is the same event.
     v_fp := sha256(convert_to(jsonb_build_array(v_meter.code, quantity, payments._epoch_micros(occurred_at), v_props)::text,
@@ -2541,7 +2572,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.record_usage(text, text, text, numeric, timestamptz, jsonb) IS
-    'Records one usage event of a customer on a meter, once per (customer, idempotency_key): the same event again is replayed (outcome replayed) and counts once; the key with another event is PM201. quantity: 0 to 10^15, exact; occurred_at (default: now, and then not part of what a replay must repeat) at most 35 days ago and 5 minutes ahead (as Stripe''s meter events); properties a flat object (count_unique meters need their property). Unknown meter PM204; bad input PM100. In the caller''s transaction.';
+    'Records one usage event of a customer on a meter, once per (customer, idempotency_key): the same event again is replayed (outcome replayed) and counts once; the key with another event is PM201. quantity: 0 to 10^15, exact; occurred_at (default: now, and then not part of what a replay must repeat) at most 35 days ago and 5 minutes ahead (as Stripe''s meter events); properties a flat object (count_unique meters need their property). Unknown meter PM204; bad input PM100; a quantity that, priced alone at the plan of the subscription billing the meter, is more than one payment can charge PM104. In the caller''s transaction.';
 
 CREATE FUNCTION payments.record_usage_batch(events jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -2671,6 +2702,9 @@ CREATE TABLE payments.subscriptions (
     past_due_since       timestamptz,
     pending_plan         text COLLATE "C" REFERENCES payments.plans (code),
     credit_minor         bigint NOT NULL DEFAULT 0 CHECK (credit_minor >= 0),
+    anchor_period        integer NOT NULL DEFAULT 0 CHECK (anchor_period >= 0),
+    usage_from           timestamptz NOT NULL,
+    billing_error        jsonb,
     idempotency_key      text COLLATE "C" NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     fingerprint          bytea NOT NULL,
     created_at           timestamptz NOT NULL DEFAULT now(),
@@ -2687,7 +2721,7 @@ COMMENT ON COLUMN payments.subscriptions.id IS 'sub_ + 26-character time-sortabl
 COMMENT ON COLUMN payments.subscriptions.status IS
     'trialing, active, past_due, unpaid, canceled, incomplete (a paid plan without trial, until its first period is paid), paused.';
 COMMENT ON COLUMN payments.subscriptions.current_period_start IS 'Start of the period limits and usage count in.';
-COMMENT ON COLUMN payments.subscriptions.billing_anchor IS 'Where paid periods are counted from (the start, or the end of the trial): period n ends n intervals after it, so a subscription begun on January 31 renews on the last day of each month.';
+COMMENT ON COLUMN payments.subscriptions.billing_anchor IS 'The instant paid periods are counted from (the start, the end of the trial, a resume, or a change of billing interval): period n ends n - anchor_period intervals after it, counted in UTC whatever the session''s TimeZone, so a subscription begun on January 31 renews on the last day of each month.';
 COMMENT ON COLUMN payments.subscriptions.period_number IS 'Which paid period is current (0: the trial).';
 COMMENT ON COLUMN payments.subscriptions.past_due_since IS 'When its renewal first failed; past_due grants its features for the grace period after it (set_dunning).';
 COMMENT ON COLUMN payments.subscriptions.pending_plan IS 'The plan it moves to when the current period ends (change_plan without proration).';
@@ -2874,14 +2908,22 @@ END
 $$;
 COMMENT ON FUNCTION payments._subscription_result(text, text, text) IS 'Internal: a subscription as a subscription_result row.';
 
+CREATE FUNCTION payments._utc_add(p_at timestamptz, p_span interval) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ((p_at AT TIME ZONE 'UTC') + p_span) AT TIME ZONE 'UTC';
+
+COMMENT ON FUNCTION payments._utc_add(timestamptz, interval) IS
+    'Internal: p_at plus p_span counted on the UTC calendar. timestamptz + interval counts days and months in the session''s TimeZone (a day across a DST change is 23 or 25 hours; January 31 + 1 month is February 28 in UTC but March 1 in Los Angeles at 04:00Z); billing must not depend on who calls it.';
+
 CREATE FUNCTION payments._period_end(p_plan payments.plans, p_anchor timestamptz, p_number integer) RETURNS timestamptz
-LANGUAGE sql STABLE
-RETURN p_anchor + p_number * p_plan.interval_count * CASE p_plan.billing_interval WHEN 'day' THEN interval '1 day'
-                                                                     WHEN 'week' THEN interval '7 days'
-                                                                     WHEN 'month' THEN interval '1 month'
-                                                                     ELSE interval '1 year' END;
+LANGUAGE sql IMMUTABLE
+RETURN payments._utc_add(p_anchor, p_number * p_plan.interval_count
+                                   * CASE p_plan.billing_interval WHEN 'day' THEN interval '1 day'
+                                                                  WHEN 'week' THEN interval '7 days'
+                                                                  WHEN 'month' THEN interval '1 month'
+                                                                  ELSE interval '1 year' END);
 COMMENT ON FUNCTION payments._period_end(payments.plans, timestamptz, integer) IS
-    'Internal: the end of a plan''s p_number-th period counted from p_anchor (from January 31: February 28 or 29, then March 31, as Stripe bills).';
+    'Internal: the end of a plan''s p_number-th period counted from p_anchor on the UTC calendar (from January 31: February 28 or 29, then March 31, as Stripe bills).';
 
 CREATE FUNCTION payments._subscription_event(p_sub payments.subscriptions, p_from text, p_reason text, p_data jsonb)
 RETURNS void
@@ -2944,7 +2986,7 @@ BEGIN
         -- for its first period to be paid (incomplete, as on Stripe).
         IF v_trial > 0 THEN
             v_sub.status := 'trialing';
-            v_sub.trial_end := at + v_trial * interval '1 day';
+            v_sub.trial_end := payments._utc_add(at, v_trial * interval '1 day');
             v_sub.current_period_end := v_sub.trial_end;
             v_sub.billing_anchor := v_sub.trial_end;
             v_sub.period_number := 0;
@@ -2954,19 +2996,21 @@ BEGIN
             v_sub.period_number := 1;
             v_sub.current_period_end := payments._period_end(v_plan, at, 1);
         END IF;
+        v_sub.usage_from := at;
         INSERT INTO payments.subscriptions (id, customer_id, plan, status, payment_method, current_period_start,
-                                            current_period_end, billing_anchor, period_number, trial_end,
+                                            current_period_end, billing_anchor, period_number, trial_end, usage_from,
                                             idempotency_key, fingerprint)
         VALUES (v_sub.id, v_sub.customer_id, v_sub.plan, v_sub.status, v_sub.payment_method, v_sub.current_period_start,
-                v_sub.current_period_end, v_sub.billing_anchor, v_sub.period_number, v_sub.trial_end,
+                v_sub.current_period_end, v_sub.billing_anchor, v_sub.period_number, v_sub.trial_end, v_sub.usage_from,
                 create_subscription.idempotency_key, v_fp)
         ON CONFLICT ON CONSTRAINT subscriptions_idempotency_key DO NOTHING;
         IF FOUND THEN
+            PERFORM payments._claim_meters(v_sub, v_plan);
             PERFORM payments._subscription_event(v_sub, NULL, 'created',
                                                  jsonb_build_object('idempotency_key', idempotency_key, 'trial_days', v_trial));
             IF v_sub.status = 'incomplete' THEN
                 -- The first period is invoiced and charged at once; paid, it makes the subscription active.
-                PERFORM payments._invoice_period(v_sub, v_plan);
+                PERFORM payments._invoice_period(v_sub, v_plan, v_plan, NULL, NULL, at);
             END IF;
             RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'created');
             RETURN;
@@ -2982,7 +3026,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz) IS
-    'Subscribes a customer to a plan at time at, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid. Unknown plan PM204; an archived one PM206.';
+    'Subscribes a customer to a plan at time at, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid (incomplete_expired, its invoice void, if that does not happen within 23 hours). Unknown plan PM204; an archived one PM206; a plan pricing a meter that another live subscription of the customer already bills PM206.';
 
 CREATE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -3043,7 +3087,7 @@ DECLARE
 BEGIN
     UPDATE payments.subscriptions s
     SET status = p_sub.status, cancel_at_period_end = p_sub.cancel_at_period_end, canceled_at = p_sub.canceled_at,
-        past_due_since = CASE WHEN p_sub.status = 'past_due' THEN coalesce(s.past_due_since, v_now) END,
+        past_due_since = CASE WHEN p_sub.status = 'past_due' THEN coalesce(s.past_due_since, p_sub.past_due_since, v_now) END,
         updated_at = now()
     WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
     PERFORM payments._subscription_event(p_sub, p_from, p_reason, p_data);
@@ -3051,7 +3095,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._set_subscription(payments.subscriptions, text, text, jsonb) IS
-    'Internal: stores a locked subscription''s new status and cancel fields and notes the step in its history.';
+    'Internal: stores a locked subscription''s new status and cancel fields and notes the step in its history. past_due_since is kept from the first failure on (the caller sets it to the time of the failed attempt).';
 
 CREATE FUNCTION payments.cancel_subscription(id text, at_period_end boolean DEFAULT true, at timestamptz DEFAULT now())
 RETURNS SETOF payments.subscription_result
@@ -3063,23 +3107,22 @@ BEGIN
     IF at_period_end IS NULL OR at IS NULL THEN
         RAISE EXCEPTION 'at_period_end and at are required' USING ERRCODE = 'PM100';
     END IF;
-    IF v_sub.status = 'canceled' OR (at_period_end AND v_sub.cancel_at_period_end) THEN
+    IF v_sub.status IN ('canceled', 'incomplete_expired') OR (at_period_end AND v_sub.cancel_at_period_end) THEN
         RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
         RETURN;
     END IF;
     IF at_period_end AND v_sub.status IN ('trialing', 'active', 'past_due') THEN
         v_sub.cancel_at_period_end := true;
-    ELSE
-        v_sub.status := 'canceled';
-        v_sub.canceled_at := at;
+        RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, v_from, 'cancel at period end',
+                                                              jsonb_build_object('at', at));
+        RETURN;
     END IF;
-    RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, v_from,
-        CASE WHEN v_sub.status = 'canceled' THEN 'canceled' ELSE 'cancel at period end' END,
-        jsonb_build_object('at', at));
+    PERFORM payments._end_subscription(v_sub, 'canceled', at, 'canceled', at);
+    RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
 END
 $$;
 COMMENT ON FUNCTION payments.cancel_subscription(text, boolean, timestamptz) IS
-    'Cancels a subscription: at the end of its period (default; it stays usable until then), or at once (at_period_end false, and always for one that is not trialing, active or past_due). Canceling again is a noop. PM204 when unknown.';
+    'Cancels a subscription: at the end of its period (default; it stays usable until then), or at once (at_period_end false, and always for one that is not trialing, active or past_due). Either way its usage not yet invoiced is invoiced once (a final invoice, one attempt), and its open invoices are no longer collected (uncollectible; a payment waiting on the customer is canceled), as on Stripe. Canceling again is a noop. PM204 when unknown.';
 
 CREATE FUNCTION payments.pause_subscription(id text) RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -3105,15 +3148,29 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_sub  payments.subscriptions%ROWTYPE := payments._locked_subscription(resume_subscription.id);
 BEGIN
+    IF at IS NULL THEN
+        RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';
+    END IF;
     IF v_sub.status <> 'paused' THEN
         RAISE EXCEPTION 'subscription % is %, not paused', v_sub.id, v_sub.status USING ERRCODE = 'PM206';
     END IF;
-    v_sub.status := CASE WHEN v_sub.trial_end > at THEN 'trialing' ELSE 'active' END;
-    RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, 'paused', 'resumed', jsonb_build_object('at', at));
+    IF at < v_sub.current_period_end THEN
+        -- Within the period it was paused in: it goes on as it was.
+        v_sub.status := CASE WHEN v_sub.period_number = 0 THEN 'trialing' ELSE 'active' END;
+        RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, 'paused', 'resumed', jsonb_build_object('at', at));
+    ELSIF v_sub.cancel_at_period_end THEN
+        PERFORM payments._end_subscription(v_sub, 'canceled', v_sub.current_period_end, 'canceled at period end', at);
+        RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
+    ELSE
+        -- The periods that passed while it was paused are not billed: a new period starts now
+        -- (Stripe: a paused subscription does not advance; on resume the anchor is now).
+        PERFORM payments._next_period(v_sub, at, true, 'resumed', at);
+        RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION payments.resume_subscription(text, timestamptz) IS
-    'Resumes a paused subscription (PM206 otherwise): trialing while its trial lasts, active after.';
+    'Resumes a paused subscription at time at (PM206 otherwise). Within the period it was paused in, it goes on (trialing while its trial lasts); after, the periods that passed are not billed: a new period starts at at, its anchor, and is invoiced (a trial paused and resumed after its end starts its first paid period then). One canceled at period end whose period passed ends instead.';
 
 -- ---------------------------------------------------------------------------
 -- What a customer may do now
@@ -3174,35 +3231,40 @@ RETURNS TABLE (feature text, "limit" numeric, used numeric, remaining numeric, s
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_sub     payments.subscriptions%ROWTYPE;
+    v_period  record;
     v_feature record;
 BEGIN
+    IF at IS NULL THEN
+        RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';
+    END IF;
     FOR v_sub IN
         SELECT * FROM payments.subscriptions s
         WHERE s.customer_id = entitlements.customer_id AND s.status IN ('trialing', 'active', 'past_due')
         ORDER BY s.created_at, s.id
     LOOP
         CONTINUE WHEN NOT payments._grants_now(v_sub, at);
+        v_period := payments._period_at(v_sub, at);
         -- One feature at a time, each count read where it lives (Citus plans no lateral join here).
         FOR v_feature IN SELECT f.key, f.value FROM payments.plans p CROSS JOIN jsonb_each(p.features) f
-                         WHERE p.code = v_sub.plan ORDER BY f.key LOOP
+                         WHERE p.code = v_period.plan ORDER BY f.key LOOP
             SELECT fu.used INTO used FROM payments.feature_usage fu
             WHERE fu.customer_id = entitlements.customer_id AND fu.subscription_id = v_sub.id
-              AND fu.feature = v_feature.key AND fu.period_start = v_sub.current_period_start;
+              AND fu.feature = v_feature.key AND fu.period_start = v_period.period_start;
             feature := v_feature.key;
             "limit" := CASE WHEN jsonb_typeof(v_feature.value) = 'number' THEN (v_feature.value::text)::numeric END;
             used := coalesce(used, 0);
             remaining := "limit" - used;
             subscription_id := v_sub.id;
-            plan := v_sub.plan;
-            period_start := v_sub.current_period_start;
-            period_end := v_sub.current_period_end;
+            plan := v_period.plan;
+            period_start := v_period.period_start;
+            period_end := v_period.period_end;
             RETURN NEXT;
         END LOOP;
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION payments.entitlements(text, timestamptz) IS
-    'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit this period (NULL: unlimited), what was used and what is left.';
+    'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit in the period at falls in (NULL: unlimited), what was used and what is left. The period follows from at and the subscription alone: a new period''s quota starts at its start, whether run_billing has renewed it yet or not.';
 
 CREATE FUNCTION payments.consume(customer_id text, feature text, quantity numeric, request_id text,
                                  at timestamptz DEFAULT now())
@@ -3212,6 +3274,7 @@ DECLARE
     v_candidate record;
     v_grant  jsonb;
     v_sub    payments.subscriptions%ROWTYPE;
+    v_period record;
     v_limit  numeric;
     v_used   numeric;
     v_answer payments.consumptions%ROWTYPE;
@@ -3233,18 +3296,19 @@ BEGIN
         CONTINUE WHEN v_grant IS NULL;
         SELECT * INTO v_sub FROM payments.subscriptions s
         WHERE s.customer_id = consume.customer_id AND s.id = v_candidate.id FOR UPDATE;
-        IF v_sub.plan IS DISTINCT FROM v_candidate.plan THEN
-            -- Its plan changed while we looked: the locked plan's grant is the one that counts.
-            SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_sub.plan;
+        -- The period at falls in, and the plan it bills (the locked row's: it may have changed).
+        v_period := payments._period_at(v_sub, at);
+        IF v_period.plan IS DISTINCT FROM v_candidate.plan THEN
+            SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_period.plan;
         END IF;
         EXIT WHEN v_grant IS NOT NULL AND payments._grants_now(v_sub, at);
         v_sub := NULL;
     END LOOP;
-    -- A retried request: its first answer, nothing consumed.
+    -- A retried request: its first answer, nothing consumed; the same id for another request is refused.
     SELECT * INTO v_answer FROM payments.consumptions c
     WHERE c.customer_id = consume.customer_id AND c.request_id = consume.request_id;
     IF FOUND THEN
-        RETURN QUERY SELECT v_answer.allowed, v_answer.remaining, 'replayed'::text, v_answer.reason, v_answer.subscription_id;
+        RETURN QUERY SELECT * FROM payments._replayed_consumption(v_answer, feature, quantity);
         RETURN;
     END IF;
     v_answer.customer_id := customer_id;
@@ -3260,12 +3324,12 @@ BEGIN
         v_limit := CASE WHEN jsonb_typeof(v_grant) = 'number' THEN (v_grant::text)::numeric END;
         SELECT fu.used INTO v_used FROM payments.feature_usage fu
         WHERE fu.customer_id = v_sub.customer_id AND fu.subscription_id = v_sub.id AND fu.feature = consume.feature
-          AND fu.period_start = v_sub.current_period_start;
+          AND fu.period_start = v_period.period_start;
         v_used := coalesce(v_used, 0);
         v_answer.allowed := v_limit IS NULL OR v_used + quantity <= v_limit;
         IF v_answer.allowed THEN
             INSERT INTO payments.feature_usage AS fu (customer_id, subscription_id, feature, period_start, used)
-            VALUES (v_sub.customer_id, v_sub.id, feature, v_sub.current_period_start, quantity)
+            VALUES (v_sub.customer_id, v_sub.id, feature, v_period.period_start, quantity)
             ON CONFLICT ON CONSTRAINT feature_usage_pkey DO UPDATE SET used = fu.used + excluded.used;
             v_answer.remaining := v_limit - v_used - quantity;
         ELSE
@@ -3280,8 +3344,9 @@ BEGIN
             v_answer.allowed, v_answer.remaining, v_answer.reason)
     ON CONFLICT ON CONSTRAINT consumptions_pkey DO NOTHING;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT c.allowed, c.remaining, 'replayed'::text, c.reason, c.subscription_id
-        FROM payments.consumptions c WHERE c.customer_id = consume.customer_id AND c.request_id = consume.request_id;
+        SELECT * INTO v_answer FROM payments.consumptions c
+        WHERE c.customer_id = consume.customer_id AND c.request_id = consume.request_id;
+        RETURN QUERY SELECT * FROM payments._replayed_consumption(v_answer, feature, quantity);
         RETURN;
     END IF;
     RETURN QUERY SELECT v_answer.allowed, v_answer.remaining,
@@ -3289,7 +3354,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.consume(text, text, numeric, text, timestamptz) IS
-    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit (the subscription''s row lock serialises them). A repeated request_id returns the first answer (outcome replayed) and counts nothing.';
+    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit (the subscription''s row lock serialises them). The period counted in is the one at falls in (a new period''s quota starts at its start, renewed by run_billing or not). A repeated request_id returns the first answer (outcome replayed) and counts nothing; the same request_id with another feature or quantity is PM201.';
 
 -- ---------------------------------------------------------------------------
 -- Invoices, renewals and dunning (sql/billing.sql)
@@ -3331,7 +3396,7 @@ CREATE TABLE payments.invoices (
     customer_id     text COLLATE "C" NOT NULL,
     subscription_id text COLLATE "C" NOT NULL,
     period_number   integer NOT NULL,
-    kind            text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'proration', 'threshold')),
+    kind            text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'proration', 'threshold', 'final')),
     number          text NOT NULL,
     status          text COLLATE "C" NOT NULL CHECK (payments._is_allowed('invoice_status', status)),
     currency        text COLLATE "C" NOT NULL,
@@ -3340,7 +3405,10 @@ CREATE TABLE payments.invoices (
     period_end      timestamptz NOT NULL,
     payment_id      text COLLATE "C",
     attempt_count   integer NOT NULL DEFAULT 0 CHECK (attempt_count >= 0),
+    attempted_at    timestamptz,
     next_attempt_at timestamptz,
+    usage_from      timestamptz,
+    usage_to        timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     paid_at         timestamptz,
     PRIMARY KEY (customer_id, id),
@@ -3352,8 +3420,8 @@ CREATE UNIQUE INDEX invoices_period_idx ON payments.invoices (customer_id, subsc
 CREATE INDEX invoices_id_idx ON payments.invoices (id);
 CREATE INDEX invoices_retry_idx ON payments.invoices (next_attempt_at) WHERE status = 'open';
 COMMENT ON TABLE payments.invoices IS
-    'Invoices of subscription periods: open (finalized, numbered, charged), then paid, or left open for dunning; uncollectible when the subscription is canceled for it. Beside the customer (on Citus, by customer_id).';
-COMMENT ON COLUMN payments.invoices.kind IS 'period: a period''s recurring fee (one per period) and the usage of the period before; proration: a plan changed within a period; threshold: usage that reached the plan''s usage threshold within a period (period_number is that period).';
+    'Invoices of subscription periods: open (finalized, numbered, charged), then paid, or left open for dunning; uncollectible when its subscription is canceled (collection stops) or its last attempt failed, void when it should never be paid (an incomplete subscription expired, or a plan change netted it). Beside the customer (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.invoices.kind IS 'period: a period''s recurring fee (one per period) and the usage not yet invoiced before it; proration: a plan changed within a period (with the usage under the old plan); threshold: usage that reached the plan''s usage threshold within a period (period_number is that period); final: the usage not yet invoiced when the subscription ended (one attempt).';
 COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique per year in the order invoices were finalized.';
 COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt.';
 COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';
@@ -3406,15 +3474,14 @@ $$;
 COMMENT ON FUNCTION payments._next_invoice_number(timestamptz) IS
     'Internal: the next invoice number of the year (UTC) of p_at; the counter''s row stays locked until the caller''s transaction ends.';
 
-CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans,
-                                         p_usage_plan payments.plans DEFAULT NULL, p_usage_from timestamptz DEFAULT NULL,
-                                         p_usage_to timestamptz DEFAULT NULL) RETURNS text
+CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans, p_usage_plan payments.plans,
+                                         p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz)
+RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice  payments.invoices%ROWTYPE;
     v_credit   bigint;
     v_lines    jsonb;
-    v_total    bigint;
 BEGIN
     -- The caller holds the subscription's row lock; the period's invoice is made once.
     SELECT * INTO v_invoice FROM payments.invoices i
@@ -3426,37 +3493,38 @@ BEGIN
     v_lines := jsonb_build_array(jsonb_build_object(
         'kind', 'recurring', 'amount_minor', p_plan.amount_minor, 'quantity', 1,
         'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number));
-    -- The usage of the period that just closed, in arrears, less what its thresholds invoiced.
-    IF p_usage_from IS NOT NULL THEN
-        v_lines := v_lines || payments._usage_lines(p_sub, p_usage_plan, p_usage_from, p_usage_to, p_sub.period_number - 1);
+    -- The usage not invoiced yet, in arrears, at the plan it was used under.
+    IF p_usage_from < p_usage_to THEN
+        v_lines := v_lines || payments._usage_lines(p_sub, p_usage_plan, p_usage_from, p_usage_to);
     END IF;
     -- What a downgrade left is taken off, up to the total.
-    SELECT sum((l ->> 'amount_minor')::bigint) INTO v_total FROM jsonb_array_elements(v_lines) l;
-    v_credit := least(coalesce(p_sub.credit_minor, 0), v_total);
+    v_credit := least(coalesce(p_sub.credit_minor, 0), payments._lines_total(v_lines));
     IF v_credit > 0 THEN
         v_lines := v_lines || jsonb_build_array(jsonb_build_object(
             'kind', 'credit', 'amount_minor', -v_credit, 'quantity', 1, 'description', 'credit from a plan change'));
     END IF;
-    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, v_lines, v_credit);
+    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, v_lines, v_credit,
+                                   CASE WHEN p_usage_from < p_usage_to THEN p_usage_from END,
+                                   CASE WHEN p_usage_from < p_usage_to THEN p_usage_to END, p_at);
 END
 $$;
-COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz) IS
-    'Internal: the invoice of a subscription''s current period, made, numbered and charged once (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears, less the subscription''s credit. The caller holds the subscription''s row lock.';
+COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz, timestamptz) IS
+    'Internal: the invoice of a subscription''s current period, made, numbered and charged once at time p_at (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears, less the subscription''s credit. The caller holds the subscription''s row lock.';
 
 CREATE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
-                                        p_credit_used bigint) RETURNS text
+                                        p_credit_used bigint, p_usage_from timestamptz, p_usage_to timestamptz,
+                                        p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id      text := payments._new_id('inv');
     v_invoice payments.invoices%ROWTYPE;
     v_line    record;
-    v_total   bigint;
 BEGIN
-    SELECT greatest(sum((l ->> 'amount_minor')::bigint), 0) INTO v_total FROM jsonb_array_elements(p_lines) l;
     INSERT INTO payments.invoices (id, customer_id, subscription_id, period_number, kind, number, status, currency,
-                                   total_minor, period_start, period_end)
+                                   total_minor, period_start, period_end, usage_from, usage_to)
     VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, p_kind, payments._next_invoice_number(now()), 'open',
-            p_currency, v_total, p_sub.current_period_start, p_sub.current_period_end)
+            p_currency, greatest(payments._lines_total(p_lines), 0), p_sub.current_period_start, p_sub.current_period_end,
+            p_usage_from, p_usage_to)
     RETURNING * INTO v_invoice;
     PERFORM payments._invoice_event(v_invoice, NULL);
     FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(p_lines) WITH ORDINALITY l LOOP
@@ -3468,14 +3536,15 @@ BEGIN
         UPDATE payments.subscriptions s SET credit_minor = s.credit_minor - p_credit_used
         WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
     END IF;
-    PERFORM payments._charge_invoice(v_invoice, p_sub);
+    PERFORM payments._charge_invoice(v_invoice, p_sub, p_at);
     RETURN v_id;
 END
 $$;
-COMMENT ON FUNCTION payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint) IS
-    'Internal: makes, numbers and charges an invoice of lines ([{kind, description, amount_minor}]; the total is their sum, at least 0) for a subscription whose row the caller has locked, using p_credit_used of its credit.';
+COMMENT ON FUNCTION payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint, timestamptz, timestamptz, timestamptz) IS
+    'Internal: makes, numbers and charges at time p_at an invoice of lines ([{kind, description, amount_minor}]; the total is their sum, at least 0) for a subscription whose row the caller has locked, using p_credit_used of its credit; p_usage_from and p_usage_to: the usage it bills.';
 
-CREATE FUNCTION payments._charge_invoice(p_invoice payments.invoices, p_sub payments.subscriptions) RETURNS void
+CREATE FUNCTION payments._charge_invoice(p_invoice payments.invoices, p_sub payments.subscriptions, p_at timestamptz)
+RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_attempt integer := p_invoice.attempt_count + 1;
@@ -3489,25 +3558,30 @@ BEGIN
         PERFORM payments._invoice_event(v_paid, p_invoice.status);
         RETURN;
     END IF;
-    -- One payment per attempt, its key derived from the subscription, period and attempt
-    -- (a proration's from its invoice).
+    -- The previous attempt, if it still waits on the customer, gives way to this one.
+    IF p_invoice.payment_id IS NOT NULL THEN
+        PERFORM payments._abandon_payment(p_invoice.customer_id, p_invoice.payment_id);
+    END IF;
+    -- One payment per attempt, keyed by the invoice (its id is random and exists only in this
+    -- transaction, so no API caller can claim the key first) and the attempt.
     SELECT p.id INTO v_payment FROM payments.create_payment(
-        CASE p_invoice.kind WHEN 'period' THEN 'invoice:' || p_sub.id || ':' || p_invoice.period_number
-                            ELSE 'invoice:' || p_invoice.id END || ':' || v_attempt, p_invoice.customer_id,
+        'invoice:' || p_invoice.id || ':' || v_attempt, p_invoice.customer_id,
         payments.to_major(p_invoice.total_minor, p_invoice.currency), p_invoice.currency, p_sub.payment_method,
         'Invoice ' || p_invoice.number, jsonb_build_object('invoice_id', p_invoice.id, 'subscription_id', p_sub.id)) p;
-    UPDATE payments.invoices i SET payment_id = v_payment, next_attempt_at = NULL
+    UPDATE payments.invoices i
+    SET payment_id = v_payment, attempt_count = v_attempt, attempted_at = p_at, next_attempt_at = NULL
     WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id;
     IF p_sub.payment_method IS NULL THEN
         -- Nothing to charge: a failed attempt at once.
-        PERFORM payments._invoice_payment_settled(p_invoice.customer_id, v_payment, 'failed');
+        PERFORM payments._invoice_payment_settled(p_invoice.customer_id, v_payment, 'failed', p_at);
     END IF;
 END
 $$;
-COMMENT ON FUNCTION payments._charge_invoice(payments.invoices, payments.subscriptions) IS
-    'Internal: the next attempt at an invoice: a payment for its total (key invoice:<subscription>:<period>:<attempt>, metadata invoice_id) that the gateway charges; without a payment method, a failed attempt.';
+COMMENT ON FUNCTION payments._charge_invoice(payments.invoices, payments.subscriptions, timestamptz) IS
+    'Internal: the next attempt at an invoice, at time p_at: a payment for its total (key invoice:<invoice>:<attempt>, metadata invoice_id) that the gateway charges; without a payment method, a failed attempt. A previous attempt still waiting on the customer is canceled first.';
 
-CREATE FUNCTION payments._invoice_payment_settled(p_customer_id text, p_payment_id text, p_status text) RETURNS void
+CREATE FUNCTION payments._invoice_payment_settled(p_customer_id text, p_payment_id text, p_status text,
+                                                  p_at timestamptz DEFAULT now()) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice  payments.invoices%ROWTYPE;
@@ -3515,9 +3589,13 @@ DECLARE
     v_sub      payments.subscriptions%ROWTYPE;
     v_from     text;
     v_settings record;
+    v_failed_at timestamptz;
+    v_last     boolean;
 BEGIN
+    -- Money received settles an uncollectible invoice too; a failure only an open one.
     SELECT * INTO v_invoice FROM payments.invoices i
-    WHERE i.customer_id = p_customer_id AND i.payment_id = p_payment_id AND i.status = 'open' FOR UPDATE;
+    WHERE i.customer_id = p_customer_id AND i.payment_id = p_payment_id
+      AND (i.status = 'open' OR (p_status = 'succeeded' AND i.status = 'uncollectible')) FOR UPDATE;
     IF NOT FOUND THEN
         RETURN;  -- an earlier attempt's payment, or an invoice already settled
     END IF;
@@ -3528,25 +3606,51 @@ BEGIN
         UPDATE payments.invoices i SET status = 'paid', paid_at = now(), next_attempt_at = NULL
         WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id
         RETURNING * INTO v_settled;
-        IF v_sub.status IN ('incomplete', 'past_due', 'unpaid') THEN
+        -- Active again only when nothing else is left unpaid (Stripe: past_due means the latest
+        -- invoice failed): paying an older invoice does not clear a newer failure.
+        IF v_sub.status IN ('incomplete', 'past_due', 'unpaid')
+           AND NOT EXISTS (SELECT 1 FROM payments.invoices i
+                           WHERE i.customer_id = p_customer_id AND i.subscription_id = v_sub.id AND i.status = 'open'
+                             AND i.kind <> 'final') THEN
             v_sub.status := 'active';
         END IF;
     ELSE
+        -- failed, or requires_action: a renewal waiting on the customer is dunned as a failure
+        -- (its payment stays payable until the next attempt replaces it).
         SELECT coalesce((SELECT b.retry_days FROM payments.billing_settings b), '{1,3,5}') AS retry_days,
                coalesce((SELECT b.final_status FROM payments.billing_settings b), 'unpaid') AS final_status
         INTO v_settings;
+        v_failed_at := greatest(p_at, v_invoice.attempted_at);
+        v_last := v_invoice.kind = 'final' OR v_invoice.attempt_count > cardinality(v_settings.retry_days)
+                  OR v_sub.status IN ('canceled', 'incomplete_expired');
         UPDATE payments.invoices i
-        SET attempt_count = v_invoice.attempt_count + 1,
-            next_attempt_at = now() + v_settings.retry_days[v_invoice.attempt_count + 1] * interval '1 day',
-            status = CASE WHEN v_invoice.attempt_count + 1 > cardinality(v_settings.retry_days)
-                               AND v_settings.final_status = 'canceled' THEN 'uncollectible' ELSE 'open' END
+        SET next_attempt_at = CASE WHEN NOT v_last THEN payments._utc_add(
+                                  coalesce(v_invoice.attempted_at, v_failed_at),
+                                  v_settings.retry_days[v_invoice.attempt_count] * interval '1 day') END,
+            -- (An incomplete subscription's first invoice is voided when it expires, below.)
+            status = CASE WHEN v_invoice.kind = 'final'
+                               OR (v_last AND v_settings.final_status = 'canceled' AND v_sub.status <> 'incomplete')
+                          THEN 'uncollectible' ELSE 'open' END
         WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id
         RETURNING * INTO v_settled;
-        IF v_invoice.attempt_count + 1 > cardinality(v_settings.retry_days) THEN
-            v_sub.status := CASE WHEN v_sub.status = 'incomplete' THEN 'canceled' ELSE v_settings.final_status END;
-            v_sub.canceled_at := CASE WHEN v_sub.status = 'canceled' THEN now() END;
+        IF v_invoice.kind = 'final' OR v_sub.status NOT IN ('trialing', 'active', 'past_due', 'unpaid', 'incomplete') THEN
+            NULL;  -- an ended subscription's last invoice: nothing more to decide
+        ELSIF v_last AND v_sub.status = 'incomplete' THEN
+            PERFORM payments._invoice_event(v_settled, v_invoice.status);
+            PERFORM payments._end_subscription(v_sub, 'incomplete_expired', v_failed_at,
+                                               'invoice ' || v_invoice.number || ' ' || p_status, p_at);
+            RETURN;
+        ELSIF v_last THEN
+            v_sub.status := v_settings.final_status;
+            IF v_sub.status = 'canceled' THEN
+                PERFORM payments._invoice_event(v_settled, v_invoice.status);
+                PERFORM payments._end_subscription(v_sub, 'canceled', v_failed_at,
+                                                   'invoice ' || v_invoice.number || ' ' || p_status, p_at);
+                RETURN;
+            END IF;
         ELSIF v_sub.status IN ('active', 'trialing') THEN
             v_sub.status := 'past_due';
+            v_sub.past_due_since := v_failed_at;
         END IF;
     END IF;
     PERFORM payments._invoice_event(v_settled, v_invoice.status);
@@ -3556,115 +3660,81 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION payments._invoice_payment_settled(text, text, text) IS
-    'Internal: an invoice payment reached succeeded or failed: the invoice is paid (and an incomplete, past_due or unpaid subscription active again), or its failed attempt is counted and the next scheduled (the subscription past_due; after the last, unpaid or canceled as set_dunning says).';
+COMMENT ON FUNCTION payments._invoice_payment_settled(text, text, text, timestamptz) IS
+    'Internal: an invoice payment reached succeeded, failed or requires_action (at p_at, the time of the news; retries count from the attempt''s own time): the invoice is paid (and an incomplete, past_due or unpaid subscription active again once nothing else is left open), or its failed attempt is counted and the next scheduled (the subscription past_due; after the last, unpaid or canceled as set_dunning says, and an incomplete one incomplete_expired). A final invoice gets one attempt.';
 
 CREATE FUNCTION payments.run_billing(at timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_due      record;
-    v_sub      payments.subscriptions%ROWTYPE;
-    v_plan     payments.plans%ROWTYPE;
-    v_used_plan payments.plans%ROWTYPE;
-    v_used_from timestamptz;
-    v_invoice  payments.invoices%ROWTYPE;
-    v_from     text;
-    v_renewed  integer := 0;
-    v_ended    integer := 0;
-    v_retried  integer := 0;
-    v_thresholds integer := 0;
+    v_due     record;
+    v_invoice payments.invoices%ROWTYPE;
+    v_sub     payments.subscriptions%ROWTYPE;
+    v_done    jsonb;
+    v_counts  jsonb := '{"renewed": 0, "ended": 0, "expired": 0, "retried": 0, "thresholds": 0}';
+    v_failed  jsonb[] := '{}';
+    v_error   jsonb;
+    v_state   text;
+    v_msg     text;
+    v_sub_id  text;
     v_threshold_plans text[];
-    v_lines    jsonb;
 BEGIN
-    IF at IS NULL THEN
-        RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at is required (a finite time)' USING ERRCODE = 'PM100';
     END IF;
-    -- 1. Periods that ended: canceled at their end, or renewed (possibly several periods
-    -- behind: each pass of the loop moves a subscription one period on).
-    FOR v_due IN
-        SELECT s.customer_id, s.id FROM payments.subscriptions s
-        WHERE s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= at
-        ORDER BY s.current_period_end LIMIT 1000
-    LOOP
-        LOOP
-            SELECT * INTO v_sub FROM payments.subscriptions s
-            WHERE s.customer_id = v_due.customer_id AND s.id = v_due.id
-              AND s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= at
-            FOR UPDATE SKIP LOCKED;
-            EXIT WHEN NOT FOUND;
-            v_from := v_sub.status;
-            IF v_sub.cancel_at_period_end THEN
-                v_sub.status := 'canceled';
-                v_sub.canceled_at := v_sub.current_period_end;
-                PERFORM payments._set_subscription(v_sub, v_from, 'canceled at period end', '{}');
-                v_ended := v_ended + 1;
-                EXIT;
-            END IF;
-            -- The closed period's usage is billed at the plan it was used under.
-            SELECT * INTO v_used_plan FROM payments.plans p WHERE p.code = v_sub.plan;
-            -- (A trial's usage is not billed.)
-            v_used_from := CASE WHEN v_sub.period_number > 0 THEN v_sub.current_period_start END;
-            -- A plan change asked for at period end starts with the new period.
-            v_sub.plan := coalesce(v_sub.pending_plan, v_sub.plan);
-            SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
-            v_sub.period_number := v_sub.period_number + 1;
-            v_sub.current_period_start := v_sub.current_period_end;
-            v_sub.current_period_end := payments._period_end(v_plan, v_sub.billing_anchor, v_sub.period_number);
-            v_sub.status := CASE WHEN v_sub.status = 'trialing' THEN 'active' ELSE v_sub.status END;
-            UPDATE payments.subscriptions s
-            SET period_number = v_sub.period_number, current_period_start = v_sub.current_period_start,
-                current_period_end = v_sub.current_period_end, status = v_sub.status, plan = v_sub.plan,
-                pending_plan = NULL, updated_at = now()
-            WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
-            PERFORM payments._subscription_event(v_sub, v_from, 'renewed',
-                                                 jsonb_build_object('period_number', v_sub.period_number, 'plan', v_sub.plan,
-                                                                    'period_start', v_sub.current_period_start));
-            PERFORM payments._invoice_period(v_sub, v_plan, v_used_plan, v_used_from, v_sub.current_period_start);
-            v_renewed := v_renewed + 1;
-        END LOOP;
-    END LOOP;
-    -- 2. Dunning: failed invoices whose retry is due.
-    FOR v_due IN
-        SELECT i.customer_id, i.id FROM payments.invoices i
-        WHERE i.status = 'open' AND i.next_attempt_at <= at ORDER BY i.next_attempt_at LIMIT 1000
-    LOOP
-        SELECT * INTO v_invoice FROM payments.invoices i
-        WHERE i.customer_id = v_due.customer_id AND i.id = v_due.id AND i.status = 'open' AND i.next_attempt_at <= at
-        FOR UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
-        SELECT * INTO v_sub FROM payments.subscriptions s
-        WHERE s.customer_id = v_invoice.customer_id AND s.id = v_invoice.subscription_id;
-        PERFORM payments._charge_invoice(v_invoice, v_sub);
-        v_retried := v_retried + 1;
-    END LOOP;
-    -- 3. Threshold billing: usage of the open period that reached its plan's threshold
-    -- beyond what the period invoiced, invoiced now (under the subscription's lock: once).
     -- The plans first: on Citus, joining the reference table to every shard after this
     -- transaction's writes is refused.
     SELECT array_agg(p.code) INTO v_threshold_plans FROM payments.plans p WHERE p.usage_threshold_minor IS NOT NULL;
+    -- Each subscription in a savepoint of its own: one that fails (its usage cannot be priced,
+    -- its payment refused) is recorded on it and the others go on. Those that failed last go last.
     FOR v_due IN
-        SELECT s.customer_id, s.id FROM payments.subscriptions s
-        WHERE s.plan = ANY (v_threshold_plans) AND s.status IN ('active', 'past_due') AND s.period_number > 0
-          AND s.current_period_start < at AND s.current_period_end > at
-        ORDER BY s.customer_id, s.id LIMIT 1000
+        SELECT s.customer_id, s.id, 'subscription' AS unit, s.billing_error IS NOT NULL AS failing
+        FROM payments.subscriptions s
+        WHERE (s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= at)
+           OR (s.status = 'incomplete' AND s.current_period_start <= at - interval '23 hours')
+           OR (s.plan = ANY (v_threshold_plans) AND s.status IN ('active', 'past_due') AND s.period_number > 0
+               AND s.current_period_start < at AND s.current_period_end > at)
+        UNION ALL
+        -- Dunning: failed invoices whose retry is due.
+        SELECT i.customer_id, i.id, 'invoice', false FROM payments.invoices i
+        WHERE i.status = 'open' AND i.next_attempt_at <= at
+        ORDER BY 4, 1, 2 LIMIT 2000
     LOOP
-        SELECT * INTO v_sub FROM payments.subscriptions s
-        WHERE s.customer_id = v_due.customer_id AND s.id = v_due.id AND s.status IN ('active', 'past_due')
-          AND s.current_period_start < at AND s.current_period_end > at
-        FOR UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
-        SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
-        v_lines := payments._usage_lines(v_sub, v_plan, v_sub.current_period_start, at, v_sub.period_number);
-        IF (SELECT sum((l ->> 'amount_minor')::bigint) FROM jsonb_array_elements(v_lines) l) >= v_plan.usage_threshold_minor THEN
-            PERFORM payments._issue_invoice(v_sub, 'threshold', v_plan.currency, v_lines, 0);
-            v_thresholds := v_thresholds + 1;
-        END IF;
+        BEGIN
+            IF v_due.unit = 'subscription' THEN
+                v_done := payments._bill_subscription(v_due.customer_id, v_due.id, at);
+                PERFORM payments._billing_outcome(v_due.customer_id, v_due.id, NULL, at);
+            ELSE
+                SELECT * INTO v_invoice FROM payments.invoices i
+                WHERE i.customer_id = v_due.customer_id AND i.id = v_due.id AND i.status = 'open'
+                  AND i.next_attempt_at <= at
+                FOR UPDATE SKIP LOCKED;
+                CONTINUE WHEN NOT FOUND;
+                SELECT * INTO v_sub FROM payments.subscriptions s
+                WHERE s.customer_id = v_invoice.customer_id AND s.id = v_invoice.subscription_id;
+                -- A canceled or expired subscription is never charged.
+                CONTINUE WHEN v_sub.status NOT IN ('trialing', 'active', 'past_due', 'unpaid', 'incomplete');
+                PERFORM payments._charge_invoice(v_invoice, v_sub, at);
+                v_done := '{"retried": 1}';
+            END IF;
+            SELECT jsonb_object_agg(c.key, c.value::integer + coalesce((v_done ->> c.key)::integer, 0)) INTO v_counts
+            FROM jsonb_each_text(v_counts) c;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+            v_error := jsonb_build_object('sqlstate', v_state, 'message', left(v_msg, 300));
+            v_sub_id := v_due.id;
+            IF v_due.unit = 'invoice' THEN
+                SELECT i.subscription_id INTO v_sub_id FROM payments.invoices i
+                WHERE i.customer_id = v_due.customer_id AND i.id = v_due.id;
+            END IF;
+            PERFORM payments._billing_outcome(v_due.customer_id, v_sub_id, v_error, at);
+            v_failed := v_failed || (v_error || jsonb_build_object('subscription_id', v_sub_id));
+        END;
     END LOOP;
-    RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'retried', v_retried, 'thresholds', v_thresholds);
+    RETURN v_counts || jsonb_build_object('failed', to_jsonb(v_failed));
 END
 $$;
 COMMENT ON FUNCTION payments.run_billing(timestamptz) IS
-    'Does everything billing has due at time at: subscriptions canceled at period end end; trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by subscription, period and attempt; failed invoices are retried on the dunning schedule (set_dunning); usage that reached its plan''s usage threshold within the open period is invoiced at once (the period''s end invoices the rest). Returns {"renewed", "ended", "retried", "thresholds"}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
+    'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new): subscriptions canceled at period end end (their usage invoiced), incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once. Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"renewed", "ended", "expired", "retried", "thresholds", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
 
 CREATE FUNCTION payments.set_subscription_payment_method(id text, payment_method text)
 RETURNS SETOF payments.subscription_result
@@ -3684,6 +3754,10 @@ BEGIN
     WHERE i.customer_id = v_customer AND i.subscription_id = set_subscription_payment_method.id AND i.status = 'open'
     FOR UPDATE;
     v_sub := payments._locked_subscription(set_subscription_payment_method.id);
+    IF v_sub.status IN ('canceled', 'incomplete_expired') THEN
+        RAISE EXCEPTION 'subscription % is %: nothing of it is charged any more', v_sub.id, v_sub.status
+            USING ERRCODE = 'PM206';
+    END IF;
     UPDATE payments.subscriptions s SET payment_method = set_subscription_payment_method.payment_method, updated_at = now()
     WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
     -- An unpaid invoice is retried at the next run: one waiting for its retry, or one whose
@@ -3695,7 +3769,7 @@ BEGIN
         SELECT p.status INTO v_status FROM payments.payments p
         WHERE p.customer_id = v_invoice.customer_id AND p.id = v_invoice.payment_id;
         CONTINUE WHEN v_invoice.next_attempt_at IS NULL AND v_status IS DISTINCT FROM 'failed';
-        UPDATE payments.invoices i SET next_attempt_at = now()
+        UPDATE payments.invoices i SET next_attempt_at = least(i.next_attempt_at, i.attempted_at)
         WHERE i.customer_id = v_invoice.customer_id AND i.id = v_invoice.id;
     END LOOP;
     PERFORM payments._subscription_event(v_sub, v_sub.status, 'payment method changed', '{}');
@@ -3703,7 +3777,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.set_subscription_payment_method(text, text) IS
-    'Sets the payment method a subscription''s invoices are charged with; an open invoice waiting for its retry is retried at the next run_billing.';
+    'Sets the payment method a subscription''s invoices are charged with; an open invoice waiting for its retry is retried at the next run_billing. PM206 for a canceled or expired subscription (nothing of it is charged any more).';
 
 CREATE VIEW payments.invoice_details AS
 SELECT i.id, i.customer_id, i.subscription_id, i.number, i.status, payments.to_major(i.total_minor, i.currency) AS total,
@@ -3765,9 +3839,11 @@ BEGIN
                                                  'created_at', r.created_at) ORDER BY r.created_at, r.id), '[]')
     INTO v_refunds FROM payments.refund_details r
     WHERE r.customer_id = v_payment.customer_id AND r.payment_id = v_payment.id AND r.status = 'succeeded';
+    -- Only the invoice's own payment names it (any payment's metadata can say invoice_id).
     IF v_payment.metadata ? 'invoice_id' THEN
         SELECT * INTO v_invoice FROM payments.invoice_details i
-        WHERE i.customer_id = v_payment.customer_id AND i.id = v_payment.metadata ->> 'invoice_id';
+        WHERE i.customer_id = v_payment.customer_id AND i.id = v_payment.metadata ->> 'invoice_id'
+          AND i.payment_id = v_payment.id;
     END IF;
     RETURN jsonb_build_object(
         'object', 'receipt', 'payment_id', v_payment.id, 'customer_id', v_payment.customer_id,
@@ -3796,6 +3872,7 @@ DECLARE
     v_left     numeric;
     v_credit   bigint;
     v_charge   bigint;
+    v_lines    jsonb := '[]';
 BEGIN
     IF prorate IS NULL OR at IS NULL THEN
         RAISE EXCEPTION 'prorate and at are required' USING ERRCODE = 'PM100';
@@ -3817,6 +3894,8 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
         RETURN;
     END IF;
+    -- Its meters are this subscription's from now on (PM206 when another subscription bills one).
+    PERFORM payments._claim_meters(v_sub, v_new);
     IF NOT prorate THEN
         UPDATE payments.subscriptions s
         SET pending_plan = CASE WHEN v_new.code = s.plan THEN NULL ELSE v_new.code END, updated_at = now()
@@ -3826,34 +3905,58 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
         RETURN;
     END IF;
-    UPDATE payments.subscriptions s SET plan = v_new.code, pending_plan = NULL, updated_at = now()
-    WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
-    PERFORM payments._subscription_event(v_sub, v_sub.status, 'plan changed',
-                                         jsonb_build_object('from', v_old.code, 'to', v_new.code, 'at', at));
-    -- A trial has nothing to prorate. Otherwise the unused share of the period is credited at
-    -- the old price and charged at the new one, each rounded to a minor unit, as Stripe does.
+    -- The unused share of the period is credited at the old price and charged at the new
+    -- one, each rounded to a minor unit, as Stripe does (a trial has nothing to prorate).
     IF v_sub.status <> 'trialing' AND at < v_sub.current_period_end THEN
         v_left := greatest(0, least(1, extract(epoch FROM v_sub.current_period_end - greatest(at, v_sub.current_period_start))
                                        / extract(epoch FROM v_sub.current_period_end - v_sub.current_period_start)));
         v_credit := round(v_old.amount_minor * v_left);
         v_charge := round(v_new.amount_minor * v_left);
+        IF NOT payments._same_cycle(v_old, v_new) THEN
+            -- Another billing interval: a new period, anchored now, at the new price; the unused
+            -- time is credited (netted against what the period still owes) and taken off it.
+            v_sub.pending_plan := v_new.code;
+            PERFORM payments._credit_unused(v_sub, v_credit, 'unused time on ' || coalesce(v_old.name, v_old.code), at);
+            SELECT s.credit_minor INTO v_sub.credit_minor FROM payments.subscriptions s
+            WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+            PERFORM payments._next_period(v_sub, at, true, 'plan changed', at);
+            RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
+            RETURN;
+        END IF;
+        -- The usage so far is billed now, at the plan it was used under.
+        IF v_sub.period_number > 0 AND v_sub.usage_from < at THEN
+            v_lines := payments._usage_lines(v_sub, v_old, v_sub.usage_from, at);
+        END IF;
         IF v_charge > v_credit THEN
-            PERFORM payments._issue_invoice(v_sub, 'proration', v_new.currency, jsonb_build_array(
+            v_lines := v_lines || jsonb_build_array(
                 jsonb_build_object('kind', 'credit', 'amount_minor', -v_credit,
                                    'description', 'unused time on ' || coalesce(v_old.name, v_old.code)),
                 jsonb_build_object('kind', 'proration', 'amount_minor', v_charge,
-                                   'description', 'remaining time on ' || coalesce(v_new.name, v_new.code))), 0);
+                                   'description', 'remaining time on ' || coalesce(v_new.name, v_new.code)));
         ELSIF v_credit > v_charge THEN
-            -- A downgrade: what is left over is taken off the next invoices.
-            UPDATE payments.subscriptions s SET credit_minor = s.credit_minor + (v_credit - v_charge)
-            WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+            -- A downgrade: what is left over, once netted against what is still owed, is taken
+            -- off the next invoices.
+            PERFORM payments._credit_unused(v_sub, v_credit - v_charge,
+                                            'unused time on ' || coalesce(v_old.name, v_old.code), at);
+        END IF;
+        IF payments._lines_total(v_lines) > 0 THEN
+            PERFORM payments._issue_invoice(v_sub, 'proration', v_new.currency, v_lines, 0,
+                                            CASE WHEN v_sub.usage_from < at THEN v_sub.usage_from END,
+                                            CASE WHEN v_sub.usage_from < at THEN at END, at);
         END IF;
     END IF;
+    UPDATE payments.subscriptions s
+    SET plan = v_new.code, pending_plan = NULL, usage_from = greatest(s.usage_from, at), updated_at = now()
+    WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+    v_sub.plan := v_new.code;
+    PERFORM payments._subscription_event(v_sub, v_sub.status, 'plan changed',
+                                         jsonb_build_object('from', v_old.code, 'to', v_new.code, 'at', at));
+    PERFORM payments._release_meters(v_sub, v_new);
     RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
 END
 $$;
 COMMENT ON FUNCTION payments.change_plan(text, text, boolean, timestamptz) IS
-    'Moves a trialing, active or past_due subscription to another plan in the same currency (PM206 for another status or an archived plan; PM100 for another currency). prorate (default): at once, the unused share of the period credited at the old price and charged at the new one (rounded to minor units) — an upgrade is invoiced and charged now, a downgrade''s difference is taken off the next invoices; the new plan''s limits apply at once. Without prorate: at the end of the period. The same plan again is a noop.';
+    'Moves a trialing, active or past_due subscription to another plan in the same currency (PM206 for another status, an archived plan, or a plan pricing a meter another subscription of the customer bills; PM100 for another currency). prorate (default): at once, the unused share of the period credited at the old price and charged at the new one (rounded to minor units), and the usage so far invoiced at the old plan''s prices — an upgrade is invoiced and charged now, a downgrade''s difference is netted against what the period still owes and the rest taken off the next invoices; a plan with another billing interval starts a new period (and anchor) at at, invoiced at once less the unused time; the new plan''s limits apply at once. Without prorate: at the end of the period. The same plan again is a noop.';
 
 -- ---------------------------------------------------------------------------
 -- Scaling out
@@ -3890,6 +3993,7 @@ DECLARE
         ['payments.subscription_events', 'customer_id',       'payments.payments'],
         ['payments.feature_usage',     'customer_id',         'payments.payments'],
         ['payments.consumptions',      'customer_id',         'payments.payments'],
+        ['payments.meter_claims',      'customer_id',         'payments.payments'],
         ['payments.invoices',          'customer_id',         'payments.payments'],
         ['payments.invoice_lines',     'customer_id',         'payments.payments'],
         ['payments.outbox_events',     'customer_id',         'payments.payments'],
@@ -3995,7 +4099,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events, subscriptions (with their history, feature usage and consumptions), invoices, outbox events and their webhook deliveries distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers, webhook endpoints (with their secrets) and dashboard users (with their sessions) as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices, outbox_events, webhook_deliveries: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events, subscriptions (with their history, feature usage, consumptions and meter claims), invoices, outbox events and their webhook deliveries distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers, webhook endpoints (with their secrets) and dashboard users (with their sessions) as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices, outbox_events, webhook_deliveries: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
 
 -- ---------------------------------------------------------------------------
 -- Events out to apps (sql/events.sql), threshold billing
@@ -4067,7 +4171,7 @@ COMMENT ON FUNCTION payments._invoice_event(payments.invoices, text) IS
 
 
 CREATE FUNCTION payments._usage_lines(p_sub payments.subscriptions, p_plan payments.plans, p_from timestamptz,
-                                      p_to timestamptz, p_period_number integer) RETURNS jsonb
+                                      p_to timestamptz) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     v_lines    jsonb := '[]';
@@ -4082,12 +4186,14 @@ BEGIN
         v_lines := v_lines || jsonb_build_array(jsonb_build_object(
             'kind', 'usage', 'quantity', v_quantity,
             'amount_minor', payments._usage_price(v_quantity::text, (v_metered -> 'price')::text),
-            'description', (v_metered ->> 'meter') || ', ' || p_from::date || ' to ' || p_to::date));
+            'description', (v_metered ->> 'meter') || ', ' || (p_from AT TIME ZONE 'UTC')::date || ' to '
+                           || (p_to AT TIME ZONE 'UTC')::date));
     END LOOP;
+    -- Threshold invoices of the same stretch of usage billed part of it already.
     SELECT sum(i.total_minor), string_agg(i.number, ', ' ORDER BY i.number) INTO v_invoiced, v_numbers
     FROM payments.invoices i
-    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.period_number = p_period_number
-      AND i.kind = 'threshold';
+    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.kind = 'threshold'
+      AND i.usage_from = p_from;
     IF v_invoiced > 0 THEN
         v_lines := v_lines || jsonb_build_array(jsonb_build_object(
             'kind', 'credit', 'quantity', 1, 'amount_minor', -v_invoiced,
@@ -4096,8 +4202,8 @@ BEGIN
     RETURN v_lines;
 END
 $$;
-COMMENT ON FUNCTION payments._usage_lines(payments.subscriptions, payments.plans, timestamptz, timestamptz, integer) IS
-    'Internal: the invoice lines of a subscription''s usage in [p_from, p_to), each meter priced by p_plan, less what threshold invoices of period p_period_number already billed.';
+COMMENT ON FUNCTION payments._usage_lines(payments.subscriptions, payments.plans, timestamptz, timestamptz) IS
+    'Internal: the invoice lines of a subscription''s usage in [p_from, p_to), each meter priced by p_plan (the plan it was used under), less what threshold invoices of the same stretch (usage_from = p_from) already billed.';
 
 
 -- payments: events out to apps. Every state change of a payment, refund,
@@ -4436,60 +4542,427 @@ JOIN payments.webhook_endpoints w ON w.id = d.endpoint_id;
 COMMENT ON VIEW payments.webhook_delivery_log IS
     'Each event''s delivery to each endpoint: status (pending, delivered, failed), attempts, the last answer; every attempt is in webhook_delivery_attempts. Readable by payments_reader (no secrets).';
 
+COMMENT ON COLUMN payments.subscriptions.anchor_period IS 'The period number just before billing_anchor: the anchor''s first period is anchor_period + 1.';
+
+COMMENT ON COLUMN payments.subscriptions.usage_from IS 'Metered usage from this instant on is not invoiced yet (the start of the period, or of the last plan change within it).';
+
+COMMENT ON COLUMN payments.subscriptions.billing_error IS 'Why run_billing last failed for this subscription ({"sqlstate", "message", "first_at", "last_at", "attempts"}), NULL once it succeeds again: one subscription''s failure never stops the others (payments.billing_failures).';
+
+CREATE TABLE payments.meter_claims (
+    customer_id     text COLLATE "C" NOT NULL,
+    meter           text COLLATE "C" NOT NULL,
+    subscription_id text COLLATE "C" NOT NULL,
+    PRIMARY KEY (customer_id, meter),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+);
+
+COMMENT ON TABLE payments.meter_claims IS
+    'Which subscription of a customer bills each meter''s usage: one, so an event is never billed twice. Claimed when a subscription (or a plan change) starts pricing the meter, released when it stops or ends; a second live subscription pricing the meter is refused (PM206).';
+SELECT pg_catalog.pg_extension_config_dump('payments.meter_claims', '');
+GRANT SELECT ON payments.meter_claims TO payments_admin;
+
+CREATE FUNCTION payments._same_cycle(p_a payments.plans, p_b payments.plans) RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN (p_a.billing_interval, p_a.interval_count) = (p_b.billing_interval, p_b.interval_count);
+
+COMMENT ON FUNCTION payments._same_cycle(payments.plans, payments.plans) IS
+    'Internal: whether two plans bill over the same interval; a change between plans that do not resets the billing anchor (as Stripe''s).';
+
+CREATE FUNCTION payments._period_at(p_sub payments.subscriptions, p_at timestamptz, OUT period_start timestamptz,
+                                    OUT period_end timestamptz, OUT plan text)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_old    payments.plans%ROWTYPE;
+    v_plan   payments.plans%ROWTYPE;
+    v_anchor timestamptz := p_sub.billing_anchor;
+    v_base   integer := p_sub.anchor_period;
+    v_n      integer := p_sub.period_number + 1;
+BEGIN
+    period_start := p_sub.current_period_start;
+    period_end := p_sub.current_period_end;
+    plan := p_sub.plan;
+    -- Only a renewing subscription goes on past its period's end (a trial, a cancel at
+    -- period end and a pause stop there).
+    IF p_at < p_sub.current_period_end OR p_sub.status NOT IN ('active', 'past_due') OR p_sub.cancel_at_period_end THEN
+        RETURN;
+    END IF;
+    plan := coalesce(p_sub.pending_plan, p_sub.plan);
+    SELECT * INTO v_old FROM payments.plans p WHERE p.code = p_sub.plan;
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = plan;
+    IF NOT payments._same_cycle(v_old, v_plan) THEN
+        v_anchor := p_sub.current_period_end;
+        v_base := p_sub.period_number;
+    END IF;
+    -- Far behind: jump to a period no later than p_at's (no period is more than 1 % longer
+    -- than the first from 1970: 31 days a month, 365 a year), then step.
+    v_n := greatest(v_n, v_base + floor(extract(epoch FROM p_at - v_anchor)
+                                         / (extract(epoch FROM payments._period_end(v_plan, timestamptz 'epoch', 1)
+                                                               - timestamptz 'epoch') * 1.01))::integer);
+    period_end := payments._period_end(v_plan, v_anchor, v_n - 1 - v_base);
+    LOOP
+        period_start := period_end;
+        period_end := payments._period_end(v_plan, v_anchor, v_n - v_base);
+        EXIT WHEN p_at < period_end;
+        v_n := v_n + 1;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION payments._period_at(payments.subscriptions, timestamptz) IS
+    'Internal: the period time p_at falls in and the plan it bills, from the subscription alone: its current period, or for an active or past_due one whose period ended before run_billing renewed it, the period run_billing will make (so quotas start afresh at the period''s start whether the billing timer ran or not).';
+
+CREATE FUNCTION payments._claim_meters(p_sub payments.subscriptions, p_plan payments.plans) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_meter text;
+    v_owner text;
+BEGIN
+    FOR v_meter IN SELECT DISTINCT m.value ->> 'meter' FROM jsonb_array_elements(p_plan.metered) m LOOP
+        -- A concurrent claim of the same meter waits here for the other transaction.
+        INSERT INTO payments.meter_claims (customer_id, meter, subscription_id)
+        VALUES (p_sub.customer_id, v_meter, p_sub.id)
+        ON CONFLICT ON CONSTRAINT meter_claims_pkey DO NOTHING;
+        SELECT c.subscription_id INTO v_owner FROM payments.meter_claims c
+        WHERE c.customer_id = p_sub.customer_id AND c.meter = v_meter;
+        IF v_owner <> p_sub.id THEN
+            RAISE EXCEPTION 'meter % of customer % is already billed by subscription %', v_meter,
+                payments._shown(p_sub.customer_id), v_owner USING ERRCODE = 'PM206',
+                HINT = 'a meter''s usage is billed by one subscription of a customer: end that one, or change its plan';
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION payments._claim_meters(payments.subscriptions, payments.plans) IS
+    'Internal: makes a subscription the one that bills the usage of each meter p_plan prices; PM206 when another subscription of the customer already does.';
+
+CREATE FUNCTION payments._release_meters(p_sub payments.subscriptions, p_keep payments.plans) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM payments.meter_claims c
+    WHERE c.customer_id = p_sub.customer_id AND c.subscription_id = p_sub.id
+      AND NOT coalesce(p_keep.metered @> jsonb_build_array(jsonb_build_object('meter', c.meter)), false);
+END
+$$;
+
+COMMENT ON FUNCTION payments._release_meters(payments.subscriptions, payments.plans) IS
+    'Internal: gives up a subscription''s claims on the meters p_keep does not price (NULL: all), once their usage is invoiced.';
+
+CREATE FUNCTION payments._replayed_consumption(p_answer payments.consumptions, p_feature text, p_quantity numeric)
+RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF (p_answer.feature, p_answer.quantity) IS DISTINCT FROM (p_feature, p_quantity) THEN
+        RAISE EXCEPTION 'request_id % was already used for another request', quote_literal(p_answer.request_id)
+            USING ERRCODE = 'PM201', DETAIL = 'it consumed ' || p_answer.quantity || ' of ' || p_answer.feature;
+    END IF;
+    RETURN QUERY SELECT p_answer.allowed, p_answer.remaining, 'replayed'::text, p_answer.reason, p_answer.subscription_id;
+END
+$$;
+
+COMMENT ON FUNCTION payments._replayed_consumption(payments.consumptions, text, numeric) IS
+    'Internal: the first answer to a consume request_id asked again, or PM201 when the request differs (another feature or quantity).';
+
+COMMENT ON COLUMN payments.invoices.attempted_at IS 'The time (run_billing''s at) of the latest attempt: the next retry is counted from it.';
+
+COMMENT ON COLUMN payments.invoices.usage_from IS 'The usage it bills: [usage_from, usage_to), NULL when none.';
+
+COMMENT ON COLUMN payments.invoices.usage_to IS 'The end (exclusive) of the usage it bills.';
+
+CREATE FUNCTION payments._lines_total(p_lines jsonb) RETURNS bigint
+LANGUAGE sql IMMUTABLE
+RETURN (SELECT coalesce(sum((l ->> 'amount_minor')::bigint), 0) FROM jsonb_array_elements(p_lines) l);
+
+COMMENT ON FUNCTION payments._lines_total(jsonb) IS 'Internal: the sum of invoice lines'' amount_minor.';
+
+CREATE FUNCTION payments._invoice_usage(p_sub payments.subscriptions, p_plan payments.plans, p_kind text,
+                                        p_from timestamptz, p_to timestamptz, p_at timestamptz) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_lines jsonb;
+BEGIN
+    IF NOT p_from < p_to THEN
+        RETURN NULL;
+    END IF;
+    v_lines := payments._usage_lines(p_sub, p_plan, p_from, p_to);
+    IF payments._lines_total(v_lines) <= 0 THEN
+        RETURN NULL;
+    END IF;
+    RETURN payments._issue_invoice(p_sub, p_kind, p_plan.currency, v_lines, 0, p_from, p_to, p_at);
+END
+$$;
+
+COMMENT ON FUNCTION payments._invoice_usage(payments.subscriptions, payments.plans, text, timestamptz, timestamptz, timestamptz) IS
+    'Internal: invoices (kind threshold or final) a subscription''s usage of [p_from, p_to) at p_plan''s prices, when it comes to more than nothing; returns the invoice id or NULL.';
+
+CREATE FUNCTION payments._abandon_payment(p_customer_id text, p_payment_id text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_status text;
+BEGIN
+    SELECT p.status INTO v_status FROM payments.payments p WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
+    IF v_status IN ('requires_payment_method', 'requires_confirmation', 'requires_action') THEN
+        BEGIN
+            PERFORM payments.cancel_payment(p_payment_id, 'abandoned');
+        EXCEPTION WHEN SQLSTATE 'PM206' OR SQLSTATE 'PM208' OR SQLSTATE 'PM209' THEN
+            NULL;  -- it moved on, or the provider has not answered yet: its outcome settles nothing now
+        END;
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION payments._abandon_payment(text, text) IS
+    'Internal: cancels an invoice attempt''s payment that still waits on the customer (3-D Secure) or a payment method, so it cannot be paid beside the next attempt or for an invoice no longer collected.';
+
+CREATE FUNCTION payments._stop_collection(p_sub payments.subscriptions, p_status text, p_period integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_invoice payments.invoices%ROWTYPE;
+    v_stopped payments.invoices%ROWTYPE;
+BEGIN
+    FOR v_invoice IN
+        SELECT * FROM payments.invoices i
+        WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status = 'open'
+          AND (p_period IS NULL OR (i.period_number = p_period AND i.kind IN ('period', 'proration')))
+        ORDER BY i.id FOR UPDATE
+    LOOP
+        IF v_invoice.payment_id IS NOT NULL THEN
+            PERFORM payments._abandon_payment(v_invoice.customer_id, v_invoice.payment_id);
+        END IF;
+        UPDATE payments.invoices i SET status = p_status, next_attempt_at = NULL
+        WHERE i.customer_id = v_invoice.customer_id AND i.id = v_invoice.id
+        RETURNING * INTO v_stopped;
+        PERFORM payments._invoice_event(v_stopped, v_invoice.status);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION payments._stop_collection(payments.subscriptions, text, integer) IS
+    'Internal: stops collecting a subscription''s open invoices (Stripe stops automatic collection on cancellation), or with p_period only the period and proration invoices of that period (a plan change netted them): each becomes p_status (uncollectible, or void when nothing should ever be paid), without a retry, and a payment still waiting on the customer is canceled. A charge already under way that succeeds still pays an uncollectible invoice.';
+
+CREATE FUNCTION payments._end_subscription(p_sub payments.subscriptions, p_status text, p_ended_at timestamptz,
+                                           p_reason text, p_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sub  payments.subscriptions%ROWTYPE := p_sub;
+    v_plan payments.plans%ROWTYPE;
+BEGIN
+    PERFORM payments._stop_collection(p_sub, CASE WHEN p_status = 'incomplete_expired' THEN 'void' ELSE 'uncollectible' END);
+    v_sub.status := p_status;
+    v_sub.canceled_at := p_ended_at;
+    PERFORM payments._set_subscription(v_sub, p_sub.status, p_reason, jsonb_build_object('at', p_ended_at));
+    -- The usage not invoiced yet, in arrears, once (Stripe and Lago invoice it on termination;
+    -- a trial's usage is not billed).
+    IF p_status = 'canceled' AND p_sub.period_number > 0 THEN
+        SELECT * INTO v_plan FROM payments.plans p WHERE p.code = p_sub.plan;
+        PERFORM payments._invoice_usage(v_sub, v_plan, 'final', p_sub.usage_from, p_ended_at, p_at);
+    END IF;
+    UPDATE payments.subscriptions s SET usage_from = greatest(s.usage_from, p_ended_at)
+    WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
+    PERFORM payments._release_meters(v_sub, NULL);
+END
+$$;
+
+COMMENT ON FUNCTION payments._end_subscription(payments.subscriptions, text, timestamptz, text, timestamptz) IS
+    'Internal: ends a locked subscription at p_ended_at as canceled or incomplete_expired: its open invoices are no longer collected (void for incomplete_expired), the usage not invoiced yet is invoiced once (final), and its meters are free for another subscription.';
+
+CREATE FUNCTION payments._next_period(p_sub payments.subscriptions, p_start timestamptz, p_new_anchor boolean,
+                                      p_reason text, p_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sub       payments.subscriptions%ROWTYPE := p_sub;
+    v_used_plan payments.plans%ROWTYPE;
+    v_plan      payments.plans%ROWTYPE;
+BEGIN
+    SELECT * INTO v_used_plan FROM payments.plans p WHERE p.code = p_sub.plan;
+    -- A plan change asked for at period end starts with the new period.
+    v_sub.plan := coalesce(p_sub.pending_plan, p_sub.plan);
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+    -- Another billing interval starts a new anchor (as a resume does): never anchor + n x new interval.
+    IF p_new_anchor OR NOT payments._same_cycle(v_used_plan, v_plan) THEN
+        v_sub.billing_anchor := p_start;
+        v_sub.anchor_period := p_sub.period_number;
+    END IF;
+    v_sub.period_number := p_sub.period_number + 1;
+    v_sub.current_period_start := p_start;
+    v_sub.current_period_end := payments._period_end(v_plan, v_sub.billing_anchor, v_sub.period_number - v_sub.anchor_period);
+    v_sub.status := CASE WHEN p_sub.status IN ('trialing', 'paused') THEN 'active' ELSE p_sub.status END;
+    v_sub.usage_from := p_start;
+    v_sub.pending_plan := NULL;
+    UPDATE payments.subscriptions s
+    SET period_number = v_sub.period_number, current_period_start = v_sub.current_period_start,
+        current_period_end = v_sub.current_period_end, status = v_sub.status, plan = v_sub.plan,
+        billing_anchor = v_sub.billing_anchor, anchor_period = v_sub.anchor_period, usage_from = v_sub.usage_from,
+        pending_plan = NULL, updated_at = now()
+    WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+    PERFORM payments._subscription_event(v_sub, p_sub.status, p_reason,
+                                         jsonb_build_object('period_number', v_sub.period_number, 'plan', v_sub.plan,
+                                                            'period_start', v_sub.current_period_start, 'at', p_at));
+    -- The usage not invoiced yet (none of a trial's) is billed in arrears at the plan it was used under.
+    PERFORM payments._invoice_period(v_sub, v_plan, v_used_plan,
+                                     CASE WHEN p_sub.period_number > 0 THEN p_sub.usage_from END, p_start, p_at);
+    PERFORM payments._release_meters(v_sub, v_plan);
+    PERFORM payments._claim_meters(v_sub, v_plan);
+END
+$$;
+
+COMMENT ON FUNCTION payments._next_period(payments.subscriptions, timestamptz, boolean, text, timestamptz) IS
+    'Internal: moves a locked subscription into its next period, starting at p_start (its period''s end for a renewal; the time of a resume or of a change of billing interval, which start a new anchor), on its pending plan if one was asked for, and invoices it at p_at with the usage not yet invoiced.';
+
+CREATE FUNCTION payments._credit_unused(p_sub payments.subscriptions, p_credit bigint, p_description text,
+                                        p_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_unpaid  bigint;
+    v_numbers text;
+    v_currency text;
+BEGIN
+    -- A credit can only come from money that was paid: what this period still owes is netted first.
+    SELECT sum(i.total_minor), string_agg(i.number, ', ' ORDER BY i.number), min(i.currency)
+    INTO v_unpaid, v_numbers, v_currency
+    FROM payments.invoices i
+    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status = 'open'
+      AND i.period_number = p_sub.period_number AND i.kind IN ('period', 'proration');
+    IF v_unpaid > 0 THEN
+        -- The netted invoices are void; what is still owed after the credit is invoiced anew.
+        PERFORM payments._stop_collection(p_sub, 'void', p_sub.period_number);
+        IF v_unpaid > p_credit THEN
+            PERFORM payments._issue_invoice(p_sub, 'proration', v_currency, jsonb_build_array(
+                jsonb_build_object('kind', 'proration', 'amount_minor', v_unpaid,
+                                   'description', 'unpaid invoices ' || v_numbers || ', replaced'),
+                jsonb_build_object('kind', 'credit', 'amount_minor', -p_credit, 'description', p_description)),
+                0, NULL, NULL, p_at);
+        END IF;
+    END IF;
+    IF p_credit > coalesce(v_unpaid, 0) THEN
+        UPDATE payments.subscriptions s SET credit_minor = s.credit_minor + (p_credit - coalesce(v_unpaid, 0))
+        WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION payments._credit_unused(payments.subscriptions, bigint, text, timestamptz) IS
+    'Internal: credits a locked subscription p_credit minor units for time it paid for and will not use, netted first against what its current period still owes (those invoices are void and the rest, if any, invoiced anew); only what is left is kept as credit for its next invoices.';
+
+CREATE FUNCTION payments._bill_subscription(p_customer_id text, p_id text, p_at timestamptz) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sub     payments.subscriptions%ROWTYPE;
+    v_plan    payments.plans%ROWTYPE;
+    v_renewed integer := 0;
+    v_ended   integer := 0;
+    v_expired integer := 0;
+BEGIN
+    LOOP
+        SELECT * INTO v_sub FROM payments.subscriptions s
+        WHERE s.customer_id = p_customer_id AND s.id = p_id
+          AND ((s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= p_at)
+               OR (s.status = 'incomplete' AND s.current_period_start <= p_at - interval '23 hours'))
+        FOR UPDATE SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
+        IF v_sub.status = 'incomplete' THEN
+            -- Its first invoice was not paid within 23 hours (as Stripe's): nothing was delivered.
+            PERFORM payments._end_subscription(v_sub, 'incomplete_expired', v_sub.current_period_start + interval '23 hours',
+                                               'first invoice not paid within 23 hours', p_at);
+            v_expired := v_expired + 1;
+            EXIT;
+        ELSIF v_sub.cancel_at_period_end THEN
+            PERFORM payments._end_subscription(v_sub, 'canceled', v_sub.current_period_end, 'canceled at period end', p_at);
+            v_ended := v_ended + 1;
+            EXIT;
+        END IF;
+        -- Possibly several periods behind: each pass moves it one period on.
+        PERFORM payments._next_period(v_sub, v_sub.current_period_end, false, 'renewed', p_at);
+        v_renewed := v_renewed + 1;
+    END LOOP;
+    -- Usage that reached its plan's threshold within the open period, invoiced now.
+    SELECT * INTO v_sub FROM payments.subscriptions s
+    WHERE s.customer_id = p_customer_id AND s.id = p_id AND s.status IN ('active', 'past_due') AND s.period_number > 0
+      AND s.current_period_start < p_at AND s.current_period_end > p_at
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+        IF v_plan.usage_threshold_minor IS NOT NULL
+           AND payments._lines_total(payments._usage_lines(v_sub, v_plan, v_sub.usage_from, p_at))
+               >= v_plan.usage_threshold_minor THEN
+            PERFORM payments._invoice_usage(v_sub, v_plan, 'threshold', v_sub.usage_from, p_at, p_at);
+            RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'expired', v_expired, 'thresholds', 1);
+        END IF;
+    END IF;
+    RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'expired', v_expired, 'thresholds', 0);
+END
+$$;
+
+COMMENT ON FUNCTION payments._bill_subscription(text, text, timestamptz) IS
+    'Internal: what run_billing has due at p_at for one subscription: ends it (canceled at period end, or incomplete for 23 hours), or renews it into each period that ended, then invoices usage that reached its plan''s threshold. Claims its row with SKIP LOCKED. Returns {"renewed", "ended", "expired", "thresholds"}.';
+
+CREATE FUNCTION payments._billing_outcome(p_customer_id text, p_id text, p_error jsonb, p_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sub payments.subscriptions%ROWTYPE;
+BEGIN
+    SELECT * INTO v_sub FROM payments.subscriptions s WHERE s.customer_id = p_customer_id AND s.id = p_id;
+    IF p_error IS NULL THEN
+        IF v_sub.billing_error IS NOT NULL THEN
+            UPDATE payments.subscriptions s SET billing_error = NULL
+            WHERE s.customer_id = p_customer_id AND s.id = p_id;
+            PERFORM payments._subscription_event(v_sub, v_sub.status, 'billing recovered', '{}');
+        END IF;
+        RETURN;
+    END IF;
+    UPDATE payments.subscriptions s
+    SET billing_error = p_error || jsonb_build_object(
+            'first_at', CASE WHEN s.billing_error ->> 'sqlstate' = p_error ->> 'sqlstate'
+                             THEN s.billing_error -> 'first_at' ELSE to_jsonb(p_at) END,
+            'last_at', p_at, 'attempts', coalesce((s.billing_error ->> 'attempts')::integer, 0) + 1)
+    WHERE s.customer_id = p_customer_id AND s.id = p_id;
+    -- History and apps hear of a new failure once, not at every run.
+    IF v_sub.billing_error ->> 'sqlstate' IS DISTINCT FROM p_error ->> 'sqlstate' THEN
+        PERFORM payments._subscription_event(v_sub, v_sub.status, 'billing failed', p_error);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION payments._billing_outcome(text, text, jsonb, timestamptz) IS
+    'Internal: records on a subscription that billing failed at p_at (p_error: {"sqlstate", "message"}; its history and apps hear of a new failure once) or, p_error NULL, that it succeeded again.';
+
+CREATE VIEW payments.billing_failures AS
+SELECT s.customer_id, s.id AS subscription_id, s.status, s.billing_error ->> 'sqlstate' AS sqlstate,
+       s.billing_error ->> 'message' AS message, (s.billing_error ->> 'first_at')::timestamptz AS first_failed_at,
+       (s.billing_error ->> 'last_at')::timestamptz AS last_failed_at, (s.billing_error ->> 'attempts')::integer AS attempts
+FROM payments.subscriptions s
+WHERE s.billing_error IS NOT NULL;
+
+COMMENT ON VIEW payments.billing_failures IS
+    'Subscriptions run_billing could not bill at its last try, with the SQLSTATE and message, when it first and last failed and how often: each is retried at every run, the others are billed meanwhile. Readable by payments_reader.';
+
+CREATE FUNCTION payments.reconciliation_window("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (from_unix bigint, to_unix bigint)
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF "from" IS NULL OR "to" IS NULL OR NOT isfinite("from") OR NOT isfinite("to") OR "from" >= "to"
+       OR "to" - "from" > interval '92 days' THEN
+        RAISE EXCEPTION 'from must be before to, both finite and at most 92 days apart' USING ERRCODE = 'PM100',
+            HINT = 'reconcile a long history a window at a time';
+    END IF;
+    from_unix := floor(extract(epoch FROM "from"))::bigint;
+    to_unix := ceil(extract(epoch FROM "to"))::bigint;
+    RETURN NEXT;
+END
+$$;
+
+COMMENT ON FUNCTION payments.reconciliation_window(timestamptz, timestamptz) IS
+    'The window [from, to) a reconciliation covers, as Unix seconds for the provider''s list calls: both finite, from before to, at most 92 days apart (a run''s work is bounded); PM100 otherwise.';
+
+CREATE INDEX payments_id_idx ON payments.payments (id DESC);
+
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions and tables (as sql/roles.sql grants them)
 -- ---------------------------------------------------------------------------
-REVOKE ALL ON FUNCTION
-    payments._customer_of(text), payments._locked_payment(text), payments._append_event(text, text, text, text, boolean, text, text, jsonb),
-    payments._transition(text, text, text, text, text, jsonb, jsonb), payments._result(text, text, text),
-    payments._lock_provider_payment(text, text), payments._link_provider(text, text, text, text),
-    payments._evidence_problem_for(text, text, text, jsonb, text, text),
-    payments._record_anomaly(text, text, text, text, text, text, jsonb), payments._verify_event_chain(text),
-    payments._apply_pending_webhooks(text, text, text, text), payments._apply_webhook(text, text, text, timestamptz, jsonb),
-    payments.distribute(int), payments._webhook_log(), payments._requested_command(text, text, text),
-    payments._queue_command(payments.payments, text, bigint, text, text), payments.capture_payment(text, numeric),
-    payments.cancel_payment(text, text), payments.cancel_expired_authorizations(interval, timestamptz, text),
-    payments.claim_provider_commands(int, interval, text, text), payments.record_command_result(text, boolean, text, jsonb, text),
-    payments.create_payment(text, text, numeric, text, text, text, jsonb, text),
-    payments.transition(text, text, text, text, jsonb), payments.record_provider_result(text, text, text, text, jsonb),
-    payments._stripe_event_subject(text), payments._refund_decision(text, text), payments._stripe_refund_status(text),
-    payments._stripe_intent_status(text, boolean), payments.record_provider_snapshot(text, jsonb),
-    payments._price_problem(text), payments._usage_price(text, text),
-    payments.reconciliation_report(timestamptz, timestamptz, text), payments.reconcile(timestamptz, timestamptz, text, boolean),
-    payments.create_meter(text, text, text, text),
-    payments._usage_event_problem(payments.meters, numeric, timestamptz, jsonb, timestamptz),
-    payments.record_usage(text, text, text, numeric, timestamptz, jsonb), payments.record_usage_batch(jsonb),
-    payments.usage_summary(text, text, timestamptz, timestamptz),
-    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric), payments.archive_plan(text),
-    payments._subscription_result(text, text, text), payments._period_end(payments.plans, timestamptz, integer),
-    payments.set_dunning(integer[], text, interval), payments._next_invoice_number(timestamptz),
-    payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint),
-    payments.change_plan(text, text, boolean, timestamptz),
-    payments._grants_now(payments.subscriptions, timestamptz),
-    payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz),
-    payments._charge_invoice(payments.invoices, payments.subscriptions),
-    payments._invoice_payment_settled(text, text, text), payments.run_billing(timestamptz),
-    payments.set_subscription_payment_method(text, text), payments.get_invoice(text),
-    payments.list_invoice_lines(text), payments.receipt(text),
-    payments._subscription_event(payments.subscriptions, text, text, jsonb),
-    payments.create_subscription(text, text, text, text, integer, timestamptz), payments.get_subscription(text),
-    payments.list_subscriptions(text, text, int, text),
-    payments._locked_subscription(text), payments._set_subscription(payments.subscriptions, text, text, jsonb),
-    payments.cancel_subscription(text, boolean, timestamptz), payments.pause_subscription(text),
-    payments.resume_subscription(text, timestamptz), payments.has_active_subscription(text, text, timestamptz),
-    payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz),
-    payments.consume(text, text, numeric, text, timestamptz),
-    payments._dispute_decision(text, text), payments._dispute_withholds(text),
-    payments._apply_money_webhook(text, text, text, text, jsonb), payments._refund_result(text, text, text),
-    payments.create_refund(text, text, numeric, text), payments._replayed_refund(payments.refunds, bytea),
-    payments._refundable_minor(payments.payments),
-    payments.get_refund(text), payments.list_refunds(text, int, text),
-    payments._payment_note(payments.payments, boolean, text, text, jsonb),
-    payments._apply_refund_object(payments.payments, text, jsonb, text, text),
-    payments._record_refund_answer(payments.provider_commands, payments.payments, jsonb),
-    payments.get_dispute(text), payments.list_disputes(text, text, int, text),
-    payments._apply_dispute_object(payments.payments, jsonb, text, text)
-FROM PUBLIC;
+-- As sql/roles.sql: nothing of the schema is PUBLIC's; each role is granted what it needs.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA payments FROM PUBLIC;
 REVOKE ALL ON payments.provider_commands, payments.refunds, payments.disputes, payments.refund_details,
     payments.dispute_details, payments.customer_balances, payments.balance_by_currency, payments.provider_snapshots,
     payments.reconciliation_runs, payments.meters, payments.usage_events, payments.usage_log, payments.plans,
@@ -4501,7 +4974,7 @@ GRANT SELECT ON payments.provider_commands, payments.refunds, payments.disputes,
     payments.feature_usage, payments.consumptions, payments.billing_settings, payments.invoice_numbers,
     payments.invoices, payments.invoice_lines TO payments_admin;
 GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details,
-    payments.invoice_details
+    payments.invoice_details, payments.billing_failures
 TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION payments.create_meter(text, text, text, text),
     payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric), payments.archive_plan(text),
@@ -4513,6 +4986,7 @@ GRANT EXECUTE ON FUNCTION
     payments.get_refund(text), payments.list_refunds(text, int, text),
     payments.get_dispute(text), payments.list_disputes(text, text, int, text),
     payments.reconciliation_report(timestamptz, timestamptz, text),
+    payments.reconciliation_window(timestamptz, timestamptz),
     payments.usage_summary(text, text, timestamptz, timestamptz),
     payments.get_subscription(text), payments.list_subscriptions(text, text, int, text),
     payments.has_active_subscription(text, text, timestamptz),
@@ -4558,7 +5032,7 @@ REVOKE ALL ON FUNCTION
     payments._new_webhook_secret(), payments._emit(text, text, text, text, text, boolean, jsonb),
     payments._refund_event(payments.refunds, text, text), payments._dispute_event(payments.disputes, text, text),
     payments._invoice_event(payments.invoices, text),
-    payments._usage_lines(payments.subscriptions, payments.plans, timestamptz, timestamptz, integer),
+    payments._usage_lines(payments.subscriptions, payments.plans, timestamptz, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text),
     payments.webhook_retries(), payments.set_webhook_retries(interval[]),
     payments.claim_webhook_deliveries(int, interval),

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use payments_e2e::{connect, connect_to, database_url, sqlstate, unique};
 
-const CUSTOMER_TABLES: [&str; 14] = [
+const CUSTOMER_TABLES: [&str; 15] = [
     "payments",
     "payment_events",
     "idempotency_keys",
@@ -22,6 +22,7 @@ const CUSTOMER_TABLES: [&str; 14] = [
     "subscription_events",
     "feature_usage",
     "consumptions",
+    "meter_claims",
     "invoices",
     "invoice_lines",
 ];

@@ -39,20 +39,30 @@ pub struct CreatePayment {
 }
 
 /// The one `Idempotency-Key` header: printable ASCII (HTTP allows other
-/// bytes, which could not be echoed back exactly), 1 to 255 characters.
+/// bytes, which could not be echoed back exactly), 1 to 255 characters, not
+/// starting with a prefix the product reserves for its own keys.
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
     let param = Some("Idempotency-Key");
     let mut all = headers.get_all("idempotency-key").iter();
     let Some(value) = all.next() else {
         return Err(ApiError::invalid("idempotency_key_missing", "the Idempotency-Key header is required", param));
     };
-    value.to_str().ok().filter(|k| all.next().is_none() && (1..=255).contains(&k.len())).ok_or_else(|| {
-        ApiError::invalid(
-            "idempotency_key_invalid",
-            "send one Idempotency-Key of 1 to 255 printable ASCII characters",
+    let key =
+        value.to_str().ok().filter(|k| all.next().is_none() && (1..=255).contains(&k.len())).ok_or_else(|| {
+            ApiError::invalid(
+                "idempotency_key_invalid",
+                "send one Idempotency-Key of 1 to 255 printable ASCII characters",
+                param,
+            )
+        })?;
+    match payments_core::vocabulary::reserved_key_prefix(key) {
+        Some(prefix) => Err(ApiError::invalid(
+            "idempotency_key_reserved",
+            format!("Idempotency-Key may not start with {prefix:?}: the product makes those keys itself"),
             param,
-        )
-    })
+        )),
+        None => Ok(key),
+    }
 }
 
 /// `amount` in the OpenAPI document: a decimal string or a number.
