@@ -227,7 +227,7 @@ pub struct Subscription {
     id: String,
     customer_id: String,
     plan: String,
-    /// trialing | active | past_due | unpaid | canceled | incomplete | paused
+    /// trialing | active | past_due | unpaid | canceled | incomplete | incomplete_expired | paused
     status: String,
     payment_method: Option<String>,
     current_period_start: String,
@@ -237,6 +237,9 @@ pub struct Subscription {
     canceled_at: Option<String>,
     created_at: String,
     updated_at: String,
+    /// Why the last billing run failed for it: `{sqlstate, message, first_at, last_at, attempts}`; null when it did not.
+    #[schema(value_type = Option<Object>)]
+    billing_error: Option<serde_json::Value>,
 }
 
 /// A reconciliation run: the provider's objects of a window against ours.

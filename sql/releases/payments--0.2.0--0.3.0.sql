@@ -2875,10 +2875,10 @@ COMMENT ON FUNCTION payments.archive_plan(text) IS
 -- ---------------------------------------------------------------------------
 CREATE VIEW payments.subscription_details AS
 SELECT s.id, s.customer_id, s.plan, s.status, s.payment_method, s.current_period_start, s.current_period_end,
-       s.trial_end, s.cancel_at_period_end, s.canceled_at, s.created_at, s.updated_at
+       s.trial_end, s.cancel_at_period_end, s.canceled_at, s.created_at, s.updated_at, s.billing_error
 FROM payments.subscriptions s;
 COMMENT ON VIEW payments.subscription_details IS
-    'Every subscription without its idempotency fingerprint. What get_subscription returns; readable by payments_reader.';
+    'Every subscription without its idempotency fingerprint, with why run_billing last failed for it (billing_error, NULL when it did not). What get_subscription returns; readable by payments_reader.';
 
 CREATE TYPE payments.subscription_result AS (
     id                   text,
@@ -2893,6 +2893,7 @@ CREATE TYPE payments.subscription_result AS (
     canceled_at          timestamptz,
     created_at           timestamptz,
     updated_at           timestamptz,
+    billing_error        jsonb,
     outcome              text
 );
 COMMENT ON TYPE payments.subscription_result IS

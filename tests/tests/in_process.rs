@@ -1243,7 +1243,11 @@ async fn a_reconciliation_finds_each_planted_disagreement_and_repairs_what_the_p
     // The sandbox settles the refund we asked for.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let window = json!({ "from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z" });
+    // A day either side of now (a window is at most 92 days).
+    let day = "SELECT to_char(now() AT TIME ZONE 'UTC' + $1 * interval '1 day', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
+    let (from, to): (String, String) =
+        (db.query_one(day, &[&-1.0f64]).await.unwrap().get(0), db.query_one(day, &[&1.0f64]).await.unwrap().get(0));
+    let window = json!({ "from": from, "to": to });
     let r = app.send(Method::POST, "/v1/reconciliations", Some(&key), Some(window.clone())).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let report: Value = r.json().await.unwrap();
@@ -1264,7 +1268,7 @@ async fn a_reconciliation_finds_each_planted_disagreement_and_repairs_what_the_p
 
     // The same from the command line, which prints the report.
     let cli = tokio::process::Command::new(std::env::var("PAYMENTS_GATEWAY_BIN").unwrap())
-        .args(["reconcile", "--from", "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z", "--provider-name", p])
+        .args(["reconcile", "--from", &from, "--to", &to, "--provider-name", p])
         .args(["--stripe-api-base", &format!("{}/sandbox", app.url), "--stripe-secret-key", SANDBOX_KEY])
         .env("DATABASE_URL", gateway_database_url().await)
         .output()
@@ -1297,6 +1301,43 @@ async fn a_reconciliation_finds_each_planted_disagreement_and_repairs_what_the_p
         .send(Method::POST, "/v1/reconciliations", Some(&key), Some(json!({ "from": "yesterday-ish", "to": "now" })))
         .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    // Unbounded windows are refused before anything is fetched or recorded: a clear 400, never a 500.
+    for (from, to) in [("-infinity", "2027-01-01"), ("2027-01-01", "infinity"), ("2026-01-01", "2027-01-01")] {
+        let r =
+            app.send(Method::POST, "/v1/reconciliations", Some(&key), Some(json!({ "from": from, "to": to }))).await;
+        let (status, code) = client_error(r, from).await;
+        assert_eq!((status, code.as_str()), (400, "parameter_invalid"), "{from} .. {to}");
+    }
+    let after: i64 = db
+        .query_one("SELECT count(*) FROM payments.reconciliation_runs WHERE provider = $1", &[&p])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(after, runs, "no run recorded for a refused window");
+}
+
+#[tokio::test]
+async fn keys_the_product_makes_for_itself_cannot_be_claimed_over_http() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let paid = paid(&app, &key, "pm_card_visa").await;
+    for (path, body, idempotency_key) in [
+        ("/v1/payments", json!({ "customer_id": "c", "amount": "1.00", "currency": "USD" }), "invoice:inv_next:1"),
+        ("/v1/refunds", json!({ "payment": paid["id"], "amount": "1.00" }), "dashboard:1:form"),
+    ] {
+        let r = app.post_with_key(path, &key, idempotency_key, body).await;
+        let (status, code) = client_error(r, idempotency_key).await;
+        assert_eq!((status, code.as_str()), (400, "idempotency_key_reserved"), "{path}");
+    }
+    let r = app
+        .post_with_key(
+            "/v1/payments",
+            &key,
+            "my-invoice:1",
+            json!({ "customer_id": "c", "amount": "1", "currency": "USD" }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "only the prefix is reserved");
 }
 
 // ---- usage metering ------------------------------------------------------------
@@ -1507,11 +1548,15 @@ async fn subscriptions_renew_through_the_provider_and_a_declined_card_goes_throu
     let attempts = |sub: String| {
         let db = &db;
         async move {
-            let sql = "SELECT attempt_count FROM payments.invoices WHERE subscription_id = $1 AND period_number = 1";
-            db.query_one(sql, &[&sub]).await.unwrap().get::<_, i32>(0)
+            // The attempts made, once the latest has failed at the provider.
+            let sql = "SELECT i.attempt_count FROM payments.invoices i
+                       JOIN payments.payments p ON p.customer_id = i.customer_id AND p.id = i.payment_id
+                       WHERE i.subscription_id = $1 AND i.period_number = 1 AND p.status = 'failed'";
+            db.query_opt(sql, &[&sub]).await.unwrap().map_or(0, |r| r.get::<_, i32>(0))
         }
     };
-    for (retry, days) in [1, 3, 5].iter().enumerate() {
+    // Retries 1, 3 and 5 days after each attempt, each attempt at the time run_billing was given.
+    for (retry, days) in [1, 4, 9].iter().enumerate() {
         db.execute(&format!("SELECT payments.run_billing(now() + interval '{days} days')"), &[]).await.unwrap();
         for _ in 0..100 {
             if attempts(declined.clone()).await == retry as i32 + 2 {
@@ -1523,9 +1568,102 @@ async fn subscriptions_renew_through_the_provider_and_a_declined_card_goes_throu
     }
     assert_eq!(app.get_json(&key, &path).await["status"], "unpaid");
     db.execute("SELECT payments.set_subscription_payment_method($1, 'pm_card_visa')", &[&declined]).await.unwrap();
-    db.execute("SELECT payments.run_billing(now())", &[]).await.unwrap();
+    db.execute("SELECT payments.run_billing(now() + interval '9 days')", &[]).await.unwrap();
     let recovered = app.get_until(&key, &path, |s| s["status"] == "active").await;
     assert_eq!(recovered["status"], "active", "{recovered}");
+}
+
+#[tokio::test]
+async fn a_renewal_waiting_on_3_d_secure_is_past_due_and_its_retry_cancels_it_at_the_provider() {
+    let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let plan = unique("tds").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 1000, 'month', trial_days => 1)", &[&plan]).await.unwrap();
+    let create =
+        "SELECT id, trial_end::text FROM payments.create_subscription($1, $2, $3, 'pm_card_authenticationRequired',
+                  at => now() - interval '2 days')";
+    let row = db.query_one(create, &[&unique("k"), &unique("cust_3ds"), &plan]).await.unwrap();
+    let (sub, trial_end): (String, String) = (row.get(0), row.get(1));
+    db.execute("SELECT payments.run_billing($1::text::timestamptz)", &[&trial_end]).await.unwrap();
+    // The sandbox answers requires_action: the plan is no longer granted for free past the grace period.
+    let path = format!("/v1/subscriptions/{sub}");
+    let past_due = app.get_until(&key, &path, |s| s["status"] == "past_due").await;
+    assert_eq!(past_due["status"], "past_due", "{past_due}");
+    let invoice = "SELECT payment_id, next_attempt_at::text FROM payments.invoices WHERE subscription_id = $1";
+    let row = db.query_one(invoice, &[&sub]).await.unwrap();
+    let (waiting, next): (String, String) = (row.get(0), row.get(1));
+    let waiting_payment = app.get_json(&key, &format!("/v1/payments/{waiting}")).await;
+    assert_eq!(waiting_payment["status"], "requires_action");
+    // The retry on the schedule replaces it; the waiting one is canceled at the provider.
+    db.execute("SELECT payments.run_billing($1::text::timestamptz)", &[&next]).await.unwrap();
+    let canceled = app.get_until(&key, &format!("/v1/payments/{waiting}"), |p| p["status"] == "canceled").await;
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    let attempts: i32 = db
+        .query_one("SELECT attempt_count FROM payments.invoices WHERE subscription_id = $1", &[&sub])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 2);
+}
+
+#[tokio::test]
+async fn the_billing_timer_bills_every_customer_while_one_cannot_be_billed() {
+    let app = spawn_app(&["--billing-interval-ms", "200"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let meter = unique("huge").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
+    let metered = json!([{ "meter": meter, "price": { "mode": "per_unit", "tiers": [{ "unit_amount_minor": 1 }] } }]);
+    let plan = unique("huge_plan").to_lowercase().replace('-', "_");
+    db.execute(
+        "SELECT payments.create_plan($1, 'USD', 0, 'day', metered => $2::text::jsonb)",
+        &[&plan, &metered.to_string()],
+    )
+    .await
+    .unwrap();
+    let subscribe = |customer: String| {
+        let (db, plan) = (&db, plan.clone());
+        async move {
+            let create = "SELECT id FROM payments.create_subscription($1, $2, $3, at => now() - interval '25 hours')";
+            db.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get::<_, String>(0)
+        }
+    };
+    let (hostile, other) = (unique("cust_hostile"), unique("cust_other"));
+    let bad = subscribe(hostile.clone()).await;
+    let good = subscribe(other.clone()).await;
+    // One event no payment could charge is refused over HTTP; two that fit, together do not.
+    let when = "SELECT to_char(now() AT TIME ZONE 'UTC' - interval '2 hours', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
+    let occurred_at: String = db.query_one(when, &[]).await.unwrap().get(0);
+    let usage = |quantity: &str| json!({ "customer_id": hostile, "meter": meter, "quantity": quantity, "occurred_at": occurred_at });
+    let refused = app.post_with_key("/v1/usage", &key, &unique("u"), usage("999999999999999")).await;
+    assert_eq!(client_error(refused, "huge usage").await, (400, "amount_too_large".to_string()));
+    for _ in 0..2 {
+        let r = app.post_with_key("/v1/usage", &key, &unique("u"), usage("900000000000")).await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    // The timer renews the other customer's subscription and records the failure on the hostile one.
+    let failure = "SELECT sqlstate FROM payments.billing_failures WHERE subscription_id = $1";
+    let mut sqlstate = None;
+    for _ in 0..100 {
+        let period: i32 = db
+            .query_one("SELECT period_number FROM payments.subscriptions WHERE id = $1", &[&good])
+            .await
+            .unwrap()
+            .get(0);
+        sqlstate = db.query_opt(failure, &[&bad]).await.unwrap().map(|r| r.get::<_, String>(0));
+        if period >= 2 && sqlstate.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sqlstate.as_deref(), Some("PM104"));
+    // Apps see it on the subscription itself.
+    let seen = app.get_json(&key, &format!("/v1/subscriptions/{bad}")).await;
+    assert_eq!(seen["billing_error"]["sqlstate"], "PM104", "{seen}");
+    let period: i32 =
+        db.query_one("SELECT period_number FROM payments.subscriptions WHERE id = $1", &[&good]).await.unwrap().get(0);
+    assert!(period >= 2, "the other customer was renewed");
 }
 
 // ---- events out to apps ------------------------------------------------------

@@ -295,7 +295,8 @@ pub async fn subscriptions(
                 col("customer_id", "Customer", Cell::Customer), col("plan", "Plan", Cell::Text),
                 col("price", "Price", Cell::Text), col("status", "Status", Cell::Status),
                 col("cancel_at_period_end", "Ends at period end", Cell::Text),
-                col("period_end", "Period ends", Cell::Text)], rows(&d), "No subscriptions."))
+                col("period_end", "Period ends", Cell::Text),
+                col("billing_error", "Billing failed", Cell::Text)], rows(&d), "No subscriptions."))
         })
     }
     .await;

@@ -182,12 +182,18 @@ SELECT jsonb_build_object(
 );
 
 /// Subscriptions of status `$1` (all when NULL), newest first, with their plan's price.
-pub const SUBSCRIPTIONS: &str = concat!("
+pub const SUBSCRIPTIONS: &str = concat!(
+    "
 SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'customer_id', s.customer_id, 'plan', s.plan,
-           'price', ", money!("pl.amount_minor", "pl.currency"), " || ' / ' || pl.interval_count || ' ' || pl.billing_interval,
+           'price', ",
+    money!("pl.amount_minor", "pl.currency"),
+    " || ' / ' || pl.interval_count || ' ' || pl.billing_interval,
            'status', s.status, 'cancel_at_period_end', s.cancel_at_period_end,
-           'period_end', to_char(s.current_period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD')) ORDER BY s.id DESC), '[]')::text
-FROM payments.list_subscriptions(NULL, $1, 100) s JOIN payments.plans pl ON pl.code = s.plan");
+           'period_end', to_char(s.current_period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+           'billing_error', (s.billing_error ->> 'sqlstate') || ': ' || (s.billing_error ->> 'message'))
+           ORDER BY s.id DESC), '[]')::text
+FROM payments.list_subscriptions(NULL, $1, 100) s JOIN payments.plans pl ON pl.code = s.plan"
+);
 
 /// A customer's balances by currency. A statement of its own: on Citus a query that reads
 /// one customer's shard is sent to that shard whole, and the functions of `CUSTOMER` must
