@@ -579,6 +579,8 @@ RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_sub payments.subscriptions%ROWTYPE;
+    -- Values, not calls, in the UPDATE's CASE: Citus allows only immutable functions there.
+    v_at  jsonb := to_jsonb(p_at);
 BEGIN
     SELECT * INTO v_sub FROM payments.subscriptions s WHERE s.customer_id = p_customer_id AND s.id = p_id;
     IF p_error IS NULL THEN
@@ -592,8 +594,8 @@ BEGIN
     UPDATE payments.subscriptions s
     SET billing_error = p_error || jsonb_build_object(
             'first_at', CASE WHEN s.billing_error ->> 'sqlstate' = p_error ->> 'sqlstate'
-                             THEN s.billing_error -> 'first_at' ELSE to_jsonb(p_at) END,
-            'last_at', p_at, 'attempts', coalesce((s.billing_error ->> 'attempts')::integer, 0) + 1)
+                             THEN s.billing_error -> 'first_at' ELSE v_at END,
+            'last_at', v_at, 'attempts', coalesce((s.billing_error ->> 'attempts')::integer, 0) + 1)
     WHERE s.customer_id = p_customer_id AND s.id = p_id;
     -- History and apps hear of a new failure once, not at every run.
     IF v_sub.billing_error ->> 'sqlstate' IS DISTINCT FROM p_error ->> 'sqlstate' THEN

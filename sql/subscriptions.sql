@@ -376,10 +376,13 @@ COMMENT ON FUNCTION payments._claim_meters(payments.subscriptions, payments.plan
 
 CREATE FUNCTION payments._release_meters(p_sub payments.subscriptions, p_keep payments.plans) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    -- A list, not an expression over the plan in the DELETE: Citus allows only immutable
+    -- functions in its COALESCE and CASE.
+    v_keep text[] := ARRAY(SELECT m.value ->> 'meter' FROM jsonb_array_elements(coalesce(p_keep.metered, '[]')) m);
 BEGIN
     DELETE FROM payments.meter_claims c
-    WHERE c.customer_id = p_sub.customer_id AND c.subscription_id = p_sub.id
-      AND NOT coalesce(p_keep.metered @> jsonb_build_array(jsonb_build_object('meter', c.meter)), false);
+    WHERE c.customer_id = p_sub.customer_id AND c.subscription_id = p_sub.id AND c.meter <> ALL (v_keep);
 END
 $$;
 COMMENT ON FUNCTION payments._release_meters(payments.subscriptions, payments.plans) IS

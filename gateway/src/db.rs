@@ -142,9 +142,14 @@ pub const RECONCILE: &str = "SELECT (jsonb_build_object('object', 'reconciliatio
         || payments.reconcile($1::text::timestamptz, $2::text::timestamptz, $3, $4))::text AS report";
 
 /// One usage event: the event as JSON (`id`, `outcome`).
-pub const RECORD_USAGE: &str = "SELECT jsonb_build_object('object', 'usage_event', 'id', r.id, 'outcome', r.outcome)::text
+/// (The time in a subquery: Citus, delegating the call to the customer's node, sends a text
+/// cast to timestamptz there as a cstring it cannot cast, answering 42846 for every event with
+/// an occurred_at. Evaluated first, the call runs on the coordinator instead.)
+pub const RECORD_USAGE: &str =
+    "SELECT jsonb_build_object('object', 'usage_event', 'id', r.id, 'outcome', r.outcome)::text
         AS event, r.outcome
-     FROM payments.record_usage($1, $2, $3, $4::text::numeric, $5::text::timestamptz, coalesce($6::text::jsonb, '{}')) r";
+     FROM payments.record_usage($1, $2, $3, $4::text::numeric, (SELECT $5::text::timestamptz),
+                                coalesce($6::text::jsonb, '{}')) r";
 
 pub const RECORD_USAGE_BATCH: &str = "SELECT payments.record_usage_batch($1::text::jsonb)::text";
 

@@ -4639,10 +4639,13 @@ COMMENT ON FUNCTION payments._claim_meters(payments.subscriptions, payments.plan
 
 CREATE FUNCTION payments._release_meters(p_sub payments.subscriptions, p_keep payments.plans) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    -- A list, not an expression over the plan in the DELETE: Citus allows only immutable
+    -- functions in its COALESCE and CASE.
+    v_keep text[] := ARRAY(SELECT m.value ->> 'meter' FROM jsonb_array_elements(coalesce(p_keep.metered, '[]')) m);
 BEGIN
     DELETE FROM payments.meter_claims c
-    WHERE c.customer_id = p_sub.customer_id AND c.subscription_id = p_sub.id
-      AND NOT coalesce(p_keep.metered @> jsonb_build_array(jsonb_build_object('meter', c.meter)), false);
+    WHERE c.customer_id = p_sub.customer_id AND c.subscription_id = p_sub.id AND c.meter <> ALL (v_keep);
 END
 $$;
 
@@ -4903,6 +4906,8 @@ RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_sub payments.subscriptions%ROWTYPE;
+    -- Values, not calls, in the UPDATE's CASE: Citus allows only immutable functions there.
+    v_at  jsonb := to_jsonb(p_at);
 BEGIN
     SELECT * INTO v_sub FROM payments.subscriptions s WHERE s.customer_id = p_customer_id AND s.id = p_id;
     IF p_error IS NULL THEN
@@ -4916,8 +4921,8 @@ BEGIN
     UPDATE payments.subscriptions s
     SET billing_error = p_error || jsonb_build_object(
             'first_at', CASE WHEN s.billing_error ->> 'sqlstate' = p_error ->> 'sqlstate'
-                             THEN s.billing_error -> 'first_at' ELSE to_jsonb(p_at) END,
-            'last_at', p_at, 'attempts', coalesce((s.billing_error ->> 'attempts')::integer, 0) + 1)
+                             THEN s.billing_error -> 'first_at' ELSE v_at END,
+            'last_at', v_at, 'attempts', coalesce((s.billing_error ->> 'attempts')::integer, 0) + 1)
     WHERE s.customer_id = p_customer_id AND s.id = p_id;
     -- History and apps hear of a new failure once, not at every run.
     IF v_sub.billing_error ->> 'sqlstate' IS DISTINCT FROM p_error ->> 'sqlstate' THEN

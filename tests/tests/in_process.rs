@@ -1316,6 +1316,33 @@ async fn a_reconciliation_finds_each_planted_disagreement_and_repairs_what_the_p
     assert_eq!(after, runs, "no run recorded for a refused window");
 }
 
+/// What a timed-out reconciliation relies on: the statement of an abandoned request is canceled on
+/// the server, not left to finish (and record a run) after the client was answered 408.
+#[tokio::test]
+async fn a_statement_whose_request_is_abandoned_is_canceled_on_the_server() {
+    let pool = payments_gateway::db::pool(&gateway_database_url().await, 1, Duration::from_secs(5)).unwrap();
+    let client = pool.get().await.unwrap();
+    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let sleeping = async {
+        let cancel = payments_gateway::db::CancelOnDrop::new(&client);
+        let result = client.query_one("SELECT pg_sleep(30)", &[]).await;
+        cancel.done();
+        result
+    };
+    assert!(tokio::time::timeout(Duration::from_millis(300), sleeping).await.is_err(), "abandoned");
+    let db = payments_e2e::connect().await;
+    let busy = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'";
+    let mut still_running = 1;
+    for _ in 0..50 {
+        still_running = db.query_one(busy, &[&pid]).await.unwrap().get::<_, i64>(0);
+        if still_running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(still_running, 0, "the abandoned statement still runs on the server");
+}
+
 #[tokio::test]
 async fn keys_the_product_makes_for_itself_cannot_be_claimed_over_http() {
     let app = spawn_app(&[]).await;
