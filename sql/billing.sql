@@ -43,6 +43,7 @@ CREATE TABLE payments.invoices (
     period_start    timestamptz NOT NULL,
     period_end      timestamptz NOT NULL,
     payment_id      text COLLATE "C",
+    attempt_payments text[] COLLATE "C" NOT NULL DEFAULT '{}',
     attempt_count   integer NOT NULL DEFAULT 0 CHECK (attempt_count >= 0),
     attempted_at    timestamptz,
     next_attempt_at timestamptz,
@@ -65,7 +66,8 @@ COMMENT ON COLUMN payments.invoices.attempted_at IS 'The time (run_billing''s at
 COMMENT ON COLUMN payments.invoices.usage_from IS 'The usage it bills: [usage_from, usage_to), NULL when none.';
 COMMENT ON COLUMN payments.invoices.usage_to IS 'The end (exclusive) of the usage it bills.';
 COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique per year in the order invoices were finalized.';
-COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt.';
+COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt, or the one that paid it.';
+COMMENT ON COLUMN payments.invoices.attempt_payments IS 'The payment of every attempt, in order: an earlier attempt that succeeds late still pays the invoice, or is refunded when another already did (or the invoice is void).';
 COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';
 SELECT pg_catalog.pg_extension_config_dump('payments.invoices', '');
 
@@ -302,7 +304,8 @@ BEGIN
         payments.to_major(p_invoice.total_minor, p_invoice.currency), p_invoice.currency, p_sub.payment_method,
         'Invoice ' || p_invoice.number, jsonb_build_object('invoice_id', p_invoice.id, 'subscription_id', p_sub.id)) p;
     UPDATE payments.invoices i
-    SET payment_id = v_payment, attempt_count = v_attempt, attempted_at = p_at, next_attempt_at = NULL
+    SET payment_id = v_payment, attempt_payments = i.attempt_payments || v_payment, attempt_count = v_attempt,
+        attempted_at = p_at, next_attempt_at = NULL
     WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id;
     IF p_sub.payment_method IS NULL THEN
         -- Nothing to charge: a failed attempt at once.
@@ -325,18 +328,29 @@ DECLARE
     v_failed_at timestamptz;
     v_last     boolean;
 BEGIN
-    -- Money received settles an uncollectible invoice too; a failure only an open one.
+    -- Only the invoice's own attempts count (any payment's metadata can name an invoice).
     SELECT * INTO v_invoice FROM payments.invoices i
-    WHERE i.customer_id = p_customer_id AND i.payment_id = p_payment_id
-      AND (i.status = 'open' OR (p_status = 'succeeded' AND i.status = 'uncollectible')) FOR UPDATE;
+    WHERE i.customer_id = p_customer_id AND p_payment_id = ANY (i.attempt_payments) FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN;  -- an earlier attempt's payment, or an invoice already settled
+        RETURN;
+    ELSIF p_status = 'succeeded' AND (v_invoice.status = 'void'
+                                      OR (v_invoice.status = 'paid' AND v_invoice.payment_id <> p_payment_id)) THEN
+        -- Money for an invoice that another attempt paid, or that must not be paid: it goes back.
+        PERFORM payments.create_refund('invoice:' || v_invoice.id || ':refund:' || p_payment_id, p_payment_id);
+        RETURN;
+    ELSIF NOT (v_invoice.status = 'open' OR (p_status = 'succeeded' AND v_invoice.status = 'uncollectible'))
+          OR (p_status <> 'succeeded' AND v_invoice.payment_id <> p_payment_id) THEN
+        RETURN;  -- settled already, or the failure of an attempt a later one replaced
     END IF;
     SELECT * INTO v_sub FROM payments.subscriptions s
     WHERE s.customer_id = p_customer_id AND s.id = v_invoice.subscription_id FOR UPDATE;
     v_from := v_sub.status;
     IF p_status = 'succeeded' THEN
-        UPDATE payments.invoices i SET status = 'paid', paid_at = now(), next_attempt_at = NULL
+        -- An earlier attempt paid (3-D Secure completed late): the latest gives way.
+        IF v_invoice.payment_id <> p_payment_id THEN
+            PERFORM payments._abandon_payment(p_customer_id, v_invoice.payment_id);
+        END IF;
+        UPDATE payments.invoices i SET status = 'paid', paid_at = now(), next_attempt_at = NULL, payment_id = p_payment_id
         WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id
         RETURNING * INTO v_settled;
         -- Active again only when nothing else is left unpaid (Stripe: past_due means the latest
@@ -394,7 +408,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._invoice_payment_settled(text, text, text, timestamptz) IS
-    'Internal: an invoice payment reached succeeded, failed or requires_action (at p_at, the time of the news; retries count from the attempt''s own time): the invoice is paid (and an incomplete, past_due or unpaid subscription active again once nothing else is left open), or its failed attempt is counted and the next scheduled (the subscription past_due; after the last, unpaid or canceled as set_dunning says, and an incomplete one incomplete_expired). A final invoice gets one attempt.';
+    'Internal: an invoice payment reached succeeded, failed or requires_action (at p_at, the time of the news; retries count from the attempt''s own time): the invoice is paid by any of its attempts (and an incomplete, past_due or unpaid subscription active again once nothing else is left open; a later attempt still waiting is canceled), or its latest attempt''s failure is counted and the next scheduled (the subscription past_due; after the last, unpaid or canceled as set_dunning says, and an incomplete one incomplete_expired). A final invoice gets one attempt. An attempt that succeeds for an invoice another attempt paid, or that is void, is refunded in full.';
 
 CREATE FUNCTION payments._stop_collection(p_sub payments.subscriptions, p_status text, p_period integer DEFAULT NULL)
 RETURNS void
@@ -582,8 +596,13 @@ DECLARE
     -- Values, not calls, in the UPDATE's CASE: Citus allows only immutable functions there.
     v_at  jsonb := to_jsonb(p_at);
 BEGIN
-    SELECT * INTO v_sub FROM payments.subscriptions s WHERE s.customer_id = p_customer_id AND s.id = p_id;
-    IF p_error IS NULL THEN
+    -- Never waits: a subscription another run holds is that run's to record (waiting here, holding
+    -- the invoice counter, deadlocked concurrent runs).
+    SELECT * INTO v_sub FROM payments.subscriptions s WHERE s.customer_id = p_customer_id AND s.id = p_id
+    FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    ELSIF p_error IS NULL THEN
         IF v_sub.billing_error IS NOT NULL THEN
             UPDATE payments.subscriptions s SET billing_error = NULL
             WHERE s.customer_id = p_customer_id AND s.id = p_id;
@@ -604,7 +623,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._billing_outcome(text, text, jsonb, timestamptz) IS
-    'Internal: records on a subscription that billing failed at p_at (p_error: {"sqlstate", "message"}; its history and apps hear of a new failure once) or, p_error NULL, that it succeeded again.';
+    'Internal: records on a subscription that billing failed at p_at (p_error: {"sqlstate", "message"}; its history and apps hear of a new failure once) or, p_error NULL, that it succeeded again. A subscription another run holds is skipped, never waited for.';
 
 CREATE FUNCTION payments.run_billing(at timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -640,7 +659,8 @@ BEGIN
         -- Dunning: failed invoices whose retry is due.
         SELECT i.customer_id, i.id, 'invoice', false FROM payments.invoices i
         WHERE i.status = 'open' AND i.next_attempt_at <= at
-        ORDER BY 4, 1, 2 LIMIT 2000
+        -- (A customer's subscriptions before its invoices: one that expires or ends now is not charged first.)
+        ORDER BY 4, 1, 3 DESC, 2 LIMIT 2000
     LOOP
         BEGIN
             IF v_due.unit = 'subscription' THEN
@@ -663,6 +683,8 @@ BEGIN
             FROM jsonb_each_text(v_counts) c;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+            -- A deadlock or serialization failure is another run's doing: the next run retries it.
+            CONTINUE WHEN v_state LIKE '40%';
             v_error := jsonb_build_object('sqlstate', v_state, 'message', left(v_msg, 300));
             v_sub_id := v_due.id;
             IF v_due.unit = 'invoice' THEN

@@ -2859,4 +2859,46 @@ mod tests {
         );
         assert!(!plan.0.to_string().contains("\"Sort\""), "{}", plan.0);
     }
+
+    #[pg_test]
+    fn a_late_success_of_an_earlier_attempt_pays_the_invoice_and_money_for_nothing_goes_back() {
+        one::<String>("SELECT code FROM payments.create_plan('late', 'usd', 30, 'month', trial_days => 7)");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('lt1', 'cust_lt', 'late', 'pm_card_authenticationRequired', at => '2027-06-01T00:00Z')",
+        );
+        run_billing("2027-06-08T00:00Z");
+        let (_, _, _, first) = invoice_of(&sub, 1);
+        requires_action(&first, "pi_lt1", 3000);
+        run_billing("2027-06-09T00:00Z");
+        let (_, _, _, second) = invoice_of(&sub, 1);
+        assert_ne!(first, second, "the retry is a second attempt");
+        // The customer completes 3-D Secure on the first attempt after all: it pays the invoice.
+        settle(&first, "pi_lt1", 3000, "succeeded");
+        let (_, status, _, paid_by) = invoice_of(&sub, 1);
+        assert_eq!((status.as_str(), paid_by.as_str()), ("paid", first.as_str()));
+        assert_eq!(sub_status(&sub), "active 1");
+        // The second attempt was already at the provider and succeeds too: refunded in full.
+        settle(&second, "pi_lt2", 3000, "succeeded");
+        let refunded = |payment: &str| {
+            one::<String>(&format!(
+                "SELECT coalesce(string_agg(amount || ' ' || status, ','), 'none') FROM payments.refund_details WHERE payment_id = '{payment}'"
+            ))
+        };
+        assert_eq!(refunded(&second), "30.00 pending");
+        assert_eq!(refunded(&first), "none");
+        assert_eq!(invoice_of(&sub, 1).3, first);
+        // An incomplete subscription expired with its first attempt waiting on 3-D Secure; the
+        // customer completes it later: nothing was delivered, the money goes back.
+        one::<String>("SELECT code FROM payments.create_plan('late_now', 'usd', 30, 'month')");
+        let expired = one::<String>(
+            "SELECT id FROM payments.create_subscription('lt2', 'cust_lt2', 'late_now', 'pm_card_authenticationRequired', at => '2027-06-01T00:00Z')",
+        );
+        let (_, _, _, waiting) = invoice_of(&expired, 1);
+        requires_action(&waiting, "pi_lt3", 3000);
+        run_billing("2027-06-02T00:00Z");
+        assert_eq!(sub_status(&expired), "incomplete_expired 1");
+        settle(&waiting, "pi_lt3", 3000, "succeeded");
+        assert_eq!(invoice_of(&expired, 1).1, "void");
+        assert_eq!(refunded(&waiting), "30.00 pending");
+    }
 }
