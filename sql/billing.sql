@@ -265,14 +265,17 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_status text;
 BEGIN
-    SELECT p.status INTO v_status FROM payments.payments p WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
-    IF v_status IN ('requires_payment_method', 'requires_confirmation', 'requires_action') THEN
-        BEGIN
+    BEGIN
+        -- Out of the usual order (a payment before its invoice): never wait. A payment locked
+        -- now is being settled by its own news, which finds its invoice as it then stands.
+        SELECT p.status INTO v_status FROM payments.payments p
+        WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE NOWAIT;
+        IF v_status IN ('requires_payment_method', 'requires_confirmation', 'requires_action') THEN
             PERFORM payments.cancel_payment(p_payment_id, 'abandoned');
-        EXCEPTION WHEN SQLSTATE 'PM206' OR SQLSTATE 'PM208' OR SQLSTATE 'PM209' THEN
-            NULL;  -- it moved on, or the provider has not answered yet: its outcome settles nothing now
-        END;
-    END IF;
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'PM206' OR SQLSTATE 'PM208' OR SQLSTATE 'PM209' OR lock_not_available THEN
+        NULL;  -- it moved on, is being settled, or the provider has not answered yet
+    END;
 END
 $$;
 COMMENT ON FUNCTION payments._abandon_payment(text, text) IS
@@ -387,14 +390,13 @@ BEGIN
             PERFORM payments._end_subscription(v_sub, 'incomplete_expired', v_failed_at,
                                                'invoice ' || v_invoice.number || ' ' || p_status, p_at);
             RETURN;
+        ELSIF v_last AND v_settings.final_status = 'canceled' THEN
+            PERFORM payments._invoice_event(v_settled, v_invoice.status);
+            PERFORM payments._end_subscription(v_sub, 'canceled', v_failed_at,
+                                               'invoice ' || v_invoice.number || ' ' || p_status, p_at);
+            RETURN;
         ELSIF v_last THEN
             v_sub.status := v_settings.final_status;
-            IF v_sub.status = 'canceled' THEN
-                PERFORM payments._invoice_event(v_settled, v_invoice.status);
-                PERFORM payments._end_subscription(v_sub, 'canceled', v_failed_at,
-                                                   'invoice ' || v_invoice.number || ' ' || p_status, p_at);
-                RETURN;
-            END IF;
         ELSIF v_sub.status IN ('active', 'trialing') THEN
             v_sub.status := 'past_due';
             v_sub.past_due_since := v_failed_at;
@@ -443,13 +445,14 @@ DECLARE
     v_sub  payments.subscriptions%ROWTYPE := p_sub;
     v_plan payments.plans%ROWTYPE;
 BEGIN
-    PERFORM payments._stop_collection(p_sub, CASE WHEN p_status = 'incomplete_expired' THEN 'void' ELSE 'uncollectible' END);
+    -- A subscription that never started (incomplete) owes nothing: its invoice is void.
+    PERFORM payments._stop_collection(p_sub, CASE WHEN p_sub.status = 'incomplete' THEN 'void' ELSE 'uncollectible' END);
     v_sub.status := p_status;
     v_sub.canceled_at := p_ended_at;
     PERFORM payments._set_subscription(v_sub, p_sub.status, p_reason, jsonb_build_object('at', p_ended_at));
     -- The usage not invoiced yet, in arrears, once (Stripe and Lago invoice it on termination;
     -- a trial's usage is not billed).
-    IF p_status = 'canceled' AND p_sub.period_number > 0 THEN
+    IF p_status = 'canceled' AND p_sub.period_number > 0 AND p_sub.status <> 'incomplete' THEN
         SELECT * INTO v_plan FROM payments.plans p WHERE p.code = p_sub.plan;
         PERFORM payments._invoice_usage(v_sub, v_plan, 'final', p_sub.usage_from, p_ended_at, p_at);
     END IF;
@@ -459,7 +462,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._end_subscription(payments.subscriptions, text, timestamptz, text, timestamptz) IS
-    'Internal: ends a locked subscription at p_ended_at as canceled or incomplete_expired: its open invoices are no longer collected (void for incomplete_expired), the usage not invoiced yet is invoiced once (final), and its meters are free for another subscription.';
+    'Internal: ends a locked subscription at p_ended_at as canceled or incomplete_expired: its open invoices are no longer collected (void when it never started: incomplete), the usage not invoiced yet is invoiced once (final; none for one that never started), and its meters are free for another subscription.';
 
 CREATE FUNCTION payments._next_period(p_sub payments.subscriptions, p_start timestamptz, p_new_anchor boolean,
                                       p_reason text, p_at timestamptz) RETURNS void
@@ -593,7 +596,8 @@ RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_sub payments.subscriptions%ROWTYPE;
-    -- Values, not calls, in the UPDATE's CASE: Citus allows only immutable functions there.
+    -- Values from the locked row, not its columns, in the UPDATE: Citus refuses a stable
+    -- function (jsonb_build_object) over column references.
     v_at  jsonb := to_jsonb(p_at);
 BEGIN
     -- Never waits: a subscription another run holds is that run's to record (waiting here, holding
@@ -612,9 +616,9 @@ BEGIN
     END IF;
     UPDATE payments.subscriptions s
     SET billing_error = p_error || jsonb_build_object(
-            'first_at', CASE WHEN s.billing_error ->> 'sqlstate' = p_error ->> 'sqlstate'
-                             THEN s.billing_error -> 'first_at' ELSE v_at END,
-            'last_at', v_at, 'attempts', coalesce((s.billing_error ->> 'attempts')::integer, 0) + 1)
+            'first_at', CASE WHEN v_sub.billing_error ->> 'sqlstate' = p_error ->> 'sqlstate'
+                             THEN v_sub.billing_error -> 'first_at' ELSE v_at END,
+            'last_at', v_at, 'attempts', coalesce((v_sub.billing_error ->> 'attempts')::integer, 0) + 1)
     WHERE s.customer_id = p_customer_id AND s.id = p_id;
     -- History and apps hear of a new failure once, not at every run.
     IF v_sub.billing_error ->> 'sqlstate' IS DISTINCT FROM p_error ->> 'sqlstate' THEN
@@ -646,21 +650,34 @@ BEGIN
     -- The plans first: on Citus, joining the reference table to every shard after this
     -- transaction's writes is refused.
     SELECT array_agg(p.code) INTO v_threshold_plans FROM payments.plans p WHERE p.usage_threshold_minor IS NOT NULL;
-    -- Each subscription in a savepoint of its own: one that fails (its usage cannot be priced,
-    -- its payment refused) is recorded on it and the others go on. Those that failed last go last.
+    -- Three passes, each with a bound of its own so none starves another: 1. periods that
+    -- ended (renewals and ends) and incomplete subscriptions to expire, the most overdue first;
+    -- 2. failed invoices whose retry is due (after 1: one that expires or ends now is not
+    -- charged first); 3. subscriptions on threshold plans, in an order that changes with at
+    -- (more than a pass holds are all reached over a few runs). In each, those that failed last
+    -- time go last. Each unit is billed in a savepoint of its own: one that fails (its usage
+    -- cannot be priced, its payment refused) is recorded on its subscription and the others go on.
     FOR v_due IN
-        SELECT s.customer_id, s.id, 'subscription' AS unit, s.billing_error IS NOT NULL AS failing
-        FROM payments.subscriptions s
-        WHERE (s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= at)
-           OR (s.status = 'incomplete' AND s.current_period_start <= at - interval '23 hours')
-           OR (s.plan = ANY (v_threshold_plans) AND s.status IN ('active', 'past_due') AND s.period_number > 0
-               AND s.current_period_start < at AND s.current_period_end > at)
-        UNION ALL
-        -- Dunning: failed invoices whose retry is due.
-        SELECT i.customer_id, i.id, 'invoice', false FROM payments.invoices i
-        WHERE i.status = 'open' AND i.next_attempt_at <= at
-        -- (A customer's subscriptions before its invoices: one that expires or ends now is not charged first.)
-        ORDER BY 4, 1, 3 DESC, 2 LIMIT 2000
+        SELECT * FROM (
+            (SELECT 1 AS pass, s.customer_id, s.id, 'subscription' AS unit, s.billing_error IS NOT NULL AS failing,
+                    extract(epoch FROM s.current_period_end) AS rank
+             FROM payments.subscriptions s
+             WHERE (s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= at)
+                OR (s.status = 'incomplete' AND s.current_period_start <= at - interval '23 hours')
+             ORDER BY 5, 6 LIMIT 1000)
+            UNION ALL
+            (SELECT 2, i.customer_id, i.id, 'invoice', false, extract(epoch FROM i.next_attempt_at)
+             FROM payments.invoices i
+             WHERE i.status = 'open' AND i.next_attempt_at <= at
+             ORDER BY 6 LIMIT 1000)
+            UNION ALL
+            (SELECT 3, s.customer_id, s.id, 'subscription', s.billing_error IS NOT NULL,
+                    ('x' || substr(md5(s.id || at::text), 1, 8))::bit(32)::integer
+             FROM payments.subscriptions s
+             WHERE s.plan = ANY (v_threshold_plans) AND s.status IN ('active', 'past_due') AND s.period_number > 0
+               AND s.current_period_start < at AND s.current_period_end > at
+             ORDER BY 5, 6 LIMIT 1000)) due
+        ORDER BY due.pass, due.failing, due.rank
     LOOP
         BEGIN
             IF v_due.unit = 'subscription' THEN
@@ -699,7 +716,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.run_billing(timestamptz) IS
-    'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new): subscriptions canceled at period end end (their usage invoiced), incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once. Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"renewed", "ended", "expired", "retried", "thresholds", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
+    'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new), in three passes of at most 1000 each: subscriptions canceled at period end end (their usage invoiced), incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once. Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"renewed", "ended", "expired", "retried", "thresholds", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
 
 CREATE VIEW payments.billing_failures AS
 SELECT s.customer_id, s.id AS subscription_id, s.status, s.billing_error ->> 'sqlstate' AS sqlstate,
@@ -714,7 +731,6 @@ CREATE FUNCTION payments.set_subscription_payment_method(id text, payment_method
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_customer text;
     v_sub      payments.subscriptions%ROWTYPE;
     v_invoice  payments.invoices%ROWTYPE;
     v_status   text;
@@ -722,12 +738,7 @@ BEGIN
     IF payment_method IS NULL OR length(payment_method) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'payment_method must be 1 to 255 characters' USING ERRCODE = 'PM100';
     END IF;
-    -- Lock order as an invoice payment's outcome takes it: the open invoices, then the subscription.
-    SELECT s.customer_id INTO v_customer FROM payments.subscriptions s WHERE s.id = set_subscription_payment_method.id;
-    PERFORM 1 FROM payments.invoices i
-    WHERE i.customer_id = v_customer AND i.subscription_id = set_subscription_payment_method.id AND i.status = 'open'
-    FOR UPDATE;
-    v_sub := payments._locked_subscription(set_subscription_payment_method.id);
+    v_sub := payments._locked_for_billing(set_subscription_payment_method.id);
     IF v_sub.status IN ('canceled', 'incomplete_expired') THEN
         RAISE EXCEPTION 'subscription % is %: nothing of it is charged any more', v_sub.id, v_sub.status
             USING ERRCODE = 'PM206';
@@ -840,7 +851,7 @@ CREATE FUNCTION payments.change_plan(id text, plan text, prorate boolean DEFAULT
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_sub      payments.subscriptions%ROWTYPE := payments._locked_subscription(change_plan.id);
+    v_sub      payments.subscriptions%ROWTYPE := payments._locked_for_billing(change_plan.id);
     v_old      payments.plans%ROWTYPE;
     v_new      payments.plans%ROWTYPE;
     v_left     numeric;
@@ -870,7 +881,9 @@ BEGIN
     END IF;
     -- Its meters are this subscription's from now on (PM206 when another subscription bills one).
     PERFORM payments._claim_meters(v_sub, v_new);
-    IF NOT prorate THEN
+    -- Without proration, or once the period has ended (run_billing not yet renewed it): from the
+    -- next period, so that period's usage and anchor follow the plan it was used under.
+    IF NOT prorate OR at >= v_sub.current_period_end THEN
         UPDATE payments.subscriptions s
         SET pending_plan = CASE WHEN v_new.code = s.plan THEN NULL ELSE v_new.code END, updated_at = now()
         WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
@@ -881,7 +894,7 @@ BEGIN
     END IF;
     -- The unused share of the period is credited at the old price and charged at the new
     -- one, each rounded to a minor unit, as Stripe does (a trial has nothing to prorate).
-    IF v_sub.status <> 'trialing' AND at < v_sub.current_period_end THEN
+    IF v_sub.status <> 'trialing' THEN
         v_left := greatest(0, least(1, extract(epoch FROM v_sub.current_period_end - greatest(at, v_sub.current_period_start))
                                        / extract(epoch FROM v_sub.current_period_end - v_sub.current_period_start)));
         v_credit := round(v_old.amount_minor * v_left);

@@ -315,11 +315,12 @@ BEGIN
         v_anchor := p_sub.current_period_end;
         v_base := p_sub.period_number;
     END IF;
-    -- Far behind: jump to a period no later than p_at's (no period is more than 1 % longer
-    -- than the first from 1970: 31 days a month, 365 a year), then step.
+    -- Far behind: jump to a period no later than p_at's (counted in periods of the longest
+    -- length one can have: 31 days a month, 366 a year), then step.
     v_n := greatest(v_n, v_base + floor(extract(epoch FROM p_at - v_anchor)
-                                         / (extract(epoch FROM payments._period_end(v_plan, timestamptz 'epoch', 1)
-                                                               - timestamptz 'epoch') * 1.01))::integer);
+                                         / (86400.0 * v_plan.interval_count
+                                            * CASE v_plan.billing_interval WHEN 'day' THEN 1 WHEN 'week' THEN 7
+                                                                           WHEN 'month' THEN 31 ELSE 366 END))::integer);
     period_end := payments._period_end(v_plan, v_anchor, v_n - 1 - v_base);
     LOOP
         period_start := period_end;
@@ -523,6 +524,26 @@ $$;
 COMMENT ON FUNCTION payments._locked_subscription(text) IS
     'Internal: a subscription by id, its row locked for the rest of the transaction; PM204 when unknown.';
 
+CREATE FUNCTION payments._locked_for_billing(p_id text) RETURNS payments.subscriptions
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_customer text;
+    v_payments text[];
+BEGIN
+    -- In the order an invoice payment's news takes them (the payment, its invoice, the
+    -- subscription), so a call that may settle or stop invoices never deadlocks with it.
+    SELECT s.customer_id INTO v_customer FROM payments.subscriptions s WHERE s.id = p_id;
+    SELECT array_agg(i.payment_id) INTO v_payments FROM payments.invoices i
+    WHERE i.customer_id = v_customer AND i.subscription_id = p_id AND i.status = 'open' AND i.payment_id IS NOT NULL;
+    PERFORM 1 FROM payments.payments p WHERE p.customer_id = v_customer AND p.id = ANY (v_payments) ORDER BY p.id FOR UPDATE;
+    PERFORM 1 FROM payments.invoices i
+    WHERE i.customer_id = v_customer AND i.subscription_id = p_id AND i.status = 'open' ORDER BY i.id FOR UPDATE;
+    RETURN payments._locked_subscription(p_id);
+END
+$$;
+COMMENT ON FUNCTION payments._locked_for_billing(text) IS
+    'Internal: a subscription by id with its row locked, after the payments of its open invoices and those invoices (the order their payments'' news locks them); PM204 when unknown.';
+
 CREATE FUNCTION payments._set_subscription(p_sub payments.subscriptions, p_from text, p_reason text, p_data jsonb)
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql AS $$
@@ -546,7 +567,7 @@ CREATE FUNCTION payments.cancel_subscription(id text, at_period_end boolean DEFA
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_sub  payments.subscriptions%ROWTYPE := payments._locked_subscription(cancel_subscription.id);
+    v_sub  payments.subscriptions%ROWTYPE := payments._locked_for_billing(cancel_subscription.id);
     v_from text := v_sub.status;
 BEGIN
     IF at_period_end IS NULL OR at IS NULL THEN
@@ -591,7 +612,7 @@ COMMENT ON FUNCTION payments.pause_subscription(text) IS
 CREATE FUNCTION payments.resume_subscription(id text, at timestamptz DEFAULT now()) RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_sub  payments.subscriptions%ROWTYPE := payments._locked_subscription(resume_subscription.id);
+    v_sub  payments.subscriptions%ROWTYPE := payments._locked_for_billing(resume_subscription.id);
 BEGIN
     IF at IS NULL THEN
         RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';

@@ -2901,4 +2901,60 @@ mod tests {
         assert_eq!(invoice_of(&expired, 1).1, "void");
         assert_eq!(refunded(&waiting), "30.00 pending");
     }
+
+    #[pg_test]
+    fn a_plan_change_after_the_period_ended_waits_for_the_renewal() {
+        one::<String>("SELECT code FROM payments.create_plan('mo', 'usd', 0, 'month')");
+        one::<String>("SELECT code FROM payments.create_plan('yr', 'usd', 0, 'year')");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('pe1', 'cust_pc', 'mo', at => '2027-01-01T00:00Z')",
+        );
+        run_billing("2027-03-01T00:00Z");
+        // Period 3 ended at April 1; the timer has not renewed it yet.
+        one::<String>(&format!("SELECT status FROM payments.change_plan('{sub}', 'yr', at => '2027-04-01T00:30Z')"));
+        assert_eq!(sub_field(&sub, "plan || ' ' || pending_plan"), "mo yr", "from the next period");
+        run_billing("2027-04-01T01:00Z");
+        assert_eq!(
+            sub_field(&sub, "plan || ' ' || current_period_start || ' ' || current_period_end"),
+            "yr 2027-04-01 00:00:00+00 2028-04-01 00:00:00+00"
+        );
+        // And back, late again: a month from the yearly period's end, never before its start.
+        one::<String>(&format!("SELECT status FROM payments.change_plan('{sub}', 'mo', at => '2028-04-02T00:00Z')"));
+        let run = run_billing("2028-04-03T00:00Z");
+        assert_eq!(run.0["failed"], serde_json::json!([]), "{}", run.0);
+        assert_eq!(sub_field(&sub, "plan || ' ' || current_period_end"), "mo 2028-05-01 00:00:00+00");
+    }
+
+    #[pg_test]
+    fn canceling_a_subscription_that_never_started_voids_its_invoice_and_refunds_a_late_payment() {
+        one::<String>("SELECT code FROM payments.create_plan('ns', 'usd', 12, 'month')");
+        let sub = one::<String>("SELECT id FROM payments.create_subscription('ns1', 'cust_ns', 'ns', 'pm_card_visa')");
+        let (_, _, _, pay) = invoice_of(&sub, 1);
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{sub}', false)"));
+        assert_eq!(invoice_of(&sub, 1).1, "void");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM payments.invoices WHERE customer_id = 'cust_ns' AND kind = 'final'"),
+            0
+        );
+        // Its charge was already under way and succeeds: the money goes back.
+        settle(&pay, "pi_ns1", 1200, "succeeded");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT amount || ' ' || status FROM payments.refund_details WHERE payment_id = '{pay}'"
+            )),
+            "12.00 pending"
+        );
+    }
+
+    #[pg_test]
+    fn the_period_at_falls_in_is_found_for_long_multi_month_plans() {
+        one::<String>("SELECT code FROM payments.create_plan('bi', 'usd', 0, 'month', interval_count => 2, features => '{\"x\": 1}')");
+        one::<String>("SELECT id FROM payments.create_subscription('bi1', 'cust_bi', 'bi', at => '2000-01-01T00:00Z')");
+        assert_eq!(
+            one::<String>(
+                "SELECT period_start || ' ' || period_end FROM payments.entitlements('cust_bi', '2020-01-01T01:00Z')"
+            ),
+            "2020-01-01 00:00:00+00 2020-03-01 00:00:00+00"
+        );
+    }
 }

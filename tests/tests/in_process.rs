@@ -1360,7 +1360,7 @@ async fn keys_the_product_makes_for_itself_cannot_be_claimed_over_http() {
         .post_with_key(
             "/v1/payments",
             &key,
-            "my-invoice:1",
+            &unique("my-invoice:"),
             json!({ "customer_id": "c", "amount": "1", "currency": "USD" }),
         )
         .await;
