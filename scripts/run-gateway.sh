@@ -63,10 +63,12 @@ if [ -s "$RUN_DIR/gateway.pid" ] && kill -0 "$(cat "$RUN_DIR/gateway.pid")" 2>/d
   kill "$(cat "$RUN_DIR/gateway.pid")"
   while kill -0 "$(cat "$RUN_DIR/gateway.pid")" 2>/dev/null; do sleep 0.1; done
 fi
+# Development: webhook endpoints on this machine are allowed (nothing internal is by default).
 DATABASE_URL="host=127.0.0.1 port=$PGPORT user=payments_app dbname=$DB" \
 PAYMENTS_PROVIDER=sandbox \
 SANDBOX_API_KEY=$(cat "$RUN_DIR/sandbox-api-key") \
 SANDBOX_WEBHOOK_SECRET=$(cat "$RUN_DIR/sandbox-webhook-secret") \
+WEBHOOK_ALLOWED_NETWORKS=${WEBHOOK_ALLOWED_NETWORKS:-127.0.0.0/8,::1/128} \
   nohup "$BIN" serve --listen "127.0.0.1:$GATEWAY_PORT" > "$RUN_DIR/gateway.log" 2>&1 &
 echo $! > "$RUN_DIR/gateway.pid"
 for _ in $(seq 50); do

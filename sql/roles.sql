@@ -42,7 +42,7 @@ GRANT EXECUTE ON FUNCTION
     payments.webhook_retries()
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details,
-    payments.invoice_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoints,
+    payments.invoice_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
     payments.webhook_delivery_attempts
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,
@@ -50,6 +50,7 @@ GRANT SELECT ON payments.payment_details, payments.payment_history, payments.cus
     payments.balance_by_currency
 TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION payments._webhook_log() TO payments_admin, payments_gateway, payments_reader;
+GRANT EXECUTE ON FUNCTION payments._webhook_endpoints() TO payments_admin, payments_gateway, payments_reader;
 
 -- Writing, only through the API.
 GRANT EXECUTE ON FUNCTION
@@ -102,6 +103,7 @@ GRANT EXECUTE ON FUNCTION
     payments.archive_plan(text),
     payments.set_dunning(integer[], text, interval),
     payments.set_webhook_retries(interval[]),
+    payments.set_webhook_endpoint_limit(integer),
     payments.set_event_notifications(boolean),
     payments.create_dashboard_user(text, text, text), payments.reset_dashboard_password(text, text),
     payments.disable_dashboard_user(text)

@@ -77,7 +77,8 @@ CREATE TABLE payments.settings (
     webhook_tolerance interval NOT NULL CHECK (webhook_tolerance BETWEEN interval '1 second' AND interval '1 hour'),
     updated_at        timestamptz NOT NULL DEFAULT now(),
     webhook_retries   interval[],
-    notify_events     boolean NOT NULL DEFAULT false
+    notify_events     boolean NOT NULL DEFAULT false,
+    webhook_endpoint_limit integer NOT NULL DEFAULT 16 CHECK (webhook_endpoint_limit BETWEEN 1 AND 1000)
 );
 COMMENT ON TABLE payments.settings IS
     'The extension''s settings, changed only by payments_admin through payments.set_webhook_tolerance, payments.set_webhook_retries and payments.set_event_notifications. No row: the defaults.';
@@ -85,6 +86,8 @@ COMMENT ON COLUMN payments.settings.notify_events IS
     'Whether state changes are announced with NOTIFY payments_events and queued provider commands with NOTIFY payments_provider_commands (default off: a NOTIFY makes commits wait for each other; the gateway polls).';
 COMMENT ON COLUMN payments.settings.webhook_tolerance IS
     'How far a webhook''s signed timestamp may be from now, either way (default 5 minutes, at most 1 hour).';
+COMMENT ON COLUMN payments.settings.webhook_endpoint_limit IS
+    'How many enabled webhook endpoints there may be (default 16; set_webhook_endpoint_limit): each event is written once per endpoint, in the transaction that made it.';
 COMMENT ON COLUMN payments.settings.webhook_retries IS
     'The waits between failed attempts to deliver an event to an endpoint (NULL: the default, payments.webhook_retries()).';
 SELECT pg_catalog.pg_extension_config_dump('payments.settings', '');

@@ -81,7 +81,12 @@ pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
 pub const SCOPE_READ: &str = "payments:read";
 /// The scope of POST routes.
 pub const SCOPE_WRITE: &str = "payments:write";
-pub const API_KEY_SCOPES: [&str; 2] = [SCOPE_READ, SCOPE_WRITE];
+/// Registering, listing and removing webhook endpoints: an endpoint receives every
+/// customer's events, so a key that may only write must not be able to add one.
+pub const SCOPE_WEBHOOKS: &str = "webhooks:manage";
+/// What changes the platform's records wholesale (a reconciliation's repair).
+pub const SCOPE_ADMIN: &str = "payments:admin";
+pub const API_KEY_SCOPES: [&str; 4] = [SCOPE_READ, SCOPE_WRITE, SCOPE_WEBHOOKS, SCOPE_ADMIN];
 /// `created` and `replayed` come from create_payment; `applied`, `noop` and
 /// `stale` are transition decisions; `mismatch`: the provider's object was not
 /// evidence for the payment (an anomaly was recorded, nothing applied);

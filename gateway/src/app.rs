@@ -33,6 +33,8 @@ pub struct AppState {
     pub command_lease: Duration,
     /// Dashboard sign-ins: how many run at once, emails with too many wrong passwords.
     pub sign_ins: Arc<crate::dashboard::throttle::SignInThrottle>,
+    /// Where webhook endpoints may be (no internal address unless allowed).
+    pub destinations: crate::destinations::Destinations,
 }
 
 pub struct Limits {

@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 use crate::app::AppState;
 use crate::error::ApiError;
 
-pub use payments_core::vocabulary::{SCOPE_READ as READ, SCOPE_WRITE as WRITE};
+pub use payments_core::vocabulary::{
+    SCOPE_ADMIN as ADMIN, SCOPE_READ as READ, SCOPE_WEBHOOKS as WEBHOOKS, SCOPE_WRITE as WRITE,
+};
 
 #[derive(Clone)]
 pub struct Caller {

@@ -125,6 +125,11 @@ pub struct ServeArgs {
     /// How long a webhook endpoint has to answer a delivery.
     #[arg(long, env = "DELIVERY_TIMEOUT_MS", default_value_t = 10_000)]
     pub delivery_timeout_ms: u64,
+    /// Internal networks webhook endpoints may nevertheless be at, comma-separated
+    /// (`127.0.0.0/8,::1/128` for development). Loopback, private, link-local, shared,
+    /// multicast and reserved addresses are refused otherwise.
+    #[arg(long, env = "WEBHOOK_ALLOWED_NETWORKS", value_delimiter = ',')]
+    pub webhook_allowed_networks: Vec<payments_core::webhook::destination::Network>,
     /// How often run_billing does what is due (renewals, invoices, dunning retries).
     #[arg(long, env = "BILLING_INTERVAL_MS", default_value_t = 60_000)]
     pub billing_interval_ms: u64,

@@ -251,7 +251,7 @@ pub const ADD_WEBHOOK_ENDPOINT: &str =
 pub const LIST_WEBHOOK_ENDPOINTS: &str = "SELECT coalesce(jsonb_agg(jsonb_build_object('object', 'webhook_endpoint',
         'id', w.id, 'url', w.url, 'event_types', w.event_types, 'description', w.description,
         'enabled', w.disabled_at IS NULL, 'created_at', w.created_at) ORDER BY w.id DESC), '[]')::text
-     FROM payments.webhook_endpoints w";
+     FROM payments.webhook_endpoint_list w";
 
 pub const REMOVE_WEBHOOK_ENDPOINT: &str = "SELECT payments.remove_webhook_endpoint($1)";
 

@@ -45,9 +45,12 @@ impl Pace {
 pub async fn run(state: AppState, pace: Pace, database_url: String) {
     let wake = Arc::new(Notify::new());
     tokio::spawn(crate::listen::listen(database_url, CHANNEL, wake.clone()));
+    // No redirect, no proxy from the environment, and every name resolved through the guard.
     let http = match reqwest::Client::builder()
         .timeout(pace.timeout)
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(state.destinations.resolver())
         .user_agent(concat!("payments-gateway/", env!("CARGO_PKG_VERSION")))
         .build()
     {
@@ -111,8 +114,13 @@ async fn deliver(state: &AppState, http: &reqwest::Client, row: &tokio_postgres:
     let signature = standard::sign(row.try_get("secret")?, event_id, timestamp, body.as_bytes())
         .map_err(|_| ApiError::Internal("an endpoint's secret is not a Standard Webhooks secret".into()))?;
     let started = Instant::now();
-    let answer = http
-        .post(row.try_get::<_, &str>("url")?)
+    // An address in the URL is never resolved: it is checked here (a name, when it connects).
+    let url = state.destinations.check_url(row.try_get::<_, &str>("url")?);
+    let answer = match url {
+        Ok(url) => http.post(url),
+        Err(why) => return record(state, row, None, Some(why), 0).await,
+    };
+    let answer = answer
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("webhook-id", event_id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -132,9 +140,20 @@ async fn deliver(state: &AppState, http: &reqwest::Client, row: &tokio_postgres:
         None => "unreachable",
     };
     metrics::counter!("webhook_deliveries_total", "outcome" => outcome).increment(1);
+    record(state, row, status_code, error, duration_ms).await
+}
+
+/// An attempt's answer (a status code, or why there was none), recorded.
+async fn record(
+    state: &AppState,
+    row: &tokio_postgres::Row,
+    status_code: Option<i32>,
+    error: Option<String>,
+    duration_ms: i32,
+) -> Result<(), ApiError> {
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::RECORD_WEBHOOK_DELIVERY).await?;
-    let customer_id: &str = row.try_get("customer_id")?;
+    let (customer_id, event_id): (&str, &str) = (row.try_get("customer_id")?, row.try_get("event_id")?);
     let endpoint_id: &str = row.try_get("endpoint_id")?;
     let attempt: i32 = row.try_get("attempt")?;
     db.query_one(&stmt, &[&customer_id, &event_id, &endpoint_id, &attempt, &status_code, &error, &duration_ms]).await?;
@@ -152,6 +171,12 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let source = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
-    format!("{kind}{source}")
+    // The whole chain: the innermost cause says why (a refused internal address, a reset).
+    let mut text = kind.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }

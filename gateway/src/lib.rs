@@ -15,6 +15,7 @@ pub mod config;
 pub mod dashboard;
 pub mod db;
 pub mod deliveries;
+pub mod destinations;
 pub mod error;
 pub mod extract;
 pub mod fault;

@@ -60,6 +60,7 @@ impl Application {
             // As the reconciler's: the call it covers, with as long again to record the answer.
             command_lease: Duration::from_millis(args.reconcile_lease_ms.max(2 * args.provider_timeout_ms)),
             sign_ins: Arc::new(SignInThrottle::new(SignInThrottle::WINDOW)),
+            destinations: crate::destinations::Destinations::new(args.webhook_allowed_networks.clone()),
         };
         let limits = Limits {
             body_bytes: args.body_limit_bytes,

@@ -873,7 +873,8 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.authenticate_api_key('sk_pay_wrong')"), 0);
         assert!(one::<bool>(&format!("SELECT payments.revoke_api_key('{id}')")));
         assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.authenticate_api_key('{key}')")), 0);
-        assert_eq!(sqlstate("SELECT payments.create_api_key('x', ARRAY['payments:admin'])"), "PM100");
+        assert_eq!(sqlstate("SELECT payments.create_api_key('x', ARRAY['payments:root'])"), "PM100");
+        assert_eq!(outcome("SELECT payments.create_api_key('ops', ARRAY['webhooks:manage', 'payments:admin'])"), "ok");
         assert_eq!(sqlstate("SELECT payments.create_api_key('', ARRAY['payments:read'])"), "PM100");
     }
 
@@ -2956,5 +2957,31 @@ mod tests {
             ),
             "2020-01-01 00:00:00+00 2020-03-01 00:00:00+00"
         );
+    }
+
+    #[pg_test]
+    fn webhook_endpoints_are_bounded_carry_no_credentials_and_readers_see_them_masked() {
+        assert_eq!(
+            sqlstate("SELECT payments.add_webhook_endpoint('http://user:pass@hooks.example.com/in')"),
+            "PM100",
+            "a user name would be sent as Basic auth"
+        );
+        one::<i32>("SELECT payments.set_webhook_endpoint_limit(2)");
+        let first =
+            one::<String>("SELECT id FROM payments.add_webhook_endpoint('https://hooks.example.com/in?token=s3cret')");
+        one::<String>("SELECT id FROM payments.add_webhook_endpoint('https://hooks.example.com/b')");
+        assert_eq!(sqlstate("SELECT payments.add_webhook_endpoint('https://hooks.example.com/c')"), "PM206");
+        one::<bool>(&format!("SELECT payments.remove_webhook_endpoint('{first}')"));
+        one::<String>("SELECT id FROM payments.add_webhook_endpoint('https://hooks.example.com/c')");
+        assert_eq!(sqlstate("SELECT payments.set_webhook_endpoint_limit(0)"), "PM100");
+        // Readers see the URL without its token, and cannot read the table.
+        assert_eq!(
+            one::<String>(&format!("SELECT url FROM payments.webhook_endpoint_list WHERE id = '{first}'")),
+            "https://hooks.example.com/in?***"
+        );
+        Spi::run("SET LOCAL ROLE payments_reader").unwrap();
+        assert_eq!(sqlstate("SELECT count(*) FROM payments.webhook_endpoints"), "42501");
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_endpoint_list WHERE url LIKE '%s3cret%'"), 0);
+        Spi::run("RESET ROLE").unwrap();
     }
 }

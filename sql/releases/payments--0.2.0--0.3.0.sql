@@ -4135,6 +4135,10 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'new_webhook_secret_wrapper';
 ALTER TABLE payments.settings ADD COLUMN webhook_retries interval[];
 ALTER TABLE payments.settings ADD COLUMN notify_events boolean NOT NULL DEFAULT false;
+ALTER TABLE payments.settings ADD COLUMN webhook_endpoint_limit integer NOT NULL DEFAULT 16
+    CHECK (webhook_endpoint_limit BETWEEN 1 AND 1000);
+COMMENT ON COLUMN payments.settings.webhook_endpoint_limit IS
+    'How many enabled webhook endpoints there may be (default 16; set_webhook_endpoint_limit): each event is written once per endpoint, in the transaction that made it.';
 -- On Citus a DO UPDATE may not call now(): the row's own default stamps it.
 CREATE OR REPLACE FUNCTION payments.set_webhook_tolerance(tolerance interval) RETURNS interval
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -4398,9 +4402,11 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_id     text := payments._new_id('we');
     v_secret text := payments._new_webhook_secret();
+    v_limit  integer := coalesce((SELECT s.webhook_endpoint_limit FROM payments.settings s), 16);
 BEGIN
-    IF url IS NULL OR length(url) > 2048 OR url !~ '^https?://[^/?#[:space:]]+[^[:space:]]*$' THEN
-        RAISE EXCEPTION 'url must be an http or https URL of at most 2048 characters, without spaces'
+    -- No user name or password before the host: the gateway would send them as Basic auth.
+    IF url IS NULL OR length(url) > 2048 OR url !~ '^https?://[^/?#@[:space:]]+([/?#][^[:space:]]*)?$' THEN
+        RAISE EXCEPTION 'url must be an http or https URL of at most 2048 characters, without spaces or a user name'
             USING ERRCODE = 'PM100';
     END IF;
     IF event_types IS NULL OR cardinality(event_types) > 100 OR array_position(event_types, NULL) IS NOT NULL
@@ -4412,6 +4418,13 @@ BEGIN
     IF length(description) > 255 THEN
         RAISE EXCEPTION 'description must be at most 255 characters' USING ERRCODE = 'PM100';
     END IF;
+    -- Every event is written once per endpoint in its own transaction: their number is bounded.
+    -- The lock makes two concurrent registrations count one after the other.
+    LOCK TABLE payments.webhook_endpoints IN SHARE ROW EXCLUSIVE MODE;
+    IF (SELECT count(*) FROM payments.webhook_endpoints w WHERE w.disabled_at IS NULL) >= v_limit THEN
+        RAISE EXCEPTION 'there are % enabled webhook endpoints already, the most allowed', v_limit
+            USING ERRCODE = 'PM206', HINT = 'remove one, or raise the limit: payments.set_webhook_endpoint_limit (admin)';
+    END IF;
     INSERT INTO payments.webhook_endpoints (id, url, event_types, description)
     VALUES (v_id, url, event_types, description);
     INSERT INTO payments.webhook_endpoint_secrets (endpoint_id, secret) VALUES (v_id, v_secret);
@@ -4419,7 +4432,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.add_webhook_endpoint(text, text[], text) IS
-    'Registers an endpoint for the events whose types it names (payment.succeeded, invoice.*, * or {}: all) from now on. Returns its id and its Standard Webhooks signing secret (whsec_…), shown this once. PM100 for a URL that is not http(s) or unknown type patterns.';
+    'Registers an endpoint for the events whose types it names (payment.succeeded, invoice.*, * or {}: all) from now on. Returns its id and its Standard Webhooks signing secret (whsec_…), shown this once. PM100 for a URL that is not http(s), carries a user name, or unknown type patterns; PM206 past the limit of enabled endpoints (set_webhook_endpoint_limit, default 16). The gateway also refuses internal addresses (WEBHOOK_ALLOWED_NETWORKS).';
 
 CREATE FUNCTION payments.remove_webhook_endpoint(id text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -4558,12 +4571,36 @@ SELECT e.id, e.customer_id, e.type, e.object, e.object_id, e.status, e.data, e.c
 FROM payments.outbox_events e;
 COMMENT ON VIEW payments.event_log IS 'Every event told to apps, newest last by id; readable by payments_reader.';
 
+CREATE FUNCTION payments._masked_url(p_url text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN regexp_replace(regexp_replace(p_url, '^([a-z]+://)[^/?#]*@', '\1'), '[?#].*$', '?***');
+
+COMMENT ON FUNCTION payments._masked_url(text) IS
+    'Internal: a URL as readers see it: without a user name or password, its query and fragment masked (apps put tokens there).';
+
+CREATE FUNCTION payments._webhook_endpoints()
+RETURNS TABLE (id text, url text, event_types text[], description text, created_at timestamptz, disabled_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT w.id, payments._masked_url(w.url), w.event_types, w.description, w.created_at, w.disabled_at
+    FROM payments.webhook_endpoints w;
+END
+$$;
+
+COMMENT ON FUNCTION payments._webhook_endpoints() IS
+    'Internal: every endpoint with its URL masked, with its owner''s rights (on Citus a view reaches tables with the reader''s own).';
+
+CREATE VIEW payments.webhook_endpoint_list AS SELECT * FROM payments._webhook_endpoints();
+
+COMMENT ON VIEW payments.webhook_endpoint_list IS
+    'Every webhook endpoint, its URL''s query and any user name masked; readable by payments_reader (the table itself by payments_admin only).';
+
 CREATE VIEW payments.webhook_delivery_log AS
 SELECT d.event_id, e.type, e.object_id, d.customer_id, d.endpoint_id, w.url, d.status, d.attempts,
        d.next_attempt_at, d.delivered_at, d.last_status_code, d.last_error, e.created_at
 FROM payments.webhook_deliveries d
 JOIN payments.outbox_events e ON e.customer_id = d.customer_id AND e.id = d.event_id
-JOIN payments.webhook_endpoints w ON w.id = d.endpoint_id;
+JOIN payments._webhook_endpoints() w ON w.id = d.endpoint_id;
 COMMENT ON VIEW payments.webhook_delivery_log IS
     'Each event''s delivery to each endpoint: status (pending, delivered, failed), attempts, the last answer; every attempt is in webhook_delivery_attempts. Readable by payments_reader (no secrets).';
 
@@ -5022,6 +5059,22 @@ $$;
 COMMENT ON FUNCTION payments._locked_for_billing(text) IS
     'Internal: a subscription by id with its row locked, after the payments of its open invoices and those invoices (the order their payments'' news locks them); PM204 when unknown.';
 
+CREATE FUNCTION payments.set_webhook_endpoint_limit(lim integer) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'the limit is 1 to 1000 endpoints' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.settings (webhook_tolerance, webhook_endpoint_limit) VALUES (payments.webhook_tolerance(), lim)
+    ON CONFLICT (singleton) DO UPDATE SET webhook_endpoint_limit = excluded.webhook_endpoint_limit,
+                                          updated_at = excluded.updated_at;
+    RETURN lim;
+END
+$$;
+
+COMMENT ON FUNCTION payments.set_webhook_endpoint_limit(integer) IS
+    'Sets how many enabled webhook endpoints there may be (admin; 1 to 1000, default 16).';
+
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions and tables (as sql/roles.sql grants them)
 -- ---------------------------------------------------------------------------
@@ -5108,9 +5161,12 @@ FROM PUBLIC;
 GRANT SELECT ON payments.outbox_events, payments.webhook_endpoints, payments.webhook_endpoint_secrets,
     payments.webhook_deliveries, payments.webhook_delivery_attempts, payments.event_log, payments.webhook_delivery_log
 TO payments_admin;
-GRANT SELECT ON payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoints,
+GRANT SELECT ON payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
     payments.webhook_delivery_attempts
 TO payments_gateway, payments_reader;
+GRANT SELECT ON payments.webhook_endpoint_list TO payments_admin;
+GRANT EXECUTE ON FUNCTION payments._webhook_endpoints() TO payments_admin, payments_gateway, payments_reader;
+GRANT EXECUTE ON FUNCTION payments.set_webhook_endpoint_limit(integer) TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments.webhook_retries() TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text),

@@ -1280,8 +1280,11 @@ async fn a_reconciliation_finds_each_planted_disagreement_and_repairs_what_the_p
     // Repair: what the provider's objects settle is refreshed (and recorded); the rest stays for an operator.
     let mut repair = window.clone();
     repair["repair"] = json!(true);
+    let refused = app.send(Method::POST, "/v1/reconciliations", Some(&key), Some(repair.clone())).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "repairing needs payments:admin, reading a report does not");
+    let (_, admin) = api_key(&["payments:write", "payments:admin"]).await;
     let repaired: Value =
-        app.send(Method::POST, "/v1/reconciliations", Some(&key), Some(repair)).await.json().await.unwrap();
+        app.send(Method::POST, "/v1/reconciliations", Some(&admin), Some(repair)).await.json().await.unwrap();
     assert_eq!(repaired["repaired"], 4, "{repaired}");
     assert_eq!(app.get_json(&key, &format!("/v1/payments/{missed_id}")).await["status"], "succeeded");
     assert_eq!(app.get_json(&key, &format!("/v1/payments/{held_id}")).await["status"], "canceled");
@@ -1772,8 +1775,8 @@ async fn an_endpoint_that_fails_and_recovers_receives_every_event_in_order_verif
     db.execute("SELECT payments.set_webhook_retries('{1 second, 1 second, 1 second, 1 second, 1 second}')", &[])
         .await
         .unwrap();
-    let app = spawn_app(&["--delivery-interval-ms", "100"]).await;
-    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let app = spawn_app(&["--delivery-interval-ms", "100", "--webhook-allowed-networks", "127.0.0.0/8,::1/128"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write", "webhooks:manage"]).await;
     let (receiver, url) = Receiver::start(3).await;
     let created = app
         .send(
@@ -1914,6 +1917,72 @@ async fn an_endpoint_that_fails_and_recovers_receives_every_event_in_order_verif
     assert_eq!(removed.status(), StatusCode::OK);
     let unknown = app.send(Method::DELETE, "/v1/webhook_endpoints/we_nope", Some(&key), None).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn webhook_endpoints_need_their_own_scope_and_never_reach_an_internal_address() {
+    // Nothing internal is allowed: the gateway as it runs in production.
+    let app = spawn_app(&["--delivery-interval-ms", "100"]).await;
+    let (_, writer) = api_key(&["payments:read", "payments:write"]).await;
+    let (_, manager) = api_key(&["webhooks:manage"]).await;
+    let endpoint = |url: &str| Some(json!({ "url": url, "event_types": ["payment.*"] }));
+    // A key that may only write payments cannot add an endpoint (it would receive every customer's events).
+    let r =
+        app.send(Method::POST, "/v1/webhook_endpoints", Some(&writer), endpoint("https://hooks.example.com/in")).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    for url in [
+        "http://127.0.0.1/",
+        "http://127.1:8080/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://0177.0.0.1/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://user:pass@127.0.0.1/",
+        "http://user:pass@hooks.example.com/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://10.0.0.8/",
+        "http://[fd00::1]/",
+        "http://localhost:9/",
+    ] {
+        let r = app.send(Method::POST, "/v1/webhook_endpoints", Some(&manager), endpoint(url)).await;
+        assert_eq!(client_error(r, url).await, (400, "url_forbidden".to_string()), "{url}");
+    }
+    // Registered behind the gateway's back (an administrator in SQL), or a name that now points
+    // inside: the worker refuses when it connects, and the receiver hears nothing.
+    payments_e2e::remove_webhook_endpoints().await;
+    let db = payments_e2e::connect().await;
+    let (receiver, url) = Receiver::start(0).await;
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let mut ids = Vec::new();
+    for url in [&url, &by_name] {
+        let row =
+            db.query_one("SELECT id FROM payments.add_webhook_endpoint($1, '{payment.*}')", &[url]).await.unwrap();
+        ids.push(row.get::<_, String>(0));
+    }
+    let created = app
+        .send(
+            Method::POST,
+            "/v1/payments",
+            Some(&writer),
+            Some(json!({ "customer_id": unique("c"), "amount": "1", "currency": "USD" })),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let refused = "SELECT count(DISTINCT endpoint_id) FROM payments.webhook_delivery_attempts
+                   WHERE endpoint_id = ANY ($1) AND status_code IS NULL AND error LIKE '%internal address%'";
+    let mut endpoints_refused = 0;
+    for _ in 0..100 {
+        endpoints_refused = db.query_one(refused, &[&ids]).await.unwrap().get::<_, i64>(0);
+        if endpoints_refused == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(endpoints_refused, 2, "both deliveries refused before connecting");
+    assert!(receiver.requests.lock().unwrap().is_empty(), "nothing reached the internal receiver");
+    payments_e2e::remove_webhook_endpoints().await;
 }
 
 #[tokio::test]

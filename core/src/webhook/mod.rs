@@ -5,6 +5,7 @@
 //! forged message reads as "no matching signature" and a genuine but replayed
 //! old one as "timestamp too old". Signatures are compared in constant time.
 
+pub mod destination;
 pub mod events;
 pub mod standard;
 pub mod stripe;

@@ -19,6 +19,7 @@ use tower_http::timeout::TimeoutLayer;
 use super::PaymentsMcp;
 use crate::app::{AppState, Limits};
 use crate::auth::Caller;
+use crate::error::ApiError;
 
 /// `/mcp` within the API's limits on body size and time; it answers only the Host
 /// headers in `limits.mcp_allowed_hosts` (a defence against DNS rebinding).
@@ -38,8 +39,13 @@ pub fn router(state: AppState, limits: &Limits) -> Router<AppState> {
         .route_layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
 }
 
-/// 401 (the API's JSON error) without a valid key; otherwise the caller rides along.
+/// 401 (the API's JSON error) without a valid key; otherwise the caller rides along. A request
+/// without a Host (or an empty one) is refused first: the allowed-hosts check cannot judge it.
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let host = request.headers().get(axum::http::header::HOST).map(|h| h.as_bytes().trim_ascii());
+    if host.is_none_or(<[u8]>::is_empty) {
+        return ApiError::invalid("host_missing", "a request to /mcp names its Host", Some("Host")).into_response();
+    }
     let (mut parts, body) = request.into_parts();
     match Caller::from_request_parts(&mut parts, &state).await {
         Ok(caller) => {

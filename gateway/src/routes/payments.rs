@@ -47,14 +47,16 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
     let Some(value) = all.next() else {
         return Err(ApiError::invalid("idempotency_key_missing", "the Idempotency-Key header is required", param));
     };
-    let key =
-        value.to_str().ok().filter(|k| all.next().is_none() && (1..=255).contains(&k.len())).ok_or_else(|| {
-            ApiError::invalid(
-                "idempotency_key_invalid",
-                "send one Idempotency-Key of 1 to 255 printable ASCII characters",
-                param,
-            )
-        })?;
+    // Printable ASCII only (HeaderValue::to_str also lets a tab through).
+    let printable = |k: &&str| k.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let key = value.to_str().ok().filter(|k| all.next().is_none() && (1..=255).contains(&k.len()) && printable(k));
+    let key = key.ok_or_else(|| {
+        ApiError::invalid(
+            "idempotency_key_invalid",
+            "send one Idempotency-Key of 1 to 255 printable ASCII characters",
+            param,
+        )
+    })?;
     match payments_core::vocabulary::reserved_key_prefix(key) {
         Some(prefix) => Err(ApiError::invalid(
             "idempotency_key_reserved",

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::auth::{Caller, WRITE};
+use crate::auth::{Caller, ADMIN, WRITE};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::routes::payments::json_response;
@@ -37,6 +37,10 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
     let repair = body.repair.unwrap_or(false);
+    // Reading a report is a write key's; changing records from it is an administrator's.
+    if repair {
+        caller.require(ADMIN)?;
+    }
     let report = crate::reconciliation::run(&state.pool, state.provider.as_ref(), &body.from, &body.to, repair).await?;
     Ok(json_response(StatusCode::CREATED, report))
 }

@@ -119,9 +119,22 @@ fn parsed(json: &str) -> Result<serde_json::Value, ApiError> {
     serde_json::from_str(json).map_err(|e| ApiError::Internal(format!("the database rendered invalid JSON: {e}")))
 }
 
+/// A printable page: it runs no script and loads nothing (its one stylesheet is inline),
+/// may not be framed, and is not sniffed as anything but HTML.
 fn html_response(page: String) -> Response {
+    use axum::http::header;
     use axum::response::IntoResponse;
-    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    (StatusCode::OK, headers, page).into_response()
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -8,7 +8,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::auth::{Caller, READ, WRITE};
+use crate::auth::{Caller, WEBHOOKS};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -33,7 +33,8 @@ pub async fn create(
     caller: Caller,
     JsonBody(body): JsonBody<CreateWebhookEndpoint>,
 ) -> Result<Response, ApiError> {
-    caller.require(WRITE)?;
+    caller.require(WEBHOOKS)?;
+    state.destinations.check(&body.url).await.map_err(|why| ApiError::invalid("url_forbidden", why, Some("url")))?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::ADD_WEBHOOK_ENDPOINT).await?;
     let row = db.query_one(&stmt, &[&body.url, &body.event_types, &body.description]).await?;
@@ -44,7 +45,7 @@ pub async fn create(
     responses((status = 200, description = "Every endpoint, newest first (secrets never shown)", body = crate::openapi::WebhookEndpointList)),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    caller.require(READ)?;
+    caller.require(WEBHOOKS)?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::LIST_WEBHOOK_ENDPOINTS).await?;
     let data: String = db.query_one(&stmt, &[]).await?.try_get(0)?;
@@ -64,7 +65,7 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(WRITE)?;
+    caller.require(WEBHOOKS)?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::REMOVE_WEBHOOK_ENDPOINT).await?;
     db.query_one(&stmt, &[&id]).await?;
