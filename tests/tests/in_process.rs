@@ -1347,6 +1347,44 @@ async fn a_statement_whose_request_is_abandoned_is_canceled_on_the_server() {
 }
 
 #[tokio::test]
+async fn printable_pages_mcp_and_idempotency_keys_close_their_small_edges() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    // A receipt served as HTML runs no script and is not sniffed as anything else.
+    let payment = paid(&app, &key, "pm_card_visa").await;
+    let id = payment["id"].as_str().unwrap();
+    let receipt = app.get_until(&key, &format!("/v1/payments/{id}"), |p| p["status"] == "succeeded").await;
+    assert_eq!(receipt["status"], "succeeded");
+    let page = app.send(Method::GET, &format!("/v1/payments/{id}/receipt.html"), Some(&key), None).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'none'") && !csp.contains("script"), "{csp}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    // A tab inside an Idempotency-Key is not printable ASCII.
+    let tabbed = app
+        .post_with_key(
+            "/v1/payments",
+            &key,
+            "key\twith-tab",
+            json!({ "customer_id": "c", "amount": "1", "currency": "USD" }),
+        )
+        .await;
+    assert_eq!(client_error(tabbed, "tab").await, (400, "idempotency_key_invalid".to_string()));
+    // /mcp without a Host to judge (DNS rebinding) is refused before anything else.
+    let address = app.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: \r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("host_missing"), "{answer}");
+}
+
+#[tokio::test]
 async fn keys_the_product_makes_for_itself_cannot_be_claimed_over_http() {
     let app = spawn_app(&[]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
