@@ -37,27 +37,65 @@ async fn unknown_pages_are_html_and_unknown_api_routes_stay_json() {
     assert_eq!(r.headers()["location"], "/dashboard/sign-in?next=%2Fdashboard%2Frefunds");
 }
 
+/// Signs in to the dashboard at `url` from local address `from`: the answer's status.
+async fn sign_in(url: &str, from: [u8; 4], email: &str, password: &str) -> u16 {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap();
+    let page = http.get(format!("{url}/dashboard/sign-in")).send().await.unwrap();
+    let cookie = page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let html = page.text().await.unwrap();
+    let token = html.split(r#"name="csrf" value=""#).nth(1).unwrap().split('"').next().unwrap().to_string();
+    let form = [("csrf", token.as_str()), ("email", email), ("password", password)];
+    let r = http.post(format!("{url}/dashboard/sign-in")).header("cookie", cookie).form(&form).send().await;
+    r.unwrap().status().as_u16()
+}
+
 #[tokio::test]
-async fn five_wrong_passwords_lock_the_email_for_a_while() {
+async fn five_wrong_passwords_lock_that_address_and_email_not_the_operator() {
     let gateway = payments_e2e::sandbox_gateway(&[]).await;
     let (email, password) = dashboard_user("viewer").await;
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let sign_in = |password: String| {
-        let (http, url, email) = (http.clone(), gateway.url.clone(), email.clone());
-        async move {
-            let page = http.get(format!("{url}/dashboard/sign-in")).send().await.unwrap();
-            let cookie = page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
-            let html = page.text().await.unwrap();
-            let token = html.split(r#"name="csrf" value=""#).nth(1).unwrap().split('"').next().unwrap().to_string();
-            let form = [("csrf", token.as_str()), ("email", email.as_str()), ("password", password.as_str())];
-            let r = http.post(format!("{url}/dashboard/sign-in")).header("cookie", cookie).form(&form).send().await;
-            r.unwrap().status().as_u16()
-        }
-    };
+    let attacker = [127, 0, 0, 2];
     for _ in 0..5 {
-        assert_eq!(sign_in("not the password".to_string()).await, 401);
+        assert_eq!(sign_in(&gateway.url, attacker, &email, "not the password").await, 401);
     }
-    assert_eq!(sign_in(password).await, 429, "even the right password waits out the window");
+    assert_eq!(
+        sign_in(&gateway.url, attacker, &email, &password).await,
+        429,
+        "from there, even the right password waits"
+    );
+    assert_eq!(sign_in(&gateway.url, [127, 0, 0, 1], &email, &password).await, 303, "the operator is not locked out");
+}
+
+#[tokio::test]
+async fn a_flood_of_sign_ins_from_elsewhere_never_keeps_the_operator_out() {
+    let gateway = payments_e2e::sandbox_gateway(&[]).await;
+    let (email, password) = dashboard_user("operator").await;
+    // 24 clients guess without pause from one address, at the operator's email and at others.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..24)
+        .map(|i| {
+            let (url, email, stop) = (gateway.url.clone(), email.clone(), stop.clone());
+            tokio::spawn(async move {
+                let target = if i % 2 == 0 { email } else { format!("{}@example.com", unique("nobody")) };
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sign_in(&url, [127, 0, 0, 3], &target, "guess").await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        answers.push(sign_in(&gateway.url, [127, 0, 0, 1], &email, &password).await);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in flood {
+        task.await.unwrap();
+    }
+    assert_eq!(answers, vec![303; 10], "every one of the operator's sign-ins went through");
 }
 
 #[tokio::test]

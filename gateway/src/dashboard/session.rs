@@ -3,7 +3,7 @@
 //! extension on every request; every form carries the session's own token
 //! (CSRF), and the sign-in form a token of its own kept in a cookie beside it.
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::layout::{self, error_page};
 use super::queries;
+use super::throttle::Refusal;
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -99,7 +100,12 @@ pub struct SignIn {
     next: Option<String>,
 }
 
-pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
+pub async fn sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Response {
     let expected = cookie(&headers, SIGN_IN_COOKIE).unwrap_or_default();
     if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(form.csrf.as_bytes())) {
         return layout::message_page(
@@ -110,14 +116,17 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(for
     }
     let email = form.email.trim().to_lowercase();
     let refuse = |status, why| form_page(status, &expected, form.next.as_deref(), Some(why));
-    if state.sign_ins.locked(&email) {
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many wrong passwords for this email: try again in 15 minutes.",
-        );
-    }
-    let Some(_slot) = state.sign_ins.check() else {
-        return refuse(StatusCode::TOO_MANY_REQUESTS, "Too many sign-ins at this moment: try again shortly.");
+    let attempt = match state.sign_ins.begin(peer.ip(), &email) {
+        Ok(attempt) => attempt,
+        Err(Refusal::Locked) => {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many wrong passwords for this email from here: try again in 15 minutes.",
+            )
+        }
+        Err(Refusal::Busy) => {
+            return refuse(StatusCode::TOO_MANY_REQUESTS, "Too many sign-ins at this moment: try again shortly.")
+        }
     };
     let signed_in = async {
         let db = state.pool.get().await?;
@@ -127,7 +136,7 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(for
     .await;
     match signed_in {
         Ok(row) => {
-            state.sign_ins.succeeded(&email);
+            attempt.succeeded();
             let token: String = row.get("session_token");
             let cookie = set_cookie(&headers, SESSION_COOKIE, &token, "/dashboard", None);
             let clear = set_cookie(&headers, SIGN_IN_COOKIE, "", "/dashboard/sign-in", Some(0));
@@ -138,7 +147,6 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(for
             response
         }
         Err(e) if e.code() == "sign_in_failed" => {
-            state.sign_ins.failed(&email);
             tracing::info!("dashboard sign-in refused");
             refuse(StatusCode::UNAUTHORIZED, "Email or password is wrong.")
         }
