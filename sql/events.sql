@@ -273,15 +273,20 @@ $$;
 COMMENT ON FUNCTION payments.set_webhook_retries(interval[]) IS
     'Sets the waits between failed delivery attempts (admin); after the last one fails the delivery is failed. PM100 outside 1 to 20 waits of up to 7 days.';
 
-CREATE FUNCTION payments.claim_webhook_deliveries(lim int DEFAULT 20, lease interval DEFAULT '30 seconds')
+CREATE FUNCTION payments.claim_webhook_deliveries(lim int DEFAULT 20, lease interval DEFAULT '30 seconds',
+                                                  per_endpoint int DEFAULT 1000, busy_endpoints text[] DEFAULT '{}')
 RETURNS TABLE (customer_id text, event_id text, endpoint_id text, url text, secret text, body text, attempt integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_due      record;
     v_attempts integer;
+    v_claimed  integer := 0;
+    -- Claimed so far per endpoint (a small object, one key per endpoint).
+    v_per      jsonb := '{}';
 BEGIN
-    IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR lease IS NULL OR lease <= interval '0' THEN
-        RAISE EXCEPTION 'lim is 1 to 1000 and the lease positive' USING ERRCODE = 'PM100';
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR lease IS NULL OR lease <= interval '0'
+       OR per_endpoint IS NULL OR per_endpoint < 1 THEN
+        RAISE EXCEPTION 'lim is 1 to 1000, the lease positive, per_endpoint at least 1' USING ERRCODE = 'PM100';
     END IF;
     -- As claim_provider_commands: candidates without locks (the first pending
     -- delivery of each object to each endpoint, if due), then each claimed where it lives.
@@ -294,8 +299,12 @@ BEGIN
               ORDER BY d.customer_id, d.endpoint_id, d.object_id, d.seq) h
         JOIN payments.webhook_endpoints w ON w.id = h.endpoint_id
         WHERE h.next_attempt_at <= now() AND w.disabled_at IS NULL
-        ORDER BY h.next_attempt_at LIMIT lim
+          AND w.id <> ALL (coalesce(busy_endpoints, '{}'))
+        ORDER BY h.next_attempt_at LIMIT lim * 4
     LOOP
+        EXIT WHEN v_claimed >= lim;
+        -- No endpoint takes more than its share: a slow one never holds the others' deliveries.
+        CONTINUE WHEN coalesce((v_per ->> v_due.endpoint_id)::integer, 0) >= per_endpoint;
         SELECT d.attempts INTO v_attempts FROM payments.webhook_deliveries d
         WHERE d.customer_id = v_due.customer_id AND d.event_id = v_due.event_id AND d.endpoint_id = v_due.endpoint_id
           AND d.status = 'pending' AND d.next_attempt_at <= now()
@@ -303,6 +312,8 @@ BEGIN
         CONTINUE WHEN NOT FOUND;
         UPDATE payments.webhook_deliveries d SET attempts = v_attempts + 1, next_attempt_at = now() + lease
         WHERE d.customer_id = v_due.customer_id AND d.event_id = v_due.event_id AND d.endpoint_id = v_due.endpoint_id;
+        v_claimed := v_claimed + 1;
+        v_per := v_per || jsonb_build_object(v_due.endpoint_id, coalesce((v_per ->> v_due.endpoint_id)::integer, 0) + 1);
         RETURN QUERY
         SELECT e.customer_id, e.id, w.id, w.url, s.secret,
                jsonb_build_object('type', e.type, 'timestamp',
@@ -315,8 +326,8 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION payments.claim_webhook_deliveries(int, interval) IS
-    'For the gateway: leases up to lim due deliveries (the earliest pending event of each object for each enabled endpoint) for lease, and returns what to send: the endpoint''s URL and secret, the body ({"type", "timestamp", "data"}; the event id is the webhook-id) and the attempt number. Safe from several gateways (SKIP LOCKED); a lease that ends unanswered makes the delivery due again.';
+COMMENT ON FUNCTION payments.claim_webhook_deliveries(int, interval, int, text[]) IS
+    'For the gateway: leases up to lim due deliveries (the earliest pending event of each object for each enabled endpoint, at most per_endpoint of each endpoint, none of busy_endpoints: those the caller has enough of in flight) for lease, and returns what to send: the endpoint''s URL and secret, the body ({"type", "timestamp", "data"}; the event id is the webhook-id) and the attempt number. Safe from several gateways (SKIP LOCKED); a lease that ends unanswered makes the delivery due again.';
 
 CREATE FUNCTION payments.record_webhook_delivery(customer_id text, event_id text, endpoint_id text, attempt integer,
                                                  status_code integer, error text DEFAULT NULL,

@@ -78,7 +78,7 @@ GRANT EXECUTE ON FUNCTION
     payments.set_subscription_payment_method(text, text),
     payments.change_plan(text, text, boolean, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text),
-    payments.claim_webhook_deliveries(int, interval),
+    payments.claim_webhook_deliveries(int, interval, int, text[]),
     payments.record_webhook_delivery(text, text, text, integer, integer, text, integer)
 TO payments_admin, payments_gateway;
 

@@ -11,7 +11,11 @@
 //! claimed only once the one before it is delivered or failed, so an endpoint
 //! sees each object's changes in order. It runs on a timer and, when
 //! notifications are on (`payments.set_event_notifications`), on NOTIFY payments_events.
+//! Deliveries run side by side, each endpoint with a bounded share in flight, and
+//! a finished one makes room for the next at once: an endpoint that answers
+//! slowly or not at all delays only its own deliveries.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +27,12 @@ use crate::app::AppState;
 use crate::db;
 use crate::error::ApiError;
 
-const BATCH: i32 = 50;
+/// How many deliveries one claim leases at most.
+const BATCH: usize = 50;
+/// How many POSTs may be in flight at once, and to any one endpoint: a slow or failing
+/// endpoint holds at most its own share, never the others' deliveries.
+const IN_FLIGHT: usize = 200;
+const PER_ENDPOINT: usize = 4;
 const CHANNEL: &str = "payments_events";
 
 /// How the worker paces itself.
@@ -59,49 +68,68 @@ pub async fn run(state: AppState, pace: Pace, database_url: String) {
     };
     let mut tick = tokio::time::interval(pace.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Deliveries in flight, each yielding its endpoint when done; how many per endpoint.
+    let mut in_flight: JoinSet<String> = JoinSet::new();
+    let mut per_endpoint: HashMap<String, usize> = HashMap::new();
     loop {
+        // Claim while there is room: a delivery that finishes makes room at once, whatever
+        // the others are waiting for.
+        loop {
+            let room = (IN_FLIGHT - in_flight.len()).min(BATCH);
+            if room == 0 {
+                break;
+            }
+            let busy: Vec<&str> =
+                per_endpoint.iter().filter(|(_, n)| **n >= PER_ENDPOINT).map(|(e, _)| e.as_str()).collect();
+            let rows = match claim(&state, pace, room, &busy).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming webhook deliveries failed");
+                    break;
+                }
+            };
+            let claimed = rows.len();
+            for row in rows {
+                let endpoint: String = row.get("endpoint_id");
+                *per_endpoint.entry(endpoint.clone()).or_default() += 1;
+                let (state, http) = (state.clone(), http.clone());
+                in_flight.spawn(async move {
+                    if let Err(e) = deliver(&state, &http, &row).await {
+                        tracing::warn!(error = %e, "a webhook delivery was not recorded; it is retried after its lease");
+                    }
+                    endpoint
+                });
+            }
+            if claimed < room {
+                break;
+            }
+        }
         tokio::select! {
             _ = tick.tick() => {}
             _ = wake.notified() => {}
-        }
-        // A full batch suggests more are due: go on until a batch comes back short.
-        loop {
-            match deliver_due(&state, &http, pace).await {
-                Ok(claimed) if claimed == BATCH as usize => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook delivery pass failed");
-                    break;
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => match done {
+                Ok(endpoint) => {
+                    if let Some(n) = per_endpoint.get_mut(&endpoint) {
+                        *n -= 1;
+                        if *n == 0 {
+                            per_endpoint.remove(&endpoint);
+                        }
+                    }
                 }
-            }
+                // A panicked task's count is lost with it; its lease makes the delivery due again.
+                Err(e) => tracing::warn!(error = %e, "a webhook delivery task failed"),
+            },
         }
     }
 }
 
-/// Claims due deliveries and sends them concurrently; returns how many were claimed.
-async fn deliver_due(state: &AppState, http: &reqwest::Client, pace: Pace) -> Result<usize, ApiError> {
-    let rows = {
-        let db = state.pool.get().await?;
-        let stmt = db.prepare_cached(db::CLAIM_WEBHOOK_DELIVERIES).await?;
-        let lease = i64::try_from(pace.lease().as_millis()).unwrap_or(i64::MAX);
-        db.query(&stmt, &[&BATCH, &lease]).await?
-    };
-    let claimed = rows.len();
-    let mut work = JoinSet::new();
-    for row in rows {
-        let (state, http) = (state.clone(), http.clone());
-        work.spawn(async move { deliver(&state, &http, &row).await });
-    }
-    while let Some(done) = work.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "a webhook delivery was not recorded; it is retried after its lease")
-            }
-            Err(e) => tracing::warn!(error = %e, "a webhook delivery task failed"),
-        }
-    }
-    Ok(claimed)
+/// Leases up to `room` due deliveries, at most `PER_ENDPOINT` of any endpoint, none of `busy`.
+async fn claim(state: &AppState, pace: Pace, room: usize, busy: &[&str]) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::CLAIM_WEBHOOK_DELIVERIES).await?;
+    let lease = i64::try_from(pace.lease().as_millis()).unwrap_or(i64::MAX);
+    let (room, per_endpoint) = (room as i32, PER_ENDPOINT as i32);
+    Ok(db.query(&stmt, &[&room, &lease, &per_endpoint, &busy]).await?)
 }
 
 /// One signed POST, then its answer recorded.

@@ -2023,6 +2023,86 @@ async fn webhook_endpoints_need_their_own_scope_and_never_reach_an_internal_addr
     payments_e2e::remove_webhook_endpoints().await;
 }
 
+/// An endpoint that holds every request until `release`, counting them.
+async fn slow_endpoint() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>, tokio::sync::watch::Sender<bool>) {
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/slow", listener.local_addr().unwrap());
+    let counter = received.clone();
+    let router = axum::Router::new().route(
+        "/hooks/slow",
+        axum::routing::post(move || {
+            let (counter, mut released) = (counter.clone(), released.clone());
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = released.wait_for(|r| *r).await;
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, received, release)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_endpoint_that_answers_slowly_never_delays_another() {
+    payments_e2e::remove_webhook_endpoints().await;
+    let app = spawn_app(&[
+        "--delivery-interval-ms",
+        "50",
+        "--delivery-timeout-ms",
+        "30000",
+        "--webhook-allowed-networks",
+        "127.0.0.0/8",
+    ])
+    .await;
+    let (_, key) = api_key(&["payments:write", "webhooks:manage"]).await;
+    let (slow_url, slow_received, release) = slow_endpoint().await;
+    let (fast, fast_url) = Receiver::start(0).await;
+    for url in [&slow_url, &fast_url] {
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/webhook_endpoints",
+                Some(&key),
+                Some(json!({ "url": url, "event_types": ["payment.created"] })),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let started = std::time::Instant::now();
+    let events = 20;
+    for _ in 0..events {
+        let body = json!({ "customer_id": unique("c"), "amount": "1", "currency": "USD" });
+        assert_eq!(app.send(Method::POST, "/v1/payments", Some(&key), Some(body)).await.status(), StatusCode::CREATED);
+    }
+    // Every event reaches the fast endpoint while the slow one still holds its first requests.
+    let mut delivered = 0;
+    for _ in 0..200 {
+        delivered = fast.requests.lock().unwrap().len();
+        if delivered >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fast_took = started.elapsed();
+    let held = slow_received.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(delivered, events, "the fast endpoint got every event");
+    assert!((1..=4).contains(&held), "the slow endpoint holds only its own share in flight: {held}");
+    println!("a fast endpoint beside one holding every request: {events} events delivered in {fast_took:?}");
+    // Released, the slow endpoint gets its events too.
+    release.send(true).unwrap();
+    for _ in 0..200 {
+        if slow_received.load(std::sync::atomic::Ordering::SeqCst) >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(slow_received.load(std::sync::atomic::Ordering::SeqCst), events);
+    payments_e2e::remove_webhook_endpoints().await;
+}
+
 #[tokio::test]
 async fn plans_are_listed_and_fetched_over_http() {
     let app = spawn_app(&[]).await;
