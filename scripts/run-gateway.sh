@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`'s gateway: a login role in payments_gateway, a demo API key, the
+# `make run`'s gateway: a login role in payments_gateway (and one in payments_worker for
+# its webhook delivery worker), a demo API key, the
 # embedded sandbox's webhook secret, and the gateway itself in the background
 # (restarted so a rebuilt binary takes over). State lives in .run/.
 set -euo pipefail
@@ -17,6 +18,10 @@ sql() { /usr/lib/postgresql/15/bin/psql -X -q -tA -v ON_ERROR_STOP=1 "$SUPERUSER
 sql -c "DO \$\$ BEGIN
           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments_app') THEN
             CREATE ROLE payments_app LOGIN IN ROLE payments_gateway;
+          END IF;
+          -- The webhook delivery worker's own login: only it reads endpoints' secrets.
+          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments_app_worker') THEN
+            CREATE ROLE payments_app_worker LOGIN IN ROLE payments_worker;
           END IF;
         END \$\$"
 
@@ -65,6 +70,7 @@ if [ -s "$RUN_DIR/gateway.pid" ] && kill -0 "$(cat "$RUN_DIR/gateway.pid")" 2>/d
 fi
 # Development: webhook endpoints on this machine are allowed (nothing internal is by default).
 DATABASE_URL="host=127.0.0.1 port=$PGPORT user=payments_app dbname=$DB" \
+WORKER_DATABASE_URL="host=127.0.0.1 port=$PGPORT user=payments_app_worker dbname=$DB" \
 PAYMENTS_PROVIDER=sandbox \
 SANDBOX_API_KEY=$(cat "$RUN_DIR/sandbox-api-key") \
 SANDBOX_WEBHOOK_SECRET=$(cat "$RUN_DIR/sandbox-webhook-secret") \

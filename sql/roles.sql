@@ -2,11 +2,13 @@
 --   payments_admin   everything, including purging keys and reading the tables
 --   payments_gateway the API functions only; no direct table access
 --   payments_reader  the views and read-only functions; nothing that writes
+--   payments_worker  the gateway's webhook delivery worker: claims deliveries with the
+--                    endpoints' signing secrets (no application role ever sees a secret)
 DO $$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['payments_admin', 'payments_gateway', 'payments_reader'] LOOP
+    FOREACH r IN ARRAY ARRAY['payments_admin', 'payments_gateway', 'payments_reader', 'payments_worker'] LOOP
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
         END IF;
@@ -77,10 +79,14 @@ GRANT EXECUTE ON FUNCTION
     payments.run_billing(timestamptz),
     payments.set_subscription_payment_method(text, text),
     payments.change_plan(text, text, boolean, timestamptz),
-    payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text),
+    payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)
+TO payments_admin, payments_gateway;
+-- Only the delivery worker reads the endpoints' secrets (claim_webhook_deliveries returns them).
+GRANT USAGE ON SCHEMA payments TO payments_worker;
+GRANT EXECUTE ON FUNCTION
     payments.claim_webhook_deliveries(int, interval, int, text[]),
     payments.record_webhook_delivery(text, text, text, integer, integer, text, integer)
-TO payments_admin, payments_gateway;
+TO payments_admin, payments_worker;
 
 -- The gateway checks keys and dashboard sessions, and reads histories.
 GRANT EXECUTE ON FUNCTION payments.authenticate_api_key(text), payments.list_payment_events(text),

@@ -68,6 +68,11 @@ pub struct ServeArgs {
     /// PostgreSQL connection string (key=value or URL) for a role in payments_gateway.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
+    /// Connection string for the webhook delivery worker, a role in payments_worker (the
+    /// only role that reads endpoints' signing secrets). Default: DATABASE_URL, whose role
+    /// then needs payments_worker too.
+    #[arg(long, env = "WORKER_DATABASE_URL")]
+    pub worker_database_url: Option<String>,
     #[arg(long, env = "GATEWAY_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
     /// How long a request waits for a free connection before answering 503.

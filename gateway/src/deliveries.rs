@@ -23,6 +23,8 @@ use payments_core::webhook::standard;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use deadpool_postgres::Pool;
+
 use crate::app::AppState;
 use crate::db;
 use crate::error::ApiError;
@@ -51,7 +53,9 @@ impl Pace {
     }
 }
 
-pub async fn run(state: AppState, pace: Pace, database_url: String) {
+/// `pool` connects as the delivery worker (payments_worker): the application's own role never
+/// reads an endpoint's secret.
+pub async fn run(state: AppState, pool: Pool, pace: Pace, database_url: String) {
     let wake = Arc::new(Notify::new());
     tokio::spawn(crate::listen::listen(database_url, CHANNEL, wake.clone()));
     // No redirect, no proxy from the environment, and every name resolved through the guard.
@@ -81,7 +85,7 @@ pub async fn run(state: AppState, pace: Pace, database_url: String) {
             }
             let busy: Vec<&str> =
                 per_endpoint.iter().filter(|(_, n)| **n >= PER_ENDPOINT).map(|(e, _)| e.as_str()).collect();
-            let rows = match claim(&state, pace, room, &busy).await {
+            let rows = match claim(&pool, pace, room, &busy).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming webhook deliveries failed");
@@ -92,9 +96,9 @@ pub async fn run(state: AppState, pace: Pace, database_url: String) {
             for row in rows {
                 let endpoint: String = row.get("endpoint_id");
                 *per_endpoint.entry(endpoint.clone()).or_default() += 1;
-                let (state, http) = (state.clone(), http.clone());
+                let (state, pool, http) = (state.clone(), pool.clone(), http.clone());
                 in_flight.spawn(async move {
-                    if let Err(e) = deliver(&state, &http, &row).await {
+                    if let Err(e) = deliver(&state, &pool, &http, &row).await {
                         tracing::warn!(error = %e, "a webhook delivery was not recorded; it is retried after its lease");
                     }
                     endpoint
@@ -124,8 +128,8 @@ pub async fn run(state: AppState, pace: Pace, database_url: String) {
 }
 
 /// Leases up to `room` due deliveries, at most `PER_ENDPOINT` of any endpoint, none of `busy`.
-async fn claim(state: &AppState, pace: Pace, room: usize, busy: &[&str]) -> Result<Vec<tokio_postgres::Row>, ApiError> {
-    let db = state.pool.get().await?;
+async fn claim(pool: &Pool, pace: Pace, room: usize, busy: &[&str]) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+    let db = pool.get().await?;
     let stmt = db.prepare_cached(db::CLAIM_WEBHOOK_DELIVERIES).await?;
     let lease = i64::try_from(pace.lease().as_millis()).unwrap_or(i64::MAX);
     let (room, per_endpoint) = (room as i32, PER_ENDPOINT as i32);
@@ -133,7 +137,12 @@ async fn claim(state: &AppState, pace: Pace, room: usize, busy: &[&str]) -> Resu
 }
 
 /// One signed POST, then its answer recorded.
-async fn deliver(state: &AppState, http: &reqwest::Client, row: &tokio_postgres::Row) -> Result<(), ApiError> {
+async fn deliver(
+    state: &AppState,
+    pool: &Pool,
+    http: &reqwest::Client,
+    row: &tokio_postgres::Row,
+) -> Result<(), ApiError> {
     let event_id: &str = row.try_get("event_id")?;
     let body: String = row.try_get("body")?;
     let timestamp = std::time::SystemTime::now()
@@ -146,7 +155,7 @@ async fn deliver(state: &AppState, http: &reqwest::Client, row: &tokio_postgres:
     let url = state.destinations.check_url(row.try_get::<_, &str>("url")?);
     let answer = match url {
         Ok(url) => http.post(url),
-        Err(why) => return record(state, row, None, Some(why), 0).await,
+        Err(why) => return record(pool, row, None, Some(why), 0).await,
     };
     let answer = answer
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -168,18 +177,18 @@ async fn deliver(state: &AppState, http: &reqwest::Client, row: &tokio_postgres:
         None => "unreachable",
     };
     metrics::counter!("webhook_deliveries_total", "outcome" => outcome).increment(1);
-    record(state, row, status_code, error, duration_ms).await
+    record(pool, row, status_code, error, duration_ms).await
 }
 
 /// An attempt's answer (a status code, or why there was none), recorded.
 async fn record(
-    state: &AppState,
+    pool: &Pool,
     row: &tokio_postgres::Row,
     status_code: Option<i32>,
     error: Option<String>,
     duration_ms: i32,
 ) -> Result<(), ApiError> {
-    let db = state.pool.get().await?;
+    let db = pool.get().await?;
     let stmt = db.prepare_cached(db::RECORD_WEBHOOK_DELIVERY).await?;
     let (customer_id, event_id): (&str, &str) = (row.try_get("customer_id")?, row.try_get("event_id")?);
     let endpoint_id: &str = row.try_get("endpoint_id")?;

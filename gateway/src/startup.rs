@@ -104,7 +104,9 @@ impl Application {
             interval: Duration::from_millis(self.args.delivery_interval_ms),
             timeout: Duration::from_millis(self.args.delivery_timeout_ms),
         };
-        let deliveries = tokio::spawn(deliveries::run(self.state.clone(), delivery, self.args.database_url.clone()));
+        let worker_url = self.args.worker_database_url.clone().unwrap_or_else(|| self.args.database_url.clone());
+        let worker_pool = db::pool(&worker_url, 4, Duration::from_millis(self.args.pool_wait_ms.max(1000)))?;
+        let deliveries = tokio::spawn(deliveries::run(self.state.clone(), worker_pool, delivery, worker_url));
         // Tests and scripts read this line to find the port.
         println!(
             "listening on http://{} (provider: {}{})",

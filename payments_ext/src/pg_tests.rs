@@ -2983,5 +2983,14 @@ mod tests {
         assert_eq!(sqlstate("SELECT count(*) FROM payments.webhook_endpoints"), "42501");
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.webhook_endpoint_list WHERE url LIKE '%s3cret%'"), 0);
         Spi::run("RESET ROLE").unwrap();
+        // Only the delivery worker's role may claim deliveries (they carry the signing secrets).
+        let may_claim = |role: &str| {
+            one::<bool>(&format!(
+                "SELECT has_function_privilege('{role}', 'payments.claim_webhook_deliveries(int, interval, int, text[])', 'EXECUTE')"
+            ))
+        };
+        assert!(may_claim("payments_worker"));
+        assert!(!may_claim("payments_gateway"), "the application role never sees a secret");
+        assert!(!may_claim("payments_reader"));
     }
 }

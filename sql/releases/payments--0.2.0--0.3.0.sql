@@ -5180,10 +5180,21 @@ GRANT EXECUTE ON FUNCTION payments._webhook_endpoints() TO payments_admin, payme
 GRANT EXECUTE ON FUNCTION payments.set_webhook_endpoint_limit(integer) TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments.webhook_retries() TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION
-    payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text),
+    payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)
+TO payments_admin, payments_gateway;
+-- Only the delivery worker reads the endpoints' secrets (claim_webhook_deliveries returns them).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'payments_worker') THEN
+        CREATE ROLE payments_worker NOLOGIN;
+    END IF;
+END
+$$;
+GRANT USAGE ON SCHEMA payments TO payments_worker;
+GRANT EXECUTE ON FUNCTION
     payments.claim_webhook_deliveries(int, interval, int, text[]),
     payments.record_webhook_delivery(text, text, text, integer, integer, text, integer)
-TO payments_admin, payments_gateway;
+TO payments_admin, payments_worker;
 GRANT EXECUTE ON FUNCTION payments.set_webhook_retries(interval[]) TO payments_admin;
 REVOKE ALL ON FUNCTION payments._notifying(), payments.set_event_notifications(boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION payments.set_event_notifications(boolean) TO payments_admin;

@@ -67,6 +67,10 @@ impl Gateway {
         let bin = std::env::var("PAYMENTS_GATEWAY_BIN").expect("PAYMENTS_GATEWAY_BIN is set by `make test`");
         let mut cmd = tokio::process::Command::new(bin);
         cmd.args(args).stdout(std::process::Stdio::piped()).kill_on_drop(true);
+        // The delivery worker connects as a role of its own, as in production.
+        if env.iter().any(|(k, _)| *k == "DATABASE_URL") && !env.iter().any(|(k, _)| *k == "WORKER_DATABASE_URL") {
+            cmd.env("WORKER_DATABASE_URL", worker_database_url().await);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -130,20 +134,30 @@ pub fn free_port() -> u16 {
 }
 
 /// The connection string for a login role in payments_gateway, as a gateway uses.
+/// A login role in payments_worker: what the gateway's webhook delivery worker connects as.
+pub async fn worker_database_url() -> String {
+    login_role_url("payments_e2e_worker", "payments_worker").await
+}
+
+/// A login role in payments_gateway: what the gateway connects as.
 pub async fn gateway_database_url() -> String {
+    login_role_url("payments_e2e_gateway", "payments_gateway").await
+}
+
+async fn login_role_url(login: &str, group: &str) -> String {
     let db = connect().await;
-    db.batch_execute(
+    db.batch_execute(&format!(
         "DO $$ BEGIN
-           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments_e2e_gateway') THEN
-             CREATE ROLE payments_e2e_gateway LOGIN IN ROLE payments_gateway;
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{login}') THEN
+             CREATE ROLE {login} LOGIN IN ROLE {group};
            END IF;
-         END $$",
-    )
+         END $$"
+    ))
     .await
     .unwrap();
     let base = database_url();
     let without_user: Vec<&str> = base.split_whitespace().filter(|kv| !kv.starts_with("user=")).collect();
-    format!("{} user=payments_e2e_gateway", without_user.join(" "))
+    format!("{} user={login}", without_user.join(" "))
 }
 
 /// A new API key with the given scopes.

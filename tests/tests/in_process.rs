@@ -28,7 +28,9 @@ async fn spawn_app(flags: &[&str]) -> App {
     let provider = unique("inproc");
     let secret = webhook_secret(&provider).await;
     let database_url = gateway_database_url().await;
+    let worker_url = payments_e2e::worker_database_url().await;
     let mut args = vec!["payments-gateway", "serve", "--listen", "127.0.0.1:0", "--database-url", &database_url];
+    args.extend(["--worker-database-url", &worker_url]);
     args.extend(["--provider", "sandbox", "--provider-name", &provider, "--sandbox-webhook-secret", &secret]);
     args.extend(["--sandbox-api-key", SANDBOX_KEY]);
     args.extend(flags);
