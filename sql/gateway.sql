@@ -11,14 +11,17 @@ CREATE TABLE payments.api_keys (
     scopes     text[] NOT NULL
                CHECK (cardinality(scopes) > 0 AND payments._all_allowed('api_key_scope', scopes)),
     created_at timestamptz NOT NULL DEFAULT now(),
-    revoked_at timestamptz
+    revoked_at timestamptz,
+    customer_id text COLLATE "C" CHECK (length(customer_id) BETWEEN 1 AND 255)
 );
 COMMENT ON TABLE payments.api_keys IS
     'Gateway API keys. Only the sha256 of a key is stored; the key itself is shown once, by create_api_key.';
-COMMENT ON COLUMN payments.api_keys.scopes IS 'payments:read (GET routes), payments:write (POST routes).';
+COMMENT ON COLUMN payments.api_keys.scopes IS 'payments:read (GET routes), payments:write (POST routes), webhooks:manage (webhook endpoints), payments:admin (a reconciliation''s repair).';
+COMMENT ON COLUMN payments.api_keys.customer_id IS 'The one customer the key acts for (an agent or an app of that customer): it sees and acts on that customer''s objects only, others'' are answered as missing; platform-wide routes refuse it. NULL: a platform key.';
 SELECT pg_catalog.pg_extension_config_dump('payments.api_keys', '');
 
-CREATE FUNCTION payments.create_api_key(name text, scopes text[]) RETURNS TABLE (id text, api_key text)
+CREATE FUNCTION payments.create_api_key(name text, scopes text[], customer_id text DEFAULT NULL)
+RETURNS TABLE (id text, api_key text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_id  text := payments._new_id('key');
@@ -32,23 +35,27 @@ BEGIN
             (SELECT string_agg(v.value, ', ') FROM payments.allowed_values() v WHERE v.kind = 'api_key_scope')
             USING ERRCODE = 'PM100';
     END IF;
-    INSERT INTO payments.api_keys (id, name, key_hash, scopes)
-    VALUES (v_id, name, sha256(convert_to(v_key, 'UTF8')), scopes);
+    IF length(customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.api_keys (id, name, key_hash, scopes, customer_id)
+    VALUES (v_id, name, sha256(convert_to(v_key, 'UTF8')), scopes, create_api_key.customer_id);
     RETURN QUERY SELECT v_id, v_key;
 END
 $$;
-COMMENT ON FUNCTION payments.create_api_key(text, text[]) IS
-    'Creates a gateway API key with the given scopes and returns it. The key is shown only this once; only its sha256 is kept.';
+COMMENT ON FUNCTION payments.create_api_key(text, text[], text) IS
+    'Creates a gateway API key with the given scopes, bound to one customer when customer_id is given, and returns it. The key is shown only this once; only its sha256 is kept.';
 
-CREATE FUNCTION payments.authenticate_api_key(api_key text) RETURNS TABLE (key_id text, scopes text[])
+CREATE FUNCTION payments.authenticate_api_key(api_key text)
+RETURNS TABLE (key_id text, scopes text[], customer_id text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT k.id, k.scopes FROM payments.api_keys k
+    RETURN QUERY SELECT k.id, k.scopes, k.customer_id FROM payments.api_keys k
     WHERE k.key_hash = sha256(convert_to(authenticate_api_key.api_key, 'UTF8')) AND k.revoked_at IS NULL;
 END
 $$;
 COMMENT ON FUNCTION payments.authenticate_api_key(text) IS
-    'The key id and scopes of a valid, unrevoked API key; no row otherwise. The lookup is by hash, so no key is compared as text.';
+    'The key id, scopes and bound customer (NULL: a platform key) of a valid, unrevoked API key; no row otherwise. The lookup is by hash, so no key is compared as text.';
 
 CREATE FUNCTION payments.revoke_api_key(id text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -99,7 +99,7 @@ GRANT EXECUTE ON FUNCTION
     payments.purge_idempotency_keys(interval),
     payments.add_webhook_secret(text, text, text, timestamptz),
     payments.retire_webhook_secret(text),
-    payments.create_api_key(text, text[]),
+    payments.create_api_key(text, text[], text),
     payments.revoke_api_key(text),
     payments.resolve_anomaly(text, text),
     payments.set_webhook_tolerance(interval),

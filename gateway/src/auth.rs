@@ -22,7 +22,13 @@ pub use payments_core::vocabulary::{
 
 #[derive(Clone)]
 pub struct Caller {
-    scopes: Arc<[String]>,
+    key: Arc<Key>,
+}
+
+/// What a verified key may do: its scopes, and the one customer it acts for (None: a platform key).
+pub struct Key {
+    scopes: Vec<String>,
+    customer: Option<String>,
 }
 
 /// Recently verified keys, by sha256 of the key (the key itself is not kept).
@@ -36,8 +42,8 @@ pub struct KeyCache {
     verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
 
-/// When a key was verified, and its scopes.
-type Verified = (Instant, Arc<[String]>);
+/// When a key was verified, and what it may do.
+type Verified = (Instant, Arc<Key>);
 
 impl KeyCache {
     /// Bounds memory under a flood of distinct valid keys; a full cache starts over.
@@ -47,12 +53,12 @@ impl KeyCache {
         KeyCache { ttl, verified: Mutex::new(HashMap::new()) }
     }
 
-    fn get(&self, digest: &[u8; 32]) -> Option<Arc<[String]>> {
+    fn get(&self, digest: &[u8; 32]) -> Option<Arc<Key>> {
         let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        verified.get(digest).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, scopes)| scopes.clone())
+        verified.get(digest).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, key)| key.clone())
     }
 
-    fn put(&self, digest: [u8; 32], scopes: Arc<[String]>) {
+    fn put(&self, digest: [u8; 32], key: Arc<Key>) {
         if self.ttl.is_zero() {
             return;
         }
@@ -60,17 +66,72 @@ impl KeyCache {
         if verified.len() >= Self::CAPACITY {
             verified.clear();
         }
-        verified.insert(digest, (Instant::now(), scopes));
+        verified.insert(digest, (Instant::now(), key));
     }
 }
 
 impl Caller {
     pub fn require(&self, scope: &'static str) -> Result<(), ApiError> {
-        if self.scopes.iter().any(|s| s == scope) {
+        if self.key.scopes.iter().any(|s| s == scope) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(scope))
         }
+    }
+
+    /// The one customer a bound key acts for; None for a platform key.
+    pub fn customer(&self) -> Option<&str> {
+        self.key.customer.as_deref()
+    }
+
+    /// Platform-wide routes (reconciliation, webhook endpoints, plans) are a platform key's.
+    pub fn require_platform(&self) -> Result<(), ApiError> {
+        match self.customer() {
+            Some(_) => Err(ApiError::CustomerBound("this key acts for one customer: platform routes are not its")),
+            None => Ok(()),
+        }
+    }
+
+    /// A request naming `customer` (a new payment, usage, a list's filter): a bound key names its own.
+    pub fn may_act_for(&self, customer: &str) -> Result<(), ApiError> {
+        match self.customer() {
+            Some(own) if own != customer => Err(ApiError::CustomerBound("this key acts for another customer")),
+            _ => Ok(()),
+        }
+    }
+
+    /// An object of `customer` that was asked for by id: another customer's is answered as missing
+    /// (404, as an unknown id: a bound key never learns another customer's object exists).
+    pub fn sees(&self, customer: Option<&str>, what: &'static str) -> Result<(), ApiError> {
+        match (self.customer(), customer) {
+            (Some(own), Some(customer)) if own == customer => Ok(()),
+            (Some(_), _) => Err(ApiError::NotFound(what)),
+            (None, _) => Ok(()),
+        }
+    }
+
+    /// For a bound key, before acting on an object named by id: 404 unless it is its
+    /// customer's (one lookup, made only for bound keys).
+    pub async fn owns(&self, db: &deadpool_postgres::ClientWrapper, object: Object, id: &str) -> Result<(), ApiError> {
+        if self.customer().is_none() {
+            return Ok(());
+        }
+        let stmt = db.prepare_cached(object.customer_sql()).await?;
+        let customer = match db.query_opt(&stmt, &[&id]).await {
+            Ok(row) => row.map(|r| r.get::<_, String>(0)),
+            Err(e) if e.code().map(|c| c.code()) == Some(crate::error::NOT_FOUND) => None,
+            Err(e) => return Err(e.into()),
+        };
+        self.sees(customer.as_deref(), object.name())
+    }
+
+    /// `sees` for an object given as the API's JSON text (its `customer_id`).
+    pub fn sees_json(&self, object: &str, what: &'static str) -> Result<(), ApiError> {
+        if self.customer().is_none() {
+            return Ok(());
+        }
+        let parsed: serde_json::Value = serde_json::from_str(object).unwrap_or_default();
+        self.sees(parsed["customer_id"].as_str(), what)
     }
 }
 
@@ -78,15 +139,15 @@ impl Caller {
     /// The caller `key` belongs to, from `cache` or the database; 401 for an unknown or revoked key.
     pub async fn verify(pool: &Pool, cache: &KeyCache, key: &str) -> Result<Caller, ApiError> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        if let Some(scopes) = cache.get(&digest) {
-            return Ok(Caller { scopes });
+        if let Some(key) = cache.get(&digest) {
+            return Ok(Caller { key });
         }
         let db = pool.get().await?;
         let stmt = db.prepare_cached(crate::db::AUTHENTICATE).await?;
         let row = db.query_opt(&stmt, &[&key]).await?.ok_or(ApiError::Unauthenticated("unknown or revoked API key"))?;
-        let scopes: Arc<[String]> = row.try_get::<_, Vec<String>>("scopes")?.into();
-        cache.put(digest, scopes.clone());
-        Ok(Caller { scopes })
+        let key = Arc::new(Key { scopes: row.try_get("scopes")?, customer: row.try_get("customer_id")? });
+        cache.put(digest, key.clone());
+        Ok(Caller { key })
     }
 }
 
@@ -115,6 +176,38 @@ fn bearer_key(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
         .ok_or(ApiError::Unauthenticated("Authorization must be: Bearer <api key>"))
 }
 
+/// What a bound key may name by id, and how its customer is found.
+#[derive(Debug, Clone, Copy)]
+pub enum Object {
+    Payment,
+    Refund,
+    Dispute,
+    Subscription,
+    Invoice,
+}
+
+impl Object {
+    fn name(self) -> &'static str {
+        match self {
+            Object::Payment => "payment",
+            Object::Refund => "refund",
+            Object::Dispute => "dispute",
+            Object::Subscription => "subscription",
+            Object::Invoice => "invoice",
+        }
+    }
+
+    fn customer_sql(self) -> &'static str {
+        match self {
+            Object::Payment => "SELECT customer_id FROM payments.get_payment($1)",
+            Object::Refund => "SELECT customer_id FROM payments.get_refund($1)",
+            Object::Dispute => "SELECT customer_id FROM payments.get_dispute($1)",
+            Object::Subscription => "SELECT customer_id FROM payments.get_subscription($1)",
+            Object::Invoice => "SELECT customer_id FROM payments.get_invoice($1)",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,15 +230,15 @@ mod tests {
         }
     }
 
-    fn scopes() -> Arc<[String]> {
-        vec![READ.to_string()].into()
+    fn scopes() -> Arc<Key> {
+        Arc::new(Key { scopes: vec![READ.to_string()], customer: None })
     }
 
     #[test]
     fn a_verified_key_is_trusted_only_for_the_ttl() {
         let cache = KeyCache::new(Duration::from_millis(50));
         cache.put([1; 32], scopes());
-        assert_eq!(cache.get(&[1; 32]).as_deref(), Some(&[READ.to_string()][..]));
+        assert_eq!(cache.get(&[1; 32]).map(|k| k.scopes.clone()), Some(vec![READ.to_string()]));
         assert!(cache.get(&[2; 32]).is_none());
         std::thread::sleep(Duration::from_millis(60));
         assert!(cache.get(&[1; 32]).is_none(), "an expired entry must send the request to the database");
@@ -167,5 +260,19 @@ mod tests {
             cache.put(digest, scopes());
         }
         assert_eq!(cache.verified.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_bound_key_acts_for_its_customer_only() {
+        let bound = Caller { key: Arc::new(Key { scopes: vec![READ.to_string()], customer: Some("c1".into()) }) };
+        assert!(bound.may_act_for("c1").is_ok());
+        assert_eq!(bound.may_act_for("c2").unwrap_err().code(), "customer_bound");
+        assert_eq!(bound.sees(Some("c2"), "payment").unwrap_err().code(), "resource_missing");
+        assert_eq!(bound.sees_json(r#"{"customer_id": "c2"}"#, "payment").unwrap_err().code(), "resource_missing");
+        assert!(bound.sees_json(r#"{"customer_id": "c1"}"#, "payment").is_ok());
+        assert_eq!(bound.require_platform().unwrap_err().code(), "customer_bound");
+        let platform = Caller { key: scopes() };
+        assert!(platform.may_act_for("c2").is_ok() && platform.sees(Some("c2"), "payment").is_ok());
+        assert!(platform.require_platform().is_ok());
     }
 }

@@ -41,7 +41,7 @@ macro_rules! list_payments {
     };
 }
 
-pub const AUTHENTICATE: &str = "SELECT key_id, scopes FROM payments.authenticate_api_key($1)";
+pub const AUTHENTICATE: &str = "SELECT key_id, scopes, customer_id FROM payments.authenticate_api_key($1)";
 
 /// The new (or replayed) payment as JSON, its outcome, and the columns a charge needs.
 pub const CREATE_PAYMENT: &str = concat!(

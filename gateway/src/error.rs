@@ -19,6 +19,9 @@ pub enum ApiError {
     BodyTooLarge,
     #[error("this API key lacks the {0} scope")]
     Forbidden(&'static str),
+    /// A key bound to one customer asked for another's, or for a platform-wide route.
+    #[error("{0}")]
+    CustomerBound(&'static str),
     /// A lookup the gateway answers from a view found nothing: answered as PM204.
     #[error("no such {0}")]
     NotFound(&'static str),
@@ -48,6 +51,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => "api_key_invalid",
             ApiError::BodyTooLarge => "body_too_large",
             ApiError::Forbidden(_) => "scope_missing",
+            ApiError::CustomerBound(_) => "customer_bound",
             ApiError::NotFound(_) => sqlstate::lookup(NOT_FOUND).name,
             ApiError::PoolExhausted => "database_busy",
             ApiError::DatabaseDown => "database_unavailable",
@@ -91,7 +95,7 @@ pub fn map_sqlstate(code: &str) -> (StatusCode, &'static str, &'static str, Opti
 }
 
 /// The extension's "not found", which lookups made here answer with too.
-const NOT_FOUND: &str = "PM204";
+pub const NOT_FOUND: &str = "PM204";
 
 /// How much of a parser's or PostgreSQL's message (which quote input) an answer carries.
 pub const QUOTED: usize = 200;
@@ -123,7 +127,9 @@ impl ApiError {
             }
             ApiError::BodyTooLarge => answer(S::PAYLOAD_TOO_LARGE, "invalid_request_error", &self.to_string(), None),
             ApiError::Unauthenticated(msg) => answer(S::UNAUTHORIZED, "authentication_error", msg, None),
-            ApiError::Forbidden(_) => answer(S::FORBIDDEN, "permission_error", &self.to_string(), None),
+            ApiError::Forbidden(_) | ApiError::CustomerBound(_) => {
+                answer(S::FORBIDDEN, "permission_error", &self.to_string(), None)
+            }
             ApiError::NotFound(_) => {
                 let (status, kind, code, param) = map_sqlstate(NOT_FOUND);
                 Answer { status, kind, code, message: self.to_string(), param }

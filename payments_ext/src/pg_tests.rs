@@ -875,6 +875,17 @@ mod tests {
         assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.authenticate_api_key('{key}')")), 0);
         assert_eq!(sqlstate("SELECT payments.create_api_key('x', ARRAY['payments:root'])"), "PM100");
         assert_eq!(outcome("SELECT payments.create_api_key('ops', ARRAY['webhooks:manage', 'payments:admin'])"), "ok");
+        let bound =
+            one::<String>("SELECT api_key FROM payments.create_api_key('agent', ARRAY['payments:read'], 'cust_agent')");
+        assert_eq!(
+            one::<String>(&format!("SELECT customer_id FROM payments.authenticate_api_key('{bound}')")),
+            "cust_agent",
+            "a key bound to one customer says which"
+        );
+        assert_eq!(
+            sqlstate(&format!("SELECT payments.create_api_key('x', ARRAY['payments:read'], '{}')", "c".repeat(256))),
+            "PM100"
+        );
         assert_eq!(sqlstate("SELECT payments.create_api_key('', ARRAY['payments:read'])"), "PM100");
     }
 

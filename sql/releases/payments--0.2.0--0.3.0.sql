@@ -970,15 +970,18 @@ $$;
 COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS
     'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance() (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending. Refund events (refund.created, refund.updated, refund.failed, charge.refund.updated, charge.refunded) move the payment''s refunds, charge.dispute.* events its disputes, each checked against them as payments are.';
 
-CREATE OR REPLACE FUNCTION payments.authenticate_api_key(api_key text) RETURNS TABLE (key_id text, scopes text[])
+-- Its result gains the key's customer: made anew.
+DROP FUNCTION payments.authenticate_api_key(text);
+CREATE FUNCTION payments.authenticate_api_key(api_key text)
+RETURNS TABLE (key_id text, scopes text[], customer_id text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT k.id, k.scopes FROM payments.api_keys k
+    RETURN QUERY SELECT k.id, k.scopes, k.customer_id FROM payments.api_keys k
     WHERE k.key_hash = sha256(convert_to(authenticate_api_key.api_key, 'UTF8')) AND k.revoked_at IS NULL;
 END
 $$;
 COMMENT ON FUNCTION payments.authenticate_api_key(text) IS
-    'The key id and scopes of a valid, unrevoked API key; no row otherwise. The lookup is by hash, so no key is compared as text.';
+    'The key id, scopes and bound customer (NULL: a platform key) of a valid, unrevoked API key; no row otherwise. The lookup is by hash, so no key is compared as text.';
 
 -- ---------------------------------------------------------------------------
 -- Reading a payment's history over HTTP
@@ -5086,6 +5089,41 @@ $$;
 COMMENT ON FUNCTION payments.set_webhook_endpoint_limit(integer) IS
     'Sets how many enabled webhook endpoints there may be (admin; 1 to 1000, default 16).';
 
+-- API keys bound to one customer.
+ALTER TABLE payments.api_keys ADD COLUMN customer_id text COLLATE "C" CHECK (length(customer_id) BETWEEN 1 AND 255);
+
+COMMENT ON COLUMN payments.api_keys.scopes IS 'payments:read (GET routes), payments:write (POST routes), webhooks:manage (webhook endpoints), payments:admin (a reconciliation''s repair).';
+
+COMMENT ON COLUMN payments.api_keys.customer_id IS 'The one customer the key acts for (an agent or an app of that customer): it sees and acts on that customer''s objects only, others'' are answered as missing; platform-wide routes refuse it. NULL: a platform key.';
+
+DROP FUNCTION payments.create_api_key(text, text[]);
+CREATE FUNCTION payments.create_api_key(name text, scopes text[], customer_id text DEFAULT NULL)
+RETURNS TABLE (id text, api_key text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_id  text := payments._new_id('key');
+    v_key text := payments._new_token('sk_pay');
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'name is required' USING ERRCODE = 'PM100';
+    END IF;
+    IF scopes IS NULL OR cardinality(scopes) = 0 OR NOT payments._all_allowed('api_key_scope', scopes) THEN
+        RAISE EXCEPTION 'scopes must be a non-empty subset of {%}',
+            (SELECT string_agg(v.value, ', ') FROM payments.allowed_values() v WHERE v.kind = 'api_key_scope')
+            USING ERRCODE = 'PM100';
+    END IF;
+    IF length(customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.api_keys (id, name, key_hash, scopes, customer_id)
+    VALUES (v_id, name, sha256(convert_to(v_key, 'UTF8')), scopes, create_api_key.customer_id);
+    RETURN QUERY SELECT v_id, v_key;
+END
+$$;
+
+COMMENT ON FUNCTION payments.create_api_key(text, text[], text) IS
+    'Creates a gateway API key with the given scopes, bound to one customer when customer_id is given, and returns it. The key is shown only this once; only its sha256 is kept.';
+
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions and tables (as sql/roles.sql grants them)
 -- ---------------------------------------------------------------------------
@@ -5178,6 +5216,8 @@ TO payments_gateway, payments_reader;
 GRANT SELECT ON payments.webhook_endpoint_list TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments._webhook_endpoints() TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION payments.set_webhook_endpoint_limit(integer) TO payments_admin;
+GRANT EXECUTE ON FUNCTION payments.create_api_key(text, text[], text) TO payments_admin;
+GRANT EXECUTE ON FUNCTION payments.authenticate_api_key(text) TO payments_admin, payments_gateway;
 GRANT EXECUTE ON FUNCTION payments.webhook_retries() TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)

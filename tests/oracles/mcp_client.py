@@ -2,7 +2,8 @@
 
 Arguments: the /mcp URL, a read-only API key, a read-write API key, the gateway
 binary, the database URL (for `payments-gateway mcp` over stdio), a customer
-with a paid payment and a plan granting feature `calls`, the payment id, and a meter.
+with a paid payment and a plan granting feature `calls`, the payment id, a meter,
+and a read-write key bound to another customer.
 Prints a JSON report as its last line; any failed check exits non-zero.
 """
 import asyncio
@@ -15,7 +16,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
 from pydantic import AnyUrl
 
-url, read_key, write_key, gateway_bin, database_url, customer, payment, meter = sys.argv[1:9]
+url, read_key, write_key, gateway_bin, database_url, customer, payment, meter, stranger_key = sys.argv[1:10]
 TOOLS = {"customer_status", "get_payment", "list_payments", "usage_summary", "consume", "record_usage"}
 report = {}
 
@@ -91,6 +92,23 @@ async def reader(session):
     report["read_only_record_usage"] = payload(refused)["error"]["code"] if refused.isError else "allowed"
 
 
+async def stranger(session):
+    """A key bound to another customer: the customer's objects are missing, its name refused."""
+    def code(result):
+        return payload(result)["error"]["code"] if result.isError else "allowed"
+    report["stranger"] = {
+        "customer_status": code(await session.call_tool("customer_status", {"customer_id": customer})),
+        "get_payment": code(await session.call_tool("get_payment", {"payment_id": payment})),
+        "list_payments_of_customer": code(await session.call_tool("list_payments", {"customer_id": customer})),
+        "list_payments": [p["customer_id"] for p in
+                          payload(await session.call_tool("list_payments", {"limit": 100}))["data"]],
+        "consume": code(await session.call_tool("consume", {"customer_id": customer, "feature": "calls",
+                                                            "quantity": "1", "request_id": "stranger-1"})),
+        "record_usage": code(await session.call_tool("record_usage", {"customer_id": customer, "meter": meter,
+                                                                      "quantity": "1", "request_id": "stranger-2"})),
+    }
+
+
 async def no_key():
     try:
         await http_session("sk_pay_not_a_key", lambda s: s.list_tools())
@@ -116,6 +134,7 @@ async def stdio():
 async def main():
     await http_session(write_key, writer)
     await http_session(read_key, reader)
+    await http_session(stranger_key, stranger)
     report["no_key"] = await no_key()
     report["stdio"] = await stdio()
     print(json.dumps(report))

@@ -160,6 +160,15 @@ async fn login_role_url(login: &str, group: &str) -> String {
     format!("{} user={login}", without_user.join(" "))
 }
 
+/// A new API key with the given scopes, acting for `customer` only.
+pub async fn api_key_for(scopes: &[&str], customer: &str) -> (String, String) {
+    let db = connect().await;
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    let sql = "SELECT id, api_key FROM payments.create_api_key('e2e bound', $1, $2)";
+    let row = db.query_one(sql, &[&scopes, &customer]).await.unwrap();
+    (row.get(0), row.get(1))
+}
+
 /// A new API key with the given scopes.
 pub async fn api_key(scopes: &[&str]) -> (String, String) {
     let db = connect().await;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use clap::Parser;
-use payments_e2e::{api_key, gateway_database_url, unique, webhook_secret};
+use payments_e2e::{api_key, api_key_for, gateway_database_url, unique, webhook_secret};
 use payments_gateway::config::{Cli, Command};
 use payments_gateway::startup::Application;
 use reqwest::{Client, Method, StatusCode};
@@ -2103,6 +2103,89 @@ async fn an_endpoint_that_answers_slowly_never_delays_another() {
     }
     assert_eq!(slow_received.load(std::sync::atomic::Ordering::SeqCst), events);
     payments_e2e::remove_webhook_endpoints().await;
+}
+
+#[tokio::test]
+async fn a_key_bound_to_one_customer_never_reaches_another_customers_objects() {
+    let app = spawn_app(&[]).await;
+    let (_, platform) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let plan = unique("bound").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 10}')", &[&plan])
+        .await
+        .unwrap();
+    let (theirs, mine) = (unique("cust_a"), unique("cust_b"));
+    // Another customer's payment (paid) and subscription, made with a platform key.
+    let body = json!({ "customer_id": theirs, "amount": "5", "currency": "USD", "payment_method": "pm_card_visa" });
+    let their_payment: Value =
+        app.post_with_key("/v1/payments", &platform, &unique("k"), body).await.json().await.unwrap();
+    let their_payment = their_payment["id"].as_str().unwrap().to_string();
+    let body = json!({ "customer_id": theirs, "plan": plan });
+    let their_sub: Value =
+        app.post_with_key("/v1/subscriptions", &platform, &unique("k"), body).await.json().await.unwrap();
+    let their_sub = their_sub["id"].as_str().unwrap().to_string();
+    let (_, key) = api_key_for(&["payments:read", "payments:write", "webhooks:manage", "payments:admin"], &mine).await;
+
+    // Named by id, another customer's object is missing (404), whatever the route.
+    for (method, path, body) in [
+        (Method::GET, format!("/v1/payments/{their_payment}"), None),
+        (Method::GET, format!("/v1/payments/{their_payment}/events"), None),
+        (Method::GET, format!("/v1/payments/{their_payment}/receipt"), None),
+        (Method::GET, format!("/v1/payments/{their_payment}/receipt.html"), None),
+        (Method::POST, format!("/v1/payments/{their_payment}/capture"), None),
+        (Method::POST, format!("/v1/payments/{their_payment}/cancel"), None),
+        (Method::POST, "/v1/refunds".to_string(), Some(json!({ "payment": their_payment }))),
+        (Method::GET, format!("/v1/refunds?payment={their_payment}"), None),
+        (Method::GET, format!("/v1/disputes?payment={their_payment}"), None),
+        (Method::GET, format!("/v1/subscriptions/{their_sub}"), None),
+        (Method::POST, format!("/v1/subscriptions/{their_sub}/cancel"), None),
+        (Method::POST, format!("/v1/subscriptions/{their_sub}/pause"), None),
+        (Method::POST, format!("/v1/subscriptions/{their_sub}/change_plan"), Some(json!({ "plan": plan }))),
+        (Method::GET, format!("/v1/customers/{theirs}/entitlements"), None),
+        (
+            Method::POST,
+            format!("/v1/customers/{theirs}/consume"),
+            Some(json!({ "feature": "calls", "quantity": "1", "request_id": unique("r") })),
+        ),
+        (
+            Method::GET,
+            format!("/v1/customers/{theirs}/usage?meter=m&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"),
+            None,
+        ),
+    ] {
+        let r = app.send(method.clone(), &path, Some(&key), body).await;
+        assert_eq!(client_error(r, &path).await, (404, "resource_missing".to_string()), "{method} {path}");
+    }
+    // Naming another customer in a request, or a platform-wide route: refused (403).
+    for (method, path, body) in [
+        (Method::POST, "/v1/payments", Some(json!({ "customer_id": theirs, "amount": "1", "currency": "USD" }))),
+        (Method::POST, "/v1/subscriptions", Some(json!({ "customer_id": theirs, "plan": plan }))),
+        (Method::POST, "/v1/usage", Some(json!({ "customer_id": theirs, "meter": "m", "quantity": "1" }))),
+        (Method::GET, &*format!("/v1/payments?customer_id={theirs}"), None),
+        (Method::GET, &*format!("/v1/subscriptions?customer_id={theirs}"), None),
+        (Method::GET, "/v1/refunds", None),
+        (Method::GET, "/v1/plans", None),
+        (Method::GET, "/v1/webhook_endpoints", None),
+        (
+            Method::POST,
+            "/v1/reconciliations",
+            Some(json!({ "from": "2026-12-01T00:00:00Z", "to": "2026-12-02T00:00:00Z" })),
+        ),
+    ] {
+        let r = app.send(method.clone(), path, Some(&key), body).await;
+        assert_eq!(client_error(r, path).await, (403, "customer_bound".to_string()), "{method} {path}");
+    }
+    // Its own customer's: as any key.
+    let body = json!({ "customer_id": mine, "amount": "2", "currency": "USD" });
+    let own = app.post_with_key("/v1/payments", &key, &unique("k"), body).await;
+    assert_eq!(own.status(), StatusCode::CREATED);
+    let own: Value = own.json().await.unwrap();
+    let fetched = app.get_json(&key, &format!("/v1/payments/{}", own["id"].as_str().unwrap())).await;
+    assert_eq!(fetched["customer_id"], mine.as_str());
+    let listed = app.get_json(&key, "/v1/payments").await;
+    let customers: Vec<&str> =
+        listed["data"].as_array().unwrap().iter().map(|p| p["customer_id"].as_str().unwrap()).collect();
+    assert_eq!(customers, vec![mine.as_str()], "an unfiltered list is its customer's");
 }
 
 #[tokio::test]

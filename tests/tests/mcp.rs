@@ -2,7 +2,7 @@
 //! (`oracles/mcp_client.py`): over streamable HTTP at /mcp with a read-only
 //! and a read-write key, and over stdio (`payments-gateway mcp`).
 
-use payments_e2e::{api_key, connect, gateway_database_url, python_report, unique};
+use payments_e2e::{api_key, api_key_for, connect, gateway_database_url, python_report, unique};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -19,6 +19,7 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
     let gateway = payments_e2e::sandbox_gateway(&[]).await;
     let (_, write_key) = api_key(&["payments:read", "payments:write"]).await;
     let (_, read_key) = api_key(&["payments:read"]).await;
+    let (_, stranger_key) = api_key_for(&["payments:read", "payments:write"], &unique("cus_other")).await;
     let payment: Value = reqwest::Client::new()
         .post(format!("{}/v1/payments", gateway.url))
         .bearer_auth(&write_key)
@@ -34,7 +35,17 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
 
     let (bin, database_url) = (std::env::var("PAYMENTS_GATEWAY_BIN").unwrap(), gateway_database_url().await);
     let mcp = format!("{}/mcp", gateway.url);
-    let args = [&mcp, &read_key, &write_key, &bin, &database_url, &customer, payment["id"].as_str().unwrap(), &meter];
+    let args = [
+        &mcp,
+        &read_key,
+        &write_key,
+        &bin,
+        &database_url,
+        &customer,
+        payment["id"].as_str().unwrap(),
+        &meter,
+        &stranger_key,
+    ];
     let report = python_report("oracles/mcp_client.py", &args, 120).await;
     assert_eq!(report["remaining_before"], "10");
     assert_eq!(report["remaining_after"], "7", "consumed once though asked twice");
@@ -42,6 +53,13 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
     assert_eq!(report["read_only_consume"], "scope_missing");
     assert_eq!(report["read_only_record_usage"], "scope_missing");
     assert_eq!(report["no_key"], "refused");
+    // A key bound to another customer: nothing of this customer's, through any tool.
+    assert_eq!(
+        report["stranger"],
+        json!({"customer_status": "customer_bound", "get_payment": "resource_missing",
+               "list_payments_of_customer": "customer_bound", "list_payments": [],
+               "consume": "customer_bound", "record_usage": "customer_bound"})
+    );
     assert_eq!(report["stdio"], json!({"has_paid": true, "consume": "scope_missing"}));
     let used: i64 = db
         .query_one("SELECT count(*) FROM payments.usage_log WHERE customer_id = $1", &[&customer])

@@ -144,21 +144,35 @@ impl PaymentsMcp {
         PaymentsMcp { pool, caller, tool_router: Self::tool_router() }
     }
 
-    /// The one row `sql` answers, rendered by `render`, for a caller with `scope`.
+    /// The one row `sql` answers, rendered by `render`, for a caller with `scope` who may act
+    /// for `customer` (a key bound to one customer names only its own); with `object`, the
+    /// answer is that object, which must be the caller's customer's.
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         ctx: &RequestContext<RoleServer>,
         scope: &'static str,
+        customer: Option<&str>,
+        object: Option<&'static str>,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         render: fn(&tokio_postgres::Row) -> Result<String, ApiError>,
     ) -> CallToolResult {
         answer(
             async {
-                caller(&self.caller, ctx)?.require(scope)?;
+                let who = caller(&self.caller, ctx)?;
+                who.require(scope)?;
+                if let Some(customer) = customer {
+                    who.may_act_for(customer)?;
+                }
                 let db = self.pool.get().await?;
                 let stmt = db.prepare_cached(sql).await?;
-                render(&db.query_one(&stmt, params).await?)
+                let json = render(&db.query_one(&stmt, params).await?)?;
+                // An object asked for by id: another customer's is answered as missing.
+                if let Some(object) = object {
+                    who.sees_json(&json, object)?;
+                }
+                Ok(json)
             }
             .await,
         )
@@ -180,7 +194,7 @@ impl PaymentsMcp {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<CustomerArgs>,
     ) -> CallToolResult {
-        self.run(&ctx, READ, CUSTOMER_STATUS, &[&a.customer_id], first).await
+        self.run(&ctx, READ, Some(&a.customer_id), None, CUSTOMER_STATUS, &[&a.customer_id], first).await
     }
 
     #[tool(
@@ -191,7 +205,7 @@ impl PaymentsMcp {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<PaymentArgs>,
     ) -> CallToolResult {
-        self.run(&ctx, READ, db::GET_PAYMENT, &[&a.payment_id], first).await
+        self.run(&ctx, READ, None, Some("payment"), db::GET_PAYMENT, &[&a.payment_id], first).await
     }
 
     #[tool(
@@ -203,10 +217,19 @@ impl PaymentsMcp {
         Parameters(a): Parameters<ListPaymentsArgs>,
     ) -> CallToolResult {
         let limit = a.limit.unwrap_or(10);
-        let params: [&(dyn ToSql + Sync); 4] = [&a.customer_id, &a.status, &a.starting_after, &limit];
-        self.run(&ctx, READ, db::LIST_PAYMENTS_LIMIT, &params, |row| {
-            crate::routes::payments::list_body("/v1/payments", row)
-        })
+        // A bound key lists its own customer's payments (another's it may not name).
+        let bound = caller(&self.caller, &ctx).ok().and_then(|c| c.customer().map(str::to_string));
+        let customer = a.customer_id.clone().or(bound);
+        let params: [&(dyn ToSql + Sync); 4] = [&customer, &a.status, &a.starting_after, &limit];
+        self.run(
+            &ctx,
+            READ,
+            Some(customer.as_deref().unwrap_or("")).filter(|c| !c.is_empty()),
+            None,
+            db::LIST_PAYMENTS_LIMIT,
+            &params,
+            |row| crate::routes::payments::list_body("/v1/payments", row),
+        )
         .await
     }
 
@@ -218,7 +241,16 @@ impl PaymentsMcp {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<UsageSummaryArgs>,
     ) -> CallToolResult {
-        self.run(&ctx, READ, db::USAGE_SUMMARY, &[&a.customer_id, &a.meter, &a.from, &a.to], first).await
+        self.run(
+            &ctx,
+            READ,
+            Some(&a.customer_id),
+            None,
+            db::USAGE_SUMMARY,
+            &[&a.customer_id, &a.meter, &a.from, &a.to],
+            first,
+        )
+        .await
     }
 
     #[tool(
@@ -229,7 +261,8 @@ impl PaymentsMcp {
             Ok(q) => q,
             Err(e) => return answer(Err(e)),
         };
-        self.run(&ctx, WRITE, db::CONSUME, &[&a.customer_id, &a.feature, &quantity, &a.request_id], first).await
+        let params: [&(dyn ToSql + Sync); 4] = [&a.customer_id, &a.feature, &quantity, &a.request_id];
+        self.run(&ctx, WRITE, Some(&a.customer_id), None, db::CONSUME, &params, first).await
     }
 
     #[tool(
@@ -247,7 +280,7 @@ impl PaymentsMcp {
         let none: Option<String> = None;
         let params: [&(dyn ToSql + Sync); 6] =
             [&a.request_id, &a.customer_id, &a.meter, &quantity, &a.occurred_at, &none];
-        self.run(&ctx, WRITE, db::RECORD_USAGE, &params, first).await
+        self.run(&ctx, WRITE, Some(&a.customer_id), None, db::RECORD_USAGE, &params, first).await
     }
 }
 

@@ -23,6 +23,7 @@ pub async fn entitlements(
     Path(customer): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
+    caller.sees(Some(&customer), "customer")?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::ENTITLEMENTS).await?;
     Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&customer]).await?.try_get(0)?))
@@ -50,6 +51,7 @@ pub async fn consume(
     JsonBody(body): JsonBody<Consume>,
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
+    caller.sees(Some(&customer), "customer")?;
     let quantity = decimal_text(&body.quantity, "quantity")?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::CONSUME).await?;

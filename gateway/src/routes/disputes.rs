@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
-use crate::auth::{Caller, READ};
+use crate::auth::{Caller, Object, READ};
 use crate::db;
 use crate::error::ApiError;
 use crate::routes::payments::{json_response, list_body};
@@ -20,7 +20,9 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     caller.require(READ)?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::GET_DISPUTE).await?;
-    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get("dispute")?))
+    let dispute: String = db.query_one(&stmt, &[&id]).await?.try_get("dispute")?;
+    caller.sees_json(&dispute, "dispute")?;
+    Ok(json_response(StatusCode::OK, dispute))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -48,6 +50,12 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
     let db = state.pool.get().await?;
+    // A bound key lists the disputes of one of its customer's payments.
+    match (&q.payment, caller.customer()) {
+        (Some(payment), _) => caller.owns(&db, Object::Payment, payment).await?,
+        (None, Some(_)) => return Err(ApiError::CustomerBound("this key lists the disputes of one payment: name it")),
+        (None, None) => {}
+    }
     let stmt = db.prepare_cached(db::LIST_DISPUTES).await?;
     let row = db.query_one(&stmt, &[&q.payment, &q.status, &q.limit.unwrap_or(10), &q.starting_after]).await?;
     Ok(json_response(StatusCode::OK, list_body("/v1/disputes", &row)?))

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
-use crate::auth::{Caller, READ, WRITE};
+use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJsonBody};
@@ -121,6 +121,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreatePayment>,
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
+    caller.may_act_for(&body.customer_id)?;
     let key = idempotency_key(&headers)?;
     let amount = match (&body.amount, body.amount_minor) {
         (Some(_), Some(_)) => {
@@ -181,6 +182,7 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::GET_PAYMENT).await?;
     let payment: String = db.query_one(&stmt, &[&id]).await?.try_get("payment")?;
+    caller.sees_json(&payment, "payment")?;
     Ok(json_response(StatusCode::OK, payment))
 }
 
@@ -205,15 +207,20 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
+    // A bound key lists its own customer's payments (another's it may not name).
+    if let Some(customer) = &q.customer_id {
+        caller.may_act_for(customer)?;
+    }
+    let customer = q.customer_id.as_deref().or(caller.customer());
     let db = state.pool.get().await?;
     let row = match q.limit {
         None => {
             let stmt = db.prepare_cached(db::LIST_PAYMENTS).await?;
-            db.query_one(&stmt, &[&q.customer_id, &q.status, &q.starting_after]).await?
+            db.query_one(&stmt, &[&customer, &q.status, &q.starting_after]).await?
         }
         Some(limit) => {
             let stmt = db.prepare_cached(db::LIST_PAYMENTS_LIMIT).await?;
-            db.query_one(&stmt, &[&q.customer_id, &q.status, &q.starting_after, &limit]).await?
+            db.query_one(&stmt, &[&customer, &q.status, &q.starting_after, &limit]).await?
         }
     };
     Ok(json_response(StatusCode::OK, list_body("/v1/payments", &row)?))
@@ -230,6 +237,7 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
     let db = state.pool.get().await?;
+    caller.owns(&db, Object::Payment, &id).await?;
     let stmt = db.prepare_cached(db::LIST_EVENTS).await?;
     let data: String = db.query_one(&stmt, &[&id]).await?.try_get("data")?;
     Ok(json_response(StatusCode::OK, format!(r#"{{"object":"list","data":{data}}}"#)))
@@ -267,6 +275,7 @@ pub async fn capture(
     OptionalJsonBody(body): OptionalJsonBody<CapturePayment>,
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
+    caller.owns(&*state.pool.get().await?, Object::Payment, &id).await?;
     let amount = match body.amount {
         Some(raw) => Some(amount_text(&raw)?),
         None => None,
@@ -289,6 +298,7 @@ pub async fn cancel(
     OptionalJsonBody(body): OptionalJsonBody<CancelPayment>,
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
+    caller.owns(&*state.pool.get().await?, Object::Payment, &id).await?;
     let reason = body.reason;
     Ok(json_response(StatusCode::OK, command(&state, &id, db::CANCEL_PAYMENT, &reason).await?))
 }

@@ -40,6 +40,7 @@ pub async fn get(
 
 async fn plans(state: &AppState, caller: Caller, code: Option<&str>) -> Result<String, ApiError> {
     caller.require(READ)?;
+    caller.require_platform()?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::LIST_PLANS).await?;
     Ok(db.query_one(&stmt, &[&code]).await?.try_get(0)?)

@@ -36,6 +36,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateReconciliation>,
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
+    caller.require_platform()?;
     let repair = body.repair.unwrap_or(false);
     // Reading a report is a write key's; changing records from it is an administrator's.
     if repair {

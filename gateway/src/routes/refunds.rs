@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
-use crate::auth::{Caller, READ, WRITE};
+use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -45,6 +45,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateRefund>,
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
+    caller.owns(&*state.pool.get().await?, Object::Payment, &body.payment).await?;
     let key = idempotency_key(&headers)?;
     let amount = body.amount.as_deref().map(amount_text).transpose()?;
     let (refund, replayed) = request(&state, key, &body.payment, amount, body.reason).await?;
@@ -100,7 +101,9 @@ async fn fetch(state: &AppState, id: &str) -> Result<String, ApiError> {
     security(("bearer" = [])))]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     caller.require(READ)?;
-    Ok(json_response(StatusCode::OK, fetch(&state, &id).await?))
+    let refund = fetch(&state, &id).await?;
+    caller.sees_json(&refund, "refund")?;
+    Ok(json_response(StatusCode::OK, refund))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -126,6 +129,12 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
     let db = state.pool.get().await?;
+    // A bound key lists the refunds of one of its customer's payments.
+    match (&q.payment, caller.customer()) {
+        (Some(payment), _) => caller.owns(&db, Object::Payment, payment).await?,
+        (None, Some(_)) => return Err(ApiError::CustomerBound("this key lists the refunds of one payment: name it")),
+        (None, None) => {}
+    }
     let stmt = db.prepare_cached(db::LIST_REFUNDS).await?;
     let row = db.query_one(&stmt, &[&q.payment, &q.limit.unwrap_or(10), &q.starting_after]).await?;
     Ok(json_response(StatusCode::OK, list_body("/v1/refunds", &row)?))

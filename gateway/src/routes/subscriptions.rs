@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
-use crate::auth::{Caller, READ, WRITE};
+use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJsonBody};
@@ -38,6 +38,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateSubscription>,
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
+    caller.may_act_for(&body.customer_id)?;
     let key = idempotency_key(&headers)?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::CREATE_SUBSCRIPTION).await?;
@@ -53,7 +54,9 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     caller.require(READ)?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::GET_SUBSCRIPTION).await?;
-    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get("subscription")?))
+    let subscription: String = db.query_one(&stmt, &[&id]).await?.try_get("subscription")?;
+    caller.sees_json(&subscription, "subscription")?;
+    Ok(json_response(StatusCode::OK, subscription))
 }
 
 #[utoipa::path(get, path = "/v1/invoices/{id}", tag = "subscriptions",
@@ -74,6 +77,7 @@ pub async fn invoice(
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::GET_INVOICE).await?;
     let invoice: String = db.query_one(&stmt, &[&id]).await?.try_get(0)?;
+    caller.sees_json(&invoice, "invoice")?;
     if !html {
         return Ok(json_response(StatusCode::OK, invoice));
     }
@@ -91,6 +95,7 @@ pub async fn receipt(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
+    caller.owns(&*state.pool.get().await?, Object::Payment, &id).await?;
     Ok(json_response(StatusCode::OK, fetch_receipt(&state, &id).await?))
 }
 
@@ -105,6 +110,7 @@ pub async fn receipt_html(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
+    caller.owns(&*state.pool.get().await?, Object::Payment, &id).await?;
     Ok(html_response(crate::render::receipt_html(&parsed(&fetch_receipt(&state, &id).await?)?)))
 }
 
@@ -156,6 +162,7 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
     let db = state.pool.get().await?;
+    caller.owns(&db, Object::Subscription, &id).await?;
     let stmt = db.prepare_cached(db::CANCEL_SUBSCRIPTION).await?;
     let at_period_end = body.at_period_end.unwrap_or(true);
     Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id, &at_period_end]).await?.try_get("subscription")?))
@@ -183,9 +190,14 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
+    // A bound key lists its own customer's subscriptions (another's it may not name).
+    if let Some(customer) = &q.customer_id {
+        caller.may_act_for(customer)?;
+    }
+    let customer = q.customer_id.as_deref().or(caller.customer());
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::LIST_SUBSCRIPTIONS).await?;
-    let row = db.query_one(&stmt, &[&q.customer_id, &q.status, &q.limit.unwrap_or(10), &q.starting_after]).await?;
+    let row = db.query_one(&stmt, &[&customer, &q.status, &q.limit.unwrap_or(10), &q.starting_after]).await?;
     Ok(json_response(StatusCode::OK, crate::routes::payments::list_body("/v1/subscriptions", &row)?))
 }
 
@@ -211,6 +223,7 @@ pub async fn change_plan(
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
     let db = state.pool.get().await?;
+    caller.owns(&db, Object::Subscription, &id).await?;
     let stmt = db.prepare_cached(db::CHANGE_PLAN).await?;
     let prorate = body.prorate.unwrap_or(true);
     Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id, &body.plan, &prorate]).await?.try_get("subscription")?))
@@ -244,6 +257,7 @@ pub async fn resume(
 async fn one_step(state: &AppState, caller: Caller, id: &str, statement: &str) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
     let db = state.pool.get().await?;
+    caller.owns(&db, Object::Subscription, id).await?;
     let stmt = db.prepare_cached(statement).await?;
     Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get("subscription")?))
 }

@@ -52,9 +52,19 @@ pub async fn record(
         if body.customer_id.is_some() || body.meter.is_some() || body.quantity.is_some() {
             return Err(ApiError::invalid("parameter_invalid", "send one event or events, not both", Some("events")));
         }
+        // A bound key records its own customer's usage only: a batch naming another is refused whole.
+        if caller.customer().is_some() {
+            let listed: Vec<serde_json::Value> = serde_json::from_str(events.get()).unwrap_or_default();
+            for event in &listed {
+                caller.may_act_for(event["customer_id"].as_str().unwrap_or_default())?;
+            }
+        }
         let stmt = db.prepare_cached(db::RECORD_USAGE_BATCH).await?;
         let data: String = db.query_one(&stmt, &[&events.get()]).await?.try_get(0)?;
         return Ok(json_response(StatusCode::CREATED, format!(r#"{{"object":"list","data":{data}}}"#)));
+    }
+    if let Some(customer) = &body.customer_id {
+        caller.may_act_for(customer)?;
     }
     let key = idempotency_key(&headers)?;
     let missing =
@@ -99,6 +109,7 @@ pub async fn summary(
     Query(q): Query<SummaryQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
+    caller.sees(Some(&customer), "customer")?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::USAGE_SUMMARY).await?;
     let summary: String = db.query_one(&stmt, &[&customer, &q.meter, &q.from, &q.to]).await?.try_get(0)?;

@@ -34,6 +34,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateWebhookEndpoint>,
 ) -> Result<Response, ApiError> {
     caller.require(WEBHOOKS)?;
+    caller.require_platform()?;
     state.destinations.check(&body.url).await.map_err(|why| ApiError::invalid("url_forbidden", why, Some("url")))?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::ADD_WEBHOOK_ENDPOINT).await?;
@@ -46,6 +47,7 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(WEBHOOKS)?;
+    caller.require_platform()?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::LIST_WEBHOOK_ENDPOINTS).await?;
     let data: String = db.query_one(&stmt, &[]).await?.try_get(0)?;
@@ -66,6 +68,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(WEBHOOKS)?;
+    caller.require_platform()?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::REMOVE_WEBHOOK_ENDPOINT).await?;
     db.query_one(&stmt, &[&id]).await?;
