@@ -325,6 +325,10 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 DECLARE
     v_customer text := payments._customer_of(get_payment.id);
 BEGIN
+    -- A login bound to another customer is answered as for an unknown id.
+    IF v_customer <> coalesce(payments._bound_customer(), v_customer) THEN
+        RAISE EXCEPTION 'payment % not found', payments._shown(get_payment.id) USING ERRCODE = 'PM204';
+    END IF;
     RETURN QUERY SELECT * FROM payments.payment_details d WHERE d.customer_id = v_customer AND d.id = get_payment.id;
 END
 $$;
@@ -334,9 +338,18 @@ CREATE FUNCTION payments.list_payments(customer_id text DEFAULT NULL, status tex
                                        lim int DEFAULT 10, starting_after text DEFAULT NULL)
 RETURNS SETOF payments.payment_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_bound text := payments._bound_customer();
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
         RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
+    END IF;
+    -- A login bound to one customer lists that customer's payments (another's: none).
+    IF v_bound IS NOT NULL THEN
+        IF list_payments.customer_id IS DISTINCT FROM v_bound AND list_payments.customer_id IS NOT NULL THEN
+            RETURN;
+        END IF;
+        list_payments.customer_id := v_bound;
     END IF;
     IF list_payments.status IS NOT NULL AND NOT payments._is_allowed('status', list_payments.status) THEN
         RAISE EXCEPTION 'unknown status %', quote_literal(payments._shown(list_payments.status)) USING ERRCODE = 'PM100';
@@ -665,7 +678,9 @@ CREATE FUNCTION payments.verify_event_chain(payment_id text DEFAULT NULL)
 RETURNS TABLE (payment_id text, seq bigint, problem text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT * FROM payments._verify_event_chain(verify_event_chain.payment_id);
+    -- A login bound to one customer hears only of its customer's payments.
+    SELECT v.* FROM payments._verify_event_chain(verify_event_chain.payment_id) v
+    WHERE payments._bound_customer() IS NULL OR payments._customer_of(v.broken_payment_id) = payments._bound_customer();
 END;
 COMMENT ON FUNCTION payments.verify_event_chain(text) IS
     'Recomputes the hash chain of one payment''s history (or of every payment''s when payment_id is NULL) and returns, per broken chain, the first event that does not match. No rows: the history is intact.';

@@ -718,7 +718,7 @@ $$;
 COMMENT ON FUNCTION payments.run_billing(timestamptz) IS
     'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new), in three passes of at most 1000 each: subscriptions canceled at period end end (their usage invoiced), incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once. Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"renewed", "ended", "expired", "retried", "thresholds", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
 
-CREATE VIEW payments.billing_failures AS
+CREATE VIEW payments.billing_failures WITH (security_invoker) AS
 SELECT s.customer_id, s.id AS subscription_id, s.status, s.billing_error ->> 'sqlstate' AS sqlstate,
        s.billing_error ->> 'message' AS message, (s.billing_error ->> 'first_at')::timestamptz AS first_failed_at,
        (s.billing_error ->> 'last_at')::timestamptz AS last_failed_at, (s.billing_error ->> 'attempts')::integer AS attempts
@@ -764,7 +764,7 @@ $$;
 COMMENT ON FUNCTION payments.set_subscription_payment_method(text, text) IS
     'Sets the payment method a subscription''s invoices are charged with; an open invoice waiting for its retry is retried at the next run_billing. PM206 for a canceled or expired subscription (nothing of it is charged any more).';
 
-CREATE VIEW payments.invoice_details AS
+CREATE VIEW payments.invoice_details WITH (security_invoker) AS
 SELECT i.id, i.customer_id, i.subscription_id, i.number, i.status, payments.to_major(i.total_minor, i.currency) AS total,
        i.total_minor, i.currency, i.period_start, i.period_end, i.payment_id, i.attempt_count, i.next_attempt_at,
        i.created_at, i.paid_at
@@ -774,7 +774,8 @@ COMMENT ON VIEW payments.invoice_details IS 'Every invoice with its total in maj
 CREATE FUNCTION payments.get_invoice(id text) RETURNS SETOF payments.invoice_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM payments.invoice_details d WHERE d.id = get_invoice.id;
+    RETURN QUERY SELECT * FROM payments.invoice_details d
+    WHERE d.id = get_invoice.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'invoice % not found', payments._shown(get_invoice.id) USING ERRCODE = 'PM204';
     END IF;

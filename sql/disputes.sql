@@ -33,7 +33,7 @@ COMMENT ON COLUMN payments.disputes.reason IS 'The bank''s reason as the provide
 COMMENT ON COLUMN payments.disputes.evidence_due_by IS 'When the evidence must reach the provider.';
 SELECT pg_catalog.pg_extension_config_dump('payments.disputes', '');
 
-CREATE VIEW payments.dispute_details AS
+CREATE VIEW payments.dispute_details WITH (security_invoker) AS
 SELECT d.id, d.customer_id, d.payment_id, payments.to_major(d.amount_minor, d.currency) AS amount, d.amount_minor,
        d.currency, d.status, d.reason, d.evidence_due_by, d.provider, d.provider_dispute_id, d.created_at, d.updated_at
 FROM payments.disputes d;
@@ -43,7 +43,8 @@ COMMENT ON VIEW payments.dispute_details IS
 CREATE FUNCTION payments.get_dispute(id text) RETURNS SETOF payments.dispute_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM payments.dispute_details d WHERE d.id = get_dispute.id;
+    RETURN QUERY SELECT * FROM payments.dispute_details d
+    WHERE d.id = get_dispute.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'dispute % not found', payments._shown(get_dispute.id) USING ERRCODE = 'PM204';
     END IF;
@@ -68,8 +69,11 @@ BEGIN
     IF list_disputes.payment_id IS NOT NULL THEN
         v_customer := payments._customer_of(list_disputes.payment_id);
     END IF;
+    -- A login bound to one customer sees that customer's disputes only.
+    v_customer := coalesce(payments._bound_customer(), v_customer);
     RETURN QUERY SELECT * FROM payments.dispute_details d
-    WHERE (list_disputes.payment_id IS NULL OR (d.customer_id = v_customer AND d.payment_id = list_disputes.payment_id))
+    WHERE (list_disputes.payment_id IS NULL OR d.payment_id = list_disputes.payment_id)
+      AND (v_customer IS NULL OR d.customer_id = v_customer)
       AND (list_disputes.status IS NULL OR d.status = list_disputes.status)
       AND (starting_after IS NULL OR d.id < starting_after)
     ORDER BY d.id DESC LIMIT lim;

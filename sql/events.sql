@@ -224,7 +224,9 @@ RETURNS TABLE (id text, url text, event_types text[], description text, created_
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RETURN QUERY SELECT w.id, payments._masked_url(w.url), w.event_types, w.description, w.created_at, w.disabled_at
-    FROM payments.webhook_endpoints w;
+    FROM payments.webhook_endpoints w
+    -- The platform's endpoints: a login bound to one customer sees none.
+    WHERE payments._bound_customer() IS NULL;
 END
 $$;
 COMMENT ON FUNCTION payments._webhook_endpoints() IS
@@ -274,15 +276,15 @@ COMMENT ON FUNCTION payments.set_webhook_retries(interval[]) IS
     'Sets the waits between failed delivery attempts (admin); after the last one fails the delivery is failed. PM100 outside 1 to 20 waits of up to 7 days.';
 
 CREATE FUNCTION payments.claim_webhook_deliveries(lim int DEFAULT 20, lease interval DEFAULT '30 seconds',
-                                                  per_endpoint int DEFAULT 1000, busy_endpoints text[] DEFAULT '{}')
+                                                  per_endpoint int DEFAULT 1000, in_flight jsonb DEFAULT '{}')
 RETURNS TABLE (customer_id text, event_id text, endpoint_id text, url text, secret text, body text, attempt integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_due      record;
     v_attempts integer;
     v_claimed  integer := 0;
-    -- Claimed so far per endpoint (a small object, one key per endpoint).
-    v_per      jsonb := '{}';
+    -- In flight per endpoint (the caller's, then what this call claims): one key per endpoint.
+    v_per      jsonb := coalesce(in_flight, '{}');
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR lease IS NULL OR lease <= interval '0'
        OR per_endpoint IS NULL OR per_endpoint < 1 THEN
@@ -299,7 +301,7 @@ BEGIN
               ORDER BY d.customer_id, d.endpoint_id, d.object_id, d.seq) h
         JOIN payments.webhook_endpoints w ON w.id = h.endpoint_id
         WHERE h.next_attempt_at <= now() AND w.disabled_at IS NULL
-          AND w.id <> ALL (coalesce(busy_endpoints, '{}'))
+          AND coalesce((v_per ->> w.id)::integer, 0) < per_endpoint
         ORDER BY h.next_attempt_at LIMIT lim * 4
     LOOP
         EXIT WHEN v_claimed >= lim;
@@ -326,8 +328,8 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION payments.claim_webhook_deliveries(int, interval, int, text[]) IS
-    'For the gateway: leases up to lim due deliveries (the earliest pending event of each object for each enabled endpoint, at most per_endpoint of each endpoint, none of busy_endpoints: those the caller has enough of in flight) for lease, and returns what to send: the endpoint''s URL and secret, the body ({"type", "timestamp", "data"}; the event id is the webhook-id) and the attempt number. Safe from several gateways (SKIP LOCKED); a lease that ends unanswered makes the delivery due again.';
+COMMENT ON FUNCTION payments.claim_webhook_deliveries(int, interval, int, jsonb) IS
+    'For the gateway: leases up to lim due deliveries (the earliest pending event of each object for each enabled endpoint, so that no endpoint has more than per_endpoint in flight counting the caller''s own, in_flight: {"endpoint id": count}) for lease, and returns what to send: the endpoint''s URL and secret, the body ({"type", "timestamp", "data"}; the event id is the webhook-id) and the attempt number. Safe from several gateways (SKIP LOCKED); a lease that ends unanswered makes the delivery due again.';
 
 CREATE FUNCTION payments.record_webhook_delivery(customer_id text, event_id text, endpoint_id text, attempt integer,
                                                  status_code integer, error text DEFAULT NULL,
@@ -377,12 +379,12 @@ $$;
 COMMENT ON FUNCTION payments.record_webhook_delivery(text, text, text, integer, integer, text, integer) IS
     'For the gateway: how an endpoint answered an attempt (a status code, or the error when there was no answer). 2xx: delivered; otherwise retried after the next wait of webhook_retries(), failed after the last. Every attempt is logged. Returns the delivery''s status; PM204 for an unknown delivery.';
 
-CREATE VIEW payments.event_log AS
+CREATE VIEW payments.event_log WITH (security_invoker) AS
 SELECT e.id, e.customer_id, e.type, e.object, e.object_id, e.status, e.data, e.created_at
 FROM payments.outbox_events e;
 COMMENT ON VIEW payments.event_log IS 'Every event told to apps, newest last by id; readable by payments_reader.';
 
-CREATE VIEW payments.webhook_delivery_log AS
+CREATE VIEW payments.webhook_delivery_log WITH (security_invoker) AS
 SELECT d.event_id, e.type, e.object_id, d.customer_id, d.endpoint_id, w.url, d.status, d.attempts,
        d.next_attempt_at, d.delivered_at, d.last_status_code, d.last_error, e.created_at
 FROM payments.webhook_deliveries d

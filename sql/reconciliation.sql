@@ -117,6 +117,10 @@ DECLARE
     v_ours    record;
 BEGIN
     PERFORM payments.reconciliation_window("from", "to");
+    -- The platform's books: a login bound to one customer gets none of it.
+    IF payments._bound_customer() IS NOT NULL THEN
+        RETURN;
+    END IF;
     -- The provider's objects of the window, each against our row. One lookup per
     -- object, each on its own shard on Citus.
     FOR v_snap IN

@@ -42,7 +42,7 @@ COMMENT ON COLUMN payments.refunds.provider_refund_id IS 'The provider''s refund
 COMMENT ON COLUMN payments.refunds.failure_reason IS 'Why the provider could not refund (its failure_reason, or its refusal''s message).';
 SELECT pg_catalog.pg_extension_config_dump('payments.refunds', '');
 
-CREATE VIEW payments.refund_details AS
+CREATE VIEW payments.refund_details WITH (security_invoker) AS
 SELECT r.id, r.customer_id, r.payment_id, payments.to_major(r.amount_minor, r.currency) AS amount, r.amount_minor,
        r.currency, r.status, r.reason, r.provider, r.provider_refund_id, r.failure_reason, r.created_at, r.updated_at
 FROM payments.refunds r;
@@ -192,7 +192,8 @@ COMMENT ON FUNCTION payments._replayed_refund(payments.refunds, bytea) IS
 CREATE FUNCTION payments.get_refund(id text) RETURNS SETOF payments.refund_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM payments.refund_details d WHERE d.id = get_refund.id;
+    RETURN QUERY SELECT * FROM payments.refund_details d
+    WHERE d.id = get_refund.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'refund % not found', payments._shown(get_refund.id) USING ERRCODE = 'PM204';
     END IF;
@@ -212,8 +213,11 @@ BEGIN
     IF list_refunds.payment_id IS NOT NULL THEN
         v_customer := payments._customer_of(list_refunds.payment_id);
     END IF;
+    -- A login bound to one customer sees that customer's refunds only.
+    v_customer := coalesce(payments._bound_customer(), v_customer);
     RETURN QUERY SELECT * FROM payments.refund_details d
-    WHERE (list_refunds.payment_id IS NULL OR (d.customer_id = v_customer AND d.payment_id = list_refunds.payment_id))
+    WHERE (list_refunds.payment_id IS NULL OR d.payment_id = list_refunds.payment_id)
+      AND (v_customer IS NULL OR d.customer_id = v_customer)
       AND (starting_after IS NULL OR d.id < starting_after)
     ORDER BY d.id DESC LIMIT lim;
 END

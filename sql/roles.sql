@@ -4,11 +4,14 @@
 --   payments_reader  the views and read-only functions; nothing that writes
 --   payments_worker  the gateway's webhook delivery worker: claims deliveries with the
 --                    endpoints' signing secrets (no application role ever sees a secret)
+--   payments_bound   logins bound to one customer (bind_role_to_customer): every customer
+--                    table's row-level policy shows them that customer's rows only
 DO $$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['payments_admin', 'payments_gateway', 'payments_reader', 'payments_worker'] LOOP
+    FOREACH r IN ARRAY ARRAY['payments_admin', 'payments_gateway', 'payments_reader', 'payments_worker',
+                             'payments_bound'] LOOP
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
         END IF;
@@ -52,6 +55,29 @@ GRANT SELECT ON payments.payment_details, payments.payment_history, payments.cus
     payments.balance_by_currency
 TO payments_admin, payments_gateway, payments_reader;
 GRANT EXECUTE ON FUNCTION payments._webhook_log() TO payments_admin, payments_gateway, payments_reader;
+-- The views read with their reader's rights (security_invoker), so that the customer tables'
+-- row-level policies apply to whoever reads: the readers and the gateway may select the
+-- columns the views show, found in the catalog (each view's dependencies), and no other
+-- (fingerprints, idempotency keys and the webhook log's bodies stay private).
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT DISTINCT t.oid::regclass AS tab, a.attname
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+        JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v'
+        JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                                  AND t.relkind = 'r' AND t.relnamespace = v.relnamespace
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+        WHERE v.relnamespace = 'payments'::regnamespace AND d.refobjsubid > 0
+        ORDER BY 1, 2
+    LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT (%I) ON %s TO payments_reader, payments_gateway', g.attname, g.tab);
+    END LOOP;
+END
+$$;
 GRANT EXECUTE ON FUNCTION payments._webhook_endpoints() TO payments_admin, payments_gateway, payments_reader;
 
 -- Writing, only through the API.
@@ -84,7 +110,7 @@ TO payments_admin, payments_gateway;
 -- Only the delivery worker reads the endpoints' secrets (claim_webhook_deliveries returns them).
 GRANT USAGE ON SCHEMA payments TO payments_worker;
 GRANT EXECUTE ON FUNCTION
-    payments.claim_webhook_deliveries(int, interval, int, text[]),
+    payments.claim_webhook_deliveries(int, interval, int, jsonb),
     payments.record_webhook_delivery(text, text, text, integer, integer, text, integer)
 TO payments_admin, payments_worker;
 
@@ -116,3 +142,83 @@ GRANT EXECUTE ON FUNCTION
 TO payments_admin;
 GRANT EXECUTE ON FUNCTION payments.webhook_tolerance() TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA payments TO payments_admin;
+
+-- Logins bound to one customer: every table with a customer_id (found in the catalog)
+-- shows all its rows to everyone, except members of payments_bound, who see their
+-- customer's only (a restrictive policy: it costs the other roles nothing). Policies
+-- are security quals: a bound login's own functions in a WHERE never see other rows.
+DO $$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN
+        SELECT c.oid::regclass FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = 'customer_id' AND NOT a.attisdropped
+        WHERE n.nspname = 'payments' AND c.relkind = 'r' AND c.relname <> 'role_customers'
+        ORDER BY c.relname
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE pg_catalog.format('DROP POLICY IF EXISTS every_row ON %s', t);
+        EXECUTE pg_catalog.format('CREATE POLICY every_row ON %s AS PERMISSIVE FOR SELECT TO PUBLIC USING (true)', t);
+        EXECUTE pg_catalog.format('DROP POLICY IF EXISTS bound_customer ON %s', t);
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY bound_customer ON %s AS RESTRICTIVE FOR SELECT TO payments_bound '
+            'USING (customer_id = payments._bound_customer())', t);
+    END LOOP;
+END
+$$;
+-- Whoever reads a table or a view asks it (it answers only for the session's own login).
+GRANT EXECUTE ON FUNCTION payments._bound_customer() TO PUBLIC;
+
+CREATE FUNCTION payments.bind_role_to_customer(role_name name, customer_id text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_role pg_catalog.pg_roles%ROWTYPE;
+BEGIN
+    SELECT * INTO v_role FROM pg_catalog.pg_roles r WHERE r.rolname = bind_role_to_customer.role_name;
+    IF NOT FOUND OR customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'role % does not exist, or customer_id is not 1 to 255 characters',
+            quote_ident(coalesce(role_name, '')) USING ERRCODE = 'PM100';
+    END IF;
+    -- On Citus the row-level policies do not reach the shards, and readers select the
+    -- tables there: a binding could not be kept, so none is made.
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname = 'citus') THEN
+        RAISE EXCEPTION 'logins cannot be bound to a customer on Citus yet: its shards do not apply row-level policies'
+            USING ERRCODE = '0A000', HINT = 'bind an API key to the customer instead (create_api_key(…, customer_id))';
+    END IF;
+    -- A bound login reads; a role that may do more would reach past its customer.
+    IF v_role.rolsuper OR v_role.rolbypassrls
+       OR pg_catalog.pg_has_role(v_role.oid, 'payments_admin', 'MEMBER')
+       OR pg_catalog.pg_has_role(v_role.oid, 'payments_gateway', 'MEMBER')
+       OR pg_catalog.pg_has_role(v_role.oid, 'payments_worker', 'MEMBER') THEN
+        RAISE EXCEPTION 'role % may do more than read: only a reader (payments_reader) can be bound to a customer',
+            quote_ident(role_name) USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.role_customers AS c (role_name, customer_id)
+    VALUES (bind_role_to_customer.role_name, bind_role_to_customer.customer_id)
+    ON CONFLICT ON CONSTRAINT role_customers_pkey DO UPDATE SET customer_id = excluded.customer_id, bound_at = excluded.bound_at;
+    EXECUTE pg_catalog.format('GRANT payments_bound TO %I', role_name);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION payments.bind_role_to_customer(name, text) IS
+    'Binds a login role to one customer (admin): connected as it, every reader view and customer table (row-level policies) and every read function shows that customer''s rows only, and another customer''s object is not found. Only a reader can be bound (PM100 for a superuser, a role that bypasses row-level security, or a member of payments_admin, payments_gateway or payments_worker). Binding again moves it to another customer.';
+
+CREATE FUNCTION payments.unbind_role(role_name name) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM payments.role_customers c WHERE c.role_name = unbind_role.role_name;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = unbind_role.role_name) THEN
+        EXECUTE pg_catalog.format('REVOKE payments_bound FROM %I', role_name);
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION payments.unbind_role(name) IS 'Lifts a login role''s binding to a customer (admin); false when it was not bound.';
+
+REVOKE ALL ON FUNCTION payments.bind_role_to_customer(name, text), payments.unbind_role(name) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION payments.bind_role_to_customer(name, text), payments.unbind_role(name) TO payments_admin;

@@ -19,6 +19,7 @@ DECLARE
         ['payments.billing_settings',  NULL,                  NULL],
         ['payments.invoice_numbers',   NULL,                  NULL],
         ['payments.webhook_endpoints', NULL,                  NULL],
+        ['payments.role_customers',    NULL,                  NULL],
         ['payments.webhook_endpoint_secrets', NULL,           NULL],
         ['payments.dashboard_users',   NULL,                  NULL],
         ['payments.dashboard_sessions', NULL,                 NULL],
@@ -114,9 +115,9 @@ BEGIN
     FOR i IN 1 .. coalesce(array_length(v_fks, 1), 0) LOOP
         EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_fks[i][1], v_fks[i][2], v_fks[i][3]);
     END LOOP;
-    -- On one node a view reads with its owner's rights; on Citus its query
-    -- reaches the shards as the reader. So the roles that read the views may
-    -- read the tables behind them, which hold no secrets, keys or webhook
+    -- The views read with their reader's rights (security_invoker), from the columns
+    -- roles.sql grants; Citus propagates no column grants. So the roles that read the
+    -- views may read the tables behind them, which hold no secrets, keys or webhook
     -- bodies (webhook_log reads through a function with its owner's rights).
     -- (Citus has no column grants: readers see a refund's idempotency key and its
     -- fingerprint too, a client's retry token and a hash of the call, no secret.)

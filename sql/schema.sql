@@ -2,6 +2,26 @@
 -- Loaded into the extension script after the Rust functions it uses.
 
 -- ---------------------------------------------------------------------------
+-- SQL logins bound to one customer (roles.sql binds them and sets the policies)
+-- ---------------------------------------------------------------------------
+CREATE TABLE payments.role_customers (
+    role_name   name PRIMARY KEY,
+    customer_id text COLLATE "C" NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
+    bound_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE payments.role_customers IS
+    'SQL login roles bound to one customer (bind_role_to_customer): a BI tool or an agent connected as one reads that customer''s rows only, in every reader view and read function. On Citus a reference table.';
+SELECT pg_catalog.pg_extension_config_dump('payments.role_customers', '');
+
+-- A quoted body, not RETURN: Citus copies the policies' functions to the workers, and
+-- loses a SQL-standard body on the way.
+CREATE FUNCTION payments._bound_customer() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT c.customer_id FROM payments.role_customers c WHERE c.role_name = session_user $$;
+COMMENT ON FUNCTION payments._bound_customer() IS
+    'Internal: the customer the session''s login role is bound to (bind_role_to_customer), NULL when it is not. The customer tables'' row-level policies restrict bound logins to it, and the read functions check it (they see the same session user).';
+
+-- ---------------------------------------------------------------------------
 -- Payments
 -- ---------------------------------------------------------------------------
 CREATE TABLE payments.payments (
@@ -188,7 +208,7 @@ CREATE TRIGGER payments_no_truncate BEFORE TRUNCATE ON payments.payments
 -- ---------------------------------------------------------------------------
 -- Row shapes returned by the API
 -- ---------------------------------------------------------------------------
-CREATE VIEW payments.payment_details AS
+CREATE VIEW payments.payment_details WITH (security_invoker) AS
 SELECT p.id, p.customer_id, payments.to_major(p.amount_minor, p.currency) AS amount, p.amount_minor, p.currency,
        p.status, p.capture_method, p.provider, p.provider_payment_id, p.payment_method, p.description,
        p.metadata, p.last_error, p.created_at, p.updated_at,

@@ -232,7 +232,7 @@ COMMENT ON FUNCTION payments.archive_plan(text) IS
 -- ---------------------------------------------------------------------------
 -- Subscriptions
 -- ---------------------------------------------------------------------------
-CREATE VIEW payments.subscription_details AS
+CREATE VIEW payments.subscription_details WITH (security_invoker) AS
 SELECT s.id, s.customer_id, s.plan, s.status, s.payment_method, s.current_period_start, s.current_period_end,
        s.trial_end, s.cancel_at_period_end, s.canceled_at, s.created_at, s.updated_at, s.billing_error
 FROM payments.subscriptions s;
@@ -477,7 +477,8 @@ COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer
 CREATE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM payments.subscription_details d WHERE d.id = get_subscription.id;
+    RETURN QUERY SELECT * FROM payments.subscription_details d
+    WHERE d.id = get_subscription.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % not found', payments._shown(get_subscription.id) USING ERRCODE = 'PM204';
     END IF;
@@ -499,6 +500,8 @@ BEGIN
     END IF;
     RETURN QUERY SELECT * FROM payments.subscription_details d
     WHERE (list_subscriptions.customer_id IS NULL OR d.customer_id = list_subscriptions.customer_id)
+      -- A login bound to one customer sees that customer's subscriptions only.
+      AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id)
       AND (list_subscriptions.status IS NULL OR d.status = list_subscriptions.status)
       AND (starting_after IS NULL OR d.id < starting_after)
     ORDER BY d.id DESC LIMIT lim;
@@ -663,6 +666,10 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 DECLARE
     v_sub payments.subscriptions%ROWTYPE;
 BEGIN
+    -- A login bound to another customer learns nothing of this one.
+    IF has_active_subscription.customer_id IS DISTINCT FROM coalesce(payments._bound_customer(), has_active_subscription.customer_id) THEN
+        RETURN false;
+    END IF;
     FOR v_sub IN
         SELECT * FROM payments.subscriptions s
         WHERE s.customer_id = has_active_subscription.customer_id AND s.status IN ('trialing', 'active', 'past_due')
@@ -681,6 +688,10 @@ COMMENT ON FUNCTION payments.has_active_subscription(text, text, timestamptz) IS
 CREATE FUNCTION payments.customer_has_paid(customer_id text, since timestamptz DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- A login bound to another customer learns nothing of this one.
+    IF customer_has_paid.customer_id IS DISTINCT FROM coalesce(payments._bound_customer(), customer_has_paid.customer_id) THEN
+        RETURN false;
+    END IF;
     RETURN EXISTS (
         SELECT 1 FROM payments.payments p
         WHERE p.customer_id = customer_has_paid.customer_id AND p.status = 'succeeded'
@@ -702,6 +713,10 @@ DECLARE
 BEGIN
     IF at IS NULL THEN
         RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';
+    END IF;
+    -- A login bound to another customer learns nothing of this one.
+    IF entitlements.customer_id IS DISTINCT FROM coalesce(payments._bound_customer(), entitlements.customer_id) THEN
+        RETURN;
     END IF;
     FOR v_sub IN
         SELECT * FROM payments.subscriptions s

@@ -222,7 +222,9 @@ CREATE FUNCTION payments.usage_summary(customer_id text, meter text, "from" time
 RETURNS TABLE (value numeric, event_count bigint, aggregation text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_meter payments.meters%ROWTYPE;
+    v_meter   payments.meters%ROWTYPE;
+    -- A login bound to another customer sees none of this one's usage.
+    v_visible boolean := usage_summary.customer_id = coalesce(payments._bound_customer(), usage_summary.customer_id);
 BEGIN
     SELECT * INTO v_meter FROM payments.meters m WHERE m.code = usage_summary.meter;
     IF NOT FOUND THEN
@@ -241,7 +243,7 @@ BEGIN
            count(*)
     INTO value, event_count
     FROM payments.usage_events u
-    WHERE u.customer_id = usage_summary.customer_id AND u.meter = v_meter.code
+    WHERE v_visible AND u.customer_id = usage_summary.customer_id AND u.meter = v_meter.code
       AND u.occurred_at >= "from" AND u.occurred_at < "to";
     RETURN NEXT;
 END
@@ -249,7 +251,7 @@ $$;
 COMMENT ON FUNCTION payments.usage_summary(text, text, timestamptz, timestamptz) IS
     'A customer''s usage on a meter over [from, to), by the meter''s aggregation: value (sum, count, distinct count, max or the latest quantity; 0 when none), event_count and the aggregation. Unknown meter PM204.';
 
-CREATE VIEW payments.usage_log AS
+CREATE VIEW payments.usage_log WITH (security_invoker) AS
 SELECT u.id, u.customer_id, u.meter, u.quantity, u.occurred_at, u.properties, u.recorded_at
 FROM payments.usage_events u;
 COMMENT ON VIEW payments.usage_log IS

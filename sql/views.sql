@@ -2,14 +2,14 @@
 -- They run with their owner's rights, so readers need no table privileges,
 -- and they show no secrets.
 
-CREATE VIEW payments.payment_history AS
+CREATE VIEW payments.payment_history WITH (security_invoker) AS
 SELECT e.payment_id, e.seq, e.from_status, e.to_status, e.applied, e.source, e.reason, e.data, e.created_at,
        encode(e.hash, 'hex') AS hash, e.customer_id
 FROM payments.payment_events e;
 COMMENT ON VIEW payments.payment_history IS
     'Every payment''s history in order (payment_id, seq). applied = false marks a stale report: recorded, not applied.';
 
-CREATE VIEW payments.customer_payments AS
+CREATE VIEW payments.customer_payments WITH (security_invoker) AS
 SELECT p.customer_id,
        p.currency,
        count(*) FILTER (WHERE p.status = 'succeeded') AS succeeded_count,
@@ -25,7 +25,7 @@ GROUP BY p.customer_id, p.currency;
 COMMENT ON VIEW payments.customer_payments IS
     'Per customer and currency: how many payments succeeded and for how much, when the last one did, and how many are open or failed. Answers "has this customer paid?".';
 
-CREATE VIEW payments.open_anomalies AS
+CREATE VIEW payments.open_anomalies WITH (security_invoker) AS
 SELECT a.id, a.payment_id, a.customer_id, a.kind, a.source, a.provider, a.provider_payment_id,
        p.amount_minor AS expected_amount_minor, p.currency AS expected_currency, p.provider_payment_id AS linked_provider_payment_id,
        a.observed, p.status AS payment_status, a.created_at
@@ -49,7 +49,9 @@ BEGIN
     FROM payments.webhook_events w
     -- A join, not EXISTS: Citus plans it (the pending ids first, then each shard of the log).
     LEFT JOIN (SELECT p.provider, p.event_id FROM payments.webhook_pending p) wp
-           ON wp.provider = w.provider AND wp.event_id = w.event_id;
+           ON wp.provider = w.provider AND wp.event_id = w.event_id
+    -- The provider's log is the platform's: a login bound to one customer sees none of it.
+    WHERE payments._bound_customer() IS NULL;
 END
 $$;
 COMMENT ON FUNCTION payments._webhook_log() IS 'Internal: the rows of payments.webhook_log.';

@@ -237,7 +237,7 @@ pub const CLAIM_PROVIDER_WORK: &str = "SELECT payment_id AS id, kind, customer_i
 
 /// Due webhook deliveries, leased for `$2` milliseconds.
 pub const CLAIM_WEBHOOK_DELIVERIES: &str = "SELECT customer_id, event_id, endpoint_id, url, secret, body, attempt
-     FROM payments.claim_webhook_deliveries($1, $2::bigint * interval '1 millisecond', $3, $4)";
+     FROM payments.claim_webhook_deliveries($1, $2::bigint * interval '1 millisecond', $3, $4::text::jsonb)";
 
 pub const RECORD_WEBHOOK_DELIVERY: &str = "SELECT payments.record_webhook_delivery($1, $2, $3, $4, $5, $6, $7)";
 

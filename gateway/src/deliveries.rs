@@ -83,9 +83,7 @@ pub async fn run(state: AppState, pool: Pool, pace: Pace, database_url: String) 
             if room == 0 {
                 break;
             }
-            let busy: Vec<&str> =
-                per_endpoint.iter().filter(|(_, n)| **n >= PER_ENDPOINT).map(|(e, _)| e.as_str()).collect();
-            let rows = match claim(&pool, pace, room, &busy).await {
+            let rows = match claim(&pool, pace, room, &per_endpoint).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming webhook deliveries failed");
@@ -127,13 +125,20 @@ pub async fn run(state: AppState, pool: Pool, pace: Pace, database_url: String) 
     }
 }
 
-/// Leases up to `room` due deliveries, at most `PER_ENDPOINT` of any endpoint, none of `busy`.
-async fn claim(pool: &Pool, pace: Pace, room: usize, busy: &[&str]) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+/// Leases up to `room` due deliveries, so that no endpoint has more than `PER_ENDPOINT` in flight
+/// (counting `in_flight`, those already under way here).
+async fn claim(
+    pool: &Pool,
+    pace: Pace,
+    room: usize,
+    in_flight: &HashMap<String, usize>,
+) -> Result<Vec<tokio_postgres::Row>, ApiError> {
     let db = pool.get().await?;
     let stmt = db.prepare_cached(db::CLAIM_WEBHOOK_DELIVERIES).await?;
     let lease = i64::try_from(pace.lease().as_millis()).unwrap_or(i64::MAX);
     let (room, per_endpoint) = (room as i32, PER_ENDPOINT as i32);
-    Ok(db.query(&stmt, &[&room, &lease, &per_endpoint, &busy]).await?)
+    let in_flight = serde_json::to_string(in_flight).unwrap_or_else(|_| "{}".into());
+    Ok(db.query(&stmt, &[&room, &lease, &per_endpoint, &in_flight]).await?)
 }
 
 /// One signed POST, then its answer recorded.

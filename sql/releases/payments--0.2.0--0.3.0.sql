@@ -15,6 +15,35 @@
 -- 0.2.0 upgrades too; the upgrade test proves none is left behind.
 
 -- ---------------------------------------------------------------------------
+-- SQL logins bound to one customer (the policies and grants come at the end)
+-- ---------------------------------------------------------------------------
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'payments_bound') THEN
+        CREATE ROLE payments_bound NOLOGIN;
+    END IF;
+END
+$$;
+CREATE TABLE payments.role_customers (
+    role_name   name PRIMARY KEY,
+    customer_id text COLLATE "C" NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
+    bound_at    timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE payments.role_customers IS
+    'SQL login roles bound to one customer (bind_role_to_customer): a BI tool or an agent connected as one reads that customer''s rows only, in every reader view and read function. On Citus a reference table.';
+SELECT pg_catalog.pg_extension_config_dump('payments.role_customers', '');
+
+-- A quoted body, not RETURN: Citus copies the policies' functions to the workers, and
+-- loses a SQL-standard body on the way.
+CREATE FUNCTION payments._bound_customer() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT c.customer_id FROM payments.role_customers c WHERE c.role_name = session_user $$;
+
+COMMENT ON FUNCTION payments._bound_customer() IS
+    'Internal: the customer the session''s login role is bound to (bind_role_to_customer), NULL when it is not. The customer tables'' row-level policies restrict bound logins to it, and the read functions check it (they see the same session user).';
+
+-- ---------------------------------------------------------------------------
 -- Routing tables, filled from the rows already there
 -- ---------------------------------------------------------------------------
 -- Ids are COLLATE "C" throughout: a PL/pgSQL function called with one
@@ -171,7 +200,7 @@ COMMENT ON COLUMN payments.webhook_pending.object IS 'The event''s data.object a
 -- ---------------------------------------------------------------------------
 -- Row shapes returned by the API
 -- ---------------------------------------------------------------------------
-CREATE VIEW payments.payment_details AS
+CREATE VIEW payments.payment_details WITH (security_invoker) AS
 SELECT p.id, p.customer_id, payments.to_major(p.amount_minor, p.currency) AS amount, p.amount_minor, p.currency,
        p.status, p.capture_method, p.provider, p.provider_payment_id, p.payment_method, p.description,
        p.metadata, p.last_error, p.created_at, p.updated_at,
@@ -445,6 +474,10 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 DECLARE
     v_customer text := payments._customer_of(get_payment.id);
 BEGIN
+    -- A login bound to another customer is answered as for an unknown id.
+    IF v_customer <> coalesce(payments._bound_customer(), v_customer) THEN
+        RAISE EXCEPTION 'payment % not found', payments._shown(get_payment.id) USING ERRCODE = 'PM204';
+    END IF;
     RETURN QUERY SELECT * FROM payments.payment_details d WHERE d.customer_id = v_customer AND d.id = get_payment.id;
 END
 $$;
@@ -454,9 +487,18 @@ CREATE FUNCTION payments.list_payments(customer_id text DEFAULT NULL, status tex
                                        lim int DEFAULT 10, starting_after text DEFAULT NULL)
 RETURNS SETOF payments.payment_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_bound text := payments._bound_customer();
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
         RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
+    END IF;
+    -- A login bound to one customer lists that customer's payments (another's: none).
+    IF v_bound IS NOT NULL THEN
+        IF list_payments.customer_id IS DISTINCT FROM v_bound AND list_payments.customer_id IS NOT NULL THEN
+            RETURN;
+        END IF;
+        list_payments.customer_id := v_bound;
     END IF;
     IF list_payments.status IS NOT NULL AND NOT payments._is_allowed('status', list_payments.status) THEN
         RAISE EXCEPTION 'unknown status %', quote_literal(payments._shown(list_payments.status)) USING ERRCODE = 'PM100';
@@ -759,7 +801,9 @@ CREATE OR REPLACE FUNCTION payments.verify_event_chain(payment_id text DEFAULT N
 RETURNS TABLE (payment_id text, seq bigint, problem text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT * FROM payments._verify_event_chain(verify_event_chain.payment_id);
+    -- A login bound to one customer hears only of its customer's payments.
+    SELECT v.* FROM payments._verify_event_chain(verify_event_chain.payment_id) v
+    WHERE payments._bound_customer() IS NULL OR payments._customer_of(v.broken_payment_id) = payments._bound_customer();
 END;
 COMMENT ON FUNCTION payments.verify_event_chain(text) IS
     'Recomputes the hash chain of one payment''s history (or of every payment''s when payment_id is NULL) and returns, per broken chain, the first event that does not match. No rows: the history is intact.';
@@ -1066,14 +1110,14 @@ COMMENT ON FUNCTION payments.record_provider_error(text, jsonb) IS
 -- ---------------------------------------------------------------------------
 -- Views
 -- ---------------------------------------------------------------------------
-CREATE OR REPLACE VIEW payments.payment_history AS
+CREATE OR REPLACE VIEW payments.payment_history WITH (security_invoker) AS
 SELECT e.payment_id, e.seq, e.from_status, e.to_status, e.applied, e.source, e.reason, e.data, e.created_at,
        encode(e.hash, 'hex') AS hash, e.customer_id
 FROM payments.payment_events e;
 COMMENT ON VIEW payments.payment_history IS
     'Every payment''s history in order (payment_id, seq). applied = false marks a stale report: recorded, not applied.';
 
-CREATE VIEW payments.customer_payments AS
+CREATE VIEW payments.customer_payments WITH (security_invoker) AS
 SELECT p.customer_id,
        p.currency,
        count(*) FILTER (WHERE p.status = 'succeeded') AS succeeded_count,
@@ -1089,7 +1133,7 @@ GROUP BY p.customer_id, p.currency;
 COMMENT ON VIEW payments.customer_payments IS
     'Per customer and currency: how many payments succeeded and for how much, when the last one did, and how many are open or failed. Answers "has this customer paid?".';
 
-CREATE VIEW payments.open_anomalies AS
+CREATE VIEW payments.open_anomalies WITH (security_invoker) AS
 SELECT a.id, a.payment_id, a.customer_id, a.kind, a.source, a.provider, a.provider_payment_id,
        p.amount_minor AS expected_amount_minor, p.currency AS expected_currency, p.provider_payment_id AS linked_provider_payment_id,
        a.observed, p.status AS payment_status, a.created_at
@@ -1113,7 +1157,9 @@ BEGIN
     FROM payments.webhook_events w
     -- A join, not EXISTS: Citus plans it (the pending ids first, then each shard of the log).
     LEFT JOIN (SELECT p.provider, p.event_id FROM payments.webhook_pending p) wp
-           ON wp.provider = w.provider AND wp.event_id = w.event_id;
+           ON wp.provider = w.provider AND wp.event_id = w.event_id
+    -- The provider's log is the platform's: a login bound to one customer sees none of it.
+    WHERE payments._bound_customer() IS NULL;
 END
 $$;
 COMMENT ON FUNCTION payments._webhook_log() IS 'Internal: the rows of payments.webhook_log.';
@@ -1573,7 +1619,7 @@ COMMENT ON COLUMN payments.refunds.provider_refund_id IS 'The provider''s refund
 COMMENT ON COLUMN payments.refunds.failure_reason IS 'Why the provider could not refund (its failure_reason, or its refusal''s message).';
 SELECT pg_catalog.pg_extension_config_dump('payments.refunds', '');
 
-CREATE VIEW payments.refund_details AS
+CREATE VIEW payments.refund_details WITH (security_invoker) AS
 SELECT r.id, r.customer_id, r.payment_id, payments.to_major(r.amount_minor, r.currency) AS amount, r.amount_minor,
        r.currency, r.status, r.reason, r.provider, r.provider_refund_id, r.failure_reason, r.created_at, r.updated_at
 FROM payments.refunds r;
@@ -1723,7 +1769,8 @@ COMMENT ON FUNCTION payments._replayed_refund(payments.refunds, bytea) IS
 CREATE FUNCTION payments.get_refund(id text) RETURNS SETOF payments.refund_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM payments.refund_details d WHERE d.id = get_refund.id;
+    RETURN QUERY SELECT * FROM payments.refund_details d
+    WHERE d.id = get_refund.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'refund % not found', payments._shown(get_refund.id) USING ERRCODE = 'PM204';
     END IF;
@@ -1743,8 +1790,11 @@ BEGIN
     IF list_refunds.payment_id IS NOT NULL THEN
         v_customer := payments._customer_of(list_refunds.payment_id);
     END IF;
+    -- A login bound to one customer sees that customer's refunds only.
+    v_customer := coalesce(payments._bound_customer(), v_customer);
     RETURN QUERY SELECT * FROM payments.refund_details d
-    WHERE (list_refunds.payment_id IS NULL OR (d.customer_id = v_customer AND d.payment_id = list_refunds.payment_id))
+    WHERE (list_refunds.payment_id IS NULL OR d.payment_id = list_refunds.payment_id)
+      AND (v_customer IS NULL OR d.customer_id = v_customer)
       AND (starting_after IS NULL OR d.id < starting_after)
     ORDER BY d.id DESC LIMIT lim;
 END
@@ -1940,7 +1990,7 @@ COMMENT ON COLUMN payments.disputes.reason IS 'The bank''s reason as the provide
 COMMENT ON COLUMN payments.disputes.evidence_due_by IS 'When the evidence must reach the provider.';
 SELECT pg_catalog.pg_extension_config_dump('payments.disputes', '');
 
-CREATE VIEW payments.dispute_details AS
+CREATE VIEW payments.dispute_details WITH (security_invoker) AS
 SELECT d.id, d.customer_id, d.payment_id, payments.to_major(d.amount_minor, d.currency) AS amount, d.amount_minor,
        d.currency, d.status, d.reason, d.evidence_due_by, d.provider, d.provider_dispute_id, d.created_at, d.updated_at
 FROM payments.disputes d;
@@ -1950,7 +2000,8 @@ COMMENT ON VIEW payments.dispute_details IS
 CREATE FUNCTION payments.get_dispute(id text) RETURNS SETOF payments.dispute_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM payments.dispute_details d WHERE d.id = get_dispute.id;
+    RETURN QUERY SELECT * FROM payments.dispute_details d
+    WHERE d.id = get_dispute.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'dispute % not found', payments._shown(get_dispute.id) USING ERRCODE = 'PM204';
     END IF;
@@ -1975,8 +2026,11 @@ BEGIN
     IF list_disputes.payment_id IS NOT NULL THEN
         v_customer := payments._customer_of(list_disputes.payment_id);
     END IF;
+    -- A login bound to one customer sees that customer's disputes only.
+    v_customer := coalesce(payments._bound_customer(), v_customer);
     RETURN QUERY SELECT * FROM payments.dispute_details d
-    WHERE (list_disputes.payment_id IS NULL OR (d.customer_id = v_customer AND d.payment_id = list_disputes.payment_id))
+    WHERE (list_disputes.payment_id IS NULL OR d.payment_id = list_disputes.payment_id)
+      AND (v_customer IS NULL OR d.customer_id = v_customer)
       AND (list_disputes.status IS NULL OR d.status = list_disputes.status)
       AND (starting_after IS NULL OR d.id < starting_after)
     ORDER BY d.id DESC LIMIT lim;
@@ -2071,7 +2125,7 @@ COMMENT ON FUNCTION payments._apply_dispute_object(payments.payments, jsonb, tex
 -- the payments' own running totals (captured, refunded, disputed), so a
 -- dashboard's query is one scan, also on Citus.
 
-CREATE VIEW payments.customer_balances AS
+CREATE VIEW payments.customer_balances WITH (security_invoker) AS
 SELECT p.customer_id,
        p.currency,
        count(*) FILTER (WHERE p.amount_captured_minor IS NOT NULL) AS captured_count,
@@ -2100,7 +2154,7 @@ COMMENT ON COLUMN payments.customer_balances.refunded_minor IS 'refunded in mino
 COMMENT ON COLUMN payments.customer_balances.disputed_minor IS 'disputed in minor units.';
 COMMENT ON COLUMN payments.customer_balances.net_minor IS 'net in minor units.';
 
-CREATE VIEW payments.balance_by_currency AS
+CREATE VIEW payments.balance_by_currency WITH (security_invoker) AS
 SELECT b.currency,
        sum(b.captured_count) AS captured_count,
        sum(b.gross_captured) AS gross_captured,
@@ -2230,6 +2284,10 @@ DECLARE
     v_ours    record;
 BEGIN
     PERFORM payments.reconciliation_window("from", "to");
+    -- The platform's books: a login bound to one customer gets none of it.
+    IF payments._bound_customer() IS NOT NULL THEN
+        RETURN;
+    END IF;
     -- The provider's objects of the window, each against our row. One lookup per
     -- object, each on its own shard on Citus.
     FOR v_snap IN
@@ -2620,7 +2678,9 @@ CREATE FUNCTION payments.usage_summary(customer_id text, meter text, "from" time
 RETURNS TABLE (value numeric, event_count bigint, aggregation text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_meter payments.meters%ROWTYPE;
+    v_meter   payments.meters%ROWTYPE;
+    -- A login bound to another customer sees none of this one's usage.
+    v_visible boolean := usage_summary.customer_id = coalesce(payments._bound_customer(), usage_summary.customer_id);
 BEGIN
     SELECT * INTO v_meter FROM payments.meters m WHERE m.code = usage_summary.meter;
     IF NOT FOUND THEN
@@ -2639,7 +2699,7 @@ BEGIN
            count(*)
     INTO value, event_count
     FROM payments.usage_events u
-    WHERE u.customer_id = usage_summary.customer_id AND u.meter = v_meter.code
+    WHERE v_visible AND u.customer_id = usage_summary.customer_id AND u.meter = v_meter.code
       AND u.occurred_at >= "from" AND u.occurred_at < "to";
     RETURN NEXT;
 END
@@ -2647,7 +2707,7 @@ $$;
 COMMENT ON FUNCTION payments.usage_summary(text, text, timestamptz, timestamptz) IS
     'A customer''s usage on a meter over [from, to), by the meter''s aggregation: value (sum, count, distinct count, max or the latest quantity; 0 when none), event_count and the aggregation. Unknown meter PM204.';
 
-CREATE VIEW payments.usage_log AS
+CREATE VIEW payments.usage_log WITH (security_invoker) AS
 SELECT u.id, u.customer_id, u.meter, u.quantity, u.occurred_at, u.properties, u.recorded_at
 FROM payments.usage_events u;
 COMMENT ON VIEW payments.usage_log IS
@@ -2876,7 +2936,7 @@ COMMENT ON FUNCTION payments.archive_plan(text) IS
 -- ---------------------------------------------------------------------------
 -- Subscriptions
 -- ---------------------------------------------------------------------------
-CREATE VIEW payments.subscription_details AS
+CREATE VIEW payments.subscription_details WITH (security_invoker) AS
 SELECT s.id, s.customer_id, s.plan, s.status, s.payment_method, s.current_period_start, s.current_period_end,
        s.trial_end, s.cancel_at_period_end, s.canceled_at, s.created_at, s.updated_at, s.billing_error
 FROM payments.subscriptions s;
@@ -3035,7 +3095,8 @@ COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer
 CREATE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM payments.subscription_details d WHERE d.id = get_subscription.id;
+    RETURN QUERY SELECT * FROM payments.subscription_details d
+    WHERE d.id = get_subscription.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % not found', payments._shown(get_subscription.id) USING ERRCODE = 'PM204';
     END IF;
@@ -3057,6 +3118,8 @@ BEGIN
     END IF;
     RETURN QUERY SELECT * FROM payments.subscription_details d
     WHERE (list_subscriptions.customer_id IS NULL OR d.customer_id = list_subscriptions.customer_id)
+      -- A login bound to one customer sees that customer's subscriptions only.
+      AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id)
       AND (list_subscriptions.status IS NULL OR d.status = list_subscriptions.status)
       AND (starting_after IS NULL OR d.id < starting_after)
     ORDER BY d.id DESC LIMIT lim;
@@ -3201,6 +3264,10 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 DECLARE
     v_sub payments.subscriptions%ROWTYPE;
 BEGIN
+    -- A login bound to another customer learns nothing of this one.
+    IF has_active_subscription.customer_id IS DISTINCT FROM coalesce(payments._bound_customer(), has_active_subscription.customer_id) THEN
+        RETURN false;
+    END IF;
     FOR v_sub IN
         SELECT * FROM payments.subscriptions s
         WHERE s.customer_id = has_active_subscription.customer_id AND s.status IN ('trialing', 'active', 'past_due')
@@ -3219,6 +3286,10 @@ COMMENT ON FUNCTION payments.has_active_subscription(text, text, timestamptz) IS
 CREATE FUNCTION payments.customer_has_paid(customer_id text, since timestamptz DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- A login bound to another customer learns nothing of this one.
+    IF customer_has_paid.customer_id IS DISTINCT FROM coalesce(payments._bound_customer(), customer_has_paid.customer_id) THEN
+        RETURN false;
+    END IF;
     RETURN EXISTS (
         SELECT 1 FROM payments.payments p
         WHERE p.customer_id = customer_has_paid.customer_id AND p.status = 'succeeded'
@@ -3240,6 +3311,10 @@ DECLARE
 BEGIN
     IF at IS NULL THEN
         RAISE EXCEPTION 'at is required' USING ERRCODE = 'PM100';
+    END IF;
+    -- A login bound to another customer learns nothing of this one.
+    IF entitlements.customer_id IS DISTINCT FROM coalesce(payments._bound_customer(), entitlements.customer_id) THEN
+        RETURN;
     END IF;
     FOR v_sub IN
         SELECT * FROM payments.subscriptions s
@@ -3805,7 +3880,7 @@ $$;
 COMMENT ON FUNCTION payments.set_subscription_payment_method(text, text) IS
     'Sets the payment method a subscription''s invoices are charged with; an open invoice waiting for its retry is retried at the next run_billing. PM206 for a canceled or expired subscription (nothing of it is charged any more).';
 
-CREATE VIEW payments.invoice_details AS
+CREATE VIEW payments.invoice_details WITH (security_invoker) AS
 SELECT i.id, i.customer_id, i.subscription_id, i.number, i.status, payments.to_major(i.total_minor, i.currency) AS total,
        i.total_minor, i.currency, i.period_start, i.period_end, i.payment_id, i.attempt_count, i.next_attempt_at,
        i.created_at, i.paid_at
@@ -3815,7 +3890,8 @@ COMMENT ON VIEW payments.invoice_details IS 'Every invoice with its total in maj
 CREATE FUNCTION payments.get_invoice(id text) RETURNS SETOF payments.invoice_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM payments.invoice_details d WHERE d.id = get_invoice.id;
+    RETURN QUERY SELECT * FROM payments.invoice_details d
+    WHERE d.id = get_invoice.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'invoice % not found', payments._shown(get_invoice.id) USING ERRCODE = 'PM204';
     END IF;
@@ -4006,6 +4082,7 @@ DECLARE
         ['payments.billing_settings',  NULL,                  NULL],
         ['payments.invoice_numbers',   NULL,                  NULL],
         ['payments.webhook_endpoints', NULL,                  NULL],
+        ['payments.role_customers',    NULL,                  NULL],
         ['payments.webhook_endpoint_secrets', NULL,           NULL],
         ['payments.dashboard_users',   NULL,                  NULL],
         ['payments.dashboard_sessions', NULL,                 NULL],
@@ -4101,9 +4178,9 @@ BEGIN
     FOR i IN 1 .. coalesce(array_length(v_fks, 1), 0) LOOP
         EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_fks[i][1], v_fks[i][2], v_fks[i][3]);
     END LOOP;
-    -- On one node a view reads with its owner's rights; on Citus its query
-    -- reaches the shards as the reader. So the roles that read the views may
-    -- read the tables behind them, which hold no secrets, keys or webhook
+    -- The views read with their reader's rights (security_invoker), from the columns
+    -- roles.sql grants; Citus propagates no column grants. So the roles that read the
+    -- views may read the tables behind them, which hold no secrets, keys or webhook
     -- bodies (webhook_log reads through a function with its owner's rights).
     -- (Citus has no column grants: readers see a refund's idempotency key and its
     -- fingerprint too, a client's retry token and a hash of the call, no secret.)
@@ -4477,15 +4554,15 @@ COMMENT ON FUNCTION payments.set_webhook_retries(interval[]) IS
     'Sets the waits between failed delivery attempts (admin); after the last one fails the delivery is failed. PM100 outside 1 to 20 waits of up to 7 days.';
 
 CREATE FUNCTION payments.claim_webhook_deliveries(lim int DEFAULT 20, lease interval DEFAULT '30 seconds',
-                                                  per_endpoint int DEFAULT 1000, busy_endpoints text[] DEFAULT '{}')
+                                                  per_endpoint int DEFAULT 1000, in_flight jsonb DEFAULT '{}')
 RETURNS TABLE (customer_id text, event_id text, endpoint_id text, url text, secret text, body text, attempt integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_due      record;
     v_attempts integer;
     v_claimed  integer := 0;
-    -- Claimed so far per endpoint (a small object, one key per endpoint).
-    v_per      jsonb := '{}';
+    -- In flight per endpoint (the caller's, then what this call claims): one key per endpoint.
+    v_per      jsonb := coalesce(in_flight, '{}');
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 OR lease IS NULL OR lease <= interval '0'
        OR per_endpoint IS NULL OR per_endpoint < 1 THEN
@@ -4502,7 +4579,7 @@ BEGIN
               ORDER BY d.customer_id, d.endpoint_id, d.object_id, d.seq) h
         JOIN payments.webhook_endpoints w ON w.id = h.endpoint_id
         WHERE h.next_attempt_at <= now() AND w.disabled_at IS NULL
-          AND w.id <> ALL (coalesce(busy_endpoints, '{}'))
+          AND coalesce((v_per ->> w.id)::integer, 0) < per_endpoint
         ORDER BY h.next_attempt_at LIMIT lim * 4
     LOOP
         EXIT WHEN v_claimed >= lim;
@@ -4529,8 +4606,8 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION payments.claim_webhook_deliveries(int, interval, int, text[]) IS
-    'For the gateway: leases up to lim due deliveries (the earliest pending event of each object for each enabled endpoint, at most per_endpoint of each endpoint, none of busy_endpoints: those the caller has enough of in flight) for lease, and returns what to send: the endpoint''s URL and secret, the body ({"type", "timestamp", "data"}; the event id is the webhook-id) and the attempt number. Safe from several gateways (SKIP LOCKED); a lease that ends unanswered makes the delivery due again.';
+COMMENT ON FUNCTION payments.claim_webhook_deliveries(int, interval, int, jsonb) IS
+    'For the gateway: leases up to lim due deliveries (the earliest pending event of each object for each enabled endpoint, so that no endpoint has more than per_endpoint in flight counting the caller''s own, in_flight: {"endpoint id": count}) for lease, and returns what to send: the endpoint''s URL and secret, the body ({"type", "timestamp", "data"}; the event id is the webhook-id) and the attempt number. Safe from several gateways (SKIP LOCKED); a lease that ends unanswered makes the delivery due again.';
 
 CREATE FUNCTION payments.record_webhook_delivery(customer_id text, event_id text, endpoint_id text, attempt integer,
                                                  status_code integer, error text DEFAULT NULL,
@@ -4580,7 +4657,7 @@ $$;
 COMMENT ON FUNCTION payments.record_webhook_delivery(text, text, text, integer, integer, text, integer) IS
     'For the gateway: how an endpoint answered an attempt (a status code, or the error when there was no answer). 2xx: delivered; otherwise retried after the next wait of webhook_retries(), failed after the last. Every attempt is logged. Returns the delivery''s status; PM204 for an unknown delivery.';
 
-CREATE VIEW payments.event_log AS
+CREATE VIEW payments.event_log WITH (security_invoker) AS
 SELECT e.id, e.customer_id, e.type, e.object, e.object_id, e.status, e.data, e.created_at
 FROM payments.outbox_events e;
 COMMENT ON VIEW payments.event_log IS 'Every event told to apps, newest last by id; readable by payments_reader.';
@@ -4597,7 +4674,9 @@ RETURNS TABLE (id text, url text, event_types text[], description text, created_
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RETURN QUERY SELECT w.id, payments._masked_url(w.url), w.event_types, w.description, w.created_at, w.disabled_at
-    FROM payments.webhook_endpoints w;
+    FROM payments.webhook_endpoints w
+    -- The platform's endpoints: a login bound to one customer sees none.
+    WHERE payments._bound_customer() IS NULL;
 END
 $$;
 
@@ -4609,7 +4688,7 @@ CREATE VIEW payments.webhook_endpoint_list AS SELECT * FROM payments._webhook_en
 COMMENT ON VIEW payments.webhook_endpoint_list IS
     'Every webhook endpoint, its URL''s query and any user name masked; readable by payments_reader (the table itself by payments_admin only).';
 
-CREATE VIEW payments.webhook_delivery_log AS
+CREATE VIEW payments.webhook_delivery_log WITH (security_invoker) AS
 SELECT d.event_id, e.type, e.object_id, d.customer_id, d.endpoint_id, w.url, d.status, d.attempts,
        d.next_attempt_at, d.delivered_at, d.last_status_code, d.last_error, e.created_at
 FROM payments.webhook_deliveries d
@@ -5020,7 +5099,7 @@ $$;
 COMMENT ON FUNCTION payments._billing_outcome(text, text, jsonb, timestamptz) IS
     'Internal: records on a subscription that billing failed at p_at (p_error: {"sqlstate", "message"}; its history and apps hear of a new failure once) or, p_error NULL, that it succeeded again. A subscription another run holds is skipped, never waited for.';
 
-CREATE VIEW payments.billing_failures AS
+CREATE VIEW payments.billing_failures WITH (security_invoker) AS
 SELECT s.customer_id, s.id AS subscription_id, s.status, s.billing_error ->> 'sqlstate' AS sqlstate,
        s.billing_error ->> 'message' AS message, (s.billing_error ->> 'first_at')::timestamptz AS first_failed_at,
        (s.billing_error ->> 'last_at')::timestamptz AS last_failed_at, (s.billing_error ->> 'attempts')::integer AS attempts
@@ -5124,6 +5203,57 @@ $$;
 COMMENT ON FUNCTION payments.create_api_key(text, text[], text) IS
     'Creates a gateway API key with the given scopes, bound to one customer when customer_id is given, and returns it. The key is shown only this once; only its sha256 is kept.';
 
+CREATE FUNCTION payments.bind_role_to_customer(role_name name, customer_id text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_role pg_catalog.pg_roles%ROWTYPE;
+BEGIN
+    SELECT * INTO v_role FROM pg_catalog.pg_roles r WHERE r.rolname = bind_role_to_customer.role_name;
+    IF NOT FOUND OR customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'role % does not exist, or customer_id is not 1 to 255 characters',
+            quote_ident(coalesce(role_name, '')) USING ERRCODE = 'PM100';
+    END IF;
+    -- On Citus the row-level policies do not reach the shards, and readers select the
+    -- tables there: a binding could not be kept, so none is made.
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname = 'citus') THEN
+        RAISE EXCEPTION 'logins cannot be bound to a customer on Citus yet: its shards do not apply row-level policies'
+            USING ERRCODE = '0A000', HINT = 'bind an API key to the customer instead (create_api_key(…, customer_id))';
+    END IF;
+    -- A bound login reads; a role that may do more would reach past its customer.
+    IF v_role.rolsuper OR v_role.rolbypassrls
+       OR pg_catalog.pg_has_role(v_role.oid, 'payments_admin', 'MEMBER')
+       OR pg_catalog.pg_has_role(v_role.oid, 'payments_gateway', 'MEMBER')
+       OR pg_catalog.pg_has_role(v_role.oid, 'payments_worker', 'MEMBER') THEN
+        RAISE EXCEPTION 'role % may do more than read: only a reader (payments_reader) can be bound to a customer',
+            quote_ident(role_name) USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.role_customers AS c (role_name, customer_id)
+    VALUES (bind_role_to_customer.role_name, bind_role_to_customer.customer_id)
+    ON CONFLICT ON CONSTRAINT role_customers_pkey DO UPDATE SET customer_id = excluded.customer_id, bound_at = excluded.bound_at;
+    EXECUTE pg_catalog.format('GRANT payments_bound TO %I', role_name);
+    RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION payments.bind_role_to_customer(name, text) IS
+    'Binds a login role to one customer (admin): connected as it, every reader view and customer table (row-level policies) and every read function shows that customer''s rows only, and another customer''s object is not found. Only a reader can be bound (PM100 for a superuser, a role that bypasses row-level security, or a member of payments_admin, payments_gateway or payments_worker). Binding again moves it to another customer.';
+
+CREATE FUNCTION payments.unbind_role(role_name name) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM payments.role_customers c WHERE c.role_name = unbind_role.role_name;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = unbind_role.role_name) THEN
+        EXECUTE pg_catalog.format('REVOKE payments_bound FROM %I', role_name);
+    END IF;
+    RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION payments.unbind_role(name) IS 'Lifts a login role''s binding to a customer (admin); false when it was not bound.';
+
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions and tables (as sql/roles.sql grants them)
 -- ---------------------------------------------------------------------------
@@ -5201,7 +5331,7 @@ REVOKE ALL ON FUNCTION
     payments._usage_lines(payments.subscriptions, payments.plans, timestamptz, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text),
     payments.webhook_retries(), payments.set_webhook_retries(interval[]),
-    payments.claim_webhook_deliveries(int, interval, int, text[]),
+    payments.claim_webhook_deliveries(int, interval, int, jsonb),
     payments.record_webhook_delivery(text, text, text, integer, integer, text, integer)
 FROM PUBLIC;
 REVOKE ALL ON payments.outbox_events, payments.webhook_endpoints, payments.webhook_endpoint_secrets,
@@ -5232,7 +5362,7 @@ END
 $$;
 GRANT USAGE ON SCHEMA payments TO payments_worker;
 GRANT EXECUTE ON FUNCTION
-    payments.claim_webhook_deliveries(int, interval, int, text[]),
+    payments.claim_webhook_deliveries(int, interval, int, jsonb),
     payments.record_webhook_delivery(text, text, text, integer, integer, text, integer)
 TO payments_admin, payments_worker;
 GRANT EXECUTE ON FUNCTION payments.set_webhook_retries(interval[]) TO payments_admin;
@@ -5495,3 +5625,63 @@ TO payments_admin, payments_gateway;
 GRANT EXECUTE ON FUNCTION payments.create_dashboard_user(text, text, text),
     payments.reset_dashboard_password(text, text), payments.disable_dashboard_user(text)
 TO payments_admin;
+
+-- ---------------------------------------------------------------------------
+-- Views with their reader's rights, and logins bound to one customer (as roles.sql)
+-- ---------------------------------------------------------------------------
+-- The views read with their reader's rights (security_invoker), so that the customer tables'
+-- row-level policies apply to whoever reads: the readers and the gateway may select the
+-- columns the views show, found in the catalog (each view's dependencies), and no other
+-- (fingerprints, idempotency keys and the webhook log's bodies stay private).
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT DISTINCT t.oid::regclass AS tab, a.attname
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+        JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v'
+        JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                                  AND t.relkind = 'r' AND t.relnamespace = v.relnamespace
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+        WHERE v.relnamespace = 'payments'::regnamespace AND d.refobjsubid > 0
+        ORDER BY 1, 2
+    LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT (%I) ON %s TO payments_reader, payments_gateway', g.attname, g.tab);
+    END LOOP;
+END
+$$;
+GRANT EXECUTE ON FUNCTION payments._webhook_endpoints() TO payments_admin, payments_gateway, payments_reader;
+
+-- Logins bound to one customer: every table with a customer_id (found in the catalog)
+-- shows all its rows to everyone, except members of payments_bound, who see their
+-- customer's only (a restrictive policy: it costs the other roles nothing). Policies
+-- are security quals: a bound login's own functions in a WHERE never see other rows.
+DO $$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN
+        SELECT c.oid::regclass FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = 'customer_id' AND NOT a.attisdropped
+        WHERE n.nspname = 'payments' AND c.relkind = 'r' AND c.relname <> 'role_customers'
+        ORDER BY c.relname
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE pg_catalog.format('DROP POLICY IF EXISTS every_row ON %s', t);
+        EXECUTE pg_catalog.format('CREATE POLICY every_row ON %s AS PERMISSIVE FOR SELECT TO PUBLIC USING (true)', t);
+        EXECUTE pg_catalog.format('DROP POLICY IF EXISTS bound_customer ON %s', t);
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY bound_customer ON %s AS RESTRICTIVE FOR SELECT TO payments_bound '
+            'USING (customer_id = payments._bound_customer())', t);
+    END LOOP;
+END
+$$;
+-- Whoever reads a table or a view asks it (it answers only for the session's own login).
+GRANT EXECUTE ON FUNCTION payments._bound_customer() TO PUBLIC;
+
+REVOKE ALL ON FUNCTION payments.bind_role_to_customer(name, text), payments.unbind_role(name) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION payments.bind_role_to_customer(name, text), payments.unbind_role(name) TO payments_admin;
+GRANT SELECT ON payments.role_customers TO payments_admin;

@@ -34,6 +34,21 @@ facts(line) AS (
     LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 100
     WHERE c.relnamespace IN (SELECT oid FROM ns) AND c.relkind IN ('r', 'v', 'c', 'p')
     UNION ALL
+    -- Column privileges (what a reader may select of a table), row-level security and its policies.
+    SELECT format('column acl %s.%s %s', c.relname, a.attname,
+                  (SELECT string_agg(x::text, ' ' ORDER BY x::text) FROM unnest(a.attacl) x))
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+    WHERE c.relnamespace IN (SELECT oid FROM ns) AND a.attacl IS NOT NULL AND NOT a.attisdropped
+    UNION ALL
+    SELECT format('row security %s %s %s', c.relname, c.relrowsecurity, c.relforcerowsecurity)
+    FROM pg_catalog.pg_class c WHERE c.relnamespace IN (SELECT oid FROM ns) AND c.relkind = 'r'
+    UNION ALL
+    SELECT format('policy %s.%s %s %s to %s using %s', c.relname, p.polname, p.polcmd, p.polpermissive,
+                  (SELECT string_agg(r::regrole::text, ',' ORDER BY r::regrole::text) FROM unnest(p.polroles) r),
+                  pg_get_expr(p.polqual, p.polrelid))
+    FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
+    WHERE c.relnamespace IN (SELECT oid FROM ns)
+    UNION ALL
     SELECT format('constraint %s.%s %s deferrable %s deferred %s', c.relname, k.conname, pg_get_constraintdef(k.oid),
                   k.condeferrable, k.condeferred)
     FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c ON c.oid = k.conrelid

@@ -365,3 +365,103 @@ async fn invoices_finalized_concurrently_get_gapless_numbers() {
     assert_eq!(kept.len(), 18);
     assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "no gap and no repeat: {kept:?}");
 }
+
+/// A login role bound to one customer, as an agent or a BI tool would connect.
+async fn bound_login(customer: &str) -> tokio_postgres::Client {
+    let db = connect().await;
+    let login = format!("agent_{}", unique("sql").to_lowercase().replace('-', "_"));
+    db.batch_execute(&format!("CREATE ROLE {login} LOGIN IN ROLE payments_reader")).await.unwrap();
+    db.execute("SELECT payments.bind_role_to_customer($1, $2)", &[&login, &customer]).await.unwrap();
+    let base = payments_e2e::database_url();
+    let others: Vec<&str> = base.split_whitespace().filter(|kv| !kv.starts_with("user=")).collect();
+    payments_e2e::connect_to(&format!("{} user={login}", others.join(" "))).await
+}
+
+#[tokio::test]
+async fn a_login_bound_to_one_customer_reads_that_customers_rows_only() {
+    let db = connect().await;
+    let (mine, theirs) = (unique("cust_mine"), unique("cust_theirs"));
+    let plan = unique("bound_sql").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 5}')", &[&plan])
+        .await
+        .unwrap();
+    let mut their_payment = String::new();
+    for customer in [&mine, &theirs] {
+        let row = db.query_one(CREATE, &[&unique("k"), customer, &"7.00"]).await.unwrap();
+        if customer == &theirs {
+            their_payment = row.get(0);
+        }
+        db.execute("SELECT payments.create_subscription($1, $2, $3)", &[&unique("s"), customer, &plan]).await.unwrap();
+    }
+    let citus: i64 =
+        db.query_one("SELECT count(*) FROM pg_extension WHERE extname = 'citus'", &[]).await.unwrap().get(0);
+    if citus > 0 {
+        // The shards do not apply row-level policies: the binding is refused, never half kept.
+        let login = format!("agent_{}", unique("sql").to_lowercase().replace('-', "_"));
+        db.batch_execute(&format!("CREATE ROLE {login} LOGIN IN ROLE payments_reader")).await.unwrap();
+        let refused = db.execute("SELECT payments.bind_role_to_customer($1, $2)", &[&login, &mine]).await;
+        assert_eq!(sqlstate(refused), "0A000");
+        return;
+    }
+    let agent = bound_login(&mine).await;
+
+    // Every relation of the schema the reader role may read (found in the catalog: the views,
+    // and the columns of tables it may select), read whole: every row naming a customer is
+    // this one's, and the other customer appears nowhere.
+    let readable = db
+        .query(
+            "SELECT c.relname::text, string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+             FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             WHERE c.relnamespace = 'payments'::regnamespace AND c.relkind IN ('r', 'v', 'p')
+               AND has_column_privilege('payments_reader', c.oid, a.attnum, 'SELECT')
+             GROUP BY c.relname ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = readable.iter().map(|r| r.get(0)).collect();
+    assert!(names.iter().any(|r| r == "payment_details") && names.len() > 10, "{names:?}");
+    let mut seen_mine = 0;
+    for relation in &readable {
+        let (name, columns): (String, String) = (relation.get(0), relation.get(1));
+        let sql = format!("SELECT to_jsonb(r) FROM (SELECT {columns} FROM payments.{name}) r");
+        for row in agent.query(&sql, &[]).await.unwrap() {
+            let row: serde_json::Value = row.get(0);
+            if let Some(customer) = row.get("customer_id").and_then(|c| c.as_str()) {
+                assert_eq!(customer, mine, "{name} showed another customer's row: {row}");
+                seen_mine += 1;
+            }
+            assert!(!row.to_string().contains(&theirs), "{name} named the other customer: {row}");
+        }
+    }
+    assert!(seen_mine >= 3, "its own rows are there ({seen_mine})");
+
+    // The read functions answer for this customer only; another's object is not found.
+    let missing = agent.query("SELECT * FROM payments.get_payment($1)", &[&their_payment]).await;
+    assert_eq!(sqlstate(missing), "PM204");
+    let listed: Vec<String> = agent
+        .query("SELECT customer_id FROM payments.list_payments(lim => 100)", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!listed.is_empty() && listed.iter().all(|c| c == &mine), "{listed:?}");
+    for (sql, expected) in [
+        ("SELECT payments.has_active_subscription($1)::text", "false"),
+        ("SELECT payments.customer_has_paid($1)::text", "false"),
+        ("SELECT count(*)::text FROM payments.entitlements($1)", "0"),
+        ("SELECT count(*)::text FROM payments.list_subscriptions($1)", "0"),
+        ("SELECT count(*)::text FROM payments.list_payments($1)", "0"),
+    ] {
+        let answer: String = agent.query_one(sql, &[&theirs]).await.unwrap().get(0);
+        assert_eq!(answer, expected, "{sql} for the other customer");
+    }
+    let own: String =
+        agent.query_one("SELECT payments.has_active_subscription($1)::text", &[&mine]).await.unwrap().get(0);
+    assert_eq!(own, "true");
+    // Only a reader can be bound.
+    let refused = db.execute("SELECT payments.bind_role_to_customer('payments_gateway', 'x')", &[]).await;
+    assert_eq!(sqlstate(refused), "PM100");
+}
