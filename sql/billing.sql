@@ -773,9 +773,12 @@ COMMENT ON VIEW payments.invoice_details IS 'Every invoice with its total in maj
 
 CREATE FUNCTION payments.get_invoice(id text) RETURNS SETOF payments.invoice_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Read once, here: inside the query Citus would send it to the shards.
+    v_bound text := payments._bound_customer();
 BEGIN
     RETURN QUERY SELECT * FROM payments.invoice_details d
-    WHERE d.id = get_invoice.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
+    WHERE d.id = get_invoice.id AND d.customer_id = coalesce(v_bound, d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'invoice % not found', payments._shown(get_invoice.id) USING ERRCODE = 'PM204';
     END IF;

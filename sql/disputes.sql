@@ -42,9 +42,12 @@ COMMENT ON VIEW payments.dispute_details IS
 
 CREATE FUNCTION payments.get_dispute(id text) RETURNS SETOF payments.dispute_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Read once, here: inside the query Citus would send it to the shards.
+    v_bound text := payments._bound_customer();
 BEGIN
     RETURN QUERY SELECT * FROM payments.dispute_details d
-    WHERE d.id = get_dispute.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
+    WHERE d.id = get_dispute.id AND d.customer_id = coalesce(v_bound, d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'dispute % not found', payments._shown(get_dispute.id) USING ERRCODE = 'PM204';
     END IF;

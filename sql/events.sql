@@ -223,10 +223,12 @@ CREATE FUNCTION payments._webhook_endpoints()
 RETURNS TABLE (id text, url text, event_types text[], description text, created_at timestamptz, disabled_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT w.id, payments._masked_url(w.url), w.event_types, w.description, w.created_at, w.disabled_at
-    FROM payments.webhook_endpoints w
     -- The platform's endpoints: a login bound to one customer sees none.
-    WHERE payments._bound_customer() IS NULL;
+    IF payments._bound_customer() IS NOT NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT w.id, payments._masked_url(w.url), w.event_types, w.description, w.created_at, w.disabled_at
+    FROM payments.webhook_endpoints w;
 END
 $$;
 COMMENT ON FUNCTION payments._webhook_endpoints() IS

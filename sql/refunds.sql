@@ -191,9 +191,12 @@ COMMENT ON FUNCTION payments._replayed_refund(payments.refunds, bytea) IS
 
 CREATE FUNCTION payments.get_refund(id text) RETURNS SETOF payments.refund_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Read once, here: inside the query Citus would send it to the shards.
+    v_bound text := payments._bound_customer();
 BEGIN
     RETURN QUERY SELECT * FROM payments.refund_details d
-    WHERE d.id = get_refund.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
+    WHERE d.id = get_refund.id AND d.customer_id = coalesce(v_bound, d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'refund % not found', payments._shown(get_refund.id) USING ERRCODE = 'PM204';
     END IF;

@@ -476,9 +476,12 @@ COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer
 
 CREATE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Read once, here: inside the query Citus would send it to the shards.
+    v_bound text := payments._bound_customer();
 BEGIN
     RETURN QUERY SELECT * FROM payments.subscription_details d
-    WHERE d.id = get_subscription.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
+    WHERE d.id = get_subscription.id AND d.customer_id = coalesce(v_bound, d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % not found', payments._shown(get_subscription.id) USING ERRCODE = 'PM204';
     END IF;
@@ -490,6 +493,9 @@ CREATE FUNCTION payments.list_subscriptions(customer_id text DEFAULT NULL, statu
                                             starting_after text DEFAULT NULL)
 RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Read once, here: inside the query Citus would send it to the shards.
+    v_bound text := payments._bound_customer();
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
         RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
@@ -501,7 +507,7 @@ BEGIN
     RETURN QUERY SELECT * FROM payments.subscription_details d
     WHERE (list_subscriptions.customer_id IS NULL OR d.customer_id = list_subscriptions.customer_id)
       -- A login bound to one customer sees that customer's subscriptions only.
-      AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id)
+      AND d.customer_id = coalesce(v_bound, d.customer_id)
       AND (list_subscriptions.status IS NULL OR d.status = list_subscriptions.status)
       AND (starting_after IS NULL OR d.id < starting_after)
     ORDER BY d.id DESC LIMIT lim;

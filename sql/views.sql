@@ -43,15 +43,17 @@ RETURNS TABLE (id text, provider text, event_id text, event_type text, event_cre
                provider_payment_id text, payment_id text, result text, still_pending boolean, received_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- The provider's log is the platform's: a login bound to one customer sees none of it.
+    IF payments._bound_customer() IS NOT NULL THEN
+        RETURN;
+    END IF;
     RETURN QUERY
     SELECT w.id, w.provider, w.event_id, w.event_type, w.event_created, w.provider_payment_id, w.payment_id, w.result,
            wp.event_id IS NOT NULL, w.received_at
     FROM payments.webhook_events w
     -- A join, not EXISTS: Citus plans it (the pending ids first, then each shard of the log).
     LEFT JOIN (SELECT p.provider, p.event_id FROM payments.webhook_pending p) wp
-           ON wp.provider = w.provider AND wp.event_id = w.event_id
-    -- The provider's log is the platform's: a login bound to one customer sees none of it.
-    WHERE payments._bound_customer() IS NULL;
+           ON wp.provider = w.provider AND wp.event_id = w.event_id;
 END
 $$;
 COMMENT ON FUNCTION payments._webhook_log() IS 'Internal: the rows of payments.webhook_log.';

@@ -1151,15 +1151,17 @@ RETURNS TABLE (id text, provider text, event_id text, event_type text, event_cre
                provider_payment_id text, payment_id text, result text, still_pending boolean, received_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- The provider's log is the platform's: a login bound to one customer sees none of it.
+    IF payments._bound_customer() IS NOT NULL THEN
+        RETURN;
+    END IF;
     RETURN QUERY
     SELECT w.id, w.provider, w.event_id, w.event_type, w.event_created, w.provider_payment_id, w.payment_id, w.result,
            wp.event_id IS NOT NULL, w.received_at
     FROM payments.webhook_events w
     -- A join, not EXISTS: Citus plans it (the pending ids first, then each shard of the log).
     LEFT JOIN (SELECT p.provider, p.event_id FROM payments.webhook_pending p) wp
-           ON wp.provider = w.provider AND wp.event_id = w.event_id
-    -- The provider's log is the platform's: a login bound to one customer sees none of it.
-    WHERE payments._bound_customer() IS NULL;
+           ON wp.provider = w.provider AND wp.event_id = w.event_id;
 END
 $$;
 COMMENT ON FUNCTION payments._webhook_log() IS 'Internal: the rows of payments.webhook_log.';
@@ -1768,9 +1770,12 @@ COMMENT ON FUNCTION payments._replayed_refund(payments.refunds, bytea) IS
 
 CREATE FUNCTION payments.get_refund(id text) RETURNS SETOF payments.refund_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Read once, here: inside the query Citus would send it to the shards.
+    v_bound text := payments._bound_customer();
 BEGIN
     RETURN QUERY SELECT * FROM payments.refund_details d
-    WHERE d.id = get_refund.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
+    WHERE d.id = get_refund.id AND d.customer_id = coalesce(v_bound, d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'refund % not found', payments._shown(get_refund.id) USING ERRCODE = 'PM204';
     END IF;
@@ -1999,9 +2004,12 @@ COMMENT ON VIEW payments.dispute_details IS
 
 CREATE FUNCTION payments.get_dispute(id text) RETURNS SETOF payments.dispute_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Read once, here: inside the query Citus would send it to the shards.
+    v_bound text := payments._bound_customer();
 BEGIN
     RETURN QUERY SELECT * FROM payments.dispute_details d
-    WHERE d.id = get_dispute.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
+    WHERE d.id = get_dispute.id AND d.customer_id = coalesce(v_bound, d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'dispute % not found', payments._shown(get_dispute.id) USING ERRCODE = 'PM204';
     END IF;
@@ -3094,9 +3102,12 @@ COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer
 
 CREATE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Read once, here: inside the query Citus would send it to the shards.
+    v_bound text := payments._bound_customer();
 BEGIN
     RETURN QUERY SELECT * FROM payments.subscription_details d
-    WHERE d.id = get_subscription.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
+    WHERE d.id = get_subscription.id AND d.customer_id = coalesce(v_bound, d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % not found', payments._shown(get_subscription.id) USING ERRCODE = 'PM204';
     END IF;
@@ -3108,6 +3119,9 @@ CREATE FUNCTION payments.list_subscriptions(customer_id text DEFAULT NULL, statu
                                             starting_after text DEFAULT NULL)
 RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Read once, here: inside the query Citus would send it to the shards.
+    v_bound text := payments._bound_customer();
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
         RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
@@ -3119,7 +3133,7 @@ BEGIN
     RETURN QUERY SELECT * FROM payments.subscription_details d
     WHERE (list_subscriptions.customer_id IS NULL OR d.customer_id = list_subscriptions.customer_id)
       -- A login bound to one customer sees that customer's subscriptions only.
-      AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id)
+      AND d.customer_id = coalesce(v_bound, d.customer_id)
       AND (list_subscriptions.status IS NULL OR d.status = list_subscriptions.status)
       AND (starting_after IS NULL OR d.id < starting_after)
     ORDER BY d.id DESC LIMIT lim;
@@ -3889,9 +3903,12 @@ COMMENT ON VIEW payments.invoice_details IS 'Every invoice with its total in maj
 
 CREATE FUNCTION payments.get_invoice(id text) RETURNS SETOF payments.invoice_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Read once, here: inside the query Citus would send it to the shards.
+    v_bound text := payments._bound_customer();
 BEGIN
     RETURN QUERY SELECT * FROM payments.invoice_details d
-    WHERE d.id = get_invoice.id AND d.customer_id = coalesce(payments._bound_customer(), d.customer_id);
+    WHERE d.id = get_invoice.id AND d.customer_id = coalesce(v_bound, d.customer_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'invoice % not found', payments._shown(get_invoice.id) USING ERRCODE = 'PM204';
     END IF;
@@ -4673,10 +4690,12 @@ CREATE FUNCTION payments._webhook_endpoints()
 RETURNS TABLE (id text, url text, event_types text[], description text, created_at timestamptz, disabled_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN QUERY SELECT w.id, payments._masked_url(w.url), w.event_types, w.description, w.created_at, w.disabled_at
-    FROM payments.webhook_endpoints w
     -- The platform's endpoints: a login bound to one customer sees none.
-    WHERE payments._bound_customer() IS NULL;
+    IF payments._bound_customer() IS NOT NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT w.id, payments._masked_url(w.url), w.event_types, w.description, w.created_at, w.disabled_at
+    FROM payments.webhook_endpoints w;
 END
 $$;
 
