@@ -273,29 +273,43 @@ pub fn pool(database_url: &str, size: usize, wait: Duration) -> Result<Pool, Box
         .build()?)
 }
 
-/// Cancels the statement a connection is running if dropped before `done`:
+/// A pooled connection whose statement is canceled if dropped before `done`:
 /// a request that times out (its future dropped) stops its SQL on the server
 /// too, instead of leaving it to finish and commit after the client was told 408.
-pub struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+/// The canceled connection leaves the pool, so the cancel, which arrives later,
+/// can never stop the next borrower's statement.
+pub struct CancelOnDrop(Option<deadpool_postgres::Client>);
 
 impl CancelOnDrop {
-    pub fn new(client: &tokio_postgres::Client) -> Self {
-        CancelOnDrop(Some(client.cancel_token()))
+    pub fn new(client: deadpool_postgres::Client) -> Self {
+        CancelOnDrop(Some(client))
     }
 
-    /// The statement finished: nothing to cancel.
+    /// The statement finished: the connection goes back to the pool.
     pub fn done(mut self) {
         self.0 = None;
     }
 }
 
+impl std::ops::Deref for CancelOnDrop {
+    type Target = deadpool_postgres::Client;
+
+    fn deref(&self) -> &Self::Target {
+        // Only `done` and `drop` empty it, and both consume the guard.
+        self.0.as_ref().expect("a CancelOnDrop holds its connection until done")
+    }
+}
+
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(token) = self.0.take() {
+        if let Some(client) = self.0.take() {
+            let token = client.cancel_token();
+            let detached = deadpool_postgres::Client::take(client);
             tokio::spawn(async move {
                 if let Err(e) = token.cancel_query(NoTls).await {
                     tracing::warn!(error = %e, "canceling an abandoned statement failed");
                 }
+                drop(detached);
             });
         }
     }

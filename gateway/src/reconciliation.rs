@@ -39,10 +39,9 @@ pub async fn run(pool: &Pool, provider: &dyn Provider, from: &str, to: &str, rep
             }
         }
     }
-    let db = pool.get().await?;
+    let db = db::CancelOnDrop::new(pool.get().await?);
     let stmt = db.prepare_cached(db::RECONCILE).await?;
-    let cancel = db::CancelOnDrop::new(&db);
     let row = db.query_one(&stmt, &[&from, &to, &provider.name(), &repair, &fetched]).await?;
-    cancel.done();
+    db.done();
     Ok(row.try_get("report")?)
 }

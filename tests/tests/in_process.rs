@@ -1326,12 +1326,11 @@ async fn a_reconciliation_finds_each_planted_disagreement_and_repairs_what_the_p
 #[tokio::test]
 async fn a_statement_whose_request_is_abandoned_is_canceled_on_the_server() {
     let pool = payments_gateway::db::pool(&gateway_database_url().await, 1, Duration::from_secs(5)).unwrap();
-    let client = pool.get().await.unwrap();
+    let client = payments_gateway::db::CancelOnDrop::new(pool.get().await.unwrap());
     let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
-    let sleeping = async {
-        let cancel = payments_gateway::db::CancelOnDrop::new(&client);
+    let sleeping = async move {
         let result = client.query_one("SELECT pg_sleep(30)", &[]).await;
-        cancel.done();
+        client.done();
         result
     };
     assert!(tokio::time::timeout(Duration::from_millis(300), sleeping).await.is_err(), "abandoned");
@@ -1346,6 +1345,10 @@ async fn a_statement_whose_request_is_abandoned_is_canceled_on_the_server() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(still_running, 0, "the abandoned statement still runs on the server");
+    // The canceled connection left the pool: the next borrower's statement is not the one a
+    // late cancel would stop.
+    let next: i32 = pool.get().await.unwrap().query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_ne!(next, pid, "the canceled connection was lent again");
 }
 
 #[tokio::test]
@@ -2175,6 +2178,23 @@ async fn a_key_bound_to_one_customer_never_reaches_another_customers_objects() {
         let r = app.send(method.clone(), path, Some(&key), body).await;
         assert_eq!(client_error(r, path).await, (403, "customer_bound".to_string()), "{method} {path}");
     }
+    // A batch naming another customer is refused whole, even beside an event whose number a
+    // JSON value cannot hold (1e400): nothing is recorded for the other customer.
+    let meter = unique("bound_m").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
+    let batch = format!(
+        r#"{{"events": [{{"idempotency_key": "k1", "customer_id": "{theirs}", "meter": "{meter}", "quantity": "1"}},
+                        {{"idempotency_key": "k2", "customer_id": "{mine}", "meter": "{meter}", "quantity": 1e400}}]}}"#
+    );
+    let r = app.http.post(format!("{}/v1/usage", app.url)).bearer_auth(&key).header("content-type", "application/json");
+    let r = r.body(batch).send().await.unwrap();
+    assert_eq!(client_error(r, "batch").await, (403, "customer_bound".to_string()), "the batch is refused whole");
+    let recorded: i64 = db
+        .query_one("SELECT count(*) FROM payments.usage_events WHERE customer_id = $1", &[&theirs])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 0, "no usage recorded for another customer");
     // Its own customer's: as any key.
     let body = json!({ "customer_id": mine, "amount": "2", "currency": "USD" });
     let own = app.post_with_key("/v1/payments", &key, &unique("k"), body).await;

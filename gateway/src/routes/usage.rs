@@ -54,9 +54,17 @@ pub async fn record(
         }
         // A bound key records its own customer's usage only: a batch naming another is refused whole.
         if caller.customer().is_some() {
-            let listed: Vec<serde_json::Value> = serde_json::from_str(events.get()).unwrap_or_default();
+            // Only each event's customer_id is read (numbers are not parsed): a batch this cannot
+            // read is refused whole, never passed on unchecked.
+            #[derive(serde::Deserialize)]
+            struct Named {
+                customer_id: Option<String>,
+            }
+            let listed: Vec<Named> = serde_json::from_str(events.get()).map_err(|_| {
+                ApiError::invalid("parameter_invalid", "events must be an array of usage event objects", Some("events"))
+            })?;
             for event in &listed {
-                caller.may_act_for(event["customer_id"].as_str().unwrap_or_default())?;
+                caller.may_act_for(event.customer_id.as_deref().unwrap_or_default())?;
             }
         }
         let stmt = db.prepare_cached(db::RECORD_USAGE_BATCH).await?;
