@@ -72,12 +72,13 @@ pub async fn run(state: AppState, pool: Pool, pace: Pace, database_url: String) 
     };
     let mut tick = tokio::time::interval(pace.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Deliveries in flight, each yielding its endpoint when done; how many per endpoint.
-    let mut in_flight: JoinSet<String> = JoinSet::new();
+    // Deliveries in flight, the endpoint of each task, and how many per endpoint.
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut endpoints: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut per_endpoint: HashMap<String, usize> = HashMap::new();
     loop {
-        // Claim while there is room: a delivery that finishes makes room at once, whatever
-        // the others are waiting for.
+        // Claim while there is room: a delivery that finishes makes room at once (and may let
+        // its object's next event go), whatever the others are waiting for.
         loop {
             let room = (IN_FLIGHT - in_flight.len()).min(BATCH);
             if room == 0 {
@@ -95,12 +96,12 @@ pub async fn run(state: AppState, pool: Pool, pace: Pace, database_url: String) 
                 let endpoint: String = row.get("endpoint_id");
                 *per_endpoint.entry(endpoint.clone()).or_default() += 1;
                 let (state, pool, http) = (state.clone(), pool.clone(), http.clone());
-                in_flight.spawn(async move {
+                let task = in_flight.spawn(async move {
                     if let Err(e) = deliver(&state, &pool, &http, &row).await {
                         tracing::warn!(error = %e, "a webhook delivery was not recorded; it is retried after its lease");
                     }
-                    endpoint
                 });
+                endpoints.insert(task.id(), endpoint);
             }
             if claimed < room {
                 break;
@@ -109,18 +110,33 @@ pub async fn run(state: AppState, pool: Pool, pace: Pace, database_url: String) 
         tokio::select! {
             _ = tick.tick() => {}
             _ = wake.notified() => {}
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => match done {
-                Ok(endpoint) => {
-                    if let Some(n) = per_endpoint.get_mut(&endpoint) {
-                        *n -= 1;
-                        if *n == 0 {
-                            per_endpoint.remove(&endpoint);
+            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                // Every delivery finished by now, then one claim for them all (not one per POST).
+                let mut done = Some(done);
+                while let Some(result) = done.take().or_else(|| in_flight.try_join_next_with_id()) {
+                    let id = match result {
+                        Ok((id, ())) => id,
+                        // A panicked task gives its endpoint's place back too; its lease makes the delivery due again.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a webhook delivery task failed");
+                            e.id()
                         }
+                    };
+                    if let Some(endpoint) = endpoints.remove(&id) {
+                        finished(&mut per_endpoint, &endpoint);
                     }
                 }
-                // A panicked task's count is lost with it; its lease makes the delivery due again.
-                Err(e) => tracing::warn!(error = %e, "a webhook delivery task failed"),
-            },
+            }
+        }
+    }
+}
+
+/// One fewer delivery in flight to `endpoint`.
+fn finished(per_endpoint: &mut HashMap<String, usize>, endpoint: &str) {
+    if let Some(n) = per_endpoint.get_mut(endpoint) {
+        *n -= 1;
+        if *n == 0 {
+            per_endpoint.remove(endpoint);
         }
     }
 }

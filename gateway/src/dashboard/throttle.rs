@@ -56,10 +56,7 @@ impl Attempt<'_> {
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        let mut addresses = self.throttle.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(((in_flight, _), _)) = addresses.map.get_mut(&self.address) {
-            *in_flight = in_flight.saturating_sub(1);
-        }
+        self.throttle.release(self.address);
     }
 }
 
@@ -86,17 +83,15 @@ impl SignInThrottle {
     /// or why not now.
     pub fn begin(&self, address: IpAddr, email: &str) -> Result<Attempt<'_>, Refusal> {
         let key = (address, email.to_string());
-        if self
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .current(&key, self.window)
-            .is_some_and(|n| *n >= Self::FAILURES)
         {
-            return Err(Refusal::Locked);
-        }
-        {
+            // Looked at under the addresses' lock, where this address's one check in flight is
+            // counted: every earlier guess from it has been counted by now.
             let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+            let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            if failures.current(&key, self.window).is_some_and(|n| *n >= Self::FAILURES) {
+                return Err(Refusal::Locked);
+            }
+            drop(failures);
             let (in_flight, attempts) = addresses.entry(address, Self::MINUTE, (0, 0));
             if *in_flight >= 1 || *attempts >= Self::ADDRESS_RATE {
                 return Err(Refusal::Busy);
@@ -105,20 +100,20 @@ impl SignInThrottle {
             *attempts += 1;
         }
         let Ok(slot) = self.checks.try_acquire() else {
-            let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(((in_flight, _), _)) = addresses.map.get_mut(&address) {
-                *in_flight = in_flight.saturating_sub(1);
-            }
+            self.release(address);
             return Err(Refusal::Busy);
         };
-        // Counted before the check: concurrent guesses see each other.
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = failures.entry(key.clone(), self.window, 0);
-        if *count >= Self::FAILURES {
-            return Err(Refusal::Locked);
-        }
-        *count += 1;
+        // Counted before the check runs, while the address's one check is in flight.
+        *self.failures.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone(), self.window, 0) += 1;
         Ok(Attempt { throttle: self, address, email: key.1, _slot: slot })
+    }
+
+    /// The address's check is over (done, or refused for want of a slot).
+    fn release(&self, address: IpAddr) {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(((in_flight, _), _)) = addresses.map.get_mut(&address) {
+            *in_flight = in_flight.saturating_sub(1);
+        }
     }
 }
 
