@@ -2480,6 +2480,42 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_subscription_billed_after_a_failure_is_no_longer_shown_as_failing() {
+        one::<String>("SELECT code FROM payments.create_plan('rv', 'usd', 20, 'month', trial_days => 7)");
+        let retrying = one::<String>(
+            "SELECT id FROM payments.create_subscription('rv1', 'cust_rv1', 'rv', at => '2027-05-31T00:00Z')",
+        );
+        let renewing = one::<String>(
+            "SELECT id FROM payments.create_subscription('rv2', 'cust_rv2', 'rv', at => '2027-06-01T00:00Z')",
+        );
+        // The first trial ends: no card, so its invoice is retried on June 8.
+        run_billing("2027-06-07T00:00Z");
+        // Both failed at an earlier run, as run_billing records a failure.
+        Spi::run(&format!(
+            "UPDATE payments.subscriptions SET billing_error = '{{\"sqlstate\": \"PM104\", \"message\": \"too large\"}}'
+             WHERE id IN ('{retrying}', '{renewing}')"
+        ))
+        .unwrap();
+        // June 8: one is renewed (its trial ends), the other's invoice retried.
+        let run = run_billing("2027-06-08T00:00Z");
+        assert_eq!((run.0["renewed"].as_i64(), run.0["retried"].as_i64()), (Some(1), Some(1)), "{}", run.0);
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM payments.billing_failures WHERE subscription_id IN ('{retrying}', '{renewing}')"
+            )),
+            0,
+            "billed again, neither is shown as failing"
+        );
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM payments.subscription_events
+                 WHERE subscription_id IN ('{retrying}', '{renewing}') AND reason = 'billing recovered'"
+            )),
+            2
+        );
+    }
+
+    #[pg_test]
     fn a_new_periods_quota_starts_at_its_start_without_run_billing() {
         one::<String>("SELECT code FROM payments.create_plan('qt', 'usd', 0, 'month', features => '{\"calls\": 5}')");
         let sub = one::<String>(

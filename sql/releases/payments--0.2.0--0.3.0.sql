@@ -3805,13 +3805,17 @@ BEGIN
                 OR (s.status = 'incomplete' AND s.current_period_start <= at - interval '23 hours')
              ORDER BY 5, 6 LIMIT 1000)
             UNION ALL
-            (SELECT 2, i.customer_id, i.id, 'invoice', false, extract(epoch FROM i.next_attempt_at)
+            (SELECT 2, i.customer_id, i.id, 'invoice', s.billing_error IS NOT NULL, extract(epoch FROM i.next_attempt_at)
              FROM payments.invoices i
+             -- Only a subscription that may be charged: others' invoices (paused) never fill the pass.
+             JOIN payments.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id
              WHERE i.status = 'open' AND i.next_attempt_at <= at
-             ORDER BY 6 LIMIT 1000)
+               AND s.status IN ('trialing', 'active', 'past_due', 'unpaid', 'incomplete')
+             ORDER BY 5, 6 LIMIT 1000)
             UNION ALL
             (SELECT 3, s.customer_id, s.id, 'subscription', s.billing_error IS NOT NULL,
-                    ('x' || substr(md5(s.id || at::text), 1, 8))::bit(32)::integer
+                    -- The epoch, not at::text: the order must not depend on the session's TimeZone.
+                    ('x' || substr(md5(s.id || extract(epoch FROM at)::text), 1, 8))::bit(32)::integer
              FROM payments.subscriptions s
              WHERE s.plan = ANY (v_threshold_plans) AND s.status IN ('active', 'past_due') AND s.period_number > 0
                AND s.current_period_start < at AND s.current_period_end > at
@@ -3820,8 +3824,8 @@ BEGIN
     LOOP
         BEGIN
             IF v_due.unit = 'subscription' THEN
+                v_sub_id := v_due.id;
                 v_done := payments._bill_subscription(v_due.customer_id, v_due.id, at);
-                PERFORM payments._billing_outcome(v_due.customer_id, v_due.id, NULL, at);
             ELSE
                 SELECT * INTO v_invoice FROM payments.invoices i
                 WHERE i.customer_id = v_due.customer_id AND i.id = v_due.id AND i.status = 'open'
@@ -3832,8 +3836,13 @@ BEGIN
                 WHERE s.customer_id = v_invoice.customer_id AND s.id = v_invoice.subscription_id;
                 -- A canceled or expired subscription is never charged.
                 CONTINUE WHEN v_sub.status NOT IN ('trialing', 'active', 'past_due', 'unpaid', 'incomplete');
+                v_sub_id := v_sub.id;
                 PERFORM payments._charge_invoice(v_invoice, v_sub, at);
                 v_done := '{"retried": 1}';
+            END IF;
+            -- A subscription that failed before and was billed now has recovered.
+            IF v_due.failing THEN
+                PERFORM payments._billing_outcome(v_due.customer_id, v_sub_id, NULL, at);
             END IF;
             SELECT jsonb_object_agg(c.key, c.value::integer + coalesce((v_done ->> c.key)::integer, 0)) INTO v_counts
             FROM jsonb_each_text(v_counts) c;
