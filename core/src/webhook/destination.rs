@@ -99,8 +99,14 @@ fn internal_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("link-local")
     } else if first == 0x2001 && ip.segments()[1] == 0x0db8 {
         Some("reserved")
-    } else if ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || ip.segments()[..6] == [0; 6] {
-        // NAT64 and the deprecated IPv4-compatible form both reach IPv4 addresses.
+    } else if ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || ip.segments()[..3] == [0x64, 0xff9b, 1]
+        || first == 0x2002
+        || (first == 0x2001 && ip.segments()[1] == 0)
+        || ip.segments()[..6] == [0; 6]
+    {
+        // NAT64 (well-known and local-use), 6to4, Teredo and the deprecated IPv4-compatible
+        // form all carry an IPv4 address, and may reach an internal one.
         Some("translated IPv4")
     } else {
         None
@@ -161,11 +167,14 @@ mod tests {
             "fe80::1",
             "ff02::1",
             "64:ff9b::7f00:1",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "::127.0.0.1",
         ] {
             assert!(internal(ip(address)).is_some(), "{address}");
         }
-        for address in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for address in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "2001:4860:4860::8888", "::ffff:8.8.8.8"] {
             assert_eq!(internal(ip(address)), None, "{address}");
         }
     }
