@@ -158,6 +158,48 @@ LANGUAGE sql IMMUTABLE
 RETURN (SELECT coalesce(sum((l ->> 'amount_minor')::bigint), 0) FROM jsonb_array_elements(p_lines) l);
 COMMENT ON FUNCTION payments._lines_total(jsonb) IS 'Internal: the sum of invoice lines'' amount_minor.';
 
+CREATE FUNCTION payments._pending_usage_problem(p_customer_id text, p_meter text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_sub     payments.subscriptions%ROWTYPE;
+    v_plan    payments.plans%ROWTYPE;
+    v_metered jsonb;
+    v_meter   payments.meters%ROWTYPE;
+    v_bound   numeric;
+    v_total   numeric;
+BEGIN
+    SELECT s.* INTO v_sub FROM payments.meter_claims c
+    JOIN payments.subscriptions s ON s.customer_id = c.customer_id AND s.id = c.subscription_id
+    WHERE c.customer_id = p_customer_id AND c.meter = p_meter;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+    v_total := v_plan.amount_minor;
+    -- A meter's value since usage_from is at most what its daily totals from that UTC day
+    -- on add up to; priced as billing will, with the fee, they must fit in one payment.
+    FOR v_metered IN SELECT value FROM jsonb_array_elements(v_plan.metered) LOOP
+        SELECT * INTO v_meter FROM payments.meters m WHERE m.code = v_metered ->> 'meter';
+        SELECT CASE v_meter.aggregation WHEN 'sum' THEN coalesce(sum(d.quantity), 0)
+                                        WHEN 'count' THEN coalesce(sum(d.events), 0)
+                                        WHEN 'count_unique' THEN coalesce(sum(d.events), 0)
+                                        ELSE coalesce(max(d.max_quantity), 0) END
+        INTO v_bound
+        FROM payments.usage_daily d
+        WHERE d.customer_id = p_customer_id AND d.meter = v_meter.code
+          AND d.day >= (v_sub.usage_from AT TIME ZONE 'UTC')::date;
+        v_total := v_total + coalesce(payments._usage_price(v_bound::text, (v_metered -> 'price')::text), 1e12);
+    END LOOP;
+    IF v_total > 999999999999 THEN
+        RETURN 'the usage of subscription ' || v_sub.id || ' since ' || (v_sub.usage_from AT TIME ZONE 'UTC')::date
+               || ' would price its next invoice above what one payment can charge (plan ' || v_plan.code || ')';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION payments._pending_usage_problem(text, text) IS
+    'Internal: why the usage a customer has recorded cannot be billed, or NULL: the next invoice of the subscription billing p_meter (its fee and each meter''s usage since the UTC day of usage_from, bounded by usage_daily and priced at the plan) would be more than one payment can charge. record_usage asks it after each new event, so an oversized total is refused when recorded, not when billed; concurrent recorders see each other''s usage once committed, and billing isolates what slips through.';
+
 CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans, p_usage_plan payments.plans,
                                          p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz)
 RETURNS text

@@ -2764,6 +2764,12 @@ mod tests {
         one::<String>("SELECT code FROM payments.create_meter('big', 'sum')");
         one::<String>("SELECT code FROM payments.create_plan('bg', 'usd', 1, 'week', metered => '[{\"meter\": \"big\", \"price\": {\"mode\": \"per_unit\", \"tiers\": [{\"up_to\": null, \"unit_amount_minor\": 1}]}}]')");
         one::<String>("SELECT code FROM payments.create_plan('fine', 'usd', 1, 'week')");
+        // Usage recorded before a subscription billed its meter is checked by nobody; together it
+        // is more than one payment can charge.
+        one::<String>("SELECT outcome FROM payments.record_usage('b1', 'cust_bg', 'big', 900000000000, now() - interval '2 days')");
+        one::<String>(
+            "SELECT outcome FROM payments.record_usage('b2', 'cust_bg', 'big', 900000000000, now() - interval '1 day')",
+        );
         let bad = one::<String>(
             "SELECT id FROM payments.create_subscription('bg1', 'cust_bg', 'bg', 'pm_card_visa', at => now() - interval '6 days')",
         );
@@ -2774,16 +2780,6 @@ mod tests {
             let (_, _, _, pay) = invoice_of(sub, 1);
             settle(&pay, pi, 100, "succeeded");
         }
-        // One event no payment could charge is refused when recorded...
-        assert_eq!(
-            sqlstate("SELECT payments.record_usage('b0', 'cust_bg', 'big', 999999999999999, now() - interval '1 day')"),
-            "PM104"
-        );
-        // ...and a sum of chargeable ones that together cannot be fails only its own subscription.
-        one::<String>("SELECT outcome FROM payments.record_usage('b1', 'cust_bg', 'big', 900000000000, now() - interval '2 days')");
-        one::<String>(
-            "SELECT outcome FROM payments.record_usage('b2', 'cust_bg', 'big', 900000000000, now() - interval '1 day')",
-        );
         let at = one::<String>("SELECT (now() + interval '2 days')::text");
         let run = run_billing(&at);
         assert_eq!(run.0["renewed"], 1, "{}", run.0);
@@ -2804,6 +2800,47 @@ mod tests {
             )),
             1,
             "its history hears of it once"
+        );
+    }
+
+    #[pg_test]
+    fn usage_that_would_price_the_next_invoice_above_one_payment_is_refused_when_recorded() {
+        one::<String>("SELECT code FROM payments.create_meter('tok', 'sum')");
+        one::<String>("SELECT code FROM payments.create_meter('req', 'count')");
+        one::<String>(
+            r#"SELECT code FROM payments.create_plan('cap', 'usd', 1, 'week', metered => '[
+                {"meter": "tok", "price": {"mode": "per_unit", "tiers": [{"up_to": null, "unit_amount_minor": 1}]}},
+                {"meter": "req", "price": {"mode": "per_unit", "tiers": [{"up_to": null, "unit_amount_minor": 1}]}}]')"#,
+        );
+        let sub =
+            one::<String>("SELECT id FROM payments.create_subscription('cap1', 'cust_cap', 'cap', 'pm_card_visa')");
+        let (_, _, _, pay) = invoice_of(&sub, 1);
+        settle(&pay, "pi_cap1", 100, "succeeded");
+        let record = |key: &str, meter: &str, quantity: &str| {
+            format!("SELECT outcome FROM payments.record_usage('{key}', 'cust_cap', '{meter}', {quantity})")
+        };
+        // A count meter counts the event, whatever its quantity says.
+        assert_eq!(one::<String>(&record("r1", "req", "999999999999999")), "created");
+        // Fee 100 + 1 request + tokens up to the last minor unit one payment can charge.
+        assert_eq!(one::<String>(&record("t1", "tok", "500000000000")), "created");
+        assert_eq!(one::<String>(&record("t2", "tok", "499999999898")), "created");
+        // Each of these fits alone; on top of the others it does not.
+        assert_eq!(sqlstate(&record("t3", "tok", "1")), "PM104");
+        assert_eq!(sqlstate(&record("r2", "req", "0")), "PM104");
+        assert_eq!(one::<String>(&record("t2", "tok", "499999999898")), "replayed", "a retry is still answered");
+        let batch = one::<pgrx::JsonB>(
+            r#"SELECT payments.record_usage_batch('[{"idempotency_key":"t4","customer_id":"cust_cap","meter":"tok","quantity":1},
+                {"idempotency_key":"o1","customer_id":"cust_other","meter":"tok","quantity":5}]')"#,
+        );
+        assert_eq!(batch.0[0]["error"]["sqlstate"], "PM104", "{}", batch.0);
+        assert_eq!(batch.0[1]["outcome"], "created", "another customer's usage is not held back");
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.usage_events WHERE customer_id = 'cust_cap'"), 3);
+        // What was accepted is billed: exactly the most one payment can charge.
+        run_billing(&one::<String>("SELECT (now() + interval '8 days')::text"));
+        let (invoice, _, _, _) = invoice_of(&sub, 2);
+        assert_eq!(
+            one::<String>(&format!("SELECT total_minor::text FROM payments.invoices WHERE id = '{invoice}'")),
+            "999999999999"
         );
     }
 

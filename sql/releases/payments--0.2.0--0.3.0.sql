@@ -2582,8 +2582,6 @@ DECLARE
     v_problem  text;
     v_fp       bytea;
     v_existing record;
-    v_plan     text;
-    v_price    jsonb;
 BEGIN
     IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255
        OR customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
@@ -2597,20 +2595,6 @@ BEGIN
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION '%', v_problem USING ERRCODE = 'PM100';
     END IF;
-    -- Usage that no payment could ever charge is refused now, not when it is billed: priced
-    -- alone at the plan of the subscription that bills the meter, it must fit in one payment.
-    SELECT s.plan INTO v_plan FROM payments.meter_claims c
-    JOIN payments.subscriptions s ON s.customer_id = c.customer_id AND s.id = c.subscription_id
-    WHERE c.customer_id = record_usage.customer_id AND c.meter = v_meter.code;
-    IF v_plan IS NOT NULL THEN
-        SELECT m.value -> 'price' INTO v_price
-        FROM payments.plans pl CROSS JOIN jsonb_array_elements(pl.metered) m
-        WHERE pl.code = v_plan AND m.value ->> 'meter' = v_meter.code LIMIT 1;
-        IF v_price IS NOT NULL AND coalesce(payments._usage_price(quantity::text, v_price::text) > 999999999999, true) THEN
-            RAISE EXCEPTION 'quantity % of meter % prices above what one invoice can charge (plan %)', quantity,
-                v_meter.code, v_plan USING ERRCODE = 'PM104';
-        END IF;
-    END IF;
     -- The time only when the caller gave it: a retry without one is the same event.
     v_fp := sha256(convert_to(jsonb_build_array(v_meter.code, quantity, payments._epoch_micros(occurred_at), v_props)::text,
                               'UTF8'));
@@ -2621,6 +2605,17 @@ BEGIN
             record_usage.idempotency_key, v_fp)
     ON CONFLICT ON CONSTRAINT usage_events_idempotency_key DO NOTHING;
     IF FOUND THEN
+        INSERT INTO payments.usage_daily AS d (customer_id, meter, day, stripe, quantity, events, max_quantity)
+        VALUES (record_usage.customer_id, v_meter.code, (v_at AT TIME ZONE 'UTC')::date, pg_backend_pid() % 16,
+                quantity, 1, quantity)
+        ON CONFLICT ON CONSTRAINT usage_daily_pkey DO UPDATE
+        SET quantity = d.quantity + excluded.quantity, events = d.events + 1,
+            max_quantity = greatest(d.max_quantity, excluded.max_quantity);
+        -- Usage no payment could charge is refused now, not when it is billed (all of it rolls back).
+        v_problem := payments._pending_usage_problem(record_usage.customer_id, v_meter.code);
+        IF v_problem IS NOT NULL THEN
+            RAISE EXCEPTION '%', v_problem USING ERRCODE = 'PM104';
+        END IF;
         outcome := 'created';
         RETURN NEXT;
         RETURN;
@@ -2641,22 +2636,26 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.record_usage(text, text, text, numeric, timestamptz, jsonb) IS
-    'Records one usage event of a customer on a meter, once per (customer, idempotency_key): the same event again is replayed (outcome replayed) and counts once; the key with another event is PM201. quantity: 0 to 10^15, exact; occurred_at (default: now, and then not part of what a replay must repeat) at most 35 days ago and 5 minutes ahead (as Stripe''s meter events); properties a flat object (count_unique meters need their property). Unknown meter PM204; bad input PM100; a quantity that, priced alone at the plan of the subscription billing the meter, is more than one payment can charge PM104. In the caller''s transaction.';
+    'Records one usage event of a customer on a meter, once per (customer, idempotency_key): the same event again is replayed (outcome replayed) and counts once; the key with another event is PM201. quantity: 0 to 10^15, exact; occurred_at (default: now, and then not part of what a replay must repeat) at most 35 days ago and 5 minutes ahead (as Stripe''s meter events); properties a flat object (count_unique meters need their property). Unknown meter PM204; bad input PM100; an event that would price the next invoice of the subscription billing the meter (its fee and all usage since the period''s start) above what one payment can charge PM104. In the caller''s transaction.';
 
 CREATE FUNCTION payments.record_usage_batch(events jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_event  jsonb;
-    v_index  integer := 0;
+    v_index  integer;
     v_one    record;
-    v_result jsonb := '[]';
+    v_result jsonb[] := '{}';
     v_state  text;
     v_msg    text;
 BEGIN
     IF jsonb_typeof(events) IS DISTINCT FROM 'array' OR jsonb_array_length(events) NOT BETWEEN 1 AND 1000 THEN
         RAISE EXCEPTION 'events must be a JSON array of 1 to 1000 usage events' USING ERRCODE = 'PM100';
     END IF;
-    FOR v_event IN SELECT value FROM jsonb_array_elements(events) LOOP
+    -- In the order of the usage_daily rows they add to, so that two batches never wait on each other in a cycle.
+    FOR v_event, v_index IN
+        SELECT e.value, (e.ordinality - 1)::integer FROM jsonb_array_elements(events) WITH ORDINALITY e
+        ORDER BY e.value ->> 'customer_id', e.value ->> 'meter', e.value ->> 'occurred_at', e.ordinality
+    LOOP
         BEGIN
             IF jsonb_typeof(v_event) IS DISTINCT FROM 'object' OR jsonb_typeof(v_event -> 'quantity') NOT IN ('number', 'string')
                OR (v_event ? 'occurred_at' AND jsonb_typeof(v_event -> 'occurred_at') <> 'string') THEN
@@ -2667,20 +2666,19 @@ BEGIN
                 v_event ->> 'idempotency_key', v_event ->> 'customer_id', v_event ->> 'meter',
                 (v_event ->> 'quantity')::numeric, (v_event ->> 'occurred_at')::timestamptz,
                 coalesce(v_event -> 'properties', '{}'));
-            v_result := v_result || jsonb_build_object('index', v_index, 'id', v_one.id, 'outcome', v_one.outcome);
+            v_result[v_index + 1] := jsonb_build_object('index', v_index, 'id', v_one.id, 'outcome', v_one.outcome);
         EXCEPTION WHEN OTHERS THEN
             -- One bad event is reported with its SQLSTATE; the others are recorded.
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-            v_result := v_result || jsonb_build_object('index', v_index, 'error',
-                                                       jsonb_build_object('sqlstate', v_state, 'message', left(v_msg, 200)));
+            v_result[v_index + 1] := jsonb_build_object('index', v_index, 'error',
+                                                        jsonb_build_object('sqlstate', v_state, 'message', left(v_msg, 200)));
         END;
-        v_index := v_index + 1;
     END LOOP;
-    RETURN v_result;
+    RETURN to_jsonb(v_result);
 END
 $$;
 COMMENT ON FUNCTION payments.record_usage_batch(jsonb) IS
-    'record_usage for up to 1000 events at once ([{"idempotency_key", "customer_id", "meter", "quantity", "occurred_at"?, "properties"?}]): returns one result per event, in order: {"index", "id", "outcome"} or {"index", "error": {"sqlstate", "message"}}; a bad event does not stop the others.';
+    'record_usage for up to 1000 events at once ([{"idempotency_key", "customer_id", "meter", "quantity", "occurred_at"?, "properties"?}]): returns one result per event, in order: {"index", "id", "outcome"} or {"index", "error": {"sqlstate", "message"}}; a bad event does not stop the others. Events are recorded in the order of customer, meter, occurred_at and then as given: the first of two events with one key in that order is the one created.';
 
 CREATE FUNCTION payments.usage_summary(customer_id text, meter text, "from" timestamptz, "to" timestamptz)
 RETURNS TABLE (value numeric, event_count bigint, aggregation text)
@@ -4120,6 +4118,7 @@ DECLARE
         ['payments.refunds',           'customer_id',         'payments.payments'],
         ['payments.disputes',          'customer_id',         'payments.payments'],
         ['payments.usage_events',      'customer_id',         'payments.payments'],
+        ['payments.usage_daily',       'customer_id',         'payments.payments'],
         ['payments.subscriptions',     'customer_id',         'payments.payments'],
         ['payments.subscription_events', 'customer_id',       'payments.payments'],
         ['payments.feature_usage',     'customer_id',         'payments.payments'],
@@ -4230,7 +4229,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events, subscriptions (with their history, feature usage, consumptions and meter claims), invoices, outbox events and their webhook deliveries distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers, webhook endpoints (with their secrets) and dashboard users (with their sessions) as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices, outbox_events, webhook_deliveries: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events (with their daily totals), subscriptions (with their history, feature usage, consumptions and meter claims), invoices, outbox events and their webhook deliveries distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers, webhook endpoints (with their secrets) and dashboard users (with their sessions) as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices, outbox_events, webhook_deliveries: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
 
 -- ---------------------------------------------------------------------------
 -- Events out to apps (sql/events.sql), threshold billing
@@ -5281,6 +5280,79 @@ END
 $$;
 
 COMMENT ON FUNCTION payments.unbind_role(name) IS 'Lifts a login role''s binding to a customer (admin); false when it was not bound.';
+
+CREATE TABLE payments.usage_daily (
+    customer_id  text COLLATE "C" NOT NULL,
+    meter        text COLLATE "C" NOT NULL,
+    day          date NOT NULL,
+    stripe       smallint NOT NULL CHECK (stripe BETWEEN 0 AND 15),
+    quantity     numeric NOT NULL,
+    events       bigint NOT NULL,
+    max_quantity numeric NOT NULL,
+    PRIMARY KEY (customer_id, meter, day, stripe)
+);
+
+COMMENT ON TABLE payments.usage_daily IS
+    'A running total of usage_events per customer, meter and UTC day, kept by record_usage in the same transaction so that the usage a subscription will bill is bounded without reading every event. Not history: the events are; rebuilt from them by the upgrade. Each day is split in 16 stripes (by server process) so that concurrent recorders of one customer rarely wait on one row; readers add the stripes up. On Citus beside the customer''s usage events.';
+
+COMMENT ON COLUMN payments.usage_daily.day IS 'The UTC day the events occurred on.';
+
+COMMENT ON COLUMN payments.usage_daily.stripe IS 'Which of the day''s 16 rows the recording server process adds to (its process id modulo 16).';
+
+COMMENT ON COLUMN payments.usage_daily.quantity IS 'The sum of the events'' quantities.';
+
+COMMENT ON COLUMN payments.usage_daily.events IS 'How many events (a bound of count and count_unique meters).';
+
+COMMENT ON COLUMN payments.usage_daily.max_quantity IS 'The largest quantity (a bound of max and last meters).';
+SELECT pg_catalog.pg_extension_config_dump('payments.usage_daily', '');
+-- The running totals of the usage recorded before the upgrade.
+INSERT INTO payments.usage_daily (customer_id, meter, day, stripe, quantity, events, max_quantity)
+SELECT u.customer_id, u.meter, (u.occurred_at AT TIME ZONE 'UTC')::date, 0, sum(u.quantity), count(*), max(u.quantity)
+FROM payments.usage_events u GROUP BY 1, 2, 3;
+GRANT SELECT ON payments.usage_daily TO payments_admin;
+
+CREATE FUNCTION payments._pending_usage_problem(p_customer_id text, p_meter text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_sub     payments.subscriptions%ROWTYPE;
+    v_plan    payments.plans%ROWTYPE;
+    v_metered jsonb;
+    v_meter   payments.meters%ROWTYPE;
+    v_bound   numeric;
+    v_total   numeric;
+BEGIN
+    SELECT s.* INTO v_sub FROM payments.meter_claims c
+    JOIN payments.subscriptions s ON s.customer_id = c.customer_id AND s.id = c.subscription_id
+    WHERE c.customer_id = p_customer_id AND c.meter = p_meter;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+    v_total := v_plan.amount_minor;
+    -- A meter's value since usage_from is at most what its daily totals from that UTC day
+    -- on add up to; priced as billing will, with the fee, they must fit in one payment.
+    FOR v_metered IN SELECT value FROM jsonb_array_elements(v_plan.metered) LOOP
+        SELECT * INTO v_meter FROM payments.meters m WHERE m.code = v_metered ->> 'meter';
+        SELECT CASE v_meter.aggregation WHEN 'sum' THEN coalesce(sum(d.quantity), 0)
+                                        WHEN 'count' THEN coalesce(sum(d.events), 0)
+                                        WHEN 'count_unique' THEN coalesce(sum(d.events), 0)
+                                        ELSE coalesce(max(d.max_quantity), 0) END
+        INTO v_bound
+        FROM payments.usage_daily d
+        WHERE d.customer_id = p_customer_id AND d.meter = v_meter.code
+          AND d.day >= (v_sub.usage_from AT TIME ZONE 'UTC')::date;
+        v_total := v_total + coalesce(payments._usage_price(v_bound::text, (v_metered -> 'price')::text), 1e12);
+    END LOOP;
+    IF v_total > 999999999999 THEN
+        RETURN 'the usage of subscription ' || v_sub.id || ' since ' || (v_sub.usage_from AT TIME ZONE 'UTC')::date
+               || ' would price its next invoice above what one payment can charge (plan ' || v_plan.code || ')';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION payments._pending_usage_problem(text, text) IS
+    'Internal: why the usage a customer has recorded cannot be billed, or NULL: the next invoice of the subscription billing p_meter (its fee and each meter''s usage since the UTC day of usage_from, bounded by usage_daily and priced at the plan) would be more than one payment can charge. record_usage asks it after each new event, so an oversized total is refused when recorded, not when billed; concurrent recorders see each other''s usage once committed, and billing isolates what slips through.';
 
 -- ---------------------------------------------------------------------------
 -- Privileges of the new functions and tables (as sql/roles.sql grants them)

@@ -1466,6 +1466,59 @@ async fn usage_retried_concurrently_or_in_a_batch_counts_once() {
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
 }
 
+#[tokio::test]
+async fn concurrent_batches_over_the_same_customers_all_land_and_keep_the_running_totals_exact() {
+    let app = std::sync::Arc::new(spawn_app(&["--pool-size", "24"]).await);
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let meter = unique("load").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
+    let customers: Vec<String> = (0..4).map(|_| unique("cust_batch")).collect();
+    // 24 batches at once on 24 connections (more than the 16 stripes of a day's running total,
+    // so some share a row), each over the same four customers, half of them in reverse order.
+    let mut clients = tokio::task::JoinSet::new();
+    for batch in 0..24 {
+        let mut events: Vec<Value> = (0..40)
+            .map(|i| {
+                json!({ "idempotency_key": format!("{batch}-{i}"), "customer_id": customers[i % 4],
+                        "meter": meter, "quantity": format!("{}.5", i + 1) })
+            })
+            .collect();
+        if batch % 2 == 1 {
+            events.reverse();
+        }
+        let (app, key) = (app.clone(), key.clone());
+        clients.spawn(async move {
+            let r = app.send(Method::POST, "/v1/usage", Some(&key), Some(json!({ "events": events }))).await;
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        });
+    }
+    while let Some(answer) = clients.join_next().await {
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, 201, "{body}");
+        let created = body["data"].as_array().unwrap().iter().filter(|r| r["outcome"] == "created").count();
+        assert_eq!(created, 40, "no event waited out a deadlock: {body}");
+    }
+    // What record_usage checks invoices against adds up to the events, customer by customer.
+    let totals = db
+        .query(
+            "SELECT e.customer_id, e.total::text, d.total::text, e.events, d.events
+             FROM (SELECT customer_id, sum(quantity) AS total, count(*) AS events FROM payments.usage_events
+                   WHERE meter = $1 GROUP BY 1) e
+             JOIN (SELECT customer_id, sum(quantity) AS total, sum(events)::bigint AS events FROM payments.usage_daily
+                   WHERE meter = $1 GROUP BY 1) d USING (customer_id)",
+            &[&meter],
+        )
+        .await
+        .unwrap();
+    assert_eq!(totals.len(), 4);
+    for row in totals {
+        let (events, daily): (i64, i64) = (row.get(3), row.get(4));
+        assert_eq!((row.get::<_, String>(1), events), (row.get::<_, String>(2), daily));
+        assert_eq!(events, 240, "24 batches of 10 events for {}", row.get::<_, String>(0));
+    }
+}
+
 // ---- subscriptions and quotas --------------------------------------------------
 
 #[tokio::test]
@@ -1703,17 +1756,20 @@ async fn the_billing_timer_bills_every_customer_while_one_cannot_be_billed() {
         }
     };
     let (hostile, other) = (unique("cust_hostile"), unique("cust_other"));
-    let bad = subscribe(hostile.clone()).await;
-    let good = subscribe(other.clone()).await;
-    // One event no payment could charge is refused over HTTP; two that fit, together do not.
     let when = "SELECT to_char(now() AT TIME ZONE 'UTC' - interval '2 hours', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
     let occurred_at: String = db.query_one(when, &[]).await.unwrap().get(0);
     let usage = |quantity: &str| json!({ "customer_id": hostile, "meter": meter, "quantity": quantity, "occurred_at": occurred_at });
-    let refused = app.post_with_key("/v1/usage", &key, &unique("u"), usage("999999999999999")).await;
-    assert_eq!(client_error(refused, "huge usage").await, (400, "amount_too_large".to_string()));
+    // Usage recorded before a subscription bills its meter: two events that fit, together do not.
     for _ in 0..2 {
         let r = app.post_with_key("/v1/usage", &key, &unique("u"), usage("900000000000")).await;
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let bad = subscribe(hostile.clone()).await;
+    let good = subscribe(other.clone()).await;
+    // From now on the door is shut: no more usage that the next invoice could not charge.
+    for quantity in ["999999999999999", "1"] {
+        let refused = app.post_with_key("/v1/usage", &key, &unique("u"), usage(quantity)).await;
+        assert_eq!(client_error(refused, "huge usage").await, (400, "amount_too_large".to_string()), "{quantity}");
     }
     // The timer renews the other customer's subscription and records the failure on the hostile one.
     let failure = "SELECT sqlstate FROM payments.billing_failures WHERE subscription_id = $1";
