@@ -45,9 +45,11 @@ bench-smoke:
 setup:
 	@scripts/setup.sh
 
-# `cargo pgrx install` writes the current version's script and copies the
-# upgrade scripts (payments_ext/sql -> sql/releases); install-releases adds the
-# frozen install scripts of released versions (CREATE EXTENSION … VERSION).
+# `cargo pgrx install` writes the current version's install script; install-releases
+# generates the upgrade script to it from the previous release (sql/delta/ and every
+# replaceable statement of that install script, scripts/sqltool.py) and adds the
+# frozen scripts of released versions (sql/releases/: CREATE EXTENSION … VERSION, and
+# the upgrades between them).
 install:
 	cargo pgrx install --release --pg-config $(PG_CONFIG) --package payments
 	@$(MAKE) --no-print-directory install-releases
@@ -57,10 +59,13 @@ install-debug:
 	@$(MAKE) --no-print-directory install-releases
 
 install-releases:
-	@install -m 644 sql/releases/payments--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
+	@python3 scripts/sqltool.py upgrade "$$($(PG_CONFIG) --sharedir)/extension" $(TARGET_DIR)/sql
+	@install -m 644 sql/releases/payments--*.sql $$(find $(TARGET_DIR)/sql -name 'payments--*.sql') \
+		"$$($(PG_CONFIG) --sharedir)/extension/"
 
-# The lint gate: formatting and clippy with warnings as errors.
+# The lint gate: SQL state and code apart, formatting, and clippy with warnings as errors.
 lint:
+	python3 scripts/sqltool.py check
 	cargo fmt --all --check
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -13,16 +13,13 @@ fn repo_path(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
-/// Every `ERRCODE = 'PM…'` in the hand-written SQL (sql/*.sql; released scripts are frozen history).
+/// Every `ERRCODE = 'PM…'` in the hand-written SQL (sql/code/*.sql; released scripts are frozen history).
 fn codes_raised_in_sql() -> BTreeSet<String> {
     let mut codes = BTreeSet::new();
-    for entry in std::fs::read_dir(repo_path("sql")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "sql") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            for (i, _) in text.match_indices("ERRCODE = 'PM") {
-                codes.insert(text[i + "ERRCODE = '".len()..][..5].to_string());
-            }
+    for entry in std::fs::read_dir(repo_path("sql/code")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for (i, _) in text.match_indices("ERRCODE = 'PM") {
+            codes.insert(text[i + "ERRCODE = '".len()..][..5].to_string());
         }
     }
     assert!(codes.len() > 5, "the scan finds the SQL files");

@@ -1,7 +1,7 @@
 //! The `payments` extension. This file is the table of contents of what Rust
 //! adds to SQL: thin `#[pg_extern]` wrappers over the pure logic in `payments-core`.
 //! The SQL API itself (`create_payment`, `transition`, …) is PL/pgSQL in
-//! `sql/api.sql`, which calls these for money, state decisions and hashes.
+//! `sql/code/api.sql`, which calls these for money, state decisions and hashes.
 
 use pgrx::prelude::*;
 
@@ -16,11 +16,19 @@ mod pg_tests;
 
 pgrx::pg_module_magic!();
 
-// Hand-written SQL, in load order. Rust functions are created first (they
-// live in the extension's schema, `payments`); roles and grants come last.
-extension_sql_file!("../../sql/schema.sql", name = "schema", requires = [to_major, is_allowed, all_allowed]);
+// Hand-written SQL, in load order: each subsystem's state (sql/state/: tables,
+// types, indexes; created once, changed by a release's delta) and then its code
+// (sql/code/: functions, views, triggers, grants; every upgrade runs it again,
+// scripts/sqltool.py). Rust functions are created first (they live in the
+// extension's schema, `payments`); roles and grants come last.
 extension_sql_file!(
-    "../../sql/api.sql",
+    "../../sql/state/schema.sql",
+    name = "schema_state",
+    requires = [to_major, is_allowed, all_allowed]
+);
+extension_sql_file!("../../sql/code/schema.sql", name = "schema", requires = ["schema_state"]);
+extension_sql_file!(
+    "../../sql/code/api.sql",
     name = "api",
     requires = [
         "schema",
@@ -39,8 +47,8 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
-    "../../sql/webhooks.sql",
-    name = "webhooks",
+    "../../sql/state/webhooks.sql",
+    name = "webhooks_state",
     requires = [
         "api",
         webhook_signature_failure,
@@ -51,40 +59,51 @@ extension_sql_file!(
         is_json_object
     ]
 );
-extension_sql_file!("../../sql/views.sql", name = "views", requires = ["webhooks"]);
-extension_sql_file!("../../sql/gateway.sql", name = "gateway", requires = ["views", new_token]);
-extension_sql_file!("../../sql/lifecycle.sql", name = "lifecycle", requires = ["gateway"]);
+extension_sql_file!("../../sql/code/webhooks.sql", name = "webhooks", requires = ["webhooks_state"]);
+extension_sql_file!("../../sql/code/views.sql", name = "views", requires = ["webhooks"]);
+extension_sql_file!("../../sql/state/gateway.sql", name = "gateway_state", requires = ["views", new_token]);
+extension_sql_file!("../../sql/code/gateway.sql", name = "gateway", requires = ["gateway_state"]);
+extension_sql_file!("../../sql/state/lifecycle.sql", name = "lifecycle_state", requires = ["gateway"]);
+extension_sql_file!("../../sql/code/lifecycle.sql", name = "lifecycle", requires = ["lifecycle_state"]);
 extension_sql_file!(
-    "../../sql/refunds.sql",
-    name = "refunds",
+    "../../sql/state/refunds.sql",
+    name = "refunds_state",
     requires = ["lifecycle", refund_decision, stripe_refund_status]
 );
+extension_sql_file!("../../sql/code/refunds.sql", name = "refunds", requires = ["refunds_state"]);
 extension_sql_file!(
-    "../../sql/disputes.sql",
-    name = "disputes",
+    "../../sql/state/disputes.sql",
+    name = "disputes_state",
     requires = ["refunds", dispute_decision, dispute_withholds]
 );
-extension_sql_file!("../../sql/balances.sql", name = "balances", requires = ["disputes"]);
+extension_sql_file!("../../sql/code/disputes.sql", name = "disputes", requires = ["disputes_state"]);
+extension_sql_file!("../../sql/code/balances.sql", name = "balances", requires = ["disputes"]);
 extension_sql_file!(
-    "../../sql/reconciliation.sql",
-    name = "reconciliation",
+    "../../sql/state/reconciliation.sql",
+    name = "reconciliation_state",
     requires = ["balances", stripe_intent_status]
 );
-extension_sql_file!("../../sql/usage.sql", name = "usage", requires = ["reconciliation"]);
-extension_sql_file!("../../sql/subscriptions.sql", name = "subscriptions", requires = ["usage"]);
+extension_sql_file!("../../sql/code/reconciliation.sql", name = "reconciliation", requires = ["reconciliation_state"]);
+extension_sql_file!("../../sql/state/usage.sql", name = "usage_state", requires = ["reconciliation"]);
+extension_sql_file!("../../sql/code/usage.sql", name = "usage", requires = ["usage_state"]);
+extension_sql_file!("../../sql/state/subscriptions.sql", name = "subscriptions_state", requires = ["usage"]);
+extension_sql_file!("../../sql/code/subscriptions.sql", name = "subscriptions", requires = ["subscriptions_state"]);
 extension_sql_file!(
-    "../../sql/billing.sql",
-    name = "billing",
+    "../../sql/state/billing.sql",
+    name = "billing_state",
     requires = ["subscriptions", price_problem, usage_price]
 );
-extension_sql_file!("../../sql/events.sql", name = "events", requires = ["billing", new_webhook_secret]);
+extension_sql_file!("../../sql/code/billing.sql", name = "billing", requires = ["billing_state"]);
+extension_sql_file!("../../sql/state/events.sql", name = "events_state", requires = ["billing", new_webhook_secret]);
+extension_sql_file!("../../sql/code/events.sql", name = "events", requires = ["events_state"]);
 extension_sql_file!(
-    "../../sql/dashboard.sql",
-    name = "dashboard",
+    "../../sql/state/dashboard.sql",
+    name = "dashboard_state",
     requires = ["events", password_problem, password_hash, password_matches]
 );
-extension_sql_file!("../../sql/scale_out.sql", name = "scale_out", requires = ["dashboard"]);
-extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
+extension_sql_file!("../../sql/code/dashboard.sql", name = "dashboard", requires = ["dashboard_state"]);
+extension_sql_file!("../../sql/code/scale_out.sql", name = "scale_out", requires = ["dashboard"]);
+extension_sql_file!("../../sql/code/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------
 

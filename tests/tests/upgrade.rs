@@ -1,9 +1,11 @@
 //! Upgrades in place: a database made with the oldest supported release
 //! (0.1.0, `sql/releases/payments--0.1.0.sql`) and holding data written
-//! through it is taken to the current version with `ALTER EXTENSION payments
+//! through it is updated to the last release (0.3.0), given billing data
+//! through that one, and taken to the version in development (whose upgrade
+//! script is generated: `scripts/sqltool.py`) with `ALTER EXTENSION payments
 //! UPDATE`, and then
 //!  (a) its `payments` schema equals a fresh install's (tests/sql/catalog.sql),
-//!  (b) the old data is intact and its hash chains verify,
+//!  (b) the data of both releases is intact and its hash chains verify,
 //!  (c) the in-database test suite (the `#[pg_test]`s) passes against it.
 //!
 //! Installing 0.1.0 with the current shared library also proves that every
@@ -15,6 +17,7 @@ use payments_e2e::{connect_to, database_url_for, recreate_database};
 use tokio_postgres::Client;
 
 const OLDEST: &str = "0.1.0";
+const LAST_RELEASE: &str = "0.3.0";
 const CATALOG: &str = include_str!("../sql/catalog.sql");
 
 /// Every row of every table the old version wrote, as text, in a stable order.
@@ -26,12 +29,21 @@ const DATA: &str = "SELECT 'payments' AS t, jsonb_agg(to_jsonb(p) ORDER BY p.id)
     UNION ALL SELECT 'secrets', jsonb_agg(to_jsonb(s) ORDER BY s.id) FROM payments.webhook_secrets s
     UNION ALL SELECT 'api_keys', jsonb_agg(to_jsonb(a) ORDER BY a.id) FROM payments.api_keys a";
 
+/// What the last release wrote beside: billing (meters, plans, a subscription, its invoice,
+/// usage and the usage's daily totals).
+const BILLING_DATA: &str = "SELECT 'meters' AS t, jsonb_agg(to_jsonb(m) ORDER BY m.code) FROM payments.meters m
+    UNION ALL SELECT 'plans', jsonb_agg(to_jsonb(p) ORDER BY p.code) FROM payments.plans p
+    UNION ALL SELECT 'subscriptions', jsonb_agg(to_jsonb(s) ORDER BY s.id) FROM payments.subscriptions s
+    UNION ALL SELECT 'invoices', jsonb_agg(to_jsonb(i) ORDER BY i.id) FROM payments.invoices i
+    UNION ALL SELECT 'usage', jsonb_agg(to_jsonb(u) ORDER BY u.id) FROM payments.usage_events u
+    UNION ALL SELECT 'usage_daily', jsonb_agg(to_jsonb(d) ORDER BY d.meter, d.day, d.stripe) FROM payments.usage_daily d";
+
 async fn catalog(db: &Client) -> Vec<String> {
     db.query(CATALOG, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
 }
 
-async fn data(db: &Client) -> Vec<(String, Option<serde_json::Value>)> {
-    db.query(DATA, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
+async fn data(db: &Client, query: &str) -> Vec<(String, Option<serde_json::Value>)> {
+    db.query(query, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
 /// `after` holds every row of `before` with the same values; columns an upgrade
@@ -40,9 +52,10 @@ async fn data(db: &Client) -> Vec<(String, Option<serde_json::Value>)> {
 /// the provider object it names, `amount_captured_minor` a success's amount.
 fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Option<serde_json::Value>)]) {
     assert_eq!(before.len(), after.len());
-    let payments = before.iter().find(|(t, _)| t == "payments").and_then(|(_, rows)| rows.as_ref()).unwrap();
+    let payments = before.iter().find(|(t, _)| t == "payments").and_then(|(_, rows)| rows.as_ref());
     let customer_of = |payment_id: Option<&serde_json::Value>| {
-        payments.as_array().unwrap().iter().find(|p| Some(&p["id"]) == payment_id).map(|p| p["customer_id"].clone())
+        let mut payments = payments.and_then(|p| p.as_array()).into_iter().flatten();
+        payments.find(|p| Some(&p["id"]) == payment_id).map(|p| p["customer_id"].clone())
     };
     for ((table, old), (_, new)) in before.iter().zip(after) {
         let (old, new) = (old.as_ref().and_then(|v| v.as_array()), new.as_ref().and_then(|v| v.as_array()));
@@ -145,6 +158,22 @@ async fn write_through_old_version(db: &Client) {
     assert_eq!(results, ["applied", "duplicate", "stale", "ignored", "pending_match"], "0.1.0's own behaviour");
 }
 
+/// A metered subscription with its first invoice and usage, ended, through the last release's functions.
+async fn write_through_last_release(db: &Client) {
+    db.batch_execute(
+        r#"SELECT payments.create_meter('upgrade_tokens', 'sum');
+           SELECT payments.create_plan('upgrade_plan', 'usd', 10, 'month', metered => '[{"meter": "upgrade_tokens",
+               "price": {"mode": "per_unit", "tiers": [{"up_to": null, "unit_amount_minor": 1}]}}]');
+           SELECT payments.create_subscription('upgrade-sub', 'cust_up3', 'upgrade_plan', 'pm_card_visa');
+           SELECT payments.record_usage('upgrade-use-1', 'cust_up3', 'upgrade_tokens', 250);
+           SELECT payments.record_usage('upgrade-use-2', 'cust_up3', 'upgrade_tokens', 0.5);
+           -- Ended, so that the in-database suite's billing runs find only their own subscriptions.
+           SELECT payments.cancel_subscription(id, at_period_end => false) FROM payments.subscriptions;"#,
+    )
+    .await
+    .unwrap();
+}
+
 /// The `#[pg_test]` functions of the installed `pg_test` build, as a fresh
 /// install creates them in schema `tests`, recreated in `db` and run there,
 /// each in a transaction that is rolled back (as `cargo pgrx test` runs them).
@@ -189,13 +218,21 @@ async fn an_upgraded_database_equals_a_fresh_install_keeps_its_data_and_passes_t
     old.batch_execute(&format!("CREATE EXTENSION payments VERSION '{OLDEST}'")).await.unwrap();
     assert_eq!(extension_version(&old).await, OLDEST);
     write_through_old_version(&old).await;
-    let before = data(&old).await;
+    let before = data(&old, DATA).await;
     assert!(before.iter().all(|(_, rows)| rows.is_some()), "every table holds data: {before:?}");
+
+    old.batch_execute(&format!("ALTER EXTENSION payments UPDATE TO '{LAST_RELEASE}'")).await.unwrap();
+    assert_eq!(extension_version(&old).await, LAST_RELEASE);
+    intact(&before, &data(&old, DATA).await);
+    write_through_last_release(&old).await;
+    let before = data(&old, DATA).await;
+    let billing_before = data(&old, BILLING_DATA).await;
+    assert!(billing_before.iter().all(|(_, rows)| rows.is_some()), "every table holds data: {billing_before:?}");
 
     old.batch_execute("ALTER EXTENSION payments UPDATE").await.unwrap();
     fresh.batch_execute("CREATE EXTENSION payments").await.unwrap();
     let current = extension_version(&fresh).await;
-    assert_ne!(current, OLDEST);
+    assert_ne!(current, LAST_RELEASE, "the version in development is past the last release");
     assert_eq!(extension_version(&old).await, current);
 
     // (a) The same schema, line by line.
@@ -211,7 +248,8 @@ async fn an_upgraded_database_equals_a_fresh_install_keeps_its_data_and_passes_t
     assert!(upgraded.len() > 200, "the catalog dump sees the schema ({} lines)", upgraded.len());
 
     // (b) The data as it was, and every hash chain intact.
-    intact(&before, &data(&old).await);
+    intact(&before, &data(&old, DATA).await);
+    intact(&billing_before, &data(&old, BILLING_DATA).await);
     let broken = old.query("SELECT payment_id, problem FROM payments.verify_event_chain()", &[]).await.unwrap();
     assert!(broken.is_empty(), "{} broken chains after the upgrade", broken.len());
     // Every payment found by its id, every linked provider id (and the one only a webhook named) held once.

@@ -6,6 +6,7 @@
 --                    endpoints' signing secrets (no application role ever sees a secret)
 --   payments_bound   logins bound to one customer (bind_role_to_customer): every customer
 --                    table's row-level policy shows them that customer's rows only
+
 DO $$
 DECLARE
     r text;
@@ -171,7 +172,7 @@ $$;
 -- Whoever reads a table or a view asks it (it answers only for the session's own login).
 GRANT EXECUTE ON FUNCTION payments._bound_customer() TO PUBLIC;
 
-CREATE FUNCTION payments.bind_role_to_customer(role_name name, customer_id text) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments.bind_role_to_customer(role_name name, customer_id text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_role pg_catalog.pg_roles%ROWTYPE;
@@ -205,7 +206,7 @@ $$;
 COMMENT ON FUNCTION payments.bind_role_to_customer(name, text) IS
     'Binds a login role to one customer (admin): connected as it, every reader view and customer table (row-level policies) and every read function shows that customer''s rows only, and another customer''s object is not found. Only a reader can be bound (PM100 for a superuser, a role that bypasses row-level security, or a member of payments_admin, payments_gateway or payments_worker). Binding again moves it to another customer.';
 
-CREATE FUNCTION payments.unbind_role(role_name name) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments.unbind_role(role_name name) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM payments.role_customers c WHERE c.role_name = unbind_role.role_name;

@@ -5,36 +5,7 @@
 -- functions and views as every other client; what a role may do is the
 -- gateway's check, made against the role stored here.
 
-CREATE TABLE payments.dashboard_users (
-    id            text COLLATE "C" PRIMARY KEY,
-    email         text NOT NULL UNIQUE
-                  CHECK (email = lower(email) AND email ~ '^[^@[:space:]]+@[^@[:space:]]+$' AND length(email) <= 254),
-    role          text NOT NULL CHECK (payments._is_allowed('dashboard_role', role)),
-    password_hash text NOT NULL,
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    disabled_at   timestamptz
-);
-COMMENT ON TABLE payments.dashboard_users IS
-    'People who sign in to the dashboard: viewer (reads every page) or operator (may also refund, capture and cancel). Only an Argon2id hash of a password is kept.';
-SELECT pg_catalog.pg_extension_config_dump('payments.dashboard_users', '');
-
-CREATE TABLE payments.dashboard_sessions (
-    token_hash bytea PRIMARY KEY,
-    user_id    text NOT NULL REFERENCES payments.dashboard_users (id),
-    csrf_token text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    expires_at timestamptz NOT NULL,
-    ended_at   timestamptz
-);
-CREATE INDEX dashboard_sessions_user_idx ON payments.dashboard_sessions (user_id);
-COMMENT ON TABLE payments.dashboard_sessions IS
-    'Signed-in dashboard sessions by the sha256 of their cookie, with the token every form must carry (CSRF). Sessions are not history: expired ones are deleted at the next sign-in of their user.';
-
--- The dashboard's date windows (overview, payments by date) over a table that
--- only grows: a BRIN index is a few pages and costs an insert almost nothing.
-CREATE INDEX payments_created_at_brin_idx ON payments.payments USING brin (created_at);
-
-CREATE FUNCTION payments._dashboard_email(p_email text) RETURNS text
+CREATE OR REPLACE FUNCTION payments._dashboard_email(p_email text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_email text := lower(btrim(p_email));
@@ -48,7 +19,7 @@ $$;
 COMMENT ON FUNCTION payments._dashboard_email(text) IS
     'Internal: a dashboard user''s email as stored (trimmed, lower case), or PM100.';
 
-CREATE FUNCTION payments._dashboard_password(p_password text) RETURNS text
+CREATE OR REPLACE FUNCTION payments._dashboard_password(p_password text) RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_problem text := payments._password_problem(p_password);
@@ -62,7 +33,7 @@ $$;
 COMMENT ON FUNCTION payments._dashboard_password(text) IS
     'Internal: the Argon2id hash of a password that meets the rules (12 characters to 1024 bytes), or PM100.';
 
-CREATE FUNCTION payments.create_dashboard_user(email text, role text, password text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION payments.create_dashboard_user(email text, role text, password text DEFAULT NULL)
 RETURNS TABLE (user_id text, user_email text, user_role text, generated_password text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -89,7 +60,7 @@ $$;
 COMMENT ON FUNCTION payments.create_dashboard_user(text, text, text) IS
     'Creates a dashboard user: role viewer (reads) or operator (may also refund, capture and cancel). Without a password one is generated and returned, this once; a chosen one (12 characters or more) is not echoed. Only its Argon2id hash is kept. PM100 for a bad email or role, a short password, or an email already taken.';
 
-CREATE FUNCTION payments.reset_dashboard_password(email text, password text DEFAULT NULL) RETURNS text
+CREATE OR REPLACE FUNCTION payments.reset_dashboard_password(email text, password text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_password text := coalesce(reset_dashboard_password.password, payments._new_token('pw'));
@@ -109,7 +80,7 @@ $$;
 COMMENT ON FUNCTION payments.reset_dashboard_password(text, text) IS
     'Gives a dashboard user a new password (generated and returned when none is given), enables the user again and ends every session of theirs. PM204 for an unknown email.';
 
-CREATE FUNCTION payments.disable_dashboard_user(email text) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments.disable_dashboard_user(email text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_user text;
@@ -124,7 +95,7 @@ $$;
 COMMENT ON FUNCTION payments.disable_dashboard_user(text) IS
     'Stops a dashboard user from signing in and ends their sessions at once. false if unknown or already disabled.';
 
-CREATE FUNCTION payments.dashboard_sign_in(email text, password text, ttl interval DEFAULT '12 hours')
+CREATE OR REPLACE FUNCTION payments.dashboard_sign_in(email text, password text, ttl interval DEFAULT '12 hours')
 RETURNS TABLE (session_token text, csrf_token text, user_id text, user_email text, user_role text,
                expires_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -153,7 +124,7 @@ $$;
 COMMENT ON FUNCTION payments.dashboard_sign_in(text, text, interval) IS
     'Checks a dashboard user''s email and password and opens a session: its token (the cookie; only its sha256 is kept), the token forms must carry against cross-site requests, the user and role, and when it ends. PM110 when the email or password is wrong or the user is disabled, the same answer for each so it tells nothing.';
 
-CREATE FUNCTION payments.dashboard_session(session_token text)
+CREATE OR REPLACE FUNCTION payments.dashboard_session(session_token text)
 RETURNS TABLE (user_id text, user_email text, user_role text, csrf_token text, expires_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -168,7 +139,7 @@ $$;
 COMMENT ON FUNCTION payments.dashboard_session(text) IS
     'The user, role and form token of a live session (not ended, not expired, user not disabled); no row otherwise.';
 
-CREATE FUNCTION payments.dashboard_sign_out(session_token text) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments.dashboard_sign_out(session_token text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE payments.dashboard_sessions s SET ended_at = now()

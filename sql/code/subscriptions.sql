@@ -5,145 +5,17 @@
 -- retried request_id as it answered the first time.
 -- Renewals, invoices and dunning (run_billing) build on these tables.
 
-CREATE TABLE payments.plans (
-    code             text COLLATE "C" PRIMARY KEY CHECK (code ~ '^[a-z][a-z0-9_.-]{0,63}$'),
-    name             text CHECK (length(name) BETWEEN 1 AND 255),
-    currency         text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
-    amount_minor     bigint NOT NULL CHECK (amount_minor >= 0),
-    billing_interval text NOT NULL CHECK (payments._is_allowed('billing_interval', billing_interval)),
-    interval_count   integer NOT NULL DEFAULT 1 CHECK (interval_count BETWEEN 1 AND 365),
-    trial_days       integer NOT NULL DEFAULT 0 CHECK (trial_days BETWEEN 0 AND 730),
-    features         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(features) = 'object'),
-    created_at       timestamptz NOT NULL DEFAULT now(),
-    archived_at      timestamptz,
-    metered          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(metered) = 'array'),
-    usage_threshold_minor bigint CHECK (usage_threshold_minor > 0)
-);
-COMMENT ON TABLE payments.plans IS
-    'What a subscription buys: a recurring price per interval, a trial, and the features it grants with their limits per period. Made by payments_admin with create_plan; archived plans take no new subscriptions, existing ones keep them. On Citus a reference table.';
-COMMENT ON COLUMN payments.plans.amount_minor IS 'The recurring price per period in the currency''s minor unit (0: a free plan).';
-COMMENT ON COLUMN payments.plans.billing_interval IS 'day, week, month or year; a period is interval_count of them.';
-COMMENT ON COLUMN payments.plans.trial_days IS 'Days of trial a new subscription gets unless create_subscription says otherwise.';
-COMMENT ON COLUMN payments.plans.metered IS
-    'The usage it bills in arrears, each closed period: [{"meter": "tokens", "price": {"mode": "graduated", "tiers": [{"up_to": 1000, "unit_amount_minor": 0}, {"up_to": null, "unit_amount_minor": "0.1"}]}}] (modes per_unit, graduated, volume; amounts in minor units, fractions allowed; each line rounded once to a minor unit).';
-COMMENT ON COLUMN payments.plans.usage_threshold_minor IS
-    'Threshold billing: when a period''s metered usage, priced, reaches this many minor units beyond what the period has invoiced, run_billing invoices it at once (NULL: usage waits for the period''s end).';
-COMMENT ON COLUMN payments.plans.features IS 'Each feature the plan grants and its limit per period: {"api_calls": 1000, "seats": 5, "export": null} (null: unlimited).';
-SELECT pg_catalog.pg_extension_config_dump('payments.plans', '');
-
-CREATE TABLE payments.subscriptions (
-    id                   text COLLATE "C" NOT NULL,
-    customer_id          text COLLATE "C" NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
-    plan                 text COLLATE "C" NOT NULL REFERENCES payments.plans (code),
-    status               text COLLATE "C" NOT NULL CHECK (payments._is_allowed('subscription_status', status)),
-    payment_method       text CHECK (length(payment_method) <= 255),
-    current_period_start timestamptz NOT NULL,
-    current_period_end   timestamptz NOT NULL,
-    billing_anchor       timestamptz NOT NULL,
-    period_number        integer NOT NULL CHECK (period_number >= 0),
-    trial_end            timestamptz,
-    cancel_at_period_end boolean NOT NULL DEFAULT false,
-    canceled_at          timestamptz,
-    past_due_since       timestamptz,
-    pending_plan         text COLLATE "C" REFERENCES payments.plans (code),
-    credit_minor         bigint NOT NULL DEFAULT 0 CHECK (credit_minor >= 0),
-    anchor_period        integer NOT NULL DEFAULT 0 CHECK (anchor_period >= 0),
-    usage_from           timestamptz NOT NULL,
-    billing_error        jsonb,
-    idempotency_key      text COLLATE "C" NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
-    fingerprint          bytea NOT NULL,
-    created_at           timestamptz NOT NULL DEFAULT now(),
-    updated_at           timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (customer_id, id),
-    CONSTRAINT subscriptions_idempotency_key UNIQUE (customer_id, idempotency_key),
-    CHECK (current_period_start < current_period_end)
-);
--- get_subscription by id alone, as get_refund.
-CREATE INDEX subscriptions_id_idx ON payments.subscriptions (id);
-COMMENT ON TABLE payments.subscriptions IS
-    'Customers'' subscriptions to plans, with Stripe''s statuses. Beside the customer''s payments (on Citus, by customer_id). Every change is in subscription_events.';
-COMMENT ON COLUMN payments.subscriptions.id IS 'sub_ + 26-character time-sortable id.';
-COMMENT ON COLUMN payments.subscriptions.status IS
-    'trialing, active, past_due, unpaid, canceled, incomplete (a paid plan without trial, until its first period is paid), paused.';
-COMMENT ON COLUMN payments.subscriptions.current_period_start IS 'Start of the period limits and usage count in.';
-COMMENT ON COLUMN payments.subscriptions.billing_anchor IS 'The instant paid periods are counted from (the start, the end of the trial, a resume, or a change of billing interval): period n ends n - anchor_period intervals after it, counted in UTC whatever the session''s TimeZone, so a subscription begun on January 31 renews on the last day of each month.';
-COMMENT ON COLUMN payments.subscriptions.anchor_period IS 'The period number just before billing_anchor: the anchor''s first period is anchor_period + 1.';
-COMMENT ON COLUMN payments.subscriptions.usage_from IS 'Metered usage from this instant on is not invoiced yet (the start of the period, or of the last plan change within it).';
-COMMENT ON COLUMN payments.subscriptions.billing_error IS 'Why run_billing last failed for this subscription ({"sqlstate", "message", "first_at", "last_at", "attempts"}), NULL once it succeeds again: one subscription''s failure never stops the others (payments.billing_failures).';
-COMMENT ON COLUMN payments.subscriptions.period_number IS 'Which paid period is current (0: the trial).';
-COMMENT ON COLUMN payments.subscriptions.past_due_since IS 'When its renewal first failed; past_due grants its features for the grace period after it (set_dunning).';
-COMMENT ON COLUMN payments.subscriptions.pending_plan IS 'The plan it moves to when the current period ends (change_plan without proration).';
-COMMENT ON COLUMN payments.subscriptions.credit_minor IS 'What a downgrade left to the customer, in minor units: taken off the next invoices.';
-COMMENT ON COLUMN payments.subscriptions.cancel_at_period_end IS 'It ends when the current period does (cancel_subscription with at_period_end).';
-SELECT pg_catalog.pg_extension_config_dump('payments.subscriptions', '');
-
-CREATE TABLE payments.subscription_events (
-    customer_id     text COLLATE "C" NOT NULL,
-    subscription_id text COLLATE "C" NOT NULL,
-    seq             bigint NOT NULL CHECK (seq > 0),
-    from_status     text,
-    to_status       text NOT NULL,
-    reason          text NOT NULL,
-    data            jsonb NOT NULL DEFAULT '{}',
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (customer_id, subscription_id, seq),
-    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
-);
-COMMENT ON TABLE payments.subscription_events IS
-    'Append-only history of every subscription: its creation and every change, in order.';
-SELECT pg_catalog.pg_extension_config_dump('payments.subscription_events', '');
-CREATE TRIGGER subscription_events_append_only BEFORE UPDATE OR DELETE ON payments.subscription_events
+CREATE OR REPLACE TRIGGER subscription_events_append_only BEFORE UPDATE OR DELETE ON payments.subscription_events
     FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
-CREATE TRIGGER subscription_events_no_truncate BEFORE TRUNCATE ON payments.subscription_events
+CREATE OR REPLACE TRIGGER subscription_events_no_truncate BEFORE TRUNCATE ON payments.subscription_events
     FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
-
-CREATE TABLE payments.feature_usage (
-    customer_id     text COLLATE "C" NOT NULL,
-    subscription_id text COLLATE "C" NOT NULL,
-    feature         text COLLATE "C" NOT NULL,
-    period_start    timestamptz NOT NULL,
-    used            numeric NOT NULL CHECK (used >= 0),
-    PRIMARY KEY (customer_id, subscription_id, feature, period_start),
-    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
-);
-COMMENT ON TABLE payments.feature_usage IS
-    'How much of each feature a subscription consumed in each period: the running total consume checks and raises.';
-
-CREATE TABLE payments.consumptions (
-    customer_id     text COLLATE "C" NOT NULL,
-    request_id      text COLLATE "C" NOT NULL CHECK (length(request_id) BETWEEN 1 AND 255),
-    feature         text COLLATE "C" NOT NULL,
-    quantity        numeric NOT NULL,
-    subscription_id text COLLATE "C",
-    allowed         boolean NOT NULL,
-    remaining       numeric,
-    reason          text,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (customer_id, request_id)
-);
-COMMENT ON TABLE payments.consumptions IS
-    'Every consume call''s answer, once per (customer, request_id), allowed or refused: a retried request gets the same answer and consumes nothing more. Append-only.';
-COMMENT ON COLUMN payments.consumptions.remaining IS 'What was left of the limit after this call (NULL: unlimited).';
-COMMENT ON COLUMN payments.consumptions.reason IS 'Why it was refused: no_entitlement (no active subscription grants the feature) or limit_exceeded.';
-SELECT pg_catalog.pg_extension_config_dump('payments.consumptions', '');
-CREATE TRIGGER consumptions_append_only BEFORE UPDATE OR DELETE ON payments.consumptions
+CREATE OR REPLACE TRIGGER consumptions_append_only BEFORE UPDATE OR DELETE ON payments.consumptions
     FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
-
-CREATE TABLE payments.meter_claims (
-    customer_id     text COLLATE "C" NOT NULL,
-    meter           text COLLATE "C" NOT NULL,
-    subscription_id text COLLATE "C" NOT NULL,
-    PRIMARY KEY (customer_id, meter),
-    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
-);
-COMMENT ON TABLE payments.meter_claims IS
-    'Which subscription of a customer bills each meter''s usage: one, so an event is never billed twice. Claimed when a subscription (or a plan change) starts pricing the meter, released when it stops or ends; a second live subscription pricing the meter is refused (PM206).';
-SELECT pg_catalog.pg_extension_config_dump('payments.meter_claims', '');
 
 -- ---------------------------------------------------------------------------
 -- Plans
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
+CREATE OR REPLACE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
                                      interval_count integer DEFAULT 1, trial_days integer DEFAULT 0,
                                      features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]',
                                      usage_threshold numeric DEFAULT NULL)
@@ -219,7 +91,7 @@ $$;
 COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric) IS
     'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]), and usage_threshold (major units: usage is invoiced as soon as it reaches this much within a period). The same call again returns it; another definition for its code PM201.';
 
-CREATE FUNCTION payments.archive_plan(code text) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments.archive_plan(code text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE payments.plans p SET archived_at = now() WHERE p.code = archive_plan.code AND p.archived_at IS NULL;
@@ -232,33 +104,16 @@ COMMENT ON FUNCTION payments.archive_plan(text) IS
 -- ---------------------------------------------------------------------------
 -- Subscriptions
 -- ---------------------------------------------------------------------------
-CREATE VIEW payments.subscription_details WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.subscription_details WITH (security_invoker) AS
 SELECT s.id, s.customer_id, s.plan, s.status, s.payment_method, s.current_period_start, s.current_period_end,
        s.trial_end, s.cancel_at_period_end, s.canceled_at, s.created_at, s.updated_at, s.billing_error
 FROM payments.subscriptions s;
 COMMENT ON VIEW payments.subscription_details IS
     'Every subscription without its idempotency fingerprint, with why run_billing last failed for it (billing_error, NULL when it did not). What get_subscription returns; readable by payments_reader.';
-
-CREATE TYPE payments.subscription_result AS (
-    id                   text,
-    customer_id          text,
-    plan                 text,
-    status               text,
-    payment_method       text,
-    current_period_start timestamptz,
-    current_period_end   timestamptz,
-    trial_end            timestamptz,
-    cancel_at_period_end boolean,
-    canceled_at          timestamptz,
-    created_at           timestamptz,
-    updated_at           timestamptz,
-    billing_error        jsonb,
-    outcome              text
-);
 COMMENT ON TYPE payments.subscription_result IS
     'A subscription as a call leaves it, plus outcome: created | replayed (create_subscription), applied | noop (cancel, pause, resume).';
 
-CREATE FUNCTION payments._subscription_result(p_customer_id text, p_id text, p_outcome text)
+CREATE OR REPLACE FUNCTION payments._subscription_result(p_customer_id text, p_id text, p_outcome text)
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -268,13 +123,13 @@ END
 $$;
 COMMENT ON FUNCTION payments._subscription_result(text, text, text) IS 'Internal: a subscription as a subscription_result row.';
 
-CREATE FUNCTION payments._utc_add(p_at timestamptz, p_span interval) RETURNS timestamptz
+CREATE OR REPLACE FUNCTION payments._utc_add(p_at timestamptz, p_span interval) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN ((p_at AT TIME ZONE 'UTC') + p_span) AT TIME ZONE 'UTC';
 COMMENT ON FUNCTION payments._utc_add(timestamptz, interval) IS
     'Internal: p_at plus p_span counted on the UTC calendar. timestamptz + interval counts days and months in the session''s TimeZone (a day across a DST change is 23 or 25 hours; January 31 + 1 month is February 28 in UTC but March 1 in Los Angeles at 04:00Z); billing must not depend on who calls it.';
 
-CREATE FUNCTION payments._period_end(p_plan payments.plans, p_anchor timestamptz, p_number integer) RETURNS timestamptz
+CREATE OR REPLACE FUNCTION payments._period_end(p_plan payments.plans, p_anchor timestamptz, p_number integer) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE
 RETURN payments._utc_add(p_anchor, p_number * p_plan.interval_count
                                    * CASE p_plan.billing_interval WHEN 'day' THEN interval '1 day'
@@ -284,13 +139,13 @@ RETURN payments._utc_add(p_anchor, p_number * p_plan.interval_count
 COMMENT ON FUNCTION payments._period_end(payments.plans, timestamptz, integer) IS
     'Internal: the end of a plan''s p_number-th period counted from p_anchor on the UTC calendar (from January 31: February 28 or 29, then March 31, as Stripe bills).';
 
-CREATE FUNCTION payments._same_cycle(p_a payments.plans, p_b payments.plans) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments._same_cycle(p_a payments.plans, p_b payments.plans) RETURNS boolean
 LANGUAGE sql IMMUTABLE
 RETURN (p_a.billing_interval, p_a.interval_count) = (p_b.billing_interval, p_b.interval_count);
 COMMENT ON FUNCTION payments._same_cycle(payments.plans, payments.plans) IS
     'Internal: whether two plans bill over the same interval; a change between plans that do not resets the billing anchor (as Stripe''s).';
 
-CREATE FUNCTION payments._period_at(p_sub payments.subscriptions, p_at timestamptz, OUT period_start timestamptz,
+CREATE OR REPLACE FUNCTION payments._period_at(p_sub payments.subscriptions, p_at timestamptz, OUT period_start timestamptz,
                                     OUT period_end timestamptz, OUT plan text)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -333,7 +188,7 @@ $$;
 COMMENT ON FUNCTION payments._period_at(payments.subscriptions, timestamptz) IS
     'Internal: the period time p_at falls in and the plan it bills, from the subscription alone: its current period, or for an active or past_due one whose period ended before run_billing renewed it, the period run_billing will make (so quotas start afresh at the period''s start whether the billing timer ran or not).';
 
-CREATE FUNCTION payments._subscription_event(p_sub payments.subscriptions, p_from text, p_reason text, p_data jsonb)
+CREATE OR REPLACE FUNCTION payments._subscription_event(p_sub payments.subscriptions, p_from text, p_reason text, p_data jsonb)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -351,7 +206,7 @@ $$;
 COMMENT ON FUNCTION payments._subscription_event(payments.subscriptions, text, text, jsonb) IS
     'Internal: appends a step to a subscription''s history. The caller holds its row lock.';
 
-CREATE FUNCTION payments._claim_meters(p_sub payments.subscriptions, p_plan payments.plans) RETURNS void
+CREATE OR REPLACE FUNCTION payments._claim_meters(p_sub payments.subscriptions, p_plan payments.plans) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_meter text;
@@ -375,7 +230,7 @@ $$;
 COMMENT ON FUNCTION payments._claim_meters(payments.subscriptions, payments.plans) IS
     'Internal: makes a subscription the one that bills the usage of each meter p_plan prices; PM206 when another subscription of the customer already does.';
 
-CREATE FUNCTION payments._release_meters(p_sub payments.subscriptions, p_keep payments.plans) RETURNS void
+CREATE OR REPLACE FUNCTION payments._release_meters(p_sub payments.subscriptions, p_keep payments.plans) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     -- A list, not an expression over the plan in the DELETE: Citus allows only immutable
@@ -389,7 +244,7 @@ $$;
 COMMENT ON FUNCTION payments._release_meters(payments.subscriptions, payments.plans) IS
     'Internal: gives up a subscription''s claims on the meters p_keep does not price (NULL: all), once their usage is invoiced.';
 
-CREATE FUNCTION payments.create_subscription(idempotency_key text, customer_id text, plan text,
+CREATE OR REPLACE FUNCTION payments.create_subscription(idempotency_key text, customer_id text, plan text,
                                              payment_method text DEFAULT NULL, trial_days integer DEFAULT NULL,
                                              at timestamptz DEFAULT now())
 RETURNS SETOF payments.subscription_result
@@ -474,7 +329,7 @@ $$;
 COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz) IS
     'Subscribes a customer to a plan at time at, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid (incomplete_expired, its invoice void, if that does not happen within 23 hours). Unknown plan PM204; an archived one PM206; a plan pricing a meter that another live subscription of the customer already bills PM206.';
 
-CREATE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
+CREATE OR REPLACE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     -- Read once, here: inside the query Citus would send it to the shards.
@@ -489,7 +344,7 @@ END
 $$;
 COMMENT ON FUNCTION payments.get_subscription(text) IS 'One subscription by id; PM204 when there is none.';
 
-CREATE FUNCTION payments.list_subscriptions(customer_id text DEFAULT NULL, status text DEFAULT NULL, lim int DEFAULT 10,
+CREATE OR REPLACE FUNCTION payments.list_subscriptions(customer_id text DEFAULT NULL, status text DEFAULT NULL, lim int DEFAULT 10,
                                             starting_after text DEFAULT NULL)
 RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -516,7 +371,7 @@ $$;
 COMMENT ON FUNCTION payments.list_subscriptions(text, text, int, text) IS
     'Subscriptions newest first (of one customer, in one status, when given), lim (1 to 100) at a time; starting_after: the last id of the previous page.';
 
-CREATE FUNCTION payments._locked_subscription(p_id text) RETURNS payments.subscriptions
+CREATE OR REPLACE FUNCTION payments._locked_subscription(p_id text) RETURNS payments.subscriptions
 LANGUAGE plpgsql AS $$
 DECLARE
     v_customer text;
@@ -533,7 +388,7 @@ $$;
 COMMENT ON FUNCTION payments._locked_subscription(text) IS
     'Internal: a subscription by id, its row locked for the rest of the transaction; PM204 when unknown.';
 
-CREATE FUNCTION payments._locked_for_billing(p_id text) RETURNS payments.subscriptions
+CREATE OR REPLACE FUNCTION payments._locked_for_billing(p_id text) RETURNS payments.subscriptions
 LANGUAGE plpgsql AS $$
 DECLARE
     v_customer text;
@@ -553,7 +408,7 @@ $$;
 COMMENT ON FUNCTION payments._locked_for_billing(text) IS
     'Internal: a subscription by id with its row locked, after the payments of its open invoices and those invoices (the order their payments'' news locks them); PM204 when unknown.';
 
-CREATE FUNCTION payments._set_subscription(p_sub payments.subscriptions, p_from text, p_reason text, p_data jsonb)
+CREATE OR REPLACE FUNCTION payments._set_subscription(p_sub payments.subscriptions, p_from text, p_reason text, p_data jsonb)
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -572,7 +427,7 @@ $$;
 COMMENT ON FUNCTION payments._set_subscription(payments.subscriptions, text, text, jsonb) IS
     'Internal: stores a locked subscription''s new status and cancel fields and notes the step in its history. past_due_since is kept from the first failure on (the caller sets it to the time of the failed attempt).';
 
-CREATE FUNCTION payments.cancel_subscription(id text, at_period_end boolean DEFAULT true, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION payments.cancel_subscription(id text, at_period_end boolean DEFAULT true, at timestamptz DEFAULT now())
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -599,7 +454,7 @@ $$;
 COMMENT ON FUNCTION payments.cancel_subscription(text, boolean, timestamptz) IS
     'Cancels a subscription: at the end of its period (default; it stays usable until then), or at once (at_period_end false, and always for one that is not trialing, active or past_due). Either way its usage not yet invoiced is invoiced once (a final invoice, one attempt), and its open invoices are no longer collected (uncollectible; a payment waiting on the customer is canceled), as on Stripe. Canceling again is a noop. PM204 when unknown.';
 
-CREATE FUNCTION payments.pause_subscription(id text) RETURNS SETOF payments.subscription_result
+CREATE OR REPLACE FUNCTION payments.pause_subscription(id text) RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_sub  payments.subscriptions%ROWTYPE := payments._locked_subscription(pause_subscription.id);
@@ -618,7 +473,7 @@ $$;
 COMMENT ON FUNCTION payments.pause_subscription(text) IS
     'Pauses a trialing or active subscription (PM206 otherwise): it grants nothing until resumed. Pausing again is a noop.';
 
-CREATE FUNCTION payments.resume_subscription(id text, at timestamptz DEFAULT now()) RETURNS SETOF payments.subscription_result
+CREATE OR REPLACE FUNCTION payments.resume_subscription(id text, at timestamptz DEFAULT now()) RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_sub  payments.subscriptions%ROWTYPE := payments._locked_for_billing(resume_subscription.id);
@@ -650,7 +505,7 @@ COMMENT ON FUNCTION payments.resume_subscription(text, timestamptz) IS
 -- ---------------------------------------------------------------------------
 -- What a customer may do now
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION payments._grants_now(p_sub payments.subscriptions, p_at timestamptz) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments._grants_now(p_sub payments.subscriptions, p_at timestamptz) RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN CASE p_sub.status
@@ -666,7 +521,7 @@ $$;
 COMMENT ON FUNCTION payments._grants_now(payments.subscriptions, timestamptz) IS
     'Internal: whether a subscription grants its plan at time p_at: active; trialing within its trial; past_due within the grace period (set_dunning, default 3 days); and not past the end of a period it is canceled at.';
 
-CREATE FUNCTION payments.has_active_subscription(customer_id text, plan text DEFAULT NULL, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION payments.has_active_subscription(customer_id text, plan text DEFAULT NULL, at timestamptz DEFAULT now())
 RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -691,7 +546,7 @@ $$;
 COMMENT ON FUNCTION payments.has_active_subscription(text, text, timestamptz) IS
     'Whether the customer has a subscription (of plan, when given) that grants its plan at time at: active, trialing within its trial, or past_due within the grace period (set_dunning); one canceled at period end counts until the period ends.';
 
-CREATE FUNCTION payments.customer_has_paid(customer_id text, since timestamptz DEFAULT NULL) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments.customer_has_paid(customer_id text, since timestamptz DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- A login bound to another customer learns nothing of this one.
@@ -708,7 +563,7 @@ $$;
 COMMENT ON FUNCTION payments.customer_has_paid(text, timestamptz) IS
     'Whether the customer has a succeeded payment (created since since, when given) that was not refunded in full.';
 
-CREATE FUNCTION payments.entitlements(customer_id text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION payments.entitlements(customer_id text, at timestamptz DEFAULT now())
 RETURNS TABLE (feature text, "limit" numeric, used numeric, remaining numeric, subscription_id text, plan text,
                period_start timestamptz, period_end timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -753,7 +608,7 @@ $$;
 COMMENT ON FUNCTION payments.entitlements(text, timestamptz) IS
     'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit in the period at falls in (NULL: unlimited), what was used and what is left. The period follows from at and the subscription alone: a new period''s quota starts at its start, whether run_billing has renewed it yet or not.';
 
-CREATE FUNCTION payments.consume(customer_id text, feature text, quantity numeric, request_id text,
+CREATE OR REPLACE FUNCTION payments.consume(customer_id text, feature text, quantity numeric, request_id text,
                                  at timestamptz DEFAULT now())
 RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -843,7 +698,7 @@ $$;
 COMMENT ON FUNCTION payments.consume(text, text, numeric, text, timestamptz) IS
     'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit (the subscription''s row lock serialises them). The period counted in is the one at falls in (a new period''s quota starts at its start, renewed by run_billing or not). A repeated request_id returns the first answer (outcome replayed) and counts nothing; the same request_id with another feature or quantity is PM201.';
 
-CREATE FUNCTION payments._replayed_consumption(p_answer payments.consumptions, p_feature text, p_quantity numeric)
+CREATE OR REPLACE FUNCTION payments._replayed_consumption(p_answer payments.consumptions, p_feature text, p_quantity numeric)
 RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN

@@ -1,26 +1,7 @@
 -- payments: what the HTTP gateway needs: API keys, and claiming work for the
 -- provider reconciler. The gateway holds no payment state; this is where it lives.
 
--- ---------------------------------------------------------------------------
--- API keys
--- ---------------------------------------------------------------------------
-CREATE TABLE payments.api_keys (
-    id         text COLLATE "C" PRIMARY KEY,
-    name       text NOT NULL CHECK (name <> ''),
-    key_hash   bytea NOT NULL UNIQUE,
-    scopes     text[] NOT NULL
-               CHECK (cardinality(scopes) > 0 AND payments._all_allowed('api_key_scope', scopes)),
-    created_at timestamptz NOT NULL DEFAULT now(),
-    revoked_at timestamptz,
-    customer_id text COLLATE "C" CHECK (length(customer_id) BETWEEN 1 AND 255)
-);
-COMMENT ON TABLE payments.api_keys IS
-    'Gateway API keys. Only the sha256 of a key is stored; the key itself is shown once, by create_api_key.';
-COMMENT ON COLUMN payments.api_keys.scopes IS 'payments:read (GET routes), payments:write (POST routes), webhooks:manage (webhook endpoints), payments:admin (a reconciliation''s repair).';
-COMMENT ON COLUMN payments.api_keys.customer_id IS 'The one customer the key acts for (an agent or an app of that customer): it sees and acts on that customer''s objects only, others'' are answered as missing; platform-wide routes refuse it. NULL: a platform key.';
-SELECT pg_catalog.pg_extension_config_dump('payments.api_keys', '');
-
-CREATE FUNCTION payments.create_api_key(name text, scopes text[], customer_id text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION payments.create_api_key(name text, scopes text[], customer_id text DEFAULT NULL)
 RETURNS TABLE (id text, api_key text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -46,7 +27,7 @@ $$;
 COMMENT ON FUNCTION payments.create_api_key(text, text[], text) IS
     'Creates a gateway API key with the given scopes, bound to one customer when customer_id is given, and returns it. The key is shown only this once; only its sha256 is kept.';
 
-CREATE FUNCTION payments.authenticate_api_key(api_key text)
+CREATE OR REPLACE FUNCTION payments.authenticate_api_key(api_key text)
 RETURNS TABLE (key_id text, scopes text[], customer_id text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -57,7 +38,7 @@ $$;
 COMMENT ON FUNCTION payments.authenticate_api_key(text) IS
     'The key id, scopes and bound customer (NULL: a platform key) of a valid, unrevoked API key; no row otherwise. The lookup is by hash, so no key is compared as text.';
 
-CREATE FUNCTION payments.revoke_api_key(id text) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments.revoke_api_key(id text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE payments.api_keys k SET revoked_at = now() WHERE k.id = revoke_api_key.id AND k.revoked_at IS NULL;
@@ -69,7 +50,7 @@ COMMENT ON FUNCTION payments.revoke_api_key(text) IS 'Revokes an API key at once
 -- ---------------------------------------------------------------------------
 -- Reading a payment's history over HTTP
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION payments.list_payment_events(payment_id text) RETURNS SETOF payments.payment_history
+CREATE OR REPLACE FUNCTION payments.list_payment_events(payment_id text) RETURNS SETOF payments.payment_history
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_customer text := payments._customer_of(list_payment_events.payment_id);
@@ -80,13 +61,7 @@ END
 $$;
 COMMENT ON FUNCTION payments.list_payment_events(text) IS 'A payment''s history in order; PM204 when the payment does not exist.';
 
--- ---------------------------------------------------------------------------
--- Provider work for the reconciler
--- ---------------------------------------------------------------------------
-CREATE INDEX payments_awaiting_provider_idx ON payments.payments (updated_at)
-    WHERE status IN ('requires_confirmation', 'processing');
-
-CREATE FUNCTION payments.claim_provider_work(lim int DEFAULT 10, min_age interval DEFAULT '10 seconds',
+CREATE OR REPLACE FUNCTION payments.claim_provider_work(lim int DEFAULT 10, min_age interval DEFAULT '10 seconds',
                                              lease interval DEFAULT '30 seconds', max_backoff interval DEFAULT '1 hour')
 RETURNS TABLE (payment_id text, kind text, customer_id text, amount_minor bigint, currency text,
                payment_method text, capture_method text, description text, provider text, provider_payment_id text,
@@ -138,7 +113,7 @@ $$;
 COMMENT ON FUNCTION payments.claim_provider_work(int, interval, interval, interval) IS
     'Claims up to lim payments whose provider state is unknown, untouched for min_age and not leased: create (the provider call never completed: retry it with the same idempotency key) or refresh (retrieve the provider''s object). The claim is a lease, not a lock: it is stamped in reconcile_after and committed at once, so the caller calls the provider with no transaction open and records each answer on its own. A lease lasts at least lease and grows with each attempt (doubling from min_age, at most max_backoff), so a payment that keeps failing waits longer and never holds up the others; a status change clears it. Gateway replicas share the work; a killed one''s payments come back when their lease ends.';
 
-CREATE FUNCTION payments.record_provider_error(payment_id text, error jsonb) RETURNS void
+CREATE OR REPLACE FUNCTION payments.record_provider_error(payment_id text, error jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_payment payments.payments := payments._locked_payment(record_provider_error.payment_id);

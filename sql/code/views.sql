@@ -2,14 +2,14 @@
 -- They run with their owner's rights, so readers need no table privileges,
 -- and they show no secrets.
 
-CREATE VIEW payments.payment_history WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.payment_history WITH (security_invoker) AS
 SELECT e.payment_id, e.seq, e.from_status, e.to_status, e.applied, e.source, e.reason, e.data, e.created_at,
        encode(e.hash, 'hex') AS hash, e.customer_id
 FROM payments.payment_events e;
 COMMENT ON VIEW payments.payment_history IS
     'Every payment''s history in order (payment_id, seq). applied = false marks a stale report: recorded, not applied.';
 
-CREATE VIEW payments.customer_payments WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.customer_payments WITH (security_invoker) AS
 SELECT p.customer_id,
        p.currency,
        count(*) FILTER (WHERE p.status = 'succeeded') AS succeeded_count,
@@ -25,7 +25,7 @@ GROUP BY p.customer_id, p.currency;
 COMMENT ON VIEW payments.customer_payments IS
     'Per customer and currency: how many payments succeeded and for how much, when the last one did, and how many are open or failed. Answers "has this customer paid?".';
 
-CREATE VIEW payments.open_anomalies WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.open_anomalies WITH (security_invoker) AS
 SELECT a.id, a.payment_id, a.customer_id, a.kind, a.source, a.provider, a.provider_payment_id,
        p.amount_minor AS expected_amount_minor, p.currency AS expected_currency, p.provider_payment_id AS linked_provider_payment_id,
        a.observed, p.status AS payment_status, a.created_at
@@ -38,7 +38,7 @@ COMMENT ON VIEW payments.open_anomalies IS
 -- Through a function with its owner's rights: the log's bodies and headers
 -- stay unreadable to readers on Citus too, where a view's query reaches the
 -- shards with the reader's own rights.
-CREATE FUNCTION payments._webhook_log()
+CREATE OR REPLACE FUNCTION payments._webhook_log()
 RETURNS TABLE (id text, provider text, event_id text, event_type text, event_created timestamptz,
                provider_payment_id text, payment_id text, result text, still_pending boolean, received_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -58,7 +58,7 @@ END
 $$;
 COMMENT ON FUNCTION payments._webhook_log() IS 'Internal: the rows of payments.webhook_log.';
 
-CREATE VIEW payments.webhook_log AS
+CREATE OR REPLACE VIEW payments.webhook_log AS
 SELECT l.id, l.provider, l.event_id, l.event_type, l.event_created, l.provider_payment_id, l.payment_id, l.result,
        l.still_pending, l.received_at
 FROM payments._webhook_log() l;

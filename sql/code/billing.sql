@@ -8,84 +8,7 @@
 -- charges twice. The payment's outcome settles the invoice and the
 -- subscription (_invoice_payment_settled, called by the payment's transition).
 
-CREATE TABLE payments.billing_settings (
-    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    retry_days    integer[] NOT NULL CHECK (cardinality(retry_days) BETWEEN 0 AND 10 AND 0 < ALL (retry_days)),
-    final_status  text NOT NULL CHECK (final_status IN ('unpaid', 'canceled')),
-    updated_at    timestamptz NOT NULL DEFAULT now(),
-    past_due_grace interval NOT NULL CHECK (past_due_grace BETWEEN interval '0' AND interval '60 days')
-);
-COMMENT ON TABLE payments.billing_settings IS
-    'How unpaid renewals are retried (payments_admin, set_dunning). No row: the defaults (retries after 1, 3 and 5 days, then unpaid; past_due grants its plan for 3 days).';
-COMMENT ON COLUMN payments.billing_settings.past_due_grace IS 'How long a past_due subscription still grants its plan (has_active_subscription, entitlements, consume).';
-COMMENT ON COLUMN payments.billing_settings.retry_days IS 'Days after each failed attempt before the next: {1,3,5} retries three times.';
-COMMENT ON COLUMN payments.billing_settings.final_status IS 'What a subscription becomes when the last retry fails: unpaid or canceled.';
-SELECT pg_catalog.pg_extension_config_dump('payments.billing_settings', '');
-
-CREATE TABLE payments.invoice_numbers (
-    year integer PRIMARY KEY,
-    last bigint NOT NULL CHECK (last >= 0)
-);
-COMMENT ON TABLE payments.invoice_numbers IS
-    'The last invoice number given out each year. Its row is locked by the finalizing transaction, so numbers are gapless and never repeat (a rollback gives its number back).';
-SELECT pg_catalog.pg_extension_config_dump('payments.invoice_numbers', '');
-
-CREATE TABLE payments.invoices (
-    id              text COLLATE "C" NOT NULL,
-    customer_id     text COLLATE "C" NOT NULL,
-    subscription_id text COLLATE "C" NOT NULL,
-    period_number   integer NOT NULL,
-    kind            text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'proration', 'threshold', 'final')),
-    number          text NOT NULL,
-    status          text COLLATE "C" NOT NULL CHECK (payments._is_allowed('invoice_status', status)),
-    currency        text COLLATE "C" NOT NULL,
-    total_minor     bigint NOT NULL CHECK (total_minor >= 0),
-    period_start    timestamptz NOT NULL,
-    period_end      timestamptz NOT NULL,
-    payment_id      text COLLATE "C",
-    attempt_payments text[] COLLATE "C" NOT NULL DEFAULT '{}',
-    attempt_count   integer NOT NULL DEFAULT 0 CHECK (attempt_count >= 0),
-    attempted_at    timestamptz,
-    next_attempt_at timestamptz,
-    usage_from      timestamptz,
-    usage_to        timestamptz,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    paid_at         timestamptz,
-    PRIMARY KEY (customer_id, id),
-    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
-);
--- One period invoice per subscription period: what makes renewals idempotent.
-CREATE UNIQUE INDEX invoices_period_idx ON payments.invoices (customer_id, subscription_id, period_number)
-    WHERE kind = 'period';
-CREATE INDEX invoices_id_idx ON payments.invoices (id);
-CREATE INDEX invoices_retry_idx ON payments.invoices (next_attempt_at) WHERE status = 'open';
-COMMENT ON TABLE payments.invoices IS
-    'Invoices of subscription periods: open (finalized, numbered, charged), then paid, or left open for dunning; uncollectible when its subscription is canceled (collection stops) or its last attempt failed, void when it should never be paid (an incomplete subscription expired, or a plan change netted it). Beside the customer (on Citus, by customer_id).';
-COMMENT ON COLUMN payments.invoices.kind IS 'period: a period''s recurring fee (one per period) and the usage not yet invoiced before it; proration: a plan changed within a period (with the usage under the old plan); threshold: usage that reached the plan''s usage threshold within a period (period_number is that period); final: the usage not yet invoiced when the subscription ended (one attempt).';
-COMMENT ON COLUMN payments.invoices.attempted_at IS 'The time (run_billing''s at) of the latest attempt: the next retry is counted from it.';
-COMMENT ON COLUMN payments.invoices.usage_from IS 'The usage it bills: [usage_from, usage_to), NULL when none.';
-COMMENT ON COLUMN payments.invoices.usage_to IS 'The end (exclusive) of the usage it bills.';
-COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique per year in the order invoices were finalized.';
-COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt, or the one that paid it.';
-COMMENT ON COLUMN payments.invoices.attempt_payments IS 'The payment of every attempt, in order: an earlier attempt that succeeds late still pays the invoice, or is refunded when another already did (or the invoice is void).';
-COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';
-SELECT pg_catalog.pg_extension_config_dump('payments.invoices', '');
-
-CREATE TABLE payments.invoice_lines (
-    customer_id  text COLLATE "C" NOT NULL,
-    invoice_id   text COLLATE "C" NOT NULL,
-    line_number  integer NOT NULL CHECK (line_number > 0),
-    kind         text NOT NULL CHECK (kind IN ('recurring', 'usage', 'proration', 'credit')),
-    description  text NOT NULL,
-    quantity     numeric NOT NULL,
-    amount_minor bigint NOT NULL,
-    PRIMARY KEY (customer_id, invoice_id, line_number),
-    FOREIGN KEY (customer_id, invoice_id) REFERENCES payments.invoices (customer_id, id)
-);
-COMMENT ON TABLE payments.invoice_lines IS 'What an invoice charges for, line by line (the recurring fee of its period, for now).';
-SELECT pg_catalog.pg_extension_config_dump('payments.invoice_lines', '');
-
-CREATE FUNCTION payments.set_dunning(retry_days integer[], final_status text DEFAULT 'unpaid',
+CREATE OR REPLACE FUNCTION payments.set_dunning(retry_days integer[], final_status text DEFAULT 'unpaid',
                                      past_due_grace interval DEFAULT '3 days') RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -104,7 +27,7 @@ $$;
 COMMENT ON FUNCTION payments.set_dunning(integer[], text, interval) IS
     'Sets dunning (admin): days between the retries of an unpaid renewal (default {1,3,5}), what the subscription becomes after the last one fails (unpaid, the default, or canceled), and how long past_due still grants the plan (default 3 days).';
 
-CREATE FUNCTION payments._next_invoice_number(p_at timestamptz) RETURNS text
+CREATE OR REPLACE FUNCTION payments._next_invoice_number(p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_year integer := extract(year FROM p_at AT TIME ZONE 'UTC')::integer;
@@ -118,7 +41,7 @@ $$;
 COMMENT ON FUNCTION payments._next_invoice_number(timestamptz) IS
     'Internal: the next invoice number of the year (UTC) of p_at; the counter''s row stays locked until the caller''s transaction ends.';
 
-CREATE FUNCTION payments._usage_lines(p_sub payments.subscriptions, p_plan payments.plans, p_from timestamptz,
+CREATE OR REPLACE FUNCTION payments._usage_lines(p_sub payments.subscriptions, p_plan payments.plans, p_from timestamptz,
                                       p_to timestamptz) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -153,12 +76,12 @@ $$;
 COMMENT ON FUNCTION payments._usage_lines(payments.subscriptions, payments.plans, timestamptz, timestamptz) IS
     'Internal: the invoice lines of a subscription''s usage in [p_from, p_to), each meter priced by p_plan (the plan it was used under), less what threshold invoices of the same stretch (usage_from = p_from) already billed.';
 
-CREATE FUNCTION payments._lines_total(p_lines jsonb) RETURNS bigint
+CREATE OR REPLACE FUNCTION payments._lines_total(p_lines jsonb) RETURNS bigint
 LANGUAGE sql IMMUTABLE
 RETURN (SELECT coalesce(sum((l ->> 'amount_minor')::bigint), 0) FROM jsonb_array_elements(p_lines) l);
 COMMENT ON FUNCTION payments._lines_total(jsonb) IS 'Internal: the sum of invoice lines'' amount_minor.';
 
-CREATE FUNCTION payments._pending_usage_problem(p_customer_id text, p_meter text) RETURNS text
+CREATE OR REPLACE FUNCTION payments._pending_usage_problem(p_customer_id text, p_meter text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_sub     payments.subscriptions%ROWTYPE;
@@ -200,7 +123,7 @@ $$;
 COMMENT ON FUNCTION payments._pending_usage_problem(text, text) IS
     'Internal: why the usage a customer has recorded cannot be billed, or NULL: the next invoice of the subscription billing p_meter (its fee and each meter''s usage since the UTC day of usage_from, bounded by usage_daily and priced at the plan) would be more than one payment can charge. record_usage asks it after each new event, so an oversized total is refused when recorded, not when billed; concurrent recorders see each other''s usage once committed, and billing isolates what slips through.';
 
-CREATE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans, p_usage_plan payments.plans,
+CREATE OR REPLACE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans, p_usage_plan payments.plans,
                                          p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz)
 RETURNS text
 LANGUAGE plpgsql AS $$
@@ -237,7 +160,7 @@ $$;
 COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz, timestamptz) IS
     'Internal: the invoice of a subscription''s current period, made, numbered and charged once at time p_at (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears, less the subscription''s credit. The caller holds the subscription''s row lock.';
 
-CREATE FUNCTION payments._invoice_usage(p_sub payments.subscriptions, p_plan payments.plans, p_kind text,
+CREATE OR REPLACE FUNCTION payments._invoice_usage(p_sub payments.subscriptions, p_plan payments.plans, p_kind text,
                                         p_from timestamptz, p_to timestamptz, p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -256,7 +179,7 @@ $$;
 COMMENT ON FUNCTION payments._invoice_usage(payments.subscriptions, payments.plans, text, timestamptz, timestamptz, timestamptz) IS
     'Internal: invoices (kind threshold or final) a subscription''s usage of [p_from, p_to) at p_plan''s prices, when it comes to more than nothing; returns the invoice id or NULL.';
 
-CREATE FUNCTION payments._invoice_event(p_invoice payments.invoices, p_previous text) RETURNS void
+CREATE OR REPLACE FUNCTION payments._invoice_event(p_invoice payments.invoices, p_previous text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM payments._emit(p_invoice.customer_id, 'invoice', p_invoice.id, p_invoice.status, p_previous,
@@ -270,7 +193,7 @@ $$;
 COMMENT ON FUNCTION payments._invoice_event(payments.invoices, text) IS
     'Internal: tells apps an invoice was issued (p_previous NULL), changed status, or had an attempt fail (invoice.updated). The caller holds its subscription''s or its own row lock.';
 
-CREATE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
+CREATE OR REPLACE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
                                         p_credit_used bigint, p_usage_from timestamptz, p_usage_to timestamptz,
                                         p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -302,7 +225,7 @@ $$;
 COMMENT ON FUNCTION payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint, timestamptz, timestamptz, timestamptz) IS
     'Internal: makes, numbers and charges at time p_at an invoice of lines ([{kind, description, amount_minor}]; the total is their sum, at least 0) for a subscription whose row the caller has locked, using p_credit_used of its credit; p_usage_from and p_usage_to: the usage it bills.';
 
-CREATE FUNCTION payments._abandon_payment(p_customer_id text, p_payment_id text) RETURNS void
+CREATE OR REPLACE FUNCTION payments._abandon_payment(p_customer_id text, p_payment_id text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_status text;
@@ -323,7 +246,7 @@ $$;
 COMMENT ON FUNCTION payments._abandon_payment(text, text) IS
     'Internal: cancels an invoice attempt''s payment that still waits on the customer (3-D Secure) or a payment method, so it cannot be paid beside the next attempt or for an invoice no longer collected.';
 
-CREATE FUNCTION payments._charge_invoice(p_invoice payments.invoices, p_sub payments.subscriptions, p_at timestamptz)
+CREATE OR REPLACE FUNCTION payments._charge_invoice(p_invoice payments.invoices, p_sub payments.subscriptions, p_at timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -361,7 +284,7 @@ $$;
 COMMENT ON FUNCTION payments._charge_invoice(payments.invoices, payments.subscriptions, timestamptz) IS
     'Internal: the next attempt at an invoice, at time p_at: a payment for its total (key invoice:<invoice>:<attempt>, metadata invoice_id) that the gateway charges; without a payment method, a failed attempt. A previous attempt still waiting on the customer is canceled first.';
 
-CREATE FUNCTION payments._invoice_payment_settled(p_customer_id text, p_payment_id text, p_status text,
+CREATE OR REPLACE FUNCTION payments._invoice_payment_settled(p_customer_id text, p_payment_id text, p_status text,
                                                   p_at timestamptz DEFAULT now()) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -454,7 +377,7 @@ $$;
 COMMENT ON FUNCTION payments._invoice_payment_settled(text, text, text, timestamptz) IS
     'Internal: an invoice payment reached succeeded, failed or requires_action (at p_at, the time of the news; retries count from the attempt''s own time): the invoice is paid by any of its attempts (and an incomplete, past_due or unpaid subscription active again once nothing else is left open; a later attempt still waiting is canceled), or its latest attempt''s failure is counted and the next scheduled (the subscription past_due; after the last, unpaid or canceled as set_dunning says, and an incomplete one incomplete_expired). A final invoice gets one attempt. An attempt that succeeds for an invoice another attempt paid, or that is void, is refunded in full.';
 
-CREATE FUNCTION payments._stop_collection(p_sub payments.subscriptions, p_status text, p_period integer DEFAULT NULL)
+CREATE OR REPLACE FUNCTION payments._stop_collection(p_sub payments.subscriptions, p_status text, p_period integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -480,7 +403,7 @@ $$;
 COMMENT ON FUNCTION payments._stop_collection(payments.subscriptions, text, integer) IS
     'Internal: stops collecting a subscription''s open invoices (Stripe stops automatic collection on cancellation), or with p_period only the period and proration invoices of that period (a plan change netted them): each becomes p_status (uncollectible, or void when nothing should ever be paid), without a retry, and a payment still waiting on the customer is canceled. A charge already under way that succeeds still pays an uncollectible invoice.';
 
-CREATE FUNCTION payments._end_subscription(p_sub payments.subscriptions, p_status text, p_ended_at timestamptz,
+CREATE OR REPLACE FUNCTION payments._end_subscription(p_sub payments.subscriptions, p_status text, p_ended_at timestamptz,
                                            p_reason text, p_at timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -506,7 +429,7 @@ $$;
 COMMENT ON FUNCTION payments._end_subscription(payments.subscriptions, text, timestamptz, text, timestamptz) IS
     'Internal: ends a locked subscription at p_ended_at as canceled or incomplete_expired: its open invoices are no longer collected (void when it never started: incomplete), the usage not invoiced yet is invoiced once (final; none for one that never started), and its meters are free for another subscription.';
 
-CREATE FUNCTION payments._next_period(p_sub payments.subscriptions, p_start timestamptz, p_new_anchor boolean,
+CREATE OR REPLACE FUNCTION payments._next_period(p_sub payments.subscriptions, p_start timestamptz, p_new_anchor boolean,
                                       p_reason text, p_at timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -548,7 +471,7 @@ $$;
 COMMENT ON FUNCTION payments._next_period(payments.subscriptions, timestamptz, boolean, text, timestamptz) IS
     'Internal: moves a locked subscription into its next period, starting at p_start (its period''s end for a renewal; the time of a resume or of a change of billing interval, which start a new anchor), on its pending plan if one was asked for, and invoices it at p_at with the usage not yet invoiced.';
 
-CREATE FUNCTION payments._credit_unused(p_sub payments.subscriptions, p_credit bigint, p_description text,
+CREATE OR REPLACE FUNCTION payments._credit_unused(p_sub payments.subscriptions, p_credit bigint, p_description text,
                                         p_at timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -582,7 +505,7 @@ $$;
 COMMENT ON FUNCTION payments._credit_unused(payments.subscriptions, bigint, text, timestamptz) IS
     'Internal: credits a locked subscription p_credit minor units for time it paid for and will not use, netted first against what its current period still owes (those invoices are void and the rest, if any, invoiced anew); only what is left is kept as credit for its next invoices.';
 
-CREATE FUNCTION payments._bill_subscription(p_customer_id text, p_id text, p_at timestamptz) RETURNS jsonb
+CREATE OR REPLACE FUNCTION payments._bill_subscription(p_customer_id text, p_id text, p_at timestamptz) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     v_sub     payments.subscriptions%ROWTYPE;
@@ -633,7 +556,7 @@ $$;
 COMMENT ON FUNCTION payments._bill_subscription(text, text, timestamptz) IS
     'Internal: what run_billing has due at p_at for one subscription: ends it (canceled at period end, or incomplete for 23 hours), or renews it into each period that ended, then invoices usage that reached its plan''s threshold. Claims its row with SKIP LOCKED. Returns {"renewed", "ended", "expired", "thresholds"}.';
 
-CREATE FUNCTION payments._billing_outcome(p_customer_id text, p_id text, p_error jsonb, p_at timestamptz)
+CREATE OR REPLACE FUNCTION payments._billing_outcome(p_customer_id text, p_id text, p_error jsonb, p_at timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -671,7 +594,7 @@ $$;
 COMMENT ON FUNCTION payments._billing_outcome(text, text, jsonb, timestamptz) IS
     'Internal: records on a subscription that billing failed at p_at (p_error: {"sqlstate", "message"}; its history and apps hear of a new failure once) or, p_error NULL, that it succeeded again. A subscription another run holds is skipped, never waited for.';
 
-CREATE FUNCTION payments.run_billing(at timestamptz DEFAULT now()) RETURNS jsonb
+CREATE OR REPLACE FUNCTION payments.run_billing(at timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_due     record;
@@ -769,7 +692,7 @@ $$;
 COMMENT ON FUNCTION payments.run_billing(timestamptz) IS
     'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new), in three passes of at most 1000 each: subscriptions canceled at period end end (their usage invoiced), incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once. Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"renewed", "ended", "expired", "retried", "thresholds", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
 
-CREATE VIEW payments.billing_failures WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.billing_failures WITH (security_invoker) AS
 SELECT s.customer_id, s.id AS subscription_id, s.status, s.billing_error ->> 'sqlstate' AS sqlstate,
        s.billing_error ->> 'message' AS message, (s.billing_error ->> 'first_at')::timestamptz AS first_failed_at,
        (s.billing_error ->> 'last_at')::timestamptz AS last_failed_at, (s.billing_error ->> 'attempts')::integer AS attempts
@@ -778,7 +701,7 @@ WHERE s.billing_error IS NOT NULL;
 COMMENT ON VIEW payments.billing_failures IS
     'Subscriptions run_billing could not bill at its last try, with the SQLSTATE and message, when it first and last failed and how often: each is retried at every run, the others are billed meanwhile. Readable by payments_reader.';
 
-CREATE FUNCTION payments.set_subscription_payment_method(id text, payment_method text)
+CREATE OR REPLACE FUNCTION payments.set_subscription_payment_method(id text, payment_method text)
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -815,14 +738,14 @@ $$;
 COMMENT ON FUNCTION payments.set_subscription_payment_method(text, text) IS
     'Sets the payment method a subscription''s invoices are charged with; an open invoice waiting for its retry is retried at the next run_billing. PM206 for a canceled or expired subscription (nothing of it is charged any more).';
 
-CREATE VIEW payments.invoice_details WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.invoice_details WITH (security_invoker) AS
 SELECT i.id, i.customer_id, i.subscription_id, i.number, i.status, payments.to_major(i.total_minor, i.currency) AS total,
        i.total_minor, i.currency, i.period_start, i.period_end, i.payment_id, i.attempt_count, i.next_attempt_at,
        i.created_at, i.paid_at
 FROM payments.invoices i;
 COMMENT ON VIEW payments.invoice_details IS 'Every invoice with its total in major units; readable by payments_reader.';
 
-CREATE FUNCTION payments.get_invoice(id text) RETURNS SETOF payments.invoice_details
+CREATE OR REPLACE FUNCTION payments.get_invoice(id text) RETURNS SETOF payments.invoice_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     -- Read once, here: inside the query Citus would send it to the shards.
@@ -837,7 +760,7 @@ END
 $$;
 COMMENT ON FUNCTION payments.get_invoice(text) IS 'One invoice by id; PM204 when there is none.';
 
-CREATE FUNCTION payments.list_invoice_lines(invoice_id text)
+CREATE OR REPLACE FUNCTION payments.list_invoice_lines(invoice_id text)
 RETURNS TABLE (line_number integer, kind text, description text, quantity numeric, amount numeric, amount_minor bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -857,7 +780,7 @@ COMMENT ON FUNCTION payments.list_invoice_lines(text) IS 'An invoice''s lines in
 -- ---------------------------------------------------------------------------
 -- Receipts
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION payments.receipt(payment_id text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION payments.receipt(payment_id text) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_payment payments.payment_details%ROWTYPE;
@@ -902,7 +825,7 @@ COMMENT ON FUNCTION payments.receipt(text) IS
 -- ---------------------------------------------------------------------------
 -- Plan changes
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION payments.change_plan(id text, plan text, prorate boolean DEFAULT true, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION payments.change_plan(id text, plan text, prorate boolean DEFAULT true, at timestamptz DEFAULT now())
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

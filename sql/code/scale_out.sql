@@ -2,7 +2,7 @@
 -- customer's rows keyed by customer_id first); payments.distribute() hands the
 -- tables to Citus and tells it which functions to run where their rows live.
 
-CREATE FUNCTION payments.distribute(shard_count int DEFAULT 32)
+CREATE OR REPLACE FUNCTION payments.distribute(shard_count int DEFAULT 32)
 RETURNS TABLE (object text, distributed_by text, action text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

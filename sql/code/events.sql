@@ -7,98 +7,16 @@
 -- retried with backoff, in order per object. Deliveries and every attempt
 -- are kept (webhook_delivery_log).
 
-CREATE TABLE payments.outbox_events (
-    customer_id text COLLATE "C" NOT NULL,
-    id          text COLLATE "C" NOT NULL,
-    object      text COLLATE "C" NOT NULL CHECK (object IN ('payment', 'refund', 'dispute', 'subscription', 'invoice')),
-    object_id   text COLLATE "C" NOT NULL,
-    seq         bigint NOT NULL CHECK (seq > 0),
-    type        text COLLATE "C" NOT NULL,
-    status      text COLLATE "C" NOT NULL,
-    data        jsonb NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (customer_id, id),
-    CONSTRAINT outbox_events_object_seq UNIQUE (customer_id, object_id, seq)
-);
-COMMENT ON TABLE payments.outbox_events IS
-    'Every state change of a payment, refund, dispute, subscription or invoice, written in the transaction that made it: what apps are told (webhook endpoints; NOTIFY payments_events when set_event_notifications is on). Append-only; beside the customer (on Citus, by customer_id).';
-COMMENT ON COLUMN payments.outbox_events.id IS 'evt_ + 26-character time-sortable id; the webhook-id of its deliveries.';
-COMMENT ON COLUMN payments.outbox_events.seq IS 'The object''s changes counted from 1: deliveries to an endpoint follow it.';
-COMMENT ON COLUMN payments.outbox_events.type IS
-    '<object>.created, <object>.<new status> (payment.succeeded, invoice.paid, subscription.past_due), or <object>.updated for a change that keeps the status (a renewal, a failed invoice attempt).';
-COMMENT ON COLUMN payments.outbox_events.data IS 'What the event says: object, id, customer_id, status, previous_status and a few fields of the object (get it for the rest).';
-CREATE TRIGGER outbox_events_append_only BEFORE UPDATE OR DELETE ON payments.outbox_events
+CREATE OR REPLACE TRIGGER outbox_events_append_only BEFORE UPDATE OR DELETE ON payments.outbox_events
     FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
-CREATE TRIGGER outbox_events_no_truncate BEFORE TRUNCATE ON payments.outbox_events
+CREATE OR REPLACE TRIGGER outbox_events_no_truncate BEFORE TRUNCATE ON payments.outbox_events
     FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
-SELECT pg_catalog.pg_extension_config_dump('payments.outbox_events', '');
-
-CREATE TABLE payments.webhook_endpoints (
-    id          text COLLATE "C" PRIMARY KEY,
-    url         text NOT NULL,
-    event_types text[] NOT NULL,
-    description text,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    disabled_at timestamptz
-);
-COMMENT ON TABLE payments.webhook_endpoints IS
-    'Where apps want events delivered (add_webhook_endpoint; remove_webhook_endpoint disables one and keeps its log). Holds no secret (webhook_endpoint_secrets does), so readers may see it. On Citus a reference table.';
-COMMENT ON COLUMN payments.webhook_endpoints.event_types IS 'Types it receives: payment.succeeded, invoice.* (every invoice event), * or {} (every event).';
-SELECT pg_catalog.pg_extension_config_dump('payments.webhook_endpoints', '');
-
-CREATE TABLE payments.webhook_endpoint_secrets (
-    endpoint_id text COLLATE "C" PRIMARY KEY REFERENCES payments.webhook_endpoints (id),
-    secret      text NOT NULL
-);
-COMMENT ON TABLE payments.webhook_endpoint_secrets IS
-    'Each endpoint''s Standard Webhooks signing secret (whsec_…), shown once by add_webhook_endpoint and read only by claim_webhook_deliveries; no role selects it. On Citus a reference table.';
-SELECT pg_catalog.pg_extension_config_dump('payments.webhook_endpoint_secrets', '');
-
-CREATE TABLE payments.webhook_deliveries (
-    customer_id      text COLLATE "C" NOT NULL,
-    event_id         text COLLATE "C" NOT NULL,
-    endpoint_id      text COLLATE "C" NOT NULL,
-    object_id        text COLLATE "C" NOT NULL,
-    seq              bigint NOT NULL,
-    status           text COLLATE "C" NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
-    attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
-    last_status_code integer,
-    last_error       text,
-    delivered_at     timestamptz,
-    PRIMARY KEY (customer_id, event_id, endpoint_id),
-    FOREIGN KEY (customer_id, event_id) REFERENCES payments.outbox_events (customer_id, id)
-);
--- The next delivery of each object to each endpoint, and the due ones.
-CREATE INDEX webhook_deliveries_order_idx ON payments.webhook_deliveries (customer_id, endpoint_id, object_id, seq)
-    WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_due_idx ON payments.webhook_deliveries (next_attempt_at) WHERE status = 'pending';
-COMMENT ON TABLE payments.webhook_deliveries IS
-    'One event to one endpoint: pending until the endpoint answers 2xx (delivered) or the retries run out (failed). An object''s later events wait for its earlier ones. Beside the customer (on Citus, by customer_id).';
-COMMENT ON COLUMN payments.webhook_deliveries.next_attempt_at IS 'When it is due: now when made, the lease''s end while an attempt is in flight, then the retry schedule (set_webhook_retries).';
-SELECT pg_catalog.pg_extension_config_dump('payments.webhook_deliveries', '');
-
-CREATE TABLE payments.webhook_delivery_attempts (
-    customer_id  text COLLATE "C" NOT NULL,
-    event_id     text COLLATE "C" NOT NULL,
-    endpoint_id  text COLLATE "C" NOT NULL,
-    attempt      integer NOT NULL CHECK (attempt > 0),
-    attempted_at timestamptz NOT NULL DEFAULT now(),
-    status_code  integer CHECK (status_code BETWEEN 100 AND 599),
-    error        text,
-    duration_ms  integer CHECK (duration_ms >= 0),
-    PRIMARY KEY (customer_id, event_id, endpoint_id, attempt),
-    FOREIGN KEY (customer_id, event_id, endpoint_id) REFERENCES payments.webhook_deliveries (customer_id, event_id, endpoint_id)
-);
-COMMENT ON TABLE payments.webhook_delivery_attempts IS
-    'Every delivery attempt and how the endpoint answered (a status code, or why there was none). Append-only; beside the customer.';
-CREATE TRIGGER webhook_delivery_attempts_append_only BEFORE UPDATE OR DELETE ON payments.webhook_delivery_attempts
+CREATE OR REPLACE TRIGGER webhook_delivery_attempts_append_only BEFORE UPDATE OR DELETE ON payments.webhook_delivery_attempts
     FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
-CREATE TRIGGER webhook_delivery_attempts_no_truncate BEFORE TRUNCATE ON payments.webhook_delivery_attempts
+CREATE OR REPLACE TRIGGER webhook_delivery_attempts_no_truncate BEFORE TRUNCATE ON payments.webhook_delivery_attempts
     FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
-SELECT pg_catalog.pg_extension_config_dump('payments.webhook_delivery_attempts', '');
 
-CREATE FUNCTION payments._emit(p_customer_id text, p_object text, p_object_id text, p_status text, p_previous text,
+CREATE OR REPLACE FUNCTION payments._emit(p_customer_id text, p_object text, p_object_id text, p_status text, p_previous text,
                                p_created boolean DEFAULT false, p_data jsonb DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -137,7 +55,7 @@ $$;
 COMMENT ON FUNCTION payments._emit(text, text, text, text, text, boolean, jsonb) IS
     'Internal: writes a state change to the outbox with a delivery to each endpoint that wants its type, and, when notifications are on (set_event_notifications), NOTIFYs payments_events ({"type", "id", "status", "event_id", "customer_id"}). The caller holds the object''s row lock.';
 
-CREATE FUNCTION payments._notifying() RETURNS boolean
+CREATE OR REPLACE FUNCTION payments._notifying() RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN coalesce((SELECT s.notify_events FROM payments.settings s), false);
@@ -146,7 +64,7 @@ $$;
 COMMENT ON FUNCTION payments._notifying() IS
     'Internal: whether changes are announced with NOTIFY (payments.set_event_notifications; default off).';
 
-CREATE FUNCTION payments.set_event_notifications(enabled boolean) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments.set_event_notifications(enabled boolean) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF enabled IS NULL THEN
@@ -160,7 +78,7 @@ $$;
 COMMENT ON FUNCTION payments.set_event_notifications(boolean) IS
     'Turns NOTIFY payments_events (every state change, for clients that LISTEN) and NOTIFY payments_provider_commands (instant gateway wake-ups) on or off (admin; default off). PostgreSQL makes transactions that NOTIFY commit one at a time, so with it on every payment, refund and webhook waits for the others'' commits; off, the gateway finds work by polling (DELIVERY_INTERVAL_MS, COMMAND_INTERVAL_MS).';
 
-CREATE FUNCTION payments.add_webhook_endpoint(url text, event_types text[] DEFAULT '{}', description text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION payments.add_webhook_endpoint(url text, event_types text[] DEFAULT '{}', description text DEFAULT NULL)
 RETURNS TABLE (id text, secret text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -198,7 +116,7 @@ $$;
 COMMENT ON FUNCTION payments.add_webhook_endpoint(text, text[], text) IS
     'Registers an endpoint for the events whose types it names (payment.succeeded, invoice.*, * or {}: all) from now on. Returns its id and its Standard Webhooks signing secret (whsec_…), shown this once. PM100 for a URL that is not http(s), carries a user name, or unknown type patterns; PM206 past the limit of enabled endpoints (set_webhook_endpoint_limit, default 16). The gateway also refuses internal addresses (WEBHOOK_ALLOWED_NETWORKS).';
 
-CREATE FUNCTION payments.set_webhook_endpoint_limit(lim integer) RETURNS integer
+CREATE OR REPLACE FUNCTION payments.set_webhook_endpoint_limit(lim integer) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF lim IS NULL OR lim NOT BETWEEN 1 AND 1000 THEN
@@ -213,13 +131,13 @@ $$;
 COMMENT ON FUNCTION payments.set_webhook_endpoint_limit(integer) IS
     'Sets how many enabled webhook endpoints there may be (admin; 1 to 1000, default 16).';
 
-CREATE FUNCTION payments._masked_url(p_url text) RETURNS text
+CREATE OR REPLACE FUNCTION payments._masked_url(p_url text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN regexp_replace(regexp_replace(p_url, '^([a-z]+://)[^/?#]*@', '\1'), '[?#].*$', '?***');
 COMMENT ON FUNCTION payments._masked_url(text) IS
     'Internal: a URL as readers see it: without a user name or password, its query and fragment masked (apps put tokens there).';
 
-CREATE FUNCTION payments._webhook_endpoints()
+CREATE OR REPLACE FUNCTION payments._webhook_endpoints()
 RETURNS TABLE (id text, url text, event_types text[], description text, created_at timestamptz, disabled_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -234,11 +152,11 @@ $$;
 COMMENT ON FUNCTION payments._webhook_endpoints() IS
     'Internal: every endpoint with its URL masked, with its owner''s rights (on Citus a view reaches tables with the reader''s own).';
 
-CREATE VIEW payments.webhook_endpoint_list AS SELECT * FROM payments._webhook_endpoints();
+CREATE OR REPLACE VIEW payments.webhook_endpoint_list AS SELECT * FROM payments._webhook_endpoints();
 COMMENT ON VIEW payments.webhook_endpoint_list IS
     'Every webhook endpoint, its URL''s query and any user name masked; readable by payments_reader (the table itself by payments_admin only).';
 
-CREATE FUNCTION payments.remove_webhook_endpoint(id text) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments.remove_webhook_endpoint(id text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE payments.webhook_endpoints w SET disabled_at = now()
@@ -252,7 +170,7 @@ $$;
 COMMENT ON FUNCTION payments.remove_webhook_endpoint(text) IS
     'Disables an endpoint: no new deliveries, none retried; its log stays. False when it was removed already; PM204 for an unknown id.';
 
-CREATE FUNCTION payments.webhook_retries() RETURNS interval[]
+CREATE OR REPLACE FUNCTION payments.webhook_retries() RETURNS interval[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RETURN coalesce((SELECT s.webhook_retries FROM payments.settings s),
@@ -262,7 +180,7 @@ $$;
 COMMENT ON FUNCTION payments.webhook_retries() IS
     'The waits between failed delivery attempts in force (default, as Svix: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then the delivery fails).';
 
-CREATE FUNCTION payments.set_webhook_retries(retries interval[]) RETURNS interval[]
+CREATE OR REPLACE FUNCTION payments.set_webhook_retries(retries interval[]) RETURNS interval[]
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF retries IS NULL OR cardinality(retries) > 20 OR array_position(retries, NULL) IS NOT NULL
@@ -277,7 +195,7 @@ $$;
 COMMENT ON FUNCTION payments.set_webhook_retries(interval[]) IS
     'Sets the waits between failed delivery attempts (admin); after the last one fails the delivery is failed. PM100 outside 1 to 20 waits of up to 7 days.';
 
-CREATE FUNCTION payments.claim_webhook_deliveries(lim int DEFAULT 20, lease interval DEFAULT '30 seconds',
+CREATE OR REPLACE FUNCTION payments.claim_webhook_deliveries(lim int DEFAULT 20, lease interval DEFAULT '30 seconds',
                                                   per_endpoint int DEFAULT 1000, in_flight jsonb DEFAULT '{}')
 RETURNS TABLE (customer_id text, event_id text, endpoint_id text, url text, secret text, body text, attempt integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -333,7 +251,7 @@ $$;
 COMMENT ON FUNCTION payments.claim_webhook_deliveries(int, interval, int, jsonb) IS
     'For the gateway: leases up to lim due deliveries (the earliest pending event of each object for each enabled endpoint, so that no endpoint has more than per_endpoint in flight counting the caller''s own, in_flight: {"endpoint id": count}) for lease, and returns what to send: the endpoint''s URL and secret, the body ({"type", "timestamp", "data"}; the event id is the webhook-id) and the attempt number. Safe from several gateways (SKIP LOCKED); a lease that ends unanswered makes the delivery due again.';
 
-CREATE FUNCTION payments.record_webhook_delivery(customer_id text, event_id text, endpoint_id text, attempt integer,
+CREATE OR REPLACE FUNCTION payments.record_webhook_delivery(customer_id text, event_id text, endpoint_id text, attempt integer,
                                                  status_code integer, error text DEFAULT NULL,
                                                  duration_ms integer DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -381,12 +299,12 @@ $$;
 COMMENT ON FUNCTION payments.record_webhook_delivery(text, text, text, integer, integer, text, integer) IS
     'For the gateway: how an endpoint answered an attempt (a status code, or the error when there was no answer). 2xx: delivered; otherwise retried after the next wait of webhook_retries(), failed after the last. Every attempt is logged. Returns the delivery''s status; PM204 for an unknown delivery.';
 
-CREATE VIEW payments.event_log WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.event_log WITH (security_invoker) AS
 SELECT e.id, e.customer_id, e.type, e.object, e.object_id, e.status, e.data, e.created_at
 FROM payments.outbox_events e;
 COMMENT ON VIEW payments.event_log IS 'Every event told to apps, newest last by id; readable by payments_reader.';
 
-CREATE VIEW payments.webhook_delivery_log WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.webhook_delivery_log WITH (security_invoker) AS
 SELECT d.event_id, e.type, e.object_id, d.customer_id, d.endpoint_id, w.url, d.status, d.attempts,
        d.next_attempt_at, d.delivered_at, d.last_status_code, d.last_error, e.created_at
 FROM payments.webhook_deliveries d

@@ -4,47 +4,10 @@
 -- every disagreement between them and our rows; reconcile runs it, optionally
 -- repairs what the provider's objects can repair, and records each run.
 
-CREATE TABLE payments.provider_snapshots (
-    provider            text COLLATE "C" NOT NULL,
-    provider_payment_id text COLLATE "C" NOT NULL,
-    object_type         text COLLATE "C" NOT NULL CHECK (object_type IN ('payment_intent', 'refund')),
-    object_id           text COLLATE "C" NOT NULL CHECK (length(object_id) <= 255),
-    status              text,
-    amount_minor        bigint,
-    currency            text,
-    created             timestamptz NOT NULL,
-    object              jsonb NOT NULL,
-    fetched_at          timestamptz NOT NULL DEFAULT now(),
-    -- By provider payment id: on Citus beside provider_payments, which finds our payment.
-    CONSTRAINT provider_snapshots_pkey PRIMARY KEY (provider_payment_id, provider, object_type, object_id)
-);
-CREATE INDEX provider_snapshots_created_idx ON payments.provider_snapshots (provider, created);
-COMMENT ON TABLE payments.provider_snapshots IS
-    'The provider''s objects (PaymentIntents and refunds) as its list endpoints last showed them, pulled by the gateway for reconciliation (payments-gateway reconcile, POST /v1/reconciliations). A later pull replaces an object''s row.';
-COMMENT ON COLUMN payments.provider_snapshots.provider_payment_id IS 'The PaymentIntent: the object itself, or the one a refund refunds.';
-COMMENT ON COLUMN payments.provider_snapshots.status IS 'Our word for the object''s status (a payment status, or a refund status); NULL when it reports none.';
-COMMENT ON COLUMN payments.provider_snapshots.created IS 'When the provider created the object: what the window of a report is about.';
-COMMENT ON COLUMN payments.provider_snapshots.object IS 'The object as the provider returned it (a PaymentIntent''s client_secret removed).';
-SELECT pg_catalog.pg_extension_config_dump('payments.provider_snapshots', '');
-
-CREATE TABLE payments.reconciliation_runs (
-    id            text COLLATE "C" PRIMARY KEY,
-    provider      text NOT NULL,
-    window_from   timestamptz NOT NULL,
-    window_to     timestamptz NOT NULL,
-    repair        boolean NOT NULL,
-    disagreements jsonb NOT NULL,
-    repaired      integer NOT NULL CHECK (repaired >= 0),
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    CHECK (window_from < window_to)
-);
-COMMENT ON TABLE payments.reconciliation_runs IS
-    'Every reconcile run: its window, what it found (the report as JSON) and how many disagreements it repaired from the provider''s objects. Append-only.';
-SELECT pg_catalog.pg_extension_config_dump('payments.reconciliation_runs', '');
-CREATE TRIGGER reconciliation_runs_append_only BEFORE UPDATE OR DELETE ON payments.reconciliation_runs
+CREATE OR REPLACE TRIGGER reconciliation_runs_append_only BEFORE UPDATE OR DELETE ON payments.reconciliation_runs
     FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
 
-CREATE FUNCTION payments.record_provider_snapshot(provider text, objects jsonb) RETURNS integer
+CREATE OR REPLACE FUNCTION payments.record_provider_snapshot(provider text, objects jsonb) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_object  jsonb;
@@ -88,7 +51,7 @@ $$;
 COMMENT ON FUNCTION payments.record_provider_snapshot(text, jsonb) IS
     'Keeps the provider''s objects (a JSON array of PaymentIntents and refunds, as its list endpoints return them) in provider_snapshots, replacing earlier copies; returns how many it kept (objects that cannot be ours, such as a refund of a charge without a PaymentIntent, are passed over). The gateway calls it page by page.';
 
-CREATE FUNCTION payments.reconciliation_window("from" timestamptz, "to" timestamptz)
+CREATE OR REPLACE FUNCTION payments.reconciliation_window("from" timestamptz, "to" timestamptz)
 RETURNS TABLE (from_unix bigint, to_unix bigint)
 LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -105,7 +68,7 @@ $$;
 COMMENT ON FUNCTION payments.reconciliation_window(timestamptz, timestamptz) IS
     'The window [from, to) a reconciliation covers, as Unix seconds for the provider''s list calls: both finite, from before to, at most 92 days apart (a run''s work is bounded); PM100 otherwise.';
 
-CREATE FUNCTION payments.reconciliation_report("from" timestamptz, "to" timestamptz, only_provider text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION payments.reconciliation_report("from" timestamptz, "to" timestamptz, only_provider text DEFAULT NULL)
 RETURNS TABLE (kind text, provider text, object_type text, provider_object_id text, payment_id text, refund_id text,
                ours jsonb, theirs jsonb)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -224,7 +187,7 @@ $$;
 COMMENT ON FUNCTION payments.reconciliation_report(timestamptz, timestamptz, text) IS
     'Every disagreement between the provider''s objects created in [from, to) (as provider_snapshots last saw them) and our rows created then (of only_provider when given): missed_success (the provider succeeded, we did not: a missed webhook), status_differs, amount_differs, currency_differs, unknown_to_us (a provider object we have no row for), unknown_to_provider (a row of ours linked to an object the provider did not list). ours and theirs show status, amount_minor and currency. Pull the window first (payments-gateway reconcile does).';
 
-CREATE FUNCTION payments.reconcile("from" timestamptz, "to" timestamptz, provider text, repair boolean DEFAULT false)
+CREATE OR REPLACE FUNCTION payments.reconcile("from" timestamptz, "to" timestamptz, provider text, repair boolean DEFAULT false)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

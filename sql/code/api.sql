@@ -13,7 +13,7 @@
 -- ---------------------------------------------------------------------------
 -- Money
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION payments.to_minor(amount numeric, currency text) RETURNS bigint
+CREATE OR REPLACE FUNCTION payments.to_minor(amount numeric, currency text) RETURNS bigint
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
     minor bigint := payments._to_minor(amount, currency);
@@ -59,24 +59,24 @@ COMMENT ON FUNCTION payments._event_hash(bytea, text, bigint, text, text, boolea
 COMMENT ON FUNCTION payments._request_fingerprint(text, bigint, text, text, text, text, text) IS
     'Internal: sha256 of the canonical create_payment parameters an idempotency key binds.';
 
-CREATE FUNCTION payments._epoch_micros(ts timestamptz) RETURNS bigint
+CREATE OR REPLACE FUNCTION payments._epoch_micros(ts timestamptz) RETURNS bigint
 LANGUAGE sql STABLE PARALLEL SAFE
 RETURN (extract(epoch FROM ts) * 1000000)::bigint;
 COMMENT ON FUNCTION payments._epoch_micros(timestamptz) IS 'Internal: a timestamp as exact Unix microseconds, as event hashes encode it.';
 
-CREATE FUNCTION payments._shown(p_input text) RETURNS text
+CREATE OR REPLACE FUNCTION payments._shown(p_input text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN length(p_input) <= 100 THEN p_input ELSE left(p_input, 100) || '…' END;
 COMMENT ON FUNCTION payments._shown(text) IS
     'Internal: caller input as an error message quotes it, at most 100 characters, so no message (or log line) grows with the input.';
 
-CREATE FUNCTION payments._invoker() RETURNS name
+CREATE OR REPLACE FUNCTION payments._invoker() RETURNS name
 LANGUAGE sql STABLE PARALLEL SAFE
 RETURN CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role')::name END;
 COMMENT ON FUNCTION payments._invoker() IS
     'Internal: the role that called, seen from inside a SECURITY DEFINER function (SET ROLE''s role, else the session''s).';
 
-CREATE FUNCTION payments._metadata_problem(p_metadata jsonb) RETURNS text
+CREATE OR REPLACE FUNCTION payments._metadata_problem(p_metadata jsonb) RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
     v_keys     integer := 0;
@@ -110,7 +110,7 @@ $$;
 COMMENT ON FUNCTION payments._metadata_problem(jsonb) IS
     'Internal: why metadata breaks Stripe''s limits (a flat object of at most 50 keys of 1 to 40 characters, scalar values of at most 500 characters), or NULL.';
 
-CREATE FUNCTION payments._customer_of(p_payment_id text) RETURNS text
+CREATE OR REPLACE FUNCTION payments._customer_of(p_payment_id text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_customer text;
@@ -125,7 +125,7 @@ $$;
 COMMENT ON FUNCTION payments._customer_of(text) IS
     'Internal: the customer a payment id belongs to (payment_customers), or PM204 for an unknown payment.';
 
-CREATE FUNCTION payments._locked_payment(p_payment_id text) RETURNS payments.payments
+CREATE OR REPLACE FUNCTION payments._locked_payment(p_payment_id text) RETURNS payments.payments
 LANGUAGE plpgsql AS $$
 DECLARE
     v_customer text := payments._customer_of(p_payment_id);
@@ -138,7 +138,7 @@ $$;
 COMMENT ON FUNCTION payments._locked_payment(text) IS
     'Internal: a payment by id, its row locked for the rest of the transaction (found through its route); PM204 for an unknown payment.';
 
-CREATE FUNCTION payments._append_event(p_customer_id text, p_payment_id text, p_from text, p_to text,
+CREATE OR REPLACE FUNCTION payments._append_event(p_customer_id text, p_payment_id text, p_from text, p_to text,
                                        p_applied boolean, p_source text, p_reason text, p_data jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -168,7 +168,7 @@ $$;
 COMMENT ON FUNCTION payments._append_event(text, text, text, text, boolean, text, text, jsonb) IS
     'Internal: appends one event to a payment''s hash-chained history. The caller must hold the payment''s row lock.';
 
-CREATE FUNCTION payments._transition(p_customer_id text, p_payment_id text, p_to text, p_source text, p_reason text,
+CREATE OR REPLACE FUNCTION payments._transition(p_customer_id text, p_payment_id text, p_to text, p_source text, p_reason text,
                                      p_data jsonb, p_last_error jsonb) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -228,7 +228,7 @@ COMMENT ON FUNCTION payments._transition(text, text, text, text, text, jsonb, js
     'Internal: locks the payment, asks the state machine, and applies, records as stale or refuses the move. Returns applied | noop | stale.';
 
 -- PL/pgSQL, not LANGUAGE sql: Citus cannot plan parameterised SQL functions over its tables.
-CREATE FUNCTION payments._result(p_customer_id text, p_payment_id text, p_outcome text)
+CREATE OR REPLACE FUNCTION payments._result(p_customer_id text, p_payment_id text, p_outcome text)
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -241,7 +241,7 @@ COMMENT ON FUNCTION payments._result(text, text, text) IS 'Internal: a payment a
 -- ---------------------------------------------------------------------------
 -- Payments
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION payments.create_payment(
+CREATE OR REPLACE FUNCTION payments.create_payment(
     idempotency_key text,
     customer_id     text,
     amount          numeric,
@@ -320,7 +320,7 @@ $$;
 COMMENT ON FUNCTION payments.create_payment(text, text, numeric, text, text, text, jsonb, text) IS
     'Creates a payment, idempotently. Keys are per customer. The same key with the same parameters returns the same payment (outcome replayed) and writes nothing; with other parameters it is an error (PM201). Concurrent calls with one key make exactly one payment. Runs inside the caller''s transaction: a rollback leaves no payment, key or event.';
 
-CREATE FUNCTION payments.get_payment(id text) RETURNS SETOF payments.payment_details
+CREATE OR REPLACE FUNCTION payments.get_payment(id text) RETURNS SETOF payments.payment_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_customer text := payments._customer_of(get_payment.id);
@@ -334,7 +334,7 @@ END
 $$;
 COMMENT ON FUNCTION payments.get_payment(text) IS 'One payment by id; PM204 when there is none.';
 
-CREATE FUNCTION payments.list_payments(customer_id text DEFAULT NULL, status text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION payments.list_payments(customer_id text DEFAULT NULL, status text DEFAULT NULL,
                                        lim int DEFAULT 10, starting_after text DEFAULT NULL)
 RETURNS SETOF payments.payment_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -382,7 +382,7 @@ $$;
 COMMENT ON FUNCTION payments.list_payments(text, text, int, text) IS
     'Payments newest first, optionally for one customer and/or status. Keyset pagination: pass the last id of a page as starting_after to get the next. lim is 1 to 100, default 10 (as over HTTP).';
 
-CREATE FUNCTION payments.transition(payment_id text, to_status text, source text,
+CREATE OR REPLACE FUNCTION payments.transition(payment_id text, to_status text, source text,
                                     reason text DEFAULT NULL, data jsonb DEFAULT '{}')
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -417,7 +417,7 @@ $$;
 COMMENT ON FUNCTION payments.transition(text, text, text, text, jsonb) IS
     'The only way a status changes. source is api | provider | webhook | admin | system; admin and system, provider and webhook reports, and moves to processing, requires_capture or succeeded only for members of payments_admin (42501 otherwise): anyone else shows money moving only with the provider''s evidence, through record_provider_result or ingest_webhook. Canceling a payment the provider may hold (a provider id or a payment method) is payments.cancel_payment''s, for everyone but payments_admin (42501). A move the state machine forbids is an error (PM202) for api, admin and system; a provider or webhook report of it is stale: recorded (applied = false) and changes nothing. data->''last_error'', when given, becomes the payment''s last_error.';
 
-CREATE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text,
+CREATE OR REPLACE FUNCTION payments._lock_provider_payment(p_provider text, p_provider_payment_id text,
                                                 OUT payment_id text, OUT customer_id text)
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -433,7 +433,7 @@ $$;
 COMMENT ON FUNCTION payments._lock_provider_payment(text, text) IS
     'Internal: locks one provider payment id''s provider_payments row (made if new) for the rest of the transaction, serialising everything about it (linking it, matching webhooks to it), and returns the payment it is linked to, if any. Taken before any payment row lock, so lock order is always the same.';
 
-CREATE FUNCTION payments._link_provider(p_customer_id text, p_payment_id text, p_provider text,
+CREATE OR REPLACE FUNCTION payments._link_provider(p_customer_id text, p_payment_id text, p_provider text,
                                         p_provider_payment_id text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -468,7 +468,7 @@ $$;
 COMMENT ON FUNCTION payments._link_provider(text, text, text, text) IS
     'Internal: links a payment to its provider payment id once (PM203 if either side is linked elsewhere), then applies webhooks that were waiting for that id. The caller holds _lock_provider_payment.';
 
-CREATE FUNCTION payments._evidence_problem_for(p_customer_id text, p_payment_id text, p_to text, p_object jsonb,
+CREATE OR REPLACE FUNCTION payments._evidence_problem_for(p_customer_id text, p_payment_id text, p_to text, p_object jsonb,
                                                p_provider text, p_provider_payment_id text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -505,7 +505,7 @@ COMMENT ON FUNCTION payments._evidence_problem_for(text, text, text, jsonb, text
 COMMENT ON FUNCTION payments._evidence_problem(bigint, text, text, text, text, text, text) IS
     'Internal: the anomaly kind when the money fields of a provider object (amount, currency, and amount_received for succeeded or amount_capturable for requires_capture) differ from the payment''s; NULL when they match.';
 
-CREATE FUNCTION payments._record_anomaly(p_customer_id text, p_payment_id text, p_kind text, p_source text,
+CREATE OR REPLACE FUNCTION payments._record_anomaly(p_customer_id text, p_payment_id text, p_kind text, p_source text,
                                          p_provider text, p_provider_payment_id text, p_observed jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -532,14 +532,14 @@ $$;
 COMMENT ON FUNCTION payments._record_anomaly(text, text, text, text, text, text, jsonb) IS
     'Internal: records that a provider object was no evidence for a payment: a row in payments.anomalies and an unapplied event in the payment''s history, once per open anomaly (the same evidence again adds nothing).';
 
-CREATE FUNCTION payments._observed(p_object jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION payments._observed(p_object jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN jsonb_strip_nulls(jsonb_build_object(
     'amount', p_object -> 'amount', 'currency', p_object -> 'currency', 'amount_received', p_object -> 'amount_received',
     'amount_capturable', p_object -> 'amount_capturable', 'status', p_object -> 'status'));
 COMMENT ON FUNCTION payments._observed(jsonb) IS 'Internal: the money fields and status of a provider object, as an anomaly keeps them.';
 
-CREATE FUNCTION payments.resolve_anomaly(id text, resolution text) RETURNS boolean
+CREATE OR REPLACE FUNCTION payments.resolve_anomaly(id text, resolution text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_anomaly payments.anomalies%ROWTYPE;
@@ -568,7 +568,7 @@ $$;
 COMMENT ON FUNCTION payments.resolve_anomaly(text, text) IS
     'Closes an open anomaly with an operator''s note (1 to 1000 characters), recorded in the payment''s history. false when it is unknown or already closed. Admin only.';
 
-CREATE FUNCTION payments.record_provider_result(payment_id text, provider text, provider_payment_id text,
+CREATE OR REPLACE FUNCTION payments.record_provider_result(payment_id text, provider text, provider_payment_id text,
                                                 status text, response jsonb)
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -612,7 +612,7 @@ $$;
 COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, jsonb) IS
     'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (a late report is stale, not an error). The response is the provider''s object: unless its amount and currency (and amount_received for succeeded, amount_capturable for requires_capture) equal the payment''s, nothing is linked or applied, an anomaly is recorded and the outcome is mismatch. The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
 
-CREATE FUNCTION payments.purge_idempotency_keys(older_than interval) RETURNS bigint
+CREATE OR REPLACE FUNCTION payments.purge_idempotency_keys(older_than interval) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_deleted bigint;
@@ -631,7 +631,7 @@ COMMENT ON FUNCTION payments.purge_idempotency_keys(interval) IS
 
 -- PL/pgSQL (Citus cannot plan parameterised SQL functions over its tables);
 -- verify_event_chain wraps it because its argument and a result column share a name.
-CREATE FUNCTION payments._verify_event_chain(p_payment_id text)
+CREATE OR REPLACE FUNCTION payments._verify_event_chain(p_payment_id text)
 RETURNS TABLE (broken_payment_id text, first_bad_seq bigint, problem text)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -674,7 +674,7 @@ END
 $$;
 COMMENT ON FUNCTION payments._verify_event_chain(text) IS 'Internal: what verify_event_chain returns.';
 
-CREATE FUNCTION payments.verify_event_chain(payment_id text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION payments.verify_event_chain(payment_id text DEFAULT NULL)
 RETURNS TABLE (payment_id text, seq bigint, problem text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC

@@ -5,70 +5,12 @@
 -- Timestamps follow Stripe's meter events: at most 35 days old, at most 5
 -- minutes ahead.
 
-CREATE TABLE payments.meters (
-    code            text COLLATE "C" PRIMARY KEY CHECK (code ~ '^[a-z][a-z0-9_.-]{0,63}$'),
-    name            text CHECK (length(name) BETWEEN 1 AND 255),
-    aggregation     text NOT NULL CHECK (payments._is_allowed('meter_aggregation', aggregation)),
-    unique_property text CHECK (length(unique_property) BETWEEN 1 AND 40),
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    CHECK ((aggregation = 'count_unique') = (unique_property IS NOT NULL))
-);
-COMMENT ON TABLE payments.meters IS
-    'What is metered and how its events add up over a period. Made by payments_admin with create_meter; on Citus a reference table (a copy on every node).';
-COMMENT ON COLUMN payments.meters.code IS 'The meter''s code, as record_usage names it: lower case letters, digits, _ . - (at most 64).';
-COMMENT ON COLUMN payments.meters.aggregation IS 'sum (of quantities), count (of events), count_unique (distinct values of unique_property), max (of quantities) or last (the latest event''s quantity).';
-COMMENT ON COLUMN payments.meters.unique_property IS 'count_unique: the property of each event whose distinct values are counted (e.g. user_id for active users).';
-SELECT pg_catalog.pg_extension_config_dump('payments.meters', '');
-
-CREATE TABLE payments.usage_events (
-    id              text COLLATE "C" NOT NULL,
-    customer_id     text COLLATE "C" NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
-    meter           text COLLATE "C" NOT NULL,
-    quantity        numeric NOT NULL CHECK (quantity >= 0 AND quantity < 1e15),
-    occurred_at     timestamptz NOT NULL,
-    properties      jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(properties) = 'object'),
-    idempotency_key text COLLATE "C" NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
-    fingerprint     bytea NOT NULL,
-    recorded_at     timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (customer_id, id),
-    CONSTRAINT usage_events_idempotency_key UNIQUE (customer_id, idempotency_key)
-);
-CREATE INDEX usage_events_meter_idx ON payments.usage_events (customer_id, meter, occurred_at);
-COMMENT ON TABLE payments.usage_events IS
-    'Every usage event recorded with record_usage, once per (customer, idempotency key). Append-only. On Citus beside the customer''s payments.';
-COMMENT ON COLUMN payments.usage_events.id IS 'use_ + 26-character time-sortable id.';
-COMMENT ON COLUMN payments.usage_events.meter IS
-    'The meter''s code (payments.meters; record_usage checks it, and meters are never deleted). No foreign key: checking one locks the shared meter row in every recording transaction, and concurrent lockers of one row cost a MultiXact each (record_usage ran at half speed at 32 clients).';
-COMMENT ON COLUMN payments.usage_events.quantity IS 'How much was used (exact numeric, 0 up to 10^15; count meters count events whatever it is).';
-COMMENT ON COLUMN payments.usage_events.occurred_at IS 'When the usage happened (the period it counts in), at most 35 days before it was recorded and 5 minutes after.';
-COMMENT ON COLUMN payments.usage_events.properties IS 'The event''s own dimensions (a flat object: at most 50 keys of 1 to 40 characters, scalar values of at most 500 characters).';
-COMMENT ON COLUMN payments.usage_events.fingerprint IS 'sha256 of the event''s meter, quantity, given time and properties: the same key with another event is refused (PM201).';
-SELECT pg_catalog.pg_extension_config_dump('payments.usage_events', '');
-CREATE TRIGGER usage_events_append_only BEFORE UPDATE OR DELETE ON payments.usage_events
+CREATE OR REPLACE TRIGGER usage_events_append_only BEFORE UPDATE OR DELETE ON payments.usage_events
     FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
-CREATE TRIGGER usage_events_no_truncate BEFORE TRUNCATE ON payments.usage_events
+CREATE OR REPLACE TRIGGER usage_events_no_truncate BEFORE TRUNCATE ON payments.usage_events
     FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
 
-CREATE TABLE payments.usage_daily (
-    customer_id  text COLLATE "C" NOT NULL,
-    meter        text COLLATE "C" NOT NULL,
-    day          date NOT NULL,
-    stripe       smallint NOT NULL CHECK (stripe BETWEEN 0 AND 15),
-    quantity     numeric NOT NULL,
-    events       bigint NOT NULL,
-    max_quantity numeric NOT NULL,
-    PRIMARY KEY (customer_id, meter, day, stripe)
-);
-COMMENT ON TABLE payments.usage_daily IS
-    'A running total of usage_events per customer, meter and UTC day, kept by record_usage in the same transaction so that the usage a subscription will bill is bounded without reading every event. Not history: the events are; rebuilt from them by the upgrade. Each day is split in 16 stripes (by server process) so that concurrent recorders of one customer rarely wait on one row; readers add the stripes up. On Citus beside the customer''s usage events.';
-COMMENT ON COLUMN payments.usage_daily.day IS 'The UTC day the events occurred on.';
-COMMENT ON COLUMN payments.usage_daily.stripe IS 'Which of the day''s 16 rows the recording server process adds to (its process id modulo 16).';
-COMMENT ON COLUMN payments.usage_daily.quantity IS 'The sum of the events'' quantities.';
-COMMENT ON COLUMN payments.usage_daily.events IS 'How many events (a bound of count and count_unique meters).';
-COMMENT ON COLUMN payments.usage_daily.max_quantity IS 'The largest quantity (a bound of max and last meters).';
-SELECT pg_catalog.pg_extension_config_dump('payments.usage_daily', '');
-
-CREATE FUNCTION payments.create_meter(code text, aggregation text, unique_property text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION payments.create_meter(code text, aggregation text, unique_property text DEFAULT NULL,
                                       name text DEFAULT NULL) RETURNS SETOF payments.meters
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -103,7 +45,7 @@ $$;
 COMMENT ON FUNCTION payments.create_meter(text, text, text, text) IS
     'Makes a meter (admin): its code, aggregation (sum, count, count_unique with the unique_property, max, last) and name. The same call again returns it; another definition for an existing code is PM201.';
 
-CREATE FUNCTION payments._usage_event_problem(p_meter payments.meters, p_quantity numeric, p_occurred_at timestamptz,
+CREATE OR REPLACE FUNCTION payments._usage_event_problem(p_meter payments.meters, p_quantity numeric, p_occurred_at timestamptz,
                                               p_properties jsonb, p_at timestamptz) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -126,7 +68,7 @@ $$;
 COMMENT ON FUNCTION payments._usage_event_problem(payments.meters, numeric, timestamptz, jsonb, timestamptz) IS
     'Internal: why a usage event cannot be recorded at time p_at (its quantity, time or properties), or NULL.';
 
-CREATE FUNCTION payments.record_usage(idempotency_key text, customer_id text, meter text, quantity numeric,
+CREATE OR REPLACE FUNCTION payments.record_usage(idempotency_key text, customer_id text, meter text, quantity numeric,
                                       occurred_at timestamptz DEFAULT NULL, properties jsonb DEFAULT '{}')
 RETURNS TABLE (id text, outcome text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -193,7 +135,7 @@ $$;
 COMMENT ON FUNCTION payments.record_usage(text, text, text, numeric, timestamptz, jsonb) IS
     'Records one usage event of a customer on a meter, once per (customer, idempotency_key): the same event again is replayed (outcome replayed) and counts once; the key with another event is PM201. quantity: 0 to 10^15, exact; occurred_at (default: now, and then not part of what a replay must repeat) at most 35 days ago and 5 minutes ahead (as Stripe''s meter events); properties a flat object (count_unique meters need their property). Unknown meter PM204; bad input PM100; an event that would price the next invoice of the subscription billing the meter (its fee and all usage since the period''s start) above what one payment can charge PM104. In the caller''s transaction.';
 
-CREATE FUNCTION payments.record_usage_batch(events jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION payments.record_usage_batch(events jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_event  jsonb;
@@ -235,7 +177,7 @@ $$;
 COMMENT ON FUNCTION payments.record_usage_batch(jsonb) IS
     'record_usage for up to 1000 events at once ([{"idempotency_key", "customer_id", "meter", "quantity", "occurred_at"?, "properties"?}]): returns one result per event, in order: {"index", "id", "outcome"} or {"index", "error": {"sqlstate", "message"}}; a bad event does not stop the others. Events are recorded in the order of customer, meter, occurred_at and then as given: the first of two events with one key in that order is the one created.';
 
-CREATE FUNCTION payments.usage_summary(customer_id text, meter text, "from" timestamptz, "to" timestamptz)
+CREATE OR REPLACE FUNCTION payments.usage_summary(customer_id text, meter text, "from" timestamptz, "to" timestamptz)
 RETURNS TABLE (value numeric, event_count bigint, aggregation text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -268,7 +210,7 @@ $$;
 COMMENT ON FUNCTION payments.usage_summary(text, text, timestamptz, timestamptz) IS
     'A customer''s usage on a meter over [from, to), by the meter''s aggregation: value (sum, count, distinct count, max or the latest quantity; 0 when none), event_count and the aggregation. Unknown meter PM204.';
 
-CREATE VIEW payments.usage_log WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.usage_log WITH (security_invoker) AS
 SELECT u.id, u.customer_id, u.meter, u.quantity, u.occurred_at, u.properties, u.recorded_at
 FROM payments.usage_events u;
 COMMENT ON VIEW payments.usage_log IS

@@ -5,71 +5,16 @@
 -- A payment's refunds never add up to more than it captured: create_refund
 -- holds the payment's row lock while it sums them.
 
-CREATE TABLE payments.refunds (
-    id                 text COLLATE "C" NOT NULL,
-    customer_id        text COLLATE "C" NOT NULL,
-    payment_id         text COLLATE "C" NOT NULL,
-    amount_minor       bigint NOT NULL CHECK (amount_minor > 0),
-    currency           text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
-    status             text COLLATE "C" NOT NULL CHECK (payments._is_allowed('refund_status', status)),
-    reason             text CHECK (payments._is_allowed('refund_reason', reason)),
-    idempotency_key    text COLLATE "C" CHECK (length(idempotency_key) BETWEEN 1 AND 255),
-    fingerprint        bytea,
-    provider           text COLLATE "C" NOT NULL,
-    provider_refund_id text COLLATE "C" CHECK (length(provider_refund_id) <= 255),
-    failure_reason     text,
-    created_at         timestamptz NOT NULL DEFAULT now(),
-    updated_at         timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (customer_id, id),
-    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id),
-    CONSTRAINT refunds_idempotency_key UNIQUE (customer_id, idempotency_key),
-    CHECK ((idempotency_key IS NULL) = (fingerprint IS NULL))
-);
-CREATE UNIQUE INDEX refunds_provider_refund_idx ON payments.refunds (customer_id, provider, provider_refund_id);
-CREATE INDEX refunds_payment_idx ON payments.refunds (customer_id, payment_id);
--- get_refund by id alone: one index probe here, one per shard on Citus (refunds are rare next to payments).
-CREATE INDEX refunds_id_idx ON payments.refunds (id);
-COMMENT ON TABLE payments.refunds IS
-    'Refunds of succeeded payments, from create_refund (with its idempotency key) or made at the provider directly and learnt from its webhooks. Beside their payment (on Citus, by customer_id). The sum of a payment''s pending and succeeded refunds never exceeds what it captured.';
-COMMENT ON COLUMN payments.refunds.id IS 'rfd_ + 26-character time-sortable id.';
-COMMENT ON COLUMN payments.refunds.amount_minor IS 'The refunded amount in the currency''s minor unit.';
-COMMENT ON COLUMN payments.refunds.currency IS 'The payment''s currency.';
-COMMENT ON COLUMN payments.refunds.status IS 'pending until the provider settles it: succeeded, failed or canceled. A succeeded refund can still fail (the bank returned it).';
-COMMENT ON COLUMN payments.refunds.reason IS 'Stripe''s refund reason: duplicate, fraudulent, requested_by_customer (expired_uncaptured_charge only from the provider).';
-COMMENT ON COLUMN payments.refunds.idempotency_key IS 'The create_refund key, per customer; NULL for a refund made at the provider directly.';
-COMMENT ON COLUMN payments.refunds.fingerprint IS 'sha256 of the call''s parameters (payment, amount, reason); a replay with other parameters is refused (PM201).';
-COMMENT ON COLUMN payments.refunds.provider_refund_id IS 'The provider''s refund id (re_…), once it answered.';
-COMMENT ON COLUMN payments.refunds.failure_reason IS 'Why the provider could not refund (its failure_reason, or its refusal''s message).';
-SELECT pg_catalog.pg_extension_config_dump('payments.refunds', '');
-
-CREATE VIEW payments.refund_details WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.refund_details WITH (security_invoker) AS
 SELECT r.id, r.customer_id, r.payment_id, payments.to_major(r.amount_minor, r.currency) AS amount, r.amount_minor,
        r.currency, r.status, r.reason, r.provider, r.provider_refund_id, r.failure_reason, r.created_at, r.updated_at
 FROM payments.refunds r;
 COMMENT ON VIEW payments.refund_details IS
     'Every refund with its amount in major units beside the minor units, without its idempotency fingerprint. What get_refund and list_refunds return; readable by payments_reader.';
-
--- refund_details' columns plus what the call did; keep the two in step.
-CREATE TYPE payments.refund_result AS (
-    id                 text,
-    customer_id        text,
-    payment_id         text,
-    amount             numeric,
-    amount_minor       bigint,
-    currency           text,
-    status             text,
-    reason             text,
-    provider           text,
-    provider_refund_id text,
-    failure_reason     text,
-    created_at         timestamptz,
-    updated_at         timestamptz,
-    outcome            text
-);
 COMMENT ON TYPE payments.refund_result IS
     'A refund as create_refund leaves it, plus outcome: created (a new refund, its provider call queued) or replayed (the same idempotency key and parameters again).';
 
-CREATE FUNCTION payments._refund_result(p_customer_id text, p_refund_id text, p_outcome text)
+CREATE OR REPLACE FUNCTION payments._refund_result(p_customer_id text, p_refund_id text, p_outcome text)
 RETURNS SETOF payments.refund_result
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -79,7 +24,7 @@ END
 $$;
 COMMENT ON FUNCTION payments._refund_result(text, text, text) IS 'Internal: a refund as a refund_result row with the call''s outcome.';
 
-CREATE FUNCTION payments._refundable_minor(p_payment payments.payments) RETURNS bigint
+CREATE OR REPLACE FUNCTION payments._refundable_minor(p_payment payments.payments) RETURNS bigint
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_held bigint;
@@ -92,7 +37,7 @@ $$;
 COMMENT ON FUNCTION payments._refundable_minor(payments.payments) IS
     'Internal: what is left to refund of a payment, in minor units: what it captured (nothing before it succeeded) less its pending and succeeded refunds and what its disputes withhold (open or lost: that money went back through the bank). Read under the payment''s row lock, it cannot change until the caller commits.';
 
-CREATE FUNCTION payments.create_refund(idempotency_key text, payment_id text, amount numeric DEFAULT NULL,
+CREATE OR REPLACE FUNCTION payments.create_refund(idempotency_key text, payment_id text, amount numeric DEFAULT NULL,
                                        reason text DEFAULT NULL)
 RETURNS SETOF payments.refund_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -174,7 +119,7 @@ $$;
 COMMENT ON FUNCTION payments.create_refund(text, text, numeric, text) IS
     'Refunds a succeeded payment, in full or amount of it (default: all that is left), idempotently: the same key (per customer) with the same parameters returns the same refund (outcome replayed), with others PM201. Records a pending refund and queues its provider call (outcome created); it becomes succeeded, failed or canceled as the provider answers and reports. Pending and succeeded refunds never add up to more than was captured, also under concurrent calls (PM207 otherwise); a payment that is not succeeded at a provider: PM206. reason: duplicate, fraudulent or requested_by_customer. Runs in the caller''s transaction: a rollback refunds nothing.';
 
-CREATE FUNCTION payments._replayed_refund(p_refund payments.refunds, p_fingerprint bytea)
+CREATE OR REPLACE FUNCTION payments._replayed_refund(p_refund payments.refunds, p_fingerprint bytea)
 RETURNS SETOF payments.refund_result
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -189,7 +134,7 @@ $$;
 COMMENT ON FUNCTION payments._replayed_refund(payments.refunds, bytea) IS
     'Internal: a create_refund replay: the refund the key made, or PM201 when the parameters differ.';
 
-CREATE FUNCTION payments.get_refund(id text) RETURNS SETOF payments.refund_details
+CREATE OR REPLACE FUNCTION payments.get_refund(id text) RETURNS SETOF payments.refund_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     -- Read once, here: inside the query Citus would send it to the shards.
@@ -204,7 +149,7 @@ END
 $$;
 COMMENT ON FUNCTION payments.get_refund(text) IS 'One refund by id; PM204 when there is none.';
 
-CREATE FUNCTION payments.list_refunds(payment_id text DEFAULT NULL, lim int DEFAULT 10, starting_after text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION payments.list_refunds(payment_id text DEFAULT NULL, lim int DEFAULT 10, starting_after text DEFAULT NULL)
 RETURNS SETOF payments.refund_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -231,7 +176,7 @@ COMMENT ON FUNCTION payments.list_refunds(text, int, text) IS
 -- ---------------------------------------------------------------------------
 -- What the provider says about a refund
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION payments._payment_note(p_payment payments.payments, p_applied boolean, p_source text, p_reason text,
+CREATE OR REPLACE FUNCTION payments._payment_note(p_payment payments.payments, p_applied boolean, p_source text, p_reason text,
                                       p_data jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -243,7 +188,7 @@ $$;
 COMMENT ON FUNCTION payments._payment_note(payments.payments, boolean, text, text, jsonb) IS
     'Internal: a refund''s or dispute''s step in its payment''s history (the payment''s status unchanged; applied: the refund or dispute moved). The caller holds the payment''s row lock.';
 
-CREATE FUNCTION payments._refund_event(p_refund payments.refunds, p_status text, p_previous text) RETURNS void
+CREATE OR REPLACE FUNCTION payments._refund_event(p_refund payments.refunds, p_status text, p_previous text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM payments._emit(p_refund.customer_id, 'refund', p_refund.id, p_status, p_previous, p_previous IS NULL,
@@ -254,7 +199,7 @@ $$;
 COMMENT ON FUNCTION payments._refund_event(payments.refunds, text, text) IS
     'Internal: tells apps a refund was made (p_previous NULL) or moved to p_status. The caller holds its payment''s row lock.';
 
-CREATE FUNCTION payments._apply_refund_object(p_payment payments.payments, p_refund_id text, p_object jsonb,
+CREATE OR REPLACE FUNCTION payments._apply_refund_object(p_payment payments.payments, p_refund_id text, p_object jsonb,
                                               p_source text, p_event_id text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -356,7 +301,7 @@ $$;
 COMMENT ON FUNCTION payments._apply_refund_object(payments.payments, text, jsonb, text, text) IS
     'Internal: applies a provider Refund object to the refund it is about (p_refund_id, else its provider id, else metadata.refund_id; one made at the provider directly is taken in if it fits in what is left to refund). Another payment''s refund, another currency or amount is an anomaly (mismatch), never applied. Moves the refund under its state machine, keeps the payment''s amount_refunded and notes each step in its history. Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';
 
-CREATE FUNCTION payments._record_refund_answer(p_command payments.provider_commands, p_payment payments.payments,
+CREATE OR REPLACE FUNCTION payments._record_refund_answer(p_command payments.provider_commands, p_payment payments.payments,
                                                p_response jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE

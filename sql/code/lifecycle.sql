@@ -5,42 +5,7 @@
 -- The gateway claims queued commands with leases, as the reconciler claims
 -- payments, calls the provider and records the answer through record_command_result.
 
-CREATE TABLE payments.provider_commands (
-    id            text COLLATE "C" NOT NULL,
-    customer_id   text COLLATE "C" NOT NULL,
-    payment_id    text COLLATE "C" NOT NULL,
-    kind          text NOT NULL CHECK (payments._is_allowed('command_kind', kind)),
-    amount_minor  bigint CHECK (amount_minor > 0),
-    reason        text CHECK (payments._is_allowed('cancellation_reason', reason)),
-    status        text COLLATE "C" NOT NULL DEFAULT 'pending' CHECK (payments._is_allowed('command_status', status)),
-    attempts      integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-    run_after     timestamptz NOT NULL DEFAULT now(),
-    last_error    jsonb,
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    finished_at   timestamptz,
-    refund_id     text COLLATE "C",
-    PRIMARY KEY (customer_id, id),
-    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id),
-    CHECK ((status = 'pending') = (finished_at IS NULL)),
-    CHECK ((kind IN ('capture', 'refund')) = (amount_minor IS NOT NULL)),
-    CHECK ((kind = 'refund') = (refund_id IS NOT NULL))
-);
--- One outstanding capture or cancel per payment: the two never race at the provider.
--- Refunds of a payment may be pending together (create_refund keeps their sum in bounds).
-CREATE UNIQUE INDEX provider_commands_one_pending_idx ON payments.provider_commands (customer_id, payment_id)
-    WHERE status = 'pending' AND kind <> 'refund';
-CREATE INDEX provider_commands_due_idx ON payments.provider_commands (run_after) WHERE status = 'pending';
-CREATE INDEX provider_commands_payment_idx ON payments.provider_commands (customer_id, payment_id);
-COMMENT ON TABLE payments.provider_commands IS
-    'The provider calls that capture_payment, cancel_payment and create_refund queued (a transactional outbox): pending until the gateway has the provider''s answer, then succeeded or failed. At most one capture or cancel pending per payment. Beside its payment (on Citus, by customer_id).';
-COMMENT ON COLUMN payments.provider_commands.amount_minor IS 'capture: the minor units to capture (the rest of the authorization is released); refund: the minor units to refund.';
-COMMENT ON COLUMN payments.provider_commands.refund_id IS 'refund: the refund (payments.refunds) the call creates at the provider.';
-COMMENT ON COLUMN payments.provider_commands.reason IS 'cancel: Stripe''s cancellation_reason; automatic when the authorization was left uncaptured.';
-COMMENT ON COLUMN payments.provider_commands.run_after IS 'The gateway''s lease: not claimed again before this time (it grows with each attempt).';
-COMMENT ON COLUMN payments.provider_commands.last_error IS 'Why the last attempt did not finish it (the provider unreachable, or its refusal).';
-SELECT pg_catalog.pg_extension_config_dump('payments.provider_commands', '');
-
-CREATE FUNCTION payments._requested_command(p_customer_id text, p_payment_id text, p_kind text)
+CREATE OR REPLACE FUNCTION payments._requested_command(p_customer_id text, p_payment_id text, p_kind text)
 RETURNS payments.provider_commands
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -56,7 +21,7 @@ $$;
 COMMENT ON FUNCTION payments._requested_command(text, text, text) IS
     'Internal: the latest capture or cancel asked of the provider for a payment, pending or done (all NULL when none): what a report of succeeded or canceled is checked against and records (the amount captured, the cancellation reason).';
 
-CREATE FUNCTION payments._queue_command(p_payment payments.payments, p_kind text, p_amount_minor bigint,
+CREATE OR REPLACE FUNCTION payments._queue_command(p_payment payments.payments, p_kind text, p_amount_minor bigint,
                                         p_reason text, p_refund_id text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -89,7 +54,7 @@ $$;
 COMMENT ON FUNCTION payments._queue_command(payments.payments, text, bigint, text, text) IS
     'Internal: queues one provider command for a payment whose row the caller has locked, notes the request in its history and, when notifications are on (set_event_notifications), wakes the gateway (NOTIFY payments_provider_commands). A capture or cancel asked again is a no-op; another one while one is pending is PM208. Refunds (p_refund_id) queue side by side.';
 
-CREATE FUNCTION payments.capture_payment(payment_id text, amount numeric DEFAULT NULL)
+CREATE OR REPLACE FUNCTION payments.capture_payment(payment_id text, amount numeric DEFAULT NULL)
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -112,7 +77,7 @@ $$;
 COMMENT ON FUNCTION payments.capture_payment(text, numeric) IS
     'Captures an authorized (requires_capture) payment, in full or amount of it (the rest of the authorization is released): queues the capture for the provider and returns the payment with outcome queued; it becomes succeeded, with amount_captured, when the provider confirms. More than authorized: PM207; another status: PM206; another command pending: PM208. Runs in the caller''s transaction: a rollback queues nothing.';
 
-CREATE FUNCTION payments.cancel_payment(payment_id text, reason text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION payments.cancel_payment(payment_id text, reason text DEFAULT NULL)
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -151,7 +116,7 @@ $$;
 COMMENT ON FUNCTION payments.cancel_payment(text, text) IS
     'Cancels a payment in requires_payment_method, requires_confirmation, requires_action or requires_capture (PM206 otherwise; final afterwards). One the provider holds is canceled there first: the cancel is queued (outcome queued) and the payment becomes canceled when the provider confirms; one never sent to a provider is canceled at once (outcome applied). A payment the provider may be creating right now (a payment method, no provider id yet): PM209. reason: duplicate, fraudulent, requested_by_customer or abandoned.';
 
-CREATE FUNCTION payments.cancel_expired_authorizations(older_than interval DEFAULT '7 days', at timestamptz DEFAULT now(),
+CREATE OR REPLACE FUNCTION payments.cancel_expired_authorizations(older_than interval DEFAULT '7 days', at timestamptz DEFAULT now(),
                                                        provider text DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -188,7 +153,7 @@ $$;
 COMMENT ON FUNCTION payments.cancel_expired_authorizations(interval, timestamptz, text) IS
     'Queues a cancel (reason automatic) for every authorization (of one provider, when given) left uncaptured longer than older_than (default 7 days, Stripe''s window; at least 1 second) at time at, and returns how many (at most 1000 per call). A payment gets one automatic cancel: if the provider refuses it, it waits for an operator. The gateway calls it on a timer for its provider; safe to call twice or from two places at once.';
 
-CREATE FUNCTION payments.claim_provider_commands(lim int DEFAULT 10, lease interval DEFAULT '30 seconds',
+CREATE OR REPLACE FUNCTION payments.claim_provider_commands(lim int DEFAULT 10, lease interval DEFAULT '30 seconds',
                                                  only_payment_id text DEFAULT NULL, only_provider text DEFAULT NULL)
 RETURNS TABLE (command_id text, kind text, payment_id text, customer_id text, provider text, provider_payment_id text,
                amount_minor bigint, currency text, reason text, attempt integer, refund_id text)
@@ -262,7 +227,7 @@ $$;
 COMMENT ON FUNCTION payments.claim_provider_commands(int, interval, text, text) IS
     'Leases up to lim queued provider commands (of one payment when only_payment_id is given, as an HTTP route does to run its own at once; of one provider''s payments when only_provider is given, as each gateway asks for its own): each is stamped with a lease that doubles with every attempt (from lease, at most an hour) and committed at once, so the caller calls the provider with no transaction open and records the answer with record_command_result. A gateway killed mid-call leaves the command to the next claim after its lease. A command whose payment (or refund) has moved on (a webhook or an administrator finished it) fails instead of being claimed; a refund the provider already reported (its id linked by a webhook) is done without asking again. refund_id and the refund''s reason come with a refund.';
 
-CREATE FUNCTION payments.record_command_result(command_id text, answered boolean, status text, response jsonb,
+CREATE OR REPLACE FUNCTION payments.record_command_result(command_id text, answered boolean, status text, response jsonb,
                                                customer_id text DEFAULT NULL)
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -2,7 +2,7 @@
 -- the payments' own running totals (captured, refunded, disputed), so a
 -- dashboard's query is one scan, also on Citus.
 
-CREATE VIEW payments.customer_balances WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.customer_balances WITH (security_invoker) AS
 SELECT p.customer_id,
        p.currency,
        count(*) FILTER (WHERE p.amount_captured_minor IS NOT NULL) AS captured_count,
@@ -31,7 +31,7 @@ COMMENT ON COLUMN payments.customer_balances.refunded_minor IS 'refunded in mino
 COMMENT ON COLUMN payments.customer_balances.disputed_minor IS 'disputed in minor units.';
 COMMENT ON COLUMN payments.customer_balances.net_minor IS 'net in minor units.';
 
-CREATE VIEW payments.balance_by_currency WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.balance_by_currency WITH (security_invoker) AS
 SELECT b.currency,
        sum(b.captured_count) AS captured_count,
        sum(b.gross_captured) AS gross_captured,

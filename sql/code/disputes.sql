@@ -2,45 +2,14 @@
 -- only the provider's webhooks create and move them; each is checked against
 -- its payment (provider object, currency, no more than was captured).
 
-CREATE TABLE payments.disputes (
-    id                  text COLLATE "C" NOT NULL,
-    customer_id         text COLLATE "C" NOT NULL,
-    payment_id          text COLLATE "C" NOT NULL,
-    provider            text COLLATE "C" NOT NULL,
-    provider_dispute_id text COLLATE "C" NOT NULL CHECK (length(provider_dispute_id) <= 255),
-    amount_minor        bigint NOT NULL CHECK (amount_minor > 0),
-    currency            text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
-    status              text COLLATE "C" NOT NULL CHECK (payments._is_allowed('dispute_status', status)),
-    reason              text CHECK (length(reason) <= 255),
-    evidence_due_by     timestamptz,
-    created_at          timestamptz NOT NULL DEFAULT now(),
-    updated_at          timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (customer_id, id),
-    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id)
-);
-CREATE UNIQUE INDEX disputes_provider_dispute_idx ON payments.disputes (customer_id, provider, provider_dispute_id);
-CREATE INDEX disputes_payment_idx ON payments.disputes (customer_id, payment_id);
--- get_dispute by id alone, as get_refund.
-CREATE INDEX disputes_id_idx ON payments.disputes (id);
-COMMENT ON TABLE payments.disputes IS
-    'Disputes (chargebacks and inquiries) of payments, created and moved only by the provider''s charge.dispute.* webhooks. Beside their payment (on Citus, by customer_id).';
-COMMENT ON COLUMN payments.disputes.id IS 'dsp_ + 26-character time-sortable id.';
-COMMENT ON COLUMN payments.disputes.provider_dispute_id IS 'The provider''s dispute id (dp_… or du_…).';
-COMMENT ON COLUMN payments.disputes.amount_minor IS 'The disputed amount in the currency''s minor unit.';
-COMMENT ON COLUMN payments.disputes.status IS
-    'Stripe''s dispute status: warning_needs_response, warning_under_review, warning_closed (an inquiry, no money withheld), needs_response, under_review (the amount is withheld), won (returned), lost (kept by the bank).';
-COMMENT ON COLUMN payments.disputes.reason IS 'The bank''s reason as the provider gives it (fraudulent, product_not_received, …).';
-COMMENT ON COLUMN payments.disputes.evidence_due_by IS 'When the evidence must reach the provider.';
-SELECT pg_catalog.pg_extension_config_dump('payments.disputes', '');
-
-CREATE VIEW payments.dispute_details WITH (security_invoker) AS
+CREATE OR REPLACE VIEW payments.dispute_details WITH (security_invoker) AS
 SELECT d.id, d.customer_id, d.payment_id, payments.to_major(d.amount_minor, d.currency) AS amount, d.amount_minor,
        d.currency, d.status, d.reason, d.evidence_due_by, d.provider, d.provider_dispute_id, d.created_at, d.updated_at
 FROM payments.disputes d;
 COMMENT ON VIEW payments.dispute_details IS
     'Every dispute with its amount in major units beside the minor units. What get_dispute and list_disputes return; readable by payments_reader.';
 
-CREATE FUNCTION payments.get_dispute(id text) RETURNS SETOF payments.dispute_details
+CREATE OR REPLACE FUNCTION payments.get_dispute(id text) RETURNS SETOF payments.dispute_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     -- Read once, here: inside the query Citus would send it to the shards.
@@ -55,7 +24,7 @@ END
 $$;
 COMMENT ON FUNCTION payments.get_dispute(text) IS 'One dispute by id; PM204 when there is none.';
 
-CREATE FUNCTION payments.list_disputes(payment_id text DEFAULT NULL, status text DEFAULT NULL, lim int DEFAULT 10,
+CREATE OR REPLACE FUNCTION payments.list_disputes(payment_id text DEFAULT NULL, status text DEFAULT NULL, lim int DEFAULT 10,
                                        starting_after text DEFAULT NULL)
 RETURNS SETOF payments.dispute_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -85,7 +54,7 @@ $$;
 COMMENT ON FUNCTION payments.list_disputes(text, text, int, text) IS
     'Disputes newest first (of one payment, in one status, when given), lim (1 to 100) at a time; starting_after: the last id of the previous page.';
 
-CREATE FUNCTION payments._dispute_event(p_dispute payments.disputes, p_status text, p_previous text) RETURNS void
+CREATE OR REPLACE FUNCTION payments._dispute_event(p_dispute payments.disputes, p_status text, p_previous text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM payments._emit(p_dispute.customer_id, 'dispute', p_dispute.id, p_status, p_previous, p_previous IS NULL,
@@ -96,7 +65,7 @@ $$;
 COMMENT ON FUNCTION payments._dispute_event(payments.disputes, text, text) IS
     'Internal: tells apps a dispute was opened (p_previous NULL) or moved to p_status. The caller holds its payment''s row lock.';
 
-CREATE FUNCTION payments._apply_dispute_object(p_payment payments.payments, p_object jsonb, p_source text,
+CREATE OR REPLACE FUNCTION payments._apply_dispute_object(p_payment payments.payments, p_object jsonb, p_source text,
                                                p_event_id text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE

@@ -1,0 +1,3 @@
+-- payments 0.3.0 -> 0.4.0: what changes in state (tables, types, indexes) and
+-- what an upgrade must drop, by hand; the generated upgrade script runs every
+-- replaceable statement of sql/code/ after it. Nothing yet.

@@ -1,0 +1,79 @@
+-- payments: the tables of billing (its functions: sql/code/billing.sql). Created once; a
+-- release changes them in its delta (sql/delta/).
+
+CREATE TABLE payments.billing_settings (
+    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    retry_days    integer[] NOT NULL CHECK (cardinality(retry_days) BETWEEN 0 AND 10 AND 0 < ALL (retry_days)),
+    final_status  text NOT NULL CHECK (final_status IN ('unpaid', 'canceled')),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    past_due_grace interval NOT NULL CHECK (past_due_grace BETWEEN interval '0' AND interval '60 days')
+);
+COMMENT ON TABLE payments.billing_settings IS
+    'How unpaid renewals are retried (payments_admin, set_dunning). No row: the defaults (retries after 1, 3 and 5 days, then unpaid; past_due grants its plan for 3 days).';
+COMMENT ON COLUMN payments.billing_settings.past_due_grace IS 'How long a past_due subscription still grants its plan (has_active_subscription, entitlements, consume).';
+COMMENT ON COLUMN payments.billing_settings.retry_days IS 'Days after each failed attempt before the next: {1,3,5} retries three times.';
+COMMENT ON COLUMN payments.billing_settings.final_status IS 'What a subscription becomes when the last retry fails: unpaid or canceled.';
+SELECT pg_catalog.pg_extension_config_dump('payments.billing_settings', '');
+
+CREATE TABLE payments.invoice_numbers (
+    year integer PRIMARY KEY,
+    last bigint NOT NULL CHECK (last >= 0)
+);
+COMMENT ON TABLE payments.invoice_numbers IS
+    'The last invoice number given out each year. Its row is locked by the finalizing transaction, so numbers are gapless and never repeat (a rollback gives its number back).';
+SELECT pg_catalog.pg_extension_config_dump('payments.invoice_numbers', '');
+
+CREATE TABLE payments.invoices (
+    id              text COLLATE "C" NOT NULL,
+    customer_id     text COLLATE "C" NOT NULL,
+    subscription_id text COLLATE "C" NOT NULL,
+    period_number   integer NOT NULL,
+    kind            text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'proration', 'threshold', 'final')),
+    number          text NOT NULL,
+    status          text COLLATE "C" NOT NULL CHECK (payments._is_allowed('invoice_status', status)),
+    currency        text COLLATE "C" NOT NULL,
+    total_minor     bigint NOT NULL CHECK (total_minor >= 0),
+    period_start    timestamptz NOT NULL,
+    period_end      timestamptz NOT NULL,
+    payment_id      text COLLATE "C",
+    attempt_payments text[] COLLATE "C" NOT NULL DEFAULT '{}',
+    attempt_count   integer NOT NULL DEFAULT 0 CHECK (attempt_count >= 0),
+    attempted_at    timestamptz,
+    next_attempt_at timestamptz,
+    usage_from      timestamptz,
+    usage_to        timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    paid_at         timestamptz,
+    PRIMARY KEY (customer_id, id),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+);
+-- One period invoice per subscription period: what makes renewals idempotent.
+CREATE UNIQUE INDEX invoices_period_idx ON payments.invoices (customer_id, subscription_id, period_number)
+    WHERE kind = 'period';
+CREATE INDEX invoices_id_idx ON payments.invoices (id);
+CREATE INDEX invoices_retry_idx ON payments.invoices (next_attempt_at) WHERE status = 'open';
+COMMENT ON TABLE payments.invoices IS
+    'Invoices of subscription periods: open (finalized, numbered, charged), then paid, or left open for dunning; uncollectible when its subscription is canceled (collection stops) or its last attempt failed, void when it should never be paid (an incomplete subscription expired, or a plan change netted it). Beside the customer (on Citus, by customer_id).';
+COMMENT ON COLUMN payments.invoices.kind IS 'period: a period''s recurring fee (one per period) and the usage not yet invoiced before it; proration: a plan changed within a period (with the usage under the old plan); threshold: usage that reached the plan''s usage threshold within a period (period_number is that period); final: the usage not yet invoiced when the subscription ended (one attempt).';
+COMMENT ON COLUMN payments.invoices.attempted_at IS 'The time (run_billing''s at) of the latest attempt: the next retry is counted from it.';
+COMMENT ON COLUMN payments.invoices.usage_from IS 'The usage it bills: [usage_from, usage_to), NULL when none.';
+COMMENT ON COLUMN payments.invoices.usage_to IS 'The end (exclusive) of the usage it bills.';
+COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique per year in the order invoices were finalized.';
+COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt, or the one that paid it.';
+COMMENT ON COLUMN payments.invoices.attempt_payments IS 'The payment of every attempt, in order: an earlier attempt that succeeds late still pays the invoice, or is refunded when another already did (or the invoice is void).';
+COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';
+SELECT pg_catalog.pg_extension_config_dump('payments.invoices', '');
+
+CREATE TABLE payments.invoice_lines (
+    customer_id  text COLLATE "C" NOT NULL,
+    invoice_id   text COLLATE "C" NOT NULL,
+    line_number  integer NOT NULL CHECK (line_number > 0),
+    kind         text NOT NULL CHECK (kind IN ('recurring', 'usage', 'proration', 'credit')),
+    description  text NOT NULL,
+    quantity     numeric NOT NULL,
+    amount_minor bigint NOT NULL,
+    PRIMARY KEY (customer_id, invoice_id, line_number),
+    FOREIGN KEY (customer_id, invoice_id) REFERENCES payments.invoices (customer_id, id)
+);
+COMMENT ON TABLE payments.invoice_lines IS 'What an invoice charges for, line by line (the recurring fee of its period, for now).';
+SELECT pg_catalog.pg_extension_config_dump('payments.invoice_lines', '');

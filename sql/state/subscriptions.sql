@@ -1,0 +1,148 @@
+-- payments: the tables of subscriptions (its functions: sql/code/subscriptions.sql). Created once; a
+-- release changes them in its delta (sql/delta/).
+
+CREATE TABLE payments.plans (
+    code             text COLLATE "C" PRIMARY KEY CHECK (code ~ '^[a-z][a-z0-9_.-]{0,63}$'),
+    name             text CHECK (length(name) BETWEEN 1 AND 255),
+    currency         text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    amount_minor     bigint NOT NULL CHECK (amount_minor >= 0),
+    billing_interval text NOT NULL CHECK (payments._is_allowed('billing_interval', billing_interval)),
+    interval_count   integer NOT NULL DEFAULT 1 CHECK (interval_count BETWEEN 1 AND 365),
+    trial_days       integer NOT NULL DEFAULT 0 CHECK (trial_days BETWEEN 0 AND 730),
+    features         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(features) = 'object'),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    archived_at      timestamptz,
+    metered          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(metered) = 'array'),
+    usage_threshold_minor bigint CHECK (usage_threshold_minor > 0)
+);
+COMMENT ON TABLE payments.plans IS
+    'What a subscription buys: a recurring price per interval, a trial, and the features it grants with their limits per period. Made by payments_admin with create_plan; archived plans take no new subscriptions, existing ones keep them. On Citus a reference table.';
+COMMENT ON COLUMN payments.plans.amount_minor IS 'The recurring price per period in the currency''s minor unit (0: a free plan).';
+COMMENT ON COLUMN payments.plans.billing_interval IS 'day, week, month or year; a period is interval_count of them.';
+COMMENT ON COLUMN payments.plans.trial_days IS 'Days of trial a new subscription gets unless create_subscription says otherwise.';
+COMMENT ON COLUMN payments.plans.metered IS
+    'The usage it bills in arrears, each closed period: [{"meter": "tokens", "price": {"mode": "graduated", "tiers": [{"up_to": 1000, "unit_amount_minor": 0}, {"up_to": null, "unit_amount_minor": "0.1"}]}}] (modes per_unit, graduated, volume; amounts in minor units, fractions allowed; each line rounded once to a minor unit).';
+COMMENT ON COLUMN payments.plans.usage_threshold_minor IS
+    'Threshold billing: when a period''s metered usage, priced, reaches this many minor units beyond what the period has invoiced, run_billing invoices it at once (NULL: usage waits for the period''s end).';
+COMMENT ON COLUMN payments.plans.features IS 'Each feature the plan grants and its limit per period: {"api_calls": 1000, "seats": 5, "export": null} (null: unlimited).';
+SELECT pg_catalog.pg_extension_config_dump('payments.plans', '');
+
+CREATE TABLE payments.subscriptions (
+    id                   text COLLATE "C" NOT NULL,
+    customer_id          text COLLATE "C" NOT NULL CHECK (length(customer_id) BETWEEN 1 AND 255),
+    plan                 text COLLATE "C" NOT NULL REFERENCES payments.plans (code),
+    status               text COLLATE "C" NOT NULL CHECK (payments._is_allowed('subscription_status', status)),
+    payment_method       text CHECK (length(payment_method) <= 255),
+    current_period_start timestamptz NOT NULL,
+    current_period_end   timestamptz NOT NULL,
+    billing_anchor       timestamptz NOT NULL,
+    period_number        integer NOT NULL CHECK (period_number >= 0),
+    trial_end            timestamptz,
+    cancel_at_period_end boolean NOT NULL DEFAULT false,
+    canceled_at          timestamptz,
+    past_due_since       timestamptz,
+    pending_plan         text COLLATE "C" REFERENCES payments.plans (code),
+    credit_minor         bigint NOT NULL DEFAULT 0 CHECK (credit_minor >= 0),
+    anchor_period        integer NOT NULL DEFAULT 0 CHECK (anchor_period >= 0),
+    usage_from           timestamptz NOT NULL,
+    billing_error        jsonb,
+    idempotency_key      text COLLATE "C" NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    fingerprint          bytea NOT NULL,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT subscriptions_idempotency_key UNIQUE (customer_id, idempotency_key),
+    CHECK (current_period_start < current_period_end)
+);
+-- get_subscription by id alone, as get_refund.
+CREATE INDEX subscriptions_id_idx ON payments.subscriptions (id);
+COMMENT ON TABLE payments.subscriptions IS
+    'Customers'' subscriptions to plans, with Stripe''s statuses. Beside the customer''s payments (on Citus, by customer_id). Every change is in subscription_events.';
+COMMENT ON COLUMN payments.subscriptions.id IS 'sub_ + 26-character time-sortable id.';
+COMMENT ON COLUMN payments.subscriptions.status IS
+    'trialing, active, past_due, unpaid, canceled, incomplete (a paid plan without trial, until its first period is paid), paused.';
+COMMENT ON COLUMN payments.subscriptions.current_period_start IS 'Start of the period limits and usage count in.';
+COMMENT ON COLUMN payments.subscriptions.billing_anchor IS 'The instant paid periods are counted from (the start, the end of the trial, a resume, or a change of billing interval): period n ends n - anchor_period intervals after it, counted in UTC whatever the session''s TimeZone, so a subscription begun on January 31 renews on the last day of each month.';
+COMMENT ON COLUMN payments.subscriptions.anchor_period IS 'The period number just before billing_anchor: the anchor''s first period is anchor_period + 1.';
+COMMENT ON COLUMN payments.subscriptions.usage_from IS 'Metered usage from this instant on is not invoiced yet (the start of the period, or of the last plan change within it).';
+COMMENT ON COLUMN payments.subscriptions.billing_error IS 'Why run_billing last failed for this subscription ({"sqlstate", "message", "first_at", "last_at", "attempts"}), NULL once it succeeds again: one subscription''s failure never stops the others (payments.billing_failures).';
+COMMENT ON COLUMN payments.subscriptions.period_number IS 'Which paid period is current (0: the trial).';
+COMMENT ON COLUMN payments.subscriptions.past_due_since IS 'When its renewal first failed; past_due grants its features for the grace period after it (set_dunning).';
+COMMENT ON COLUMN payments.subscriptions.pending_plan IS 'The plan it moves to when the current period ends (change_plan without proration).';
+COMMENT ON COLUMN payments.subscriptions.credit_minor IS 'What a downgrade left to the customer, in minor units: taken off the next invoices.';
+COMMENT ON COLUMN payments.subscriptions.cancel_at_period_end IS 'It ends when the current period does (cancel_subscription with at_period_end).';
+SELECT pg_catalog.pg_extension_config_dump('payments.subscriptions', '');
+
+CREATE TABLE payments.subscription_events (
+    customer_id     text COLLATE "C" NOT NULL,
+    subscription_id text COLLATE "C" NOT NULL,
+    seq             bigint NOT NULL CHECK (seq > 0),
+    from_status     text,
+    to_status       text NOT NULL,
+    reason          text NOT NULL,
+    data            jsonb NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, subscription_id, seq),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+);
+COMMENT ON TABLE payments.subscription_events IS
+    'Append-only history of every subscription: its creation and every change, in order.';
+SELECT pg_catalog.pg_extension_config_dump('payments.subscription_events', '');
+
+CREATE TABLE payments.feature_usage (
+    customer_id     text COLLATE "C" NOT NULL,
+    subscription_id text COLLATE "C" NOT NULL,
+    feature         text COLLATE "C" NOT NULL,
+    period_start    timestamptz NOT NULL,
+    used            numeric NOT NULL CHECK (used >= 0),
+    PRIMARY KEY (customer_id, subscription_id, feature, period_start),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+);
+COMMENT ON TABLE payments.feature_usage IS
+    'How much of each feature a subscription consumed in each period: the running total consume checks and raises.';
+
+CREATE TABLE payments.consumptions (
+    customer_id     text COLLATE "C" NOT NULL,
+    request_id      text COLLATE "C" NOT NULL CHECK (length(request_id) BETWEEN 1 AND 255),
+    feature         text COLLATE "C" NOT NULL,
+    quantity        numeric NOT NULL,
+    subscription_id text COLLATE "C",
+    allowed         boolean NOT NULL,
+    remaining       numeric,
+    reason          text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, request_id)
+);
+COMMENT ON TABLE payments.consumptions IS
+    'Every consume call''s answer, once per (customer, request_id), allowed or refused: a retried request gets the same answer and consumes nothing more. Append-only.';
+COMMENT ON COLUMN payments.consumptions.remaining IS 'What was left of the limit after this call (NULL: unlimited).';
+COMMENT ON COLUMN payments.consumptions.reason IS 'Why it was refused: no_entitlement (no active subscription grants the feature) or limit_exceeded.';
+SELECT pg_catalog.pg_extension_config_dump('payments.consumptions', '');
+
+CREATE TABLE payments.meter_claims (
+    customer_id     text COLLATE "C" NOT NULL,
+    meter           text COLLATE "C" NOT NULL,
+    subscription_id text COLLATE "C" NOT NULL,
+    PRIMARY KEY (customer_id, meter),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+);
+COMMENT ON TABLE payments.meter_claims IS
+    'Which subscription of a customer bills each meter''s usage: one, so an event is never billed twice. Claimed when a subscription (or a plan change) starts pricing the meter, released when it stops or ends; a second live subscription pricing the meter is refused (PM206).';
+SELECT pg_catalog.pg_extension_config_dump('payments.meter_claims', '');
+
+CREATE TYPE payments.subscription_result AS (
+    id                   text,
+    customer_id          text,
+    plan                 text,
+    status               text,
+    payment_method       text,
+    current_period_start timestamptz,
+    current_period_end   timestamptz,
+    trial_end            timestamptz,
+    cancel_at_period_end boolean,
+    canceled_at          timestamptz,
+    created_at           timestamptz,
+    updated_at           timestamptz,
+    billing_error        jsonb,
+    outcome              text
+);
