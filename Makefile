@@ -15,7 +15,7 @@ export PGPORT DB GATEWAY_PORT
 # A server started with RUST_BACKTRACE set appends backtraces to error DETAIL.
 unexport RUST_BACKTRACE
 
-.PHONY: run test setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e scale-test reliability fuzz-quick bench bench-smoke
+.PHONY: run test check setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e scale-test reliability fuzz-quick bench bench-smoke
 
 run: setup install
 	cargo build --release --package payments-gateway
@@ -24,8 +24,13 @@ run: setup install
 	@GATEWAY_BIN=$(TARGET_DIR)/release/payments-gateway scripts/run-gateway.sh
 	@scripts/run-banner.sh
 
-test: setup lint unit pgrx-test upgrade-test install-debug fuzz-quick e2e scale-test bench-smoke
+# Every suite in order, each phase timed (the table at the end says where the time went).
+test:
+	@scripts/phases.sh setup lint unit pgrx-test upgrade-test install-debug fuzz-quick e2e scale-test bench-smoke
 	@echo "make test: all suites passed"
+
+# The inner loop, no database: SQL layout, formatting, clippy, unit tests.
+check: lint unit
 
 # The full benchmark (about 15 minutes; not part of make test). See bench/README.md.
 bench: setup install
@@ -101,17 +106,21 @@ E2E_ENV = PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgre
 	PAYMENTS_SCREENSHOTS=$(CURDIR)/.run/screenshots
 
 # Every end-to-end suite, the reliability cases in their quick form; the table last.
+# `make e2e T=<name>` runs only the tests whose names contain <name>.
 e2e:
 	cargo build --package payments-gateway
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(E2E_DB)
 	@rm -f .run/reliability.tsv
-	@$(E2E_ENV) cargo test --package payments-e2e -- --test-threads=1; status=$$?; \
+	@$(E2E_ENV) cargo test --package payments-e2e -- --test-threads=1 $(T); status=$$?; \
 		scripts/reliability-table.sh .run/fuzz.tsv .run/reliability.tsv && exit $$status
 
 # The end-to-end suites again, on a 3-node Citus cluster (coordinator and two
 # workers on loopback; Citus built from ../shared/citus/ if missing) after
-# payments.distribute(), plus the checks only a cluster can answer.
+# payments.distribute(), plus the checks only a cluster can answer. Skipped there,
+# as Citus cannot change them: the parser loop (no database), the kill test (it runs
+# its own single-node cluster), and the gateway's own behaviour (startup flags,
+# health and metrics, its pool's back-pressure, the sandbox under Stripe's SDK).
 SCALE_DB := payments_scale
 SCALE_ENV = PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(CITUS_PORT) user=postgres dbname=$(SCALE_DB)" \
 	PAYMENTS_PYTHON=$(CURDIR)/.run/venv/bin/python \
@@ -119,12 +128,14 @@ SCALE_ENV = PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(CITUS_PORT) user=p
 	PAYMENTS_RELIABILITY_REPORT=$(CURDIR)/.run/scale-reliability.tsv
 SCALE_SUITES ?= --test foundation --test webhooks --test gateway --test in_process --test reliability --test dashboard \
 	--test mcp
+SCALE_SKIP := --skip parsers_take_any_input --skip postgres_killed_under_load --skip serve_refuses_to_start \
+	--skip health_metrics_and_a_complete_openapi --skip an_exhausted_pool_answers_503 --skip the_official_stripe_python_sdk
 scale-test:
 	cargo build --package payments-gateway
 	@CITUS_PORT=$(CITUS_PORT) scripts/citus.sh start
 	@CITUS_PORT=$(CITUS_PORT) scripts/citus.sh createdb $(SCALE_DB) >/dev/null
 	$(SCALE_ENV) cargo test --package payments-e2e --test scale_out -- --ignored --test-threads=1
-	$(SCALE_ENV) cargo test --package payments-e2e $(SCALE_SUITES) -- --test-threads=1
+	$(SCALE_ENV) cargo test --package payments-e2e $(SCALE_SUITES) -- --test-threads=1 $(SCALE_SKIP)
 
 # The long form (about 15 minutes): 10 million runs per fuzz target, more kills, keys, payments.
 reliability: setup install-debug

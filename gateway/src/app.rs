@@ -89,7 +89,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             error_body(StatusCode::NOT_FOUND, "invalid_request_error", "route_missing", "no such route", None)
         })
         .layer(middleware::from_fn(record_metrics))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(log_failure))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
@@ -137,4 +137,20 @@ async fn json_errors(request: Request, next: Next) -> Response {
         _ => status.canonical_reason().unwrap_or("error").to_string(),
     };
     error_body(status, kind, code, &message, None)
+}
+
+/// A 503 (no connection free in time, the database unavailable) or a 504 is back-pressure the
+/// service was built to give: a warning. Any other failure is an error.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass::StatusCode as Status;
+    match class {
+        Status(code) if code == StatusCode::SERVICE_UNAVAILABLE || code == StatusCode::GATEWAY_TIMEOUT => {
+            tracing::warn!(status = code.as_u16(), ?latency, "back-pressure")
+        }
+        _ => tracing::error!(%class, ?latency, "response failed"),
+    }
 }

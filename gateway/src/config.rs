@@ -13,7 +13,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API (and the embedded sandbox when no Stripe key is set).
+    /// Serve the HTTP API (with `--provider sandbox`, the embedded development sandbox too).
     Serve(Box<ServeArgs>),
     /// Serve only the Stripe-compatible sandbox.
     Sandbox(SandboxArgs),

@@ -56,6 +56,11 @@ use utoipa::{Modify, OpenApi, ToSchema};
 )]
 pub struct ApiDoc;
 
+/// The OpenAPI document the gateway serves at `/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
 /// The answers any route can give besides its own, in the error body shape:
 /// from the middleware (408, 413), the pool (503), the database (504, 409 for
 /// a write that must be retried), authentication (401, 403) on keyed routes,

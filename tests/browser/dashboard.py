@@ -110,6 +110,9 @@ with sync_playwright() as p:
     expect(page.get_by_text("Chain verified")).to_be_visible()
     assert page.locator("section[aria-labelledby=timeline-title] tbody tr").count() > events_before
     shot(page, "payment")
+    # What the page says of the payment, label by label (the test compares it with SQL).
+    facts = page.locator("dl.facts")
+    report["payment_facts"] = dict(zip(facts.locator("dt").all_inner_texts(), facts.locator("dd").all_inner_texts()))
 
     # Every other page, with a screenshot for review.
     for name, path, heading in [
@@ -126,6 +129,9 @@ with sync_playwright() as p:
         expect(page.get_by_role("heading", level=1)).to_contain_text(heading)
         every_field_is_labelled(page)
         shot(page, name)
+        # Each table's rows as their cells read (the test compares them with SQL).
+        report[f"{name}_rows"] = [row.locator("td").all_inner_texts()
+                                  for row in page.locator("main table tbody tr").all()]
     page.goto(f"{base}/dashboard/payments?customer={customer}")
     expect(page.get_by_role("link", name=payment)).to_be_visible()
     # A payment that does not exist, and a date that is not one: error pages with the API's statuses.

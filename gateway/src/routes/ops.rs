@@ -5,7 +5,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use utoipa::OpenApi;
 
 use crate::app::AppState;
 
@@ -38,5 +37,5 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::ApiDoc::openapi())
+    Json(crate::openapi::document())
 }
