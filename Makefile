@@ -15,7 +15,7 @@ export PGPORT DB GATEWAY_PORT
 # A server started with RUST_BACKTRACE set appends backtraces to error DETAIL.
 unexport RUST_BACKTRACE
 
-.PHONY: run test check setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e scale-test reliability fuzz-quick bench bench-smoke
+.PHONY: run test check docs docs-check docs-db setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e scale-test reliability fuzz-quick bench bench-smoke
 
 run: setup install
 	cargo build --release --package payments-gateway
@@ -26,11 +26,29 @@ run: setup install
 
 # Every suite in order, each phase timed (the table at the end says where the time went).
 test:
-	@scripts/phases.sh setup lint unit pgrx-test upgrade-test install-debug fuzz-quick e2e scale-test bench-smoke
+	@scripts/phases.sh setup lint unit pgrx-test upgrade-test install-debug fuzz-quick e2e docs-check scale-test \
+		bench-smoke
 	@echo "make test: all suites passed"
 
 # The inner loop, no database: SQL layout, formatting, clippy, unit tests.
 check: lint unit
+
+# The book (docs/): its generated reference pages, from a database with the extension and
+# the gateway binary, then mdBook into target/book/. docs-check (make test) fails when a
+# generated page is stale or the book does not build.
+DOCS_DB := payments_docs
+DOCS_PAGES = python3 scripts/docs.py "host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(DOCS_DB)" \
+	$(TARGET_DIR)/debug/payments-gateway
+docs: setup install-debug docs-db
+	$(DOCS_PAGES)
+	mdbook build docs
+docs-check: docs-db
+	$(DOCS_PAGES) --check
+	mdbook build docs
+docs-db:
+	cargo build --package payments-gateway
+	@scripts/cluster.sh start
+	@scripts/cluster.sh createdb $(DOCS_DB) >/dev/null
 
 # The full benchmark (about 15 minutes; not part of make test). See bench/README.md.
 bench: setup install

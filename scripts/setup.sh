@@ -21,6 +21,12 @@ if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz 0.13.2" ]]; then
   cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 
+# mdBook builds the user's manual in docs/ (make docs; make test checks it builds).
+if [[ "$(mdbook --version 2>/dev/null)" != "mdbook v0.5.4" ]]; then
+  echo "setup: installing mdbook 0.5.4"
+  cargo install mdbook --version 0.5.4 --locked --no-default-features --features search
+fi
+
 # Point pgrx at Debian's PostgreSQL 15; it must never download its own.
 if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
   cargo pgrx init --pg15 "$PG_CONFIG"

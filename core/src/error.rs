@@ -4,7 +4,7 @@
 //! raises these itself: the `#[pg_extern]` layer hands `(sqlstate, message, hint)`
 //! to the PL/pgSQL API (`sql/code/api.sql`), which raises them with `RAISE ... USING
 //! ERRCODE`. The same codes are raised directly by PL/pgSQL for errors found in
-//! SQL (an unknown payment, a reused idempotency key). `README.md` has the table.
+//! SQL (an unknown payment, a reused idempotency key). The book's docs/src/errors.md has the table.
 
 use thiserror::Error;
 

@@ -1,7 +1,7 @@
 //! Every SQLSTATE a client can get from the extension or the gateway, in one
 //! table: the code, the gateway's error code and HTTP status, and what it
 //! means. The gateway maps errors from it, and tests check `sql/*.sql`, the
-//! core error enum and README.md's table against it, so none can drift.
+//! core error enum and the book's error table (docs/src/errors.md) against it, so none can drift.
 
 /// One documented SQLSTATE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub struct Code {
     pub kind: ErrorKind,
     /// The request parameter the error is about, when there is one.
     pub param: Option<&'static str>,
-    /// What it means, as README.md's table says it.
+    /// What it means, as the book's error table (docs/src/errors.md) says it.
     pub meaning: &'static str,
 }
 
@@ -54,7 +54,7 @@ const fn code(
     Code { sqlstate, name, http_status, kind, param, meaning }
 }
 
-/// Every code, in README order. PostgreSQL's own codes follow the extension's.
+/// Every code, in the order of the book's error table. PostgreSQL's own codes follow the extension's.
 pub const REGISTRY: &[Code] = &[
     code("PM100", "parameter_invalid", 400, InvalidRequest, None,
          "invalid argument (a text too long or empty, metadata beyond Stripe's limits, capture method, unknown status or source, `lim` out of range, purge under 24 h, tolerance out of bounds)"),

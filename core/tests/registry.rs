@@ -1,6 +1,6 @@
 //! The SQLSTATE registry (`payments_core::sqlstate`) against everything that
 //! repeats its codes: the SQL files that raise them, the money error enum, and
-//! README.md's table. A code raised but not registered, registered but never
+//! the book's table (docs/src/errors.md). A code raised but not registered, registered but never
 //! raised, or documented differently fails here.
 
 use std::collections::BTreeSet;
@@ -50,10 +50,9 @@ fn every_code_the_sql_raises_is_registered_and_every_registered_pm_code_is_raise
     }
 }
 
-/// README.md's error table: `| `CODE` | meaning | HTTP |` rows under `## Errors`.
-fn readme_error_rows() -> Vec<(String, String, u16)> {
-    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
-    let section = readme.split("\n## Errors").nth(1).expect("README has an Errors section");
+/// The book's error table (docs/src/errors.md): `| `CODE` | meaning | HTTP |` rows.
+fn book_error_rows() -> Vec<(String, String, u16)> {
+    let section = std::fs::read_to_string(repo_path("docs/src/errors.md")).unwrap();
     let section = section.split("\n## ").next().unwrap();
     section
         .lines()
@@ -69,14 +68,17 @@ fn readme_error_rows() -> Vec<(String, String, u16)> {
 
 #[test]
 fn the_readme_table_is_the_registry() {
-    let rows = readme_error_rows();
+    let rows = book_error_rows();
     for c in REGISTRY {
         let code = format!("`{}`", c.sqlstate);
-        let row = rows.iter().find(|(k, _, _)| *k == code).unwrap_or_else(|| panic!("README lacks {code}"));
-        assert_eq!((row.1.as_str(), row.2), (c.meaning, c.http_status), "README's row for {code}");
+        let row = rows.iter().find(|(k, _, _)| *k == code).unwrap_or_else(|| panic!("docs/src/errors.md lacks {code}"));
+        assert_eq!((row.1.as_str(), row.2), (c.meaning, c.http_status), "docs/src/errors.md's row for {code}");
     }
     let classes = UNAVAILABLE_CLASSES.iter().map(|c| format!("`{c}…`")).collect::<Vec<_>>().join(", ");
-    let row = rows.iter().find(|(k, _, _)| *k == classes).unwrap_or_else(|| panic!("README lacks the row {classes}"));
+    let row = rows
+        .iter()
+        .find(|(k, _, _)| *k == classes)
+        .unwrap_or_else(|| panic!("docs/src/errors.md lacks the row {classes}"));
     assert_eq!(row.2, lookup(&format!("{}000", UNAVAILABLE_CLASSES[0])).http_status);
-    assert_eq!(rows.len(), REGISTRY.len() + 1, "README documents no code the registry lacks");
+    assert_eq!(rows.len(), REGISTRY.len() + 1, "docs/src/errors.md documents no code the registry lacks");
 }

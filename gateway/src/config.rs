@@ -21,6 +21,8 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Serve the MCP tools over stdin/stdout, for an agent that starts this as a subprocess.
     Mcp(McpArgs),
+    /// Print the OpenAPI document of the HTTP API (JSON), as `GET /openapi.json` serves it.
+    Openapi,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,6 +1,7 @@
 //! The `payments-gateway` binary: `serve` (the HTTP API, the dashboard and
 //! /mcp), `sandbox` (only the Stripe-compatible sandbox), `reconcile` (a
-//! report against the provider) or `mcp` (the MCP server over stdio). Everything else is in the library.
+//! report against the provider), `mcp` (the MCP server over stdio) or `openapi` (print the
+//! HTTP API's OpenAPI document). Everything else is in the library.
 
 use clap::Parser;
 use payments_gateway::config::{Cli, Command, ReconcileArgs, SandboxArgs};
@@ -28,6 +29,9 @@ async fn main() {
         Command::Sandbox(args) => sandbox(args).await,
         Command::Reconcile(args) => reconcile(args).await,
         Command::Mcp(args) => payments_gateway::mcp::stdio::run(args).await,
+        Command::Openapi => serde_json::to_string_pretty(&payments_gateway::openapi::document())
+            .map(|json| println!("{json}"))
+            .map_err(Into::into),
     };
     if let Err(e) = result {
         eprintln!("payments-gateway: {e}");

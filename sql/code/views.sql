@@ -64,3 +64,18 @@ SELECT l.id, l.provider, l.event_id, l.event_type, l.event_created, l.provider_p
 FROM payments._webhook_log() l;
 COMMENT ON VIEW payments.webhook_log IS
     'Received webhooks without their bodies, headers or secrets: what arrived, what it matched and what was done. still_pending: waiting for its payment to be linked.';
+
+CREATE OR REPLACE FUNCTION payments.api_reference() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+SELECT string_agg(entry, E'\n\n' ORDER BY kind, name) FROM (
+    SELECT 1 AS kind, p.proname::text AS name,
+           '## payments.' || p.proname || '(' || pg_get_function_arguments(p.oid) || ')' || E'\n' ||
+           'returns ' || pg_get_function_result(p.oid) || E'\n\n' || coalesce(obj_description(p.oid, 'pg_proc'), '') AS entry
+    FROM pg_proc p
+    WHERE p.pronamespace = 'payments'::regnamespace AND p.proname !~ '^_'
+    UNION ALL
+    SELECT 2, c.relname::text, '## view payments.' || c.relname || E'\n\n' || coalesce(obj_description(c.oid, 'pg_class'), '')
+    FROM pg_class c WHERE c.relnamespace = 'payments'::regnamespace AND c.relkind = 'v') entries
+$$;
+COMMENT ON FUNCTION payments.api_reference() IS
+    'The SQL API reference as markdown: every function a client may call (its arguments, result and COMMENT) and every view, by name. The MCP resource payments://sql-api and the book''s generated reference page are this.';

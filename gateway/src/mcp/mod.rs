@@ -297,16 +297,7 @@ const CUSTOMER_STATUS: &str = "SELECT jsonb_build_object('customer_id', $1::text
                   FROM payments.entitlements($1) e), '[]'))::text AS status";
 
 /// Every function a client may call and every view, with the comments that document them.
-const SQL_API: &str = "SELECT string_agg(entry, E'\\n\\n' ORDER BY kind, name) FROM (
-    SELECT 1 AS kind, p.proname AS name,
-           '## payments.' || p.proname || '(' || pg_catalog.pg_get_function_arguments(p.oid) || ')' || E'\\n' ||
-           'returns ' || pg_catalog.pg_get_function_result(p.oid) || E'\\n\\n' ||
-           coalesce(pg_catalog.obj_description(p.oid, 'pg_proc'), '') AS entry
-    FROM pg_catalog.pg_proc p
-    WHERE p.pronamespace = 'payments'::regnamespace AND p.proname !~ '^_'
-    UNION ALL
-    SELECT 2, c.relname, '## view payments.' || c.relname || E'\\n\\n' || coalesce(pg_catalog.obj_description(c.oid, 'pg_class'), '')
-    FROM pg_catalog.pg_class c WHERE c.relnamespace = 'payments'::regnamespace AND c.relkind = 'v') entries";
+const SQL_API: &str = "SELECT payments.api_reference()";
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for PaymentsMcp {
