@@ -486,8 +486,8 @@ def main():
     parts = set(args.parts.split(","))
     seconds = 1 if args.smoke else 10
     http_seconds = 1 if args.smoke else 20
-    clients = [1, 4] if args.smoke else [1, 8, 32]
-    sizes = [2_000, 5_000] if args.smoke else [100_000, 1_000_000, 10_000_000]
+    clients = [4] if args.smoke else [1, 8, 32]
+    sizes = [2_000, 3_000] if args.smoke else [100_000, 1_000_000, 10_000_000]
     mid = clients[-1] if args.smoke else 8
     top = clients[-1]
 

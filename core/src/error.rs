@@ -2,7 +2,7 @@
 //!
 //! pgrx can only raise SQLSTATEs from PostgreSQL's own list, so Rust code never
 //! raises these itself: the `#[pg_extern]` layer hands `(sqlstate, message, hint)`
-//! to the PL/pgSQL API (`sql/code/api.sql`), which raises them with `RAISE ... USING
+//! to the PL/pgSQL API (`sql/code/payments.sql`), which raises them with `RAISE ... USING
 //! ERRCODE`. The same codes are raised directly by PL/pgSQL for errors found in
 //! SQL (an unknown payment, a reused idempotency key). The book's docs/src/errors.md has the table.
 

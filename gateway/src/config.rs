@@ -16,6 +16,7 @@ pub enum Command {
     /// Serve the HTTP API (with `--provider sandbox`, the embedded development sandbox too).
     Serve(Box<ServeArgs>),
     /// Serve only the Stripe-compatible sandbox.
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
     /// Compare the provider's objects of a time window with ours and print every disagreement (JSON).
     Reconcile(ReconcileArgs),
@@ -107,6 +108,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PAYMENTS_PROVIDER_NAME")]
     pub provider_name: Option<String>,
     /// The one key the embedded sandbox accepts; generated (and logged) when unset.
+    #[cfg(feature = "sandbox")]
     #[arg(long, env = "SANDBOX_API_KEY", hide_env_values = true)]
     pub sandbox_api_key: Option<String>,
     #[arg(long, env = "PROVIDER_TIMEOUT_MS", default_value_t = 10_000)]
@@ -148,13 +150,16 @@ pub struct ServeArgs {
     /// add the name clients reach the gateway by.
     #[arg(long, env = "MCP_ALLOWED_HOSTS", value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
     pub mcp_allowed_hosts: Vec<String>,
+    #[cfg(feature = "sandbox")]
     #[command(flatten)]
     pub sandbox: payments_sandbox::Knobs,
     /// Secret the embedded sandbox signs its webhooks with (register it with payments.add_webhook_secret).
+    #[cfg(feature = "sandbox")]
     #[arg(long, env = "SANDBOX_WEBHOOK_SECRET", hide_env_values = true)]
     pub sandbox_webhook_secret: Option<String>,
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Clone, Args)]
 pub struct SandboxArgs {
     #[arg(long, env = "SANDBOX_LISTEN", default_value = "127.0.0.1:12111")]
@@ -191,8 +196,13 @@ impl ProviderKind {
 /// The provider a `serve` configuration asks for, or why it asks for none:
 /// the sandbox only when named, Stripe only with a non-empty key.
 pub fn provider_kind(args: &ServeArgs) -> Result<ProviderKind, String> {
+    #[cfg(feature = "sandbox")]
     if args.sandbox_api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         return Err("SANDBOX_API_KEY is set but empty".into());
+    }
+    #[cfg(not(feature = "sandbox"))]
+    if args.provider == Some(ProviderKind::Sandbox) {
+        return Err("this build has no sandbox (it was built without the `sandbox` feature)".into());
     }
     match (args.provider, args.stripe_secret_key.as_deref()) {
         (_, Some(key)) if key.trim().is_empty() => Err("STRIPE_SECRET_KEY is set but empty".into()),
@@ -221,6 +231,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "sandbox")]
     fn the_sandbox_runs_only_when_asked_for_and_stripe_only_with_a_key() {
         assert_eq!(provider_kind(&serve(&["--provider", "sandbox"])), Ok(ProviderKind::Sandbox));
         assert_eq!(provider_kind(&serve(&["--stripe-secret-key", "sk_live_x"])), Ok(ProviderKind::Stripe));
@@ -232,5 +243,12 @@ mod tests {
         assert!(provider_kind(&serve(&["--provider", "sandbox", "--sandbox-api-key", " "]))
             .unwrap_err()
             .contains("empty"));
+    }
+
+    #[test]
+    #[cfg(not(feature = "sandbox"))]
+    fn a_build_without_the_sandbox_refuses_it() {
+        assert!(provider_kind(&serve(&["--provider", "sandbox"])).unwrap_err().contains("no sandbox"));
+        assert!(Cli::try_parse_from(["payments-gateway", "sandbox"]).is_err());
     }
 }

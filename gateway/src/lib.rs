@@ -10,7 +10,7 @@
 pub mod app;
 pub mod auth;
 pub mod billing;
-pub mod commands;
+pub mod command_worker;
 pub mod config;
 pub mod dashboard;
 pub mod db;
@@ -23,8 +23,8 @@ pub mod listen;
 pub mod mcp;
 pub mod openapi;
 pub mod provider;
-pub mod reconciler;
 pub mod reconciliation;
+pub mod recovery;
 pub mod render;
 pub mod routes;
 pub mod serve;

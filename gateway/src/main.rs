@@ -4,10 +4,9 @@
 //! HTTP API's OpenAPI document). Everything else is in the library.
 
 use clap::Parser;
-use payments_gateway::config::{Cli, Command, ReconcileArgs, SandboxArgs};
+use payments_gateway::config::{Cli, Command, ReconcileArgs};
 use payments_gateway::provider::stripe::Stripe;
 use payments_gateway::startup::{Application, Fallible};
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 // Many small short-lived allocations per request (HTTP, JSON, rows): mimalloc
@@ -26,6 +25,7 @@ async fn main() {
             Ok(app) => app.run_until(shutdown()).await,
             Err(e) => Err(e),
         },
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox(args).await,
         Command::Reconcile(args) => reconcile(args).await,
         Command::Mcp(args) => payments_gateway::mcp::stdio::run(args).await,
@@ -39,8 +39,9 @@ async fn main() {
     }
 }
 
-async fn sandbox(args: SandboxArgs) -> Fallible {
-    let listener = TcpListener::bind(args.listen).await?;
+#[cfg(feature = "sandbox")]
+async fn sandbox(args: payments_gateway::config::SandboxArgs) -> Fallible {
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let target = match (args.webhook_url, args.webhook_secret) {
         (Some(url), Some(secret)) => Some(payments_sandbox::WebhookTarget { url, secret }),
         _ => None,

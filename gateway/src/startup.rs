@@ -14,7 +14,7 @@ use crate::auth::KeyCache;
 use crate::config::{self, ProviderKind, ServeArgs};
 use crate::dashboard::throttle::SignInThrottle;
 use crate::provider::stripe::Stripe;
-use crate::{billing, commands, db, deliveries, reconciler};
+use crate::{billing, command_worker, db, deliveries, recovery};
 
 pub type Fallible<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -45,12 +45,7 @@ impl Application {
                 tracing::info!(provider = %name, api = %args.stripe_api_base, "provider: Stripe");
                 Stripe::new(&name, &args.stripe_api_base, key, provider_timeout)
             }
-            ProviderKind::Sandbox => {
-                let key = args.sandbox_api_key.get_or_insert_with(payments_sandbox::new_api_key).clone();
-                tracing::warn!(provider = %name, sandbox_api_key = %key,
-                    "provider: the embedded sandbox at /sandbox; development only, no money moves");
-                Stripe::new(&name, &format!("http://{addr}/sandbox"), &key, provider_timeout)
-            }
+            ProviderKind::Sandbox => sandbox::provider(&mut args, &name, addr, provider_timeout)?,
         };
         let state = AppState {
             pool,
@@ -67,10 +62,14 @@ impl Application {
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             mcp_allowed_hosts: args.mcp_allowed_hosts.clone(),
         };
-        let mut router = app::router(state.clone(), limits);
-        if kind == ProviderKind::Sandbox {
-            router = router.nest_service("/sandbox", sandbox_router(&args, addr, state.provider.name()));
-        }
+        let router = app::router(state.clone(), limits);
+        #[cfg(feature = "sandbox")]
+        let router = match kind {
+            ProviderKind::Sandbox => {
+                router.nest_service("/sandbox", sandbox::router(&args, addr, state.provider.name()))
+            }
+            ProviderKind::Stripe => router,
+        };
         Ok(Application { listener, router, state, args, kind })
     }
 
@@ -85,19 +84,19 @@ impl Application {
     /// Serves until `shutdown` completes, with the reconciler, the provider-command outbox, billing and
     /// webhook deliveries running beside.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Fallible {
-        let pace = reconciler::Pace {
+        let pace = recovery::Pace {
             interval: Duration::from_millis(self.args.reconcile_interval_ms),
             min_age: Duration::from_millis(self.args.reconcile_min_age_ms),
             // A lease outlives the provider call it covers, with as long again to record the answer.
             lease: Duration::from_millis(self.args.reconcile_lease_ms.max(2 * self.args.provider_timeout_ms)),
         };
-        let reconciler = tokio::spawn(reconciler::run(self.state.clone(), pace));
-        let outbox = commands::Pace {
+        let recovery = tokio::spawn(recovery::run(self.state.clone(), pace));
+        let outbox = command_worker::Pace {
             interval: Duration::from_millis(self.args.command_interval_ms),
             lease: self.state.command_lease,
             capture_window: Duration::from_millis(self.args.capture_window_ms),
         };
-        let commands = tokio::spawn(commands::run(self.state.clone(), outbox, self.args.database_url.clone()));
+        let commands = tokio::spawn(command_worker::run(self.state.clone(), outbox, self.args.database_url.clone()));
         let billing =
             tokio::spawn(billing::run(self.state.clone(), Duration::from_millis(self.args.billing_interval_ms)));
         let delivery = deliveries::Pace {
@@ -116,7 +115,7 @@ impl Application {
         );
         let header_timeout = Duration::from_millis(self.args.header_read_timeout_ms);
         let served = crate::serve::serve(self.listener, self.router, header_timeout, shutdown).await;
-        reconciler.abort();
+        recovery.abort();
         commands.abort();
         billing.abort();
         deliveries.abort();
@@ -124,16 +123,40 @@ impl Application {
     }
 }
 
-fn sandbox_router(args: &ServeArgs, addr: SocketAddr, provider: &str) -> Router {
-    let target = args
-        .sandbox_webhook_secret
-        .clone()
-        .map(|secret| payments_sandbox::WebhookTarget { url: format!("http://{addr}/v1/webhooks/{provider}"), secret });
-    if target.is_none() {
-        tracing::warn!("no SANDBOX_WEBHOOK_SECRET: the sandbox will not deliver webhooks");
+/// The embedded sandbox as the provider (`--provider sandbox`): development and tests only.
+#[cfg(feature = "sandbox")]
+mod sandbox {
+    use super::*;
+
+    /// A Stripe client of the sandbox mounted at this gateway's `/sandbox`, with its one key.
+    pub(super) fn provider(args: &mut ServeArgs, name: &str, addr: SocketAddr, timeout: Duration) -> Fallible<Stripe> {
+        let key = args.sandbox_api_key.get_or_insert_with(payments_sandbox::new_api_key).clone();
+        tracing::warn!(provider = %name, sandbox_api_key = %key,
+            "provider: the embedded sandbox at /sandbox; development only, no money moves");
+        Ok(Stripe::new(name, &format!("http://{addr}/sandbox"), &key, timeout))
     }
-    let key = args.sandbox_api_key.clone().unwrap_or_default();
-    payments_sandbox::Sandbox::new(args.sandbox.clone(), target, key).router()
+
+    pub(super) fn router(args: &ServeArgs, addr: SocketAddr, provider: &str) -> Router {
+        let target = args.sandbox_webhook_secret.clone().map(|secret| payments_sandbox::WebhookTarget {
+            url: format!("http://{addr}/v1/webhooks/{provider}"),
+            secret,
+        });
+        if target.is_none() {
+            tracing::warn!("no SANDBOX_WEBHOOK_SECRET: the sandbox will not deliver webhooks");
+        }
+        let key = args.sandbox_api_key.clone().unwrap_or_default();
+        payments_sandbox::Sandbox::new(args.sandbox.clone(), target, key).router()
+    }
+}
+
+/// A build without the sandbox refuses `--provider sandbox` (config::provider_kind says so first).
+#[cfg(not(feature = "sandbox"))]
+mod sandbox {
+    use super::*;
+
+    pub(super) fn provider(_: &mut ServeArgs, _: &str, _: SocketAddr, _: Duration) -> Fallible<Stripe> {
+        Err("this build has no sandbox (it was built without the `sandbox` feature)".into())
+    }
 }
 
 /// The process's Prometheus recorder: the `metrics` macros write to one

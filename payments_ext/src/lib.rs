@@ -1,7 +1,7 @@
 //! The `payments` extension. This file is the table of contents of what Rust
 //! adds to SQL: thin `#[pg_extern]` wrappers over the pure logic in `payments-core`.
 //! The SQL API itself (`create_payment`, `transition`, …) is PL/pgSQL in
-//! `sql/code/api.sql`, which calls these for money, state decisions and hashes.
+//! `sql/code/payments.sql`, which calls these for money, state decisions and hashes.
 
 use pgrx::prelude::*;
 
@@ -22,16 +22,15 @@ pgrx::pg_module_magic!();
 // scripts/sqltool.py). Rust functions are created first (they live in the
 // extension's schema, `payments`); roles and grants come last.
 extension_sql_file!(
-    "../../sql/state/schema.sql",
-    name = "schema_state",
+    "../../sql/state/payments.sql",
+    name = "payments_state",
     requires = [to_major, is_allowed, all_allowed]
 );
-extension_sql_file!("../../sql/code/schema.sql", name = "schema", requires = ["schema_state"]);
 extension_sql_file!(
-    "../../sql/code/api.sql",
-    name = "api",
+    "../../sql/code/payments.sql",
+    name = "payments",
     requires = [
-        "schema",
+        "payments_state",
         to_minor_or_null,
         money_error,
         currencies,
@@ -50,7 +49,7 @@ extension_sql_file!(
     "../../sql/state/webhooks.sql",
     name = "webhooks_state",
     requires = [
-        "api",
+        "payments",
         webhook_signature_failure,
         verify_webhook_signature,
         webhook_secret_failure,
@@ -61,14 +60,18 @@ extension_sql_file!(
 );
 extension_sql_file!("../../sql/code/webhooks.sql", name = "webhooks", requires = ["webhooks_state"]);
 extension_sql_file!("../../sql/code/views.sql", name = "views", requires = ["webhooks"]);
-extension_sql_file!("../../sql/state/gateway.sql", name = "gateway_state", requires = ["views", new_token]);
-extension_sql_file!("../../sql/code/gateway.sql", name = "gateway", requires = ["gateway_state"]);
-extension_sql_file!("../../sql/state/lifecycle.sql", name = "lifecycle_state", requires = ["gateway"]);
-extension_sql_file!("../../sql/code/lifecycle.sql", name = "lifecycle", requires = ["lifecycle_state"]);
+extension_sql_file!("../../sql/state/api_keys.sql", name = "api_keys_state", requires = ["views", new_token]);
+extension_sql_file!("../../sql/code/api_keys.sql", name = "api_keys", requires = ["api_keys_state"]);
+extension_sql_file!("../../sql/state/provider_commands.sql", name = "provider_commands_state", requires = ["api_keys"]);
+extension_sql_file!(
+    "../../sql/code/provider_commands.sql",
+    name = "provider_commands",
+    requires = ["provider_commands_state"]
+);
 extension_sql_file!(
     "../../sql/state/refunds.sql",
     name = "refunds_state",
-    requires = ["lifecycle", refund_decision, stripe_refund_status]
+    requires = ["provider_commands", refund_decision, stripe_refund_status]
 );
 extension_sql_file!("../../sql/code/refunds.sql", name = "refunds", requires = ["refunds_state"]);
 extension_sql_file!(

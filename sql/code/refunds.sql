@@ -1,5 +1,5 @@
 -- payments: refunds. create_refund validates and records a pending refund and
--- queues its provider call in the outbox (sql/lifecycle.sql), in the caller's
+-- queues its provider call in the outbox (sql/code/provider_commands.sql), in the caller's
 -- transaction; the provider's answer and its webhooks move the refund, each
 -- checked against it (its provider object, amount and currency) as payments are.
 -- A payment's refunds never add up to more than it captured: create_refund

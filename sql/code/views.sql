@@ -79,3 +79,17 @@ SELECT string_agg(entry, E'\n\n' ORDER BY kind, name) FROM (
 $$;
 COMMENT ON FUNCTION payments.api_reference() IS
     'The SQL API reference as markdown: every function a client may call (its arguments, result and COMMENT) and every view, by name. The MCP resource payments://sql-api and the book''s generated reference page are this.';
+
+-- ---------------------------------------------------------------------------
+-- Reading a payment's history over HTTP
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION payments.list_payment_events(payment_id text) RETURNS SETOF payments.payment_history
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_customer text := payments._customer_of(list_payment_events.payment_id);
+BEGIN
+    RETURN QUERY SELECT * FROM payments.payment_history h
+    WHERE h.customer_id = v_customer AND h.payment_id = list_payment_events.payment_id ORDER BY h.seq;
+END
+$$;
+COMMENT ON FUNCTION payments.list_payment_events(text) IS 'A payment''s history in order; PM204 when the payment does not exist.';

@@ -318,12 +318,12 @@ pub(crate) async fn command(
         let tx = db.transaction().await?;
         let stmt = tx.prepare_cached(statement).await?;
         let payment: String = tx.query_one(&stmt, &[&id, argument]).await?.try_get("payment")?;
-        let claimed = crate::commands::claim(state, &tx, Some(id), state.command_lease).await?;
+        let claimed = crate::command_worker::claim(state, &tx, Some(id), state.command_lease).await?;
         tx.commit().await?;
         (payment, claimed)
     };
     // Its one command: an answer that could not be recorded is the caller's to know.
-    if let Some(done) = crate::commands::carry_out_all(state, claimed).await.pop() {
+    if let Some(done) = crate::command_worker::carry_out_all(state, claimed).await.pop() {
         payment = done?;
     }
     Ok(payment)

@@ -72,7 +72,7 @@ pub(crate) async fn request(
         let claimed = if replayed {
             vec![]
         } else {
-            crate::commands::claim(state, &tx, Some(payment), state.command_lease).await?
+            crate::command_worker::claim(state, &tx, Some(payment), state.command_lease).await?
         };
         tx.commit().await?;
         (refund, replayed, claimed)
@@ -81,7 +81,7 @@ pub(crate) async fn request(
         return Ok((refund, replayed));
     }
     // Each claimed command is recorded or left to its lease; the refund then shows the provider's answer.
-    crate::commands::carry_out_all(state, claimed).await;
+    crate::command_worker::carry_out_all(state, claimed).await;
     let id = serde_json::from_str::<serde_json::Value>(&refund)
         .ok()
         .and_then(|r| r["id"].as_str().map(str::to_string))

@@ -1,4 +1,4 @@
--- payments: the tables of lifecycle (its functions: sql/code/lifecycle.sql). Created once; a
+-- payments: the tables of provider_commands (its functions: sql/code/provider_commands.sql). Created once; a
 -- release changes them in its delta (sql/delta/).
 
 CREATE TABLE payments.provider_commands (

@@ -1,4 +1,4 @@
--- payments: the tables of gateway (its functions: sql/code/gateway.sql). Created once; a
+-- payments: the tables of api_keys (its functions: sql/code/api_keys.sql). Created once; a
 -- release changes them in its delta (sql/delta/).
 
 -- ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
--- payments: the tables of schema (its functions: sql/code/schema.sql). Created once; a
+-- payments: the tables of payments (its functions: sql/code/payments.sql). Created once; a
 -- release changes them in its delta (sql/delta/).
 
 -- ---------------------------------------------------------------------------

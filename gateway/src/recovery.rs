@@ -1,4 +1,4 @@
-//! The reconciler: finishes payments whose provider call never completed
+//! Recovery (the reconciler): finishes payments whose provider call never completed
 //! (retrying it with the same idempotency key) and refreshes those whose
 //! provider state is unknown.
 //!
