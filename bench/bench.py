@@ -19,6 +19,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -65,6 +66,10 @@ def pgbench(script, clients, seconds, log_latencies=False):
         return result
 
 
+# Rows made before the runs (payments to replay, subscribed customers, refundable payments):
+# the smoke run, which only proves the harness works, makes fewer.
+PRELOAD = 1_000 if "--smoke" in sys.argv else 10_000
+
 SETUP = f"""
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 CREATE SCHEMA IF NOT EXISTS bench;
@@ -81,7 +86,7 @@ UPDATE bench.verify_sample SET
 UPDATE bench.verify_sample SET headers = jsonb_build_object('Stripe-Signature', 't=' || t || ',v1=' || sig);
 SELECT payments.add_webhook_secret('bench', 'stripe', '{SECRET}')
 WHERE NOT EXISTS (SELECT FROM payments.webhook_secrets WHERE provider = 'bench');
-SELECT count(*) FROM generate_series(1, 10000) g,
+SELECT count(*) FROM generate_series(1, {PRELOAD}) g,
     LATERAL payments.create_payment('replay-' || g, 'cust_replay', 10.00, 'USD');
 -- "By hand": three of the rows create_payment writes (key, payment, first event), as a client would write them.
 CREATE TABLE IF NOT EXISTS bench.hand_keys (LIKE payments.idempotency_keys INCLUDING ALL);
@@ -90,12 +95,12 @@ CREATE TABLE IF NOT EXISTS bench.hand_events (LIKE payments.payment_events INCLU
 -- Billing: a meter, and 10,000 customers on a free plan whose feature has no limit (consume always counts).
 SELECT code FROM payments.create_meter('bench_calls', 'sum');
 SELECT code FROM payments.create_plan('bench', 'USD', 0, 'month', features => '{{"calls": null}}');
-SELECT count(*) FROM generate_series(1, 10000) g,
+SELECT count(*) FROM generate_series(1, {PRELOAD}) g,
     LATERAL payments.create_subscription('bench-sub-' || g, 'cust_' || g, 'bench');
 """
 
 # Succeeded payments of 1,000,000.00 to refund a cent at a time (a few refunds each per run): (j).
-REFUNDABLE_PAYMENTS = 10_000
+REFUNDABLE_PAYMENTS = PRELOAD
 REFUNDABLE = f"""
 SELECT count(*) FROM generate_series(1, {REFUNDABLE_PAYMENTS}) g,
     LATERAL payments.create_payment('refundable-' || g, 'cust_' || g, 1000000, 'USD', 'pm_card_visa') p,
@@ -122,14 +127,14 @@ PAYMENT_INTENT = json.dumps({
 
 SCRIPTS = {
     "a": ("bare INSERT into a payments-shaped table",
-          "\\set c random(1, 10000)\n"
+          f"\\set c random(1, {PRELOAD})\n"
           "INSERT INTO bench.bare_payments (id, customer_id, amount_minor, currency, status, capture_method) "
           "VALUES ('pay_' || gen_random_uuid(), 'cust_' || :c, 4999, 'USD', 'requires_payment_method', 'automatic');\n"),
     "b": ("payments.create_payment, fresh keys",
-          "\\set c random(1, 10000)\n"
+          f"\\set c random(1, {PRELOAD})\n"
           "SELECT id FROM payments.create_payment(gen_random_uuid()::text, 'cust_' || :c, 49.99, 'USD');\n"),
     "c": ("payments.create_payment, replays",
-          "\\set i random(1, 10000)\n"
+          f"\\set i random(1, {PRELOAD})\n"
           "SELECT id FROM payments.create_payment('replay-' || :i, 'cust_replay', 10.00, 'USD');\n"),
     "d": ("payments.ingest_webhook, fresh signed events to succeeded",
           "SELECT payments.ingest_webhook('bench', e.headers, e.body) FROM bench.events e "
@@ -141,13 +146,13 @@ SCRIPTS = {
           "SELECT count(*) FROM bench.verify_sample s "
           "WHERE encode(hmac(convert_to(s.t || '.', 'UTF8') || s.body, convert_to(s.secret, 'UTF8'), 'sha256'), 'hex') = s.sig;\n"),
     "g": ("payments.record_usage, fresh keys",
-          "\\set c random(1, 10000)\n"
+          f"\\set c random(1, {PRELOAD})\n"
           "SELECT id FROM payments.record_usage(gen_random_uuid()::text, 'cust_' || :c, 'bench_calls', 1);\n"),
     "h": ("payments.consume, fresh request ids",
-          "\\set c random(1, 10000)\n"
+          f"\\set c random(1, {PRELOAD})\n"
           "SELECT allowed FROM payments.consume('cust_' || :c, 'calls', 1, gen_random_uuid()::text);\n"),
     "i": ("by hand: key, payment, first event in one transaction",
-          "\\set c random(1, 10000)\n\\set n random(1, 9223372036854775807)\nBEGIN;\n"
+          f"\\set c random(1, {PRELOAD})\n\\set n random(1, 9223372036854775807)\nBEGIN;\n"
           "INSERT INTO bench.hand_keys (customer_id, key, fingerprint, payment_id) "
           "VALUES ('cust_' || :c, gen_random_uuid()::text, '\\x00', 'pay_' || :n);\n"
           "INSERT INTO bench.hand_payments (id, customer_id, amount_minor, currency, status, capture_method) "
@@ -160,14 +165,14 @@ SCRIPTS = {
           "(SELECT id FROM bench.refundable WHERE n = :n), 0.01);\n"),
     # The gateway's statement for a payment without a provider call (db.rs: CREATE_PAYMENT).
     "k": ("create_payment as the gateway issues it without a payment method",
-          "\\set c random(1, 10000)\n"
+          f"\\set c random(1, {PRELOAD})\n"
           f"SELECT {PAYMENT_JSON.format(r='r')}, r.outcome, r.id FROM payments.create_payment(gen_random_uuid()::text, "
           "'cust_' || :c, coalesce('49.99'::text::numeric, payments.to_major(NULL, 'USD')), 'USD', NULL, NULL, "
           "NULL::text::jsonb, NULL) r;\n"),
     # The gateway's two statements (gateway/src/db.rs: CREATE_PAYMENT, RECORD_PROVIDER_RESULT), each
     # rendering the payment as JSON, with a PaymentIntent of the size the sandbox answers.
     "f": ("create_payment + record_provider_result, as the gateway issues them",
-          "\\set c random(1, 10000)\n"
+          f"\\set c random(1, {PRELOAD})\n"
           f"SELECT {PAYMENT_JSON.format(r='r')} AS body, r.id AS pid FROM payments.create_payment(gen_random_uuid()::text, "
           "'cust_' || :c, coalesce('49.99'::text::numeric, payments.to_major(NULL, 'USD')), 'USD', 'pm_card_visa', NULL, "
           "NULL::text::jsonb, NULL) r \\gset\n"
