@@ -105,6 +105,16 @@ pub const METER_AGGREGATIONS: [&str; 5] = ["sum", "count", "count_unique", "max"
 /// Stripe's subscription statuses (`incomplete_expired`: its first invoice was never paid).
 pub const SUBSCRIPTION_STATUSES: [&str; 8] =
     ["trialing", "active", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired", "paused"];
+/// Subscriptions that grant their plan and renew.
+pub const SUBSCRIPTION_CURRENT: [&str; 3] = ["trialing", "active", "past_due"];
+/// Subscriptions whose open invoices are still collected: the current ones, and those whose
+/// renewal (`unpaid`) or first invoice (`incomplete`) has not been paid yet.
+pub const SUBSCRIPTION_COLLECTED: [&str; 5] = ["trialing", "active", "past_due", "unpaid", "incomplete"];
+/// Subscriptions in a period that was paid for (not a trial): usage thresholds, period-end changes.
+pub const SUBSCRIPTION_PAID_PERIOD: [&str; 2] = ["active", "past_due"];
+/// Payments that wait on their customer (a payment method, a confirmation, an action).
+pub const PAYMENT_AWAITING_CUSTOMER: [&str; 3] =
+    ["requires_payment_method", "requires_confirmation", "requires_action"];
 pub const BILLING_INTERVALS: [&str; 4] = ["day", "week", "month", "year"];
 /// Stripe's invoice statuses (`draft` for invoices not yet finalized).
 pub const INVOICE_STATUSES: [&str; 5] = ["draft", "open", "paid", "void", "uncollectible"];
@@ -112,6 +122,31 @@ pub const INVOICE_STATUSES: [&str; 5] = ["draft", "open", "paid", "void", "uncol
 /// invoice's attempts, a dashboard operator's refunds): an API caller may not
 /// send one, so it can never claim a key before the product uses it.
 pub const RESERVED_KEY_PREFIXES: [&str; 2] = ["invoice:", "dashboard:"];
+
+/// The named subsets SQL tests membership of (`status = ANY (payments._group('…'))`),
+/// each written once: here or, for payments, in the state machine.
+pub const GROUPS: [&str; 5] = [
+    "cancelable_payment_status",
+    "awaiting_customer_payment_status",
+    "current_subscription_status",
+    "collected_subscription_status",
+    "paid_period_subscription_status",
+];
+
+/// The members of a named subset (`GROUPS`), or None for a name that is not one.
+pub fn group(name: &str) -> Option<Vec<&'static str>> {
+    match name {
+        // A payment can be canceled exactly when the state machine has an edge to `canceled`.
+        "cancelable_payment_status" => {
+            Some(state::ALL.iter().filter(|s| s.can_move_to(Status::Canceled)).map(|s| s.as_str()).collect())
+        }
+        "awaiting_customer_payment_status" => Some(PAYMENT_AWAITING_CUSTOMER.to_vec()),
+        "current_subscription_status" => Some(SUBSCRIPTION_CURRENT.to_vec()),
+        "collected_subscription_status" => Some(SUBSCRIPTION_COLLECTED.to_vec()),
+        "paid_period_subscription_status" => Some(SUBSCRIPTION_PAID_PERIOD.to_vec()),
+        _ => None,
+    }
+}
 
 /// The reserved prefix `key` starts with, if any.
 pub fn reserved_key_prefix(key: &str) -> Option<&'static str> {
@@ -206,6 +241,25 @@ impl Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_group_is_a_subset_of_its_closed_set() {
+        for name in GROUPS {
+            let members = group(name).unwrap();
+            let kind = if name.ends_with("subscription_status") { Kind::SubscriptionStatus } else { Kind::Status };
+            assert!(!members.is_empty() && members.iter().all(|m| kind.allows(m)), "{name}: {members:?}");
+        }
+        assert_eq!(group("no_such_group"), None);
+        // Stripe's cancelable PaymentIntent statuses, and what waits on the customer among them.
+        let cancelable = group("cancelable_payment_status").unwrap();
+        assert_eq!(
+            cancelable,
+            ["requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"]
+        );
+        assert!(PAYMENT_AWAITING_CUSTOMER.iter().all(|s| cancelable.contains(s)));
+        assert!(SUBSCRIPTION_PAID_PERIOD.iter().all(|s| SUBSCRIPTION_CURRENT.contains(s)));
+        assert!(SUBSCRIPTION_CURRENT.iter().all(|s| SUBSCRIPTION_COLLECTED.contains(s)));
+    }
 
     #[test]
     fn names_round_trip_and_every_set_is_non_empty() {

@@ -24,7 +24,7 @@ pgrx::pg_module_magic!();
 extension_sql_file!(
     "../../sql/state/payments.sql",
     name = "payments_state",
-    requires = [to_major, is_allowed, all_allowed]
+    requires = [to_major, is_allowed, all_allowed, group]
 );
 extension_sql_file!(
     "../../sql/code/payments.sql",
@@ -201,6 +201,14 @@ fn is_allowed(kind: &str, value: &str) -> bool {
 #[pg_extern(immutable, parallel_safe, name = "_all_allowed")]
 fn all_allowed(kind: &str, values: Vec<Option<String>>) -> bool {
     vocabulary::Kind::parse(kind).is_some_and(|k| values.iter().all(|v| v.as_deref().is_some_and(|v| k.allows(v))))
+}
+
+/// The members of a named subset of statuses (`vocabulary::GROUPS`), for
+/// `status = ANY (payments._group('current_subscription_status'))`: immutable, so the
+/// planner folds it to a constant array. An unknown name is an error, never an empty set.
+#[pg_extern(immutable, parallel_safe, name = "_group")]
+fn group(name: &str) -> Vec<&'static str> {
+    vocabulary::group(name).unwrap_or_else(|| error!("no status group {name:?}"))
 }
 
 // ---- ids and hashes ----------------------------------------------------------

@@ -235,7 +235,7 @@ BEGIN
         -- now is being settled by its own news, which finds its invoice as it then stands.
         SELECT p.status INTO v_status FROM payments.payments p
         WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE NOWAIT;
-        IF v_status IN ('requires_payment_method', 'requires_confirmation', 'requires_action') THEN
+        IF v_status = ANY (payments._group('awaiting_customer_payment_status')) THEN
             PERFORM payments.cancel_payment(p_payment_id, 'abandoned');
         END IF;
     EXCEPTION WHEN SQLSTATE 'PM206' OR SQLSTATE 'PM208' OR SQLSTATE 'PM209' OR lock_not_available THEN
@@ -348,7 +348,7 @@ BEGIN
                           THEN 'uncollectible' ELSE 'open' END
         WHERE i.customer_id = p_customer_id AND i.id = v_invoice.id
         RETURNING * INTO v_settled;
-        IF v_invoice.kind = 'final' OR v_sub.status NOT IN ('trialing', 'active', 'past_due', 'unpaid', 'incomplete') THEN
+        IF v_invoice.kind = 'final' OR NOT (v_sub.status = ANY (payments._group('collected_subscription_status'))) THEN
             NULL;  -- an ended subscription's last invoice: nothing more to decide
         ELSIF v_last AND v_sub.status = 'incomplete' THEN
             PERFORM payments._invoice_event(v_settled, v_invoice.status);
@@ -517,7 +517,7 @@ BEGIN
     LOOP
         SELECT * INTO v_sub FROM payments.subscriptions s
         WHERE s.customer_id = p_customer_id AND s.id = p_id
-          AND ((s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= p_at)
+          AND ((s.status = ANY (payments._group('current_subscription_status')) AND s.current_period_end <= p_at)
                OR (s.status = 'incomplete' AND s.current_period_start <= p_at - interval '23 hours'))
         FOR UPDATE SKIP LOCKED;
         EXIT WHEN NOT FOUND;
@@ -538,7 +538,7 @@ BEGIN
     END LOOP;
     -- Usage that reached its plan's threshold within the open period, invoiced now.
     SELECT * INTO v_sub FROM payments.subscriptions s
-    WHERE s.customer_id = p_customer_id AND s.id = p_id AND s.status IN ('active', 'past_due') AND s.period_number > 0
+    WHERE s.customer_id = p_customer_id AND s.id = p_id AND s.status = ANY (payments._group('paid_period_subscription_status')) AND s.period_number > 0
       AND s.current_period_start < p_at AND s.current_period_end > p_at
     FOR UPDATE SKIP LOCKED;
     IF FOUND THEN
@@ -627,7 +627,7 @@ BEGIN
             (SELECT 1 AS pass, s.customer_id, s.id, 'subscription' AS unit, s.billing_error IS NOT NULL AS failing,
                     extract(epoch FROM s.current_period_end) AS rank
              FROM payments.subscriptions s
-             WHERE (s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= at)
+             WHERE (s.status = ANY (payments._group('current_subscription_status')) AND s.current_period_end <= at)
                 OR (s.status = 'incomplete' AND s.current_period_start <= at - interval '23 hours')
              ORDER BY 5, 6 LIMIT 1000)
             UNION ALL
@@ -636,14 +636,14 @@ BEGIN
              -- Only a subscription that may be charged: others' invoices (paused) never fill the pass.
              JOIN payments.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id
              WHERE i.status = 'open' AND i.next_attempt_at <= at
-               AND s.status IN ('trialing', 'active', 'past_due', 'unpaid', 'incomplete')
+               AND s.status = ANY (payments._group('collected_subscription_status'))
              ORDER BY 5, 6 LIMIT 1000)
             UNION ALL
             (SELECT 3, s.customer_id, s.id, 'subscription', s.billing_error IS NOT NULL,
                     -- The epoch, not at::text: the order must not depend on the session's TimeZone.
                     ('x' || substr(md5(s.id || extract(epoch FROM at)::text), 1, 8))::bit(32)::integer
              FROM payments.subscriptions s
-             WHERE s.plan = ANY (v_threshold_plans) AND s.status IN ('active', 'past_due') AND s.period_number > 0
+             WHERE s.plan = ANY (v_threshold_plans) AND s.status = ANY (payments._group('paid_period_subscription_status')) AND s.period_number > 0
                AND s.current_period_start < at AND s.current_period_end > at
              ORDER BY 5, 6 LIMIT 1000)) due
         ORDER BY due.pass, due.failing, due.rank
@@ -661,7 +661,7 @@ BEGIN
                 SELECT * INTO v_sub FROM payments.subscriptions s
                 WHERE s.customer_id = v_invoice.customer_id AND s.id = v_invoice.subscription_id;
                 -- A canceled or expired subscription is never charged.
-                CONTINUE WHEN v_sub.status NOT IN ('trialing', 'active', 'past_due', 'unpaid', 'incomplete');
+                CONTINUE WHEN NOT (v_sub.status = ANY (payments._group('collected_subscription_status')));
                 v_sub_id := v_sub.id;
                 PERFORM payments._charge_invoice(v_invoice, v_sub, at);
                 v_done := '{"retried": 1}';
@@ -845,7 +845,7 @@ BEGIN
         RAISE EXCEPTION 'plan % not found', quote_nullable(payments._shown(change_plan.plan)) USING ERRCODE = 'PM204';
     END IF;
     SELECT * INTO v_old FROM payments.plans p WHERE p.code = v_sub.plan;
-    IF v_sub.status NOT IN ('trialing', 'active', 'past_due') OR v_new.archived_at IS NOT NULL THEN
+    IF NOT (v_sub.status = ANY (payments._group('current_subscription_status'))) OR v_new.archived_at IS NOT NULL THEN
         RAISE EXCEPTION 'subscription % is % (or plan % is archived): its plan cannot change', v_sub.id, v_sub.status,
             v_new.code USING ERRCODE = 'PM206';
     END IF;

@@ -92,7 +92,7 @@ BEGIN
     v_payment := payments._locked_payment(cancel_payment.payment_id);
     v_customer := v_payment.customer_id;
     -- Stripe cancels a payment in these statuses only (not while processing).
-    IF v_payment.status NOT IN ('requires_payment_method', 'requires_confirmation', 'requires_action', 'requires_capture') THEN
+    IF NOT (v_payment.status = ANY (payments._group('cancelable_payment_status'))) THEN
         RAISE EXCEPTION 'payment % is % and cannot be canceled', v_payment.id, v_payment.status USING ERRCODE = 'PM206';
     END IF;
     IF v_payment.provider_payment_id IS NOT NULL THEN
@@ -199,8 +199,7 @@ BEGIN
         END IF;
         IF (CASE v_kind WHEN 'refund' THEN v_status <> 'pending'
                         WHEN 'capture' THEN v_status <> 'requires_capture'
-                        ELSE v_status NOT IN ('requires_capture', 'requires_payment_method', 'requires_confirmation',
-                                              'requires_action') END) THEN
+                        ELSE NOT (v_status = ANY (payments._group('cancelable_payment_status'))) END) THEN
             UPDATE payments.provider_commands c
             SET status = CASE WHEN v_status = 'made' THEN 'succeeded' ELSE 'failed' END, finished_at = now(),
                 last_error = CASE WHEN v_status <> 'made' THEN jsonb_build_object('message',

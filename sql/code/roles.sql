@@ -29,7 +29,7 @@ GRANT EXECUTE ON FUNCTION
     payments.to_minor(numeric, text), payments._to_minor(numeric, text), payments._money_error(numeric, text),
     payments.to_major(bigint, text), payments.currencies(), payments.statuses(), payments.allowed_transitions(),
     payments.allowed_values(), payments._is_allowed(text, text), payments._all_allowed(text, text[]),
-    payments.api_reference(),
+    payments.api_reference(), payments._group(text),
     payments.verify_webhook_signature(text, text, jsonb, bytea, interval, timestamptz),
     payments.webhook_signature_failure(text, text, jsonb, bytea, interval, timestamptz)
 TO payments_admin, payments_gateway, payments_reader;

@@ -160,7 +160,7 @@ BEGIN
     plan := p_sub.plan;
     -- Only a renewing subscription goes on past its period's end (a trial, a cancel at
     -- period end and a pause stop there).
-    IF p_at < p_sub.current_period_end OR p_sub.status NOT IN ('active', 'past_due') OR p_sub.cancel_at_period_end THEN
+    IF p_at < p_sub.current_period_end OR NOT (p_sub.status = ANY (payments._group('paid_period_subscription_status'))) OR p_sub.cancel_at_period_end THEN
         RETURN;
     END IF;
     plan := coalesce(p_sub.pending_plan, p_sub.plan);
@@ -441,7 +441,7 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
         RETURN;
     END IF;
-    IF at_period_end AND v_sub.status IN ('trialing', 'active', 'past_due') THEN
+    IF at_period_end AND v_sub.status = ANY (payments._group('current_subscription_status')) THEN
         v_sub.cancel_at_period_end := true;
         RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, v_from, 'cancel at period end',
                                                               jsonb_build_object('at', at));
@@ -533,7 +533,7 @@ BEGIN
     END IF;
     FOR v_sub IN
         SELECT * FROM payments.subscriptions s
-        WHERE s.customer_id = has_active_subscription.customer_id AND s.status IN ('trialing', 'active', 'past_due')
+        WHERE s.customer_id = has_active_subscription.customer_id AND s.status = ANY (payments._group('current_subscription_status'))
           AND (has_active_subscription.plan IS NULL OR s.plan = has_active_subscription.plan)
     LOOP
         IF payments._grants_now(v_sub, at) THEN
@@ -581,7 +581,7 @@ BEGIN
     END IF;
     FOR v_sub IN
         SELECT * FROM payments.subscriptions s
-        WHERE s.customer_id = entitlements.customer_id AND s.status IN ('trialing', 'active', 'past_due')
+        WHERE s.customer_id = entitlements.customer_id AND s.status = ANY (payments._group('current_subscription_status'))
         ORDER BY s.created_at, s.id
     LOOP
         CONTINUE WHEN NOT payments._grants_now(v_sub, at);
@@ -631,7 +631,7 @@ BEGIN
     -- waits here, so the check and the count below are one step for all of them.
     FOR v_candidate IN
         SELECT s.id, s.plan FROM payments.subscriptions s
-        WHERE s.customer_id = consume.customer_id AND s.status IN ('trialing', 'active', 'past_due')
+        WHERE s.customer_id = consume.customer_id AND s.status = ANY (payments._group('current_subscription_status'))
         ORDER BY s.created_at, s.id
     LOOP
         SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_candidate.plan;

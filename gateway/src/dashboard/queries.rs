@@ -48,7 +48,7 @@ SELECT jsonb_build_object(
     'subscriptions', (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM (
         SELECT status, count(*) AS n FROM payments.subscription_details GROUP BY 1) s),
     'mrr', (SELECT coalesce(jsonb_agg(m ORDER BY m.currency), '[]') FROM (
-        SELECT currency, sum(minor) AS minor FROM monthly WHERE status IN ('active', 'past_due') GROUP BY 1) m),
+        SELECT currency, sum(minor) AS minor FROM monthly WHERE status = ANY (payments._group('paid_period_subscription_status')) GROUP BY 1) m),
     'mrr_days', (SELECT coalesce(jsonb_agg(m), '[]') FROM (
         SELECT days.day, monthly.currency, sum(monthly.minor) AS minor,
                count(*) AS active
