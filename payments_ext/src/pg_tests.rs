@@ -2845,6 +2845,51 @@ mod tests {
     }
 
     #[pg_test]
+    fn mrr_counts_each_paid_period_subscription_by_its_monthly_fee() {
+        one::<String>("SELECT code FROM payments.create_plan('mrr_m', 'usd', 30, 'month')");
+        one::<String>("SELECT code FROM payments.create_plan('mrr_y', 'usd', 120, 'year')");
+        one::<String>("SELECT code FROM payments.create_plan('mrr_w', 'usd', 7, 'week')");
+        one::<String>("SELECT code FROM payments.create_plan('mrr_q', 'eur', 90, 'month', interval_count => 3)");
+        one::<String>("SELECT code FROM payments.create_plan('mrr_t', 'usd', 50, 'month', trial_days => 14)");
+        for (i, plan, minor, currency) in
+            [(1, "mrr_m", 3000, "usd"), (2, "mrr_y", 12000, "usd"), (3, "mrr_w", 700, "usd"), (4, "mrr_q", 9000, "eur")]
+        {
+            let sub = one::<String>(&format!(
+                "SELECT id FROM payments.create_subscription('mrr{i}', 'cust_mrr{i}', '{plan}', 'pm_card_visa')"
+            ));
+            let (_, _, _, pay) = invoice_of(&sub, 1);
+            // The provider's answer in the plan's own currency (a later key wins in jsonb).
+            let paid = intent(&format!("pi_mrr{i}"), minor, &format!(r#","currency":"{currency}""#));
+            one::<String>(&format!(
+                "SELECT outcome FROM payments.record_provider_result('{pay}', 'stripe', 'pi_mrr{i}', 'succeeded', '{paid}')"
+            ));
+        }
+        // Not in MRR: a trial, a subscription that never paid, one canceled.
+        one::<String>("SELECT id FROM payments.create_subscription('mrr5', 'cust_mrr5', 'mrr_t', 'pm_card_visa')");
+        one::<String>("SELECT id FROM payments.create_subscription('mrr6', 'cust_mrr6', 'mrr_m', 'pm_card_visa')");
+        let gone =
+            one::<String>("SELECT id FROM payments.create_subscription('mrr7', 'cust_mrr7', 'mrr_m', 'pm_card_visa')");
+        let (_, _, _, pay) = invoice_of(&gone, 1);
+        settle(&pay, "pi_mrr7", 3000, "succeeded");
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{gone}', at_period_end => false)"));
+        // 30.00 + 120.00/12 + 7.00 x 52/12 (30.33) = 70.33 USD; 90.00 every 3 months = 30.00 EUR.
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(currency || ' ' || mrr || ' ' || mrr_minor || ' ' || subscriptions, '; ' ORDER BY currency)
+                 FROM payments.mrr WHERE currency IN ('USD', 'EUR')"
+            ),
+            "EUR 30.00 3000 1; USD 70.33 7033 3"
+        );
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(status || ':' || in_mrr, ',' ORDER BY customer_id) FROM payments.subscription_revenue
+                 WHERE customer_id LIKE 'cust_mrr%'"
+            ),
+            "active:true,active:true,active:true,active:true,trialing:false,incomplete:false,canceled:false"
+        );
+    }
+
+    #[pg_test]
     fn an_invoice_key_cannot_be_claimed_before_its_invoice_exists() {
         one::<String>("SELECT code FROM payments.create_plan('pk', 'usd', 7, 'week')");
         let sub = one::<String>("SELECT id FROM payments.create_subscription('pk1', 'cust_pk', 'pk', 'pm_card_visa')");

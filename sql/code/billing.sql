@@ -745,6 +745,27 @@ SELECT i.id, i.customer_id, i.subscription_id, i.number, i.status, payments.to_m
 FROM payments.invoices i;
 COMMENT ON VIEW payments.invoice_details IS 'Every invoice with its total in major units; readable by payments_reader.';
 
+-- Revenue, defined once for the dashboard and for BI tools alike.
+CREATE OR REPLACE VIEW payments.subscription_revenue WITH (security_invoker) AS
+SELECT s.id AS subscription_id, s.customer_id, s.plan, s.status, pl.currency,
+       round(pl.amount_minor * CASE pl.billing_interval WHEN 'day' THEN 365 / 12.0 WHEN 'week' THEN 52 / 12.0
+                                                        WHEN 'month' THEN 1 ELSE 1 / 12.0 END
+             / pl.interval_count)::bigint AS monthly_minor,
+       s.status = ANY (payments._group('paid_period_subscription_status')) AS in_mrr,
+       s.created_at, s.trial_end, s.canceled_at
+FROM payments.subscription_details s JOIN payments.plans pl ON pl.code = s.plan;
+COMMENT ON VIEW payments.subscription_revenue IS
+    'What each subscription brings in a month: its plan''s fee over its interval (a year is 12 months, a week 52/12 of one, a day 365/12), in minor units of the plan''s currency, rounded once; metered usage is not recurring and not in it. in_mrr: it counts in MRR now (active or past_due, a paid period: not a trial, a pause or an end). Readable by payments_reader.';
+
+CREATE OR REPLACE VIEW payments.mrr WITH (security_invoker) AS
+SELECT r.currency, sum(r.monthly_minor)::bigint AS mrr_minor, payments.to_major(sum(r.monthly_minor)::bigint, r.currency) AS mrr,
+       count(*) AS subscriptions
+FROM payments.subscription_revenue r
+WHERE r.in_mrr
+GROUP BY r.currency;
+COMMENT ON VIEW payments.mrr IS
+    'Monthly recurring revenue now, per currency: the sum of subscription_revenue over the subscriptions in MRR, in minor units and in major units, with how many they are. Readable by payments_reader.';
+
 CREATE OR REPLACE FUNCTION payments.get_invoice(id text) RETURNS SETOF payments.invoice_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

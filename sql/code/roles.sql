@@ -49,6 +49,7 @@ GRANT EXECUTE ON FUNCTION
     payments.webhook_retries()
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details,
+    payments.subscription_revenue, payments.mrr,
     payments.invoice_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
     payments.webhook_delivery_attempts
 TO payments_admin, payments_gateway, payments_reader;

@@ -15,9 +15,10 @@ macro_rules! money {
 
 /// The overview over the last `$1` days (UTC): every day, succeeded volume by day and currency,
 /// succeeded and failed payments by day, refunds and disputes opened by day, subscriptions by
-/// status, monthly recurring revenue now and by day. Paying subscriptions are those active or past
-/// due (MRR's own rule); a day's are those paying now, or canceled since, that had started and
-/// left their trial by then (the history of pauses is not kept, so a paused one is left out).
+/// status, monthly recurring revenue now (`payments.mrr`) and by day (from
+/// `payments.subscription_revenue`): a day's are those paying now, or canceled since, that had
+/// started and left their trial by then (the history of pauses is not kept, so a paused one is
+/// left out).
 pub const OVERVIEW: &str = "
 WITH bounds AS (SELECT (now() AT TIME ZONE 'UTC')::date - ($1::int - 1) AS first_day),
 days AS (SELECT d::date AS day FROM bounds, generate_series(bounds.first_day, (now() AT TIME ZONE 'UTC')::date, '1 day') d),
@@ -25,13 +26,10 @@ since AS (SELECT first_day::timestamp AT TIME ZONE 'UTC' AS at FROM bounds),
 recent AS (
     SELECT (p.created_at AT TIME ZONE 'UTC')::date AS day, p.currency, p.status, p.amount_minor
     FROM payments.payment_details p, since WHERE p.created_at >= since.at),
--- What a subscription brings in a month, from its plan's price and interval.
+-- What each subscription brings in a month (the extension's revenue view, as BI tools read it).
 monthly AS (
-    SELECT s.status, s.created_at, s.canceled_at, s.trial_end, pl.currency,
-           round(pl.amount_minor * CASE pl.billing_interval WHEN 'day' THEN 365 / 12.0 WHEN 'week' THEN 52 / 12.0
-                                                            WHEN 'month' THEN 1 ELSE 1 / 12.0 END
-                 / pl.interval_count)::bigint AS minor
-    FROM payments.subscription_details s JOIN payments.plans pl ON pl.code = s.plan)
+    SELECT r.status, r.created_at, r.canceled_at, r.trial_end, r.currency, r.monthly_minor AS minor
+    FROM payments.subscription_revenue r)
 SELECT jsonb_build_object(
     'days', (SELECT jsonb_agg(day ORDER BY day) FROM days),
     'volume', (SELECT coalesce(jsonb_agg(v), '[]') FROM (
@@ -48,7 +46,7 @@ SELECT jsonb_build_object(
     'subscriptions', (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM (
         SELECT status, count(*) AS n FROM payments.subscription_details GROUP BY 1) s),
     'mrr', (SELECT coalesce(jsonb_agg(m ORDER BY m.currency), '[]') FROM (
-        SELECT currency, sum(minor) AS minor FROM monthly WHERE status = ANY (payments._group('paid_period_subscription_status')) GROUP BY 1) m),
+        SELECT currency, mrr_minor AS minor FROM payments.mrr) m),
     'mrr_days', (SELECT coalesce(jsonb_agg(m), '[]') FROM (
         SELECT days.day, monthly.currency, sum(monthly.minor) AS minor,
                count(*) AS active
