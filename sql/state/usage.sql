@@ -52,7 +52,7 @@ CREATE TABLE payments.usage_daily (
     PRIMARY KEY (customer_id, meter, day, stripe)
 );
 COMMENT ON TABLE payments.usage_daily IS
-    'A running total of usage_events per customer, meter and UTC day, kept by record_usage in the same transaction so that the usage a subscription will bill is bounded without reading every event. Not history: the events are; rebuilt from them by the upgrade. Each day is split in 16 stripes (by server process) so that concurrent recorders of one customer rarely wait on one row; readers add the stripes up. On Citus beside the customer''s usage events.';
+    'A running total of usage_events per customer, meter and UTC day, kept by record_usage in the same transaction so that the usage a subscription will bill is bounded without reading every event. Not history: the events are; rebuilt from them by the upgrade. Each day is split in 16 stripes (by server process) so that concurrent recorders of one customer rarely wait on one row; readers add the stripes up. On Citus beside the customer''s usage events. Readable by payments_admin only (readers have payments.usage_log).';
 COMMENT ON COLUMN payments.usage_daily.day IS 'The UTC day the events occurred on.';
 COMMENT ON COLUMN payments.usage_daily.stripe IS 'Which of the day''s 16 rows the recording server process adds to (its process id modulo 16).';
 COMMENT ON COLUMN payments.usage_daily.quantity IS 'The sum of the events'' quantities.';
