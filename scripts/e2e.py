@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Runs end-to-end test suites side by side, each against a database of its own.
+
+    scripts/e2e.py [--jobs N] [--createdb CMD] [--filter NAME] [--skip NAME]... SUITE...
+
+Each SUITE (a file of tests/tests/) gets a fresh database, `<dbname>_<suite>` beside
+the one PAYMENTS_TEST_DATABASE_URL names, made by CMD (default `scripts/cluster.sh
+createdb`; N at a time), and runs with its tests one at a time (they share that database
+and its gateway workers) while up to N suites run at once, in the order given (longest
+first keeps the wall time short). Each suite's output goes to
+.run/e2e/<suite>.log; failures are printed whole. The other PAYMENTS_* variables
+pass through unchanged.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / ".run/e2e"
+# Login roles the suites make if missing (roles belong to the cluster, not a database):
+# made once here, so that two suites never race to create one.
+SHARED_ROLES = [("payments_e2e_gateway", "payments_gateway"), ("payments_e2e_worker", "payments_worker"),
+                ("payments_e2e_reader", "payments_reader")]
+
+
+def executables():
+    """Each end-to-end test binary by suite name, built if needed."""
+    out = subprocess.run(["cargo", "test", "--package", "payments-e2e", "--no-run", "--message-format=json"],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and "test" in msg["target"]["kind"]:
+            found[msg["target"]["name"]] = msg["executable"]
+    return found
+
+
+def with_dbname(url, dbname):
+    return " ".join([kv for kv in url.split() if not kv.startswith("dbname=")] + [f"dbname={dbname}"])
+
+
+def run(suite, binary, url, test_args):
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"{suite}.log"
+    started = time.time()
+    with log.open("w") as out:
+        code = subprocess.run([binary, "--test-threads=1", *test_args], cwd=ROOT / "tests",
+                              env=dict(os.environ, PAYMENTS_TEST_DATABASE_URL=url),
+                              stdout=out, stderr=subprocess.STDOUT).returncode
+    text = log.read_text()
+    summary = (re.findall(r"^test result: .*$", text, re.M) or ["no test result"])[-1]
+    return suite, code, time.time() - started, summary, text
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("suites", nargs="+")
+    ap.add_argument("--jobs", type=int, default=3)
+    ap.add_argument("--createdb", default=str(ROOT / "scripts/cluster.sh") + " createdb")
+    ap.add_argument("--filter", default="")
+    ap.add_argument("--skip", action="append", default=[])
+    args = ap.parse_args()
+    base = os.environ["PAYMENTS_TEST_DATABASE_URL"]
+    base_db = re.search(r"dbname=(\S+)", base).group(1)
+    binaries = executables()
+    missing = [s for s in args.suites if s not in binaries]
+    if missing:
+        sys.exit(f"e2e: no test binary for {missing}")
+    urls = {suite: with_dbname(base, f"{base_db}_{suite}") for suite in args.suites}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for made in pool.map(lambda suite: subprocess.run(args.createdb.split() + [f"{base_db}_{suite}"],
+                                                          stdout=subprocess.DEVNULL), args.suites):
+            made.check_returncode()
+    roles = "".join(f"IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{login}') THEN "
+                    f"CREATE ROLE {login} LOGIN IN ROLE {group}; END IF; " for login, group in SHARED_ROLES)
+    subprocess.run(["psql", urls[args.suites[0]], "-Xqc", f"DO $$ BEGIN {roles} END $$"], check=True)
+    test_args = ([args.filter] if args.filter else []) + [a for s in args.skip for a in ("--skip", s)]
+    started, results = time.time(), []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run, s, binaries[s], urls[s], test_args) for s in args.suites]
+        for future in concurrent.futures.as_completed(futures):
+            suite, code, seconds, summary, text = future.result()
+            results.append((suite, code, seconds, summary))
+            print(f"e2e {suite:12} {seconds:5.0f}s  {summary}", flush=True)
+            if code != 0:
+                print(text, flush=True)
+    failed = [r[0] for r in results if r[1] != 0]
+    print(f"e2e: {len(results)} suites in {time.time() - started:.0f}s, {args.jobs} at a time"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
