@@ -1,7 +1,6 @@
-//! Application state and the router with its middleware.
+//! The router with its middleware: every route, and what wraps them all.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, StatusCode};
@@ -9,40 +8,13 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use deadpool_postgres::Pool;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::KeyCache;
 use crate::error::error_body;
-use crate::provider::Provider;
 use crate::routes;
-
-/// What every handler can reach. No payment state: that lives in PostgreSQL.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: Pool,
-    /// The payment provider (Stripe, or the sandbox through the same connector).
-    pub provider: Arc<dyn Provider>,
-    pub metrics: PrometheusHandle,
-    /// API keys verified recently (see `auth::KeyCache`).
-    pub keys: Arc<KeyCache>,
-    /// How long a claimed provider command is left to this gateway.
-    pub command_lease: Duration,
-    /// Dashboard sign-ins: how many run at once, emails with too many wrong passwords.
-    pub sign_ins: Arc<crate::dashboard::throttle::SignInThrottle>,
-    /// Where webhook endpoints may be (no internal address unless allowed).
-    pub destinations: crate::destinations::Destinations,
-}
-
-pub struct Limits {
-    pub body_bytes: usize,
-    pub request_timeout: Duration,
-    /// Host headers /mcp answers.
-    pub mcp_allowed_hosts: Vec<String>,
-}
+use crate::state::{AppState, Limits};
 
 pub fn router(state: AppState, limits: Limits) -> Router {
     Router::new()
@@ -65,9 +37,9 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/subscriptions/{id}/change_plan", post(routes::subscriptions::change_plan))
         .route("/v1/subscriptions/{id}/pause", post(routes::subscriptions::pause))
         .route("/v1/subscriptions/{id}/resume", post(routes::subscriptions::resume))
-        .route("/v1/invoices/{id}", get(routes::subscriptions::invoice))
-        .route("/v1/payments/{id}/receipt", get(routes::subscriptions::receipt))
-        .route("/v1/payments/{id}/receipt.html", get(routes::subscriptions::receipt_html))
+        .route("/v1/invoices/{id}", get(routes::invoices::invoice))
+        .route("/v1/payments/{id}/receipt", get(routes::invoices::receipt))
+        .route("/v1/payments/{id}/receipt.html", get(routes::invoices::receipt_html))
         .route("/v1/disputes/{id}", get(routes::disputes::get))
         .route("/v1/webhooks/{provider}", post(routes::webhooks::receive))
         .route("/v1/webhook_endpoints", post(routes::webhook_endpoints::create).get(routes::webhook_endpoints::list))
@@ -77,7 +49,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
-        .route("/openapi.json", get(routes::ops::openapi))
+        .route("/openapi.json", get(crate::openapi::serve))
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
         .layer(middleware::from_fn(json_errors))

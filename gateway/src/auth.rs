@@ -13,8 +13,8 @@ use axum::http::request::Parts;
 use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 pub use payments_core::vocabulary::{
     SCOPE_ADMIN as ADMIN, SCOPE_READ as READ, SCOPE_WEBHOOKS as WEBHOOKS, SCOPE_WRITE as WRITE,

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use crate::app::AppState;
 use crate::db;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 pub async fn run(state: AppState, interval: Duration) {
     // The first run one interval after start, not at once: a starting gateway has enough to do

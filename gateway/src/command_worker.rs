@@ -19,10 +19,10 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::app::AppState;
 use crate::db;
 use crate::error::ApiError;
 use crate::provider::{CommandAnswer, ProviderError, RefundRequest};
+use crate::state::AppState;
 
 const BATCH: i32 = 20;
 const CHANNEL: &str = "payments_provider_commands";

@@ -25,9 +25,9 @@ use tokio::task::JoinSet;
 
 use deadpool_postgres::Pool;
 
-use crate::app::AppState;
 use crate::db;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// How many deliveries one claim leases at most.
 const BATCH: usize = 50;

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::app::AppState;
 use crate::db;
 use crate::error::ApiError;
 use crate::provider::{self, Charge};
+use crate::state::AppState;
 
 const BATCH: i32 = 20;
 

@@ -9,11 +9,12 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::app::{self, AppState, Limits};
+use crate::app;
 use crate::auth::KeyCache;
 use crate::config::{self, ProviderKind, ServeArgs};
 use crate::dashboard::throttle::SignInThrottle;
 use crate::provider::stripe::Stripe;
+use crate::state::{AppState, Limits};
 use crate::{billing, command_worker, db, deliveries, recovery};
 
 pub type Fallible<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;

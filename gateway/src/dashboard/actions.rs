@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use super::layout::{col, error_page, message_page, table, text, url, Cell};
 use super::session::Session;
-use crate::app::AppState;
 use crate::db;
 use crate::error::{map_sqlstate, ApiError};
+use crate::state::AppState;
 
 /// Statuses a payment can be canceled from (the state machine's edges to `canceled`).
 const CANCELABLE: [&str; 4] =
@@ -68,7 +68,7 @@ fn amount(v: Option<String>) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// As the API's JSON amounts (`routes::payments::decimal_text`).
+/// As the API's JSON amounts (`http::decimal_text`).
 const MAX_AMOUNT_CHARS: usize = 64;
 
 /// Back to the payment's page, saying what happened; a refusal by the

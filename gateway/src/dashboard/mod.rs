@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Forms are a few fields; anything larger is not ours.
 const BODY_LIMIT: usize = 16 * 1024;

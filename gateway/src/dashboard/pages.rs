@@ -14,8 +14,8 @@ use super::chart::{self, Bar};
 use super::layout::{col, error_page, page, table, text, url, Cell};
 use super::queries;
 use super::session::Session;
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// How many days the overview shows.
 const OVERVIEW_DAYS: i32 = 30;

@@ -15,8 +15,8 @@ use subtle::ConstantTimeEq;
 use super::layout::{self, error_page};
 use super::queries;
 use super::throttle::Refusal;
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 const SESSION_COOKIE: &str = "payments_dashboard";
 const SIGN_IN_COOKIE: &str = "payments_dashboard_sign_in";

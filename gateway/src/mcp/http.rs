@@ -17,9 +17,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::PaymentsMcp;
-use crate::app::{AppState, Limits};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::state::{AppState, Limits};
 
 /// `/mcp` within the API's limits on body size and time; it answers only the Host
 /// headers in `limits.mcp_allowed_hosts` (a defence against DNS rebinding).

@@ -228,7 +228,7 @@ impl PaymentsMcp {
             None,
             db::LIST_PAYMENTS_LIMIT,
             &params,
-            |row| crate::routes::payments::list_body("/v1/payments", row),
+            |row| crate::http::list_body("/v1/payments", row),
         )
         .await
     }

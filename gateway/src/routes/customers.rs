@@ -7,12 +7,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::{Caller, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::payments::{amount_schema, decimal_text, json_response};
+use crate::http::{amount_schema, decimal_text, json_response};
+use crate::state::AppState;
 
 #[utoipa::path(get, path = "/v1/customers/{id}/entitlements", tag = "customers", params(("id" = String, Path)),
     responses((status = 200, description = "`{customer_id, active, data: [{feature, limit, used, remaining, subscription_id, plan, period_start, period_end}]}`; numbers as decimal strings, limit and remaining null when unlimited")),
@@ -42,7 +42,7 @@ pub struct Consume {
 
 #[utoipa::path(post, path = "/v1/customers/{id}/consume", tag = "customers", request_body = Consume, params(("id" = String, Path)),
     responses((status = 200, description = "`{allowed, remaining, outcome: consumed | refused | replayed, reason}` (a refusal is an answer, not an error)"),
-        (status = 400, body = crate::openapi::ErrorBody)),
+        (status = 400, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn consume(
     State(state): State<AppState>,

@@ -6,15 +6,17 @@ use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::app::AppState;
+use utoipa::ToSchema;
+
 use crate::auth::{Caller, Object, READ};
 use crate::db;
 use crate::error::ApiError;
-use crate::routes::payments::{json_response, list_body};
+use crate::http::{json_response, list_body};
+use crate::state::AppState;
 
 #[utoipa::path(get, path = "/v1/disputes/{id}", tag = "disputes",
     params(("id" = String, Path, description = "dsp_…")),
-    responses((status = 200, body = crate::openapi::Dispute), (status = 404, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::disputes::Dispute), (status = 404, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     caller.require(READ)?;
@@ -40,8 +42,8 @@ pub struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/v1/disputes", tag = "disputes", params(ListQuery),
-    responses((status = 200, body = crate::openapi::DisputeList), (status = 400, body = crate::openapi::ErrorBody),
-        (status = 404, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::disputes::DisputeList), (status = 400, body = crate::http::ErrorBody),
+        (status = 404, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -59,4 +61,40 @@ pub async fn list(
     let stmt = db.prepare_cached(db::LIST_DISPUTES).await?;
     let row = db.query_one(&stmt, &[&q.payment, &q.status, &q.limit.unwrap_or(10), &q.starting_after]).await?;
     Ok(json_response(StatusCode::OK, list_body("/v1/disputes", &row)?))
+}
+
+// ---- schemas (documentation of the JSON the database renders) ----
+
+/// A dispute (chargeback or inquiry) of a payment, from the provider's webhooks.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Dispute {
+    /// `dispute`
+    object: String,
+    /// dsp_…
+    id: String,
+    customer_id: String,
+    payment_id: String,
+    /// Major units, exact, as a decimal string.
+    amount: String,
+    amount_minor: i64,
+    currency: String,
+    /// warning_needs_response | warning_under_review | warning_closed | needs_response | under_review | won | lost
+    status: String,
+    reason: Option<String>,
+    evidence_due_by: Option<String>,
+    provider: String,
+    /// The provider's dispute id (dp_…).
+    provider_dispute_id: String,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DisputeList {
+    object: String,
+    url: String,
+    has_more: bool,
+    data: Vec<Dispute>,
 }

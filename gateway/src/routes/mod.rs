@@ -2,6 +2,7 @@
 
 pub mod customers;
 pub mod disputes;
+pub mod invoices;
 pub mod ops;
 pub mod payments;
 pub mod plans;

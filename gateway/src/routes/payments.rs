@@ -1,18 +1,19 @@
 //! `/v1/payments`: create (with the provider call), fetch, list, history.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJsonBody};
+use crate::http::{amount_schema, amount_text, created_or_replayed, idempotency_key, json_response, list_body};
 use crate::provider::{self, Charge};
+use crate::state::AppState;
 
 /// A new payment. Give `amount` (major units, a decimal string or a JSON
 /// number, read exactly) or `amount_minor` (integer minor units), not both.
@@ -38,81 +39,13 @@ pub struct CreatePayment {
     pub capture_method: Option<String>,
 }
 
-/// The one `Idempotency-Key` header: printable ASCII (HTTP allows other
-/// bytes, which could not be echoed back exactly), 1 to 255 characters, not
-/// starting with a prefix the product reserves for its own keys.
-pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let param = Some("Idempotency-Key");
-    let mut all = headers.get_all("idempotency-key").iter();
-    let Some(value) = all.next() else {
-        return Err(ApiError::invalid("idempotency_key_missing", "the Idempotency-Key header is required", param));
-    };
-    // Printable ASCII only (HeaderValue::to_str also lets a tab through).
-    let printable = |k: &&str| k.bytes().all(|b| (0x20..0x7f).contains(&b));
-    let key = value.to_str().ok().filter(|k| all.next().is_none() && (1..=255).contains(&k.len()) && printable(k));
-    let key = key.ok_or_else(|| {
-        ApiError::invalid(
-            "idempotency_key_invalid",
-            "send one Idempotency-Key of 1 to 255 printable ASCII characters",
-            param,
-        )
-    })?;
-    match payments_core::vocabulary::reserved_key_prefix(key) {
-        Some(prefix) => Err(ApiError::invalid(
-            "idempotency_key_reserved",
-            format!("Idempotency-Key may not start with {prefix:?}: the product makes those keys itself"),
-            param,
-        )),
-        None => Ok(key),
-    }
-}
-
-/// `amount` in the OpenAPI document: a decimal string or a number.
-pub(crate) fn amount_schema() -> utoipa::openapi::schema::Schema {
-    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
-    Schema::OneOf(
-        OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::String).examples(["49.99"]))
-            .item(ObjectBuilder::new().schema_type(Type::Number))
-            .build(),
-    )
-}
-
-/// The amount's exact text: a JSON string's content or a JSON number's
-/// literal, never through a float. PostgreSQL's `numeric` input reads it.
-pub(crate) fn amount_text(raw: &RawValue) -> Result<String, ApiError> {
-    decimal_text(raw, "amount")
-}
-
-/// A decimal parameter's exact text (as `amount_text`), errors naming `param`.
-pub(crate) fn decimal_text(raw: &RawValue, param: &'static str) -> Result<String, ApiError> {
-    let text = raw.get();
-    let not_a_decimal =
-        || ApiError::invalid("parameter_invalid", format!("{param} must be a decimal string or a number"), Some(param));
-    // No valid amount is this long (12 digits, a point, zeros): refuse before the
-    // database would parse, and quote, all of it.
-    if text.len() > 64 {
-        return Err(ApiError::invalid(
-            "amount_invalid",
-            format!("{param} is not a decimal of at most 64 characters"),
-            Some(param),
-        ));
-    }
-    // RawValue holds valid JSON, so a leading digit or minus sign means a number.
-    match text.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(text).map_err(|_| not_a_decimal()),
-        Some(b'-' | b'0'..=b'9') => Ok(text.to_string()),
-        _ => Err(not_a_decimal()),
-    }
-}
-
 #[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = CreatePayment,
     params(("Idempotency-Key" = String, Header, description = "Required. Retries with the same key and body return the same payment.")),
     responses(
-        (status = 201, description = "Created; the provider has been called", body = crate::openapi::Payment),
-        (status = 200, description = "Replay of an earlier call (header Idempotent-Replayed: true)", body = crate::openapi::Payment),
-        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody),
-        (status = 403, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)),
+        (status = 201, description = "Created; the provider has been called", body = crate::routes::payments::Payment),
+        (status = 200, description = "Replay of an earlier call (header Idempotent-Replayed: true)", body = crate::routes::payments::Payment),
+        (status = 400, body = crate::http::ErrorBody), (status = 401, body = crate::http::ErrorBody),
+        (status = 403, body = crate::http::ErrorBody), (status = 409, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -175,7 +108,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments",
     params(("id" = String, Path, description = "pay_…")),
-    responses((status = 200, body = crate::openapi::Payment), (status = 404, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::payments::Payment), (status = 404, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     caller.require(READ)?;
@@ -199,7 +132,7 @@ pub struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/v1/payments", tag = "payments", params(ListQuery),
-    responses((status = 200, body = crate::openapi::PaymentList), (status = 400, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::payments::PaymentList), (status = 400, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -228,7 +161,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/v1/payments/{id}/events", tag = "payments",
     params(("id" = String, Path, description = "pay_…")),
-    responses((status = 200, body = crate::openapi::EventList), (status = 404, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::payments::EventList), (status = 404, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn events(
     State(state): State<AppState>,
@@ -263,10 +196,10 @@ pub struct CancelPayment {
 #[utoipa::path(post, path = "/v1/payments/{id}/capture", tag = "payments", request_body = CapturePayment,
     params(("id" = String, Path, description = "pay_…")),
     responses(
-        (status = 200, description = "Captured, or queued if the provider did not answer (status still requires_capture)", body = crate::openapi::Payment),
-        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody),
-        (status = 403, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody),
-        (status = 409, body = crate::openapi::ErrorBody)),
+        (status = 200, description = "Captured, or queued if the provider did not answer (status still requires_capture)", body = crate::routes::payments::Payment),
+        (status = 400, body = crate::http::ErrorBody), (status = 401, body = crate::http::ErrorBody),
+        (status = 403, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn capture(
     State(state): State<AppState>,
@@ -286,10 +219,10 @@ pub async fn capture(
 #[utoipa::path(post, path = "/v1/payments/{id}/cancel", tag = "payments", request_body = CancelPayment,
     params(("id" = String, Path, description = "pay_…")),
     responses(
-        (status = 200, description = "Canceled, or queued if the provider did not answer", body = crate::openapi::Payment),
-        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody),
-        (status = 403, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody),
-        (status = 409, body = crate::openapi::ErrorBody)),
+        (status = 200, description = "Canceled, or queued if the provider did not answer", body = crate::routes::payments::Payment),
+        (status = 400, body = crate::http::ErrorBody), (status = 401, body = crate::http::ErrorBody),
+        (status = 403, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -329,29 +262,6 @@ pub(crate) async fn command(
     Ok(payment)
 }
 
-/// The answer to an idempotent create: 201 with the new object, or 200 with
-/// `Idempotent-Replayed: true` when the key replayed an earlier call.
-pub fn created_or_replayed(body: String, replayed: bool) -> Response {
-    if !replayed {
-        return json_response(StatusCode::CREATED, body);
-    }
-    let mut response = json_response(StatusCode::OK, body);
-    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-    response
-}
-
-/// A page as Stripe shapes lists, from a row with `data` (a JSON array) and `has_more`.
-pub(crate) fn list_body(url: &str, row: &tokio_postgres::Row) -> Result<String, ApiError> {
-    let data: &str = row.try_get("data")?;
-    let has_more: bool = row.try_get("has_more")?;
-    Ok(format!(r#"{{"object":"list","url":"{url}","has_more":{has_more},"data":{data}}}"#))
-}
-
-/// A JSON document rendered by PostgreSQL, sent as is.
-pub fn json_response(status: StatusCode, body: String) -> Response {
-    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,4 +281,85 @@ mod tests {
             assert!(amount_text(&raw(bad)).is_err(), "{bad}");
         }
     }
+}
+
+// ---- schemas (documentation of the JSON the database renders) ----
+
+/// A payment.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Payment {
+    /// `payment`
+    object: String,
+    /// pay_…
+    id: String,
+    customer_id: String,
+    /// Major units, exact, as a decimal string: "49.99".
+    amount: String,
+    /// Minor units: 4999.
+    amount_minor: i64,
+    currency: String,
+    /// requires_payment_method | requires_confirmation | requires_action | processing | requires_capture | succeeded | canceled | failed
+    status: String,
+    capture_method: String,
+    provider: Option<String>,
+    provider_payment_id: Option<String>,
+    payment_method: Option<String>,
+    description: Option<String>,
+    #[schema(value_type = Object)]
+    metadata: (),
+    #[schema(value_type = Option<Object>)]
+    last_error: (),
+    created_at: String,
+    updated_at: String,
+    /// What was captured once succeeded, major units as a decimal string: the amount, or less after a partial capture.
+    amount_captured: Option<String>,
+    amount_captured_minor: Option<i64>,
+    /// Why it was canceled: duplicate | fraudulent | requested_by_customer | abandoned | automatic
+    cancellation_reason: Option<String>,
+    /// What succeeded refunds gave back, major units as a decimal string.
+    amount_refunded: String,
+    amount_refunded_minor: i64,
+    /// none | partial | full (of what was captured)
+    refund_status: String,
+    /// Whether a dispute withholds money (open or lost).
+    disputed: bool,
+    /// What disputes withhold, major units as a decimal string.
+    amount_disputed: String,
+    amount_disputed_minor: i64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PaymentList {
+    object: String,
+    url: String,
+    has_more: bool,
+    data: Vec<Payment>,
+}
+
+/// One entry of a payment's append-only history.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Event {
+    payment_id: String,
+    seq: i64,
+    from_status: Option<String>,
+    to_status: String,
+    /// false: a stale report, recorded but not applied.
+    applied: bool,
+    source: String,
+    reason: Option<String>,
+    #[schema(value_type = Object)]
+    data: (),
+    created_at: String,
+    hash: String,
+    customer_id: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventList {
+    object: String,
+    data: Vec<Event>,
 }

@@ -7,14 +7,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::payments::{
-    amount_schema, amount_text, created_or_replayed, idempotency_key, json_response, list_body,
-};
+use crate::http::{amount_schema, amount_text, created_or_replayed, idempotency_key, json_response, list_body};
+use crate::state::AppState;
 
 /// A refund of a succeeded payment: all that is left of it, or `amount`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -32,11 +30,11 @@ pub struct CreateRefund {
 #[utoipa::path(post, path = "/v1/refunds", tag = "refunds", request_body = CreateRefund,
     params(("Idempotency-Key" = String, Header, description = "Required. Retries with the same key and body return the same refund.")),
     responses(
-        (status = 201, description = "Created; the provider has been asked (status pending until it settles)", body = crate::openapi::Refund),
-        (status = 200, description = "Replay of an earlier call (header Idempotent-Replayed: true)", body = crate::openapi::Refund),
-        (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody),
-        (status = 403, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody),
-        (status = 409, body = crate::openapi::ErrorBody)),
+        (status = 201, description = "Created; the provider has been asked (status pending until it settles)", body = crate::routes::refunds::Refund),
+        (status = 200, description = "Replay of an earlier call (header Idempotent-Replayed: true)", body = crate::routes::refunds::Refund),
+        (status = 400, body = crate::http::ErrorBody), (status = 401, body = crate::http::ErrorBody),
+        (status = 403, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -97,7 +95,7 @@ async fn fetch(state: &AppState, id: &str) -> Result<String, ApiError> {
 
 #[utoipa::path(get, path = "/v1/refunds/{id}", tag = "refunds",
     params(("id" = String, Path, description = "rfd_…")),
-    responses((status = 200, body = crate::openapi::Refund), (status = 404, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::refunds::Refund), (status = 404, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     caller.require(READ)?;
@@ -119,8 +117,8 @@ pub struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/v1/refunds", tag = "refunds", params(ListQuery),
-    responses((status = 200, body = crate::openapi::RefundList), (status = 400, body = crate::openapi::ErrorBody),
-        (status = 404, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::refunds::RefundList), (status = 400, body = crate::http::ErrorBody),
+        (status = 404, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -138,4 +136,41 @@ pub async fn list(
     let stmt = db.prepare_cached(db::LIST_REFUNDS).await?;
     let row = db.query_one(&stmt, &[&q.payment, &q.limit.unwrap_or(10), &q.starting_after]).await?;
     Ok(json_response(StatusCode::OK, list_body("/v1/refunds", &row)?))
+}
+
+// ---- schemas (documentation of the JSON the database renders) ----
+
+/// A refund of a payment.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Refund {
+    /// `refund`
+    object: String,
+    /// rfd_…
+    id: String,
+    customer_id: String,
+    payment_id: String,
+    /// Major units, exact, as a decimal string.
+    amount: String,
+    amount_minor: i64,
+    currency: String,
+    /// pending | succeeded | failed | canceled
+    status: String,
+    /// duplicate | fraudulent | requested_by_customer | expired_uncaptured_charge
+    reason: Option<String>,
+    provider: String,
+    /// The provider's refund id (re_…), once it answered.
+    provider_refund_id: Option<String>,
+    failure_reason: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RefundList {
+    object: String,
+    url: String,
+    has_more: bool,
+    data: Vec<Refund>,
 }

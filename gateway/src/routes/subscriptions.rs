@@ -6,12 +6,12 @@ use axum::response::Response;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJsonBody};
-use crate::routes::payments::{created_or_replayed, idempotency_key, json_response};
+use crate::http::{created_or_replayed, idempotency_key, json_response};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -26,10 +26,10 @@ pub struct CreateSubscription {
 
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = CreateSubscription,
     params(("Idempotency-Key" = String, Header, description = "Required. A retry returns the same subscription.")),
-    responses((status = 201, description = "Created (trialing, active for a free plan, incomplete for a paid one)", body = crate::openapi::Subscription),
-        (status = 200, description = "Replay (Idempotent-Replayed: true)", body = crate::openapi::Subscription),
-        (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody),
-        (status = 409, body = crate::openapi::ErrorBody)),
+    responses((status = 201, description = "Created (trialing, active for a free plan, incomplete for a paid one)", body = crate::routes::subscriptions::Subscription),
+        (status = 200, description = "Replay (Idempotent-Replayed: true)", body = crate::routes::subscriptions::Subscription),
+        (status = 400, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -48,7 +48,7 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "sub_…")),
-    responses((status = 200, body = crate::openapi::Subscription), (status = 404, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::subscriptions::Subscription), (status = 404, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     caller.require(READ)?;
@@ -57,90 +57,6 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     let subscription: String = db.query_one(&stmt, &[&id]).await?.try_get("subscription")?;
     caller.sees_json(&subscription, "subscription")?;
     Ok(json_response(StatusCode::OK, subscription))
-}
-
-#[utoipa::path(get, path = "/v1/invoices/{id}", tag = "subscriptions",
-    params(("id" = String, Path, description = "inv_…, or inv_….html for the printable page")),
-    responses((status = 200, description = "The invoice with its lines (`total` a decimal string), or its printable HTML"),
-        (status = 404, body = crate::openapi::ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn invoice(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    caller.require(READ)?;
-    let (id, html) = match id.strip_suffix(".html") {
-        Some(id) => (id.to_string(), true),
-        None => (id, false),
-    };
-    let db = state.pool.get().await?;
-    let stmt = db.prepare_cached(db::GET_INVOICE).await?;
-    let invoice: String = db.query_one(&stmt, &[&id]).await?.try_get(0)?;
-    caller.sees_json(&invoice, "invoice")?;
-    if !html {
-        return Ok(json_response(StatusCode::OK, invoice));
-    }
-    Ok(html_response(crate::render::invoice_html(&parsed(&invoice)?)))
-}
-
-#[utoipa::path(get, path = "/v1/payments/{id}/receipt", tag = "payments",
-    params(("id" = String, Path, description = "pay_…")),
-    responses((status = 200, description = "The receipt of a succeeded payment (`payments.receipt`)"),
-        (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn receipt(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    caller.require(READ)?;
-    caller.owns(&*state.pool.get().await?, Object::Payment, &id).await?;
-    Ok(json_response(StatusCode::OK, fetch_receipt(&state, &id).await?))
-}
-
-#[utoipa::path(get, path = "/v1/payments/{id}/receipt.html", tag = "payments",
-    params(("id" = String, Path, description = "pay_…")),
-    responses((status = 200, description = "The receipt as a printable page", content_type = "text/html"),
-        (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn receipt_html(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    caller.require(READ)?;
-    caller.owns(&*state.pool.get().await?, Object::Payment, &id).await?;
-    Ok(html_response(crate::render::receipt_html(&parsed(&fetch_receipt(&state, &id).await?)?)))
-}
-
-async fn fetch_receipt(state: &AppState, id: &str) -> Result<String, ApiError> {
-    let db = state.pool.get().await?;
-    let stmt = db.prepare_cached(db::RECEIPT).await?;
-    Ok(db.query_one(&stmt, &[&id]).await?.try_get(0)?)
-}
-
-/// JSON PostgreSQL rendered, read to render HTML from (amounts stay strings).
-fn parsed(json: &str) -> Result<serde_json::Value, ApiError> {
-    serde_json::from_str(json).map_err(|e| ApiError::Internal(format!("the database rendered invalid JSON: {e}")))
-}
-
-/// A printable page: it runs no script and loads nothing (its one stylesheet is inline),
-/// may not be framed, and is not sniffed as anything but HTML.
-fn html_response(page: String) -> Response {
-    use axum::http::header;
-    use axum::response::IntoResponse;
-    let headers = [
-        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-        ),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::CACHE_CONTROL, "no-store"),
-    ];
-    (StatusCode::OK, headers, page).into_response()
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -152,7 +68,7 @@ pub struct CancelSubscription {
 
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/cancel", tag = "subscriptions", request_body = CancelSubscription,
     params(("id" = String, Path, description = "sub_…")),
-    responses((status = 200, body = crate::openapi::Subscription), (status = 404, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::subscriptions::Subscription), (status = 404, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -182,7 +98,7 @@ pub struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions", params(ListQuery),
-    responses((status = 200, description = "A page of subscriptions, newest first"), (status = 400, body = crate::openapi::ErrorBody)),
+    responses((status = 200, description = "A page of subscriptions, newest first"), (status = 400, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -198,7 +114,7 @@ pub async fn list(
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::LIST_SUBSCRIPTIONS).await?;
     let row = db.query_one(&stmt, &[&customer, &q.status, &q.limit.unwrap_or(10), &q.starting_after]).await?;
-    Ok(json_response(StatusCode::OK, crate::routes::payments::list_body("/v1/subscriptions", &row)?))
+    Ok(json_response(StatusCode::OK, crate::http::list_body("/v1/subscriptions", &row)?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -212,8 +128,8 @@ pub struct ChangePlan {
 
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/change_plan", tag = "subscriptions", request_body = ChangePlan,
     params(("id" = String, Path, description = "sub_…")),
-    responses((status = 200, body = crate::openapi::Subscription), (status = 400, body = crate::openapi::ErrorBody),
-        (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::subscriptions::Subscription), (status = 400, body = crate::http::ErrorBody),
+        (status = 404, body = crate::http::ErrorBody), (status = 409, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn change_plan(
     State(state): State<AppState>,
@@ -230,8 +146,8 @@ pub async fn change_plan(
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/pause", tag = "subscriptions", params(("id" = String, Path, description = "sub_…")),
-    responses((status = 200, body = crate::openapi::Subscription), (status = 404, body = crate::openapi::ErrorBody),
-        (status = 409, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::subscriptions::Subscription), (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn pause(
     State(state): State<AppState>,
@@ -242,8 +158,8 @@ pub async fn pause(
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/resume", tag = "subscriptions", params(("id" = String, Path, description = "sub_…")),
-    responses((status = 200, body = crate::openapi::Subscription), (status = 404, body = crate::openapi::ErrorBody),
-        (status = 409, body = crate::openapi::ErrorBody)),
+    responses((status = 200, body = crate::routes::subscriptions::Subscription), (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn resume(
     State(state): State<AppState>,
@@ -260,4 +176,31 @@ async fn one_step(state: &AppState, caller: Caller, id: &str, statement: &str) -
     caller.owns(&db, Object::Subscription, id).await?;
     let stmt = db.prepare_cached(statement).await?;
     Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get("subscription")?))
+}
+
+// ---- schemas (documentation of the JSON the database renders) ----
+
+/// A customer's subscription to a plan.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Subscription {
+    /// `subscription`
+    object: String,
+    /// sub_…
+    id: String,
+    customer_id: String,
+    plan: String,
+    /// trialing | active | past_due | unpaid | canceled | incomplete | incomplete_expired | paused
+    status: String,
+    payment_method: Option<String>,
+    current_period_start: String,
+    current_period_end: String,
+    trial_end: Option<String>,
+    cancel_at_period_end: bool,
+    canceled_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+    /// Why the last billing run failed for it: `{sqlstate, message, first_at, last_at, attempts}`; null when it did not.
+    #[schema(value_type = Option<Object>)]
+    billing_error: Option<serde_json::Value>,
 }

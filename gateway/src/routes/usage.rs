@@ -7,12 +7,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::auth::{Caller, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::payments::{amount_schema, created_or_replayed, decimal_text, idempotency_key, json_response};
+use crate::http::{amount_schema, created_or_replayed, decimal_text, idempotency_key, json_response};
+use crate::state::AppState;
 
 /// One usage event (with the `Idempotency-Key` header), or a batch of them (`events`, each with its own key).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -37,8 +37,8 @@ pub struct RecordUsage {
     params(("Idempotency-Key" = Option<String>, Header, description = "Required for one event; a batch carries a key per event.")),
     responses(
         (status = 201, description = "Recorded: `{id, outcome}` for one event (outcome replayed and 200 for a repeat), `{object: list, data: [...]}` for a batch"),
-        (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody),
-        (status = 409, body = crate::openapi::ErrorBody)),
+        (status = 400, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn record(
     State(state): State<AppState>,
@@ -108,7 +108,7 @@ pub struct SummaryQuery {
 
 #[utoipa::path(get, path = "/v1/customers/{id}/usage", tag = "usage", params(("id" = String, Path), SummaryQuery),
     responses((status = 200, description = "`{customer_id, meter, aggregation, value, event_count, from, to}`; value a decimal string"),
-        (status = 400, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)),
+        (status = 400, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn summary(
     State(state): State<AppState>,

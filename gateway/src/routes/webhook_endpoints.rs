@@ -7,12 +7,12 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::{Caller, WEBHOOKS};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::payments::json_response;
+use crate::http::json_response;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -25,8 +25,8 @@ pub struct CreateWebhookEndpoint {
 }
 
 #[utoipa::path(post, path = "/v1/webhook_endpoints", tag = "webhook endpoints", request_body = CreateWebhookEndpoint,
-    responses((status = 201, description = "Registered; `secret` (whsec_…, Standard Webhooks) is shown this once", body = crate::openapi::WebhookEndpoint),
-        (status = 400, body = crate::openapi::ErrorBody)),
+    responses((status = 201, description = "Registered; `secret` (whsec_…, Standard Webhooks) is shown this once", body = crate::routes::webhook_endpoints::WebhookEndpoint),
+        (status = 400, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -43,7 +43,7 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhook endpoints",
-    responses((status = 200, description = "Every endpoint, newest first (secrets never shown)", body = crate::openapi::WebhookEndpointList)),
+    responses((status = 200, description = "Every endpoint, newest first (secrets never shown)", body = crate::routes::webhook_endpoints::WebhookEndpointList)),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(WEBHOOKS)?;
@@ -59,8 +59,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
 
 #[utoipa::path(delete, path = "/v1/webhook_endpoints/{id}", tag = "webhook endpoints",
     params(("id" = String, Path, description = "we_…")),
-    responses((status = 200, description = "Disabled: nothing more is delivered to it; its log stays", body = crate::openapi::DeletedWebhookEndpoint),
-        (status = 404, body = crate::openapi::ErrorBody)),
+    responses((status = 200, description = "Disabled: nothing more is delivered to it; its log stays", body = crate::routes::webhook_endpoints::DeletedWebhookEndpoint),
+        (status = 404, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -73,4 +73,43 @@ pub async fn delete(
     let stmt = db.prepare_cached(db::REMOVE_WEBHOOK_ENDPOINT).await?;
     db.query_one(&stmt, &[&id]).await?;
     Ok(json_response(StatusCode::OK, json!({ "object": "webhook_endpoint", "id": id, "deleted": true }).to_string()))
+}
+
+// ---- schemas (documentation of the JSON the database renders) ----
+
+/// Where events are delivered, signed with the Standard Webhooks scheme.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WebhookEndpoint {
+    /// `webhook_endpoint`
+    object: String,
+    /// we_…
+    id: String,
+    url: String,
+    /// payment.succeeded, invoice.* or *; empty: every event.
+    event_types: Vec<String>,
+    description: Option<String>,
+    /// false once deleted.
+    enabled: bool,
+    /// Only when created: the signing secret (whsec_…), shown once.
+    secret: Option<String>,
+    /// In lists.
+    created_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WebhookEndpointList {
+    object: String,
+    url: String,
+    has_more: bool,
+    data: Vec<WebhookEndpoint>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeletedWebhookEndpoint {
+    object: String,
+    id: String,
+    deleted: bool,
 }

@@ -7,16 +7,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use crate::app::AppState;
+use utoipa::ToSchema;
+
 use crate::db;
 use crate::error::ApiError;
-use crate::routes::payments::json_response;
+use crate::http::json_response;
+use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/webhooks/{provider}", tag = "webhooks",
     params(("provider" = String, Path, description = "The provider name the secret was added under")),
     request_body(content = String, description = "The provider's event, verified as the exact bytes received"),
-    responses((status = 200, description = "applied, noop, stale, ignored, pending_match, mismatch or duplicate", body = crate::openapi::WebhookResult),
-              (status = 400, description = "bad signature, timestamp outside the tolerance, or not an event", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "applied, noop, stale, ignored, pending_match, mismatch or duplicate", body = crate::routes::webhooks::WebhookResult),
+              (status = 400, description = "bad signature, timestamp outside the tolerance, or not an event", body = crate::http::ErrorBody)))]
 pub async fn receive(
     State(state): State<AppState>,
     Path(provider): Path<String>,
@@ -61,4 +63,16 @@ async fn ingest(state: &AppState, provider: &str, headers: &str, body: &[u8]) ->
     let stmt = db.prepare_cached(db::INGEST_WEBHOOK).await?;
     let row = db.query_one(&stmt, &[&provider, &headers, &body]).await?;
     Ok((row.try_get("answer")?, row.try_get("result")?))
+}
+
+// ---- schemas (documentation of the JSON the database renders) ----
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WebhookResult {
+    /// applied | noop | stale | ignored | pending_match | mismatch | duplicate
+    result: String,
+    event_id: String,
+    payment_id: Option<String>,
+    status: Option<String>,
 }
