@@ -14,6 +14,7 @@ RUN_DIR=$ROOT/.run
 PGDATA=$RUN_DIR/pgdata
 PGPORT=${PGPORT:-54315}
 LOG=$RUN_DIR/postgres.log
+MAX_CONNECTIONS=400
 
 as_postgres() {
   # The machine exports RUST_BACKTRACE=1; a server started with it appends
@@ -43,6 +44,11 @@ start() {
   else
     as_postgres "$BIN/pg_ctl" -D "$PGDATA" -w -l "$LOG" \
       -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k $RUN_DIR" start >/dev/null
+  fi
+  # The end-to-end suites run side by side, and some open 64 connections at once.
+  if [ "$(psql_cmd -d postgres -tAc "SHOW max_connections")" != "$MAX_CONNECTIONS" ]; then
+    psql_cmd -d postgres -c "ALTER SYSTEM SET max_connections = $MAX_CONNECTIONS"
+    as_postgres "$BIN/pg_ctl" -D "$PGDATA" -w -m fast restart -l "$LOG" >/dev/null
   fi
 }
 

@@ -1,7 +1,9 @@
-//! The state machines of what happens to money after a payment succeeded:
-//! refunds and disputes. Each is a table of allowed edges, as the payment's
-//! (`state.rs`); their moves come only from the provider (its answer or a
+//! The state machines beside the payment's (`state.rs`), each a table of
+//! allowed edges. Refunds and disputes: what happens to money after a payment
+//! succeeded; their moves come only from the provider (its answer or a
 //! webhook), so a move the table lacks is a late report: recorded, not applied.
+//! Subscriptions and invoices: billing's own lifecycles, which a trigger
+//! enforces on every change of status (a move the table lacks is an error).
 
 /// A status set and its allowed edges; everything not listed is stale.
 pub struct Machine {
@@ -95,6 +97,43 @@ pub const DISPUTE: Machine = Machine {
     ],
 };
 
+/// Stripe's subscription lifecycle. A subscription starts `trialing`, `active` (nothing to pay,
+/// or paid at once) or `incomplete` (its first invoice unpaid); a failed renewal makes it
+/// `past_due`, and the last failed retry `unpaid` or `canceled` (set_dunning; at once without
+/// retries). `canceled` and `incomplete_expired` (its first invoice never paid) are final.
+pub const SUBSCRIPTION: Machine = Machine {
+    name: "subscription_status",
+    statuses: &["trialing", "active", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired", "paused"],
+    edges: &[
+        ("trialing", &["active", "past_due", "unpaid", "canceled", "paused"]),
+        ("active", &["past_due", "unpaid", "canceled", "paused"]),
+        ("past_due", &["active", "unpaid", "canceled"]),
+        ("unpaid", &["active", "canceled"]),
+        ("incomplete", &["active", "canceled", "incomplete_expired"]),
+        ("paused", &["trialing", "active", "canceled"]),
+    ],
+};
+
+/// Stripe's invoice lifecycle. An invoice is made `open` (or `draft`, not yet final); it is
+/// `paid`, or `void` (nothing was owed after all) or `uncollectible` (collection stopped), which a
+/// late payment can still settle.
+pub const INVOICE: Machine = Machine {
+    name: "invoice_status",
+    statuses: &["draft", "open", "paid", "void", "uncollectible"],
+    edges: &[
+        ("draft", &["open", "void"]),
+        ("open", &["paid", "void", "uncollectible"]),
+        ("uncollectible", &["paid", "void"]),
+    ],
+};
+
+/// Every machine by its name (`payments._lifecycle_decision`).
+pub const MACHINES: [&Machine; 4] = [&REFUND, &DISPUTE, &SUBSCRIPTION, &INVOICE];
+
+pub fn machine(name: &str) -> Option<&'static Machine> {
+    MACHINES.into_iter().find(|m| m.name == name)
+}
+
 /// Whether a dispute in this status withholds its amount from the merchant.
 pub fn dispute_withholds(status: &str) -> bool {
     matches!(status, "needs_response" | "under_review" | "lost")
@@ -103,6 +142,25 @@ pub fn dispute_withholds(status: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ended_subscriptions_and_settled_invoices_stay_so() {
+        for end in ["canceled", "incomplete_expired"] {
+            assert!(SUBSCRIPTION.statuses.iter().all(|to| SUBSCRIPTION.decide(end, to) != Some(Move::Apply)), "{end}");
+        }
+        assert_eq!(SUBSCRIPTION.decide("past_due", "active"), Some(Move::Apply));
+        assert_eq!(
+            SUBSCRIPTION.decide("incomplete", "past_due"),
+            Some(Move::Stale),
+            "a first invoice is not a renewal"
+        );
+        for to in INVOICE.statuses {
+            assert_ne!(INVOICE.decide("paid", to), Some(Move::Apply), "paid -> {to}");
+            assert_ne!(INVOICE.decide("void", to), Some(Move::Apply), "void -> {to}");
+        }
+        assert_eq!(INVOICE.decide("uncollectible", "paid"), Some(Move::Apply), "a late payment still settles it");
+        assert!(MACHINES.iter().all(|m| machine(m.name).is_some()) && machine("payment").is_none());
+    }
 
     #[test]
     fn a_refund_settles_once_and_may_fail_after_succeeding() {

@@ -102,9 +102,6 @@ pub const CANCELLATION_REASONS: [&str; 5] =
 pub const REFUND_REASONS: [&str; 4] = ["duplicate", "fraudulent", "requested_by_customer", "expired_uncaptured_charge"];
 /// Stripe's and Lago's meter aggregations.
 pub const METER_AGGREGATIONS: [&str; 5] = ["sum", "count", "count_unique", "max", "last"];
-/// Stripe's subscription statuses (`incomplete_expired`: its first invoice was never paid).
-pub const SUBSCRIPTION_STATUSES: [&str; 8] =
-    ["trialing", "active", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired", "paused"];
 /// Subscriptions that grant their plan and renew.
 pub const SUBSCRIPTION_CURRENT: [&str; 3] = ["trialing", "active", "past_due"];
 /// Subscriptions whose open invoices are still collected: the current ones, and those whose
@@ -116,8 +113,6 @@ pub const SUBSCRIPTION_PAID_PERIOD: [&str; 2] = ["active", "past_due"];
 pub const PAYMENT_AWAITING_CUSTOMER: [&str; 3] =
     ["requires_payment_method", "requires_confirmation", "requires_action"];
 pub const BILLING_INTERVALS: [&str; 4] = ["day", "week", "month", "year"];
-/// Stripe's invoice statuses (`draft` for invoices not yet finalized).
-pub const INVOICE_STATUSES: [&str; 5] = ["draft", "open", "paid", "void", "uncollectible"];
 /// Idempotency keys the extension and the gateway make for themselves (an
 /// invoice's attempts, a dashboard operator's refunds): an API caller may not
 /// send one, so it can never claim a key before the product uses it.
@@ -205,9 +200,9 @@ impl Kind {
             Kind::RefundReason => REFUND_REASONS.to_vec(),
             Kind::DisputeStatus => lifecycle::DISPUTE.statuses.to_vec(),
             Kind::MeterAggregation => METER_AGGREGATIONS.to_vec(),
-            Kind::SubscriptionStatus => SUBSCRIPTION_STATUSES.to_vec(),
+            Kind::SubscriptionStatus => lifecycle::SUBSCRIPTION.statuses.to_vec(),
             Kind::BillingInterval => BILLING_INTERVALS.to_vec(),
-            Kind::InvoiceStatus => INVOICE_STATUSES.to_vec(),
+            Kind::InvoiceStatus => lifecycle::INVOICE.statuses.to_vec(),
             Kind::DashboardRole => DASHBOARD_ROLES.to_vec(),
         }
     }
@@ -230,9 +225,9 @@ impl Kind {
             Kind::RefundReason => REFUND_REASONS.contains(&value),
             Kind::DisputeStatus => lifecycle::DISPUTE.is_status(value),
             Kind::MeterAggregation => METER_AGGREGATIONS.contains(&value),
-            Kind::SubscriptionStatus => SUBSCRIPTION_STATUSES.contains(&value),
+            Kind::SubscriptionStatus => lifecycle::SUBSCRIPTION.is_status(value),
             Kind::BillingInterval => BILLING_INTERVALS.contains(&value),
-            Kind::InvoiceStatus => INVOICE_STATUSES.contains(&value),
+            Kind::InvoiceStatus => lifecycle::INVOICE.is_status(value),
             Kind::DashboardRole => DASHBOARD_ROLES.contains(&value),
         }
     }

@@ -89,7 +89,11 @@ extension_sql_file!(
 extension_sql_file!("../../sql/code/reconciliation.sql", name = "reconciliation", requires = ["reconciliation_state"]);
 extension_sql_file!("../../sql/state/usage.sql", name = "usage_state", requires = ["reconciliation"]);
 extension_sql_file!("../../sql/code/usage.sql", name = "usage", requires = ["usage_state"]);
-extension_sql_file!("../../sql/state/subscriptions.sql", name = "subscriptions_state", requires = ["usage"]);
+extension_sql_file!(
+    "../../sql/state/subscriptions.sql",
+    name = "subscriptions_state",
+    requires = ["usage", lifecycle_decision]
+);
 extension_sql_file!("../../sql/code/subscriptions.sql", name = "subscriptions", requires = ["subscriptions_state"]);
 extension_sql_file!(
     "../../sql/state/billing.sql",
@@ -339,6 +343,13 @@ fn stripe_event_subject(event_type: &str) -> Option<&'static str> {
 }
 
 // ---- refunds and disputes (payments_core::lifecycle) ------------------------
+
+/// `applied`, `noop` or `stale` for a move of an object whose lifecycle is `machine`
+/// (`subscription_status`, `invoice_status`, …); NULL for an unknown machine or status.
+#[pg_extern(immutable, parallel_safe, name = "_lifecycle_decision")]
+fn lifecycle_decision(machine: &str, from_status: &str, to_status: &str) -> Option<&'static str> {
+    lifecycle::machine(machine)?.decide(from_status, to_status).map(lifecycle::Move::as_str)
+}
 
 /// `applied`, `noop` or `stale` for a refund reported in `to_status`; NULL for an unknown status.
 #[pg_extern(immutable, parallel_safe, name = "_refund_decision")]

@@ -2890,6 +2890,24 @@ mod tests {
     }
 
     #[pg_test]
+    fn subscriptions_and_invoices_move_only_along_their_lifecycles() {
+        one::<String>("SELECT code FROM payments.create_plan('lc', 'usd', 10, 'month')");
+        let sub = one::<String>("SELECT id FROM payments.create_subscription('lc1', 'cust_lc', 'lc', 'pm_card_visa')");
+        let (invoice, _, _, pay) = invoice_of(&sub, 1);
+        settle(&pay, "pi_lc1", 1000, "succeeded");
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{sub}', at_period_end => false)"));
+        assert_eq!(sub_status(&sub), "canceled 1");
+        // Not even the table's owner brings back what ended, or unpays what was paid.
+        assert_eq!(sqlstate(&format!("UPDATE payments.subscriptions SET status = 'active' WHERE id = '{sub}'")), "PM202");
+        assert_eq!(sqlstate(&format!("UPDATE payments.invoices SET status = 'open' WHERE id = '{invoice}'")), "PM202");
+        // A change that is no change of status passes.
+        one::<i64>(&format!(
+            "WITH u AS (UPDATE payments.subscriptions SET status = status WHERE id = '{sub}' RETURNING 1) SELECT count(*) FROM u"
+        ));
+        assert_eq!(sub_status(&sub), "canceled 1");
+    }
+
+    #[pg_test]
     fn an_invoice_key_cannot_be_claimed_before_its_invoice_exists() {
         one::<String>("SELECT code FROM payments.create_plan('pk', 'usd', 7, 'week')");
         let sub = one::<String>("SELECT id FROM payments.create_subscription('pk1', 'cust_pk', 'pk', 'pm_card_visa')");

@@ -8,6 +8,9 @@
 -- charges twice. The payment's outcome settles the invoice and the
 -- subscription (_invoice_payment_settled, called by the payment's transition).
 
+CREATE OR REPLACE TRIGGER invoices_lifecycle BEFORE UPDATE OF status ON payments.invoices
+    FOR EACH ROW EXECUTE FUNCTION payments._lifecycle_guard('invoice_status');
+
 CREATE OR REPLACE FUNCTION payments.set_dunning(retry_days integer[], final_status text DEFAULT 'unpaid',
                                      past_due_grace interval DEFAULT '3 days') RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -15,6 +15,25 @@ CREATE OR REPLACE TRIGGER consumptions_append_only BEFORE UPDATE OR DELETE ON pa
 -- ---------------------------------------------------------------------------
 -- Plans
 -- ---------------------------------------------------------------------------
+-- One enforced lifecycle per billing object, as payments have: every change of status is an
+-- edge of the object's machine in payments-core (core/src/lifecycle.rs), whoever makes it.
+CREATE OR REPLACE FUNCTION payments._lifecycle_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status IS DISTINCT FROM OLD.status
+       AND payments._lifecycle_decision(TG_ARGV[0], OLD.status, NEW.status) IS DISTINCT FROM 'applied' THEN
+        RAISE EXCEPTION '% cannot go from % to %', NEW.id, OLD.status, NEW.status USING ERRCODE = 'PM202',
+            DETAIL = 'the lifecycle ' || TG_ARGV[0] || ' has no such edge';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION payments._lifecycle_guard() IS
+    'Internal: the trigger that refuses (PM202) a change of status its row''s lifecycle (TG_ARGV[0]: subscription_status, invoice_status) has no edge for.';
+
+CREATE OR REPLACE TRIGGER subscriptions_lifecycle BEFORE UPDATE OF status ON payments.subscriptions
+    FOR EACH ROW EXECUTE FUNCTION payments._lifecycle_guard('subscription_status');
+
 CREATE OR REPLACE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
                                      interval_count integer DEFAULT 1, trial_days integer DEFAULT 0,
                                      features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]',

@@ -284,7 +284,7 @@ pub async fn subscriptions(
                     label for="status" { "Status" }
                     select #status name="status" {
                         option value="" { "any" }
-                        @for s in payments_core::vocabulary::SUBSCRIPTION_STATUSES {
+                        @for s in payments_core::lifecycle::SUBSCRIPTION.statuses {
                             option value=(s) selected[status.as_deref() == Some(s)] { (s) }
                         }
                     }
