@@ -2898,7 +2898,10 @@ mod tests {
         one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{sub}', at_period_end => false)"));
         assert_eq!(sub_status(&sub), "canceled 1");
         // Not even the table's owner brings back what ended, or unpays what was paid.
-        assert_eq!(sqlstate(&format!("UPDATE payments.subscriptions SET status = 'active' WHERE id = '{sub}'")), "PM202");
+        assert_eq!(
+            sqlstate(&format!("UPDATE payments.subscriptions SET status = 'active' WHERE id = '{sub}'")),
+            "PM202"
+        );
         assert_eq!(sqlstate(&format!("UPDATE payments.invoices SET status = 'open' WHERE id = '{invoice}'")), "PM202");
         // A change that is no change of status passes.
         one::<i64>(&format!(
