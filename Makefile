@@ -112,7 +112,7 @@ upgrade-test:
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(E2E_DB)
 	PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgres dbname=$(E2E_DB)" \
-		cargo test --package payments-e2e --test upgrade -- --ignored --test-threads=1
+		cargo test --package payments-e2e --test e2e -- --ignored --test-threads=1 upgrade::
 
 # The reliability table: cargo fuzz's rows (.run/fuzz.tsv) and the end-to-end
 # cases' (.run/reliability.tsv), printed even when a case failed.
@@ -126,9 +126,10 @@ E2E_ENV = PAYMENTS_TEST_DATABASE_URL="host=127.0.0.1 port=$(PGPORT) user=postgre
 	PAYMENTS_RELIABILITY_REPORT=$(CURDIR)/.run/reliability.tsv \
 	PAYMENTS_SCREENSHOTS=$(CURDIR)/.run/screenshots
 
-# Every end-to-end suite, the reliability cases in their quick form; the table last. The
-# suites run three at a time, each in a database of its own (scripts/e2e.py; logs in
-# .run/e2e/). `make e2e T=<name>` runs only the tests whose names contain <name>.
+# Every end-to-end suite (a module of the one test binary tests/tests/e2e/), the reliability
+# cases in their quick form; the table last. The suites run three at a time, each in a
+# database of its own (scripts/e2e.py; logs in .run/e2e/). `make e2e T=<name>` runs only the
+# tests whose names contain <name>, in one database.
 E2E_SUITES := in_process gateway reliability dashboard foundation webhooks mcp
 e2e:
 	cargo build --package payments-gateway
@@ -157,8 +158,8 @@ scale-test:
 	cargo build --package payments-gateway
 	@CITUS_PORT=$(CITUS_PORT) scripts/citus.sh start
 	@CITUS_PORT=$(CITUS_PORT) scripts/citus.sh createdb $(SCALE_DB) >/dev/null
-	$(SCALE_ENV) cargo test --package payments-e2e --test scale_out -- --ignored --test-threads=1
-	$(SCALE_ENV) cargo test --package payments-e2e $(addprefix --test ,$(SCALE_SUITES)) -- --test-threads=1 \
+	$(SCALE_ENV) cargo test --package payments-e2e --test e2e -- --ignored --test-threads=1 scale_out::
+	$(SCALE_ENV) cargo test --package payments-e2e --test e2e -- --test-threads=1 $(addsuffix ::,$(SCALE_SUITES)) \
 		$(addprefix --skip ,$(SCALE_SKIP))
 
 # The long form (about 15 minutes): 10 million runs per fuzz target, more kills, keys, payments.
@@ -168,8 +169,8 @@ reliability: setup install-debug
 	cargo build --package payments-gateway
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(E2E_DB)
-	@RELIABILITY=long $(E2E_ENV) cargo test --package payments-e2e --test reliability --test webhooks \
-		--test in_process -- --test-threads=1; status=$$?; \
+	@RELIABILITY=long $(E2E_ENV) cargo test --package payments-e2e --test e2e -- --test-threads=1 reliability:: \
+		webhooks:: in_process::; status=$$?; \
 		scripts/reliability-table.sh .run/fuzz.tsv .run/reliability.tsv && exit $$status
 
 stop:

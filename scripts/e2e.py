@@ -3,11 +3,13 @@
 
     scripts/e2e.py [--jobs N] [--createdb CMD] [--filter NAME] [--skip NAME]... SUITE...
 
-Each SUITE (a file of tests/tests/) gets a fresh database, `<dbname>_<suite>` beside
+The suites are the modules of the one end-to-end test binary (tests/tests/e2e/). Each
+SUITE gets a fresh database, `<dbname>_<suite>` beside
 the one PAYMENTS_TEST_DATABASE_URL names, made by CMD (default `scripts/cluster.sh
 createdb`; N at a time), and runs with its tests one at a time (they share that database
 and its gateway workers) while up to N suites run at once, in the order given (longest
-first keeps the wall time short). Each suite's output goes to
+first keeps the wall time short). With --filter, the tests whose names contain NAME run
+in one database, one at a time. Each suite's output goes to
 .run/e2e/<suite>.log; failures are printed whole. The other PAYMENTS_* variables
 pass through unchanged.
 """
@@ -30,16 +32,15 @@ SHARED_ROLES = [("payments_e2e_gateway", "payments_gateway"), ("payments_e2e_wor
                 ("payments_e2e_reader", "payments_reader")]
 
 
-def executables():
-    """Each end-to-end test binary by suite name, built if needed."""
-    out = subprocess.run(["cargo", "test", "--package", "payments-e2e", "--no-run", "--message-format=json"],
-                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    found = {}
+def executable():
+    """The end-to-end test binary, built if needed."""
+    out = subprocess.run(["cargo", "test", "--package", "payments-e2e", "--test", "e2e", "--no-run",
+                          "--message-format=json"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     for line in out.splitlines():
         msg = json.loads(line)
-        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and "test" in msg["target"]["kind"]:
-            found[msg["target"]["name"]] = msg["executable"]
-    return found
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["target"]["name"] == "e2e":
+            return msg["executable"]
+    sys.exit("e2e: cargo built no e2e test binary")
 
 
 def with_dbname(url, dbname):
@@ -69,22 +70,21 @@ def main():
     args = ap.parse_args()
     base = os.environ["PAYMENTS_TEST_DATABASE_URL"]
     base_db = re.search(r"dbname=(\S+)", base).group(1)
-    binaries = executables()
-    missing = [s for s in args.suites if s not in binaries]
-    if missing:
-        sys.exit(f"e2e: no test binary for {missing}")
-    urls = {suite: with_dbname(base, f"{base_db}_{suite}") for suite in args.suites}
+    binary = executable()
+    # With a filter, one run over every suite; otherwise one run per suite, its module's tests.
+    runs = {"filtered": [args.filter]} if args.filter else {suite: [f"{suite}::"] for suite in args.suites}
+    urls = {name: with_dbname(base, f"{base_db}_{name}") for name in runs}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for made in pool.map(lambda suite: subprocess.run(args.createdb.split() + [f"{base_db}_{suite}"],
-                                                          stdout=subprocess.DEVNULL), args.suites):
+        for made in pool.map(lambda name: subprocess.run(args.createdb.split() + [f"{base_db}_{name}"],
+                                                         stdout=subprocess.DEVNULL), runs):
             made.check_returncode()
     roles = "".join(f"IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{login}') THEN "
                     f"CREATE ROLE {login} LOGIN IN ROLE {group}; END IF; " for login, group in SHARED_ROLES)
-    subprocess.run(["psql", urls[args.suites[0]], "-Xqc", f"DO $$ BEGIN {roles} END $$"], check=True)
-    test_args = ([args.filter] if args.filter else []) + [a for s in args.skip for a in ("--skip", s)]
+    subprocess.run(["psql", next(iter(urls.values())), "-Xqc", f"DO $$ BEGIN {roles} END $$"], check=True)
+    skips = [a for s in args.skip for a in ("--skip", s)]
     started, results = time.time(), []
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run, s, binaries[s], urls[s], test_args) for s in args.suites]
+        futures = [pool.submit(run, name, binary, urls[name], filters + skips) for name, filters in runs.items()]
         for future in concurrent.futures.as_completed(futures):
             suite, code, seconds, summary, text = future.result()
             results.append((suite, code, seconds, summary))

@@ -84,7 +84,7 @@ mod tests {
             one::<String>("SELECT outcome || ' ' || id FROM payments.create_payment('k1', 'cust_1', 49.990, 'USD')");
         assert_eq!(again, format!("replayed {id}"));
         // The suite also runs on an upgraded database holding other rows
-        // (tests/tests/upgrade.rs), so counts are of this test's own rows.
+        // (tests/tests/e2e/upgrade.rs), so counts are of this test's own rows.
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.payments WHERE customer_id = 'cust_1'"), 1);
         assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.payment_events WHERE payment_id = '{id}'")), 1);
         assert_eq!(

@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 
 const OLDEST: &str = "0.1.0";
 const LAST_RELEASE: &str = "0.3.0";
-const CATALOG: &str = include_str!("../sql/catalog.sql");
+const CATALOG: &str = include_str!("../../sql/catalog.sql");
 
 /// Every row of every table the old version wrote, as text, in a stable order.
 const DATA: &str = "SELECT 'payments' AS t, jsonb_agg(to_jsonb(p) ORDER BY p.id) FROM payments.payments p
