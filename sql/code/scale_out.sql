@@ -6,42 +6,12 @@ CREATE OR REPLACE FUNCTION payments.distribute(shard_count int DEFAULT 32)
 RETURNS TABLE (object text, distributed_by text, action text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    -- Each table, its distribution column (NULL: a reference table, a copy on
-    -- every node) and the table it lives beside ('none': a group of its own).
-    -- Order matters: a table comes after those its foreign keys reference.
-    v_tables CONSTANT text[][] := ARRAY[
-        ['payments.webhook_secrets',   NULL,                  NULL],
-        ['payments.api_keys',          NULL,                  NULL],
-        ['payments.settings',          NULL,                  NULL],
-        ['payments.reconciliation_runs', NULL,                NULL],
-        ['payments.meters',            NULL,                  NULL],
-        ['payments.plans',             NULL,                  NULL],
-        ['payments.billing_settings',  NULL,                  NULL],
-        ['payments.invoice_numbers',   NULL,                  NULL],
-        ['payments.webhook_endpoints', NULL,                  NULL],
-        ['payments.role_customers',    NULL,                  NULL],
-        ['payments.webhook_endpoint_secrets', NULL,           NULL],
-        ['payments.dashboard_users',   NULL,                  NULL],
-        ['payments.dashboard_sessions', NULL,                 NULL],
-        ['payments.payments',          'customer_id',         'none'],
-        ['payments.payment_events',    'customer_id',         'payments.payments'],
-        ['payments.idempotency_keys',  'customer_id',         'payments.payments'],
-        ['payments.anomalies',         'customer_id',         'payments.payments'],
-        ['payments.provider_commands', 'customer_id',         'payments.payments'],
-        ['payments.refunds',           'customer_id',         'payments.payments'],
-        ['payments.disputes',          'customer_id',         'payments.payments'],
-        ['payments.usage_events',      'customer_id',         'payments.payments'],
-        ['payments.usage_daily',       'customer_id',         'payments.payments'],
-        ['payments.subscriptions',     'customer_id',         'payments.payments'],
-        ['payments.subscription_events', 'customer_id',       'payments.payments'],
-        ['payments.feature_usage',     'customer_id',         'payments.payments'],
-        ['payments.consumptions',      'customer_id',         'payments.payments'],
-        ['payments.meter_claims',      'customer_id',         'payments.payments'],
-        ['payments.invoices',          'customer_id',         'payments.payments'],
-        ['payments.invoice_lines',     'customer_id',         'payments.payments'],
-        ['payments.outbox_events',     'customer_id',         'payments.payments'],
-        ['payments.webhook_deliveries', 'customer_id',        'payments.payments'],
-        ['payments.webhook_delivery_attempts', 'customer_id', 'payments.payments'],
+    -- The tables keyed by something else than their customer (the routes from a payment id,
+    -- a provider's id or an event id to it): each, its distribution column and the table it
+    -- lives beside ('none': a group of its own). Every other table is placed by the catalog:
+    -- one whose primary key starts with customer_id lives beside the customer's payments, any
+    -- other is a reference table (a copy on every node).
+    v_routes CONSTANT text[][] := ARRAY[
         ['payments.payment_customers', 'payment_id',          'none'],
         ['payments.provider_payments', 'provider_payment_id', 'none'],
         ['payments.webhook_pending',   'provider_payment_id', 'payments.provider_payments'],
@@ -95,7 +65,27 @@ BEGIN
             pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_fks[i][1], v_fks[i][2]));
     END LOOP;
 
-    FOREACH v_row SLICE 1 IN ARRAY v_tables LOOP
+    -- (The keys are set aside, so only co-location orders this: payments first, then the
+    -- rest of each customer's tables, then the routes in their order.)
+    FOR v_row IN
+        SELECT t.placement FROM (
+            SELECT ARRAY[c.oid::regclass::text,
+                         CASE WHEN k.attname = 'customer_id' THEN 'customer_id' END,
+                         CASE WHEN k.attname = 'customer_id' AND c.relname = 'payments' THEN 'none'
+                              WHEN k.attname = 'customer_id' THEN 'payments.payments' END] AS placement,
+                   CASE WHEN k.attname IS DISTINCT FROM 'customer_id' THEN 0 WHEN c.relname = 'payments' THEN 1 ELSE 2 END
+                       AS rank, c.relname::text AS name
+            FROM pg_catalog.pg_class c
+            LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
+            LEFT JOIN pg_catalog.pg_attribute k ON k.attrelid = c.oid AND k.attnum = i.indkey[0]
+            WHERE c.relnamespace = 'payments'::regnamespace AND c.relkind = 'r'
+              AND c.oid::regclass::text <> ALL (ARRAY(
+                  SELECT v_routes[n][1] FROM pg_catalog.generate_series(1, pg_catalog.array_length(v_routes, 1)) n))
+            UNION ALL
+            SELECT ARRAY[v_routes[n][1], v_routes[n][2], v_routes[n][3]], 3 + n, ''
+            FROM pg_catalog.generate_series(1, pg_catalog.array_length(v_routes, 1)) n) t
+        ORDER BY t.rank, t.name
+    LOOP
         object := v_row[1];
         distributed_by := v_row[2];
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d WHERE d.logicalrelid = v_row[1]::regclass) THEN
@@ -142,4 +132,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events (with their daily totals), subscriptions (with their history, feature usage, consumptions and meter claims), invoices, outbox events and their webhook deliveries distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers, webhook endpoints (with their secrets) and dashboard users (with their sessions) as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices, outbox_events, webhook_deliveries: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every table whose primary key starts with customer_id (each customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events (with their daily totals), subscriptions (with their history, feature usage, consumptions and meter claims), invoices, outbox events and their webhook deliveries) distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers, webhook endpoints (with their secrets) and dashboard users (with their sessions): every other table, as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices, outbox_events, webhook_deliveries: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
