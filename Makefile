@@ -86,10 +86,12 @@ install-releases:
 	@install -m 644 sql/releases/payments--*.sql $$(find $(TARGET_DIR)/sql -name 'payments--*.sql') \
 		"$$($(PG_CONFIG) --sharedir)/extension/"
 
-# The lint gate: SQL state and code apart, formatting, and clippy with warnings as errors
+# The lint gate: SQL state and code apart, dependencies' licenses and sources (deny.toml),
+# formatting, and clippy with warnings as errors
 # (also on the gateway built without the sandbox, as production may build it).
 lint:
 	python3 scripts/sqltool.py check
+	cargo deny --log-level error check licenses bans sources
 	cargo fmt --all --check
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy --workspace --all-targets -- -D warnings

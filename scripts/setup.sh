@@ -21,6 +21,12 @@ if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz 0.13.2" ]]; then
   cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 
+# cargo deny checks the dependencies' licenses and sources (make lint; deny.toml).
+if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]]; then
+  echo "setup: installing cargo-deny 0.20.2"
+  cargo install cargo-deny --version 0.20.2 --locked
+fi
+
 # mdBook builds the user's manual in docs/ (make docs; make test checks it builds).
 if [[ "$(mdbook --version 2>/dev/null)" != "mdbook v0.5.4" ]]; then
   echo "setup: installing mdbook 0.5.4"
