@@ -69,8 +69,15 @@ createdb() {
   # A kept database is upgraded in place, its payments with it.
   local before after
   before=$(psql_cmd -d "$name" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'payments'")
-  psql_cmd -d "$name" -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS payments" \
-    -c "ALTER EXTENSION payments UPDATE"
+  if ! psql_cmd -d "$name" -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS payments" \
+    -c "ALTER EXTENSION payments UPDATE"; then
+    # Released versions upgrade (make upgrade-test proves it); a database made by a build of a
+    # version still in development may hold SQL its release never had.
+    echo "cluster: database $name (payments $before) could not be upgraded: it was probably made by a" >&2
+    echo "         development build of $before, before that version was released. Its data is kept." >&2
+    echo "         Recreate it with: scripts/cluster.sh createdb $name   (this drops it)" >&2
+    exit 1
+  fi
   after=$(psql_cmd -d "$name" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'payments'")
   if [ -n "$before" ] && [ "$before" != "$after" ]; then
     echo "cluster: upgraded the payments extension in database $name from $before to $after"
