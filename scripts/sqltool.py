@@ -18,7 +18,8 @@ each statement safe to repeat. A release's upgrade script is generated:
 
     scripts/sqltool.py check
         fails when state appears in sql/code/, code in sql/state/, or a
-        CREATE without OR REPLACE where an upgrade would run it again.
+        CREATE without OR REPLACE where an upgrade would run it again
+        (after a self-test that it finds each of the three).
 
 tests/tests/upgrade.rs then proves that the upgraded database equals a fresh
 install.
@@ -124,23 +125,50 @@ def upgrade(extension_dir, out_dir):
     print(f"sqltool: {name}: the delta and {kept} replaceable statements")
 
 
-def check():
+def misplaced(sql_dir):
+    """Each statement of sql_dir's code/ and state/ that is in the wrong place, with why."""
     problems = []
     for kind in ["code", "state"]:
-        for path in sorted((SQL / kind).glob("*.sql")):
+        for path in sorted((sql_dir / kind).glob("*.sql")):
             text = path.read_text()
             for span in statements(text):
                 stmt = body(text, span).strip()
                 line = text.count("\n", 0, span[1]) - stmt.count("\n") + 1
-                where, first = f"{path.relative_to(ROOT)}:{line}", stmt.split("\n")[0][:80]
+                where, first = f"{kind}/{path.name}:{line}", stmt.split("\n")[0][:80]
                 if kind == "code" and re.match(r"CREATE (FUNCTION|PROCEDURE|VIEW|TRIGGER)\b", stmt, re.I):
                     problems.append(f"{where}: a bare CREATE that an upgrade would run again (CREATE OR REPLACE): {first}")
                 elif kind == "code" and not REPLACEABLE.match(stmt):
                     problems.append(f"{where}: state among replaceable code (it belongs in sql/state/): {first}")
                 elif kind == "state" and not (STATE.match(stmt) or COMMENT.match(stmt)):
                     problems.append(f"{where}: replaceable code among state (it belongs in sql/code/): {first}")
+    return problems
+
+
+def selftest():
+    """The check finds each kind of misplaced statement, and passes what is in place."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "code").mkdir()
+        (root / "state").mkdir()
+        (root / "code/x.sql").write_text(
+            "-- fine\nCREATE OR REPLACE FUNCTION payments.f() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$;\n"
+            "COMMENT ON FUNCTION payments.f() IS 'f';\nGRANT EXECUTE ON FUNCTION payments.f() TO x;\n"
+            "CREATE FUNCTION payments.g() RETURNS int LANGUAGE sql BEGIN ATOMIC\n  SELECT 1; SELECT 2;\nEND;\n"
+            "CREATE TABLE payments.t (a int);\n")
+        (root / "state/x.sql").write_text(
+            "CREATE TABLE payments.u (a int);\nCOMMENT ON TABLE payments.u IS 'u; not a statement end';\n"
+            "CREATE OR REPLACE VIEW payments.v AS SELECT 1;\n")
+        found = misplaced(root)
+        expected = ["code/x.sql:5: a bare CREATE", "code/x.sql:8: state among", "state/x.sql:3: replaceable code"]
+        assert [p[:len(e)] for p, e in zip(found, expected)] == expected and len(found) == 3, found
+    print("sqltool selftest: the check finds what is misplaced")
+
+
+def check():
+    problems = misplaced(SQL)
     for problem in problems:
-        print(problem, file=sys.stderr)
+        print(f"sql/{problem}", file=sys.stderr)
     if problems:
         sys.exit(f"sqltool check: {len(problems)} statements in the wrong place (see scripts/sqltool.py)")
     print("sqltool check: sql/state and sql/code hold what they should")
@@ -150,6 +178,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["upgrade"] and len(sys.argv) == 4:
         upgrade(sys.argv[2], sys.argv[3])
     elif sys.argv[1:] == ["check"]:
+        selftest()
         check()
     else:
         sys.exit(__doc__)
