@@ -118,9 +118,12 @@ pub const BILLING_INTERVALS: [&str; 4] = ["day", "week", "month", "year"];
 /// send one, so it can never claim a key before the product uses it.
 pub const RESERVED_KEY_PREFIXES: [&str; 2] = ["invoice:", "dashboard:"];
 
+/// What a status group holds, worked out when asked (some derive from a state machine).
+pub type Members = fn() -> Vec<&'static str>;
+
 /// The named subsets SQL tests membership of (`status = ANY (payments._group('…'))`),
 /// each written once: here or, for payments, in the state machine.
-pub const GROUPS: [(&str, fn() -> Vec<&'static str>); 5] = [
+pub const GROUPS: [(&str, Members); 5] = [
     // A payment can be canceled exactly when the state machine has an edge to `canceled`.
     ("cancelable_payment_status", || {
         state::ALL.iter().filter(|s| s.can_move_to(Status::Canceled)).map(|s| s.as_str()).collect()
