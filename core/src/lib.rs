@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod money;
 pub mod password;
 pub mod pricing;
+pub mod provider;
 pub mod sqlstate;
 pub mod state;
 pub mod vocabulary;

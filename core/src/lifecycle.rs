@@ -57,23 +57,14 @@ impl Machine {
     }
 }
 
-/// Stripe's refund lifecycle. `requires_action` is Stripe's word for a refund
-/// waiting on the customer (some payment methods); it is pending here. A
-/// refund can fail after it succeeded (the bank returned it): Stripe reports
+/// The refund lifecycle (Stripe's; `provider::stripe::refund_status` maps its
+/// words). A refund can fail after it succeeded (the bank returned it): Stripe reports
 /// `refund.failed` then, and the money is the merchant's again.
 pub const REFUND: Machine = Machine {
     name: "refund_status",
     statuses: &["pending", "succeeded", "failed", "canceled"],
     edges: &[("pending", &["succeeded", "failed", "canceled"]), ("succeeded", &["failed"])],
 };
-
-/// Our refund status for Stripe's.
-pub fn refund_status(stripe: &str) -> Option<&'static str> {
-    match stripe {
-        "requires_action" => Some("pending"),
-        other => REFUND.statuses.iter().copied().find(|s| *s == other),
-    }
-}
 
 /// Stripe's dispute lifecycle. `warning_*` are inquiries (no money withheld
 /// yet); `needs_response` and `under_review` hold the disputed amount, `lost`
@@ -171,13 +162,6 @@ mod tests {
         assert_eq!(REFUND.decide("failed", "succeeded"), Some(Move::Stale), "failed is final");
         assert_eq!(REFUND.decide("canceled", "succeeded"), Some(Move::Stale));
         assert_eq!(REFUND.decide("pending", "refunded"), None);
-    }
-
-    #[test]
-    fn stripe_refund_statuses_map_and_requires_action_is_pending() {
-        assert_eq!(refund_status("requires_action"), Some("pending"));
-        assert_eq!(refund_status("succeeded"), Some("succeeded"));
-        assert_eq!(refund_status("unknown"), None);
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub const REGISTRY: &[Code] = &[
     code("PM303", "webhook_provider_unknown", 404, InvalidRequest, None,
          "no active webhook secret for the provider named in the URL (not echoed)"),
     code("PM304", "webhook_event_invalid", 400, InvalidRequest, None,
-         "verified webhook body is not a Stripe event (`id`, `type`)"),
+         "verified webhook body is no event of the provider's wire format (Stripe: `id`, `type`)"),
     code("PM401", "scale_out_unavailable", 409, InvalidRequest, None,
          "`payments.distribute()` without Citus, or not on the coordinator"),
     code("40001", "concurrent_update_retry", 409, Api, None,

@@ -4,11 +4,13 @@
 //! `sql/code/payments.sql`, which calls these for money, state decisions and hashes.
 
 use pgrx::prelude::*;
+use pgrx::JsonB;
 
-use payments_core::{canonical, currency, evidence, id, lifecycle, money, state, vocabulary, webhook};
+use payments_core::{canonical, currency, evidence, id, lifecycle, money, provider, state, vocabulary, webhook};
 
 mod headers;
 mod price;
+mod released;
 use headers::Headers;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -53,9 +55,9 @@ extension_sql_file!(
         webhook_signature_failure,
         verify_webhook_signature,
         webhook_secret_failure,
-        stripe_event_status,
-        stripe_event_subject,
-        is_json_object
+        provider_event,
+        provider_object,
+        provider_secret_paths
     ]
 );
 extension_sql_file!("../../sql/code/webhooks.sql", name = "webhooks", requires = ["webhooks_state"]);
@@ -71,7 +73,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/state/refunds.sql",
     name = "refunds_state",
-    requires = ["provider_commands", refund_decision, stripe_refund_status]
+    requires = ["provider_commands", refund_decision]
 );
 extension_sql_file!("../../sql/code/refunds.sql", name = "refunds", requires = ["refunds_state"]);
 extension_sql_file!(
@@ -81,11 +83,7 @@ extension_sql_file!(
 );
 extension_sql_file!("../../sql/code/disputes.sql", name = "disputes", requires = ["disputes_state"]);
 extension_sql_file!("../../sql/code/balances.sql", name = "balances", requires = ["disputes"]);
-extension_sql_file!(
-    "../../sql/state/reconciliation.sql",
-    name = "reconciliation_state",
-    requires = ["balances", stripe_intent_status]
-);
+extension_sql_file!("../../sql/state/reconciliation.sql", name = "reconciliation_state", requires = ["balances"]);
 extension_sql_file!("../../sql/code/reconciliation.sql", name = "reconciliation", requires = ["reconciliation_state"]);
 extension_sql_file!("../../sql/state/usage.sql", name = "usage_state", requires = ["reconciliation"]);
 extension_sql_file!("../../sql/code/usage.sql", name = "usage", requires = ["usage_state"]);
@@ -330,16 +328,34 @@ fn webhook_secret_failure(scheme: &str, secret: &str) -> Option<&'static str> {
     }
 }
 
-/// The payment status a Stripe event type reports; NULL when it reports none.
-#[pg_extern(immutable, parallel_safe, name = "_stripe_event_status")]
-fn stripe_event_status(event_type: &str) -> Option<&'static str> {
-    webhook::events::stripe_payment_status(event_type).map(state::Status::as_str)
+// ---- providers' wire formats (payments_core::provider) ------------------------
+
+/// A verified webhook body read by the provider's format: `{"id", "type", "created"
+/// (Unix seconds), "object_id", "evidence" (NULL when the event moves no money),
+/// "object"}`, or `{"error": why}` when it is no event of the provider's.
+#[pg_extern(immutable, parallel_safe, name = "_provider_event")]
+fn provider_event(provider: &str, body: &[u8]) -> JsonB {
+    JsonB(match provider::format(provider).event(body) {
+        Ok(event) => event.to_json(),
+        Err(why) => serde_json::json!({ "error": why }),
+    })
 }
 
-/// What a Stripe event's object is when it moves money: payment, refund, charge or dispute; NULL otherwise.
-#[pg_extern(immutable, parallel_safe, name = "_stripe_event_subject")]
-fn stripe_event_subject(event_type: &str) -> Option<&'static str> {
-    webhook::events::stripe_subject(event_type)
+/// A provider object (an answer or a listed object) as evidence, read as `kind`
+/// (NULL: as whatever it says it is); NULL when it is no such object.
+#[pg_extern(immutable, parallel_safe, name = "_provider_object")]
+fn provider_object(provider: &str, kind: Option<&str>, object: JsonB) -> Option<JsonB> {
+    let kind = match kind {
+        Some(k) => Some(provider::Kind::parse(k)?),
+        None => None,
+    };
+    provider::format(provider).object(kind, &object.0).map(|e| JsonB(e.to_json()))
+}
+
+/// Where a provider's objects hold what is never stored, as dotted paths.
+#[pg_extern(immutable, parallel_safe, name = "_provider_secret_paths")]
+fn provider_secret_paths(provider: &str) -> Vec<&'static str> {
+    provider::format(provider).secret_paths().to_vec()
 }
 
 // ---- refunds and disputes (payments_core::lifecycle) ------------------------
@@ -357,12 +373,6 @@ fn refund_decision(from_status: &str, to_status: &str) -> Option<&'static str> {
     lifecycle::REFUND.decide(from_status, to_status).map(lifecycle::Move::as_str)
 }
 
-/// Our refund status for a Stripe refund status; NULL for one we do not know.
-#[pg_extern(immutable, parallel_safe, name = "_stripe_refund_status")]
-fn stripe_refund_status(status: &str) -> Option<&'static str> {
-    lifecycle::refund_status(status)
-}
-
 /// `applied`, `noop` or `stale` for a dispute reported in `to_status`; NULL for an unknown status.
 #[pg_extern(immutable, parallel_safe, name = "_dispute_decision")]
 fn dispute_decision(from_status: &str, to_status: &str) -> Option<&'static str> {
@@ -373,12 +383,6 @@ fn dispute_decision(from_status: &str, to_status: &str) -> Option<&'static str> 
 #[pg_extern(immutable, parallel_safe, name = "_dispute_withholds")]
 fn dispute_withholds(status: &str) -> bool {
     lifecycle::dispute_withholds(status)
-}
-
-/// Our payment status for a Stripe PaymentIntent status (a decline, with its error, is failed); NULL when it reports none.
-#[pg_extern(immutable, parallel_safe, name = "_stripe_intent_status")]
-fn stripe_intent_status(status: &str, has_last_payment_error: bool) -> Option<&'static str> {
-    webhook::events::payment_intent_status(status, has_last_payment_error).map(state::Status::as_str)
 }
 
 // ---- usage prices (payments_core::pricing) -----------------------------------
@@ -417,13 +421,6 @@ fn usage_price(quantity: &str, price: &str) -> Option<i64> {
     let quantity = <rust_decimal::Decimal as std::str::FromStr>::from_str(quantity).ok()?;
     let (mode, tiers) = price::parse(price).ok()?;
     payments_core::pricing::price(quantity, mode, &tiers).ok()
-}
-
-/// Whether `body` is UTF-8 JSON whose top level is an object, checked
-/// without converting it (no number ever passes through a float).
-#[pg_extern(immutable, parallel_safe, name = "_is_json_object")]
-fn is_json_object(body: &[u8]) -> bool {
-    body.trim_ascii_start().first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
 /// Required by `cargo pgrx test`.

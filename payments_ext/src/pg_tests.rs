@@ -1389,6 +1389,100 @@ mod tests {
         assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.verify_event_chain('{id}')")), 0);
     }
 
+    /// An event of the provider-neutral format for provider `neutral_bank`, signed with Standard Webhooks.
+    fn ingest_neutral(id: &str, data: &str, secret: &str) -> String {
+        let t = now_unix();
+        let body = format!(r#"{{"id":"{id}","type":"adapter.update","created":{t},"data":{data}}}"#);
+        let sig = payments_core::webhook::standard::sign(secret, id, t, body.as_bytes()).unwrap();
+        result_or_sqlstate(&format!(
+            "SELECT payments.ingest_webhook('neutral_bank', jsonb_build_object('webhook-id', {}, 'webhook-timestamp', '{t}', \
+             'webhook-signature', {}), convert_to({}, 'UTF8'))",
+            quote(id),
+            quote(&sig),
+            quote(&body)
+        ))
+    }
+
+    #[pg_test]
+    fn a_provider_without_a_module_of_its_own_speaks_the_neutral_format_through_the_same_sql() {
+        // The seam: nothing in SQL names a provider's JSON. A provider recorded as neutral_*
+        // sends evidence records in our words, and every check of Stripe's objects holds for it.
+        let secret = one::<String>("SELECT payments._new_webhook_secret()");
+        one::<String>(&format!("SELECT payments.add_webhook_secret('neutral_bank', 'standard', {})", quote(&secret)));
+        let id = one::<String>("SELECT id FROM payments.create_payment('nb1', 'cust_nb', 10, 'usd', 'pm_x')");
+        // Linked by our id, then paid; the evidence's money is checked as Stripe's is.
+        let paid = format!(
+            r#"{{"kind":"payment","id":"bank_1","status":"succeeded","amount":1000,"currency":"usd","amount_received":1000,"our_id":"{id}"}}"#
+        );
+        assert_eq!(ingest_neutral("ev_1", &paid, &secret), "applied");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || provider || ' ' || provider_payment_id FROM payments.get_payment('{id}')"
+            )),
+            "succeeded neutral_bank bank_1"
+        );
+        assert_eq!(ingest_neutral("ev_1", &paid, &secret), "duplicate");
+        // A refund made at the bank, then one for more than is left: taken in, then an anomaly.
+        let refund = r#"{"kind":"refund","id":"bank_r1","provider_payment_id":"bank_1","status":"succeeded","amount":400,"currency":"usd"}"#;
+        assert_eq!(ingest_neutral("ev_2", refund, &secret), "applied");
+        assert_eq!(refunded(&id), "4.00 partial");
+        let too_much = refund.replace("bank_r1", "bank_r2").replace("400", "700");
+        assert_eq!(ingest_neutral("ev_3", &too_much, &secret), "mismatch");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT kind || ' ' || (observed ->> 'provider_payment_id') || ' ' || (observed ->> 'amount') \
+                 FROM payments.anomalies WHERE payment_id = '{id}'"
+            )),
+            "amount_mismatch bank_1 700",
+            "the anomaly keeps the evidence in our words"
+        );
+        // A dispute, and a status that is not ours (Stripe's word): no status, nothing moves.
+        let dispute = r#"{"kind":"dispute","id":"bank_d1","provider_payment_id":"bank_1","status":"needs_response","amount":600,"currency":"usd","reason":"fraudulent","due_by":1900000000}"#;
+        assert_eq!(ingest_neutral("ev_4", dispute, &secret), "applied");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || amount_minor || ' ' || (evidence_due_by = to_timestamp(1900000000)) \
+                 FROM payments.disputes WHERE payment_id = '{id}'"
+            )),
+            "needs_response 600 true"
+        );
+        let stripe_word = r#"{"kind":"refund","id":"bank_r3","provider_payment_id":"bank_1","status":"requires_action","amount":100,"currency":"usd"}"#;
+        assert_eq!(ingest_neutral("ev_5", stripe_word, &secret), "ignored");
+        // Another provider's event shape is no neutral event; a signature by no secret of its, PM301.
+        assert_eq!(ingest_neutral("ev_6", r#""pi_1""#, &secret), "ignored");
+        assert_eq!(
+            ingest_neutral("ev_7", paid.as_str(), &one::<String>("SELECT payments._new_webhook_secret()")),
+            "PM301"
+        );
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM payments.verify_event_chain('{id}')")), 0);
+    }
+
+    #[pg_test]
+    fn the_evidence_record_is_the_same_whichever_format_it_comes_from() {
+        let stripe = one::<pgrx::JsonB>(
+            r#"SELECT payments._provider_object('stripe', NULL, '{"id":"re_1","object":"refund","payment_intent":"pi_1","status":"requires_action","amount":400,"currency":"usd","metadata":{"refund_id":"rfd_1"},"reason":"duplicate"}')"#,
+        );
+        let neutral = one::<pgrx::JsonB>(
+            r#"SELECT payments._provider_object('neutral', NULL, '{"kind":"refund","id":"re_1","provider_payment_id":"pi_1","status":"pending","amount":400,"currency":"usd","our_id":"rfd_1","reason":"duplicate"}')"#,
+        );
+        assert_eq!(stripe.0, neutral.0);
+        assert_eq!(stripe.0["status"], "pending", "Stripe's requires_action, in our words");
+        // Secrets never stored: Stripe's client_secret, also inside a decline.
+        assert_eq!(
+            one::<String>(
+                r#"SELECT payments._provider_redacted('stripe', '{"id":"pi_1","client_secret":"s","error":{"payment_intent":{"client_secret":"s","id":"pi_1"}}}')::text"#
+            ),
+            r#"{"id": "pi_1", "error": {"payment_intent": {"id": "pi_1"}}}"#
+        );
+        assert!(one::<bool>(
+            "SELECT payments._provider_object('stripe', 'refund', '{\"object\":\"payment_intent\"}') IS NULL"
+        ));
+        assert_eq!(
+            one::<String>("SELECT payments._provider_event('stripe', convert_to('[]', 'UTF8')) ->> 'error'"),
+            "webhook body is not a JSON object"
+        );
+    }
+
     fn dispute_object(dp: &str, pi: &str, amount: i64, status: &str) -> String {
         format!(
             r#"{{"id":"{dp}","object":"dispute","amount":{amount},"currency":"usd","payment_intent":"{pi}","status":"{status}","reason":"fraudulent","evidence_details":{{"due_by":1900000000}}}}"#

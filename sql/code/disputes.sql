@@ -65,16 +65,18 @@ $$;
 COMMENT ON FUNCTION payments._dispute_event(payments.disputes, text, text) IS
     'Internal: tells apps a dispute was opened (p_previous NULL) or moved to p_status. The caller holds its payment''s row lock.';
 
-CREATE OR REPLACE FUNCTION payments._apply_dispute_object(p_payment payments.payments, p_object jsonb, p_source text,
+CREATE OR REPLACE FUNCTION payments._apply_dispute_object(p_payment payments.payments, p_evidence jsonb, p_source text,
                                                p_event_id text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_dispute  payments.disputes%ROWTYPE;
-    v_to       text := p_object ->> 'status';
-    v_did      text := p_object ->> 'id';
+    v_to       text := p_evidence ->> 'status';
+    v_did      text := p_evidence ->> 'id';
+    v_ppid     text := p_evidence ->> 'provider_payment_id';
+    v_amount   text := p_evidence ->> 'amount';
     v_observed jsonb := jsonb_strip_nulls(jsonb_build_object(
-        'dispute', v_did, 'amount', p_object -> 'amount', 'currency', p_object -> 'currency',
-        'payment_intent', p_object -> 'payment_intent', 'status', p_object -> 'status', 'webhook_event_id', p_event_id));
+        'dispute', v_did, 'amount', p_evidence -> 'amount', 'currency', p_evidence -> 'currency',
+        'provider_payment_id', v_ppid, 'status', v_to, 'webhook_event_id', p_event_id));
     v_problem  text;
     v_decision text;
     v_withheld bigint;
@@ -90,28 +92,27 @@ BEGIN
     SELECT coalesce(sum(d.amount_minor), 0) INTO v_others FROM payments.disputes d
     WHERE d.customer_id = p_payment.customer_id AND d.payment_id = p_payment.id AND d.provider_dispute_id <> v_did
       AND d.status NOT IN ('won', 'warning_closed');
-    IF (p_object ->> 'payment_intent') IS DISTINCT FROM p_payment.provider_payment_id
+    IF v_ppid IS DISTINCT FROM p_payment.provider_payment_id
        OR (v_dispute.id IS NOT NULL AND v_dispute.payment_id <> p_payment.id) THEN
         v_problem := 'provider_payment_mismatch';
-    ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
+    ELSIF upper(p_evidence ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
         v_problem := 'currency_mismatch';
-    ELSIF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$'
-          OR (p_object ->> 'amount')::bigint + v_others > coalesce(p_payment.amount_captured_minor, 0)
-          OR (v_dispute.id IS NOT NULL AND (p_object ->> 'amount')::bigint <> v_dispute.amount_minor) THEN
+    ELSIF v_amount IS NULL OR v_amount !~ '^[1-9][0-9]{0,17}$'
+          OR v_amount::bigint + v_others > coalesce(p_payment.amount_captured_minor, 0)
+          OR (v_dispute.id IS NOT NULL AND v_amount::bigint <> v_dispute.amount_minor) THEN
         v_problem := 'amount_mismatch';
     END IF;
     IF v_problem IS NOT NULL THEN
         PERFORM payments._record_anomaly(p_payment.customer_id, p_payment.id, v_problem, p_source, p_payment.provider,
-                                         p_object ->> 'payment_intent', v_observed);
+                                         v_ppid, v_observed);
         RETURN 'mismatch';
     END IF;
     IF v_dispute.id IS NULL THEN
         INSERT INTO payments.disputes (id, customer_id, payment_id, provider, provider_dispute_id, amount_minor, currency,
                                        status, reason, evidence_due_by)
         VALUES (payments._new_id('dsp'), p_payment.customer_id, p_payment.id, p_payment.provider, v_did,
-                (p_object ->> 'amount')::bigint, p_payment.currency, v_to, left(p_object ->> 'reason', 255),
-                CASE WHEN (p_object -> 'evidence_details' ->> 'due_by') ~ '^[0-9]{1,12}$'
-                     THEN timestamptz 'epoch' + (p_object -> 'evidence_details' ->> 'due_by')::bigint * interval '1 second' END)
+                v_amount::bigint, p_payment.currency, v_to, left(p_evidence ->> 'reason', 255),
+                payments._unix_time((p_evidence ->> 'due_by')::bigint))
         RETURNING * INTO v_dispute;
         v_decision := 'applied';
         PERFORM payments._dispute_event(v_dispute, v_to, NULL);
@@ -142,4 +143,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._apply_dispute_object(payments.payments, jsonb, text, text) IS
-    'Internal: applies a provider Dispute object to its payment: creates the dispute the first time, then moves it under its state machine; keeps the payment''s amount_disputed (what open and lost disputes withhold) and notes each step in its history. Another payment''s dispute, another currency, or more than was captured (with the payment''s other disputes not won) is an anomaly (mismatch). Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';
+    'Internal: applies a dispute''s evidence record to its payment: creates the dispute the first time, then moves it under its state machine; keeps the payment''s amount_disputed (what open and lost disputes withhold) and notes each step in its history. Another payment''s dispute, another currency, or more than was captured (with the payment''s other disputes not won) is an anomaly (mismatch). Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';

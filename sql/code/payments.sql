@@ -518,7 +518,7 @@ $$;
 COMMENT ON FUNCTION payments._link_provider(text, text, text, text) IS
     'Internal: links a payment to its provider payment id once (PM203 if either side is linked elsewhere), then applies webhooks that were waiting for that id. The caller holds _lock_provider_payment.';
 
-CREATE OR REPLACE FUNCTION payments._evidence_problem_for(p_customer_id text, p_payment_id text, p_to text, p_object jsonb,
+CREATE OR REPLACE FUNCTION payments._evidence_problem_for(p_customer_id text, p_payment_id text, p_to text, p_evidence jsonb,
                                                p_provider text, p_provider_payment_id text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -541,17 +541,17 @@ BEGIN
     IF v_captured IS NOT NULL AND v_captured <> v_payment.amount_minor THEN
         -- A partial capture: the authorization's money, and what was captured received.
         RETURN coalesce(payments._evidence_problem(v_payment.amount_minor, v_payment.currency, 'processing',
-                                                   p_object ->> 'amount', p_object ->> 'currency', NULL, NULL),
-                        CASE WHEN (p_object ->> 'amount_received') IS DISTINCT FROM v_captured::text
+                                                   p_evidence ->> 'amount', p_evidence ->> 'currency', NULL, NULL),
+                        CASE WHEN (p_evidence ->> 'amount_received') IS DISTINCT FROM v_captured::text
                              THEN 'amount_received_mismatch' END);
     END IF;
     RETURN payments._evidence_problem(v_payment.amount_minor, v_payment.currency, p_to,
-                                      p_object ->> 'amount', p_object ->> 'currency',
-                                      p_object ->> 'amount_received', p_object ->> 'amount_capturable');
+                                      p_evidence ->> 'amount', p_evidence ->> 'currency',
+                                      p_evidence ->> 'amount_received', p_evidence ->> 'amount_capturable');
 END
 $$;
 COMMENT ON FUNCTION payments._evidence_problem_for(text, text, text, jsonb, text, text) IS
-    'Internal: why a provider object (the given provider''s object id) is no evidence for moving the payment to a status: another object than the one the payment is linked to, or other money (an anomaly kind); NULL when it is evidence. PM204 for an unknown payment.';
+    'Internal: why a payment''s evidence record (the given provider''s payment id) is no evidence for moving the payment to a status: another object than the one the payment is linked to, or other money (an anomaly kind); NULL when it is evidence. PM204 for an unknown payment.';
 COMMENT ON FUNCTION payments._evidence_problem(bigint, text, text, text, text, text, text) IS
     'Internal: the anomaly kind when the money fields of a provider object (amount, currency, and amount_received for succeeded or amount_capturable for requires_capture) differ from the payment''s; NULL when they match.';
 
@@ -582,12 +582,12 @@ $$;
 COMMENT ON FUNCTION payments._record_anomaly(text, text, text, text, text, text, jsonb) IS
     'Internal: records that a provider object was no evidence for a payment: a row in payments.anomalies and an unapplied event in the payment''s history, once per open anomaly (the same evidence again adds nothing).';
 
-CREATE OR REPLACE FUNCTION payments._observed(p_object jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION payments._observed(p_evidence jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN jsonb_strip_nulls(jsonb_build_object(
-    'amount', p_object -> 'amount', 'currency', p_object -> 'currency', 'amount_received', p_object -> 'amount_received',
-    'amount_capturable', p_object -> 'amount_capturable', 'status', p_object -> 'status'));
-COMMENT ON FUNCTION payments._observed(jsonb) IS 'Internal: the money fields and status of a provider object, as an anomaly keeps them.';
+    'amount', p_evidence -> 'amount', 'currency', p_evidence -> 'currency', 'amount_received', p_evidence -> 'amount_received',
+    'amount_capturable', p_evidence -> 'amount_capturable', 'status', p_evidence -> 'status'));
+COMMENT ON FUNCTION payments._observed(jsonb) IS 'Internal: the money fields and status of an evidence record, as an anomaly keeps them.';
 
 CREATE OR REPLACE FUNCTION payments.resolve_anomaly(id text, resolution text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -623,8 +623,9 @@ CREATE OR REPLACE FUNCTION payments.record_provider_result(payment_id text, prov
 RETURNS SETOF payments.payment_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    -- A PaymentIntent's client_secret lets a browser confirm it; it never enters the history.
-    v_response jsonb := coalesce(response, '{}') - 'client_secret';
+    -- A secret a browser confirms with (a PaymentIntent's client_secret) never enters the history.
+    v_response jsonb := payments._provider_redacted(provider, coalesce(response, '{}'));
+    v_evidence jsonb := coalesce(payments._provider_object(provider, 'payment', v_response), '{}');
     v_customer text;
     v_outcome  text;
     v_problem  text;
@@ -636,12 +637,12 @@ BEGIN
     v_customer := payments._customer_of(record_provider_result.payment_id);
     -- A provider object moves a payment or is linked to it only when it asks for the same money.
     IF record_provider_result.provider_payment_id IS NOT NULL OR status IN ('succeeded', 'requires_capture') THEN
-        v_problem := payments._evidence_problem_for(v_customer, record_provider_result.payment_id, status, v_response,
+        v_problem := payments._evidence_problem_for(v_customer, record_provider_result.payment_id, status, v_evidence,
                                                     provider, record_provider_result.provider_payment_id);
         IF v_problem IS NOT NULL THEN
             PERFORM payments._record_anomaly(v_customer, record_provider_result.payment_id, v_problem, 'provider',
                                              provider, record_provider_result.provider_payment_id,
-                                             payments._observed(v_response));
+                                             payments._observed(v_evidence));
             RETURN QUERY SELECT * FROM payments._result(v_customer, record_provider_result.payment_id, 'mismatch');
             RETURN;
         END IF;
@@ -655,12 +656,12 @@ BEGIN
         v_customer, record_provider_result.payment_id, status, 'provider', NULL,
         jsonb_build_object('provider', provider, 'provider_payment_id', record_provider_result.provider_payment_id,
                            'response', v_response),
-        coalesce(v_response -> 'last_payment_error', v_response -> 'error'));
+        coalesce(v_evidence -> 'error', v_response -> 'error'));
     RETURN QUERY SELECT * FROM payments._result(v_customer, record_provider_result.payment_id, v_outcome);
 END
 $$;
 COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, jsonb) IS
-    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (a late report is stale, not an error). The response is the provider''s object: unless its amount and currency (and amount_received for succeeded, amount_capturable for requires_capture) equal the payment''s, nothing is linked or applied, an anomaly is recorded and the outcome is mismatch. The response is kept in the history without its client_secret; its last_payment_error becomes last_error.';
+    'Records what the provider answered for a payment: links its provider id (once; PM203 if it belongs elsewhere), applies webhooks that arrived for that id before the link (in event order), and moves the status as a provider report (a late report is stale, not an error). The response is the provider''s payment object (read by its wire format, payments._provider_object): unless its amount and currency (and amount_received for succeeded, amount_capturable for requires_capture) equal the payment''s, nothing is linked or applied, an anomaly is recorded and the outcome is mismatch. The response is kept in the history without its secrets (Stripe: client_secret); its error (Stripe: last_payment_error; or an {"error"} of the caller''s) becomes last_error.';
 
 CREATE OR REPLACE FUNCTION payments.purge_idempotency_keys(older_than interval) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

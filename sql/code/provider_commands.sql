@@ -233,8 +233,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_command  payments.provider_commands%ROWTYPE;
     v_payment  payments.payments%ROWTYPE;
-    -- A PaymentIntent's client_secret lets a browser confirm it: never kept, also not inside a refusal.
-    v_response jsonb := coalesce(response, '{}') - 'client_secret' #- '{error,payment_intent,client_secret}';
+    v_response jsonb;
     v_refused  boolean;
 BEGIN
     IF answered IS NULL THEN
@@ -250,6 +249,8 @@ BEGIN
     END IF;
     SELECT * INTO v_payment FROM payments.payments p
     WHERE p.customer_id = v_command.customer_id AND p.id = v_command.payment_id;
+    -- A secret a browser confirms with (Stripe: client_secret) is never kept, also not inside a refusal.
+    v_response := payments._provider_redacted(v_payment.provider, coalesce(response, '{}'));
     -- Lock order: the provider id's row, then the payment's, then the command's (a webhook
     -- bringing the same news takes the first two in this order too).
     PERFORM payments._lock_provider_payment(v_payment.provider, v_payment.provider_payment_id);

@@ -10,35 +10,33 @@ CREATE OR REPLACE TRIGGER reconciliation_runs_append_only BEFORE UPDATE OR DELET
 CREATE OR REPLACE FUNCTION payments.record_provider_snapshot(provider text, objects jsonb) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_object  jsonb;
-    v_type    text;
-    v_ppid    text;
-    v_status  text;
-    v_amount  bigint;
-    v_created timestamptz;
-    v_kept    integer := 0;
+    v_object   jsonb;
+    v_evidence jsonb;
+    v_ppid     text;
+    v_status   text;
+    v_amount   bigint;
+    v_created  timestamptz;
+    v_kept     integer := 0;
 BEGIN
     IF provider IS NULL OR length(provider) NOT BETWEEN 1 AND 255 OR jsonb_typeof(objects) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'provider (1 to 255 characters) and objects (a JSON array) are required' USING ERRCODE = 'PM100';
     END IF;
     FOR v_object IN SELECT value FROM jsonb_array_elements(objects) LOOP
-        v_type := v_object ->> 'object';
-        v_ppid := CASE v_type WHEN 'payment_intent' THEN v_object ->> 'id' WHEN 'refund' THEN v_object ->> 'payment_intent' END;
+        v_evidence := payments._provider_object(record_provider_snapshot.provider, NULL, v_object);
+        v_ppid := v_evidence ->> 'provider_payment_id';
         -- Objects that cannot be ours are passed over: a refund of a bare charge (no
-        -- payment_intent), another object type, one without an id or a created time.
-        CONTINUE WHEN v_ppid IS NULL OR length(v_ppid) > 255 OR length(v_object ->> 'id') > 255
-                      OR v_object ->> 'id' IS NULL OR (v_object ->> 'created') !~ '^[0-9]{1,12}$';
-        -- Computed here, not in the INSERT: Citus sends its expressions to a worker, and
-        -- deparsed there the status expression fails (text = boolean).
-        v_status := CASE v_type WHEN 'refund' THEN payments._stripe_refund_status(v_object ->> 'status')
-                        ELSE payments._stripe_intent_status(v_object ->> 'status',
-                                                            jsonb_typeof(v_object -> 'last_payment_error') IS NOT DISTINCT FROM 'object') END;
-        v_amount := CASE WHEN (v_object ->> 'amount') ~ '^[0-9]{1,18}$' THEN (v_object ->> 'amount')::bigint END;
-        v_created := timestamptz 'epoch' + (v_object ->> 'created')::bigint * interval '1 second';
+        -- payment of the provider's), another kind of object, one without an id or a created time.
+        CONTINUE WHEN coalesce(v_evidence ->> 'kind', '') NOT IN ('payment', 'refund') OR v_ppid IS NULL OR length(v_ppid) > 255
+                      OR length(v_evidence ->> 'id') > 255 OR v_evidence ->> 'id' IS NULL OR v_evidence ->> 'created' IS NULL;
+        -- Computed here, not in the INSERT: Citus sends its expressions to a worker.
+        v_status := v_evidence ->> 'status';
+        v_amount := CASE WHEN (v_evidence ->> 'amount') ~ '^[0-9]{1,18}$' THEN (v_evidence ->> 'amount')::bigint END;
+        v_created := payments._unix_time((v_evidence ->> 'created')::bigint);
         INSERT INTO payments.provider_snapshots AS s (provider, provider_payment_id, object_type, object_id, status,
                                                       amount_minor, currency, created, object)
-        VALUES (record_provider_snapshot.provider, v_ppid, v_type, v_object ->> 'id', v_status, v_amount,
-                upper(v_object ->> 'currency'), v_created, v_object - 'client_secret')
+        VALUES (record_provider_snapshot.provider, v_ppid, v_evidence ->> 'kind', v_evidence ->> 'id', v_status, v_amount,
+                upper(v_evidence ->> 'currency'), v_created,
+                payments._provider_redacted(record_provider_snapshot.provider, v_object))
         -- excluded.fetched_at, not now(): Citus allows only immutable functions in DO UPDATE SET.
         ON CONFLICT ON CONSTRAINT provider_snapshots_pkey DO UPDATE
         SET status = excluded.status, amount_minor = excluded.amount_minor, currency = excluded.currency,
@@ -49,7 +47,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.record_provider_snapshot(text, jsonb) IS
-    'Keeps the provider''s objects (a JSON array of PaymentIntents and refunds, as its list endpoints return them) in provider_snapshots, replacing earlier copies; returns how many it kept (objects that cannot be ours, such as a refund of a charge without a PaymentIntent, are passed over). The gateway calls it page by page.';
+    'Keeps the provider''s objects (a JSON array of its payments and refunds, as its list endpoints return them: Stripe''s PaymentIntents and Refunds) in provider_snapshots, read by its wire format, replacing earlier copies; returns how many it kept (objects that cannot be ours, such as a refund of a charge without a PaymentIntent, are passed over). The gateway calls it page by page.';
 
 CREATE OR REPLACE FUNCTION payments.reconciliation_window("from" timestamptz, "to" timestamptz)
 RETURNS TABLE (from_unix bigint, to_unix bigint)
@@ -106,7 +104,7 @@ BEGIN
         END IF;
         payment_id := v_payment.id;
         refund_id := NULL;
-        IF v_snap.object_type = 'payment_intent' THEN
+        IF v_snap.object_type = 'payment' THEN
             ours := CASE WHEN v_payment.id IS NOT NULL THEN
                         jsonb_build_object('status', v_payment.status, 'amount_minor', v_payment.amount_minor,
                                            'currency', v_payment.currency) END;
@@ -149,11 +147,11 @@ BEGIN
     LOOP
         PERFORM FROM payments.provider_snapshots s
         WHERE s.provider_payment_id = v_ours.provider_payment_id AND s.provider = v_ours.provider
-          AND s.object_type = 'payment_intent';
+          AND s.object_type = 'payment';
         CONTINUE WHEN FOUND;
         kind := 'unknown_to_provider';
         provider := v_ours.provider;
-        object_type := 'payment_intent';
+        object_type := 'payment';
         provider_object_id := v_ours.provider_payment_id;
         payment_id := v_ours.id;
         refund_id := NULL;
@@ -210,10 +208,10 @@ BEGIN
         -- have, or a refund of one of our payments made at the provider directly.
         IF repair AND (v_row.kind IN ('missed_success', 'status_differs')
                        OR (v_row.kind = 'unknown_to_us' AND v_row.object_type = 'refund' AND v_row.payment_id IS NOT NULL)) THEN
-            IF v_row.object_type = 'payment_intent' THEN
+            IF v_row.object_type = 'payment' THEN
                 SELECT s.* INTO v_snap FROM payments.provider_snapshots s
                 WHERE s.provider_payment_id = v_row.provider_object_id AND s.provider = reconcile.provider
-                  AND s.object_type = 'payment_intent' AND s.object_id = v_row.provider_object_id;
+                  AND s.object_type = 'payment' AND s.object_id = v_row.provider_object_id;
                 SELECT r.outcome INTO v_outcome
                 FROM payments.record_provider_result(v_row.payment_id, reconcile.provider, v_row.provider_object_id,
                                                      v_snap.status, v_snap.object) r;
@@ -227,7 +225,9 @@ BEGIN
                 SELECT s.* INTO v_snap FROM payments.provider_snapshots s
                 WHERE s.provider_payment_id = v_payment.provider_payment_id AND s.provider = reconcile.provider
                   AND s.object_type = 'refund' AND s.object_id = v_row.provider_object_id;
-                v_outcome := payments._apply_refund_object(v_payment, v_row.refund_id, v_snap.object, 'provider', NULL);
+                v_outcome := payments._apply_refund_object(v_payment, v_row.refund_id,
+                                                           payments._provider_object(reconcile.provider, 'refund', v_snap.object),
+                                                           'provider', NULL);
             END IF;
             v_repaired_one := v_outcome = 'applied';
             v_repaired := v_repaired + v_repaired_one::int;

@@ -199,16 +199,18 @@ $$;
 COMMENT ON FUNCTION payments._refund_event(payments.refunds, text, text) IS
     'Internal: tells apps a refund was made (p_previous NULL) or moved to p_status. The caller holds its payment''s row lock.';
 
-CREATE OR REPLACE FUNCTION payments._apply_refund_object(p_payment payments.payments, p_refund_id text, p_object jsonb,
+CREATE OR REPLACE FUNCTION payments._apply_refund_object(p_payment payments.payments, p_refund_id text, p_evidence jsonb,
                                               p_source text, p_event_id text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_refund   payments.refunds%ROWTYPE;
-    v_to       text := payments._stripe_refund_status(p_object ->> 'status');
-    v_rid      text := p_object ->> 'id';
+    v_to       text := p_evidence ->> 'status';
+    v_rid      text := p_evidence ->> 'id';
+    v_ppid     text := p_evidence ->> 'provider_payment_id';
+    v_amount   text := p_evidence ->> 'amount';
     v_observed jsonb := jsonb_strip_nulls(jsonb_build_object(
-        'refund', v_rid, 'amount', p_object -> 'amount', 'currency', p_object -> 'currency',
-        'payment_intent', p_object -> 'payment_intent', 'status', p_object -> 'status', 'webhook_event_id', p_event_id));
+        'refund', v_rid, 'amount', p_evidence -> 'amount', 'currency', p_evidence -> 'currency',
+        'provider_payment_id', v_ppid, 'status', v_to, 'webhook_event_id', p_event_id));
     v_problem  text;
     v_decision text;
     v_left     bigint;
@@ -225,39 +227,38 @@ BEGIN
     IF NOT FOUND AND p_refund_id IS NULL THEN
         -- Our id in metadata: a webhook that beat the provider's answer.
         SELECT * INTO v_refund FROM payments.refunds r
-        WHERE r.customer_id = p_payment.customer_id AND r.id = p_object -> 'metadata' ->> 'refund_id'
+        WHERE r.customer_id = p_payment.customer_id AND r.id = p_evidence ->> 'our_id'
           AND r.payment_id = p_payment.id;
     END IF;
     -- Evidence: a refund of this payment's provider object, for the refund's money; a refund
     -- of ours names its own payment's object (another payment's refund is never moved here).
-    IF (p_object ->> 'payment_intent') IS DISTINCT FROM p_payment.provider_payment_id
+    IF v_ppid IS DISTINCT FROM p_payment.provider_payment_id
        OR (v_refund.id IS NOT NULL AND v_refund.payment_id <> p_payment.id)
        OR (v_refund.provider_refund_id IS NOT NULL AND v_refund.provider_refund_id <> v_rid) THEN
         v_problem := 'provider_payment_mismatch';
-    ELSIF upper(p_object ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
+    ELSIF upper(p_evidence ->> 'currency') IS DISTINCT FROM p_payment.currency THEN
         v_problem := 'currency_mismatch';
-    ELSIF v_refund.id IS NOT NULL AND (p_object ->> 'amount') IS DISTINCT FROM v_refund.amount_minor::text THEN
+    ELSIF v_refund.id IS NOT NULL AND v_amount IS DISTINCT FROM v_refund.amount_minor::text THEN
         v_problem := 'amount_mismatch';
     ELSIF v_refund.id IS NULL THEN
         -- Made at the provider directly: taken in only if it fits in what is left to refund
         -- (nothing is, before the payment succeeded here); a failed or canceled one holds nothing.
         v_left := payments._refundable_minor(p_payment);
-        IF (p_object ->> 'amount') !~ '^[1-9][0-9]{0,17}$'
-           OR (v_to IN ('pending', 'succeeded') AND (p_object ->> 'amount')::bigint > v_left) THEN
+        IF v_amount IS NULL OR v_amount !~ '^[1-9][0-9]{0,17}$' OR (v_to IN ('pending', 'succeeded') AND v_amount::bigint > v_left) THEN
             v_problem := 'amount_mismatch';
         END IF;
     END IF;
     IF v_problem IS NOT NULL THEN
         PERFORM payments._record_anomaly(p_payment.customer_id, p_payment.id, v_problem, p_source, p_payment.provider,
-                                         p_object ->> 'payment_intent', v_observed);
+                                         v_ppid, v_observed);
         RETURN 'mismatch';
     END IF;
     IF v_refund.id IS NULL THEN
         INSERT INTO payments.refunds (id, customer_id, payment_id, amount_minor, currency, status, reason, provider,
                                       provider_refund_id, failure_reason)
-        VALUES (payments._new_id('rfd'), p_payment.customer_id, p_payment.id, (p_object ->> 'amount')::bigint,
+        VALUES (payments._new_id('rfd'), p_payment.customer_id, p_payment.id, v_amount::bigint,
                 p_payment.currency, 'pending',
-                CASE WHEN payments._is_allowed('refund_reason', p_object ->> 'reason') THEN p_object ->> 'reason' END,
+                CASE WHEN payments._is_allowed('refund_reason', p_evidence ->> 'reason') THEN p_evidence ->> 'reason' END,
                 p_payment.provider, v_rid, NULL)
         RETURNING * INTO v_refund;
         v_taken_in := true;
@@ -274,7 +275,7 @@ BEGIN
     IF v_decision = 'applied' THEN
         UPDATE payments.refunds r
         SET status = v_to, updated_at = now(),
-            failure_reason = CASE WHEN v_to = 'failed' THEN coalesce(p_object ->> 'failure_reason', 'unknown') END
+            failure_reason = CASE WHEN v_to = 'failed' THEN coalesce(p_evidence ->> 'error', 'unknown') END
         WHERE r.customer_id = v_refund.customer_id AND r.id = v_refund.id;
         PERFORM payments._refund_event(v_refund, v_to, v_refund.status);
         -- What the payment shows as refunded: succeeded refunds only.
@@ -291,7 +292,7 @@ BEGIN
                                            ELSE 'stale: refund ' || v_refund.status || ' does not move to ' || v_to END,
                                       jsonb_build_object('refund_id', v_refund.id, 'provider_refund_id', v_rid,
                                                          'amount_minor', v_refund.amount_minor,
-                                                         'failure_reason', p_object ->> 'failure_reason',
+                                                         'failure_reason', p_evidence ->> 'error',
                                                          'webhook_event_id', p_event_id));
     END IF;
     -- A refund taken in is news even while it is still pending.
@@ -299,15 +300,17 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._apply_refund_object(payments.payments, text, jsonb, text, text) IS
-    'Internal: applies a provider Refund object to the refund it is about (p_refund_id, else its provider id, else metadata.refund_id; one made at the provider directly is taken in if it fits in what is left to refund). Another payment''s refund, another currency or amount is an anomaly (mismatch), never applied. Moves the refund under its state machine, keeps the payment''s amount_refunded and notes each step in its history. Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';
+    'Internal: applies a refund''s evidence record to the refund it is about (p_refund_id, else its provider id, else our_id, the refund id the provider echoes; one made at the provider directly is taken in if it fits in what is left to refund). Another payment''s refund, another currency or amount is an anomaly (mismatch), never applied. Moves the refund under its state machine, keeps the payment''s amount_refunded and notes each step in its history. Returns applied | noop | stale | ignored | mismatch. The caller holds the payment''s row lock.';
 
 CREATE OR REPLACE FUNCTION payments._record_refund_answer(p_command payments.provider_commands, p_payment payments.payments,
                                                p_response jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_refused boolean := p_response ? 'error' OR (p_response ->> 'object') IS DISTINCT FROM 'refund';
-    v_outcome text;
-    v_refund  payments.refunds%ROWTYPE;
+    -- An answer is a refund when it says it is one.
+    v_evidence jsonb := payments._provider_object(p_payment.provider, NULL, p_response);
+    v_refused  boolean := p_response ? 'error' OR (v_evidence ->> 'kind') IS DISTINCT FROM 'refund';
+    v_outcome  text;
+    v_refund   payments.refunds%ROWTYPE;
 BEGIN
     -- The caller holds the payment's and the command's row locks.
     IF v_refused THEN
@@ -323,7 +326,7 @@ BEGIN
                                       jsonb_build_object('refund_id', p_command.refund_id, 'command_id', p_command.id,
                                                          'error', coalesce(p_response -> 'error', p_response)));
     ELSE
-        v_outcome := payments._apply_refund_object(p_payment, p_command.refund_id, p_response, 'provider', NULL);
+        v_outcome := payments._apply_refund_object(p_payment, p_command.refund_id, v_evidence, 'provider', NULL);
     END IF;
     UPDATE payments.provider_commands c
     SET status = CASE WHEN v_refused OR v_outcome = 'mismatch' THEN 'failed' ELSE 'succeeded' END, finished_at = now(),

@@ -9,8 +9,41 @@ COMMENT ON FUNCTION payments.webhook_signature_failure(text, text, jsonb, bytea,
 COMMENT ON FUNCTION payments.verify_webhook_signature(text, text, jsonb, bytea, interval, timestamptz) IS
     'true when body (the exact bytes received) carries a valid signature by secret under scheme, timestamped within tolerance of at in either direction. payments.webhook_signature_failure tells why not.';
 COMMENT ON FUNCTION payments._webhook_secret_failure(text, text) IS 'Internal: why a secret cannot be used with a scheme, or NULL.';
-COMMENT ON FUNCTION payments._stripe_event_status(text) IS 'Internal: the payment status a Stripe event type reports, or NULL.';
-COMMENT ON FUNCTION payments._is_json_object(bytea) IS 'Internal: whether bytes are UTF-8 JSON with an object at the top.';
+
+-- ---------------------------------------------------------------------------
+-- Providers' wire formats (payments_core::provider, one Rust module each): what
+-- a provider sends becomes a provider-neutral evidence record, {"kind" (payment,
+-- refund, dispute, charge), "id", "provider_payment_id", "status" (ours),
+-- "amount", "currency", "amount_received", "amount_capturable" (as sent),
+-- "created", "our_id", "error", "reason", "due_by", "refunds" (a charge's)}.
+-- Nothing below reads a provider's own JSON.
+-- ---------------------------------------------------------------------------
+COMMENT ON FUNCTION payments._provider_event(text, bytea) IS
+    'Internal: a verified webhook body read by the provider''s wire format: {"id", "type", "created" (Unix seconds), "object_id", "evidence" (an evidence record; NULL when the event moves no money), "object" (as received)}, or {"error": why} when it is no event of the provider''s. A provider recorded under another name than a known format''s speaks Stripe''s.';
+COMMENT ON FUNCTION payments._provider_object(text, text, jsonb) IS
+    'Internal: a provider''s answer or listed object as an evidence record, read as kind (payment, refund, dispute, charge; NULL: as whatever it says it is); NULL when it is no such object.';
+COMMENT ON FUNCTION payments._provider_secret_paths(text) IS
+    'Internal: where a provider''s objects hold what is never stored, as dotted paths (Stripe: a PaymentIntent''s client_secret, also inside a decline''s error).';
+
+CREATE OR REPLACE FUNCTION payments._unix_time(p_seconds bigint) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN timestamptz 'epoch' + p_seconds * interval '1 second';
+COMMENT ON FUNCTION payments._unix_time(bigint) IS 'Internal: Unix seconds (as evidence records give times) as a timestamp; NULL for NULL.';
+
+CREATE OR REPLACE FUNCTION payments._provider_redacted(p_provider text, p_object jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    v_path text;
+BEGIN
+    -- Removed in SQL, not in Rust: the rest stays exactly as received (no number is re-encoded).
+    FOREACH v_path IN ARRAY payments._provider_secret_paths(p_provider) LOOP
+        p_object := p_object #- string_to_array(v_path, '.');
+    END LOOP;
+    RETURN p_object;
+END
+$$;
+COMMENT ON FUNCTION payments._provider_redacted(text, jsonb) IS
+    'Internal: a provider''s object as it may be stored: without the fields that are never kept.';
 
 CREATE OR REPLACE FUNCTION payments.add_webhook_secret(provider text, scheme text, secret text,
                                             expires_at timestamptz DEFAULT NULL) RETURNS text
@@ -78,20 +111,23 @@ CREATE OR REPLACE FUNCTION payments._apply_pending_webhooks(p_customer_id text, 
                                                  p_provider_payment_id text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    w         record;
-    v_problem text;
+    w          record;
+    v_evidence jsonb;
+    v_problem  text;
 BEGIN
     FOR w IN
         SELECT wp.* FROM payments.webhook_pending wp
         WHERE wp.provider_payment_id = p_provider_payment_id AND wp.provider = p_provider
         ORDER BY wp.event_created, wp.event_id
     LOOP
-        v_problem := payments._evidence_problem_for(p_customer_id, p_payment_id, w.to_status, w.object, p_provider,
+        -- Kept as received (rows of earlier versions too): read when applied.
+        v_evidence := payments._provider_object(w.provider, 'payment', w.object);
+        v_problem := payments._evidence_problem_for(p_customer_id, p_payment_id, w.to_status, v_evidence, p_provider,
                                                     p_provider_payment_id);
         IF v_problem IS NOT NULL THEN
             PERFORM payments._record_anomaly(p_customer_id, p_payment_id, v_problem, 'webhook', p_provider,
                                              p_provider_payment_id,
-                                             payments._observed(w.object) || jsonb_build_object('webhook_event_id', w.event_id));
+                                             payments._observed(v_evidence) || jsonb_build_object('webhook_event_id', w.event_id));
         ELSE
             PERFORM payments._transition(p_customer_id, p_payment_id, w.to_status, 'webhook', w.event_type,
                                          jsonb_build_object('webhook_event_id', w.event_id, 'event_created', w.event_created,
@@ -140,43 +176,28 @@ $$;
 COMMENT ON FUNCTION payments._verify_webhook(text, jsonb, bytea) IS
     'Internal, step 1 of ingest_webhook: the id of the active secret that verifies the exact bytes, or PM301 (signature), PM302 (timestamp outside payments.webhook_tolerance()), PM303 (no active secret).';
 
-CREATE OR REPLACE FUNCTION payments._parse_stripe_event(p_body bytea, OUT event_id text, OUT event_type text,
-                                             OUT event_created timestamptz, OUT object jsonb)
-LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION payments._read_event(p_provider text, p_body bytea) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
-    v_event jsonb;
+    v_event jsonb := payments._provider_event(p_provider, p_body);
 BEGIN
-    IF NOT payments._is_json_object(p_body) THEN
-        RAISE EXCEPTION 'webhook body is not a JSON object' USING ERRCODE = 'PM304';
+    IF v_event ? 'error' THEN
+        RAISE EXCEPTION '%', v_event ->> 'error' USING ERRCODE = 'PM304';
     END IF;
-    v_event := convert_from(p_body, 'UTF8')::jsonb;
-    IF jsonb_typeof(v_event -> 'id') IS DISTINCT FROM 'string' OR jsonb_typeof(v_event -> 'type') IS DISTINCT FROM 'string' THEN
-        RAISE EXCEPTION 'webhook event has no id or type' USING ERRCODE = 'PM304';
-    END IF;
-    -- Stripe's ids are short; a long one could not be indexed (and is no event of theirs).
-    IF length(v_event ->> 'id') > 255 OR length(v_event ->> 'type') > 255
-       OR length(v_event -> 'data' -> 'object' ->> 'id') > 255 THEN
-        RAISE EXCEPTION 'webhook event id, type or object id longer than 255 characters' USING ERRCODE = 'PM304';
-    END IF;
-    event_id := v_event ->> 'id';
-    event_type := v_event ->> 'type';
-    IF (v_event ->> 'created') ~ '^[0-9]{1,12}$' THEN
-        event_created := timestamptz 'epoch' + (v_event ->> 'created')::bigint * interval '1 second';
-    END IF;
-    object := v_event -> 'data' -> 'object';
+    RETURN v_event;
 END
 $$;
-COMMENT ON FUNCTION payments._parse_stripe_event(bytea) IS
-    'Internal, step 2 of ingest_webhook: a verified body as Stripe''s event shape (id, type, created, data.object); PM304 when it is not one.';
+COMMENT ON FUNCTION payments._read_event(text, bytea) IS
+    'Internal, step 2 of ingest_webhook: a verified body read by the provider''s wire format (payments._provider_event); PM304 when it is no event of the provider''s.';
 
 CREATE OR REPLACE FUNCTION payments._apply_webhook(p_provider text, p_event_id text, p_event_type text,
-                                        p_event_created timestamptz, p_object jsonb,
+                                        p_event_created timestamptz, p_evidence jsonb,
                                         OUT customer_id text, OUT payment_id text, OUT result text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_to      text := payments._stripe_event_status(p_event_type);
-    v_ppid    text := p_object ->> 'id';
-    v_hint    text := p_object -> 'metadata' ->> 'payment_id';
+    v_to      text := p_evidence ->> 'status';
+    v_ppid    text := p_evidence ->> 'provider_payment_id';
+    v_hint    text := p_evidence ->> 'our_id';
     v_by_hint boolean := false;
     v_linked  record;
     v_problem text;
@@ -197,7 +218,7 @@ BEGIN
         v_by_hint := true;
     END IF;
     IF payment_id IS NOT NULL THEN
-        v_problem := payments._evidence_problem_for(customer_id, payment_id, v_to, p_object, p_provider, v_ppid);
+        v_problem := payments._evidence_problem_for(customer_id, payment_id, v_to, p_evidence, p_provider, v_ppid);
         IF v_problem IS NULL AND v_by_hint THEN
             PERFORM payments._link_provider(customer_id, payment_id, p_provider, v_ppid);
         END IF;
@@ -206,28 +227,29 @@ BEGIN
         result := 'pending_match';
     ELSIF v_problem IS NOT NULL THEN
         PERFORM payments._record_anomaly(customer_id, payment_id, v_problem, 'webhook', p_provider, v_ppid,
-                                         payments._observed(p_object) || jsonb_build_object('webhook_event_id', p_event_id));
+                                         payments._observed(p_evidence) || jsonb_build_object('webhook_event_id', p_event_id));
         result := 'mismatch';
     ELSE
         result := payments._transition(customer_id, payment_id, v_to, 'webhook', p_event_type,
                                        jsonb_build_object('webhook_event_id', p_event_id, 'event_created', p_event_created),
-                                       p_object -> 'last_payment_error');
+                                       p_evidence -> 'error');
     END IF;
 END
 $$;
 COMMENT ON FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb) IS
-    'Internal, step 4 of ingest_webhook: matches the event''s object to a payment (by provider id, or by metadata.payment_id, which links it) and applies its status as a webhook report. An object asking for other money than the payment, or another object than the one the payment is linked to, is an anomaly (result mismatch), never applied. result: applied | noop | stale | ignored | pending_match | mismatch.';
+    'Internal, step 4 of ingest_webhook for a payment''s evidence: matches it to a payment (by provider id, or by our_id, the payment id the provider echoes, which links it) and applies its status as a webhook report. An object asking for other money than the payment, or another object than the one the payment is linked to, is an anomaly (result mismatch), never applied. result: applied | noop | stale | ignored | pending_match | mismatch.';
 
-CREATE OR REPLACE FUNCTION payments._apply_money_webhook(p_provider text, p_event_id text, p_subject text, p_ppid text,
-                                              p_object jsonb, OUT customer_id text, OUT payment_id text, OUT result text)
+CREATE OR REPLACE FUNCTION payments._apply_money_webhook(p_provider text, p_event_id text, p_evidence jsonb,
+                                              OUT customer_id text, OUT payment_id text, OUT result text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_payment payments.payments%ROWTYPE;
+    v_kind    text := p_evidence ->> 'kind';
     v_one     text;
 BEGIN
     -- The caller holds the provider payment id's lock; the payment's row lock comes next.
     SELECT pp.payment_id, pp.customer_id INTO payment_id, customer_id FROM payments.provider_payments pp
-    WHERE pp.provider_payment_id = p_ppid AND pp.provider = p_provider;
+    WHERE pp.provider_payment_id = p_evidence ->> 'provider_payment_id' AND pp.provider = p_provider;
     IF payment_id IS NULL THEN
         -- About a payment that is not ours (or not linked): kept in the log, moves nothing.
         customer_id := NULL;
@@ -236,18 +258,16 @@ BEGIN
     END IF;
     SELECT * INTO v_payment FROM payments.payments p
     WHERE p.customer_id = _apply_money_webhook.customer_id AND p.id = _apply_money_webhook.payment_id FOR UPDATE;
-    IF p_subject = 'refund' THEN
-        result := payments._apply_refund_object(v_payment, NULL, p_object, 'webhook', p_event_id);
-    ELSIF p_subject = 'dispute' THEN
-        result := payments._apply_dispute_object(v_payment, p_object, 'webhook', p_event_id);
+    IF v_kind = 'refund' THEN
+        result := payments._apply_refund_object(v_payment, NULL, p_evidence, 'webhook', p_event_id);
+    ELSIF v_kind = 'dispute' THEN
+        result := payments._apply_dispute_object(v_payment, p_evidence, 'webhook', p_event_id);
     ELSE
-        -- A Charge: each refund it lists (the strongest outcome answers for the event).
+        -- A charge: each refund it lists (the strongest outcome answers for the event).
         result := 'ignored';
         FOR v_one IN
-            SELECT payments._apply_refund_object(v_payment, NULL, r.value || jsonb_build_object('payment_intent', p_ppid),
-                                                 'webhook', p_event_id)
-            FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_object -> 'refunds' -> 'data') = 'array'
-                                           THEN p_object -> 'refunds' -> 'data' ELSE '[]' END) r
+            SELECT payments._apply_refund_object(v_payment, NULL, r.value, 'webhook', p_event_id)
+            FROM jsonb_array_elements(coalesce(p_evidence -> 'refunds', '[]')) r
         LOOP
             result := CASE WHEN 'mismatch' IN (result, v_one) THEN 'mismatch'
                            WHEN 'applied' IN (result, v_one) THEN 'applied'
@@ -261,76 +281,77 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION payments._apply_money_webhook(text, text, text, text, jsonb) IS
-    'Internal, step 4 of ingest_webhook for refund, charge and dispute events: finds the payment linked to the object''s payment_intent and applies the Refund (or each refund a Charge lists) or the Dispute to it. result: applied | noop | stale | ignored | mismatch.';
+COMMENT ON FUNCTION payments._apply_money_webhook(text, text, jsonb) IS
+    'Internal, step 4 of ingest_webhook for a refund''s, a charge''s or a dispute''s evidence: finds the payment linked to its provider_payment_id and applies the refund (or each refund a charge lists) or the dispute to it. result: applied | noop | stale | ignored | mismatch.';
 
 CREATE OR REPLACE FUNCTION payments.ingest_webhook(provider text, headers jsonb, body bytea) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_secret_id text;
-    v_event     record;
+    v_event     jsonb;
+    v_evidence  jsonb;
+    v_event_id  text;
+    v_created   timestamptz;
     v_ppid      text;
     v_applied   record;
     v_status    text;
-    v_subject   text;
 BEGIN
     IF provider IS NULL OR headers IS NULL OR body IS NULL THEN
         RAISE EXCEPTION 'provider, headers and body are required' USING ERRCODE = 'PM100';
     END IF;
     v_secret_id := payments._verify_webhook(provider, headers, body);
-    v_event := payments._parse_stripe_event(body);
+    v_event := payments._read_event(provider, body);
+    v_evidence := v_event -> 'evidence';
+    v_event_id := v_event ->> 'id';
+    v_created := payments._unix_time((v_event ->> 'created')::bigint);
 
     -- 3. Once per (provider, event id), even under concurrent deliveries. An
     -- event that moves money is serialised by its provider payment id's row
     -- lock (a redelivery names the same object); any other one changes nothing
     -- but its own row, whose primary key keeps it single.
-    v_subject := payments._stripe_event_subject(v_event.event_type);
-    v_ppid := CASE WHEN v_subject = 'payment' THEN v_event.object ->> 'id'
-                   WHEN v_subject IS NOT NULL THEN v_event.object ->> 'payment_intent' END;
-    IF length(v_ppid) > 255 THEN
-        RAISE EXCEPTION 'webhook event''s payment_intent is longer than 255 characters' USING ERRCODE = 'PM304';
-    END IF;
+    v_ppid := v_evidence ->> 'provider_payment_id';
     IF v_ppid IS NOT NULL THEN
         PERFORM payments._lock_provider_payment(provider, v_ppid);
     END IF;
     SELECT w.customer_id, w.payment_id, 'duplicate' AS result INTO v_applied FROM payments.webhook_events w
-    WHERE w.event_id = v_event.event_id AND w.provider = ingest_webhook.provider;
+    WHERE w.event_id = v_event_id AND w.provider = ingest_webhook.provider;
     IF NOT FOUND THEN
-        IF v_subject = 'payment' OR v_ppid IS NULL THEN
-            v_applied := payments._apply_webhook(provider, v_event.event_id, v_event.event_type, v_event.event_created,
-                                                 v_event.object);
+        IF v_ppid IS NULL THEN
+            -- Moves no money: kept in the log only.
+            SELECT NULL::text AS customer_id, NULL::text AS payment_id, 'ignored' AS result INTO v_applied;
+        ELSIF v_evidence ->> 'kind' = 'payment' THEN
+            v_applied := payments._apply_webhook(provider, v_event_id, v_event ->> 'type', v_created, v_evidence);
         ELSE
-            v_applied := payments._apply_money_webhook(provider, v_event.event_id, v_subject, v_ppid, v_event.object);
+            v_applied := payments._apply_money_webhook(provider, v_event_id, v_evidence);
         END IF;
         -- 5. Store it, append-only; an unmatched one also waits for its payment.
         INSERT INTO payments.webhook_events (id, provider, event_id, event_type, event_created, provider_payment_id,
                                              customer_id, payment_id, result, secret_id, headers, body)
-        VALUES (payments._new_id('whe'), provider, v_event.event_id, v_event.event_type, v_event.event_created,
-                coalesce(v_ppid, v_event.object ->> 'id'), v_applied.customer_id, v_applied.payment_id, v_applied.result, v_secret_id,
-                headers, body)
+        VALUES (payments._new_id('whe'), provider, v_event_id, v_event ->> 'type', v_created,
+                coalesce(v_ppid, v_event ->> 'object_id'), v_applied.customer_id, v_applied.payment_id, v_applied.result,
+                v_secret_id, headers, body)
         ON CONFLICT ON CONSTRAINT webhook_events_pkey DO NOTHING;
         IF NOT FOUND THEN
             IF v_applied.result <> 'ignored' THEN
                 -- The same event id for another object: undo, and let the retry see the stored event.
-                RAISE EXCEPTION 'webhook event % was stored by a concurrent delivery', payments._shown(v_event.event_id)
+                RAISE EXCEPTION 'webhook event % was stored by a concurrent delivery', payments._shown(v_event_id)
                     USING ERRCODE = '40001', HINT = 'retry the delivery';
             END IF;
             v_applied.result := 'duplicate';
         ELSIF v_applied.result = 'pending_match' THEN
             INSERT INTO payments.webhook_pending (provider, event_id, provider_payment_id, event_type, event_created,
                                                   to_status, last_error, object)
-            VALUES (provider, v_event.event_id, v_ppid, v_event.event_type, v_event.event_created,
-                    payments._stripe_event_status(v_event.event_type), v_event.object -> 'last_payment_error',
-                    v_event.object);
+            VALUES (provider, v_event_id, v_ppid, v_event ->> 'type', v_created, v_evidence ->> 'status',
+                    v_evidence -> 'error', payments._provider_redacted(provider, v_event -> 'object'));
         END IF;
     END IF;
     IF v_applied.payment_id IS NOT NULL THEN
         SELECT p.status INTO v_status FROM payments.payments p
         WHERE p.customer_id = v_applied.customer_id AND p.id = v_applied.payment_id;
     END IF;
-    RETURN jsonb_build_object('result', v_applied.result, 'event_id', v_event.event_id, 'payment_id', v_applied.payment_id,
+    RETURN jsonb_build_object('result', v_applied.result, 'event_id', v_event_id, 'payment_id', v_applied.payment_id,
                               'status', v_status);
 END
 $$;
 COMMENT ON FUNCTION payments.ingest_webhook(text, jsonb, bytea) IS
-    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance() (default 5 minutes): PM302; no active secret: PM303; not a Stripe event: PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending. Refund events (refund.created, refund.updated, refund.failed, charge.refund.updated, charge.refunded) move the payment''s refunds, charge.dispute.* events its disputes, each checked against them as payments are.';
+    'Verifies a webhook (the exact body bytes and its headers) against the provider''s active secrets, stores it once, and applies it: {"result": applied | noop | stale | ignored | pending_match | mismatch | duplicate, "event_id", "payment_id", "status"}. Bad signature: PM301; timestamp outside payments.webhook_tolerance() (default 5 minutes): PM302; no active secret: PM303; no event of the provider''s wire format (Stripe''s unless the provider is recorded under another known format''s name): PM304. An event never moves a payment backwards or out of a final state (stale); one for a payment not yet linked waits in webhook_pending. Refund events (refund.created, refund.updated, refund.failed, charge.refund.updated, charge.refunded) move the payment''s refunds, charge.dispute.* events its disputes, each checked against them as payments are.';

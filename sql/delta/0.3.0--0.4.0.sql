@@ -1,3 +1,25 @@
 -- payments 0.3.0 -> 0.4.0: what changes in state (tables, types, indexes) and
 -- what an upgrade must drop, by hand; the generated upgrade script runs every
--- replaceable statement of sql/code/ after it. Nothing yet.
+-- replaceable statement of sql/code/ after it.
+
+-- Providers' wire formats moved out of SQL (payments_core::provider): the functions
+-- that read Stripe's JSON are gone, replaced by _provider_event and _provider_object.
+DROP FUNCTION payments._parse_stripe_event(bytea);
+DROP FUNCTION payments._stripe_event_status(text);
+DROP FUNCTION payments._stripe_event_subject(text);
+DROP FUNCTION payments._stripe_refund_status(text);
+DROP FUNCTION payments._stripe_intent_status(text, boolean);
+DROP FUNCTION payments._is_json_object(bytea);
+DROP FUNCTION payments._apply_money_webhook(text, text, text, text, jsonb);
+-- These now take an evidence record (their parameter is renamed, which CREATE OR REPLACE cannot do).
+DROP FUNCTION payments._evidence_problem_for(text, text, text, jsonb, text, text);
+DROP FUNCTION payments._observed(jsonb);
+DROP FUNCTION payments._apply_webhook(text, text, text, timestamptz, jsonb);
+DROP FUNCTION payments._apply_refund_object(payments.payments, text, jsonb, text, text);
+DROP FUNCTION payments._apply_dispute_object(payments.payments, jsonb, text, text);
+
+-- Snapshots name what an object is in our words (payment, refund), not Stripe's.
+ALTER TABLE payments.provider_snapshots DROP CONSTRAINT provider_snapshots_object_type_check;
+UPDATE payments.provider_snapshots SET object_type = 'payment' WHERE object_type = 'payment_intent';
+ALTER TABLE payments.provider_snapshots ADD CONSTRAINT provider_snapshots_object_type_check
+    CHECK (object_type IN ('payment', 'refund'));

@@ -4,7 +4,7 @@
 CREATE TABLE payments.provider_snapshots (
     provider            text COLLATE "C" NOT NULL,
     provider_payment_id text COLLATE "C" NOT NULL,
-    object_type         text COLLATE "C" NOT NULL CHECK (object_type IN ('payment_intent', 'refund')),
+    object_type         text COLLATE "C" NOT NULL CHECK (object_type IN ('payment', 'refund')),
     object_id           text COLLATE "C" NOT NULL CHECK (length(object_id) <= 255),
     status              text,
     amount_minor        bigint,
@@ -17,11 +17,12 @@ CREATE TABLE payments.provider_snapshots (
 );
 CREATE INDEX provider_snapshots_created_idx ON payments.provider_snapshots (provider, created);
 COMMENT ON TABLE payments.provider_snapshots IS
-    'The provider''s objects (PaymentIntents and refunds) as its list endpoints last showed them, pulled by the gateway for reconciliation (payments-gateway reconcile, POST /v1/reconciliations). A later pull replaces an object''s row.';
-COMMENT ON COLUMN payments.provider_snapshots.provider_payment_id IS 'The PaymentIntent: the object itself, or the one a refund refunds.';
+    'The provider''s payments and refunds (Stripe: PaymentIntents and Refunds) as its list endpoints last showed them, pulled by the gateway for reconciliation (payments-gateway reconcile, POST /v1/reconciliations). A later pull replaces an object''s row.';
+COMMENT ON COLUMN payments.provider_snapshots.provider_payment_id IS 'The provider''s payment: the object itself, or the one a refund refunds.';
+COMMENT ON COLUMN payments.provider_snapshots.object_type IS 'What the object is: payment or refund.';
 COMMENT ON COLUMN payments.provider_snapshots.status IS 'Our word for the object''s status (a payment status, or a refund status); NULL when it reports none.';
 COMMENT ON COLUMN payments.provider_snapshots.created IS 'When the provider created the object: what the window of a report is about.';
-COMMENT ON COLUMN payments.provider_snapshots.object IS 'The object as the provider returned it (a PaymentIntent''s client_secret removed).';
+COMMENT ON COLUMN payments.provider_snapshots.object IS 'The object as the provider returned it, without the fields that are never stored (Stripe: a PaymentIntent''s client_secret).';
 SELECT pg_catalog.pg_extension_config_dump('payments.provider_snapshots', '');
 
 CREATE TABLE payments.reconciliation_runs (

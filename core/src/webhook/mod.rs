@@ -6,7 +6,6 @@
 //! old one as "timestamp too old". Signatures are compared in constant time.
 
 pub mod destination;
-pub mod events;
 pub mod standard;
 pub mod stripe;
 

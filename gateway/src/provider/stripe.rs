@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use payments_core::lifecycle::refund_status;
+use payments_core::provider::stripe::{intent_status, refund_status};
 use payments_core::state::Status;
-use payments_core::webhook::events::payment_intent_status;
 use serde_json::Value;
 
 use super::{Answer, Charge, CommandAnswer, ObjectKind, ObjectPage, Provider, ProviderError, RefundRequest};
@@ -238,7 +237,7 @@ fn from_intent(intent: &Value, raw: String) -> Answer {
     Answer {
         provider_payment_id: intent["id"].as_str().map(str::to_string),
         // None: the provider reports nothing new (recorded without moving the status).
-        status: intent["status"].as_str().and_then(|s| payment_intent_status(s, has_error)),
+        status: intent["status"].as_str().and_then(|s| intent_status(s, has_error)),
         raw,
     }
 }

@@ -72,7 +72,7 @@ pub struct Reconciliation {
 pub struct Disagreement {
     /// missed_success | status_differs | amount_differs | currency_differs | unknown_to_us | unknown_to_provider
     kind: String,
-    /// payment_intent | refund
+    /// payment | refund
     object_type: String,
     provider_object_id: String,
     payment_id: Option<String>,

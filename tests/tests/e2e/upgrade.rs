@@ -168,10 +168,54 @@ async fn write_through_last_release(db: &Client) {
            SELECT payments.record_usage('upgrade-use-1', 'cust_up3', 'upgrade_tokens', 250);
            SELECT payments.record_usage('upgrade-use-2', 'cust_up3', 'upgrade_tokens', 0.5);
            -- Ended, so that the in-database suite's billing runs find only their own subscriptions.
-           SELECT payments.cancel_subscription(id, at_period_end => false) FROM payments.subscriptions;"#,
+           SELECT payments.cancel_subscription(id, at_period_end => false) FROM payments.subscriptions;
+           -- Snapshots as 0.3.0 names them (object_type payment_intent).
+           SELECT payments.record_provider_snapshot('upgrade', '[
+               {"id": "pi_up_snap", "object": "payment_intent", "status": "succeeded", "amount": 600, "currency": "usd",
+                "created": 1765000000, "client_secret": "pi_up_snap_secret"},
+               {"id": "re_up_snap", "object": "refund", "payment_intent": "pi_up_snap", "status": "requires_action",
+                "amount": 100, "currency": "usd", "created": 1765000001}]');"#,
     )
     .await
     .unwrap();
+}
+
+/// What 0.4.0 reads differently from the rows 0.3.0 left: snapshots named in our words, and a
+/// webhook that waited since 0.1.0 (a Stripe object, with no currency) read by the provider's
+/// format when its payment is linked, and checked as any evidence is.
+async fn the_provider_seam_reads_what_older_versions_stored(db: &Client) {
+    let snapshots: String = db
+        .query_one(
+            "SELECT string_agg(object_type || ' ' || status || ' ' || (object ? 'client_secret'), ', ' ORDER BY object_id)
+             FROM payments.provider_snapshots WHERE provider = 'upgrade'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(snapshots, "payment succeeded false, refund pending false");
+    let outcome: String = db
+        .query_one(
+            "SELECT r.outcome FROM payments.create_payment('up-link', 'cust_up', 6.00, 'USD') p,
+               payments.record_provider_result(p.id, 'upgrade', 'pi_up_unknown', 'processing',
+                                               '{\"amount\": 600, \"currency\": \"usd\"}') r",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(outcome, "applied");
+    let anomaly: String = db
+        .query_one(
+            "SELECT a.kind || ' ' || (a.observed ->> 'webhook_event_id') || ' ' || p.status
+             FROM payments.anomalies a JOIN payments.payments p ON p.id = a.payment_id
+             WHERE p.provider_payment_id = 'pi_up_unknown'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(anomaly, "currency_mismatch evt_up_4 processing", "the waiting success had no currency: not applied");
 }
 
 /// The `#[pg_test]` functions of the installed `pg_test` build, as a fresh
@@ -280,6 +324,7 @@ async fn an_upgraded_database_equals_a_fresh_install_keeps_its_data_and_passes_t
         .unwrap()
         .get(0);
     assert_eq!(applied, "applied");
+    the_provider_seam_reads_what_older_versions_stored(&old).await;
 
     // (c) The in-database suite, against the upgraded database with its data.
     let ran = run_pg_tests(&fresh, &mut old).await;

@@ -6,8 +6,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use futures::future::join_all;
+use payments_core::provider::stripe::payment_status;
 use payments_core::state::Status;
-use payments_core::webhook::{events::stripe_payment_status, stripe};
+use payments_core::webhook::stripe;
 use payments_e2e::{connect, report, sized, unique};
 use serde_json::{json, Value};
 
@@ -144,7 +145,7 @@ async fn shuffled_duplicated_forged_and_replayed_delivery_ends_where_in_order_de
         let stream = STREAMS[i % STREAMS.len()];
         let mut expected = Status::RequiresConfirmation;
         for (n, event_type) in stream.iter().enumerate() {
-            let to = stripe_payment_status(event_type).unwrap();
+            let to = payment_status(event_type).unwrap();
             if expected.can_move_to(to) {
                 expected = to;
             }
