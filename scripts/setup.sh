@@ -10,6 +10,21 @@ APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang
 
 "$(dirname "$0")/apt-ensure.sh" "${APT_PACKAGES[@]}"
 
+# rust-toolchain.toml pins the Rust release; rustup reads it at every cargo call, so it comes
+# before any. A machine without network carries that release as `stable`: give it the pinned
+# name (a link) rather than let rustup try to download it.
+RUST_CHANNEL=$(sed -n 's/^channel = "\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
+RUST_HOST=$(rustc +stable -vV | sed -n 's/^host: //p')
+RUST_TOOLCHAINS="${RUSTUP_HOME:-$HOME/.rustup}/toolchains"
+if [[ ! -e "$RUST_TOOLCHAINS/$RUST_CHANNEL-$RUST_HOST" ]]; then
+  if [[ "$(rustc +stable --version)" == "rustc $RUST_CHANNEL "* ]]; then
+    echo "setup: naming the installed stable Rust $RUST_CHANNEL"
+    ln -s "$RUST_TOOLCHAINS/stable-$RUST_HOST" "$RUST_TOOLCHAINS/$RUST_CHANNEL-$RUST_HOST"
+  else
+    rustup toolchain install "$RUST_CHANNEL" --profile minimal --component clippy,rustfmt
+  fi
+fi
+
 if [[ "$(cargo pgrx --version 2>/dev/null)" != "cargo-pgrx $PGRX_VERSION" ]]; then
   echo "setup: installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"
   cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
