@@ -14,5 +14,6 @@ pub mod pricing;
 pub mod provider;
 pub mod sqlstate;
 pub mod state;
+pub mod timestamp;
 pub mod vocabulary;
 pub mod webhook;

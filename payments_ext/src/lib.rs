@@ -85,7 +85,7 @@ extension_sql_file!("../../sql/code/disputes.sql", name = "disputes", requires =
 extension_sql_file!("../../sql/code/balances.sql", name = "balances", requires = ["disputes"]);
 extension_sql_file!("../../sql/state/reconciliation.sql", name = "reconciliation_state", requires = ["balances"]);
 extension_sql_file!("../../sql/code/reconciliation.sql", name = "reconciliation", requires = ["reconciliation_state"]);
-extension_sql_file!("../../sql/state/usage.sql", name = "usage_state", requires = ["reconciliation"]);
+extension_sql_file!("../../sql/state/usage.sql", name = "usage_state", requires = ["reconciliation", is_rfc3339]);
 extension_sql_file!("../../sql/code/usage.sql", name = "usage", requires = ["usage_state"]);
 extension_sql_file!(
     "../../sql/state/subscriptions.sql",
@@ -383,6 +383,14 @@ fn dispute_decision(from_status: &str, to_status: &str) -> Option<&'static str> 
 #[pg_extern(immutable, parallel_safe, name = "_dispute_withholds")]
 fn dispute_withholds(status: &str) -> bool {
     lifecycle::dispute_withholds(status)
+}
+
+// ---- usage (payments_core::timestamp) ----------------------------------------
+
+/// Whether a text is an RFC 3339 timestamp with an offset that `timestamptz` takes as it is.
+#[pg_extern(immutable, parallel_safe, name = "_is_rfc3339")]
+fn is_rfc3339(s: &str) -> bool {
+    payments_core::timestamp::is_rfc3339(s)
 }
 
 // ---- usage prices (payments_core::pricing) -----------------------------------

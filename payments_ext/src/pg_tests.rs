@@ -1709,6 +1709,86 @@ mod tests {
         Spi::run("RESET ROLE").unwrap();
     }
 
+    /// A batch covering every answer an event can get, for customers `{c}_1` and `{c}_2`.
+    fn every_kind_of_usage_event(c: &str) -> String {
+        let recent = one::<String>("SELECT to_char(now() - interval '1 hour', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+        format!(
+            r#"[{{"idempotency_key":"a","customer_id":"{c}_1","meter":"b_calls","quantity":2.5}},
+                {{"idempotency_key":"a","customer_id":"{c}_1","meter":"b_calls","quantity":2.5}},
+                {{"idempotency_key":"b","customer_id":"{c}_1","meter":"b_calls","quantity":"1","occurred_at":"{recent}"}},
+                {{"idempotency_key":"b","customer_id":"{c}_1","meter":"b_calls","quantity":"2","occurred_at":"{recent}"}},
+                {{"idempotency_key":"c","customer_id":"{c}_2","meter":"b_users","quantity":1,"properties":{{"user":"x"}}}},
+                {{"idempotency_key":"d","customer_id":"{c}_2","meter":"b_users","quantity":1}},
+                {{"idempotency_key":"e","customer_id":"{c}_2","meter":"nope","quantity":1}},
+                {{"idempotency_key":"f","customer_id":"{c}_2","meter":"b_calls","quantity":-1}},
+                {{"idempotency_key":"g","customer_id":"{c}_2","meter":"b_calls","quantity":1,"occurred_at":"2020-01-01T00:00:00Z"}},
+                {{"idempotency_key":"","customer_id":"{c}_2","meter":"b_calls","quantity":1}},
+                {{"idempotency_key":"h","customer_id":"{c}_2","meter":"b_calls","quantity":1,"properties":[1]}},
+                {{"idempotency_key":"i","customer_id":"{c}_2","meter":"b_calls"}},
+                {{"idempotency_key":"j","customer_id":"{c}_2","meter":"b_calls","quantity":true}},
+                7,
+                {{"idempotency_key":"old","customer_id":"{c}_2","meter":"b_calls","quantity":4}},
+                {{"idempotency_key":"old2","customer_id":"{c}_2","meter":"b_calls","quantity":5}}]"#
+        )
+    }
+
+    #[pg_test]
+    fn a_batch_is_recorded_set_based_with_the_answers_of_the_one_by_one_path() {
+        one::<String>("SELECT code FROM payments.create_meter('b_calls', 'sum')");
+        one::<String>("SELECT code FROM payments.create_meter('b_users', 'count_unique', 'user')");
+        for c in ["each", "set"] {
+            // Keys recorded before: one replayed by the batch, one reused for another event.
+            one::<String>(&format!("SELECT outcome FROM payments.record_usage('old', '{c}_2', 'b_calls', 4)"));
+            one::<String>(&format!("SELECT outcome FROM payments.record_usage('old2', '{c}_2', 'b_calls', 6)"));
+        }
+        // Without ids (new ones differ): every answer and message, event by event.
+        let answers = |path: &str, c: &str| {
+            one::<String>(&format!(
+                "SELECT string_agg(coalesce(r ->> 'outcome', (r -> 'error') ->> 'sqlstate') || ' ' || \
+                 coalesce((r -> 'error') ->> 'message', ''), ' | ' ORDER BY (r ->> 'index')::int) \
+                 FROM jsonb_array_elements(payments.{path}({})) r",
+                quote(&every_kind_of_usage_event(c))
+            ))
+        };
+        one::<i64>("SELECT count(*) FROM (SELECT set_config('track_functions', 'all', true)) s");
+        let each = answers("_record_usage_each", "each");
+        let set = answers("record_usage_batch", "set");
+        assert_eq!(set, each);
+        assert!(
+            each.starts_with("created  | replayed  | created  | PM201 idempotency key 'b' was already used"),
+            "{each}"
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage_each'"
+            ),
+            1,
+            "the batch was recorded set-based (only the comparison went one by one)"
+        );
+        // The same rows and running totals either way.
+        let totals = |c: &str| {
+            one::<String>(&format!(
+                "SELECT string_agg(customer_id || ' ' || meter || ' ' || q || ' ' || n, ', ' ORDER BY customer_id, meter) FROM \
+                 (SELECT replace(customer_id, '{c}', '') AS customer_id, meter, sum(quantity) AS q, sum(events) AS n \
+                  FROM payments.usage_daily WHERE customer_id LIKE '{c}\\_%' GROUP BY 1, 2) d"
+            ))
+        };
+        assert_eq!(totals("set"), totals("each"));
+        assert_eq!(totals("set"), "_1 b_calls 3.5 2, _2 b_calls 10 2, _2 b_users 1 1");
+        // A value PostgreSQL might refuse hands the whole batch to the one-by-one path, which says what it refused.
+        let odd = r#"[{"idempotency_key":"z1","customer_id":"set_3","meter":"b_calls","quantity":"1,5"},
+                      {"idempotency_key":"z2","customer_id":"set_3","meter":"b_calls","quantity":1,"occurred_at":"yesterday-ish"},
+                      {"idempotency_key":"z3","customer_id":"set_3","meter":"b_calls","quantity":1}]"#;
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(coalesce(r ->> 'outcome', (r -> 'error') ->> 'sqlstate'), ' ' ORDER BY (r ->> 'index')::int) \
+                 FROM jsonb_array_elements(payments.record_usage_batch({})) r",
+                quote(odd)
+            )),
+            "22P02 22007 created"
+        );
+    }
+
     #[pg_test]
     fn plans_and_subscriptions_grant_features_and_consume_never_passes_a_limit() {
         let plan = "SELECT code FROM payments.create_plan('pro', 'usd', 49.99, 'month', features => '{\"calls\": 10, \"export\": null}')";

@@ -45,28 +45,26 @@ $$;
 COMMENT ON FUNCTION payments.create_meter(text, text, text, text) IS
     'Makes a meter (admin): its code, aggregation (sum, count, count_unique with the unique_property, max, last) and name. The same call again returns it; another definition for an existing code is PM201.';
 
-CREATE OR REPLACE FUNCTION payments._usage_event_problem(p_meter payments.meters, p_quantity numeric, p_occurred_at timestamptz,
-                                              p_properties jsonb, p_at timestamptz) RETURNS text
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    IF p_quantity IS NULL OR p_quantity = 'NaN' OR p_quantity < 0 OR p_quantity >= 1e15 THEN
-        RETURN 'quantity must be a number from 0 to 10^15';
-    ELSIF p_occurred_at IS NULL OR p_occurred_at > p_at + interval '5 minutes' THEN
-        RETURN 'occurred_at is more than 5 minutes in the future';
-    ELSIF p_occurred_at < p_at - interval '35 days' THEN
-        RETURN 'occurred_at is more than 35 days in the past';
-    ELSIF payments._metadata_problem(coalesce(p_properties, '{}')) IS NOT NULL THEN
-        RETURN replace(payments._metadata_problem(p_properties), 'metadata', 'properties');
-    ELSIF p_meter.aggregation = 'count_unique'
-          AND coalesce(jsonb_typeof(p_properties -> p_meter.unique_property), 'null') NOT IN ('string', 'number') THEN
-        RETURN 'meter ' || p_meter.code || ' counts distinct values of property ' || p_meter.unique_property
-               || ': the event has none';
-    END IF;
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION payments._usage_event_problem(payments.meters, numeric, timestamptz, jsonb, timestamptz) IS
-    'Internal: why a usage event cannot be recorded at time p_at (its quantity, time or properties), or NULL.';
+CREATE OR REPLACE FUNCTION payments._usage_event_problem(p_meter text, p_aggregation text, p_unique_property text,
+                                              p_quantity numeric, p_occurred_at timestamptz, p_properties jsonb,
+                                              p_at timestamptz) RETURNS text
+LANGUAGE sql STABLE
+-- One expression (inlined where it is used): a batch asks it of every event.
+RETURN CASE
+    WHEN p_quantity IS NULL OR p_quantity = 'NaN' OR p_quantity < 0 OR p_quantity >= 1e15 THEN
+        'quantity must be a number from 0 to 10^15'
+    WHEN p_occurred_at IS NULL OR p_occurred_at > p_at + interval '5 minutes' THEN
+        'occurred_at is more than 5 minutes in the future'
+    WHEN p_occurred_at < p_at - interval '35 days' THEN
+        'occurred_at is more than 35 days in the past'
+    WHEN coalesce(p_properties, '{}') <> '{}' AND payments._metadata_problem(p_properties) IS NOT NULL THEN
+        replace(payments._metadata_problem(p_properties), 'metadata', 'properties')
+    WHEN p_aggregation = 'count_unique'
+         AND coalesce(jsonb_typeof(p_properties -> p_unique_property), 'null') NOT IN ('string', 'number') THEN
+        'meter ' || p_meter || ' counts distinct values of property ' || p_unique_property || ': the event has none'
+END;
+COMMENT ON FUNCTION payments._usage_event_problem(text, text, text, numeric, timestamptz, jsonb, timestamptz) IS
+    'Internal: why a usage event on a meter (its code, aggregation and unique property) cannot be recorded at time p_at (its quantity, time or properties), or NULL.';
 
 CREATE OR REPLACE FUNCTION payments.record_usage(idempotency_key text, customer_id text, meter text, quantity numeric,
                                       occurred_at timestamptz DEFAULT NULL, properties jsonb DEFAULT '{}')
@@ -88,7 +86,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'meter % not found', quote_nullable(payments._shown(record_usage.meter)) USING ERRCODE = 'PM204';
     END IF;
-    v_problem := payments._usage_event_problem(v_meter, quantity, v_at, v_props, now());
+    v_problem := payments._usage_event_problem(v_meter.code, v_meter.aggregation, v_meter.unique_property, quantity, v_at,
+                                               v_props, now());
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION '%', v_problem USING ERRCODE = 'PM100';
     END IF;
@@ -135,8 +134,15 @@ $$;
 COMMENT ON FUNCTION payments.record_usage(text, text, text, numeric, timestamptz, jsonb) IS
     'Records one usage event of a customer on a meter, once per (customer, idempotency_key): the same event again is replayed (outcome replayed) and counts once; the key with another event is PM201. quantity: 0 to 10^15, exact; occurred_at (default: now, and then not part of what a replay must repeat) at most 35 days ago and 5 minutes ahead (as Stripe''s meter events); properties a flat object (count_unique meters need their property). Unknown meter PM204; bad input PM100; an event that would price the next invoice of the subscription billing the meter (its fee and all usage since the period''s start) above what one payment can charge PM104. In the caller''s transaction.';
 
-CREATE OR REPLACE FUNCTION payments.record_usage_batch(events jsonb) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- A batch of usage, two ways. The set path records the whole batch in a handful of
+-- statements (one INSERT for every event, one upsert per day total); the one-by-one path
+-- calls record_usage for each event in a subtransaction of its own. Both give the same
+-- answers; the set path hands over to the other when only it can give them: a value
+-- whose cast PostgreSQL might refuse, or a batch that would raise as a whole (usage no
+-- payment could charge, a key claimed concurrently).
+
+CREATE OR REPLACE FUNCTION payments._record_usage_each(p_events jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
 DECLARE
     v_event  jsonb;
     v_index  integer;
@@ -145,12 +151,9 @@ DECLARE
     v_state  text;
     v_msg    text;
 BEGIN
-    IF jsonb_typeof(events) IS DISTINCT FROM 'array' OR jsonb_array_length(events) NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'events must be a JSON array of 1 to 1000 usage events' USING ERRCODE = 'PM100';
-    END IF;
     -- In the order of the usage_daily rows they add to, so that two batches never wait on each other in a cycle.
     FOR v_event, v_index IN
-        SELECT e.value, (e.ordinality - 1)::integer FROM jsonb_array_elements(events) WITH ORDINALITY e
+        SELECT e.value, (e.ordinality - 1)::integer FROM jsonb_array_elements(p_events) WITH ORDINALITY e
         ORDER BY e.value ->> 'customer_id', e.value ->> 'meter', e.value ->> 'occurred_at', e.ordinality
     LOOP
         BEGIN
@@ -172,6 +175,193 @@ BEGIN
         END;
     END LOOP;
     RETURN to_jsonb(v_result);
+END
+$$;
+COMMENT ON FUNCTION payments._record_usage_each(jsonb) IS
+    'Internal: record_usage_batch one event at a time (record_usage in a subtransaction each): the path that answers every batch, used when the set path cannot.';
+
+CREATE OR REPLACE FUNCTION payments._record_usage_set(p_events jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- One element per event, in the order the one-by-one path takes them (customer, meter, time, then as given).
+    v_index             integer[];
+    v_key               text[];
+    v_customer          text[];
+    v_meter             text[];
+    v_quantity          numeric[];
+    v_at                timestamptz[];
+    v_props             jsonb[];
+    v_fp                bytea[];
+    v_id                text[];      -- the new event's id; NULL for an event with an error
+    v_error             jsonb[];
+    v_created           boolean[];
+    v_unsafe            bigint;
+    v_meters            text[];
+    v_aggregations      text[];
+    v_unique_properties text[];
+    v_inserted          bigint;
+    v_claims            text[];
+    v_held              jsonb;       -- what each key holds after the INSERT: {"[customer, key]": [id, fingerprint]}
+    v_result            jsonb;
+    v_pair              record;
+    v_problem           text;
+BEGIN
+    -- The meters, read first: the statement below then touches no table (on Citus it runs where it is called).
+    SELECT array_agg(m.code), array_agg(m.aggregation), array_agg(m.unique_property)
+    INTO v_meters, v_aggregations, v_unique_properties FROM payments.meters m;
+    SELECT array_agg(t.idx ORDER BY t.ord), array_agg(t.key ORDER BY t.ord), array_agg(t.customer ORDER BY t.ord),
+           array_agg(t.meter ORDER BY t.ord), array_agg(t.quantity ORDER BY t.ord), array_agg(t.at ORDER BY t.ord),
+           array_agg(t.props ORDER BY t.ord),
+           -- As record_usage fingerprints it: the time only when the caller gave it.
+           array_agg(CASE WHEN t.error IS NULL THEN sha256(convert_to(jsonb_build_array(t.meter, t.quantity,
+                         payments._epoch_micros(t.given_at), t.props)::text, 'UTF8')) END ORDER BY t.ord),
+           array_agg(CASE WHEN t.error IS NULL THEN payments._new_id('use') END ORDER BY t.ord),
+           array_agg(t.error ORDER BY t.ord), count(*) FILTER (WHERE t.unsafe)
+    INTO v_index, v_key, v_customer, v_meter, v_quantity, v_at, v_props, v_fp, v_id, v_error, v_unsafe
+    FROM (
+        SELECT p.*, CASE
+                   WHEN p.bad_shape THEN jsonb_build_object('sqlstate', 'PM100', 'message',
+                       'each event is an object with idempotency_key, customer_id, meter, quantity and optionally occurred_at (text) and properties')
+                   WHEN NOT p.ids_ok THEN jsonb_build_object('sqlstate', 'PM100', 'message',
+                       'idempotency_key and customer_id must be 1 to 255 characters')
+                   WHEN p.meter_code IS NULL THEN jsonb_build_object('sqlstate', 'PM204', 'message',
+                       left('meter ' || quote_nullable(payments._shown(p.meter)) || ' not found', 200))
+                   WHEN p.problem IS NOT NULL THEN jsonb_build_object('sqlstate', 'PM100', 'message', left(p.problem, 200))
+               END AS error
+        FROM (
+            SELECT v.*, CASE WHEN NOT v.bad_shape AND v.ids_ok AND v.meter_code IS NOT NULL AND NOT v.unsafe
+                             THEN payments._usage_event_problem(v.meter_code, v.aggregation, v.unique_property, v.quantity,
+                                                                v.at, v.props, now()) END AS problem
+            FROM (
+                SELECT (e.ordinality - 1)::integer AS idx, e.value ->> 'idempotency_key' AS key,
+                       e.value ->> 'customer_id' AS customer, e.value ->> 'meter' AS meter, m.code AS meter_code,
+                       m.aggregation, m.unique_property,
+                       coalesce(e.value -> 'properties', '{}') AS props, c.bad_shape, c.unsafe,
+                       coalesce(length(e.value ->> 'idempotency_key') BETWEEN 1 AND 255
+                                AND length(e.value ->> 'customer_id') BETWEEN 1 AND 255, false) AS ids_ok,
+                       q.quantity, q.given_at, coalesce(q.given_at, now()) AS at,
+                       row_number() OVER (ORDER BY e.value ->> 'customer_id', e.value ->> 'meter',
+                                                   e.value ->> 'occurred_at', e.ordinality) AS ord
+                FROM jsonb_array_elements(p_events) WITH ORDINALITY e
+                LEFT JOIN unnest(v_meters, v_aggregations, v_unique_properties) AS m(code, aggregation, unique_property)
+                       ON m.code = e.value ->> 'meter'
+                CROSS JOIN LATERAL (SELECT
+                    -- As the one-by-one path checks it (a missing quantity is the quantity's problem).
+                    coalesce(jsonb_typeof(e.value) IS DISTINCT FROM 'object'
+                             OR jsonb_typeof(e.value -> 'quantity') NOT IN ('number', 'string')
+                             OR (e.value ? 'occurred_at' AND jsonb_typeof(e.value -> 'occurred_at') <> 'string'),
+                             false) AS bad_shape,
+                    -- A value PostgreSQL might refuse to cast: only the one-by-one path reports it as PostgreSQL does.
+                    coalesce((jsonb_typeof(e.value -> 'quantity') = 'string'
+                              AND (e.value ->> 'quantity') !~ '^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,4})?$')
+                             OR (jsonb_typeof(e.value -> 'occurred_at') = 'string'
+                                 AND NOT payments._is_rfc3339(e.value ->> 'occurred_at')), false) AS unsafe) c
+                CROSS JOIN LATERAL (SELECT
+                    CASE WHEN NOT c.unsafe AND NOT c.bad_shape THEN (e.value ->> 'quantity')::numeric END AS quantity,
+                    CASE WHEN NOT c.unsafe AND NOT c.bad_shape THEN (e.value ->> 'occurred_at')::timestamptz END AS given_at) q
+            ) v
+            OFFSET 0  -- each event's problem found once, not once per mention above
+        ) p
+    ) t;
+    IF v_unsafe > 0 THEN
+        RETURN NULL;
+    END IF;
+
+    -- Every event at once; of two with one key, the first in this order is the one created.
+    -- (What went in is counted from RETURNING: on Citus, ROW_COUNT counts the rows offered.)
+    WITH inserted AS (
+        INSERT INTO payments.usage_events AS u (id, customer_id, meter, quantity, occurred_at, properties, idempotency_key,
+                                                fingerprint)
+        SELECT r.id, r.customer, r.meter, r.quantity, r.at, r.props, r.key, r.fp
+        FROM unnest(v_id, v_customer, v_meter, v_quantity, v_at, v_props, v_key, v_fp) WITH ORDINALITY
+             AS r(id, customer, meter, quantity, at, props, key, fp, n)
+        WHERE r.id IS NOT NULL
+        ORDER BY r.n
+        ON CONFLICT ON CONSTRAINT usage_events_idempotency_key DO NOTHING
+        RETURNING u.id)
+    SELECT count(*) INTO v_inserted FROM inserted;
+
+    -- Each event's answer: ours (created), the same event (replayed), another (PM201). When
+    -- every event without an error went in, each key holds ours: nothing to look up.
+    IF v_inserted = (SELECT count(*) FROM unnest(v_id) i WHERE i IS NOT NULL) THEN
+        SELECT jsonb_agg(CASE WHEN r.error IS NOT NULL THEN jsonb_build_object('index', r.idx, 'error', r.error)
+                              ELSE jsonb_build_object('index', r.idx, 'id', r.id, 'outcome', 'created') END ORDER BY r.idx),
+               array_agg(r.error IS NULL ORDER BY r.n)
+        INTO v_result, v_created
+        FROM unnest(v_index, v_id, v_error) WITH ORDINALITY AS r(idx, id, error, n);
+    ELSE
+        -- (By arrays, not a join with them: on Citus each shard answers for its customers.)
+        SELECT jsonb_object_agg(jsonb_build_array(u.customer_id, u.idempotency_key)::text,
+                                jsonb_build_array(u.id, encode(u.fingerprint, 'hex')))
+        INTO v_held
+        FROM payments.usage_events u
+        WHERE u.customer_id = ANY (v_customer) AND u.idempotency_key = ANY (v_key);
+        SELECT jsonb_agg(CASE
+                   WHEN r.error IS NOT NULL THEN jsonb_build_object('index', r.idx, 'error', r.error)
+                   WHEN h.held IS NULL THEN NULL
+                   WHEN h.held ->> 0 = r.id THEN jsonb_build_object('index', r.idx, 'id', r.id, 'outcome', 'created')
+                   WHEN h.held ->> 1 = encode(r.fp, 'hex') THEN
+                       jsonb_build_object('index', r.idx, 'id', h.held ->> 0, 'outcome', 'replayed')
+                   ELSE jsonb_build_object('index', r.idx, 'error', jsonb_build_object('sqlstate', 'PM201', 'message',
+                       left('idempotency key ' || quote_literal(r.key) || ' was already used for another usage event', 200)))
+               END ORDER BY r.idx),
+               array_agg(r.error IS NULL AND h.held ->> 0 = r.id ORDER BY r.n)
+        INTO v_result, v_created
+        FROM unnest(v_index, v_id, v_customer, v_key, v_fp, v_error) WITH ORDINALITY AS r(idx, id, customer, key, fp, error, n)
+        CROSS JOIN LATERAL (SELECT v_held -> jsonb_build_array(r.customer, r.key)::text AS held) h;
+        IF jsonb_path_exists(v_result, '$[*] ? (@ == null)') THEN
+            -- A key whose insert waited on a transaction that did not leave it visible: the one-by-one path tells.
+            RAISE EXCEPTION 'an idempotency key was claimed by a concurrent transaction' USING ERRCODE = '40001';
+        END IF;
+    END IF;
+
+    -- The running totals: one upsert per customer, meter and day, in that order (as the locks are taken).
+    INSERT INTO payments.usage_daily AS d (customer_id, meter, day, stripe, quantity, events, max_quantity)
+    SELECT r.customer, r.meter, (r.at AT TIME ZONE 'UTC')::date, pg_backend_pid() % 16, sum(r.quantity), count(*),
+           max(r.quantity)
+    FROM unnest(v_created, v_customer, v_meter, v_quantity, v_at) AS r(created, customer, meter, quantity, at)
+    WHERE r.created
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT ON CONSTRAINT usage_daily_pkey DO UPDATE
+    SET quantity = d.quantity + excluded.quantity, events = d.events + excluded.events,
+        max_quantity = greatest(d.max_quantity, excluded.max_quantity);
+
+    -- Usage no payment could charge: the one-by-one path refuses the very event that crosses.
+    -- Only a customer whose subscription bills the meter can have any.
+    SELECT array_agg(jsonb_build_array(c.customer_id, c.meter)::text) INTO v_claims FROM payments.meter_claims c
+    WHERE c.customer_id = ANY (v_customer) AND c.meter = ANY (v_meter);
+    FOR v_pair IN
+        SELECT DISTINCT r.customer, r.meter FROM unnest(v_created, v_customer, v_meter) AS r(created, customer, meter)
+        WHERE r.created AND jsonb_build_array(r.customer, r.meter)::text = ANY (v_claims)
+        ORDER BY 1, 2
+    LOOP
+        v_problem := payments._pending_usage_problem(v_pair.customer, v_pair.meter);
+        IF v_problem IS NOT NULL THEN
+            RAISE EXCEPTION '%', v_problem USING ERRCODE = 'PM104';
+        END IF;
+    END LOOP;
+    RETURN v_result;
+END
+$$;
+COMMENT ON FUNCTION payments._record_usage_set(jsonb) IS
+    'Internal: record_usage_batch as a handful of set-based statements, with the answers of the one-by-one path; NULL when a value''s cast might fail (only that path reports it as PostgreSQL does); raises (and writes nothing) when the batch needs that path: usage no payment could charge (PM104), or a key claimed concurrently (40001).';
+
+CREATE OR REPLACE FUNCTION payments.record_usage_batch(events jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_result jsonb;
+BEGIN
+    IF jsonb_typeof(events) IS DISTINCT FROM 'array' OR jsonb_array_length(events) NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'events must be a JSON array of 1 to 1000 usage events' USING ERRCODE = 'PM100';
+    END IF;
+    BEGIN
+        v_result := payments._record_usage_set(events);
+    EXCEPTION WHEN OTHERS THEN
+        -- Rolled back to here: the one-by-one path answers event by event.
+        v_result := NULL;
+    END;
+    RETURN coalesce(v_result, payments._record_usage_each(events));
 END
 $$;
 COMMENT ON FUNCTION payments.record_usage_batch(jsonb) IS

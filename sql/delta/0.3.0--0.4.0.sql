@@ -23,3 +23,6 @@ ALTER TABLE payments.provider_snapshots DROP CONSTRAINT provider_snapshots_objec
 UPDATE payments.provider_snapshots SET object_type = 'payment' WHERE object_type = 'payment_intent';
 ALTER TABLE payments.provider_snapshots ADD CONSTRAINT provider_snapshots_object_type_check
     CHECK (object_type IN ('payment', 'refund'));
+
+-- A usage event's problem takes the meter's fields (a whole row cannot cross to a Citus worker).
+DROP FUNCTION payments._usage_event_problem(payments.meters, numeric, timestamptz, jsonb, timestamptz);

@@ -1461,6 +1461,15 @@ async fn usage_retried_concurrently_or_in_a_batch_counts_once() {
         format!("/v1/customers/{customer}/usage?meter={meter}&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z");
     let summary = app.get_json(&key, &path).await;
     assert_eq!((summary["value"].as_str(), summary["event_count"].as_i64()), (Some("11.5"), Some(2)), "{summary}");
+    // The running totals that bound the next invoice count each event once too (a replay adds nothing).
+    let totals = db
+        .query_one(
+            "SELECT sum(quantity)::text, sum(events)::bigint FROM payments.usage_daily WHERE customer_id = $1",
+            &[&customer],
+        )
+        .await
+        .unwrap();
+    assert_eq!((totals.get::<_, String>(0), totals.get::<_, i64>(1)), ("11.5".into(), 2));
     let missing =
         app.send(Method::POST, "/v1/usage", Some(&key), Some(json!({ "customer_id": customer, "meter": meter }))).await;
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
