@@ -94,9 +94,10 @@ CREATE TABLE IF NOT EXISTS bench.hand_payments (LIKE payments.payments INCLUDING
 CREATE TABLE IF NOT EXISTS bench.hand_events (LIKE payments.payment_events INCLUDING ALL);
 -- (m): what a batch of usage costs the disk and the server at best, in a usage_events-shaped table.
 CREATE TABLE IF NOT EXISTS bench.bare_usage (LIKE payments.usage_events INCLUDING ALL);
--- Billing: a meter, and 10,000 customers on a free plan whose feature has no limit (consume always counts).
+-- Billing: a meter, and 10,000 customers on a free plan with a feature that has no limit (consume
+-- always counts) and one whose limit no run reaches (consume checks it every time).
 SELECT code FROM payments.create_meter('bench_calls', 'sum');
-SELECT code FROM payments.create_plan('bench', 'USD', 0, 'month', features => '{{"calls": null}}');
+SELECT code FROM payments.create_plan('bench', 'USD', 0, 'month', features => '{{"calls": null, "tokens": 1000000000000}}');
 SELECT count(*) FROM generate_series(1, {PRELOAD}) g,
     LATERAL payments.create_subscription('bench-sub-' || g, 'cust_' || g, 'bench');
 """
@@ -128,7 +129,7 @@ PAYMENT_INTENT = json.dumps({
     "cancellation_reason": None, "confirmation_method": "automatic"})
 
 # The SQL scripts a full run measures at each client count ((d) runs after them, against (a)).
-SQL_SCRIPTS = ["a", "b", "c", "e", "e_pgcrypto", "f", "g", "h", "h1", "i", "j", "k", "l", "m"]
+SQL_SCRIPTS = ["a", "b", "c", "e", "e_pgcrypto", "f", "g", "h", "h1", "h2", "i", "j", "k", "l", "m"]
 
 SCRIPTS = {
     "a": ("bare INSERT into a payments-shaped table",
@@ -153,8 +154,10 @@ SCRIPTS = {
     "g": ("payments.record_usage, fresh keys",
           f"\\set c random(1, {PRELOAD})\n"
           "SELECT id FROM payments.record_usage(gen_random_uuid()::text, 'cust_' || :c, 'bench_calls', 1);\n"),
-    "h1": (f"payments.consume, fresh request ids, every client on ONE customer",
+    "h1": ("payments.consume, fresh request ids, every client on ONE customer",
            "SELECT allowed FROM payments.consume('cust_1', 'calls', 1, gen_random_uuid()::text);\n"),
+    "h2": ("(h1) of a feature with a limit (checked at every call)",
+           "SELECT allowed FROM payments.consume('cust_2', 'tokens', 1, gen_random_uuid()::text);\n"),
     # A batch of 1,000 events over many customers, as an ingestion pipeline sends it (tps × 1,000 = events/s).
     "l": ("payments.record_usage_batch, 1,000 fresh events",
           f"\\set c random(1, {PRELOAD})\n"
@@ -625,9 +628,9 @@ def targets(r):
         for x, y, least in [t for t in RATIO_TARGETS if t[0] in sql[mid] and t[1] in sql[mid]]:
             v = ratio(sql[mid][x]["tps"], sql[mid][y]["tps"])
             rows.append((f"({x}) {SCRIPTS[x][0]} ≥ {least} × ({y}) at {mid} clients", f"{v:.2f}", v >= least))
-    if top in sql and "h" in sql[top] and "h1" in sql[top]:
-        v = ratio(sql[top]["h1"]["tps"], sql[top]["h"]["tps"])
-        rows.append((f"(h1) consume on one customer ≥ 0.8 × (h) on many, at {top} clients", f"{v:.2f}", v >= 0.8))
+    for one in [n for n in ("h1", "h2") if top in sql and "h" in sql[top] and n in sql[top]]:
+        v = ratio(sql[top][one]["tps"], sql[top]["h"]["tps"])
+        rows.append((f"({one}) consume on one customer ≥ 0.8 × (h) on many, at {top} clients", f"{v:.2f}", v >= 0.8))
     if mid in sql and top in sql and top != mid:
         for name in sorted(n for n in sql[mid] if n != "e_pgcrypto"):  # the pgcrypto twin is no workload of ours
             v = ratio(sql[top][name]["tps"], sql[mid][name]["tps"])

@@ -1790,6 +1790,48 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_limit_split_into_slots_is_kept_exactly_and_follows_plan_changes() {
+        for (plan, limit) in [("esc10", "10"), ("esc15", "15"), ("esc12", "12"), ("escfree", "null")] {
+            one::<String>(&format!(
+                "SELECT code FROM payments.create_plan('{plan}', 'usd', 0, 'month', features => '{{\"tokens\": {limit}}}')"
+            ));
+        }
+        let sub = one::<String>("SELECT id FROM payments.create_subscription('esc', 'cust_esc', 'esc10')");
+        let consume = |request: &str, quantity: &str| {
+            one::<String>(&format!(
+                "SELECT outcome || ' ' || coalesce(remaining::text, '-') FROM payments.consume('cust_esc', 'tokens', {quantity}, '{request}')"
+            ))
+        };
+        // What the slots may count in all is the limit, whatever they counted.
+        let split = || {
+            one::<String>(
+                "SELECT sum(used) || ' of ' || coalesce(sum(allowance)::text, '-') FROM payments.feature_usage \
+                 WHERE customer_id = 'cust_esc'",
+            )
+        };
+        let answers: Vec<String> = (0..4).map(|i| consume(&format!("a{i}"), "2.5")).collect();
+        assert_eq!(answers, ["consumed 7.5", "consumed 5.0", "consumed 2.5", "consumed 0.0"]);
+        assert_eq!(consume("a4", "0.1"), "refused 0.0");
+        assert_eq!(split(), "10.0 of 10.0");
+        // A bigger limit: what is left grows by the difference, split again.
+        one::<String>(&format!("SELECT plan FROM payments.change_plan('{sub}', 'esc15')"));
+        assert_eq!(consume("b1", "5"), "consumed 0.0");
+        assert_eq!(consume("b2", "1"), "refused 0.0");
+        assert_eq!(split(), "15.0 of 15.0");
+        // A smaller one than was used: nothing more, and the answer says how far over it is.
+        one::<String>(&format!("SELECT plan FROM payments.change_plan('{sub}', 'esc12')"));
+        assert_eq!(consume("c1", "1"), "refused -3.0");
+        // Unlimited: counted, with no allowance left to keep.
+        one::<String>(&format!("SELECT plan FROM payments.change_plan('{sub}', 'escfree')"));
+        assert_eq!(consume("d1", "100"), "consumed -");
+        assert_eq!(
+            one::<String>("SELECT used::text FROM payments.entitlements('cust_esc') WHERE feature = 'tokens'"),
+            "115.0"
+        );
+        assert_eq!(consume("d1", "100"), "replayed -", "a retry counts nothing");
+    }
+
+    #[pg_test]
     fn plans_and_subscriptions_grant_features_and_consume_never_passes_a_limit() {
         let plan = "SELECT code FROM payments.create_plan('pro', 'usd', 49.99, 'month', features => '{\"calls\": 10, \"export\": null}')";
         assert_eq!(one::<String>(plan), "pro");

@@ -608,7 +608,7 @@ BEGIN
         -- One feature at a time, each count read where it lives (Citus plans no lateral join here).
         FOR v_feature IN SELECT f.key, f.value FROM payments.plans p CROSS JOIN jsonb_each(p.features) f
                          WHERE p.code = v_period.plan ORDER BY f.key LOOP
-            SELECT fu.used INTO used FROM payments.feature_usage fu
+            SELECT sum(fu.used) INTO used FROM payments.feature_usage fu
             WHERE fu.customer_id = entitlements.customer_id AND fu.subscription_id = v_sub.id
               AND fu.feature = v_feature.key AND fu.period_start = v_period.period_start;
             feature := v_feature.key;
@@ -627,18 +627,208 @@ $$;
 COMMENT ON FUNCTION payments.entitlements(text, timestamptz) IS
     'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit in the period at falls in (NULL: unlimited), what was used and what is left. The period follows from at and the subscription alone: a new period''s quota starts at its start, whether run_billing has renewed it yet or not.';
 
+CREATE OR REPLACE FUNCTION payments._quota_answer(p_answer payments.consumptions, p_period_start timestamptz,
+                                      p_limit numeric, OUT answer payments.consumptions, OUT replayed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_used numeric;
+BEGIN
+    answer := p_answer;
+    IF p_limit IS NOT NULL THEN
+        SELECT coalesce(sum(fu.used), 0) INTO v_used FROM payments.feature_usage fu
+        WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+          AND fu.feature = answer.feature AND fu.period_start = p_period_start;
+        answer.remaining := p_limit - v_used - CASE WHEN answer.allowed THEN answer.quantity ELSE 0 END;
+    END IF;
+    -- Of two calls with one request id, the second waits here for the first and answers as it did.
+    INSERT INTO payments.consumptions (customer_id, request_id, feature, quantity, subscription_id, allowed, remaining,
+                                       reason)
+    VALUES (answer.customer_id, answer.request_id, answer.feature, answer.quantity, answer.subscription_id,
+            answer.allowed, answer.remaining, answer.reason)
+    ON CONFLICT ON CONSTRAINT consumptions_pkey DO NOTHING;
+    replayed := NOT FOUND;
+    IF replayed THEN
+        SELECT * INTO answer FROM payments.consumptions c
+        WHERE c.customer_id = p_answer.customer_id AND c.request_id = p_answer.request_id;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._quota_answer(payments.consumptions, timestamptz, numeric) IS
+    'Internal: records a consume answer, with what remains under p_limit as far as this call can see; a request id already answered returns that answer instead (replayed), waiting for a concurrent call with it to end.';
+
+CREATE OR REPLACE FUNCTION payments._quota_take(p_answer payments.consumptions, p_period_start timestamptz,
+                                    p_slot smallint, p_limit numeric,
+                                    OUT answer payments.consumptions, OUT replayed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_answered record;
+BEGIN
+    v_answered := payments._quota_answer(p_answer, p_period_start, p_limit);
+    answer := v_answered.answer;
+    replayed := v_answered.replayed;
+    IF NOT replayed AND answer.allowed THEN
+        INSERT INTO payments.feature_usage AS fu (customer_id, subscription_id, feature, period_start, slot, used)
+        VALUES (answer.customer_id, answer.subscription_id, answer.feature, p_period_start, p_slot, answer.quantity)
+        ON CONFLICT ON CONSTRAINT feature_usage_pkey DO UPDATE
+        SET used = fu.used + excluded.used,
+            -- Counted without a limit: a slot split for an earlier limit is unlimited now.
+            allowance = CASE WHEN p_limit IS NOT NULL THEN fu.allowance END,
+            basis = CASE WHEN p_limit IS NOT NULL THEN fu.basis END;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._quota_take(payments.consumptions, timestamptz, smallint, numeric) IS
+    'Internal: records a consume answer (_quota_answer) and, when allowed and not replayed, counts the quantity in slot p_slot of the quota. The caller holds the slot''s lock when the feature has a limit.';
+
+CREATE OR REPLACE FUNCTION payments._quota_consume(p_answer payments.consumptions, p_period_start timestamptz,
+                                       p_limit numeric, OUT answer payments.consumptions, OUT replayed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- This server process's own slot, tried first: concurrent callers start apart.
+    v_mine     smallint := pg_backend_pid() % 32;
+    v_slot     smallint;
+    v_room     boolean;
+    v_used     numeric;
+    v_leftover numeric;
+    v_part     numeric;
+    v_slots    integer;
+    v_held     smallint[];
+    v_taken    record;
+BEGIN
+    answer := p_answer;
+    answer.allowed := true;
+    -- Steps 1 to 3 each run in a block that, when it finds no slot, is rolled back, letting go
+    -- of what it locked (a locking read keeps rows it re-checked and passed over): a caller never
+    -- holds one slot while it waits for another, and step 4, which takes every slot in order,
+    -- starts holding none, so no two callers wait on each other in a cycle. A slot found is
+    -- counted in the same block (a row locked in one transaction and changed in another, even
+    -- its parent, would need a MultiXact).
+    BEGIN
+        -- 1. Its own slot, counted in place when it has room (the answer first, which the
+        -- block takes back if not).
+        v_taken := payments._quota_answer(answer, p_period_start, p_limit);
+        answer := v_taken.answer;
+        replayed := v_taken.replayed;
+        IF replayed THEN
+            RETURN;
+        END IF;
+        UPDATE payments.feature_usage fu SET used = fu.used + answer.quantity
+        WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+          AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = v_mine
+          AND fu.basis = p_limit AND fu.allowance - fu.used >= answer.quantity;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'P0001';
+    EXCEPTION WHEN raise_exception THEN
+        answer := p_answer;
+        answer.allowed := true;
+    END;
+    BEGIN
+        -- 2. Another slot with room that no one holds.
+        SELECT fu.slot INTO v_slot FROM payments.feature_usage fu
+        WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+          AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.basis = p_limit
+          AND fu.allowance - fu.used >= answer.quantity
+        ORDER BY (fu.slot - v_mine + 32) % 32 LIMIT 1
+        FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            v_taken := payments._quota_take(answer, p_period_start, v_slot, p_limit);
+            answer := v_taken.answer;
+            replayed := v_taken.replayed;
+            RETURN;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'P0001';
+    EXCEPTION WHEN raise_exception THEN
+        NULL;
+    END;
+    BEGIN
+        -- 3. All busy: wait for the one that had room last, and see whether it still has. (A
+        -- process without a slot of its own makes one in step 4 instead: the quota grows as
+        -- more of its customer's calls run at once.)
+        SELECT fu.slot INTO v_slot FROM payments.feature_usage fu
+        WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+          AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.basis = p_limit
+          AND fu.allowance - fu.used >= answer.quantity
+          AND EXISTS (SELECT FROM payments.feature_usage mine
+                      WHERE mine.customer_id = answer.customer_id AND mine.subscription_id = answer.subscription_id
+                        AND mine.feature = answer.feature AND mine.period_start = p_period_start AND mine.slot = v_mine)
+        ORDER BY (fu.slot - v_mine + 32) % 32 LIMIT 1;
+        IF FOUND THEN
+            SELECT fu.basis = p_limit AND fu.allowance - fu.used >= answer.quantity INTO v_room
+            FROM payments.feature_usage fu
+            WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+              AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = v_slot
+            FOR UPDATE;
+            IF v_room THEN
+                v_taken := payments._quota_take(answer, p_period_start, v_slot, p_limit);
+                answer := v_taken.answer;
+                replayed := v_taken.replayed;
+                RETURN;
+            END IF;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'P0001';
+    EXCEPTION WHEN raise_exception THEN
+        NULL;
+    END;
+    -- 4. No slot has room. Slot 0 is the quota's anchor: made first, and held by whoever splits
+    -- (one caller at a time). Then this process's own slot is made if it is not there yet (a
+    -- quiet customer has one or two), and every slot is locked and added up in one statement,
+    -- in order: what it locks is what it adds, and no slot can appear meanwhile (its maker
+    -- would need the anchor).
+    INSERT INTO payments.feature_usage AS fu (customer_id, subscription_id, feature, period_start, slot, used)
+    VALUES (answer.customer_id, answer.subscription_id, answer.feature, p_period_start, 0, 0)
+    ON CONFLICT ON CONSTRAINT feature_usage_pkey DO NOTHING;
+    PERFORM FROM payments.feature_usage fu
+    WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+      AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = 0
+    FOR UPDATE;
+    INSERT INTO payments.feature_usage AS fu (customer_id, subscription_id, feature, period_start, slot, used)
+    VALUES (answer.customer_id, answer.subscription_id, answer.feature, p_period_start, v_mine, 0)
+    ON CONFLICT ON CONSTRAINT feature_usage_pkey DO NOTHING;
+    SELECT array_agg(l.slot), sum(l.used) INTO v_held, v_used FROM (
+        SELECT fu.slot, fu.used FROM payments.feature_usage fu
+        WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+          AND fu.feature = answer.feature AND fu.period_start = p_period_start
+        ORDER BY fu.slot FOR UPDATE) l;
+    v_slots := cardinality(v_held);
+    IF v_used + answer.quantity > p_limit THEN
+        answer.allowed := false;
+        answer.reason := 'limit_exceeded';
+    ELSE
+        -- What is left after this call, split evenly among the slots there are (at its own scale,
+        -- so exactly); this slot gets the quantity and what the split leaves over. The
+        -- allowances add up to the limit.
+        v_leftover := p_limit - v_used - answer.quantity;
+        v_part := trunc(v_leftover / v_slots, scale(v_leftover));
+        UPDATE payments.feature_usage fu
+        SET allowance = fu.used + v_part
+                        + CASE WHEN fu.slot = v_mine THEN answer.quantity + v_leftover - v_slots * v_part ELSE 0 END,
+            basis = p_limit
+        WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+          AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = ANY (v_held);
+    END IF;
+    v_taken := payments._quota_take(answer, p_period_start, v_mine, p_limit);
+    answer := v_taken.answer;
+    replayed := v_taken.replayed;
+END
+$$;
+COMMENT ON FUNCTION payments._quota_consume(payments.consumptions, timestamptz, numeric) IS
+    'Internal: consume for a feature with a limit, through its quota''s slots (payments.feature_usage): counts the quantity in a slot with room, waiting for one if all are busy; when none has room, takes every slot in order and refuses (limit_exceeded) or splits what is left evenly among them (escrow) and counts. The limit is never exceeded: the slots'' allowances add up to it.';
+
 CREATE OR REPLACE FUNCTION payments.consume(customer_id text, feature text, quantity numeric, request_id text,
                                  at timestamptz DEFAULT now())
 RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_candidate record;
-    v_grant  jsonb;
-    v_sub    payments.subscriptions%ROWTYPE;
-    v_period record;
-    v_limit  numeric;
-    v_used   numeric;
-    v_answer payments.consumptions%ROWTYPE;
+    v_grant    jsonb;
+    v_sub      payments.subscriptions%ROWTYPE;
+    v_period   record;
+    v_period_start timestamptz;
+    v_limit    numeric;
+    v_answer   payments.consumptions%ROWTYPE;
+    v_taken    record;
 BEGIN
     IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 OR request_id IS NULL
        OR length(request_id) NOT BETWEEN 1 AND 255 OR feature IS NULL OR length(feature) NOT BETWEEN 1 AND 64
@@ -646,25 +836,6 @@ BEGIN
         RAISE EXCEPTION 'customer_id and request_id are 1 to 255 characters, feature 1 to 64, quantity above 0 and below 10^15'
             USING ERRCODE = 'PM100';
     END IF;
-    -- The first subscription that grants the feature now, locked: every consume of it
-    -- waits here, so the check and the count below are one step for all of them.
-    FOR v_candidate IN
-        SELECT s.id, s.plan FROM payments.subscriptions s
-        WHERE s.customer_id = consume.customer_id AND s.status = ANY (payments._group('current_subscription_status'))
-        ORDER BY s.created_at, s.id
-    LOOP
-        SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_candidate.plan;
-        CONTINUE WHEN v_grant IS NULL;
-        SELECT * INTO v_sub FROM payments.subscriptions s
-        WHERE s.customer_id = consume.customer_id AND s.id = v_candidate.id FOR UPDATE;
-        -- The period at falls in, and the plan it bills (the locked row's: it may have changed).
-        v_period := payments._period_at(v_sub, at);
-        IF v_period.plan IS DISTINCT FROM v_candidate.plan THEN
-            SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_period.plan;
-        END IF;
-        EXIT WHEN v_grant IS NOT NULL AND payments._grants_now(v_sub, at);
-        v_sub := NULL;
-    END LOOP;
     -- A retried request: its first answer, nothing consumed; the same id for another request is refused.
     SELECT * INTO v_answer FROM payments.consumptions c
     WHERE c.customer_id = consume.customer_id AND c.request_id = consume.request_id;
@@ -672,41 +843,40 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._replayed_consumption(v_answer, feature, quantity);
         RETURN;
     END IF;
+    -- The first subscription that grants the feature at this time, in the plan of the period
+    -- at falls in. Not locked: the quota's own rows keep the limit, and a change of the
+    -- subscription committed meanwhile simply comes after this call.
+    FOR v_candidate IN
+        SELECT * FROM payments.subscriptions s
+        WHERE s.customer_id = consume.customer_id AND s.status = ANY (payments._group('current_subscription_status'))
+        ORDER BY s.created_at, s.id
+    LOOP
+        v_sub := v_candidate;
+        v_period := payments._period_at(v_sub, at);
+        SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_period.plan;
+        v_period_start := v_period.period_start;
+        EXIT WHEN v_grant IS NOT NULL AND payments._grants_now(v_sub, at);
+        v_sub := NULL;
+        v_period_start := NULL;
+    END LOOP;
     v_answer.customer_id := customer_id;
     v_answer.request_id := request_id;
     v_answer.feature := feature;
     v_answer.quantity := quantity;
     v_answer.subscription_id := v_sub.id;
-    IF v_sub.id IS NULL THEN
-        v_answer.allowed := false;
-        v_answer.reason := 'no_entitlement';
+    -- The grant is the limit (JSON null: unlimited).
+    v_limit := CASE WHEN jsonb_typeof(v_grant) = 'number' THEN (v_grant::text)::numeric END;
+    v_answer.allowed := v_sub.id IS NOT NULL AND NOT coalesce(quantity > v_limit, false);
+    v_answer.reason := CASE WHEN v_sub.id IS NULL THEN 'no_entitlement'
+                            WHEN NOT v_answer.allowed THEN 'limit_exceeded' END;
+    IF v_answer.allowed AND v_limit IS NOT NULL THEN
+        v_taken := payments._quota_consume(v_answer, v_period_start, v_limit);
     ELSE
-        -- The locked subscription's grant is the limit (JSON null: unlimited).
-        v_limit := CASE WHEN jsonb_typeof(v_grant) = 'number' THEN (v_grant::text)::numeric END;
-        SELECT fu.used INTO v_used FROM payments.feature_usage fu
-        WHERE fu.customer_id = v_sub.customer_id AND fu.subscription_id = v_sub.id AND fu.feature = consume.feature
-          AND fu.period_start = v_period.period_start;
-        v_used := coalesce(v_used, 0);
-        v_answer.allowed := v_limit IS NULL OR v_used + quantity <= v_limit;
-        IF v_answer.allowed THEN
-            INSERT INTO payments.feature_usage AS fu (customer_id, subscription_id, feature, period_start, used)
-            VALUES (v_sub.customer_id, v_sub.id, feature, v_period.period_start, quantity)
-            ON CONFLICT ON CONSTRAINT feature_usage_pkey DO UPDATE SET used = fu.used + excluded.used;
-            v_answer.remaining := v_limit - v_used - quantity;
-        ELSE
-            v_answer.remaining := v_limit - v_used;
-            v_answer.reason := 'limit_exceeded';
-        END IF;
+        -- Refused at once, or unlimited: counted in this server process's slot, no limit to keep.
+        v_taken := payments._quota_take(v_answer, v_period_start, (pg_backend_pid() % 32)::smallint, v_limit);
     END IF;
-    -- Without a subscription to lock, two calls with one request id meet here.
-    INSERT INTO payments.consumptions (customer_id, request_id, feature, quantity, subscription_id, allowed, remaining,
-                                       reason)
-    VALUES (v_answer.customer_id, v_answer.request_id, v_answer.feature, v_answer.quantity, v_answer.subscription_id,
-            v_answer.allowed, v_answer.remaining, v_answer.reason)
-    ON CONFLICT ON CONSTRAINT consumptions_pkey DO NOTHING;
-    IF NOT FOUND THEN
-        SELECT * INTO v_answer FROM payments.consumptions c
-        WHERE c.customer_id = consume.customer_id AND c.request_id = consume.request_id;
+    v_answer := v_taken.answer;
+    IF v_taken.replayed THEN
         RETURN QUERY SELECT * FROM payments._replayed_consumption(v_answer, feature, quantity);
         RETURN;
     END IF;
@@ -715,7 +885,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.consume(text, text, numeric, text, timestamptz) IS
-    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit (the subscription''s row lock serialises them). The period counted in is the one at falls in (a new period''s quota starts at its start, renewed by run_billing or not). A repeated request_id returns the first answer (outcome replayed) and counts nothing; the same request_id with another feature or quantity is PM201.';
+    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining: what is left, as far as this call can see) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit, and one customer''s calls rarely wait on each other: the limit is split among up to 32 slots (payments.feature_usage), each locked by one call at a time (two calls in one transaction on a busy customer''s limited feature may, rarely, deadlock with another such transaction: 40P01, retry). The period counted in is the one at falls in (a new period''s quota starts at its start, renewed by run_billing or not). A repeated request_id returns the first answer (outcome replayed) and counts nothing; the same request_id with another feature or quantity is PM201.';
 
 CREATE OR REPLACE FUNCTION payments._replayed_consumption(p_answer payments.consumptions, p_feature text, p_quantity numeric)
 RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text)

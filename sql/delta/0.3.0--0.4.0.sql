@@ -26,3 +26,12 @@ ALTER TABLE payments.provider_snapshots ADD CONSTRAINT provider_snapshots_object
 
 -- A usage event's problem takes the meter's fields (a whole row cannot cross to a Citus worker).
 DROP FUNCTION payments._usage_event_problem(payments.meters, numeric, timestamptz, jsonb, timestamptz);
+
+-- A quota in up to 32 slots with allowances (escrow): one customer's consume calls stop waiting on
+-- one row. What each period used so far stays in slot 0, not yet split.
+ALTER TABLE payments.feature_usage ADD COLUMN slot smallint NOT NULL DEFAULT 0 CHECK (slot BETWEEN 0 AND 31),
+    ADD COLUMN allowance numeric, ADD COLUMN basis numeric,
+    ADD CONSTRAINT feature_usage_within_allowance CHECK (used <= allowance);
+ALTER TABLE payments.feature_usage ALTER COLUMN slot DROP DEFAULT;
+ALTER TABLE payments.feature_usage DROP CONSTRAINT feature_usage_pkey,
+    ADD CONSTRAINT feature_usage_pkey PRIMARY KEY (customer_id, subscription_id, feature, period_start, slot);

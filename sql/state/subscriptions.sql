@@ -95,11 +95,18 @@ CREATE TABLE payments.feature_usage (
     feature         text COLLATE "C" NOT NULL,
     period_start    timestamptz NOT NULL,
     used            numeric NOT NULL CHECK (used >= 0),
-    PRIMARY KEY (customer_id, subscription_id, feature, period_start),
-    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+    slot            smallint NOT NULL CHECK (slot BETWEEN 0 AND 31),
+    allowance       numeric,
+    basis           numeric,
+    CONSTRAINT feature_usage_pkey PRIMARY KEY (customer_id, subscription_id, feature, period_start, slot),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id),
+    CONSTRAINT feature_usage_within_allowance CHECK (used <= allowance)
 );
 COMMENT ON TABLE payments.feature_usage IS
-    'How much of each feature a subscription consumed in each period: the running total consume checks and raises.';
+    'How much of each feature a subscription consumed in each period, in up to 32 slots (what it used is their sum; a slot is made when a server process first counts there), so that one customer''s concurrent consume calls rarely wait on each other. A limited feature''s limit is split among the slots (escrow): each slot may count up to its allowance, and a call that finds no slot with room locks them all, then refuses or moves what is left to where it is needed; the slots'' allowances always add up to the limit, so the limit is never exceeded.';
+COMMENT ON COLUMN payments.feature_usage.slot IS 'Which of the quota''s up to 32 rows this is (a call tries its server process''s slot first).';
+COMMENT ON COLUMN payments.feature_usage.allowance IS 'How much this slot may count in all (used included); NULL: unlimited, or not yet split.';
+COMMENT ON COLUMN payments.feature_usage.basis IS 'The limit the allowances were split from: a plan change with another limit splits them again.';
 
 CREATE TABLE payments.consumptions (
     customer_id     text COLLATE "C" NOT NULL,

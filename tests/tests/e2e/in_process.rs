@@ -1531,6 +1531,60 @@ async fn concurrent_batches_over_the_same_customers_all_land_and_keep_the_runnin
 // ---- subscriptions and quotas --------------------------------------------------
 
 #[tokio::test]
+async fn sixty_four_agents_of_one_customer_never_consume_past_its_limit() {
+    let db = payments_e2e::connect().await;
+    let plan = unique("quota").to_lowercase().replace('-', "_");
+    let customer = unique("cust_busy");
+    db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 500}')", &[&plan])
+        .await
+        .unwrap();
+    db.execute("SELECT payments.create_subscription($1, $2, $3)", &[&unique("sub"), &customer, &plan]).await.unwrap();
+    // 64 connections at once, 12 calls each of 1 (then 3) unit: 768 + 64 asks for a limit of 500.
+    let mut agents = tokio::task::JoinSet::new();
+    for agent in 0..64 {
+        let customer = customer.clone();
+        agents.spawn(async move {
+            let db = payments_e2e::connect().await;
+            let mut allowed = 0;
+            for call in 0..13 {
+                let quantity = if call == 12 { 3 } else { 1 };
+                let row = db
+                    .query_one(
+                        "SELECT allowed, reason FROM payments.consume($1, 'calls', $2::int, $3)",
+                        &[&customer, &quantity, &format!("{agent}-{call}")],
+                    )
+                    .await
+                    .unwrap();
+                if row.get::<_, bool>(0) {
+                    allowed += quantity;
+                } else {
+                    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("limit_exceeded"));
+                }
+            }
+            allowed
+        });
+    }
+    let mut allowed = 0;
+    while let Some(n) = agents.join_next().await {
+        allowed += n.unwrap();
+    }
+    // Exactly the limit: never more, and never less than was asked while room was left.
+    assert_eq!(allowed, 500, "what the agents were told they may use");
+    // (One query each: on Citus a function call may not sit beside a query of the tables.)
+    let mut counts = vec![];
+    for sql in [
+        "SELECT sum(used)::int FROM payments.feature_usage WHERE customer_id = $1",
+        "SELECT used::int FROM payments.entitlements($1) WHERE feature = 'calls'",
+        "SELECT sum(quantity)::int FROM payments.consumptions WHERE customer_id = $1 AND allowed",
+        "SELECT count(*)::int FROM payments.consumptions WHERE customer_id = $1",
+        "SELECT sum(allowance)::int FROM payments.feature_usage WHERE customer_id = $1",
+    ] {
+        counts.push(db.query_one(sql, &[&customer]).await.unwrap().get::<_, i32>(0));
+    }
+    assert_eq!(counts, [500, 500, 500, 64 * 13, 500], "counted, shown, recorded, answered, split");
+}
+
+#[tokio::test]
 async fn an_agent_checks_its_entitlements_and_consumes_within_them_over_http() {
     let app = spawn_app(&[]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
