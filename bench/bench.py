@@ -371,7 +371,27 @@ end
 """
 
 
-def gateway_bench(seconds, connections, binary, pool):
+# POSTs a batch of 1,000 usage events per request, each with a fresh key, over PRELOAD customers.
+BATCH_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer KEY"
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function init(args) counter = 0 end
+function request()
+  counter = counter + 1
+  local events = {}
+  for i = 1, 1000 do
+    events[i] = string.format('{"idempotency_key":"RUN-%d-%d-%d","customer_id":"cust_%d","meter":"bench_calls","quantity":1}',
+                              tid, counter, i, (counter * 7919 + i) % CUSTOMERS + 1)
+  end
+  return wrk.format(nil, nil, nil, '{"events":[' .. table.concat(events, ",") .. ']}')
+end
+"""
+
+
+def gateway_bench(seconds, connections, binary, pool, batch_connections):
     """wrk against the gateway; the sandbox runs as its own process, as Stripe
     would be remote, and delivers its signed webhooks back to the gateway, so
     the full flow is: create, charge at the sandbox, record the answer, ingest
@@ -404,8 +424,13 @@ def gateway_bench(seconds, connections, binary, pool):
         stored = post("cust_gw_stored", {})
         payment = psql("SELECT id FROM payments.payments WHERE customer_id = 'cust_gw' LIMIT 1")
         get = wrk(f"{url}/v1/payments/{payment}", seconds, connections, headers=[f"Authorization: Bearer {key}"])
+        # Usage batches at the SQL batch's (l) concurrency: what HTTP adds to bulk ingestion.
+        lua = BATCH_LUA.replace("KEY", key).replace("RUN", run).replace("CUSTOMERS", str(PRELOAD))
+        batch = wrk(f"{url}/v1/usage", seconds, batch_connections, lua=lua)
+        batch["connections"] = batch_connections
         rss_kib = int(re.search(r"VmHWM:\s+(\d+)", pathlib.Path(f"/proc/{proc.pid}/status").read_text()).group(1))
-        return {"post": full, "post_stored": stored, "get": get, "peak_rss_mib": round(rss_kib / 1024, 1)}
+        return {"post": full, "post_stored": stored, "get": get, "usage_batch": batch,
+                "peak_rss_mib": round(rss_kib / 1024, 1)}
     finally:
         for p in (proc, sandbox):
             if p:
@@ -554,7 +579,7 @@ def main():
             print(f"scale-out: {results['scale_out']}", flush=True)
 
         if "gateway" in parts:
-            results["gateway"] = gateway_bench(http_seconds, top, args.gateway_bin, args.gateway_pool)
+            results["gateway"] = gateway_bench(http_seconds, top, args.gateway_bin, args.gateway_pool, mid)
             results["gateway"]["connections"] = top
             results["gateway"]["pool"] = args.gateway_pool
             print(f"gateway: {results['gateway']}", flush=True)
@@ -648,6 +673,11 @@ def targets(r):
         v = ratio(g["post_stored"]["rps"], k)
         rows.append((f"gateway POST without a provider call ≥ 0.8 × (k), the same SQL, at {g['connections']}",
                      f"{v:.2f}", v >= 0.8))
+    batch = (g or {}).get("usage_batch")
+    if batch and "l" in sql.get(batch["connections"], {}):
+        v = ratio(batch["rps"], sql[batch["connections"]]["l"]["tps"])
+        rows.append((f"POST /v1/usage, batches of 1,000, ≥ 0.8 × (l) the same batch in SQL, at {batch['connections']} "
+                     "connections", f"{batch['rps'] * 1000:.0f} events/s, {v:.2f}", v >= 0.8))
     growth = r.get("growth") or {}
     if len(growth) > 1:
         sizes = list(growth)
@@ -714,7 +744,14 @@ def write(r, out):
                   f"{g['post_stored']['p50_ms']:.2f} | {g['post_stored']['p99_ms']:.2f} | {g['post_stored']['non_2xx']} | "
                   f"{ratio(g['post_stored']['rps'], k_same or 0):.2f} of (k) |",
                   f"| GET /v1/payments/{{id}} | {g['get']['rps']:.0f} | {g['get']['p50_ms']:.2f} | {g['get']['p99_ms']:.2f} | "
-                  f"{g['get']['non_2xx']} | |", "", f"Gateway peak RSS: {g['peak_rss_mib']} MiB", ""]
+                  f"{g['get']['non_2xx']} | |"]
+        if g.get("usage_batch"):
+            b = g["usage_batch"]
+            l_same = r["sql"].get(b["connections"], {}).get("l", {}).get("tps")
+            lines.append(f"| POST /v1/usage, 1,000 events a request, {b['connections']} connections | {b['rps']:.1f} "
+                         f"({b['rps'] * 1000:.0f} events/s) | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} | {b['non_2xx']} | "
+                         f"{ratio(b['rps'], l_same or 0):.2f} of (l) |")
+        lines += ["", f"Gateway peak RSS: {g['peak_rss_mib']} MiB", ""]
     if r.get("peer"):
         lines += ["## The peer (../shared/peer/seed_fastapi: FastAPI + SQLAlchemy, uvicorn with 2 workers), "
                   "POST /payments, the same wrk settings", "",
