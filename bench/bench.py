@@ -154,6 +154,16 @@ SCRIPTS = {
     "g": ("payments.record_usage, fresh keys",
           f"\\set c random(1, {PRELOAD})\n"
           "SELECT id FROM payments.record_usage(gen_random_uuid()::text, 'cust_' || :c, 'bench_calls', 1);\n"),
+    "h": ("payments.consume, fresh request ids",
+          f"\\set c random(1, {PRELOAD})\n"
+          "SELECT allowed FROM payments.consume('cust_' || :c, 'calls', 1, gen_random_uuid()::text);\n"),
+    "h1": ("payments.consume, fresh request ids, every client on ONE customer",
+           "SELECT allowed FROM payments.consume('cust_1', 'calls', 1, gen_random_uuid()::text);\n"),
+    "h2": ("(h1) of a feature with a limit (checked at every call)",
+           "SELECT allowed FROM payments.consume('cust_2', 'tokens', 1, gen_random_uuid()::text);\n"),
+    "h": ("payments.consume, fresh request ids",
+          f"\\set c random(1, {PRELOAD})\n"
+          "SELECT allowed FROM payments.consume('cust_' || :c, 'calls', 1, gen_random_uuid()::text);\n"),
     "h1": ("payments.consume, fresh request ids, every client on ONE customer",
            "SELECT allowed FROM payments.consume('cust_1', 'calls', 1, gen_random_uuid()::text);\n"),
     "h2": ("(h1) of a feature with a limit (checked at every call)",
@@ -169,9 +179,6 @@ SCRIPTS = {
           "INSERT INTO bench.bare_usage (id, customer_id, meter, quantity, occurred_at, idempotency_key, fingerprint) "
           f"SELECT 'use_' || gen_random_uuid(), 'cust_' || (1 + (:c + g * 7919) % {PRELOAD}), 'bench_calls', 1, now(), "
           "gen_random_uuid()::text, '\\x00' FROM generate_series(1, 1000) g;\n"),
-    "h": ("payments.consume, fresh request ids",
-          f"\\set c random(1, {PRELOAD})\n"
-          "SELECT allowed FROM payments.consume('cust_' || :c, 'calls', 1, gen_random_uuid()::text);\n"),
     "i": ("by hand: key, payment, first event in one transaction",
           f"\\set c random(1, {PRELOAD})\n\\set n random(1, 9223372036854775807)\nBEGIN;\n"
           "INSERT INTO bench.hand_keys (customer_id, key, fingerprint, payment_id) "

@@ -7,14 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 pub use payments_core::vocabulary::{
     SCOPE_ADMIN as ADMIN, SCOPE_READ as READ, SCOPE_WEBHOOKS as WEBHOOKS, SCOPE_WRITE as WRITE,
@@ -151,16 +148,8 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Caller::verify(&state.pool, &state.keys, bearer_key(&parts.headers)?).await
-    }
-}
-
 /// The key of the one `Authorization: Bearer <key>` header (the scheme in any case).
-fn bearer_key(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+pub fn bearer_key(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
     let mut all = headers.get_all(AUTHORIZATION).iter();
     let header = all.next().ok_or(ApiError::Unauthenticated("missing Authorization: Bearer <api key>"))?;
     if all.next().is_some() {

@@ -1,13 +1,25 @@
-//! A JSON body extractor whose rejections use the API's error shape.
+//! Extractors whose rejections use the API's error shape: JSON bodies, and the caller
+//! (the API key of the request's `Authorization: Bearer` header, verified).
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::de::DeserializeOwned;
 
 use payments_core::error::shown;
 
+use crate::auth::{bearer_key, Caller};
 use crate::error::{ApiError, QUOTED};
+use crate::state::AppState;
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Caller::verify(&state.pool, &state.keys, bearer_key(&parts.headers)?).await
+    }
+}
 
 pub struct JsonBody<T>(pub T);
 
