@@ -1775,6 +1775,24 @@ mod tests {
         };
         assert_eq!(totals("set"), totals("each"));
         assert_eq!(totals("set"), "_1 b_calls 3.5 2, _2 b_calls 10 2, _2 b_users 1 1");
+        // A customer whose plan prices the meter by volume goes one by one: the bound must hold
+        // after each event, and a volume price can fall as usage grows.
+        one::<String>("SELECT code FROM payments.create_meter('b_vol', 'sum')");
+        one::<String>(
+            r#"SELECT code FROM payments.create_plan('b_vol_plan', 'usd', 0, 'month', metered => '[{"meter": "b_vol",
+               "price": {"mode": "volume", "tiers": [{"up_to": 5, "unit_amount_minor": 500}, {"up_to": null, "unit_amount_minor": 400}]}}]')"#,
+        );
+        one::<String>("SELECT id FROM payments.create_subscription('b_vol_sub', 'vol_1', 'b_vol_plan')");
+        let volume = r#"[{"idempotency_key":"v1","customer_id":"vol_1","meter":"b_vol","quantity":6}]"#;
+        assert_eq!(
+            one::<String>(&format!("SELECT payments.record_usage_batch({}) -> 0 ->> 'outcome'", quote(volume))),
+            "created"
+        );
+        assert_eq!(
+            one::<i64>("SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage_each'"),
+            2,
+            "the volume-priced batch went one by one"
+        );
         // A value PostgreSQL might refuse hands the whole batch to the one-by-one path, which says what it refused.
         let odd = r#"[{"idempotency_key":"z1","customer_id":"set_3","meter":"b_calls","quantity":"1,5"},
                       {"idempotency_key":"z2","customer_id":"set_3","meter":"b_calls","quantity":1,"occurred_at":"yesterday-ish"},

@@ -628,7 +628,8 @@ COMMENT ON FUNCTION payments.entitlements(text, timestamptz) IS
     'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit in the period at falls in (NULL: unlimited), what was used and what is left. The period follows from at and the subscription alone: a new period''s quota starts at its start, whether run_billing has renewed it yet or not.';
 
 CREATE OR REPLACE FUNCTION payments._quota_answer(p_answer payments.consumptions, p_period_start timestamptz,
-                                      p_limit numeric, OUT answer payments.consumptions, OUT replayed boolean)
+                                      p_limit numeric, p_counted boolean,
+                                      OUT answer payments.consumptions, OUT replayed boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_used numeric;
@@ -638,7 +639,7 @@ BEGIN
         SELECT coalesce(sum(fu.used), 0) INTO v_used FROM payments.feature_usage fu
         WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
           AND fu.feature = answer.feature AND fu.period_start = p_period_start;
-        answer.remaining := p_limit - v_used - CASE WHEN answer.allowed THEN answer.quantity ELSE 0 END;
+        answer.remaining := p_limit - v_used - CASE WHEN answer.allowed AND NOT p_counted THEN answer.quantity ELSE 0 END;
     END IF;
     -- Of two calls with one request id, the second waits here for the first and answers as it did.
     INSERT INTO payments.consumptions (customer_id, request_id, feature, quantity, subscription_id, allowed, remaining,
@@ -653,8 +654,8 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION payments._quota_answer(payments.consumptions, timestamptz, numeric) IS
-    'Internal: records a consume answer, with what remains under p_limit as far as this call can see; a request id already answered returns that answer instead (replayed), waiting for a concurrent call with it to end.';
+COMMENT ON FUNCTION payments._quota_answer(payments.consumptions, timestamptz, numeric, boolean) IS
+    'Internal: records a consume answer, with what remains under p_limit as far as this call can see (p_counted: the quantity is in the slots already); a request id already answered returns that answer instead (replayed), waiting for a concurrent call with it to end.';
 
 CREATE OR REPLACE FUNCTION payments._quota_take(p_answer payments.consumptions, p_period_start timestamptz,
                                     p_slot smallint, p_limit numeric,
@@ -663,17 +664,20 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_answered record;
 BEGIN
-    v_answered := payments._quota_answer(p_answer, p_period_start, p_limit);
+    v_answered := payments._quota_answer(p_answer, p_period_start, p_limit, false);
     answer := v_answered.answer;
     replayed := v_answered.replayed;
     IF NOT replayed AND answer.allowed THEN
+        IF p_limit IS NULL THEN
+            -- Counted without a limit: a split made for a limit earlier this period is over (a
+            -- limit back later splits again, counting this too). Nothing to write once it is.
+            UPDATE payments.feature_usage fu SET allowance = NULL, basis = NULL
+            WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+              AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.basis IS NOT NULL;
+        END IF;
         INSERT INTO payments.feature_usage AS fu (customer_id, subscription_id, feature, period_start, slot, used)
         VALUES (answer.customer_id, answer.subscription_id, answer.feature, p_period_start, p_slot, answer.quantity)
-        ON CONFLICT ON CONSTRAINT feature_usage_pkey DO UPDATE
-        SET used = fu.used + excluded.used,
-            -- Counted without a limit: a slot split for an earlier limit is unlimited now.
-            allowance = CASE WHEN p_limit IS NOT NULL THEN fu.allowance END,
-            basis = CASE WHEN p_limit IS NOT NULL THEN fu.basis END;
+        ON CONFLICT ON CONSTRAINT feature_usage_pkey DO UPDATE SET used = fu.used + excluded.used;
     END IF;
 END
 $$;
@@ -694,6 +698,7 @@ DECLARE
     v_slots    integer;
     v_held     smallint[];
     v_taken    record;
+    v_first    payments.consumptions;  -- the answer a request id got already
 BEGIN
     answer := p_answer;
     answer.allowed := true;
@@ -704,25 +709,29 @@ BEGIN
     -- counted in the same block (a row locked in one transaction and changed in another, even
     -- its parent, would need a MultiXact).
     BEGIN
-        -- 1. Its own slot, counted in place when it has room (the answer first, which the
-        -- block takes back if not).
-        v_taken := payments._quota_answer(answer, p_period_start, p_limit);
-        answer := v_taken.answer;
-        replayed := v_taken.replayed;
-        IF replayed THEN
-            RETURN;
-        END IF;
+        -- 1. Its own slot, counted in place when it has room; then the answer, as in every step
+        -- (a slot, then the request id: two calls with one request id never wait on each other
+        -- in a cycle). A request answered already takes the count back with the block.
         UPDATE payments.feature_usage fu SET used = fu.used + answer.quantity
         WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
           AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = v_mine
           AND fu.basis = p_limit AND fu.allowance - fu.used >= answer.quantity;
         IF FOUND THEN
-            RETURN;
+            v_taken := payments._quota_answer(answer, p_period_start, p_limit, true);
+            IF NOT v_taken.replayed THEN
+                answer := v_taken.answer;
+                replayed := false;
+                RETURN;
+            END IF;
+            v_first := v_taken.answer;
         END IF;
         RAISE EXCEPTION USING ERRCODE = 'P0001';
     EXCEPTION WHEN raise_exception THEN
-        answer := p_answer;
-        answer.allowed := true;
+        IF v_first.request_id IS NOT NULL THEN
+            answer := v_first;
+            replayed := true;
+            RETURN;
+        END IF;
     END;
     BEGIN
         -- 2. Another slot with room that no one holds.
@@ -857,6 +866,7 @@ BEGIN
         v_period_start := v_period.period_start;
         EXIT WHEN v_grant IS NOT NULL AND payments._grants_now(v_sub, at);
         v_sub := NULL;
+        v_grant := NULL;
         v_period_start := NULL;
     END LOOP;
     v_answer.customer_id := customer_id;
@@ -885,7 +895,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.consume(text, text, numeric, text, timestamptz) IS
-    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining: what is left, as far as this call can see) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit, and one customer''s calls rarely wait on each other: the limit is split among up to 32 slots (payments.feature_usage), each locked by one call at a time (two calls in one transaction on a busy customer''s limited feature may, rarely, deadlock with another such transaction: 40P01, retry). The period counted in is the one at falls in (a new period''s quota starts at its start, renewed by run_billing or not). A repeated request_id returns the first answer (outcome replayed) and counts nothing; the same request_id with another feature or quantity is PM201.';
+    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining: what is left, as far as this call can see) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit, and one customer''s calls rarely wait on each other: the limit is split among up to 32 slots (payments.feature_usage), each locked by one call at a time (a transaction that calls consume more than once on a busy customer''s limited feature keeps the slots it took and may, rarely, deadlock with another call: 40P01, retry). The period counted in is the one at falls in (a new period''s quota starts at its start, renewed by run_billing or not). A repeated request_id returns the first answer (outcome replayed) and counts nothing; the same request_id with another feature or quantity is PM201.';
 
 CREATE OR REPLACE FUNCTION payments._replayed_consumption(p_answer payments.consumptions, p_feature text, p_quantity numeric)
 RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text)

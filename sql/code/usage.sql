@@ -151,10 +151,13 @@ DECLARE
     v_state  text;
     v_msg    text;
 BEGIN
-    -- In the order of the usage_daily rows they add to, so that two batches never wait on each other in a cycle.
+    -- In the order of the usage_daily rows they add to, then of the keys, so that two batches
+    -- rarely wait on each other in a cycle (times with other UTC offsets can still order days
+    -- apart; a deadlock then fails one event with 40P01, to be retried).
     FOR v_event, v_index IN
         SELECT e.value, (e.ordinality - 1)::integer FROM jsonb_array_elements(p_events) WITH ORDINALITY e
-        ORDER BY e.value ->> 'customer_id', e.value ->> 'meter', e.value ->> 'occurred_at', e.ordinality
+        ORDER BY e.value ->> 'customer_id', e.value ->> 'meter', e.value ->> 'occurred_at',
+                 e.value ->> 'idempotency_key', e.ordinality
     LOOP
         BEGIN
             IF jsonb_typeof(v_event) IS DISTINCT FROM 'object' OR jsonb_typeof(v_event -> 'quantity') NOT IN ('number', 'string')
@@ -183,7 +186,7 @@ COMMENT ON FUNCTION payments._record_usage_each(jsonb) IS
 CREATE OR REPLACE FUNCTION payments._record_usage_set(p_events jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
-    -- One element per event, in the order the one-by-one path takes them (customer, meter, time, then as given).
+    -- One element per event, in the order the one-by-one path takes them (customer, meter, time, key, then as given).
     v_index             integer[];
     v_key               text[];
     v_customer          text[];
@@ -204,6 +207,7 @@ DECLARE
     v_held              jsonb;       -- what each key holds after the INSERT: {"[customer, key]": [id, fingerprint]}
     v_result            jsonb;
     v_pair              record;
+    v_plan              text;
     v_problem           text;
 BEGIN
     -- The meters, read first: the statement below then touches no table (on Citus it runs where it is called).
@@ -241,7 +245,8 @@ BEGIN
                                 AND length(e.value ->> 'customer_id') BETWEEN 1 AND 255, false) AS ids_ok,
                        q.quantity, q.given_at, coalesce(q.given_at, now()) AS at,
                        row_number() OVER (ORDER BY e.value ->> 'customer_id', e.value ->> 'meter',
-                                                   e.value ->> 'occurred_at', e.ordinality) AS ord
+                                                   e.value ->> 'occurred_at', e.value ->> 'idempotency_key',
+                                                   e.ordinality) AS ord
                 FROM jsonb_array_elements(p_events) WITH ORDINALITY e
                 LEFT JOIN unnest(v_meters, v_aggregations, v_unique_properties) AS m(code, aggregation, unique_property)
                        ON m.code = e.value ->> 'meter'
@@ -328,7 +333,9 @@ BEGIN
         max_quantity = greatest(d.max_quantity, excluded.max_quantity);
 
     -- Usage no payment could charge: the one-by-one path refuses the very event that crosses.
-    -- Only a customer whose subscription bills the meter can have any.
+    -- Only a customer whose subscription bills the meter can have any. Checking the totals
+    -- once is checking after each event only while a price never falls as usage grows; a
+    -- volume price can (all units at the tier reached), so such a plan's batch goes one by one.
     SELECT array_agg(jsonb_build_array(c.customer_id, c.meter)::text) INTO v_claims FROM payments.meter_claims c
     WHERE c.customer_id = ANY (v_customer) AND c.meter = ANY (v_meter);
     FOR v_pair IN
@@ -336,6 +343,13 @@ BEGIN
         WHERE r.created AND jsonb_build_array(r.customer, r.meter)::text = ANY (v_claims)
         ORDER BY 1, 2
     LOOP
+        SELECT s.plan INTO v_plan FROM payments.meter_claims c
+        JOIN payments.subscriptions s ON s.customer_id = c.customer_id AND s.id = c.subscription_id
+        WHERE c.customer_id = v_pair.customer AND c.meter = v_pair.meter;
+        IF EXISTS (SELECT FROM payments.plans p CROSS JOIN jsonb_array_elements(p.metered) m
+                   WHERE p.code = v_plan AND m.value -> 'price' ->> 'mode' = 'volume') THEN
+            RAISE EXCEPTION 'a volume price: the one-by-one path checks each event' USING ERRCODE = 'P0001';
+        END IF;
         v_problem := payments._pending_usage_problem(v_pair.customer, v_pair.meter);
         IF v_problem IS NOT NULL THEN
             RAISE EXCEPTION '%', v_problem USING ERRCODE = 'PM104';
@@ -345,7 +359,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._record_usage_set(jsonb) IS
-    'Internal: record_usage_batch as a handful of set-based statements, with the answers of the one-by-one path; NULL when a value''s cast might fail (only that path reports it as PostgreSQL does); raises (and writes nothing) when the batch needs that path: usage no payment could charge (PM104), or a key claimed concurrently (40001).';
+    'Internal: record_usage_batch as a handful of set-based statements, with the answers of the one-by-one path; NULL when a value''s cast might fail (only that path reports it as PostgreSQL does); raises (and writes nothing) when the batch needs that path: usage no payment could charge (PM104), a customer whose plan prices a meter by volume (the bound must hold after each event, and a volume price can fall as usage grows), or a key claimed concurrently (40001).';
 
 CREATE OR REPLACE FUNCTION payments.record_usage_batch(events jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -365,7 +379,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.record_usage_batch(jsonb) IS
-    'record_usage for up to 1000 events at once ([{"idempotency_key", "customer_id", "meter", "quantity", "occurred_at"?, "properties"?}]): returns one result per event, in order: {"index", "id", "outcome"} or {"index", "error": {"sqlstate", "message"}}; a bad event does not stop the others. Events are recorded in the order of customer, meter, occurred_at and then as given: the first of two events with one key in that order is the one created.';
+    'record_usage for up to 1000 events at once ([{"idempotency_key", "customer_id", "meter", "quantity", "occurred_at"?, "properties"?}]): returns one result per event, in order: {"index", "id", "outcome"} or {"index", "error": {"sqlstate", "message"}}; a bad event does not stop the others. Events are recorded in the order of customer, meter, occurred_at, key and then as given: the first of two events with one key in that order is the one created.';
 
 CREATE OR REPLACE FUNCTION payments.usage_summary(customer_id text, meter text, "from" timestamptz, "to" timestamptz)
 RETURNS TABLE (value numeric, event_count bigint, aggregation text)

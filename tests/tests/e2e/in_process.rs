@@ -1535,41 +1535,47 @@ async fn sixty_four_agents_of_one_customer_never_consume_past_its_limit() {
     let db = payments_e2e::connect().await;
     let plan = unique("quota").to_lowercase().replace('-', "_");
     let customer = unique("cust_busy");
-    db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 500}')", &[&plan])
+    db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 250}')", &[&plan])
         .await
         .unwrap();
     db.execute("SELECT payments.create_subscription($1, $2, $3)", &[&unique("sub"), &customer, &plan]).await.unwrap();
-    // 64 connections at once, 12 calls each of 1 (then 3) unit: 768 + 64 asks for a limit of 500.
+    // 64 connections at once, in pairs that send the same 13 requests (an agent and its retry,
+    // each request twice at the same moment): 32 × (12 × 1 + 3) = 480 units asked of 250.
     let mut agents = tokio::task::JoinSet::new();
     for agent in 0..64 {
         let customer = customer.clone();
         agents.spawn(async move {
             let db = payments_e2e::connect().await;
-            let mut allowed = 0;
+            let mut answers = vec![];
             for call in 0..13 {
                 let quantity = if call == 12 { 3 } else { 1 };
+                let request = format!("{}-{call}", agent / 2);
                 let row = db
                     .query_one(
                         "SELECT allowed, reason FROM payments.consume($1, 'calls', $2::int, $3)",
-                        &[&customer, &quantity, &format!("{agent}-{call}")],
+                        &[&customer, &quantity, &request],
                     )
                     .await
                     .unwrap();
-                if row.get::<_, bool>(0) {
-                    allowed += quantity;
-                } else {
+                let allowed = row.get::<_, bool>(0);
+                if !allowed {
                     assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("limit_exceeded"));
                 }
+                answers.push((request, quantity, allowed));
             }
-            allowed
+            answers
         });
     }
-    let mut allowed = 0;
-    while let Some(n) = agents.join_next().await {
-        allowed += n.unwrap();
+    let mut told = std::collections::BTreeMap::new();
+    while let Some(answers) = agents.join_next().await {
+        for (request, quantity, allowed) in answers.unwrap() {
+            let first = *told.entry(request.clone()).or_insert((quantity, allowed));
+            assert_eq!(first, (quantity, allowed), "both senders of {request} got one answer");
+        }
     }
     // Exactly the limit: never more, and never less than was asked while room was left.
-    assert_eq!(allowed, 500, "what the agents were told they may use");
+    let allowed: i32 = told.values().filter(|(_, allowed)| *allowed).map(|(quantity, _)| quantity).sum();
+    assert_eq!(allowed, 250, "what the agents were told they may use, each request once");
     // (One query each: on Citus a function call may not sit beside a query of the tables.)
     let mut counts = vec![];
     for sql in [
@@ -1581,7 +1587,7 @@ async fn sixty_four_agents_of_one_customer_never_consume_past_its_limit() {
     ] {
         counts.push(db.query_one(sql, &[&customer]).await.unwrap().get::<_, i32>(0));
     }
-    assert_eq!(counts, [500, 500, 500, 64 * 13, 500], "counted, shown, recorded, answered, split");
+    assert_eq!(counts, [250, 250, 250, 32 * 13, 250], "counted, shown, recorded, answered, split");
 }
 
 #[tokio::test]
