@@ -1847,6 +1847,17 @@ mod tests {
             "115.0"
         );
         assert_eq!(consume("d1", "100"), "replayed -", "a retry counts nothing");
+        // A subscription that no longer grants (canceled at its period's end, asked after it)
+        // answers no_entitlement, with no limit to tell of.
+        let ending = one::<String>("SELECT id FROM payments.create_subscription('esc-end', 'cust_end', 'esc10')");
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{ending}', at_period_end => true)"));
+        assert_eq!(
+            one::<String>(
+                "SELECT outcome || ' ' || reason || ' ' || coalesce(remaining::text, '-') \
+                 FROM payments.consume('cust_end', 'tokens', 1, 'e1', now() + interval '40 days')"
+            ),
+            "refused no_entitlement -"
+        );
     }
 
     #[pg_test]
