@@ -80,13 +80,6 @@ fn overview_body(o: &Value) -> Markup {
     let outcomes = rows(&o["outcomes"]);
     let (succeeded, failed) =
         outcomes.iter().fold((0, 0), |(s, f), r| (s + int(&r["succeeded"]), f + int(&r["failed"])));
-    let rate = |s: i64, f: i64| {
-        if s + f == 0 {
-            "—".to_string()
-        } else {
-            format!("{:.1} %", 100.0 * s as f64 / (s + f) as f64)
-        }
-    };
     let subs = &o["subscriptions"];
     let mrr = rows(&o["mrr"]);
     let refunds = daily(&days, rows(&o["refunds"]), |r| int(&r["n"]));
@@ -103,7 +96,7 @@ fn overview_body(o: &Value) -> Markup {
         p.lede { "The last " (OVERVIEW_DAYS) " days, by UTC day." }
         section.tiles aria-label="Totals" {
             div.tile { span.label { "Payments succeeded" } span.value { (succeeded) } }
-            div.tile { span.label { "Success rate" } span.value { (rate(succeeded, failed)) } }
+            div.tile { span.label { "Success rate" } span.value { (success_rate(succeeded, failed)) } }
             div.tile { span.label { "Refunds" } span.value { (refunds.iter().map(|b| b.value).sum::<i64>()) } }
             div.tile { span.label { "Disputes" } span.value { (disputes.iter().map(|b| b.value).sum::<i64>()) } }
             div.tile { span.label { "Active subscriptions" } span.value { (int(&subs["active"])) } }
@@ -405,6 +398,18 @@ pub async fn anomalies(State(state): State<AppState>, session: Session) -> Respo
     respond(body, "Anomalies", &session)
 }
 
+/// The share of succeeded among succeeded and failed, as the overview shows it: in tenths of a
+/// percent, rounded half up, in integers (counts, not money, but no float is needed either).
+fn success_rate(succeeded: i64, failed: i64) -> String {
+    match succeeded + failed {
+        0 => "—".to_string(),
+        all => {
+            let tenths = (1000 * succeeded + all / 2) / all;
+            format!("{}.{} %", tenths / 10, tenths % 10)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,5 +431,15 @@ mod tests {
         assert_eq!(n(Some("<script>"), None), None);
         assert!(n(None, Some("PM207")).unwrap().1.starts_with("Capture above"));
         assert_eq!(n(None, Some("<b>hi</b>")).unwrap().1, "The action failed.");
+    }
+
+    #[test]
+    fn the_success_rate_is_in_tenths_of_a_percent_rounded_half_up() {
+        assert_eq!(success_rate(0, 0), "—");
+        assert_eq!(success_rate(1, 0), "100.0 %");
+        assert_eq!(success_rate(2, 1), "66.7 %");
+        assert_eq!(success_rate(1, 2), "33.3 %");
+        assert_eq!(success_rate(1, 7), "12.5 %");
+        assert_eq!(success_rate(0, 5), "0.0 %");
     }
 }
