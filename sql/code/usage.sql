@@ -207,7 +207,7 @@ DECLARE
     v_held              jsonb;       -- what each key holds after the INSERT: {"[customer, key]": [id, fingerprint]}
     v_result            jsonb;
     v_pair              record;
-    v_plan              text;
+    v_plans             text[];
     v_problem           text;
 BEGIN
     -- The meters, read first: the statement below then touches no table (on Citus it runs where it is called).
@@ -336,20 +336,20 @@ BEGIN
     -- Only a customer whose subscription bills the meter can have any. Checking the totals
     -- once is checking after each event only while a price never falls as usage grows; a
     -- volume price can (all units at the tier reached), so such a plan's batch goes one by one.
-    SELECT array_agg(jsonb_build_array(c.customer_id, c.meter)::text) INTO v_claims FROM payments.meter_claims c
+    SELECT array_agg(jsonb_build_array(c.customer_id, c.meter)::text), array_agg(DISTINCT s.plan)
+    INTO v_claims, v_plans
+    FROM payments.meter_claims c
+    JOIN payments.subscriptions s ON s.customer_id = c.customer_id AND s.id = c.subscription_id
     WHERE c.customer_id = ANY (v_customer) AND c.meter = ANY (v_meter);
+    IF EXISTS (SELECT FROM payments.plans p CROSS JOIN jsonb_array_elements(p.metered) m
+               WHERE p.code = ANY (v_plans) AND m.value -> 'price' ->> 'mode' = 'volume') THEN
+        RAISE EXCEPTION 'a volume price: the one-by-one path checks each event' USING ERRCODE = 'P0001';
+    END IF;
     FOR v_pair IN
         SELECT DISTINCT r.customer, r.meter FROM unnest(v_created, v_customer, v_meter) AS r(created, customer, meter)
         WHERE r.created AND jsonb_build_array(r.customer, r.meter)::text = ANY (v_claims)
         ORDER BY 1, 2
     LOOP
-        SELECT s.plan INTO v_plan FROM payments.meter_claims c
-        JOIN payments.subscriptions s ON s.customer_id = c.customer_id AND s.id = c.subscription_id
-        WHERE c.customer_id = v_pair.customer AND c.meter = v_pair.meter;
-        IF EXISTS (SELECT FROM payments.plans p CROSS JOIN jsonb_array_elements(p.metered) m
-                   WHERE p.code = v_plan AND m.value -> 'price' ->> 'mode' = 'volume') THEN
-            RAISE EXCEPTION 'a volume price: the one-by-one path checks each event' USING ERRCODE = 'P0001';
-        END IF;
         v_problem := payments._pending_usage_problem(v_pair.customer, v_pair.meter);
         IF v_problem IS NOT NULL THEN
             RAISE EXCEPTION '%', v_problem USING ERRCODE = 'PM104';
