@@ -362,15 +362,19 @@ def spawn(binary, args, env, listen="127.0.0.1:0"):
     return proc, proc.stdout.readline().split()[2]
 
 
-# POSTs a payment per request with a fresh Idempotency-Key; BODY is the JSON body.
-POST_LUA = """
+# What every POST script sends: JSON with the bench key, and a thread id for fresh keys.
+LUA_POST_HEAD = """
 wrk.method = "POST"
-wrk.body = 'BODY'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer KEY"
 local threads = 0
 function setup(thread) threads = threads + 1; thread:set("tid", threads) end
 function init(args) counter = 0 end
+"""
+
+# POSTs a payment per request with a fresh Idempotency-Key; BODY is the JSON body.
+POST_LUA = LUA_POST_HEAD + """
+wrk.body = 'BODY'
 function request()
   counter = counter + 1
   wrk.headers["Idempotency-Key"] = "RUN-" .. tid .. "-" .. counter
@@ -378,15 +382,8 @@ function request()
 end
 """
 
-
 # POSTs a batch of 1,000 usage events per request, each with a fresh key, over PRELOAD customers.
-BATCH_LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer KEY"
-local threads = 0
-function setup(thread) threads = threads + 1; thread:set("tid", threads) end
-function init(args) counter = 0 end
+BATCH_LUA = LUA_POST_HEAD + """
 function request()
   counter = counter + 1
   local events = {}
