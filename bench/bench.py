@@ -44,18 +44,21 @@ def psql(sql, db=DB):
 
 
 def pgbench(script, clients, seconds, log_latencies=False):
-    """Runs one pgbench script; returns tps, mean latency and (with a log) p50/p99 in ms."""
+    """Runs one pgbench script for `seconds` (the smoke run: SMOKE_TRANSACTIONS per client);
+    returns tps, transactions, mean latency and (with a log) p50/p99 in ms."""
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp, "script.sql")
         path.write_text(script)
         os.chmod(tmp, 0o755)
         cmd = [f"{PG_BIN}/pgbench", "-n", "-M", "prepared", "-h", "127.0.0.1", "-p", str(PORT), "-U", "postgres",
-               "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), "-f", str(path), DB]
+               "-c", str(clients), "-j", str(min(clients, 2)), "-f", str(path), DB]
+        cmd[-1:-1] = ["-t", str(SMOKE_TRANSACTIONS)] if SMOKE else ["-T", str(seconds)]
         if log_latencies:
             cmd += ["-l", f"--log-prefix={tmp}/log"]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp).stdout
         result = {
             "tps": float(re.search(r"tps = ([\d.]+) \(without initial", out).group(1)),
+            "transactions": int(re.search(r"number of transactions actually processed: (\d+)", out).group(1)),
             "latency_ms": float(re.search(r"latency average = ([\d.]+) ms", out).group(1)),
             "failed": int((re.search(r"number of failed transactions: (\d+)", out) or [0, 0])[1]),
         }
@@ -70,6 +73,8 @@ def pgbench(script, clients, seconds, log_latencies=False):
 # the smoke run, which only proves the harness works, makes fewer.
 SMOKE = "--smoke" in sys.argv
 PRELOAD = 1_000 if SMOKE else 10_000
+# A smoke run's pgbench runs are this many transactions per client, not seconds.
+SMOKE_TRANSACTIONS = 20
 
 SETUP = f"""
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
@@ -248,7 +253,7 @@ def run_d(clients, seconds, ceiling_tps, profiled=False):
     """(d) with events for `ceiling_tps` webhooks a second (what it cannot exceed), refusing a run
     that ran out of them anyway (its empty selects would count as webhooks). `profiled`: the
     function statistics start after the events are made."""
-    prepare_events(int(ceiling_tps * seconds * 1.2) + 100)
+    prepare_events((clients * SMOKE_TRANSACTIONS if SMOKE else int(ceiling_tps * seconds * 1.2)) + 100)
     if profiled:
         psql("SELECT pg_stat_reset()")
     result = pgbench(SCRIPTS["d"][1], clients, seconds)
@@ -513,7 +518,7 @@ def profile(seconds, clients):
                 psql("SELECT pg_stat_reset()")
                 run = pgbench(SCRIPTS[name][1], clients, seconds)
             time.sleep(0.3 if SMOKE else 1.5)  # backends report their counts when they exit
-            txns = max(1, round(run["tps"] * seconds))
+            txns = max(1, run["transactions"])
             rows = psql(f"""SELECT funcname, calls, round(self_time::numeric * 1000 / {txns}, 1),
                                    round(total_time::numeric * 1000 / {txns}, 1)
                             FROM pg_stat_user_functions WHERE schemaname = 'payments' AND calls > 0
