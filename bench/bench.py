@@ -94,8 +94,8 @@ SELECT payments.add_webhook_secret('bench', 'stripe', '{SECRET}')
 WHERE NOT EXISTS (SELECT FROM payments.webhook_secrets WHERE provider = 'bench');
 SELECT count(*) FROM generate_series(1, {PRELOAD}) g,
     LATERAL payments.create_payment('replay-' || g, 'cust_replay', 10.00, 'USD');
--- "By hand": three of the rows create_payment writes (key, payment, first event), as a client would write them.
-CREATE TABLE IF NOT EXISTS bench.hand_keys (LIKE payments.idempotency_keys INCLUDING ALL);
+-- "By hand": two of the rows create_payment writes (the payment with its key, the first event), as a client
+-- would write them.
 CREATE TABLE IF NOT EXISTS bench.hand_payments (LIKE payments.payments INCLUDING ALL);
 CREATE TABLE IF NOT EXISTS bench.hand_events (LIKE payments.payment_events INCLUDING ALL);
 -- (m): what a batch of usage costs the disk and the server at best, in a usage_events-shaped table.
@@ -140,8 +140,9 @@ SQL_SCRIPTS = ["a", "b", "c", "e", "e_pgcrypto", "f", "g", "h", "h1", "h2", "i",
 SCRIPTS = {
     "a": ("bare INSERT into a payments-shaped table",
           f"\\set c random(1, {PRELOAD})\n"
-          "INSERT INTO bench.bare_payments (id, customer_id, amount_minor, currency, status, capture_method) "
-          "VALUES ('pay_' || gen_random_uuid(), 'cust_' || :c, 4999, 'USD', 'requires_payment_method', 'automatic');\n"),
+          "INSERT INTO bench.bare_payments (id, customer_id, amount_minor, currency, status, capture_method, "
+          "idempotency_key, request_fingerprint) VALUES ('pay_' || gen_random_uuid(), 'cust_' || :c, 4999, 'USD', "
+          "'requires_payment_method', 'automatic', gen_random_uuid()::text, '\\x00');\n"),
     "b": ("payments.create_payment, fresh keys",
           f"\\set c random(1, {PRELOAD})\n"
           "SELECT id FROM payments.create_payment(gen_random_uuid()::text, 'cust_' || :c, 49.99, 'USD');\n"),
@@ -185,12 +186,11 @@ SCRIPTS = {
           "INSERT INTO bench.bare_usage (id, customer_id, meter, quantity, occurred_at, idempotency_key, fingerprint) "
           f"SELECT 'use_' || gen_random_uuid(), 'cust_' || (1 + (:c + g * 7919) % {PRELOAD}), 'bench_calls', 1, now(), "
           "gen_random_uuid()::text, '\\x00' FROM generate_series(1, 1000) g;\n"),
-    "i": ("by hand: key, payment, first event in one transaction",
+    "i": ("by hand: payment with its key, first event in one transaction",
           f"\\set c random(1, {PRELOAD})\n\\set n random(1, 9223372036854775807)\nBEGIN;\n"
-          "INSERT INTO bench.hand_keys (customer_id, key, fingerprint, payment_id) "
-          "VALUES ('cust_' || :c, gen_random_uuid()::text, '\\x00', 'pay_' || :n);\n"
-          "INSERT INTO bench.hand_payments (id, customer_id, amount_minor, currency, status, capture_method) "
-          "VALUES ('pay_' || :n, 'cust_' || :c, 4999, 'USD', 'requires_payment_method', 'automatic');\n"
+          "INSERT INTO bench.hand_payments (id, customer_id, amount_minor, currency, status, capture_method, "
+          "idempotency_key, request_fingerprint) VALUES ('pay_' || :n, 'cust_' || :c, 4999, 'USD', "
+          "'requires_payment_method', 'automatic', gen_random_uuid()::text, '\\x00');\n"
           "INSERT INTO bench.hand_events (customer_id, payment_id, seq, to_status, applied, source, hash) "
           "VALUES ('cust_' || :c, 'pay_' || :n, 1, 'requires_payment_method', true, 'api', '\\x00');\nCOMMIT;\n"),
     "j": (f"payments.create_refund, a cent of one of {REFUNDABLE_PAYMENTS:,} payments",

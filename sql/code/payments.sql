@@ -160,20 +160,45 @@ $$;
 COMMENT ON FUNCTION payments._metadata_problem(jsonb) IS
     'Internal: why metadata breaks Stripe''s limits (a flat object of at most 50 keys of 1 to 40 characters, scalar values of at most 500 characters), or NULL.';
 
-CREATE OR REPLACE FUNCTION payments._customer_of(p_payment_id text) RETURNS text
+-- PL/pgSQL, whose plans a session keeps: a SQL function with a subquery is parsed at every call.
+CREATE OR REPLACE FUNCTION payments._citus() RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'citus');
+END
+$$;
+COMMENT ON FUNCTION payments._citus() IS
+    'Internal: whether Citus is installed. Payments are then found by id through payment_customers (distributed by payment id, so one shard answers), and create_payment writes that route; on one node the index payments_id_idx finds them and no route is written.';
+
+CREATE OR REPLACE FUNCTION payments._payment_customer(p_payment_id text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_customer text;
 BEGIN
-    SELECT r.customer_id INTO v_customer FROM payments.payment_customers r WHERE r.payment_id = p_payment_id;
-    IF NOT FOUND THEN
+    IF payments._citus() THEN
+        SELECT r.customer_id INTO v_customer FROM payments.payment_customers r WHERE r.payment_id = p_payment_id;
+    ELSE
+        SELECT p.customer_id INTO v_customer FROM payments.payments p WHERE p.id = p_payment_id;
+    END IF;
+    RETURN v_customer;
+END
+$$;
+COMMENT ON FUNCTION payments._payment_customer(text) IS
+    'Internal: the customer a payment id belongs to, or NULL for an unknown payment (payments._citus says where it looks).';
+
+CREATE OR REPLACE FUNCTION payments._customer_of(p_payment_id text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_customer text := payments._payment_customer(p_payment_id);
+BEGIN
+    IF v_customer IS NULL THEN
         RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
     END IF;
     RETURN v_customer;
 END
 $$;
 COMMENT ON FUNCTION payments._customer_of(text) IS
-    'Internal: the customer a payment id belongs to (payment_customers), or PM204 for an unknown payment.';
+    'Internal: the customer a payment id belongs to, or PM204 for an unknown payment.';
 
 CREATE OR REPLACE FUNCTION payments._locked_payment(p_payment_id text) RETURNS payments.payments
 LANGUAGE plpgsql AS $$
@@ -310,7 +335,7 @@ DECLARE
     v_fp       bytea;
     v_id       text := payments._new_id('pay');
     v_status   text;
-    v_claimed  payments.idempotency_keys%ROWTYPE;
+    v_claimed  record;
 BEGIN
     IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters' USING ERRCODE = 'PM100';
@@ -333,26 +358,29 @@ BEGIN
     v_fp := payments._request_fingerprint(customer_id, v_minor, v_currency, payment_method, description,
                                           v_metadata::text, v_capture);
 
-    -- Claim the key first. A concurrent call with the same key blocks here
-    -- until this transaction ends, then finds the key and replays.
-    INSERT INTO payments.idempotency_keys (customer_id, key, fingerprint, payment_id)
-    VALUES (customer_id, idempotency_key, v_fp, v_id)
-    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
+    -- The key is the payment row's own (unique per customer): a concurrent call with the
+    -- same key blocks on this insert until the first transaction ends, then replays.
+    v_status := payments._initial_status(payment_method IS NOT NULL);
+    INSERT INTO payments.payments
+        (id, customer_id, amount_minor, currency, status, capture_method, payment_method, description, metadata,
+         idempotency_key, request_fingerprint)
+    VALUES (v_id, customer_id, v_minor, v_currency, v_status, v_capture, payment_method, description, v_metadata,
+            idempotency_key, v_fp)
+    ON CONFLICT ON CONSTRAINT payments_idempotency_key DO NOTHING;
 
     IF FOUND THEN
-        v_status := payments._initial_status(payment_method IS NOT NULL);
-        INSERT INTO payments.payments
-            (id, customer_id, amount_minor, currency, status, capture_method, payment_method, description, metadata)
-        VALUES (v_id, customer_id, v_minor, v_currency, v_status, v_capture, payment_method, description, v_metadata);
-        INSERT INTO payments.payment_customers (payment_id, customer_id) VALUES (v_id, customer_id);
+        -- The route from a payment id to its customer is only a cluster's need (payments._citus).
+        IF payments._citus() THEN
+            INSERT INTO payments.payment_customers (payment_id, customer_id) VALUES (v_id, customer_id);
+        END IF;
         PERFORM payments._append_event(customer_id, v_id, NULL, v_status, true, 'api', 'created',
                                        jsonb_build_object('idempotency_key', idempotency_key));
         RETURN QUERY SELECT * FROM payments._result(customer_id, v_id, 'created');
         RETURN;
     END IF;
 
-    SELECT * INTO v_claimed FROM payments.idempotency_keys k
-    WHERE k.customer_id = create_payment.customer_id AND k.key = idempotency_key;
+    SELECT p.id AS payment_id, p.request_fingerprint AS fingerprint INTO v_claimed FROM payments.payments p
+    WHERE p.customer_id = create_payment.customer_id AND p.idempotency_key = create_payment.idempotency_key;
     IF NOT FOUND THEN
         -- Only under REPEATABLE READ or SERIALIZABLE: the key was committed
         -- after this transaction's snapshot was taken.
@@ -666,19 +694,21 @@ COMMENT ON FUNCTION payments.record_provider_result(text, text, text, text, json
 CREATE OR REPLACE FUNCTION payments.purge_idempotency_keys(older_than interval) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_deleted bigint;
+    v_purged bigint;
 BEGIN
     IF older_than IS NULL OR older_than < interval '24 hours' THEN
         RAISE EXCEPTION 'idempotency keys are kept at least 24 hours; older_than was %', older_than
             USING ERRCODE = 'PM100';
     END IF;
-    DELETE FROM payments.idempotency_keys k WHERE k.created_at < now() - older_than;
-    GET DIAGNOSTICS v_deleted = ROW_COUNT;
-    RETURN v_deleted;
+    -- The payment stays; only its key is forgotten.
+    UPDATE payments.payments p SET idempotency_key = NULL, request_fingerprint = NULL
+    WHERE p.created_at < now() - older_than AND p.idempotency_key IS NOT NULL;
+    GET DIAGNOSTICS v_purged = ROW_COUNT;
+    RETURN v_purged;
 END
 $$;
 COMMENT ON FUNCTION payments.purge_idempotency_keys(interval) IS
-    'Deletes idempotency keys older than older_than (at least 24 hours) and returns how many. A purged key can be used again for a new payment.';
+    'Forgets the idempotency keys of payments made more than older_than ago (at least 24 hours) and returns how many. The payments stay; a forgotten key can be used again for a new payment.';
 
 -- PL/pgSQL (Citus cannot plan parameterised SQL functions over its tables);
 -- verify_event_chain wraps it because its argument and a result column share a name.
@@ -689,8 +719,8 @@ DECLARE
     v_customer text;
 BEGIN
     IF p_payment_id IS NOT NULL THEN
-        SELECT r.customer_id INTO v_customer FROM payments.payment_customers r WHERE r.payment_id = p_payment_id;
-        IF NOT FOUND THEN
+        v_customer := payments._payment_customer(p_payment_id);
+        IF v_customer IS NULL THEN
             RETURN;  -- no payment, no history to break
         END IF;
     END IF;

@@ -49,6 +49,11 @@ BEGIN
     -- Keys to reference tables need one connection per node within the transaction.
     PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
 
+    -- Payments made before Citus was installed have no route (payments._citus): each gets one.
+    INSERT INTO payments.payment_customers (payment_id, customer_id)
+    SELECT p.id, p.customer_id FROM payments.payments p
+    ON CONFLICT (payment_id) DO NOTHING;
+
     -- Citus accepts a foreign key only between tables it already manages (and
     -- would otherwise convert every table of the key graph, which the
     -- extension's views forbid): set the keys aside, distribute, put them back.
@@ -110,7 +115,7 @@ BEGIN
     -- roles.sql grants; Citus propagates no column grants. So the roles that read the
     -- views may read the tables behind them, which hold no secrets, keys or webhook
     -- bodies (webhook_log reads through a function with its owner's rights).
-    -- (Citus has no column grants: readers see a refund's idempotency key and its
+    -- (Citus has no column grants: readers see a payment's or a refund's idempotency key and its
     -- fingerprint too, a client's retry token and a hash of the call, no secret.)
     GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.refunds, payments.disputes,
         payments.usage_events, payments.subscriptions, payments.invoices, payments.outbox_events,
@@ -132,4 +137,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every table whose primary key starts with customer_id (each customer''s payments, history, idempotency keys, anomalies, provider commands, refunds, disputes, usage events (with their daily totals), subscriptions (with their history, feature usage, consumptions and meter claims), invoices, outbox events and their webhook deliveries) distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers, webhook endpoints (with their secrets) and dashboard users (with their sessions): every other table, as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices, outbox_events, webhook_deliveries: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every table whose primary key starts with customer_id (each customer''s payments (with their idempotency keys), history, anomalies, provider commands, refunds, disputes, usage events (with their daily totals), subscriptions (with their history, feature usage, consumptions and meter claims), invoices, outbox events and their webhook deliveries) distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers, webhook endpoints (with their secrets) and dashboard users (with their sessions): every other table, as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices, outbox_events, webhook_deliveries: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';

@@ -213,8 +213,8 @@ BEGIN
     customer_id := v_linked.customer_id;
     IF payment_id IS NULL AND v_hint IS NOT NULL THEN
         -- Our own id in metadata: the object is linked to that payment if it is evidence for it.
-        SELECT r.payment_id, r.customer_id INTO payment_id, customer_id FROM payments.payment_customers r
-        WHERE r.payment_id = v_hint;
+        customer_id := payments._payment_customer(v_hint);
+        payment_id := CASE WHEN customer_id IS NOT NULL THEN v_hint END;
         v_by_hint := true;
     END IF;
     IF payment_id IS NOT NULL THEN

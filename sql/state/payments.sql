@@ -37,9 +37,14 @@ CREATE TABLE payments.payments (
     cancellation_reason text CHECK (payments._is_allowed('cancellation_reason', cancellation_reason)),
     amount_refunded_minor bigint NOT NULL DEFAULT 0 CHECK (amount_refunded_minor >= 0),
     amount_disputed_minor bigint NOT NULL DEFAULT 0 CHECK (amount_disputed_minor >= 0),
+    idempotency_key     text COLLATE "C" CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    request_fingerprint bytea,
     CHECK ((provider_payment_id IS NULL) OR (provider IS NOT NULL)),
+    CONSTRAINT payments_key_has_fingerprint CHECK ((idempotency_key IS NULL) = (request_fingerprint IS NULL)),
     -- The customer first: on Citus every customer's rows live together (payments.distribute()).
-    PRIMARY KEY (customer_id, id)
+    PRIMARY KEY (customer_id, id),
+    -- Keys are per customer, as Stripe keeps them per account; NULL (a forgotten key) repeats.
+    CONSTRAINT payments_idempotency_key UNIQUE (customer_id, idempotency_key)
 );
 CREATE INDEX payments_status_idx ON payments.payments (status, id DESC);
 -- The unfiltered list (newest first) reads a page of this index, never sorting the table.
@@ -63,6 +68,10 @@ COMMENT ON COLUMN payments.payments.amount_captured_minor IS
 COMMENT ON COLUMN payments.payments.cancellation_reason IS 'Why it was canceled (cancel_payment): duplicate, fraudulent, requested_by_customer, abandoned, or automatic (an authorization left uncaptured).';
 COMMENT ON COLUMN payments.payments.amount_refunded_minor IS 'What succeeded refunds gave back, in minor units (payments.refunds; kept by the refund functions).';
 COMMENT ON COLUMN payments.payments.amount_disputed_minor IS 'What its disputes withhold (open or lost), in minor units (payments.disputes; kept by the webhook that moves them).';
+COMMENT ON COLUMN payments.payments.idempotency_key IS
+    'The key create_payment was called with, unique per customer: the same key with the same parameters replays this payment, with others it is refused (PM201). A key is kept at least 24 hours; payments.purge_idempotency_keys forgets older ones (NULL), after which it may make a new payment. Not shown to readers.';
+COMMENT ON COLUMN payments.payments.request_fingerprint IS
+    'sha256 of the canonical parameters of the call that made the payment, to tell a replay from a reused key (PM201). NULL once the key is forgotten.';
 COMMENT ON COLUMN payments.payments.last_error IS 'The provider''s error for the last failed attempt (a decline, an authentication failure), as JSON.';
 
 -- ---------------------------------------------------------------------------
@@ -76,7 +85,7 @@ CREATE TABLE payments.payment_customers (
     customer_id text COLLATE "C" NOT NULL
 );
 COMMENT ON TABLE payments.payment_customers IS
-    'Which customer each payment belongs to, so calls that name only a payment id (get_payment, transition, record_provider_result, …) find its rows by (customer_id, id). On Citus it is distributed by payment_id: one shard answers.';
+    'Which customer each payment belongs to, so that on Citus calls that name only a payment id (get_payment, transition, record_provider_result, …) find its rows by (customer_id, id): distributed by payment_id, one shard answers. Written only where Citus is installed (payments._citus; distribute() fills it for older payments): on one node the index payments_id_idx finds a payment by id. Rows written by versions before 0.4.0 stay.';
 
 CREATE TABLE payments.provider_payments (
     provider            text COLLATE "C" NOT NULL,
@@ -123,23 +132,6 @@ COMMENT ON COLUMN payments.payment_events.customer_id IS 'The payment''s custome
 COMMENT ON COLUMN payments.payment_events.hash IS 'sha256(prev_hash ‖ canonical encoding of this event), computed by payments._event_hash.';
 
 -- ---------------------------------------------------------------------------
--- Idempotency keys
--- ---------------------------------------------------------------------------
-CREATE TABLE payments.idempotency_keys (
-    key         text COLLATE "C" NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
-    fingerprint bytea NOT NULL,
-    payment_id  text COLLATE "C" NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    customer_id text COLLATE "C" NOT NULL,
-    PRIMARY KEY (customer_id, key),
-    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id) DEFERRABLE INITIALLY DEFERRED
-);
-CREATE INDEX idempotency_keys_created_at_idx ON payments.idempotency_keys (created_at);
-COMMENT ON TABLE payments.idempotency_keys IS
-    'Idempotency keys of create_payment calls, per customer (as Stripe keeps them per account): the same key for two customers is two payments. A key is claimed before its payment is written (hence the deferred foreign key), so a concurrent call with the same key waits and then replays. Kept at least 24 hours; payments.purge_idempotency_keys removes older ones.';
-COMMENT ON COLUMN payments.idempotency_keys.fingerprint IS 'sha256 of the canonical call parameters; a replay with different parameters is refused (SQLSTATE PM201).';
-
--- ---------------------------------------------------------------------------
 -- Anomalies: provider objects that were no evidence for the payment they named
 -- ---------------------------------------------------------------------------
 CREATE TABLE payments.anomalies (
@@ -170,7 +162,6 @@ COMMENT ON COLUMN payments.anomalies.resolved_at IS 'When an operator closed it 
 -- pg_dump keeps the rows of extension tables only when told to.
 SELECT pg_catalog.pg_extension_config_dump('payments.payments', '');
 SELECT pg_catalog.pg_extension_config_dump('payments.payment_events', '');
-SELECT pg_catalog.pg_extension_config_dump('payments.idempotency_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('payments.anomalies', '');
 SELECT pg_catalog.pg_extension_config_dump('payments.payment_customers', '');
 SELECT pg_catalog.pg_extension_config_dump('payments.provider_payments', '');

@@ -51,10 +51,9 @@ async fn concurrent_retries_of_the_same_keys_make_exactly_one_payment_per_key() 
     let counts = db
         .query_one(
             "SELECT count(DISTINCT p.id), count(e.*)
-             FROM payments.idempotency_keys k
-             JOIN payments.payments p ON p.customer_id = k.customer_id AND p.id = k.payment_id
+             FROM payments.payments p
              JOIN payments.payment_events e ON e.customer_id = p.customer_id AND e.payment_id = p.id
-             WHERE k.key LIKE $1",
+             WHERE p.idempotency_key LIKE $1",
             &[&pattern],
         )
         .await
@@ -148,7 +147,7 @@ async fn the_reader_role_can_read_but_never_write() {
         db.execute("SELECT payments.transition($1, 'succeeded', 'api')", &[&id]).await,
         db.execute("SELECT payments.record_provider_result($1, 'sandbox', 'pi_r', 'succeeded', '{}')", &[&id]).await,
         db.execute("SELECT payments.purge_idempotency_keys('2 days')", &[]).await,
-        db.execute("SELECT * FROM payments.idempotency_keys", &[]).await,
+        db.execute("SELECT * FROM payments.api_keys", &[]).await,
     ];
     for result in denied {
         assert_eq!(sqlstate(result), "42501");
@@ -163,11 +162,9 @@ async fn the_reader_role_can_read_but_never_write() {
 #[tokio::test]
 async fn create_payment_lives_and_dies_with_the_callers_transaction() {
     let mut db = connect().await;
-    let count = "SELECT (SELECT count(*) FROM payments.idempotency_keys WHERE key = $1)
-                      + (SELECT count(*) FROM payments.payments p JOIN payments.idempotency_keys k
-                           ON k.customer_id = p.customer_id AND k.payment_id = p.id WHERE k.key = $1)
-                      + (SELECT count(*) FROM payments.payment_events e JOIN payments.idempotency_keys k
-                           ON k.customer_id = e.customer_id AND k.payment_id = e.payment_id WHERE k.key = $1)";
+    let count = "SELECT (SELECT count(*) FROM payments.payments p WHERE p.idempotency_key = $1)
+                      + (SELECT count(*) FROM payments.payment_events e JOIN payments.payments p
+                           ON p.customer_id = e.customer_id AND p.id = e.payment_id WHERE p.idempotency_key = $1)";
 
     let rolled_back = unique("txn-rollback");
     let tx = db.transaction().await.unwrap();
@@ -181,7 +178,11 @@ async fn create_payment_lives_and_dies_with_the_callers_transaction() {
     let tx = db.transaction().await.unwrap();
     tx.query_one(CREATE, &[&committed, &"cust_txn", &"7.50"]).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(db.query_one(count, &[&committed]).await.unwrap().get::<_, i64>(0), 3, "key, payment and event");
+    assert_eq!(
+        db.query_one(count, &[&committed]).await.unwrap().get::<_, i64>(0),
+        2,
+        "the payment (with its key) and its event"
+    );
 }
 
 /// A payment of `amount_minor` cents the provider captured in full: (customer, payment id).
