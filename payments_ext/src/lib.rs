@@ -217,8 +217,13 @@ fn group(name: &str) -> Vec<&'static str> {
 
 #[pg_extern(volatile, parallel_safe, name = "_new_id")]
 fn new_id(prefix: &str) -> String {
+    thread_local! {
+        // One backend's ids sort in the order it made them.
+        static IDS: std::cell::RefCell<id::Monotonic> = std::cell::RefCell::default();
+    }
     let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    id::new_id(prefix, millis).unwrap_or_else(|e| error!("no randomness available for a new id: {e}"))
+    IDS.with_borrow_mut(|ids| ids.new_id(prefix, millis))
+        .unwrap_or_else(|e| error!("no randomness available for a new id: {e}"))
 }
 
 /// A secret token: `<prefix>_` and 160 random bits.
