@@ -9,7 +9,8 @@ the one PAYMENTS_TEST_DATABASE_URL names, made by CMD (default `scripts/cluster.
 createdb`; N at a time), and runs with its tests one at a time (they share that database
 and its gateway workers) while up to N suites run at once, in the order given (longest
 first keeps the wall time short). With --filter, the tests whose names contain NAME run
-in one database, one at a time. Each suite's output goes to
+in one database, one at a time. After each, the ledger's trial balance must be zero.
+Each suite's output goes to
 .run/e2e/<suite>.log; failures are printed whole. The other PAYMENTS_* variables
 pass through unchanged.
 """
@@ -57,6 +58,14 @@ def run(suite, binary, url, test_args):
                               stdout=out, stderr=subprocess.STDOUT).returncode
     text = log.read_text()
     summary = (re.findall(r"^test result: .*$", text, re.M) or ["no test result"])[-1]
+    # Whatever the suite did, the ledger's debits equal its credits in every unit.
+    unbalanced = subprocess.run(["psql", url, "-XtAc", "SELECT string_agg(unit || ' ' || difference, ', ') "
+                                 "FROM payments.trial_balance() WHERE difference <> 0 OR debits <> credits"],
+                                capture_output=True, text=True)
+    if unbalanced.returncode != 0 or unbalanced.stdout.strip():
+        code = code or 1
+        text += f"\ne2e: the trial balance after {suite} is not zero: {unbalanced.stdout.strip()}{unbalanced.stderr}\n"
+        summary += " (TRIAL BALANCE NOT ZERO)"
     return suite, code, time.time() - started, summary, text
 
 

@@ -12,14 +12,16 @@ use thiserror::Error;
 pub enum Error {
     #[error("unknown currency \"{0}\": expected an active ISO 4217 code such as USD, EUR or JPY")]
     UnknownCurrency(String),
-    #[error("amount {amount} has more decimal places than {currency} allows ({exponent})")]
-    ExcessPrecision { amount: String, currency: &'static str, exponent: u32 },
+    #[error("amount {amount} has more decimal places than {unit} allows ({exponent})")]
+    ExcessPrecision { amount: String, unit: String, exponent: u32 },
     #[error("amount must be greater than zero, got {0}")]
     NotPositive(String),
-    #[error("amount {amount} {currency} exceeds the maximum of {max} {currency}")]
-    TooLarge { amount: String, currency: &'static str, max: String },
+    #[error("amount {amount} {unit} exceeds the maximum of {max} {unit}")]
+    TooLarge { amount: String, unit: String, max: String },
     #[error("amount \"{0}\" is not a finite decimal number")]
     NotANumber(String),
+    #[error("unknown unit \"{0}\": expected a currency code such as USD, or a credit unit such as tokens")]
+    UnknownUnit(String),
 }
 
 impl Error {
@@ -31,17 +33,33 @@ impl Error {
             Error::UnknownCurrency(_) => "PM103",
             Error::TooLarge { .. } => "PM104",
             Error::NotANumber(_) => "PM105",
+            Error::UnknownUnit(_) => "PM106",
         }
     }
 
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::ExcessPrecision { currency, exponent, .. } => Some(format!(
-                "{currency} amounts are given in major units with at most {exponent} decimal place(s); round before calling"
+            Error::ExcessPrecision { unit, exponent, .. } => Some(format!(
+                "{unit} amounts are given in major units with at most {exponent} decimal place(s); round before calling"
             )),
             Error::UnknownCurrency(_) => Some("SELECT * FROM payments.currencies() lists the accepted codes".into()),
+            Error::UnknownUnit(_) => Some(
+                "a credit unit is 1 to 32 lower-case letters, digits and underscores, starting with a letter".into(),
+            ),
             _ => None,
         }
+    }
+
+    /// One error of each kind: what the tests hold the SQLSTATE registry and the book against.
+    pub fn one_of_each() -> Vec<Error> {
+        vec![
+            Error::UnknownCurrency("XYZ".into()),
+            Error::ExcessPrecision { amount: "1.001".into(), unit: "USD".into(), exponent: 2 },
+            Error::NotPositive("0".into()),
+            Error::TooLarge { amount: "1e13".into(), unit: "USD".into(), max: "1".into() },
+            Error::NotANumber("NaN".into()),
+            Error::UnknownUnit("Tokens".into()),
+        ]
     }
 
     /// `{sqlstate, message, hint}` as the PL/pgSQL layer raises it.
@@ -74,13 +92,7 @@ mod tests {
 
     #[test]
     fn every_variant_has_a_distinct_pm_sqlstate() {
-        let all = [
-            Error::UnknownCurrency("XYZ".into()),
-            Error::ExcessPrecision { amount: "1.001".into(), currency: "USD", exponent: 2 },
-            Error::NotPositive("0".into()),
-            Error::TooLarge { amount: "1e13".into(), currency: "USD", max: "1".into() },
-            Error::NotANumber("NaN".into()),
-        ];
+        let all = Error::one_of_each();
         let mut codes: Vec<_> = all.iter().map(Error::sqlstate).collect();
         assert!(codes.iter().all(|c| c.len() == 5 && c.starts_with("PM")));
         codes.sort();

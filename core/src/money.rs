@@ -20,6 +20,12 @@ const QUOTED: usize = 40;
 /// currency's exponent are an error, never rounded.
 pub fn to_minor(amount: &str, currency: &str) -> Result<(i64, Currency), Error> {
     let cur = currency::lookup(currency).ok_or_else(|| Error::UnknownCurrency(error::shown(currency, QUOTED)))?;
+    Ok((minor_units(amount, cur.code, cur.exponent)?, cur))
+}
+
+/// `amount` (decimal text) in steps of 10^-`exponent` of `unit` (a currency's minor units,
+/// or whole credit units with exponent 0): positive, at most MAX_MINOR, never rounded.
+pub fn minor_units(amount: &str, unit: &str, exponent: u32) -> Result<i64, Error> {
     let text = amount.trim();
     let (negative, unsigned) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
@@ -36,15 +42,14 @@ pub fn to_minor(amount: &str, currency: &str) -> Result<(i64, Currency), Error> 
     if negative || (int.is_empty() && frac.is_empty()) {
         return Err(Error::NotPositive(error::shown(amount, QUOTED)));
     }
-    if frac.len() as u32 > cur.exponent {
-        return Err(Error::ExcessPrecision {
-            amount: error::shown(amount, QUOTED),
-            currency: cur.code,
-            exponent: cur.exponent,
-        });
+    if frac.len() as u32 > exponent {
+        return Err(Error::ExcessPrecision { amount: error::shown(amount, QUOTED), unit: unit.to_string(), exponent });
     }
-    let too_large =
-        || Error::TooLarge { amount: error::shown(amount, QUOTED), currency: cur.code, max: max_major(cur) };
+    let too_large = || Error::TooLarge {
+        amount: error::shown(amount, QUOTED),
+        unit: unit.to_string(),
+        max: Decimal::new(MAX_MINOR, exponent).to_string(),
+    };
     // More integer digits than MAX_MINOR has cannot fit; this also keeps huge
     // inputs away from Decimal's 96-bit mantissa.
     if int.len() > 18 {
@@ -52,12 +57,11 @@ pub fn to_minor(amount: &str, currency: &str) -> Result<(i64, Currency), Error> 
     }
     let exact =
         Decimal::from_str(&format!("{}.{}", if int.is_empty() { "0" } else { int }, frac)).map_err(|_| too_large())?;
-    let minor = exact
-        .checked_mul(Decimal::from(10i64.pow(cur.exponent)))
+    exact
+        .checked_mul(Decimal::from(10i64.pow(exponent)))
         .and_then(|d| i64::try_from(d).ok())
         .filter(|m| *m <= MAX_MINOR)
-        .ok_or_else(too_large)?;
-    Ok((minor, cur))
+        .ok_or_else(too_large)
 }
 
 /// Renders minor units as a major-unit decimal with exactly the currency's
@@ -65,10 +69,6 @@ pub fn to_minor(amount: &str, currency: &str) -> Result<(i64, Currency), Error> 
 pub fn to_major(minor: i64, currency: &str) -> Result<String, Error> {
     let cur = currency::lookup(currency).ok_or_else(|| Error::UnknownCurrency(error::shown(currency, QUOTED)))?;
     Ok(Decimal::new(minor, cur.exponent).to_string())
-}
-
-fn max_major(cur: Currency) -> String {
-    Decimal::new(MAX_MINOR, cur.exponent).to_string()
 }
 
 #[cfg(test)]

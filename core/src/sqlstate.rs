@@ -65,6 +65,8 @@ pub const REGISTRY: &[Code] = &[
     code("PM104", "amount_too_large", 400, InvalidRequest, Some("amount"), "amount above the maximum"),
     code("PM105", "amount_invalid", 400, InvalidRequest, Some("amount"),
          "amount is not a finite number (NaN, Infinity)"),
+    code("PM106", "unit_unknown", 400, InvalidRequest, Some("unit"),
+         "unknown unit: neither a currency nor a credit unit's name (lower-case letters, digits, underscores)"),
     code("PM110", "sign_in_failed", 401, Authentication, None,
          "dashboard sign-in refused: wrong email or password, or a disabled user (one answer for each)"),
     code("PM201", "idempotency_key_reused", 409, Idempotency, Some("Idempotency-Key"),
@@ -150,13 +152,7 @@ mod tests {
     #[test]
     fn every_error_of_the_money_enum_is_registered() {
         use crate::error::Error;
-        for e in [
-            Error::UnknownCurrency("XYZ".into()),
-            Error::ExcessPrecision { amount: "1.001".into(), currency: "USD", exponent: 2 },
-            Error::NotPositive("0".into()),
-            Error::TooLarge { amount: "1".into(), currency: "USD", max: "1".into() },
-            Error::NotANumber("NaN".into()),
-        ] {
+        for e in Error::one_of_each() {
             assert_ne!(lookup(e.sqlstate()), &INTERNAL, "{}", e.sqlstate());
         }
     }

@@ -7,6 +7,7 @@
 //! `ignored` is a webhook whose event type moves no payment.
 
 use crate::evidence;
+use crate::ledger;
 use crate::lifecycle;
 use crate::state::{self, Source, Status};
 use crate::webhook::Scheme;
@@ -52,9 +53,13 @@ pub enum Kind {
     InvoiceStatus,
     /// `payments.dashboard_users.role`: what a person signed in to the dashboard may do.
     DashboardRole,
+    /// `payments.ledger_transfers.debit_account` and `credit_account`: the chart of accounts.
+    LedgerAccount,
+    /// `payments.ledger_transfers.kind`: what a transfer records.
+    TransferKind,
 }
 
-pub const KINDS: [Kind; 19] = [
+pub const KINDS: [Kind; 21] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -74,6 +79,8 @@ pub const KINDS: [Kind; 19] = [
     Kind::BillingInterval,
     Kind::InvoiceStatus,
     Kind::DashboardRole,
+    Kind::LedgerAccount,
+    Kind::TransferKind,
 ];
 
 pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
@@ -172,6 +179,8 @@ impl Kind {
             Kind::BillingInterval => "billing_interval",
             Kind::InvoiceStatus => "invoice_status",
             Kind::DashboardRole => "dashboard_role",
+            Kind::LedgerAccount => "ledger_account",
+            Kind::TransferKind => "transfer_kind",
         }
     }
 
@@ -200,6 +209,8 @@ impl Kind {
             Kind::BillingInterval => BILLING_INTERVALS.to_vec(),
             Kind::InvoiceStatus => lifecycle::INVOICE.statuses.to_vec(),
             Kind::DashboardRole => DASHBOARD_ROLES.to_vec(),
+            Kind::LedgerAccount => ledger::ACCOUNTS.iter().map(|a| a.name).collect(),
+            Kind::TransferKind => ledger::TRANSFER_KINDS.to_vec(),
         }
     }
 
@@ -225,6 +236,8 @@ impl Kind {
             Kind::BillingInterval => BILLING_INTERVALS.contains(&value),
             Kind::InvoiceStatus => lifecycle::INVOICE.is_status(value),
             Kind::DashboardRole => DASHBOARD_ROLES.contains(&value),
+            Kind::LedgerAccount => ledger::account_named(value).is_some(),
+            Kind::TransferKind => ledger::TRANSFER_KINDS.contains(&value),
         }
     }
 }

@@ -6,7 +6,9 @@
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use payments_core::{canonical, currency, evidence, id, lifecycle, money, provider, state, vocabulary, webhook};
+use payments_core::{
+    canonical, currency, evidence, id, ledger, lifecycle, money, provider, state, vocabulary, webhook,
+};
 
 mod headers;
 mod price;
@@ -107,7 +109,22 @@ extension_sql_file!(
     requires = ["events", password_problem, password_hash, password_matches]
 );
 extension_sql_file!("../../sql/code/dashboard.sql", name = "dashboard", requires = ["dashboard_state"]);
-extension_sql_file!("../../sql/code/scale_out.sql", name = "scale_out", requires = ["dashboard"]);
+extension_sql_file!(
+    "../../sql/state/ledger.sql",
+    name = "ledger_state",
+    requires = [
+        "dashboard",
+        unit_code,
+        to_units_or_null,
+        units_error,
+        units_major,
+        account_sign,
+        account_owner,
+        ledger_accounts
+    ]
+);
+extension_sql_file!("../../sql/code/ledger.sql", name = "ledger", requires = ["ledger_state"]);
+extension_sql_file!("../../sql/code/scale_out.sql", name = "scale_out", requires = ["ledger"]);
 extension_sql_file!("../../sql/code/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------
@@ -388,6 +405,52 @@ fn dispute_decision(from_status: &str, to_status: &str) -> Option<&'static str> 
 #[pg_extern(immutable, parallel_safe, name = "_dispute_withholds")]
 fn dispute_withholds(status: &str) -> bool {
     lifecycle::dispute_withholds(status)
+}
+
+// ---- the ledger (payments_core::ledger) --------------------------------------
+
+#[pg_extern(immutable, parallel_safe)]
+fn ledger_accounts() -> TableIterator<
+    'static,
+    (
+        name!(account, &'static str),
+        name!(owner, &'static str),
+        name!(normal_side, &'static str),
+        name!(description, &'static str),
+    ),
+> {
+    TableIterator::new(ledger::ACCOUNTS.iter().map(|a| (a.name, a.owner_name(), a.normal_side(), a.what)))
+}
+
+#[pg_extern(immutable, parallel_safe, name = "_unit")]
+fn unit_code(unit: &str) -> Option<String> {
+    ledger::unit(unit).map(|u| u.code().to_string())
+}
+
+#[pg_extern(immutable, parallel_safe, name = "_to_units")]
+fn to_units_or_null(amount: AnyNumeric, unit: &str) -> Option<i64> {
+    ledger::to_units(&amount.to_string(), unit).ok().map(|(units, _)| units)
+}
+
+#[pg_extern(immutable, parallel_safe, name = "_units_error")]
+fn units_error(amount: AnyNumeric, unit: &str) -> Option<Vec<Option<String>>> {
+    ledger::to_units(&amount.to_string(), unit).err().map(|e| e.to_report())
+}
+
+#[pg_extern(immutable, parallel_safe, name = "_units_major")]
+fn units_major(amount: i64, unit: &str) -> Option<AnyNumeric> {
+    let text = ledger::to_major(amount, unit)?;
+    Some(text.parse().expect("a rendered Decimal is valid numeric input"))
+}
+
+#[pg_extern(immutable, parallel_safe, name = "_account_sign")]
+fn account_sign(account: &str) -> Option<i32> {
+    ledger::account_named(account).map(ledger::Account::sign)
+}
+
+#[pg_extern(immutable, parallel_safe, name = "_account_owner")]
+fn account_owner(account: &str) -> Option<&'static str> {
+    ledger::account_named(account).map(ledger::Account::owner_name)
 }
 
 // ---- usage (payments_core::timestamp) ----------------------------------------

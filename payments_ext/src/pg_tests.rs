@@ -3398,4 +3398,168 @@ mod tests {
         assert!(!may_claim("payments_gateway"), "the application role never sees a secret");
         assert!(!may_claim("payments_reader"));
     }
+
+    /// The ledger's transfers of a customer in order: `kind:debit>credit:amount unit`.
+    fn ledger_of(customer: &str) -> String {
+        one::<String>(&format!(
+            "SELECT coalesce(string_agg(kind || ':' || debit_account || '>' || credit_account || ':' || amount || ' ' || unit,
+                                        ',' ORDER BY transfer_id), '')
+             FROM payments.ledger WHERE customer_id = '{customer}'"
+        ))
+    }
+
+    fn trial_balance_is_zero() -> bool {
+        one::<bool>(
+            "SELECT coalesce(bool_and(difference = 0 AND debits = credits), true) FROM payments.trial_balance()",
+        )
+    }
+
+    #[pg_test]
+    fn every_money_movement_posts_to_the_ledger_once_and_the_trial_balance_stays_zero() {
+        add_secret(STRIPE_SECRET);
+        let a = paid("lg1", "cust_lg", "pi_lg1");
+        // A repeated provider answer moves nothing again.
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT outcome FROM payments.record_provider_result('{a}', 'stripe', 'pi_lg1', 'succeeded', '{}')",
+                intent("pi_lg1", 1000, "")
+            )),
+            "noop"
+        );
+        let refund = one::<String>(&format!("SELECT id FROM payments.create_refund('k1', '{a}', 2.50)"));
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_command_result('{}', true, 'succeeded', '{}')",
+            refund_command(&refund),
+            refund_object("re_lg", "pi_lg1", 250, "succeeded", "")
+        ));
+        // The bank returns the refund: the money is back with the provider.
+        let failed = refund_object("re_lg", "pi_lg1", 250, "failed", r#","failure_reason":"lost_or_stolen_card""#);
+        let t = now_unix();
+        let (b, s) = signed_event("evt_lg_r", "refund.failed", &failed, STRIPE_SECRET, t);
+        assert_eq!(ingest(&b, &s), "applied");
+        paid("lg2", "cust_lg", "pi_lg2");
+        for (n, status, ty) in [(1, "needs_response", "charge.dispute.created"), (2, "won", "charge.dispute.closed")] {
+            let (b, s) = signed_event(
+                &format!("evt_lg_d{n}"),
+                ty,
+                &dispute_object("dp_lg", "pi_lg2", 1000, status),
+                STRIPE_SECRET,
+                t + n,
+            );
+            assert_eq!(ingest(&b, &s), "applied");
+        }
+        assert_eq!(
+            ledger_of("cust_lg"),
+            [
+                "payment:provider_clearing>revenue:10.00 USD",
+                "refund:refunds>provider_clearing:2.50 USD",
+                "refund:provider_clearing>refunds:2.50 USD",
+                "payment:provider_clearing>revenue:10.00 USD",
+                "dispute:disputes>provider_clearing:10.00 USD",
+                "dispute:provider_clearing>disputes:10.00 USD",
+            ]
+            .join(",")
+        );
+        // Each transfer names what it records.
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM payments.ledger WHERE customer_id = 'cust_lg' AND kind = 'refund' AND reference = '{refund}'"
+            )),
+            2
+        );
+        // Card payments move the platform's accounts, none of the customer's own.
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.balances('cust_lg')"), 0);
+        assert!(trial_balance_is_zero());
+        assert_eq!(
+            one::<String>("SELECT debits || ' ' || credits FROM payments.trial_balance() WHERE unit = 'USD'"),
+            one::<String>(
+                "SELECT sum(amount) FILTER (WHERE debit_account = 'provider_clearing') - sum(amount) FILTER (WHERE credit_account = 'provider_clearing')
+                        || ' ' || (sum(amount) FILTER (WHERE credit_account = 'revenue'))
+                 FROM payments.ledger WHERE unit = 'USD'"
+            ),
+            "every customer's clearing nets to what its revenue is"
+        );
+        // History is history.
+        assert_eq!(sqlstate("UPDATE payments.ledger_transfers SET amount = 1"), "PM205");
+        assert_eq!(sqlstate("DELETE FROM payments.ledger_transfers"), "PM205");
+    }
+
+    #[pg_test]
+    fn credits_are_granted_once_per_key_and_expire_into_the_ledger() {
+        let grant = "SELECT grant_id || ' ' || outcome FROM payments.grant_credits('g1', 'cust_cr', 1000, 'tokens',
+                     '2030-01-01 00:00:00+00', 'calls', 1)";
+        let first = one::<String>(grant);
+        assert!(first.starts_with("cg_") && first.ends_with(" created"), "{first}");
+        let id = first.split(' ').next().unwrap().to_string();
+        assert_eq!(one::<String>(grant), format!("{id} replayed"));
+        assert_eq!(
+            sqlstate(
+                "SELECT payments.grant_credits('g1', 'cust_cr', 999, 'tokens', '2030-01-01 00:00:00+00', 'calls', 1)"
+            ),
+            "PM201"
+        );
+        // Keys are per customer.
+        assert!(
+            one::<String>("SELECT outcome FROM payments.grant_credits('g1', 'cust_cr2', 1, 'tokens')") == "created"
+        );
+        one::<String>("SELECT outcome FROM payments.grant_credits('g2', 'cust_cr', 10.50, 'usd')");
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(account || ' ' || unit || ' ' || posted || ' ' || held || ' ' || available, ', ')
+                 FROM payments.balances('cust_cr', '2029-12-31 00:00:00+00')"
+            ),
+            "credits USD 10.50 0.00 10.50, credits tokens 1000 0 1000"
+        );
+        // Past its expiry a grant is no longer available, even before it is posted out.
+        assert_eq!(
+            one::<String>("SELECT posted || ' ' || available FROM payments.balances('cust_cr', '2030-01-02') WHERE unit = 'tokens'"),
+            "1000 0"
+        );
+        assert_eq!(one::<i32>("SELECT payments.expire_credits('2029-12-31')"), 0);
+        assert_eq!(one::<i32>("SELECT payments.expire_credits('2030-01-01')"), 1);
+        assert_eq!(one::<i32>("SELECT payments.expire_credits('2030-01-01')"), 0, "the same at twice does nothing new");
+        assert_eq!(
+            ledger_of("cust_cr"),
+            "credit_grant:credits_issued>credits:1000 tokens,credit_grant:credits_issued>credits:10.50 USD,credit_expiry:credits>credits_issued:1000 tokens"
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT remaining || ' ' || applies_to || ' ' || priority || ' ' || expired_at FROM payments.credit_grant_details WHERE id = '{id}'"
+            )),
+            "0 calls 1 2030-01-01 00:00:00+00"
+        );
+        assert!(trial_balance_is_zero());
+        // Bad input.
+        for (sql, code) in [
+            ("SELECT payments.grant_credits('g3', 'cust_cr', 1, 'Tokens!')", "PM106"),
+            ("SELECT payments.grant_credits('g3', 'cust_cr', 1.5, 'tokens')", "PM101"),
+            ("SELECT payments.grant_credits('g3', 'cust_cr', 1.001, 'USD')", "PM101"),
+            ("SELECT payments.grant_credits('g3', 'cust_cr', 0, 'tokens')", "PM102"),
+            ("SELECT payments.grant_credits('g3', 'cust_cr', 1e13, 'tokens')", "PM104"),
+            ("SELECT payments.grant_credits('g3', 'cust_cr', NULL, 'tokens')", "PM100"),
+            ("SELECT payments.grant_credits('g3', 'cust_cr', 1, 'tokens', now() - interval '1 second')", "PM100"),
+            ("SELECT payments.grant_credits('', 'cust_cr', 1, 'tokens')", "PM100"),
+            ("SELECT payments.grant_credits('g3', '', 1, 'tokens')", "PM100"),
+            ("SELECT payments.grant_credits('g3', 'cust_cr', 1, 'tokens', priority => NULL)", "PM100"),
+            ("SELECT payments.expire_credits('infinity')", "PM100"),
+            ("SELECT payments.balances('cust_cr', NULL)", "PM100"),
+        ] {
+            assert_eq!(sqlstate(sql), code, "{sql}");
+        }
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.credit_grants WHERE customer_id = 'cust_cr'"), 2);
+        // Readers see the ledger and balances, never the keys; only the API grants.
+        attempt("SELECT 1");
+        Spi::run("SET LOCAL ROLE payments_reader").unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.ledger WHERE customer_id = 'cust_cr'"), 3);
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.balances('cust_cr')"), 2);
+        assert_eq!(sqlstate("SELECT idempotency_key FROM payments.ledger_transfers"), "42501");
+        assert_eq!(sqlstate("SELECT payments.grant_credits('g9', 'cust_cr', 1, 'tokens')"), "42501");
+        Spi::run("RESET ROLE").unwrap();
+        Spi::run("SET LOCAL ROLE payments_gateway").unwrap();
+        assert_eq!(
+            one::<String>("SELECT outcome FROM payments.grant_credits('g9', 'cust_cr', 1, 'tokens')"),
+            "created"
+        );
+        Spi::run("RESET ROLE").unwrap();
+    }
 }

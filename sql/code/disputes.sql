@@ -80,6 +80,7 @@ DECLARE
     v_problem  text;
     v_decision text;
     v_withheld bigint;
+    v_was_withheld bigint;
     v_others   bigint;
 BEGIN
     -- The caller holds the payment's row lock.
@@ -128,8 +129,13 @@ BEGIN
         -- What the payment shows as disputed: the amounts its disputes withhold.
         SELECT coalesce(sum(d.amount_minor), 0) INTO v_withheld FROM payments.disputes d
         WHERE d.customer_id = p_payment.customer_id AND d.payment_id = p_payment.id AND payments._dispute_withholds(d.status);
+        SELECT p.amount_disputed_minor INTO v_was_withheld FROM payments.payments p
+        WHERE p.customer_id = p_payment.customer_id AND p.id = p_payment.id;
         UPDATE payments.payments p SET amount_disputed_minor = v_withheld, updated_at = now()
         WHERE p.customer_id = p_payment.customer_id AND p.id = p_payment.id;
+        -- The ledger: what disputes withhold left the provider's hands (a won dispute brings it back).
+        PERFORM payments._move(p_payment.customer_id, 'dispute', v_dispute.id, p_payment.currency,
+                               v_withheld - v_was_withheld, 'disputes', 'provider_clearing');
     END IF;
     IF v_decision <> 'noop' THEN
         PERFORM payments._payment_note(p_payment, v_decision = 'applied', p_source,

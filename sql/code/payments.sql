@@ -251,6 +251,7 @@ DECLARE
     v_capture  text;
     v_decision text;
     v_captured bigint;
+    v_currency text;
     v_reason   text;
     v_invoice  boolean;
 BEGIN
@@ -276,8 +277,14 @@ BEGIN
             reconcile_after = NULL, reconcile_attempts = 0,
             amount_captured_minor = CASE WHEN p_to = 'succeeded' THEN coalesce(v_captured, p.amount_minor) END,
             cancellation_reason = CASE WHEN p_to = 'canceled' THEN coalesce(p.cancellation_reason, v_reason) END
-        WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
+        WHERE p.customer_id = p_customer_id AND p.id = p_payment_id
+        RETURNING p.amount_captured_minor, p.currency INTO v_captured, v_currency;
         PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
+        -- The money the provider took is the platform's, held by the provider until paid out.
+        IF p_to = 'succeeded' THEN
+            PERFORM payments._move(p_customer_id, 'payment', p_payment_id, v_currency, v_captured, 'provider_clearing',
+                                   'revenue');
+        END IF;
         -- An invoice's payment settles its invoice (and subscription) in the same transaction.
         -- (A renewal waiting on the customer is dunned as a failure until it is paid.)
         IF v_invoice AND p_to IN ('succeeded', 'failed', 'requires_action') THEN
@@ -316,6 +323,20 @@ COMMENT ON FUNCTION payments._result(text, text, text) IS 'Internal: a payment a
 -- ---------------------------------------------------------------------------
 -- Payments
 -- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION payments._check_key_and_customer(p_key text, p_customer_id text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_key IS NULL OR length(p_key) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    IF p_customer_id IS NULL OR length(p_customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._check_key_and_customer(text, text) IS
+    'Internal: PM100 unless an idempotency key and a customer id are each 1 to 255 characters.';
+
 CREATE OR REPLACE FUNCTION payments.create_payment(
     idempotency_key text,
     customer_id     text,
@@ -337,12 +358,7 @@ DECLARE
     v_status   text;
     v_claimed  record;
 BEGIN
-    IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255 THEN
-        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters' USING ERRCODE = 'PM100';
-    END IF;
-    IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
-        RAISE EXCEPTION 'customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
-    END IF;
+    PERFORM payments._check_key_and_customer(idempotency_key, customer_id);
     IF length(payment_method) > 255 OR length(description) > 1000 THEN
         RAISE EXCEPTION 'payment_method is at most 255 characters, description at most 1000' USING ERRCODE = 'PM100';
     END IF;

@@ -285,6 +285,12 @@ BEGIN
                        WHEN v_refund.status = 'succeeded' THEN -v_refund.amount_minor ELSE 0 END,
             updated_at = now()
         WHERE p.customer_id = p_payment.customer_id AND p.id = p_payment.id;
+        -- The ledger: what the refund gave back left the provider's hands (a refund that failed
+        -- after it succeeded moves it back).
+        PERFORM payments._move(p_payment.customer_id, 'refund', v_refund.id, v_refund.currency,
+                               CASE WHEN v_to = 'succeeded' THEN v_refund.amount_minor
+                                    WHEN v_refund.status = 'succeeded' THEN -v_refund.amount_minor ELSE 0 END,
+                               'refunds', 'provider_clearing');
     END IF;
     IF v_decision <> 'noop' THEN
         PERFORM payments._payment_note(p_payment, v_decision = 'applied', p_source,

@@ -30,6 +30,8 @@ GRANT EXECUTE ON FUNCTION
     payments.to_major(bigint, text), payments.currencies(), payments.statuses(), payments.allowed_transitions(),
     payments.allowed_values(), payments._is_allowed(text, text), payments._all_allowed(text, text[]),
     payments.api_reference(), payments._group(text),
+    payments.ledger_accounts(), payments._unit(text), payments._units_major(bigint, text),
+    payments._account_sign(text), payments._account_owner(text),
     payments.verify_webhook_signature(text, text, jsonb, bytea, interval, timestamptz),
     payments.webhook_signature_failure(text, text, jsonb, bytea, interval, timestamptz)
 TO payments_admin, payments_gateway, payments_reader;
@@ -46,10 +48,11 @@ GRANT EXECUTE ON FUNCTION
     payments.has_active_subscription(text, text, timestamptz),
     payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz),
     payments.get_invoice(text), payments.list_invoice_lines(text), payments.receipt(text),
-    payments.webhook_retries()
+    payments.webhook_retries(),
+    payments.balances(text, timestamptz), payments.trial_balance()
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details,
-    payments.subscription_revenue, payments.mrr,
+    payments.subscription_revenue, payments.mrr, payments.ledger, payments.credit_grant_details,
     payments.invoice_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
     payments.webhook_delivery_attempts
 TO payments_admin, payments_gateway, payments_reader;
@@ -106,6 +109,7 @@ GRANT EXECUTE ON FUNCTION
     payments.pause_subscription(text), payments.resume_subscription(text, timestamptz),
     payments.consume(text, text, numeric, text, timestamptz),
     payments.run_billing(timestamptz),
+    payments.grant_credits(text, text, numeric, text, timestamptz, text, integer), payments.expire_credits(timestamptz),
     payments.set_subscription_payment_method(text, text),
     payments.change_plan(text, text, boolean, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)

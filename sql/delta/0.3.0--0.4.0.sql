@@ -49,3 +49,41 @@ WHERE k.customer_id = p.customer_id AND k.payment_id = p.id;
 ALTER TABLE payments.payments ADD CONSTRAINT payments_idempotency_key UNIQUE (customer_id, idempotency_key);
 ALTER EXTENSION payments DROP TABLE payments.idempotency_keys;
 DROP TABLE payments.idempotency_keys;
+
+-- The double-entry ledger and prepaid credits (sql/state/ledger.sql).
+CREATE TABLE payments.ledger_transfers (
+    customer_id         text COLLATE "C" NOT NULL,
+    id                  text COLLATE "C" NOT NULL,
+    kind                text COLLATE "C" NOT NULL CHECK (payments._is_allowed('transfer_kind', kind)),
+    reference           text COLLATE "C" NOT NULL,
+    debit_account       text COLLATE "C" NOT NULL CHECK (payments._is_allowed('ledger_account', debit_account)),
+    credit_account      text COLLATE "C" NOT NULL CHECK (payments._is_allowed('ledger_account', credit_account)),
+    unit                text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    amount              bigint NOT NULL CHECK (amount > 0),
+    grant_id            text COLLATE "C",
+    idempotency_key     text COLLATE "C" CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    request_fingerprint bytea,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT ledger_transfers_two_accounts CHECK (debit_account <> credit_account),
+    CONSTRAINT ledger_transfers_credits_name_their_grant
+        CHECK ((grant_id IS NOT NULL) = ('credits' IN (debit_account, credit_account))),
+    CONSTRAINT ledger_transfers_key_has_fingerprint CHECK ((idempotency_key IS NULL) = (request_fingerprint IS NULL)),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT ledger_transfers_idempotency_key UNIQUE (customer_id, idempotency_key)
+);
+CREATE INDEX ledger_transfers_grant_idx ON payments.ledger_transfers (customer_id, grant_id) WHERE grant_id IS NOT NULL;
+SELECT pg_catalog.pg_extension_config_dump('payments.ledger_transfers', '');
+CREATE TABLE payments.credit_grants (
+    customer_id text COLLATE "C" NOT NULL,
+    id          text COLLATE "C" NOT NULL,
+    unit        text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    amount      bigint NOT NULL CHECK (amount > 0),
+    applies_to  text COLLATE "C" CHECK (length(applies_to) BETWEEN 1 AND 255),
+    priority    integer NOT NULL DEFAULT 0,
+    expires_at  timestamptz,
+    expired_at  timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id)
+);
+CREATE INDEX credit_grants_expiry_idx ON payments.credit_grants (expires_at) WHERE expired_at IS NULL;
+SELECT pg_catalog.pg_extension_config_dump('payments.credit_grants', '');

@@ -287,6 +287,50 @@ async fn sixty_four_agents_consuming_at_once_never_pass_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_agents_granting_credits_at_once_grant_each_key_once() {
+    let db = connect().await;
+    let customer = unique("cust_cr");
+    // 64 connections: the even ones all send key "same" (one grant), each odd one its own key;
+    // every one of them twice (a retry).
+    let workers = (0..64).map(|i| {
+        let customer = customer.clone();
+        tokio::spawn(async move {
+            let db = connect().await;
+            let key = if i % 2 == 0 { "same".to_string() } else { format!("own-{i}") };
+            let mut answers = vec![];
+            for _ in 0..2 {
+                let row = db
+                    .query_one(
+                        "SELECT grant_id, outcome FROM payments.grant_credits($1, $2, 100, 'tokens')",
+                        &[&key, &customer],
+                    )
+                    .await
+                    .unwrap();
+                answers.push((key.clone(), row.get::<_, String>(0), row.get::<_, String>(1)));
+            }
+            answers
+        })
+    });
+    let answers: Vec<_> = join_all(workers).await.into_iter().flat_map(|r| r.unwrap()).collect();
+    let created = answers.iter().filter(|(_, _, outcome)| outcome == "created").count();
+    assert_eq!(created, 33, "one grant for the shared key and one per own key");
+    let same: HashSet<_> = answers.iter().filter(|(k, _, _)| k == "same").map(|(_, id, _)| id).collect();
+    assert_eq!(same.len(), 1, "every call with the shared key answers with the same grant");
+    // (On Citus a function call may not sit beside queries of distributed tables: one query each.)
+    let posted = "SELECT posted::text FROM payments.balances($1) WHERE account = 'credits' AND unit = 'tokens'";
+    assert_eq!(db.query_one(posted, &[&customer]).await.unwrap().get::<_, String>(0), "3300");
+    let row = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM payments.ledger WHERE customer_id = $1),
+                    (SELECT count(*) FROM payments.credit_grants WHERE customer_id = $1)",
+            &[&customer],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (33, 33), "a transfer per grant, nothing twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_concurrent_billing_runs_renew_and_charge_once() {
     let db = connect().await;
     let plan = unique("renew").to_lowercase().replace('-', "_");

@@ -1,0 +1,225 @@
+-- payments: the double-entry ledger (its tables: sql/state/ledger.sql; its chart of accounts:
+-- core/src/ledger.rs). Every transfer is one row that debits one account and credits another by
+-- the same amount, so every transfer balances by construction, in the transaction of what it
+-- records. Accounts are per customer and unit, the platform's too (summed on read): no row is
+-- shared by every customer's postings.
+
+CREATE OR REPLACE TRIGGER ledger_transfers_append_only BEFORE UPDATE OR DELETE ON payments.ledger_transfers
+    FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
+CREATE OR REPLACE TRIGGER ledger_transfers_no_truncate BEFORE TRUNCATE ON payments.ledger_transfers
+    FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
+
+COMMENT ON FUNCTION payments.ledger_accounts() IS
+    'The chart of accounts: each account''s owner (customer: the customer''s own; platform: the platform''s, kept per customer and summed over them), the side its balance normally sits on, and what it holds.';
+COMMENT ON FUNCTION payments._unit(text) IS
+    'Internal: how a unit is stored (a currency''s code in upper case, a credit unit such as tokens as given), NULL for no unit.';
+COMMENT ON FUNCTION payments._to_units(numeric, text) IS
+    'Internal: an amount in the unit''s smallest steps (minor units, whole credit units), NULL when invalid (payments._units raises why).';
+COMMENT ON FUNCTION payments._units_error(numeric, text) IS 'Internal: {sqlstate, message, hint} of an invalid amount in a unit, NULL when valid.';
+COMMENT ON FUNCTION payments._units_major(bigint, text) IS
+    'Internal: smallest steps of a unit as the amount a person reads (major units of a currency, whole credit units).';
+COMMENT ON FUNCTION payments._account_sign(text) IS
+    'Internal: 1 for a debit-normal account, -1 for a credit-normal one: times the debits less the credits, its balance.';
+COMMENT ON FUNCTION payments._account_owner(text) IS 'Internal: customer or platform, whose account it is.';
+
+CREATE OR REPLACE FUNCTION payments._units(p_amount numeric, p_unit text) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    v_units bigint := payments._to_units(p_amount, p_unit);
+    v_error text[];
+BEGIN
+    IF v_units IS NULL THEN
+        IF p_unit IS NULL OR p_amount IS NULL THEN
+            RAISE EXCEPTION 'an amount and a unit are required' USING ERRCODE = 'PM100';
+        END IF;
+        v_error := payments._units_error(p_amount, p_unit);
+        RAISE EXCEPTION USING ERRCODE = v_error[1], MESSAGE = v_error[2], HINT = coalesce(v_error[3], '');
+    END IF;
+    RETURN v_units;
+END
+$$;
+COMMENT ON FUNCTION payments._units(numeric, text) IS
+    'Internal: an amount in a unit''s smallest steps, or the error: excess precision (PM101; credit units are whole), zero or negative (PM102), above the maximum (PM104), no unit (PM106).';
+
+CREATE OR REPLACE FUNCTION payments._move(p_customer_id text, p_kind text, p_reference text, p_unit text, p_amount bigint,
+                                          p_debit text, p_credit text, p_grant_id text DEFAULT NULL,
+                                          p_key text DEFAULT NULL, p_fingerprint bytea DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id text := payments._new_id('tr');
+BEGIN
+    IF p_amount = 0 THEN
+        RETURN NULL;  -- nothing moved
+    END IF;
+    -- A negative amount moves the other way (a refund that failed after it succeeded).
+    INSERT INTO payments.ledger_transfers (customer_id, id, kind, reference, debit_account, credit_account, unit, amount,
+                                           grant_id, idempotency_key, request_fingerprint)
+    VALUES (p_customer_id, v_id, p_kind, p_reference,
+            CASE WHEN p_amount > 0 THEN p_debit ELSE p_credit END, CASE WHEN p_amount > 0 THEN p_credit ELSE p_debit END,
+            p_unit, abs(p_amount), p_grant_id, p_key, p_fingerprint)
+    ON CONFLICT ON CONSTRAINT ledger_transfers_idempotency_key DO NOTHING;
+    RETURN CASE WHEN FOUND THEN v_id END;
+END
+$$;
+COMMENT ON FUNCTION payments._move(text, text, text, text, bigint, text, text, text, text, bytea) IS
+    'Internal: posts one transfer of p_amount (negative: the other way) from p_credit to p_debit for a customer and returns its id; NULL when nothing moved or p_key was taken (the caller replays). Called in the transaction of the change it records.';
+
+CREATE OR REPLACE FUNCTION payments.grant_credits(idempotency_key text, customer_id text, amount numeric, unit text,
+                                                  expires_at timestamptz DEFAULT NULL, applies_to text DEFAULT NULL,
+                                                  priority integer DEFAULT 0)
+RETURNS TABLE (grant_id text, outcome text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_units    bigint;
+    v_unit     text;
+    v_id       text := payments._new_id('cg');
+    v_fp       bytea;
+    v_transfer payments.ledger_transfers%ROWTYPE;
+BEGIN
+    PERFORM payments._check_key_and_customer(idempotency_key, customer_id);
+    IF length(applies_to) NOT BETWEEN 1 AND 255 OR priority IS NULL THEN
+        RAISE EXCEPTION 'applies_to is 1 to 255 characters (or NULL: invoices), priority an integer' USING ERRCODE = 'PM100';
+    END IF;
+    IF expires_at <= now() OR NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be a finite time in the future (or NULL: never)' USING ERRCODE = 'PM100';
+    END IF;
+    v_units := payments._units(amount, unit);
+    v_unit := payments._unit(unit);
+    v_fp := sha256(convert_to(jsonb_build_array(v_units, v_unit, expires_at, applies_to, priority)::text, 'UTF8'));
+    -- The transfer carries the key: a concurrent call with the same key waits on it, then replays.
+    IF payments._move(grant_credits.customer_id, 'credit_grant', v_id, v_unit, v_units, 'credits_issued', 'credits', v_id,
+                      grant_credits.idempotency_key, v_fp) IS NOT NULL THEN
+        INSERT INTO payments.credit_grants (customer_id, id, unit, amount, applies_to, priority, expires_at)
+        VALUES (grant_credits.customer_id, v_id, v_unit, v_units, grant_credits.applies_to, grant_credits.priority,
+                grant_credits.expires_at);
+        RETURN QUERY SELECT v_id, 'created'::text;
+        RETURN;
+    END IF;
+    SELECT * INTO v_transfer FROM payments.ledger_transfers t
+    WHERE t.customer_id = grant_credits.customer_id AND t.idempotency_key = grant_credits.idempotency_key;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'idempotency key % was claimed by a concurrent transaction', quote_literal(idempotency_key)
+            USING ERRCODE = '40001', HINT = 'retry the transaction';
+    ELSIF v_transfer.request_fingerprint <> v_fp OR v_transfer.kind <> 'credit_grant' THEN
+        RAISE EXCEPTION 'idempotency key % was already used with different parameters', quote_literal(idempotency_key)
+            USING ERRCODE = 'PM201', DETAIL = 'the key belongs to transfer ' || v_transfer.id;
+    END IF;
+    RETURN QUERY SELECT v_transfer.reference, 'replayed'::text;
+END
+$$;
+COMMENT ON FUNCTION payments.grant_credits(text, text, numeric, text, timestamptz, text, integer) IS
+    'Grants a customer prepaid credits, idempotently: amount of unit (a currency: money credit in major units; or a credit unit such as tokens, in whole units), lasting until expires_at (NULL: never), for applies_to (a feature or meter; NULL: invoices), used by priority (lower first) then soonest expiry. Posts credits_issued to the customer''s credits and returns the grant''s id (payments.credit_grant_details shows it) and outcome created; the same key with the same parameters replays it (outcome replayed), with others it is PM201. Bad amounts and units: PM101, PM102, PM104, PM106; a past expiry: PM100.';
+
+CREATE OR REPLACE FUNCTION payments.expire_credits(at timestamptz DEFAULT now()) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_grant  record;
+    v_unit   text;
+    v_left   bigint;
+    v_count  integer := 0;
+BEGIN
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at is required (a finite time)' USING ERRCODE = 'PM100';
+    END IF;
+    -- Found without a lock, then each claimed where it lives (on Citus, one shard), never waiting.
+    FOR v_grant IN
+        SELECT g.customer_id, g.id FROM payments.credit_grants g
+        WHERE g.expires_at <= at AND g.expired_at IS NULL
+        ORDER BY g.expires_at, g.id
+    LOOP
+        SELECT g.unit INTO v_unit FROM payments.credit_grants g
+        WHERE g.customer_id = v_grant.customer_id AND g.id = v_grant.id AND g.expired_at IS NULL
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        SELECT coalesce(sum(CASE WHEN t.credit_account = 'credits' THEN t.amount ELSE -t.amount END), 0) INTO v_left
+        FROM payments.ledger_transfers t WHERE t.customer_id = v_grant.customer_id AND t.grant_id = v_grant.id;
+        PERFORM payments._move(v_grant.customer_id, 'credit_expiry', v_grant.id, v_unit, v_left, 'credits',
+                               'credits_issued', v_grant.id);
+        UPDATE payments.credit_grants g SET expired_at = at WHERE g.customer_id = v_grant.customer_id AND g.id = v_grant.id;
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION payments.expire_credits(timestamptz) IS
+    'Posts out what is left of every credit grant that expired at or before at (credits to credits_issued; a ledger entry, not a delete) and returns how many grants it closed. The same at twice does nothing new; safe from two places at once (SKIP LOCKED). run_billing calls it.';
+
+CREATE OR REPLACE FUNCTION payments.balances(customer_id text, at timestamptz DEFAULT now())
+RETURNS TABLE (account text, unit text, posted numeric, held numeric, available numeric)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at is required (a finite time)' USING ERRCODE = 'PM100';
+    END IF;
+    -- A login bound to another customer sees no balances of it.
+    IF balances.customer_id IS DISTINCT FROM coalesce(payments._bound_customer(), balances.customer_id) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH sides AS (
+        SELECT t.debit_account AS account, t.unit, t.amount AS signed, t.grant_id
+        FROM payments.ledger_transfers t WHERE t.customer_id = balances.customer_id AND t.created_at <= at
+        UNION ALL
+        SELECT t.credit_account, t.unit, -t.amount, t.grant_id
+        FROM payments.ledger_transfers t WHERE t.customer_id = balances.customer_id AND t.created_at <= at
+    ), totals AS (
+        SELECT s.account, s.unit, sum(s.signed) AS signed,
+               -- Credits of a grant that expired by at are not available, posted out or not yet.
+               coalesce(sum(s.signed) FILTER (WHERE g.expires_at IS NULL OR g.expires_at > at), 0) AS usable
+        FROM sides s
+        LEFT JOIN payments.credit_grants g ON g.customer_id = balances.customer_id AND g.id = s.grant_id
+        WHERE payments._account_owner(s.account) = 'customer'
+        GROUP BY s.account, s.unit
+    )
+    SELECT t.account, t.unit, payments._units_major((payments._account_sign(t.account) * t.signed)::bigint, t.unit),
+           payments._units_major(0, t.unit),
+           payments._units_major((payments._account_sign(t.account) * t.usable)::bigint, t.unit)
+    FROM totals t
+    ORDER BY t.account, t.unit;
+END
+$$;
+COMMENT ON FUNCTION payments.balances(text, timestamptz) IS
+    'A customer''s accounts at an instant (default now): per account (balance, credits) and unit, what is posted, what holds keep, and what is available (credits of grants that expired by then are not). Amounts in major units of a currency or whole credit units. A login bound to another customer gets no rows.';
+
+CREATE OR REPLACE FUNCTION payments.trial_balance()
+RETURNS TABLE (unit text, debits numeric, credits numeric, difference numeric)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- Each account of each customer, netted: the debit balances on one side, the credit
+    -- balances on the other.
+    RETURN QUERY
+    WITH sides AS (
+        SELECT t.customer_id, t.debit_account AS account, t.unit, t.amount AS signed FROM payments.ledger_transfers t
+        UNION ALL
+        SELECT t.customer_id, t.credit_account, t.unit, -t.amount FROM payments.ledger_transfers t
+    ), nets AS (
+        SELECT s.customer_id, s.account, s.unit, sum(s.signed) AS net FROM sides s GROUP BY s.customer_id, s.account, s.unit
+    )
+    SELECT n.unit, payments._units_major(coalesce(sum(n.net) FILTER (WHERE n.net > 0), 0)::bigint, n.unit),
+           payments._units_major(coalesce(-sum(n.net) FILTER (WHERE n.net < 0), 0)::bigint, n.unit),
+           payments._units_major(sum(n.net)::bigint, n.unit)
+    FROM nets n
+    GROUP BY n.unit
+    ORDER BY n.unit;
+END
+$$;
+COMMENT ON FUNCTION payments.trial_balance() IS
+    'The trial balance per unit: every account of every customer (its own and the platform''s kept for it) netted, the debit balances summed against the credit balances. Their difference is zero, always: every transfer debits and credits the same amount.';
+
+CREATE OR REPLACE VIEW payments.ledger WITH (security_invoker) AS
+SELECT t.customer_id, t.id AS transfer_id, t.kind, t.reference, t.debit_account, t.credit_account, t.unit,
+       payments._units_major(t.amount, t.unit) AS amount, t.grant_id, t.created_at
+FROM payments.ledger_transfers t;
+COMMENT ON VIEW payments.ledger IS
+    'Every transfer of the ledger, oldest first by id: which account of the customer''s (or the platform''s, kept for it) was debited and which credited, by how much. Readable by payments_reader (no idempotency keys); a bound login sees its customer''s.';
+
+CREATE OR REPLACE VIEW payments.credit_grant_details WITH (security_invoker) AS
+SELECT g.customer_id, g.id, g.unit, payments._units_major(g.amount, g.unit) AS amount,
+       payments._units_major(coalesce(sum(CASE WHEN t.credit_account = 'credits' THEN t.amount ELSE -t.amount END), 0)::bigint,
+                             g.unit) AS remaining,
+       g.applies_to, g.priority, g.expires_at, g.expired_at, g.created_at
+FROM payments.credit_grants g
+LEFT JOIN payments.ledger_transfers t ON t.customer_id = g.customer_id AND t.grant_id = g.id
+GROUP BY g.customer_id, g.id;
+COMMENT ON VIEW payments.credit_grant_details IS
+    'Every credit grant with what is left of it (its credits entries'' balance). Readable by payments_reader.';

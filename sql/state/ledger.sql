@@ -1,0 +1,59 @@
+-- payments: the tables of the double-entry ledger (its functions: sql/code/ledger.sql; its chart
+-- of accounts: core/src/ledger.rs). Created once; a release changes them in its delta (sql/delta/).
+
+CREATE TABLE payments.ledger_transfers (
+    customer_id         text COLLATE "C" NOT NULL,
+    id                  text COLLATE "C" NOT NULL,
+    kind                text COLLATE "C" NOT NULL CHECK (payments._is_allowed('transfer_kind', kind)),
+    reference           text COLLATE "C" NOT NULL,
+    debit_account       text COLLATE "C" NOT NULL CHECK (payments._is_allowed('ledger_account', debit_account)),
+    credit_account      text COLLATE "C" NOT NULL CHECK (payments._is_allowed('ledger_account', credit_account)),
+    unit                text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    amount              bigint NOT NULL CHECK (amount > 0),
+    grant_id            text COLLATE "C",
+    idempotency_key     text COLLATE "C" CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    request_fingerprint bytea,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT ledger_transfers_two_accounts CHECK (debit_account <> credit_account),
+    CONSTRAINT ledger_transfers_credits_name_their_grant
+        CHECK ((grant_id IS NOT NULL) = ('credits' IN (debit_account, credit_account))),
+    CONSTRAINT ledger_transfers_key_has_fingerprint CHECK ((idempotency_key IS NULL) = (request_fingerprint IS NULL)),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT ledger_transfers_idempotency_key UNIQUE (customer_id, idempotency_key)
+);
+CREATE INDEX ledger_transfers_grant_idx ON payments.ledger_transfers (customer_id, grant_id) WHERE grant_id IS NOT NULL;
+COMMENT ON TABLE payments.ledger_transfers IS
+    'The ledger: every movement of money or credits, one row each, debiting one account and crediting another by the same amount (so every transfer balances), written in the transaction of what it records: a payment succeeding, a refund, a dispute, a credit grant or its expiry. Accounts are per customer and unit, the platform''s too (payments.ledger_accounts()): an account''s balance is its debits less its credits, and the platform''s is the sum over its customers, so no row is shared by every customer''s postings. Append-only.';
+COMMENT ON COLUMN payments.ledger_transfers.id IS 'tr_ + 26-character time-sortable id.';
+COMMENT ON COLUMN payments.ledger_transfers.kind IS 'What it records (SELECT * FROM payments.allowed_values() WHERE kind = ''transfer_kind'').';
+COMMENT ON COLUMN payments.ledger_transfers.reference IS 'The id of the object it records: a payment, refund, dispute or credit grant.';
+COMMENT ON COLUMN payments.ledger_transfers.debit_account IS 'The account debited (one of payments.ledger_accounts()).';
+COMMENT ON COLUMN payments.ledger_transfers.credit_account IS 'The account credited.';
+COMMENT ON COLUMN payments.ledger_transfers.unit IS 'A currency code (upper case) or a credit unit (lower case, such as tokens).';
+COMMENT ON COLUMN payments.ledger_transfers.amount IS 'In the unit''s smallest steps: a currency''s minor units, whole credit units.';
+COMMENT ON COLUMN payments.ledger_transfers.grant_id IS 'The credit grant whose credits it adds or takes (credits transfers only).';
+COMMENT ON COLUMN payments.ledger_transfers.idempotency_key IS
+    'The caller''s key for a transfer a caller asks for (grant_credits): the same key with the same parameters replays, with others it is refused (PM201). NULL for the transfers the product makes itself, once each, in the transaction of the change they record. Not shown to readers.';
+SELECT pg_catalog.pg_extension_config_dump('payments.ledger_transfers', '');
+
+CREATE TABLE payments.credit_grants (
+    customer_id text COLLATE "C" NOT NULL,
+    id          text COLLATE "C" NOT NULL,
+    unit        text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    amount      bigint NOT NULL CHECK (amount > 0),
+    applies_to  text COLLATE "C" CHECK (length(applies_to) BETWEEN 1 AND 255),
+    priority    integer NOT NULL DEFAULT 0,
+    expires_at  timestamptz,
+    expired_at  timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id)
+);
+CREATE INDEX credit_grants_expiry_idx ON payments.credit_grants (expires_at) WHERE expired_at IS NULL;
+COMMENT ON TABLE payments.credit_grants IS
+    'Prepaid credits granted to a customer (payments.grant_credits); what is left of each is the balance of its credits transfers (payments.credit_grant_details). Credits are used by priority, then soonest expiry; an expired remainder is posted out (payments.expire_credits), never deleted.';
+COMMENT ON COLUMN payments.credit_grants.id IS 'cg_ + 26-character time-sortable id.';
+COMMENT ON COLUMN payments.credit_grants.amount IS 'What was granted, in the unit''s smallest steps.';
+COMMENT ON COLUMN payments.credit_grants.applies_to IS 'A feature or meter the credits pay for; NULL: invoices.';
+COMMENT ON COLUMN payments.credit_grants.priority IS 'Lower is used first.';
+COMMENT ON COLUMN payments.credit_grants.expired_at IS 'The at of the expire_credits run that posted out its remainder; NULL while it lasts.';
+SELECT pg_catalog.pg_extension_config_dump('payments.credit_grants', '');
