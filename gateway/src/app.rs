@@ -31,6 +31,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/customers/{id}/usage", get(routes::usage::summary))
         .route("/v1/customers/{id}/entitlements", get(routes::customers::entitlements))
         .route("/v1/customers/{id}/consume", post(routes::customers::consume))
+        .route("/v1/customers/{id}/balances", get(routes::customers::balances))
+        .route("/v1/credit_grants", post(routes::credit_grants::grant))
         .route("/v1/subscriptions", post(routes::subscriptions::create).get(routes::subscriptions::list))
         .route("/v1/subscriptions/{id}", get(routes::subscriptions::get))
         .route("/v1/subscriptions/{id}/cancel", post(routes::subscriptions::cancel))

@@ -207,6 +207,20 @@ pub const CONSUME: &str = "SELECT jsonb_build_object('object', 'consumption', 'a
         'remaining', c.remaining::text, 'outcome', c.outcome, 'reason', c.reason, 'subscription_id', c.subscription_id)::text
      FROM payments.consume($1, $2, $3::text::numeric, $4) c";
 
+/// A customer's balances now, as JSON (amounts as decimal strings).
+pub const BALANCES: &str = "SELECT jsonb_build_object('object', 'balances', 'customer_id', $1::text,
+        'data', coalesce((SELECT jsonb_agg(jsonb_build_object('account', b.account, 'unit', b.unit,
+                    'posted', b.posted::text, 'held', b.held::text, 'available', b.available::text))
+                  FROM payments.balances($1) b), '[]'))::text";
+
+pub const GRANT_CREDITS: &str = "SELECT g.grant_id, g.outcome
+     FROM payments.grant_credits($1, $2, $3::text::numeric, $4, (SELECT $5::text::timestamptz), $6, coalesce($7::int, 0)) g";
+
+/// A credit grant as the API's JSON object, with the outcome of the call that made or replayed it.
+pub const CREDIT_GRANT: &str = "SELECT (to_jsonb(d) - 'created_at' - 'expired_at' || jsonb_build_object(
+        'object', 'credit_grant', 'amount', d.amount::text, 'remaining', d.remaining::text, 'outcome', $3::text))::text
+     FROM payments.credit_grant_details d WHERE d.customer_id = $1 AND d.id = $2";
+
 pub const RECEIPT: &str = "SELECT payments.receipt($1)::text";
 
 pub const RUN_BILLING: &str = "SELECT payments.run_billing()::text";

@@ -45,6 +45,8 @@ use crate::routes::webhooks::WebhookResult;
         crate::routes::invoices::receipt_html,
         crate::routes::customers::entitlements,
         crate::routes::customers::consume,
+        crate::routes::customers::balances,
+        crate::routes::credit_grants::grant,
         crate::routes::webhooks::receive,
         crate::routes::webhook_endpoints::create,
         crate::routes::webhook_endpoints::list,
@@ -59,7 +61,7 @@ use crate::routes::webhooks::WebhookResult;
                        Reconciliation, Disagreement, crate::routes::usage::RecordUsage, Subscription,
                        crate::routes::subscriptions::CreateSubscription,
                        crate::routes::subscriptions::CancelSubscription, crate::routes::subscriptions::ChangePlan,
-                       crate::routes::customers::Consume, WebhookEndpoint, WebhookEndpointList,
+                       crate::routes::customers::Consume, crate::routes::credit_grants::GrantCredits, WebhookEndpoint, WebhookEndpointList,
                        DeletedWebhookEndpoint, crate::routes::webhook_endpoints::CreateWebhookEndpoint, Plan,
                        PlanList)),
     modifiers(&BearerAuth, &CommonErrors)

@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamablehttp_client
 from pydantic import AnyUrl
 
 url, read_key, write_key, gateway_bin, database_url, customer, payment, meter, stranger_key = sys.argv[1:10]
-TOOLS = {"customer_status", "get_payment", "list_payments", "usage_summary", "consume", "record_usage"}
+TOOLS = {"customer_status", "balance", "get_payment", "list_payments", "usage_summary", "consume", "record_usage"}
 report = {}
 
 
@@ -42,6 +42,8 @@ async def writer(session):
     assert status["has_paid"] is True and status["active_subscription"] is True, status
     calls = next(e for e in status["entitlements"] if e["feature"] == "calls")
     report["remaining_before"] = calls["remaining"]
+
+    report["balance"] = payload(await session.call_tool("balance", {"customer_id": customer}))["data"]
 
     got = payload(await session.call_tool("get_payment", {"payment_id": payment}))
     assert got["id"] == payment and got["status"] == "succeeded" and got["amount"] == "12.50", got
@@ -98,6 +100,7 @@ async def stranger(session):
         return payload(result)["error"]["code"] if result.isError else "allowed"
     report["stranger"] = {
         "customer_status": code(await session.call_tool("customer_status", {"customer_id": customer})),
+        "balance": code(await session.call_tool("balance", {"customer_id": customer})),
         "get_payment": code(await session.call_tool("get_payment", {"payment_id": payment})),
         "list_payments_of_customer": code(await session.call_tool("list_payments", {"customer_id": customer})),
         "list_payments": [p["customer_id"] for p in

@@ -2,8 +2,8 @@
 //! HTTP API calls (`db.rs`), and the SQL API reference as a resource. Served
 //! over stdio (`payments-gateway mcp`, `stdio.rs`) and streamable HTTP at
 //! `/mcp` (`http.rs`); both authenticate an API key, and its scopes decide
-//! what may be called: reads need `payments:read`, `consume` and
-//! `record_usage` need `payments:write`.
+//! what may be called: reads (`balance` among them) need `payments:read`,
+//! `consume` and `record_usage` need `payments:write`.
 
 pub mod http;
 pub mod stdio;
@@ -195,6 +195,17 @@ impl PaymentsMcp {
         Parameters(a): Parameters<CustomerArgs>,
     ) -> CallToolResult {
         self.run(&ctx, READ, Some(&a.customer_id), None, CUSTOMER_STATUS, &[&a.customer_id], first).await
+    }
+
+    #[tool(
+        description = "A customer's balances now, from the ledger: per account (balance, credits) and unit (a currency or a credit unit such as tokens), what is posted, held and available, as exact decimal strings. Read-only."
+    )]
+    async fn balance(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<CustomerArgs>,
+    ) -> CallToolResult {
+        self.run(&ctx, READ, Some(&a.customer_id), None, db::BALANCES, &[&a.customer_id], first).await
     }
 
     #[tool(

@@ -1,4 +1,4 @@
-//! `/v1/customers/{id}/…`: what a customer may do now, and consuming it.
+//! `/v1/customers/{id}/…`: what a customer may do now and consuming it, and its balances.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -22,10 +22,26 @@ pub async fn entitlements(
     caller: Caller,
     Path(customer): Path<String>,
 ) -> Result<Response, ApiError> {
+    customer_document(&state, &caller, &customer, db::ENTITLEMENTS).await
+}
+
+#[utoipa::path(get, path = "/v1/customers/{id}/balances", tag = "customers", params(("id" = String, Path)),
+    responses((status = 200, description = "`{object: balances, customer_id, data: [{account, unit, posted, held, available}]}`: the customer's own accounts now, amounts as decimal strings (major units of a currency, whole credit units)")),
+    security(("bearer" = [])))]
+pub async fn balances(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+) -> Result<Response, ApiError> {
+    customer_document(&state, &caller, &customer, db::BALANCES).await
+}
+
+/// The JSON document `sql` makes of one customer, for a caller who may read it.
+async fn customer_document(state: &AppState, caller: &Caller, customer: &str, sql: &str) -> Result<Response, ApiError> {
     caller.require(READ)?;
-    caller.sees(Some(&customer), "customer")?;
+    caller.sees(Some(customer), "customer")?;
     let db = state.pool.get().await?;
-    let stmt = db.prepare_cached(db::ENTITLEMENTS).await?;
+    let stmt = db.prepare_cached(sql).await?;
     Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&customer]).await?.try_get(0)?))
 }
 

@@ -1591,6 +1591,68 @@ async fn sixty_four_agents_of_one_customer_never_consume_past_its_limit() {
 }
 
 #[tokio::test]
+async fn credits_are_granted_over_http_by_platform_keys_only_and_balances_shown_to_their_customer() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let customer = unique("cust_wallet");
+    let (_, own_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &customer).await;
+    let (_, other_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &unique("cust_x")).await;
+    let idem = unique("grant");
+    let body = json!({ "customer_id": customer, "amount": "1000", "unit": "tokens", "applies_to": "calls",
+                       "expires_at": "2099-01-01T00:00:00Z", "priority": 2 });
+    let r = app.post_with_key("/v1/credit_grants", &key, &idem, body.clone()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let grant: Value = r.json().await.unwrap();
+    assert_eq!(
+        (grant["object"].as_str(), grant["amount"].as_str(), grant["remaining"].as_str(), grant["unit"].as_str()),
+        (Some("credit_grant"), Some("1000"), Some("1000"), Some("tokens")),
+        "{grant}"
+    );
+    assert_eq!((grant["applies_to"].as_str(), grant["priority"].as_i64()), (Some("calls"), Some(2)), "{grant}");
+    let again = app.post_with_key("/v1/credit_grants", &key, &idem, body.clone()).await;
+    assert_eq!((again.status(), again.headers()["idempotent-replayed"].to_str().unwrap()), (StatusCode::OK, "true"));
+    let again: Value = again.json().await.unwrap();
+    assert_eq!((again["id"].clone(), again["outcome"].as_str()), (grant["id"].clone(), Some("replayed")));
+    let error = |r: reqwest::Response| async move {
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        (status, body["error"]["code"].as_str().unwrap_or_default().to_string())
+    };
+    let reused = app.post_with_key(
+        "/v1/credit_grants",
+        &key,
+        &idem,
+        json!({ "customer_id": customer, "amount": 5, "unit": "tokens" }),
+    );
+    assert_eq!(error(reused.await).await, (StatusCode::CONFLICT, "idempotency_key_reused".into()));
+    for (amount, unit, code) in
+        [("1.5", "tokens", "amount_too_precise"), ("1", "Tokens", "unit_unknown"), ("0", "usd", "amount_not_positive")]
+    {
+        let grant_key = unique("g");
+        let bad = json!({ "customer_id": customer, "amount": amount, "unit": unit });
+        let bad = app.post_with_key("/v1/credit_grants", &key, &grant_key, bad).await;
+        assert_eq!(error(bad).await, (StatusCode::BAD_REQUEST, code.to_string()), "{amount} {unit}");
+    }
+    // A key bound to the customer may read its balances, but never grant itself credits.
+    let grant_key = unique("g");
+    let own = json!({ "customer_id": customer, "amount": 1, "unit": "tokens" });
+    let own = app.post_with_key("/v1/credit_grants", &own_key, &grant_key, own).await;
+    assert_eq!(error(own).await, (StatusCode::FORBIDDEN, "customer_bound".into()));
+
+    let path = format!("/v1/customers/{customer}/balances");
+    for k in [&key, &own_key] {
+        let shown = app.get_json(k, &path).await;
+        assert_eq!(
+            shown["data"],
+            json!([{"account": "credits", "unit": "tokens", "posted": "1000", "held": "0", "available": "1000"}]),
+            "{shown}"
+        );
+    }
+    let hidden = app.send(Method::GET, &path, Some(&other_key), None).await;
+    assert_eq!(hidden.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn an_agent_checks_its_entitlements_and_consumes_within_them_over_http() {
     let app = spawn_app(&[]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;

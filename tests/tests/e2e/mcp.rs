@@ -15,6 +15,7 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
         .await
         .unwrap();
     db.execute("SELECT payments.create_subscription($1, $2, $3)", &[&unique("sub"), &customer, &plan]).await.unwrap();
+    db.execute("SELECT payments.grant_credits($1, $2, 500, 'tokens')", &[&unique("grant"), &customer]).await.unwrap();
 
     let gateway = payments_e2e::sandbox_gateway(&[]).await;
     let (_, write_key) = api_key(&["payments:read", "payments:write"]).await;
@@ -47,6 +48,10 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
         &stranger_key,
     ];
     let report = python_report("oracles/mcp_client.py", &args, 120).await;
+    assert_eq!(
+        report["balance"],
+        json!([{"account": "credits", "unit": "tokens", "posted": "500", "held": "0", "available": "500"}])
+    );
     assert_eq!(report["remaining_before"], "10");
     assert_eq!(report["remaining_after"], "7", "consumed once though asked twice");
     assert_eq!(report["usage_value"], "7", "recorded once though sent twice");
@@ -56,7 +61,7 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
     // A key bound to another customer: nothing of this customer's, through any tool.
     assert_eq!(
         report["stranger"],
-        json!({"customer_status": "customer_bound", "get_payment": "resource_missing",
+        json!({"customer_status": "customer_bound", "balance": "customer_bound", "get_payment": "resource_missing",
                "list_payments_of_customer": "customer_bound", "list_payments": [],
                "consume": "customer_bound", "record_usage": "customer_bound"})
     );
