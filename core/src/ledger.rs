@@ -42,9 +42,15 @@ const fn account(name: &'static str, owner: Owner, normal: Side, what: &'static 
 }
 
 /// The chart of accounts.
-pub const ACCOUNTS: [Account; 7] = [
+pub const ACCOUNTS: [Account; 8] = [
     account("balance", Owner::Customer, Side::Credit, "money the platform holds for the customer"),
     account("credits", Owner::Customer, Side::Credit, "prepaid credits granted to the customer, per grant"),
+    account(
+        "holds",
+        Owner::Customer,
+        Side::Credit,
+        "credits set aside by open holds until they are settled or released",
+    ),
     account("revenue", Owner::Platform, Side::Credit, "what the customer's payments earned"),
     account("refunds", Owner::Platform, Side::Debit, "what refunds gave back"),
     account("disputes", Owner::Platform, Side::Debit, "what disputes withhold, open or lost"),
@@ -52,8 +58,10 @@ pub const ACCOUNTS: [Account; 7] = [
     account("credits_issued", Owner::Platform, Side::Debit, "credits granted free of charge, less what expired"),
 ];
 
-/// What a transfer records.
-pub const TRANSFER_KINDS: [&str; 5] = ["payment", "refund", "dispute", "credit_grant", "credit_expiry"];
+/// What a transfer records: money the provider moved (payment, refund, dispute); credits
+/// granted and expired; a hold taking credits, giving the rest back, and what it spent.
+pub const TRANSFER_KINDS: [&str; 8] =
+    ["payment", "refund", "dispute", "credit_grant", "credit_expiry", "hold", "hold_release", "spend"];
 
 pub fn account_named(name: &str) -> Option<&'static Account> {
     ACCOUNTS.iter().find(|a| a.name == name)
@@ -165,7 +173,7 @@ mod tests {
         assert!(account_named("cash").is_none());
         // What the customer owns is shown to it; the platform's is summed over customers.
         let customers: Vec<_> = ACCOUNTS.iter().filter(|a| a.owner == Owner::Customer).map(|a| a.name).collect();
-        assert_eq!(customers, ["balance", "credits"]);
+        assert_eq!(customers, ["balance", "credits", "holds"]);
         // Every account is named once.
         let mut names: Vec<_> = ACCOUNTS.iter().map(|a| a.name).collect();
         names.sort();

@@ -118,8 +118,17 @@ pub const INVOICE: Machine = Machine {
     ],
 };
 
+/// A hold on a customer's credits (two-phase spending, as TigerBeetle's pending transfers):
+/// held until settled (the actual amount spent, the rest back), released, or expired. A
+/// reserve the credits could not cover is kept as `refused`, so that its retry answers alike.
+pub const HOLD: Machine = Machine {
+    name: "hold_status",
+    statuses: &["held", "settled", "released", "expired", "refused"],
+    edges: &[("held", &["settled", "released", "expired"])],
+};
+
 /// Every machine by its name (`payments._lifecycle_decision`).
-pub const MACHINES: [&Machine; 4] = [&REFUND, &DISPUTE, &SUBSCRIPTION, &INVOICE];
+pub const MACHINES: [&Machine; 5] = [&REFUND, &DISPUTE, &SUBSCRIPTION, &INVOICE, &HOLD];
 
 pub fn machine(name: &str) -> Option<&'static Machine> {
     MACHINES.into_iter().find(|m| m.name == name)

@@ -57,9 +57,11 @@ pub enum Kind {
     LedgerAccount,
     /// `payments.ledger_transfers.kind`: what a transfer records.
     TransferKind,
+    /// `payments.holds.status`.
+    HoldStatus,
 }
 
-pub const KINDS: [Kind; 21] = [
+pub const KINDS: [Kind; 22] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -81,6 +83,7 @@ pub const KINDS: [Kind; 21] = [
     Kind::DashboardRole,
     Kind::LedgerAccount,
     Kind::TransferKind,
+    Kind::HoldStatus,
 ];
 
 pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
@@ -181,6 +184,7 @@ impl Kind {
             Kind::DashboardRole => "dashboard_role",
             Kind::LedgerAccount => "ledger_account",
             Kind::TransferKind => "transfer_kind",
+            Kind::HoldStatus => "hold_status",
         }
     }
 
@@ -211,6 +215,7 @@ impl Kind {
             Kind::DashboardRole => DASHBOARD_ROLES.to_vec(),
             Kind::LedgerAccount => ledger::ACCOUNTS.iter().map(|a| a.name).collect(),
             Kind::TransferKind => ledger::TRANSFER_KINDS.to_vec(),
+            Kind::HoldStatus => lifecycle::HOLD.statuses.to_vec(),
         }
     }
 
@@ -238,6 +243,7 @@ impl Kind {
             Kind::DashboardRole => DASHBOARD_ROLES.contains(&value),
             Kind::LedgerAccount => ledger::account_named(value).is_some(),
             Kind::TransferKind => ledger::TRANSFER_KINDS.contains(&value),
+            Kind::HoldStatus => lifecycle::HOLD.is_status(value),
         }
     }
 }

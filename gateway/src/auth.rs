@@ -173,6 +173,7 @@ pub enum Object {
     Dispute,
     Subscription,
     Invoice,
+    Hold,
 }
 
 impl Object {
@@ -183,6 +184,7 @@ impl Object {
             Object::Dispute => "dispute",
             Object::Subscription => "subscription",
             Object::Invoice => "invoice",
+            Object::Hold => "hold",
         }
     }
 
@@ -193,6 +195,7 @@ impl Object {
             Object::Dispute => "SELECT customer_id FROM payments.get_dispute($1)",
             Object::Subscription => "SELECT customer_id FROM payments.get_subscription($1)",
             Object::Invoice => "SELECT customer_id FROM payments.get_invoice($1)",
+            Object::Hold => "SELECT customer_id FROM payments.hold_details WHERE id = $1",
         }
     }
 }

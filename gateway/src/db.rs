@@ -221,6 +221,18 @@ pub const CREDIT_GRANT: &str = "SELECT (to_jsonb(d) - 'created_at' - 'expired_at
         'object', 'credit_grant', 'amount', d.amount::text, 'remaining', d.remaining::text, 'outcome', $3::text))::text
      FROM payments.credit_grant_details d WHERE d.customer_id = $1 AND d.id = $2";
 
+/// A reserve's answer as JSON.
+pub const RESERVE: &str =
+    "SELECT jsonb_build_object('object', 'hold_answer', 'hold_id', r.hold_id, 'allowed', r.allowed,
+        'available', r.available::text)::text
+     FROM payments.reserve($1, $2::text::numeric, $3, $4, make_interval(secs => $5::int)) r";
+
+/// What settle and release did, as JSON.
+pub const SETTLE: &str = "SELECT (to_jsonb(h) || jsonb_build_object('object', 'hold', 'spent', h.spent::text,
+        'released', h.released::text))::text FROM payments.settle($1, $2::text::numeric) h";
+pub const RELEASE: &str = "SELECT (to_jsonb(h) || jsonb_build_object('object', 'hold', 'spent', h.spent::text,
+        'released', h.released::text))::text FROM payments.release($1) h";
+
 pub const RECEIPT: &str = "SELECT payments.receipt($1)::text";
 
 pub const RUN_BILLING: &str = "SELECT payments.run_billing()::text";

@@ -3552,6 +3552,8 @@ mod tests {
         Spi::run("SET LOCAL ROLE payments_reader").unwrap();
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.ledger WHERE customer_id = 'cust_cr'"), 3);
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.balances('cust_cr')"), 2);
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.credit_grant_details WHERE customer_id = 'cust_cr'"), 2);
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.hold_details"), 0);
         assert_eq!(sqlstate("SELECT idempotency_key FROM payments.ledger_transfers"), "42501");
         assert_eq!(sqlstate("SELECT payments.grant_credits('g9', 'cust_cr', 1, 'tokens')"), "42501");
         Spi::run("RESET ROLE").unwrap();
@@ -3561,5 +3563,87 @@ mod tests {
             "created"
         );
         Spi::run("RESET ROLE").unwrap();
+    }
+
+    #[pg_test]
+    fn holds_set_credits_aside_then_spend_what_the_work_cost_and_give_back_the_rest() {
+        one::<String>("SELECT outcome FROM payments.grant_credits('h1', 'cust_h', 100, 'tokens')");
+        one::<String>("SELECT outcome FROM payments.grant_credits('h2', 'cust_h', 50, 'tokens', priority => 1)");
+        let reserve = |amount: &str, request: &str| {
+            one::<String>(&format!(
+                "SELECT coalesce(hold_id, '-') || ' ' || allowed || ' ' || available
+                 FROM payments.reserve('cust_h', {amount}, 'tokens', '{request}')"
+            ))
+        };
+        let first = reserve("120", "r1");
+        let hold = first.split(' ').next().unwrap().to_string();
+        assert!(hold.starts_with("hold_") && first.ends_with(" true 30"), "{first}");
+        assert_eq!(reserve("120", "r1"), first, "a retry answers alike and sets nothing more aside");
+        assert_eq!(sqlstate("SELECT payments.reserve('cust_h', 121, 'tokens', 'r1')"), "PM201");
+        // Never more than there is; the refusal is an answer, and its retry the same answer.
+        assert_eq!(reserve("40", "r2"), "- false 30");
+        assert_eq!(reserve("40", "r2"), "- false 30");
+        let balance =
+            || one::<String>("SELECT posted || ' ' || held || ' ' || available FROM payments.balances('cust_h')");
+        assert_eq!(balance(), "150 120 30");
+
+        let settle = |amount: &str| {
+            one::<String>(&format!(
+                "SELECT status || ' ' || spent || ' ' || released || ' ' || outcome FROM payments.settle('{hold}', {amount})"
+            ))
+        };
+        assert_eq!(sqlstate(&format!("SELECT payments.settle('{hold}', 121)")), "PM207");
+        assert_eq!(settle("70"), "settled 70 50 applied");
+        assert_eq!(settle("70"), "settled 70 50 replayed");
+        assert_eq!(sqlstate(&format!("SELECT payments.settle('{hold}', 60)")), "PM202");
+        assert_eq!(sqlstate(&format!("SELECT payments.release('{hold}')")), "PM202");
+        assert_eq!(balance(), "80 0 80");
+        // Spent from the first grant it drew on; the rest back where it came from.
+        assert_eq!(
+            one::<String>("SELECT string_agg(remaining::text, ',' ORDER BY priority) FROM payments.credit_grant_details WHERE customer_id = 'cust_h'"),
+            "30,50"
+        );
+        assert_eq!(
+            ledger_of("cust_h").split(',').skip(2).collect::<Vec<_>>().join(","),
+            "hold:credits>holds:100 tokens,hold:credits>holds:20 tokens,hold_release:holds>credits:30 tokens,\
+             hold_release:holds>credits:20 tokens,spend:holds>revenue:70 tokens"
+        );
+
+        // Released: all back. Expired: all back, by expire_holds (run_billing) at its time.
+        let released = reserve("10", "r3").split(' ').next().unwrap().to_string();
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || released || ' ' || outcome FROM payments.release('{released}')"
+            )),
+            "released 10 applied"
+        );
+        assert_eq!(one::<String>(&format!("SELECT outcome FROM payments.release('{released}')")), "replayed");
+        let expiring = one::<String>(
+            "SELECT hold_id FROM payments.reserve('cust_h', 5, 'tokens', 'r4', '1 minute', '2030-01-01 00:00:00+00')",
+        );
+        assert_eq!(sqlstate(&format!("SELECT payments.settle('{expiring}', 1, '2030-01-01 00:02:00+00')")), "PM202");
+        assert_eq!(one::<i32>("SELECT payments.expire_holds('2030-01-01 00:00:59+00')"), 0);
+        assert_eq!(one::<i32>("SELECT payments.expire_holds('2030-01-01 00:01:00+00')"), 1);
+        assert_eq!(one::<i32>("SELECT payments.expire_holds('2030-01-01 00:01:00+00')"), 0);
+        assert_eq!(balance(), "80 0 80");
+        assert_eq!(
+            one::<String>("SELECT string_agg(status, ',' ORDER BY created_at, id) FROM payments.hold_details WHERE customer_id = 'cust_h'"),
+            "settled,refused,released,expired"
+        );
+        assert!(trial_balance_is_zero());
+        // Bad input; another customer's hold is unknown to a login bound elsewhere.
+        for (sql, code) in [
+            ("SELECT payments.reserve('cust_h', 1, 'tokens', '')", "PM100"),
+            ("SELECT payments.reserve('cust_h', 1, 'tokens', 'r9', '0 seconds')", "PM100"),
+            ("SELECT payments.reserve('cust_h', 1, 'tokens', 'r9', '31 days')", "PM100"),
+            ("SELECT payments.reserve('cust_h', 0, 'tokens', 'r9')", "PM102"),
+            ("SELECT payments.reserve('cust_h', 1, 'Tokens', 'r9')", "PM106"),
+            ("SELECT payments.settle('hold_none', 1)", "PM204"),
+            ("SELECT payments.release('hold_none')", "PM204"),
+            ("SELECT payments.expire_holds(NULL)", "PM100"),
+        ] {
+            assert_eq!(sqlstate(sql), code, "{sql}");
+        }
+        assert_eq!(sqlstate("UPDATE payments.holds SET status = 'held'"), "PM202", "a closed hold stays closed");
     }
 }

@@ -689,13 +689,14 @@ BEGIN
             v_failed := v_failed || (v_error || jsonb_build_object('subscription_id', v_sub_id));
         END;
     END LOOP;
-    -- Credit grants that expired by at are posted out.
+    -- Holds and credit grants that expired by at are released and posted out.
+    v_counts := v_counts || jsonb_build_object('holds_expired', payments.expire_holds(at));
     v_counts := v_counts || jsonb_build_object('credits_expired', payments.expire_credits(at));
     RETURN v_counts || jsonb_build_object('failed', to_jsonb(v_failed));
 END
 $$;
 COMMENT ON FUNCTION payments.run_billing(timestamptz) IS
-    'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new), in three passes of at most 1000 each: subscriptions canceled at period end end (their usage invoiced), incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once; credit grants that expired by at are posted out (expire_credits). Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"renewed", "ended", "expired", "retried", "thresholds", "credits_expired", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
+    'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new), in three passes of at most 1000 each: subscriptions canceled at period end end (their usage invoiced), incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once; holds that expired by at are released (expire_holds) and credit grants that expired are posted out (expire_credits). Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"renewed", "ended", "expired", "retried", "thresholds", "holds_expired", "credits_expired", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
 
 CREATE OR REPLACE VIEW payments.billing_failures WITH (security_invoker) AS
 SELECT s.customer_id, s.id AS subscription_id, s.status, s.billing_error ->> 'sqlstate' AS sqlstate,

@@ -8,6 +8,8 @@ CREATE OR REPLACE TRIGGER ledger_transfers_append_only BEFORE UPDATE OR DELETE O
     FOR EACH ROW EXECUTE FUNCTION payments._refuse_change();
 CREATE OR REPLACE TRIGGER ledger_transfers_no_truncate BEFORE TRUNCATE ON payments.ledger_transfers
     FOR EACH STATEMENT EXECUTE FUNCTION payments._refuse_change();
+CREATE OR REPLACE TRIGGER holds_lifecycle BEFORE UPDATE OF status ON payments.holds
+    FOR EACH ROW EXECUTE FUNCTION payments._lifecycle_guard('hold_status');
 
 COMMENT ON FUNCTION payments.ledger_accounts() IS
     'The chart of accounts: each account''s owner (customer: the customer''s own; platform: the platform''s, kept per customer and summed over them), the side its balance normally sits on, and what it holds.';
@@ -21,6 +23,15 @@ COMMENT ON FUNCTION payments._units_major(bigint, text) IS
 COMMENT ON FUNCTION payments._account_sign(text) IS
     'Internal: 1 for a debit-normal account, -1 for a credit-normal one: times the debits less the credits, its balance.';
 COMMENT ON FUNCTION payments._account_owner(text) IS 'Internal: customer or platform, whose account it is.';
+
+CREATE OR REPLACE VIEW payments.grant_remainders WITH (security_invoker) AS
+SELECT g.customer_id, g.id AS grant_id,
+       coalesce(sum(CASE WHEN t.credit_account = 'credits' THEN t.amount ELSE -t.amount END), 0)::bigint AS remaining
+FROM payments.credit_grants g
+LEFT JOIN payments.ledger_transfers t ON t.customer_id = g.customer_id AND t.grant_id = g.id
+GROUP BY g.customer_id, g.id;
+COMMENT ON VIEW payments.grant_remainders IS
+    'What is left of each credit grant, in the unit''s smallest steps: what its credits transfers add up to (granted, less what holds took and expiry posted out, plus what came back).';
 
 CREATE OR REPLACE FUNCTION payments._units(p_amount numeric, p_unit text) RETURNS bigint
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
@@ -131,8 +142,8 @@ BEGIN
         WHERE g.customer_id = v_grant.customer_id AND g.id = v_grant.id AND g.expired_at IS NULL
         FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
-        SELECT coalesce(sum(CASE WHEN t.credit_account = 'credits' THEN t.amount ELSE -t.amount END), 0) INTO v_left
-        FROM payments.ledger_transfers t WHERE t.customer_id = v_grant.customer_id AND t.grant_id = v_grant.id;
+        SELECT r.remaining INTO v_left FROM payments.grant_remainders r
+        WHERE r.customer_id = v_grant.customer_id AND r.grant_id = v_grant.id;
         PERFORM payments._move(v_grant.customer_id, 'credit_expiry', v_grant.id, v_unit, v_left, 'credits',
                                'credits_issued', v_grant.id);
         UPDATE payments.credit_grants g SET expired_at = at WHERE g.customer_id = v_grant.customer_id AND g.id = v_grant.id;
@@ -163,23 +174,28 @@ BEGIN
         SELECT t.credit_account, t.unit, -t.amount, t.grant_id
         FROM payments.ledger_transfers t WHERE t.customer_id = balances.customer_id AND t.created_at <= at
     ), totals AS (
-        SELECT s.account, s.unit, sum(s.signed) AS signed,
+        SELECT s.account, s.unit, payments._account_sign(s.account) * sum(s.signed) AS shown,
                -- Credits of a grant that expired by at are not available, posted out or not yet.
-               coalesce(sum(s.signed) FILTER (WHERE g.expires_at IS NULL OR g.expires_at > at), 0) AS usable
+               payments._account_sign(s.account)
+                   * coalesce(sum(s.signed) FILTER (WHERE g.expires_at IS NULL OR g.expires_at > at), 0) AS usable
         FROM sides s
         LEFT JOIN payments.credit_grants g ON g.customer_id = balances.customer_id AND g.id = s.grant_id
         WHERE payments._account_owner(s.account) = 'customer'
         GROUP BY s.account, s.unit
     )
-    SELECT t.account, t.unit, payments._units_major((payments._account_sign(t.account) * t.signed)::bigint, t.unit),
-           payments._units_major(0, t.unit),
-           payments._units_major((payments._account_sign(t.account) * t.usable)::bigint, t.unit)
+    -- What holds set aside is shown as held credits (posted, not available), not as an account of its own.
+    SELECT t.account, t.unit,
+           payments._units_major((t.shown + coalesce(h.shown, 0))::bigint, t.unit),
+           payments._units_major(coalesce(h.shown, 0)::bigint, t.unit),
+           payments._units_major(t.usable::bigint, t.unit)
     FROM totals t
+    LEFT JOIN totals h ON h.account = 'holds' AND h.unit = t.unit AND t.account = 'credits'
+    WHERE t.account <> 'holds'
     ORDER BY t.account, t.unit;
 END
 $$;
 COMMENT ON FUNCTION payments.balances(text, timestamptz) IS
-    'A customer''s accounts at an instant (default now): per account (balance, credits) and unit, what is posted, what holds keep, and what is available (credits of grants that expired by then are not). Amounts in major units of a currency or whole credit units. A login bound to another customer gets no rows.';
+    'A customer''s accounts at an instant (default now): per account (balance, credits) and unit, what is posted, what open holds set aside of it (held), and what is available to spend or reserve (posted less held; credits of grants that expired by then are not). Amounts in major units of a currency or whole credit units. A login bound to another customer gets no rows.';
 
 CREATE OR REPLACE FUNCTION payments.trial_balance()
 RETURNS TABLE (unit text, debits numeric, credits numeric, difference numeric)
@@ -206,6 +222,226 @@ $$;
 COMMENT ON FUNCTION payments.trial_balance() IS
     'The trial balance per unit: every account of every customer (its own and the platform''s kept for it) netted, the debit balances summed against the credit balances. Their difference is zero, always: every transfer debits and credits the same amount.';
 
+-- ---------------------------------------------------------------------------
+-- Holds: two-phase spending for agents (TigerBeetle's pending, post and void)
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION payments._usable_grants(p_customer_id text, p_unit text, p_at timestamptz)
+RETURNS TABLE (grant_id text, remaining bigint)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN QUERY
+    SELECT g.id, r.remaining
+    FROM payments.credit_grants g
+    JOIN payments.grant_remainders r ON r.customer_id = g.customer_id AND r.grant_id = g.id
+    WHERE g.customer_id = p_customer_id AND g.unit = p_unit AND g.expired_at IS NULL
+      AND (g.expires_at IS NULL OR g.expires_at > p_at) AND r.remaining > 0
+    ORDER BY g.priority, g.expires_at NULLS LAST, g.id;
+END
+$$;
+COMMENT ON FUNCTION payments._usable_grants(text, text, timestamptz) IS
+    'Internal: a customer''s grants in a unit with something left at p_at, in the order they are used: priority, then soonest expiry.';
+
+CREATE OR REPLACE FUNCTION payments.reserve(customer_id text, amount numeric, unit text, request_id text,
+                                            expires_in interval DEFAULT '15 minutes', at timestamptz DEFAULT now())
+RETURNS TABLE (hold_id text, allowed boolean, available numeric)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_units     bigint;
+    v_unit      text;
+    v_fp        bytea;
+    v_available bigint;
+    v_hold      payments.holds%ROWTYPE;
+    v_grant     record;
+    v_left      bigint;
+BEGIN
+    IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255
+       OR request_id IS NULL OR length(request_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'customer_id and request_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    IF expires_in IS NULL OR expires_in <= interval '0' OR expires_in > interval '30 days'
+       OR at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'expires_in must be above zero and at most 30 days, at a finite time' USING ERRCODE = 'PM100';
+    END IF;
+    v_units := payments._units(amount, unit);
+    v_unit := payments._unit(unit);
+    v_fp := sha256(convert_to(jsonb_build_array(v_units, v_unit, extract(epoch FROM expires_in))::text, 'UTF8'));
+    -- The wallet's row orders the customer's holds in the unit: what one reserve sees left,
+    -- no other takes meanwhile.
+    INSERT INTO payments.wallets (customer_id, unit) VALUES (reserve.customer_id, v_unit)
+    ON CONFLICT ON CONSTRAINT wallets_pkey DO NOTHING;
+    PERFORM 1 FROM payments.wallets w WHERE w.customer_id = reserve.customer_id AND w.unit = v_unit FOR UPDATE;
+    SELECT coalesce(sum(g.remaining), 0) INTO v_available FROM payments._usable_grants(reserve.customer_id, v_unit, at) g;
+    INSERT INTO payments.holds (customer_id, id, unit, amount, status, available, request_id, request_fingerprint,
+                                expires_at)
+    VALUES (reserve.customer_id, payments._new_id('hold'), v_unit, v_units,
+            CASE WHEN v_units <= v_available THEN 'held' ELSE 'refused' END,
+            CASE WHEN v_units <= v_available THEN v_available - v_units ELSE v_available END,
+            reserve.request_id, v_fp, at + expires_in)
+    ON CONFLICT ON CONSTRAINT holds_request_id DO NOTHING
+    RETURNING * INTO v_hold;
+    IF v_hold.id IS NULL THEN
+        -- A retry: the first answer, unless the request asked for something else.
+        SELECT * INTO v_hold FROM payments.holds h
+        WHERE h.customer_id = reserve.customer_id AND h.request_id = reserve.request_id;
+        IF v_hold.request_fingerprint <> v_fp THEN
+            RAISE EXCEPTION 'request_id % was already used with a different amount, unit or expiry',
+                quote_literal(request_id) USING ERRCODE = 'PM201', DETAIL = 'the request made hold ' || v_hold.id;
+        END IF;
+    ELSIF v_hold.status = 'held' THEN
+        -- Set aside grant by grant, in the order credits are used.
+        v_left := v_units;
+        FOR v_grant IN SELECT * FROM payments._usable_grants(reserve.customer_id, v_unit, at) LOOP
+            EXIT WHEN v_left = 0;
+            PERFORM payments._move(reserve.customer_id, 'hold', v_hold.id, v_unit, least(v_left, v_grant.remaining),
+                                   'credits', 'holds', v_grant.grant_id);
+            v_left := v_left - least(v_left, v_grant.remaining);
+        END LOOP;
+    END IF;
+    RETURN QUERY SELECT CASE WHEN v_hold.status <> 'refused' THEN v_hold.id END, v_hold.status <> 'refused',
+                        payments._units_major(v_hold.available, v_hold.unit);
+END
+$$;
+COMMENT ON FUNCTION payments.reserve(text, numeric, text, text, interval, timestamptz) IS
+    'Sets amount of unit aside from the customer''s credits before work whose cost is known only afterwards (an LLM call, a job): allowed with a hold_id when the credits usable at at cover it (grants by priority, then soonest expiry), refused (allowed false, no hold) when not; never more than there is, however many reserve at once. available: what is left after the answer. The hold lasts expires_in (at most 30 days); settle it with the actual cost, or release it. A repeated request_id returns the first answer; with another amount, unit or expiry it is PM201.';
+
+CREATE OR REPLACE FUNCTION payments._close_hold(p_customer_id text, p_hold_id text, p_status text, p_spent bigint,
+                                                p_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_unit   text;
+    v_left   bigint := p_spent;
+    v_drawn  record;
+    v_back   bigint;
+BEGIN
+    SELECT h.unit INTO v_unit FROM payments.holds h WHERE h.customer_id = p_customer_id AND h.id = p_hold_id;
+    -- What it spent comes from the grants it drew first; the rest goes back to each.
+    FOR v_drawn IN
+        SELECT t.grant_id, t.amount, g.expired_at IS NOT NULL AS gone
+        FROM payments.ledger_transfers t
+        JOIN payments.credit_grants g ON g.customer_id = t.customer_id AND g.id = t.grant_id
+        WHERE t.customer_id = p_customer_id AND t.reference = p_hold_id AND t.kind = 'hold'
+        ORDER BY t.id
+    LOOP
+        v_back := v_drawn.amount - least(v_left, v_drawn.amount);
+        v_left := v_left - least(v_left, v_drawn.amount);
+        PERFORM payments._move(p_customer_id, 'hold_release', p_hold_id, v_unit, v_back, 'holds', 'credits',
+                               v_drawn.grant_id);
+        -- Back to a grant that expired meanwhile: out with it, as its expiry posted the rest.
+        IF v_drawn.gone THEN
+            PERFORM payments._move(p_customer_id, 'credit_expiry', v_drawn.grant_id, v_unit, v_back, 'credits',
+                                   'credits_issued', v_drawn.grant_id);
+        END IF;
+    END LOOP;
+    PERFORM payments._move(p_customer_id, 'spend', p_hold_id, v_unit, p_spent, 'holds', 'revenue');
+    UPDATE payments.holds h
+    SET status = p_status, settled_amount = CASE WHEN p_status = 'settled' THEN p_spent END, closed_at = p_at
+    WHERE h.customer_id = p_customer_id AND h.id = p_hold_id;
+END
+$$;
+COMMENT ON FUNCTION payments._close_hold(text, text, text, bigint, timestamptz) IS
+    'Internal: ends a held hold (the caller has locked it) as settled (p_spent to revenue), released or expired (p_spent 0): what it drew that was not spent goes back to its grants.';
+
+CREATE OR REPLACE FUNCTION payments._locked_hold(p_hold_id text) RETURNS payments.holds
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_customer text;
+    v_hold     payments.holds%ROWTYPE;
+BEGIN
+    -- Found by id, then locked where it lives (on Citus, on its customer's shard).
+    SELECT h.customer_id INTO v_customer FROM payments.holds h WHERE h.id = p_hold_id;
+    SELECT * INTO v_hold FROM payments.holds h WHERE h.customer_id = v_customer AND h.id = p_hold_id FOR UPDATE;
+    -- A login bound to another customer is answered as for an unknown id.
+    IF NOT FOUND OR v_hold.status = 'refused'
+       OR v_hold.customer_id <> coalesce(payments._bound_customer(), v_hold.customer_id) THEN
+        RAISE EXCEPTION 'hold % not found', payments._shown(p_hold_id) USING ERRCODE = 'PM204';
+    END IF;
+    RETURN v_hold;
+END
+$$;
+COMMENT ON FUNCTION payments._locked_hold(text) IS 'Internal: a hold by id, locked; PM204 for none.';
+
+CREATE OR REPLACE FUNCTION payments.settle(hold_id text, amount numeric, at timestamptz DEFAULT now())
+RETURNS TABLE (id text, status text, spent numeric, released numeric, outcome text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_hold  payments.holds%ROWTYPE := payments._locked_hold(settle.hold_id);
+    v_units bigint;
+BEGIN
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at is required (a finite time)' USING ERRCODE = 'PM100';
+    END IF;
+    -- Nothing spent is a settle too (the work cost nothing).
+    v_units := CASE WHEN settle.amount = 0 THEN 0 ELSE payments._units(settle.amount, v_hold.unit) END;
+    IF v_hold.status = 'settled' AND v_hold.settled_amount = v_units THEN
+        RETURN QUERY SELECT v_hold.id, v_hold.status, payments._units_major(v_units, v_hold.unit),
+                            payments._units_major(v_hold.amount - v_units, v_hold.unit), 'replayed'::text;
+        RETURN;
+    ELSIF v_hold.status <> 'held' OR v_hold.expires_at <= at THEN
+        RAISE EXCEPTION 'hold % is %', v_hold.id, CASE WHEN v_hold.status = 'held' THEN 'expired' ELSE v_hold.status END
+            USING ERRCODE = 'PM202', HINT = 'reserve again';
+    ELSIF v_units > v_hold.amount THEN
+        RAISE EXCEPTION 'hold % holds %, not %', v_hold.id, payments._units_major(v_hold.amount, v_hold.unit),
+            payments._units_major(v_units, v_hold.unit) USING ERRCODE = 'PM207';
+    END IF;
+    PERFORM payments._close_hold(v_hold.customer_id, v_hold.id, 'settled', v_units, at);
+    RETURN QUERY SELECT v_hold.id, 'settled'::text, payments._units_major(v_units, v_hold.unit),
+                        payments._units_major(v_hold.amount - v_units, v_hold.unit), 'applied'::text;
+END
+$$;
+COMMENT ON FUNCTION payments.settle(text, numeric, timestamptz) IS
+    'Spends what the work cost (0 to the held amount; more is PM207) from a hold and gives the rest back to the grants it came from, in the ledger. The same settle again is replayed; a settle of a hold that is released, expired by at, or settled for another amount is PM202; an unknown hold PM204.';
+
+CREATE OR REPLACE FUNCTION payments.release(hold_id text)
+RETURNS TABLE (id text, status text, spent numeric, released numeric, outcome text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_hold payments.holds%ROWTYPE := payments._locked_hold(release.hold_id);
+BEGIN
+    IF v_hold.status = 'held' THEN
+        PERFORM payments._close_hold(v_hold.customer_id, v_hold.id, 'released', 0, now());
+    ELSIF v_hold.status <> 'released' THEN
+        RAISE EXCEPTION 'hold % is %', v_hold.id, v_hold.status USING ERRCODE = 'PM202';
+    END IF;
+    RETURN QUERY SELECT v_hold.id, 'released'::text, payments._units_major(0, v_hold.unit),
+                        payments._units_major(v_hold.amount, v_hold.unit),
+                        CASE WHEN v_hold.status = 'held' THEN 'applied' ELSE 'replayed' END;
+END
+$$;
+COMMENT ON FUNCTION payments.release(text) IS
+    'Gives everything a hold set aside back to its grants (the work was not done). Again: replayed; a settled or expired hold is PM202, an unknown one PM204.';
+
+CREATE OR REPLACE FUNCTION payments.expire_holds(at timestamptz DEFAULT now()) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_due   record;
+    v_count integer := 0;
+BEGIN
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at is required (a finite time)' USING ERRCODE = 'PM100';
+    END IF;
+    FOR v_due IN
+        SELECT h.customer_id, h.id FROM payments.holds h WHERE h.status = 'held' AND h.expires_at <= at
+        ORDER BY h.expires_at, h.id
+    LOOP
+        PERFORM 1 FROM payments.holds h
+        WHERE h.customer_id = v_due.customer_id AND h.id = v_due.id AND h.status = 'held' FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        PERFORM payments._close_hold(v_due.customer_id, v_due.id, 'expired', 0, at);
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION payments.expire_holds(timestamptz) IS
+    'Releases every hold that expired by at (status expired; what it set aside goes back to its grants, in the ledger) and returns how many. The same at twice does nothing new; safe from two places at once. run_billing calls it.';
+
+CREATE OR REPLACE VIEW payments.hold_details WITH (security_invoker) AS
+SELECT h.customer_id, h.id, h.unit, payments._units_major(h.amount, h.unit) AS amount, h.status,
+       payments._units_major(h.settled_amount, h.unit) AS settled, h.expires_at, h.created_at, h.closed_at
+FROM payments.holds h;
+COMMENT ON VIEW payments.hold_details IS
+    'Every hold and reserve refusal: amount, status (held, settled, released, expired, refused), what was spent, when it expires or closed. Readable by payments_reader (no request ids).';
+
 CREATE OR REPLACE VIEW payments.ledger WITH (security_invoker) AS
 SELECT t.customer_id, t.id AS transfer_id, t.kind, t.reference, t.debit_account, t.credit_account, t.unit,
        payments._units_major(t.amount, t.unit) AS amount, t.grant_id, t.created_at
@@ -215,11 +451,9 @@ COMMENT ON VIEW payments.ledger IS
 
 CREATE OR REPLACE VIEW payments.credit_grant_details WITH (security_invoker) AS
 SELECT g.customer_id, g.id, g.unit, payments._units_major(g.amount, g.unit) AS amount,
-       payments._units_major(coalesce(sum(CASE WHEN t.credit_account = 'credits' THEN t.amount ELSE -t.amount END), 0)::bigint,
-                             g.unit) AS remaining,
+       payments._units_major(r.remaining, g.unit) AS remaining,
        g.applies_to, g.priority, g.expires_at, g.expired_at, g.created_at
 FROM payments.credit_grants g
-LEFT JOIN payments.ledger_transfers t ON t.customer_id = g.customer_id AND t.grant_id = g.id
-GROUP BY g.customer_id, g.id;
+JOIN payments.grant_remainders r ON r.customer_id = g.customer_id AND r.grant_id = g.id;
 COMMENT ON VIEW payments.credit_grant_details IS
     'Every credit grant with what is left of it (its credits entries'' balance). Readable by payments_reader.';

@@ -52,7 +52,7 @@ GRANT EXECUTE ON FUNCTION
     payments.balances(text, timestamptz), payments.trial_balance()
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details,
-    payments.subscription_revenue, payments.mrr, payments.ledger, payments.credit_grant_details,
+    payments.subscription_revenue, payments.mrr, payments.ledger, payments.credit_grant_details, payments.grant_remainders, payments.hold_details,
     payments.invoice_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
     payments.webhook_delivery_attempts
 TO payments_admin, payments_gateway, payments_reader;
@@ -110,6 +110,8 @@ GRANT EXECUTE ON FUNCTION
     payments.consume(text, text, numeric, text, timestamptz),
     payments.run_billing(timestamptz),
     payments.grant_credits(text, text, numeric, text, timestamptz, text, integer), payments.expire_credits(timestamptz),
+    payments.reserve(text, numeric, text, text, interval, timestamptz), payments.settle(text, numeric, timestamptz),
+    payments.release(text), payments.expire_holds(timestamptz),
     payments.set_subscription_payment_method(text, text),
     payments.change_plan(text, text, boolean, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)

@@ -72,6 +72,7 @@ CREATE TABLE payments.ledger_transfers (
     CONSTRAINT ledger_transfers_idempotency_key UNIQUE (customer_id, idempotency_key)
 );
 CREATE INDEX ledger_transfers_grant_idx ON payments.ledger_transfers (customer_id, grant_id) WHERE grant_id IS NOT NULL;
+CREATE INDEX ledger_transfers_reference_idx ON payments.ledger_transfers (customer_id, reference);
 SELECT pg_catalog.pg_extension_config_dump('payments.ledger_transfers', '');
 CREATE TABLE payments.credit_grants (
     customer_id text COLLATE "C" NOT NULL,
@@ -87,3 +88,30 @@ CREATE TABLE payments.credit_grants (
 );
 CREATE INDEX credit_grants_expiry_idx ON payments.credit_grants (expires_at) WHERE expired_at IS NULL;
 SELECT pg_catalog.pg_extension_config_dump('payments.credit_grants', '');
+CREATE TABLE payments.wallets (
+    customer_id text COLLATE "C" NOT NULL,
+    unit        text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, unit)
+);
+SELECT pg_catalog.pg_extension_config_dump('payments.wallets', '');
+CREATE TABLE payments.holds (
+    customer_id         text COLLATE "C" NOT NULL,
+    id                  text COLLATE "C" NOT NULL,
+    unit                text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    amount              bigint NOT NULL CHECK (amount > 0),
+    status              text COLLATE "C" NOT NULL CHECK (payments._is_allowed('hold_status', status)),
+    available           bigint NOT NULL CHECK (available >= 0),
+    settled_amount      bigint CHECK (settled_amount >= 0),
+    request_id          text COLLATE "C" NOT NULL CHECK (length(request_id) BETWEEN 1 AND 255),
+    request_fingerprint bytea NOT NULL,
+    expires_at          timestamptz NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    closed_at           timestamptz,
+    CONSTRAINT holds_settled_within CHECK (settled_amount <= amount),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT holds_request_id UNIQUE (customer_id, request_id)
+);
+CREATE INDEX holds_id_idx ON payments.holds (id);
+CREATE INDEX holds_open_idx ON payments.holds (expires_at) WHERE status = 'held';
+SELECT pg_catalog.pg_extension_config_dump('payments.holds', '');

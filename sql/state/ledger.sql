@@ -22,6 +22,7 @@ CREATE TABLE payments.ledger_transfers (
     CONSTRAINT ledger_transfers_idempotency_key UNIQUE (customer_id, idempotency_key)
 );
 CREATE INDEX ledger_transfers_grant_idx ON payments.ledger_transfers (customer_id, grant_id) WHERE grant_id IS NOT NULL;
+CREATE INDEX ledger_transfers_reference_idx ON payments.ledger_transfers (customer_id, reference);
 COMMENT ON TABLE payments.ledger_transfers IS
     'The ledger: every movement of money or credits, one row each, debiting one account and crediting another by the same amount (so every transfer balances), written in the transaction of what it records: a payment succeeding, a refund, a dispute, a credit grant or its expiry. Accounts are per customer and unit, the platform''s too (payments.ledger_accounts()): an account''s balance is its debits less its credits, and the platform''s is the sum over its customers, so no row is shared by every customer''s postings. Append-only.';
 COMMENT ON COLUMN payments.ledger_transfers.id IS 'tr_ + 26-character time-sortable id.';
@@ -57,3 +58,40 @@ COMMENT ON COLUMN payments.credit_grants.applies_to IS 'A feature or meter the c
 COMMENT ON COLUMN payments.credit_grants.priority IS 'Lower is used first.';
 COMMENT ON COLUMN payments.credit_grants.expired_at IS 'The at of the expire_credits run that posted out its remainder; NULL while it lasts.';
 SELECT pg_catalog.pg_extension_config_dump('payments.credit_grants', '');
+
+CREATE TABLE payments.wallets (
+    customer_id text COLLATE "C" NOT NULL,
+    unit        text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, unit)
+);
+COMMENT ON TABLE payments.wallets IS
+    'A customer''s credits in one unit, made at its first hold: the row whose lock orders the holds on them, so that concurrent reserves never set aside more than there is.';
+SELECT pg_catalog.pg_extension_config_dump('payments.wallets', '');
+
+CREATE TABLE payments.holds (
+    customer_id         text COLLATE "C" NOT NULL,
+    id                  text COLLATE "C" NOT NULL,
+    unit                text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    amount              bigint NOT NULL CHECK (amount > 0),
+    status              text COLLATE "C" NOT NULL CHECK (payments._is_allowed('hold_status', status)),
+    available           bigint NOT NULL CHECK (available >= 0),
+    settled_amount      bigint CHECK (settled_amount >= 0),
+    request_id          text COLLATE "C" NOT NULL CHECK (length(request_id) BETWEEN 1 AND 255),
+    request_fingerprint bytea NOT NULL,
+    expires_at          timestamptz NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    closed_at           timestamptz,
+    CONSTRAINT holds_settled_within CHECK (settled_amount <= amount),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT holds_request_id UNIQUE (customer_id, request_id)
+);
+CREATE INDEX holds_id_idx ON payments.holds (id);
+CREATE INDEX holds_open_idx ON payments.holds (expires_at) WHERE status = 'held';
+COMMENT ON TABLE payments.holds IS
+    'Two-phase spending (payments.reserve, settle, release): a hold sets credits aside (ledger transfers credits to holds, per grant) until it is settled for the actual amount (spent to revenue, the rest back to its grants), released or expired (all back). A reserve that could not be covered is kept as refused, so its retry answers alike.';
+COMMENT ON COLUMN payments.holds.amount IS 'What was asked for, in the unit''s smallest steps.';
+COMMENT ON COLUMN payments.holds.available IS 'What the customer''s credits had left after the answer (refused: what they had).';
+COMMENT ON COLUMN payments.holds.settled_amount IS 'What settle spent; the rest went back.';
+COMMENT ON COLUMN payments.holds.request_id IS 'The caller''s id for the reserve, unique per customer: a retry returns the first answer.';
+SELECT pg_catalog.pg_extension_config_dump('payments.holds', '');

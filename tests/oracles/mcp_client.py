@@ -17,7 +17,8 @@ from mcp.client.streamable_http import streamablehttp_client
 from pydantic import AnyUrl
 
 url, read_key, write_key, gateway_bin, database_url, customer, payment, meter, stranger_key = sys.argv[1:10]
-TOOLS = {"customer_status", "balance", "get_payment", "list_payments", "usage_summary", "consume", "record_usage"}
+TOOLS = {"customer_status", "balance", "get_payment", "list_payments", "usage_summary", "consume", "record_usage",
+         "reserve", "settle", "release"}
 report = {}
 
 
@@ -44,6 +45,18 @@ async def writer(session):
     report["remaining_before"] = calls["remaining"]
 
     report["balance"] = payload(await session.call_tool("balance", {"customer_id": customer}))["data"]
+    # Two-phase spending: set 200 aside (twice: a retry), spend 150 of it, the rest back.
+    held = payload(await session.call_tool("reserve", {"customer_id": customer, "amount": 200, "unit": "tokens",
+                                                       "request_id": "agent-hold-1"}))
+    again = payload(await session.call_tool("reserve", {"customer_id": customer, "amount": 200, "unit": "tokens",
+                                                        "request_id": "agent-hold-1"}))
+    assert held["allowed"] is True and again["hold_id"] == held["hold_id"], (held, again)
+    report["hold"] = held["hold_id"]
+    settled = payload(await session.call_tool("settle", {"hold_id": held["hold_id"], "amount": "150"}))
+    report["settled"] = [settled["status"], settled["spent"], settled["released"], settled["outcome"]]
+    released = await session.call_tool("release", {"hold_id": held["hold_id"]})
+    report["release_after_settle"] = payload(released)["error"]["code"] if released.isError else "allowed"
+    report["balance_after"] = payload(await session.call_tool("balance", {"customer_id": customer}))["data"]
 
     got = payload(await session.call_tool("get_payment", {"payment_id": payment}))
     assert got["id"] == payment and got["status"] == "succeeded" and got["amount"] == "12.50", got
@@ -92,6 +105,9 @@ async def reader(session):
     refused = await session.call_tool("record_usage", {"customer_id": customer, "meter": meter,
                                                        "quantity": "1", "request_id": "agent-use-2"})
     report["read_only_record_usage"] = payload(refused)["error"]["code"] if refused.isError else "allowed"
+    refused = await session.call_tool("reserve", {"customer_id": customer, "amount": 1, "unit": "tokens",
+                                                  "request_id": "agent-hold-2"})
+    report["read_only_reserve"] = payload(refused)["error"]["code"] if refused.isError else "allowed"
 
 
 async def stranger(session):
@@ -109,6 +125,9 @@ async def stranger(session):
                                                             "quantity": "1", "request_id": "stranger-1"})),
         "record_usage": code(await session.call_tool("record_usage", {"customer_id": customer, "meter": meter,
                                                                       "quantity": "1", "request_id": "stranger-2"})),
+        "reserve": code(await session.call_tool("reserve", {"customer_id": customer, "amount": 1, "unit": "tokens",
+                                                            "request_id": "stranger-3"})),
+        "release": code(await session.call_tool("release", {"hold_id": report["hold"]})),
     }
 
 

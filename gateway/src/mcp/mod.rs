@@ -2,8 +2,8 @@
 //! HTTP API calls (`db.rs`), and the SQL API reference as a resource. Served
 //! over stdio (`payments-gateway mcp`, `stdio.rs`) and streamable HTTP at
 //! `/mcp` (`http.rs`); both authenticate an API key, and its scopes decide
-//! what may be called: reads (`balance` among them) need `payments:read`,
-//! `consume` and `record_usage` need `payments:write`.
+//! what may be called: reads (`balance` among them) need `payments:read`;
+//! `consume`, `record_usage`, `reserve`, `settle` and `release` need `payments:write`.
 
 pub mod http;
 pub mod stdio;
@@ -107,6 +107,31 @@ pub struct ConsumeArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ReserveArgs {
+    pub customer_id: String,
+    /// How much to set aside, above 0: a decimal string ("0.50") or a whole number.
+    pub amount: Decimal,
+    /// A currency (usd) or a credit unit (tokens).
+    pub unit: String,
+    /// Your id for this reserve: a retry with it gets the first answer and sets nothing more aside.
+    pub request_id: String,
+    /// How long the hold lasts unless settled or released; default 900 seconds.
+    pub expires_in_seconds: Option<i32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SettleArgs {
+    pub hold_id: String,
+    /// What the work cost, 0 up to the held amount: a decimal string or a whole number.
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct HoldArgs {
+    pub hold_id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct RecordUsageArgs {
     pub customer_id: String,
     /// The meter's code.
@@ -173,6 +198,29 @@ impl PaymentsMcp {
                     who.sees_json(&json, object)?;
                 }
                 Ok(json)
+            }
+            .await,
+        )
+    }
+}
+
+impl PaymentsMcp {
+    /// Settle or release a hold, for a caller with the write scope whose key may see the hold.
+    async fn hold_call(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        hold_id: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> CallToolResult {
+        answer(
+            async {
+                let who = caller(&self.caller, ctx)?;
+                who.require(WRITE)?;
+                let db = self.pool.get().await?;
+                who.owns(&db, crate::auth::Object::Hold, hold_id).await?;
+                let stmt = db.prepare_cached(sql).await?;
+                first(&db.query_one(&stmt, params).await?)
             }
             .await,
         )
@@ -274,6 +322,37 @@ impl PaymentsMcp {
         };
         let params: [&(dyn ToSql + Sync); 4] = [&a.customer_id, &a.feature, &quantity, &a.request_id];
         self.run(&ctx, WRITE, Some(&a.customer_id), None, db::CONSUME, &params, first).await
+    }
+
+    #[tool(
+        description = "Sets credits aside before work whose cost is known only afterwards: allowed with a hold_id when the customer's credits cover amount, else refused (never more than there is, however many agents ask at once); available is what is left. Idempotent with request_id. Then settle or release the hold. Needs the payments:write scope."
+    )]
+    async fn reserve(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<ReserveArgs>) -> CallToolResult {
+        let amount = match a.amount.text() {
+            Ok(q) => q,
+            Err(e) => return answer(Err(e)),
+        };
+        let seconds = a.expires_in_seconds.unwrap_or(900);
+        let params: [&(dyn ToSql + Sync); 5] = [&a.customer_id, &amount, &a.unit, &a.request_id, &seconds];
+        self.run(&ctx, WRITE, Some(&a.customer_id), None, db::RESERVE, &params, first).await
+    }
+
+    #[tool(
+        description = "Spends what the work cost (0 up to the held amount) from a hold and gives the rest back: {status, spent, released, outcome}. Settling again with the same amount is replayed. Needs the payments:write scope."
+    )]
+    async fn settle(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<SettleArgs>) -> CallToolResult {
+        let amount = match a.amount.text() {
+            Ok(q) => q,
+            Err(e) => return answer(Err(e)),
+        };
+        self.hold_call(&ctx, &a.hold_id, db::SETTLE, &[&a.hold_id, &amount]).await
+    }
+
+    #[tool(
+        description = "Gives everything a hold set aside back (the work was not done): {status: released, released, outcome}. Needs the payments:write scope."
+    )]
+    async fn release(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<HoldArgs>) -> CallToolResult {
+        self.hold_call(&ctx, &a.hold_id, db::RELEASE, &[&a.hold_id]).await
     }
 
     #[tool(

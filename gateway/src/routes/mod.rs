@@ -3,6 +3,7 @@
 pub mod credit_grants;
 pub mod customers;
 pub mod disputes;
+pub mod holds;
 pub mod invoices;
 pub mod ops;
 pub mod payments;

@@ -331,6 +331,43 @@ async fn sixty_four_agents_granting_credits_at_once_grant_each_key_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_agents_reserving_against_one_balance_never_overspend() {
+    let db = connect().await;
+    let customer = unique("cust_hold");
+    db.execute("SELECT payments.grant_credits($1, $2, 100, 'tokens')", &[&unique("g"), &customer]).await.unwrap();
+    // 64 agents reserve 3 tokens each, twice (a retry with the same request id); once all have
+    // their answer, each settles what it was given for 2 (the work cost less than reserved).
+    let all_answered = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+    let workers = (0..64).map(|i| {
+        let (customer, all_answered) = (customer.clone(), all_answered.clone());
+        tokio::spawn(async move {
+            let db = connect().await;
+            let request = format!("job-{i}");
+            let reserve = "SELECT hold_id, allowed FROM payments.reserve($1, 3, 'tokens', $2)";
+            let first = db.query_one(reserve, &[&customer, &request]).await.unwrap();
+            let retry = db.query_one(reserve, &[&customer, &request]).await.unwrap();
+            let hold: Option<String> = first.get(0);
+            assert_eq!(hold, retry.get::<_, Option<String>>(0), "a retry answers alike");
+            all_answered.wait().await;
+            if let Some(hold) = &hold {
+                let spent: String =
+                    db.query_one("SELECT spent::text FROM payments.settle($1, 2)", &[hold]).await.unwrap().get(0);
+                assert_eq!(spent, "2");
+            }
+            first.get::<_, bool>(1)
+        })
+    });
+    let allowed = join_all(workers).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(allowed, 33, "33 × 3 = 99 of 100 tokens may be set aside at once; the 34th would overspend");
+    let balance: String = db
+        .query_one("SELECT posted || ' ' || held || ' ' || available FROM payments.balances($1)", &[&customer])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(balance, "34 0 34", "33 settled for 2: 66 spent, the rest back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_concurrent_billing_runs_renew_and_charge_once() {
     let db = connect().await;
     let plan = unique("renew").to_lowercase().replace('-', "_");

@@ -1650,6 +1650,31 @@ async fn credits_are_granted_over_http_by_platform_keys_only_and_balances_shown_
     }
     let hidden = app.send(Method::GET, &path, Some(&other_key), None).await;
     assert_eq!(hidden.status(), StatusCode::NOT_FOUND);
+
+    // The customer's own agent reserves, then settles what the work cost; another's key sees no hold.
+    let reserve = |amount: &str, request: &str| {
+        let body = json!({ "customer_id": customer, "amount": amount, "unit": "tokens", "request_id": request });
+        app.send(Method::POST, "/v1/holds", Some(&own_key), Some(body))
+    };
+    let held: Value = reserve("600", "job-1").await.json().await.unwrap();
+    assert_eq!((held["allowed"].as_bool(), held["available"].as_str()), (Some(true), Some("400")), "{held}");
+    let refused: Value = reserve("401", "job-2").await.json().await.unwrap();
+    assert_eq!((refused["allowed"].as_bool(), refused["hold_id"].is_null()), (Some(false), true), "{refused}");
+    let hold = held["hold_id"].as_str().unwrap();
+    let settle_path = format!("/v1/holds/{hold}/settle");
+    let settle = |k: &'static str, amount: &'static str| {
+        let key = if k == "own" { own_key.clone() } else { other_key.clone() };
+        let (app, path) = (&app, settle_path.clone());
+        async move { app.send(Method::POST, &path, Some(&key), Some(json!({ "amount": amount }))).await }
+    };
+    assert_eq!(settle("other", "1").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error(settle("own", "601").await).await, (StatusCode::BAD_REQUEST, "amount_too_large".into()));
+    let settled: Value = settle("own", "250").await.json().await.unwrap();
+    assert_eq!((settled["spent"].as_str(), settled["released"].as_str()), (Some("250"), Some("350")), "{settled}");
+    let release = app.send(Method::POST, &format!("/v1/holds/{hold}/release"), Some(&own_key), None).await;
+    assert_eq!(error(release).await, (StatusCode::CONFLICT, "transition_not_allowed".into()));
+    let shown = app.get_json(&key, &path).await;
+    assert_eq!((shown["data"][0]["posted"].as_str(), shown["data"][0]["held"].as_str()), (Some("750"), Some("0")));
 }
 
 #[tokio::test]

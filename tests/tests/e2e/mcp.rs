@@ -52,6 +52,13 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
         report["balance"],
         json!([{"account": "credits", "unit": "tokens", "posted": "500", "held": "0", "available": "500"}])
     );
+    assert_eq!(report["settled"], json!(["settled", "150", "50", "applied"]));
+    assert_eq!(report["release_after_settle"], "transition_not_allowed");
+    assert_eq!(
+        report["balance_after"],
+        json!([{"account": "credits", "unit": "tokens", "posted": "350", "held": "0", "available": "350"}])
+    );
+    assert_eq!(report["read_only_reserve"], "scope_missing");
     assert_eq!(report["remaining_before"], "10");
     assert_eq!(report["remaining_after"], "7", "consumed once though asked twice");
     assert_eq!(report["usage_value"], "7", "recorded once though sent twice");
@@ -63,7 +70,8 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
         report["stranger"],
         json!({"customer_status": "customer_bound", "balance": "customer_bound", "get_payment": "resource_missing",
                "list_payments_of_customer": "customer_bound", "list_payments": [],
-               "consume": "customer_bound", "record_usage": "customer_bound"})
+               "consume": "customer_bound", "record_usage": "customer_bound",
+               "reserve": "customer_bound", "release": "resource_missing"})
     );
     assert_eq!(report["stdio"], json!({"has_paid": true, "consume": "scope_missing"}));
     let used: i64 = db
