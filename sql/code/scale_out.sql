@@ -33,6 +33,7 @@ DECLARE
         ['payments.create_subscription(text, text, text, text, integer, timestamptz)', 'customer_id', 'payments.payments']];
     v_row text[];
     v_fks text[][];
+    v_table regclass;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'citus') THEN
         RAISE EXCEPTION 'Citus is not installed in this database' USING ERRCODE = 'PM401',
@@ -113,13 +114,22 @@ BEGIN
     END LOOP;
     -- The views read with their reader's rights (security_invoker), from the columns
     -- roles.sql grants; Citus propagates no column grants. So the roles that read the
-    -- views may read the tables behind them, which hold no secrets, keys or webhook
-    -- bodies (webhook_log reads through a function with its owner's rights).
-    -- (Citus has no column grants: readers see a payment's or a refund's idempotency key and its
-    -- fingerprint too, a client's retry token and a hash of the call, no secret.)
-    GRANT SELECT ON payments.payments, payments.payment_events, payments.anomalies, payments.refunds, payments.disputes,
-        payments.usage_events, payments.subscriptions, payments.invoices, payments.outbox_events,
-        payments.webhook_deliveries TO payments_reader, payments_gateway;
+    -- views may read the tables behind them (found in the catalog, as roles.sql finds their
+    -- columns), which hold no secrets, keys or webhook bodies (webhook_log reads through a
+    -- function with its owner's rights). (Readers then also see a payment's, refund's or
+    -- transfer's idempotency key and its fingerprint, and a hold's request id: a client's retry
+    -- token and a hash of the call, no secret.)
+    FOR v_table IN
+        SELECT DISTINCT t.oid::regclass
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+        JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v'
+        JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                                  AND t.relkind = 'r' AND t.relnamespace = v.relnamespace
+        WHERE v.relnamespace = 'payments'::regnamespace
+    LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT ON %s TO payments_reader, payments_gateway', v_table);
+    END LOOP;
 
     FOREACH v_row SLICE 1 IN ARRAY v_functions LOOP
         object := v_row[1];
@@ -137,4 +147,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.distribute(int) IS
-    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every table whose primary key starts with customer_id (each customer''s payments (with their idempotency keys), history, anomalies, provider commands, refunds, disputes, usage events (with their daily totals), subscriptions (with their history, feature usage, consumptions and meter claims), invoices, outbox events and their webhook deliveries) distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers, webhook endpoints (with their secrets) and dashboard users (with their sessions): every other table, as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views (payments, payment_events, anomalies, refunds, disputes, usage_events, subscriptions, invoices, outbox_events, webhook_deliveries: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
+    'Scales the extension out on Citus (run once on the coordinator, after CREATE EXTENSION payments reached every node; idempotent): every table whose primary key starts with customer_id (each customer''s payments (with their idempotency keys), history, anomalies, provider commands, refunds, disputes, usage events (with their daily totals), subscriptions (with their history, feature usage, consumptions and meter claims), invoices, outbox events and their webhook deliveries) distributed by customer_id and co-located; payment_customers by payment id, provider_payments, webhook_pending and provider_snapshots by provider payment id, webhook_events by event id; secrets, API keys, settings, reconciliation runs, meters, plans, billing settings, invoice numbers, webhook endpoints (with their secrets) and dashboard users (with their sessions): every other table, as reference tables. create_payment, record_usage, consume and create_subscription run on the node of their customer, the calls naming a payment id on the node of its route. Because views cannot lend their owner''s rights to shards, payments_reader and payments_gateway may then select the tables behind the views, found in the catalog (payments, their events, anomalies, refunds, disputes, usage events, plans, subscriptions, invoices, outbox events, webhook deliveries, ledger transfers, credit grants, holds: no secrets, API keys or webhook bodies). Returns what it did per object. PM401 without Citus or off the coordinator.';
