@@ -53,6 +53,15 @@ pub const CREATE_PAYMENT: &str = concat!(
                                   $8::text::jsonb, $9) r"
 );
 
+/// A top-up's payment, as CREATE_PAYMENT answers.
+pub const TOP_UP: &str = concat!(
+    "SELECT ",
+    payment_json!("r"),
+    ", r.outcome, r.id, r.customer_id, r.amount_minor, r.currency, r.payment_method, r.capture_method,
+            r.description, r.status
+     FROM payments.top_up($1, $2, $3::text::numeric, $4, $5, $6::text::jsonb) r"
+);
+
 pub const RECORD_PROVIDER_RESULT: &str = concat!(
     "SELECT ",
     payment_json!("r"),

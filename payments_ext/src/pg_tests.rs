@@ -3646,4 +3646,70 @@ mod tests {
         }
         assert_eq!(sqlstate("UPDATE payments.holds SET status = 'held'"), "PM202", "a closed hold stays closed");
     }
+
+    #[pg_test]
+    fn a_top_up_grants_its_credits_when_its_payment_succeeds_once_and_never_when_declined() {
+        let top_up = |key: &str, amount: &str, pm: &str, credits: &str| {
+            one::<String>(&format!(
+                "SELECT id FROM payments.top_up('{key}', 'cust_tu', {amount}, 'usd', '{pm}', {credits})"
+            ))
+        };
+        let paid = |id: &str, pi: &str, minor: i64, status: &str| {
+            one::<String>(&format!(
+                "SELECT status FROM payments.record_provider_result('{id}', 'stripe', '{pi}', '{status}', '{}')",
+                intent(pi, minor, "")
+            ))
+        };
+        let money = top_up("t1", "10", "pm_card_visa", "NULL");
+        assert_eq!(top_up("t1", "10", "pm_card_visa", "NULL"), money, "a retry is the same payment");
+        let balance = || {
+            one::<String>(
+                "SELECT coalesce(string_agg(unit || ' ' || posted, ', ' ORDER BY unit), '') FROM payments.balances('cust_tu')",
+            )
+        };
+        assert_eq!(balance(), "", "nothing before the payment succeeds");
+        assert_eq!(paid(&money, "pi_tu1", 1000, "succeeded"), "succeeded");
+        assert_eq!(balance(), "USD 10.00");
+        // A repeated success grants nothing more.
+        assert_eq!(paid(&money, "pi_tu1", 1000, "succeeded"), "succeeded");
+        assert_eq!(balance(), "USD 10.00");
+        let tokens =
+            top_up("t2", "5", "pm_card_visa", r#"'{"amount": 1000, "unit": "tokens", "applies_to": "calls"}'"#);
+        assert_eq!(
+            sqlstate(&format!(
+                "SELECT payments.top_up('t2', 'cust_tu', 5, 'usd', 'pm_card_visa', '{}')",
+                r#"{"amount": 2000, "unit": "tokens"}"#
+            )),
+            "PM201"
+        );
+        paid(&tokens, "pi_tu2", 500, "succeeded");
+        assert_eq!(balance(), "USD 10.00, tokens 1000");
+        let declined = top_up("t3", "5", "pm_card_chargeDeclined", "NULL");
+        assert_eq!(paid(&declined, "pi_tu3", 500, "failed"), "failed");
+        assert_eq!(balance(), "USD 10.00, tokens 1000", "a declined top-up grants nothing");
+        // Metadata that names a top-up is no top-up.
+        let forged = one::<String>(
+            r#"SELECT id FROM payments.create_payment('t4', 'cust_tu', 0.01, 'usd', 'pm_card_visa', NULL,
+                '{"top_up": "{\"amount\": 1000000, \"unit\": \"tokens\"}"}')"#,
+        );
+        paid(&forged, "pi_tu4", 1, "succeeded");
+        assert_eq!(balance(), "USD 10.00, tokens 1000");
+        assert_eq!(
+            ledger_of("cust_tu"),
+            "payment:provider_clearing>credits:10.00 USD,payment:provider_clearing>revenue:5.00 USD,\
+             credit_grant:credits_issued>credits:1000 tokens,payment:provider_clearing>revenue:0.01 USD"
+        );
+        assert!(trial_balance_is_zero());
+        for (sql, code) in [
+            ("SELECT payments.top_up('t5', 'cust_tu', 5, 'usd', NULL)", "PM100"),
+            ("SELECT payments.top_up('t5', 'cust_tu', 5, 'usd', 'pm_card_visa', '[1]')", "PM100"),
+            ("SELECT payments.top_up('t5', 'cust_tu', 5, 'usd', 'pm_card_visa', '{\"amount\": 1}')", "PM100"),
+            ("SELECT payments.top_up('t5', 'cust_tu', 5, 'usd', 'pm_card_visa', '{\"amount\": 1, \"unit\": \"T!\"}')", "PM106"),
+            ("SELECT payments.top_up('t5', 'cust_tu', 5, 'usd', 'pm_card_visa', '{\"amount\": 1, \"unit\": \"tokens\", \"x\": 1}')", "PM100"),
+            ("SELECT payments.top_up('t5', 'cust_tu', 5.001, 'usd', 'pm_card_visa')", "PM101"),
+        ] {
+            assert_eq!(sqlstate(sql), code, "{sql}");
+        }
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payments WHERE idempotency_key = 't5'"), 0);
+    }
 }

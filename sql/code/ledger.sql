@@ -75,6 +75,21 @@ $$;
 COMMENT ON FUNCTION payments._move(text, text, text, text, bigint, text, text, text, text, bytea) IS
     'Internal: posts one transfer of p_amount (negative: the other way) from p_credit to p_debit for a customer and returns its id; NULL when nothing moved or p_key was taken (the caller replays). Called in the transaction of the change it records.';
 
+CREATE OR REPLACE FUNCTION payments._check_grant(p_expires_at timestamptz, p_applies_to text, p_priority integer)
+RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF length(p_applies_to) NOT BETWEEN 1 AND 255 OR p_priority IS NULL THEN
+        RAISE EXCEPTION 'applies_to is 1 to 255 characters (or NULL: invoices), priority an integer' USING ERRCODE = 'PM100';
+    END IF;
+    IF p_expires_at <= now() OR NOT isfinite(p_expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be a finite time in the future (or NULL: never)' USING ERRCODE = 'PM100';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._check_grant(timestamptz, text, integer) IS
+    'Internal: PM100 unless a grant''s expiry is in the future (or none), applies_to 1 to 255 characters (or none) and its priority given.';
+
 CREATE OR REPLACE FUNCTION payments.grant_credits(idempotency_key text, customer_id text, amount numeric, unit text,
                                                   expires_at timestamptz DEFAULT NULL, applies_to text DEFAULT NULL,
                                                   priority integer DEFAULT 0)
@@ -88,12 +103,7 @@ DECLARE
     v_transfer payments.ledger_transfers%ROWTYPE;
 BEGIN
     PERFORM payments._check_key_and_customer(idempotency_key, customer_id);
-    IF length(applies_to) NOT BETWEEN 1 AND 255 OR priority IS NULL THEN
-        RAISE EXCEPTION 'applies_to is 1 to 255 characters (or NULL: invoices), priority an integer' USING ERRCODE = 'PM100';
-    END IF;
-    IF expires_at <= now() OR NOT isfinite(expires_at) THEN
-        RAISE EXCEPTION 'expires_at must be a finite time in the future (or NULL: never)' USING ERRCODE = 'PM100';
-    END IF;
+    PERFORM payments._check_grant(expires_at, applies_to, priority);
     v_units := payments._units(amount, unit);
     v_unit := payments._unit(unit);
     v_fp := sha256(convert_to(jsonb_build_array(v_units, v_unit, expires_at, applies_to, priority)::text, 'UTF8'));
@@ -120,6 +130,81 @@ END
 $$;
 COMMENT ON FUNCTION payments.grant_credits(text, text, numeric, text, timestamptz, text, integer) IS
     'Grants a customer prepaid credits, idempotently: amount of unit (a currency: money credit in major units; or a credit unit such as tokens, in whole units), lasting until expires_at (NULL: never), for applies_to (a feature or meter; NULL: invoices), used by priority (lower first) then soonest expiry. Posts credits_issued to the customer''s credits and returns the grant''s id (payments.credit_grant_details shows it) and outcome created; the same key with the same parameters replays it (outcome replayed), with others it is PM201. Bad amounts and units: PM101, PM102, PM104, PM106; a past expiry: PM100.';
+
+CREATE OR REPLACE FUNCTION payments.top_up(idempotency_key text, customer_id text, amount numeric, currency text,
+                                           payment_method text, credits jsonb DEFAULT NULL)
+RETURNS SETOF payments.payment_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_minor  bigint := payments.to_minor(amount, currency);
+    v_unit   text := upper(currency);
+    v_units  bigint := v_minor;
+    v_expiry timestamptz;
+    v_result payments.payment_result;
+BEGIN
+    IF payment_method IS NULL OR length(payment_method) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'a top-up is paid: payment_method is required' USING ERRCODE = 'PM100';
+    END IF;
+    IF credits IS NOT NULL THEN
+        IF jsonb_typeof(credits) <> 'object' OR NOT credits ?& ARRAY['amount', 'unit']
+           OR credits - ARRAY['amount', 'unit', 'expires_at', 'applies_to', 'priority'] <> '{}' THEN
+            RAISE EXCEPTION 'credits is {"amount", "unit", "expires_at"?, "applies_to"?, "priority"?} or NULL (money credit of the amount paid)'
+                USING ERRCODE = 'PM100';
+        END IF;
+        v_units := payments._units((credits ->> 'amount')::numeric, credits ->> 'unit');
+        v_unit := payments._unit(credits ->> 'unit');
+        v_expiry := (credits ->> 'expires_at')::timestamptz;
+        PERFORM payments._check_grant(v_expiry, credits ->> 'applies_to', coalesce((credits ->> 'priority')::integer, 0));
+    END IF;
+    -- What it grants is part of the payment's parameters (its metadata), so a key reused for
+    -- other credits is PM201; the trusted copy is the top_ups row.
+    SELECT * INTO v_result FROM payments.create_payment(idempotency_key, customer_id, amount, currency, payment_method,
+        'top-up', jsonb_build_object('top_up', jsonb_build_object('amount', v_units, 'unit', v_unit,
+                                                                  'expires_at', v_expiry,
+                                                                  'applies_to', credits ->> 'applies_to',
+                                                                  'priority', credits ->> 'priority')::text));
+    INSERT INTO payments.top_ups (customer_id, payment_id, unit, amount, applies_to, priority, expires_at)
+    VALUES (top_up.customer_id, v_result.id, v_unit, v_units, credits ->> 'applies_to',
+            coalesce((credits ->> 'priority')::integer, 0), v_expiry)
+    ON CONFLICT ON CONSTRAINT top_ups_pkey DO NOTHING;
+    RETURN NEXT v_result;
+END
+$$;
+COMMENT ON FUNCTION payments.top_up(text, text, numeric, text, text, jsonb) IS
+    'Buys credits: a payment of amount in currency with payment_method (charged by the gateway like any payment made in SQL), which grants, when it succeeds and never before or twice, money credit of what was paid (credits NULL) or credits {"amount", "unit", "expires_at"?, "applies_to"?, "priority"?} such as 1000 tokens. A declined payment grants nothing. Idempotent as create_payment: the same key with other parameters or credits is PM201. Returns the payment.';
+
+CREATE OR REPLACE FUNCTION payments._top_up_paid(p_customer_id text, p_payment_id text, p_currency text, p_paid bigint)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_top payments.top_ups%ROWTYPE;
+    v_id  text := payments._new_id('cg');
+BEGIN
+    SELECT * INTO v_top FROM payments.top_ups t
+    WHERE t.customer_id = p_customer_id AND t.payment_id = p_payment_id AND t.grant_id IS NULL FOR UPDATE;
+    IF NOT FOUND THEN
+        -- Metadata naming a top-up is no top-up: an ordinary payment.
+        PERFORM payments._move(p_customer_id, 'payment', p_payment_id, p_currency, p_paid, 'provider_clearing', 'revenue');
+        RETURN;
+    END IF;
+    INSERT INTO payments.credit_grants (customer_id, id, unit, amount, applies_to, priority, expires_at)
+    VALUES (p_customer_id, v_id, v_top.unit, CASE WHEN v_top.unit = p_currency THEN p_paid ELSE v_top.amount END,
+            v_top.applies_to, v_top.priority, v_top.expires_at);
+    IF v_top.unit = p_currency THEN
+        -- Money credit: what was paid is the customer's, held as credits until spent.
+        PERFORM payments._move(p_customer_id, 'payment', p_payment_id, p_currency, p_paid, 'provider_clearing', 'credits',
+                               v_id);
+    ELSE
+        -- Credits of another unit: the money is earned now, the credits issued beside it.
+        PERFORM payments._move(p_customer_id, 'payment', p_payment_id, p_currency, p_paid, 'provider_clearing', 'revenue');
+        PERFORM payments._move(p_customer_id, 'credit_grant', v_id, v_top.unit, v_top.amount, 'credits_issued', 'credits',
+                               v_id);
+    END IF;
+    UPDATE payments.top_ups t SET grant_id = v_id WHERE t.customer_id = p_customer_id AND t.payment_id = p_payment_id;
+END
+$$;
+COMMENT ON FUNCTION payments._top_up_paid(text, text, text, bigint) IS
+    'Internal: a payment succeeded whose metadata names a top-up: grants what its top_ups row says (once), or, with no such row, posts it as any payment.';
 
 CREATE OR REPLACE FUNCTION payments.expire_credits(at timestamptz DEFAULT now()) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -254,8 +254,10 @@ DECLARE
     v_currency text;
     v_reason   text;
     v_invoice  boolean;
+    v_top_up   boolean;
 BEGIN
-    SELECT p.status, p.capture_method, p.metadata ? 'invoice_id' INTO v_from, v_capture, v_invoice FROM payments.payments p
+    SELECT p.status, p.capture_method, p.metadata ? 'invoice_id', p.metadata ? 'top_up'
+    INTO v_from, v_capture, v_invoice, v_top_up FROM payments.payments p
     WHERE p.customer_id = p_customer_id AND p.id = p_payment_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % not found', payments._shown(p_payment_id) USING ERRCODE = 'PM204';
@@ -281,7 +283,9 @@ BEGIN
         RETURNING p.amount_captured_minor, p.currency INTO v_captured, v_currency;
         PERFORM payments._append_event(p_customer_id, p_payment_id, v_from, p_to, true, p_source, p_reason, p_data);
         -- The money the provider took is the platform's, held by the provider until paid out.
-        IF p_to = 'succeeded' THEN
+        IF p_to = 'succeeded' AND v_top_up THEN
+            PERFORM payments._top_up_paid(p_customer_id, p_payment_id, v_currency, v_captured);
+        ELSIF p_to = 'succeeded' THEN
             PERFORM payments._move(p_customer_id, 'payment', p_payment_id, v_currency, v_captured, 'provider_clearing',
                                    'revenue');
         END IF;

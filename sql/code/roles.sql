@@ -112,6 +112,7 @@ GRANT EXECUTE ON FUNCTION
     payments.grant_credits(text, text, numeric, text, timestamptz, text, integer), payments.expire_credits(timestamptz),
     payments.reserve(text, numeric, text, text, interval, timestamptz), payments.settle(text, numeric, timestamptz),
     payments.release(text), payments.expire_holds(timestamptz),
+    payments.top_up(text, text, numeric, text, text, jsonb),
     payments.set_subscription_payment_method(text, text),
     payments.change_plan(text, text, boolean, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)

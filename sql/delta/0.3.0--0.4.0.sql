@@ -115,3 +115,17 @@ CREATE TABLE payments.holds (
 CREATE INDEX holds_id_idx ON payments.holds (id);
 CREATE INDEX holds_open_idx ON payments.holds (expires_at) WHERE status = 'held';
 SELECT pg_catalog.pg_extension_config_dump('payments.holds', '');
+CREATE TABLE payments.top_ups (
+    customer_id text COLLATE "C" NOT NULL,
+    payment_id  text COLLATE "C" NOT NULL,
+    unit        text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    amount      bigint NOT NULL CHECK (amount > 0),
+    applies_to  text COLLATE "C" CHECK (length(applies_to) BETWEEN 1 AND 255),
+    priority    integer NOT NULL DEFAULT 0,
+    expires_at  timestamptz,
+    grant_id    text COLLATE "C",
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, payment_id),
+    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id)
+);
+SELECT pg_catalog.pg_extension_config_dump('payments.top_ups', '');

@@ -95,3 +95,21 @@ COMMENT ON COLUMN payments.holds.available IS 'What the customer''s credits had 
 COMMENT ON COLUMN payments.holds.settled_amount IS 'What settle spent; the rest went back.';
 COMMENT ON COLUMN payments.holds.request_id IS 'The caller''s id for the reserve, unique per customer: a retry returns the first answer.';
 SELECT pg_catalog.pg_extension_config_dump('payments.holds', '');
+
+CREATE TABLE payments.top_ups (
+    customer_id text COLLATE "C" NOT NULL,
+    payment_id  text COLLATE "C" NOT NULL,
+    unit        text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    amount      bigint NOT NULL CHECK (amount > 0),
+    applies_to  text COLLATE "C" CHECK (length(applies_to) BETWEEN 1 AND 255),
+    priority    integer NOT NULL DEFAULT 0,
+    expires_at  timestamptz,
+    grant_id    text COLLATE "C",
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, payment_id),
+    FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id)
+);
+COMMENT ON TABLE payments.top_ups IS
+    'Credits bought with a payment (payments.top_up): what its payment grants when it succeeds, once, never before (grant_id is then set). Only a row here makes a payment a top-up: a payment''s metadata alone never grants anything.';
+COMMENT ON COLUMN payments.top_ups.amount IS 'The credits it grants, in the unit''s smallest steps (for money credit in the payment''s currency: what was paid).';
+SELECT pg_catalog.pg_extension_config_dump('payments.top_ups', '');

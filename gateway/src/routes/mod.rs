@@ -1,6 +1,6 @@
 //! HTTP handlers, one file per resource. Each forwards into one extension function.
 
-pub mod credit_grants;
+pub mod credits;
 pub mod customers;
 pub mod disputes;
 pub mod holds;

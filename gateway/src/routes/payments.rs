@@ -83,12 +83,23 @@ pub async fn create(
             ],
         )
         .await?;
+    charge_new_payment(&state, db, &row).await
+}
+
+/// The answer to a call that made (or replayed) a payment, `row` its result with the columns a
+/// charge needs (`db::CREATE_PAYMENT`'s): a new one with a payment method is charged at the
+/// provider first, with no pooled connection held while it answers.
+pub(crate) async fn charge_new_payment(
+    state: &AppState,
+    db: deadpool_postgres::Object,
+    row: &tokio_postgres::Row,
+) -> Result<Response, ApiError> {
     let mut payment: String = row.try_get("payment")?;
     if row.try_get::<_, &str>("outcome")? == "replayed" {
         return Ok(created_or_replayed(payment, true));
     }
-    if let Some(charge) = Charge::from_row(&row)? {
-        let status = provider::status_of(&row)?;
+    if let Some(charge) = Charge::from_row(row)? {
+        let status = provider::status_of(row)?;
         // The provider may take seconds: no pooled connection waits on it.
         drop(db);
         crate::fault::point("before_provider_call");

@@ -1591,7 +1591,7 @@ async fn sixty_four_agents_of_one_customer_never_consume_past_its_limit() {
 }
 
 #[tokio::test]
-async fn credits_are_granted_over_http_by_platform_keys_only_and_balances_shown_to_their_customer() {
+async fn credits_over_http_granted_by_the_platform_bought_by_the_customer_and_spent_by_its_agent() {
     let app = spawn_app(&[]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let customer = unique("cust_wallet");
@@ -1675,6 +1675,25 @@ async fn credits_are_granted_over_http_by_platform_keys_only_and_balances_shown_
     assert_eq!(error(release).await, (StatusCode::CONFLICT, "transition_not_allowed".into()));
     let shown = app.get_json(&key, &path).await;
     assert_eq!((shown["data"][0]["posted"].as_str(), shown["data"][0]["held"].as_str()), (Some("750"), Some("0")));
+
+    // The customer buys credits with a card (its own key may): granted once the payment succeeded,
+    // once; a declined card grants nothing.
+    let top_up = |pm: &'static str, request: String| {
+        let body = json!({ "customer_id": customer, "amount": "10.00", "currency": "usd", "payment_method": pm,
+                           "credits": {"amount": 500, "unit": "tokens"} });
+        let (app, own_key) = (&app, own_key.clone());
+        async move { app.post_with_key("/v1/top_ups", &own_key, &request, body).await }
+    };
+    let bought = top_up("pm_card_visa", idem.clone() + "-top-up").await;
+    assert_eq!(bought.status(), StatusCode::CREATED);
+    let bought: Value = bought.json().await.unwrap();
+    assert_eq!(bought["status"], "succeeded", "{bought}");
+    let again = top_up("pm_card_visa", idem.clone() + "-top-up").await;
+    assert_eq!(again.status(), StatusCode::OK, "a retry is the same payment");
+    let declined: Value = top_up("pm_card_chargeDeclined", idem.clone() + "-declined").await.json().await.unwrap();
+    assert_eq!(declined["status"], "failed", "{declined}");
+    let shown = app.get_json(&key, &path).await;
+    assert_eq!(shown["data"][0]["posted"], "1250", "500 tokens bought once: {shown}");
 }
 
 #[tokio::test]
