@@ -124,9 +124,9 @@ pub const PAYMENT_AWAITING_CUSTOMER: [&str; 3] =
     ["requires_payment_method", "requires_confirmation", "requires_action"];
 pub const BILLING_INTERVALS: [&str; 4] = ["day", "week", "month", "year"];
 /// Idempotency keys the extension and the gateway make for themselves (an
-/// invoice's attempts, a dashboard operator's refunds): an API caller may not
+/// invoice's attempts, a dashboard operator's refunds, automatic top-ups): an API caller may not
 /// send one, so it can never claim a key before the product uses it.
-pub const RESERVED_KEY_PREFIXES: [&str; 2] = ["invoice:", "dashboard:"];
+pub const RESERVED_KEY_PREFIXES: [&str; 3] = ["invoice:", "dashboard:", "top-up:"];
 
 /// What a status group holds, worked out when asked (some derive from a state machine).
 pub type Members = fn() -> Vec<&'static str>;

@@ -3712,4 +3712,68 @@ mod tests {
         }
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.payments WHERE idempotency_key = 't5'"), 0);
     }
+
+    #[pg_test]
+    fn an_automatic_top_up_buys_once_per_crossing_and_never_after_a_failure() {
+        one::<String>("SELECT outcome FROM payments.grant_credits('a1', 'cust_at', 3, 'usd')");
+        assert!(one::<bool>("SELECT payments.set_auto_top_up('cust_at', 2.00, 10.00, 'pm_card_visa')"));
+        let spend = |request: &str, amount: &str| {
+            let hold = one::<String>(&format!(
+                "SELECT hold_id FROM payments.reserve('cust_at', {amount}, 'usd', '{request}')"
+            ));
+            one::<String>(&format!("SELECT status FROM payments.settle('{hold}', {amount})"));
+        };
+        let top_ups = || {
+            one::<String>(
+                "SELECT coalesce(string_agg(status || ' ' || amount, ',' ORDER BY id), '') FROM payments.payment_details
+                 WHERE customer_id = 'cust_at' AND metadata ? 'top_up'",
+            )
+        };
+        spend("s1", "0.50");
+        assert_eq!(top_ups(), "", "2.50 left: above the threshold");
+        spend("s2", "1.00");
+        assert_eq!(top_ups(), "requires_confirmation 10.00", "1.50 left: one top-up, charged by the gateway");
+        spend("s3", "0.50");
+        assert_eq!(top_ups(), "requires_confirmation 10.00", "none while the first is on its way");
+        let first = one::<String>(
+            "SELECT id FROM payments.payments WHERE customer_id = 'cust_at' AND metadata ? 'top_up' ORDER BY id LIMIT 1",
+        );
+        one::<String>(&format!(
+            "SELECT status FROM payments.record_provider_result('{first}', 'stripe', 'pi_at1', 'succeeded', '{}')",
+            intent("pi_at1", 1000, "")
+        ));
+        assert_eq!(one::<String>("SELECT available::text FROM payments.balances('cust_at')"), "11.00");
+        spend("s4", "9.50");
+        let second = one::<String>(
+            "SELECT id FROM payments.payments WHERE customer_id = 'cust_at' AND metadata ? 'top_up' ORDER BY id DESC LIMIT 1",
+        );
+        assert_ne!(second, first, "a new crossing after the first succeeded buys again");
+        one::<String>(&format!(
+            "SELECT status FROM payments.record_provider_result('{second}', 'stripe', 'pi_at2', 'failed', '{}')",
+            intent("pi_at2", 1000, "")
+        ));
+        spend("s5", "0.50");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM payments.payments WHERE customer_id = 'cust_at' AND metadata ? 'top_up'"),
+            2,
+            "after a failed top-up, none until the customer sets it again"
+        );
+        assert!(one::<bool>("SELECT payments.set_auto_top_up('cust_at', 2.00, 10.00, 'pm_card_visa')"));
+        spend("s6", "0.10");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM payments.payments WHERE customer_id = 'cust_at' AND metadata ? 'top_up'"),
+            3
+        );
+        assert!(!one::<bool>("SELECT payments.set_auto_top_up('cust_at', NULL, NULL, NULL)"));
+        assert!(trial_balance_is_zero());
+        for (sql, code) in [
+            ("SELECT payments.set_auto_top_up('cust_at', 2, 10, NULL)", "PM100"),
+            ("SELECT payments.set_auto_top_up('cust_at', 2, 0, 'pm_card_visa')", "PM102"),
+            ("SELECT payments.set_auto_top_up('cust_at', 2.001, 10, 'pm_card_visa')", "PM101"),
+            ("SELECT payments.set_auto_top_up('cust_at', 2, 10, 'pm_card_visa', 'tokens')", "PM103"),
+            ("SELECT payments.set_auto_top_up('', 2, 10, 'pm_card_visa')", "PM100"),
+        ] {
+            assert_eq!(sqlstate(sql), code, "{sql}");
+        }
+    }
 }

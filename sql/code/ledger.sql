@@ -173,6 +173,76 @@ $$;
 COMMENT ON FUNCTION payments.top_up(text, text, numeric, text, text, jsonb) IS
     'Buys credits: a payment of amount in currency with payment_method (charged by the gateway like any payment made in SQL), which grants, when it succeeds and never before or twice, money credit of what was paid (credits NULL) or credits {"amount", "unit", "expires_at"?, "applies_to"?, "priority"?} such as 1000 tokens. A declined payment grants nothing. Idempotent as create_payment: the same key with other parameters or credits is PM201. Returns the payment.';
 
+CREATE OR REPLACE FUNCTION payments.set_auto_top_up(customer_id text, below numeric, amount numeric,
+                                                    payment_method text, currency text DEFAULT 'usd') RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_below  bigint;
+    v_amount bigint;
+BEGIN
+    IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    PERFORM payments.to_minor(1, currency);
+    IF below IS NOT NULL THEN
+        v_below := CASE WHEN below = 0 THEN 0 ELSE payments.to_minor(below, currency) END;
+        v_amount := payments.to_minor(amount, currency);
+        IF payment_method IS NULL OR length(payment_method) NOT BETWEEN 1 AND 255 THEN
+            RAISE EXCEPTION 'an automatic top-up is paid: payment_method is required' USING ERRCODE = 'PM100';
+        END IF;
+    END IF;
+    -- Setting it again clears the memory of a failed top-up.
+    INSERT INTO payments.wallets (customer_id, unit, auto_top_up_below, auto_top_up_amount, auto_top_up_method)
+    VALUES (set_auto_top_up.customer_id, upper(currency), v_below, v_amount,
+            CASE WHEN below IS NOT NULL THEN payment_method END)
+    ON CONFLICT ON CONSTRAINT wallets_pkey DO UPDATE
+    SET auto_top_up_below = excluded.auto_top_up_below, auto_top_up_amount = excluded.auto_top_up_amount,
+        auto_top_up_method = excluded.auto_top_up_method, auto_top_up_payment = NULL;
+    RETURN below IS NOT NULL;
+END
+$$;
+COMMENT ON FUNCTION payments.set_auto_top_up(text, numeric, numeric, text, text) IS
+    'Automatic top-up of a customer''s money credit in currency (default USD): when a settled hold or an expiry leaves less than below available, amount is bought with payment_method (payments.top_up, charged by the gateway), once per crossing however many agents spend at once; while that payment is not final no other is made, and after one that did not succeed none until this is called again. below NULL turns it off. Returns whether it is on.';
+
+CREATE OR REPLACE FUNCTION payments._maybe_top_up(p_customer_id text, p_unit text, p_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_wallet    payments.wallets%ROWTYPE;
+    v_status    text;
+    v_available bigint;
+    v_payment   text;
+BEGIN
+    -- Most wallets have none: no lock is taken for them.
+    IF NOT EXISTS (SELECT 1 FROM payments.wallets w WHERE w.customer_id = p_customer_id AND w.unit = p_unit
+                   AND w.auto_top_up_below IS NOT NULL) THEN
+        RETURN;
+    END IF;
+    -- The wallet's lock: of concurrent spends that cross the threshold, one buys.
+    SELECT * INTO v_wallet FROM payments.wallets w WHERE w.customer_id = p_customer_id AND w.unit = p_unit FOR UPDATE;
+    IF v_wallet.auto_top_up_below IS NULL THEN
+        RETURN;
+    END IF;
+    IF v_wallet.auto_top_up_payment IS NOT NULL THEN
+        SELECT p.status INTO v_status FROM payments.payments p
+        WHERE p.customer_id = p_customer_id AND p.id = v_wallet.auto_top_up_payment;
+        IF v_status IS DISTINCT FROM 'succeeded' THEN
+            RETURN;  -- still on its way, or it did not succeed: never a second charge
+        END IF;
+    END IF;
+    SELECT coalesce(sum(g.remaining), 0) INTO v_available FROM payments._usable_grants(p_customer_id, p_unit, p_at) g;
+    IF v_available >= v_wallet.auto_top_up_below THEN
+        RETURN;
+    END IF;
+    SELECT t.id INTO v_payment
+    FROM payments.top_up('top-up:' || payments._new_id('auto'), p_customer_id,
+                         payments._units_major(v_wallet.auto_top_up_amount, p_unit), p_unit,
+                         v_wallet.auto_top_up_method) t;
+    UPDATE payments.wallets w SET auto_top_up_payment = v_payment WHERE w.customer_id = p_customer_id AND w.unit = p_unit;
+END
+$$;
+COMMENT ON FUNCTION payments._maybe_top_up(text, text, timestamptz) IS
+    'Internal: after a spend or an expiry, buys the customer''s automatic top-up when what is available fell below its threshold and no earlier one is on its way or failed.';
+
 CREATE OR REPLACE FUNCTION payments._top_up_paid(p_customer_id text, p_payment_id text, p_currency text, p_paid bigint)
 RETURNS void
 LANGUAGE plpgsql AS $$
@@ -232,6 +302,9 @@ BEGIN
         PERFORM payments._move(v_grant.customer_id, 'credit_expiry', v_grant.id, v_unit, v_left, 'credits',
                                'credits_issued', v_grant.id);
         UPDATE payments.credit_grants g SET expired_at = at WHERE g.customer_id = v_grant.customer_id AND g.id = v_grant.id;
+        IF v_left > 0 THEN
+            PERFORM payments._maybe_top_up(v_grant.customer_id, v_unit, at);
+        END IF;
         v_count := v_count + 1;
     END LOOP;
     RETURN v_count;
@@ -421,6 +494,9 @@ BEGIN
     UPDATE payments.holds h
     SET status = p_status, settled_amount = CASE WHEN p_status = 'settled' THEN p_spent END, closed_at = p_at
     WHERE h.customer_id = p_customer_id AND h.id = p_hold_id;
+    IF p_spent > 0 THEN
+        PERFORM payments._maybe_top_up(p_customer_id, v_unit, p_at);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION payments._close_hold(text, text, text, bigint, timestamptz) IS

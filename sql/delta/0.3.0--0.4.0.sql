@@ -89,9 +89,15 @@ CREATE TABLE payments.credit_grants (
 CREATE INDEX credit_grants_expiry_idx ON payments.credit_grants (expires_at) WHERE expired_at IS NULL;
 SELECT pg_catalog.pg_extension_config_dump('payments.credit_grants', '');
 CREATE TABLE payments.wallets (
-    customer_id text COLLATE "C" NOT NULL,
-    unit        text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
-    created_at  timestamptz NOT NULL DEFAULT now(),
+    customer_id         text COLLATE "C" NOT NULL,
+    unit                text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    auto_top_up_below   bigint CHECK (auto_top_up_below >= 0),
+    auto_top_up_amount  bigint CHECK (auto_top_up_amount > 0),
+    auto_top_up_method  text CHECK (length(auto_top_up_method) BETWEEN 1 AND 255),
+    auto_top_up_payment text COLLATE "C",
+    CONSTRAINT wallets_auto_top_up_whole CHECK ((auto_top_up_below IS NULL) = (auto_top_up_amount IS NULL)
+                                                AND (auto_top_up_below IS NULL) = (auto_top_up_method IS NULL)),
     PRIMARY KEY (customer_id, unit)
 );
 SELECT pg_catalog.pg_extension_config_dump('payments.wallets', '');

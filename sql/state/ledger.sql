@@ -60,13 +60,23 @@ COMMENT ON COLUMN payments.credit_grants.expired_at IS 'The at of the expire_cre
 SELECT pg_catalog.pg_extension_config_dump('payments.credit_grants', '');
 
 CREATE TABLE payments.wallets (
-    customer_id text COLLATE "C" NOT NULL,
-    unit        text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
-    created_at  timestamptz NOT NULL DEFAULT now(),
+    customer_id         text COLLATE "C" NOT NULL,
+    unit                text COLLATE "C" NOT NULL CHECK (unit ~ '^([A-Z]{3}|[a-z][a-z0-9_]{0,31})$'),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    auto_top_up_below   bigint CHECK (auto_top_up_below >= 0),
+    auto_top_up_amount  bigint CHECK (auto_top_up_amount > 0),
+    auto_top_up_method  text CHECK (length(auto_top_up_method) BETWEEN 1 AND 255),
+    auto_top_up_payment text COLLATE "C",
+    CONSTRAINT wallets_auto_top_up_whole CHECK ((auto_top_up_below IS NULL) = (auto_top_up_amount IS NULL)
+                                                AND (auto_top_up_below IS NULL) = (auto_top_up_method IS NULL)),
     PRIMARY KEY (customer_id, unit)
 );
 COMMENT ON TABLE payments.wallets IS
-    'A customer''s credits in one unit, made at its first hold: the row whose lock orders the holds on them, so that concurrent reserves never set aside more than there is.';
+    'A customer''s credits in one unit, made at its first hold or auto top-up: the row whose lock orders the holds on them (so that concurrent reserves never set aside more than there is) and its automatic top-ups (so that a crossing of the threshold charges once).';
+COMMENT ON COLUMN payments.wallets.auto_top_up_below IS
+    'Automatic top-up (set_auto_top_up): when a spend or an expiry leaves less than this available, auto_top_up_amount is bought with auto_top_up_method. NULL: off.';
+COMMENT ON COLUMN payments.wallets.auto_top_up_payment IS
+    'The last automatic top-up''s payment: while it is not final no other is made, and after it failed none until set_auto_top_up is called again.';
 SELECT pg_catalog.pg_extension_config_dump('payments.wallets', '');
 
 CREATE TABLE payments.holds (

@@ -368,6 +368,38 @@ async fn sixty_four_agents_reserving_against_one_balance_never_overspend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_agents_crossing_the_auto_top_up_threshold_at_once_buy_once() {
+    let db = connect().await;
+    let customer = unique("cust_auto");
+    db.execute("SELECT payments.grant_credits($1, $2, 10, 'usd')", &[&unique("g"), &customer]).await.unwrap();
+    db.execute("SELECT payments.set_auto_top_up($1, 5.00, 20.00, 'pm_card_visa')", &[&customer]).await.unwrap();
+    // 64 agents hold 0.10 each, then all settle at once: 6.40 spent, the threshold crossed once.
+    let all_held = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+    let workers = (0..64).map(|i| {
+        let (customer, all_held) = (customer.clone(), all_held.clone());
+        tokio::spawn(async move {
+            let db = connect().await;
+            let reserve = "SELECT hold_id FROM payments.reserve($1, 0.10, 'usd', $2)";
+            let hold: String = db.query_one(reserve, &[&customer, &format!("job-{i}")]).await.unwrap().get(0);
+            all_held.wait().await;
+            db.execute("SELECT payments.settle($1, 0.10)", &[&hold]).await.unwrap();
+        })
+    });
+    for worker in join_all(workers).await {
+        worker.unwrap();
+    }
+    let top_ups: i64 = db
+        .query_one(
+            "SELECT count(*) FROM payments.payment_details WHERE customer_id = $1 AND metadata ? 'top_up'",
+            &[&customer],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(top_ups, 1, "one charge for one crossing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_concurrent_billing_runs_renew_and_charge_once() {
     let db = connect().await;
     let plan = unique("renew").to_lowercase().replace('-', "_");
