@@ -63,6 +63,10 @@ pub const ACCOUNTS: [Account; 8] = [
 pub const TRANSFER_KINDS: [&str; 8] =
     ["payment", "refund", "dispute", "credit_grant", "credit_expiry", "hold", "hold_release", "spend"];
 
+/// Why a reserve was refused: the credits cannot cover it, or it would pass the customer's
+/// spend limit for the period (`set_spend_limit`).
+pub const HOLD_REFUSALS: [&str; 2] = ["insufficient_credits", "spend_limit_reached"];
+
 pub fn account_named(name: &str) -> Option<&'static Account> {
     ACCOUNTS.iter().find(|a| a.name == name)
 }

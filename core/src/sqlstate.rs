@@ -84,6 +84,8 @@ pub const REGISTRY: &[Code] = &[
          "another capture or cancel is pending at the provider for the payment"),
     code("PM209", "payment_not_at_provider_yet", 409, InvalidRequest, None,
          "cancel while the provider may be creating the payment (no provider id yet): retry shortly"),
+    code("PM210", "spend_limit_reached", 409, InvalidRequest, Some("amount"),
+         "a top-up would pass the customer's spend limit for the period (set_spend_limit)"),
     code("PM301", "webhook_signature_invalid", 400, InvalidRequest, None,
          "webhook signature does not verify (or its header is missing or malformed)"),
     code("PM302", "webhook_timestamp_outside_tolerance", 400, InvalidRequest, None,

@@ -59,9 +59,11 @@ pub enum Kind {
     TransferKind,
     /// `payments.holds.status`.
     HoldStatus,
+    /// `payments.holds.refusal`: why a reserve was refused.
+    HoldRefusal,
 }
 
-pub const KINDS: [Kind; 22] = [
+pub const KINDS: [Kind; 23] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -84,6 +86,7 @@ pub const KINDS: [Kind; 22] = [
     Kind::LedgerAccount,
     Kind::TransferKind,
     Kind::HoldStatus,
+    Kind::HoldRefusal,
 ];
 
 pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
@@ -185,6 +188,7 @@ impl Kind {
             Kind::LedgerAccount => "ledger_account",
             Kind::TransferKind => "transfer_kind",
             Kind::HoldStatus => "hold_status",
+            Kind::HoldRefusal => "hold_refusal",
         }
     }
 
@@ -216,6 +220,7 @@ impl Kind {
             Kind::LedgerAccount => ledger::ACCOUNTS.iter().map(|a| a.name).collect(),
             Kind::TransferKind => ledger::TRANSFER_KINDS.to_vec(),
             Kind::HoldStatus => lifecycle::HOLD.statuses.to_vec(),
+            Kind::HoldRefusal => ledger::HOLD_REFUSALS.to_vec(),
         }
     }
 
@@ -244,6 +249,7 @@ impl Kind {
             Kind::LedgerAccount => ledger::account_named(value).is_some(),
             Kind::TransferKind => ledger::TRANSFER_KINDS.contains(&value),
             Kind::HoldStatus => lifecycle::HOLD.is_status(value),
+            Kind::HoldRefusal => ledger::HOLD_REFUSALS.contains(&value),
         }
     }
 }

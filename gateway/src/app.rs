@@ -6,7 +6,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -32,6 +32,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/customers/{id}/entitlements", get(routes::customers::entitlements))
         .route("/v1/customers/{id}/consume", post(routes::customers::consume))
         .route("/v1/customers/{id}/balances", get(routes::customers::balances))
+        .route("/v1/customers/{id}/spend_limit", put(routes::customers::set_spend_limit))
         .route("/v1/credit_grants", post(routes::credits::grant))
         .route("/v1/top_ups", post(routes::credits::top_up))
         .route("/v1/holds", post(routes::holds::reserve))

@@ -230,10 +230,13 @@ pub const CREDIT_GRANT: &str = "SELECT (to_jsonb(d) - 'created_at' - 'expired_at
         'object', 'credit_grant', 'amount', d.amount::text, 'remaining', d.remaining::text, 'outcome', $3::text))::text
      FROM payments.credit_grant_details d WHERE d.customer_id = $1 AND d.id = $2";
 
+pub const SET_SPEND_LIMIT: &str = "SELECT jsonb_build_object('object', 'spend_limit', 'customer_id', $1::text,
+        'unit', $3::text, 'limited', payments.set_spend_limit($1, $2::text::numeric, $3, $4))::text";
+
 /// A reserve's answer as JSON.
 pub const RESERVE: &str =
     "SELECT jsonb_build_object('object', 'hold_answer', 'hold_id', r.hold_id, 'allowed', r.allowed,
-        'available', r.available::text)::text
+        'available', r.available::text, 'reason', r.reason)::text
      FROM payments.reserve($1, $2::text::numeric, $3, $4, make_interval(secs => $5::int)) r";
 
 /// What settle and release did, as JSON.

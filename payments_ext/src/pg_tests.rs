@@ -3776,4 +3776,50 @@ mod tests {
             assert_eq!(sqlstate(sql), code, "{sql}");
         }
     }
+
+    #[pg_test]
+    fn a_spend_limit_caps_holds_and_top_ups_per_utc_period_whatever_the_session_time_zone() {
+        Spi::run("SET LOCAL TimeZone = 'Pacific/Kiritimati'").unwrap();
+        one::<String>("SELECT outcome FROM payments.grant_credits('l1', 'cust_sl', 100, 'usd')");
+        assert!(one::<bool>("SELECT payments.set_spend_limit('cust_sl', 50, 'usd', 'month')"));
+        let reserve = |amount: &str, request: &str, at: &str| {
+            one::<String>(&format!(
+                "SELECT allowed || ' ' || coalesce(reason, '-') FROM payments.reserve('cust_sl', {amount}, 'usd', '{request}', '1 day', '{at}')"
+            ))
+        };
+        let settle = |request: &str, amount: &str, at: &str| {
+            one::<String>(&format!(
+                "SELECT spent::text FROM payments.settle((SELECT id FROM payments.holds WHERE request_id = '{request}'), {amount}, '{at}')"
+            ))
+        };
+        assert_eq!(reserve("30", "r1", "2030-01-10 00:00:00+00"), "true -");
+        assert_eq!(reserve("30", "r2", "2030-01-10 00:00:00+00"), "false spend_limit_reached", "30 held of 50");
+        assert_eq!(settle("r1", "20", "2030-01-10 01:00:00+00"), "20.00");
+        assert_eq!(reserve("30", "r3", "2030-01-10 02:00:00+00"), "true -", "20 spent, 30 more fit");
+        assert_eq!(settle("r3", "30", "2030-01-10 03:00:00+00"), "30.00");
+        assert_eq!(reserve("1", "r4", "2030-01-31 23:59:59+00"), "false spend_limit_reached");
+        // The month turns at midnight UTC (in Kiritimati it is already February 1st at 10:00 UTC of the 31st).
+        assert_eq!(reserve("1", "r5", "2030-02-01 00:00:00+00"), "true -");
+        assert_eq!(reserve("60", "r6", "2030-02-01 00:00:00+00"), "false insufficient_credits");
+        // Top-ups count against the budget of their currency.
+        assert!(one::<bool>("SELECT payments.set_spend_limit('cust_sl', 10, 'usd', 'day')"));
+        let ok = one::<String>("SELECT status FROM payments.top_up('tu1', 'cust_sl', 8, 'usd', 'pm_card_visa')");
+        assert_eq!(ok, "requires_confirmation");
+        assert_eq!(sqlstate("SELECT payments.top_up('tu2', 'cust_sl', 3, 'usd', 'pm_card_visa')"), "PM210");
+        assert_eq!(
+            one::<String>("SELECT status FROM payments.top_up('tu1', 'cust_sl', 8, 'usd', 'pm_card_visa')"),
+            "requires_confirmation",
+            "a retry of the first is no new spend"
+        );
+        assert!(!one::<bool>("SELECT payments.set_spend_limit('cust_sl', NULL, 'usd', NULL)"));
+        assert_eq!(sqlstate("SELECT payments.top_up('tu2', 'cust_sl', 3, 'usd', 'pm_card_visa')"), "ok");
+        for (sql, code) in [
+            ("SELECT payments.set_spend_limit('cust_sl', 5, 'usd', 'fortnight')", "PM100"),
+            ("SELECT payments.set_spend_limit('cust_sl', 5.001, 'usd', 'day')", "PM101"),
+            ("SELECT payments.set_spend_limit('cust_sl', 5, 'Usd!', 'day')", "PM106"),
+            ("SELECT payments.set_spend_limit('', 5, 'usd', 'day')", "PM100"),
+        ] {
+            assert_eq!(sqlstate(sql), code, "{sql}");
+        }
+    }
 }

@@ -156,6 +156,19 @@ BEGIN
         v_expiry := (credits ->> 'expires_at')::timestamptz;
         PERFORM payments._check_grant(v_expiry, credits ->> 'applies_to', coalesce((credits ->> 'priority')::integer, 0));
     END IF;
+    -- A budget in the currency counts top-ups too (the wallet's lock orders concurrent ones).
+    IF EXISTS (SELECT 1 FROM payments.wallets w WHERE w.customer_id = top_up.customer_id AND w.unit = upper(currency)
+               AND w.spend_limit IS NOT NULL)
+       AND NOT EXISTS (SELECT 1 FROM payments.payments p
+                       WHERE p.customer_id = top_up.customer_id AND p.idempotency_key = top_up.idempotency_key) THEN
+        PERFORM 1 FROM payments.wallets w WHERE w.customer_id = top_up.customer_id AND w.unit = upper(currency) FOR UPDATE;
+        IF v_minor > payments._spend_room(top_up.customer_id, upper(currency), now()) THEN
+            RAISE EXCEPTION 'a top-up of % % would pass the spend limit', amount, upper(currency) USING ERRCODE = 'PM210',
+                DETAIL = 'left this period: ' || payments._units_major(payments._spend_room(top_up.customer_id,
+                                                                                            upper(currency), now()),
+                                                                       upper(currency));
+        END IF;
+    END IF;
     -- What it grants is part of the payment's parameters (its metadata), so a key reused for
     -- other credits is PM201; the trusted copy is the top_ups row.
     SELECT * INTO v_result FROM payments.create_payment(idempotency_key, customer_id, amount, currency, payment_method,
@@ -230,13 +243,19 @@ BEGIN
         END IF;
     END IF;
     SELECT coalesce(sum(g.remaining), 0) INTO v_available FROM payments._usable_grants(p_customer_id, p_unit, p_at) g;
-    IF v_available >= v_wallet.auto_top_up_below THEN
-        RETURN;
+    IF v_available >= v_wallet.auto_top_up_below
+       OR v_wallet.auto_top_up_amount > coalesce(payments._spend_room(p_customer_id, p_unit, p_at),
+                                                 v_wallet.auto_top_up_amount) THEN
+        RETURN;  -- enough left, or the budget has no room for it
     END IF;
-    SELECT t.id INTO v_payment
-    FROM payments.top_up('top-up:' || payments._new_id('auto'), p_customer_id,
-                         payments._units_major(v_wallet.auto_top_up_amount, p_unit), p_unit,
-                         v_wallet.auto_top_up_method) t;
+    BEGIN
+        SELECT t.id INTO v_payment
+        FROM payments.top_up('top-up:' || payments._new_id('auto'), p_customer_id,
+                             payments._units_major(v_wallet.auto_top_up_amount, p_unit), p_unit,
+                             v_wallet.auto_top_up_method) t;
+    EXCEPTION WHEN SQLSTATE 'PM210' THEN
+        RETURN;  -- the budget: the spend that crossed stands, no top-up
+    END;
     UPDATE payments.wallets w SET auto_top_up_payment = v_payment WHERE w.customer_id = p_customer_id AND w.unit = p_unit;
 END
 $$;
@@ -399,11 +418,70 @@ $$;
 COMMENT ON FUNCTION payments._usable_grants(text, text, timestamptz) IS
     'Internal: a customer''s grants in a unit with something left at p_at, in the order they are used: priority, then soonest expiry.';
 
-CREATE OR REPLACE FUNCTION payments.reserve(customer_id text, amount numeric, unit text, request_id text,
-                                            expires_in interval DEFAULT '15 minutes', at timestamptz DEFAULT now())
-RETURNS TABLE (hold_id text, allowed boolean, available numeric)
+CREATE OR REPLACE FUNCTION payments.set_spend_limit(customer_id text, amount numeric, unit text, period text)
+RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    v_limit bigint;
+BEGIN
+    IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    IF amount IS NOT NULL THEN
+        v_limit := CASE WHEN amount = 0 THEN 0 ELSE payments._units(amount, unit) END;
+        IF period IS NULL OR NOT payments._is_allowed('billing_interval', period) THEN
+            RAISE EXCEPTION 'period must be day, week, month or year, not %', quote_nullable(payments._shown(period))
+                USING ERRCODE = 'PM100';
+        END IF;
+    END IF;
+    IF payments._unit(unit) IS NULL THEN
+        PERFORM payments._units(1, unit);  -- PM106, named
+    END IF;
+    INSERT INTO payments.wallets (customer_id, unit, spend_limit, spend_period)
+    VALUES (set_spend_limit.customer_id, payments._unit(unit), v_limit, CASE WHEN amount IS NOT NULL THEN period END)
+    ON CONFLICT ON CONSTRAINT wallets_pkey DO UPDATE
+    SET spend_limit = excluded.spend_limit, spend_period = excluded.spend_period;
+    RETURN amount IS NOT NULL;
+END
+$$;
+COMMENT ON FUNCTION payments.set_spend_limit(text, numeric, text, text) IS
+    'A budget: what the customer may spend of unit per period (day, week, month, year; periods start at midnight UTC, weeks on Monday, whatever the session''s TimeZone). Settled and open holds count, and reserve refuses (reason spend_limit_reached) what would pass it, however many agents ask at once; top-ups in that currency count too, and top_up refuses one that would pass it (PM210), an automatic top-up is then skipped. amount NULL removes it. Returns whether a limit is set.';
+
+CREATE OR REPLACE FUNCTION payments._spend_room(p_customer_id text, p_unit text, p_at timestamptz) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_wallet payments.wallets%ROWTYPE;
+    v_start  timestamptz;
+    v_spent  bigint;
+BEGIN
+    SELECT * INTO v_wallet FROM payments.wallets w WHERE w.customer_id = p_customer_id AND w.unit = p_unit;
+    IF v_wallet.spend_limit IS NULL THEN
+        RETURN NULL;
+    END IF;
+    v_start := date_trunc(v_wallet.spend_period, p_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    SELECT coalesce(sum(CASE WHEN h.status = 'held' THEN h.amount ELSE h.settled_amount END), 0) INTO v_spent
+    FROM payments.holds h
+    WHERE h.customer_id = p_customer_id AND h.unit = p_unit
+      AND (h.status = 'held' OR (h.status = 'settled' AND h.closed_at >= v_start AND h.closed_at <= p_at));
+    -- Top-ups bought in the period (not those that failed), in a currency.
+    SELECT v_spent + coalesce(sum(p.amount_minor), 0) INTO v_spent
+    FROM payments.top_ups t
+    JOIN payments.payments p ON p.customer_id = t.customer_id AND p.id = t.payment_id
+    WHERE t.customer_id = p_customer_id AND p.currency = p_unit AND t.created_at >= v_start
+      AND p.status NOT IN ('failed', 'canceled');
+    RETURN greatest(v_wallet.spend_limit - v_spent, 0);
+END
+$$;
+COMMENT ON FUNCTION payments._spend_room(text, text, timestamptz) IS
+    'Internal: what the customer may still spend of a unit in the period at falls in (its spend limit less settled and open holds and top-ups of the period), or NULL without a limit.';
+
+CREATE OR REPLACE FUNCTION payments.reserve(customer_id text, amount numeric, unit text, request_id text,
+                                            expires_in interval DEFAULT '15 minutes', at timestamptz DEFAULT now())
+RETURNS TABLE (hold_id text, allowed boolean, available numeric, reason text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_room      bigint;
+    v_refusal   text;
     v_units     bigint;
     v_unit      text;
     v_fp        bytea;
@@ -429,12 +507,15 @@ BEGIN
     ON CONFLICT ON CONSTRAINT wallets_pkey DO NOTHING;
     PERFORM 1 FROM payments.wallets w WHERE w.customer_id = reserve.customer_id AND w.unit = v_unit FOR UPDATE;
     SELECT coalesce(sum(g.remaining), 0) INTO v_available FROM payments._usable_grants(reserve.customer_id, v_unit, at) g;
+    v_room := payments._spend_room(reserve.customer_id, v_unit, at);
+    v_refusal := CASE WHEN v_units > v_available THEN 'insufficient_credits'
+                      WHEN v_units > v_room THEN 'spend_limit_reached' END;
     INSERT INTO payments.holds (customer_id, id, unit, amount, status, available, request_id, request_fingerprint,
-                                expires_at)
+                                expires_at, refusal)
     VALUES (reserve.customer_id, payments._new_id('hold'), v_unit, v_units,
-            CASE WHEN v_units <= v_available THEN 'held' ELSE 'refused' END,
-            CASE WHEN v_units <= v_available THEN v_available - v_units ELSE v_available END,
-            reserve.request_id, v_fp, at + expires_in)
+            CASE WHEN v_refusal IS NULL THEN 'held' ELSE 'refused' END,
+            CASE WHEN v_refusal IS NULL THEN v_available - v_units ELSE v_available END,
+            reserve.request_id, v_fp, at + expires_in, v_refusal)
     ON CONFLICT ON CONSTRAINT holds_request_id DO NOTHING
     RETURNING * INTO v_hold;
     IF v_hold.id IS NULL THEN
@@ -456,11 +537,11 @@ BEGIN
         END LOOP;
     END IF;
     RETURN QUERY SELECT CASE WHEN v_hold.status <> 'refused' THEN v_hold.id END, v_hold.status <> 'refused',
-                        payments._units_major(v_hold.available, v_hold.unit);
+                        payments._units_major(v_hold.available, v_hold.unit), v_hold.refusal;
 END
 $$;
 COMMENT ON FUNCTION payments.reserve(text, numeric, text, text, interval, timestamptz) IS
-    'Sets amount of unit aside from the customer''s credits before work whose cost is known only afterwards (an LLM call, a job): allowed with a hold_id when the credits usable at at cover it (grants by priority, then soonest expiry), refused (allowed false, no hold) when not; never more than there is, however many reserve at once. available: what is left after the answer. The hold lasts expires_in (at most 30 days); settle it with the actual cost, or release it. A repeated request_id returns the first answer; with another amount, unit or expiry it is PM201.';
+    'Sets amount of unit aside from the customer''s credits before work whose cost is known only afterwards (an LLM call, a job): allowed with a hold_id when the credits usable at at cover it (grants by priority, then soonest expiry), refused (allowed false, no hold, reason insufficient_credits) when not, or when it would pass the customer''s spend limit for the period (reason spend_limit_reached, set_spend_limit); never more than there is, however many reserve at once. available: what is left after the answer. The hold lasts expires_in (at most 30 days); settle it with the actual cost, or release it. A repeated request_id returns the first answer; with another amount, unit or expiry it is PM201.';
 
 CREATE OR REPLACE FUNCTION payments._close_hold(p_customer_id text, p_hold_id text, p_status text, p_spent bigint,
                                                 p_at timestamptz) RETURNS void

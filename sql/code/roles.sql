@@ -113,7 +113,7 @@ GRANT EXECUTE ON FUNCTION
     payments.reserve(text, numeric, text, text, interval, timestamptz), payments.settle(text, numeric, timestamptz),
     payments.release(text), payments.expire_holds(timestamptz),
     payments.top_up(text, text, numeric, text, text, jsonb),
-    payments.set_auto_top_up(text, numeric, numeric, text, text),
+    payments.set_auto_top_up(text, numeric, numeric, text, text), payments.set_spend_limit(text, numeric, text, text),
     payments.set_subscription_payment_method(text, text),
     payments.change_plan(text, text, boolean, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)

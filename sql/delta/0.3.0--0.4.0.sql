@@ -96,6 +96,9 @@ CREATE TABLE payments.wallets (
     auto_top_up_amount  bigint CHECK (auto_top_up_amount > 0),
     auto_top_up_method  text CHECK (length(auto_top_up_method) BETWEEN 1 AND 255),
     auto_top_up_payment text COLLATE "C",
+    spend_limit         bigint CHECK (spend_limit >= 0),
+    spend_period        text COLLATE "C" CHECK (payments._is_allowed('billing_interval', spend_period)),
+    CONSTRAINT wallets_spend_limit_whole CHECK ((spend_limit IS NULL) = (spend_period IS NULL)),
     CONSTRAINT wallets_auto_top_up_whole CHECK ((auto_top_up_below IS NULL) = (auto_top_up_amount IS NULL)
                                                 AND (auto_top_up_below IS NULL) = (auto_top_up_method IS NULL)),
     PRIMARY KEY (customer_id, unit)
@@ -114,7 +117,9 @@ CREATE TABLE payments.holds (
     expires_at          timestamptz NOT NULL,
     created_at          timestamptz NOT NULL DEFAULT now(),
     closed_at           timestamptz,
+    refusal             text COLLATE "C" CHECK (payments._is_allowed('hold_refusal', refusal)),
     CONSTRAINT holds_settled_within CHECK (settled_amount <= amount),
+    CONSTRAINT holds_refused_for_a_reason CHECK ((status = 'refused') = (refusal IS NOT NULL)),
     PRIMARY KEY (customer_id, id),
     CONSTRAINT holds_request_id UNIQUE (customer_id, request_id)
 );

@@ -67,6 +67,9 @@ CREATE TABLE payments.wallets (
     auto_top_up_amount  bigint CHECK (auto_top_up_amount > 0),
     auto_top_up_method  text CHECK (length(auto_top_up_method) BETWEEN 1 AND 255),
     auto_top_up_payment text COLLATE "C",
+    spend_limit         bigint CHECK (spend_limit >= 0),
+    spend_period        text COLLATE "C" CHECK (payments._is_allowed('billing_interval', spend_period)),
+    CONSTRAINT wallets_spend_limit_whole CHECK ((spend_limit IS NULL) = (spend_period IS NULL)),
     CONSTRAINT wallets_auto_top_up_whole CHECK ((auto_top_up_below IS NULL) = (auto_top_up_amount IS NULL)
                                                 AND (auto_top_up_below IS NULL) = (auto_top_up_method IS NULL)),
     PRIMARY KEY (customer_id, unit)
@@ -75,6 +78,8 @@ COMMENT ON TABLE payments.wallets IS
     'A customer''s credits in one unit, made at its first hold or auto top-up: the row whose lock orders the holds on them (so that concurrent reserves never set aside more than there is) and its automatic top-ups (so that a crossing of the threshold charges once).';
 COMMENT ON COLUMN payments.wallets.auto_top_up_below IS
     'Automatic top-up (set_auto_top_up): when a spend or an expiry leaves less than this available, auto_top_up_amount is bought with auto_top_up_method. NULL: off.';
+COMMENT ON COLUMN payments.wallets.spend_limit IS
+    'What the customer may spend in the unit per spend_period (set_spend_limit): settled holds, open holds and top-ups of the period (in UTC) count; NULL: no limit.';
 COMMENT ON COLUMN payments.wallets.auto_top_up_payment IS
     'The last automatic top-up''s payment: while it is not final no other is made, and after it failed none until set_auto_top_up is called again.';
 SELECT pg_catalog.pg_extension_config_dump('payments.wallets', '');
@@ -92,7 +97,9 @@ CREATE TABLE payments.holds (
     expires_at          timestamptz NOT NULL,
     created_at          timestamptz NOT NULL DEFAULT now(),
     closed_at           timestamptz,
+    refusal             text COLLATE "C" CHECK (payments._is_allowed('hold_refusal', refusal)),
     CONSTRAINT holds_settled_within CHECK (settled_amount <= amount),
+    CONSTRAINT holds_refused_for_a_reason CHECK ((status = 'refused') = (refusal IS NOT NULL)),
     PRIMARY KEY (customer_id, id),
     CONSTRAINT holds_request_id UNIQUE (customer_id, request_id)
 );
@@ -102,6 +109,7 @@ COMMENT ON TABLE payments.holds IS
     'Two-phase spending (payments.reserve, settle, release): a hold sets credits aside (ledger transfers credits to holds, per grant) until it is settled for the actual amount (spent to revenue, the rest back to its grants), released or expired (all back). A reserve that could not be covered is kept as refused, so its retry answers alike.';
 COMMENT ON COLUMN payments.holds.amount IS 'What was asked for, in the unit''s smallest steps.';
 COMMENT ON COLUMN payments.holds.available IS 'What the customer''s credits had left after the answer (refused: what they had).';
+COMMENT ON COLUMN payments.holds.refusal IS 'Why a reserve was refused: insufficient_credits or spend_limit_reached.';
 COMMENT ON COLUMN payments.holds.settled_amount IS 'What settle spent; the rest went back.';
 COMMENT ON COLUMN payments.holds.request_id IS 'The caller''s id for the reserve, unique per customer: a retry returns the first answer.';
 SELECT pg_catalog.pg_extension_config_dump('payments.holds', '');

@@ -74,3 +74,39 @@ pub async fn consume(
     let row = db.query_one(&stmt, &[&customer, &body.feature, &quantity, &body.request_id]).await?;
     Ok(json_response(StatusCode::OK, row.try_get(0)?))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpendLimit {
+    /// What the customer may spend per period, exact; null removes the limit.
+    #[schema(schema_with = amount_schema)]
+    pub amount: Option<Box<RawValue>>,
+    /// A currency (`usd`) or a credit unit (`tokens`).
+    pub unit: String,
+    /// `day`, `week`, `month` or `year` (periods in UTC); required with an amount.
+    pub period: Option<String>,
+}
+
+#[utoipa::path(put, path = "/v1/customers/{id}/spend_limit", tag = "customers", request_body = SpendLimit,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`{object: spend_limit, customer_id, unit, limited}`"),
+        (status = 400, body = crate::http::ErrorBody), (status = 403, body = crate::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_spend_limit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+    JsonBody(body): JsonBody<SpendLimit>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    // A budget binds the customer's agents: a key bound to the customer may not lift it.
+    caller.require_platform()?;
+    let amount = match body.amount.as_deref() {
+        Some(raw) if raw.get() != "null" => Some(decimal_text(raw, "amount")?),
+        _ => None,
+    };
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::SET_SPEND_LIMIT).await?;
+    let row = db.query_one(&stmt, &[&customer, &amount, &body.unit, &body.period]).await?;
+    Ok(json_response(StatusCode::OK, row.try_get(0)?))
+}

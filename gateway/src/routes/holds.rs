@@ -31,7 +31,7 @@ pub struct Reserve {
 }
 
 #[utoipa::path(post, path = "/v1/holds", tag = "holds", request_body = Reserve,
-    responses((status = 200, description = "`{object: hold_answer, hold_id, allowed, available}`: allowed with a hold when the customer's credits cover it, refused (allowed false, hold_id null) when not: a refusal is an answer, not an error"),
+    responses((status = 200, description = "`{object: hold_answer, hold_id, allowed, available, reason}`: allowed with a hold when the customer's credits cover it, refused (allowed false, hold_id null, reason insufficient_credits or spend_limit_reached) when not: a refusal is an answer, not an error"),
         (status = 400, body = crate::http::ErrorBody), (status = 409, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn reserve(

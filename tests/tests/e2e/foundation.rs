@@ -400,6 +400,31 @@ async fn sixty_four_agents_crossing_the_auto_top_up_threshold_at_once_buy_once()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_agents_never_spend_past_a_budget() {
+    let db = connect().await;
+    let customer = unique("cust_budget");
+    db.execute("SELECT payments.grant_credits($1, $2, 100, 'usd')", &[&unique("g"), &customer]).await.unwrap();
+    db.execute("SELECT payments.set_spend_limit($1, 10, 'usd', 'day')", &[&customer]).await.unwrap();
+    let workers = (0..64).map(|i| {
+        let customer = customer.clone();
+        tokio::spawn(async move {
+            let db = connect().await;
+            let row = db
+                .query_one(
+                    "SELECT allowed, reason FROM payments.reserve($1, 1, 'usd', $2)",
+                    &[&customer, &format!("r{i}")],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, bool>(0), row.get::<_, Option<String>>(1))
+        })
+    });
+    let answers: Vec<_> = join_all(workers).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(answers.iter().filter(|(allowed, _)| *allowed).count(), 10, "a budget of 10.00 holds ten 1.00 holds");
+    assert!(answers.iter().all(|(allowed, reason)| *allowed || reason.as_deref() == Some("spend_limit_reached")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_concurrent_billing_runs_renew_and_charge_once() {
     let db = connect().await;
     let plan = unique("renew").to_lowercase().replace('-', "_");

@@ -1694,6 +1694,20 @@ async fn credits_over_http_granted_by_the_platform_bought_by_the_customer_and_sp
     assert_eq!(declined["status"], "failed", "{declined}");
     let shown = app.get_json(&key, &path).await;
     assert_eq!(shown["data"][0]["posted"], "1250", "500 tokens bought once: {shown}");
+
+    // A budget is the platform's to set; the agent's next reserve past it is refused.
+    let limit = json!({ "amount": "100", "unit": "tokens", "period": "day" });
+    let limit_path = format!("/v1/customers/{customer}/spend_limit");
+    let denied = app.send(Method::PUT, &limit_path, Some(&own_key), Some(limit.clone())).await;
+    assert_eq!(error(denied).await, (StatusCode::FORBIDDEN, "customer_bound".into()));
+    let set: Value = app.send(Method::PUT, &limit_path, Some(&key), Some(limit)).await.json().await.unwrap();
+    assert_eq!(set["limited"], true, "{set}");
+    let over: Value = reserve("1", "job-3").await.json().await.unwrap();
+    assert_eq!(
+        (over["allowed"].as_bool(), over["reason"].as_str()),
+        (Some(false), Some("spend_limit_reached")),
+        "{over}"
+    );
 }
 
 #[tokio::test]
