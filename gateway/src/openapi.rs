@@ -104,7 +104,8 @@ impl Modify for CommonErrors {
                 .build()
         };
         for item in openapi.paths.paths.values_mut() {
-            let operations = [(&mut item.get, false), (&mut item.post, true), (&mut item.delete, true)];
+            let operations =
+                [(&mut item.get, false), (&mut item.post, true), (&mut item.put, true), (&mut item.delete, true)];
             for (operation, writes) in operations {
                 let Some(op) = operation else { continue };
                 let keyed = op.security.as_ref().is_some_and(|s| !s.is_empty());
