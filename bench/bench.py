@@ -106,6 +106,9 @@ SELECT code FROM payments.create_meter('bench_calls', 'sum');
 SELECT code FROM payments.create_plan('bench', 'USD', 0, 'month', features => '{{"calls": null, "tokens": 1000000000000}}');
 SELECT count(*) FROM generate_series(1, {PRELOAD}) g,
     LATERAL payments.create_subscription('bench-sub-' || g, 'cust_' || g, 'bench');
+-- (n): every customer holds credits no run spends.
+SELECT count(*) FROM generate_series(1, {PRELOAD}) g,
+    LATERAL payments.grant_credits('bench-credits-' || g, 'cust_' || g, 999999999999, 'tokens');
 """
 
 # Succeeded payments of 1,000,000.00 to refund a cent at a time (a few refunds each per run): (j).
@@ -135,7 +138,7 @@ PAYMENT_INTENT = json.dumps({
     "cancellation_reason": None, "confirmation_method": "automatic"})
 
 # The SQL scripts a full run measures at each client count ((d) runs after them, against (a)).
-SQL_SCRIPTS = ["a", "b", "c", "e", "e_pgcrypto", "f", "g", "h", "h1", "h2", "i", "j", "k", "l", "m"]
+SQL_SCRIPTS = ["a", "b", "c", "e", "e_pgcrypto", "f", "g", "h", "h1", "h2", "i", "j", "k", "l", "m", "n"]
 
 SCRIPTS = {
     "a": ("bare INSERT into a payments-shaped table",
@@ -198,6 +201,11 @@ SCRIPTS = {
           "SELECT id FROM payments.create_refund(gen_random_uuid()::text, "
           "(SELECT id FROM bench.refundable WHERE n = :n), 0.01);\n"),
     # The gateway's statement for a payment without a provider call (db.rs: CREATE_PAYMENT).
+    # An agent's two-phase spend: set credits aside, then settle what the work cost.
+    "n": (f"payments.reserve then payments.settle, fresh request ids, {PRELOAD:,} customers with credits",
+          f"\\set c random(1, {PRELOAD})\n"
+          "SELECT hold_id AS h FROM payments.reserve('cust_' || :c, 3, 'tokens', gen_random_uuid()::text) \\gset\n"
+          "SELECT spent FROM payments.settle(:h, 2);\n"),
     "k": ("create_payment as the gateway issues it without a payment method",
           f"\\set c random(1, {PRELOAD})\n"
           f"SELECT {PAYMENT_JSON.format(r='r')}, r.outcome, r.id FROM payments.create_payment(gen_random_uuid()::text, "

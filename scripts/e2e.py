@@ -58,9 +58,14 @@ def run(suite, binary, url, test_args):
                               stdout=out, stderr=subprocess.STDOUT).returncode
     text = log.read_text()
     summary = (re.findall(r"^test result: .*$", text, re.M) or ["no test result"])[-1]
-    # Whatever the suite did, the ledger's debits equal its credits in every unit.
-    unbalanced = subprocess.run(["psql", url, "-XtAc", "SELECT string_agg(unit || ' ' || difference, ', ') "
-                                 "FROM payments.trial_balance() WHERE difference <> 0 OR debits <> credits"],
+    # Whatever the suite did, the ledger's debits equal its credits in every unit, and what each
+    # credit grant keeps as left is what its transfers add up to.
+    unbalanced = subprocess.run(["psql", url, "-XtAc", "SELECT concat_ws(', ', (SELECT string_agg(unit || ' ' || "
+                                 "difference, ', ') FROM payments.trial_balance() WHERE difference <> 0 OR debits <> "
+                                 "credits), (SELECT string_agg(g.id, ', ') FROM payments.credit_grants g WHERE "
+                                 "g.remaining <> (SELECT coalesce(sum(CASE WHEN t.credit_account = 'credits' THEN "
+                                 "t.amount ELSE -t.amount END), 0) FROM payments.ledger_transfers t WHERE "
+                                 "t.customer_id = g.customer_id AND t.grant_id = g.id)))"],
                                 capture_output=True, text=True)
     if unbalanced.returncode != 0 or unbalanced.stdout.strip():
         code = code or 1

@@ -3408,10 +3408,17 @@ mod tests {
         ))
     }
 
+    /// The trial balance is zero, and what each grant keeps as left is what its transfers add up to.
     fn trial_balance_is_zero() -> bool {
         one::<bool>(
             "SELECT coalesce(bool_and(difference = 0 AND debits = credits), true) FROM payments.trial_balance()",
-        )
+        ) && one::<i64>(
+            "SELECT count(*) FROM payments.credit_grants g
+                 WHERE g.remaining <> (SELECT coalesce(sum(CASE WHEN t.credit_account = 'credits' THEN t.amount
+                                                                ELSE -t.amount END), 0)
+                                       FROM payments.ledger_transfers t
+                                       WHERE t.customer_id = g.customer_id AND t.grant_id = g.id)",
+        ) == 0
     }
 
     #[pg_test]

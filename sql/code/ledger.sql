@@ -24,15 +24,6 @@ COMMENT ON FUNCTION payments._account_sign(text) IS
     'Internal: 1 for a debit-normal account, -1 for a credit-normal one: times the debits less the credits, its balance.';
 COMMENT ON FUNCTION payments._account_owner(text) IS 'Internal: customer or platform, whose account it is.';
 
-CREATE OR REPLACE VIEW payments.grant_remainders WITH (security_invoker) AS
-SELECT g.customer_id, g.id AS grant_id,
-       coalesce(sum(CASE WHEN t.credit_account = 'credits' THEN t.amount ELSE -t.amount END), 0)::bigint AS remaining
-FROM payments.credit_grants g
-LEFT JOIN payments.ledger_transfers t ON t.customer_id = g.customer_id AND t.grant_id = g.id
-GROUP BY g.customer_id, g.id;
-COMMENT ON VIEW payments.grant_remainders IS
-    'What is left of each credit grant, in the unit''s smallest steps: what its credits transfers add up to (granted, less what holds took and expiry posted out, plus what came back).';
-
 CREATE OR REPLACE FUNCTION payments._units(p_amount numeric, p_unit text) RETURNS bigint
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
@@ -69,7 +60,17 @@ BEGIN
             CASE WHEN p_amount > 0 THEN p_debit ELSE p_credit END, CASE WHEN p_amount > 0 THEN p_credit ELSE p_debit END,
             p_unit, abs(p_amount), p_grant_id, p_key, p_fingerprint)
     ON CONFLICT ON CONSTRAINT ledger_transfers_idempotency_key DO NOTHING;
-    RETURN CASE WHEN FOUND THEN v_id END;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- What is left of the grant moves with it (a grant made after its first transfer starts
+    -- from that transfer's amount: grant_credits).
+    IF p_grant_id IS NOT NULL THEN
+        UPDATE payments.credit_grants g
+        SET remaining = g.remaining + CASE WHEN p_credit = 'credits' THEN p_amount ELSE -p_amount END
+        WHERE g.customer_id = p_customer_id AND g.id = p_grant_id;
+    END IF;
+    RETURN v_id;
 END
 $$;
 COMMENT ON FUNCTION payments._move(text, text, text, text, bigint, text, text, text, text, bytea) IS
@@ -110,9 +111,9 @@ BEGIN
     -- The transfer carries the key: a concurrent call with the same key waits on it, then replays.
     IF payments._move(grant_credits.customer_id, 'credit_grant', v_id, v_unit, v_units, 'credits_issued', 'credits', v_id,
                       grant_credits.idempotency_key, v_fp) IS NOT NULL THEN
-        INSERT INTO payments.credit_grants (customer_id, id, unit, amount, applies_to, priority, expires_at)
+        INSERT INTO payments.credit_grants (customer_id, id, unit, amount, applies_to, priority, expires_at, remaining)
         VALUES (grant_credits.customer_id, v_id, v_unit, v_units, grant_credits.applies_to, grant_credits.priority,
-                grant_credits.expires_at);
+                grant_credits.expires_at, v_units);
         RETURN QUERY SELECT v_id, 'created'::text;
         RETURN;
     END IF;
@@ -312,12 +313,10 @@ BEGIN
         WHERE g.expires_at <= at AND g.expired_at IS NULL
         ORDER BY g.expires_at, g.id
     LOOP
-        SELECT g.unit INTO v_unit FROM payments.credit_grants g
+        SELECT g.unit, g.remaining INTO v_unit, v_left FROM payments.credit_grants g
         WHERE g.customer_id = v_grant.customer_id AND g.id = v_grant.id AND g.expired_at IS NULL
         FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
-        SELECT r.remaining INTO v_left FROM payments.grant_remainders r
-        WHERE r.customer_id = v_grant.customer_id AND r.grant_id = v_grant.id;
         PERFORM payments._move(v_grant.customer_id, 'credit_expiry', v_grant.id, v_unit, v_left, 'credits',
                                'credits_issued', v_grant.id);
         UPDATE payments.credit_grants g SET expired_at = at WHERE g.customer_id = v_grant.customer_id AND g.id = v_grant.id;
@@ -407,11 +406,10 @@ RETURNS TABLE (grant_id text, remaining bigint)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN QUERY
-    SELECT g.id, r.remaining
+    SELECT g.id, g.remaining
     FROM payments.credit_grants g
-    JOIN payments.grant_remainders r ON r.customer_id = g.customer_id AND r.grant_id = g.id
     WHERE g.customer_id = p_customer_id AND g.unit = p_unit AND g.expired_at IS NULL
-      AND (g.expires_at IS NULL OR g.expires_at > p_at) AND r.remaining > 0
+      AND (g.expires_at IS NULL OR g.expires_at > p_at) AND g.remaining > 0
     ORDER BY g.priority, g.expires_at NULLS LAST, g.id;
 END
 $$;
@@ -693,9 +691,8 @@ COMMENT ON VIEW payments.ledger IS
 
 CREATE OR REPLACE VIEW payments.credit_grant_details WITH (security_invoker) AS
 SELECT g.customer_id, g.id, g.unit, payments._units_major(g.amount, g.unit) AS amount,
-       payments._units_major(r.remaining, g.unit) AS remaining,
+       payments._units_major(g.remaining, g.unit) AS remaining,
        g.applies_to, g.priority, g.expires_at, g.expired_at, g.created_at
-FROM payments.credit_grants g
-JOIN payments.grant_remainders r ON r.customer_id = g.customer_id AND r.grant_id = g.id;
+FROM payments.credit_grants g;
 COMMENT ON VIEW payments.credit_grant_details IS
     'Every credit grant with what is left of it (its credits entries'' balance). Readable by payments_reader.';

@@ -52,7 +52,7 @@ GRANT EXECUTE ON FUNCTION
     payments.balances(text, timestamptz), payments.trial_balance()
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details,
-    payments.subscription_revenue, payments.mrr, payments.ledger, payments.credit_grant_details, payments.grant_remainders, payments.hold_details,
+    payments.subscription_revenue, payments.mrr, payments.ledger, payments.credit_grant_details, payments.hold_details,
     payments.invoice_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
     payments.webhook_delivery_attempts
 TO payments_admin, payments_gateway, payments_reader;

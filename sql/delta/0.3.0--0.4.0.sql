@@ -84,6 +84,8 @@ CREATE TABLE payments.credit_grants (
     expires_at  timestamptz,
     expired_at  timestamptz,
     created_at  timestamptz NOT NULL DEFAULT now(),
+    remaining   bigint NOT NULL DEFAULT 0 CHECK (remaining >= 0),
+    CONSTRAINT credit_grants_remaining_within CHECK (remaining <= amount),
     PRIMARY KEY (customer_id, id)
 );
 CREATE INDEX credit_grants_expiry_idx ON payments.credit_grants (expires_at) WHERE expired_at IS NULL;

@@ -47,15 +47,19 @@ CREATE TABLE payments.credit_grants (
     expires_at  timestamptz,
     expired_at  timestamptz,
     created_at  timestamptz NOT NULL DEFAULT now(),
+    remaining   bigint NOT NULL DEFAULT 0 CHECK (remaining >= 0),
+    CONSTRAINT credit_grants_remaining_within CHECK (remaining <= amount),
     PRIMARY KEY (customer_id, id)
 );
 CREATE INDEX credit_grants_expiry_idx ON payments.credit_grants (expires_at) WHERE expired_at IS NULL;
 COMMENT ON TABLE payments.credit_grants IS
-    'Prepaid credits granted to a customer (payments.grant_credits); what is left of each is the balance of its credits transfers (payments.credit_grant_details). Credits are used by priority, then soonest expiry; an expired remainder is posted out (payments.expire_credits), never deleted.';
+    'Prepaid credits granted to a customer (payments.grant_credits); what is left of each (remaining) is the balance of its credits transfers, kept beside it. Credits are used by priority, then soonest expiry; an expired remainder is posted out (payments.expire_credits), never deleted.';
 COMMENT ON COLUMN payments.credit_grants.id IS 'cg_ + 26-character time-sortable id.';
 COMMENT ON COLUMN payments.credit_grants.amount IS 'What was granted, in the unit''s smallest steps.';
 COMMENT ON COLUMN payments.credit_grants.applies_to IS 'A feature or meter the credits pay for; NULL: invoices.';
 COMMENT ON COLUMN payments.credit_grants.priority IS 'Lower is used first.';
+COMMENT ON COLUMN payments.credit_grants.remaining IS
+    'What is left of it: the balance of its credits transfers, kept with each one (payments._move) so that a reserve reads it in one row rather than summing a grant''s history. Never below 0 or above what was granted.';
 COMMENT ON COLUMN payments.credit_grants.expired_at IS 'The at of the expire_credits run that posted out its remainder; NULL while it lasts.';
 SELECT pg_catalog.pg_extension_config_dump('payments.credit_grants', '');
 
