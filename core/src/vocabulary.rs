@@ -61,9 +61,12 @@ pub enum Kind {
     HoldStatus,
     /// `payments.holds.refusal`: why a reserve was refused.
     HoldRefusal,
+    /// `payments.outbox_events.object`: what an event told to apps is about (the `<object>` of
+    /// its type `<object>.<event>`, and of a webhook endpoint's event types).
+    EventObject,
 }
 
-pub const KINDS: [Kind; 23] = [
+pub const KINDS: [Kind; 24] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -87,6 +90,7 @@ pub const KINDS: [Kind; 23] = [
     Kind::TransferKind,
     Kind::HoldStatus,
     Kind::HoldRefusal,
+    Kind::EventObject,
 ];
 
 pub const CAPTURE_METHODS: [&str; 2] = ["automatic", "manual"];
@@ -161,6 +165,10 @@ pub fn reserved_key_prefix(key: &str) -> Option<&'static str> {
 pub const DASHBOARD_VIEWER: &str = "viewer";
 pub const DASHBOARD_OPERATOR: &str = "operator";
 pub const DASHBOARD_ROLES: [&str; 2] = [DASHBOARD_VIEWER, DASHBOARD_OPERATOR];
+/// What events told to apps are about: the objects with a lifecycle, a customer's credits
+/// (`credits.expiring`, a week ahead) and its budget (`spend_limit.reached`, at 50, 80 and 100 %).
+pub const EVENT_OBJECTS: [&str; 7] =
+    ["payment", "refund", "dispute", "subscription", "invoice", "credits", "spend_limit"];
 pub const WEBHOOK_RESULTS: [&str; 6] = ["applied", "noop", "stale", "ignored", "pending_match", "mismatch"];
 
 impl Kind {
@@ -189,6 +197,7 @@ impl Kind {
             Kind::TransferKind => "transfer_kind",
             Kind::HoldStatus => "hold_status",
             Kind::HoldRefusal => "hold_refusal",
+            Kind::EventObject => "event_object",
         }
     }
 
@@ -221,6 +230,7 @@ impl Kind {
             Kind::TransferKind => ledger::TRANSFER_KINDS.to_vec(),
             Kind::HoldStatus => lifecycle::HOLD.statuses.to_vec(),
             Kind::HoldRefusal => ledger::HOLD_REFUSALS.to_vec(),
+            Kind::EventObject => EVENT_OBJECTS.to_vec(),
         }
     }
 
@@ -250,6 +260,7 @@ impl Kind {
             Kind::TransferKind => ledger::TRANSFER_KINDS.contains(&value),
             Kind::HoldStatus => lifecycle::HOLD.is_status(value),
             Kind::HoldRefusal => ledger::HOLD_REFUSALS.contains(&value),
+            Kind::EventObject => EVENT_OBJECTS.contains(&value),
         }
     }
 }

@@ -3829,4 +3829,39 @@ mod tests {
             assert_eq!(sqlstate(sql), code, "{sql}");
         }
     }
+
+    #[pg_test]
+    fn apps_are_told_when_a_budget_is_half_used_nearly_used_and_used_and_before_credits_expire() {
+        one::<String>("SELECT outcome FROM payments.grant_credits('e1', 'cust_ev', 100, 'usd')");
+        one::<String>(
+            "SELECT outcome FROM payments.grant_credits('e2', 'cust_ev', 5, 'tokens', '2030-01-10 00:00:00+00')",
+        );
+        one::<bool>("SELECT payments.set_spend_limit('cust_ev', 10, 'usd', 'day')");
+        let told = |object: &str| {
+            one::<String>(&format!(
+                "SELECT coalesce(string_agg(type || coalesce(':' || (data ->> 'percent'), ''), ',' ORDER BY seq), '')
+                 FROM payments.outbox_events WHERE customer_id = 'cust_ev' AND object = '{object}'"
+            ))
+        };
+        for (amount, request) in [("5", "r1"), ("2", "r2"), ("3", "r3"), ("1", "r4")] {
+            one::<bool>(&format!("SELECT allowed FROM payments.reserve('cust_ev', {amount}, 'usd', '{request}')"));
+        }
+        assert_eq!(told("spend_limit"), "spend_limit.reached:50,spend_limit.reached:80,spend_limit.reached:100");
+        // A week ahead of its expiry, once.
+        let run = |at: &str| one::<String>(&format!("SELECT payments.run_billing('{at}') ->> 'credits_expiring'"));
+        assert_eq!(run("2030-01-02 00:00:00+00"), "0");
+        assert_eq!(run("2030-01-03 00:00:00+00"), "1");
+        assert_eq!(run("2030-01-04 00:00:00+00"), "0");
+        assert_eq!(told("credits"), "credits.expiring");
+        // Endpoints may ask for them by name; an unknown object is refused.
+        assert_eq!(
+            sqlstate("SELECT payments.add_webhook_endpoint('https://example.com/h', ARRAY['spend_limit.*', 'credits.expiring'])"),
+            "ok"
+        );
+        assert_eq!(
+            sqlstate("SELECT payments.add_webhook_endpoint('https://example.com/h', ARRAY['wallet.*'])"),
+            "PM100"
+        );
+        assert!(trial_balance_is_zero());
+    }
 }

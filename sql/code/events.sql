@@ -92,9 +92,11 @@ BEGIN
             USING ERRCODE = 'PM100';
     END IF;
     IF event_types IS NULL OR cardinality(event_types) > 100 OR array_position(event_types, NULL) IS NOT NULL
-       OR NOT (true = ALL (SELECT t ~ '^(\*|(payment|refund|dispute|subscription|invoice)\.(\*|[a-z_]{1,64}))$'
+       OR NOT (true = ALL (SELECT t = '*' OR (t ~ '^[a-z_]{1,64}\.(\*|[a-z_]{1,64})$'
+                                             AND payments._is_allowed('event_object', split_part(t, '.', 1)))
                            FROM unnest(event_types) t)) THEN
-        RAISE EXCEPTION 'event_types: up to 100 of <object>.<event>, <object>.* or * (objects: payment, refund, dispute, subscription, invoice)'
+        RAISE EXCEPTION 'event_types: up to 100 of <object>.<event>, <object>.* or * (objects: %)',
+            (SELECT string_agg(v.value, ', ') FROM payments.allowed_values() v WHERE v.kind = 'event_object')
             USING ERRCODE = 'PM100';
     END IF;
     IF length(description) > 255 THEN

@@ -181,6 +181,9 @@ BEGIN
     VALUES (top_up.customer_id, v_result.id, v_unit, v_units, credits ->> 'applies_to',
             coalesce((credits ->> 'priority')::integer, 0), v_expiry)
     ON CONFLICT ON CONSTRAINT top_ups_pkey DO NOTHING;
+    IF v_result.outcome = 'created' THEN
+        PERFORM payments._tell_spend(top_up.customer_id, upper(currency), v_minor, now());
+    END IF;
     RETURN NEXT v_result;
 END
 $$;
@@ -295,6 +298,35 @@ END
 $$;
 COMMENT ON FUNCTION payments._top_up_paid(text, text, text, bigint) IS
     'Internal: a payment succeeded whose metadata names a top-up: grants what its top_ups row says (once), or, with no such row, posts it as any payment.';
+
+CREATE OR REPLACE FUNCTION payments._notice_expiring_credits(p_at timestamptz) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_grant record;
+    v_count integer := 0;
+BEGIN
+    FOR v_grant IN
+        SELECT g.customer_id, g.id FROM payments.credit_grants g
+        WHERE g.expires_at > p_at AND g.expires_at <= p_at + interval '7 days' AND g.expiry_noticed_at IS NULL
+          AND g.expired_at IS NULL AND g.remaining > 0
+        ORDER BY g.expires_at, g.id
+    LOOP
+        SELECT g.customer_id, g.id, g.unit, g.remaining, g.expires_at INTO v_grant FROM payments.credit_grants g
+        WHERE g.customer_id = v_grant.customer_id AND g.id = v_grant.id AND g.expiry_noticed_at IS NULL
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        PERFORM payments._emit(v_grant.customer_id, 'credits', v_grant.id, 'expiring', NULL, false,
+                               jsonb_build_object('unit', v_grant.unit, 'expires_at', v_grant.expires_at,
+                                                  'remaining', payments._units_major(v_grant.remaining, v_grant.unit)::text));
+        UPDATE payments.credit_grants g SET expiry_noticed_at = p_at
+        WHERE g.customer_id = v_grant.customer_id AND g.id = v_grant.id;
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION payments._notice_expiring_credits(timestamptz) IS
+    'Internal (run_billing): tells apps once of each grant with credits left that expires within a week of p_at (event credits.expiring with unit, expires_at and remaining).';
 
 CREATE OR REPLACE FUNCTION payments.expire_credits(at timestamptz DEFAULT now()) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -445,18 +477,13 @@ $$;
 COMMENT ON FUNCTION payments.set_spend_limit(text, numeric, text, text) IS
     'A budget: what the customer may spend of unit per period (day, week, month, year; periods start at midnight UTC, weeks on Monday, whatever the session''s TimeZone). Settled and open holds count, and reserve refuses (reason spend_limit_reached) what would pass it, however many agents ask at once; top-ups in that currency count too, and top_up refuses one that would pass it (PM210), an automatic top-up is then skipped. amount NULL removes it. Returns whether a limit is set.';
 
-CREATE OR REPLACE FUNCTION payments._spend_room(p_customer_id text, p_unit text, p_at timestamptz) RETURNS bigint
+CREATE OR REPLACE FUNCTION payments._period_spend(p_customer_id text, p_unit text, p_period text, p_at timestamptz)
+RETURNS bigint
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_wallet payments.wallets%ROWTYPE;
-    v_start  timestamptz;
-    v_spent  bigint;
+    v_start timestamptz := date_trunc(p_period, p_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    v_spent bigint;
 BEGIN
-    SELECT * INTO v_wallet FROM payments.wallets w WHERE w.customer_id = p_customer_id AND w.unit = p_unit;
-    IF v_wallet.spend_limit IS NULL THEN
-        RETURN NULL;
-    END IF;
-    v_start := date_trunc(v_wallet.spend_period, p_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
     SELECT coalesce(sum(CASE WHEN h.status = 'held' THEN h.amount ELSE h.settled_amount END), 0) INTO v_spent
     FROM payments.holds h
     WHERE h.customer_id = p_customer_id AND h.unit = p_unit
@@ -467,11 +494,53 @@ BEGIN
     JOIN payments.payments p ON p.customer_id = t.customer_id AND p.id = t.payment_id
     WHERE t.customer_id = p_customer_id AND p.currency = p_unit AND t.created_at >= v_start
       AND p.status NOT IN ('failed', 'canceled');
-    RETURN greatest(v_wallet.spend_limit - v_spent, 0);
+    RETURN v_spent;
+END
+$$;
+COMMENT ON FUNCTION payments._period_spend(text, text, text, timestamptz) IS
+    'Internal: what counts against a customer''s spend limit in a unit in the period (day, week, month, year; from midnight UTC) at falls in: settled holds of the period, open holds, and top-ups bought in the period.';
+
+CREATE OR REPLACE FUNCTION payments._spend_room(p_customer_id text, p_unit text, p_at timestamptz) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_wallet payments.wallets%ROWTYPE;
+BEGIN
+    SELECT * INTO v_wallet FROM payments.wallets w WHERE w.customer_id = p_customer_id AND w.unit = p_unit;
+    IF v_wallet.spend_limit IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN greatest(v_wallet.spend_limit - payments._period_spend(p_customer_id, p_unit, v_wallet.spend_period, p_at), 0);
 END
 $$;
 COMMENT ON FUNCTION payments._spend_room(text, text, timestamptz) IS
-    'Internal: what the customer may still spend of a unit in the period at falls in (its spend limit less settled and open holds and top-ups of the period), or NULL without a limit.';
+    'Internal: what the customer may still spend of a unit in the period at falls in, or NULL without a limit.';
+
+CREATE OR REPLACE FUNCTION payments._tell_spend(p_customer_id text, p_unit text, p_added bigint, p_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_wallet  payments.wallets%ROWTYPE;
+    v_spent   bigint;
+    v_percent integer;
+BEGIN
+    SELECT * INTO v_wallet FROM payments.wallets w WHERE w.customer_id = p_customer_id AND w.unit = p_unit;
+    IF v_wallet.spend_limit IS NULL OR v_wallet.spend_limit = 0 THEN
+        RETURN;
+    END IF;
+    v_spent := payments._period_spend(p_customer_id, p_unit, v_wallet.spend_period, p_at);
+    -- Each mark the spend just crossed, once per crossing.
+    FOREACH v_percent IN ARRAY ARRAY[50, 80, 100] LOOP
+        IF (v_spent - p_added) * 100 < v_percent * v_wallet.spend_limit AND v_spent * 100 >= v_percent * v_wallet.spend_limit THEN
+            PERFORM payments._emit(p_customer_id, 'spend_limit', p_unit, 'reached', NULL, false,
+                                   jsonb_build_object('percent', v_percent, 'unit', p_unit, 'period', v_wallet.spend_period,
+                                                      'limit', payments._units_major(v_wallet.spend_limit, p_unit)::text,
+                                                      'spent', payments._units_major(v_spent, p_unit)::text));
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments._tell_spend(text, text, bigint, timestamptz) IS
+    'Internal: after p_added more counted against a customer''s spend limit, tells apps of each of 50, 80 and 100 % it crossed (event spend_limit.reached with percent, limit and spent).';
 
 CREATE OR REPLACE FUNCTION payments.reserve(customer_id text, amount numeric, unit text, request_id text,
                                             expires_in interval DEFAULT '15 minutes', at timestamptz DEFAULT now())
@@ -525,6 +594,7 @@ BEGIN
                 quote_literal(request_id) USING ERRCODE = 'PM201', DETAIL = 'the request made hold ' || v_hold.id;
         END IF;
     ELSIF v_hold.status = 'held' THEN
+        PERFORM payments._tell_spend(reserve.customer_id, v_unit, v_units, at);
         -- Set aside grant by grant, in the order credits are used.
         v_left := v_units;
         FOR v_grant IN SELECT * FROM payments._usable_grants(reserve.customer_id, v_unit, at) LOOP

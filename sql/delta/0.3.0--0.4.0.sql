@@ -85,6 +85,7 @@ CREATE TABLE payments.credit_grants (
     expired_at  timestamptz,
     created_at  timestamptz NOT NULL DEFAULT now(),
     remaining   bigint NOT NULL DEFAULT 0 CHECK (remaining >= 0),
+    expiry_noticed_at timestamptz,
     CONSTRAINT credit_grants_remaining_within CHECK (remaining <= amount),
     PRIMARY KEY (customer_id, id)
 );
@@ -142,3 +143,7 @@ CREATE TABLE payments.top_ups (
     FOREIGN KEY (customer_id, payment_id) REFERENCES payments.payments (customer_id, id)
 );
 SELECT pg_catalog.pg_extension_config_dump('payments.top_ups', '');
+
+-- What events are about comes from one registry (vocabulary::EVENT_OBJECTS), credits and budgets among it.
+ALTER TABLE payments.outbox_events DROP CONSTRAINT outbox_events_object_check,
+    ADD CONSTRAINT outbox_events_object_check CHECK (payments._is_allowed('event_object', object));

@@ -4,7 +4,7 @@
 CREATE TABLE payments.outbox_events (
     customer_id text COLLATE "C" NOT NULL,
     id          text COLLATE "C" NOT NULL,
-    object      text COLLATE "C" NOT NULL CHECK (object IN ('payment', 'refund', 'dispute', 'subscription', 'invoice')),
+    object      text COLLATE "C" NOT NULL CHECK (payments._is_allowed('event_object', object)),
     object_id   text COLLATE "C" NOT NULL,
     seq         bigint NOT NULL CHECK (seq > 0),
     type        text COLLATE "C" NOT NULL,

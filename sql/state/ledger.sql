@@ -48,6 +48,7 @@ CREATE TABLE payments.credit_grants (
     expired_at  timestamptz,
     created_at  timestamptz NOT NULL DEFAULT now(),
     remaining   bigint NOT NULL DEFAULT 0 CHECK (remaining >= 0),
+    expiry_noticed_at timestamptz,
     CONSTRAINT credit_grants_remaining_within CHECK (remaining <= amount),
     PRIMARY KEY (customer_id, id)
 );
@@ -60,6 +61,8 @@ COMMENT ON COLUMN payments.credit_grants.applies_to IS 'A feature or meter the c
 COMMENT ON COLUMN payments.credit_grants.priority IS 'Lower is used first.';
 COMMENT ON COLUMN payments.credit_grants.remaining IS
     'What is left of it: the balance of its credits transfers, kept with each one (payments._move) so that a reserve reads it in one row rather than summing a grant''s history. Never below 0 or above what was granted.';
+COMMENT ON COLUMN payments.credit_grants.expiry_noticed_at IS
+    'The at of the run_billing that told apps it expires within a week (event credits.expiring), once.';
 COMMENT ON COLUMN payments.credit_grants.expired_at IS 'The at of the expire_credits run that posted out its remainder; NULL while it lasts.';
 SELECT pg_catalog.pg_extension_config_dump('payments.credit_grants', '');
 

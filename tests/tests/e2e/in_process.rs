@@ -2055,6 +2055,86 @@ async fn node_urls(db: &tokio_postgres::Client) -> Vec<String> {
         .collect()
 }
 
+/// The payloads of `accepted` deliveries, each verified by the official `standardwebhooks`
+/// package with the endpoint's `secret` (any that does not verify fails the test).
+async fn verified_by_standardwebhooks(secret: &str, accepted: &[(Value, String)]) -> Vec<Value> {
+    let python = std::env::var("PAYMENTS_PYTHON").expect("PAYMENTS_PYTHON is set by `make test`");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/oracles/verify_standard_webhooks.py");
+    let deliveries: Vec<Value> = accepted.iter().map(|(h, b)| json!({ "headers": h, "body": b })).collect();
+    let mut oracle = tokio::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = json!({ "secret": secret, "deliveries": deliveries }).to_string();
+    tokio::io::AsyncWriteExt::write_all(&mut oracle.stdin.take().unwrap(), input.as_bytes()).await.unwrap();
+    let out = oracle.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "standardwebhooks refused a delivery: {}", String::from_utf8_lossy(&out.stderr));
+    let verified: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verified.len(), accepted.len());
+    verified
+}
+
+#[tokio::test]
+async fn budget_marks_and_expiring_credits_reach_an_endpoint_verified_by_standardwebhooks() {
+    let db = payments_e2e::connect().await;
+    payments_e2e::remove_webhook_endpoints().await;
+    let app = spawn_app(&["--delivery-interval-ms", "100", "--webhook-allowed-networks", "127.0.0.0/8,::1/128"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write", "webhooks:manage"]).await;
+    let (receiver, url) = Receiver::start(0).await;
+    let body = json!({ "url": url, "event_types": ["spend_limit.*", "credits.expiring"] });
+    let endpoint: Value =
+        app.send(Method::POST, "/v1/webhook_endpoints", Some(&key), Some(body)).await.json().await.unwrap();
+    let secret = endpoint["secret"].as_str().unwrap().to_string();
+    let customer = unique("cust_marks");
+    db.execute(
+        "SELECT payments.grant_credits($1, $2, 100, 'usd', now() + interval '3 days')",
+        &[&unique("g"), &customer],
+    )
+    .await
+    .unwrap();
+    db.execute("SELECT payments.set_spend_limit($1, 10, 'usd', 'day')", &[&customer]).await.unwrap();
+    // 6.00 then 4.00 of a 10.00 budget: past 50 %, then past 80 and 100 %.
+    for (amount, request) in [("6", "m1"), ("4", "m2")] {
+        let allowed: bool = db
+            .query_one(
+                "SELECT allowed FROM payments.reserve($1, $2::text::numeric, 'usd', $3)",
+                &[&customer, &amount, &request],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(allowed);
+    }
+    db.execute("SELECT payments.run_billing()", &[]).await.unwrap();
+    for _ in 0..100 {
+        if receiver.accepted().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let verified = verified_by_standardwebhooks(&secret, &receiver.accepted()).await;
+    let mut told: Vec<String> = verified
+        .iter()
+        .filter(|p| p["data"]["customer_id"] == customer.as_str())
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["type"].as_str().unwrap(),
+                p["data"]["percent"].as_i64().map_or(String::new(), |n| n.to_string())
+            )
+        })
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        ["credits.expiring ", "spend_limit.reached 100", "spend_limit.reached 50", "spend_limit.reached 80"],
+        "{verified:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_endpoint_that_fails_and_recovers_receives_every_event_in_order_verified_by_standardwebhooks() {
     let db = payments_e2e::connect().await;
@@ -2173,22 +2253,7 @@ async fn an_endpoint_that_fails_and_recovers_receives_every_event_in_order_verif
     }
 
     // The official package verifies every delivery; the payload names the object and its status.
-    let python = std::env::var("PAYMENTS_PYTHON").expect("PAYMENTS_PYTHON is set by `make test`");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/oracles/verify_standard_webhooks.py");
-    let deliveries: Vec<Value> = accepted.iter().map(|(h, b)| json!({ "headers": h, "body": b })).collect();
-    let mut oracle = tokio::process::Command::new(python)
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = json!({ "secret": secret, "deliveries": deliveries }).to_string();
-    tokio::io::AsyncWriteExt::write_all(&mut oracle.stdin.take().unwrap(), input.as_bytes()).await.unwrap();
-    let out = oracle.wait_with_output().await.unwrap();
-    assert!(out.status.success(), "standardwebhooks refused a delivery: {}", String::from_utf8_lossy(&out.stderr));
-    let verified: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(verified.len(), accepted.len());
+    let verified = verified_by_standardwebhooks(&secret, &accepted).await;
     let succeeded = verified.iter().find(|p| p["type"] == "payment.succeeded" && p["data"]["id"] == payment_id);
     assert_eq!(succeeded.map(|p| p["data"]["status"].clone()), Some(json!("succeeded")), "{verified:?}");
     assert!(verified.iter().any(|p| p["type"] == "refund.succeeded" && p["data"]["payment_id"] == payment_id));
