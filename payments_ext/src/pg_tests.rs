@@ -3864,4 +3864,31 @@ mod tests {
         );
         assert!(trial_balance_is_zero());
     }
+
+    #[pg_test]
+    fn a_refund_of_a_top_up_takes_back_only_unspent_credits_and_gives_them_back_if_it_fails() {
+        let id = one::<String>("SELECT id FROM payments.top_up('rt1', 'cust_rt', 10, 'usd', 'pm_card_visa')");
+        one::<String>(&format!(
+            "SELECT status FROM payments.record_provider_result('{id}', 'stripe', 'pi_rt1', 'succeeded', '{}')",
+            intent("pi_rt1", 1000, "")
+        ));
+        let hold = one::<String>("SELECT hold_id FROM payments.reserve('cust_rt', 4, 'usd', 'job')");
+        one::<String>(&format!("SELECT status FROM payments.settle('{hold}', 4)"));
+        let credits = || one::<String>("SELECT posted::text FROM payments.balances('cust_rt')");
+        assert_eq!(credits(), "6.00");
+        // Money already spent as credits cannot come back as money too.
+        assert_eq!(sqlstate(&format!("SELECT payments.create_refund('back-1', '{id}')")), "PM207");
+        let refund = one::<String>(&format!("SELECT id FROM payments.create_refund('back-2', '{id}', 6)"));
+        assert_eq!(credits(), "0.00", "taken back when the refund is asked for");
+        assert_eq!(sqlstate("SELECT payments.reserve('cust_rt', 1, 'usd', 'job-2')"), "ok");
+        assert!(!one::<bool>("SELECT allowed FROM payments.reserve('cust_rt', 1, 'usd', 'job-2')"));
+        // The provider refuses the refund: the credits are the customer's again.
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_command_result('{}', true, NULL, '{{\"error\": {{\"message\": \"no\"}}}}')",
+            refund_command(&refund)
+        ));
+        assert_eq!(one::<String>(&format!("SELECT status FROM payments.get_refund('{refund}')")), "failed");
+        assert_eq!(credits(), "6.00");
+        assert!(trial_balance_is_zero());
+    }
 }

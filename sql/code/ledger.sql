@@ -190,6 +190,59 @@ $$;
 COMMENT ON FUNCTION payments.top_up(text, text, numeric, text, text, jsonb) IS
     'Buys credits: a payment of amount in currency with payment_method (charged by the gateway like any payment made in SQL), which grants, when it succeeds and never before or twice, money credit of what was paid (credits NULL) or credits {"amount", "unit", "expires_at"?, "applies_to"?, "priority"?} such as 1000 tokens. A declined payment grants nothing. Idempotent as create_payment: the same key with other parameters or credits is PM201. Returns the payment.';
 
+CREATE OR REPLACE FUNCTION payments._top_up_refunded(p_customer_id text, p_payment_id text, p_refund_id text,
+                                                     p_amount bigint, p_strict boolean) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_top      payments.top_ups%ROWTYPE;
+    v_currency text;
+    v_paid     bigint;
+    v_left     bigint;
+    v_take     bigint;
+BEGIN
+    SELECT * INTO v_top FROM payments.top_ups t
+    WHERE t.customer_id = p_customer_id AND t.payment_id = p_payment_id AND t.grant_id IS NOT NULL;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT p.currency, p.amount_captured_minor INTO v_currency, v_paid FROM payments.payments p
+    WHERE p.customer_id = p_customer_id AND p.id = p_payment_id;
+    SELECT g.remaining INTO v_left FROM payments.credit_grants g
+    WHERE g.customer_id = p_customer_id AND g.id = v_top.grant_id FOR UPDATE;
+    -- The credits the refunded money bought: as much money credit, or its share of other credits.
+    v_take := CASE WHEN v_top.unit = v_currency THEN p_amount ELSE ceil(v_top.amount::numeric * p_amount / v_paid)::bigint END;
+    IF p_strict AND v_take > v_left THEN
+        RAISE EXCEPTION 'only what is unspent of a top-up can be refunded: % % of its credits are left',
+            payments._units_major(v_left, v_top.unit), v_top.unit USING ERRCODE = 'PM207';
+    END IF;
+    -- Money credit goes back as the refund (credits > refunds; the refund then leaves clearing);
+    -- credits of another unit are taken back from what was issued.
+    PERFORM payments._move(p_customer_id, 'refund', p_refund_id, v_top.unit, least(v_take, v_left), 'credits',
+                           CASE WHEN v_top.unit = v_currency THEN 'refunds' ELSE 'credits_issued' END, v_top.grant_id);
+END
+$$;
+COMMENT ON FUNCTION payments._top_up_refunded(text, text, text, bigint, boolean) IS
+    'Internal: a refund of a top-up''s payment takes back the credits the refunded money bought, when the refund is made: create_refund (p_strict) refuses more than is unspent (PM207); a refund made at the provider takes back what is left.';
+
+CREATE OR REPLACE FUNCTION payments._top_up_refund_undone(p_customer_id text, p_refund_id text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_taken record;
+BEGIN
+    -- A refund that failed or was canceled gives the credits it took back.
+    FOR v_taken IN
+        SELECT t.unit, t.amount, t.credit_account, t.grant_id FROM payments.ledger_transfers t
+        WHERE t.customer_id = p_customer_id AND t.reference = p_refund_id AND t.kind = 'refund'
+          AND t.debit_account = 'credits'
+    LOOP
+        PERFORM payments._move(p_customer_id, 'refund', p_refund_id, v_taken.unit, v_taken.amount,
+                               v_taken.credit_account, 'credits', v_taken.grant_id);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments._top_up_refund_undone(text, text) IS
+    'Internal: gives back to a top-up''s grant the credits a refund took, when the refund fails or is canceled.';
+
 CREATE OR REPLACE FUNCTION payments.set_auto_top_up(customer_id text, below numeric, amount numeric,
                                                     payment_method text, currency text DEFAULT 'usd') RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -109,6 +109,8 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._replayed_refund(v_existing, v_fp);
         RETURN;
     END IF;
+    -- A top-up's refund takes back the credits it bought, never more than is unspent.
+    PERFORM payments._top_up_refunded(v_payment.customer_id, v_payment.id, v_id, v_minor, true);
     PERFORM payments._emit(v_payment.customer_id, 'refund', v_id, 'pending', NULL, true,
                            jsonb_build_object('payment_id', v_payment.id, 'amount_minor', v_minor,
                                               'currency', v_payment.currency));
@@ -262,6 +264,7 @@ BEGIN
                 p_payment.provider, v_rid, NULL)
         RETURNING * INTO v_refund;
         v_taken_in := true;
+        PERFORM payments._top_up_refunded(p_payment.customer_id, p_payment.id, v_refund.id, v_refund.amount_minor, false);
         PERFORM payments._refund_event(v_refund, 'pending', NULL);
         PERFORM payments._payment_note(p_payment, true, p_source, 'refund made at the provider',
                                       jsonb_build_object('refund_id', v_refund.id, 'provider_refund_id', v_rid,
@@ -291,6 +294,9 @@ BEGIN
                                CASE WHEN v_to = 'succeeded' THEN v_refund.amount_minor
                                     WHEN v_refund.status = 'succeeded' THEN -v_refund.amount_minor ELSE 0 END,
                                'refunds', 'provider_clearing');
+        IF v_to IN ('failed', 'canceled') THEN
+            PERFORM payments._top_up_refund_undone(p_payment.customer_id, v_refund.id);
+        END IF;
     END IF;
     IF v_decision <> 'noop' THEN
         PERFORM payments._payment_note(p_payment, v_decision = 'applied', p_source,
@@ -327,6 +333,7 @@ BEGIN
         RETURNING * INTO v_refund;
         IF FOUND THEN
             PERFORM payments._refund_event(v_refund, 'failed', 'pending');
+            PERFORM payments._top_up_refund_undone(p_command.customer_id, v_refund.id);
         END IF;
         PERFORM payments._payment_note(p_payment, true, 'provider', 'refund refused',
                                       jsonb_build_object('refund_id', p_command.refund_id, 'command_id', p_command.id,
