@@ -47,8 +47,9 @@ CREATE TABLE payments.payments (
     CONSTRAINT payments_idempotency_key UNIQUE (customer_id, idempotency_key)
 );
 CREATE INDEX payments_status_idx ON payments.payments (status, id DESC);
--- The unfiltered list (newest first) reads a page of this index, never sorting the table.
-CREATE INDEX payments_id_idx ON payments.payments (id DESC);
+-- The unfiltered list (newest first) reads a page of this index, never sorting the table; with
+-- the customer in it, a payment is found by id alone without visiting its row (payments._payment_customer).
+CREATE INDEX payments_id_idx ON payments.payments (id DESC) INCLUDE (customer_id);
 
 COMMENT ON TABLE payments.payments IS
     'One row per payment. Written only by the payments.* API functions; status changes only through payments.transition and the state machine. Keyed by (customer_id, id), the distribution column first; payment_customers finds a payment''s customer by id.';
