@@ -59,9 +59,27 @@ pub const ACCOUNTS: [Account; 8] = [
 ];
 
 /// What a transfer records: money the provider moved (payment, refund, dispute); credits
-/// granted and expired; a hold taking credits, giving the rest back, and what it spent.
-pub const TRANSFER_KINDS: [&str; 8] =
-    ["payment", "refund", "dispute", "credit_grant", "credit_expiry", "hold", "hold_release", "spend"];
+/// granted and expired; a hold taking credits, giving the rest back, and what it spent; a
+/// `consume` past its plan's quota paid with credits; credits and balance an invoice applied
+/// before charging (taken back if it is void); what a downgrade left, into the balance.
+pub const TRANSFER_KINDS: [&str; 12] = [
+    "payment",
+    "refund",
+    "dispute",
+    "credit_grant",
+    "credit_expiry",
+    "hold",
+    "hold_release",
+    "spend",
+    "consumption",
+    "invoice_credits",
+    "invoice_balance",
+    "downgrade_credit",
+];
+
+/// What an invoice line is: the plan's fee, usage, a proration, a credit for unused time or
+/// usage billed already, and what prepaid credits and the customer's balance paid of it.
+pub const INVOICE_LINE_KINDS: [&str; 6] = ["recurring", "usage", "proration", "credit", "prepaid_credits", "balance"];
 
 /// Why a reserve was refused: the credits cannot cover it, or it would pass the customer's
 /// spend limit for the period (`set_spend_limit`).

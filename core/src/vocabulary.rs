@@ -61,12 +61,13 @@ pub enum Kind {
     HoldStatus,
     /// `payments.holds.refusal`: why a reserve was refused.
     HoldRefusal,
+    InvoiceLineKind,
     /// `payments.outbox_events.object`: what an event told to apps is about (the `<object>` of
     /// its type `<object>.<event>`, and of a webhook endpoint's event types).
     EventObject,
 }
 
-pub const KINDS: [Kind; 24] = [
+pub const KINDS: [Kind; 25] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -90,6 +91,7 @@ pub const KINDS: [Kind; 24] = [
     Kind::TransferKind,
     Kind::HoldStatus,
     Kind::HoldRefusal,
+    Kind::InvoiceLineKind,
     Kind::EventObject,
 ];
 
@@ -166,9 +168,10 @@ pub const DASHBOARD_VIEWER: &str = "viewer";
 pub const DASHBOARD_OPERATOR: &str = "operator";
 pub const DASHBOARD_ROLES: [&str; 2] = [DASHBOARD_VIEWER, DASHBOARD_OPERATOR];
 /// What events told to apps are about: the objects with a lifecycle, a customer's credits
-/// (`credits.expiring`, a week ahead) and its budget (`spend_limit.reached`, at 50, 80 and 100 %).
-pub const EVENT_OBJECTS: [&str; 7] =
-    ["payment", "refund", "dispute", "subscription", "invoice", "credits", "spend_limit"];
+/// (`credits.expiring`, a week ahead), its budget (`spend_limit.reached`, at 50, 80 and 100 %)
+/// and its balance of credits in a unit (`balance.low`, below the threshold it was given).
+pub const EVENT_OBJECTS: [&str; 8] =
+    ["payment", "refund", "dispute", "subscription", "invoice", "credits", "spend_limit", "balance"];
 pub const WEBHOOK_RESULTS: [&str; 6] = ["applied", "noop", "stale", "ignored", "pending_match", "mismatch"];
 
 impl Kind {
@@ -197,6 +200,7 @@ impl Kind {
             Kind::TransferKind => "transfer_kind",
             Kind::HoldStatus => "hold_status",
             Kind::HoldRefusal => "hold_refusal",
+            Kind::InvoiceLineKind => "invoice_line_kind",
             Kind::EventObject => "event_object",
         }
     }
@@ -230,6 +234,7 @@ impl Kind {
             Kind::TransferKind => ledger::TRANSFER_KINDS.to_vec(),
             Kind::HoldStatus => lifecycle::HOLD.statuses.to_vec(),
             Kind::HoldRefusal => ledger::HOLD_REFUSALS.to_vec(),
+            Kind::InvoiceLineKind => ledger::INVOICE_LINE_KINDS.to_vec(),
             Kind::EventObject => EVENT_OBJECTS.to_vec(),
         }
     }
@@ -260,6 +265,7 @@ impl Kind {
             Kind::TransferKind => ledger::TRANSFER_KINDS.contains(&value),
             Kind::HoldStatus => lifecycle::HOLD.is_status(value),
             Kind::HoldRefusal => ledger::HOLD_REFUSALS.contains(&value),
+            Kind::InvoiceLineKind => ledger::INVOICE_LINE_KINDS.contains(&value),
             Kind::EventObject => EVENT_OBJECTS.contains(&value),
         }
     }

@@ -213,7 +213,8 @@ pub const ENTITLEMENTS: &str = "SELECT jsonb_build_object('object', 'entitlement
 
 /// One consume call's answer as JSON.
 pub const CONSUME: &str = "SELECT jsonb_build_object('object', 'consumption', 'allowed', c.allowed,
-        'remaining', c.remaining::text, 'outcome', c.outcome, 'reason', c.reason, 'subscription_id', c.subscription_id)::text
+        'remaining', c.remaining::text, 'outcome', c.outcome, 'reason', c.reason, 'subscription_id', c.subscription_id,
+        'credits_drawn', c.credits_drawn::text, 'credits_unit', c.credits_unit)::text
      FROM payments.consume($1, $2, $3::text::numeric, $4) c";
 
 /// A customer's balances now, as JSON (amounts as decimal strings).

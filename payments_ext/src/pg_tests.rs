@@ -2186,15 +2186,31 @@ mod tests {
         ));
         settle(&upgrade, "pi_cp2", 1000, "succeeded");
         one::<String>(&format!("SELECT plan FROM payments.change_plan('{sub}', 'basic', at => {half}{sub}'))"));
-        assert_eq!(one::<i64>(&format!("SELECT credit_minor FROM payments.subscriptions WHERE id = '{sub}'")), 1000);
+        assert_eq!(
+            one::<String>("SELECT posted::text FROM payments.balances('cust_cp') WHERE account = 'balance'"),
+            "10.00",
+            "what the downgrade left is the customer's balance"
+        );
         one::<pgrx::JsonB>(&format!(
             "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = '{sub}'))"
         ));
         assert_eq!(
             one::<String>(&format!("SELECT total::text FROM payments.invoice_details WHERE subscription_id = '{sub}' AND id = (SELECT id FROM payments.invoices WHERE subscription_id = '{sub}' AND period_number = 2 AND kind = 'period')")),
             "0.00",
-            "10.00 of credit pays the 10.00 month"
+            "10.00 of balance pays the 10.00 month"
         );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(l.kind || ':' || l.amount_minor, ',' ORDER BY l.line_number) FROM payments.invoice_lines l
+                 WHERE l.invoice_id = (SELECT id FROM payments.invoices WHERE subscription_id = '{sub}' AND period_number = 2 AND kind = 'period')"
+            )),
+            "recurring:1000,balance:-1000"
+        );
+        assert_eq!(
+            one::<String>("SELECT posted::text FROM payments.balances('cust_cp') WHERE account = 'balance'"),
+            "0.00"
+        );
+        assert!(trial_balance_is_zero());
         // At period end: nothing now, the new plan with the next period.
         one::<String>(&format!("SELECT plan FROM payments.change_plan('{sub}', 'plus', prorate => false)"));
         assert_eq!(
@@ -3001,7 +3017,11 @@ mod tests {
         let upgrade_pay = one::<String>(&format!("SELECT payment_id FROM payments.invoices WHERE id = '{proration}'"));
         settle(&upgrade_pay, "pi_dg2", 49500, "failed");
         one::<String>(&format!("SELECT status FROM payments.change_plan('{sub}', 'lo', at => '2027-01-16T12:00Z')"));
-        assert_eq!(sub_field(&sub, "credit_minor"), "0", "no credit for the upgrade that was never paid");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM payments.balances('cust_dg') WHERE account = 'balance' AND posted <> 0"),
+            0,
+            "no credit for the upgrade that was never paid"
+        );
         assert_eq!(one::<String>(&format!("SELECT status FROM payments.invoices WHERE id = '{proration}'")), "void");
     }
 
@@ -3889,6 +3909,156 @@ mod tests {
         ));
         assert_eq!(one::<String>(&format!("SELECT status FROM payments.get_refund('{refund}')")), "failed");
         assert_eq!(credits(), "6.00");
+        assert!(trial_balance_is_zero());
+    }
+
+    #[pg_test]
+    fn consume_past_the_limit_pays_with_credits_in_the_same_statement_never_past_what_is_left() {
+        one::<String>(
+            "SELECT code FROM payments.create_plan('ai', 'usd', 10, 'month', features => '{\"calls\": 3, \"export\": 1}',
+                                                   feature_prices => '{\"calls\": 1.5}')",
+        );
+        one::<String>("SELECT id FROM payments.create_subscription('s1', 'cust_cc', 'ai', 'pm_card_visa', 14)");
+        one::<String>("SELECT outcome FROM payments.grant_credits('u1', 'cust_cc', 2, 'calls', applies_to => 'calls')");
+        one::<String>("SELECT outcome FROM payments.grant_credits('m1', 'cust_cc', 0.03, 'usd')");
+        let consume = |feature: &str, quantity: &str, request: &str| {
+            one::<String>(&format!(
+                "SELECT outcome || ' ' || coalesce(remaining::text, '-') || ' ' || coalesce(reason, '-') || ' '
+                        || coalesce(credits_drawn || ' ' || credits_unit, '-')
+                 FROM payments.consume('cust_cc', '{feature}', {quantity}, '{request}')"
+            ))
+        };
+        assert_eq!(consume("calls", "2", "r1"), "consumed 1 - -", "within the limit: no credits");
+        // One left of the limit; the other is paid with a credit granted for calls.
+        assert_eq!(consume("calls", "2", "r2"), "consumed 0 - 1 calls");
+        // Two past the limit, one call credit left: money credits at 1.5 cents a call, 3 cents.
+        assert_eq!(consume("calls", "2", "r3"), "consumed 0 - 0.03 USD");
+        assert_eq!(consume("calls", "2", "r3"), "replayed 0 - 0.03 USD", "a retry pays nothing more");
+        assert_eq!(consume("calls", "1", "r4"), "consumed 0 - 1 calls");
+        assert_eq!(consume("calls", "1", "r5"), "refused 0 limit_exceeded -", "nothing left to pay with");
+        assert_eq!(consume("export", "2", "r6"), "refused 1 limit_exceeded -", "no price, no credits for it");
+        assert_eq!(
+            one::<String>("SELECT used::text FROM payments.entitlements('cust_cc') WHERE feature = 'calls'"),
+            "3",
+            "the quota counts what it covered, never past its limit"
+        );
+        assert_eq!(
+            ledger_of("cust_cc").split(',').skip(2).collect::<Vec<_>>().join(","),
+            "consumption:credits>revenue:1 calls,consumption:credits>revenue:0.03 USD,consumption:credits>revenue:1 calls"
+        );
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(unit || ':' || available, ',' ORDER BY unit) FROM payments.balances('cust_cc')"
+            ),
+            "USD:0.00,calls:0"
+        );
+        // Within the budget only: 3 cents more would pass 2 cents a day (3 were spent today).
+        one::<String>("SELECT outcome FROM payments.grant_credits('m2', 'cust_cc', 1, 'usd')");
+        one::<bool>("SELECT payments.set_spend_limit('cust_cc', 0.05, 'usd', 'day')");
+        assert_eq!(consume("calls", "2", "r7"), "refused 0 spend_limit_reached -");
+        assert_eq!(
+            one::<String>(
+                "SELECT hold_id IS NULL || ' ' || reason FROM payments.reserve('cust_cc', 0.03, 'usd', 'h1')"
+            ),
+            "true spend_limit_reached",
+            "what consume spent counts against the budget of holds too"
+        );
+        assert!(trial_balance_is_zero());
+        assert_eq!(
+            sqlstate("SELECT payments.create_plan('bad', 'usd', 1, 'month', features => '{\"a\": null}', feature_prices => '{\"a\": 1}')"),
+            "PM100",
+            "an unlimited feature has no price past its limit"
+        );
+        assert_eq!(
+            sqlstate("SELECT payments.create_plan('bad', 'usd', 1, 'month', features => '{\"a\": 1}', feature_prices => '{\"a\": 0}')"),
+            "PM100"
+        );
+    }
+
+    #[pg_test]
+    fn apps_are_told_once_each_time_available_credits_fall_below_the_alert() {
+        one::<String>("SELECT outcome FROM payments.grant_credits('b1', 'cust_bl', 1, 'usd')");
+        assert!(one::<bool>("SELECT payments.set_balance_alert('cust_bl', 'usd', 0.50)"));
+        let reserve = |amount: &str, request: &str| {
+            one::<String>(&format!("SELECT hold_id FROM payments.reserve('cust_bl', {amount}, 'usd', '{request}')"))
+        };
+        let told = || {
+            one::<String>(
+                "SELECT coalesce(string_agg(data ->> 'available', ',' ORDER BY seq), '')
+                 FROM payments.outbox_events WHERE customer_id = 'cust_bl' AND object = 'balance' AND type = 'balance.low'",
+            )
+        };
+        let a = reserve("0.40", "r1");
+        assert_eq!(told(), "", "0.60 left is not low");
+        let b = reserve("0.20", "r2");
+        assert_eq!(told(), "0.40");
+        reserve("0.10", "r3");
+        assert_eq!(told(), "0.40", "below already: no second event");
+        for hold in [a, b] {
+            one::<String>(&format!("SELECT outcome FROM payments.release('{hold}')"));
+        }
+        reserve("0.50", "r4");
+        assert_eq!(told(), "0.40,0.40", "back above, then across again");
+        assert!(!one::<bool>("SELECT payments.set_balance_alert('cust_bl', 'usd', NULL)"));
+        assert_eq!(sqlstate("SELECT payments.set_balance_alert('cust_bl', 'usd', 0.001)"), "PM101");
+        assert_eq!(sqlstate("SELECT payments.set_balance_alert('cust_bl', 'Usd2', 1)"), "PM106");
+    }
+
+    #[pg_test]
+    fn invoices_apply_prepaid_credits_then_balance_before_charging_and_give_them_back_when_void() {
+        one::<String>("SELECT code FROM payments.create_plan('inv', 'usd', 10, 'month')");
+        one::<String>("SELECT outcome FROM payments.grant_credits('c1', 'cust_ic', 4, 'usd')");
+        one::<String>("SELECT outcome FROM payments.grant_credits('c2', 'cust_ic', 50, 'usd', applies_to => 'calls')");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('s1', 'cust_ic', 'inv', 'pm_card_visa', at => '2030-01-01T00:00Z')",
+        );
+        let lines = |invoice: &str| {
+            one::<String>(&format!(
+                "SELECT string_agg(kind || ':' || amount_minor, ',' ORDER BY line_number) FROM payments.invoice_lines
+                 WHERE invoice_id = '{invoice}'"
+            ))
+        };
+        let (first, status, _, payment) = invoice_of(&sub, 1);
+        assert_eq!(lines(&first), "recurring:1000,prepaid_credits:-400", "credits for a feature pay no invoice");
+        assert_eq!(status, "open");
+        assert_eq!(
+            one::<String>(&format!("SELECT amount::text FROM payments.get_payment('{payment}')")),
+            "6.00",
+            "only what is left is charged"
+        );
+        settle(&payment, "pi_ic1", 600, "succeeded");
+        // Credits that cover it all: paid at once, no charge.
+        one::<String>("SELECT outcome FROM payments.grant_credits('c3', 'cust_ic', 25, 'usd')");
+        one::<pgrx::JsonB>("SELECT payments.run_billing('2030-02-01T00:00Z')");
+        let (second, status, _, payment) = invoice_of(&sub, 2);
+        assert_eq!(
+            (lines(&second).as_str(), status.as_str(), payment.as_str()),
+            ("recurring:1000,prepaid_credits:-1000", "paid", "-")
+        );
+        assert_eq!(
+            one::<String>(
+                "SELECT available::text FROM payments.balances('cust_ic') WHERE account = 'credits' AND unit = 'USD'"
+            ),
+            "65.00"
+        );
+
+        // An incomplete subscription that expires: its void invoice gives its credits back.
+        one::<String>("SELECT outcome FROM payments.grant_credits('v1', 'cust_iv', 3, 'usd')");
+        let gone = one::<String>(
+            "SELECT id FROM payments.create_subscription('s2', 'cust_iv', 'inv', 'pm_card_visa', at => '2030-01-01T00:00Z')",
+        );
+        let (void, _, _, _) = invoice_of(&gone, 1);
+        assert_eq!(lines(&void), "recurring:1000,prepaid_credits:-300");
+        one::<pgrx::JsonB>("SELECT payments.run_billing('2030-01-02T00:00Z')");
+        assert_eq!(invoice_of(&gone, 1).1, "void");
+        assert_eq!(
+            one::<String>("SELECT available::text FROM payments.balances('cust_iv') WHERE account = 'credits'"),
+            "3.00"
+        );
+        assert_eq!(
+            ledger_of("cust_iv").split(',').skip(1).collect::<Vec<_>>().join(","),
+            "invoice_credits:credits>revenue:3.00 USD,invoice_credits:revenue>credits:3.00 USD"
+        );
         assert!(trial_balance_is_zero());
     }
 }

@@ -132,7 +132,6 @@ RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice  payments.invoices%ROWTYPE;
-    v_credit   bigint;
     v_lines    jsonb;
 BEGIN
     -- The caller holds the subscription's row lock; the period's invoice is made once.
@@ -149,19 +148,13 @@ BEGIN
     IF p_usage_from < p_usage_to THEN
         v_lines := v_lines || payments._usage_lines(p_sub, p_usage_plan, p_usage_from, p_usage_to);
     END IF;
-    -- What a downgrade left is taken off, up to the total.
-    v_credit := least(coalesce(p_sub.credit_minor, 0), payments._lines_total(v_lines));
-    IF v_credit > 0 THEN
-        v_lines := v_lines || jsonb_build_array(jsonb_build_object(
-            'kind', 'credit', 'amount_minor', -v_credit, 'quantity', 1, 'description', 'credit from a plan change'));
-    END IF;
-    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, v_lines, v_credit,
+    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, v_lines,
                                    CASE WHEN p_usage_from < p_usage_to THEN p_usage_from END,
                                    CASE WHEN p_usage_from < p_usage_to THEN p_usage_to END, p_at);
 END
 $$;
 COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz, timestamptz) IS
-    'Internal: the invoice of a subscription''s current period, made, numbered and charged once at time p_at (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears, less the subscription''s credit. The caller holds the subscription''s row lock.';
+    'Internal: the invoice of a subscription''s current period, made, numbered and charged once at time p_at (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears, less the customer''s credits and balance (_issue_invoice). The caller holds the subscription''s row lock.';
 
 CREATE OR REPLACE FUNCTION payments._invoice_usage(p_sub payments.subscriptions, p_plan payments.plans, p_kind text,
                                         p_from timestamptz, p_to timestamptz, p_at timestamptz) RETURNS text
@@ -176,7 +169,7 @@ BEGIN
     IF payments._lines_total(v_lines) <= 0 THEN
         RETURN NULL;
     END IF;
-    RETURN payments._issue_invoice(p_sub, p_kind, p_plan.currency, v_lines, 0, p_from, p_to, p_at);
+    RETURN payments._issue_invoice(p_sub, p_kind, p_plan.currency, v_lines, p_from, p_to, p_at);
 END
 $$;
 COMMENT ON FUNCTION payments._invoice_usage(payments.subscriptions, payments.plans, text, timestamptz, timestamptz, timestamptz) IS
@@ -197,36 +190,85 @@ COMMENT ON FUNCTION payments._invoice_event(payments.invoices, text) IS
     'Internal: tells apps an invoice was issued (p_previous NULL), changed status, or had an attempt fail (invoice.updated). The caller holds its subscription''s or its own row lock.';
 
 CREATE OR REPLACE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
-                                        p_credit_used bigint, p_usage_from timestamptz, p_usage_to timestamptz,
-                                        p_at timestamptz) RETURNS text
+                                        p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id      text := payments._new_id('inv');
     v_invoice payments.invoices%ROWTYPE;
     v_line    record;
+    v_lines   jsonb := p_lines;
+    v_due     bigint := greatest(payments._lines_total(p_lines), 0);
+    v_credits bigint := 0;
+    v_balance bigint := 0;
 BEGIN
+    -- Prepaid credits for invoices, then the customer's balance, pay what they can before a
+    -- charge (as Stripe's credit grants and customer balance). Under the wallet's lock, taken
+    -- only when there is something to apply: two invoices never spend the same credits.
+    IF v_due > 0 AND (EXISTS (SELECT 1 FROM payments._usable_grants(p_sub.customer_id, p_currency, p_at, ''))
+                      OR payments._customer_balance(p_sub.customer_id, p_currency) > 0) THEN
+        PERFORM payments._lock_wallet(p_sub.customer_id, p_currency);
+        SELECT least(v_due, coalesce(sum(g.remaining), 0)) INTO v_credits
+        FROM payments._usable_grants(p_sub.customer_id, p_currency, p_at, '') g;
+        v_balance := least(v_due - v_credits, greatest(payments._customer_balance(p_sub.customer_id, p_currency), 0));
+        IF v_credits > 0 THEN
+            v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+                'kind', 'prepaid_credits', 'amount_minor', -v_credits, 'quantity', 1, 'description', 'prepaid credits applied'));
+        END IF;
+        IF v_balance > 0 THEN
+            v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+                'kind', 'balance', 'amount_minor', -v_balance, 'quantity', 1, 'description', 'customer balance applied'));
+        END IF;
+    END IF;
     INSERT INTO payments.invoices (id, customer_id, subscription_id, period_number, kind, number, status, currency,
                                    total_minor, period_start, period_end, usage_from, usage_to)
     VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, p_kind, payments._next_invoice_number(now()), 'open',
-            p_currency, greatest(payments._lines_total(p_lines), 0), p_sub.current_period_start, p_sub.current_period_end,
+            p_currency, greatest(payments._lines_total(v_lines), 0), p_sub.current_period_start, p_sub.current_period_end,
             p_usage_from, p_usage_to)
     RETURNING * INTO v_invoice;
     PERFORM payments._invoice_event(v_invoice, NULL);
-    FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(p_lines) WITH ORDINALITY l LOOP
+    FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(v_lines) WITH ORDINALITY l LOOP
         INSERT INTO payments.invoice_lines (customer_id, invoice_id, line_number, kind, description, quantity, amount_minor)
         VALUES (p_sub.customer_id, v_id, v_line.ordinality, v_line.value ->> 'kind', v_line.value ->> 'description',
                 coalesce((v_line.value ->> 'quantity')::numeric, 1), (v_line.value ->> 'amount_minor')::bigint);
     END LOOP;
-    IF p_credit_used > 0 THEN
-        UPDATE payments.subscriptions s SET credit_minor = s.credit_minor - p_credit_used
-        WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
+    PERFORM payments._move(p_sub.customer_id, 'invoice_balance', v_id, p_currency, v_balance, 'balance', 'revenue');
+    IF v_credits > 0 THEN
+        PERFORM payments._draw_credits(p_sub.customer_id, p_currency, '', v_credits, 'invoice_credits', v_id, 'revenue', p_at);
+        PERFORM payments._after_spend(p_sub.customer_id, p_currency, v_credits, p_at);
     END IF;
     PERFORM payments._charge_invoice(v_invoice, p_sub, p_at);
     RETURN v_id;
 END
 $$;
-COMMENT ON FUNCTION payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint, timestamptz, timestamptz, timestamptz) IS
-    'Internal: makes, numbers and charges at time p_at an invoice of lines ([{kind, description, amount_minor}]; the total is their sum, at least 0) for a subscription whose row the caller has locked, using p_credit_used of its credit; p_usage_from and p_usage_to: the usage it bills.';
+COMMENT ON FUNCTION payments._issue_invoice(payments.subscriptions, text, text, jsonb, timestamptz, timestamptz, timestamptz) IS
+    'Internal: makes, numbers and charges at time p_at an invoice of lines ([{kind, description, amount_minor}]) for a subscription whose row the caller has locked: the customer''s prepaid credits for invoices (grants in the currency without applies_to) and then its balance pay what they can first, each a line of its own and a ledger transfer; the total is what is left, charged (nothing left: paid at once). p_usage_from and p_usage_to: the usage it bills.';
+
+CREATE OR REPLACE FUNCTION payments._invoice_voided(p_customer_id text, p_invoice_id text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_applied record;
+BEGIN
+    -- What it applied goes back where it came from; to a grant that expired meanwhile, and out again.
+    FOR v_applied IN
+        SELECT t.kind, t.unit, t.amount, t.grant_id, g.expired_at IS NOT NULL AS gone
+        FROM payments.ledger_transfers t
+        LEFT JOIN payments.credit_grants g ON g.customer_id = t.customer_id AND g.id = t.grant_id
+        WHERE t.customer_id = p_customer_id AND t.reference = p_invoice_id
+          AND t.kind IN ('invoice_credits', 'invoice_balance') AND t.credit_account = 'revenue'
+        ORDER BY t.id
+    LOOP
+        PERFORM payments._move(p_customer_id, v_applied.kind, p_invoice_id, v_applied.unit, -v_applied.amount,
+                               CASE WHEN v_applied.kind = 'invoice_credits' THEN 'credits' ELSE 'balance' END, 'revenue',
+                               v_applied.grant_id);
+        IF v_applied.gone THEN
+            PERFORM payments._move(p_customer_id, 'credit_expiry', v_applied.grant_id, v_applied.unit, v_applied.amount,
+                                   'credits', 'credits_issued', v_applied.grant_id);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments._invoice_voided(text, text) IS
+    'Internal: an invoice became void: the credits and balance it applied go back to the customer (the ledger transfers reversed).';
 
 CREATE OR REPLACE FUNCTION payments._abandon_payment(p_customer_id text, p_payment_id text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -399,12 +441,15 @@ BEGIN
         UPDATE payments.invoices i SET status = p_status, next_attempt_at = NULL
         WHERE i.customer_id = v_invoice.customer_id AND i.id = v_invoice.id
         RETURNING * INTO v_stopped;
+        IF p_status = 'void' THEN
+            PERFORM payments._invoice_voided(v_invoice.customer_id, v_invoice.id);
+        END IF;
         PERFORM payments._invoice_event(v_stopped, v_invoice.status);
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION payments._stop_collection(payments.subscriptions, text, integer) IS
-    'Internal: stops collecting a subscription''s open invoices (Stripe stops automatic collection on cancellation), or with p_period only the period and proration invoices of that period (a plan change netted them): each becomes p_status (uncollectible, or void when nothing should ever be paid), without a retry, and a payment still waiting on the customer is canceled. A charge already under way that succeeds still pays an uncollectible invoice.';
+    'Internal: stops collecting a subscription''s open invoices (Stripe stops automatic collection on cancellation), or with p_period only the period and proration invoices of that period (a plan change netted them): each becomes p_status (uncollectible, or void when nothing should ever be paid: the credits and balance it applied go back), without a retry, and a payment still waiting on the customer is canceled. A charge already under way that succeeds still pays an uncollectible invoice.';
 
 CREATE OR REPLACE FUNCTION payments._end_subscription(p_sub payments.subscriptions, p_status text, p_ended_at timestamptz,
                                            p_reason text, p_at timestamptz) RETURNS void
@@ -496,17 +541,19 @@ BEGIN
                 jsonb_build_object('kind', 'proration', 'amount_minor', v_unpaid,
                                    'description', 'unpaid invoices ' || v_numbers || ', replaced'),
                 jsonb_build_object('kind', 'credit', 'amount_minor', -p_credit, 'description', p_description)),
-                0, NULL, NULL, p_at);
+                NULL, NULL, p_at);
         END IF;
     END IF;
+    -- The rest is the customer's: its balance, which its next invoices draw from.
     IF p_credit > coalesce(v_unpaid, 0) THEN
-        UPDATE payments.subscriptions s SET credit_minor = s.credit_minor + (p_credit - coalesce(v_unpaid, 0))
-        WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
+        PERFORM payments._move(p_sub.customer_id, 'downgrade_credit', p_sub.id,
+                               (SELECT p.currency FROM payments.plans p WHERE p.code = p_sub.plan),
+                               p_credit - coalesce(v_unpaid, 0), 'revenue', 'balance');
     END IF;
 END
 $$;
 COMMENT ON FUNCTION payments._credit_unused(payments.subscriptions, bigint, text, timestamptz) IS
-    'Internal: credits a locked subscription p_credit minor units for time it paid for and will not use, netted first against what its current period still owes (those invoices are void and the rest, if any, invoiced anew); only what is left is kept as credit for its next invoices.';
+    'Internal: credits a locked subscription p_credit minor units for time it paid for and will not use, netted first against what its current period still owes (those invoices are void and the rest, if any, invoiced anew); what is left goes to the customer''s balance (ledger transfer downgrade_credit), which its next invoices draw from.';
 
 CREATE OR REPLACE FUNCTION payments._bill_subscription(p_customer_id text, p_id text, p_at timestamptz) RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -910,8 +957,6 @@ BEGIN
             -- time is credited (netted against what the period still owes) and taken off it.
             v_sub.pending_plan := v_new.code;
             PERFORM payments._credit_unused(v_sub, v_credit, 'unused time on ' || coalesce(v_old.name, v_old.code), at);
-            SELECT s.credit_minor INTO v_sub.credit_minor FROM payments.subscriptions s
-            WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
             PERFORM payments._next_period(v_sub, at, true, 'plan changed', at);
             RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
             RETURN;
@@ -933,7 +978,7 @@ BEGIN
                                             'unused time on ' || coalesce(v_old.name, v_old.code), at);
         END IF;
         IF payments._lines_total(v_lines) > 0 THEN
-            PERFORM payments._issue_invoice(v_sub, 'proration', v_new.currency, v_lines, 0,
+            PERFORM payments._issue_invoice(v_sub, 'proration', v_new.currency, v_lines,
                                             CASE WHEN v_sub.usage_from < at THEN v_sub.usage_from END,
                                             CASE WHEN v_sub.usage_from < at THEN at END, at);
         END IF;
@@ -949,4 +994,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.change_plan(text, text, boolean, timestamptz) IS
-    'Moves a trialing, active or past_due subscription to another plan in the same currency (PM206 for another status, an archived plan, or a plan pricing a meter another subscription of the customer bills; PM100 for another currency). prorate (default): at once, the unused share of the period credited at the old price and charged at the new one (rounded to minor units), and the usage so far invoiced at the old plan''s prices — an upgrade is invoiced and charged now, a downgrade''s difference is netted against what the period still owes and the rest taken off the next invoices; a plan with another billing interval starts a new period (and anchor) at at, invoiced at once less the unused time; the new plan''s limits apply at once. Without prorate: at the end of the period. The same plan again is a noop.';
+    'Moves a trialing, active or past_due subscription to another plan in the same currency (PM206 for another status, an archived plan, or a plan pricing a meter another subscription of the customer bills; PM100 for another currency). prorate (default): at once, the unused share of the period credited at the old price and charged at the new one (rounded to minor units), and the usage so far invoiced at the old plan''s prices — an upgrade is invoiced and charged now, a downgrade''s difference is netted against what the period still owes and the rest goes to the customer''s balance, which its next invoices draw from; a plan with another billing interval starts a new period (and anchor) at at, invoiced at once less the unused time; the new plan''s limits apply at once. Without prorate: at the end of the period. The same plan again is a noop.';

@@ -406,6 +406,7 @@ BEGIN
                                'credits_issued', v_grant.id);
         UPDATE payments.credit_grants g SET expired_at = at WHERE g.customer_id = v_grant.customer_id AND g.id = v_grant.id;
         IF v_left > 0 THEN
+            PERFORM payments._tell_low(v_grant.customer_id, v_unit, v_left, at);
             PERFORM payments._maybe_top_up(v_grant.customer_id, v_unit, at);
         END IF;
         v_count := v_count + 1;
@@ -486,7 +487,8 @@ COMMENT ON FUNCTION payments.trial_balance() IS
 -- ---------------------------------------------------------------------------
 -- Holds: two-phase spending for agents (TigerBeetle's pending, post and void)
 -- ---------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION payments._usable_grants(p_customer_id text, p_unit text, p_at timestamptz)
+CREATE OR REPLACE FUNCTION payments._usable_grants(p_customer_id text, p_unit text, p_at timestamptz,
+                                                   p_for text DEFAULT NULL)
 RETURNS TABLE (grant_id text, remaining bigint)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -495,11 +497,172 @@ BEGIN
     FROM payments.credit_grants g
     WHERE g.customer_id = p_customer_id AND g.unit = p_unit AND g.expired_at IS NULL
       AND (g.expires_at IS NULL OR g.expires_at > p_at) AND g.remaining > 0
+      AND (p_for IS NULL OR g.applies_to IS NULL OR g.applies_to = p_for)
     ORDER BY g.priority, g.expires_at NULLS LAST, g.id;
 END
 $$;
-COMMENT ON FUNCTION payments._usable_grants(text, text, timestamptz) IS
-    'Internal: a customer''s grants in a unit with something left at p_at, in the order they are used: priority, then soonest expiry.';
+COMMENT ON FUNCTION payments._usable_grants(text, text, timestamptz, text) IS
+    'Internal: a customer''s grants in a unit with something left at p_at, in the order they are used: priority, then soonest expiry. p_for: only grants for anything (applies_to NULL) or for that feature;  (empty): only those for anything, as an invoice uses; NULL: all, as a hold uses.';
+
+CREATE OR REPLACE FUNCTION payments._customer_balance(p_customer_id text, p_unit text) RETURNS bigint
+LANGUAGE sql STABLE
+RETURN (SELECT coalesce(sum(CASE WHEN t.credit_account = 'balance' THEN t.amount ELSE -t.amount END), 0)
+        FROM payments.ledger_transfers t
+        WHERE t.customer_id = p_customer_id AND t.unit = p_unit AND 'balance' IN (t.debit_account, t.credit_account));
+COMMENT ON FUNCTION payments._customer_balance(text, text) IS
+    'Internal: what the platform holds for a customer in a currency (its balance account: what downgrades left), in minor units.';
+
+CREATE OR REPLACE FUNCTION payments._lock_wallet(p_customer_id text, p_unit text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO payments.wallets (customer_id, unit) VALUES (p_customer_id, p_unit)
+    ON CONFLICT ON CONSTRAINT wallets_pkey DO NOTHING;
+    PERFORM 1 FROM payments.wallets w WHERE w.customer_id = p_customer_id AND w.unit = p_unit FOR UPDATE;
+END
+$$;
+COMMENT ON FUNCTION payments._lock_wallet(text, text) IS
+    'Internal: makes and locks the customer''s wallet row of a unit, which orders everything that takes its credits (holds, consume past a limit, invoices): what one sees left, no other takes meanwhile.';
+
+CREATE OR REPLACE FUNCTION payments._draw_credits(p_customer_id text, p_unit text, p_for text, p_amount bigint,
+                                                  p_kind text, p_reference text, p_to text, p_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_grant record;
+    v_left  bigint := p_amount;
+BEGIN
+    -- Grant by grant, in the order credits are used; the caller has checked there is enough.
+    FOR v_grant IN SELECT * FROM payments._usable_grants(p_customer_id, p_unit, p_at, p_for) LOOP
+        EXIT WHEN v_left = 0;
+        PERFORM payments._move(p_customer_id, p_kind, p_reference, p_unit, least(v_left, v_grant.remaining),
+                               'credits', p_to, v_grant.grant_id);
+        v_left := v_left - least(v_left, v_grant.remaining);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION payments._draw_credits(text, text, text, bigint, text, text, text, timestamptz) IS
+    'Internal: takes p_amount of a customer''s usable credits in a unit (_usable_grants with p_for), grant by grant, to account p_to (holds, revenue) in transfers of kind p_kind for p_reference. The caller holds the wallet''s lock and has checked they cover it.';
+
+CREATE OR REPLACE FUNCTION payments._pay_past_limit(p_customer_id text, p_feature text, p_request_id text,
+                                                    p_past numeric, p_plan text, p_at timestamptz,
+                                                    OUT unit text, OUT drawn bigint, OUT refusal text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_plan  payments.plans%ROWTYPE;
+    v_unit  text;
+    v_cost  bigint;
+    v_room  bigint;
+BEGIN
+    refusal := 'limit_exceeded';
+    -- Credits granted for the feature in a credit unit, one per unit used (whole: rounded up).
+    FOR v_unit IN
+        SELECT DISTINCT g.unit FROM payments.credit_grants g
+        WHERE g.customer_id = p_customer_id AND g.applies_to = p_feature AND g.unit !~ '^[A-Z]{3}$'
+          AND g.expired_at IS NULL AND g.remaining > 0
+        ORDER BY g.unit
+    LOOP
+        refusal := payments._spend_credits(p_customer_id, v_unit, p_feature, ceil(p_past)::bigint, 'consumption',
+                                           p_request_id, p_at);
+        IF refusal IS NULL THEN
+            unit := v_unit;
+            drawn := ceil(p_past)::bigint;
+            RETURN;
+        END IF;
+    END LOOP;
+    -- Else money credits at the plan's price for a unit past the limit.
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = p_plan;
+    IF v_plan.feature_prices ? p_feature THEN
+        v_cost := ceil(p_past * (v_plan.feature_prices ->> p_feature)::numeric)::bigint;
+        refusal := payments._spend_credits(p_customer_id, v_plan.currency, p_feature, v_cost, 'consumption',
+                                           p_request_id, p_at);
+        IF refusal IS NULL THEN
+            unit := v_plan.currency;
+            drawn := v_cost;
+        END IF;
+    END IF;
+    refusal := CASE WHEN refusal = 'insufficient_credits' THEN 'limit_exceeded' ELSE refusal END;
+END
+$$;
+COMMENT ON FUNCTION payments._pay_past_limit(text, text, text, numeric, text, timestamptz) IS
+    'Internal (consume): pays for p_past units of a feature beyond its plan''s limit with the customer''s credits, in the same transaction: credits granted for the feature in a credit unit (one per unit, rounded up to whole), else money credits in the plan''s currency at its feature price (rounded up to a minor unit). Returns the unit and amount drawn, or why not: limit_exceeded (no credits cover it) or spend_limit_reached.';
+
+CREATE OR REPLACE FUNCTION payments._spend_credits(p_customer_id text, p_unit text, p_for text, p_amount bigint,
+                                                   p_kind text, p_reference text, p_at timestamptz) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_available bigint;
+BEGIN
+    PERFORM payments._lock_wallet(p_customer_id, p_unit);
+    SELECT coalesce(sum(g.remaining), 0) INTO v_available
+    FROM payments._usable_grants(p_customer_id, p_unit, p_at, p_for) g;
+    IF p_amount > v_available THEN
+        RETURN 'insufficient_credits';
+    ELSIF p_amount > payments._spend_room(p_customer_id, p_unit, p_at) THEN
+        RETURN 'spend_limit_reached';
+    END IF;
+    PERFORM payments._draw_credits(p_customer_id, p_unit, p_for, p_amount, p_kind, p_reference, 'revenue', p_at);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION payments._spend_credits(text, text, text, bigint, text, text, timestamptz) IS
+    'Internal: under the wallet''s lock, spends p_amount of a customer''s credits in a unit usable for p_for (to revenue, transfers of kind p_kind for p_reference), or returns why not: insufficient_credits, spend_limit_reached. The caller records the spend, then calls _after_spend.';
+
+CREATE OR REPLACE FUNCTION payments._after_spend(p_customer_id text, p_unit text, p_spent bigint, p_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM payments._tell_spend(p_customer_id, p_unit, p_spent, p_at);
+    PERFORM payments._tell_low(p_customer_id, p_unit, p_spent, p_at);
+    PERFORM payments._maybe_top_up(p_customer_id, p_unit, p_at);
+END
+$$;
+COMMENT ON FUNCTION payments._after_spend(text, text, bigint, timestamptz) IS
+    'Internal: after p_spent of a customer''s credits in a unit were taken (and recorded): the budget''s events (spend_limit.reached), a low balance (balance.low), an automatic top-up.';
+
+CREATE OR REPLACE FUNCTION payments._tell_low(p_customer_id text, p_unit text, p_taken bigint, p_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_below     bigint;
+    v_available bigint;
+BEGIN
+    SELECT w.low_balance_below INTO v_below FROM payments.wallets w
+    WHERE w.customer_id = p_customer_id AND w.unit = p_unit;
+    IF v_below IS NULL OR p_taken <= 0 THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(g.remaining), 0) INTO v_available FROM payments._usable_grants(p_customer_id, p_unit, p_at) g;
+    -- Once per crossing: it was at or above the threshold before p_taken, and is below now.
+    IF v_available < v_below AND v_available + p_taken >= v_below THEN
+        PERFORM payments._emit(p_customer_id, 'balance', p_unit, 'low', NULL, false,
+                               jsonb_build_object('unit', p_unit,
+                                                  'available', payments._units_major(v_available, p_unit)::text,
+                                                  'below', payments._units_major(v_below, p_unit)::text));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION payments._tell_low(text, text, bigint, timestamptz) IS
+    'Internal: after p_taken of a customer''s available credits in a unit were taken (held, spent, expired), tells apps when that crossed below the threshold set_balance_alert set (event balance.low with unit, available and below), once per crossing.';
+
+CREATE OR REPLACE FUNCTION payments.set_balance_alert(customer_id text, unit text, below numeric) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_below bigint := CASE WHEN below IS NOT NULL THEN payments._units(below, unit) END;
+BEGIN
+    IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'customer_id must be 1 to 255 characters' USING ERRCODE = 'PM100';
+    END IF;
+    IF payments._unit(unit) IS NULL THEN
+        PERFORM payments._units(1, unit);  -- PM106, named
+    END IF;
+    INSERT INTO payments.wallets (customer_id, unit, low_balance_below)
+    VALUES (set_balance_alert.customer_id, payments._unit(unit), v_below)
+    ON CONFLICT ON CONSTRAINT wallets_pkey DO UPDATE SET low_balance_below = excluded.low_balance_below;
+    RETURN v_below IS NOT NULL;
+END
+$$;
+COMMENT ON FUNCTION payments.set_balance_alert(text, text, numeric) IS
+    'Tells apps when a customer''s available credits in unit fall below below (major units of a currency, whole credit units): event balance.low, once each time a hold, a consume past its limit, an invoice or an expiry takes them across it. below NULL turns it off. Returns whether an alert is set.';
 
 CREATE OR REPLACE FUNCTION payments.set_spend_limit(customer_id text, amount numeric, unit text, period text)
 RETURNS boolean
@@ -541,6 +704,10 @@ BEGIN
     FROM payments.holds h
     WHERE h.customer_id = p_customer_id AND h.unit = p_unit
       AND (h.status = 'held' OR (h.status = 'settled' AND h.closed_at >= v_start AND h.closed_at <= p_at));
+    -- What consume drew past a plan's limit in the period.
+    SELECT v_spent + coalesce(sum(c.credits_drawn), 0) INTO v_spent
+    FROM payments.consumptions c
+    WHERE c.customer_id = p_customer_id AND c.credits_unit = p_unit AND c.consumed_at >= v_start AND c.consumed_at <= p_at;
     -- Top-ups bought in the period (not those that failed), in a currency.
     SELECT v_spent + coalesce(sum(p.amount_minor), 0) INTO v_spent
     FROM payments.top_ups t
@@ -551,7 +718,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._period_spend(text, text, text, timestamptz) IS
-    'Internal: what counts against a customer''s spend limit in a unit in the period (day, week, month, year; from midnight UTC) at falls in: settled holds of the period, open holds, and top-ups bought in the period.';
+    'Internal: what counts against a customer''s spend limit in a unit in the period (day, week, month, year; from midnight UTC) at falls in: settled holds of the period, open holds, credits consume drew past a limit, and top-ups bought in the period.';
 
 CREATE OR REPLACE FUNCTION payments._spend_room(p_customer_id text, p_unit text, p_at timestamptz) RETURNS bigint
 LANGUAGE plpgsql STABLE AS $$
@@ -607,8 +774,6 @@ DECLARE
     v_fp        bytea;
     v_available bigint;
     v_hold      payments.holds%ROWTYPE;
-    v_grant     record;
-    v_left      bigint;
 BEGIN
     IF customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255
        OR request_id IS NULL OR length(request_id) NOT BETWEEN 1 AND 255 THEN
@@ -623,9 +788,7 @@ BEGIN
     v_fp := sha256(convert_to(jsonb_build_array(v_units, v_unit, extract(epoch FROM expires_in))::text, 'UTF8'));
     -- The wallet's row orders the customer's holds in the unit: what one reserve sees left,
     -- no other takes meanwhile.
-    INSERT INTO payments.wallets (customer_id, unit) VALUES (reserve.customer_id, v_unit)
-    ON CONFLICT ON CONSTRAINT wallets_pkey DO NOTHING;
-    PERFORM 1 FROM payments.wallets w WHERE w.customer_id = reserve.customer_id AND w.unit = v_unit FOR UPDATE;
+    PERFORM payments._lock_wallet(reserve.customer_id, v_unit);
     SELECT coalesce(sum(g.remaining), 0) INTO v_available FROM payments._usable_grants(reserve.customer_id, v_unit, at) g;
     v_room := payments._spend_room(reserve.customer_id, v_unit, at);
     v_refusal := CASE WHEN v_units > v_available THEN 'insufficient_credits'
@@ -647,15 +810,9 @@ BEGIN
                 quote_literal(request_id) USING ERRCODE = 'PM201', DETAIL = 'the request made hold ' || v_hold.id;
         END IF;
     ELSIF v_hold.status = 'held' THEN
+        PERFORM payments._draw_credits(reserve.customer_id, v_unit, NULL, v_units, 'hold', v_hold.id, 'holds', at);
         PERFORM payments._tell_spend(reserve.customer_id, v_unit, v_units, at);
-        -- Set aside grant by grant, in the order credits are used.
-        v_left := v_units;
-        FOR v_grant IN SELECT * FROM payments._usable_grants(reserve.customer_id, v_unit, at) LOOP
-            EXIT WHEN v_left = 0;
-            PERFORM payments._move(reserve.customer_id, 'hold', v_hold.id, v_unit, least(v_left, v_grant.remaining),
-                                   'credits', 'holds', v_grant.grant_id);
-            v_left := v_left - least(v_left, v_grant.remaining);
-        END LOOP;
+        PERFORM payments._tell_low(reserve.customer_id, v_unit, v_units, at);
     END IF;
     RETURN QUERY SELECT CASE WHEN v_hold.status <> 'refused' THEN v_hold.id END, v_hold.status <> 'refused',
                         payments._units_major(v_hold.available, v_hold.unit), v_hold.refusal;

@@ -114,6 +114,7 @@ GRANT EXECUTE ON FUNCTION
     payments.release(text), payments.expire_holds(timestamptz),
     payments.top_up(text, text, numeric, text, text, jsonb),
     payments.set_auto_top_up(text, numeric, numeric, text, text), payments.set_spend_limit(text, numeric, text, text),
+    payments.set_balance_alert(text, text, numeric),
     payments.set_subscription_payment_method(text, text),
     payments.change_plan(text, text, boolean, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)
@@ -142,7 +143,7 @@ GRANT EXECUTE ON FUNCTION
     payments.set_webhook_tolerance(interval),
     payments.distribute(int),
     payments.create_meter(text, text, text, text),
-    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric),
+    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric, jsonb),
     payments.archive_plan(text),
     payments.set_dunning(integer[], text, interval),
     payments.set_webhook_retries(interval[]),

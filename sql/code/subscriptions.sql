@@ -37,7 +37,7 @@ CREATE OR REPLACE TRIGGER subscriptions_lifecycle BEFORE UPDATE OF status ON pay
 CREATE OR REPLACE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
                                      interval_count integer DEFAULT 1, trial_days integer DEFAULT 0,
                                      features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]',
-                                     usage_threshold numeric DEFAULT NULL)
+                                     usage_threshold numeric DEFAULT NULL, feature_prices jsonb DEFAULT '{}')
 RETURNS SETOF payments.plans
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -47,6 +47,7 @@ DECLARE
     v_threshold bigint;
     v_features jsonb := coalesce(features, '{}');
     v_metered  jsonb := coalesce(metered, '[]');
+    v_prices   jsonb := coalesce(feature_prices, '{}');
     v_problem  text;
 BEGIN
     IF code IS NULL OR code !~ '^[a-z][a-z0-9_.-]{0,63}$' THEN
@@ -65,6 +66,15 @@ BEGIN
                      OR NOT (jsonb_typeof(f.value) = 'null'
                              OR (jsonb_typeof(f.value) = 'number' AND (f.value::text)::numeric >= 0))) THEN
         RAISE EXCEPTION 'features is an object of feature codes to limits (a number from 0, or null for unlimited)'
+            USING ERRCODE = 'PM100';
+    END IF;
+    -- A feature's price is what a unit past its limit costs: only a limited feature has one.
+    IF jsonb_typeof(v_prices) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_each(v_prices) f
+                  WHERE jsonb_typeof(v_features -> f.key) IS DISTINCT FROM 'number'
+                     OR jsonb_typeof(f.value) <> 'number' OR (f.value::text)::numeric <= 0
+                     OR (f.value::text)::numeric >= 1e12) THEN
+        RAISE EXCEPTION 'feature_prices is an object of limited features to what one unit past the limit costs (minor units above 0)'
             USING ERRCODE = 'PM100';
     END IF;
     IF jsonb_typeof(v_metered) <> 'array' THEN
@@ -92,23 +102,23 @@ BEGIN
         RAISE EXCEPTION 'usage_threshold is a positive amount, for a plan with metered prices' USING ERRCODE = 'PM100';
     END IF;
     INSERT INTO payments.plans AS p (code, name, currency, amount_minor, billing_interval, interval_count, trial_days,
-                                     features, metered, usage_threshold_minor)
+                                     features, metered, usage_threshold_minor, feature_prices)
     VALUES (create_plan.code, create_plan.name, v_currency, v_minor, create_plan.billing_interval,
-            create_plan.interval_count, create_plan.trial_days, v_features, v_metered, v_threshold)
+            create_plan.interval_count, create_plan.trial_days, v_features, v_metered, v_threshold, v_prices)
     ON CONFLICT ON CONSTRAINT plans_pkey DO NOTHING;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_plan.code;
     IF (v_plan.name, v_plan.currency, v_plan.amount_minor, v_plan.billing_interval, v_plan.interval_count,
-        v_plan.trial_days, v_plan.features, v_plan.metered, v_plan.usage_threshold_minor)
+        v_plan.trial_days, v_plan.features, v_plan.metered, v_plan.usage_threshold_minor, v_plan.feature_prices)
        IS DISTINCT FROM (create_plan.name, v_currency, v_minor, create_plan.billing_interval, create_plan.interval_count,
-                         create_plan.trial_days, v_features, v_metered, v_threshold) THEN
+                         create_plan.trial_days, v_features, v_metered, v_threshold, v_prices) THEN
         RAISE EXCEPTION 'plan % exists with another definition', v_plan.code USING ERRCODE = 'PM201',
             HINT = 'a plan never changes under its subscriptions: make a plan with a new code and change_plan to it';
     END IF;
     RETURN NEXT v_plan;
 END
 $$;
-COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric) IS
-    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]), and usage_threshold (major units: usage is invoiced as soon as it reaches this much within a period). The same call again returns it; another definition for its code PM201.';
+COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric, jsonb) IS
+    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]), usage_threshold (major units: usage is invoiced as soon as it reaches this much within a period), and feature_prices ({"feature": minor units per unit, fractions allowed}: what consume charges the customer''s money credits for a unit past the feature''s limit). The same call again returns it; another definition for its code PM201.';
 
 CREATE OR REPLACE FUNCTION payments.archive_plan(code text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -628,7 +638,7 @@ COMMENT ON FUNCTION payments.entitlements(text, timestamptz) IS
     'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit in the period at falls in (NULL: unlimited), what was used and what is left. The period follows from at and the subscription alone: a new period''s quota starts at its start, whether run_billing has renewed it yet or not.';
 
 CREATE OR REPLACE FUNCTION payments._quota_answer(p_answer payments.consumptions, p_period_start timestamptz,
-                                      p_limit numeric, p_counted boolean,
+                                      p_limit numeric, p_pending numeric,
                                       OUT answer payments.consumptions, OUT replayed boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -639,13 +649,13 @@ BEGIN
         SELECT coalesce(sum(fu.used), 0) INTO v_used FROM payments.feature_usage fu
         WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
           AND fu.feature = answer.feature AND fu.period_start = p_period_start;
-        answer.remaining := p_limit - v_used - CASE WHEN answer.allowed AND NOT p_counted THEN answer.quantity ELSE 0 END;
+        answer.remaining := p_limit - v_used - CASE WHEN answer.allowed THEN p_pending ELSE 0 END;
     END IF;
     -- Of two calls with one request id, the second waits here for the first and answers as it did.
     INSERT INTO payments.consumptions (customer_id, request_id, feature, quantity, subscription_id, allowed, remaining,
-                                       reason)
+                                       reason, consumed_at, credits_unit, credits_drawn)
     VALUES (answer.customer_id, answer.request_id, answer.feature, answer.quantity, answer.subscription_id,
-            answer.allowed, answer.remaining, answer.reason)
+            answer.allowed, answer.remaining, answer.reason, answer.consumed_at, answer.credits_unit, answer.credits_drawn)
     ON CONFLICT ON CONSTRAINT consumptions_pkey DO NOTHING;
     replayed := NOT FOUND;
     IF replayed THEN
@@ -654,17 +664,17 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION payments._quota_answer(payments.consumptions, timestamptz, numeric, boolean) IS
-    'Internal: records a consume answer, with what remains under p_limit as far as this call can see (p_counted: the quantity is in the slots already); a request id already answered returns that answer instead (replayed), waiting for a concurrent call with it to end.';
+COMMENT ON FUNCTION payments._quota_answer(payments.consumptions, timestamptz, numeric, numeric) IS
+    'Internal: records a consume answer, with what remains under p_limit as far as this call can see (p_pending: what it counts in the slots that is not there yet); a request id already answered returns that answer instead (replayed), waiting for a concurrent call with it to end.';
 
 CREATE OR REPLACE FUNCTION payments._quota_take(p_answer payments.consumptions, p_period_start timestamptz,
-                                    p_slot smallint, p_limit numeric,
+                                    p_slot smallint, p_limit numeric, p_count numeric,
                                     OUT answer payments.consumptions, OUT replayed boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_answered record;
 BEGIN
-    v_answered := payments._quota_answer(p_answer, p_period_start, p_limit, false);
+    v_answered := payments._quota_answer(p_answer, p_period_start, p_limit, p_count);
     answer := v_answered.answer;
     replayed := v_answered.replayed;
     IF NOT replayed AND answer.allowed THEN
@@ -676,16 +686,17 @@ BEGIN
               AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.basis IS NOT NULL;
         END IF;
         INSERT INTO payments.feature_usage AS fu (customer_id, subscription_id, feature, period_start, slot, used)
-        VALUES (answer.customer_id, answer.subscription_id, answer.feature, p_period_start, p_slot, answer.quantity)
+        VALUES (answer.customer_id, answer.subscription_id, answer.feature, p_period_start, p_slot, p_count)
         ON CONFLICT ON CONSTRAINT feature_usage_pkey DO UPDATE SET used = fu.used + excluded.used;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION payments._quota_take(payments.consumptions, timestamptz, smallint, numeric) IS
-    'Internal: records a consume answer (_quota_answer) and, when allowed and not replayed, counts the quantity in slot p_slot of the quota. The caller holds the slot''s lock when the feature has a limit.';
+COMMENT ON FUNCTION payments._quota_take(payments.consumptions, timestamptz, smallint, numeric, numeric) IS
+    'Internal: records a consume answer (_quota_answer) and, when allowed and not replayed, counts p_count (the quantity, less what credits paid for) in slot p_slot of the quota. The caller holds the slot''s lock when the feature has a limit.';
 
 CREATE OR REPLACE FUNCTION payments._quota_consume(p_answer payments.consumptions, p_period_start timestamptz,
-                                       p_limit numeric, OUT answer payments.consumptions, OUT replayed boolean)
+                                       p_limit numeric, p_plan text,
+                                       OUT answer payments.consumptions, OUT replayed boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     -- This server process's own slot, tried first: concurrent callers start apart.
@@ -697,6 +708,9 @@ DECLARE
     v_part     numeric;
     v_slots    integer;
     v_held     smallint[];
+    v_count    numeric;
+    v_drew     boolean := false;  -- credits paid for part of it (and must not for an answer taken meanwhile)
+    v_paid     record;
     v_taken    record;
     v_first    payments.consumptions;  -- the answer a request id got already
 BEGIN
@@ -717,7 +731,7 @@ BEGIN
           AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = v_mine
           AND fu.basis = p_limit AND fu.allowance - fu.used >= answer.quantity;
         IF FOUND THEN
-            v_taken := payments._quota_answer(answer, p_period_start, p_limit, true);
+            v_taken := payments._quota_answer(answer, p_period_start, p_limit, 0);
             IF NOT v_taken.replayed THEN
                 answer := v_taken.answer;
                 replayed := false;
@@ -742,7 +756,7 @@ BEGIN
         ORDER BY (fu.slot - v_mine + 32) % 32 LIMIT 1
         FOR UPDATE SKIP LOCKED;
         IF FOUND THEN
-            v_taken := payments._quota_take(answer, p_period_start, v_slot, p_limit);
+            v_taken := payments._quota_take(answer, p_period_start, v_slot, p_limit, answer.quantity);
             answer := v_taken.answer;
             replayed := v_taken.replayed;
             RETURN;
@@ -770,7 +784,7 @@ BEGIN
               AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = v_slot
             FOR UPDATE;
             IF v_room THEN
-                v_taken := payments._quota_take(answer, p_period_start, v_slot, p_limit);
+                v_taken := payments._quota_take(answer, p_period_start, v_slot, p_limit, answer.quantity);
                 answer := v_taken.answer;
                 replayed := v_taken.replayed;
                 RETURN;
@@ -801,9 +815,33 @@ BEGIN
           AND fu.feature = answer.feature AND fu.period_start = p_period_start
         ORDER BY fu.slot FOR UPDATE) l;
     v_slots := cardinality(v_held);
+    v_count := answer.quantity;
     IF v_used + answer.quantity > p_limit THEN
-        answer.allowed := false;
-        answer.reason := 'limit_exceeded';
+        -- Past the limit. A call with this request id that ended while this one waited for the
+        -- slots answered already: never pay twice.
+        SELECT * INTO v_first FROM payments.consumptions c
+        WHERE c.customer_id = answer.customer_id AND c.request_id = answer.request_id;
+        IF FOUND THEN
+            answer := v_first;
+            replayed := true;
+            RETURN;
+        END IF;
+        -- What is left of the limit is counted, credits pay for the rest; no slot keeps room.
+        v_count := greatest(p_limit - v_used, 0);
+        v_paid := payments._pay_past_limit(answer.customer_id, answer.feature, answer.request_id,
+                                           answer.quantity - v_count, p_plan, answer.consumed_at);
+        IF v_paid.refusal IS NOT NULL THEN
+            answer.allowed := false;
+            answer.reason := v_paid.refusal;
+        ELSE
+            answer.credits_unit := v_paid.unit;
+            answer.credits_drawn := v_paid.drawn;
+            v_drew := true;
+            UPDATE payments.feature_usage fu
+            SET allowance = fu.used + CASE WHEN fu.slot = v_mine THEN v_count ELSE 0 END, basis = p_limit
+            WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+              AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = ANY (v_held);
+        END IF;
     ELSE
         -- What is left after this call, split evenly among the slots there are (at its own scale,
         -- so exactly); this slot gets the quantity and what the split leaves over. The
@@ -817,17 +855,25 @@ BEGIN
         WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
           AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = ANY (v_held);
     END IF;
-    v_taken := payments._quota_take(answer, p_period_start, v_mine, p_limit);
+    v_taken := payments._quota_take(answer, p_period_start, v_mine, p_limit, v_count);
     answer := v_taken.answer;
     replayed := v_taken.replayed;
+    IF answer.credits_drawn IS NOT NULL AND NOT replayed THEN
+        PERFORM payments._after_spend(answer.customer_id, answer.credits_unit, answer.credits_drawn, answer.consumed_at);
+    ELSIF v_drew THEN
+        -- Answered meanwhile by a call that took another way: what this one drew goes back.
+        RAISE EXCEPTION 'request_id % was answered by a concurrent call', quote_literal(answer.request_id)
+            USING ERRCODE = '40001', HINT = 'retry the transaction';
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION payments._quota_consume(payments.consumptions, timestamptz, numeric) IS
-    'Internal: consume for a feature with a limit, through its quota''s slots (payments.feature_usage): counts the quantity in a slot with room, waiting for one if all are busy; when none has room, takes every slot in order and refuses (limit_exceeded) or splits what is left evenly among them (escrow) and counts. The limit is never exceeded: the slots'' allowances add up to it.';
+COMMENT ON FUNCTION payments._quota_consume(payments.consumptions, timestamptz, numeric, text) IS
+    'Internal: consume for a feature with a limit, through its quota''s slots (payments.feature_usage): counts the quantity in a slot with room, waiting for one if all are busy; when none has room, takes every slot in order and either splits what is left evenly among them (escrow) and counts, or, past the limit, counts what is left of it and pays for the rest with credits (_pay_past_limit, under p_plan''s feature prices) or refuses. The limit is never exceeded: the slots'' allowances add up to it.';
 
 CREATE OR REPLACE FUNCTION payments.consume(customer_id text, feature text, quantity numeric, request_id text,
                                  at timestamptz DEFAULT now())
-RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text)
+RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text,
+               credits_drawn numeric, credits_unit text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_candidate record;
@@ -874,16 +920,17 @@ BEGIN
     v_answer.feature := feature;
     v_answer.quantity := quantity;
     v_answer.subscription_id := v_sub.id;
-    -- The grant is the limit (JSON null: unlimited).
+    v_answer.consumed_at := at;
+    -- The grant is the limit (JSON null: unlimited); past it, credits may pay (_quota_consume).
     v_limit := CASE WHEN jsonb_typeof(v_grant) = 'number' THEN (v_grant::text)::numeric END;
-    v_answer.allowed := v_sub.id IS NOT NULL AND NOT coalesce(quantity > v_limit, false);
-    v_answer.reason := CASE WHEN v_sub.id IS NULL THEN 'no_entitlement'
-                            WHEN NOT v_answer.allowed THEN 'limit_exceeded' END;
+    v_answer.allowed := v_sub.id IS NOT NULL;
+    v_answer.reason := CASE WHEN v_sub.id IS NULL THEN 'no_entitlement' END;
     IF v_answer.allowed AND v_limit IS NOT NULL THEN
-        v_taken := payments._quota_consume(v_answer, v_period_start, v_limit);
+        v_taken := payments._quota_consume(v_answer, v_period_start, v_limit, v_period.plan);
     ELSE
         -- Refused at once, or unlimited: counted in this server process's slot, no limit to keep.
-        v_taken := payments._quota_take(v_answer, v_period_start, (pg_backend_pid() % 32)::smallint, v_limit);
+        v_taken := payments._quota_take(v_answer, v_period_start, (pg_backend_pid() % 32)::smallint, v_limit,
+                                        quantity);
     END IF;
     v_answer := v_taken.answer;
     IF v_taken.replayed THEN
@@ -891,21 +938,24 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY SELECT v_answer.allowed, v_answer.remaining,
-                        CASE WHEN v_answer.allowed THEN 'consumed' ELSE 'refused' END, v_answer.reason, v_answer.subscription_id;
+                        CASE WHEN v_answer.allowed THEN 'consumed' ELSE 'refused' END, v_answer.reason, v_answer.subscription_id,
+                        payments._units_major(v_answer.credits_drawn, v_answer.credits_unit), v_answer.credits_unit;
 END
 $$;
 COMMENT ON FUNCTION payments.consume(text, text, numeric, text, timestamptz) IS
-    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining: what is left, as far as this call can see) or refuses without counting (outcome refused, reason no_entitlement or limit_exceeded). Concurrent calls never exceed a limit, and one customer''s calls rarely wait on each other: the limit is split among up to 32 slots (payments.feature_usage), each locked by one call at a time (a transaction that calls consume more than once on a busy customer''s limited feature keeps the slots it took and may, rarely, deadlock with another call: 40P01, retry). The period counted in is the one at falls in (a new period''s quota starts at its start, renewed by run_billing or not). A repeated request_id returns the first answer (outcome replayed) and counts nothing; the same request_id with another feature or quantity is PM201.';
+    'In one statement: checks that a subscription of the customer that grants its plan now (has_active_subscription) grants feature, and that quantity fits in what is left of its limit this period; then counts it (outcome consumed, allowed, remaining: what is left, as far as this call can see) or refuses without counting (outcome refused, reason no_entitlement, limit_exceeded or spend_limit_reached). Past the limit, what is left of it is counted and the customer''s credits pay for the rest in the same statement, never past what is available: credits granted for the feature in a credit unit (one per unit, rounded up to whole), else money credits in the plan''s currency at its feature price (create_plan''s feature_prices; the cost rounded up to a minor unit), within the customer''s spend limit (credits_drawn and credits_unit say what was drawn; ledger transfers of kind consumption). Concurrent calls never exceed a limit, and one customer''s calls rarely wait on each other: the limit is split among up to 32 slots (payments.feature_usage), each locked by one call at a time (a transaction that calls consume more than once on a busy customer''s limited feature keeps the slots it took and may, rarely, deadlock with another call: 40P01, retry). The period counted in is the one at falls in (a new period''s quota starts at its start, renewed by run_billing or not). A repeated request_id returns the first answer (outcome replayed) and counts nothing; the same request_id with another feature or quantity is PM201.';
 
 CREATE OR REPLACE FUNCTION payments._replayed_consumption(p_answer payments.consumptions, p_feature text, p_quantity numeric)
-RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text)
+RETURNS TABLE (allowed boolean, remaining numeric, outcome text, reason text, subscription_id text,
+               credits_drawn numeric, credits_unit text)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     IF (p_answer.feature, p_answer.quantity) IS DISTINCT FROM (p_feature, p_quantity) THEN
         RAISE EXCEPTION 'request_id % was already used for another request', quote_literal(p_answer.request_id)
             USING ERRCODE = 'PM201', DETAIL = 'it consumed ' || p_answer.quantity || ' of ' || p_answer.feature;
     END IF;
-    RETURN QUERY SELECT p_answer.allowed, p_answer.remaining, 'replayed'::text, p_answer.reason, p_answer.subscription_id;
+    RETURN QUERY SELECT p_answer.allowed, p_answer.remaining, 'replayed'::text, p_answer.reason, p_answer.subscription_id,
+                        payments._units_major(p_answer.credits_drawn, p_answer.credits_unit), p_answer.credits_unit;
 END
 $$;
 COMMENT ON FUNCTION payments._replayed_consumption(payments.consumptions, text, numeric) IS

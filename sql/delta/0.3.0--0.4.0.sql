@@ -105,6 +105,7 @@ CREATE TABLE payments.wallets (
     auto_top_up_payment text COLLATE "C",
     spend_limit         bigint CHECK (spend_limit >= 0),
     spend_period        text COLLATE "C" CHECK (payments._is_allowed('billing_interval', spend_period)),
+    low_balance_below   bigint CHECK (low_balance_below > 0),
     CONSTRAINT wallets_spend_limit_whole CHECK ((spend_limit IS NULL) = (spend_period IS NULL)),
     CONSTRAINT wallets_auto_top_up_whole CHECK ((auto_top_up_below IS NULL) = (auto_top_up_amount IS NULL)
                                                 AND (auto_top_up_below IS NULL) = (auto_top_up_method IS NULL)),
@@ -151,3 +152,36 @@ SELECT pg_catalog.pg_extension_config_dump('payments.top_ups', '');
 -- What events are about comes from one registry (vocabulary::EVENT_OBJECTS), credits and budgets among it.
 ALTER TABLE payments.outbox_events DROP CONSTRAINT outbox_events_object_check,
     ADD CONSTRAINT outbox_events_object_check CHECK (payments._is_allowed('event_object', object));
+
+-- consume pays with credits for what passes a plan's limit: a plan's feature prices, and what
+-- each answer drew; its period is the call's at. (A new column checked on existing plans is
+-- refused while SQL-bodied functions use the plans row type: they are made again below.)
+DROP FUNCTION payments._period_end(payments.plans, timestamptz, integer);
+DROP FUNCTION payments._same_cycle(payments.plans, payments.plans);
+ALTER TABLE payments.plans
+    ADD COLUMN feature_prices jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(feature_prices) = 'object');
+ALTER TABLE payments.consumptions
+    ADD COLUMN consumed_at timestamptz,
+    ADD COLUMN credits_unit text COLLATE "C",
+    ADD COLUMN credits_drawn bigint CHECK (credits_drawn > 0),
+    ADD CONSTRAINT consumptions_credits_whole CHECK ((credits_unit IS NULL) = (credits_drawn IS NULL));
+ALTER TABLE payments.consumptions DISABLE TRIGGER consumptions_append_only;
+UPDATE payments.consumptions SET consumed_at = created_at;
+ALTER TABLE payments.consumptions ENABLE TRIGGER consumptions_append_only;
+ALTER TABLE payments.consumptions ALTER COLUMN consumed_at SET NOT NULL;
+DROP FUNCTION payments.consume(text, text, numeric, text, timestamptz);
+DROP FUNCTION payments._replayed_consumption(payments.consumptions, text, numeric);
+DROP FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric);
+
+-- Invoices apply prepaid credits and the customer's balance before they charge, line by line.
+ALTER TABLE payments.invoice_lines DROP CONSTRAINT invoice_lines_kind_check,
+    ADD CONSTRAINT invoice_lines_kind_check CHECK (payments._is_allowed('invoice_line_kind', kind));
+DROP FUNCTION payments._issue_invoice(payments.subscriptions, text, text, jsonb, bigint, timestamptz, timestamptz, timestamptz);
+
+-- What a downgrade left moves from the subscription (lost when it ended) into the customer's
+-- balance in the ledger, which every later invoice of the customer draws from.
+INSERT INTO payments.ledger_transfers (customer_id, id, kind, reference, debit_account, credit_account, unit, amount)
+SELECT s.customer_id, payments._new_id('tr'), 'downgrade_credit', s.id, 'revenue', 'balance', p.currency, s.credit_minor
+FROM payments.subscriptions s JOIN payments.plans p ON p.code = s.plan
+WHERE s.credit_minor > 0;
+ALTER TABLE payments.subscriptions DROP COLUMN credit_minor;

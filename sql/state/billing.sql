@@ -68,12 +68,13 @@ CREATE TABLE payments.invoice_lines (
     customer_id  text COLLATE "C" NOT NULL,
     invoice_id   text COLLATE "C" NOT NULL,
     line_number  integer NOT NULL CHECK (line_number > 0),
-    kind         text NOT NULL CHECK (kind IN ('recurring', 'usage', 'proration', 'credit')),
+    kind         text NOT NULL CHECK (payments._is_allowed('invoice_line_kind', kind)),
     description  text NOT NULL,
     quantity     numeric NOT NULL,
     amount_minor bigint NOT NULL,
     PRIMARY KEY (customer_id, invoice_id, line_number),
     FOREIGN KEY (customer_id, invoice_id) REFERENCES payments.invoices (customer_id, id)
 );
-COMMENT ON TABLE payments.invoice_lines IS 'What an invoice charges for, line by line (the recurring fee of its period, for now).';
+COMMENT ON TABLE payments.invoice_lines IS
+    'What an invoice charges for, line by line: the recurring fee, usage, prorations and credits, then what prepaid credits and the customer''s balance paid of it (kinds: SELECT * FROM payments.allowed_values() WHERE kind = ''invoice_line_kind'').';
 SELECT pg_catalog.pg_extension_config_dump('payments.invoice_lines', '');

@@ -76,6 +76,7 @@ CREATE TABLE payments.wallets (
     auto_top_up_payment text COLLATE "C",
     spend_limit         bigint CHECK (spend_limit >= 0),
     spend_period        text COLLATE "C" CHECK (payments._is_allowed('billing_interval', spend_period)),
+    low_balance_below   bigint CHECK (low_balance_below > 0),
     CONSTRAINT wallets_spend_limit_whole CHECK ((spend_limit IS NULL) = (spend_period IS NULL)),
     CONSTRAINT wallets_auto_top_up_whole CHECK ((auto_top_up_below IS NULL) = (auto_top_up_amount IS NULL)
                                                 AND (auto_top_up_below IS NULL) = (auto_top_up_method IS NULL)),
@@ -87,6 +88,8 @@ COMMENT ON COLUMN payments.wallets.auto_top_up_below IS
     'Automatic top-up (set_auto_top_up): when a spend or an expiry leaves less than this available, auto_top_up_amount is bought with auto_top_up_method. NULL: off.';
 COMMENT ON COLUMN payments.wallets.spend_limit IS
     'What the customer may spend in the unit per spend_period (set_spend_limit): settled holds, open holds and top-ups of the period (in UTC) count; NULL: no limit.';
+COMMENT ON COLUMN payments.wallets.low_balance_below IS
+    'When a spend leaves less than this available (set_balance_alert), apps are told once per crossing (event balance.low). NULL: off.';
 COMMENT ON COLUMN payments.wallets.auto_top_up_payment IS
     'The last automatic top-up''s payment: while it is not final no other is made, and after it failed none until set_auto_top_up is called again.';
 SELECT pg_catalog.pg_extension_config_dump('payments.wallets', '');

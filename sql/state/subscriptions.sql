@@ -13,7 +13,8 @@ CREATE TABLE payments.plans (
     created_at       timestamptz NOT NULL DEFAULT now(),
     archived_at      timestamptz,
     metered          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(metered) = 'array'),
-    usage_threshold_minor bigint CHECK (usage_threshold_minor > 0)
+    usage_threshold_minor bigint CHECK (usage_threshold_minor > 0),
+    feature_prices   jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(feature_prices) = 'object')
 );
 COMMENT ON TABLE payments.plans IS
     'What a subscription buys: a recurring price per interval, a trial, and the features it grants with their limits per period. Made by payments_admin with create_plan; archived plans take no new subscriptions, existing ones keep them. On Citus a reference table.';
@@ -24,6 +25,8 @@ COMMENT ON COLUMN payments.plans.metered IS
     'The usage it bills in arrears, each closed period: [{"meter": "tokens", "price": {"mode": "graduated", "tiers": [{"up_to": 1000, "unit_amount_minor": 0}, {"up_to": null, "unit_amount_minor": "0.1"}]}}] (modes per_unit, graduated, volume; amounts in minor units, fractions allowed; each line rounded once to a minor unit).';
 COMMENT ON COLUMN payments.plans.usage_threshold_minor IS
     'Threshold billing: when a period''s metered usage, priced, reaches this many minor units beyond what the period has invoiced, run_billing invoices it at once (NULL: usage waits for the period''s end).';
+COMMENT ON COLUMN payments.plans.feature_prices IS
+    'What one unit of a feature costs once the plan''s limit for the period is used up, in minor units of the plan''s currency (fractions allowed): {"calls": 0.2}. consume then pays for what passes the limit with the customer''s money credits, the cost of each call rounded up to a minor unit. A feature without a price draws only credits granted for it (credit units, one per unit).';
 COMMENT ON COLUMN payments.plans.features IS 'Each feature the plan grants and its limit per period: {"api_calls": 1000, "seats": 5, "export": null} (null: unlimited).';
 SELECT pg_catalog.pg_extension_config_dump('payments.plans', '');
 
@@ -42,7 +45,6 @@ CREATE TABLE payments.subscriptions (
     canceled_at          timestamptz,
     past_due_since       timestamptz,
     pending_plan         text COLLATE "C" REFERENCES payments.plans (code),
-    credit_minor         bigint NOT NULL DEFAULT 0 CHECK (credit_minor >= 0),
     anchor_period        integer NOT NULL DEFAULT 0 CHECK (anchor_period >= 0),
     usage_from           timestamptz NOT NULL,
     billing_error        jsonb,
@@ -69,7 +71,6 @@ COMMENT ON COLUMN payments.subscriptions.billing_error IS 'Why run_billing last 
 COMMENT ON COLUMN payments.subscriptions.period_number IS 'Which paid period is current (0: the trial).';
 COMMENT ON COLUMN payments.subscriptions.past_due_since IS 'When its renewal first failed; past_due grants its features for the grace period after it (set_dunning).';
 COMMENT ON COLUMN payments.subscriptions.pending_plan IS 'The plan it moves to when the current period ends (change_plan without proration).';
-COMMENT ON COLUMN payments.subscriptions.credit_minor IS 'What a downgrade left to the customer, in minor units: taken off the next invoices.';
 COMMENT ON COLUMN payments.subscriptions.cancel_at_period_end IS 'It ends when the current period does (cancel_subscription with at_period_end).';
 SELECT pg_catalog.pg_extension_config_dump('payments.subscriptions', '');
 
@@ -118,12 +119,20 @@ CREATE TABLE payments.consumptions (
     remaining       numeric,
     reason          text,
     created_at      timestamptz NOT NULL DEFAULT now(),
+    consumed_at     timestamptz NOT NULL,
+    credits_unit    text COLLATE "C",
+    credits_drawn   bigint CHECK (credits_drawn > 0),
+    CONSTRAINT consumptions_credits_whole CHECK ((credits_unit IS NULL) = (credits_drawn IS NULL)),
     PRIMARY KEY (customer_id, request_id)
 );
 COMMENT ON TABLE payments.consumptions IS
     'Every consume call''s answer, once per (customer, request_id), allowed or refused: a retried request gets the same answer and consumes nothing more. Append-only.';
 COMMENT ON COLUMN payments.consumptions.remaining IS 'What was left of the limit after this call (NULL: unlimited).';
-COMMENT ON COLUMN payments.consumptions.reason IS 'Why it was refused: no_entitlement (no active subscription grants the feature) or limit_exceeded.';
+COMMENT ON COLUMN payments.consumptions.reason IS
+    'Why it was refused: no_entitlement (no active subscription grants the feature), limit_exceeded (past the limit, and credits cannot pay for the rest) or spend_limit_reached (credits could, but the customer''s budget has no room).';
+COMMENT ON COLUMN payments.consumptions.consumed_at IS 'The at of the call: the period its quota and its spend count in.';
+COMMENT ON COLUMN payments.consumptions.credits_unit IS 'The unit of the credits that paid for what passed the limit (a credit unit, or the plan''s currency at its feature price); NULL: none.';
+COMMENT ON COLUMN payments.consumptions.credits_drawn IS 'How much of them, in the unit''s smallest steps (ledger transfers of kind consumption, reference the request id).';
 SELECT pg_catalog.pg_extension_config_dump('payments.consumptions', '');
 
 CREATE TABLE payments.meter_claims (

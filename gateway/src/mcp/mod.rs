@@ -313,7 +313,7 @@ impl PaymentsMcp {
     }
 
     #[tool(
-        description = "Uses `quantity` of a feature of the customer's plan if the limit allows: allowed, remaining, outcome (consumed, refused, replayed). Idempotent with request_id. Needs the payments:write scope."
+        description = "Uses `quantity` of a feature of the customer's plan if the limit allows, or past it when the customer's credits can pay for the rest: allowed, remaining, outcome (consumed, refused, replayed), credits_drawn and credits_unit. Idempotent with request_id. Needs the payments:write scope."
     )]
     async fn consume(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<ConsumeArgs>) -> CallToolResult {
         let quantity = match a.quantity.text() {

@@ -57,7 +57,7 @@ pub struct Consume {
 }
 
 #[utoipa::path(post, path = "/v1/customers/{id}/consume", tag = "customers", request_body = Consume, params(("id" = String, Path)),
-    responses((status = 200, description = "`{allowed, remaining, outcome: consumed | refused | replayed, reason}` (a refusal is an answer, not an error)"),
+    responses((status = 200, description = "`{allowed, remaining, outcome: consumed | refused | replayed, reason, credits_drawn, credits_unit}` (a refusal is an answer, not an error; past the plan's limit, credits pay for the rest and credits_drawn says how much)"),
         (status = 400, body = crate::http::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn consume(

@@ -96,10 +96,18 @@ fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Opti
                             "{table}.object, added, names its provider id"
                         )
                     }
-                    None => assert!(value.is_null() || value == 0, "{table}.{column}, added, holds {value}"),
+                    None if column == "consumed_at" => {
+                        assert_eq!(Some(value), o.get("created_at"), "{table}.consumed_at, added, is when it was made")
+                    }
+                    None => assert!(
+                        value.is_null() || value == 0 || *value == serde_json::json!({}),
+                        "{table}.{column}, added, holds {value}"
+                    ),
                 }
             }
-            assert!(o.keys().all(|k| n.contains_key(k)), "{table}: no column lost");
+            // What a downgrade left moved into the ledger (checked by the caller).
+            let moved = |k: &str| table == "subscriptions" && k == "credit_minor";
+            assert!(o.keys().all(|k| n.contains_key(k) || moved(k)), "{table}: no column lost");
         }
     }
 }
@@ -178,6 +186,17 @@ async fn write_through_last_release(db: &Client) {
            SELECT payments.create_subscription('upgrade-sub', 'cust_up3', 'upgrade_plan', 'pm_card_visa');
            SELECT payments.record_usage('upgrade-use-1', 'cust_up3', 'upgrade_tokens', 250);
            SELECT payments.record_usage('upgrade-use-2', 'cust_up3', 'upgrade_tokens', 0.5);
+           -- A paid month downgraded half-way: 0.3.0 keeps what it left on the subscription.
+           -- (In euros, by another provider: the in-database suite's sums and reports are of dollars and Stripe.)
+           SELECT payments.create_plan('upgrade_big', 'eur', 20, 'month');
+           SELECT payments.create_plan('upgrade_small', 'eur', 10, 'month');
+           SELECT payments.create_subscription('upgrade-down', 'cust_up4', 'upgrade_big', 'pm_card_visa');
+           SELECT payments.record_provider_result(i.payment_id, 'upgrade', 'pi_up_down', 'succeeded',
+               '{"id": "pi_up_down", "object": "payment_intent", "amount": 2000, "amount_received": 2000,
+                 "amount_capturable": 0, "currency": "eur"}')
+           FROM payments.invoices i WHERE i.customer_id = 'cust_up4';
+           SELECT payments.change_plan(id, 'upgrade_small', at => current_period_start + interval '10 days')
+           FROM payments.subscriptions WHERE customer_id = 'cust_up4';
            -- Ended, so that the in-database suite's billing runs find only their own subscriptions.
            SELECT payments.cancel_subscription(id, at_period_end => false) FROM payments.subscriptions;
            -- Snapshots as 0.3.0 names them (object_type payment_intent).
@@ -284,6 +303,13 @@ async fn an_upgraded_database_equals_a_fresh_install_keeps_its_data_and_passes_t
     let billing_before = data(&old, BILLING_DATA).await;
     assert!(billing_before.iter().all(|(_, rows)| rows.is_some()), "every table holds data: {billing_before:?}");
 
+    let credit_before: i64 = old
+        .query_one("SELECT credit_minor FROM payments.subscriptions WHERE customer_id = 'cust_up4'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(credit_before > 0, "the downgrade left a credit: {credit_before}");
+
     old.batch_execute("ALTER EXTENSION payments UPDATE").await.unwrap();
     fresh.batch_execute("CREATE EXTENSION payments").await.unwrap();
     let current = extension_version(&fresh).await;
@@ -302,6 +328,20 @@ async fn an_upgraded_database_equals_a_fresh_install_keeps_its_data_and_passes_t
     );
     assert!(upgraded.len() > 200, "the catalog dump sees the schema ({} lines)", upgraded.len());
 
+    // What the downgrade left is the customer's balance, and the ledger balances.
+    let balance: String = old
+        .query_one(
+            "SELECT string_agg(account || ' ' || unit || ' ' || posted, ',') FROM payments.balances('cust_up4')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(balance, format!("balance EUR {}.{:02}", credit_before / 100, credit_before % 100));
+    let unbalanced: i64 =
+        old.query_one("SELECT count(*) FROM payments.trial_balance() WHERE difference <> 0", &[]).await.unwrap().get(0);
+    assert_eq!(unbalanced, 0);
+
     // (b) The data as it was, and every hash chain intact.
     intact(&before, &data(&old, &data_query(KEYS_IN_PAYMENTS)).await);
     intact(&billing_before, &data(&old, BILLING_DATA).await);
@@ -316,13 +356,13 @@ async fn an_upgraded_database_equals_a_fresh_install_keeps_its_data_and_passes_t
                        AND NOT EXISTS (SELECT 1 FROM payments.provider_payments pp WHERE pp.provider = p.provider
                          AND pp.provider_payment_id = p.provider_payment_id AND pp.payment_id = p.id))
                   + (SELECT count(*) FROM payments.payments) - (SELECT count(*) FROM payments.payment_customers)
-                  + 7 - (SELECT count(*) FROM payments.provider_payments)",
+                  + 8 - (SELECT count(*) FROM payments.provider_payments)",
             &[],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(unrouted, 0, "routing rows for the upgraded payments: 6 linked provider ids and 1 waiting");
+    assert_eq!(unrouted, 0, "routing rows for the upgraded payments: 7 linked provider ids and 1 waiting");
 
     // The upgraded database keeps working on its old rows.
     let applied: String = old
