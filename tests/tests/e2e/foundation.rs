@@ -400,6 +400,57 @@ async fn sixty_four_agents_crossing_the_auto_top_up_threshold_at_once_buy_once()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_agents_consuming_past_the_limit_pay_with_credits_never_past_them_and_top_up_once() {
+    let db = connect().await;
+    let plan = unique("paid_calls").to_lowercase().replace('-', "_");
+    db.execute(
+        "SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 10}',
+                                     feature_prices => '{\"calls\": 10}')",
+        &[&plan],
+    )
+    .await
+    .unwrap();
+    let customer = unique("cust_past");
+    db.execute("SELECT payments.create_subscription($1, $2, $3)", &[&unique("k"), &customer, &plan]).await.unwrap();
+    db.execute("SELECT payments.grant_credits($1, $2, 3, 'usd')", &[&unique("g"), &customer]).await.unwrap();
+    db.execute("SELECT payments.set_auto_top_up($1, 1.00, 5.00, 'pm_card_visa')", &[&customer]).await.unwrap();
+    // 64 agents use one call each, twice (a retry): 10 within the limit, then 0.10 a call from
+    // 3.00 of credits; the top-up's credits come only once its payment succeeds.
+    let workers = (0..64).map(|i| {
+        let customer = customer.clone();
+        tokio::spawn(async move {
+            let db = connect().await;
+            let consume =
+                "SELECT allowed, outcome, coalesce(credits_drawn::text, '') FROM payments.consume($1, 'calls', 1, $2)";
+            let first = db.query_one(consume, &[&customer, &format!("call-{i}")]).await.unwrap();
+            let retry = db.query_one(consume, &[&customer, &format!("call-{i}")]).await.unwrap();
+            assert_eq!(
+                (first.get::<_, bool>(0), first.get::<_, String>(2)),
+                (retry.get::<_, bool>(0), retry.get::<_, String>(2)),
+                "a retry answers alike"
+            );
+            assert_eq!(retry.get::<_, String>(1), "replayed");
+            (first.get::<_, bool>(0), first.get::<_, String>(2))
+        })
+    });
+    let answers: Vec<_> = join_all(workers).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(answers.iter().filter(|(allowed, _)| *allowed).count(), 40, "10 in the plan, 30 paid with credits");
+    assert_eq!(answers.iter().filter(|(_, drawn)| drawn == "0.10").count(), 30);
+    // (On Citus a function call may not sit beside queries of distributed tables: one query each.)
+    let available = "SELECT available::text FROM payments.balances($1) WHERE account = 'credits'";
+    assert_eq!(db.query_one(available, &[&customer]).await.unwrap().get::<_, String>(0), "0.00");
+    let row = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM payments.payment_details WHERE customer_id = $1 AND metadata ? 'top_up'),
+                    (SELECT sum(amount) FROM payments.ledger WHERE customer_id = $1 AND kind = 'consumption')::text",
+            &[&customer],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, String>(1)), (1, "3.00".to_string()), "one top-up for one crossing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_agents_never_spend_past_a_budget() {
     let db = connect().await;
     let customer = unique("cust_budget");

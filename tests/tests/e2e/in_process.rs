@@ -1752,6 +1752,21 @@ async fn an_agent_checks_its_entitlements_and_consumes_within_them_over_http() {
     let over: Value = consume("3", "r2").await.json().await.unwrap();
     assert_eq!((over["allowed"].as_bool(), over["reason"].as_str()), (Some(false), Some("limit_exceeded")), "{over}");
     assert_eq!(consume("0", "r3").await.status(), StatusCode::BAD_REQUEST);
+    // Credits granted for calls pay for what passes the limit, in the same call.
+    db.execute("SELECT payments.grant_credits($1, $2, 10, 'calls', applies_to => 'calls')", &[&unique("g"), &customer])
+        .await
+        .unwrap();
+    let paid: Value = consume("3", "r4").await.json().await.unwrap();
+    assert_eq!(
+        (
+            paid["allowed"].as_bool(),
+            paid["remaining"].as_str(),
+            paid["credits_drawn"].as_str(),
+            paid["credits_unit"].as_str()
+        ),
+        (Some(true), Some("0"), Some("1"), Some("calls")),
+        "{paid}"
+    );
 
     let id = sub["id"].as_str().unwrap();
     // Paused, it grants nothing; resumed, it does again; moved to a bigger plan at once, its limits grow.
@@ -1774,7 +1789,8 @@ async fn an_agent_checks_its_entitlements_and_consumes_within_them_over_http() {
         .unwrap();
     assert_eq!(moved["plan"], bigger.as_str(), "{moved}");
     let more: Value = consume("3", "r5").await.json().await.unwrap();
-    assert_eq!((more["allowed"].as_bool(), more["remaining"].as_str()), (Some(true), Some("44")), "{more}");
+    // 3 + 2 counted before (the credit paid for one), 3 now: 42 of 50 left.
+    assert_eq!((more["allowed"].as_bool(), more["remaining"].as_str()), (Some(true), Some("42")), "{more}");
     let listed = app.get_json(&key, &format!("/v1/subscriptions?customer_id={customer}")).await;
     assert_eq!(listed["data"][0]["id"], id, "{listed}");
     let canceled: Value = app
@@ -1790,11 +1806,75 @@ async fn an_agent_checks_its_entitlements_and_consumes_within_them_over_http() {
         .unwrap();
     assert_eq!(canceled["status"], "canceled", "{canceled}");
     assert_eq!(app.get_json(&key, &format!("/v1/subscriptions/{id}")).await["status"], "canceled");
-    let after: Value = consume("1", "r4").await.json().await.unwrap();
+    let after: Value = consume("1", "r6").await.json().await.unwrap();
     assert_eq!(after["reason"], "no_entitlement");
     assert_eq!(app.get_json(&key, &format!("/v1/customers/{customer}/entitlements")).await["active"], false);
     let unknown = app.send(Method::GET, "/v1/subscriptions/sub_nope", Some(&key), None).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn invoices_are_paid_by_prepaid_credits_and_the_balance_first_and_charged_only_for_the_rest() {
+    // The reconciler charges each invoice's payment at the sandbox as soon as run_billing makes it.
+    let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let (plan, small) =
+        (unique("pro").to_lowercase().replace('-', "_"), unique("lite").to_lowercase().replace('-', "_"));
+    db.execute("SELECT payments.create_plan($1, 'USD', 15, 'month', trial_days => 1)", &[&plan]).await.unwrap();
+    db.execute("SELECT payments.create_plan($1, 'USD', 5, 'month')", &[&small]).await.unwrap();
+    let customer = unique("cust_prepaid");
+    let create =
+        "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_visa', at => now() - interval '2 days')";
+    let sub: String = db.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get(0);
+    let grant = json!({ "customer_id": customer, "amount": "5.00", "unit": "usd" });
+    assert_eq!(app.post_with_key("/v1/credit_grants", &key, &unique("g"), grant).await.status(), StatusCode::CREATED);
+    let renew = |sub: String| {
+        let db = &db;
+        async move {
+            let sql =
+                "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
+            db.execute(sql, &[&sub]).await.unwrap();
+            let sql = "SELECT id FROM payments.invoices WHERE subscription_id = $1 ORDER BY period_number DESC LIMIT 1";
+            db.query_one(sql, &[&sub]).await.unwrap().get::<_, String>(0)
+        }
+    };
+    let lines = |invoice: &Value| {
+        invoice["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| format!("{} {}", l["kind"].as_str().unwrap(), l["amount"].as_str().unwrap()))
+            .collect::<Vec<_>>()
+    };
+
+    // The first month: 5.00 of credits, 10.00 charged at the provider.
+    let first = renew(sub.clone()).await;
+    let paid = app.get_until(&key, &format!("/v1/invoices/{first}"), |i| i["status"] == "paid").await;
+    assert_eq!(lines(&paid), ["recurring 15.00", "prepaid_credits -5.00"], "{paid}");
+    assert_eq!(paid["total"], "10.00");
+    let payment = app.get_json(&key, &format!("/v1/payments/{}", paid["payment_id"].as_str().unwrap())).await;
+    assert_eq!(
+        (payment["amount"].as_str(), payment["status"].as_str()),
+        (Some("10.00"), Some("succeeded")),
+        "{payment}"
+    );
+
+    // Half-way, down to the 5.00 plan: 7.50 unused less 2.50 for the rest is the customer's balance.
+    let half = "SELECT payments.change_plan($1, $2, at => (SELECT current_period_start + (current_period_end - current_period_start) / 2
+                                                           FROM payments.subscriptions WHERE id = $1))";
+    db.execute(half, &[&sub, &small]).await.unwrap();
+    let balances = app.get_json(&key, &format!("/v1/customers/{customer}/balances")).await;
+    let balance = balances["data"].as_array().unwrap().iter().find(|b| b["account"] == "balance").cloned();
+    assert_eq!(balance.map(|b| b["available"].clone()), Some(json!("5.00")), "{balances}");
+
+    // The next month costs 5.00: the balance pays it all, and nothing is charged.
+    let second = renew(sub.clone()).await;
+    let paid = app.get_until(&key, &format!("/v1/invoices/{second}"), |i| i["status"] == "paid").await;
+    assert_eq!(lines(&paid), ["recurring 5.00", "balance -5.00"], "{paid}");
+    assert_eq!((paid["total"].as_str(), paid["payment_id"].as_str()), (Some("0.00"), None), "{paid}");
+    let balances = app.get_json(&key, &format!("/v1/customers/{customer}/balances")).await;
+    assert!(balances["data"].as_array().unwrap().iter().all(|b| b["available"] == "0.00"), "{balances}");
 }
 
 // ---- renewals and dunning ------------------------------------------------------
