@@ -505,10 +505,14 @@ COMMENT ON FUNCTION payments._usable_grants(text, text, timestamptz, text) IS
     'Internal: a customer''s grants in a unit with something left at p_at, in the order they are used: priority, then soonest expiry. p_for: only grants for anything (applies_to NULL) or for that feature;  (empty): only those for anything, as an invoice uses; NULL: all, as a hold uses.';
 
 CREATE OR REPLACE FUNCTION payments._customer_balance(p_customer_id text, p_unit text) RETURNS bigint
-LANGUAGE sql STABLE
-RETURN (SELECT coalesce(sum(CASE WHEN t.credit_account = 'balance' THEN t.amount ELSE -t.amount END), 0)
-        FROM payments.ledger_transfers t
-        WHERE t.customer_id = p_customer_id AND t.unit = p_unit AND 'balance' IN (t.debit_account, t.credit_account));
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    -- PL/pgSQL, not SQL: Citus plans no SQL function's parameterised query.
+    RETURN (SELECT coalesce(sum(CASE WHEN t.credit_account = 'balance' THEN t.amount ELSE -t.amount END), 0)
+            FROM payments.ledger_transfers t
+            WHERE t.customer_id = p_customer_id AND t.unit = p_unit AND 'balance' IN (t.debit_account, t.credit_account));
+END
+$$;
 COMMENT ON FUNCTION payments._customer_balance(text, text) IS
     'Internal: what the platform holds for a customer in a currency (its balance account: what downgrades left), in minor units.';
 

@@ -132,6 +132,11 @@ with sync_playwright() as p:
         # Each table's rows as their cells read (the test compares them with SQL).
         report[f"{name}_rows"] = [row.locator("td").all_inner_texts()
                                   for row in page.locator("main table tbody tr").all()]
+        # And table by table, under their captions.
+        report[f"{name}_tables"] = {
+            table.locator("caption").inner_text(): [row.locator("td").all_inner_texts()
+                                                    for row in table.locator("tbody tr").all()]
+            for table in page.locator("main table").all()}
     page.goto(f"{base}/dashboard/payments?customer={customer}")
     expect(page.get_by_role("link", name=payment)).to_be_visible()
     # A payment that does not exist, and a date that is not one: error pages with the API's statuses.

@@ -43,7 +43,15 @@ fn respond(result: Result<Markup, ApiError>, title: &str, session: &Session) -> 
 pub async fn overview(State(state): State<AppState>, session: Session) -> Response {
     let body = async {
         let o = document(&state, queries::OVERVIEW, &[&OVERVIEW_DAYS]).await?;
-        Ok(overview_body(&o))
+        let trial = document(&state, queries::TRIAL_BALANCE, &[]).await?;
+        Ok(html! {
+            (overview_body(&o))
+            h2 { "Ledger" }
+            p.lede { "Every account of every customer netted, per unit: the debits equal the credits when the books balance." }
+            (table("Trial balance", &[col("unit", "Unit", Cell::Text), col("debits", "Debits", Cell::Text),
+                col("credits", "Credits", Cell::Text), col("difference", "Difference", Cell::Text)],
+                rows(&trial), "No ledger entries yet."))
+        })
     }
     .await;
     respond(body, "Overview", &session)
@@ -327,6 +335,8 @@ pub async fn customer(State(state): State<AppState>, session: Session, Path(id):
     let body = async {
         let d = document(&state, queries::CUSTOMER, &[&id]).await?;
         let balances = document(&state, queries::CUSTOMER_BALANCES, &[&id]).await?;
+        let wallet = document(&state, queries::CUSTOMER_WALLET, &[&id]).await?;
+        let entries = document(&state, queries::CUSTOMER_WALLET_ENTRIES, &[&id]).await?;
         Ok(html! {
             h1 { "Customer " code { (id) } }
             dl.facts {
@@ -338,6 +348,20 @@ pub async fn customer(State(state): State<AppState>, session: Session, Path(id):
             (table("Captured, refunded, disputed and net, by currency", &[col("currency", "Currency", Cell::Text),
                 col("gross", "Captured", Cell::Text), col("refunded", "Refunded", Cell::Text),
                 col("disputed", "Disputed", Cell::Text), col("net", "Net", Cell::Text)], rows(&balances), "Nothing captured yet."))
+            h2 { "Wallet" }
+            (table("Credits and balance now, by account and unit", &[col("account", "Account", Cell::Text),
+                col("unit", "Unit", Cell::Text), col("posted", "Posted", Cell::Text), col("held", "Held", Cell::Text),
+                col("available", "Available", Cell::Text)], rows(&wallet), "No credits or balance."))
+            (table("Credit grants, in the order they are used", &[col("id", "Grant", Cell::Text),
+                col("unit", "Unit", Cell::Text), col("amount", "Granted", Cell::Text), col("remaining", "Left", Cell::Text),
+                col("applies_to", "For", Cell::Text), col("expires", "Expires (UTC)", Cell::Text),
+                col("state", "State", Cell::Status)], rows(&entries["grants"]), "No credit grants."))
+            (table("The latest 20 holds", &[col("id", "Hold", Cell::Text), col("unit", "Unit", Cell::Text),
+                col("amount", "Held", Cell::Text), col("status", "Status", Cell::Status), col("settled", "Spent", Cell::Text),
+                col("expires", "Expires (UTC)", Cell::Text)], rows(&entries["holds"]), "No holds."))
+            (table("The latest 20 ledger entries", &[col("created", "Time (UTC)", Cell::Text), col("kind", "Kind", Cell::Text),
+                col("debit", "Debit", Cell::Text), col("credit", "Credit", Cell::Text), col("amount", "Amount", Cell::Text),
+                col("reference", "For", Cell::Text)], rows(&entries["entries"]), "No ledger entries."))
             h2 { "Subscriptions" }
             (table("Subscriptions", &[col("id", "Subscription", Cell::Text), col("plan", "Plan", Cell::Text),
                 col("status", "Status", Cell::Status), col("period_end", "Period ends", Cell::Text)],

@@ -242,6 +242,42 @@ SELECT jsonb_build_object(
                  FROM payments.list_payments($1, NULL, 20) p)
 )::text");
 
+/// The ledger's trial balance: per unit, the debit balances, the credit balances and their
+/// difference (zero when every account nets), as `payments.trial_balance()` answers.
+pub const TRIAL_BALANCE: &str = "
+SELECT coalesce(jsonb_agg(jsonb_build_object('unit', t.unit, 'debits', t.debits::text, 'credits', t.credits::text,
+           'difference', t.difference::text) ORDER BY t.unit), '[]')::text
+FROM payments.trial_balance() t";
+
+/// A customer's wallet now: per account and unit, what is posted, held and available
+/// (`payments.balances`). (On Citus a function call may not sit beside queries of distributed
+/// tables: the grants, holds and entries are `CUSTOMER_WALLET_ENTRIES`.)
+pub const CUSTOMER_WALLET: &str = "
+SELECT coalesce(jsonb_agg(jsonb_build_object('account', b.account, 'unit', b.unit, 'posted', b.posted::text,
+           'held', b.held::text, 'available', b.available::text) ORDER BY b.account, b.unit), '[]')::text
+FROM payments.balances($1) b";
+
+/// A customer's credit grants (with what is left and when they expire), its latest holds and
+/// its latest ledger entries.
+pub const CUSTOMER_WALLET_ENTRIES: &str = "
+SELECT jsonb_build_object(
+    'grants', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', g.id, 'unit', g.unit, 'amount', g.amount::text,
+                    'remaining', g.remaining::text, 'applies_to', coalesce(g.applies_to, 'invoices'),
+                    'expires', coalesce(to_char(g.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), 'never'),
+                    'state', CASE WHEN g.expired_at IS NOT NULL THEN 'expired' WHEN g.remaining = 0 THEN 'used' ELSE 'active' END)
+                    ORDER BY g.expired_at IS NOT NULL, g.priority, g.expires_at NULLS LAST, g.id), '[]')
+               FROM payments.credit_grant_details g WHERE g.customer_id = $1),
+    'holds', (SELECT coalesce(jsonb_agg(h ORDER BY h.id DESC), '[]') FROM (
+                SELECT h.id, h.unit, h.amount::text AS amount, h.status, coalesce(h.settled::text, '') AS settled,
+                       to_char(h.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS expires
+                FROM payments.hold_details h WHERE h.customer_id = $1 ORDER BY h.id DESC LIMIT 20) h),
+    'entries', (SELECT coalesce(jsonb_agg(e ORDER BY e.transfer_id DESC), '[]') FROM (
+                SELECT l.transfer_id, to_char(l.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS created,
+                       l.kind, l.debit_account AS debit, l.credit_account AS credit, l.amount || ' ' || l.unit AS amount,
+                       l.reference
+                FROM payments.ledger l WHERE l.customer_id = $1 ORDER BY l.transfer_id DESC LIMIT 20) e)
+)::text";
+
 /// The latest webhooks received from the provider and delivered to apps' endpoints.
 pub const WEBHOOKS: &str = "
 SELECT jsonb_build_object(

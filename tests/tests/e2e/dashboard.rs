@@ -126,6 +126,19 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     };
     let id = &pay("automatic").await;
     let (to_capture, to_cancel) = (pay("manual").await, pay("manual").await);
+    // A wallet: credits granted, one hold open on them.
+    let db = connect().await;
+    db.execute(
+        "SELECT payments.grant_credits($1, $2, 5, 'usd', now() + interval '30 days')",
+        &[&unique("g"), &customer],
+    )
+    .await
+    .unwrap();
+    let hold: String = db
+        .query_one("SELECT hold_id FROM payments.reserve($1, 1.25, 'usd', 'dash-job')", &[&customer])
+        .await
+        .unwrap()
+        .get(0);
     let (operator, operator_password) = dashboard_user("operator").await;
     let (viewer, viewer_password) = dashboard_user("viewer").await;
 
@@ -140,7 +153,6 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     assert_eq!(report["forged_form_status"], 403);
 
     // The double-click and the resent form made one refund, of 10.00.
-    let db = connect().await;
     let refunds: Vec<(i64, String, String)> = db
         .query(
             "SELECT r.amount_minor, r.status, r.idempotency_key ~ ('^dashboard:' || u.id || ':dash_')
@@ -211,6 +223,62 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     for value in ["10.00 USD", "succeeded"] {
         assert!(refund_row.iter().any(|c| c.contains(value)), "{value} missing from the refunds row {refund_row:?}");
     }
+    // The customer's wallet as the ledger holds it, and the books balanced on the overview.
+    let tables = |page: &str, caption: &str| -> Vec<Vec<String>> {
+        serde_json::from_value(report[format!("{page}_tables")][caption].clone())
+            .unwrap_or_else(|_| panic!("no table {caption:?} on the {page} page"))
+    };
+    let wallet: Vec<Vec<String>> = db
+        .query(
+            "SELECT ARRAY[account, unit, posted::text, held::text, available::text] FROM payments.balances($1)",
+            &[&customer],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(wallet, [["credits", "USD", "5.00", "1.25", "3.75"]]);
+    assert_eq!(tables("customer", "Credits and balance now, by account and unit"), wallet);
+    let grants = tables("customer", "Credit grants, in the order they are used");
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0][1..5], ["USD", "5.00", "3.75", "invoices"], "{grants:?}");
+    let holds = tables("customer", "The latest 20 holds");
+    let expires: String = db
+        .query_one(
+            "SELECT to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM payments.hold_details WHERE id = $1",
+            &[&hold],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(holds, [[hold.as_str(), "USD", "1.25", "held", "—", expires.as_str()]], "nothing spent yet");
+    let entries = tables("customer", "The latest 20 ledger entries");
+    let ledger: Vec<Vec<String>> = db
+        .query(
+            "SELECT ARRAY[kind, debit_account, credit_account, amount || ' ' || unit, reference] FROM payments.ledger
+             WHERE customer_id = $1 ORDER BY transfer_id DESC",
+            &[&customer],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // (The capture and cancel below came after the page was read: the page shows the older ones.)
+    let shown: Vec<Vec<String>> = entries.iter().map(|e| e[1..].to_vec()).collect();
+    assert_eq!(shown, ledger[ledger.len() - shown.len()..], "newest first, as the ledger holds them");
+    assert!(shown.contains(&vec!["hold".into(), "credits".into(), "holds".into(), "1.25 USD".into(), hold.clone()]));
+    let trial = tables("overview", "Trial balance");
+    assert!(trial.iter().any(|r| r[0] == "USD"), "{trial:?}");
+    for row in &trial {
+        assert_eq!(
+            (row[1].as_str(), row[3].parse::<f64>().ok()),
+            (row[2].as_str(), Some(0.0)),
+            "the books balance: {row:?}"
+        );
+    }
+
     for page in
         ["sign-in", "overview", "payments", "payment", "refunds", "subscriptions", "customer", "webhooks", "anomalies"]
     {
