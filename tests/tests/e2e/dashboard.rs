@@ -228,16 +228,17 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
         serde_json::from_value(report[format!("{page}_tables")][caption].clone())
             .unwrap_or_else(|_| panic!("no table {caption:?} on the {page} page"))
     };
-    let wallet: Vec<Vec<String>> = db
-        .query(
-            "SELECT ARRAY[account, unit, posted::text, held::text, available::text] FROM payments.balances($1)",
-            &[&customer],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    // Rows of one text array each, for the customer.
+    let text_rows = |sql: &'static str| {
+        let (db, customer) = (&db, &customer);
+        async move {
+            let rows = db.query(sql, &[customer]).await.unwrap();
+            rows.iter().map(|r| r.get::<_, Vec<String>>(0)).collect::<Vec<_>>()
+        }
+    };
+    let wallet =
+        text_rows("SELECT ARRAY[account, unit, posted::text, held::text, available::text] FROM payments.balances($1)")
+            .await;
     assert_eq!(wallet, [["credits", "USD", "5.00", "1.25", "3.75"]]);
     assert_eq!(tables("customer", "Credits and balance now, by account and unit"), wallet);
     let grants = tables("customer", "Credit grants, in the order they are used");
@@ -254,17 +255,11 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
         .get(0);
     assert_eq!(holds, [[hold.as_str(), "USD", "1.25", "held", "—", expires.as_str()]], "nothing spent yet");
     let entries = tables("customer", "The latest 20 ledger entries");
-    let ledger: Vec<Vec<String>> = db
-        .query(
-            "SELECT ARRAY[kind, debit_account, credit_account, amount || ' ' || unit, reference] FROM payments.ledger
-             WHERE customer_id = $1 ORDER BY transfer_id DESC",
-            &[&customer],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ledger = text_rows(
+        "SELECT ARRAY[kind, debit_account, credit_account, amount || ' ' || unit, reference] FROM payments.ledger
+         WHERE customer_id = $1 ORDER BY transfer_id DESC",
+    )
+    .await;
     // (The capture and cancel below came after the page was read: the page shows the older ones.)
     let shown: Vec<Vec<String>> = entries.iter().map(|e| e[1..].to_vec()).collect();
     assert_eq!(shown, ledger[ledger.len() - shown.len()..], "newest first, as the ledger holds them");
