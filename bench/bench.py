@@ -103,12 +103,15 @@ CREATE TABLE IF NOT EXISTS bench.bare_usage (LIKE payments.usage_events INCLUDIN
 -- Billing: a meter, and 10,000 customers on a free plan with a feature that has no limit (consume
 -- always counts) and one whose limit no run reaches (consume checks it every time).
 SELECT code FROM payments.create_meter('bench_calls', 'sum');
-SELECT code FROM payments.create_plan('bench', 'USD', 0, 'month', features => '{{"calls": null, "tokens": 1000000000000}}');
+SELECT code FROM payments.create_plan('bench', 'USD', 0, 'month',
+    features => '{{"calls": null, "tokens": 1000000000000, "paid": 0}}', feature_prices => '{{"paid": 1}}');
 SELECT count(*) FROM generate_series(1, {PRELOAD}) g,
     LATERAL payments.create_subscription('bench-sub-' || g, 'cust_' || g, 'bench');
--- (n): every customer holds credits no run spends.
+-- (n): every customer holds credits no run spends; (o): and money credits, a cent a call.
 SELECT count(*) FROM generate_series(1, {PRELOAD}) g,
     LATERAL payments.grant_credits('bench-credits-' || g, 'cust_' || g, 999999999999, 'tokens');
+SELECT count(*) FROM generate_series(1, {PRELOAD}) g,
+    LATERAL payments.grant_credits('bench-money-' || g, 'cust_' || g, 1000000, 'usd');
 """
 
 # Succeeded payments of 1,000,000.00 to refund a cent at a time (a few refunds each per run): (j).
@@ -138,7 +141,7 @@ PAYMENT_INTENT = json.dumps({
     "cancellation_reason": None, "confirmation_method": "automatic"})
 
 # The SQL scripts a full run measures at each client count ((d) runs after them, against (a)).
-SQL_SCRIPTS = ["a", "b", "c", "e", "e_pgcrypto", "f", "g", "h", "h1", "h2", "i", "j", "k", "l", "m", "n"]
+SQL_SCRIPTS = ["a", "b", "c", "e", "e_pgcrypto", "f", "g", "h", "h1", "h2", "i", "j", "k", "l", "m", "n", "o"]
 
 SCRIPTS = {
     "a": ("bare INSERT into a payments-shaped table",
@@ -164,13 +167,6 @@ SCRIPTS = {
     "g": ("payments.record_usage, fresh keys",
           f"\\set c random(1, {PRELOAD})\n"
           "SELECT id FROM payments.record_usage(gen_random_uuid()::text, 'cust_' || :c, 'bench_calls', 1);\n"),
-    "h": ("payments.consume, fresh request ids",
-          f"\\set c random(1, {PRELOAD})\n"
-          "SELECT allowed FROM payments.consume('cust_' || :c, 'calls', 1, gen_random_uuid()::text);\n"),
-    "h1": ("payments.consume, fresh request ids, every client on ONE customer",
-           "SELECT allowed FROM payments.consume('cust_1', 'calls', 1, gen_random_uuid()::text);\n"),
-    "h2": ("(h1) of a feature with a limit (checked at every call)",
-           "SELECT allowed FROM payments.consume('cust_2', 'tokens', 1, gen_random_uuid()::text);\n"),
     "h": ("payments.consume, fresh request ids",
           f"\\set c random(1, {PRELOAD})\n"
           "SELECT allowed FROM payments.consume('cust_' || :c, 'calls', 1, gen_random_uuid()::text);\n"),
@@ -206,6 +202,10 @@ SCRIPTS = {
           f"\\set c random(1, {PRELOAD})\n"
           "SELECT hold_id AS h FROM payments.reserve('cust_' || :c, 3, 'tokens', gen_random_uuid()::text) \\gset\n"
           "SELECT spent FROM payments.settle(:h, 2);\n"),
+    # Past a plan's limit (0 here), every call pays with the customer's money credits at the plan's price.
+    "o": ("payments.consume past the limit, paid with money credits",
+          f"\\set c random(1, {PRELOAD})\n"
+          "SELECT allowed FROM payments.consume('cust_' || :c, 'paid', 1, gen_random_uuid()::text);\n"),
     "k": ("create_payment as the gateway issues it without a payment method",
           f"\\set c random(1, {PRELOAD})\n"
           f"SELECT {PAYMENT_JSON.format(r='r')}, r.outcome, r.id FROM payments.create_payment(gen_random_uuid()::text, "
