@@ -2158,13 +2158,13 @@ async fn verified_by_standardwebhooks(secret: &str, accepted: &[(Value, String)]
 }
 
 #[tokio::test]
-async fn budget_marks_and_expiring_credits_reach_an_endpoint_verified_by_standardwebhooks() {
+async fn budget_marks_low_balance_and_expiring_credits_reach_an_endpoint_verified_by_standardwebhooks() {
     let db = payments_e2e::connect().await;
     payments_e2e::remove_webhook_endpoints().await;
     let app = spawn_app(&["--delivery-interval-ms", "100", "--webhook-allowed-networks", "127.0.0.0/8,::1/128"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write", "webhooks:manage"]).await;
     let (receiver, url) = Receiver::start(0).await;
-    let body = json!({ "url": url, "event_types": ["spend_limit.*", "credits.expiring"] });
+    let body = json!({ "url": url, "event_types": ["spend_limit.*", "credits.expiring", "balance.low"] });
     let endpoint: Value =
         app.send(Method::POST, "/v1/webhook_endpoints", Some(&key), Some(body)).await.json().await.unwrap();
     let secret = endpoint["secret"].as_str().unwrap().to_string();
@@ -2176,7 +2176,8 @@ async fn budget_marks_and_expiring_credits_reach_an_endpoint_verified_by_standar
     .await
     .unwrap();
     db.execute("SELECT payments.set_spend_limit($1, 10, 'usd', 'day')", &[&customer]).await.unwrap();
-    // 6.00 then 4.00 of a 10.00 budget: past 50 %, then past 80 and 100 %.
+    db.execute("SELECT payments.set_balance_alert($1, 'usd', 92)", &[&customer]).await.unwrap();
+    // 6.00 then 4.00 of a 10.00 budget: past 50 %, then past 80 and 100 %; 90.00 left is below 92.00.
     for (amount, request) in [("6", "m1"), ("4", "m2")] {
         let allowed: bool = db
             .query_one(
@@ -2190,7 +2191,7 @@ async fn budget_marks_and_expiring_credits_reach_an_endpoint_verified_by_standar
     }
     db.execute("SELECT payments.run_billing()", &[]).await.unwrap();
     for _ in 0..100 {
-        if receiver.accepted().len() >= 4 {
+        if receiver.accepted().len() >= 5 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -2203,14 +2204,22 @@ async fn budget_marks_and_expiring_credits_reach_an_endpoint_verified_by_standar
             format!(
                 "{} {}",
                 p["type"].as_str().unwrap(),
-                p["data"]["percent"].as_i64().map_or(String::new(), |n| n.to_string())
+                p["data"]["percent"]
+                    .as_i64()
+                    .map_or(p["data"]["available"].as_str().unwrap_or("").to_string(), |n| n.to_string())
             )
         })
         .collect();
     told.sort();
     assert_eq!(
         told,
-        ["credits.expiring ", "spend_limit.reached 100", "spend_limit.reached 50", "spend_limit.reached 80"],
+        [
+            "balance.low 90.00",
+            "credits.expiring ",
+            "spend_limit.reached 100",
+            "spend_limit.reached 50",
+            "spend_limit.reached 80"
+        ],
         "{verified:?}"
     );
 }
