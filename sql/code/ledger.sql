@@ -614,10 +614,20 @@ COMMENT ON FUNCTION payments._spend_credits(text, text, text, bigint, text, text
 CREATE OR REPLACE FUNCTION payments._after_spend(p_customer_id text, p_unit text, p_spent bigint, p_at timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_wallet payments.wallets%ROWTYPE;
 BEGIN
-    PERFORM payments._tell_spend(p_customer_id, p_unit, p_spent, p_at);
-    PERFORM payments._tell_low(p_customer_id, p_unit, p_spent, p_at);
-    PERFORM payments._maybe_top_up(p_customer_id, p_unit, p_at);
+    -- Most wallets have no budget, alert or top-up: one read decides.
+    SELECT * INTO v_wallet FROM payments.wallets w WHERE w.customer_id = p_customer_id AND w.unit = p_unit;
+    IF v_wallet.spend_limit IS NOT NULL THEN
+        PERFORM payments._tell_spend(p_customer_id, p_unit, p_spent, p_at);
+    END IF;
+    IF v_wallet.low_balance_below IS NOT NULL THEN
+        PERFORM payments._tell_low(p_customer_id, p_unit, p_spent, p_at);
+    END IF;
+    IF v_wallet.auto_top_up_below IS NOT NULL THEN
+        PERFORM payments._maybe_top_up(p_customer_id, p_unit, p_at);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION payments._after_spend(text, text, bigint, timestamptz) IS

@@ -687,7 +687,8 @@ BEGIN
         END IF;
         INSERT INTO payments.feature_usage AS fu (customer_id, subscription_id, feature, period_start, slot, used)
         VALUES (answer.customer_id, answer.subscription_id, answer.feature, p_period_start, p_slot, p_count)
-        ON CONFLICT ON CONSTRAINT feature_usage_pkey DO UPDATE SET used = fu.used + excluded.used;
+        ON CONFLICT ON CONSTRAINT feature_usage_pkey DO UPDATE SET used = fu.used + excluded.used
+        WHERE excluded.used > 0;  -- credits paid for all of it: nothing to count
     END IF;
 END
 $$;
@@ -722,78 +723,86 @@ BEGIN
     -- starts holding none, so no two callers wait on each other in a cycle. A slot found is
     -- counted in the same block (a row locked in one transaction and changed in another, even
     -- its parent, would need a MultiXact).
-    BEGIN
-        -- 1. Its own slot, counted in place when it has room; then the answer, as in every step
-        -- (a slot, then the request id: two calls with one request id never wait on each other
-        -- in a cycle). A request answered already takes the count back with the block.
-        UPDATE payments.feature_usage fu SET used = fu.used + answer.quantity
-        WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
-          AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = v_mine
-          AND fu.basis = p_limit AND fu.allowance - fu.used >= answer.quantity;
-        IF FOUND THEN
-            v_taken := payments._quota_answer(answer, p_period_start, p_limit, 0);
-            IF NOT v_taken.replayed THEN
-                answer := v_taken.answer;
-                replayed := false;
+    -- A quota used up (a limit of 0, or a busy period past it) goes straight to step 4: each
+    -- block below is a subtransaction, three spent for nothing. (A slot seen with room may be
+    -- taken meanwhile; the steps find that out.)
+    IF EXISTS (SELECT 1 FROM payments.feature_usage fu
+               WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+                 AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.basis = p_limit
+                 AND fu.allowance - fu.used >= answer.quantity) THEN
+        BEGIN
+            -- 1. Its own slot, counted in place when it has room; then the answer, as in every step
+            -- (a slot, then the request id: two calls with one request id never wait on each other
+            -- in a cycle). A request answered already takes the count back with the block.
+            UPDATE payments.feature_usage fu SET used = fu.used + answer.quantity
+            WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+              AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = v_mine
+              AND fu.basis = p_limit AND fu.allowance - fu.used >= answer.quantity;
+            IF FOUND THEN
+                v_taken := payments._quota_answer(answer, p_period_start, p_limit, 0);
+                IF NOT v_taken.replayed THEN
+                    answer := v_taken.answer;
+                    replayed := false;
+                    RETURN;
+                END IF;
+                v_first := v_taken.answer;
+            END IF;
+            RAISE EXCEPTION USING ERRCODE = 'P0001';
+        EXCEPTION WHEN raise_exception THEN
+            IF v_first.request_id IS NOT NULL THEN
+                answer := v_first;
+                replayed := true;
                 RETURN;
             END IF;
-            v_first := v_taken.answer;
-        END IF;
-        RAISE EXCEPTION USING ERRCODE = 'P0001';
-    EXCEPTION WHEN raise_exception THEN
-        IF v_first.request_id IS NOT NULL THEN
-            answer := v_first;
-            replayed := true;
-            RETURN;
-        END IF;
-    END;
-    BEGIN
-        -- 2. Another slot with room that no one holds.
-        SELECT fu.slot INTO v_slot FROM payments.feature_usage fu
-        WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
-          AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.basis = p_limit
-          AND fu.allowance - fu.used >= answer.quantity
-        ORDER BY (fu.slot - v_mine + 32) % 32 LIMIT 1
-        FOR UPDATE SKIP LOCKED;
-        IF FOUND THEN
-            v_taken := payments._quota_take(answer, p_period_start, v_slot, p_limit, answer.quantity);
-            answer := v_taken.answer;
-            replayed := v_taken.replayed;
-            RETURN;
-        END IF;
-        RAISE EXCEPTION USING ERRCODE = 'P0001';
-    EXCEPTION WHEN raise_exception THEN
-        NULL;
-    END;
-    BEGIN
-        -- 3. All busy: wait for the one that had room last, and see whether it still has. (A
-        -- process without a slot of its own makes one in step 4 instead: the quota grows as
-        -- more of its customer's calls run at once.)
-        SELECT fu.slot INTO v_slot FROM payments.feature_usage fu
-        WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
-          AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.basis = p_limit
-          AND fu.allowance - fu.used >= answer.quantity
-          AND EXISTS (SELECT FROM payments.feature_usage mine
-                      WHERE mine.customer_id = answer.customer_id AND mine.subscription_id = answer.subscription_id
-                        AND mine.feature = answer.feature AND mine.period_start = p_period_start AND mine.slot = v_mine)
-        ORDER BY (fu.slot - v_mine + 32) % 32 LIMIT 1;
-        IF FOUND THEN
-            SELECT fu.basis = p_limit AND fu.allowance - fu.used >= answer.quantity INTO v_room
-            FROM payments.feature_usage fu
+        END;
+        BEGIN
+            -- 2. Another slot with room that no one holds.
+            SELECT fu.slot INTO v_slot FROM payments.feature_usage fu
             WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
-              AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = v_slot
-            FOR UPDATE;
-            IF v_room THEN
+              AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.basis = p_limit
+              AND fu.allowance - fu.used >= answer.quantity
+            ORDER BY (fu.slot - v_mine + 32) % 32 LIMIT 1
+            FOR UPDATE SKIP LOCKED;
+            IF FOUND THEN
                 v_taken := payments._quota_take(answer, p_period_start, v_slot, p_limit, answer.quantity);
                 answer := v_taken.answer;
                 replayed := v_taken.replayed;
                 RETURN;
             END IF;
-        END IF;
-        RAISE EXCEPTION USING ERRCODE = 'P0001';
-    EXCEPTION WHEN raise_exception THEN
-        NULL;
-    END;
+            RAISE EXCEPTION USING ERRCODE = 'P0001';
+        EXCEPTION WHEN raise_exception THEN
+            NULL;
+        END;
+        BEGIN
+            -- 3. All busy: wait for the one that had room last, and see whether it still has. (A
+            -- process without a slot of its own makes one in step 4 instead: the quota grows as
+            -- more of its customer's calls run at once.)
+            SELECT fu.slot INTO v_slot FROM payments.feature_usage fu
+            WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+              AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.basis = p_limit
+              AND fu.allowance - fu.used >= answer.quantity
+              AND EXISTS (SELECT FROM payments.feature_usage mine
+                          WHERE mine.customer_id = answer.customer_id AND mine.subscription_id = answer.subscription_id
+                            AND mine.feature = answer.feature AND mine.period_start = p_period_start AND mine.slot = v_mine)
+            ORDER BY (fu.slot - v_mine + 32) % 32 LIMIT 1;
+            IF FOUND THEN
+                SELECT fu.basis = p_limit AND fu.allowance - fu.used >= answer.quantity INTO v_room
+                FROM payments.feature_usage fu
+                WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
+                  AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = v_slot
+                FOR UPDATE;
+                IF v_room THEN
+                    v_taken := payments._quota_take(answer, p_period_start, v_slot, p_limit, answer.quantity);
+                    answer := v_taken.answer;
+                    replayed := v_taken.replayed;
+                    RETURN;
+                END IF;
+            END IF;
+            RAISE EXCEPTION USING ERRCODE = 'P0001';
+        EXCEPTION WHEN raise_exception THEN
+            NULL;
+        END;
+    END IF;
     -- 4. No slot has room. Slot 0 is the quota's anchor: made first, and held by whoever splits
     -- (one caller at a time). Then this process's own slot is made if it is not there yet (a
     -- quiet customer has one or two), and every slot is locked and added up in one statement,
@@ -840,7 +849,9 @@ BEGIN
             UPDATE payments.feature_usage fu
             SET allowance = fu.used + CASE WHEN fu.slot = v_mine THEN v_count ELSE 0 END, basis = p_limit
             WHERE fu.customer_id = answer.customer_id AND fu.subscription_id = answer.subscription_id
-              AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = ANY (v_held);
+              AND fu.feature = answer.feature AND fu.period_start = p_period_start AND fu.slot = ANY (v_held)
+              AND (fu.allowance, fu.basis) IS DISTINCT FROM
+                  (fu.used + CASE WHEN fu.slot = v_mine THEN v_count ELSE 0 END, p_limit);
         END IF;
     ELSE
         -- What is left after this call, split evenly among the slots there are (at its own scale,
