@@ -7,6 +7,7 @@ pub mod currency;
 pub mod error;
 pub mod evidence;
 pub mod id;
+pub mod invoice;
 pub mod ledger;
 pub mod lifecycle;
 pub mod money;

@@ -62,12 +62,13 @@ pub enum Kind {
     /// `payments.holds.refusal`: why a reserve was refused.
     HoldRefusal,
     InvoiceLineKind,
+    CouponDuration,
     /// `payments.outbox_events.object`: what an event told to apps is about (the `<object>` of
     /// its type `<object>.<event>`, and of a webhook endpoint's event types).
     EventObject,
 }
 
-pub const KINDS: [Kind; 25] = [
+pub const KINDS: [Kind; 26] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -92,6 +93,7 @@ pub const KINDS: [Kind; 25] = [
     Kind::HoldStatus,
     Kind::HoldRefusal,
     Kind::InvoiceLineKind,
+    Kind::CouponDuration,
     Kind::EventObject,
 ];
 
@@ -132,6 +134,9 @@ pub const SUBSCRIPTION_PAID_PERIOD: [&str; 2] = ["active", "past_due"];
 pub const PAYMENT_AWAITING_CUSTOMER: [&str; 3] =
     ["requires_payment_method", "requires_confirmation", "requires_action"];
 pub const BILLING_INTERVALS: [&str; 4] = ["day", "week", "month", "year"];
+/// How long a coupon's discount lasts on a subscription, as Stripe's: the next invoice's period,
+/// `duration_in_periods` periods, or as long as the subscription.
+pub const COUPON_DURATIONS: [&str; 3] = ["once", "repeating", "forever"];
 /// Idempotency keys the extension and the gateway make for themselves (an
 /// invoice's attempts, a dashboard operator's refunds, automatic top-ups): an API caller may not
 /// send one, so it can never claim a key before the product uses it.
@@ -201,6 +206,7 @@ impl Kind {
             Kind::HoldStatus => "hold_status",
             Kind::HoldRefusal => "hold_refusal",
             Kind::InvoiceLineKind => "invoice_line_kind",
+            Kind::CouponDuration => "coupon_duration",
             Kind::EventObject => "event_object",
         }
     }
@@ -235,6 +241,7 @@ impl Kind {
             Kind::HoldStatus => lifecycle::HOLD.statuses.to_vec(),
             Kind::HoldRefusal => ledger::HOLD_REFUSALS.to_vec(),
             Kind::InvoiceLineKind => ledger::INVOICE_LINE_KINDS.to_vec(),
+            Kind::CouponDuration => COUPON_DURATIONS.to_vec(),
             Kind::EventObject => EVENT_OBJECTS.to_vec(),
         }
     }
@@ -266,6 +273,7 @@ impl Kind {
             Kind::HoldStatus => lifecycle::HOLD.is_status(value),
             Kind::HoldRefusal => ledger::HOLD_REFUSALS.contains(&value),
             Kind::InvoiceLineKind => ledger::INVOICE_LINE_KINDS.contains(&value),
+            Kind::CouponDuration => COUPON_DURATIONS.contains(&value),
             Kind::EventObject => EVENT_OBJECTS.contains(&value),
         }
     }

@@ -124,7 +124,13 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../../sql/code/ledger.sql", name = "ledger", requires = ["ledger_state"]);
-extension_sql_file!("../../sql/code/scale_out.sql", name = "scale_out", requires = ["ledger"]);
+extension_sql_file!("../../sql/state/coupons_and_taxes.sql", name = "coupons_and_taxes_state", requires = ["ledger"]);
+extension_sql_file!(
+    "../../sql/code/coupons_and_taxes.sql",
+    name = "coupons_and_taxes",
+    requires = ["coupons_and_taxes_state", price_invoice]
+);
+extension_sql_file!("../../sql/code/scale_out.sql", name = "scale_out", requires = ["coupons_and_taxes"]);
 extension_sql_file!("../../sql/code/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------
@@ -497,6 +503,56 @@ fn usage_price(quantity: &str, price: &str) -> Option<i64> {
     let quantity = <rust_decimal::Decimal as std::str::FromStr>::from_str(quantity).ok()?;
     let (mode, tiers) = price::parse(price).ok()?;
     payments_core::pricing::price(quantity, mode, &tiers).ok()
+}
+
+/// An invoice's discount and taxes per line and per rate (`payments_core::invoice`): lines in
+/// minor units, whether the coupon and the taxes apply to each, a coupon's percent or amount off
+/// (or neither), each tax rate's percentage and whether it is inclusive. `problem` says why it
+/// cannot be priced.
+#[allow(clippy::type_complexity)]
+#[pg_extern(immutable, parallel_safe, name = "_price_invoice")]
+fn price_invoice(
+    amounts: Vec<i64>,
+    discountable: Vec<bool>,
+    taxable: Vec<bool>,
+    percent_off: Option<AnyNumeric>,
+    amount_off: Option<i64>,
+    rate_percentages: Vec<AnyNumeric>,
+    rate_inclusive: Vec<bool>,
+) -> TableIterator<
+    'static,
+    (
+        name!(discounts, Option<Vec<i64>>),
+        name!(line_taxes, Option<Vec<i64>>),
+        name!(rate_taxes, Option<Vec<i64>>),
+        name!(exclusive_tax, Option<i64>),
+        name!(problem, Option<String>),
+    ),
+> {
+    use payments_core::invoice::{self, Discount, Line, Rate};
+    use std::str::FromStr;
+    let decimal = |n: &AnyNumeric| rust_decimal::Decimal::from_str(&n.to_string()).ok();
+    let discount = match (percent_off.as_ref().map(decimal), amount_off) {
+        (Some(Some(p)), None) => Some(Discount::Percent(p)),
+        (None, Some(a)) => Some(Discount::Amount(a)),
+        (None, None) => None,
+        _ => return TableIterator::once((None, None, None, None, Some("one discount, a percent or an amount".into()))),
+    };
+    let rates: Option<Vec<Rate>> = rate_percentages
+        .iter()
+        .zip(rate_inclusive.iter().chain(std::iter::repeat(&false)))
+        .map(|(p, &inclusive)| decimal(p).map(|percentage| Rate { percentage, inclusive }))
+        .collect();
+    let flag = |flags: &[bool], i: usize| flags.get(i).copied().unwrap_or(false);
+    let lines: Vec<Line> = (amounts.iter().enumerate())
+        .map(|(i, &amount)| Line { amount, discountable: flag(&discountable, i), taxable: flag(&taxable, i) })
+        .collect();
+    let row =
+        match rates.ok_or(invoice::InvoiceError::BadRate).and_then(|rates| invoice::price(&lines, discount, &rates)) {
+            Ok(p) => (Some(p.discounts), Some(p.line_taxes), Some(p.rate_taxes), Some(p.exclusive_tax), None),
+            Err(e) => (None, None, None, None, Some(e.to_string())),
+        };
+    TableIterator::once(row)
 }
 
 /// Required by `cargo pgrx test`.

@@ -4061,4 +4061,147 @@ mod tests {
         );
         assert!(trial_balance_is_zero());
     }
+
+    /// An invoice's lines as `kind:amount-discount+tax` (minor units), in order.
+    fn priced_lines(invoice: &str) -> String {
+        one::<String>(&format!(
+            "SELECT string_agg(kind || ':' || amount_minor || '-' || discount_minor || '+' || tax_minor, ',' ORDER BY line_number)
+             FROM payments.invoice_lines WHERE invoice_id = '{invoice}'"
+        ))
+    }
+
+    #[pg_test]
+    fn a_coupon_comes_off_each_line_before_the_tax_and_a_preview_is_the_invoice_that_follows() {
+        one::<String>("SELECT code FROM payments.create_plan('team', 'usd', 30, 'month')");
+        one::<String>("SELECT code FROM payments.create_tax_rate('us-ca', 'Sales tax', 8.25, false, 'US-CA')");
+        one::<String>("SELECT code FROM payments.create_tax_rate('eu-vat', 'VAT', 20, true)");
+        one::<String>("SELECT (payments.set_customer_tax('cust_cp2', ARRAY['us-ca'])).customer_id");
+        one::<String>(
+            "SELECT code FROM payments.create_coupon('SAVE20', percent_off => 20, duration => 'repeating', duration_in_periods => 2)",
+        );
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('k1', 'cust_cp2', 'team', 'pm_card_visa', 14, '2030-01-01T00:00Z')",
+        );
+        let apply = format!("SELECT coupon || ' ' || first_period || '-' || last_period || ' ' || outcome FROM payments.apply_coupon('{sub}', 'SAVE20', '2030-01-02T00:00Z')");
+        assert_eq!(one::<String>(&apply), "SAVE20 1-2 applied");
+        assert_eq!(one::<String>(&apply), "SAVE20 1-2 replayed", "applied once");
+        assert_eq!(one::<i32>("SELECT times_redeemed FROM payments.coupons WHERE code = 'SAVE20'"), 1);
+        let preview = |at: &str| {
+            one::<String>(&format!(
+                "SELECT period_number || ' ' || coalesce(coupon, '-') || ' ' || subtotal || ' ' || discount || ' ' || tax || ' ' || total
+                 FROM payments.preview_invoice('{sub}', '{at}')"
+            ))
+        };
+        let end = |sub: &str| {
+            one::<String>(&format!("SELECT current_period_end::text FROM payments.subscriptions WHERE id = '{sub}'"))
+        };
+        // 30.00 less 20 %: 24.00; 8.25 % of that: 1.98 (Stripe's example).
+        assert_eq!(preview("2030-01-05T00:00Z"), "1 SAVE20 30.00 6.00 1.98 25.98");
+        for (period, pi, shown) in [(1, "pi_cp2_1", "25.98"), (2, "pi_cp2_2", "25.98"), (3, "pi_cp2_3", "32.48")] {
+            let at = end(&sub);
+            let seen = preview(&at);
+            one::<pgrx::JsonB>(&format!("SELECT payments.run_billing('{at}')"));
+            let (invoice, _, _, payment) = invoice_of(&sub, period);
+            let total =
+                one::<String>(&format!("SELECT total::text FROM payments.invoice_details WHERE id = '{invoice}'"));
+            assert_eq!(total, shown, "period {period}");
+            assert!(
+                seen.ends_with(&format!(" {shown}")),
+                "the preview ({seen}) is the invoice that follows it ({total})"
+            );
+            let (discount, tax) = if period < 3 { (600, 198) } else { (0, 248) };
+            assert_eq!(priced_lines(&invoice), format!("recurring:3000-{discount}+{tax}"));
+            assert_eq!(
+                one::<String>(&format!(
+                    "SELECT string_agg(tax_rate || ' ' || amount, ',') FROM payments.list_invoice_taxes('{invoice}')"
+                )),
+                format!("us-ca {}.{:02}", tax / 100, tax % 100)
+            );
+            settle(
+                &payment,
+                pi,
+                one::<i64>(&format!("SELECT total_minor FROM payments.invoices WHERE id = '{invoice}'")),
+                "succeeded",
+            );
+        }
+        // A rate assigned later changes no invoice made before.
+        one::<String>("SELECT (payments.set_customer_tax('cust_cp2', ARRAY['eu-vat'])).customer_id");
+        assert_eq!(priced_lines(&invoice_of(&sub, 3).0), "recurring:3000-0+248");
+        assert_eq!(preview(&end(&sub)), "4 - 30.00 0.00 5.00 30.00", "inclusive VAT: 5.00 of the 30.00, nothing added");
+        assert_eq!(
+            one::<String>(&format!("SELECT taxes::text FROM payments.preview_invoice('{sub}', '{}')", end(&sub))),
+            r#"[{"amount": 5.00, "tax_rate": "eu-vat", "inclusive": true, "percentage": 20, "display_name": "VAT"}]"#
+        );
+        one::<String>("SELECT (payments.set_customer_tax('cust_cp2', ARRAY['eu-vat'], true)).customer_id");
+        assert_eq!(preview(&end(&sub)), "4 - 30.00 0.00 0.00 30.00", "exempt");
+        assert!(trial_balance_is_zero());
+    }
+
+    #[pg_test]
+    fn coupons_are_redeemed_within_their_terms_and_bad_ones_are_refused() {
+        one::<String>("SELECT code FROM payments.create_plan('c_usd', 'usd', 10, 'month')");
+        one::<String>("SELECT code FROM payments.create_plan('c_other', 'usd', 10, 'month')");
+        one::<String>("SELECT code FROM payments.create_coupon('ONE', amount_off => 4, currency => 'usd', max_redemptions => 1, applies_to_plans => ARRAY['c_usd'])");
+        one::<String>("SELECT code FROM payments.create_coupon('EURO', amount_off => 1, currency => 'eur')");
+        one::<String>(
+            "SELECT code FROM payments.create_coupon('OLD', percent_off => 10, redeem_by => '2030-01-01T00:00Z')",
+        );
+        one::<String>("SELECT code FROM payments.create_coupon('HALF', percent_off => 50, duration => 'forever')");
+        let sub = |key: &str, customer: &str, plan: &str| {
+            one::<String>(&format!(
+                "SELECT id FROM payments.create_subscription('{key}', '{customer}', '{plan}', 'pm_card_visa', 14, '2030-01-01T00:00Z')"
+            ))
+        };
+        let (a, b, c) = (sub("a", "cust_ca", "c_usd"), sub("b", "cust_cb", "c_usd"), sub("c", "cust_cc2", "c_other"));
+        assert_eq!(
+            one::<String>(&format!("SELECT outcome FROM payments.apply_coupon('{a}', 'ONE', '2030-01-02T00:00Z')")),
+            "applied"
+        );
+        for (sql, code) in [
+            (format!("SELECT payments.apply_coupon('{b}', 'ONE', '2030-01-02T00:00Z')"), "PM206"), // none left
+            (format!("SELECT payments.apply_coupon('{c}', 'HALF', NULL)"), "PM100"),
+            (format!("SELECT payments.apply_coupon('{c}', 'ONE')"), "PM206"), // another plan
+            (format!("SELECT payments.apply_coupon('{c}', 'EURO')"), "PM206"), // another currency
+            (format!("SELECT payments.apply_coupon('{c}', 'OLD', '2030-01-02T00:00Z')"), "PM206"), // too late
+            (format!("SELECT payments.apply_coupon('{c}', 'NOPE')"), "PM204"),
+            ("SELECT payments.apply_coupon('sub_nope', 'HALF')".to_string(), "PM204"),
+            (
+                "SELECT payments.create_coupon('X', percent_off => 10, amount_off => 1, currency => 'usd')".into(),
+                "PM100",
+            ),
+            ("SELECT payments.create_coupon('X')".into(), "PM100"),
+            ("SELECT payments.create_coupon('X', percent_off => 101)".into(), "PM100"),
+            ("SELECT payments.create_coupon('X', percent_off => 10, duration => 'repeating')".into(), "PM100"),
+            ("SELECT payments.create_coupon('X', amount_off => 0.001, currency => 'usd')".into(), "PM101"),
+            ("SELECT payments.create_coupon('bad code', percent_off => 10)".into(), "PM100"),
+            (
+                "SELECT payments.create_coupon('X', percent_off => 10, applies_to_plans => ARRAY['nope'])".into(),
+                "PM100",
+            ),
+            ("SELECT payments.create_coupon('HALF', percent_off => 40, duration => 'forever')".into(), "PM201"),
+            ("SELECT payments.create_tax_rate('t', 'Tax', 100.5, false)".into(), "PM100"),
+            ("SELECT payments.create_tax_rate('T', 'Tax', 5, false)".into(), "PM100"),
+            ("SELECT payments.set_customer_tax('cust_ca', ARRAY['nope'])".into(), "PM100"),
+            (format!("SELECT payments.preview_invoice('{a}', NULL)"), "PM100"),
+            ("SELECT payments.preview_invoice('sub_nope')".into(), "PM204"),
+        ] {
+            assert_eq!(sqlstate(&sql), code, "{sql}");
+        }
+        // Another coupon replaces the first: forever 50 % off from the next period on.
+        assert_eq!(
+            one::<String>(&format!("SELECT outcome FROM payments.apply_coupon('{a}', 'HALF', '2030-01-03T00:00Z')")),
+            "applied"
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT coupon || ' ' || discount || ' ' || total FROM payments.preview_invoice('{a}', '2030-01-04T00:00Z')")),
+            "HALF 5.00 5.00"
+        );
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{a}', false, '2030-01-05T00:00Z')"));
+        assert_eq!(sqlstate(&format!("SELECT payments.preview_invoice('{a}')")), "PM206", "no next invoice");
+        assert_eq!(sqlstate(&format!("SELECT payments.apply_coupon('{a}', 'EURO')")), "PM206");
+        assert_eq!(
+            one::<String>(&format!("SELECT string_agg(reason, ',' ORDER BY seq) FROM payments.subscription_events WHERE subscription_id = '{a}'")).matches("coupon applied").count(),
+            2
+        );
+    }
 }

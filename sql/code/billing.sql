@@ -126,13 +126,31 @@ $$;
 COMMENT ON FUNCTION payments._pending_usage_problem(text, text) IS
     'Internal: why the usage a customer has recorded cannot be billed, or NULL: the next invoice of the subscription billing p_meter (its fee and each meter''s usage since the UTC day of usage_from, bounded by usage_daily and priced at the plan) would be more than one payment can charge. record_usage asks it after each new event, so an oversized total is refused when recorded, not when billed; concurrent recorders see each other''s usage once committed, and billing isolates what slips through.';
 
+CREATE OR REPLACE FUNCTION payments._period_lines(p_plan payments.plans, p_period integer, p_sub payments.subscriptions,
+                                                  p_usage_plan payments.plans, p_usage_from timestamptz,
+                                                  p_usage_to timestamptz) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_lines jsonb := jsonb_build_array(jsonb_build_object(
+        'kind', 'recurring', 'amount_minor', p_plan.amount_minor, 'quantity', 1,
+        'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_period));
+BEGIN
+    -- The usage not invoiced yet, in arrears, at the plan it was used under.
+    IF p_usage_from < p_usage_to THEN
+        v_lines := v_lines || payments._usage_lines(p_sub, p_usage_plan, p_usage_from, p_usage_to);
+    END IF;
+    RETURN v_lines;
+END
+$$;
+COMMENT ON FUNCTION payments._period_lines(payments.plans, integer, payments.subscriptions, payments.plans, timestamptz, timestamptz) IS
+    'Internal: the lines of a period''s invoice: p_plan''s fee for period p_period in advance, and the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears.';
+
 CREATE OR REPLACE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans, p_usage_plan payments.plans,
                                          p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz)
 RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice  payments.invoices%ROWTYPE;
-    v_lines    jsonb;
 BEGIN
     -- The caller holds the subscription's row lock; the period's invoice is made once.
     SELECT * INTO v_invoice FROM payments.invoices i
@@ -141,20 +159,85 @@ BEGIN
     IF FOUND THEN
         RETURN v_invoice.id;
     END IF;
-    v_lines := jsonb_build_array(jsonb_build_object(
-        'kind', 'recurring', 'amount_minor', p_plan.amount_minor, 'quantity', 1,
-        'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_sub.period_number));
-    -- The usage not invoiced yet, in arrears, at the plan it was used under.
-    IF p_usage_from < p_usage_to THEN
-        v_lines := v_lines || payments._usage_lines(p_sub, p_usage_plan, p_usage_from, p_usage_to);
-    END IF;
-    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency, v_lines,
+    RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency,
+                                   payments._period_lines(p_plan, p_sub.period_number, p_sub, p_usage_plan,
+                                                          p_usage_from, p_usage_to),
                                    CASE WHEN p_usage_from < p_usage_to THEN p_usage_from END,
                                    CASE WHEN p_usage_from < p_usage_to THEN p_usage_to END, p_at);
 END
 $$;
 COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz, timestamptz) IS
-    'Internal: the invoice of a subscription''s current period, made, numbered and charged once at time p_at (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears, less the customer''s credits and balance (_issue_invoice). The caller holds the subscription''s row lock.';
+    'Internal: the invoice of a subscription''s current period, made, numbered and charged once at time p_at (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears (_period_lines), with its discount, taxes, credits and balance (_issue_invoice). The caller holds the subscription''s row lock.';
+
+CREATE OR REPLACE FUNCTION payments.preview_invoice(subscription_id text, at timestamptz DEFAULT now())
+RETURNS TABLE (period_number integer, period_start timestamptz, period_end timestamptz, currency text, coupon text,
+               subtotal numeric, discount numeric, tax numeric, credits_applied numeric, balance_applied numeric,
+               total numeric, lines jsonb, taxes jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_sub     payments.subscriptions%ROWTYPE;
+    v_next    payments.subscriptions%ROWTYPE;
+    v_used    payments.plans%ROWTYPE;
+    v_plan    payments.plans%ROWTYPE;
+    v_amounts jsonb;
+    v_minor   text[] := ARRAY['subtotal_minor', 'discount_minor', 'tax_minor', 'credits_minor', 'balance_minor',
+                              'total_minor'];
+BEGIN
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at is required (a finite time)' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT s.* INTO v_sub FROM payments.subscriptions s
+    WHERE s.customer_id = (SELECT s2.customer_id FROM payments.subscriptions s2 WHERE s2.id = preview_invoice.subscription_id)
+      AND s.id = preview_invoice.subscription_id;
+    -- A login bound to another customer is answered as for an unknown id.
+    IF NOT FOUND OR v_sub.customer_id <> coalesce(payments._bound_customer(), v_sub.customer_id) THEN
+        RAISE EXCEPTION 'subscription % not found', payments._shown(preview_invoice.subscription_id) USING ERRCODE = 'PM204';
+    ELSIF NOT (v_sub.status = ANY (payments._group('current_subscription_status'))) OR v_sub.cancel_at_period_end THEN
+        RAISE EXCEPTION 'subscription % is % and has no next invoice', v_sub.id,
+            CASE WHEN v_sub.cancel_at_period_end THEN 'ending at its period''s end' ELSE v_sub.status END
+            USING ERRCODE = 'PM206';
+    END IF;
+    -- The invoice run_billing makes at the period's end, as _next_period makes it: the next
+    -- period (on the plan asked for at period end), with the usage so far in arrears.
+    SELECT * INTO v_used FROM payments.plans p WHERE p.code = v_sub.plan;
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = coalesce(v_sub.pending_plan, v_sub.plan);
+    v_next := v_sub;
+    v_next.period_number := v_sub.period_number + 1;
+    IF v_sub.status = 'trialing' OR NOT payments._same_cycle(v_used, v_plan) THEN
+        v_next.billing_anchor := v_sub.current_period_end;
+        v_next.anchor_period := v_sub.period_number;
+    END IF;
+    v_next.current_period_start := v_sub.current_period_end;
+    v_next.current_period_end := payments._period_end(v_plan, v_next.billing_anchor,
+                                                      v_next.period_number - v_next.anchor_period);
+    v_amounts := payments._invoice_amounts(
+        v_next, v_next.period_number, v_plan.currency,
+        payments._period_lines(v_plan, v_next.period_number, v_sub, v_used,
+                               CASE WHEN v_sub.period_number > 0 THEN v_sub.usage_from END,
+                               least(at, v_sub.current_period_end)),
+        greatest(at, v_sub.current_period_end));
+    RETURN QUERY SELECT v_next.period_number, v_next.current_period_start, v_next.current_period_end, v_plan.currency,
+        v_amounts ->> 'coupon',
+        payments.to_major((v_amounts ->> v_minor[1])::bigint, v_plan.currency),
+        payments.to_major((v_amounts ->> v_minor[2])::bigint, v_plan.currency),
+        payments.to_major((v_amounts ->> v_minor[3])::bigint, v_plan.currency),
+        payments.to_major((v_amounts ->> v_minor[4])::bigint, v_plan.currency),
+        payments.to_major((v_amounts ->> v_minor[5])::bigint, v_plan.currency),
+        payments.to_major((v_amounts ->> v_minor[6])::bigint, v_plan.currency),
+        (SELECT jsonb_agg(jsonb_build_object('kind', l ->> 'kind', 'description', l ->> 'description',
+                                             'quantity', (l ->> 'quantity')::numeric,
+                                             'amount', payments.to_major((l ->> 'amount_minor')::bigint, v_plan.currency),
+                                             'discount', payments.to_major((l ->> 'discount_minor')::bigint, v_plan.currency),
+                                             'tax', payments.to_major((l ->> 'tax_minor')::bigint, v_plan.currency))
+                          ORDER BY n)
+         FROM jsonb_array_elements(v_amounts -> 'lines') WITH ORDINALITY e(l, n)),
+        (SELECT coalesce(jsonb_agg((t - 'amount_minor') || jsonb_build_object(
+                    'amount', payments.to_major((t ->> 'amount_minor')::bigint, v_plan.currency)) ORDER BY n), '[]')
+         FROM jsonb_array_elements(v_amounts -> 'taxes') WITH ORDINALITY e(t, n));
+END
+$$;
+COMMENT ON FUNCTION payments.preview_invoice(text, timestamptz) IS
+    'The next invoice of a subscription as run_billing will make it at its period''s end, seen at time at, writing nothing: the next period''s fee (on the plan a change at period end asked for), the usage so far in arrears, the coupon''s discount for that period, the customer''s taxes (tax: all of them, inclusive ones being inside the lines as Stripe shows them), then its prepaid credits and balance as they stand; amounts in major units, lines [{kind, description, quantity, amount, discount, tax}] and taxes [{tax_rate, display_name, percentage, inclusive, amount}]. PM204 for an unknown subscription (or another customer''s, to a bound login); PM206 for one that has no next invoice (canceled, paused, ending at its period''s end).';
 
 CREATE OR REPLACE FUNCTION payments._invoice_usage(p_sub payments.subscriptions, p_plan payments.plans, p_kind text,
                                         p_from timestamptz, p_to timestamptz, p_at timestamptz) RETURNS text
@@ -189,6 +272,40 @@ $$;
 COMMENT ON FUNCTION payments._invoice_event(payments.invoices, text) IS
     'Internal: tells apps an invoice was issued (p_previous NULL), changed status, or had an attempt fail (invoice.updated). The caller holds its subscription''s or its own row lock.';
 
+CREATE OR REPLACE FUNCTION payments._invoice_amounts(p_sub payments.subscriptions, p_period integer, p_currency text,
+                                                    p_lines jsonb, p_at timestamptz) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_priced  jsonb := payments._priced_lines(p_sub.customer_id, p_sub.id, p_period, p_currency, p_lines);
+    v_due     bigint := greatest((v_priced ->> 'total_minor')::bigint, 0);
+    v_credits bigint := 0;
+    v_balance bigint := 0;
+    v_lines   jsonb := v_priced -> 'lines';
+BEGIN
+    -- Prepaid credits for invoices, then the customer's balance, pay what they can of what is
+    -- due after discounts and taxes (as Stripe's credit grants and customer balance).
+    IF v_due > 0 THEN
+        SELECT least(v_due, coalesce(sum(g.remaining), 0)) INTO v_credits
+        FROM payments._usable_grants(p_sub.customer_id, p_currency, p_at, '') g;
+        v_balance := least(v_due - v_credits, greatest(payments._customer_balance(p_sub.customer_id, p_currency), 0));
+    END IF;
+    IF v_credits > 0 THEN
+        v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+            'kind', 'prepaid_credits', 'amount_minor', -v_credits, 'quantity', 1, 'description', 'prepaid credits applied',
+            'discount_minor', 0, 'tax_minor', 0));
+    END IF;
+    IF v_balance > 0 THEN
+        v_lines := v_lines || jsonb_build_array(jsonb_build_object(
+            'kind', 'balance', 'amount_minor', -v_balance, 'quantity', 1, 'description', 'customer balance applied',
+            'discount_minor', 0, 'tax_minor', 0));
+    END IF;
+    RETURN v_priced || jsonb_build_object('lines', v_lines, 'credits_minor', v_credits, 'balance_minor', v_balance,
+                                          'total_minor', v_due - v_credits - v_balance);
+END
+$$;
+COMMENT ON FUNCTION payments._invoice_amounts(payments.subscriptions, integer, text, jsonb, timestamptz) IS
+    'Internal: what an invoice of a subscription''s period would be at p_at: its lines priced (_priced_lines: the coupon''s discount, then taxes), then the customer''s prepaid credits for invoices and its balance applied to what is due, each a line of its own. Returns _priced_lines'' document with credits_minor, balance_minor and the total due. Writes nothing (preview_invoice and _issue_invoice both use it).';
+
 CREATE OR REPLACE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
                                         p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -196,42 +313,37 @@ DECLARE
     v_id      text := payments._new_id('inv');
     v_invoice payments.invoices%ROWTYPE;
     v_line    record;
-    v_lines   jsonb := p_lines;
-    v_due     bigint := greatest(payments._lines_total(p_lines), 0);
-    v_credits bigint := 0;
-    v_balance bigint := 0;
+    v_amounts jsonb;
+    v_credits bigint;
 BEGIN
-    -- Prepaid credits for invoices, then the customer's balance, pay what they can before a
-    -- charge (as Stripe's credit grants and customer balance). Under the wallet's lock, taken
-    -- only when there is something to apply: two invoices never spend the same credits.
-    IF v_due > 0 AND (EXISTS (SELECT 1 FROM payments._usable_grants(p_sub.customer_id, p_currency, p_at, ''))
-                      OR payments._customer_balance(p_sub.customer_id, p_currency) > 0) THEN
+    -- Under the wallet's lock when there are credits or a balance to apply: two invoices never
+    -- spend the same ones.
+    IF EXISTS (SELECT 1 FROM payments._usable_grants(p_sub.customer_id, p_currency, p_at, ''))
+       OR payments._customer_balance(p_sub.customer_id, p_currency) > 0 THEN
         PERFORM payments._lock_wallet(p_sub.customer_id, p_currency);
-        SELECT least(v_due, coalesce(sum(g.remaining), 0)) INTO v_credits
-        FROM payments._usable_grants(p_sub.customer_id, p_currency, p_at, '') g;
-        v_balance := least(v_due - v_credits, greatest(payments._customer_balance(p_sub.customer_id, p_currency), 0));
-        IF v_credits > 0 THEN
-            v_lines := v_lines || jsonb_build_array(jsonb_build_object(
-                'kind', 'prepaid_credits', 'amount_minor', -v_credits, 'quantity', 1, 'description', 'prepaid credits applied'));
-        END IF;
-        IF v_balance > 0 THEN
-            v_lines := v_lines || jsonb_build_array(jsonb_build_object(
-                'kind', 'balance', 'amount_minor', -v_balance, 'quantity', 1, 'description', 'customer balance applied'));
-        END IF;
     END IF;
+    v_amounts := payments._invoice_amounts(p_sub, p_sub.period_number, p_currency, p_lines, p_at);
+    v_credits := (v_amounts ->> 'credits_minor')::bigint;
     INSERT INTO payments.invoices (id, customer_id, subscription_id, period_number, kind, number, status, currency,
-                                   total_minor, period_start, period_end, usage_from, usage_to)
+                                   total_minor, period_start, period_end, usage_from, usage_to, coupon)
     VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, p_kind, payments._next_invoice_number(now()), 'open',
-            p_currency, greatest(payments._lines_total(v_lines), 0), p_sub.current_period_start, p_sub.current_period_end,
-            p_usage_from, p_usage_to)
+            p_currency, (v_amounts ->> 'total_minor')::bigint, p_sub.current_period_start, p_sub.current_period_end,
+            p_usage_from, p_usage_to, v_amounts ->> 'coupon')
     RETURNING * INTO v_invoice;
     PERFORM payments._invoice_event(v_invoice, NULL);
-    FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(v_lines) WITH ORDINALITY l LOOP
-        INSERT INTO payments.invoice_lines (customer_id, invoice_id, line_number, kind, description, quantity, amount_minor)
+    FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(v_amounts -> 'lines') WITH ORDINALITY l LOOP
+        INSERT INTO payments.invoice_lines (customer_id, invoice_id, line_number, kind, description, quantity, amount_minor,
+                                            discount_minor, tax_minor)
         VALUES (p_sub.customer_id, v_id, v_line.ordinality, v_line.value ->> 'kind', v_line.value ->> 'description',
-                coalesce((v_line.value ->> 'quantity')::numeric, 1), (v_line.value ->> 'amount_minor')::bigint);
+                coalesce((v_line.value ->> 'quantity')::numeric, 1), (v_line.value ->> 'amount_minor')::bigint,
+                (v_line.value ->> 'discount_minor')::bigint, (v_line.value ->> 'tax_minor')::bigint);
     END LOOP;
-    PERFORM payments._move(p_sub.customer_id, 'invoice_balance', v_id, p_currency, v_balance, 'balance', 'revenue');
+    INSERT INTO payments.invoice_taxes (customer_id, invoice_id, tax_rate, display_name, percentage, inclusive, amount_minor)
+    SELECT p_sub.customer_id, v_id, t ->> 'tax_rate', t ->> 'display_name', (t ->> 'percentage')::numeric,
+           (t ->> 'inclusive')::boolean, (t ->> 'amount_minor')::bigint
+    FROM jsonb_array_elements(v_amounts -> 'taxes') t;
+    PERFORM payments._move(p_sub.customer_id, 'invoice_balance', v_id, p_currency,
+                           (v_amounts ->> 'balance_minor')::bigint, 'balance', 'revenue');
     IF v_credits > 0 THEN
         PERFORM payments._draw_credits(p_sub.customer_id, p_currency, '', v_credits, 'invoice_credits', v_id, 'revenue', p_at);
         PERFORM payments._after_spend(p_sub.customer_id, p_currency, v_credits, p_at);
@@ -241,7 +353,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._issue_invoice(payments.subscriptions, text, text, jsonb, timestamptz, timestamptz, timestamptz) IS
-    'Internal: makes, numbers and charges at time p_at an invoice of lines ([{kind, description, amount_minor}]) for a subscription whose row the caller has locked: the customer''s prepaid credits for invoices (grants in the currency without applies_to) and then its balance pay what they can first, each a line of its own and a ledger transfer; the total is what is left, charged (nothing left: paid at once). p_usage_from and p_usage_to: the usage it bills.';
+    'Internal: makes, numbers and charges at time p_at an invoice of lines ([{kind, description, amount_minor}]) for a subscription whose row the caller has locked, as _invoice_amounts prices it: the coupon''s discount and the customer''s taxes on each line (payments.invoice_taxes keeps each rate as it was), then its prepaid credits for invoices and its balance, each a line of its own and a ledger transfer; the total is what is left, charged (nothing left: paid at once). p_usage_from and p_usage_to: the usage it bills.';
 
 CREATE OR REPLACE FUNCTION payments._invoice_voided(p_customer_id text, p_invoice_id text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -538,8 +650,8 @@ BEGIN
         PERFORM payments._stop_collection(p_sub, 'void', p_sub.period_number);
         IF v_unpaid > p_credit THEN
             PERFORM payments._issue_invoice(p_sub, 'proration', v_currency, jsonb_build_array(
-                jsonb_build_object('kind', 'proration', 'amount_minor', v_unpaid,
-                                   'description', 'unpaid invoices ' || v_numbers || ', replaced'),
+                jsonb_build_object('kind', 'proration', 'amount_minor', v_unpaid, 'discountable', false,
+                                   'taxable', false, 'description', 'unpaid invoices ' || v_numbers || ', replaced'),
                 jsonb_build_object('kind', 'credit', 'amount_minor', -p_credit, 'description', p_description)),
                 NULL, NULL, p_at);
         END IF;
@@ -795,9 +907,10 @@ COMMENT ON FUNCTION payments.set_subscription_payment_method(text, text) IS
 CREATE OR REPLACE VIEW payments.invoice_details WITH (security_invoker) AS
 SELECT i.id, i.customer_id, i.subscription_id, i.number, i.status, payments.to_major(i.total_minor, i.currency) AS total,
        i.total_minor, i.currency, i.period_start, i.period_end, i.payment_id, i.attempt_count, i.next_attempt_at,
-       i.created_at, i.paid_at
+       i.created_at, i.paid_at, i.coupon
 FROM payments.invoices i;
-COMMENT ON VIEW payments.invoice_details IS 'Every invoice with its total in major units; readable by payments_reader.';
+COMMENT ON VIEW payments.invoice_details IS
+    'Every invoice with its total in major units and the coupon whose discount it carries; readable by payments_reader.';
 
 -- Revenue, defined once for the dashboard and for BI tools alike.
 CREATE OR REPLACE VIEW payments.subscription_revenue WITH (security_invoker) AS
@@ -836,7 +949,8 @@ $$;
 COMMENT ON FUNCTION payments.get_invoice(text) IS 'One invoice by id; PM204 when there is none.';
 
 CREATE OR REPLACE FUNCTION payments.list_invoice_lines(invoice_id text)
-RETURNS TABLE (line_number integer, kind text, description text, quantity numeric, amount numeric, amount_minor bigint)
+RETURNS TABLE (line_number integer, kind text, description text, quantity numeric, amount numeric, amount_minor bigint,
+               discount numeric, tax numeric)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_invoice payments.invoice_details%ROWTYPE;
@@ -844,13 +958,32 @@ BEGIN
     SELECT * INTO v_invoice FROM payments.get_invoice(list_invoice_lines.invoice_id);
     RETURN QUERY
     SELECT l.line_number, l.kind, l.description, l.quantity, payments.to_major(l.amount_minor, v_invoice.currency),
-           l.amount_minor
+           l.amount_minor, payments.to_major(l.discount_minor, v_invoice.currency),
+           payments.to_major(l.tax_minor, v_invoice.currency)
     FROM payments.invoice_lines l
     WHERE l.customer_id = v_invoice.customer_id AND l.invoice_id = v_invoice.id
     ORDER BY l.line_number;
 END
 $$;
-COMMENT ON FUNCTION payments.list_invoice_lines(text) IS 'An invoice''s lines in order, amounts in major and minor units; PM204 for an unknown invoice.';
+COMMENT ON FUNCTION payments.list_invoice_lines(text) IS
+    'An invoice''s lines in order: amount (major and minor units), what its coupon took off it, and its taxes; PM204 for an unknown invoice.';
+
+CREATE OR REPLACE FUNCTION payments.list_invoice_taxes(invoice_id text)
+RETURNS TABLE (tax_rate text, display_name text, percentage numeric, inclusive boolean, amount numeric)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_invoice payments.invoice_details%ROWTYPE;
+BEGIN
+    SELECT * INTO v_invoice FROM payments.get_invoice(list_invoice_taxes.invoice_id);
+    RETURN QUERY
+    SELECT t.tax_rate, t.display_name, t.percentage, t.inclusive, payments.to_major(t.amount_minor, v_invoice.currency)
+    FROM payments.invoice_taxes t
+    WHERE t.customer_id = v_invoice.customer_id AND t.invoice_id = v_invoice.id
+    ORDER BY t.tax_rate;
+END
+$$;
+COMMENT ON FUNCTION payments.list_invoice_taxes(text) IS
+    'What each tax rate charged on an invoice, with the rate as it was when the invoice was made (inclusive ones are inside the lines, exclusive ones were added to the total); PM204 for an unknown invoice.';
 
 -- ---------------------------------------------------------------------------
 -- Receipts

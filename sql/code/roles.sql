@@ -49,9 +49,11 @@ GRANT EXECUTE ON FUNCTION
     payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz),
     payments.get_invoice(text), payments.list_invoice_lines(text), payments.receipt(text),
     payments.webhook_retries(),
-    payments.balances(text, timestamptz), payments.trial_balance()
+    payments.balances(text, timestamptz), payments.trial_balance(),
+    payments.list_invoice_taxes(text), payments.preview_invoice(text, timestamptz)
 TO payments_admin, payments_gateway, payments_reader;
-GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.subscription_details,
+GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.coupons, payments.tax_rates,
+    payments.discounts, payments.customer_taxes, payments.subscription_details,
     payments.subscription_revenue, payments.mrr, payments.ledger, payments.credit_grant_details, payments.hold_details,
     payments.invoice_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
     payments.webhook_delivery_attempts
@@ -115,6 +117,7 @@ GRANT EXECUTE ON FUNCTION
     payments.top_up(text, text, numeric, text, text, jsonb),
     payments.set_auto_top_up(text, numeric, numeric, text, text), payments.set_spend_limit(text, numeric, text, text),
     payments.set_balance_alert(text, text, numeric),
+    payments.apply_coupon(text, text, timestamptz), payments.set_customer_tax(text, text[], boolean),
     payments.set_subscription_payment_method(text, text),
     payments.change_plan(text, text, boolean, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)
@@ -145,6 +148,8 @@ GRANT EXECUTE ON FUNCTION
     payments.create_meter(text, text, text, text),
     payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric, jsonb),
     payments.archive_plan(text),
+    payments.create_coupon(text, numeric, numeric, text, text, integer, integer, timestamptz, text[], text),
+    payments.create_tax_rate(text, text, numeric, boolean, text),
     payments.set_dunning(integer[], text, interval),
     payments.set_webhook_retries(interval[]),
     payments.set_webhook_endpoint_limit(integer),

@@ -185,3 +185,74 @@ SELECT s.customer_id, payments._new_id('tr'), 'downgrade_credit', s.id, 'revenue
 FROM payments.subscriptions s JOIN payments.plans p ON p.code = s.plan
 WHERE s.credit_minor > 0;
 ALTER TABLE payments.subscriptions DROP COLUMN credit_minor;
+
+-- Coupons, discounts and tax rates (sql/state/coupons_and_taxes.sql).
+CREATE TABLE payments.coupons (
+    code                text COLLATE "C" PRIMARY KEY CHECK (code ~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'),
+    name                text CHECK (length(name) BETWEEN 1 AND 255),
+    percent_off         numeric CHECK (percent_off > 0 AND percent_off <= 100 AND scale(percent_off) <= 4),
+    amount_off_minor    bigint CHECK (amount_off_minor > 0),
+    currency            text COLLATE "C" CHECK (currency ~ '^[A-Z]{3}$'),
+    duration            text COLLATE "C" NOT NULL CHECK (payments._is_allowed('coupon_duration', duration)),
+    duration_in_periods integer CHECK (duration_in_periods BETWEEN 1 AND 1200),
+    max_redemptions     integer CHECK (max_redemptions > 0),
+    times_redeemed      integer NOT NULL DEFAULT 0 CHECK (times_redeemed >= 0),
+    redeem_by           timestamptz,
+    applies_to_plans    text[] COLLATE "C" CHECK (cardinality(applies_to_plans) BETWEEN 1 AND 100),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT coupons_one_discount CHECK ((percent_off IS NULL) <> (amount_off_minor IS NULL)),
+    CONSTRAINT coupons_amount_has_currency CHECK ((amount_off_minor IS NULL) = (currency IS NULL)),
+    CONSTRAINT coupons_repeating_has_periods CHECK ((duration = 'repeating') = (duration_in_periods IS NOT NULL)),
+    CONSTRAINT coupons_redeemed_within CHECK (times_redeemed <= max_redemptions)
+);
+SELECT pg_catalog.pg_extension_config_dump('payments.coupons', '');
+CREATE TABLE payments.discounts (
+    customer_id     text COLLATE "C" NOT NULL,
+    id              text COLLATE "C" NOT NULL,
+    subscription_id text COLLATE "C" NOT NULL,
+    coupon          text COLLATE "C" NOT NULL,
+    first_period    integer NOT NULL CHECK (first_period >= 1),
+    last_period     integer,
+    applied_at      timestamptz NOT NULL,
+    ended_at        timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT discounts_periods_in_order CHECK (last_period >= first_period),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT discounts_once_per_subscription UNIQUE (customer_id, subscription_id, coupon),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+);
+SELECT pg_catalog.pg_extension_config_dump('payments.discounts', '');
+CREATE TABLE payments.tax_rates (
+    code         text COLLATE "C" PRIMARY KEY CHECK (code ~ '^[a-z][a-z0-9_.-]{0,63}$'),
+    display_name text NOT NULL CHECK (length(display_name) BETWEEN 1 AND 100),
+    percentage   numeric NOT NULL CHECK (percentage >= 0 AND percentage <= 100 AND scale(percentage) <= 4),
+    inclusive    boolean NOT NULL,
+    jurisdiction text CHECK (length(jurisdiction) BETWEEN 1 AND 100),
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('payments.tax_rates', '');
+CREATE TABLE payments.customer_taxes (
+    customer_id text COLLATE "C" PRIMARY KEY CHECK (length(customer_id) BETWEEN 1 AND 255),
+    tax_rates   text[] COLLATE "C" NOT NULL DEFAULT '{}' CHECK (cardinality(tax_rates) <= 5),
+    tax_exempt  boolean NOT NULL DEFAULT false,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('payments.customer_taxes', '');
+CREATE TABLE payments.invoice_taxes (
+    customer_id  text COLLATE "C" NOT NULL,
+    invoice_id   text COLLATE "C" NOT NULL,
+    tax_rate     text COLLATE "C" NOT NULL,
+    display_name text NOT NULL,
+    percentage   numeric NOT NULL,
+    inclusive    boolean NOT NULL,
+    amount_minor bigint NOT NULL,
+    PRIMARY KEY (customer_id, invoice_id, tax_rate),
+    FOREIGN KEY (customer_id, invoice_id) REFERENCES payments.invoices (customer_id, id)
+);
+SELECT pg_catalog.pg_extension_config_dump('payments.invoice_taxes', '');
+ALTER TABLE payments.invoices ADD COLUMN coupon text COLLATE "C";
+ALTER TABLE payments.invoice_lines
+    ADD COLUMN discount_minor bigint NOT NULL DEFAULT 0 CHECK (discount_minor >= 0),
+    ADD COLUMN tax_minor bigint NOT NULL DEFAULT 0;
+-- An invoice's lines say what their discount and taxes were (the result type changed).
+DROP FUNCTION payments.list_invoice_lines(text);

@@ -44,6 +44,7 @@ CREATE TABLE payments.invoices (
     usage_to        timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     paid_at         timestamptz,
+    coupon          text COLLATE "C",
     PRIMARY KEY (customer_id, id),
     FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
 );
@@ -61,6 +62,8 @@ COMMENT ON COLUMN payments.invoices.usage_to IS 'The end (exclusive) of the usag
 COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique per year in the order invoices were finalized.';
 COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt, or the one that paid it.';
 COMMENT ON COLUMN payments.invoices.attempt_payments IS 'The payment of every attempt, in order: an earlier attempt that succeeds late still pays the invoice, or is refunded when another already did (or the invoice is void).';
+COMMENT ON COLUMN payments.invoices.coupon IS 'The coupon whose discount its lines carry (payments.discounts), if any.';
+COMMENT ON COLUMN payments.invoices.total_minor IS 'What is due: the lines, less their discounts, plus exclusive taxes, less the prepaid credits and balance applied (never below 0).';
 COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';
 SELECT pg_catalog.pg_extension_config_dump('payments.invoices', '');
 
@@ -72,9 +75,14 @@ CREATE TABLE payments.invoice_lines (
     description  text NOT NULL,
     quantity     numeric NOT NULL,
     amount_minor bigint NOT NULL,
+    discount_minor bigint NOT NULL DEFAULT 0 CHECK (discount_minor >= 0),
+    tax_minor    bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (customer_id, invoice_id, line_number),
     FOREIGN KEY (customer_id, invoice_id) REFERENCES payments.invoices (customer_id, id)
 );
 COMMENT ON TABLE payments.invoice_lines IS
     'What an invoice charges for, line by line: the recurring fee, usage, prorations and credits, then what prepaid credits and the customer''s balance paid of it (kinds: SELECT * FROM payments.allowed_values() WHERE kind = ''invoice_line_kind'').';
+COMMENT ON COLUMN payments.invoice_lines.amount_minor IS 'The line before its discount (inclusive taxes inside it, exclusive ones not).';
+COMMENT ON COLUMN payments.invoice_lines.discount_minor IS 'What the coupon took off it.';
+COMMENT ON COLUMN payments.invoice_lines.tax_minor IS 'Its taxes of every rate, on its amount less its discount (negative on a credit).';
 SELECT pg_catalog.pg_extension_config_dump('payments.invoice_lines', '');
