@@ -252,10 +252,40 @@ pub const RUN_BILLING: &str = "SELECT payments.run_billing()::text";
 
 /// An invoice with its lines, as the API's JSON object (the total a decimal string).
 pub const GET_INVOICE: &str = "SELECT (to_jsonb(i) || jsonb_build_object('object', 'invoice', 'total', i.total::text,
-        'lines', (SELECT coalesce(jsonb_agg(to_jsonb(l) || jsonb_build_object('amount', l.amount::text)
+        'lines', (SELECT coalesce(jsonb_agg(to_jsonb(l) || jsonb_build_object('amount', l.amount::text,
+                                                'discount', l.discount::text, 'tax', l.tax::text)
                                             ORDER BY l.line_number), '[]')
-                  FROM payments.list_invoice_lines($1) l)))::text
+                  FROM payments.list_invoice_lines($1) l),
+        'taxes', (SELECT coalesce(jsonb_agg(to_jsonb(t) || jsonb_build_object('amount', t.amount::text,
+                                                'percentage', t.percentage::text)
+                                            ORDER BY t.tax_rate), '[]')
+                  FROM payments.list_invoice_taxes($1) t)))::text
      FROM payments.get_invoice($1) i";
+
+/// The next invoice of a subscription, written nowhere, as JSON (amounts as decimal strings).
+pub const PREVIEW_INVOICE: &str = "SELECT (to_jsonb(p) || jsonb_build_object('object', 'invoice_preview',
+        'subscription_id', $1::text, 'customer_id', (SELECT s.customer_id FROM payments.get_subscription($1) s),
+        'subtotal', p.subtotal::text, 'discount', p.discount::text, 'tax', p.tax::text,
+        'credits_applied', p.credits_applied::text, 'balance_applied', p.balance_applied::text, 'total', p.total::text,
+        'lines', (SELECT coalesce(jsonb_agg(l || jsonb_build_object('amount', l ->> 'amount', 'discount', l ->> 'discount',
+                                                                   'tax', l ->> 'tax', 'quantity', l ->> 'quantity')
+                                            ORDER BY n), '[]')
+                  FROM jsonb_array_elements(p.lines) WITH ORDINALITY e(l, n)),
+        'taxes', (SELECT coalesce(jsonb_agg(t || jsonb_build_object('amount', t ->> 'amount',
+                                                                   'percentage', t ->> 'percentage') ORDER BY n), '[]')
+                  FROM jsonb_array_elements(p.taxes) WITH ORDINALITY e(t, n))))::text
+     FROM payments.preview_invoice($1) p";
+
+/// A coupon redeemed by a subscription, as JSON.
+pub const APPLY_COUPON: &str = "SELECT jsonb_build_object('object', 'discount', 'id', d.discount_id,
+        'subscription_id', $1::text, 'coupon', d.coupon, 'first_period', d.first_period, 'last_period', d.last_period,
+        'outcome', d.outcome)::text
+     FROM payments.apply_coupon($1, $2) d";
+
+/// The tax rates a customer's invoices charge, as JSON.
+pub const SET_CUSTOMER_TAX: &str = "SELECT jsonb_build_object('object', 'customer_tax', 'customer_id', t.customer_id,
+        'tax_rates', to_jsonb(t.tax_rates), 'tax_exempt', t.tax_exempt)::text
+     FROM payments.set_customer_tax($1, $2, $3) t";
 
 pub const GET_PAYMENT: &str = concat!("SELECT ", payment_json!("d"), " FROM payments.get_payment($1) d");
 

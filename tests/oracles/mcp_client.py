@@ -3,7 +3,7 @@
 Arguments: the /mcp URL, a read-only API key, a read-write API key, the gateway
 binary, the database URL (for `payments-gateway mcp` over stdio), a customer
 with a paid payment and a plan granting feature `calls`, the payment id, a meter,
-and a read-write key bound to another customer.
+a read-write key bound to another customer, the customer's subscription and a coupon.
 Prints a JSON report as its last line; any failed check exits non-zero.
 """
 import asyncio
@@ -16,9 +16,10 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
 from pydantic import AnyUrl
 
-url, read_key, write_key, gateway_bin, database_url, customer, payment, meter, stranger_key = sys.argv[1:10]
+url, read_key, write_key, gateway_bin, database_url, customer, payment, meter, stranger_key, subscription, coupon = \
+    sys.argv[1:12]
 TOOLS = {"customer_status", "balance", "get_payment", "list_payments", "usage_summary", "consume", "record_usage",
-         "reserve", "settle", "release"}
+         "reserve", "settle", "release", "apply_coupon", "preview_invoice"}
 report = {}
 
 
@@ -57,6 +58,12 @@ async def writer(session):
     released = await session.call_tool("release", {"hold_id": held["hold_id"]})
     report["release_after_settle"] = payload(released)["error"]["code"] if released.isError else "allowed"
     report["balance_after"] = payload(await session.call_tool("balance", {"customer_id": customer}))["data"]
+    # A coupon for the subscription (a retry replays it), and the next invoice with it.
+    applied = [payload(await session.call_tool("apply_coupon", {"subscription_id": subscription, "code": coupon}))
+               for _ in range(2)]
+    report["coupon"] = [a["outcome"] for a in applied] + [applied[0]["coupon"]]
+    preview = payload(await session.call_tool("preview_invoice", {"subscription_id": subscription}))
+    report["preview"] = [preview["coupon"], preview["total"], preview["lines"][0]["kind"]]
 
     got = payload(await session.call_tool("get_payment", {"payment_id": payment}))
     assert got["id"] == payment and got["status"] == "succeeded" and got["amount"] == "12.50", got
@@ -108,6 +115,10 @@ async def reader(session):
     refused = await session.call_tool("reserve", {"customer_id": customer, "amount": 1, "unit": "tokens",
                                                   "request_id": "agent-hold-2"})
     report["read_only_reserve"] = payload(refused)["error"]["code"] if refused.isError else "allowed"
+    refused = await session.call_tool("apply_coupon", {"subscription_id": subscription, "code": coupon})
+    report["read_only_apply_coupon"] = payload(refused)["error"]["code"] if refused.isError else "allowed"
+    report["read_only_preview"] = payload(await session.call_tool("preview_invoice",
+                                                                  {"subscription_id": subscription}))["coupon"]
 
 
 async def stranger(session):
@@ -128,6 +139,8 @@ async def stranger(session):
         "reserve": code(await session.call_tool("reserve", {"customer_id": customer, "amount": 1, "unit": "tokens",
                                                             "request_id": "stranger-3"})),
         "release": code(await session.call_tool("release", {"hold_id": report["hold"]})),
+        "apply_coupon": code(await session.call_tool("apply_coupon", {"subscription_id": subscription, "code": coupon})),
+        "preview_invoice": code(await session.call_tool("preview_invoice", {"subscription_id": subscription})),
     }
 
 

@@ -2,8 +2,8 @@
 //! HTTP API calls (`db.rs`), and the SQL API reference as a resource. Served
 //! over stdio (`payments-gateway mcp`, `stdio.rs`) and streamable HTTP at
 //! `/mcp` (`http.rs`); both authenticate an API key, and its scopes decide
-//! what may be called: reads (`balance` among them) need `payments:read`;
-//! `consume`, `record_usage`, `reserve`, `settle` and `release` need `payments:write`.
+//! what may be called: reads (`balance` and `preview_invoice` among them) need `payments:read`;
+//! `consume`, `record_usage`, `reserve`, `settle`, `release` and `apply_coupon` need `payments:write`.
 
 pub mod http;
 pub mod stdio;
@@ -20,7 +20,7 @@ use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, RoleServer, Ser
 use serde::Deserialize;
 use tokio_postgres::types::ToSql;
 
-use crate::auth::{Caller, READ, WRITE};
+use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 
@@ -132,6 +132,20 @@ pub struct HoldArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SubscriptionArgs {
+    /// sub_…
+    pub subscription_id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ApplyCouponArgs {
+    /// sub_…
+    pub subscription_id: String,
+    /// The coupon's code.
+    pub code: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct RecordUsageArgs {
     pub customer_id: String,
     /// The meter's code.
@@ -206,19 +220,23 @@ impl PaymentsMcp {
 
 impl PaymentsMcp {
     /// Settle or release a hold, for a caller with the write scope whose key may see the hold.
-    async fn hold_call(
+    /// The one row `sql` answers about one object of a customer (a hold, a subscription), for a
+    /// caller with `scope` whose key may see that object: another customer's is not found.
+    async fn owned_call(
         &self,
         ctx: &RequestContext<RoleServer>,
-        hold_id: &str,
+        scope: &'static str,
+        object: Object,
+        id: &str,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> CallToolResult {
         answer(
             async {
                 let who = caller(&self.caller, ctx)?;
-                who.require(WRITE)?;
+                who.require(scope)?;
                 let db = self.pool.get().await?;
-                who.owns(&db, crate::auth::Object::Hold, hold_id).await?;
+                who.owns(&db, object, id).await?;
                 let stmt = db.prepare_cached(sql).await?;
                 first(&db.query_one(&stmt, params).await?)
             }
@@ -345,14 +363,38 @@ impl PaymentsMcp {
             Ok(q) => q,
             Err(e) => return answer(Err(e)),
         };
-        self.hold_call(&ctx, &a.hold_id, db::SETTLE, &[&a.hold_id, &amount]).await
+        self.owned_call(&ctx, WRITE, Object::Hold, &a.hold_id, db::SETTLE, &[&a.hold_id, &amount]).await
     }
 
     #[tool(
         description = "Gives everything a hold set aside back (the work was not done): {status: released, released, outcome}. Needs the payments:write scope."
     )]
     async fn release(&self, ctx: RequestContext<RoleServer>, Parameters(a): Parameters<HoldArgs>) -> CallToolResult {
-        self.hold_call(&ctx, &a.hold_id, db::RELEASE, &[&a.hold_id]).await
+        self.owned_call(&ctx, WRITE, Object::Hold, &a.hold_id, db::RELEASE, &[&a.hold_id]).await
+    }
+
+    #[tool(
+        description = "The next invoice of a subscription as it stands now, writing nothing: its lines with usage so far, the coupon's discount, taxes, prepaid credits and balance applied, and the total the customer will pay (exact decimal strings). Read-only."
+    )]
+    async fn preview_invoice(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<SubscriptionArgs>,
+    ) -> CallToolResult {
+        let id = &a.subscription_id;
+        self.owned_call(&ctx, READ, Object::Subscription, id, db::PREVIEW_INVOICE, &[id]).await
+    }
+
+    #[tool(
+        description = "Redeems a coupon for a subscription: its discount comes off the invoices of the periods after the current one (once, for some periods or forever, as the coupon says). Applying the same coupon again is replayed; one with no redemptions left, expired or for another plan is refused. Needs the payments:write scope."
+    )]
+    async fn apply_coupon(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<ApplyCouponArgs>,
+    ) -> CallToolResult {
+        let id = &a.subscription_id;
+        self.owned_call(&ctx, WRITE, Object::Subscription, id, db::APPLY_COUPON, &[id, &a.code]).await
     }
 
     #[tool(

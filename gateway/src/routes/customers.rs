@@ -110,3 +110,32 @@ pub async fn set_spend_limit(
     let row = db.query_one(&stmt, &[&customer, &amount, &body.unit, &body.period]).await?;
     Ok(json_response(StatusCode::OK, row.try_get(0)?))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerTax {
+    /// Up to 5 tax rates' codes (made by an administrator with `payments.create_tax_rate`), charged by every new invoice.
+    pub tax_rates: Vec<String>,
+    /// Default false: exempt customers' invoices charge no tax.
+    pub tax_exempt: Option<bool>,
+}
+
+#[utoipa::path(put, path = "/v1/customers/{id}/tax", tag = "customers", request_body = CustomerTax,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`{object: customer_tax, customer_id, tax_rates, tax_exempt}`"),
+        (status = 400, body = crate::http::ErrorBody), (status = 403, body = crate::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_tax(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+    JsonBody(body): JsonBody<CustomerTax>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    // What a customer is taxed is the platform's to say: a key bound to it may not exempt itself.
+    caller.require_platform()?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::SET_CUSTOMER_TAX).await?;
+    let row = db.query_one(&stmt, &[&customer, &body.tax_rates, &body.tax_exempt.unwrap_or(false)]).await?;
+    Ok(json_response(StatusCode::OK, row.try_get(0)?))
+}

@@ -1,5 +1,5 @@
-//! `/v1/invoices/{id}` and `/v1/payments/{id}/receipt`: invoices and receipts as the
-//! database renders them, as JSON or as printable pages.
+//! `/v1/invoices/{id}`, `/v1/subscriptions/{id}/invoice_preview` and `/v1/payments/{id}/receipt`:
+//! invoices, the next one, and receipts as the database renders them, as JSON or as printable pages.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -34,6 +34,24 @@ pub async fn invoice(
         return Ok(json_response(StatusCode::OK, invoice));
     }
     Ok(html_response(crate::render::invoice_html(&parsed(&invoice)?)))
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/invoice_preview", tag = "subscriptions",
+    params(("id" = String, Path, description = "sub_…")),
+    responses((status = 200, description = "The next invoice as it stands now, written nowhere: `{object: invoice_preview, period_number, period_start, period_end, currency, coupon, subtotal, discount, tax, credits_applied, balance_applied, total, lines, taxes}` (amounts as decimal strings)"),
+        (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody, description = "No next invoice (ended, paused, or ending at its period's end)")),
+    security(("bearer" = [])))]
+pub async fn preview(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let db = state.pool.get().await?;
+    caller.owns(&db, Object::Subscription, &id).await?;
+    let stmt = db.prepare_cached(db::PREVIEW_INVOICE).await?;
+    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id]).await?.try_get(0)?))
 }
 
 #[utoipa::path(get, path = "/v1/payments/{id}/receipt", tag = "payments",

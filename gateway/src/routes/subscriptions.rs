@@ -145,6 +145,32 @@ pub async fn change_plan(
     Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id, &body.plan, &prorate]).await?.try_get("subscription")?))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyCoupon {
+    /// The coupon's code (made by an administrator with `payments.create_coupon`).
+    pub code: String,
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/coupon", tag = "subscriptions", request_body = ApplyCoupon,
+    params(("id" = String, Path, description = "sub_…")),
+    responses((status = 200, description = "`{object: discount, id, subscription_id, coupon, first_period, last_period, outcome: applied | replayed}`: its discount comes off the invoices of those periods"),
+        (status = 400, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody, description = "No redemptions left, expired, another plan or currency, or a subscription that has ended")),
+    security(("bearer" = [])))]
+pub async fn apply_coupon(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ApplyCoupon>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let db = state.pool.get().await?;
+    caller.owns(&db, Object::Subscription, &id).await?;
+    let stmt = db.prepare_cached(db::APPLY_COUPON).await?;
+    Ok(json_response(StatusCode::OK, db.query_one(&stmt, &[&id, &body.code]).await?.try_get(0)?))
+}
+
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/pause", tag = "subscriptions", params(("id" = String, Path, description = "sub_…")),
     responses((status = 200, body = crate::routes::subscriptions::Subscription), (status = 404, body = crate::http::ErrorBody),
         (status = 409, body = crate::http::ErrorBody)),

@@ -451,6 +451,47 @@ async fn sixty_four_agents_consuming_past_the_limit_pay_with_credits_never_past_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_subscriptions_redeeming_a_coupons_last_use_at_once_get_one() {
+    let db = connect().await;
+    let plan = unique("promo_plan").to_lowercase().replace('-', "_");
+    let coupon = unique("LAST");
+    db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month')", &[&plan]).await.unwrap();
+    db.execute("SELECT payments.create_coupon($1, percent_off => 10, max_redemptions => 3)", &[&coupon]).await.unwrap();
+    let mut subs = vec![];
+    for _ in 0..66 {
+        let sql = "SELECT id FROM payments.create_subscription($1, $2, $3)";
+        subs.push(db.query_one(sql, &[&unique("k"), &unique("cust_promo"), &plan]).await.unwrap().get::<_, String>(0));
+    }
+    // Two uses go first; then 64 subscriptions ask for the last one at once.
+    for sub in &subs[..2] {
+        db.execute("SELECT payments.apply_coupon($1, $2)", &[sub, &coupon]).await.unwrap();
+    }
+    let workers = subs[2..].iter().cloned().map(|sub| {
+        let coupon = coupon.clone();
+        tokio::spawn(async move {
+            let db = connect().await;
+            let result = db.query_one("SELECT outcome FROM payments.apply_coupon($1, $2)", &[&sub, &coupon]).await;
+            match result {
+                Ok(row) => row.get::<_, String>(0),
+                Err(e) => e.code().map_or("?".to_string(), |c| c.code().to_string()),
+            }
+        })
+    });
+    let answers: Vec<String> = join_all(workers).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(answers.iter().filter(|a| *a == "applied").count(), 1, "{answers:?}");
+    assert!(answers.iter().all(|a| a == "applied" || a == "PM206"), "the others: no redemptions left: {answers:?}");
+    let row = db
+        .query_one(
+            "SELECT (SELECT times_redeemed FROM payments.coupons WHERE code = $1),
+                    (SELECT count(*) FROM payments.discounts WHERE coupon = $1)",
+            &[&coupon],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (3, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_agents_never_spend_past_a_budget() {
     let db = connect().await;
     let customer = unique("cust_budget");

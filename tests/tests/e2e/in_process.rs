@@ -1877,6 +1877,99 @@ async fn invoices_are_paid_by_prepaid_credits_and_the_balance_first_and_charged_
     assert!(balances["data"].as_array().unwrap().iter().all(|b| b["available"] == "0.00"), "{balances}");
 }
 
+#[tokio::test]
+async fn a_coupon_and_a_tax_price_every_renewal_the_preview_foretells_and_the_provider_charges() {
+    let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let plan = unique("taxed").to_lowercase().replace('-', "_");
+    let (coupon, rate) = (unique("TWENTY"), unique("ca").to_lowercase());
+    db.execute("SELECT payments.create_plan($1, 'USD', 30, 'month', trial_days => 1)", &[&plan]).await.unwrap();
+    db.execute("SELECT payments.create_tax_rate($1, 'Sales tax', 8.25, false, 'US-CA')", &[&rate]).await.unwrap();
+    db.execute(
+        "SELECT payments.create_coupon($1, percent_off => 20, duration => 'repeating', duration_in_periods => 2)",
+        &[&coupon],
+    )
+    .await
+    .unwrap();
+    let customer = unique("cust_taxed");
+    let (_, own_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &customer).await;
+    let (_, other_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &unique("cust_x")).await;
+    let create =
+        "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_visa', at => now() - interval '2 days')";
+    let sub: String = db.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get(0);
+    let error = |r: reqwest::Response| async move {
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        (status, body["error"]["code"].as_str().unwrap_or_default().to_string())
+    };
+
+    // The platform assigns the tax; the customer's own key may not.
+    let tax_path = format!("/v1/customers/{customer}/tax");
+    let body = json!({ "tax_rates": [rate] });
+    let denied = app.send(Method::PUT, &tax_path, Some(&own_key), Some(body.clone())).await;
+    assert_eq!(error(denied).await, (StatusCode::FORBIDDEN, "customer_bound".into()));
+    let set: Value = app.send(Method::PUT, &tax_path, Some(&key), Some(body)).await.json().await.unwrap();
+    assert_eq!((set["tax_rates"].clone(), set["tax_exempt"].clone()), (json!([rate]), json!(false)), "{set}");
+    // The customer's own key redeems a coupon for its subscription; another customer's cannot see it.
+    let coupon_path = format!("/v1/subscriptions/{sub}/coupon");
+    let hidden = app.send(Method::POST, &coupon_path, Some(&other_key), Some(json!({ "code": coupon }))).await;
+    assert_eq!(error(hidden).await, (StatusCode::NOT_FOUND, "resource_missing".into()));
+    let applied: Value = app
+        .send(Method::POST, &coupon_path, Some(&own_key), Some(json!({ "code": coupon })))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (applied["outcome"].as_str(), applied["first_period"].as_i64()),
+        (Some("applied"), Some(1)),
+        "{applied}"
+    );
+    let unknown = app.send(Method::POST, &coupon_path, Some(&key), Some(json!({ "code": "NOPE" }))).await;
+    assert_eq!(error(unknown).await.0, StatusCode::NOT_FOUND);
+
+    let renew = |sub: String| {
+        let db = &db;
+        async move {
+            let sql =
+                "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
+            db.execute(sql, &[&sub]).await.unwrap();
+            let sql = "SELECT id FROM payments.invoices WHERE subscription_id = $1 ORDER BY period_number DESC LIMIT 1";
+            db.query_one(sql, &[&sub]).await.unwrap().get::<_, String>(0)
+        }
+    };
+    // Three renewals: 30.00 less 20 % plus 8.25 % of what is left twice, then without the coupon.
+    for (period, total, discount, tax) in
+        [(1, "25.98", "6.00", "1.98"), (2, "25.98", "6.00", "1.98"), (3, "32.48", "0.00", "2.48")]
+    {
+        let preview = app.get_json(&own_key, &format!("/v1/subscriptions/{sub}/invoice_preview")).await;
+        let invoice = renew(sub.clone()).await;
+        let paid = app.get_until(&key, &format!("/v1/invoices/{invoice}"), |i| i["status"] == "paid").await;
+        assert_eq!(paid["total"], total, "period {period}: {paid}");
+        assert_eq!(
+            (paid["lines"][0]["discount"].as_str(), paid["lines"][0]["tax"].as_str()),
+            (Some(discount), Some(tax))
+        );
+        assert_eq!(paid["taxes"][0]["amount"], tax, "{paid}");
+        assert_eq!(
+            (
+                preview["total"].clone(),
+                preview["discount"].clone(),
+                preview["tax"].clone(),
+                preview["period_number"].clone()
+            ),
+            (json!(total), json!(discount), json!(tax), json!(period)),
+            "the preview foretold the invoice: {preview}"
+        );
+        let payment = app.get_json(&key, &format!("/v1/payments/{}", paid["payment_id"].as_str().unwrap())).await;
+        assert_eq!((payment["amount"].as_str(), payment["status"].as_str()), (Some(total), Some("succeeded")));
+    }
+    let hidden =
+        app.send(Method::GET, &format!("/v1/subscriptions/{sub}/invoice_preview"), Some(&other_key), None).await;
+    assert_eq!(error(hidden).await.0, StatusCode::NOT_FOUND);
+}
+
 // ---- renewals and dunning ------------------------------------------------------
 
 #[tokio::test]

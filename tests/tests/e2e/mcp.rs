@@ -14,7 +14,15 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
     db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 10}')", &[&plan])
         .await
         .unwrap();
-    db.execute("SELECT payments.create_subscription($1, $2, $3)", &[&unique("sub"), &customer, &plan]).await.unwrap();
+    let subscription: String = db
+        .query_one("SELECT id FROM payments.create_subscription($1, $2, $3)", &[&unique("sub"), &customer, &plan])
+        .await
+        .unwrap()
+        .get(0);
+    let coupon = unique("MCP");
+    db.execute("SELECT payments.create_coupon($1, percent_off => 50, duration => 'forever')", &[&coupon])
+        .await
+        .unwrap();
     db.execute("SELECT payments.grant_credits($1, $2, 500, 'tokens')", &[&unique("grant"), &customer]).await.unwrap();
 
     let gateway = payments_e2e::sandbox_gateway(&[]).await;
@@ -46,6 +54,8 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
         payment["id"].as_str().unwrap(),
         &meter,
         &stranger_key,
+        &subscription,
+        &coupon,
     ];
     let report = python_report("oracles/mcp_client.py", &args, 120).await;
     assert_eq!(
@@ -71,8 +81,13 @@ async fn agents_call_every_tool_and_a_read_only_key_cannot_consume() {
         json!({"customer_status": "customer_bound", "balance": "customer_bound", "get_payment": "resource_missing",
                "list_payments_of_customer": "customer_bound", "list_payments": [],
                "consume": "customer_bound", "record_usage": "customer_bound",
-               "reserve": "customer_bound", "release": "resource_missing"})
+               "reserve": "customer_bound", "release": "resource_missing",
+               "apply_coupon": "resource_missing", "preview_invoice": "resource_missing"})
     );
+    assert_eq!(report["coupon"], json!(["applied", "replayed", coupon]));
+    assert_eq!(report["preview"], json!([coupon, "0.00", "recurring"]), "a free plan: half of nothing");
+    assert_eq!(report["read_only_apply_coupon"], "scope_missing");
+    assert_eq!(report["read_only_preview"], json!(coupon));
     assert_eq!(report["stdio"], json!({"has_paid": true, "consume": "scope_missing"}));
     let used: i64 = db
         .query_one("SELECT count(*) FROM payments.usage_log WHERE customer_id = $1", &[&customer])
