@@ -91,16 +91,39 @@ pub fn receipt_html(r: &Value) -> String {
 
 pub fn invoice_html(i: &Value) -> String {
     let currency = text(i, "currency");
-    let rows: String = i["lines"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let list = |key: &str| i[key].as_array().cloned().unwrap_or_default();
+    let nonzero = |v: &Value| v.as_str().is_some_and(|a| a.chars().any(|c| c.is_ascii_digit() && c != '0'));
+    let rows: String = list("lines")
+        .iter()
         .map(|l| {
+            // A line's discount, on a row of its own under it (Stripe's invoices show it so).
+            let discount = if nonzero(&l["discount"]) {
+                format!(
+                    "<tr><td class=\"muted\">Discount ({})</td><td></td><td class=\"n\">-{}</td></tr>",
+                    escape(text(i, "coupon")),
+                    money(text(l, "discount"), currency)
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>{discount}",
                 escape(text(l, "description")),
                 escape(&l["quantity"].to_string()),
                 money(text(l, "amount"), currency)
+            )
+        })
+        .collect();
+    // Each tax, with its rate as it was; an inclusive one is inside the amounts above.
+    let taxes: String = list("taxes")
+        .iter()
+        .map(|t| {
+            format!(
+                "<tr><td>{} {}%{}</td><td></td><td class=\"n\">{}</td></tr>",
+                escape(text(t, "display_name")),
+                escape(text(t, "percentage")),
+                if t["inclusive"] == true { " (included)" } else { "" },
+                money(text(t, "amount"), currency)
             )
         })
         .collect();
@@ -108,7 +131,7 @@ pub fn invoice_html(i: &Value) -> String {
         &format!("Invoice {}", text(i, "number")),
         &format!(
             "<h1>Invoice {}</h1><p class=\"muted\">{} · {} · {} to {}</p>\
-             <table><tr><th>Description</th><th class=\"n\">Qty</th><th class=\"n\">Amount</th></tr>{rows}\
+             <table><tr><th>Description</th><th class=\"n\">Qty</th><th class=\"n\">Amount</th></tr>{rows}{taxes}\
              <tr><th>Total</th><th></th><th class=\"n\">{}</th></tr></table>",
             escape(text(i, "number")),
             escape(text(i, "customer_id")),
@@ -153,5 +176,20 @@ mod tests {
                         "lines": [{ "description": "Monthly, period 1", "quantity": 1, "amount": "15.00" }] });
         let html = invoice_html(&i);
         assert!(html.contains("Invoice 2026-000001") && html.contains("Monthly, period 1") && html.contains("€15.00"));
+        assert!(!html.contains("Discount"), "no discount, no row for it");
+    }
+
+    #[test]
+    fn an_invoice_shows_each_lines_discount_and_each_tax() {
+        let i = json!({ "number": "2026-000002", "customer_id": "c", "status": "open", "currency": "USD",
+                        "total": "25.98", "period_start": "a", "period_end": "b", "coupon": "SAVE20",
+                        "lines": [{ "description": "Team, period 1", "quantity": 1, "amount": "30.00",
+                                    "discount": "6.00", "tax": "1.98" }],
+                        "taxes": [{ "display_name": "Sales tax", "percentage": "8.25", "inclusive": false,
+                                    "amount": "1.98" }] });
+        let html = invoice_html(&i);
+        for shown in ["$30.00", "Discount (SAVE20)", "-$6.00", "Sales tax 8.25%", "$1.98", "$25.98"] {
+            assert!(html.contains(shown), "{shown} missing: {html}");
+        }
     }
 }
