@@ -73,6 +73,7 @@ DECLARE
     v_plan     payments.plans%ROWTYPE;
     v_discount payments.discounts%ROWTYPE;
     v_first    integer;
+    v_last     integer;
 BEGIN
     IF at IS NULL OR NOT isfinite(at) THEN
         RAISE EXCEPTION 'at is required (a finite time)' USING ERRCODE = 'PM100';
@@ -112,10 +113,11 @@ BEGIN
     UPDATE payments.discounts d SET ended_at = at
     WHERE d.customer_id = v_sub.customer_id AND d.subscription_id = v_sub.id AND d.ended_at IS NULL;
     v_first := v_sub.period_number + 1;
+    -- (Computed apart: Citus sends the INSERT to a worker with its values as parameters.)
+    v_last := CASE WHEN v_coupon.duration = 'once' THEN v_first
+                   WHEN v_coupon.duration = 'repeating' THEN v_first + v_coupon.duration_in_periods - 1 END;
     INSERT INTO payments.discounts (customer_id, id, subscription_id, coupon, first_period, last_period, applied_at)
-    VALUES (v_sub.customer_id, payments._new_id('dsc'), v_sub.id, v_coupon.code, v_first,
-            CASE v_coupon.duration WHEN 'once' THEN v_first
-                                   WHEN 'repeating' THEN v_first + v_coupon.duration_in_periods - 1 END, at)
+    VALUES (v_sub.customer_id, payments._new_id('dsc'), v_sub.id, v_coupon.code, v_first, v_last, at)
     RETURNING * INTO v_discount;
     PERFORM payments._subscription_event(v_sub, v_sub.status, 'coupon applied',
                                          jsonb_build_object('coupon', v_coupon.code, 'first_period', v_first,
@@ -174,7 +176,7 @@ BEGIN
     INSERT INTO payments.customer_taxes AS c (customer_id, tax_rates, tax_exempt)
     VALUES (set_customer_tax.customer_id, coalesce(set_customer_tax.tax_rates, '{}'), set_customer_tax.tax_exempt)
     ON CONFLICT ON CONSTRAINT customer_taxes_pkey DO UPDATE
-    SET tax_rates = excluded.tax_rates, tax_exempt = excluded.tax_exempt, updated_at = now()
+    SET tax_rates = excluded.tax_rates, tax_exempt = excluded.tax_exempt, updated_at = excluded.updated_at
     RETURNING * INTO v_row;
     RETURN v_row;
 END
@@ -187,7 +189,12 @@ CREATE OR REPLACE FUNCTION payments._priced_lines(p_customer_id text, p_subscrip
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_coupon  payments.coupons%ROWTYPE;
-    v_rates   payments.tax_rates[];
+    -- The customer's rates, column by column (on Citus a worker knows no array of the
+    -- reference table's row type).
+    v_codes   text[];
+    v_names   text[];
+    v_pcts    numeric[];
+    v_incl    boolean[];
     v_priced  record;
     v_lines   jsonb;
     v_taxes   jsonb;
@@ -198,7 +205,9 @@ BEGIN
       AND p_period >= d.first_period AND p_period <= coalesce(d.last_period, p_period)
       AND coalesce(c.currency, p_currency) = p_currency;
     -- The customer's rates, in the order it gave them, unless it is exempt.
-    SELECT coalesce(array_agg(t ORDER BY r.ord), '{}') INTO v_rates
+    SELECT coalesce(array_agg(t.code ORDER BY r.ord), '{}'), coalesce(array_agg(t.display_name ORDER BY r.ord), '{}'),
+           coalesce(array_agg(t.percentage ORDER BY r.ord), '{}'), coalesce(array_agg(t.inclusive ORDER BY r.ord), '{}')
+    INTO v_codes, v_names, v_pcts, v_incl
     FROM payments.customer_taxes ct
     CROSS JOIN LATERAL unnest(ct.tax_rates) WITH ORDINALITY r(code, ord)
     JOIN payments.tax_rates t ON t.code = r.code
@@ -209,8 +218,7 @@ BEGIN
               FROM jsonb_array_elements(p_lines) WITH ORDINALITY e(l, n) ORDER BY n),
         ARRAY(SELECT coalesce((l ->> 'taxable')::boolean, true)
               FROM jsonb_array_elements(p_lines) WITH ORDINALITY e(l, n) ORDER BY n),
-        v_coupon.percent_off, v_coupon.amount_off_minor,
-        ARRAY(SELECT r.percentage FROM unnest(v_rates) r), ARRAY(SELECT r.inclusive FROM unnest(v_rates) r));
+        v_coupon.percent_off, v_coupon.amount_off_minor, v_pcts, v_incl);
     IF v_priced.problem IS NOT NULL THEN
         RAISE EXCEPTION 'the invoice cannot be priced: %', v_priced.problem USING ERRCODE = 'PM104';
     END IF;
@@ -218,11 +226,10 @@ BEGIN
                      || jsonb_build_object('discount_minor', v_priced.discounts[n], 'tax_minor', v_priced.line_taxes[n])
                      ORDER BY n)
     INTO v_lines FROM jsonb_array_elements(p_lines) WITH ORDINALITY e(l, n);
-    SELECT coalesce(jsonb_agg(jsonb_build_object('tax_rate', r.code, 'display_name', r.display_name,
-                                                 'percentage', r.percentage, 'inclusive', r.inclusive,
-                                                 'amount_minor', v_priced.rate_taxes[r.n]) ORDER BY r.n), '[]')
-    INTO v_taxes FROM unnest(v_rates) WITH ORDINALITY r(code, display_name, percentage, inclusive, jurisdiction,
-                                                        created_at, n);
+    SELECT coalesce(jsonb_agg(jsonb_build_object('tax_rate', v_codes[n], 'display_name', v_names[n],
+                                                 'percentage', v_pcts[n], 'inclusive', v_incl[n],
+                                                 'amount_minor', v_priced.rate_taxes[n]) ORDER BY n), '[]')
+    INTO v_taxes FROM generate_series(1, cardinality(v_codes)) n;
     RETURN jsonb_build_object(
         'lines', coalesce(v_lines, '[]'), 'taxes', v_taxes, 'coupon', v_coupon.code,
         'subtotal_minor', payments._lines_total(p_lines),
