@@ -276,6 +276,10 @@ pub const PREVIEW_INVOICE: &str = "SELECT (to_jsonb(p) || jsonb_build_object('ob
                   FROM jsonb_array_elements(p.taxes) WITH ORDINALITY e(t, n))))::text
      FROM payments.preview_invoice($1) p";
 
+/// Stop collecting invoice $1 (void it, or give it up); the route then answers it as GET /v1/invoices/{id}.
+pub const VOID_INVOICE: &str = "SELECT count(*) FROM payments.void_invoice($1)";
+pub const MARK_UNCOLLECTIBLE: &str = "SELECT count(*) FROM payments.mark_uncollectible($1)";
+
 /// A coupon redeemed by a subscription, as JSON.
 pub const APPLY_COUPON: &str = "SELECT jsonb_build_object('object', 'discount', 'id', d.discount_id,
         'subscription_id', $1::text, 'coupon', d.coupon, 'first_period', d.first_period, 'last_period', d.last_period,

@@ -43,6 +43,8 @@ use crate::routes::webhooks::WebhookResult;
         crate::routes::subscriptions::apply_coupon,
         crate::routes::invoices::preview,
         crate::routes::invoices::invoice,
+        crate::routes::invoices::void,
+        crate::routes::invoices::mark_uncollectible,
         crate::routes::invoices::receipt,
         crate::routes::invoices::receipt_html,
         crate::routes::customers::entitlements,

@@ -4204,4 +4204,70 @@ mod tests {
             2
         );
     }
+
+    #[pg_test]
+    fn a_void_invoice_is_never_charged_again_and_gives_its_credits_back() {
+        one::<String>("SELECT code FROM payments.create_plan('vd', 'usd', 10, 'month', trial_days => 1)");
+        one::<String>("SELECT outcome FROM payments.grant_credits('vd1', 'cust_vd', 3, 'usd')");
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('k1', 'cust_vd', 'vd', 'pm_card_visa', at => '2030-01-01T00:00Z')",
+        );
+        one::<pgrx::JsonB>("SELECT payments.run_billing('2030-01-02T00:00Z')");
+        let (invoice, status, _, payment) = invoice_of(&sub, 1);
+        assert_eq!(
+            (status.as_str(), priced_lines(&invoice).as_str()),
+            ("open", "recurring:1000-0+0,prepaid_credits:-300-0+0")
+        );
+        settle(&payment, "pi_vd1", 700, "failed");
+        assert_eq!(sub_status(&sub), "past_due 1");
+        let attempts = || {
+            one::<String>(&format!(
+                "SELECT attempt_count || ' ' || status FROM payments.invoices WHERE id = '{invoice}'"
+            ))
+        };
+        assert_eq!(attempts(), "1 open");
+        let credits =
+            || one::<String>("SELECT available::text FROM payments.balances('cust_vd') WHERE account = 'credits'");
+        assert_eq!(credits(), "0.00");
+
+        let void = format!("SELECT status FROM payments.void_invoice('{invoice}')");
+        assert_eq!(one::<String>(&void), "void");
+        assert_eq!(one::<String>(&void), "void", "again: nothing more");
+        assert_eq!(credits(), "3.00", "what it applied is the customer's again");
+        // The dunning schedule passes: no retry of a void invoice.
+        for at in ["2030-01-03T01:00Z", "2030-01-06T01:00Z", "2030-01-12T01:00Z"] {
+            one::<pgrx::JsonB>(&format!("SELECT payments.run_billing('{at}')"));
+        }
+        assert_eq!(attempts(), "1 void");
+        assert_eq!(sqlstate(&format!("SELECT payments.mark_uncollectible('{invoice}')")), "PM206");
+
+        // An invoice given up on: no retries, and it can still be voided.
+        let other = one::<String>(
+            "SELECT id FROM payments.create_subscription('k2', 'cust_vd2', 'vd', 'pm_card_visa', at => '2030-01-01T00:00Z')",
+        );
+        one::<pgrx::JsonB>("SELECT payments.run_billing('2030-01-02T00:00Z')");
+        let (second, _, _, second_payment) = invoice_of(&other, 1);
+        settle(&second_payment, "pi_vd2", 1000, "failed");
+        let bad_debt = format!("SELECT status FROM payments.mark_uncollectible('{second}')");
+        assert_eq!(one::<String>(&bad_debt), "uncollectible");
+        assert_eq!(one::<String>(&bad_debt), "uncollectible");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT coalesce(next_attempt_at::text, 'none') FROM payments.invoices WHERE id = '{second}'"
+            )),
+            "none"
+        );
+        assert_eq!(one::<String>(&format!("SELECT status FROM payments.void_invoice('{second}')")), "void");
+        // A paid invoice is corrected by a credit note, never voided.
+        let paid_sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('k3', 'cust_vd3', 'vd', 'pm_card_visa', at => '2030-01-01T00:00Z')",
+        );
+        one::<pgrx::JsonB>("SELECT payments.run_billing('2030-01-02T00:00Z')");
+        let (paid, _, _, paid_payment) = invoice_of(&paid_sub, 1);
+        settle(&paid_payment, "pi_vd3", 1000, "succeeded");
+        assert_eq!(sqlstate(&format!("SELECT payments.void_invoice('{paid}')")), "PM206");
+        assert_eq!(sqlstate("SELECT payments.void_invoice('inv_nope')"), "PM204");
+        assert_eq!(sqlstate("SELECT payments.mark_uncollectible('inv_nope')"), "PM204");
+        assert!(trial_balance_is_zero());
+    }
 }

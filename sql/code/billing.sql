@@ -534,12 +534,31 @@ $$;
 COMMENT ON FUNCTION payments._invoice_payment_settled(text, text, text, timestamptz) IS
     'Internal: an invoice payment reached succeeded, failed or requires_action (at p_at, the time of the news; retries count from the attempt''s own time): the invoice is paid by any of its attempts (and an incomplete, past_due or unpaid subscription active again once nothing else is left open; a later attempt still waiting is canceled), or its latest attempt''s failure is counted and the next scheduled (the subscription past_due; after the last, unpaid or canceled as set_dunning says, and an incomplete one incomplete_expired). A final invoice gets one attempt. An attempt that succeeds for an invoice another attempt paid, or that is void, is refunded in full.';
 
+CREATE OR REPLACE FUNCTION payments._close_invoice(p_invoice payments.invoices, p_status text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_closed payments.invoices%ROWTYPE;
+BEGIN
+    IF p_invoice.payment_id IS NOT NULL THEN
+        PERFORM payments._abandon_payment(p_invoice.customer_id, p_invoice.payment_id);
+    END IF;
+    UPDATE payments.invoices i SET status = p_status, next_attempt_at = NULL
+    WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id
+    RETURNING * INTO v_closed;
+    IF p_status = 'void' THEN
+        PERFORM payments._invoice_voided(p_invoice.customer_id, p_invoice.id);
+    END IF;
+    PERFORM payments._invoice_event(v_closed, p_invoice.status);
+END
+$$;
+COMMENT ON FUNCTION payments._close_invoice(payments.invoices, text) IS
+    'Internal: an invoice the caller has locked stops being collected: it becomes p_status (uncollectible, or void: the credits and balance it applied go back), with no retry, and a payment still waiting on the customer is canceled. A charge already under way that succeeds still pays an uncollectible invoice, and is refunded for a void one.';
+
 CREATE OR REPLACE FUNCTION payments._stop_collection(p_sub payments.subscriptions, p_status text, p_period integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice payments.invoices%ROWTYPE;
-    v_stopped payments.invoices%ROWTYPE;
 BEGIN
     FOR v_invoice IN
         SELECT * FROM payments.invoices i
@@ -547,21 +566,32 @@ BEGIN
           AND (p_period IS NULL OR (i.period_number = p_period AND i.kind IN ('period', 'proration')))
         ORDER BY i.id FOR UPDATE
     LOOP
-        IF v_invoice.payment_id IS NOT NULL THEN
-            PERFORM payments._abandon_payment(v_invoice.customer_id, v_invoice.payment_id);
-        END IF;
-        UPDATE payments.invoices i SET status = p_status, next_attempt_at = NULL
-        WHERE i.customer_id = v_invoice.customer_id AND i.id = v_invoice.id
-        RETURNING * INTO v_stopped;
-        IF p_status = 'void' THEN
-            PERFORM payments._invoice_voided(v_invoice.customer_id, v_invoice.id);
-        END IF;
-        PERFORM payments._invoice_event(v_stopped, v_invoice.status);
+        PERFORM payments._close_invoice(v_invoice, p_status);
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION payments._stop_collection(payments.subscriptions, text, integer) IS
-    'Internal: stops collecting a subscription''s open invoices (Stripe stops automatic collection on cancellation), or with p_period only the period and proration invoices of that period (a plan change netted them): each becomes p_status (uncollectible, or void when nothing should ever be paid: the credits and balance it applied go back), without a retry, and a payment still waiting on the customer is canceled. A charge already under way that succeeds still pays an uncollectible invoice.';
+    'Internal: stops collecting a subscription''s open invoices (Stripe stops automatic collection on cancellation), or with p_period only the period and proration invoices of that period (a plan change netted them): each becomes p_status (_close_invoice).';
+
+CREATE OR REPLACE FUNCTION payments._locked_invoice(p_id text) RETURNS payments.invoices
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_invoice payments.invoices%ROWTYPE;
+BEGIN
+    -- Found by id; its subscription locked first, as billing locks them, then the invoice.
+    SELECT i.* INTO v_invoice FROM payments.invoices i
+    WHERE i.customer_id = (SELECT i2.customer_id FROM payments.invoices i2 WHERE i2.id = p_id) AND i.id = p_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'invoice % not found', payments._shown(p_id) USING ERRCODE = 'PM204';
+    END IF;
+    PERFORM payments._locked_subscription(v_invoice.subscription_id);
+    SELECT i.* INTO v_invoice FROM payments.invoices i
+    WHERE i.customer_id = v_invoice.customer_id AND i.id = p_id FOR UPDATE;
+    RETURN v_invoice;
+END
+$$;
+COMMENT ON FUNCTION payments._locked_invoice(text) IS
+    'Internal: an invoice by id, locked after its subscription (the order billing takes them in); PM204 for none.';
 
 CREATE OR REPLACE FUNCTION payments._end_subscription(p_sub payments.subscriptions, p_status text, p_ended_at timestamptz,
                                            p_reason text, p_at timestamptz) RETURNS void
@@ -947,6 +977,38 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.get_invoice(text) IS 'One invoice by id; PM204 when there is none.';
+
+CREATE OR REPLACE FUNCTION payments.void_invoice(invoice_id text) RETURNS SETOF payments.invoice_details
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_invoice payments.invoices%ROWTYPE := payments._locked_invoice(void_invoice.invoice_id);
+BEGIN
+    IF v_invoice.status = 'paid' THEN
+        RAISE EXCEPTION 'invoice % is paid: a credit note corrects it', v_invoice.number USING ERRCODE = 'PM206';
+    ELSIF v_invoice.status <> 'void' THEN
+        PERFORM payments._close_invoice(v_invoice, 'void');
+    END IF;
+    RETURN QUERY SELECT * FROM payments.invoice_details d WHERE d.customer_id = v_invoice.customer_id AND d.id = v_invoice.id;
+END
+$$;
+COMMENT ON FUNCTION payments.void_invoice(text) IS
+    'Voids an open or uncollectible invoice: it is never charged again (no retry; a payment waiting on the customer is canceled, and one already under way that succeeds is refunded), and the prepaid credits and balance it applied go back to the customer. Again: nothing more. A paid invoice is PM206 (a credit note corrects it); an unknown one PM204. The subscription keeps its status.';
+
+CREATE OR REPLACE FUNCTION payments.mark_uncollectible(invoice_id text) RETURNS SETOF payments.invoice_details
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_invoice payments.invoices%ROWTYPE := payments._locked_invoice(mark_uncollectible.invoice_id);
+BEGIN
+    IF v_invoice.status = 'open' THEN
+        PERFORM payments._close_invoice(v_invoice, 'uncollectible');
+    ELSIF v_invoice.status <> 'uncollectible' THEN
+        RAISE EXCEPTION 'invoice % is %, not open', v_invoice.number, v_invoice.status USING ERRCODE = 'PM206';
+    END IF;
+    RETURN QUERY SELECT * FROM payments.invoice_details d WHERE d.customer_id = v_invoice.customer_id AND d.id = v_invoice.id;
+END
+$$;
+COMMENT ON FUNCTION payments.mark_uncollectible(text) IS
+    'Gives up collecting an open invoice (a bad debt): no more retries, a payment waiting on the customer canceled; a charge already under way that succeeds still pays it. Revenue is counted when money arrives, so the ledger has nothing to write off. Again: nothing more. A paid or void invoice is PM206; an unknown one PM204.';
 
 CREATE OR REPLACE FUNCTION payments.list_invoice_lines(invoice_id text)
 RETURNS TABLE (line_number integer, kind text, description text, quantity numeric, amount numeric, amount_minor bigint,

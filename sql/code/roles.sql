@@ -118,6 +118,7 @@ GRANT EXECUTE ON FUNCTION
     payments.set_auto_top_up(text, numeric, numeric, text, text), payments.set_spend_limit(text, numeric, text, text),
     payments.set_balance_alert(text, text, numeric),
     payments.apply_coupon(text, text, timestamptz), payments.set_customer_tax(text, text[], boolean),
+    payments.void_invoice(text), payments.mark_uncollectible(text),
     payments.set_subscription_payment_method(text, text),
     payments.change_plan(text, text, boolean, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use crate::auth::{Caller, Object, READ};
+use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::http::json_response;
@@ -34,6 +34,41 @@ pub async fn invoice(
         return Ok(json_response(StatusCode::OK, invoice));
     }
     Ok(html_response(crate::render::invoice_html(&parsed(&invoice)?)))
+}
+
+#[utoipa::path(post, path = "/v1/invoices/{id}/void", tag = "subscriptions",
+    params(("id" = String, Path, description = "inv_…")),
+    responses((status = 200, description = "The invoice, void: never charged again; the credits and balance it applied went back"),
+        (status = 403, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody, description = "A paid invoice (a credit note corrects it)")),
+    security(("bearer" = [])))]
+pub async fn void(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    close(state, caller, id, db::VOID_INVOICE).await
+}
+
+#[utoipa::path(post, path = "/v1/invoices/{id}/mark_uncollectible", tag = "subscriptions",
+    params(("id" = String, Path, description = "inv_…")),
+    responses((status = 200, description = "The invoice, uncollectible: no more retries"),
+        (status = 403, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody, description = "Not open")),
+    security(("bearer" = [])))]
+pub async fn mark_uncollectible(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    close(state, caller, id, db::MARK_UNCOLLECTIBLE).await
+}
+
+/// Stops collecting an invoice (`sql`: void or mark uncollectible), then answers it as GET does.
+async fn close(state: AppState, caller: Caller, id: String, sql: &str) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    // Whether a customer owes an invoice is the platform's to say, never the customer's key.
+    caller.require_platform()?;
+    let db = state.pool.get().await?;
+    db.query_one(&db.prepare_cached(sql).await?, &[&id]).await?;
+    let invoice: String = db.query_one(&db.prepare_cached(db::GET_INVOICE).await?, &[&id]).await?.try_get(0)?;
+    Ok(json_response(StatusCode::OK, invoice))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{id}/invoice_preview", tag = "subscriptions",

@@ -1970,6 +1970,47 @@ async fn a_coupon_and_a_tax_price_every_renewal_the_preview_foretells_and_the_pr
     assert_eq!(error(hidden).await.0, StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn a_voided_invoice_is_never_charged_again_and_only_the_platform_may_void() {
+    let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let plan = unique("voided").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 15, 'month', trial_days => 1)", &[&plan]).await.unwrap();
+    let customer = unique("cust_void");
+    let (_, own_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &customer).await;
+    let create = "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_chargeDeclined', at => now() - interval '2 days')";
+    let sub: String = db.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get(0);
+    let renew = "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
+    db.execute(renew, &[&sub]).await.unwrap();
+    let invoice: String =
+        db.query_one("SELECT id FROM payments.invoices WHERE subscription_id = $1", &[&sub]).await.unwrap().get(0);
+    // The declined card: past due, the invoice open for its retries.
+    app.get_until(&key, &format!("/v1/subscriptions/{sub}"), |s| s["status"] == "past_due").await;
+    let void_path = format!("/v1/invoices/{invoice}/void");
+    let denied = app.send(Method::POST, &void_path, Some(&own_key), None).await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN, "a customer does not void what it owes");
+    let voided: Value = app.send(Method::POST, &void_path, Some(&key), None).await.json().await.unwrap();
+    assert_eq!(voided["status"], "void", "{voided}");
+    // Every retry of the dunning schedule passes: nothing more is charged at the provider.
+    let attempts = "SELECT (SELECT attempt_count FROM payments.invoices WHERE id = $1),
+                           (SELECT count(*) FROM payments.payments WHERE customer_id = $2)";
+    let before = db.query_one(attempts, &[&invoice, &customer]).await.unwrap();
+    for days in [1, 3, 5, 9] {
+        let at = format!("{days} days");
+        db.execute("SELECT payments.run_billing(now() + $1::text::interval)", &[&at]).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = db.query_one(attempts, &[&invoice, &customer]).await.unwrap();
+    assert_eq!(
+        (after.get::<_, i32>(0), after.get::<_, i64>(1)),
+        (before.get::<_, i32>(0), before.get::<_, i64>(1)),
+        "no retry, no new payment"
+    );
+    let again = app.send(Method::POST, &format!("/v1/invoices/{invoice}/mark_uncollectible"), Some(&key), None).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+}
+
 // ---- renewals and dunning ------------------------------------------------------
 
 #[tokio::test]
