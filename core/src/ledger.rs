@@ -61,8 +61,9 @@ pub const ACCOUNTS: [Account; 8] = [
 /// What a transfer records: money the provider moved (payment, refund, dispute); credits
 /// granted and expired; a hold taking credits, giving the rest back, and what it spent; a
 /// `consume` past its plan's quota paid with credits; credits and balance an invoice applied
-/// before charging (taken back if it is void); what a downgrade left, into the balance.
-pub const TRANSFER_KINDS: [&str; 12] = [
+/// before charging (taken back if it is void); what a downgrade left, into the balance; a credit
+/// note credited to the balance.
+pub const TRANSFER_KINDS: [&str; 13] = [
     "payment",
     "refund",
     "dispute",
@@ -75,6 +76,7 @@ pub const TRANSFER_KINDS: [&str; 12] = [
     "invoice_credits",
     "invoice_balance",
     "downgrade_credit",
+    "credit_note",
 ];
 
 /// What an invoice line is: the plan's fee, usage, a proration, a credit for unused time or

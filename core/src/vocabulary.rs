@@ -63,12 +63,14 @@ pub enum Kind {
     HoldRefusal,
     InvoiceLineKind,
     CouponDuration,
+    CreditNoteReason,
+    CreditNoteMethod,
     /// `payments.outbox_events.object`: what an event told to apps is about (the `<object>` of
     /// its type `<object>.<event>`, and of a webhook endpoint's event types).
     EventObject,
 }
 
-pub const KINDS: [Kind; 26] = [
+pub const KINDS: [Kind; 28] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -94,6 +96,8 @@ pub const KINDS: [Kind; 26] = [
     Kind::HoldRefusal,
     Kind::InvoiceLineKind,
     Kind::CouponDuration,
+    Kind::CreditNoteReason,
+    Kind::CreditNoteMethod,
     Kind::EventObject,
 ];
 
@@ -137,6 +141,11 @@ pub const BILLING_INTERVALS: [&str; 4] = ["day", "week", "month", "year"];
 /// How long a coupon's discount lasts on a subscription, as Stripe's: the next invoice's period,
 /// `duration_in_periods` periods, or as long as the subscription.
 pub const COUPON_DURATIONS: [&str; 3] = ["once", "repeating", "forever"];
+/// Why a credit note was issued: Stripe's reasons.
+pub const CREDIT_NOTE_REASONS: [&str; 4] = ["duplicate", "fraudulent", "order_change", "product_unsatisfactory"];
+/// What a credit note did: lowered what an open invoice owes, refunded a paid one's payment, or
+/// credited the customer's balance.
+pub const CREDIT_NOTE_METHODS: [&str; 3] = ["reduced_amount_due", "refund", "customer_balance"];
 /// Idempotency keys the extension and the gateway make for themselves (an
 /// invoice's attempts, a dashboard operator's refunds, automatic top-ups): an API caller may not
 /// send one, so it can never claim a key before the product uses it.
@@ -175,8 +184,8 @@ pub const DASHBOARD_ROLES: [&str; 2] = [DASHBOARD_VIEWER, DASHBOARD_OPERATOR];
 /// What events told to apps are about: the objects with a lifecycle, a customer's credits
 /// (`credits.expiring`, a week ahead), its budget (`spend_limit.reached`, at 50, 80 and 100 %)
 /// and its balance of credits in a unit (`balance.low`, below the threshold it was given).
-pub const EVENT_OBJECTS: [&str; 8] =
-    ["payment", "refund", "dispute", "subscription", "invoice", "credits", "spend_limit", "balance"];
+pub const EVENT_OBJECTS: [&str; 9] =
+    ["payment", "refund", "dispute", "subscription", "invoice", "credit_note", "credits", "spend_limit", "balance"];
 pub const WEBHOOK_RESULTS: [&str; 6] = ["applied", "noop", "stale", "ignored", "pending_match", "mismatch"];
 
 impl Kind {
@@ -207,6 +216,8 @@ impl Kind {
             Kind::HoldRefusal => "hold_refusal",
             Kind::InvoiceLineKind => "invoice_line_kind",
             Kind::CouponDuration => "coupon_duration",
+            Kind::CreditNoteReason => "credit_note_reason",
+            Kind::CreditNoteMethod => "credit_note_method",
             Kind::EventObject => "event_object",
         }
     }
@@ -242,6 +253,8 @@ impl Kind {
             Kind::HoldRefusal => ledger::HOLD_REFUSALS.to_vec(),
             Kind::InvoiceLineKind => ledger::INVOICE_LINE_KINDS.to_vec(),
             Kind::CouponDuration => COUPON_DURATIONS.to_vec(),
+            Kind::CreditNoteReason => CREDIT_NOTE_REASONS.to_vec(),
+            Kind::CreditNoteMethod => CREDIT_NOTE_METHODS.to_vec(),
             Kind::EventObject => EVENT_OBJECTS.to_vec(),
         }
     }
@@ -274,6 +287,8 @@ impl Kind {
             Kind::HoldRefusal => ledger::HOLD_REFUSALS.contains(&value),
             Kind::InvoiceLineKind => ledger::INVOICE_LINE_KINDS.contains(&value),
             Kind::CouponDuration => COUPON_DURATIONS.contains(&value),
+            Kind::CreditNoteReason => CREDIT_NOTE_REASONS.contains(&value),
+            Kind::CreditNoteMethod => CREDIT_NOTE_METHODS.contains(&value),
             Kind::EventObject => EVENT_OBJECTS.contains(&value),
         }
     }

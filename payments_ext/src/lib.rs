@@ -130,7 +130,9 @@ extension_sql_file!(
     name = "coupons_and_taxes",
     requires = ["coupons_and_taxes_state", price_invoice]
 );
-extension_sql_file!("../../sql/code/scale_out.sql", name = "scale_out", requires = ["coupons_and_taxes"]);
+extension_sql_file!("../../sql/state/credit_notes.sql", name = "credit_notes_state", requires = ["coupons_and_taxes"]);
+extension_sql_file!("../../sql/code/credit_notes.sql", name = "credit_notes", requires = ["credit_notes_state"]);
+extension_sql_file!("../../sql/code/scale_out.sql", name = "scale_out", requires = ["credit_notes"]);
 extension_sql_file!("../../sql/code/roles.sql", name = "roles", finalize);
 
 // ---- money -----------------------------------------------------------------

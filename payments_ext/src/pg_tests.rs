@@ -4270,4 +4270,98 @@ mod tests {
         assert_eq!(sqlstate("SELECT payments.mark_uncollectible('inv_nope')"), "PM204");
         assert!(trial_balance_is_zero());
     }
+
+    #[pg_test]
+    fn credit_notes_lower_what_an_open_invoice_owes_and_refund_or_credit_a_paid_one_never_past_its_total() {
+        one::<String>("SELECT code FROM payments.create_plan('cn', 'usd', 15, 'month', trial_days => 1)");
+        let subscribe = |key: &str, customer: &str| {
+            let sub = one::<String>(&format!(
+                "SELECT id FROM payments.create_subscription('{key}', '{customer}', 'cn', 'pm_card_visa', at => '2030-01-01T00:00Z')"
+            ));
+            one::<pgrx::JsonB>("SELECT payments.run_billing('2030-01-02T00:00Z')");
+            sub
+        };
+        let note = |key: &str, invoice: &str, amount: &str, refund: bool| {
+            one::<String>(&format!(
+                "SELECT number || ' ' || amount || ' ' || method FROM payments.create_credit_note('{key}', '{invoice}', {amount}, 'order_change', {refund})"
+            ))
+        };
+        // Open, its first attempt declined: 5.00 off, the next attempt charges 10.00.
+        let open_sub = subscribe("k1", "cust_cn1");
+        let (open, _, _, first) = invoice_of(&open_sub, 1);
+        settle(&first, "pi_cn1", 1500, "failed");
+        let n1 = note("n1", &open, "5", false);
+        assert!(n1.starts_with("CN-") && n1.ends_with(" 5.00 reduced_amount_due"), "{n1}");
+        assert_eq!(note("n1", &open, "5", false), n1, "a replay");
+        assert_eq!(
+            sqlstate(&format!("SELECT payments.create_credit_note('n1', '{open}', 6, 'order_change')")),
+            "PM201"
+        );
+        assert_eq!(
+            sqlstate(&format!("SELECT payments.create_credit_note('n2', '{open}', 10.01, 'order_change')")),
+            "PM207"
+        );
+        assert_eq!(
+            sqlstate(&format!("SELECT payments.create_credit_note('n2', '{open}', 1, 'order_change', true)")),
+            "PM206"
+        );
+        one::<pgrx::JsonB>("SELECT payments.run_billing('2030-01-03T01:00Z')");
+        let retry = one::<String>(&format!("SELECT payment_id FROM payments.invoices WHERE id = '{open}'"));
+        assert_ne!(retry, first);
+        assert_eq!(one::<String>(&format!("SELECT amount::text FROM payments.get_payment('{retry}')")), "10.00");
+        // The rest credited too: nothing is owed, the invoice is paid.
+        settle(&retry, "pi_cn2", 1000, "failed");
+        assert!(note("n3", &open, "10", false).ends_with(" 10.00 reduced_amount_due"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || credited FROM payments.invoice_details WHERE id = '{open}'"
+            )),
+            "paid 15.00"
+        );
+
+        // Paid: 3.00 to the customer's balance, 4.00 refunded at the provider.
+        let paid_sub = subscribe("k2", "cust_cn2");
+        let (paid, _, _, payment) = invoice_of(&paid_sub, 1);
+        settle(&payment, "pi_cn3", 1500, "succeeded");
+        assert!(note("p1", &paid, "3", false).ends_with(" 3.00 customer_balance"));
+        assert!(note("p2", &paid, "4", true).ends_with(" 4.00 refund"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT payments.to_major(r.amount_minor, r.currency) || ' ' || r.status FROM payments.credit_notes n JOIN payments.refunds r ON r.id = n.refund_id
+                 WHERE n.idempotency_key = 'p2' AND n.customer_id = 'cust_cn2'"
+            )),
+            "4.00 pending"
+        );
+        assert_eq!(
+            one::<String>("SELECT posted::text FROM payments.balances('cust_cn2') WHERE account = 'balance'"),
+            "3.00"
+        );
+        // A refund made directly makes the invoice's credit note too.
+        one::<String>(&format!("SELECT id FROM payments.create_refund('direct', '{payment}', 2)"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(amount || ':' || method || ':' || coalesce(reason, '-'), ',' ORDER BY number) FROM payments.list_credit_notes('{paid}')"
+            )),
+            "3.00:customer_balance:order_change,4.00:refund:order_change,2.00:refund:-"
+        );
+        assert_eq!(sqlstate(&format!("SELECT payments.create_credit_note('p3', '{paid}', 7, 'duplicate')")), "PM207");
+        assert!(note("p3", &paid, "6", false).ends_with(" 6.00 customer_balance"), "what is left: 6.00");
+        // Numbers are gapless in their own series.
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(DISTINCT number) FROM payments.credit_notes WHERE invoice_id IN ('{open}', '{paid}')"
+            )),
+            6
+        );
+        for (sql, code) in [
+            (format!("SELECT payments.create_credit_note('x', '{paid}', 1, 'oops')"), "PM100"),
+            (format!("SELECT payments.create_credit_note('x', '{paid}', 0.001, 'duplicate')"), "PM101"),
+            ("SELECT payments.create_credit_note('x', 'inv_nope', 1, 'duplicate')".to_string(), "PM204"),
+            ("SELECT payments.get_credit_note('cn_nope')".into(), "PM204"),
+            ("UPDATE payments.credit_notes SET amount_minor = 1".into(), "PM205"),
+        ] {
+            assert_eq!(sqlstate(&sql), code, "{sql}");
+        }
+        assert!(trial_balance_is_zero());
+    }
 }

@@ -30,19 +30,21 @@ $$;
 COMMENT ON FUNCTION payments.set_dunning(integer[], text, interval) IS
     'Sets dunning (admin): days between the retries of an unpaid renewal (default {1,3,5}), what the subscription becomes after the last one fails (unpaid, the default, or canceled), and how long past_due still grants the plan (default 3 days).';
 
-CREATE OR REPLACE FUNCTION payments._next_invoice_number(p_at timestamptz) RETURNS text
+CREATE OR REPLACE FUNCTION payments._next_number(p_series text, p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_year integer := extract(year FROM p_at AT TIME ZONE 'UTC')::integer;
     v_last bigint;
 BEGIN
-    INSERT INTO payments.invoice_numbers (year, last) VALUES (v_year, 0) ON CONFLICT (year) DO NOTHING;
-    UPDATE payments.invoice_numbers n SET last = n.last + 1 WHERE n.year = v_year RETURNING n.last INTO v_last;
-    RETURN v_year || '-' || lpad(v_last::text, 6, '0');
+    INSERT INTO payments.invoice_numbers (series, year, last) VALUES (p_series, v_year, 0)
+    ON CONFLICT ON CONSTRAINT invoice_numbers_pkey DO NOTHING;
+    UPDATE payments.invoice_numbers n SET last = n.last + 1 WHERE n.series = p_series AND n.year = v_year
+    RETURNING n.last INTO v_last;
+    RETURN CASE WHEN p_series = 'credit_note' THEN 'CN-' ELSE '' END || v_year || '-' || lpad(v_last::text, 6, '0');
 END
 $$;
-COMMENT ON FUNCTION payments._next_invoice_number(timestamptz) IS
-    'Internal: the next invoice number of the year (UTC) of p_at; the counter''s row stays locked until the caller''s transaction ends.';
+COMMENT ON FUNCTION payments._next_number(text, timestamptz) IS
+    'Internal: the next number of a series (invoice: YYYY-NNNNNN; credit_note: CN-YYYY-NNNNNN) in the year (UTC) of p_at; the counter''s row stays locked until the caller''s transaction ends, so numbers are gapless.';
 
 CREATE OR REPLACE FUNCTION payments._usage_lines(p_sub payments.subscriptions, p_plan payments.plans, p_from timestamptz,
                                       p_to timestamptz) RETURNS jsonb
@@ -326,7 +328,7 @@ BEGIN
     v_credits := (v_amounts ->> 'credits_minor')::bigint;
     INSERT INTO payments.invoices (id, customer_id, subscription_id, period_number, kind, number, status, currency,
                                    total_minor, period_start, period_end, usage_from, usage_to, coupon)
-    VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, p_kind, payments._next_invoice_number(now()), 'open',
+    VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, p_kind, payments._next_number('invoice', now()), 'open',
             p_currency, (v_amounts ->> 'total_minor')::bigint, p_sub.current_period_start, p_sub.current_period_end,
             p_usage_from, p_usage_to, v_amounts ->> 'coupon')
     RETURNING * INTO v_invoice;
@@ -411,7 +413,7 @@ DECLARE
     v_payment text;
     v_paid    payments.invoices%ROWTYPE;
 BEGIN
-    IF p_invoice.total_minor = 0 THEN
+    IF p_invoice.total_minor - p_invoice.credited_minor = 0 THEN
         UPDATE payments.invoices i SET status = 'paid', paid_at = now()
         WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id
         RETURNING * INTO v_paid;
@@ -426,7 +428,8 @@ BEGIN
     -- transaction, so no API caller can claim the key first) and the attempt.
     SELECT p.id INTO v_payment FROM payments.create_payment(
         'invoice:' || p_invoice.id || ':' || v_attempt, p_invoice.customer_id,
-        payments.to_major(p_invoice.total_minor, p_invoice.currency), p_invoice.currency, p_sub.payment_method,
+        payments.to_major(p_invoice.total_minor - p_invoice.credited_minor, p_invoice.currency), p_invoice.currency,
+        p_sub.payment_method,
         'Invoice ' || p_invoice.number, jsonb_build_object('invoice_id', p_invoice.id, 'subscription_id', p_sub.id)) p;
     UPDATE payments.invoices i
     SET payment_id = v_payment, attempt_payments = i.attempt_payments || v_payment, attempt_count = v_attempt,
@@ -439,7 +442,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._charge_invoice(payments.invoices, payments.subscriptions, timestamptz) IS
-    'Internal: the next attempt at an invoice, at time p_at: a payment for its total (key invoice:<invoice>:<attempt>, metadata invoice_id) that the gateway charges; without a payment method, a failed attempt. A previous attempt still waiting on the customer is canceled first.';
+    'Internal: the next attempt at an invoice, at time p_at: a payment for what it owes (its total less its credit notes; key invoice:<invoice>:<attempt>, metadata invoice_id) that the gateway charges; without a payment method, a failed attempt. A previous attempt still waiting on the customer is canceled first.';
 
 CREATE OR REPLACE FUNCTION payments._invoice_payment_settled(p_customer_id text, p_payment_id text, p_status text,
                                                   p_at timestamptz DEFAULT now()) RETURNS void
@@ -578,20 +581,19 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice payments.invoices%ROWTYPE;
 BEGIN
-    -- Found by id; its subscription locked first, as billing locks them, then the invoice.
+    -- Found by id, then locked where it lives (on Citus, on its customer's shard). Its payment,
+    -- when the caller needs it, is locked before it (a payment, then its invoice, as a
+    -- payment's news settles its invoice).
     SELECT i.* INTO v_invoice FROM payments.invoices i
-    WHERE i.customer_id = (SELECT i2.customer_id FROM payments.invoices i2 WHERE i2.id = p_id) AND i.id = p_id;
+    WHERE i.customer_id = (SELECT i2.customer_id FROM payments.invoices i2 WHERE i2.id = p_id) AND i.id = p_id
+    FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'invoice % not found', payments._shown(p_id) USING ERRCODE = 'PM204';
     END IF;
-    PERFORM payments._locked_subscription(v_invoice.subscription_id);
-    SELECT i.* INTO v_invoice FROM payments.invoices i
-    WHERE i.customer_id = v_invoice.customer_id AND i.id = p_id FOR UPDATE;
     RETURN v_invoice;
 END
 $$;
-COMMENT ON FUNCTION payments._locked_invoice(text) IS
-    'Internal: an invoice by id, locked after its subscription (the order billing takes them in); PM204 for none.';
+COMMENT ON FUNCTION payments._locked_invoice(text) IS 'Internal: an invoice by id, its row locked; PM204 for none.';
 
 CREATE OR REPLACE FUNCTION payments._end_subscription(p_sub payments.subscriptions, p_status text, p_ended_at timestamptz,
                                            p_reason text, p_at timestamptz) RETURNS void
@@ -670,7 +672,7 @@ DECLARE
     v_currency text;
 BEGIN
     -- A credit can only come from money that was paid: what this period still owes is netted first.
-    SELECT sum(i.total_minor), string_agg(i.number, ', ' ORDER BY i.number), min(i.currency)
+    SELECT sum(i.total_minor - i.credited_minor), string_agg(i.number, ', ' ORDER BY i.number), min(i.currency)
     INTO v_unpaid, v_numbers, v_currency
     FROM payments.invoices i
     WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status = 'open'
@@ -937,10 +939,10 @@ COMMENT ON FUNCTION payments.set_subscription_payment_method(text, text) IS
 CREATE OR REPLACE VIEW payments.invoice_details WITH (security_invoker) AS
 SELECT i.id, i.customer_id, i.subscription_id, i.number, i.status, payments.to_major(i.total_minor, i.currency) AS total,
        i.total_minor, i.currency, i.period_start, i.period_end, i.payment_id, i.attempt_count, i.next_attempt_at,
-       i.created_at, i.paid_at, i.coupon
+       i.created_at, i.paid_at, i.coupon, payments.to_major(i.credited_minor, i.currency) AS credited
 FROM payments.invoices i;
 COMMENT ON VIEW payments.invoice_details IS
-    'Every invoice with its total in major units and the coupon whose discount it carries; readable by payments_reader.';
+    'Every invoice with its total in major units, the coupon whose discount it carries, and what its credit notes credited; readable by payments_reader.';
 
 -- Revenue, defined once for the dashboard and for BI tools alike.
 CREATE OR REPLACE VIEW payments.subscription_revenue WITH (security_invoker) AS

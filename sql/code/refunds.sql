@@ -111,6 +111,8 @@ BEGIN
     END IF;
     -- A top-up's refund takes back the credits it bought, never more than is unspent.
     PERFORM payments._top_up_refunded(v_payment.customer_id, v_payment.id, v_id, v_minor, true);
+    -- A refund of the payment that paid an invoice is that invoice's credit note.
+    PERFORM payments._credit_note_for_refund(v_payment.customer_id, v_payment.id, v_id, v_minor, idempotency_key);
     PERFORM payments._emit(v_payment.customer_id, 'refund', v_id, 'pending', NULL, true,
                            jsonb_build_object('payment_id', v_payment.id, 'amount_minor', v_minor,
                                               'currency', v_payment.currency));

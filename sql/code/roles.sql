@@ -50,12 +50,13 @@ GRANT EXECUTE ON FUNCTION
     payments.get_invoice(text), payments.list_invoice_lines(text), payments.receipt(text),
     payments.webhook_retries(),
     payments.balances(text, timestamptz), payments.trial_balance(),
-    payments.list_invoice_taxes(text), payments.preview_invoice(text, timestamptz)
+    payments.list_invoice_taxes(text), payments.preview_invoice(text, timestamptz),
+    payments.list_credit_notes(text), payments.get_credit_note(text)
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.coupons, payments.tax_rates,
     payments.discounts, payments.customer_taxes, payments.subscription_details,
     payments.subscription_revenue, payments.mrr, payments.ledger, payments.credit_grant_details, payments.hold_details,
-    payments.invoice_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
+    payments.invoice_details, payments.credit_note_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
     payments.webhook_delivery_attempts
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,
@@ -119,6 +120,7 @@ GRANT EXECUTE ON FUNCTION
     payments.set_balance_alert(text, text, numeric),
     payments.apply_coupon(text, text, timestamptz), payments.set_customer_tax(text, text[], boolean),
     payments.void_invoice(text), payments.mark_uncollectible(text),
+    payments.create_credit_note(text, text, numeric, text, boolean),
     payments.set_subscription_payment_method(text, text),
     payments.change_plan(text, text, boolean, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)

@@ -256,3 +256,35 @@ ALTER TABLE payments.invoice_lines
     ADD COLUMN tax_minor bigint NOT NULL DEFAULT 0;
 -- An invoice's lines say what their discount and taxes were (the result type changed).
 DROP FUNCTION payments.list_invoice_lines(text);
+
+-- Credit notes (sql/state/credit_notes.sql), numbered in a series of their own.
+DROP FUNCTION payments._next_invoice_number(timestamptz);
+ALTER TABLE payments.invoice_numbers ADD COLUMN series text COLLATE "C" NOT NULL DEFAULT 'invoice'
+    CHECK (series IN ('invoice', 'credit_note'));
+ALTER TABLE payments.invoice_numbers DROP CONSTRAINT invoice_numbers_pkey,
+    ADD CONSTRAINT invoice_numbers_pkey PRIMARY KEY (series, year);
+ALTER TABLE payments.invoices ADD COLUMN credited_minor bigint NOT NULL DEFAULT 0 CHECK (credited_minor >= 0),
+    ADD CONSTRAINT invoices_credited_within CHECK (credited_minor <= total_minor);
+CREATE TABLE payments.credit_notes (
+    customer_id         text COLLATE "C" NOT NULL,
+    id                  text COLLATE "C" NOT NULL,
+    invoice_id          text COLLATE "C" NOT NULL,
+    number              text COLLATE "C" NOT NULL,
+    amount_minor        bigint NOT NULL CHECK (amount_minor > 0),
+    currency            text COLLATE "C" NOT NULL,
+    reason              text COLLATE "C" CHECK (payments._is_allowed('credit_note_reason', reason)),
+    method              text COLLATE "C" NOT NULL CHECK (payments._is_allowed('credit_note_method', method)),
+    refund_id           text COLLATE "C",
+    idempotency_key     text COLLATE "C" CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    request_fingerprint bytea,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT credit_notes_refund_named CHECK ((method = 'refund') = (refund_id IS NOT NULL)),
+    CONSTRAINT credit_notes_key_has_fingerprint CHECK ((idempotency_key IS NULL) = (request_fingerprint IS NULL)),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT credit_notes_idempotency_key UNIQUE (customer_id, idempotency_key),
+    CONSTRAINT credit_notes_number UNIQUE (customer_id, number),
+    FOREIGN KEY (customer_id, invoice_id) REFERENCES payments.invoices (customer_id, id)
+);
+CREATE INDEX credit_notes_invoice_idx ON payments.credit_notes (customer_id, invoice_id);
+CREATE INDEX credit_notes_id_idx ON payments.credit_notes (id);
+SELECT pg_catalog.pg_extension_config_dump('payments.credit_notes', '');

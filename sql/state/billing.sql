@@ -16,11 +16,13 @@ COMMENT ON COLUMN payments.billing_settings.final_status IS 'What a subscription
 SELECT pg_catalog.pg_extension_config_dump('payments.billing_settings', '');
 
 CREATE TABLE payments.invoice_numbers (
-    year integer PRIMARY KEY,
-    last bigint NOT NULL CHECK (last >= 0)
+    year   integer NOT NULL,
+    last   bigint NOT NULL CHECK (last >= 0),
+    series text COLLATE "C" NOT NULL DEFAULT 'invoice' CHECK (series IN ('invoice', 'credit_note')),
+    PRIMARY KEY (series, year)
 );
 COMMENT ON TABLE payments.invoice_numbers IS
-    'The last invoice number given out each year. Its row is locked by the finalizing transaction, so numbers are gapless and never repeat (a rollback gives its number back).';
+    'The last number given out each year in each series (invoices, credit notes). Its row is locked by the transaction that numbers, so numbers are gapless and never repeat (a rollback gives its number back).';
 SELECT pg_catalog.pg_extension_config_dump('payments.invoice_numbers', '');
 
 CREATE TABLE payments.invoices (
@@ -45,8 +47,10 @@ CREATE TABLE payments.invoices (
     created_at      timestamptz NOT NULL DEFAULT now(),
     paid_at         timestamptz,
     coupon          text COLLATE "C",
+    credited_minor  bigint NOT NULL DEFAULT 0 CHECK (credited_minor >= 0),
     PRIMARY KEY (customer_id, id),
-    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id),
+    CONSTRAINT invoices_credited_within CHECK (credited_minor <= total_minor)
 );
 -- One period invoice per subscription period: what makes renewals idempotent.
 CREATE UNIQUE INDEX invoices_period_idx ON payments.invoices (customer_id, subscription_id, period_number)
@@ -62,6 +66,8 @@ COMMENT ON COLUMN payments.invoices.usage_to IS 'The end (exclusive) of the usag
 COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique per year in the order invoices were finalized.';
 COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt, or the one that paid it.';
 COMMENT ON COLUMN payments.invoices.attempt_payments IS 'The payment of every attempt, in order: an earlier attempt that succeeds late still pays the invoice, or is refunded when another already did (or the invoice is void).';
+COMMENT ON COLUMN payments.invoices.credited_minor IS
+    'What its credit notes credited (payments.credit_notes): an open invoice''s amount due is total_minor less it; never above total_minor.';
 COMMENT ON COLUMN payments.invoices.coupon IS 'The coupon whose discount its lines carry (payments.discounts), if any.';
 COMMENT ON COLUMN payments.invoices.total_minor IS 'What is due: the lines, less their discounts, plus exclusive taxes, less the prepaid credits and balance applied (never below 0).';
 COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';

@@ -96,6 +96,7 @@ fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Opti
                             "{table}.object, added, names its provider id"
                         )
                     }
+                    None if column == "series" => assert_eq!(value, "invoice", "{table}.series, added"),
                     None if column == "consumed_at" => {
                         assert_eq!(Some(value), o.get("created_at"), "{table}.consumed_at, added, is when it was made")
                     }
