@@ -4326,10 +4326,11 @@ mod tests {
         assert!(note("p1", &paid, "3", false).ends_with(" 3.00 customer_balance"));
         assert!(note("p2", &paid, "4", true).ends_with(" 4.00 refund"));
         assert_eq!(
-            one::<String>(&format!(
-                "SELECT payments.to_major(r.amount_minor, r.currency) || ' ' || r.status FROM payments.credit_notes n JOIN payments.refunds r ON r.id = n.refund_id
+            one::<String>(
+                "SELECT payments.to_major(r.amount_minor, r.currency) || ' ' || r.status
+                 FROM payments.credit_notes n JOIN payments.refunds r ON r.id = n.refund_id
                  WHERE n.idempotency_key = 'p2' AND n.customer_id = 'cust_cn2'"
-            )),
+            ),
             "4.00 pending"
         );
         assert_eq!(
