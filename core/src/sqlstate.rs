@@ -79,7 +79,7 @@ pub const REGISTRY: &[Code] = &[
     code("PM205", "history_append_only", 409, InvalidRequest, None, "append-only history: change refused"),
     code("PM206", "payment_unexpected_state", 409, InvalidRequest, None,
          "the payment's status does not allow the command (capture: requires_capture; cancel: not processing or final; refund: succeeded at a provider)"),
-    code("PM207", "amount_too_large", 400, InvalidRequest, Some("amount"), "capture above the authorized amount, refund above what is left to refund, or a settle above what its hold holds"),
+    code("PM207", "amount_too_large", 400, InvalidRequest, Some("amount"), "capture above the authorized amount, refund above what is left to refund, a settle above what its hold holds, or a credit note above what its invoice has left to credit"),
     code("PM208", "command_pending", 409, InvalidRequest, None,
          "another capture or cancel is pending at the provider for the payment"),
     code("PM209", "payment_not_at_provider_yet", 409, InvalidRequest, None,

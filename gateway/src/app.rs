@@ -49,6 +49,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/subscriptions/{id}/invoice_preview", get(routes::invoices::preview))
         .route("/v1/invoices/{id}", get(routes::invoices::invoice))
         .route("/v1/invoices/{id}/void", post(routes::invoices::void))
+        .route("/v1/credit_notes", post(routes::invoices::create_credit_note))
+        .route("/v1/credit_notes/{id}", get(routes::invoices::credit_note))
         .route("/v1/invoices/{id}/mark_uncollectible", post(routes::invoices::mark_uncollectible))
         .route("/v1/payments/{id}/receipt", get(routes::invoices::receipt))
         .route("/v1/payments/{id}/receipt.html", get(routes::invoices::receipt_html))

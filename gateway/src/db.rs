@@ -259,7 +259,12 @@ pub const GET_INVOICE: &str = "SELECT (to_jsonb(i) || jsonb_build_object('object
         'taxes', (SELECT coalesce(jsonb_agg(to_jsonb(t) || jsonb_build_object('amount', t.amount::text,
                                                 'percentage', t.percentage::text)
                                             ORDER BY t.tax_rate), '[]')
-                  FROM payments.list_invoice_taxes($1) t)))::text
+                  FROM payments.list_invoice_taxes($1) t),
+        'credited', i.credited::text,
+        'credit_notes', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', n.id, 'number', n.number,
+                                                'amount', n.amount::text, 'method', n.method, 'reason', n.reason,
+                                                'refund_id', n.refund_id) ORDER BY n.number), '[]')
+                         FROM payments.list_credit_notes($1) n)))::text
      FROM payments.get_invoice($1) i";
 
 /// The next invoice of a subscription, written nowhere, as JSON (amounts as decimal strings).
@@ -279,6 +284,14 @@ pub const PREVIEW_INVOICE: &str = "SELECT (to_jsonb(p) || jsonb_build_object('ob
 /// Stop collecting invoice $1 (void it, or give it up); the route then answers it as GET /v1/invoices/{id}.
 pub const VOID_INVOICE: &str = "SELECT count(*) FROM payments.void_invoice($1)";
 pub const MARK_UNCOLLECTIBLE: &str = "SELECT count(*) FROM payments.mark_uncollectible($1)";
+
+pub const CREATE_CREDIT_NOTE: &str = "SELECT n.credit_note_id, n.outcome
+     FROM payments.create_credit_note($1, $2, $3::text::numeric, $4, coalesce($5::bool, false)) n";
+
+/// A credit note as the API's JSON object (amount a decimal string).
+pub const GET_CREDIT_NOTE: &str = "SELECT (to_jsonb(n) - 'amount_minor' || jsonb_build_object('object', 'credit_note',
+        'amount', n.amount::text))::text
+     FROM payments.get_credit_note($1) n";
 
 /// A coupon redeemed by a subscription, as JSON.
 pub const APPLY_COUPON: &str = "SELECT jsonb_build_object('object', 'discount', 'id', d.discount_id,

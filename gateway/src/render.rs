@@ -143,6 +143,27 @@ pub fn invoice_html(i: &Value) -> String {
     )
 }
 
+/// A printable credit note: what it credits, on which invoice, and how.
+pub fn credit_note_html(n: &Value) -> String {
+    let how = match text(n, "method") {
+        "refund" => "refunded to the payment method",
+        "customer_balance" => "credited to the customer's balance",
+        _ => "taken off what the invoice owes",
+    };
+    page(
+        &format!("Credit note {}", text(n, "number")),
+        &format!(
+            "<h1>Credit note {}</h1><p class=\"muted\">{} · invoice {} · {}</p>\
+             <table><tr><th>Credited</th><th class=\"n\">{}</th></tr><tr><td>{how}</td><td></td></tr></table>",
+            escape(text(n, "number")),
+            escape(text(n, "customer_id")),
+            escape(text(n, "invoice_id")),
+            escape(text(n, "reason")),
+            money(text(n, "amount"), text(n, "currency"))
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +198,16 @@ mod tests {
         let html = invoice_html(&i);
         assert!(html.contains("Invoice 2026-000001") && html.contains("Monthly, period 1") && html.contains("€15.00"));
         assert!(!html.contains("Discount"), "no discount, no row for it");
+    }
+
+    #[test]
+    fn a_credit_note_shows_what_it_credits_and_how() {
+        let n = json!({ "number": "CN-2026-000003", "customer_id": "c", "invoice_id": "inv_1", "reason": "duplicate",
+                        "amount": "4.00", "currency": "USD", "method": "refund" });
+        let html = credit_note_html(&n);
+        for shown in ["Credit note CN-2026-000003", "inv_1", "$4.00", "refunded to the payment method"] {
+            assert!(html.contains(shown), "{shown} missing: {html}");
+        }
     }
 
     #[test]

@@ -4283,7 +4283,7 @@ mod tests {
         };
         let note = |key: &str, invoice: &str, amount: &str, refund: bool| {
             one::<String>(&format!(
-                "SELECT number || ' ' || amount || ' ' || method FROM payments.create_credit_note('{key}', '{invoice}', {amount}, 'order_change', {refund})"
+                "SELECT number || ' ' || credited || ' ' || method FROM payments.create_credit_note('{key}', '{invoice}', {amount}, 'order_change', {refund})"
             ))
         };
         // Open, its first attempt declined: 5.00 off, the next attempt charges 10.00.

@@ -35,9 +35,38 @@ $$;
 COMMENT ON FUNCTION payments._add_credit_note(payments.invoices, text, bigint, text, text, text, text, bytea) IS
     'Internal: records a credit note of an invoice the caller has locked (numbered, its amount added to the invoice''s credited_minor) and tells apps (credit_note.created).';
 
+CREATE OR REPLACE FUNCTION payments._creditable(p_invoice payments.invoices) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_applied bigint;
+BEGIN
+    IF p_invoice.status = 'open' THEN
+        RETURN p_invoice.total_minor - p_invoice.credited_minor;  -- what it still owes
+    END IF;
+    -- A paid invoice: what it charged, prepaid credits and balance included (they paid it too).
+    SELECT coalesce(-sum(l.amount_minor), 0) INTO v_applied FROM payments.invoice_lines l
+    WHERE l.customer_id = p_invoice.customer_id AND l.invoice_id = p_invoice.id AND l.kind IN ('prepaid_credits', 'balance');
+    RETURN p_invoice.total_minor + v_applied - p_invoice.credited_minor;
+END
+$$;
+COMMENT ON FUNCTION payments._creditable(payments.invoices) IS
+    'Internal: what credit notes may still credit on an invoice: an open one''s amount due, a paid one''s total before prepaid credits and balance paid part of it, less earlier notes.';
+
+CREATE OR REPLACE FUNCTION payments._credit_note_result(p_customer_id text, p_id text, p_outcome text)
+RETURNS TABLE (credit_note_id text, number text, credited numeric, currency text, method text, refund_id text,
+               outcome text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN QUERY SELECT d.id, d.number, d.amount, d.currency, d.method, d.refund_id, p_outcome
+    FROM payments.credit_note_details d WHERE d.customer_id = p_customer_id AND d.id = p_id;
+END
+$$;
+COMMENT ON FUNCTION payments._credit_note_result(text, text, text) IS 'Internal: a credit note as create_credit_note answers it.';
+
 CREATE OR REPLACE FUNCTION payments.create_credit_note(idempotency_key text, invoice_id text, amount numeric,
                                                        reason text, refund boolean DEFAULT false)
-RETURNS SETOF payments.credit_note_details
+RETURNS TABLE (credit_note_id text, number text, credited numeric, currency text, method text, refund_id text,
+               outcome text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_invoice  payments.invoices%ROWTYPE;
@@ -76,20 +105,20 @@ BEGIN
             RAISE EXCEPTION 'idempotency key % was already used with different parameters', quote_literal(idempotency_key)
                 USING ERRCODE = 'PM201', DETAIL = 'the key belongs to credit note ' || v_note.number;
         END IF;
-        RETURN QUERY SELECT * FROM payments.credit_note_details d WHERE d.customer_id = v_note.customer_id AND d.id = v_note.id;
+        RETURN QUERY SELECT * FROM payments._credit_note_result(v_note.customer_id, v_note.id, 'replayed');
         RETURN;
     END IF;
     IF v_invoice.status NOT IN ('open', 'paid') THEN
         RAISE EXCEPTION 'invoice % is %: only an open or paid invoice takes a credit note', v_invoice.number,
             v_invoice.status USING ERRCODE = 'PM206';
-    ELSIF v_minor > v_invoice.total_minor - v_invoice.credited_minor THEN
+    ELSIF v_minor > payments._creditable(v_invoice) THEN
         RAISE EXCEPTION 'invoice % has % left to credit, not %', v_invoice.number,
-            payments.to_major(v_invoice.total_minor - v_invoice.credited_minor, v_invoice.currency),
+            payments.to_major(payments._creditable(v_invoice), v_invoice.currency),
             payments.to_major(v_minor, v_invoice.currency)
             USING ERRCODE = 'PM207', HINT = 'its total less its earlier credit notes';
-    ELSIF v_invoice.status = 'open' AND refund THEN
-        RAISE EXCEPTION 'invoice % is open: nothing was paid to refund', v_invoice.number USING ERRCODE = 'PM206',
-            HINT = 'a credit note on an open invoice lowers what it owes';
+    ELSIF refund AND (v_invoice.status = 'open' OR v_invoice.payment_id IS NULL) THEN
+        RAISE EXCEPTION 'invoice % was not paid through the provider: nothing to refund', v_invoice.number
+            USING ERRCODE = 'PM206', HINT = 'credit the customer''s balance (refund false), or lower what an open invoice owes';
     END IF;
     IF v_invoice.status = 'open' THEN
         -- What it owes drops; an attempt under way at the provider would charge the old amount.
@@ -126,11 +155,11 @@ BEGIN
         PERFORM payments._add_credit_note(v_invoice, v_id, v_minor, reason, v_method, NULL, idempotency_key, v_fp);
         PERFORM payments._move(v_invoice.customer_id, 'credit_note', v_id, v_invoice.currency, v_minor, 'revenue', 'balance');
     END IF;
-    RETURN QUERY SELECT * FROM payments.credit_note_details d WHERE d.customer_id = v_invoice.customer_id AND d.id = v_id;
+    RETURN QUERY SELECT * FROM payments._credit_note_result(v_invoice.customer_id, v_id, 'created');
 END
 $$;
 COMMENT ON FUNCTION payments.create_credit_note(text, text, numeric, text, boolean) IS
-    'Reduces a finalized invoice by amount (major units, exact), idempotently, as Stripe''s credit notes: on an open invoice it lowers what is owed (a payment waiting on the customer is canceled and the next attempt charges the rest; nothing left: the invoice is paid); on a paid one it refunds that much of its payment through the provider (refund true; create_refund) or credits the customer''s balance in the ledger (refund false), which pays its next invoices. Never more than the invoice''s total less its earlier notes, however many are made at once (PM207). reason: duplicate, fraudulent, order_change or product_unsatisfactory. Numbered CN-YYYY-NNNNNN, gaplessly. A draft or void invoice, a refund of an open one, or an open one whose charge is under way at the provider: PM206; an unknown invoice PM204; the same key with other parameters PM201.';
+    'Reduces a finalized invoice by amount (major units, exact), idempotently, as Stripe''s credit notes: on an open invoice it lowers what is owed (a payment waiting on the customer is canceled and the next attempt charges the rest; nothing left: the invoice is paid); on a paid one it refunds that much of its payment through the provider (refund true; create_refund) or credits the customer''s balance in the ledger (refund false), which pays its next invoices. Never more than the invoice''s total less its earlier notes, however many are made at once (PM207). reason: duplicate, fraudulent, order_change or product_unsatisfactory. Numbered CN-YYYY-NNNNNN, gaplessly; outcome created, or replayed for the same key and parameters again. A draft or void invoice, a refund of an invoice not paid through the provider (open, or paid by credits), or an open one whose charge is under way at the provider: PM206; an unknown invoice PM204; the same key with other parameters PM201.';
 
 CREATE OR REPLACE FUNCTION payments._credit_note_for_refund(p_customer_id text, p_payment_id text, p_refund_id text,
                                                             p_amount bigint, p_key text) RETURNS void
@@ -148,7 +177,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;  -- a payment of no invoice
     END IF;
-    v_amount := least(p_amount, v_invoice.total_minor - v_invoice.credited_minor);
+    v_amount := least(p_amount, payments._creditable(v_invoice));
     IF v_amount > 0 THEN
         PERFORM payments._add_credit_note(v_invoice, payments._new_id('cn'), v_amount, NULL, 'refund', p_refund_id,
                                           NULL, NULL);

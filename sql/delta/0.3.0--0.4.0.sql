@@ -263,8 +263,7 @@ ALTER TABLE payments.invoice_numbers ADD COLUMN series text COLLATE "C" NOT NULL
     CHECK (series IN ('invoice', 'credit_note'));
 ALTER TABLE payments.invoice_numbers DROP CONSTRAINT invoice_numbers_pkey,
     ADD CONSTRAINT invoice_numbers_pkey PRIMARY KEY (series, year);
-ALTER TABLE payments.invoices ADD COLUMN credited_minor bigint NOT NULL DEFAULT 0 CHECK (credited_minor >= 0),
-    ADD CONSTRAINT invoices_credited_within CHECK (credited_minor <= total_minor);
+ALTER TABLE payments.invoices ADD COLUMN credited_minor bigint NOT NULL DEFAULT 0 CHECK (credited_minor >= 0);
 CREATE TABLE payments.credit_notes (
     customer_id         text COLLATE "C" NOT NULL,
     id                  text COLLATE "C" NOT NULL,

@@ -49,8 +49,7 @@ CREATE TABLE payments.invoices (
     coupon          text COLLATE "C",
     credited_minor  bigint NOT NULL DEFAULT 0 CHECK (credited_minor >= 0),
     PRIMARY KEY (customer_id, id),
-    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id),
-    CONSTRAINT invoices_credited_within CHECK (credited_minor <= total_minor)
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES payments.subscriptions (customer_id, id)
 );
 -- One period invoice per subscription period: what makes renewals idempotent.
 CREATE UNIQUE INDEX invoices_period_idx ON payments.invoices (customer_id, subscription_id, period_number)
@@ -67,7 +66,7 @@ COMMENT ON COLUMN payments.invoices.number IS 'YYYY-NNNNNN, gapless and unique p
 COMMENT ON COLUMN payments.invoices.payment_id IS 'The payment of the latest attempt, or the one that paid it.';
 COMMENT ON COLUMN payments.invoices.attempt_payments IS 'The payment of every attempt, in order: an earlier attempt that succeeds late still pays the invoice, or is refunded when another already did (or the invoice is void).';
 COMMENT ON COLUMN payments.invoices.credited_minor IS
-    'What its credit notes credited (payments.credit_notes): an open invoice''s amount due is total_minor less it; never above total_minor.';
+    'What its credit notes credited (payments.credit_notes): an open invoice''s amount due is total_minor less it. Never above what the invoice charged before prepaid credits and balance paid part of it (create_credit_note keeps it so).';
 COMMENT ON COLUMN payments.invoices.coupon IS 'The coupon whose discount its lines carry (payments.discounts), if any.';
 COMMENT ON COLUMN payments.invoices.total_minor IS 'What is due: the lines, less their discounts, plus exclusive taxes, less the prepaid credits and balance applied (never below 0).';
 COMMENT ON COLUMN payments.invoices.next_attempt_at IS 'When run_billing retries an open invoice whose payment failed; NULL when no retry is due.';

@@ -1,14 +1,19 @@
-//! `/v1/invoices/{id}`, `/v1/subscriptions/{id}/invoice_preview` and `/v1/payments/{id}/receipt`:
-//! invoices, the next one, and receipts as the database renders them, as JSON or as printable pages.
+//! `/v1/invoices/{id}`, `/v1/subscriptions/{id}/invoice_preview`, `/v1/credit_notes` and
+//! `/v1/payments/{id}/receipt`: invoices, the next one, their credit notes, and receipts as the
+//! database renders them, as JSON or as printable pages.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
-use crate::http::json_response;
+use crate::extract::JsonBody;
+use crate::http::{amount_schema, created_or_replayed, decimal_text, idempotency_key, json_response};
 use crate::state::AppState;
 
 #[utoipa::path(get, path = "/v1/invoices/{id}", tag = "subscriptions",
@@ -21,19 +26,31 @@ pub async fn invoice(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    document(state, caller, id, db::GET_INVOICE, "invoice", crate::render::invoice_html).await
+}
+
+/// One document by id (`sql` renders its JSON) for a caller who may see it, as JSON or, for an
+/// id ending in `.html`, as the printable page `page` draws.
+async fn document(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    sql: &str,
+    what: &'static str,
+    page: fn(&serde_json::Value) -> String,
+) -> Result<Response, ApiError> {
     caller.require(READ)?;
     let (id, html) = match id.strip_suffix(".html") {
         Some(id) => (id.to_string(), true),
         None => (id, false),
     };
     let db = state.pool.get().await?;
-    let stmt = db.prepare_cached(db::GET_INVOICE).await?;
-    let invoice: String = db.query_one(&stmt, &[&id]).await?.try_get(0)?;
-    caller.sees_json(&invoice, "invoice")?;
+    let json: String = db.query_one(&db.prepare_cached(sql).await?, &[&id]).await?.try_get(0)?;
+    caller.sees_json(&json, what)?;
     if !html {
-        return Ok(json_response(StatusCode::OK, invoice));
+        return Ok(json_response(StatusCode::OK, json));
     }
-    Ok(html_response(crate::render::invoice_html(&parsed(&invoice)?)))
+    Ok(html_response(page(&parsed(&json)?)))
 }
 
 #[utoipa::path(post, path = "/v1/invoices/{id}/void", tag = "subscriptions",
@@ -69,6 +86,59 @@ async fn close(state: AppState, caller: Caller, id: String, sql: &str) -> Result
     db.query_one(&db.prepare_cached(sql).await?, &[&id]).await?;
     let invoice: String = db.query_one(&db.prepare_cached(db::GET_INVOICE).await?, &[&id]).await?.try_get(0)?;
     Ok(json_response(StatusCode::OK, invoice))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCreditNote {
+    /// inv_…: an open or paid invoice.
+    pub invoice_id: String,
+    /// Exact: a decimal string or a JSON number, above 0; at most what the invoice has left to credit.
+    #[schema(schema_with = amount_schema)]
+    pub amount: Box<RawValue>,
+    /// duplicate, fraudulent, order_change or product_unsatisfactory.
+    pub reason: String,
+    /// A paid invoice: true refunds its payment through the provider, false (default) credits the customer's balance.
+    pub refund: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/v1/credit_notes", tag = "subscriptions", request_body = CreateCreditNote,
+    params(("Idempotency-Key" = String, Header, description = "A retry with the same key and body answers with the same credit note.")),
+    responses(
+        (status = 201, description = "`{object: credit_note, id, invoice_id, number, amount, currency, reason, method: reduced_amount_due | refund | customer_balance, refund_id, created_at}` (200 with Idempotent-Replayed: true for a repeat)"),
+        (status = 400, body = crate::http::ErrorBody, description = "Bad input, or more than the invoice has left to credit (amount_too_large)"),
+        (status = 403, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody, description = "An invoice that takes no credit note, or a refund of one not paid through the provider")),
+    security(("bearer" = [])))]
+pub async fn create_credit_note(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateCreditNote>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    // Crediting an invoice is the platform's decision, never the customer's key.
+    caller.require_platform()?;
+    let key = idempotency_key(&headers)?;
+    let amount = decimal_text(&body.amount, "amount")?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::CREATE_CREDIT_NOTE).await?;
+    let row = db.query_one(&stmt, &[&key, &body.invoice_id, &amount, &body.reason, &body.refund]).await?;
+    let (id, outcome): (&str, &str) = (row.try_get("credit_note_id")?, row.try_get("outcome")?);
+    let note = db.query_one(&db.prepare_cached(db::GET_CREDIT_NOTE).await?, &[&id]).await?.try_get(0)?;
+    Ok(created_or_replayed(note, outcome == "replayed"))
+}
+
+#[utoipa::path(get, path = "/v1/credit_notes/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "cn_…, or cn_….html for the printable page")),
+    responses((status = 200, description = "The credit note, or its printable HTML"), (status = 404, body = crate::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn credit_note(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    document(state, caller, id, db::GET_CREDIT_NOTE, "credit note", crate::render::credit_note_html).await
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{id}/invoice_preview", tag = "subscriptions",

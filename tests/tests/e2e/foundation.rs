@@ -492,6 +492,55 @@ async fn sixty_four_subscriptions_redeeming_a_coupons_last_use_at_once_get_one()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_credit_notes_at_once_never_credit_past_the_invoice() {
+    let db = connect().await;
+    let plan = unique("noted").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 10, 'month')", &[&plan]).await.unwrap();
+    let customer = unique("cust_noted");
+    // Prepaid credits pay the first invoice in full: paid at once, no provider involved.
+    db.execute("SELECT payments.grant_credits($1, $2, 10, 'usd')", &[&unique("g"), &customer]).await.unwrap();
+    db.execute("SELECT payments.create_subscription($1, $2, $3, 'pm_card_visa')", &[&unique("k"), &customer, &plan])
+        .await
+        .unwrap();
+    let invoice: String = db
+        .query_one("SELECT id FROM payments.invoices WHERE customer_id = $1 AND status = 'paid'", &[&customer])
+        .await
+        .unwrap()
+        .get(0);
+    // 64 agents credit 1.00 each to the customer's balance, each twice (a retry with its key).
+    let workers = (0..64).map(|i| {
+        let invoice = invoice.clone();
+        tokio::spawn(async move {
+            let db = connect().await;
+            let sql = "SELECT outcome FROM payments.create_credit_note($1, $2, 1, 'order_change')";
+            let mut answers = vec![];
+            for _ in 0..2 {
+                answers.push(match db.query_one(sql, &[&format!("note-{i}"), &invoice]).await {
+                    Ok(row) => row.get::<_, String>(0),
+                    Err(e) => e.code().map_or("?".to_string(), |c| c.code().to_string()),
+                });
+            }
+            answers
+        })
+    });
+    let answers: Vec<Vec<String>> = join_all(workers).await.into_iter().map(|r| r.unwrap()).collect();
+    let created = answers.iter().filter(|a| a[0] == "created").count();
+    assert_eq!(created, 10, "10.00 of 10.00: {answers:?}");
+    assert!(answers.iter().all(|a| (a[0] == "created" && a[1] == "replayed") || (a[0] == "PM207" && a[1] == "PM207")));
+    let row = db
+        .query_one(
+            "SELECT (SELECT credited::text FROM payments.invoice_details WHERE id = $1),
+                    (SELECT count(DISTINCT number) FROM payments.credit_notes WHERE invoice_id = $1)",
+            &[&invoice],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1)), ("10.00".to_string(), 10));
+    let balance = "SELECT posted::text FROM payments.balances($1) WHERE account = 'balance'";
+    assert_eq!(db.query_one(balance, &[&customer]).await.unwrap().get::<_, String>(0), "10.00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_agents_never_spend_past_a_budget() {
     let db = connect().await;
     let customer = unique("cust_budget");

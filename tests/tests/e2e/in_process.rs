@@ -2011,6 +2011,55 @@ async fn a_voided_invoice_is_never_charged_again_and_only_the_platform_may_void(
     assert_eq!(again.status(), StatusCode::CONFLICT);
 }
 
+#[tokio::test]
+async fn a_credit_note_refunds_a_paid_invoice_through_the_provider_and_the_invoice_shows_it() {
+    let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let plan = unique("refunded").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 15, 'month', trial_days => 1)", &[&plan]).await.unwrap();
+    let customer = unique("cust_cn");
+    let (_, own_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &customer).await;
+    let create =
+        "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_visa', at => now() - interval '2 days')";
+    let sub: String = db.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get(0);
+    let renew = "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
+    db.execute(renew, &[&sub]).await.unwrap();
+    let invoice: String =
+        db.query_one("SELECT id FROM payments.invoices WHERE subscription_id = $1", &[&sub]).await.unwrap().get(0);
+    app.get_until(&key, &format!("/v1/invoices/{invoice}"), |i| i["status"] == "paid").await;
+
+    let body = json!({ "invoice_id": invoice, "amount": "5.00", "reason": "product_unsatisfactory", "refund": true });
+    let idem = unique("cn");
+    let denied = app.post_with_key("/v1/credit_notes", &own_key, &idem, body.clone()).await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN, "a customer does not credit itself");
+    let r = app.post_with_key("/v1/credit_notes", &key, &idem, body.clone()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let note: Value = r.json().await.unwrap();
+    assert_eq!((note["amount"].as_str(), note["method"].as_str()), (Some("5.00"), Some("refund")), "{note}");
+    let again = app.post_with_key("/v1/credit_notes", &key, &idem, body).await;
+    assert_eq!((again.status(), again.headers()["idempotent-replayed"].to_str().unwrap()), (StatusCode::OK, "true"));
+    // The refund goes through the provider, and the invoice shows the note.
+    let refund = note["refund_id"].as_str().unwrap();
+    let refunded = app.get_until(&key, &format!("/v1/refunds/{refund}"), |r| r["status"] == "succeeded").await;
+    assert_eq!(refunded["amount"], "5.00", "{refunded}");
+    let shown = app.get_json(&key, &format!("/v1/invoices/{invoice}")).await;
+    assert_eq!(
+        (shown["credited"].as_str(), shown["credit_notes"][0]["number"].clone()),
+        (Some("5.00"), note["number"].clone())
+    );
+    let too_much = json!({ "invoice_id": invoice, "amount": "10.01", "reason": "duplicate" });
+    let refused = app.post_with_key("/v1/credit_notes", &key, &unique("cn"), too_much).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["error"]["code"], "amount_too_large", "{refused}");
+    let page = app
+        .send(Method::GET, &format!("/v1/credit_notes/{}.html", note["id"].as_str().unwrap()), Some(&own_key), None)
+        .await;
+    let page = page.text().await.unwrap();
+    assert!(page.contains(note["number"].as_str().unwrap()) && page.contains("$5.00"), "{page}");
+}
+
 // ---- renewals and dunning ------------------------------------------------------
 
 #[tokio::test]
