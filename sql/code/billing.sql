@@ -579,14 +579,14 @@ COMMENT ON FUNCTION payments._stop_collection(payments.subscriptions, text, inte
 CREATE OR REPLACE FUNCTION payments._locked_invoice(p_id text) RETURNS payments.invoices
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_invoice payments.invoices%ROWTYPE;
+    v_customer text;
+    v_invoice  payments.invoices%ROWTYPE;
 BEGIN
-    -- Found by id, then locked where it lives (on Citus, on its customer's shard). Its payment,
-    -- when the caller needs it, is locked before it (a payment, then its invoice, as a
-    -- payment's news settles its invoice).
-    SELECT i.* INTO v_invoice FROM payments.invoices i
-    WHERE i.customer_id = (SELECT i2.customer_id FROM payments.invoices i2 WHERE i2.id = p_id) AND i.id = p_id
-    FOR UPDATE;
+    -- Found by id, then locked where it lives (on Citus, on its customer's shard: two
+    -- statements, as Citus locks rows of one shard only). Its payment, when the caller needs
+    -- it, is locked before it (a payment, then its invoice, as a payment's news settles it).
+    SELECT i.customer_id INTO v_customer FROM payments.invoices i WHERE i.id = p_id;
+    SELECT i.* INTO v_invoice FROM payments.invoices i WHERE i.customer_id = v_customer AND i.id = p_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'invoice % not found', payments._shown(p_id) USING ERRCODE = 'PM204';
     END IF;
