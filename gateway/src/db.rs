@@ -179,8 +179,18 @@ macro_rules! subscription_json {
     };
 }
 
-pub const CREATE_SUBSCRIPTION: &str =
-    concat!("SELECT ", subscription_json!("s"), ", s.outcome FROM payments.create_subscription($1, $2, $3, $4, $5) s");
+pub const CREATE_SUBSCRIPTION: &str = concat!(
+    "SELECT ",
+    subscription_json!("s"),
+    ", s.outcome
+     FROM payments.create_subscription($1, $2, $3, $4, $5, quantity => coalesce($6::int, 1)) s"
+);
+
+pub const SET_SUBSCRIPTION_QUANTITY: &str = concat!(
+    "SELECT ",
+    subscription_json!("s"),
+    " FROM payments.set_subscription_quantity($1, $2, coalesce($3::bool, true)) s"
+);
 
 pub const GET_SUBSCRIPTION: &str = concat!("SELECT ", subscription_json!("s"), " FROM payments.get_subscription($1) s");
 

@@ -4365,4 +4365,84 @@ mod tests {
         }
         assert!(trial_balance_is_zero());
     }
+
+    #[pg_test]
+    fn seats_price_each_period_and_a_quantity_change_is_prorated_like_a_plan_change() {
+        one::<String>(
+            "SELECT code FROM payments.create_plan('seat', 'usd', 10, 'month', features => '{\"calls\": 100}',
+                                                   features_per_seat => true)",
+        );
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('k1', 'cust_seat', 'seat', 'pm_card_visa', 1, '2030-01-01T00:00Z', 3)",
+        );
+        let limit = || {
+            one::<String>("SELECT \"limit\"::text FROM payments.entitlements('cust_seat', '2030-01-01T12:00Z') WHERE feature = 'calls'")
+        };
+        assert_eq!(limit(), "300", "100 calls per seat");
+        one::<pgrx::JsonB>("SELECT payments.run_billing('2030-01-02T00:00Z')");
+        let (first, _, _, payment) = invoice_of(&sub, 1);
+        assert_eq!(priced_lines(&first), "recurring:3000-0+0");
+        assert_eq!(
+            one::<String>(&format!("SELECT quantity::text FROM payments.invoice_lines WHERE invoice_id = '{first}'")),
+            "3"
+        );
+        settle(&payment, "pi_seat1", 3000, "succeeded");
+        let half = format!("(SELECT current_period_start + (current_period_end - current_period_start) / 2 FROM payments.subscriptions WHERE id = '{sub}')");
+        // Five seats half-way: 15.00 unused on 3 credited, 25.00 for 5 charged: 10.00 now.
+        let set = |q: i32, prorate: bool| {
+            one::<String>(&format!(
+                "SELECT quantity || ' ' || outcome FROM payments.set_subscription_quantity('{sub}', {q}, {prorate}, {half})"
+            ))
+        };
+        assert_eq!(set(5, true), "5 applied");
+        assert_eq!(set(5, true), "5 noop");
+        let proration = one::<String>(&format!(
+            "SELECT id FROM payments.invoices WHERE subscription_id = '{sub}' AND kind = 'proration'"
+        ));
+        assert_eq!(priced_lines(&proration), "credit:-1500-0+0,proration:2500-0+0");
+        assert_eq!(
+            one::<String>(&format!("SELECT total::text FROM payments.invoice_details WHERE id = '{proration}'")),
+            "10.00"
+        );
+        assert_eq!(one::<String>("SELECT \"limit\"::text FROM payments.entitlements('cust_seat', '2030-01-20T00:00Z') WHERE feature = 'calls'"), "500");
+        let upgrade = one::<String>(&format!("SELECT payment_id FROM payments.invoices WHERE id = '{proration}'"));
+        settle(&upgrade, "pi_seat2", 1000, "succeeded");
+        // Two seats half-way: 25.00 unused on 5 less 10.00 for 2: 15.00 to the customer's balance.
+        assert_eq!(set(2, true), "2 applied");
+        assert_eq!(
+            one::<String>("SELECT posted::text FROM payments.balances('cust_seat') WHERE account = 'balance'"),
+            "15.00"
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT monthly_minor::text FROM payments.subscription_revenue WHERE subscription_id = '{sub}'"
+            )),
+            "2000"
+        );
+        // The next month: 2 seats, 20.00, less the 15.00 of balance.
+        let end =
+            one::<String>(&format!("SELECT current_period_end::text FROM payments.subscriptions WHERE id = '{sub}'"));
+        one::<pgrx::JsonB>(&format!("SELECT payments.run_billing('{end}')"));
+        let (second, _, _, _) = invoice_of(&sub, 2);
+        assert_eq!(priced_lines(&second), "recurring:2000-0+0,balance:-1500-0+0");
+        // Without proration: from the next invoice, nothing now.
+        let invoices =
+            || one::<i64>(&format!("SELECT count(*) FROM payments.invoices WHERE subscription_id = '{sub}'"));
+        let before = invoices();
+        assert_eq!(
+            one::<String>(&format!("SELECT quantity::text FROM payments.set_subscription_quantity('{sub}', 4, false)")),
+            "4"
+        );
+        assert_eq!(invoices(), before);
+        for (sql, code) in [
+            (format!("SELECT payments.set_subscription_quantity('{sub}', 0)"), "PM100"),
+            ("SELECT payments.set_subscription_quantity('sub_nope', 2)".to_string(), "PM204"),
+            ("SELECT payments.create_subscription('k2', 'cust_seat2', 'seat', quantity => 0)".into(), "PM100"),
+        ] {
+            assert_eq!(sqlstate(&sql), code, "{sql}");
+        }
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{sub}', false)"));
+        assert_eq!(sqlstate(&format!("SELECT payments.set_subscription_quantity('{sub}', 2)")), "PM206");
+        assert!(trial_balance_is_zero());
+    }
 }

@@ -103,7 +103,7 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
-    v_total := v_plan.amount_minor;
+    v_total := v_plan.amount_minor * v_sub.quantity;
     -- A meter's value since usage_from is at most what its daily totals from that UTC day
     -- on add up to; priced as billing will, with the fee, they must fit in one payment.
     FOR v_metered IN SELECT value FROM jsonb_array_elements(v_plan.metered) LOOP
@@ -134,7 +134,7 @@ CREATE OR REPLACE FUNCTION payments._period_lines(p_plan payments.plans, p_perio
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_lines jsonb := jsonb_build_array(jsonb_build_object(
-        'kind', 'recurring', 'amount_minor', p_plan.amount_minor, 'quantity', 1,
+        'kind', 'recurring', 'amount_minor', p_plan.amount_minor * p_sub.quantity, 'quantity', p_sub.quantity,
         'description', coalesce(p_plan.name, p_plan.code) || ', period ' || p_period));
 BEGIN
     -- The usage not invoiced yet, in arrears, at the plan it was used under.
@@ -145,7 +145,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._period_lines(payments.plans, integer, payments.subscriptions, payments.plans, timestamptz, timestamptz) IS
-    'Internal: the lines of a period''s invoice: p_plan''s fee for period p_period in advance, and the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears.';
+    'Internal: the lines of a period''s invoice: p_plan''s fee for period p_period in advance (times the subscription''s quantity), and the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears.';
 
 CREATE OR REPLACE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans, p_usage_plan payments.plans,
                                          p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz)
@@ -947,14 +947,14 @@ COMMENT ON VIEW payments.invoice_details IS
 -- Revenue, defined once for the dashboard and for BI tools alike.
 CREATE OR REPLACE VIEW payments.subscription_revenue WITH (security_invoker) AS
 SELECT s.id AS subscription_id, s.customer_id, s.plan, s.status, pl.currency,
-       round(pl.amount_minor * CASE pl.billing_interval WHEN 'day' THEN 365 / 12.0 WHEN 'week' THEN 52 / 12.0
+       round(pl.amount_minor * s.quantity * CASE pl.billing_interval WHEN 'day' THEN 365 / 12.0 WHEN 'week' THEN 52 / 12.0
                                                         WHEN 'month' THEN 1 ELSE 1 / 12.0 END
              / pl.interval_count)::bigint AS monthly_minor,
        s.status = ANY (payments._group('paid_period_subscription_status')) AS in_mrr,
        s.created_at, s.trial_end, s.canceled_at
 FROM payments.subscription_details s JOIN payments.plans pl ON pl.code = s.plan;
 COMMENT ON VIEW payments.subscription_revenue IS
-    'What each subscription brings in a month: its plan''s fee over its interval (a year is 12 months, a week 52/12 of one, a day 365/12), in minor units of the plan''s currency, rounded once; metered usage is not recurring and not in it. in_mrr: it counts in MRR now (active or past_due, a paid period: not a trial, a pause or an end). Readable by payments_reader.';
+    'What each subscription brings in a month: its plan''s fee times its quantity over its interval (a year is 12 months, a week 52/12 of one, a day 365/12), in minor units of the plan''s currency, rounded once; metered usage is not recurring and not in it. in_mrr: it counts in MRR now (active or past_due, a paid period: not a trial, a pause or an end). Readable by payments_reader.';
 
 CREATE OR REPLACE VIEW payments.mrr WITH (security_invoker) AS
 SELECT r.currency, sum(r.monthly_minor)::bigint AS mrr_minor, payments.to_major(sum(r.monthly_minor)::bigint, r.currency) AS mrr,
@@ -1147,8 +1147,8 @@ BEGIN
     IF v_sub.status <> 'trialing' THEN
         v_left := greatest(0, least(1, extract(epoch FROM v_sub.current_period_end - greatest(at, v_sub.current_period_start))
                                        / extract(epoch FROM v_sub.current_period_end - v_sub.current_period_start)));
-        v_credit := round(v_old.amount_minor * v_left);
-        v_charge := round(v_new.amount_minor * v_left);
+        v_credit := round(v_old.amount_minor * v_sub.quantity * v_left);
+        v_charge := round(v_new.amount_minor * v_sub.quantity * v_left);
         IF NOT payments._same_cycle(v_old, v_new) THEN
             -- Another billing interval: a new period, anchored now, at the new price; the unused
             -- time is credited (netted against what the period still owes) and taken off it.
@@ -1192,3 +1192,57 @@ END
 $$;
 COMMENT ON FUNCTION payments.change_plan(text, text, boolean, timestamptz) IS
     'Moves a trialing, active or past_due subscription to another plan in the same currency (PM206 for another status, an archived plan, or a plan pricing a meter another subscription of the customer bills; PM100 for another currency). prorate (default): at once, the unused share of the period credited at the old price and charged at the new one (rounded to minor units), and the usage so far invoiced at the old plan''s prices — an upgrade is invoiced and charged now, a downgrade''s difference is netted against what the period still owes and the rest goes to the customer''s balance, which its next invoices draw from; a plan with another billing interval starts a new period (and anchor) at at, invoiced at once less the unused time; the new plan''s limits apply at once. Without prorate: at the end of the period. The same plan again is a noop.';
+
+CREATE OR REPLACE FUNCTION payments.set_subscription_quantity(id text, quantity integer, prorate boolean DEFAULT true,
+                                                              at timestamptz DEFAULT now())
+RETURNS SETOF payments.subscription_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_sub    payments.subscriptions%ROWTYPE := payments._locked_for_billing(set_subscription_quantity.id);
+    v_plan   payments.plans%ROWTYPE;
+    v_name   text;
+    v_left   numeric;
+    v_credit bigint;
+    v_charge bigint;
+BEGIN
+    IF quantity IS NULL OR quantity NOT BETWEEN 1 AND 1000000 OR prorate IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION 'quantity is 1 to 1000000; prorate and at are required' USING ERRCODE = 'PM100';
+    ELSIF NOT (v_sub.status = ANY (payments._group('current_subscription_status'))) THEN
+        RAISE EXCEPTION 'subscription % is % and its quantity cannot change', v_sub.id, v_sub.status USING ERRCODE = 'PM206';
+    ELSIF quantity = v_sub.quantity THEN
+        RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
+        RETURN;
+    END IF;
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+    v_name := coalesce(v_plan.name, v_plan.code);
+    -- The unused share of the period is credited at the old quantity and charged at the new one,
+    -- each rounded to a minor unit, as change_plan does (a trial has nothing to prorate).
+    IF prorate AND v_sub.status <> 'trialing' AND at < v_sub.current_period_end THEN
+        v_left := greatest(0, least(1, extract(epoch FROM v_sub.current_period_end - greatest(at, v_sub.current_period_start))
+                                       / extract(epoch FROM v_sub.current_period_end - v_sub.current_period_start)));
+        v_credit := round(v_plan.amount_minor * v_sub.quantity * v_left);
+        v_charge := round(v_plan.amount_minor * set_subscription_quantity.quantity * v_left);
+        IF v_charge > v_credit THEN
+            -- More seats: invoiced and charged now.
+            PERFORM payments._issue_invoice(v_sub, 'proration', v_plan.currency, jsonb_build_array(
+                jsonb_build_object('kind', 'credit', 'amount_minor', -v_credit, 'quantity', v_sub.quantity,
+                                   'description', 'unused time on ' || v_name),
+                jsonb_build_object('kind', 'proration', 'amount_minor', v_charge,
+                                   'quantity', set_subscription_quantity.quantity,
+                                   'description', 'remaining time on ' || v_name)),
+                NULL, NULL, at);
+        ELSIF v_credit > v_charge THEN
+            -- Fewer: netted against what the period still owes, the rest to the customer's balance.
+            PERFORM payments._credit_unused(v_sub, v_credit - v_charge, 'unused time on ' || v_name, at);
+        END IF;
+    END IF;
+    UPDATE payments.subscriptions s SET quantity = set_subscription_quantity.quantity, updated_at = now()
+    WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+    PERFORM payments._subscription_event(v_sub, v_sub.status, 'quantity changed',
+                                         jsonb_build_object('from', v_sub.quantity, 'to', set_subscription_quantity.quantity,
+                                                            'prorated', prorate, 'at', at));
+    RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'applied');
+END
+$$;
+COMMENT ON FUNCTION payments.set_subscription_quantity(text, integer, boolean, timestamptz) IS
+    'Changes a trialing, active or past_due subscription''s quantity (seats; PM206 otherwise): prorate (default): the unused share of the period credited at the old quantity and charged at the new one, rounded to minor units, as change_plan does: more seats are invoiced and charged now, fewer are netted against what the period still owes and the rest goes to the customer''s balance. Without prorate (or in a trial): from the next invoice on. Per-seat feature limits follow at once. The same quantity again is a noop.';

@@ -37,7 +37,8 @@ CREATE OR REPLACE TRIGGER subscriptions_lifecycle BEFORE UPDATE OF status ON pay
 CREATE OR REPLACE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
                                      interval_count integer DEFAULT 1, trial_days integer DEFAULT 0,
                                      features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]',
-                                     usage_threshold numeric DEFAULT NULL, feature_prices jsonb DEFAULT '{}')
+                                     usage_threshold numeric DEFAULT NULL, feature_prices jsonb DEFAULT '{}',
+                                     features_per_seat boolean DEFAULT false)
 RETURNS SETOF payments.plans
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -102,23 +103,26 @@ BEGIN
         RAISE EXCEPTION 'usage_threshold is a positive amount, for a plan with metered prices' USING ERRCODE = 'PM100';
     END IF;
     INSERT INTO payments.plans AS p (code, name, currency, amount_minor, billing_interval, interval_count, trial_days,
-                                     features, metered, usage_threshold_minor, feature_prices)
+                                     features, metered, usage_threshold_minor, feature_prices, features_per_seat)
     VALUES (create_plan.code, create_plan.name, v_currency, v_minor, create_plan.billing_interval,
-            create_plan.interval_count, create_plan.trial_days, v_features, v_metered, v_threshold, v_prices)
+            create_plan.interval_count, create_plan.trial_days, v_features, v_metered, v_threshold, v_prices,
+            coalesce(create_plan.features_per_seat, false))
     ON CONFLICT ON CONSTRAINT plans_pkey DO NOTHING;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_plan.code;
     IF (v_plan.name, v_plan.currency, v_plan.amount_minor, v_plan.billing_interval, v_plan.interval_count,
-        v_plan.trial_days, v_plan.features, v_plan.metered, v_plan.usage_threshold_minor, v_plan.feature_prices)
+        v_plan.trial_days, v_plan.features, v_plan.metered, v_plan.usage_threshold_minor, v_plan.feature_prices,
+        v_plan.features_per_seat)
        IS DISTINCT FROM (create_plan.name, v_currency, v_minor, create_plan.billing_interval, create_plan.interval_count,
-                         create_plan.trial_days, v_features, v_metered, v_threshold, v_prices) THEN
+                         create_plan.trial_days, v_features, v_metered, v_threshold, v_prices,
+                         coalesce(create_plan.features_per_seat, false)) THEN
         RAISE EXCEPTION 'plan % exists with another definition', v_plan.code USING ERRCODE = 'PM201',
             HINT = 'a plan never changes under its subscriptions: make a plan with a new code and change_plan to it';
     END IF;
     RETURN NEXT v_plan;
 END
 $$;
-COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric, jsonb) IS
-    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]), usage_threshold (major units: usage is invoiced as soon as it reaches this much within a period), and feature_prices ({"feature": minor units per unit, fractions allowed}: what consume charges the customer''s money credits for a unit past the feature''s limit). The same call again returns it; another definition for its code PM201.';
+COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric, jsonb, boolean) IS
+    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]), usage_threshold (major units: usage is invoiced as soon as it reaches this much within a period), and feature_prices ({"feature": minor units per unit, fractions allowed}: what consume charges the customer''s money credits for a unit past the feature''s limit), and features_per_seat (each limit is per seat: times the subscription''s quantity). The amount is per seat: a subscription pays it times its quantity. The same call again returns it; another definition for its code PM201.';
 
 CREATE OR REPLACE FUNCTION payments.archive_plan(code text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -135,7 +139,7 @@ COMMENT ON FUNCTION payments.archive_plan(text) IS
 -- ---------------------------------------------------------------------------
 CREATE OR REPLACE VIEW payments.subscription_details WITH (security_invoker) AS
 SELECT s.id, s.customer_id, s.plan, s.status, s.payment_method, s.current_period_start, s.current_period_end,
-       s.trial_end, s.cancel_at_period_end, s.canceled_at, s.created_at, s.updated_at, s.billing_error
+       s.trial_end, s.cancel_at_period_end, s.canceled_at, s.created_at, s.updated_at, s.billing_error, s.quantity
 FROM payments.subscriptions s;
 COMMENT ON VIEW payments.subscription_details IS
     'Every subscription without its idempotency fingerprint, with why run_billing last failed for it (billing_error, NULL when it did not). What get_subscription returns; readable by payments_reader.';
@@ -146,7 +150,10 @@ CREATE OR REPLACE FUNCTION payments._subscription_result(p_customer_id text, p_i
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RETURN QUERY SELECT d.*, p_outcome FROM payments.subscription_details d
+    RETURN QUERY SELECT d.id, d.customer_id, d.plan, d.status, d.payment_method, d.current_period_start,
+                        d.current_period_end, d.trial_end, d.cancel_at_period_end, d.canceled_at, d.created_at,
+                        d.updated_at, d.billing_error, p_outcome, d.quantity
+    FROM payments.subscription_details d
     WHERE d.customer_id = p_customer_id AND d.id = p_id;
 END
 $$;
@@ -275,7 +282,7 @@ COMMENT ON FUNCTION payments._release_meters(payments.subscriptions, payments.pl
 
 CREATE OR REPLACE FUNCTION payments.create_subscription(idempotency_key text, customer_id text, plan text,
                                              payment_method text DEFAULT NULL, trial_days integer DEFAULT NULL,
-                                             at timestamptz DEFAULT now())
+                                             at timestamptz DEFAULT now(), quantity integer DEFAULT 1)
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -287,8 +294,8 @@ DECLARE
 BEGIN
     IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255
        OR customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 OR length(payment_method) > 255
-       OR at IS NULL THEN
-        RAISE EXCEPTION 'idempotency_key and customer_id must be 1 to 255 characters, a payment method at most 255, at given'
+       OR at IS NULL OR quantity IS NULL OR quantity NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'idempotency_key and customer_id must be 1 to 255 characters, a payment method at most 255, at given, quantity 1 to 1000000'
             USING ERRCODE = 'PM100';
     END IF;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_subscription.plan;
@@ -300,7 +307,8 @@ BEGIN
         RAISE EXCEPTION 'trial_days must be 0 to 730' USING ERRCODE = 'PM100';
     END IF;
     -- The parameters, not the time: a retry later is the same subscription.
-    v_fp := sha256(convert_to(jsonb_build_array(v_plan.code, payment_method, trial_days)::text, 'UTF8'));
+    v_fp := sha256(convert_to(jsonb_build_array(v_plan.code, payment_method, trial_days)::text
+                              || CASE WHEN quantity = 1 THEN '' ELSE quantity::text END, 'UTF8'));
     SELECT * INTO v_existing FROM payments.subscriptions s
     WHERE s.customer_id = create_subscription.customer_id AND s.idempotency_key = create_subscription.idempotency_key;
     IF NOT FOUND THEN
@@ -327,12 +335,13 @@ BEGIN
             v_sub.current_period_end := payments._period_end(v_plan, at, 1);
         END IF;
         v_sub.usage_from := at;
+        v_sub.quantity := quantity;
         INSERT INTO payments.subscriptions (id, customer_id, plan, status, payment_method, current_period_start,
                                             current_period_end, billing_anchor, period_number, trial_end, usage_from,
-                                            idempotency_key, fingerprint)
+                                            idempotency_key, fingerprint, quantity)
         VALUES (v_sub.id, v_sub.customer_id, v_sub.plan, v_sub.status, v_sub.payment_method, v_sub.current_period_start,
                 v_sub.current_period_end, v_sub.billing_anchor, v_sub.period_number, v_sub.trial_end, v_sub.usage_from,
-                create_subscription.idempotency_key, v_fp)
+                create_subscription.idempotency_key, v_fp, v_sub.quantity)
         ON CONFLICT ON CONSTRAINT subscriptions_idempotency_key DO NOTHING;
         IF FOUND THEN
             PERFORM payments._claim_meters(v_sub, v_plan);
@@ -355,8 +364,8 @@ BEGIN
     RETURN QUERY SELECT * FROM payments._subscription_result(v_existing.customer_id, v_existing.id, 'replayed');
 END
 $$;
-COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz) IS
-    'Subscribes a customer to a plan at time at, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid (incomplete_expired, its invoice void, if that does not happen within 23 hours). Unknown plan PM204; an archived one PM206; a plan pricing a meter that another live subscription of the customer already bills PM206.';
+COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz, integer) IS
+    'Subscribes a customer to quantity seats (default 1) of a plan at time at, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid (incomplete_expired, its invoice void, if that does not happen within 23 hours). Unknown plan PM204; an archived one PM206; a plan pricing a meter that another live subscription of the customer already bills PM206.';
 
 CREATE OR REPLACE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -616,13 +625,15 @@ BEGIN
         CONTINUE WHEN NOT payments._grants_now(v_sub, at);
         v_period := payments._period_at(v_sub, at);
         -- One feature at a time, each count read where it lives (Citus plans no lateral join here).
-        FOR v_feature IN SELECT f.key, f.value FROM payments.plans p CROSS JOIN jsonb_each(p.features) f
+        FOR v_feature IN SELECT f.key, f.value, p.features_per_seat AS per_seat
+                         FROM payments.plans p CROSS JOIN jsonb_each(p.features) f
                          WHERE p.code = v_period.plan ORDER BY f.key LOOP
             SELECT sum(fu.used) INTO used FROM payments.feature_usage fu
             WHERE fu.customer_id = entitlements.customer_id AND fu.subscription_id = v_sub.id
               AND fu.feature = v_feature.key AND fu.period_start = v_period.period_start;
             feature := v_feature.key;
-            "limit" := CASE WHEN jsonb_typeof(v_feature.value) = 'number' THEN (v_feature.value::text)::numeric END;
+            "limit" := CASE WHEN jsonb_typeof(v_feature.value) = 'number' THEN (v_feature.value::text)::numeric END
+                       * CASE WHEN v_feature.per_seat THEN v_sub.quantity ELSE 1 END;
             used := coalesce(used, 0);
             remaining := "limit" - used;
             subscription_id := v_sub.id;
@@ -635,7 +646,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.entitlements(text, timestamptz) IS
-    'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit in the period at falls in (NULL: unlimited), what was used and what is left. The period follows from at and the subscription alone: a new period''s quota starts at its start, whether run_billing has renewed it yet or not.';
+    'Each feature the customer may use at time at, per subscription that grants its plan then (has_active_subscription): its limit in the period at falls in (NULL: unlimited; per seat, times the quantity, when the plan says so), what was used and what is left. The period follows from at and the subscription alone: a new period''s quota starts at its start, whether run_billing has renewed it yet or not.';
 
 CREATE OR REPLACE FUNCTION payments._quota_answer(p_answer payments.consumptions, p_period_start timestamptz,
                                       p_limit numeric, p_pending numeric,
@@ -889,6 +900,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_candidate record;
     v_grant    jsonb;
+    v_per_seat boolean;
     v_sub      payments.subscriptions%ROWTYPE;
     v_period   record;
     v_period_start timestamptz;
@@ -919,7 +931,8 @@ BEGIN
     LOOP
         v_sub := v_candidate;
         v_period := payments._period_at(v_sub, at);
-        SELECT p.features -> consume.feature INTO v_grant FROM payments.plans p WHERE p.code = v_period.plan;
+        SELECT p.features -> consume.feature, p.features_per_seat INTO v_grant, v_per_seat
+        FROM payments.plans p WHERE p.code = v_period.plan;
         v_period_start := v_period.period_start;
         EXIT WHEN v_grant IS NOT NULL AND payments._grants_now(v_sub, at);
         v_sub := NULL;
@@ -933,7 +946,8 @@ BEGIN
     v_answer.subscription_id := v_sub.id;
     v_answer.consumed_at := at;
     -- The grant is the limit (JSON null: unlimited); past it, credits may pay (_quota_consume).
-    v_limit := CASE WHEN jsonb_typeof(v_grant) = 'number' THEN (v_grant::text)::numeric END;
+    v_limit := CASE WHEN jsonb_typeof(v_grant) = 'number' THEN (v_grant::text)::numeric END
+               * CASE WHEN v_per_seat THEN v_sub.quantity ELSE 1 END;
     v_answer.allowed := v_sub.id IS NOT NULL;
     v_answer.reason := CASE WHEN v_sub.id IS NULL THEN 'no_entitlement' END;
     IF v_answer.allowed AND v_limit IS NOT NULL THEN

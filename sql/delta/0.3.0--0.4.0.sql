@@ -159,7 +159,8 @@ ALTER TABLE payments.outbox_events DROP CONSTRAINT outbox_events_object_check,
 DROP FUNCTION payments._period_end(payments.plans, timestamptz, integer);
 DROP FUNCTION payments._same_cycle(payments.plans, payments.plans);
 ALTER TABLE payments.plans
-    ADD COLUMN feature_prices jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(feature_prices) = 'object');
+    ADD COLUMN feature_prices jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(feature_prices) = 'object'),
+    ADD COLUMN features_per_seat boolean NOT NULL DEFAULT false;
 ALTER TABLE payments.consumptions
     ADD COLUMN consumed_at timestamptz,
     ADD COLUMN credits_unit text COLLATE "C",
@@ -287,3 +288,9 @@ CREATE TABLE payments.credit_notes (
 CREATE INDEX credit_notes_invoice_idx ON payments.credit_notes (customer_id, invoice_id);
 CREATE INDEX credit_notes_id_idx ON payments.credit_notes (id);
 SELECT pg_catalog.pg_extension_config_dump('payments.credit_notes', '');
+
+-- Seats: a subscription's quantity (each period's fee is the plan's amount times it).
+ALTER TABLE payments.subscriptions
+    ADD COLUMN quantity integer NOT NULL DEFAULT 1 CHECK (quantity BETWEEN 1 AND 1000000);
+ALTER TYPE payments.subscription_result ADD ATTRIBUTE quantity integer;
+DROP FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz);

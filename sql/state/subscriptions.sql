@@ -14,7 +14,8 @@ CREATE TABLE payments.plans (
     archived_at      timestamptz,
     metered          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(metered) = 'array'),
     usage_threshold_minor bigint CHECK (usage_threshold_minor > 0),
-    feature_prices   jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(feature_prices) = 'object')
+    feature_prices   jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(feature_prices) = 'object'),
+    features_per_seat boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE payments.plans IS
     'What a subscription buys: a recurring price per interval, a trial, and the features it grants with their limits per period. Made by payments_admin with create_plan; archived plans take no new subscriptions, existing ones keep them. On Citus a reference table.';
@@ -27,6 +28,8 @@ COMMENT ON COLUMN payments.plans.usage_threshold_minor IS
     'Threshold billing: when a period''s metered usage, priced, reaches this many minor units beyond what the period has invoiced, run_billing invoices it at once (NULL: usage waits for the period''s end).';
 COMMENT ON COLUMN payments.plans.feature_prices IS
     'What one unit of a feature costs once the plan''s limit for the period is used up, in minor units of the plan''s currency (fractions allowed): {"calls": 0.2}. consume then pays for what passes the limit with the customer''s money credits, the cost of each call rounded up to a minor unit. A feature without a price draws only credits granted for it (credit units, one per unit).';
+COMMENT ON COLUMN payments.plans.features_per_seat IS
+    'Whether each feature''s limit is per seat: a subscription of quantity n may use n times it (calls: 1000 per seat). The price is always per seat (amount_minor times the quantity).';
 COMMENT ON COLUMN payments.plans.features IS 'Each feature the plan grants and its limit per period: {"api_calls": 1000, "seats": 5, "export": null} (null: unlimited).';
 SELECT pg_catalog.pg_extension_config_dump('payments.plans', '');
 
@@ -52,6 +55,7 @@ CREATE TABLE payments.subscriptions (
     fingerprint          bytea NOT NULL,
     created_at           timestamptz NOT NULL DEFAULT now(),
     updated_at           timestamptz NOT NULL DEFAULT now(),
+    quantity             integer NOT NULL DEFAULT 1 CHECK (quantity BETWEEN 1 AND 1000000),
     PRIMARY KEY (customer_id, id),
     CONSTRAINT subscriptions_idempotency_key UNIQUE (customer_id, idempotency_key),
     CHECK (current_period_start < current_period_end)
@@ -71,6 +75,8 @@ COMMENT ON COLUMN payments.subscriptions.billing_error IS 'Why run_billing last 
 COMMENT ON COLUMN payments.subscriptions.period_number IS 'Which paid period is current (0: the trial).';
 COMMENT ON COLUMN payments.subscriptions.past_due_since IS 'When its renewal first failed; past_due grants its features for the grace period after it (set_dunning).';
 COMMENT ON COLUMN payments.subscriptions.pending_plan IS 'The plan it moves to when the current period ends (change_plan without proration).';
+COMMENT ON COLUMN payments.subscriptions.quantity IS
+    'Seats (or units) of the plan it pays for: each period''s fee is the plan''s amount times it (set_subscription_quantity changes it, prorated).';
 COMMENT ON COLUMN payments.subscriptions.cancel_at_period_end IS 'It ends when the current period does (cancel_subscription with at_period_end).';
 SELECT pg_catalog.pg_extension_config_dump('payments.subscriptions', '');
 
@@ -160,5 +166,6 @@ CREATE TYPE payments.subscription_result AS (
     created_at           timestamptz,
     updated_at           timestamptz,
     billing_error        jsonb,
-    outcome              text
+    outcome              text,
+    quantity             integer
 );

@@ -22,6 +22,8 @@ pub struct CreateSubscription {
     pub payment_method: Option<String>,
     /// Default: the plan's trial.
     pub trial_days: Option<i32>,
+    /// Seats (default 1): each period's fee is the plan's amount times it.
+    pub quantity: Option<i32>,
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = CreateSubscription,
@@ -42,8 +44,12 @@ pub async fn create(
     let key = idempotency_key(&headers)?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::CREATE_SUBSCRIPTION).await?;
-    let row =
-        db.query_one(&stmt, &[&key, &body.customer_id, &body.plan, &body.payment_method, &body.trial_days]).await?;
+    let row = db
+        .query_one(
+            &stmt,
+            &[&key, &body.customer_id, &body.plan, &body.payment_method, &body.trial_days, &body.quantity],
+        )
+        .await?;
     Ok(created_or_replayed(row.try_get("subscription")?, row.try_get::<_, &str>("outcome")? == "replayed"))
 }
 
@@ -147,6 +153,34 @@ pub async fn change_plan(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct SetQuantity {
+    /// Seats, 1 to 1,000,000.
+    pub quantity: i32,
+    /// Default true: at once, prorated (more seats invoiced and charged now); false: from the next invoice.
+    pub prorate: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/quantity", tag = "subscriptions", request_body = SetQuantity,
+    params(("id" = String, Path, description = "sub_…")),
+    responses((status = 200, body = crate::routes::subscriptions::Subscription), (status = 400, body = crate::http::ErrorBody),
+        (status = 404, body = crate::http::ErrorBody), (status = 409, body = crate::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_quantity(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<SetQuantity>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let db = state.pool.get().await?;
+    caller.owns(&db, Object::Subscription, &id).await?;
+    let stmt = db.prepare_cached(db::SET_SUBSCRIPTION_QUANTITY).await?;
+    let row = db.query_one(&stmt, &[&id, &body.quantity, &body.prorate]).await?;
+    Ok(json_response(StatusCode::OK, row.try_get("subscription")?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ApplyCoupon {
     /// The coupon's code (made by an administrator with `payments.create_coupon`).
     pub code: String,
@@ -229,4 +263,6 @@ pub struct Subscription {
     /// Why the last billing run failed for it: `{sqlstate, message, first_at, last_at, attempts}`; null when it did not.
     #[schema(value_type = Option<Object>)]
     billing_error: Option<serde_json::Value>,
+    /// Seats: each period's fee is the plan's amount times it.
+    quantity: i32,
 }

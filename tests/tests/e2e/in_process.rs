@@ -1878,13 +1878,14 @@ async fn invoices_are_paid_by_prepaid_credits_and_the_balance_first_and_charged_
 }
 
 #[tokio::test]
-async fn a_coupon_and_a_tax_price_every_renewal_the_preview_foretells_and_the_provider_charges() {
+async fn three_seats_with_a_coupon_and_a_tax_renew_as_foretold_and_a_fourth_seat_is_prorated() {
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
     let plan = unique("taxed").to_lowercase().replace('-', "_");
     let (coupon, rate) = (unique("TWENTY"), unique("ca").to_lowercase());
-    db.execute("SELECT payments.create_plan($1, 'USD', 30, 'month', trial_days => 1)", &[&plan]).await.unwrap();
+    // 10.00 a seat (Stripe's example: 3 seats, 20 % off, 8.25 % sales tax).
+    db.execute("SELECT payments.create_plan($1, 'USD', 10, 'month', trial_days => 1)", &[&plan]).await.unwrap();
     db.execute("SELECT payments.create_tax_rate($1, 'Sales tax', 8.25, false, 'US-CA')", &[&rate]).await.unwrap();
     db.execute(
         "SELECT payments.create_coupon($1, percent_off => 20, duration => 'repeating', duration_in_periods => 2)",
@@ -1895,9 +1896,10 @@ async fn a_coupon_and_a_tax_price_every_renewal_the_preview_foretells_and_the_pr
     let customer = unique("cust_taxed");
     let (_, own_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &customer).await;
     let (_, other_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &unique("cust_x")).await;
-    let create =
-        "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_visa', at => now() - interval '2 days')";
-    let sub: String = db.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get(0);
+    let body = json!({ "customer_id": customer, "plan": plan, "payment_method": "pm_card_visa", "quantity": 3 });
+    let created: Value = app.post_with_key("/v1/subscriptions", &key, &unique("k"), body).await.json().await.unwrap();
+    assert_eq!((created["quantity"].as_i64(), created["status"].as_str()), (Some(3), Some("trialing")), "{created}");
+    let sub = created["id"].as_str().unwrap().to_string();
     let error = |r: reqwest::Response| async move {
         let status = r.status();
         let body: Value = r.json().await.unwrap();
@@ -1964,10 +1966,27 @@ async fn a_coupon_and_a_tax_price_every_renewal_the_preview_foretells_and_the_pr
         );
         let payment = app.get_json(&key, &format!("/v1/payments/{}", paid["payment_id"].as_str().unwrap())).await;
         assert_eq!((payment["amount"].as_str(), payment["status"].as_str()), (Some(total), Some("succeeded")));
+        assert_eq!(paid["lines"][0]["quantity"], 3, "{paid}");
     }
     let hidden =
         app.send(Method::GET, &format!("/v1/subscriptions/{sub}/invoice_preview"), Some(&other_key), None).await;
     assert_eq!(error(hidden).await.0, StatusCode::NOT_FOUND);
+
+    // A fourth seat now, before the third period starts (the clock ran ahead of it): the period's
+    // 30.00 for 3 seats credited, 40.00 for 4 charged, each line taxed (-2.48 and 3.30): 10.82.
+    let path = format!("/v1/subscriptions/{sub}/quantity");
+    let more: Value =
+        app.send(Method::POST, &path, Some(&own_key), Some(json!({ "quantity": 4 }))).await.json().await.unwrap();
+    assert_eq!(more["quantity"], 4, "{more}");
+    let proration: String = db
+        .query_one("SELECT id FROM payments.invoices WHERE subscription_id = $1 AND kind = 'proration'", &[&sub])
+        .await
+        .unwrap()
+        .get(0);
+    let paid = app.get_until(&key, &format!("/v1/invoices/{proration}"), |i| i["status"] == "paid").await;
+    assert_eq!(paid["total"], "10.82", "{paid}");
+    let bad = app.send(Method::POST, &path, Some(&key), Some(json!({ "quantity": 0 }))).await;
+    assert_eq!(error(bad).await.0, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

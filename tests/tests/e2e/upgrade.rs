@@ -58,7 +58,7 @@ async fn data(db: &Client, query: &str) -> Vec<(String, Option<serde_json::Value
 }
 
 /// `after` holds every row of `before` with the same values; columns an upgrade
-/// added may only hold their defaults (NULL, 0) or what they derive from the
+/// added may only hold their defaults (NULL, 0, false, {}, a quantity of 1) or what they derive from the
 /// row: `customer_id` its payment's customer, `object` (a waiting webhook's)
 /// the provider object it names, `amount_captured_minor` a success's amount.
 fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Option<serde_json::Value>)]) {
@@ -101,7 +101,11 @@ fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Opti
                         assert_eq!(Some(value), o.get("created_at"), "{table}.consumed_at, added, is when it was made")
                     }
                     None => assert!(
-                        value.is_null() || value == 0 || *value == serde_json::json!({}),
+                        value.is_null()
+                            || value == 0
+                            || *value == serde_json::json!({})
+                            || value == false
+                            || (column == "quantity" && value == 1),
                         "{table}.{column}, added, holds {value}"
                     ),
                 }
