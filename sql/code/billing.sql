@@ -944,6 +944,13 @@ FROM payments.invoices i;
 COMMENT ON VIEW payments.invoice_details IS
     'Every invoice with its total in major units, the coupon whose discount it carries, and what its credit notes credited; readable by payments_reader.';
 
+CREATE OR REPLACE VIEW payments.invoice_line_details WITH (security_invoker) AS
+SELECT l.customer_id, l.invoice_id, l.line_number, l.kind, l.description, l.quantity, l.amount_minor, l.discount_minor,
+       l.tax_minor
+FROM payments.invoice_lines l;
+COMMENT ON VIEW payments.invoice_line_details IS
+    'Every invoice line: its amount, what its coupon took off it and its taxes, in minor units of the invoice''s currency; readable by payments_reader (BI tools sum discounts and taxes from it).';
+
 -- Revenue, defined once for the dashboard and for BI tools alike.
 CREATE OR REPLACE VIEW payments.subscription_revenue WITH (security_invoker) AS
 SELECT s.id AS subscription_id, s.customer_id, s.plan, s.status, pl.currency,

@@ -56,7 +56,7 @@ TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.coupons, payments.tax_rates,
     payments.discounts, payments.customer_taxes, payments.subscription_details,
     payments.subscription_revenue, payments.mrr, payments.ledger, payments.credit_grant_details, payments.hold_details,
-    payments.invoice_details, payments.credit_note_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
+    payments.invoice_details, payments.invoice_line_details, payments.credit_note_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
     payments.webhook_delivery_attempts
 TO payments_admin, payments_gateway, payments_reader;
 GRANT SELECT ON payments.payment_details, payments.payment_history, payments.customer_payments, payments.webhook_log,

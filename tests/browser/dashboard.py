@@ -13,8 +13,8 @@ import time
 
 from playwright.sync_api import expect, sync_playwright
 
-base, payment, customer, op_email, op_password, viewer_email, viewer_password, shots, to_capture, to_cancel = \
-    sys.argv[1:11]
+(base, payment, customer, op_email, op_password, viewer_email, viewer_password, shots, to_capture, to_cancel,
+ billed) = sys.argv[1:12]
 os.makedirs(shots, exist_ok=True)
 report = {}
 
@@ -137,6 +137,12 @@ with sync_playwright() as p:
             table.locator("caption").inner_text(): [row.locator("td").all_inner_texts()
                                                     for row in table.locator("tbody tr").all()]
             for table in page.locator("main table").all()}
+    # A customer with a subscription, a coupon and a tax: its billing tables (compared with SQL).
+    page.goto(f"{base}/dashboard/customers/{billed}")
+    report["billed_tables"] = {
+        table.locator("caption").inner_text(): [row.locator("td").all_inner_texts()
+                                                for row in table.locator("tbody tr").all()]
+        for table in page.locator("main table").all()}
     page.goto(f"{base}/dashboard/payments?customer={customer}")
     expect(page.get_by_role("link", name=payment)).to_be_visible()
     # A payment that does not exist, and a date that is not one: error pages with the API's statuses.

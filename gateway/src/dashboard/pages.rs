@@ -337,6 +337,7 @@ pub async fn customer(State(state): State<AppState>, session: Session, Path(id):
         let balances = document(&state, queries::CUSTOMER_BALANCES, &[&id]).await?;
         let wallet = document(&state, queries::CUSTOMER_WALLET, &[&id]).await?;
         let entries = document(&state, queries::CUSTOMER_WALLET_ENTRIES, &[&id]).await?;
+        let billing = document(&state, queries::CUSTOMER_BILLING, &[&id]).await?;
         Ok(html! {
             h1 { "Customer " code { (id) } }
             dl.facts {
@@ -366,6 +367,19 @@ pub async fn customer(State(state): State<AppState>, session: Session, Path(id):
             (table("Subscriptions", &[col("id", "Subscription", Cell::Text), col("plan", "Plan", Cell::Text),
                 col("status", "Status", Cell::Status), col("period_end", "Period ends", Cell::Text)],
                 rows(&d["subscriptions"]), "No subscriptions."))
+            h2 { "Invoices" }
+            (table("The latest 20 invoices: what was charged, taken off and credited", &[col("number", "Number", Cell::Text),
+                col("status", "Status", Cell::Status), col("subtotal", "Subtotal", Cell::Text),
+                col("discount", "Discount", Cell::Text), col("coupon", "Coupon", Cell::Text), col("tax", "Tax", Cell::Text),
+                col("credited", "Credited", Cell::Text), col("total", "Total", Cell::Text)],
+                rows(&billing["invoices"]), "No invoices."))
+            (table("Coupons its subscriptions redeemed", &[col("coupon", "Coupon", Cell::Text),
+                col("subscription_id", "Subscription", Cell::Text), col("periods", "Periods", Cell::Text),
+                col("state", "State", Cell::Status)], rows(&billing["discounts"]), "No coupons."))
+            (table("Tax rates its invoices charge", &[col("display_name", "Tax", Cell::Text),
+                col("tax_rate", "Rate", Cell::Text), col("percentage", "Percentage", Cell::Text),
+                col("inclusive", "Kind", Cell::Text), col("exempt", "Customer", Cell::Text)],
+                rows(&billing["taxes"]), "No tax rates."))
             h2 { "Entitlements" }
             (table("What each feature allows this period, and what is left", &[col("feature", "Feature", Cell::Text),
                 col("plan", "Plan", Cell::Text), col("limit", "Limit", Cell::Text), col("used", "Used", Cell::Text),

@@ -278,6 +278,35 @@ SELECT jsonb_build_object(
                 FROM payments.ledger l WHERE l.customer_id = $1 ORDER BY l.transfer_id DESC LIMIT 20) e)
 )::text";
 
+/// A customer's billing: its latest invoices (subtotal, discount, tax, credited, total), the
+/// discounts its subscriptions redeemed, and the tax rates its invoices charge.
+pub const CUSTOMER_BILLING: &str = "
+SELECT jsonb_build_object(
+    'invoices', (SELECT coalesce(jsonb_agg(v ORDER BY v.id DESC), '[]') FROM (
+        SELECT i.id, i.number, i.status, coalesce(i.coupon, '') AS coupon,
+               l.subtotal || ' ' || i.currency AS subtotal, l.discount || ' ' || i.currency AS discount,
+               l.tax || ' ' || i.currency AS tax, i.credited || ' ' || i.currency AS credited,
+               i.total || ' ' || i.currency AS total
+        FROM (SELECT * FROM payments.invoice_details d WHERE d.customer_id = $1 ORDER BY d.id DESC LIMIT 20) i
+        JOIN (SELECT x.invoice_id,
+                     payments.to_major(sum(x.amount_minor) FILTER (WHERE x.kind NOT IN ('prepaid_credits', 'balance'))::bigint,
+                                       min(d.currency)) AS subtotal,
+                     payments.to_major(sum(x.discount_minor)::bigint, min(d.currency)) AS discount,
+                     payments.to_major(sum(x.tax_minor)::bigint, min(d.currency)) AS tax
+              FROM payments.invoice_line_details x
+              JOIN payments.invoice_details d ON d.customer_id = x.customer_id AND d.id = x.invoice_id
+              WHERE x.customer_id = $1 GROUP BY x.invoice_id) l ON l.invoice_id = i.id) v),
+    'discounts', (SELECT coalesce(jsonb_agg(jsonb_build_object('subscription_id', d.subscription_id, 'coupon', d.coupon,
+                    'periods', d.first_period || ' to ' || coalesce(d.last_period::text, 'forever'),
+                    'state', CASE WHEN d.ended_at IS NULL THEN 'active' ELSE 'replaced' END) ORDER BY d.id DESC), '[]')
+                  FROM payments.discounts d WHERE d.customer_id = $1),
+    'taxes', (SELECT coalesce(jsonb_agg(jsonb_build_object('tax_rate', t.code, 'display_name', t.display_name,
+                    'percentage', t.percentage::text || ' %', 'inclusive', CASE WHEN t.inclusive THEN 'inclusive' ELSE 'exclusive' END,
+                    'exempt', CASE WHEN ct.tax_exempt THEN 'exempt' ELSE 'charged' END) ORDER BY r.ord), '[]')
+              FROM payments.customer_taxes ct CROSS JOIN LATERAL unnest(ct.tax_rates) WITH ORDINALITY r(code, ord)
+              JOIN payments.tax_rates t ON t.code = r.code WHERE ct.customer_id = $1)
+)::text";
+
 /// The latest webhooks received from the provider and delivered to apps' endpoints.
 pub const WEBHOOKS: &str = "
 SELECT jsonb_build_object(

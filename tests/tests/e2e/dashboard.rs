@@ -126,8 +126,32 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     };
     let id = &pay("automatic").await;
     let (to_capture, to_cancel) = (pay("manual").await, pay("manual").await);
-    // A wallet: credits granted, one hold open on them.
     let db = connect().await;
+    // Another customer, billed: a subscription with a coupon and a tax, its first invoice made
+    // (run_billing at the period's end, so before any hold that must stay open).
+    let billed = unique("cus_billed");
+    let (plan, rate, coupon) = (unique("dash_plan").to_lowercase(), unique("dash-tax").to_lowercase(), unique("DASH"));
+    for (sql, param) in [
+        ("SELECT payments.create_plan($1, 'usd', 10, 'month', trial_days => 1)", &plan),
+        ("SELECT payments.create_tax_rate($1, 'Sales tax', 8.25, false)", &rate),
+        ("SELECT payments.create_coupon($1, percent_off => 20, duration => 'forever')", &coupon),
+    ] {
+        db.execute(sql, &[param]).await.unwrap();
+    }
+    db.execute("SELECT payments.set_customer_tax($1, ARRAY[$2])", &[&billed, &rate]).await.unwrap();
+    let sub: String = db
+        .query_one("SELECT id FROM payments.create_subscription($1, $2, $3)", &[&unique("k"), &billed, &plan])
+        .await
+        .unwrap()
+        .get(0);
+    db.execute("SELECT payments.apply_coupon($1, $2)", &[&sub, &coupon]).await.unwrap();
+    db.execute(
+        "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))",
+        &[&sub],
+    )
+    .await
+    .unwrap();
+    // A wallet: credits granted, one hold open on them.
     db.execute(
         "SELECT payments.grant_credits($1, $2, 5, 'usd', now() + interval '30 days')",
         &[&unique("g"), &customer],
@@ -145,7 +169,8 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     let shots = std::env::var("PAYMENTS_SCREENSHOTS")
         .unwrap_or_else(|_| std::env::temp_dir().join(unique("screenshots")).display().to_string());
     let args = [&gateway.url, id, &customer, &operator, &operator_password, &viewer, &viewer_password, &shots];
-    let args: Vec<&str> = args.iter().map(|a| a.as_str()).chain([to_capture.as_str(), to_cancel.as_str()]).collect();
+    let args: Vec<&str> =
+        args.iter().map(|a| a.as_str()).chain([to_capture.as_str(), to_cancel.as_str(), billed.as_str()]).collect();
     let report = python_report("browser/dashboard.py", &args, 240).await;
     assert_eq!(report["refunded_shown"], "10.00 USD");
     assert_eq!(report["net_shown"], "15.00 USD");
@@ -264,6 +289,26 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     let shown: Vec<Vec<String>> = entries.iter().map(|e| e[1..].to_vec()).collect();
     assert_eq!(shown, ledger[ledger.len() - shown.len()..], "newest first, as the ledger holds them");
     assert!(shown.contains(&vec!["hold".into(), "credits".into(), "holds".into(), "1.25 USD".into(), hold.clone()]));
+    // The billed customer's invoice, coupon and tax, as SQL holds them: 10.00, 20 % off, 8.25 % of 8.00.
+    let billed_table = |caption: &str| -> Vec<Vec<String>> {
+        serde_json::from_value(report["billed_tables"][caption].clone())
+            .unwrap_or_else(|_| panic!("no table {caption:?} on the billed customer's page"))
+    };
+    let number: String =
+        db.query_one("SELECT number FROM payments.invoices WHERE subscription_id = $1", &[&sub]).await.unwrap().get(0);
+    let invoices = billed_table("The latest 20 invoices: what was charged, taken off and credited");
+    assert_eq!(invoices.len(), 1, "{invoices:?}");
+    let shown: Vec<&str> = invoices[0].iter().map(String::as_str).collect();
+    assert_eq!(shown[0], number);
+    assert_eq!(shown[2..], ["10.00 USD", "2.00 USD", coupon.as_str(), "0.66 USD", "0.00 USD", "8.66 USD"]);
+    assert_eq!(
+        billed_table("Coupons its subscriptions redeemed"),
+        [[coupon.as_str(), sub.as_str(), "1 to forever", "active"]]
+    );
+    assert_eq!(
+        billed_table("Tax rates its invoices charge"),
+        [["Sales tax", rate.as_str(), "8.25 %", "exclusive", "charged"]]
+    );
     let trial = tables("overview", "Trial balance");
     assert!(trial.iter().any(|r| r[0] == "USD"), "{trial:?}");
     for row in &trial {
