@@ -4445,4 +4445,46 @@ mod tests {
         assert_eq!(sqlstate(&format!("SELECT payments.set_subscription_quantity('{sub}', 2)")), "PM206");
         assert!(trial_balance_is_zero());
     }
+
+    #[pg_test]
+    fn promotion_codes_redeem_their_coupon_within_limits_of_their_own() {
+        one::<String>("SELECT code FROM payments.create_plan('promo', 'usd', 10, 'month', trial_days => 7)");
+        one::<String>("SELECT code FROM payments.create_coupon('BASE', percent_off => 10, max_redemptions => 5)");
+        one::<String>("SELECT code FROM payments.create_promotion_code('SUMMER', 'BASE', max_redemptions => 1)");
+        one::<String>("SELECT code FROM payments.create_promotion_code('VIP', 'BASE', customer_id => 'cust_pc')");
+        let sub = |key: &str, customer: &str| {
+            one::<String>(&format!("SELECT id FROM payments.create_subscription('{key}', '{customer}', 'promo')"))
+        };
+        let (a, b, c) = (sub("a", "cust_pa"), sub("b", "cust_pb"), sub("c", "cust_pc"));
+        let apply = |sub: &str, code: &str| {
+            one::<String>(&format!("SELECT coupon || ' ' || outcome FROM payments.apply_coupon('{sub}', '{code}')"))
+        };
+        assert_eq!(apply(&a, "SUMMER"), "BASE applied");
+        assert_eq!(apply(&a, "SUMMER"), "BASE replayed");
+        assert_eq!(
+            one::<String>(&format!("SELECT promotion_code FROM payments.discounts WHERE subscription_id = '{a}'")),
+            "SUMMER"
+        );
+        assert_eq!(sqlstate(&format!("SELECT payments.apply_coupon('{b}', 'SUMMER')")), "PM206", "its one use is gone");
+        assert_eq!(sqlstate(&format!("SELECT payments.apply_coupon('{b}', 'VIP')")), "PM206", "another customer's");
+        assert!(!one::<bool>("SELECT payments.set_promotion_code_active('VIP', false)"));
+        assert_eq!(sqlstate(&format!("SELECT payments.apply_coupon('{c}', 'VIP')")), "PM206", "inactive");
+        assert!(one::<bool>("SELECT payments.set_promotion_code_active('VIP', true)"));
+        assert_eq!(apply(&c, "VIP"), "BASE applied");
+        assert_eq!(apply(&b, "BASE"), "BASE applied", "the coupon's own code still works");
+        assert_eq!(
+            one::<String>("SELECT c.times_redeemed || ' ' || (SELECT string_agg(times_redeemed::text, ',' ORDER BY code) FROM payments.promotion_codes)
+                           FROM payments.coupons c WHERE c.code = 'BASE'"),
+            "3 1,1"
+        );
+        for (sql, code) in [
+            ("SELECT payments.create_promotion_code('BASE', 'BASE')", "PM100"),
+            ("SELECT payments.create_promotion_code('X1', 'NOPE')", "PM204"),
+            ("SELECT payments.create_promotion_code('SUMMER', 'BASE', max_redemptions => 2)", "PM201"),
+            ("SELECT payments.create_coupon('SUMMER', percent_off => 5)", "PM100"),
+            ("SELECT payments.set_promotion_code_active('NOPE', true)", "PM204"),
+        ] {
+            assert_eq!(sqlstate(sql), code, "{sql}");
+        }
+    }
 }

@@ -39,6 +39,9 @@ BEGIN
                   WHERE NOT EXISTS (SELECT 1 FROM payments.plans pl WHERE pl.code = p.code)) THEN
         RAISE EXCEPTION 'applies_to_plans names 1 to 100 existing plans (or is NULL: any)' USING ERRCODE = 'PM100';
     END IF;
+    IF EXISTS (SELECT 1 FROM payments.promotion_codes pc WHERE pc.code = create_coupon.code) THEN
+        RAISE EXCEPTION '% is a promotion code: a coupon takes another code', create_coupon.code USING ERRCODE = 'PM100';
+    END IF;
     IF amount_off IS NOT NULL THEN
         v_minor := payments.to_minor(amount_off, v_currency);
     END IF;
@@ -72,6 +75,7 @@ DECLARE
     v_coupon   payments.coupons%ROWTYPE;
     v_plan     payments.plans%ROWTYPE;
     v_discount payments.discounts%ROWTYPE;
+    v_promo    payments.promotion_codes%ROWTYPE;
     v_first    integer;
     v_last     integer;
 BEGIN
@@ -79,17 +83,34 @@ BEGIN
         RAISE EXCEPTION 'at is required (a finite time)' USING ERRCODE = 'PM100';
     END IF;
     v_sub := payments._locked_subscription(apply_coupon.subscription_id);
+    -- A promotion code names its coupon.
+    SELECT * INTO v_promo FROM payments.promotion_codes pc WHERE pc.code = apply_coupon.code;
     -- Applied already: the same answer, nothing redeemed again.
     SELECT * INTO v_discount FROM payments.discounts d
-    WHERE d.customer_id = v_sub.customer_id AND d.subscription_id = v_sub.id AND d.coupon = apply_coupon.code;
+    WHERE d.customer_id = v_sub.customer_id AND d.subscription_id = v_sub.id
+      AND d.coupon = coalesce(v_promo.coupon, apply_coupon.code);
     IF FOUND THEN
         RETURN QUERY SELECT v_discount.id, v_discount.coupon, v_discount.first_period, v_discount.last_period,
                             'replayed'::text;
         RETURN;
     END IF;
-    SELECT * INTO v_coupon FROM payments.coupons c WHERE c.code = apply_coupon.code;
+    SELECT * INTO v_coupon FROM payments.coupons c WHERE c.code = coalesce(v_promo.coupon, apply_coupon.code);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'coupon % not found', payments._shown(apply_coupon.code) USING ERRCODE = 'PM204';
+    END IF;
+    IF v_promo.code IS NOT NULL THEN
+        IF NOT v_promo.active OR at > v_promo.redeem_by
+           OR v_promo.customer_id <> v_sub.customer_id THEN
+            RAISE EXCEPTION 'promotion code % is %', v_promo.code,
+                CASE WHEN NOT v_promo.active THEN 'not active' WHEN at > v_promo.redeem_by THEN 'expired'
+                     ELSE 'for another customer' END USING ERRCODE = 'PM206';
+        END IF;
+        -- Its own limit first (its row orders its redeemers), then the coupon's below.
+        UPDATE payments.promotion_codes pc SET times_redeemed = pc.times_redeemed + 1
+        WHERE pc.code = v_promo.code AND (pc.max_redemptions IS NULL OR pc.times_redeemed < pc.max_redemptions);
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'promotion code % has no redemptions left', v_promo.code USING ERRCODE = 'PM206';
+        END IF;
     END IF;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
     IF NOT (v_sub.status = ANY (payments._group('current_subscription_status'))) THEN
@@ -116,8 +137,9 @@ BEGIN
     -- (Computed apart: Citus sends the INSERT to a worker with its values as parameters.)
     v_last := CASE WHEN v_coupon.duration = 'once' THEN v_first
                    WHEN v_coupon.duration = 'repeating' THEN v_first + v_coupon.duration_in_periods - 1 END;
-    INSERT INTO payments.discounts (customer_id, id, subscription_id, coupon, first_period, last_period, applied_at)
-    VALUES (v_sub.customer_id, payments._new_id('dsc'), v_sub.id, v_coupon.code, v_first, v_last, at)
+    INSERT INTO payments.discounts (customer_id, id, subscription_id, coupon, promotion_code, first_period, last_period,
+                                    applied_at)
+    VALUES (v_sub.customer_id, payments._new_id('dsc'), v_sub.id, v_coupon.code, v_promo.code, v_first, v_last, at)
     RETURNING * INTO v_discount;
     PERFORM payments._subscription_event(v_sub, v_sub.status, 'coupon applied',
                                          jsonb_build_object('coupon', v_coupon.code, 'first_period', v_first,
@@ -127,7 +149,57 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.apply_coupon(text, text, timestamptz) IS
-    'Redeems a coupon for a trialing, active or past_due subscription (PM206 otherwise): its discount comes off the invoices of the periods after the current one (a trial''s: from the first paid one), once, for duration_in_periods periods, or forever, replacing the subscription''s earlier discount. Never past the coupon''s max_redemptions, however many redeem it at once; after redeem_by, for a plan it does not apply to, or in another currency than the plan''s: PM206. An unknown coupon or subscription: PM204. The same coupon again is replayed.';
+    'Redeems a coupon, or a promotion code for one, for a trialing, active or past_due subscription (PM206 otherwise): its discount comes off the invoices of the periods after the current one (a trial''s: from the first paid one), once, for duration_in_periods periods, or forever, replacing the subscription''s earlier discount. Never past the coupon''s max_redemptions (nor a promotion code''s), however many redeem it at once; a promotion code that is inactive, expired or for another customer: PM206; after redeem_by, for a plan it does not apply to, or in another currency than the plan''s: PM206. An unknown coupon or subscription: PM204. The same coupon again is replayed.';
+
+CREATE OR REPLACE FUNCTION payments.create_promotion_code(code text, coupon text, max_redemptions integer DEFAULT NULL,
+                                                          redeem_by timestamptz DEFAULT NULL,
+                                                          customer_id text DEFAULT NULL)
+RETURNS SETOF payments.promotion_codes
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_promo payments.promotion_codes%ROWTYPE;
+BEGIN
+    IF code IS NULL OR code !~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$' OR max_redemptions <= 0 OR NOT isfinite(redeem_by)
+       OR length(customer_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'a promotion code is 1 to 64 letters, digits, _ and -; max_redemptions above 0; redeem_by finite'
+            USING ERRCODE = 'PM100';
+    ELSIF NOT EXISTS (SELECT 1 FROM payments.coupons c WHERE c.code = create_promotion_code.coupon) THEN
+        RAISE EXCEPTION 'coupon % not found', payments._shown(coupon) USING ERRCODE = 'PM204';
+    ELSIF EXISTS (SELECT 1 FROM payments.coupons c WHERE c.code = create_promotion_code.code) THEN
+        RAISE EXCEPTION '% is a coupon''s code: a promotion code takes another', code USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.promotion_codes AS pc (code, coupon, customer_id, max_redemptions, redeem_by)
+    VALUES (create_promotion_code.code, create_promotion_code.coupon, create_promotion_code.customer_id,
+            create_promotion_code.max_redemptions, create_promotion_code.redeem_by)
+    ON CONFLICT ON CONSTRAINT promotion_codes_pkey DO NOTHING;
+    SELECT * INTO v_promo FROM payments.promotion_codes pc WHERE pc.code = create_promotion_code.code;
+    IF (v_promo.coupon, v_promo.customer_id, v_promo.max_redemptions, v_promo.redeem_by)
+       IS DISTINCT FROM (create_promotion_code.coupon, create_promotion_code.customer_id,
+                         create_promotion_code.max_redemptions, create_promotion_code.redeem_by) THEN
+        RAISE EXCEPTION 'promotion code % exists with another definition', v_promo.code USING ERRCODE = 'PM201';
+    END IF;
+    RETURN NEXT v_promo;
+END
+$$;
+COMMENT ON FUNCTION payments.create_promotion_code(text, text, integer, timestamptz, text) IS
+    'Makes a promotion code (admin), as Stripe''s: a code customers type for a coupon, with limits of its own on top of the coupon''s (max_redemptions, redeem_by, customer_id: one customer only). apply_coupon takes it in place of the coupon''s code. The same call again returns it; another definition PM201; an unknown coupon PM204; a code a coupon already has PM100.';
+
+CREATE OR REPLACE FUNCTION payments.set_promotion_code_active(code text, active boolean) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF active IS NULL THEN
+        RAISE EXCEPTION 'active must be true or false' USING ERRCODE = 'PM100';
+    END IF;
+    UPDATE payments.promotion_codes pc SET active = set_promotion_code_active.active
+    WHERE pc.code = set_promotion_code_active.code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'promotion code % not found', payments._shown(code) USING ERRCODE = 'PM204';
+    END IF;
+    RETURN active;
+END
+$$;
+COMMENT ON FUNCTION payments.set_promotion_code_active(text, boolean) IS
+    'Turns a promotion code off (it redeems nothing more; discounts it gave stay) or on again (admin); PM204 for an unknown code.';
 
 CREATE OR REPLACE FUNCTION payments.create_tax_rate(code text, display_name text, percentage numeric, inclusive boolean,
                                                     jurisdiction text DEFAULT NULL)

@@ -53,7 +53,8 @@ GRANT EXECUTE ON FUNCTION
     payments.list_invoice_taxes(text), payments.preview_invoice(text, timestamptz),
     payments.list_credit_notes(text), payments.get_credit_note(text)
 TO payments_admin, payments_gateway, payments_reader;
-GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.coupons, payments.tax_rates,
+GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.coupons, payments.promotion_codes,
+    payments.tax_rates,
     payments.discounts, payments.customer_taxes, payments.subscription_details,
     payments.subscription_revenue, payments.mrr, payments.ledger, payments.credit_grant_details, payments.hold_details,
     payments.invoice_details, payments.invoice_line_details, payments.credit_note_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
@@ -154,6 +155,8 @@ GRANT EXECUTE ON FUNCTION
     payments.archive_plan(text),
     payments.create_coupon(text, numeric, numeric, text, text, integer, integer, timestamptz, text[], text),
     payments.create_tax_rate(text, text, numeric, boolean, text),
+    payments.create_promotion_code(text, text, integer, timestamptz, text),
+    payments.set_promotion_code_active(text, boolean),
     payments.set_dunning(integer[], text, interval),
     payments.set_webhook_retries(interval[]),
     payments.set_webhook_endpoint_limit(integer),

@@ -207,11 +207,24 @@ CREATE TABLE payments.coupons (
     CONSTRAINT coupons_redeemed_within CHECK (times_redeemed <= max_redemptions)
 );
 SELECT pg_catalog.pg_extension_config_dump('payments.coupons', '');
+CREATE TABLE payments.promotion_codes (
+    code             text COLLATE "C" PRIMARY KEY CHECK (code ~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'),
+    coupon           text COLLATE "C" NOT NULL REFERENCES payments.coupons (code),
+    customer_id      text COLLATE "C" CHECK (length(customer_id) BETWEEN 1 AND 255),
+    max_redemptions  integer CHECK (max_redemptions > 0),
+    times_redeemed   integer NOT NULL DEFAULT 0 CHECK (times_redeemed >= 0),
+    redeem_by        timestamptz,
+    active           boolean NOT NULL DEFAULT true,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT promotion_codes_redeemed_within CHECK (times_redeemed <= max_redemptions)
+);
+SELECT pg_catalog.pg_extension_config_dump('payments.promotion_codes', '');
 CREATE TABLE payments.discounts (
     customer_id     text COLLATE "C" NOT NULL,
     id              text COLLATE "C" NOT NULL,
     subscription_id text COLLATE "C" NOT NULL,
     coupon          text COLLATE "C" NOT NULL,
+    promotion_code  text COLLATE "C",
     first_period    integer NOT NULL CHECK (first_period >= 1),
     last_period     integer,
     applied_at      timestamptz NOT NULL,

@@ -30,11 +30,29 @@ COMMENT ON COLUMN payments.coupons.times_redeemed IS 'How many subscriptions red
 COMMENT ON COLUMN payments.coupons.applies_to_plans IS 'The plans whose subscriptions may redeem it; NULL: any.';
 SELECT pg_catalog.pg_extension_config_dump('payments.coupons', '');
 
+CREATE TABLE payments.promotion_codes (
+    code             text COLLATE "C" PRIMARY KEY CHECK (code ~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'),
+    coupon           text COLLATE "C" NOT NULL REFERENCES payments.coupons (code),
+    customer_id      text COLLATE "C" CHECK (length(customer_id) BETWEEN 1 AND 255),
+    max_redemptions  integer CHECK (max_redemptions > 0),
+    times_redeemed   integer NOT NULL DEFAULT 0 CHECK (times_redeemed >= 0),
+    redeem_by        timestamptz,
+    active           boolean NOT NULL DEFAULT true,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT promotion_codes_redeemed_within CHECK (times_redeemed <= max_redemptions)
+);
+COMMENT ON TABLE payments.promotion_codes IS
+    'Codes customers type for a coupon (create_promotion_code), as Stripe''s promotion codes: each with its own limits (max_redemptions, redeem_by, one customer only) on top of its coupon''s. apply_coupon takes either. Made by payments_admin; on Citus a reference table.';
+COMMENT ON COLUMN payments.promotion_codes.customer_id IS 'Only this customer may redeem it; NULL: anyone.';
+COMMENT ON COLUMN payments.promotion_codes.active IS 'An inactive code redeems nothing (set_promotion_code_active).';
+SELECT pg_catalog.pg_extension_config_dump('payments.promotion_codes', '');
+
 CREATE TABLE payments.discounts (
     customer_id     text COLLATE "C" NOT NULL,
     id              text COLLATE "C" NOT NULL,
     subscription_id text COLLATE "C" NOT NULL,
     coupon          text COLLATE "C" NOT NULL,
+    promotion_code  text COLLATE "C",
     first_period    integer NOT NULL CHECK (first_period >= 1),
     last_period     integer,
     applied_at      timestamptz NOT NULL,
@@ -49,6 +67,7 @@ COMMENT ON TABLE payments.discounts IS
     'A coupon redeemed by a subscription (apply_coupon): it takes its discount off the subscription''s invoices of periods first_period to last_period. One per subscription at a time: applying another ends it (ended_at), as Stripe replaces a subscription''s discount. Beside the customer (on Citus, by customer_id).';
 COMMENT ON COLUMN payments.discounts.id IS 'dsc_ + 26-character time-sortable id.';
 COMMENT ON COLUMN payments.discounts.coupon IS 'The coupon''s code (payments.coupons; never deleted).';
+COMMENT ON COLUMN payments.discounts.promotion_code IS 'The promotion code it was redeemed with, if any.';
 COMMENT ON COLUMN payments.discounts.first_period IS 'The first period whose invoices it discounts: the one after the period it was applied in (a trial''s: the first paid one).';
 COMMENT ON COLUMN payments.discounts.last_period IS 'The last period it discounts; NULL: forever.';
 COMMENT ON COLUMN payments.discounts.applied_at IS 'The at of apply_coupon.';
