@@ -100,7 +100,7 @@ BEGIN
     END IF;
     IF v_promo.code IS NOT NULL THEN
         IF NOT v_promo.active OR at > v_promo.redeem_by
-           OR v_promo.customer_id <> v_sub.customer_id THEN
+           OR v_promo.only_customer <> v_sub.customer_id THEN
             RAISE EXCEPTION 'promotion code % is %', v_promo.code,
                 CASE WHEN NOT v_promo.active THEN 'not active' WHEN at > v_promo.redeem_by THEN 'expired'
                      ELSE 'for another customer' END USING ERRCODE = 'PM206';
@@ -168,12 +168,12 @@ BEGIN
     ELSIF EXISTS (SELECT 1 FROM payments.coupons c WHERE c.code = create_promotion_code.code) THEN
         RAISE EXCEPTION '% is a coupon''s code: a promotion code takes another', code USING ERRCODE = 'PM100';
     END IF;
-    INSERT INTO payments.promotion_codes AS pc (code, coupon, customer_id, max_redemptions, redeem_by)
+    INSERT INTO payments.promotion_codes AS pc (code, coupon, only_customer, max_redemptions, redeem_by)
     VALUES (create_promotion_code.code, create_promotion_code.coupon, create_promotion_code.customer_id,
             create_promotion_code.max_redemptions, create_promotion_code.redeem_by)
     ON CONFLICT ON CONSTRAINT promotion_codes_pkey DO NOTHING;
     SELECT * INTO v_promo FROM payments.promotion_codes pc WHERE pc.code = create_promotion_code.code;
-    IF (v_promo.coupon, v_promo.customer_id, v_promo.max_redemptions, v_promo.redeem_by)
+    IF (v_promo.coupon, v_promo.only_customer, v_promo.max_redemptions, v_promo.redeem_by)
        IS DISTINCT FROM (create_promotion_code.coupon, create_promotion_code.customer_id,
                          create_promotion_code.max_redemptions, create_promotion_code.redeem_by) THEN
         RAISE EXCEPTION 'promotion code % exists with another definition', v_promo.code USING ERRCODE = 'PM201';

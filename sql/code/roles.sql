@@ -53,8 +53,7 @@ GRANT EXECUTE ON FUNCTION
     payments.list_invoice_taxes(text), payments.preview_invoice(text, timestamptz),
     payments.list_credit_notes(text), payments.get_credit_note(text)
 TO payments_admin, payments_gateway, payments_reader;
-GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.coupons, payments.promotion_codes,
-    payments.tax_rates,
+GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.coupons, payments.tax_rates,
     payments.discounts, payments.customer_taxes, payments.subscription_details,
     payments.subscription_revenue, payments.mrr, payments.ledger, payments.credit_grant_details, payments.hold_details,
     payments.invoice_details, payments.invoice_line_details, payments.credit_note_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,

@@ -209,8 +209,8 @@ CREATE TABLE payments.coupons (
 SELECT pg_catalog.pg_extension_config_dump('payments.coupons', '');
 CREATE TABLE payments.promotion_codes (
     code             text COLLATE "C" PRIMARY KEY CHECK (code ~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'),
-    coupon           text COLLATE "C" NOT NULL REFERENCES payments.coupons (code),
-    customer_id      text COLLATE "C" CHECK (length(customer_id) BETWEEN 1 AND 255),
+    coupon           text COLLATE "C" NOT NULL,
+    only_customer    text COLLATE "C" CHECK (length(only_customer) BETWEEN 1 AND 255),
     max_redemptions  integer CHECK (max_redemptions > 0),
     times_redeemed   integer NOT NULL DEFAULT 0 CHECK (times_redeemed >= 0),
     redeem_by        timestamptz,

@@ -32,8 +32,8 @@ SELECT pg_catalog.pg_extension_config_dump('payments.coupons', '');
 
 CREATE TABLE payments.promotion_codes (
     code             text COLLATE "C" PRIMARY KEY CHECK (code ~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'),
-    coupon           text COLLATE "C" NOT NULL REFERENCES payments.coupons (code),
-    customer_id      text COLLATE "C" CHECK (length(customer_id) BETWEEN 1 AND 255),
+    coupon           text COLLATE "C" NOT NULL,
+    only_customer    text COLLATE "C" CHECK (length(only_customer) BETWEEN 1 AND 255),
     max_redemptions  integer CHECK (max_redemptions > 0),
     times_redeemed   integer NOT NULL DEFAULT 0 CHECK (times_redeemed >= 0),
     redeem_by        timestamptz,
@@ -42,8 +42,11 @@ CREATE TABLE payments.promotion_codes (
     CONSTRAINT promotion_codes_redeemed_within CHECK (times_redeemed <= max_redemptions)
 );
 COMMENT ON TABLE payments.promotion_codes IS
-    'Codes customers type for a coupon (create_promotion_code), as Stripe''s promotion codes: each with its own limits (max_redemptions, redeem_by, one customer only) on top of its coupon''s. apply_coupon takes either. Made by payments_admin; on Citus a reference table.';
-COMMENT ON COLUMN payments.promotion_codes.customer_id IS 'Only this customer may redeem it; NULL: anyone.';
+    'Codes customers type for a coupon (create_promotion_code), as Stripe''s promotion codes: each with its own limits (max_redemptions, redeem_by, one customer only) on top of its coupon''s. apply_coupon takes either. Made by payments_admin and readable by it only (a code is a key to a discount); on Citus a reference table.';
+COMMENT ON COLUMN payments.promotion_codes.coupon IS
+    'The coupon''s code (payments.coupons; create_promotion_code checks it, and coupons are never deleted). No foreign key: on Citus one between reference tables makes every redemption''s update of the coupon wait for sequential mode, which a transaction that read a distributed table in parallel cannot take.';
+COMMENT ON COLUMN payments.promotion_codes.only_customer IS
+    'Only this customer may redeem it; NULL: anyone. (Not named customer_id: the code is the platform''s, not the customer''s row; on Citus a reference table.)';
 COMMENT ON COLUMN payments.promotion_codes.active IS 'An inactive code redeems nothing (set_promotion_code_active).';
 SELECT pg_catalog.pg_extension_config_dump('payments.promotion_codes', '');
 
