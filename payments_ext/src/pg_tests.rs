@@ -4363,6 +4363,15 @@ mod tests {
         ] {
             assert_eq!(sqlstate(&sql), code, "{sql}");
         }
+        // Paid by prepaid credits, no payment: nothing to refund, but its balance can be credited.
+        one::<String>("SELECT outcome FROM payments.grant_credits('g3', 'cust_cn3', 15, 'usd')");
+        let (covered, status, _, _) = invoice_of(&subscribe("k3", "cust_cn3"), 1);
+        assert_eq!(status, "paid");
+        assert_eq!(
+            sqlstate(&format!("SELECT payments.create_credit_note('c1', '{covered}', 1, 'duplicate', true)")),
+            "PM206"
+        );
+        assert!(note("c1", &covered, "15", false).ends_with(" 15.00 customer_balance"), "what the credits paid counts");
         assert!(trial_balance_is_zero());
     }
 

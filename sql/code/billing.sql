@@ -1104,6 +1104,16 @@ COMMENT ON FUNCTION payments.receipt(text) IS
 -- ---------------------------------------------------------------------------
 -- Plan changes
 -- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION payments._unused_share(p_sub payments.subscriptions, p_at timestamptz) RETURNS numeric
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN greatest(0, least(1, extract(epoch FROM p_sub.current_period_end - greatest(p_at, p_sub.current_period_start))
+                                / extract(epoch FROM p_sub.current_period_end - p_sub.current_period_start)));
+END
+$$;
+COMMENT ON FUNCTION payments._unused_share(payments.subscriptions, timestamptz) IS
+    'Internal: the share (0 to 1) of a subscription''s current period left after p_at: what a prorated change credits and charges.';
+
 CREATE OR REPLACE FUNCTION payments.change_plan(id text, plan text, prorate boolean DEFAULT true, at timestamptz DEFAULT now())
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -1152,8 +1162,7 @@ BEGIN
     -- The unused share of the period is credited at the old price and charged at the new
     -- one, each rounded to a minor unit, as Stripe does (a trial has nothing to prorate).
     IF v_sub.status <> 'trialing' THEN
-        v_left := greatest(0, least(1, extract(epoch FROM v_sub.current_period_end - greatest(at, v_sub.current_period_start))
-                                       / extract(epoch FROM v_sub.current_period_end - v_sub.current_period_start)));
+        v_left := payments._unused_share(v_sub, at);
         v_credit := round(v_old.amount_minor * v_sub.quantity * v_left);
         v_charge := round(v_new.amount_minor * v_sub.quantity * v_left);
         IF NOT payments._same_cycle(v_old, v_new) THEN
@@ -1225,8 +1234,7 @@ BEGIN
     -- The unused share of the period is credited at the old quantity and charged at the new one,
     -- each rounded to a minor unit, as change_plan does (a trial has nothing to prorate).
     IF prorate AND v_sub.status <> 'trialing' AND at < v_sub.current_period_end THEN
-        v_left := greatest(0, least(1, extract(epoch FROM v_sub.current_period_end - greatest(at, v_sub.current_period_start))
-                                       / extract(epoch FROM v_sub.current_period_end - v_sub.current_period_start)));
+        v_left := payments._unused_share(v_sub, at);
         v_credit := round(v_plan.amount_minor * v_sub.quantity * v_left);
         v_charge := round(v_plan.amount_minor * set_subscription_quantity.quantity * v_left);
         IF v_charge > v_credit THEN

@@ -270,6 +270,7 @@ DECLARE
     v_priced  record;
     v_lines   jsonb;
     v_taxes   jsonb;
+    v_discount bigint;
 BEGIN
     -- The discount of the period, if one: the coupon's terms as they are (they never change).
     SELECT c.* INTO v_coupon FROM payments.discounts d JOIN payments.coupons c ON c.code = d.coupon
@@ -302,13 +303,12 @@ BEGIN
                                                  'percentage', v_pcts[n], 'inclusive', v_incl[n],
                                                  'amount_minor', v_priced.rate_taxes[n]) ORDER BY n), '[]')
     INTO v_taxes FROM generate_series(1, cardinality(v_codes)) n;
+    SELECT coalesce(sum(x), 0) INTO v_discount FROM unnest(v_priced.discounts) x;
     RETURN jsonb_build_object(
         'lines', coalesce(v_lines, '[]'), 'taxes', v_taxes, 'coupon', v_coupon.code,
-        'subtotal_minor', payments._lines_total(p_lines),
-        'discount_minor', (SELECT coalesce(sum(x), 0) FROM unnest(v_priced.discounts) x),
+        'subtotal_minor', payments._lines_total(p_lines), 'discount_minor', v_discount,
         'tax_minor', (SELECT coalesce(sum(x), 0) FROM unnest(v_priced.rate_taxes) x),
-        'total_minor', payments._lines_total(p_lines) - (SELECT coalesce(sum(x), 0) FROM unnest(v_priced.discounts) x)
-                       + v_priced.exclusive_tax);
+        'total_minor', payments._lines_total(p_lines) - v_discount + v_priced.exclusive_tax);
 END
 $$;
 COMMENT ON FUNCTION payments._priced_lines(text, text, integer, text, jsonb) IS

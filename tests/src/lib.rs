@@ -239,3 +239,10 @@ pub async fn sandbox_charges(base: &str, key: &str) -> std::collections::HashMap
         .await
         .expect("charges as JSON")
 }
+
+/// An API error answer's status and `error.code`.
+pub async fn error_code(r: reqwest::Response) -> (reqwest::StatusCode, String) {
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.expect("every error has a JSON body");
+    (status, body["error"]["code"].as_str().expect("error.code").to_string())
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use payments_e2e::{
-    api_key, connect, free_port, gateway_database_url, sandbox_charges, unique, webhook_secret, Gateway,
+    api_key, connect, error_code, free_port, gateway_database_url, sandbox_charges, unique, webhook_secret, Gateway,
 };
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
@@ -56,12 +56,6 @@ impl Setup {
 
 fn visa(customer: &str, pm: &str) -> Value {
     json!({ "customer_id": customer, "amount": "49.99", "currency": "usd", "payment_method": pm })
-}
-
-async fn error_code(r: Response) -> (StatusCode, String) {
-    let status = r.status();
-    let body: Value = r.json().await.expect("every error has a JSON body");
-    (status, body["error"]["code"].as_str().expect("error.code").to_string())
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use clap::Parser;
-use payments_e2e::{api_key, api_key_for, gateway_database_url, unique, webhook_secret};
+use payments_e2e::{api_key, api_key_for, error_code, gateway_database_url, unique, webhook_secret};
 use payments_gateway::config::{Cli, Command};
 use payments_gateway::startup::Application;
 use reqwest::{Client, Method, StatusCode};
@@ -1613,31 +1613,26 @@ async fn credits_over_http_granted_by_the_platform_bought_by_the_customer_and_sp
     assert_eq!((again.status(), again.headers()["idempotent-replayed"].to_str().unwrap()), (StatusCode::OK, "true"));
     let again: Value = again.json().await.unwrap();
     assert_eq!((again["id"].clone(), again["outcome"].as_str()), (grant["id"].clone(), Some("replayed")));
-    let error = |r: reqwest::Response| async move {
-        let status = r.status();
-        let body: Value = r.json().await.unwrap();
-        (status, body["error"]["code"].as_str().unwrap_or_default().to_string())
-    };
     let reused = app.post_with_key(
         "/v1/credit_grants",
         &key,
         &idem,
         json!({ "customer_id": customer, "amount": 5, "unit": "tokens" }),
     );
-    assert_eq!(error(reused.await).await, (StatusCode::CONFLICT, "idempotency_key_reused".into()));
+    assert_eq!(error_code(reused.await).await, (StatusCode::CONFLICT, "idempotency_key_reused".into()));
     for (amount, unit, code) in
         [("1.5", "tokens", "amount_too_precise"), ("1", "Tokens", "unit_unknown"), ("0", "usd", "amount_not_positive")]
     {
         let grant_key = unique("g");
         let bad = json!({ "customer_id": customer, "amount": amount, "unit": unit });
         let bad = app.post_with_key("/v1/credit_grants", &key, &grant_key, bad).await;
-        assert_eq!(error(bad).await, (StatusCode::BAD_REQUEST, code.to_string()), "{amount} {unit}");
+        assert_eq!(error_code(bad).await, (StatusCode::BAD_REQUEST, code.to_string()), "{amount} {unit}");
     }
     // A key bound to the customer may read its balances, but never grant itself credits.
     let grant_key = unique("g");
     let own = json!({ "customer_id": customer, "amount": 1, "unit": "tokens" });
     let own = app.post_with_key("/v1/credit_grants", &own_key, &grant_key, own).await;
-    assert_eq!(error(own).await, (StatusCode::FORBIDDEN, "customer_bound".into()));
+    assert_eq!(error_code(own).await, (StatusCode::FORBIDDEN, "customer_bound".into()));
 
     let path = format!("/v1/customers/{customer}/balances");
     for k in [&key, &own_key] {
@@ -1668,11 +1663,11 @@ async fn credits_over_http_granted_by_the_platform_bought_by_the_customer_and_sp
         async move { app.send(Method::POST, &path, Some(&key), Some(json!({ "amount": amount }))).await }
     };
     assert_eq!(settle("other", "1").await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(error(settle("own", "601").await).await, (StatusCode::BAD_REQUEST, "amount_too_large".into()));
+    assert_eq!(error_code(settle("own", "601").await).await, (StatusCode::BAD_REQUEST, "amount_too_large".into()));
     let settled: Value = settle("own", "250").await.json().await.unwrap();
     assert_eq!((settled["spent"].as_str(), settled["released"].as_str()), (Some("250"), Some("350")), "{settled}");
     let release = app.send(Method::POST, &format!("/v1/holds/{hold}/release"), Some(&own_key), None).await;
-    assert_eq!(error(release).await, (StatusCode::CONFLICT, "transition_not_allowed".into()));
+    assert_eq!(error_code(release).await, (StatusCode::CONFLICT, "transition_not_allowed".into()));
     let shown = app.get_json(&key, &path).await;
     assert_eq!((shown["data"][0]["posted"].as_str(), shown["data"][0]["held"].as_str()), (Some("750"), Some("0")));
 
@@ -1699,7 +1694,7 @@ async fn credits_over_http_granted_by_the_platform_bought_by_the_customer_and_sp
     let limit = json!({ "amount": "100", "unit": "tokens", "period": "day" });
     let limit_path = format!("/v1/customers/{customer}/spend_limit");
     let denied = app.send(Method::PUT, &limit_path, Some(&own_key), Some(limit.clone())).await;
-    assert_eq!(error(denied).await, (StatusCode::FORBIDDEN, "customer_bound".into()));
+    assert_eq!(error_code(denied).await, (StatusCode::FORBIDDEN, "customer_bound".into()));
     let set: Value = app.send(Method::PUT, &limit_path, Some(&key), Some(limit)).await.json().await.unwrap();
     assert_eq!(set["limited"], true, "{set}");
     let over: Value = reserve("1", "job-3").await.json().await.unwrap();
@@ -1829,16 +1824,6 @@ async fn invoices_are_paid_by_prepaid_credits_and_the_balance_first_and_charged_
     let sub: String = db.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get(0);
     let grant = json!({ "customer_id": customer, "amount": "5.00", "unit": "usd" });
     assert_eq!(app.post_with_key("/v1/credit_grants", &key, &unique("g"), grant).await.status(), StatusCode::CREATED);
-    let renew = |sub: String| {
-        let db = &db;
-        async move {
-            let sql =
-                "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
-            db.execute(sql, &[&sub]).await.unwrap();
-            let sql = "SELECT id FROM payments.invoices WHERE subscription_id = $1 ORDER BY period_number DESC LIMIT 1";
-            db.query_one(sql, &[&sub]).await.unwrap().get::<_, String>(0)
-        }
-    };
     let lines = |invoice: &Value| {
         invoice["lines"]
             .as_array()
@@ -1849,7 +1834,7 @@ async fn invoices_are_paid_by_prepaid_credits_and_the_balance_first_and_charged_
     };
 
     // The first month: 5.00 of credits, 10.00 charged at the provider.
-    let first = renew(sub.clone()).await;
+    let first = renew(&db, &sub).await;
     let paid = app.get_until(&key, &format!("/v1/invoices/{first}"), |i| i["status"] == "paid").await;
     assert_eq!(lines(&paid), ["recurring 15.00", "prepaid_credits -5.00"], "{paid}");
     assert_eq!(paid["total"], "10.00");
@@ -1869,7 +1854,7 @@ async fn invoices_are_paid_by_prepaid_credits_and_the_balance_first_and_charged_
     assert_eq!(balance.map(|b| b["available"].clone()), Some(json!("5.00")), "{balances}");
 
     // The next month costs 5.00: the balance pays it all, and nothing is charged.
-    let second = renew(sub.clone()).await;
+    let second = renew(&db, &sub).await;
     let paid = app.get_until(&key, &format!("/v1/invoices/{second}"), |i| i["status"] == "paid").await;
     assert_eq!(lines(&paid), ["recurring 5.00", "balance -5.00"], "{paid}");
     assert_eq!((paid["total"].as_str(), paid["payment_id"].as_str()), (Some("0.00"), None), "{paid}");
@@ -1900,23 +1885,18 @@ async fn three_seats_with_a_coupon_and_a_tax_renew_as_foretold_and_a_fourth_seat
     let created: Value = app.post_with_key("/v1/subscriptions", &key, &unique("k"), body).await.json().await.unwrap();
     assert_eq!((created["quantity"].as_i64(), created["status"].as_str()), (Some(3), Some("trialing")), "{created}");
     let sub = created["id"].as_str().unwrap().to_string();
-    let error = |r: reqwest::Response| async move {
-        let status = r.status();
-        let body: Value = r.json().await.unwrap();
-        (status, body["error"]["code"].as_str().unwrap_or_default().to_string())
-    };
 
     // The platform assigns the tax; the customer's own key may not.
     let tax_path = format!("/v1/customers/{customer}/tax");
     let body = json!({ "tax_rates": [rate] });
     let denied = app.send(Method::PUT, &tax_path, Some(&own_key), Some(body.clone())).await;
-    assert_eq!(error(denied).await, (StatusCode::FORBIDDEN, "customer_bound".into()));
+    assert_eq!(error_code(denied).await, (StatusCode::FORBIDDEN, "customer_bound".into()));
     let set: Value = app.send(Method::PUT, &tax_path, Some(&key), Some(body)).await.json().await.unwrap();
     assert_eq!((set["tax_rates"].clone(), set["tax_exempt"].clone()), (json!([rate]), json!(false)), "{set}");
     // The customer's own key redeems a coupon for its subscription; another customer's cannot see it.
     let coupon_path = format!("/v1/subscriptions/{sub}/coupon");
     let hidden = app.send(Method::POST, &coupon_path, Some(&other_key), Some(json!({ "code": coupon }))).await;
-    assert_eq!(error(hidden).await, (StatusCode::NOT_FOUND, "resource_missing".into()));
+    assert_eq!(error_code(hidden).await, (StatusCode::NOT_FOUND, "resource_missing".into()));
     let applied: Value = app
         .send(Method::POST, &coupon_path, Some(&own_key), Some(json!({ "code": coupon })))
         .await
@@ -1929,24 +1909,14 @@ async fn three_seats_with_a_coupon_and_a_tax_renew_as_foretold_and_a_fourth_seat
         "{applied}"
     );
     let unknown = app.send(Method::POST, &coupon_path, Some(&key), Some(json!({ "code": "NOPE" }))).await;
-    assert_eq!(error(unknown).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(unknown).await.0, StatusCode::NOT_FOUND);
 
-    let renew = |sub: String| {
-        let db = &db;
-        async move {
-            let sql =
-                "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
-            db.execute(sql, &[&sub]).await.unwrap();
-            let sql = "SELECT id FROM payments.invoices WHERE subscription_id = $1 ORDER BY period_number DESC LIMIT 1";
-            db.query_one(sql, &[&sub]).await.unwrap().get::<_, String>(0)
-        }
-    };
     // Three renewals: 30.00 less 20 % plus 8.25 % of what is left twice, then without the coupon.
     for (period, total, discount, tax) in
         [(1, "25.98", "6.00", "1.98"), (2, "25.98", "6.00", "1.98"), (3, "32.48", "0.00", "2.48")]
     {
         let preview = app.get_json(&own_key, &format!("/v1/subscriptions/{sub}/invoice_preview")).await;
-        let invoice = renew(sub.clone()).await;
+        let invoice = renew(&db, &sub).await;
         let paid = app.get_until(&key, &format!("/v1/invoices/{invoice}"), |i| i["status"] == "paid").await;
         assert_eq!(paid["total"], total, "period {period}: {paid}");
         assert_eq!(
@@ -1970,7 +1940,7 @@ async fn three_seats_with_a_coupon_and_a_tax_renew_as_foretold_and_a_fourth_seat
     }
     let hidden =
         app.send(Method::GET, &format!("/v1/subscriptions/{sub}/invoice_preview"), Some(&other_key), None).await;
-    assert_eq!(error(hidden).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(hidden).await.0, StatusCode::NOT_FOUND);
 
     // A fourth seat now, before the third period starts (the clock ran ahead of it): the period's
     // 30.00 for 3 seats credited, 40.00 for 4 charged, each line taxed (-2.48 and 3.30): 10.82.
@@ -1986,7 +1956,7 @@ async fn three_seats_with_a_coupon_and_a_tax_renew_as_foretold_and_a_fourth_seat
     let paid = app.get_until(&key, &format!("/v1/invoices/{proration}"), |i| i["status"] == "paid").await;
     assert_eq!(paid["total"], "10.82", "{paid}");
     let bad = app.send(Method::POST, &path, Some(&key), Some(json!({ "quantity": 0 }))).await;
-    assert_eq!(error(bad).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(bad).await.0, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -2000,10 +1970,7 @@ async fn a_voided_invoice_is_never_charged_again_and_only_the_platform_may_void(
     let (_, own_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &customer).await;
     let create = "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_chargeDeclined', at => now() - interval '2 days')";
     let sub: String = db.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get(0);
-    let renew = "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
-    db.execute(renew, &[&sub]).await.unwrap();
-    let invoice: String =
-        db.query_one("SELECT id FROM payments.invoices WHERE subscription_id = $1", &[&sub]).await.unwrap().get(0);
+    let invoice = renew(&db, &sub).await;
     // The declined card: past due, the invoice open for its retries.
     app.get_until(&key, &format!("/v1/subscriptions/{sub}"), |s| s["status"] == "past_due").await;
     let void_path = format!("/v1/invoices/{invoice}/void");
@@ -2042,10 +2009,7 @@ async fn a_credit_note_refunds_a_paid_invoice_through_the_provider_and_the_invoi
     let create =
         "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_visa', at => now() - interval '2 days')";
     let sub: String = db.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get(0);
-    let renew = "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
-    db.execute(renew, &[&sub]).await.unwrap();
-    let invoice: String =
-        db.query_one("SELECT id FROM payments.invoices WHERE subscription_id = $1", &[&sub]).await.unwrap().get(0);
+    let invoice = renew(&db, &sub).await;
     app.get_until(&key, &format!("/v1/invoices/{invoice}"), |i| i["status"] == "paid").await;
 
     let body = json!({ "invoice_id": invoice, "amount": "5.00", "reason": "product_unsatisfactory", "refund": true });
@@ -2080,6 +2044,15 @@ async fn a_credit_note_refunds_a_paid_invoice_through_the_provider_and_the_invoi
 }
 
 // ---- renewals and dunning ------------------------------------------------------
+
+/// run_billing at the end of a subscription's period (the clock moved there); the newest invoice it made.
+async fn renew(db: &tokio_postgres::Client, sub: &str) -> String {
+    let sql = "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
+    db.execute(sql, &[&sub]).await.unwrap();
+    let sql =
+        "SELECT id FROM payments.invoices WHERE subscription_id = $1 ORDER BY period_number DESC, id DESC LIMIT 1";
+    db.query_one(sql, &[&sub]).await.unwrap().get(0)
+}
 
 #[tokio::test]
 async fn subscriptions_renew_through_the_provider_and_a_declined_card_goes_through_dunning() {
