@@ -81,7 +81,8 @@ pub const TRANSFER_KINDS: [&str; 13] = [
 
 /// What an invoice line is: the plan's fee, usage, a proration, a credit for unused time or
 /// usage billed already, and what prepaid credits and the customer's balance paid of it.
-pub const INVOICE_LINE_KINDS: [&str; 6] = ["recurring", "usage", "proration", "credit", "prepaid_credits", "balance"];
+pub const INVOICE_LINE_KINDS: [&str; 7] =
+    ["recurring", "usage", "proration", "credit", "item", "prepaid_credits", "balance"];
 
 /// Why a reserve was refused: the credits cannot cover it, or it would pass the customer's
 /// spend limit for the period (`set_spend_limit`).

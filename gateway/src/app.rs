@@ -50,6 +50,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/subscriptions/{id}/invoice_preview", get(routes::invoices::preview))
         .route("/v1/invoices/{id}", get(routes::invoices::invoice))
         .route("/v1/invoices/{id}/void", post(routes::invoices::void))
+        .route("/v1/invoices/{id}/finalize", post(routes::invoices::finalize))
+        .route("/v1/invoices/{id}/items", post(routes::invoices::add_item))
         .route("/v1/credit_notes", post(routes::invoices::create_credit_note))
         .route("/v1/credit_notes/{id}", get(routes::invoices::credit_note))
         .route("/v1/invoices/{id}/mark_uncollectible", post(routes::invoices::mark_uncollectible))

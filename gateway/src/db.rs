@@ -294,6 +294,9 @@ pub const PREVIEW_INVOICE: &str = "SELECT (to_jsonb(p) || jsonb_build_object('ob
 /// Stop collecting invoice $1 (void it, or give it up); the route then answers it as GET /v1/invoices/{id}.
 pub const VOID_INVOICE: &str = "SELECT count(*) FROM payments.void_invoice($1)";
 pub const MARK_UNCOLLECTIBLE: &str = "SELECT count(*) FROM payments.mark_uncollectible($1)";
+pub const FINALIZE_INVOICE: &str = "SELECT count(*) FROM payments.finalize_invoice($1)";
+pub const ADD_INVOICE_ITEM: &str = "SELECT i.outcome
+     FROM payments.add_invoice_item($1, $2, $3, $4::text::numeric, coalesce($5::int, 1)) i";
 
 pub const CREATE_CREDIT_NOTE: &str = "SELECT n.credit_note_id, n.outcome
      FROM payments.create_credit_note($1, $2, $3::text::numeric, $4, coalesce($5::bool, false)) n";

@@ -45,6 +45,8 @@ use crate::routes::webhooks::WebhookResult;
         crate::routes::invoices::preview,
         crate::routes::invoices::invoice,
         crate::routes::invoices::void,
+        crate::routes::invoices::finalize,
+        crate::routes::invoices::add_item,
         crate::routes::invoices::create_credit_note,
         crate::routes::invoices::credit_note,
         crate::routes::invoices::mark_uncollectible,

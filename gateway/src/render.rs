@@ -127,13 +127,18 @@ pub fn invoice_html(i: &Value) -> String {
             )
         })
         .collect();
+    // A draft has no number yet (nor does a draft that was void).
+    let title = match i["number"].as_str() {
+        Some(number) => format!("Invoice {number}"),
+        None => "Draft invoice".to_string(),
+    };
     page(
-        &format!("Invoice {}", text(i, "number")),
+        &title,
         &format!(
-            "<h1>Invoice {}</h1><p class=\"muted\">{} · {} · {} to {}</p>\
+            "<h1>{}</h1><p class=\"muted\">{} · {} · {} to {}</p>\
              <table><tr><th>Description</th><th class=\"n\">Qty</th><th class=\"n\">Amount</th></tr>{rows}{taxes}\
              <tr><th>Total</th><th></th><th class=\"n\">{}</th></tr></table>",
-            escape(text(i, "number")),
+            escape(&title),
             escape(text(i, "customer_id")),
             escape(text(i, "status")),
             escape(text(i, "period_start")),
@@ -198,6 +203,10 @@ mod tests {
         let html = invoice_html(&i);
         assert!(html.contains("Invoice 2026-000001") && html.contains("Monthly, period 1") && html.contains("€15.00"));
         assert!(!html.contains("Discount"), "no discount, no row for it");
+        let draft = invoice_html(
+            &json!({ "number": null, "status": "draft", "currency": "EUR", "total": "15.00", "lines": [] }),
+        );
+        assert!(draft.contains("<h1>Draft invoice</h1>") && !draft.contains("null"), "{draft}");
     }
 
     #[test]

@@ -2007,12 +2007,19 @@ mod tests {
         ));
     }
 
+    /// Renewals finalized at once (no draft window): for tests of what follows a renewal's
+    /// charge; drafts have tests of their own.
+    fn renewals_final_at_once() {
+        Spi::run("SELECT payments.set_invoice_drafts('0')").unwrap();
+    }
+
     fn sub_status(sub: &str) -> String {
         one::<String>(&format!("SELECT status || ' ' || period_number FROM payments.subscriptions WHERE id = '{sub}'"))
     }
 
     #[pg_test]
     fn run_billing_renews_invoices_and_dunning_ends_unpaid_or_recovers() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('team', 'usd', 20, 'month', trial_days => 7)");
         // The trial began eight days ago: it ended yesterday.
         let sub = one::<String>(
@@ -2146,6 +2153,7 @@ mod tests {
 
     #[pg_test]
     fn plans_change_with_proration_now_or_at_period_end_and_past_due_has_a_grace_period() {
+        renewals_final_at_once();
         one::<String>(
             "SELECT code FROM payments.create_plan('basic', 'usd', 10, 'month', features => '{\"calls\": 5}')",
         );
@@ -2249,6 +2257,7 @@ mod tests {
 
     #[pg_test]
     fn a_renewal_bills_the_closed_periods_usage_at_the_plans_tiers() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_meter('tok', 'sum')");
         let tiers = r#"[{"meter": "tok", "price": {"mode": "graduated", "tiers": [{"up_to": 1000, "unit_amount_minor": 0}, {"up_to": null, "unit_amount_minor": "0.1", "flat_amount_minor": 200}]}}]"#;
         one::<String>(&format!(
@@ -2716,6 +2725,7 @@ mod tests {
 
     #[pg_test]
     fn dunning_and_grace_follow_at_and_a_second_run_at_the_same_time_does_nothing() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('dn', 'usd', 20, 'month', trial_days => 7)");
         let sub = one::<String>(
             "SELECT id FROM payments.create_subscription('dn1', 'cust_dn', 'dn', at => '2027-06-01T00:00Z')",
@@ -2743,6 +2753,7 @@ mod tests {
 
     #[pg_test]
     fn a_subscription_billed_after_a_failure_is_no_longer_shown_as_failing() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('rv', 'usd', 20, 'month', trial_days => 7)");
         let retrying = one::<String>(
             "SELECT id FROM payments.create_subscription('rv1', 'cust_rv1', 'rv', at => '2027-05-31T00:00Z')",
@@ -2815,6 +2826,7 @@ mod tests {
 
     #[pg_test]
     fn canceling_stops_collecting_its_open_invoices() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('cn', 'usd', 20, 'month', trial_days => 7)");
         let sub = one::<String>(
             "SELECT id FROM payments.create_subscription('cn1', 'cust_cn', 'cn', at => '2027-06-01T00:00Z')",
@@ -2857,6 +2869,7 @@ mod tests {
 
     #[pg_test]
     fn a_renewal_waiting_on_3_d_secure_is_past_due_and_dunned() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('tds', 'usd', 1000, 'month', trial_days => 7)");
         let sub = one::<String>(
             "SELECT id FROM payments.create_subscription('tds1', 'cust_tds', 'tds', 'pm_card_authenticationRequired', at => '2027-06-01T00:00Z')",
@@ -2878,6 +2891,7 @@ mod tests {
 
     #[pg_test]
     fn paying_an_older_invoice_leaves_the_subscription_past_due_while_the_latest_failed() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('old', 'usd', 20, 'month', trial_days => 7)");
         let sub = one::<String>(
             "SELECT id FROM payments.create_subscription('ol1', 'cust_ol', 'old', 'pm_card_visa', at => '2027-06-01T00:00Z')",
@@ -2898,6 +2912,7 @@ mod tests {
 
     #[pg_test]
     fn resuming_starts_a_new_period_and_bills_none_of_the_paused_ones() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('pz', 'usd', 10, 'month', trial_days => 14)");
         let sub = one::<String>(
             "SELECT id FROM payments.create_subscription('pz1', 'cust_pz', 'pz', 'pm_card_visa', at => '2026-12-01T00:00Z')",
@@ -3288,6 +3303,7 @@ mod tests {
 
     #[pg_test]
     fn a_late_success_of_an_earlier_attempt_pays_the_invoice_and_money_for_nothing_goes_back() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('late', 'usd', 30, 'month', trial_days => 7)");
         let sub = one::<String>(
             "SELECT id FROM payments.create_subscription('lt1', 'cust_lt', 'late', 'pm_card_authenticationRequired', at => '2027-06-01T00:00Z')",
@@ -4006,6 +4022,7 @@ mod tests {
 
     #[pg_test]
     fn invoices_apply_prepaid_credits_then_balance_before_charging_and_give_them_back_when_void() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('inv', 'usd', 10, 'month')");
         one::<String>("SELECT outcome FROM payments.grant_credits('c1', 'cust_ic', 4, 'usd')");
         one::<String>("SELECT outcome FROM payments.grant_credits('c2', 'cust_ic', 50, 'usd', applies_to => 'calls')");
@@ -4072,6 +4089,7 @@ mod tests {
 
     #[pg_test]
     fn a_coupon_comes_off_each_line_before_the_tax_and_a_preview_is_the_invoice_that_follows() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('team', 'usd', 30, 'month')");
         one::<String>("SELECT code FROM payments.create_tax_rate('us-ca', 'Sales tax', 8.25, false, 'US-CA')");
         one::<String>("SELECT code FROM payments.create_tax_rate('eu-vat', 'VAT', 20, true)");
@@ -4207,6 +4225,7 @@ mod tests {
 
     #[pg_test]
     fn a_void_invoice_is_never_charged_again_and_gives_its_credits_back() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('vd', 'usd', 10, 'month', trial_days => 1)");
         one::<String>("SELECT outcome FROM payments.grant_credits('vd1', 'cust_vd', 3, 'usd')");
         let sub = one::<String>(
@@ -4273,6 +4292,7 @@ mod tests {
 
     #[pg_test]
     fn credit_notes_lower_what_an_open_invoice_owes_and_refund_or_credit_a_paid_one_never_past_its_total() {
+        renewals_final_at_once();
         one::<String>("SELECT code FROM payments.create_plan('cn', 'usd', 15, 'month', trial_days => 1)");
         let subscribe = |key: &str, customer: &str| {
             let sub = one::<String>(&format!(
@@ -4377,6 +4397,7 @@ mod tests {
 
     #[pg_test]
     fn seats_price_each_period_and_a_quantity_change_is_prorated_like_a_plan_change() {
+        renewals_final_at_once();
         one::<String>(
             "SELECT code FROM payments.create_plan('seat', 'usd', 10, 'month', features => '{\"calls\": 100}',
                                                    features_per_seat => true)",
@@ -4495,5 +4516,140 @@ mod tests {
         ] {
             assert_eq!(sqlstate(sql), code, "{sql}");
         }
+    }
+
+    /// A subscription's current period end, as SQL.
+    fn period_end(sub: &str) -> String {
+        format!("(SELECT current_period_end FROM payments.subscriptions WHERE id = '{sub}')")
+    }
+
+    #[pg_test]
+    fn a_renewal_is_a_draft_for_its_window_that_takes_invoice_items_and_late_usage() {
+        one::<String>("SELECT code FROM payments.create_meter('dtok', 'sum')");
+        let per_unit = r#"[{"meter": "dtok", "price": {"mode": "per_unit", "tiers": [{"unit_amount_minor": 1}]}}]"#;
+        one::<String>(&format!(
+            "SELECT code FROM payments.create_plan('drafty', 'usd', 10, 'month', trial_days => 1, metered => '{per_unit}')"
+        ));
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('k1', 'cust_dr', 'drafty', 'pm_card_visa', at => now() - interval '40 days')",
+        );
+        // The trial's end renews it; run an hour later, its invoice is final at once.
+        run_billing(&one::<String>(&format!("SELECT ({} + interval '1 hour')::text", period_end(&sub))));
+        assert_eq!(invoice_of(&sub, 1).1, "open");
+        let end = one::<String>(&format!("SELECT {}::text", period_end(&sub)));
+        let record = |key: &str, quantity: i32, at: &str| {
+            one::<String>(&format!(
+                "SELECT outcome FROM payments.record_usage('{key}', 'cust_dr', 'dtok', {quantity}, '{end}'::timestamptz - interval '{at}')"
+            ))
+        };
+        record("u1", 100, "5 days");
+        let run = run_billing(&end);
+        assert_eq!((run.0["renewed"].clone(), run.0["finalized"].clone()), (1.into(), 0.into()));
+        let draft = one::<String>(&format!(
+            "SELECT id FROM payments.invoices WHERE subscription_id = '{sub}' AND period_number = 2"
+        ));
+        let state = || {
+            one::<String>(&format!(
+                "SELECT status || ' ' || coalesce(number, '-') || ' ' || total || ' ' || coalesce(payment_id, '-')
+                 || ' ' || (finalize_at = '{end}'::timestamptz + interval '1 hour') FROM payments.get_invoice('{draft}')"
+            ))
+        };
+        assert_eq!(state(), "draft - 11.00 - true", "unnumbered, uncharged, its total estimated");
+        let lines = || {
+            one::<String>(&format!(
+                "SELECT string_agg(kind || ':' || quantity || ':' || amount_minor, ',' ORDER BY line_number)
+                 FROM payments.list_invoice_lines('{draft}')"
+            ))
+        };
+        assert_eq!(lines(), "recurring:1:1000,usage:100:100");
+        // Usage of the period that ended, recorded late, and a one-off charge.
+        record("u2", 50, "1 minute");
+        let item = |key: &str, amount: &str, quantity: i32| {
+            format!("SELECT total || ' ' || outcome FROM payments.add_invoice_item('{key}', '{draft}', 'Setup', {amount}, {quantity})")
+        };
+        assert_eq!(one::<String>(&item("it1", "25.00", 2)), "50.00 created");
+        assert_eq!(one::<String>(&item("it1", "25.00", 2)), "50.00 replayed");
+        assert_eq!(sqlstate(&item("it1", "25.00", 3)), "PM201", "the key with other parameters");
+        assert_eq!(sqlstate(&item("it2", "0.001", 1)), "PM101", "a tenth of a cent: excess precision");
+        assert_eq!(sqlstate(&item("it3", "-5", 1)), "PM100");
+        assert_eq!(
+            sqlstate(&format!("SELECT payments.add_invoice_item('it4', '{}', 'x', 1)", invoice_of(&sub, 1).0)),
+            "PM206",
+            "a final invoice takes none"
+        );
+        assert_eq!(sqlstate("SELECT payments.add_invoice_item('it5', 'inv_nope', 'x', 1)"), "PM204");
+        assert_eq!(state(), "draft - 61.50 - true");
+        assert_eq!(lines(), "recurring:1:1000,usage:150:150,item:2:5000");
+        let early =
+            run_billing(&one::<String>(&format!("SELECT ('{end}'::timestamptz + interval '59 minutes')::text")));
+        assert_eq!(early.0["finalized"], 0);
+        let at = one::<String>(&format!("SELECT ('{end}'::timestamptz + interval '1 hour')::text"));
+        assert_eq!(run_billing(&at).0["finalized"], 1);
+        assert_eq!(run_billing(&at).0["finalized"], 0, "twice: once");
+        let (_, status, number, payment) = invoice_of(&sub, 2);
+        assert_eq!(status, "open");
+        assert!(number.len() == 11 && number > invoice_of(&sub, 1).2, "numbered when final: {number}");
+        assert_eq!(
+            one::<String>(&format!("SELECT amount::text FROM payments.payment_details WHERE id = '{payment}'")),
+            "61.50"
+        );
+        assert_eq!(lines(), "recurring:1:1000,usage:150:150,item:2:5000", "written as the draft showed them");
+        assert_eq!(event_types(&draft), "invoice.created,invoice.updated,invoice.open");
+        assert_eq!(sqlstate(&item("it6", "1", 1)), "PM206", "final now");
+        assert_eq!(one::<String>(&item("it1", "25.00", 2)), "50.00 replayed", "a replay still answers");
+        assert_eq!(sqlstate("SELECT payments.set_invoice_drafts('4 days')"), "PM100");
+    }
+
+    #[pg_test]
+    fn a_draft_is_finalized_on_demand_or_before_a_change_and_void_when_canceled() {
+        one::<String>("SELECT code FROM payments.create_plan('drafty2', 'usd', 10, 'month', trial_days => 1)");
+        let draft_of = |customer: &str| {
+            let sub = one::<String>(&format!(
+                "SELECT id FROM payments.create_subscription('k1', '{customer}', 'drafty2', 'pm_card_visa', at => now() - interval '3 days')"
+            ));
+            run_billing(&one::<String>(&format!("SELECT {}::text", period_end(&sub))).replace("+00", "Z"));
+            // The trial ended two days ago: its period began then.
+            assert_eq!(invoice_of_status(&sub), "draft", "{customer}");
+            sub
+        };
+        // On demand, at a given time.
+        let a = draft_of("cust_df1");
+        let inv = one::<String>(&format!("SELECT id FROM payments.invoices WHERE subscription_id = '{a}'"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || (number IS NOT NULL) FROM payments.finalize_invoice('{inv}')"
+            )),
+            "open true"
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM payments.finalize_invoice('{inv}')")),
+            "open",
+            "again: as it is"
+        );
+        assert_eq!(sqlstate("SELECT payments.finalize_invoice('inv_nope')"), "PM204");
+        // A quantity change prorates against a final invoice.
+        let b = draft_of("cust_df2");
+        one::<String>(&format!("SELECT outcome FROM payments.set_subscription_quantity('{b}', 2)"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(kind || ':' || status, ',' ORDER BY created_at, kind) FROM payments.invoices WHERE subscription_id = '{b}'"
+            )),
+            "period:open,proration:open"
+        );
+        // Canceled in its window: never charged, never numbered.
+        let c = draft_of("cust_df3");
+        one::<String>(&format!("SELECT status FROM payments.cancel_subscription('{c}', false)"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || coalesce(number, '-') || ' ' || coalesce(payment_id, '-') FROM payments.invoices WHERE subscription_id = '{c}'"
+            )),
+            "void - -"
+        );
+        assert_eq!(run_billing(&one::<String>("SELECT (now() + interval '1 day')::text")).0["finalized"], 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM payments.payments WHERE customer_id = 'cust_df3'"), 0);
+    }
+
+    fn invoice_of_status(sub: &str) -> String {
+        one::<String>(&format!("SELECT string_agg(status, ',') FROM payments.invoices WHERE subscription_id = '{sub}'"))
     }
 }

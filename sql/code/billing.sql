@@ -30,6 +30,28 @@ $$;
 COMMENT ON FUNCTION payments.set_dunning(integer[], text, interval) IS
     'Sets dunning (admin): days between the retries of an unpaid renewal (default {1,3,5}), what the subscription becomes after the last one fails (unpaid, the default, or canceled), and how long past_due still grants the plan (default 3 days).';
 
+CREATE OR REPLACE FUNCTION payments.set_invoice_drafts(draft_window interval) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF draft_window IS NULL OR draft_window NOT BETWEEN interval '0' AND interval '3 days' THEN
+        RAISE EXCEPTION 'draft_window is 0 to 3 days, not %', quote_nullable(draft_window) USING ERRCODE = 'PM100';
+    END IF;
+    INSERT INTO payments.billing_settings AS b (retry_days, final_status, past_due_grace, draft_window)
+    VALUES ('{1,3,5}', 'unpaid', '3 days', set_invoice_drafts.draft_window)
+    ON CONFLICT (singleton) DO UPDATE SET draft_window = excluded.draft_window, updated_at = excluded.updated_at;
+END
+$$;
+COMMENT ON FUNCTION payments.set_invoice_drafts(interval) IS
+    'Sets how long a renewal invoice stays a draft after its period starts (admin; default 1 hour, as Stripe''s; 0 to 3 days): meanwhile add_invoice_item adds to it and usage recorded late for the period that ended is billed; run_billing then finalizes (numbers) and charges it. 0: renewals are finalized at once. Drafts already made keep their time.';
+
+CREATE OR REPLACE FUNCTION payments._draft_window() RETURNS interval
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN coalesce((SELECT b.draft_window FROM payments.billing_settings b), interval '1 hour');
+END
+$$;
+COMMENT ON FUNCTION payments._draft_window() IS 'Internal: how long renewal invoices stay drafts (set_invoice_drafts).';
+
 CREATE OR REPLACE FUNCTION payments._next_number(p_series text, p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -148,11 +170,13 @@ COMMENT ON FUNCTION payments._period_lines(payments.plans, integer, payments.sub
     'Internal: the lines of a period''s invoice: p_plan''s fee for period p_period in advance (times the subscription''s quantity), and the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears.';
 
 CREATE OR REPLACE FUNCTION payments._invoice_period(p_sub payments.subscriptions, p_plan payments.plans, p_usage_plan payments.plans,
-                                         p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz)
+                                         p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz,
+                                         p_finalize_at timestamptz DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice  payments.invoices%ROWTYPE;
+    v_usage    boolean := p_usage_from < p_usage_to;
 BEGIN
     -- The caller holds the subscription's row lock; the period's invoice is made once.
     SELECT * INTO v_invoice FROM payments.invoices i
@@ -160,16 +184,131 @@ BEGIN
       AND i.kind = 'period';
     IF FOUND THEN
         RETURN v_invoice.id;
+    ELSIF p_finalize_at > p_at THEN
+        -- A draft until p_finalize_at: its usage is priced when it is finalized, late events included.
+        INSERT INTO payments.invoices (id, customer_id, subscription_id, period_number, kind, status, currency, total_minor,
+                                       period_start, period_end, usage_from, usage_to, finalize_at, draft)
+        VALUES (payments._new_id('inv'), p_sub.customer_id, p_sub.id, p_sub.period_number, 'period', 'draft',
+                p_plan.currency, 0, p_sub.current_period_start, p_sub.current_period_end,
+                CASE WHEN v_usage THEN p_usage_from END, CASE WHEN v_usage THEN p_usage_to END, p_finalize_at,
+                jsonb_build_object('lines', payments._period_lines(p_plan, p_sub.period_number, p_sub, p_usage_plan,
+                                                                   NULL, NULL),
+                                   'usage_plan', to_jsonb(p_usage_plan)))
+        RETURNING * INTO v_invoice;
+        v_invoice := payments._estimate_draft(v_invoice, p_at);
+        PERFORM payments._invoice_event(v_invoice, NULL);
+        RETURN v_invoice.id;
     END IF;
     RETURN payments._issue_invoice(p_sub, 'period', p_plan.currency,
                                    payments._period_lines(p_plan, p_sub.period_number, p_sub, p_usage_plan,
                                                           p_usage_from, p_usage_to),
-                                   CASE WHEN p_usage_from < p_usage_to THEN p_usage_from END,
-                                   CASE WHEN p_usage_from < p_usage_to THEN p_usage_to END, p_at);
+                                   CASE WHEN v_usage THEN p_usage_from END, CASE WHEN v_usage THEN p_usage_to END, p_at);
 END
 $$;
-COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz, timestamptz) IS
-    'Internal: the invoice of a subscription''s current period, made, numbered and charged once at time p_at (nothing to pay: paid at once): the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears (_period_lines), with its discount, taxes, credits and balance (_issue_invoice). The caller holds the subscription''s row lock.';
+COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz, timestamptz, timestamptz) IS
+    'Internal: the invoice of a subscription''s current period, made once at time p_at: the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears (_period_lines), with its discount, taxes, credits and balance (_issue_invoice), numbered and charged (nothing to pay: paid at once). With p_finalize_at after p_at: a draft until then (_finalize_invoice). The caller holds the subscription''s row lock.';
+
+CREATE OR REPLACE FUNCTION payments._draft_lines(p_invoice payments.invoices) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_sub   payments.subscriptions%ROWTYPE;
+    v_lines jsonb := p_invoice.draft -> 'lines';
+BEGIN
+    IF p_invoice.usage_from < p_invoice.usage_to THEN
+        SELECT * INTO v_sub FROM payments.subscriptions s
+        WHERE s.customer_id = p_invoice.customer_id AND s.id = p_invoice.subscription_id;
+        v_lines := v_lines || payments._usage_lines(v_sub, jsonb_populate_record(NULL::payments.plans,
+                                                                                 p_invoice.draft -> 'usage_plan'),
+                                                    p_invoice.usage_from, p_invoice.usage_to);
+    END IF;
+    RETURN v_lines || coalesce((
+        SELECT jsonb_agg(jsonb_build_object('kind', 'item', 'description', it.description, 'quantity', it.quantity,
+                                            'amount_minor', it.unit_amount_minor * it.quantity) ORDER BY it.id)
+        FROM payments.invoice_items it
+        WHERE it.customer_id = p_invoice.customer_id AND it.invoice_id = p_invoice.id), '[]');
+END
+$$;
+COMMENT ON FUNCTION payments._draft_lines(payments.invoices) IS
+    'Internal: the lines a draft invoice has now: its fee, its usage as recorded so far (late events included), and its invoice items.';
+
+CREATE OR REPLACE FUNCTION payments._draft_amounts(p_invoice payments.invoices, p_at timestamptz) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_sub payments.subscriptions%ROWTYPE;
+BEGIN
+    SELECT * INTO v_sub FROM payments.subscriptions s
+    WHERE s.customer_id = p_invoice.customer_id AND s.id = p_invoice.subscription_id;
+    RETURN payments._invoice_amounts(v_sub, p_invoice.period_number, p_invoice.currency, payments._draft_lines(p_invoice),
+                                     p_at);
+END
+$$;
+COMMENT ON FUNCTION payments._draft_amounts(payments.invoices, timestamptz) IS
+    'Internal: what a draft invoice would be if finalized at p_at (_invoice_amounts of its lines now).';
+
+CREATE OR REPLACE FUNCTION payments._estimate_draft(p_invoice payments.invoices, p_at timestamptz) RETURNS payments.invoices
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_invoice payments.invoices%ROWTYPE;
+    -- Values, not calls, in the UPDATE: Citus refuses volatile functions there.
+    v_total   bigint := (payments._draft_amounts(p_invoice, p_at) ->> 'total_minor')::bigint;
+BEGIN
+    UPDATE payments.invoices i SET total_minor = v_total
+    WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id
+    RETURNING * INTO v_invoice;
+    RETURN v_invoice;
+END
+$$;
+COMMENT ON FUNCTION payments._estimate_draft(payments.invoices, timestamptz) IS
+    'Internal: sets a draft invoice''s total to what it would be now (it is fixed when finalized).';
+
+CREATE OR REPLACE FUNCTION payments._finalize_invoice(p_invoice payments.invoices, p_sub payments.subscriptions,
+                                                      p_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_invoice payments.invoices%ROWTYPE;
+    v_amounts jsonb;
+    v_number  text;
+BEGIN
+    -- A canceled, expired or paused subscription is never charged: its draft never becomes due.
+    IF NOT (p_sub.status = ANY (payments._group('collected_subscription_status'))) THEN
+        PERFORM payments._close_invoice(p_invoice, 'void');
+        RETURN;
+    END IF;
+    v_amounts := payments._amounts_applied(p_sub, p_invoice.currency, payments._draft_lines(p_invoice), p_at);
+    v_number := payments._next_number('invoice', now());
+    UPDATE payments.invoices i
+    SET status = 'open', number = v_number, total_minor = (v_amounts ->> 'total_minor')::bigint,
+        coupon = v_amounts ->> 'coupon'
+    WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id
+    RETURNING * INTO v_invoice;
+    PERFORM payments._invoice_event(v_invoice, 'draft');
+    PERFORM payments._record_invoice(v_invoice, p_sub, v_amounts, p_at);
+END
+$$;
+COMMENT ON FUNCTION payments._finalize_invoice(payments.invoices, payments.subscriptions, timestamptz) IS
+    'Internal: finalizes a draft invoice at p_at (the caller holds its subscription''s row lock, then its own): its lines as they are now (fee, usage recorded so far, invoice items), priced, numbered and charged as _issue_invoice does (invoice.open). The draft of a subscription no longer collected (canceled, expired, paused) is void instead.';
+
+CREATE OR REPLACE FUNCTION payments._finalize_drafts(p_sub payments.subscriptions, p_at timestamptz,
+                                                     p_due_only boolean DEFAULT false) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_invoice payments.invoices%ROWTYPE;
+    v_count   integer := 0;
+BEGIN
+    FOR v_invoice IN
+        SELECT * FROM payments.invoices i
+        WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status = 'draft'
+          AND (NOT p_due_only OR i.finalize_at <= p_at)
+        ORDER BY i.period_number FOR UPDATE
+    LOOP
+        PERFORM payments._finalize_invoice(v_invoice, p_sub, p_at);
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION payments._finalize_drafts(payments.subscriptions, timestamptz, boolean) IS
+    'Internal: finalizes a locked subscription''s drafts at p_at (with p_due_only, those whose time has come): before it renews again, or before a plan or quantity change prorates against what its period was invoiced.';
 
 CREATE OR REPLACE FUNCTION payments.preview_invoice(subscription_id text, at timestamptz DEFAULT now())
 RETURNS TABLE (period_number integer, period_start timestamptz, period_end timestamptz, currency text, coupon text,
@@ -308,15 +447,9 @@ $$;
 COMMENT ON FUNCTION payments._invoice_amounts(payments.subscriptions, integer, text, jsonb, timestamptz) IS
     'Internal: what an invoice of a subscription''s period would be at p_at: its lines priced (_priced_lines: the coupon''s discount, then taxes), then the customer''s prepaid credits for invoices and its balance applied to what is due, each a line of its own. Returns _priced_lines'' document with credits_minor, balance_minor and the total due. Writes nothing (preview_invoice and _issue_invoice both use it).';
 
-CREATE OR REPLACE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
-                                        p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz) RETURNS text
+CREATE OR REPLACE FUNCTION payments._amounts_applied(p_sub payments.subscriptions, p_currency text, p_lines jsonb,
+                                                     p_at timestamptz) RETURNS jsonb
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_id      text := payments._new_id('inv');
-    v_invoice payments.invoices%ROWTYPE;
-    v_line    record;
-    v_amounts jsonb;
-    v_credits bigint;
 BEGIN
     -- Under the wallet's lock when there are credits or a balance to apply: two invoices never
     -- spend the same ones.
@@ -324,38 +457,64 @@ BEGIN
        OR payments._customer_balance(p_sub.customer_id, p_currency) > 0 THEN
         PERFORM payments._lock_wallet(p_sub.customer_id, p_currency);
     END IF;
-    v_amounts := payments._invoice_amounts(p_sub, p_sub.period_number, p_currency, p_lines, p_at);
-    v_credits := (v_amounts ->> 'credits_minor')::bigint;
-    INSERT INTO payments.invoices (id, customer_id, subscription_id, period_number, kind, number, status, currency,
-                                   total_minor, period_start, period_end, usage_from, usage_to, coupon)
-    VALUES (v_id, p_sub.customer_id, p_sub.id, p_sub.period_number, p_kind, payments._next_number('invoice', now()), 'open',
-            p_currency, (v_amounts ->> 'total_minor')::bigint, p_sub.current_period_start, p_sub.current_period_end,
-            p_usage_from, p_usage_to, v_amounts ->> 'coupon')
-    RETURNING * INTO v_invoice;
-    PERFORM payments._invoice_event(v_invoice, NULL);
-    FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(v_amounts -> 'lines') WITH ORDINALITY l LOOP
+    RETURN payments._invoice_amounts(p_sub, p_sub.period_number, p_currency, p_lines, p_at);
+END
+$$;
+COMMENT ON FUNCTION payments._amounts_applied(payments.subscriptions, text, jsonb, timestamptz) IS
+    'Internal: _invoice_amounts of an invoice about to be finalized, under the customer''s wallet lock when it has credits or a balance to apply.';
+
+CREATE OR REPLACE FUNCTION payments._record_invoice(p_invoice payments.invoices, p_sub payments.subscriptions,
+                                                    p_amounts jsonb, p_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_line    record;
+    v_credits bigint := (p_amounts ->> 'credits_minor')::bigint;
+BEGIN
+    FOR v_line IN SELECT l.value, l.ordinality FROM jsonb_array_elements(p_amounts -> 'lines') WITH ORDINALITY l LOOP
         INSERT INTO payments.invoice_lines (customer_id, invoice_id, line_number, kind, description, quantity, amount_minor,
                                             discount_minor, tax_minor)
-        VALUES (p_sub.customer_id, v_id, v_line.ordinality, v_line.value ->> 'kind', v_line.value ->> 'description',
-                coalesce((v_line.value ->> 'quantity')::numeric, 1), (v_line.value ->> 'amount_minor')::bigint,
-                (v_line.value ->> 'discount_minor')::bigint, (v_line.value ->> 'tax_minor')::bigint);
+        VALUES (p_invoice.customer_id, p_invoice.id, v_line.ordinality, v_line.value ->> 'kind',
+                v_line.value ->> 'description', coalesce((v_line.value ->> 'quantity')::numeric, 1),
+                (v_line.value ->> 'amount_minor')::bigint, (v_line.value ->> 'discount_minor')::bigint,
+                (v_line.value ->> 'tax_minor')::bigint);
     END LOOP;
     INSERT INTO payments.invoice_taxes (customer_id, invoice_id, tax_rate, display_name, percentage, inclusive, amount_minor)
-    SELECT p_sub.customer_id, v_id, t ->> 'tax_rate', t ->> 'display_name', (t ->> 'percentage')::numeric,
+    SELECT p_invoice.customer_id, p_invoice.id, t ->> 'tax_rate', t ->> 'display_name', (t ->> 'percentage')::numeric,
            (t ->> 'inclusive')::boolean, (t ->> 'amount_minor')::bigint
-    FROM jsonb_array_elements(v_amounts -> 'taxes') t;
-    PERFORM payments._move(p_sub.customer_id, 'invoice_balance', v_id, p_currency,
-                           (v_amounts ->> 'balance_minor')::bigint, 'balance', 'revenue');
+    FROM jsonb_array_elements(p_amounts -> 'taxes') t;
+    PERFORM payments._move(p_invoice.customer_id, 'invoice_balance', p_invoice.id, p_invoice.currency,
+                           (p_amounts ->> 'balance_minor')::bigint, 'balance', 'revenue');
     IF v_credits > 0 THEN
-        PERFORM payments._draw_credits(p_sub.customer_id, p_currency, '', v_credits, 'invoice_credits', v_id, 'revenue', p_at);
-        PERFORM payments._after_spend(p_sub.customer_id, p_currency, v_credits, p_at);
+        PERFORM payments._draw_credits(p_invoice.customer_id, p_invoice.currency, '', v_credits, 'invoice_credits',
+                                       p_invoice.id, 'revenue', p_at);
+        PERFORM payments._after_spend(p_invoice.customer_id, p_invoice.currency, v_credits, p_at);
     END IF;
-    PERFORM payments._charge_invoice(v_invoice, p_sub, p_at);
-    RETURN v_id;
+    PERFORM payments._charge_invoice(p_invoice, p_sub, p_at);
+END
+$$;
+COMMENT ON FUNCTION payments._record_invoice(payments.invoices, payments.subscriptions, jsonb, timestamptz) IS
+    'Internal: writes what a just finalized invoice charges (p_amounts, from _amounts_applied): its lines, its taxes as they are (payments.invoice_taxes keeps each rate), the prepaid credits and balance it applied as ledger transfers; then charges it (nothing left: paid at once).';
+
+CREATE OR REPLACE FUNCTION payments._issue_invoice(p_sub payments.subscriptions, p_kind text, p_currency text, p_lines jsonb,
+                                        p_usage_from timestamptz, p_usage_to timestamptz, p_at timestamptz) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_invoice payments.invoices%ROWTYPE;
+    v_amounts jsonb := payments._amounts_applied(p_sub, p_currency, p_lines, p_at);
+BEGIN
+    INSERT INTO payments.invoices (id, customer_id, subscription_id, period_number, kind, number, status, currency,
+                                   total_minor, period_start, period_end, usage_from, usage_to, coupon)
+    VALUES (payments._new_id('inv'), p_sub.customer_id, p_sub.id, p_sub.period_number, p_kind,
+            payments._next_number('invoice', now()), 'open', p_currency, (v_amounts ->> 'total_minor')::bigint,
+            p_sub.current_period_start, p_sub.current_period_end, p_usage_from, p_usage_to, v_amounts ->> 'coupon')
+    RETURNING * INTO v_invoice;
+    PERFORM payments._invoice_event(v_invoice, NULL);
+    PERFORM payments._record_invoice(v_invoice, p_sub, v_amounts, p_at);
+    RETURN v_invoice.id;
 END
 $$;
 COMMENT ON FUNCTION payments._issue_invoice(payments.subscriptions, text, text, jsonb, timestamptz, timestamptz, timestamptz) IS
-    'Internal: makes, numbers and charges at time p_at an invoice of lines ([{kind, description, amount_minor}]) for a subscription whose row the caller has locked, as _invoice_amounts prices it: the coupon''s discount and the customer''s taxes on each line (payments.invoice_taxes keeps each rate as it was), then its prepaid credits for invoices and its balance, each a line of its own and a ledger transfer; the total is what is left, charged (nothing left: paid at once). p_usage_from and p_usage_to: the usage it bills.';
+    'Internal: makes, numbers and charges at time p_at an invoice of lines ([{kind, description, amount_minor}]) for a subscription whose row the caller has locked, as _invoice_amounts prices it: the coupon''s discount and the customer''s taxes on each line, then its prepaid credits for invoices and its balance, each a line of its own and a ledger transfer (_record_invoice); the total is what is left, charged (nothing left: paid at once). p_usage_from and p_usage_to: the usage it bills.';
 
 CREATE OR REPLACE FUNCTION payments._invoice_voided(p_customer_id text, p_invoice_id text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -545,6 +704,8 @@ BEGIN
     IF p_invoice.payment_id IS NOT NULL THEN
         PERFORM payments._abandon_payment(p_invoice.customer_id, p_invoice.payment_id);
     END IF;
+    -- A draft was never final: it can only be void.
+    p_status := CASE WHEN p_invoice.status = 'draft' THEN 'void' ELSE p_status END;
     UPDATE payments.invoices i SET status = p_status, next_attempt_at = NULL
     WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id
     RETURNING * INTO v_closed;
@@ -555,7 +716,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._close_invoice(payments.invoices, text) IS
-    'Internal: an invoice the caller has locked stops being collected: it becomes p_status (uncollectible, or void: the credits and balance it applied go back), with no retry, and a payment still waiting on the customer is canceled. A charge already under way that succeeds still pays an uncollectible invoice, and is refunded for a void one.';
+    'Internal: an invoice the caller has locked stops being collected: it becomes p_status (uncollectible, or void: the credits and balance it applied go back; a draft is always void), with no retry, and a payment still waiting on the customer is canceled. A charge already under way that succeeds still pays an uncollectible invoice, and is refunded for a void one.';
 
 CREATE OR REPLACE FUNCTION payments._stop_collection(p_sub payments.subscriptions, p_status text, p_period integer DEFAULT NULL)
 RETURNS void
@@ -565,7 +726,7 @@ DECLARE
 BEGIN
     FOR v_invoice IN
         SELECT * FROM payments.invoices i
-        WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status = 'open'
+        WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status IN ('open', 'draft')
           AND (p_period IS NULL OR (i.period_number = p_period AND i.kind IN ('period', 'proration')))
         ORDER BY i.id FOR UPDATE
     LOOP
@@ -574,7 +735,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._stop_collection(payments.subscriptions, text, integer) IS
-    'Internal: stops collecting a subscription''s open invoices (Stripe stops automatic collection on cancellation), or with p_period only the period and proration invoices of that period (a plan change netted them): each becomes p_status (_close_invoice).';
+    'Internal: stops collecting a subscription''s open invoices (Stripe stops automatic collection on cancellation; drafts are void), or with p_period only the period and proration invoices of that period (a plan change netted them): each becomes p_status (_close_invoice).';
 
 CREATE OR REPLACE FUNCTION payments._locked_invoice(p_id text) RETURNS payments.invoices
 LANGUAGE plpgsql AS $$
@@ -654,14 +815,17 @@ BEGIN
                                          jsonb_build_object('period_number', v_sub.period_number, 'plan', v_sub.plan,
                                                             'period_start', v_sub.current_period_start, 'at', p_at));
     -- The usage not invoiced yet (none of a trial's) is billed in arrears at the plan it was used under.
+    -- A renewal's invoice is a draft for the draft window after the period starts (when that
+    -- has not passed yet); a resume's or a plan change's is final at once.
     PERFORM payments._invoice_period(v_sub, v_plan, v_used_plan,
-                                     CASE WHEN p_sub.period_number > 0 THEN p_sub.usage_from END, p_start, p_at);
+                                     CASE WHEN p_sub.period_number > 0 THEN p_sub.usage_from END, p_start, p_at,
+                                     CASE WHEN p_reason = 'renewed' THEN p_start + payments._draft_window() END);
     PERFORM payments._release_meters(v_sub, v_plan);
     PERFORM payments._claim_meters(v_sub, v_plan);
 END
 $$;
 COMMENT ON FUNCTION payments._next_period(payments.subscriptions, timestamptz, boolean, text, timestamptz) IS
-    'Internal: moves a locked subscription into its next period, starting at p_start (its period''s end for a renewal; the time of a resume or of a change of billing interval, which start a new anchor), on its pending plan if one was asked for, and invoices it at p_at with the usage not yet invoiced.';
+    'Internal: moves a locked subscription into its next period, starting at p_start (its period''s end for a renewal; the time of a resume or of a change of billing interval, which start a new anchor), on its pending plan if one was asked for, and invoices it at p_at with the usage not yet invoiced (a renewal''s invoice is a draft for the draft window).';
 
 CREATE OR REPLACE FUNCTION payments._credit_unused(p_sub payments.subscriptions, p_credit bigint, p_description text,
                                         p_at timestamptz) RETURNS void
@@ -707,7 +871,14 @@ DECLARE
     v_renewed integer := 0;
     v_ended   integer := 0;
     v_expired integer := 0;
+    v_finalized integer := 0;
 BEGIN
+    -- Drafts whose time has come are finalized before the subscription moves on.
+    SELECT * INTO v_sub FROM payments.subscriptions s WHERE s.customer_id = p_customer_id AND s.id = p_id
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        v_finalized := payments._finalize_drafts(v_sub, p_at, true);
+    END IF;
     LOOP
         SELECT * INTO v_sub FROM payments.subscriptions s
         WHERE s.customer_id = p_customer_id AND s.id = p_id
@@ -741,14 +912,16 @@ BEGIN
            AND payments._lines_total(payments._usage_lines(v_sub, v_plan, v_sub.usage_from, p_at))
                >= v_plan.usage_threshold_minor THEN
             PERFORM payments._invoice_usage(v_sub, v_plan, 'threshold', v_sub.usage_from, p_at, p_at);
-            RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'expired', v_expired, 'thresholds', 1);
+            RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'expired', v_expired, 'thresholds', 1,
+                                      'finalized', v_finalized);
         END IF;
     END IF;
-    RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'expired', v_expired, 'thresholds', 0);
+    RETURN jsonb_build_object('renewed', v_renewed, 'ended', v_ended, 'expired', v_expired, 'thresholds', 0,
+                              'finalized', v_finalized);
 END
 $$;
 COMMENT ON FUNCTION payments._bill_subscription(text, text, timestamptz) IS
-    'Internal: what run_billing has due at p_at for one subscription: ends it (canceled at period end, or incomplete for 23 hours), or renews it into each period that ended, then invoices usage that reached its plan''s threshold. Claims its row with SKIP LOCKED. Returns {"renewed", "ended", "expired", "thresholds"}.';
+    'Internal: what run_billing has due at p_at for one subscription: finalizes its drafts whose time has come, ends it (canceled at period end, or incomplete for 23 hours), or renews it into each period that ended, then invoices usage that reached its plan''s threshold. Claims its row with SKIP LOCKED. Returns {"renewed", "ended", "expired", "thresholds", "finalized"}.';
 
 CREATE OR REPLACE FUNCTION payments._billing_outcome(p_customer_id text, p_id text, p_error jsonb, p_at timestamptz)
 RETURNS void
@@ -795,7 +968,7 @@ DECLARE
     v_invoice payments.invoices%ROWTYPE;
     v_sub     payments.subscriptions%ROWTYPE;
     v_done    jsonb;
-    v_counts  jsonb := '{"renewed": 0, "ended": 0, "expired": 0, "retried": 0, "thresholds": 0}';
+    v_counts  jsonb := '{"finalized": 0, "renewed": 0, "ended": 0, "expired": 0, "retried": 0, "thresholds": 0}';
     v_failed  jsonb[] := '{}';
     v_error   jsonb;
     v_state   text;
@@ -824,6 +997,12 @@ BEGIN
              WHERE (s.status = ANY (payments._group('current_subscription_status')) AND s.current_period_end <= at)
                 OR (s.status = 'incomplete' AND s.current_period_start <= at - interval '23 hours')
              ORDER BY 5, 6 LIMIT 1000)
+            UNION ALL
+            -- Drafts whose time has come (their subscription's pass finalizes them).
+            (SELECT 1, i.customer_id, i.subscription_id, 'subscription', false, extract(epoch FROM i.finalize_at)
+             FROM payments.invoices i
+             WHERE i.status = 'draft' AND i.finalize_at <= at
+             ORDER BY 6 LIMIT 1000)
             UNION ALL
             (SELECT 2, i.customer_id, i.id, 'invoice', s.billing_error IS NOT NULL, extract(epoch FROM i.next_attempt_at)
              FROM payments.invoices i
@@ -888,7 +1067,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.run_billing(timestamptz) IS
-    'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new), in three passes of at most 1000 each: subscriptions canceled at period end end (their usage invoiced), incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it, charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once; holds that expired by at are released (expire_holds) and credit grants that expired are posted out (expire_credits); apps are told of grants expiring within a week (credits.expiring). Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"renewed", "ended", "expired", "retried", "thresholds", "holds_expired", "credits_expired", "credits_expiring", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
+    'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new), in three passes of at most 1000 each: draft invoices whose draft window ended are finalized (numbered and charged with the usage and invoice items they have by then); subscriptions canceled at period end end (their usage invoiced), incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it (a draft for the draft window, set_invoice_drafts, when it has not passed by at), charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once; holds that expired by at are released (expire_holds) and credit grants that expired are posted out (expire_credits); apps are told of grants expiring within a week (credits.expiring). Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"finalized", "renewed", "ended", "expired", "retried", "thresholds", "holds_expired", "credits_expired", "credits_expiring", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
 
 CREATE OR REPLACE VIEW payments.billing_failures WITH (security_invoker) AS
 SELECT s.customer_id, s.id AS subscription_id, s.status, s.billing_error ->> 'sqlstate' AS sqlstate,
@@ -939,10 +1118,10 @@ COMMENT ON FUNCTION payments.set_subscription_payment_method(text, text) IS
 CREATE OR REPLACE VIEW payments.invoice_details WITH (security_invoker) AS
 SELECT i.id, i.customer_id, i.subscription_id, i.number, i.status, payments.to_major(i.total_minor, i.currency) AS total,
        i.total_minor, i.currency, i.period_start, i.period_end, i.payment_id, i.attempt_count, i.next_attempt_at,
-       i.created_at, i.paid_at, i.coupon, payments.to_major(i.credited_minor, i.currency) AS credited
+       i.created_at, i.paid_at, i.coupon, payments.to_major(i.credited_minor, i.currency) AS credited, i.finalize_at
 FROM payments.invoices i;
 COMMENT ON VIEW payments.invoice_details IS
-    'Every invoice with its total in major units, the coupon whose discount it carries, and what its credit notes credited; readable by payments_reader.';
+    'Every invoice with its total in major units, the coupon whose discount it carries, what its credit notes credited, and for a draft when it is finalized (its number is NULL until then); readable by payments_reader.';
 
 CREATE OR REPLACE VIEW payments.invoice_line_details WITH (security_invoker) AS
 SELECT l.customer_id, l.invoice_id, l.line_number, l.kind, l.description, l.quantity, l.amount_minor, l.discount_minor,
@@ -1019,14 +1198,114 @@ $$;
 COMMENT ON FUNCTION payments.mark_uncollectible(text) IS
     'Gives up collecting an open invoice (a bad debt): no more retries, a payment waiting on the customer canceled; a charge already under way that succeeds still pays it. Revenue is counted when money arrives, so the ledger has nothing to write off. Again: nothing more. A paid or void invoice is PM206; an unknown one PM204.';
 
+CREATE OR REPLACE FUNCTION payments.finalize_invoice(invoice_id text, at timestamptz DEFAULT now())
+RETURNS SETOF payments.invoice_details
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_invoice payments.invoices%ROWTYPE;
+    v_sub     payments.subscriptions%ROWTYPE;
+BEGIN
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at is required (a finite time)' USING ERRCODE = 'PM100';
+    END IF;
+    SELECT i.* INTO v_invoice FROM payments.invoices i
+    WHERE i.customer_id = (SELECT i2.customer_id FROM payments.invoices i2 WHERE i2.id = finalize_invoice.invoice_id)
+      AND i.id = finalize_invoice.invoice_id;
+    IF NOT FOUND OR v_invoice.customer_id <> coalesce(payments._bound_customer(), v_invoice.customer_id) THEN
+        RAISE EXCEPTION 'invoice % not found', payments._shown(finalize_invoice.invoice_id) USING ERRCODE = 'PM204';
+    END IF;
+    -- The subscription, then the draft: the order run_billing takes them.
+    v_sub := payments._locked_for_billing(v_invoice.subscription_id);
+    SELECT i.* INTO v_invoice FROM payments.invoices i
+    WHERE i.customer_id = v_invoice.customer_id AND i.id = v_invoice.id FOR UPDATE;
+    IF v_invoice.status = 'draft' THEN
+        PERFORM payments._finalize_invoice(v_invoice, v_sub, finalize_invoice.at);
+    END IF;
+    RETURN QUERY SELECT * FROM payments.invoice_details d WHERE d.customer_id = v_invoice.customer_id AND d.id = v_invoice.id;
+END
+$$;
+COMMENT ON FUNCTION payments.finalize_invoice(text, timestamptz) IS
+    'Finalizes a draft invoice now rather than at the end of its draft window: numbered, priced with its usage and invoice items as they are, and charged at time at (a canceled, expired or paused subscription''s draft is void instead). An invoice already final is returned as it is. PM204 for an unknown invoice.';
+
+CREATE OR REPLACE FUNCTION payments.add_invoice_item(idempotency_key text, invoice_id text, description text,
+                                                     amount numeric, quantity integer DEFAULT 1)
+RETURNS TABLE (invoice_item_id text, total numeric, currency text, invoice_total numeric, outcome text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_invoice payments.invoices%ROWTYPE;
+    v_item    payments.invoice_items%ROWTYPE;
+    v_minor   bigint;
+    v_fp      bytea;
+    v_outcome text := 'created';
+BEGIN
+    IF add_invoice_item.idempotency_key IS NULL OR length(add_invoice_item.idempotency_key) NOT BETWEEN 1 AND 255
+       OR add_invoice_item.description IS NULL OR length(add_invoice_item.description) NOT BETWEEN 1 AND 500
+       OR add_invoice_item.quantity IS NULL OR add_invoice_item.quantity NOT BETWEEN 1 AND 1000000
+       OR NOT (add_invoice_item.amount > 0) THEN
+        RAISE EXCEPTION 'idempotency_key 1 to 255 characters, description 1 to 500, amount above 0, quantity 1 to 1000000'
+            USING ERRCODE = 'PM100';
+    END IF;
+    -- Found by id, then locked on its customer's shard (Citus locks rows of one shard only).
+    SELECT i.customer_id INTO v_invoice.customer_id FROM payments.invoices i WHERE i.id = add_invoice_item.invoice_id;
+    SELECT i.* INTO v_invoice FROM payments.invoices i
+    WHERE i.customer_id = v_invoice.customer_id AND i.id = add_invoice_item.invoice_id FOR UPDATE;
+    IF NOT FOUND OR v_invoice.customer_id <> coalesce(payments._bound_customer(), v_invoice.customer_id) THEN
+        RAISE EXCEPTION 'invoice % not found', payments._shown(add_invoice_item.invoice_id) USING ERRCODE = 'PM204';
+    END IF;
+    v_minor := payments.to_minor(add_invoice_item.amount, v_invoice.currency);
+    v_fp := sha256(convert_to(jsonb_build_array(v_invoice.id, add_invoice_item.description, v_minor,
+                                                add_invoice_item.quantity)::text, 'UTF8'));
+    -- A replay answers as the first call did, even once the invoice is final.
+    SELECT * INTO v_item FROM payments.invoice_items it
+    WHERE it.customer_id = v_invoice.customer_id AND it.idempotency_key = add_invoice_item.idempotency_key;
+    IF FOUND THEN
+        IF v_item.request_fingerprint <> v_fp THEN
+            RAISE EXCEPTION 'idempotency key % was already used with different parameters',
+                quote_literal(add_invoice_item.idempotency_key)
+                USING ERRCODE = 'PM201', DETAIL = 'the key belongs to invoice item ' || v_item.id;
+        END IF;
+        v_outcome := 'replayed';
+    ELSIF v_invoice.status <> 'draft' THEN
+        RAISE EXCEPTION 'invoice % is %: only a draft takes invoice items', coalesce(v_invoice.number, v_invoice.id),
+            v_invoice.status USING ERRCODE = 'PM206', HINT = 'a credit note corrects a final invoice';
+    ELSE
+        INSERT INTO payments.invoice_items (customer_id, id, invoice_id, description, quantity, unit_amount_minor,
+                                            idempotency_key, request_fingerprint)
+        VALUES (v_invoice.customer_id, payments._new_id('ii'), v_invoice.id, add_invoice_item.description,
+                add_invoice_item.quantity, v_minor, add_invoice_item.idempotency_key, v_fp)
+        RETURNING * INTO v_item;
+        v_invoice := payments._estimate_draft(v_invoice, now());
+        PERFORM payments._invoice_event(v_invoice, v_invoice.status);
+    END IF;
+    RETURN QUERY SELECT v_item.id, payments.to_major(v_item.unit_amount_minor * v_item.quantity, v_invoice.currency),
+        v_invoice.currency, payments.to_major(v_invoice.total_minor, v_invoice.currency), v_outcome;
+END
+$$;
+COMMENT ON FUNCTION payments.add_invoice_item(text, text, text, numeric, integer) IS
+    'Adds a one-off charge to a draft invoice (as Stripe''s invoice items): quantity times amount (major units of the invoice''s currency, above 0), a line of the invoice when it is finalized, discounted and taxed as the others; the draft''s total is estimated again (invoice.updated). Returns the item''s id, its total (quantity times amount), the currency and the invoice''s total as it stands. Idempotent per customer and key (replayed, even once the invoice is final; other parameters PM201). PM206 for an invoice that is not a draft (a credit note corrects a final one), PM204 for an unknown one, PM100 for bad input, PM101 for more decimals than the currency has.';
+
 CREATE OR REPLACE FUNCTION payments.list_invoice_lines(invoice_id text)
 RETURNS TABLE (line_number integer, kind text, description text, quantity numeric, amount numeric, amount_minor bigint,
                discount numeric, tax numeric)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_invoice payments.invoice_details%ROWTYPE;
+    v_draft   payments.invoices%ROWTYPE;
 BEGIN
     SELECT * INTO v_invoice FROM payments.get_invoice(list_invoice_lines.invoice_id);
+    IF v_invoice.status = 'draft' THEN
+        -- What it would be if finalized now: its lines are written when it is. (The row first,
+        -- on its own: Citus plans no function call over a distributed table's row.)
+        SELECT * INTO v_draft FROM payments.invoices i WHERE i.customer_id = v_invoice.customer_id AND i.id = v_invoice.id;
+        RETURN QUERY
+        SELECT n::integer, l ->> 'kind', l ->> 'description', (l ->> 'quantity')::numeric,
+               payments.to_major((l ->> 'amount_minor')::bigint, v_invoice.currency), (l ->> 'amount_minor')::bigint,
+               payments.to_major((l ->> 'discount_minor')::bigint, v_invoice.currency),
+               payments.to_major((l ->> 'tax_minor')::bigint, v_invoice.currency)
+        FROM jsonb_array_elements(payments._draft_amounts(v_draft, now()) -> 'lines') WITH ORDINALITY e(l, n)
+        ORDER BY n;
+        RETURN;
+    END IF;
     RETURN QUERY
     SELECT l.line_number, l.kind, l.description, l.quantity, payments.to_major(l.amount_minor, v_invoice.currency),
            l.amount_minor, payments.to_major(l.discount_minor, v_invoice.currency),
@@ -1037,7 +1316,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.list_invoice_lines(text) IS
-    'An invoice''s lines in order: amount (major and minor units), what its coupon took off it, and its taxes; PM204 for an unknown invoice.';
+    'An invoice''s lines in order: amount (major and minor units), what its coupon took off it, and its taxes (a draft''s: as they would be if it were finalized now); PM204 for an unknown invoice.';
 
 CREATE OR REPLACE FUNCTION payments.list_invoice_taxes(invoice_id text)
 RETURNS TABLE (tax_rate text, display_name text, percentage numeric, inclusive boolean, amount numeric)
@@ -1146,6 +1425,8 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
         RETURN;
     END IF;
+    -- A change is prorated against what the period was invoiced: a draft is final first.
+    PERFORM payments._finalize_drafts(v_sub, at);
     -- Its meters are this subscription's from now on (PM206 when another subscription bills one).
     PERFORM payments._claim_meters(v_sub, v_new);
     -- Without proration, or once the period has ended (run_billing not yet renewed it): from the
@@ -1231,6 +1512,7 @@ BEGIN
     END IF;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
     v_name := coalesce(v_plan.name, v_plan.code);
+    PERFORM payments._finalize_drafts(v_sub, at);
     -- The unused share of the period is credited at the old quantity and charged at the new one,
     -- each rounded to a minor unit, as change_plan does (a trial has nothing to prorate).
     IF prorate AND v_sub.status <> 'trialing' AND at < v_sub.current_period_end THEN

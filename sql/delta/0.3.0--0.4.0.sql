@@ -307,3 +307,37 @@ ALTER TABLE payments.subscriptions
     ADD COLUMN quantity integer NOT NULL DEFAULT 1 CHECK (quantity BETWEEN 1 AND 1000000);
 ALTER TYPE payments.subscription_result ADD ATTRIBUTE quantity integer;
 DROP FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz);
+
+-- Draft invoices: a renewal waits the draft window (default 1 hour) for invoice items and late
+-- usage, unnumbered and uncharged.
+ALTER TABLE payments.billing_settings
+    ADD COLUMN draft_window interval NOT NULL DEFAULT '1 hour'
+        CHECK (draft_window BETWEEN interval '0' AND interval '3 days');
+ALTER TABLE payments.invoices ALTER COLUMN number DROP NOT NULL,
+    ADD COLUMN finalize_at timestamptz, ADD COLUMN draft jsonb,
+    ADD CONSTRAINT invoices_numbered CHECK (CASE WHEN status = 'draft' THEN number IS NULL ELSE number IS NOT NULL OR status = 'void' END),
+    ADD CONSTRAINT invoices_draft_finalized CHECK (status <> 'draft' OR (finalize_at IS NOT NULL AND draft IS NOT NULL));
+CREATE INDEX invoices_draft_idx ON payments.invoices (finalize_at) WHERE status = 'draft';
+DROP FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz, timestamptz);
+
+CREATE TABLE payments.invoice_items (
+    customer_id         text COLLATE "C" NOT NULL,
+    id                  text COLLATE "C" NOT NULL,
+    invoice_id          text COLLATE "C" NOT NULL,
+    description         text NOT NULL CHECK (length(description) BETWEEN 1 AND 500),
+    quantity            integer NOT NULL CHECK (quantity BETWEEN 1 AND 1000000),
+    unit_amount_minor   bigint NOT NULL CHECK (unit_amount_minor > 0),
+    idempotency_key     text COLLATE "C" NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    request_fingerprint bytea NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT invoice_items_idempotency_key UNIQUE (customer_id, idempotency_key),
+    FOREIGN KEY (customer_id, invoice_id) REFERENCES payments.invoices (customer_id, id)
+);
+CREATE INDEX invoice_items_invoice_idx ON payments.invoice_items (customer_id, invoice_id);
+COMMENT ON TABLE payments.invoice_items IS
+    'One-off charges added to a draft invoice (add_invoice_item, as Stripe''s invoice items): each is a line of the invoice when it is finalized, discounted and taxed as the others. Beside the customer (on Citus, by customer_id). Append-only.';
+COMMENT ON COLUMN payments.invoice_items.id IS 'ii_ + 26-character time-sortable id.';
+COMMENT ON COLUMN payments.invoice_items.unit_amount_minor IS 'The price of one, in minor units of the invoice''s currency; the line is it times quantity.';
+COMMENT ON COLUMN payments.invoice_items.idempotency_key IS 'The caller''s key: the same key with the same parameters replays, with others PM201.';
+SELECT pg_catalog.pg_extension_config_dump('payments.invoice_items', '');

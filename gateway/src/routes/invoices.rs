@@ -1,6 +1,6 @@
-//! `/v1/invoices/{id}`, `/v1/subscriptions/{id}/invoice_preview`, `/v1/credit_notes` and
-//! `/v1/payments/{id}/receipt`: invoices, the next one, their credit notes, and receipts as the
-//! database renders them, as JSON or as printable pages.
+//! `/v1/invoices/{id}` (with its items, finalize, void), `/v1/subscriptions/{id}/invoice_preview`,
+//! `/v1/credit_notes` and `/v1/payments/{id}/receipt`: invoices, the next one, their credit notes,
+//! and receipts as the database renders them, as JSON or as printable pages.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -77,7 +77,61 @@ pub async fn mark_uncollectible(
     close(state, caller, id, db::MARK_UNCOLLECTIBLE).await
 }
 
-/// Stops collecting an invoice (`sql`: void or mark uncollectible), then answers it as GET does.
+#[utoipa::path(post, path = "/v1/invoices/{id}/finalize", tag = "subscriptions",
+    params(("id" = String, Path, description = "inv_…: a draft")),
+    responses((status = 200, description = "The invoice, final: numbered and charged now rather than at the end of its draft window (an invoice already final as it is)"),
+        (status = 403, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn finalize(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    close(state, caller, id, db::FINALIZE_INVOICE).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddInvoiceItem {
+    /// What the line says, 1 to 500 characters.
+    pub description: String,
+    /// The price of one, exact: a decimal string or a JSON number above 0, in the invoice's currency.
+    #[schema(schema_with = amount_schema)]
+    pub amount: Box<RawValue>,
+    /// 1 to 1,000,000 (default 1).
+    pub quantity: Option<i32>,
+}
+
+#[utoipa::path(post, path = "/v1/invoices/{id}/items", tag = "subscriptions", request_body = AddInvoiceItem,
+    params(("id" = String, Path, description = "inv_…: a draft"),
+        ("Idempotency-Key" = String, Header, description = "A retry with the same key and body adds nothing more.")),
+    responses(
+        (status = 201, description = "The draft invoice with the item among its lines (200 with Idempotent-Replayed: true for a repeat)"),
+        (status = 400, body = crate::http::ErrorBody), (status = 403, body = crate::http::ErrorBody),
+        (status = 404, body = crate::http::ErrorBody),
+        (status = 409, body = crate::http::ErrorBody, description = "The invoice is final (a credit note corrects it), or the key was used with another body")),
+    security(("bearer" = [])))]
+pub async fn add_item(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<AddInvoiceItem>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    // What a customer is charged is the platform's to add, never the customer's key.
+    caller.require_platform()?;
+    let key = idempotency_key(&headers)?;
+    let amount = decimal_text(&body.amount, "amount")?;
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::ADD_INVOICE_ITEM).await?;
+    let row = db.query_one(&stmt, &[&key, &id, &body.description, &amount, &body.quantity]).await?;
+    let outcome: &str = row.try_get("outcome")?;
+    let invoice = db.query_one(&db.prepare_cached(db::GET_INVOICE).await?, &[&id]).await?.try_get(0)?;
+    Ok(created_or_replayed(invoice, outcome == "replayed"))
+}
+
+/// Moves an invoice on (`sql`: finalize, void or mark uncollectible), then answers it as GET does.
 async fn close(state: AppState, caller: Caller, id: String, sql: &str) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
     // Whether a customer owes an invoice is the platform's to say, never the customer's key.

@@ -128,7 +128,8 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     let (to_capture, to_cancel) = (pay("manual").await, pay("manual").await);
     let db = connect().await;
     // Another customer, billed: a subscription with a coupon and a tax, its first invoice made
-    // (run_billing at the period's end, so before any hold that must stay open).
+    // (run_billing an hour after the period's end, past its draft window, and before any hold
+    // that must stay open).
     let billed = unique("cus_billed");
     let (plan, rate, coupon) = (unique("dash_plan").to_lowercase(), unique("dash-tax").to_lowercase(), unique("DASH"));
     for (sql, param) in [
@@ -146,7 +147,7 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
         .get(0);
     db.execute("SELECT payments.apply_coupon($1, $2)", &[&sub, &coupon]).await.unwrap();
     db.execute(
-        "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))",
+        "SELECT payments.run_billing((SELECT current_period_end + interval '1 hour' FROM payments.subscriptions WHERE id = $1))",
         &[&sub],
     )
     .await

@@ -1998,6 +1998,66 @@ async fn a_voided_invoice_is_never_charged_again_and_only_the_platform_may_void(
 }
 
 #[tokio::test]
+async fn a_renewal_draft_takes_an_invoice_item_and_is_charged_with_it_once_final() {
+    let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let plan = unique("drafted").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 15, 'month', trial_days => 1)", &[&plan]).await.unwrap();
+    let customer = unique("cust_draft");
+    let (_, own_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &customer).await;
+    let create =
+        "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_visa', at => now() - interval '2 days')";
+    let sub: String = db.query_one(create, &[&unique("k"), &customer, &plan]).await.unwrap().get(0);
+    db.execute(
+        "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))",
+        &[&sub],
+    )
+    .await
+    .unwrap();
+    let invoice: String =
+        db.query_one("SELECT id FROM payments.invoices WHERE subscription_id = $1", &[&sub]).await.unwrap().get(0);
+    let path = format!("/v1/invoices/{invoice}");
+    let draft = app.get_json(&own_key, &path).await;
+    assert_eq!(
+        (draft["status"].as_str(), draft["number"].clone(), draft["payment_id"].clone(), draft["total"].as_str()),
+        (Some("draft"), Value::Null, Value::Null, Some("15.00")),
+        "{draft}"
+    );
+    let page = app.send(Method::GET, &format!("{path}.html"), Some(&own_key), None).await.text().await.unwrap();
+    assert!(page.contains("<h1>Draft invoice</h1>"), "{page}");
+
+    let items = format!("{path}/items");
+    let item = json!({ "description": "Onboarding call", "amount": "40.00", "quantity": 2 });
+    let idem = unique("item");
+    let denied = app.post_with_key(&items, &own_key, &idem, item.clone()).await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN, "a customer does not add to its own bill");
+    let added = app.post_with_key(&items, &key, &idem, item.clone()).await;
+    assert_eq!(added.status(), StatusCode::CREATED);
+    let added: Value = added.json().await.unwrap();
+    assert_eq!((added["status"].as_str(), added["total"].as_str()), (Some("draft"), Some("95.00")), "{added}");
+    assert_eq!(added["lines"][1]["kind"], "item");
+    let again = app.post_with_key(&items, &key, &idem, item).await;
+    assert_eq!((again.status(), again.headers()["idempotent-replayed"].to_str().unwrap()), (StatusCode::OK, "true"));
+    let precise =
+        app.post_with_key(&items, &key, &unique("item"), json!({ "description": "x", "amount": "0.001" })).await;
+    assert_eq!(precise.status(), StatusCode::BAD_REQUEST);
+
+    // Finalized now rather than in an hour: numbered, and charged at the provider with the item.
+    let finalized: Value =
+        app.send(Method::POST, &format!("{path}/finalize"), Some(&key), None).await.json().await.unwrap();
+    assert_eq!(finalized["status"], "open", "{finalized}");
+    let paid = app.get_until(&key, &path, |i| i["status"] == "paid").await;
+    assert_eq!((paid["total"].as_str(), paid["lines"].as_array().map(Vec::len)), (Some("95.00"), Some(2)), "{paid}");
+    let payment = app.get_json(&key, &format!("/v1/payments/{}", paid["payment_id"].as_str().unwrap())).await;
+    assert_eq!((payment["amount"].as_str(), payment["status"].as_str()), (Some("95.00"), Some("succeeded")));
+    let late = app.post_with_key(&items, &key, &unique("item"), json!({ "description": "x", "amount": "1" })).await;
+    assert_eq!(error_code(late).await.0, StatusCode::CONFLICT, "a final invoice takes no item");
+    let page = app.send(Method::GET, &format!("{path}.html"), Some(&key), None).await.text().await.unwrap();
+    assert!(page.contains(paid["number"].as_str().unwrap()) && page.contains("Onboarding call"), "{page}");
+}
+
+#[tokio::test]
 async fn a_credit_note_refunds_a_paid_invoice_through_the_provider_and_the_invoice_shows_it() {
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
@@ -2045,13 +2105,24 @@ async fn a_credit_note_refunds_a_paid_invoice_through_the_provider_and_the_invoi
 
 // ---- renewals and dunning ------------------------------------------------------
 
-/// run_billing at the end of a subscription's period (the clock moved there); the newest invoice it made.
+/// run_billing at the end of a subscription's period (the clock moved there), which makes its
+/// renewal invoice a draft, then at the end of the draft window, when it is finalized and
+/// charged; the invoice.
 async fn renew(db: &tokio_postgres::Client, sub: &str) -> String {
-    let sql = "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
-    db.execute(sql, &[&sub]).await.unwrap();
-    let sql =
-        "SELECT id FROM payments.invoices WHERE subscription_id = $1 ORDER BY period_number DESC, id DESC LIMIT 1";
-    db.query_one(sql, &[&sub]).await.unwrap().get(0)
+    let end: String = db
+        .query_one("SELECT current_period_end::text FROM payments.subscriptions WHERE id = $1", &[&sub])
+        .await
+        .unwrap()
+        .get(0);
+    let newest = "SELECT id, status FROM payments.invoices WHERE subscription_id = $1
+                  ORDER BY period_number DESC, id DESC LIMIT 1";
+    db.execute("SELECT payments.run_billing($1::text::timestamptz)", &[&end]).await.unwrap();
+    let draft = db.query_one(newest, &[&sub]).await.unwrap();
+    assert_eq!(draft.get::<_, &str>(1), "draft", "a renewal waits out its draft window");
+    db.execute("SELECT payments.run_billing($1::text::timestamptz + interval '1 hour')", &[&end]).await.unwrap();
+    let invoice: String = draft.get(0);
+    assert_ne!(db.query_one(newest, &[&sub]).await.unwrap().get::<_, &str>(1), "draft", "{invoice} final");
+    invoice
 }
 
 #[tokio::test]
@@ -2076,19 +2147,11 @@ async fn subscriptions_renew_through_the_provider_and_a_declined_card_goes_throu
             db.query_one(sql, &[&sub, &period]).await.unwrap().get::<_, String>(0)
         }
     };
-    let run_billing_at_period_end = |sub: String| {
-        let db = &db;
-        async move {
-            let sql =
-                "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))";
-            db.execute(sql, &[&sub]).await.unwrap();
-        }
-    };
     // Three periods, the clock moved to each period's end; each invoice paid at the provider.
     let sub = subscribe("pm_card_visa").await;
     for period in 1..=3 {
-        run_billing_at_period_end(sub.clone()).await;
-        let invoice = invoice_of(sub.clone(), period).await;
+        let invoice = renew(&db, &sub).await;
+        assert_eq!(invoice, invoice_of(sub.clone(), period).await);
         let paid = app.get_until(&key, &format!("/v1/invoices/{invoice}"), |i| i["status"] == "paid").await;
         assert_eq!((paid["status"].as_str(), paid["total"].as_str()), (Some("paid"), Some("15.00")), "{paid}");
         assert_eq!(paid["lines"][0]["kind"], "recurring");
@@ -2111,7 +2174,7 @@ async fn subscriptions_renew_through_the_provider_and_a_declined_card_goes_throu
 
     // A declined card: past_due, three retries on the schedule, then unpaid; a new card recovers it.
     let declined = subscribe("pm_card_chargeDeclined").await;
-    run_billing_at_period_end(declined.clone()).await;
+    renew(&db, &declined).await;
     let path = format!("/v1/subscriptions/{declined}");
     let past_due = app.get_until(&key, &path, |s| s["status"] == "past_due").await;
     assert_eq!(past_due["status"], "past_due", "{past_due}");
@@ -2150,12 +2213,11 @@ async fn a_renewal_waiting_on_3_d_secure_is_past_due_and_its_retry_cancels_it_at
     let db = payments_e2e::connect().await;
     let plan = unique("tds").to_lowercase().replace('-', "_");
     db.execute("SELECT payments.create_plan($1, 'USD', 1000, 'month', trial_days => 1)", &[&plan]).await.unwrap();
-    let create =
-        "SELECT id, trial_end::text FROM payments.create_subscription($1, $2, $3, 'pm_card_authenticationRequired',
+    let create = "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_authenticationRequired',
                   at => now() - interval '2 days')";
     let row = db.query_one(create, &[&unique("k"), &unique("cust_3ds"), &plan]).await.unwrap();
-    let (sub, trial_end): (String, String) = (row.get(0), row.get(1));
-    db.execute("SELECT payments.run_billing($1::text::timestamptz)", &[&trial_end]).await.unwrap();
+    let sub: String = row.get(0);
+    renew(&db, &sub).await;
     // The sandbox answers requires_action: the plan is no longer granted for free past the grace period.
     let path = format!("/v1/subscriptions/{sub}");
     let past_due = app.get_until(&key, &path, |s| s["status"] == "past_due").await;
