@@ -52,6 +52,11 @@ impl Machine {
         })
     }
 
+    /// The statuses an object can still leave (not final), in the machine's order.
+    pub fn open_statuses(&self) -> Vec<&'static str> {
+        self.statuses.iter().copied().filter(|s| self.edges.iter().any(|(from, _)| from == s)).collect()
+    }
+
     pub fn edges(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
         self.edges.iter().flat_map(|(from, tos)| tos.iter().map(move |to| (*from, *to)))
     }
@@ -160,6 +165,7 @@ mod tests {
         }
         assert_eq!(INVOICE.decide("uncollectible", "paid"), Some(Move::Apply), "a late payment still settles it");
         assert!(MACHINES.iter().all(|m| machine(m.name).is_some()) && machine("payment").is_none());
+        assert_eq!(SUBSCRIPTION.open_statuses(), ["trialing", "active", "past_due", "unpaid", "incomplete", "paused"]);
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub type Members = fn() -> Vec<&'static str>;
 
 /// The named subsets SQL tests membership of (`status = ANY (payments._group('…'))`),
 /// each written once: here or, for payments, in the state machine.
-pub const GROUPS: [(&str, Members); 5] = [
+pub const GROUPS: [(&str, Members); 6] = [
     // A payment can be canceled exactly when the state machine has an edge to `canceled`.
     ("cancelable_payment_status", || {
         state::ALL.iter().filter(|s| s.can_move_to(Status::Canceled)).map(|s| s.as_str()).collect()
@@ -165,6 +165,8 @@ pub const GROUPS: [(&str, Members); 5] = [
     ("current_subscription_status", || SUBSCRIPTION_CURRENT.to_vec()),
     ("collected_subscription_status", || SUBSCRIPTION_COLLECTED.to_vec()),
     ("paid_period_subscription_status", || SUBSCRIPTION_PAID_PERIOD.to_vec()),
+    // A subscription that has not ended: every status its lifecycle can still leave.
+    ("live_subscription_status", || lifecycle::SUBSCRIPTION.open_statuses()),
 ];
 
 /// The members of a named subset (`GROUPS`), or None for a name that is not one.

@@ -183,7 +183,7 @@ pub const CREATE_SUBSCRIPTION: &str = concat!(
     "SELECT ",
     subscription_json!("s"),
     ", s.outcome
-     FROM payments.create_subscription($1, $2, $3, $4, $5, quantity => coalesce($6::int, 1)) s"
+     FROM payments.create_subscription($1, $2, $3, $4, $5, quantity => coalesce($6::int, 1), currency => $7) s"
 );
 
 pub const SET_SUBSCRIPTION_QUANTITY: &str = concat!(

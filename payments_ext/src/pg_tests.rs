@@ -4652,4 +4652,140 @@ mod tests {
     fn invoice_of_status(sub: &str) -> String {
         one::<String>(&format!("SELECT string_agg(status, ',') FROM payments.invoices WHERE subscription_id = '{sub}'"))
     }
+
+    #[pg_test]
+    fn a_price_change_is_a_version_subscribers_keep_until_migrated_at_a_renewal() {
+        renewals_final_at_once();
+        one::<String>("SELECT code FROM payments.create_plan('ver', 'usd', 10, 'month', trial_days => 1)");
+        // A day apart: a run at one's period end renews only that one.
+        let subscribe = |key: &str, customer: &str, days: i32| {
+            one::<String>(&format!(
+                "SELECT id FROM payments.create_subscription('{key}', '{customer}', 'ver', 'pm_card_visa', at => now() - interval '{days} days')"
+            ))
+        };
+        let old = subscribe("k1", "cust_v1", 3);
+        let bump = "SELECT version || ' ' || amount_minor FROM payments.create_plan_version('ver', 2, 12)";
+        assert_eq!(one::<String>(bump), "2 1200");
+        assert_eq!(one::<String>(bump), "2 1200", "again: the same version");
+        for (sql, code) in [
+            ("SELECT payments.create_plan_version('ver', 2, 13)", "PM201"),
+            ("SELECT payments.create_plan_version('ver', 4, 13)", "PM100"),
+            ("SELECT payments.create_plan_version('nope', 2, 13)", "PM204"),
+            ("SELECT payments.create_plan_version('ver', 3, 12.001)", "PM101"),
+            ("SELECT payments.create_plan('ver', 'usd', 10, 'month', trial_days => 2)", "PM201"),
+            ("SELECT payments.migrate_plan_version('ver', 1, 3)", "PM204"),
+            ("SELECT payments.migrate_plan_version('ver', 1, 1)", "PM100"),
+        ] {
+            assert_eq!(sqlstate(sql), code, "{sql}");
+        }
+        assert_eq!(
+            one::<String>("SELECT code FROM payments.create_plan('ver', 'usd', 10, 'month', trial_days => 1)"),
+            "ver",
+            "create_plan again is still version 1's definition"
+        );
+        let new = subscribe("k2", "cust_v2", 2);
+        let version = |sub: &str| sub_field(sub, "plan_version::text || ' ' || coalesce(pending_version::text, '-')");
+        assert_eq!((version(&old), version(&new)), ("1 -".into(), "2 -".into()), "grandfathered");
+        let fee = |sub: &str, period: i32| {
+            one::<i64>(&format!(
+                "SELECT amount_minor FROM payments.invoice_lines l JOIN payments.invoices i ON i.id = l.invoice_id
+                 WHERE i.subscription_id = '{sub}' AND i.period_number = {period} AND l.kind = 'recurring'"
+            ))
+        };
+        for sub in [&old, &new] {
+            run_billing(&one::<String>(&format!("SELECT {}::text", period_end(sub))));
+        }
+        assert_eq!((fee(&old, 1), fee(&new, 1)), (1000, 1200));
+        assert_eq!(one::<i32>("SELECT payments.migrate_plan_version('ver', 1, 2)"), 1);
+        assert_eq!(one::<i32>("SELECT payments.migrate_plan_version('ver', 1, 2)"), 0, "again: nothing more");
+        assert_eq!(version(&old), "1 2", "at its next renewal");
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT monthly_minor FROM payments.subscription_revenue WHERE subscription_id = '{old}'"
+            )),
+            1000,
+            "billed at version 1 until then"
+        );
+        run_billing(&one::<String>(&format!("SELECT {}::text", period_end(&old))));
+        assert_eq!((fee(&old, 2), version(&old)), (1200, "2 -".into()));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(reason, ',' ORDER BY seq) FROM payments.subscription_events
+                 WHERE subscription_id = '{old}' AND reason LIKE 'plan version%'"
+            )),
+            "plan version migration scheduled,plan version migrated"
+        );
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT monthly_minor FROM payments.subscription_revenue WHERE subscription_id = '{old}'"
+            )),
+            1200
+        );
+    }
+
+    #[pg_test]
+    fn a_plan_priced_in_several_currencies_bills_each_customer_in_its_first_currency() {
+        renewals_final_at_once();
+        one::<String>("SELECT code FROM payments.create_meter('cur_tok', 'sum')");
+        let metered = |amount: i32| {
+            format!(
+                r#"[{{"meter": "cur_tok", "price": {{"mode": "per_unit", "tiers": [{{"unit_amount_minor": {amount}}}]}}}}]"#
+            )
+        };
+        let eur = format!(r#"{{"eur": {{"amount": "9.00", "metered": {}}}}}"#, metered(2));
+        one::<String>(&format!(
+            "SELECT code FROM payments.create_plan('world', 'usd', 10, 'month', trial_days => 1, metered => '{}', currency_options => '{eur}')",
+            metered(1)
+        ));
+        one::<String>("SELECT code FROM payments.create_plan('us_only', 'usd', 5, 'month', trial_days => 1)");
+        assert_eq!(
+            one::<String>(
+                "SELECT currency_options -> 'EUR' ->> 'amount_minor' FROM payments.plans WHERE code = 'world'"
+            ),
+            "900"
+        );
+        for (options, code) in [
+            (r#"{"EUR": {"amount": "9.001"}}"#.to_string(), "PM101"),
+            (r#"{"EUR": {}}"#.to_string(), "PM100"),
+            (r#"{"EUR": {"amount": 9, "bonus": 1}}"#.to_string(), "PM100"),
+            (r#"{"usd": {"amount": 9}}"#.to_string(), "PM100"),
+            (r#"{"EUR": {"amount": 9}}"#.to_string(), "PM100"),
+        ] {
+            let sql = format!(
+                "SELECT payments.create_plan('w2', 'usd', 10, 'month', metered => '{}', currency_options => '{options}')",
+                metered(1)
+            );
+            assert_eq!(sqlstate(&sql), code, "{options}: the same meters in every currency");
+        }
+        let subscribe = |key: &str, plan: &str, currency: &str| {
+            format!(
+                "SELECT id || ' ' || currency FROM payments.create_subscription('{key}', 'cust_eur', '{plan}', 'pm_card_visa',
+                 at => now() - interval '3 days'{currency})"
+            )
+        };
+        let created = one::<String>(&subscribe("k1", "world", ", currency => 'eur'"));
+        let (sub, currency) = created.split_once(' ').unwrap();
+        assert_eq!(currency, "EUR");
+        assert_eq!(one::<String>(&subscribe("k1", "world", ", currency => 'eur'")), created, "a replay");
+        assert_eq!(sqlstate(&subscribe("k2", "world", ", currency => 'usd'")), "PM206", "the customer pays in EUR");
+        assert_eq!(sqlstate(&subscribe("k3", "us_only", "")), "PM100", "no price in EUR");
+        assert_eq!(sqlstate(&format!("SELECT payments.change_plan('{sub}', 'us_only')")), "PM100");
+        run_billing(&one::<String>(&format!("SELECT {}::text", period_end(sub))));
+        one::<String>("SELECT outcome FROM payments.record_usage('cu1', 'cust_eur', 'cur_tok', 50, now())");
+        run_billing(&one::<String>(&format!("SELECT {}::text", period_end(sub))));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(i.currency || ' ' || i.total_minor, ',' ORDER BY i.period_number) FROM payments.invoices i
+                 WHERE i.subscription_id = '{sub}'"
+            )),
+            "EUR 900,EUR 1000",
+            "9.00 a month, and 50 tokens at 2 euro cents"
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT currency || ' ' || monthly_minor FROM payments.subscription_revenue WHERE subscription_id = '{sub}'"
+            )),
+            "EUR 900"
+        );
+    }
 }

@@ -124,7 +124,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+    v_plan := payments._sub_plan(v_sub);
     v_total := v_plan.amount_minor * v_sub.quantity;
     -- A meter's value since usage_from is at most what its daily totals from that UTC day
     -- on add up to; priced as billing will, with the fee, they must fit in one payment.
@@ -340,8 +340,8 @@ BEGIN
     END IF;
     -- The invoice run_billing makes at the period's end, as _next_period makes it: the next
     -- period (on the plan asked for at period end), with the usage so far in arrears.
-    SELECT * INTO v_used FROM payments.plans p WHERE p.code = v_sub.plan;
-    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = coalesce(v_sub.pending_plan, v_sub.plan);
+    v_used := payments._sub_plan(v_sub);
+    v_plan := payments._next_plan(v_sub);
     v_next := v_sub;
     v_next.period_number := v_sub.period_number + 1;
     IF v_sub.status = 'trialing' OR NOT payments._same_cycle(v_used, v_plan) THEN
@@ -771,7 +771,7 @@ BEGIN
     -- The usage not invoiced yet, in arrears, once (Stripe and Lago invoice it on termination;
     -- a trial's usage is not billed).
     IF p_status = 'canceled' AND p_sub.period_number > 0 AND p_sub.status <> 'incomplete' THEN
-        SELECT * INTO v_plan FROM payments.plans p WHERE p.code = p_sub.plan;
+        v_plan := payments._sub_plan(p_sub);
         PERFORM payments._invoice_usage(v_sub, v_plan, 'final', p_sub.usage_from, p_ended_at, p_at);
     END IF;
     UPDATE payments.subscriptions s SET usage_from = greatest(s.usage_from, p_ended_at)
@@ -790,10 +790,11 @@ DECLARE
     v_used_plan payments.plans%ROWTYPE;
     v_plan      payments.plans%ROWTYPE;
 BEGIN
-    SELECT * INTO v_used_plan FROM payments.plans p WHERE p.code = p_sub.plan;
-    -- A plan change asked for at period end starts with the new period.
-    v_sub.plan := coalesce(p_sub.pending_plan, p_sub.plan);
-    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+    v_used_plan := payments._sub_plan(p_sub);
+    -- A plan change asked for at period end, or a version migration, starts with the new period.
+    v_plan := payments._next_plan(p_sub);
+    v_sub.plan := v_plan.code;
+    v_sub.plan_version := v_plan.version;
     -- Another billing interval starts a new anchor (as a resume does): never anchor + n x new interval.
     IF p_new_anchor OR NOT payments._same_cycle(v_used_plan, v_plan) THEN
         v_sub.billing_anchor := p_start;
@@ -809,11 +810,17 @@ BEGIN
     SET period_number = v_sub.period_number, current_period_start = v_sub.current_period_start,
         current_period_end = v_sub.current_period_end, status = v_sub.status, plan = v_sub.plan,
         billing_anchor = v_sub.billing_anchor, anchor_period = v_sub.anchor_period, usage_from = v_sub.usage_from,
-        pending_plan = NULL, updated_at = now()
+        pending_plan = NULL, plan_version = v_sub.plan_version, pending_version = NULL, updated_at = now()
     WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
     PERFORM payments._subscription_event(v_sub, p_sub.status, p_reason,
                                          jsonb_build_object('period_number', v_sub.period_number, 'plan', v_sub.plan,
+                                                            'plan_version', v_sub.plan_version,
                                                             'period_start', v_sub.current_period_start, 'at', p_at));
+    IF p_sub.pending_version IS NOT NULL AND p_sub.pending_plan IS NULL THEN
+        PERFORM payments._subscription_event(v_sub, v_sub.status, 'plan version migrated',
+                                             jsonb_build_object('plan', v_sub.plan, 'from_version', p_sub.plan_version,
+                                                                'to_version', v_sub.plan_version, 'at', p_at));
+    END IF;
     -- The usage not invoiced yet (none of a trial's) is billed in arrears at the plan it was used under.
     -- A renewal's invoice is a draft for the draft window after the period starts (when that
     -- has not passed yet); a resume's or a plan change's is final at once.
@@ -855,7 +862,7 @@ BEGIN
     -- The rest is the customer's: its balance, which its next invoices draw from.
     IF p_credit > coalesce(v_unpaid, 0) THEN
         PERFORM payments._move(p_sub.customer_id, 'downgrade_credit', p_sub.id,
-                               (SELECT p.currency FROM payments.plans p WHERE p.code = p_sub.plan),
+                               p_sub.currency,
                                p_credit - coalesce(v_unpaid, 0), 'revenue', 'balance');
     END IF;
 END
@@ -907,7 +914,7 @@ BEGIN
       AND s.current_period_start < p_at AND s.current_period_end > p_at
     FOR UPDATE SKIP LOCKED;
     IF FOUND THEN
-        SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+        v_plan := payments._sub_plan(v_sub);
         IF v_plan.usage_threshold_minor IS NOT NULL
            AND payments._lines_total(payments._usage_lines(v_sub, v_plan, v_sub.usage_from, p_at))
                >= v_plan.usage_threshold_minor THEN
@@ -981,7 +988,8 @@ BEGIN
     END IF;
     -- The plans first: on Citus, joining the reference table to every shard after this
     -- transaction's writes is refused.
-    SELECT array_agg(p.code) INTO v_threshold_plans FROM payments.plans p WHERE p.usage_threshold_minor IS NOT NULL;
+    SELECT array_agg(DISTINCT v.plan) INTO v_threshold_plans FROM payments.plan_versions v
+    WHERE v.usage_threshold_minor IS NOT NULL OR jsonb_path_exists(v.currency_options, '$.*.usage_threshold_minor ? (@ != null)');
     -- Three passes, each with a bound of its own so none starves another: 1. periods that
     -- ended (renewals and ends) and incomplete subscriptions to expire, the most overdue first;
     -- 2. failed invoices whose retry is due (after 1: one that expires or ends now is not
@@ -1132,15 +1140,18 @@ COMMENT ON VIEW payments.invoice_line_details IS
 
 -- Revenue, defined once for the dashboard and for BI tools alike.
 CREATE OR REPLACE VIEW payments.subscription_revenue WITH (security_invoker) AS
-SELECT s.id AS subscription_id, s.customer_id, s.plan, s.status, pl.currency,
-       round(pl.amount_minor * s.quantity * CASE pl.billing_interval WHEN 'day' THEN 365 / 12.0 WHEN 'week' THEN 52 / 12.0
-                                                        WHEN 'month' THEN 1 ELSE 1 / 12.0 END
+SELECT s.id AS subscription_id, s.customer_id, s.plan, s.status, s.currency,
+       round(CASE WHEN s.currency = pl.currency THEN v.amount_minor
+                  ELSE (v.currency_options -> s.currency ->> 'amount_minor')::bigint END
+             * s.quantity * CASE pl.billing_interval WHEN 'day' THEN 365 / 12.0 WHEN 'week' THEN 52 / 12.0
+                                                     WHEN 'month' THEN 1 ELSE 1 / 12.0 END
              / pl.interval_count)::bigint AS monthly_minor,
        s.status = ANY (payments._group('paid_period_subscription_status')) AS in_mrr,
        s.created_at, s.trial_end, s.canceled_at
-FROM payments.subscription_details s JOIN payments.plans pl ON pl.code = s.plan;
+FROM payments.subscription_details s JOIN payments.plans pl ON pl.code = s.plan
+JOIN payments.plan_versions v ON v.plan = s.plan AND v.version = s.plan_version;
 COMMENT ON VIEW payments.subscription_revenue IS
-    'What each subscription brings in a month: its plan''s fee times its quantity over its interval (a year is 12 months, a week 52/12 of one, a day 365/12), in minor units of the plan''s currency, rounded once; metered usage is not recurring and not in it. in_mrr: it counts in MRR now (active or past_due, a paid period: not a trial, a pause or an end). Readable by payments_reader.';
+    'What each subscription brings in a month: its plan''s fee (at its version, in its currency) times its quantity over its interval (a year is 12 months, a week 52/12 of one, a day 365/12), in minor units of its currency, rounded once; metered usage is not recurring and not in it. in_mrr: it counts in MRR now (active or past_due, a paid period: not a trial, a pause or an end). Readable by payments_reader.';
 
 CREATE OR REPLACE VIEW payments.mrr WITH (security_invoker) AS
 SELECT r.currency, sum(r.monthly_minor)::bigint AS mrr_minor, payments.to_major(sum(r.monthly_minor)::bigint, r.currency) AS mrr,
@@ -1412,15 +1423,17 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'plan % not found', quote_nullable(payments._shown(change_plan.plan)) USING ERRCODE = 'PM204';
     END IF;
-    SELECT * INTO v_old FROM payments.plans p WHERE p.code = v_sub.plan;
+    v_old := payments._sub_plan(v_sub);
     IF NOT (v_sub.status = ANY (payments._group('current_subscription_status'))) OR v_new.archived_at IS NOT NULL THEN
         RAISE EXCEPTION 'subscription % is % (or plan % is archived): its plan cannot change', v_sub.id, v_sub.status,
             v_new.code USING ERRCODE = 'PM206';
     END IF;
-    IF v_new.currency <> v_old.currency THEN
-        RAISE EXCEPTION 'plan % is in %, the subscription in %: a plan change keeps the currency', v_new.code,
-            v_new.currency, v_old.currency USING ERRCODE = 'PM100';
+    IF v_new.currency <> v_sub.currency AND NOT v_new.currency_options ? v_sub.currency THEN
+        RAISE EXCEPTION 'plan % has no price in %, the subscription''s currency: a plan change keeps the currency',
+            v_new.code, v_sub.currency USING ERRCODE = 'PM100';
     END IF;
+    -- Its latest version, in the subscription's currency.
+    v_new := payments._plan_of(v_new.code, NULL, v_sub.currency);
     IF v_new.code = v_sub.plan AND v_sub.pending_plan IS NULL THEN
         RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
         RETURN;
@@ -1478,7 +1491,8 @@ BEGIN
         END IF;
     END IF;
     UPDATE payments.subscriptions s
-    SET plan = v_new.code, pending_plan = NULL, usage_from = greatest(s.usage_from, at), updated_at = now()
+    SET plan = v_new.code, plan_version = v_new.version, pending_plan = NULL, pending_version = NULL,
+        usage_from = greatest(s.usage_from, at), updated_at = now()
     WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
     v_sub.plan := v_new.code;
     PERFORM payments._subscription_event(v_sub, v_sub.status, 'plan changed',
@@ -1510,7 +1524,7 @@ BEGIN
         RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
         RETURN;
     END IF;
-    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+    v_plan := payments._sub_plan(v_sub);
     v_name := coalesce(v_plan.name, v_plan.code);
     PERFORM payments._finalize_drafts(v_sub, at);
     -- The unused share of the period is credited at the old quantity and charged at the new one,

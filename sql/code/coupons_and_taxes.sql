@@ -112,7 +112,7 @@ BEGIN
             RAISE EXCEPTION 'promotion code % has no redemptions left', v_promo.code USING ERRCODE = 'PM206';
         END IF;
     END IF;
-    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = v_sub.plan;
+    v_plan := payments._sub_plan(v_sub);
     IF NOT (v_sub.status = ANY (payments._group('current_subscription_status'))) THEN
         RAISE EXCEPTION 'subscription % is % and takes no coupon', v_sub.id, v_sub.status USING ERRCODE = 'PM206';
     ELSIF at > v_coupon.redeem_by THEN

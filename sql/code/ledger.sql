@@ -548,11 +548,11 @@ COMMENT ON FUNCTION payments._draw_credits(text, text, text, bigint, text, text,
     'Internal: takes p_amount of a customer''s usable credits in a unit (_usable_grants with p_for), grant by grant, to account p_to (holds, revenue) in transfers of kind p_kind for p_reference. The caller holds the wallet''s lock and has checked they cover it.';
 
 CREATE OR REPLACE FUNCTION payments._pay_past_limit(p_customer_id text, p_feature text, p_request_id text,
-                                                    p_past numeric, p_plan text, p_at timestamptz,
+                                                    p_past numeric, p_plan payments.plans, p_at timestamptz,
                                                     OUT unit text, OUT drawn bigint, OUT refusal text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_plan  payments.plans%ROWTYPE;
+    v_plan  payments.plans%ROWTYPE := p_plan;
     v_unit  text;
     v_cost  bigint;
     v_room  bigint;
@@ -574,7 +574,6 @@ BEGIN
         END IF;
     END LOOP;
     -- Else money credits at the plan's price for a unit past the limit.
-    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = p_plan;
     IF v_plan.feature_prices ? p_feature THEN
         v_cost := ceil(p_past * (v_plan.feature_prices ->> p_feature)::numeric)::bigint;
         refusal := payments._spend_credits(p_customer_id, v_plan.currency, p_feature, v_cost, 'consumption',
@@ -587,8 +586,8 @@ BEGIN
     refusal := CASE WHEN refusal = 'insufficient_credits' THEN 'limit_exceeded' ELSE refusal END;
 END
 $$;
-COMMENT ON FUNCTION payments._pay_past_limit(text, text, text, numeric, text, timestamptz) IS
-    'Internal (consume): pays for p_past units of a feature beyond its plan''s limit with the customer''s credits, in the same transaction: credits granted for the feature in a credit unit (one per unit, rounded up to whole), else money credits in the plan''s currency at its feature price (rounded up to a minor unit). Returns the unit and amount drawn, or why not: limit_exceeded (no credits cover it) or spend_limit_reached.';
+COMMENT ON FUNCTION payments._pay_past_limit(text, text, text, numeric, payments.plans, timestamptz) IS
+    'Internal (consume): pays for p_past units of a feature beyond its plan''s limit with the customer''s credits, in the same transaction: credits granted for the feature in a credit unit (one per unit, rounded up to whole), else money credits in p_plan''s currency at its feature price (p_plan: the subscription''s version of its plan, in its currency) (rounded up to a minor unit). Returns the unit and amount drawn, or why not: limit_exceeded (no credits cover it) or spend_limit_reached.';
 
 CREATE OR REPLACE FUNCTION payments._spend_credits(p_customer_id text, p_unit text, p_for text, p_amount bigint,
                                                    p_kind text, p_reference text, p_at timestamptz) RETURNS text

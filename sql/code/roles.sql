@@ -53,7 +53,7 @@ GRANT EXECUTE ON FUNCTION
     payments.list_invoice_taxes(text), payments.preview_invoice(text, timestamptz),
     payments.list_credit_notes(text), payments.get_credit_note(text)
 TO payments_admin, payments_gateway, payments_reader;
-GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.coupons, payments.tax_rates,
+GRANT SELECT ON payments.meters, payments.usage_log, payments.plans, payments.plan_versions, payments.coupons, payments.tax_rates,
     payments.discounts, payments.customer_taxes, payments.subscription_details,
     payments.subscription_revenue, payments.mrr, payments.ledger, payments.credit_grant_details, payments.hold_details,
     payments.invoice_details, payments.invoice_line_details, payments.credit_note_details, payments.billing_failures, payments.event_log, payments.webhook_delivery_log, payments.webhook_endpoint_list,
@@ -107,7 +107,7 @@ GRANT EXECUTE ON FUNCTION
     payments.reconcile(timestamptz, timestamptz, text, boolean),
     payments.record_usage(text, text, text, numeric, timestamptz, jsonb),
     payments.record_usage_batch(jsonb),
-    payments.create_subscription(text, text, text, text, integer, timestamptz, integer),
+    payments.create_subscription(text, text, text, text, integer, timestamptz, integer, text),
     payments.set_subscription_quantity(text, integer, boolean, timestamptz),
     payments.cancel_subscription(text, boolean, timestamptz),
     payments.pause_subscription(text), payments.resume_subscription(text, timestamptz),
@@ -151,7 +151,9 @@ GRANT EXECUTE ON FUNCTION
     payments.set_webhook_tolerance(interval),
     payments.distribute(int),
     payments.create_meter(text, text, text, text),
-    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric, jsonb, boolean),
+    payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric, jsonb, boolean, jsonb),
+    payments.create_plan_version(text, integer, numeric, jsonb, jsonb, numeric, jsonb),
+    payments.migrate_plan_version(text, integer, integer, timestamptz),
     payments.archive_plan(text),
     payments.create_coupon(text, numeric, numeric, text, text, integer, integer, timestamptz, text[], text),
     payments.create_tax_rate(text, text, numeric, boolean, text),

@@ -34,45 +34,21 @@ COMMENT ON FUNCTION payments._lifecycle_guard() IS
 CREATE OR REPLACE TRIGGER subscriptions_lifecycle BEFORE UPDATE OF status ON payments.subscriptions
     FOR EACH ROW EXECUTE FUNCTION payments._lifecycle_guard('subscription_status');
 
-CREATE OR REPLACE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
-                                     interval_count integer DEFAULT 1, trial_days integer DEFAULT 0,
-                                     features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]',
-                                     usage_threshold numeric DEFAULT NULL, feature_prices jsonb DEFAULT '{}',
-                                     features_per_seat boolean DEFAULT false)
-RETURNS SETOF payments.plans
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION payments._price_set(p_currency text, p_amount numeric, p_metered jsonb,
+                                               p_feature_prices jsonb, p_threshold numeric, p_features jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_plan     payments.plans%ROWTYPE;
-    v_currency text := upper(currency);
-    v_minor    bigint;
+    v_metered jsonb := coalesce(p_metered, '[]');
+    v_prices  jsonb := coalesce(p_feature_prices, '{}');
+    v_minor   bigint;
     v_threshold bigint;
-    v_features jsonb := coalesce(features, '{}');
-    v_metered  jsonb := coalesce(metered, '[]');
-    v_prices   jsonb := coalesce(feature_prices, '{}');
-    v_problem  text;
+    v_problem text;
 BEGIN
-    IF code IS NULL OR code !~ '^[a-z][a-z0-9_.-]{0,63}$' THEN
-        RAISE EXCEPTION 'a plan code is 1 to 64 lower case letters, digits, _ . - starting with a letter, not %',
-            quote_nullable(payments._shown(code)) USING ERRCODE = 'PM100';
-    END IF;
-    IF billing_interval IS NULL OR NOT payments._is_allowed('billing_interval', billing_interval)
-       OR interval_count IS NULL OR interval_count NOT BETWEEN 1 AND 365
-       OR trial_days IS NULL OR trial_days NOT BETWEEN 0 AND 730 OR length(name) NOT BETWEEN 1 AND 255 THEN
-        RAISE EXCEPTION 'billing_interval is day, week, month or year, interval_count 1 to 365, trial_days 0 to 730, a name 1 to 255 characters'
-            USING ERRCODE = 'PM100';
-    END IF;
-    IF jsonb_typeof(v_features) <> 'object'
-       OR EXISTS (SELECT 1 FROM jsonb_each(v_features) f
-                  WHERE f.key !~ '^[a-z][a-z0-9_.-]{0,63}$'
-                     OR NOT (jsonb_typeof(f.value) = 'null'
-                             OR (jsonb_typeof(f.value) = 'number' AND (f.value::text)::numeric >= 0))) THEN
-        RAISE EXCEPTION 'features is an object of feature codes to limits (a number from 0, or null for unlimited)'
-            USING ERRCODE = 'PM100';
-    END IF;
     -- A feature's price is what a unit past its limit costs: only a limited feature has one.
     IF jsonb_typeof(v_prices) <> 'object'
        OR EXISTS (SELECT 1 FROM jsonb_each(v_prices) f
-                  WHERE jsonb_typeof(v_features -> f.key) IS DISTINCT FROM 'number'
+                  WHERE jsonb_typeof(p_features -> f.key) IS DISTINCT FROM 'number'
                      OR jsonb_typeof(f.value) <> 'number' OR (f.value::text)::numeric <= 0
                      OR (f.value::text)::numeric >= 1e12) THEN
         RAISE EXCEPTION 'feature_prices is an object of limited features to what one unit past the limit costs (minor units above 0)'
@@ -93,36 +69,292 @@ BEGIN
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION 'metered price: %', v_problem USING ERRCODE = 'PM100';
     END IF;
-    -- A free plan is a price of 0; anything else is money, checked as money.
-    v_minor := CASE WHEN amount = 0 THEN 0 ELSE payments.to_minor(amount, v_currency) END;
-    IF payments.to_major(0, v_currency) IS NULL THEN
-        PERFORM payments.to_minor(1, v_currency);  -- raises the unknown currency
+    IF p_amount IS NULL THEN
+        RAISE EXCEPTION 'an amount is required (0 for free)' USING ERRCODE = 'PM100';
     END IF;
-    v_threshold := CASE WHEN usage_threshold IS NOT NULL THEN payments.to_minor(usage_threshold, v_currency) END;
+    -- A free plan is a price of 0; anything else is money, checked as money.
+    v_minor := CASE WHEN p_amount = 0 THEN 0 ELSE payments.to_minor(p_amount, p_currency) END;
+    IF payments.to_major(0, p_currency) IS NULL THEN
+        PERFORM payments.to_minor(1, p_currency);  -- raises the unknown currency
+    END IF;
+    v_threshold := CASE WHEN p_threshold IS NOT NULL THEN payments.to_minor(p_threshold, p_currency) END;
     IF v_threshold <= 0 OR (v_threshold IS NOT NULL AND jsonb_array_length(v_metered) = 0) THEN
         RAISE EXCEPTION 'usage_threshold is a positive amount, for a plan with metered prices' USING ERRCODE = 'PM100';
     END IF;
+    RETURN jsonb_build_object('amount_minor', v_minor, 'metered', v_metered, 'feature_prices', v_prices,
+                              'usage_threshold_minor', v_threshold);
+END
+$$;
+COMMENT ON FUNCTION payments._price_set(text, numeric, jsonb, jsonb, numeric, jsonb) IS
+    'Internal: a plan''s prices in one currency, checked (PM100, PM101 for excess precision) and in minor units: {"amount_minor", "metered", "feature_prices", "usage_threshold_minor"}. p_features: the plan''s features (only a limited one has a price).';
+
+CREATE OR REPLACE FUNCTION payments._currency_options(p_currency text, p_base jsonb, p_options jsonb, p_features jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_option  record;
+    v_set     jsonb;
+    v_options jsonb := '{}';
+BEGIN
+    IF jsonb_typeof(coalesce(p_options, '{}')) <> 'object' THEN
+        RAISE EXCEPTION 'currency_options is an object of currencies to {"amount", "metered"?, "feature_prices"?, "usage_threshold"?}'
+            USING ERRCODE = 'PM100';
+    END IF;
+    FOR v_option IN SELECT upper(o.key) AS currency, o.value FROM jsonb_each(coalesce(p_options, '{}')) o LOOP
+        IF v_option.currency !~ '^[A-Z]{3}$' OR v_option.currency = p_currency OR jsonb_typeof(v_option.value) <> 'object'
+           OR EXISTS (SELECT 1 FROM jsonb_object_keys(v_option.value) k
+                      WHERE k NOT IN ('amount', 'metered', 'feature_prices', 'usage_threshold')) THEN
+            RAISE EXCEPTION 'currency_options: % is not another currency with {"amount", "metered"?, "feature_prices"?, "usage_threshold"?}',
+                quote_literal(v_option.currency) USING ERRCODE = 'PM100';
+        END IF;
+        v_set := payments._price_set(v_option.currency, (v_option.value ->> 'amount')::numeric, v_option.value -> 'metered',
+                                     v_option.value -> 'feature_prices', (v_option.value ->> 'usage_threshold')::numeric,
+                                     p_features);
+        -- The same meters and priced features in every currency: what is billed never depends on it.
+        IF (SELECT array_agg(m ->> 'meter' ORDER BY m ->> 'meter') FROM jsonb_array_elements(v_set -> 'metered') m)
+           IS DISTINCT FROM (SELECT array_agg(m ->> 'meter' ORDER BY m ->> 'meter') FROM jsonb_array_elements(p_base -> 'metered') m)
+           OR (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(v_set -> 'feature_prices') k)
+              IS DISTINCT FROM (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(p_base -> 'feature_prices') k) THEN
+            RAISE EXCEPTION 'currency_options.%: price the same meters and features as in %', v_option.currency, p_currency
+                USING ERRCODE = 'PM100';
+        END IF;
+        v_options := v_options || jsonb_build_object(v_option.currency, v_set);
+    END LOOP;
+    RETURN v_options;
+END
+$$;
+COMMENT ON FUNCTION payments._currency_options(text, jsonb, jsonb, jsonb) IS
+    'Internal: a plan''s prices in other currencies than p_currency, checked as _price_set does and pricing the same meters and features as p_base (its prices in p_currency), in minor units: {"EUR": {"amount_minor", …}}.';
+
+CREATE OR REPLACE FUNCTION payments.create_plan(code text, currency text, amount numeric, billing_interval text,
+                                     interval_count integer DEFAULT 1, trial_days integer DEFAULT 0,
+                                     features jsonb DEFAULT '{}', name text DEFAULT NULL, metered jsonb DEFAULT '[]',
+                                     usage_threshold numeric DEFAULT NULL, feature_prices jsonb DEFAULT '{}',
+                                     features_per_seat boolean DEFAULT false, currency_options jsonb DEFAULT NULL)
+RETURNS SETOF payments.plans
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_plan     payments.plans%ROWTYPE;
+    v_currency text := upper(currency);
+    v_features jsonb := coalesce(features, '{}');
+    v_base     jsonb;
+    v_options  jsonb;
+BEGIN
+    IF code IS NULL OR code !~ '^[a-z][a-z0-9_.-]{0,63}$' THEN
+        RAISE EXCEPTION 'a plan code is 1 to 64 lower case letters, digits, _ . - starting with a letter, not %',
+            quote_nullable(payments._shown(code)) USING ERRCODE = 'PM100';
+    END IF;
+    IF billing_interval IS NULL OR NOT payments._is_allowed('billing_interval', billing_interval)
+       OR interval_count IS NULL OR interval_count NOT BETWEEN 1 AND 365
+       OR trial_days IS NULL OR trial_days NOT BETWEEN 0 AND 730 OR length(name) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'billing_interval is day, week, month or year, interval_count 1 to 365, trial_days 0 to 730, a name 1 to 255 characters'
+            USING ERRCODE = 'PM100';
+    END IF;
+    IF jsonb_typeof(v_features) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_each(v_features) f
+                  WHERE f.key !~ '^[a-z][a-z0-9_.-]{0,63}$'
+                     OR NOT (jsonb_typeof(f.value) = 'null'
+                             OR (jsonb_typeof(f.value) = 'number' AND (f.value::text)::numeric >= 0))) THEN
+        RAISE EXCEPTION 'features is an object of feature codes to limits (a number from 0, or null for unlimited)'
+            USING ERRCODE = 'PM100';
+    END IF;
+    v_base := payments._price_set(v_currency, amount, metered, feature_prices, usage_threshold, v_features);
+    v_options := payments._currency_options(v_currency, v_base, currency_options, v_features);
     INSERT INTO payments.plans AS p (code, name, currency, amount_minor, billing_interval, interval_count, trial_days,
-                                     features, metered, usage_threshold_minor, feature_prices, features_per_seat)
-    VALUES (create_plan.code, create_plan.name, v_currency, v_minor, create_plan.billing_interval,
-            create_plan.interval_count, create_plan.trial_days, v_features, v_metered, v_threshold, v_prices,
-            coalesce(create_plan.features_per_seat, false))
+                                     features, metered, usage_threshold_minor, feature_prices, features_per_seat,
+                                     currency_options)
+    VALUES (create_plan.code, create_plan.name, v_currency, (v_base ->> 'amount_minor')::bigint, create_plan.billing_interval,
+            create_plan.interval_count, create_plan.trial_days, v_features, v_base -> 'metered',
+            (v_base ->> 'usage_threshold_minor')::bigint, v_base -> 'feature_prices',
+            coalesce(create_plan.features_per_seat, false), v_options)
     ON CONFLICT ON CONSTRAINT plans_pkey DO NOTHING;
+    IF FOUND THEN
+        PERFORM payments._record_plan_version(create_plan.code, 1, v_base, v_options);
+    END IF;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_plan.code;
-    IF (v_plan.name, v_plan.currency, v_plan.amount_minor, v_plan.billing_interval, v_plan.interval_count,
-        v_plan.trial_days, v_plan.features, v_plan.metered, v_plan.usage_threshold_minor, v_plan.feature_prices,
-        v_plan.features_per_seat)
-       IS DISTINCT FROM (create_plan.name, v_currency, v_minor, create_plan.billing_interval, create_plan.interval_count,
-                         create_plan.trial_days, v_features, v_metered, v_threshold, v_prices,
-                         coalesce(create_plan.features_per_seat, false)) THEN
+    -- Its first version's prices, whatever versions followed.
+    IF (v_plan.name, v_plan.currency, v_plan.billing_interval, v_plan.interval_count, v_plan.trial_days,
+        v_plan.features, v_plan.features_per_seat, payments._version_prices(v_plan.code, 1))
+       IS DISTINCT FROM (create_plan.name, v_currency, create_plan.billing_interval, create_plan.interval_count,
+                         create_plan.trial_days, v_features, coalesce(create_plan.features_per_seat, false),
+                         v_base || jsonb_build_object('currency_options', v_options)) THEN
         RAISE EXCEPTION 'plan % exists with another definition', v_plan.code USING ERRCODE = 'PM201',
-            HINT = 'a plan never changes under its subscriptions: make a plan with a new code and change_plan to it';
+            HINT = 'a plan''s terms never change under its subscriptions: create_plan_version changes its prices, a new code anything else';
     END IF;
     RETURN NEXT v_plan;
 END
 $$;
-COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric, jsonb, boolean) IS
-    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]), usage_threshold (major units: usage is invoiced as soon as it reaches this much within a period), and feature_prices ({"feature": minor units per unit, fractions allowed}: what consume charges the customer''s money credits for a unit past the feature''s limit), and features_per_seat (each limit is per seat: times the subscription''s quantity). The amount is per seat: a subscription pays it times its quantity. The same call again returns it; another definition for its code PM201.';
+COMMENT ON FUNCTION payments.create_plan(text, text, numeric, text, integer, integer, jsonb, text, jsonb, numeric, jsonb, boolean, jsonb) IS
+    'Makes a plan (admin): code, currency, recurring amount (major units, exact; 0 for free), billing_interval (day, week, month, year) times interval_count, trial_days, features ({"feature": limit or null}), name, metered usage billed in arrears ([{"meter", "price": {"mode": per_unit | graduated | volume, "tiers": [...]}}]), usage_threshold (major units: usage is invoiced as soon as it reaches this much within a period), and feature_prices ({"feature": minor units per unit, fractions allowed}: what consume charges the customer''s money credits for a unit past the feature''s limit), features_per_seat (each limit is per seat: times the subscription''s quantity), and currency_options: its prices in other currencies ({"EUR": {"amount": 9, "metered"?, "feature_prices"?, "usage_threshold"?}}, pricing the same meters and features). The amount is per seat: a subscription pays it times its quantity. This is version 1 of its prices (create_plan_version makes the next). The same call again returns it; another definition for its code PM201.';
+
+CREATE OR REPLACE FUNCTION payments._record_plan_version(p_plan text, p_version integer, p_prices jsonb, p_options jsonb)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO payments.plan_versions (plan, version, amount_minor, metered, feature_prices, usage_threshold_minor,
+                                        currency_options)
+    VALUES (p_plan, p_version, (p_prices ->> 'amount_minor')::bigint, p_prices -> 'metered', p_prices -> 'feature_prices',
+            (p_prices ->> 'usage_threshold_minor')::bigint, p_options);
+END
+$$;
+COMMENT ON FUNCTION payments._record_plan_version(text, integer, jsonb, jsonb) IS
+    'Internal: keeps a version of a plan''s prices (_price_set''s document and its currency options).';
+
+CREATE OR REPLACE FUNCTION payments._version_prices(p_plan text, p_version integer) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object('amount_minor', v.amount_minor, 'metered', v.metered,
+                                      'feature_prices', v.feature_prices, 'usage_threshold_minor', v.usage_threshold_minor,
+                                      'currency_options', v.currency_options)
+            FROM payments.plan_versions v WHERE v.plan = p_plan AND v.version = p_version);
+END
+$$;
+COMMENT ON FUNCTION payments._version_prices(text, integer) IS
+    'Internal: a version of a plan''s prices as one document (what create_plan and create_plan_version compare a repeat with).';
+
+CREATE OR REPLACE FUNCTION payments.create_plan_version(plan text, version integer, amount numeric,
+                                                        metered jsonb DEFAULT NULL, feature_prices jsonb DEFAULT NULL,
+                                                        usage_threshold numeric DEFAULT NULL,
+                                                        currency_options jsonb DEFAULT NULL)
+RETURNS SETOF payments.plans
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_plan    payments.plans%ROWTYPE;
+    v_prices  jsonb;
+    v_options jsonb;
+BEGIN
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_plan_version.plan;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'plan % not found', quote_nullable(payments._shown(create_plan_version.plan)) USING ERRCODE = 'PM204';
+    ELSIF version IS NULL OR version < 2 OR version > v_plan.version + 1 THEN
+        RAISE EXCEPTION 'the next version of plan % is %', v_plan.code, v_plan.version + 1 USING ERRCODE = 'PM100';
+    END IF;
+    -- What is not given stays as the latest version has it; the metered prices price the same meters.
+    v_prices := payments._price_set(v_plan.currency, amount, coalesce(metered, v_plan.metered),
+                                    coalesce(feature_prices, v_plan.feature_prices),
+                                    coalesce(usage_threshold, payments.to_major(v_plan.usage_threshold_minor, v_plan.currency)),
+                                    v_plan.features);
+    IF (SELECT array_agg(m ->> 'meter' ORDER BY m ->> 'meter') FROM jsonb_array_elements(v_prices -> 'metered') m)
+       IS DISTINCT FROM (SELECT array_agg(m ->> 'meter' ORDER BY m ->> 'meter') FROM jsonb_array_elements(v_plan.metered) m) THEN
+        RAISE EXCEPTION 'a new version of plan % prices the same meters (a new plan prices others)', v_plan.code
+            USING ERRCODE = 'PM100';
+    END IF;
+    v_options := CASE WHEN currency_options IS NULL THEN v_plan.currency_options
+                      ELSE payments._currency_options(v_plan.currency, v_prices, currency_options, v_plan.features) END;
+    -- The claim: one caller moves the plan to this version; a repeat compares with what it made.
+    UPDATE payments.plans p
+    SET version = create_plan_version.version, amount_minor = (v_prices ->> 'amount_minor')::bigint,
+        metered = v_prices -> 'metered', feature_prices = v_prices -> 'feature_prices',
+        usage_threshold_minor = (v_prices ->> 'usage_threshold_minor')::bigint, currency_options = v_options
+    WHERE p.code = v_plan.code AND p.version = create_plan_version.version - 1;
+    IF FOUND THEN
+        PERFORM payments._record_plan_version(v_plan.code, create_plan_version.version, v_prices, v_options);
+    ELSIF payments._version_prices(v_plan.code, create_plan_version.version)
+          IS DISTINCT FROM v_prices || jsonb_build_object('currency_options', v_options) THEN
+        RAISE EXCEPTION 'version % of plan % exists with other prices', create_plan_version.version, v_plan.code
+            USING ERRCODE = 'PM201';
+    END IF;
+    RETURN QUERY SELECT * FROM payments.plans p WHERE p.code = v_plan.code;
+END
+$$;
+COMMENT ON FUNCTION payments.create_plan_version(text, integer, numeric, jsonb, jsonb, numeric, jsonb) IS
+    'Changes a plan''s prices (admin) as a new version (version: the latest plus 1): amount, and, when given, metered prices (of the same meters), feature_prices, usage_threshold and currency_options (else as the latest version has them). New subscriptions get it; existing ones keep the version they have (grandfathered) until migrate_plan_version moves them at a renewal. The same call again returns the plan; other prices for an existing version PM201; PM204 for an unknown plan.';
+
+CREATE OR REPLACE FUNCTION payments._plan_of(p_code text, p_version integer, p_currency text) RETURNS payments.plans
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_plan    payments.plans%ROWTYPE;
+    v_version payments.plan_versions%ROWTYPE;
+    v_option  jsonb;
+BEGIN
+    SELECT * INTO v_plan FROM payments.plans p WHERE p.code = p_code;
+    IF p_version IS DISTINCT FROM v_plan.version AND p_version IS NOT NULL THEN
+        SELECT * INTO v_version FROM payments.plan_versions v WHERE v.plan = p_code AND v.version = p_version;
+        v_plan.version := v_version.version;
+        v_plan.amount_minor := v_version.amount_minor;
+        v_plan.metered := v_version.metered;
+        v_plan.feature_prices := v_version.feature_prices;
+        v_plan.usage_threshold_minor := v_version.usage_threshold_minor;
+        v_plan.currency_options := v_version.currency_options;
+    END IF;
+    IF p_currency IS DISTINCT FROM v_plan.currency AND p_currency IS NOT NULL THEN
+        v_option := v_plan.currency_options -> p_currency;
+        IF v_option IS NULL THEN
+            RAISE EXCEPTION 'plan % has no price in %', p_code, p_currency USING ERRCODE = 'PM100',
+                HINT = 'its currencies: ' || (SELECT string_agg(c, ', ' ORDER BY c)
+                                              FROM (SELECT v_plan.currency UNION SELECT jsonb_object_keys(v_plan.currency_options)) o(c));
+        END IF;
+        v_plan.currency := p_currency;
+        v_plan.amount_minor := (v_option ->> 'amount_minor')::bigint;
+        v_plan.metered := v_option -> 'metered';
+        v_plan.feature_prices := v_option -> 'feature_prices';
+        v_plan.usage_threshold_minor := (v_option ->> 'usage_threshold_minor')::bigint;
+    END IF;
+    RETURN v_plan;
+END
+$$;
+COMMENT ON FUNCTION payments._plan_of(text, integer, text) IS
+    'Internal: a plan as one version of its prices (NULL: the latest) in one currency (NULL: its own) bills it: the plan''s row with that version''s and currency''s amount, metered and feature prices and usage threshold. PM100 when it has no price in the currency.';
+
+CREATE OR REPLACE FUNCTION payments._sub_plan(p_sub payments.subscriptions) RETURNS payments.plans
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN payments._plan_of(p_sub.plan, p_sub.plan_version, p_sub.currency);
+END
+$$;
+COMMENT ON FUNCTION payments._sub_plan(payments.subscriptions) IS
+    'Internal: the plan a subscription is billed at: its version, in its currency (_plan_of).';
+
+CREATE OR REPLACE FUNCTION payments._next_plan(p_sub payments.subscriptions) RETURNS payments.plans
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_sub.pending_plan IS NOT NULL THEN
+        RETURN payments._plan_of(p_sub.pending_plan, NULL, p_sub.currency);
+    END IF;
+    RETURN payments._plan_of(p_sub.plan, coalesce(p_sub.pending_version, p_sub.plan_version), p_sub.currency);
+END
+$$;
+COMMENT ON FUNCTION payments._next_plan(payments.subscriptions) IS
+    'Internal: the plan a subscription''s next period bills: the latest version of a plan it changes to at period end, else its own plan at the version a migration moves it to, or its own.';
+
+CREATE OR REPLACE FUNCTION payments.migrate_plan_version(plan text, from_version integer, to_version integer,
+                                                         at timestamptz DEFAULT now()) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_due   record;
+    v_sub   payments.subscriptions%ROWTYPE;
+    v_count integer := 0;
+BEGIN
+    IF at IS NULL OR NOT isfinite(at) OR from_version IS NULL OR to_version IS NULL OR from_version = to_version THEN
+        RAISE EXCEPTION 'from_version and to_version are two versions, at a finite time' USING ERRCODE = 'PM100';
+    ELSIF (SELECT count(*) FROM payments.plan_versions v
+           WHERE v.plan = migrate_plan_version.plan AND v.version IN (from_version, to_version)) < 2 THEN
+        RAISE EXCEPTION 'plan % has no version % or %', quote_nullable(payments._shown(migrate_plan_version.plan)),
+            from_version, to_version USING ERRCODE = 'PM204';
+    END IF;
+    -- Each subscription on its own customer's shard: found first, then locked and checked again.
+    FOR v_due IN
+        SELECT s.customer_id, s.id FROM payments.subscriptions s
+        WHERE s.plan = migrate_plan_version.plan AND s.plan_version = from_version AND s.pending_plan IS NULL
+          AND s.pending_version IS DISTINCT FROM to_version AND s.status = ANY (payments._group('live_subscription_status'))
+        ORDER BY s.customer_id, s.id
+    LOOP
+        SELECT * INTO v_sub FROM payments.subscriptions s
+        WHERE s.customer_id = v_due.customer_id AND s.id = v_due.id FOR UPDATE;
+        CONTINUE WHEN v_sub.plan <> migrate_plan_version.plan OR v_sub.plan_version <> from_version
+                      OR v_sub.pending_plan IS NOT NULL OR v_sub.pending_version IS NOT DISTINCT FROM to_version;
+        UPDATE payments.subscriptions s SET pending_version = to_version, updated_at = now()
+        WHERE s.customer_id = v_sub.customer_id AND s.id = v_sub.id;
+        PERFORM payments._subscription_event(v_sub, v_sub.status, 'plan version migration scheduled',
+                                             jsonb_build_object('plan', v_sub.plan, 'from_version', from_version,
+                                                                'to_version', to_version, 'at', at));
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION payments.migrate_plan_version(text, integer, integer, timestamptz) IS
+    'Moves every subscription of a plan billed at from_version to to_version at its next renewal (admin), in one call: each gets pending_version and an entry in its history (decided at at); the renewal then bills the new version and records the change. Subscriptions that end, or change plan at period end, are left as they are. Returns how many were scheduled (again: 0). PM204 for an unknown plan or version, PM100 for bad input.';
 
 CREATE OR REPLACE FUNCTION payments.archive_plan(code text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -139,10 +371,11 @@ COMMENT ON FUNCTION payments.archive_plan(text) IS
 -- ---------------------------------------------------------------------------
 CREATE OR REPLACE VIEW payments.subscription_details WITH (security_invoker) AS
 SELECT s.id, s.customer_id, s.plan, s.status, s.payment_method, s.current_period_start, s.current_period_end,
-       s.trial_end, s.cancel_at_period_end, s.canceled_at, s.created_at, s.updated_at, s.billing_error, s.quantity
+       s.trial_end, s.cancel_at_period_end, s.canceled_at, s.created_at, s.updated_at, s.billing_error, s.quantity,
+       s.currency, s.plan_version, s.pending_version
 FROM payments.subscriptions s;
 COMMENT ON VIEW payments.subscription_details IS
-    'Every subscription without its idempotency fingerprint, with why run_billing last failed for it (billing_error, NULL when it did not). What get_subscription returns; readable by payments_reader.';
+    'Every subscription without its idempotency fingerprint, with the currency and version of its plan''s prices it is billed at (and the version it moves to at its next renewal), and why run_billing last failed for it (billing_error, NULL when it did not). What get_subscription returns; readable by payments_reader.';
 COMMENT ON TYPE payments.subscription_result IS
     'A subscription as a call leaves it, plus outcome: created | replayed (create_subscription), applied | noop (cancel, pause, resume).';
 
@@ -152,7 +385,7 @@ LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN QUERY SELECT d.id, d.customer_id, d.plan, d.status, d.payment_method, d.current_period_start,
                         d.current_period_end, d.trial_end, d.cancel_at_period_end, d.canceled_at, d.created_at,
-                        d.updated_at, d.billing_error, p_outcome, d.quantity
+                        d.updated_at, d.billing_error, p_outcome, d.quantity, d.currency, d.plan_version
     FROM payments.subscription_details d
     WHERE d.customer_id = p_customer_id AND d.id = p_id;
 END
@@ -282,11 +515,14 @@ COMMENT ON FUNCTION payments._release_meters(payments.subscriptions, payments.pl
 
 CREATE OR REPLACE FUNCTION payments.create_subscription(idempotency_key text, customer_id text, plan text,
                                              payment_method text DEFAULT NULL, trial_days integer DEFAULT NULL,
-                                             at timestamptz DEFAULT now(), quantity integer DEFAULT 1)
+                                             at timestamptz DEFAULT now(), quantity integer DEFAULT 1,
+                                             currency text DEFAULT NULL)
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_plan     payments.plans%ROWTYPE;
+    v_currency text := upper(create_subscription.currency);
+    v_fixed    text;
     v_trial    integer;
     v_fp       bytea;
     v_sub      payments.subscriptions%ROWTYPE;
@@ -308,13 +544,24 @@ BEGIN
     END IF;
     -- The parameters, not the time: a retry later is the same subscription.
     v_fp := sha256(convert_to(jsonb_build_array(v_plan.code, payment_method, trial_days)::text
-                              || CASE WHEN quantity = 1 THEN '' ELSE quantity::text END, 'UTF8'));
+                              || CASE WHEN quantity = 1 THEN '' ELSE quantity::text END || coalesce(v_currency, ''), 'UTF8'));
     SELECT * INTO v_existing FROM payments.subscriptions s
     WHERE s.customer_id = create_subscription.customer_id AND s.idempotency_key = create_subscription.idempotency_key;
     IF NOT FOUND THEN
         IF v_plan.archived_at IS NOT NULL THEN
             RAISE EXCEPTION 'plan % is archived and takes no new subscriptions', v_plan.code USING ERRCODE = 'PM206';
         END IF;
+        -- A customer pays in one currency, the one its first subscription chose: its first two,
+        -- made at once, wait on each other here.
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('payments.currency:' || customer_id, 0));
+        SELECT s.currency INTO v_fixed FROM payments.subscriptions s
+        WHERE s.customer_id = create_subscription.customer_id ORDER BY s.created_at, s.id LIMIT 1;
+        v_currency := coalesce(v_currency, v_fixed, v_plan.currency);
+        IF v_currency <> v_fixed THEN
+            RAISE EXCEPTION 'customer % pays in % (the currency of its first subscription), not %',
+                payments._shown(customer_id), v_fixed, v_currency USING ERRCODE = 'PM206';
+        END IF;
+        v_plan := payments._plan_of(v_plan.code, NULL, v_currency);
         v_sub.id := payments._new_id('sub');
         v_sub.customer_id := customer_id;
         v_sub.plan := v_plan.code;
@@ -336,12 +583,14 @@ BEGIN
         END IF;
         v_sub.usage_from := at;
         v_sub.quantity := quantity;
+        v_sub.currency := v_currency;
+        v_sub.plan_version := v_plan.version;
         INSERT INTO payments.subscriptions (id, customer_id, plan, status, payment_method, current_period_start,
                                             current_period_end, billing_anchor, period_number, trial_end, usage_from,
-                                            idempotency_key, fingerprint, quantity)
+                                            idempotency_key, fingerprint, quantity, currency, plan_version)
         VALUES (v_sub.id, v_sub.customer_id, v_sub.plan, v_sub.status, v_sub.payment_method, v_sub.current_period_start,
                 v_sub.current_period_end, v_sub.billing_anchor, v_sub.period_number, v_sub.trial_end, v_sub.usage_from,
-                create_subscription.idempotency_key, v_fp, v_sub.quantity)
+                create_subscription.idempotency_key, v_fp, v_sub.quantity, v_sub.currency, v_sub.plan_version)
         ON CONFLICT ON CONSTRAINT subscriptions_idempotency_key DO NOTHING;
         IF FOUND THEN
             PERFORM payments._claim_meters(v_sub, v_plan);
@@ -364,8 +613,8 @@ BEGIN
     RETURN QUERY SELECT * FROM payments._subscription_result(v_existing.customer_id, v_existing.id, 'replayed');
 END
 $$;
-COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz, integer) IS
-    'Subscribes a customer to quantity seats (default 1) of a plan at time at, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid (incomplete_expired, its invoice void, if that does not happen within 23 hours). Unknown plan PM204; an archived one PM206; a plan pricing a meter that another live subscription of the customer already bills PM206.';
+COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz, integer, text) IS
+    'Subscribes a customer to quantity seats (default 1) of a plan at time at, in currency (default: the customer''s, else the plan''s own; the plan''s currency_options give its prices in others) at the plan''s latest version, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid (incomplete_expired, its invoice void, if that does not happen within 23 hours). Unknown plan PM204; an archived one PM206; a plan pricing a meter that another live subscription of the customer already bills PM206; a currency other than the customer''s (fixed by its first subscription) PM206; a currency the plan has no price in PM100.';
 
 CREATE OR REPLACE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -707,7 +956,7 @@ COMMENT ON FUNCTION payments._quota_take(payments.consumptions, timestamptz, sma
     'Internal: records a consume answer (_quota_answer) and, when allowed and not replayed, counts p_count (the quantity, less what credits paid for) in slot p_slot of the quota. The caller holds the slot''s lock when the feature has a limit.';
 
 CREATE OR REPLACE FUNCTION payments._quota_consume(p_answer payments.consumptions, p_period_start timestamptz,
-                                       p_limit numeric, p_plan text,
+                                       p_limit numeric, p_plan text, p_version integer, p_currency text,
                                        OUT answer payments.consumptions, OUT replayed boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -849,7 +1098,8 @@ BEGIN
         -- What is left of the limit is counted, credits pay for the rest; no slot keeps room.
         v_count := greatest(p_limit - v_used, 0);
         v_paid := payments._pay_past_limit(answer.customer_id, answer.feature, answer.request_id,
-                                           answer.quantity - v_count, p_plan, answer.consumed_at);
+                                           answer.quantity - v_count,
+                                           payments._plan_of(p_plan, p_version, p_currency), answer.consumed_at);
         IF v_paid.refusal IS NOT NULL THEN
             answer.allowed := false;
             answer.reason := v_paid.refusal;
@@ -889,8 +1139,8 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION payments._quota_consume(payments.consumptions, timestamptz, numeric, text) IS
-    'Internal: consume for a feature with a limit, through its quota''s slots (payments.feature_usage): counts the quantity in a slot with room, waiting for one if all are busy; when none has room, takes every slot in order and either splits what is left evenly among them (escrow) and counts, or, past the limit, counts what is left of it and pays for the rest with credits (_pay_past_limit, under p_plan''s feature prices) or refuses. The limit is never exceeded: the slots'' allowances add up to it.';
+COMMENT ON FUNCTION payments._quota_consume(payments.consumptions, timestamptz, numeric, text, integer, text) IS
+    'Internal: consume for a feature with a limit, through its quota''s slots (payments.feature_usage): counts the quantity in a slot with room, waiting for one if all are busy; when none has room, takes every slot in order and either splits what is left evenly among them (escrow) and counts, or, past the limit, counts what is left of it and pays for the rest with credits (_pay_past_limit, under the feature prices of p_plan''s version p_version in p_currency) or refuses. The limit is never exceeded: the slots'' allowances add up to it.';
 
 CREATE OR REPLACE FUNCTION payments.consume(customer_id text, feature text, quantity numeric, request_id text,
                                  at timestamptz DEFAULT now())
@@ -951,7 +1201,10 @@ BEGIN
     v_answer.allowed := v_sub.id IS NOT NULL;
     v_answer.reason := CASE WHEN v_sub.id IS NULL THEN 'no_entitlement' END;
     IF v_answer.allowed AND v_limit IS NOT NULL THEN
-        v_taken := payments._quota_consume(v_answer, v_period_start, v_limit, v_period.plan);
+        -- Its prices: the subscription's version of its plan, or the latest of the plan it moves to.
+        v_taken := payments._quota_consume(v_answer, v_period_start, v_limit, v_period.plan,
+                                           CASE WHEN v_period.plan = v_sub.plan THEN v_sub.plan_version END,
+                                           v_sub.currency);
     ELSE
         -- Refused at once, or unlimited: counted in this server process's slot, no limit to keep.
         v_taken := payments._quota_take(v_answer, v_period_start, (pg_backend_pid() % 32)::smallint, v_limit,

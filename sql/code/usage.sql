@@ -341,8 +341,9 @@ BEGIN
     FROM payments.meter_claims c
     JOIN payments.subscriptions s ON s.customer_id = c.customer_id AND s.id = c.subscription_id
     WHERE c.customer_id = ANY (v_customer) AND c.meter = ANY (v_meter);
-    IF EXISTS (SELECT FROM payments.plans p CROSS JOIN jsonb_array_elements(p.metered) m
-               WHERE p.code = ANY (v_plans) AND m.value -> 'price' ->> 'mode' = 'volume') THEN
+    IF EXISTS (SELECT FROM payments.plan_versions v
+               WHERE v.plan = ANY (v_plans)
+                 AND jsonb_path_exists(jsonb_build_array(v.metered, v.currency_options), '$.**.mode ? (@ == "volume")')) THEN
         RAISE EXCEPTION 'a volume price: the one-by-one path checks each event' USING ERRCODE = 'P0001';
     END IF;
     FOR v_pair IN

@@ -341,3 +341,36 @@ COMMENT ON COLUMN payments.invoice_items.id IS 'ii_ + 26-character time-sortable
 COMMENT ON COLUMN payments.invoice_items.unit_amount_minor IS 'The price of one, in minor units of the invoice''s currency; the line is it times quantity.';
 COMMENT ON COLUMN payments.invoice_items.idempotency_key IS 'The caller''s key: the same key with the same parameters replays, with others PM201.';
 SELECT pg_catalog.pg_extension_config_dump('payments.invoice_items', '');
+
+-- Plan versions and prices in several currencies: a subscription keeps the version and currency
+-- it was billed at. What exists is version 1, in the plan's currency.
+ALTER TABLE payments.plans
+    ADD COLUMN version integer NOT NULL DEFAULT 1 CHECK (version >= 1),
+    ADD COLUMN currency_options jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(currency_options) = 'object');
+CREATE TABLE payments.plan_versions (
+    plan                  text COLLATE "C" NOT NULL,
+    version               integer NOT NULL CHECK (version >= 1),
+    amount_minor          bigint NOT NULL CHECK (amount_minor >= 0),
+    metered               jsonb NOT NULL CHECK (jsonb_typeof(metered) = 'array'),
+    feature_prices        jsonb NOT NULL CHECK (jsonb_typeof(feature_prices) = 'object'),
+    usage_threshold_minor bigint CHECK (usage_threshold_minor > 0),
+    currency_options      jsonb NOT NULL CHECK (jsonb_typeof(currency_options) = 'object'),
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (plan, version)
+);
+COMMENT ON TABLE payments.plan_versions IS
+    'Every version of every plan''s prices (create_plan, create_plan_version), never changed: a subscription is billed at its own version (subscriptions.plan_version) until migrate_plan_version moves it at a renewal, so a price change never reaches existing subscribers unasked (grandfathering). The plan''s other terms (interval, trial, features) belong to the plan. On Citus a reference table.';
+COMMENT ON COLUMN payments.plan_versions.amount_minor IS 'The recurring price per period in the plan''s currency (see plans.amount_minor).';
+COMMENT ON COLUMN payments.plan_versions.currency_options IS 'Its prices in other currencies (see plans.currency_options).';
+SELECT pg_catalog.pg_extension_config_dump('payments.plan_versions', '');
+INSERT INTO payments.plan_versions (plan, version, amount_minor, metered, feature_prices, usage_threshold_minor,
+                                    currency_options, created_at)
+SELECT p.code, 1, p.amount_minor, p.metered, p.feature_prices, p.usage_threshold_minor, '{}', p.created_at
+FROM payments.plans p;
+ALTER TABLE payments.subscriptions
+    ADD COLUMN currency text COLLATE "C" CHECK (currency ~ '^[A-Z]{3}$'),
+    ADD COLUMN plan_version integer NOT NULL DEFAULT 1 CHECK (plan_version >= 1),
+    ADD COLUMN pending_version integer CHECK (pending_version >= 1);
+UPDATE payments.subscriptions s SET currency = p.currency FROM payments.plans p WHERE p.code = s.plan;
+ALTER TABLE payments.subscriptions ALTER COLUMN currency SET NOT NULL;
+ALTER TYPE payments.subscription_result ADD ATTRIBUTE currency text, ADD ATTRIBUTE plan_version integer;

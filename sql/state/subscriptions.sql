@@ -15,7 +15,9 @@ CREATE TABLE payments.plans (
     metered          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(metered) = 'array'),
     usage_threshold_minor bigint CHECK (usage_threshold_minor > 0),
     feature_prices   jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(feature_prices) = 'object'),
-    features_per_seat boolean NOT NULL DEFAULT false
+    features_per_seat boolean NOT NULL DEFAULT false,
+    version          integer NOT NULL DEFAULT 1 CHECK (version >= 1),
+    currency_options jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(currency_options) = 'object')
 );
 COMMENT ON TABLE payments.plans IS
     'What a subscription buys: a recurring price per interval, a trial, and the features it grants with their limits per period. Made by payments_admin with create_plan; archived plans take no new subscriptions, existing ones keep them. On Citus a reference table.';
@@ -30,8 +32,29 @@ COMMENT ON COLUMN payments.plans.feature_prices IS
     'What one unit of a feature costs once the plan''s limit for the period is used up, in minor units of the plan''s currency (fractions allowed): {"calls": 0.2}. consume then pays for what passes the limit with the customer''s money credits, the cost of each call rounded up to a minor unit. A feature without a price draws only credits granted for it (credit units, one per unit).';
 COMMENT ON COLUMN payments.plans.features_per_seat IS
     'Whether each feature''s limit is per seat: a subscription of quantity n may use n times it (calls: 1000 per seat). The price is always per seat (amount_minor times the quantity).';
+COMMENT ON COLUMN payments.plans.version IS
+    'Its latest version (create_plan_version): new subscriptions get it; existing ones keep theirs until migrate_plan_version moves them. The prices of every version are in payments.plan_versions; the columns here are the latest''s.';
+COMMENT ON COLUMN payments.plans.currency_options IS
+    'Its prices in other currencies than its own, as Stripe''s currency_options: {"EUR": {"amount_minor": 900, "metered": [...], "feature_prices": {...}, "usage_threshold_minor": n}} (the same meters and priced features as in its own currency). A customer pays in the currency of its first subscription.';
 COMMENT ON COLUMN payments.plans.features IS 'Each feature the plan grants and its limit per period: {"api_calls": 1000, "seats": 5, "export": null} (null: unlimited).';
 SELECT pg_catalog.pg_extension_config_dump('payments.plans', '');
+
+CREATE TABLE payments.plan_versions (
+    plan                  text COLLATE "C" NOT NULL,
+    version               integer NOT NULL CHECK (version >= 1),
+    amount_minor          bigint NOT NULL CHECK (amount_minor >= 0),
+    metered               jsonb NOT NULL CHECK (jsonb_typeof(metered) = 'array'),
+    feature_prices        jsonb NOT NULL CHECK (jsonb_typeof(feature_prices) = 'object'),
+    usage_threshold_minor bigint CHECK (usage_threshold_minor > 0),
+    currency_options      jsonb NOT NULL CHECK (jsonb_typeof(currency_options) = 'object'),
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (plan, version)
+);
+COMMENT ON TABLE payments.plan_versions IS
+    'Every version of every plan''s prices (create_plan, create_plan_version), never changed: a subscription is billed at its own version (subscriptions.plan_version) until migrate_plan_version moves it at a renewal, so a price change never reaches existing subscribers unasked (grandfathering). The plan''s other terms (interval, trial, features) belong to the plan. On Citus a reference table.';
+COMMENT ON COLUMN payments.plan_versions.amount_minor IS 'The recurring price per period in the plan''s currency (see plans.amount_minor).';
+COMMENT ON COLUMN payments.plan_versions.currency_options IS 'Its prices in other currencies (see plans.currency_options).';
+SELECT pg_catalog.pg_extension_config_dump('payments.plan_versions', '');
 
 CREATE TABLE payments.subscriptions (
     id                   text COLLATE "C" NOT NULL,
@@ -56,6 +79,9 @@ CREATE TABLE payments.subscriptions (
     created_at           timestamptz NOT NULL DEFAULT now(),
     updated_at           timestamptz NOT NULL DEFAULT now(),
     quantity             integer NOT NULL DEFAULT 1 CHECK (quantity BETWEEN 1 AND 1000000),
+    currency             text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    plan_version         integer NOT NULL DEFAULT 1 CHECK (plan_version >= 1),
+    pending_version      integer CHECK (pending_version >= 1),
     PRIMARY KEY (customer_id, id),
     CONSTRAINT subscriptions_idempotency_key UNIQUE (customer_id, idempotency_key),
     CHECK (current_period_start < current_period_end)
@@ -77,6 +103,10 @@ COMMENT ON COLUMN payments.subscriptions.past_due_since IS 'When its renewal fir
 COMMENT ON COLUMN payments.subscriptions.pending_plan IS 'The plan it moves to when the current period ends (change_plan without proration).';
 COMMENT ON COLUMN payments.subscriptions.quantity IS
     'Seats (or units) of the plan it pays for: each period''s fee is the plan''s amount times it (set_subscription_quantity changes it, prorated).';
+COMMENT ON COLUMN payments.subscriptions.currency IS
+    'What it is billed in: its plan''s currency or one of its currency_options, the same for every subscription of a customer (the first one fixes it).';
+COMMENT ON COLUMN payments.subscriptions.plan_version IS 'The version of its plan''s prices it is billed at (payments.plan_versions).';
+COMMENT ON COLUMN payments.subscriptions.pending_version IS 'The version of its plan it moves to at its next renewal (migrate_plan_version).';
 COMMENT ON COLUMN payments.subscriptions.cancel_at_period_end IS 'It ends when the current period does (cancel_subscription with at_period_end).';
 SELECT pg_catalog.pg_extension_config_dump('payments.subscriptions', '');
 
@@ -167,5 +197,7 @@ CREATE TYPE payments.subscription_result AS (
     updated_at           timestamptz,
     billing_error        jsonb,
     outcome              text,
-    quantity             integer
+    quantity             integer,
+    currency             text,
+    plan_version         integer
 );

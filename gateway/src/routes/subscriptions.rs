@@ -24,6 +24,9 @@ pub struct CreateSubscription {
     pub trial_days: Option<i32>,
     /// Seats (default 1): each period's fee is the plan's amount times it.
     pub quantity: Option<i32>,
+    /// What it is billed in (default: the customer's currency, else the plan's own): the plan's
+    /// currency or one of its currency options. A customer's first subscription fixes its currency.
+    pub currency: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = CreateSubscription,
@@ -47,7 +50,15 @@ pub async fn create(
     let row = db
         .query_one(
             &stmt,
-            &[&key, &body.customer_id, &body.plan, &body.payment_method, &body.trial_days, &body.quantity],
+            &[
+                &key,
+                &body.customer_id,
+                &body.plan,
+                &body.payment_method,
+                &body.trial_days,
+                &body.quantity,
+                &body.currency,
+            ],
         )
         .await?;
     Ok(created_or_replayed(row.try_get("subscription")?, row.try_get::<_, &str>("outcome")? == "replayed"))
@@ -265,4 +276,8 @@ pub struct Subscription {
     billing_error: Option<serde_json::Value>,
     /// Seats: each period's fee is the plan's amount times it.
     quantity: i32,
+    /// What it is billed in (ISO 4217).
+    currency: String,
+    /// The version of its plan's prices it is billed at.
+    plan_version: i32,
 }

@@ -2058,6 +2058,61 @@ async fn a_renewal_draft_takes_an_invoice_item_and_is_charged_with_it_once_final
 }
 
 #[tokio::test]
+async fn a_customer_subscribes_in_a_plans_other_currency_at_its_latest_version_and_stays_in_it() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let plan = unique("global").to_lowercase().replace('-', "_");
+    db.execute(
+        r#"SELECT payments.create_plan($1, 'USD', 10, 'month', trial_days => 14,
+                                      currency_options => '{"EUR": {"amount": "9.00"}, "JPY": {"amount": 1500}}')"#,
+        &[&plan],
+    )
+    .await
+    .unwrap();
+    db.execute("SELECT payments.create_plan_version($1, 2, 11)", &[&plan]).await.unwrap();
+    let customer = unique("cust_eu");
+    let subscribe = |customer: &str, currency: Option<&'static str>| {
+        let body = json!({ "customer_id": customer, "plan": plan, "currency": currency });
+        let (app, key) = (&app, &key);
+        async move { app.post_with_key("/v1/subscriptions", key, &unique("k"), body).await }
+    };
+    let created = subscribe(&customer, Some("eur")).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(
+        (created["currency"].as_str(), created["plan_version"].as_i64()),
+        (Some("EUR"), Some(2)),
+        "the latest version, in euros: {created}"
+    );
+    let other = subscribe(&customer, Some("USD")).await;
+    assert_eq!(error_code(other).await.0, StatusCode::CONFLICT, "the customer pays in euros");
+    let unknown = subscribe(&unique("cust_uk"), Some("GBP")).await;
+    assert_eq!(error_code(unknown).await.0, StatusCode::BAD_REQUEST, "no price in pounds");
+    // Without a currency: the customer's.
+    let second: Value = subscribe(&customer, None).await.json().await.unwrap();
+    assert_eq!(second["currency"], "EUR", "{second}");
+    let preview =
+        app.get_json(&key, &format!("/v1/subscriptions/{}/invoice_preview", created["id"].as_str().unwrap())).await;
+    assert_eq!((preview["currency"].as_str(), preview["total"].as_str()), (Some("EUR"), Some("9.00")), "{preview}");
+    // A new price in euros too; both subscriptions move to it at their next renewal, which the
+    // preview already shows.
+    db.execute(
+        r#"SELECT payments.create_plan_version($1, 3, 12, currency_options => '{"EUR": {"amount": "10.00"}}')"#,
+        &[&plan],
+    )
+    .await
+    .unwrap();
+    let moved: i32 = db.query_one("SELECT payments.migrate_plan_version($1, 2, 3)", &[&plan]).await.unwrap().get(0);
+    assert_eq!(moved, 2);
+    let preview =
+        app.get_json(&key, &format!("/v1/subscriptions/{}/invoice_preview", created["id"].as_str().unwrap())).await;
+    assert_eq!(preview["total"], "10.00", "{preview}");
+    let still = app.get_json(&key, &format!("/v1/subscriptions/{}", created["id"].as_str().unwrap())).await;
+    assert_eq!(still["plan_version"], 2, "until the renewal: {still}");
+}
+
+#[tokio::test]
 async fn a_credit_note_refunds_a_paid_invoice_through_the_provider_and_the_invoice_shows_it() {
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;

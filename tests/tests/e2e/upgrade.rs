@@ -59,11 +59,16 @@ async fn data(db: &Client, query: &str) -> Vec<(String, Option<serde_json::Value
 
 /// `after` holds every row of `before` with the same values; columns an upgrade
 /// added may only hold their defaults (NULL, 0, false, {}, a quantity of 1) or what they derive from the
-/// row: `customer_id` its payment's customer, `object` (a waiting webhook's)
+/// row: `customer_id` its payment's customer, a subscription's `currency` its plan's, a plan's `version` 1, `object` (a waiting webhook's)
 /// the provider object it names, `amount_captured_minor` a success's amount.
 fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Option<serde_json::Value>)]) {
     assert_eq!(before.len(), after.len());
     let payments = before.iter().find(|(t, _)| t == "payments").and_then(|(_, rows)| rows.as_ref());
+    let plans = before.iter().find(|(t, _)| t == "plans").and_then(|(_, rows)| rows.as_ref());
+    let currency_of = |plan: Option<&serde_json::Value>| {
+        let mut plans = plans.and_then(|p| p.as_array()).into_iter().flatten();
+        plans.find(|p| Some(&p["code"]) == plan).map(|p| p["currency"].clone())
+    };
     let customer_of = |payment_id: Option<&serde_json::Value>| {
         let mut payments = payments.and_then(|p| p.as_array()).into_iter().flatten();
         payments.find(|p| Some(&p["id"]) == payment_id).map(|p| p["customer_id"].clone())
@@ -97,6 +102,16 @@ fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Opti
                         )
                     }
                     None if column == "series" => assert_eq!(value, "invoice", "{table}.series, added"),
+                    None if column == "version" || column == "plan_version" => {
+                        assert_eq!(value, 1, "{table}.{column}, added: what was is version 1")
+                    }
+                    None if column == "currency" => {
+                        assert_eq!(
+                            Some(value),
+                            currency_of(o.get("plan")).as_ref(),
+                            "{table}.currency, added, is its plan's"
+                        )
+                    }
                     None if column == "consumed_at" => {
                         assert_eq!(Some(value), o.get("created_at"), "{table}.consumed_at, added, is when it was made")
                     }
@@ -346,6 +361,18 @@ async fn an_upgraded_database_equals_a_fresh_install_keeps_its_data_and_passes_t
     let unbalanced: i64 =
         old.query_one("SELECT count(*) FROM payments.trial_balance() WHERE difference <> 0", &[]).await.unwrap().get(0);
     assert_eq!(unbalanced, 0);
+
+    // Every plan's prices as version 1.
+    let unversioned: i64 = old
+        .query_one(
+            "SELECT count(*) FROM payments.plans p WHERE NOT EXISTS (SELECT 1 FROM payments.plan_versions v
+               WHERE v.plan = p.code AND v.version = 1 AND v.amount_minor = p.amount_minor AND v.metered = p.metered)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unversioned, 0, "every plan's prices are its version 1");
 
     // (b) The data as it was, and every hash chain intact.
     intact(&before, &data(&old, &data_query(KEYS_IN_PAYMENTS)).await);
