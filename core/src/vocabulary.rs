@@ -65,12 +65,14 @@ pub enum Kind {
     CouponDuration,
     CreditNoteReason,
     CreditNoteMethod,
+    /// `payments.subscriptions.missing_payment_method`: what a trial's end does without a payment method.
+    MissingPaymentMethod,
     /// `payments.outbox_events.object`: what an event told to apps is about (the `<object>` of
     /// its type `<object>.<event>`, and of a webhook endpoint's event types).
     EventObject,
 }
 
-pub const KINDS: [Kind; 28] = [
+pub const KINDS: [Kind; 29] = [
     Kind::Status,
     Kind::Source,
     Kind::CaptureMethod,
@@ -98,6 +100,7 @@ pub const KINDS: [Kind; 28] = [
     Kind::CouponDuration,
     Kind::CreditNoteReason,
     Kind::CreditNoteMethod,
+    Kind::MissingPaymentMethod,
     Kind::EventObject,
 ];
 
@@ -188,6 +191,10 @@ pub const DASHBOARD_ROLES: [&str; 2] = [DASHBOARD_VIEWER, DASHBOARD_OPERATOR];
 /// and its balance of credits in a unit (`balance.low`, below the threshold it was given).
 pub const EVENT_OBJECTS: [&str; 9] =
     ["payment", "refund", "dispute", "subscription", "invoice", "credit_note", "credits", "spend_limit", "balance"];
+/// What a trial's end does to a subscription without a payment method, as Stripe's
+/// `trial_settings.end_behavior.missing_payment_method`: invoice it anyway (it goes past_due,
+/// the default), pause it, or cancel it.
+pub const MISSING_PAYMENT_METHOD: [&str; 3] = ["create_invoice", "pause", "cancel"];
 pub const WEBHOOK_RESULTS: [&str; 6] = ["applied", "noop", "stale", "ignored", "pending_match", "mismatch"];
 
 impl Kind {
@@ -220,6 +227,7 @@ impl Kind {
             Kind::CouponDuration => "coupon_duration",
             Kind::CreditNoteReason => "credit_note_reason",
             Kind::CreditNoteMethod => "credit_note_method",
+            Kind::MissingPaymentMethod => "missing_payment_method",
             Kind::EventObject => "event_object",
         }
     }
@@ -257,6 +265,7 @@ impl Kind {
             Kind::CouponDuration => COUPON_DURATIONS.to_vec(),
             Kind::CreditNoteReason => CREDIT_NOTE_REASONS.to_vec(),
             Kind::CreditNoteMethod => CREDIT_NOTE_METHODS.to_vec(),
+            Kind::MissingPaymentMethod => MISSING_PAYMENT_METHOD.to_vec(),
             Kind::EventObject => EVENT_OBJECTS.to_vec(),
         }
     }
@@ -291,6 +300,7 @@ impl Kind {
             Kind::CouponDuration => COUPON_DURATIONS.contains(&value),
             Kind::CreditNoteReason => CREDIT_NOTE_REASONS.contains(&value),
             Kind::CreditNoteMethod => CREDIT_NOTE_METHODS.contains(&value),
+            Kind::MissingPaymentMethod => MISSING_PAYMENT_METHOD.contains(&value),
             Kind::EventObject => EVENT_OBJECTS.contains(&value),
         }
     }

@@ -42,6 +42,7 @@ use crate::routes::webhooks::WebhookResult;
         crate::routes::subscriptions::resume,
         crate::routes::subscriptions::apply_coupon,
         crate::routes::subscriptions::set_quantity,
+        crate::routes::subscriptions::set_cancel_at,
         crate::routes::invoices::preview,
         crate::routes::invoices::invoice,
         crate::routes::invoices::void,

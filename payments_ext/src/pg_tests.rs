@@ -4788,4 +4788,143 @@ mod tests {
             "EUR 900"
         );
     }
+
+    #[pg_test]
+    fn a_billing_anchor_prorates_the_first_period_and_whole_periods_follow_it() {
+        renewals_final_at_once();
+        one::<String>("SELECT code FROM payments.create_plan('anch', 'usd', 31, 'month')");
+        let create = |key: &str, anchor: &str, trial: &str| {
+            format!(
+                "SELECT id FROM payments.create_subscription('{key}', 'cust_anch', 'anch', 'pm_card_visa', at => '2030-01-10T00:00Z',
+                 billing_cycle_anchor => '{anchor}'{trial})"
+            )
+        };
+        for (anchor, trial, why) in [
+            ("2030-02-11T00:00Z", "", "past the first period"),
+            ("2030-01-10T00:00Z", "", "not after at"),
+            ("2030-02-01T00:00Z", ", trial_days => 3", "with a trial"),
+        ] {
+            assert_eq!(sqlstate(&create("k0", anchor, trial)), "PM100", "{why}");
+        }
+        let sub = one::<String>(&create("k1", "2030-02-01T00:00Z", ""));
+        // 22 of January's 31 days to the anchor: 31.00 × 22 / 31 = 22.00.
+        let (invoice, status, _, payment) = invoice_of(&sub, 1);
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(kind || ':' || amount_minor || ':' || description, ',') FROM payments.invoice_lines WHERE invoice_id = '{invoice}'"
+            )),
+            "recurring:2200:anch, 2030-01-10 to 2030-02-01 (prorated to the billing anchor)"
+        );
+        assert_eq!((status.as_str(), sub_field(&sub, "status")), ("open", "incomplete".into()));
+        settle(&payment, "pi_anch", 2200, "succeeded");
+        assert_eq!(sub_field(&sub, "current_period_end AT TIME ZONE 'UTC'"), "2030-02-01 00:00:00");
+        run_billing("2030-02-01T00:00Z");
+        assert_eq!(
+            sub_field(&sub, "status || ' ' || (current_period_end AT TIME ZONE 'UTC')"),
+            "active 2030-03-01 00:00:00",
+            "whole months from the anchor"
+        );
+        assert_eq!(
+            one::<i64>(&format!("SELECT total_minor FROM payments.invoices WHERE id = '{}'", invoice_of(&sub, 2).0)),
+            3100
+        );
+    }
+
+    #[pg_test]
+    fn cancel_at_ends_a_subscription_then_and_it_grants_nothing_from_then_on() {
+        one::<String>(r#"SELECT code FROM payments.create_plan('cxl', 'usd', 0, 'month', features => '{"api": 10}')"#);
+        assert_eq!(
+            sqlstate("SELECT payments.create_subscription('k0', 'cust_cxl', 'cxl', at => '2030-01-01T00:00Z', cancel_at => '2030-01-01T00:00Z')"),
+            "PM100"
+        );
+        let sub = one::<String>(
+            "SELECT id FROM payments.create_subscription('k1', 'cust_cxl', 'cxl', at => '2030-01-01T00:00Z', cancel_at => '2030-02-15T00:00Z')",
+        );
+        let active =
+            |at: &str| one::<bool>(&format!("SELECT payments.has_active_subscription('cust_cxl', at => '{at}')"));
+        assert!(
+            active("2030-02-14T23:59Z") && !active("2030-02-15T00:00Z"),
+            "nothing from cancel_at on, even before a run"
+        );
+        assert_eq!(run_billing("2030-02-01T00:00Z").0["renewed"], 1, "a period that starts before it renews");
+        assert_eq!(sqlstate(&format!("SELECT payments.preview_invoice('{sub}', '2030-02-02T00:00Z')")), "PM206");
+        assert_eq!(run_billing("2030-02-14T00:00Z").0["ended"], 0);
+        assert_eq!(run_billing("2030-02-15T00:00Z").0["ended"], 1);
+        assert_eq!(
+            sub_field(&sub, "status || ' ' || (canceled_at AT TIME ZONE 'UTC')"),
+            "canceled 2030-02-15 00:00:00"
+        );
+        // Set, moved and cleared later.
+        let other = one::<String>(
+            "SELECT id FROM payments.create_subscription('k2', 'cust_cxl2', 'cxl', at => '2030-01-01T00:00Z')",
+        );
+        let set = |cancel_at: &str| {
+            one::<String>(&format!(
+                "SELECT outcome || ' ' || coalesce(cancel_at::text, '-') FROM payments.set_subscription_cancel_at('{other}', {cancel_at}, '2030-01-05T00:00Z')"
+            ))
+        };
+        assert!(set("'2030-03-01T00:00Z'").starts_with("applied 2030-03-01"));
+        assert!(set("'2030-03-01T00:00Z'").starts_with("noop"));
+        assert_eq!(set("NULL"), "applied -");
+        assert_eq!(
+            sqlstate(&format!(
+                "SELECT payments.set_subscription_cancel_at('{other}', '2030-01-04T00:00Z', '2030-01-05T00:00Z')"
+            )),
+            "PM100",
+            "not before at"
+        );
+        assert_eq!(sqlstate(&format!("SELECT payments.set_subscription_cancel_at('{sub}', NULL)")), "PM206", "ended");
+        run_billing("2030-03-01T00:00Z");
+        assert_eq!(sub_field(&other, "status"), "active");
+    }
+
+    #[pg_test]
+    fn a_trial_ending_without_a_payment_method_pauses_cancels_or_invoices_as_asked() {
+        renewals_final_at_once();
+        one::<String>("SELECT code FROM payments.create_plan('mpm', 'usd', 10, 'month', trial_days => 1)");
+        assert_eq!(
+            sqlstate("SELECT payments.create_subscription('k0', 'cust_m0', 'mpm', missing_payment_method => 'ignore')"),
+            "PM100"
+        );
+        let subscribe = |customer: &str, behavior: &str| {
+            one::<String>(&format!(
+                "SELECT id FROM payments.create_subscription('k1', '{customer}', 'mpm', at => '2030-01-01T00:00Z',
+                 missing_payment_method => '{behavior}')"
+            ))
+        };
+        let (paused, canceled, invoiced) =
+            (subscribe("cust_m1", "pause"), subscribe("cust_m2", "cancel"), subscribe("cust_m3", "create_invoice"));
+        run_billing("2030-01-02T00:00Z");
+        let state = |sub: &str| {
+            one::<String>(&format!(
+                "SELECT s.status || ' ' || (SELECT count(*) FROM payments.invoices i WHERE i.subscription_id = s.id)
+                 FROM payments.subscriptions s WHERE s.id = '{sub}'"
+            ))
+        };
+        assert_eq!(
+            (state(&paused), state(&canceled), state(&invoiced)),
+            ("paused 0".into(), "canceled 0".into(), "past_due 1".into())
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT reason FROM payments.subscription_events WHERE subscription_id = '{paused}' ORDER BY seq DESC LIMIT 1"
+            )),
+            "trial ended without a payment method"
+        );
+        // With a card, resumed: a paid period starts then.
+        one::<String>(&format!(
+            "SELECT status FROM payments.set_subscription_payment_method('{paused}', 'pm_card_visa')"
+        ));
+        one::<String>(&format!("SELECT status FROM payments.resume_subscription('{paused}', '2030-01-05T00:00Z')"));
+        assert_eq!(state(&paused), "active 1");
+    }
+
+    #[pg_test]
+    fn a_first_invoice_paid_by_credits_starts_the_subscription() {
+        one::<String>("SELECT code FROM payments.create_plan('prepaid', 'usd', 10, 'month')");
+        one::<String>("SELECT outcome FROM payments.grant_credits('g1', 'cust_pre', 10, 'usd')");
+        let sub = one::<String>("SELECT id FROM payments.create_subscription('k1', 'cust_pre', 'prepaid')");
+        let (_, status, _, payment) = invoice_of(&sub, 1);
+        assert_eq!((status.as_str(), payment.as_str(), sub_field(&sub, "status")), ("paid", "-", "active".into()));
+    }
 }

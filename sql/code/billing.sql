@@ -333,9 +333,11 @@ BEGIN
     -- A login bound to another customer is answered as for an unknown id.
     IF NOT FOUND OR v_sub.customer_id <> coalesce(payments._bound_customer(), v_sub.customer_id) THEN
         RAISE EXCEPTION 'subscription % not found', payments._shown(preview_invoice.subscription_id) USING ERRCODE = 'PM204';
-    ELSIF NOT (v_sub.status = ANY (payments._group('current_subscription_status'))) OR v_sub.cancel_at_period_end THEN
+    ELSIF NOT (v_sub.status = ANY (payments._group('current_subscription_status'))) OR v_sub.cancel_at_period_end
+          OR v_sub.cancel_at <= v_sub.current_period_end THEN
         RAISE EXCEPTION 'subscription % is % and has no next invoice', v_sub.id,
-            CASE WHEN v_sub.cancel_at_period_end THEN 'ending at its period''s end' ELSE v_sub.status END
+            CASE WHEN v_sub.status = ANY (payments._group('current_subscription_status'))
+                 THEN 'ending by its period''s end' ELSE v_sub.status END
             USING ERRCODE = 'PM206';
     END IF;
     -- The invoice run_billing makes at the period's end, as _next_period makes it: the next
@@ -571,12 +573,20 @@ DECLARE
     v_attempt integer := p_invoice.attempt_count + 1;
     v_payment text;
     v_paid    payments.invoices%ROWTYPE;
+    v_started payments.subscriptions%ROWTYPE;
 BEGIN
     IF p_invoice.total_minor - p_invoice.credited_minor = 0 THEN
         UPDATE payments.invoices i SET status = 'paid', paid_at = now()
         WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id
         RETURNING * INTO v_paid;
         PERFORM payments._invoice_event(v_paid, p_invoice.status);
+        -- A first invoice paid in full by credits or balance: the subscription has started.
+        IF p_sub.status = 'incomplete' THEN
+            SELECT * INTO v_started FROM payments.subscriptions s WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
+            v_started.status := 'active';
+            PERFORM payments._set_subscription(v_started, 'incomplete', 'invoice ' || v_paid.number || ' paid',
+                                               jsonb_build_object('invoice_id', v_paid.id));
+        END IF;
         RETURN;
     END IF;
     -- The previous attempt, if it still waits on the customer, gives way to this one.
@@ -601,7 +611,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._charge_invoice(payments.invoices, payments.subscriptions, timestamptz) IS
-    'Internal: the next attempt at an invoice, at time p_at: a payment for what it owes (its total less its credit notes; key invoice:<invoice>:<attempt>, metadata invoice_id) that the gateway charges; without a payment method, a failed attempt. A previous attempt still waiting on the customer is canceled first.';
+    'Internal: the next attempt at an invoice, at time p_at: a payment for what it owes (its total less its credit notes; key invoice:<invoice>:<attempt>, metadata invoice_id) that the gateway charges; without a payment method, a failed attempt; nothing to pay: paid at once (and an incomplete subscription active). A previous attempt still waiting on the customer is canceled first.';
 
 CREATE OR REPLACE FUNCTION payments._invoice_payment_settled(p_customer_id text, p_payment_id text, p_status text,
                                                   p_at timestamptz DEFAULT now()) RETURNS void
@@ -890,10 +900,17 @@ BEGIN
         SELECT * INTO v_sub FROM payments.subscriptions s
         WHERE s.customer_id = p_customer_id AND s.id = p_id
           AND ((s.status = ANY (payments._group('current_subscription_status')) AND s.current_period_end <= p_at)
-               OR (s.status = 'incomplete' AND s.current_period_start <= p_at - interval '23 hours'))
+               OR (s.status = 'incomplete' AND s.current_period_start <= p_at - interval '23 hours')
+               OR (s.status = ANY (payments._group('live_subscription_status')) AND s.cancel_at <= p_at))
         FOR UPDATE SKIP LOCKED;
         EXIT WHEN NOT FOUND;
-        IF v_sub.status = 'incomplete' THEN
+        IF v_sub.cancel_at <= p_at AND (v_sub.cancel_at <= v_sub.current_period_end
+                                        OR NOT (v_sub.status = ANY (payments._group('current_subscription_status')))) THEN
+            -- Its cancel_at came within this period (or while it does not renew): it ends then.
+            PERFORM payments._end_subscription(v_sub, 'canceled', v_sub.cancel_at, 'canceled at cancel_at', p_at);
+            v_ended := v_ended + 1;
+            EXIT;
+        ELSIF v_sub.status = 'incomplete' THEN
             -- Its first invoice was not paid within 23 hours (as Stripe's): nothing was delivered.
             PERFORM payments._end_subscription(v_sub, 'incomplete_expired', v_sub.current_period_start + interval '23 hours',
                                                'first invoice not paid within 23 hours', p_at);
@@ -902,6 +919,20 @@ BEGIN
         ELSIF v_sub.cancel_at_period_end THEN
             PERFORM payments._end_subscription(v_sub, 'canceled', v_sub.current_period_end, 'canceled at period end', p_at);
             v_ended := v_ended + 1;
+            EXIT;
+        ELSIF v_sub.status = 'trialing' AND v_sub.payment_method IS NULL AND v_sub.missing_payment_method <> 'create_invoice'
+              AND (payments._next_plan(v_sub)).amount_minor > 0 THEN
+            -- Its trial ended with nothing to charge: paused or canceled, as it asked (Stripe's
+            -- missing_payment_method); resumed with a payment method, a paid period starts then.
+            IF v_sub.missing_payment_method = 'cancel' THEN
+                PERFORM payments._end_subscription(v_sub, 'canceled', v_sub.trial_end,
+                                                   'trial ended without a payment method', p_at);
+                v_ended := v_ended + 1;
+            ELSE
+                v_sub.status := 'paused';
+                PERFORM payments._set_subscription(v_sub, 'trialing', 'trial ended without a payment method',
+                                                   jsonb_build_object('at', v_sub.trial_end));
+            END IF;
             EXIT;
         END IF;
         -- Possibly several periods behind: each pass moves it one period on.
@@ -928,7 +959,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._bill_subscription(text, text, timestamptz) IS
-    'Internal: what run_billing has due at p_at for one subscription: finalizes its drafts whose time has come, ends it (canceled at period end, or incomplete for 23 hours), or renews it into each period that ended, then invoices usage that reached its plan''s threshold. Claims its row with SKIP LOCKED. Returns {"renewed", "ended", "expired", "thresholds", "finalized"}.';
+    'Internal: what run_billing has due at p_at for one subscription: finalizes its drafts whose time has come, ends it (canceled at period end or at its cancel_at, or incomplete for 23 hours), pauses or cancels it at the end of a trial without a payment method when it asked so (missing_payment_method), or renews it into each period that ended, then invoices usage that reached its plan''s threshold. Claims its row with SKIP LOCKED. Returns {"renewed", "ended", "expired", "thresholds", "finalized"}.';
 
 CREATE OR REPLACE FUNCTION payments._billing_outcome(p_customer_id text, p_id text, p_error jsonb, p_at timestamptz)
 RETURNS void
@@ -1000,10 +1031,11 @@ BEGIN
     FOR v_due IN
         SELECT * FROM (
             (SELECT 1 AS pass, s.customer_id, s.id, 'subscription' AS unit, s.billing_error IS NOT NULL AS failing,
-                    extract(epoch FROM s.current_period_end) AS rank
+                    extract(epoch FROM least(s.current_period_end, s.cancel_at)) AS rank
              FROM payments.subscriptions s
              WHERE (s.status = ANY (payments._group('current_subscription_status')) AND s.current_period_end <= at)
                 OR (s.status = 'incomplete' AND s.current_period_start <= at - interval '23 hours')
+                OR (s.status = ANY (payments._group('live_subscription_status')) AND s.cancel_at <= at)
              ORDER BY 5, 6 LIMIT 1000)
             UNION ALL
             -- Drafts whose time has come (their subscription's pass finalizes them).
@@ -1075,7 +1107,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.run_billing(timestamptz) IS
-    'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new), in three passes of at most 1000 each: draft invoices whose draft window ended are finalized (numbered and charged with the usage and invoice items they have by then); subscriptions canceled at period end end (their usage invoiced), incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it (a draft for the draft window, set_invoice_drafts, when it has not passed by at), charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once; holds that expired by at are released (expire_holds) and credit grants that expired are posted out (expire_credits); apps are told of grants expiring within a week (credits.expiring). Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"finalized", "renewed", "ended", "expired", "retried", "thresholds", "holds_expired", "credits_expired", "credits_expiring", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
+    'Does everything billing has due at time at (every decision is taken at at, so the same at twice does nothing new), in three passes of at most 1000 each: draft invoices whose draft window ended are finalized (numbered and charged with the usage and invoice items they have by then); subscriptions canceled at period end or whose cancel_at came end (their usage invoiced), trials that end without a payment method pause or cancel when their subscription asked so, incomplete ones older than 23 hours expire (incomplete_expired, invoice void); trialing, active and past_due ones whose period ended move to the next (a trial becomes active) with an invoice for it (a draft for the draft window, set_invoice_drafts, when it has not passed by at), charged through a payment keyed by invoice and attempt; failed invoices are retried on the dunning schedule (set_dunning), never those of a canceled or expired subscription; usage that reached its plan''s usage threshold within the open period is invoiced at once; holds that expired by at are released (expire_holds) and credit grants that expired are posted out (expire_credits); apps are told of grants expiring within a week (credits.expiring). Each subscription is billed in a savepoint of its own: one that fails is recorded on it (payments.billing_failures, its history, an event) and the others go on. Returns {"finalized", "renewed", "ended", "expired", "retried", "thresholds", "holds_expired", "credits_expired", "credits_expiring", "failed": [{"subscription_id", "sqlstate", "message"}]}. Safe to run twice or from two places at once (rows are claimed with SKIP LOCKED and each period is invoiced once). The gateway runs it on a timer.';
 
 CREATE OR REPLACE VIEW payments.billing_failures WITH (security_invoker) AS
 SELECT s.customer_id, s.id AS subscription_id, s.status, s.billing_error ->> 'sqlstate' AS sqlstate,

@@ -30,7 +30,7 @@ DECLARE
         ['payments.create_refund(text, text, numeric, text)',     'payment_id', 'payments.payment_customers'],
         ['payments.record_usage(text, text, text, numeric, timestamptz, jsonb)', 'customer_id', 'payments.payments'],
         ['payments.consume(text, text, numeric, text, timestamptz)', 'customer_id', 'payments.payments'],
-        ['payments.create_subscription(text, text, text, text, integer, timestamptz, integer, text)', 'customer_id', 'payments.payments']];
+        ['payments.create_subscription(text, text, text, text, integer, timestamptz, integer, text, timestamptz, timestamptz, text)', 'customer_id', 'payments.payments']];
     v_row text[];
     v_fks text[][];
     v_table regclass;

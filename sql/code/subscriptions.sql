@@ -372,7 +372,7 @@ COMMENT ON FUNCTION payments.archive_plan(text) IS
 CREATE OR REPLACE VIEW payments.subscription_details WITH (security_invoker) AS
 SELECT s.id, s.customer_id, s.plan, s.status, s.payment_method, s.current_period_start, s.current_period_end,
        s.trial_end, s.cancel_at_period_end, s.canceled_at, s.created_at, s.updated_at, s.billing_error, s.quantity,
-       s.currency, s.plan_version, s.pending_version
+       s.currency, s.plan_version, s.pending_version, s.cancel_at, s.missing_payment_method
 FROM payments.subscriptions s;
 COMMENT ON VIEW payments.subscription_details IS
     'Every subscription without its idempotency fingerprint, with the currency and version of its plan''s prices it is billed at (and the version it moves to at its next renewal), and why run_billing last failed for it (billing_error, NULL when it did not). What get_subscription returns; readable by payments_reader.';
@@ -385,7 +385,8 @@ LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN QUERY SELECT d.id, d.customer_id, d.plan, d.status, d.payment_method, d.current_period_start,
                         d.current_period_end, d.trial_end, d.cancel_at_period_end, d.canceled_at, d.created_at,
-                        d.updated_at, d.billing_error, p_outcome, d.quantity, d.currency, d.plan_version
+                        d.updated_at, d.billing_error, p_outcome, d.quantity, d.currency, d.plan_version, d.cancel_at,
+                        d.missing_payment_method
     FROM payments.subscription_details d
     WHERE d.customer_id = p_customer_id AND d.id = p_id;
 END
@@ -516,7 +517,9 @@ COMMENT ON FUNCTION payments._release_meters(payments.subscriptions, payments.pl
 CREATE OR REPLACE FUNCTION payments.create_subscription(idempotency_key text, customer_id text, plan text,
                                              payment_method text DEFAULT NULL, trial_days integer DEFAULT NULL,
                                              at timestamptz DEFAULT now(), quantity integer DEFAULT 1,
-                                             currency text DEFAULT NULL)
+                                             currency text DEFAULT NULL, billing_cycle_anchor timestamptz DEFAULT NULL,
+                                             cancel_at timestamptz DEFAULT NULL,
+                                             missing_payment_method text DEFAULT 'create_invoice')
 RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -527,11 +530,17 @@ DECLARE
     v_fp       bytea;
     v_sub      payments.subscriptions%ROWTYPE;
     v_existing payments.subscriptions%ROWTYPE;
+    v_first    bigint;
 BEGIN
     IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255
        OR customer_id IS NULL OR length(customer_id) NOT BETWEEN 1 AND 255 OR length(payment_method) > 255
-       OR at IS NULL OR quantity IS NULL OR quantity NOT BETWEEN 1 AND 1000000 THEN
+       OR at IS NULL OR NOT isfinite(at) OR quantity IS NULL OR quantity NOT BETWEEN 1 AND 1000000 THEN
         RAISE EXCEPTION 'idempotency_key and customer_id must be 1 to 255 characters, a payment method at most 255, at given, quantity 1 to 1000000'
+            USING ERRCODE = 'PM100';
+    END IF;
+    IF NOT (cancel_at > at) OR NOT isfinite(cancel_at) OR missing_payment_method IS NULL
+       OR NOT payments._is_allowed('missing_payment_method', missing_payment_method) THEN
+        RAISE EXCEPTION 'cancel_at is a finite time after at; missing_payment_method is create_invoice, pause or cancel'
             USING ERRCODE = 'PM100';
     END IF;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_subscription.plan;
@@ -543,8 +552,13 @@ BEGIN
         RAISE EXCEPTION 'trial_days must be 0 to 730' USING ERRCODE = 'PM100';
     END IF;
     -- The parameters, not the time: a retry later is the same subscription.
+    -- (Options given only: a key used before they existed keeps its fingerprint.)
     v_fp := sha256(convert_to(jsonb_build_array(v_plan.code, payment_method, trial_days)::text
-                              || CASE WHEN quantity = 1 THEN '' ELSE quantity::text END || coalesce(v_currency, ''), 'UTF8'));
+                              || CASE WHEN quantity = 1 THEN '' ELSE quantity::text END || coalesce(v_currency, '')
+                              || CASE WHEN billing_cycle_anchor IS NULL AND cancel_at IS NULL
+                                           AND missing_payment_method = 'create_invoice' THEN ''
+                                      ELSE jsonb_build_array(billing_cycle_anchor, cancel_at, missing_payment_method)::text
+                                 END, 'UTF8'));
     SELECT * INTO v_existing FROM payments.subscriptions s
     WHERE s.customer_id = create_subscription.customer_id AND s.idempotency_key = create_subscription.idempotency_key;
     IF NOT FOUND THEN
@@ -581,22 +595,46 @@ BEGIN
             v_sub.period_number := 1;
             v_sub.current_period_end := payments._period_end(v_plan, at, 1);
         END IF;
+        IF billing_cycle_anchor IS NOT NULL THEN
+            -- A first period up to the anchor, its fee prorated (as Stripe's); whole periods from it.
+            IF v_trial > 0 OR NOT (billing_cycle_anchor > at AND billing_cycle_anchor <= v_sub.current_period_end) THEN
+                RAISE EXCEPTION 'billing_cycle_anchor is within the first period (after at, at most %), without a trial',
+                    v_sub.current_period_end USING ERRCODE = 'PM100';
+            END IF;
+            v_first := round(v_plan.amount_minor * quantity * extract(epoch FROM billing_cycle_anchor - at)
+                             / extract(epoch FROM v_sub.current_period_end - at));
+            v_sub.current_period_end := billing_cycle_anchor;
+            v_sub.billing_anchor := billing_cycle_anchor;
+            v_sub.anchor_period := 1;
+            v_sub.status := CASE WHEN v_first = 0 THEN 'active' ELSE v_sub.status END;
+        END IF;
+        v_sub.anchor_period := coalesce(v_sub.anchor_period, 0);
+        v_sub.cancel_at := cancel_at;
+        v_sub.missing_payment_method := missing_payment_method;
         v_sub.usage_from := at;
         v_sub.quantity := quantity;
         v_sub.currency := v_currency;
         v_sub.plan_version := v_plan.version;
         INSERT INTO payments.subscriptions (id, customer_id, plan, status, payment_method, current_period_start,
                                             current_period_end, billing_anchor, period_number, trial_end, usage_from,
-                                            idempotency_key, fingerprint, quantity, currency, plan_version)
+                                            idempotency_key, fingerprint, quantity, currency, plan_version,
+                                            anchor_period, cancel_at, missing_payment_method)
         VALUES (v_sub.id, v_sub.customer_id, v_sub.plan, v_sub.status, v_sub.payment_method, v_sub.current_period_start,
                 v_sub.current_period_end, v_sub.billing_anchor, v_sub.period_number, v_sub.trial_end, v_sub.usage_from,
-                create_subscription.idempotency_key, v_fp, v_sub.quantity, v_sub.currency, v_sub.plan_version)
+                create_subscription.idempotency_key, v_fp, v_sub.quantity, v_sub.currency, v_sub.plan_version,
+                v_sub.anchor_period, v_sub.cancel_at, v_sub.missing_payment_method)
         ON CONFLICT ON CONSTRAINT subscriptions_idempotency_key DO NOTHING;
         IF FOUND THEN
             PERFORM payments._claim_meters(v_sub, v_plan);
             PERFORM payments._subscription_event(v_sub, NULL, 'created',
                                                  jsonb_build_object('idempotency_key', idempotency_key, 'trial_days', v_trial));
-            IF v_sub.status = 'incomplete' THEN
+            IF v_first > 0 THEN
+                PERFORM payments._issue_invoice(v_sub, 'period', v_plan.currency, jsonb_build_array(jsonb_build_object(
+                    'kind', 'recurring', 'amount_minor', v_first, 'quantity', quantity,
+                    'description', coalesce(v_plan.name, v_plan.code) || ', ' || (at AT TIME ZONE 'UTC')::date || ' to '
+                                   || (billing_cycle_anchor AT TIME ZONE 'UTC')::date || ' (prorated to the billing anchor)')),
+                    NULL, NULL, at);
+            ELSIF v_sub.status = 'incomplete' THEN
                 -- The first period is invoiced and charged at once; paid, it makes the subscription active.
                 PERFORM payments._invoice_period(v_sub, v_plan, v_plan, NULL, NULL, at);
             END IF;
@@ -613,8 +651,8 @@ BEGIN
     RETURN QUERY SELECT * FROM payments._subscription_result(v_existing.customer_id, v_existing.id, 'replayed');
 END
 $$;
-COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz, integer, text) IS
-    'Subscribes a customer to quantity seats (default 1) of a plan at time at, in currency (default: the customer''s, else the plan''s own; the plan''s currency_options give its prices in others) at the plan''s latest version, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid (incomplete_expired, its invoice void, if that does not happen within 23 hours). Unknown plan PM204; an archived one PM206; a plan pricing a meter that another live subscription of the customer already bills PM206; a currency other than the customer''s (fixed by its first subscription) PM206; a currency the plan has no price in PM100.';
+COMMENT ON FUNCTION payments.create_subscription(text, text, text, text, integer, timestamptz, integer, text, timestamptz, timestamptz, text) IS
+    'Subscribes a customer to quantity seats (default 1) of a plan at time at, in currency (default: the customer''s, else the plan''s own; the plan''s currency_options give its prices in others) at the plan''s latest version, idempotently per customer (replayed; other parameters PM201). With a trial (trial_days, default the plan''s): trialing until it ends; a free plan: active; a paid plan without trial: incomplete until its first period is paid (incomplete_expired, its invoice void, if that does not happen within 23 hours). Unknown plan PM204; an archived one PM206; a plan pricing a meter that another live subscription of the customer already bills PM206; a currency other than the customer''s (fixed by its first subscription) PM206; a currency the plan has no price in PM100. Options, as Stripe''s: billing_cycle_anchor (a time within the first period, without a trial: the first period ends there, its fee prorated, and whole periods follow from it), cancel_at (it ends then: see set_subscription_cancel_at), missing_payment_method (what its trial''s end does without a payment method: create_invoice, the default, pause or cancel).';
 
 CREATE OR REPLACE FUNCTION payments.get_subscription(id text) RETURNS SETOF payments.subscription_details
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -704,6 +742,7 @@ DECLARE
 BEGIN
     UPDATE payments.subscriptions s
     SET status = p_sub.status, cancel_at_period_end = p_sub.cancel_at_period_end, canceled_at = p_sub.canceled_at,
+        cancel_at = p_sub.cancel_at,
         past_due_since = CASE WHEN p_sub.status = 'past_due' THEN coalesce(s.past_due_since, p_sub.past_due_since, v_now) END,
         updated_at = now()
     WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
@@ -740,6 +779,30 @@ END
 $$;
 COMMENT ON FUNCTION payments.cancel_subscription(text, boolean, timestamptz) IS
     'Cancels a subscription: at the end of its period (default; it stays usable until then), or at once (at_period_end false, and always for one that is not trialing, active or past_due). Either way its usage not yet invoiced is invoiced once (a final invoice, one attempt), and its open invoices are no longer collected (uncollectible; a payment waiting on the customer is canceled), as on Stripe. Canceling again is a noop. PM204 when unknown.';
+
+CREATE OR REPLACE FUNCTION payments.set_subscription_cancel_at(id text, cancel_at timestamptz,
+                                                               at timestamptz DEFAULT now())
+RETURNS SETOF payments.subscription_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_sub payments.subscriptions%ROWTYPE := payments._locked_subscription(set_subscription_cancel_at.id);
+BEGIN
+    IF at IS NULL OR NOT isfinite(at) OR NOT coalesce(set_subscription_cancel_at.cancel_at > at, true)
+       OR NOT isfinite(set_subscription_cancel_at.cancel_at) THEN
+        RAISE EXCEPTION 'cancel_at is a finite time after at (or NULL: no longer)' USING ERRCODE = 'PM100';
+    ELSIF NOT (v_sub.status = ANY (payments._group('live_subscription_status'))) THEN
+        RAISE EXCEPTION 'subscription % is % already', v_sub.id, v_sub.status USING ERRCODE = 'PM206';
+    ELSIF v_sub.cancel_at IS NOT DISTINCT FROM set_subscription_cancel_at.cancel_at THEN
+        RETURN QUERY SELECT * FROM payments._subscription_result(v_sub.customer_id, v_sub.id, 'noop');
+        RETURN;
+    END IF;
+    v_sub.cancel_at := set_subscription_cancel_at.cancel_at;
+    RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, v_sub.status, 'cancel_at set',
+                                                          jsonb_build_object('cancel_at', v_sub.cancel_at, 'at', at));
+END
+$$;
+COMMENT ON FUNCTION payments.set_subscription_cancel_at(text, timestamptz, timestamptz) IS
+    'Sets when a subscription is canceled (as Stripe''s cancel_at; NULL: no longer), decided at time at (cancel_at after it): from then on it grants nothing, and run_billing ends it at that time, invoicing its usage up to it once; periods that start before it renew as usual (a period it falls in is not prorated: cancel at a period''s end to bill only whole periods). The same time again is a noop; PM206 for a subscription that ended.';
 
 CREATE OR REPLACE FUNCTION payments.pause_subscription(id text) RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -802,11 +865,12 @@ BEGIN
                                           + coalesce((SELECT b.past_due_grace FROM payments.billing_settings b),
                                                      interval '3 days')
                ELSE false END
-           AND NOT (p_sub.cancel_at_period_end AND p_at >= p_sub.current_period_end);
+           AND NOT (p_sub.cancel_at_period_end AND p_at >= p_sub.current_period_end)
+           AND NOT coalesce(p_at >= p_sub.cancel_at, false);
 END
 $$;
 COMMENT ON FUNCTION payments._grants_now(payments.subscriptions, timestamptz) IS
-    'Internal: whether a subscription grants its plan at time p_at: active; trialing within its trial; past_due within the grace period (set_dunning, default 3 days); and not past the end of a period it is canceled at.';
+    'Internal: whether a subscription grants its plan at time p_at: active; trialing within its trial; past_due within the grace period (set_dunning, default 3 days); and not past the end of a period it is canceled at, nor past its cancel_at.';
 
 CREATE OR REPLACE FUNCTION payments.has_active_subscription(customer_id text, plan text DEFAULT NULL, at timestamptz DEFAULT now())
 RETURNS boolean

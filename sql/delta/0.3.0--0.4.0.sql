@@ -374,3 +374,9 @@ ALTER TABLE payments.subscriptions
 UPDATE payments.subscriptions s SET currency = p.currency FROM payments.plans p WHERE p.code = s.plan;
 ALTER TABLE payments.subscriptions ALTER COLUMN currency SET NOT NULL;
 ALTER TYPE payments.subscription_result ADD ATTRIBUTE currency text, ADD ATTRIBUTE plan_version integer;
+
+-- Subscription options: cancel at a given time, and what a trial's end does without a payment method.
+ALTER TABLE payments.subscriptions ADD COLUMN cancel_at timestamptz,
+    ADD COLUMN missing_payment_method text COLLATE "C" NOT NULL DEFAULT 'create_invoice'
+        CHECK (payments._is_allowed('missing_payment_method', missing_payment_method));
+ALTER TYPE payments.subscription_result ADD ATTRIBUTE cancel_at timestamptz, ADD ATTRIBUTE missing_payment_method text;

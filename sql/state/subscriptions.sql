@@ -82,6 +82,9 @@ CREATE TABLE payments.subscriptions (
     currency             text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     plan_version         integer NOT NULL DEFAULT 1 CHECK (plan_version >= 1),
     pending_version      integer CHECK (pending_version >= 1),
+    cancel_at            timestamptz,
+    missing_payment_method text COLLATE "C" NOT NULL DEFAULT 'create_invoice'
+        CHECK (payments._is_allowed('missing_payment_method', missing_payment_method)),
     PRIMARY KEY (customer_id, id),
     CONSTRAINT subscriptions_idempotency_key UNIQUE (customer_id, idempotency_key),
     CHECK (current_period_start < current_period_end)
@@ -107,6 +110,10 @@ COMMENT ON COLUMN payments.subscriptions.currency IS
     'What it is billed in: its plan''s currency or one of its currency_options, the same for every subscription of a customer (the first one fixes it).';
 COMMENT ON COLUMN payments.subscriptions.plan_version IS 'The version of its plan''s prices it is billed at (payments.plan_versions).';
 COMMENT ON COLUMN payments.subscriptions.pending_version IS 'The version of its plan it moves to at its next renewal (migrate_plan_version).';
+COMMENT ON COLUMN payments.subscriptions.cancel_at IS
+    'When it is canceled (as Stripe''s cancel_at; create_subscription, set_subscription_cancel_at): it grants nothing from then on, and run_billing ends it then, with its usage invoiced.';
+COMMENT ON COLUMN payments.subscriptions.missing_payment_method IS
+    'What the end of its trial does when it has no payment method (Stripe''s trial_settings.end_behavior): create_invoice (invoice it anyway: past_due when it fails), pause or cancel.';
 COMMENT ON COLUMN payments.subscriptions.cancel_at_period_end IS 'It ends when the current period does (cancel_subscription with at_period_end).';
 SELECT pg_catalog.pg_extension_config_dump('payments.subscriptions', '');
 
@@ -199,5 +206,7 @@ CREATE TYPE payments.subscription_result AS (
     outcome              text,
     quantity             integer,
     currency             text,
-    plan_version         integer
+    plan_version         integer,
+    cancel_at            timestamptz,
+    missing_payment_method text
 );

@@ -27,6 +27,13 @@ pub struct CreateSubscription {
     /// What it is billed in (default: the customer's currency, else the plan's own): the plan's
     /// currency or one of its currency options. A customer's first subscription fixes its currency.
     pub currency: Option<String>,
+    /// RFC 3339, within the first period and without a trial: the first period ends there, its fee
+    /// prorated, and whole periods follow from it.
+    pub billing_cycle_anchor: Option<String>,
+    /// RFC 3339: when it is canceled (it grants nothing from then on).
+    pub cancel_at: Option<String>,
+    /// What the end of its trial does without a payment method: create_invoice (default), pause or cancel.
+    pub missing_payment_method: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = CreateSubscription,
@@ -58,6 +65,9 @@ pub async fn create(
                 &body.trial_days,
                 &body.quantity,
                 &body.currency,
+                &body.billing_cycle_anchor,
+                &body.cancel_at,
+                &body.missing_payment_method,
             ],
         )
         .await?;
@@ -192,6 +202,32 @@ pub async fn set_quantity(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct SetCancelAt {
+    /// RFC 3339, in the future: when it is canceled; null: no longer.
+    pub cancel_at: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/cancel_at", tag = "subscriptions", request_body = SetCancelAt,
+    params(("id" = String, Path, description = "sub_…")),
+    responses((status = 200, body = crate::routes::subscriptions::Subscription), (status = 400, body = crate::http::ErrorBody),
+        (status = 404, body = crate::http::ErrorBody), (status = 409, body = crate::http::ErrorBody, description = "It has ended")),
+    security(("bearer" = [])))]
+pub async fn set_cancel_at(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<SetCancelAt>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITE)?;
+    let db = state.pool.get().await?;
+    caller.owns(&db, Object::Subscription, &id).await?;
+    let stmt = db.prepare_cached(db::SET_SUBSCRIPTION_CANCEL_AT).await?;
+    let row = db.query_one(&stmt, &[&id, &body.cancel_at]).await?;
+    Ok(json_response(StatusCode::OK, row.try_get("subscription")?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ApplyCoupon {
     /// The coupon's code (made by an administrator with `payments.create_coupon`).
     pub code: String,
@@ -280,4 +316,8 @@ pub struct Subscription {
     currency: String,
     /// The version of its plan's prices it is billed at.
     plan_version: i32,
+    /// When it is canceled, if set.
+    cancel_at: Option<String>,
+    /// What the end of its trial does without a payment method: create_invoice, pause or cancel.
+    missing_payment_method: String,
 }

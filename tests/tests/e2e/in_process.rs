@@ -2113,6 +2113,72 @@ async fn a_customer_subscribes_in_a_plans_other_currency_at_its_latest_version_a
 }
 
 #[tokio::test]
+async fn subscription_options_anchor_the_cycle_schedule_the_cancel_and_pause_a_trial_without_a_card() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let plan = unique("opts").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 30, 'month')", &[&plan]).await.unwrap();
+    let trial = unique("optt").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 30, 'month', trial_days => 1)", &[&trial]).await.unwrap();
+    let anchor: String = db
+        .query_one(
+            "SELECT to_char(now() AT TIME ZONE 'UTC' + interval '10 days', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let body = json!({ "customer_id": unique("cust_opt"), "plan": plan, "billing_cycle_anchor": anchor,
+                       "cancel_at": "2099-01-01T00:00:00Z" });
+    let created: Value = app.post_with_key("/v1/subscriptions", &key, &unique("k"), body).await.json().await.unwrap();
+    assert_eq!(created["status"], "incomplete", "{created}");
+    assert!(created["cancel_at"].as_str().unwrap().starts_with("2099-01-01"), "{created}");
+    let end: bool = db
+        .query_one(
+            "SELECT current_period_end = $2::text::timestamptz FROM payments.subscriptions WHERE id = $1",
+            &[&created["id"].as_str().unwrap(), &anchor],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(end, "the first period ends at the anchor");
+    let sub = created["id"].as_str().unwrap();
+    // The fee times the share of a whole month (from the start) that ends at the anchor: about 10 of 31 days.
+    let row = db
+        .query_one(
+            "SELECT i.total_minor, round(3000 * extract(epoch FROM s.current_period_end - s.current_period_start)
+                                          / extract(epoch FROM payments._utc_add(s.current_period_start, interval '1 month')
+                                                               - s.current_period_start))::bigint
+             FROM payments.invoices i JOIN payments.subscriptions s ON s.id = i.subscription_id WHERE s.id = $1",
+            &[&sub],
+        )
+        .await
+        .unwrap();
+    let (total, share): (i64, i64) = (row.get(0), row.get(1));
+    assert!(total == share && (900..=1100).contains(&total), "{total} of 3000 for about a third of a month");
+    let path = format!("/v1/subscriptions/{sub}/cancel_at");
+    let cleared: Value =
+        app.send(Method::POST, &path, Some(&key), Some(json!({ "cancel_at": null }))).await.json().await.unwrap();
+    assert_eq!(cleared["cancel_at"], Value::Null, "{cleared}");
+    let past = app.send(Method::POST, &path, Some(&key), Some(json!({ "cancel_at": "2001-01-01T00:00:00Z" }))).await;
+    assert_eq!(error_code(past).await.0, StatusCode::BAD_REQUEST);
+    let bad = json!({ "customer_id": unique("cust_opt"), "plan": plan, "missing_payment_method": "ignore" });
+    let refused = app.post_with_key("/v1/subscriptions", &key, &unique("k"), bad).await;
+    assert_eq!(error_code(refused).await.0, StatusCode::BAD_REQUEST);
+
+    // A trial with no card, asked to pause: paused when the trial ends.
+    let body = json!({ "customer_id": unique("cust_opt"), "plan": trial, "missing_payment_method": "pause" });
+    let trialing: Value = app.post_with_key("/v1/subscriptions", &key, &unique("k"), body).await.json().await.unwrap();
+    let id = trialing["id"].as_str().unwrap();
+    db.execute("SELECT payments.run_billing((SELECT trial_end FROM payments.subscriptions WHERE id = $1))", &[&id])
+        .await
+        .unwrap();
+    let paused = app.get_json(&key, &format!("/v1/subscriptions/{id}")).await;
+    assert_eq!((paused["status"].as_str(), paused["missing_payment_method"].as_str()), (Some("paused"), Some("pause")));
+}
+
+#[tokio::test]
 async fn a_credit_note_refunds_a_paid_invoice_through_the_provider_and_the_invoice_shows_it() {
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;

@@ -102,6 +102,9 @@ fn intact(before: &[(String, Option<serde_json::Value>)], after: &[(String, Opti
                         )
                     }
                     None if column == "series" => assert_eq!(value, "invoice", "{table}.series, added"),
+                    None if column == "missing_payment_method" => {
+                        assert_eq!(value, "create_invoice", "{table}.{column}, added: Stripe's default")
+                    }
                     None if column == "version" || column == "plan_version" => {
                         assert_eq!(value, 1, "{table}.{column}, added: what was is version 1")
                     }
