@@ -179,19 +179,21 @@ macro_rules! subscription_json {
     };
 }
 
+/// (Times in a subquery, as in RECORD_USAGE: a text cast in a delegated call fails on Citus.)
 pub const CREATE_SUBSCRIPTION: &str = concat!(
     "SELECT ",
     subscription_json!("s"),
     ", s.outcome
      FROM payments.create_subscription($1, $2, $3, $4, $5, quantity => coalesce($6::int, 1), currency => $7,
-                                       billing_cycle_anchor => $8::text::timestamptz, cancel_at => $9::text::timestamptz,
+                                       billing_cycle_anchor => (SELECT $8::text::timestamptz),
+                                       cancel_at => (SELECT $9::text::timestamptz),
                                        missing_payment_method => coalesce($10, 'create_invoice')) s"
 );
 
 pub const SET_SUBSCRIPTION_CANCEL_AT: &str = concat!(
     "SELECT ",
     subscription_json!("s"),
-    " FROM payments.set_subscription_cancel_at($1, $2::text::timestamptz) s"
+    " FROM payments.set_subscription_cancel_at($1, (SELECT $2::text::timestamptz)) s"
 );
 
 pub const SET_SUBSCRIPTION_QUANTITY: &str = concat!(

@@ -2150,7 +2150,8 @@ async fn subscription_options_anchor_the_cycle_schedule_the_cancel_and_pause_a_t
             "SELECT i.total_minor, round(3000 * extract(epoch FROM s.current_period_end - s.current_period_start)
                                           / extract(epoch FROM payments._utc_add(s.current_period_start, interval '1 month')
                                                                - s.current_period_start))::bigint
-             FROM payments.invoices i JOIN payments.subscriptions s ON s.id = i.subscription_id WHERE s.id = $1",
+             FROM payments.invoices i
+             JOIN payments.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id WHERE s.id = $1",
             &[&sub],
         )
         .await
