@@ -78,6 +78,7 @@ DECLARE
     v_refund   text;
     v_status   text;
     v_paid     payments.invoices%ROWTYPE;
+    v_now      timestamptz := now();
 BEGIN
     IF idempotency_key IS NULL OR length(idempotency_key) NOT BETWEEN 1 AND 255 OR refund IS NULL THEN
         RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters, refund true or false' USING ERRCODE = 'PM100';
@@ -140,7 +141,8 @@ BEGIN
             PERFORM payments._invoice_event(v_paid, v_invoice.status);
         ELSIF v_status IS NULL OR v_status = ANY (payments._group('awaiting_customer_payment_status')) THEN
             -- The attempt waiting on the customer was canceled: the next one charges what is left.
-            UPDATE payments.invoices i SET next_attempt_at = coalesce(i.next_attempt_at, now())
+            -- (A value, not now() in the coalesce: Citus allows only immutable functions there.)
+            UPDATE payments.invoices i SET next_attempt_at = coalesce(i.next_attempt_at, v_now)
             WHERE i.customer_id = v_invoice.customer_id AND i.id = v_invoice.id;
         END IF;
     ELSIF refund THEN

@@ -3,7 +3,8 @@
 Arguments: gateway URL, a payment id (succeeded, 25.00 USD), its customer, an
 operator's email and password, a viewer's email and password, the folder for
 screenshots, and two authorized payments of the customer (20.00 USD each): one
-to capture in part, one to cancel. Prints a JSON report as its last line; any failed check exits non-zero.
+to capture in part, one to cancel; a billed customer (an open invoice, a subscription) and a
+coupon for it. Prints a JSON report as its last line; any failed check exits non-zero.
 """
 import json
 import os
@@ -14,7 +15,7 @@ import time
 from playwright.sync_api import expect, sync_playwright
 
 (base, payment, customer, op_email, op_password, viewer_email, viewer_password, shots, to_capture, to_cancel,
- billed) = sys.argv[1:12]
+ billed, coupon) = sys.argv[1:13]
 os.makedirs(shots, exist_ok=True)
 report = {}
 
@@ -46,6 +47,13 @@ def every_field_is_labelled(page):
 
 def csrf(page):
     return page.locator("form.sign-out input[name=csrf]").get_attribute("value")
+
+
+def tables(page):
+    """Each table's rows as their cells read, under its caption."""
+    return {table.locator("caption").inner_text(): [row.locator("td").all_inner_texts()
+                                                    for row in table.locator("tbody tr").all()]
+            for table in page.locator("main table").all()}
 
 
 with sync_playwright() as p:
@@ -139,10 +147,40 @@ with sync_playwright() as p:
             for table in page.locator("main table").all()}
     # A customer with a subscription, a coupon and a tax: its billing tables (compared with SQL).
     page.goto(f"{base}/dashboard/customers/{billed}")
-    report["billed_tables"] = {
-        table.locator("caption").inner_text(): [row.locator("td").all_inner_texts()
-                                                for row in table.locator("tbody tr").all()]
-        for table in page.locator("main table").all()}
+    report["billed_tables"] = tables(page)
+
+    # The operator's billing actions there: a credit note (a double-click makes one), a coupon,
+    # then voiding the invoice; a credit note on the void invoice is refused in the extension's words.
+    every_field_is_labelled(page)
+    invoice_id = page.get_by_label("Invoice to credit").input_value()
+    page.get_by_label("Credit amount").fill("1.00")
+    page.get_by_label("Credit reason").select_option("order_change")
+    note_form = page.locator("form[action$='/credit_note']")
+    note_fields = {name: note_form.locator(f"input[name={name}]").get_attribute("value")
+                   for name in ("csrf", "idempotency_key")}
+    note_form.get_by_role("button", name="Issue credit note").dblclick()
+    page.wait_for_url(re.compile(r"done=credit_note"))
+    expect(page.get_by_role("status")).to_contain_text("Credit note issued")
+    again = page.request.post(f"{base}/dashboard/customers/{billed}/credit_note", max_redirects=0,
+                              form={**note_fields, "invoice_id": invoice_id, "amount": "1.00", "reason": "order_change"})
+    assert again.status == 303 and "done=credit_note" in again.headers["location"], (again.status, again.headers)
+    report["billed_after_credit"] = tables(page)
+    page.get_by_label("Coupon or promotion code").fill(coupon)
+    page.get_by_role("button", name="Apply coupon").click()
+    page.wait_for_url(re.compile(r"done=coupon"))
+    expect(page.get_by_role("status")).to_contain_text("Coupon applied")
+    page.get_by_label(re.compile("Invoice to void")).select_option(invoice_id)
+    page.get_by_role("button", name="Void invoice").click()
+    page.wait_for_url(re.compile(r"done=void"))
+    expect(page.get_by_role("status")).to_contain_text("Invoice voided")
+    report["billed_after_actions"] = tables(page)
+    shot(page, "customer-billing")
+    refused = page.request.post(f"{base}/dashboard/customers/{billed}/credit_note", max_redirects=0,
+                                form={**note_fields, "idempotency_key": "dash_other", "invoice_id": invoice_id,
+                                      "amount": "1.00", "reason": "duplicate"})
+    assert refused.status == 303 and "error=PM206" in refused.headers["location"], (refused.status, refused.headers)
+    page.goto(base + refused.headers["location"])
+    expect(page.get_by_role("alert")).to_be_visible()
     page.goto(f"{base}/dashboard/payments?customer={customer}")
     expect(page.get_by_role("link", name=payment)).to_be_visible()
     # A payment that does not exist, and a date that is not one: error pages with the API's statuses.
@@ -193,6 +231,13 @@ with sync_playwright() as p:
                                 form={"csrf": csrf(page), "idempotency_key": "viewer-try", "amount": "1.00"},
                                 max_redirects=0)
     report["viewer_refund_status"] = refused.status
+    # Nor any billing action on a customer's page.
+    page.goto(f"{base}/dashboard/customers/{billed}")
+    expect(page.get_by_role("button", name="Issue credit note")).to_have_count(0)
+    expect(page.get_by_role("button", name="Apply coupon")).to_have_count(0)
+    refused = page.request.post(f"{base}/dashboard/customers/{billed}/coupon", max_redirects=0,
+                                form={"csrf": csrf(page), "subscription_id": "sub_x", "code": coupon})
+    report["viewer_coupon_status"] = refused.status
     browser.close()
 
 print(json.dumps(report))

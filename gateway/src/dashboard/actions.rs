@@ -1,8 +1,10 @@
-//! What operators do from a payment's page: refund, capture, cancel. Each is
-//! the API's own call (`routes::refunds::request`, `routes::payments::command`)
-//! behind a role check and the session's form token. A refund form carries an
-//! idempotency key made when the page was drawn, so a double-click, a resent
-//! form or a reload refunds once; the key stored names the dashboard user.
+//! What operators do: from a payment's page refund, capture, cancel; from a
+//! customer's page issue a credit note, void an invoice, apply a coupon. Each is
+//! the API's own call (`routes::refunds::request`, `routes::payments::command`,
+//! the statements of `db`) behind a role check and the session's form token. A
+//! refund or credit note form carries an idempotency key made when the page was
+//! drawn, so a double-click, a resent form or a reload does it once; the key
+//! stored names the dashboard user.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,6 +13,7 @@ use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 
 use super::layout::{col, error_page, message_page, table, text, url, Cell};
 use super::session::Session;
@@ -42,13 +45,37 @@ pub struct CancelForm {
     reason: Option<String>,
 }
 
+#[derive(Deserialize)]
+pub struct CreditNoteForm {
+    csrf: String,
+    idempotency_key: String,
+    invoice_id: String,
+    amount: Option<String>,
+    reason: String,
+    /// A checkbox: present ("true") when ticked.
+    refund: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct VoidForm {
+    csrf: String,
+    invoice_id: String,
+}
+
+#[derive(Deserialize)]
+pub struct CouponForm {
+    csrf: String,
+    subscription_id: String,
+    code: String,
+}
+
 /// The page that says why an action is refused: not an operator, or not this session's form.
 fn refusal(session: &Session, csrf: &str) -> Option<Response> {
     if !session.is_operator() {
         return Some(message_page(
             StatusCode::FORBIDDEN,
             "Operators only",
-            "Your role may read the dashboard but not refund, capture or cancel.",
+            "Your role may read the dashboard but not act on payments or invoices.",
         ));
     }
     session.form_refusal(csrf)
@@ -71,24 +98,39 @@ fn amount(v: Option<String>) -> Result<Option<String>, ApiError> {
 /// As the API's JSON amounts (`http::decimal_text`).
 const MAX_AMOUNT_CHARS: usize = 64;
 
-/// Back to the payment's page, saying what happened; a refusal by the
-/// extension (a SQLSTATE answered with a 4xx) is said there too, anything
-/// else is an error page (and logged).
-fn back(session: &Session, id: &str, result: Result<(), ApiError>, done: &str) -> Response {
-    let page = format!("/dashboard/payments/{}", url(id));
+/// Back to the page the action was taken from (`page`, about `subject`), saying
+/// what happened; a refusal by the extension (a SQLSTATE answered with a 4xx) is
+/// said there too, anything else is an error page (and logged).
+fn back(session: &Session, page: &str, subject: &str, result: Result<(), ApiError>, done: &str) -> Response {
     match result {
         Ok(()) => {
-            tracing::info!(payment = %id, action = done, by = %session.email, "dashboard action");
+            tracing::info!(subject, action = done, by = %session.email, "dashboard action");
             Redirect::to(&format!("{page}?done={done}")).into_response()
         }
         Err(e) => match e.sqlstate() {
             Some(code) if map_sqlstate(code).0.is_client_error() => {
-                tracing::info!(payment = %id, action = done, by = %session.email, sqlstate = code, "dashboard action refused");
+                tracing::info!(subject, action = done, by = %session.email, sqlstate = code, "dashboard action refused");
                 Redirect::to(&format!("{page}?error={code}")).into_response()
             }
             _ => error_page(e),
         },
     }
+}
+
+fn payment_page(id: &str) -> String {
+    format!("/dashboard/payments/{}", url(id))
+}
+
+fn customer_page(id: &str) -> String {
+    format!("/dashboard/customers/{}", url(id))
+}
+
+/// One of the API's statements (`db`), its rows unread: what an action on an invoice or a
+/// subscription runs.
+async fn execute(state: &AppState, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<(), ApiError> {
+    let db = state.pool.get().await?;
+    db.query_one(&db.prepare_cached(sql).await?, params).await?;
+    Ok(())
 }
 
 pub async fn refund(
@@ -109,7 +151,7 @@ pub async fn refund(
         }
         Err(e) => Err(e),
     };
-    back(&session, &id, result, "refund")
+    back(&session, &payment_page(&id), &id, result, "refund")
 }
 
 pub async fn capture(
@@ -125,7 +167,7 @@ pub async fn capture(
         Ok(amount) => crate::routes::payments::command(&state, &id, db::CAPTURE_PAYMENT, &amount).await.map(|_| ()),
         Err(e) => Err(e),
     };
-    back(&session, &id, result, "capture")
+    back(&session, &payment_page(&id), &id, result, "capture")
 }
 
 pub async fn cancel(
@@ -138,7 +180,123 @@ pub async fn cancel(
         return refused;
     }
     let result = crate::routes::payments::command(&state, &id, db::CANCEL_PAYMENT, &blank_is_none(form.reason)).await;
-    back(&session, &id, result.map(|_| ()), "cancel")
+    back(&session, &payment_page(&id), &id, result.map(|_| ()), "cancel")
+}
+
+/// A credit note on one of the customer's invoices (`create_credit_note`).
+pub async fn credit_note(
+    State(state): State<AppState>,
+    session: Session,
+    Path(customer): Path<String>,
+    Form(form): Form<CreditNoteForm>,
+) -> Response {
+    if let Some(refused) = refusal(&session, &form.csrf) {
+        return refused;
+    }
+    let result = match amount(form.amount) {
+        Ok(amount) => {
+            // The credit note keeps who asked: its key names the dashboard user.
+            let key = format!("dashboard:{}:{}", session.user_id, form.idempotency_key);
+            let refund = form.refund.is_some();
+            execute(&state, db::CREATE_CREDIT_NOTE, &[&key, &form.invoice_id, &amount, &form.reason, &refund]).await
+        }
+        Err(e) => Err(e),
+    };
+    back(&session, &customer_page(&customer), &form.invoice_id, result, "credit_note")
+}
+
+/// Voids one of the customer's invoices (`void_invoice`).
+pub async fn void(
+    State(state): State<AppState>,
+    session: Session,
+    Path(customer): Path<String>,
+    Form(form): Form<VoidForm>,
+) -> Response {
+    if let Some(refused) = refusal(&session, &form.csrf) {
+        return refused;
+    }
+    let result = execute(&state, db::VOID_INVOICE, &[&form.invoice_id]).await;
+    back(&session, &customer_page(&customer), &form.invoice_id, result, "void")
+}
+
+/// Applies a coupon to one of the customer's subscriptions (`apply_coupon`).
+pub async fn coupon(
+    State(state): State<AppState>,
+    session: Session,
+    Path(customer): Path<String>,
+    Form(form): Form<CouponForm>,
+) -> Response {
+    if let Some(refused) = refusal(&session, &form.csrf) {
+        return refused;
+    }
+    let code = form.code.trim();
+    let result = execute(&state, db::APPLY_COUPON, &[&form.subscription_id, &code]).await;
+    back(&session, &customer_page(&customer), &form.subscription_id, result, "coupon")
+}
+
+/// The operator's forms on a customer's page: a credit note on an open or paid invoice, voiding
+/// an open or uncollectible one, a coupon for a subscription that still renews. None for a viewer.
+pub fn customer_actions(customer: &str, invoices: &[Value], subscriptions: &[Value], session: &Session) -> Markup {
+    let action = |verb: &str| format!("{}/{verb}", customer_page(customer));
+    let with_status = |rows: &[Value], statuses: &[&str]| -> Vec<Value> {
+        rows.iter().filter(|r| statuses.contains(&text(&r["status"]).as_str())).cloned().collect()
+    };
+    let creditable = with_status(invoices, &["open", "paid"]);
+    let voidable = with_status(invoices, &["open", "uncollectible"]);
+    let renewing = with_status(subscriptions, &["trialing", "active", "past_due"]);
+    let invoice_option = |i: &Value| {
+        html! { option value=(text(&i["id"])) { (text(&i["number"])) " · " (text(&i["status"])) " · " (text(&i["total"])) } }
+    };
+    let key = payments_core::id::new_token("dash").unwrap_or_default();
+    html! {
+        @if session.is_operator() && !(creditable.is_empty() && voidable.is_empty() && renewing.is_empty()) {
+            section.actions aria-labelledby="billing-actions-title" {
+                h2 #billing-actions-title { "Billing actions" }
+                @if !creditable.is_empty() {
+                    form method="post" action=(action("credit_note")) {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        input type="hidden" name="idempotency_key" value=(key);
+                        label for="cn-invoice" { "Invoice to credit" }
+                        select #cn-invoice name="invoice_id" { @for i in &creditable { (invoice_option(i)) } }
+                        label for="cn-amount" { "Credit amount" }
+                        input #cn-amount name="amount" required inputmode="decimal" pattern="[0-9]+([.][0-9]+)?" maxlength="40";
+                        label for="cn-reason" { "Credit reason" }
+                        select #cn-reason name="reason" {
+                            option value="order_change" { "order change" }
+                            option value="product_unsatisfactory" { "product unsatisfactory" }
+                            option value="duplicate" { "duplicate" }
+                            option value="fraudulent" { "fraudulent" }
+                        }
+                        label for="cn-refund" { "Refund it through the provider (a paid invoice; else its balance)" }
+                        input #cn-refund type="checkbox" name="refund" value="true";
+                        button type="submit" { "Issue credit note" }
+                    }
+                }
+                @if !voidable.is_empty() {
+                    form method="post" action=(action("void")) {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        label for="void-invoice" { "Invoice to void (never charged again)" }
+                        select #void-invoice name="invoice_id" { @for i in &voidable { (invoice_option(i)) } }
+                        button.danger type="submit" { "Void invoice" }
+                    }
+                }
+                @if !renewing.is_empty() {
+                    form method="post" action=(action("coupon")) {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        label for="coupon-subscription" { "Subscription" }
+                        select #coupon-subscription name="subscription_id" {
+                            @for s in &renewing {
+                                option value=(text(&s["id"])) { (text(&s["id"])) " · " (text(&s["plan"])) " · " (text(&s["status"])) }
+                            }
+                        }
+                        label for="coupon-code" { "Coupon or promotion code" }
+                        input #coupon-code name="code" required maxlength="64";
+                        button type="submit" { "Apply coupon" }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A payment's page: its amounts and balance, the operator's forms, its

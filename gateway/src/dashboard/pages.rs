@@ -228,6 +228,9 @@ fn notice_text(n: &Notice) -> Option<(bool, String)> {
             "refund" => "Refund requested; it shows as pending until the provider confirms it.",
             "capture" => "Capture requested.",
             "cancel" => "Cancel requested.",
+            "credit_note" => "Credit note issued.",
+            "void" => "Invoice voided: it will not be charged.",
+            "coupon" => "Coupon applied.",
             _ => return None,
         };
         return Some((true, said.to_string()));
@@ -331,15 +334,25 @@ pub async fn customers(State(state): State<AppState>, session: Session, Query(f)
     respond(body, "Customers", &session)
 }
 
-pub async fn customer(State(state): State<AppState>, session: Session, Path(id): Path<String>) -> Response {
+pub async fn customer(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(notice): Query<Notice>,
+) -> Response {
     let body = async {
         let d = document(&state, queries::CUSTOMER, &[&id]).await?;
         let balances = document(&state, queries::CUSTOMER_BALANCES, &[&id]).await?;
         let wallet = document(&state, queries::CUSTOMER_WALLET, &[&id]).await?;
         let entries = document(&state, queries::CUSTOMER_WALLET_ENTRIES, &[&id]).await?;
         let billing = document(&state, queries::CUSTOMER_BILLING, &[&id]).await?;
+        let notice = notice_text(&notice);
         Ok(html! {
             h1 { "Customer " code { (id) } }
+            @if let Some((ok, said)) = notice {
+                p class=(if ok { "notice ok" } else { "notice error" }) role=(if ok { "status" } else { "alert" }) { (said) }
+            }
+            (super::actions::customer_actions(&id, rows(&billing["invoices"]), rows(&d["subscriptions"]), &session))
             dl.facts {
                 dt { "Has paid" } dd { (text(&d["has_paid"])) }
                 dt { "Active subscription" } dd { (text(&d["active"])) }

@@ -132,10 +132,12 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     // that must stay open).
     let billed = unique("cus_billed");
     let (plan, rate, coupon) = (unique("dash_plan").to_lowercase(), unique("dash-tax").to_lowercase(), unique("DASH"));
+    let second_coupon = unique("ONEOFF");
     for (sql, param) in [
         ("SELECT payments.create_plan($1, 'usd', 10, 'month', trial_days => 1)", &plan),
         ("SELECT payments.create_tax_rate($1, 'Sales tax', 8.25, false)", &rate),
         ("SELECT payments.create_coupon($1, percent_off => 20, duration => 'forever')", &coupon),
+        ("SELECT payments.create_coupon($1, amount_off => 1, currency => 'usd')", &second_coupon),
     ] {
         db.execute(sql, &[param]).await.unwrap();
     }
@@ -170,12 +172,16 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     let shots = std::env::var("PAYMENTS_SCREENSHOTS")
         .unwrap_or_else(|_| std::env::temp_dir().join(unique("screenshots")).display().to_string());
     let args = [&gateway.url, id, &customer, &operator, &operator_password, &viewer, &viewer_password, &shots];
-    let args: Vec<&str> =
-        args.iter().map(|a| a.as_str()).chain([to_capture.as_str(), to_cancel.as_str(), billed.as_str()]).collect();
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| a.as_str())
+        .chain([to_capture.as_str(), to_cancel.as_str(), billed.as_str(), second_coupon.as_str()])
+        .collect();
     let report = python_report("browser/dashboard.py", &args, 240).await;
     assert_eq!(report["refunded_shown"], "10.00 USD");
     assert_eq!(report["net_shown"], "15.00 USD");
     assert_eq!(report["viewer_refund_status"], 403);
+    assert_eq!(report["viewer_coupon_status"], 403, "a viewer applies no coupon");
     assert_eq!(report["forged_form_status"], 403);
 
     // The double-click and the resent form made one refund, of 10.00.
@@ -310,6 +316,42 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
         billed_table("Tax rates its invoices charge"),
         [["Sales tax", rate.as_str(), "8.25 %", "exclusive", "charged"]]
     );
+    // The operator's billing actions, as the page showed them and as SQL holds them: one credit
+    // note of 1.00 (double-clicked and sent again), the coupon, then the invoice void.
+    let invoices_in = |report_key: &str| -> Vec<Vec<String>> {
+        serde_json::from_value(
+            report[report_key]["The latest 20 invoices: what was charged, taken off and credited"].clone(),
+        )
+        .unwrap()
+    };
+    let credited = invoices_in("billed_after_credit");
+    assert_eq!((credited[0][1].as_str(), credited[0][6].as_str()), ("open", "1.00 USD"), "{credited:?}");
+    let voided = invoices_in("billed_after_actions");
+    assert_eq!(voided[0][1], "void", "{voided:?}");
+    let notes = db
+        .query(
+            "SELECT n.amount_minor, n.reason, i.status FROM payments.credit_notes n
+             JOIN payments.invoices i ON i.customer_id = n.customer_id AND i.id = n.invoice_id
+             JOIN payments.dashboard_users u ON n.idempotency_key LIKE 'dashboard:' || u.id || ':%'
+             WHERE n.customer_id = $1 AND u.email = $2",
+            &[&billed, &operator],
+        )
+        .await
+        .unwrap();
+    let notes: Vec<(i64, String, String)> = notes.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(notes, [(100, "order_change".to_string(), "void".to_string())], "one note, by the operator");
+    let discounts: Vec<String> = db
+        .query("SELECT coupon FROM payments.discounts WHERE subscription_id = $1 AND ended_at IS NULL", &[&sub])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(discounts, vec![second_coupon.clone()], "the coupon applied from the page replaced the first");
+    let coupons_shown: Vec<Vec<String>> =
+        serde_json::from_value(report["billed_after_actions"]["Coupons its subscriptions redeemed"].clone()).unwrap();
+    assert_eq!(coupons_shown[0][0..2], [second_coupon.as_str(), sub.as_str()], "{coupons_shown:?}");
+
     let trial = tables("overview", "Trial balance");
     assert!(trial.iter().any(|r| r[0] == "USD"), "{trial:?}");
     for row in &trial {
