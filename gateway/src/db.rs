@@ -365,11 +365,53 @@ pub const LIST_WEBHOOK_ENDPOINTS: &str = "SELECT coalesce(jsonb_agg(jsonb_build_
 pub const REMOVE_WEBHOOK_ENDPOINT: &str = "SELECT payments.remove_webhook_endpoint($1)";
 
 /// Plans as the API's JSON objects (amounts as exact decimal strings), one or all.
-pub const LIST_PLANS: &str = "SELECT coalesce(jsonb_agg(to_jsonb(p) || jsonb_build_object('object', 'plan',
-                              'amount', payments.to_major(p.amount_minor, p.currency)::text,
-                              'usage_threshold', payments.to_major(p.usage_threshold_minor, p.currency)::text,
-                              'active', p.archived_at IS NULL) ORDER BY p.code), '[]')::text
-     FROM payments.plans p WHERE $1::text IS NULL OR p.code = $1";
+/// A plan row as the API's JSON object (amounts as decimal strings).
+macro_rules! plan_json {
+    ($p:literal) => {
+        concat!(
+            "to_jsonb(",
+            $p,
+            ") || jsonb_build_object('object', 'plan', 'amount', payments.to_major(",
+            $p,
+            ".amount_minor, ",
+            $p,
+            ".currency)::text, 'usage_threshold', payments.to_major(",
+            $p,
+            ".usage_threshold_minor, ",
+            $p,
+            ".currency)::text, 'active', ",
+            $p,
+            ".archived_at IS NULL)"
+        )
+    };
+}
+
+pub const LIST_PLANS: &str = concat!(
+    "SELECT coalesce(jsonb_agg(",
+    plan_json!("p"),
+    " ORDER BY p.code), '[]')::text FROM payments.plans p WHERE $1::text IS NULL OR p.code = $1"
+);
+
+// The catalog over HTTP (routes::catalog): an administrator's key.
+pub const PUT_COUPON: &str = "SELECT (to_jsonb(c) || jsonb_build_object('object', 'coupon',
+        'percent_off', c.percent_off::text, 'amount_off', payments.to_major(c.amount_off_minor, c.currency)::text))::text
+     FROM payments.create_coupon($1, $2::text::numeric, $3::text::numeric, $4, coalesce($5, 'once'), $6, $7,
+                                 $8::text::timestamptz, $9, $10) c";
+pub const PUT_PROMOTION_CODE: &str = "SELECT (to_jsonb(pc) || jsonb_build_object('object', 'promotion_code'))::text
+     FROM payments.create_promotion_code($1, $2, $3, $4::text::timestamptz, $5) pc";
+pub const SET_PROMOTION_CODE_ACTIVE: &str = "SELECT payments.set_promotion_code_active($1, $2)::text";
+pub const PUT_TAX_RATE: &str = "SELECT (to_jsonb(t) || jsonb_build_object('object', 'tax_rate',
+        'percentage', t.percentage::text))::text
+     FROM payments.create_tax_rate($1, $2, $3::text::numeric, $4, $5) t";
+pub const CREATE_PLAN_VERSION: &str = concat!(
+    "SELECT (",
+    plan_json!("p"),
+    ")::text FROM payments.create_plan_version($1, $2, $3::text::numeric, $4::jsonb, $5::jsonb, $6::text::numeric,
+                                               $7::jsonb) p"
+);
+pub const MIGRATE_PLAN_VERSION: &str = "SELECT jsonb_build_object('object', 'plan_migration', 'plan', $1::text,
+        'from_version', $2::int, 'to_version', $3::int,
+        'scheduled', payments.migrate_plan_version($1, $2, $3))::text";
 
 pub fn pool(database_url: &str, size: usize, wait: Duration) -> Result<Pool, Box<dyn std::error::Error + Send + Sync>> {
     let config = tokio_postgres::Config::from_str(database_url)?;

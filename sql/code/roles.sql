@@ -128,6 +128,15 @@ GRANT EXECUTE ON FUNCTION
     payments.change_plan(text, text, boolean, timestamptz),
     payments.add_webhook_endpoint(text, text[], text), payments.remove_webhook_endpoint(text)
 TO payments_admin, payments_gateway;
+-- The catalog over HTTP: the gateway lets only an administrator's key (payments:admin) call these.
+GRANT EXECUTE ON FUNCTION
+    payments.create_coupon(text, numeric, numeric, text, text, integer, integer, timestamptz, text[], text),
+    payments.create_promotion_code(text, text, integer, timestamptz, text),
+    payments.set_promotion_code_active(text, boolean),
+    payments.create_tax_rate(text, text, numeric, boolean, text),
+    payments.create_plan_version(text, integer, numeric, jsonb, jsonb, numeric, jsonb),
+    payments.migrate_plan_version(text, integer, integer, timestamptz)
+TO payments_gateway;
 -- Only the delivery worker reads the endpoints' secrets (claim_webhook_deliveries returns them).
 GRANT USAGE ON SCHEMA payments TO payments_worker;
 GRANT EXECUTE ON FUNCTION

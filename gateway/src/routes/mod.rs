@@ -1,5 +1,6 @@
 //! HTTP handlers, one file per resource. Each forwards into one extension function.
 
+pub mod catalog;
 pub mod credits;
 pub mod customers;
 pub mod disputes;

@@ -2180,6 +2180,102 @@ async fn subscription_options_anchor_the_cycle_schedule_the_cancel_and_pause_a_t
 }
 
 #[tokio::test]
+async fn an_administrators_key_makes_coupons_promotion_codes_tax_rates_and_plan_versions() {
+    let app = spawn_app(&[]).await;
+    let (_, admin) = api_key(&["payments:read", "payments:write", "payments:admin"]).await;
+    let (_, writer) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let put = |path: String, key: String, body: Value| {
+        let app = &app;
+        async move { app.send(Method::PUT, &path, Some(&key), Some(body)).await }
+    };
+    // Tax rates: an administrator's key only; the same again answers it, another rate is refused.
+    let rate = unique("vat").to_lowercase();
+    let vat = json!({ "display_name": "VAT", "percentage": "20", "inclusive": true });
+    let denied = put(format!("/v1/tax_rates/{rate}"), writer.clone(), vat.clone()).await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN, "a write key does not set prices");
+    for _ in 0..2 {
+        let made: Value = put(format!("/v1/tax_rates/{rate}"), admin.clone(), vat.clone()).await.json().await.unwrap();
+        assert_eq!((made["object"].as_str(), made["percentage"].as_str()), (Some("tax_rate"), Some("20")), "{made}");
+    }
+    let other = put(
+        format!("/v1/tax_rates/{rate}"),
+        admin.clone(),
+        json!({ "display_name": "VAT", "percentage": 19, "inclusive": true }),
+    )
+    .await;
+    assert_eq!(error_code(other).await.0, StatusCode::CONFLICT);
+    // A coupon and a promotion code for it, made inactive then active.
+    let coupon = unique("QUARTER");
+    let made: Value = put(
+        format!("/v1/coupons/{coupon}"),
+        admin.clone(),
+        json!({ "percent_off": "25", "duration": "repeating", "duration_in_periods": 3 }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!((made["percent_off"].as_str(), made["duration_in_periods"].as_i64()), (Some("25"), Some(3)), "{made}");
+    let precise =
+        put(format!("/v1/coupons/{}", unique("C")), admin.clone(), json!({ "amount_off": "1.001", "currency": "usd" }))
+            .await;
+    assert_eq!(error_code(precise).await.0, StatusCode::BAD_REQUEST, "more decimals than the dollar has");
+    let promo = unique("SPRING");
+    let body = json!({ "coupon": coupon, "max_redemptions": 5, "active": false });
+    let made: Value = put(format!("/v1/promotion_codes/{promo}"), admin.clone(), body).await.json().await.unwrap();
+    assert_eq!((made["coupon"].as_str(), made["active"].as_bool()), (Some(coupon.as_str()), Some(false)), "{made}");
+    // A plan's new price as version 2, and its subscriber moved to it.
+    let plan = unique("catalog").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 10, 'month', trial_days => 14)", &[&plan]).await.unwrap();
+    let create = "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_visa')";
+    let sub: String = db.query_one(create, &[&unique("k"), &unique("cust_cat"), &plan]).await.unwrap().get(0);
+    let coupon_path = format!("/v1/subscriptions/{sub}/coupon");
+    let inactive = app.send(Method::POST, &coupon_path, Some(&writer), Some(json!({ "code": promo }))).await;
+    assert_eq!(error_code(inactive).await.0, StatusCode::CONFLICT, "an inactive code");
+    put(
+        format!("/v1/promotion_codes/{promo}"),
+        admin.clone(),
+        json!({ "coupon": coupon, "max_redemptions": 5, "active": true }),
+    )
+    .await;
+    let applied: Value =
+        app.send(Method::POST, &coupon_path, Some(&writer), Some(json!({ "code": promo }))).await.json().await.unwrap();
+    assert_eq!(applied["coupon"], coupon.as_str(), "{applied}");
+    let versions = format!("/v1/plans/{plan}/versions");
+    for _ in 0..2 {
+        let v: Value = app
+            .post_with_key(&versions, &admin, &unique("v"), json!({ "version": 2, "amount": "12.00" }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!((v["version"].as_i64(), v["amount"].as_str()), (Some(2), Some("12.00")), "{v}");
+    }
+    let conflict = app.post_with_key(&versions, &admin, &unique("v"), json!({ "version": 2, "amount": "13" })).await;
+    assert_eq!(error_code(conflict).await.0, StatusCode::CONFLICT);
+    let migrations = format!("/v1/plans/{plan}/migrations");
+    for scheduled in [1, 0] {
+        let m: Value = app
+            .post_with_key(&migrations, &admin, &unique("m"), json!({ "from_version": 1, "to_version": 2 }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(m["scheduled"], scheduled, "{m}");
+    }
+    let writes =
+        app.post_with_key(&migrations, &writer, &unique("m"), json!({ "from_version": 1, "to_version": 2 })).await;
+    assert_eq!(writes.status(), StatusCode::FORBIDDEN);
+    let preview = app.get_json(&writer, &format!("/v1/subscriptions/{sub}/invoice_preview")).await;
+    assert_eq!(
+        (preview["subtotal"].as_str(), preview["discount"].as_str()),
+        (Some("12.00"), Some("3.00")),
+        "{preview}"
+    );
+}
+
+#[tokio::test]
 async fn a_credit_note_refunds_a_paid_invoice_through_the_provider_and_the_invoice_shows_it() {
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
