@@ -301,9 +301,10 @@ def preload(size):
                 FROM numbered n WHERE n.g % 10 = 0),
             subscriptions AS (
                 INSERT INTO payments.subscriptions (id, customer_id, plan, status, current_period_start,
-                    current_period_end, billing_anchor, period_number, usage_from, idempotency_key, fingerprint)
+                    current_period_end, billing_anchor, period_number, usage_from, idempotency_key, fingerprint,
+                    currency)
                 SELECT payments._new_id('sub'), n.customer_id, 'bench', 'active', n.created_at,
-                       n.created_at + interval '1 month', n.created_at, 0, n.created_at, 'pre-' || n.g, '\\x00'
+                       n.created_at + interval '1 month', n.created_at, 0, n.created_at, 'pre-' || n.g, '\\x00', 'USD'
                 FROM numbered n WHERE n.g % 60 = 0)
             INSERT INTO payments.payment_events
                 (customer_id, payment_id, seq, from_status, to_status, applied, source, reason, data, created_at,

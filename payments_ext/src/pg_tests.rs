@@ -4572,6 +4572,7 @@ mod tests {
         assert_eq!(sqlstate(&item("it1", "25.00", 3)), "PM201", "the key with other parameters");
         assert_eq!(sqlstate(&item("it2", "0.001", 1)), "PM101", "a tenth of a cent: excess precision");
         assert_eq!(sqlstate(&item("it3", "-5", 1)), "PM100");
+        assert_eq!(sqlstate(&item("it7", "9999999999", 1000)), "PM104", "more than one payment can charge");
         assert_eq!(
             sqlstate(&format!("SELECT payments.add_invoice_item('it4', '{}', 'x', 1)", invoice_of(&sub, 1).0)),
             "PM206",
@@ -4598,6 +4599,28 @@ mod tests {
         assert_eq!(sqlstate(&item("it6", "1", 1)), "PM206", "final now");
         assert_eq!(one::<String>(&item("it1", "25.00", 2)), "50.00 replayed", "a replay still answers");
         assert_eq!(sqlstate("SELECT payments.set_invoice_drafts('4 days')"), "PM100");
+
+        // Canceled in a draft's window: the draft is void, its usage billed on the final invoice.
+        let other = one::<String>(
+            "SELECT id FROM payments.create_subscription('k2', 'cust_dr2', 'drafty', 'pm_card_visa', at => now() - interval '40 days')",
+        );
+        run_billing(&one::<String>(&format!("SELECT ({} + interval '1 hour')::text", period_end(&other))));
+        let end = one::<String>(&format!("SELECT {}::text", period_end(&other)));
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.record_usage('v1', 'cust_dr2', 'dtok', 70, '{end}'::timestamptz - interval '2 days')"
+        ));
+        run_billing(&end);
+        one::<String>(&format!(
+            "SELECT status FROM payments.cancel_subscription('{other}', false, '{end}'::timestamptz + interval '10 minutes')"
+        ));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(kind || ' ' || status || ' ' || total_minor, ',' ORDER BY period_number, kind)
+                 FROM payments.invoices WHERE subscription_id = '{other}' AND period_number = 2"
+            )),
+            "final open 70,period void 1070",
+            "the 70 tokens of the period that ended are billed once"
+        );
     }
 
     #[pg_test]
@@ -4647,6 +4670,10 @@ mod tests {
         );
         assert_eq!(run_billing(&one::<String>("SELECT (now() + interval '1 day')::text")).0["finalized"], 0);
         assert_eq!(one::<i64>("SELECT count(*) FROM payments.payments WHERE customer_id = 'cust_df3'"), 0);
+        // Paused in its window: the renewal is billed first (a pause never voids it).
+        let d = draft_of("cust_df4");
+        one::<String>(&format!("SELECT status FROM payments.pause_subscription('{d}')"));
+        assert_eq!(invoice_of_status(&d), "open");
     }
 
     fn invoice_of_status(sub: &str) -> String {
@@ -4770,6 +4797,14 @@ mod tests {
         assert_eq!(sqlstate(&subscribe("k2", "world", ", currency => 'usd'")), "PM206", "the customer pays in EUR");
         assert_eq!(sqlstate(&subscribe("k3", "us_only", "")), "PM100", "no price in EUR");
         assert_eq!(sqlstate(&format!("SELECT payments.change_plan('{sub}', 'us_only')")), "PM100");
+        assert_eq!(
+            sqlstate(&format!(
+                r#"SELECT payments.create_plan_version('world', 2, 11, currency_options => '{{"JPY": {{"amount": 1500, "metered": {}}}}}')"#,
+                metered(1)
+            )),
+            "PM100",
+            "a version keeps the euros its subscribers pay in"
+        );
         run_billing(&one::<String>(&format!("SELECT {}::text", period_end(sub))));
         one::<String>("SELECT outcome FROM payments.record_usage('cu1', 'cust_eur', 'cur_tok', 50, now())");
         run_billing(&one::<String>(&format!("SELECT {}::text", period_end(sub))));
@@ -4817,6 +4852,17 @@ mod tests {
         );
         assert_eq!((status.as_str(), sub_field(&sub, "status")), ("open", "incomplete".into()));
         settle(&payment, "pi_anch", 2200, "succeeded");
+        // A second seat with 11 days left: 11 days of a 31-day month on one more seat, 11.00.
+        one::<String>(&format!(
+            "SELECT outcome FROM payments.set_subscription_quantity('{sub}', 2, at => '2030-01-21T00:00Z')"
+        ));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(l.kind || ':' || l.amount_minor, ',' ORDER BY l.line_number) FROM payments.invoice_lines l
+                 JOIN payments.invoices i ON i.id = l.invoice_id WHERE i.subscription_id = '{sub}' AND i.kind = 'proration'"
+            )),
+            "credit:-1100,proration:2200"
+        );
         assert_eq!(sub_field(&sub, "current_period_end AT TIME ZONE 'UTC'"), "2030-02-01 00:00:00");
         run_billing("2030-02-01T00:00Z");
         assert_eq!(
@@ -4826,7 +4872,7 @@ mod tests {
         );
         assert_eq!(
             one::<i64>(&format!("SELECT total_minor FROM payments.invoices WHERE id = '{}'", invoice_of(&sub, 2).0)),
-            3100
+            6200
         );
     }
 
@@ -4837,9 +4883,12 @@ mod tests {
             sqlstate("SELECT payments.create_subscription('k0', 'cust_cxl', 'cxl', at => '2030-01-01T00:00Z', cancel_at => '2030-01-01T00:00Z')"),
             "PM100"
         );
-        let sub = one::<String>(
-            "SELECT id FROM payments.create_subscription('k1', 'cust_cxl', 'cxl', at => '2030-01-01T00:00Z', cancel_at => '2030-02-15T00:00Z')",
-        );
+        let create =
+            "SELECT id FROM payments.create_subscription('k1', 'cust_cxl', 'cxl', at => '2030-01-01T00:00Z', cancel_at => '2030-02-15T00:00Z')";
+        let sub = one::<String>(create);
+        Spi::run("SET LOCAL TIME ZONE 'Asia/Tokyo'").unwrap();
+        assert_eq!(one::<String>(create), sub, "a retry from another time zone replays");
+        Spi::run("SET LOCAL TIME ZONE 'UTC'").unwrap();
         let active =
             |at: &str| one::<bool>(&format!("SELECT payments.has_active_subscription('cust_cxl', at => '{at}')"));
         assert!(

@@ -772,7 +772,12 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_sub  payments.subscriptions%ROWTYPE := p_sub;
     v_plan payments.plans%ROWTYPE;
+    v_from timestamptz;
 BEGIN
+    -- A renewal still a draft is void (its period's fee is not charged), but the usage it was to
+    -- bill in arrears is billed on the final invoice, with the rest.
+    SELECT min(i.usage_from) INTO v_from FROM payments.invoices i
+    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status = 'draft';
     -- A subscription that never started (incomplete) owes nothing: its invoice is void.
     PERFORM payments._stop_collection(p_sub, CASE WHEN p_sub.status = 'incomplete' THEN 'void' ELSE 'uncollectible' END);
     v_sub.status := p_status;
@@ -782,7 +787,7 @@ BEGIN
     -- a trial's usage is not billed).
     IF p_status = 'canceled' AND p_sub.period_number > 0 AND p_sub.status <> 'incomplete' THEN
         v_plan := payments._sub_plan(p_sub);
-        PERFORM payments._invoice_usage(v_sub, v_plan, 'final', p_sub.usage_from, p_ended_at, p_at);
+        PERFORM payments._invoice_usage(v_sub, v_plan, 'final', least(p_sub.usage_from, v_from), p_ended_at, p_at);
     END IF;
     UPDATE payments.subscriptions s SET usage_from = greatest(s.usage_from, p_ended_at)
     WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
@@ -790,7 +795,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments._end_subscription(payments.subscriptions, text, timestamptz, text, timestamptz) IS
-    'Internal: ends a locked subscription at p_ended_at as canceled or incomplete_expired: its open invoices are no longer collected (void when it never started: incomplete), the usage not invoiced yet is invoiced once (final; none for one that never started), and its meters are free for another subscription.';
+    'Internal: ends a locked subscription at p_ended_at as canceled or incomplete_expired: its open invoices are no longer collected (void when it never started: incomplete; a draft is void, its usage billed on the final invoice), the usage not invoiced yet is invoiced once (final; none for one that never started), and its meters are free for another subscription.';
 
 CREATE OR REPLACE FUNCTION payments._next_period(p_sub payments.subscriptions, p_start timestamptz, p_new_anchor boolean,
                                       p_reason text, p_at timestamptz) RETURNS void
@@ -1233,7 +1238,8 @@ BEGIN
     IF v_invoice.status = 'open' THEN
         PERFORM payments._close_invoice(v_invoice, 'uncollectible');
     ELSIF v_invoice.status <> 'uncollectible' THEN
-        RAISE EXCEPTION 'invoice % is %, not open', v_invoice.number, v_invoice.status USING ERRCODE = 'PM206';
+        RAISE EXCEPTION 'invoice % is %, not open', coalesce(v_invoice.number, v_invoice.id), v_invoice.status
+            USING ERRCODE = 'PM206';
     END IF;
     RETURN QUERY SELECT * FROM payments.invoice_details d WHERE d.customer_id = v_invoice.customer_id AND d.id = v_invoice.id;
 END
@@ -1318,6 +1324,9 @@ BEGIN
                 add_invoice_item.quantity, v_minor, add_invoice_item.idempotency_key, v_fp)
         RETURNING * INTO v_item;
         v_invoice := payments._estimate_draft(v_invoice, now());
+        IF v_invoice.total_minor > 999999999999 THEN
+            RAISE EXCEPTION 'invoice % would come to more than one payment can charge', v_invoice.id USING ERRCODE = 'PM104';
+        END IF;
         PERFORM payments._invoice_event(v_invoice, v_invoice.status);
     END IF;
     RETURN QUERY SELECT v_item.id, payments.to_major(v_item.unit_amount_minor * v_item.quantity, v_invoice.currency),
@@ -1325,7 +1334,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.add_invoice_item(text, text, text, numeric, integer) IS
-    'Adds a one-off charge to a draft invoice (as Stripe''s invoice items): quantity times amount (major units of the invoice''s currency, above 0), a line of the invoice when it is finalized, discounted and taxed as the others; the draft''s total is estimated again (invoice.updated). Returns the item''s id, its total (quantity times amount), the currency and the invoice''s total as it stands. Idempotent per customer and key (replayed, even once the invoice is final; other parameters PM201). PM206 for an invoice that is not a draft (a credit note corrects a final one), PM204 for an unknown one, PM100 for bad input, PM101 for more decimals than the currency has.';
+    'Adds a one-off charge to a draft invoice (as Stripe''s invoice items): quantity times amount (major units of the invoice''s currency, above 0), a line of the invoice when it is finalized, discounted and taxed as the others; the draft''s total is estimated again (invoice.updated). Returns the item''s id, its total (quantity times amount), the currency and the invoice''s total as it stands. Idempotent per customer and key (replayed, even once the invoice is final; other parameters PM201). PM206 for an invoice that is not a draft (a credit note corrects a final one), PM204 for an unknown one, PM100 for bad input, PM101 for more decimals than the currency has, PM104 when the invoice would come to more than one payment can charge.';
 
 CREATE OR REPLACE FUNCTION payments.list_invoice_lines(invoice_id text)
 RETURNS TABLE (line_number integer, kind text, description text, quantity numeric, amount numeric, amount_minor bigint,
@@ -1427,14 +1436,21 @@ COMMENT ON FUNCTION payments.receipt(text) IS
 -- Plan changes
 -- ---------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION payments._unused_share(p_sub payments.subscriptions, p_at timestamptz) RETURNS numeric
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_whole timestamptz := p_sub.current_period_end;
 BEGIN
+    -- The short first period before a billing anchor was charged as its share of a whole
+    -- interval: what is left of it is counted the same way.
+    IF p_sub.period_number > 0 AND p_sub.period_number = p_sub.anchor_period THEN
+        v_whole := payments._period_end(payments._sub_plan(p_sub), p_sub.current_period_start, 1);
+    END IF;
     RETURN greatest(0, least(1, extract(epoch FROM p_sub.current_period_end - greatest(p_at, p_sub.current_period_start))
-                                / extract(epoch FROM p_sub.current_period_end - p_sub.current_period_start)));
+                                / extract(epoch FROM v_whole - p_sub.current_period_start)));
 END
 $$;
 COMMENT ON FUNCTION payments._unused_share(payments.subscriptions, timestamptz) IS
-    'Internal: the share (0 to 1) of a subscription''s current period left after p_at: what a prorated change credits and charges.';
+    'Internal: the share (0 to 1) of a whole period left in a subscription''s current period after p_at: what a prorated change credits and charges (for the short first period before a billing anchor, a share of a whole interval, as its fee was).';
 
 CREATE OR REPLACE FUNCTION payments.change_plan(id text, plan text, prorate boolean DEFAULT true, at timestamptz DEFAULT now())
 RETURNS SETOF payments.subscription_result

@@ -287,7 +287,7 @@ BEGIN
     WHERE ct.customer_id = p_customer_id AND NOT ct.tax_exempt;
     SELECT * INTO v_priced FROM payments._price_invoice(
         ARRAY(SELECT (l ->> 'amount_minor')::bigint FROM jsonb_array_elements(p_lines) WITH ORDINALITY e(l, n) ORDER BY n),
-        ARRAY(SELECT coalesce((l ->> 'discountable')::boolean, l ->> 'kind' IN ('recurring', 'usage', 'proration'))
+        ARRAY(SELECT coalesce((l ->> 'discountable')::boolean, l ->> 'kind' IN ('recurring', 'usage', 'proration', 'item'))
               FROM jsonb_array_elements(p_lines) WITH ORDINALITY e(l, n) ORDER BY n),
         ARRAY(SELECT coalesce((l ->> 'taxable')::boolean, true)
               FROM jsonb_array_elements(p_lines) WITH ORDINALITY e(l, n) ORDER BY n),

@@ -110,7 +110,7 @@ BEGIN
         RETURN;
     END IF;
     IF v_invoice.status NOT IN ('open', 'paid') THEN
-        RAISE EXCEPTION 'invoice % is %: only an open or paid invoice takes a credit note', v_invoice.number,
+        RAISE EXCEPTION 'invoice % is %: only an open or paid invoice takes a credit note', coalesce(v_invoice.number, v_invoice.id),
             v_invoice.status USING ERRCODE = 'PM206';
     ELSIF v_minor > payments._creditable(v_invoice) THEN
         RAISE EXCEPTION 'invoice % has % left to credit, not %', v_invoice.number,

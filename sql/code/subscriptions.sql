@@ -241,6 +241,12 @@ BEGIN
     END IF;
     v_options := CASE WHEN currency_options IS NULL THEN v_plan.currency_options
                       ELSE payments._currency_options(v_plan.currency, v_prices, currency_options, v_plan.features) END;
+    -- Its subscribers, and a change to it at period end, may bill in any currency it had.
+    IF EXISTS (SELECT 1 FROM jsonb_object_keys(v_plan.currency_options) k WHERE NOT v_options ? k) THEN
+        RAISE EXCEPTION 'a new version of plan % keeps every currency it has (%)', v_plan.code,
+            (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(v_plan.currency_options) k)
+            USING ERRCODE = 'PM100', HINT = 'a new plan drops one';
+    END IF;
     -- The claim: one caller moves the plan to this version; a repeat compares with what it made.
     UPDATE payments.plans p
     SET version = create_plan_version.version, amount_minor = (v_prices ->> 'amount_minor')::bigint,
@@ -258,7 +264,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.create_plan_version(text, integer, numeric, jsonb, jsonb, numeric, jsonb) IS
-    'Changes a plan''s prices (admin) as a new version (version: the latest plus 1): amount, and, when given, metered prices (of the same meters), feature_prices, usage_threshold and currency_options (else as the latest version has them). New subscriptions get it; existing ones keep the version they have (grandfathered) until migrate_plan_version moves them at a renewal. The same call again returns the plan; other prices for an existing version PM201; PM204 for an unknown plan.';
+    'Changes a plan''s prices (admin) as a new version (version: the latest plus 1): amount, and, when given, metered prices (of the same meters), feature_prices, usage_threshold and currency_options (else as the latest version has them; every currency the latest has stays). New subscriptions get it; existing ones keep the version they have (grandfathered) until migrate_plan_version moves them at a renewal. The same call again returns the plan; other prices for an existing version PM201; PM204 for an unknown plan.';
 
 CREATE OR REPLACE FUNCTION payments._plan_of(p_code text, p_version integer, p_currency text) RETURNS payments.plans
 LANGUAGE plpgsql STABLE AS $$
@@ -337,6 +343,10 @@ BEGIN
         SELECT s.customer_id, s.id FROM payments.subscriptions s
         WHERE s.plan = migrate_plan_version.plan AND s.plan_version = from_version AND s.pending_plan IS NULL
           AND s.pending_version IS DISTINCT FROM to_version AND s.status = ANY (payments._group('live_subscription_status'))
+          -- A version without a price in its currency would leave it unbillable.
+          AND (s.currency = (SELECT p.currency FROM payments.plans p WHERE p.code = migrate_plan_version.plan)
+               OR (SELECT v.currency_options FROM payments.plan_versions v
+                   WHERE v.plan = migrate_plan_version.plan AND v.version = to_version) ? s.currency)
         ORDER BY s.customer_id, s.id
     LOOP
         SELECT * INTO v_sub FROM payments.subscriptions s
@@ -354,7 +364,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION payments.migrate_plan_version(text, integer, integer, timestamptz) IS
-    'Moves every subscription of a plan billed at from_version to to_version at its next renewal (admin), in one call: each gets pending_version and an entry in its history (decided at at); the renewal then bills the new version and records the change. Subscriptions that end, or change plan at period end, are left as they are. Returns how many were scheduled (again: 0). PM204 for an unknown plan or version, PM100 for bad input.';
+    'Moves every subscription of a plan billed at from_version to to_version at its next renewal (admin), in one call: each gets pending_version and an entry in its history (decided at at); the renewal then bills the new version and records the change. Subscriptions that end, change plan at period end, or pay in a currency to_version has no price in are left as they are. Returns how many were scheduled (again: 0). PM204 for an unknown plan or version, PM100 for bad input.';
 
 CREATE OR REPLACE FUNCTION payments.archive_plan(code text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -538,9 +548,9 @@ BEGIN
         RAISE EXCEPTION 'idempotency_key and customer_id must be 1 to 255 characters, a payment method at most 255, at given, quantity 1 to 1000000'
             USING ERRCODE = 'PM100';
     END IF;
-    IF NOT (cancel_at > at) OR NOT isfinite(cancel_at) OR missing_payment_method IS NULL
+    IF NOT isfinite(cancel_at) OR missing_payment_method IS NULL
        OR NOT payments._is_allowed('missing_payment_method', missing_payment_method) THEN
-        RAISE EXCEPTION 'cancel_at is a finite time after at; missing_payment_method is create_invoice, pause or cancel'
+        RAISE EXCEPTION 'cancel_at is a finite time; missing_payment_method is create_invoice, pause or cancel'
             USING ERRCODE = 'PM100';
     END IF;
     SELECT * INTO v_plan FROM payments.plans p WHERE p.code = create_subscription.plan;
@@ -557,20 +567,29 @@ BEGIN
                               || CASE WHEN quantity = 1 THEN '' ELSE quantity::text END || coalesce(v_currency, '')
                               || CASE WHEN billing_cycle_anchor IS NULL AND cancel_at IS NULL
                                            AND missing_payment_method = 'create_invoice' THEN ''
-                                      ELSE jsonb_build_array(billing_cycle_anchor, cancel_at, missing_payment_method)::text
+                                      ELSE jsonb_build_array(extract(epoch FROM billing_cycle_anchor), extract(epoch FROM cancel_at),
+                                                             missing_payment_method)::text
                                  END, 'UTF8'));
     SELECT * INTO v_existing FROM payments.subscriptions s
     WHERE s.customer_id = create_subscription.customer_id AND s.idempotency_key = create_subscription.idempotency_key;
     IF NOT FOUND THEN
         IF v_plan.archived_at IS NOT NULL THEN
             RAISE EXCEPTION 'plan % is archived and takes no new subscriptions', v_plan.code USING ERRCODE = 'PM206';
+        ELSIF NOT (cancel_at > at) THEN
+            -- (Checked when creating: a retry after that time still replays.)
+            RAISE EXCEPTION 'cancel_at is after at' USING ERRCODE = 'PM100';
         END IF;
         -- A customer pays in one currency, the one its first subscription chose: its first two,
-        -- made at once, wait on each other here.
-        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('payments.currency:' || customer_id, 0));
-        SELECT s.currency INTO v_fixed FROM payments.subscriptions s
-        WHERE s.customer_id = create_subscription.customer_id ORDER BY s.created_at, s.id LIMIT 1;
-        v_currency := coalesce(v_currency, v_fixed, v_plan.currency);
+        -- made at once, meet on the key of its row (a rollback frees it).
+        SELECT c.currency INTO v_fixed FROM payments.customer_currencies c WHERE c.customer_id = create_subscription.customer_id;
+        IF NOT FOUND THEN
+            INSERT INTO payments.customer_currencies AS c (customer_id, currency)
+            VALUES (create_subscription.customer_id, coalesce(v_currency, v_plan.currency))
+            ON CONFLICT ON CONSTRAINT customer_currencies_pkey DO NOTHING;
+            SELECT c.currency INTO v_fixed FROM payments.customer_currencies c
+            WHERE c.customer_id = create_subscription.customer_id;
+        END IF;
+        v_currency := coalesce(v_currency, v_fixed);
         IF v_currency <> v_fixed THEN
             RAISE EXCEPTION 'customer % pays in % (the currency of its first subscription), not %',
                 payments._shown(customer_id), v_fixed, v_currency USING ERRCODE = 'PM206';
@@ -816,12 +835,14 @@ BEGIN
     ELSIF v_sub.status NOT IN ('trialing', 'active') THEN
         RAISE EXCEPTION 'subscription % is % and cannot be paused', v_sub.id, v_sub.status USING ERRCODE = 'PM206';
     END IF;
+    -- The period it was renewed into is billed as it stands: a pause never voids a draft.
+    PERFORM payments._finalize_drafts(v_sub, now());
     v_sub.status := 'paused';
     RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, v_from, 'paused', '{}');
 END
 $$;
 COMMENT ON FUNCTION payments.pause_subscription(text) IS
-    'Pauses a trialing or active subscription (PM206 otherwise): it grants nothing until resumed. Pausing again is a noop.';
+    'Pauses a trialing or active subscription (PM206 otherwise): it grants nothing until resumed (a renewal still a draft is finalized first). Pausing again is a noop.';
 
 CREATE OR REPLACE FUNCTION payments.resume_subscription(id text, at timestamptz DEFAULT now()) RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -1267,7 +1288,10 @@ BEGIN
     IF v_answer.allowed AND v_limit IS NOT NULL THEN
         -- Its prices: the subscription's version of its plan, or the latest of the plan it moves to.
         v_taken := payments._quota_consume(v_answer, v_period_start, v_limit, v_period.plan,
-                                           CASE WHEN v_period.plan = v_sub.plan THEN v_sub.plan_version END,
+                                           CASE WHEN v_period.plan <> v_sub.plan THEN NULL
+                                                WHEN v_period_start >= v_sub.current_period_end
+                                                THEN coalesce(v_sub.pending_version, v_sub.plan_version)
+                                                ELSE v_sub.plan_version END,
                                            v_sub.currency);
     ELSE
         -- Refused at once, or unlimited: counted in this server process's slot, no limit to keep.

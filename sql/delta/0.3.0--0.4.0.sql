@@ -380,3 +380,17 @@ ALTER TABLE payments.subscriptions ADD COLUMN cancel_at timestamptz,
     ADD COLUMN missing_payment_method text COLLATE "C" NOT NULL DEFAULT 'create_invoice'
         CHECK (payments._is_allowed('missing_payment_method', missing_payment_method));
 ALTER TYPE payments.subscription_result ADD ATTRIBUTE cancel_at timestamptz, ADD ATTRIBUTE missing_payment_method text;
+
+-- The currency each customer pays in, fixed by its first subscription (one row orders its first two).
+CREATE TABLE payments.customer_currencies (
+    customer_id text COLLATE "C" PRIMARY KEY CHECK (length(customer_id) BETWEEN 1 AND 255),
+    currency    text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    fixed_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE payments.customer_currencies IS
+    'The currency each customer pays its subscriptions in, fixed by its first one (create_subscription): its key orders a customer''s first two subscriptions made at once, on one node or on Citus (beside the customer, by customer_id).';
+SELECT pg_catalog.pg_extension_config_dump('payments.customer_currencies', '');
+
+INSERT INTO payments.customer_currencies (customer_id, currency, fixed_at)
+SELECT DISTINCT ON (s.customer_id) s.customer_id, s.currency, s.created_at
+FROM payments.subscriptions s ORDER BY s.customer_id, s.created_at, s.id;

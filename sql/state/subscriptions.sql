@@ -117,6 +117,15 @@ COMMENT ON COLUMN payments.subscriptions.missing_payment_method IS
 COMMENT ON COLUMN payments.subscriptions.cancel_at_period_end IS 'It ends when the current period does (cancel_subscription with at_period_end).';
 SELECT pg_catalog.pg_extension_config_dump('payments.subscriptions', '');
 
+CREATE TABLE payments.customer_currencies (
+    customer_id text COLLATE "C" PRIMARY KEY CHECK (length(customer_id) BETWEEN 1 AND 255),
+    currency    text COLLATE "C" NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    fixed_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE payments.customer_currencies IS
+    'The currency each customer pays its subscriptions in, fixed by its first one (create_subscription): its key orders a customer''s first two subscriptions made at once, on one node or on Citus (beside the customer, by customer_id).';
+SELECT pg_catalog.pg_extension_config_dump('payments.customer_currencies', '');
+
 CREATE TABLE payments.subscription_events (
     customer_id     text COLLATE "C" NOT NULL,
     subscription_id text COLLATE "C" NOT NULL,

@@ -181,6 +181,10 @@ with sync_playwright() as p:
     assert refused.status == 303 and "error=PM206" in refused.headers["location"], (refused.status, refused.headers)
     page.goto(base + refused.headers["location"])
     expect(page.get_by_role("alert")).to_be_visible()
+    # An invoice acted on from another customer's page: not found there.
+    elsewhere = page.request.post(f"{base}/dashboard/customers/{customer}/void", max_redirects=0,
+                                  form={"csrf": csrf(page), "invoice_id": invoice_id})
+    report["other_customer_void_status"] = elsewhere.status
     page.goto(f"{base}/dashboard/payments?customer={customer}")
     expect(page.get_by_role("link", name=payment)).to_be_visible()
     # A payment that does not exist, and a date that is not one: error pages with the API's statuses.

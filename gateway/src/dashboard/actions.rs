@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use super::layout::{col, error_page, message_page, table, text, url, Cell};
+use super::queries::{INVOICE_OF_CUSTOMER, SUBSCRIPTION_OF_CUSTOMER};
 use super::session::Session;
 use crate::db;
 use crate::error::{map_sqlstate, ApiError};
@@ -133,6 +134,26 @@ async fn execute(state: &AppState, sql: &str, params: &[&(dyn ToSql + Sync)]) ->
     Ok(())
 }
 
+/// An action from a customer's page acts on that customer's own invoice or subscription
+/// (`owned`: a statement of `queries` counting it), else the page answers 404.
+async fn on_customer(
+    state: &AppState,
+    owned: &str,
+    what: &'static str,
+    id: &str,
+    customer: &str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<(), ApiError> {
+    let db = state.pool.get().await?;
+    let count: i64 = db.query_one(&db.prepare_cached(owned).await?, &[&id, &customer]).await?.try_get(0)?;
+    if count == 0 {
+        return Err(ApiError::NotFound(what));
+    }
+    drop(db);
+    execute(state, sql, params).await
+}
+
 pub async fn refund(
     State(state): State<AppState>,
     session: Session,
@@ -198,7 +219,17 @@ pub async fn credit_note(
             // The credit note keeps who asked: its key names the dashboard user.
             let key = format!("dashboard:{}:{}", session.user_id, form.idempotency_key);
             let refund = form.refund.is_some();
-            execute(&state, db::CREATE_CREDIT_NOTE, &[&key, &form.invoice_id, &amount, &form.reason, &refund]).await
+            let params: [&(dyn ToSql + Sync); 5] = [&key, &form.invoice_id, &amount, &form.reason, &refund];
+            on_customer(
+                &state,
+                INVOICE_OF_CUSTOMER,
+                "invoice",
+                &form.invoice_id,
+                &customer,
+                db::CREATE_CREDIT_NOTE,
+                &params,
+            )
+            .await
         }
         Err(e) => Err(e),
     };
@@ -215,7 +246,8 @@ pub async fn void(
     if let Some(refused) = refusal(&session, &form.csrf) {
         return refused;
     }
-    let result = execute(&state, db::VOID_INVOICE, &[&form.invoice_id]).await;
+    let id = &form.invoice_id;
+    let result = on_customer(&state, INVOICE_OF_CUSTOMER, "invoice", id, &customer, db::VOID_INVOICE, &[id]).await;
     back(&session, &customer_page(&customer), &form.invoice_id, result, "void")
 }
 
@@ -230,7 +262,10 @@ pub async fn coupon(
         return refused;
     }
     let code = form.code.trim();
-    let result = execute(&state, db::APPLY_COUPON, &[&form.subscription_id, &code]).await;
+    let id = &form.subscription_id;
+    let result =
+        on_customer(&state, SUBSCRIPTION_OF_CUSTOMER, "subscription", id, &customer, db::APPLY_COUPON, &[id, &code])
+            .await;
     back(&session, &customer_page(&customer), &form.subscription_id, result, "coupon")
 }
 

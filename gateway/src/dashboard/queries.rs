@@ -332,3 +332,10 @@ SELECT coalesce(jsonb_agg(jsonb_build_object('id', a.id, 'payment_id', a.payment
            ORDER BY a.created_at DESC), '[]')::text
 FROM (SELECT * FROM payments.open_anomalies ORDER BY created_at DESC LIMIT 100) a"
 );
+
+/// Whether invoice $1 is customer $2's (an action on a customer's page acts on its own).
+pub const INVOICE_OF_CUSTOMER: &str =
+    "SELECT count(*) FROM payments.invoice_details d WHERE d.id = $1 AND d.customer_id = $2";
+/// Whether subscription $1 is customer $2's.
+pub const SUBSCRIPTION_OF_CUSTOMER: &str =
+    "SELECT count(*) FROM payments.subscription_details d WHERE d.id = $1 AND d.customer_id = $2";

@@ -182,6 +182,7 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     assert_eq!(report["net_shown"], "15.00 USD");
     assert_eq!(report["viewer_refund_status"], 403);
     assert_eq!(report["viewer_coupon_status"], 403, "a viewer applies no coupon");
+    assert_eq!(report["other_customer_void_status"], 404, "an invoice is voided from its own customer's page");
     assert_eq!(report["forged_form_status"], 403);
 
     // The double-click and the resent form made one refund, of 10.00.
