@@ -2098,7 +2098,8 @@ async fn a_customer_subscribes_in_a_plans_other_currency_at_its_latest_version_a
     // A new price in euros too; both subscriptions move to it at their next renewal, which the
     // preview already shows.
     db.execute(
-        r#"SELECT payments.create_plan_version($1, 3, 12, currency_options => '{"EUR": {"amount": "10.00"}}')"#,
+        r#"SELECT payments.create_plan_version($1, 3, 12,
+                                               currency_options => '{"EUR": {"amount": "10.00"}, "JPY": {"amount": 1600}}')"#,
         &[&plan],
     )
     .await
