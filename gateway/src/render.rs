@@ -70,6 +70,15 @@ pub fn receipt_html(r: &Value) -> String {
             money(&format!("-{}", text(refund, "amount")), currency)
         ));
     }
+    // The taxes of the invoice it paid: inside the amount, whether inclusive or added.
+    for tax in r["invoice"]["taxes"].as_array().into_iter().flatten() {
+        rows.push_str(&format!(
+            "<tr><td class=\"muted\">Includes {} {}%</td><td class=\"n muted\">{}</td></tr>",
+            escape(text(tax, "display_name")),
+            escape(text(tax, "percentage")),
+            money(text(tax, "amount"), currency)
+        ));
+    }
     let invoice = match r["invoice"]["number"].as_str() {
         Some(number) => format!("<p>Invoice {}</p>", escape(number)),
         None => String::new(),
@@ -189,9 +198,11 @@ mod tests {
         let r = json!({ "payment_id": "pay_1", "customer_id": "<script>", "amount": "10.00", "currency": "USD",
                         "paid_at": "2026-11-26", "description": "Pro plan", "payment_method": "pm_card_visa",
                         "provider": "stripe", "refunds": [{ "id": "rfd_1", "amount": "2.00" }],
-                        "invoice": { "number": "2026-000007" } });
+                        "invoice": { "number": "2026-000007", "taxes": [{ "display_name": "Sales tax",
+                                     "percentage": "8.25", "inclusive": false, "amount": "0.76" }] } });
         let html = receipt_html(&r);
         assert!(html.contains("$10.00") && html.contains("-$2.00") && html.contains("2026-000007"), "{html}");
+        assert!(html.contains("Includes Sales tax 8.25%") && html.contains("$0.76"), "the tax it paid: {html}");
         assert!(!html.contains("<script>") && html.contains("&lt;script&gt;"));
     }
 

@@ -1426,11 +1426,18 @@ BEGIN
         'payment_method', v_payment.payment_method, 'provider', v_payment.provider,
         'provider_payment_id', v_payment.provider_payment_id, 'refunds', v_refunds,
         'invoice', CASE WHEN v_invoice.id IS NOT NULL THEN
-                        jsonb_build_object('id', v_invoice.id, 'number', v_invoice.number) END);
+                        jsonb_build_object('id', v_invoice.id, 'number', v_invoice.number, 'taxes', (
+                            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                       'display_name', t.display_name, 'percentage', t.percentage::text,
+                                       'inclusive', t.inclusive,
+                                       'amount', payments.to_major(t.amount_minor, v_invoice.currency)::text)
+                                   ORDER BY t.tax_rate), '[]')
+                            FROM payments.invoice_taxes t
+                            WHERE t.customer_id = v_invoice.customer_id AND t.invoice_id = v_invoice.id)) END);
 END
 $$;
 COMMENT ON FUNCTION payments.receipt(text) IS
-    'A succeeded payment''s receipt as JSON: what was captured (amounts as exact decimal strings), when, how, the succeeded refunds, and its invoice when it paid one. PM204 for an unknown payment, PM206 for one that did not succeed.';
+    'A succeeded payment''s receipt as JSON: what was captured (amounts as exact decimal strings), when, how, the succeeded refunds, and its invoice when it paid one ({id, number, taxes: [{display_name, percentage, inclusive, amount}]}: the taxes the amount paid includes). PM204 for an unknown payment, PM206 for one that did not succeed.';
 
 -- ---------------------------------------------------------------------------
 -- Plan changes

@@ -1924,6 +1924,10 @@ async fn three_seats_with_a_coupon_and_a_tax_renew_as_foretold_and_a_fourth_seat
             (Some(discount), Some(tax))
         );
         assert_eq!(paid["taxes"][0]["amount"], tax, "{paid}");
+        // Its receipt shows the tax it paid.
+        let receipt =
+            app.get_json(&key, &format!("/v1/payments/{}/receipt", paid["payment_id"].as_str().unwrap())).await;
+        assert_eq!(receipt["invoice"]["taxes"][0]["amount"], tax, "{receipt}");
         assert_eq!(
             (
                 preview["total"].clone(),
