@@ -49,6 +49,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/subscriptions/{id}/quantity", post(routes::subscriptions::set_quantity))
         .route("/v1/subscriptions/{id}/cancel_at", post(routes::subscriptions::set_cancel_at))
         .route("/v1/subscriptions/{id}/invoice_preview", get(routes::invoices::preview))
+        .route("/v1/invoices", get(routes::invoices::list))
         .route("/v1/invoices/{id}", get(routes::invoices::invoice))
         .route("/v1/invoices/{id}/void", post(routes::invoices::void))
         .route("/v1/invoices/{id}/finalize", post(routes::invoices::finalize))

@@ -287,6 +287,15 @@ pub const GET_INVOICE: &str = "SELECT (to_jsonb(i) || jsonb_build_object('object
                          FROM payments.list_credit_notes($1) n)))::text
      FROM payments.get_invoice($1) i";
 
+/// A page of invoices (without their lines), newest first, and whether another follows.
+pub const LIST_INVOICES: &str = "WITH page AS (SELECT * FROM payments.list_invoices($1, $2, $3, $4, $5))
+     SELECT coalesce(jsonb_agg(to_jsonb(p) || jsonb_build_object('object', 'invoice', 'total', p.total::text,
+                                                                 'credited', p.credited::text) ORDER BY p.id DESC), '[]')::text
+                AS data,
+            count(*) > 0 AND EXISTS (SELECT FROM payments.list_invoices($1, $2, $3, 1, (SELECT min(id) FROM page)))
+                AS has_more
+     FROM page p";
+
 /// The next invoice of a subscription, written nowhere, as JSON (amounts as decimal strings).
 pub const PREVIEW_INVOICE: &str = "SELECT (to_jsonb(p) || jsonb_build_object('object', 'invoice_preview',
         'subscription_id', $1::text, 'customer_id', (SELECT s.customer_id FROM payments.get_subscription($1) s),

@@ -45,6 +45,7 @@ use crate::routes::webhooks::WebhookResult;
         crate::routes::subscriptions::set_cancel_at,
         crate::routes::invoices::preview,
         crate::routes::invoices::invoice,
+        crate::routes::invoices::list,
         crate::routes::invoices::void,
         crate::routes::invoices::finalize,
         crate::routes::invoices::add_item,

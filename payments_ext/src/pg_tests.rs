@@ -4555,6 +4555,12 @@ mod tests {
             ))
         };
         assert_eq!(state(), "draft - 11.00 - true", "unnumbered, uncharged, its total estimated");
+        assert_eq!(
+            one::<String>("SELECT string_agg(id, ',') FROM payments.list_invoices('cust_dr', status => 'draft')"),
+            draft,
+            "found as the customer's draft"
+        );
+        assert_eq!(sqlstate("SELECT payments.list_invoices(status => 'late')"), "PM100");
         let lines = || {
             one::<String>(&format!(
                 "SELECT string_agg(kind || ':' || quantity || ':' || amount_minor, ',' ORDER BY line_number)

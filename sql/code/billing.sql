@@ -1214,6 +1214,34 @@ END
 $$;
 COMMENT ON FUNCTION payments.get_invoice(text) IS 'One invoice by id; PM204 when there is none.';
 
+CREATE OR REPLACE FUNCTION payments.list_invoices(customer_id text DEFAULT NULL, subscription_id text DEFAULT NULL,
+                                                  status text DEFAULT NULL, lim int DEFAULT 10,
+                                                  starting_after text DEFAULT NULL)
+RETURNS SETOF payments.invoice_details
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Read once, here: inside the query Citus would send it to the shards.
+    v_bound text := payments._bound_customer();
+BEGIN
+    IF lim IS NULL OR lim NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'lim must be between 1 and 100' USING ERRCODE = 'PM100';
+    ELSIF list_invoices.status IS NOT NULL AND NOT payments._is_allowed('invoice_status', list_invoices.status) THEN
+        RAISE EXCEPTION 'unknown invoice status %', quote_literal(payments._shown(list_invoices.status))
+            USING ERRCODE = 'PM100', HINT = 'SELECT * FROM payments.allowed_values() WHERE kind = ''invoice_status''';
+    END IF;
+    RETURN QUERY SELECT * FROM payments.invoice_details d
+    WHERE (list_invoices.customer_id IS NULL OR d.customer_id = list_invoices.customer_id)
+      -- A login bound to one customer sees that customer's invoices only.
+      AND d.customer_id = coalesce(v_bound, d.customer_id)
+      AND (list_invoices.subscription_id IS NULL OR d.subscription_id = list_invoices.subscription_id)
+      AND (list_invoices.status IS NULL OR d.status = list_invoices.status)
+      AND (starting_after IS NULL OR d.id < starting_after)
+    ORDER BY d.id DESC LIMIT lim;
+END
+$$;
+COMMENT ON FUNCTION payments.list_invoices(text, text, text, int, text) IS
+    'A page of invoices, newest first (lim 1 to 100; starting_after: the last id of the previous page), of a customer or a subscription and in a status if given: a draft to add items to is status => ''draft''. A bound login sees its customer''s only. PM100 for an unknown status.';
+
 CREATE OR REPLACE FUNCTION payments.void_invoice(invoice_id text) RETURNS SETOF payments.invoice_details
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

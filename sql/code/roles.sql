@@ -48,6 +48,7 @@ GRANT EXECUTE ON FUNCTION
     payments.has_active_subscription(text, text, timestamptz),
     payments.customer_has_paid(text, timestamptz), payments.entitlements(text, timestamptz),
     payments.get_invoice(text), payments.list_invoice_lines(text), payments.receipt(text),
+    payments.list_invoices(text, text, text, int, text),
     payments.webhook_retries(),
     payments.balances(text, timestamptz), payments.trial_balance(),
     payments.list_invoice_taxes(text), payments.preview_invoice(text, timestamptz),

@@ -2,12 +2,12 @@
 //! `/v1/credit_notes` and `/v1/payments/{id}/receipt`: invoices, the next one, their credit notes,
 //! and receipts as the database renders them, as JSON or as printable pages.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
@@ -27,6 +27,43 @@ pub async fn invoice(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     document(state, caller, id, db::GET_INVOICE, "invoice", crate::render::invoice_html).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListInvoices {
+    pub customer_id: Option<String>,
+    pub subscription_id: Option<String>,
+    /// draft | open | paid | void | uncollectible
+    pub status: Option<String>,
+    /// 1 to 100; default 10.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i32>,
+    /// The last id of the previous page.
+    pub starting_after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/invoices", tag = "subscriptions", params(ListInvoices),
+    responses((status = 200, description = "A page of invoices without their lines, newest first (`status=draft`: the renewals that still take invoice items)"),
+        (status = 400, body = crate::http::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListInvoices>,
+) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    // A bound key lists its own customer's invoices (another's it may not name).
+    if let Some(customer) = &q.customer_id {
+        caller.may_act_for(customer)?;
+    }
+    let customer = q.customer_id.as_deref().or(caller.customer());
+    let db = state.pool.get().await?;
+    let stmt = db.prepare_cached(db::LIST_INVOICES).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&customer, &q.subscription_id, &q.status, &q.limit.unwrap_or(10), &q.starting_after];
+    let row = db.query_one(&stmt, &params).await?;
+    Ok(json_response(StatusCode::OK, crate::http::list_body("/v1/invoices", &row)?))
 }
 
 /// One document by id (`sql` renders its JSON) for a caller who may see it, as JSON or, for an

@@ -2019,8 +2019,18 @@ async fn a_renewal_draft_takes_an_invoice_item_and_is_charged_with_it_once_final
     )
     .await
     .unwrap();
-    let invoice: String =
-        db.query_one("SELECT id FROM payments.invoices WHERE subscription_id = $1", &[&sub]).await.unwrap().get(0);
+    // The customer's draft, as an app finds it to add to it; another customer's key sees none of it.
+    let drafts = app.get_json(&key, &format!("/v1/invoices?customer_id={customer}&status=draft")).await;
+    let listed = drafts["data"].as_array().unwrap();
+    assert_eq!((listed.len(), listed[0]["subscription_id"].as_str()), (1, Some(sub.as_str())), "{drafts}");
+    let invoice = listed[0]["id"].as_str().unwrap().to_string();
+    let (_, other_key) = payments_e2e::api_key_for(&["payments:read"], &unique("cust_other")).await;
+    let theirs = app.send(Method::GET, &format!("/v1/invoices?customer_id={customer}"), Some(&other_key), None).await;
+    assert_eq!(theirs.status(), StatusCode::FORBIDDEN);
+    let own = app.get_json(&other_key, "/v1/invoices").await;
+    assert_eq!(own["data"], json!([]), "a bound key lists its own customer's invoices only");
+    let bad = app.send(Method::GET, "/v1/invoices?status=late", Some(&key), None).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let path = format!("/v1/invoices/{invoice}");
     let draft = app.get_json(&own_key, &path).await;
     assert_eq!(
