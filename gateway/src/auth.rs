@@ -97,6 +97,15 @@ impl Caller {
         }
     }
 
+    /// The customer a list is of: the one `named` (a bound key may name only its own), else a bound
+    /// key's own, else none (a platform key's list of every customer's).
+    pub fn listed_customer<'a>(&'a self, named: &'a Option<String>) -> Result<Option<&'a str>, ApiError> {
+        if let Some(customer) = named {
+            self.may_act_for(customer)?;
+        }
+        Ok(named.as_deref().or(self.customer()))
+    }
+
     /// An object of `customer` that was asked for by id: another customer's is answered as missing
     /// (404, as an unknown id: a bound key never learns another customer's object exists).
     pub fn sees(&self, customer: Option<&str>, what: &'static str) -> Result<(), ApiError> {

@@ -53,11 +53,7 @@ pub async fn list(
     Query(q): Query<ListInvoices>,
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
-    // A bound key lists its own customer's invoices (another's it may not name).
-    if let Some(customer) = &q.customer_id {
-        caller.may_act_for(customer)?;
-    }
-    let customer = q.customer_id.as_deref().or(caller.customer());
+    let customer = caller.listed_customer(&q.customer_id)?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::LIST_INVOICES).await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =

@@ -151,11 +151,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
-    // A bound key lists its own customer's payments (another's it may not name).
-    if let Some(customer) = &q.customer_id {
-        caller.may_act_for(customer)?;
-    }
-    let customer = q.customer_id.as_deref().or(caller.customer());
+    let customer = caller.listed_customer(&q.customer_id)?;
     let db = state.pool.get().await?;
     let row = match q.limit {
         None => {
