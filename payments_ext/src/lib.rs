@@ -215,7 +215,7 @@ fn evidence_problem(
 
 #[pg_extern(immutable, parallel_safe)]
 fn allowed_values() -> TableIterator<'static, (name!(kind, &'static str), name!(value, &'static str))> {
-    TableIterator::new(vocabulary::KINDS.into_iter().flat_map(|k| k.values().into_iter().map(move |v| (k.as_str(), v))))
+    TableIterator::new(vocabulary::KINDS.iter().flat_map(|k| k.values().into_iter().map(move |v| (k.as_str(), v))))
 }
 
 /// Whether `value` is one of the allowed values of `kind`; what CHECK constraints use.
