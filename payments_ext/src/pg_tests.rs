@@ -4615,6 +4615,13 @@ mod tests {
         one::<String>(&format!(
             "SELECT outcome FROM payments.record_usage('v1', 'cust_dr2', 'dtok', 70, '{end}'::timestamptz - interval '2 days')"
         ));
+        // The renewal moves it to a version whose tokens cost twice as much: the tokens used before
+        // it keep their price.
+        let doubled = r#"[{"meter": "dtok", "price": {"mode": "per_unit", "tiers": [{"unit_amount_minor": 2}]}}]"#;
+        one::<i32>(&format!(
+            "SELECT version FROM payments.create_plan_version('drafty', 2, 10, metered => '{doubled}')"
+        ));
+        assert_eq!(one::<i32>("SELECT payments.migrate_plan_version('drafty', 1, 2)"), 2, "both subscribers");
         run_billing(&end);
         one::<String>(&format!(
             "SELECT status FROM payments.cancel_subscription('{other}', false, '{end}'::timestamptz + interval '10 minutes')"
@@ -4625,7 +4632,7 @@ mod tests {
                  FROM payments.invoices WHERE subscription_id = '{other}' AND period_number = 2"
             )),
             "final open 70,period void 1070",
-            "the 70 tokens of the period that ended are billed once"
+            "the 70 tokens of the period that ended are billed once, at the price they were used at"
         );
     }
 

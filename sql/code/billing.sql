@@ -770,14 +770,26 @@ CREATE OR REPLACE FUNCTION payments._end_subscription(p_sub payments.subscriptio
                                            p_reason text, p_at timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_sub  payments.subscriptions%ROWTYPE := p_sub;
-    v_plan payments.plans%ROWTYPE;
-    v_from timestamptz;
+    v_sub   payments.subscriptions%ROWTYPE := p_sub;
+    v_plan  payments.plans%ROWTYPE;
+    v_from  timestamptz;
+    v_draft record;
+    v_lines jsonb := '[]';
 BEGIN
     -- A renewal still a draft is void (its period's fee is not charged), but the usage it was to
-    -- bill in arrears is billed on the final invoice, with the rest.
-    SELECT min(i.usage_from) INTO v_from FROM payments.invoices i
-    WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status = 'draft';
+    -- bill in arrears is billed on the final invoice, with the rest: at the plan it was used
+    -- under, less what threshold invoices of its stretch billed (_usage_lines).
+    FOR v_draft IN
+        SELECT i.usage_from, i.usage_to, i.draft FROM payments.invoices i
+        WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status = 'draft'
+          AND i.usage_from < i.usage_to
+        ORDER BY i.period_number
+    LOOP
+        v_lines := v_lines || payments._usage_lines(p_sub, jsonb_populate_record(NULL::payments.plans,
+                                                                                 v_draft.draft -> 'usage_plan'),
+                                                    v_draft.usage_from, v_draft.usage_to);
+        v_from := least(v_from, v_draft.usage_from);
+    END LOOP;
     -- A subscription that never started (incomplete) owes nothing: its invoice is void.
     PERFORM payments._stop_collection(p_sub, CASE WHEN p_sub.status = 'incomplete' THEN 'void' ELSE 'uncollectible' END);
     v_sub.status := p_status;
@@ -787,7 +799,13 @@ BEGIN
     -- a trial's usage is not billed).
     IF p_status = 'canceled' AND p_sub.period_number > 0 AND p_sub.status <> 'incomplete' THEN
         v_plan := payments._sub_plan(p_sub);
-        PERFORM payments._invoice_usage(v_sub, v_plan, 'final', least(p_sub.usage_from, v_from), p_ended_at, p_at);
+        IF p_sub.usage_from < p_ended_at THEN
+            v_lines := v_lines || payments._usage_lines(v_sub, v_plan, p_sub.usage_from, p_ended_at);
+        END IF;
+        IF payments._lines_total(v_lines) > 0 THEN
+            PERFORM payments._issue_invoice(v_sub, 'final', v_plan.currency, v_lines, least(p_sub.usage_from, v_from),
+                                            p_ended_at, p_at);
+        END IF;
     END IF;
     UPDATE payments.subscriptions s SET usage_from = greatest(s.usage_from, p_ended_at)
     WHERE s.customer_id = p_sub.customer_id AND s.id = p_sub.id;
@@ -1352,7 +1370,9 @@ BEGIN
                 add_invoice_item.quantity, v_minor, add_invoice_item.idempotency_key, v_fp)
         RETURNING * INTO v_item;
         v_invoice := payments._estimate_draft(v_invoice, now());
-        IF v_invoice.total_minor > 999999999999 THEN
+        -- What it charges before credits and balance, which may be spent elsewhere before it is final.
+        IF (SELECT (a ->> 'total_minor')::bigint + (a ->> 'credits_minor')::bigint + (a ->> 'balance_minor')::bigint
+            FROM payments._draft_amounts(v_invoice, now()) a) > 999999999999 THEN
             RAISE EXCEPTION 'invoice % would come to more than one payment can charge', v_invoice.id USING ERRCODE = 'PM104';
         END IF;
         PERFORM payments._invoice_event(v_invoice, v_invoice.status);
