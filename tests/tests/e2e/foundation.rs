@@ -745,3 +745,100 @@ async fn a_login_bound_to_one_customer_reads_that_customers_rows_only() {
     let refused = db.execute("SELECT payments.bind_role_to_customer('payments_gateway', 'x')", &[]).await;
     assert_eq!(sqlstate(refused), "PM100");
 }
+
+/// The answer of one concurrent call: its first column, or its SQLSTATE.
+async fn outcome_or_sqlstate(sql: &'static str, params: Vec<String>) -> String {
+    let db = connect().await;
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+    match db.query_one(sql, &params).await {
+        Ok(row) => row.get::<_, String>(0),
+        Err(e) => e.code().map_or("?".to_string(), |c| c.code().to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_agents_add_items_to_a_draft_while_it_is_finalized_and_none_is_lost() {
+    let db = connect().await;
+    let plan = unique("items_plan").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', 10, 'month', trial_days => 1)", &[&plan]).await.unwrap();
+    let customer = unique("cust_items");
+    let sub: String = db
+        .query_one(
+            "SELECT id FROM payments.create_subscription($1, $2, $3, at => now() - interval '2 days')",
+            &[&unique("k"), &customer, &plan],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    db.execute(
+        "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))",
+        &[&sub],
+    )
+    .await
+    .unwrap();
+    let draft: String = db
+        .query_one("SELECT id FROM payments.invoices WHERE subscription_id = $1 AND status = 'draft'", &[&sub])
+        .await
+        .unwrap()
+        .get(0);
+    // 32 keys, each sent twice at once, and the draft finalized among them.
+    let add = "SELECT outcome FROM payments.add_invoice_item($1, $2, 'Seat', 1.00)";
+    let prefix = unique("item");
+    let mut calls: Vec<_> = (0..64)
+        .map(|i| {
+            let params = vec![format!("{prefix}-{}", i / 2), draft.clone()];
+            tokio::spawn(outcome_or_sqlstate(add, params))
+        })
+        .collect();
+    calls.insert(
+        32,
+        tokio::spawn(outcome_or_sqlstate("SELECT status FROM payments.finalize_invoice($1)", vec![draft.clone()])),
+    );
+    let answers: Vec<String> = join_all(calls).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(answers[32], "open", "finalized: {answers:?}");
+    let items: Vec<&String> = answers.iter().enumerate().filter(|(i, _)| *i != 32).map(|(_, a)| a).collect();
+    assert!(items.iter().all(|a| ["created", "replayed", "PM206"].contains(&a.as_str())), "{items:?}");
+    // Every item a call was told exists is a line of the final invoice, once.
+    let row = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM payments.invoice_items WHERE invoice_id = $1),
+                    (SELECT count(*) FROM payments.invoice_lines WHERE invoice_id = $1 AND kind = 'item'),
+                    (SELECT total_minor FROM payments.invoices WHERE id = $1)",
+            &[&draft],
+        )
+        .await
+        .unwrap();
+    let (stored, lines, total): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let created = items.iter().filter(|a| a.as_str() == "created").count() as i64;
+    assert_eq!((stored, lines), (created, created), "{items:?}");
+    assert_eq!(total, 1000 + 100 * created, "the fee and each item");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_first_subscriptions_at_once_fix_one_currency() {
+    let db = connect().await;
+    let plan = unique("two_currencies").to_lowercase().replace('-', "_");
+    db.execute(
+        r#"SELECT payments.create_plan($1, 'USD', 10, 'month', trial_days => 7, currency_options => '{"EUR": {"amount": 9}}')"#,
+        &[&plan],
+    )
+    .await
+    .unwrap();
+    let customer = unique("cust_two");
+    let create = "SELECT currency FROM payments.create_subscription($1, $2, $3, currency => $4)";
+    let calls = (0..64).map(|i| {
+        let currency = if i % 2 == 0 { "EUR" } else { "USD" }.to_string();
+        tokio::spawn(outcome_or_sqlstate(create, vec![unique("k"), customer.clone(), plan.clone(), currency]))
+    });
+    let answers: Vec<String> = join_all(calls).await.into_iter().map(|r| r.unwrap()).collect();
+    let fixed: HashSet<&String> = answers.iter().filter(|a| a.len() == 3 && !a.starts_with("PM")).collect();
+    assert_eq!(fixed.len(), 1, "one currency: {answers:?}");
+    assert!(answers.iter().all(|a| fixed.contains(a) || a == "PM206"), "the others refused: {answers:?}");
+    let currencies: i64 = db
+        .query_one("SELECT count(DISTINCT currency) FROM payments.subscriptions WHERE customer_id = $1", &[&customer])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(currencies, 1);
+}
