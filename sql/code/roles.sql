@@ -112,7 +112,7 @@ GRANT EXECUTE ON FUNCTION
     payments.set_subscription_quantity(text, integer, boolean, timestamptz),
     payments.set_subscription_cancel_at(text, timestamptz, timestamptz),
     payments.cancel_subscription(text, boolean, timestamptz),
-    payments.pause_subscription(text), payments.resume_subscription(text, timestamptz),
+    payments.pause_subscription(text, timestamptz), payments.resume_subscription(text, timestamptz),
     payments.consume(text, text, numeric, text, timestamptz),
     payments.run_billing(timestamptz),
     payments.grant_credits(text, text, numeric, text, timestamptz, text, integer), payments.expire_credits(timestamptz),

@@ -823,10 +823,12 @@ $$;
 COMMENT ON FUNCTION payments.set_subscription_cancel_at(text, timestamptz, timestamptz) IS
     'Sets when a subscription is canceled (as Stripe''s cancel_at; NULL: no longer), decided at time at (cancel_at after it): from then on it grants nothing, and run_billing ends it at that time, invoicing its usage up to it once; periods that start before it renew as usual (a period it falls in is not prorated: cancel at a period''s end to bill only whole periods). The same time again is a noop; PM206 for a subscription that ended.';
 
-CREATE OR REPLACE FUNCTION payments.pause_subscription(id text) RETURNS SETOF payments.subscription_result
+CREATE OR REPLACE FUNCTION payments.pause_subscription(id text, at timestamptz DEFAULT now())
+RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_sub  payments.subscriptions%ROWTYPE := payments._locked_subscription(pause_subscription.id);
+    -- Locked as billing locks it: finalizing a draft may charge it.
+    v_sub  payments.subscriptions%ROWTYPE := payments._locked_for_billing(pause_subscription.id);
     v_from text := v_sub.status;
 BEGIN
     IF v_sub.status = 'paused' THEN
@@ -835,14 +837,17 @@ BEGIN
     ELSIF v_sub.status NOT IN ('trialing', 'active') THEN
         RAISE EXCEPTION 'subscription % is % and cannot be paused', v_sub.id, v_sub.status USING ERRCODE = 'PM206';
     END IF;
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at is required (a finite time)' USING ERRCODE = 'PM100';
+    END IF;
     -- The period it was renewed into is billed as it stands: a pause never voids a draft.
-    PERFORM payments._finalize_drafts(v_sub, now());
+    PERFORM payments._finalize_drafts(v_sub, at);
     v_sub.status := 'paused';
-    RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, v_from, 'paused', '{}');
+    RETURN QUERY SELECT * FROM payments._set_subscription(v_sub, v_from, 'paused', jsonb_build_object('at', at));
 END
 $$;
-COMMENT ON FUNCTION payments.pause_subscription(text) IS
-    'Pauses a trialing or active subscription (PM206 otherwise): it grants nothing until resumed (a renewal still a draft is finalized first). Pausing again is a noop.';
+COMMENT ON FUNCTION payments.pause_subscription(text, timestamptz) IS
+    'Pauses a trialing or active subscription at time at (PM206 otherwise): it grants nothing until resumed (a renewal still a draft is finalized first, at at). Pausing again is a noop.';
 
 CREATE OR REPLACE FUNCTION payments.resume_subscription(id text, at timestamptz DEFAULT now()) RETURNS SETOF payments.subscription_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -394,3 +394,6 @@ SELECT pg_catalog.pg_extension_config_dump('payments.customer_currencies', '');
 INSERT INTO payments.customer_currencies (customer_id, currency, fixed_at)
 SELECT DISTINCT ON (s.customer_id) s.customer_id, s.currency, s.created_at
 FROM payments.subscriptions s ORDER BY s.customer_id, s.created_at, s.id;
+
+-- A pause takes its time (it may finalize a renewal's draft).
+DROP FUNCTION payments.pause_subscription(text);
