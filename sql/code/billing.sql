@@ -195,7 +195,7 @@ BEGIN
                                                                    NULL, NULL),
                                    'usage_plan', to_jsonb(p_usage_plan)))
         RETURNING * INTO v_invoice;
-        v_invoice := payments._estimate_draft(v_invoice, p_at);
+        v_invoice := payments._estimate_draft(v_invoice, payments._draft_amounts(v_invoice, p_at));
         PERFORM payments._invoice_event(v_invoice, NULL);
         RETURN v_invoice.id;
     END IF;
@@ -208,20 +208,28 @@ $$;
 COMMENT ON FUNCTION payments._invoice_period(payments.subscriptions, payments.plans, payments.plans, timestamptz, timestamptz, timestamptz, timestamptz) IS
     'Internal: the invoice of a subscription''s current period, made once at time p_at: the plan''s fee in advance, the usage of [p_usage_from, p_usage_to) under p_usage_plan''s metered prices in arrears (_period_lines), with its discount, taxes, credits and balance (_issue_invoice), numbered and charged (nothing to pay: paid at once). With p_finalize_at after p_at: a draft until then (_finalize_invoice). The caller holds the subscription''s row lock.';
 
+CREATE OR REPLACE FUNCTION payments._draft_usage_lines(p_sub payments.subscriptions, p_invoice payments.invoices)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT p_invoice.usage_from < p_invoice.usage_to THEN
+        RETURN '[]';
+    END IF;
+    RETURN payments._usage_lines(p_sub, jsonb_populate_record(NULL::payments.plans, p_invoice.draft -> 'usage_plan'),
+                                 p_invoice.usage_from, p_invoice.usage_to);
+END
+$$;
+COMMENT ON FUNCTION payments._draft_usage_lines(payments.subscriptions, payments.invoices) IS
+    'Internal: the usage a draft invoice of p_sub bills in arrears, as recorded so far, at the plan it was used under (_usage_lines: less what threshold invoices of its stretch billed); none without a usage window.';
+
 CREATE OR REPLACE FUNCTION payments._draft_lines(p_invoice payments.invoices) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_sub   payments.subscriptions%ROWTYPE;
-    v_lines jsonb := p_invoice.draft -> 'lines';
 BEGIN
-    IF p_invoice.usage_from < p_invoice.usage_to THEN
-        SELECT * INTO v_sub FROM payments.subscriptions s
-        WHERE s.customer_id = p_invoice.customer_id AND s.id = p_invoice.subscription_id;
-        v_lines := v_lines || payments._usage_lines(v_sub, jsonb_populate_record(NULL::payments.plans,
-                                                                                 p_invoice.draft -> 'usage_plan'),
-                                                    p_invoice.usage_from, p_invoice.usage_to);
-    END IF;
-    RETURN v_lines || coalesce((
+    SELECT * INTO v_sub FROM payments.subscriptions s
+    WHERE s.customer_id = p_invoice.customer_id AND s.id = p_invoice.subscription_id;
+    RETURN (p_invoice.draft -> 'lines') || payments._draft_usage_lines(v_sub, p_invoice) || coalesce((
         SELECT jsonb_agg(jsonb_build_object('kind', 'item', 'description', it.description, 'quantity', it.quantity,
                                             'amount_minor', it.unit_amount_minor * it.quantity) ORDER BY it.id)
         FROM payments.invoice_items it
@@ -245,12 +253,13 @@ $$;
 COMMENT ON FUNCTION payments._draft_amounts(payments.invoices, timestamptz) IS
     'Internal: what a draft invoice would be if finalized at p_at (_invoice_amounts of its lines now).';
 
-CREATE OR REPLACE FUNCTION payments._estimate_draft(p_invoice payments.invoices, p_at timestamptz) RETURNS payments.invoices
+CREATE OR REPLACE FUNCTION payments._estimate_draft(p_invoice payments.invoices, p_amounts jsonb)
+RETURNS payments.invoices
 LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice payments.invoices%ROWTYPE;
     -- Values, not calls, in the UPDATE: Citus refuses volatile functions there.
-    v_total   bigint := (payments._draft_amounts(p_invoice, p_at) ->> 'total_minor')::bigint;
+    v_total   bigint := (p_amounts ->> 'total_minor')::bigint;
 BEGIN
     UPDATE payments.invoices i SET total_minor = v_total
     WHERE i.customer_id = p_invoice.customer_id AND i.id = p_invoice.id
@@ -258,8 +267,8 @@ BEGIN
     RETURN v_invoice;
 END
 $$;
-COMMENT ON FUNCTION payments._estimate_draft(payments.invoices, timestamptz) IS
-    'Internal: sets a draft invoice''s total to what it would be now (it is fixed when finalized).';
+COMMENT ON FUNCTION payments._estimate_draft(payments.invoices, jsonb) IS
+    'Internal: sets a draft invoice''s total to what it would be now (p_amounts: its _draft_amounts; it is fixed when finalized).';
 
 CREATE OR REPLACE FUNCTION payments._finalize_invoice(p_invoice payments.invoices, p_sub payments.subscriptions,
                                                       p_at timestamptz) RETURNS void
@@ -773,21 +782,18 @@ DECLARE
     v_sub   payments.subscriptions%ROWTYPE := p_sub;
     v_plan  payments.plans%ROWTYPE;
     v_from  timestamptz;
-    v_draft record;
+    v_draft payments.invoices%ROWTYPE;
     v_lines jsonb := '[]';
 BEGIN
     -- A renewal still a draft is void (its period's fee is not charged), but the usage it was to
     -- bill in arrears is billed on the final invoice, with the rest: at the plan it was used
     -- under, less what threshold invoices of its stretch billed (_usage_lines).
     FOR v_draft IN
-        SELECT i.usage_from, i.usage_to, i.draft FROM payments.invoices i
+        SELECT * FROM payments.invoices i
         WHERE i.customer_id = p_sub.customer_id AND i.subscription_id = p_sub.id AND i.status = 'draft'
-          AND i.usage_from < i.usage_to
         ORDER BY i.period_number
     LOOP
-        v_lines := v_lines || payments._usage_lines(p_sub, jsonb_populate_record(NULL::payments.plans,
-                                                                                 v_draft.draft -> 'usage_plan'),
-                                                    v_draft.usage_from, v_draft.usage_to);
+        v_lines := v_lines || payments._draft_usage_lines(p_sub, v_draft);
         v_from := least(v_from, v_draft.usage_from);
     END LOOP;
     -- A subscription that never started (incomplete) owes nothing: its invoice is void.
@@ -1332,6 +1338,7 @@ DECLARE
     v_minor   bigint;
     v_fp      bytea;
     v_outcome text := 'created';
+    v_amounts jsonb;
 BEGIN
     IF add_invoice_item.idempotency_key IS NULL OR length(add_invoice_item.idempotency_key) NOT BETWEEN 1 AND 255
        OR add_invoice_item.description IS NULL OR length(add_invoice_item.description) NOT BETWEEN 1 AND 500
@@ -1369,10 +1376,11 @@ BEGIN
         VALUES (v_invoice.customer_id, payments._new_id('ii'), v_invoice.id, add_invoice_item.description,
                 add_invoice_item.quantity, v_minor, add_invoice_item.idempotency_key, v_fp)
         RETURNING * INTO v_item;
-        v_invoice := payments._estimate_draft(v_invoice, now());
+        v_amounts := payments._draft_amounts(v_invoice, now());
+        v_invoice := payments._estimate_draft(v_invoice, v_amounts);
         -- What it charges before credits and balance, which may be spent elsewhere before it is final.
-        IF (SELECT (a ->> 'total_minor')::bigint + (a ->> 'credits_minor')::bigint + (a ->> 'balance_minor')::bigint
-            FROM payments._draft_amounts(v_invoice, now()) a) > 999999999999 THEN
+        IF (v_amounts ->> 'total_minor')::bigint + (v_amounts ->> 'credits_minor')::bigint
+           + (v_amounts ->> 'balance_minor')::bigint > 999999999999 THEN
             RAISE EXCEPTION 'invoice % would come to more than one payment can charge', v_invoice.id USING ERRCODE = 'PM104';
         END IF;
         PERFORM payments._invoice_event(v_invoice, v_invoice.status);

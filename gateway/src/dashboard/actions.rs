@@ -126,16 +126,9 @@ fn customer_page(id: &str) -> String {
     format!("/dashboard/customers/{}", url(id))
 }
 
-/// One of the API's statements (`db`), its rows unread: what an action on an invoice or a
-/// subscription runs.
-async fn execute(state: &AppState, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<(), ApiError> {
-    let db = state.pool.get().await?;
-    db.query_one(&db.prepare_cached(sql).await?, params).await?;
-    Ok(())
-}
-
-/// An action from a customer's page acts on that customer's own invoice or subscription
-/// (`owned`: a statement of `queries` counting it), else the page answers 404.
+/// An action from a customer's page (`sql`, one of the API's statements, its rows unread) acts on
+/// that customer's own invoice or subscription (`owned`: a statement of `queries` counting it),
+/// else the page answers 404.
 async fn on_customer(
     state: &AppState,
     owned: &str,
@@ -150,8 +143,8 @@ async fn on_customer(
     if count == 0 {
         return Err(ApiError::NotFound(what));
     }
-    drop(db);
-    execute(state, sql, params).await
+    db.query_one(&db.prepare_cached(sql).await?, params).await?;
+    Ok(())
 }
 
 pub async fn refund(

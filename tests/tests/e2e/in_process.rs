@@ -2065,6 +2065,17 @@ async fn a_renewal_draft_takes_an_invoice_item_and_is_charged_with_it_once_final
     assert_eq!((paid["total"].as_str(), paid["lines"].as_array().map(Vec::len)), (Some("95.00"), Some(2)), "{paid}");
     let payment = app.get_json(&key, &format!("/v1/payments/{}", paid["payment_id"].as_str().unwrap())).await;
     assert_eq!((payment["amount"].as_str(), payment["status"].as_str()), (Some("95.00"), Some("succeeded")));
+    let missing = app.send(Method::POST, "/v1/invoices/inv_nope/finalize", Some(&key), None).await;
+    assert_eq!(error_code(missing).await.0, StatusCode::NOT_FOUND);
+    let missing = app
+        .post_with_key(
+            "/v1/invoices/inv_nope/items",
+            &key,
+            &unique("item"),
+            json!({ "description": "x", "amount": "1" }),
+        )
+        .await;
+    assert_eq!(error_code(missing).await.0, StatusCode::NOT_FOUND);
     let late = app.post_with_key(&items, &key, &unique("item"), json!({ "description": "x", "amount": "1" })).await;
     assert_eq!(error_code(late).await.0, StatusCode::CONFLICT, "a final invoice takes no item");
     let page = app.send(Method::GET, &format!("{path}.html"), Some(&key), None).await.text().await.unwrap();
