@@ -177,6 +177,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_invoice  payments.invoices%ROWTYPE;
     v_usage    boolean := p_usage_from < p_usage_to;
+    v_amounts  jsonb;
 BEGIN
     -- The caller holds the subscription's row lock; the period's invoice is made once.
     SELECT * INTO v_invoice FROM payments.invoices i
@@ -195,7 +196,8 @@ BEGIN
                                                                    NULL, NULL),
                                    'usage_plan', to_jsonb(p_usage_plan)))
         RETURNING * INTO v_invoice;
-        v_invoice := payments._estimate_draft(v_invoice, payments._draft_amounts(v_invoice, p_at));
+        v_amounts := payments._draft_amounts(v_invoice, p_at);
+        v_invoice := payments._estimate_draft(v_invoice, v_amounts);
         PERFORM payments._invoice_event(v_invoice, NULL);
         RETURN v_invoice.id;
     END IF;
@@ -226,10 +228,13 @@ CREATE OR REPLACE FUNCTION payments._draft_lines(p_invoice payments.invoices) RE
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_sub   payments.subscriptions%ROWTYPE;
+    v_lines jsonb;
 BEGIN
     SELECT * INTO v_sub FROM payments.subscriptions s
     WHERE s.customer_id = p_invoice.customer_id AND s.id = p_invoice.subscription_id;
-    RETURN (p_invoice.draft -> 'lines') || payments._draft_usage_lines(v_sub, p_invoice) || coalesce((
+    -- Its own statement: beside the items' query, Citus would run it on the shard.
+    v_lines := (p_invoice.draft -> 'lines') || payments._draft_usage_lines(v_sub, p_invoice);
+    RETURN v_lines || coalesce((
         SELECT jsonb_agg(jsonb_build_object('kind', 'item', 'description', it.description, 'quantity', it.quantity,
                                             'amount_minor', it.unit_amount_minor * it.quantity) ORDER BY it.id)
         FROM payments.invoice_items it
