@@ -12,7 +12,7 @@ import re
 import sys
 import time
 
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError, expect, sync_playwright
 
 (base, payment, customer, op_email, op_password, viewer_email, viewer_password, shots, to_capture, to_cancel,
  billed, coupon) = sys.argv[1:13]
@@ -25,7 +25,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 def shot(page, name):
-    page.screenshot(path=os.path.join(shots, f"{name}.png"), full_page=True)
+    """A full-page screenshot for review. Headless Chromium on a loaded machine sometimes answers
+    "Unable to capture screenshot" once; the page is the same a moment later."""
+    path = os.path.join(shots, f"{name}.png")
+    try:
+        page.screenshot(path=path, full_page=True)
+    except PlaywrightError:
+        time.sleep(0.5)
+        page.screenshot(path=path, full_page=True)
 
 
 def sign_in(page, email, password):

@@ -216,12 +216,21 @@ FROM payments.customer_balances b WHERE b.customer_id = $1"
 );
 
 /// A customer: subscriptions, what each feature has left, usage of every meter this period
-/// (the current subscription period, else the calendar month), latest payments.
+/// (the latest current subscription period, else the calendar month, whole: billing run with a
+/// later `at` may have started it after now), latest payments.
 pub const CUSTOMER: &str = concat!("
-WITH period AS (
-    SELECT coalesce((SELECT max(s.current_period_start) FROM payments.list_subscriptions($1, NULL, 100) s
-                     WHERE s.status IN ('active', 'trialing', 'past_due')),
-                    date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS start)
+WITH current AS (
+    SELECT s.current_period_start AS start, s.current_period_end AS finish
+    FROM payments.list_subscriptions($1, NULL, 100) s
+    WHERE s.status IN ('active', 'trialing', 'past_due')
+    ORDER BY s.current_period_start DESC LIMIT 1
+), month AS (
+    SELECT date_trunc('month', now() AT TIME ZONE 'UTC') AS start
+), period AS (
+    SELECT coalesce(c.start, m.start AT TIME ZONE 'UTC') AS start,
+           coalesce(c.finish, (m.start + interval '1 month') AT TIME ZONE 'UTC') AS finish
+    FROM month m LEFT JOIN current c ON true
+)
 SELECT jsonb_build_object(
     'has_paid', payments.customer_has_paid($1),
     'active', payments.has_active_subscription($1),
@@ -235,7 +244,7 @@ SELECT jsonb_build_object(
                  FROM payments.entitlements($1) e),
     'usage', (SELECT coalesce(jsonb_agg(jsonb_build_object('meter', m.code, 'aggregation', u.aggregation,
                     'value', u.value::text, 'events', u.event_count) ORDER BY m.code), '[]')
-              FROM payments.meters m, period, payments.usage_summary($1, m.code, period.start, now()) u),
+              FROM payments.meters m, period, payments.usage_summary($1, m.code, period.start, period.finish) u),
     'payments', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', p.id, 'amount', ", money!("p.amount_minor", "p.currency"), ",
                     'status', p.status, 'created', to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'))
                     ORDER BY p.id DESC), '[]')

@@ -154,6 +154,19 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
     )
     .await
     .unwrap();
+    // Usage on a meter, recorded now by both customers. The first has no subscription: its page
+    // shows this calendar month's. The billed one's current period was started by the billing run
+    // above, after now: its page shows that period's, none yet.
+    let meter = unique("dash_meter").to_lowercase();
+    db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
+    for (who, quantity) in [(&customer, "3"), (&billed, "2")] {
+        db.execute(
+            "SELECT payments.record_usage($1, $2, $3, $4::text::numeric)",
+            &[&unique("u"), who, &meter, &quantity],
+        )
+        .await
+        .unwrap();
+    }
     // A wallet: credits granted, one hold open on them.
     db.execute(
         "SELECT payments.grant_credits($1, $2, 5, 'usd', now() + interval '30 days')",
@@ -302,6 +315,13 @@ async fn sign_in_see_a_payment_refund_it_once_and_a_viewer_cannot() {
         serde_json::from_value(report["billed_tables"][caption].clone())
             .unwrap_or_else(|_| panic!("no table {caption:?} on the billed customer's page"))
     };
+    // Each page's usage of the meter, as usage_summary adds it up over the period the page names.
+    let usage_of = |tables: &serde_json::Value| -> Vec<Vec<String>> {
+        let rows: Vec<Vec<String>> = serde_json::from_value(tables["Usage by meter"].clone()).unwrap();
+        rows.into_iter().filter(|r| r[0] == meter).collect()
+    };
+    assert_eq!(usage_of(&report["customer_tables"]), [[meter.as_str(), "sum", "3", "1"]]);
+    assert_eq!(usage_of(&report["billed_tables"]), [[meter.as_str(), "sum", "0", "0"]]);
     let number: String =
         db.query_one("SELECT number FROM payments.invoices WHERE subscription_id = $1", &[&sub]).await.unwrap().get(0);
     let invoices = billed_table("The latest 20 invoices: what was charged, taken off and credited");
