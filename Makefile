@@ -17,11 +17,13 @@ unexport RUST_BACKTRACE
 
 .PHONY: run test check docs docs-check docs-db setup install install-debug install-releases lint stop unit pgrx-test upgrade-test e2e scale-test reliability fuzz-quick bench bench-smoke
 
-run: setup install
-	cargo build --release --package payments-gateway
+# The debug builds, as `cargo run` would: quicker to build, and the very builds make test uses.
+# (make bench builds and measures the release profile.)
+run: setup install-debug
+	cargo build --package payments-gateway
 	@scripts/cluster.sh start
 	@scripts/cluster.sh createdb $(DB) --keep
-	@GATEWAY_BIN=$(TARGET_DIR)/release/payments-gateway scripts/run-gateway.sh
+	@GATEWAY_BIN=$(TARGET_DIR)/debug/payments-gateway scripts/run-gateway.sh
 	@scripts/run-banner.sh
 
 # Every suite in order, each phase timed (the table at the end says where the time went).
@@ -91,6 +93,8 @@ install-releases:
 # (also on the gateway built without the sandbox, as production may build it).
 lint:
 	python3 scripts/sqltool.py check
+	cargo hakari verify
+	cargo hakari generate --diff
 	cargo deny --log-level error check licenses bans sources
 	cargo fmt --all --check
 	cargo fmt --manifest-path fuzz/Cargo.toml --check

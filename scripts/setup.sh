@@ -42,6 +42,13 @@ if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]]; then
   cargo install cargo-deny --version 0.20.2 --locked
 fi
 
+# cargo hakari keeps workspace-hack/ current (make lint): one feature set per shared dependency,
+# so the builds of make run, the unit tests and the end-to-end tests reuse each other's.
+if [[ "$(cargo hakari --version 2>/dev/null)" != "cargo-hakari 0.9.39" ]]; then
+  echo "setup: installing cargo-hakari 0.9.39"
+  cargo install cargo-hakari --version 0.9.39 --locked
+fi
+
 # mdBook builds the user's manual in docs/ (make docs; make test checks it builds).
 if [[ "$(mdbook --version 2>/dev/null)" != "mdbook v0.5.4" ]]; then
   echo "setup: installing mdbook 0.5.4"
