@@ -509,18 +509,20 @@ def scale_out(seconds, clients, citus_port):
         PORT = single_port
 
 
-# The write paths whose time the profile breaks down, by script.
-PROFILED = ["b", "d", "g", "h", "j"]
+# The write paths whose time the profile breaks down, by script ((f) is most of the gateway's flow).
+PROFILED = ["b", "d", "f", "g", "h", "j"]
 
 
-def profile(seconds, clients):
+def profile(seconds, clients, names=None):
     """Where each write path's time goes: the self time of every function it
     calls (track_functions = all: PL/pgSQL and the extension's Rust functions),
-    per transaction, from one run of each script."""
+    per transaction, from one run of each script (of `names` when given)."""
     psql(f"ALTER DATABASE {DB} SET track_functions = 'all'")
     out = {}
     try:
-        for name in PROFILED:
+        # (d) takes its pace from (b).
+        wanted = None if names is None else set(names) | ({"b"} if "d" in names else set())
+        for name in [n for n in PROFILED if wanted is None or n in wanted]:
             if name == "d":  # no (a) here: a few times (b)'s pace bounds it
                 run = run_d(clients, seconds, 4 * out["b"]["tps"], profiled=True)
             else:
@@ -590,7 +592,7 @@ def main():
             print(f"clients={c}: " + ", ".join(f"{k}={v['tps']:.0f} tps" for k, v in row.items()), flush=True)
 
         if "profile" in parts:
-            results["profile"] = profile(seconds, mid)
+            results["profile"] = profile(seconds, mid, args.scripts.split(",") if args.scripts else None)
             print(f"profile: {results['profile']}", flush=True)
 
         if args.citus_port and "scale" in parts:
