@@ -8,6 +8,29 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
+/// A time the API takes (`occurred_at`, `from`, `cancel_at`, …): RFC 3339 with its offset,
+/// `2026-12-07T10:00:00Z`, as each event of a usage batch must be. PostgreSQL would also take a
+/// time without an offset (read in the server's time zone) or a word such as `now`; the API
+/// refuses those (400) rather than guess which instant was meant.
+pub(crate) fn instant<'a>(param: &'static str, value: &'a str) -> Result<&'a str, ApiError> {
+    if payments_core::timestamp::is_rfc3339(value) {
+        return Ok(value);
+    }
+    let message = format!(
+        "{param} must be an RFC 3339 time with its offset, such as 2026-12-07T10:00:00Z, not {}",
+        serde_json::Value::from(payments_core::error::shown(value, crate::error::QUOTED))
+    );
+    Err(ApiError::invalid("parameter_invalid", message, Some(param)))
+}
+
+/// [`instant`] for a time that may be left out.
+pub(crate) fn optional_instant<'a>(
+    param: &'static str,
+    value: &'a Option<String>,
+) -> Result<Option<&'a str>, ApiError> {
+    value.as_deref().map(|v| instant(param, v)).transpose()
+}
+
 /// The one `Idempotency-Key` header: printable ASCII (HTTP allows other
 /// bytes, which could not be echoed back exactly), 1 to 255 characters, not
 /// starting with a prefix the product reserves for its own keys.

@@ -23,6 +23,7 @@ use tokio_postgres::types::ToSql;
 use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
+use crate::http::{instant, optional_instant};
 
 /// The SQL API reference: every public function of schema `payments` with
 /// its arguments, result and the comment that documents it, and every view.
@@ -89,9 +90,9 @@ pub struct UsageSummaryArgs {
     pub customer_id: String,
     /// The meter's code.
     pub meter: String,
-    /// Start of the window (inclusive), RFC 3339.
+    /// Start of the window (inclusive), RFC 3339 with its offset.
     pub from: String,
-    /// End of the window (exclusive), RFC 3339.
+    /// End of the window (exclusive), RFC 3339 with its offset.
     pub to: String,
 }
 
@@ -154,7 +155,7 @@ pub struct RecordUsageArgs {
     pub quantity: Decimal,
     /// Your id for this event: a retry with it records nothing more.
     pub request_id: String,
-    /// When it happened (RFC 3339; default now): at most 35 days ago and 5 minutes ahead.
+    /// When it happened (RFC 3339 with its offset; default now): at most 35 days ago and 5 minutes ahead.
     pub occurred_at: Option<String>,
 }
 
@@ -318,13 +319,17 @@ impl PaymentsMcp {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<UsageSummaryArgs>,
     ) -> CallToolResult {
+        let (from, to) = match (instant("from", &a.from), instant("to", &a.to)) {
+            (Ok(from), Ok(to)) => (from, to),
+            (Err(e), _) | (_, Err(e)) => return answer(Err(e)),
+        };
         self.run(
             &ctx,
             READ,
             Some(&a.customer_id),
             None,
             db::USAGE_SUMMARY,
-            &[&a.customer_id, &a.meter, &a.from, &a.to],
+            &[&a.customer_id, &a.meter, &from, &to],
             first,
         )
         .await
@@ -409,9 +414,13 @@ impl PaymentsMcp {
             Ok(q) => q,
             Err(e) => return answer(Err(e)),
         };
+        let occurred_at = match optional_instant("occurred_at", &a.occurred_at) {
+            Ok(at) => at,
+            Err(e) => return answer(Err(e)),
+        };
         let none: Option<String> = None;
         let params: [&(dyn ToSql + Sync); 6] =
-            [&a.request_id, &a.customer_id, &a.meter, &quantity, &a.occurred_at, &none];
+            [&a.request_id, &a.customer_id, &a.meter, &quantity, &occurred_at, &none];
         self.run(&ctx, WRITE, Some(&a.customer_id), None, db::RECORD_USAGE, &params, first).await
     }
 }

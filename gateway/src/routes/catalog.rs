@@ -16,7 +16,7 @@ use crate::auth::{Caller, ADMIN};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::http::{amount_schema, decimal_text, json_response};
+use crate::http::{amount_schema, decimal_text, json_response, optional_instant};
 use crate::state::AppState;
 
 /// An optional exact decimal of the body (`http::decimal_text`).
@@ -52,7 +52,7 @@ pub struct PutCoupon {
     pub duration: Option<String>,
     pub duration_in_periods: Option<i32>,
     pub max_redemptions: Option<i32>,
-    /// RFC 3339: redeemable until then.
+    /// RFC 3339 with its offset: redeemable until then.
     pub redeem_by: Option<String>,
     /// Plan codes it applies to (default: any).
     pub applies_to_plans: Option<Vec<String>>,
@@ -72,6 +72,7 @@ pub async fn put_coupon(
 ) -> Result<Response, ApiError> {
     let (percent_off, amount_off) =
         (decimal(&body.percent_off, "percent_off")?, decimal(&body.amount_off, "amount_off")?);
+    let redeem_by = optional_instant("redeem_by", &body.redeem_by)?;
     let params: [&(dyn ToSql + Sync); 10] = [
         &code,
         &percent_off,
@@ -80,7 +81,7 @@ pub async fn put_coupon(
         &body.duration,
         &body.duration_in_periods,
         &body.max_redemptions,
-        &body.redeem_by,
+        &redeem_by,
         &body.applies_to_plans,
         &body.name,
     ];
@@ -93,7 +94,7 @@ pub struct PutPromotionCode {
     /// The coupon's code.
     pub coupon: String,
     pub max_redemptions: Option<i32>,
-    /// RFC 3339: redeemable until then.
+    /// RFC 3339 with its offset: redeemable until then.
     pub redeem_by: Option<String>,
     /// Only this customer may redeem it.
     pub customer_id: Option<String>,
@@ -114,8 +115,8 @@ pub async fn put_promotion_code(
     Path(code): Path<String>,
     JsonBody(body): JsonBody<PutPromotionCode>,
 ) -> Result<Response, ApiError> {
-    let params: [&(dyn ToSql + Sync); 5] =
-        [&code, &body.coupon, &body.max_redemptions, &body.redeem_by, &body.customer_id];
+    let redeem_by = optional_instant("redeem_by", &body.redeem_by)?;
+    let params: [&(dyn ToSql + Sync); 5] = [&code, &body.coupon, &body.max_redemptions, &redeem_by, &body.customer_id];
     let mut code_json = admin(&state, &caller, db::PUT_PROMOTION_CODE, &params).await?;
     if let Some(active) = body.active {
         admin(&state, &caller, db::SET_PROMOTION_CODE_ACTIVE, &[&code, &active]).await?;

@@ -12,7 +12,7 @@ use crate::auth::{Caller, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::http::{amount_schema, created_or_replayed, decimal_text, idempotency_key};
+use crate::http::{amount_schema, created_or_replayed, decimal_text, idempotency_key, optional_instant};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -24,7 +24,7 @@ pub struct GrantCredits {
     pub amount: Box<RawValue>,
     /// A currency (`usd`) or a credit unit (`tokens`: lower-case letters, digits, underscores).
     pub unit: String,
-    /// RFC 3339, in the future; absent: never.
+    /// RFC 3339 with its offset, in the future; absent: never.
     pub expires_at: Option<String>,
     /// A feature or meter the credits pay for; absent: invoices.
     pub applies_to: Option<String>,
@@ -50,12 +50,13 @@ pub async fn grant(
     caller.require_platform()?;
     let key = idempotency_key(&headers)?;
     let amount = decimal_text(&body.amount, "amount")?;
+    let expires_at = optional_instant("expires_at", &body.expires_at)?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::GRANT_CREDITS).await?;
     let row = db
         .query_one(
             &stmt,
-            &[&key, &body.customer_id, &amount, &body.unit, &body.expires_at, &body.applies_to, &body.priority],
+            &[&key, &body.customer_id, &amount, &body.unit, &expires_at, &body.applies_to, &body.priority],
         )
         .await?;
     let (id, outcome): (&str, &str) = (row.try_get("grant_id")?, row.try_get("outcome")?);

@@ -9,14 +9,14 @@ use utoipa::ToSchema;
 use crate::auth::{Caller, ADMIN, WRITE};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::http::json_response;
+use crate::http::{instant, json_response};
 use crate::state::AppState;
 
 /// A window `[from, to)` to reconcile.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateReconciliation {
-    /// Start (inclusive), RFC 3339: `2026-11-01T00:00:00Z`.
+    /// Start (inclusive), RFC 3339 with its offset: `2026-11-01T00:00:00Z`.
     pub from: String,
     /// End (exclusive).
     pub to: String,
@@ -37,12 +37,13 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
     caller.require_platform()?;
+    let (from, to) = (instant("from", &body.from)?, instant("to", &body.to)?);
     let repair = body.repair.unwrap_or(false);
     // Reading a report is a write key's; changing records from it is an administrator's.
     if repair {
         caller.require(ADMIN)?;
     }
-    let report = crate::reconciliation::run(&state.pool, state.provider.as_ref(), &body.from, &body.to, repair).await?;
+    let report = crate::reconciliation::run(&state.pool, state.provider.as_ref(), from, to, repair).await?;
     Ok(json_response(StatusCode::CREATED, report))
 }
 

@@ -10,7 +10,7 @@ use crate::auth::{Caller, Object, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJsonBody};
-use crate::http::{created_or_replayed, idempotency_key, json_response};
+use crate::http::{created_or_replayed, idempotency_key, json_response, optional_instant};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -27,10 +27,10 @@ pub struct CreateSubscription {
     /// What it is billed in (default: the customer's currency, else the plan's own): the plan's
     /// currency or one of its currency options. A customer's first subscription fixes its currency.
     pub currency: Option<String>,
-    /// RFC 3339, within the first period and without a trial: the first period ends there, its fee
+    /// RFC 3339 with its offset, within the first period and without a trial: the first period ends there, its fee
     /// prorated, and whole periods follow from it.
     pub billing_cycle_anchor: Option<String>,
-    /// RFC 3339: when it is canceled (it grants nothing from then on).
+    /// RFC 3339 with its offset: when it is canceled (it grants nothing from then on).
     pub cancel_at: Option<String>,
     /// What the end of its trial does without a payment method: create_invoice (default), pause or cancel.
     pub missing_payment_method: Option<String>,
@@ -52,6 +52,8 @@ pub async fn create(
     caller.require(WRITE)?;
     caller.may_act_for(&body.customer_id)?;
     let key = idempotency_key(&headers)?;
+    let billing_cycle_anchor = optional_instant("billing_cycle_anchor", &body.billing_cycle_anchor)?;
+    let cancel_at = optional_instant("cancel_at", &body.cancel_at)?;
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::CREATE_SUBSCRIPTION).await?;
     let row = db
@@ -65,8 +67,8 @@ pub async fn create(
                 &body.trial_days,
                 &body.quantity,
                 &body.currency,
-                &body.billing_cycle_anchor,
-                &body.cancel_at,
+                &billing_cycle_anchor,
+                &cancel_at,
                 &body.missing_payment_method,
             ],
         )
@@ -199,7 +201,7 @@ pub async fn set_quantity(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetCancelAt {
-    /// RFC 3339, in the future: when it is canceled; null: no longer.
+    /// RFC 3339 with its offset, in the future: when it is canceled; null: no longer.
     pub cancel_at: Option<String>,
 }
 
@@ -215,10 +217,11 @@ pub async fn set_cancel_at(
     JsonBody(body): JsonBody<SetCancelAt>,
 ) -> Result<Response, ApiError> {
     caller.require(WRITE)?;
+    let cancel_at = optional_instant("cancel_at", &body.cancel_at)?;
     let db = state.pool.get().await?;
     caller.owns(&db, Object::Subscription, &id).await?;
     let stmt = db.prepare_cached(db::SET_SUBSCRIPTION_CANCEL_AT).await?;
-    let row = db.query_one(&stmt, &[&id, &body.cancel_at]).await?;
+    let row = db.query_one(&stmt, &[&id, &cancel_at]).await?;
     Ok(json_response(StatusCode::OK, row.try_get("subscription")?))
 }
 

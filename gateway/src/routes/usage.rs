@@ -11,7 +11,9 @@ use crate::auth::{Caller, READ, WRITE};
 use crate::db;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::http::{amount_schema, created_or_replayed, decimal_text, idempotency_key, json_response};
+use crate::http::{
+    amount_schema, created_or_replayed, decimal_text, idempotency_key, instant, json_response, optional_instant,
+};
 use crate::state::AppState;
 
 /// One usage event (with the `Idempotency-Key` header), or a batch of them (`events`, each with its own key).
@@ -23,7 +25,7 @@ pub struct RecordUsage {
     /// Exact: a decimal string or a JSON number, 0 to 10^15.
     #[schema(schema_with = amount_schema)]
     pub quantity: Option<Box<RawValue>>,
-    /// RFC 3339; default now. At most 35 days ago and 5 minutes ahead.
+    /// RFC 3339 with its offset (`2026-12-07T10:00:00Z`); default now. At most 35 days ago and 5 minutes ahead.
     pub occurred_at: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub properties: Option<Box<RawValue>>,
@@ -88,7 +90,7 @@ pub async fn record(
                 &body.customer_id.as_deref().ok_or_else(|| missing("customer_id"))?,
                 &body.meter.as_deref().ok_or_else(|| missing("meter"))?,
                 &quantity,
-                &body.occurred_at,
+                &optional_instant("occurred_at", &body.occurred_at)?,
                 &properties,
             ],
         )
@@ -100,9 +102,9 @@ pub async fn record(
 #[into_params(parameter_in = Query)]
 pub struct SummaryQuery {
     pub meter: String,
-    /// Start (inclusive), RFC 3339.
+    /// Start (inclusive), RFC 3339 with its offset.
     pub from: String,
-    /// End (exclusive), RFC 3339.
+    /// End (exclusive), RFC 3339 with its offset.
     pub to: String,
 }
 
@@ -118,8 +120,9 @@ pub async fn summary(
 ) -> Result<Response, ApiError> {
     caller.require(READ)?;
     caller.sees(Some(&customer), "customer")?;
+    let (from, to) = (instant("from", &q.from)?, instant("to", &q.to)?);
     let db = state.pool.get().await?;
     let stmt = db.prepare_cached(db::USAGE_SUMMARY).await?;
-    let summary: String = db.query_one(&stmt, &[&customer, &q.meter, &q.from, &q.to]).await?.try_get(0)?;
+    let summary: String = db.query_one(&stmt, &[&customer, &q.meter, &from, &to]).await?.try_get(0)?;
     Ok(json_response(StatusCode::OK, summary))
 }

@@ -1476,6 +1476,66 @@ async fn usage_retried_concurrently_or_in_a_batch_counts_once() {
 }
 
 #[tokio::test]
+async fn a_time_without_its_offset_is_a_400_naming_it_and_an_offset_is_honoured() {
+    let app = spawn_app(&[]).await;
+    let (_, key) = api_key(&["payments:read", "payments:write"]).await;
+    let db = payments_e2e::connect().await;
+    let meter = unique("offsets").to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
+    let customer = unique("cust_tz");
+    // An hour ago, written in Tokyo's time (+09:00, no summer time), and the same instant in UTC.
+    let row = db
+        .query_one(
+            "SELECT to_char(t AT TIME ZONE 'Asia/Tokyo', 'YYYY-MM-DD\"T\"HH24:MI:SS') || '+09:00',
+                    to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')
+             FROM (SELECT date_trunc('second', now() - interval '1 hour') AS t) n",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (tokyo, utc): (String, String) = (row.get(0), row.get(1));
+    let offsetless = tokyo.trim_end_matches("+09:00").to_string();
+    let usage = |at: &str| json!({ "customer_id": customer, "meter": meter, "quantity": 1, "occurred_at": at });
+    // Read in the server's time zone, or a moving word: refused, the field named, nothing recorded.
+    for at in [offsetless.as_str(), "now", "today", "infinity", "2026-12-07"] {
+        let r = app.post_with_key("/v1/usage", &key, &unique("u"), usage(at)).await;
+        let (status, body): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
+        assert_eq!((status, body["error"]["param"].as_str()), (400, Some("occurred_at")), "{at}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("offset"), "{body}");
+    }
+    let path = |from: &str| format!("/v1/customers/{customer}/usage?meter={meter}&from={from}&to=2100-01-01T00:00:00Z");
+    let r = app.send(Method::GET, &path("2000-01-01T00:00:00"), Some(&key), None).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "from", "{body}");
+    let r = app
+        .send(
+            Method::POST,
+            "/v1/subscriptions/sub_none/cancel_at",
+            Some(&key),
+            Some(json!({ "cancel_at": "tomorrow" })),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // With its offset, the instant is the one written, whatever the zone it was written in.
+    let r = app.post_with_key("/v1/usage", &key, &unique("u"), usage(&tokyo)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let stored: Vec<String> = db
+        .query(
+            "SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM payments.usage_log
+             WHERE customer_id = $1",
+            &[&customer],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, [utc]);
+    let summary = app.get_json(&key, &path("2000-01-01T00:00:00%2B00:00")).await;
+    assert_eq!(summary["event_count"], 1, "{summary}");
+}
+
+#[tokio::test]
 async fn concurrent_batches_over_the_same_customers_all_land_and_keep_the_running_totals_exact() {
     let app = std::sync::Arc::new(spawn_app(&["--pool-size", "24"]).await);
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
