@@ -80,6 +80,7 @@ pub async fn record(
     let missing =
         |name: &'static str| ApiError::invalid("parameter_missing", format!("{name} is required"), Some(name));
     let quantity = decimal_text(body.quantity.as_deref().ok_or_else(|| missing("quantity"))?, "quantity")?;
+    let occurred_at = optional_instant("occurred_at", &body.occurred_at)?;
     let properties = body.properties.as_ref().map(|p| p.get().to_string());
     let stmt = db.prepare_cached(db::RECORD_USAGE).await?;
     let row = db
@@ -90,7 +91,7 @@ pub async fn record(
                 &body.customer_id.as_deref().ok_or_else(|| missing("customer_id"))?,
                 &body.meter.as_deref().ok_or_else(|| missing("meter"))?,
                 &quantity,
-                &optional_instant("occurred_at", &body.occurred_at)?,
+                &occurred_at,
                 &properties,
             ],
         )

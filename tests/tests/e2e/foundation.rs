@@ -565,22 +565,30 @@ async fn sixty_four_agents_never_spend_past_a_budget() {
     assert!(answers.iter().all(|(allowed, reason)| *allowed || reason.as_deref() == Some("spend_limit_reached")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ten_concurrent_billing_runs_renew_and_charge_once() {
-    let db = connect().await;
-    let plan = unique("renew").to_lowercase().replace('-', "_");
-    db.execute("SELECT payments.create_plan($1, 'USD', 9, 'month', trial_days => 1)", &[&plan]).await.unwrap();
-    let customer = unique("cust_rn");
+/// A new customer subscribed two days ago to a new monthly plan of `amount` dollars with a one-day
+/// trial, so its first paid period is due; its id and the subscription's. No payment method: the
+/// invoice's payment is made (and fails at once), and no gateway started later finds one to charge.
+async fn trial_ended(db: &tokio_postgres::Client, name: &str, amount: i32) -> (String, String) {
+    let plan = unique(name).to_lowercase().replace('-', "_");
+    db.execute("SELECT payments.create_plan($1, 'USD', $2::int, 'month', trial_days => 1)", &[&plan, &amount])
+        .await
+        .unwrap();
+    let customer = unique("cust_trial");
     let sub: String = db
         .query_one(
-            // No payment method: the invoice's payment is made (and fails at once), and no gateway
-            // started later finds a payment to charge.
             "SELECT id FROM payments.create_subscription($1, $2, $3, at => now() - interval '2 days')",
             &[&unique("k"), &customer, &plan],
         )
         .await
         .unwrap()
         .get(0);
+    (customer, sub)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_concurrent_billing_runs_renew_and_charge_once() {
+    let db = connect().await;
+    let (customer, sub) = trial_ended(&db, "renew", 9).await;
     let runs = (0..10).map(|_| {
         tokio::spawn(async move {
             let db = connect().await;
@@ -753,24 +761,14 @@ async fn outcome_or_sqlstate(sql: &'static str, params: Vec<String>) -> String {
         params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
     match db.query_one(sql, &params).await {
         Ok(row) => row.get::<_, String>(0),
-        Err(e) => e.code().map_or("?".to_string(), |c| c.code().to_string()),
+        Err(e) => sqlstate(Err::<(), _>(e)),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_agents_add_items_to_a_draft_while_it_is_finalized_and_none_is_lost() {
     let db = connect().await;
-    let plan = unique("items_plan").to_lowercase().replace('-', "_");
-    db.execute("SELECT payments.create_plan($1, 'USD', 10, 'month', trial_days => 1)", &[&plan]).await.unwrap();
-    let customer = unique("cust_items");
-    let sub: String = db
-        .query_one(
-            "SELECT id FROM payments.create_subscription($1, $2, $3, at => now() - interval '2 days')",
-            &[&unique("k"), &customer, &plan],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let (_, sub) = trial_ended(&db, "items_plan", 10).await;
     db.execute(
         "SELECT payments.run_billing((SELECT current_period_end FROM payments.subscriptions WHERE id = $1))",
         &[&sub],
