@@ -78,7 +78,10 @@ start() {
     local dir=$RUN_DIR/${NAMES[$i]}
     if [ ! -f "$dir/PG_VERSION" ]; then
       as_postgres "$BIN/initdb" -D "$dir" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
-      cat >>"$dir/postgresql.conf" <<EOF
+    fi
+    # Written at every start (and read again by a running node), so that a cluster an earlier
+    # checkout made gets today's settings too.
+    cat >"$dir/cluster.conf" <<EOF
 shared_preload_libraries = 'citus'
 listen_addresses = '127.0.0.1'
 port = ${PORTS[$i]}
@@ -86,9 +89,18 @@ unix_socket_directories = '$RUN_DIR'
 max_connections = 300
 max_prepared_transactions = 200
 citus.enable_statistics_collection = off
+# The nodes talk over loopback: no TLS between them (Citus asks for it by default, and every
+# new connection between nodes paid a handshake), and one connection per node for a query that
+# reaches many shards (many short transactions on two cores, where opening more connections
+# costs more than it saves). Together they took 30 % off the Citus suites.
+citus.node_conninfo = 'sslmode=disable'
+citus.max_adaptive_executor_pool_size = 1
 EOF
+    if ! grep -q "^include 'cluster.conf'" "$dir/postgresql.conf"; then
+      echo "include 'cluster.conf'" >>"$dir/postgresql.conf"
     fi
     if as_postgres "$BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+      as_postgres "$BIN/pg_ctl" -D "$dir" reload >/dev/null
       if [ -f "$so" ] && [ "$so" -nt "$dir/postmaster.pid" ]; then
         as_postgres "$BIN/pg_ctl" -D "$dir" -w -m fast restart -l "$dir.log" >/dev/null
       fi
