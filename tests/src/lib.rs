@@ -201,6 +201,23 @@ pub async fn remove_webhook_endpoints() {
         .unwrap();
 }
 
+/// Whether the test database is a Citus cluster's (`make scale-test`).
+pub async fn on_citus(db: &Client) -> bool {
+    let citus = "SELECT count(*) > 0 FROM pg_extension WHERE extname = 'citus'";
+    db.query_one(citus, &[]).await.expect("read the installed extensions").get(0)
+}
+
+/// How many generated inputs a test that explores an input space tries: `n`, or a fifth of it on
+/// a Citus cluster. Citus cannot change what an input means, only how the SQL paths it reaches
+/// run; the single-node run explores the whole space, and a fifth of it still reaches each path.
+pub async fn explored(db: &Client, n: usize) -> usize {
+    if on_citus(db).await {
+        n.div_ceil(5)
+    } else {
+        n
+    }
+}
+
 /// Whether the long form of the reliability suite runs (`make reliability`
 /// sets `RELIABILITY=long`); `make test` runs the quick form.
 pub fn long_form() -> bool {

@@ -398,6 +398,7 @@ async fn the_api_answers_as_its_openapi_document_says() {
     let s = embedded(&[("GATEWAY_POOL_SIZE", "32".to_string()), ("GATEWAY_POOL_WAIT_MS", "5000".to_string())]).await;
     let python = std::env::var("PAYMENTS_PYTHON").expect("PAYMENTS_PYTHON is set by `make test`");
     let schemathesis = std::path::Path::new(&python).with_file_name("schemathesis");
+    let examples = payments_e2e::explored(&payments_e2e::connect().await, 25).await;
     let workdir = std::env::temp_dir().join(unique("schemathesis"));
     std::fs::create_dir_all(&workdir).unwrap();
     let out = tokio::process::Command::new(schemathesis)
@@ -408,7 +409,7 @@ async fn the_api_answers_as_its_openapi_document_says() {
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
         ])
-        .args(["--max-examples", "25", "--workers", "1", "--seed", "20261126"])
+        .args(["--max-examples", &examples.to_string(), "--workers", "1", "--seed", "20261126"])
         .env("NO_COLOR", "1")
         .output()
         .await
