@@ -5,8 +5,9 @@
 #   citus.sh install          build and install Citus from ../shared/citus/ unless installed
 #   citus.sh start            install if needed; initdb, start the nodes, register the workers
 #   citus.sh stop
-#   citus.sh createdb NAME    (re)create NAME on every node with citus and payments, then
-#                             run payments.distribute() on the coordinator
+#   citus.sh createdb NAME [SHARDS]
+#                             (re)create NAME on every node with citus and payments, then
+#                             run payments.distribute(SHARDS) on the coordinator (default 32)
 #
 # Ports: CITUS_PORT (coordinator, default 54340), +1 and +2 for the workers.
 set -euo pipefail
@@ -119,7 +120,7 @@ stop() {
 }
 
 createdb() {
-  local name=$1
+  local name=$1 shards=${2:-32}
   # Workers first: the coordinator's CREATE EXTENSION payments reaches registered workers itself.
   for port in "${PORTS[2]}" "${PORTS[1]}" "${PORTS[0]}"; do
     psql_on "$port" -d postgres -c "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" -c "CREATE DATABASE \"$name\""
@@ -130,13 +131,13 @@ createdb() {
     -c "SELECT citus_add_node('127.0.0.1', ${PORTS[1]})" \
     -c "SELECT citus_add_node('127.0.0.1', ${PORTS[2]})" \
     -c "CREATE EXTENSION payments" \
-    -c "SELECT payments.distribute()"
+    -c "SELECT payments.distribute($shards)"
 }
 
 case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
-  createdb) createdb "$2" ;;
-  *) echo "usage: $0 install|start|stop|createdb NAME" >&2; exit 2 ;;
+  createdb) createdb "$2" "${3:-}" ;;
+  *) echo "usage: $0 install|start|stop|createdb NAME [SHARDS]" >&2; exit 2 ;;
 esac
