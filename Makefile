@@ -27,10 +27,11 @@ run: setup install-debug
 	@scripts/run-banner.sh
 
 # Every suite in order, each phase timed (the table at the end says where the time went). The
-# single-node suites run while the Citus ones do: those leave a third of the two cores idle.
+# single-node suites and then the benchmark's smoke run go while the Citus suites run: those
+# leave a third of the two cores idle.
 test:
-	@scripts/phases.sh setup lint unit pgrx-test upgrade-test install-debug fuzz-quick docs-check e2e,scale-test \
-		bench-smoke
+	@scripts/phases.sh setup lint unit pgrx-test upgrade-test install-debug fuzz-quick docs-check \
+		e2e+bench-smoke,scale-test
 	@echo "make test: all suites passed"
 
 # The inner loop, no database: SQL layout, formatting, clippy, unit tests.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs make targets in order, stops at the first that fails, and prints how long
 # each took: where make test spends its time.
-#   scripts/phases.sh setup lint unit e2e,scale-test …
-# Targets joined by a comma run at the same time, each into .run/phases/<target>.log,
-# printed whole when both are done (the Citus suites leave a third of the two cores idle,
-# which the single-node suites fill).
+#   scripts/phases.sh setup lint unit e2e+bench-smoke,scale-test …
+# Lanes joined by a comma run at the same time, each its targets (joined by a plus) in order,
+# every target into .run/phases/<target>.log, printed whole when all lanes are done. (The Citus
+# suites leave a third of the two cores idle, which the single-node suites fill.)
 set -uo pipefail
 LOGS=.run/phases
 declare -a rows
@@ -14,24 +14,35 @@ row() { # target, seconds, exit status
     rows+=("$(printf '%-14s %5ss%s' "$1" "$2" "$([ "$3" -ne 0 ] && echo '  FAILED')")")
 }
 for phase in "$@"; do
-    IFS=, read -ra group <<<"$phase"
     start=$(date +%s)
-    if [ ${#group[@]} -eq 1 ]; then
+    if [[ "$phase" != *[,+]* ]]; then
         make --no-print-directory "$phase"
         status=$?
         row "$phase" "$(( $(date +%s) - start ))" "$status"
     else
         mkdir -p "$LOGS"
-        for target in "${group[@]}"; do
+        IFS=, read -ra lanes <<<"$phase"
+        targets=()
+        for lane in "${lanes[@]}"; do
+            IFS=+ read -ra in_lane <<<"$lane"
+            for target in "${in_lane[@]}"; do
+                targets+=("$target")
+                rm -f "$LOGS/$target.log" "$LOGS/$target.status"
+            done
             (
-                began=$(date +%s)
-                make --no-print-directory "$target" >"$LOGS/$target.log" 2>&1
-                echo "$? $(( $(date +%s) - began ))" >"$LOGS/$target.status"
+                for target in "${in_lane[@]}"; do
+                    began=$(date +%s)
+                    make --no-print-directory "$target" >"$LOGS/$target.log" 2>&1
+                    code=$?
+                    echo "$code $(( $(date +%s) - began ))" >"$LOGS/$target.status"
+                    [ $code -ne 0 ] && break
+                done
             ) &
         done
         wait
-        for target in "${group[@]}"; do
-            echo "==> $target ($LOGS/$target.log; ran at the same time as the rest of $phase)"
+        for target in "${targets[@]}"; do
+            [ -f "$LOGS/$target.status" ] || continue # its lane stopped before it
+            echo "==> $target ($LOGS/$target.log; ran beside the rest of $phase)"
             cat "$LOGS/$target.log"
             read -r code seconds <"$LOGS/$target.status"
             row "$target" "$seconds" "$code"
