@@ -86,6 +86,16 @@ async def writer(session):
                                                                "quantity": 7, "request_id": "agent-use-1"}))
     assert recorded["outcome"] == "created" and replayed["outcome"] == "replayed", (recorded, replayed)
     now = datetime.now(timezone.utc)
+    # A time without its offset (or a word) is refused, naming the field, and records nothing
+    # (usage_value below counts the 7 above only).
+    for tool, args, field in [
+            ("record_usage", {"customer_id": customer, "meter": meter, "quantity": 5, "request_id": "agent-use-naive",
+                              "occurred_at": now.replace(tzinfo=None).isoformat()}, "occurred_at"),
+            ("usage_summary", {"customer_id": customer, "meter": meter, "from": "now",
+                               "to": (now + timedelta(hours=1)).isoformat()}, "from")]:
+        refused = await session.call_tool(tool, args)
+        error = payload(refused)["error"] if refused.isError else {}
+        assert (error.get("code"), error.get("param")) == ("parameter_invalid", field), (tool, refused)
     usage = payload(await session.call_tool("usage_summary", {
         "customer_id": customer, "meter": meter,
         "from": (now - timedelta(hours=1)).isoformat(), "to": (now + timedelta(hours=1)).isoformat()}))
