@@ -46,6 +46,12 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{nanos:x}")
 }
 
+/// [`unique`] as a code (a meter's, a plan's, a coupon's, a role's name): lowercase letters,
+/// digits and underscores.
+pub fn unique_code(prefix: &str) -> String {
+    unique(prefix).to_lowercase().replace('-', "_")
+}
+
 /// The SQLSTATE of a database error, or a panic naming the unexpected success.
 pub fn sqlstate<T: std::fmt::Debug>(result: Result<T, Error>) -> String {
     match result {

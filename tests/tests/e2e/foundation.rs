@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::future::join_all;
-use payments_e2e::{connect, sqlstate, unique};
+use payments_e2e::{connect, sqlstate, unique, unique_code};
 
 const CREATE: &str = "SELECT id, outcome, amount::text, status, created_at::text
                       FROM payments.create_payment($1, $2, $3::text::numeric, 'USD')";
@@ -248,7 +248,7 @@ async fn create_refund_lives_and_dies_with_the_callers_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_agents_consuming_at_once_never_pass_the_limit() {
     let db = connect().await;
-    let plan = unique("quota").to_lowercase().replace('-', "_");
+    let plan = unique_code("quota");
     db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 100}')", &[&plan])
         .await
         .unwrap();
@@ -402,7 +402,7 @@ async fn sixty_four_agents_crossing_the_auto_top_up_threshold_at_once_buy_once()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_agents_consuming_past_the_limit_pay_with_credits_never_past_them_and_top_up_once() {
     let db = connect().await;
-    let plan = unique("paid_calls").to_lowercase().replace('-', "_");
+    let plan = unique_code("paid_calls");
     db.execute(
         "SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 10}',
                                      feature_prices => '{\"calls\": 10}')",
@@ -453,7 +453,7 @@ async fn sixty_four_agents_consuming_past_the_limit_pay_with_credits_never_past_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_subscriptions_redeeming_a_coupons_last_use_at_once_get_one() {
     let db = connect().await;
-    let plan = unique("promo_plan").to_lowercase().replace('-', "_");
+    let plan = unique_code("promo_plan");
     let coupon = unique("LAST");
     db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month')", &[&plan]).await.unwrap();
     db.execute("SELECT payments.create_coupon($1, percent_off => 10, max_redemptions => 3)", &[&coupon]).await.unwrap();
@@ -494,7 +494,7 @@ async fn sixty_four_subscriptions_redeeming_a_coupons_last_use_at_once_get_one()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_credit_notes_at_once_never_credit_past_the_invoice() {
     let db = connect().await;
-    let plan = unique("noted").to_lowercase().replace('-', "_");
+    let plan = unique_code("noted");
     db.execute("SELECT payments.create_plan($1, 'USD', 10, 'month')", &[&plan]).await.unwrap();
     let customer = unique("cust_noted");
     // Prepaid credits pay the first invoice in full: paid at once, no provider involved.
@@ -569,7 +569,7 @@ async fn sixty_four_agents_never_spend_past_a_budget() {
 /// trial, so its first paid period is due; its id and the subscription's. No payment method: the
 /// invoice's payment is made (and fails at once), and no gateway started later finds one to charge.
 async fn trial_ended(db: &tokio_postgres::Client, name: &str, amount: i32) -> (String, String) {
-    let plan = unique(name).to_lowercase().replace('-', "_");
+    let plan = unique_code(name);
     db.execute("SELECT payments.create_plan($1, 'USD', $2::int, 'month', trial_days => 1)", &[&plan, &amount])
         .await
         .unwrap();
@@ -615,7 +615,7 @@ async fn ten_concurrent_billing_runs_renew_and_charge_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invoices_finalized_concurrently_get_gapless_numbers() {
     let db = connect().await;
-    let plan = unique("numbered").to_lowercase().replace('-', "_");
+    let plan = unique_code("numbered");
     db.execute("SELECT payments.create_plan($1, 'USD', 3, 'week')", &[&plan]).await.unwrap();
     // 24 connections subscribe at once (each paid subscription finalizes its first invoice), some rolling back.
     let workers = (0..24).map(|i| {
@@ -657,7 +657,7 @@ async fn invoices_finalized_concurrently_get_gapless_numbers() {
 /// A login role bound to one customer, as an agent or a BI tool would connect.
 async fn bound_login(customer: &str) -> tokio_postgres::Client {
     let db = connect().await;
-    let login = format!("agent_{}", unique("sql").to_lowercase().replace('-', "_"));
+    let login = format!("agent_{}", unique_code("sql"));
     db.batch_execute(&format!("CREATE ROLE {login} LOGIN IN ROLE payments_reader")).await.unwrap();
     db.execute("SELECT payments.bind_role_to_customer($1, $2)", &[&login, &customer]).await.unwrap();
     let base = payments_e2e::database_url();
@@ -669,7 +669,7 @@ async fn bound_login(customer: &str) -> tokio_postgres::Client {
 async fn a_login_bound_to_one_customer_reads_that_customers_rows_only() {
     let db = connect().await;
     let (mine, theirs) = (unique("cust_mine"), unique("cust_theirs"));
-    let plan = unique("bound_sql").to_lowercase().replace('-', "_");
+    let plan = unique_code("bound_sql");
     db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 5}')", &[&plan])
         .await
         .unwrap();
@@ -683,7 +683,7 @@ async fn a_login_bound_to_one_customer_reads_that_customers_rows_only() {
     }
     if payments_e2e::on_citus(&db).await {
         // The shards do not apply row-level policies: the binding is refused, never half kept.
-        let login = format!("agent_{}", unique("sql").to_lowercase().replace('-', "_"));
+        let login = format!("agent_{}", unique_code("sql"));
         db.batch_execute(&format!("CREATE ROLE {login} LOGIN IN ROLE payments_reader")).await.unwrap();
         let refused = db.execute("SELECT payments.bind_role_to_customer($1, $2)", &[&login, &mine]).await;
         assert_eq!(sqlstate(refused), "0A000");
@@ -814,7 +814,7 @@ async fn sixty_four_agents_add_items_to_a_draft_while_it_is_finalized_and_none_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_first_subscriptions_at_once_fix_one_currency() {
     let db = connect().await;
-    let plan = unique("two_currencies").to_lowercase().replace('-', "_");
+    let plan = unique_code("two_currencies");
     db.execute(
         r#"SELECT payments.create_plan($1, 'USD', 10, 'month', trial_days => 7, currency_options => '{"EUR": {"amount": 9}}')"#,
         &[&plan],

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use clap::Parser;
-use payments_e2e::{api_key, api_key_for, error_code, gateway_database_url, unique, webhook_secret};
+use payments_e2e::{api_key, api_key_for, error_code, gateway_database_url, unique, unique_code, webhook_secret};
 use payments_gateway::config::{Cli, Command};
 use payments_gateway::startup::Application;
 use reqwest::{Client, Method, StatusCode};
@@ -1422,7 +1422,7 @@ async fn usage_retried_concurrently_or_in_a_batch_counts_once() {
     let app = std::sync::Arc::new(spawn_app(&["--pool-size", "24"]).await);
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let meter = unique("tokens").to_lowercase().replace('-', "_");
+    let meter = unique_code("tokens");
     db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
     let customer = unique("cust_use");
     // An agent retries one event 16 times at once: one event.
@@ -1482,7 +1482,7 @@ async fn a_time_without_its_offset_is_a_400_naming_it_and_an_offset_is_honoured(
     let app = spawn_app(&[]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let meter = unique("offsets").to_lowercase().replace('-', "_");
+    let meter = unique_code("offsets");
     db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
     let customer = unique("cust_tz");
     // An hour ago, written in Tokyo's time (+09:00, no summer time), and the same instant in UTC.
@@ -1542,7 +1542,7 @@ async fn concurrent_batches_over_the_same_customers_all_land_and_keep_the_runnin
     let app = std::sync::Arc::new(spawn_app(&["--pool-size", "24"]).await);
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let meter = unique("load").to_lowercase().replace('-', "_");
+    let meter = unique_code("load");
     db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
     let customers: Vec<String> = (0..4).map(|_| unique("cust_batch")).collect();
     // 24 batches at once on 24 connections (more than the 16 stripes of a day's running total,
@@ -1595,7 +1595,7 @@ async fn concurrent_batches_over_the_same_customers_all_land_and_keep_the_runnin
 #[tokio::test]
 async fn sixty_four_agents_of_one_customer_never_consume_past_its_limit() {
     let db = payments_e2e::connect().await;
-    let plan = unique("quota").to_lowercase().replace('-', "_");
+    let plan = unique_code("quota");
     let customer = unique("cust_busy");
     db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 250}')", &[&plan])
         .await
@@ -1772,7 +1772,7 @@ async fn an_agent_checks_its_entitlements_and_consumes_within_them_over_http() {
     let app = spawn_app(&[]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let plan = unique("starter").to_lowercase().replace('-', "_");
+    let plan = unique_code("starter");
     db.execute(
         "SELECT payments.create_plan($1, 'EUR', 0, 'month', features => '{\"calls\": 5, \"seats\": null}')",
         &[&plan],
@@ -1876,8 +1876,7 @@ async fn invoices_are_paid_by_prepaid_credits_and_the_balance_first_and_charged_
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let (plan, small) =
-        (unique("pro").to_lowercase().replace('-', "_"), unique("lite").to_lowercase().replace('-', "_"));
+    let (plan, small) = (unique_code("pro"), unique_code("lite"));
     db.execute("SELECT payments.create_plan($1, 'USD', 15, 'month', trial_days => 1)", &[&plan]).await.unwrap();
     db.execute("SELECT payments.create_plan($1, 'USD', 5, 'month')", &[&small]).await.unwrap();
     let customer = unique("cust_prepaid");
@@ -1929,7 +1928,7 @@ async fn three_seats_with_a_coupon_and_a_tax_renew_as_foretold_and_a_fourth_seat
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let plan = unique("taxed").to_lowercase().replace('-', "_");
+    let plan = unique_code("taxed");
     let (coupon, rate) = (unique("TWENTY"), unique("ca").to_lowercase());
     // 10.00 a seat (Stripe's example: 3 seats, 20 % off, 8.25 % sales tax).
     db.execute("SELECT payments.create_plan($1, 'USD', 10, 'month', trial_days => 1)", &[&plan]).await.unwrap();
@@ -2030,7 +2029,7 @@ async fn a_voided_invoice_is_never_charged_again_and_only_the_platform_may_void(
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let plan = unique("voided").to_lowercase().replace('-', "_");
+    let plan = unique_code("voided");
     db.execute("SELECT payments.create_plan($1, 'USD', 15, 'month', trial_days => 1)", &[&plan]).await.unwrap();
     let customer = unique("cust_void");
     let (_, own_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &customer).await;
@@ -2068,7 +2067,7 @@ async fn a_renewal_draft_takes_an_invoice_item_and_is_charged_with_it_once_final
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let plan = unique("drafted").to_lowercase().replace('-', "_");
+    let plan = unique_code("drafted");
     db.execute("SELECT payments.create_plan($1, 'USD', 15, 'month', trial_days => 1)", &[&plan]).await.unwrap();
     let customer = unique("cust_draft");
     let (_, own_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &customer).await;
@@ -2149,7 +2148,7 @@ async fn a_customer_subscribes_in_a_plans_other_currency_at_its_latest_version_a
     let app = spawn_app(&[]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let plan = unique("global").to_lowercase().replace('-', "_");
+    let plan = unique_code("global");
     db.execute(
         r#"SELECT payments.create_plan($1, 'USD', 10, 'month', trial_days => 14,
                                       currency_options => '{"EUR": {"amount": "9.00"}, "JPY": {"amount": 1500}}')"#,
@@ -2205,9 +2204,9 @@ async fn subscription_options_anchor_the_cycle_schedule_the_cancel_and_pause_a_t
     let app = spawn_app(&[]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let plan = unique("opts").to_lowercase().replace('-', "_");
+    let plan = unique_code("opts");
     db.execute("SELECT payments.create_plan($1, 'USD', 30, 'month')", &[&plan]).await.unwrap();
-    let trial = unique("optt").to_lowercase().replace('-', "_");
+    let trial = unique_code("optt");
     db.execute("SELECT payments.create_plan($1, 'USD', 30, 'month', trial_days => 1)", &[&trial]).await.unwrap();
     let anchor: String = db
         .query_one(
@@ -2314,7 +2313,7 @@ async fn an_administrators_key_makes_coupons_promotion_codes_tax_rates_and_plan_
     let made: Value = put(format!("/v1/promotion_codes/{promo}"), admin.clone(), body).await.json().await.unwrap();
     assert_eq!((made["coupon"].as_str(), made["active"].as_bool()), (Some(coupon.as_str()), Some(false)), "{made}");
     // A plan's new price as version 2, and its subscriber moved to it.
-    let plan = unique("catalog").to_lowercase().replace('-', "_");
+    let plan = unique_code("catalog");
     db.execute("SELECT payments.create_plan($1, 'USD', 10, 'month', trial_days => 14)", &[&plan]).await.unwrap();
     let create = "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_visa')";
     let sub: String = db.query_one(create, &[&unique("k"), &unique("cust_cat"), &plan]).await.unwrap().get(0);
@@ -2368,7 +2367,7 @@ async fn a_credit_note_refunds_a_paid_invoice_through_the_provider_and_the_invoi
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let plan = unique("refunded").to_lowercase().replace('-', "_");
+    let plan = unique_code("refunded");
     db.execute("SELECT payments.create_plan($1, 'USD', 15, 'month', trial_days => 1)", &[&plan]).await.unwrap();
     let customer = unique("cust_cn");
     let (_, own_key) = payments_e2e::api_key_for(&["payments:read", "payments:write"], &customer).await;
@@ -2447,7 +2446,7 @@ async fn subscriptions_renew_through_the_provider_and_a_declined_card_goes_throu
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let plan = unique("monthly").to_lowercase().replace('-', "_");
+    let plan = unique_code("monthly");
     db.execute("SELECT payments.create_plan($1, 'USD', 15, 'month', trial_days => 1)", &[&plan]).await.unwrap();
     let subscribe = |pm: &'static str| {
         let (db, plan) = (&db, plan.clone());
@@ -2527,7 +2526,7 @@ async fn a_renewal_waiting_on_3_d_secure_is_past_due_and_its_retry_cancels_it_at
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let plan = unique("tds").to_lowercase().replace('-', "_");
+    let plan = unique_code("tds");
     db.execute("SELECT payments.create_plan($1, 'USD', 1000, 'month', trial_days => 1)", &[&plan]).await.unwrap();
     let create = "SELECT id FROM payments.create_subscription($1, $2, $3, 'pm_card_authenticationRequired',
                   at => now() - interval '2 days')";
@@ -2560,10 +2559,10 @@ async fn the_billing_timer_bills_every_customer_while_one_cannot_be_billed() {
     let app = spawn_app(&["--billing-interval-ms", "200"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let meter = unique("huge").to_lowercase().replace('-', "_");
+    let meter = unique_code("huge");
     db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
     let metered = json!([{ "meter": meter, "price": { "mode": "per_unit", "tiers": [{ "unit_amount_minor": 1 }] } }]);
-    let plan = unique("huge_plan").to_lowercase().replace('-', "_");
+    let plan = unique_code("huge_plan");
     db.execute(
         "SELECT payments.create_plan($1, 'USD', 0, 'day', metered => $2::text::jsonb)",
         &[&plan, &metered.to_string()],
@@ -3064,7 +3063,7 @@ async fn a_key_bound_to_one_customer_never_reaches_another_customers_objects() {
     let app = spawn_app(&[]).await;
     let (_, platform) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let plan = unique("bound").to_lowercase().replace('-', "_");
+    let plan = unique_code("bound");
     db.execute("SELECT payments.create_plan($1, 'USD', 0, 'month', features => '{\"calls\": 10}')", &[&plan])
         .await
         .unwrap();
@@ -3131,7 +3130,7 @@ async fn a_key_bound_to_one_customer_never_reaches_another_customers_objects() {
     }
     // A batch naming another customer is refused whole, even beside an event whose number a
     // JSON value cannot hold (1e400): nothing is recorded for the other customer.
-    let meter = unique("bound_m").to_lowercase().replace('-', "_");
+    let meter = unique_code("bound_m");
     db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
     let batch = format!(
         r#"{{"events": [{{"idempotency_key": "k1", "customer_id": "{theirs}", "meter": "{meter}", "quantity": "1"}},
@@ -3164,7 +3163,7 @@ async fn plans_are_listed_and_fetched_over_http() {
     let app = spawn_app(&[]).await;
     let (_, key) = api_key(&["payments:read"]).await;
     let db = payments_e2e::connect().await;
-    let code = unique("plan").to_lowercase().replace('-', "_");
+    let code = unique_code("plan");
     db.execute("SELECT payments.create_plan($1, 'EUR', 9.90, 'month', features => '{\"seats\": 3}')", &[&code])
         .await
         .unwrap();
@@ -3186,8 +3185,8 @@ async fn usage_past_the_threshold_is_invoiced_once_under_ten_concurrent_runs_and
     let app = spawn_app(&["--reconcile-min-age-ms", "0", "--reconcile-interval-ms", "100"]).await;
     let (_, key) = api_key(&["payments:read", "payments:write"]).await;
     let db = payments_e2e::connect().await;
-    let meter = unique("calls").to_lowercase().replace('-', "_");
-    let plan = unique("thr").to_lowercase().replace('-', "_");
+    let meter = unique_code("calls");
+    let plan = unique_code("thr");
     db.execute("SELECT payments.create_meter($1, 'sum')", &[&meter]).await.unwrap();
     let metered = json!([{ "meter": meter, "price": { "mode": "per_unit", "tiers": [{ "unit_amount_minor": 2 }] } }]);
     db.execute(
